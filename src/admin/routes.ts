@@ -1,0 +1,70 @@
+import { StatusError, type IRequest } from "itty-router";
+import { newPublishKey, secretsMatch, sha256Hex } from "../auth/secrets";
+import type { Env } from "../env";
+import { jsonResponse, readJson } from "../http";
+import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
+import type { StreamState } from "../stream/object";
+import { parsePolicyChange, streamNameFrom } from "./validate";
+
+/** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
+const CATALOGUE_PREFIX = "stream:";
+
+/** Middleware: every /admin route needs `Authorization: Bearer <ADMIN_TOKEN>`. */
+export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
+  if (!env.ADMIN_TOKEN) throw new StatusError(500, "ADMIN_TOKEN is not configured: the admin API is disabled");
+  const header = request.headers.get("authorization") ?? "";
+  const token = header.startsWith("Bearer ") ? header.slice(7) : "";
+  if (!(await secretsMatch(token, env.ADMIN_TOKEN))) throw new StatusError(401, "missing or wrong admin token");
+}
+
+export async function putStream(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const change = parsePolicyChange(await readJson(request));
+  const key = newPublishKey();
+  const result = await streamStub(env, name).configure(name, change, { key, hash: await sha256Hex(key) });
+  await writeCatalogue(env, result.state, result.keyHash);
+  const body = { ...result.state, ...(result.publishKey ? { publishKey: result.publishKey } : {}) };
+  return jsonResponse(body, result.created ? 201 : 200);
+}
+
+export async function getStream(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const state = await streamStub(env, name).state();
+  if (!state) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  return jsonResponse(state);
+}
+
+export async function deleteStream(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  // The object is revoked first: it is what the very next on_publish asks.
+  const removed = await streamStub(env, name).remove();
+  await env.STREAMS.delete(CATALOGUE_PREFIX + streamKey(name));
+  if (!removed) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  return jsonResponse({ deleted: streamKey(name) });
+}
+
+/** GET /admin/streams[?cursor=]: the catalogue with each stream's live state, 100 per page. */
+export async function listStreams(request: IRequest, env: Env): Promise<Response> {
+  const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
+  const page = await env.STREAMS.list({ prefix: CATALOGUE_PREFIX, limit: 100, cursor });
+  const states = await Promise.all(
+    page.keys.map((k) => streamStub(env, parseStreamKey(k.name.slice(CATALOGUE_PREFIX.length))).state()),
+  );
+  const streams = states.filter((s): s is StreamState => s !== null);
+  return jsonResponse({ streams, ...(page.list_complete ? {} : { cursor: page.cursor }) });
+}
+
+function streamStub(env: Env, name: StreamName) {
+  return env.STREAM.get(env.STREAM.idFromName(streamKey(name)));
+}
+
+/**
+ * KV holds each stream's policy and the SHA-256 of its key, for listing and
+ * for operators' own tooling. KV is eventually consistent (reads may be 60 s
+ * stale), so hooks never consult it: decisions come from the stream's object.
+ */
+async function writeCatalogue(env: Env, state: StreamState, keyHash: string): Promise<void> {
+  const { vhost, app, stream, maxViewers, playAuth, updatedAt } = state;
+  const entry = { vhost, app, stream, maxViewers, playAuth, keyHash, updatedAt };
+  await env.STREAMS.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry));
+}

@@ -1,0 +1,47 @@
+import { StatusError } from "itty-router";
+import { isObject } from "../http";
+import { DEFAULT_VHOST, type StreamName } from "../stream/name";
+import type { PolicyChange } from "../stream/object";
+
+const POLICY_FIELDS = new Set(["maxViewers", "playAuth", "rotateKey"]);
+const NAME = /^[^\s/\x00-\x1f\x7f]{1,128}$/;
+
+/** Body of PUT /admin/streams/{app}/{stream}; an empty body changes nothing. */
+export function parsePolicyChange(body: unknown): PolicyChange {
+  if (body === undefined) return {};
+  if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
+  for (const field of Object.keys(body)) {
+    if (!POLICY_FIELDS.has(field)) throw new StatusError(400, `unknown field "${field}" (allowed: maxViewers, playAuth, rotateKey)`);
+  }
+  const change: PolicyChange = {};
+  if ("maxViewers" in body) {
+    const max = body.maxViewers;
+    if (max !== null && !(Number.isSafeInteger(max) && (max as number) >= 0)) {
+      throw new StatusError(400, 'field "maxViewers" must be a non-negative integer or null (no cap)');
+    }
+    change.maxViewers = max as number | null;
+  }
+  if ("playAuth" in body) {
+    if (body.playAuth !== "open" && body.playAuth !== "token") {
+      throw new StatusError(400, 'field "playAuth" must be "open" or "token"');
+    }
+    change.playAuth = body.playAuth;
+  }
+  if ("rotateKey" in body) {
+    if (typeof body.rotateKey !== "boolean") throw new StatusError(400, 'field "rotateKey" must be a boolean');
+    change.rotateKey = body.rotateKey;
+  }
+  return change;
+}
+
+/** The stream named by the admin path plus the optional ?vhost= query parameter. */
+export function streamNameFrom(params: Record<string, string>, query: Record<string, unknown>): StreamName {
+  const vhost = typeof query.vhost === "string" ? query.vhost : DEFAULT_VHOST;
+  const name = { vhost, app: params.app, stream: params.stream };
+  for (const [field, value] of Object.entries(name)) {
+    if (!NAME.test(value)) {
+      throw new StatusError(400, `${field} must be 1-128 characters without "/", spaces or control characters`);
+    }
+  }
+  return name;
+}

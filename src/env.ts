@@ -1,0 +1,11 @@
+import type { StreamObject } from "./stream/object";
+import type { ServerObject } from "./server/object";
+
+/** Bindings from wrangler.toml plus the secrets set with `wrangler secret put`. */
+export interface Env {
+  STREAMS: KVNamespace;
+  STREAM: DurableObjectNamespace<StreamObject>;
+  SERVER: DurableObjectNamespace<ServerObject>;
+  HOOK_SECRET?: string;
+  ADMIN_TOKEN?: string;
+}

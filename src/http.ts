@@ -1,0 +1,56 @@
+import { StatusError } from "itty-router";
+
+/** Every body streamgate accepts, hook or admin, is at most this large. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** JSON response with the headers every streamgate answer carries. */
+export function jsonResponse(body: unknown, status = 200, headers: HeadersInit = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store", ...headers },
+  });
+}
+
+/**
+ * Reads the body as JSON, refusing more than MAX_BODY_BYTES even when the
+ * client lies about (or omits) Content-Length. Throws StatusError 413/400.
+ */
+export async function readJson(request: Request): Promise<unknown> {
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  const bytes = new Uint8Array(MAX_BODY_BYTES + 1);
+  let length = 0;
+  if (request.body) {
+    const reader = request.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (length + value.byteLength > MAX_BODY_BYTES) {
+        await reader.cancel();
+        throw tooLarge();
+      }
+      bytes.set(value, length);
+      length += value.byteLength;
+    }
+  }
+  if (length === 0) return undefined;
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes.subarray(0, length));
+  } catch {
+    throw new StatusError(400, "body is not valid UTF-8");
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new StatusError(400, "body is not valid JSON");
+  }
+}
+
+function tooLarge(): StatusError {
+  return new StatusError(413, `body larger than ${MAX_BODY_BYTES} bytes`);
+}
+
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,44 @@
+import { AutoRouter, StatusError } from "itty-router";
+import { deleteStream, getStream, listStreams, putStream, requireAdmin } from "./admin/routes";
+import type { Env } from "./env";
+import { jsonResponse } from "./http";
+import { handleHeartbeat, handleHook } from "./srs/routes";
+
+export { StreamObject } from "./stream/object";
+export { ServerObject } from "./server/object";
+
+type Args = [Env, ExecutionContext];
+
+const router = AutoRouter<any, Args>({
+  catch: toErrorResponse,
+  missing: () => jsonResponse({ error: "not found" }, 404),
+});
+
+router
+  // The contract SRS operators configure: keep these two paths exactly.
+  .post("/hooks/srs/:secret", handleHook)
+  .post("/hooks/srs/:secret/heartbeat", handleHeartbeat)
+
+  .all("/admin/*", requireAdmin)
+  .get("/admin/streams", listStreams)
+  .put("/admin/streams/:app/:stream", putStream)
+  .get("/admin/streams/:app/:stream", getStream)
+  .delete("/admin/streams/:app/:stream", deleteStream);
+
+export default router;
+
+/**
+ * The one place failures become responses. Hooks answer in SRS's shape
+ * (`code` non-zero, `reason` for the operator reading SRS logs); the admin
+ * API answers `{"error": ...}`. Unexpected errors are 500 and logged.
+ */
+function toErrorResponse(err: unknown, request: Request): Response {
+  const status = err instanceof StatusError ? err.status : 500;
+  const message = err instanceof StatusError ? err.message : "internal error";
+  if (!(err instanceof StatusError)) console.error(JSON.stringify({ error: String(err), url: new URL(request.url).pathname.replace(/^\/hooks\/srs\/[^/]+/, "/hooks/srs/***") }));
+  const headers = status === 401 ? { "www-authenticate": 'Bearer realm="streamgate"' } : undefined;
+  if (new URL(request.url).pathname.startsWith("/hooks/")) {
+    return jsonResponse({ code: status, reason: message }, status, headers);
+  }
+  return jsonResponse({ error: message }, status, headers);
+}

@@ -1,0 +1,115 @@
+import { StatusError } from "itty-router";
+import { isObject } from "../http";
+import { DEFAULT_VHOST, type StreamName } from "../stream/name";
+
+/**
+ * One client session on one SRS process. client_id alone is not unique across
+ * a fleet (SRS #442), and service_id changes on every SRS restart while
+ * server_id does not, so all three together name a session.
+ */
+export interface SessionId {
+  serverId: string;
+  serviceId: string;
+  clientId: string;
+}
+
+export type Role = "publisher" | "viewer";
+
+/** Events that start or end a session on a named stream. */
+export interface StreamHook {
+  action: "on_publish" | "on_unpublish" | "on_play" | "on_stop";
+  session: SessionId;
+  ip: string;
+  stream: StreamName;
+  /** The client's query string, without a leading "?". */
+  param: string;
+}
+
+/** on_close carries no stream: it ends whatever that client still holds. */
+export interface CloseHook {
+  action: "on_close";
+  session: SessionId;
+}
+
+/** on_connect, on_dvr, on_hls, on_forward and anything unknown: allowed, not stateful. */
+export interface PassiveHook {
+  action: string;
+  kind: "passive";
+}
+
+export type Hook = StreamHook | CloseHook | PassiveHook;
+
+export interface Heartbeat {
+  serverId: string;
+  serviceId: string;
+  deviceId: string;
+  ip: string;
+  pid: string;
+}
+
+const STREAM_ACTIONS = new Set(["on_publish", "on_unpublish", "on_play", "on_stop"]);
+
+/** Turns an SRS hook body (already JSON-parsed) into a typed event, or throws 400. */
+export function parseHook(body: unknown): Hook {
+  if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
+  const action = requiredString(body, "action");
+  if (STREAM_ACTIONS.has(action)) {
+    return {
+      action: action as StreamHook["action"],
+      session: parseSession(body),
+      ip: optionalString(body, "ip"),
+      stream: parseStreamName(body),
+      param: optionalString(body, "param").replace(/^\?/, ""),
+    };
+  }
+  if (action === "on_close") return { action, session: parseSession(body) };
+  return { action, kind: "passive" };
+}
+
+export function parseHeartbeat(body: unknown): Heartbeat {
+  if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
+  return {
+    serverId: requiredString(body, "server"),
+    serviceId: requiredString(body, "service"),
+    deviceId: optionalString(body, "device_id"),
+    ip: optionalString(body, "ip"),
+    pid: optionalString(body, "pid"),
+  };
+}
+
+/** A value of the client's query string: `?key=abc&foo=1`, `key=abc` (WHIP, SRT). */
+export function paramValue(param: string, name: string): string | null {
+  return new URLSearchParams(param).get(name);
+}
+
+function parseSession(body: Record<string, unknown>): SessionId {
+  return {
+    serverId: requiredString(body, "server_id"),
+    serviceId: requiredString(body, "service_id"),
+    clientId: requiredString(body, "client_id"),
+  };
+}
+
+function parseStreamName(body: Record<string, unknown>): StreamName {
+  return {
+    vhost: optionalString(body, "vhost") || DEFAULT_VHOST,
+    app: requiredString(body, "app"),
+    // HLS viewers arrive as "cam1.m3u8" while every other protocol says "cam1".
+    stream: requiredString(body, "stream").replace(/\.m3u8$/, ""),
+  };
+}
+
+function requiredString(body: Record<string, unknown>, field: string): string {
+  const value = body[field];
+  if (typeof value !== "string" || value === "") {
+    throw new StatusError(400, `field "${field}" must be a non-empty string`);
+  }
+  return value;
+}
+
+function optionalString(body: Record<string, unknown>, field: string): string {
+  const value = body[field];
+  if (value === undefined || value === null) return "";
+  if (typeof value !== "string") throw new StatusError(400, `field "${field}" must be a string`);
+  return value;
+}

@@ -1,0 +1,20 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+// Tests run inside workerd with the real KV namespace and Durable Objects from
+// wrangler.toml. Secrets are fixed test values here; .dev.vars is never read.
+export default defineConfig({
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: "./wrangler.toml" },
+      miniflare: {
+        // Vitest's own runner imports node:* modules; the Worker itself does not need this flag.
+        compatibilityFlags: ["nodejs_compat"],
+        bindings: {
+          HOOK_SECRET: "test-hook-secret",
+          ADMIN_TOKEN: "test-admin-token",
+        },
+      },
+    }),
+  ],
+});

@@ -4,6 +4,8 @@ import { defineConfig } from "vitest/config";
 // Tests run inside workerd with the real KV namespace and Durable Objects from
 // wrangler.toml. Secrets are fixed test values here; .dev.vars is never read.
 export default defineConfig({
+  // One JSON log line per decision is the product's output; keep it out of the test report unless a test fails.
+  test: { silent: "passed-only" },
   plugins: [
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },

@@ -37,11 +37,20 @@ export function parsePolicyChange(body: unknown): PolicyChange {
 /** The stream named by the admin path plus the optional ?vhost= query parameter. */
 export function streamNameFrom(params: Record<string, string>, query: Record<string, unknown>): StreamName {
   const vhost = typeof query.vhost === "string" ? query.vhost : DEFAULT_VHOST;
-  const name = { vhost, app: params.app, stream: params.stream };
+  const name = { vhost, app: decode(params.app), stream: decode(params.stream) };
   for (const [field, value] of Object.entries(name)) {
     if (!NAME.test(value)) {
       throw new StatusError(400, `${field} must be 1-128 characters without "/", spaces or control characters`);
     }
   }
   return name;
+}
+
+/** Path segments arrive percent-encoded; names are checked on what they decode to. */
+function decode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new StatusError(400, `malformed percent-encoding in "${segment}"`);
+  }
 }

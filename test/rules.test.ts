@@ -1,0 +1,37 @@
+import { describe, expect, it } from "vitest";
+import { decidePlay, decidePublish, type StreamPolicy } from "../src/stream/rules";
+
+const HASH = "a".repeat(64);
+const policy = (p: Partial<StreamPolicy> = {}): StreamPolicy => ({ keyHash: HASH, maxViewers: null, playAuth: "open", ...p });
+const A = { serverId: "vid-a", serviceId: "s1", clientId: "c1" };
+const B = { serverId: "vid-b", serviceId: "s1", clientId: "c1" };
+
+describe("decidePublish", () => {
+  it("admits the right key on an idle stream", () => {
+    expect(decidePublish(policy(), null, A, HASH)).toEqual({ allow: true, admit: true });
+  });
+  it("refuses a different session while one is live, even with the right key", () => {
+    const d = decidePublish(policy(), A, B, HASH);
+    expect(d.allow).toBe(false);
+  });
+  it("treats the live session's repeat as a no-op allow", () => {
+    expect(decidePublish(policy(), A, { ...A }, HASH)).toEqual({ allow: true, admit: false });
+  });
+  it("refuses a wrong key before saying whether the stream is busy", () => {
+    const d = decidePublish(policy(), A, B, "b".repeat(64));
+    expect(d.allow === false && d.denial.reason).toBe("invalid publish key");
+  });
+});
+
+describe("decidePlay", () => {
+  it("refuses at the cap and admits under it", () => {
+    expect(decidePlay(policy({ maxViewers: 2 }), 1, false)).toEqual({ allow: true, admit: true });
+    expect(decidePlay(policy({ maxViewers: 2 }), 2, false).allow).toBe(false);
+  });
+  it("allows a live viewer's repeat at the cap without admitting again", () => {
+    expect(decidePlay(policy({ maxViewers: 2 }), 2, true)).toEqual({ allow: true, admit: false });
+  });
+  it("a cap of 0 refuses everyone", () => {
+    expect(decidePlay(policy({ maxViewers: 0 }), 0, false).allow).toBe(false);
+  });
+});

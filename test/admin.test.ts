@@ -3,9 +3,9 @@ import { createExecutionContext, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/auth/secrets";
 import worker from "../src/index";
-import { admin, createStream, hook, play, publish, streamState, uniqueStream } from "./srs";
+import { admin, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 
-const EDGE_A = { server: "vid-8304c30", service: "32457039" };
+const EDGE_A = newEdge();
 const ALLOW = { status: 200, body: { code: 0 } };
 
 describe("admin API: authentication", () => {
@@ -103,15 +103,15 @@ describe("admin API: streams", () => {
   it("stores only the SHA-256 of the key in KV, with the policy", async () => {
     const s = uniqueStream();
     const key = await createStream(s, { maxViewers: 7 });
-    const raw = await env.STREAMS.get(`stream:__defaultVhost__/live/${s}`);
+    const raw = await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`);
     expect(raw).not.toBeNull();
     expect(raw).not.toContain(key);
     expect(JSON.parse(raw!)).toMatchObject({ app: "live", stream: s, maxViewers: 7, playAuth: "open", keyHash: await sha256Hex(key) });
     // A policy update keeps the hash; a rotation replaces it.
     await admin("PUT", `/streams/live/${s}`, { maxViewers: 8 });
-    expect(JSON.parse((await env.STREAMS.get(`stream:__defaultVhost__/live/${s}`))!).keyHash).toBe(await sha256Hex(key));
+    expect(JSON.parse((await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`))!).keyHash).toBe(await sha256Hex(key));
     const newKey = (await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.publishKey;
-    expect(JSON.parse((await env.STREAMS.get(`stream:__defaultVhost__/live/${s}`))!).keyHash).toBe(await sha256Hex(newKey));
+    expect(JSON.parse((await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`))!).keyHash).toBe(await sha256Hex(newKey));
   });
 
   it("lists streams with their live state", async () => {

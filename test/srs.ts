@@ -36,6 +36,17 @@ export function captured(action: string, note = ""): SrsBody {
   return structuredClone(hit.body);
 }
 
+export interface Edge {
+  server: string;
+  service: string;
+}
+
+/** A new SRS server: server_id as SRS draws it ("vid-" + 7 chars), service_id 8 chars. */
+export function newEdge(): Edge {
+  const r = () => Math.random().toString(36).slice(2);
+  return { server: `vid-${r().slice(0, 7)}`, service: r().slice(0, 8) };
+}
+
 export interface Who {
   server?: string;
   service?: string;

@@ -4,6 +4,7 @@ import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
+import { streamObject } from "../stubs";
 import { parsePolicyChange, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
@@ -38,7 +39,7 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
   const name = streamNameFrom(request.params, request.query);
   // The object is revoked first: it is what the very next on_publish asks.
   const removed = await streamStub(env, name).remove();
-  await env.STREAMS.delete(CATALOGUE_PREFIX + streamKey(name));
+  await env.CATALOGUE.delete(CATALOGUE_PREFIX + streamKey(name));
   if (!removed) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   return jsonResponse({ deleted: streamKey(name) });
 }
@@ -46,7 +47,7 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
 /** GET /admin/streams[?cursor=]: the catalogue with each stream's live state, 100 per page. */
 export async function listStreams(request: IRequest, env: Env): Promise<Response> {
   const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
-  const page = await env.STREAMS.list({ prefix: CATALOGUE_PREFIX, limit: 100, cursor });
+  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX, limit: 100, cursor });
   const states = await Promise.all(
     page.keys.map((k) => streamStub(env, parseStreamKey(k.name.slice(CATALOGUE_PREFIX.length))).state()),
   );
@@ -55,7 +56,7 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
 }
 
 function streamStub(env: Env, name: StreamName) {
-  return env.STREAM.get(env.STREAM.idFromName(streamKey(name)));
+  return streamObject(env, streamKey(name));
 }
 
 /**
@@ -66,5 +67,5 @@ function streamStub(env: Env, name: StreamName) {
 async function writeCatalogue(env: Env, state: StreamState, keyHash: string): Promise<void> {
   const { vhost, app, stream, maxViewers, playAuth, updatedAt } = state;
   const entry = { vhost, app, stream, maxViewers, playAuth, keyHash, updatedAt };
-  await env.STREAMS.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry));
+  await env.CATALOGUE.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry));
 }

@@ -1,6 +1,8 @@
 import { DurableObject } from "cloudflare:workers";
+import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
+import { streamObject } from "../stubs";
 
 /** What the admin API reports for one SRS server. */
 export interface ServerState {
@@ -10,6 +12,9 @@ export interface ServerState {
   ip: string;
   pid: string;
   lastHeartbeat: string | null;
+  /** False once heartbeats stopped for SERVER_TIMEOUT_S; servers that never sent one stay alive. */
+  alive: boolean;
+  /** Sessions this server's clients hold, over all streams. */
   sessions: number;
 }
 
@@ -19,6 +24,11 @@ export interface ClientStream {
   role: Role;
 }
 
+/** Where a message's service_id stands: the running process, or one a restart replaced. */
+export type Epoch = "current" | "retired";
+
+export const SERVER_CATALOGUE_PREFIX = "server:";
+
 interface ServerRow extends Record<string, SqlStorageValue> {
   server_id: string;
   service_id: string;
@@ -26,16 +36,28 @@ interface ServerRow extends Record<string, SqlStorageValue> {
   ip: string;
   pid: string;
   last_heartbeat: number | null;
+  dead_since: number | null;
 }
 
+const RETIRED_KEPT_MS = 24 * 3600 * 1000;
+
 /**
- * One object per SRS server_id. It records the server's heartbeats and, for
- * each of its clients, which streams that client holds sessions on: SRS's
- * on_close names no stream, so this index is the only way to find what a
- * closing client still holds.
+ * One object per SRS server_id: the server's current process, its liveness,
+ * and which streams each of its clients holds sessions on.
+ *
+ * SRS keeps server_id across restarts but draws a new service_id at every
+ * process start, and sends no stop events when it is killed. So a message
+ * with a new service_id means the old process is gone: every session it held,
+ * on every stream, is ended here ("restart fencing"). Heartbeat silence for
+ * SERVER_TIMEOUT_S means the whole server is gone: an alarm ends its sessions.
+ *
+ * The client index exists because on_close names no stream, and because
+ * fencing must know which streams to tell. A heartbeat writes one row.
  */
 export class ServerObject extends DurableObject<Env> {
   private sql: SqlStorage;
+  private row: ServerRow | null;
+  private alarmAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -44,30 +66,57 @@ export class ServerObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS server (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, device_id TEXT NOT NULL,
-        ip TEXT NOT NULL, pid TEXT NOT NULL, last_heartbeat INTEGER);
+        ip TEXT NOT NULL, pid TEXT NOT NULL, last_heartbeat INTEGER, dead_since INTEGER);
       CREATE TABLE IF NOT EXISTS client_streams (
         service_id TEXT NOT NULL, client_id TEXT NOT NULL, stream_key TEXT NOT NULL, role TEXT NOT NULL,
+        tracked_at INTEGER NOT NULL,
         PRIMARY KEY (service_id, client_id, stream_key, role)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS retired (service_id TEXT PRIMARY KEY, retired_at INTEGER NOT NULL) WITHOUT ROWID;
     `);
+    this.row = this.sql.exec<ServerRow>("SELECT * FROM server").toArray()[0] ?? null;
+    ctx.blockConcurrencyWhile(async () => {
+      this.alarmAt = await ctx.storage.getAlarm();
+    });
   }
 
-  heartbeat(beat: Heartbeat): void {
+  // --- messages from the server ------------------------------------------------
+
+  async heartbeat(beat: Heartbeat): Promise<Epoch> {
+    const epoch = await this.observe(beat.serverId, beat.serviceId);
+    if (epoch === "retired") return epoch;
+    const row = this.row!;
+    row.device_id = beat.deviceId;
+    row.ip = beat.ip;
+    row.pid = beat.pid;
+    row.last_heartbeat = Date.now();
     this.sql.exec(
-      `INSERT OR REPLACE INTO server (id, server_id, service_id, device_id, ip, pid, last_heartbeat)
-       VALUES (1, ?, ?, ?, ?, ?, ?)`,
-      beat.serverId, beat.serviceId, beat.deviceId, beat.ip, beat.pid, Date.now(),
+      "UPDATE server SET device_id = ?, ip = ?, pid = ?, last_heartbeat = ? WHERE id = 1",
+      row.device_id, row.ip, row.pid, row.last_heartbeat,
     );
+    // One alarm per timeout period, not one write per heartbeat: the alarm
+    // looks at the latest heartbeat when it fires and re-arms itself.
+    if (this.alarmAt === null) this.armAlarm(row.last_heartbeat + serverTimeoutMs(this.env));
+    return epoch;
   }
 
-  /** Remembers that a client started (or asked to start) a session on a stream. */
-  track(serviceId: string, clientId: string, stream: ClientStream): void {
-    this.sql.exec(
-      "INSERT OR IGNORE INTO client_streams (service_id, client_id, stream_key, role) VALUES (?, ?, ?, ?)",
-      serviceId, clientId, stream.streamKey, stream.role,
-    );
+  /**
+   * Records that a client started (or asked to start) a session on a stream.
+   * Answers "retired" when the message comes from a process a restart already
+   * replaced: such a session must not be admitted.
+   */
+  async track(serverId: string, serviceId: string, clientId: string, stream: ClientStream): Promise<Epoch> {
+    const epoch = await this.observe(serverId, serviceId);
+    if (epoch === "current") {
+      this.sql.exec(
+        "INSERT OR IGNORE INTO client_streams (service_id, client_id, stream_key, role, tracked_at) VALUES (?, ?, ?, ?, ?)",
+        serviceId, clientId, stream.streamKey, stream.role, Date.now(),
+      );
+    }
+    return epoch;
   }
 
-  untrack(serviceId: string, clientId: string, stream: ClientStream): void {
+  async untrack(serverId: string, serviceId: string, clientId: string, stream: ClientStream): Promise<void> {
+    await this.observe(serverId, serviceId);
     this.sql.exec(
       "DELETE FROM client_streams WHERE service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
       serviceId, clientId, stream.streamKey, stream.role,
@@ -75,7 +124,8 @@ export class ServerObject extends DurableObject<Env> {
   }
 
   /** on_close: forgets the client and returns the streams it still held. */
-  close(serviceId: string, clientId: string): ClientStream[] {
+  async close(serverId: string, serviceId: string, clientId: string): Promise<ClientStream[]> {
+    await this.observe(serverId, serviceId);
     const held = this.sql
       .exec<{ stream_key: string; role: string }>(
         "SELECT stream_key, role FROM client_streams WHERE service_id = ? AND client_id = ?",
@@ -87,8 +137,22 @@ export class ServerObject extends DurableObject<Env> {
     return held;
   }
 
+  // --- questions from streams --------------------------------------------------
+
+  /**
+   * Is a session of this server's process `serviceId` still alive? A stream
+   * asks before it denies because of that session. `witness` is the
+   * service_id of the hook being decided when it comes from this same server:
+   * it may be the first news of a restart.
+   */
+  async isAlive(serviceId: string, witness?: { serverId: string; serviceId: string }): Promise<boolean> {
+    if (witness) await this.observe(witness.serverId, witness.serviceId);
+    if (!this.row) return true; // never heard from: nothing proves it stale
+    return serviceId === this.row.service_id && !this.isDead(Date.now());
+  }
+
   state(): ServerState | null {
-    const row = this.sql.exec<ServerRow>("SELECT * FROM server").toArray()[0];
+    const row = this.row;
     if (!row) return null;
     const sessions = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM client_streams").one().n;
     return {
@@ -98,7 +162,94 @@ export class ServerObject extends DurableObject<Env> {
       ip: row.ip,
       pid: row.pid,
       lastHeartbeat: row.last_heartbeat === null ? null : new Date(row.last_heartbeat).toISOString(),
+      alive: !this.isDead(Date.now()),
       sessions,
     };
+  }
+
+  // --- liveness ----------------------------------------------------------------
+
+  /** Fires SERVER_TIMEOUT_S after the last heartbeat: declares the server dead if nothing came since. */
+  async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const row = this.row;
+    if (!row || row.last_heartbeat === null || row.dead_since !== null) return;
+    const deadline = row.last_heartbeat + serverTimeoutMs(this.env);
+    const now = Date.now();
+    if (now < deadline) {
+      this.armAlarm(deadline);
+      return;
+    }
+    row.dead_since = now;
+    this.sql.exec("UPDATE server SET dead_since = ? WHERE id = 1", now);
+    await this.fence(null, now);
+  }
+
+  private isDead(now: number): boolean {
+    const row = this.row!;
+    if (row.dead_since !== null) return true;
+    return row.last_heartbeat !== null && now - row.last_heartbeat >= serverTimeoutMs(this.env);
+  }
+
+  private armAlarm(at: number): void {
+    this.alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+
+  /**
+   * Every message from the server passes here first. A new service_id is a
+   * restart: the old process's sessions are fenced off before the message is
+   * answered. A dead server that speaks again is alive again.
+   */
+  private async observe(serverId: string, serviceId: string): Promise<Epoch> {
+    const now = Date.now();
+    const row = this.row;
+    if (!row) {
+      this.row = { server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "", last_heartbeat: null, dead_since: null };
+      this.sql.exec("INSERT INTO server (id, server_id, service_id, device_id, ip, pid) VALUES (1, ?, ?, '', '', '')", serverId, serviceId);
+      await this.env.CATALOGUE.put(SERVER_CATALOGUE_PREFIX + serverId, JSON.stringify({ serverId }));
+      return "current";
+    }
+    if (serviceId === row.service_id) {
+      if (this.isDead(now)) this.revive(now);
+      return "current";
+    }
+    if (this.sql.exec("SELECT 1 FROM retired WHERE service_id = ?", serviceId).toArray().length > 0) return "retired";
+
+    // A restart. Everything here is synchronous until the fan-out, so any
+    // message that arrives meanwhile already sees the new process as current.
+    const old = row.service_id;
+    row.service_id = serviceId;
+    this.sql.exec("UPDATE server SET service_id = ? WHERE id = 1", serviceId);
+    this.sql.exec("DELETE FROM retired WHERE retired_at < ?", now - RETIRED_KEPT_MS);
+    this.sql.exec("INSERT OR REPLACE INTO retired (service_id, retired_at) VALUES (?, ?)", old, now);
+    if (this.isDead(now)) this.revive(now);
+    await this.fence(old, now);
+    return "current";
+  }
+
+  /** Treats the message as a heartbeat: the server is back, and its new sessions count. */
+  private revive(now: number): void {
+    const row = this.row!;
+    row.dead_since = null;
+    row.last_heartbeat = row.last_heartbeat === null ? null : now;
+    this.sql.exec("UPDATE server SET dead_since = NULL, last_heartbeat = ? WHERE id = 1", row.last_heartbeat);
+    if (row.last_heartbeat !== null && this.alarmAt === null) this.armAlarm(now + serverTimeoutMs(this.env));
+  }
+
+  /**
+   * Ends, on every stream, the sessions that `serviceId` (null: every process
+   * of this server) started at or before `cutoff`. The cutoff keeps sessions
+   * admitted while the fan-out is under way, after a revival, out of reach.
+   */
+  private async fence(serviceId: string | null, cutoff: number): Promise<void> {
+    const serverId = this.row!.server_id;
+    const match = serviceId === null ? "" : "AND service_id = ?";
+    const args = serviceId === null ? [cutoff] : [cutoff, serviceId];
+    const streams = this.sql
+      .exec<{ stream_key: string }>(`SELECT DISTINCT stream_key FROM client_streams WHERE tracked_at <= ? ${match}`, ...args)
+      .toArray();
+    await Promise.all(streams.map((s) => streamObject(this.env, s.stream_key).endSessionsOf(serverId, serviceId, cutoff)));
+    this.sql.exec(`DELETE FROM client_streams WHERE tracked_at <= ? ${match}`, ...args);
   }
 }

@@ -1,9 +1,11 @@
 import { StatusError, type IRequest } from "itty-router";
 import { secretsMatch, sha256Hex } from "../auth/secrets";
+import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { readJson } from "../http";
 import { streamKey } from "../stream/name";
-import type { Decision } from "../stream/rules";
+import { Denials, type Decision } from "../stream/rules";
+import { serverObject, streamObject } from "../stubs";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type Role, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 
@@ -34,13 +36,14 @@ export async function handleHook(request: IRequest, env: Env, ctx: ExecutionCont
 export async function handleHeartbeat(request: IRequest, env: Env): Promise<Response> {
   await requireHookSecret(request, env);
   const beat = parseHeartbeat(await readJson(request));
-  await env.SERVER.get(env.SERVER.idFromName(beat.serverId)).heartbeat(beat);
+  await serverObject(env, beat.serverId).heartbeat(beat);
   return allow();
 }
 
 async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
   if (!env.HOOK_SECRET) throw new StatusError(500, "HOOK_SECRET is not configured: refusing every hook");
   if (!(await secretsMatch(request.params.secret ?? "", env.HOOK_SECRET))) throw new StatusError(404, "not found");
+  serverTimeoutMs(env); // a malformed SERVER_TIMEOUT_S fails here, with its name, before anything changes
 }
 
 function roleOf(action: StreamHook["action"]): Role {
@@ -51,11 +54,12 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   const began = Date.now();
   const key = streamKey(hook.stream);
   const role = roleOf(hook.action);
-  const stream = env.STREAM.get(env.STREAM.idFromName(key));
-  const server = serverStub(env, hook.session.serverId);
-  // The client index is written alongside the decision, not after it, so an
-  // admitted client costs no extra round trip; a denial takes the entry back.
-  const indexed = server.track(hook.session.serviceId, hook.session.clientId, { streamKey: key, role });
+  const { serverId, serviceId, clientId } = hook.session;
+  const stream = streamObject(env, key);
+  const server = serverObject(env, serverId);
+  // The server's client index is written alongside the decision, not after
+  // it, so an admitted client costs no extra round trip.
+  const tracked = server.track(serverId, serviceId, clientId, { streamKey: key, role });
   let decision: Decision;
   if (role === "publisher") {
     const presented = paramValue(hook.param, "key");
@@ -63,15 +67,20 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   } else {
     decision = await stream.play(hook.session, hook.ip);
   }
-  await indexed;
-  if (!decision.allow) {
-    ctx.waitUntil(server.untrack(hook.session.serviceId, hook.session.clientId, { streamKey: key, role }));
+  if ((await tracked) === "retired") {
+    // A hook from a process its server's restart already replaced, still in
+    // flight: whatever it was granted would be a ghost.
+    if (decision.allow) await stream.end(hook.session, role);
+    decision = { allow: false, denial: Denials.retiredProcess };
+  } else if (!decision.allow) {
+    // A denial never concerns a session live in this role (rules.ts), so its index entry can go.
+    ctx.waitUntil(server.untrack(serverId, serviceId, clientId, { streamKey: key, role }));
   }
   log({
     action: hook.action,
     stream: key,
-    server: hook.session.serverId,
-    client: hook.session.clientId,
+    server: serverId,
+    client: clientId,
     decision: decision.allow ? "allow" : "deny",
     reason: decision.allow ? undefined : decision.denial.reason,
     ms: Date.now() - began,
@@ -82,23 +91,21 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
 async function stop(hook: StreamHook, env: Env): Promise<Response> {
   const key = streamKey(hook.stream);
   const role = roleOf(hook.action);
+  const { serverId, serviceId, clientId } = hook.session;
   await Promise.all([
-    env.STREAM.get(env.STREAM.idFromName(key)).end(hook.session, role),
-    serverStub(env, hook.session.serverId).untrack(hook.session.serviceId, hook.session.clientId, { streamKey: key, role }),
+    streamObject(env, key).end(hook.session, role),
+    serverObject(env, serverId).untrack(serverId, serviceId, clientId, { streamKey: key, role }),
   ]);
-  log({ action: hook.action, stream: key, server: hook.session.serverId, client: hook.session.clientId, decision: "allow" });
+  log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow" });
   return allow();
 }
 
 async function close(hook: CloseHook, env: Env): Promise<Response> {
-  const held = await serverStub(env, hook.session.serverId).close(hook.session.serviceId, hook.session.clientId);
-  await Promise.all(held.map((h) => env.STREAM.get(env.STREAM.idFromName(h.streamKey)).end(hook.session, h.role)));
-  log({ action: hook.action, server: hook.session.serverId, client: hook.session.clientId, decision: "allow", ended: held.length });
+  const { serverId, serviceId, clientId } = hook.session;
+  const held = await serverObject(env, serverId).close(serverId, serviceId, clientId);
+  await Promise.all(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role)));
+  log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: held.length });
   return allow();
-}
-
-function serverStub(env: Env, serverId: string) {
-  return env.SERVER.get(env.SERVER.idFromName(serverId));
 }
 
 /** One structured line per decision; never the param (it carries keys and tokens). */

@@ -1,5 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
+import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
+import { serverObject } from "../stubs";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamName } from "./name";
 import { decidePlay, decidePublish, sameSession, type Decision, type PlayAuth, type StreamPolicy } from "./rules";
@@ -60,22 +62,44 @@ interface PublisherRow extends Record<string, SqlStorageValue> {
   since: number;
 }
 
+/** Viewers of one SRS process (server_id + service_id): the unit that dies together. */
+interface ViewerGroup {
+  serverId: string;
+  serviceId: string;
+  count: number;
+  /** When a server object last confirmed this process alive (0: never). */
+  verifiedAt: number;
+}
+
+/** A viewer-cap denial trusts a liveness check this recent instead of asking again. */
+const VERIFY_TTL_MS = 1000;
+
 /**
  * One object per stream (vhost/app/stream) holds its policy and live sessions.
  *
- * Every method that decides is synchronous from start to finish: SQLite calls
- * on ctx.storage.sql do not yield, so no other hook can interleave between the
- * read of the state and the write of the decision. That is what makes "50
- * simultaneous on_play, cap 10, exactly 10 admitted" hold without any lock.
+ * Every decision is synchronous from the read of the state to the write of
+ * the result: SQLite calls on ctx.storage.sql do not yield, so no other hook
+ * can interleave. That is what makes "50 simultaneous on_play, cap 10,
+ * exactly 10 admitted" hold without any lock of our own.
  *
  * Viewers are rows of their own (one INSERT or DELETE per hook, whatever the
- * audience); the count is kept in memory and recounted only when the object wakes.
+ * audience); counts per SRS process are kept in memory and recounted only
+ * when the object wakes.
+ *
+ * A denial that rests on other sessions (publisher busy, cap reached) may rest
+ * on ghosts: SRS sends no stop events when a server crashes or restarts. So
+ * before such a denial stands, the stream asks the servers involved whether
+ * those processes are still alive, ends the sessions of dead ones and decides
+ * again. Allowed hooks never pay for this.
  */
 export class StreamObject extends DurableObject<Env> {
   private sql: SqlStorage;
   private row: StreamRow | null;
   private publisher: PublisherRow | null;
-  private viewers: number;
+  private viewers = 0;
+  private groups = new Map<string, ViewerGroup>();
+  private verifying: Promise<void> | null = null;
+  private alarmAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -97,45 +121,33 @@ export class StreamObject extends DurableObject<Env> {
     `);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
     this.publisher = this.sql.exec<PublisherRow>("SELECT * FROM publisher").toArray()[0] ?? null;
-    this.viewers = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM viewers").one().n;
+    this.recountViewers(null);
+    ctx.blockConcurrencyWhile(async () => {
+      this.alarmAt = await ctx.storage.getAlarm();
+    });
   }
 
   // --- hooks -----------------------------------------------------------------
 
-  publish(session: SessionId, ip: string, presentedKeyHash: string | null): Decision {
-    const decision = decidePublish(this.policy(), this.publisherSession(), session, presentedKeyHash);
-    if (decision.allow && decision.admit) {
-      const row: PublisherRow = {
-        server_id: session.serverId,
-        service_id: session.serviceId,
-        client_id: session.clientId,
-        ip,
-        since: Date.now(),
-      };
-      this.sql.exec(
-        "INSERT INTO publisher (id, server_id, service_id, client_id, ip, since) VALUES (1, ?, ?, ?, ?, ?)",
-        row.server_id, row.service_id, row.client_id, row.ip, row.since,
-      );
-      this.publisher = row;
-    }
-    return decision;
+  async publish(session: SessionId, ip: string, presentedKeyHash: string | null): Promise<Decision> {
+    const first = this.tryPublish(session, ip, presentedKeyHash);
+    if (first.allow || first.restsOn !== "publisher") return first;
+    const blocking = this.publisherSession()!;
+    const cutoff = Date.now();
+    if (await this.isAlive(blocking, session)) return first;
+    this.endSessionsOf(blocking.serverId, blocking.serviceId, cutoff);
+    return this.tryPublish(session, ip, presentedKeyHash);
   }
 
-  play(session: SessionId, ip: string): Decision {
-    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session));
-    if (decision.allow && decision.admit) {
-      this.sql.exec(
-        "INSERT INTO viewers (server_id, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
-        session.serverId, session.serviceId, session.clientId, ip, Date.now(),
-      );
-      this.viewers++;
-    }
-    return decision;
+  async play(session: SessionId, ip: string): Promise<Decision> {
+    const first = this.tryPlay(session, ip);
+    if (first.allow || first.restsOn !== "viewers") return first;
+    await this.pruneStaleViewers(session);
+    return this.tryPlay(session, ip);
   }
 
   /**
-   * Ends the session in the given role, or in both roles when role is null
-   * (on_close names no stream, so it does not know which one it held).
+   * Ends the session in the given role, or in both roles when role is null.
    * Idempotent: ending a session never seen changes nothing.
    */
   end(session: SessionId, role: Role | null): number {
@@ -153,10 +165,41 @@ export class StreamObject extends DurableObject<Env> {
         "DELETE FROM viewers WHERE server_id = ? AND service_id = ? AND client_id = ?",
         session.serverId, session.serviceId, session.clientId,
       ).rowsWritten;
-      this.viewers -= removed;
+      if (removed > 0) this.countViewer(session, -removed);
       ended += removed;
     }
     return ended;
+  }
+
+  /**
+   * Ends the sessions a server's process (serviceId null: any process of that
+   * server) started at or before `cutoff`. Called when the process is known
+   * to be gone; sessions admitted after the cutoff belong to a revived server.
+   */
+  endSessionsOf(serverId: string, serviceId: string | null, cutoff: number): number {
+    let ended = 0;
+    const p = this.publisher;
+    if (p && p.server_id === serverId && (serviceId === null || p.service_id === serviceId) && p.since <= cutoff) {
+      this.sql.exec("DELETE FROM publisher");
+      this.publisher = null;
+      ended++;
+    }
+    const removed =
+      serviceId === null
+        ? this.sql.exec("DELETE FROM viewers WHERE server_id = ? AND since <= ?", serverId, cutoff).rowsWritten
+        : this.sql.exec("DELETE FROM viewers WHERE server_id = ? AND service_id = ? AND since <= ?", serverId, serviceId, cutoff).rowsWritten;
+    if (removed > 0) this.recountViewers(serverId);
+    return ended + removed;
+  }
+
+  /** Background pruning, so the counts operators see converge even when no hook asks. */
+  async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const everyone = [...this.groups.values()].map(({ serverId, serviceId }) => ({ serverId, serviceId }));
+    const p = this.publisherSession();
+    if (p) everyone.push({ serverId: p.serverId, serviceId: p.serviceId });
+    await this.verify(everyone, null);
+    if (this.publisher || this.viewers > 0) this.armAlarm();
   }
 
   // --- admin -----------------------------------------------------------------
@@ -215,7 +258,133 @@ export class StreamObject extends DurableObject<Env> {
     };
   }
 
+  // --- decisions -------------------------------------------------------------
+
+  private tryPublish(session: SessionId, ip: string, presentedKeyHash: string | null): Decision {
+    const decision = decidePublish(this.policy(), this.publisherSession(), session, presentedKeyHash);
+    if (decision.allow && decision.admit) {
+      const row: PublisherRow = {
+        server_id: session.serverId,
+        service_id: session.serviceId,
+        client_id: session.clientId,
+        ip,
+        since: Date.now(),
+      };
+      this.sql.exec(
+        "INSERT INTO publisher (id, server_id, service_id, client_id, ip, since) VALUES (1, ?, ?, ?, ?, ?)",
+        row.server_id, row.service_id, row.client_id, row.ip, row.since,
+      );
+      this.publisher = row;
+      this.armAlarm();
+    }
+    return decision;
+  }
+
+  private tryPlay(session: SessionId, ip: string): Decision {
+    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session));
+    if (decision.allow && decision.admit) {
+      this.sql.exec(
+        "INSERT INTO viewers (server_id, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
+        session.serverId, session.serviceId, session.clientId, ip, Date.now(),
+      );
+      this.countViewer(session, 1);
+      this.armAlarm();
+    }
+    return decision;
+  }
+
+  // --- liveness --------------------------------------------------------------
+
+  /**
+   * Confirms the viewer groups a cap denial rests on. A group is checked when
+   * its last confirmation is older than VERIFY_TTL_MS, or at once when the hook
+   * comes from the same server under another service_id (a restart's first
+   * sign). Concurrent denials share one round of checks.
+   */
+  private async pruneStaleViewers(hook: SessionId): Promise<void> {
+    const started = Date.now();
+    for (;;) {
+      const due = [...this.groups.values()].filter(
+        (g) =>
+          g.verifiedAt < started - VERIFY_TTL_MS ||
+          (g.serverId === hook.serverId && g.serviceId !== hook.serviceId && g.verifiedAt < started),
+      );
+      if (due.length === 0) return;
+      if (!this.verifying) {
+        this.verifying = this.verify(due, hook).finally(() => {
+          this.verifying = null;
+        });
+      }
+      await this.verifying;
+    }
+  }
+
+  /** Asks each process's server whether it is alive; ends the sessions of those that are not. */
+  private async verify(processes: { serverId: string; serviceId: string }[], hook: SessionId | null): Promise<void> {
+    const cutoff = Date.now();
+    const verdicts = await Promise.all(processes.map((p) => this.isAlive(p, hook)));
+    processes.forEach((p, i) => {
+      if (!verdicts[i]) {
+        this.endSessionsOf(p.serverId, p.serviceId, cutoff);
+        return;
+      }
+      const group = this.groups.get(groupKey(p.serverId, p.serviceId));
+      if (group) group.verifiedAt = Date.now();
+    });
+  }
+
+  /** An unreachable server object is presumed alive: a ghost is better than ending a real session. */
+  private async isAlive(process: { serverId: string; serviceId: string }, hook: SessionId | null): Promise<boolean> {
+    const witness = hook && hook.serverId === process.serverId ? { serverId: hook.serverId, serviceId: hook.serviceId } : undefined;
+    try {
+      return await serverObject(this.env, process.serverId).isAlive(process.serviceId, witness);
+    } catch (err) {
+      console.error(JSON.stringify({ error: "liveness check failed", server: process.serverId, detail: String(err) }));
+      return true;
+    }
+  }
+
+  private armAlarm(): void {
+    if (this.alarmAt !== null) return;
+    // The server objects end a dead or restarted server's sessions themselves;
+    // this slower sweep catches whatever their fan-out missed.
+    this.alarmAt = Date.now() + 2 * serverTimeoutMs(this.env);
+    void this.ctx.storage.setAlarm(this.alarmAt);
+  }
+
   // --- helpers ---------------------------------------------------------------
+
+  private countViewer(session: SessionId, delta: number): void {
+    const key = groupKey(session.serverId, session.serviceId);
+    const group = this.groups.get(key) ?? { serverId: session.serverId, serviceId: session.serviceId, count: 0, verifiedAt: 0 };
+    group.count += delta;
+    if (group.count > 0) this.groups.set(key, group);
+    else this.groups.delete(key);
+    this.viewers += delta;
+  }
+
+  /** Rebuilds the in-memory counts from storage: all of them, or one server's. */
+  private recountViewers(serverId: string | null): void {
+    const rows =
+      serverId === null
+        ? this.sql.exec<{ server_id: string; service_id: string; n: number }>(
+            "SELECT server_id, service_id, COUNT(*) AS n FROM viewers GROUP BY server_id, service_id",
+          )
+        : this.sql.exec<{ server_id: string; service_id: string; n: number }>(
+            "SELECT server_id, service_id, COUNT(*) AS n FROM viewers WHERE server_id = ? GROUP BY service_id",
+            serverId,
+          );
+    for (const [key, group] of this.groups) {
+      if (serverId === null || group.serverId === serverId) {
+        this.groups.delete(key);
+        this.viewers -= group.count;
+      }
+    }
+    for (const r of rows) {
+      this.groups.set(groupKey(r.server_id, r.service_id), { serverId: r.server_id, serviceId: r.service_id, count: r.n, verifiedAt: 0 });
+      this.viewers += r.n;
+    }
+  }
 
   private policy(): StreamPolicy | null {
     if (!this.row) return null;
@@ -237,6 +406,10 @@ export class StreamObject extends DurableObject<Env> {
         .toArray().length > 0
     );
   }
+}
+
+function groupKey(serverId: string, serviceId: string): string {
+  return `${serverId}\n${serviceId}`;
 }
 
 function iso(ms: number): string {

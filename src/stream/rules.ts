@@ -20,13 +20,24 @@ export interface Denial {
   reason: string;
 }
 
-/** `admit` says whether the event starts a new session (false: repeat of a live one). */
-export type Decision = { allow: true; admit: boolean } | { allow: false; denial: Denial };
+/**
+ * `admit` says whether the event starts a new session (false: repeat of a live one).
+ * `restsOn` marks denials caused by other live sessions: those are the ones
+ * a ghost (a crashed or restarted server's session) could cause, so the stream
+ * checks that the sessions are still alive before the denial stands.
+ */
+export type Decision =
+  | { allow: true; admit: boolean }
+  | { allow: false; denial: Denial; restsOn?: "publisher" | "viewers" };
 
 export const Denials = {
   unknownStream: { code: 4001, reason: "unknown stream: create it with PUT /admin/streams/{app}/{stream}" },
   missingKey: { code: 4002, reason: "missing publish key: add ?key=<publishKey> to the stream URL" },
   badKey: { code: 4003, reason: "invalid publish key" },
+  retiredProcess: {
+    code: 4006,
+    reason: "stale server process: this server restarted and the hook comes from its replaced process (old service_id)",
+  },
   tokenRequired: { code: 4010, reason: "missing token: this stream requires a play token" },
 } satisfies Record<string, Denial>;
 
@@ -62,7 +73,7 @@ export function decidePublish(
   if (!policy) return deny(Denials.unknownStream);
   if (presentedKeyHash === null) return deny(Denials.missingKey);
   if (!hashesEqual(presentedKeyHash, policy.keyHash)) return deny(Denials.badKey);
-  if (publisher) return deny(publisherBusy(publisher));
+  if (publisher) return { allow: false, denial: publisherBusy(publisher), restsOn: "publisher" };
   return { allow: true, admit: true };
 }
 
@@ -71,7 +82,9 @@ export function decidePlay(policy: StreamPolicy | null, viewers: number, already
   if (alreadyViewing) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
   if (policy.playAuth === "token") return deny(Denials.tokenRequired);
-  if (policy.maxViewers !== null && viewers >= policy.maxViewers) return deny(viewerCapReached(policy.maxViewers));
+  if (policy.maxViewers !== null && viewers >= policy.maxViewers) {
+    return { allow: false, denial: viewerCapReached(policy.maxViewers), restsOn: "viewers" };
+  }
   return { allow: true, admit: true };
 }
 

@@ -1,5 +1,5 @@
 import { AutoRouter, StatusError } from "itty-router";
-import { deleteStream, getStream, listStreams, putStream, requireAdmin } from "./admin/routes";
+import { deleteStream, getStream, listServers, listStreams, putStream, requireAdmin } from "./admin/routes";
 import type { Env } from "./env";
 import { jsonResponse } from "./http";
 import { handleHeartbeat, handleHook } from "./srs/routes";
@@ -23,7 +23,8 @@ router
   .get("/admin/streams", listStreams)
   .put("/admin/streams/:app/:stream", putStream)
   .get("/admin/streams/:app/:stream", getStream)
-  .delete("/admin/streams/:app/:stream", deleteStream);
+  .delete("/admin/streams/:app/:stream", deleteStream)
+  .get("/admin/servers", listServers);
 
 export default router;
 

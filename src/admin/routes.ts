@@ -4,7 +4,8 @@ import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
-import { streamObject } from "../stubs";
+import { SERVER_CATALOGUE_PREFIX, type ServerState } from "../server/object";
+import { serverObject, streamObject } from "../stubs";
 import { parsePolicyChange, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
@@ -53,6 +54,15 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   );
   const streams = states.filter((s): s is StreamState => s !== null);
   return jsonResponse({ streams, ...(page.list_complete ? {} : { cursor: page.cursor }) });
+}
+
+/** GET /admin/servers[?cursor=]: every SRS server seen, with liveness and sessions held, 100 per page. */
+export async function listServers(request: IRequest, env: Env): Promise<Response> {
+  const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
+  const page = await env.CATALOGUE.list({ prefix: SERVER_CATALOGUE_PREFIX, limit: 100, cursor });
+  const states = await Promise.all(page.keys.map((k) => serverObject(env, k.name.slice(SERVER_CATALOGUE_PREFIX.length)).state()));
+  const servers = states.filter((s): s is ServerState => s !== null);
+  return jsonResponse({ servers, ...(page.list_complete ? {} : { cursor: page.cursor }) });
 }
 
 function streamStub(env: Env, name: StreamName) {

@@ -297,25 +297,25 @@ export class StreamObject extends DurableObject<Env> {
 
   /**
    * Confirms the viewer groups a cap denial rests on. A group is checked when
-   * its last confirmation is older than VERIFY_TTL_MS, or at once when the hook
-   * comes from the same server under another service_id (a restart's first
-   * sign). Concurrent denials share one round of checks.
+   * its last confirmation is older than VERIFY_TTL_MS, and always when the
+   * hook comes from the same server under another service_id (the first sign
+   * of a restart). A denial arriving while a round of checks is under way
+   * waits for it first, so a flash crowd at the cap causes one round, not one
+   * per viewer.
    */
   private async pruneStaleViewers(hook: SessionId): Promise<void> {
     const started = Date.now();
-    for (;;) {
-      const due = [...this.groups.values()].filter(
-        (g) =>
-          g.verifiedAt < started - VERIFY_TTL_MS ||
-          (g.serverId === hook.serverId && g.serviceId !== hook.serviceId && g.verifiedAt < started),
-      );
-      if (due.length === 0) return;
-      if (!this.verifying) {
-        this.verifying = this.verify(due, hook).finally(() => {
-          this.verifying = null;
-        });
-      }
-      await this.verifying;
+    if (this.verifying) await this.verifying;
+    const due = [...this.groups.values()].filter(
+      (g) => g.verifiedAt < started - VERIFY_TTL_MS || (g.serverId === hook.serverId && g.serviceId !== hook.serviceId),
+    );
+    if (due.length === 0) return;
+    const round = this.verify(due, hook);
+    this.verifying = round;
+    try {
+      await round;
+    } finally {
+      if (this.verifying === round) this.verifying = null;
     }
   }
 

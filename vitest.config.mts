@@ -15,6 +15,7 @@ export default defineConfig({
         bindings: {
           HOOK_SECRET: "test-hook-secret",
           ADMIN_TOKEN: "test-admin-token",
+          TOKEN_SIGNING_KEY: "test-token-signing-key",
         },
       },
     }),

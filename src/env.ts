@@ -8,6 +8,10 @@ export interface Env {
   SERVER: DurableObjectNamespace<ServerObject>;
   HOOK_SECRET?: string;
   ADMIN_TOKEN?: string;
+  /** HMAC key of play tokens; unset: streams with playAuth "token" refuse every viewer. */
+  TOKEN_SIGNING_KEY?: string;
+  /** The key being rotated out: its tokens stay valid while it is set. */
+  TOKEN_SIGNING_KEY_PREVIOUS?: string;
   /** Heartbeat silence, in seconds, after which a server is dead (default 30). */
   SERVER_TIMEOUT_S?: string;
 }

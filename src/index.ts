@@ -1,5 +1,5 @@
 import { AutoRouter, StatusError } from "itty-router";
-import { deleteStream, getStream, listServers, listStreams, putStream, requireAdmin } from "./admin/routes";
+import { deleteStream, getStream, listServers, listStreams, mintToken, putStream, requireAdmin } from "./admin/routes";
 import type { Env } from "./env";
 import { jsonResponse } from "./http";
 import { handleHeartbeat, handleHook } from "./srs/routes";
@@ -24,6 +24,7 @@ router
   .put("/admin/streams/:app/:stream", putStream)
   .get("/admin/streams/:app/:stream", getStream)
   .delete("/admin/streams/:app/:stream", deleteStream)
+  .post("/admin/streams/:app/:stream/tokens", mintToken)
   .get("/admin/servers", listServers);
 
 export default router;

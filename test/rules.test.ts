@@ -4,6 +4,7 @@ import { decidePlay, decidePublish, type StreamPolicy } from "../src/stream/rule
 const HASH = "a".repeat(64);
 const policy = (p: Partial<StreamPolicy> = {}): StreamPolicy => ({ keyHash: HASH, maxViewers: null, playAuth: "open", ...p });
 const A = { serverId: "vid-a", serviceId: "s1", clientId: "c1" };
+const OK = { ok: true } as const;
 const B = { serverId: "vid-b", serviceId: "s1", clientId: "c1" };
 
 describe("decidePublish", () => {
@@ -25,13 +26,21 @@ describe("decidePublish", () => {
 
 describe("decidePlay", () => {
   it("refuses at the cap and admits under it", () => {
-    expect(decidePlay(policy({ maxViewers: 2 }), 1, false)).toEqual({ allow: true, admit: true });
-    expect(decidePlay(policy({ maxViewers: 2 }), 2, false).allow).toBe(false);
+    expect(decidePlay(policy({ maxViewers: 2 }), 1, false, OK)).toEqual({ allow: true, admit: true });
+    expect(decidePlay(policy({ maxViewers: 2 }), 2, false, OK).allow).toBe(false);
   });
   it("allows a live viewer's repeat at the cap without admitting again", () => {
-    expect(decidePlay(policy({ maxViewers: 2 }), 2, true)).toEqual({ allow: true, admit: false });
+    expect(decidePlay(policy({ maxViewers: 2 }), 2, true, OK)).toEqual({ allow: true, admit: false });
+  });
+  it("on a token stream, refuses with the token's problem before looking at the cap", () => {
+    const d = decidePlay(policy({ playAuth: "token", maxViewers: 0 }), 0, false, { ok: false, problem: "expired" });
+    expect(d).toEqual({ allow: false, denial: { code: 4013, reason: "expired" } });
+    expect(decidePlay(policy({ playAuth: "token" }), 0, false, OK)).toEqual({ allow: true, admit: true });
+  });
+  it("ignores the token on an open stream", () => {
+    expect(decidePlay(policy(), 0, false, { ok: false, problem: "missing token" })).toEqual({ allow: true, admit: true });
   });
   it("a cap of 0 refuses everyone", () => {
-    expect(decidePlay(policy({ maxViewers: 0 }), 0, false).allow).toBe(false);
+    expect(decidePlay(policy({ maxViewers: 0 }), 0, false, OK).allow).toBe(false);
   });
 });

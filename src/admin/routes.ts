@@ -1,12 +1,13 @@
 import { StatusError, type IRequest } from "itty-router";
 import { newPublishKey, secretsMatch, sha256Hex } from "../auth/secrets";
+import { signPlayToken } from "../auth/token";
 import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { SERVER_CATALOGUE_PREFIX, type ServerState } from "../server/object";
 import { serverObject, streamObject } from "../stubs";
-import { parsePolicyChange, streamNameFrom } from "./validate";
+import { parsePolicyChange, parseTokenTtl, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
 const CATALOGUE_PREFIX = "stream:";
@@ -54,6 +55,17 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   );
   const streams = states.filter((s): s is StreamState => s !== null);
   return jsonResponse({ streams, ...(page.list_complete ? {} : { cursor: page.cursor }) });
+}
+
+/** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */
+export async function mintToken(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const ttl = parseTokenTtl(await readJson(request));
+  if (!env.TOKEN_SIGNING_KEY) throw new StatusError(500, "TOKEN_SIGNING_KEY is not configured: cannot mint play tokens");
+  if (!(await streamStub(env, name).state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  const expiresAt = Math.floor(Date.now() / 1000) + ttl;
+  const token = await signPlayToken(name, expiresAt, env.TOKEN_SIGNING_KEY);
+  return jsonResponse({ token, expiresAt: new Date(expiresAt * 1000).toISOString() }, 201);
 }
 
 /** GET /admin/servers[?cursor=]: every SRS server seen, with liveness and sessions held, 100 per page. */

@@ -54,3 +54,22 @@ function decode(segment: string): string {
     throw new StatusError(400, `malformed percent-encoding in "${segment}"`);
   }
 }
+
+export const MIN_TOKEN_TTL_S = 1;
+export const MAX_TOKEN_TTL_S = 7 * 24 * 3600;
+export const DEFAULT_TOKEN_TTL_S = 3600;
+
+/** Body of POST /admin/streams/{app}/{stream}/tokens: `{"ttl": seconds}`, default one hour. */
+export function parseTokenTtl(body: unknown): number {
+  if (body === undefined) return DEFAULT_TOKEN_TTL_S;
+  if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
+  for (const field of Object.keys(body)) {
+    if (field !== "ttl") throw new StatusError(400, `unknown field "${field}" (allowed: ttl)`);
+  }
+  if (body.ttl === undefined) return DEFAULT_TOKEN_TTL_S;
+  const ttl = body.ttl;
+  if (!Number.isSafeInteger(ttl) || (ttl as number) < MIN_TOKEN_TTL_S || (ttl as number) > MAX_TOKEN_TTL_S) {
+    throw new StatusError(400, `field "ttl" must be an integer number of seconds from ${MIN_TOKEN_TTL_S} to ${MAX_TOKEN_TTL_S}`);
+  }
+  return ttl as number;
+}

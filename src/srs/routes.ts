@@ -4,7 +4,8 @@ import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { readJson } from "../http";
 import { streamKey } from "../stream/name";
-import { Denials, type Decision } from "../stream/rules";
+import { verifyPlayToken } from "../auth/token";
+import { Denials, type Decision, type PlayToken } from "../stream/rules";
 import { serverObject, streamObject } from "../stubs";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type Role, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
@@ -46,6 +47,16 @@ async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
   serverTimeoutMs(env); // a malformed SERVER_TIMEOUT_S fails here, with its name, before anything changes
 }
 
+/**
+ * Verified here, before the stream is asked, so that the stream's decision
+ * stays synchronous. Only streams with playAuth "token" look at the verdict.
+ */
+async function checkPlayToken(hook: StreamHook, env: Env): Promise<PlayToken> {
+  const keys = [env.TOKEN_SIGNING_KEY, env.TOKEN_SIGNING_KEY_PREVIOUS].filter((k): k is string => !!k);
+  if (keys.length === 0) return { ok: false, problem: "not configured" };
+  return verifyPlayToken(paramValue(hook.param, "token"), hook.stream, Math.floor(Date.now() / 1000), keys);
+}
+
 function roleOf(action: StreamHook["action"]): Role {
   return action === "on_publish" || action === "on_unpublish" ? "publisher" : "viewer";
 }
@@ -62,10 +73,11 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   const tracked = server.track(serverId, serviceId, clientId, { streamKey: key, role });
   let decision: Decision;
   if (role === "publisher") {
-    const presented = paramValue(hook.param, "key");
+    // "secret" is the Oryx convention; "key" wins when both are given.
+    const presented = paramValue(hook.param, "key") ?? paramValue(hook.param, "secret");
     decision = await stream.publish(hook.session, hook.ip, presented === null ? null : await sha256Hex(presented));
   } else {
-    decision = await stream.play(hook.session, hook.ip);
+    decision = await stream.play(hook.session, hook.ip, await checkPlayToken(hook, env));
   }
   if ((await tracked) === "retired") {
     // A hook from a process its server's restart already replaced, still in

@@ -4,7 +4,7 @@ import type { Env } from "../env";
 import { serverObject } from "../stubs";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamName } from "./name";
-import { decidePlay, decidePublish, sameSession, type Decision, type PlayAuth, type StreamPolicy } from "./rules";
+import { decidePlay, decidePublish, sameSession, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 
 export interface Publisher extends SessionId {
   ip: string;
@@ -139,11 +139,11 @@ export class StreamObject extends DurableObject<Env> {
     return this.tryPublish(session, ip, presentedKeyHash);
   }
 
-  async play(session: SessionId, ip: string): Promise<Decision> {
-    const first = this.tryPlay(session, ip);
+  async play(session: SessionId, ip: string, token: PlayToken): Promise<Decision> {
+    const first = this.tryPlay(session, ip, token);
     if (first.allow || first.restsOn !== "viewers") return first;
     await this.pruneStaleViewers(session);
-    return this.tryPlay(session, ip);
+    return this.tryPlay(session, ip, token);
   }
 
   /**
@@ -280,8 +280,8 @@ export class StreamObject extends DurableObject<Env> {
     return decision;
   }
 
-  private tryPlay(session: SessionId, ip: string): Decision {
-    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session));
+  private tryPlay(session: SessionId, ip: string, token: PlayToken): Decision {
+    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session), token);
     if (decision.allow && decision.admit) {
       this.sql.exec(
         "INSERT INTO viewers (server_id, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",

@@ -1,4 +1,5 @@
 import { hashesEqual } from "../auth/secrets";
+import type { TokenVerdict } from "../auth/token";
 import type { SessionId } from "../srs/hook";
 
 /**
@@ -38,8 +39,20 @@ export const Denials = {
     code: 4006,
     reason: "stale server process: this server restarted and the hook comes from its replaced process (old service_id)",
   },
-  tokenRequired: { code: 4010, reason: "missing token: this stream requires a play token" },
 } satisfies Record<string, Denial>;
+
+/** What the Worker found out about an on_play's ?token= before asking the stream. */
+export type PlayToken = TokenVerdict | { ok: false; problem: "not configured" };
+
+/** Denials of streams with playAuth "token", one code per problem. */
+export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], Denial> = {
+  "missing token": { code: 4010, reason: "missing token" },
+  "malformed token": { code: 4011, reason: "malformed token" },
+  "bad signature": { code: 4012, reason: "bad signature" },
+  expired: { code: 4013, reason: "expired" },
+  "wrong stream": { code: 4014, reason: "wrong stream" },
+  "not configured": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" },
+};
 
 export function publisherBusy(publisher: SessionId): Denial {
   return {
@@ -77,11 +90,14 @@ export function decidePublish(
   return { allow: true, admit: true };
 }
 
-/** A viewer is admitted while live viewers are under the cap; a repeat is not counted twice. */
-export function decidePlay(policy: StreamPolicy | null, viewers: number, alreadyViewing: boolean): Decision {
+/**
+ * A viewer is admitted while live viewers are under the cap and, on a
+ * playAuth "token" stream, with a valid token; a repeat is not counted twice.
+ */
+export function decidePlay(policy: StreamPolicy | null, viewers: number, alreadyViewing: boolean, token: PlayToken): Decision {
   if (alreadyViewing) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
-  if (policy.playAuth === "token") return deny(Denials.tokenRequired);
+  if (policy.playAuth === "token" && !token.ok) return deny(TokenDenials[token.problem]);
   if (policy.maxViewers !== null && viewers >= policy.maxViewers) {
     return { allow: false, denial: viewerCapReached(policy.maxViewers), restsOn: "viewers" };
   }

@@ -1,0 +1,42 @@
+// Prints a play token: npm run token -- <app>/<stream> [--ttl seconds] [--vhost name]
+// The signing key comes from TOKEN_SIGNING_KEY in the environment, else from .dev.vars.
+// Runs on Node 22 (type stripping), with the same signing code the Worker uses.
+import { existsSync, readFileSync } from "node:fs";
+import { signPlayToken } from "../src/auth/token.ts";
+
+const MAX_TTL_S = 7 * 24 * 3600;
+
+function usage(message: string): never {
+  console.error(`${message}\nusage: npm run token -- <app>/<stream> [--ttl seconds] [--vhost name]`);
+  process.exit(2);
+}
+
+function signingKey(): string {
+  if (process.env.TOKEN_SIGNING_KEY) return process.env.TOKEN_SIGNING_KEY;
+  const devVars = new URL("../.dev.vars", import.meta.url);
+  if (existsSync(devVars)) {
+    const line = readFileSync(devVars, "utf8").split("\n").find((l) => l.startsWith("TOKEN_SIGNING_KEY="));
+    if (line) return line.slice("TOKEN_SIGNING_KEY=".length).trim();
+  }
+  usage("TOKEN_SIGNING_KEY is not set (in the environment or .dev.vars)");
+}
+
+const args = process.argv.slice(2);
+let target: string | undefined;
+let ttl = 3600;
+let vhost = "__defaultVhost__";
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === "--ttl") ttl = Number(args[++i]);
+  else if (args[i] === "--vhost") vhost = args[++i] ?? "";
+  else if (!target) target = args[i];
+  else usage(`unexpected argument "${args[i]}"`);
+}
+const slash = target?.indexOf("/") ?? -1;
+if (!target || slash <= 0 || slash === target.length - 1 || target.indexOf("/", slash + 1) !== -1) usage("expected <app>/<stream>");
+if (!Number.isSafeInteger(ttl) || ttl < 1 || ttl > MAX_TTL_S) usage(`--ttl must be an integer from 1 to ${MAX_TTL_S}`);
+if (!vhost) usage("--vhost needs a name");
+
+const expiresAt = Math.floor(Date.now() / 1000) + ttl;
+const token = await signPlayToken({ vhost, app: target.slice(0, slash), stream: target.slice(slash + 1) }, expiresAt, signingKey());
+console.log(token);
+console.error(`expires ${new Date(expiresAt * 1000).toISOString()}; play with ?token=${token}`);

@@ -1,0 +1,226 @@
+import { env } from "cloudflare:workers";
+import { createExecutionContext } from "cloudflare:test";
+import { createHmac } from "node:crypto";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { signPlayToken } from "../src/auth/token";
+import type { Env } from "../src/env";
+import worker from "../src/index";
+import { admin, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const KEY = "test-token-signing-key"; // TOKEN_SIGNING_KEY in vitest.config.mts
+const DEFAULT = "__defaultVhost__";
+
+let edge: Edge;
+beforeEach(() => {
+  edge = newEdge();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+const nowS = () => Math.floor(Date.now() / 1000);
+const withToken = (stream: string, token: string, client = "viewer01") => ({ ...play("live", stream, { ...edge, client }), param: `?token=${token}` });
+
+async function tokenStream(): Promise<string> {
+  const s = uniqueStream();
+  await createStream(s, { playAuth: "token" });
+  return s;
+}
+
+async function mint(stream: string, ttl?: number) {
+  return admin("POST", `/streams/live/${stream}/tokens`, ttl === undefined ? undefined : { ttl });
+}
+
+/** Sends a hook to the Worker with some settings changed, as a deployment with other secrets would. */
+async function hookWith(overrides: Partial<Env>, body: unknown) {
+  const res = await worker.fetch(
+    new Request("http://gate.test/hooks/srs/test-hook-secret", { method: "POST", body: JSON.stringify(body) }),
+    { ...env, ...overrides },
+    createExecutionContext(),
+  );
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+describe("play tokens on a playAuth: token stream", () => {
+  it("admits a viewer with a token minted by the admin API for that stream", async () => {
+    const s = await tokenStream();
+    const minted = await mint(s, 600);
+    expect(minted.status).toBe(201);
+    expect(minted.body.token).toMatch(/^[A-Za-z0-9._-]+$/);
+    expect(Date.parse(minted.body.expiresAt)).toBe((nowS() + 600) * 1000);
+    expect(await hook(withToken(s, minted.body.token))).toEqual(ALLOW);
+    expect((await streamState(s)).viewers).toBe(1);
+  });
+
+  it("refuses a viewer without a token", async () => {
+    const s = await tokenStream();
+    const r = await hook(play("live", s, { ...edge, client: "viewer01" }));
+    expect(r).toEqual({ status: 403, body: { code: 4010, reason: "missing token" } });
+  });
+
+  it("refuses an expired token", async () => {
+    const s = await tokenStream();
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const token = (await mint(s, 60)).body.token;
+    expect(await hook(withToken(s, token, "early001"))).toEqual(ALLOW);
+    vi.setSystemTime(Date.now() + 60_000);
+    expect(await hook(withToken(s, token, "late0001"))).toEqual({ status: 403, body: { code: 4013, reason: "expired" } });
+  });
+
+  it("refuses tampered tokens: another expiry, another stream, a changed signature", async () => {
+    const s = await tokenStream();
+    const token = (await mint(s, 60)).body.token as string;
+    const [v, resource, exp, sig] = token.split(".");
+    const other = btoa(`${DEFAULT}/live/${uniqueStream()}`).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    const flipped = sig.slice(0, 10) + (sig[10] === "A" ? "B" : "A") + sig.slice(11);
+    for (const forged of [`${v}.${resource}.${Number(exp) + 86400}.${sig}`, `${v}.${other}.${exp}.${sig}`, `${v}.${resource}.${exp}.${flipped}`]) {
+      expect(await hook(withToken(s, forged))).toEqual({ status: 403, body: { code: 4012, reason: "bad signature" } });
+    }
+    expect((await streamState(s)).viewers).toBe(0);
+  });
+
+  it("refuses a genuine token for another stream, or the same stream on another vhost", async () => {
+    const [s, t] = [await tokenStream(), await tokenStream()];
+    const forT = (await mint(t)).body.token;
+    expect(await hook(withToken(s, forT))).toEqual({ status: 403, body: { code: 4014, reason: "wrong stream" } });
+    const otherVhost = await signPlayToken({ vhost: "tenant-a.example", app: "live", stream: s }, nowS() + 60, KEY);
+    expect((await hook(withToken(s, otherVhost))).body.reason).toBe("wrong stream");
+  });
+
+  it("refuses malformed tokens", async () => {
+    const s = await tokenStream();
+    const good = (await mint(s)).body.token as string;
+    const [, resource, exp, sig] = good.split(".");
+    for (const bad of ["abc", "v1.x.y", `v2.${resource}.${exp}.${sig}`, `v1.${resource}.soon.${sig}`, `v1.${resource}.${exp}.${sig}x`, `v1.${resource}.${exp}.${sig}.extra`, `v1.${resource}!.${exp}.${sig}`]) {
+      expect((await hook(withToken(s, encodeURIComponent(bad)))).body, bad).toEqual({ code: 4011, reason: "malformed token" });
+    }
+  });
+
+  it("reads the token from every param shape SRS sends: RTMP '?…', WHEP without '?', HLS m3u8", async () => {
+    const s = await tokenStream();
+    const token = (await mint(s)).body.token;
+    expect(await hook({ ...withToken(s, token, "rtmp0001"), param: `?foo=1&token=${token}` })).toEqual(ALLOW);
+    expect(await hook({ ...withToken(s, token, "whep0001"), tcUrl: "", param: `app=live&stream=${s}&token=${token}` })).toEqual(ALLOW);
+    const hls = { ...captured("on_play", "HLS"), server_id: edge.server, service_id: edge.service, stream: `${s}.m3u8`, stream_url: `/live/${s}`, param: `?token=${token}` };
+    expect(await hook(hls)).toEqual(ALLOW);
+    expect((await streamState(s)).viewers).toBe(3);
+  });
+
+  it("still applies the viewer cap to token holders", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token", maxViewers: 1 });
+    const token = (await mint(s)).body.token;
+    expect(await hook(withToken(s, token, "viewer01"))).toEqual(ALLOW);
+    expect((await hook(withToken(s, token, "viewer02"))).body.code).toBe(4005);
+  });
+
+  it("ignores tokens on open streams", async () => {
+    const s = uniqueStream();
+    await createStream(s);
+    expect(await hook(withToken(s, "garbage"))).toEqual(ALLOW);
+  });
+});
+
+describe("signing-key rotation", () => {
+  it("accepts tokens of the previous key while TOKEN_SIGNING_KEY_PREVIOUS is set, and refuses them once it is removed", async () => {
+    const s = await tokenStream();
+    const oldToken = await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, nowS() + 600, "old-signing-key");
+    const newToken = await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, nowS() + 600, "new-signing-key");
+    const rotating = { TOKEN_SIGNING_KEY: "new-signing-key", TOKEN_SIGNING_KEY_PREVIOUS: "old-signing-key" };
+    expect(await hookWith(rotating, withToken(s, oldToken, "viewer01"))).toEqual(ALLOW);
+    expect(await hookWith(rotating, withToken(s, newToken, "viewer02"))).toEqual(ALLOW);
+    const rotated = { TOKEN_SIGNING_KEY: "new-signing-key", TOKEN_SIGNING_KEY_PREVIOUS: undefined };
+    expect(await hookWith(rotated, withToken(s, oldToken, "viewer03"))).toEqual({ status: 403, body: { code: 4012, reason: "bad signature" } });
+    expect(await hookWith(rotated, withToken(s, newToken, "viewer04"))).toEqual(ALLOW);
+  });
+
+  it("refuses every viewer of a token stream with a clear reason when TOKEN_SIGNING_KEY is not set; open streams are unaffected", async () => {
+    const s = await tokenStream();
+    const token = (await mint(s)).body.token;
+    const unset = { TOKEN_SIGNING_KEY: undefined, TOKEN_SIGNING_KEY_PREVIOUS: undefined };
+    const r = await hookWith(unset, withToken(s, token));
+    expect(r).toEqual({ status: 403, body: { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" } });
+    const open = uniqueStream();
+    await createStream(open);
+    expect(await hookWith(unset, play("live", open, { ...edge, client: "viewer09" }))).toEqual(ALLOW);
+  });
+});
+
+describe("the documented token format", () => {
+  it("a token made by following the README with Node's crypto is accepted", async () => {
+    const s = await tokenStream();
+    const b64url = (b: Buffer) => b.toString("base64").replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    const message = `v1.${b64url(Buffer.from(`${DEFAULT}/live/${s}`, "utf8"))}.${nowS() + 300}`;
+    const token = `${message}.${b64url(createHmac("sha256", KEY).update(message).digest())}`;
+    expect(await hook(withToken(s, token))).toEqual(ALLOW);
+    // …and the Worker's own signer produces exactly that.
+    expect(await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, Number(message.split(".")[2]), KEY)).toBe(token);
+  });
+});
+
+describe("POST /admin/streams/{app}/{stream}/tokens", () => {
+  it("defaults to one hour", async () => {
+    const s = await tokenStream();
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(new Date("2026-11-25T12:00:00Z"));
+    const r = await mint(s);
+    expect(r.status).toBe(201);
+    expect(r.body.expiresAt).toBe("2026-11-25T13:00:00.000Z");
+  });
+
+  it("refuses a ttl outside 1…604800 seconds or not an integer", async () => {
+    const s = await tokenStream();
+    for (const ttl of [0, -5, 604801, 1.5, "60", null]) {
+      const r = await admin("POST", `/streams/live/${s}/tokens`, { ttl });
+      expect(r.status, String(ttl)).toBe(400);
+      expect(r.body.error).toMatch(/"ttl"/);
+    }
+    expect((await admin("POST", `/streams/live/${s}/tokens`, { ttl: 60, stream: "x" })).status).toBe(400);
+    expect((await mint(s, 604800)).status).toBe(201);
+  });
+
+  it("answers 404 for an unknown stream and 401 without the admin token", async () => {
+    expect((await mint(uniqueStream())).status).toBe(404);
+    const s = await tokenStream();
+    expect((await admin("POST", `/streams/live/${s}/tokens`, {}, "wrong")).status).toBe(401);
+  });
+
+  it("answers 500 when TOKEN_SIGNING_KEY is not configured", async () => {
+    const s = await tokenStream();
+    const res = await worker.fetch(
+      new Request(`http://gate.test/admin/streams/live/${s}/tokens`, { method: "POST", headers: { authorization: "Bearer test-admin-token" } }),
+      { ...env, TOKEN_SIGNING_KEY: undefined },
+      createExecutionContext(),
+    );
+    expect(res.status).toBe(500);
+    expect(((await res.json()) as any).error).toMatch(/TOKEN_SIGNING_KEY is not configured/);
+  });
+});
+
+describe("publish keys: parameter names and lifecycle", () => {
+  it("accepts the key as ?secret= (the Oryx convention) as well as ?key=", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook({ ...publish("live", s, null, { ...edge, client: "pub00001" }), param: `?secret=${key}` })).toEqual(ALLOW);
+  });
+
+  it("uses ?key= when both are given", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const r = await hook({ ...publish("live", s, null, { ...edge, client: "pub00001" }), param: `?key=wrong&secret=${key}` });
+    expect(r.body.reason).toBe("invalid publish key");
+  });
+
+  it("a rotated key is refused on the very next on_publish, while the live publisher keeps its session", async () => {
+    const s = uniqueStream();
+    const oldKey = await createStream(s);
+    await hook(publish("live", s, oldKey, { ...edge, client: "pub00001" }));
+    const newKey = (await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.publishKey;
+    expect((await streamState(s)).publisher.clientId).toBe("pub00001");
+    expect((await hook(publish("live", s, oldKey, { ...edge, client: "pub00002" }))).body.reason).toBe("invalid publish key");
+    await hook({ ...publish("live", s, null, { ...edge, client: "pub00001" }), action: "on_unpublish" });
+    expect((await hook(publish("live", s, oldKey, { ...edge, client: "pub00002" }))).body.reason).toBe("invalid publish key");
+    expect(await hook(publish("live", s, newKey, { ...edge, client: "pub00002" }))).toEqual(ALLOW);
+  });
+});

@@ -1,3 +1,4 @@
+/// <reference types="node" />
 import { env } from "cloudflare:workers";
 import { createExecutionContext } from "cloudflare:test";
 import { createHmac } from "node:crypto";

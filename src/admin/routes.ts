@@ -5,7 +5,7 @@ import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
-import { SERVER_CATALOGUE_PREFIX, type ServerState } from "../server/object";
+import { SERVER_CATALOGUE_PREFIX } from "../server/object";
 import { serverObject, streamObject } from "../stubs";
 import { parsePolicyChange, parseTokenTtl, streamNameFrom } from "./validate";
 
@@ -53,7 +53,7 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   const states = await Promise.all(
     page.keys.map((k) => streamStub(env, parseStreamKey(k.name.slice(CATALOGUE_PREFIX.length))).state()),
   );
-  const streams = states.filter((s): s is StreamState => s !== null);
+  const streams = states.filter((s) => s !== null);
   return jsonResponse({ streams, ...(page.list_complete ? {} : { cursor: page.cursor }) });
 }
 
@@ -73,7 +73,7 @@ export async function listServers(request: IRequest, env: Env): Promise<Response
   const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
   const page = await env.CATALOGUE.list({ prefix: SERVER_CATALOGUE_PREFIX, limit: 100, cursor });
   const states = await Promise.all(page.keys.map((k) => serverObject(env, k.name.slice(SERVER_CATALOGUE_PREFIX.length)).state()));
-  const servers = states.filter((s): s is ServerState => s !== null);
+  const servers = states.filter((s) => s !== null);
   return jsonResponse({ servers, ...(page.list_complete ? {} : { cursor: page.cursor }) });
 }
 

@@ -1,5 +1,14 @@
 import { AutoRouter, StatusError } from "itty-router";
-import { deleteStream, getStream, listServers, listStreams, mintToken, putStream, requireAdmin } from "./admin/routes";
+import {
+  deleteStream,
+  getStream,
+  getStreamEvents,
+  listServers,
+  listStreams,
+  mintToken,
+  putStream,
+  requireAdmin,
+} from "./admin/routes";
 import type { Env } from "./env";
 import { jsonResponse } from "./http";
 import { handleHeartbeat, handleHook } from "./srs/routes";
@@ -24,6 +33,7 @@ router
   .put("/admin/streams/:app/:stream", putStream)
   .get("/admin/streams/:app/:stream", getStream)
   .delete("/admin/streams/:app/:stream", deleteStream)
+  .get("/admin/streams/:app/:stream/events", getStreamEvents)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
   .get("/admin/servers", listServers);
 

@@ -57,6 +57,14 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   return jsonResponse({ streams, ...(page.list_complete ? {} : { cursor: page.cursor }) });
 }
 
+/** GET /admin/streams/{app}/{stream}/events: the stream's last 100 decisions, newest first. */
+export async function getStreamEvents(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const stub = streamStub(env, name);
+  if (!(await stub.state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  return jsonResponse({ events: await stub.events() });
+}
+
 /** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */
 export async function mintToken(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);

@@ -182,7 +182,7 @@ export class ServerObject extends DurableObject<Env> {
     }
     row.dead_since = now;
     this.sql.exec("UPDATE server SET dead_since = ? WHERE id = 1", now);
-    await this.fence(null, now);
+    await this.fence(null, now, `no heartbeat for ${serverTimeoutMs(this.env) / 1000} s`);
   }
 
   private isDead(now: number): boolean {
@@ -224,7 +224,7 @@ export class ServerObject extends DurableObject<Env> {
     this.sql.exec("DELETE FROM retired WHERE retired_at < ?", now - RETIRED_KEPT_MS);
     this.sql.exec("INSERT OR REPLACE INTO retired (service_id, retired_at) VALUES (?, ?)", old, now);
     if (this.isDead(now)) this.revive(now);
-    await this.fence(old, now);
+    await this.fence(old, now, `the server restarted as service ${serviceId}`);
     return "current";
   }
 
@@ -242,14 +242,14 @@ export class ServerObject extends DurableObject<Env> {
    * of this server) started at or before `cutoff`. The cutoff keeps sessions
    * admitted while the fan-out is under way, after a revival, out of reach.
    */
-  private async fence(serviceId: string | null, cutoff: number): Promise<void> {
+  private async fence(serviceId: string | null, cutoff: number, why: string): Promise<void> {
     const serverId = this.row!.server_id;
     const match = serviceId === null ? "" : "AND service_id = ?";
     const args = serviceId === null ? [cutoff] : [cutoff, serviceId];
     const streams = this.sql
       .exec<{ stream_key: string }>(`SELECT DISTINCT stream_key FROM client_streams WHERE tracked_at <= ? ${match}`, ...args)
       .toArray();
-    await Promise.all(streams.map((s) => streamObject(this.env, s.stream_key).endSessionsOf(serverId, serviceId, cutoff)));
+    await Promise.all(streams.map((s) => streamObject(this.env, s.stream_key).endSessionsOf(serverId, serviceId, cutoff, why)));
     this.sql.exec(`DELETE FROM client_streams WHERE tracked_at <= ? ${match}`, ...args);
   }
 }

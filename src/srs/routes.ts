@@ -82,8 +82,8 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   if ((await tracked) === "retired") {
     // A hook from a process its server's restart already replaced, still in
     // flight: whatever it was granted would be a ghost.
-    if (decision.allow) await stream.end(hook.session, role);
     decision = { allow: false, denial: Denials.retiredProcess };
+    await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: decision.denial.reason });
   } else if (!decision.allow) {
     // A denial never concerns a session live in this role (rules.ts), so its index entry can go.
     ctx.waitUntil(server.untrack(serverId, serviceId, clientId, { streamKey: key, role }));
@@ -105,7 +105,7 @@ async function stop(hook: StreamHook, env: Env): Promise<Response> {
   const role = roleOf(hook.action);
   const { serverId, serviceId, clientId } = hook.session;
   await Promise.all([
-    streamObject(env, key).end(hook.session, role),
+    streamObject(env, key).end(hook.session, role, { action: hook.action, ip: hook.ip }),
     serverObject(env, serverId).untrack(serverId, serviceId, clientId, { streamKey: key, role }),
   ]);
   log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow" });
@@ -115,7 +115,7 @@ async function stop(hook: StreamHook, env: Env): Promise<Response> {
 async function close(hook: CloseHook, env: Env): Promise<Response> {
   const { serverId, serviceId, clientId } = hook.session;
   const held = await serverObject(env, serverId).close(serverId, serviceId, clientId);
-  await Promise.all(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role)));
+  await Promise.all(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role, { action: hook.action })));
   log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: held.length });
   return allow();
 }

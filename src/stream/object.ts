@@ -22,6 +22,24 @@ export interface StreamState extends StreamName {
   updatedAt: string;
 }
 
+/** One line of a stream's decision log, as GET /admin/streams/{app}/{stream}/events shows it. */
+export interface StreamEvent {
+  at: string;
+  action: string;
+  server: string;
+  client: string;
+  ip: string;
+  decision: "allow" | "deny" | "end";
+  reason: string;
+}
+
+/** What a stop event or a fence tells the decision log. */
+export interface EndCause {
+  action: string;
+  ip?: string;
+  reason?: string;
+}
+
 export interface PolicyChange {
   maxViewers?: number | null;
   playAuth?: PlayAuth;
@@ -71,6 +89,9 @@ interface ViewerGroup {
   verifiedAt: number;
 }
 
+/** The decision log keeps this many events per stream. */
+const EVENTS_KEPT = 100;
+
 /** A viewer-cap denial trusts a liveness check this recent instead of asking again. */
 const VERIFY_TTL_MS = 1000;
 
@@ -118,6 +139,9 @@ export class StreamObject extends DurableObject<Env> {
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
         ip TEXT NOT NULL, since INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id, client_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY, at INTEGER NOT NULL, action TEXT NOT NULL, server TEXT NOT NULL,
+        client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL);
     `);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
     this.publisher = this.sql.exec<PublisherRow>("SELECT * FROM publisher").toArray()[0] ?? null;
@@ -130,27 +154,34 @@ export class StreamObject extends DurableObject<Env> {
   // --- hooks -----------------------------------------------------------------
 
   async publish(session: SessionId, ip: string, presentedKeyHash: string | null): Promise<Decision> {
-    const first = this.tryPublish(session, ip, presentedKeyHash);
-    if (first.allow || first.restsOn !== "publisher") return first;
-    const blocking = this.publisherSession()!;
-    const cutoff = Date.now();
-    if (await this.isAlive(blocking, session)) return first;
-    this.endSessionsOf(blocking.serverId, blocking.serviceId, cutoff);
-    return this.tryPublish(session, ip, presentedKeyHash);
+    let decision = this.tryPublish(session, ip, presentedKeyHash);
+    if (!decision.allow && decision.restsOn === "publisher") {
+      const blocking = this.publisherSession()!;
+      const cutoff = Date.now();
+      if (!(await this.isAlive(blocking, session))) {
+        this.endSessionsOf(blocking.serverId, blocking.serviceId, cutoff, "its server restarted or went silent");
+        decision = this.tryPublish(session, ip, presentedKeyHash);
+      }
+    }
+    this.recordDecision("on_publish", session, ip, decision);
+    return decision;
   }
 
   async play(session: SessionId, ip: string, token: PlayToken): Promise<Decision> {
-    const first = this.tryPlay(session, ip, token);
-    if (first.allow || first.restsOn !== "viewers") return first;
-    await this.pruneStaleViewers(session);
-    return this.tryPlay(session, ip, token);
+    let decision = this.tryPlay(session, ip, token);
+    if (!decision.allow && decision.restsOn === "viewers") {
+      await this.pruneStaleViewers(session);
+      decision = this.tryPlay(session, ip, token);
+    }
+    this.recordDecision("on_play", session, ip, decision);
+    return decision;
   }
 
   /**
    * Ends the session in the given role, or in both roles when role is null.
    * Idempotent: ending a session never seen changes nothing.
    */
-  end(session: SessionId, role: Role | null): number {
+  end(session: SessionId, role: Role | null, cause: EndCause): number {
     let ended = 0;
     if (role !== "viewer") {
       const publisher = this.publisherSession();
@@ -168,6 +199,7 @@ export class StreamObject extends DurableObject<Env> {
       if (removed > 0) this.countViewer(session, -removed);
       ended += removed;
     }
+    this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? (ended ? "session ended" : "no live session"));
     return ended;
   }
 
@@ -176,7 +208,7 @@ export class StreamObject extends DurableObject<Env> {
    * server) started at or before `cutoff`. Called when the process is known
    * to be gone; sessions admitted after the cutoff belong to a revived server.
    */
-  endSessionsOf(serverId: string, serviceId: string | null, cutoff: number): number {
+  endSessionsOf(serverId: string, serviceId: string | null, cutoff: number, why: string): number {
     let ended = 0;
     const p = this.publisher;
     if (p && p.server_id === serverId && (serviceId === null || p.service_id === serviceId) && p.since <= cutoff) {
@@ -189,7 +221,23 @@ export class StreamObject extends DurableObject<Env> {
         ? this.sql.exec("DELETE FROM viewers WHERE server_id = ? AND since <= ?", serverId, cutoff).rowsWritten
         : this.sql.exec("DELETE FROM viewers WHERE server_id = ? AND service_id = ? AND since <= ?", serverId, serviceId, cutoff).rowsWritten;
     if (removed > 0) this.recountViewers(serverId);
-    return ended + removed;
+    ended += removed;
+    if (ended > 0) {
+      const process = serviceId === null ? "" : ` (service ${serviceId})`;
+      this.record("fence", serverId, "", "", "end", `ended ${ended} session(s) of server ${serverId}${process}: ${why}`);
+    }
+    return ended;
+  }
+
+  /** The last EVENTS_KEPT decisions, newest first. */
+  events(): StreamEvent[] {
+    return this.sql
+      .exec<{ at: number; action: string; server: string; client: string; ip: string; decision: string; reason: string }>(
+        "SELECT at, action, server, client, ip, decision, reason FROM events ORDER BY id DESC LIMIT ?",
+        EVENTS_KEPT,
+      )
+      .toArray()
+      .map((e) => ({ ...e, at: iso(e.at), decision: e.decision as StreamEvent["decision"] }));
   }
 
   /** Background pruning, so the counts operators see converge even when no hook asks. */
@@ -325,7 +373,7 @@ export class StreamObject extends DurableObject<Env> {
     const verdicts = await Promise.all(processes.map((p) => this.isAlive(p, hook)));
     processes.forEach((p, i) => {
       if (!verdicts[i]) {
-        this.endSessionsOf(p.serverId, p.serviceId, cutoff);
+        this.endSessionsOf(p.serverId, p.serviceId, cutoff, "its server restarted or went silent");
         return;
       }
       const group = this.groups.get(groupKey(p.serverId, p.serviceId));
@@ -350,6 +398,29 @@ export class StreamObject extends DurableObject<Env> {
     // this slower sweep catches whatever their fan-out missed.
     this.alarmAt = Date.now() + 2 * serverTimeoutMs(this.env);
     void this.ctx.storage.setAlarm(this.alarmAt);
+  }
+
+  // --- decision log ----------------------------------------------------------
+
+  private recordDecision(action: string, session: SessionId, ip: string, decision: Decision): void {
+    const reason = decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason;
+    this.record(action, session.serverId, session.clientId, ip, decision.allow ? "allow" : "deny", reason);
+  }
+
+  /**
+   * Appends to the decision log and drops what falls out of the last
+   * EVENTS_KEPT: two single-row writes, whatever the audience. Streams that
+   * do not exist keep no log, so hooks naming random streams store nothing.
+   */
+  private record(action: string, server: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
+    if (!this.row) return;
+    const id = this.sql
+      .exec<{ id: number }>(
+        "INSERT INTO events (at, action, server, client, ip, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        Date.now(), action, server, client, ip, decision, reason,
+      )
+      .one().id;
+    this.sql.exec("DELETE FROM events WHERE id = ?", id - EVENTS_KEPT);
   }
 
   // --- helpers ---------------------------------------------------------------

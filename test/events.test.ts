@@ -1,0 +1,101 @@
+import { exports } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
+
+let edge: Edge;
+let other: Edge;
+beforeEach(() => {
+  edge = newEdge();
+  other = newEdge();
+});
+
+const events = async (stream: string) => (await admin("GET", `/streams/live/${stream}/events`)).body.events as any[];
+
+describe("GET /admin/streams/{app}/{stream}/events: why was my publisher refused?", () => {
+  it("shows each decision, newest first, with time, action, server, client, ip, decision and reason", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 1 });
+    await hook(publish("live", s, key, { ...edge, client: "pub00001" }));
+    await hook({ ...publish("live", s, key, { ...other, client: "pub00002" }), ip: "198.51.100.7" });
+    await hook(publish("live", s, "guess", { ...other, client: "pub00003" }));
+    await hook(play("live", s, { ...edge, client: "view0001" }));
+    await hook(play("live", s, { ...other, client: "view0002" }));
+    await hook(stopPlay("live", s, { ...edge, client: "view0001" }));
+
+    const log = await events(s);
+    expect(log.map((e) => [e.action, e.client, e.decision, e.reason])).toEqual([
+      ["on_stop", "view0001", "end", "session ended"],
+      ["on_play", "view0002", "deny", "viewer cap reached: 1 of 1 viewers"],
+      ["on_play", "view0001", "allow", "admitted"],
+      ["on_publish", "pub00003", "deny", "invalid publish key"],
+      ["on_publish", "pub00002", "deny", `stream busy: already published by client pub00001 on server ${edge.server}`],
+      ["on_publish", "pub00001", "allow", "admitted"],
+    ]);
+    expect(log[4]).toMatchObject({ server: other.server, ip: "198.51.100.7" });
+    expect(Date.parse(log[0].at)).not.toBeNaN();
+    expect(JSON.stringify(log)).not.toContain(key);
+  });
+
+  it("shows sessions a restart fenced off", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await hook(publish("live", s, key, { ...edge, client: "pub00001" }));
+    const next = { server: edge.server, service: newEdge().service };
+    await hook(heartbeat(next), undefined, "/heartbeat");
+    const [fence] = await events(s);
+    expect(fence).toMatchObject({ action: "fence", server: edge.server, decision: "end" });
+    expect(fence.reason).toBe(`ended 1 session(s) of server ${edge.server} (service ${edge.service}): the server restarted as service ${next.service}`);
+  });
+
+  it("keeps the last 100 decisions", async () => {
+    const s = uniqueStream();
+    await createStream(s);
+    for (let i = 0; i < 60; i++) {
+      await hook(play("live", s, { ...edge, client: `v${i}` }));
+      await hook(stopPlay("live", s, { ...edge, client: `v${i}` }));
+    }
+    const log = await events(s);
+    expect(log).toHaveLength(100);
+    expect(log[0]).toMatchObject({ action: "on_stop", client: "v59" });
+    expect(log[99]).toMatchObject({ action: "on_play", client: "v10" });
+  });
+
+  it("answers 404 for a stream that does not exist, and keeps no log for it", async () => {
+    const s = uniqueStream();
+    await hook(publish("live", s, "x", { ...edge, client: "pub00001" }));
+    expect((await admin("GET", `/streams/live/${s}/events`)).status).toBe(404);
+    await createStream(s);
+    expect(await events(s)).toEqual([]);
+  });
+
+  it("needs the admin token", async () => {
+    const s = uniqueStream();
+    await createStream(s);
+    expect((await admin("GET", `/streams/live/${s}/events`, undefined, "nope")).status).toBe(401);
+  });
+});
+
+describe("admin responses are never cached and never shared across origins", () => {
+  it("sends Cache-Control: no-store and no CORS headers, even to a cross-origin preflight", async () => {
+    const res = await exports.default.fetch("http://gate.test/admin/streams", {
+      headers: { authorization: "Bearer test-admin-token", origin: "https://evil.example" },
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("cache-control")).toBe("no-store");
+    expect([...res.headers.keys()].filter((h) => h.startsWith("access-control-"))).toEqual([]);
+    const preflight = await exports.default.fetch("http://gate.test/admin/streams", {
+      method: "OPTIONS",
+      headers: { origin: "https://evil.example", "access-control-request-method": "PUT", "access-control-request-headers": "authorization" },
+    });
+    expect(preflight.headers.get("access-control-allow-origin")).toBeNull();
+    expect(preflight.status).toBeGreaterThanOrEqual(400);
+  });
+
+  it("unpublish and stop decisions are logged without the param", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await hook(publish("live", s, key, { ...edge, client: "pub00001" }));
+    await hook(unpublish("live", s, { ...edge, client: "pub00001" }));
+    expect((await events(s))[0]).toMatchObject({ action: "on_unpublish", decision: "end", reason: "session ended" });
+  });
+});

@@ -2,6 +2,8 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
+import { ServerObject } from "../src/server/object";
+import { StreamObject } from "../src/stream/object";
 import {
   admin,
   close,
@@ -211,6 +213,68 @@ describe("dead servers: heartbeat silence for SERVER_TIMEOUT_S", () => {
     expect((await hook(play("live", v2, { ...edge, client: "view0005" }))).status).toBe(403);
     expect((await serverListed(edge)).alive).toBe(true);
     expect((await streamState(v2)).viewers).toBe(1);
+  });
+});
+
+describe("slow and failing paths between the objects", () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it("a restarted edge's publisher admitted before its server object heard of the restart is not taken for a ghost", async () => {
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const next = restarted(edge);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const track = ServerObject.prototype.track;
+    vi.spyOn(ServerObject.prototype, "track").mockImplementationOnce(async function (this: ServerObject, ...args) {
+      await gate; // the index write of the restarted edge's first hook is slow to arrive
+      return track.apply(this, args);
+    });
+    const first = hook(publish("live", s, key, { ...next, client: "enc00001" }));
+    await vi.waitFor(async () => expect((await streamState(s)).live).toBe(true), { interval: 5 });
+    const second = await hook(publish("live", s, key, { ...other, client: "enc00002" }));
+    release();
+    expect(second.status).toBe(403);
+    expect(await first).toEqual(ALLOW);
+    expect((await streamState(s)).publisher).toMatchObject({ serviceId: next.service, clientId: "enc00001" });
+  });
+
+  it("when the server index cannot be written, the admission is undone so no ghost blocks the retry", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    vi.spyOn(ServerObject.prototype, "track").mockImplementationOnce(async () => {
+      throw new Error("server object overloaded");
+    });
+    const failed = await hook(publish("live", s, key, { ...edge, client: "enc00001" }));
+    expect(failed.status).toBe(500);
+    expect((await streamState(s)).live).toBe(false);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
+  });
+
+  it("a fence that could not reach a stream is retried by the server's alarm", async () => {
+    const { pub, v1 } = await edgeHoldsThreeStreams();
+    vi.spyOn(StreamObject.prototype, "endSessionsOf").mockImplementationOnce(() => {
+      throw new Error("stream object unreachable");
+    });
+    await beat(restarted(edge));
+    const stillHeld = [(await streamState(pub)).live, (await streamState(v1)).viewers > 0];
+    expect(stillHeld.filter(Boolean)).toHaveLength(1); // one of the streams missed the fence
+    vi.restoreAllMocks();
+    expect(await runDurableObjectAlarm(serverStub(edge))).toBe(true);
+    expect((await streamState(pub)).live).toBe(false);
+    expect((await streamState(v1)).viewers).toBe(0);
+    expect((await serverListed(edge)).sessions).toBe(0);
+  });
+
+  it("a stream refuses a start hook of a replaced process that reaches it after the fence did", async () => {
+    const { v1 } = await edgeHoldsThreeStreams();
+    await beat(restarted(edge));
+    const late = await streamStub(v1).play({ serverId: edge.server, serviceId: edge.service, clientId: "late0001" }, "127.0.0.1", { ok: true });
+    expect(late).toMatchObject({ allow: false, denial: { code: 4006 } });
+    expect((await streamState(v1)).viewers).toBe(0);
   });
 });
 

@@ -1,10 +1,10 @@
 import { StatusError } from "itty-router";
 import { isObject } from "../http";
+import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, type StreamName } from "../stream/name";
 import type { PolicyChange } from "../stream/object";
 
 const POLICY_FIELDS = new Set(["maxViewers", "playAuth", "rotateKey"]);
-const NAME = /^[^\s/\x00-\x1f\x7f]{1,128}$/;
 
 /** Body of PUT /admin/streams/{app}/{stream}; an empty body changes nothing. */
 export function parsePolicyChange(body: unknown): PolicyChange {
@@ -37,13 +37,12 @@ export function parsePolicyChange(body: unknown): PolicyChange {
 /** The stream named by the admin path plus the optional ?vhost= query parameter. */
 export function streamNameFrom(params: Record<string, string>, query: Record<string, unknown>): StreamName {
   const vhost = typeof query.vhost === "string" ? query.vhost : DEFAULT_VHOST;
-  const name = { vhost, app: decode(params.app), stream: decode(params.stream) };
-  for (const [field, value] of Object.entries(name)) {
-    if (!NAME.test(value)) {
-      throw new StatusError(400, `${field} must be 1-128 characters without "/", spaces or control characters`);
-    }
-  }
-  return name;
+  if (vhost === "") throw new StatusError(400, 'field "vhost" must not be empty');
+  return {
+    vhost: within("vhost", vhost, LIMITS.vhost),
+    app: within("app", decode(params.app), LIMITS.app),
+    stream: within("stream", decode(params.stream), LIMITS.stream),
+  };
 }
 
 /** Path segments arrive percent-encoded; names are checked on what they decode to. */

@@ -27,6 +27,20 @@ export interface ClientStream {
 /** Where a message's service_id stands: the running process, or one a restart replaced. */
 export type Epoch = "current" | "retired";
 
+/** What a stream learns when it asks about a process it holds sessions of. */
+export type Liveness = "alive" | "dead" | "replaced";
+
+/** What a stream is told to end: a process's sessions up to a moment, and why. */
+export interface Fence {
+  serverId: string;
+  /** null: every process of the server (it died). */
+  serviceId: string | null;
+  cutoff: number;
+  why: string;
+  /** The process was replaced by a restart: it can never be admitted again. */
+  replaced: boolean;
+}
+
 export const SERVER_CATALOGUE_PREFIX = "server:";
 
 interface ServerRow extends Record<string, SqlStorageValue> {
@@ -37,9 +51,12 @@ interface ServerRow extends Record<string, SqlStorageValue> {
   pid: string;
   last_heartbeat: number | null;
   dead_since: number | null;
+  catalogued: number;
 }
 
 const RETIRED_KEPT_MS = 24 * 3600 * 1000;
+/** A fence that could not reach every stream is retried this much later, by the alarm. */
+const FENCE_RETRY_MS = 5000;
 
 /**
  * One object per SRS server_id: the server's current process, its liveness,
@@ -66,7 +83,8 @@ export class ServerObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS server (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, device_id TEXT NOT NULL,
-        ip TEXT NOT NULL, pid TEXT NOT NULL, last_heartbeat INTEGER, dead_since INTEGER);
+        ip TEXT NOT NULL, pid TEXT NOT NULL, last_heartbeat INTEGER, dead_since INTEGER,
+        catalogued INTEGER NOT NULL DEFAULT 0);
       CREATE TABLE IF NOT EXISTS client_streams (
         service_id TEXT NOT NULL, client_id TEXT NOT NULL, stream_key TEXT NOT NULL, role TEXT NOT NULL,
         tracked_at INTEGER NOT NULL,
@@ -96,6 +114,7 @@ export class ServerObject extends DurableObject<Env> {
     // One alarm per timeout period, not one write per heartbeat: the alarm
     // looks at the latest heartbeat when it fires and re-arms itself.
     if (this.alarmAt === null) this.armAlarm(row.last_heartbeat + serverTimeoutMs(this.env));
+    if (!row.catalogued) this.ctx.waitUntil(this.catalogue());
     return epoch;
   }
 
@@ -140,15 +159,21 @@ export class ServerObject extends DurableObject<Env> {
   // --- questions from streams --------------------------------------------------
 
   /**
-   * Is a session of this server's process `serviceId` still alive? A stream
-   * asks before it denies because of that session. `witness` is the
-   * service_id of the hook being decided when it comes from this same server:
-   * it may be the first news of a restart.
+   * Is the process `serviceId` of this server still alive? A stream asks
+   * before it denies because of that process's sessions. `witness` is the
+   * hook being decided when it comes from this same server: it may be the
+   * first news of a restart.
+   *
+   * A service_id that is neither current nor retired is newer than anything
+   * seen here: its hook reached the stream before its own message reached
+   * this object. It is the running process, so it is observed (which fences
+   * the old one) and reported alive.
    */
-  async isAlive(serviceId: string, witness?: { serverId: string; serviceId: string }): Promise<boolean> {
+  async isAlive(serverId: string, serviceId: string, witness?: { serverId: string; serviceId: string }): Promise<Liveness> {
     if (witness) await this.observe(witness.serverId, witness.serviceId);
-    if (!this.row) return true; // never heard from: nothing proves it stale
-    return serviceId === this.row.service_id && !this.isDead(Date.now());
+    if (this.row && serviceId !== this.row.service_id && this.isRetired(serviceId)) return "replaced";
+    if (!this.row || serviceId !== this.row.service_id) await this.observe(serverId, serviceId);
+    return this.isDead(Date.now()) ? "dead" : "alive";
   }
 
   state(): ServerState | null {
@@ -169,20 +194,33 @@ export class ServerObject extends DurableObject<Env> {
 
   // --- liveness ----------------------------------------------------------------
 
-  /** Fires SERVER_TIMEOUT_S after the last heartbeat: declares the server dead if nothing came since. */
+  /**
+   * Fires SERVER_TIMEOUT_S after the last heartbeat, and FENCE_RETRY_MS after
+   * a fence that could not reach every stream. Declares the server dead if no
+   * heartbeat came in time, and re-sends whatever fences are still owed.
+   */
   async alarm(): Promise<void> {
     this.alarmAt = null;
     const row = this.row;
-    if (!row || row.last_heartbeat === null || row.dead_since !== null) return;
-    const deadline = row.last_heartbeat + serverTimeoutMs(this.env);
+    if (!row) return;
     const now = Date.now();
-    if (now < deadline) {
-      this.armAlarm(deadline);
-      return;
+    if (row.last_heartbeat !== null && row.dead_since === null) {
+      const deadline = row.last_heartbeat + serverTimeoutMs(this.env);
+      if (now >= deadline) {
+        row.dead_since = now;
+        this.sql.exec("UPDATE server SET dead_since = ? WHERE id = 1", now);
+        await this.fence(null, now, `no heartbeat for ${serverTimeoutMs(this.env) / 1000} s`);
+      } else {
+        this.armAlarm(deadline);
+      }
     }
-    row.dead_since = now;
-    this.sql.exec("UPDATE server SET dead_since = ? WHERE id = 1", now);
-    await this.fence(null, now, `no heartbeat for ${serverTimeoutMs(this.env) / 1000} s`);
+    // Retries: sessions of replaced processes, and of a dead server, that a fence did not reach.
+    const owed = this.sql
+      .exec<{ service_id: string }>("SELECT DISTINCT service_id FROM client_streams WHERE service_id != ?", row.service_id)
+      .toArray();
+    for (const { service_id } of owed) await this.fence(service_id, now, "its server restarted (retry)");
+    if (row.dead_since !== null) await this.fence(null, row.dead_since, `no heartbeat for ${serverTimeoutMs(this.env) / 1000} s (retry)`);
+    if (!row.catalogued) await this.catalogue();
   }
 
   private isDead(now: number): boolean {
@@ -191,9 +229,31 @@ export class ServerObject extends DurableObject<Env> {
     return row.last_heartbeat !== null && now - row.last_heartbeat >= serverTimeoutMs(this.env);
   }
 
+  /** Keeps the earliest of the times the alarm is wanted. */
   private armAlarm(at: number): void {
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
+  }
+
+  private isRetired(serviceId: string): boolean {
+    return this.sql.exec("SELECT 1 FROM retired WHERE service_id = ?", serviceId).toArray().length > 0;
+  }
+
+  /**
+   * Lists the server in the KV catalogue for GET /admin/servers. Not on any
+   * hook's path: a failure is retried by the next heartbeat or alarm.
+   */
+  private async catalogue(): Promise<void> {
+    const row = this.row!;
+    try {
+      await this.env.CATALOGUE.put(SERVER_CATALOGUE_PREFIX + row.server_id, JSON.stringify({ serverId: row.server_id }));
+      row.catalogued = 1;
+      this.sql.exec("UPDATE server SET catalogued = 1 WHERE id = 1");
+    } catch (err) {
+      console.error(JSON.stringify({ error: "server catalogue write failed", server: row.server_id, detail: String(err) }));
+      this.armAlarm(Date.now() + FENCE_RETRY_MS);
+    }
   }
 
   /**
@@ -205,16 +265,16 @@ export class ServerObject extends DurableObject<Env> {
     const now = Date.now();
     const row = this.row;
     if (!row) {
-      this.row = { server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "", last_heartbeat: null, dead_since: null };
+      this.row = { server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "", last_heartbeat: null, dead_since: null, catalogued: 0 };
       this.sql.exec("INSERT INTO server (id, server_id, service_id, device_id, ip, pid) VALUES (1, ?, ?, '', '', '')", serverId, serviceId);
-      await this.env.CATALOGUE.put(SERVER_CATALOGUE_PREFIX + serverId, JSON.stringify({ serverId }));
+      this.ctx.waitUntil(this.catalogue());
       return "current";
     }
     if (serviceId === row.service_id) {
       if (this.isDead(now)) this.revive(now);
       return "current";
     }
-    if (this.sql.exec("SELECT 1 FROM retired WHERE service_id = ?", serviceId).toArray().length > 0) return "retired";
+    if (this.isRetired(serviceId)) return "retired";
 
     // A restart. Everything here is synchronous until the fan-out, so any
     // message that arrives meanwhile already sees the new process as current.
@@ -241,6 +301,8 @@ export class ServerObject extends DurableObject<Env> {
    * Ends, on every stream, the sessions that `serviceId` (null: every process
    * of this server) started at or before `cutoff`. The cutoff keeps sessions
    * admitted while the fan-out is under way, after a revival, out of reach.
+   * Index rows are dropped only for the streams that were reached; the others
+   * stay for the alarm to retry.
    */
   private async fence(serviceId: string | null, cutoff: number, why: string): Promise<void> {
     const serverId = this.row!.server_id;
@@ -248,8 +310,17 @@ export class ServerObject extends DurableObject<Env> {
     const args = serviceId === null ? [cutoff] : [cutoff, serviceId];
     const streams = this.sql
       .exec<{ stream_key: string }>(`SELECT DISTINCT stream_key FROM client_streams WHERE tracked_at <= ? ${match}`, ...args)
-      .toArray();
-    await Promise.all(streams.map((s) => streamObject(this.env, s.stream_key).endSessionsOf(serverId, serviceId, cutoff, why)));
-    this.sql.exec(`DELETE FROM client_streams WHERE tracked_at <= ? ${match}`, ...args);
+      .toArray()
+      .map((r) => r.stream_key);
+    const fence: Fence = { serverId, serviceId, cutoff, why, replaced: serviceId !== null };
+    const results = await Promise.allSettled(streams.map((key) => streamObject(this.env, key).endSessionsOf(fence)));
+    results.forEach((result, i) => {
+      if (result.status === "fulfilled") {
+        this.sql.exec(`DELETE FROM client_streams WHERE stream_key = ? AND tracked_at <= ? ${match}`, streams[i], ...args);
+      } else {
+        console.error(JSON.stringify({ error: "fence did not reach a stream", server: serverId, stream: streams[i], detail: String(result.reason) }));
+        this.armAlarm(Date.now() + FENCE_RETRY_MS);
+      }
+    });
   }
 }

@@ -1,5 +1,6 @@
 import { StatusError } from "itty-router";
 import { isObject } from "../http";
+import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, type StreamName } from "../stream/name";
 
 /**
@@ -57,9 +58,9 @@ export function parseHook(body: unknown): Hook {
     return {
       action: action as StreamHook["action"],
       session: parseSession(body),
-      ip: optionalString(body, "ip"),
+      ip: within("ip", optionalString(body, "ip"), LIMITS.ip),
       stream: parseStreamName(body),
-      param: optionalString(body, "param").replace(/^\?/, ""),
+      param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
     };
   }
   if (action === "on_close") return { action, session: parseSession(body) };
@@ -69,11 +70,11 @@ export function parseHook(body: unknown): Hook {
 export function parseHeartbeat(body: unknown): Heartbeat {
   if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
   return {
-    serverId: requiredString(body, "server"),
-    serviceId: requiredString(body, "service"),
-    deviceId: optionalString(body, "device_id"),
-    ip: optionalString(body, "ip"),
-    pid: optionalString(body, "pid"),
+    serverId: within("server", requiredString(body, "server"), LIMITS.id),
+    serviceId: within("service", requiredString(body, "service"), LIMITS.id),
+    deviceId: within("device_id", optionalString(body, "device_id"), LIMITS.label),
+    ip: within("ip", optionalString(body, "ip"), LIMITS.ip),
+    pid: within("pid", optionalString(body, "pid"), LIMITS.label),
   };
 }
 
@@ -84,18 +85,18 @@ export function paramValue(param: string, name: string): string | null {
 
 function parseSession(body: Record<string, unknown>): SessionId {
   return {
-    serverId: requiredString(body, "server_id"),
-    serviceId: requiredString(body, "service_id"),
-    clientId: requiredString(body, "client_id"),
+    serverId: within("server_id", requiredString(body, "server_id"), LIMITS.id),
+    serviceId: within("service_id", requiredString(body, "service_id"), LIMITS.id),
+    clientId: within("client_id", requiredString(body, "client_id"), LIMITS.id),
   };
 }
 
 function parseStreamName(body: Record<string, unknown>): StreamName {
   return {
-    vhost: optionalString(body, "vhost") || DEFAULT_VHOST,
-    app: requiredString(body, "app"),
+    vhost: within("vhost", optionalString(body, "vhost") || DEFAULT_VHOST, LIMITS.vhost),
+    app: within("app", requiredString(body, "app"), LIMITS.app),
     // HLS viewers arrive as "cam1.m3u8" while every other protocol says "cam1".
-    stream: requiredString(body, "stream").replace(/\.m3u8$/, ""),
+    stream: within("stream", requiredString(body, "stream").replace(/\.m3u8$/, ""), LIMITS.stream),
   };
 }
 

@@ -47,6 +47,12 @@ async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
   serverTimeoutMs(env); // a malformed SERVER_TIMEOUT_S fails here, with its name, before anything changes
 }
 
+/** The presented publish key, hashed: "secret" is the Oryx convention; "key" wins when both are given. */
+async function publishKeyHash(hook: StreamHook): Promise<string | null> {
+  const presented = paramValue(hook.param, "key") ?? paramValue(hook.param, "secret");
+  return presented === null ? null : sha256Hex(presented);
+}
+
 /**
  * Verified here, before the stream is asked, so that the stream's decision
  * stays synchronous. Only streams with playAuth "token" look at the verdict.
@@ -71,15 +77,22 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   // The server's client index is written alongside the decision, not after
   // it, so an admitted client costs no extra round trip.
   const tracked = server.track(serverId, serviceId, clientId, { streamKey: key, role });
-  let decision: Decision;
-  if (role === "publisher") {
-    // "secret" is the Oryx convention; "key" wins when both are given.
-    const presented = paramValue(hook.param, "key") ?? paramValue(hook.param, "secret");
-    decision = await stream.publish(hook.session, hook.ip, presented === null ? null : await sha256Hex(presented));
-  } else {
-    decision = await stream.play(hook.session, hook.ip, await checkPlayToken(hook, env));
+  const decided = (async (): Promise<Decision> => {
+    if (role === "publisher") return await stream.publish(hook.session, hook.ip, await publishKeyHash(hook));
+    return await stream.play(hook.session, hook.ip, await checkPlayToken(hook, env));
+  })();
+  const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
+  if (decisionResult.status === "rejected") throw decisionResult.reason;
+  let decision = decisionResult.value;
+  if (trackResult.status === "rejected") {
+    // Without its index entry the session could never be ended by on_close
+    // or a fence: undo the admission and fail (SRS refuses the client).
+    if (decision.allow && decision.admit) {
+      await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: server index unavailable" });
+    }
+    throw trackResult.reason;
   }
-  if ((await tracked) === "retired") {
+  if (trackResult.value === "retired") {
     // A hook from a process its server's restart already replaced, still in
     // flight: whatever it was granted would be a ghost.
     decision = { allow: false, denial: Denials.retiredProcess };

@@ -1,10 +1,11 @@
 import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
+import type { Fence, Liveness } from "../server/object";
 import { serverObject } from "../stubs";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamName } from "./name";
-import { decidePlay, decidePublish, sameSession, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { decidePlay, decidePublish, Denials, sameSession, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 
 export interface Publisher extends SessionId {
   ip: string;
@@ -119,6 +120,8 @@ export class StreamObject extends DurableObject<Env> {
   private publisher: PublisherRow | null;
   private viewers = 0;
   private groups = new Map<string, ViewerGroup>();
+  /** Processes (server + service) a restart replaced: their late start hooks are refused here too. */
+  private replaced = new Set<string>();
   private verifying: Promise<void> | null = null;
   private alarmAt: number | null = null;
 
@@ -139,6 +142,9 @@ export class StreamObject extends DurableObject<Env> {
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
         ip TEXT NOT NULL, since INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id, client_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS replaced (
+        server_id TEXT NOT NULL, service_id TEXT NOT NULL, at INTEGER NOT NULL,
+        PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY, at INTEGER NOT NULL, action TEXT NOT NULL, server TEXT NOT NULL,
         client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL);
@@ -146,6 +152,9 @@ export class StreamObject extends DurableObject<Env> {
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
     this.publisher = this.sql.exec<PublisherRow>("SELECT * FROM publisher").toArray()[0] ?? null;
     this.recountViewers(null);
+    for (const r of this.sql.exec<{ server_id: string; service_id: string }>("SELECT server_id, service_id FROM replaced")) {
+      this.replaced.add(groupKey(r.server_id, r.service_id));
+    }
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
     });
@@ -158,10 +167,9 @@ export class StreamObject extends DurableObject<Env> {
     if (!decision.allow && decision.restsOn === "publisher") {
       const blocking = this.publisherSession()!;
       const cutoff = Date.now();
-      if (!(await this.isAlive(blocking, session))) {
-        this.endSessionsOf(blocking.serverId, blocking.serviceId, cutoff, "its server restarted or went silent");
-        decision = this.tryPublish(session, ip, presentedKeyHash);
-      }
+      this.endIfGone(blocking, await this.isAlive(blocking, session), cutoff);
+      // Decided again even if the blocker lives: it may have unpublished meanwhile.
+      decision = this.tryPublish(session, ip, presentedKeyHash);
     }
     this.recordDecision("on_publish", session, ip, decision);
     return decision;
@@ -205,10 +213,14 @@ export class StreamObject extends DurableObject<Env> {
 
   /**
    * Ends the sessions a server's process (serviceId null: any process of that
-   * server) started at or before `cutoff`. Called when the process is known
-   * to be gone; sessions admitted after the cutoff belong to a revived server.
+   * server) started at or before the fence's cutoff. Called when the process
+   * is known to be gone; sessions admitted after the cutoff belong to a
+   * revived server. A process replaced by a restart is also remembered, so
+   * that a start hook of it still in flight is refused rather than admitted.
    */
-  endSessionsOf(serverId: string, serviceId: string | null, cutoff: number, why: string): number {
+  endSessionsOf(fence: Fence): number {
+    const { serverId, serviceId, cutoff } = fence;
+    if (fence.replaced && serviceId !== null) this.rememberReplaced(serverId, serviceId);
     let ended = 0;
     const p = this.publisher;
     if (p && p.server_id === serverId && (serviceId === null || p.service_id === serviceId) && p.since <= cutoff) {
@@ -224,7 +236,7 @@ export class StreamObject extends DurableObject<Env> {
     ended += removed;
     if (ended > 0) {
       const process = serviceId === null ? "" : ` (service ${serviceId})`;
-      this.record("fence", serverId, "", "", "end", `ended ${ended} session(s) of server ${serverId}${process}: ${why}`);
+      this.record("fence", serverId, "", "", "end", `ended ${ended} session(s) of server ${serverId}${process}: ${fence.why}`);
     }
     return ended;
   }
@@ -309,6 +321,7 @@ export class StreamObject extends DurableObject<Env> {
   // --- decisions -------------------------------------------------------------
 
   private tryPublish(session: SessionId, ip: string, presentedKeyHash: string | null): Decision {
+    if (this.replaced.has(groupKey(session.serverId, session.serviceId))) return { allow: false, denial: Denials.retiredProcess };
     const decision = decidePublish(this.policy(), this.publisherSession(), session, presentedKeyHash);
     if (decision.allow && decision.admit) {
       const row: PublisherRow = {
@@ -329,6 +342,7 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   private tryPlay(session: SessionId, ip: string, token: PlayToken): Decision {
+    if (this.replaced.has(groupKey(session.serverId, session.serviceId))) return { allow: false, denial: Denials.retiredProcess };
     const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session), token);
     if (decision.allow && decision.admit) {
       this.sql.exec(
@@ -372,23 +386,42 @@ export class StreamObject extends DurableObject<Env> {
     const cutoff = Date.now();
     const verdicts = await Promise.all(processes.map((p) => this.isAlive(p, hook)));
     processes.forEach((p, i) => {
-      if (!verdicts[i]) {
-        this.endSessionsOf(p.serverId, p.serviceId, cutoff, "its server restarted or went silent");
-        return;
-      }
+      if (this.endIfGone(p, verdicts[i], cutoff)) return;
       const group = this.groups.get(groupKey(p.serverId, p.serviceId));
       if (group) group.verifiedAt = Date.now();
     });
   }
 
+  /** Acts on a liveness answer; true when the process's sessions were ended. */
+  private endIfGone(p: { serverId: string; serviceId: string }, liveness: Liveness, cutoff: number): boolean {
+    if (liveness === "alive") return false;
+    const why = liveness === "replaced" ? "its server restarted" : `its server sent no heartbeat for ${serverTimeoutMs(this.env) / 1000} s`;
+    this.endSessionsOf({ serverId: p.serverId, serviceId: p.serviceId, cutoff, why, replaced: liveness === "replaced" });
+    return true;
+  }
+
+  private rememberReplaced(serverId: string, serviceId: string): void {
+    const key = groupKey(serverId, serviceId);
+    if (this.replaced.has(key)) return;
+    this.replaced.add(key);
+    const now = Date.now();
+    this.sql.exec("INSERT OR REPLACE INTO replaced (server_id, service_id, at) VALUES (?, ?, ?)", serverId, serviceId, now);
+    // A replaced process cannot speak for long; a day later its entry is only clutter.
+    for (const r of this.sql.exec<{ server_id: string; service_id: string }>(
+      "DELETE FROM replaced WHERE at < ? RETURNING server_id, service_id", now - 24 * 3600 * 1000,
+    )) {
+      this.replaced.delete(groupKey(r.server_id, r.service_id));
+    }
+  }
+
   /** An unreachable server object is presumed alive: a ghost is better than ending a real session. */
-  private async isAlive(process: { serverId: string; serviceId: string }, hook: SessionId | null): Promise<boolean> {
+  private async isAlive(process: { serverId: string; serviceId: string }, hook: SessionId | null): Promise<Liveness> {
     const witness = hook && hook.serverId === process.serverId ? { serverId: hook.serverId, serviceId: hook.serviceId } : undefined;
     try {
-      return await serverObject(this.env, process.serverId).isAlive(process.serviceId, witness);
+      return await serverObject(this.env, process.serverId).isAlive(process.serverId, process.serviceId, witness);
     } catch (err) {
       console.error(JSON.stringify({ error: "liveness check failed", server: process.serverId, detail: String(err) }));
-      return true;
+      return "alive";
     }
   }
 

@@ -1,0 +1,37 @@
+import { StatusError } from "itty-router";
+
+/**
+ * Input limits for everything streamgate stores or compares. Names use the
+ * characters SRS streams are named with in practice (RFC 3986 "unreserved":
+ * letters, digits, . _ ~ -); vhosts are host names. Ids are what SRS draws
+ * (e.g. "vid-8304c30", "32457039") or an operator configures: printable
+ * ASCII without spaces. A violation is a 400 that names the field and the limit.
+ */
+interface Limit {
+  max: number;
+  pattern: RegExp;
+  allowed: string;
+}
+
+const NAME: Limit = { max: 128, pattern: /^[A-Za-z0-9._~-]+$/, allowed: "letters, digits and . _ ~ -" };
+
+export const LIMITS = {
+  vhost: { max: 253, pattern: /^[A-Za-z0-9._-]+$/, allowed: "letters, digits and . _ -" },
+  app: NAME,
+  stream: NAME,
+  id: { max: 64, pattern: /^[\x21-\x7e]+$/, allowed: "printable ASCII without spaces" },
+  ip: { max: 64, pattern: /^[0-9A-Fa-f.:[\]%a-z]*$/, allowed: "an IPv4 or IPv6 address" },
+  param: { max: 4096, pattern: /^[^\x00-\x1f\x7f]*$/, allowed: "no control characters" },
+  label: { max: 128, pattern: /^[^\x00-\x1f\x7f]*$/, allowed: "no control characters" },
+} satisfies Record<string, Limit>;
+
+/** Returns the value if it is within the limit, else throws 400 naming field and limit. */
+export function within(field: string, value: string, limit: Limit): string {
+  if (value.length > limit.max) {
+    throw new StatusError(400, `field "${field}" is longer than ${limit.max} characters (${value.length})`);
+  }
+  if (!limit.pattern.test(value)) {
+    throw new StatusError(400, `field "${field}" may contain only ${limit.allowed}`);
+  }
+  return value;
+}

@@ -16,3 +16,19 @@ export function serverTimeoutMs(env: Env): number {
   }
   return seconds * 1000;
 }
+
+export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 10;
+
+/**
+ * AUTH_FAILURES_PER_MINUTE ([vars]): failed key or token guesses one client ip
+ * may make at one stream per minute before its attempts there are refused.
+ */
+export function authFailuresPerMinute(env: Env): number {
+  const raw = env.AUTH_FAILURES_PER_MINUTE;
+  if (raw === undefined || raw === "") return DEFAULT_AUTH_FAILURES_PER_MINUTE;
+  const limit = Number(raw);
+  if (!Number.isSafeInteger(limit) || limit < 1) {
+    throw new StatusError(500, `AUTH_FAILURES_PER_MINUTE must be a positive integer, not "${raw}"`);
+  }
+  return limit;
+}

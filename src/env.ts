@@ -14,4 +14,6 @@ export interface Env {
   TOKEN_SIGNING_KEY_PREVIOUS?: string;
   /** Heartbeat silence, in seconds, after which a server is dead (default 30). */
   SERVER_TIMEOUT_S?: string;
+  /** Failed key or token guesses per client ip per stream per minute before "rate limited" (default 10). */
+  AUTH_FAILURES_PER_MINUTE?: string;
 }

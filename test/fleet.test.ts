@@ -272,7 +272,7 @@ describe("slow and failing paths between the objects", () => {
   it("a stream refuses a start hook of a replaced process that reaches it after the fence did", async () => {
     const { v1 } = await edgeHoldsThreeStreams();
     await beat(restarted(edge));
-    const late = await streamStub(v1).play({ serverId: edge.server, serviceId: edge.service, clientId: "late0001" }, "127.0.0.1", { ok: true });
+    const late = await streamStub(v1).play({ serverId: edge.server, serviceId: edge.service, clientId: "late0001" }, "127.0.0.1", { ok: true }, 10);
     expect(late).toMatchObject({ allow: false, denial: { code: 4006 } });
     expect((await streamState(v1)).viewers).toBe(0);
   });

@@ -9,38 +9,49 @@ const B = { serverId: "vid-b", serviceId: "s1", clientId: "c1" };
 
 describe("decidePublish", () => {
   it("admits the right key on an idle stream", () => {
-    expect(decidePublish(policy(), null, A, HASH)).toEqual({ allow: true, admit: true });
+    expect(decidePublish(policy(), null, A, HASH, false)).toEqual({ allow: true, admit: true });
   });
   it("refuses a different session while one is live, even with the right key", () => {
-    const d = decidePublish(policy(), A, B, HASH);
+    const d = decidePublish(policy(), A, B, HASH, false);
     expect(d.allow).toBe(false);
   });
   it("treats the live session's repeat as a no-op allow", () => {
-    expect(decidePublish(policy(), A, { ...A }, HASH)).toEqual({ allow: true, admit: false });
+    expect(decidePublish(policy(), A, { ...A }, HASH, false)).toEqual({ allow: true, admit: false });
   });
   it("refuses a wrong key before saying whether the stream is busy", () => {
-    const d = decidePublish(policy(), A, B, "b".repeat(64));
+    const d = decidePublish(policy(), A, B, "b".repeat(64), false);
     expect(d.allow === false && d.denial.reason).toBe("invalid publish key");
+  });
+});
+
+describe("brute-force limit", () => {
+  it("refuses even the right key from a throttled ip, but never a live session's repeat", () => {
+    expect(decidePublish(policy(), null, A, HASH, true)).toEqual({ allow: false, denial: { code: 4029, reason: "rate limited" } });
+    expect(decidePublish(policy(), A, A, "b".repeat(64), true)).toEqual({ allow: true, admit: false });
+  });
+  it("throttles viewers of token streams only", () => {
+    expect(decidePlay(policy({ playAuth: "token" }), 0, false, OK, true).allow).toBe(false);
+    expect(decidePlay(policy(), 0, false, OK, true).allow).toBe(true);
   });
 });
 
 describe("decidePlay", () => {
   it("refuses at the cap and admits under it", () => {
-    expect(decidePlay(policy({ maxViewers: 2 }), 1, false, OK)).toEqual({ allow: true, admit: true });
-    expect(decidePlay(policy({ maxViewers: 2 }), 2, false, OK).allow).toBe(false);
+    expect(decidePlay(policy({ maxViewers: 2 }), 1, false, OK, false)).toEqual({ allow: true, admit: true });
+    expect(decidePlay(policy({ maxViewers: 2 }), 2, false, OK, false).allow).toBe(false);
   });
   it("allows a live viewer's repeat at the cap without admitting again", () => {
-    expect(decidePlay(policy({ maxViewers: 2 }), 2, true, OK)).toEqual({ allow: true, admit: false });
+    expect(decidePlay(policy({ maxViewers: 2 }), 2, true, OK, false)).toEqual({ allow: true, admit: false });
   });
   it("on a token stream, refuses with the token's problem before looking at the cap", () => {
-    const d = decidePlay(policy({ playAuth: "token", maxViewers: 0 }), 0, false, { ok: false, problem: "expired" });
+    const d = decidePlay(policy({ playAuth: "token", maxViewers: 0 }), 0, false, { ok: false, problem: "expired" }, false);
     expect(d).toEqual({ allow: false, denial: { code: 4013, reason: "expired" } });
-    expect(decidePlay(policy({ playAuth: "token" }), 0, false, OK)).toEqual({ allow: true, admit: true });
+    expect(decidePlay(policy({ playAuth: "token" }), 0, false, OK, false)).toEqual({ allow: true, admit: true });
   });
   it("ignores the token on an open stream", () => {
-    expect(decidePlay(policy(), 0, false, { ok: false, problem: "missing token" })).toEqual({ allow: true, admit: true });
+    expect(decidePlay(policy(), 0, false, { ok: false, problem: "missing token" }, false)).toEqual({ allow: true, admit: true });
   });
   it("a cap of 0 refuses everyone", () => {
-    expect(decidePlay(policy({ maxViewers: 0 }), 0, false, OK).allow).toBe(false);
+    expect(decidePlay(policy({ maxViewers: 0 }), 0, false, OK, false).allow).toBe(false);
   });
 });

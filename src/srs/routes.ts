@@ -1,6 +1,6 @@
 import { StatusError, type IRequest } from "itty-router";
 import { secretsMatch, sha256Hex } from "../auth/secrets";
-import { serverTimeoutMs } from "../config";
+import { authFailuresPerMinute, serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { readJson } from "../http";
 import { streamKey } from "../stream/name";
@@ -44,7 +44,9 @@ export async function handleHeartbeat(request: IRequest, env: Env): Promise<Resp
 async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
   if (!env.HOOK_SECRET) throw new StatusError(500, "HOOK_SECRET is not configured: refusing every hook");
   if (!(await secretsMatch(request.params.secret ?? "", env.HOOK_SECRET))) throw new StatusError(404, "not found");
-  serverTimeoutMs(env); // a malformed SERVER_TIMEOUT_S fails here, with its name, before anything changes
+  // Malformed settings fail here, with their names, before anything changes.
+  serverTimeoutMs(env);
+  authFailuresPerMinute(env);
 }
 
 /** The presented publish key, hashed: "secret" is the Oryx convention; "key" wins when both are given. */
@@ -78,8 +80,9 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   // it, so an admitted client costs no extra round trip.
   const tracked = server.track(serverId, serviceId, clientId, { streamKey: key, role });
   const decided = (async (): Promise<Decision> => {
-    if (role === "publisher") return await stream.publish(hook.session, hook.ip, await publishKeyHash(hook));
-    return await stream.play(hook.session, hook.ip, await checkPlayToken(hook, env));
+    const guessLimit = authFailuresPerMinute(env);
+    if (role === "publisher") return await stream.publish(hook.session, hook.ip, await publishKeyHash(hook), guessLimit);
+    return await stream.play(hook.session, hook.ip, await checkPlayToken(hook, env), guessLimit);
   })();
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
   if (decisionResult.status === "rejected") throw decisionResult.reason;

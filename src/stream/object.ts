@@ -5,7 +5,7 @@ import type { Fence, Liveness } from "../server/object";
 import { serverObject } from "../stubs";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamName } from "./name";
-import { decidePlay, decidePublish, Denials, sameSession, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { decidePlay, decidePublish, Denials, isFailedGuess, sameSession, type Decision, type Denial, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 
 export interface Publisher extends SessionId {
   ip: string;
@@ -90,6 +90,9 @@ interface ViewerGroup {
   verifiedAt: number;
 }
 
+/** The brute-force limit counts failed guesses per client ip in windows this long. */
+const GUESS_WINDOW_MS = 60_000;
+
 /** The decision log keeps this many events per stream. */
 const EVENTS_KEPT = 100;
 
@@ -145,6 +148,9 @@ export class StreamObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS replaced (
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, at INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS guesses (
+        ip TEXT PRIMARY KEY, window_start INTEGER NOT NULL, failures INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS guesses_by_window ON guesses (window_start);
       CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY, at INTEGER NOT NULL, action TEXT NOT NULL, server TEXT NOT NULL,
         client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL);
@@ -162,24 +168,28 @@ export class StreamObject extends DurableObject<Env> {
 
   // --- hooks -----------------------------------------------------------------
 
-  async publish(session: SessionId, ip: string, presentedKeyHash: string | null): Promise<Decision> {
-    let decision = this.tryPublish(session, ip, presentedKeyHash);
+  /**
+   * `guessLimit` is AUTH_FAILURES_PER_MINUTE as the Worker read it, so that
+   * one setting governs every object the same way.
+   */
+  async publish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number): Promise<Decision> {
+    let decision = this.tryPublish(session, ip, presentedKeyHash, guessLimit);
     if (!decision.allow && decision.restsOn === "publisher") {
       const blocking = this.publisherSession()!;
       const cutoff = Date.now();
       this.endIfGone(blocking, await this.isAlive(blocking, session), cutoff);
       // Decided again even if the blocker lives: it may have unpublished meanwhile.
-      decision = this.tryPublish(session, ip, presentedKeyHash);
+      decision = this.tryPublish(session, ip, presentedKeyHash, guessLimit);
     }
     this.recordDecision("on_publish", session, ip, decision);
     return decision;
   }
 
-  async play(session: SessionId, ip: string, token: PlayToken): Promise<Decision> {
-    let decision = this.tryPlay(session, ip, token);
+  async play(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Promise<Decision> {
+    let decision = this.tryPlay(session, ip, token, guessLimit);
     if (!decision.allow && decision.restsOn === "viewers") {
       await this.pruneStaleViewers(session);
-      decision = this.tryPlay(session, ip, token);
+      decision = this.tryPlay(session, ip, token, guessLimit);
     }
     this.recordDecision("on_play", session, ip, decision);
     return decision;
@@ -320,9 +330,10 @@ export class StreamObject extends DurableObject<Env> {
 
   // --- decisions -------------------------------------------------------------
 
-  private tryPublish(session: SessionId, ip: string, presentedKeyHash: string | null): Decision {
+  private tryPublish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number): Decision {
     if (this.replaced.has(groupKey(session.serverId, session.serviceId))) return { allow: false, denial: Denials.retiredProcess };
-    const decision = decidePublish(this.policy(), this.publisherSession(), session, presentedKeyHash);
+    const decision = decidePublish(this.policy(), this.publisherSession(), session, presentedKeyHash, this.throttled(ip, guessLimit));
+    if (!decision.allow) this.countGuess(ip, decision.denial);
     if (decision.allow && decision.admit) {
       const row: PublisherRow = {
         server_id: session.serverId,
@@ -341,9 +352,10 @@ export class StreamObject extends DurableObject<Env> {
     return decision;
   }
 
-  private tryPlay(session: SessionId, ip: string, token: PlayToken): Decision {
+  private tryPlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Decision {
     if (this.replaced.has(groupKey(session.serverId, session.serviceId))) return { allow: false, denial: Denials.retiredProcess };
-    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session), token);
+    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session), token, this.throttled(ip, guessLimit));
+    if (!decision.allow) this.countGuess(ip, decision.denial);
     if (decision.allow && decision.admit) {
       this.sql.exec(
         "INSERT INTO viewers (server_id, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
@@ -353,6 +365,32 @@ export class StreamObject extends DurableObject<Env> {
       this.armAlarm();
     }
     return decision;
+  }
+
+  // --- brute-force limit -----------------------------------------------------
+
+  /** Has this client ip used up its failed guesses at this stream in the current window? */
+  private throttled(ip: string, guessLimit: number): boolean {
+    const row = this.sql
+      .exec<{ window_start: number; failures: number }>("SELECT window_start, failures FROM guesses WHERE ip = ?", ip)
+      .toArray()[0];
+    return !!row && Date.now() - row.window_start < GUESS_WINDOW_MS && row.failures >= guessLimit;
+  }
+
+  /**
+   * Counts a wrong key or bad token against the client's ip (one row per ip,
+   * fixed one-minute windows). Other ips, such as the key's real holder, keep
+   * their own count. Streams that do not exist count nothing.
+   */
+  private countGuess(ip: string, denial: Denial): void {
+    if (!this.row || !isFailedGuess(denial)) return;
+    const now = Date.now();
+    this.sql.exec("DELETE FROM guesses WHERE window_start <= ?", now - GUESS_WINDOW_MS);
+    this.sql.exec(
+      `INSERT INTO guesses (ip, window_start, failures) VALUES (?, ?, 1)
+       ON CONFLICT (ip) DO UPDATE SET failures = failures + 1`,
+      ip, now,
+    );
   }
 
   // --- liveness --------------------------------------------------------------

@@ -35,6 +35,7 @@ export const Denials = {
   unknownStream: { code: 4001, reason: "unknown stream: create it with PUT /admin/streams/{app}/{stream}" },
   missingKey: { code: 4002, reason: "missing publish key: add ?key=<publishKey> to the stream URL" },
   badKey: { code: 4003, reason: "invalid publish key" },
+  rateLimited: { code: 4029, reason: "rate limited" },
   retiredProcess: {
     code: 4006,
     reason: "stale server process: this server restarted and the hook comes from its replaced process (old service_id)",
@@ -53,6 +54,16 @@ export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], D
   "wrong stream": { code: 4014, reason: "wrong stream" },
   "not configured": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" },
 };
+
+/**
+ * Denials that count as a guess at a key or token, for the brute-force limit.
+ * A missing key or token is no guess, and an expired token was genuine.
+ */
+export function isFailedGuess(denial: Denial): boolean {
+  return [Denials.badKey, TokenDenials["malformed token"], TokenDenials["bad signature"], TokenDenials["wrong stream"]].some(
+    (d) => d.code === denial.code,
+  );
+}
 
 export function publisherBusy(publisher: SessionId): Denial {
   return {
@@ -75,15 +86,21 @@ export function sameSession(a: SessionId, b: SessionId): boolean {
  * not live in this role", which the hook handler relies on.
  */
 
-/** One publisher per stream; a repeated on_publish of the live session changes nothing. */
+/**
+ * One publisher per stream; a repeated on_publish of the live session changes
+ * nothing. `throttled`: the client's ip made too many failed guesses at this
+ * stream's key lately, so even a right key is refused until the window ends.
+ */
 export function decidePublish(
   policy: StreamPolicy | null,
   publisher: SessionId | null,
   session: SessionId,
   presentedKeyHash: string | null,
+  throttled: boolean,
 ): Decision {
   if (publisher && sameSession(publisher, session)) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
+  if (throttled) return deny(Denials.rateLimited);
   if (presentedKeyHash === null) return deny(Denials.missingKey);
   if (!hashesEqual(presentedKeyHash, policy.keyHash)) return deny(Denials.badKey);
   if (publisher) return { allow: false, denial: publisherBusy(publisher), restsOn: "publisher" };
@@ -94,9 +111,16 @@ export function decidePublish(
  * A viewer is admitted while live viewers are under the cap and, on a
  * playAuth "token" stream, with a valid token; a repeat is not counted twice.
  */
-export function decidePlay(policy: StreamPolicy | null, viewers: number, alreadyViewing: boolean, token: PlayToken): Decision {
+export function decidePlay(
+  policy: StreamPolicy | null,
+  viewers: number,
+  alreadyViewing: boolean,
+  token: PlayToken,
+  throttled: boolean,
+): Decision {
   if (alreadyViewing) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
+  if (policy.playAuth === "token" && throttled) return deny(Denials.rateLimited);
   if (policy.playAuth === "token" && !token.ok) return deny(TokenDenials[token.problem]);
   if (policy.maxViewers !== null && viewers >= policy.maxViewers) {
     return { allow: false, denial: viewerCapReached(policy.maxViewers), restsOn: "viewers" };

@@ -7,6 +7,8 @@ export interface Env {
   STREAM: DurableObjectNamespace<StreamObject>;
   SERVER: DurableObjectNamespace<ServerObject>;
   HOOK_SECRET?: string;
+  /** The hook secret being rotated out: accepted too while it is set. */
+  HOOK_SECRET_PREVIOUS?: string;
   ADMIN_TOKEN?: string;
   /** HMAC key of play tokens; unset: streams with playAuth "token" refuse every viewer. */
   TOKEN_SIGNING_KEY?: string;

@@ -53,6 +53,20 @@ describe("hook endpoint: authentication", () => {
     expect((await streamState(s)).live).toBe(false);
   });
 
+  it("accepts HOOK_SECRET_PREVIOUS too while it is set, for a rotation without refused clients", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const send = (secret: string, overrides: Record<string, string | undefined>) =>
+      worker.fetch(
+        new Request(`http://gate.test/hooks/srs/${secret}`, { method: "POST", body: JSON.stringify(publish("live", s, key, { ...EDGE_A, client: "pub00001" })) }),
+        { ...env, HOOK_SECRET: "new-secret", ...overrides },
+        createExecutionContext(),
+      );
+    expect((await send("old-secret", { HOOK_SECRET_PREVIOUS: undefined })).status).toBe(404);
+    expect((await send("old-secret", { HOOK_SECRET_PREVIOUS: "old-secret" })).status).toBe(200);
+    expect((await send("new-secret", { HOOK_SECRET_PREVIOUS: "old-secret" })).status).toBe(200);
+  });
+
   it("also guards the heartbeat path with the secret", async () => {
     expect((await hook(captured("heartbeat"), "wrong", "/heartbeat")).status).toBe(404);
     expect(await hook(captured("heartbeat"), undefined, "/heartbeat")).toEqual(ALLOW);

@@ -43,7 +43,11 @@ export async function handleHeartbeat(request: IRequest, env: Env): Promise<Resp
 
 async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
   if (!env.HOOK_SECRET) throw new StatusError(500, "HOOK_SECRET is not configured: refusing every hook");
-  if (!(await secretsMatch(request.params.secret ?? "", env.HOOK_SECRET))) throw new StatusError(404, "not found");
+  const given = request.params.secret ?? "";
+  // HOOK_SECRET_PREVIOUS keeps SRS servers not yet switched to a new secret working during a rotation.
+  const accepted = [env.HOOK_SECRET, env.HOOK_SECRET_PREVIOUS].filter((k): k is string => !!k);
+  const matches = await Promise.all(accepted.map((k) => secretsMatch(given, k)));
+  if (!matches.includes(true)) throw new StatusError(404, "not found");
   // Malformed settings fail here, with their names, before anything changes.
   serverTimeoutMs(env);
   authFailuresPerMinute(env);

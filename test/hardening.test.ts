@@ -1,9 +1,5 @@
-import { env } from "cloudflare:workers";
-import { createExecutionContext } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { Env } from "../src/env";
-import worker from "../src/index";
-import { admin, captured, createStream, type Edge, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { admin, captured, createStream, type Edge, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const RATE_LIMITED = { status: 403, body: { code: 4029, reason: "rate limited" } };
@@ -20,15 +16,6 @@ afterEach(() => {
 
 const publishFrom = (ip: string, stream: string, key: string, client: string) => ({ ...publish("live", stream, key, { ...edge, client }), ip });
 const playFrom = (ip: string, stream: string, token: string, client: string) => ({ ...play("live", stream, { ...edge, client }), ip, param: `?token=${token}` });
-
-async function hookWith(overrides: Partial<Env>, body: unknown) {
-  const res = await worker.fetch(
-    new Request("http://gate.test/hooks/srs/test-hook-secret", { method: "POST", body: JSON.stringify(body) }),
-    { ...env, ...overrides },
-    createExecutionContext(),
-  );
-  return { status: res.status, body: (await res.json()) as any };
-}
 
 describe("brute-force limit on publish keys", () => {
   it("after 10 wrong keys in a minute from one ip, refuses that ip even with the right key; the owner elsewhere publishes", async () => {

@@ -5,7 +5,10 @@
  */
 import capturedMain from "../../shared/srs/hooks-srs7.jsonl?raw";
 import capturedMore from "../../shared/srs/hooks-srs7-more.jsonl?raw";
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
+import { createExecutionContext } from "cloudflare:test";
+import type { Env } from "../src/env";
+import worker from "../src/index";
 
 export type SrsBody = Record<string, unknown>;
 
@@ -114,6 +117,17 @@ export async function hook(body: SrsBody | string, secret = HOOK_SECRET, path = 
       headers: { "content-type": "application/json", "user-agent": "SRS/7.0.18(Hang)" },
       body: text,
     }),
+  );
+}
+
+/** Sends a hook to the Worker with some settings changed, as a deployment with other settings would. */
+export async function hookWith(overrides: Partial<Env>, body: unknown): Promise<Reply> {
+  return reply(
+    await worker.fetch(
+      new Request(`http://gate.test/hooks/srs/${HOOK_SECRET}`, { method: "POST", body: JSON.stringify(body) }),
+      { ...env, ...overrides },
+      createExecutionContext(),
+    ),
   );
 }
 

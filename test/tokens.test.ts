@@ -4,9 +4,8 @@ import { createExecutionContext } from "cloudflare:test";
 import { createHmac } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
-import type { Env } from "../src/env";
 import worker from "../src/index";
-import { admin, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { admin, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const KEY = "test-token-signing-key"; // TOKEN_SIGNING_KEY in vitest.config.mts
@@ -31,16 +30,6 @@ async function tokenStream(): Promise<string> {
 
 async function mint(stream: string, ttl?: number) {
   return admin("POST", `/streams/live/${stream}/tokens`, ttl === undefined ? undefined : { ttl });
-}
-
-/** Sends a hook to the Worker with some settings changed, as a deployment with other secrets would. */
-async function hookWith(overrides: Partial<Env>, body: unknown) {
-  const res = await worker.fetch(
-    new Request("http://gate.test/hooks/srs/test-hook-secret", { method: "POST", body: JSON.stringify(body) }),
-    { ...env, ...overrides },
-    createExecutionContext(),
-  );
-  return { status: res.status, body: (await res.json()) as any };
 }
 
 describe("play tokens on a playAuth: token stream", () => {

@@ -1,11 +1,11 @@
 import type { StreamObject } from "./stream/object";
-import type { ServerObject } from "./server/object";
+import type { ServerRegistry } from "./server/registry";
 
 /** Bindings from wrangler.toml plus the secrets set with `wrangler secret put`. */
 export interface Env {
   CATALOGUE: KVNamespace;
   STREAM: DurableObjectNamespace<StreamObject>;
-  SERVER: DurableObjectNamespace<ServerObject>;
+  REGISTRY: DurableObjectNamespace<ServerRegistry>;
   HOOK_SECRET?: string;
   /** The hook secret being rotated out: accepted too while it is set. */
   HOOK_SECRET_PREVIOUS?: string;

@@ -14,7 +14,7 @@ import { jsonResponse } from "./http";
 import { handleHeartbeat, handleHook } from "./srs/routes";
 
 export { StreamObject } from "./stream/object";
-export { ServerObject } from "./server/object";
+export { ServerRegistry } from "./server/registry";
 
 type Args = [Env, ExecutionContext];
 

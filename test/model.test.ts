@@ -9,6 +9,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { serverRegistry } from "../src/stubs";
 import { close, createStream, heartbeat, hook, play, publish, stopPlay, streamState, unpublish } from "./srs";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
@@ -218,7 +219,7 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
       model.now += o.ms;
       vi.setSystemTime(t0 + model.now);
     } else {
-      for (const s of servers) await runDurableObjectAlarm(env.SERVER.get(env.SERVER.idFromName(s.id)));
+      for (const s of servers) await runDurableObjectAlarm(serverRegistry(env, s.id));
       for (const st of streams) await runDurableObjectAlarm(env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${st.name}`)));
       model.settle();
     }

@@ -5,8 +5,8 @@ import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
-import { SERVER_CATALOGUE_PREFIX } from "../server/object";
-import { serverObject, streamObject } from "../stubs";
+import { REGISTRY_SHARDS } from "../server/registry";
+import { registryShard, streamObject } from "../stubs";
 import { parsePolicyChange, parseTokenTtl, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
@@ -76,13 +76,11 @@ export async function mintToken(request: IRequest, env: Env): Promise<Response> 
   return jsonResponse({ token, expiresAt: new Date(expiresAt * 1000).toISOString() }, 201);
 }
 
-/** GET /admin/servers[?cursor=]: every SRS server seen, with liveness and sessions held, 100 per page. */
-export async function listServers(request: IRequest, env: Env): Promise<Response> {
-  const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
-  const page = await env.CATALOGUE.list({ prefix: SERVER_CATALOGUE_PREFIX, limit: 100, cursor });
-  const states = await Promise.all(page.keys.map((k) => serverObject(env, k.name.slice(SERVER_CATALOGUE_PREFIX.length)).state()));
-  const servers = states.filter((s) => s !== null);
-  return jsonResponse({ servers, ...(page.list_complete ? {} : { cursor: page.cursor }) });
+/** GET /admin/servers: every SRS server seen, with liveness and sessions held, from every registry shard. */
+export async function listServers(_request: IRequest, env: Env): Promise<Response> {
+  const shards = await Promise.all(Array.from({ length: REGISTRY_SHARDS }, (_, i) => registryShard(env, i).list()));
+  const servers = shards.flat().sort((a, b) => a.serverId.localeCompare(b.serverId));
+  return jsonResponse({ servers });
 }
 
 function streamStub(env: Env, name: StreamName) {

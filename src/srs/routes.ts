@@ -6,7 +6,7 @@ import { readJson } from "../http";
 import { streamKey } from "../stream/name";
 import { verifyPlayToken } from "../auth/token";
 import { Denials, type Decision, type PlayToken } from "../stream/rules";
-import { serverObject, streamObject } from "../stubs";
+import { serverRegistry, streamObject } from "../stubs";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type Role, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 
@@ -37,7 +37,7 @@ export async function handleHook(request: IRequest, env: Env, ctx: ExecutionCont
 export async function handleHeartbeat(request: IRequest, env: Env): Promise<Response> {
   await requireHookSecret(request, env);
   const beat = parseHeartbeat(await readJson(request));
-  await serverObject(env, beat.serverId).heartbeat(beat);
+  await serverRegistry(env, beat.serverId).heartbeat(beat);
   return allow();
 }
 
@@ -79,7 +79,7 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   const role = roleOf(hook.action);
   const { serverId, serviceId, clientId } = hook.session;
   const stream = streamObject(env, key);
-  const server = serverObject(env, serverId);
+  const server = serverRegistry(env, serverId);
   // The server's client index is written alongside the decision, not after
   // it, so an admitted client costs no extra round trip.
   const tracked = server.track(serverId, serviceId, clientId, { streamKey: key, role });
@@ -126,7 +126,7 @@ async function stop(hook: StreamHook, env: Env): Promise<Response> {
   const { serverId, serviceId, clientId } = hook.session;
   await Promise.all([
     streamObject(env, key).end(hook.session, role, { action: hook.action, ip: hook.ip }),
-    serverObject(env, serverId).untrack(serverId, serviceId, clientId, { streamKey: key, role }),
+    serverRegistry(env, serverId).untrack(serverId, serviceId, clientId, { streamKey: key, role }),
   ]);
   log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow" });
   return allow();
@@ -134,7 +134,7 @@ async function stop(hook: StreamHook, env: Env): Promise<Response> {
 
 async function close(hook: CloseHook, env: Env): Promise<Response> {
   const { serverId, serviceId, clientId } = hook.session;
-  const held = await serverObject(env, serverId).close(serverId, serviceId, clientId);
+  const held = await serverRegistry(env, serverId).close(serverId, serviceId, clientId);
   await Promise.all(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role, { action: hook.action })));
   log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: held.length });
   return allow();

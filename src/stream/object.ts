@@ -1,8 +1,8 @@
 import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
-import type { Fence, Liveness } from "../server/object";
-import { serverObject } from "../stubs";
+import type { Fence, Liveness } from "../server/registry";
+import { serverRegistry } from "../stubs";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, sameSession, type Decision, type Denial, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
@@ -86,7 +86,7 @@ interface ViewerGroup {
   serverId: string;
   serviceId: string;
   count: number;
-  /** When a server object last confirmed this process alive (0: never). */
+  /** When the server registry last confirmed this process alive (0: never). */
   verifiedAt: number;
 }
 
@@ -452,11 +452,11 @@ export class StreamObject extends DurableObject<Env> {
     }
   }
 
-  /** An unreachable server object is presumed alive: a ghost is better than ending a real session. */
+  /** An unreachable registry presumes the process alive: a ghost is better than ending a real session. */
   private async isAlive(process: { serverId: string; serviceId: string }, hook: SessionId | null): Promise<Liveness> {
     const witness = hook && hook.serverId === process.serverId ? { serverId: hook.serverId, serviceId: hook.serviceId } : undefined;
     try {
-      return await serverObject(this.env, process.serverId).isAlive(process.serverId, process.serviceId, witness);
+      return await serverRegistry(this.env, process.serverId).isAlive(process.serverId, process.serviceId, witness);
     } catch (err) {
       console.error(JSON.stringify({ error: "liveness check failed", server: process.serverId, detail: String(err) }));
       return "alive";
@@ -465,7 +465,7 @@ export class StreamObject extends DurableObject<Env> {
 
   private armAlarm(): void {
     if (this.alarmAt !== null) return;
-    // The server objects end a dead or restarted server's sessions themselves;
+    // The registry ends a dead or restarted server's sessions itself;
     // this slower sweep catches whatever their fan-out missed.
     this.alarmAt = Date.now() + 2 * serverTimeoutMs(this.env);
     void this.ctx.storage.setAlarm(this.alarmAt);

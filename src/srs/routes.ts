@@ -121,6 +121,7 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
 }
 
 async function stop(hook: StreamHook, env: Env): Promise<Response> {
+  const began = Date.now();
   const key = streamKey(hook.stream);
   const role = roleOf(hook.action);
   const { serverId, serviceId, clientId } = hook.session;
@@ -128,15 +129,16 @@ async function stop(hook: StreamHook, env: Env): Promise<Response> {
     streamObject(env, key).end(hook.session, role, { action: hook.action, ip: hook.ip }),
     serverRegistry(env, serverId).untrack(serverId, serviceId, clientId, { streamKey: key, role }),
   ]);
-  log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow" });
+  log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow", ms: Date.now() - began });
   return allow();
 }
 
 async function close(hook: CloseHook, env: Env): Promise<Response> {
+  const began = Date.now();
   const { serverId, serviceId, clientId } = hook.session;
   const held = await serverRegistry(env, serverId).close(serverId, serviceId, clientId);
   await Promise.all(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role, { action: hook.action })));
-  log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: held.length });
+  log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: held.length, ms: Date.now() - began });
   return allow();
 }
 

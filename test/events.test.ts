@@ -1,5 +1,5 @@
 import { exports } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 
 let edge: Edge;
@@ -97,5 +97,37 @@ describe("admin responses are never cached and never shared across origins", () 
     await hook(publish("live", s, key, { ...edge, client: "pub00001" }));
     await hook(unpublish("live", s, { ...edge, client: "pub00001" }));
     expect((await events(s))[0]).toMatchObject({ action: "on_unpublish", decision: "end", reason: "session ended" });
+  });
+});
+
+describe("logs", () => {
+  it("one JSON line per decision with action, stream, server, client, decision, reason and duration; never a key or token", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s, { playAuth: "token" });
+    const token = (await admin("POST", `/streams/live/${s}/tokens`, { ttl: 60 })).body.token;
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, "log").mockImplementation((line: unknown) => void lines.push(String(line)));
+    try {
+      await hook(publish("live", s, key, { ...edge, client: "pub00001" }));
+      await hook({ ...play("live", s, { ...edge, client: "view0001" }), param: `?token=${token}` });
+      await hook({ ...play("live", s, { ...edge, client: "view0002" }), param: "?token=forged" });
+      await hook(stopPlay("live", s, { ...edge, client: "view0001" }));
+    } finally {
+      spy.mockRestore();
+    }
+    const decisions = lines.map((l) => JSON.parse(l)).filter((l) => l.stream === `__defaultVhost__/live/${s}`);
+    expect(decisions.map((d) => [d.action, d.client, d.decision, d.reason])).toEqual([
+      ["on_publish", "pub00001", "allow", undefined],
+      ["on_play", "view0001", "allow", undefined],
+      ["on_play", "view0002", "deny", "malformed token"],
+      ["on_stop", "view0001", "allow", undefined],
+    ]);
+    for (const d of decisions) {
+      expect(d.server).toBe(edge.server);
+      expect(typeof d.ms).toBe("number");
+    }
+    const all = lines.join("\n");
+    expect(all).not.toContain(key);
+    expect(all).not.toContain(token);
   });
 });

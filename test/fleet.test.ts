@@ -270,6 +270,31 @@ describe("slow and failing paths between the objects", () => {
     expect((await serverListed(edge)).sessions).toBe(0);
   });
 
+  it("two restarts in quick succession: the hook of the process replaced meanwhile is refused, not admitted", async () => {
+    const { v1 } = await edgeHoldsThreeStreams();
+    const free = uniqueStream();
+    await createStream(free);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const endSessionsOf = StreamObject.prototype.endSessionsOf;
+    // The fan-out for the first restart is slow (the RPC awaits whatever the method returns).
+    const slow = async function (this: StreamObject, ...args: Parameters<StreamObject["endSessionsOf"]>) {
+      await gate;
+      return endSessionsOf.apply(this, args);
+    };
+    vi.spyOn(StreamObject.prototype, "endSessionsOf").mockImplementationOnce(slow as unknown as StreamObject["endSessionsOf"]);
+    const second = restarted(edge);
+    const third = restarted(edge);
+    const fromSecond = hook(play("live", free, { ...second, client: "view0009" }));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await beat(third)).toEqual(ALLOW);
+    release();
+    expect((await fromSecond).body.code).toBe(4006);
+    expect((await streamState(free)).viewers).toBe(0);
+    expect((await streamState(v1)).viewers).toBe(0);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: third.service, sessions: 0 });
+  });
+
   it("a stream refuses a start hook of a replaced process that reaches it after the fence did", async () => {
     const { v1 } = await edgeHoldsThreeStreams();
     await beat(restarted(edge));

@@ -110,6 +110,9 @@ export class ServerRegistry extends DurableObject<Env> {
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
+      // A stored alarm may come from a longer SERVER_TIMEOUT_S; armAlarm keeps the earlier time.
+      const next = this.nextDeadline();
+      if (next !== null) this.armAlarm(next);
     });
   }
 
@@ -233,7 +236,7 @@ export class ServerRegistry extends DurableObject<Env> {
     for (const { server_id, service_id } of owed) {
       const row = this.servers.get(server_id)!;
       if (service_id !== row.service_id) await this.fence(server_id, service_id, now, "its server restarted (retry)");
-      else await this.fence(server_id, null, row.dead_since!, `${why} (retry)`);
+      else if (row.dead_since !== null) await this.fence(server_id, null, row.dead_since, `${why} (retry)`);
     }
     const next = this.nextDeadline();
     if (next !== null) this.armAlarm(next);
@@ -306,7 +309,8 @@ export class ServerRegistry extends DurableObject<Env> {
     this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", serverId, old, now);
     if (this.isDead(row, now)) this.revive(row, now);
     await this.fence(serverId, old, now, `the server restarted as service ${serviceId}`);
-    return "current";
+    // Another restart may have been observed during the fan-out: then this process is replaced too.
+    return row.service_id === serviceId ? "current" : "retired";
   }
 
   /** Treats the message as a heartbeat: the server is back, and its new sessions count. */

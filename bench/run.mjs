@@ -19,7 +19,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -110,8 +110,8 @@ function randomId(length) {
 }
 /** Fresh client ids (8 chars of [0-9a-z], as SRS draws them), never repeated within a run. */
 const clientIds = (() => {
-  let next = Math.floor(Math.random() * 36 ** 7);
-  return () => (next++).toString(36).padStart(8, "0").slice(-8);
+  let next = 36 ** 7 + Math.floor(Math.random() * (36 ** 8 - 36 ** 7 - 1e8));
+  return () => (next++).toString(36);
 })();
 
 /** An SRS server: server_id "vid-" + 7 chars, service_id 8 chars, plus what its heartbeat says. */
@@ -715,8 +715,9 @@ ${perRound}
   sends); run last, those bursts fall after the measurements. Reported: the median
   over rounds of req/s (requests ÷ time from start to last answer) and of p50, p99 and p99.9
   (exact, from every request's latency). Errors are summed over rounds: connection errors,
-  timeouts, and every answer other than the expected one (\`200 {"code":0}\`; for the denial flood
-  \`403\` with code 4003; the floor always \`200\`), plus error lines streamgate logs.
+  timeouts, requests left without an answer (a connection closed under them), and every answer
+  other than the expected one (\`200 {"code":0}\`; for the denial flood \`403\` with code 4003, or
+  4029 once an ip is rate limited; the floor always \`200\`), plus error lines streamgate logs.
 
 ${findings || "## Findings\n\n(none recorded yet)\n"}`;
   await writeFile(file, text);
@@ -734,9 +735,11 @@ async function main() {
   cleanup = async () => {
     const m = mf;
     mf = undefined;
-    if (m) await m.dispose().catch(() => {});
+    if (m) await Promise.race([m.dispose().catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
   };
+  // Whatever way the process ends (deadline, error, signal), the temp dir goes with it.
+  process.once("exit", () => rmSync(tmp, { recursive: true, force: true }));
   process.once("SIGINT", () => cleanup().finally(() => process.exit(130)));
   process.once("SIGTERM", () => cleanup().finally(() => process.exit(143)));
 

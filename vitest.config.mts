@@ -5,7 +5,8 @@ import { defineConfig } from "vitest/config";
 // wrangler.toml. Secrets are fixed test values here; .dev.vars is never read.
 export default defineConfig({
   // One JSON log line per decision is the product's output; keep it out of the test report unless a test fails.
-  test: { silent: "passed-only" },
+  // Property tests send hundreds of hooks per test: give them time on a loaded 2-core machine.
+  test: { silent: "passed-only", testTimeout: 60_000 },
   plugins: [
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },

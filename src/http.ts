@@ -18,25 +18,34 @@ export function jsonResponse(body: unknown, status = 200, headers: HeadersInit =
 export async function readJson(request: Request): Promise<unknown> {
   const declared = Number(request.headers.get("content-length") ?? "0");
   if (declared > MAX_BODY_BYTES) throw tooLarge();
-  const bytes = new Uint8Array(MAX_BODY_BYTES + 1);
+  const chunks: Uint8Array[] = [];
   let length = 0;
   if (request.body) {
     const reader = request.body.getReader();
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      if (length + value.byteLength > MAX_BODY_BYTES) {
+      length += value.byteLength;
+      if (length > MAX_BODY_BYTES) {
         await reader.cancel();
         throw tooLarge();
       }
-      bytes.set(value, length);
-      length += value.byteLength;
+      chunks.push(value);
     }
   }
   if (length === 0) return undefined;
+  let bytes = chunks[0];
+  if (chunks.length > 1) {
+    bytes = new Uint8Array(length);
+    let at = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, at);
+      at += chunk.byteLength;
+    }
+  }
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes.subarray(0, length));
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
     throw new StatusError(400, "body is not valid UTF-8");
   }

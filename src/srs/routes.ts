@@ -105,8 +105,10 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
     decision = { allow: false, denial: Denials.retiredProcess };
     await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: decision.denial.reason });
   } else if (!decision.allow) {
-    // A denial never concerns a session live in this role (rules.ts), so its index entry can go.
-    ctx.waitUntil(server.untrack(serverId, serviceId, clientId, { streamKey: key, role }));
+    // A denial never concerns a session live in this role (rules.ts), so its
+    // index entry can go. Awaited: left to waitUntil, these piled up behind a
+    // flood of denials and stalled answers for seconds.
+    await server.untrack(serverId, serviceId, clientId, { streamKey: key, role });
   }
   log({
     action: hook.action,

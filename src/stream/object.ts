@@ -127,6 +127,8 @@ export class StreamObject extends DurableObject<Env> {
   private replaced = new Set<string>();
   private verifying: Promise<void> | null = null;
   private alarmAt: number | null = null;
+  /** Sequence number of the newest decision-log entry. */
+  private eventSeq = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -152,9 +154,10 @@ export class StreamObject extends DurableObject<Env> {
         ip TEXT PRIMARY KEY, window_start INTEGER NOT NULL, failures INTEGER NOT NULL) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS guesses_by_window ON guesses (window_start);
       CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY, at INTEGER NOT NULL, action TEXT NOT NULL, server TEXT NOT NULL,
-        client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL);
+        slot INTEGER PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL, action TEXT NOT NULL,
+        server TEXT NOT NULL, client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL);
     `);
+    this.eventSeq = this.sql.exec<{ seq: number | null }>("SELECT MAX(seq) AS seq FROM events").one().seq ?? 0;
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
     this.publisher = this.sql.exec<PublisherRow>("SELECT * FROM publisher").toArray()[0] ?? null;
     this.recountViewers(null);
@@ -255,7 +258,7 @@ export class StreamObject extends DurableObject<Env> {
   events(): StreamEvent[] {
     return this.sql
       .exec<{ at: number; action: string; server: string; client: string; ip: string; decision: string; reason: string }>(
-        "SELECT at, action, server, client, ip, decision, reason FROM events ORDER BY id DESC LIMIT ?",
+        "SELECT at, action, server, client, ip, decision, reason FROM events ORDER BY seq DESC LIMIT ?",
         EVENTS_KEPT,
       )
       .toArray()
@@ -479,19 +482,18 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   /**
-   * Appends to the decision log and drops what falls out of the last
-   * EVENTS_KEPT: two single-row writes, whatever the audience. Streams that
-   * do not exist keep no log, so hooks naming random streams store nothing.
+   * Appends to the decision log: a ring of EVENTS_KEPT slots, so one
+   * single-row write replaces the oldest entry, whatever the audience.
+   * Streams that do not exist keep no log, so hooks naming random streams
+   * store nothing.
    */
   private record(action: string, server: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
     if (!this.row) return;
-    const id = this.sql
-      .exec<{ id: number }>(
-        "INSERT INTO events (at, action, server, client, ip, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        Date.now(), action, server, client, ip, decision, reason,
-      )
-      .one().id;
-    this.sql.exec("DELETE FROM events WHERE id = ?", id - EVENTS_KEPT);
+    const seq = ++this.eventSeq;
+    this.sql.exec(
+      "INSERT OR REPLACE INTO events (slot, seq, at, action, server, client, ip, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      seq % EVENTS_KEPT, seq, Date.now(), action, server, client, ip, decision, reason,
+    );
   }
 
   // --- helpers ---------------------------------------------------------------

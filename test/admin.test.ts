@@ -1,9 +1,8 @@
 import { env } from "cloudflare:workers";
-import { createExecutionContext, evictDurableObject } from "cloudflare:test";
+import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/auth/secrets";
-import worker from "../src/index";
-import { admin, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { admin, adminWith, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 
 const EDGE_A = newEdge();
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -21,13 +20,9 @@ describe("admin API: authentication", () => {
   });
 
   it("fails closed with 500 when ADMIN_TOKEN is not configured", async () => {
-    const res = await worker.fetch(
-      new Request("http://gate.test/admin/streams", { headers: { authorization: "Bearer " } }),
-      { ...env, ADMIN_TOKEN: undefined },
-      createExecutionContext(),
-    );
-    expect(res.status).toBe(500);
-    expect(((await res.json()) as any).error).toMatch(/ADMIN_TOKEN is not configured/);
+    const r = await adminWith({ ADMIN_TOKEN: undefined }, "GET", "/streams");
+    expect(r.status).toBe(500);
+    expect(r.body.error).toMatch(/ADMIN_TOKEN is not configured/);
   });
 });
 

@@ -132,13 +132,20 @@ export async function hookWith(overrides: Partial<Env>, body: unknown): Promise<
 }
 
 export async function admin(method: string, path: string, body?: unknown, token = ADMIN_TOKEN): Promise<Reply> {
-  return reply(
-    await exports.default.fetch(`http://gate.test/admin${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-    }),
-  );
+  return reply(await exports.default.fetch(adminRequest(method, path, body, token)));
+}
+
+/** An admin call to the Worker with some settings changed, as a deployment with other settings would. */
+export async function adminWith(overrides: Partial<Env>, method: string, path: string, body?: unknown): Promise<Reply> {
+  return reply(await worker.fetch(adminRequest(method, path, body, ADMIN_TOKEN), { ...env, ...overrides }, createExecutionContext()));
+}
+
+function adminRequest(method: string, path: string, body: unknown, token: string): Request {
+  return new Request(`http://gate.test/admin${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
 }
 
 /** A stream name no other test uses, so tests never see each other's state. */

@@ -1,11 +1,8 @@
 /// <reference types="node" />
-import { env } from "cloudflare:workers";
-import { createExecutionContext } from "cloudflare:test";
 import { createHmac } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
-import worker from "../src/index";
-import { admin, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
+import { admin, adminWith, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const KEY = "test-token-signing-key"; // TOKEN_SIGNING_KEY in vitest.config.mts
@@ -178,13 +175,9 @@ describe("POST /admin/streams/{app}/{stream}/tokens", () => {
 
   it("answers 500 when TOKEN_SIGNING_KEY is not configured", async () => {
     const s = await tokenStream();
-    const res = await worker.fetch(
-      new Request(`http://gate.test/admin/streams/live/${s}/tokens`, { method: "POST", headers: { authorization: "Bearer test-admin-token" } }),
-      { ...env, TOKEN_SIGNING_KEY: undefined },
-      createExecutionContext(),
-    );
-    expect(res.status).toBe(500);
-    expect(((await res.json()) as any).error).toMatch(/TOKEN_SIGNING_KEY is not configured/);
+    const r = await adminWith({ TOKEN_SIGNING_KEY: undefined }, "POST", `/streams/live/${s}/tokens`);
+    expect(r.status).toBe(500);
+    expect(r.body.error).toMatch(/TOKEN_SIGNING_KEY is not configured/);
   });
 });
 

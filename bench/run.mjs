@@ -15,7 +15,7 @@
  * (unsafeDirectSockets: no Miniflare entry worker, no wrangler dev proxy in between).
  * streamgate has its real bindings, read from wrangler.toml (SQLite-backed Durable Objects, KV),
  * on disk in a fresh temp dir. autocannon drives SRS-shaped bodies (the shapes of
- * the bodies captured from SRS 7 in ../shared/srs/) with fresh ids per request.
+ * the bodies captured from SRS 7 in test/fixtures/) with fresh ids per request.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -90,7 +90,7 @@ const AUTOGATES = argv.includes("--all-autogates");
 // --- SRS-shaped bodies ------------------------------------------------------------
 //
 // Templates copied from the bodies captured from real SRS 7 servers
-// (../shared/srs/hooks-srs7-more.jsonl, "RTMP client on an SRS edge", and its heartbeat with
+// (test/fixtures/hooks-srs7-more.jsonl, "RTMP client on an SRS edge", and its heartbeat with
 // summaries off, SRS's default); only ids and names change per request, key order is SRS's.
 
 const TEMPLATE = {
@@ -697,7 +697,7 @@ ${perRound}
   path is an asset. ${meta.autogates ? "workerd runs with all its autogates on (`--all-autogates`)." : ""}
 - **Load.** autocannon ${v.autocannon}, ${meta.connections} keep-alive connections, a fixed number of
   requests per run (${meta.amounts}). Bodies have the shape and key order of the bodies captured from
-  SRS 7 (\`../shared/srs/\`); \`server_id\` \`vid-\` + 7 chars, \`service_id\` and \`client_id\` 8 chars
+  SRS 7 (\`test/fixtures/\`); \`server_id\` \`vid-\` + 7 chars, \`service_id\` and \`client_id\` 8 chars
   of [0-9a-z]. Every \`on_play\`/\`on_publish\` has a fresh client id; its \`on_stop\`/\`on_unpublish\`
   follows on the same connection, and every run ends on whole pairs. Hooks come from ${meta.edges}
   edges; heartbeats from ${meta.heartbeatServers} other servers.

@@ -1,10 +1,10 @@
 /**
  * SRS-shaped bodies for tests, built from the bodies captured from real SRS 7
- * servers in ../shared/srs/. Builders start from a captured body of the same
+ * servers, copied into test/fixtures/ (from ../shared/srs/ of the workspace). Builders start from a captured body of the same
  * action and change only the ids and names a test is about.
  */
-import capturedMain from "../../shared/srs/hooks-srs7.jsonl?raw";
-import capturedMore from "../../shared/srs/hooks-srs7-more.jsonl?raw";
+import capturedMain from "./fixtures/hooks-srs7.jsonl?raw";
+import capturedMore from "./fixtures/hooks-srs7-more.jsonl?raw";
 import { env, exports } from "cloudflare:workers";
 import { createExecutionContext } from "cloudflare:test";
 import type { Env } from "../src/env";

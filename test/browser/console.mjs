@@ -18,8 +18,8 @@ const ADMIN_TOKEN = "browser-admin-token";
 const ARTIFACTS = join(ROOT, "test/browser/artifacts");
 const STREAM = `cam-browser-${Date.now().toString(36)}`;
 
-// Real SRS 7 bodies from ../shared/srs, with this test's stream and key.
-const captured = readFileSync(join(ROOT, "../shared/srs/hooks-srs7.jsonl"), "utf8")
+// Real SRS 7 bodies from test/fixtures, with this test's stream and key.
+const captured = readFileSync(join(ROOT, "test/fixtures/hooks-srs7.jsonl"), "utf8")
   .split("\n").filter(Boolean).map((l) => JSON.parse(l));
 const body = (action) => JSON.parse(captured.find((c) => c.path.includes("hooks") && JSON.parse(c.body).action === action).body);
 const beat = JSON.parse(captured.find((c) => c.path.endsWith("/heartbeat")).body);

@@ -46,10 +46,26 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
   return jsonResponse({ deleted: streamKey(name) });
 }
 
-/** GET /admin/streams[?cursor=]: the catalogue with each stream's live state, 100 per page. */
+/**
+ * GET /admin/streams[?limit=][&cursor=][&vhost=][&prefix=]: the catalogue with each stream's
+ * live state, `limit` (1..100, default 100) per page; each stream listed costs one call to its
+ * object, so callers ask only for what they show. `?prefix=` keeps streams whose "app/stream"
+ * starts with it, in `?vhost=` (default __defaultVhost__): a KV list prefix, so it costs nothing
+ * extra and pages like the full list. `?vhost=` alone lists that vhost; neither lists every vhost.
+ */
 export async function listStreams(request: IRequest, env: Env): Promise<Response> {
+  const { limit, prefix, vhost } = request.query;
+  if (limit !== undefined && !(typeof limit === "string" && /^[1-9][0-9]{0,2}$/.test(limit) && Number(limit) <= 100)) {
+    throw new StatusError(400, 'query parameter "limit" must be an integer from 1 to 100');
+  }
+  if (prefix !== undefined && !(typeof prefix === "string" && /^([A-Za-z0-9._~-]{1,128}(\/[A-Za-z0-9._~-]{0,128})?)?$/.test(prefix))) {
+    throw new StatusError(400, 'query parameter "prefix" must be the start of "app/stream": letters, digits and . _ ~ -, one "/" at most, 128 characters each side');
+  }
+  if (vhost !== undefined && typeof vhost !== "string") throw new StatusError(400, 'query parameter "vhost" must be given once');
+  // The vhost is checked as on every other admin route; the name itself is only a placeholder.
+  const scope = vhost === undefined && prefix === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/${prefix ?? ""}`;
   const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
-  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX, limit: 100, cursor });
+  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + scope, limit: limit === undefined ? 100 : Number(limit), cursor });
   const states = await Promise.all(
     page.keys.map((k) => streamStub(env, parseStreamKey(k.name.slice(CATALOGUE_PREFIX.length))).state()),
   );

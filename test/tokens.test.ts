@@ -17,6 +17,8 @@ afterEach(() => {
 });
 
 const nowS = () => Math.floor(Date.now() / 1000);
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const b64url = (b: Buffer) => b.toString("base64url");
 const withToken = (stream: string, token: string, client = "viewer01") => ({ ...play("live", stream, { ...edge, client }), param: `?token=${token}` });
 
 async function tokenStream(): Promise<string> {
@@ -82,6 +84,34 @@ describe("play tokens on a playAuth: token stream", () => {
     for (const bad of ["abc", "v1.x.y", `v2.${resource}.${exp}.${sig}`, `v1.${resource}.soon.${sig}`, `v1.${resource}.${exp}.${sig}x`, `v1.${resource}.${exp}.${sig}.extra`, `v1.${resource}!.${exp}.${sig}`]) {
       expect((await hook(withToken(s, encodeURIComponent(bad)))).body, bad).toEqual({ code: 4011, reason: "malformed token" });
     }
+  });
+
+  it("accepts exactly one spelling of a signature: the other last characters that decode to the same bytes are malformed", async () => {
+    const s = await tokenStream();
+    const token = (await mint(s, 600)).body.token as string;
+    const [message, sig] = [token.slice(0, token.lastIndexOf(".")), token.slice(token.lastIndexOf(".") + 1)];
+    expect(sig).toHaveLength(43); // 258 bits for 256: the last character's 2 low bits are unused
+    const last = B64URL.indexOf(sig[42]);
+    const sameBytes = [0, 1, 2, 3].map((low) => B64URL[(last & ~3) | low]).filter((c) => c !== sig[42]);
+    expect(sameBytes).toHaveLength(3);
+    for (const [i, c] of sameBytes.entries()) {
+      const r = await hook(withToken(s, `${message}.${sig.slice(0, 42)}${c}`, `alias00${i}`));
+      expect(r, c).toEqual({ status: 403, body: { code: 4011, reason: "malformed token" } });
+    }
+    expect(await hook(withToken(s, token, "genuine1"))).toEqual(ALLOW);
+    expect((await streamState(s)).viewers).toBe(1);
+  });
+
+  it("refuses a resource part spelled non-canonically, even when that spelling is signed", async () => {
+    const s = await tokenStream();
+    const resource = b64url(Buffer.from(`${DEFAULT}/live/${s}`, "utf8"));
+    expect(resource.length % 4).not.toBe(0); // so its last character has unused bits
+    const last = B64URL.indexOf(resource.at(-1)!);
+    const alias = resource.slice(0, -1) + B64URL[last ^ 1];
+    const exp = nowS() + 300;
+    const sign = (r: string) => `v1.${r}.${exp}.${b64url(createHmac("sha256", KEY).update(`v1.${r}.${exp}`).digest())}`;
+    expect(await hook(withToken(s, sign(alias), "alias001"))).toEqual({ status: 403, body: { code: 4011, reason: "malformed token" } });
+    expect(await hook(withToken(s, sign(resource), "genuine1"))).toEqual(ALLOW);
   });
 
   it("reads the token from every param shape SRS sends: RTMP '?…', WHEP without '?', HLS m3u8", async () => {

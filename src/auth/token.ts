@@ -6,7 +6,9 @@
  *   exp       = expiry, Unix time in whole seconds (decimal digits)
  *   signature = HMAC-SHA256(key = UTF-8 bytes of TOKEN_SIGNING_KEY,
  *                           message = "v1." + b64url(resource) + "." + exp)
- *   b64url    = base64url without "=" padding (RFC 4648 §5)
+ *   b64url    = base64url without "=" padding (RFC 4648 §5), canonical: the
+ *               unused low bits of the last character are zero. Any other
+ *               spelling of the same bytes is a "malformed token".
  *
  * This file has no imports so that Node (the `npm run token` command, an
  * operator's backend) and Workers can both use it as it is.
@@ -91,8 +93,18 @@ function b64url(bytes: Uint8Array): string {
   return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
+/**
+ * Decodes base64url, accepting only the canonical spelling: the one b64url()
+ * gives for the same bytes. The last character of a part whose length is not
+ * a multiple of 4 carries bits that decoders ignore (2 of them in a
+ * 43-character signature), so without this check one token would have
+ * several accepted spellings. (Uint8Array.fromBase64 with lastChunkHandling
+ * "strict" checks those bits in workerd, but it wants "=" padding, and
+ * Node 22, which runs `npm run token`, does not have it.)
+ */
 function fromB64url(text: string): Uint8Array | null {
   if (!/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) return null;
   const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "==".slice(0, (4 - (text.length % 4)) % 4));
-  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  return b64url(bytes) === text ? bytes : null;
 }

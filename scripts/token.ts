@@ -4,7 +4,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { signPlayToken } from "../src/auth/token.ts";
 
-const MAX_TTL_S = 7 * 24 * 3600;
+// The Worker refuses tokens expiring further ahead than its MAX_TOKEN_TTL_S (default 30 days) and
+// mints none over 7 days; this command keeps to the same limits. Set MAX_TOKEN_TTL_S in the
+// environment when the deployment uses a shorter one.
+const MAX_TTL_S = Math.min(7 * 24 * 3600, Number(process.env.MAX_TOKEN_TTL_S) || 30 * 24 * 3600);
 
 function usage(message: string): never {
   console.error(`${message}\nusage: npm run token -- <app>/<stream> [--ttl seconds] [--vhost name]`);

@@ -32,3 +32,20 @@ export function authFailuresPerMinute(env: Env): number {
   }
   return limit;
 }
+
+export const DEFAULT_MAX_TOKEN_TTL_S = 30 * 86_400;
+
+/**
+ * MAX_TOKEN_TTL_S ([vars]): a play token whose expiry lies further ahead than
+ * this is refused, whoever signed it, so a leaked token (or one minted by
+ * mistake for years) is worth at most this long. Minting never goes beyond it.
+ */
+export function maxTokenTtlS(env: Env): number {
+  const raw = env.MAX_TOKEN_TTL_S;
+  if (raw === undefined || raw === "") return DEFAULT_MAX_TOKEN_TTL_S;
+  const seconds = Number(raw);
+  if (!Number.isSafeInteger(seconds) || seconds < 1) {
+    throw new StatusError(500, `MAX_TOKEN_TTL_S must be a positive integer number of seconds, not "${raw}"`);
+  }
+  return seconds;
+}

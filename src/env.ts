@@ -18,4 +18,6 @@ export interface Env {
   SERVER_TIMEOUT_S?: string;
   /** Failed key or token guesses per client ip per stream per minute before "rate limited" (default 10). */
   AUTH_FAILURES_PER_MINUTE?: string;
+  /** Play tokens expiring further ahead than this many seconds are refused (default 2592000, 30 days). */
+  MAX_TOKEN_TTL_S?: string;
 }

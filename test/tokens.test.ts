@@ -164,6 +164,50 @@ describe("signing-key rotation", () => {
   });
 });
 
+describe("MAX_TOKEN_TTL_S: the longest token lifetime", () => {
+  const LIFETIME_TOO_LONG = { status: 403, body: { code: 4017, reason: "token lifetime exceeds MAX_TOKEN_TTL_S" } };
+  const signed = (stream: string, exp: number) => signPlayToken({ vhost: DEFAULT, app: "live", stream }, exp, KEY);
+
+  it("refuses a genuine token expiring further ahead than 30 days by default; one within them plays", async () => {
+    const s = await tokenStream();
+    const thirtyDays = 30 * 86400;
+    expect(await hook(withToken(s, await signed(s, nowS() + thirtyDays + 60), "far00001"))).toEqual(LIFETIME_TOO_LONG);
+    expect(await hook(withToken(s, await signed(s, nowS() + 10 * 365 * 86400), "far00002"))).toEqual(LIFETIME_TOO_LONG);
+    expect(await hook(withToken(s, await signed(s, nowS() + thirtyDays - 60), "near0001"))).toEqual(ALLOW);
+    expect((await streamState(s)).viewers).toBe(1);
+  });
+
+  it("follows the setting, and keeps minting within it: a minted token always plays", async () => {
+    const s = await tokenStream();
+    const short = { MAX_TOKEN_TTL_S: "600" };
+    expect(await hookWith(short, withToken(s, await signed(s, nowS() + 3600), "far00001"))).toEqual(LIFETIME_TOO_LONG);
+    const tooLong = await adminWith(short, "POST", `/streams/live/${s}/tokens`, { ttl: 601 });
+    expect(tooLong).toEqual({ status: 400, body: { error: 'field "ttl" must be an integer number of seconds from 1 to 600' } });
+    const longest = await adminWith(short, "POST", `/streams/live/${s}/tokens`, { ttl: 600 });
+    expect(longest.status).toBe(201);
+    expect(await hookWith(short, withToken(s, longest.body.token, "minted01"))).toEqual(ALLOW);
+    // The default of one hour is longer than the setting here: it becomes the setting.
+    const byDefault = await adminWith(short, "POST", `/streams/live/${s}/tokens`);
+    expect(Date.parse(byDefault.body.expiresAt) / 1000 - nowS()).toBeLessThanOrEqual(600);
+    expect(await hookWith(short, withToken(s, byDefault.body.token, "minted02"))).toEqual(ALLOW);
+  });
+
+  it("answers 500 naming MAX_TOKEN_TTL_S when it is not a positive integer, on the token paths only", async () => {
+    const s = await tokenStream();
+    const token = (await mint(s)).body.token;
+    const bad = { MAX_TOKEN_TTL_S: "a month" };
+    const played = await hookWith(bad, withToken(s, token));
+    expect(played.status).toBe(500);
+    expect(played.body.reason).toBe('MAX_TOKEN_TTL_S must be a positive integer number of seconds, not "a month"');
+    const minted = await adminWith(bad, "POST", `/streams/live/${s}/tokens`);
+    expect(minted.status).toBe(500);
+    expect(minted.body.error).toMatch(/^MAX_TOKEN_TTL_S must be a positive integer/);
+    const open = uniqueStream();
+    await createStream(open);
+    expect(await hookWith(bad, play("live", open, { ...edge, client: "viewer09" }))).toEqual(ALLOW);
+  });
+});
+
 describe("the documented token format", () => {
   it("a token made by following the README with Node's crypto is accepted", async () => {
     const s = await tokenStream();

@@ -1,6 +1,7 @@
 import { StatusError, type IRequest } from "itty-router";
 import { newPublishKey, secretsMatch, sha256Hex } from "../auth/secrets";
 import { signPlayToken } from "../auth/token";
+import { maxTokenTtlS } from "../config";
 import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
@@ -84,7 +85,7 @@ export async function getStreamEvents(request: IRequest, env: Env): Promise<Resp
 /** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */
 export async function mintToken(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
-  const ttl = parseTokenTtl(await readJson(request));
+  const ttl = parseTokenTtl(await readJson(request), maxTokenTtlS(env));
   if (!env.TOKEN_SIGNING_KEY) throw new StatusError(500, "TOKEN_SIGNING_KEY is not configured: cannot mint play tokens");
   if (!(await streamStub(env, name).state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   const expiresAt = Math.floor(Date.now() / 1000) + ttl;

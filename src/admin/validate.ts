@@ -55,20 +55,27 @@ function decode(segment: string): string {
 }
 
 export const MIN_TOKEN_TTL_S = 1;
-export const MAX_TOKEN_TTL_S = 7 * 24 * 3600;
+/** The admin API mints no token longer than this, nor longer than MAX_TOKEN_TTL_S if that is shorter. */
+export const MAX_MINTED_TTL_S = 7 * 24 * 3600;
 export const DEFAULT_TOKEN_TTL_S = 3600;
 
-/** Body of POST /admin/streams/{app}/{stream}/tokens: `{"ttl": seconds}`, default one hour. */
-export function parseTokenTtl(body: unknown): number {
-  if (body === undefined) return DEFAULT_TOKEN_TTL_S;
+/**
+ * Body of POST /admin/streams/{app}/{stream}/tokens: `{"ttl": seconds}`,
+ * default one hour. `maxTokenTtl` is the MAX_TOKEN_TTL_S setting: a minted
+ * token never lives longer, so it always verifies.
+ */
+export function parseTokenTtl(body: unknown, maxTokenTtl = Infinity): number {
+  const max = Math.min(MAX_MINTED_TTL_S, maxTokenTtl);
+  const fallback = Math.min(DEFAULT_TOKEN_TTL_S, max);
+  if (body === undefined) return fallback;
   if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
   for (const field of Object.keys(body)) {
     if (field !== "ttl") throw new StatusError(400, `unknown field "${field}" (allowed: ttl)`);
   }
-  if (body.ttl === undefined) return DEFAULT_TOKEN_TTL_S;
+  if (body.ttl === undefined) return fallback;
   const ttl = body.ttl;
-  if (!Number.isSafeInteger(ttl) || (ttl as number) < MIN_TOKEN_TTL_S || (ttl as number) > MAX_TOKEN_TTL_S) {
-    throw new StatusError(400, `field "ttl" must be an integer number of seconds from ${MIN_TOKEN_TTL_S} to ${MAX_TOKEN_TTL_S}`);
+  if (!Number.isSafeInteger(ttl) || (ttl as number) < MIN_TOKEN_TTL_S || (ttl as number) > max) {
+    throw new StatusError(400, `field "ttl" must be an integer number of seconds from ${MIN_TOKEN_TTL_S} to ${max}`);
   }
   return ttl as number;
 }

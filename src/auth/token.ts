@@ -20,7 +20,7 @@ export interface PlayResource {
   stream: string;
 }
 
-export type TokenProblem = "missing token" | "malformed token" | "bad signature" | "expired" | "wrong stream";
+export type TokenProblem = "missing token" | "malformed token" | "bad signature" | "expired" | "lifetime too long" | "wrong stream";
 
 export type TokenVerdict = { ok: true } | { ok: false; problem: TokenProblem };
 
@@ -42,13 +42,15 @@ export async function signPlayToken(name: PlayResource, expiresAt: number, signi
  * Checks a token for `name` at `now` (Unix seconds) against each signing key
  * in turn (current, then previous during a rotation). The signature is
  * checked before anything the token says is believed, and in constant time
- * (crypto.subtle.verify).
+ * (crypto.subtle.verify). A genuine token whose expiry lies more than
+ * `maxLifetime` seconds after `now` is refused too ("lifetime too long").
  */
 export async function verifyPlayToken(
   token: string | null,
   name: PlayResource,
   now: number,
   signingKeys: string[],
+  maxLifetime = Infinity,
 ): Promise<TokenVerdict> {
   if (token === null || token === "") return { ok: false, problem: "missing token" };
   const parts = token.split(".");
@@ -66,6 +68,7 @@ export async function verifyPlayToken(
   }
   if (!signed) return fail("bad signature");
   if (Number(parts[2]) <= now) return fail("expired");
+  if (Number(parts[2]) - now > maxLifetime) return fail("lifetime too long");
   if (new TextDecoder().decode(resourceBytes) !== resourceOf(name)) return fail("wrong stream");
   return { ok: true };
 }

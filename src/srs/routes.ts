@@ -1,6 +1,6 @@
 import { StatusError, type IRequest } from "itty-router";
 import { secretsMatch, sha256Hex } from "../auth/secrets";
-import { authFailuresPerMinute, serverTimeoutMs } from "../config";
+import { authFailuresPerMinute, maxTokenTtlS, serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { readJson } from "../http";
 import { streamKey } from "../stream/name";
@@ -66,7 +66,10 @@ async function publishKeyHash(hook: StreamHook): Promise<string | null> {
 async function checkPlayToken(hook: StreamHook, env: Env): Promise<PlayToken> {
   const keys = [env.TOKEN_SIGNING_KEY, env.TOKEN_SIGNING_KEY_PREVIOUS].filter((k): k is string => !!k);
   if (keys.length === 0) return { ok: false, problem: "not configured" };
-  return verifyPlayToken(paramValue(hook.param, "token"), hook.stream, Math.floor(Date.now() / 1000), keys);
+  const token = paramValue(hook.param, "token");
+  // Read only when there is a token to check: a malformed setting fails those plays (500), not every play.
+  const maxLifetime = token ? maxTokenTtlS(env) : Infinity;
+  return verifyPlayToken(token, hook.stream, Math.floor(Date.now() / 1000), keys, maxLifetime);
 }
 
 function roleOf(action: StreamHook["action"]): Role {

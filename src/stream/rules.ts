@@ -51,6 +51,7 @@ export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], D
   "malformed token": { code: 4011, reason: "malformed token" },
   "bad signature": { code: 4012, reason: "bad signature" },
   expired: { code: 4013, reason: "expired" },
+  "lifetime too long": { code: 4017, reason: "token lifetime exceeds MAX_TOKEN_TTL_S" },
   "wrong stream": { code: 4014, reason: "wrong stream" },
   "not configured": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" },
 };

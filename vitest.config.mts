@@ -14,9 +14,10 @@ export default defineConfig({
         // Vitest's own runner imports node:* modules; the Worker itself does not need this flag.
         compatibilityFlags: ["nodejs_compat"],
         bindings: {
-          HOOK_SECRET: "test-hook-secret",
-          ADMIN_TOKEN: "test-admin-token",
-          TOKEN_SIGNING_KEY: "test-token-signing-key",
+          // At least 32 characters each: the Worker refuses shorter secrets.
+          HOOK_SECRET: "test-hook-secret-32-chars-or-more",
+          ADMIN_TOKEN: "test-admin-token-32-chars-or-more",
+          TOKEN_SIGNING_KEY: "test-token-signing-key-32-chars-or-more",
         },
       },
     }),

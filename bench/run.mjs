@@ -30,9 +30,10 @@ import { Miniflare } from "miniflare";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
-const HOOK_SECRET = "bench-hook-secret";
-const ADMIN_TOKEN = "bench-admin-token";
-const TOKEN_SIGNING_KEY = "bench-token-signing-key";
+// At least 32 characters each: the Worker refuses shorter secrets.
+const HOOK_SECRET = "bench-hook-secret-32-chars-or-more";
+const ADMIN_TOKEN = "bench-admin-token-32-chars-or-more";
+const TOKEN_SIGNING_KEY = "bench-token-signing-key-32-chars-or-more";
 
 // --- options -------------------------------------------------------------------
 

@@ -1,21 +1,69 @@
 // Creates .dev.vars for `npm run dev` (and fills in any setting it lacks).
 // These are local development values only: wrangler never uploads .dev.vars,
 // and a deployed Worker without its secrets refuses every hook and admin call.
+// The Worker refuses secrets shorter than 32 characters, so this also upgrades
+// the short defaults that earlier versions wrote, and warns about other short ones.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 
+const MIN_SECRET_LENGTH = 32;
+
 const DEV_SECRETS = {
+  HOOK_SECRET: "dev-hook-secret-local-development-only",
+  ADMIN_TOKEN: "dev-admin-token-local-development-only",
+  TOKEN_SIGNING_KEY: "dev-token-signing-key-local-development-only",
+};
+
+/** What earlier versions wrote: too short for the Worker now. */
+const OLD_DEFAULTS = {
   HOOK_SECRET: "dev-hook-secret",
   ADMIN_TOKEN: "dev-admin-token",
   TOKEN_SIGNING_KEY: "dev-token-signing-key",
 };
 
+const SECRETS = [...Object.keys(DEV_SECRETS), "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY_PREVIOUS"];
+
 const path = new URL("../.dev.vars", import.meta.url);
-const current = existsSync(path)
+const original = existsSync(path)
   ? readFileSync(path, "utf8")
   : "# Local development secrets (see README). Never use these values in production.\n";
-const missing = Object.entries(DEV_SECRETS).filter(([name]) => !new RegExp(`^${name}=`, "m").test(current));
+
+const upgraded = [];
+const short = [];
+let text = original.replace(/^([A-Z_]+)[ \t]*=[ \t]*(.*)$/gm, (line, name, raw) => {
+  if (!SECRETS.includes(name)) return line;
+  const value = raw.trim().replace(/^(["'])(.*)\1$/, "$2");
+  if (OLD_DEFAULTS[name] === value) {
+    upgraded.push(name);
+    return `${name}=${DEV_SECRETS[name]}`;
+  }
+  if (value.length < MIN_SECRET_LENGTH) short.push(name);
+  return line;
+});
+
+const missing = Object.entries(DEV_SECRETS).filter(([name]) => !new RegExp(`^${name}[ \\t]*=`, "m").test(text));
+if (missing.length > 0) text = text.replace(/\n?$/, "\n") + missing.map(([name, value]) => `${name}=${value}`).join("\n") + "\n";
+
+if (text !== original) writeFileSync(path, text);
 if (missing.length > 0) {
-  const lines = missing.map(([name, value]) => `${name}=${value}`);
-  writeFileSync(path, current.replace(/\n?$/, "\n") + lines.join("\n") + "\n");
-  console.log(`streamgate: wrote local development secrets to .dev.vars: ${lines.join(", ")}`);
+  console.log(`streamgate: wrote local development secrets to .dev.vars: ${missing.map(([n, v]) => `${n}=${v}`).join(", ")}`);
+}
+if (upgraded.length > 0) {
+  console.log(
+    `streamgate: replaced the old short development defaults in .dev.vars (${upgraded.join(", ")}); ` +
+      `secrets need ${MIN_SECRET_LENGTH}+ characters now. Update SRS hook URLs and saved admin tokens: ` +
+      upgraded.map((n) => `${n}=${DEV_SECRETS[n]}`).join(", "),
+  );
+}
+const REFUSAL = {
+  HOOK_SECRET: "every hook answers 500",
+  HOOK_SECRET_PREVIOUS: "every hook answers 500",
+  ADMIN_TOKEN: "the admin API answers 500",
+  TOKEN_SIGNING_KEY: "token streams refuse every viewer and minting answers 500",
+  TOKEN_SIGNING_KEY_PREVIOUS: "token streams refuse every viewer",
+};
+for (const name of short) {
+  console.warn(
+    `streamgate: WARNING: ${name} in .dev.vars is shorter than ${MIN_SECRET_LENGTH} characters, so ${REFUSAL[name]}. ` +
+      `Set a longer value (e.g. openssl rand -hex 24) or delete the line.`,
+  );
 }

@@ -1,6 +1,43 @@
 import { StatusError } from "itty-router";
 import type { Env } from "./env";
 
+/** Secrets shorter than this are refused: the Worker will not run with them. */
+export const MIN_SECRET_LENGTH = 32;
+
+type SecretName = "HOOK_SECRET" | "HOOK_SECRET_PREVIOUS" | "ADMIN_TOKEN" | "TOKEN_SIGNING_KEY" | "TOKEN_SIGNING_KEY_PREVIOUS";
+
+/** Whether a secret that is set is too short to be used. */
+export function tooShort(value: string): boolean {
+  return value.length < MIN_SECRET_LENGTH;
+}
+
+/**
+ * A secret the caller's path cannot work without: unset or shorter than
+ * MIN_SECRET_LENGTH is a 500 naming it, and `consequence` says what that
+ * stops ("refusing every hook").
+ */
+export function requiredSecret(env: Env, name: SecretName, consequence: string): string {
+  const value = env[name];
+  if (!value) throw new StatusError(500, `${name} is not configured: ${consequence}`);
+  return checkedSecret(name, value, consequence);
+}
+
+/** A secret that may be unset (the _PREVIOUS ones during a rotation); set but too short is a 500 naming it. */
+export function optionalSecret(env: Env, name: SecretName, consequence: string): string | undefined {
+  const value = env[name];
+  return value ? checkedSecret(name, value, consequence) : undefined;
+}
+
+function checkedSecret(name: SecretName, value: string, consequence: string): string {
+  if (tooShort(value)) {
+    throw new StatusError(
+      500,
+      `${name} is shorter than ${MIN_SECRET_LENGTH} characters: ${consequence} (set a random one, e.g. openssl rand -hex 24)`,
+    );
+  }
+  return value;
+}
+
 export const DEFAULT_SERVER_TIMEOUT_S = 30;
 
 /**

@@ -9,7 +9,7 @@ const ALLOW = { status: 200, body: { code: 0 } };
 
 describe("admin API: authentication", () => {
   it("answers 401 without the bearer token or with a wrong one", async () => {
-    for (const token of ["", "wrong-token", "test-admin-token-and-more"]) {
+    for (const token of ["", "wrong-token", "test-admin-token-32-chars-or-more-and-more"]) {
       const r = await admin("GET", "/streams", undefined, token);
       expect(r.status).toBe(401);
       expect(r.body.error).toMatch(/admin token/);

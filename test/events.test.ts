@@ -78,7 +78,7 @@ describe("GET /admin/streams/{app}/{stream}/events: why was my publisher refused
 describe("admin responses are never cached and never shared across origins", () => {
   it("sends Cache-Control: no-store and no CORS headers, even to a cross-origin preflight", async () => {
     const res = await exports.default.fetch("http://gate.test/admin/streams", {
-      headers: { authorization: "Bearer test-admin-token", origin: "https://evil.example" },
+      headers: { authorization: "Bearer test-admin-token-32-chars-or-more", origin: "https://evil.example" },
     });
     expect(res.status).toBe(200);
     expect(res.headers.get("cache-control")).toBe("no-store");

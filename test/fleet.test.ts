@@ -331,7 +331,7 @@ describe("GET /admin/servers", () => {
 describe("configuration", () => {
   it("refuses hooks with a clear 500 when SERVER_TIMEOUT_S is not a positive number", async () => {
     const res = await worker.fetch(
-      new Request("http://gate.test/hooks/srs/test-hook-secret/heartbeat", { method: "POST", body: JSON.stringify(heartbeat(edge)) }),
+      new Request("http://gate.test/hooks/srs/test-hook-secret-32-chars-or-more/heartbeat", { method: "POST", body: JSON.stringify(heartbeat(edge)) }),
       { ...env, SERVER_TIMEOUT_S: "thirty" },
       createExecutionContext(),
     );

@@ -59,12 +59,12 @@ describe("hook endpoint: authentication", () => {
     const send = (secret: string, overrides: Record<string, string | undefined>) =>
       worker.fetch(
         new Request(`http://gate.test/hooks/srs/${secret}`, { method: "POST", body: JSON.stringify(publish("live", s, key, { ...EDGE_A, client: "pub00001" })) }),
-        { ...env, HOOK_SECRET: "new-secret", ...overrides },
+        { ...env, HOOK_SECRET: "new-hook-secret-of-32-characters", ...overrides },
         createExecutionContext(),
       );
-    expect((await send("old-secret", { HOOK_SECRET_PREVIOUS: undefined })).status).toBe(404);
-    expect((await send("old-secret", { HOOK_SECRET_PREVIOUS: "old-secret" })).status).toBe(200);
-    expect((await send("new-secret", { HOOK_SECRET_PREVIOUS: "old-secret" })).status).toBe(200);
+    expect((await send("old-hook-secret-of-32-characters", { HOOK_SECRET_PREVIOUS: undefined })).status).toBe(404);
+    expect((await send("old-hook-secret-of-32-characters", { HOOK_SECRET_PREVIOUS: "old-hook-secret-of-32-characters" })).status).toBe(200);
+    expect((await send("new-hook-secret-of-32-characters", { HOOK_SECRET_PREVIOUS: "old-hook-secret-of-32-characters" })).status).toBe(200);
   });
 
   it("also guards the heartbeat path with the secret", async () => {
@@ -406,7 +406,7 @@ describe("bad input changes nothing", () => {
         else controller.close();
       },
     });
-    const res = await exports.default.fetch("http://gate.test/hooks/srs/test-hook-secret", { method: "POST", body: stream });
+    const res = await exports.default.fetch("http://gate.test/hooks/srs/test-hook-secret-32-chars-or-more", { method: "POST", body: stream });
     expect(res.status).toBe(413);
   });
 
@@ -417,7 +417,7 @@ describe("bad input changes nothing", () => {
   });
 
   it("answers 404 to other paths and methods", async () => {
-    const res = await exports.default.fetch("http://gate.test/hooks/srs/test-hook-secret", { method: "GET" });
+    const res = await exports.default.fetch("http://gate.test/hooks/srs/test-hook-secret-32-chars-or-more", { method: "GET" });
     expect(res.status).toBe(404);
   });
 });

@@ -91,8 +91,9 @@ export const heartbeat = (who: { server?: string; service?: string } = {}) => ({
   ...(who.service ? { service: who.service } : {}),
 });
 
-export const HOOK_SECRET = "test-hook-secret";
-export const ADMIN_TOKEN = "test-admin-token";
+/** As in vitest.config.mts. */
+export const HOOK_SECRET = "test-hook-secret-32-chars-or-more";
+export const ADMIN_TOKEN = "test-admin-token-32-chars-or-more";
 
 export interface Reply {
   status: number;

@@ -5,7 +5,7 @@ import { signPlayToken } from "../src/auth/token";
 import { admin, adminWith, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const KEY = "test-token-signing-key"; // TOKEN_SIGNING_KEY in vitest.config.mts
+const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
 const DEFAULT = "__defaultVhost__";
 
 let edge: Edge;
@@ -142,12 +142,12 @@ describe("play tokens on a playAuth: token stream", () => {
 describe("signing-key rotation", () => {
   it("accepts tokens of the previous key while TOKEN_SIGNING_KEY_PREVIOUS is set, and refuses them once it is removed", async () => {
     const s = await tokenStream();
-    const oldToken = await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, nowS() + 600, "old-signing-key");
-    const newToken = await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, nowS() + 600, "new-signing-key");
-    const rotating = { TOKEN_SIGNING_KEY: "new-signing-key", TOKEN_SIGNING_KEY_PREVIOUS: "old-signing-key" };
+    const oldToken = await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, nowS() + 600, "old-signing-key-of-32-characters");
+    const newToken = await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, nowS() + 600, "new-signing-key-of-32-characters");
+    const rotating = { TOKEN_SIGNING_KEY: "new-signing-key-of-32-characters", TOKEN_SIGNING_KEY_PREVIOUS: "old-signing-key-of-32-characters" };
     expect(await hookWith(rotating, withToken(s, oldToken, "viewer01"))).toEqual(ALLOW);
     expect(await hookWith(rotating, withToken(s, newToken, "viewer02"))).toEqual(ALLOW);
-    const rotated = { TOKEN_SIGNING_KEY: "new-signing-key", TOKEN_SIGNING_KEY_PREVIOUS: undefined };
+    const rotated = { TOKEN_SIGNING_KEY: "new-signing-key-of-32-characters", TOKEN_SIGNING_KEY_PREVIOUS: undefined };
     expect(await hookWith(rotated, withToken(s, oldToken, "viewer03"))).toEqual({ status: 403, body: { code: 4012, reason: "bad signature" } });
     expect(await hookWith(rotated, withToken(s, newToken, "viewer04"))).toEqual(ALLOW);
   });

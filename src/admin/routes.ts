@@ -1,7 +1,7 @@
 import { StatusError, type IRequest } from "itty-router";
 import { newPublishKey, secretsMatch, sha256Hex } from "../auth/secrets";
 import { signPlayToken } from "../auth/token";
-import { maxTokenTtlS } from "../config";
+import { maxTokenTtlS, requiredSecret } from "../config";
 import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
@@ -15,10 +15,10 @@ const CATALOGUE_PREFIX = "stream:";
 
 /** Middleware: every /admin route needs `Authorization: Bearer <ADMIN_TOKEN>`. */
 export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
-  if (!env.ADMIN_TOKEN) throw new StatusError(500, "ADMIN_TOKEN is not configured: the admin API is disabled");
+  const expected = requiredSecret(env, "ADMIN_TOKEN", "the admin API is disabled");
   const header = request.headers.get("authorization") ?? "";
   const token = header.startsWith("Bearer ") ? header.slice(7) : "";
-  if (!(await secretsMatch(token, env.ADMIN_TOKEN))) throw new StatusError(401, "missing or wrong admin token");
+  if (!(await secretsMatch(token, expected))) throw new StatusError(401, "missing or wrong admin token");
 }
 
 export async function putStream(request: IRequest, env: Env): Promise<Response> {
@@ -86,10 +86,10 @@ export async function getStreamEvents(request: IRequest, env: Env): Promise<Resp
 export async function mintToken(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const ttl = parseTokenTtl(await readJson(request), maxTokenTtlS(env));
-  if (!env.TOKEN_SIGNING_KEY) throw new StatusError(500, "TOKEN_SIGNING_KEY is not configured: cannot mint play tokens");
+  const signingKey = requiredSecret(env, "TOKEN_SIGNING_KEY", "cannot mint play tokens");
   if (!(await streamStub(env, name).state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   const expiresAt = Math.floor(Date.now() / 1000) + ttl;
-  const token = await signPlayToken(name, expiresAt, env.TOKEN_SIGNING_KEY);
+  const token = await signPlayToken(name, expiresAt, signingKey);
   return jsonResponse({ token, expiresAt: new Date(expiresAt * 1000).toISOString() }, 201);
 }
 

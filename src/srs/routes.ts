@@ -1,6 +1,6 @@
 import { StatusError, type IRequest } from "itty-router";
 import { secretsMatch, sha256Hex } from "../auth/secrets";
-import { authFailuresPerMinute, maxTokenTtlS, serverTimeoutMs } from "../config";
+import { authFailuresPerMinute, maxTokenTtlS, optionalSecret, requiredSecret, serverTimeoutMs, tooShort } from "../config";
 import type { Env } from "../env";
 import { readJson } from "../http";
 import { streamKey } from "../stream/name";
@@ -42,10 +42,12 @@ export async function handleHeartbeat(request: IRequest, env: Env): Promise<Resp
 }
 
 async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
-  if (!env.HOOK_SECRET) throw new StatusError(500, "HOOK_SECRET is not configured: refusing every hook");
-  const given = request.params.secret ?? "";
+  // Unset or shorter than 32 characters, for either: 500 naming it, whatever the path says.
+  const current = requiredSecret(env, "HOOK_SECRET", "refusing every hook");
   // HOOK_SECRET_PREVIOUS keeps SRS servers not yet switched to a new secret working during a rotation.
-  const accepted = [env.HOOK_SECRET, env.HOOK_SECRET_PREVIOUS].filter((k): k is string => !!k);
+  const previous = optionalSecret(env, "HOOK_SECRET_PREVIOUS", "refusing every hook");
+  const given = request.params.secret ?? "";
+  const accepted = [current, previous].filter((k): k is string => !!k);
   const matches = await Promise.all(accepted.map((k) => secretsMatch(given, k)));
   if (!matches.includes(true)) throw new StatusError(404, "not found");
   // Malformed settings fail here, with their names, before anything changes.
@@ -66,6 +68,11 @@ async function publishKeyHash(hook: StreamHook): Promise<string | null> {
 async function checkPlayToken(hook: StreamHook, env: Env): Promise<PlayToken> {
   const keys = [env.TOKEN_SIGNING_KEY, env.TOKEN_SIGNING_KEY_PREVIOUS].filter((k): k is string => !!k);
   if (keys.length === 0) return { ok: false, problem: "not configured" };
+  // A key too short to trust refuses every token viewer (fail closed), with a reason naming it.
+  if (env.TOKEN_SIGNING_KEY && tooShort(env.TOKEN_SIGNING_KEY)) return { ok: false, problem: "signing key too short" };
+  if (env.TOKEN_SIGNING_KEY_PREVIOUS && tooShort(env.TOKEN_SIGNING_KEY_PREVIOUS)) {
+    return { ok: false, problem: "previous signing key too short" };
+  }
   const token = paramValue(hook.param, "token");
   // Read only when there is a token to check: a malformed setting fails those plays (500), not every play.
   const maxLifetime = token ? maxTokenTtlS(env) : Infinity;

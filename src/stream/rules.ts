@@ -43,7 +43,7 @@ export const Denials = {
 } satisfies Record<string, Denial>;
 
 /** What the Worker found out about an on_play's ?token= before asking the stream. */
-export type PlayToken = TokenVerdict | { ok: false; problem: "not configured" };
+export type PlayToken = TokenVerdict | { ok: false; problem: "not configured" | "signing key too short" | "previous signing key too short" };
 
 /** Denials of streams with playAuth "token", one code per problem. */
 export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], Denial> = {
@@ -54,6 +54,11 @@ export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], D
   "lifetime too long": { code: 4017, reason: "token lifetime exceeds MAX_TOKEN_TTL_S" },
   "wrong stream": { code: 4014, reason: "wrong stream" },
   "not configured": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" },
+  "signing key too short": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is shorter than 32 characters" },
+  "previous signing key too short": {
+    code: 4015,
+    reason: "play tokens are not configured: TOKEN_SIGNING_KEY_PREVIOUS is shorter than 32 characters",
+  },
 };
 
 /**

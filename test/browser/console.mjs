@@ -13,8 +13,9 @@ import { chromium } from "playwright-core";
 const ROOT = new URL("../../", import.meta.url).pathname;
 const PORT = Number(process.env.CONSOLE_TEST_PORT ?? 8799);
 const BASE = `http://127.0.0.1:${PORT}`;
-const HOOK_SECRET = "browser-hook-secret";
-const ADMIN_TOKEN = "browser-admin-token";
+// At least 32 characters each: the Worker refuses shorter secrets.
+const HOOK_SECRET = "browser-hook-secret-32-chars-or-more";
+const ADMIN_TOKEN = "browser-admin-token-32-chars-or-more";
 const ARTIFACTS = join(ROOT, "test/browser/artifacts");
 const STREAM = `cam-browser-${Date.now().toString(36)}`;
 
@@ -60,7 +61,7 @@ const dev = spawn(
   process.execPath,
   [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "dev", "--ip", "127.0.0.1", "--port", String(PORT),
    "--persist-to", state, "--var", `HOOK_SECRET:${HOOK_SECRET}`, "--var", `ADMIN_TOKEN:${ADMIN_TOKEN}`,
-   "--var", "TOKEN_SIGNING_KEY:browser-token-key", "--show-interactive-dev-session=false"],
+   "--var", "TOKEN_SIGNING_KEY:browser-token-key-32-chars-or-more", "--show-interactive-dev-session=false"],
   { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true, env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
 );
 let devLog = "";

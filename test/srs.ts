@@ -121,11 +121,11 @@ export async function hook(body: SrsBody | string, secret = HOOK_SECRET, path = 
   );
 }
 
-/** Sends a hook to the Worker with some settings changed, as a deployment with other settings would. */
-export async function hookWith(overrides: Partial<Env>, body: unknown): Promise<Reply> {
+/** Sends a hook (or, with path "/heartbeat", a heartbeat) to the Worker with some settings changed, as a deployment with other settings would. */
+export async function hookWith(overrides: Partial<Env>, body: unknown, path = ""): Promise<Reply> {
   return reply(
     await worker.fetch(
-      new Request(`http://gate.test/hooks/srs/${HOOK_SECRET}`, { method: "POST", body: JSON.stringify(body) }),
+      new Request(`http://gate.test/hooks/srs/${HOOK_SECRET}${path}`, { method: "POST", body: JSON.stringify(body) }),
       { ...env, ...overrides },
       createExecutionContext(),
     ),

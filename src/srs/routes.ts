@@ -50,9 +50,12 @@ async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
   const accepted = [current, previous].filter((k): k is string => !!k);
   const matches = await Promise.all(accepted.map((k) => secretsMatch(given, k)));
   if (!matches.includes(true)) throw new StatusError(404, "not found");
-  // Malformed settings fail here, with their names, before anything changes.
+  // SERVER_TIMEOUT_S is read by the registry and stream objects behind every
+  // hook and heartbeat: a malformed one fails here, named, before anything
+  // changes. Settings only some paths use are read there (on_publish and
+  // on_play read AUTH_FAILURES_PER_MINUTE), so a typo in one of them cannot
+  // stop heartbeats and get the fleet declared dead.
   serverTimeoutMs(env);
-  authFailuresPerMinute(env);
 }
 
 /** The presented publish key, hashed: "secret" is the Oryx convention; "key" wins when both are given. */

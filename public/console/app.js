@@ -4,11 +4,25 @@
 
 const TOKEN_KEY = "streamgate.adminToken";
 const TEMPLATE_KEY = "streamgate.playTemplate"; // not a secret: the SRS play URL pattern
+const PAGE_SIZE_KEY = "streamgate.pageSize"; // not a secret either
 const REFRESH_MS = 3000;
 const DEFAULT_VHOST = "__defaultVhost__";
+const PAGE_SIZES = [20, 50, 100];
 
 const $ = (selector) => document.querySelector(selector);
-const state = { streams: [], servers: [], sort: { key: "name", dir: 1 }, filter: "", timer: null };
+const state = {
+  streams: [], // the page shown, and nothing more: every stream listed costs the Worker a Durable Object call
+  servers: [],
+  sort: { key: "name", dir: 1 },
+  filter: "", // a name prefix ("live" or "live/cam"), applied by the admin API (KV list prefix)
+  vhost: "",
+  pageSize: PAGE_SIZES.includes(Number(localStorage.getItem(PAGE_SIZE_KEY))) ? Number(localStorage.getItem(PAGE_SIZE_KEY)) : PAGE_SIZES[0],
+  cursor: undefined, // cursor of the page shown (undefined: the first page)
+  back: [], // cursors of the pages before it, for "previous"
+  next: undefined, // cursor of the page after it, if any
+  seq: 0, // the latest refresh; older answers are dropped
+  timer: null,
+};
 
 // --- DOM helpers: text only, never HTML built from data ---------------------
 
@@ -60,21 +74,33 @@ async function api(method, path, body) {
   return data;
 }
 
-async function listAll(path, field) {
-  const items = [];
-  let cursor;
-  do {
-    const page = await api("GET", cursor ? `${path}?cursor=${encodeURIComponent(cursor)}` : path);
-    items.push(...page[field]);
-    cursor = page.cursor;
-  } while (cursor);
-  return items;
+function withQuery(path, params) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value !== undefined && value !== "") query.set(name, value);
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
 }
 
-function streamPath(s, suffix = "") {
-  const vhost = s.vhost && s.vhost !== DEFAULT_VHOST ? `?vhost=${encodeURIComponent(s.vhost)}` : "";
-  return `/streams/${encodeURIComponent(s.app)}/${encodeURIComponent(s.stream)}${suffix}${vhost}`;
+function streamPath(s, suffix = "", params = {}) {
+  const vhost = s.vhost && s.vhost !== DEFAULT_VHOST ? s.vhost : undefined;
+  return withQuery(`/streams/${encodeURIComponent(s.app)}/${encodeURIComponent(s.stream)}${suffix}`, { ...params, vhost });
 }
+
+/** The one page of streams the console shows. A name filter needs a vhost; none given means the default one. */
+function streamsPagePath() {
+  const vhost = state.vhost || (state.filter ? DEFAULT_VHOST : undefined);
+  return withQuery("/streams", { limit: state.pageSize, prefix: state.filter, vhost, cursor: state.cursor });
+}
+
+/** Says what a failed call means; a 404 from the router itself means this Worker predates the endpoint. */
+function failure(err) {
+  if (err instanceof ApiError && err.status === 404 && err.message === "not found") {
+    return "This streamgate does not have this endpoint yet (404): deploy a newer Worker.";
+  }
+  return err.message;
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 // --- login --------------------------------------------------------------------
 
@@ -91,6 +117,7 @@ function showApp(loggedIn) {
 
 function logout(message = "") {
   sessionStorage.removeItem(TOKEN_KEY);
+  Object.assign(state, { streams: [], servers: [], cursor: undefined, back: [], next: undefined });
   $("#login-error").textContent = message;
   $("#status").textContent = "";
   showApp(false);
@@ -101,7 +128,7 @@ $("#login-form").addEventListener("submit", async (event) => {
   sessionStorage.setItem(TOKEN_KEY, $("#token").value);
   $("#token").value = "";
   try {
-    await api("GET", "/streams");
+    await api("GET", "/streams?limit=1");
     $("#login-error").textContent = "";
     showApp(true);
   } catch (err) {
@@ -112,17 +139,41 @@ $("#logout").addEventListener("click", () => logout());
 
 // --- refresh and render ---------------------------------------------------------
 
+/**
+ * Fetches the page of streams shown (one call, `limit` rows) and, when they are on screen or a
+ * publisher's device is shown, the servers. Paging and filtering call it at once; an answer
+ * overtaken by a newer refresh is dropped, so a slow tick never redraws an old page.
+ */
 async function refresh() {
+  const seq = ++state.seq;
   try {
-    const [streams, servers] = await Promise.all([listAll("/streams", "streams"), listAll("/servers", "servers")]);
-    state.streams = streams;
-    state.servers = servers;
+    const page = await api("GET", streamsPagePath());
+    const needServers = !$("#servers-tab").hidden || page.streams.some((s) => s.publisher);
+    const servers = needServers ? (await api("GET", "/servers")).servers : null;
+    if (seq !== state.seq) return;
+    if (page.streams.length === 0 && state.back.length > 0) {
+      // The page emptied under us (its streams were revoked): show the one before it.
+      state.cursor = state.back.pop();
+      return refresh();
+    }
+    state.streams = page.streams;
+    state.next = page.cursor;
+    if (servers) state.servers = servers;
     renderStreams();
     renderServers();
     $("#status").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (err) {
-    if (!(err instanceof ApiError && err.status === 401)) $("#status").textContent = `refresh failed: ${err.message}`;
+    if (seq === state.seq && !(err instanceof ApiError && err.status === 401)) $("#status").textContent = `refresh failed: ${failure(err)}`;
   }
+}
+
+/** Moves to another page (or back to the first one after a filter change) and fetches it now. */
+function goTo(cursor, back) {
+  state.cursor = cursor;
+  state.back = back;
+  state.next = undefined;
+  renderPager();
+  return refresh();
 }
 
 function sortValue(s, key) {
@@ -134,9 +185,7 @@ function sortValue(s, key) {
 
 function renderStreams() {
   const { key, dir } = state.sort;
-  const filter = state.filter.toLowerCase();
-  const rows = state.streams
-    .filter((s) => !filter || `${s.vhost}/${s.app}/${s.stream}`.toLowerCase().includes(filter))
+  const rows = [...state.streams]
     .sort((a, b) => {
       const [x, y] = [sortValue(a, key), sortValue(b, key)];
       return (x < y ? -1 : x > y ? 1 : 0) * dir;
@@ -144,9 +193,28 @@ function renderStreams() {
     .map(streamRow);
   $("#streams tbody").replaceChildren(...rows);
   $("#streams-empty").hidden = state.streams.length > 0;
+  $("#streams-empty").textContent = state.filter || state.vhost ? "No stream matches the filter." : "No streams yet.";
+  renderPager();
   for (const th of document.querySelectorAll("#streams th[data-sort]")) {
     th.setAttribute("aria-sort", th.dataset.sort === key ? (dir > 0 ? "ascending" : "descending") : "none");
   }
+}
+
+/** Other publisher sessions the stream knows of (newer API); none from an older one. */
+const conflictsOf = (s) => (Array.isArray(s.conflicts) ? s.conflicts : []);
+const suspendedViewersOf = (s) => (Number.isInteger(s.suspendedViewers) ? s.suspendedViewers : 0);
+const suspended = (p) => p?.state === "suspended";
+
+function conflictBadge(s) {
+  const conflicts = conflictsOf(s);
+  if (conflicts.length === 0) return null;
+  const who = conflicts.map((c) => `client ${c.clientId} on ${c.serverId} (${c.state ?? "conflict"})`).join("; ");
+  return el("span", { class: "badge conflict", title: `Other publisher sessions: ${who}` }, `conflict: ${plural(conflicts.length, "other publisher")}`);
+}
+
+function viewersText(s) {
+  const extra = suspendedViewersOf(s);
+  return extra > 0 ? el("span", { class: "suspended-viewers", title: "Viewers of servers currently silent: kept, but not counted against the cap" }, ` (+${extra} suspended)`) : null;
 }
 
 function streamRow(s) {
@@ -155,38 +223,68 @@ function streamRow(s) {
   const publisher = s.publisher
     ? el("td", { class: "publisher" },
         el("span", {}, s.publisher.serverId),
+        suspended(s.publisher)
+          ? el("span", { class: "badge suspended", title: "Its server is silent: the session is kept, not live" }, "suspended")
+          : null,
         el("span", { class: "sub" }, `device ${server?.deviceId || "?"} · ip ${s.publisher.ip || "?"}`),
         el("span", { class: "sub" }, `since ${new Date(s.publisher.since).toLocaleTimeString()} · client ${s.publisher.clientId}`))
     : el("td", { class: "publisher muted" }, "—");
   const viewers =
     s.maxViewers === null
-      ? el("td", { class: "viewers" }, el("span", { class: "count" }, String(s.viewers)), el("span", { class: "sub" }, "no cap"))
+      ? el("td", { class: "viewers" }, el("span", { class: "count" }, String(s.viewers)), viewersText(s), el("span", { class: "sub" }, "no cap"))
       : el("td", { class: "viewers" },
-          el("span", { class: "count" }, String(s.viewers)), ` / ${s.maxViewers}`,
+          el("span", { class: "count" }, String(s.viewers)), ` / ${s.maxViewers}`, viewersText(s),
           el("meter", { min: 0, max: Math.max(s.maxViewers, 1), value: s.viewers, low: s.maxViewers * 0.8, high: s.maxViewers * 0.95, optimum: 0 }));
-  const button = (label, action, cls) => el("button", { type: "button", class: cls, "data-action": action }, label);
+  const button = (label, action, cls, title) => el("button", { type: "button", class: cls, title, "data-action": action }, label);
   return el("tr", { "data-stream": name, "data-vhost": s.vhost },
     el("td", { class: "name" }, name, s.vhost !== DEFAULT_VHOST ? el("span", { class: "sub" }, s.vhost) : null),
-    el("td", {}, el("span", { class: `badge ${s.live ? "live" : "idle"}` }, s.live ? "live" : "idle")),
+    el("td", { class: "status" }, el("span", { class: `badge state ${s.live ? "live" : "idle"}` }, s.live ? "live" : "idle"), conflictBadge(s)),
     publisher,
     viewers,
     el("td", { class: "auth" }, s.playAuth),
     el("td", { class: "actions" },
       button("Edit", "edit"), button("Rotate key", "rotate"), button("Token", "token"),
-      button("Events", "events"), button("Revoke", "revoke", "danger")));
+      button("Details", "details"),
+      button("End sessions", "end", "danger", "Forget this stream's publisher and viewers in streamgate's accounting (SRS keeps them connected)"),
+      button("Revoke", "revoke", "danger")));
+}
+
+function renderPager() {
+  const first = state.back.length * state.pageSize + 1;
+  $("#page-info").textContent = state.streams.length === 0
+    ? `page ${state.back.length + 1}`
+    : `page ${state.back.length + 1} · streams ${first}–${first + state.streams.length - 1}`;
+  $("#prev").disabled = state.back.length === 0;
+  $("#next").disabled = !state.next;
+  $("#page-size").value = String(state.pageSize);
 }
 
 function renderServers() {
   const rows = [...state.servers]
     .sort((a, b) => a.serverId.localeCompare(b.serverId))
-    .map((x) =>
-      el("tr", { "data-server": x.serverId },
-        el("td", {}, x.serverId, el("span", { class: "sub" }, `service ${x.serviceId}`)),
+    .map((x) => {
+      const duplicates = Array.isArray(x.duplicateServiceIds) ? x.duplicateServiceIds : [];
+      return el("tr", { "data-server": x.serverId },
+        el("td", {}, x.serverId, el("span", { class: "sub" }, `service ${x.serviceId}`),
+          duplicates.length > 0 ? el("span", { class: "sub" }, `also claimed by service ${duplicates.join(", ")}`) : null),
         el("td", {}, x.deviceId || "—"),
         el("td", {}, x.ip || "—"),
         el("td", {}, x.lastHeartbeat ? ago(x.lastHeartbeat) : "no heartbeats"),
-        el("td", {}, el("span", { class: `badge ${x.alive ? "alive" : "dead"}` }, x.alive ? "alive" : "dead")),
-        el("td", {}, String(x.sessions))));
+        el("td", { class: "status" },
+          el("span", { class: `badge ${x.alive ? "alive" : "dead"}` }, x.alive ? "alive" : "dead"),
+          duplicates.length > 0
+            ? el("span", {
+                class: "badge duplicate",
+                title: "Several SRS processes use this server_id at once (a shared objs/srs.id?): give each its own",
+              }, `duplicate server_id ×${duplicates.length + 1}`)
+            : null),
+        el("td", {}, String(x.sessions)),
+        el("td", { class: "actions" },
+          el("button", {
+            type: "button", class: "danger", "data-action": "end-server",
+            title: "Forget every session held through this server in streamgate's accounting (SRS keeps them connected)",
+          }, "End sessions")));
+    });
   $("#servers tbody").replaceChildren(...rows);
   $("#servers-empty").hidden = state.servers.length > 0;
 }
@@ -198,6 +296,7 @@ for (const tab of document.querySelectorAll(".tab")) {
     for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
     $("#streams-tab").hidden = tab.dataset.tab !== "streams";
     $("#servers-tab").hidden = tab.dataset.tab !== "servers";
+    refresh(); // servers are fetched only while shown (or needed for a publisher's device)
   });
 }
 for (const th of document.querySelectorAll("#streams th[data-sort]")) {
@@ -206,9 +305,30 @@ for (const th of document.querySelectorAll("#streams th[data-sort]")) {
     renderStreams();
   });
 }
-$("#filter").addEventListener("input", (event) => {
-  state.filter = event.target.value;
-  renderStreams();
+// Filter and vhost go to the admin API (a KV list prefix); the list restarts at its first page.
+let filterTimer;
+function onFilterInput() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => {
+    state.filter = $("#filter").value.trim();
+    state.vhost = $("#vhost-filter").value.trim();
+    $("#vhost-filter").placeholder = state.filter ? DEFAULT_VHOST : "all vhosts";
+    goTo(undefined, []);
+  }, 300);
+}
+$("#filter").addEventListener("input", onFilterInput);
+$("#vhost-filter").addEventListener("input", onFilterInput);
+$("#next").addEventListener("click", () => {
+  if (state.next) goTo(state.next, [...state.back, state.cursor]);
+});
+$("#prev").addEventListener("click", () => {
+  if (state.back.length > 0) goTo(state.back.at(-1), state.back.slice(0, -1));
+});
+$("#page-size").replaceChildren(...PAGE_SIZES.map((n) => el("option", { value: String(n) }, String(n))));
+$("#page-size").addEventListener("change", (event) => {
+  state.pageSize = Number(event.target.value);
+  localStorage.setItem(PAGE_SIZE_KEY, String(state.pageSize));
+  goTo(undefined, []);
 });
 $("#play-template").value = localStorage.getItem(TEMPLATE_KEY) ?? $("#play-template").value;
 $("#play-template").addEventListener("change", (event) => localStorage.setItem(TEMPLATE_KEY, event.target.value));
@@ -279,6 +399,61 @@ $("#streams tbody").addEventListener("click", (event) => {
   if (s) actions[button.dataset.action](s);
 });
 
+$("#servers tbody").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action=end-server]");
+  if (button) endServerSessions(button.closest("tr").dataset.server);
+});
+
+// --- ending sessions by hand ----------------------------------------------------------
+
+const ACCOUNTING_ONLY =
+  "This only frees the sessions in streamgate's accounting: they stop counting against the viewer cap and " +
+  "stop holding the stream as published. SRS keeps the clients connected and streaming; to disconnect them, " +
+  "kick them on their SRS server too (DELETE /api/v1/clients/{client_id} on its HTTP API).";
+
+function endedLine(e) {
+  const stream = e.stream ? `${e.stream} · ` : "";
+  return `${stream}${e.role ?? "session"} · client ${e.clientId} · server ${e.serverId ?? "?"} (service ${e.serviceId ?? "?"})`;
+}
+
+/** Shows what an end call ended, in a dialog and on the status line. */
+function showEnded(what, ended, serverId) {
+  const list = ended.map((e) => ({ ...e, serverId: e.serverId ?? serverId }));
+  const summary = `Ended ${plural(list.length, "session")} of ${what}.`;
+  $("#status").textContent = summary;
+  openDialog(list.length === 0 ? `Nothing to end for ${what}` : `Ended ${plural(list.length, "session")}`, [
+    el("p", { class: "result" }, summary),
+    list.length > 0 ? el("ul", { class: "ended" }, ...list.map((e) => el("li", {}, endedLine(e)))) : null,
+    el("p", { class: "muted" }, list.length > 0 ? `SRS still has ${list.length === 1 ? "this client" : "these clients"} connected: kick them on SRS if they must go.` : ""),
+  ], [{ label: "Done", cls: "primary" }]);
+}
+
+/** Asks first, then ends the sessions `path` names and shows the result. */
+function confirmEnd(title, path, what, detail, serverId) {
+  openDialog(title, [el("p", {}, detail), el("p", { class: "muted" }, ACCOUNTING_ONLY)], [
+    { label: "Cancel" },
+    {
+      label: "End sessions",
+      cls: "danger",
+      onClick: async () => {
+        let result;
+        try {
+          result = await api("DELETE", path);
+        } catch (err) {
+          throw new Error(failure(err));
+        }
+        await refresh();
+        setTimeout(() => showEnded(what, Array.isArray(result.ended) ? result.ended : [], serverId ?? result.serverId));
+      },
+    },
+  ]);
+}
+
+function endServerSessions(serverId) {
+  confirmEnd(`End every session of server ${serverId}?`, `/servers/${encodeURIComponent(serverId)}/sessions`, `server ${serverId}`,
+    `Every publisher and viewer session that clients of ${serverId} hold, on every stream, ends in streamgate.`, serverId);
+}
+
 const actions = {
   edit(s) {
     const max = el("input", { type: "number", min: 0, value: s.maxViewers ?? "", placeholder: "no cap", name: "maxViewers" });
@@ -336,24 +511,35 @@ const actions = {
     ]);
   },
 
-  async events(s) {
+  end(s) {
+    const name = `${s.app}/${s.stream}`;
+    confirmEnd(`End every session of ${name}?`, streamPath(s, "/sessions"), name,
+      `The publisher and all viewers of ${name} (${s.vhost}) end in streamgate: the stream shows idle and its slots are free.`);
+  },
+
+  async details(s) {
+    const name = `${s.app}/${s.stream}`;
+    const sessions = el("div", { class: "sessions" }, el("p", { class: "muted" }, "Loading…"));
     const body = el("div", { class: "events" }, el("p", { class: "muted" }, "Loading…"));
-    openDialog(`Last decisions for ${s.app}/${s.stream}`, [body], [{ label: "Close" }]);
-    try {
-      const { events } = await api("GET", streamPath(s, "/events"));
-      body.replaceChildren(
-        events.length === 0
-          ? el("p", { class: "muted" }, "No decisions yet.")
-          : el("table", {},
-              el("thead", {}, el("tr", {}, ...["Time", "Action", "Server", "Client", "IP", "Decision", "Reason"].map((h) => el("th", {}, h)))),
-              el("tbody", {}, ...events.map((e) =>
-                el("tr", {},
-                  el("td", {}, new Date(e.at).toLocaleTimeString()), el("td", {}, e.action), el("td", {}, e.server),
-                  el("td", {}, e.client), el("td", {}, e.ip), el("td", { class: e.decision }, e.decision), el("td", {}, e.reason))))),
-      );
-    } catch (err) {
-      body.replaceChildren(el("p", { class: "error" }, err.message));
+    openDialog(`${name}: sessions and last decisions`, [sessions, el("h3", {}, "Last decisions"), body], [{ label: "Close" }]);
+    const [fresh, log] = await Promise.allSettled([api("GET", streamPath(s)), api("GET", streamPath(s, "/events"))]);
+    if (fresh.status === "fulfilled") renderSessions(sessions, fresh.value);
+    else sessions.replaceChildren(el("p", { class: "error" }, failure(fresh.reason)));
+    if (log.status === "rejected") {
+      body.replaceChildren(el("p", { class: "error" }, failure(log.reason)));
+      return;
     }
+    const { events } = log.value;
+    body.replaceChildren(
+      events.length === 0
+        ? el("p", { class: "muted" }, "No decisions yet.")
+        : el("table", {},
+            el("thead", {}, el("tr", {}, ...["Time", "Action", "Server", "Client", "IP", "Decision", "Reason"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, ...events.map((e) =>
+              el("tr", {},
+                el("td", {}, new Date(e.at).toLocaleTimeString()), el("td", {}, e.action), el("td", {}, e.server),
+                el("td", {}, e.client), el("td", {}, e.ip), el("td", { class: e.decision }, e.decision), el("td", {}, e.reason))))),
+    );
   },
 
   revoke(s) {
@@ -372,5 +558,67 @@ const actions = {
     ]);
   },
 };
+
+/**
+ * The sessions part of the details dialog: the publisher and any conflicting publisher
+ * sessions, each with an End button (ends that one session: ?server=&client=), and viewers.
+ */
+function renderSessions(container, s, message = "") {
+  const name = `${s.app}/${s.stream}`;
+  const result = el("p", { class: "result", role: "status" }, message);
+  const publishers = [
+    ...(s.publisher ? [{ ...s.publisher, state: s.publisher.state ?? "live", current: true }] : []),
+    ...conflictsOf(s).map((c) => ({ ...c, state: c.state ?? "conflict", current: false })),
+  ];
+  const endOne = (p) => {
+    const b = el("button", {
+      type: "button", class: "danger", "data-action": "end-publisher", "data-client": p.clientId,
+      title: "End this publisher session in streamgate's accounting (SRS keeps it connected)",
+    }, "End");
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      let message;
+      try {
+        const r = await api("DELETE", streamPath(s, "/sessions", { server: p.serverId, client: p.clientId }));
+        const ended = (Array.isArray(r.ended) ? r.ended : []).map((e) => ({ ...e, serverId: e.serverId ?? p.serverId }));
+        message = `Ended ${plural(ended.length, "session")}${ended.length ? `: ${ended.map(endedLine).join("; ")}` : " (it had already ended)"}. ` +
+          "SRS still has the client connected: kick it on SRS if it must go.";
+        $("#status").textContent = `ended ${plural(ended.length, "session")} of ${name}`;
+      } catch (err) {
+        result.textContent = failure(err);
+        b.disabled = false;
+        return;
+      }
+      result.textContent = message;
+      refresh();
+      try {
+        renderSessions(container, await api("GET", streamPath(s)), message);
+      } catch (err) {
+        result.textContent = `${message} (${failure(err)})`;
+      }
+    });
+    return b;
+  };
+  const viewers = suspendedViewersOf(s) > 0 ? `${s.viewers} (+${suspendedViewersOf(s)} suspended)` : String(s.viewers);
+  container.replaceChildren(
+    el("h3", {}, "Publisher sessions"),
+    publishers.length === 0
+      ? el("p", { class: "muted" }, "No publisher.")
+      : el("table", { class: "publishers" },
+          el("thead", {}, el("tr", {}, ...["Role", "Server", "Client", "IP", "Since", "State", ""].map((h) => el("th", {}, h)))),
+          el("tbody", {}, ...publishers.map((p) =>
+            el("tr", { "data-client": p.clientId },
+              el("td", {}, p.current ? "publisher" : "other publisher"),
+              el("td", {}, p.serverId, el("span", { class: "sub" }, `service ${p.serviceId}`)),
+              el("td", {}, p.clientId),
+              el("td", {}, p.ip || "—"),
+              el("td", {}, p.since ? new Date(p.since).toLocaleTimeString() : "—"),
+              el("td", {}, el("span", { class: `badge ${p.state}` }, p.state)),
+              el("td", {}, endOne(p)))))),
+    el("p", {}, `Viewers: ${viewers}${s.maxViewers === null ? "" : ` of at most ${s.maxViewers}`}.`),
+    el("p", { class: "muted" }, ACCOUNTING_ONLY),
+    result,
+  );
+}
 
 showApp(sessionStorage.getItem(TOKEN_KEY) !== null);

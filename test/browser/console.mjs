@@ -2,8 +2,10 @@
 // playwright-core) against `wrangler dev`. Run by .ci/run after `npm test`:
 //   node test/browser/console.mjs        (on Node 22: npm run test:browser)
 // It logs in, creates a stream, sends SRS-shaped hooks, checks that the page shows
-// the publisher and the viewer count, revokes the stream and checks the revocation
-// holds. Screenshots go to test/browser/artifacts/.
+// the publisher and the viewer count, ends sessions by hand (a publisher, a stream's,
+// a server's), shows newer state fields, revokes the stream and checks the revocation
+// holds, then pages through more streams than a page holds and checks the console
+// fetches only the page it shows. Screenshots go to test/browser/artifacts/.
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -42,6 +44,24 @@ async function hook(payload, path = "") {
   return { status: res.status, body: await res.json() };
 }
 
+async function adminCall(method, path, payload) {
+  const res = await fetch(`${BASE}/admin${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+    body: payload === undefined ? undefined : JSON.stringify(payload),
+  });
+  return { status: res.status, body: await res.json().catch(() => ({})) };
+}
+
+/** Text of a dialog's result line once it appears. */
+async function dialogResult(page) {
+  await page.waitForSelector("#dialog[open] .result:not(:empty), #dialog[open] #dialog-error:not(:empty)", { timeout: 15_000 });
+  return page.evaluate(() => ({
+    result: document.querySelector("#dialog .result")?.textContent ?? "",
+    error: document.querySelector("#dialog-error").textContent,
+  }));
+}
+
 async function waitForServer(child) {
   const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {
@@ -55,6 +75,11 @@ async function waitForServer(child) {
   throw new Error("wrangler dev did not start within 90 s");
 }
 
+// A server left on the port (a crashed earlier run) would answer instead of this run's, with old state.
+if (await fetch(`${BASE}/console/`).then(() => true, () => false)) {
+  console.log(`FAIL port ${PORT} is already in use (a wrangler dev left over from an earlier run?); set CONSOLE_TEST_PORT or stop it`);
+  process.exit(1);
+}
 const state = mkdtempSync(join(tmpdir(), "streamgate-console-"));
 mkdirSync(ARTIFACTS, { recursive: true });
 const dev = spawn(
@@ -64,6 +89,12 @@ const dev = spawn(
    "--var", "TOKEN_SIGNING_KEY:browser-token-key-32-chars-or-more", "--show-interactive-dev-session=false"],
   { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true, env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
 );
+// Even if the run dies of an uncaught error, wrangler dev (its own process group) goes with it.
+process.on("exit", () => {
+  try {
+    process.kill(-dev.pid, "SIGTERM");
+  } catch {}
+});
 let devLog = "";
 dev.stdout.on("data", (d) => (devLog += d));
 dev.stderr.on("data", (d) => (devLog += d));
@@ -81,6 +112,12 @@ try {
   const page = await context.newPage();
   const cspErrors = [];
   page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspErrors.push(m.text()); });
+  // Every admin call the page makes, to check it fetches only the page of streams it shows.
+  const calls = [];
+  page.on("request", (r) => {
+    const url = new URL(r.url());
+    if (url.pathname.startsWith("/admin/")) calls.push({ at: Date.now(), method: r.method(), path: url.pathname, query: url.searchParams });
+  });
 
   // The page itself: no caching, strict CSP.
   const response = await page.goto(`${BASE}/console/`);
@@ -131,19 +168,109 @@ try {
   check("the viewer count against the cap is shown", (await page.textContent(`${row} .viewers`)).includes("2 / 5"));
   await page.screenshot({ path: join(ARTIFACTS, "console.png"), fullPage: true });
 
-  // Events: the decisions are visible.
-  await page.click(`${row} button[data-action=events]`);
+  // Details: the publisher session and the decisions are visible.
+  const publisherClient = body("on_publish").client_id;
+  const edge = body("on_publish").server_id;
+  await page.click(`${row} button[data-action=details]`);
   await page.waitForSelector("#dialog[open] .events table");
   const eventsText = await page.textContent("#dialog .events");
   check("the decision log lists the publish and the plays", eventsText.includes("on_publish") && eventsText.includes("on_play") && eventsText.includes("admitted"), eventsText.slice(0, 200));
-  await page.screenshot({ path: join(ARTIFACTS, "console-events.png") });
-  await page.click("#dialog-buttons button");
+  await page.waitForSelector(`#dialog[open] .publishers tr[data-client="${publisherClient}"]`, { timeout: 15_000 });
+  check("the details list the publisher session with an End button", await page.isVisible(`#dialog .publishers tr[data-client="${publisherClient}"] button[data-action=end-publisher]`));
+  check("the details say ending a session does not disconnect it on SRS", /SRS keeps the clients connected/.test(await page.textContent("#dialog .sessions")));
+  await page.screenshot({ path: join(ARTIFACTS, "console-details.png") });
 
   // Servers tab.
+  await page.click("#dialog-buttons button");
   await page.click(".tab[data-tab=servers]");
+  await page.waitForSelector(`#servers tr[data-server="${edge}"]`, { timeout: 15_000 });
   const serversText = await page.textContent("#servers");
   check("the servers tab shows the edge as alive with its device", serversText.includes("edge-a") && serversText.includes("alive"), serversText);
   await page.click(".tab[data-tab=streams]");
+
+  // Ending sessions by hand (DELETE …/sessions). Until the Worker has the endpoints, the console
+  // must say so, and this part fails: it awaits them.
+  const probe = await adminCall("DELETE", `/streams/live/${STREAM}/sessions?server=none&client=none`);
+  const sessionEndpoints = !(probe.status === 404 && probe.body.error === "not found");
+  if (!sessionEndpoints) {
+    await page.click(`${row} button[data-action=end]`);
+    await page.click("#dialog-buttons button.danger");
+    const { error } = await dialogResult(page);
+    check("without the session endpoints, the console says the Worker is too old", /does not have this endpoint/.test(error), error);
+    await page.click("#dialog-buttons button");
+    check("the session endpoints exist (DELETE /admin/streams/{app}/{stream}/sessions, /admin/servers/{id}/sessions): the end-session checks await them", false,
+      `probe answered ${probe.status} ${JSON.stringify(probe.body)}`);
+  } else {
+    const badge = (sel) => page.evaluate((s) => document.querySelector(`${s} .badge`)?.textContent, sel);
+    const viewerCount = (sel) => page.evaluate((s) => document.querySelector(`${s} .viewers .count`)?.textContent, sel);
+    // One publisher, from the details view: the stream goes idle, its viewers stay.
+    await page.click(`${row} button[data-action=details]`);
+    await page.click(`#dialog .publishers tr[data-client="${publisherClient}"] button[data-action=end-publisher]`);
+    const one = await dialogResult(page);
+    check("ending the publisher from the details ends one session", /Ended 1 session\b/.test(one.result), `${one.result} ${one.error}`);
+    await page.click("#dialog-buttons button");
+    await page.waitForFunction((sel) => document.querySelector(`${sel} .badge`)?.textContent === "idle", row, { timeout: 15_000 }).catch(() => {});
+    check("after ending its publisher the stream shows idle", (await badge(row)) === "idle", await badge(row));
+    check("ending the publisher kept the viewers", (await viewerCount(row)) === "2", await viewerCount(row));
+    const republish = await hook({ ...body("on_publish"), client_id: "repub001", stream: STREAM, stream_url: `/live/${STREAM}`, param: `?key=${key}` });
+    check("another publisher is admitted once the publisher's session is ended", republish.status === 200, JSON.stringify(republish));
+
+    // The whole stream from its row, after a confirmation: the publisher and both viewers.
+    await page.waitForFunction((sel) => document.querySelector(`${sel} .badge`)?.textContent === "live", row, { timeout: 15_000 });
+    await page.click(`${row} button[data-action=end]`);
+    check("ending a stream's sessions asks first and says SRS keeps the clients", /SRS keeps the clients connected/.test(await page.textContent("#dialog-body")));
+    await page.click("#dialog-buttons button.danger");
+    const all = await dialogResult(page);
+    check("ending the stream's sessions ends the publisher and both viewers", /Ended 3 sessions/.test(all.result), `${all.result} ${all.error}`);
+    await page.screenshot({ path: join(ARTIFACTS, "console-ended.png") });
+    await page.click("#dialog-buttons button");
+    await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "0", row, { timeout: 15_000 }).catch(() => {});
+    check("after ending its sessions the stream is idle with no viewers", (await badge(row)) === "idle" && (await viewerCount(row)) === "0", `${await badge(row)} ${await viewerCount(row)}`);
+    const idle = await adminCall("GET", `/streams/live/${STREAM}`);
+    check("the admin API agrees: not live, no viewers", idle.body.live === false && idle.body.viewers === 0, JSON.stringify(idle.body));
+
+    // A server's sessions, from the servers tab.
+    const again = await hook({ ...body("on_play"), client_id: "v3client", stream: STREAM, stream_url: `/live/${STREAM}` });
+    check("a new viewer is admitted", again.status === 200, JSON.stringify(again));
+    await page.click(".tab[data-tab=servers]");
+    await page.click(`#servers tr[data-server="${edge}"] button[data-action=end-server]`);
+    await page.click("#dialog-buttons button.danger");
+    const srv = await dialogResult(page);
+    check("ending a server's sessions ends its one viewer", /Ended 1 session\b/.test(srv.result) && (await page.textContent("#dialog .ended")).includes(`live/${STREAM}`), `${srv.result} ${srv.error}`);
+    await page.click("#dialog-buttons button");
+    await page.click(".tab[data-tab=streams]");
+    const after = await adminCall("GET", `/streams/live/${STREAM}`);
+    check("the server's viewer no longer counts", after.body.viewers === 0, JSON.stringify(after.body));
+  }
+
+  // Newer state fields are shown (suspended viewers and publisher, conflicts, duplicate
+  // server ids): the page's own answers, with those fields set, stand in for a fleet in that state.
+  const edited = async (route, change) => {
+    const res = await route.fetch();
+    const data = await res.json();
+    change(data);
+    await route.fulfill({ response: res, json: data });
+  };
+  const fake = (s) => s.stream === STREAM ? {
+    ...s, live: true, viewers: 3, suspendedViewers: 2,
+    publisher: { serverId: edge, serviceId: "svc00001", clientId: "pubfake1", ip: "10.0.0.9", since: new Date().toISOString(), state: "suspended" },
+    conflicts: [{ serverId: "vid-other1", serviceId: "svc00002", clientId: "pubfake2", ip: "10.0.0.10", since: new Date().toISOString(), state: "conflict" }],
+  } : s;
+  await page.route((url) => url.pathname === "/admin/streams", (route) => edited(route, (d) => { d.streams = d.streams.map(fake); }));
+  await page.route((url) => url.pathname === "/admin/servers", (route) => edited(route, (d) => {
+    d.servers = d.servers.map((x) => (x.serverId === edge ? { ...x, duplicateServiceIds: ["dupsvc01"] } : x));
+  }));
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .badge.conflict`), row, { timeout: 15_000 });
+  const fakeRow = await page.textContent(row);
+  check("suspended viewers are shown next to the live ones", fakeRow.includes("3 / 5 (+2 suspended)"), fakeRow);
+  check("a suspended publisher is marked", (await page.textContent(`${row} .publisher`)).includes("suspended"), fakeRow);
+  check("a conflict is marked", /conflict: 1 other publisher/.test(fakeRow), fakeRow);
+  await page.screenshot({ path: join(ARTIFACTS, "console-states.png"), fullPage: true });
+  await page.click(".tab[data-tab=servers]");
+  await page.waitForSelector(`#servers tr[data-server="${edge}"] .badge.duplicate`, { timeout: 15_000 });
+  check("a duplicate server_id is marked", /duplicate server_id ×2/.test(await page.textContent(`#servers tr[data-server="${edge}"]`)));
+  await page.click(".tab[data-tab=streams]");
+  await page.unrouteAll({ behavior: "wait" });
 
   // Revoke: the row goes, and the key is refused at once.
   await page.click(`${row} button[data-action=revoke]`);
@@ -152,6 +279,55 @@ try {
   check("a revoked stream disappears from the page", true);
   const after = await hook({ ...body("on_publish"), client_id: "newpub01", stream: STREAM, stream_url: `/live/${STREAM}`, param: `?key=${key}` });
   check("after revoke, the old key is refused", after.status === 403 && /unknown stream/.test(after.body.reason), JSON.stringify(after));
+
+  // Paging: more streams than a page holds. Pages are fetched one at a time, with ?limit=.
+  const base = `page-${Date.now().toString(36)}`;
+  const names = Array.from({ length: 25 }, (_, i) => `${base}-${String(i).padStart(2, "0")}`);
+  for (const n of names) {
+    const r = await adminCall("PUT", `/streams/live/${n}`, {});
+    if (r.status !== 201) throw new Error(`creating ${n}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+  const shown = () => page.evaluate(() => [...document.querySelectorAll("#streams tbody tr")].map((tr) => tr.dataset.stream));
+  const waitShown = async (first, count) => {
+    await page.waitForFunction(([f, c]) => {
+      const rows = [...document.querySelectorAll("#streams tbody tr")];
+      return rows.length === c && rows[0]?.dataset.stream === f;
+    }, [first, count], { timeout: 15_000 }).catch(() => {});
+    return shown();
+  };
+  await page.selectOption("#page-size", "20");
+  let rows = await waitShown(`live/${names[0]}`, 20);
+  check("the first page holds 20 streams", rows.length === 20 && rows[0] === `live/${names[0]}`, rows.join(","));
+  check("previous is disabled on the first page, next enabled", (await page.isDisabled("#prev")) && !(await page.isDisabled("#next")));
+  await page.click("#next");
+  rows = await waitShown(`live/${names[20]}`, 5);
+  check("next shows the remaining 5 streams", rows.length === 5 && rows[4] === `live/${names[24]}`, rows.join(","));
+  check("next is disabled on the last page", (await page.isDisabled("#next")) && !(await page.isDisabled("#prev")));
+  check("the page position is shown", (await page.textContent("#page-info")).includes("page 2 · streams 21–25"), await page.textContent("#page-info"));
+  // The refresh keeps the page shown and asks only for it.
+  const mark = Date.now();
+  await page.waitForTimeout(3_500);
+  rows = await shown();
+  check("the refresh stays on the page shown", rows.length === 5 && rows[0] === `live/${names[20]}`, rows.join(","));
+  const ticks = calls.filter((c) => c.at > mark && c.method === "GET" && c.path === "/admin/streams");
+  check("each refresh asks for that one page (limit 20, its cursor)", ticks.length >= 1 && ticks.every((c) => c.query.get("limit") === "20" && c.query.get("cursor")),
+    ticks.map((c) => c.query.toString()).join(" | "));
+  check("servers are not fetched while neither shown nor needed", !calls.some((c) => c.at > mark && c.path === "/admin/servers"));
+  await page.click("#prev");
+  rows = await waitShown(`live/${names[0]}`, 20);
+  check("previous goes back to the first page", rows.length === 20 && rows[19] === `live/${names[19]}`, rows.join(","));
+  // The name filter is applied by the Worker over all streams, and pages too.
+  await page.fill("#filter", `live/${base}-2`);
+  rows = await waitShown(`live/${names[20]}`, 5);
+  check("the name filter finds streams beyond the first page", rows.length === 5 && rows.every((r) => r.startsWith(`live/${base}-2`)), rows.join(","));
+  check("a filtered listing asks the Worker with ?prefix=", calls.some((c) => c.path === "/admin/streams" && c.query.get("prefix") === `live/${base}-2`));
+  await page.fill("#filter", "");
+  await page.selectOption("#page-size", "50");
+  rows = await waitShown(`live/${names[0]}`, 25);
+  check("a larger page size shows every stream on one page", rows.length === 25 && (await page.isDisabled("#next")), rows.length);
+  check("the stream list is never fetched without a limit",
+    calls.filter((c) => c.method === "GET" && c.path === "/admin/streams").every((c) => /^(1|20|50)$/.test(c.query.get("limit") ?? "")));
+  await page.screenshot({ path: join(ARTIFACTS, "console-paging.png"), fullPage: true });
 
   // Readable on a phone.
   await page.setViewportSize({ width: 390, height: 844 });

@@ -20,7 +20,6 @@ export const LIMITS = {
   app: NAME,
   stream: NAME,
   id: { max: 64, pattern: /^[\x21-\x7e]+$/, allowed: "printable ASCII without spaces" },
-  ip: { max: 64, pattern: /^[0-9A-Fa-f.:[\]%a-z]*$/, allowed: "an IPv4 or IPv6 address" },
   param: { max: 4096, pattern: /^[^\x00-\x1f\x7f]*$/, allowed: "no control characters" },
   label: { max: 128, pattern: /^[^\x00-\x1f\x7f]*$/, allowed: "no control characters" },
 } satisfies Record<string, Limit>;

@@ -112,7 +112,6 @@ describe("input limits", () => {
       [{ server_id: "vid 1" }, 'field "server_id" may contain only printable ASCII without spaces'],
       [{ param: `?key=${key}&pad=${"p".repeat(4100)}` }, 'field "param" is longer than 4096 characters'],
       [{ param: `?key=${key}\n` }, 'field "param" may contain only'],
-      [{ ip: "<script>" }, 'field "ip" may contain only'],
     ];
     for (const [change, message] of cases) {
       const r = await hook({ ...base, ...change });

@@ -58,7 +58,7 @@ export function parseHook(body: unknown): Hook {
     return {
       action: action as StreamHook["action"],
       session: parseSession(body),
-      ip: within("ip", optionalString(body, "ip"), LIMITS.ip),
+      ip: cleanIp(body.ip),
       stream: parseStreamName(body),
       param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
     };
@@ -73,9 +73,26 @@ export function parseHeartbeat(body: unknown): Heartbeat {
     serverId: within("server", requiredString(body, "server"), LIMITS.id),
     serviceId: within("service", requiredString(body, "service"), LIMITS.id),
     deviceId: within("device_id", optionalString(body, "device_id"), LIMITS.label),
-    ip: within("ip", optionalString(body, "ip"), LIMITS.ip),
+    ip: cleanIp(body.ip),
     pid: within("pid", optionalString(body, "pid"), LIMITS.label),
   };
+}
+
+/** The longest client ip kept: an IPv6 address with a zone fits. */
+export const MAX_IP_LENGTH = 64;
+
+/**
+ * The client's `ip` as SRS reports it is informational: the decision log shows
+ * it and the brute-force limit counts failed guesses by it, but it is never a
+ * reason to fail a hook (a 400 would refuse the client over a label). Some
+ * setups send "UNKNOWN", a trailing space, or a proxy list
+ * ("203.0.113.9, 10.0.0.1"). Kept: the first element of a comma list,
+ * without control characters, trimmed, at most MAX_IP_LENGTH characters;
+ * anything but a string is "".
+ */
+export function cleanIp(value: unknown): string {
+  if (typeof value !== "string") return "";
+  return value.split(",")[0].replace(/[\x00-\x1f\x7f-\x9f]/g, "").trim().slice(0, MAX_IP_LENGTH);
 }
 
 /** A value of the client's query string: `?key=abc&foo=1`, `key=abc` (WHIP, SRT). */

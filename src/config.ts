@@ -70,6 +70,33 @@ export function authFailuresPerMinute(env: Env): number {
   return limit;
 }
 
+export const DEFAULT_SESSION_GRACE_S = 86_400;
+
+/**
+ * SESSION_GRACE_S ([vars]): how long the sessions of a silent server are kept,
+ * suspended, in case the same process is heard from again (a partition that
+ * heals). Past it they end for good.
+ */
+export function sessionGraceMs(env: Env): number {
+  return positiveSeconds(env, "SESSION_GRACE_S", env.SESSION_GRACE_S, DEFAULT_SESSION_GRACE_S);
+}
+
+export const DEFAULT_SERVER_RETENTION_S = 7 * 86_400;
+
+/** SERVER_RETENTION_S ([vars]): a server silent and without sessions this long is forgotten. */
+export function serverRetentionMs(env: Env): number {
+  return positiveSeconds(env, "SERVER_RETENTION_S", env.SERVER_RETENTION_S, DEFAULT_SERVER_RETENTION_S);
+}
+
+function positiveSeconds(_env: Env, name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined || raw === "") return fallback * 1000;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new StatusError(500, `${name} must be a positive number of seconds, not "${raw}"`);
+  }
+  return seconds * 1000;
+}
+
 export const DEFAULT_MAX_TOKEN_TTL_S = 30 * 86_400;
 
 /**

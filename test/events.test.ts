@@ -1,4 +1,6 @@
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { serverRegistry } from "../src/stubs";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 
@@ -42,9 +44,21 @@ describe("GET /admin/streams/{app}/{stream}/events: why was my publisher refused
     await hook(publish("live", s, key, { ...edge, client: "pub00001" }));
     const next = { server: edge.server, service: newEdge().service };
     await hook(heartbeat(next), undefined, "/heartbeat");
+    // The registry tells the stream from its alarm, in batches (or the stream asks before a refusal).
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
     const [fence] = await events(s);
     expect(fence).toMatchObject({ action: "fence", server: edge.server, decision: "end" });
-    expect(fence.reason).toBe(`ended 1 session(s) of server ${edge.server} (service ${edge.service}): the server restarted as service ${next.service}`);
+    expect(fence.reason).toBe(`ended 1 session(s) of server ${edge.server} (service ${edge.service}): its server restarted as service ${next.service}`);
+  });
+
+  it("records no end for a session that never existed, so duplicate HLS stops cannot flush real decisions", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await hook(publish("live", s, key, { ...edge, client: "pub00001" }));
+    for (let i = 0; i < 150; i++) await hook(stopPlay("live", s, { ...edge, client: "hls00001" }));
+    const log = await events(s);
+    expect(log).toHaveLength(1);
+    expect(log[0]).toMatchObject({ action: "on_publish", client: "pub00001", decision: "allow" });
   });
 
   it("keeps the last 100 decisions", async () => {

@@ -2,15 +2,16 @@
  * Model-based property test: random interleavings of SRS hooks, heartbeats,
  * restarts (new service_id) and silences across several servers and streams,
  * run against the Worker in workerd and against a small reference model of
- * the rules below. After every step the admin API's state must equal the
- * model's, and every hook's answer must be the model's answer.
+ * the rules below. Every hook's answer must be the model's answer at every
+ * step; once the alarms have run (settle), the admin API's state must equal
+ * the model's: holder, suspended and counted sessions.
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { serverRegistry } from "../src/stubs";
-import { close, createStream, heartbeat, hook, play, publish, stopPlay, streamState, unpublish } from "./srs";
+import { admin, close, createStream, heartbeat, hook, play, publish, stopPlay, streamState, unpublish } from "./srs";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const SERVERS = 3;
@@ -52,18 +53,18 @@ interface ModelServer {
   id: string;
   /** Every service_id this server has run, oldest first; the last one is running. */
   processes: string[];
-  /** The service_id the gate believes current (null: never heard from). */
+  /** The service_id the gate believes current (null: never heard from by a start hook or heartbeat). */
   known: string | null;
   retired: Set<string>;
   lastHeartbeat: number | null;
-  declaredDead: boolean;
 }
 
 interface ModelStream {
   name: string;
   key: string;
   cap: number | null;
-  publisher: Session | null;
+  /** Publisher sessions that received no stop event, in order of admission. */
+  publishers: Session[];
   viewers: Session[];
 }
 
@@ -71,6 +72,12 @@ type Answer = { allow: true } | { allow: false; code: number };
 
 const same = (a: Session, b: Session) => a.server === b.server && a.service === b.service && a.client === b.client;
 
+/**
+ * The rules of issue 10: a silent server's sessions are suspended (they
+ * neither count nor block) and come back when the same process is heard from
+ * again; only a stop event or a restart (new service_id from a start hook or
+ * heartbeat) ends them. The newest live publisher holds the stream.
+ */
 class Model {
   now = 0;
   constructor(
@@ -78,20 +85,28 @@ class Model {
     public streams: ModelStream[],
   ) {}
 
-  private dead(s: ModelServer): boolean {
-    return s.lastHeartbeat !== null && (s.declaredDead || this.now - s.lastHeartbeat >= TIMEOUT_MS);
+  private server(id: string): ModelServer {
+    return this.servers.find((s) => s.id === id)!;
   }
 
-  private endProcess(serverId: string, service: string | null, only?: ModelStream): void {
-    for (const st of only ? [only] : this.streams) {
-      const of = (x: Session) => x.server === serverId && (service === null || x.service === service);
-      if (st.publisher && of(st.publisher)) st.publisher = null;
+  silent(s: ModelServer): boolean {
+    return s.lastHeartbeat !== null && this.now - s.lastHeartbeat >= TIMEOUT_MS;
+  }
+
+  suspended(x: Session): boolean {
+    return this.silent(this.server(x.server));
+  }
+
+  private endProcess(serverId: string, service: string): void {
+    for (const st of this.streams) {
+      const of = (x: Session) => x.server === serverId && x.service === service;
+      st.publishers = st.publishers.filter((p) => !of(p));
       st.viewers = st.viewers.filter((v) => !of(v));
     }
   }
 
-  /** Every message from a server: restart fencing and revival. Returns false for a replaced process. */
-  private observe(s: ModelServer, service: string): boolean {
+  /** A start hook or heartbeat: may move the epoch (restart), brings a silent server back. False for a replaced process. */
+  private observeStart(s: ModelServer, service: string): boolean {
     if (s.known === null) s.known = service;
     else if (service !== s.known) {
       if (s.retired.has(service)) return false;
@@ -99,62 +114,52 @@ class Model {
       this.endProcess(s.id, s.known);
       s.known = service;
     }
-    if (this.dead(s)) {
-      s.declaredDead = false;
-      s.lastHeartbeat = this.now;
-    }
+    if (this.silent(s)) s.lastHeartbeat = this.now;
     return true;
   }
 
-  /** Liveness as a denial checks it: sessions of dead or replaced processes are ended on that stream. */
-  private pruneStale(st: ModelStream, sessions: Session[]): void {
-    for (const x of sessions) {
-      const s = this.servers.find((y) => y.id === x.server)!;
-      if (this.dead(s) || x.service !== s.known) this.endProcess(x.server, x.service, st);
-    }
+  /** A stop or close event: never moves the epoch; the current process's message brings its server back. */
+  private observeStop(s: ModelServer, service: string): void {
+    if (s.known === service && this.silent(s)) s.lastHeartbeat = this.now;
+  }
+
+  holder(st: ModelStream): Session | null {
+    return st.publishers.filter((p) => !this.suspended(p)).at(-1) ?? null;
+  }
+
+  counted(st: ModelStream): number {
+    return st.viewers.filter((v) => !this.suspended(v)).length;
   }
 
   publish(s: ModelServer, session: Session, st: ModelStream, goodKey: boolean): Answer {
-    if (!this.observe(s, session.service)) return { allow: false, code: 4006 };
-    if (st.publisher && same(st.publisher, session)) return { allow: true };
+    if (!this.observeStart(s, session.service)) return { allow: false, code: 4006 };
+    if (st.publishers.some((p) => same(p, session))) return { allow: true };
     if (!goodKey) return { allow: false, code: 4003 };
-    if (st.publisher) this.pruneStale(st, [st.publisher]);
-    if (st.publisher) return { allow: false, code: 4004 };
-    st.publisher = session;
+    if (st.publishers.some((p) => !this.suspended(p))) return { allow: false, code: 4004 };
+    st.publishers.push(session);
     return { allow: true };
   }
 
   play(s: ModelServer, session: Session, st: ModelStream): Answer {
-    if (!this.observe(s, session.service)) return { allow: false, code: 4006 };
+    if (!this.observeStart(s, session.service)) return { allow: false, code: 4006 };
     if (st.viewers.some((v) => same(v, session))) return { allow: true };
-    if (st.cap !== null && st.viewers.length >= st.cap) this.pruneStale(st, [...st.viewers]);
-    if (st.cap !== null && st.viewers.length >= st.cap) return { allow: false, code: 4005 };
+    if (st.cap !== null && this.counted(st) >= st.cap) return { allow: false, code: 4005 };
     st.viewers.push(session);
     return { allow: true };
   }
 
   end(s: ModelServer, session: Session, st: ModelStream | null, role: "publisher" | "viewer" | null): Answer {
-    this.observe(s, session.service);
+    this.observeStop(s, session.service);
     for (const x of st ? [st] : this.streams) {
-      if (role !== "viewer" && x.publisher && same(x.publisher, session)) x.publisher = null;
+      if (role !== "viewer") x.publishers = x.publishers.filter((p) => !same(p, session));
       if (role !== "publisher") x.viewers = x.viewers.filter((v) => !same(v, session));
     }
     return { allow: true };
   }
 
   heartbeat(s: ModelServer): void {
-    if (!this.observe(s, s.processes.at(-1)!)) return;
+    if (!this.observeStart(s, s.processes.at(-1)!)) return;
     s.lastHeartbeat = this.now;
-  }
-
-  /** What the alarms do: servers silent past the timeout are declared dead, their sessions end. */
-  settle(): void {
-    for (const s of this.servers) {
-      if (this.dead(s)) {
-        s.declaredDead = true;
-        this.endProcess(s.id, null);
-      }
-    }
   }
 }
 
@@ -164,12 +169,12 @@ let run = 0;
 
 async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
   run++;
-  const t0 = Date.parse("2026-11-25T12:00:00Z");
+  const t0 = Date.parse("2031-03-01T12:00:00Z"); // in the future: alarms run only when the sequence settles
   vi.setSystemTime(t0);
   const streams: ModelStream[] = [];
   for (let i = 0; i < STREAMS; i++) {
     const name = `model-${run}-${i}-${crypto.randomUUID().slice(0, 6)}`;
-    streams.push({ name, key: await createStream(name, { maxViewers: caps[i] }), cap: caps[i], publisher: null, viewers: [] });
+    streams.push({ name, key: await createStream(name, { maxViewers: caps[i] }), cap: caps[i], publishers: [], viewers: [] });
   }
   const servers: ModelServer[] = Array.from({ length: SERVERS }, (_, i) => ({
     id: `vid-m${run}x${i}`,
@@ -177,7 +182,6 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
     known: null,
     retired: new Set(),
     lastHeartbeat: null,
-    declaredDead: false,
   }));
   const model = new Model(servers, streams);
   let ipCounter = 0;
@@ -186,7 +190,7 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
   // A fresh client ip per hook keeps the brute-force limit (tested on its own) out of the model.
   const fresh = (body: Record<string, unknown>) => ({ ...body, ip: `2001:db8::${(++ipCounter).toString(16)}` });
 
-  for (const [step, o] of ops.entries()) {
+  for (const [step, o] of [...ops, { t: "settle" } as Op].entries()) {
     let expected: Answer | null = null;
     let got: { status: number; body: any } | null = null;
     if (o.t === "publish") {
@@ -219,9 +223,15 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
       model.now += o.ms;
       vi.setSystemTime(t0 + model.now);
     } else {
-      for (const s of servers) await runDurableObjectAlarm(serverRegistry(env, s.id));
+      // Every alarm runs: registry shards suspend silent servers and deliver their notices; streams sweep.
+      for (const s of servers) {
+        for (let i = 0; i < 20; i++) {
+          await runDurableObjectAlarm(serverRegistry(env, s.id));
+          const listed = (await admin("GET", "/servers")).body.servers.find((x: any) => x.serverId === s.id);
+          if (!listed || listed.pendingNotices === 0) break;
+        }
+      }
       for (const st of streams) await runDurableObjectAlarm(env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${st.name}`)));
-      model.settle();
     }
 
     const where = `step ${step} ${JSON.stringify(o)}`;
@@ -231,11 +241,22 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
     }
     for (const st of streams) {
       const state = await streamState(st.name);
-      const publisher = state.publisher && { server: state.publisher.serverId, service: state.publisher.serviceId, client: state.publisher.clientId };
-      expect({ publisher, viewers: state.viewers }, `${where}: ${st.name}`).toEqual({ publisher: st.publisher, viewers: st.viewers.length });
-      expect(state.live, where).toBe(st.publisher !== null);
+      const view = (p: any) => ({ server: p.serverId, service: p.serviceId, client: p.clientId });
+      const all = [state.publisher, ...state.conflicts].filter(Boolean).map(view);
+      // Sessions are ended only by what the Worker was told: the sets agree at every step once notices are in.
+      if (o.t === "settle") {
+        const holder = model.holder(st);
+        const shown = holder ?? st.publishers.filter((p) => model.suspended(p)).at(-1) ?? null;
+        expect({ publisher: state.publisher && view(state.publisher), live: state.live }, `${where}: ${st.name}`).toEqual({ publisher: shown, live: holder !== null });
+        expect(all.length, `${where}: ${st.name} publishers`).toBe(st.publishers.length);
+        expect({ viewers: state.viewers, suspendedViewers: state.suspendedViewers }, `${where}: ${st.name}`).toEqual({
+          viewers: model.counted(st),
+          suspendedViewers: st.viewers.length - model.counted(st),
+        });
+      }
+      // At every step: at most one publisher holds the stream.
+      expect([state.publisher, ...state.conflicts].filter((p) => p?.state === "live").length, where).toBeLessThanOrEqual(1);
       expect(state.viewers, where).toBeGreaterThanOrEqual(0);
-      if (st.cap !== null) expect(state.viewers, `${where}: admitted viewers never exceed the cap`).toBeLessThanOrEqual(st.cap);
     }
   }
 }

@@ -5,32 +5,38 @@ const HASH = "a".repeat(64);
 const policy = (p: Partial<StreamPolicy> = {}): StreamPolicy => ({ keyHash: HASH, maxViewers: null, playAuth: "open", ...p });
 const A = { serverId: "vid-a", serviceId: "s1", clientId: "c1" };
 const OK = { ok: true } as const;
-const B = { serverId: "vid-b", serviceId: "s1", clientId: "c1" };
 
 describe("decidePublish", () => {
   it("admits the right key on an idle stream", () => {
-    expect(decidePublish(policy(), null, A, HASH, false)).toEqual({ allow: true, admit: true });
+    expect(decidePublish(policy(), [], false, HASH, false)).toEqual({ allow: true, admit: true });
   });
   it("refuses a different session while one is live, even with the right key", () => {
-    const d = decidePublish(policy(), A, B, HASH, false);
+    const d = decidePublish(policy(), [A], false, HASH, false);
     expect(d.allow).toBe(false);
   });
   it("treats the live session's repeat as a no-op allow", () => {
-    expect(decidePublish(policy(), A, { ...A }, HASH, false)).toEqual({ allow: true, admit: false });
+    expect(decidePublish(policy(), [], true, HASH, false)).toEqual({ allow: true, admit: false });
   });
   it("refuses a wrong key before saying whether the stream is busy", () => {
-    const d = decidePublish(policy(), A, B, "b".repeat(64), false);
+    const d = decidePublish(policy(), [A], false, "b".repeat(64), false);
     expect(d.allow === false && d.denial.reason).toBe("invalid publish key");
   });
 });
 
 describe("brute-force limit", () => {
-  it("refuses even the right key from a throttled ip, but never a live session's repeat", () => {
-    expect(decidePublish(policy(), null, A, HASH, true)).toEqual({ allow: false, denial: { code: 4029, reason: "rate limited" } });
-    expect(decidePublish(policy(), A, A, "b".repeat(64), true)).toEqual({ allow: true, admit: false });
+  it("never refuses the right key, even from an ip over the limit; turns a wrong key into 'rate limited'", () => {
+    expect(decidePublish(policy(), [], false, HASH, true)).toEqual({ allow: true, admit: true });
+    expect(decidePublish(policy(), [], false, "b".repeat(64), true)).toEqual({ allow: false, denial: { code: 4029, reason: "rate limited" } });
+    expect(decidePublish(policy(), [], true, "b".repeat(64), true)).toEqual({ allow: true, admit: false });
   });
-  it("throttles viewers of token streams only", () => {
-    expect(decidePlay(policy({ playAuth: "token" }), 0, false, OK, true).allow).toBe(false);
+  it("never refuses a valid token; a forged one from an ip over the limit is 'rate limited'", () => {
+    expect(decidePlay(policy({ playAuth: "token" }), 0, false, OK, true)).toEqual({ allow: true, admit: true });
+    expect(decidePlay(policy({ playAuth: "token" }), 0, false, { ok: false, problem: "bad signature" }, true)).toEqual({
+      allow: false,
+      denial: { code: 4029, reason: "rate limited" },
+    });
+    // An expired token was genuine: no guess, so no limit.
+    expect(decidePlay(policy({ playAuth: "token" }), 0, false, { ok: false, problem: "expired" }, true)).toMatchObject({ denial: { code: 4013 } });
     expect(decidePlay(policy(), 0, false, OK, true).allow).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { serverTimeoutMs } from "../config";
+import { serverRetentionMs, serverTimeoutMs, sessionGraceMs } from "../config";
 import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
 import { streamObject } from "../stubs";
@@ -14,8 +14,16 @@ export interface ServerState {
   lastHeartbeat: string | null;
   /** False once heartbeats stopped for SERVER_TIMEOUT_S; servers that never sent one stay alive. */
   alive: boolean;
-  /** Sessions this server's clients hold, over all streams. */
+  /** Sessions this server's clients hold, over all streams (suspended ones included). */
   sessions: number;
+  /**
+   * Other processes that still speak under this server_id after a newer one
+   * replaced them: two SRS processes share one server_id (a misconfigured
+   * fleet). The newest process stays current; these are refused (4006).
+   */
+  duplicateServiceIds: string[];
+  /** Streams still to be told about a change of this server (restart, silence, return). */
+  pendingNotices: number;
 }
 
 /** A stream on which a client of a server holds (or asked for) a session. */
@@ -24,21 +32,45 @@ export interface ClientStream {
   role: Role;
 }
 
-/** Where a message's service_id stands: the running process, or one a restart replaced. */
-export type Epoch = "current" | "retired";
+/** A session in the client index, as the admin API's "end this server's sessions" needs it. */
+export interface IndexedSession extends ClientStream {
+  serviceId: string;
+  clientId: string;
+}
 
-/** What a stream learns when it asks about a process it holds sessions of. */
-export type Liveness = "alive" | "dead" | "replaced";
+/**
+ * Where a message's service_id stands: the running process, one a restart
+ * replaced, or (stop events only) one never heard of, which changes nothing.
+ */
+export type Epoch = "current" | "retired" | "unknown";
 
-/** What a stream is told to end: a process's sessions up to a moment, and why. */
-export interface Fence {
+/** Start hooks and heartbeats may move a server's epoch; stop and close events never do. */
+type MessageKind = "start" | "stop";
+
+/**
+ * What a stream is told about one SRS process (server_id + service_id):
+ * - live: its sessions count and block;
+ * - suspended: its server is silent; its sessions neither count nor block, but are kept;
+ * - ended: a restart replaced the process; its sessions are over for good.
+ * `cutoff` (0: none): sessions admitted up to then are over for good (a
+ * restart, or SESSION_GRACE_S of silence); whatever the status, it applies.
+ * `seq` orders changes of status about one server: a stream ignores one older
+ * than what it knows.
+ */
+export interface ProcessStatus {
   serverId: string;
-  /** null: every process of the server (it died). */
-  serviceId: string | null;
+  serviceId: string;
+  status: "live" | "suspended" | "ended";
+  seq: number;
   cutoff: number;
-  why: string;
-  /** The process was replaced by a restart: it can never be admitted again. */
+  /** ended by a restart: later start hooks of the process are refused. */
   replaced: boolean;
+  why: string;
+}
+
+export interface ProcessId {
+  serverId: string;
+  serviceId: string;
 }
 
 interface ServerRow extends Record<string, SqlStorageValue> {
@@ -48,14 +80,30 @@ interface ServerRow extends Record<string, SqlStorageValue> {
   ip: string;
   pid: string;
   last_heartbeat: number | null;
+  /** When the silence was noticed (alarm or question); null while alive. */
   dead_since: number | null;
+  /**
+   * When SESSION_GRACE_S ended the current process's sessions (those admitted
+   * up to then); null if it never did. Kept when the process returns: its
+   * sessions from before stay ended.
+   */
+  expired_at: number | null;
+  /** Last message of any kind, for SERVER_RETENTION_S. */
+  last_seen: number;
+  /** Bumped at every change of status; carried by notices to streams. */
+  seq: number;
 }
 
 /** Servers are spread over this many registry objects by a hash of their server_id. */
 export const REGISTRY_SHARDS = 16;
-const RETIRED_KEPT_MS = 24 * 3600 * 1000;
-/** A fence that could not reach every stream is retried this much later, by the alarm. */
-const FENCE_RETRY_MS = 5000;
+/** Notices delivered per alarm run: bounded work, whatever the fleet size. */
+export const NOTICE_BATCH = 50;
+/** Notices that could not be delivered are retried this much later. */
+const NOTICE_RETRY_MS = 5000;
+/** last_seen is written at most this often per server (it only serves retention). */
+const LAST_SEEN_GRAIN_MS = 60_000;
+/** Ended for good: sessions admitted up to any time. */
+const FOREVER = Number.MAX_SAFE_INTEGER;
 
 /** The registry shard (0 … REGISTRY_SHARDS-1) that owns a server: FNV-1a of its server_id. */
 export function shardOf(serverId: string): number {
@@ -73,19 +121,27 @@ export function shardOf(serverId: string): number {
  * each of its clients holds sessions on.
  *
  * SRS keeps server_id across restarts but draws a new service_id at every
- * process start, and sends no stop events when it is killed. So a message
- * with a new service_id means the old process is gone: every session it held,
- * on every stream, is ended here ("restart fencing"). Heartbeat silence for
- * SERVER_TIMEOUT_S means the whole server is gone: the alarm ends its sessions.
+ * process start, and sends no stop events when it is killed. So a start hook
+ * or heartbeat with a new service_id means the old process is gone: its
+ * sessions end for good. Stop and close events never move the epoch: a late
+ * on_stop of some process must not fence the running one.
  *
- * Sharded, not one object per server and not one for the fleet: a fixed,
- * small number of objects (so listing needs no catalogue, and thousands of
- * edges do not mean thousands of databases) that still spreads thousands of
- * heartbeats a second. A heartbeat writes one row; the alarm is set for the
- * earliest deadline of the shard, not re-set per heartbeat.
+ * Heartbeat silence for SERVER_TIMEOUT_S is not death: a partition between an
+ * edge and Cloudflare looks the same. The server's sessions are suspended
+ * (they stop counting and blocking, so a crashed edge holds nothing hostage)
+ * and come back the moment the same process is heard from again. Only a
+ * restart, a stop event, or SESSION_GRACE_S of silence end them.
  *
- * The client index exists because on_close names no stream, and because
- * fencing must know which streams to tell.
+ * Streams learn of these changes two ways. Pull: before a stream refuses a
+ * client because of other sessions, or admits one only because others are
+ * suspended, it asks (liveness()). Push: every change is written to an outbox
+ * of notices, one per (stream, process), delivered NOTICE_BATCH at a time by
+ * the alarm, so that a restart of a server that touched thousands of streams
+ * is answered at once and the counts operators see still converge.
+ *
+ * The client index exists because on_close names no stream, and because the
+ * notices must know which streams to tell. An index entry goes only after the
+ * stream has ended the session, so a lost stop can always be recovered.
  */
 export class ServerRegistry extends DurableObject<Env> {
   private sql: SqlStorage;
@@ -106,12 +162,22 @@ export class ServerRegistry extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS retired (
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, retired_at INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS notices (
+        stream_key TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL,
+        kind TEXT NOT NULL, status TEXT NOT NULL, seq INTEGER NOT NULL, cutoff INTEGER NOT NULL, replaced INTEGER NOT NULL, why TEXT NOT NULL,
+        UNIQUE (stream_key, server_id, service_id, kind));
     `);
+    addColumns(this.sql, "servers", {
+      expired_at: "INTEGER",
+      last_seen: "INTEGER NOT NULL DEFAULT 0",
+      seq: "INTEGER NOT NULL DEFAULT 0",
+    });
+    addColumns(this.sql, "retired", { heard_at: "INTEGER" });
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
-      // A stored alarm may come from a longer SERVER_TIMEOUT_S; armAlarm keeps the earlier time.
-      const next = this.nextDeadline();
+      // A stored alarm may come from longer settings; armAlarm keeps the earlier time.
+      const next = this.nextWake(Date.now());
       if (next !== null) this.armAlarm(next);
     });
   }
@@ -119,8 +185,8 @@ export class ServerRegistry extends DurableObject<Env> {
   // --- messages from servers -----------------------------------------------------
 
   async heartbeat(beat: Heartbeat): Promise<Epoch> {
-    const epoch = await this.observe(beat.serverId, beat.serviceId);
-    if (epoch === "retired") return epoch;
+    const epoch = this.observe(beat.serverId, beat.serviceId, "start");
+    if (epoch !== "current") return epoch;
     const row = this.servers.get(beat.serverId)!;
     row.device_id = beat.deviceId;
     row.ip = beat.ip;
@@ -140,7 +206,7 @@ export class ServerRegistry extends DurableObject<Env> {
    * replaced: such a session must not be admitted.
    */
   async track(serverId: string, serviceId: string, clientId: string, stream: ClientStream): Promise<Epoch> {
-    const epoch = await this.observe(serverId, serviceId);
+    const epoch = this.observe(serverId, serviceId, "start");
     if (epoch === "current") {
       this.sql.exec(
         `INSERT OR IGNORE INTO client_streams (server_id, service_id, client_id, stream_key, role, tracked_at)
@@ -151,109 +217,177 @@ export class ServerRegistry extends DurableObject<Env> {
     return epoch;
   }
 
-  async untrack(serverId: string, serviceId: string, clientId: string, stream: ClientStream): Promise<void> {
-    await this.observe(serverId, serviceId);
-    this.sql.exec(
-      "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
-      serverId, serviceId, clientId, stream.streamKey, stream.role,
-    );
+  /**
+   * Drops index entries of sessions the streams have ended (stop events,
+   * on_close, denials, admin calls). Called only after the stream confirmed,
+   * so a failed stop leaves the entry for on_close, a restart or an operator.
+   */
+  async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[]): Promise<void> {
+    this.observe(serverId, serviceId, "stop");
+    for (const s of streams) {
+      this.sql.exec(
+        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
+        serverId, serviceId, clientId, s.streamKey, s.role,
+      );
+    }
   }
 
-  /** on_close: forgets the client and returns the streams it still held. */
-  async close(serverId: string, serviceId: string, clientId: string): Promise<ClientStream[]> {
-    await this.observe(serverId, serviceId);
-    const held = this.sql
+  /** on_close: the streams the client still holds (the caller ends them, then forgets them). */
+  async held(serverId: string, serviceId: string, clientId: string): Promise<ClientStream[]> {
+    this.observe(serverId, serviceId, "stop");
+    return this.sql
       .exec<{ stream_key: string; role: string }>(
-        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? RETURNING stream_key, role",
+        "SELECT stream_key, role FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ?",
         serverId, serviceId, clientId,
       )
-      .toArray();
-    return held.map((r) => ({ streamKey: r.stream_key, role: r.role as Role }));
+      .toArray()
+      .map((r) => ({ streamKey: r.stream_key, role: r.role as Role }));
   }
 
   // --- questions from streams and the admin API -------------------------------------
 
   /**
-   * Is the process `serviceId` of a server still alive? A stream asks before
-   * it denies because of that process's sessions. `witness` is the hook being
-   * decided when it comes from the same server: it may be the first news of a
-   * restart.
+   * Where each process stands, for a stream about to refuse a client because
+   * of their sessions, or to admit one only because they are suspended.
+   * `witness` is the start hook being decided: it may be the first news of
+   * its server's restart, so it is observed first.
    *
-   * A service_id that is neither current nor retired is newer than anything
-   * seen here: its hook reached the stream before its own message reached
-   * the registry. It is the running process, so it is observed (which fences
-   * the old one) and reported alive.
+   * A service_id never heard of here belongs to a session a start hook
+   * admitted while its own index write was still on the way: it is that
+   * server's newest process and is observed as such, never taken for a ghost.
    */
-  async isAlive(serverId: string, serviceId: string, witness?: { serverId: string; serviceId: string }): Promise<Liveness> {
-    if (witness) await this.observe(witness.serverId, witness.serviceId);
-    const row = this.servers.get(serverId);
-    if (row && serviceId !== row.service_id && this.isRetired(serverId, serviceId)) return "replaced";
-    if (!row || serviceId !== row.service_id) await this.observe(serverId, serviceId);
-    return this.isDead(this.servers.get(serverId)!, Date.now()) ? "dead" : "alive";
+  async liveness(processes: ProcessId[], witness?: ProcessId): Promise<ProcessStatus[]> {
+    if (witness) this.observe(witness.serverId, witness.serviceId, "start");
+    const now = Date.now();
+    return processes.map((p) => {
+      let row = this.servers.get(p.serverId);
+      if (!row || (p.serviceId !== row.service_id && !this.isRetired(p.serverId, p.serviceId))) {
+        this.observe(p.serverId, p.serviceId, "start");
+        row = this.servers.get(p.serverId)!;
+      }
+      return this.statusOf(row, p.serviceId, now);
+    });
   }
 
   state(serverId: string): ServerState | null {
     const row = this.servers.get(serverId);
     if (!row) return null;
     const sessions = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM client_streams WHERE server_id = ?", serverId).one().n;
-    return this.view(row, sessions);
+    const pending = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM notices WHERE server_id = ?", serverId).one().n;
+    return this.view(row, sessions, pending);
   }
 
   /** Every server of this shard, for GET /admin/servers. */
   list(): ServerState[] {
-    const sessions = new Map<string, number>();
-    for (const r of this.sql.exec<{ server_id: string; n: number }>("SELECT server_id, COUNT(*) AS n FROM client_streams GROUP BY server_id")) {
-      sessions.set(r.server_id, r.n);
-    }
-    return [...this.servers.values()].map((row) => this.view(row, sessions.get(row.server_id) ?? 0));
+    const sessions = this.countBy("client_streams");
+    const pending = this.countBy("notices");
+    return [...this.servers.values()].map((row) => this.view(row, sessions.get(row.server_id) ?? 0, pending.get(row.server_id) ?? 0));
   }
 
-  // --- liveness ----------------------------------------------------------------------
+  /** Every indexed session of a server (all its processes), for ending them by hand. */
+  sessionsOf(serverId: string): IndexedSession[] {
+    return this.sql
+      .exec<{ service_id: string; client_id: string; stream_key: string; role: string }>(
+        "SELECT service_id, client_id, stream_key, role FROM client_streams WHERE server_id = ?",
+        serverId,
+      )
+      .toArray()
+      .map((r) => ({ serviceId: r.service_id, clientId: r.client_id, streamKey: r.stream_key, role: r.role as Role }));
+  }
+
+  /** Drops the index entries of sessions an operator ended by hand (the streams already confirmed). */
+  forgetSessions(serverId: string, sessions: IndexedSession[]): void {
+    for (const s of sessions) {
+      this.sql.exec(
+        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
+        serverId, s.serviceId, s.clientId, s.streamKey, s.role,
+      );
+    }
+  }
+
+  // --- the alarm: silence, grace, retention, notices --------------------------------
 
   /**
-   * Fires at the shard's earliest heartbeat deadline, and FENCE_RETRY_MS after
-   * a fence that could not reach every stream. Declares dead every server whose
-   * heartbeat is overdue, re-sends whatever fences are still owed, and re-arms.
+   * Fires at the shard's next deadline (a heartbeat overdue, a grace period or
+   * a retention period over) and right away while notices are pending.
    */
   async alarm(): Promise<void> {
     this.alarmAt = null;
     const now = Date.now();
     const timeout = serverTimeoutMs(this.env);
-    const why = `no heartbeat for ${timeout / 1000} s`;
-    for (const row of this.servers.values()) {
-      if (row.last_heartbeat === null || row.dead_since !== null || now < row.last_heartbeat + timeout) continue;
-      row.dead_since = now;
-      this.sql.exec("UPDATE servers SET dead_since = ? WHERE server_id = ?", now, row.server_id);
-      await this.fence(row.server_id, null, now, why);
+    const retention = serverRetentionMs(this.env);
+    for (const row of [...this.servers.values()]) {
+      if (row.dead_since === null && this.isSilent(row, now)) {
+        this.suspend(row, now, `no heartbeat for ${timeout / 1000} s`);
+      }
+      if (row.dead_since !== null && this.graceOver(row, now)) this.expire(row, now);
+      this.forgetIfIdle(row, now, retention);
     }
-    // Retries: sessions of replaced processes, and of dead servers, that a fence did not reach.
-    const owed = this.sql
-      .exec<{ server_id: string; service_id: string }>(
-        `SELECT DISTINCT c.server_id, c.service_id FROM client_streams c JOIN servers s ON s.server_id = c.server_id
-         WHERE c.service_id != s.service_id OR (s.dead_since IS NOT NULL AND c.tracked_at <= s.dead_since)`,
+    this.sql.exec("DELETE FROM retired WHERE retired_at < ?", now - retention);
+    const failed = await this.deliverNotices();
+    const next = this.nextWake(Date.now());
+    if (failed) this.armAlarm(Date.now() + NOTICE_RETRY_MS);
+    else if (next !== null) this.armAlarm(next);
+  }
+
+  /** Sends up to NOTICE_BATCH pending notices; true if some could not be delivered. */
+  private async deliverNotices(): Promise<boolean> {
+    const batch = this.sql
+      .exec<{ stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string }>(
+        "SELECT stream_key, server_id, service_id, status, seq, cutoff, replaced, why FROM notices ORDER BY rowid LIMIT ?",
+        NOTICE_BATCH,
       )
       .toArray();
-    for (const { server_id, service_id } of owed) {
-      const row = this.servers.get(server_id)!;
-      if (service_id !== row.service_id) await this.fence(server_id, service_id, now, "its server restarted (retry)");
-      else if (row.dead_since !== null) await this.fence(server_id, null, row.dead_since, `${why} (retry)`);
-    }
-    const next = this.nextDeadline();
-    if (next !== null) this.armAlarm(next);
+    const results = await Promise.allSettled(
+      batch.map((n) =>
+        streamObject(this.env, n.stream_key).applyStatus({
+          serverId: n.server_id,
+          serviceId: n.service_id,
+          status: n.status as ProcessStatus["status"],
+          seq: n.seq,
+          cutoff: n.cutoff,
+          replaced: n.replaced === 1,
+          why: n.why,
+        }),
+      ),
+    );
+    let failed = false;
+    results.forEach((result, i) => {
+      const n = batch[i];
+      if (result.status === "rejected") {
+        failed = true;
+        console.error(JSON.stringify({ error: "notice did not reach a stream", server: n.server_id, stream: n.stream_key, detail: String(result.reason) }));
+        return;
+      }
+      // A newer notice for the same stream and process may have replaced this one meanwhile.
+      this.sql.exec(
+        "DELETE FROM notices WHERE stream_key = ? AND server_id = ? AND service_id = ? AND seq = ? AND cutoff = ?",
+        n.stream_key, n.server_id, n.service_id, n.seq, n.cutoff,
+      );
+      if (n.cutoff > 0) {
+        this.sql.exec(
+          "DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND service_id = ? AND tracked_at <= ?",
+          n.stream_key, n.server_id, n.service_id, n.cutoff,
+        );
+      }
+    });
+    return failed;
   }
 
-  private nextDeadline(): number | null {
+  private nextWake(now: number): number | null {
+    if (this.sql.exec("SELECT 1 FROM notices LIMIT 1").toArray().length > 0) return now;
+    const grace = sessionGraceMs(this.env);
+    const retention = serverRetentionMs(this.env);
     let earliest: number | null = null;
+    const consider = (t: number) => {
+      if (earliest === null || t < earliest) earliest = t;
+    };
     for (const row of this.servers.values()) {
-      if (row.last_heartbeat === null || row.dead_since !== null) continue;
-      if (earliest === null || row.last_heartbeat < earliest) earliest = row.last_heartbeat;
+      if (row.last_heartbeat !== null && row.dead_since === null) consider(row.last_heartbeat + serverTimeoutMs(this.env));
+      if (row.dead_since !== null && (row.expired_at === null || row.expired_at < row.last_heartbeat!)) consider(row.last_heartbeat! + grace);
+      if (row.dead_since !== null) consider(Math.max(row.dead_since, row.last_seen) + retention);
     }
-    return earliest === null ? null : earliest + serverTimeoutMs(this.env);
-  }
-
-  private isDead(row: ServerRow, now: number): boolean {
-    if (row.dead_since !== null) return true;
-    return row.last_heartbeat !== null && now - row.last_heartbeat >= serverTimeoutMs(this.env);
+    return earliest;
   }
 
   /** Keeps the earliest of the times the alarm is wanted. */
@@ -263,11 +397,187 @@ export class ServerRegistry extends DurableObject<Env> {
     void this.ctx.storage.setAlarm(at);
   }
 
+  // --- epochs and liveness -----------------------------------------------------------
+
+  /**
+   * Every message from a server passes here first, synchronously (so no other
+   * message interleaves). A start hook or heartbeat with a new service_id is
+   * a restart: the old process is retired at once and its streams are told
+   * by notices. Any message of the current process of a silent server brings
+   * its sessions back.
+   */
+  private observe(serverId: string, serviceId: string, kind: MessageKind): Epoch {
+    const now = Date.now();
+    const row = this.servers.get(serverId);
+    if (!row) {
+      if (kind === "stop") return "unknown";
+      const fresh: ServerRow = {
+        server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "",
+        last_heartbeat: null, dead_since: null, expired_at: null, last_seen: now, seq: 0,
+      };
+      this.servers.set(serverId, fresh);
+      this.sql.exec(
+        "INSERT INTO servers (server_id, service_id, device_id, ip, pid, last_seen, seq) VALUES (?, ?, '', '', '', ?, 0)",
+        serverId, serviceId, now,
+      );
+      return "current";
+    }
+    if (serviceId === row.service_id) {
+      this.touch(row, now);
+      if (row.dead_since !== null || this.isSilent(row, now)) {
+        if (this.graceOver(row, now)) this.expire(row, now);
+        this.resume(row, now);
+      }
+      return "current";
+    }
+    if (this.isRetired(serverId, serviceId)) {
+      if (kind === "start") this.heardFromRetired(row, serviceId, now);
+      return "retired";
+    }
+    if (kind === "stop") return "unknown";
+
+    // A restart: the new process is current from now on; the old one's streams are told by notices.
+    const old = row.service_id;
+    row.service_id = serviceId;
+    row.seq++;
+    row.expired_at = null;
+    this.sql.exec("UPDATE servers SET service_id = ?, seq = ?, expired_at = NULL WHERE server_id = ?", serviceId, row.seq, serverId);
+    this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", serverId, old, now);
+    this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`);
+    this.touch(row, now);
+    if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now);
+    return "current";
+  }
+
+  /** Where one process stands now (see ProcessStatus). */
+  private statusOf(row: ServerRow, serviceId: string, now: number): ProcessStatus {
+    if (serviceId !== row.service_id) {
+      return { serverId: row.server_id, serviceId, seq: row.seq, status: "ended", cutoff: FOREVER, replaced: true, why: "its server restarted" };
+    }
+    const silent = row.dead_since !== null || this.isSilent(row, now);
+    if (silent && row.dead_since === null) this.suspend(row, now, `no heartbeat for ${serverTimeoutMs(this.env) / 1000} s`);
+    if (silent && this.graceOver(row, now)) this.expire(row, now);
+    return {
+      serverId: row.server_id,
+      serviceId,
+      seq: row.seq,
+      status: silent ? "suspended" : "live",
+      cutoff: row.expired_at ?? 0,
+      replaced: false,
+      why: silent ? "its server is silent" : "its server is alive",
+    };
+  }
+
+  /** Silent for SESSION_GRACE_S, and its sessions not yet ended for this silence. */
+  private graceOver(row: ServerRow, now: number): boolean {
+    if (row.last_heartbeat === null || now < row.last_heartbeat + sessionGraceMs(this.env)) return false;
+    return row.expired_at === null || row.expired_at < row.last_heartbeat;
+  }
+
+  /** The server went silent: its current process's sessions are suspended everywhere. */
+  private suspend(row: ServerRow, now: number, why: string): void {
+    row.dead_since = now;
+    row.seq++;
+    this.sql.exec("UPDATE servers SET dead_since = ?, seq = ? WHERE server_id = ?", now, row.seq, row.server_id);
+    this.notify(row, row.service_id, "suspended", 0, false, why);
+    console.log(JSON.stringify({ event: "server silent", server: row.server_id, service: row.service_id, why }));
+  }
+
+  /** The same process is heard from again: what it held counts and blocks again. */
+  private resume(row: ServerRow, now: number): void {
+    row.dead_since = null;
+    row.last_heartbeat = row.last_heartbeat === null ? null : now;
+    row.seq++;
+    this.sql.exec("UPDATE servers SET dead_since = NULL, last_heartbeat = ?, seq = ? WHERE server_id = ?", row.last_heartbeat, row.seq, row.server_id);
+    this.notify(row, row.service_id, "live", 0, false, "its server is heard from again");
+    if (row.last_heartbeat !== null) this.armAlarm(now + serverTimeoutMs(this.env));
+    console.log(JSON.stringify({ event: "server back", server: row.server_id, service: row.service_id }));
+  }
+
+  /** SESSION_GRACE_S of silence: the process's sessions so far end for good. */
+  private expire(row: ServerRow, now: number): void {
+    row.expired_at = now;
+    row.seq++;
+    this.sql.exec("UPDATE servers SET expired_at = ?, seq = ? WHERE server_id = ?", now, row.seq, row.server_id);
+    this.notify(row, row.service_id, "suspended", now, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`);
+  }
+
+  /**
+   * Queues a notice for every stream on which the process holds indexed
+   * sessions. Per stream and process, the newest change of status replaces an
+   * older one still pending; an end (cutoff > 0) is kept apart, so that a
+   * return right after SESSION_GRACE_S cannot cancel it.
+   */
+  private notify(row: ServerRow, serviceId: string, status: ProcessStatus["status"], cutoff: number, replaced: boolean, why: string): void {
+    this.sql.exec(
+      `INSERT INTO notices (stream_key, server_id, service_id, kind, status, seq, cutoff, replaced, why)
+       SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
+       ON CONFLICT (stream_key, server_id, service_id, kind) DO UPDATE SET
+         status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why`,
+      cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, row.server_id, serviceId,
+    );
+    if (this.sql.exec("SELECT 1 FROM notices LIMIT 1").toArray().length > 0) this.armAlarm(Date.now());
+  }
+
+  /** A retired process that still speaks long after its replacement is a second SRS with the same server_id. */
+  private heardFromRetired(row: ServerRow, serviceId: string, now: number): void {
+    const r = this.sql
+      .exec<{ retired_at: number; heard_at: number | null }>("SELECT retired_at, heard_at FROM retired WHERE server_id = ? AND service_id = ?", row.server_id, serviceId)
+      .one();
+    if (now - r.retired_at < serverTimeoutMs(this.env)) return; // a message still in flight at the restart
+    if (r.heard_at === null || now - r.heard_at >= LAST_SEEN_GRAIN_MS) {
+      this.sql.exec("UPDATE retired SET heard_at = ? WHERE server_id = ? AND service_id = ?", now, row.server_id, serviceId);
+      console.log(JSON.stringify({
+        event: "duplicate server_id",
+        server: row.server_id,
+        current: row.service_id,
+        duplicate: serviceId,
+        advice: "two SRS processes report this server_id: give each its own (SRS server_id setting)",
+      }));
+    }
+  }
+
+  private forgetIfIdle(row: ServerRow, now: number, retention: number): void {
+    if (row.dead_since === null || now < Math.max(row.dead_since, row.last_seen) + retention) return;
+    const held = this.sql.exec("SELECT 1 FROM client_streams WHERE server_id = ? LIMIT 1", row.server_id).toArray().length;
+    const pending = this.sql.exec("SELECT 1 FROM notices WHERE server_id = ? LIMIT 1", row.server_id).toArray().length;
+    if (held || pending) return;
+    this.servers.delete(row.server_id);
+    this.sql.exec("DELETE FROM servers WHERE server_id = ?", row.server_id);
+    this.sql.exec("DELETE FROM retired WHERE server_id = ?", row.server_id);
+  }
+
+  private touch(row: ServerRow, now: number): void {
+    if (now - row.last_seen < LAST_SEEN_GRAIN_MS) return;
+    row.last_seen = now;
+    this.sql.exec("UPDATE servers SET last_seen = ? WHERE server_id = ?", now, row.server_id);
+  }
+
+  private isSilent(row: ServerRow, now: number): boolean {
+    return row.last_heartbeat !== null && now - row.last_heartbeat >= serverTimeoutMs(this.env);
+  }
+
   private isRetired(serverId: string, serviceId: string): boolean {
     return this.sql.exec("SELECT 1 FROM retired WHERE server_id = ? AND service_id = ?", serverId, serviceId).toArray().length > 0;
   }
 
-  private view(row: ServerRow, sessions: number): ServerState {
+  private countBy(table: "client_streams" | "notices"): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const r of this.sql.exec<{ server_id: string; n: number }>(`SELECT server_id, COUNT(*) AS n FROM ${table} GROUP BY server_id`)) {
+      counts.set(r.server_id, r.n);
+    }
+    return counts;
+  }
+
+  private view(row: ServerRow, sessions: number, pendingNotices: number): ServerState {
+    const now = Date.now();
+    const duplicates = this.sql
+      .exec<{ service_id: string }>(
+        "SELECT service_id FROM retired WHERE server_id = ? AND heard_at IS NOT NULL AND heard_at > ? ORDER BY service_id",
+        row.server_id, now - serverRetentionMs(this.env),
+      )
+      .toArray()
+      .map((r) => r.service_id);
     return {
       serverId: row.server_id,
       serviceId: row.service_id,
@@ -275,75 +585,18 @@ export class ServerRegistry extends DurableObject<Env> {
       ip: row.ip,
       pid: row.pid,
       lastHeartbeat: row.last_heartbeat === null ? null : new Date(row.last_heartbeat).toISOString(),
-      alive: !this.isDead(row, Date.now()),
+      alive: row.dead_since === null && !this.isSilent(row, now),
       sessions,
+      duplicateServiceIds: duplicates,
+      pendingNotices,
     };
   }
+}
 
-  /**
-   * Every message from a server passes here first. A new service_id is a
-   * restart: the old process's sessions are fenced off before the message is
-   * answered. A dead server that speaks again is alive again.
-   */
-  private async observe(serverId: string, serviceId: string): Promise<Epoch> {
-    const now = Date.now();
-    const row = this.servers.get(serverId);
-    if (!row) {
-      const fresh: ServerRow = { server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "", last_heartbeat: null, dead_since: null };
-      this.servers.set(serverId, fresh);
-      this.sql.exec("INSERT INTO servers (server_id, service_id, device_id, ip, pid) VALUES (?, ?, '', '', '')", serverId, serviceId);
-      return "current";
-    }
-    if (serviceId === row.service_id) {
-      if (this.isDead(row, now)) this.revive(row, now);
-      return "current";
-    }
-    if (this.isRetired(serverId, serviceId)) return "retired";
-
-    // A restart. Everything here is synchronous until the fan-out, so any
-    // message that arrives meanwhile already sees the new process as current.
-    const old = row.service_id;
-    row.service_id = serviceId;
-    this.sql.exec("UPDATE servers SET service_id = ? WHERE server_id = ?", serviceId, serverId);
-    this.sql.exec("DELETE FROM retired WHERE retired_at < ?", now - RETIRED_KEPT_MS);
-    this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", serverId, old, now);
-    if (this.isDead(row, now)) this.revive(row, now);
-    await this.fence(serverId, old, now, `the server restarted as service ${serviceId}`);
-    // Another restart may have been observed during the fan-out: then this process is replaced too.
-    return row.service_id === serviceId ? "current" : "retired";
-  }
-
-  /** Treats the message as a heartbeat: the server is back, and its new sessions count. */
-  private revive(row: ServerRow, now: number): void {
-    row.dead_since = null;
-    row.last_heartbeat = row.last_heartbeat === null ? null : now;
-    this.sql.exec("UPDATE servers SET dead_since = NULL, last_heartbeat = ? WHERE server_id = ?", row.last_heartbeat, row.server_id);
-    if (row.last_heartbeat !== null) this.armAlarm(now + serverTimeoutMs(this.env));
-  }
-
-  /**
-   * Ends, on every stream, the sessions that a server's process `serviceId`
-   * (null: every process of the server) started at or before `cutoff`. The
-   * cutoff keeps sessions admitted while the fan-out is under way, after a
-   * revival, out of reach. Index rows are dropped only for the streams that
-   * were reached; the others stay for the alarm to retry.
-   */
-  private async fence(serverId: string, serviceId: string | null, cutoff: number, why: string): Promise<void> {
-    const match = serviceId === null ? "" : "AND service_id = ?";
-    const args = serviceId === null ? [serverId, cutoff] : [serverId, cutoff, serviceId];
-    const streams = this.sql
-      .exec<{ stream_key: string }>(`SELECT DISTINCT stream_key FROM client_streams WHERE server_id = ? AND tracked_at <= ? ${match}`, ...args)
-      .toArray()
-      .map((r) => r.stream_key);
-    const fence: Fence = { serverId, serviceId, cutoff, why, replaced: serviceId !== null };
-    const results = await Promise.allSettled(streams.map((key) => streamObject(this.env, key).endSessionsOf(fence)));
-    results.forEach((result, i) => {
-      if (result.status === "fulfilled") {
-        this.sql.exec(`DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND tracked_at <= ? ${match}`, streams[i], ...args);
-      } else {
-        console.error(JSON.stringify({ error: "fence did not reach a stream", server: serverId, stream: streams[i], detail: String(result.reason) }));
-        this.armAlarm(Date.now() + FENCE_RETRY_MS);
-      }
-    });
+/** Adds columns a newer version needs to a table an older version created. */
+function addColumns(sql: SqlStorage, table: string, columns: Record<string, string>): void {
+  const have = new Set(sql.exec<{ name: string }>(`SELECT name FROM pragma_table_info('${table}')`).toArray().map((c) => c.name));
+  for (const [name, type] of Object.entries(columns)) {
+    if (!have.has(name)) sql.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${type}`);
   }
 }

@@ -121,7 +121,7 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
     // A denial never concerns a session live in this role (rules.ts), so its
     // index entry can go. Awaited: left to waitUntil, these piled up behind a
     // flood of denials and stalled answers for seconds.
-    await server.untrack(serverId, serviceId, clientId, { streamKey: key, role });
+    await server.forget(serverId, serviceId, clientId, [{ streamKey: key, role }]);
   }
   log({
     action: hook.action,
@@ -135,25 +135,34 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   return decision.allow ? allow() : deny(decision.denial);
 }
 
+/**
+ * The stream ends the session first; the server's index entry goes only once
+ * it has. SRS never retries a stop event: if this one fails half-way, the
+ * entry is still there for on_close, a restart fence or an operator to find.
+ */
 async function stop(hook: StreamHook, env: Env): Promise<Response> {
   const began = Date.now();
   const key = streamKey(hook.stream);
   const role = roleOf(hook.action);
   const { serverId, serviceId, clientId } = hook.session;
-  await Promise.all([
-    streamObject(env, key).end(hook.session, role, { action: hook.action, ip: hook.ip }),
-    serverRegistry(env, serverId).untrack(serverId, serviceId, clientId, { streamKey: key, role }),
-  ]);
-  log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow", ms: Date.now() - began });
+  const ended = await streamObject(env, key).end(hook.session, role, { action: hook.action, ip: hook.ip });
+  await serverRegistry(env, serverId).forget(serverId, serviceId, clientId, [{ streamKey: key, role }]);
+  log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow", ended, ms: Date.now() - began });
   return allow();
 }
 
+/** on_close names no stream: the index says which streams the client holds; each is ended, then forgotten. */
 async function close(hook: CloseHook, env: Env): Promise<Response> {
   const began = Date.now();
   const { serverId, serviceId, clientId } = hook.session;
-  const held = await serverRegistry(env, serverId).close(serverId, serviceId, clientId);
-  await Promise.all(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role, { action: hook.action })));
-  log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: held.length, ms: Date.now() - began });
+  const registry = serverRegistry(env, serverId);
+  const held = await registry.held(serverId, serviceId, clientId);
+  const results = await Promise.allSettled(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role, { action: hook.action })));
+  const ended = held.filter((_, i) => results[i].status === "fulfilled");
+  if (ended.length > 0) await registry.forget(serverId, serviceId, clientId, ended);
+  log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: ended.length, ms: Date.now() - began });
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
   return allow();
 }
 

@@ -64,6 +64,7 @@ export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], D
 /**
  * Denials that count as a guess at a key or token, for the brute-force limit.
  * A missing key or token is no guess, and an expired token was genuine.
+ * Every one of them is a failed key or token, never a valid one.
  */
 export function isFailedGuess(denial: Denial): boolean {
   return [Denials.badKey, TokenDenials["malformed token"], TokenDenials["bad signature"], TokenDenials["wrong stream"]].some(
@@ -94,40 +95,44 @@ export function sameSession(a: SessionId, b: SessionId): boolean {
 
 /**
  * One publisher per stream; a repeated on_publish of the live session changes
- * nothing. `throttled`: the client's ip made too many failed guesses at this
- * stream's key lately, so even a right key is refused until the window ends.
+ * nothing. `livePublishers`: publisher sessions that count now (their server
+ * is not silent). `overLimit`: the client's ip used up its failed guesses at
+ * this stream lately; it matters only when the key is wrong, so a right key is
+ * never refused by the limit.
  */
 export function decidePublish(
   policy: StreamPolicy | null,
-  publisher: SessionId | null,
-  session: SessionId,
+  livePublishers: SessionId[],
+  alreadyPublishing: boolean,
   presentedKeyHash: string | null,
-  throttled: boolean,
+  overLimit: boolean,
 ): Decision {
-  if (publisher && sameSession(publisher, session)) return { allow: true, admit: false };
+  if (alreadyPublishing) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
-  if (throttled) return deny(Denials.rateLimited);
   if (presentedKeyHash === null) return deny(Denials.missingKey);
-  if (!hashesEqual(presentedKeyHash, policy.keyHash)) return deny(Denials.badKey);
-  if (publisher) return { allow: false, denial: publisherBusy(publisher), restsOn: "publisher" };
+  if (!hashesEqual(presentedKeyHash, policy.keyHash)) return deny(overLimit ? Denials.rateLimited : Denials.badKey);
+  if (livePublishers.length > 0) return { allow: false, denial: publisherBusy(livePublishers[0]), restsOn: "publisher" };
   return { allow: true, admit: true };
 }
 
 /**
- * A viewer is admitted while live viewers are under the cap and, on a
+ * A viewer is admitted while counted viewers are under the cap and, on a
  * playAuth "token" stream, with a valid token; a repeat is not counted twice.
+ * `overLimit` turns a failed guess into "rate limited"; a valid token never is.
  */
 export function decidePlay(
   policy: StreamPolicy | null,
   viewers: number,
   alreadyViewing: boolean,
   token: PlayToken,
-  throttled: boolean,
+  overLimit: boolean,
 ): Decision {
   if (alreadyViewing) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
-  if (policy.playAuth === "token" && throttled) return deny(Denials.rateLimited);
-  if (policy.playAuth === "token" && !token.ok) return deny(TokenDenials[token.problem]);
+  if (policy.playAuth === "token" && !token.ok) {
+    const denial = TokenDenials[token.problem];
+    return deny(overLimit && isFailedGuess(denial) ? Denials.rateLimited : denial);
+  }
   if (policy.maxViewers !== null && viewers >= policy.maxViewers) {
     return { allow: false, denial: viewerCapReached(policy.maxViewers), restsOn: "viewers" };
   }

@@ -21,14 +21,55 @@ export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
   if (!(await secretsMatch(token, expected))) throw new StatusError(401, "missing or wrong admin token");
 }
 
+/**
+ * The stream's object is changed first (it is the authority), then the KV
+ * catalogue. A new key is shown only once, so when the catalogue cannot be
+ * written the change is undone before failing: a new stream is removed again
+ * (nobody could publish to it: its key was never shown), a rotated key is
+ * put back (the old one keeps working). A rotation therefore takes two calls
+ * to the object: the first, without the rotation, says which key it replaces.
+ */
 export async function putStream(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
-  const change = parsePolicyChange(await readJson(request));
+  const { rotateKey, ...policy } = parsePolicyChange(await readJson(request));
   const key = newPublishKey();
-  const result = await streamStub(env, name).configure(name, change, { key, hash: await sha256Hex(key) });
-  await writeCatalogue(env, result.state, result.keyHash);
+  const candidate = { key, hash: await sha256Hex(key) };
+  const stub = streamStub(env, name);
+  let result = await stub.configure(name, policy, candidate);
+  let replacedHash: string | null = null;
+  if (rotateKey && !result.created) {
+    replacedHash = result.keyHash;
+    result = await stub.configure(name, { rotateKey: true }, candidate);
+  }
+  try {
+    await writeCatalogue(env, result.state, result.keyHash);
+  } catch (err) {
+    const stream = streamKey(name);
+    console.error(JSON.stringify({ error: String(err), during: "catalogue write", stream }));
+    const failed = (what: string) => new StatusError(503, `stream catalogue (KV) unavailable: ${what}`);
+    if (result.created) {
+      await undo(() => stub.remove(), failed(`${stream} was created without its key shown, and could not be removed again: DELETE it`));
+      throw failed(`${stream} was not created; try again`);
+    }
+    if (replacedHash !== null) {
+      const previous = { key: "", hash: replacedHash };
+      await undo(() => stub.configure(name, { rotateKey: true }, previous), failed(`the key of ${stream} was rotated, but could not be shown or put back: rotate it again`));
+      throw failed(`the key of ${stream} was not rotated, the old key still works; try again`);
+    }
+    throw failed(`the change to ${stream} took effect but is not in the catalogue; repeat the PUT`);
+  }
   const body = { ...result.state, ...(result.publishKey ? { publishKey: result.publishKey } : {}) };
   return jsonResponse(body, result.created ? 201 : 200);
+}
+
+/** Runs an undo step; if that fails too, the caller is told what is left to do. */
+async function undo(step: () => Promise<unknown>, otherwise: StatusError): Promise<void> {
+  try {
+    await step();
+  } catch (err) {
+    console.error(JSON.stringify({ error: String(err), during: "undo after a failed catalogue write" }));
+    throw otherwise;
+  }
 }
 
 export async function getStream(request: IRequest, env: Env): Promise<Response> {
@@ -112,5 +153,14 @@ function streamStub(env: Env, name: StreamName) {
 async function writeCatalogue(env: Env, state: StreamState, keyHash: string): Promise<void> {
   const { vhost, app, stream, maxViewers, playAuth, updatedAt } = state;
   const entry = { vhost, app, stream, maxViewers, playAuth, keyHash, updatedAt };
-  await env.CATALOGUE.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry));
+  const put = () => env.CATALOGUE.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry));
+  try {
+    await put();
+  } catch {
+    // KV takes one write per second per key: two quick PUTs of one stream can meet that. Once more, a second later.
+    await new Promise((resolve) => setTimeout(resolve, CATALOGUE_RETRY_MS));
+    await put();
+  }
 }
+
+const CATALOGUE_RETRY_MS = 1000;

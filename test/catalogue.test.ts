@@ -1,0 +1,71 @@
+/**
+ * PUT /admin/streams/{app}/{stream} when the KV catalogue cannot be written:
+ * the caller either gets the new stream's one-time publish key, or a failure
+ * after which nothing was created (and a failed rotation leaves the old key).
+ */
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import type { Env } from "../src/env";
+import { admin, adminWith, createStream, hook, newEdge, publish, uniqueStream } from "./srs";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+/** The real catalogue, except that every write fails. */
+function brokenCatalogue(): Partial<Env> {
+  const catalogue = new Proxy(env.CATALOGUE, {
+    get(target, prop) {
+      if (prop === "put") return async () => { throw new Error("KV unavailable (test)"); };
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { CATALOGUE: catalogue };
+}
+
+describe("PUT when the catalogue write fails", () => {
+  it("creates nothing: GET answers 404, and the next PUT creates the stream and shows its key", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const s = uniqueStream();
+    const failed = await adminWith(brokenCatalogue(), "PUT", `/streams/live/${s}`, { maxViewers: 5 });
+    expect(failed.status).toBe(503);
+    expect(failed.body).toEqual({ error: `stream catalogue (KV) unavailable: __defaultVhost__/live/${s} was not created; try again` });
+    expect((await admin("GET", `/streams/live/${s}`)).status).toBe(404);
+    expect(await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`)).toBeNull();
+    const created = await admin("PUT", `/streams/live/${s}`, { maxViewers: 5 });
+    expect(created.status).toBe(201);
+    expect(created.body.publishKey).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(await hook(publish("live", s, created.body.publishKey, { ...newEdge(), client: "pub00001" }))).toEqual(ALLOW);
+  });
+
+  it("does not rotate: the old key keeps working, and the next rotation shows its new key", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const s = uniqueStream();
+    const oldKey = await createStream(s);
+    const failed = await adminWith(brokenCatalogue(), "PUT", `/streams/live/${s}`, { rotateKey: true });
+    expect(failed.status).toBe(503);
+    expect(failed.body.error).toBe(`stream catalogue (KV) unavailable: the key of __defaultVhost__/live/${s} was not rotated, the old key still works; try again`);
+    const edge = newEdge();
+    expect(await hook(publish("live", s, oldKey, { ...edge, client: "pub00001" }))).toEqual(ALLOW);
+    const rotated = await admin("PUT", `/streams/live/${s}`, { rotateKey: true });
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.publishKey).not.toBe(oldKey);
+    expect((await hook(publish("live", s, oldKey, { ...edge, client: "pub00002" }))).body.reason).toBe("invalid publish key");
+  });
+
+  it("says so when a policy change took effect but is not in the catalogue", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const s = uniqueStream();
+    await createStream(s);
+    const failed = await adminWith(brokenCatalogue(), "PUT", `/streams/live/${s}`, { maxViewers: 2 });
+    expect(failed).toEqual({
+      status: 503,
+      body: { error: `stream catalogue (KV) unavailable: the change to __defaultVhost__/live/${s} took effect but is not in the catalogue; repeat the PUT` },
+    });
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 2 })).status).toBe(200);
+    expect(JSON.parse((await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`))!).maxViewers).toBe(2);
+  });
+});

@@ -9,6 +9,7 @@ import {
   putStream,
   requireAdmin,
 } from "./admin/routes";
+import { endServerSessions, endStreamSessions } from "./admin/sessions";
 import type { Env } from "./env";
 import { jsonResponse } from "./http";
 import { handleHeartbeat, handleHook } from "./srs/routes";
@@ -34,8 +35,10 @@ router
   .get("/admin/streams/:app/:stream", getStream)
   .delete("/admin/streams/:app/:stream", deleteStream)
   .get("/admin/streams/:app/:stream/events", getStreamEvents)
+  .delete("/admin/streams/:app/:stream/sessions", endStreamSessions)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
-  .get("/admin/servers", listServers);
+  .get("/admin/servers", listServers)
+  .delete("/admin/servers/:server_id/sessions", endServerSessions);
 
 export default router;
 

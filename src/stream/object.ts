@@ -416,7 +416,7 @@ export class StreamObject extends DurableObject<Env> {
       others.map(sessionOf),
       this.publishers.some((p) => isSession(p, session)),
       presentedKeyHash,
-      this.overLimit("publish", ip, guessLimit),
+      () => this.overLimit("publish", ip, guessLimit),
     );
     this.countFailure("publish", ip, decision);
     if (admit && decision.allow && decision.admit) this.admitPublisher(session, ip);
@@ -426,7 +426,7 @@ export class StreamObject extends DurableObject<Env> {
   private tryPlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number, admit: boolean): Decision {
     if (this.replaced.has(processKey(session.serverId, session.serviceId))) return { allow: false, denial: Denials.retiredProcess };
     this.heardFrom(session);
-    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session), token, this.overLimit("play", ip, guessLimit));
+    const decision = decidePlay(this.policy(), this.viewers, this.isViewing(session), token, () => this.overLimit("play", ip, guessLimit));
     this.countFailure("play", ip, decision);
     if (admit && decision.allow && decision.admit) this.admitViewer(session, ip);
     return decision;

@@ -96,21 +96,21 @@ export function sameSession(a: SessionId, b: SessionId): boolean {
 /**
  * One publisher per stream; a repeated on_publish of the live session changes
  * nothing. `livePublishers`: publisher sessions that count now (their server
- * is not silent). `overLimit`: the client's ip used up its failed guesses at
- * this stream lately; it matters only when the key is wrong, so a right key is
- * never refused by the limit.
+ * is not silent). `overLimit`: has the client's ip used up its failed guesses
+ * at this stream lately? Asked only when the key is wrong (it costs a read), so
+ * a right key is never refused by the limit.
  */
 export function decidePublish(
   policy: StreamPolicy | null,
   livePublishers: SessionId[],
   alreadyPublishing: boolean,
   presentedKeyHash: string | null,
-  overLimit: boolean,
+  overLimit: () => boolean,
 ): Decision {
   if (alreadyPublishing) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
   if (presentedKeyHash === null) return deny(Denials.missingKey);
-  if (!hashesEqual(presentedKeyHash, policy.keyHash)) return deny(overLimit ? Denials.rateLimited : Denials.badKey);
+  if (!hashesEqual(presentedKeyHash, policy.keyHash)) return deny(overLimit() ? Denials.rateLimited : Denials.badKey);
   if (livePublishers.length > 0) return { allow: false, denial: publisherBusy(livePublishers[0]), restsOn: "publisher" };
   return { allow: true, admit: true };
 }
@@ -125,13 +125,13 @@ export function decidePlay(
   viewers: number,
   alreadyViewing: boolean,
   token: PlayToken,
-  overLimit: boolean,
+  overLimit: () => boolean,
 ): Decision {
   if (alreadyViewing) return { allow: true, admit: false };
   if (!policy) return deny(Denials.unknownStream);
   if (policy.playAuth === "token" && !token.ok) {
     const denial = TokenDenials[token.problem];
-    return deny(overLimit && isFailedGuess(denial) ? Denials.rateLimited : denial);
+    return deny(isFailedGuess(denial) && overLimit() ? Denials.rateLimited : denial);
   }
   if (policy.maxViewers !== null && viewers >= policy.maxViewers) {
     return { allow: false, denial: viewerCapReached(policy.maxViewers), restsOn: "viewers" };

@@ -69,3 +69,17 @@ describe("PUT when the catalogue write fails", () => {
     expect(JSON.parse((await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`))!).maxViewers).toBe(2);
   });
 });
+
+describe("undoing a key change that could not be delivered", () => {
+  it("never undoes a rotation another PUT made meanwhile", async () => {
+    const s = uniqueStream();
+    await createStream(s);
+    const stub = env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${s}`));
+    const name = { vhost: "__defaultVhost__", app: "live", stream: s };
+    const failed = await stub.configure(name, { rotateKey: true }, { key: "k-failed", hash: "a".repeat(64) });
+    const other = await admin("PUT", `/streams/live/${s}`, { rotateKey: true }); // a second operator rotates meanwhile
+    expect(await stub.undoKeyChange("a".repeat(64), failed.replacedKeyHash!)).toBe(false);
+    const edge = newEdge();
+    expect(await hook(publish("live", s, other.body.publishKey, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+  });
+});

@@ -31,29 +31,24 @@ export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
  */
 export async function putStream(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
-  const { rotateKey, ...policy } = parsePolicyChange(await readJson(request));
+  const change = parsePolicyChange(await readJson(request));
   const key = newPublishKey();
   const candidate = { key, hash: await sha256Hex(key) };
   const stub = streamStub(env, name);
-  let result = await stub.configure(name, policy, candidate);
-  let replacedHash: string | null = null;
-  if (rotateKey && !result.created) {
-    replacedHash = result.keyHash;
-    result = await stub.configure(name, { rotateKey: true }, candidate);
-  }
+  const result = await stub.configure(name, change, candidate);
   try {
     await writeCatalogue(env, result.state, result.keyHash);
   } catch (err) {
     const stream = streamKey(name);
     console.error(JSON.stringify({ error: String(err), during: "catalogue write", stream }));
     const failed = (what: string) => new StatusError(503, `stream catalogue (KV) unavailable: ${what}`);
+    // A key nobody will ever see must not stay in force: undone in one call, unless another PUT changed it meanwhile.
     if (result.created) {
-      await undo(() => stub.remove(), failed(`${stream} was created without its key shown, and could not be removed again: DELETE it`));
+      await undo(() => stub.undoKeyChange(candidate.hash, null), failed(`${stream} was created without its key shown, and could not be removed again: DELETE it`));
       throw failed(`${stream} was not created; try again`);
     }
-    if (replacedHash !== null) {
-      const previous = { key: "", hash: replacedHash };
-      await undo(() => stub.configure(name, { rotateKey: true }, previous), failed(`the key of ${stream} was rotated, but could not be shown or put back: rotate it again`));
+    if (result.replacedKeyHash !== undefined) {
+      await undo(() => stub.undoKeyChange(candidate.hash, result.replacedKeyHash!), failed(`the key of ${stream} was rotated, but could not be shown or put back: rotate it again`));
       throw failed(`the key of ${stream} was not rotated, the old key still works; try again`);
     }
     throw failed(`the change to ${stream} took effect but is not in the catalogue; repeat the PUT`);

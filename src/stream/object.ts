@@ -72,6 +72,8 @@ export interface ConfigureResult {
   keyHash: string;
   /** Plaintext, present only when the key was created or rotated by this call. */
   publishKey?: string;
+  /** The hash this call's rotation replaced, so that a caller who cannot deliver the new key can put it back. */
+  replacedKeyHash?: string;
 }
 
 interface StreamRow extends Record<string, SqlStorageValue> {
@@ -359,8 +361,28 @@ export class StreamObject extends DurableObject<Env> {
        VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)`,
       row.vhost, row.app, row.stream, row.key_hash, row.max_viewers, row.play_auth, row.created_at, row.updated_at,
     );
+    const replaced = rotate && !created ? this.row!.key_hash : undefined;
     this.row = row;
-    return { created, state: this.state()!, keyHash: row.key_hash, ...(rotate ? { publishKey: candidate.key } : {}) };
+    return {
+      created,
+      state: this.state()!,
+      keyHash: row.key_hash,
+      ...(rotate ? { publishKey: candidate.key } : {}),
+      ...(replaced !== undefined ? { replacedKeyHash: replaced } : {}),
+    };
+  }
+
+  /**
+   * Undoes a key change whose new key could not be delivered: puts `previous`
+   * back (or, for a stream this change created, removes it) only if the key is
+   * still `ifCurrent`, so a concurrent rotation is never undone.
+   */
+  undoKeyChange(ifCurrent: string, previous: string | null): boolean {
+    if (!this.row || this.row.key_hash !== ifCurrent) return false;
+    if (previous === null) return this.remove();
+    this.sql.exec("UPDATE stream SET key_hash = ? WHERE id = 1", previous);
+    this.row = { ...this.row, key_hash: previous };
+    return true;
   }
 
   /**

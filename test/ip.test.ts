@@ -4,10 +4,14 @@
  * the first element of a comma list, trimmed, without control characters, at
  * most 64 characters; not a string: "".
  */
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
 
 async function lastEventIp(stream: string): Promise<string> {
   return (await admin("GET", `/streams/live/${stream}/events`)).body.events[0].ip;
@@ -62,5 +66,15 @@ describe("the hook's ip never fails a hook", () => {
     expect(listed.ip).toBe("");
     expect(await hook({ ...heartbeat(edge), ip: "192.0.2.7, 10.0.0.1" }, undefined, "/heartbeat")).toEqual(ALLOW);
     expect((await admin("GET", "/servers")).body.servers.find((x: any) => x.serverId === edge.server).ip).toBe("192.0.2.7");
+  });
+
+  it("keeps the ip as SRS gave it in the decision's log line, next to the cleaned one", async () => {
+    const s = uniqueStream();
+    await createStream(s);
+    const lines: string[] = [];
+    vi.spyOn(console, "log").mockImplementation((line: unknown) => void lines.push(String(line)));
+    expect(await hook({ ...play("live", s, { ...newEdge(), client: "view0001" }), ip: " 203.0.113.9, 10.0.0.1" })).toEqual(ALLOW);
+    const logged = lines.map((l) => JSON.parse(l)).find((l) => l.action === "on_play" && l.client === "view0001");
+    expect(logged).toMatchObject({ ip: "203.0.113.9", ipGiven: " 203.0.113.9, 10.0.0.1" });
   });
 });

@@ -20,7 +20,10 @@ export type Role = "publisher" | "viewer";
 export interface StreamHook {
   action: "on_publish" | "on_unpublish" | "on_play" | "on_stop";
   session: SessionId;
+  /** The client's ip as cleaned for counting (see cleanIp). */
   ip: string;
+  /** The ip field as SRS sent it, when cleaning changed it (cut to 256 characters), for the log. */
+  ipGiven?: string;
   stream: StreamName;
   /** The client's query string, without a leading "?". */
   param: string;
@@ -59,6 +62,7 @@ export function parseHook(body: unknown): Hook {
       action: action as StreamHook["action"],
       session: parseSession(body),
       ip: cleanIp(body.ip),
+      ...ipAsGiven(body.ip),
       stream: parseStreamName(body),
       param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
     };
@@ -93,6 +97,12 @@ export const MAX_IP_LENGTH = 64;
 export function cleanIp(value: unknown): string {
   if (typeof value !== "string") return "";
   return value.split(",")[0].replace(/[\x00-\x1f\x7f-\x9f]/g, "").trim().slice(0, MAX_IP_LENGTH);
+}
+
+/** The raw ip field, for the decision's log line, when it is not what streamgate counts under. */
+function ipAsGiven(value: unknown): { ipGiven?: string } {
+  if (value === undefined || value === null || value === cleanIp(value)) return {};
+  return { ipGiven: (typeof value === "string" ? value : JSON.stringify(value) ?? String(value)).slice(0, 256) };
 }
 
 /** A value of the client's query string: `?key=abc&foo=1`, `key=abc` (WHIP, SRT). */

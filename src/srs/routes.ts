@@ -128,6 +128,8 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
     stream: key,
     server: serverId,
     client: clientId,
+    ip: hook.ip,
+    ...(hook.ipGiven !== undefined ? { ipGiven: hook.ipGiven } : {}),
     decision: decision.allow ? "allow" : "deny",
     reason: decision.allow ? undefined : decision.denial.reason,
     ms: Date.now() - began,

@@ -209,7 +209,11 @@ function conflictBadge(s) {
   const conflicts = conflictsOf(s);
   if (conflicts.length === 0) return null;
   const who = conflicts.map((c) => `client ${c.clientId} on ${c.serverId} (${c.state ?? "conflict"})`).join("; ");
-  return el("span", { class: "badge conflict", title: `Other publisher sessions: ${who}` }, `conflict: ${plural(conflicts.length, "other publisher")}`);
+  // "conflict" sessions came back while another holds the stream; "suspended" ones wait for their silent server.
+  const text = conflicts.some((c) => c.state !== "suspended")
+    ? `conflict: ${plural(conflicts.length, "other publisher")}`
+    : `${plural(conflicts.length, "other publisher")} suspended`;
+  return el("span", { class: "badge conflict", title: `Other publisher sessions (see Details): ${who}` }, text);
 }
 
 function viewersText(s) {
@@ -416,13 +420,21 @@ function endedLine(e) {
   return `${stream}${e.role ?? "session"} · client ${e.clientId} · server ${e.serverId ?? "?"} (service ${e.serviceId ?? "?"})`;
 }
 
-/** Shows what an end call ended, in a dialog and on the status line. */
-function showEnded(what, ended, serverId) {
-  const list = ended.map((e) => ({ ...e, serverId: e.serverId ?? serverId }));
+/**
+ * Shows what an end call ended, in a dialog and on the status line. A server's call ends at most
+ * a batch: `remaining` says how many are left (press again), `failed` how many streams did not answer.
+ */
+function showEnded(what, result, serverId) {
+  const list = (Array.isArray(result.ended) ? result.ended : []).map((e) => ({ ...e, serverId: e.serverId ?? serverId }));
+  const remaining = Number.isInteger(result.remaining) ? result.remaining : 0;
+  const failed = Number.isInteger(result.failed) ? result.failed : 0;
   const summary = `Ended ${plural(list.length, "session")} of ${what}.`;
   $("#status").textContent = summary;
   openDialog(list.length === 0 ? `Nothing to end for ${what}` : `Ended ${plural(list.length, "session")}`, [
     el("p", { class: "result" }, summary),
+    remaining > 0
+      ? el("p", { class: "error" }, `${plural(remaining, "session")} left${failed > 0 ? ` (${failed} could not be reached)` : ""}: press End sessions again.`)
+      : null,
     list.length > 0 ? el("ul", { class: "ended" }, ...list.map((e) => el("li", {}, endedLine(e)))) : null,
     el("p", { class: "muted" }, list.length > 0 ? `SRS still has ${list.length === 1 ? "this client" : "these clients"} connected: kick them on SRS if they must go.` : ""),
   ], [{ label: "Done", cls: "primary" }]);
@@ -443,7 +455,7 @@ function confirmEnd(title, path, what, detail, serverId) {
           throw new Error(failure(err));
         }
         await refresh();
-        setTimeout(() => showEnded(what, Array.isArray(result.ended) ? result.ended : [], serverId ?? result.serverId));
+        setTimeout(() => showEnded(what, result, serverId ?? result.serverId));
       },
     },
   ]);

@@ -188,60 +188,47 @@ try {
   check("the servers tab shows the edge as alive with its device", serversText.includes("edge-a") && serversText.includes("alive"), serversText);
   await page.click(".tab[data-tab=streams]");
 
-  // Ending sessions by hand (DELETE …/sessions). Until the Worker has the endpoints, the console
-  // must say so, and this part fails: it awaits them.
-  const probe = await adminCall("DELETE", `/streams/live/${STREAM}/sessions?server=none&client=none`);
-  const sessionEndpoints = !(probe.status === 404 && probe.body.error === "not found");
-  if (!sessionEndpoints) {
-    await page.click(`${row} button[data-action=end]`);
-    await page.click("#dialog-buttons button.danger");
-    const { error } = await dialogResult(page);
-    check("without the session endpoints, the console says the Worker is too old", /does not have this endpoint/.test(error), error);
-    await page.click("#dialog-buttons button");
-    check("the session endpoints exist (DELETE /admin/streams/{app}/{stream}/sessions, /admin/servers/{id}/sessions): the end-session checks await them", false,
-      `probe answered ${probe.status} ${JSON.stringify(probe.body)}`);
-  } else {
-    const badge = (sel) => page.evaluate((s) => document.querySelector(`${s} .badge`)?.textContent, sel);
-    const viewerCount = (sel) => page.evaluate((s) => document.querySelector(`${s} .viewers .count`)?.textContent, sel);
-    // One publisher, from the details view: the stream goes idle, its viewers stay.
-    await page.click(`${row} button[data-action=details]`);
-    await page.click(`#dialog .publishers tr[data-client="${publisherClient}"] button[data-action=end-publisher]`);
-    const one = await dialogResult(page);
-    check("ending the publisher from the details ends one session", /Ended 1 session\b/.test(one.result), `${one.result} ${one.error}`);
-    await page.click("#dialog-buttons button");
-    await page.waitForFunction((sel) => document.querySelector(`${sel} .badge`)?.textContent === "idle", row, { timeout: 15_000 }).catch(() => {});
-    check("after ending its publisher the stream shows idle", (await badge(row)) === "idle", await badge(row));
-    check("ending the publisher kept the viewers", (await viewerCount(row)) === "2", await viewerCount(row));
-    const republish = await hook({ ...body("on_publish"), client_id: "repub001", stream: STREAM, stream_url: `/live/${STREAM}`, param: `?key=${key}` });
-    check("another publisher is admitted once the publisher's session is ended", republish.status === 200, JSON.stringify(republish));
+  // Ending sessions by hand (DELETE …/sessions), after real on_publish and on_play hooks.
+  const badge = (sel) => page.evaluate((s) => document.querySelector(`${s} .badge`)?.textContent, sel);
+  const viewerCount = (sel) => page.evaluate((s) => document.querySelector(`${s} .viewers .count`)?.textContent, sel);
+  // One publisher, from the details view: the stream goes idle, its viewers stay.
+  await page.click(`${row} button[data-action=details]`);
+  await page.click(`#dialog .publishers tr[data-client="${publisherClient}"] button[data-action=end-publisher]`);
+  const one = await dialogResult(page);
+  check("ending the publisher from the details ends one session", /Ended 1 session\b/.test(one.result), `${one.result} ${one.error}`);
+  await page.click("#dialog-buttons button");
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .badge`)?.textContent === "idle", row, { timeout: 15_000 }).catch(() => {});
+  check("after ending its publisher the stream shows idle", (await badge(row)) === "idle", await badge(row));
+  check("ending the publisher kept the viewers", (await viewerCount(row)) === "2", await viewerCount(row));
+  const republish = await hook({ ...body("on_publish"), client_id: "repub001", stream: STREAM, stream_url: `/live/${STREAM}`, param: `?key=${key}` });
+  check("another publisher is admitted once the publisher's session is ended", republish.status === 200, JSON.stringify(republish));
 
-    // The whole stream from its row, after a confirmation: the publisher and both viewers.
-    await page.waitForFunction((sel) => document.querySelector(`${sel} .badge`)?.textContent === "live", row, { timeout: 15_000 });
-    await page.click(`${row} button[data-action=end]`);
-    check("ending a stream's sessions asks first and says SRS keeps the clients", /SRS keeps the clients connected/.test(await page.textContent("#dialog-body")));
-    await page.click("#dialog-buttons button.danger");
-    const all = await dialogResult(page);
-    check("ending the stream's sessions ends the publisher and both viewers", /Ended 3 sessions/.test(all.result), `${all.result} ${all.error}`);
-    await page.screenshot({ path: join(ARTIFACTS, "console-ended.png") });
-    await page.click("#dialog-buttons button");
-    await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "0", row, { timeout: 15_000 }).catch(() => {});
-    check("after ending its sessions the stream is idle with no viewers", (await badge(row)) === "idle" && (await viewerCount(row)) === "0", `${await badge(row)} ${await viewerCount(row)}`);
-    const idle = await adminCall("GET", `/streams/live/${STREAM}`);
-    check("the admin API agrees: not live, no viewers", idle.body.live === false && idle.body.viewers === 0, JSON.stringify(idle.body));
+  // The whole stream from its row, after a confirmation: the publisher and both viewers.
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .badge`)?.textContent === "live", row, { timeout: 15_000 });
+  await page.click(`${row} button[data-action=end]`);
+  check("ending a stream's sessions asks first and says SRS keeps the clients", /SRS keeps the clients connected/.test(await page.textContent("#dialog-body")));
+  await page.click("#dialog-buttons button.danger");
+  const all = await dialogResult(page);
+  check("ending the stream's sessions ends the publisher and both viewers", /Ended 3 sessions/.test(all.result), `${all.result} ${all.error}`);
+  await page.screenshot({ path: join(ARTIFACTS, "console-ended.png") });
+  await page.click("#dialog-buttons button");
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "0", row, { timeout: 15_000 }).catch(() => {});
+  check("after ending its sessions the stream is idle with no viewers", (await badge(row)) === "idle" && (await viewerCount(row)) === "0", `${await badge(row)} ${await viewerCount(row)}`);
+  const idle = await adminCall("GET", `/streams/live/${STREAM}`);
+  check("the admin API agrees: not live, no viewers", idle.body.live === false && idle.body.viewers === 0, JSON.stringify(idle.body));
 
-    // A server's sessions, from the servers tab.
-    const again = await hook({ ...body("on_play"), client_id: "v3client", stream: STREAM, stream_url: `/live/${STREAM}` });
-    check("a new viewer is admitted", again.status === 200, JSON.stringify(again));
-    await page.click(".tab[data-tab=servers]");
-    await page.click(`#servers tr[data-server="${edge}"] button[data-action=end-server]`);
-    await page.click("#dialog-buttons button.danger");
-    const srv = await dialogResult(page);
-    check("ending a server's sessions ends its one viewer", /Ended 1 session\b/.test(srv.result) && (await page.textContent("#dialog .ended")).includes(`live/${STREAM}`), `${srv.result} ${srv.error}`);
-    await page.click("#dialog-buttons button");
-    await page.click(".tab[data-tab=streams]");
-    const after = await adminCall("GET", `/streams/live/${STREAM}`);
-    check("the server's viewer no longer counts", after.body.viewers === 0, JSON.stringify(after.body));
-  }
+  // A server's sessions, from the servers tab.
+  const again = await hook({ ...body("on_play"), client_id: "v3client", stream: STREAM, stream_url: `/live/${STREAM}` });
+  check("a new viewer is admitted", again.status === 200, JSON.stringify(again));
+  await page.click(".tab[data-tab=servers]");
+  await page.click(`#servers tr[data-server="${edge}"] button[data-action=end-server]`);
+  await page.click("#dialog-buttons button.danger");
+  const srv = await dialogResult(page);
+  check("ending a server's sessions ends its one viewer", /Ended 1 session\b/.test(srv.result) && (await page.textContent("#dialog .ended")).includes(`live/${STREAM}`), `${srv.result} ${srv.error}`);
+  await page.click("#dialog-buttons button");
+  await page.click(".tab[data-tab=streams]");
+  const gone = await adminCall("GET", `/streams/live/${STREAM}`);
+  check("the server's viewer no longer counts", gone.body.viewers === 0, JSON.stringify(gone.body));
 
   // Newer state fields are shown (suspended viewers and publisher, conflicts, duplicate
   // server ids): the page's own answers, with those fields set, stand in for a fleet in that state.
@@ -269,7 +256,31 @@ try {
   await page.click(".tab[data-tab=servers]");
   await page.waitForSelector(`#servers tr[data-server="${edge}"] .badge.duplicate`, { timeout: 15_000 });
   check("a duplicate server_id is marked", /duplicate server_id ×2/.test(await page.textContent(`#servers tr[data-server="${edge}"]`)));
+  // A server's call ends at most a batch: what is left is said.
+  await page.route((url) => url.pathname.endsWith("/sessions"), (route) => route.fulfill({
+    json: { serverId: edge, ended: [{ stream: `__defaultVhost__/live/${STREAM}`, role: "viewer", serviceId: "svc00001", clientId: "v9" }], remaining: 7 },
+  }));
+  await page.click(`#servers tr[data-server="${edge}"] button[data-action=end-server]`);
+  await page.click("#dialog-buttons button.danger");
+  await dialogResult(page);
+  check("sessions left after a server's batch are announced", /7 sessions left/.test(await page.textContent("#dialog-body")), await page.textContent("#dialog-body"));
+  await page.click("#dialog-buttons button");
   await page.click(".tab[data-tab=streams]");
+  await page.unrouteAll({ behavior: "wait" });
+
+  // An older Worker: no session endpoints (the router's 404), no newer state fields.
+  await page.route((url) => url.pathname.endsWith("/sessions"), (route) => route.fulfill({ status: 404, json: { error: "not found" } }));
+  await page.route((url) => url.pathname === "/admin/streams", (route) => edited(route, (d) => {
+    d.streams = d.streams.map(({ suspendedViewers, conflicts, ...s }) => ({ ...s, viewers: 4, publisher: s.publisher && { ...s.publisher, state: undefined } }));
+  }));
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "4", row, { timeout: 15_000 });
+  const oldRow = await page.textContent(row);
+  check("without the newer fields, the row shows no suspended or conflict marker", !/suspended|conflict/.test(oldRow), oldRow);
+  await page.click(`${row} button[data-action=end]`);
+  await page.click("#dialog-buttons button.danger");
+  const old = await dialogResult(page);
+  check("without the session endpoints, the console says the Worker is too old", /does not have this endpoint/.test(old.error), old.error);
+  await page.click("#dialog-buttons button");
   await page.unrouteAll({ behavior: "wait" });
 
   // Revoke: the row goes, and the key is refused at once.

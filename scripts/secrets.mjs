@@ -1,0 +1,197 @@
+// npm run secrets [-- --local] [-- --rotate [NAMES] [--no-previous]]
+//
+// Generates streamgate's secrets (HOOK_SECRET, ADMIN_TOKEN, TOKEN_SIGNING_KEY: 32 random bytes from
+// node:crypto, base64url, 43 characters), stores them and prints them once as NAME=value lines on
+// stdout (everything else goes to stderr).
+//
+// - Deployed Worker (default): asks `wrangler secret list` which secrets exist and stores the missing
+//   ones in one `wrangler secret bulk` call (values on stdin, never on a command line or in a file).
+//   If the Worker does not exist yet, wrangler creates it as an empty draft holding the secrets;
+//   `npm run deploy` then gives it its code.
+// - --local: the same for .dev.vars, which `wrangler dev` reads.
+// - An existing secret is never replaced, except with --rotate [NAME,...] (default: all three),
+//   which follows the README's rotation procedure. For HOOK_SECRET and TOKEN_SIGNING_KEY the
+//   current value becomes HOOK_SECRET_PREVIOUS / TOKEN_SIGNING_KEY_PREVIOUS in the same bulk call,
+//   so both values are accepted until you delete the _PREVIOUS one. Cloudflare never gives a
+//   secret's value back, so for a deployed Worker the current value must be in the environment
+//   (HOOK_SECRET=... TOKEN_SIGNING_KEY=..., the values this command printed before); --local reads
+//   it from .dev.vars. --no-previous replaces at once (after a leak: the old value stops working
+//   now). A rotation already in progress (a _PREVIOUS set) is refused: finish it first.
+import { randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { delimiter, join } from "node:path";
+
+const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY"];
+/** The secrets whose old value can stay valid during a rotation (src/env.ts). */
+const HAS_PREVIOUS = new Set(["HOOK_SECRET", "TOKEN_SIGNING_KEY"]);
+const MIN_LENGTH = 32;
+
+/** What the operator does after a rotation, deployed or (local) in .dev.vars. */
+function afterRotation(name, local) {
+  const drop = local ? `delete the ${name}_PREVIOUS line of .dev.vars` : `npx wrangler secret delete ${name}_PREVIOUS`;
+  switch (name) {
+    case "HOOK_SECRET":
+      return `update every SRS server's hook and heartbeat URLs (npm run srs-config with the new HOOK_SECRET) and reload it (killall -1 srs); when all use the new URL: ${drop}`;
+    case "TOKEN_SIGNING_KEY":
+      return `switch your backend to the new key; once the longest play-token TTL you issue has passed: ${drop}`;
+    default:
+      return "the old token is refused from now on: update your backend; open consoles ask for the new one";
+  }
+}
+
+const USAGE = `usage: npm run secrets [-- --local] [-- --rotate [HOOK_SECRET,ADMIN_TOKEN,TOKEN_SIGNING_KEY] [--no-previous]]`;
+
+function fail(message, code = 1) {
+  console.error(`streamgate secrets: ${message}`);
+  process.exit(code);
+}
+
+/** 32 bytes from the CSPRNG, base64url: 43 characters, safe in a URL path and in srs.conf. */
+function newSecret() {
+  return randomBytes(32).toString("base64url");
+}
+
+// ---------------------------------------------------------------- arguments
+const args = process.argv.slice(2);
+let local = false;
+let rotate = null;
+let keepPrevious = true;
+for (let i = 0; i < args.length; i++) {
+  const arg = args[i];
+  if (arg === "--local") local = true;
+  else if (arg === "--no-previous") keepPrevious = false;
+  else if (arg === "--rotate") {
+    const next = args[i + 1];
+    rotate = next && !next.startsWith("--") ? (i++, next.split(",").map((n) => n.trim()).filter(Boolean)) : [...NAMES];
+    for (const name of rotate) if (!NAMES.includes(name)) fail(`--rotate: unknown secret "${name}" (one of ${NAMES.join(", ")})\n${USAGE}`, 2);
+  } else if (arg === "--help" || arg === "-h") {
+    console.log(USAGE);
+    process.exit(0);
+  } else fail(`unknown argument "${arg}"\n${USAGE}`, 2);
+}
+if (!keepPrevious && !rotate) fail(`--no-previous goes with --rotate\n${USAGE}`, 2);
+
+// ---------------------------------------------------------------- plan
+/**
+ * What to write, from the secrets that exist (`existing`: name → value, or null when the value
+ * cannot be read back) and the current values the operator supplied for a rotation.
+ */
+function plan(existing, currentValue) {
+  const writes = {};
+  const generated = [];
+  const kept = [];
+  for (const name of NAMES) {
+    const exists = existing.has(name);
+    if (exists && !rotate?.includes(name)) {
+      kept.push(name);
+      continue;
+    }
+    if (exists && HAS_PREVIOUS.has(name) && keepPrevious) {
+      if (existing.has(`${name}_PREVIOUS`)) {
+        fail(
+          `a rotation of ${name} is in progress (${name}_PREVIOUS is set). Finish it first, once nothing uses the ` +
+            `old value any more: ${afterRotation(name, local).replace(/^.*: /, "")}`,
+        );
+      }
+      const current = currentValue(name);
+      if (!current) {
+        fail(
+          `--rotate ${name}: Cloudflare never shows a secret's value again, so give the current one in the environment ` +
+            `(${name}=<the value this command printed> npm run secrets -- --rotate ${name}); it becomes ${name}_PREVIOUS, ` +
+            `accepted until you delete it. Or add --no-previous to replace it at once (everything using the old value is refused).`,
+        );
+      }
+      if (current.length < MIN_LENGTH) fail(`the current ${name} given is shorter than ${MIN_LENGTH} characters: is it the right value?`);
+      writes[`${name}_PREVIOUS`] = current;
+    }
+    writes[name] = newSecret();
+    generated.push(name);
+  }
+  return { writes, generated, kept };
+}
+
+function report({ writes, generated, kept }, where) {
+  if (kept.length > 0) {
+    console.error(
+      `streamgate secrets: kept ${kept.join(", ")} (already set ${where}; npm run secrets -- ${local ? "--local " : ""}--rotate ${kept.join(",")} replaces them)`,
+    );
+  }
+  if (generated.length === 0) {
+    console.error("streamgate secrets: nothing to do.");
+    return;
+  }
+  console.error(`streamgate secrets: stored ${Object.keys(writes).join(", ")} ${where}.`);
+  if (!local) console.error("Keep these values now (a password manager): Cloudflare never shows a secret's value again.");
+  for (const name of generated) console.log(`${name}=${writes[name]}`);
+  for (const name of generated) {
+    if (!rotate?.includes(name)) continue;
+    const previous = writes[`${name}_PREVIOUS`] !== undefined ? `the old value is ${name}_PREVIOUS and still accepted. ` : "";
+    console.error(`${name}: ${previous}Next: ${afterRotation(name, local)}.`);
+  }
+}
+
+// ---------------------------------------------------------------- .dev.vars
+function runLocal() {
+  const path = ".dev.vars";
+  const original = existsSync(path)
+    ? readFileSync(path, "utf8")
+    : "# Local development secrets (see README), written by npm run secrets -- --local. Never commit this file.\n";
+  const values = new Map();
+  for (const line of original.split("\n")) {
+    const m = /^([A-Z_][A-Z0-9_]*)[ \t]*=[ \t]*(.*)$/.exec(line);
+    if (m && m[2].trim() !== "") values.set(m[1], m[2].trim().replace(/^(["'])(.*)\1$/, "$2"));
+  }
+  const p = plan(values, (name) => values.get(name));
+  let text = original;
+  for (const [name, value] of Object.entries(p.writes)) {
+    const line = new RegExp(`^${name}[ \\t]*=.*$`, "m");
+    text = line.test(text) ? text.replace(line, `${name}=${value}`) : `${text.replace(/\n?$/, "\n")}${name}=${value}\n`;
+  }
+  if (text !== original) writeFileSync(path, text, { mode: 0o600 });
+  report(p, "in .dev.vars");
+}
+
+// ---------------------------------------------------------------- deployed Worker
+/** wrangler from PATH (npm run puts node_modules/.bin first), else this checkout's own. */
+function wrangler(args, input = "") {
+  const bin = join(new URL("..", import.meta.url).pathname, "node_modules", ".bin");
+  const result = spawnSync("wrangler", args, {
+    input,
+    encoding: "utf8",
+    env: { ...process.env, PATH: `${process.env.PATH ?? ""}${delimiter}${bin}` },
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  if (result.error) fail(`could not run wrangler: ${result.error.message}`);
+  return { ok: result.status === 0, stdout: result.stdout, stderr: result.stderr };
+}
+
+function runRemote() {
+  const list = wrangler(["secret", "list", "--format", "json"]);
+  const existing = new Map();
+  if (list.ok) {
+    let names;
+    try {
+      const text = list.stdout.trim();
+      names = JSON.parse(text.slice(text.indexOf("["), text.lastIndexOf("]") + 1)).map((s) => s.name);
+    } catch {
+      fail(`could not read the output of wrangler secret list:\n${list.stdout}${list.stderr}`);
+    }
+    for (const name of names) existing.set(name, null);
+  } else if (/not found/i.test(list.stdout + list.stderr)) {
+    console.error("streamgate secrets: the Worker does not exist yet; wrangler secret bulk creates it as an empty draft, and npm run deploy gives it its code.");
+  } else {
+    fail(`wrangler secret list failed (logged in? npx wrangler login):\n${list.stdout}${list.stderr}`);
+  }
+
+  const p = plan(existing, (name) => process.env[name]);
+  if (Object.keys(p.writes).length > 0) {
+    const bulk = wrangler(["secret", "bulk"], JSON.stringify(p.writes));
+    process.stderr.write(bulk.stdout.replace(/^/gm, "  wrangler: "));
+    if (!bulk.ok) fail(`wrangler secret bulk failed, nothing was stored:\n${bulk.stderr}`);
+  }
+  report(p, "on the Worker");
+}
+
+if (local) runLocal();
+else runRemote();

@@ -1,0 +1,225 @@
+// `npm run secrets` (scripts/secrets.mjs), run as a process: --local against a .dev.vars in a
+// scratch directory, and the deployed mode against a fake `wrangler` first on PATH that answers
+// `secret list` as told and records what `secret bulk` received. Run by npm test (node --test).
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { after, describe, it } from "node:test";
+
+const SCRIPT = new URL("../../scripts/secrets.mjs", import.meta.url).pathname;
+const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY"];
+const scratch = [];
+after(() => scratch.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+function tempDir() {
+  const dir = mkdtempSync(join(tmpdir(), "streamgate-secrets-"));
+  scratch.push(dir);
+  return dir;
+}
+
+/** A `wrangler` that answers `secret list` with FAKE_LIST (or fails with FAKE_LIST_ERROR) and logs every call. */
+function fakeWrangler() {
+  const dir = tempDir();
+  writeFileSync(
+    join(dir, "fake.mjs"),
+    `import { appendFileSync, readFileSync } from "node:fs";
+const args = process.argv.slice(2);
+const stdin = args[1] === "bulk" ? readFileSync(0, "utf8") : "";
+appendFileSync(process.env.FAKE_LOG, JSON.stringify({ args, stdin }) + "\\n");
+if (args[1] === "list") {
+  if (process.env.FAKE_LIST_ERROR) { console.error(process.env.FAKE_LIST_ERROR); process.exit(1); }
+  console.log(process.env.FAKE_LIST);
+} else if (args[1] === "bulk") {
+  if (process.env.FAKE_BULK_FAILS) { console.error("API error"); process.exit(1); }
+  for (const key of Object.keys(JSON.parse(stdin))) console.log("✨ Successfully created secret for key: " + key);
+}
+`,
+  );
+  writeFileSync(join(dir, "wrangler"), `#!/bin/sh\nexec "${process.execPath}" "${join(dir, "fake.mjs")}" "$@"\n`);
+  chmodSync(join(dir, "wrangler"), 0o755);
+  return dir;
+}
+
+function run(args, { cwd = tempDir(), env = {} } = {}) {
+  const r = spawnSync(process.execPath, [SCRIPT, ...args], { cwd, encoding: "utf8", env: { ...process.env, ...env } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, cwd };
+}
+
+/** NAME=value lines printed on stdout. */
+function printed(stdout) {
+  return Object.fromEntries(stdout.trim().split("\n").filter(Boolean).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+}
+
+function devVars(dir) {
+  return Object.fromEntries(
+    readFileSync(join(dir, ".dev.vars"), "utf8").split("\n").filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
+}
+
+function assertStrong(values) {
+  for (const v of values) assert.match(v, /^[A-Za-z0-9_-]{43}$/, "32 random bytes, base64url");
+  assert.equal(new Set(values).size, values.length, "all different");
+}
+
+describe("npm run secrets -- --local", () => {
+  it("writes the three secrets, strong and different, to a new .dev.vars and prints them", () => {
+    const r = run(["--local"]);
+    assert.equal(r.status, 0, r.stderr);
+    const vars = devVars(r.cwd);
+    assert.deepEqual(Object.keys(vars).sort(), [...NAMES].sort());
+    assertStrong(Object.values(vars));
+    assert.deepEqual(printed(r.stdout), vars);
+  });
+
+  it("never replaces a secret that is there, and keeps the file's other lines", () => {
+    const cwd = tempDir();
+    writeFileSync(join(cwd, ".dev.vars"), "# mine\nHOOK_SECRET=my-own-hook-secret-of-32-characters-x\nSERVER_TIMEOUT_S=5\n");
+    const r = run(["--local"], { cwd });
+    assert.equal(r.status, 0, r.stderr);
+    const text = readFileSync(join(cwd, ".dev.vars"), "utf8");
+    assert.match(text, /^# mine\nHOOK_SECRET=my-own-hook-secret-of-32-characters-x\nSERVER_TIMEOUT_S=5\n/);
+    assert.deepEqual(Object.keys(printed(r.stdout)).sort(), ["ADMIN_TOKEN", "TOKEN_SIGNING_KEY"]);
+    assert.match(r.stderr, /kept HOOK_SECRET/);
+
+    const again = run(["--local"], { cwd });
+    assert.equal(again.status, 0);
+    assert.equal(again.stdout, "");
+    assert.equal(readFileSync(join(cwd, ".dev.vars"), "utf8"), text);
+  });
+
+  it("--rotate HOOK_SECRET moves the current value to HOOK_SECRET_PREVIOUS, and refuses a second rotation before it is finished", () => {
+    const first = run(["--local"]);
+    const old = devVars(first.cwd);
+    const r = run(["--local", "--rotate", "HOOK_SECRET"], { cwd: first.cwd });
+    assert.equal(r.status, 0, r.stderr);
+    const vars = devVars(first.cwd);
+    assert.equal(vars.HOOK_SECRET_PREVIOUS, old.HOOK_SECRET);
+    assert.notEqual(vars.HOOK_SECRET, old.HOOK_SECRET);
+    assertStrong([vars.HOOK_SECRET, old.HOOK_SECRET]);
+    assert.equal(vars.ADMIN_TOKEN, old.ADMIN_TOKEN);
+    assert.deepEqual(printed(r.stdout), { HOOK_SECRET: vars.HOOK_SECRET });
+
+    const second = run(["--local", "--rotate", "HOOK_SECRET"], { cwd: first.cwd });
+    assert.notEqual(second.status, 0);
+    assert.match(second.stderr, /rotation of HOOK_SECRET is in progress/);
+    assert.deepEqual(devVars(first.cwd), vars);
+  });
+
+  it("--rotate ADMIN_TOKEN replaces it (there is no previous admin token); --no-previous drops the old hook secret at once", () => {
+    const first = run(["--local"]);
+    const old = devVars(first.cwd);
+    assert.equal(run(["--local", "--rotate", "ADMIN_TOKEN"], { cwd: first.cwd }).status, 0);
+    assert.equal(run(["--local", "--rotate", "HOOK_SECRET", "--no-previous"], { cwd: first.cwd }).status, 0);
+    const vars = devVars(first.cwd);
+    assert.notEqual(vars.ADMIN_TOKEN, old.ADMIN_TOKEN);
+    assert.notEqual(vars.HOOK_SECRET, old.HOOK_SECRET);
+    assert.equal(vars.ADMIN_TOKEN_PREVIOUS, undefined);
+    assert.equal(vars.HOOK_SECRET_PREVIOUS, undefined);
+  });
+
+  it("refuses unknown arguments and secret names", () => {
+    assert.equal(run(["--local", "--rotate", "PASSWORD"]).status, 2);
+    assert.equal(run(["--force"]).status, 2);
+  });
+});
+
+describe("npm run secrets (deployed Worker, through wrangler)", () => {
+  const bin = fakeWrangler();
+  function remote(args, { list = [], listError, bulkFails, env = {} } = {}) {
+    const log = join(tempDir(), "calls.jsonl");
+    writeFileSync(log, "");
+    const r = run(args, {
+      env: {
+        PATH: `${bin}${delimiter}${process.env.PATH}`,
+        FAKE_LOG: log,
+        FAKE_LIST: JSON.stringify(list.map((name) => ({ name, type: "secret_text" })), null, "  "),
+        ...(listError ? { FAKE_LIST_ERROR: listError } : {}),
+        ...(bulkFails ? { FAKE_BULK_FAILS: "1" } : {}),
+        ...env,
+      },
+    });
+    const calls = readFileSync(log, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    const bulks = calls.filter((c) => c.args[1] === "bulk");
+    return { ...r, calls, bulk: bulks.length === 1 ? JSON.parse(bulks[0].stdin) : bulks.length === 0 ? null : "more than one bulk call" };
+  }
+
+  it("stores the three with one wrangler secret bulk (values on stdin, not in arguments) and prints them once", () => {
+    const r = remote([]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.calls[0].args, ["secret", "list", "--format", "json"]);
+    assert.deepEqual(r.calls[1].args, ["secret", "bulk"]);
+    assert.deepEqual(Object.keys(r.bulk).sort(), [...NAMES].sort());
+    assertStrong(Object.values(r.bulk));
+    assert.deepEqual(printed(r.stdout), r.bulk);
+    assert.equal(existsSync(join(r.cwd, ".dev.vars")), false);
+  });
+
+  it("stores only the missing ones", () => {
+    const r = remote([], { list: ["HOOK_SECRET", "ADMIN_TOKEN"] });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(Object.keys(r.bulk), ["TOKEN_SIGNING_KEY"]);
+    assert.match(r.stderr, /kept HOOK_SECRET, ADMIN_TOKEN/);
+  });
+
+  it("changes nothing when all three exist", () => {
+    const r = remote([], { list: NAMES });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.bulk, null);
+    assert.equal(r.stdout, "");
+  });
+
+  it("a Worker that does not exist yet gets all three (wrangler creates it as a draft)", () => {
+    const r = remote([], { listError: 'X [ERROR] Worker "streamgate" not found.' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(Object.keys(r.bulk).sort(), [...NAMES].sort());
+  });
+
+  it("stops when wrangler secret list fails otherwise (not logged in), storing nothing", () => {
+    const r = remote([], { listError: "X [ERROR] You are not authenticated." });
+    assert.notEqual(r.status, 0);
+    assert.equal(r.bulk, null);
+    assert.equal(r.stdout, "");
+  });
+
+  it("prints no value when wrangler secret bulk fails", () => {
+    const r = remote([], { bulkFails: true });
+    assert.notEqual(r.status, 0);
+    assert.equal(r.stdout, "");
+  });
+
+  it("--rotate HOOK_SECRET needs the current value (Cloudflare never gives it back) and stores it as HOOK_SECRET_PREVIOUS in the same call", () => {
+    const refused = remote(["--rotate", "HOOK_SECRET"], { list: NAMES, env: { HOOK_SECRET: "" } });
+    assert.notEqual(refused.status, 0);
+    assert.equal(refused.bulk, null);
+    assert.match(refused.stderr, /give the current one in the environment/);
+
+    const current = "the-current-hook-secret-32-chars-or-more";
+    const r = remote(["--rotate", "HOOK_SECRET"], { list: NAMES, env: { HOOK_SECRET: current } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.bulk.HOOK_SECRET_PREVIOUS, current);
+    assertStrong([r.bulk.HOOK_SECRET]);
+    assert.deepEqual(Object.keys(r.bulk).sort(), ["HOOK_SECRET", "HOOK_SECRET_PREVIOUS"]);
+    assert.deepEqual(printed(r.stdout), { HOOK_SECRET: r.bulk.HOOK_SECRET });
+    assert.match(r.stderr, /npx wrangler secret delete HOOK_SECRET_PREVIOUS/);
+  });
+
+  it("--rotate refuses while a rotation is in progress, and --no-previous replaces at once", () => {
+    const busy = remote(["--rotate", "HOOK_SECRET"], { list: [...NAMES, "HOOK_SECRET_PREVIOUS"], env: { HOOK_SECRET: "the-current-hook-secret-32-chars-or-more" } });
+    assert.notEqual(busy.status, 0);
+    assert.equal(busy.bulk, null);
+
+    const now = remote(["--rotate", "HOOK_SECRET", "--no-previous"], { list: NAMES, env: { HOOK_SECRET: "" } });
+    assert.equal(now.status, 0, now.stderr);
+    assert.deepEqual(Object.keys(now.bulk), ["HOOK_SECRET"]);
+  });
+
+  it("--rotate with no names rotates all three: the signing key keeps a previous one, the admin token does not", () => {
+    const env = { HOOK_SECRET: "the-current-hook-secret-32-chars-or-more", TOKEN_SIGNING_KEY: "the-current-signing-key-32-chars-or-more" };
+    const r = remote(["--rotate"], { list: NAMES, env });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(Object.keys(r.bulk).sort(), ["ADMIN_TOKEN", "HOOK_SECRET", "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY", "TOKEN_SIGNING_KEY_PREVIOUS"]);
+    assert.equal(r.bulk.TOKEN_SIGNING_KEY_PREVIOUS, env.TOKEN_SIGNING_KEY);
+  });
+});

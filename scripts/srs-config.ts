@@ -1,0 +1,79 @@
+// Prints the srs.conf for one SRS server of the fleet:
+//   npm run srs-config -- --role edge --gate https://gate.example.com --device-id edge-eu-1 --origin origin.internal:1935
+//   npm run srs-config -- --role standalone --gate https://gate.example.com --device-id live-1
+//   npm run srs-config -- --role origin
+// HOOK_SECRET comes from the environment (the value `npm run secrets` printed), or with --local from
+// .dev.vars (then --gate defaults to http://127.0.0.1:8787), so it stays out of shell history and ps.
+// The configuration itself is built by scripts/lib/srs-config.ts, which the tests check.
+import { existsSync, readFileSync } from "node:fs";
+import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts";
+
+const USAGE = `usage: npm run srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
+         [--origin host:port[,host:port]] [--server-id ID] [--local]
+  --role        edge: remote mode, needs --origin; standalone: one server, no origin; origin: behind
+                edges, calls nothing
+  --gate        the Worker's URL, e.g. https://gate.example.com (edge, standalone)
+  --device-id   the heartbeat's label for this server (edge, standalone)
+  --origin      the origin(s) an edge pulls from and pushes to
+  --server-id   a stable server_id for this server (otherwise set SRS_SERVER_ID per pod)
+  --local       read HOOK_SECRET from .dev.vars; --gate defaults to http://127.0.0.1:8787
+HOOK_SECRET is read from the environment (or .dev.vars with --local).`;
+
+function fail(message: string): never {
+  console.error(`srs-config: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+const args = process.argv.slice(2);
+const flags: Record<string, string> = {};
+let local = false;
+for (let i = 0; i < args.length; i++) {
+  const arg = args[i];
+  if (arg === "--local") local = true;
+  else if (arg === "--help" || arg === "-h") {
+    console.log(USAGE);
+    process.exit(0);
+  } else if (["--role", "--gate", "--device-id", "--origin", "--server-id"].includes(arg)) {
+    const value = args[++i];
+    if (value === undefined || value.startsWith("--")) fail(`${arg} needs a value`);
+    flags[arg] = value;
+  } else fail(`unknown argument "${arg}"`);
+}
+
+const role = flags["--role"];
+if (!role || !ROLES.includes(role as Role)) fail(`--role must be one of ${ROLES.join(", ")}`);
+
+function devVar(name: string): string | undefined {
+  const path = ".dev.vars";
+  if (!existsSync(path)) fail(`--local: there is no ${path} here (run npm run dev or npm run secrets -- --local first)`);
+  const line = readFileSync(path, "utf8").split("\n").find((l) => new RegExp(`^${name}[ \\t]*=`).test(l));
+  return line?.slice(line.indexOf("=") + 1).trim().replace(/^(["'])(.*)\1$/, "$2");
+}
+
+let hookSecret: string | undefined;
+if (role !== "origin") {
+  hookSecret = local ? devVar("HOOK_SECRET") : process.env.HOOK_SECRET;
+  if (!hookSecret) {
+    fail(
+      local
+        ? "--local: .dev.vars has no HOOK_SECRET"
+        : "HOOK_SECRET is not set: export HOOK_SECRET=<the value npm run secrets printed> (or use --local for wrangler dev)",
+    );
+  }
+}
+
+try {
+  process.stdout.write(
+    srsConfig({
+      role: role as Role,
+      gate: flags["--gate"] ?? (local ? "http://127.0.0.1:8787" : undefined),
+      hookSecret,
+      deviceId: flags["--device-id"],
+      origin: flags["--origin"]?.split(/[,\s]+/),
+      serverId: flags["--server-id"],
+    }),
+  );
+} catch (error) {
+  if (error instanceof SrsConfigError) fail(error.message);
+  throw error;
+}

@@ -1,0 +1,119 @@
+// Every command in a ```sh block of README.md is run by a test or by .ci/run, so a README command
+// that stops working fails CI. This file lists, for each, what runs it, and checks that the named
+// file really contains the call (and is itself run by npm test or .ci/run). A README command that
+// is not listed fails here: run it somewhere, then list it. Two are run right here: the
+// srs-config command (its output must be the README's example) and the token command.
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const read = (path) => readFileSync(ROOT + path, "utf8");
+const README = read("README.md");
+const PACKAGE = JSON.parse(read("package.json"));
+const CI = read(".ci/run");
+
+/** Commands of every ```sh block: continuation lines joined, comments dropped, `a && b` split. */
+function readmeCommands() {
+  return [...README.matchAll(/```sh\n([\s\S]*?)```/g)].flatMap((m) =>
+    m[1]
+      .replace(/\\\n\s*/g, "")
+      .split("\n")
+      .map((line) => line.replace(/\s+#\s.*$/, "").trim())
+      .filter((line) => line && !line.startsWith("#"))
+      .flatMap((line) => line.split(/\s+&&\s+/)),
+  );
+}
+
+const SRS_CONFIG = "npm run srs-config -- --role edge --gate https://gate.example.com --device-id edge-eu-1 --origin origin.internal:1935";
+const TOKEN = "npm run token -- live/cam1 --ttl 3600";
+
+/**
+ * What runs each README command: `by` is the file, `evidence` the text in it that runs the command.
+ * `match` takes a command (default: the exact text of `command`).
+ */
+const COVERED = [
+  { command: "npm install", by: ".ci/run", evidence: "npm install --no-audit --no-fund" },
+  { command: "npm test", by: ".ci/run", evidence: "npm test" },
+  { command: "npm run dev", by: ".ci/local-smoke.mjs", evidence: 'spawn("npm", ["run", "dev"]' },
+  {
+    // The whole "Try it locally" block, whatever it holds: the smoke runs it command for command.
+    command: "the commands of the README's \"Try it locally\" block",
+    match: (cmd) => readmeBlockAfter("Try it locally:").includes(cmd),
+    by: ".ci/local-smoke.mjs",
+    evidence: 'readmeBlock("Try it locally:")',
+  },
+  // Needs a browser and a Cloudflare account: CI can only check that wrangler still has the command.
+  { command: "npx wrangler login", by: ".ci/run", evidence: "npx wrangler login --help" },
+  // Builds exactly what `npm run deploy` uploads, without uploading.
+  { command: "npm run deploy", by: ".ci/run", evidence: "npm run deploy -- --dry-run" },
+  // Against a fake wrangler (test/node/secrets.mjs); --local runs for real in .ci/local-smoke.mjs.
+  { command: "npm run secrets", by: "test/node/secrets.mjs", evidence: "scripts/secrets.mjs" },
+  { command: SRS_CONFIG, by: "test/node/readme-commands.mjs", evidence: "it(\"runs the README's srs-config command" },
+  { command: TOKEN, by: "test/node/readme-commands.mjs", evidence: "it(\"runs the README's token command" },
+];
+
+function readmeBlockAfter(marker) {
+  const at = README.indexOf(marker);
+  if (at < 0) return [];
+  const block = /```sh\n([\s\S]*?)```/.exec(README.slice(at))?.[1] ?? "";
+  return block.replace(/\\\n\s*/g, "").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+}
+
+const coveredBy = (cmd) => COVERED.find((c) => (c.match ? c.match(cmd) : c.command === cmd));
+
+describe("every command of the README is run by a test or by .ci/run", () => {
+  const commands = readmeCommands();
+
+  it("finds the README's commands", () => assert.ok(commands.length >= 8, commands.join("\n")));
+
+  for (const cmd of commands) {
+    it(cmd, () => {
+      const entry = coveredBy(cmd);
+      assert.ok(entry, `nothing runs this README command; run it in a test or in .ci/run and list it in COVERED (${import.meta.url})`);
+      assert.ok(read(entry.by).includes(entry.evidence), `${entry.by} no longer contains ${JSON.stringify(entry.evidence)}`);
+      // The file that runs it must itself run: node tests through npm test, .ci scripts through .ci/run.
+      if (entry.by.startsWith("test/node/")) assert.match(PACKAGE.scripts.test, /node --test test\/node\/\*\.mjs/);
+      else if (entry.by !== ".ci/run") assert.ok(CI.includes(entry.by), `.ci/run does not run ${entry.by}`);
+      const script = /^npm run (\S+)/.exec(cmd)?.[1];
+      if (script) assert.ok(PACKAGE.scripts[script], `package.json has no "${script}" script`);
+    });
+  }
+});
+
+function npmRun(args, env) {
+  const r = spawnSync("npm", ["run", "-s", ...args], { cwd: ROOT, encoding: "utf8", env: { ...process.env, ...env } });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+/** The README command's own arguments (after `npm run <script> --`); none of them is quoted. */
+function argsOf(command) {
+  const words = command.split(/\s+/);
+  return words.slice(2);
+}
+
+describe("README commands run here", () => {
+  it("runs the README's srs-config command: its output is the README's example, secret aside", () => {
+    assert.ok(readmeCommands().includes(SRS_CONFIG), "the README's srs-config command changed: update SRS_CONFIG");
+    const secret = "Zr0H5f2YcW-uq8N1sJxk_3dVb7LmTa9pEoGi4QnBtKw";
+    const out = npmRun(argsOf(SRS_CONFIG), { HOOK_SECRET: secret }).replaceAll(secret, "<HOOK_SECRET>");
+    const at = README.indexOf("The edge of the command in \"Configure SRS\"");
+    assert.ok(at > 0, "README lost the example's introduction");
+    const example = /```nginx\n([\s\S]*?)```/.exec(README.slice(at))[1];
+    assert.equal(example, out);
+  });
+
+  it("runs the README's token command: a play token for live/cam1, valid for an hour, signed with TOKEN_SIGNING_KEY", () => {
+    assert.ok(readmeCommands().includes(TOKEN), "the README's token command changed: update TOKEN");
+    const key = "readme-token-signing-key-32-chars-or-more";
+    const token = npmRun(argsOf(TOKEN), { TOKEN_SIGNING_KEY: key }).trim();
+    const [version, resource, exp, signature] = token.split(".");
+    assert.equal(version, "v1");
+    assert.equal(Buffer.from(resource, "base64url").toString(), "__defaultVhost__/live/cam1");
+    assert.ok(Math.abs(Number(exp) - (Date.now() / 1000 + 3600)) < 60);
+    assert.equal(signature, createHmac("sha256", key).update(`v1.${resource}.${exp}`).digest("base64url"));
+  });
+});

@@ -1,4 +1,6 @@
-// Creates .dev.vars for `npm run dev` (and fills in any setting it lacks).
+// Creates .dev.vars for `npm run dev` (and fills in any setting it lacks) with the values of
+// .dev.vars.example. `npm run secrets -- --local` writes random ones instead; either way, a
+// secret already in .dev.vars is kept.
 // These are local development values only: wrangler never uploads .dev.vars,
 // and a deployed Worker without its secrets refuses every hook and admin call.
 // The Worker refuses secrets shorter than 32 characters, so this also upgrades
@@ -7,11 +9,14 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 
 const MIN_SECRET_LENGTH = 32;
 
-const DEV_SECRETS = {
-  HOOK_SECRET: "dev-hook-secret-local-development-only",
-  ADMIN_TOKEN: "dev-admin-token-local-development-only",
-  TOKEN_SIGNING_KEY: "dev-token-signing-key-local-development-only",
-};
+/** The development values, from the committed .dev.vars.example (which also types the secrets). */
+const DEV_SECRETS = Object.fromEntries(
+  readFileSync(new URL("../.dev.vars.example", import.meta.url), "utf8")
+    .split("\n")
+    .map((line) => /^([A-Z_]+)=(.+)$/.exec(line))
+    .filter(Boolean)
+    .map(([, name, value]) => [name, value]),
+);
 
 /** What earlier versions wrote: too short for the Worker now. */
 const OLD_DEFAULTS = {

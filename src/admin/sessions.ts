@@ -3,6 +3,7 @@ import type { Env } from "../env";
 import { jsonResponse } from "../http";
 import { LIMITS, within } from "../limits";
 import type { IndexedSession } from "../server/registry";
+import type { EndedSession } from "../stream/object";
 import { streamKey } from "../stream/name";
 import { serverRegistry, streamObject } from "../stubs";
 import { streamNameFrom } from "./validate";
@@ -21,6 +22,7 @@ export const SERVER_SESSIONS_PER_CALL = 500;
 
 /** DELETE /admin/streams/{app}/{stream}/sessions[?server=ID][&client=ID] */
 export async function endStreamSessions(request: IRequest, env: Env): Promise<Response> {
+  const began = Date.now();
   const name = streamNameFrom(request.params, request.query);
   const filter = {
     serverId: optionalId(request.query.server, "server"),
@@ -34,7 +36,8 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
   for (const s of ended) {
     byServer.set(s.serverId, [...(byServer.get(s.serverId) ?? []), { streamKey: key, role: s.role, serviceId: s.serviceId, clientId: s.clientId }]);
   }
-  await Promise.all([...byServer].map(([serverId, sessions]) => serverRegistry(env, serverId).forgetSessions(serverId, sessions)));
+  await Promise.all([...byServer].map(([serverId, sessions]) => serverRegistry(env, serverId).forgetSessions(serverId, sessions, began)));
+  await reindexRestarted(env, key, ended);
   return jsonResponse({ ended });
 }
 
@@ -45,6 +48,7 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
  * are left for the next call.
  */
 export async function endServerSessions(request: IRequest, env: Env): Promise<Response> {
+  const began = Date.now();
   let raw: string;
   try {
     raw = decodeURIComponent(request.params.server_id);
@@ -65,7 +69,12 @@ export async function endServerSessions(request: IRequest, env: Env): Promise<Re
     ),
   );
   const done = batch.filter((_, i) => results[i].status === "fulfilled");
-  await registry.forgetSessions(serverId, done);
+  await registry.forgetSessions(serverId, done, began);
+  const byStream = new Map<string, EndedSession[]>();
+  for (const d of done) {
+    byStream.set(d.streamKey, [...(byStream.get(d.streamKey) ?? []), { role: d.role, serverId, serviceId: d.serviceId, clientId: d.clientId }]);
+  }
+  await Promise.all([...byStream].map(([streamKey, sessions]) => reindexRestarted(env, streamKey, sessions)));
   const failed = batch.length - done.length;
   return jsonResponse({
     serverId,
@@ -73,6 +82,20 @@ export async function endServerSessions(request: IRequest, env: Env): Promise<Re
     remaining: all.length - done.length,
     ...(failed > 0 ? { failed } : {}),
   });
+}
+
+/**
+ * A client that started again while its old session was being ended (same
+ * ids) may have lost its index entry to the forget: its stream is asked, and
+ * what it holds is indexed again. Admin calls can afford the round trip; SRS
+ * never overlaps hooks of one client, so stop events need not.
+ */
+async function reindexRestarted(env: Env, streamKey: string, ended: EndedSession[]): Promise<void> {
+  if (ended.length === 0) return;
+  const held = await streamObject(env, streamKey).heldSessions(ended);
+  await Promise.all(
+    held.map((s) => serverRegistry(env, s.serverId).track(s.serverId, s.serviceId, s.clientId, { streamKey, role: s.role })),
+  );
 }
 
 function optionalId(value: unknown, field: string): string | undefined {

@@ -39,13 +39,20 @@ export interface IndexedSession extends ClientStream {
 }
 
 /**
- * Where a message's service_id stands: the running process, one a restart
- * replaced, or (stop events only) one never heard of, which changes nothing.
+ * Where a message's service_id stands: the running process; a candidate (a
+ * start hook from a process never heard of while the current one still
+ * heartbeats: a restart whose first heartbeat is on its way, or a late or
+ * forged hook); one a restart replaced; or (stop events only) one never heard
+ * of, which changes nothing.
  */
-export type Epoch = "current" | "retired" | "unknown";
+export type Epoch = "current" | "candidate" | "retired" | "unknown";
 
-/** Start hooks and heartbeats may move a server's epoch; stop and close events never do. */
-type MessageKind = "start" | "stop";
+/**
+ * Heartbeats move a server's epoch; a start hook moves it only when the
+ * current process cannot speak for itself (no heartbeats, or silent);
+ * stop and close events never do.
+ */
+type MessageKind = "heartbeat" | "start" | "stop";
 
 /**
  * What a stream is told about one SRS process (server_id + service_id):
@@ -162,6 +169,9 @@ export class ServerRegistry extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS retired (
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, retired_at INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS candidates (
+        server_id TEXT NOT NULL, service_id TEXT NOT NULL, since INTEGER NOT NULL,
+        PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS notices (
         stream_key TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL,
         kind TEXT NOT NULL, status TEXT NOT NULL, seq INTEGER NOT NULL, cutoff INTEGER NOT NULL, replaced INTEGER NOT NULL, why TEXT NOT NULL,
@@ -177,15 +187,20 @@ export class ServerRegistry extends DurableObject<Env> {
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
       // A stored alarm may come from longer settings; armAlarm keeps the earlier time.
-      const next = this.nextWake(Date.now());
-      if (next !== null) this.armAlarm(next);
+      // A malformed setting must not keep the object from starting: the paths that need it say so.
+      try {
+        const next = this.nextWake(Date.now());
+        if (next !== null) this.armAlarm(next);
+      } catch (err) {
+        console.error(JSON.stringify({ error: "registry alarm not armed", detail: String(err) }));
+      }
     });
   }
 
   // --- messages from servers -----------------------------------------------------
 
   async heartbeat(beat: Heartbeat): Promise<Epoch> {
-    const epoch = this.observe(beat.serverId, beat.serviceId, "start");
+    const epoch = this.observe(beat.serverId, beat.serviceId, "heartbeat");
     if (epoch !== "current") return epoch;
     const row = this.servers.get(beat.serverId)!;
     row.device_id = beat.deviceId;
@@ -196,7 +211,7 @@ export class ServerRegistry extends DurableObject<Env> {
       "UPDATE servers SET device_id = ?, ip = ?, pid = ?, last_heartbeat = ? WHERE server_id = ?",
       row.device_id, row.ip, row.pid, row.last_heartbeat, row.server_id,
     );
-    if (this.alarmAt === null) this.armAlarm(row.last_heartbeat + serverTimeoutMs(this.env));
+    this.armAlarm(row.last_heartbeat + serverTimeoutMs(this.env));
     return epoch;
   }
 
@@ -207,10 +222,11 @@ export class ServerRegistry extends DurableObject<Env> {
    */
   async track(serverId: string, serviceId: string, clientId: string, stream: ClientStream): Promise<Epoch> {
     const epoch = this.observe(serverId, serviceId, "start");
-    if (epoch === "current") {
+    if (epoch === "current" || epoch === "candidate") {
+      // A repeat moves tracked_at forward, so a forget meant for an earlier session leaves this one.
       this.sql.exec(
-        `INSERT OR IGNORE INTO client_streams (server_id, service_id, client_id, stream_key, role, tracked_at)
-         VALUES (?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO client_streams (server_id, service_id, client_id, stream_key, role, tracked_at)
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET tracked_at = excluded.tracked_at`,
         serverId, serviceId, clientId, stream.streamKey, stream.role, Date.now(),
       );
     }
@@ -222,14 +238,9 @@ export class ServerRegistry extends DurableObject<Env> {
    * on_close, denials, admin calls). Called only after the stream confirmed,
    * so a failed stop leaves the entry for on_close, a restart or an operator.
    */
-  async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[]): Promise<void> {
+  async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[], before: number): Promise<void> {
     this.observe(serverId, serviceId, "stop");
-    for (const s of streams) {
-      this.sql.exec(
-        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
-        serverId, serviceId, clientId, s.streamKey, s.role,
-      );
-    }
+    this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })), before);
   }
 
   /** on_close: the streams the client still holds (the caller ends them, then forgets them). */
@@ -261,7 +272,7 @@ export class ServerRegistry extends DurableObject<Env> {
     const now = Date.now();
     return processes.map((p) => {
       let row = this.servers.get(p.serverId);
-      if (!row || (p.serviceId !== row.service_id && !this.isRetired(p.serverId, p.serviceId))) {
+      if (!row || (p.serviceId !== row.service_id && !this.isRetired(p.serverId, p.serviceId) && !this.candidatesOf(p.serverId).includes(p.serviceId))) {
         this.observe(p.serverId, p.serviceId, "start");
         row = this.servers.get(p.serverId)!;
       }
@@ -295,12 +306,16 @@ export class ServerRegistry extends DurableObject<Env> {
       .map((r) => ({ serviceId: r.service_id, clientId: r.client_id, streamKey: r.stream_key, role: r.role as Role }));
   }
 
-  /** Drops the index entries of sessions an operator ended by hand (the streams already confirmed). */
-  forgetSessions(serverId: string, sessions: IndexedSession[]): void {
+  /**
+   * Drops index entries of ended sessions (the streams already confirmed).
+   * `before`: when the ending began; an entry tracked later belongs to a new
+   * session of the same client and stays.
+   */
+  forgetSessions(serverId: string, sessions: IndexedSession[], before: number): void {
     for (const s of sessions) {
       this.sql.exec(
-        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
-        serverId, s.serviceId, s.clientId, s.streamKey, s.role,
+        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND tracked_at <= ?",
+        serverId, s.serviceId, s.clientId, s.streamKey, s.role, before,
       );
     }
   }
@@ -321,9 +336,11 @@ export class ServerRegistry extends DurableObject<Env> {
         this.suspend(row, now, `no heartbeat for ${timeout / 1000} s`);
       }
       if (row.dead_since !== null && this.graceOver(row, now)) this.expire(row, now);
+      this.settleCandidates(row, now);
       this.forgetIfIdle(row, now, retention);
     }
-    this.sql.exec("DELETE FROM retired WHERE retired_at < ?", now - retention);
+    // Retired ids are kept while their process still speaks (a duplicate server_id): it must never become current again.
+    this.sql.exec("DELETE FROM retired WHERE retired_at < ? AND (heard_at IS NULL OR heard_at < ?)", now - retention, now - retention);
     const failed = await this.deliverNotices();
     const next = this.nextWake(Date.now());
     if (failed) this.armAlarm(Date.now() + NOTICE_RETRY_MS);
@@ -376,17 +393,16 @@ export class ServerRegistry extends DurableObject<Env> {
 
   private nextWake(now: number): number | null {
     if (this.sql.exec("SELECT 1 FROM notices LIMIT 1").toArray().length > 0) return now;
-    const grace = sessionGraceMs(this.env);
-    const retention = serverRetentionMs(this.env);
     let earliest: number | null = null;
     const consider = (t: number) => {
       if (earliest === null || t < earliest) earliest = t;
     };
     for (const row of this.servers.values()) {
       if (row.last_heartbeat !== null && row.dead_since === null) consider(row.last_heartbeat + serverTimeoutMs(this.env));
-      if (row.dead_since !== null && (row.expired_at === null || row.expired_at < row.last_heartbeat!)) consider(row.last_heartbeat! + grace);
-      if (row.dead_since !== null) consider(Math.max(row.dead_since, row.last_seen) + retention);
+      if (row.dead_since !== null && (row.expired_at === null || row.expired_at < row.last_heartbeat!)) consider(row.last_heartbeat! + sessionGraceMs(this.env));
+      if (row.dead_since !== null || row.last_heartbeat === null) consider(row.last_seen + serverRetentionMs(this.env));
     }
+    for (const c of this.sql.exec<{ since: number }>("SELECT since FROM candidates")) consider(c.since + serverTimeoutMs(this.env));
     return earliest;
   }
 
@@ -420,6 +436,8 @@ export class ServerRegistry extends DurableObject<Env> {
         "INSERT INTO servers (server_id, service_id, device_id, ip, pid, last_seen, seq) VALUES (?, ?, '', '', '', ?, 0)",
         serverId, serviceId, now,
       );
+      // Forgotten after SERVER_RETENTION_S if it never heartbeats and holds nothing.
+      this.armAlarm(now + serverRetentionMs(this.env));
       return "current";
     }
     if (serviceId === row.service_id) {
@@ -431,26 +449,72 @@ export class ServerRegistry extends DurableObject<Env> {
       return "current";
     }
     if (this.isRetired(serverId, serviceId)) {
-      if (kind === "start") this.heardFromRetired(row, serviceId, now);
+      if (kind !== "stop") this.heardFromRetired(row, serviceId, now);
       return "retired";
     }
     if (kind === "stop") return "unknown";
+    // A start hook cannot overrule a process that still heartbeats: it may be a late hook of an
+    // older process, or a forgery. It waits as a candidate until its own first heartbeat.
+    const currentSpeaks = row.last_heartbeat !== null && row.dead_since === null && !this.isSilent(row, now);
+    if (kind === "start" && currentSpeaks) {
+      this.touch(row, now);
+      this.sql.exec("INSERT OR IGNORE INTO candidates (server_id, service_id, since) VALUES (?, ?, ?)", serverId, serviceId, now);
+      this.armAlarm(now + serverTimeoutMs(this.env));
+      return "candidate";
+    }
+    this.restart(row, serviceId, now);
+    return "current";
+  }
 
-    // A restart: the new process is current from now on; the old one's streams are told by notices.
-    const old = row.service_id;
+  /**
+   * A new process is current from now on; the old one (and any other
+   * candidate) is retired, and its streams are told by notices.
+   */
+  private restart(row: ServerRow, serviceId: string, now: number): void {
+    const replaced = [row.service_id, ...this.candidatesOf(row.server_id).filter((c) => c !== serviceId)];
     row.service_id = serviceId;
     row.seq++;
     row.expired_at = null;
-    this.sql.exec("UPDATE servers SET service_id = ?, seq = ?, expired_at = NULL WHERE server_id = ?", serviceId, row.seq, serverId);
-    this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", serverId, old, now);
-    this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`);
+    this.sql.exec("UPDATE servers SET service_id = ?, seq = ?, expired_at = NULL WHERE server_id = ?", serviceId, row.seq, row.server_id);
+    this.sql.exec("DELETE FROM candidates WHERE server_id = ?", row.server_id);
+    for (const old of replaced) {
+      this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", row.server_id, old, now);
+      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`);
+    }
     this.touch(row, now);
     if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now);
-    return "current";
+  }
+
+  /**
+   * A candidate that did not heartbeat within SERVER_TIMEOUT_S while the
+   * current process kept heartbeating was a late or forged hook: retired,
+   * its sessions ended. If the current process fell silent instead, the
+   * candidate was its restart.
+   */
+  private settleCandidates(row: ServerRow, now: number): void {
+    const timeout = serverTimeoutMs(this.env);
+    for (const c of this.sql.exec<{ service_id: string; since: number }>("SELECT service_id, since FROM candidates WHERE server_id = ?", row.server_id).toArray()) {
+      if (row.dead_since !== null || this.isSilent(row, now)) {
+        this.restart(row, c.service_id, now);
+        return;
+      }
+      if (now < c.since + timeout) continue;
+      this.sql.exec("DELETE FROM candidates WHERE server_id = ? AND service_id = ?", row.server_id, c.service_id);
+      this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", row.server_id, c.service_id, now);
+      this.notify(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`);
+      console.log(JSON.stringify({ event: "candidate process refused", server: row.server_id, current: row.service_id, refused: c.service_id }));
+    }
+  }
+
+  private candidatesOf(serverId: string): string[] {
+    return this.sql.exec<{ service_id: string }>("SELECT service_id FROM candidates WHERE server_id = ?", serverId).toArray().map((r) => r.service_id);
   }
 
   /** Where one process stands now (see ProcessStatus). */
   private statusOf(row: ServerRow, serviceId: string, now: number): ProcessStatus {
+    if (serviceId !== row.service_id && this.candidatesOf(row.server_id).includes(serviceId)) {
+      return { serverId: row.server_id, serviceId, seq: row.seq, status: "live", cutoff: 0, replaced: false, why: "a new process of its server, not yet confirmed by a heartbeat" };
+    }
     if (serviceId !== row.service_id) {
       return { serverId: row.server_id, serviceId, seq: row.seq, status: "ended", cutoff: FOREVER, replaced: true, why: "its server restarted" };
     }
@@ -496,10 +560,12 @@ export class ServerRegistry extends DurableObject<Env> {
 
   /** SESSION_GRACE_S of silence: the process's sessions so far end for good. */
   private expire(row: ServerRow, now: number): void {
-    row.expired_at = now;
+    // Sessions up to the moment the server went silent end: a session admitted since then is a
+    // new one of a returning process (whose hook may reach its stream before this does).
+    row.expired_at = Math.min(now, row.last_heartbeat! + serverTimeoutMs(this.env));
     row.seq++;
-    this.sql.exec("UPDATE servers SET expired_at = ?, seq = ? WHERE server_id = ?", now, row.seq, row.server_id);
-    this.notify(row, row.service_id, "suspended", now, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`);
+    this.sql.exec("UPDATE servers SET expired_at = ?, seq = ? WHERE server_id = ?", row.expired_at, row.seq, row.server_id);
+    this.notify(row, row.service_id, "suspended", row.expired_at, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`);
   }
 
   /**
@@ -516,6 +582,14 @@ export class ServerRegistry extends DurableObject<Env> {
          status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why`,
       cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, row.server_id, serviceId,
     );
+    if (cutoff === 0) {
+      // A status still pending for a stream the process no longer holds sessions on (ended meanwhile) is
+      // brought up to date too: a stale "suspended" must not greet the process's next session there.
+      this.sql.exec(
+        "UPDATE notices SET status = ?, seq = ?, why = ? WHERE server_id = ? AND service_id = ? AND kind = 'status'",
+        status, row.seq, why, row.server_id, serviceId,
+      );
+    }
     if (this.sql.exec("SELECT 1 FROM notices LIMIT 1").toArray().length > 0) this.armAlarm(Date.now());
   }
 
@@ -538,13 +612,15 @@ export class ServerRegistry extends DurableObject<Env> {
   }
 
   private forgetIfIdle(row: ServerRow, now: number, retention: number): void {
-    if (row.dead_since === null || now < Math.max(row.dead_since, row.last_seen) + retention) return;
+    if (row.dead_since === null && row.last_heartbeat !== null) return;
+    if (now < row.last_seen + retention) return;
     const held = this.sql.exec("SELECT 1 FROM client_streams WHERE server_id = ? LIMIT 1", row.server_id).toArray().length;
     const pending = this.sql.exec("SELECT 1 FROM notices WHERE server_id = ? LIMIT 1", row.server_id).toArray().length;
     if (held || pending) return;
     this.servers.delete(row.server_id);
     this.sql.exec("DELETE FROM servers WHERE server_id = ?", row.server_id);
     this.sql.exec("DELETE FROM retired WHERE server_id = ?", row.server_id);
+    this.sql.exec("DELETE FROM candidates WHERE server_id = ?", row.server_id);
   }
 
   private touch(row: ServerRow, now: number): void {

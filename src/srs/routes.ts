@@ -121,7 +121,7 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
     // A denial never concerns a session live in this role (rules.ts), so its
     // index entry can go. Awaited: left to waitUntil, these piled up behind a
     // flood of denials and stalled answers for seconds.
-    await server.forget(serverId, serviceId, clientId, [{ streamKey: key, role }]);
+    await server.forget(serverId, serviceId, clientId, [{ streamKey: key, role }], Number.MAX_SAFE_INTEGER);
   }
   log({
     action: hook.action,
@@ -148,7 +148,8 @@ async function stop(hook: StreamHook, env: Env): Promise<Response> {
   const role = roleOf(hook.action);
   const { serverId, serviceId, clientId } = hook.session;
   const ended = await streamObject(env, key).end(hook.session, role, { action: hook.action, ip: hook.ip });
-  await serverRegistry(env, serverId).forget(serverId, serviceId, clientId, [{ streamKey: key, role }]);
+  // `began`: an index entry written after this hook arrived belongs to a newer session of the client.
+  await serverRegistry(env, serverId).forget(serverId, serviceId, clientId, [{ streamKey: key, role }], began);
   log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow", ended, ms: Date.now() - began });
   return allow();
 }
@@ -161,7 +162,7 @@ async function close(hook: CloseHook, env: Env): Promise<Response> {
   const held = await registry.held(serverId, serviceId, clientId);
   const results = await Promise.allSettled(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role, { action: hook.action })));
   const ended = held.filter((_, i) => results[i].status === "fulfilled");
-  if (ended.length > 0) await registry.forget(serverId, serviceId, clientId, ended);
+  if (ended.length > 0) await registry.forget(serverId, serviceId, clientId, ended, began);
   log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: ended.length, ms: Date.now() - began });
   const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw failed.reason;

@@ -20,8 +20,30 @@ export type AttemptKind = "publish" | "play";
 /** The limit counts failures in windows this long. */
 export const WINDOW_MS = 60_000;
 
+/**
+ * Failures per stream per window, over all ips, that are counted and logged.
+ * Past it (a guesser rotating spoofed ips), failures cost no write and no
+ * log line: the log keeps the real decisions.
+ */
+export const STREAM_FAILURES_LOGGED = 20;
+
 export class AuthFailures {
+  /** Failures at this stream in the current window, all ips (in memory: a lost count only relaxes the budget). */
+  private window = { start: 0, failures: 0 };
+
   constructor(private sql: SqlStorage) {}
+
+  /** Spends one failure of the stream-wide budget: "ok", "last" (this one uses it up) or "over". */
+  spendBudget(now = Date.now()): "ok" | "last" | "over" {
+    if (now - this.window.start >= WINDOW_MS) this.window = { start: now, failures: 0 };
+    this.window.failures++;
+    if (this.window.failures < STREAM_FAILURES_LOGGED) return "ok";
+    return this.window.failures === STREAM_FAILURES_LOGGED ? "last" : "over";
+  }
+
+  overBudget(now = Date.now()): boolean {
+    return now - this.window.start < WINDOW_MS && this.window.failures > STREAM_FAILURES_LOGGED;
+  }
 
   static schema = `
     CREATE TABLE IF NOT EXISTS auth_failures (

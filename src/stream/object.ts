@@ -4,7 +4,7 @@ import type { Env } from "../env";
 import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry";
 import { serverRegistry } from "../stubs";
 import type { Role, SessionId } from "../srs/hook";
-import { AuthFailures, type AttemptKind } from "./auth-failures";
+import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
@@ -93,6 +93,8 @@ interface PublisherRow extends Record<string, SqlStorageValue> {
   client_id: string;
   ip: string;
   since: number;
+  /** Order in which publishers became live: at admission, and again when their server returns. */
+  ord: number;
 }
 
 /** One SRS process (server_id + service_id): the unit that goes silent, returns or dies together. */
@@ -120,7 +122,7 @@ const SCHEMA = `
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
   CREATE TABLE IF NOT EXISTS publishers (
     server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
-    ip TEXT NOT NULL, since INTEGER NOT NULL,
+    ip TEXT NOT NULL, since INTEGER NOT NULL, ord INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (server_id, service_id, client_id)) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS viewers (
     server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
@@ -196,12 +198,12 @@ export class StreamObject extends DurableObject<Env> {
     this.sql.exec(SCHEMA);
     if (this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'publisher'").toArray().length > 0) {
       // The single-publisher table of earlier versions.
-      this.sql.exec("INSERT OR IGNORE INTO publishers SELECT server_id, service_id, client_id, ip, since FROM publisher; DROP TABLE publisher;");
+      this.sql.exec("INSERT OR IGNORE INTO publishers SELECT server_id, service_id, client_id, ip, since, 0 FROM publisher; DROP TABLE publisher;");
     }
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
-    this.publishers = this.sql.exec<PublisherRow>("SELECT * FROM publishers ORDER BY since").toArray();
+    this.publishers = this.sql.exec<PublisherRow>("SELECT * FROM publishers ORDER BY ord, since").toArray();
     for (const r of this.sql.exec<{ server_id: string; service_id: string; suspended: number; seq: number }>("SELECT * FROM processes")) {
       this.processes.set(processKey(r.server_id, r.service_id), { serverId: r.server_id, serviceId: r.service_id, viewers: 0, suspended: r.suspended === 1, seq: r.seq });
     }
@@ -295,11 +297,20 @@ export class StreamObject extends DurableObject<Env> {
       if (s.role === "publisher") this.deletePublishers(s.serverId, s.serviceId, s.clientId, Number.MAX_SAFE_INTEGER);
       else this.deleteViewers(s.serverId, s.serviceId, s.clientId, Number.MAX_SAFE_INTEGER);
     }
+    for (const s of ended) this.dropProcessIfIdle(s.serverId, s.serviceId);
     if (ended.length > 0) {
       const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");
       this.record("admin", filter.serverId ?? "", filter.clientId ?? "", "", "end", `ended ${ended.length} session(s) by operator${scope ? ` (${scope})` : ""}`);
     }
     return ended;
+  }
+
+  /** Which of these sessions the stream holds (a client may have started a new one meanwhile). */
+  heldSessions(sessions: EndedSession[]): EndedSession[] {
+    if (!this.ready) return [];
+    return sessions.filter((x) =>
+      x.role === "publisher" ? this.publishers.some((p) => isSession(p, x)) : this.isViewing(x),
+    );
   }
 
   /**
@@ -455,10 +466,11 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   private admitPublisher(session: SessionId, ip: string): void {
-    const row: PublisherRow = { server_id: session.serverId, service_id: session.serviceId, client_id: session.clientId, ip, since: Date.now() };
+    const ord = this.nextOrd();
+    const row: PublisherRow = { server_id: session.serverId, service_id: session.serviceId, client_id: session.clientId, ip, since: Date.now(), ord };
     this.sql.exec(
-      "INSERT INTO publishers (server_id, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
-      row.server_id, row.service_id, row.client_id, row.ip, row.since,
+      "INSERT INTO publishers (server_id, service_id, client_id, ip, since, ord) VALUES (?, ?, ?, ?, ?, ?)",
+      row.server_id, row.service_id, row.client_id, row.ip, row.since, row.ord,
     );
     this.publishers.push(row);
     this.armAlarm();
@@ -474,10 +486,18 @@ export class StreamObject extends DurableObject<Env> {
     this.armAlarm();
   }
 
-  /** The publisher that holds the stream: the newest one whose server is not silent. */
+  /**
+   * The publisher that holds the stream: of those whose server is not silent,
+   * the one live the longest. A publisher whose server returns after another
+   * took the stream is live again but does not take it back (a conflict);
+   * it holds the stream again once the other one stops.
+   */
   private holder(): PublisherRow | null {
-    const live = this.publishers.filter((p) => !this.isSuspended(p.server_id, p.service_id));
-    return live.at(-1) ?? null;
+    return this.publishers.find((p) => !this.isSuspended(p.server_id, p.service_id)) ?? null;
+  }
+
+  private nextOrd(): number {
+    return this.publishers.reduce((max, p) => Math.max(max, p.ord), 0) + 1;
   }
 
   // --- brute-force limit -----------------------------------------------------
@@ -486,10 +506,17 @@ export class StreamObject extends DurableObject<Env> {
     return this.row !== null && this.failures.overLimit(kind, ip, limit);
   }
 
-  /** Counts a wrong key or bad token; an ip already over the limit costs no further write. */
+  /**
+   * Counts a wrong key or bad token. Past the stream-wide budget (guessers
+   * rotating spoofed ips), failures are answered as usual but cost no write
+   * and no log entry.
+   */
   private countFailure(kind: AttemptKind, ip: string, decision: Decision): void {
     if (!this.row || decision.allow || !isFailedGuess(decision.denial)) return;
+    const budget = this.failures.spendBudget();
+    if (budget === "over") return;
     this.failures.count(kind, ip);
+    if (budget === "last") this.record("guesses", "", "", "", "deny", `more than ${STREAM_FAILURES_LOGGED} failed keys or tokens this minute: further ones are not logged until the minute ends`);
   }
 
   // --- liveness --------------------------------------------------------------
@@ -546,18 +573,22 @@ export class StreamObject extends DurableObject<Env> {
     return this.heldProcesses().some((p) => p.serverId === hook.serverId && p.serviceId !== hook.serviceId);
   }
 
-  /** A start hook is proof that its process is alive: if it was suspended here, it is back. */
+  /**
+   * A start hook is proof that its process is alive: if it is still suspended
+   * here (the registry could not be asked), it is back. The seq is set just
+   * below what the stream knew, so the registry's next answer, whatever it
+   * says, still applies.
+   */
   private heardFrom(session: SessionId): void {
     if (this.isSuspended(session.serverId, session.serviceId)) {
       const p = this.processes.get(processKey(session.serverId, session.serviceId))!;
-      this.setSuspended(session.serverId, session.serviceId, false, p.seq, "its server is heard from again");
+      this.setSuspended(session.serverId, session.serviceId, false, p.seq - 1, "its server is heard from again");
     }
   }
 
   private setSuspended(serverId: string, serviceId: string, suspended: boolean, seq: number, why: string): void {
     const p = this.process(serverId, serviceId);
     const changed = p.suspended !== suspended;
-    const holderBefore = this.holder();
     p.suspended = suspended;
     p.seq = seq;
     this.sql.exec(
@@ -565,26 +596,30 @@ export class StreamObject extends DurableObject<Env> {
       serverId, serviceId, suspended ? 1 : 0, seq,
     );
     if (!changed) return;
+    if (!suspended) {
+      // Back in the queue of live publishers, behind whoever held the stream meanwhile.
+      for (const x of this.publishers.filter((x) => x.server_id === serverId && x.service_id === serviceId)) {
+        x.ord = this.nextOrd();
+        this.sql.exec("UPDATE publishers SET ord = ? WHERE server_id = ? AND service_id = ? AND client_id = ?", x.ord, x.server_id, x.service_id, x.client_id);
+      }
+      this.publishers.sort((a, b) => a.ord - b.ord);
+    }
     this.recount();
     const held = p.viewers + this.publishers.filter((x) => x.server_id === serverId && x.service_id === serviceId).length;
     if (held > 0) {
       this.record(suspended ? "suspend" : "resume", serverId, "", "", suspended ? "suspend" : "resume", `${held} session(s) of server ${serverId} (service ${serviceId}) ${suspended ? "suspended" : "count again"}: ${why}`);
     }
-    if (!suspended) this.reportConflicts(serverId, serviceId, holderBefore);
+    if (!suspended) this.reportConflicts();
   }
 
-  /** A returning publisher finds a newer one holding the stream: the newer keeps it; the conflict is logged. */
-  private reportConflicts(serverId: string, serviceId: string, holderBefore: PublisherRow | null): void {
+  /** After a return, every live publisher but the holder is in conflict; each is logged. */
+  private reportConflicts(): void {
     const holder = this.holder();
     if (!holder) return;
     for (const p of this.publishers) {
-      if (p === holder || p.server_id !== serverId || p.service_id !== serviceId || this.isSuspended(p.server_id, p.service_id)) continue;
+      if (p === holder || this.isSuspended(p.server_id, p.service_id)) continue;
       this.record("conflict", p.server_id, p.client_id, p.ip, "conflict",
-        `publisher ${p.client_id} on server ${p.server_id} is back while client ${holder.client_id} on server ${holder.server_id} holds the stream: the newer publisher keeps it`);
-    }
-    if (holderBefore && holder !== holderBefore) {
-      // Cannot happen (the holder is the newest live publisher), but say so if it does.
-      console.error(JSON.stringify({ error: "holder changed on resume", stream: this.row && `${this.row.app}/${this.row.stream}` }));
+        `publisher ${p.client_id} on server ${p.server_id} is back while client ${holder.client_id} on server ${holder.server_id} holds the stream: the holder keeps it`);
     }
   }
 
@@ -676,6 +711,7 @@ export class StreamObject extends DurableObject<Env> {
   /** A guesser over the limit is answered without a log entry: it cannot flush real decisions out. */
   private recordDecision(action: string, session: SessionId, ip: string, decision: Decision): void {
     if (!decision.allow && decision.denial.code === Denials.rateLimited.code) return;
+    if (!decision.allow && isFailedGuess(decision.denial) && this.failures.overBudget()) return;
     const reason = decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason;
     this.record(action, session.serverId, session.clientId, ip, decision.allow ? "allow" : "deny", reason);
   }

@@ -1,8 +1,17 @@
+import { readFileSync } from "node:fs";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 // Tests run inside workerd with the real KV namespace and Durable Objects from
-// wrangler.toml. Secrets are fixed test values here; .dev.vars is never read.
+// wrangler.toml. wrangler also loads a developer's .dev.vars (there is no option
+// to stop it), so every setting the Worker reads is pinned here: the [vars] as
+// wrangler.toml has them, the secrets as fixed test values, rotations off.
+// Tests then run the same in any checkout, whatever `npm run dev` left behind.
+const tomlVars = Object.fromEntries(
+  [...(readFileSync(new URL("./wrangler.toml", import.meta.url), "utf8").split(/^\[vars\]$/m)[1] ?? "").split(/^\[/m)[0].matchAll(/^([A-Z_]+)\s*=\s*"([^"]*)"/gm)].map(
+    (m) => [m[1], m[2]],
+  ),
+);
 export default defineConfig({
   // One JSON log line per decision is the product's output; keep it out of the test report unless a test fails.
   // Property tests send hundreds of hooks per test: give them time on a loaded 2-core machine.
@@ -14,6 +23,9 @@ export default defineConfig({
         // Vitest's own runner imports node:* modules; the Worker itself does not need this flag.
         compatibilityFlags: ["nodejs_compat"],
         bindings: {
+          ...tomlVars,
+          HOOK_SECRET_PREVIOUS: "",
+          TOKEN_SIGNING_KEY_PREVIOUS: "",
           // At least 32 characters each: the Worker refuses shorter secrets.
           HOOK_SECRET: "test-hook-secret-32-chars-or-more",
           ADMIN_TOKEN: "test-admin-token-32-chars-or-more",

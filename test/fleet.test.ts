@@ -395,6 +395,7 @@ describe("GET /admin/servers", () => {
       sessions: 1,
       duplicateServiceIds: [],
       pendingNotices: 0,
+      candidateServiceIds: [],
     });
     await beat(restarted(edge));
     await deliverNotices(edge);

@@ -24,6 +24,8 @@ export interface ServerState {
   duplicateServiceIds: string[];
   /** Streams still to be told about a change of this server (restart, silence, return). */
   pendingNotices: number;
+  /** Processes admitted by start hooks that wait for their own first heartbeat to become current. */
+  candidateServiceIds: string[];
 }
 
 /** A stream on which a client of a server holds (or asked for) a session. */
@@ -238,9 +240,9 @@ export class ServerRegistry extends DurableObject<Env> {
    * on_close, denials, admin calls). Called only after the stream confirmed,
    * so a failed stop leaves the entry for on_close, a restart or an operator.
    */
-  async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[], before: number): Promise<void> {
+  async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[]): Promise<void> {
     this.observe(serverId, serviceId, "stop");
-    this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })), before);
+    this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })));
   }
 
   /** on_close: the streams the client still holds (the caller ends them, then forgets them). */
@@ -306,16 +308,12 @@ export class ServerRegistry extends DurableObject<Env> {
       .map((r) => ({ serviceId: r.service_id, clientId: r.client_id, streamKey: r.stream_key, role: r.role as Role }));
   }
 
-  /**
-   * Drops index entries of ended sessions (the streams already confirmed).
-   * `before`: when the ending began; an entry tracked later belongs to a new
-   * session of the same client and stays.
-   */
-  forgetSessions(serverId: string, sessions: IndexedSession[], before: number): void {
+  /** Drops index entries of ended sessions (the streams already confirmed). */
+  forgetSessions(serverId: string, sessions: IndexedSession[]): void {
     for (const s of sessions) {
       this.sql.exec(
-        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND tracked_at <= ?",
-        serverId, s.serviceId, s.clientId, s.streamKey, s.role, before,
+        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
+        serverId, s.serviceId, s.clientId, s.streamKey, s.role,
       );
     }
   }
@@ -402,7 +400,12 @@ export class ServerRegistry extends DurableObject<Env> {
       if (row.dead_since !== null && (row.expired_at === null || row.expired_at < row.last_heartbeat!)) consider(row.last_heartbeat! + sessionGraceMs(this.env));
       if (row.dead_since !== null || row.last_heartbeat === null) consider(row.last_seen + serverRetentionMs(this.env));
     }
-    for (const c of this.sql.exec<{ since: number }>("SELECT since FROM candidates")) consider(c.since + serverTimeoutMs(this.env));
+    for (const c of this.sql.exec<{ server_id: string; since: number }>("SELECT server_id, since FROM candidates")) {
+      const row = this.servers.get(c.server_id);
+      const silent = !row || row.dead_since !== null || this.isSilent(row, now);
+      // While the current process is silent, its next heartbeat re-arms the alarm.
+      consider(silent ? c.since + sessionGraceMs(this.env) : Math.max(c.since + serverTimeoutMs(this.env), now));
+    }
     return earliest;
   }
 
@@ -453,10 +456,10 @@ export class ServerRegistry extends DurableObject<Env> {
       return "retired";
     }
     if (kind === "stop") return "unknown";
-    // A start hook cannot overrule a process that still heartbeats: it may be a late hook of an
-    // older process, or a forgery. It waits as a candidate until its own first heartbeat.
-    const currentSpeaks = row.last_heartbeat !== null && row.dead_since === null && !this.isSilent(row, now);
-    if (kind === "start" && currentSpeaks) {
+    // On a server that heartbeats, only a heartbeat moves the epoch. A start hook from a process
+    // never heard of may be a restart whose first heartbeat is on its way, a late hook of an older
+    // process, or a forgery: it waits as a candidate until its own first heartbeat.
+    if (kind === "start" && row.last_heartbeat !== null) {
       this.touch(row, now);
       this.sql.exec("INSERT OR IGNORE INTO candidates (server_id, service_id, since) VALUES (?, ?, ?)", serverId, serviceId, now);
       this.armAlarm(now + serverTimeoutMs(this.env));
@@ -486,19 +489,19 @@ export class ServerRegistry extends DurableObject<Env> {
   }
 
   /**
-   * A candidate that did not heartbeat within SERVER_TIMEOUT_S while the
-   * current process kept heartbeating was a late or forged hook: retired,
-   * its sessions ended. If the current process fell silent instead, the
-   * candidate was its restart.
+   * A candidate that has not heartbeated although the current process did
+   * for a whole SERVER_TIMEOUT_S since the candidate appeared was a late or
+   * forged hook: retired, its sessions ended. While the current process is
+   * silent, candidates wait (their sessions count): only their own heartbeat
+   * makes one current, so neither a forger nor a late hook can take over a
+   * server whose heartbeats are merely late. After SESSION_GRACE_S a
+   * candidate is refused whatever happens.
    */
   private settleCandidates(row: ServerRow, now: number): void {
     const timeout = serverTimeoutMs(this.env);
     for (const c of this.sql.exec<{ service_id: string; since: number }>("SELECT service_id, since FROM candidates WHERE server_id = ?", row.server_id).toArray()) {
-      if (row.dead_since !== null || this.isSilent(row, now)) {
-        this.restart(row, c.service_id, now);
-        return;
-      }
-      if (now < c.since + timeout) continue;
+      const currentProvedAlive = now >= c.since + timeout && row.dead_since === null && !this.isSilent(row, now);
+      if (!currentProvedAlive && now < c.since + sessionGraceMs(this.env)) continue;
       this.sql.exec("DELETE FROM candidates WHERE server_id = ? AND service_id = ?", row.server_id, c.service_id);
       this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", row.server_id, c.service_id, now);
       this.notify(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`);
@@ -665,6 +668,7 @@ export class ServerRegistry extends DurableObject<Env> {
       sessions,
       duplicateServiceIds: duplicates,
       pendingNotices,
+      candidateServiceIds: this.candidatesOf(row.server_id).sort(),
     };
   }
 }

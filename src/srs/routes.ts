@@ -5,19 +5,21 @@ import type { Env } from "../env";
 import { readJson } from "../http";
 import { streamKey } from "../stream/name";
 import { verifyPlayToken } from "../auth/token";
-import { Denials, type Decision, type PlayToken } from "../stream/rules";
-import { serverRegistry, streamObject } from "../stubs";
+import type { PlayToken } from "../stream/rules";
+import * as session from "../session/lifecycle";
+import type { Credentials } from "../session/lifecycle";
+import { serverRegistry } from "../stubs";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type Role, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 
 /** POST /hooks/srs/:secret — every on_* callback of every SRS server. */
-export async function handleHook(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
+export async function handleHook(request: IRequest, env: Env): Promise<Response> {
   await requireHookSecret(request, env);
   const hook = parseHook(await readJson(request));
   switch (hook.action) {
     case "on_publish":
     case "on_play":
-      return start(hook as StreamHook, env, ctx);
+      return start(hook as StreamHook, env);
     case "on_unpublish":
     case "on_stop":
       return stop(hook as StreamHook, env);
@@ -86,43 +88,15 @@ function roleOf(action: StreamHook["action"]): Role {
   return action === "on_publish" || action === "on_unpublish" ? "publisher" : "viewer";
 }
 
-async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise<Response> {
+async function start(hook: StreamHook, env: Env): Promise<Response> {
   const began = Date.now();
   const key = streamKey(hook.stream);
-  const role = roleOf(hook.action);
-  const { serverId, serviceId, clientId } = hook.session;
-  const stream = streamObject(env, key);
-  const server = serverRegistry(env, serverId);
-  // The server's client index is written alongside the decision, not after
-  // it, so an admitted client costs no extra round trip.
-  const tracked = server.track(serverId, serviceId, clientId, { streamKey: key, role });
-  const decided = (async (): Promise<Decision> => {
-    const guessLimit = authFailuresPerMinute(env);
-    if (role === "publisher") return await stream.publish(hook.session, hook.ip, await publishKeyHash(hook), guessLimit);
-    return await stream.play(hook.session, hook.ip, await checkPlayToken(hook, env), guessLimit);
-  })();
-  const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
-  if (decisionResult.status === "rejected") throw decisionResult.reason;
-  let decision = decisionResult.value;
-  if (trackResult.status === "rejected") {
-    // Without its index entry the session could never be ended by on_close
-    // or a fence: undo the admission and fail (SRS refuses the client).
-    if (decision.allow && decision.admit) {
-      await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: server index unavailable" });
-    }
-    throw trackResult.reason;
-  }
-  if (trackResult.value === "retired") {
-    // A hook from a process its server's restart already replaced, still in
-    // flight: whatever it was granted would be a ghost.
-    decision = { allow: false, denial: Denials.retiredProcess };
-    await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: decision.denial.reason });
-  } else if (!decision.allow) {
-    // A denial never concerns a session live in this role (rules.ts), so its
-    // index entry can go. Awaited: left to waitUntil, these piled up behind a
-    // flood of denials and stalled answers for seconds.
-    await server.forget(serverId, serviceId, clientId, [{ streamKey: key, role }], Number.MAX_SAFE_INTEGER);
-  }
+  const credentials: Credentials =
+    roleOf(hook.action) === "publisher"
+      ? { role: "publisher", keyHash: await publishKeyHash(hook) }
+      : { role: "viewer", token: await checkPlayToken(hook, env) };
+  const decision = await session.start(env, hook, key, credentials, () => authFailuresPerMinute(env));
+  const { serverId, clientId } = hook.session;
   log({
     action: hook.action,
     stream: key,
@@ -137,35 +111,18 @@ async function start(hook: StreamHook, env: Env, ctx: ExecutionContext): Promise
   return decision.allow ? allow() : deny(decision.denial);
 }
 
-/**
- * The stream ends the session first; the server's index entry goes only once
- * it has. SRS never retries a stop event: if this one fails half-way, the
- * entry is still there for on_close, a restart fence or an operator to find.
- */
 async function stop(hook: StreamHook, env: Env): Promise<Response> {
   const began = Date.now();
   const key = streamKey(hook.stream);
-  const role = roleOf(hook.action);
-  const { serverId, serviceId, clientId } = hook.session;
-  const ended = await streamObject(env, key).end(hook.session, role, { action: hook.action, ip: hook.ip });
-  // `began`: an index entry written after this hook arrived belongs to a newer session of the client.
-  await serverRegistry(env, serverId).forget(serverId, serviceId, clientId, [{ streamKey: key, role }], began);
-  log({ action: hook.action, stream: key, server: serverId, client: clientId, decision: "allow", ended, ms: Date.now() - began });
+  const ended = await session.stop(env, hook, key, roleOf(hook.action));
+  log({ action: hook.action, stream: key, server: hook.session.serverId, client: hook.session.clientId, decision: "allow", ended, ms: Date.now() - began });
   return allow();
 }
 
-/** on_close names no stream: the index says which streams the client holds; each is ended, then forgotten. */
 async function close(hook: CloseHook, env: Env): Promise<Response> {
   const began = Date.now();
-  const { serverId, serviceId, clientId } = hook.session;
-  const registry = serverRegistry(env, serverId);
-  const held = await registry.held(serverId, serviceId, clientId);
-  const results = await Promise.allSettled(held.map((h) => streamObject(env, h.streamKey).end(hook.session, h.role, { action: hook.action })));
-  const ended = held.filter((_, i) => results[i].status === "fulfilled");
-  if (ended.length > 0) await registry.forget(serverId, serviceId, clientId, ended, began);
-  log({ action: hook.action, server: serverId, client: clientId, decision: "allow", ended: ended.length, ms: Date.now() - began });
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-  if (failed) throw failed.reason;
+  const ended = await session.close(env, hook.session);
+  log({ action: hook.action, server: hook.session.serverId, client: hook.session.clientId, decision: "allow", ended, ms: Date.now() - began });
   return allow();
 }
 

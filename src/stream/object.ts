@@ -516,7 +516,7 @@ export class StreamObject extends DurableObject<Env> {
     const budget = this.failures.spendBudget();
     if (budget === "over") return;
     this.failures.count(kind, ip);
-    if (budget === "last") this.record("guesses", "", "", "", "deny", `more than ${STREAM_FAILURES_LOGGED} failed keys or tokens this minute: further ones are not logged until the minute ends`);
+    if (budget === "last") this.record("guesses", "", "", "", "deny", `${STREAM_FAILURES_LOGGED} failed keys or tokens this minute: further ones are not counted or logged until the minute ends`, "guesses");
   }
 
   // --- liveness --------------------------------------------------------------
@@ -609,15 +609,15 @@ export class StreamObject extends DurableObject<Env> {
     if (held > 0) {
       this.record(suspended ? "suspend" : "resume", serverId, "", "", suspended ? "suspend" : "resume", `${held} session(s) of server ${serverId} (service ${serviceId}) ${suspended ? "suspended" : "count again"}: ${why}`);
     }
-    if (!suspended) this.reportConflicts();
+    if (!suspended) this.reportConflicts(serverId, serviceId);
   }
 
-  /** After a return, every live publisher but the holder is in conflict; each is logged. */
-  private reportConflicts(): void {
+  /** A returning publisher that finds the stream held by another is in conflict: logged. */
+  private reportConflicts(serverId: string, serviceId: string): void {
     const holder = this.holder();
     if (!holder) return;
     for (const p of this.publishers) {
-      if (p === holder || this.isSuspended(p.server_id, p.service_id)) continue;
+      if (p === holder || p.server_id !== serverId || p.service_id !== serviceId) continue;
       this.record("conflict", p.server_id, p.client_id, p.ip, "conflict",
         `publisher ${p.client_id} on server ${p.server_id} is back while client ${holder.client_id} on server ${holder.server_id} holds the stream: the holder keeps it`);
     }
@@ -711,15 +711,16 @@ export class StreamObject extends DurableObject<Env> {
   /** A guesser over the limit is answered without a log entry: it cannot flush real decisions out. */
   private recordDecision(action: string, session: SessionId, ip: string, decision: Decision): void {
     if (!decision.allow && decision.denial.code === Denials.rateLimited.code) return;
-    if (!decision.allow && isFailedGuess(decision.denial) && this.failures.overBudget()) return;
+    const guess = !decision.allow && isFailedGuess(decision.denial);
+    if (guess && this.failures.overBudget()) return;
     const reason = decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason;
-    this.record(action, session.serverId, session.clientId, ip, decision.allow ? "allow" : "deny", reason);
+    this.record(action, session.serverId, session.clientId, ip, decision.allow ? "allow" : "deny", reason, guess ? "guesses" : "decisions");
   }
 
   /** Streams that do not exist keep no log, so hooks naming random streams store nothing. */
-  private record(action: string, server: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
+  private record(action: string, server: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string, ring: "decisions" | "guesses" = "decisions"): void {
     if (!this.row) return;
-    this.log.append(action, server, client, ip, decision, reason);
+    this.log.append(action, server, client, ip, decision, reason, ring);
   }
 
   // --- helpers ---------------------------------------------------------------

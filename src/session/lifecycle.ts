@@ -1,0 +1,153 @@
+/**
+ * The life of a session, in one place: start, stop, close, and ending by hand.
+ * Two objects must agree about each session: the stream's object, which
+ * decides and counts, and its server's registry shard, whose client index is
+ * how on_close (which names no stream), restarts and operators find it. They
+ * are written separately, so every step below says what it does when one of
+ * the two writes fails: the rule is that an index entry exists for every
+ * session a stream holds (an entry too many is harmless; one too few leaves a
+ * ghost nobody can find).
+ */
+import type { Env } from "../env";
+import type { IndexedSession } from "../server/registry";
+import type { Role, SessionId, StreamHook } from "../srs/hook";
+import type { EndedSession } from "../stream/object";
+import { Denials, type Decision, type PlayToken } from "../stream/rules";
+import { serverRegistry, streamObject } from "../stubs";
+
+/** What the Worker established about a start hook before the stream decides. */
+export type Credentials = { role: "publisher"; keyHash: string | null } | { role: "viewer"; token: PlayToken };
+
+/**
+ * on_publish / on_play. The index entry is written alongside the decision,
+ * not after it, so an admitted client waits for one round trip, not two.
+ * Compensations: an admission whose index write failed is undone (and the
+ * hook fails: SRS refuses the client); an admission of a process its
+ * server's restart already replaced is undone and refused (4006); a denial's
+ * entry is dropped again.
+ */
+export async function start(env: Env, hook: StreamHook, streamKey: string, credentials: Credentials, guessLimit: () => number): Promise<Decision> {
+  const { serverId, serviceId, clientId } = hook.session;
+  const role = credentials.role;
+  const stream = streamObject(env, streamKey);
+  const server = serverRegistry(env, serverId);
+  const tracked = server.track(serverId, serviceId, clientId, { streamKey, role });
+  const decided = (async (): Promise<Decision> => {
+    if (credentials.role === "publisher") return stream.publish(hook.session, hook.ip, credentials.keyHash, guessLimit());
+    return stream.play(hook.session, hook.ip, credentials.token, guessLimit());
+  })();
+  const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
+  if (decisionResult.status === "rejected") throw decisionResult.reason;
+  const decision = decisionResult.value;
+  if (trackResult.status === "rejected") {
+    if (decision.allow && decision.admit) {
+      await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: server index unavailable" });
+    }
+    throw trackResult.reason;
+  }
+  if (trackResult.value === "retired") {
+    // A hook from a process its server's restart already replaced, still in flight: whatever it was granted would be a ghost.
+    await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: Denials.retiredProcess.reason });
+    return { allow: false, denial: Denials.retiredProcess };
+  }
+  if (!decision.allow) {
+    // A denial never concerns a session live in this role (rules.ts). Awaited: left to
+    // waitUntil, these piled up behind a flood of denials and stalled answers for seconds.
+    await server.forget(serverId, serviceId, clientId, [{ streamKey, role }]);
+  }
+  return decision;
+}
+
+/**
+ * on_unpublish / on_stop. The stream ends the session first; the index entry
+ * goes only once it has. SRS never retries a stop event: if this one fails
+ * half-way, the entry is still there for on_close, a restart or an operator.
+ * SRS sends a client's hooks one after another (each waits for our answer),
+ * so no newer session of the same client can slip in between the two writes.
+ */
+export async function stop(env: Env, hook: StreamHook, streamKey: string, role: Role): Promise<number> {
+  const { serverId, serviceId, clientId } = hook.session;
+  const ended = await streamObject(env, streamKey).end(hook.session, role, { action: hook.action, ip: hook.ip });
+  await serverRegistry(env, serverId).forget(serverId, serviceId, clientId, [{ streamKey, role }]);
+  return ended;
+}
+
+/**
+ * on_close names no stream: the index says which streams the client holds;
+ * each is ended, and the entries of those that confirmed are dropped. A
+ * stream that could not be reached keeps its entry, and the hook fails.
+ */
+export async function close(env: Env, session: SessionId): Promise<number> {
+  const { serverId, serviceId, clientId } = session;
+  const registry = serverRegistry(env, serverId);
+  const held = await registry.held(serverId, serviceId, clientId);
+  const results = await Promise.allSettled(held.map((h) => streamObject(env, h.streamKey).end(session, h.role, { action: "on_close" })));
+  const ended = held.filter((_, i) => results[i].status === "fulfilled");
+  if (ended.length > 0) await registry.forget(serverId, serviceId, clientId, ended);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+  return ended.length;
+}
+
+/**
+ * An operator ends a stream's sessions (all, or one server's and/or one
+ * client id's). Same order as a stop; then, since an operator's call may
+ * overlap a client that started again with the same ids, the stream is asked
+ * what it holds now, and that is indexed again.
+ */
+export async function endStreamSessions(env: Env, streamKey: string, filter: { serverId?: string; clientId?: string }): Promise<EndedSession[] | null> {
+  const stream = streamObject(env, streamKey);
+  const ended = await stream.endSessions(filter);
+  if (ended.length === 0 && !(await stream.state())) return null;
+  const byServer = new Map<string, IndexedSession[]>();
+  for (const s of ended) {
+    byServer.set(s.serverId, [...(byServer.get(s.serverId) ?? []), { streamKey, role: s.role, serviceId: s.serviceId, clientId: s.clientId }]);
+  }
+  await Promise.all([...byServer].map(([serverId, sessions]) => serverRegistry(env, serverId).forgetSessions(serverId, sessions)));
+  await reindexStartedAgain(env, streamKey, ended);
+  return ended;
+}
+
+/** Streams told per call when an operator ends a server's sessions: bounded work per request. */
+export const SERVER_SESSIONS_PER_CALL = 500;
+
+export interface ServerSessionsEnded {
+  ended: IndexedSession[];
+  remaining: number;
+  failed: number;
+}
+
+/**
+ * An operator ends every session a server's clients hold, whatever process
+ * of the server they belong to, SERVER_SESSIONS_PER_CALL at most per call.
+ * Null for a server never heard of.
+ */
+export async function endServerSessions(env: Env, serverId: string): Promise<ServerSessionsEnded | null> {
+  const registry = serverRegistry(env, serverId);
+  if (!(await registry.state(serverId))) return null;
+  const all = await registry.sessionsOf(serverId);
+  const batch = all.slice(0, SERVER_SESSIONS_PER_CALL);
+  const results = await Promise.allSettled(
+    batch.map((s) =>
+      streamObject(env, s.streamKey).end({ serverId, serviceId: s.serviceId, clientId: s.clientId }, s.role, {
+        action: "admin",
+        reason: `ended by operator (all sessions of server ${serverId})`,
+      }),
+    ),
+  );
+  const done = batch.filter((_, i) => results[i].status === "fulfilled");
+  await registry.forgetSessions(serverId, done);
+  const byStream = new Map<string, EndedSession[]>();
+  for (const d of done) {
+    byStream.set(d.streamKey, [...(byStream.get(d.streamKey) ?? []), { role: d.role, serverId, serviceId: d.serviceId, clientId: d.clientId }]);
+  }
+  await Promise.all([...byStream].map(([streamKey, sessions]) => reindexStartedAgain(env, streamKey, sessions)));
+  return { ended: done, remaining: all.length - done.length, failed: batch.length - done.length };
+}
+
+/** Indexes again whatever of `ended` the stream holds now (a client that started again meanwhile). */
+async function reindexStartedAgain(env: Env, streamKey: string, ended: EndedSession[]): Promise<void> {
+  if (ended.length === 0) return;
+  const held = await streamObject(env, streamKey).heldSessions(ended);
+  await Promise.all(held.map((s) => serverRegistry(env, s.serverId).track(s.serverId, s.serviceId, s.clientId, { streamKey, role: s.role })));
+}

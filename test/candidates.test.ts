@@ -1,0 +1,133 @@
+/**
+ * Candidates: start hooks from processes never heard of, on a server that
+ * heartbeats. They wait for their own first heartbeat; neither a forger nor a
+ * late hook can take a server over, also while its heartbeats are late.
+ */
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { serverTimeoutMs } from "../src/config";
+import { serverRegistry } from "../src/stubs";
+import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const T0 = new Date("2031-03-01T12:00:00Z").getTime();
+
+/** SERVER_TIMEOUT_S as the objects read it (a local .dev.vars can change it: see the report). */
+const T = serverTimeoutMs(env);
+const at = (ms: number) => vi.setSystemTime(T0 + ms);
+const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
+const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
+
+async function serverListed(edge: Edge) {
+  return (await admin("GET", "/servers")).body.servers.find((s: any) => s.serverId === edge.server);
+}
+async function deliverNotices(edge: Edge) {
+  for (let i = 0; i < 100 && ((await serverListed(edge))?.pendingNotices ?? 0) > 0; i++) await runDurableObjectAlarm(serverStub(edge));
+}
+
+let edge: Edge;
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  at(0);
+  edge = newEdge();
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+  vi.useRealTimers();
+});
+
+describe("two candidates when the current process falls silent", () => {
+  it("the real restart's own first heartbeat completes the restart even if a forged candidate is also waiting", async () => {
+    // README: a candidate's "own first heartbeat completes the restart".
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+
+    // Someone holding the hook secret sends one start hook under the edge's server_id
+    // (a service_id that sorts first).
+    at(1000);
+    const forged = { server: edge.server, service: "00000000" };
+    await hook(play("live", s, { ...forged, client: "forg0001" }));
+
+    // The edge's process hangs (last heartbeat at 0) and is restarted; the new process's
+    // encoder reconnects before the new process's first heartbeat.
+    at(T - 5000);
+    const next = { server: edge.server, service: "zzzzzzzz" };
+    await hook(play("live", s, { ...next, client: "view0001" }));
+
+    // The old process is now silent: the shard's alarm runs.
+    at(T);
+    await runDurableObjectAlarm(serverStub(edge));
+
+    // The new process's first heartbeat.
+    at(T + 5000);
+    await beat(next);
+    const listed = await serverListed(edge);
+    expect(listed.serviceId, "the heartbeating process is current").toBe(next.service);
+    expect(await hook(publish("live", s, key, { ...next, client: "enc00002" })), "the restarted edge's encoder").toEqual(ALLOW);
+  });
+});
+
+describe("a late or forged hook followed by a heartbeat hiccup", () => {
+  it("a running edge whose heartbeats are late for SERVER_TIMEOUT_S keeps its process and its sessions", async () => {
+    // README: "One late or forged hook can no longer lock a running edge out", and
+    // "A timeout that is too short only suspends sessions of a server whose heartbeats are late
+    // (they come back with its next message); it no longer ends them."
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+
+    at(1000);
+    await hook(play("live", uniqueStream("nosuch"), { server: edge.server, service: "forged01", client: "x" }));
+
+    // The edge's heartbeats are late (a congested uplink): none for SERVER_TIMEOUT_S.
+    at(T + 1000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+
+    at(T + 3000);
+    await beat(edge); // the same process, still running
+    await deliverNotices(edge);
+    expect(await serverListed(edge), "the running process stays current").toMatchObject({ serviceId: edge.service, alive: true });
+    expect(await streamState(s), "its sessions come back").toMatchObject({ live: true, viewers: 1, publisher: { clientId: "enc00001" } });
+    expect(await hook(play("live", s, { ...edge, client: "view0002" })), "its next viewer").toEqual(ALLOW);
+  });
+});
+
+describe("what a candidate costs, as operators see it", () => {
+  it("a forged viewer fills a cap of 1 until the alarm refuses it; its session is in the server's `sessions` meanwhile", async () => {
+    await beat(edge);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const forged = { server: edge.server, service: "forged02" };
+    expect(await hook(play("live", s, { ...forged, client: "forg0001" }))).toEqual(ALLOW);
+    expect((await hook(play("live", s, { ...edge, client: "view0001" }))).body.code, "the real viewer, while the candidate waits").toBe(4005);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: edge.service, sessions: 1, duplicateServiceIds: [], candidateServiceIds: ["forged02"] });
+
+    at(T / 2);
+    await beat(edge);
+    at(T + 500);
+    await beat(edge);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 0 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    expect((await hook(play("live", s, { ...forged, client: "forg0002" }))).body.code, "the refused candidate").toBe(4006);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: edge.service, sessions: 1, candidateServiceIds: [] });
+  });
+
+  it("a candidate's on_stop ends its session and does not move the epoch", async () => {
+    await beat(edge);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const next = { server: edge.server, service: newEdge().service };
+    expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+    expect(await hook(stopPlay("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: edge.service, sessions: 0 });
+    expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
+  });
+});

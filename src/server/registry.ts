@@ -485,7 +485,7 @@ export class ServerRegistry extends DurableObject<Env> {
       this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`);
     }
     this.touch(row, now);
-    if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now);
+    if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now, "restarted");
   }
 
   /**
@@ -551,14 +551,14 @@ export class ServerRegistry extends DurableObject<Env> {
   }
 
   /** The same process is heard from again: what it held counts and blocks again. */
-  private resume(row: ServerRow, now: number): void {
+  private resume(row: ServerRow, now: number, how: "back" | "restarted" = "back"): void {
     row.dead_since = null;
     row.last_heartbeat = row.last_heartbeat === null ? null : now;
     row.seq++;
     this.sql.exec("UPDATE servers SET dead_since = NULL, last_heartbeat = ?, seq = ? WHERE server_id = ?", row.last_heartbeat, row.seq, row.server_id);
     this.notify(row, row.service_id, "live", 0, false, "its server is heard from again");
     if (row.last_heartbeat !== null) this.armAlarm(now + serverTimeoutMs(this.env));
-    console.log(JSON.stringify({ event: "server back", server: row.server_id, service: row.service_id }));
+    console.log(JSON.stringify({ event: how === "back" ? "server back" : "server restarted after a silence", server: row.server_id, service: row.service_id }));
   }
 
   /** SESSION_GRACE_S of silence: the process's sessions so far end for good. */

@@ -16,10 +16,11 @@ export interface SessionId {
 
 export type Role = "publisher" | "viewer";
 
-/** Events that start or end a session on a named stream. */
-export interface StreamHook {
-  action: "on_publish" | "on_unpublish" | "on_play" | "on_stop";
+/** What every hook on a named stream carries. */
+interface OnStream {
   session: SessionId;
+  /** on_publish / on_unpublish concern the publisher, on_play / on_stop a viewer. */
+  role: Role;
   /** The client's ip as cleaned for counting (see cleanIp). */
   ip: string;
   /** The ip field as SRS sent it, when cleaning changed it (cut to 256 characters), for the log. */
@@ -29,19 +30,41 @@ export interface StreamHook {
   param: string;
 }
 
+/** on_publish / on_play: a client asks to start a session; the gate decides. */
+export interface StartHook extends OnStream {
+  kind: "start";
+  action: "on_publish" | "on_play";
+}
+
+/** on_unpublish / on_stop: a session ended. */
+export interface StopHook extends OnStream {
+  kind: "stop";
+  action: "on_unpublish" | "on_stop";
+}
+
+export type StreamHook = StartHook | StopHook;
+
 /** on_close carries no stream: it ends whatever that client still holds. */
 export interface CloseHook {
+  kind: "close";
   action: "on_close";
   session: SessionId;
 }
 
-/** on_connect, on_dvr, on_hls, on_forward and anything unknown: allowed, not stateful. */
-export interface PassiveHook {
-  action: string;
-  kind: "passive";
+/** on_forward: SRS asks where to forward a publish (nowhere). */
+export interface ForwardHook {
+  kind: "forward";
+  action: "on_forward";
 }
 
-export type Hook = StreamHook | CloseHook | PassiveHook;
+/** on_connect, on_dvr, on_hls and anything newer than this code: allowed, not stateful. */
+export interface PassiveHook {
+  kind: "passive";
+  action: string;
+}
+
+/** Every hook, told apart by `kind`, so no handler needs a cast. */
+export type Hook = StartHook | StopHook | CloseHook | ForwardHook | PassiveHook;
 
 export interface Heartbeat {
   serverId: string;
@@ -51,24 +74,34 @@ export interface Heartbeat {
   pid: string;
 }
 
-const STREAM_ACTIONS = new Set(["on_publish", "on_unpublish", "on_play", "on_stop"]);
-
 /** Turns an SRS hook body (already JSON-parsed) into a typed event, or throws 400. */
 export function parseHook(body: unknown): Hook {
   if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
   const action = requiredString(body, "action");
-  if (STREAM_ACTIONS.has(action)) {
-    return {
-      action: action as StreamHook["action"],
-      session: parseSession(body),
-      ip: cleanIp(body.ip),
-      ...ipAsGiven(body.ip),
-      stream: parseStreamName(body),
-      param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
-    };
+  switch (action) {
+    case "on_publish":
+    case "on_play":
+      return { kind: "start", action, role: action === "on_publish" ? "publisher" : "viewer", ...onStream(body) };
+    case "on_unpublish":
+    case "on_stop":
+      return { kind: "stop", action, role: action === "on_unpublish" ? "publisher" : "viewer", ...onStream(body) };
+    case "on_close":
+      return { kind: "close", action, session: parseSession(body) };
+    case "on_forward":
+      return { kind: "forward", action };
+    default:
+      return { kind: "passive", action };
   }
-  if (action === "on_close") return { action, session: parseSession(body) };
-  return { action, kind: "passive" };
+}
+
+function onStream(body: Record<string, unknown>): Omit<OnStream, "role"> {
+  return {
+    session: parseSession(body),
+    ip: cleanIp(body.ip),
+    ...ipAsGiven(body.ip),
+    stream: parseStreamName(body),
+    param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
+  };
 }
 
 export function parseHeartbeat(body: unknown): Heartbeat {

@@ -9,26 +9,24 @@ import type { PlayToken } from "../stream/rules";
 import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
 import { serverRegistry } from "../stubs";
-import { paramValue, parseHeartbeat, parseHook, type CloseHook, type Role, type StreamHook } from "./hook";
+import { paramValue, parseHeartbeat, parseHook, type CloseHook, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 
 /** POST /hooks/srs/:secret — every on_* callback of every SRS server. */
 export async function handleHook(request: IRequest, env: Env): Promise<Response> {
   await requireHookSecret(request, env);
   const hook = parseHook(await readJson(request));
-  switch (hook.action) {
-    case "on_publish":
-    case "on_play":
-      return start(hook as StreamHook, env);
-    case "on_unpublish":
-    case "on_stop":
-      return stop(hook as StreamHook, env);
-    case "on_close":
-      return close(hook as CloseHook, env);
-    case "on_forward":
+  switch (hook.kind) {
+    case "start":
+      return start(hook, env);
+    case "stop":
+      return stop(hook, env);
+    case "close":
+      return close(hook, env);
+    case "forward":
       log({ action: hook.action, decision: "allow" });
       return noForward();
-    default:
+    case "passive":
       // on_connect, on_dvr, on_hls and actions newer than this code: nothing to gate.
       log({ action: hook.action, decision: "allow" });
       return allow();
@@ -84,15 +82,11 @@ async function checkPlayToken(hook: StreamHook, env: Env): Promise<PlayToken> {
   return verifyPlayToken(token, hook.stream, Math.floor(Date.now() / 1000), keys, maxLifetime);
 }
 
-function roleOf(action: StreamHook["action"]): Role {
-  return action === "on_publish" || action === "on_unpublish" ? "publisher" : "viewer";
-}
-
-async function start(hook: StreamHook, env: Env): Promise<Response> {
+async function start(hook: StartHook, env: Env): Promise<Response> {
   const began = Date.now();
   const key = streamKey(hook.stream);
   const credentials: Credentials =
-    roleOf(hook.action) === "publisher"
+    hook.role === "publisher"
       ? { role: "publisher", keyHash: await publishKeyHash(hook) }
       : { role: "viewer", token: await checkPlayToken(hook, env) };
   const decision = await session.start(env, hook, key, credentials, () => authFailuresPerMinute(env));
@@ -111,10 +105,10 @@ async function start(hook: StreamHook, env: Env): Promise<Response> {
   return decision.allow ? allow() : deny(decision.denial);
 }
 
-async function stop(hook: StreamHook, env: Env): Promise<Response> {
+async function stop(hook: StopHook, env: Env): Promise<Response> {
   const began = Date.now();
   const key = streamKey(hook.stream);
-  const ended = await session.stop(env, hook, key, roleOf(hook.action));
+  const ended = await session.stop(env, hook, key, hook.role);
   log({ action: hook.action, stream: key, server: hook.session.serverId, client: hook.session.clientId, decision: "allow", ended, ms: Date.now() - began });
   return allow();
 }

@@ -202,7 +202,7 @@ export class ServerRegistry extends DurableObject<Env> {
   // --- messages from servers -----------------------------------------------------
 
   async heartbeat(beat: Heartbeat): Promise<Epoch> {
-    const epoch = this.observe(beat.serverId, beat.serviceId, "heartbeat");
+    const epoch = this.acknowledgeEpoch(beat.serverId, beat.serviceId, "heartbeat");
     if (epoch !== "current") return epoch;
     const row = this.servers.get(beat.serverId)!;
     row.device_id = beat.deviceId;
@@ -223,7 +223,7 @@ export class ServerRegistry extends DurableObject<Env> {
    * replaced: such a session must not be admitted.
    */
   async track(serverId: string, serviceId: string, clientId: string, stream: ClientStream): Promise<Epoch> {
-    const epoch = this.observe(serverId, serviceId, "start");
+    const epoch = this.acknowledgeEpoch(serverId, serviceId, "start");
     if (epoch === "current" || epoch === "candidate") {
       // A repeat moves tracked_at forward, so a forget meant for an earlier session leaves this one.
       this.sql.exec(
@@ -241,13 +241,13 @@ export class ServerRegistry extends DurableObject<Env> {
    * so a failed stop leaves the entry for on_close, a restart or an operator.
    */
   async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[]): Promise<void> {
-    this.observe(serverId, serviceId, "stop");
+    this.acknowledgeEpoch(serverId, serviceId, "stop");
     this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })));
   }
 
   /** on_close: the streams the client still holds (the caller ends them, then forgets them). */
   async held(serverId: string, serviceId: string, clientId: string): Promise<ClientStream[]> {
-    this.observe(serverId, serviceId, "stop");
+    this.acknowledgeEpoch(serverId, serviceId, "stop");
     return this.sql
       .exec<{ stream_key: string; role: string }>(
         "SELECT stream_key, role FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ?",
@@ -270,12 +270,12 @@ export class ServerRegistry extends DurableObject<Env> {
    * server's newest process and is observed as such, never taken for a ghost.
    */
   async liveness(processes: ProcessId[], witness?: ProcessId): Promise<ProcessStatus[]> {
-    if (witness) this.observe(witness.serverId, witness.serviceId, "start");
+    if (witness) this.acknowledgeEpoch(witness.serverId, witness.serviceId, "start");
     const now = Date.now();
     return processes.map((p) => {
       let row = this.servers.get(p.serverId);
       if (!row || (p.serviceId !== row.service_id && !this.isRetired(p.serverId, p.serviceId) && !this.candidatesOf(p.serverId).includes(p.serviceId))) {
-        this.observe(p.serverId, p.serviceId, "start");
+        this.acknowledgeEpoch(p.serverId, p.serviceId, "start");
         row = this.servers.get(p.serverId)!;
       }
       return this.statusOf(row, p.serviceId, now);
@@ -420,12 +420,13 @@ export class ServerRegistry extends DurableObject<Env> {
 
   /**
    * Every message from a server passes here first, synchronously (so no other
-   * message interleaves). A start hook or heartbeat with a new service_id is
-   * a restart: the old process is retired at once and its streams are told
-   * by notices. Any message of the current process of a silent server brings
-   * its sessions back.
+   * message interleaves), and says which process of the server it comes from:
+   * the current one (a silent server is back: its sessions count again), a
+   * retired one, a candidate, or a new current one: a heartbeat with a new
+   * service_id (or a start hook on a server that never heartbeats) is a
+   * restart, which retires the old process and tells its streams by notices.
    */
-  private observe(serverId: string, serviceId: string, kind: MessageKind): Epoch {
+  private acknowledgeEpoch(serverId: string, serviceId: string, kind: MessageKind): Epoch {
     const now = Date.now();
     const row = this.servers.get(serverId);
     if (!row) {

@@ -12,6 +12,7 @@ import {
 import { endServerSessions, endStreamSessions } from "./admin/sessions";
 import type { Env } from "./env";
 import { jsonResponse } from "./http";
+import { ObjectCallFailed } from "./platform/retry";
 import { handleHeartbeat, handleHook } from "./srs/routes";
 
 export { StreamObject } from "./stream/object";
@@ -50,7 +51,12 @@ export default router;
 function toErrorResponse(err: unknown, request: Request): Response {
   const status = err instanceof StatusError ? err.status : 500;
   const message = err instanceof StatusError ? err.message : "internal error";
-  if (!(err instanceof StatusError)) console.error(JSON.stringify({ error: String(err), url: new URL(request.url).pathname.replace(/^\/hooks\/srs\/[^/]+/, "/hooks/srs/***") }));
+  const url = new URL(request.url).pathname.replace(/^\/hooks\/srs\/[^/]+/, "/hooks/srs/***");
+  if (err instanceof ObjectCallFailed) {
+    // A hook whose object call failed (src/platform/retry.ts): the decision line it could not get, with the error's class.
+    // The stream's own decision log is not written: its object may be the one that could not be reached.
+    console.error(JSON.stringify({ ...err.fields, decision: "error", reason: message, error: err.errorClass, detail: err.detail, url }));
+  } else if (!(err instanceof StatusError)) console.error(JSON.stringify({ error: String(err), url }));
   const headers = status === 401 ? { "www-authenticate": 'Bearer realm="streamgate"' } : undefined;
   if (new URL(request.url).pathname.startsWith("/hooks/")) {
     return jsonResponse({ code: status, reason: message }, status, headers);

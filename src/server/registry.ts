@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverRetentionMs, serverTimeoutMs, sessionGraceMs } from "../config";
 import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
+import { withRetry } from "../platform/retry";
 import { streamObject } from "../stubs";
 
 /** What the admin API reports for one SRS server. */
@@ -355,7 +356,8 @@ export class ServerRegistry extends DurableObject<Env> {
       .toArray();
     const results = await Promise.allSettled(
       batch.map((n) =>
-        streamObject(this.env, n.stream_key).applyStatus({
+        // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
+        withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus({
           serverId: n.server_id,
           serviceId: n.service_id,
           status: n.status as ProcessStatus["status"],
@@ -363,7 +365,7 @@ export class ServerRegistry extends DurableObject<Env> {
           cutoff: n.cutoff,
           replaced: n.replaced === 1,
           why: n.why,
-        }),
+        })),
       ),
     );
     let failed = false;

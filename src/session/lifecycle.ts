@@ -13,7 +13,11 @@ import type { IndexedSession } from "../server/registry";
 import type { Role, SessionId, StreamHook } from "../srs/hook";
 import type { EndedSession } from "../stream/object";
 import { Denials, type Decision, type PlayToken } from "../stream/rules";
+import { callObject } from "../platform/retry";
 import { serverRegistry, streamObject } from "../stubs";
+
+type StreamStub = ReturnType<typeof streamObject>;
+type RegistryStub = ReturnType<typeof serverRegistry>;
 
 /** What the Worker established about a start hook before the stream decides. */
 export type Credentials = { role: "publisher"; keyHash: string | null } | { role: "viewer"; token: PlayToken };
@@ -25,35 +29,51 @@ export type Credentials = { role: "publisher"; keyHash: string | null } | { role
  * hook fails: SRS refuses the client); an admission of a process its
  * server's restart already replaced is undone and refused (4006); a denial's
  * entry is dropped again.
+ *
+ * Object calls go through callObject (src/platform/retry.ts): a platform
+ * error marked retryable (never overloaded) is retried on a fresh stub, at
+ * most 3 attempts within 2 s; what still fails makes the hook fail closed,
+ * its reason naming the object ("stream object unavailable (overloaded):
+ * refused"). Each call is safe to repeat: publish/play of a session the
+ * stream already holds is "allow" without a second admission (rules.ts:
+ * alreadyPublishing / alreadyViewing), a repeated denial only counts one more
+ * failed guess against the ip (stricter, never looser); track is an upsert
+ * and moves the epoch at most once (a repeat finds the process current);
+ * end and forget of what is gone change nothing.
  */
 export async function start(env: Env, hook: StreamHook, streamKey: string, credentials: Credentials, guessLimit: () => number): Promise<Decision> {
   const { serverId, serviceId, clientId } = hook.session;
   const role = credentials.role;
-  const stream = streamObject(env, streamKey);
-  const server = serverRegistry(env, serverId);
-  const tracked = server.track(serverId, serviceId, clientId, { streamKey, role });
-  const decided = (async (): Promise<Decision> => {
-    if (credentials.role === "publisher") return stream.publish(hook.session, hook.ip, credentials.keyHash, guessLimit());
-    return stream.play(hook.session, hook.ip, credentials.token, guessLimit());
-  })();
+  const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };
+  const stream = <T>(call: (s: StreamStub) => Promise<T>) => callObject("stream object", () => streamObject(env, streamKey), call, "refused", fields);
+  const server = <T>(call: (r: RegistryStub) => Promise<T>) => callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields);
+  const limit = guessLimit(); // read here: a malformed setting is the Worker's 500 naming it, not an object failure
+  const tracked = server((r) => r.track(serverId, serviceId, clientId, { streamKey, role }));
+  let attempts = 0;
+  const decided = stream((s): Promise<Decision> => {
+    attempts++;
+    if (credentials.role === "publisher") return s.publish(hook.session, hook.ip, credentials.keyHash, limit);
+    return s.play(hook.session, hook.ip, credentials.token, limit);
+  });
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
   if (decisionResult.status === "rejected") throw decisionResult.reason;
   const decision = decisionResult.value;
   if (trackResult.status === "rejected") {
-    if (decision.allow && decision.admit) {
-      await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: server index unavailable" });
+    // After a retry, "allow" without "admit" may be our own first attempt's admission whose answer was lost.
+    if (decision.allow && (decision.admit || attempts > 1)) {
+      await stream((s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: server index unavailable" }));
     }
     throw trackResult.reason;
   }
   if (trackResult.value === "retired") {
     // A hook from a process its server's restart already replaced, still in flight: whatever it was granted would be a ghost.
-    await stream.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: Denials.retiredProcess.reason });
+    await stream((s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: Denials.retiredProcess.reason }));
     return { allow: false, denial: Denials.retiredProcess };
   }
   if (!decision.allow) {
     // A denial never concerns a session live in this role (rules.ts). Awaited: left to
     // waitUntil, these piled up behind a flood of denials and stalled answers for seconds.
-    await server.forget(serverId, serviceId, clientId, [{ streamKey, role }]);
+    await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role }]));
   }
   return decision;
 }
@@ -64,11 +84,25 @@ export async function start(env: Env, hook: StreamHook, streamKey: string, crede
  * half-way, the entry is still there for on_close, a restart or an operator.
  * SRS sends a client's hooks one after another (each waits for our answer),
  * so no newer session of the same client can slip in between the two writes.
+ * Retried as in start(): end and forget are idempotent.
  */
 export async function stop(env: Env, hook: StreamHook, streamKey: string, role: Role): Promise<number> {
   const { serverId, serviceId, clientId } = hook.session;
-  const ended = await streamObject(env, streamKey).end(hook.session, role, { action: hook.action, ip: hook.ip });
-  await serverRegistry(env, serverId).forget(serverId, serviceId, clientId, [{ streamKey, role }]);
+  const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };
+  const ended = await callObject(
+    "stream object",
+    () => streamObject(env, streamKey),
+    (s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip }),
+    "stop not recorded",
+    fields,
+  );
+  await callObject(
+    "registry",
+    () => serverRegistry(env, serverId),
+    (r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role }]),
+    "stop recorded, index entry kept",
+    fields,
+  );
   return ended;
 }
 
@@ -76,14 +110,24 @@ export async function stop(env: Env, hook: StreamHook, streamKey: string, role: 
  * on_close names no stream: the index says which streams the client holds;
  * each is ended, and the entries of those that confirmed are dropped. A
  * stream that could not be reached keeps its entry, and the hook fails.
+ * Retried as in start(): held only reads, end and forget are idempotent.
  */
 export async function close(env: Env, session: SessionId): Promise<number> {
   const { serverId, serviceId, clientId } = session;
-  const registry = serverRegistry(env, serverId);
-  const held = await registry.held(serverId, serviceId, clientId);
-  const results = await Promise.allSettled(held.map((h) => streamObject(env, h.streamKey).end(session, h.role, { action: "on_close" })));
+  const fields = { action: "on_close", server: serverId, client: clientId };
+  const registry = <T>(call: (r: RegistryStub) => Promise<T>, outcome: string) =>
+    callObject("registry", () => serverRegistry(env, serverId), call, outcome, fields);
+  const held = await registry((r) => r.held(serverId, serviceId, clientId), "close not recorded");
+  const results = await Promise.allSettled(
+    held.map((h) =>
+      callObject("stream object", () => streamObject(env, h.streamKey), (s) => s.end(session, h.role, { action: "on_close" }), "close not recorded", {
+        ...fields,
+        stream: h.streamKey,
+      }),
+    ),
+  );
   const ended = held.filter((_, i) => results[i].status === "fulfilled");
-  if (ended.length > 0) await registry.forget(serverId, serviceId, clientId, ended);
+  if (ended.length > 0) await registry((r) => r.forget(serverId, serviceId, clientId, ended), "close recorded, index entries kept");
   const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw failed.reason;
   return ended.length;

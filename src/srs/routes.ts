@@ -8,6 +8,7 @@ import { verifyPlayToken } from "../auth/token";
 import type { PlayToken } from "../stream/rules";
 import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
+import { callObject } from "../platform/retry";
 import { serverRegistry } from "../stubs";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
@@ -37,7 +38,9 @@ export async function handleHook(request: IRequest, env: Env): Promise<Response>
 export async function handleHeartbeat(request: IRequest, env: Env): Promise<Response> {
   await requireHookSecret(request, env);
   const beat = parseHeartbeat(await readJson(request));
-  await serverRegistry(env, beat.serverId).heartbeat(beat);
+  // Retried on a retryable platform error (src/platform/retry.ts): a repeated heartbeat finds its process current and changes nothing more.
+  const fields = { action: "heartbeat", server: beat.serverId };
+  await callObject("registry", () => serverRegistry(env, beat.serverId), (r) => r.heartbeat(beat), "heartbeat not recorded", fields);
   return allow();
 }
 

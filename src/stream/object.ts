@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry";
+import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../stubs";
 import type { Role, SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
@@ -551,7 +552,8 @@ export class StreamObject extends DurableObject<Env> {
       // The hook being decided goes to its own server's shard: it may be the first news of a restart.
       const witness = hook && shardOf(hook.serverId) === shard ? { serverId: hook.serverId, serviceId: hook.serviceId } : undefined;
       try {
-        const answers = await serverRegistry(this.env, processes[0].serverId).liveness(processes, witness);
+        // Retried on a retryable platform error (src/platform/retry.ts): asking again changes nothing the first question did not.
+        const answers = await withRetry(() => serverRegistry(this.env, processes[0].serverId), (registry) => registry.liveness(processes, witness));
         for (const a of answers) this.applyStatus(a);
       } catch (err) {
         console.error(JSON.stringify({ error: "liveness check failed", server: processes[0].serverId, detail: String(err) }));

@@ -1,0 +1,121 @@
+/**
+ * Platform errors of Durable Object calls: which to retry, and how the rest
+ * fail closed.
+ *
+ * Cloudflare, "Durable Objects › Error handling"
+ * (https://developers.cloudflare.com/durable-objects/best-practices/error-handling/):
+ * an error with `.retryable === true` may be retried if the request is
+ * idempotent, with exponential backoff and a new stub (an exception can leave
+ * a stub broken); one with `.overloaded === true` must not be (a retry only
+ * adds load to an object that cannot keep up); `.remote === true` marks an
+ * error thrown by the object's own code (or its memory or CPU limits). The
+ * runtime itself already retries calls that never reached the object
+ * ("Automatic retries", same docs); what reaches us is the rest.
+ *
+ * So: retry only `retryable && !overloaded`, at most RETRY.attempts times,
+ * full-jitter exponential backoff, a fresh stub each attempt, and no retry
+ * starts after RETRY.budgetMs: far below the 30 s SRS waits for a hook's
+ * answer. Everything else is rethrown at once. Only calls that are safe to
+ * repeat go through here; each caller says why its call is.
+ * (cloudflare/partykit's partyserver does the same for its routing calls:
+ * `isRetryableDurableObjectError`, packages/partyserver/src/index.ts.)
+ */
+import { StatusError } from "itty-router";
+
+export interface RetryOptions {
+  /** Attempts in all, the first included. */
+  attempts: number;
+  /** Backoff before retry n is random in [0, min(capMs, baseMs·2^(n-1))). */
+  baseMs: number;
+  capMs: number;
+  /** No retry starts once this much time has passed since the first attempt (nor when its backoff would end later). */
+  budgetMs: number;
+}
+
+export const RETRY: RetryOptions = { attempts: 3, baseMs: 50, capMs: 500, budgetMs: 2_000 };
+
+/** The platform marks it safe to try again, and not because the object is overloaded. */
+export function isRetryable(err: unknown): boolean {
+  if (typeof err !== "object" || err === null) return false;
+  const e = err as { retryable?: unknown; overloaded?: unknown };
+  return e.retryable === true && e.overloaded !== true;
+}
+
+/** What kind of failure it was, as the platform marks it: for logs and the reason SRS sees. */
+export type ErrorClass = "overloaded" | "retryable" | "remote" | "other";
+
+export function errorClass(err: unknown): ErrorClass {
+  const e = (typeof err === "object" && err !== null ? err : {}) as { retryable?: unknown; overloaded?: unknown; remote?: unknown };
+  if (e.overloaded === true) return "overloaded";
+  if (e.retryable === true) return "retryable";
+  if (e.remote === true) return "remote";
+  return "other";
+}
+
+/**
+ * Calls `call` on a stub from `stub()`; on a retryable platform error, waits
+ * (full jitter) and calls again on a fresh stub, within `options`' bounds.
+ * Any other error, or the last one, is rethrown as it is.
+ */
+export async function withRetry<S, T>(stub: () => S, call: (stub: S) => Promise<T>, options: RetryOptions = RETRY): Promise<T> {
+  const began = Date.now();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call(stub());
+    } catch (err) {
+      if (attempt >= options.attempts || !isRetryable(err)) throw err;
+      const delay = Math.floor(Math.random() * Math.min(options.capMs, options.baseMs * 2 ** (attempt - 1)));
+      if (Date.now() - began + delay > options.budgetMs) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+export type Target = "stream object" | "registry";
+
+/**
+ * A hook that could not be carried out because an object call failed: SRS
+ * gets a non-2xx answer whose reason says which object and how, and the
+ * Worker logs one line (src/index.ts) with the hook's fields and the error's
+ * class. Overloaded and retryable-but-still-failing objects answer 503; an
+ * error thrown by our own object code 500. The cause's message goes to the
+ * log only, never to SRS.
+ */
+export class ObjectCallFailed extends StatusError {
+  readonly errorClass: ErrorClass;
+  readonly target: Target;
+  readonly detail: string;
+  readonly fields: Record<string, unknown>;
+
+  constructor(target: Target, cause: unknown, outcome: string, fields: Record<string, unknown>) {
+    const kind = errorClass(cause);
+    const how = kind === "overloaded" ? "unavailable (overloaded)" : kind === "retryable" ? "unavailable (still failing after retries)" : "failed";
+    super(kind === "overloaded" || kind === "retryable" ? 503 : 500, `${target} ${how}: ${outcome}`);
+    this.errorClass = kind;
+    this.target = target;
+    this.detail = String(cause).slice(0, 300);
+    this.fields = fields;
+  }
+}
+
+/**
+ * withRetry, and a failure that is left becomes an ObjectCallFailed when it
+ * came from the object call (the platform marked it overloaded, retryable or
+ * remote). Anything else arose in the Worker itself (a setting it could not
+ * read, a broken binding) and passes through unchanged: a StatusError as it
+ * is, the rest as the generic "internal error" of src/index.ts.
+ */
+export async function callObject<S, T>(
+  target: Target,
+  stub: () => S,
+  call: (stub: S) => Promise<T>,
+  outcome: string,
+  fields: Record<string, unknown>,
+): Promise<T> {
+  try {
+    return await withRetry(stub, call);
+  } catch (err) {
+    if (err instanceof StatusError || errorClass(err) === "other") throw err;
+    throw new ObjectCallFailed(target, err, outcome, fields);
+  }
+}

@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { serverTimeoutMs } from "../src/config";
-import { serverRegistry } from "../src/stubs";
+import { serverRegistry } from "../src/object-access";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };

@@ -1,6 +1,6 @@
 import { env, exports } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { serverRegistry } from "../src/stubs";
+import { serverRegistry } from "../src/object-access";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 

@@ -3,7 +3,7 @@ import { createExecutionContext, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import { ServerRegistry } from "../src/server/registry";
-import { serverRegistry } from "../src/stubs";
+import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import {
   admin,

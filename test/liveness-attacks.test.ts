@@ -6,7 +6,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
-import { serverRegistry } from "../src/stubs";
+import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import {
   admin,

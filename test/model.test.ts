@@ -10,7 +10,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { serverRegistry } from "../src/stubs";
+import { serverRegistry } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, play, publish, stopPlay, streamState, unpublish } from "./srs";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml

@@ -6,7 +6,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry, shardOf } from "../src/server/registry";
-import { serverRegistry } from "../src/stubs";
+import { serverRegistry } from "../src/object-access";
 import { type Edge, heartbeat, hook, newEdge } from "./srs";
 
 const T0 = new Date("2031-03-01T12:00:00Z").getTime();

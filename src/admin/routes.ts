@@ -7,7 +7,7 @@ import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { REGISTRY_SHARDS } from "../server/registry";
-import { registryShard, streamObject } from "../stubs";
+import { registryShard, streamObject } from "../object-access";
 import { parsePolicyChange, parseTokenTtl, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */

@@ -3,7 +3,7 @@ import { serverRetentionMs, serverTimeoutMs, sessionGraceMs } from "../config";
 import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
 import { withRetry } from "../platform/retry";
-import { streamObject } from "../stubs";
+import { streamObject } from "../object-access";
 
 /** What the admin API reports for one SRS server. */
 export interface ServerState {

@@ -14,7 +14,7 @@ import type { Role, SessionId, StreamHook } from "../srs/hook";
 import type { EndedSession } from "../stream/object";
 import { Denials, type Decision, type PlayToken } from "../stream/rules";
 import { callObject } from "../platform/retry";
-import { serverRegistry, streamObject } from "../stubs";
+import { serverRegistry, streamObject } from "../object-access";
 
 type StreamStub = ReturnType<typeof streamObject>;
 type RegistryStub = ReturnType<typeof serverRegistry>;

@@ -9,7 +9,7 @@ import type { PlayToken } from "../stream/rules";
 import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
 import { callObject } from "../platform/retry";
-import { serverRegistry } from "../stubs";
+import { serverRegistry } from "../object-access";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 

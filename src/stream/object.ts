@@ -3,7 +3,7 @@ import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry";
 import { withRetry } from "../platform/retry";
-import { serverRegistry } from "../stubs";
+import { serverRegistry } from "../object-access";
 import type { Role, SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";

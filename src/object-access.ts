@@ -1,3 +1,9 @@
+/**
+ * How the Worker and the objects reach each Durable Object: by the name it
+ * owns. A stream's object is named by its stream; a server's registry shard by
+ * a hash of its server_id. Each call returns a fresh stub (a stub that threw
+ * is not reused: src/platform/retry.ts).
+ */
 import type { Env } from "./env";
 import { shardOf } from "./server/registry";
 

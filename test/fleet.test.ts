@@ -241,7 +241,7 @@ describe("partitions heal: a silent edge's sessions come back when the same proc
     expect(await streamState(s)).toMatchObject({ live: true, viewers: 1, suspendedViewers: 0 });
   });
 
-  it("while the edge is silent, its sessions block nobody; when it returns, the newer publisher keeps the stream and the conflict is reported", async () => {
+  it("while the edge is silent, its sessions block nobody; when it returns, the publisher holding the stream keeps it and the conflict is reported", async () => {
     const { s, key } = await partitioned();
     expect(await hook(publish("live", s, key, { ...other, client: "pub00002" }))).toEqual(ALLOW);
     expect(await hook(play("live", s, { ...other, client: "view0002" }))).toEqual(ALLOW);

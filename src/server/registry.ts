@@ -131,10 +131,12 @@ export function shardOf(serverId: string): number {
  * each of its clients holds sessions on.
  *
  * SRS keeps server_id across restarts but draws a new service_id at every
- * process start, and sends no stop events when it is killed. So a start hook
- * or heartbeat with a new service_id means the old process is gone: its
- * sessions end for good. Stop and close events never move the epoch: a late
- * on_stop of some process must not fence the running one.
+ * process start, and sends no stop events when it is killed. So a heartbeat
+ * with a new service_id means the old process is gone: its sessions end for
+ * good. A start hook with a new service_id does the same only on a server
+ * that never heartbeats; elsewhere it is a candidate until its own first
+ * heartbeat (it may be late, or forged). Stop and close events never move the
+ * epoch: a late on_stop of some process must not fence the running one.
  *
  * Heartbeat silence for SERVER_TIMEOUT_S is not death: a partition between an
  * edge and Cloudflare looks the same. The server's sessions are suspended

@@ -48,26 +48,36 @@ export async function start(env: Env, hook: StreamHook, streamKey: string, crede
   const stream = <T>(call: (s: StreamStub) => Promise<T>) => callObject("stream object", () => streamObject(env, streamKey), call, "refused", fields);
   const server = <T>(call: (r: RegistryStub) => Promise<T>) => callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields);
   const limit = guessLimit(); // read here: a malformed setting is the Worker's 500 naming it, not an object failure
+  // Names this hook to the stream, so that an undo also voids attempts of it still running there.
+  const hookId = crypto.randomUUID();
   const tracked = server((r) => r.track(serverId, serviceId, clientId, { streamKey, role }));
   let attempts = 0;
   const decided = stream((s): Promise<Decision> => {
     attempts++;
-    if (credentials.role === "publisher") return s.publish(hook.session, hook.ip, credentials.keyHash, limit);
-    return s.play(hook.session, hook.ip, credentials.token, limit);
+    if (credentials.role === "publisher") return s.publish(hook.session, hook.ip, credentials.keyHash, limit, hookId);
+    return s.play(hook.session, hook.ip, credentials.token, limit, hookId);
   });
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
-  if (decisionResult.status === "rejected") throw decisionResult.reason;
+  if (decisionResult.status === "rejected") {
+    // The hook fails, so SRS refuses the client. If an attempt's answer was lost, that attempt
+    // may have admitted it: undone, as far as the stream can be reached (else on_close, a
+    // restart or an operator can still end it: the index entry was written alongside).
+    if (attempts > 1) {
+      await stream((s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: the decision's answer was lost", voidHook: hookId })).catch(() => {});
+    }
+    throw decisionResult.reason;
+  }
   const decision = decisionResult.value;
   if (trackResult.status === "rejected") {
     // After a retry, "allow" without "admit" may be our own first attempt's admission whose answer was lost.
     if (decision.allow && (decision.admit || attempts > 1)) {
-      await stream((s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: server index unavailable" }));
+      await stream((s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: "admission undone: server index unavailable", voidHook: hookId }));
     }
     throw trackResult.reason;
   }
   if (trackResult.value === "retired") {
     // A hook from a process its server's restart already replaced, still in flight: whatever it was granted would be a ghost.
-    await stream((s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: Denials.retiredProcess.reason }));
+    await stream((s) => s.end(hook.session, role, { action: hook.action, ip: hook.ip, reason: Denials.retiredProcess.reason, voidHook: hookId }));
     return { allow: false, denial: Denials.retiredProcess };
   }
   if (!decision.allow) {

@@ -37,7 +37,16 @@ export interface EndCause {
   action: string;
   ip?: string;
   reason?: string;
+  /**
+   * The Worker undoes an admission of this start hook: an attempt of the same
+   * hook still running here (its answer lost to a platform error) must not
+   * admit again afterwards.
+   */
+  voidHook?: string;
 }
+
+/** How long an undone hook's late attempts are refused (far beyond any attempt's run time). */
+const VOID_HOOK_MS = 60_000;
 
 export interface PolicyChange {
   maxViewers?: number | null;
@@ -127,6 +136,8 @@ export class StreamObject extends DurableObject<Env> {
   private log!: DecisionLog;
   private round: Round | null = null;
   private alarmAt: number | null = null;
+  /** Start hooks whose admission the Worker undid: hook id → when. */
+  private voidHooks = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -152,7 +163,7 @@ export class StreamObject extends DurableObject<Env> {
   // --- hooks -----------------------------------------------------------------
 
   /** `guessLimit` is AUTH_FAILURES_PER_MINUTE as the Worker read it, so one setting governs every object. */
-  async publish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number): Promise<Decision> {
+  async publish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId = ""): Promise<Decision> {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
     // A start hook of a process this stream holds suspended: it is back, and the registry says what of it survived.
     if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.refresh(session, true);
@@ -161,7 +172,7 @@ export class StreamObject extends DurableObject<Env> {
     if ((!decision.allow && decision.restsOn === "publisher") || restsOnSuspended) {
       await this.refresh(session);
       // Decided again in any case: the blocker may have unpublished meanwhile.
-      decision = this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+      decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);
     }
@@ -169,7 +180,7 @@ export class StreamObject extends DurableObject<Env> {
     return decision;
   }
 
-  async play(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Promise<Decision> {
+  async play(session: SessionId, ip: string, token: PlayToken, guessLimit: number, hookId = ""): Promise<Decision> {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
     if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.refresh(session, true);
     let decision = this.tryPlay(session, ip, token, guessLimit, false);
@@ -177,7 +188,7 @@ export class StreamObject extends DurableObject<Env> {
     const restsOnSuspended = decision.allow && decision.admit && cap !== null && this.sessions.viewers + this.sessions.suspendedViewers >= cap;
     if ((!decision.allow && decision.restsOn === "viewers") || restsOnSuspended) {
       await this.refresh(session);
-      decision = this.tryPlay(session, ip, token, guessLimit, true);
+      decision = this.voided(hookId) ?? this.tryPlay(session, ip, token, guessLimit, true);
     } else if (decision.allow && decision.admit) {
       this.admitViewer(session, ip);
     }
@@ -192,6 +203,7 @@ export class StreamObject extends DurableObject<Env> {
    */
   end(session: SessionId, role: Role | null, cause: EndCause): number {
     if (!this.ready) return 0;
+    if (cause.voidHook) this.voidHook(cause.voidHook);
     const ended = this.sessions.end(session, role);
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
@@ -317,6 +329,22 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   // --- decisions -------------------------------------------------------------
+
+  /**
+   * A hook's attempts can outlive its answer: the platform may fail a call to
+   * the Worker (retried) while the object goes on with it, waiting in a
+   * liveness round. If the Worker has since undone that hook's admission, the
+   * late attempt must not admit again; it is refused (the answer goes nowhere).
+   */
+  private voided(hookId: string): Decision | null {
+    return hookId !== "" && this.voidHooks.has(hookId) ? { allow: false, denial: Denials.admissionUndone } : null;
+  }
+
+  private voidHook(hookId: string): void {
+    const now = Date.now();
+    for (const [id, at] of this.voidHooks) if (at < now - VOID_HOOK_MS) this.voidHooks.delete(id);
+    this.voidHooks.set(hookId, now);
+  }
 
   /** `admit`: store the admission (the second, final decision); otherwise only decide. */
   private tryPublish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, admit: boolean): Decision {

@@ -40,6 +40,8 @@ export const Denials = {
     code: 4006,
     reason: "stale server process: this server restarted and the hook comes from its replaced process (old service_id)",
   },
+  /** Never reaches SRS: an attempt of a hook the Worker already answered (and undid) finishing late. */
+  admissionUndone: { code: 4008, reason: "admission undone: an earlier answer of this hook was lost and the hook failed" },
 } satisfies Record<string, Denial>;
 
 /** What the Worker found out about an on_play's ?token= before asking the stream. */

@@ -7,24 +7,13 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { serverTimeoutMs } from "../src/config";
-import { serverRegistry } from "../src/object-access";
-import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { createStream, type Edge, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, serverListed, serverStub } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const T0 = new Date("2031-03-01T12:00:00Z").getTime();
 
 /** SERVER_TIMEOUT_S as the objects read it (a local .dev.vars can change it: see the report). */
 const T = serverTimeoutMs(env);
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
-const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
-
-async function serverListed(edge: Edge) {
-  return (await admin("GET", "/servers")).body.servers.find((s: any) => s.serverId === edge.server);
-}
-async function deliverNotices(edge: Edge) {
-  for (let i = 0; i < 100 && ((await serverListed(edge))?.pendingNotices ?? 0) > 0; i++) await runDurableObjectAlarm(serverStub(edge));
-}
 
 let edge: Edge;
 beforeEach(() => {

@@ -4,10 +4,9 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, type Edge, hook, newEdge, publish, uniqueStream } from "./srs";
+import { at } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const T0 = new Date("2031-03-01T12:00:00Z").getTime();
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
 
 let edge: Edge;
 beforeEach(() => {

@@ -3,7 +3,6 @@ import { createExecutionContext, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import { ServerRegistry } from "../src/server/registry";
-import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import {
   admin,
@@ -20,27 +19,11 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
+import { T0, at, beat, deliverNotices, restarted, serverListed, serverStub, streamStub } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 // In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them.
-const T0 = new Date("2031-03-01T12:00:00Z").getTime();
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
-
-const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
-const streamStub = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
-const restarted = (edge: Edge): Edge => ({ server: edge.server, service: newEdge().service });
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
-
-/** Runs the server's registry shard alarm until every notice to streams is delivered. */
-async function deliverNotices(edge: Edge) {
-  for (let i = 0; i < 100 && ((await serverListed(edge))?.pendingNotices ?? 0) > 0; i++) await runDurableObjectAlarm(serverStub(edge));
-}
-
-async function serverListed(edge: Edge) {
-  const list = await admin("GET", "/servers");
-  return list.body.servers.find((s: any) => s.serverId === edge.server);
-}
 
 let edge: Edge;
 let other: Edge;

@@ -1,10 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, captured, createStream, type Edge, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
+import { admin, captured, createStream, type Edge, heartbeat, hook, newEdge, publish, streamState, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const RATE_LIMITED = { status: 403, body: { code: 4029, reason: "rate limited" } };
-const ATTACKER = "203.0.113.66";
-const OWNER = "198.51.100.20";
 
 let edge: Edge;
 beforeEach(() => {
@@ -14,8 +11,6 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-const publishFrom = (ip: string, stream: string, key: string, client: string) => ({ ...publish("live", stream, key, { ...edge, client }), ip });
-const playFrom = (ip: string, stream: string, token: string, client: string) => ({ ...play("live", stream, { ...edge, client }), ip, param: `?token=${token}` });
 
 describe("input limits", () => {
   it("refuses names, ids and params beyond SRS's shapes with 400 naming the field and the limit", async () => {

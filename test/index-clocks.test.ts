@@ -4,22 +4,18 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
-import { admin, close, createStream, type Edge, heartbeat, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { at, beat } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const T0 = new Date("2031-03-01T12:00:00Z").getTime();
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
 /** How far the registry's clock is behind the Worker's. */
 const SKEW_MS = 50;
 
 let edge: Edge;
-let other: Edge;
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ["Date"] });
   at(0);
   edge = newEdge();
-  other = newEdge();
 });
 afterEach(() => {
   vi.restoreAllMocks();

@@ -2,18 +2,14 @@
  * Attacks on the liveness rules (issue 10) from a review: late, forged and
  * racing hooks, lost notices, settings typos. Each held after its fix.
  */
-import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
-import { serverRegistry } from "../src/object-access";
-import { StreamObject } from "../src/stream/object";
 import {
   admin,
   close,
   createStream,
   type Edge,
-  heartbeat,
   hook,
   newEdge,
   play,
@@ -22,24 +18,12 @@ import {
   streamState,
   uniqueStream,
 } from "./srs";
+import { at, beat, deliverNotices, serverListed, serverStub, streamStub } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const T0 = new Date("2031-03-01T12:00:00Z").getTime();
 const TIMEOUT_MS = 30_000;
 const GRACE_MS = 86_400_000;
 const RETENTION_MS = 7 * 86_400_000;
-
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
-const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
-const streamStub = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
-
-async function serverListed(edge: Edge) {
-  return (await admin("GET", "/servers")).body.servers.find((s: any) => s.serverId === edge.server);
-}
-async function deliverNotices(edge: Edge) {
-  for (let i = 0; i < 100 && ((await serverListed(edge))?.pendingNotices ?? 0) > 0; i++) await runDurableObjectAlarm(serverStub(edge));
-}
 
 let edge: Edge;
 let other: Edge;
@@ -149,7 +133,6 @@ describe("the server index keeps an entry for every session a stream holds", () 
     expect(ended.body.ended).toHaveLength(1);
     expect(await hook(play("live", s, { ...other, client: "view0002" })), "the freed slot").toEqual(ALLOW);
   });
-
 
   it("a replay of the same client right after SESSION_GRACE_S ended its session keeps its index entry when the end notice lands", async () => {
     await beat(edge);

@@ -5,14 +5,12 @@
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { ServerRegistry, shardOf } from "../src/server/registry";
-import { serverRegistry } from "../src/object-access";
+import { ServerRegistry } from "../src/server/registry";
 import type { StreamObject } from "../src/stream/object";
 import {
   admin,
   createStream,
   type Edge,
-  heartbeat,
   hook,
   newEdge,
   play,
@@ -21,22 +19,10 @@ import {
   streamState,
   uniqueStream,
 } from "./srs";
+import { at, beat, deliverNotices, serverListed, serverStub, streamStub } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const T0 = new Date("2031-03-01T12:00:00Z").getTime();
 const TIMEOUT_MS = 30_000;
-
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
-const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
-const streamStub = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
-
-async function serverListed(edge: Edge) {
-  return (await admin("GET", "/servers")).body.servers.find((s: any) => s.serverId === edge.server);
-}
-async function deliverNotices(edge: Edge) {
-  for (let i = 0; i < 100 && ((await serverListed(edge))?.pendingNotices ?? 0) > 0; i++) await runDurableObjectAlarm(serverStub(edge));
-}
 
 let edge: Edge;
 let other: Edge;

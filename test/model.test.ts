@@ -288,8 +288,7 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
     for (const st of streams) {
       const state = await streamState(st.name);
       const view = (p: any) => ({ server: p.serverId, service: p.serviceId, client: p.clientId });
-      const all = [state.publisher, ...state.conflicts].filter(Boolean).map(view);
-      // Sessions are ended only by what the Worker was told: the sets agree at every step once notices are in.
+      // The notices of restarts and silences reach the streams by alarms: the full state agrees once they ran.
       if (o.t === "settle") {
         const live = st.publishers.filter((p) => !model.suspended(p));
         const suspended = st.publishers.filter((p) => model.suspended(p));

@@ -15,11 +15,9 @@ import { ServerRegistry } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import {
-  admin,
   close,
   createStream,
   type Edge,
-  heartbeat,
   hook,
   HOOK_SECRET,
   hookWith,
@@ -31,17 +29,12 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
+import { beat, serverListed } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const retryable = () => Object.assign(new Error("Network connection lost."), { retryable: true });
 const overloaded = () => Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });
 const plain = () => new Error("something broke in the object");
-
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
-async function serverListed(edge: Edge) {
-  const list = await admin("GET", "/servers");
-  return list.body.servers.find((s: any) => s.serverId === edge.server);
-}
 
 let edge: Edge;
 beforeEach(() => {

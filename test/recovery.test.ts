@@ -3,18 +3,15 @@
  * recoverable (by on_close and by hand), restarts answer at once however many
  * streams the old process touched, and storage that does not only grow.
  */
-import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
-import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import {
   admin,
   close,
   createStream,
   type Edge,
-  heartbeat,
   hook,
   newEdge,
   play,
@@ -24,20 +21,10 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
+import { at, beat, restarted, serverListed, serverStub, streamStub } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const T0 = new Date("2031-03-01T12:00:00Z").getTime(); // future: alarms run only when a test runs them
 const TIMEOUT_MS = 30_000;
-
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
-const restarted = (edge: Edge): Edge => ({ server: edge.server, service: newEdge().service });
-const streamStub = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
-const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
-
-async function serverListed(edge: Edge) {
-  return (await admin("GET", "/servers")).body.servers.find((s: any) => s.serverId === edge.server);
-}
 
 let edge: Edge;
 let other: Edge;

@@ -2,18 +2,13 @@
  * Attacks on the liveness rules (issue 10) from a review: late, forged and
  * racing hooks, lost notices, settings typos. Each held after its fix.
  */
-import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry, shardOf } from "../src/server/registry";
-import { serverRegistry } from "../src/object-access";
-import { type Edge, heartbeat, hook, newEdge } from "./srs";
+import { type Edge, newEdge } from "./srs";
+import { T0, at, beat, serverStub } from "./fleet";
 
-const T0 = new Date("2031-03-01T12:00:00Z").getTime();
 const TIMEOUT_MS = 30_000;
-const at = (ms: number) => vi.setSystemTime(T0 + ms);
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
-const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
 
 let edge: Edge;
 beforeEach(() => {

@@ -12,10 +12,8 @@ import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import {
   admin,
-  close,
   createStream,
   type Edge,
-  heartbeat,
   hook,
   newEdge,
   play,
@@ -25,16 +23,13 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
+import { beat, serverListed } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const retryable = () => Object.assign(new Error("Network connection lost."), { retryable: true });
 const overloaded = () => Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
 
-async function serverListed(edge: Edge) {
-  return (await admin("GET", "/servers")).body.servers.find((s: any) => s.serverId === edge.server);
-}
 async function events(s: string): Promise<any[]> {
   return (await admin("GET", `/streams/live/${s}/events`)).body.events;
 }

@@ -1,0 +1,35 @@
+/**
+ * Helpers for tests of an SRS fleet over time: a fake clock in the future (so
+ * Durable Object alarms run only when a test runs them), heartbeats and
+ * restarts of edges, the server list, and the registry's notices.
+ */
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { vi } from "vitest";
+import { serverRegistry } from "../src/object-access";
+import { admin, type Edge, heartbeat, hook, newEdge } from "./srs";
+
+/** In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them. */
+export const T0 = new Date("2031-03-01T12:00:00Z").getTime();
+
+/** Sets the fake clock to T0 + ms (tests call vi.useFakeTimers({ toFake: ["Date"] }) first). */
+export const at = (ms: number) => vi.setSystemTime(T0 + ms);
+
+export const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
+
+/** The same server_id under a new service_id: SRS after a restart. */
+export const restarted = (edge: Edge): Edge => ({ server: edge.server, service: newEdge().service });
+
+export const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
+
+export const streamStub = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
+
+/** The server as GET /admin/servers lists it (undefined: not listed). */
+export async function serverListed(edge: Edge) {
+  return (await admin("GET", "/servers")).body.servers.find((s: any) => s.serverId === edge.server);
+}
+
+/** Runs the server's registry shard alarm until every notice to streams is delivered. */
+export async function deliverNotices(edge: Edge) {
+  for (let i = 0; i < 100 && ((await serverListed(edge))?.pendingNotices ?? 0) > 0; i++) await runDurableObjectAlarm(serverStub(edge));
+}

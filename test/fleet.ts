@@ -33,3 +33,7 @@ export async function serverListed(edge: Edge) {
 export async function deliverNotices(edge: Edge) {
   for (let i = 0; i < 100 && ((await serverListed(edge))?.pendingNotices ?? 0) > 0; i++) await runDurableObjectAlarm(serverStub(edge));
 }
+
+/** Errors shaped as the platform throws them from a Durable Object call (src/platform/retry.ts). */
+export const retryable = () => Object.assign(new Error("Network connection lost."), { retryable: true });
+export const overloaded = () => Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });

@@ -29,11 +29,9 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, serverListed } from "./fleet";
+import { beat, overloaded, retryable, serverListed } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const retryable = () => Object.assign(new Error("Network connection lost."), { retryable: true });
-const overloaded = () => Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });
 const plain = () => new Error("something broke in the object");
 
 let edge: Edge;

@@ -23,11 +23,9 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, serverListed } from "./fleet";
+import { beat, overloaded, retryable, serverListed } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
-const retryable = () => Object.assign(new Error("Network connection lost."), { retryable: true });
-const overloaded = () => Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function events(s: string): Promise<any[]> {

@@ -268,9 +268,11 @@ function renderServers() {
     .sort((a, b) => a.serverId.localeCompare(b.serverId))
     .map((x) => {
       const duplicates = Array.isArray(x.duplicateServiceIds) ? x.duplicateServiceIds : [];
+      const candidates = Array.isArray(x.candidateServiceIds) ? x.candidateServiceIds : [];
       return el("tr", { "data-server": x.serverId },
         el("td", {}, x.serverId, el("span", { class: "sub" }, `service ${x.serviceId}`),
-          duplicates.length > 0 ? el("span", { class: "sub" }, `also claimed by service ${duplicates.join(", ")}`) : null),
+          duplicates.length > 0 ? el("span", { class: "sub" }, `also claimed by service ${duplicates.join(", ")}`) : null,
+          candidates.length > 0 ? el("span", { class: "sub", "data-candidates": "1" }, `new process ${candidates.join(", ")} awaits its first heartbeat`) : null),
         el("td", {}, x.deviceId || "—"),
         el("td", {}, x.ip || "—"),
         el("td", {}, x.lastHeartbeat ? ago(x.lastHeartbeat) : "no heartbeats"),

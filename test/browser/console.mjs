@@ -245,7 +245,7 @@ try {
   } : s;
   await page.route((url) => url.pathname === "/admin/streams", (route) => edited(route, (d) => { d.streams = d.streams.map(fake); }));
   await page.route((url) => url.pathname === "/admin/servers", (route) => edited(route, (d) => {
-    d.servers = d.servers.map((x) => (x.serverId === edge ? { ...x, duplicateServiceIds: ["dupsvc01"] } : x));
+    d.servers = d.servers.map((x) => (x.serverId === edge ? { ...x, duplicateServiceIds: ["dupsvc01"], candidateServiceIds: ["cand0001"] } : x));
   }));
   await page.waitForFunction((sel) => document.querySelector(`${sel} .badge.conflict`), row, { timeout: 15_000 });
   const fakeRow = await page.textContent(row);
@@ -256,6 +256,7 @@ try {
   await page.click(".tab[data-tab=servers]");
   await page.waitForSelector(`#servers tr[data-server="${edge}"] .badge.duplicate`, { timeout: 15_000 });
   check("a duplicate server_id is marked", /duplicate server_id ×2/.test(await page.textContent(`#servers tr[data-server="${edge}"]`)));
+  check("a candidate process is shown", /new process cand0001 awaits its first heartbeat/.test(await page.textContent(`#servers tr[data-server="${edge}"]`)));
   // A server's call ends at most a batch: what is left is said.
   await page.route((url) => url.pathname.endsWith("/sessions"), (route) => route.fulfill({
     json: { serverId: edge, ended: [{ stream: `__defaultVhost__/live/${STREAM}`, role: "viewer", serviceId: "svc00001", clientId: "v9" }], remaining: 7 },

@@ -45,13 +45,7 @@ export const DEFAULT_SERVER_TIMEOUT_S = 30;
  * A value that is set but not a positive number is a configuration error.
  */
 export function serverTimeoutMs(env: Env): number {
-  const raw = env.SERVER_TIMEOUT_S;
-  if (raw === undefined || raw === "") return DEFAULT_SERVER_TIMEOUT_S * 1000;
-  const seconds = Number(raw);
-  if (!Number.isFinite(seconds) || seconds <= 0) {
-    throw new StatusError(500, `SERVER_TIMEOUT_S must be a positive number of seconds, not "${raw}"`);
-  }
-  return seconds * 1000;
+  return positiveSeconds("SERVER_TIMEOUT_S", env.SERVER_TIMEOUT_S, DEFAULT_SERVER_TIMEOUT_S);
 }
 
 export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 10;
@@ -78,17 +72,18 @@ export const DEFAULT_SESSION_GRACE_S = 86_400;
  * heals). Past it they end for good.
  */
 export function sessionGraceMs(env: Env): number {
-  return positiveSeconds(env, "SESSION_GRACE_S", env.SESSION_GRACE_S, DEFAULT_SESSION_GRACE_S);
+  return positiveSeconds("SESSION_GRACE_S", env.SESSION_GRACE_S, DEFAULT_SESSION_GRACE_S);
 }
 
 export const DEFAULT_SERVER_RETENTION_S = 7 * 86_400;
 
 /** SERVER_RETENTION_S ([vars]): a server silent and without sessions this long is forgotten. */
 export function serverRetentionMs(env: Env): number {
-  return positiveSeconds(env, "SERVER_RETENTION_S", env.SERVER_RETENTION_S, DEFAULT_SERVER_RETENTION_S);
+  return positiveSeconds("SERVER_RETENTION_S", env.SERVER_RETENTION_S, DEFAULT_SERVER_RETENTION_S);
 }
 
-function positiveSeconds(_env: Env, name: string, raw: string | undefined, fallback: number): number {
+/** A [vars] duration in seconds, as milliseconds; set but not a positive number: a 500 naming it. */
+function positiveSeconds(name: string, raw: string | undefined, fallback: number): number {
   if (raw === undefined || raw === "") return fallback * 1000;
   const seconds = Number(raw);
   if (!Number.isFinite(seconds) || seconds <= 0) {

@@ -5,10 +5,10 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { serverTimeoutMs } from "../src/config";
 import { createStream, type Edge, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, serverListed, serverStub } from "./fleet";
+import { at, beat, deliverNotices, serverListed, serverStub, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
@@ -16,14 +16,9 @@ const ALLOW = { status: 200, body: { code: 0 } };
 const T = serverTimeoutMs(env);
 
 let edge: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  vi.useRealTimers();
 });
 
 describe("two candidates when the current process falls silent", () => {

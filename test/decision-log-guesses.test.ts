@@ -2,20 +2,16 @@
  * The decision log keeps failed guesses in a ring of their own: a guesser
  * rotating spoofed ips, however patient, never pushes real decisions out.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { admin, createStream, type Edge, hook, newEdge, publish, uniqueStream } from "./srs";
-import { at } from "./fleet";
+import { at, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
 let edge: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
-});
-afterEach(() => {
-  vi.useRealTimers();
 });
 
 const publishFrom = (ip: string, stream: string, key: string, client: string) => ({ ...publish("live", stream, key, { ...edge, client }), ip });

@@ -19,7 +19,7 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { T0, at, beat, deliverNotices, restarted, serverListed, serverStub, streamStub } from "./fleet";
+import { at, beat, deliverNotices, restarted, serverListed, serverStub, streamStub, T0, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 // In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them.
@@ -27,14 +27,10 @@ const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 
 let edge: Edge;
 let other: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
   other = newEdge();
-});
-afterEach(() => {
-  vi.useRealTimers();
 });
 
 /** A publisher on one stream and full viewer caps on two others, all held by `edge`. */

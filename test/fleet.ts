@@ -5,7 +5,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { vi } from "vitest";
+import { afterEach, beforeEach, vi } from "vitest";
 import { serverRegistry } from "../src/object-access";
 import { admin, type Edge, heartbeat, hook, newEdge } from "./srs";
 
@@ -37,3 +37,23 @@ export async function deliverNotices(edge: Edge) {
 /** Errors shaped as the platform throws them from a Durable Object call (src/platform/retry.ts). */
 export const retryable = () => Object.assign(new Error("Network connection lost."), { retryable: true });
 export const overloaded = () => Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });
+
+/**
+ * For the whole file: Date is faked and set to T0 before each test; mocks and
+ * the real clock are restored after it.
+ */
+export function useFakeClock(): void {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    vi.useRealTimers();
+  });
+}
+
+/** A stream's decision log, newest first. */
+export async function events(stream: string): Promise<any[]> {
+  return (await admin("GET", `/streams/live/${stream}/events`)).body.events;
+}

@@ -2,24 +2,19 @@
  * The server index must not depend on the Worker's and the registry's clocks
  * agreeing (two machines): here the registry's clock runs a little ahead.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
-import { at, beat } from "./fleet";
+import { at, beat, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 /** How far the registry's clock is behind the Worker's. */
 const SKEW_MS = 50;
 
 let edge: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  vi.useRealTimers();
 });
 
 /** The registry writes tracked_at with its own clock, SKEW_MS behind the Worker's. */

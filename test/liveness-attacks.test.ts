@@ -3,7 +3,7 @@
  * racing hooks, lost notices, settings typos. Each held after its fix.
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import {
   admin,
@@ -18,7 +18,7 @@ import {
   streamState,
   uniqueStream,
 } from "./srs";
-import { at, beat, deliverNotices, serverListed, serverStub, streamStub } from "./fleet";
+import { at, beat, deliverNotices, serverListed, serverStub, streamStub, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
@@ -27,15 +27,10 @@ const RETENTION_MS = 7 * 86_400_000;
 
 let edge: Edge;
 let other: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
   other = newEdge();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  vi.useRealTimers();
 });
 
 describe("a start hook from a process never heard of cannot overrule a process that heartbeats", () => {

@@ -4,7 +4,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import type { StreamObject } from "../src/stream/object";
 import {
@@ -19,7 +19,7 @@ import {
   streamState,
   uniqueStream,
 } from "./srs";
-import { at, beat, deliverNotices, serverListed, serverStub, streamStub } from "./fleet";
+import { at, beat, deliverNotices, serverListed, serverStub, streamStub, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
@@ -27,16 +27,11 @@ const TIMEOUT_MS = 30_000;
 let edge: Edge;
 let other: Edge;
 let third: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
   other = newEdge();
   third = newEdge();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  vi.useRealTimers();
 });
 
 describe("a typo in SESSION_GRACE_S does not keep registry shards from starting", () => {

@@ -4,7 +4,7 @@
  * streams the old process touched, and storage that does not only grow.
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import {
@@ -21,22 +21,17 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { at, beat, restarted, serverListed, serverStub, streamStub } from "./fleet";
+import { at, beat, restarted, serverListed, serverStub, streamStub, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
 
 let edge: Edge;
 let other: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
   other = newEdge();
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  vi.useRealTimers();
 });
 
 describe("only start hooks and heartbeats move a server's epoch", () => {

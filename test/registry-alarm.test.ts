@@ -3,21 +3,17 @@
  * racing hooks, lost notices, settings typos. Each held after its fix.
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { ServerRegistry, shardOf } from "../src/server/registry";
 import { type Edge, newEdge } from "./srs";
-import { T0, at, beat, serverStub } from "./fleet";
+import { at, beat, serverStub, T0, useFakeClock } from "./fleet";
 
 const TIMEOUT_MS = 30_000;
 
 let edge: Edge;
+useFakeClock();
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  at(0);
   edge = newEdge();
-});
-afterEach(() => {
-  vi.useRealTimers();
 });
 
 describe("a far-off registry alarm does not delay a new server's heartbeat deadline", () => {

@@ -11,7 +11,6 @@ import { ServerRegistry } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import {
-  admin,
   createStream,
   type Edge,
   hook,
@@ -23,14 +22,10 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, overloaded, retryable, serverListed } from "./fleet";
+import { beat, events, overloaded, retryable, serverListed } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function events(s: string): Promise<any[]> {
-  return (await admin("GET", `/streams/live/${s}/events`)).body.events;
-}
 
 let edge: Edge;
 beforeEach(() => {

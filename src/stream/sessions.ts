@@ -41,6 +41,8 @@ interface Process {
   suspended: boolean;
   /** The newest registry news applied (-1: none). */
   seq: number;
+  /** Has a row in the processes table (written only when a status is applied). */
+  stored: boolean;
 }
 
 /** Sessions admitted up to any time (an end that is not a cutoff). */
@@ -93,7 +95,7 @@ export class SessionBook {
     }
     this.publishers = sql.exec<PublisherRow>("SELECT * FROM publishers ORDER BY ord, since").toArray();
     for (const r of sql.exec<{ server_id: string; service_id: string; suspended: number; seq: number }>("SELECT * FROM processes")) {
-      this.processes.set(processKey(r.server_id, r.service_id), { serverId: r.server_id, serviceId: r.service_id, viewers: 0, suspended: r.suspended === 1, seq: r.seq });
+      this.processes.set(processKey(r.server_id, r.service_id), { serverId: r.server_id, serviceId: r.service_id, viewers: 0, suspended: r.suspended === 1, seq: r.seq, stored: true });
     }
     for (const r of sql.exec<{ server_id: string; service_id: string; n: number }>(
       "SELECT server_id, service_id, COUNT(*) AS n FROM viewers GROUP BY server_id, service_id",
@@ -152,7 +154,9 @@ export class SessionBook {
 
   /** Does another process of the hook's server hold sessions here? Then the hook may be news of a restart. */
   heldByOtherProcessOf(hook: SessionId): boolean {
-    return this.heldProcesses().some((p) => p.serverId === hook.serverId && p.serviceId !== hook.serviceId);
+    const other = (serverId: string, serviceId: string) => serverId === hook.serverId && serviceId !== hook.serviceId;
+    for (const p of this.processes.values()) if (p.viewers > 0 && other(p.serverId, p.serviceId)) return true;
+    return this.publishers.some((p) => other(p.server_id, p.service_id));
   }
 
   /** Which of these sessions are held (a client may have started a new one meanwhile). */
@@ -286,6 +290,7 @@ export class SessionBook {
     const changed = p.suspended !== suspended;
     p.suspended = suspended;
     p.seq = seq;
+    p.stored = true;
     this.sql.exec(
       "INSERT OR REPLACE INTO processes (server_id, service_id, suspended, seq) VALUES (?, ?, ?, ?)",
       serverId, serviceId, suspended ? 1 : 0, seq,
@@ -323,7 +328,7 @@ export class SessionBook {
     const key = processKey(serverId, serviceId);
     let p = this.processes.get(key);
     if (!p) {
-      p = { serverId, serviceId, viewers: 0, suspended: false, seq: -1 };
+      p = { serverId, serviceId, viewers: 0, suspended: false, seq: -1, stored: false };
       this.processes.set(key, p);
     }
     return p;
@@ -333,11 +338,14 @@ export class SessionBook {
     return (this.processes.get(processKey(serverId, serviceId))?.viewers ?? 0) > 0 || this.publishers.some((p) => p.server_id === serverId && p.service_id === serviceId);
   }
 
+  /** Forgets a process without sessions here; its row, if it has one, costs a write only then (not on every last stop). */
   private dropProcessIfIdle(serverId: string, serviceId: string): void {
     if (this.holdsSessionsOf(serverId, serviceId)) return;
-    if (this.processes.delete(processKey(serverId, serviceId))) {
-      this.sql.exec("DELETE FROM processes WHERE server_id = ? AND service_id = ?", serverId, serviceId);
-    }
+    const key = processKey(serverId, serviceId);
+    const p = this.processes.get(key);
+    if (!p) return;
+    this.processes.delete(key);
+    if (p.stored) this.sql.exec("DELETE FROM processes WHERE server_id = ? AND service_id = ?", serverId, serviceId);
   }
 
   private rememberReplaced(serverId: string, serviceId: string): void {

@@ -287,17 +287,13 @@ export class ServerRegistry extends DurableObject<Env> {
 
   state(serverId: string): ServerState | null {
     const row = this.servers.get(serverId);
-    if (!row) return null;
-    const sessions = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM client_streams WHERE server_id = ?", serverId).one().n;
-    const pending = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM notices WHERE server_id = ?", serverId).one().n;
-    return this.view(row, sessions, pending);
+    return row ? this.view(row, this.facts(serverId)) : null;
   }
 
   /** Every server of this shard, for GET /admin/servers. */
   list(): ServerState[] {
-    const sessions = this.countBy("client_streams");
-    const pending = this.countBy("notices");
-    return [...this.servers.values()].map((row) => this.view(row, sessions.get(row.server_id) ?? 0, pending.get(row.server_id) ?? 0));
+    const facts = this.facts(null);
+    return [...this.servers.values()].map((row) => this.view(row, facts));
   }
 
   /** Every indexed session of a server (all its processes), for ending them by hand. */
@@ -645,37 +641,54 @@ export class ServerRegistry extends DurableObject<Env> {
     return this.sql.exec("SELECT 1 FROM retired WHERE server_id = ? AND service_id = ?", serverId, serviceId).toArray().length > 0;
   }
 
-  private countBy(table: "client_streams" | "notices"): Map<string, number> {
-    const counts = new Map<string, number>();
-    for (const r of this.sql.exec<{ server_id: string; n: number }>(`SELECT server_id, COUNT(*) AS n FROM ${table} GROUP BY server_id`)) {
-      counts.set(r.server_id, r.n);
-    }
-    return counts;
+  /** What the admin view adds to a server's row, for one server or (null) the whole shard: four grouped queries. */
+  private facts(serverId: string | null): ServerFacts {
+    const where = serverId === null ? "" : "WHERE server_id = ?";
+    const args = serverId === null ? [] : [serverId];
+    const counts = (table: "client_streams" | "notices") =>
+      new Map(this.sql.exec<{ server_id: string; n: number }>(`SELECT server_id, COUNT(*) AS n FROM ${table} ${where} GROUP BY server_id`, ...args).toArray().map((r) => [r.server_id, r.n]));
+    const lists = (rows: Iterable<{ server_id: string; service_id: string }>) => {
+      const byServer = new Map<string, string[]>();
+      for (const r of rows) byServer.set(r.server_id, [...(byServer.get(r.server_id) ?? []), r.service_id]);
+      return byServer;
+    };
+    const heardSince = Date.now() - serverRetentionMs(this.env);
+    return {
+      sessions: counts("client_streams"),
+      pending: counts("notices"),
+      duplicates: lists(
+        this.sql.exec<{ server_id: string; service_id: string }>(
+          `SELECT server_id, service_id FROM retired ${where ? `${where} AND` : "WHERE"} heard_at IS NOT NULL AND heard_at > ? ORDER BY service_id`,
+          ...args, heardSince,
+        ),
+      ),
+      candidates: lists(this.sql.exec<{ server_id: string; service_id: string }>(`SELECT server_id, service_id FROM candidates ${where} ORDER BY service_id`, ...args)),
+    };
   }
 
-  private view(row: ServerRow, sessions: number, pendingNotices: number): ServerState {
-    const now = Date.now();
-    const duplicates = this.sql
-      .exec<{ service_id: string }>(
-        "SELECT service_id FROM retired WHERE server_id = ? AND heard_at IS NOT NULL AND heard_at > ? ORDER BY service_id",
-        row.server_id, now - serverRetentionMs(this.env),
-      )
-      .toArray()
-      .map((r) => r.service_id);
+  private view(row: ServerRow, facts: ServerFacts): ServerState {
+    const id = row.server_id;
     return {
-      serverId: row.server_id,
+      serverId: id,
       serviceId: row.service_id,
       deviceId: row.device_id,
       ip: row.ip,
       pid: row.pid,
       lastHeartbeat: row.last_heartbeat === null ? null : new Date(row.last_heartbeat).toISOString(),
-      alive: row.dead_since === null && !this.isSilent(row, now),
-      sessions,
-      duplicateServiceIds: duplicates,
-      pendingNotices,
-      candidateServiceIds: this.candidatesOf(row.server_id).sort(),
+      alive: row.dead_since === null && !this.isSilent(row, Date.now()),
+      sessions: facts.sessions.get(id) ?? 0,
+      duplicateServiceIds: facts.duplicates.get(id) ?? [],
+      pendingNotices: facts.pending.get(id) ?? 0,
+      candidateServiceIds: facts.candidates.get(id) ?? [],
     };
   }
+}
+
+interface ServerFacts {
+  sessions: Map<string, number>;
+  pending: Map<string, number>;
+  duplicates: Map<string, string[]>;
+  candidates: Map<string, string[]>;
 }
 
 /** Adds columns a newer version needs to a table an older version created. */

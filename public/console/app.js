@@ -277,7 +277,7 @@ function renderServers() {
         el("td", {}, x.ip || "—"),
         el("td", {}, x.lastHeartbeat ? ago(x.lastHeartbeat) : "no heartbeats"),
         el("td", { class: "status" },
-          el("span", { class: `badge ${x.alive ? "alive" : "dead"}` }, x.alive ? "alive" : "dead"),
+          el("span", { class: `badge ${x.alive ? "alive" : "dead"}` }, x.alive ? "alive" : "silent"),
           duplicates.length > 0
             ? el("span", {
                 class: "badge duplicate",

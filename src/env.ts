@@ -22,4 +22,6 @@ export interface Env extends Omit<Generated, Secret> {
   TOKEN_SIGNING_KEY?: string;
   /** The key being rotated out: its tokens stay valid while it is set. */
   TOKEN_SIGNING_KEY_PREVIOUS?: string;
+  /** "1": objects count the calls they receive, for `npm run bench` (GET /admin/load). Never set in production. */
+  LOAD_COUNTERS?: string;
 }

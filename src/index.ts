@@ -2,6 +2,7 @@ import { AutoRouter, StatusError } from "itty-router";
 import {
   deleteStream,
   getStream,
+  getLoad,
   getStreamEvents,
   listServers,
   listStreams,
@@ -17,6 +18,7 @@ import { handleHeartbeat, handleHook } from "./srs/routes";
 
 export { StreamObject } from "./stream/object";
 export { ServerRegistry } from "./server/registry";
+export { ViewerShard } from "./viewers/shard";
 
 type Args = [Env, ExecutionContext];
 
@@ -39,6 +41,7 @@ router
   .delete("/admin/streams/:app/:stream/sessions", endStreamSessions)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
   .get("/admin/servers", listServers)
+  .get("/admin/load", getLoad)
   .delete("/admin/servers/:server_id/sessions", endServerSessions);
 
 export default router;

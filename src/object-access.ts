@@ -17,6 +17,11 @@ export function serverRegistry(env: Env, serverId: string) {
   return registryShard(env, shardOf(serverId));
 }
 
+/** The viewer shard of one SRS server (by its server_id): where that server's viewers are admitted. */
+export function viewerShard(env: Env, serverId: string) {
+  return env.VIEWERS.get(env.VIEWERS.idFromName(serverId));
+}
+
 export function registryShard(env: Env, shard: number) {
   return env.REGISTRY.get(env.REGISTRY.idFromName(`shard-${shard}`));
 }

@@ -7,7 +7,8 @@ import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { REGISTRY_SHARDS } from "../server/registry";
-import { registryShard, streamObject } from "../object-access";
+import { registryShard, streamObject, viewerShard } from "../object-access";
+import { allEvents, withAudience } from "../viewers/audience";
 import { parsePolicyChange, parseTokenTtl, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
@@ -53,7 +54,9 @@ export async function putStream(request: IRequest, env: Env): Promise<Response> 
     }
     throw failed(`the change to ${stream} took effect but is not in the catalogue; repeat the PUT`);
   }
-  const body = { ...result.state, ...(result.publishKey ? { publishKey: result.publishKey } : {}) };
+  await pushPolicy(env, name);
+  const state = await withAudience(env, streamKey(name), result.state);
+  const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}) };
   return jsonResponse(body, result.created ? 201 : 200);
 }
 
@@ -71,13 +74,14 @@ export async function getStream(request: IRequest, env: Env): Promise<Response> 
   const name = streamNameFrom(request.params, request.query);
   const state = await streamStub(env, name).state();
   if (!state) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
-  return jsonResponse(state);
+  return jsonResponse(await withAudience(env, streamKey(name), state));
 }
 
 export async function deleteStream(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   // The object is revoked first: it is what the very next on_publish asks.
   const removed = await streamStub(env, name).remove();
+  if (removed) await pushPolicy(env, name);
   await env.CATALOGUE.delete(CATALOGUE_PREFIX + streamKey(name));
   if (!removed) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   return jsonResponse({ deleted: streamKey(name) });
@@ -104,7 +108,11 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
   const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + scope, limit: limit === undefined ? 100 : Number(limit), cursor });
   const states = await Promise.all(
-    page.keys.map((k) => streamStub(env, parseStreamKey(k.name.slice(CATALOGUE_PREFIX.length))).state()),
+    page.keys.map(async (k) => {
+      const key = k.name.slice(CATALOGUE_PREFIX.length);
+      const state = await streamStub(env, parseStreamKey(key)).state();
+      return state && withAudience(env, key, state);
+    }),
   );
   const streams = states.filter((s) => s !== null);
   return jsonResponse({ streams, ...(page.list_complete ? {} : { cursor: page.cursor }) });
@@ -114,8 +122,9 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
 export async function getStreamEvents(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const stub = streamStub(env, name);
-  if (!(await stub.state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
-  return jsonResponse({ events: await stub.events() });
+  const state = await stub.state();
+  if (!state) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  return jsonResponse({ events: await allEvents(env, streamKey(name), state, await stub.events()) });
 }
 
 /** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */
@@ -133,7 +142,24 @@ export async function mintToken(request: IRequest, env: Env): Promise<Response> 
 export async function listServers(_request: IRequest, env: Env): Promise<Response> {
   const shards = await Promise.all(Array.from({ length: REGISTRY_SHARDS }, (_, i) => registryShard(env, i).list()));
   const servers = shards.flat().sort((a, b) => a.serverId.localeCompare(b.serverId));
-  return jsonResponse({ servers });
+  // The registry counts publishers; each server's viewer shard its viewers.
+  const viewers = await Promise.all(servers.map((s) => viewerShard(env, s.serverId).sessionCount().catch(() => 0)));
+  return jsonResponse({ servers: servers.map((s, i) => ({ ...s, sessions: s.sessions + viewers[i] })) });
+}
+
+/**
+ * Tells the stream's viewer shards its new policy (a PUT or a DELETE), so the
+ * very next on_play follows it. A shard that cannot be reached now re-reads
+ * the policy within POLICY_TTL_MS (src/viewers/lease.ts): logged, the admin
+ * call still succeeds (the change itself is stored).
+ */
+async function pushPolicy(env: Env, name: StreamName): Promise<void> {
+  try {
+    const unreached = await streamStub(env, name).pushPolicy(streamKey(name));
+    if (unreached.length > 0) console.error(JSON.stringify({ error: "policy not pushed to every viewer shard", stream: streamKey(name), servers: unreached }));
+  } catch (err) {
+    console.error(JSON.stringify({ error: "policy not pushed to the viewer shards", stream: streamKey(name), detail: String(err) }));
+  }
 }
 
 function streamStub(env: Env, name: StreamName) {
@@ -159,3 +185,21 @@ async function writeCatalogue(env: Env, state: StreamState, keyHash: string): Pr
 }
 
 const CATALOGUE_RETRY_MS = 1000;
+
+/**
+ * GET /admin/load?stream={app}/{stream}&servers=a,b: calls each object received
+ * since it started, counted by the objects (src/platform/load.ts). Only when
+ * the var LOAD_COUNTERS is "1", which `npm run bench` sets: else 404.
+ */
+export async function getLoad(request: IRequest, env: Env): Promise<Response> {
+  if (env.LOAD_COUNTERS !== "1") throw new StatusError(404, "not found");
+  const stream = typeof request.query.stream === "string" ? request.query.stream : "";
+  const servers = typeof request.query.servers === "string" && request.query.servers ? request.query.servers.split(",") : [];
+  const [app, name] = stream.split("/");
+  const counts = await Promise.all([
+    stream ? streamStub(env, streamNameFrom({ app, stream: name }, request.query)).loadCount() : Promise.resolve(0),
+    Promise.all(servers.map((id) => viewerShard(env, id).loadCount())),
+    Promise.all(Array.from({ length: REGISTRY_SHARDS }, (_, i) => registryShard(env, i).loadCount())),
+  ]);
+  return jsonResponse({ stream: counts[0], shards: Object.fromEntries(servers.map((id, i) => [id, counts[1][i]])), registry: counts[2] });
+}

@@ -71,7 +71,16 @@ export async function withRetry<S, T>(stub: () => S, call: (stub: S) => Promise<
   }
 }
 
-export type Target = "stream object" | "registry";
+/** Rejects when `promise` takes longer than `ms` (the call itself goes on; its answer is dropped). */
+export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export type Target = "stream object" | "registry" | "viewer shard";
 
 /**
  * A hook that could not be carried out because an object call failed: SRS

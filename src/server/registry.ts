@@ -2,8 +2,10 @@ import { DurableObject } from "cloudflare:workers";
 import { serverRetentionMs, serverTimeoutMs, sessionGraceMs } from "../config";
 import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
+import { callsOf, countCalls } from "../platform/load";
 import { withRetry } from "../platform/retry";
-import { streamObject } from "../object-access";
+import { streamObject, viewerShard } from "../object-access";
+import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
 
 /** What the admin API reports for one SRS server. */
 export interface ServerState {
@@ -163,6 +165,7 @@ export class ServerRegistry extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    countCalls(this, env, ["heartbeat", "track", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions"]);
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS servers (
         server_id TEXT PRIMARY KEY, service_id TEXT NOT NULL, device_id TEXT NOT NULL,
@@ -202,11 +205,20 @@ export class ServerRegistry extends DurableObject<Env> {
     });
   }
 
+  /** Calls this object received since it started (bench only: LOAD_COUNTERS). */
+  loadCount(): number {
+    return callsOf(this);
+  }
+
   // --- messages from servers -----------------------------------------------------
 
   async heartbeat(beat: Heartbeat): Promise<Epoch> {
+    const before = this.servers.get(beat.serverId)?.service_id;
     const epoch = this.acknowledgeEpoch(beat.serverId, beat.serviceId, "heartbeat");
     if (epoch !== "current") return epoch;
+    // A restart: the server's viewer shard learns it before the heartbeat is answered, so that a
+    // late on_play of the replaced process, which the shard admits without asking, is refused.
+    if (before !== undefined && before !== beat.serviceId) await this.deliverNotices(beat.serverId);
     const row = this.servers.get(beat.serverId)!;
     row.device_id = beat.deviceId;
     row.ip = beat.ip;
@@ -253,8 +265,8 @@ export class ServerRegistry extends DurableObject<Env> {
     this.acknowledgeEpoch(serverId, serviceId, "stop");
     return this.sql
       .exec<{ stream_key: string; role: string }>(
-        "SELECT stream_key, role FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ?",
-        serverId, serviceId, clientId,
+        "SELECT stream_key, role FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key != ?",
+        serverId, serviceId, clientId, VIEWER_SHARD_ENTRY.streamKey,
       )
       .toArray()
       .map((r) => ({ streamKey: r.stream_key, role: r.role as Role }));
@@ -300,8 +312,8 @@ export class ServerRegistry extends DurableObject<Env> {
   sessionsOf(serverId: string): IndexedSession[] {
     return this.sql
       .exec<{ service_id: string; client_id: string; stream_key: string; role: string }>(
-        "SELECT service_id, client_id, stream_key, role FROM client_streams WHERE server_id = ?",
-        serverId,
+        "SELECT service_id, client_id, stream_key, role FROM client_streams WHERE server_id = ? AND stream_key != ?",
+        serverId, VIEWER_SHARD_ENTRY.streamKey,
       )
       .toArray()
       .map((r) => ({ serviceId: r.service_id, clientId: r.client_id, streamKey: r.stream_key, role: r.role as Role }));
@@ -344,18 +356,22 @@ export class ServerRegistry extends DurableObject<Env> {
     else if (next !== null) this.armAlarm(next);
   }
 
-  /** Sends up to NOTICE_BATCH pending notices; true if some could not be delivered. */
-  private async deliverNotices(): Promise<boolean> {
-    const batch = this.sql
-      .exec<{ stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string }>(
-        "SELECT stream_key, server_id, service_id, status, seq, cutoff, replaced, why FROM notices ORDER BY rowid LIMIT ?",
-        NOTICE_BATCH,
-      )
-      .toArray();
+  /**
+   * Sends up to NOTICE_BATCH pending notices (of one server's viewer shard
+   * only, with `shardOf`); true if some could not be delivered. A notice goes
+   * to a stream (its publishers) or, for the index entry that stands for a
+   * viewer shard, to the server's shard (its viewers of every stream).
+   */
+  private async deliverNotices(shardOf?: string): Promise<boolean> {
+    type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string };
+    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why";
+    const batch =
+      shardOf === undefined
+        ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices ORDER BY rowid LIMIT ?`, NOTICE_BATCH).toArray()
+        : this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE server_id = ? AND stream_key = ? ORDER BY rowid`, shardOf, VIEWER_SHARD_ENTRY.streamKey).toArray();
     const results = await Promise.allSettled(
-      batch.map((n) =>
-        // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
-        withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus({
+      batch.map((n) => {
+        const news: ProcessStatus = {
           serverId: n.server_id,
           serviceId: n.service_id,
           status: n.status as ProcessStatus["status"],
@@ -363,8 +379,11 @@ export class ServerRegistry extends DurableObject<Env> {
           cutoff: n.cutoff,
           replaced: n.replaced === 1,
           why: n.why,
-        })),
-      ),
+        };
+        // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
+        if (n.stream_key === VIEWER_SHARD_ENTRY.streamKey) return withRetry(() => viewerShard(this.env, n.server_id), (shard) => shard.applyStatus(news));
+        return withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus(news));
+      }),
     );
     let failed = false;
     results.forEach((result, i) => {
@@ -645,8 +664,13 @@ export class ServerRegistry extends DurableObject<Env> {
   private facts(serverId: string | null): ServerFacts {
     const where = serverId === null ? "" : "WHERE server_id = ?";
     const args = serverId === null ? [] : [serverId];
-    const counts = (table: "client_streams" | "notices") =>
-      new Map(this.sql.exec<{ server_id: string; n: number }>(`SELECT server_id, COUNT(*) AS n FROM ${table} ${where} GROUP BY server_id`, ...args).toArray().map((r) => [r.server_id, r.n]));
+    const counts = (table: "client_streams" | "notices", extra = "", extraArgs: string[] = []) =>
+      new Map(
+        this.sql
+          .exec<{ server_id: string; n: number }>(`SELECT server_id, COUNT(*) AS n FROM ${table} ${where ? `${where}${extra && ` AND ${extra}`}` : extra && `WHERE ${extra}`} GROUP BY server_id`, ...args, ...extraArgs)
+          .toArray()
+          .map((r) => [r.server_id, r.n]),
+      );
     const lists = (rows: Iterable<{ server_id: string; service_id: string }>) => {
       const byServer = new Map<string, string[]>();
       for (const r of rows) byServer.set(r.server_id, [...(byServer.get(r.server_id) ?? []), r.service_id]);
@@ -654,7 +678,8 @@ export class ServerRegistry extends DurableObject<Env> {
     };
     const heardSince = Date.now() - serverRetentionMs(this.env);
     return {
-      sessions: counts("client_streams"),
+      // Publishers only: the viewer shard counts the server's viewers (the admin route adds them).
+      sessions: counts("client_streams", "stream_key != ?", [VIEWER_SHARD_ENTRY.streamKey]),
       pending: counts("notices"),
       duplicates: lists(
         this.sql.exec<{ server_id: string; service_id: string }>(

@@ -12,6 +12,7 @@ import { callObject } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
+import type { Place } from "../viewers/lease";
 
 /** POST /hooks/srs/:secret — every on_* callback of every SRS server. */
 export async function handleHook(request: IRequest, env: Env): Promise<Response> {
@@ -19,7 +20,7 @@ export async function handleHook(request: IRequest, env: Env): Promise<Response>
   const hook = parseHook(await readJson(request));
   switch (hook.kind) {
     case "start":
-      return start(hook, env);
+      return start(hook, env, placeOf(request));
     case "stop":
       return stop(hook, env);
     case "close":
@@ -85,14 +86,20 @@ async function checkPlayToken(hook: StreamHook, env: Env): Promise<PlayToken> {
   return verifyPlayToken(token, hook.stream, Math.floor(Date.now() / 1000), keys, maxLifetime);
 }
 
-async function start(hook: StartHook, env: Env): Promise<Response> {
+/** Where the Worker runs (and so, where a viewer shard it creates lives), as the platform tells: request.cf. */
+function placeOf(request: IRequest): Place {
+  const cf = (request as unknown as { cf?: { colo?: unknown; country?: unknown } }).cf;
+  return { colo: typeof cf?.colo === "string" ? cf.colo : "", country: typeof cf?.country === "string" ? cf.country : "" };
+}
+
+async function start(hook: StartHook, env: Env, place: Place): Promise<Response> {
   const began = Date.now();
   const key = streamKey(hook.stream);
   const credentials: Credentials =
     hook.role === "publisher"
       ? { role: "publisher", keyHash: await publishKeyHash(hook) }
       : { role: "viewer", token: await checkPlayToken(hook, env) };
-  const decision = await session.start(env, hook, key, credentials, () => authFailuresPerMinute(env));
+  const decision = await session.start(env, hook, key, credentials, () => authFailuresPerMinute(env), place);
   const { serverId, clientId } = hook.session;
   log({
     action: hook.action,

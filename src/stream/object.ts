@@ -2,14 +2,18 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry";
-import { withRetry } from "../platform/retry";
-import { serverRegistry } from "../object-access";
+import { callsOf, countCalls } from "../platform/load";
+import { withRetry, withTimeout } from "../platform/retry";
+import { serverRegistry, viewerShard } from "../object-access";
 import type { Role, SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
+import { LeaseBook } from "./leases";
+import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type ViewerPolicy } from "../viewers/lease";
+import type { ShardAudience } from "../viewers/shard";
 
 export type { StreamEvent } from "./decision-log";
 export type { EndedSession, Publisher } from "./sessions";
@@ -24,10 +28,14 @@ export interface StreamState extends StreamName {
   publisher: Publisher | null;
   /** Every other publisher session that received no stop event. */
   conflicts: Publisher[];
-  /** Viewers that count toward maxViewers. */
+  /** Viewers that count toward maxViewers: the sum over the viewer shards. */
   viewers: number;
   /** Viewers of silent servers: kept, not counted, back if their process returns. */
   suspendedViewers: number;
+  /** Slots the shards hold but no viewer uses (capped streams). */
+  leasedUnused: number;
+  /** Where the audience is: one entry per SRS server whose viewer shard asked for this stream. */
+  shards: ShardAudience[];
   createdAt: string;
   updatedAt: string;
 }
@@ -44,6 +52,9 @@ export interface EndCause {
    */
   voidHook?: string;
 }
+
+/** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
+const RECALL_TIMEOUT_MS = 2_000;
 
 /** How long an undone hook's late attempts are refused (far beyond any attempt's run time). */
 const VOID_HOOK_MS = 60_000;
@@ -95,6 +106,7 @@ const SCHEMA = `
     key_hash TEXT NOT NULL, max_viewers INTEGER, play_auth TEXT NOT NULL,
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
   ${SessionBook.schema}
+  ${LeaseBook.schema}
   ${AuthFailures.schema}
   ${DecisionLog.schema}`;
 
@@ -132,6 +144,11 @@ export class StreamObject extends DurableObject<Env> {
   private ready = false;
   private row: StreamRow | null = null;
   private sessions!: SessionBook;
+  private leases!: LeaseBook;
+  /** Shards refused for want of slots: told when slots are free again. */
+  private waiting = new Set<string>();
+  private recalling: Promise<void> | null = null;
+  private lastRecall = 0;
   private failures!: AuthFailures;
   private log!: DecisionLog;
   private round: Round | null = null;
@@ -142,6 +159,7 @@ export class StreamObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "configure", "pushPolicy", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -157,7 +175,13 @@ export class StreamObject extends DurableObject<Env> {
     this.log = new DecisionLog(this.sql);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
     this.sessions = new SessionBook(this.sql, (...line) => this.record(...line));
+    this.leases = new LeaseBook(this.sql);
     this.ready = true;
+  }
+
+  /** Calls this object received since it started (bench only: LOAD_COUNTERS). */
+  loadCount(): number {
+    return callsOf(this);
   }
 
   // --- hooks -----------------------------------------------------------------
@@ -180,31 +204,116 @@ export class StreamObject extends DurableObject<Env> {
     return decision;
   }
 
-  async play(session: SessionId, ip: string, token: PlayToken, guessLimit: number, hookId = ""): Promise<Decision> {
-    if (!this.ready) return { allow: false, denial: Denials.unknownStream };
-    if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.refresh(session, true);
-    let decision = this.tryPlay(session, ip, token, guessLimit, false);
-    const cap = this.row?.max_viewers ?? null;
-    const restsOnSuspended = decision.allow && decision.admit && cap !== null && this.sessions.viewers + this.sessions.suspendedViewers >= cap;
-    if ((!decision.allow && decision.restsOn === "viewers") || restsOnSuspended) {
-      await this.refresh(session);
-      decision = this.voided(hookId) ?? this.tryPlay(session, ip, token, guessLimit, true);
-    } else if (decision.allow && decision.admit) {
-      this.admitViewer(session, ip);
+  // --- viewers: leases for the viewer shards ------------------------------------
+
+  /**
+   * A viewer shard's message (src/viewers/lease.ts): its lease as it stands,
+   * and the slots it wants. When none are free, the stream first takes back
+   * the slots the other shards do not use (one round, at most every
+   * RECALL_GAP_MS, asking them to check their servers' liveness too: ghosts
+   * of a silent server give their slots back); a shard still without a slot
+   * is told as soon as one is free.
+   */
+  async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
+    if (!this.row) return { policy: null, seq: report.seq, granted: report.granted, tight: false };
+    let { record, applied } = this.leases.apply(report, this.row.max_viewers);
+    const cap = this.row.max_viewers;
+    if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
+      if (Date.now() - this.lastRecall >= RECALL_GAP_MS) {
+        await this.recall(report.streamKey, report.serverId, true);
+        const now = this.row?.max_viewers ?? null;
+        if (now !== null) record = this.leases.topUp(report.serverId, report.want, now);
+      }
+      if (record.granted <= report.live) this.waiting.add(report.serverId);
     }
+    if (applied && report.want === 0) this.wakeWaiting(report.streamKey);
+    const policy = this.viewerPolicy();
+    return { policy, seq: record.seq, granted: record.granted, tight: policy?.maxViewers != null && this.leases.free(policy.maxViewers) <= 0 };
+  }
+
+  /**
+   * An on_play with a bad or missing token on a playAuth "token" stream: the
+   * shard leaves it to the stream, which counts failed guesses per ip (the
+   * brute-force limit) and logs them.
+   */
+  refusePlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Decision {
+    if (!this.ready) return { allow: false, denial: Denials.unknownStream };
+    const decision = decidePlay(this.policy(), 0, false, token, () => this.overLimit("play", ip, guessLimit));
+    // The policy changed since the shard read it: the shard reads it again and decides.
+    if (decision.allow) return decision;
+    this.countFailure("play", ip, decision);
     this.recordDecision("on_play", session, ip, decision);
     return decision;
   }
 
   /**
-   * Ends the session in the given role, or in both roles when role is null.
-   * Idempotent: ending a session never seen changes nothing and logs nothing
-   * (duplicate HLS stops must not flush real decisions out of the log).
+   * Tells every viewer shard of the stream its new policy (after a PUT or a
+   * DELETE), taking back their unused slots: a lower cap or a new playAuth
+   * holds for the very next viewer. Returns the shards that could not be
+   * reached (they read the policy again within POLICY_TTL_MS).
    */
-  end(session: SessionId, role: Role | null, cause: EndCause): number {
+  async pushPolicy(key: string): Promise<string[]> {
+    if (!this.ready) return [];
+    return this.recall(key, null, false);
+  }
+
+  private viewerPolicy(): ViewerPolicy | null {
+    return this.row ? { maxViewers: this.row.max_viewers, playAuth: this.row.play_auth as PlayAuth } : null;
+  }
+
+  /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
+  private async recall(key: string, requester: string | null, check: boolean): Promise<string[]> {
+    if (this.recalling && requester !== null) {
+      await this.recalling;
+      return [];
+    }
+    if (this.recalling) await this.recalling.catch(() => {});
+    this.lastRecall = Date.now();
+    const policy = this.viewerPolicy();
+    const targets = this.leases.shards().filter((r) => r.serverId !== requester && (requester === null || r.granted > 0));
+    const unreached: string[] = [];
+    const round = Promise.all(
+      targets.map(async (r) => {
+        try {
+          const answer = await withTimeout(
+            withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, check)),
+            RECALL_TIMEOUT_MS,
+          );
+          this.leases.recalled(r.serverId, answer);
+        } catch (err) {
+          unreached.push(r.serverId);
+          console.error(JSON.stringify({ error: "lease recall failed", server: r.serverId, detail: String(err) }));
+        }
+      }),
+    ).then(() => {});
+    this.recalling = round;
+    try {
+      await round;
+    } finally {
+      if (this.recalling === round) this.recalling = null;
+    }
+    this.wakeWaiting(key);
+    return unreached;
+  }
+
+  /** Free slots: the shards refused for want of them may ask again at once. */
+  private wakeWaiting(key: string): void {
+    const cap = this.row?.max_viewers ?? null;
+    if (this.waiting.size === 0 || (cap !== null && this.leases.free(cap) <= 0)) return;
+    for (const serverId of this.waiting) {
+      this.ctx.waitUntil(withRetry(() => viewerShard(this.env, serverId), (shard) => shard.slotsFree(key)).catch(() => {}));
+    }
+    this.waiting.clear();
+  }
+
+  /**
+   * Ends a publisher session (on_unpublish, on_close, an undone admission).
+   * Idempotent: ending a session never seen changes nothing and logs nothing.
+   */
+  end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
     if (cause.voidHook) this.voidHook(cause.voidHook);
-    const ended = this.sessions.end(session, role);
+    const ended = this.sessions.end(session);
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
   }
@@ -321,8 +430,7 @@ export class StreamObject extends DurableObject<Env> {
       live,
       publisher,
       conflicts,
-      viewers: this.sessions.viewers,
-      suspendedViewers: this.sessions.suspendedViewers,
+      ...audienceOf(this.leases.shards().map((r) => ({ serverId: r.serverId, colo: r.colo, country: r.country, viewers: r.live, suspendedViewers: r.suspended, leased: r.granted }))),
       createdAt: iso(this.row.created_at),
       updatedAt: iso(this.row.updated_at),
     };
@@ -362,22 +470,8 @@ export class StreamObject extends DurableObject<Env> {
     return decision;
   }
 
-  private tryPlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number, admit: boolean): Decision {
-    if (this.sessions.isReplaced(session)) return { allow: false, denial: Denials.retiredProcess };
-    this.sessions.heardFrom(session);
-    const decision = decidePlay(this.policy(), this.sessions.viewers, this.sessions.isViewing(session), token, () => this.overLimit("play", ip, guessLimit));
-    this.countFailure("play", ip, decision);
-    if (admit && decision.allow && decision.admit) this.admitViewer(session, ip);
-    return decision;
-  }
-
   private admitPublisher(session: SessionId, ip: string): void {
     this.sessions.admitPublisher(session, ip);
-    this.armAlarm();
-  }
-
-  private admitViewer(session: SessionId, ip: string): void {
-    this.sessions.admitViewer(session, ip);
     this.armAlarm();
   }
 
@@ -473,6 +567,24 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.row) return null;
     return { keyHash: this.row.key_hash, maxViewers: this.row.max_viewers, playAuth: this.row.play_auth as PlayAuth };
   }
+}
+
+/**
+ * The audience totals from the shards' figures: viewers and suspended viewers
+ * summed, and the slots leased beyond what each shard's viewers use. The
+ * stream computes it from the shards' last reports; the admin API from what
+ * the shards answer now (src/viewers/audience.ts).
+ */
+export function audienceOf(shards: ShardAudience[]): Pick<StreamState, "viewers" | "suspendedViewers" | "leasedUnused" | "shards"> {
+  let viewers = 0;
+  let suspendedViewers = 0;
+  let leasedUnused = 0;
+  for (const s of shards) {
+    viewers += s.viewers;
+    suspendedViewers += s.suspendedViewers;
+    leasedUnused += Math.max(0, s.leased - s.viewers);
+  }
+  return { viewers, suspendedViewers, leasedUnused, shards };
 }
 
 function iso(ms: number): string {

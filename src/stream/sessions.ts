@@ -36,8 +36,6 @@ interface PublisherRow extends Record<string, SqlStorageValue> {
 interface Process {
   serverId: string;
   serviceId: string;
-  /** Viewers of this process on this stream. */
-  viewers: number;
   suspended: boolean;
   /** The newest registry news applied (-1: none). */
   seq: number;
@@ -52,23 +50,17 @@ const ALL = Number.MAX_SAFE_INTEGER;
 const REPLACED_KEPT_MS = 24 * 3600 * 1000;
 
 /**
- * A stream's sessions: publishers and viewers, each belonging to an SRS
- * process that is live or suspended, plus the processes a restart replaced.
- *
- * Viewers are rows of their own (one INSERT or DELETE per hook, whatever the
- * audience); counts per process are kept in memory, so counting 50,000
- * viewers costs what counting 5 does. Every method is synchronous: the stream
- * object calls them inside one decision, where no other hook can interleave.
+ * A stream's publisher sessions, each belonging to an SRS process that is
+ * live or suspended, plus the processes a restart replaced. (Viewers are kept
+ * by the viewer shards of their servers: src/viewers/shard.ts.) Every method
+ * is synchronous: the stream object calls them inside one decision, where no
+ * other hook can interleave.
  */
 export class SessionBook {
   static schema = `
     CREATE TABLE IF NOT EXISTS publishers (
       server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
       ip TEXT NOT NULL, since INTEGER NOT NULL, ord INTEGER NOT NULL DEFAULT 0,
-      PRIMARY KEY (server_id, service_id, client_id)) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS viewers (
-      server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
-      ip TEXT NOT NULL, since INTEGER NOT NULL,
       PRIMARY KEY (server_id, service_id, client_id)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS processes (
       server_id TEXT NOT NULL, service_id TEXT NOT NULL, suspended INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -80,10 +72,6 @@ export class SessionBook {
   private publishers: PublisherRow[];
   private processes = new Map<string, Process>();
   private replaced = new Set<string>();
-  /** Viewers that count toward the cap. */
-  viewers = 0;
-  /** Viewers of silent servers: kept, not counted. */
-  suspendedViewers = 0;
 
   constructor(
     private sql: SqlStorage,
@@ -93,16 +81,12 @@ export class SessionBook {
       // The single-publisher table of earlier versions.
       sql.exec("INSERT OR IGNORE INTO publishers SELECT server_id, service_id, client_id, ip, since, 0 FROM publisher; DROP TABLE publisher;");
     }
+    // Viewers admitted by versions before the viewer shards: no longer counted here (the shards count from now on).
+    sql.exec("DROP TABLE IF EXISTS viewers");
     this.publishers = sql.exec<PublisherRow>("SELECT * FROM publishers ORDER BY ord, since").toArray();
     for (const r of sql.exec<{ server_id: string; service_id: string; suspended: number; seq: number }>("SELECT * FROM processes")) {
-      this.processes.set(processKey(r.server_id, r.service_id), { serverId: r.server_id, serviceId: r.service_id, viewers: 0, suspended: r.suspended === 1, seq: r.seq, stored: true });
+      this.processes.set(processKey(r.server_id, r.service_id), { serverId: r.server_id, serviceId: r.service_id, suspended: r.suspended === 1, seq: r.seq, stored: true });
     }
-    for (const r of sql.exec<{ server_id: string; service_id: string; n: number }>(
-      "SELECT server_id, service_id, COUNT(*) AS n FROM viewers GROUP BY server_id, service_id",
-    )) {
-      this.process(r.server_id, r.service_id).viewers = r.n;
-    }
-    this.recount();
     for (const r of sql.exec<{ server_id: string; service_id: string }>("SELECT server_id, service_id FROM replaced")) {
       this.replaced.add(processKey(r.server_id, r.service_id));
     }
@@ -123,14 +107,6 @@ export class SessionBook {
     return this.publishers.some((p) => isSession(p, session));
   }
 
-  isViewing(session: SessionId): boolean {
-    return (
-      this.sql
-        .exec("SELECT 1 FROM viewers WHERE server_id = ? AND service_id = ? AND client_id = ?", session.serverId, session.serviceId, session.clientId)
-        .toArray().length > 0
-    );
-  }
-
   /** Publishers that count now (their server is not silent), other than `session`. */
   livePublishersBesides(session: SessionId): SessionId[] {
     return this.publishers.filter((p) => !this.isSuspended(p.server_id, p.service_id) && !isSession(p, session)).map(sessionOf);
@@ -141,27 +117,24 @@ export class SessionBook {
   }
 
   isEmpty(): boolean {
-    return this.publishers.length === 0 && this.viewers + this.suspendedViewers === 0;
+    return this.publishers.length === 0;
   }
 
-  /** Processes that hold sessions here: each viewer group and each publisher's. */
+  /** Processes that hold sessions here: each publisher's. */
   heldProcesses(): ProcessId[] {
     const seen = new Map<string, ProcessId>();
-    for (const p of this.processes.values()) if (p.viewers > 0) seen.set(processKey(p.serverId, p.serviceId), { serverId: p.serverId, serviceId: p.serviceId });
     for (const p of this.publishers) seen.set(processKey(p.server_id, p.service_id), { serverId: p.server_id, serviceId: p.service_id });
     return [...seen.values()];
   }
 
   /** Does another process of the hook's server hold sessions here? Then the hook may be news of a restart. */
   heldByOtherProcessOf(hook: SessionId): boolean {
-    const other = (serverId: string, serviceId: string) => serverId === hook.serverId && serviceId !== hook.serviceId;
-    for (const p of this.processes.values()) if (p.viewers > 0 && other(p.serverId, p.serviceId)) return true;
-    return this.publishers.some((p) => other(p.server_id, p.service_id));
+    return this.publishers.some((p) => p.server_id === hook.serverId && p.service_id !== hook.serviceId);
   }
 
-  /** Which of these sessions are held (a client may have started a new one meanwhile). */
+  /** Which of these publisher sessions are held (a client may have started a new one meanwhile). */
   held(sessions: EndedSession[]): EndedSession[] {
-    return sessions.filter((x) => (x.role === "publisher" ? this.isPublishing(x) : this.isViewing(x)));
+    return sessions.filter((x) => x.role === "publisher" && this.isPublishing(x));
   }
 
   // --- admissions and ends ----------------------------------------------------------
@@ -175,25 +148,14 @@ export class SessionBook {
     this.publishers.push(row);
   }
 
-  admitViewer(session: SessionId, ip: string): void {
-    this.sql.exec(
-      "INSERT INTO viewers (server_id, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
-      session.serverId, session.serviceId, session.clientId, ip, Date.now(),
-    );
-    this.process(session.serverId, session.serviceId).viewers++;
-    this.recount();
-  }
-
-  /** Ends the session in the given role, or in both when role is null; returns how many ended. */
-  end(session: SessionId, role: Role | null): number {
-    let ended = 0;
-    if (role !== "viewer") ended += this.deletePublishers(session.serverId, session.serviceId, session.clientId, ALL);
-    if (role !== "publisher") ended += this.deleteViewers(session.serverId, session.serviceId, session.clientId, ALL);
+  /** Ends the publisher session; returns how many ended (0 or 1). */
+  end(session: SessionId): number {
+    const ended = this.deletePublishers(session.serverId, session.serviceId, session.clientId, ALL);
     this.dropProcessIfIdle(session.serverId, session.serviceId);
     return ended;
   }
 
-  /** Ends every session of one server and/or one client id (both undefined: all). */
+  /** Ends every publisher session of one server and/or one client id (both undefined: all). */
   endMatching(filter: { serverId?: string; clientId?: string }): EndedSession[] {
     const ended: EndedSession[] = [];
     for (const p of this.publishers) {
@@ -201,17 +163,7 @@ export class SessionBook {
         ended.push({ role: "publisher", serverId: p.server_id, serviceId: p.service_id, clientId: p.client_id });
       }
     }
-    const conditions = ["1 = 1"];
-    const args: string[] = [];
-    if (filter.serverId !== undefined) (conditions.push("server_id = ?"), args.push(filter.serverId));
-    if (filter.clientId !== undefined) (conditions.push("client_id = ?"), args.push(filter.clientId));
-    for (const v of this.sql.exec<{ server_id: string; service_id: string; client_id: string }>(
-      `SELECT server_id, service_id, client_id FROM viewers WHERE ${conditions.join(" AND ")}`,
-      ...args,
-    )) {
-      ended.push({ role: "viewer", serverId: v.server_id, serviceId: v.service_id, clientId: v.client_id });
-    }
-    for (const s of ended) this.end(s, s.role);
+    for (const s of ended) this.end(s);
     return ended;
   }
 
@@ -228,7 +180,7 @@ export class SessionBook {
     let ended = 0;
     if (news.cutoff > 0) {
       if (news.replaced) this.rememberReplaced(serverId, serviceId);
-      ended = this.deletePublishers(serverId, serviceId, null, news.cutoff) + this.deleteViewers(serverId, serviceId, null, news.cutoff);
+      ended = this.deletePublishers(serverId, serviceId, null, news.cutoff);
       if (ended > 0) this.record("fence", serverId, "", "", "end", `ended ${ended} session(s) of server ${serverId} (service ${serviceId}): ${news.why}`);
     }
     if (news.status === "ended" || !this.holdsSessionsOf(serverId, serviceId)) {
@@ -304,8 +256,7 @@ export class SessionBook {
       }
       this.publishers.sort((a, b) => a.ord - b.ord);
     }
-    this.recount();
-    const held = p.viewers + this.publishers.filter((x) => x.server_id === serverId && x.service_id === serviceId).length;
+    const held = this.publishers.filter((x) => x.server_id === serverId && x.service_id === serviceId).length;
     if (held > 0) {
       const what = suspended ? "suspended" : "count again";
       this.record(suspended ? "suspend" : "resume", serverId, "", "", suspended ? "suspend" : "resume", `${held} session(s) of server ${serverId} (service ${serviceId}) ${what}: ${why}`);
@@ -328,14 +279,14 @@ export class SessionBook {
     const key = processKey(serverId, serviceId);
     let p = this.processes.get(key);
     if (!p) {
-      p = { serverId, serviceId, viewers: 0, suspended: false, seq: -1, stored: false };
+      p = { serverId, serviceId, suspended: false, seq: -1, stored: false };
       this.processes.set(key, p);
     }
     return p;
   }
 
   private holdsSessionsOf(serverId: string, serviceId: string): boolean {
-    return (this.processes.get(processKey(serverId, serviceId))?.viewers ?? 0) > 0 || this.publishers.some((p) => p.server_id === serverId && p.service_id === serviceId);
+    return this.publishers.some((p) => p.server_id === serverId && p.service_id === serviceId);
   }
 
   /** Forgets a process without sessions here; its row, if it has one, costs a write only then (not on every last stop). */
@@ -371,29 +322,6 @@ export class SessionBook {
     }
     if (gone.length > 0) this.publishers = this.publishers.filter((p) => !gone.includes(p));
     return gone.length;
-  }
-
-  private deleteViewers(serverId: string, serviceId: string, clientId: string | null, cutoff: number): number {
-    const removed =
-      clientId === null
-        ? this.sql.exec("DELETE FROM viewers WHERE server_id = ? AND service_id = ? AND since <= ?", serverId, serviceId, cutoff).rowsWritten
-        : this.sql.exec("DELETE FROM viewers WHERE server_id = ? AND service_id = ? AND client_id = ? AND since <= ?", serverId, serviceId, clientId, cutoff).rowsWritten;
-    if (removed > 0) {
-      this.process(serverId, serviceId).viewers -= removed;
-      this.recount();
-    }
-    return removed;
-  }
-
-  private recount(): void {
-    let live = 0;
-    let suspended = 0;
-    for (const p of this.processes.values()) {
-      if (p.suspended) suspended += p.viewers;
-      else live += p.viewers;
-    }
-    this.viewers = live;
-    this.suspendedViewers = suspended;
   }
 }
 

@@ -1,0 +1,108 @@
+import type { LeaseReport, Place, RecallAnswer } from "../viewers/lease";
+
+/** The stream's record of one viewer shard's lease. */
+export interface LeaseRecord {
+  serverId: string;
+  granted: number;
+  /** The newest message of the shard applied. */
+  seq: number;
+  /** As the shard last reported them. */
+  live: number;
+  suspended: number;
+  colo: string;
+  country: string;
+}
+
+interface LeaseRow extends Record<string, SqlStorageValue> {
+  server_id: string;
+  granted: number;
+  seq: number;
+  live: number;
+  suspended: number;
+  colo: string;
+  country: string;
+}
+
+/**
+ * The stream's side of the lease protocol (src/viewers/lease.ts): what it
+ * granted each viewer shard, so that the grants never add up to more than
+ * maxViewers. Every shard that asked for the policy has a row, so a change of
+ * policy can be pushed to all of them. Synchronous, like the rest of a
+ * decision in the stream object.
+ */
+export class LeaseBook {
+  static schema = `
+    CREATE TABLE IF NOT EXISTS leases (
+      server_id TEXT PRIMARY KEY, granted INTEGER NOT NULL, seq INTEGER NOT NULL,
+      live INTEGER NOT NULL, suspended INTEGER NOT NULL, colo TEXT NOT NULL, country TEXT NOT NULL) WITHOUT ROWID;`;
+
+  private records = new Map<string, LeaseRecord>();
+
+  constructor(private sql: SqlStorage) {
+    for (const r of sql.exec<LeaseRow>("SELECT * FROM leases")) {
+      this.records.set(r.server_id, { serverId: r.server_id, granted: r.granted, seq: r.seq, live: r.live, suspended: r.suspended, colo: r.colo, country: r.country });
+    }
+  }
+
+  /** Slots granted to every shard. */
+  get granted(): number {
+    let n = 0;
+    for (const r of this.records.values()) n += r.granted;
+    return n;
+  }
+
+  /** Slots no shard holds (negative after a heal brought back more viewers than the cap). */
+  free(cap: number): number {
+    return cap - this.granted;
+  }
+
+  shards(): LeaseRecord[] {
+    return [...this.records.values()];
+  }
+
+  /**
+   * Applies a shard's message and grants what it asks for, as far as `cap`
+   * allows (null: unlimited, nothing to grant). A repeat or an older message
+   * changes nothing and gets the record as it stands. Slots for the shard's
+   * live viewers are always granted, beyond the cap if need be: after a heal
+   * every connected viewer counts (README, "Viewers over the cap after a
+   * heal all count"), and no new one is admitted until the total is under it.
+   * Returns the record and whether the message was applied.
+   */
+  apply(report: LeaseReport, cap: number | null): { record: LeaseRecord; applied: boolean } {
+    const known = this.records.get(report.serverId);
+    if (known && report.seq <= known.seq) return { record: known, applied: false };
+    const others = this.granted - (known?.granted ?? 0);
+    const grant = cap === null ? 0 : Math.max(0, Math.min(report.want, cap - others - report.granted));
+    const granted = cap === null ? 0 : Math.max(report.granted + grant, report.live);
+    const record = this.store({ serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended, ...placeOf(report.place, known) });
+    return { record, applied: true };
+  }
+
+  /** Adds free slots to a record whose answer has not left yet (after a recall freed some). */
+  topUp(serverId: string, want: number, cap: number): LeaseRecord {
+    const r = this.records.get(serverId)!;
+    const grant = Math.max(0, Math.min(want, this.free(cap)));
+    return grant === 0 ? r : this.store({ ...r, granted: r.granted + grant });
+  }
+
+  /** A shard's answer to a recall: applied if newer than what the stream has of it. */
+  recalled(serverId: string, answer: RecallAnswer): void {
+    const known = this.records.get(serverId);
+    if (known && answer.seq <= known.seq) return;
+    this.store({ serverId, granted: answer.granted, seq: answer.seq, live: answer.live, suspended: answer.suspended, ...placeOf(answer.place, known) });
+  }
+
+  private store(r: LeaseRecord): LeaseRecord {
+    this.records.set(r.serverId, r);
+    this.sql.exec(
+      "INSERT OR REPLACE INTO leases (server_id, granted, seq, live, suspended, colo, country) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      r.serverId, r.granted, r.seq, r.live, r.suspended, r.colo, r.country,
+    );
+    return r;
+  }
+}
+
+function placeOf(place: Place, known: LeaseRecord | undefined): { colo: string; country: string } {
+  return place.colo ? { colo: place.colo, country: place.country } : { colo: known?.colo ?? "", country: known?.country ?? "" };
+}

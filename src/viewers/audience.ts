@@ -1,0 +1,35 @@
+/**
+ * What the admin API shows of a stream's audience: the sum over its viewer
+ * shards, asked now (the stream's own figures are the shards' last reports).
+ */
+import type { Env } from "../env";
+import { viewerShard } from "../object-access";
+import { audienceOf, type StreamEvent, type StreamState } from "../stream/object";
+import { EVENTS_KEPT, GUESSES_KEPT } from "../stream/decision-log";
+
+/** The state with viewers, suspended viewers and unused leased slots summed over the shards as they stand. */
+export async function withAudience(env: Env, streamKey: string, state: StreamState): Promise<StreamState> {
+  if (state.shards.length === 0) return state;
+  const shards = await Promise.all(
+    state.shards.map(async (reported) => {
+      try {
+        return await viewerShard(env, reported.serverId).audience(streamKey);
+      } catch (err) {
+        // An unreachable shard is shown with its last report.
+        console.error(JSON.stringify({ error: "viewer shard unreachable", server: reported.serverId, stream: streamKey, detail: String(err) }));
+        return reported;
+      }
+    }),
+  );
+  return { ...state, ...audienceOf(shards.filter((s) => s.viewers + s.suspendedViewers + s.leased > 0 || state.maxViewers === null)) };
+}
+
+/** The stream's decision log and its shards' (viewer decisions), newest first. */
+export async function allEvents(env: Env, streamKey: string, state: StreamState, own: StreamEvent[]): Promise<StreamEvent[]> {
+  const fromShards = await Promise.all(state.shards.map((s) => viewerShard(env, s.serverId).events(streamKey).catch(() => [] as StreamEvent[])));
+  return [...own, ...fromShards.flat()]
+    .map((e, i) => ({ e, i }))
+    .sort((a, b) => (a.e.at === b.e.at ? a.i - b.i : a.e.at < b.e.at ? 1 : -1))
+    .slice(0, EVENTS_KEPT + GUESSES_KEPT)
+    .map(({ e }) => e);
+}

@@ -1,0 +1,95 @@
+/**
+ * The lease protocol between a stream's object (the authority for its viewer
+ * budget) and the viewer shards that admit its viewers. It is the demarcation
+ * protocol (Barbará and Garcia-Molina, 1992): the stream grants each shard a
+ * number of slots, the grants never add up to more than maxViewers, and a
+ * shard admits on its own while it holds a free slot.
+ *
+ * Two rules keep it exact through lost answers, retries and restarts:
+ * - A lease grows only at the stream first (stored), then at the shard, and
+ *   shrinks only at the shard first (stored), then at the stream. So the
+ *   shard's `granted` is never above the stream's record of it.
+ * - Every message of a shard about one stream carries the shard's sequence
+ *   number for that stream, which only the shard advances, one message at a
+ *   time. The stream applies a message only if its sequence is newer than the
+ *   last it applied, answers a repeat with the record it stored (a retried
+ *   call grants nothing twice), and a shard applies an answer only if it
+ *   answers its latest message. The stream's record after a message is the
+ *   shard's own report plus what the stream added: a grant whose answer was
+ *   lost is taken back by the shard's next message.
+ */
+import type { PlayAuth } from "../stream/rules";
+
+/** What a shard needs of the stream's policy to decide on a viewer. */
+export interface ViewerPolicy {
+  maxViewers: number | null;
+  playAuth: PlayAuth;
+}
+
+/** Where a shard runs, as the platform tells the Worker (request.cf); empty when unknown. */
+export interface Place {
+  colo: string;
+  country: string;
+}
+
+/** A shard's message about one stream: its lease as it stands, and what it asks for. */
+export interface LeaseReport {
+  streamKey: string;
+  serverId: string;
+  /** The shard's sequence number for this stream, advanced for every message. */
+  seq: number;
+  /** Slots the shard holds now. */
+  granted: number;
+  /** Admitted viewers that count (their process is not suspended). */
+  live: number;
+  /** Admitted viewers of a silent process: kept, not counted. */
+  suspended: number;
+  /** Slots wanted on top of `granted` (0: a report, or slots given back). */
+  want: number;
+  place: Place;
+}
+
+/** The stream's answer. */
+export interface LeaseAnswer {
+  /** Null: the stream does not exist (or no longer). */
+  policy: ViewerPolicy | null;
+  /** The message answered: the shard ignores an answer to an older one. */
+  seq: number;
+  /** The lease, in slots, as the stream recorded it. */
+  granted: number;
+  /**
+   * The stream has no free slot: the shard gives back every slot it stops
+   * using at once, instead of keeping some for its next viewers.
+   */
+  tight: boolean;
+}
+
+/** A shard's answer to a recall: it kept only the slots its live viewers use. */
+export interface RecallAnswer {
+  seq: number;
+  granted: number;
+  live: number;
+  suspended: number;
+  place: Place;
+}
+
+/** First lease a shard asks for; each further one doubles what it holds, up to LEASE_MAX_CHUNK. */
+export const LEASE_FIRST_CHUNK = 128;
+export const LEASE_MAX_CHUNK = 4096;
+
+/** Slots to ask for when a shard's lease is used up. */
+export function leaseWant(granted: number): number {
+  return Math.min(LEASE_MAX_CHUNK, Math.max(LEASE_FIRST_CHUNK, granted));
+}
+
+/** A shard refused for want of slots asks again after this long, unless the stream tells it earlier that slots are free. */
+export const FULL_HOLD_MS = 5_000;
+/** Slots unused this long after a shard's last admission of a stream go back to the stream. */
+export const LEASE_IDLE_MS = 30_000;
+/** A shard re-reads the policy of an unlimited stream this often (changes are also pushed). */
+export const POLICY_TTL_MS = 60_000;
+/** The stream recalls unused slots from the shards at most this often. */
+export const RECALL_GAP_MS = 1_000;
+
+/** The registry's client-index entry that stands for a server's viewer shard: one per process, not per viewer. */
+export const VIEWER_SHARD_ENTRY = { clientId: "", streamKey: "*viewer-shard*" } as const;

@@ -1,0 +1,674 @@
+import { DurableObject } from "cloudflare:workers";
+import { serverTimeoutMs } from "../config";
+import type { Env } from "../env";
+import { callsOf, countCalls } from "../platform/load";
+import { withRetry } from "../platform/retry";
+import { serverRegistry, streamObject } from "../object-access";
+import type { ProcessStatus } from "../server/registry";
+import type { SessionId } from "../srs/hook";
+import type { StreamEvent } from "../stream/decision-log";
+import { Denials, viewerCapReached, type Decision, type PlayToken } from "../stream/rules";
+import {
+  FULL_HOLD_MS,
+  LEASE_IDLE_MS,
+  POLICY_TTL_MS,
+  VIEWER_SHARD_ENTRY,
+  leaseWant,
+  type LeaseAnswer,
+  type LeaseReport,
+  type Place,
+  type RecallAnswer,
+  type ViewerPolicy,
+} from "./lease";
+
+/** A viewer session ended here, as the admin API answers it. */
+export interface EndedViewer {
+  streamKey: string;
+  serviceId: string;
+  clientId: string;
+}
+
+/** What a shard holds of one stream, for the admin API. */
+export interface ShardAudience {
+  serverId: string;
+  colo: string;
+  country: string;
+  viewers: number;
+  suspendedViewers: number;
+  /** Slots leased from the stream (0 for an unlimited stream). */
+  leased: number;
+}
+
+/** What the Worker tells the shard about an on_play, beyond the session. */
+export interface PlayRequest {
+  streamKey: string;
+  session: SessionId;
+  ip: string;
+  token: PlayToken;
+  /** AUTH_FAILURES_PER_MINUTE as the Worker read it (for a failed token: counted by the stream). */
+  guessLimit: number;
+  /** Names the hook, so the Worker's undo voids attempts of it still running (see StreamObject.end). */
+  hookId: string;
+  place: Place;
+}
+
+/** Why a viewer session ends, for the shard's log (voidHook: see PlayRequest.hookId). */
+export interface EndCause {
+  action: string;
+  ip?: string;
+  reason?: string;
+  voidHook?: string;
+}
+
+interface Lease {
+  granted: number;
+  seq: number;
+  tight: boolean;
+  /** Refused for want of slots: no new request to the stream before this (0: none). */
+  fullUntil: number;
+  lastAdmission: number;
+}
+
+interface Process {
+  suspended: boolean;
+  seq: number;
+}
+
+/** Decisions kept per stream in a shard's log. */
+const LOG_KEPT = 100;
+/** How long an undone hook's late attempts are refused. */
+const VOID_HOOK_MS = 60_000;
+
+/**
+ * The viewer shard of one SRS server: it admits and ends that server's viewers
+ * of every stream, near the server (an object lives where it was first called:
+ * here, the Worker that ran that server's first hook). One call and one write
+ * per on_play or on_stop, whatever the audience elsewhere; the stream's own
+ * object is asked only when a lease runs out (lease.ts), for the policy, and
+ * for the brute-force count of failed tokens.
+ *
+ * The viewers belong to processes of this one server (server_id + service_id).
+ * What happens to a process (silence, return, restart, SESSION_GRACE_S) comes
+ * from the server registry as for the stream objects: a notice per process
+ * (the registry indexes this shard once per process, never per viewer), or an
+ * answer to the shard's own question, asked before it trusts a process it has
+ * not seen (a restart or a late hook) or holds suspended.
+ *
+ * Every decision is synchronous from its last read to its write, as in the
+ * stream object: no other hook interleaves, so a lease of N slots admits N.
+ */
+export class ViewerShard extends DurableObject<Env> {
+  private sql: SqlStorage;
+  private serverId = "";
+  private place: Place = { colo: "", country: "" };
+  /** stream → service_id → viewers. */
+  private counts = new Map<string, Map<string, number>>();
+  private processes = new Map<string, Process>();
+  private replaced = new Set<string>();
+  private leases = new Map<string, Lease>();
+  private policies = new Map<string, { policy: ViewerPolicy | null; at: number }>();
+  /** One lease message per stream at a time. */
+  private locks = new Map<string, Promise<unknown>>();
+  private round: Promise<void> | null = null;
+  private voidHooks = new Map<string, number>();
+  private logNext = new Map<string, { slot: number; seq: number }>();
+  private alarmAt: number | null = null;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount"]);
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS viewers (
+        stream_key TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, ip TEXT NOT NULL, since INTEGER NOT NULL,
+        PRIMARY KEY (stream_key, service_id, client_id)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS viewers_by_client ON viewers (service_id, client_id);
+      CREATE TABLE IF NOT EXISTS processes (service_id TEXT PRIMARY KEY, suspended INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS replaced (service_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS leases (stream_key TEXT PRIMARY KEY, granted INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS events (
+        stream_key TEXT NOT NULL, slot INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, action TEXT NOT NULL,
+        client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+        PRIMARY KEY (stream_key, slot)) WITHOUT ROWID;`);
+    for (const r of this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta")) {
+      if (r.key === "server_id") this.serverId = r.value;
+      if (r.key === "colo") this.place.colo = r.value;
+      if (r.key === "country") this.place.country = r.value;
+    }
+    for (const r of this.sql.exec<{ stream_key: string; service_id: string; n: number }>(
+      "SELECT stream_key, service_id, COUNT(*) AS n FROM viewers GROUP BY stream_key, service_id",
+    )) {
+      this.countsOf(r.stream_key).set(r.service_id, r.n);
+    }
+    for (const r of this.sql.exec<{ service_id: string; suspended: number; seq: number }>("SELECT * FROM processes")) {
+      this.processes.set(r.service_id, { suspended: r.suspended === 1, seq: r.seq });
+    }
+    for (const r of this.sql.exec<{ service_id: string }>("SELECT service_id FROM replaced")) this.replaced.add(r.service_id);
+    for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
+      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, lastAdmission: 0 });
+    }
+    for (const r of this.sql.exec<{ stream_key: string; slot: number; seq: number }>(
+      "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
+    )) {
+      this.logNext.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
+    }
+    ctx.blockConcurrencyWhile(async () => {
+      this.alarmAt = await ctx.storage.getAlarm();
+    });
+  }
+
+  /** Calls this object received since it started (bench only: LOAD_COUNTERS). */
+  loadCount(): number {
+    return callsOf(this);
+  }
+
+  // --- hooks ------------------------------------------------------------------------
+
+  /** on_play: where a viewer is admitted. */
+  async play(req: PlayRequest): Promise<Decision> {
+    return this.decide(req, true);
+  }
+
+  private async decide(req: PlayRequest, first: boolean): Promise<Decision> {
+    const { streamKey, session, ip } = req;
+    this.identify(session.serverId, req.place);
+    const known = await this.knowProcess(session);
+    if (!known) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
+    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
+    const policy = await this.policyOf(streamKey);
+    if (!policy) return { allow: false, denial: Denials.unknownStream };
+    if (policy.playAuth === "token" && !req.token.ok) {
+      // The stream counts failed tokens per ip (brute-force limit) and logs them.
+      const refusal = await withRetry(() => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
+      if (refusal.allow && first) {
+        // The stream no longer asks for tokens: the cached policy was stale.
+        this.policies.delete(streamKey);
+        return this.decide(req, false);
+      }
+      return refusal.allow ? { allow: false, denial: Denials.unknownStream } : refusal;
+    }
+    if (policy.maxViewers !== null && !this.hasSlot(streamKey)) {
+      await this.askForSlots(streamKey);
+      const now = this.policies.get(streamKey)?.policy;
+      if (!now) return { allow: false, denial: Denials.unknownStream };
+      if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
+        return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" });
+      }
+    }
+    // Everything from here to the write is synchronous: no other hook interleaves.
+    if (this.voided(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
+    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
+    const now = Date.now();
+    this.sql.exec(
+      "INSERT INTO viewers (stream_key, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
+      streamKey, session.serviceId, session.clientId, ip, now,
+    );
+    this.bump(streamKey, session.serviceId, 1);
+    const lease = this.leases.get(streamKey);
+    if (lease) lease.lastAdmission = now;
+    this.armAlarm(now + LEASE_IDLE_MS);
+    return this.logged(streamKey, session, ip, { allow: true, admit: true });
+  }
+
+  /**
+   * on_stop of a viewer, or the Worker undoing an admission whose answer was
+   * lost (voidHook). Idempotent; a slot it frees goes back to a tight stream.
+   */
+  stop(streamKey: string, session: SessionId, cause: EndCause): number {
+    return this.endViewer(streamKey, session, cause);
+  }
+
+  private endViewer(streamKey: string, session: SessionId, cause: EndCause): number {
+    if (cause.voidHook) this.voidHook(cause.voidHook);
+    const removed = this.sql.exec(
+      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?",
+      streamKey, session.serviceId, session.clientId,
+    ).rowsWritten;
+    if (removed === 0) return 0;
+    this.bump(streamKey, session.serviceId, -1);
+    this.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
+    this.giveBackIfTight(streamKey);
+    return removed;
+  }
+
+  /** on_close names no stream: ends every viewer session of the client here. */
+  close(session: SessionId): number {
+    let ended = 0;
+    for (const r of this.sql.exec<{ stream_key: string }>(
+      "SELECT stream_key FROM viewers WHERE service_id = ? AND client_id = ?", session.serviceId, session.clientId,
+    ).toArray()) {
+      ended += this.endViewer(r.stream_key, session, { action: "on_close" });
+    }
+    return ended;
+  }
+
+  // --- from the stream ---------------------------------------------------------------
+
+  /**
+   * The stream takes back every slot this shard does not use (it ran short,
+   * or its policy changed: `policy` is the new one). With `check`, the shard
+   * first asks the registry whether its own processes still live: a silent
+   * server's viewers then stop holding slots the stream needs.
+   */
+  async recall(streamKey: string, policy: ViewerPolicy | null, check: boolean): Promise<RecallAnswer> {
+    if (check && this.liveOf(streamKey) > 0) await this.refresh(null);
+    return this.exclusive(streamKey, () => {
+      this.policies.set(streamKey, { policy, at: Date.now() });
+      const lease = this.leaseOf(streamKey);
+      lease.granted = policy?.maxViewers === null ? 0 : this.liveOf(streamKey);
+      lease.seq++;
+      lease.tight = true;
+      lease.fullUntil = 0;
+      this.storeLease(streamKey, lease);
+      return { seq: lease.seq, granted: lease.granted, live: this.liveOf(streamKey), suspended: this.suspendedOf(streamKey), place: this.place };
+    });
+  }
+
+  /** The stream has free slots again: a shard refused for want of them may ask at once. */
+  slotsFree(streamKey: string): void {
+    const lease = this.leases.get(streamKey);
+    if (lease) lease.fullUntil = 0;
+  }
+
+  /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
+  applyStatus(news: ProcessStatus): number {
+    return this.apply(news);
+  }
+
+  private apply(news: ProcessStatus): number {
+    const id = news.serviceId;
+    let ended = 0;
+    if (news.cutoff > 0) {
+      if (news.replaced) this.markReplaced(id);
+      for (const streamKey of this.streamsOf(id)) {
+        const n = this.sql.exec("DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ?", streamKey, id, news.cutoff).rowsWritten;
+        if (n === 0) continue;
+        ended += n;
+        this.bump(streamKey, id, -n);
+        this.record(streamKey, "fence", "", "", "end", `ended ${n} viewer(s) of server ${this.serverId} (service ${id}): ${news.why}`);
+      }
+      // The registry dropped its index entry for the process: its next viewer here is checked again.
+      this.forgetProcess(id);
+    } else if (this.processes.has(id)) {
+      const p = this.processes.get(id)!;
+      if (p.seq < news.seq) this.setSuspended(id, news.status !== "live", news.seq, news.why);
+    }
+    for (const streamKey of this.leases.keys()) this.giveBackIfTight(streamKey);
+    this.coverHealed();
+    return ended;
+  }
+
+  // --- admin ---------------------------------------------------------------------------
+
+  audience(streamKey: string): ShardAudience {
+    return {
+      serverId: this.serverId,
+      colo: this.place.colo,
+      country: this.place.country,
+      viewers: this.liveOf(streamKey),
+      suspendedViewers: this.suspendedOf(streamKey),
+      leased: this.leases.get(streamKey)?.granted ?? 0,
+    };
+  }
+
+  events(streamKey: string): StreamEvent[] {
+    return this.sql
+      .exec<{ at: number; action: string; client: string; ip: string; decision: string; reason: string }>(
+        "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
+      )
+      .toArray()
+      .map((e) => ({ ...e, server: this.serverId, at: new Date(e.at).toISOString(), decision: e.decision as StreamEvent["decision"] }));
+  }
+
+  /** Ends a stream's viewers here by hand (all, or one client id's). */
+  endSessions(streamKey: string, clientId: string | undefined, reason: string): EndedViewer[] {
+    const rows = this.sql
+      .exec<{ service_id: string; client_id: string }>(
+        `SELECT service_id, client_id FROM viewers WHERE stream_key = ?${clientId === undefined ? "" : " AND client_id = ?"}`,
+        ...(clientId === undefined ? [streamKey] : [streamKey, clientId]),
+      )
+      .toArray();
+    for (const r of rows) this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
+    return rows.map((r) => ({ streamKey, serviceId: r.service_id, clientId: r.client_id }));
+  }
+
+  /** Ends up to `limit` viewer sessions of this server, whatever the stream; `remaining` says how many are left. */
+  endAll(limit: number, reason: string): { ended: EndedViewer[]; remaining: number } {
+    const rows = this.sql
+      .exec<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit)
+      .toArray();
+    for (const r of rows) this.endViewer(r.stream_key, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
+    const remaining = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM viewers").one().n;
+    return { ended: rows.map((r) => ({ streamKey: r.stream_key, serviceId: r.service_id, clientId: r.client_id })), remaining };
+  }
+
+  /** Every viewer session here, by stream (the admin server view counts them). */
+  sessionCount(): number {
+    let n = 0;
+    for (const m of this.counts.values()) for (const c of m.values()) n += c;
+    return n;
+  }
+
+  /** Background: gives back slots idle since LEASE_IDLE_MS, and checks suspended processes now and then. */
+  async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const now = Date.now();
+    for (const [streamKey, lease] of this.leases) {
+      if (lease.granted > this.liveOf(streamKey) && now >= lease.lastAdmission + LEASE_IDLE_MS) {
+        await this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err));
+      }
+    }
+    if ([...this.processes.values()].some((p) => p.suspended) && this.sessionCount() > 0) await this.refresh(null);
+    const pending = [...this.leases].some(([k, l]) => l.granted > this.liveOf(k));
+    if (pending) this.armAlarm(now + LEASE_IDLE_MS);
+    else if (this.sessionCount() > 0) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
+  }
+
+  // --- processes -------------------------------------------------------------------------
+
+  /**
+   * Makes sure the session's process may be trusted. A process seen for the
+   * first time is announced to the registry (one call per process, not per
+   * viewer): that is how a restart of a server without heartbeats takes
+   * effect, how a candidate is registered, and how a replaced process is
+   * refused. A process this shard holds suspended is back: the registry says
+   * what of it survived. False: the process was replaced (4006).
+   */
+  private async knowProcess(session: SessionId): Promise<boolean> {
+    const id = session.serviceId;
+    if (this.replaced.has(id)) return false;
+    const p = this.processes.get(id);
+    if (p && !p.suspended) return true;
+    if (p) {
+      await this.refresh(session);
+    } else {
+      const epoch = await withRetry(
+        () => serverRegistry(this.env, session.serverId),
+        (r) => r.track(session.serverId, id, VIEWER_SHARD_ENTRY.clientId, { streamKey: VIEWER_SHARD_ENTRY.streamKey, role: "viewer" }),
+      );
+      if (epoch === "retired") {
+        this.markReplaced(id);
+        return false;
+      }
+      if (!this.processes.has(id)) {
+        this.processes.set(id, { suspended: false, seq: -1 });
+        this.sql.exec("INSERT OR REPLACE INTO processes (service_id, suspended, seq) VALUES (?, 0, -1)", id);
+      }
+      // A new process of a server whose other processes hold viewers here may be its restart.
+      if ([...this.counts.values()].some((m) => [...m].some(([other, n]) => other !== id && n > 0))) await this.refresh(session);
+    }
+    if (this.replaced.has(id)) return false;
+    const now = this.processes.get(id);
+    if (now?.suspended) this.setSuspended(id, false, now.seq - 1, "its server is heard from again");
+    return true;
+  }
+
+  /** Asks the registry where this server's processes stand; shared by the hooks that arrive meanwhile. */
+  private async refresh(witness: SessionId | null): Promise<void> {
+    if (this.round && !witness) return this.round;
+    if (this.round) await this.round.catch(() => {});
+    const round = this.ask(witness);
+    this.round = round;
+    try {
+      await round;
+    } finally {
+      if (this.round === round) this.round = null;
+    }
+  }
+
+  private async ask(witness: SessionId | null): Promise<void> {
+    const processes = [...this.processes.keys()].map((serviceId) => ({ serverId: this.serverId, serviceId }));
+    if (processes.length === 0 || !this.serverId) return;
+    try {
+      const answers = await withRetry(
+        () => serverRegistry(this.env, this.serverId),
+        (r) => r.liveness(processes, witness ? { serverId: witness.serverId, serviceId: witness.serviceId } : undefined),
+      );
+      for (const a of answers) this.apply(a);
+    } catch (err) {
+      // An unreachable registry changes nothing: a ghost is better than ending or un-blocking a real session.
+      logError("liveness check failed", "", err);
+    }
+  }
+
+  private setSuspended(id: string, suspended: boolean, seq: number, why: string): void {
+    const p = this.processes.get(id)!;
+    const changed = p.suspended !== suspended;
+    p.suspended = suspended;
+    p.seq = seq;
+    this.sql.exec("UPDATE processes SET suspended = ?, seq = ? WHERE service_id = ?", suspended ? 1 : 0, seq, id);
+    if (!changed) return;
+    for (const streamKey of this.streamsOf(id)) {
+      const n = this.countsOf(streamKey).get(id) ?? 0;
+      const what = suspended ? "suspended" : "count again";
+      this.record(streamKey, suspended ? "suspend" : "resume", "", "", suspended ? "suspend" : "resume", `${n} viewer(s) of server ${this.serverId} (service ${id}) ${what}: ${why}`);
+    }
+  }
+
+  private markReplaced(id: string): void {
+    if (!this.replaced.has(id)) {
+      this.replaced.add(id);
+      this.sql.exec("INSERT OR REPLACE INTO replaced (service_id, at) VALUES (?, ?)", id, Date.now());
+    }
+  }
+
+  private forgetProcess(id: string): void {
+    if (this.processes.delete(id)) this.sql.exec("DELETE FROM processes WHERE service_id = ?", id);
+  }
+
+  // --- leases --------------------------------------------------------------------------------
+
+  private hasSlot(streamKey: string): boolean {
+    return this.liveOf(streamKey) < (this.leases.get(streamKey)?.granted ?? 0);
+  }
+
+  /** The stream's policy for this stream, from the cache or the stream (an unlimited stream's lasts POLICY_TTL_MS). */
+  private async policyOf(streamKey: string): Promise<ViewerPolicy | null> {
+    const cached = this.policies.get(streamKey);
+    if (cached && cached.policy !== null && Date.now() - cached.at < POLICY_TTL_MS) return cached.policy;
+    // Asking anyway: a capped stream's first slots come with the policy (an unlimited stream ignores `want`).
+    await this.message(streamKey, this.hasSlot(streamKey) ? 0 : leaseWant(this.leases.get(streamKey)?.granted ?? 0));
+    return this.policies.get(streamKey)?.policy ?? null;
+  }
+
+  /** The lease is used up: asks for more, once for all the hooks waiting (a second caller finds slots, or the hold). */
+  private async askForSlots(streamKey: string): Promise<void> {
+    const lease = this.leaseOf(streamKey);
+    if (Date.now() < lease.fullUntil) return;
+    await this.exclusive(streamKey, async () => {
+      if (this.hasSlot(streamKey) || Date.now() < lease.fullUntil) return;
+      await this.send(streamKey, leaseWant(lease.granted));
+      if (!this.hasSlot(streamKey)) lease.fullUntil = Date.now() + FULL_HOLD_MS;
+    });
+  }
+
+  /** Gives back every slot no live viewer uses. */
+  private async giveBack(streamKey: string): Promise<void> {
+    await this.exclusive(streamKey, async () => {
+      const lease = this.leaseOf(streamKey);
+      const live = this.liveOf(streamKey);
+      if (lease.granted <= live) return;
+      // Shrinks here first (stored), then tells the stream: never above the stream's record.
+      lease.granted = live;
+      this.storeLease(streamKey, lease);
+      await this.send(streamKey, 0);
+    });
+  }
+
+  private giveBackIfTight(streamKey: string): void {
+    const lease = this.leases.get(streamKey);
+    if (lease?.tight && lease.granted > this.liveOf(streamKey)) {
+      this.ctx.waitUntil(this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err)));
+    }
+  }
+
+  /** A returning process may hold more viewers than the lease: the stream must count them (they all count after a heal). */
+  private coverHealed(): void {
+    for (const [streamKey, lease] of this.leases) {
+      const policy = this.policies.get(streamKey)?.policy;
+      if (policy?.maxViewers != null && this.liveOf(streamKey) > lease.granted) {
+        this.ctx.waitUntil(this.message(streamKey, 0).catch((err) => logError("healed viewers not reported", streamKey, err)));
+      }
+    }
+  }
+
+  private async message(streamKey: string, want: number): Promise<void> {
+    await this.exclusive(streamKey, () => this.send(streamKey, want));
+  }
+
+  /** One message to the stream (the caller holds the stream's lock). */
+  private async send(streamKey: string, want: number): Promise<void> {
+    const lease = this.leaseOf(streamKey);
+    lease.seq++;
+    const report: LeaseReport = {
+      streamKey,
+      serverId: this.serverId,
+      seq: lease.seq,
+      granted: lease.granted,
+      live: this.liveOf(streamKey),
+      suspended: this.suspendedOf(streamKey),
+      want,
+      place: this.place,
+    };
+    // The sequence number is stored before the message leaves (the output gate holds the call until it is):
+    // a restarted shard never reuses one. A stream that never granted anything here needs no row.
+    const stored = lease.granted > 0 || this.hasLeaseRow(streamKey);
+    if (stored) this.storeLease(streamKey, lease);
+    const answer: LeaseAnswer = await withRetry(() => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
+    if (answer.policy === null && lease.granted === 0 && !stored) {
+      // No such stream (a typo, a flood of made-up names): nothing kept.
+      this.leases.delete(streamKey);
+      this.policies.delete(streamKey);
+      return;
+    }
+    this.policies.set(streamKey, { policy: answer.policy, at: Date.now() });
+    // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
+    if (answer.seq < lease.seq) return;
+    lease.seq = answer.seq;
+    lease.tight = answer.tight;
+    if (answer.granted !== lease.granted || (!stored && answer.granted > 0)) {
+      lease.granted = answer.granted;
+      this.storeLease(streamKey, lease);
+    }
+    if (lease.granted > this.liveOf(streamKey)) this.armAlarm(Date.now() + LEASE_IDLE_MS);
+  }
+
+  private exclusive<T>(streamKey: string, step: () => T | Promise<T>): Promise<T> {
+    const before = this.locks.get(streamKey) ?? Promise.resolve();
+    const run = before.catch(() => {}).then(step);
+    const tail = run.catch(() => {});
+    this.locks.set(streamKey, tail);
+    void tail.then(() => {
+      if (this.locks.get(streamKey) === tail) this.locks.delete(streamKey);
+    });
+    return run;
+  }
+
+  private leaseOf(streamKey: string): Lease {
+    let lease = this.leases.get(streamKey);
+    if (!lease) {
+      const row = this.sql.exec<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey).toArray()[0];
+      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, lastAdmission: 0 };
+      this.leases.set(streamKey, lease);
+    }
+    return lease;
+  }
+
+  private hasLeaseRow(streamKey: string): boolean {
+    return this.sql.exec("SELECT 1 FROM leases WHERE stream_key = ?", streamKey).toArray().length > 0;
+  }
+
+  private storeLease(streamKey: string, lease: Lease): void {
+    this.sql.exec("INSERT OR REPLACE INTO leases (stream_key, granted, seq) VALUES (?, ?, ?)", streamKey, lease.granted, lease.seq);
+  }
+
+  // --- counting ---------------------------------------------------------------------------------
+
+  private countsOf(streamKey: string): Map<string, number> {
+    let m = this.counts.get(streamKey);
+    if (!m) {
+      m = new Map();
+      this.counts.set(streamKey, m);
+    }
+    return m;
+  }
+
+  private bump(streamKey: string, serviceId: string, by: number): void {
+    const m = this.countsOf(streamKey);
+    const n = (m.get(serviceId) ?? 0) + by;
+    if (n > 0) m.set(serviceId, n);
+    else m.delete(serviceId);
+    if (m.size === 0) this.counts.delete(streamKey);
+  }
+
+  private liveOf(streamKey: string): number {
+    let n = 0;
+    for (const [id, c] of this.counts.get(streamKey) ?? []) if (!this.processes.get(id)?.suspended) n += c;
+    return n;
+  }
+
+  private suspendedOf(streamKey: string): number {
+    let n = 0;
+    for (const [id, c] of this.counts.get(streamKey) ?? []) if (this.processes.get(id)?.suspended) n += c;
+    return n;
+  }
+
+  private streamsOf(serviceId: string): string[] {
+    return [...this.counts].filter(([, m]) => (m.get(serviceId) ?? 0) > 0).map(([k]) => k);
+  }
+
+  private isViewing(streamKey: string, session: SessionId): boolean {
+    return this.sql.exec("SELECT 1 FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId).toArray().length > 0;
+  }
+
+  // --- the rest ---------------------------------------------------------------------------------
+
+  /** The shard learns its server's id and place from its first hook (and the place again if it changes). */
+  private identify(serverId: string, place: Place): void {
+    if (!this.serverId) {
+      this.serverId = serverId;
+      this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('server_id', ?)", serverId);
+    }
+    if (place.colo && (place.colo !== this.place.colo || place.country !== this.place.country)) {
+      this.place = { ...place };
+      this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('colo', ?), ('country', ?)", place.colo, place.country);
+    }
+  }
+
+  private voided(hookId: string): boolean {
+    return hookId !== "" && this.voidHooks.has(hookId);
+  }
+
+  private voidHook(hookId: string): void {
+    const now = Date.now();
+    for (const [id, at] of this.voidHooks) if (at < now - VOID_HOOK_MS) this.voidHooks.delete(id);
+    this.voidHooks.set(hookId, now);
+  }
+
+  private logged(streamKey: string, session: SessionId, ip: string, decision: Decision): Decision {
+    const reason = decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason;
+    this.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
+    return decision;
+  }
+
+  /** A ring of LOG_KEPT decisions per stream: one single-row write replaces the oldest. */
+  private record(streamKey: string, action: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
+    const next = this.logNext.get(streamKey) ?? { slot: 0, seq: 0 };
+    this.sql.exec(
+      "INSERT OR REPLACE INTO events (stream_key, slot, seq, at, action, client, ip, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason,
+    );
+    this.logNext.set(streamKey, { slot: (next.slot + 1) % LOG_KEPT, seq: next.seq + 1 });
+  }
+
+  private armAlarm(at: number): void {
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+}
+
+function logError(what: string, stream: string, err: unknown): void {
+  console.error(JSON.stringify({ error: what, stream, detail: String(err) }));
+}

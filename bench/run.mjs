@@ -23,6 +23,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import http from "node:http";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -517,15 +518,35 @@ function startHeartbeats(base, edges) {
   heartbeats.timer = setInterval(() => {
     pool(edges, 2, async (edge) => {
       try {
-        await hook(base, `${HOOK}/heartbeat`, heartbeatBody(edge));
+        const { status, text } = await postFresh(new URL(`${HOOK}/heartbeat`, base), heartbeatBody(edge));
+        const problem = ALLOW(status, text);
+        if (problem) throw new Error(problem);
         heartbeats.sent++;
       } catch (err) {
         heartbeats.errors++;
-        if (heartbeats.samples.length < 3) heartbeats.samples.push(err.message);
+        if (heartbeats.samples.length < 3) heartbeats.samples.push(`${err.message}${err.code ? ` (${err.code})` : ""}`);
       }
     });
   }, 10_000);
   heartbeats.timer.unref();
+}
+
+/**
+ * One POST on a connection of its own, closed after the answer (a heartbeat every 10 s would
+ * otherwise reuse a keep-alive connection the server may be closing at that very moment).
+ */
+function postFresh(url, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: "POST", agent: false, headers: { ...HEADERS, "content-length": Buffer.byteLength(body) }, timeout: 60_000 }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString() }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("no answer within 60 s")));
+    req.on("error", reject);
+    req.end(body);
+  });
 }
 
 function stopHeartbeats() {

@@ -19,7 +19,7 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { at, beat, deliverNotices, restarted, serverListed, serverStub, streamStub, T0, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, playRequest, restarted, serverListed, serverStub, shardStub, streamStub, T0, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 // In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them.
@@ -148,11 +148,11 @@ describe("dead servers: heartbeat silence for SERVER_TIMEOUT_S", () => {
     expect(await serverListed(edge)).toMatchObject({ alive: false, sessions: 4 });
   });
 
-  it("the stream's own alarm suspends a silent edge's viewers too", async () => {
+  it("the viewer shard's own alarm suspends a silent edge's viewers too", async () => {
     await beat(edge);
     const { v1 } = await edgeHoldsThreeStreams();
     at(TIMEOUT_MS + 1000);
-    expect(await runDurableObjectAlarm(streamStub(v1))).toBe(true);
+    expect(await runDurableObjectAlarm(shardStub(edge))).toBe(true);
     expect(await streamState(v1)).toMatchObject({ viewers: 0, suspendedViewers: 2 });
   });
 
@@ -212,11 +212,16 @@ describe("partitions heal: a silent edge's sessions come back when the same proc
     });
   });
 
-  it("any hook of the same process heals it too, and the stream's own view follows before the notices arrive", async () => {
-    const { s } = await partitioned();
+  it("any hook of the same process heals it too: its sessions block at once, and the view follows the notices", async () => {
+    const { s, key } = await partitioned();
     at(TIMEOUT_MS + 2000);
     // Another client on the healed edge: its viewer slot is taken again by view0001.
     expect((await hook(play("live", s, { ...edge, client: "view0005" }))).body.code).toBe(4005);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, suspendedViewers: 0 });
+    // The stream asks the registry before a publisher elsewhere could take the stream of the healed one.
+    expect((await hook(publish("live", s, key, { ...other, client: "pub00002" }))).body.code).toBe(4004);
+    expect((await hook(play("live", s, { ...other, client: "view0002" }))).body.code).toBe(4005);
+    await deliverNotices(edge);
     expect(await streamState(s)).toMatchObject({ live: true, viewers: 1, suspendedViewers: 0 });
   });
 
@@ -348,11 +353,11 @@ describe("slow and failing paths between the objects", () => {
     expect(await serverListed(edge)).toMatchObject({ serviceId: third.service, sessions: 0 });
   });
 
-  it("a stream refuses a start hook of a replaced process that reaches it after the notice did", async () => {
+  it("a viewer shard refuses a start hook of a replaced process that reaches it after the notice did", async () => {
     const { v1 } = await edgeHoldsThreeStreams();
     await beat(restarted(edge));
     await deliverNotices(edge);
-    const late = await streamStub(v1).play({ serverId: edge.server, serviceId: edge.service, clientId: "late0001" }, "127.0.0.1", { ok: true }, 10);
+    const late = await shardStub(edge).play(playRequest(v1, edge, "late0001"));
     expect(late).toMatchObject({ allow: false, denial: { code: 4006 } });
     expect((await streamState(v1)).viewers).toBe(0);
   });

@@ -6,7 +6,7 @@
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, vi } from "vitest";
-import { serverRegistry } from "../src/object-access";
+import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, type Edge, heartbeat, hook, newEdge } from "./srs";
 
 /** In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them. */
@@ -21,6 +21,20 @@ export const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat
 export const restarted = (edge: Edge): Edge => ({ server: edge.server, service: newEdge().service });
 
 export const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
+
+/** The edge's viewer shard: where its viewers of every stream are admitted. */
+export const shardStub = (edge: Edge) => viewerShard(env, edge.server);
+
+/** What an on_play tells a viewer shard, for tests that call the shard directly. */
+export const playRequest = (stream: string, edge: Edge, clientId: string) => ({
+  streamKey: `__defaultVhost__/live/${stream}`,
+  session: { serverId: edge.server, serviceId: edge.service, clientId },
+  ip: "127.0.0.1",
+  token: { ok: true } as const,
+  guessLimit: 10,
+  hookId: crypto.randomUUID(),
+  place: { colo: "", country: "" },
+});
 
 export const streamStub = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
 

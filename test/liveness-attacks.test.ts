@@ -18,7 +18,7 @@ import {
   streamState,
   uniqueStream,
 } from "./srs";
-import { at, beat, deliverNotices, serverListed, serverStub, streamStub, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, serverListed, serverStub, shardStub, streamStub, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
@@ -138,7 +138,7 @@ describe("the server index keeps an entry for every session a stream holds", () 
     // A day of silence. The stream's own sweep asks the registry first: grace is over, the
     // session ends at the stream, and the registry's end notice is queued (not yet delivered).
     at(GRACE_MS + 60_000);
-    expect(await runDurableObjectAlarm(streamStub(s))).toBe(true);
+    expect(await runDurableObjectAlarm(shardStub(edge))).toBe(true);
     expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 0 });
 
     // The edge is back, and the same client plays again: a new session, admitted and counted.
@@ -186,7 +186,7 @@ describe("a stream that resumed a process on its own word is corrected by the re
     await createStream(s, { maxViewers: 1 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
     at(TIMEOUT_MS + 1000);
-    expect(await runDurableObjectAlarm(streamStub(s))).toBe(true); // the sweep: edge's viewer suspended
+    expect(await runDurableObjectAlarm(shardStub(edge))).toBe(true); // the sweep: edge's viewer suspended
     expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 1 });
 
     // One last hook of the (dying) edge arrives while its registry shard is briefly unreachable.
@@ -199,14 +199,14 @@ describe("a stream that resumed a process on its own word is corrected by the re
       if (livenessFailures++ < 2) down(); // down for the whole hook
       return liveness.apply(this, args);
     });
-    vi.spyOn(ServerRegistry.prototype, "track").mockImplementationOnce(down as never);
-    expect((await hook(play("live", s, { ...edge, client: "view0002" }))).status).toBe(500);
+    // The shard takes the hook's word that the process is back: view0001 counts again and fills the cap.
+    expect((await hook(play("live", s, { ...edge, client: "view0002" }))).body.code).toBe(4005);
     vi.restoreAllMocks();
 
     // The edge is gone for good. Its sessions must neither count nor block.
     at(TIMEOUT_MS + 120_000);
     await runDurableObjectAlarm(serverStub(edge));
-    await runDurableObjectAlarm(streamStub(s));
+    await runDurableObjectAlarm(shardStub(edge));
     expect(await serverListed(edge)).toMatchObject({ alive: false });
     expect(await hook(play("live", s, { ...other, client: "view0003" }))).toEqual(ALLOW);
     expect(await streamState(s)).toMatchObject({ viewers: 1, suspendedViewers: 1 });

@@ -165,7 +165,7 @@ export class ServerRegistry extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    countCalls(this, env, ["heartbeat", "track", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions"]);
+    countCalls(this, env, ["heartbeat", "track", "shardHeard", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions"]);
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS servers (
         server_id TEXT PRIMARY KEY, service_id TEXT NOT NULL, device_id TEXT NOT NULL,
@@ -248,6 +248,23 @@ export class ServerRegistry extends DurableObject<Env> {
       );
     }
     return epoch;
+  }
+
+  /**
+   * A viewer shard speaks for one of its server's processes: on the first
+   * viewer of a process (a start: the shard's index entry is written, and it
+   * may be a restart or a candidate), and again whenever the registry may
+   * think the server silent (the shard's last answer is a SERVER_TIMEOUT_S
+   * old), so that any hook of a process brings its silent server back, as a
+   * heartbeat would. Answers where the process stands and the server's last
+   * heartbeat (null: it sends none), from which the shard knows when to speak again.
+   */
+  async shardHeard(serverId: string, serviceId: string, kind: "start" | "stop"): Promise<{ epoch: Epoch; lastHeartbeat: number | null }> {
+    const epoch =
+      kind === "start"
+        ? await this.track(serverId, serviceId, VIEWER_SHARD_ENTRY.clientId, { streamKey: VIEWER_SHARD_ENTRY.streamKey, role: "viewer" })
+        : this.acknowledgeEpoch(serverId, serviceId, "stop");
+    return { epoch, lastHeartbeat: this.servers.get(serverId)?.last_heartbeat ?? null };
   }
 
   /**

@@ -73,16 +73,34 @@ export class LeaseBook {
     const known = this.records.get(report.serverId);
     if (known && report.seq <= known.seq) return { record: known, applied: false };
     const others = this.granted - (known?.granted ?? 0);
-    const grant = cap === null ? 0 : Math.max(0, Math.min(report.want, cap - others - report.granted));
+    const grant = cap === null ? 0 : share(report.want, cap - others - report.granted);
     const granted = cap === null ? 0 : Math.max(report.granted + grant, report.live);
     const record = this.store({ serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended, ...placeOf(report.place, known) });
     return { record, applied: true };
   }
 
+  /**
+   * Would a grant to this shard use slots that are free only because other
+   * shards' viewers are suspended (their servers silent)? Then those servers
+   * may be back, and their viewers would all count again (by the shards' last
+   * reports).
+   */
+  restsOnSuspended(report: LeaseReport, cap: number | null): boolean {
+    if (cap === null) return false;
+    let connected = report.live + report.suspended + 1;
+    let suspendedElsewhere = 0;
+    for (const r of this.records.values()) {
+      if (r.serverId === report.serverId) continue;
+      connected += Math.max(r.live, 0) + r.suspended;
+      suspendedElsewhere += r.suspended;
+    }
+    return suspendedElsewhere > 0 && connected > cap;
+  }
+
   /** Adds free slots to a record whose answer has not left yet (after a recall freed some). */
   topUp(serverId: string, want: number, cap: number): LeaseRecord {
     const r = this.records.get(serverId)!;
-    const grant = Math.max(0, Math.min(want, this.free(cap)));
+    const grant = share(want, this.free(cap));
     return grant === 0 ? r : this.store({ ...r, granted: r.granted + grant });
   }
 
@@ -101,6 +119,17 @@ export class LeaseBook {
     );
     return r;
   }
+}
+
+/**
+ * What one request gets of the free slots: what it wants, but at most half of
+ * what is free (at least one), so that when slots run short, one shard asking
+ * early does not hold the last ones while the others must wait for a recall.
+ * A big pool is unaffected (a flash crowd's shards get their chunks whole).
+ */
+function share(want: number, free: number): number {
+  if (free <= 0 || want <= 0) return 0;
+  return Math.min(want, Math.max(1, Math.ceil(free / 2)));
 }
 
 function placeOf(place: Place, known: LeaseRecord | undefined): { colo: string; country: string } {

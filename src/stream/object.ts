@@ -11,7 +11,7 @@ import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
-import { LeaseBook } from "./leases";
+import { LeaseBook, type LeaseRecord } from "./leases";
 import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
 
@@ -148,7 +148,7 @@ export class StreamObject extends DurableObject<Env> {
   /** Shards refused for want of slots: told when slots are free again. */
   private waiting = new Set<string>();
   private recalling: Promise<void> | null = null;
-  private lastRecall = 0;
+  private lastCheck = 0;
   private failures!: AuthFailures;
   private log!: DecisionLog;
   private round: Round | null = null;
@@ -216,11 +216,21 @@ export class StreamObject extends DurableObject<Env> {
    */
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
     if (!this.row) return { policy: null, seq: report.seq, granted: report.granted, tight: false };
+    if (report.want > 0 && this.leases.restsOnSuspended(report, this.row.max_viewers)) {
+      // The free slots are free only because other shards' viewers are suspended: their servers may be back.
+      await this.recall(report.streamKey, report.serverId, true, "suspended");
+      if (!this.row) return { policy: null, seq: report.seq, granted: report.granted, tight: false };
+    }
     let { record, applied } = this.leases.apply(report, this.row.max_viewers);
     const cap = this.row.max_viewers;
     if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
-      if (Date.now() - this.lastRecall >= RECALL_GAP_MS) {
-        await this.recall(report.streamKey, report.serverId, true);
+      // Worth a round if another shard holds slots its viewers did not use at its last report, or
+      // (once per RECALL_GAP_MS) to have the shards check for ghosts of silent servers.
+      const check = Date.now() - this.lastCheck >= RECALL_GAP_MS;
+      const unused = this.leases.shards().some((r) => r.serverId !== report.serverId && r.granted > r.live);
+      if (unused || check) {
+        if (check) this.lastCheck = Date.now();
+        await this.recall(report.streamKey, report.serverId, check, check ? "holding" : "unused");
         const now = this.row?.max_viewers ?? null;
         if (now !== null) record = this.leases.topUp(report.serverId, report.want, now);
       }
@@ -254,7 +264,7 @@ export class StreamObject extends DurableObject<Env> {
    */
   async pushPolicy(key: string): Promise<string[]> {
     if (!this.ready) return [];
-    return this.recall(key, null, false);
+    return this.recall(key, null, false, "all");
   }
 
   private viewerPolicy(): ViewerPolicy | null {
@@ -262,15 +272,18 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
-  private async recall(key: string, requester: string | null, check: boolean): Promise<string[]> {
+  private async recall(key: string, requester: string | null, check: boolean, which: "all" | "unused" | "holding" | "suspended" = "all"): Promise<string[]> {
     if (this.recalling && requester !== null) {
       await this.recalling;
       return [];
     }
     if (this.recalling) await this.recalling.catch(() => {});
-    this.lastRecall = Date.now();
     const policy = this.viewerPolicy();
-    const targets = this.leases.shards().filter((r) => r.serverId !== requester && (requester === null || r.granted > 0));
+    // A push of the policy goes to every shard; a recall for slots to those that may hold some unused
+    // (or, checking for ghosts, any; or, before admitting on the slots of suspended viewers, those).
+    const wanted = (r: LeaseRecord) =>
+      which === "all" || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0)) || (which === "suspended" && r.suspended > 0);
+    const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
     const unreached: string[] = [];
     const round = Promise.all(
       targets.map(async (r) => {

@@ -82,8 +82,14 @@ export function leaseWant(granted: number): number {
   return Math.min(LEASE_MAX_CHUNK, Math.max(LEASE_FIRST_CHUNK, granted));
 }
 
-/** A shard refused for want of slots asks again after this long, unless the stream tells it earlier that slots are free. */
-export const FULL_HOLD_MS = 5_000;
+/**
+ * A shard refused for want of slots asks again after FULL_HOLD_MS, doubling
+ * while refusals go on, up to FULL_HOLD_MAX_MS; the stream tells it at once
+ * when slots are free again (and each new question lets the stream check for
+ * ghosts: a silent server's viewers whose notice has not arrived).
+ */
+export const FULL_HOLD_MS = 1_000;
+export const FULL_HOLD_MAX_MS = 8_000;
 /** Slots unused this long after a shard's last admission of a stream go back to the stream. */
 export const LEASE_IDLE_MS = 30_000;
 /** A shard re-reads the policy of an unlimited stream this often (changes are also pushed). */

@@ -9,6 +9,7 @@ import type { SessionId } from "../srs/hook";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type PlayToken } from "../stream/rules";
 import {
+  FULL_HOLD_MAX_MS,
   FULL_HOLD_MS,
   LEASE_IDLE_MS,
   POLICY_TTL_MS,
@@ -66,12 +67,19 @@ interface Lease {
   tight: boolean;
   /** Refused for want of slots: no new request to the stream before this (0: none). */
   fullUntil: number;
+  /** The hold after the next refusal (doubles while refusals go on). */
+  hold: number;
   lastAdmission: number;
 }
 
 interface Process {
   suspended: boolean;
   seq: number;
+}
+
+/** What the shard last heard from the registry about its server: the server's last heartbeat then. */
+interface Heard {
+  lastHeartbeat: number | null;
 }
 
 /** Decisions kept per stream in a shard's log. */
@@ -100,10 +108,13 @@ const VOID_HOOK_MS = 60_000;
 export class ViewerShard extends DurableObject<Env> {
   private sql: SqlStorage;
   private serverId = "";
+  /** The server_id is stored (from the first hook on a stream that exists). */
+  private hasMeta = false;
   private place: Place = { colo: "", country: "" };
   /** stream → service_id → viewers. */
   private counts = new Map<string, Map<string, number>>();
   private processes = new Map<string, Process>();
+  private heard = new Map<string, Heard>();
   private replaced = new Set<string>();
   private leases = new Map<string, Lease>();
   private policies = new Map<string, { policy: ViewerPolicy | null; at: number }>();
@@ -132,7 +143,7 @@ export class ViewerShard extends DurableObject<Env> {
         client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
         PRIMARY KEY (stream_key, slot)) WITHOUT ROWID;`);
     for (const r of this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta")) {
-      if (r.key === "server_id") this.serverId = r.value;
+      if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
       if (r.key === "country") this.place.country = r.value;
     }
@@ -146,7 +157,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
     for (const r of this.sql.exec<{ service_id: string }>("SELECT service_id FROM replaced")) this.replaced.add(r.service_id);
     for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
-      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, lastAdmission: 0 });
+      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0 });
     }
     for (const r of this.sql.exec<{ stream_key: string; slot: number; seq: number }>(
       "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
@@ -172,12 +183,14 @@ export class ViewerShard extends DurableObject<Env> {
 
   private async decide(req: PlayRequest, first: boolean): Promise<Decision> {
     const { streamKey, session, ip } = req;
+    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
+    // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
+    if (!this.serverId) this.serverId = session.serverId;
+    const policy = await this.policyOf(streamKey);
+    if (!policy) return { allow: false, denial: Denials.unknownStream };
     this.identify(session.serverId, req.place);
     const known = await this.knowProcess(session);
     if (!known) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
-    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
-    const policy = await this.policyOf(streamKey);
-    if (!policy) return { allow: false, denial: Denials.unknownStream };
     if (policy.playAuth === "token" && !req.token.ok) {
       // The stream counts failed tokens per ip (brute-force limit) and logs them.
       const refusal = await withRetry(() => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
@@ -215,8 +228,14 @@ export class ViewerShard extends DurableObject<Env> {
    * on_stop of a viewer, or the Worker undoing an admission whose answer was
    * lost (voidHook). Idempotent; a slot it frees goes back to a tight stream.
    */
-  stop(streamKey: string, session: SessionId, cause: EndCause): number {
-    return this.endViewer(streamKey, session, cause);
+  async stop(streamKey: string, session: SessionId, cause: EndCause): Promise<number> {
+    const ended = this.endViewer(streamKey, session, cause);
+    // Any message of a process brings its silent server back (a stop too: it never moves the epoch).
+    const p = this.processes.get(session.serviceId);
+    if (p && !this.replaced.has(session.serviceId) && (p.suspended || this.mayThinkSilent(session.serviceId))) {
+      await this.speakFor(session, "stop").catch((err) => logError("registry not told of a stop", streamKey, err));
+    }
+    return ended;
   }
 
   private endViewer(streamKey: string, session: SessionId, cause: EndCause): number {
@@ -233,7 +252,7 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   /** on_close names no stream: ends every viewer session of the client here. */
-  close(session: SessionId): number {
+  async close(session: SessionId): Promise<number> {
     let ended = 0;
     for (const r of this.sql.exec<{ stream_key: string }>(
       "SELECT stream_key FROM viewers WHERE service_id = ? AND client_id = ?", session.serviceId, session.clientId,
@@ -252,7 +271,7 @@ export class ViewerShard extends DurableObject<Env> {
    * server's viewers then stop holding slots the stream needs.
    */
   async recall(streamKey: string, policy: ViewerPolicy | null, check: boolean): Promise<RecallAnswer> {
-    if (check && this.liveOf(streamKey) > 0) await this.refresh(null);
+    if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refresh(null);
     return this.exclusive(streamKey, () => {
       this.policies.set(streamKey, { policy, at: Date.now() });
       const lease = this.leaseOf(streamKey);
@@ -268,7 +287,10 @@ export class ViewerShard extends DurableObject<Env> {
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
   slotsFree(streamKey: string): void {
     const lease = this.leases.get(streamKey);
-    if (lease) lease.fullUntil = 0;
+    if (lease) {
+      lease.fullUntil = 0;
+      lease.hold = FULL_HOLD_MS;
+    }
   }
 
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
@@ -359,7 +381,8 @@ export class ViewerShard extends DurableObject<Env> {
         await this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err));
       }
     }
-    if ([...this.processes.values()].some((p) => p.suspended) && this.sessionCount() > 0) await this.refresh(null);
+    // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
+    if (this.sessionCount() > 0) await this.refresh(null);
     const pending = [...this.leases].some(([k, l]) => l.granted > this.liveOf(k));
     if (pending) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
@@ -379,18 +402,15 @@ export class ViewerShard extends DurableObject<Env> {
     const id = session.serviceId;
     if (this.replaced.has(id)) return false;
     const p = this.processes.get(id);
-    if (p && !p.suspended) return true;
+    if (p && !p.suspended) {
+      if (this.mayThinkSilent(id)) await this.speakFor(session, "start");
+      return !this.replaced.has(id);
+    }
     if (p) {
       await this.refresh(session);
     } else {
-      const epoch = await withRetry(
-        () => serverRegistry(this.env, session.serverId),
-        (r) => r.track(session.serverId, id, VIEWER_SHARD_ENTRY.clientId, { streamKey: VIEWER_SHARD_ENTRY.streamKey, role: "viewer" }),
-      );
-      if (epoch === "retired") {
-        this.markReplaced(id);
-        return false;
-      }
+      await this.speakFor(session, "start");
+      if (this.replaced.has(id)) return false;
       if (!this.processes.has(id)) {
         this.processes.set(id, { suspended: false, seq: -1 });
         this.sql.exec("INSERT OR REPLACE INTO processes (service_id, suspended, seq) VALUES (?, 0, -1)", id);
@@ -402,6 +422,29 @@ export class ViewerShard extends DurableObject<Env> {
     const now = this.processes.get(id);
     if (now?.suspended) this.setSuspended(id, false, now.seq - 1, "its server is heard from again");
     return true;
+  }
+
+  /**
+   * Tells the registry that a process is heard from (src/server/registry.ts
+   * shardHeard): a start announces a process (and is how "retired" is learnt);
+   * either kind brings a silent server back.
+   */
+  private async speakFor(session: SessionId, kind: "start" | "stop"): Promise<void> {
+    const answer = await withRetry(() => serverRegistry(this.env, session.serverId), (r) => r.shardHeard(session.serverId, session.serviceId, kind));
+    this.heard.set(session.serviceId, { lastHeartbeat: answer.lastHeartbeat });
+    if (answer.epoch === "retired") this.markReplaced(session.serviceId);
+  }
+
+  /**
+   * Could the registry take this process's server for silent? Only if, by
+   * what the shard last heard, no heartbeat came for SERVER_TIMEOUT_S. A
+   * viewer hook then speaks for the process (at most once per SERVER_TIMEOUT_S:
+   * the answer tells the newest heartbeat); a server without heartbeats never.
+   */
+  private mayThinkSilent(serviceId: string): boolean {
+    const h = this.heard.get(serviceId);
+    if (!h) return true;
+    return h.lastHeartbeat !== null && Date.now() - h.lastHeartbeat >= serverTimeoutMs(this.env);
   }
 
   /** Asks the registry where this server's processes stand; shared by the hooks that arrive meanwhile. */
@@ -479,7 +522,12 @@ export class ViewerShard extends DurableObject<Env> {
     await this.exclusive(streamKey, async () => {
       if (this.hasSlot(streamKey) || Date.now() < lease.fullUntil) return;
       await this.send(streamKey, leaseWant(lease.granted));
-      if (!this.hasSlot(streamKey)) lease.fullUntil = Date.now() + FULL_HOLD_MS;
+      if (this.hasSlot(streamKey)) {
+        lease.hold = FULL_HOLD_MS;
+      } else {
+        lease.fullUntil = Date.now() + lease.hold;
+        lease.hold = Math.min(FULL_HOLD_MAX_MS, lease.hold * 2);
+      }
     });
   }
 
@@ -569,7 +617,7 @@ export class ViewerShard extends DurableObject<Env> {
     let lease = this.leases.get(streamKey);
     if (!lease) {
       const row = this.sql.exec<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey).toArray()[0];
-      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, lastAdmission: 0 };
+      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0 };
       this.leases.set(streamKey, lease);
     }
     return lease;
@@ -626,7 +674,8 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** The shard learns its server's id and place from its first hook (and the place again if it changes). */
   private identify(serverId: string, place: Place): void {
-    if (!this.serverId) {
+    if (!this.hasMeta) {
+      this.hasMeta = true;
       this.serverId = serverId;
       this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('server_id', ?)", serverId);
     }

@@ -4,13 +4,18 @@
  * run against the Worker in workerd and against a small reference model of
  * the rules below. Every hook's answer must be the model's answer at every
  * step; once the alarms have run (settle), the admin API's state must equal
- * the model's: holder, suspended and counted sessions.
+ * the model's: holder, suspended and counted sessions, per stream and per
+ * viewer shard (each server's viewers are admitted by its own shard, within
+ * leases of slots from the stream: src/viewers/lease.ts). At every step, the
+ * viewers that count plus the slots leased but unused never exceed the cap
+ * (unless a heal brought back more connected viewers than it: then no slot
+ * is left unused), which is the leases' invariant.
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { serverRegistry } from "../src/object-access";
+import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, play, publish, stopPlay, streamState, unpublish } from "./srs";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
@@ -269,6 +274,7 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
         }
       }
       for (const st of streams) await runDurableObjectAlarm(env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${st.name}`)));
+      for (const s of servers) await runDurableObjectAlarm(viewerShard(env, s.id));
       model.settle();
       // Candidates the alarm refused leave notices behind: deliver them too.
       for (const s of servers) {
@@ -304,6 +310,18 @@ async function runSequence(ops: Op[], caps: (number | null)[]): Promise<void> {
           viewers: model.counted(st),
           suspendedViewers: st.viewers.length - model.counted(st),
         });
+        // Per shard (one per server): the admin API's totals are the sum of what each shard holds.
+        const perServer = (count: (v: Session) => boolean) =>
+          Object.fromEntries(servers.map((x) => [x.id, st.viewers.filter((v) => v.server === x.id && count(v)).length]).filter(([, n]) => n !== 0));
+        const shown = (field: "viewers" | "suspendedViewers") =>
+          Object.fromEntries(state.shards.map((x: any) => [x.serverId, x[field]]).filter(([, n]: [string, number]) => n !== 0));
+        expect(shown("viewers"), `${where}: ${st.name} viewers per shard`).toEqual(perServer((v) => !model.suspended(v)));
+        expect(shown("suspendedViewers"), `${where}: ${st.name} suspended viewers per shard`).toEqual(perServer((v) => model.suspended(v)));
+      }
+      if (st.cap !== null) {
+        // The leases' invariant: admitted viewers plus unused leased slots stay within the cap.
+        expect(state.viewers + state.leasedUnused, `${where}: ${st.name} viewers + unused leased slots`).toBeLessThanOrEqual(Math.max(st.cap, state.viewers));
+        expect(state.leasedUnused, `${where}: ${st.name}`).toBeGreaterThanOrEqual(0);
       }
       // At every step: at most one publisher holds the stream.
       expect([state.publisher, ...state.conflicts].filter((p) => p?.state === "live").length, where).toBeLessThanOrEqual(1);
@@ -320,7 +338,7 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
   it("the admin API always reports what the reference model says, and every hook gets the model's answer", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     await fc.assert(
-      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), fc.array(fc.constantFrom(null, 1, 2), { minLength: STREAMS, maxLength: STREAMS }), runSequence),
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), fc.array(fc.constantFrom(null, 1, 2, 3, 5), { minLength: STREAMS, maxLength: STREAMS }), runSequence),
       {
         numRuns: 40,
         examples: [
@@ -334,6 +352,38 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
               { t: "silence", ms: 31_000 },
             ],
             [null, null],
+          ],
+          // Leases: a shard's unused slots must come back when another shard needs them.
+          [
+            [
+              { t: "play", server: 0, client: 0, stream: 0 },
+              { t: "play", server: 1, client: 0, stream: 0 },
+              { t: "play", server: 2, client: 0, stream: 0 },
+              { t: "play", server: 2, client: 1, stream: 0 },
+              { t: "play", server: 1, client: 1, stream: 0 },
+              { t: "play", server: 2, client: 2, stream: 0 },
+            ],
+            [5, 3],
+          ],
+          // Leases and a heal: slots granted while a server's viewers were suspended do not admit past the cap once it returns.
+          [
+            [
+              { t: "heartbeat", server: 0 },
+              { t: "heartbeat", server: 1 },
+              { t: "play", server: 0, client: 0, stream: 0 },
+              { t: "play", server: 0, client: 1, stream: 0 },
+              { t: "silence", ms: 31_000 },
+              { t: "settle" },
+              { t: "play", server: 1, client: 0, stream: 0 },
+              { t: "play", server: 1, client: 1, stream: 0 },
+              { t: "play", server: 2, client: 0, stream: 0 },
+              { t: "heartbeat", server: 0 },
+              { t: "play", server: 2, client: 1, stream: 0 },
+              { t: "stop", server: 1, client: 0, stream: 0 },
+              { t: "play", server: 2, client: 2, stream: 0 },
+              { t: "settle" },
+            ],
+            [3, null],
           ],
         ],
       },

@@ -1,5 +1,8 @@
 import type { LeaseReport, Place, RecallAnswer } from "../viewers/lease";
 
+/** How a grant counts suspended viewers (see LeaseBook.apply). */
+export type GrantMode = "strict" | "cautious";
+
 /** The stream's record of one viewer shard's lease. */
 export interface LeaseRecord {
   serverId: string;
@@ -61,47 +64,63 @@ export class LeaseBook {
   }
 
   /**
-   * Applies a shard's message and grants what it asks for, as far as `cap`
-   * allows (null: unlimited, nothing to grant). A repeat or an older message
-   * changes nothing and gets the record as it stands. Slots for the shard's
-   * live viewers are always granted, beyond the cap if need be: after a heal
-   * every connected viewer counts (README, "Viewers over the cap after a
-   * heal all count"), and no new one is admitted until the total is under it.
-   * Returns the record and whether the message was applied.
+   * Slots free for the shard of `report` (null: for anyone), counting every
+   * shard's suspended viewers as holding slots: their servers may come back,
+   * and then every connected viewer counts.
    */
-  apply(report: LeaseReport, cap: number | null): { record: LeaseRecord; applied: boolean } {
+  strictFree(report: LeaseReport | null, cap: number): number {
+    let held = report ? Math.max(report.granted, report.live + report.suspended) : 0;
+    for (const r of this.records.values()) {
+      if (r.serverId !== report?.serverId) held += Math.max(r.granted, r.live + r.suspended);
+    }
+    return cap - held;
+  }
+
+  /**
+   * Would a grant to this shard need slots that are free only because other
+   * shards' viewers are suspended (their servers silent, by the shards' last
+   * reports)? Then the stream checks those servers first, and grants one
+   * slot at most (one admission resting on them), never a chunk.
+   */
+  restsOnSuspended(report: LeaseReport, cap: number | null): boolean {
+    if (cap === null) return false;
+    return this.strictFree(report, cap) <= 0 && this.looseFree(report, cap) > 0;
+  }
+
+  /**
+   * Applies a shard's message and grants what it asks for, as far as `cap`
+   * allows (null: unlimited, nothing to grant): "strict" from the slots free
+   * even if every suspended viewer came back, "cautious" one slot of those
+   * free now. A repeat or an older message changes nothing and gets the
+   * record as it stands. Slots for the shard's live viewers are always
+   * granted, beyond the cap if need be: after a heal every connected viewer
+   * counts (README, "Viewers over the cap after a heal all count"), and no
+   * new one is admitted until the total is under it.
+   */
+  apply(report: LeaseReport, cap: number | null, mode: GrantMode): { record: LeaseRecord; applied: boolean } {
     const known = this.records.get(report.serverId);
     if (known && report.seq <= known.seq) return { record: known, applied: false };
-    const others = this.granted - (known?.granted ?? 0);
-    const grant = cap === null ? 0 : share(report.want, cap - others - report.granted);
+    const grant = cap === null ? 0 : this.grant(report, cap, mode);
     const granted = cap === null ? 0 : Math.max(report.granted + grant, report.live);
     const record = this.store({ serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended, ...placeOf(report.place, known) });
     return { record, applied: true };
   }
 
-  /**
-   * Would a grant to this shard use slots that are free only because other
-   * shards' viewers are suspended (their servers silent)? Then those servers
-   * may be back, and their viewers would all count again (by the shards' last
-   * reports).
-   */
-  restsOnSuspended(report: LeaseReport, cap: number | null): boolean {
-    if (cap === null) return false;
-    let connected = report.live + report.suspended + 1;
-    let suspendedElsewhere = 0;
-    for (const r of this.records.values()) {
-      if (r.serverId === report.serverId) continue;
-      connected += Math.max(r.live, 0) + r.suspended;
-      suspendedElsewhere += r.suspended;
-    }
-    return suspendedElsewhere > 0 && connected > cap;
+  /** Adds free slots to a record whose answer has not left yet (after a recall freed some). */
+  topUp(report: LeaseReport, cap: number, mode: GrantMode): LeaseRecord {
+    const r = this.records.get(report.serverId)!;
+    const grant = this.grant({ ...report, granted: r.granted }, cap, mode);
+    return grant === 0 ? r : this.store({ ...r, granted: r.granted + grant });
   }
 
-  /** Adds free slots to a record whose answer has not left yet (after a recall freed some). */
-  topUp(serverId: string, want: number, cap: number): LeaseRecord {
-    const r = this.records.get(serverId)!;
-    const grant = share(want, this.free(cap));
-    return grant === 0 ? r : this.store({ ...r, granted: r.granted + grant });
+  private grant(report: LeaseReport, cap: number, mode: GrantMode): number {
+    if (mode === "strict") return share(report.want, this.strictFree(report, cap));
+    return Math.min(1, share(report.want, this.looseFree(report, cap)));
+  }
+
+  /** Slots no shard holds, not counting suspended viewers. */
+  private looseFree(report: LeaseReport, cap: number): number {
+    return cap - (this.granted - (this.records.get(report.serverId)?.granted ?? 0)) - report.granted;
   }
 
   /** A shard's answer to a recall: applied if newer than what the stream has of it. */

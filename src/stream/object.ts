@@ -11,7 +11,7 @@ import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
-import { LeaseBook, type LeaseRecord } from "./leases";
+import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
 import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
 
@@ -215,13 +215,17 @@ export class StreamObject extends DurableObject<Env> {
    * is told as soon as one is free.
    */
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
-    if (!this.row) return { policy: null, seq: report.seq, granted: report.granted, tight: false };
+    const gone = { policy: null, seq: report.seq, granted: report.granted, tight: false };
+    if (!this.row) return gone;
+    let mode: GrantMode = "strict";
     if (report.want > 0 && this.leases.restsOnSuspended(report, this.row.max_viewers)) {
-      // The free slots are free only because other shards' viewers are suspended: their servers may be back.
+      // Slots are free only because other shards' viewers are suspended: their servers may be back.
       await this.recall(report.streamKey, report.serverId, true, "suspended");
-      if (!this.row) return { policy: null, seq: report.seq, granted: report.granted, tight: false };
+      if (!this.row) return gone;
+      // Still suspended: one slot for the hook that asks (as one admission would rest on them), no more.
+      if (this.leases.restsOnSuspended(report, this.row.max_viewers)) mode = "cautious";
     }
-    let { record, applied } = this.leases.apply(report, this.row.max_viewers);
+    let { record, applied } = this.leases.apply(report, this.row.max_viewers, mode);
     const cap = this.row.max_viewers;
     if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
       // Worth a round if another shard holds slots its viewers did not use at its last report, or
@@ -232,13 +236,17 @@ export class StreamObject extends DurableObject<Env> {
         if (check) this.lastCheck = Date.now();
         await this.recall(report.streamKey, report.serverId, check, check ? "holding" : "unused");
         const now = this.row?.max_viewers ?? null;
-        if (now !== null) record = this.leases.topUp(report.serverId, report.want, now);
+        if (now !== null) record = this.leases.topUp(report, now, this.leases.restsOnSuspended(report, now) ? "cautious" : "strict");
       }
       if (record.granted <= report.live) this.waiting.add(report.serverId);
     }
     if (applied && report.want === 0) this.wakeWaiting(report.streamKey);
+    if (applied && cap !== null && this.leases.free(cap) < 0) {
+      // A heal brought back more viewers than the cap: slots unused elsewhere must not admit more.
+      this.ctx.waitUntil(this.recall(report.streamKey, report.serverId, false, "unused").catch(() => {}));
+    }
     const policy = this.viewerPolicy();
-    return { policy, seq: record.seq, granted: record.granted, tight: policy?.maxViewers != null && this.leases.free(policy.maxViewers) <= 0 };
+    return { policy, seq: record.seq, granted: record.granted, tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0 };
   }
 
   /**

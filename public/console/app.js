@@ -573,6 +573,79 @@ const actions = {
   },
 };
 
+// --- audience: viewers per viewer shard (one per SRS server) and per location ---------
+
+const count = (n) => (Number.isInteger(n) && n > 0 ? n : 0);
+/** The shards of a stream (newer API); an older one has none, and says so by leaving the field out. */
+const shardsOf = (s) => (Array.isArray(s.shards) ? s.shards.filter((x) => x && typeof x === "object") : null);
+const text = (v) => (typeof v === "string" ? v : "");
+/** "AMS · NL", "AMS", "NL", or "—": where the Worker that created the shard ran (request.cf). */
+function placeText(colo, country) {
+  return [text(colo), text(country)].filter(Boolean).join(" · ") || "—";
+}
+
+/**
+ * The "Audience" part of the details dialog: one row per viewer shard (server, location,
+ * viewers, suspended, leased and unused slots), totals per location when the platform
+ * told any, and the slots leased but unused in all. Nothing for an older Worker.
+ */
+function audience(s) {
+  const shards = shardsOf(s);
+  if (shards === null) return null;
+  const capped = s.maxViewers !== null && s.maxViewers !== undefined;
+  const rows = shards
+    .map((x) => {
+      const viewers = count(x.viewers);
+      const leased = count(x.leased);
+      return { serverId: text(x.serverId), colo: text(x.colo), country: text(x.country), viewers, suspended: count(x.suspendedViewers), leased, unused: Math.max(0, leased - viewers) };
+    })
+    .sort((a, b) => a.colo.localeCompare(b.colo) || a.serverId.localeCompare(b.serverId));
+  const slots = (n) => (capped ? String(n) : "—");
+  const noCap = capped ? undefined : "No cap: no slots are leased";
+  const head = (first) => el("thead", {}, el("tr", {},
+    ...first.map((h) => el("th", {}, h)),
+    ...["Viewers", "Suspended", "Leased", "Unused"].map((h) => el("th", { class: "num" }, h))));
+  const figures = (r) => [
+    el("td", { class: "num", "data-col": "viewers" }, String(r.viewers)),
+    el("td", { class: "num", "data-col": "suspended" }, String(r.suspended)),
+    el("td", { class: "num", "data-col": "leased", title: noCap }, slots(r.leased)),
+    el("td", { class: "num", "data-col": "unused", title: noCap }, slots(r.unused)),
+  ];
+  const byShard = rows.length === 0
+    ? el("p", { class: "muted" }, "No SRS server holds viewers or slots of this stream.")
+    : el("div", { class: "scroll" }, el("table", { class: "audience shards" }, head(["Server", "Location"]),
+        el("tbody", {}, ...rows.map((r) =>
+          el("tr", { "data-server": r.serverId }, el("td", { class: "server" }, r.serverId), el("td", { "data-col": "place" }, placeText(r.colo, r.country)), ...figures(r))))));
+  let byRegion = null;
+  if (rows.some((r) => r.colo)) {
+    const regions = new Map();
+    for (const r of rows) {
+      const key = r.colo;
+      const t = regions.get(key) ?? { colo: r.colo, countries: new Set(), servers: 0, viewers: 0, suspended: 0, leased: 0, unused: 0 };
+      if (r.country) t.countries.add(r.country);
+      t.servers++;
+      t.viewers += r.viewers;
+      t.suspended += r.suspended;
+      t.leased += r.leased;
+      t.unused += r.unused;
+      regions.set(key, t);
+    }
+    byRegion = el("div", { class: "scroll" }, el("table", { class: "audience regions" }, head(["Location"]),
+      el("tbody", {}, ...[...regions.values()].map((t) =>
+        el("tr", { "data-colo": t.colo },
+          el("td", { "data-col": "place" }, t.colo ? placeText(t.colo, [...t.countries].join("/")) : "unknown", el("span", { class: "sub" }, plural(t.servers, "server"))),
+          ...figures(t))))));
+  }
+  const unused = count(s.leasedUnused);
+  return el("div", { class: "audience-box" },
+    el("h3", {}, "Audience"),
+    byShard,
+    byRegion ? el("h3", {}, "By location") : null,
+    byRegion,
+    el("p", { class: "leased-unused", title: "Slots the servers' viewer shards hold for their next viewers: other servers get them back when they need them" },
+      capped ? `${plural(unused, "leased slot")} unused.` : "No cap: no slots are leased."));
+}
+
 /**
  * The sessions part of the details dialog: the publisher and any conflicting publisher
  * sessions, each with an End button (ends that one session: ?server=&client=), and viewers.
@@ -630,6 +703,7 @@ function renderSessions(container, s, message = "") {
               el("td", {}, el("span", { class: `badge ${p.state}` }, p.state)),
               el("td", {}, endOne(p)))))),
     el("p", {}, `Viewers: ${viewers}${s.maxViewers === null ? "" : ` of at most ${s.maxViewers}`}.`),
+    audience(s),
     el("p", { class: "muted" }, ACCOUNTING_ONLY),
     result,
   );

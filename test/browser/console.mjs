@@ -3,7 +3,8 @@
 //   node test/browser/console.mjs        (on Node 22: npm run test:browser)
 // It logs in, creates a stream, sends SRS-shaped hooks, checks that the page shows
 // the publisher and the viewer count, ends sessions by hand (a publisher, a stream's,
-// a server's), shows newer state fields, revokes the stream and checks the revocation
+// a server's), shows newer state fields, shows a stream's audience per viewer shard and
+// per location (viewers on two edges), revokes the stream and checks the revocation
 // holds, then pages through more streams than a page holds and checks the console
 // fetches only the page it shows. Screenshots go to test/browser/artifacts/.
 import { spawn } from "node:child_process";
@@ -283,6 +284,86 @@ try {
   check("without the session endpoints, the console says the Worker is too old", /does not have this endpoint/.test(old.error), old.error);
   await page.click("#dialog-buttons button");
   await page.unrouteAll({ behavior: "wait" });
+
+  {
+    // Audience: viewers of one stream on two edges, one viewer shard each; the details show
+    // them per shard (with the slots leased to it) and, when the platform tells the location, per colo.
+    const AUD = `aud-browser-${Date.now().toString(36)}`;
+    const audRow = `#streams tr[data-stream="live/${AUD}"]`;
+    const edgeB = "vid-edgeb01";
+    check("a capped stream for the audience is created", (await adminCall("PUT", `/streams/live/${AUD}`, { maxViewers: 10 })).status === 201);
+    check("edge A heartbeat accepted", (await hook(beat, "/heartbeat")).status === 200);
+    check("edge B heartbeat accepted", (await hook({ ...beat, server: edgeB, service: "svcb0001", device_id: "edge-b", ip: "192.0.2.3", pid: "7300" }, "/heartbeat")).status === 200);
+    const audPlay = (client, extra = {}) => hook({ ...body("on_play"), client_id: client, stream: AUD, stream_url: `/live/${AUD}`, ...extra });
+    const audPlays = [await audPlay("auda0001"), await audPlay("auda0002"), await audPlay("audb0001", { server_id: edgeB, service_id: "svcb0001", ip: "192.0.2.30" })];
+    check("two viewers on edge A and one on edge B are admitted", audPlays.every((r) => r.status === 200), JSON.stringify(audPlays));
+    await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "3", audRow, { timeout: 15_000 });
+    check("the stream's row counts the viewers of both edges", (await page.textContent(`${audRow} .viewers`)).includes("3 / 10"), await page.textContent(`${audRow} .viewers`));
+    const audPath = `/admin/streams/live/${AUD}`;
+    const audienceTable = (sel) => page.evaluate((s) => Object.fromEntries([...document.querySelectorAll(`${s} tbody tr`)].map((tr) => [
+      tr.dataset.server ?? tr.dataset.colo,
+      Object.fromEntries([...tr.querySelectorAll("td[data-col]")].map((td) => [td.dataset.col, td.dataset.col === "place" ? td.firstChild.textContent : td.textContent])),
+    ])), sel);
+    /** Opens the details of the audience stream; returns the state the page got for it. */
+    const openAudience = async () => {
+      const answer = page.waitForResponse((r) => new URL(r.url()).pathname === audPath && r.request().method() === "GET", { timeout: 15_000 });
+      await page.click(`${audRow} button[data-action=details]`);
+      const data = await (await answer).json();
+      await page.waitForSelector("#dialog[open] .audience-box", { timeout: 15_000 });
+      return data;
+    };
+    const audState = await openAudience();
+    const shards = Object.fromEntries((audState.shards ?? []).map((x) => [x.serverId, x]));
+    check("the admin API gives the audience per shard: 2 viewers on edge A, 1 on edge B",
+      shards[edge]?.viewers === 2 && shards[edgeB]?.viewers === 1 && audState.shards.length === 2 && audState.viewers === 3, JSON.stringify(audState));
+    check("the admin API's leases hold the viewers, within the cap, and leasedUnused sums what they leave unused",
+      audState.shards.every((x) => x.leased >= x.viewers) && audState.shards.reduce((n, x) => n + x.leased, 0) <= 10 &&
+        audState.leasedUnused === audState.shards.reduce((n, x) => n + Math.max(0, x.leased - x.viewers), 0), JSON.stringify(audState));
+    const table = await audienceTable("#dialog .audience.shards");
+    const place = (x) => [x.colo, x.country].filter(Boolean).join(" · ") || "—";
+    const want = (x) => ({ place: place(x), viewers: String(x.viewers), suspended: String(x.suspendedViewers), leased: String(x.leased), unused: String(Math.max(0, x.leased - x.viewers)) });
+    check("the audience table has one row per shard with its viewers, suspended, leased and unused slots",
+      Object.keys(table).length === 2 && JSON.stringify(table[edge]) === JSON.stringify(want(shards[edge])) && JSON.stringify(table[edgeB]) === JSON.stringify(want(shards[edgeB])),
+      `${JSON.stringify(table)} vs ${JSON.stringify(audState.shards)}`);
+    const unusedLine = await page.textContent("#dialog .leased-unused");
+    check("the stream's leased but unused slots are said", unusedLine.startsWith(`${audState.leasedUnused} leased slot${audState.leasedUnused === 1 ? "" : "s"} unused`), unusedLine);
+    // wrangler dev may fill request.cf (from Cloudflare's edge) or not: per-location totals only when it did.
+    const located = audState.shards.some((x) => x.colo);
+    const regionsShown = await audienceTable("#dialog .audience.regions");
+    const colos = [...new Set(audState.shards.map((x) => x.colo))];
+    check(located ? `per-location totals are shown (${colos.join(", ")})` : "without a location from the platform, no per-location totals",
+      located
+        ? Object.keys(regionsShown).length === colos.length && colos.every((c) => regionsShown[c]?.viewers === String(audState.shards.filter((x) => x.colo === c).reduce((n, x) => n + x.viewers, 0)))
+        : !(await page.isVisible("#dialog .audience.regions")),
+      JSON.stringify(regionsShown));
+    check("the decision log has edge B's viewer decision", (await page.textContent("#dialog .events")).includes(edgeB), (await page.textContent("#dialog .events")).slice(0, 300));
+    await page.screenshot({ path: join(ARTIFACTS, "console-audience.png") });
+    await page.click("#dialog-buttons button");
+
+    // Locations as the platform may tell them: the page's own answer with locations set, a third shard in edge A's colo, and a location that is markup, shown as text.
+    const hostile = `<img src=x data-hostile onerror="document.title='pwned'">`;
+    const third = { serverId: "vid-fakec01", colo: "AMS", country: "NL", viewers: 4, suspendedViewers: 1, leased: 6 };
+    await page.route((url) => url.pathname === audPath, (route) => edited(route, (d) => {
+      d.shards = [...d.shards.map((x) => ({ ...x, ...(x.serverId === edge ? { colo: "AMS", country: "NL" } : { colo: hostile, country: "FR" }) })), third];
+      d.leasedUnused += 2;
+    }));
+    const locatedState = await openAudience();
+    const regions = await audienceTable("#dialog .audience.regions");
+    const a = locatedState.shards.find((x) => x.serverId === edge);
+    const b = locatedState.shards.find((x) => x.serverId === edgeB);
+    check("per-location totals group the shards by colo", Object.keys(regions).length === 2 &&
+      JSON.stringify(regions.AMS) === JSON.stringify({ place: "AMS · NL", viewers: String(a.viewers + 4), suspended: "1", leased: String(a.leased + 6), unused: String(Math.max(0, a.leased - a.viewers) + 2) }) &&
+      regions[hostile]?.viewers === String(b.viewers), JSON.stringify(regions));
+    const locatedShards = await audienceTable("#dialog .audience.shards");
+    check("each shard shows its colo and country", locatedShards[edge]?.place === "AMS · NL" && locatedShards["vid-fakec01"]?.unused === "2" && locatedShards[edgeB]?.place === `${hostile} · FR`, JSON.stringify(locatedShards));
+    check("a location is shown as text, never as markup", (await page.evaluate(() => document.querySelector("#dialog [data-hostile]") === null && document.title !== "pwned")));
+    check("the total follows the answer", (await page.textContent("#dialog .leased-unused")).startsWith(`${locatedState.leasedUnused} leased slot`), await page.textContent("#dialog .leased-unused"));
+    await page.screenshot({ path: join(ARTIFACTS, "console-audience-regions.png") });
+    await page.click("#dialog-buttons button");
+    await page.unrouteAll({ behavior: "wait" });
+    check("the audience stream is revoked", (await adminCall("DELETE", `/streams/live/${AUD}`)).status < 300);
+    await page.waitForSelector(audRow, { state: "detached", timeout: 15_000 });
+  }
 
   // Revoke: the row goes, and the key is refused at once.
   await page.click(`${row} button[data-action=revoke]`);

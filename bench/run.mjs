@@ -545,8 +545,12 @@ function startHeartbeats(base, edges) {
  * otherwise reuse a keep-alive connection the server may be closing at that very moment).
  */
 function postFresh(url, body) {
+  return requestFresh(url, { method: "POST", headers: { ...HEADERS, "content-length": Buffer.byteLength(body) }, body });
+}
+
+function requestFresh(url, { method, headers, body }) {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: "POST", agent: false, headers: { ...HEADERS, "content-length": Buffer.byteLength(body) }, timeout: 60_000 }, (res) => {
+    const req = http.request(url, { method, agent: false, headers, timeout: 60_000 }, (res) => {
       const chunks = [];
       res.on("data", (c) => chunks.push(c));
       res.on("end", () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString() }));
@@ -630,8 +634,13 @@ class LoadCountersMissing extends Error {}
 async function readLoad(base, stream, servers) {
   // Built by hand: "/" and "," are legal in a query and the contract spells them so.
   const url = new URL(`/admin/load?stream=live/${stream}&servers=${servers.join(",")}`, base);
-  const res = await fetch(url, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, signal: AbortSignal.timeout(60_000) });
-  const text = await res.text();
+  let res;
+  try {
+    res = await requestFresh(url, { method: "GET", headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  } catch (err) {
+    throw new Error(`GET /admin/load: ${err.message}${err.code ? ` (${err.code})` : ""}`);
+  }
+  const { text } = res;
   if (res.status === 404) throw new LoadCountersMissing(`GET /admin/load 404: the gate has no load counters (the bench sets LOAD_COUNTERS=1; answer: ${text.slice(0, 120)})`);
   if (res.status !== 200) throw new Error(`GET /admin/load: ${res.status} ${text.slice(0, 200)}`);
   let body;
@@ -739,13 +748,15 @@ async function flashCrowd(base, edges, { title, stream, cap, hooks, connections 
     loadProblem = err.message;
   }
   let sampling = Promise.resolve();
+  const missedSamples = [];
   const sampler = acc
     ? setInterval(() => {
         sampling = sampling.then(async () => {
           try {
-            acc?.add(await readLoad(base, stream, servers));
+            acc.add(await readLoad(base, stream, servers));
           } catch (err) {
-            loadProblem ??= err.message;
+            // A missed read in between loses nothing unless an object restarts meanwhile; the next read catches up.
+            missedSamples.push(err.message);
           }
         });
       }, LOAD_SAMPLE_MS)
@@ -786,6 +797,7 @@ async function flashCrowd(base, edges, { title, stream, cap, hooks, connections 
     seconds: r.seconds,
     load: loadProblem ? null : load,
     loadProblem,
+    missedSamples,
   };
 }
 
@@ -801,6 +813,7 @@ function describeFlash(f) {
       `  load: stream object ${l.stream} calls (${fmt.num(l.streamPer1000)} per 1,000 admissions); viewer shards ${l.shardSum} in all, busiest ${l.shardMax}; ` +
         `registry ${l.registrySum} in all, busiest shard ${l.registryMax}; busiest object: ${l.busiest.name}, ${l.busiest.calls} calls = ${fmt.pct(l.busiest.share)} of the hooks`,
     );
+    if (f.missedSamples.length) lines.push(`  load: ${f.missedSamples.length} reads during the run failed, e.g. ${f.missedSamples[0]}`);
     if (l.restarted.length) lines.push(`  load: counters went backwards (restarted) for ${l.restarted.join(", ")}: their calls are lower bounds`);
   } else lines.push(`  load: unknown: ${f.loadProblem}`);
   if (f.errors) lines.push(`  errors ${JSON.stringify(f.breakdown)}, e.g. ${f.samples.join(" | ")}`);
@@ -997,11 +1010,11 @@ timing or load targets).
 - **Date:** ${meta.date}
 - **Machine:** ${m.cpu} (${m.cores} cores), ${m.memory} RAM, ${m.os}
 - **Versions:** Node ${v.node}, workerd ${v.workerd} (miniflare ${v.miniflare}, wrangler ${v.wrangler}), autocannon ${v.autocannon}
-- **Command:** \`${meta.command}\` (${rounds} rounds, ${meta.connections} connections, flash crowd ${n(f.hooks)} hooks over ${f.connections} connections, total ${Math.round(meta.seconds)} s)
+- **Command:** \`${meta.command}\` (${rounds} round${rounds === 1 ? "" : "s"}, ${meta.connections} connections, flash crowd ${n(f.hooks)} hooks over ${f.connections} connections, total ${Math.round(meta.seconds)} s)
 
 ## Results
 
-Medians over ${rounds} rounds. Latencies are per request, measured by the load generator
+Medians over ${rounds} round${rounds === 1 ? "" : "s"}. Latencies are per request, measured by the load generator
 (keep-alive HTTP/1.1 on 127.0.0.1); the "vs" columns compare with a floor given the same
 requests in the same round.
 

@@ -9,11 +9,12 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { withRetry } from "../src/platform/retry";
 import { ServerRegistry } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
 import {
   close,
   createStream,
@@ -29,10 +30,19 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, overloaded, retryable, serverListed } from "./fleet";
+import { beat, overloaded, retryable, serverListed, T0 } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const plain = () => new Error("something broke in the object");
+
+/** For one test: Date in the future (fleet.ts T0), so the objects' alarms run only when the test runs them. */
+function futureClock(): void {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  vi.setSystemTime(T0);
+  onTestFinished(() => {
+    vi.useRealTimers();
+  });
+}
 
 let edge: Edge;
 beforeEach(() => {
@@ -73,8 +83,8 @@ describe("an error the platform marks retryable", () => {
   it("after the decision was made but its answer lost: the retry is a repeat, admitted once", async () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 1 });
-    const real = StreamObject.prototype.play;
-    const playSpy = vi.spyOn(StreamObject.prototype, "play").mockImplementationOnce(async function (this: StreamObject, ...args: Parameters<StreamObject["play"]>) {
+    const real = ViewerShard.prototype.play;
+    const playSpy = vi.spyOn(ViewerShard.prototype, "play").mockImplementationOnce(async function (this: ViewerShard, ...args: Parameters<ViewerShard["play"]>) {
       await real.apply(this, args);
       throw retryable();
     });
@@ -85,22 +95,46 @@ describe("an error the platform marks retryable", () => {
     expect((await hook(play("live", s, { ...edge, client: "view0002" }))).status).toBe(403);
   });
 
+  // The Worker writes an index entry per session only for publishers now (viewers: once per process, by their shard).
   it("an admission whose answer was lost is undone when the index cannot be written", async () => {
     const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    const real = StreamObject.prototype.play;
-    vi.spyOn(StreamObject.prototype, "play").mockImplementationOnce(async function (this: StreamObject, ...args: Parameters<StreamObject["play"]>) {
+    const key = await createStream(s);
+    const real = StreamObject.prototype.publish;
+    const publishSpy = vi.spyOn(StreamObject.prototype, "publish").mockImplementationOnce(async function (this: StreamObject, ...args: Parameters<StreamObject["publish"]>) {
       await real.apply(this, args);
       throw retryable();
     });
     vi.spyOn(ServerRegistry.prototype, "track").mockImplementation(async () => {
       throw overloaded();
     });
-    const r = await hook(play("live", s, { ...edge, client: "view0001" }));
+    const r = await hook(publish("live", s, key, { ...edge, client: "enc00001" }));
+    expect(publishSpy).toHaveBeenCalledTimes(2);
     expect(r.status).toBe(503);
     expect(r.body.reason).toBe("registry unavailable (overloaded): refused");
-    // The retried decision said "already viewing" (admit: false), yet the first attempt's admission is undone: no ghost without an index entry.
+    vi.restoreAllMocks();
+    // The retried decision said "already publishing" (admit: false), yet the first attempt's admission is undone: no ghost without an index entry.
+    expect((await streamState(s)).live).toBe(false);
+    expect(await hook(publish("live", s, key, { ...newEdge(), client: "enc00002" }))).toEqual(ALLOW);
+  });
+
+  it("a viewer admission whose answer was lost is undone when the retry fails too", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const real = ViewerShard.prototype.play;
+    let attempts = 0;
+    vi.spyOn(ViewerShard.prototype, "play").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["play"]>) {
+      if (attempts++ > 0) throw overloaded();
+      await real.apply(this, args);
+      throw retryable();
+    });
+    const r = await hook(play("live", s, { ...edge, client: "view0001" }));
+    expect(attempts).toBe(2);
+    expect(r.status).toBe(503);
+    expect(r.body.reason).toBe("viewer shard unavailable (overloaded): refused");
+    vi.restoreAllMocks();
+    // SRS refused the viewer: the first attempt's admission holds no slot.
     expect((await streamState(s)).viewers).toBe(0);
+    expect(await hook(play("live", s, { ...newEdge(), client: "view0002" }))).toEqual(ALLOW);
   });
 
   it("every time: at most three attempts, then the hook fails closed", async () => {
@@ -130,16 +164,18 @@ describe("an error the platform marks retryable", () => {
     expect(await serverListed(edge)).toMatchObject({ sessions: 0 });
   });
 
+  // on_close looks up only publishers in the index (a viewer's close goes to its shard): a publisher's session it is.
   it("once on on_close's index lookup: the session ends", async () => {
     const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
     const heldSpy = vi.spyOn(ServerRegistry.prototype, "held").mockImplementationOnce(async () => {
       throw retryable();
     });
-    expect(await hook(close({ ...edge, client: "view0001" }))).toEqual(ALLOW);
+    expect(await hook(close({ ...edge, client: "enc00001" }))).toEqual(ALLOW);
     expect(heldSpy).toHaveBeenCalledTimes(2);
-    expect((await streamState(s)).viewers).toBe(0);
+    expect((await streamState(s)).live).toBe(false);
+    expect(await serverListed(edge)).toMatchObject({ sessions: 0 });
   });
 
   it("once on a heartbeat: it is recorded", async () => {
@@ -151,11 +187,13 @@ describe("an error the platform marks retryable", () => {
     expect(await serverListed(edge)).toMatchObject({ serviceId: edge.service, alive: true });
   });
 
+  // Streams are told about their publishers; a viewer's process is news for its server's viewer shard (next test).
   it("once on a notice to a stream: delivered in the same alarm run", async () => {
+    futureClock(); // the registry's alarm runs only when the test runs it
     await beat(edge);
     const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
     const real = StreamObject.prototype.applyStatus;
     let tries = 0;
     // The shard may hold other tests' servers: only notices about this edge fail, once.
@@ -163,11 +201,30 @@ describe("an error the platform marks retryable", () => {
       if (news.serverId === edge.server && tries++ === 0) throw retryable();
       return real.call(this, news);
     });
-    expect(await beat({ server: edge.server, service: newEdge().service })).toEqual(ALLOW); // a restart: the viewer's process is gone
+    expect(await beat({ server: edge.server, service: newEdge().service })).toEqual(ALLOW); // a restart: the publisher's process is gone
+    expect(tries).toBe(0); // the stream's notice waits for the alarm
     await runDurableObjectAlarm(serverRegistry(env, edge.server));
     expect(tries).toBe(2);
+    expect((await streamState(s)).live).toBe(false);
+    expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0, sessions: 0 });
+  });
+
+  it("once on a notice to a viewer shard: delivered before the restart's heartbeat is answered", async () => {
+    futureClock(); // else the registry's own alarm, armed for the notice, may deliver it a third time meanwhile
+    await beat(edge);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 5 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const real = ViewerShard.prototype.applyStatus;
+    let tries = 0;
+    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(function (this: ViewerShard, news) {
+      if (news.serverId === edge.server && tries++ === 0) throw retryable();
+      return real.call(this, news);
+    });
+    expect(await beat({ server: edge.server, service: newEdge().service })).toEqual(ALLOW); // a restart: the viewer's process is gone
+    expect(tries).toBe(2);
     expect((await streamState(s)).viewers).toBe(0);
-    expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0 });
+    expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0, sessions: 0 });
   });
 });
 
@@ -203,7 +260,22 @@ describe("an overloaded object is not asked again", () => {
     expect(await hook(publish("live", s, key, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
   });
 
+  // The Worker's own index write is a publisher's (on_publish tracks alongside the decision).
   it("on the index write: one attempt, the admission is undone, 503 naming the registry", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const trackSpy = vi.spyOn(ServerRegistry.prototype, "track").mockImplementation(async () => {
+      throw overloaded();
+    });
+    const r = await hook(publish("live", s, key, { ...edge, client: "enc00001" }));
+    expect(trackSpy).toHaveBeenCalledTimes(1);
+    expect(r.body).toEqual({ code: 503, reason: "registry unavailable (overloaded): refused" });
+    vi.restoreAllMocks();
+    expect((await streamState(s)).live).toBe(false);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
+  });
+
+  it("on the viewer shard's once-per-process index write: one attempt, nothing admitted, 503", async () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 1 });
     const trackSpy = vi.spyOn(ServerRegistry.prototype, "track").mockImplementation(async () => {
@@ -211,7 +283,8 @@ describe("an overloaded object is not asked again", () => {
     });
     const r = await hook(play("live", s, { ...edge, client: "view0001" }));
     expect(trackSpy).toHaveBeenCalledTimes(1);
-    expect(r.body).toEqual({ code: 503, reason: "registry unavailable (overloaded): refused" });
+    // Pinned as it is: the shard passes the registry's error on, so the reason names the shard the Worker called.
+    expect(r.body).toEqual({ code: 503, reason: "viewer shard unavailable (overloaded): refused" });
     vi.restoreAllMocks();
     expect((await streamState(s)).viewers).toBe(0);
     expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
@@ -230,17 +303,35 @@ describe("an overloaded object is not asked again", () => {
 
   it("on a stop: one attempt, the index entry stays for on_close", async () => {
     const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
     const endSpy = vi.spyOn(StreamObject.prototype, "end").mockImplementationOnce(() => {
       throw overloaded();
     });
-    const r = await hook(stopPlay("live", s, { ...edge, client: "view0001" }));
+    const r = await hook(unpublish("live", s, { ...edge, client: "enc00001" }));
     expect(endSpy).toHaveBeenCalledTimes(1);
     expect(r.body).toEqual({ code: 503, reason: "stream object unavailable (overloaded): stop not recorded" });
     expect(await serverListed(edge)).toMatchObject({ sessions: 1 });
+    expect(await hook(close({ ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect((await streamState(s)).live).toBe(false);
+    expect(await serverListed(edge)).toMatchObject({ sessions: 0 });
+  });
+
+  it("on a viewer's stop: one attempt, the shard keeps the session for on_close", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 5 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const stopSpy = vi.spyOn(ViewerShard.prototype, "stop").mockImplementationOnce(() => {
+      throw overloaded();
+    });
+    const r = await hook(stopPlay("live", s, { ...edge, client: "view0001" }));
+    expect(stopSpy).toHaveBeenCalledTimes(1);
+    expect(r.body).toEqual({ code: 503, reason: "viewer shard unavailable (overloaded): stop not recorded" });
+    expect((await streamState(s)).viewers).toBe(1);
+    expect(await serverListed(edge)).toMatchObject({ sessions: 1 });
     expect(await hook(close({ ...edge, client: "view0001" }))).toEqual(ALLOW);
     expect((await streamState(s)).viewers).toBe(0);
+    expect(await serverListed(edge)).toMatchObject({ sessions: 0 });
   });
 });
 
@@ -248,13 +339,13 @@ describe("any other error is not retried either", () => {
   it("an error thrown by the object's own code: one attempt, 500 naming the object, nothing admitted", async () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 5 });
-    const playSpy = vi.spyOn(StreamObject.prototype, "play").mockImplementation(async () => {
+    const playSpy = vi.spyOn(ViewerShard.prototype, "play").mockImplementation(async () => {
       throw plain();
     });
     const r = await hook(play("live", s, { ...edge, client: "view0001" }));
     expect(playSpy).toHaveBeenCalledTimes(1);
     expect(r.status).toBe(500);
-    expect(r.body).toEqual({ code: 500, reason: "stream object failed: refused" });
+    expect(r.body).toEqual({ code: 500, reason: "viewer shard failed: refused" });
     vi.restoreAllMocks();
     expect((await streamState(s)).viewers).toBe(0);
   });

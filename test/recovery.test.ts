@@ -7,6 +7,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
 import {
   admin,
   close,
@@ -153,36 +154,44 @@ describe("restarts answer fast, whatever the fleet size", () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 1 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    // 2,000 more streams the old process holds a viewer on (index entries, as its start hooks left them).
+    // 2,000 streams the old process publishes on (index entries, as its on_publish hooks left them; viewers
+    // leave one entry per process, for their shard, which the viewer above made).
     await runInDurableObject(serverStub(edge), async (registry: ServerRegistry) => {
       for (let i = 0; i < 2000; i++) {
-        await registry.track(edge.server, edge.service, `c${i}`, { streamKey: `__defaultVhost__/live/bulk-${edge.server}-${i}`, role: "viewer" });
+        await registry.track(edge.server, edge.service, `c${i}`, { streamKey: `__defaultVhost__/live/bulk-${edge.server}-${i}`, role: "publisher" });
       }
     });
-    const calls = { stream: 0 };
-    for (const method of ["applyStatus", "end", "play", "publish", "state"] as const) {
-      const original = StreamObject.prototype[method] as (...a: unknown[]) => unknown;
-      vi.spyOn(StreamObject.prototype, method).mockImplementation(function (this: StreamObject, ...args: unknown[]) {
-        calls.stream++;
-        return original.apply(this, args);
-      } as never);
-    }
+    // Object calls, to stream objects and viewer shards alike.
+    const calls = { objects: 0 };
+    const count = <T extends object>(proto: T, methods: readonly (keyof T)[]) => {
+      for (const method of methods) {
+        const original = proto[method] as (...a: unknown[]) => unknown;
+        vi.spyOn(proto, method as never).mockImplementation(function (this: T, ...args: unknown[]) {
+          calls.objects++;
+          return original.apply(this, args);
+        } as never);
+      }
+    };
+    count(StreamObject.prototype, ["applyStatus", "end", "publish", "viewerLease", "refusePlay", "state"]);
+    count(ViewerShard.prototype, ["applyStatus", "play", "stop", "close", "recall"]);
 
     // The restarted process's first hook: a viewer on the full stream.
     expect(await hook(play("live", s, { ...restarted(edge), client: "view0002" }))).toEqual(ALLOW);
-    expect(calls.stream).toBeLessThanOrEqual(5);
+    expect(calls.objects).toBeLessThanOrEqual(5);
+    // A notice per stream the old process published on, and one to the server's viewer shard.
     expect((await serverListed(edge)).pendingNotices).toBe(2001);
 
     let runs = 0;
-    calls.stream = 0;
+    calls.objects = 0;
     while ((await serverListed(edge)).pendingNotices > 0) {
-      const before = calls.stream;
+      const before = calls.objects;
       await runDurableObjectAlarm(serverStub(edge));
-      expect(calls.stream - before).toBeLessThanOrEqual(50);
+      expect(calls.objects - before).toBeLessThanOrEqual(50);
       runs++;
     }
     expect(runs).toBeGreaterThanOrEqual(40);
     expect((await serverListed(edge)).sessions).toBe(1);
+    expect((await streamState(s)).viewers).toBe(1);
   }, 120_000);
 });
 

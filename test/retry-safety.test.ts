@@ -6,10 +6,11 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
 import {
   createStream,
   type Edge,
@@ -22,10 +23,19 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, events, overloaded, retryable, serverListed } from "./fleet";
+import { beat, events, overloaded, retryable, serverListed, T0 } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** For one test: Date in the future (fleet.ts T0), so the registry's alarm runs only when the test runs it (it counts deliveries). */
+function futureClock(): void {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  vi.setSystemTime(T0);
+  onTestFinished(() => {
+    vi.useRealTimers();
+  });
+}
 
 let edge: Edge;
 beforeEach(() => {
@@ -104,12 +114,14 @@ describe("retry safety of start hooks", () => {
   it("one start hook whose answer was lost writes two decisions to the stream's log (admitted, then already live)", async () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 5 });
-    const real = StreamObject.prototype.play;
-    vi.spyOn(StreamObject.prototype, "play").mockImplementationOnce(async function (this: StreamObject, ...args: Parameters<StreamObject["play"]>) {
+    const real = ViewerShard.prototype.play;
+    const spy = vi.spyOn(ViewerShard.prototype, "play").mockImplementationOnce(async function (this: ViewerShard, ...args: Parameters<ViewerShard["play"]>) {
       await real.apply(this, args);
       throw retryable();
     });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    expect(spy).toHaveBeenCalledTimes(2);
+    // The viewer shard writes viewers' decisions; GET .../events shows them with the stream's.
     const mine = (await events(s)).filter((e) => e.client === "view0001" && e.action === "on_play");
     expect(mine.map((e) => e.reason)).toEqual(["already live", "admitted"]); // pinned as it is
     expect((await streamState(s)).viewers).toBe(1);
@@ -155,12 +167,14 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     const s = uniqueStream();
     await createStream(s, { maxViewers: 5 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    const real = StreamObject.prototype.end;
-    vi.spyOn(StreamObject.prototype, "end").mockImplementationOnce(function (this: StreamObject, ...args: Parameters<StreamObject["end"]>) {
+    // A viewer's on_stop goes to its server's viewer shard.
+    const real = ViewerShard.prototype.stop;
+    const spy = vi.spyOn(ViewerShard.prototype, "stop").mockImplementationOnce(function (this: ViewerShard, ...args: Parameters<ViewerShard["stop"]>) {
       real.apply(this, args);
       throw retryable();
     });
     expect(await hook(stopPlay("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    expect(spy).toHaveBeenCalledTimes(2);
     expect((await events(s)).filter((e) => e.client === "view0001" && e.decision === "end")).toHaveLength(1);
     expect((await streamState(s)).viewers).toBe(0);
     expect(await serverListed(edge)).toMatchObject({ sessions: 0 });
@@ -186,25 +200,28 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
   });
 
   it("a notice applied but whose answer was lost is applied once (one fence line), and leaves the outbox", async () => {
+    futureClock();
     expect(await beat(edge)).toEqual(ALLOW);
     const s = uniqueStream();
     await createStream(s, { maxViewers: 5 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
     expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
-    const real = StreamObject.prototype.applyStatus;
+    // Viewers' processes are news for their server's viewer shard: a restart's heartbeat delivers it before it is answered.
+    const real = ViewerShard.prototype.applyStatus;
     let lost = 0;
-    vi.spyOn(StreamObject.prototype, "applyStatus").mockImplementation(function (this: StreamObject, news) {
+    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(function (this: ViewerShard, news) {
       const n = real.call(this, news);
       if (news.serverId === edge.server && lost++ === 0) throw retryable();
       return n;
     });
     expect(await beat({ server: edge.server, service: newEdge().service })).toEqual(ALLOW);
-    await runDurableObjectAlarm(serverRegistry(env, edge.server));
     expect(lost).toBe(2);
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
+    expect(lost).toBe(2); // delivered: the alarm does not send it again
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0 });
     const fences = (await events(s)).filter((e) => e.action === "fence");
     expect(fences).toHaveLength(1);
-    expect(fences[0].reason).toMatch(/^ended 2 session/);
+    expect(fences[0].reason).toMatch(/^ended 2 viewer/);
   });
 
   it("an overloaded registry is asked once by a stream's liveness round, and the refusal stands", async () => {
@@ -220,11 +237,13 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     expect(spy).toHaveBeenCalledTimes(1);
   });
 
+  // A stream is told about its publishers (its viewers are its shards'): a publisher it is.
   it("an overloaded stream is sent a notice once per alarm run, and the notice stays pending", async () => {
+    futureClock();
     expect(await beat(edge)).toEqual(ALLOW);
     const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
     let calls = 0;
     vi.spyOn(StreamObject.prototype, "applyStatus").mockImplementation(function (this: StreamObject, news) {
       if (news.serverId === edge.server) calls++;
@@ -233,6 +252,25 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     expect(await beat({ server: edge.server, service: newEdge().service })).toEqual(ALLOW);
     await runDurableObjectAlarm(serverRegistry(env, edge.server));
     expect(calls).toBe(1);
+    expect(await serverListed(edge)).toMatchObject({ pendingNotices: 1 });
+  });
+
+  it("an overloaded viewer shard is sent a notice once by the restart's heartbeat, once per alarm run, and the notice stays pending", async () => {
+    futureClock();
+    expect(await beat(edge)).toEqual(ALLOW);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 5 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    let calls = 0;
+    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(function (this: ViewerShard, news) {
+      if (news.serverId === edge.server) calls++;
+      throw overloaded();
+    });
+    // The heartbeat is answered all the same: the notice waits in the outbox.
+    expect(await beat({ server: edge.server, service: newEdge().service })).toEqual(ALLOW);
+    expect(calls).toBe(1);
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
+    expect(calls).toBe(2);
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 1 });
   });
 });

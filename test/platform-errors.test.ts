@@ -283,8 +283,8 @@ describe("an overloaded object is not asked again", () => {
     });
     const r = await hook(play("live", s, { ...edge, client: "view0001" }));
     expect(trackSpy).toHaveBeenCalledTimes(1);
-    // Pinned as it is: the shard passes the registry's error on, so the reason names the shard the Worker called.
-    expect(r.body).toEqual({ code: 503, reason: "viewer shard unavailable (overloaded): refused" });
+    // The shard could not reach the registry: SRS's reason names the registry, not the shard the Worker called.
+    expect(r.body).toEqual({ code: 503, reason: "registry unavailable (overloaded): refused" });
     vi.restoreAllMocks();
     expect((await streamState(s)).viewers).toBe(0);
     expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);

@@ -108,6 +108,47 @@ export class ObjectCallFailed extends StatusError {
 }
 
 /**
+ * An object that could not reach another object it needed for a hook (a
+ * viewer shard asking the registry or the stream): it answers this instead
+ * of throwing, so the Worker names the object that failed, with its class,
+ * and does not retry the whole hook (the inner call was retried already).
+ */
+export interface Unreachable {
+  unreachable: Target;
+  errorClass: ErrorClass;
+  detail: string;
+}
+
+/** Thrown inside the calling object by `nested`; turned into an Unreachable answer at its RPC method. */
+export class NestedCallFailed extends Error {
+  constructor(
+    readonly target: Target,
+    readonly cause: unknown,
+  ) {
+    super(`${target}: ${String(cause)}`);
+  }
+
+  get unreachable(): Unreachable {
+    return { unreachable: this.target, errorClass: errorClass(this.cause), detail: String(this.cause).slice(0, 300) };
+  }
+}
+
+/** withRetry for a call from one object to another; what still fails is a NestedCallFailed naming the callee. */
+export async function nested<S, T>(target: Target, stub: () => S, call: (stub: S) => Promise<T>): Promise<T> {
+  try {
+    return await withRetry(stub, call);
+  } catch (err) {
+    throw new NestedCallFailed(target, err);
+  }
+}
+
+/** The ObjectCallFailed a hook ends with when its object answered Unreachable. */
+export function unreachableFailure(u: Unreachable, outcome: string, fields: Record<string, unknown>): ObjectCallFailed {
+  const flags = { overloaded: u.errorClass === "overloaded", retryable: u.errorClass === "retryable", remote: u.errorClass === "remote" };
+  return new ObjectCallFailed(u.unreachable, Object.assign(new Error(u.detail), flags), outcome, fields);
+}
+
+/**
  * withRetry, and a failure that is left becomes an ObjectCallFailed when it
  * came from the object call (the platform marked it overloaded, retryable or
  * remote). Anything else arose in the Worker itself (a setting it could not

@@ -30,7 +30,7 @@ import type { IndexedSession } from "../server/registry";
 import type { Role, SessionId, StartHook, StreamHook } from "../srs/hook";
 import type { EndedSession } from "../stream/object";
 import { Denials, type Decision, type PlayToken } from "../stream/rules";
-import { callObject } from "../platform/retry";
+import { callObject, unreachableFailure, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerShard } from "../object-access";
 import type { Place } from "../viewers/lease";
 
@@ -60,8 +60,9 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
   const shard = <T>(call: (s: ShardStub) => Promise<T>) => callObject("viewer shard", () => viewerShard(env, serverId), call, "refused", fields);
   const hookId = crypto.randomUUID();
   let attempts = 0;
+  let result: Decision | Unreachable;
   try {
-    return await shard((s): Promise<Decision> => {
+    result = await shard((s): Promise<Decision | Unreachable> => {
       attempts++;
       return s.play({ streamKey, session: hook.session, ip: hook.ip, token, guessLimit, hookId, place });
     });
@@ -71,6 +72,9 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
     }
     throw err;
   }
+  // The shard could not reach the registry or the stream it needed: nothing was admitted; the answer names that object.
+  if ("unreachable" in result) throw unreachableFailure(result, "refused", fields);
+  return result;
 }
 
 /**

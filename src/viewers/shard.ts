@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls } from "../platform/load";
-import { withRetry } from "../platform/retry";
+import { nested, NestedCallFailed, withRetry, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject } from "../object-access";
 import type { ProcessStatus } from "../server/registry";
 import type { SessionId } from "../srs/hook";
@@ -177,8 +177,14 @@ export class ViewerShard extends DurableObject<Env> {
   // --- hooks ------------------------------------------------------------------------
 
   /** on_play: where a viewer is admitted. */
-  async play(req: PlayRequest): Promise<Decision> {
-    return this.decide(req, true);
+  async play(req: PlayRequest): Promise<Decision | Unreachable> {
+    try {
+      return await this.decide(req, true);
+    } catch (err) {
+      // The registry or the stream could not be reached: the Worker's answer names it.
+      if (err instanceof NestedCallFailed) return err.unreachable;
+      throw err;
+    }
   }
 
   private async decide(req: PlayRequest, first: boolean): Promise<Decision> {
@@ -193,7 +199,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (!known) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
     if (policy.playAuth === "token" && !req.token.ok) {
       // The stream counts failed tokens per ip (brute-force limit) and logs them.
-      const refusal = await withRetry(() => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
+      const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
       if (refusal.allow && first) {
         // The stream no longer asks for tokens: the cached policy was stale.
         this.policies.delete(streamKey);
@@ -430,7 +436,7 @@ export class ViewerShard extends DurableObject<Env> {
    * either kind brings a silent server back.
    */
   private async speakFor(session: SessionId, kind: "start" | "stop"): Promise<void> {
-    const answer = await withRetry(() => serverRegistry(this.env, session.serverId), (r) => r.shardHeard(session.serverId, session.serviceId, kind));
+    const answer = await nested("registry", () => serverRegistry(this.env, session.serverId), (r) => r.shardHeard(session.serverId, session.serviceId, kind));
     this.heard.set(session.serviceId, { lastHeartbeat: answer.lastHeartbeat });
     if (answer.epoch === "retired") this.markReplaced(session.serviceId);
   }
@@ -583,7 +589,7 @@ export class ViewerShard extends DurableObject<Env> {
     // a restarted shard never reuses one. A stream that never granted anything here needs no row.
     const stored = lease.granted > 0 || this.hasLeaseRow(streamKey);
     if (stored) this.storeLease(streamKey, lease);
-    const answer: LeaseAnswer = await withRetry(() => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
+    const answer: LeaseAnswer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
     if (answer.policy === null && lease.granted === 0 && !stored) {
       // No such stream (a typo, a flood of made-up names): nothing kept.
       this.leases.delete(streamKey);

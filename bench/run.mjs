@@ -8,7 +8,8 @@
  *                          timing or load targets; does not touch BENCHMARKS.md (part of npm test)
  *
  * Options: --rounds N, --connections N (defaults: 5 and 4; smoke: 1 and 4), --flash N (flash-crowd
- * hooks per run; 20,000, smoke 2,000), --flash-connections N (32), --all-autogates (run workerd
+ * hooks per run; 20,000, smoke 2,000), --flash-connections N (32), --deadline S (give up after S
+ * seconds; 1800, smoke 120), --all-autogates (run workerd
  * with WORKERD_ALL_AUTOGATES=1; see AUTOGATES below).
  *
  * How: the deployable bundle (`wrangler deploy --dry-run --outdir`) and two floor Workers are
@@ -66,7 +67,7 @@ const PLAN = SMOKE
       amount: { viewerChurn: 400, hot: 320, publishChurn: 320, denial: 320, heartbeat: 320 },
       hotSlices: 2,
       warmup: 80,
-      deadlineS: 120,
+      deadlineS: intOption("deadline", 120),
     }
   : {
       rounds: intOption("rounds", 5),
@@ -79,7 +80,7 @@ const PLAN = SMOKE
       amount: { viewerChurn: 8000, hot: 6000, publishChurn: 6000, denial: 6000, heartbeat: 5000 },
       hotSlices: 6,
       warmup: 600,
-      deadlineS: 1800,
+      deadlineS: intOption("deadline", 1800),
     };
 /**
  * Connections that fill the hot stream. With one Durable Object deciding every viewer, more than 8

@@ -12,26 +12,35 @@ const tomlVars = Object.fromEntries(
     (m) => [m[1], m[2]],
   ),
 );
+const bindings = {
+  ...tomlVars,
+  HOOK_SECRET_PREVIOUS: "",
+  TOKEN_SIGNING_KEY_PREVIOUS: "",
+  // At least 32 characters each: the Worker refuses shorter secrets.
+  HOOK_SECRET: "test-hook-secret-32-chars-or-more",
+  ADMIN_TOKEN: "test-admin-token-32-chars-or-more",
+  TOKEN_SIGNING_KEY: "test-token-signing-key-32-chars-or-more",
+};
+const workerd = (extra: Record<string, string>) =>
+  cloudflareTest({
+    wrangler: { configPath: "./wrangler.toml" },
+    miniflare: {
+      // Vitest's own runner imports node:* modules; the Worker itself does not need this flag.
+      compatibilityFlags: ["nodejs_compat"],
+      bindings: { ...bindings, ...extra },
+    },
+  });
+// One JSON log line per decision is the product's output; keep it out of the test report unless a test fails.
+// Property tests send hundreds of hooks per test: give them time on a loaded 2-core machine.
+const common = { silent: "passed-only" as const, testTimeout: 60_000 };
+// Files whose gate calls SRS's HTTP API (SRS_API_URL set; their fake SRS answers the Worker's fetch).
+const SRS_API_TESTS = ["test/srs-api.test.ts"];
+
 export default defineConfig({
-  // One JSON log line per decision is the product's output; keep it out of the test report unless a test fails.
-  // Property tests send hundreds of hooks per test: give them time on a loaded 2-core machine.
-  test: { silent: "passed-only", testTimeout: 60_000 },
-  plugins: [
-    cloudflareTest({
-      wrangler: { configPath: "./wrangler.toml" },
-      miniflare: {
-        // Vitest's own runner imports node:* modules; the Worker itself does not need this flag.
-        compatibilityFlags: ["nodejs_compat"],
-        bindings: {
-          ...tomlVars,
-          HOOK_SECRET_PREVIOUS: "",
-          TOKEN_SIGNING_KEY_PREVIOUS: "",
-          // At least 32 characters each: the Worker refuses shorter secrets.
-          HOOK_SECRET: "test-hook-secret-32-chars-or-more",
-          ADMIN_TOKEN: "test-admin-token-32-chars-or-more",
-          TOKEN_SIGNING_KEY: "test-token-signing-key-32-chars-or-more",
-        },
-      },
-    }),
-  ],
+  test: {
+    projects: [
+      { plugins: [workerd({})], test: { ...common, name: "gate", include: ["test/**/*.test.ts"], exclude: SRS_API_TESTS } },
+      { plugins: [workerd({ SRS_API_URL: "https://{device_id}.srs.test:1985", SRS_API_USERNAME: "gate", SRS_API_PASSWORD: "srs-api-password" })], test: { ...common, name: "srs-api", include: SRS_API_TESTS } },
+    ],
+  },
 });

@@ -22,6 +22,14 @@ export interface Env extends Omit<Generated, Secret> {
   TOKEN_SIGNING_KEY?: string;
   /** The key being rotated out: its tokens stay valid while it is set. */
   TOKEN_SIGNING_KEY_PREVIOUS?: string;
+  /**
+   * Template of each SRS server's HTTP API base URL, with {device_id} and {server_id} from its
+   * heartbeat ("https://{device_id}.edges.example.com:1985"). Unset: the SRS API is never called.
+   */
+  SRS_API_URL?: string;
+  /** Basic auth for SRS's http_api { auth { … } }, when it is enabled. */
+  SRS_API_USERNAME?: string;
+  SRS_API_PASSWORD?: string;
   /** "1": objects count the calls they receive, for `npm run bench` (GET /admin/load). Never set in production. */
   LOAD_COUNTERS?: string;
 }

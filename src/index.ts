@@ -11,6 +11,7 @@ import {
   requireAdmin,
 } from "./admin/routes";
 import { endServerSessions, endStreamSessions } from "./admin/sessions";
+import { putServer } from "./admin/servers";
 import type { Env } from "./env";
 import { jsonResponse } from "./http";
 import { ObjectCallFailed } from "./platform/retry";
@@ -41,6 +42,7 @@ router
   .delete("/admin/streams/:app/:stream/sessions", endStreamSessions)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
   .get("/admin/servers", listServers)
+  .put("/admin/servers/:server_id", putServer)
   .get("/admin/load", getLoad)
   .delete("/admin/servers/:server_id/sessions", endServerSessions);
 

@@ -5,6 +5,7 @@ import { LIMITS, within } from "../limits";
 import { endServerSessions as endAllOfServer, endStreamSessions as endOfStream } from "../session/lifecycle";
 import { streamKey } from "../stream/name";
 import { streamNameFrom } from "./validate";
+import { serverIdFrom } from "./servers";
 
 /**
  * Ending sessions by hand: the way out when SRS lost a stop event (it never
@@ -32,13 +33,7 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
  * next call (at most SERVER_SESSIONS_PER_CALL per call).
  */
 export async function endServerSessions(request: IRequest, env: Env): Promise<Response> {
-  let raw: string;
-  try {
-    raw = decodeURIComponent(request.params.server_id);
-  } catch {
-    throw new StatusError(400, `malformed percent-encoding in "${request.params.server_id}"`);
-  }
-  const serverId = within("server_id", raw, LIMITS.id);
+  const serverId = serverIdFrom(request);
   const result = await endAllOfServer(env, serverId);
   if (result === null) throw new StatusError(404, `server ${serverId} is not known`);
   return jsonResponse({

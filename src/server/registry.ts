@@ -6,6 +6,7 @@ import { callsOf, countCalls } from "../platform/load";
 import { withRetry } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
+import { apiBase } from "../srs/api";
 
 /** What the admin API reports for one SRS server. */
 export interface ServerState {
@@ -29,6 +30,10 @@ export interface ServerState {
   pendingNotices: number;
   /** Processes admitted by start hooks that wait for their own first heartbeat to become current. */
   candidateServiceIds: string[];
+  /** The server's SRS HTTP API base URL (its override, else SRS_API_URL filled in), or null: not used. */
+  api: string | null;
+  /** Whether the last call to that API worked (null: none made yet). */
+  apiOk: boolean | null;
 }
 
 /** A stream on which a client of a server holds (or asked for) a session. */
@@ -78,6 +83,8 @@ export interface ProcessStatus {
   /** ended by a restart: later start hooks of the process are refused. */
   replaced: boolean;
   why: string;
+  /** In answers to questions (not in notices): the server's SRS API base URL, if it has one. */
+  api?: string | null;
 }
 
 export interface ProcessId {
@@ -87,6 +94,10 @@ export interface ProcessId {
 
 interface ServerRow extends Record<string, SqlStorageValue> {
   server_id: string;
+  /** PUT /admin/servers/{id} {"api": …}: this server's SRS API base URL, instead of SRS_API_URL. */
+  api_override: string | null;
+  /** 1 / 0: the last SRS API call to the server worked / failed; null: none yet. */
+  api_ok: number | null;
   service_id: string;
   device_id: string;
   ip: string;
@@ -165,7 +176,7 @@ export class ServerRegistry extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    countCalls(this, env, ["heartbeat", "track", "shardHeard", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions"]);
+    countCalls(this, env, ["heartbeat", "track", "shardHeard", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions", "setApi", "apiTarget", "apiCalled"]);
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS servers (
         server_id TEXT PRIMARY KEY, service_id TEXT NOT NULL, device_id TEXT NOT NULL,
@@ -189,6 +200,8 @@ export class ServerRegistry extends DurableObject<Env> {
       expired_at: "INTEGER",
       last_seen: "INTEGER NOT NULL DEFAULT 0",
       seq: "INTEGER NOT NULL DEFAULT 0",
+      api_override: "TEXT",
+      api_ok: "INTEGER",
     });
     addColumns(this.sql, "retired", { heard_at: "INTEGER" });
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
@@ -310,8 +323,35 @@ export class ServerRegistry extends DurableObject<Env> {
         this.acknowledgeEpoch(p.serverId, p.serviceId, "start");
         row = this.servers.get(p.serverId)!;
       }
-      return this.statusOf(row, p.serviceId, now);
+      return { ...this.statusOf(row, p.serviceId, now), api: this.apiOf(row) };
     });
+  }
+
+  // --- the server's SRS HTTP API -------------------------------------------------------
+
+  /** PUT /admin/servers/{id} {"api": base | null}: overrides SRS_API_URL for one server. Null for a server never heard of. */
+  setApi(serverId: string, base: string | null): ServerState | null {
+    const row = this.servers.get(serverId);
+    if (!row) return null;
+    row.api_override = base;
+    row.api_ok = null;
+    this.sql.exec("UPDATE servers SET api_override = ?, api_ok = NULL WHERE server_id = ?", base, serverId);
+    return this.state(serverId);
+  }
+
+  /** Where to reach the server's API for one of its processes (null: no API configured, or a server never heard of). */
+  apiTarget(serverId: string, serviceId: string): { base: string; serverId: string; serviceId: string } | null {
+    const row = this.servers.get(serverId);
+    const base = row ? this.apiOf(row) : null;
+    return base ? { base, serverId, serviceId } : null;
+  }
+
+  /** Records whether a call to the server's API worked, for GET /admin/servers (a write only when it changes). */
+  apiCalled(serverId: string, ok: boolean): void {
+    const row = this.servers.get(serverId);
+    if (!row || row.api_ok === (ok ? 1 : 0)) return;
+    row.api_ok = ok ? 1 : 0;
+    this.sql.exec("UPDATE servers SET api_ok = ? WHERE server_id = ?", row.api_ok, serverId);
   }
 
   state(serverId: string): ServerState | null {
@@ -468,7 +508,7 @@ export class ServerRegistry extends DurableObject<Env> {
     if (!row) {
       if (kind === "stop") return "unknown";
       const fresh: ServerRow = {
-        server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "",
+        server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "", api_override: null, api_ok: null,
         last_heartbeat: null, dead_since: null, expired_at: null, last_seen: now, seq: 0,
       };
       this.servers.set(serverId, fresh);
@@ -722,7 +762,13 @@ export class ServerRegistry extends DurableObject<Env> {
       duplicateServiceIds: facts.duplicates.get(id) ?? [],
       pendingNotices: facts.pending.get(id) ?? 0,
       candidateServiceIds: facts.candidates.get(id) ?? [],
+      api: this.apiOf(row),
+      apiOk: row.api_ok === null ? null : row.api_ok === 1,
     };
+  }
+
+  private apiOf(row: ServerRow): string | null {
+    return apiBase(this.env, { serverId: row.server_id, deviceId: row.device_id, override: row.api_override });
   }
 }
 

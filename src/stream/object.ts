@@ -11,6 +11,7 @@ import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
+import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
 import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
@@ -155,10 +156,12 @@ export class StreamObject extends DurableObject<Env> {
   private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new Map<string, number>();
+  private ghosts: GhostCheck;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.ghosts = new GhostCheck(env);
     countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "configure", "pushPolicy", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
@@ -197,6 +200,10 @@ export class StreamObject extends DurableObject<Env> {
       await this.refresh(session);
       // Decided again in any case: the blocker may have unpublished meanwhile.
       decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+      // Still busy: the blocker may be a ghost of a lost on_unpublish; its server's SRS API says (src/srs/ghosts.ts).
+      if (!decision.allow && decision.restsOn === "publisher" && (await this.endGhosts(this.sessions.livePublishersBesides(session)))) {
+        decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+      }
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);
     }
@@ -496,6 +503,18 @@ export class StreamObject extends DurableObject<Env> {
     this.armAlarm();
   }
 
+  /** Ends the publishers their servers' APIs no longer have; true if any ended. */
+  private async endGhosts(blockers: SessionId[]): Promise<boolean> {
+    const gone = await this.ghosts.gone(blockers);
+    let ended = 0;
+    for (const g of gone) {
+      if (this.sessions.end(g) === 0) continue;
+      ended++;
+      this.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
+    }
+    return ended > 0;
+  }
+
   // --- brute-force limit -----------------------------------------------------
 
   private overLimit(kind: AttemptKind, ip: string, limit: number): boolean {
@@ -592,7 +611,8 @@ export class StreamObject extends DurableObject<Env> {
 
 /**
  * The audience totals from the shards' figures: viewers and suspended viewers
- * summed, and the slots leased beyond what each shard's viewers use. The
+ * summed, and the slots leased beyond what each shard's viewers, live or
+ * suspended, hold. The
  * stream computes it from the shards' last reports; the admin API from what
  * the shards answer now (src/viewers/audience.ts).
  */
@@ -603,7 +623,8 @@ export function audienceOf(shards: ShardAudience[]): Pick<StreamState, "viewers"
   for (const s of shards) {
     viewers += s.viewers;
     suspendedViewers += s.suspendedViewers;
-    leasedUnused += Math.max(0, s.leased - s.viewers);
+    // Slots of suspended viewers are not free: their process comes back with them, or they end.
+    leasedUnused += Math.max(0, s.leased - s.viewers - s.suspendedViewers);
   }
   return { viewers, suspendedViewers, leasedUnused, shards };
 }

@@ -6,6 +6,7 @@ import { nested, NestedCallFailed, withRetry, type Unreachable } from "../platfo
 import { serverRegistry, streamObject } from "../object-access";
 import type { ProcessStatus } from "../server/registry";
 import type { SessionId } from "../srs/hook";
+import { GhostCheck, GHOST_REASON, GHOSTS_PER_CHECK } from "../srs/ghosts";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type PlayToken } from "../stream/rules";
 import {
@@ -122,12 +123,16 @@ export class ViewerShard extends DurableObject<Env> {
   private locks = new Map<string, Promise<unknown>>();
   private round: Promise<void> | null = null;
   private voidHooks = new Map<string, number>();
+  private ghosts: GhostCheck;
+  /** Where the next ghost check of a stream starts among its viewers here. */
+  private ghostCursor = new Map<string, number>();
   private logNext = new Map<string, { slot: number; seq: number }>();
   private alarmAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.ghosts = new GhostCheck(env);
     countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount"]);
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -211,6 +216,8 @@ export class ViewerShard extends DurableObject<Env> {
       await this.askForSlots(streamKey);
       const now = this.policies.get(streamKey)?.policy;
       if (!now) return { allow: false, denial: Denials.unknownStream };
+      // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
+      if (now.maxViewers !== null && !this.hasSlot(streamKey)) await this.endGhosts(streamKey);
       if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
         return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" });
       }
@@ -244,7 +251,8 @@ export class ViewerShard extends DurableObject<Env> {
     return ended;
   }
 
-  private endViewer(streamKey: string, session: SessionId, cause: EndCause): number {
+  /** `keepSlot`: a slot freed here is about to be used or recalled, not given back. */
+  private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
     if (cause.voidHook) this.voidHook(cause.voidHook);
     const removed = this.sql.exec(
       "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?",
@@ -253,7 +261,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (removed === 0) return 0;
     this.bump(streamKey, session.serviceId, -1);
     this.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
-    this.giveBackIfTight(streamKey);
+    if (!keepSlot) this.giveBackIfTight(streamKey);
     return removed;
   }
 
@@ -278,6 +286,7 @@ export class ViewerShard extends DurableObject<Env> {
    */
   async recall(streamKey: string, policy: ViewerPolicy | null, check: boolean): Promise<RecallAnswer> {
     if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refresh(null);
+    if (check) await this.endGhosts(streamKey);
     return this.exclusive(streamKey, () => {
       this.policies.set(streamKey, { policy, at: Date.now() });
       const lease = this.leaseOf(streamKey);
@@ -392,6 +401,29 @@ export class ViewerShard extends DurableObject<Env> {
     const pending = [...this.leases].some(([k, l]) => l.granted > this.liveOf(k));
     if (pending) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
+  }
+
+  /**
+   * Asks the server's SRS API about up to GHOSTS_PER_CHECK of this stream's
+   * live viewers here (walking through them from one check to the next) and
+   * ends those it no longer has. Returns how many ended.
+   */
+  private async endGhosts(streamKey: string): Promise<number> {
+    if (!this.ghosts.enabled || !this.serverId) return 0;
+    const total = this.liveOf(streamKey);
+    if (total === 0) return 0;
+    const offset = (this.ghostCursor.get(streamKey) ?? 0) % total;
+    const rows = this.sql
+      .exec<{ service_id: string; client_id: string }>(
+        "SELECT service_id, client_id FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, GHOSTS_PER_CHECK, offset,
+      )
+      .toArray()
+      .filter((r) => !this.processes.get(r.service_id)?.suspended);
+    this.ghostCursor.set(streamKey, offset + GHOSTS_PER_CHECK);
+    const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id })));
+    let ended = 0;
+    for (const g of gone) ended += this.endViewer(streamKey, g, { action: "ghost", reason: GHOST_REASON }, true);
+    return ended;
   }
 
   // --- processes -------------------------------------------------------------------------

@@ -1,0 +1,203 @@
+/**
+ * The gate and SRS's HTTP API (src/srs/api.ts, src/srs/ghosts.ts), against a
+ * fake SRS API that answers the Worker's and the objects' fetch with the
+ * shapes of SRS 7's source (srs_app_http_api.cpp): HTTP 200 for everything,
+ * `{"code":2049}` for a client that is gone, `{"code":0,"server","service",
+ * "pid","client":{…}}` for one that is there, 401 with an empty body for bad
+ * credentials. This file runs with SRS_API_URL = https://{device_id}.srs.test:1985
+ * (vitest.config.mts, project "srs-api").
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, type Edge } from "./srs";
+import { serverListed } from "./fleet";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
+
+/** One fake SRS process behind https://{device}.srs.test:1985 (or an override URL). */
+interface FakeSrs {
+  server: string;
+  service: string;
+  clients: Set<string>;
+  reachable: boolean;
+  calls: { method: string; path: string }[];
+}
+
+const fakes = new Map<string, FakeSrs>();
+
+function fakeSrs(host: string, edge: Edge, clients: string[] = []): FakeSrs {
+  const fake = { server: edge.server, service: edge.service, clients: new Set(clients), reachable: true, calls: [] };
+  fakes.set(host, fake);
+  return fake;
+}
+
+function srsAnswer(fake: FakeSrs, request: Request): Response {
+  const url = new URL(request.url);
+  fake.calls.push({ method: request.method, path: url.pathname });
+  if (request.headers.get("authorization") !== BASIC) return new Response(null, { status: 401, headers: { "www-authenticate": "Basic" } });
+  const m = url.pathname.match(/^\/api\/v1\/clients\/([^/]+)$/);
+  const envelope = { code: 0, server: fake.server, service: fake.service, pid: "4242" };
+  if (!m) return Response.json({ code: 1 });
+  const id = decodeURIComponent(m[1]);
+  if (!fake.clients.has(id)) return Response.json({ code: 2049 });
+  if (request.method === "DELETE") {
+    fake.clients.delete(id);
+    return Response.json(envelope);
+  }
+  return Response.json({ ...envelope, client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2 } });
+}
+
+let fetchSpy: ReturnType<typeof vi.spyOn>;
+beforeEach(() => {
+  const real = globalThis.fetch;
+  fetchSpy = vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
+    const request = new Request(input, init);
+    const fake = fakes.get(new URL(request.url).host);
+    if (!fake) return real(input, init);
+    if (!fake.reachable) throw new TypeError("Network connection lost.");
+    return srsAnswer(fake, request);
+  });
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+  fakes.clear();
+});
+
+/** An edge that heartbeats with its own device_id, so SRS_API_URL names its fake API. */
+async function edgeWithApi(clients: string[] = []): Promise<{ edge: Edge; fake: FakeSrs }> {
+  const edge = newEdge();
+  const device = `dev-${edge.server.slice(4)}`;
+  expect(await hook({ ...heartbeat(edge), device_id: device }, undefined, "/heartbeat")).toEqual(ALLOW);
+  return { edge, fake: fakeSrs(`${device}.srs.test:1985`, edge, clients) };
+}
+
+const srsCalls = () => fetchSpy.mock.calls.filter(([input]: [RequestInfo | URL]) => new URL(input instanceof Request ? input.url : String(input)).host.endsWith(".srs.test:1985"));
+
+describe("ghosts of lost stop hooks are cleared at the next refusal that rests on them", () => {
+  it("a viewer whose on_stop was lost frees its slot for the next viewer on the same edge", async () => {
+    const { edge, fake } = await edgeWithApi();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    fake.clients.add("ghost001");
+    expect(await hook(play("live", s, { ...edge, client: "ghost001" }))).toEqual(ALLOW);
+    fake.clients.delete("ghost001"); // the player left; its on_stop never reached the gate
+    fake.clients.add("view0002");
+    expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;
+    expect(events.some((e: any) => e.action === "ghost" && e.client === "ghost001" && /no longer has this client/.test(e.reason))).toBe(true);
+  });
+
+  it("a ghost viewer on one edge frees its slot for a viewer on another edge", async () => {
+    const a = await edgeWithApi(["ghost001"]);
+    const b = await edgeWithApi(["view0002"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...a.edge, client: "ghost001" }))).toEqual(ALLOW);
+    a.fake.clients.delete("ghost001");
+    expect(await hook(play("live", s, { ...b.edge, client: "view0002" }))).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+    expect((await streamState(s)).shards.find((x: any) => x.serverId === a.edge.server)?.viewers ?? 0).toBe(0);
+  });
+
+  it("a viewer SRS still has keeps its slot: the next one is refused", async () => {
+    const { edge } = await edgeWithApi(["view0001", "view0002"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    expect((await hook(play("live", s, { ...edge, client: "view0002" }))).body.code).toBe(4005);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+  });
+
+  it("a publisher whose on_unpublish was lost no longer blocks the stream", async () => {
+    const { edge, fake } = await edgeWithApi(["enc00001"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    fake.clients.delete("enc00001"); // OBS reconnected; the old connection's on_unpublish was lost
+    fake.clients.add("enc00002");
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
+  });
+
+  it("a server answering for another process (it restarted) no longer has the old process's clients", async () => {
+    const { edge, fake } = await edgeWithApi(["enc00001"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    fake.service = "newproc1"; // restarted, its first heartbeat still on the way
+    const other = await edgeWithApi(["enc00002"]);
+    expect(await hook(publish("live", s, key, { ...other.edge, client: "enc00002" }))).toEqual(ALLOW);
+  });
+});
+
+describe("an unreachable or refusing API changes nothing", () => {
+  it("an admitted hook never calls the API, reachable or not", async () => {
+    const { edge, fake } = await edgeWithApi();
+    fake.reachable = false;
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 5 });
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    for (let i = 0; i < 5; i++) expect(await hook(play("live", s, { ...edge, client: `view000${i}` }))).toEqual(ALLOW);
+    expect(srsCalls()).toHaveLength(0);
+  });
+
+  it("an unreachable edge: its sessions stand, the refusal is as without the API, and the server shows the failure", async () => {
+    const { edge, fake } = await edgeWithApi();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    fake.reachable = false;
+    expect((await hook(play("live", s, { ...edge, client: "view0002" }))).body.code).toBe(4005);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+    await vi.waitFor(async () => expect(await serverListed(edge)).toMatchObject({ api: `https://dev-${edge.server.slice(4)}.srs.test:1985`, apiOk: false }));
+  });
+
+  it("wrong credentials (401): sessions stand", async () => {
+    const { edge, fake } = await edgeWithApi(["view0002"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    fetchSpy.mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
+      const request = new Request(input, init);
+      fake.calls.push({ method: request.method, path: new URL(request.url).pathname });
+      return new Response(null, { status: 401 });
+    });
+    expect((await hook(play("live", s, { ...edge, client: "view0002" }))).body.code).toBe(4005);
+    expect(fake.calls.length).toBeGreaterThan(0);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+  });
+});
+
+describe("PUT /admin/servers/{server_id}: the API of one server", () => {
+  it("an override replaces SRS_API_URL for that server, null puts the template back, and GET /admin/servers shows it", async () => {
+    const { edge } = await edgeWithApi();
+    const put = await admin("PUT", `/servers/${edge.server}`, { api: "https://srs-eu-1.example.net:1985/" });
+    expect(put.status).toBe(200);
+    expect(put.body).toMatchObject({ serverId: edge.server, api: "https://srs-eu-1.example.net:1985", apiOk: null });
+    expect(await serverListed(edge)).toMatchObject({ api: "https://srs-eu-1.example.net:1985" });
+    // The ghost check now asks the override.
+    const fake = fakeSrs("srs-eu-1.example.net:1985", edge, []);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    fake.clients.add("view0001");
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    fake.clients.clear();
+    fake.clients.add("view0002");
+    expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
+    expect(fake.calls.length).toBeGreaterThan(0);
+    expect((await admin("PUT", `/servers/${edge.server}`, { api: null })).body).toMatchObject({ api: `https://dev-${edge.server.slice(4)}.srs.test:1985` });
+  });
+
+  it("refuses what is not an API base URL, and servers never heard of", async () => {
+    const { edge } = await edgeWithApi();
+    for (const api of ["ftp://x", "not a url", "https://user:pw@srs.example:1985", "https://srs.example:1985/?token=1", 42]) {
+      const r = await admin("PUT", `/servers/${edge.server}`, { api });
+      expect(r.status, String(api)).toBe(400);
+    }
+    expect((await admin("PUT", `/servers/${edge.server}`, { url: "https://x" })).status).toBe(400);
+    expect((await admin("PUT", `/servers/${edge.server}`, {})).status).toBe(400);
+    expect((await admin("PUT", `/servers/vid-neverseen`, { api: "https://x.example" })).status).toBe(404);
+    expect(await serverListed(edge)).toMatchObject({ api: `https://dev-${edge.server.slice(4)}.srs.test:1985`, apiOk: null });
+  });
+});

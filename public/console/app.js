@@ -597,7 +597,7 @@ function audience(s) {
     .map((x) => {
       const viewers = count(x.viewers);
       const leased = count(x.leased);
-      return { serverId: text(x.serverId), colo: text(x.colo), country: text(x.country), viewers, suspended: count(x.suspendedViewers), leased, unused: Math.max(0, leased - viewers) };
+      return { serverId: text(x.serverId), colo: text(x.colo), country: text(x.country), viewers, suspended: count(x.suspendedViewers), leased, unused: Math.max(0, leased - viewers - count(x.suspendedViewers)) };
     })
     .sort((a, b) => a.colo.localeCompare(b.colo) || a.serverId.localeCompare(b.serverId));
   const slots = (n) => (capped ? String(n) : "—");

@@ -9,7 +9,7 @@
  *
  * Options: --rounds N, --connections N (defaults: 5 and 4; smoke: 1 and 4), --flash N (flash-crowd
  * hooks per run; 20,000, smoke 2,000), --flash-connections N (32), --deadline S (give up after S
- * seconds; 1800, smoke 120), --all-autogates (run workerd
+ * seconds; 1800, smoke 300), --all-autogates (run workerd
  * with WORKERD_ALL_AUTOGATES=1; see AUTOGATES below).
  *
  * How: the deployable bundle (`wrangler deploy --dry-run --outdir`) and two floor Workers are
@@ -67,7 +67,7 @@ const PLAN = SMOKE
       amount: { viewerChurn: 400, hot: 320, publishChurn: 320, denial: 320, heartbeat: 320 },
       hotSlices: 2,
       warmup: 80,
-      deadlineS: intOption("deadline", 120),
+      deadlineS: intOption("deadline", 300),
     }
   : {
       rounds: intOption("rounds", 5),

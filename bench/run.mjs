@@ -22,7 +22,7 @@
  * on disk in a fresh temp dir. autocannon drives SRS-shaped bodies (the shapes of
  * the bodies captured from SRS 7 in test/fixtures/) with fresh ids per request.
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { existsSync, readFileSync, rmSync } from "node:fs";
@@ -842,6 +842,18 @@ function versions() {
   return { node: process.version, workerd: v("workerd"), miniflare: v("miniflare"), wrangler: v("wrangler"), autocannon: v("autocannon") };
 }
 
+/** The commit measured, and whether the Worker's files differ from it. */
+function codeVersion() {
+  const git = (...args) => {
+    const r = spawnSync("git", ["-C", ROOT, ...args], { encoding: "utf8" });
+    return r.status === 0 ? r.stdout.trim() : null;
+  };
+  const commit = git("rev-parse", "--short", "HEAD");
+  if (!commit) return "unknown (not a git checkout)";
+  const dirty = git("status", "--porcelain", "--", "src", "wrangler.toml", "package.json");
+  return `commit ${commit}${dirty ? " plus uncommitted changes to src/wrangler.toml" : ""}`;
+}
+
 function machine() {
   const cpus = os.cpus();
   return {
@@ -1009,6 +1021,7 @@ small version that \`npm test\` runs (it fails on errors and inexact admission c
 timing or load targets).
 
 - **Date:** ${meta.date}
+- **Code:** ${meta.code}
 - **Machine:** ${m.cpu} (${m.cores} cores), ${m.memory} RAM, ${m.os}
 - **Versions:** Node ${v.node}, workerd ${v.workerd} (miniflare ${v.miniflare}, wrangler ${v.wrangler}), autocannon ${v.autocannon}
 - **Command:** \`${meta.command}\` (${rounds} round${rounds === 1 ? "" : "s"}, ${meta.connections} connections, flash crowd ${n(f.hooks)} hooks over ${f.connections} connections, total ${Math.round(meta.seconds)} s)
@@ -1338,6 +1351,7 @@ async function main() {
           date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
           machine: machine(),
           versions: versions(),
+          code: codeVersion(),
           command: `npm run bench${argv.length ? ` -- ${argv.join(" ")}` : ""}`,
           connections,
           seconds,

@@ -380,6 +380,8 @@ describe("GET /admin/servers", () => {
       duplicateServiceIds: [],
       pendingNotices: 0,
       candidateServiceIds: [],
+      api: null,
+      apiOk: null,
     });
     await beat(restarted(edge));
     await deliverNotices(edge);

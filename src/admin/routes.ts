@@ -122,9 +122,9 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
 export async function getStreamEvents(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const stub = streamStub(env, name);
-  const state = await stub.state();
-  if (!state) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
-  return jsonResponse({ events: await allEvents(env, streamKey(name), state, await stub.events()) });
+  if (!(await stub.state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  const [own, sources] = await Promise.all([stub.events(), stub.eventSources()]);
+  return jsonResponse({ events: await allEvents(env, streamKey(name), sources, own) });
 }
 
 /** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */

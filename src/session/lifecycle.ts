@@ -30,7 +30,7 @@ import type { IndexedSession } from "../server/registry";
 import type { Role, SessionId, StartHook, StreamHook } from "../srs/hook";
 import type { EndedSession } from "../stream/object";
 import { Denials, type Decision, type PlayToken } from "../stream/rules";
-import { callObject, unreachableFailure, type Unreachable } from "../platform/retry";
+import { callObject, ObjectCallFailed, unreachableFailure, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerShard } from "../object-access";
 import type { Place } from "../viewers/lease";
 
@@ -67,7 +67,7 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
       return s.play({ streamKey, session: hook.session, ip: hook.ip, token, guessLimit, hookId, place });
     });
   } catch (err) {
-    if (attempts > 1) {
+    if (mayHaveRun(err, attempts)) {
       await shard((s) => s.stop(streamKey, hook.session, { action: hook.action, ip: hook.ip, reason: "admission undone: the decision's answer was lost", voidHook: hookId })).catch(() => {});
     }
     throw err;
@@ -101,7 +101,7 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
   if (decisionResult.status === "rejected") {
     // As far as the stream can be reached (else on_close, a restart or an operator can still end it: the index entry was written alongside).
-    if (attempts > 1) await undo("admission undone: the decision's answer was lost").catch(() => {});
+    if (mayHaveRun(decisionResult.reason, attempts)) await undo("admission undone: the decision's answer was lost").catch(() => {});
     throw decisionResult.reason;
   }
   const decision = decisionResult.value;
@@ -121,6 +121,17 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }]));
   }
   return decision;
+}
+
+/**
+ * Could a failed start call have admitted the client? Yes after a retry (an
+ * earlier attempt's answer was lost), and also after a single attempt unless
+ * the platform refused it as overloaded (it never ran): one slow attempt that
+ * admitted and then lost its answer fails like any other. The undo is
+ * idempotent, so undoing what never happened costs only its call.
+ */
+function mayHaveRun(err: unknown, attempts: number): boolean {
+  return attempts > 1 || !(err instanceof ObjectCallFailed && err.errorClass === "overloaded");
 }
 
 /**

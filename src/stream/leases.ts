@@ -14,6 +14,14 @@ export interface LeaseRecord {
   suspended: number;
   colo: string;
   country: string;
+  /** When the shard last told the stream anything. */
+  reportedAt: number;
+  /**
+   * A recall or a policy push could not reach the shard: how many viewers it
+   * holds is unknown, so no slot is granted to anyone until it is heard
+   * from (a refusal too many, never a viewer too many).
+   */
+  unreached: boolean;
 }
 
 interface LeaseRow extends Record<string, SqlStorageValue> {
@@ -24,7 +32,14 @@ interface LeaseRow extends Record<string, SqlStorageValue> {
   suspended: number;
   colo: string;
   country: string;
+  reported_at: number;
+  unreached: number;
 }
+
+/** A shard with nothing here, silent this long, is forgotten (a shard with viewers reports every few minutes). */
+export const IDLE_LEASE_FORGOTTEN_MS = 15 * 60_000;
+/** Shards that left, remembered for their decision logs. */
+const LEFT_SHARDS_KEPT = 20;
 
 /**
  * The stream's side of the lease protocol (src/viewers/lease.ts): what it
@@ -37,13 +52,18 @@ export class LeaseBook {
   static schema = `
     CREATE TABLE IF NOT EXISTS leases (
       server_id TEXT PRIMARY KEY, granted INTEGER NOT NULL, seq INTEGER NOT NULL,
-      live INTEGER NOT NULL, suspended INTEGER NOT NULL, colo TEXT NOT NULL, country TEXT NOT NULL) WITHOUT ROWID;`;
+      live INTEGER NOT NULL, suspended INTEGER NOT NULL, colo TEXT NOT NULL, country TEXT NOT NULL,
+      reported_at INTEGER NOT NULL, unreached INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS left_shards (server_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;`;
 
   private records = new Map<string, LeaseRecord>();
 
   constructor(private sql: SqlStorage) {
     for (const r of sql.exec<LeaseRow>("SELECT * FROM leases")) {
-      this.records.set(r.server_id, { serverId: r.server_id, granted: r.granted, seq: r.seq, live: r.live, suspended: r.suspended, colo: r.colo, country: r.country });
+      this.records.set(r.server_id, {
+        serverId: r.server_id, granted: r.granted, seq: r.seq, live: r.live, suspended: r.suspended,
+        colo: r.colo, country: r.country, reportedAt: r.reported_at, unreached: r.unreached === 1,
+      });
     }
   }
 
@@ -54,9 +74,9 @@ export class LeaseBook {
     return n;
   }
 
-  /** Slots no shard holds (negative after a heal brought back more viewers than the cap). */
+  /** Slots no shard holds (negative after a heal brought back more viewers than the cap; 0 while a shard is unreached). */
   free(cap: number): number {
-    return cap - this.granted;
+    return this.anyUnreached() ? Math.min(0, cap - this.granted) : cap - this.granted;
   }
 
   shards(): LeaseRecord[] {
@@ -69,11 +89,23 @@ export class LeaseBook {
    * and then every connected viewer counts.
    */
   strictFree(report: LeaseReport | null, cap: number): number {
+    if (this.anyUnreached(report?.serverId)) return 0;
     let held = report ? Math.max(report.granted, report.live + report.suspended) : 0;
     for (const r of this.records.values()) {
       if (r.serverId !== report?.serverId) held += Math.max(r.granted, r.live + r.suspended);
     }
     return cap - held;
+  }
+
+  private anyUnreached(besides?: string): boolean {
+    for (const r of this.records.values()) if (r.unreached && r.serverId !== besides) return true;
+    return false;
+  }
+
+  /** A recall or push did not reach the shard (see LeaseRecord.unreached). */
+  unreached(serverId: string): void {
+    const r = this.records.get(serverId);
+    if (r && !r.unreached) this.store({ ...r, unreached: true });
   }
 
   /**
@@ -100,9 +132,18 @@ export class LeaseBook {
   apply(report: LeaseReport, cap: number | null, mode: GrantMode): { record: LeaseRecord; applied: boolean } {
     const known = this.records.get(report.serverId);
     if (known && report.seq <= known.seq) return { record: known, applied: false };
+    if (report.want === 0 && report.granted === 0 && report.live === 0 && report.suspended === 0) {
+      // The shard leaves: nothing here, and it forgets the policy, so no push needs to reach it.
+      if (known) this.forget(report.serverId);
+      return { record: { ...report, colo: "", country: "", reportedAt: Date.now(), unreached: false }, applied: true };
+    }
     const grant = cap === null ? 0 : this.grant(report, cap, mode);
     const granted = cap === null ? 0 : Math.max(report.granted + grant, report.live);
-    const record = this.store({ serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended, ...placeOf(report.place, known) });
+    const record = this.store({
+      serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended,
+      ...placeOf(report.place, known), reportedAt: Date.now(), unreached: false,
+    });
+    this.forgetIdle();
     return { record, applied: true };
   }
 
@@ -120,21 +161,54 @@ export class LeaseBook {
 
   /** Slots no shard holds, not counting suspended viewers. */
   private looseFree(report: LeaseReport, cap: number): number {
-    return cap - (this.granted - (this.records.get(report.serverId)?.granted ?? 0)) - report.granted;
+    if (this.anyUnreached(report.serverId)) return 0;
+    // Live viewers hold their slots whatever their lease says (after a heal, or a cap set on an unlimited stream).
+    let held = Math.max(report.granted, report.live);
+    for (const r of this.records.values()) if (r.serverId !== report.serverId) held += Math.max(r.granted, r.live);
+    return cap - held;
   }
 
   /** A shard's answer to a recall: applied if newer than what the stream has of it. */
   recalled(serverId: string, answer: RecallAnswer): void {
     const known = this.records.get(serverId);
     if (known && answer.seq <= known.seq) return;
-    this.store({ serverId, granted: answer.granted, seq: answer.seq, live: answer.live, suspended: answer.suspended, ...placeOf(answer.place, known) });
+    this.store({
+      serverId, granted: answer.granted, seq: answer.seq, live: answer.live, suspended: answer.suspended,
+      ...placeOf(answer.place, known), reportedAt: Date.now(), unreached: false,
+    });
+  }
+
+  /** Shards that hold nothing here and said nothing for IDLE_LEASE_FORGOTTEN_MS: their records go. */
+  private forgetIdle(): void {
+    const before = Date.now() - IDLE_LEASE_FORGOTTEN_MS;
+    for (const r of [...this.records.values()]) {
+      if (r.granted === 0 && r.live === 0 && r.suspended === 0 && !r.unreached && r.reportedAt < before) this.forget(r.serverId);
+    }
+  }
+
+  /**
+   * Drops a shard's record; the shard is remembered apart (the most recent
+   * LEFT_SHARDS_KEPT), because its decision log still holds this stream's
+   * viewer decisions (GET …/events).
+   */
+  private forget(serverId: string): void {
+    this.records.delete(serverId);
+    this.sql.exec("DELETE FROM leases WHERE server_id = ?", serverId);
+    this.sql.exec("INSERT OR REPLACE INTO left_shards (server_id, at) VALUES (?, ?)", serverId, Date.now());
+    this.sql.exec("DELETE FROM left_shards WHERE server_id NOT IN (SELECT server_id FROM left_shards ORDER BY at DESC LIMIT ?)", LEFT_SHARDS_KEPT);
+  }
+
+  /** Every shard whose log may hold this stream's decisions: those with a record, and those that left lately. */
+  logSources(): string[] {
+    const left = this.sql.exec<{ server_id: string }>("SELECT server_id FROM left_shards").toArray().map((r) => r.server_id);
+    return [...new Set([...this.records.keys(), ...left])];
   }
 
   private store(r: LeaseRecord): LeaseRecord {
     this.records.set(r.serverId, r);
     this.sql.exec(
-      "INSERT OR REPLACE INTO leases (server_id, granted, seq, live, suspended, colo, country) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      r.serverId, r.granted, r.seq, r.live, r.suspended, r.colo, r.country,
+      "INSERT OR REPLACE INTO leases (server_id, granted, seq, live, suspended, colo, country, reported_at, unreached) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      r.serverId, r.granted, r.seq, r.live, r.suspended, r.colo, r.country, r.reportedAt, r.unreached ? 1 : 0,
     );
     return r;
   }

@@ -106,6 +106,7 @@ const SCHEMA = `
     vhost TEXT NOT NULL, app TEXT NOT NULL, stream TEXT NOT NULL,
     key_hash TEXT NOT NULL, max_viewers INTEGER, play_auth TEXT NOT NULL,
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS policy_version (id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);
   ${SessionBook.schema}
   ${LeaseBook.schema}
   ${AuthFailures.schema}
@@ -150,6 +151,8 @@ export class StreamObject extends DurableObject<Env> {
   private waiting = new Set<string>();
   private recalling: Promise<void> | null = null;
   private lastCheck = 0;
+  /** Advanced by every PUT and DELETE: a shard keeps the newest policy it was told, whatever the order of arrival. */
+  private policyVersion = 0;
   private failures!: AuthFailures;
   private log!: DecisionLog;
   private round: Round | null = null;
@@ -162,7 +165,7 @@ export class StreamObject extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.ghosts = new GhostCheck(env);
-    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "configure", "pushPolicy", "undoKeyChange", "remove", "state"]);
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "configure", "pushPolicy", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -179,6 +182,7 @@ export class StreamObject extends DurableObject<Env> {
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
     this.sessions = new SessionBook(this.sql, (...line) => this.record(...line));
     this.leases = new LeaseBook(this.sql);
+    this.policyVersion = this.sql.exec<{ v: number }>("SELECT v FROM policy_version").toArray()[0]?.v ?? 0;
     this.ready = true;
   }
 
@@ -222,7 +226,7 @@ export class StreamObject extends DurableObject<Env> {
    * is told as soon as one is free.
    */
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
-    const gone = { policy: null, seq: report.seq, granted: report.granted, tight: false };
+    const gone = { policy: null, version: this.policyVersion, seq: report.seq, granted: report.granted, tight: false };
     if (!this.row) return gone;
     let mode: GrantMode = "strict";
     if (report.want > 0 && this.leases.restsOnSuspended(report, this.row.max_viewers)) {
@@ -234,6 +238,15 @@ export class StreamObject extends DurableObject<Env> {
     }
     let { record, applied } = this.leases.apply(report, this.row.max_viewers, mode);
     const cap = this.row.max_viewers;
+    if (!applied && cap !== null && report.want > 0 && record.seq > report.seq) {
+      // A recall answered while this message waited here: the shard is at the recall's sequence number now
+      // (its messages go one at a time), so the slots it asked for are granted on that record, once the
+      // round that recalled it has brought back what it could.
+      if (this.recalling) await this.recalling;
+      const now = this.row?.max_viewers ?? null;
+      if (now !== null) record = this.leases.topUp(report, now, mode);
+      if (record.granted <= record.live) this.waiting.add(report.serverId);
+    }
     if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
       // Worth a round if another shard holds slots its viewers did not use at its last report, or
       // (once per RECALL_GAP_MS) to have the shards check for ghosts of silent servers.
@@ -253,7 +266,7 @@ export class StreamObject extends DurableObject<Env> {
       this.ctx.waitUntil(this.recall(report.streamKey, report.serverId, false, "unused").catch(() => {}));
     }
     const policy = this.viewerPolicy();
-    return { policy, seq: record.seq, granted: record.granted, tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0 };
+    return { policy, version: this.policyVersion, seq: record.seq, granted: record.granted, tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0 };
   }
 
   /**
@@ -288,28 +301,33 @@ export class StreamObject extends DurableObject<Env> {
 
   /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
   private async recall(key: string, requester: string | null, check: boolean, which: "all" | "unused" | "holding" | "suspended" = "all"): Promise<string[]> {
+    // A shard asking while a round runs shares it (shards answer a recall at once, also while their own
+    // message waits here, so the round never waits on the shard that waits on it).
     if (this.recalling && requester !== null) {
       await this.recalling;
       return [];
     }
     if (this.recalling) await this.recalling.catch(() => {});
     const policy = this.viewerPolicy();
+    const version = this.policyVersion;
     // A push of the policy goes to every shard; a recall for slots to those that may hold some unused
     // (or, checking for ghosts, any; or, before admitting on the slots of suspended viewers, those).
     const wanted = (r: LeaseRecord) =>
-      which === "all" || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0)) || (which === "suspended" && r.suspended > 0);
+      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0)) || (which === "suspended" && r.suspended > 0);
     const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
+    if (targets.length === 0) return [];
     const unreached: string[] = [];
     const round = Promise.all(
       targets.map(async (r) => {
         try {
           const answer = await withTimeout(
-            withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, check)),
+            withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, version, check)),
             RECALL_TIMEOUT_MS,
           );
           this.leases.recalled(r.serverId, answer);
         } catch (err) {
           unreached.push(r.serverId);
+          this.leases.unreached(r.serverId);
           console.error(JSON.stringify({ error: "lease recall failed", server: r.serverId, detail: String(err) }));
         }
       }),
@@ -380,6 +398,11 @@ export class StreamObject extends DurableObject<Env> {
     return this.ready ? this.log.list() : [];
   }
 
+  /** The viewer shards whose decision logs may hold this stream's viewer decisions. */
+  eventSources(): string[] {
+    return this.ready ? this.leases.logSources() : [];
+  }
+
   /** Background check, so the counts operators see converge even if a notice was lost. */
   async alarm(): Promise<void> {
     this.alarmAt = null;
@@ -412,6 +435,7 @@ export class StreamObject extends DurableObject<Env> {
     );
     const replaced = rotate && !created ? this.row!.key_hash : undefined;
     this.row = row;
+    this.bumpPolicyVersion();
     return {
       created,
       state: this.state()!,
@@ -443,7 +467,13 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.row) return false;
     this.sql.exec("DELETE FROM stream");
     this.row = null;
+    this.bumpPolicyVersion();
     return true;
+  }
+
+  private bumpPolicyVersion(): void {
+    this.policyVersion++;
+    this.sql.exec("INSERT OR REPLACE INTO policy_version (id, v) VALUES (1, ?)", this.policyVersion);
   }
 
   state(): StreamState | null {

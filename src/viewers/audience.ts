@@ -21,12 +21,12 @@ export async function withAudience(env: Env, streamKey: string, state: StreamSta
       }
     }),
   );
-  return { ...state, ...audienceOf(shards.filter((s) => s.viewers + s.suspendedViewers + s.leased > 0 || state.maxViewers === null)) };
+  return { ...state, ...audienceOf(shards.filter((s) => s.viewers + s.suspendedViewers + s.leased > 0)) };
 }
 
 /** The stream's decision log and its shards' (viewer decisions), newest first. */
-export async function allEvents(env: Env, streamKey: string, state: StreamState, own: StreamEvent[]): Promise<StreamEvent[]> {
-  const fromShards = await Promise.all(state.shards.map((s) => viewerShard(env, s.serverId).events(streamKey).catch(() => [] as StreamEvent[])));
+export async function allEvents(env: Env, streamKey: string, sources: string[], own: StreamEvent[]): Promise<StreamEvent[]> {
+  const fromShards = await Promise.all(sources.map((serverId) => viewerShard(env, serverId).events(streamKey).catch(() => [] as StreamEvent[])));
   return [...own, ...fromShards.flat()]
     .map((e, i) => ({ e, i }))
     .sort((a, b) => (a.e.at === b.e.at ? a.i - b.i : a.e.at < b.e.at ? 1 : -1))

@@ -53,6 +53,8 @@ export interface LeaseReport {
 export interface LeaseAnswer {
   /** Null: the stream does not exist (or no longer). */
   policy: ViewerPolicy | null;
+  /** The policy's version: a shard never replaces a policy by an older one. */
+  version: number;
   /** The message answered: the shard ignores an answer to an older one. */
   seq: number;
   /** The lease, in slots, as the stream recorded it. */

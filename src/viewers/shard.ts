@@ -71,6 +71,8 @@ interface Lease {
   /** The hold after the next refusal (doubles while refusals go on). */
   hold: number;
   lastAdmission: number;
+  /** When the shard last sent the stream a message. */
+  lastMessage: number;
 }
 
 interface Process {
@@ -83,8 +85,26 @@ interface Heard {
   lastHeartbeat: number | null;
 }
 
+const SCHEMA = `
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS viewers (
+        stream_key TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, ip TEXT NOT NULL, since INTEGER NOT NULL,
+        PRIMARY KEY (stream_key, service_id, client_id)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS viewers_by_client ON viewers (service_id, client_id);
+      CREATE TABLE IF NOT EXISTS processes (service_id TEXT PRIMARY KEY, suspended INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS replaced (service_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS leases (stream_key TEXT PRIMARY KEY, granted INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS events (
+        stream_key TEXT NOT NULL, slot INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, action TEXT NOT NULL,
+        client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+        PRIMARY KEY (stream_key, slot)) WITHOUT ROWID;`;
+
 /** Decisions kept per stream in a shard's log. */
 const LOG_KEPT = 100;
+/** A stream with viewers here hears from the shard at least this often (its record there stays fresh). */
+const REPORT_EVERY_MS = 5 * 60_000;
+/** How long a replaced process's id is kept (its late hooks are refused with 4006). */
+const REPLACED_KEPT_MS = 24 * 3600 * 1000;
 /** How long an undone hook's late attempts are refused. */
 const VOID_HOOK_MS = 60_000;
 
@@ -118,7 +138,7 @@ export class ViewerShard extends DurableObject<Env> {
   private heard = new Map<string, Heard>();
   private replaced = new Set<string>();
   private leases = new Map<string, Lease>();
-  private policies = new Map<string, { policy: ViewerPolicy | null; at: number }>();
+  private policies = new Map<string, { policy: ViewerPolicy | null; version: number; at: number }>();
   /** One lease message per stream at a time. */
   private locks = new Map<string, Promise<unknown>>();
   private round: Promise<void> | null = null;
@@ -128,25 +148,31 @@ export class ViewerShard extends DurableObject<Env> {
   private ghostCursor = new Map<string, number>();
   private logNext = new Map<string, { slot: number; seq: number }>();
   private alarmAt: number | null = null;
+  private ready = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.ghosts = new GhostCheck(env);
     countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount"]);
-    this.sql.exec(`
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS viewers (
-        stream_key TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, ip TEXT NOT NULL, since INTEGER NOT NULL,
-        PRIMARY KEY (stream_key, service_id, client_id)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS viewers_by_client ON viewers (service_id, client_id);
-      CREATE TABLE IF NOT EXISTS processes (service_id TEXT PRIMARY KEY, suspended INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS replaced (service_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS leases (stream_key TEXT PRIMARY KEY, granted INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS events (
-        stream_key TEXT NOT NULL, slot INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, action TEXT NOT NULL,
-        client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
-        PRIMARY KEY (stream_key, slot)) WITHOUT ROWID;`);
+    // A shard whose server never played a stream that exists stores nothing: tables come with the first write.
+    if (this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'viewers'").toArray().length > 0) this.load();
+    ctx.blockConcurrencyWhile(async () => {
+      this.alarmAt = await ctx.storage.getAlarm();
+    });
+  }
+
+  /** Creates the tables, once, before the first write. */
+  private prepare(): void {
+    if (this.ready) return;
+    this.sql.exec(SCHEMA);
+    this.ready = true;
+  }
+
+  /** Loads the stored state into memory. */
+  private load(): void {
+    this.ready = true;
+    this.sql.exec(SCHEMA); // tables a newer version adds
     for (const r of this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta")) {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
@@ -162,16 +188,18 @@ export class ViewerShard extends DurableObject<Env> {
     }
     for (const r of this.sql.exec<{ service_id: string }>("SELECT service_id FROM replaced")) this.replaced.add(r.service_id);
     for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
-      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0 });
+      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0, lastMessage: 0 });
     }
     for (const r of this.sql.exec<{ stream_key: string; slot: number; seq: number }>(
       "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
     )) {
       this.logNext.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
     }
-    ctx.blockConcurrencyWhile(async () => {
-      this.alarmAt = await ctx.storage.getAlarm();
-    });
+  }
+
+  /** A read: nothing before the tables exist. */
+  private rows<T extends Record<string, SqlStorageValue>>(query: string, ...args: SqlStorageValue[]): T[] {
+    return this.ready ? this.sql.exec<T>(query, ...args).toArray() : [];
   }
 
   /** Calls this object received since it started (bench only: LOAD_COUNTERS). */
@@ -184,7 +212,7 @@ export class ViewerShard extends DurableObject<Env> {
   /** on_play: where a viewer is admitted. */
   async play(req: PlayRequest): Promise<Decision | Unreachable> {
     try {
-      return await this.decide(req, true);
+      return await this.decide(req);
     } catch (err) {
       // The registry or the stream could not be reached: the Worker's answer names it.
       if (err instanceof NestedCallFailed) return err.unreachable;
@@ -192,49 +220,59 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
-  private async decide(req: PlayRequest, first: boolean): Promise<Decision> {
+  private async decide(req: PlayRequest): Promise<Decision> {
     const { streamKey, session, ip } = req;
     if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
-    // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
     if (!this.serverId) this.serverId = session.serverId;
-    const policy = await this.policyOf(streamKey);
-    if (!policy) return { allow: false, denial: Denials.unknownStream };
-    this.identify(session.serverId, req.place);
-    const known = await this.knowProcess(session);
-    if (!known) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
-    if (policy.playAuth === "token" && !req.token.ok) {
-      // The stream counts failed tokens per ip (brute-force limit) and logs them.
-      const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
-      if (refusal.allow && first) {
+    for (let round = 1; ; round++) {
+      // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
+      const policy = await this.policyOf(streamKey);
+      if (!policy) return { allow: false, denial: Denials.unknownStream };
+      this.identify(session.serverId, req.place);
+      if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
+      if (policy.playAuth === "token" && !req.token.ok) {
+        // The stream counts failed tokens per ip (brute-force limit) and logs them.
+        const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
+        if (!refusal.allow) return refusal;
         // The stream no longer asks for tokens: the cached policy was stale.
         this.policies.delete(streamKey);
-        return this.decide(req, false);
+        if (round < 3) continue;
+        return { allow: false, denial: Denials.unknownStream };
       }
-      return refusal.allow ? { allow: false, denial: Denials.unknownStream } : refusal;
-    }
-    if (policy.maxViewers !== null && !this.hasSlot(streamKey)) {
-      await this.askForSlots(streamKey);
+      if (policy.maxViewers !== null && !this.hasSlot(streamKey)) {
+        await this.askForSlots(streamKey);
+        // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
+        if (this.policies.get(streamKey)?.policy?.maxViewers != null && !this.hasSlot(streamKey)) await this.endGhosts(streamKey);
+      }
+      // From here to the write everything is synchronous, so no other message interleaves: the checks
+      // again, on the state as it is now (a policy pushed, a restart's notice, a voided hook, meanwhile).
       const now = this.policies.get(streamKey)?.policy;
-      if (!now) return { allow: false, denial: Denials.unknownStream };
-      // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
-      if (now.maxViewers !== null && !this.hasSlot(streamKey)) await this.endGhosts(streamKey);
+      if (!now) {
+        if (round < 3) continue; // left meanwhile (no viewers here): read again
+        return { allow: false, denial: Denials.unknownStream };
+      }
+      if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
+      const changed =
+        !this.processes.has(session.serviceId) || (now.playAuth === "token" && !req.token.ok) || (now.maxViewers !== null && policy.maxViewers === null);
+      if (changed && round < 3) continue;
       if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
         return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" });
       }
+      if (changed) return { allow: false, denial: Denials.unknownStream };
+      if (this.voided(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
+      if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
+      const at = Date.now();
+      this.prepare();
+      this.sql.exec(
+        "INSERT INTO viewers (stream_key, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
+        streamKey, session.serviceId, session.clientId, ip, at,
+      );
+      this.bump(streamKey, session.serviceId, 1);
+      const lease = this.leases.get(streamKey);
+      if (lease) lease.lastAdmission = at;
+      this.armAlarm(at + LEASE_IDLE_MS);
+      return this.logged(streamKey, session, ip, { allow: true, admit: true });
     }
-    // Everything from here to the write is synchronous: no other hook interleaves.
-    if (this.voided(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
-    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
-    const now = Date.now();
-    this.sql.exec(
-      "INSERT INTO viewers (stream_key, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
-      streamKey, session.serviceId, session.clientId, ip, now,
-    );
-    this.bump(streamKey, session.serviceId, 1);
-    const lease = this.leases.get(streamKey);
-    if (lease) lease.lastAdmission = now;
-    this.armAlarm(now + LEASE_IDLE_MS);
-    return this.logged(streamKey, session, ip, { allow: true, admit: true });
   }
 
   /**
@@ -254,6 +292,7 @@ export class ViewerShard extends DurableObject<Env> {
   /** `keepSlot`: a slot freed here is about to be used or recalled, not given back. */
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
     if (cause.voidHook) this.voidHook(cause.voidHook);
+    if (!this.ready) return 0;
     const removed = this.sql.exec(
       "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?",
       streamKey, session.serviceId, session.clientId,
@@ -268,9 +307,7 @@ export class ViewerShard extends DurableObject<Env> {
   /** on_close names no stream: ends every viewer session of the client here. */
   async close(session: SessionId): Promise<number> {
     let ended = 0;
-    for (const r of this.sql.exec<{ stream_key: string }>(
-      "SELECT stream_key FROM viewers WHERE service_id = ? AND client_id = ?", session.serviceId, session.clientId,
-    ).toArray()) {
+    for (const r of this.rows<{ stream_key: string }>("SELECT stream_key FROM viewers WHERE service_id = ? AND client_id = ?", session.serviceId, session.clientId)) {
       ended += this.endViewer(r.stream_key, session, { action: "on_close" });
     }
     return ended;
@@ -284,19 +321,21 @@ export class ViewerShard extends DurableObject<Env> {
    * first asks the registry whether its own processes still live: a silent
    * server's viewers then stop holding slots the stream needs.
    */
-  async recall(streamKey: string, policy: ViewerPolicy | null, check: boolean): Promise<RecallAnswer> {
+  async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean): Promise<RecallAnswer> {
     if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refresh(null);
     if (check) await this.endGhosts(streamKey);
-    return this.exclusive(streamKey, () => {
-      this.policies.set(streamKey, { policy, at: Date.now() });
-      const lease = this.leaseOf(streamKey);
-      lease.granted = policy?.maxViewers === null ? 0 : this.liveOf(streamKey);
-      lease.seq++;
-      lease.tight = true;
-      lease.fullUntil = 0;
-      this.storeLease(streamKey, lease);
-      return { seq: lease.seq, granted: lease.granted, live: this.liveOf(streamKey), suspended: this.suspendedOf(streamKey), place: this.place };
-    });
+    // Not behind the stream's lock: the stream may be holding this shard's own message while it waits
+    // for this answer. Safe without it: the answer carries a newer sequence number than any message in
+    // flight, so the stream applies whichever is newer and the shard ignores the older message's answer.
+    this.setPolicy(streamKey, policy, version);
+    const current = this.policies.get(streamKey)!.policy;
+    const lease = this.leaseOf(streamKey);
+    lease.granted = current?.maxViewers === null ? 0 : Math.min(lease.granted, this.liveOf(streamKey));
+    lease.seq++;
+    lease.tight = true;
+    lease.fullUntil = 0;
+    this.storeLease(streamKey, lease);
+    return { seq: lease.seq, granted: lease.granted, live: this.liveOf(streamKey), suspended: this.suspendedOf(streamKey), place: this.place };
   }
 
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
@@ -350,33 +389,27 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   events(streamKey: string): StreamEvent[] {
-    return this.sql
-      .exec<{ at: number; action: string; client: string; ip: string; decision: string; reason: string }>(
-        "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
-      )
-      .toArray()
+    return this.rows<{ at: number; action: string; client: string; ip: string; decision: string; reason: string }>(
+      "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
+    )
       .map((e) => ({ ...e, server: this.serverId, at: new Date(e.at).toISOString(), decision: e.decision as StreamEvent["decision"] }));
   }
 
   /** Ends a stream's viewers here by hand (all, or one client id's). */
   endSessions(streamKey: string, clientId: string | undefined, reason: string): EndedViewer[] {
-    const rows = this.sql
-      .exec<{ service_id: string; client_id: string }>(
-        `SELECT service_id, client_id FROM viewers WHERE stream_key = ?${clientId === undefined ? "" : " AND client_id = ?"}`,
-        ...(clientId === undefined ? [streamKey] : [streamKey, clientId]),
-      )
-      .toArray();
+    const rows = this.rows<{ service_id: string; client_id: string }>(
+      `SELECT service_id, client_id FROM viewers WHERE stream_key = ?${clientId === undefined ? "" : " AND client_id = ?"}`,
+      ...(clientId === undefined ? [streamKey] : [streamKey, clientId]),
+    );
     for (const r of rows) this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
     return rows.map((r) => ({ streamKey, serviceId: r.service_id, clientId: r.client_id }));
   }
 
   /** Ends up to `limit` viewer sessions of this server, whatever the stream; `remaining` says how many are left. */
   endAll(limit: number, reason: string): { ended: EndedViewer[]; remaining: number } {
-    const rows = this.sql
-      .exec<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit)
-      .toArray();
+    const rows = this.rows<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit);
     for (const r of rows) this.endViewer(r.stream_key, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
-    const remaining = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM viewers").one().n;
+    const remaining = this.rows<{ n: number }>("SELECT COUNT(*) AS n FROM viewers")[0]?.n ?? 0;
     return { ended: rows.map((r) => ({ streamKey: r.stream_key, serviceId: r.service_id, clientId: r.client_id })), remaining };
   }
 
@@ -398,6 +431,15 @@ export class ViewerShard extends DurableObject<Env> {
     }
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refresh(null);
+    // Streams with viewers here hear from the shard now and then, so they never forget it; a stream
+    // without viewers or slots here is left (its record there goes: src/stream/leases.ts).
+    for (const [streamKey, lease] of [...this.leases]) {
+      const held = this.liveOf(streamKey) + this.suspendedOf(streamKey);
+      if ((held > 0 && now - lease.lastMessage >= REPORT_EVERY_MS) || (held === 0 && lease.granted === 0)) {
+        await this.message(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
+      }
+    }
+    this.forgetReplaced(now);
     const pending = [...this.leases].some(([k, l]) => l.granted > this.liveOf(k));
     if (pending) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
@@ -451,6 +493,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (this.replaced.has(id)) return false;
       if (!this.processes.has(id)) {
         this.processes.set(id, { suspended: false, seq: -1 });
+        this.prepare();
         this.sql.exec("INSERT OR REPLACE INTO processes (service_id, suspended, seq) VALUES (?, 0, -1)", id);
       }
       // A new process of a server whose other processes hold viewers here may be its restart.
@@ -530,7 +573,18 @@ export class ViewerShard extends DurableObject<Env> {
   private markReplaced(id: string): void {
     if (!this.replaced.has(id)) {
       this.replaced.add(id);
-      this.sql.exec("INSERT OR REPLACE INTO replaced (service_id, at) VALUES (?, ?)", id, Date.now());
+      this.prepare();
+      const now = Date.now();
+      this.sql.exec("INSERT OR REPLACE INTO replaced (service_id, at) VALUES (?, ?)", id, now);
+      this.forgetReplaced(now);
+    }
+  }
+
+  /** A replaced process cannot speak for long (its late hooks are in flight); a day later its entry is only clutter. */
+  private forgetReplaced(now: number): void {
+    if (!this.ready) return;
+    for (const r of this.sql.exec<{ service_id: string }>("DELETE FROM replaced WHERE at < ? RETURNING service_id", now - REPLACED_KEPT_MS)) {
+      this.replaced.delete(r.service_id);
     }
   }
 
@@ -607,6 +661,7 @@ export class ViewerShard extends DurableObject<Env> {
   private async send(streamKey: string, want: number): Promise<void> {
     const lease = this.leaseOf(streamKey);
     lease.seq++;
+    lease.lastMessage = Date.now();
     const report: LeaseReport = {
       streamKey,
       serverId: this.serverId,
@@ -628,16 +683,23 @@ export class ViewerShard extends DurableObject<Env> {
       this.policies.delete(streamKey);
       return;
     }
-    this.policies.set(streamKey, { policy: answer.policy, at: Date.now() });
+    this.setPolicy(streamKey, answer.policy, answer.version);
     // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
     if (answer.seq < lease.seq) return;
     lease.seq = answer.seq;
     lease.tight = answer.tight;
-    if (answer.granted !== lease.granted || (!stored && answer.granted > 0)) {
+    if (answer.granted !== lease.granted || (!stored && answer.policy !== null)) {
       lease.granted = answer.granted;
       this.storeLease(streamKey, lease);
     }
     if (lease.granted > this.liveOf(streamKey)) this.armAlarm(Date.now() + LEASE_IDLE_MS);
+    const empty = (x: { granted: number; live: number; suspended: number }) => x.granted === 0 && x.live === 0 && x.suspended === 0;
+    if (want === 0 && empty(report) && empty({ granted: lease.granted, live: this.liveOf(streamKey), suspended: this.suspendedOf(streamKey) })) {
+      // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.
+      this.policies.delete(streamKey);
+      this.leases.delete(streamKey);
+      if (this.ready) this.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
+    }
   }
 
   private exclusive<T>(streamKey: string, step: () => T | Promise<T>): Promise<T> {
@@ -654,18 +716,26 @@ export class ViewerShard extends DurableObject<Env> {
   private leaseOf(streamKey: string): Lease {
     let lease = this.leases.get(streamKey);
     if (!lease) {
-      const row = this.sql.exec<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey).toArray()[0];
-      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0 };
+      const row = this.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
+      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0, lastMessage: 0 };
       this.leases.set(streamKey, lease);
     }
     return lease;
   }
 
+  /** Keeps the newest policy told (a recall and an answer may arrive out of order). */
+  private setPolicy(streamKey: string, policy: ViewerPolicy | null, version: number): void {
+    const cached = this.policies.get(streamKey);
+    if (cached && cached.version > version) return;
+    this.policies.set(streamKey, { policy, version, at: Date.now() });
+  }
+
   private hasLeaseRow(streamKey: string): boolean {
-    return this.sql.exec("SELECT 1 FROM leases WHERE stream_key = ?", streamKey).toArray().length > 0;
+    return this.rows("SELECT 1 AS x FROM leases WHERE stream_key = ?", streamKey).length > 0;
   }
 
   private storeLease(streamKey: string, lease: Lease): void {
+    this.prepare();
     this.sql.exec("INSERT OR REPLACE INTO leases (stream_key, granted, seq) VALUES (?, ?, ?)", streamKey, lease.granted, lease.seq);
   }
 
@@ -705,7 +775,7 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   private isViewing(streamKey: string, session: SessionId): boolean {
-    return this.sql.exec("SELECT 1 FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId).toArray().length > 0;
+    return this.rows("SELECT 1 AS x FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId).length > 0;
   }
 
   // --- the rest ---------------------------------------------------------------------------------
@@ -715,6 +785,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (!this.hasMeta) {
       this.hasMeta = true;
       this.serverId = serverId;
+      this.prepare();
       this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('server_id', ?)", serverId);
     }
     if (place.colo && (place.colo !== this.place.colo || place.country !== this.place.country)) {
@@ -742,6 +813,7 @@ export class ViewerShard extends DurableObject<Env> {
   /** A ring of LOG_KEPT decisions per stream: one single-row write replaces the oldest. */
   private record(streamKey: string, action: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
     const next = this.logNext.get(streamKey) ?? { slot: 0, seq: 0 };
+    this.prepare();
     this.sql.exec(
       "INSERT OR REPLACE INTO events (stream_key, slot, seq, at, action, client, ip, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason,

@@ -7,9 +7,10 @@
  * credentials. This file runs with SRS_API_URL = https://{device_id}.srs.test:1985
  * (vitest.config.mts, project "srs-api").
  */
+import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, type Edge } from "./srs";
-import { serverListed } from "./fleet";
+import { at, serverListed, serverStub } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
@@ -199,5 +200,87 @@ describe("PUT /admin/servers/{server_id}: the API of one server", () => {
     expect((await admin("PUT", `/servers/${edge.server}`, {})).status).toBe(400);
     expect((await admin("PUT", `/servers/vid-neverseen`, { api: "https://x.example" })).status).toBe(404);
     expect(await serverListed(edge)).toMatchObject({ api: `https://dev-${edge.server.slice(4)}.srs.test:1985`, apiOk: null });
+  });
+});
+
+describe("kicks: revoking what a client was admitted with disconnects it on its edge", () => {
+  const kickedOn = (fake: FakeSrs, client: string) => fake.calls.some((c) => c.method === "DELETE" && c.path === `/api/v1/clients/${client}`);
+  const streamEvents = async (s: string) => (await admin("GET", `/streams/live/${s}/events`)).body.events ?? [];
+
+  it("rotating the key kicks the live publisher within 5 s, and the decision log says so", async () => {
+    const { edge, fake } = await edgeWithApi(["enc00001"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    const began = Date.now();
+    const put = await admin("PUT", `/streams/live/${s}`, { rotateKey: true });
+    expect(put.status).toBe(200);
+    expect(put.body.kicking).toEqual([{ role: "publisher", serverId: edge.server, clientId: "enc00001" }]);
+    await vi.waitFor(() => expect(kickedOn(fake, "enc00001")).toBe(true), { timeout: 5000, interval: 50 });
+    expect(Date.now() - began).toBeLessThan(5000);
+    expect(fake.clients.has("enc00001")).toBe(false);
+    await vi.waitFor(async () => expect((await streamEvents(s)).some((e: any) => e.action === "kick" && e.client === "enc00001" && e.reason === "kicked (key rotated)")).toBe(true), { timeout: 5000 });
+  });
+
+  it("deleting the stream kicks its publisher and its viewers on every edge", async () => {
+    const a = await edgeWithApi(["enc00001", "view0001"]);
+    const b = await edgeWithApi(["view0002"]);
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 10 });
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...a.edge, client: "view0001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...b.edge, client: "view0002" }))).toEqual(ALLOW);
+    const del = await admin("DELETE", `/streams/live/${s}`);
+    expect(del.status).toBe(200);
+    expect(new Set(del.body.kicking.map((k: any) => `${k.role}/${k.clientId}`))).toEqual(new Set(["publisher/enc00001", "viewer/view0001", "viewer/view0002"]));
+    await vi.waitFor(() => expect([kickedOn(a.fake, "enc00001"), kickedOn(a.fake, "view0001"), kickedOn(b.fake, "view0002")]).toEqual([true, true, true]), { timeout: 5000, interval: 50 });
+  });
+
+  it("ending sessions through the admin API kicks those clients (and only those)", async () => {
+    const { edge, fake } = await edgeWithApi(["view0001", "view0002"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 10 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
+    const r = await admin("DELETE", `/streams/live/${s}/sessions?client=view0001`);
+    expect(r.body.kicking).toEqual([{ role: "viewer", serverId: edge.server, clientId: "view0001" }]);
+    await vi.waitFor(() => expect(kickedOn(fake, "view0001")).toBe(true), { timeout: 5000, interval: 50 });
+    expect(kickedOn(fake, "view0002")).toBe(false);
+  });
+
+  it("an edge that stays unreachable: the kick is retried with backoff, then logged as failed", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["view0001"]);
+      const s = uniqueStream();
+      await createStream(s, { maxViewers: 10 });
+      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+      fake.reachable = false;
+      expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.kicking).toHaveLength(1);
+      await runDurableObjectAlarm(serverStub(edge));
+      at(1_500);
+      await runDurableObjectAlarm(serverStub(edge));
+      expect((await streamEvents(s)).some((e: any) => e.action === "kick")).toBe(false); // still trying
+      at(5 * 60_000 + 10_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      const events = await streamEvents(s);
+      expect(events.some((e: any) => e.action === "kick" && e.client === "view0001" && /^kick failed: edge unreachable/.test(e.reason))).toBe(true);
+      expect(await serverListed(edge)).toMatchObject({ apiOk: false });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("an edge back before the retries end: the kick goes through", async () => {
+    const { edge, fake } = await edgeWithApi(["view0001"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 10 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    fake.reachable = false;
+    await admin("DELETE", `/streams/live/${s}/sessions`);
+    await new Promise((r) => setTimeout(r, 300));
+    fake.reachable = true;
+    await vi.waitFor(() => expect(kickedOn(fake, "view0001")).toBe(true), { timeout: 8000, interval: 100 });
   });
 });

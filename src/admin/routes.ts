@@ -9,6 +9,7 @@ import type { StreamState } from "../stream/object";
 import { REGISTRY_SHARDS } from "../server/registry";
 import { registryShard, streamObject, viewerShard } from "../object-access";
 import { allEvents, withAudience } from "../viewers/audience";
+import { queueKicks, type KickPlanned } from "../srs/kicks";
 import { parsePolicyChange, parseTokenTtl, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
@@ -55,8 +56,10 @@ export async function putStream(request: IRequest, env: Env): Promise<Response> 
     throw failed(`the change to ${stream} took effect but is not in the catalogue; repeat the PUT`);
   }
   await pushPolicy(env, name);
+  // A rotated key revokes the one the live publisher used: it is kicked on its edge (src/srs/kicks.ts).
+  const kicking = result.replacedKeyHash !== undefined ? await kickPublishers(env, name, "key rotated") : [];
   const state = await withAudience(env, streamKey(name), result.state);
-  const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}) };
+  const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}), ...(env.SRS_API_URL ? { kicking } : {}) };
   return jsonResponse(body, result.created ? 201 : 200);
 }
 
@@ -84,7 +87,9 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
   if (removed) await pushPolicy(env, name);
   await env.CATALOGUE.delete(CATALOGUE_PREFIX + streamKey(name));
   if (!removed) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
-  return jsonResponse({ deleted: streamKey(name) });
+  // Its publisher and viewers are kicked on their edges (src/srs/kicks.ts).
+  const kicking = env.SRS_API_URL ? [...(await kickPublishers(env, name, "stream deleted")), ...(await kickViewers(env, name, "stream deleted"))] : [];
+  return jsonResponse({ deleted: streamKey(name), ...(env.SRS_API_URL ? { kicking } : {}) });
 }
 
 /**
@@ -160,6 +165,21 @@ async function pushPolicy(env: Env, name: StreamName): Promise<void> {
   } catch (err) {
     console.error(JSON.stringify({ error: "policy not pushed to the viewer shards", stream: streamKey(name), detail: String(err) }));
   }
+}
+
+async function kickPublishers(env: Env, name: StreamName, why: string): Promise<KickPlanned[]> {
+  if (!env.SRS_API_URL) return [];
+  const sessions = await streamStub(env, name).publisherSessions();
+  return queueKicks(env, sessions.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why })));
+}
+
+async function kickViewers(env: Env, name: StreamName, why: string): Promise<KickPlanned[]> {
+  const key = streamKey(name);
+  const sources = await streamStub(env, name).eventSources();
+  const viewers = await Promise.all(
+    sources.map(async (serverId) => (await viewerShard(env, serverId).viewersOf(key).catch(() => [])).map((v) => ({ ...v, serverId }))),
+  );
+  return queueKicks(env, viewers.flat().map((v) => ({ ...v, streamKey: key, role: "viewer" as const, why })));
 }
 
 function streamStub(env: Env, name: StreamName) {

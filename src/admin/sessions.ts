@@ -6,6 +6,7 @@ import { endServerSessions as endAllOfServer, endStreamSessions as endOfStream }
 import { streamKey } from "../stream/name";
 import { streamNameFrom } from "./validate";
 import { serverIdFrom } from "./servers";
+import { queueKicks } from "../srs/kicks";
 
 /**
  * Ending sessions by hand: the way out when SRS lost a stop event (it never
@@ -24,7 +25,9 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
   };
   const ended = await endOfStream(env, streamKey(name), filter);
   if (ended === null) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
-  return jsonResponse({ ended });
+  // With SRS_API_URL, the clients are kicked on their edges too (src/srs/kicks.ts).
+  const kicking = await queueKicks(env, ended.map((s) => ({ ...s, streamKey: streamKey(name), why: "ended by operator" })));
+  return jsonResponse({ ended, ...(env.SRS_API_URL ? { kicking } : {}) });
 }
 
 /**
@@ -36,9 +39,11 @@ export async function endServerSessions(request: IRequest, env: Env): Promise<Re
   const serverId = serverIdFrom(request);
   const result = await endAllOfServer(env, serverId);
   if (result === null) throw new StatusError(404, `server ${serverId} is not known`);
+  const kicking = await queueKicks(env, result.ended.map((s) => ({ ...s, serverId, why: "ended by operator" })));
   return jsonResponse({
     serverId,
     ended: result.ended.map((s) => ({ stream: s.streamKey, role: s.role, serviceId: s.serviceId, clientId: s.clientId })),
+    ...(env.SRS_API_URL ? { kicking } : {}),
     remaining: result.remaining,
     ...(result.failed > 0 ? { failed: result.failed } : {}),
   });

@@ -6,7 +6,8 @@ import { callsOf, countCalls } from "../platform/load";
 import { withRetry } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
-import { apiBase } from "../srs/api";
+import { apiBase, kickClient } from "../srs/api";
+import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, type Kick } from "../srs/kicks";
 
 /** What the admin API reports for one SRS server. */
 export interface ServerState {
@@ -121,6 +122,8 @@ interface ServerRow extends Record<string, SqlStorageValue> {
 export const REGISTRY_SHARDS = 16;
 /** Notices delivered per alarm run: bounded work, whatever the fleet size. */
 export const NOTICE_BATCH = 50;
+/** Kicks run per alarm run (each one or two API calls of at most 2 s). */
+const KICKS_PER_RUN = 20;
 /** Notices that could not be delivered are retried this much later. */
 const NOTICE_RETRY_MS = 5000;
 /** last_seen is written at most this often per server (it only serves retention). */
@@ -176,7 +179,7 @@ export class ServerRegistry extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    countCalls(this, env, ["heartbeat", "track", "shardHeard", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions", "setApi", "apiTarget", "apiCalled"]);
+    countCalls(this, env, ["heartbeat", "track", "shardHeard", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions", "setApi", "apiTarget", "apiCalled", "queueKicks"]);
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS servers (
         server_id TEXT PRIMARY KEY, service_id TEXT NOT NULL, device_id TEXT NOT NULL,
@@ -191,6 +194,10 @@ export class ServerRegistry extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS candidates (
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, since INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS kicks (
+        server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, stream_key TEXT NOT NULL, role TEXT NOT NULL,
+        why TEXT NOT NULL, attempt INTEGER NOT NULL, next_at INTEGER NOT NULL, until INTEGER NOT NULL,
+        PRIMARY KEY (server_id, service_id, client_id, stream_key, role)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS notices (
         stream_key TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL,
         kind TEXT NOT NULL, status TEXT NOT NULL, seq INTEGER NOT NULL, cutoff INTEGER NOT NULL, replaced INTEGER NOT NULL, why TEXT NOT NULL,
@@ -346,6 +353,53 @@ export class ServerRegistry extends DurableObject<Env> {
     return base ? { base, serverId, serviceId } : null;
   }
 
+  /** Kicks to run through the servers' SRS APIs (src/srs/kicks.ts): queued, and run by the alarm at once. */
+  queueKicks(kicks: Kick[]): void {
+    const now = Date.now();
+    for (const k of kicks) {
+      this.sql.exec(
+        `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
+         ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until`,
+        k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, now, now + KICK_RETRY_MS,
+      );
+    }
+    if (kicks.length > 0) this.armAlarm(now);
+  }
+
+  /** Runs the kicks that are due, KICKS_PER_RUN at most; each outcome goes to the stream's decision log. */
+  private async runKicks(now: number): Promise<void> {
+    const due = this.sql
+      .exec<{ server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number }>(
+        "SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until FROM kicks WHERE next_at <= ? ORDER BY next_at LIMIT ?", now, KICKS_PER_RUN,
+      )
+      .toArray();
+    await Promise.all(
+      due.map(async (k) => {
+        const target = this.apiTarget(k.server_id, k.service_id);
+        const outcome = target ? await kickClient(this.env, target, k.client_id) : "no api";
+        if (target) this.apiCalled(k.server_id, outcome !== "failed");
+        const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
+        if (outcome === "failed" && Date.now() < k.until) {
+          const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
+          this.sql.exec(
+            "UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
+            Date.now() + wait, ...key,
+          );
+          return;
+        }
+        this.sql.exec("DELETE FROM kicks WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?", ...key);
+        const reason = {
+          kicked: `kicked (${k.why})`,
+          gone: `kick: the client was already gone (${k.why})`,
+          failed: `kick failed: edge unreachable for ${KICK_RETRY_MS / 1000} s (${k.why})`,
+          "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
+        }[outcome];
+        console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
+        await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason)).catch(() => {});
+      }),
+    );
+  }
+
   /** Records whether a call to the server's API worked, for GET /admin/servers (a write only when it changes). */
   apiCalled(serverId: string, ok: boolean): void {
     const row = this.servers.get(serverId);
@@ -408,6 +462,7 @@ export class ServerRegistry extends DurableObject<Env> {
     // Retired ids are kept while their process still speaks (a duplicate server_id): it must never become current again.
     this.sql.exec("DELETE FROM retired WHERE retired_at < ? AND (heard_at IS NULL OR heard_at < ?)", now - retention, now - retention);
     const failed = await this.deliverNotices();
+    await this.runKicks(Date.now());
     const next = this.nextWake(Date.now());
     if (failed) this.armAlarm(Date.now() + NOTICE_RETRY_MS);
     else if (next !== null) this.armAlarm(next);
@@ -471,6 +526,8 @@ export class ServerRegistry extends DurableObject<Env> {
     const consider = (t: number) => {
       if (earliest === null || t < earliest) earliest = t;
     };
+    const kick = this.sql.exec<{ at: number | null }>("SELECT MIN(next_at) AS at FROM kicks").one().at;
+    if (kick !== null) consider(Math.max(kick, now));
     for (const row of this.servers.values()) {
       if (row.last_heartbeat !== null && row.dead_since === null) consider(row.last_heartbeat + serverTimeoutMs(this.env));
       if (row.dead_since !== null && (row.expired_at === null || row.expired_at < row.last_heartbeat!)) consider(row.last_heartbeat! + sessionGraceMs(this.env));

@@ -5,7 +5,7 @@ export interface StreamEvent {
   server: string;
   client: string;
   ip: string;
-  decision: "allow" | "deny" | "end" | "suspend" | "resume" | "conflict";
+  decision: "allow" | "deny" | "end" | "suspend" | "resume" | "conflict" | "kick";
   reason: string;
 }
 

@@ -165,7 +165,7 @@ export class StreamObject extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.ghosts = new GhostCheck(env);
-    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "configure", "pushPolicy", "undoKeyChange", "remove", "state"]);
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "publisherSessions", "configure", "pushPolicy", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -396,6 +396,18 @@ export class StreamObject extends DurableObject<Env> {
   /** The last decisions, newest first. */
   events(): StreamEvent[] {
     return this.ready ? this.log.list() : [];
+  }
+
+  /** The outcome of a kick (src/srs/kicks.ts), for the decision log. */
+  recordKick(serverId: string, clientId: string, reason: string): void {
+    if (this.ready) this.log.append("kick", serverId, clientId, "", "kick", reason);
+  }
+
+  /** Every publisher session (live, suspended, in conflict): what a rotated key or a deleted stream kicks. */
+  publisherSessions(): SessionId[] {
+    if (!this.ready) return [];
+    const { publisher, conflicts } = this.sessions.publishersView();
+    return [publisher, ...conflicts].filter((p): p is Publisher => p !== null).map((p) => ({ serverId: p.serverId, serviceId: p.serviceId, clientId: p.clientId }));
   }
 
   /** The viewer shards whose decision logs may hold this stream's viewer decisions. */

@@ -154,7 +154,7 @@ export class ViewerShard extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.ghosts = new GhostCheck(env);
-    countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount"]);
+    countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount", "viewersOf"]);
     // A shard whose server never played a stream that exists stores nothing: tables come with the first write.
     if (this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'viewers'").toArray().length > 0) this.load();
     ctx.blockConcurrencyWhile(async () => {
@@ -393,6 +393,14 @@ export class ViewerShard extends DurableObject<Env> {
       "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
     )
       .map((e) => ({ ...e, server: this.serverId, at: new Date(e.at).toISOString(), decision: e.decision as StreamEvent["decision"] }));
+  }
+
+  /** A stream's viewer sessions here (a deleted stream's viewers are kicked). */
+  viewersOf(streamKey: string): { serviceId: string; clientId: string }[] {
+    return this.rows<{ service_id: string; client_id: string }>("SELECT service_id, client_id FROM viewers WHERE stream_key = ?", streamKey).map((r) => ({
+      serviceId: r.service_id,
+      clientId: r.client_id,
+    }));
   }
 
   /** Ends a stream's viewers here by hand (all, or one client id's). */

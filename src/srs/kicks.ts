@@ -1,0 +1,64 @@
+/**
+ * Kicks: disconnecting clients through their SRS server's HTTP API
+ * (`DELETE /api/v1/clients/{id}`, src/srs/api.ts) when an operator revokes
+ * what they were admitted with: a rotated key kicks the stream's publisher,
+ * a deleted stream its publisher and viewers, sessions ended through the
+ * admin API those clients.
+ *
+ * The admin call answers at once with what it will kick; the kicks wait in
+ * an outbox in the registry shard of each client's server, whose alarm runs
+ * them at once (so well within 5 s) and, while the server's API cannot be
+ * reached, again with backoff (1 s, doubling to 30 s) for KICK_RETRY_MS.
+ * Each outcome goes to the stream's decision log: "kicked", "already gone",
+ * "kick failed: edge unreachable". SRS then sends on_unpublish / on_stop for
+ * a kicked client, which ends its session as usual. Off unless SRS_API_URL is set.
+ */
+import type { Env } from "../env";
+import { serverRegistry } from "../object-access";
+import type { Role } from "./hook";
+
+/** How long a kick is retried while its server's API cannot be reached. */
+export const KICK_RETRY_MS = 5 * 60_000;
+export const KICK_BACKOFF_FIRST_MS = 1_000;
+export const KICK_BACKOFF_MAX_MS = 30_000;
+
+/** One client to kick. */
+export interface Kick {
+  streamKey: string;
+  role: Role;
+  serverId: string;
+  serviceId: string;
+  clientId: string;
+  /** Why, for the decision log ("key rotated", "stream deleted", "ended by operator"). */
+  why: string;
+}
+
+/** What an admin call reports it will kick. */
+export interface KickPlanned {
+  role: Role;
+  serverId: string;
+  clientId: string;
+}
+
+/**
+ * Queues the kicks in their servers' registry shards (each shard's alarm runs
+ * them at once). Returns what was queued; nothing when SRS_API_URL is unset.
+ * A shard that cannot be reached is logged and its kicks left out.
+ */
+export async function queueKicks(env: Env, kicks: Kick[]): Promise<KickPlanned[]> {
+  if (!env.SRS_API_URL || kicks.length === 0) return [];
+  const byServer = new Map<string, Kick[]>();
+  for (const k of kicks) byServer.set(k.serverId, [...(byServer.get(k.serverId) ?? []), k]);
+  const queued = await Promise.all(
+    [...byServer].map(async ([serverId, of]) => {
+      try {
+        await serverRegistry(env, serverId).queueKicks(of);
+        return of;
+      } catch (err) {
+        console.error(JSON.stringify({ error: "kicks not queued: registry unreachable", server: serverId, detail: String(err) }));
+        return [];
+      }
+    }),
+  );
+  return queued.flat().map((k) => ({ role: k.role, serverId: k.serverId, clientId: k.clientId }));
+}

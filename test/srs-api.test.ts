@@ -284,3 +284,58 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
     await vi.waitFor(() => expect(kickedOn(fake, "view0001")).toBe(true), { timeout: 8000, interval: 100 });
   });
 });
+
+describe('publisher takeover: onDuplicatePublish "replace"', () => {
+  const kickedOn = (fake: FakeSrs, client: string) => fake.calls.some((c) => c.method === "DELETE" && c.path === `/api/v1/clients/${client}`);
+
+  it("a second publisher with the right key, on another edge, takes the stream over once the old one is kicked", async () => {
+    const a = await edgeWithApi(["enc00001"]);
+    const b = await edgeWithApi(["enc00002"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const put = await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
+    expect(put.body.onDuplicatePublish).toBe("replace");
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+    const state = await streamState(s);
+    expect(state).toMatchObject({ live: true, publisher: { serverId: b.edge.server, clientId: "enc00002", state: "live" }, conflicts: [] });
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;
+    expect(events.some((e: any) => e.action === "takeover" && e.client === "enc00001" && /replaced by client enc00002/.test(e.reason))).toBe(true);
+  });
+
+  it("the old edge cannot be reached: the new publisher is refused, saying so, and the old one keeps the stream", async () => {
+    const a = await edgeWithApi(["enc00001"]);
+    const b = await edgeWithApi(["enc00002"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    a.fake.reachable = false;
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    expect(r.status).toBe(403);
+    expect(r.body.code).toBe(4009);
+    expect(r.body.reason).toMatch(/^publisher takeover failed: edge .* unreachable/);
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001", state: "live" });
+  });
+
+  it('"deny" (the default) refuses as before and kicks nobody; "replace" with a wrong key kicks nobody either', async () => {
+    const a = await edgeWithApi(["enc00001"]);
+    const b = await edgeWithApi(["enc00002"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect((await streamState(s)).onDuplicatePublish).toBe("deny");
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect((await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).body.code).toBe(4004);
+    await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
+    expect((await hook(publish("live", s, "wrong-key", { ...b.edge, client: "enc00002" }))).body.code).toBe(4003);
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
+  });
+
+  it("refuses values other than deny and replace", async () => {
+    const s = uniqueStream();
+    await createStream(s);
+    for (const v of ["Replace", "kick", null, true]) expect((await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: v })).status, String(v)).toBe(400);
+    expect((await streamState(s)).onDuplicatePublish).toBe("deny");
+  });
+});

@@ -4,14 +4,14 @@ import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, type StreamName } from "../stream/name";
 import type { PolicyChange } from "../stream/object";
 
-const POLICY_FIELDS = new Set(["maxViewers", "playAuth", "rotateKey"]);
+const POLICY_FIELDS = new Set(["maxViewers", "playAuth", "onDuplicatePublish", "rotateKey"]);
 
 /** Body of PUT /admin/streams/{app}/{stream}; an empty body changes nothing. */
 export function parsePolicyChange(body: unknown): PolicyChange {
   if (body === undefined) return {};
   if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
   for (const field of Object.keys(body)) {
-    if (!POLICY_FIELDS.has(field)) throw new StatusError(400, `unknown field "${field}" (allowed: maxViewers, playAuth, rotateKey)`);
+    if (!POLICY_FIELDS.has(field)) throw new StatusError(400, `unknown field "${field}" (allowed: maxViewers, playAuth, onDuplicatePublish, rotateKey)`);
   }
   const change: PolicyChange = {};
   if ("maxViewers" in body) {
@@ -26,6 +26,12 @@ export function parsePolicyChange(body: unknown): PolicyChange {
       throw new StatusError(400, 'field "playAuth" must be "open" or "token"');
     }
     change.playAuth = body.playAuth;
+  }
+  if ("onDuplicatePublish" in body) {
+    if (body.onDuplicatePublish !== "deny" && body.onDuplicatePublish !== "replace") {
+      throw new StatusError(400, 'field "onDuplicatePublish" must be "deny" or "replace"');
+    }
+    change.onDuplicatePublish = body.onDuplicatePublish;
   }
   if ("rotateKey" in body) {
     if (typeof body.rotateKey !== "boolean") throw new StatusError(400, 'field "rotateKey" must be a boolean');

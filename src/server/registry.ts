@@ -3,6 +3,7 @@ import { serverRetentionMs, serverTimeoutMs, sessionGraceMs } from "../config";
 import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
 import { callsOf, countCalls } from "../platform/load";
+import { addColumns } from "../platform/sql";
 import { withRetry } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
@@ -836,10 +837,3 @@ interface ServerFacts {
   candidates: Map<string, string[]>;
 }
 
-/** Adds columns a newer version needs to a table an older version created. */
-function addColumns(sql: SqlStorage, table: string, columns: Record<string, string>): void {
-  const have = new Set(sql.exec<{ name: string }>(`SELECT name FROM pragma_table_info('${table}')`).toArray().map((c) => c.name));
-  for (const [name, type] of Object.entries(columns)) {
-    if (!have.has(name)) sql.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${type}`);
-  }
-}

@@ -77,6 +77,20 @@ export class GhostCheck {
     return presence;
   }
 
+  /** Where the session's server's API is (null: none configured, or the registry could not say). */
+  targetOf(s: SessionId): Promise<ApiTarget | null> {
+    return this.target(s);
+  }
+
+  /** Polls the client until its server no longer has it, at most `ms` (a kicked connection takes a moment to close). */
+  async untilGone(target: ApiTarget, clientId: string, ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      if ((await clientPresence(this.env, target, clientId)) !== "present") return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   /** Where the session's server's API is, from its registry shard (kept a minute). */
   private async target(s: SessionId): Promise<ApiTarget | null> {
     const key = `${s.serverId}\n${s.serviceId}`;

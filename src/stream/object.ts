@@ -9,9 +9,11 @@ import type { Role, SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
-import { decidePlay, decidePublish, Denials, isFailedGuess, type Decision, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, type Decision, type OnDuplicatePublish, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { addColumns } from "../platform/sql";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
+import { kickClient } from "../srs/api";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
 import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
@@ -23,6 +25,8 @@ export type { EndedSession, Publisher } from "./sessions";
 export interface StreamState extends StreamName {
   maxViewers: number | null;
   playAuth: PlayAuth;
+  /** An on_publish with the right key while another publisher holds the stream: refused, or takes it over. */
+  onDuplicatePublish: OnDuplicatePublish;
   /** A publisher holds the stream now. */
   live: boolean;
   /** The holder, else the newest suspended publisher, else null. */
@@ -54,6 +58,9 @@ export interface EndCause {
   voidHook?: string;
 }
 
+/** After a takeover's kick, how long the old client may take to disappear from its edge before the new one is admitted anyway. */
+const TAKEOVER_WAIT_MS = 1_000;
+
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
 const RECALL_TIMEOUT_MS = 2_000;
 
@@ -63,6 +70,7 @@ const VOID_HOOK_MS = 60_000;
 export interface PolicyChange {
   maxViewers?: number | null;
   playAuth?: PlayAuth;
+  onDuplicatePublish?: OnDuplicatePublish;
   rotateKey?: boolean;
 }
 
@@ -90,6 +98,7 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   key_hash: string;
   max_viewers: number | null;
   play_auth: string;
+  on_duplicate_publish: string;
   created_at: number;
   updated_at: number;
 }
@@ -177,6 +186,7 @@ export class StreamObject extends DurableObject<Env> {
   private prepare(): void {
     if (this.ready) return;
     this.sql.exec(SCHEMA);
+    addColumns(this.sql, "stream", { on_duplicate_publish: "TEXT NOT NULL DEFAULT 'deny'" });
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
@@ -207,6 +217,11 @@ export class StreamObject extends DurableObject<Env> {
       // Still busy: the blocker may be a ghost of a lost on_unpublish; its server's SRS API says (src/srs/ghosts.ts).
       if (!decision.allow && decision.restsOn === "publisher" && (await this.endGhosts(this.sessions.livePublishersBesides(session)))) {
         decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+      }
+      // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
+      if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
+        const refused = await this.takeOver(session);
+        decision = this.voided(hookId) ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);
@@ -437,13 +452,14 @@ export class StreamObject extends DurableObject<Env> {
       key_hash: rotate ? candidate.hash : this.row!.key_hash,
       max_viewers: change.maxViewers !== undefined ? change.maxViewers : (this.row?.max_viewers ?? null),
       play_auth: change.playAuth ?? this.row?.play_auth ?? "open",
+      on_duplicate_publish: change.onDuplicatePublish ?? this.row?.on_duplicate_publish ?? "deny",
       created_at: this.row?.created_at ?? now,
       updated_at: now,
     };
     this.sql.exec(
-      `INSERT OR REPLACE INTO stream (id, vhost, app, stream, key_hash, max_viewers, play_auth, created_at, updated_at)
-       VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      row.vhost, row.app, row.stream, row.key_hash, row.max_viewers, row.play_auth, row.created_at, row.updated_at,
+      `INSERT OR REPLACE INTO stream (id, vhost, app, stream, key_hash, max_viewers, play_auth, on_duplicate_publish, created_at, updated_at)
+       VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      row.vhost, row.app, row.stream, row.key_hash, row.max_viewers, row.play_auth, row.on_duplicate_publish, row.created_at, row.updated_at,
     );
     const replaced = rotate && !created ? this.row!.key_hash : undefined;
     this.row = row;
@@ -497,6 +513,7 @@ export class StreamObject extends DurableObject<Env> {
       stream: this.row.stream,
       maxViewers: this.row.max_viewers,
       playAuth: this.row.play_auth as PlayAuth,
+      onDuplicatePublish: this.row.on_duplicate_publish as OnDuplicatePublish,
       live,
       publisher,
       conflicts,
@@ -543,6 +560,29 @@ export class StreamObject extends DurableObject<Env> {
   private admitPublisher(session: SessionId, ip: string): void {
     this.sessions.admitPublisher(session, ip);
     this.armAlarm();
+  }
+
+  /**
+   * onDuplicatePublish "replace": kicks every live publisher but `session`
+   * through its edge's SRS API, and ends their sessions once each kick is
+   * confirmed (or the client proven gone). Null when the way is free; else
+   * the refusal (fail closed: two publishers are never admitted at once).
+   */
+  private async takeOver(session: SessionId): Promise<Decision | null> {
+    for (const holder of this.sessions.livePublishersBesides(session)) {
+      if (!this.env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
+      const target = await this.ghosts.targetOf(holder);
+      if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
+      const outcome = await kickClient(this.env, target, holder.clientId);
+      if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, `edge ${holder.serverId} unreachable`) };
+      // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; wait until it is gone.
+      if (outcome === "kicked") await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS);
+      if (this.sessions.end(holder) > 0) {
+        this.record("takeover", holder.serverId, holder.clientId, "", "end",
+          `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
+      }
+    }
+    return null;
   }
 
   /** Ends the publishers their servers' APIs no longer have; true if any ended. */

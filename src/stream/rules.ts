@@ -9,6 +9,9 @@ import type { SessionId } from "../srs/hook";
 
 export type PlayAuth = "open" | "token";
 
+/** What an on_publish with the right key does while another publisher holds the stream. */
+export type OnDuplicatePublish = "deny" | "replace";
+
 export interface StreamPolicy {
   keyHash: string;
   maxViewers: number | null;
@@ -79,6 +82,11 @@ export function publisherBusy(publisher: SessionId): Denial {
     code: 4004,
     reason: `stream busy: already published by client ${publisher.clientId} on server ${publisher.serverId}`,
   };
+}
+
+/** onDuplicatePublish "replace" could not take the stream over: the old publisher could not be kicked. */
+export function takeoverFailed(holder: SessionId, why: string): Denial {
+  return { code: 4009, reason: `publisher takeover failed: ${why} (client ${holder.clientId} on server ${holder.serverId} keeps the stream)` };
 }
 
 export function viewerCapReached(maxViewers: number): Denial {

@@ -324,8 +324,8 @@ export class ViewerShard extends DurableObject<Env> {
   async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean): Promise<RecallAnswer> {
     if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refresh(null);
     if (check) await this.endGhosts(streamKey);
-    // Not behind the stream's lock: the stream may be holding this shard's own message while it waits
-    // for this answer. Safe without it: the answer carries a newer sequence number than any message in
+    // Not behind this shard's one-message-at-a-time lock: the stream may be holding this shard's own
+    // message while it waits for this answer. Safe without it: the answer carries a newer sequence number than any message in
     // flight, so the stream applies whichever is newer and the shard ignores the older message's answer.
     this.setPolicy(streamKey, policy, version);
     const current = this.policies.get(streamKey)!.policy;

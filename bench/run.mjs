@@ -9,7 +9,8 @@
  *
  * Options: --rounds N, --connections N (defaults: 5 and 4; smoke: 1 and 4), --flash N (flash-crowd
  * hooks per run; 20,000, smoke 2,000), --flash-connections N (32), --deadline S (give up after S
- * seconds; 1800, smoke 300), --all-autogates (run workerd
+ * seconds; 1800, smoke 300), --fill-connections N (connections that fill the hot stream; 32),
+ * --all-autogates (run workerd
  * with WORKERD_ALL_AUTOGATES=1; see AUTOGATES below).
  *
  * How: the deployable bundle (`wrangler deploy --dry-run --outdir`) and two floor Workers are
@@ -88,7 +89,7 @@ const PLAN = SMOKE
  * BENCHMARKS.md, Findings); viewers now go to one shard per SRS server, and the fill is spread
  * over the edges, so it uses as many as a flash crowd.
  */
-const SEED_CONNECTIONS = 32;
+const SEED_CONNECTIONS = intOption("fill-connections", 32);
 /**
  * workerd caps the SQLite memory of its whole process at 512 MiB unless its
  * "increase-sqlite-hard-heap-limit" autogate (8 GiB) is on; each SQLite-backed object costs about

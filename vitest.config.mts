@@ -34,7 +34,7 @@ const workerd = (extra: Record<string, string>) =>
 // Property tests send hundreds of hooks per test: give them time on a loaded 2-core machine.
 const common = { silent: "passed-only" as const, testTimeout: 60_000 };
 // Files whose gate calls SRS's HTTP API (SRS_API_URL set; their fake SRS answers the Worker's fetch).
-const SRS_API_TESTS = ["test/srs-api.test.ts"];
+const SRS_API_TESTS = ["test/srs-api.test.ts", "test/srs-api-adversarial.test.ts"];
 
 export default defineConfig({
   test: {

@@ -38,6 +38,7 @@ function srsAnswer(fake: FakeSrs, request: Request): Response {
   if (request.headers.get("authorization") !== BASIC) return new Response(null, { status: 401, headers: { "www-authenticate": "Basic" } });
   const m = url.pathname.match(/^\/api\/v1\/clients\/([^/]+)$/);
   const envelope = { code: 0, server: fake.server, service: fake.service, pid: "4242" };
+  if (url.pathname === "/api/v1/versions") return Response.json({ ...envelope, data: { major: 7, minor: 0, revision: 18, version: "7.0.18" } });
   if (!m) return Response.json({ code: 1 });
   const id = decodeURIComponent(m[1]);
   if (!fake.clients.has(id)) return Response.json({ code: 2049 });
@@ -173,12 +174,12 @@ describe("an unreachable or refusing API changes nothing", () => {
 describe("PUT /admin/servers/{server_id}: the API of one server", () => {
   it("an override replaces SRS_API_URL for that server, null puts the template back, and GET /admin/servers shows it", async () => {
     const { edge } = await edgeWithApi();
-    const put = await admin("PUT", `/servers/${edge.server}`, { api: "https://srs-eu-1.example.net:1985/" });
+    const put = await admin("PUT", `/servers/${edge.server}`, { api: "https://srs-eu-1.srs.test:1985/" });
     expect(put.status).toBe(200);
-    expect(put.body).toMatchObject({ serverId: edge.server, api: "https://srs-eu-1.example.net:1985", apiOk: null });
-    expect(await serverListed(edge)).toMatchObject({ api: "https://srs-eu-1.example.net:1985" });
+    expect(put.body).toMatchObject({ serverId: edge.server, api: "https://srs-eu-1.srs.test:1985", apiOk: null });
+    expect(await serverListed(edge)).toMatchObject({ api: "https://srs-eu-1.srs.test:1985" });
     // The ghost check now asks the override.
-    const fake = fakeSrs("srs-eu-1.example.net:1985", edge, []);
+    const fake = fakeSrs("srs-eu-1.srs.test:1985", edge, []);
     const s = uniqueStream();
     await createStream(s, { maxViewers: 1 });
     fake.clients.add("view0001");
@@ -198,7 +199,11 @@ describe("PUT /admin/servers/{server_id}: the API of one server", () => {
     }
     expect((await admin("PUT", `/servers/${edge.server}`, { url: "https://x" })).status).toBe(400);
     expect((await admin("PUT", `/servers/${edge.server}`, {})).status).toBe(400);
-    expect((await admin("PUT", `/servers/vid-neverseen`, { api: "https://x.example" })).status).toBe(404);
+    expect((await admin("PUT", `/servers/vid-neverseen`, { api: "https://x.srs.test" })).status).toBe(404);
+    // Only under SRS_API_URL's host: the SRS API credentials never go elsewhere, whoever holds the admin token.
+    const foreign = await admin("PUT", `/servers/${edge.server}`, { api: "https://collector.attacker.example" });
+    expect(foreign.status).toBe(400);
+    expect(foreign.body.error).toMatch(/under "\.srs\.test"/);
     expect(await serverListed(edge)).toMatchObject({ api: `https://dev-${edge.server.slice(4)}.srs.test:1985`, apiOk: null });
   });
 });

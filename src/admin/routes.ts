@@ -57,7 +57,8 @@ export async function putStream(request: IRequest, env: Env): Promise<Response> 
   }
   await pushPolicy(env, name);
   // A rotated key revokes the one the live publisher used: it is kicked on its edge (src/srs/kicks.ts).
-  const kicking = result.replacedKeyHash !== undefined ? await kickPublishers(env, name, "key rotated") : [];
+  // Those publishing at the moment of the rotation: one admitted since with the new key is not kicked.
+  const kicking = result.rotatedPublishers ? await queueKicks(env, result.rotatedPublishers.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why: "key rotated" }))) : [];
   const state = await withAudience(env, streamKey(name), result.state);
   const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}), ...(env.SRS_API_URL ? { kicking } : {}) };
   return jsonResponse(body, result.created ? 201 : 200);

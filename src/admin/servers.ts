@@ -22,7 +22,7 @@ export async function putServer(request: IRequest, env: Env): Promise<Response> 
   let base: string | null = null;
   if (body.api !== null) {
     if (typeof body.api !== "string" || body.api.length > MAX_API_URL) throw new StatusError(400, `field "api" must be a URL of at most ${MAX_API_URL} characters, or null`);
-    const checked = checkApiBase(body.api);
+    const checked = checkApiBase(body.api, env.SRS_API_URL);
     if ("problem" in checked) throw new StatusError(400, `field "api" ${checked.problem}`);
     base = checked.base;
   }

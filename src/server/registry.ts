@@ -378,7 +378,7 @@ export class ServerRegistry extends DurableObject<Env> {
       due.map(async (k) => {
         const target = this.apiTarget(k.server_id, k.service_id);
         const outcome = target ? await kickClient(this.env, target, k.client_id) : "no api";
-        if (target) this.apiCalled(k.server_id, outcome !== "failed");
+        if (target && outcome !== "unaddressable") this.apiCalled(k.server_id, outcome !== "failed");
         const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
         if (outcome === "failed" && Date.now() < k.until) {
           const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
@@ -394,6 +394,7 @@ export class ServerRegistry extends DurableObject<Env> {
           gone: `kick: the client was already gone (${k.why})`,
           failed: `kick failed: edge unreachable for ${KICK_RETRY_MS / 1000} s (${k.why})`,
           "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
+          unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
         }[outcome];
         console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
         await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason)).catch(() => {});
@@ -465,8 +466,12 @@ export class ServerRegistry extends DurableObject<Env> {
     const failed = await this.deliverNotices();
     await this.runKicks(Date.now());
     const next = this.nextWake(Date.now());
-    if (failed) this.armAlarm(Date.now() + NOTICE_RETRY_MS);
-    else if (next !== null) this.armAlarm(next);
+    if (failed) {
+      this.armAlarm(Date.now() + NOTICE_RETRY_MS);
+      // Kicks due sooner than the notices' retry are not held back by them.
+      const kick = this.sql.exec<{ at: number | null }>("SELECT MIN(next_at) AS at FROM kicks").one().at;
+      if (kick !== null) this.armAlarm(Math.max(kick, Date.now()));
+    } else if (next !== null) this.armAlarm(next);
   }
 
   /**

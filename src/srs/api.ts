@@ -21,8 +21,8 @@ import type { Env } from "../env";
 /** What a server's API said about a client. */
 export type ClientPresence = "present" | "gone" | "unknown";
 
-/** What a kick did. */
-export type KickOutcome = "kicked" | "gone" | "failed";
+/** What a kick did ("unaddressable": an id SRS's API cannot name, only dots: a forged hook). */
+export type KickOutcome = "kicked" | "gone" | "failed" | "unaddressable";
 
 /** SRS's ERROR_RTMP_CLIENT_NOT_FOUND (srs_kernel_error.hpp). */
 const CLIENT_NOT_FOUND = 2049;
@@ -52,11 +52,27 @@ export function apiBase(env: Env, server: { serverId: string; deviceId: string; 
 }
 
 /**
- * An API base URL as an operator may set it (PUT /admin/servers/{id} or
- * SRS_API_URL once filled in): http or https, a host, no credentials, query
- * or fragment. Returns the URL without a trailing slash, or a problem.
+ * The part of SRS_API_URL's host after its last placeholder
+ * ("https://{device_id}.edges.example.com:1985" → ".edges.example.com"), or
+ * "" when the whole host is a placeholder: a per-server override must lie
+ * under it, so the SRS API credentials never go to a host outside the
+ * operator's edge domain, whoever holds the admin token.
  */
-export function checkApiBase(raw: string): { base: string } | { problem: string } {
+export function overrideSuffix(template: string | undefined): string | null {
+  if (!template) return null;
+  const host = template.replace(/^[a-z]+:\/\//i, "").split(/[/:]/)[0].toLowerCase();
+  const ends = ["{device_id}", "{server_id}"].map((p) => (host.includes(p) ? host.lastIndexOf(p) + p.length : -1));
+  const last = Math.max(...ends);
+  return last < 0 ? host : host.slice(last);
+}
+
+/**
+ * An API base URL as an operator may set it (PUT /admin/servers/{id}):
+ * http or https, a host under SRS_API_URL's (see overrideSuffix), no
+ * credentials, query or fragment. Returns the URL without a trailing slash,
+ * or a problem.
+ */
+export function checkApiBase(raw: string, template: string | undefined): { base: string } | { problem: string } {
   let url: URL;
   try {
     url = new URL(raw);
@@ -66,6 +82,9 @@ export function checkApiBase(raw: string): { base: string } | { problem: string 
   if (url.protocol !== "http:" && url.protocol !== "https:") return { problem: "must be http:// or https://" };
   if (url.username || url.password) return { problem: "must not carry credentials: use SRS_API_USERNAME / SRS_API_PASSWORD" };
   if (url.search || url.hash) return { problem: "must not have a query or fragment" };
+  const suffix = overrideSuffix(template);
+  if (suffix === null) return { problem: "needs SRS_API_URL to be set (the overrides replace it per server)" };
+  if (!url.hostname.endsWith(suffix)) return { problem: `must be a host under "${suffix}", as SRS_API_URL's (the SRS API credentials go only there)` };
   return { base: `${url.origin}${url.pathname}`.replace(/\/+$/, "") };
 }
 
@@ -75,59 +94,133 @@ function headers(env: Env): Record<string, string> {
   return { authorization: `Basic ${btoa(`${env.SRS_API_USERNAME}:${env.SRS_API_PASSWORD ?? ""}`)}` };
 }
 
-/** One call; null when the server could not be reached, answered something else than SRS's JSON, or refused the credentials. */
-async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, clientId: string): Promise<{ code: number; server?: unknown; service?: unknown } | null> {
-  const url = `${target.base}/api/v1/clients/${encodeURIComponent(clientId)}`;
+/** SRS's answers are under 2 KB; anything much larger is not SRS. */
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+type Answer = { code: number; server?: unknown; service?: unknown };
+
+/**
+ * One call; null when the server could not be reached, answered with
+ * anything but HTTP 200 (SRS never redirects: a 3xx is not followed), sent
+ * more than MAX_ANSWER_BYTES, or something else than SRS's JSON.
+ */
+async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, path: string): Promise<Answer | null> {
   try {
-    const response = await fetch(url, { method, headers: headers(env), signal: AbortSignal.timeout(API_TIMEOUT_MS) });
+    const response = await fetch(`${target.base}${path}`, { method, headers: headers(env), redirect: "manual", signal: AbortSignal.timeout(API_TIMEOUT_MS) });
     if (response.status !== 200) {
+      await response.body?.cancel();
       logApi(target, method, `HTTP ${response.status}${response.status === 401 ? " (check SRS_API_USERNAME / SRS_API_PASSWORD)" : ""}`);
       return null;
     }
-    const body = (await response.json()) as unknown;
-    if (typeof body !== "object" || body === null || typeof (body as { code?: unknown }).code !== "number") {
+    const text = await readAtMost(response, MAX_ANSWER_BYTES);
+    if (text === null) {
+      logApi(target, method, `answer over ${MAX_ANSWER_BYTES} bytes: not SRS`);
+      return null;
+    }
+    const body = JSON.parse(text) as unknown;
+    if (typeof body !== "object" || body === null || Array.isArray(body) || typeof (body as { code?: unknown }).code !== "number") {
       logApi(target, method, "not an SRS API answer");
       return null;
     }
-    return body as { code: number; server?: unknown; service?: unknown };
+    return body as Answer;
   } catch (err) {
     logApi(target, method, String(err).slice(0, 200));
     return null;
   }
 }
 
+/** The body as text, or null past `limit` bytes (read no further). */
+async function readAtMost(response: Response, limit: number): Promise<string | null> {
+  const declared = Number(response.headers.get("content-length") ?? "0");
+  if (declared > limit) {
+    await response.body?.cancel();
+    return null;
+  }
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) (all.set(c, at), (at += c.byteLength));
+  return new TextDecoder().decode(all);
+}
+
+/** The API path of one client; null for an id that is only dots (a URL would resolve it as "." or ".."). */
+function clientPath(clientId: string): string | null {
+  return /^\.*$/.test(clientId) ? null : `/api/v1/clients/${encodeURIComponent(clientId)}`;
+}
+
+/** Who answers at a base URL (server_id, service_id), remembered briefly: SRS's "not found" names nobody. */
+const identities = new Map<string, { at: number; server: unknown; service: unknown } | null>();
+const IDENTITY_TTL_MS = 5_000;
+
+async function identity(env: Env, target: ApiTarget): Promise<{ server: unknown; service: unknown } | null> {
+  const cached = identities.get(target.base);
+  if (cached && Date.now() - cached.at < IDENTITY_TTL_MS) return cached;
+  const body = await call(env, "GET", target, "/api/v1/versions");
+  const who = body && body.code === 0 ? { at: Date.now(), server: body.server, service: body.service } : null;
+  if (identities.size > 1_000) identities.clear();
+  if (who) identities.set(target.base, who);
+  return who;
+}
+
 /**
  * Whether the server's API still has the client. "unknown" whenever the
  * answer cannot be trusted (unreachable, an error code other than "not
- * found", another server_id answering): then the session stands.
+ * found", another server_id answering, a "not found" from an API whose own
+ * identity is not the session's server): then the session stands.
  */
 export async function clientPresence(env: Env, target: ApiTarget, clientId: string): Promise<ClientPresence> {
-  const body = await call(env, "GET", target, clientId);
+  const path = clientPath(clientId);
+  if (!path) return "unknown";
+  const body = await call(env, "GET", target, path);
   if (!body) return "unknown";
-  if (body.code === CLIENT_NOT_FOUND) return "gone";
+  if (body.code === CLIENT_NOT_FOUND) {
+    // SRS's "not found" is a bare {"code":2049}: believed only from the session's own server.
+    const who = await identity(env, target);
+    return who ? sameProcess(target, who, "gone") : "unknown";
+  }
   if (body.code !== 0) return "unknown";
-  return sameProcess(target, body);
+  return sameProcess(target, body, "present");
 }
 
 /** Kicks the client on its server (DELETE /api/v1/clients/{id}). */
 export async function kickClient(env: Env, target: ApiTarget, clientId: string): Promise<KickOutcome> {
+  if (!clientPath(clientId)) return "unaddressable";
   // First make sure the API answering is the session's process: a client id of a restarted process may name someone else.
   const presence = await clientPresence(env, target, clientId);
   if (presence === "gone") return "gone";
   if (presence === "unknown") return "failed";
-  const body = await call(env, "DELETE", target, clientId);
+  const body = await call(env, "DELETE", target, clientPath(clientId)!);
   if (!body) return "failed";
   if (body.code === CLIENT_NOT_FOUND) return "gone";
-  return body.code === 0 ? "kicked" : "failed";
+  return body.code === 0 && sameProcess(target, body, "present") === "present" ? "kicked" : "failed";
 }
 
-function sameProcess(target: ApiTarget, body: { server?: unknown; service?: unknown }): ClientPresence {
-  if (body.server !== target.serverId) {
-    logApi(target, "GET", `answered as server ${String(body.server)}: the API URL points at another server`);
+/**
+ * What an answer of `server`/`service` means for a session of `target`'s
+ * process: another server answering (a wrong URL) is unknown; the same
+ * server under another service_id means the process, and all its clients,
+ * are gone (a restart); the same process means `same`.
+ */
+function sameProcess(target: ApiTarget, who: { server?: unknown; service?: unknown }, same: ClientPresence): ClientPresence {
+  if (who.server !== target.serverId) {
+    logApi(target, "GET", `answered as server ${String(who.server).slice(0, 64)}: the API URL points at another server`);
     return "unknown";
   }
-  // The server runs another process now: the session's process, and all its clients, are gone.
-  return body.service === target.serviceId ? "present" : "gone";
+  if (typeof who.service !== "string" || who.service === "") return "unknown";
+  return who.service === target.serviceId ? same : "gone";
 }
 
 /** The base URL only: it carries no secret, the hook secret and keys are never part of an API call. */

@@ -25,11 +25,16 @@ const CALLS_PER_SERVER = 4;
 const ANSWER_TTL_MS = 3_000;
 const DOWN_TTL_MS = 5_000;
 const TARGET_TTL_MS = 60_000;
+/** A refusal waits at most this long for the answers of a check, however many calls it needs. */
+const CHECK_BUDGET_MS = 2_000;
 
 export class GhostCheck {
   private answers = new Map<string, { at: number; presence: ClientPresence }>();
   private down = new Map<string, number>();
   private targets = new Map<string, { at: number; target: ApiTarget | null }>();
+  private inflight = new Map<string, Promise<ClientPresence>>();
+  private active = new Map<string, number>();
+  private waiters = new Map<string, (() => void)[]>();
 
   constructor(private env: Env) {}
 
@@ -37,38 +42,84 @@ export class GhostCheck {
     return !!this.env.SRS_API_URL;
   }
 
-  /** Which of these sessions their servers' APIs no longer have (at most GHOSTS_PER_CHECK asked). */
+  /**
+   * Which of these sessions their servers' APIs no longer have (at most
+   * GHOSTS_PER_CHECK asked, within CHECK_BUDGET_MS: what is not answered by
+   * then counts as unknown, and the session stands).
+   */
   async gone(sessions: SessionId[]): Promise<SessionId[]> {
     if (!this.enabled || sessions.length === 0) return [];
-    const now = Date.now();
+    const deadline = Date.now() + CHECK_BUDGET_MS;
     const asked = sessions.slice(0, GHOSTS_PER_CHECK);
-    const byServer = new Map<string, SessionId[]>();
-    for (const s of asked) byServer.set(s.serverId, [...(byServer.get(s.serverId) ?? []), s]);
-    const results = await Promise.all(
-      [...byServer].map(async ([serverId, of]) => {
-        if ((this.down.get(serverId) ?? 0) > now) return [];
-        const gone: SessionId[] = [];
-        let ok = true;
-        for (let i = 0; i < of.length; i += CALLS_PER_SERVER) {
-          const answers = await Promise.all(of.slice(i, i + CALLS_PER_SERVER).map((s) => this.presence(s)));
-          answers.forEach((p, j) => {
-            if (p === "gone") gone.push(of[i + j]);
-            if (p === "unknown") ok = false;
-          });
-          if (!ok) break;
-        }
-        if (!ok) this.down.set(serverId, Date.now() + DOWN_TTL_MS);
-        this.report(serverId, ok);
-        return gone;
-      }),
-    );
-    return results.flat();
+    const answers = await Promise.all(asked.map((s) => this.bounded(s, deadline)));
+    const byServer = new Map<string, boolean>();
+    answers.forEach((a, i) => byServer.set(asked[i].serverId, (byServer.get(asked[i].serverId) ?? true) && a !== "unknown"));
+    for (const [serverId, ok] of byServer) {
+      if (!ok) this.down.set(serverId, Date.now() + DOWN_TTL_MS);
+      this.report(serverId, ok);
+    }
+    return asked.filter((_, i) => answers[i] === "gone");
+  }
+
+  /** Polls the client until its server says it is gone, at most `ms`; true once it is (a kicked connection takes a moment to close). */
+  async untilGone(target: ApiTarget, clientId: string, ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
+    for (;;) {
+      if ((await clientPresence(this.env, target, clientId)) === "gone") return true;
+      if (Date.now() + 100 >= until) return false;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
+   * One client's presence, sharing a question already on its way, and at most
+   * CALLS_PER_SERVER questions in flight to one server from this object.
+   */
+  private bounded(s: SessionId, deadline: number): Promise<ClientPresence> {
+    if ((this.down.get(s.serverId) ?? 0) > Date.now()) return Promise.resolve("unknown");
+    const key = `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
+    const cached = this.answers.get(key);
+    if (cached && Date.now() - cached.at < ANSWER_TTL_MS) return Promise.resolve(cached.presence);
+    const pending = this.inflight.get(key);
+    if (pending) return pending;
+    const asking = (async (): Promise<ClientPresence> => {
+      if (!(await this.slot(s.serverId, deadline))) return "unknown";
+      try {
+        return await this.presence(s);
+      } finally {
+        this.release(s.serverId);
+      }
+    })();
+    this.inflight.set(key, asking);
+    void asking.finally(() => this.inflight.delete(key));
+    return asking;
+  }
+
+  private async slot(serverId: string, deadline: number): Promise<boolean> {
+    for (;;) {
+      const active = this.active.get(serverId) ?? 0;
+      if (active < CALLS_PER_SERVER) {
+        this.active.set(serverId, active + 1);
+        return true;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      await new Promise<void>((resolve) => {
+        const waiters = this.waiters.get(serverId) ?? [];
+        waiters.push(resolve);
+        this.waiters.set(serverId, waiters);
+        setTimeout(resolve, left);
+      });
+    }
+  }
+
+  private release(serverId: string): void {
+    this.active.set(serverId, (this.active.get(serverId) ?? 1) - 1);
+    this.waiters.get(serverId)?.shift()?.();
   }
 
   private async presence(s: SessionId): Promise<ClientPresence> {
     const key = `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
-    const cached = this.answers.get(key);
-    if (cached && Date.now() - cached.at < ANSWER_TTL_MS) return cached.presence;
     const target = await this.target(s);
     if (!target) return "unknown";
     const presence = await clientPresence(this.env, target, s.clientId);
@@ -82,14 +133,7 @@ export class GhostCheck {
     return this.target(s);
   }
 
-  /** Polls the client until its server no longer has it, at most `ms` (a kicked connection takes a moment to close). */
-  async untilGone(target: ApiTarget, clientId: string, ms: number): Promise<void> {
-    const until = Date.now() + ms;
-    while (Date.now() < until) {
-      if ((await clientPresence(this.env, target, clientId)) !== "present") return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+
 
   /** Where the session's server's API is, from its registry shard (kept a minute). */
   private async target(s: SessionId): Promise<ApiTarget | null> {

@@ -58,7 +58,7 @@ export interface EndCause {
   voidHook?: string;
 }
 
-/** After a takeover's kick, how long the old client may take to disappear from its edge before the new one is admitted anyway. */
+/** After a takeover's kick, how long the old client may take to disappear from its edge (else the new one is refused, 4009). */
 const TAKEOVER_WAIT_MS = 1_000;
 
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
@@ -89,6 +89,8 @@ export interface ConfigureResult {
   publishKey?: string;
   /** The hash this call's rotation replaced, so that a caller who cannot deliver the new key can put it back. */
   replacedKeyHash?: string;
+  /** The publisher sessions at the moment of a rotation: they used the old key (they are kicked). */
+  rotatedPublishers?: SessionId[];
 }
 
 interface StreamRow extends Record<string, SqlStorageValue> {
@@ -469,7 +471,7 @@ export class StreamObject extends DurableObject<Env> {
       state: this.state()!,
       keyHash: row.key_hash,
       ...(rotate ? { publishKey: candidate.key } : {}),
-      ...(replaced !== undefined ? { replacedKeyHash: replaced } : {}),
+      ...(replaced !== undefined ? { replacedKeyHash: replaced, rotatedPublishers: this.publisherSessions() } : {}),
     };
   }
 
@@ -575,8 +577,11 @@ export class StreamObject extends DurableObject<Env> {
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
       const outcome = await kickClient(this.env, target, holder.clientId);
       if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, `edge ${holder.serverId} unreachable`) };
-      // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; wait until it is gone.
-      if (outcome === "kicked") await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS);
+      if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
+      // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
+      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS))) {
+        return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
+      }
       if (this.sessions.end(holder) > 0) {
         this.record("takeover", holder.serverId, holder.clientId, "", "end",
           `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);

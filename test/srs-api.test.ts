@@ -9,7 +9,7 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, type Edge } from "./srs";
+import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, unpublish, type Edge } from "./srs";
 import { at, serverListed, serverStub } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -22,6 +22,9 @@ interface FakeSrs {
   clients: Set<string>;
   reachable: boolean;
   calls: { method: string; path: string }[];
+  /** A kicked client stays listed (SRS lets it go only after its on_unpublish is answered); called at each kick. */
+  lingering?: boolean;
+  onKick?: (id: string) => void;
 }
 
 const fakes = new Map<string, FakeSrs>();
@@ -43,7 +46,8 @@ function srsAnswer(fake: FakeSrs, request: Request): Response {
   const id = decodeURIComponent(m[1]);
   if (!fake.clients.has(id)) return Response.json({ code: 2049 });
   if (request.method === "DELETE") {
-    fake.clients.delete(id);
+    if (!fake.lingering) fake.clients.delete(id);
+    fake.onKick?.(id);
     return Response.json(envelope);
   }
   return Response.json({ ...envelope, client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2 } });
@@ -342,5 +346,44 @@ describe('publisher takeover: onDuplicatePublish "replace"', () => {
     await createStream(s);
     for (const v of ["Replace", "kick", null, true]) expect((await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: v })).status, String(v)).toBe(400);
     expect((await streamState(s)).onDuplicatePublish).toBe("deny");
+  });
+});
+
+describe("what the real SRS run showed", () => {
+  it("a takeover whose old publisher sends on_unpublish before SRS's API lets it go: admitted, and the takeover is in the log", async () => {
+    const a = await edgeWithApi(["enc00001"]);
+    const b = await edgeWithApi(["enc00002"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    a.fake.lingering = true;
+    a.fake.onKick = () => void hook(unpublish("live", s, { ...a.edge, client: "enc00001" }));
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;
+    expect(events.some((e: any) => e.action === "takeover" && e.client === "enc00001")).toBe(true);
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
+  });
+
+  it("a publisher ended as a ghost leaves its server's index too (the server's session count drops)", async () => {
+    const { edge, fake } = await edgeWithApi(["enc00001"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await serverListed(edge)).toMatchObject({ sessions: 1 });
+    fake.clients.delete("enc00001");
+    const other = await edgeWithApi(["enc00002"]);
+    expect(await hook(publish("live", s, key, { ...other.edge, client: "enc00002" }))).toEqual(ALLOW);
+    await vi.waitFor(async () => expect(await serverListed(edge)).toMatchObject({ sessions: 0 }));
+  });
+
+  it("a stream deleted and created again starts with an empty decision log", async () => {
+    const { edge } = await edgeWithApi(["enc00001"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
+    await createStream(s);
+    expect((await admin("GET", `/streams/live/${s}/events`)).body.events.filter((e: any) => e.client === "enc00001")).toEqual([]);
   });
 });

@@ -24,7 +24,7 @@ export const GHOST_REASON = "ended: its SRS server's API no longer has this clie
 const CALLS_PER_SERVER = 4;
 const ANSWER_TTL_MS = 3_000;
 const DOWN_TTL_MS = 5_000;
-const TARGET_TTL_MS = 60_000;
+const TARGET_TTL_MS = 5_000;
 /** A refusal waits at most this long for the answers of a check, however many calls it needs. */
 const CHECK_BUDGET_MS = 2_000;
 
@@ -61,11 +61,15 @@ export class GhostCheck {
     return asked.filter((_, i) => answers[i] === "gone");
   }
 
-  /** Polls the client until its server says it is gone, at most `ms`; true once it is (a kicked connection takes a moment to close). */
-  async untilGone(target: ApiTarget, clientId: string, ms: number): Promise<boolean> {
+  /**
+   * Polls the client until its server says it is gone, or `stopped` says its
+   * stop event arrived (SRS sends on_unpublish before its API lets the client
+   * go), at most `ms`; true once it is (a kicked connection takes a moment).
+   */
+  async untilGone(target: ApiTarget, clientId: string, ms: number, stopped: () => boolean = () => false): Promise<boolean> {
     const until = Date.now() + ms;
     for (;;) {
-      if ((await clientPresence(this.env, target, clientId)) === "gone") return true;
+      if (stopped() || (await clientPresence(this.env, target, clientId)) === "gone" || stopped()) return true;
       if (Date.now() + 100 >= until) return false;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -135,7 +139,7 @@ export class GhostCheck {
 
 
 
-  /** Where the session's server's API is, from its registry shard (kept a minute). */
+  /** Where the session's server's API is, from its registry shard (kept 5 s: a PUT of an override counts soon). */
   private async target(s: SessionId): Promise<ApiTarget | null> {
     const key = `${s.serverId}\n${s.serviceId}`;
     const cached = this.targets.get(key);

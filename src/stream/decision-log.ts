@@ -51,6 +51,13 @@ export class DecisionLog {
     );
   }
 
+  /** Forgets every entry (a stream deleted and created again starts afresh). */
+  clear(): void {
+    this.sql.exec("DELETE FROM events");
+    this.seq = 0;
+    this.next = { decisions: 0, guesses: 0 };
+  }
+
   /** Newest first: up to EVENTS_KEPT decisions and GUESSES_KEPT failed guesses, interleaved by time. */
   list(): StreamEvent[] {
     return this.sql

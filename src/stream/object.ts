@@ -464,6 +464,8 @@ export class StreamObject extends DurableObject<Env> {
       row.vhost, row.app, row.stream, row.key_hash, row.max_viewers, row.play_auth, row.on_duplicate_publish, row.created_at, row.updated_at,
     );
     const replaced = rotate && !created ? this.row!.key_hash : undefined;
+    // A stream created again (after a DELETE) starts with an empty decision log.
+    if (created) this.log.clear();
     this.row = row;
     this.bumpPolicyVersion();
     return {
@@ -579,13 +581,14 @@ export class StreamObject extends DurableObject<Env> {
       if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, `edge ${holder.serverId} unreachable`) };
       if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
       // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
-      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS))) {
+      // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
+      const stopped = () => !this.sessions.isPublishing(holder);
+      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped))) {
         return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
       }
-      if (this.sessions.end(holder) > 0) {
-        this.record("takeover", holder.serverId, holder.clientId, "", "end",
-          `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
-      }
+      this.sessions.end(holder);
+      this.record("takeover", holder.serverId, holder.clientId, "", "end",
+        `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
     }
     return null;
   }
@@ -598,6 +601,13 @@ export class StreamObject extends DurableObject<Env> {
       if (this.sessions.end(g) === 0) continue;
       ended++;
       this.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
+      // Its index entry goes too (as after a stop): the server's session count and a later "end all" follow.
+      const key = this.row ? `${this.row.vhost}/${this.row.app}/${this.row.stream}` : null;
+      if (key) {
+        this.ctx.waitUntil(
+          withRetry(() => serverRegistry(this.env, g.serverId), (r) => r.forget(g.serverId, g.serviceId, g.clientId, [{ streamKey: key, role: "publisher" }])).catch(() => {}),
+        );
+      }
     }
     return ended > 0;
   }

@@ -803,6 +803,10 @@ async function flashCrowd(base, edges, { title, stream, cap, hooks, connections 
   };
 }
 
+function restartedList(names) {
+  return names.length <= 3 ? names.join(", ") : `${names.length} objects (${names.slice(0, 2).join(", ")}, …)`;
+}
+
 function describeFlash(f) {
   const lines = [
     `${f.title}: ${f.hooks} on_play from ${f.edges} edges over ${f.connections} connections, cap ${f.cap}: ` +
@@ -816,7 +820,7 @@ function describeFlash(f) {
         `registry ${l.registrySum} in all, busiest shard ${l.registryMax}; busiest object: ${l.busiest.name}, ${l.busiest.calls} calls = ${fmt.pct(l.busiest.share)} of the hooks`,
     );
     if (f.missedSamples.length) lines.push(`  load: ${f.missedSamples.length} reads during the run failed, e.g. ${f.missedSamples[0]}`);
-    if (l.restarted.length) lines.push(`  load: counters went backwards (restarted) for ${l.restarted.join(", ")}: their calls are lower bounds`);
+    if (l.restarted.length) lines.push(`  load: counters went backwards (restarted) for ${restartedList(l.restarted)}: their calls are lower bounds`);
   } else lines.push(`  load: unknown: ${f.loadProblem}`);
   if (f.errors) lines.push(`  errors ${JSON.stringify(f.breakdown)}, e.g. ${f.samples.join(" | ")}`);
   return lines.join("\n");
@@ -940,7 +944,7 @@ function checkTargets(summary, flash) {
   const n = (x) => x.toLocaleString("en-US");
   // A counter that went backwards gives a lower bound only, which proves no target.
   const exactLoad = (f) => !!f.load && f.load.restarted.length === 0;
-  const bound = (f) => (f.load?.restarted.length ? `; lower bound: ${f.load.restarted.join(", ")} restarted` : "");
+  const bound = (f) => (f.load?.restarted.length ? `; lower bound: ${restartedList(f.load.restarted)} restarted` : "");
   const perFlash = flash.flatMap((f) => [
     {
       name: `${f.title}: busiest object <= 5% of the hooks`,

@@ -2,6 +2,7 @@
 import { createHmac } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
+import { README_VECTORS, readmeText } from "./token-vectors";
 import { admin, adminWith, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -60,10 +61,18 @@ describe("play tokens on a playAuth: token stream", () => {
   it("refuses tampered tokens: another expiry, another stream, a changed signature", async () => {
     const s = await tokenStream();
     const token = (await mint(s, 60)).body.token as string;
-    const [v, resource, exp, sig] = token.split(".");
+    const [v, resource, iat, exp, sub, sig] = token.split(".");
+    expect(v).toBe("v2");
     const other = btoa(`${DEFAULT}/live/${uniqueStream()}`).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
     const flipped = sig.slice(0, 10) + (sig[10] === "A" ? "B" : "A") + sig.slice(11);
-    for (const forged of [`${v}.${resource}.${Number(exp) + 86400}.${sig}`, `${v}.${other}.${exp}.${sig}`, `${v}.${resource}.${exp}.${flipped}`]) {
+    const someone = btoa("someone").replace(/=+$/, "");
+    for (const forged of [
+      `${v}.${resource}.${iat}.${Number(exp) + 86400}.${sub}.${sig}`,
+      `${v}.${other}.${iat}.${exp}.${sub}.${sig}`,
+      `${v}.${resource}.${Number(iat) + 1}.${exp}.${sub}.${sig}`,
+      `${v}.${resource}.${iat}.${exp}.${someone}.${sig}`,
+      `${v}.${resource}.${iat}.${exp}.${sub}.${flipped}`,
+    ]) {
       expect(await hook(withToken(s, forged))).toEqual({ status: 403, body: { code: 4012, reason: "bad signature" } });
     }
     expect((await streamState(s)).viewers).toBe(0);
@@ -209,14 +218,62 @@ describe("MAX_TOKEN_TTL_S: the longest token lifetime", () => {
 });
 
 describe("the documented token format", () => {
-  it("a token made by following the README with Node's crypto is accepted", async () => {
+  it("a v1 token (the format before viewer ids) made with Node's crypto is still accepted", async () => {
     const s = await tokenStream();
     const b64url = (b: Buffer) => b.toString("base64").replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
     const message = `v1.${b64url(Buffer.from(`${DEFAULT}/live/${s}`, "utf8"))}.${nowS() + 300}`;
     const token = `${message}.${b64url(createHmac("sha256", KEY).update(message).digest())}`;
     expect(await hook(withToken(s, token))).toEqual(ALLOW);
-    // …and the Worker's own signer produces exactly that.
-    expect(await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, Number(message.split(".")[2]), KEY)).toBe(token);
+  });
+
+  it("a v2 token made by following the README with Node's crypto is accepted, and the Worker's signer makes exactly that", async () => {
+    const s = await tokenStream();
+    const b64url = (b: Buffer) => b.toString("base64url");
+    const iat = nowS();
+    const message = `v2.${b64url(Buffer.from(`${DEFAULT}/live/${s}`))}.${iat}.${iat + 300}.${b64url(Buffer.from("alice@example.com"))}`;
+    const token = `${message}.${b64url(createHmac("sha256", KEY).update(message).digest())}`;
+    expect(await hook(withToken(s, token))).toEqual(ALLOW);
+    expect(await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, iat + 300, KEY, { sub: "alice@example.com", issuedAt: iat })).toBe(token);
+  });
+
+  it("the README's test vectors", async () => {
+    const key = "streamgate-test-vector-key-0123456789";
+    const cam1 = { vhost: DEFAULT, app: "live", stream: "cam1" };
+    expect(await signPlayToken(cam1, 1795625090, key, { sub: "alice@example.com", issuedAt: 1795621490 })).toBe(README_VECTORS.withSub);
+    expect(await signPlayToken(cam1, 1795625090, key, { issuedAt: 1795621490 })).toBe(README_VECTORS.noSub);
+    expect(await signPlayToken(cam1, 1795625090, key, { sub: "season-pass-7", issuedAt: 1795621490, wholeApp: true })).toBe(README_VECTORS.wholeApp);
+    const readme = readmeText();
+    for (const v of Object.values(README_VECTORS)) expect(readme.includes(v), v).toBe(true);
+  });
+
+  it("the decision log names the token's viewer id, never the token", async () => {
+    const s = await tokenStream();
+    const token = (await admin("POST", `/streams/live/${s}/tokens`, { sub: "alice@example.com" })).body.token as string;
+    expect(await hook(withToken(s, token, "viewer07"))).toEqual(ALLOW);
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;
+    expect(events.find((e: any) => e.client === "viewer07")).toMatchObject({ decision: "allow", reason: "admitted (viewer alice@example.com)" });
+    expect(JSON.stringify(events).includes(token.split(".")[5])).toBe(false);
+  });
+
+  it("an app-wide token (resource vhost/app/*) plays every stream of that app, and no other app", async () => {
+    const [s, t] = [await tokenStream(), await tokenStream()];
+    const pass = await signPlayToken({ vhost: DEFAULT, app: "live", stream: "ignored" }, nowS() + 300, KEY, { sub: "season-pass-7", wholeApp: true });
+    expect(await hook(withToken(s, pass))).toEqual(ALLOW);
+    expect(await hook(withToken(t, pass))).toEqual(ALLOW);
+    const otherApp = await signPlayToken({ vhost: DEFAULT, app: "other", stream: "x" }, nowS() + 300, KEY, { wholeApp: true });
+    expect((await hook(withToken(s, otherApp, "viewer02"))).body.reason).toBe("wrong stream");
+  });
+
+  it("POST …/tokens with a sub mints a v2 token that carries it; a malformed sub is a 400", async () => {
+    const s = await tokenStream();
+    const r = await admin("POST", `/streams/live/${s}/tokens`, { ttl: 60, sub: "viewer-42" });
+    expect(r.status).toBe(201);
+    expect(r.body.sub).toBe("viewer-42");
+    const parts = (r.body.token as string).split(".");
+    expect(parts[0]).toBe("v2");
+    expect(Buffer.from(parts[4], "base64url").toString()).toBe("viewer-42");
+    expect(await hook(withToken(s, r.body.token))).toEqual(ALLOW);
+    for (const sub of ["", "a b", "x".repeat(65), "é", 42]) expect((await admin("POST", `/streams/live/${s}/tokens`, { sub })).status, String(sub)).toBe(400);
   });
 });
 

@@ -10,7 +10,7 @@ import { REGISTRY_SHARDS } from "../server/registry";
 import { registryShard, streamObject, viewerShard } from "../object-access";
 import { allEvents, withAudience } from "../viewers/audience";
 import { queueKicks, type KickPlanned } from "../srs/kicks";
-import { parsePolicyChange, parseTokenTtl, streamNameFrom } from "./validate";
+import { parsePolicyChange, parseTokenRequest, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
 const CATALOGUE_PREFIX = "stream:";
@@ -136,12 +136,13 @@ export async function getStreamEvents(request: IRequest, env: Env): Promise<Resp
 /** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */
 export async function mintToken(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
-  const ttl = parseTokenTtl(await readJson(request), maxTokenTtlS(env));
+  const { ttl, sub } = parseTokenRequest(await readJson(request), maxTokenTtlS(env));
   const signingKey = requiredSecret(env, "TOKEN_SIGNING_KEY", "cannot mint play tokens");
   if (!(await streamStub(env, name).state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
-  const expiresAt = Math.floor(Date.now() / 1000) + ttl;
-  const token = await signPlayToken(name, expiresAt, signingKey);
-  return jsonResponse({ token, expiresAt: new Date(expiresAt * 1000).toISOString() }, 201);
+  const issuedAt = Math.floor(Date.now() / 1000);
+  const expiresAt = issuedAt + ttl;
+  const token = await signPlayToken(name, expiresAt, signingKey, { sub, issuedAt });
+  return jsonResponse({ token, expiresAt: new Date(expiresAt * 1000).toISOString(), ...(sub ? { sub } : {}) }, 201);
 }
 
 /** GET /admin/servers: every SRS server seen, with liveness and sessions held, from every registry shard. */

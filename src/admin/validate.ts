@@ -1,4 +1,5 @@
 import { StatusError } from "itty-router";
+import { SUB_PATTERN } from "../auth/token";
 import { isObject } from "../http";
 import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, type StreamName } from "../stream/name";
@@ -70,18 +71,25 @@ export const DEFAULT_TOKEN_TTL_S = 3600;
  * default one hour. `maxTokenTtl` is the MAX_TOKEN_TTL_S setting: a minted
  * token never lives longer, so it always verifies.
  */
-export function parseTokenTtl(body: unknown, maxTokenTtl = Infinity): number {
+/** Body of POST /admin/streams/{app}/{stream}/tokens: `{"ttl"?, "sub"?}`. */
+export function parseTokenRequest(body: unknown, maxTokenTtl = Infinity): { ttl: number; sub?: string } {
   const max = Math.min(MAX_MINTED_TTL_S, maxTokenTtl);
   const fallback = Math.min(DEFAULT_TOKEN_TTL_S, max);
-  if (body === undefined) return fallback;
+  if (body === undefined) return { ttl: fallback };
   if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
   for (const field of Object.keys(body)) {
-    if (field !== "ttl") throw new StatusError(400, `unknown field "${field}" (allowed: ttl)`);
+    if (field !== "ttl" && field !== "sub") throw new StatusError(400, `unknown field "${field}" (allowed: ttl, sub)`);
   }
-  if (body.ttl === undefined) return fallback;
-  const ttl = body.ttl;
-  if (!Number.isSafeInteger(ttl) || (ttl as number) < MIN_TOKEN_TTL_S || (ttl as number) > max) {
-    throw new StatusError(400, `field "ttl" must be an integer number of seconds from ${MIN_TOKEN_TTL_S} to ${max}`);
+  let ttl = fallback;
+  if (body.ttl !== undefined) {
+    if (!Number.isSafeInteger(body.ttl) || (body.ttl as number) < MIN_TOKEN_TTL_S || (body.ttl as number) > max) {
+      throw new StatusError(400, `field "ttl" must be an integer number of seconds from ${MIN_TOKEN_TTL_S} to ${max}`);
+    }
+    ttl = body.ttl as number;
   }
-  return ttl as number;
+  if (body.sub === undefined) return { ttl };
+  if (typeof body.sub !== "string" || !SUB_PATTERN.test(body.sub)) {
+    throw new StatusError(400, 'field "sub" must be 1 to 64 characters of A-Z a-z 0-9 . _ : @ -');
+  }
+  return { ttl, sub: body.sub };
 }

@@ -1,11 +1,17 @@
 /**
- * Play tokens: signed, expiring, bound to one stream, URL-safe.
+ * Play tokens: signed, expiring, bound to one stream (or, v2, every stream of
+ * an app), URL-safe. Minted as v2; v1 tokens keep verifying.
  *
- *   token     = "v1." + b64url(resource) + "." + exp + "." + b64url(signature)
- *   resource  = vhost + "/" + app + "/" + stream       e.g. "__defaultVhost__/live/cam1"
- *   exp       = expiry, Unix time in whole seconds (decimal digits)
- *   signature = HMAC-SHA256(key = UTF-8 bytes of TOKEN_SIGNING_KEY,
- *                           message = "v1." + b64url(resource) + "." + exp)
+ *   v2 token  = message + "." + b64url(signature)
+ *   message   = "v2." + b64url(resource) + "." + iat + "." + exp + "." + b64url(sub)
+ *   resource  = vhost + "/" + app + "/" + stream  e.g. "__defaultVhost__/live/cam1",
+ *               or vhost + "/" + app + "/*": every stream of that app (a season pass)
+ *   iat, exp  = issue time and expiry, Unix time in whole seconds (decimal digits)
+ *   sub       = the viewer id, 1 to 64 of [A-Za-z0-9._:@-], or "" for none
+ *   signature = HMAC-SHA256(key = UTF-8 bytes of TOKEN_SIGNING_KEY, data = UTF-8 bytes of message)
+ *
+ *   v1 token  = "v1." + b64url(resource) + "." + exp + "." + b64url(signature),
+ *               signed over "v1." + b64url(resource) + "." + exp
  *   b64url    = base64url without "=" padding (RFC 4648 §5), canonical: the
  *               unused low bits of the last character are zero. Any other
  *               spelling of the same bytes is a "malformed token".
@@ -22,18 +28,32 @@ export interface PlayResource {
 
 export type TokenProblem = "missing token" | "malformed token" | "bad signature" | "expired" | "lifetime too long" | "wrong stream";
 
-export type TokenVerdict = { ok: true } | { ok: false; problem: TokenProblem };
+export type TokenVerdict = { ok: true; sub?: string | null; issuedAt?: number | null } | { ok: false; problem: TokenProblem };
 
-const VERSION = "v1";
+/** A viewer id as a token may carry it. */
+export const SUB_PATTERN = /^[A-Za-z0-9._:@-]{1,64}$/;
 const encoder = new TextEncoder();
 
 export function resourceOf(name: PlayResource): string {
   return `${name.vhost}/${name.app}/${name.stream}`;
 }
 
-/** Mints a token for `name` that expires at `expiresAt` (Unix seconds). */
-export async function signPlayToken(name: PlayResource, expiresAt: number, signingKey: string): Promise<string> {
-  const message = `${VERSION}.${b64url(encoder.encode(resourceOf(name)))}.${Math.floor(expiresAt)}`;
+/** What a v2 token may carry besides the stream and its expiry. */
+export interface TokenClaims {
+  /** The viewer id (SUB_PATTERN); none: any viewer. */
+  sub?: string;
+  /** Issue time, Unix seconds; default now. */
+  issuedAt?: number;
+  /** Every stream of the app (resource "vhost/app/*"). */
+  wholeApp?: boolean;
+}
+
+/** Mints a v2 token for `name` that expires at `expiresAt` (Unix seconds). */
+export async function signPlayToken(name: PlayResource, expiresAt: number, signingKey: string, claims: TokenClaims = {}): Promise<string> {
+  if (claims.sub !== undefined && !SUB_PATTERN.test(claims.sub)) throw new Error("sub must be 1 to 64 of A-Z a-z 0-9 . _ : @ -");
+  const resource = claims.wholeApp ? `${name.vhost}/${name.app}/*` : resourceOf(name);
+  const iat = Math.floor(claims.issuedAt ?? Date.now() / 1000);
+  const message = `v2.${b64url(encoder.encode(resource))}.${iat}.${Math.floor(expiresAt)}.${b64url(encoder.encode(claims.sub ?? ""))}`;
   const signature = await crypto.subtle.sign("HMAC", await hmacKey(signingKey), encoder.encode(message));
   return `${message}.${b64url(new Uint8Array(signature))}`;
 }
@@ -54,11 +74,19 @@ export async function verifyPlayToken(
 ): Promise<TokenVerdict> {
   if (token === null || token === "") return { ok: false, problem: "missing token" };
   const parts = token.split(".");
-  if (parts.length !== 4 || parts[0] !== VERSION || !/^\d{1,12}$/.test(parts[2])) return fail("malformed token");
+  const digits = (p: string) => /^\d{1,12}$/.test(p);
+  // v1: resource.exp.signature; v2: resource.iat.exp.sub.signature.
+  const v1 = parts.length === 4 && parts[0] === "v1" && digits(parts[2]);
+  const v2 = parts.length === 6 && parts[0] === "v2" && digits(parts[2]) && digits(parts[3]);
+  if (!v1 && !v2) return fail("malformed token");
   const resourceBytes = fromB64url(parts[1]);
-  const signature = fromB64url(parts[3]);
-  if (!resourceBytes || !signature || signature.byteLength !== 32) return fail("malformed token");
-  const message = encoder.encode(parts.slice(0, 3).join("."));
+  const signature = fromB64url(parts[parts.length - 1]);
+  const subBytes = v2 ? fromB64url(parts[4]) : new Uint8Array();
+  if (!resourceBytes || !signature || !subBytes || signature.byteLength !== 32) return fail("malformed token");
+  const sub = new TextDecoder().decode(subBytes);
+  if (sub !== "" && !SUB_PATTERN.test(sub)) return fail("malformed token");
+  const exp = Number(v2 ? parts[3] : parts[2]);
+  const message = encoder.encode(parts.slice(0, -1).join("."));
   let signed = false;
   for (const key of signingKeys) {
     if (await crypto.subtle.verify("HMAC", await hmacKey(key), signature, message)) {
@@ -67,10 +95,12 @@ export async function verifyPlayToken(
     }
   }
   if (!signed) return fail("bad signature");
-  if (Number(parts[2]) <= now) return fail("expired");
-  if (Number(parts[2]) - now > maxLifetime) return fail("lifetime too long");
-  if (new TextDecoder().decode(resourceBytes) !== resourceOf(name)) return fail("wrong stream");
-  return { ok: true };
+  if (exp <= now) return fail("expired");
+  if (exp - now > maxLifetime) return fail("lifetime too long");
+  const resource = new TextDecoder().decode(resourceBytes);
+  const wholeApp = v2 && resource === `${name.vhost}/${name.app}/*`;
+  if (resource !== resourceOf(name) && !wholeApp) return fail("wrong stream");
+  return { ok: true, sub: sub === "" ? null : sub, issuedAt: v2 ? Number(parts[2]) : null };
 }
 
 function fail(problem: TokenProblem): TokenVerdict {

@@ -108,6 +108,8 @@ async function start(hook: StartHook, env: Env, place: Place): Promise<Response>
     client: clientId,
     ip: hook.ip,
     ...(hook.ipGiven !== undefined ? { ipGiven: hook.ipGiven } : {}),
+    // The viewer id of a play token (an opaque id the operator chose, not a secret; the token itself is never logged).
+    ...(credentials.role === "viewer" && credentials.token.ok && credentials.token.sub ? { sub: credentials.token.sub } : {}),
     decision: decision.allow ? "allow" : "deny",
     reason: decision.allow ? undefined : decision.denial.reason,
     ms: Date.now() - began,

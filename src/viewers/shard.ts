@@ -222,14 +222,15 @@ export class ViewerShard extends DurableObject<Env> {
 
   private async decide(req: PlayRequest): Promise<Decision> {
     const { streamKey, session, ip } = req;
-    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
+    const sub = req.token.ok ? req.token.sub : null;
+    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
     if (!this.serverId) this.serverId = session.serverId;
     for (let round = 1; ; round++) {
       // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
       const policy = await this.policyOf(streamKey);
       if (!policy) return { allow: false, denial: Denials.unknownStream };
       this.identify(session.serverId, req.place);
-      if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
+      if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
       if (policy.playAuth === "token" && !req.token.ok) {
         // The stream counts failed tokens per ip (brute-force limit) and logs them.
         const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
@@ -251,16 +252,16 @@ export class ViewerShard extends DurableObject<Env> {
         if (round < 3) continue; // left meanwhile (no viewers here): read again
         return { allow: false, denial: Denials.unknownStream };
       }
-      if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess });
+      if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
       const changed =
         !this.processes.has(session.serviceId) || (now.playAuth === "token" && !req.token.ok) || (now.maxViewers !== null && policy.maxViewers === null);
       if (changed && round < 3) continue;
       if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
-        return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" });
+        return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
       }
       if (changed) return { allow: false, denial: Denials.unknownStream };
       if (this.voided(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
-      if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false });
+      if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
       const at = Date.now();
       this.prepare();
       this.sql.exec(
@@ -271,7 +272,7 @@ export class ViewerShard extends DurableObject<Env> {
       const lease = this.leases.get(streamKey);
       if (lease) lease.lastAdmission = at;
       this.armAlarm(at + LEASE_IDLE_MS);
-      return this.logged(streamKey, session, ip, { allow: true, admit: true });
+      return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
     }
   }
 
@@ -812,8 +813,9 @@ export class ViewerShard extends DurableObject<Env> {
     this.voidHooks.set(hookId, now);
   }
 
-  private logged(streamKey: string, session: SessionId, ip: string, decision: Decision): Decision {
-    const reason = decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason;
+  private logged(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
+    const viewer = sub ? ` (viewer ${sub})` : "";
+    const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
     this.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
     return decision;
   }

@@ -110,10 +110,12 @@ describe("README commands run here", () => {
     assert.ok(readmeCommands().includes(TOKEN), "the README's token command changed: update TOKEN");
     const key = "readme-token-signing-key-32-chars-or-more";
     const token = npmRun(argsOf(TOKEN), { TOKEN_SIGNING_KEY: key }).trim();
-    const [version, resource, exp, signature] = token.split(".");
-    assert.equal(version, "v1");
+    const [version, resource, iat, exp, sub, signature] = token.split(".");
+    assert.equal(version, "v2");
     assert.equal(Buffer.from(resource, "base64url").toString(), "__defaultVhost__/live/cam1");
-    assert.ok(Math.abs(Number(exp) - (Date.now() / 1000 + 3600)) < 60);
-    assert.equal(signature, createHmac("sha256", key).update(`v1.${resource}.${exp}`).digest("base64url"));
+    assert.ok(Math.abs(Number(iat) - Date.now() / 1000) < 60);
+    assert.equal(Number(exp) - Number(iat), 3600);
+    assert.equal(sub, "");
+    assert.equal(signature, createHmac("sha256", key).update(`v2.${resource}.${iat}.${exp}.${sub}`).digest("base64url"));
   });
 });

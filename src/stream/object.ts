@@ -362,7 +362,10 @@ export class StreamObject extends DurableObject<Env> {
   /** Free slots: the shards refused for want of them may ask again at once. */
   private wakeWaiting(key: string): void {
     const cap = this.row?.max_viewers ?? null;
-    if (this.waiting.size === 0 || (cap !== null && this.leases.free(cap) <= 0)) return;
+    if (this.waiting.size === 0) return;
+    // Only when a slot is free for real (not only because suspended viewers gave theirs back); every refused
+    // shard is told, since the next viewer may come to any of them (one message per shard, not per viewer).
+    if (cap !== null && this.leases.strictFree(null, cap) <= 0) return;
     for (const serverId of this.waiting) {
       this.ctx.waitUntil(withRetry(() => viewerShard(this.env, serverId), (shard) => shard.slotsFree(key)).catch(() => {}));
     }

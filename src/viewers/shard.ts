@@ -334,7 +334,8 @@ export class ViewerShard extends DurableObject<Env> {
     lease.granted = current?.maxViewers === null ? 0 : Math.min(lease.granted, this.liveOf(streamKey));
     lease.seq++;
     lease.tight = true;
-    lease.fullUntil = 0;
+    // A refused shard keeps its hold: the stream tells it when slots are free (slotsFree), else 50 shards
+    // recalled at the cap would all ask again at once.
     this.storeLease(streamKey, lease);
     return { seq: lease.seq, granted: lease.granted, live: this.liveOf(streamKey), suspended: this.suspendedOf(streamKey), place: this.place };
   }

@@ -97,7 +97,14 @@ export class LeaseBook {
     return cap - held;
   }
 
-  private anyUnreached(besides?: string): boolean {
+  /** Slots that would be free if every shard held only its viewers (live or suspended), by their last reports. */
+  freeIfShrunk(cap: number): number {
+    let held = 0;
+    for (const r of this.records.values()) held += r.live + r.suspended;
+    return cap - held;
+  }
+
+  anyUnreached(besides?: string): boolean {
     for (const r of this.records.values()) if (r.unreached && r.serverId !== besides) return true;
     return false;
   }
@@ -155,7 +162,8 @@ export class LeaseBook {
   }
 
   private grant(report: LeaseReport, cap: number, mode: GrantMode): number {
-    if (mode === "strict") return share(report.want, this.strictFree(report, cap));
+    const want = report.want;
+    if (mode === "strict") return share(want, this.strictFree(report, cap));
     return Math.min(1, share(report.want, this.looseFree(report, cap)));
   }
 

@@ -283,7 +283,13 @@ export class StreamObject extends DurableObject<Env> {
       this.ctx.waitUntil(this.recall(report.streamKey, report.serverId, false, "unused").catch(() => {}));
     }
     const policy = this.viewerPolicy();
-    return { policy, version: this.policyVersion, seq: record.seq, granted: record.granted, tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0 };
+    return {
+      policy,
+      version: this.policyVersion,
+      seq: record.seq,
+      granted: record.granted,
+      tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0,
+    };
   }
 
   /**
@@ -333,12 +339,17 @@ export class StreamObject extends DurableObject<Env> {
       which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0)) || (which === "suspended" && r.suspended > 0);
     const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
     if (targets.length === 0) return [];
+    // A recall for slots leaves each shard a share of what would be free if every shard held only its
+    // viewers (half of an even split, by their last reports): shards keep admitting on their own near
+    // the cap instead of asking for every viewer. A push of the policy takes back everything unused.
+    const cap = policy?.maxViewers ?? null;
+    const keep = requester === null || cap === null ? 0 : Math.floor(Math.max(0, this.leases.freeIfShrunk(cap)) / (2 * (targets.length + 1)));
     const unreached: string[] = [];
     const round = Promise.all(
       targets.map(async (r) => {
         try {
           const answer = await withTimeout(
-            withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, version, check)),
+            withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, version, check, keep)),
             RECALL_TIMEOUT_MS,
           );
           this.leases.recalled(r.serverId, answer);

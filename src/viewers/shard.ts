@@ -317,12 +317,12 @@ export class ViewerShard extends DurableObject<Env> {
   // --- from the stream ---------------------------------------------------------------
 
   /**
-   * The stream takes back every slot this shard does not use (it ran short,
-   * or its policy changed: `policy` is the new one). With `check`, the shard
+   * The stream takes back the slots this shard does not use, but `keep` (it
+   * ran short), or all of them (its policy changed: `policy` is the new one). With `check`, the shard
    * first asks the registry whether its own processes still live: a silent
    * server's viewers then stop holding slots the stream needs.
    */
-  async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean): Promise<RecallAnswer> {
+  async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean, keep = 0): Promise<RecallAnswer> {
     if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refresh(null);
     if (check) await this.endGhosts(streamKey);
     // Not behind this shard's one-message-at-a-time lock: the stream may be holding this shard's own
@@ -331,7 +331,8 @@ export class ViewerShard extends DurableObject<Env> {
     this.setPolicy(streamKey, policy, version);
     const current = this.policies.get(streamKey)!.policy;
     const lease = this.leaseOf(streamKey);
-    lease.granted = current?.maxViewers === null ? 0 : Math.min(lease.granted, this.liveOf(streamKey));
+    // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push).
+    lease.granted = current?.maxViewers === null ? 0 : Math.min(lease.granted, this.liveOf(streamKey) + keep);
     lease.seq++;
     lease.tight = true;
     // A refused shard keeps its hold: the stream tells it when slots are free (slotsFree), else 50 shards
@@ -627,6 +628,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (this.hasSlot(streamKey)) {
         lease.hold = FULL_HOLD_MS;
       } else {
+        // Each new question lets the stream check for ghosts of silent servers, so the hold starts short.
         lease.fullUntil = Date.now() + lease.hold;
         lease.hold = Math.min(FULL_HOLD_MAX_MS, lease.hold * 2);
       }

@@ -318,10 +318,10 @@ try {
       shards[edge]?.viewers === 2 && shards[edgeB]?.viewers === 1 && audState.shards.length === 2 && audState.viewers === 3, JSON.stringify(audState));
     check("the admin API's leases hold the viewers, within the cap, and leasedUnused sums what they leave unused",
       audState.shards.every((x) => x.leased >= x.viewers) && audState.shards.reduce((n, x) => n + x.leased, 0) <= 10 &&
-        audState.leasedUnused === audState.shards.reduce((n, x) => n + Math.max(0, x.leased - x.viewers), 0), JSON.stringify(audState));
+        audState.leasedUnused === audState.shards.reduce((n, x) => n + Math.max(0, x.leased - x.viewers - x.suspendedViewers), 0), JSON.stringify(audState));
     const table = await audienceTable("#dialog .audience.shards");
     const place = (x) => [x.colo, x.country].filter(Boolean).join(" · ") || "—";
-    const want = (x) => ({ place: place(x), viewers: String(x.viewers), suspended: String(x.suspendedViewers), leased: String(x.leased), unused: String(Math.max(0, x.leased - x.viewers)) });
+    const want = (x) => ({ place: place(x), viewers: String(x.viewers), suspended: String(x.suspendedViewers), leased: String(x.leased), unused: String(Math.max(0, x.leased - x.viewers - x.suspendedViewers)) });
     check("the audience table has one row per shard with its viewers, suspended, leased and unused slots",
       Object.keys(table).length === 2 && JSON.stringify(table[edge]) === JSON.stringify(want(shards[edge])) && JSON.stringify(table[edgeB]) === JSON.stringify(want(shards[edgeB])),
       `${JSON.stringify(table)} vs ${JSON.stringify(audState.shards)}`);
@@ -352,10 +352,10 @@ try {
     const a = locatedState.shards.find((x) => x.serverId === edge);
     const b = locatedState.shards.find((x) => x.serverId === edgeB);
     check("per-location totals group the shards by colo", Object.keys(regions).length === 2 &&
-      JSON.stringify(regions.AMS) === JSON.stringify({ place: "AMS · NL", viewers: String(a.viewers + 4), suspended: "1", leased: String(a.leased + 6), unused: String(Math.max(0, a.leased - a.viewers) + 2) }) &&
+      JSON.stringify(regions.AMS) === JSON.stringify({ place: "AMS · NL", viewers: String(a.viewers + 4), suspended: "1", leased: String(a.leased + 6), unused: String(Math.max(0, a.leased - a.viewers - a.suspendedViewers) + 1) }) &&
       regions[hostile]?.viewers === String(b.viewers), JSON.stringify(regions));
     const locatedShards = await audienceTable("#dialog .audience.shards");
-    check("each shard shows its colo and country", locatedShards[edge]?.place === "AMS · NL" && locatedShards["vid-fakec01"]?.unused === "2" && locatedShards[edgeB]?.place === `${hostile} · FR`, JSON.stringify(locatedShards));
+    check("each shard shows its colo and country", locatedShards[edge]?.place === "AMS · NL" && locatedShards["vid-fakec01"]?.unused === "1" && locatedShards[edgeB]?.place === `${hostile} · FR`, JSON.stringify(locatedShards));
     check("a location is shown as text, never as markup", (await page.evaluate(() => document.querySelector("#dialog [data-hostile]") === null && document.title !== "pwned")));
     check("the total follows the answer", (await page.textContent("#dialog .leased-unused")).startsWith(`${locatedState.leasedUnused} leased slot`), await page.textContent("#dialog .leased-unused"));
     await page.screenshot({ path: join(ARTIFACTS, "console-audience-regions.png") });

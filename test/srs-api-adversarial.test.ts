@@ -3,130 +3,19 @@
  * the kick outbox and publisher takeover. Runs in the "srs-api" project
  * (SRS_API_URL = https://{device_id}.srs.test:1985, basic auth gate / srs-api-password).
  *
- * The fake SRS API below models SRS 7's srs_app_http_api.cpp a little more fully
- * than test/srs-api.test.ts: `/api/v1/clients/` (no id) lists clients with the
- * code-0 envelope, `/api/v1/` answers the code-0 envelope for any method, and a
- * "not found" is the bare `{"code":2049}` (srs_api_response_code: no server, no service).
- * The spy also behaves like workerd's fetch where it matters: it follows redirects
- * when the request's redirect mode is "follow" (stripping Authorization across
- * origins, as the strip_authorization_on_cross_origin_redirect flag does), and it
- * honours the request's AbortSignal while waiting and while the body is read.
+ * The fake SRS API is test/fake-srs.ts (shared with test/srs-api.test.ts).
  *
  * "must not happen (fixed): " tests failed on the code the review found; "holds: " tests are probes that passed.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, type Edge } from "./srs";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { admin, createStream, hook, newEdge, play, publish, streamState, uniqueStream, type Edge } from "./srs";
+import { ALLOW, BASIC, FakeSrs, allCalls, edgeWithApi, hostOf, hosts, installFakeSrs } from "./fake-srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
-const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Call {
-  host: string;
-  method: string;
-  path: string;
-  auth: string | null;
-}
-
-/** One fake SRS process's http_api. */
-class FakeSrs {
-  clients = new Set<string>();
-  reachable = true;
-  /** Each answer takes this long (the request's signal still aborts it). */
-  delayMs = 0;
-  /** Never answers (until the signal aborts). */
-  hang = false;
-  /** DELETE answers code 0 but the client stays (a kicked connection that lingers). */
-  linger = false;
-  /** Leave the `service` field out of code-0 envelopes. */
-  noService = false;
-  /** Set false after the first DELETE (the API goes away right after a kick). */
-  downAfterDelete = false;
-  inFlight = 0;
-  maxInFlight = 0;
-  calls: Call[] = [];
-  /** Replaces the whole answer when set. */
-  override: ((req: Request) => Response | Promise<Response>) | null = null;
-
-  constructor(
-    public server: string,
-    public service: string,
-  ) {}
-
-  envelope() {
-    return { code: 0, server: this.server, ...(this.noService ? {} : { service: this.service }), pid: "4242" };
-  }
-
-  async handle(req: Request): Promise<Response> {
-    if (!this.reachable) throw new TypeError("Network connection lost.");
-    this.inFlight++;
-    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-    try {
-      if (this.hang || this.delayMs > 0) await abortableSleep(this.hang ? 3_600_000 : this.delayMs, req.signal);
-      if (this.override) return await this.override(req);
-      if (req.headers.get("authorization") !== BASIC) return new Response(null, { status: 401 });
-      const path = new URL(req.url).pathname;
-      if (path === "/api/v1/" || path === "/api/v1") return Response.json({ ...this.envelope(), urls: { clients: "..." } });
-      if (path === "/api/v1/clients/" || path === "/api/v1/clients") {
-        if (req.method === "DELETE") return Response.json({ code: 2049 });
-        return Response.json({ ...this.envelope(), clients: [...this.clients].map((id) => ({ id })) });
-      }
-      const m = path.match(/^\/api\/v1\/clients\/([^/]+)$/);
-      if (!m) return Response.json({ code: 1 });
-      const id = decodeURIComponent(m[1]);
-      if (!this.clients.has(id)) return Response.json({ code: 2049 });
-      if (req.method === "DELETE") {
-        if (!this.linger) this.clients.delete(id);
-        if (this.downAfterDelete) this.reachable = false;
-        return Response.json(this.envelope());
-      }
-      return Response.json({ ...this.envelope(), client: { id, type: "rtmp-play", publish: false, alive: 3.2 } });
-    } finally {
-      this.inFlight--;
-    }
-  }
-}
-
-function abortableSleep(ms: number, signal: AbortSignal | null): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    });
-  });
-}
-
-const hosts = new Map<string, FakeSrs>();
-const allCalls: Call[] = [];
 let logLines: string[] = [];
 
+installFakeSrs();
 beforeEach(() => {
-  const real = globalThis.fetch;
-  vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
-    let request = new Request(input, init);
-    if (!hosts.has(new URL(request.url).host)) return real(input, init);
-    for (let hop = 0; hop < 10; hop++) {
-      const url = new URL(request.url);
-      const fake = hosts.get(url.host);
-      if (!fake) throw new TypeError(`fake network: no route to ${url.host}`);
-      const call = { host: url.host, method: request.method, path: url.pathname, auth: request.headers.get("authorization") };
-      fake.calls.push(call);
-      allCalls.push(call);
-      const res = await fake.handle(request);
-      const location = res.headers.get("location");
-      if (request.redirect === "follow" && [301, 302, 303, 307, 308].includes(res.status) && location) {
-        const next = new URL(location, request.url);
-        const headers = new Headers(request.headers);
-        if (next.origin !== url.origin) headers.delete("authorization");
-        request = new Request(next, { method: request.method, headers, signal: request.signal, redirect: "follow" });
-        continue;
-      }
-      return res;
-    }
-    throw new TypeError("Too many redirects.");
-  });
   logLines = [];
   for (const m of ["log", "error", "warn", "info"] as const) {
     const orig = console[m].bind(console);
@@ -136,28 +25,6 @@ beforeEach(() => {
     });
   }
 });
-afterEach(() => {
-  vi.restoreAllMocks();
-  hosts.clear();
-  allCalls.length = 0;
-});
-
-function deviceOf(edge: Edge) {
-  return `dev-${edge.server.slice(4)}`;
-}
-function hostOf(edge: Edge) {
-  return `${deviceOf(edge)}.srs.test:1985`;
-}
-
-/** An edge that heartbeats with a device_id, so SRS_API_URL names its fake API. */
-async function edgeWithApi(clients: string[] = []): Promise<{ edge: Edge; fake: FakeSrs }> {
-  const edge = newEdge();
-  expect(await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
-  const fake = new FakeSrs(edge.server, edge.service);
-  for (const c of clients) fake.clients.add(c);
-  hosts.set(hostOf(edge), fake);
-  return { edge, fake };
-}
 
 const events = async (s: string) => (await admin("GET", `/streams/live/${s}/events`)).body.events ?? [];
 const replace = (s: string) => admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });

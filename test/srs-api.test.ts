@@ -1,6 +1,6 @@
 /**
  * The gate and SRS's HTTP API (src/srs/api.ts, src/srs/ghosts.ts), against a
- * fake SRS API that answers the Worker's and the objects' fetch with the
+ * fake SRS API (test/fake-srs.ts) that answers the Worker's and the objects' fetch with the
  * shapes of SRS 7's source (srs_app_http_api.cpp): HTTP 200 for everything,
  * `{"code":2049}` for a client that is gone, `{"code":0,"server","service",
  * "pid","client":{…}}` for one that is there, 401 with an empty body for bad
@@ -8,76 +8,15 @@
  * (vitest.config.mts, project "srs-api").
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream, unpublish, type Edge } from "./srs";
+import { describe, expect, it, vi } from "vitest";
+import { admin, createStream, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
+import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, type FakeSrs } from "./fake-srs";
 import { at, serverListed, serverStub } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
-const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
+installFakeSrs();
 
-/** One fake SRS process behind https://{device}.srs.test:1985 (or an override URL). */
-interface FakeSrs {
-  server: string;
-  service: string;
-  clients: Set<string>;
-  reachable: boolean;
-  calls: { method: string; path: string }[];
-  /** A kicked client stays listed (SRS lets it go only after its on_unpublish is answered); called at each kick. */
-  lingering?: boolean;
-  onKick?: (id: string) => void;
-}
-
-const fakes = new Map<string, FakeSrs>();
-
-function fakeSrs(host: string, edge: Edge, clients: string[] = []): FakeSrs {
-  const fake = { server: edge.server, service: edge.service, clients: new Set(clients), reachable: true, calls: [] };
-  fakes.set(host, fake);
-  return fake;
-}
-
-function srsAnswer(fake: FakeSrs, request: Request): Response {
-  const url = new URL(request.url);
-  fake.calls.push({ method: request.method, path: url.pathname });
-  if (request.headers.get("authorization") !== BASIC) return new Response(null, { status: 401, headers: { "www-authenticate": "Basic" } });
-  const m = url.pathname.match(/^\/api\/v1\/clients\/([^/]+)$/);
-  const envelope = { code: 0, server: fake.server, service: fake.service, pid: "4242" };
-  if (url.pathname === "/api/v1/versions") return Response.json({ ...envelope, data: { major: 7, minor: 0, revision: 18, version: "7.0.18" } });
-  if (!m) return Response.json({ code: 1 });
-  const id = decodeURIComponent(m[1]);
-  if (!fake.clients.has(id)) return Response.json({ code: 2049 });
-  if (request.method === "DELETE") {
-    if (!fake.lingering) fake.clients.delete(id);
-    fake.onKick?.(id);
-    return Response.json(envelope);
-  }
-  return Response.json({ ...envelope, client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2 } });
-}
-
-let fetchSpy: ReturnType<typeof vi.spyOn>;
-beforeEach(() => {
-  const real = globalThis.fetch;
-  fetchSpy = vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
-    const request = new Request(input, init);
-    const fake = fakes.get(new URL(request.url).host);
-    if (!fake) return real(input, init);
-    if (!fake.reachable) throw new TypeError("Network connection lost.");
-    return srsAnswer(fake, request);
-  });
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-  fakes.clear();
-});
-
-/** An edge that heartbeats with its own device_id, so SRS_API_URL names its fake API. */
-async function edgeWithApi(clients: string[] = []): Promise<{ edge: Edge; fake: FakeSrs }> {
-  const edge = newEdge();
-  const device = `dev-${edge.server.slice(4)}`;
-  expect(await hook({ ...heartbeat(edge), device_id: device }, undefined, "/heartbeat")).toEqual(ALLOW);
-  return { edge, fake: fakeSrs(`${device}.srs.test:1985`, edge, clients) };
-}
-
-const srsCalls = () => fetchSpy.mock.calls.filter(([input]: [RequestInfo | URL]) => new URL(input instanceof Request ? input.url : String(input)).host.endsWith(".srs.test:1985"));
+/** Calls that reached a fake SRS API. */
+const srsCalls = () => allCalls;
 
 describe("ghosts of lost stop hooks are cleared at the next refusal that rests on them", () => {
   it("a viewer whose on_stop was lost frees its slot for the next viewer on the same edge", async () => {
@@ -164,11 +103,7 @@ describe("an unreachable or refusing API changes nothing", () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 1 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    fetchSpy.mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
-      const request = new Request(input, init);
-      fake.calls.push({ method: request.method, path: new URL(request.url).pathname });
-      return new Response(null, { status: 401 });
-    });
+    fake.override = () => new Response(null, { status: 401 });
     expect((await hook(play("live", s, { ...edge, client: "view0002" }))).body.code).toBe(4005);
     expect(fake.calls.length).toBeGreaterThan(0);
     expect(await streamState(s)).toMatchObject({ viewers: 1 });
@@ -183,7 +118,7 @@ describe("PUT /admin/servers/{server_id}: the API of one server", () => {
     expect(put.body).toMatchObject({ serverId: edge.server, api: "https://srs-eu-1.srs.test:1985", apiOk: null });
     expect(await serverListed(edge)).toMatchObject({ api: "https://srs-eu-1.srs.test:1985" });
     // The ghost check now asks the override.
-    const fake = fakeSrs("srs-eu-1.srs.test:1985", edge, []);
+    const fake = fakeAt("srs-eu-1.srs.test:1985", edge, []);
     const s = uniqueStream();
     await createStream(s, { maxViewers: 1 });
     fake.clients.add("view0001");
@@ -357,7 +292,7 @@ describe("what the real SRS run showed", () => {
     const key = await createStream(s);
     await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
     expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    a.fake.lingering = true;
+    a.fake.linger = true;
     a.fake.onKick = () => void hook(unpublish("live", s, { ...a.edge, client: "enc00001" }));
     expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
     const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;

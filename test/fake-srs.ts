@@ -1,0 +1,160 @@
+/**
+ * A fake of SRS 7's HTTP API (srs_app_http_api.cpp) for the tests of the "srs-api" project
+ * (SRS_API_URL = https://{device_id}.srs.test:1985, basic auth gate / srs-api-password):
+ * every answer is HTTP 200, "not found" is the bare `{"code":2049}`, a success the code-0
+ * envelope with server, service and pid; 401 with an empty body for bad credentials. The fetch
+ * spy routes hosts of `hosts` to their fake and behaves like workerd's fetch where it matters:
+ * it follows redirects when the request's redirect mode is "follow" (stripping Authorization
+ * across origins) and honours the request's AbortSignal.
+ */
+import { afterEach, beforeEach, expect, vi } from "vitest";
+import { heartbeat, hook, newEdge, type Edge } from "./srs";
+
+export const ALLOW = { status: 200, body: { code: 0 } };
+export const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
+
+export interface Call {
+  host: string;
+  method: string;
+  path: string;
+  auth: string | null;
+}
+
+/** One fake SRS process's http_api. */
+export class FakeSrs {
+  clients = new Set<string>();
+  reachable = true;
+  /** Each answer takes this long (the request's signal still aborts it). */
+  delayMs = 0;
+  /** Never answers (until the signal aborts). */
+  hang = false;
+  /** DELETE answers code 0 but the client stays (a kicked connection that lingers). */
+  linger = false;
+  /** Leave the `service` field out of code-0 envelopes. */
+  noService = false;
+  /** Set false after the first DELETE (the API goes away right after a kick). */
+  downAfterDelete = false;
+  /** Called at each kick (DELETE of a client it has). */
+  onKick: ((id: string) => void) | null = null;
+  inFlight = 0;
+  maxInFlight = 0;
+  calls: Call[] = [];
+  /** Replaces the whole answer when set. */
+  override: ((req: Request) => Response | Promise<Response>) | null = null;
+
+  constructor(
+    public server: string,
+    public service: string,
+  ) {}
+
+  envelope() {
+    return { code: 0, server: this.server, ...(this.noService ? {} : { service: this.service }), pid: "4242" };
+  }
+
+  async handle(req: Request): Promise<Response> {
+    if (!this.reachable) throw new TypeError("Network connection lost.");
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      if (this.hang || this.delayMs > 0) await abortableSleep(this.hang ? 3_600_000 : this.delayMs, req.signal);
+      if (this.override) return await this.override(req);
+      if (req.headers.get("authorization") !== BASIC) return new Response(null, { status: 401 });
+      const path = new URL(req.url).pathname;
+      if (path === "/api/v1/" || path === "/api/v1") return Response.json({ ...this.envelope(), urls: { clients: "..." } });
+      if (path === "/api/v1/versions") return Response.json({ ...this.envelope(), data: { major: 7, minor: 0, revision: 18, version: "7.0.18" } });
+      if (path === "/api/v1/clients/" || path === "/api/v1/clients") {
+        if (req.method === "DELETE") return Response.json({ code: 2049 });
+        return Response.json({ ...this.envelope(), clients: [...this.clients].map((id) => ({ id })) });
+      }
+      const m = path.match(/^\/api\/v1\/clients\/([^/]+)$/);
+      if (!m) return Response.json({ code: 1 });
+      const id = decodeURIComponent(m[1]);
+      if (!this.clients.has(id)) return Response.json({ code: 2049 });
+      if (req.method === "DELETE") {
+        if (!this.linger) this.clients.delete(id);
+        if (this.downAfterDelete) this.reachable = false;
+        this.onKick?.(id);
+        return Response.json(this.envelope());
+      }
+      return Response.json({ ...this.envelope(), client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2 } });
+    } finally {
+      this.inFlight--;
+    }
+  }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal | null): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    });
+  });
+}
+
+/** The fake SRS behind each host, and every call that reached one. */
+export const hosts = new Map<string, FakeSrs>();
+export const allCalls: Call[] = [];
+
+/** Routes the Worker's and the objects' fetch to the fakes for each test of the calling file. */
+export function installFakeSrs(): void {
+  beforeEach(() => {
+    const real = globalThis.fetch;
+    vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
+      let request = new Request(input, init);
+      if (!hosts.has(new URL(request.url).host)) return real(input, init);
+      for (let hop = 0; hop < 10; hop++) {
+        const url = new URL(request.url);
+        const fake = hosts.get(url.host);
+        if (!fake) throw new TypeError(`fake network: no route to ${url.host}`);
+        const call = { host: url.host, method: request.method, path: url.pathname, auth: request.headers.get("authorization") };
+        fake.calls.push(call);
+        allCalls.push(call);
+        const res = await fake.handle(request);
+        const location = res.headers.get("location");
+        if (request.redirect === "follow" && [301, 302, 303, 307, 308].includes(res.status) && location) {
+          const next = new URL(location, request.url);
+          const headers = new Headers(request.headers);
+          if (next.origin !== url.origin) headers.delete("authorization");
+          request = new Request(next, { method: request.method, headers, signal: request.signal, redirect: "follow" });
+          continue;
+        }
+        return res;
+      }
+      throw new TypeError("Too many redirects.");
+    });
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+    hosts.clear();
+    allCalls.length = 0;
+  });
+}
+
+export function deviceOf(edge: Edge) {
+  return `dev-${edge.server.slice(4)}`;
+}
+export function hostOf(edge: Edge) {
+  return `${deviceOf(edge)}.srs.test:1985`;
+}
+
+/** An edge that heartbeats with a device_id, so SRS_API_URL names its fake API. */
+export async function edgeWithApi(clients: string[] = []): Promise<{ edge: Edge; fake: FakeSrs }> {
+  const edge = newEdge();
+  expect(await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
+  const fake = new FakeSrs(edge.server, edge.service);
+  for (const c of clients) fake.clients.add(c);
+  hosts.set(hostOf(edge), fake);
+  return { edge, fake };
+}
+
+/** A fake SRS API of `edge`'s process at another host (a per-server override). */
+export function fakeAt(host: string, edge: Edge, clients: string[] = []): FakeSrs {
+  const fake = new FakeSrs(edge.server, edge.service);
+  for (const c of clients) fake.clients.add(c);
+  hosts.set(host, fake);
+  return fake;
+}
+

@@ -5,7 +5,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, vi } from "vitest";
+import { afterEach, beforeEach, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, type Edge, heartbeat, hook, newEdge } from "./srs";
 
@@ -63,6 +63,15 @@ export function useFakeClock(): void {
   });
   afterEach(() => {
     vi.restoreAllMocks();
+    vi.useRealTimers();
+  });
+}
+
+/** For one test: Date is faked at T0 (alarms run only when the test runs them), real again after it. */
+export function futureClock(): void {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  vi.setSystemTime(T0);
+  onTestFinished(() => {
     vi.useRealTimers();
   });
 }

@@ -9,7 +9,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { withRetry } from "../src/platform/retry";
 import { ServerRegistry } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
@@ -30,19 +30,11 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, overloaded, retryable, serverListed, T0 } from "./fleet";
+import { beat, overloaded, retryable, serverListed, futureClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const plain = () => new Error("something broke in the object");
 
-/** For one test: Date in the future (fleet.ts T0), so the objects' alarms run only when the test runs them. */
-function futureClock(): void {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  vi.setSystemTime(T0);
-  onTestFinished(() => {
-    vi.useRealTimers();
-  });
-}
 
 let edge: Edge;
 beforeEach(() => {

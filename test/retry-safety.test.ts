@@ -6,7 +6,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
@@ -23,19 +23,11 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, events, overloaded, retryable, serverListed, T0 } from "./fleet";
+import { beat, events, overloaded, retryable, serverListed, futureClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** For one test: Date in the future (fleet.ts T0), so the registry's alarm runs only when the test runs it (it counts deliveries). */
-function futureClock(): void {
-  vi.useFakeTimers({ toFake: ["Date"] });
-  vi.setSystemTime(T0);
-  onTestFinished(() => {
-    vi.useRealTimers();
-  });
-}
 
 let edge: Edge;
 beforeEach(() => {

@@ -353,6 +353,15 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
             ],
             [null, null],
           ],
+          // A restart by start hook (a server without heartbeats) frees its old process's slot for the new process's viewer.
+          [
+            [
+              { t: "play", server: 2, client: 0, stream: 1 },
+              { t: "play", server: 2, client: 1, stream: 1 },
+              { t: "ghost", server: 2, client: 0, stream: 1 },
+            ],
+            [null, 1],
+          ],
           // Leases: a shard's unused slots must come back when another shard needs them.
           [
             [

@@ -13,6 +13,7 @@ import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, type
 import { addColumns } from "../platform/sql";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
+import { VoidedHooks } from "../session/voided-hooks";
 import { kickClient } from "../srs/api";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
 import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type ViewerPolicy } from "../viewers/lease";
@@ -63,9 +64,6 @@ const TAKEOVER_WAIT_MS = 1_000;
 
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
 const RECALL_TIMEOUT_MS = 2_000;
-
-/** How long an undone hook's late attempts are refused (far beyond any attempt's run time). */
-const VOID_HOOK_MS = 60_000;
 
 export interface PolicyChange {
   maxViewers?: number | null;
@@ -169,7 +167,7 @@ export class StreamObject extends DurableObject<Env> {
   private round: Round | null = null;
   private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: hook id → when. */
-  private voidHooks = new Map<string, number>();
+  private voidHooks = new VoidedHooks();
   private ghosts: GhostCheck;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -389,7 +387,7 @@ export class StreamObject extends DurableObject<Env> {
    */
   end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
-    if (cause.voidHook) this.voidHook(cause.voidHook);
+    if (cause.voidHook) this.voidHooks.add(cause.voidHook);
     const ended = this.sessions.end(session);
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
@@ -543,20 +541,9 @@ export class StreamObject extends DurableObject<Env> {
 
   // --- decisions -------------------------------------------------------------
 
-  /**
-   * A hook's attempts can outlive its answer: the platform may fail a call to
-   * the Worker (retried) while the object goes on with it, waiting in a
-   * liveness round. If the Worker has since undone that hook's admission, the
-   * late attempt must not admit again; it is refused (the answer goes nowhere).
-   */
+  /** A late attempt of a start hook the Worker undid (src/session/voided-hooks.ts): refused. */
   private voided(hookId: string): Decision | null {
-    return hookId !== "" && this.voidHooks.has(hookId) ? { allow: false, denial: Denials.admissionUndone } : null;
-  }
-
-  private voidHook(hookId: string): void {
-    const now = Date.now();
-    for (const [id, at] of this.voidHooks) if (at < now - VOID_HOOK_MS) this.voidHooks.delete(id);
-    this.voidHooks.set(hookId, now);
+    return this.voidHooks.has(hookId) ? { allow: false, denial: Denials.admissionUndone } : null;
   }
 
   /** `admit`: store the admission (the second, final decision); otherwise only decide. */

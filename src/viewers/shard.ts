@@ -7,6 +7,7 @@ import { serverRegistry, streamObject } from "../object-access";
 import type { ProcessStatus } from "../server/registry";
 import type { SessionId } from "../srs/hook";
 import { GhostCheck, GHOST_REASON, GHOSTS_PER_CHECK } from "../srs/ghosts";
+import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type PlayToken } from "../stream/rules";
 import {
@@ -105,8 +106,6 @@ const LOG_KEPT = 100;
 const REPORT_EVERY_MS = 5 * 60_000;
 /** How long a replaced process's id is kept (its late hooks are refused with 4006). */
 const REPLACED_KEPT_MS = 24 * 3600 * 1000;
-/** How long an undone hook's late attempts are refused. */
-const VOID_HOOK_MS = 60_000;
 
 /**
  * The viewer shard of one SRS server: it admits and ends that server's viewers
@@ -142,7 +141,7 @@ export class ViewerShard extends DurableObject<Env> {
   /** One lease message per stream at a time. */
   private locks = new Map<string, Promise<unknown>>();
   private round: Promise<void> | null = null;
-  private voidHooks = new Map<string, number>();
+  private voidHooks = new VoidedHooks();
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -260,7 +259,7 @@ export class ViewerShard extends DurableObject<Env> {
         return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
       }
       if (changed) return { allow: false, denial: Denials.unknownStream };
-      if (this.voided(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
+      if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
       if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
       const at = Date.now();
       this.prepare();
@@ -292,7 +291,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** `keepSlot`: a slot freed here is about to be used or recalled, not given back. */
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
-    if (cause.voidHook) this.voidHook(cause.voidHook);
+    if (cause.voidHook) this.voidHooks.add(cause.voidHook);
     if (!this.ready) return 0;
     const removed = this.sql.exec(
       "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?",
@@ -643,6 +642,9 @@ export class ViewerShard extends DurableObject<Env> {
       if (lease.granted <= live) return;
       // Shrinks here first (stored), then tells the stream: never above the stream's record.
       lease.granted = live;
+      // The stream has these slots free now: a viewer here that needs one may ask at once (a hook being
+      // decided while its restart's fence gave its old process's slots back would otherwise be held off).
+      lease.fullUntil = 0;
       this.storeLease(streamKey, lease);
       await this.send(streamKey, 0);
     });
@@ -806,15 +808,6 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
-  private voided(hookId: string): boolean {
-    return hookId !== "" && this.voidHooks.has(hookId);
-  }
-
-  private voidHook(hookId: string): void {
-    const now = Date.now();
-    for (const [id, at] of this.voidHooks) if (at < now - VOID_HOOK_MS) this.voidHooks.delete(id);
-    this.voidHooks.set(hookId, now);
-  }
 
   private logged(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
     const viewer = sub ? ` (viewer ${sub})` : "";

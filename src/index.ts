@@ -12,6 +12,7 @@ import {
 } from "./admin/routes";
 import { endServerSessions, endStreamSessions } from "./admin/sessions";
 import { putServer } from "./admin/servers";
+import { listRevocations, listViewers, postRevocation } from "./admin/viewers";
 import type { Env } from "./env";
 import { jsonResponse } from "./http";
 import { ObjectCallFailed } from "./platform/retry";
@@ -20,6 +21,7 @@ import { handleHeartbeat, handleHook } from "./srs/routes";
 export { StreamObject } from "./stream/object";
 export { ServerRegistry } from "./server/registry";
 export { ViewerShard } from "./viewers/shard";
+export { ViewerSeats } from "./viewers/seats";
 
 type Args = [Env, ExecutionContext];
 
@@ -41,6 +43,9 @@ router
   .get("/admin/streams/:app/:stream/events", getStreamEvents)
   .delete("/admin/streams/:app/:stream/sessions", endStreamSessions)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
+  .post("/admin/streams/:app/:stream/revocations", postRevocation)
+  .get("/admin/streams/:app/:stream/revocations", listRevocations)
+  .get("/admin/streams/:app/:stream/viewers", listViewers)
   .get("/admin/servers", listServers)
   .put("/admin/servers/:server_id", putServer)
   .get("/admin/load", getLoad)

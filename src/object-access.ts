@@ -6,6 +6,7 @@
  */
 import type { Env } from "./env";
 import { shardOf } from "./server/registry";
+import { seatBucket } from "./viewers/lease";
 
 /** The object that owns one stream (named "vhost/app/stream"). */
 export function streamObject(env: Env, streamKey: string) {
@@ -24,4 +25,13 @@ export function viewerShard(env: Env, serverId: string) {
 
 export function registryShard(env: Env, shard: number) {
   return env.REGISTRY.get(env.REGISTRY.idFromName(`shard-${shard}`));
+}
+
+/** The seat object of one viewer id on one stream (src/viewers/seats.ts). */
+export function viewerSeats(env: Env, streamKey: string, sub: string) {
+  return seatsBucket(env, streamKey, seatBucket(sub));
+}
+
+export function seatsBucket(env: Env, streamKey: string, bucket: number) {
+  return env.SEATS.get(env.SEATS.idFromName(`${streamKey}#${bucket}`));
 }

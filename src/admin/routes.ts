@@ -194,8 +194,8 @@ function streamStub(env: Env, name: StreamName) {
  * stale), so hooks never consult it: decisions come from the stream's object.
  */
 async function writeCatalogue(env: Env, state: StreamState, keyHash: string): Promise<void> {
-  const { vhost, app, stream, maxViewers, playAuth, onDuplicatePublish, updatedAt } = state;
-  const entry = { vhost, app, stream, maxViewers, playAuth, onDuplicatePublish, keyHash, updatedAt };
+  const { vhost, app, stream, maxViewers, playAuth, onDuplicatePublish, maxSessionsPerViewer, onExtraViewerSession, updatedAt } = state;
+  const entry = { vhost, app, stream, maxViewers, playAuth, onDuplicatePublish, maxSessionsPerViewer, onExtraViewerSession, keyHash, updatedAt };
   const put = () => env.CATALOGUE.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry));
   try {
     await put();

@@ -5,14 +5,14 @@ import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, type StreamName } from "../stream/name";
 import type { PolicyChange } from "../stream/object";
 
-const POLICY_FIELDS = new Set(["maxViewers", "playAuth", "onDuplicatePublish", "rotateKey"]);
+const POLICY_FIELDS = new Set(["maxViewers", "playAuth", "onDuplicatePublish", "maxSessionsPerViewer", "onExtraViewerSession", "rotateKey"]);
 
 /** Body of PUT /admin/streams/{app}/{stream}; an empty body changes nothing. */
 export function parsePolicyChange(body: unknown): PolicyChange {
   if (body === undefined) return {};
   if (!isObject(body)) throw new StatusError(400, "body must be a JSON object");
   for (const field of Object.keys(body)) {
-    if (!POLICY_FIELDS.has(field)) throw new StatusError(400, `unknown field "${field}" (allowed: maxViewers, playAuth, onDuplicatePublish, rotateKey)`);
+    if (!POLICY_FIELDS.has(field)) throw new StatusError(400, `unknown field "${field}" (allowed: ${[...POLICY_FIELDS].join(", ")})`);
   }
   const change: PolicyChange = {};
   if ("maxViewers" in body) {
@@ -33,6 +33,19 @@ export function parsePolicyChange(body: unknown): PolicyChange {
       throw new StatusError(400, 'field "onDuplicatePublish" must be "deny" or "replace"');
     }
     change.onDuplicatePublish = body.onDuplicatePublish;
+  }
+  if ("maxSessionsPerViewer" in body) {
+    const max = body.maxSessionsPerViewer;
+    if (max !== null && !(Number.isSafeInteger(max) && (max as number) >= 1)) {
+      throw new StatusError(400, 'field "maxSessionsPerViewer" must be an integer of at least 1, or null (no limit)');
+    }
+    change.maxSessionsPerViewer = max as number | null;
+  }
+  if ("onExtraViewerSession" in body) {
+    if (body.onExtraViewerSession !== "deny" && body.onExtraViewerSession !== "replace") {
+      throw new StatusError(400, 'field "onExtraViewerSession" must be "deny" or "replace"');
+    }
+    change.onExtraViewerSession = body.onExtraViewerSession;
   }
   if ("rotateKey" in body) {
     if (typeof body.rotateKey !== "boolean") throw new StatusError(400, 'field "rotateKey" must be a boolean');
@@ -92,4 +105,31 @@ export function parseTokenRequest(body: unknown, maxTokenTtl = Infinity): { ttl:
     throw new StatusError(400, 'field "sub" must be 1 to 64 characters of A-Z a-z 0-9 . _ : @ -');
   }
   return { ttl, sub: body.sub };
+}
+
+/** A revocation may name a moment this far ahead of the gate's clock (clock skew of the caller), no further. */
+const REVOCATION_SKEW_S = 60;
+
+/**
+ * Body of POST /admin/streams/{app}/{stream}/revocations: `{"sub"}` (that
+ * viewer's tokens issued up to now), `{"before"}` (every token issued before
+ * then, Unix seconds), or both (that viewer's tokens issued before then).
+ */
+export function parseRevocation(body: unknown, now: number): { sub: string | null; before: number } {
+  if (!isObject(body)) throw new StatusError(400, 'body must be a JSON object: {"sub": "<viewer id>"} or {"before": <Unix seconds>}');
+  for (const field of Object.keys(body)) {
+    if (field !== "sub" && field !== "before") throw new StatusError(400, `unknown field "${field}" (allowed: sub, before)`);
+  }
+  if (body.sub === undefined && body.before === undefined) throw new StatusError(400, 'give "sub" (one viewer\'s tokens) or "before" (every token issued before then)');
+  if (body.sub !== undefined && (typeof body.sub !== "string" || !SUB_PATTERN.test(body.sub))) {
+    throw new StatusError(400, 'field "sub" must be 1 to 64 characters of A-Z a-z 0-9 . _ : @ -');
+  }
+  // "Up to now" includes tokens minted in this very second (issue times are whole seconds).
+  let before = now + 1;
+  if (body.before !== undefined) {
+    if (!Number.isSafeInteger(body.before) || (body.before as number) < 0) throw new StatusError(400, 'field "before" must be a Unix time in whole seconds');
+    if ((body.before as number) > now + REVOCATION_SKEW_S) throw new StatusError(400, 'field "before" must not lie in the future: it would refuse tokens not yet issued');
+    before = body.before as number;
+  }
+  return { sub: (body.sub as string | undefined) ?? null, before };
 }

@@ -80,7 +80,7 @@ export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-export type Target = "stream object" | "registry" | "viewer shard";
+export type Target = "stream object" | "registry" | "viewer shard" | "viewer seats";
 
 /**
  * A hook that could not be carried out because an object call failed: SRS

@@ -9,14 +9,15 @@ import type { Role, SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
-import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, type Decision, type OnDuplicatePublish, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { Revocations } from "./revocations";
 import { addColumns } from "../platform/sql";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import { kickClient } from "../srs/api";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
-import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type ViewerPolicy } from "../viewers/lease";
+import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
 
 export type { StreamEvent } from "./decision-log";
@@ -28,6 +29,10 @@ export interface StreamState extends StreamName {
   playAuth: PlayAuth;
   /** An on_publish with the right key while another publisher holds the stream: refused, or takes it over. */
   onDuplicatePublish: OnDuplicatePublish;
+  /** Live sessions one viewer id (play token `sub`) may hold on the stream, on every edge together; null: no limit. */
+  maxSessionsPerViewer: number | null;
+  /** An on_play over maxSessionsPerViewer: refused (4016), or admitted and the viewer's oldest session ended. */
+  onExtraViewerSession: OnExtraViewerSession;
   /** A publisher holds the stream now. */
   live: boolean;
   /** The holder, else the newest suspended publisher, else null. */
@@ -38,6 +43,8 @@ export interface StreamState extends StreamName {
   viewers: number;
   /** Viewers of silent servers: kept, not counted, back if their process returns. */
   suspendedViewers: number;
+  /** Distinct viewer ids (token `sub`) among the counted viewers. */
+  distinctViewerIds: number;
   /** Slots the shards hold but no viewer uses (capped streams). */
   leasedUnused: number;
   /** Where the audience is: one entry per SRS server whose viewer shard asked for this stream. */
@@ -69,6 +76,8 @@ export interface PolicyChange {
   maxViewers?: number | null;
   playAuth?: PlayAuth;
   onDuplicatePublish?: OnDuplicatePublish;
+  maxSessionsPerViewer?: number | null;
+  onExtraViewerSession?: OnExtraViewerSession;
   rotateKey?: boolean;
 }
 
@@ -99,6 +108,8 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   max_viewers: number | null;
   play_auth: string;
   on_duplicate_publish: string;
+  max_sessions_per_viewer: number | null;
+  on_extra_viewer_session: string;
   created_at: number;
   updated_at: number;
 }
@@ -119,7 +130,8 @@ const SCHEMA = `
   ${SessionBook.schema}
   ${LeaseBook.schema}
   ${AuthFailures.schema}
-  ${DecisionLog.schema}`;
+  ${DecisionLog.schema}
+  ${Revocations.schema}`;
 
 /**
  * One object per stream (vhost/app/stream) holds its policy and sessions.
@@ -164,6 +176,9 @@ export class StreamObject extends DurableObject<Env> {
   private policyVersion = 0;
   private failures!: AuthFailures;
   private log!: DecisionLog;
+  private revocations!: Revocations;
+  /** The active revocations, as the shards are told them (read once, then kept with every change). */
+  private revoked: Revocation[] = [];
   private round: Round | null = null;
   private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: hook id → when. */
@@ -174,7 +189,7 @@ export class StreamObject extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.ghosts = new GhostCheck(env);
-    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "publisherSessions", "configure", "pushPolicy", "undoKeyChange", "remove", "state"]);
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "publisherSessions", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -186,7 +201,13 @@ export class StreamObject extends DurableObject<Env> {
   private prepare(): void {
     if (this.ready) return;
     this.sql.exec(SCHEMA);
-    addColumns(this.sql, "stream", { on_duplicate_publish: "TEXT NOT NULL DEFAULT 'deny'" });
+    addColumns(this.sql, "stream", {
+      on_duplicate_publish: "TEXT NOT NULL DEFAULT 'deny'",
+      max_sessions_per_viewer: "INTEGER",
+      on_extra_viewer_session: "TEXT NOT NULL DEFAULT 'deny'",
+    });
+    this.revocations = new Revocations(this.sql);
+    this.revoked = this.revocations.list(nowSeconds());
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
@@ -316,12 +337,49 @@ export class StreamObject extends DurableObject<Env> {
     return this.recall(key, null, false, "all");
   }
 
+  /** Tells every viewer shard the stream's revocations, leaving them their slots. */
+  async pushRevocations(key: string): Promise<string[]> {
+    if (!this.ready) return [];
+    return this.recall(key, null, false, "all", true);
+  }
+
   private viewerPolicy(): ViewerPolicy | null {
-    return this.row ? { maxViewers: this.row.max_viewers, playAuth: this.row.play_auth as PlayAuth } : null;
+    if (!this.row) return null;
+    // Expired revocations go (each expires once every token it covers has).
+    if (this.revoked.some((r) => r.expires <= nowSeconds())) this.revoked = this.revocations.list(nowSeconds());
+    return {
+      maxViewers: this.row.max_viewers,
+      playAuth: this.row.play_auth as PlayAuth,
+      maxSessionsPerViewer: this.row.max_sessions_per_viewer,
+      onExtraViewerSession: this.row.on_extra_viewer_session as OnExtraViewerSession,
+      revocations: this.revoked,
+    };
+  }
+
+  /**
+   * Revokes the tokens of viewer `sub` (null: every viewer) issued before
+   * `before` (Unix seconds), until `expires`. The caller pushes the policy to
+   * the shards, then ends the sessions the revocation covers. Null when
+   * MAX_REVOCATIONS are active already.
+   */
+  revoke(sub: string | null, before: number, expires: number): Revocation | null {
+    if (!this.row) return null;
+    const added = this.revocations.add(sub, before, expires, nowSeconds());
+    if (!added) return null;
+    this.revoked = this.revocations.list(nowSeconds());
+    this.bumpPolicyVersion();
+    this.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
+    return added;
+  }
+
+  revocationList(): Revocation[] | null {
+    if (!this.row) return null;
+    this.revoked = this.revocations.list(nowSeconds());
+    return this.revoked;
   }
 
   /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
-  private async recall(key: string, requester: string | null, check: boolean, which: "all" | "unused" | "holding" | "suspended" = "all"): Promise<string[]> {
+  private async recall(key: string, requester: string | null, check: boolean, which: "all" | "unused" | "holding" | "suspended" = "all", keepSlots = false): Promise<string[]> {
     // A shard asking while a round runs shares it (shards answer a recall at once, also while their own
     // message waits here, so the round never waits on the shard that waits on it).
     if (this.recalling && requester !== null) {
@@ -341,7 +399,7 @@ export class StreamObject extends DurableObject<Env> {
     // viewers (half of an even split, by their last reports): shards keep admitting on their own near
     // the cap instead of asking for every viewer. A push of the policy takes back everything unused.
     const cap = policy?.maxViewers ?? null;
-    const keep = requester === null || cap === null ? 0 : Math.floor(Math.max(0, this.leases.freeIfShrunk(cap)) / (2 * (targets.length + 1)));
+    const keep = keepSlots ? Number.MAX_SAFE_INTEGER : requester === null || cap === null ? 0 : Math.floor(Math.max(0, this.leases.freeIfShrunk(cap)) / (2 * (targets.length + 1)));
     const unreached: string[] = [];
     const round = Promise.all(
       targets.map(async (r) => {
@@ -467,17 +525,25 @@ export class StreamObject extends DurableObject<Env> {
       max_viewers: change.maxViewers !== undefined ? change.maxViewers : (this.row?.max_viewers ?? null),
       play_auth: change.playAuth ?? this.row?.play_auth ?? "open",
       on_duplicate_publish: change.onDuplicatePublish ?? this.row?.on_duplicate_publish ?? "deny",
+      max_sessions_per_viewer: change.maxSessionsPerViewer !== undefined ? change.maxSessionsPerViewer : (this.row?.max_sessions_per_viewer ?? null),
+      on_extra_viewer_session: change.onExtraViewerSession ?? this.row?.on_extra_viewer_session ?? "deny",
       created_at: this.row?.created_at ?? now,
       updated_at: now,
     };
     this.sql.exec(
-      `INSERT OR REPLACE INTO stream (id, vhost, app, stream, key_hash, max_viewers, play_auth, on_duplicate_publish, created_at, updated_at)
-       VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      row.vhost, row.app, row.stream, row.key_hash, row.max_viewers, row.play_auth, row.on_duplicate_publish, row.created_at, row.updated_at,
+      `INSERT OR REPLACE INTO stream (id, vhost, app, stream, key_hash, max_viewers, play_auth, on_duplicate_publish,
+         max_sessions_per_viewer, on_extra_viewer_session, created_at, updated_at)
+       VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      row.vhost, row.app, row.stream, row.key_hash, row.max_viewers, row.play_auth, row.on_duplicate_publish,
+      row.max_sessions_per_viewer, row.on_extra_viewer_session, row.created_at, row.updated_at,
     );
     const replaced = rotate && !created ? this.row!.key_hash : undefined;
-    // A stream created again (after a DELETE) starts with an empty decision log.
-    if (created) this.log.clear();
+    // A stream created again (after a DELETE) starts with an empty decision log and no revocations.
+    if (created) {
+      this.log.clear();
+      this.revocations.clear();
+      this.revoked = [];
+    }
     this.row = row;
     this.bumpPolicyVersion();
     return {
@@ -530,6 +596,8 @@ export class StreamObject extends DurableObject<Env> {
       maxViewers: this.row.max_viewers,
       playAuth: this.row.play_auth as PlayAuth,
       onDuplicatePublish: this.row.on_duplicate_publish as OnDuplicatePublish,
+      maxSessionsPerViewer: this.row.max_sessions_per_viewer,
+      onExtraViewerSession: this.row.on_extra_viewer_session as OnExtraViewerSession,
       live,
       publisher,
       conflicts,
@@ -714,17 +782,24 @@ export class StreamObject extends DurableObject<Env> {
  * stream computes it from the shards' last reports; the admin API from what
  * the shards answer now (src/viewers/audience.ts).
  */
-export function audienceOf(shards: ShardAudience[]): Pick<StreamState, "viewers" | "suspendedViewers" | "leasedUnused" | "shards"> {
+export function audienceOf(shards: ShardAudience[]): Pick<StreamState, "viewers" | "suspendedViewers" | "distinctViewerIds" | "leasedUnused" | "shards"> {
   let viewers = 0;
   let suspendedViewers = 0;
   let leasedUnused = 0;
-  for (const s of shards) {
+  // One viewer id may watch through several servers: the shards' sets of ids (hashed) are merged.
+  const ids = new Set<number>();
+  for (const { viewerIds, ...s } of shards) {
+    for (const id of viewerIds ?? []) ids.add(id);
     viewers += s.viewers;
     suspendedViewers += s.suspendedViewers;
     // Slots of suspended viewers are not free: their process comes back with them, or they end.
     leasedUnused += Math.max(0, s.leased - s.viewers - s.suspendedViewers);
   }
-  return { viewers, suspendedViewers, leasedUnused, shards };
+  return { viewers, suspendedViewers, distinctViewerIds: ids.size, leasedUnused, shards: shards.map(({ viewerIds: _, ...s }) => s) };
+}
+
+function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
 }
 
 function iso(ms: number): string {

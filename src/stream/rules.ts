@@ -12,6 +12,9 @@ export type PlayAuth = "open" | "token";
 /** What an on_publish with the right key does while another publisher holds the stream. */
 export type OnDuplicatePublish = "deny" | "replace";
 
+/** What an on_play does when its viewer id (token `sub`) already has maxSessionsPerViewer live sessions. */
+export type OnExtraViewerSession = "deny" | "replace";
+
 export interface StreamPolicy {
   keyHash: string;
   maxViewers: number | null;
@@ -45,6 +48,12 @@ export const Denials = {
   },
   /** Never reaches SRS: an attempt of a hook the Worker already answered (and undid) finishing late. */
   admissionUndone: { code: 4008, reason: "admission undone: an earlier answer of this hook was lost and the hook failed" },
+  /** maxSessionsPerViewer: the token's viewer id has that many live sessions on the stream. */
+  viewerSessionLimit: { code: 4016, reason: "viewer session limit" },
+  /** maxSessionsPerViewer on a token stream: only tokens that name their viewer (sub) can be counted. */
+  noViewerId: { code: 4018, reason: "token names no viewer (sub): this stream limits sessions per viewer" },
+  /** POST /admin/streams/{app}/{stream}/revocations covers this token. */
+  tokenRevoked: { code: 4019, reason: "token revoked" },
 } satisfies Record<string, Denial>;
 
 /** What the Worker found out about an on_play's ?token= before asking the stream. */

@@ -18,12 +18,34 @@
  *   shard's own report plus what the stream added: a grant whose answer was
  *   lost is taken back by the shard's next message.
  */
-import type { PlayAuth } from "../stream/rules";
+import type { OnExtraViewerSession, PlayAuth } from "../stream/rules";
 
 /** What a shard needs of the stream's policy to decide on a viewer. */
 export interface ViewerPolicy {
   maxViewers: number | null;
   playAuth: PlayAuth;
+  /** Live sessions one viewer id (token `sub`) may hold on the stream, on every edge together; null: no limit. */
+  maxSessionsPerViewer: number | null;
+  onExtraViewerSession: OnExtraViewerSession;
+  /** The stream's active revocations (src/stream/revocations.ts). */
+  revocations: Revocation[];
+}
+
+/**
+ * Tokens issued (iat) before `before` (Unix seconds) stop verifying on the
+ * stream: those of one viewer id (`sub`), or every token (`sub` null). A v1
+ * token has no issue time: only a revocation of every token covers it.
+ */
+export interface Revocation {
+  sub: string | null;
+  before: number;
+  /** When every token it covers has expired (Unix seconds): then it goes. */
+  expires: number;
+}
+
+/** Does one of the revocations cover a token of viewer `sub` issued at `issuedAt` (null: a v1 token)? */
+export function isRevoked(revocations: Revocation[], sub: string | null, issuedAt: number | null): boolean {
+  return revocations.some((r) => (r.sub === null || r.sub === sub) && (issuedAt === null ? r.sub === null : issuedAt < r.before));
 }
 
 /** Where a shard runs, as the platform tells the Worker (request.cf); empty when unknown. */
@@ -101,3 +123,31 @@ export const RECALL_GAP_MS = 1_000;
 
 /** The registry's client-index entry that stands for a server's viewer shard: one per process, not per viewer. */
 export const VIEWER_SHARD_ENTRY = { clientId: "", streamKey: "*viewer-shard*" } as const;
+
+/** Seat objects per stream: one viewer id always maps to the same one. */
+export const SEAT_BUCKETS = 16;
+/** The seat object of a viewer id on a stream. */
+export function seatBucket(sub: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < sub.length; i++) h = Math.imul(h ^ sub.charCodeAt(i), 16777619);
+  return (h >>> 0) % SEAT_BUCKETS;
+}
+
+/**
+ * A 53-bit hash of a viewer id: the shards report these, and the admin API
+ * counts distinct viewer ids over the shards with them (a collision among
+ * 10^5 ids has odds near 10^-6).
+ */
+export function viewerIdHash(sub: string): number {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < sub.length; i++) {
+    const c = sub.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
+}
+

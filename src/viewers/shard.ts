@@ -3,20 +3,24 @@ import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls } from "../platform/load";
 import { nested, NestedCallFailed, withRetry, type Unreachable } from "../platform/retry";
-import { serverRegistry, streamObject } from "../object-access";
+import { addColumns } from "../platform/sql";
+import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus } from "../server/registry";
 import type { SessionId } from "../srs/hook";
 import { GhostCheck, GHOST_REASON, GHOSTS_PER_CHECK } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
-import { Denials, viewerCapReached, type Decision, type PlayToken } from "../stream/rules";
+import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
+import type { SeatAnswer, SeatState } from "./seats";
 import {
   FULL_HOLD_MAX_MS,
   FULL_HOLD_MS,
   LEASE_IDLE_MS,
   POLICY_TTL_MS,
   VIEWER_SHARD_ENTRY,
+  isRevoked,
   leaseWant,
+  viewerIdHash,
   type LeaseAnswer,
   type LeaseReport,
   type Place,
@@ -40,6 +44,18 @@ export interface ShardAudience {
   suspendedViewers: number;
   /** Slots leased from the stream (0 for an unlimited stream). */
   leased: number;
+  /** Hashes of the distinct viewer ids (token `sub`) among the counted viewers (src/viewers/lease.ts viewerIdHash). */
+  viewerIds?: number[];
+}
+
+/** A viewer session here, as GET /admin/streams/{app}/{stream}/viewers lists it. */
+export interface ViewerSession {
+  sub: string | null;
+  serverId: string;
+  serviceId: string;
+  clientId: string;
+  since: string;
+  suspended: boolean;
 }
 
 /** What the Worker tells the shard about an on_play, beyond the session. */
@@ -91,6 +107,8 @@ const SCHEMA = `
       CREATE TABLE IF NOT EXISTS viewers (
         stream_key TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, ip TEXT NOT NULL, since INTEGER NOT NULL,
         PRIMARY KEY (stream_key, service_id, client_id)) WITHOUT ROWID;
+      -- sub: the token's viewer id ('' for none); iat: its issue time (0 for a v1 token, NULL without a valid token);
+      -- seat: the viewer holds a seat (src/viewers/seats.ts).
       CREATE INDEX IF NOT EXISTS viewers_by_client ON viewers (service_id, client_id);
       CREATE TABLE IF NOT EXISTS processes (service_id TEXT PRIMARY KEY, suspended INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS replaced (service_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
@@ -142,6 +160,11 @@ export class ViewerShard extends DurableObject<Env> {
   private locks = new Map<string, Promise<unknown>>();
   private round: Promise<void> | null = null;
   private voidHooks = new VoidedHooks();
+  /**
+   * Viewers being admitted with a seat taken (src/viewers/seats.ts): they count as live when the seats
+   * object asks; `cancelled` when it ended the session meanwhile (onExtraViewerSession "replace").
+   */
+  private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -164,14 +187,20 @@ export class ViewerShard extends DurableObject<Env> {
   /** Creates the tables, once, before the first write. */
   private prepare(): void {
     if (this.ready) return;
-    this.sql.exec(SCHEMA);
+    this.createTables();
     this.ready = true;
+  }
+
+  private createTables(): void {
+    this.sql.exec(SCHEMA);
+    addColumns(this.sql, "viewers", { sub: "TEXT NOT NULL DEFAULT ''", iat: "INTEGER", seat: "INTEGER NOT NULL DEFAULT 0" });
+    this.sql.exec("CREATE INDEX IF NOT EXISTS viewers_by_sub ON viewers (stream_key, sub)");
   }
 
   /** Loads the stored state into memory. */
   private load(): void {
     this.ready = true;
-    this.sql.exec(SCHEMA); // tables a newer version adds
+    this.createTables(); // tables and columns a newer version adds
     for (const r of this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta")) {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
@@ -221,58 +250,113 @@ export class ViewerShard extends DurableObject<Env> {
 
   private async decide(req: PlayRequest): Promise<Decision> {
     const { streamKey, session, ip } = req;
-    const sub = req.token.ok ? req.token.sub : null;
+    const sub = req.token.ok ? (req.token.sub ?? null) : null;
     if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
     if (!this.serverId) this.serverId = session.serverId;
-    for (let round = 1; ; round++) {
-      // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
-      const policy = await this.policyOf(streamKey);
-      if (!policy) return { allow: false, denial: Denials.unknownStream };
-      this.identify(session.serverId, req.place);
-      if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
-      if (policy.playAuth === "token" && !req.token.ok) {
-        // The stream counts failed tokens per ip (brute-force limit) and logs them.
-        const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
-        if (!refusal.allow) return refusal;
-        // The stream no longer asks for tokens: the cached policy was stale.
-        this.policies.delete(streamKey);
-        if (round < 3) continue;
-        return { allow: false, denial: Denials.unknownStream };
+    // A seat taken for this viewer (src/viewers/seats.ts): given back unless the viewer is admitted.
+    let seated = false;
+    let admitted = false;
+    let asked = false;
+    const pending = seatKey(streamKey, session);
+    try {
+      for (let round = 1; ; round++) {
+        // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
+        const policy = await this.policyOf(streamKey);
+        if (!policy) return { allow: false, denial: Denials.unknownStream };
+        this.identify(session.serverId, req.place);
+        if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
+        if (policy.playAuth === "token" && !req.token.ok) {
+          // The stream counts failed tokens per ip (brute-force limit) and logs them.
+          const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
+          if (!refusal.allow) return refusal;
+          // The stream no longer asks for tokens: the cached policy was stale.
+          this.policies.delete(streamKey);
+          if (round < 3) continue;
+          return { allow: false, denial: Denials.unknownStream };
+        }
+        const refused = this.viewerRefusal(policy, req);
+        if (refused) return this.logged(streamKey, session, ip, { allow: false, denial: refused }, sub);
+        if (policy.maxViewers !== null && !this.hasSlot(streamKey)) {
+          await this.askForSlots(streamKey);
+          // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
+          if (this.policies.get(streamKey)?.policy?.maxViewers != null && !this.hasSlot(streamKey)) await this.endGhosts(streamKey);
+        }
+        const limit = seatLimit(policy, sub);
+        if (limit !== null && !seated && (policy.maxViewers === null || this.hasSlot(streamKey))) {
+          // A viewer id with a session limit: the seats object counts its sessions on every edge.
+          const entry = this.pendingSeats.get(pending) ?? { hooks: 0, cancelled: null };
+          entry.hooks++;
+          this.pendingSeats.set(pending, entry);
+          asked = true;
+          const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
+            s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession }),
+          );
+          if (!seat.ok) return this.logged(streamKey, session, ip, { allow: false, denial: seat.denial }, sub);
+          seated = true;
+        }
+        // From here to the write everything is synchronous, so no other message interleaves: the checks
+        // again, on the state as it is now (a policy pushed, a restart's notice, a voided hook, meanwhile).
+        const now = this.policies.get(streamKey)?.policy;
+        if (!now) {
+          if (round < 3) continue; // left meanwhile (no viewers here): read again
+          return { allow: false, denial: Denials.unknownStream };
+        }
+        if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
+        const cancelled = this.pendingSeats.get(pending)?.cancelled;
+        if (cancelled) return this.logged(streamKey, session, ip, { allow: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: ${cancelled}` } }, sub);
+        const nowRefused = this.viewerRefusal(now, req);
+        if (nowRefused) return this.logged(streamKey, session, ip, { allow: false, denial: nowRefused }, sub);
+        const changed =
+          !this.processes.has(session.serviceId) ||
+          (now.playAuth === "token" && !req.token.ok) ||
+          (now.maxViewers !== null && policy.maxViewers === null) ||
+          (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.hasSlot(streamKey)));
+        if (changed && round < 3) continue;
+        if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
+          return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
+        }
+        if (changed) return { allow: false, denial: Denials.unknownStream };
+        if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
+        if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
+        const at = Date.now();
+        this.prepare();
+        const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
+        this.sql.exec(
+          "INSERT INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+          streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0,
+        );
+        admitted = true;
+        this.bump(streamKey, session.serviceId, 1);
+        const lease = this.leases.get(streamKey);
+        if (lease) lease.lastAdmission = at;
+        this.armAlarm(at + LEASE_IDLE_MS);
+        return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
       }
-      if (policy.maxViewers !== null && !this.hasSlot(streamKey)) {
-        await this.askForSlots(streamKey);
-        // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
-        if (this.policies.get(streamKey)?.policy?.maxViewers != null && !this.hasSlot(streamKey)) await this.endGhosts(streamKey);
-      }
-      // From here to the write everything is synchronous, so no other message interleaves: the checks
-      // again, on the state as it is now (a policy pushed, a restart's notice, a voided hook, meanwhile).
-      const now = this.policies.get(streamKey)?.policy;
-      if (!now) {
-        if (round < 3) continue; // left meanwhile (no viewers here): read again
-        return { allow: false, denial: Denials.unknownStream };
-      }
-      if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
-      const changed =
-        !this.processes.has(session.serviceId) || (now.playAuth === "token" && !req.token.ok) || (now.maxViewers !== null && policy.maxViewers === null);
-      if (changed && round < 3) continue;
-      if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
-        return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
-      }
-      if (changed) return { allow: false, denial: Denials.unknownStream };
-      if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
-      if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
-      const at = Date.now();
-      this.prepare();
-      this.sql.exec(
-        "INSERT INTO viewers (stream_key, service_id, client_id, ip, since) VALUES (?, ?, ?, ?, ?)",
-        streamKey, session.serviceId, session.clientId, ip, at,
-      );
-      this.bump(streamKey, session.serviceId, 1);
-      const lease = this.leases.get(streamKey);
-      if (lease) lease.lastAdmission = at;
-      this.armAlarm(at + LEASE_IDLE_MS);
-      return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
+    } finally {
+      const entry = this.pendingSeats.get(pending);
+      if (asked && entry && --entry.hooks === 0) this.pendingSeats.delete(pending);
+      if (seated && !admitted) this.releaseSeats(streamKey, sub!, [session]);
     }
+  }
+
+  /**
+   * What refuses a viewer whose token is valid, by the stream's viewer
+   * policy: a revoked token, or no viewer id where sessions per viewer are
+   * limited. Tokens matter only on playAuth "token" streams.
+   */
+  private viewerRefusal(policy: ViewerPolicy, req: PlayRequest): Denial | null {
+    if (policy.playAuth !== "token" || !req.token.ok) return null;
+    const sub = req.token.sub ?? null;
+    if (isRevoked(policy.revocations, sub, req.token.issuedAt ?? null)) return Denials.tokenRevoked;
+    if (policy.maxSessionsPerViewer !== null && sub === null) return Denials.noViewerId;
+    return null;
+  }
+
+  /** Seats given back (background: a lost one is found gone by the seats object's next check). */
+  private releaseSeats(streamKey: string, sub: string, sessions: SessionId[]): void {
+    this.ctx.waitUntil(
+      withRetry(() => viewerSeats(this.env, streamKey, sub), (s) => s.release(streamKey, sub, sessions)).catch((err) => logError("seat not given back", streamKey, err)),
+    );
   }
 
   /**
@@ -293,15 +377,17 @@ export class ViewerShard extends DurableObject<Env> {
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
     if (cause.voidHook) this.voidHooks.add(cause.voidHook);
     if (!this.ready) return 0;
-    const removed = this.sql.exec(
-      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?",
+    const removed = this.sql.exec<{ sub: string; seat: number }>(
+      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat",
       streamKey, session.serviceId, session.clientId,
-    ).rowsWritten;
-    if (removed === 0) return 0;
+    ).toArray();
+    if (removed.length === 0) return 0;
     this.bump(streamKey, session.serviceId, -1);
-    this.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
+    const viewer = removed[0].sub ? ` (viewer ${removed[0].sub})` : "";
+    this.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", (cause.reason ?? "session ended") + viewer);
+    if (removed[0].seat === 1) this.releaseSeats(streamKey, removed[0].sub, [{ ...session, serverId: this.serverId || session.serverId }]);
     if (!keepSlot) this.giveBackIfTight(streamKey);
-    return removed;
+    return removed.length;
   }
 
   /** on_close names no stream: ends every viewer session of the client here. */
@@ -333,7 +419,8 @@ export class ViewerShard extends DurableObject<Env> {
     // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push).
     lease.granted = current?.maxViewers === null ? 0 : Math.min(lease.granted, this.liveOf(streamKey) + keep);
     lease.seq++;
-    lease.tight = true;
+    // A push that leaves the slots (new revocations) says nothing about how full the stream is.
+    if (keep < Number.MAX_SAFE_INTEGER) lease.tight = true;
     // A refused shard keeps its hold: the stream tells it when slots are free (slotsFree), else 50 shards
     // recalled at the cap would all ask again at once.
     this.storeLease(streamKey, lease);
@@ -349,6 +436,61 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
+  // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
+
+  /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
+  seatState(streamKey: string, sessions: SessionId[]): SeatState[] {
+    return sessions.map((session) => {
+      if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
+      if (!this.isViewing(streamKey, session)) return "gone";
+      return this.processes.get(session.serviceId)?.suspended ? "suspended" : "live";
+    });
+  }
+
+  /**
+   * Ends a viewer session for the seats object (its viewer id plays
+   * elsewhere); a session still being admitted is refused instead. True if
+   * a session ended (the caller kicks it), false if it was gone already.
+   */
+  endSeat(streamKey: string, session: SessionId, why: string): boolean {
+    const pending = this.pendingSeats.get(seatKey(streamKey, session));
+    if (pending) {
+      pending.cancelled = why;
+      return false;
+    }
+    return this.endViewer(streamKey, session, { action: "seat", reason: why }) > 0;
+  }
+
+  /**
+   * A revocation (src/stream/revocations.ts): ends the viewers here whose
+   * tokens it covers, those of viewer `sub` (null: every viewer) issued
+   * before `before`. Returns them, for the kicks.
+   */
+  endRevoked(streamKey: string, sub: string | null, before: number): EndedViewer[] {
+    const rows = this.rows<{ service_id: string; client_id: string }>(
+      `SELECT service_id, client_id FROM viewers WHERE stream_key = ? AND iat IS NOT NULL AND iat < ?${sub === null ? "" : " AND sub = ?"}`,
+      ...(sub === null ? [streamKey, before] : [streamKey, before, sub]),
+    );
+    for (const r of rows) {
+      this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "revoke", reason: "token revoked" });
+    }
+    return rows.map((r) => ({ streamKey, serviceId: r.service_id, clientId: r.client_id }));
+  }
+
+  /** A stream's viewer sessions here with their viewer ids (GET /admin/streams/{app}/{stream}/viewers). */
+  viewerSessions(streamKey: string, limit: number): ViewerSession[] {
+    return this.rows<{ sub: string; service_id: string; client_id: string; since: number }>(
+      "SELECT sub, service_id, client_id, since FROM viewers WHERE stream_key = ? ORDER BY sub, since LIMIT ?", streamKey, limit,
+    ).map((r) => ({
+      sub: r.sub === "" ? null : r.sub,
+      serverId: this.serverId,
+      serviceId: r.service_id,
+      clientId: r.client_id,
+      since: new Date(r.since).toISOString(),
+      suspended: this.processes.get(r.service_id)?.suspended ?? false,
+    }));
+  }
+
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
   applyStatus(news: ProcessStatus): number {
     return this.apply(news);
@@ -360,8 +502,14 @@ export class ViewerShard extends DurableObject<Env> {
     if (news.cutoff > 0) {
       if (news.replaced) this.markReplaced(id);
       for (const streamKey of this.streamsOf(id)) {
-        const n = this.sql.exec("DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ?", streamKey, id, news.cutoff).rowsWritten;
+        const gone = this.sql.exec<{ client_id: string; sub: string; seat: number }>(
+          "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat", streamKey, id, news.cutoff,
+        ).toArray();
+        const n = gone.length;
         if (n === 0) continue;
+        for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
+          this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId: id, clientId: g.client_id })));
+        }
         ended += n;
         this.bump(streamKey, id, -n);
         this.record(streamKey, "fence", "", "", "end", `ended ${n} viewer(s) of server ${this.serverId} (service ${id}): ${news.why}`);
@@ -387,7 +535,14 @@ export class ViewerShard extends DurableObject<Env> {
       viewers: this.liveOf(streamKey),
       suspendedViewers: this.suspendedOf(streamKey),
       leased: this.leases.get(streamKey)?.granted ?? 0,
+      viewerIds: this.viewerIdsOf(streamKey),
     };
+  }
+
+  private viewerIdsOf(streamKey: string): number[] {
+    const live = this.rows<{ sub: string; service_id: string }>("SELECT DISTINCT sub, service_id FROM viewers WHERE stream_key = ? AND sub != ''", streamKey)
+      .filter((r) => !this.processes.get(r.service_id)?.suspended);
+    return [...new Set(live.map((r) => viewerIdHash(r.sub)))];
   }
 
   events(streamKey: string): StreamEvent[] {
@@ -832,6 +987,21 @@ export class ViewerShard extends DurableObject<Env> {
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
   }
+}
+
+function seatKey(streamKey: string, session: SessionId): string {
+  return `${streamKey}\n${session.serviceId}\n${session.clientId}`;
+}
+
+/** The seat limit of a viewer on a stream: only a viewer id on a playAuth "token" stream with maxSessionsPerViewer has one. */
+function seatLimit(policy: ViewerPolicy, sub: string | null): number | null {
+  return policy.playAuth === "token" && sub !== null ? policy.maxSessionsPerViewer : null;
+}
+
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) groups.set(key(item), [...(groups.get(key(item)) ?? []), item]);
+  return groups;
 }
 
 function logError(what: string, stream: string, err: unknown): void {

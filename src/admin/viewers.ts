@@ -1,0 +1,95 @@
+/**
+ * Viewer identity in the admin API: revocations of play tokens, and a
+ * stream's sessions per viewer id (the `sub` of the tokens they played with).
+ */
+import { StatusError, type IRequest } from "itty-router";
+import { maxTokenTtlS } from "../config";
+import type { Env } from "../env";
+import { jsonResponse, readJson } from "../http";
+import { streamObject, viewerShard } from "../object-access";
+import { queueKicks } from "../srs/kicks";
+import { streamKey } from "../stream/name";
+import type { Revocation } from "../viewers/lease";
+import type { EndedViewer, ViewerSession } from "../viewers/shard";
+import { parseRevocation, streamNameFrom } from "./validate";
+
+/** Sessions GET …/viewers lists at most, per viewer shard. */
+const VIEWERS_LISTED = 1000;
+
+/**
+ * POST /admin/streams/{app}/{stream}/revocations. The revocation is stored
+ * by the stream and pushed to its viewer shards first (so the very next
+ * on_play is refused, 4019), then the live sessions it covers end on every
+ * shard (kicked through the SRS API when SRS_API_URL is set). It lasts until
+ * every token it covers has expired: `before` + MAX_TOKEN_TTL_S.
+ */
+export async function postRevocation(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const now = Math.floor(Date.now() / 1000);
+  const { sub, before } = parseRevocation(await readJson(request), now);
+  const key = streamKey(name);
+  const stream = streamObject(env, key);
+  if (!(await stream.state())) throw new StatusError(404, `stream ${key} does not exist`);
+  const revocation = await stream.revoke(sub, before, before + maxTokenTtlS(env));
+  if (!revocation) throw new StatusError(409, 'too many active revocations on this stream: revoke every token issued before a time instead ({"before": <Unix seconds>})');
+  const unreached = await stream.pushRevocations(key).catch(() => ["(stream)"]);
+  if (unreached.length > 0) console.error(JSON.stringify({ error: "revocation not pushed to every viewer shard", stream: key, servers: unreached }));
+  const sources = await stream.eventSources();
+  const ended = (
+    await Promise.all(
+      sources.map(async (serverId) => {
+        try {
+          return (await viewerShard(env, serverId).endRevoked(key, sub, before)).map((v: EndedViewer) => ({ ...v, serverId }));
+        } catch (err) {
+          console.error(JSON.stringify({ error: "revoked sessions not ended: viewer shard unreachable", server: serverId, stream: key, detail: String(err) }));
+          return [];
+        }
+      }),
+    )
+  ).flat();
+  const kicking = await queueKicks(env, ended.map((v) => ({ ...v, role: "viewer" as const, why: "token revoked" })));
+  return jsonResponse(
+    {
+      revocation: shown(revocation),
+      ended: ended.map((v) => ({ serverId: v.serverId, serviceId: v.serviceId, clientId: v.clientId })),
+      ...(env.SRS_API_URL ? { kicking } : {}),
+    },
+    201,
+  );
+}
+
+/** GET /admin/streams/{app}/{stream}/revocations: the active ones. */
+export async function listRevocations(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const list = await streamObject(env, streamKey(name)).revocationList();
+  if (!list) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  return jsonResponse({ revocations: list.map(shown) });
+}
+
+/**
+ * GET /admin/streams/{app}/{stream}/viewers: the stream's viewer sessions
+ * grouped by viewer id, most sessions first; sessions without one (open
+ * streams, tokens without `sub`) are only counted.
+ */
+export async function listViewers(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const key = streamKey(name);
+  const stream = streamObject(env, key);
+  if (!(await stream.state())) throw new StatusError(404, `stream ${key} does not exist`);
+  const sources = await stream.eventSources();
+  const sessions = (await Promise.all(sources.map((id) => viewerShard(env, id).viewerSessions(key, VIEWERS_LISTED).catch(() => [] as ViewerSession[])))).flat();
+  const bySub = new Map<string, ViewerSession[]>();
+  let anonymous = 0;
+  for (const s of sessions) {
+    if (s.sub === null) anonymous++;
+    else bySub.set(s.sub, [...(bySub.get(s.sub) ?? []), s]);
+  }
+  const viewers = [...bySub]
+    .map(([sub, of]) => ({ sub, live: of.filter((s) => !s.suspended).length, sessions: of.map(({ sub: _, ...s }) => s) }))
+    .sort((a, b) => b.sessions.length - a.sessions.length || a.sub.localeCompare(b.sub));
+  return jsonResponse({ viewers, anonymous });
+}
+
+function shown(r: Revocation) {
+  return { sub: r.sub, before: r.before, expires: r.expires };
+}

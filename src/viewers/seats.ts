@@ -1,0 +1,225 @@
+/**
+ * Seats: the sessions each viewer id (play token `sub`) holds on a stream
+ * with maxSessionsPerViewer, counted in one place so that the limit holds
+ * across edges and shards: 50 simultaneous on_play of one `sub` with a limit
+ * of 1 admit exactly one, wherever they arrive.
+ *
+ * The authority for one viewer id is one ViewerSeats object, named by the
+ * stream and a hash of the id (SEAT_BUCKETS objects per stream), so a flash
+ * crowd of distinct viewers spreads over SEAT_BUCKETS objects instead of
+ * queueing at the stream's. A viewer shard takes a seat before it admits a
+ * viewer with a `sub` on such a stream (a second object call for those plays
+ * only), and gives it back when the session ends.
+ *
+ * A seat is a claim, the shard's viewer row the truth: a seat whose release
+ * was lost (a shard restart mid-hook, a failed call) would block its viewer
+ * forever, so before a refusal rests on seats, the object asks their shards
+ * where each session stands (seatState): gone (the seat goes), suspended (its
+ * server is silent: it does not count, as for the cap), or live (a session
+ * being admitted counts as live). Admissions that fit never ask.
+ *
+ * Exactness: a seat is granted synchronously after the count (no other call
+ * interleaves), a viewer row with a seat exists only while its seat does
+ * (the seat goes only after its shard ended the session or said it is gone),
+ * so live sessions per viewer id never exceed the limit. A suspended session
+ * does not count; when its viewer plays again elsewhere it is ended first
+ * (its viewer moved), so the limit still holds when the silent server returns.
+ */
+import { DurableObject } from "cloudflare:workers";
+import type { Env } from "../env";
+import { viewerShard } from "../object-access";
+import { withRetry, withTimeout } from "../platform/retry";
+import type { SessionId } from "../srs/hook";
+import { queueKicks } from "../srs/kicks";
+import { Denials, type Denial, type OnExtraViewerSession } from "../stream/rules";
+export { SEAT_BUCKETS } from "./lease";
+
+/** A question to a shard about its sessions, or an order to end one, waits at most this long. */
+const SHARD_TIMEOUT_MS = 2_000;
+/** Rounds of checking and ending before a refusal stands (each may find the state changed meanwhile). */
+const ROUNDS = 3;
+
+export type SeatState = "live" | "suspended" | "gone";
+
+export interface SeatRequest {
+  streamKey: string;
+  sub: string;
+  session: SessionId;
+  limit: number;
+  mode: OnExtraViewerSession;
+}
+
+export type SeatAnswer = { ok: true } | { ok: false; denial: Denial };
+
+interface Seat extends Record<string, SqlStorageValue> {
+  server_id: string;
+  service_id: string;
+  client_id: string;
+  since: number;
+  grant_id: string;
+}
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS seats (
+    stream_key TEXT NOT NULL, sub TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
+    since INTEGER NOT NULL, grant_id TEXT NOT NULL,
+    PRIMARY KEY (stream_key, sub, server_id, service_id, client_id)) WITHOUT ROWID;`;
+
+export class ViewerSeats extends DurableObject<Env> {
+  private sql: SqlStorage;
+  private ready = false;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.ready = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seats'").toArray().length > 0;
+  }
+
+  private prepare(): void {
+    if (!this.ready) this.sql.exec(SCHEMA);
+    this.ready = true;
+  }
+
+  /**
+   * A seat for `session`, if its viewer id has fewer than `limit` sessions
+   * that count; with mode "replace", the viewer's oldest sessions are ended
+   * to make room. The seat of a session that has one already is kept.
+   */
+  async take(req: SeatRequest): Promise<SeatAnswer> {
+    this.prepare();
+    const { streamKey, sub, session, limit } = req;
+    let suspended: Set<string> | null = null;
+    for (let round = 0; round <= ROUNDS; round++) {
+      // Synchronous from the read to the write: no other call interleaves.
+      const held = this.seatsOf(streamKey, sub);
+      if (held.some((s) => same(s, session))) {
+        // A new grant id: a check of this seat already running must not take it for gone.
+        this.sql.exec("UPDATE seats SET grant_id = ? WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
+          crypto.randomUUID(), streamKey, sub, session.serverId, session.serviceId, session.clientId);
+        return { ok: true };
+      }
+      if (held.length < limit) {
+        this.sql.exec(
+          "INSERT INTO seats (stream_key, sub, server_id, service_id, client_id, since, grant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+          streamKey, sub, session.serverId, session.serviceId, session.clientId, Date.now(), crypto.randomUUID(),
+        );
+        return { ok: true };
+      }
+      if (suspended === null) {
+        // A refusal would rest on these seats: their shards say where each session stands (gone ones go).
+        suspended = await this.check(streamKey, sub, held);
+        continue;
+      }
+      // Sessions of silent servers do not count, but end (oldest first) before a new one is admitted, so that
+      // the limit still holds when their servers return: their viewer plays here now. With "replace", the
+      // viewer's oldest live sessions end too.
+      const quiet = held.filter((s) => suspended!.has(keyOf(s)));
+      const live = held.filter((s) => !suspended!.has(keyOf(s)));
+      if (live.length >= limit && req.mode !== "replace") break;
+      const ends = [...quiet, ...live].slice(0, held.length + 1 - limit);
+      const why = live.length >= limit
+        ? `replaced by a newer session of viewer ${sub} (client ${session.clientId} on server ${session.serverId}; onExtraViewerSession: replace)`
+        : `viewer ${sub} plays again on server ${session.serverId} while this session's server is silent`;
+      if (!(await this.endSeats(streamKey, sub, ends, why))) break;
+    }
+    return { ok: false, denial: Denials.viewerSessionLimit };
+  }
+
+  /** The sessions ended: their seats go (idempotent). */
+  release(streamKey: string, sub: string, sessions: SessionId[]): void {
+    if (!this.ready) return;
+    for (const s of sessions) {
+      this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
+        streamKey, sub, s.serverId, s.serviceId, s.clientId);
+    }
+  }
+
+  /** The seats of a stream's viewers here (the admin API and the tests). */
+  seats(streamKey: string): { sub: string; serverId: string; serviceId: string; clientId: string }[] {
+    if (!this.ready) return [];
+    return this.sql
+      .exec<Seat & { sub: string }>("SELECT * FROM seats WHERE stream_key = ? ORDER BY sub, since", streamKey)
+      .toArray()
+      .map((s) => ({ sub: s.sub, serverId: s.server_id, serviceId: s.service_id, clientId: s.client_id }));
+  }
+
+  /** A deleted stream's seats go with it. */
+  forgetStream(streamKey: string): void {
+    if (this.ready) this.sql.exec("DELETE FROM seats WHERE stream_key = ?", streamKey);
+  }
+
+  private seatsOf(streamKey: string, sub: string): Seat[] {
+    return this.sql.exec<Seat>("SELECT server_id, service_id, client_id, since, grant_id FROM seats WHERE stream_key = ? AND sub = ? ORDER BY since, client_id", streamKey, sub).toArray();
+  }
+
+  /**
+   * Asks the shards holding these seats where each session stands. Gone:
+   * the seat goes (unless it was granted again meanwhile: a new grant id).
+   * Returns the suspended ones. A shard that cannot be reached: its seats
+   * count (a refusal too many, never a session too many).
+   */
+  private async check(streamKey: string, sub: string, seats: Seat[]): Promise<Set<string>> {
+    const byServer = new Map<string, Seat[]>();
+    for (const s of seats) byServer.set(s.server_id, [...(byServer.get(s.server_id) ?? []), s]);
+    const suspended = new Set<string>();
+    await Promise.all(
+      [...byServer].map(async ([serverId, of]) => {
+        try {
+          const states = await withTimeout(
+            withRetry(() => viewerShard(this.env, serverId), (shard) => shard.seatState(streamKey, of.map(sessionOf))),
+            SHARD_TIMEOUT_MS,
+          );
+          of.forEach((s, i) => {
+            if (states[i] === "suspended") suspended.add(keyOf(s));
+            if (states[i] === "gone") {
+              this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
+                streamKey, sub, s.server_id, s.service_id, s.client_id, s.grant_id);
+            }
+          });
+        } catch (err) {
+          console.error(JSON.stringify({ error: "viewer seats not checked: shard unreachable", server: serverId, stream: streamKey, detail: String(err) }));
+        }
+      }),
+    );
+    return suspended;
+  }
+
+  /**
+   * Ends these sessions in their shards (kicked through the SRS API when it is
+   * configured), then their seats go. False if a shard could not be reached:
+   * the caller refuses (its session would be one too many).
+   */
+  private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string): Promise<boolean> {
+    const results = await Promise.all(
+      seats.map(async (s) => {
+        try {
+          const ended = await withTimeout(
+            withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why)),
+            SHARD_TIMEOUT_MS,
+          );
+          this.release(streamKey, sub, [sessionOf(s)]);
+          return ended ? s : null;
+        } catch (err) {
+          console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
+          return undefined;
+        }
+      }),
+    );
+    const kicks = results.filter((s): s is Seat => !!s).map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why }));
+    if (kicks.length > 0) this.ctx.waitUntil(queueKicks(this.env, kicks).catch(() => {}));
+    return results.every((r) => r !== undefined);
+  }
+}
+
+function sessionOf(s: Seat): SessionId {
+  return { serverId: s.server_id, serviceId: s.service_id, clientId: s.client_id };
+}
+
+function same(s: Seat, session: SessionId): boolean {
+  return s.server_id === session.serverId && s.service_id === session.serviceId && s.client_id === session.clientId;
+}
+
+function keyOf(s: Seat): string {
+  return `${s.server_id}\n${s.service_id}\n${s.client_id}`;
+}
+

@@ -99,10 +99,7 @@ export class ViewerSeats extends DurableObject<Env> {
         return { ok: true };
       }
       if (held.length < limit) {
-        this.sql.exec(
-          "INSERT INTO seats (stream_key, sub, server_id, service_id, client_id, since, grant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-          streamKey, sub, session.serverId, session.serviceId, session.clientId, Date.now(), crypto.randomUUID(),
-        );
+        this.insert(streamKey, sub, session);
         return { ok: true };
       }
       if (suspended === null) {
@@ -120,9 +117,27 @@ export class ViewerSeats extends DurableObject<Env> {
       const why = live.length >= limit
         ? `replaced by a newer session of viewer ${sub} (client ${session.clientId} on server ${session.serverId}; onExtraViewerSession: replace)`
         : `viewer ${sub} plays again on server ${session.serverId} while this session's server is silent`;
-      if (!(await this.endSeats(streamKey, sub, ends, why))) break;
+      // The seats change hands at once (synchronously), then the old sessions are ended: a request arriving
+      // meanwhile counts this one, not the ones on their way out, so of many racing plays the last one stays.
+      for (const e of ends) this.release(streamKey, sub, [sessionOf(e)]);
+      const grant = this.insert(streamKey, sub, session);
+      if (await this.endSeats(streamKey, sub, ends, why)) return { ok: true };
+      // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
+      this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
+        streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
+      break;
     }
     return { ok: false, denial: Denials.viewerSessionLimit };
+  }
+
+  /** A seat for the session (kept if it has one); returns its grant id. */
+  private insert(streamKey: string, sub: string, session: SessionId, since = Date.now()): string {
+    const grant = crypto.randomUUID();
+    this.sql.exec(
+      "INSERT OR IGNORE INTO seats (stream_key, sub, server_id, service_id, client_id, since, grant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      streamKey, sub, session.serverId, session.serviceId, session.clientId, since, grant,
+    );
+    return grant;
   }
 
   /** The sessions ended: their seats go (idempotent). */
@@ -186,8 +201,8 @@ export class ViewerSeats extends DurableObject<Env> {
 
   /**
    * Ends these sessions in their shards (kicked through the SRS API when it is
-   * configured), then their seats go. False if a shard could not be reached:
-   * the caller refuses (its session would be one too many).
+   * configured); the caller took their seats already. False if a shard could not be reached:
+   * that session keeps (gets back) its seat, and the caller refuses.
    */
   private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string): Promise<boolean> {
     const results = await Promise.all(
@@ -197,10 +212,10 @@ export class ViewerSeats extends DurableObject<Env> {
             withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why)),
             SHARD_TIMEOUT_MS,
           );
-          this.release(streamKey, sub, [sessionOf(s)]);
           return ended ? s : null;
         } catch (err) {
           console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
+          this.insert(streamKey, sub, sessionOf(s), s.since);
           return undefined;
         }
       }),

@@ -1,0 +1,235 @@
+/**
+ * Viewer identity in play tokens (issue 14): one ticket, one screen. A stream
+ * with maxSessionsPerViewer counts each viewer id's sessions on every edge,
+ * replace ends the oldest, revocations refuse a viewer's tokens everywhere and
+ * end its sessions.
+ */
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { beforeEach, describe, expect, it } from "vitest";
+import { signPlayToken } from "../src/auth/token";
+import { viewerSeats } from "../src/object-access";
+import { admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, events, serverStub, useFakeClock } from "./fleet";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
+const LIMIT = { status: 403, body: { code: 4016, reason: "viewer session limit" } };
+const REVOKED = { status: 403, body: { code: 4019, reason: "token revoked" } };
+const TIMEOUT_MS = 30_000;
+const nowS = () => Math.floor(Date.now() / 1000);
+const name = (stream: string) => ({ vhost: "__defaultVhost__", app: "live", stream });
+const keyOf = (stream: string) => `__defaultVhost__/live/${stream}`;
+
+let a: Edge;
+let b: Edge;
+useFakeClock();
+beforeEach(() => {
+  a = newEdge();
+  b = newEdge();
+});
+
+/** An on_play of `client` on `edge` with a token. */
+const playWith = (stream: string, edge: Edge, client: string, token: string) => ({ ...play("live", stream, { ...edge, client }), param: `?token=${token}` });
+
+async function limited(policy: Record<string, unknown> = {}): Promise<string> {
+  const s = uniqueStream();
+  await createStream(s, { playAuth: "token", maxSessionsPerViewer: 1, ...policy });
+  return s;
+}
+
+async function tokenOf(stream: string, sub?: string, issuedAt = nowS()): Promise<string> {
+  return signPlayToken(name(stream), issuedAt + 3600, KEY, { ...(sub === undefined ? {} : { sub }), issuedAt });
+}
+
+/** A v1 token (README: "v1." + b64url(resource) + "." + exp, then the signature). */
+async function v1Token(stream: string): Promise<string> {
+  const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const message = `v1.${b64(new TextEncoder().encode(keyOf(stream)))}.${nowS() + 600}`;
+  const hmac = await crypto.subtle.importKey("raw", new TextEncoder().encode(KEY), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return `${message}.${b64(new Uint8Array(await crypto.subtle.sign("HMAC", hmac, new TextEncoder().encode(message))))}`;
+}
+
+describe("maxSessionsPerViewer: the policy fields", () => {
+  it("are set with PUT like the others, shown in the stream's state, and bad values are refused without changing anything", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    expect(await streamState(s)).toMatchObject({ maxSessionsPerViewer: null, onExtraViewerSession: "deny" });
+    for (const bad of [{ maxSessionsPerViewer: 0 }, { maxSessionsPerViewer: 1.5 }, { maxSessionsPerViewer: "2" }, { onExtraViewerSession: "kick" }]) {
+      const r = await admin("PUT", `/streams/live/${s}`, bad);
+      expect(r.status).toBe(400);
+      expect(r.body.error).toMatch(/maxSessionsPerViewer|onExtraViewerSession/);
+    }
+    expect(await streamState(s)).toMatchObject({ maxSessionsPerViewer: null, onExtraViewerSession: "deny" });
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 2, onExtraViewerSession: "replace" })).status).toBe(200);
+    expect(await streamState(s)).toMatchObject({ maxSessionsPerViewer: 2, onExtraViewerSession: "replace" });
+  });
+});
+
+describe("one ticket, one screen: maxSessionsPerViewer 1", () => {
+  it("the same token on a second edge is refused while the first plays, and admitted once the first stops", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    // A repeated on_play of the live session is not a second session.
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    // Another viewer is not affected.
+    expect(await hook(playWith(s, b, "bob00001", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 2, distinctViewerIds: 2 });
+    expect(await hook(stopPlay("live", s, { ...a, client: "tv000001" }))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    const log = await events(s);
+    expect(log.some((e: any) => e.decision === "deny" && e.reason === "viewer session limit (viewer alice)")).toBe(true);
+    expect(JSON.stringify(log)).not.toContain(token);
+  });
+
+  it("50 simultaneous on_play of one viewer id on five edges admit exactly one", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    const edges = Array.from({ length: 5 }, newEdge);
+    const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => hook(playWith(s, edges[i % 5], `c${String(i).padStart(7, "0")}`, token))));
+    expect(replies.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(replies.filter((r) => r.status !== 200).every((r) => r.body.code === 4016)).toBe(true);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, distinctViewerIds: 1 });
+  });
+
+  it("with a viewer cap too: 50 simultaneous plays of one viewer id take one slot, and the others' slots stay free", async () => {
+    const s = await limited({ maxViewers: 3 });
+    const alice = await tokenOf(s, "alice");
+    const edges = Array.from({ length: 5 }, newEdge);
+    const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => hook(playWith(s, edges[i % 5], `c${String(i).padStart(7, "0")}`, alice))));
+    expect(replies.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(await hook(playWith(s, a, "bob00001", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "carol001", await tokenOf(s, "carol")))).toEqual(ALLOW);
+    expect((await hook(playWith(s, b, "dave0001", await tokenOf(s, "dave")))).body.code).toBe(4005);
+  });
+
+  it("a token without a viewer id is refused (4018) where sessions per viewer are limited, and admitted where they are not", async () => {
+    const s = await limited();
+    expect(await hook(playWith(s, a, "anon0001", await tokenOf(s)))).toEqual({
+      status: 403,
+      body: { code: 4018, reason: "token names no viewer (sub): this stream limits sessions per viewer" },
+    });
+    const open = uniqueStream();
+    await createStream(open, { playAuth: "token" });
+    expect(await hook(playWith(open, a, "anon0001", await tokenOf(open)))).toEqual(ALLOW);
+  });
+
+  it("the limit is per stream: a season pass (app-wide token) plays two streams at once", async () => {
+    const s1 = await limited();
+    const s2 = await limited();
+    const pass = await signPlayToken(name(s1), nowS() + 3600, KEY, { sub: "alice", wholeApp: true });
+    expect(await hook(playWith(s1, a, "tv000001", pass))).toEqual(ALLOW);
+    expect(await hook(playWith(s2, a, "tv000002", pass))).toEqual(ALLOW);
+    expect(await hook(playWith(s2, b, "phone001", pass))).toEqual(LIMIT);
+  });
+
+  it("maxSessionsPerViewer 2 admits two screens and refuses the third", async () => {
+    const s = await limited({ maxSessionsPerViewer: 2 });
+    const token = await tokenOf(s, "family");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "tablet01", token))).toEqual(LIMIT);
+  });
+
+  it("a seat whose release was lost (its session gone from its shard) does not lock the viewer out", async () => {
+    const s = await limited();
+    // A seat taken for a session no shard admitted (a shard that failed between the seat and the admission).
+    const ghost = { serverId: a.server, serviceId: a.service, clientId: "lost0001" };
+    expect(await viewerSeats(env, keyOf(s), "alice").take({ streamKey: keyOf(s), sub: "alice", session: ghost, limit: 1, mode: "deny" })).toEqual({ ok: true });
+    expect(await hook(playWith(s, b, "phone001", await tokenOf(s, "alice")))).toEqual(ALLOW);
+    expect((await viewerSeats(env, keyOf(s), "alice").seats(keyOf(s))).map((x) => x.clientId)).toEqual(["phone001"]);
+  });
+});
+
+describe("onExtraViewerSession replace: the viewer moves from phone to TV", () => {
+  it("admits the new session and ends the oldest one of that viewer id, with the reason in the log", async () => {
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "phone001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "tv000001", token))).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, distinctViewerIds: 1 });
+    const listed = (await admin("GET", `/streams/live/${s}/viewers`)).body;
+    expect(listed.viewers).toEqual([{ sub: "alice", live: 1, sessions: [expect.objectContaining({ serverId: b.server, clientId: "tv000001", suspended: false })] }]);
+    expect((await events(s)).some((e: any) => e.client === "phone001" && e.decision === "end" && /replaced by a newer session of viewer alice/.test(e.reason))).toBe(true);
+  });
+
+  it("50 simultaneous on_play of one viewer id: exactly one session is live afterwards", async () => {
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    const edges = Array.from({ length: 5 }, newEdge);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => hook(playWith(s, edges[i % 5], `c${String(i).padStart(7, "0")}`, token))));
+    expect((await streamState(s)).viewers).toBe(1);
+  });
+});
+
+describe("partitions: a suspended session of a silent edge does not count", () => {
+  it("the viewer plays again on another edge; the silent edge's session ends, so the limit holds when that edge returns", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    await beat(a);
+    await beat(b);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    at(TIMEOUT_MS + 1000);
+    await beat(b);
+    await runDurableObjectAlarm(serverStub(a));
+    await deliverNotices(a);
+    expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 1 });
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    // Edge a comes back: alice still has one session.
+    await beat(a);
+    await deliverNotices(a);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, suspendedViewers: 0, distinctViewerIds: 1 });
+  });
+});
+
+describe("revocations", () => {
+  it("by sub: the viewer's live sessions end, its tokens are refused at once, a token issued after the revocation plays", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "bob00001", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    const r = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" });
+    expect(r.status).toBe(201);
+    expect(r.body.revocation).toMatchObject({ sub: "alice", before: nowS() + 1 });
+    expect(r.body.ended.map((e: any) => e.clientId).sort()).toEqual(["phone001", "tv000001"]);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, distinctViewerIds: 1 });
+    expect(await hook(playWith(s, a, "tv000002", token))).toEqual(REVOKED);
+    // Bob's token still plays.
+    expect(await hook(playWith(s, a, "bob00002", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    at(2000);
+    expect(await hook(playWith(s, a, "tv000003", await tokenOf(s, "alice")))).toEqual(ALLOW);
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([{ sub: "alice", before: r.body.revocation.before, expires: r.body.revocation.expires }]);
+  });
+
+  it("by time: every token issued before then is refused (v1 tokens too), later ones play; revocations expire with the tokens they cover", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const old = await tokenOf(s, "alice", nowS() - 100);
+    const fresh = await tokenOf(s, "bob", nowS());
+    const r = await admin("POST", `/streams/live/${s}/revocations`, { before: nowS() - 10 });
+    expect(r.status).toBe(201);
+    expect(await hook(playWith(s, a, "old00001", old))).toEqual(REVOKED);
+    expect(await hook(playWith(s, a, "new00001", fresh))).toEqual(ALLOW);
+    // A v1 token has no issue time: a revocation of every token issued before a time covers it.
+    expect(await hook(playWith(s, a, "v1000001", await v1Token(s)))).toEqual(REVOKED);
+    // Once every token it covers has expired (MAX_TOKEN_TTL_S after `before`), it is no longer listed.
+    at(30 * 24 * 3600 * 1000);
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([]);
+  });
+
+  it("bad revocations are refused with a clear error and change nothing", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    for (const bad of [{}, { sub: "" }, { sub: "a b" }, { before: -1 }, { before: nowS() + 3600 }, { before: "yesterday" }, { who: "alice" }]) {
+      const r = await admin("POST", `/streams/live/${s}/revocations`, bad);
+      expect(r.status).toBe(400);
+      expect(typeof r.body.error).toBe("string");
+    }
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([]);
+    expect((await admin("POST", `/streams/live/nosuch-${s}/revocations`, { sub: "alice" })).status).toBe(404);
+  });
+});

@@ -335,7 +335,9 @@ export class ViewerShard extends DurableObject<Env> {
     } finally {
       const entry = this.pendingSeats.get(pending);
       if (asked && entry && --entry.hooks === 0) this.pendingSeats.delete(pending);
-      if (seated && !admitted) this.releaseSeats(streamKey, sub!, [session]);
+      // A repeat of a session admitted meanwhile (by an attempt of the same on_play racing this one): the seat
+      // this attempt took is that session's own seat (the seat object granted it again), so the session keeps it.
+      if (seated && !admitted && !this.keepSeat(streamKey, session)) this.releaseSeats(streamKey, sub!, [session]);
     }
   }
 
@@ -350,6 +352,13 @@ export class ViewerShard extends DurableObject<Env> {
     if (isRevoked(policy.revocations, sub, req.token.issuedAt ?? null)) return Denials.tokenRevoked;
     if (policy.maxSessionsPerViewer !== null && sub === null) return Denials.noViewerId;
     return null;
+  }
+
+  /** The session is live here: it holds the seat just taken for it (false: it is not, the seat goes back). */
+  private keepSeat(streamKey: string, session: SessionId): boolean {
+    if (!this.isViewing(streamKey, session)) return false;
+    this.sql.exec("UPDATE viewers SET seat = 1 WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId);
+    return true;
   }
 
   /** Seats given back (background: a lost one is found gone by the seats object's next check). */
@@ -449,15 +458,13 @@ export class ViewerShard extends DurableObject<Env> {
 
   /**
    * Ends a viewer session for the seats object (its viewer id plays
-   * elsewhere); a session still being admitted is refused instead. True if
+   * elsewhere); a session still being admitted is refused instead (and ended, if it is live: a repeat). True if
    * a session ended (the caller kicks it), false if it was gone already.
    */
   endSeat(streamKey: string, session: SessionId, why: string): boolean {
     const pending = this.pendingSeats.get(seatKey(streamKey, session));
-    if (pending) {
-      pending.cancelled = why;
-      return false;
-    }
+    if (pending) pending.cancelled = why;
+    // A session both live and pending (a repeated on_play of it still running) ends too: its seat is gone.
     return this.endViewer(streamKey, session, { action: "seat", reason: why }) > 0;
   }
 

@@ -235,9 +235,9 @@ function streamRow(s) {
     : el("td", { class: "publisher muted" }, "—");
   const viewers =
     s.maxViewers === null
-      ? el("td", { class: "viewers" }, el("span", { class: "count" }, String(s.viewers)), viewersText(s), el("span", { class: "sub" }, "no cap"))
+      ? el("td", { class: "viewers" }, el("span", { class: "count" }, String(s.viewers)), viewersText(s), viewerIdsText(s), el("span", { class: "sub" }, "no cap"))
       : el("td", { class: "viewers" },
-          el("span", { class: "count" }, String(s.viewers)), ` / ${s.maxViewers}`, viewersText(s),
+          el("span", { class: "count" }, String(s.viewers)), ` / ${s.maxViewers}`, viewersText(s), viewerIdsText(s),
           el("meter", { min: 0, max: Math.max(s.maxViewers, 1), value: s.viewers, low: s.maxViewers * 0.8, high: s.maxViewers * 0.95, optimum: 0 }));
   const button = (label, action, cls, title) => el("button", { type: "button", class: cls, title, "data-action": action }, label);
   return el("tr", { "data-stream": name, "data-vhost": s.vhost },
@@ -245,7 +245,7 @@ function streamRow(s) {
     el("td", { class: "status" }, el("span", { class: `badge state ${s.live ? "live" : "idle"}` }, s.live ? "live" : "idle"), conflictBadge(s)),
     publisher,
     viewers,
-    el("td", { class: "auth" }, s.playAuth),
+    el("td", { class: "auth" }, s.playAuth, sessionLimitText(s) ? el("span", { class: "sub" }, sessionLimitText(s)) : null),
     el("td", { class: "actions" },
       button("Edit", "edit"), button("Rotate key", "rotate"), button("Token", "token"),
       button("Details", "details"),
@@ -387,7 +387,7 @@ $("#create-form").addEventListener("submit", async (event) => {
   const s = { app: form.get("app").trim(), stream: form.get("stream").trim(), vhost: form.get("vhost").trim() || DEFAULT_VHOST };
   const max = form.get("maxViewers");
   try {
-    const created = await api("PUT", streamPath(s), { maxViewers: max === "" ? null : Number(max), playAuth: form.get("playAuth") });
+    const created = await api("PUT", streamPath(s), { maxViewers: max === "" ? null : Number(max), playAuth: form.get("playAuth"), ...viewerPolicyOf(form) });
     event.target.reset();
     await refresh();
     if (created.publishKey) showKey(created, created.publishKey, true);
@@ -473,13 +473,14 @@ const actions = {
     const max = el("input", { type: "number", min: 0, value: s.maxViewers ?? "", placeholder: "no cap", name: "maxViewers" });
     const auth = el("select", { name: "playAuth" }, el("option", { value: "open" }, "open"), el("option", { value: "token" }, "token"));
     auth.value = s.playAuth;
-    openDialog(`Edit ${s.app}/${s.stream}`, [el("label", {}, "Max viewers ", max), el("label", {}, "Play auth ", auth)], [
+    const perViewer = viewerPolicyInputs(s);
+    openDialog(`Edit ${s.app}/${s.stream}`, [el("label", {}, "Max viewers ", max), el("label", {}, "Play auth ", auth), ...(perViewer?.fields ?? [])], [
       { label: "Cancel" },
       {
         label: "Save",
         cls: "primary",
         onClick: async () => {
-          await api("PUT", streamPath(s), { maxViewers: max.value === "" ? null : Number(max.value), playAuth: auth.value });
+          await api("PUT", streamPath(s), { maxViewers: max.value === "" ? null : Number(max.value), playAuth: auth.value, ...perViewer?.value() });
           await refresh();
         },
       },
@@ -504,9 +505,12 @@ const actions = {
 
   token(s) {
     const ttl = el("input", { type: "number", min: 1, max: 604800, value: 3600, name: "ttl" });
+    const sub = el("input", { type: "text", name: "sub", maxLength: 64, pattern: "[A-Za-z0-9._:@\\-]{1,64}", placeholder: "none", autocomplete: "off", spellcheck: false });
     const result = el("div", {});
     openDialog(`Play token for ${s.app}/${s.stream}`, [
       el("label", {}, "Valid for (seconds) ", ttl),
+      el("label", {}, "Viewer id (optional) ", sub),
+      el("p", { class: "muted" }, "A viewer id (the token's sub: 1 to 64 of A-Z a-z 0-9 . _ : @ -) counts the viewer's sessions against the stream's limit per viewer id, and lets you revoke that viewer's tokens."),
       s.playAuth === "open" ? el("p", { class: "muted" }, "This stream is open: viewers need no token.") : null,
       result,
     ], [
@@ -515,10 +519,12 @@ const actions = {
         label: "Mint token",
         cls: "primary",
         onClick: async () => {
-          const minted = await api("POST", streamPath(s, "/tokens"), { ttl: Number(ttl.value) });
+          const viewerId = sub.value.trim();
+          const minted = await api("POST", streamPath(s, "/tokens"), { ttl: Number(ttl.value), ...(viewerId ? { sub: viewerId } : {}) });
           const base = $("#play-template").value.replaceAll("{app}", s.app).replaceAll("{stream}", s.stream);
           const url = `${base}${base.includes("?") ? "&" : "?"}token=${minted.token}`;
-          result.replaceChildren(secretField(url, `Play URL, valid until ${new Date(minted.expiresAt).toLocaleString()}:`));
+          const forWhom = minted.sub ? ` for viewer ${minted.sub}` : "";
+          result.replaceChildren(secretField(url, `Play URL${forWhom}, valid until ${new Date(minted.expiresAt).toLocaleString()}:`));
           return false;
         },
       },
@@ -535,7 +541,8 @@ const actions = {
     const name = `${s.app}/${s.stream}`;
     const sessions = el("div", { class: "sessions" }, el("p", { class: "muted" }, "Loading…"));
     const body = el("div", { class: "events" }, el("p", { class: "muted" }, "Loading…"));
-    openDialog(`${name}: sessions and last decisions`, [sessions, el("h3", {}, "Last decisions"), body], [{ label: "Close" }]);
+    const byId = viewersById(s, async () => renderSessions(sessions, await api("GET", streamPath(s))));
+    openDialog(`${name}: sessions and last decisions`, [sessions, byId, el("h3", {}, "Last decisions"), body], [{ label: "Close" }]);
     const [fresh, log] = await Promise.allSettled([api("GET", streamPath(s)), api("GET", streamPath(s, "/events"))]);
     if (fresh.status === "fulfilled") renderSessions(sessions, fresh.value);
     else sessions.replaceChildren(el("p", { class: "error" }, failure(fresh.reason)));
@@ -702,11 +709,188 @@ function renderSessions(container, s, message = "") {
               el("td", {}, p.since ? new Date(p.since).toLocaleTimeString() : "—"),
               el("td", {}, el("span", { class: `badge ${p.state}` }, p.state)),
               el("td", {}, endOne(p)))))),
-    el("p", {}, `Viewers: ${viewers}${s.maxViewers === null ? "" : ` of at most ${s.maxViewers}`}.`),
+    el("p", { class: "viewer-count" }, `Viewers: ${viewers}${s.maxViewers === null ? "" : ` of at most ${s.maxViewers}`}`, viewerIdsText(s) ? [" · ", viewerIdsText(s)] : null, "."),
     audience(s),
     el("p", { class: "muted" }, ACCOUNTING_ONLY),
     result,
   );
+}
+
+// --- viewers by id: sessions per viewer id (play token sub), revocations, the limit per viewer id ---
+
+/** Distinct viewer ids among the counted viewers (newer API), next to the viewer count; open streams have none. */
+function viewerIdsText(s) {
+  if (!Number.isInteger(s.distinctViewerIds) || (s.distinctViewerIds === 0 && s.playAuth !== "token")) return null;
+  return el("span", { class: "sub viewer-ids", title: "Distinct viewer ids (play token sub) among the counted viewers" }, plural(s.distinctViewerIds, "viewer id"));
+}
+
+/** The limit per viewer id in a few words; null without one (or from an older Worker). */
+function sessionLimitText(s) {
+  if (!Number.isInteger(s.maxSessionsPerViewer)) return null;
+  const extra = s.onExtraViewerSession === "replace" ? "an extra one replaces the oldest" : "an extra one is denied";
+  return `at most ${plural(s.maxSessionsPerViewer, "session")} per viewer id, ${extra}`;
+}
+
+const EXTRA_SESSION_OPTIONS = () => [el("option", { value: "deny" }, "deny the new one"), el("option", { value: "replace" }, "replace the oldest")];
+
+/** The create form's fields for the limit per viewer id, as PUT /admin/streams/… takes them. */
+function viewerPolicyOf(form) {
+  const max = form.get("maxSessionsPerViewer") ?? "";
+  return { maxSessionsPerViewer: max === "" ? null : Number(max), onExtraViewerSession: form.get("onExtraViewerSession") ?? "deny" };
+}
+
+/** The edit dialog's fields for the limit per viewer id; null from an older Worker (it would refuse them). */
+function viewerPolicyInputs(s) {
+  if (!("maxSessionsPerViewer" in s)) return null;
+  const max = el("input", { type: "number", min: 1, step: 1, value: s.maxSessionsPerViewer ?? "", placeholder: "no limit", name: "maxSessionsPerViewer" });
+  const extra = el("select", { name: "onExtraViewerSession" }, EXTRA_SESSION_OPTIONS());
+  extra.value = s.onExtraViewerSession === "replace" ? "replace" : "deny";
+  return {
+    fields: [
+      el("label", {}, "Sessions per viewer id ", max),
+      el("label", {}, "Extra session of a viewer id ", extra),
+      el("p", { class: "muted" }, "Counted on token streams, per play token sub, on every edge together; empty: no limit."),
+    ],
+    value: () => ({ maxSessionsPerViewer: max.value === "" ? null : Number(max.value), onExtraViewerSession: extra.value }),
+  };
+}
+
+/** Asks before a destructive action taken inside the details dialog, which stays open beneath. */
+function askFirst(title, body, label, onConfirm) {
+  const dialog = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-body").replaceChildren(...body);
+  $("#confirm-error").textContent = "";
+  const cancel = el("button", { type: "button" }, "Cancel");
+  const go = el("button", { type: "button", class: "danger" }, label);
+  cancel.addEventListener("click", () => dialog.close());
+  go.addEventListener("click", async () => {
+    go.disabled = true;
+    try {
+      await onConfirm();
+      dialog.close();
+    } catch (err) {
+      $("#confirm-error").textContent = err.message;
+      go.disabled = false;
+    }
+  });
+  $("#confirm-buttons").replaceChildren(cancel, go);
+  dialog.showModal();
+}
+
+const unixTime = (seconds) => new Date(seconds * 1000).toLocaleString();
+
+/**
+ * The "Viewers by id" part of the details dialog: the stream's sessions grouped by viewer id
+ * (live and suspended, where: server and client), a Revoke button per viewer id (its tokens
+ * issued up to now are refused, its sessions end), revoking every token issued before now,
+ * and the revocations in force. `changed` runs after a revocation (the details redraw their counts).
+ */
+function viewersById(s, changed) {
+  const list = el("div", { class: "viewer-list" }, el("p", { class: "muted" }, "Loading…"));
+  const anonymous = el("p", { class: "anonymous muted" });
+  const result = el("p", { class: "viewers-result", role: "status" });
+  const revocations = el("div", { class: "revocation-list" }, el("p", { class: "muted" }, "Loading…"));
+  const revokeAll = el("button", {
+    type: "button", class: "danger", "data-action": "revoke-before",
+    title: "Refuse every play token of this stream issued before now, and end the sessions that played with one",
+  }, "Revoke all tokens issued before now");
+  const reload = el("button", { type: "button", "data-action": "reload-viewers" }, "Refresh");
+
+  const load = async () => {
+    const [viewers, revoked] = await Promise.allSettled([api("GET", streamPath(s, "/viewers")), api("GET", streamPath(s, "/revocations"))]);
+    if (viewers.status === "fulfilled") {
+      const rows = Array.isArray(viewers.value.viewers) ? viewers.value.viewers : [];
+      list.replaceChildren(rows.length === 0 ? el("p", { class: "muted" }, "No session with a viewer id.") : viewerTable(rows));
+      const n = count(viewers.value.anonymous);
+      anonymous.textContent = n > 0 ? `${plural(n, "session")} without a viewer id (open play, or tokens without sub).` : "";
+    } else {
+      list.replaceChildren(el("p", { class: "error" }, failure(viewers.reason)));
+      anonymous.textContent = "";
+    }
+    if (revoked.status === "fulfilled") {
+      const items = Array.isArray(revoked.value.revocations) ? revoked.value.revocations : [];
+      revocations.replaceChildren(items.length === 0
+        ? el("p", { class: "muted" }, "None.")
+        : el("ul", { class: "revocations" }, ...items.map((r) => el("li", { "data-sub": r.sub ?? "*" },
+            el("strong", {}, r.sub === null ? "Every viewer" : `Viewer ${r.sub}`),
+            `: tokens issued before ${unixTime(r.before)}`,
+            el("span", { class: "sub" }, `in force until ${unixTime(r.expires)}, when the last token it covers has expired`)))));
+    } else {
+      revocations.replaceChildren(el("p", { class: "error" }, failure(revoked.reason)));
+    }
+  };
+
+  const viewerTable = (rows) => el("div", { class: "scroll" }, el("table", { class: "viewer-ids" },
+    el("thead", {}, el("tr", {},
+      el("th", {}, "Viewer id"), el("th", { class: "num" }, "Live"), el("th", { class: "num" }, "Suspended"),
+      el("th", {}, "Where (server · client)"), el("th", {}, el("span", { class: "visually-hidden" }, "Actions")))),
+    el("tbody", {}, ...rows.map((v) => {
+      const sessions = Array.isArray(v.sessions) ? v.sessions : [];
+      const live = count(v.live);
+      const button = el("button", {
+        type: "button", class: "danger", "data-action": "revoke-viewer", ariaLabel: `Revoke viewer ${v.sub}`,
+        title: "Refuse this viewer id's tokens issued up to now and end its sessions",
+      }, "Revoke");
+      button.addEventListener("click", () => revokeViewer(v.sub, sessions.length));
+      return el("tr", { "data-sub": v.sub },
+        el("td", { class: "viewer-id" }, v.sub),
+        el("td", { class: "num", "data-col": "live" }, String(live)),
+        el("td", { class: "num", "data-col": "suspended" }, String(Math.max(0, sessions.length - live))),
+        el("td", { "data-col": "where" }, el("ul", { class: "where" }, ...sessions.map((x) => el("li", {},
+          `${text(x.serverId)} · client ${text(x.clientId)}`,
+          x.suspended ? el("span", { class: "badge suspended", title: "Its server is silent: the session is kept, not counted" }, "suspended") : null,
+          x.since ? el("span", { class: "sub" }, `since ${new Date(x.since).toLocaleTimeString()} · service ${text(x.serviceId)}`) : null)))),
+        el("td", { class: "actions" }, button));
+    }))));
+
+  /** POSTs the revocation, says what it ended, and redraws this section, the details and the list. */
+  const revoke = async (body, what) => {
+    let r;
+    try {
+      r = await api("POST", streamPath(s, "/revocations"), body);
+    } catch (err) {
+      throw new Error(failure(err));
+    }
+    const ended = Array.isArray(r.ended) ? r.ended : [];
+    const where = ended.map((e) => `client ${e.clientId} on ${e.serverId}`).join("; ");
+    const srs = Array.isArray(r.kicking)
+      ? ` ${plural(r.kicking.length, "client")} being kicked on SRS.`
+      : ended.length > 0 ? " SRS keeps these clients connected (no SRS API set): kick them on SRS if they must go." : "";
+    const message = `Revoked ${what}: ended ${plural(ended.length, "session")}${ended.length ? ` (${where})` : ""}.${srs}`;
+    $("#status").textContent = `revoked ${what} on ${s.app}/${s.stream}: ended ${plural(ended.length, "session")}`;
+    refresh();
+    await Promise.allSettled([load(), changed?.()]);
+    result.textContent = message;
+  };
+
+  const revokeViewer = (sub, sessions) => askFirst(`Revoke viewer ${sub}?`, [
+    el("p", {}, `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now is refused from now on, and its ${plural(sessions, "session")} end.`),
+    el("p", { class: "muted" }, "Tokens minted for this viewer id from the next second on are accepted again."),
+  ], "Revoke", () => revoke({ sub }, `viewer ${sub}`));
+
+  revokeAll.addEventListener("click", () => askFirst(`Revoke every token of ${s.app}/${s.stream} issued before now?`, [
+    el("p", {}, "Every play token of this stream issued before now, whoever it names, is refused from now on, and every session that played with one ends."),
+    el("p", { class: "muted" }, "Tokens minted from now on are accepted. Viewers of an open stream need no token and are not affected."),
+  ], "Revoke all", () => revoke({ before: Math.floor(Date.now() / 1000) }, "every token issued before now")));
+  reload.addEventListener("click", () => {
+    result.textContent = "";
+    load();
+  });
+
+  const limit = sessionLimitText(s);
+  load();
+  return el("div", { class: "viewers-by-id" },
+    el("h3", {}, "Viewers by id"),
+    el("p", { class: "muted" },
+      s.playAuth === "open" ? "This stream is open: viewers play without tokens, so they have no viewer id. " : "",
+      limit ? `${limit[0].toUpperCase()}${limit.slice(1)}.` : "No limit of sessions per viewer id."),
+    list,
+    anonymous,
+    el("div", { class: "row-actions" }, revokeAll, reload),
+    result,
+    el("h4", {}, "Revocations in force"),
+    revocations);
 }
 
 showApp(sessionStorage.getItem(TOKEN_KEY) !== null);

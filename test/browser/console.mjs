@@ -4,7 +4,8 @@
 // It logs in, creates a stream, sends SRS-shaped hooks, checks that the page shows
 // the publisher and the viewer count, ends sessions by hand (a publisher, a stream's,
 // a server's), shows newer state fields, shows a stream's audience per viewer shard and
-// per location (viewers on two edges), revokes the stream and checks the revocation
+// per location (viewers on two edges), lists a token stream's viewers by viewer id and
+// revokes one of them and then every token (issue 14), revokes the stream and checks the revocation
 // holds, then pages through more streams than a page holds and checks the console
 // fetches only the page it shows. Screenshots go to test/browser/artifacts/.
 import { spawn } from "node:child_process";
@@ -363,6 +364,134 @@ try {
     await page.unrouteAll({ behavior: "wait" });
     check("the audience stream is revoked", (await adminCall("DELETE", `/streams/live/${AUD}`)).status < 300);
     await page.waitForSelector(audRow, { state: "detached", timeout: 15_000 });
+  }
+
+  {
+    // Viewers by id (issue 14): a token stream with one session per viewer id, created and edited
+    // through the console's forms; a token with a viewer id minted in the console, another through
+    // the admin API; two viewers with different ids on two edges; Revoke on one from the details.
+    const VID = `vid-browser-${Date.now().toString(36)}`;
+    const vidRow = `#streams tr[data-stream="live/${VID}"]`;
+    const vidPath = `/streams/live/${VID}`;
+    const edgeB = "vid-edgeb01";
+    if (!(await page.evaluate(() => document.querySelector("#create-box").open))) await page.click("#create-box summary");
+    await page.fill("#create-form input[name=stream]", VID);
+    await page.fill("#create-form input[name=maxViewers]", "");
+    await page.selectOption("#create-form select[name=playAuth]", "token");
+    await page.fill("#create-form input[name=maxSessionsPerViewer]", "1");
+    await page.selectOption("#create-form select[name=onExtraViewerSession]", "deny");
+    await page.click("#create-form button[type=submit]");
+    await page.waitForSelector("#dialog[open] .secret-value");
+    await page.click("#dialog-buttons button");
+    const made = await adminCall("GET", vidPath);
+    check("the create form sets the sessions per viewer id and what an extra one does",
+      made.body.playAuth === "token" && made.body.maxSessionsPerViewer === 1 && made.body.onExtraViewerSession === "deny", JSON.stringify(made.body));
+
+    // The edit dialog shows the limit and changes it; the row says it.
+    await page.waitForSelector(vidRow, { timeout: 15_000 });
+    await page.click(`${vidRow} button[data-action=edit]`);
+    const shownPolicy = await page.evaluate(() => ({
+      max: document.querySelector("#dialog input[name=maxSessionsPerViewer]")?.value,
+      extra: document.querySelector("#dialog select[name=onExtraViewerSession]")?.value,
+    }));
+    check("the edit dialog shows the sessions per viewer id and what an extra one does", shownPolicy.max === "1" && shownPolicy.extra === "deny", JSON.stringify(shownPolicy));
+    await page.fill("#dialog input[name=maxSessionsPerViewer]", "");
+    await page.selectOption("#dialog select[name=onExtraViewerSession]", "replace");
+    await page.click("#dialog-buttons button.primary");
+    await page.waitForSelector("#dialog", { state: "hidden" });
+    const editedPolicy = await adminCall("GET", vidPath);
+    check("the edit dialog sets no limit and replace", editedPolicy.body.maxSessionsPerViewer === null && editedPolicy.body.onExtraViewerSession === "replace", JSON.stringify(editedPolicy.body));
+    check("the limit is put back through the admin API", (await adminCall("PUT", vidPath, { maxSessionsPerViewer: 1, onExtraViewerSession: "deny" })).status === 200);
+    await page.waitForFunction((sel) => /at most 1 session per viewer id, an extra one is denied/.test(document.querySelector(`${sel} .auth`)?.textContent ?? ""), vidRow, { timeout: 15_000 })
+      .catch(() => {});
+    check("the row shows the limit per viewer id", /at most 1 session per viewer id, an extra one is denied/.test(await page.textContent(`${vidRow} .auth`)), await page.textContent(`${vidRow} .auth`));
+
+    // A token for viewer "alice" from the console's token dialog; one for "bob" from the admin API.
+    await page.click(`${vidRow} button[data-action=token]`);
+    await page.fill("#dialog input[name=sub]", "alice");
+    await page.click("#dialog-buttons button.primary");
+    await page.waitForSelector("#dialog[open] .secret-value", { timeout: 15_000 });
+    const playUrl = (await page.textContent("#dialog .secret-value")).trim();
+    const aliceToken = new URL(playUrl.replace(/^rtmp:/, "http:")).searchParams.get("token") ?? "";
+    check("the token dialog mints a token for a viewer id", /^v2\./.test(aliceToken) && (await page.textContent("#dialog-body")).includes("for viewer alice"), playUrl);
+    await page.click("#dialog-buttons button");
+    const bobMint = await adminCall("POST", `${vidPath}/tokens`, { ttl: 600, sub: "bob" });
+    const bobMinted = Math.floor(Date.now() / 1000);
+    check("the admin API mints a token for viewer bob", bobMint.status === 201 && bobMint.body.sub === "bob", JSON.stringify(bobMint.body));
+
+    // alice plays on edge A, bob on edge B; a second session of alice is over the limit.
+    check("edge A heartbeat accepted", (await hook(beat, "/heartbeat")).status === 200);
+    check("edge B heartbeat accepted", (await hook({ ...beat, server: edgeB, service: "svcb0001", device_id: "edge-b", ip: "192.0.2.3", pid: "7300" }, "/heartbeat")).status === 200);
+    const vidPlay = (client, token, extra = {}) => hook({ ...body("on_play"), client_id: client, stream: VID, stream_url: `/live/${VID}`, param: `?token=${token}`, ...extra });
+    const alicePlay = await vidPlay("vida0001", aliceToken);
+    const bobPlay = await vidPlay("vidb0001", bobMint.body.token, { server_id: edgeB, service_id: "svcb0001", ip: "192.0.2.31" });
+    check("alice (edge A) and bob (edge B) are admitted", alicePlay.status === 200 && bobPlay.status === 200, JSON.stringify([alicePlay, bobPlay]));
+    const aliceAgain = await vidPlay("vida0002", aliceToken);
+    check("a second session of alice is refused (one per viewer id, deny)", aliceAgain.status === 403 && aliceAgain.body.code === 4016, JSON.stringify(aliceAgain));
+
+    await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "2", vidRow, { timeout: 15_000 });
+    check("the row shows the distinct viewer ids next to the viewer count", (await page.textContent(`${vidRow} .viewers .viewer-ids`)) === "2 viewer ids", await page.textContent(`${vidRow} .viewers`));
+    await page.screenshot({ path: join(ARTIFACTS, "console-viewer-ids-row.png"), fullPage: true });
+
+    // The details list the viewer ids with their sessions and where they are.
+    const viewerTable = () => page.evaluate(() => Object.fromEntries([...document.querySelectorAll("#dialog .viewers-by-id tbody tr")].map((tr) => [
+      tr.dataset.sub,
+      Object.fromEntries([...tr.querySelectorAll("td[data-col]")].map((td) => [td.dataset.col, td.textContent])),
+    ])));
+    await page.click(`${vidRow} button[data-action=details]`);
+    await page.waitForSelector('#dialog[open] .viewers-by-id tr[data-sub="bob"]', { timeout: 15_000 });
+    let ids = await viewerTable();
+    check("the viewers section lists both viewer ids with one live session each",
+      Object.keys(ids).sort().join() === "alice,bob" && ids.alice.live === "1" && ids.bob.live === "1" && ids.alice.suspended === "0", JSON.stringify(ids));
+    check("each viewer id's session says where: server and client",
+      ids.alice.where.includes(edge) && ids.alice.where.includes("vida0001") && ids.bob.where.includes(edgeB) && ids.bob.where.includes("vidb0001"), JSON.stringify(ids));
+    const apiViewers = await adminCall("GET", `${vidPath}/viewers`);
+    check("the admin API agrees on the viewer ids", apiViewers.body.viewers?.map((v) => v.sub).sort().join() === "alice,bob" && apiViewers.body.anonymous === 0, JSON.stringify(apiViewers.body));
+    check("the details show the distinct viewer ids next to the viewer count", /Viewers: 2 · 2 viewer ids\./.test(await page.textContent("#dialog .viewer-count")), await page.textContent("#dialog .viewer-count"));
+    check("no revocation is listed yet", (await page.textContent("#dialog .revocation-list")).includes("None."));
+    await page.screenshot({ path: join(ARTIFACTS, "console-viewer-ids.png") });
+
+    // Revoke alice: asked first (over the details), then her session ends and she is listed as revoked.
+    await page.click('#dialog .viewers-by-id tr[data-sub="alice"] button[data-action=revoke-viewer]');
+    await page.waitForSelector("#confirm[open]");
+    check("revoking a viewer id asks first", (await page.textContent("#confirm-title")).includes("alice") && (await page.isVisible("#dialog[open]")));
+    await page.click("#confirm-buttons button.danger");
+    await page.waitForFunction(() => document.querySelector("#dialog .viewers-result")?.textContent || document.querySelector("#confirm-error")?.textContent, null, { timeout: 15_000 });
+    const revoked = await page.evaluate(() => ({ result: document.querySelector("#dialog .viewers-result").textContent, error: document.querySelector("#confirm-error").textContent }));
+    check("Revoke on alice says it ended her one session", /Revoked viewer alice: ended 1 session \(client vida0001/.test(revoked.result), `${revoked.result} ${revoked.error}`);
+    check("the confirmation closes, the details stay", !(await page.isVisible("#confirm")) && (await page.isVisible("#dialog")));
+    ids = await viewerTable();
+    check("the viewers section now lists bob only", Object.keys(ids).join() === "bob", JSON.stringify(ids));
+    check("the details' viewer count follows", /Viewers: 1 · 1 viewer id\./.test(await page.textContent("#dialog .viewer-count")), await page.textContent("#dialog .viewer-count"));
+    check("alice's revocation is listed", /Viewer alice: tokens issued before/.test(await page.textContent('#dialog .revocations li[data-sub="alice"]').catch(() => "")), await page.textContent("#dialog .revocation-list"));
+    await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "1", vidRow, { timeout: 15_000 }).catch(() => {});
+    check("the stream's row counts one viewer", (await viewerCount(vidRow)) === "1", await viewerCount(vidRow));
+    const aliceLater = await vidPlay("vida0003", aliceToken);
+    check("alice's token is refused after the revocation", aliceLater.status === 403 && aliceLater.body.code === 4019, JSON.stringify(aliceLater));
+    const afterOne = await adminCall("GET", vidPath);
+    check("the admin API agrees: 1 viewer, 1 viewer id", afterOne.body.viewers === 1 && afterOne.body.distinctViewerIds === 1, JSON.stringify(afterOne.body));
+    await page.screenshot({ path: join(ARTIFACTS, "console-viewer-revoked.png") });
+
+    // Revoke every token issued before now: bob's session ends too. (His token must be from an earlier second.)
+    while (Math.floor(Date.now() / 1000) <= bobMinted) await page.waitForTimeout(100);
+    await page.click("#dialog .viewers-by-id button[data-action=revoke-before]");
+    await page.waitForSelector("#confirm[open]");
+    await page.click("#confirm-buttons button.danger");
+    await page.waitForFunction(() => /every token/.test(document.querySelector("#dialog .viewers-result")?.textContent ?? "") || document.querySelector("#confirm-error")?.textContent, null, { timeout: 15_000 });
+    const all = await page.evaluate(() => ({ result: document.querySelector("#dialog .viewers-result").textContent, error: document.querySelector("#confirm-error").textContent }));
+    check("revoking every token issued before now ends bob's session", /Revoked every token issued before now: ended 1 session \(client vidb0001 on vid-edgeb01\)/.test(all.result), `${all.result} ${all.error}`);
+    check("no viewer id is left", Object.keys(await viewerTable()).length === 0 && (await page.textContent("#dialog .viewer-list")).includes("No session with a viewer id"));
+    check("the revocation of every viewer is listed", /Every viewer: tokens issued before/.test(await page.textContent('#dialog .revocations li[data-sub="*"]').catch(() => "")), await page.textContent("#dialog .revocation-list"));
+    // Alice's revocation covers tokens issued before an earlier time: the one of every viewer holds it, and the stream keeps only that.
+    const apiRevocations = (await adminCall("GET", `${vidPath}/revocations`)).body.revocations ?? [];
+    const listed = await page.evaluate(() => [...document.querySelectorAll("#dialog .revocations li")].map((li) => li.dataset.sub));
+    check("the revocations listed are the admin API's", apiRevocations.some((r) => r.sub === null) && listed.join() === apiRevocations.map((r) => r.sub ?? "*").join(),
+      `${listed.join()} vs ${JSON.stringify(apiRevocations)}`);
+    await page.click("#dialog-buttons button");
+    await page.waitForFunction((sel) => document.querySelector(`${sel} .viewers .count`)?.textContent === "0", vidRow, { timeout: 15_000 }).catch(() => {});
+    check("the stream's row counts no viewer", (await viewerCount(vidRow)) === "0", await viewerCount(vidRow));
+    check("the viewer id stream is revoked", (await adminCall("DELETE", vidPath)).status < 300);
+    await page.waitForSelector(vidRow, { state: "detached", timeout: 15_000 });
   }
 
   // Revoke: the row goes, and the key is refused at once.

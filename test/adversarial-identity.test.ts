@@ -78,3 +78,35 @@ describe("one session, two on_play racing", () => {
     expect(await livePerSub(s)).toEqual({ alice: 1 });
   });
 });
+
+describe("changing maxSessionsPerViewer", () => {
+  it("must not happen (fixed): sessions admitted while the stream had no limit are not counted once it has one: a viewer on two screens is admitted on a third with maxSessionsPerViewer 1", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    await settle();
+    expect(await hook(playWith(s, c, "tablet01", token))).toEqual(LIMIT);
+    expect(await livePerSub(s)).toEqual({ alice: 2 });
+    // Once the viewer is under the limit again, it plays.
+    expect(await hook(stopPlay("live", s, { ...a, client: "tv000001" }))).toEqual(ALLOW);
+    expect(await hook(stopPlay("live", s, { ...b, client: "phone001" }))).toEqual(ALLOW);
+    await settle();
+    expect(await hook(playWith(s, c, "tablet01", token))).toEqual(ALLOW);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+
+  it("must not happen (fixed): with replace, a limit set while a viewer watches on two screens still leaves two live after its next on_play", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1, onExtraViewerSession: "replace" })).status).toBe(200);
+    await settle();
+    expect(await hook(playWith(s, c, "tablet01", token))).toEqual(ALLOW);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+});

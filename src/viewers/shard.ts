@@ -165,6 +165,8 @@ export class ViewerShard extends DurableObject<Env> {
    * object asks; `cancelled` when it ended the session meanwhile (onExtraViewerSession "replace").
    */
   private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
+  /** Streams with a session limit whose sessions admitted here without a seat have taken one (seatUnseated). */
+  private seatedStreams = new Set<string>();
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -904,6 +906,56 @@ export class ViewerShard extends DurableObject<Env> {
     const cached = this.policies.get(streamKey);
     if (cached && cached.version > version) return;
     this.policies.set(streamKey, { policy, version, at: Date.now() });
+    this.seatUnseated(streamKey, policy);
+  }
+
+  /**
+   * A stream that limits sessions per viewer now (a limit set, or playAuth "token" again): the sessions
+   * admitted here without a seat (while it had no limit) take one, in the background, so that they count
+   * from now on; else a viewer watching on two screens when the limit was set was admitted on a third.
+   * Nobody is ended: the viewer's next on_play is refused until it is under the limit (or, with
+   * "replace", ends its oldest sessions). Once per stream while the limit lasts (and after a restart).
+   */
+  private seatUnseated(streamKey: string, policy: ViewerPolicy | null): void {
+    if (!policy || policy.playAuth !== "token" || policy.maxSessionsPerViewer === null) {
+      this.seatedStreams.delete(streamKey);
+      return;
+    }
+    if (this.seatedStreams.has(streamKey)) return;
+    this.seatedStreams.add(streamKey);
+    const rows = this.rows<{ service_id: string; client_id: string; sub: string }>(
+      "SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey,
+    );
+    if (rows.length === 0) return;
+    this.ctx.waitUntil(
+      this.takeSeats(streamKey, rows).catch((err) => {
+        this.seatedStreams.delete(streamKey); // the next policy message tries again
+        logError("seats not taken for sessions admitted before the limit", streamKey, err);
+      }),
+    );
+  }
+
+  private async takeSeats(streamKey: string, rows: { service_id: string; client_id: string; sub: string }[]): Promise<void> {
+    let failed: unknown = null;
+    for (let i = 0; i < rows.length; i += 50) {
+      await Promise.all(
+        rows.slice(i, i + 50).map(async (r) => {
+          const session = { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id };
+          try {
+            // No limit for these: the sessions exist already; the seat only makes them count.
+            await withRetry(() => viewerSeats(this.env, streamKey, r.sub), (s): Promise<SeatAnswer> =>
+              s.take({ streamKey, sub: r.sub, session, limit: Number.MAX_SAFE_INTEGER, mode: "deny" }),
+            );
+          } catch (err) {
+            failed = err;
+            return;
+          }
+          // Ended meanwhile (it had no seat to give back then): the seat goes.
+          if (!this.keepSeat(streamKey, session)) this.releaseSeats(streamKey, r.sub, [session]);
+        }),
+      );
+    }
+    if (failed) throw failed;
   }
 
   private hasLeaseRow(streamKey: string): boolean {

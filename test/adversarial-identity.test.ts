@@ -110,3 +110,20 @@ describe("changing maxSessionsPerViewer", () => {
     expect(await livePerSub(s)).toEqual({ alice: 1 });
   });
 });
+
+describe("revocations past the cap", () => {
+  it("must not happen (fixed): with 1,000 active revocations, the way out the 409 names (revoke every token by time) is refused with 409 too", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    for (let i = 0; i < 1000; i++) expect(await streamStub(s).revoke(`leak${i}`, nowS() + 1, nowS() + DAY_S)).not.toBeNull();
+    const over = await admin("POST", `/streams/live/${s}/revocations`, { sub: "bob" });
+    expect(over.status).toBe(409);
+    expect(over.body.error).toMatch(/"before"/);
+    const byTime = await admin("POST", `/streams/live/${s}/revocations`, { before: nowS() + 1 });
+    expect(byTime.status).toBe(201);
+    expect(byTime.body.ended.map((e: any) => e.clientId)).toEqual(["tv000001"]);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(REVOKED);
+  });
+});

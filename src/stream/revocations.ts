@@ -34,9 +34,13 @@ export class Revocations {
   add(sub: string | null, before: number, expires: number, now: number): Revocation | null {
     const active = this.list(now);
     const same = active.find((r) => r.sub === sub);
-    if (!same && active.length >= MAX_REVOCATIONS) return null;
+    // A revocation of every token is the way out past the cap (one row at most): never refused for it.
+    if (!same && sub !== null && active.length >= MAX_REVOCATIONS) return null;
     const merged = { sub, before: Math.max(before, same?.before ?? 0), expires: Math.max(expires, same?.expires ?? 0) };
     this.sql.exec("INSERT OR REPLACE INTO revocations (sub, before, expires) VALUES (?, ?, ?)", sub ?? "", merged.before, merged.expires);
+    // Revocations of one viewer that this one covers entirely (earlier tokens, gone no later) add nothing: they go,
+    // which also makes room under the cap.
+    if (sub === null) this.sql.exec("DELETE FROM revocations WHERE sub != '' AND before <= ? AND expires <= ?", merged.before, merged.expires);
     return merged;
   }
 

@@ -127,3 +127,147 @@ describe("revocations past the cap", () => {
     expect(await hook(playWith(s, b, "phone001", token))).toEqual(REVOKED);
   });
 });
+
+describe("ghosts of lost on_stop events", () => {
+  it("must not happen (fixed): a viewer whose on_stop was lost is refused everywhere (4016) although its edge's SRS API says the client is gone, where publishers and capped viewers get that check", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    // The TV closes; SRS's on_stop never arrives. With SRS_API_URL set, a's API no longer has the client
+    // (src/srs/ghosts.ts; stubbed here: this project runs without an SRS API).
+    const { GhostCheck } = await import("../src/srs/ghosts");
+    vi.spyOn(GhostCheck.prototype, "enabled", "get").mockReturnValue(true);
+    vi.spyOn(GhostCheck.prototype, "gone").mockImplementation(async (sessions) => sessions.filter((x) => x.clientId === "tv000001"));
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+    expect((await events(s)).some((e: any) => e.client === "tv000001" && e.action === "ghost")).toBe(true);
+  });
+
+  it("holds: without an SRS API, a ghost session holds its seat (deny: refused) until its edge restarts, as a ghost holds a slot under a cap", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    await beat(a);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    // Edge a restarts: its old process's viewers are fenced, their seats given back.
+    expect((await beat(restarted(a))).status).toBe(200);
+    await deliverNotices(a);
+    await settle();
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect(await seatsOf(s, "alice")).toEqual(["phone001"]);
+  });
+});
+
+describe("revocations and token lifetimes", () => {
+  // Open: src/auth/token.ts (not this review's file) checks a token's lifetime against now (exp - now), never
+  // against its issue time, while a revocation expires at before + MAX_TOKEN_TTL_S on the promise that "tokens live no
+  // longer than that setting". A token minted with exp - iat > MAX_TOKEN_TTL_S (a backend's mistake, or MAX_TOKEN_TTL_S
+  // raised later) is refused at first, then verifies once exp comes within MAX_TOKEN_TTL_S: after its revocation is gone.
+  // Fix: verifyPlayToken refuses a v2 token whose exp - iat exceeds maxLifetime ("lifetime too long").
+  it.fails("must not happen (open): a revoked token whose expiry lies beyond MAX_TOKEN_TTL_S after its issue plays again once the revocation has expired", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const leaked = await tokenOf(s, "alice", nowS(), 40 * DAY_S);
+    expect((await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" })).status).toBe(201);
+    at(31 * DAY_S * 1000);
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([]);
+    expect((await hook(playWith(s, a, "late0001", leaked))).status).toBe(403);
+  });
+
+  it("holds: an app-wide token revoked on one stream still plays the app's other streams (revocations are per stream, as documented)", async () => {
+    const s1 = uniqueStream();
+    const s2 = uniqueStream();
+    await createStream(s1, { playAuth: "token" });
+    await createStream(s2, { playAuth: "token" });
+    const pass = await signPlayToken(name(s1), nowS() + 3600, KEY, { sub: "alice", wholeApp: true });
+    expect(await hook(playWith(s1, a, "tv000001", pass))).toEqual(ALLOW);
+    expect(await hook(playWith(s2, a, "tv000002", pass))).toEqual(ALLOW);
+    expect((await admin("POST", `/streams/live/${s1}/revocations`, { sub: "alice" })).body.ended).toHaveLength(1);
+    expect(await hook(playWith(s1, b, "phone001", pass))).toEqual(REVOKED);
+    expect(await hook(playWith(s2, b, "phone002", pass))).toEqual(ALLOW);
+    expect(await livePerSub(s2)).toEqual({ alice: 2 });
+  });
+});
+
+describe("a flaky platform around the seat", () => {
+  it("holds: a seat taken and the shard's answer lost on every attempt: the Worker's undo ends the session and gives its seat back", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    const real = ViewerShard.prototype.play;
+    vi.spyOn(ViewerShard.prototype, "play").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["play"]>) {
+      await real.apply(this, args);
+      throw retryable();
+    });
+    expect((await hook(playWith(s, a, "tv000001", token))).status).toBe(503);
+    vi.restoreAllMocks();
+    await settle();
+    expect(await seatsOf(s, "alice")).toEqual([]);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+
+  it("holds: a seat object overloaded refuses that play (503 naming it) and locks nobody out; a lost answer of a seat is retried as a repeat", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    vi.spyOn(ViewerSeats.prototype, "take").mockImplementationOnce(async () => {
+      throw overloaded();
+    });
+    const r = await hook(playWith(s, a, "tv000001", token));
+    expect(r).toEqual({ status: 503, body: { code: 503, reason: expect.stringMatching(/^viewer seats unavailable \(overloaded\)/) } });
+    vi.restoreAllMocks();
+    const real = ViewerSeats.prototype.take;
+    const take = vi.spyOn(ViewerSeats.prototype, "take").mockImplementationOnce(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
+      await real.apply(this, args);
+      throw retryable();
+    });
+    expect(await hook(playWith(s, a, "tv000002", token))).toEqual(ALLOW);
+    expect(take).toHaveBeenCalledTimes(2);
+    expect(await seatsOf(s, "alice")).toEqual(["tv000002"]);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+  });
+
+  it("holds: on_close instead of on_stop gives the seat back", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(close({ ...a, client: "tv000001" }))).toEqual(ALLOW);
+    await settle();
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+  });
+});
+
+describe("who pays for seats", () => {
+  it("holds: viewers without a sub, open streams and streams without the limit never call a seat object", async () => {
+    const take = vi.spyOn(ViewerSeats.prototype, "take");
+    const open = uniqueStream();
+    await createStream(open, { maxSessionsPerViewer: 1 });
+    const plain = uniqueStream();
+    await createStream(plain, { playAuth: "token", maxViewers: 10 });
+    expect(await hook(playWith(open, a, "v0000001", await tokenOf(open, "alice")))).toEqual(ALLOW);
+    expect(await hook(playWith(open, a, "v0000002", await tokenOf(open, "alice")))).toEqual(ALLOW);
+    expect(await hook(play("live", open, { ...a, client: "v0000003" }))).toEqual(ALLOW);
+    expect(await hook(playWith(plain, a, "v0000004", await tokenOf(plain, "alice")))).toEqual(ALLOW);
+    expect(await hook(playWith(plain, a, "v0000005", await tokenOf(plain)))).toEqual(ALLOW);
+    expect(take).not.toHaveBeenCalled();
+  });
+});
+
+describe("the decision log", () => {
+  it("holds: names the viewer id, never the token, through refusals, replacements and revocations", async () => {
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    const logged: string[] = [];
+    const spy = (...args: unknown[]) => void logged.push(args.map(String).join(" "));
+    vi.spyOn(console, "log").mockImplementation(spy);
+    vi.spyOn(console, "error").mockImplementation(spy);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect((await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" })).status).toBe(201);
+    expect(await hook(playWith(s, a, "tv000002", token))).toEqual(REVOKED);
+    const log = JSON.stringify(await events(s));
+    expect(log).toContain("alice");
+    const signature = token.split(".").pop()!;
+    expect(log).not.toContain(signature);
+    expect(logged.join("\n")).not.toContain(signature);
+  });
+});

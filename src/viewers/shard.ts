@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls } from "../platform/load";
-import { nested, NestedCallFailed, withRetry, type Unreachable } from "../platform/retry";
+import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
 import { addColumns } from "../platform/sql";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus } from "../server/registry";
@@ -118,6 +118,8 @@ const SCHEMA = `
         client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
         PRIMARY KEY (stream_key, slot)) WITHOUT ROWID;`;
 
+/** A seat object's question waits at most this long for the SRS API's word on ghosts (it gives up at 2 s). */
+const GHOST_WAIT_MS = 1_500;
 /** Decisions kept per stream in a shard's log. */
 const LOG_KEPT = 100;
 /** A stream with viewers here hears from the shard at least this often (its record there stays fresh). */
@@ -450,12 +452,24 @@ export class ViewerShard extends DurableObject<Env> {
   // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
 
   /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
-  seatState(streamKey: string, sessions: SessionId[]): SeatState[] {
-    return sessions.map((session) => {
+  async seatState(streamKey: string, sessions: SessionId[]): Promise<SeatState[]> {
+    const state = (session: SessionId): SeatState => {
       if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
       if (!this.isViewing(streamKey, session)) return "gone";
       return this.processes.get(session.serviceId)?.suspended ? "suspended" : "live";
-    });
+    };
+    // A refusal is about to rest on the live ones: they may be ghosts of lost on_stop events, which the server's
+    // SRS API no longer has (as for a publisher, or a viewer under a cap); else a viewer whose on_stop was lost
+    // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
+    const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
+    if (this.ghosts.enabled && live.length > 0) {
+      const gone = await withTimeout(this.ghosts.gone(live.map((x) => ({ ...x, serverId: this.serverId || x.serverId }))), GHOST_WAIT_MS).catch(() => []);
+      for (const g of gone) {
+        // Not while a hook of it runs (a repeat being admitted): its client is there.
+        if (!this.pendingSeats.has(seatKey(streamKey, g))) this.endViewer(streamKey, g, { action: "ghost", reason: GHOST_REASON });
+      }
+    }
+    return sessions.map(state);
   }
 
   /**

@@ -246,6 +246,21 @@ describe("the documented token format", () => {
     for (const v of Object.values(README_VECTORS)) expect(readme.includes(v), v).toBe(true);
   });
 
+  it("a token without a viewer id has no '..' in it (SRS's HTTP server refuses such URLs before any hook), and plays", async () => {
+    const s = await tokenStream();
+    const token = (await admin("POST", `/streams/live/${s}/tokens`, {})).body.token as string;
+    expect(token).not.toContain("..");
+    expect(token.split(".")[4]).toBe("-");
+    expect(await hook(withToken(s, token))).toEqual(ALLOW);
+  });
+
+  it("a v2 token that lives longer than MAX_TOKEN_TTL_S from its issue is refused, also once its expiry is near", async () => {
+    const s = await tokenStream();
+    const iat = nowS() - 31 * 24 * 3600; // MAX_TOKEN_TTL_S is 30 days in the tests
+    const token = await signPlayToken({ vhost: DEFAULT, app: "live", stream: s }, nowS() + 600, KEY, { sub: "alice", issuedAt: iat });
+    expect(await hook(withToken(s, token))).toEqual({ status: 403, body: { code: 4017, reason: "token lifetime exceeds MAX_TOKEN_TTL_S" } });
+  });
+
   it("the decision log names the token's viewer id, never the token", async () => {
     const s = await tokenStream();
     const token = (await admin("POST", `/streams/live/${s}/tokens`, { sub: "alice@example.com" })).body.token as string;

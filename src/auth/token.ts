@@ -3,11 +3,14 @@
  * an app), URL-safe. Minted as v2; v1 tokens keep verifying.
  *
  *   v2 token  = message + "." + b64url(signature)
- *   message   = "v2." + b64url(resource) + "." + iat + "." + exp + "." + b64url(sub)
+ *   message   = "v2." + b64url(resource) + "." + iat + "." + exp + "." + viewer
+ *   viewer    = b64url(sub), or "-" for a token that names no viewer (a lone
+ *               "-" is never a base64url encoding; an empty field would put
+ *               ".." in the play URL, which SRS's HTTP server refuses)
  *   resource  = vhost + "/" + app + "/" + stream  e.g. "__defaultVhost__/live/cam1",
  *               or vhost + "/" + app + "/*": every stream of that app (a season pass)
  *   iat, exp  = issue time and expiry, Unix time in whole seconds (decimal digits)
- *   sub       = the viewer id, 1 to 64 of [A-Za-z0-9._:@-], or "" for none
+ *   sub       = the viewer id, 1 to 64 of [A-Za-z0-9._:@-]
  *   signature = HMAC-SHA256(key = UTF-8 bytes of TOKEN_SIGNING_KEY, data = UTF-8 bytes of message)
  *
  *   v1 token  = "v1." + b64url(resource) + "." + exp + "." + b64url(signature),
@@ -29,6 +32,9 @@ export interface PlayResource {
 export type TokenProblem = "missing token" | "malformed token" | "bad signature" | "expired" | "lifetime too long" | "wrong stream";
 
 export type TokenVerdict = { ok: true; sub?: string | null; issuedAt?: number | null } | { ok: false; problem: TokenProblem };
+
+/** The viewer field of a v2 token that names no viewer. */
+const NO_VIEWER = "-";
 
 /** A viewer id as a token may carry it. */
 export const SUB_PATTERN = /^[A-Za-z0-9._:@-]{1,64}$/;
@@ -53,7 +59,8 @@ export async function signPlayToken(name: PlayResource, expiresAt: number, signi
   if (claims.sub !== undefined && !SUB_PATTERN.test(claims.sub)) throw new Error("sub must be 1 to 64 of A-Z a-z 0-9 . _ : @ -");
   const resource = claims.wholeApp ? `${name.vhost}/${name.app}/*` : resourceOf(name);
   const iat = Math.floor(claims.issuedAt ?? Date.now() / 1000);
-  const message = `v2.${b64url(encoder.encode(resource))}.${iat}.${Math.floor(expiresAt)}.${b64url(encoder.encode(claims.sub ?? ""))}`;
+  const viewer = claims.sub === undefined ? NO_VIEWER : b64url(encoder.encode(claims.sub));
+  const message = `v2.${b64url(encoder.encode(resource))}.${iat}.${Math.floor(expiresAt)}.${viewer}`;
   const signature = await crypto.subtle.sign("HMAC", await hmacKey(signingKey), encoder.encode(message));
   return `${message}.${b64url(new Uint8Array(signature))}`;
 }
@@ -81,7 +88,8 @@ export async function verifyPlayToken(
   if (!v1 && !v2) return fail("malformed token");
   const resourceBytes = fromB64url(parts[1]);
   const signature = fromB64url(parts[parts.length - 1]);
-  const subBytes = v2 ? fromB64url(parts[4]) : new Uint8Array();
+  // "-": no viewer. An empty field (tokens minted before "-") is read the same way.
+  const subBytes = !v2 || parts[4] === NO_VIEWER ? new Uint8Array() : fromB64url(parts[4]);
   if (!resourceBytes || !signature || !subBytes || signature.byteLength !== 32) return fail("malformed token");
   const sub = new TextDecoder().decode(subBytes);
   if (sub !== "" && !SUB_PATTERN.test(sub)) return fail("malformed token");
@@ -96,7 +104,9 @@ export async function verifyPlayToken(
   }
   if (!signed) return fail("bad signature");
   if (exp <= now) return fail("expired");
-  if (exp - now > maxLifetime) return fail("lifetime too long");
+  // A v2 token lives from iat to exp: no longer than maxLifetime, so a revocation of the tokens issued
+  // before a moment can end maxLifetime after it (src/stream/revocations.ts).
+  if (exp - now > maxLifetime || (v2 && exp - Number(parts[2]) > maxLifetime)) return fail("lifetime too long");
   const resource = new TextDecoder().decode(resourceBytes);
   const wholeApp = v2 && resource === `${name.vhost}/${name.app}/*`;
   if (resource !== resourceOf(name) && !wholeApp) return fail("wrong stream");

@@ -37,13 +37,6 @@ const CLIENTS = 3;
 const STREAMS = 2;
 const SUBS = ["alice", "bob", "carol"];
 const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
-/**
- * A known bug of src/viewers/shard.ts (the test "known bug: …" below shows it): in replace mode on a capped
- * stream, ending the replaced session on the same shard gives its slot back to a tight stream while the new
- * session's admission counts on it, so the new one is refused 4005 after the old one ended. While it stands,
- * the model allows that outcome; once fixed, that test fails: set this to false and drop it.
- */
-const REPLACE_SAME_SHARD_LOSES_SLOT = true;
 
 type Mode = "deny" | "replace";
 interface StreamConfig {
@@ -356,10 +349,6 @@ class Model {
         else {
           const ends = [...quiet, ...live].slice(0, present.length + 1 - limit).filter((h) => !zombie.has(keyOf(h)));
           outcome = { answer: { allow: true }, admit: true, ends: ends.map(keyOf).sort() };
-          if (REPLACE_SAME_SHARD_LOSES_SLOT && st.cap !== null && ends.some((h) => h.server === v.server)) {
-            const lost: Outcome = { ...deny(4005), ends: outcome.ends };
-            outcomes.set(JSON.stringify(lost), lost);
-          }
         }
       }
       outcomes.set(JSON.stringify(outcome), outcome);
@@ -840,9 +829,9 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
     );
   }, 240_000);
 
-  // Found by the model (REPLACE_SAME_SHARD_LOSES_SLOT above); the defect lies in src/viewers/shard.ts (endSeat ends the
-  // replaced session with endViewer, whose giveBackIfTight returns the slot the new session's pending admission counts on).
-  it.fails("known bug: in replace mode on a capped stream, a viewer replacing its session on the same edge is refused 4005 after its old session ended", async () => {
+  // Found by the model: endSeat ended the replaced session with endViewer, whose giveBackIfTight returned to the
+  // tight stream the slot the new session's admission on the same shard counted on (refused 4005 after its old one ended).
+  it("in replace mode on a capped stream, a viewer replacing its session on the same edge is admitted, and keeps its count", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     vi.setSystemTime(Date.parse("2031-03-01T12:00:00Z"));
     const s = uniqueStream();

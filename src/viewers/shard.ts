@@ -481,7 +481,10 @@ export class ViewerShard extends DurableObject<Env> {
     const pending = this.pendingSeats.get(seatKey(streamKey, session));
     if (pending) pending.cancelled = why;
     // A session both live and pending (a repeated on_play of it still running) ends too: its seat is gone.
-    return this.endViewer(streamKey, session, { action: "seat", reason: why }) > 0;
+    // Its slot stays here while another viewer of the stream is being admitted here (the newer session
+    // it makes way for, on the same edge, counts on that slot); else it goes back as usual.
+    const admitting = [...this.pendingSeats.keys()].some((k) => k.startsWith(`${streamKey}\n`));
+    return this.endViewer(streamKey, session, { action: "seat", reason: why }, admitting) > 0;
   }
 
   /**

@@ -4,9 +4,8 @@
  * src/admin/validate.ts) and the play path's undo (src/session/lifecycle.ts).
  *
  * Tests named "must not happen (fixed): …" failed on the code the review found: each states what a
- * user would have seen. "must not happen (open): …" are it.fails: the defect lies in a file this
- * review could not change (the comment says where and how to fix it). "holds: …" probes found no
- * defect and pin down what the review tried to break.
+ * user would have seen; so did the two at the end (replace with an unreachable shard, a late repeat).
+ * "holds: …" probes found no defect and pin down what the review tried to break.
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
@@ -297,15 +296,11 @@ describe("replace while the oldest session's shard cannot be reached", () => {
     return { wait, open };
   }
 
-  // Open: src/viewers/seats.ts (another engineer's file). take() in replace mode releases the old seats at once, then
-  // awaits endSeats; if an old session cannot be ended it re-inserts that seat and refuses the new one. A third play
-  // arriving meanwhile counts neither the old session (its seat is released) nor lets the failure undo it: it replaces the
-  // second (still being admitted) and is admitted, and the old one's seat comes back: two live sessions, limit 1.
-  // Fix: mark the seats being ended "leaving" instead of deleting them; a take counts leaving seats among `held`, ends
-  // them again first (endSeat is idempotent) and is refused if that fails; a leaving seat goes only once its shard
-  // confirmed the end. (Or: on failure, re-insert the old seat only if the viewer is still under the limit, else end
-  // the newest session that took its place.)
-  it.fails("must not happen (open): the old session stays live and a third screen racing the second is admitted: two live sessions with maxSessionsPerViewer 1", async () => {
+  // Found by the review: take() in replace mode released the old seats at once, then awaited endSeats, and re-inserted a
+  // seat whose session could not be ended. A third play arriving meanwhile counted neither, replaced the second and was
+  // admitted, and the old seat came back: two live sessions, limit 1. Now the seats being ended stay, marked leaving:
+  // the third play counts them, tries to end the old session too, and is refused when it cannot.
+  it("replace while the oldest session's shard cannot be reached: the screens racing it are refused, one live session remains", async () => {
     const s = await limited({ onExtraViewerSession: "replace" });
     const token = await tokenOf(s, "alice");
     expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
@@ -321,12 +316,28 @@ describe("replace while the oldest session's shard cannot be reached", () => {
     } as any);
     const phone = hook(playWith(s, b, "phone001", token));
     await reached.wait;
+    // The tablet also has to end the TV (its seat still counts while it leaves): that fails too (after the 2 s bound).
     const tablet = await hook(playWith(s, c, "tablet01", token));
     fail.open();
     expect((await phone).body.code).toBe(4016);
     vi.restoreAllMocks();
-    expect(tablet).toEqual(ALLOW);
+    expect(tablet.body.code).toBe(4016);
     await settle();
     expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+});
+
+describe("a late repeat of a replaced session's on_play", () => {
+  // Found by the review: the TV's on_play, repeated (SRS or the Worker retrying) after the phone replaced it, found no
+  // seat of its own and replaced the phone in turn: of the two screens, the one the viewer left won.
+  it("is refused, and the newer session stays", async () => {
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    const late = await hook(playWith(s, a, "tv000001", token));
+    expect(late.body.code).toBe(4016);
+    const listed = (await admin("GET", `/streams/live/${s}/viewers`)).body.viewers;
+    expect(listed.map((v: any) => v.sessions.map((x: any) => x.clientId))).toEqual([["phone001"]]);
   });
 });

@@ -57,17 +57,25 @@ interface Seat extends Record<string, SqlStorageValue> {
   client_id: string;
   since: number;
   grant_id: string;
+  leaving: number;
 }
+
+/** How long a session ended for a newer one is refused a seat again (a late repeat of its on_play). */
+const ENDED_KEPT_MS = 60_000;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS seats (
     stream_key TEXT NOT NULL, sub TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
     since INTEGER NOT NULL, grant_id TEXT NOT NULL,
+    -- 1: being ended for a newer session (it still counts until its shard confirms)
+    leaving INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stream_key, sub, server_id, service_id, client_id)) WITHOUT ROWID;`;
 
 export class ViewerSeats extends DurableObject<Env> {
   private sql: SqlStorage;
   private ready = false;
+  /** Sessions this object ended for newer ones, and when: a late repeat of their on_play must not take a seat back. */
+  private ended = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -89,6 +97,10 @@ export class ViewerSeats extends DurableObject<Env> {
     this.prepare();
     const { streamKey, sub, session, limit } = req;
     let suspended: Set<string> | null = null;
+    const endedAt = this.ended.get(`${streamKey}\n${sub}\n${keyOf(seatOf(session))}`);
+    if (endedAt !== undefined && Date.now() - endedAt < ENDED_KEPT_MS) {
+      return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
+    }
     for (let round = 0; round <= ROUNDS; round++) {
       // Synchronous from the read to the write: no other call interleaves.
       const held = this.seatsOf(streamKey, sub);
@@ -117,12 +129,15 @@ export class ViewerSeats extends DurableObject<Env> {
       const why = live.length >= limit
         ? `replaced by a newer session of viewer ${sub} (client ${session.clientId} on server ${session.serverId}; onExtraViewerSession: replace)`
         : `viewer ${sub} plays again on server ${session.serverId} while this session's server is silent`;
-      // The seats change hands at once (synchronously), then the old sessions are ended: a request arriving
-      // meanwhile counts this one, not the ones on their way out, so of many racing plays the last one stays.
-      for (const e of ends) this.release(streamKey, sub, [sessionOf(e)]);
+      // This session takes its seat at once (synchronously) and the old ones are marked leaving: a request
+      // arriving meanwhile counts all of them (a leaving session still plays until its shard ends it) and, to
+      // replace, ends the oldest first, so of many racing plays the last one stays.
+      for (const e of ends) this.setLeaving(streamKey, sub, e, 1);
       const grant = this.insert(streamKey, sub, session);
-      if (await this.endSeats(streamKey, sub, ends, why)) return { ok: true };
+      const failed = await this.endSeats(streamKey, sub, ends, why);
+      if (failed.length === 0) return { ok: true };
       // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
+      for (const e of failed) this.setLeaving(streamKey, sub, e, 0);
       this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
         streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
       break;
@@ -163,8 +178,13 @@ export class ViewerSeats extends DurableObject<Env> {
     if (this.ready) this.sql.exec("DELETE FROM seats WHERE stream_key = ?", streamKey);
   }
 
+  private setLeaving(streamKey: string, sub: string, s: Seat, leaving: 0 | 1): void {
+    this.sql.exec("UPDATE seats SET leaving = ? WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
+      leaving, streamKey, sub, s.server_id, s.service_id, s.client_id);
+  }
+
   private seatsOf(streamKey: string, sub: string): Seat[] {
-    return this.sql.exec<Seat>("SELECT server_id, service_id, client_id, since, grant_id FROM seats WHERE stream_key = ? AND sub = ? ORDER BY since, client_id", streamKey, sub).toArray();
+    return this.sql.exec<Seat>("SELECT server_id, service_id, client_id, since, grant_id, leaving FROM seats WHERE stream_key = ? AND sub = ? ORDER BY since, client_id", streamKey, sub).toArray();
   }
 
   /**
@@ -201,29 +221,41 @@ export class ViewerSeats extends DurableObject<Env> {
 
   /**
    * Ends these sessions in their shards (kicked through the SRS API when it is
-   * configured); the caller took their seats already. False if a shard could not be reached:
-   * that session keeps (gets back) its seat, and the caller refuses.
+   * configured); the seats of those ended or gone go. Returns those whose
+   * shard could not be reached: the caller gives them back their seats and refuses.
    */
-  private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string): Promise<boolean> {
-    const results = await Promise.all(
+  private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string): Promise<Seat[]> {
+    const failed: Seat[] = [];
+    const kicks: Seat[] = [];
+    await Promise.all(
       seats.map(async (s) => {
         try {
           const ended = await withTimeout(
             withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why)),
             SHARD_TIMEOUT_MS,
           );
-          return ended ? s : null;
+          this.release(streamKey, sub, [sessionOf(s)]);
+          this.rememberEnded(`${streamKey}\n${sub}\n${keyOf(s)}`);
+          if (ended) kicks.push(s);
         } catch (err) {
           console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
-          this.insert(streamKey, sub, sessionOf(s), s.since);
-          return undefined;
+          failed.push(s);
         }
       }),
     );
-    const kicks = results.filter((s): s is Seat => !!s).map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why }));
-    if (kicks.length > 0) this.ctx.waitUntil(queueKicks(this.env, kicks).catch(() => {}));
-    return results.every((r) => r !== undefined);
+    if (kicks.length > 0) this.ctx.waitUntil(queueKicks(this.env, kicks.map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why }))).catch(() => {}));
+    return failed;
   }
+
+  private rememberEnded(key: string): void {
+    const now = Date.now();
+    for (const [k, at] of this.ended) if (now - at >= ENDED_KEPT_MS) this.ended.delete(k);
+    this.ended.set(key, now);
+  }
+}
+
+function seatOf(session: SessionId): Pick<Seat, "server_id" | "service_id" | "client_id"> {
+  return { server_id: session.serverId, service_id: session.serviceId, client_id: session.clientId };
 }
 
 function sessionOf(s: Seat): SessionId {
@@ -234,7 +266,7 @@ function same(s: Seat, session: SessionId): boolean {
   return s.server_id === session.serverId && s.service_id === session.serviceId && s.client_id === session.clientId;
 }
 
-function keyOf(s: Seat): string {
+function keyOf(s: Pick<Seat, "server_id" | "service_id" | "client_id">): string {
   return `${s.server_id}\n${s.service_id}\n${s.client_id}`;
 }
 

@@ -108,3 +108,10 @@ export function maxTokenTtlS(env: Env): number {
   }
   return seconds;
 }
+
+export const DEFAULT_USAGE_RETENTION_DAYS = 90;
+
+/** USAGE_RETENTION_DAYS ([vars]): how long hourly usage is kept, in milliseconds. */
+export function usageRetentionMs(env: Env): number {
+  return positiveSeconds("USAGE_RETENTION_DAYS", env.USAGE_RETENTION_DAYS, DEFAULT_USAGE_RETENTION_DAYS) * 86_400;
+}

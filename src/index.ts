@@ -18,6 +18,7 @@ import { ObjectCallFailed } from "./platform/retry";
 import { handleHeartbeat, handleHook } from "./srs/routes";
 import { deliverEvents } from "./events/deliver";
 import { sendTestEvent } from "./events/routes";
+import { getFleetUsage, getStreamUsage } from "./usage/routes";
 import type { WebhookEvent } from "./events/event";
 
 export { StreamObject } from "./stream/object";
@@ -42,12 +43,14 @@ router
   .get("/admin/streams/:app/:stream", getStream)
   .delete("/admin/streams/:app/:stream", deleteStream)
   .get("/admin/streams/:app/:stream/events", getStreamEvents)
+  .get("/admin/streams/:app/:stream/usage", getStreamUsage)
   .delete("/admin/streams/:app/:stream/sessions", endStreamSessions)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
   .get("/admin/servers", listServers)
   .put("/admin/servers/:server_id", putServer)
   .get("/admin/load", getLoad)
   .delete("/admin/servers/:server_id/sessions", endServerSessions)
+  .get("/admin/usage", getFleetUsage)
   .post("/admin/events/test", sendTestEvent);
 
 export default {

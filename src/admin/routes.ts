@@ -13,7 +13,7 @@ import { queueKicks, type KickPlanned } from "../srs/kicks";
 import { parsePolicyChange, parseTokenRequest, streamNameFrom } from "./validate";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
-const CATALOGUE_PREFIX = "stream:";
+export const CATALOGUE_PREFIX = "stream:";
 
 /** Middleware: every /admin route needs `Authorization: Bearer <ADMIN_TOKEN>`. */
 export async function requireAdmin(request: IRequest, env: Env): Promise<void> {

@@ -23,6 +23,8 @@ import {
   type RecallAnswer,
   type ViewerPolicy,
 } from "./lease";
+import { fenceEnd, ShardActivity } from "../usage/shard-activity";
+import type { HourUsage } from "../usage/book";
 
 /** A viewer session ended here, as the admin API answers it. */
 export interface EndedViewer {
@@ -148,10 +150,13 @@ export class ViewerShard extends DurableObject<Env> {
   private logNext = new Map<string, { slot: number; seq: number }>();
   private alarmAt: number | null = null;
   private ready = false;
+  /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
+  private activity: ShardActivity;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.activity = new ShardActivity(this.sql, env, ctx);
     this.ghosts = new GhostCheck(env);
     countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount", "viewersOf"]);
     // A shard whose server never played a stream that exists stores nothing: tables come with the first write.
@@ -256,6 +261,7 @@ export class ViewerShard extends DurableObject<Env> {
         !this.processes.has(session.serviceId) || (now.playAuth === "token" && !req.token.ok) || (now.maxViewers !== null && policy.maxViewers === null);
       if (changed && round < 3) continue;
       if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
+        this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
         return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
       }
       if (changed) return { allow: false, denial: Denials.unknownStream };
@@ -293,11 +299,13 @@ export class ViewerShard extends DurableObject<Env> {
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
     if (cause.voidHook) this.voidHooks.add(cause.voidHook);
     if (!this.ready) return 0;
-    const removed = this.sql.exec(
-      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?",
+    const gone = this.sql.exec<{ since: number }>(
+      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING since",
       streamKey, session.serviceId, session.clientId,
-    ).rowsWritten;
+    ).toArray();
+    const removed = gone.length;
     if (removed === 0) return 0;
+    for (const g of gone) this.activity.viewerEnded(streamKey, g.since, Date.now());
     this.bump(streamKey, session.serviceId, -1);
     this.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     if (!keepSlot) this.giveBackIfTight(streamKey);
@@ -360,8 +368,10 @@ export class ViewerShard extends DurableObject<Env> {
     if (news.cutoff > 0) {
       if (news.replaced) this.markReplaced(id);
       for (const streamKey of this.streamsOf(id)) {
-        const n = this.sql.exec("DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ?", streamKey, id, news.cutoff).rowsWritten;
+        const gone = this.sql.exec<{ since: number }>("DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING since", streamKey, id, news.cutoff).toArray();
+        const n = gone.length;
         if (n === 0) continue;
+        for (const g of gone) this.activity.viewerEnded(streamKey, g.since, fenceEnd(news.lastAlive));
         ended += n;
         this.bump(streamKey, id, -n);
         this.record(streamKey, "fence", "", "", "end", `ended ${n} viewer(s) of server ${this.serverId} (service ${id}): ${news.why}`);
@@ -388,6 +398,22 @@ export class ViewerShard extends DurableObject<Env> {
       suspendedViewers: this.suspendedOf(streamKey),
       leased: this.leases.get(streamKey)?.granted ?? 0,
     };
+  }
+
+  /** This server's viewer usage of a stream in [from, to): open sessions of processes not suspended count up to now. */
+  viewerUsage(streamKey: string, from: number, to: number): HourUsage[] {
+    const open = this.rows<{ since: number; service_id: string }>("SELECT since, service_id FROM viewers WHERE stream_key = ?", streamKey).filter((r) => !this.processes.get(r.service_id)?.suspended);
+    return this.activity.usage.hours(streamKey, from, to, "viewer", open);
+  }
+
+  /** Viewers of a stream held here, the peak of each minute in [from, to). */
+  viewersPerMinute(streamKey: string, from: number, to: number): number[] {
+    return this.activity.usage.minutes(streamKey, from, to);
+  }
+
+  /** The most viewers of a stream held here at once between from and to (a publish's peak). */
+  peakViewers(streamKey: string, from: number, to: number): number {
+    return this.activity.usage.peakDuring(streamKey, from, to);
   }
 
   events(streamKey: string): StreamEvent[] {
@@ -769,6 +795,7 @@ export class ViewerShard extends DurableObject<Env> {
     const n = (m.get(serviceId) ?? 0) + by;
     if (n > 0) m.set(serviceId, n);
     else m.delete(serviceId);
+    this.activity.usage.held(streamKey, [...m.values()].reduce((a, b) => a + b, 0));
     if (m.size === 0) this.counts.delete(streamKey);
   }
 

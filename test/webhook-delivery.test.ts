@@ -4,10 +4,13 @@
  * body on every attempt, nothing when events are off.
  */
 import { env } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
 import { newEvent } from "../src/events/event";
 import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "./receiver";
+import { admin, createStream, hook, newEdge, play, publish, uniqueStream, unpublish } from "./srs";
+import { streamStub } from "./fleet";
 
 const on = (extra: Partial<Env> = {}): Env => ({ ...(env as Env), EVENTS_WEBHOOK_URL: RECEIVER_URL, EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET, ...extra });
 const started = (stream: string) => newEvent("stream.started", { vhost: "__defaultVhost__", app: "live", stream, server_id: "vid-a", client_id: "c1" });
@@ -74,5 +77,29 @@ describe("webhook delivery", () => {
     const delays = await consume(on({ EVENTS_WEBHOOK_URL: undefined }), [started("f")]);
     expect(delays).toEqual([]);
     expect(receiver.attempts).toHaveLength(0);
+  });
+});
+
+describe("with EVENTS_WEBHOOK_URL unset (this project)", () => {
+  it("hooks produce no event: nothing queued, nothing stored, nothing fetched", async () => {
+    const receiver = new Receiver().install();
+    const send = vi.spyOn(env.EVENTS, "sendBatch");
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream, { maxViewers: 0 });
+    expect((await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).status).toBe(200);
+    expect((await hook(play("live", stream, { ...edge, client: "v1" }))).status).toBe(403);
+    expect((await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).status).toBe(200);
+    expect((await admin("DELETE", `/streams/live/${stream}/sessions`)).status).toBe(200);
+    expect(send).not.toHaveBeenCalled();
+    expect(receiver.attempts).toHaveLength(0);
+    const outbox = await runInDurableObject(streamStub(stream), (_o, state) => state.storage.sql.exec("SELECT name FROM sqlite_master WHERE name = 'event_outbox'").toArray());
+    expect(outbox).toEqual([]);
+  });
+
+  it("POST /admin/events/test says that events are not configured", async () => {
+    const res = await admin("POST", "/events/test");
+    expect(res.status).toBe(409);
+    expect(res.body).toMatchObject({ configured: false });
   });
 });

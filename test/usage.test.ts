@@ -149,3 +149,64 @@ describe("usage per minute (the console's chart)", () => {
     expect(minute(-9)).toBe(0);
   });
 });
+
+describe("USAGE_RETENTION_DAYS", () => {
+  it("a session older than the retention counts only from the oldest hour kept", async () => {
+    const DAY = 24 * HOUR;
+    const edge = newEdge();
+    const stream = uniqueStream();
+    await createStream(stream);
+    at(-91 * DAY);
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(0);
+    await hook(stopPlay("live", stream, { ...edge, client: "v1" }));
+    const body = await usage(stream, `?from=${iso(-91 * DAY)}&to=${iso(-89 * DAY)}`);
+    expect(bucket(body, -91 * DAY).viewerSeconds).toBe(0);
+    expect(bucket(body, -90 * DAY - HOUR).viewerSeconds).toBe(0);
+    expect(bucket(body, -90 * DAY).viewerSeconds).toBe(3600);
+  });
+
+  it("is read as days, and a malformed value falls back to 90 days (logged) instead of failing hooks", async () => {
+    const { usageRetentionMs } = await import("../src/config");
+    const env = (v?: string) => ({ USAGE_RETENTION_DAYS: v }) as any;
+    expect(usageRetentionMs(env("2"))).toBe(2 * 86_400_000);
+    expect(usageRetentionMs(env(undefined))).toBe(90 * 86_400_000);
+    expect(usageRetentionMs(env("ninety"))).toBe(90 * 86_400_000);
+    expect(usageRetentionMs(env("-1"))).toBe(90 * 86_400_000);
+  });
+});
+
+describe("GET /admin/usage: every stream", () => {
+  it("lists each stream's totals and non-empty hours, as JSON and as CSV, and the fleet's viewers per minute", async () => {
+    const vhost = `v${crypto.randomUUID().slice(0, 8)}`;
+    const edge = newEdge();
+    const [a, b] = [uniqueStream(), uniqueStream()];
+    for (const s of [a, b]) expect((await admin("PUT", `/streams/live/${s}?vhost=${vhost}`, {})).status).toBe(201);
+    await hook({ ...play("live", a, { ...edge, client: "v1" }), vhost });
+    await hook({ ...play("live", b, { ...edge, client: "v2" }), vhost });
+    at(10_000);
+    await hook({ ...stopPlay("live", a, { ...edge, client: "v1" }), vhost });
+    at(30_000);
+    await hook({ ...stopPlay("live", b, { ...edge, client: "v2" }), vhost });
+    const json = await admin("GET", `/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(HOUR)}`);
+    expect(json.status).toBe(200);
+    const byName = Object.fromEntries(json.body.streams.map((s: any) => [s.stream, s]));
+    expect(byName[a]).toMatchObject({ vhost, app: "live", viewerSeconds: 10, publishSeconds: 0, peakViewers: 1, buckets: [{ start: iso(0), viewerSeconds: 10 }] });
+    expect(byName[b]).toMatchObject({ viewerSeconds: 30, peakViewers: 1 });
+    const csv = await exportsFetch(`/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(HOUR)}&format=csv`);
+    expect(csv.headers.get("content-type")).toMatch(/^text\/csv/);
+    const lines = (await csv.text()).trim().split("\r\n");
+    expect(lines[0]).toBe("start,vhost,app,stream,viewerSeconds,publishSeconds,peakViewers");
+    expect(lines.slice(1).sort()).toEqual([`${iso(0)},${vhost},live,${a},10,0,1`, `${iso(0)},${vhost},live,${b},30,0,1`].sort());
+    at(60_000);
+    const minutes = await admin("GET", `/usage?vhost=${vhost}&resolution=minute`);
+    expect(minutes.body.buckets.find((x: any) => x.start === iso(0)).peakViewers).toBe(2);
+    for (const bad of ["?format=xml", "?format=csv&resolution=minute", "?to=2031-13-01"]) expect((await admin("GET", `/usage${bad}`)).status, bad).toBe(400);
+  });
+});
+
+/** A raw admin GET (the CSV answer is not JSON). */
+async function exportsFetch(path: string): Promise<Response> {
+  const { exports } = await import("cloudflare:workers");
+  return exports.default.fetch(`http://gate.test/admin${path}`, { headers: { authorization: "Bearer test-admin-token-32-chars-or-more" } });
+}

@@ -194,7 +194,7 @@ export class StreamObject extends DurableObject<Env> {
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
-    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm());
+    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`);
     this.sessions = new SessionBook(this.sql, (...line) => this.record(...line), this.activity);
     this.leases = new LeaseBook(this.sql);
     this.policyVersion = this.sql.exec<{ v: number }>("SELECT v FROM policy_version").toArray()[0]?.v ?? 0;

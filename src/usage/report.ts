@@ -62,6 +62,6 @@ export async function streamUsage(env: Env, streamKey: string, range: UsageRange
   return { buckets, ...(incomplete.length > 0 ? { incomplete } : {}) };
 }
 
-function iso(ms: number): string {
+export function iso(ms: number): string {
   return new Date(ms).toISOString();
 }

@@ -6,7 +6,7 @@ import { jsonResponse } from "../http";
 import { streamObject } from "../object-access";
 import { parseStreamKey, streamKey } from "../stream/name";
 import { parseRange } from "./range";
-import { streamUsage, type MinuteBucket, type UsageBucket } from "./report";
+import { iso, streamUsage, type MinuteBucket, type UsageBucket } from "./report";
 
 /**
  * GET /admin/streams/{app}/{stream}/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute]:
@@ -72,8 +72,4 @@ function totals(buckets: UsageBucket[]): { viewerSeconds: number; publishSeconds
 /** Names are letters, digits and . _ ~ - (src/limits.ts), but a spreadsheet must never read a formula. */
 function csv(value: string): string {
   return /^[=+\-@]/.test(value) || /[",\r\n]/.test(value) ? `"'${value.replaceAll('"', '""')}"` : value;
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
 }

@@ -45,14 +45,16 @@ export class StreamActivity {
     private ctx: DurableObjectState,
     /** Arms the object's alarm (which calls flush()). */
     retryLater: () => void,
+    /** The stream's key from its own row, where the platform does not tell the object its name. */
+    private fallbackKey: () => string | null = () => null,
   ) {
     this.usage = new UsageBook(sql, () => usageRetentionMs(env));
     this.outbox = new Outbox(sql, env, ctx, retryLater, (e) => this.withPeakViewers(e));
   }
 
-  /** vhost/app/stream: the object's name. */
+  /** vhost/app/stream: the object's name (idFromName), else what its row says. */
   get streamKey(): string {
-    return this.ctx.id.name ?? "";
+    return this.ctx.id.name ?? this.fallbackKey() ?? "";
   }
 
   started(serverId: string, clientId: string, at: number): void {

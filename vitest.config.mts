@@ -16,6 +16,9 @@ const bindings = {
   ...tomlVars,
   HOOK_SECRET_PREVIOUS: "",
   TOKEN_SIGNING_KEY_PREVIOUS: "",
+  // Events off, unless a project turns them on.
+  EVENTS_WEBHOOK_URL: "",
+  EVENTS_WEBHOOK_SECRET: "",
   // At least 32 characters each: the Worker refuses shorter secrets.
   HOOK_SECRET: "test-hook-secret-32-chars-or-more",
   ADMIN_TOKEN: "test-admin-token-32-chars-or-more",
@@ -35,11 +38,15 @@ const workerd = (extra: Record<string, string>) =>
 const common = { silent: "passed-only" as const, testTimeout: 60_000 };
 // Files whose gate calls SRS's HTTP API (SRS_API_URL set; their fake SRS answers the Worker's fetch).
 const SRS_API_TESTS = ["test/srs-api.test.ts", "test/srs-api-adversarial.test.ts"];
+// Files whose gate sends events (EVENTS_WEBHOOK_URL set; test/receiver.ts answers the Worker's fetch of it).
+const WEBHOOK_TESTS = ["test/webhooks.test.ts"];
+const WEBHOOK_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`; // as test/receiver.ts
 
 export default defineConfig({
   test: {
     projects: [
-      { plugins: [workerd({})], test: { ...common, name: "gate", include: ["test/**/*.test.ts"], exclude: SRS_API_TESTS } },
+      { plugins: [workerd({})], test: { ...common, name: "gate", include: ["test/**/*.test.ts"], exclude: [...SRS_API_TESTS, ...WEBHOOK_TESTS] } },
+      { plugins: [workerd({ EVENTS_WEBHOOK_URL: "https://receiver.test/streamgate-events", EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET })], test: { ...common, name: "webhooks", include: WEBHOOK_TESTS } },
       { plugins: [workerd({ SRS_API_URL: "https://{device_id}.srs.test:1985", SRS_API_USERNAME: "gate", SRS_API_PASSWORD: "srs-api-password" })], test: { ...common, name: "srs-api", include: SRS_API_TESTS } },
     ],
   },

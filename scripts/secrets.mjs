@@ -1,7 +1,8 @@
 // npm run secrets [-- --local] [-- --rotate [NAMES] [--no-previous]]
 //
 // Generates streamgate's secrets (HOOK_SECRET, ADMIN_TOKEN, TOKEN_SIGNING_KEY: 32 random bytes from
-// node:crypto, base64url, 43 characters), stores them and prints them once as NAME=value lines on
+// node:crypto, base64url, 43 characters; EVENTS_WEBHOOK_SECRET: the Standard Webhooks form, "whsec_" +
+// base64 of 32 random bytes, which the backend receiving the events verifies with), stores them and prints them once as NAME=value lines on
 // stdout (everything else goes to stderr).
 //
 // - Deployed Worker (default): asks `wrangler secret list` which secrets exist and stores the missing
@@ -22,7 +23,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 
-const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY"];
+const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"];
 /** The secrets whose old value can stay valid during a rotation (src/env.ts). */
 const HAS_PREVIOUS = new Set(["HOOK_SECRET", "TOKEN_SIGNING_KEY"]);
 const MIN_LENGTH = 32;
@@ -35,20 +36,26 @@ function afterRotation(name, local) {
       return `update every SRS server's hook and heartbeat URLs (npm run srs-config with the new HOOK_SECRET) and reload it (killall -1 srs); when all use the new URL: ${drop}`;
     case "TOKEN_SIGNING_KEY":
       return `switch your backend to the new key; once the longest play-token TTL you issue has passed: ${drop}`;
+    case "EVENTS_WEBHOOK_SECRET":
+      return "events are signed with the new secret from now on: give it to the backend that receives them (EVENTS_WEBHOOK_URL)";
     default:
       return "the old token is refused from now on: update your backend; open consoles ask for the new one";
   }
 }
 
-const USAGE = `usage: npm run secrets [-- --local] [-- --rotate [HOOK_SECRET,ADMIN_TOKEN,TOKEN_SIGNING_KEY] [--no-previous]]`;
+const USAGE = `usage: npm run secrets [-- --local] [-- --rotate [HOOK_SECRET,ADMIN_TOKEN,TOKEN_SIGNING_KEY,EVENTS_WEBHOOK_SECRET] [--no-previous]]`;
 
 function fail(message, code = 1) {
   console.error(`streamgate secrets: ${message}`);
   process.exit(code);
 }
 
-/** 32 bytes from the CSPRNG, base64url: 43 characters, safe in a URL path and in srs.conf. */
-function newSecret() {
+/**
+ * 32 bytes from the CSPRNG, base64url: 43 characters, safe in a URL path and in srs.conf. The events'
+ * signing secret in the form Standard Webhooks libraries take: "whsec_" + base64 of the key.
+ */
+function newSecret(name) {
+  if (name === "EVENTS_WEBHOOK_SECRET") return `whsec_${randomBytes(32).toString("base64")}`;
   return randomBytes(32).toString("base64url");
 }
 
@@ -105,7 +112,7 @@ function plan(existing, currentValue) {
       if (current.length < MIN_LENGTH) fail(`the current ${name} given is shorter than ${MIN_LENGTH} characters: is it the right value?`);
       writes[`${name}_PREVIOUS`] = current;
     }
-    writes[name] = newSecret();
+    writes[name] = newSecret(name);
     generated.push(name);
   }
   return { writes, generated, kept };

@@ -108,3 +108,17 @@ export function maxTokenTtlS(env: Env): number {
   }
   return seconds;
 }
+
+export const DEFAULT_USAGE_RETENTION_DAYS = 90;
+
+/**
+ * USAGE_RETENTION_DAYS ([vars]): how long hourly usage is kept, in milliseconds. Read where
+ * sessions end, so a malformed value never fails a hook: it is logged and the default applies.
+ */
+export function usageRetentionMs(env: Env): number {
+  const raw = env.USAGE_RETENTION_DAYS;
+  const days = raw === undefined || raw === "" ? DEFAULT_USAGE_RETENTION_DAYS : Number(raw);
+  if (Number.isFinite(days) && days > 0) return days * 86_400_000;
+  console.error(JSON.stringify({ error: `USAGE_RETENTION_DAYS must be a positive number of days, not "${raw}": ${DEFAULT_USAGE_RETENTION_DAYS} used` }));
+  return DEFAULT_USAGE_RETENTION_DAYS * 86_400_000;
+}

@@ -9,7 +9,7 @@
  * a rotation, so only this file declares them.
  */
 type Generated = Cloudflare.Env;
-type Secret = "HOOK_SECRET" | "ADMIN_TOKEN" | "TOKEN_SIGNING_KEY";
+type Secret = "HOOK_SECRET" | "ADMIN_TOKEN" | "TOKEN_SIGNING_KEY" | "EVENTS_WEBHOOK_SECRET";
 
 export interface Env extends Omit<Generated, Secret> {
   /** Path segment of every hook URL. */
@@ -30,6 +30,10 @@ export interface Env extends Omit<Generated, Secret> {
   /** Basic auth for SRS's http_api { auth { … } }, when it is enabled. */
   SRS_API_USERNAME?: string;
   SRS_API_PASSWORD?: string;
+  /** Where events are POSTed (src/events/); unset: no events are produced. */
+  EVENTS_WEBHOOK_URL?: string;
+  /** Standard Webhooks signing secret: "whsec_" + base64 of the key, or any other string (its UTF-8 bytes are the key). */
+  EVENTS_WEBHOOK_SECRET?: string;
   /** "1": objects count the calls they receive, for `npm run bench` (GET /admin/load). Never set in production. */
   LOAD_COUNTERS?: string;
 }

@@ -17,6 +17,10 @@ import type { Env } from "./env";
 import { jsonResponse } from "./http";
 import { ObjectCallFailed } from "./platform/retry";
 import { handleHeartbeat, handleHook } from "./srs/routes";
+import { deliverEvents } from "./events/deliver";
+import { sendTestEvent } from "./events/routes";
+import { getFleetUsage, getStreamUsage } from "./usage/routes";
+import type { WebhookEvent } from "./events/event";
 
 export { StreamObject } from "./stream/object";
 export { ServerRegistry } from "./server/registry";
@@ -41,6 +45,7 @@ router
   .get("/admin/streams/:app/:stream", getStream)
   .delete("/admin/streams/:app/:stream", deleteStream)
   .get("/admin/streams/:app/:stream/events", getStreamEvents)
+  .get("/admin/streams/:app/:stream/usage", getStreamUsage)
   .delete("/admin/streams/:app/:stream/sessions", endStreamSessions)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
   .post("/admin/streams/:app/:stream/revocations", postRevocation)
@@ -49,9 +54,15 @@ router
   .get("/admin/servers", listServers)
   .put("/admin/servers/:server_id", putServer)
   .get("/admin/load", getLoad)
-  .delete("/admin/servers/:server_id/sessions", endServerSessions);
+  .delete("/admin/servers/:server_id/sessions", endServerSessions)
+  .get("/admin/usage", getFleetUsage)
+  .post("/admin/events/test", sendTestEvent);
 
-export default router;
+export default {
+  fetch: (request: Request, env: Env, ctx: ExecutionContext) => router.fetch(request, env, ctx),
+  // The events queue's consumer: deliveries to EVENTS_WEBHOOK_URL (src/events/deliver.ts).
+  queue: (batch: MessageBatch<WebhookEvent>, env: Env) => deliverEvents(batch, env),
+};
 
 /**
  * The one place failures become responses. Hooks answer in SRS's shape

@@ -542,7 +542,7 @@ const actions = {
     const sessions = el("div", { class: "sessions" }, el("p", { class: "muted" }, "Loading…"));
     const body = el("div", { class: "events" }, el("p", { class: "muted" }, "Loading…"));
     const byId = viewersById(s, async () => renderSessions(sessions, await api("GET", streamPath(s))));
-    openDialog(`${name}: sessions and last decisions`, [sessions, byId, el("h3", {}, "Last decisions"), body], [{ label: "Close" }]);
+    openDialog(`${name}: sessions and last decisions`, [sessions, usageCharts(s), byId, el("h3", {}, "Last decisions"), body], [{ label: "Close" }]);
     const [fresh, log] = await Promise.allSettled([api("GET", streamPath(s)), api("GET", streamPath(s, "/events"))]);
     if (fresh.status === "fulfilled") renderSessions(sessions, fresh.value);
     else sessions.replaceChildren(el("p", { class: "error" }, failure(fresh.reason)));

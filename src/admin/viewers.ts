@@ -8,6 +8,8 @@ import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { streamObject, viewerShard } from "../object-access";
 import { queueKicks } from "../srs/kicks";
+import { queueEvents } from "../events/event";
+import { operatorEvents } from "../events/operator";
 import { streamKey } from "../stream/name";
 import type { Revocation } from "../viewers/lease";
 import type { EndedViewer, ViewerSession } from "../viewers/shard";
@@ -48,6 +50,7 @@ export async function postRevocation(request: IRequest, env: Env): Promise<Respo
     )
   ).flat();
   const kicking = await queueKicks(env, ended.map((v) => ({ ...v, role: "viewer" as const, why: "token revoked" })));
+  await queueEvents(env, operatorEvents(ended.map((v) => ({ ...v, role: "viewer" as const })), "token revoked", kicking.length > 0));
   return jsonResponse(
     {
       revocation: shown(revocation),

@@ -85,6 +85,11 @@ export interface ProcessStatus {
   /** ended by a restart: later start hooks of the process are refused. */
   replaced: boolean;
   why: string;
+  /**
+   * With a cutoff: the last moment the process was known alive (its server's last heartbeat
+   * before the restart or the silence); its sessions' usage ends there. 0: unknown (now).
+   */
+  lastAlive?: number;
   /** In answers to questions (not in notices): the server's SRS API base URL, if it has one. */
   api?: string | null;
 }
@@ -212,6 +217,7 @@ export class ServerRegistry extends DurableObject<Env> {
       api_ok: "INTEGER",
     });
     addColumns(this.sql, "retired", { heard_at: "INTEGER" });
+    addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0" });
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
@@ -481,8 +487,8 @@ export class ServerRegistry extends DurableObject<Env> {
    * viewer shard, to the server's shard (its viewers of every stream).
    */
   private async deliverNotices(shardOf?: string): Promise<boolean> {
-    type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string };
-    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why";
+    type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string; last_alive: number };
+    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive";
     const batch =
       shardOf === undefined
         ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices ORDER BY rowid LIMIT ?`, NOTICE_BATCH).toArray()
@@ -497,6 +503,7 @@ export class ServerRegistry extends DurableObject<Env> {
           cutoff: n.cutoff,
           replaced: n.replaced === 1,
           why: n.why,
+          lastAlive: n.last_alive,
         };
         // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
         if (n.stream_key === VIEWER_SHARD_ENTRY.streamKey) return withRetry(() => viewerShard(this.env, n.server_id), (shard) => shard.applyStatus(news));
@@ -622,7 +629,8 @@ export class ServerRegistry extends DurableObject<Env> {
     this.sql.exec("DELETE FROM candidates WHERE server_id = ?", row.server_id);
     for (const old of replaced) {
       this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", row.server_id, old, now);
-      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`);
+      // The old process was last known alive at the server's last heartbeat (unknown without heartbeats: now).
+      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, row.last_heartbeat ?? now);
     }
     this.touch(row, now);
     if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now, "restarted");
@@ -670,6 +678,7 @@ export class ServerRegistry extends DurableObject<Env> {
       seq: row.seq,
       status: silent ? "suspended" : "live",
       cutoff: row.expired_at ?? 0,
+      lastAlive: row.expired_at === null ? 0 : Math.min(row.expired_at, row.last_heartbeat ?? row.expired_at),
       replaced: false,
       why: silent ? "its server is silent" : "its server is alive",
     };
@@ -708,7 +717,7 @@ export class ServerRegistry extends DurableObject<Env> {
     row.expired_at = Math.min(now, row.last_heartbeat! + serverTimeoutMs(this.env));
     row.seq++;
     this.sql.exec("UPDATE servers SET expired_at = ?, seq = ? WHERE server_id = ?", row.expired_at, row.seq, row.server_id);
-    this.notify(row, row.service_id, "suspended", row.expired_at, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`);
+    this.notify(row, row.service_id, "suspended", row.expired_at, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`, row.last_heartbeat!);
   }
 
   /**
@@ -717,13 +726,14 @@ export class ServerRegistry extends DurableObject<Env> {
    * older one still pending; an end (cutoff > 0) is kept apart, so that a
    * return right after SESSION_GRACE_S cannot cancel it.
    */
-  private notify(row: ServerRow, serviceId: string, status: ProcessStatus["status"], cutoff: number, replaced: boolean, why: string): void {
+  private notify(row: ServerRow, serviceId: string, status: ProcessStatus["status"], cutoff: number, replaced: boolean, why: string, lastAlive = 0): void {
     this.sql.exec(
-      `INSERT INTO notices (stream_key, server_id, service_id, kind, status, seq, cutoff, replaced, why)
-       SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
+      `INSERT INTO notices (stream_key, server_id, service_id, kind, status, seq, cutoff, replaced, why, last_alive)
+       SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
        ON CONFLICT (stream_key, server_id, service_id, kind) DO UPDATE SET
-         status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why`,
-      cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, row.server_id, serviceId,
+         status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why,
+         last_alive = MAX(last_alive, excluded.last_alive)`,
+      cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, lastAlive, row.server_id, serviceId,
     );
     if (cutoff === 0) {
       // A status still pending for a stream the process no longer holds sessions on (ended meanwhile) is

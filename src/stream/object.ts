@@ -19,6 +19,8 @@ import { kickClient } from "../srs/api";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
 import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
+import { endReason, StreamActivity } from "../usage/stream-activity";
+import type { HourUsage } from "../usage/book";
 
 export type { StreamEvent } from "./decision-log";
 export type { EndedSession, Publisher } from "./sessions";
@@ -184,6 +186,8 @@ export class StreamObject extends DurableObject<Env> {
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new VoidedHooks();
   private ghosts: GhostCheck;
+  /** Usage and events of the publish sessions (src/usage/stream-activity.ts). */
+  private activity!: StreamActivity;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -211,7 +215,8 @@ export class StreamObject extends DurableObject<Env> {
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
-    this.sessions = new SessionBook(this.sql, (...line) => this.record(...line));
+    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`);
+    this.sessions = new SessionBook(this.sql, (...line) => this.record(...line), this.activity);
     this.leases = new LeaseBook(this.sql);
     this.policyVersion = this.sql.exec<{ v: number }>("SELECT v FROM policy_version").toArray()[0]?.v ?? 0;
     this.ready = true;
@@ -264,6 +269,7 @@ export class StreamObject extends DurableObject<Env> {
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
     const gone = { policy: null, version: this.policyVersion, seq: report.seq, granted: report.granted, tight: false };
     if (!this.row) return gone;
+    this.activity.noteShard(report.serverId);
     let mode: GrantMode = "strict";
     if (report.want > 0 && this.leases.restsOnSuspended(report, this.row.max_viewers)) {
       // Slots are free only because other shards' viewers are suspended: their servers may be back.
@@ -446,7 +452,7 @@ export class StreamObject extends DurableObject<Env> {
   end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
     if (cause.voidHook) this.voidHooks.add(cause.voidHook);
-    const ended = this.sessions.end(session);
+    const ended = this.sessions.end(session, endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
   }
@@ -502,12 +508,24 @@ export class StreamObject extends DurableObject<Env> {
     return this.ready ? this.leases.logSources() : [];
   }
 
-  /** Background check, so the counts operators see converge even if a notice was lost. */
+  /** A viewer shard refused a viewer for the cap (stream.viewer_limit_reached, at most one a minute). */
+  viewerLimitReached(serverId: string, maxViewers: number): void {
+    if (this.row) this.activity.viewerLimitReached(serverId, maxViewers);
+  }
+
+  /** This stream's publish usage in [from, to) and the viewer shards that hold its viewers' (src/usage/report.ts). */
+  publishUsage(from: number, to: number): { hours: HourUsage[]; shards: string[] } {
+    if (!this.ready) return { hours: [], shards: [] };
+    return { hours: this.activity.usage.hours(this.activity.streamKey, from, to, "publisher", this.sessions.openPublishes()), shards: this.activity.viewerShards() };
+  }
+
+  /** Background check, so the counts operators see converge even if a notice was lost; and events not yet queued. */
   async alarm(): Promise<void> {
     this.alarmAt = null;
     if (!this.ready) return;
     await this.refresh(null);
-    if (!this.sessions.isEmpty()) this.armAlarm();
+    await this.activity.outbox.flush();
+    if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.armAlarm();
   }
 
   // --- admin -----------------------------------------------------------------
@@ -655,7 +673,7 @@ export class StreamObject extends DurableObject<Env> {
       if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped))) {
         return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
       }
-      this.sessions.end(holder);
+      this.sessions.end(holder, "takeover");
       this.record("takeover", holder.serverId, holder.clientId, "", "end",
         `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
     }
@@ -667,7 +685,7 @@ export class StreamObject extends DurableObject<Env> {
     const gone = await this.ghosts.gone(blockers);
     let ended = 0;
     for (const g of gone) {
-      if (this.sessions.end(g) === 0) continue;
+      if (this.sessions.end(g, "ghost") === 0) continue;
       ended++;
       this.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
       // Its index entry goes too (as after a stop): the server's session count and a later "end all" follow.

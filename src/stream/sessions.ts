@@ -1,6 +1,14 @@
 import type { ProcessId, ProcessStatus } from "../server/registry";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamEvent } from "./decision-log";
+import type { EndedPublish, EndReason } from "../usage/stream-activity";
+import { fenceEnd } from "../usage/shard-activity";
+
+/** Told of every publish session that starts or ends (usage and events: src/usage/stream-activity.ts). */
+export interface PublishListener {
+  started(serverId: string, clientId: string, at: number): void;
+  ended(p: EndedPublish, end: number, reason: EndReason): void;
+}
 
 /**
  * A publisher session as the admin API shows it. `state`: "live" (it holds
@@ -76,6 +84,7 @@ export class SessionBook {
   constructor(
     private sql: SqlStorage,
     private record: Recorder,
+    private listener?: PublishListener,
   ) {
     if (sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'publisher'").toArray().length > 0) {
       // The single-publisher table of earlier versions.
@@ -116,6 +125,11 @@ export class SessionBook {
     return this.publishers.some((p) => this.isSuspended(p.server_id, p.service_id));
   }
 
+  /** Publish sessions that count now (their server is not silent), for usage up to now. */
+  openPublishes(): { since: number }[] {
+    return this.publishers.filter((p) => !this.isSuspended(p.server_id, p.service_id)).map((p) => ({ since: p.since }));
+  }
+
   isEmpty(): boolean {
     return this.publishers.length === 0;
   }
@@ -146,11 +160,12 @@ export class SessionBook {
       row.server_id, row.service_id, row.client_id, row.ip, row.since, row.ord,
     );
     this.publishers.push(row);
+    this.listener?.started(row.server_id, row.client_id, row.since);
   }
 
   /** Ends the publisher session; returns how many ended (0 or 1). */
-  end(session: SessionId): number {
-    const ended = this.deletePublishers(session.serverId, session.serviceId, session.clientId, ALL);
+  end(session: SessionId, reason: EndReason = "stop"): number {
+    const ended = this.deletePublishers(session.serverId, session.serviceId, session.clientId, ALL, reason);
     this.dropProcessIfIdle(session.serverId, session.serviceId);
     return ended;
   }
@@ -163,7 +178,7 @@ export class SessionBook {
         ended.push({ role: "publisher", serverId: p.server_id, serviceId: p.service_id, clientId: p.client_id });
       }
     }
-    for (const s of ended) this.end(s);
+    for (const s of ended) this.end(s, "operator");
     return ended;
   }
 
@@ -180,7 +195,8 @@ export class SessionBook {
     let ended = 0;
     if (news.cutoff > 0) {
       if (news.replaced) this.rememberReplaced(serverId, serviceId);
-      ended = this.deletePublishers(serverId, serviceId, null, news.cutoff);
+      // They end at the last moment their server was known alive, not now.
+      ended = this.deletePublishers(serverId, serviceId, null, news.cutoff, news.replaced ? "restart" : "timeout", fenceEnd(news.lastAlive));
       if (ended > 0) this.record("fence", serverId, "", "", "end", `ended ${ended} session(s) of server ${serverId} (service ${serviceId}): ${news.why}`);
     }
     if (news.status === "ended" || !this.holdsSessionsOf(serverId, serviceId)) {
@@ -312,13 +328,14 @@ export class SessionBook {
     }
   }
 
-  /** Deletes publisher sessions of a process (clientId null: all) admitted up to `cutoff`. */
-  private deletePublishers(serverId: string, serviceId: string, clientId: string | null, cutoff: number): number {
+  /** Deletes publisher sessions of a process (clientId null: all) admitted up to `cutoff`; they ended at `endAt`. */
+  private deletePublishers(serverId: string, serviceId: string, clientId: string | null, cutoff: number, reason: EndReason, endAt = Date.now()): number {
     const gone = this.publishers.filter(
       (p) => p.server_id === serverId && p.service_id === serviceId && (clientId === null || p.client_id === clientId) && p.since <= cutoff,
     );
     for (const p of gone) {
       this.sql.exec("DELETE FROM publishers WHERE server_id = ? AND service_id = ? AND client_id = ?", p.server_id, p.service_id, p.client_id);
+      this.listener?.ended({ serverId: p.server_id, clientId: p.client_id, since: p.since }, endAt, reason);
     }
     if (gone.length > 0) this.publishers = this.publishers.filter((p) => !gone.includes(p));
     return gone.length;

@@ -27,6 +27,8 @@ import {
   type RecallAnswer,
   type ViewerPolicy,
 } from "./lease";
+import { fenceEnd, ShardActivity } from "../usage/shard-activity";
+import type { HourUsage } from "../usage/book";
 
 /** A viewer session ended here, as the admin API answers it. */
 export interface EndedViewer {
@@ -175,10 +177,13 @@ export class ViewerShard extends DurableObject<Env> {
   private logNext = new Map<string, { slot: number; seq: number }>();
   private alarmAt: number | null = null;
   private ready = false;
+  /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
+  private activity: ShardActivity;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.activity = new ShardActivity(this.sql, env, ctx);
     this.ghosts = new GhostCheck(env);
     countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount", "viewersOf"]);
     // A shard whose server never played a stream that exists stores nothing: tables come with the first write.
@@ -295,7 +300,11 @@ export class ViewerShard extends DurableObject<Env> {
           const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
             s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession }),
           );
-          if (!seat.ok) return this.logged(streamKey, session, ip, { allow: false, denial: seat.denial }, sub);
+          if (!seat.ok) {
+            // Learnt meanwhile that its process was replaced: that is the reason, whatever the seats say.
+            const denial = this.replaced.has(session.serviceId) ? Denials.retiredProcess : seat.denial;
+            return this.logged(streamKey, session, ip, { allow: false, denial }, sub);
+          }
           seated = true;
         }
         // From here to the write everything is synchronous, so no other message interleaves: the checks
@@ -317,6 +326,7 @@ export class ViewerShard extends DurableObject<Env> {
           (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.hasSlot(streamKey)));
         if (changed && round < 3) continue;
         if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
+          this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
           return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
         }
         if (changed) return { allow: false, denial: Denials.unknownStream };
@@ -390,11 +400,12 @@ export class ViewerShard extends DurableObject<Env> {
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
     if (cause.voidHook) this.voidHooks.add(cause.voidHook);
     if (!this.ready) return 0;
-    const removed = this.sql.exec<{ sub: string; seat: number }>(
-      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat",
+    const removed = this.sql.exec<{ sub: string; seat: number; since: number }>(
+      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat, since",
       streamKey, session.serviceId, session.clientId,
     ).toArray();
     if (removed.length === 0) return 0;
+    for (const g of removed) this.activity.viewerEnded(streamKey, g.since, Date.now());
     this.bump(streamKey, session.serviceId, -1);
     const viewer = removed[0].sub ? ` (viewer ${removed[0].sub})` : "";
     this.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", (cause.reason ?? "session ended") + viewer);
@@ -528,11 +539,12 @@ export class ViewerShard extends DurableObject<Env> {
     if (news.cutoff > 0) {
       if (news.replaced) this.markReplaced(id);
       for (const streamKey of this.streamsOf(id)) {
-        const gone = this.sql.exec<{ client_id: string; sub: string; seat: number }>(
-          "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat", streamKey, id, news.cutoff,
+        const gone = this.sql.exec<{ client_id: string; sub: string; seat: number; since: number }>(
+          "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat, since", streamKey, id, news.cutoff,
         ).toArray();
         const n = gone.length;
         if (n === 0) continue;
+        for (const g of gone) this.activity.viewerEnded(streamKey, g.since, fenceEnd(news.lastAlive));
         for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
           this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId: id, clientId: g.client_id })));
         }
@@ -569,6 +581,22 @@ export class ViewerShard extends DurableObject<Env> {
     const live = this.rows<{ sub: string; service_id: string }>("SELECT DISTINCT sub, service_id FROM viewers WHERE stream_key = ? AND sub != ''", streamKey)
       .filter((r) => !this.processes.get(r.service_id)?.suspended);
     return [...new Set(live.map((r) => viewerIdHash(r.sub)))];
+  }
+
+  /** This server's viewer usage of a stream in [from, to): open sessions of processes not suspended count up to now. */
+  viewerUsage(streamKey: string, from: number, to: number): HourUsage[] {
+    const open = this.rows<{ since: number; service_id: string }>("SELECT since, service_id FROM viewers WHERE stream_key = ?", streamKey).filter((r) => !this.processes.get(r.service_id)?.suspended);
+    return this.activity.usage.hours(streamKey, from, to, "viewer", open);
+  }
+
+  /** Viewers of a stream held here, the peak of each minute in [from, to). */
+  viewersPerMinute(streamKey: string, from: number, to: number): number[] {
+    return this.activity.usage.minutes(streamKey, from, to);
+  }
+
+  /** The most viewers of a stream held here at once between from and to (a publish's peak). */
+  peakViewers(streamKey: string, from: number, to: number): number {
+    return this.activity.usage.peakDuring(streamKey, from, to);
   }
 
   events(streamKey: string): StreamEvent[] {
@@ -1000,6 +1028,7 @@ export class ViewerShard extends DurableObject<Env> {
     const n = (m.get(serviceId) ?? 0) + by;
     if (n > 0) m.set(serviceId, n);
     else m.delete(serviceId);
+    this.activity.usage.held(streamKey, [...m.values()].reduce((a, b) => a + b, 0));
     if (m.size === 0) this.counts.delete(streamKey);
   }
 

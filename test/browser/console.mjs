@@ -180,7 +180,26 @@ try {
   await page.waitForSelector(`#dialog[open] .publishers tr[data-client="${publisherClient}"]`, { timeout: 15_000 });
   check("the details list the publisher session with an End button", await page.isVisible(`#dialog .publishers tr[data-client="${publisherClient}"] button[data-action=end-publisher]`));
   check("the details say ending a session does not disconnect it on SRS", /SRS keeps the clients connected/.test(await page.textContent("#dialog .sessions")));
+  // Usage charts (public/console/charts.js), drawn from the usage API after the hooks above.
+  const chart = (name) => `#dialog[open] .usage figure[data-chart="${name}"]`;
+  await page.waitForSelector(`${chart("minute")} svg path.area`, { timeout: 15_000 });
+  const minuteMax = await page.getAttribute(chart("minute"), "data-max");
+  check("the details chart the stream's concurrent viewers per minute over the last hour", minuteMax === "2" && Number(await page.getAttribute(chart("minute"), "data-points")) >= 60, minuteMax);
+  const hourPoints = Number(await page.getAttribute(chart("hour-peak"), "data-points"));
+  check("the details chart peak viewers per hour over the last 24 hours", hourPoints >= 24 && (await page.getAttribute(chart("hour-peak"), "data-max")) === "2" && (await page.locator(`${chart("hour-peak")} rect.bar`).count()) === hourPoints, hourPoints);
+  check("the details chart viewer-hours per hour", await page.isVisible(`${chart("hour-viewer-hours")} svg`));
   await page.screenshot({ path: join(ARTIFACTS, "console-details.png") });
+
+  // The fleet-wide chart above the streams, and the test-event button (no EVENTS_WEBHOOK_URL here).
+  await page.click("#dialog-buttons button");
+  await page.waitForFunction(() => Number(document.querySelector('#fleet-usage figure[data-chart="fleet-minute"]')?.dataset.max) >= 2, null, { timeout: 30_000 });
+  check("the fleet-wide chart shows the viewers of every stream per minute", true);
+  await page.click("#send-test-event");
+  await page.waitForFunction(() => /EVENTS_WEBHOOK_URL/.test(document.querySelector("#test-event-result").textContent), null, { timeout: 15_000 });
+  check("the test-event button says that events are not configured", true);
+  await page.screenshot({ path: join(ARTIFACTS, "console-usage.png") });
+  await page.click(`${row} button[data-action=details]`);
+  await page.waitForSelector("#dialog[open] .events table");
 
   // Servers tab.
   await page.click("#dialog-buttons button");

@@ -9,7 +9,7 @@ import { delimiter, join } from "node:path";
 import { after, describe, it } from "node:test";
 
 const SCRIPT = new URL("../../scripts/secrets.mjs", import.meta.url).pathname;
-const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY"];
+const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"];
 const scratch = [];
 after(() => scratch.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
@@ -59,7 +59,11 @@ function devVars(dir) {
 }
 
 function assertStrong(values) {
-  for (const v of values) assert.match(v, /^[A-Za-z0-9_-]{43}$/, "32 random bytes, base64url");
+  for (const v of values) {
+    // The events' secret in the Standard Webhooks form: "whsec_" + base64 of 32 random bytes.
+    if (v.startsWith("whsec_")) assert.equal(Buffer.from(v.slice(6), "base64").length, 32, "whsec_ + base64 of 32 random bytes");
+    else assert.match(v, /^[A-Za-z0-9_-]{43}$/, "32 random bytes, base64url");
+  }
   assert.equal(new Set(values).size, values.length, "all different");
 }
 
@@ -80,7 +84,7 @@ describe("npm run secrets -- --local", () => {
     assert.equal(r.status, 0, r.stderr);
     const text = readFileSync(join(cwd, ".dev.vars"), "utf8");
     assert.match(text, /^# mine\nHOOK_SECRET=my-own-hook-secret-of-32-characters-x\nSERVER_TIMEOUT_S=5\n/);
-    assert.deepEqual(Object.keys(printed(r.stdout)).sort(), ["ADMIN_TOKEN", "TOKEN_SIGNING_KEY"]);
+    assert.deepEqual(Object.keys(printed(r.stdout)).sort(), ["ADMIN_TOKEN", "EVENTS_WEBHOOK_SECRET", "TOKEN_SIGNING_KEY"]);
     assert.match(r.stderr, /kept HOOK_SECRET/);
 
     const again = run(["--local"], { cwd });
@@ -159,7 +163,7 @@ describe("npm run secrets (deployed Worker, through wrangler)", () => {
   it("stores only the missing ones", () => {
     const r = remote([], { list: ["HOOK_SECRET", "ADMIN_TOKEN"] });
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(Object.keys(r.bulk), ["TOKEN_SIGNING_KEY"]);
+    assert.deepEqual(Object.keys(r.bulk), ["TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"]);
     assert.match(r.stderr, /kept HOOK_SECRET, ADMIN_TOKEN/);
   });
 
@@ -219,7 +223,7 @@ describe("npm run secrets (deployed Worker, through wrangler)", () => {
     const env = { HOOK_SECRET: "the-current-hook-secret-32-chars-or-more", TOKEN_SIGNING_KEY: "the-current-signing-key-32-chars-or-more" };
     const r = remote(["--rotate"], { list: NAMES, env });
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(Object.keys(r.bulk).sort(), ["ADMIN_TOKEN", "HOOK_SECRET", "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY", "TOKEN_SIGNING_KEY_PREVIOUS"]);
+    assert.deepEqual(Object.keys(r.bulk).sort(), ["ADMIN_TOKEN", "EVENTS_WEBHOOK_SECRET", "HOOK_SECRET", "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY", "TOKEN_SIGNING_KEY_PREVIOUS"]);
     assert.equal(r.bulk.TOKEN_SIGNING_KEY_PREVIOUS, env.TOKEN_SIGNING_KEY);
   });
 });

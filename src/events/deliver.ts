@@ -1,0 +1,70 @@
+/**
+ * The queue consumer (queue() in src/index.ts): POSTs each event to EVENTS_WEBHOOK_URL.
+ *
+ * A delivery the receiver answers with 2xx is done (acked). Anything else (an error status, no
+ * answer within DELIVERY_TIMEOUT_MS, a missing or unusable secret) is retried by the queue after
+ * retryDelayS(attempts): 30 s, doubling to 15 min, up to max_retries (wrangler.toml: 20, about 4
+ * hours); then the message goes to the dead-letter queue. Each attempt carries the event's own
+ * `webhook-id` and body; `webhook-timestamp` is the attempt's time (and the signature is made
+ * again with it), so that receivers checking the timestamp's age (the reference libraries allow 5
+ * minutes) accept a delivery retried hours after the event. The event's own time is the body's
+ * `timestamp`.
+ */
+import type { Env } from "../env";
+import { eventBody, eventsEnabled, type WebhookEvent } from "./event";
+import { signDelivery, signingKey } from "./sign";
+
+export const DELIVERY_TIMEOUT_MS = 10_000;
+const FIRST_RETRY_S = 30;
+const MAX_RETRY_S = 900;
+
+/** Seconds before the next attempt, after `attempts` failed ones (1, 2, ...). */
+export function retryDelayS(attempts: number): number {
+  return Math.min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** Math.max(0, attempts - 1));
+}
+
+export async function deliverEvents(batch: MessageBatch<WebhookEvent>, env: Env): Promise<void> {
+  if (!eventsEnabled(env)) {
+    // Events were switched off after these were queued: nobody to deliver them to.
+    batch.ackAll();
+    return;
+  }
+  let key: Uint8Array | null = null;
+  try {
+    key = signingKey(env.EVENTS_WEBHOOK_SECRET ?? "");
+  } catch (err) {
+    console.error(JSON.stringify({ error: "events not delivered", detail: err instanceof Error ? err.message : String(err) }));
+  }
+  await Promise.all(
+    batch.messages.map(async (message) => {
+      const outcome = key ? await deliver(env.EVENTS_WEBHOOK_URL!, key, message.body) : "EVENTS_WEBHOOK_SECRET is not set or unusable";
+      if (outcome === "delivered") return message.ack();
+      console.error(JSON.stringify({ error: "event not delivered", id: message.body.id, type: message.body.type, attempt: message.attempts, detail: outcome }));
+      message.retry({ delaySeconds: retryDelayS(message.attempts) });
+    }),
+  );
+}
+
+/** One attempt: "delivered", or what went wrong (never the URL: it may carry a credential). */
+async function deliver(url: string, key: Uint8Array, event: WebhookEvent): Promise<string> {
+  const body = eventBody(event);
+  const timestamp = Math.floor(Date.now() / 1000);
+  try {
+    const res = await fetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "user-agent": "streamgate",
+        "webhook-id": event.id,
+        "webhook-timestamp": String(timestamp),
+        "webhook-signature": await signDelivery(key, event.id, timestamp, body),
+      },
+      body,
+      signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
+    });
+    await res.body?.cancel();
+    return res.ok ? "delivered" : `receiver answered ${res.status}`;
+  } catch (err) {
+    return `receiver unreachable: ${err instanceof Error ? err.name : "error"}`;
+  }
+}

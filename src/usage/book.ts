@@ -1,0 +1,189 @@
+/**
+ * Usage as one object records it (a stream object its publishers, a viewer shard its server's
+ * viewers of every stream), in SQLite so that it survives the object's restarts:
+ *
+ * - usage_hours: per stream and hour, the milliseconds of viewer and publisher sessions in that
+ *   hour (a session is added when it ends, split over the hours it spans), and the peak number
+ *   of sessions held at once here within the hour;
+ * - usage_minutes: per stream, each minute in which the number of sessions held here changed,
+ *   with its peak and the number held after the last change (which then holds until the next).
+ *
+ * Hour rows are kept USAGE_RETENTION_DAYS, minute rows MINUTES_KEPT_MS (the console's last hour,
+ * and a publish's peak viewers), except each stream's latest, which says how many are held now.
+ */
+export const MINUTE_MS = 60_000;
+export const HOUR_MS = 60 * MINUTE_MS;
+export const MINUTES_KEPT_MS = 48 * HOUR_MS;
+/** Pruning runs at most this often per object. */
+const PRUNE_EVERY_MS = HOUR_MS;
+
+export type UsageRole = "viewer" | "publisher";
+
+/** One hour of one object's usage of one stream. */
+export interface HourUsage {
+  hour: number;
+  viewerMs: number;
+  publishMs: number;
+  peak: number;
+}
+
+/** A session still open, counted up to `now` in queries. */
+export interface OpenSession {
+  since: number;
+}
+
+export const floorTo = (ms: number, unit: number) => Math.floor(ms / unit) * unit;
+
+export class UsageBook {
+  private static schema = `
+    CREATE TABLE IF NOT EXISTS usage_hours (
+      stream_key TEXT NOT NULL, hour INTEGER NOT NULL, viewer_ms INTEGER NOT NULL DEFAULT 0, publish_ms INTEGER NOT NULL DEFAULT 0,
+      peak INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (stream_key, hour)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS usage_minutes (
+      stream_key TEXT NOT NULL, minute INTEGER NOT NULL, peak INTEGER NOT NULL, last INTEGER NOT NULL,
+      PRIMARY KEY (stream_key, minute)) WITHOUT ROWID;`;
+
+  private ready: boolean;
+  private prunedAt = 0;
+
+  /** `retentionMs`: USAGE_RETENTION_DAYS as the object reads it. */
+  constructor(
+    private sql: SqlStorage,
+    private retentionMs: () => number,
+  ) {
+    this.ready = sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_hours'").toArray().length > 0;
+  }
+
+  private prepare(): void {
+    if (this.ready) return;
+    this.sql.exec(UsageBook.schema);
+    this.ready = true;
+  }
+
+  /** A session of `role` ran from `since` to `end`: its time goes to the hours it spans (those still kept). */
+  addSession(streamKey: string, role: UsageRole, since: number, end: number): void {
+    const now = Date.now();
+    const from = Math.max(since, floorTo(now - this.retentionMs(), HOUR_MS));
+    if (end <= from) return;
+    this.prepare();
+    const column = role === "viewer" ? "viewer_ms" : "publish_ms";
+    for (const [hour, ms] of splitByHour(from, end)) {
+      this.sql.exec(
+        `INSERT INTO usage_hours (stream_key, hour, ${column}) VALUES (?, ?, ?)
+         ON CONFLICT (stream_key, hour) DO UPDATE SET ${column} = ${column} + excluded.${column}`,
+        streamKey, hour, ms,
+      );
+    }
+    this.pruneNow(now);
+  }
+
+  /** The number of sessions held here for the stream is now `count` (after an admission or an end). */
+  held(streamKey: string, count: number, at = Date.now()): void {
+    this.prepare();
+    const minute = floorTo(at, MINUTE_MS);
+    const before = this.latest(streamKey);
+    const carried = before?.last ?? 0;
+    if (before) {
+      // The hours the previous count held through, without a change, had it as their peak.
+      const start = Math.max(floorTo(before.minute, HOUR_MS) + HOUR_MS, floorTo(at - this.retentionMs(), HOUR_MS));
+      for (let hour = start; hour < floorTo(at, HOUR_MS); hour += HOUR_MS) this.peakAt(streamKey, hour, carried);
+    }
+    this.peakAt(streamKey, floorTo(at, HOUR_MS), Math.max(carried, count));
+    this.sql.exec(
+      `INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)
+       ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last`,
+      streamKey, minute, Math.max(carried, count), count,
+    );
+  }
+
+  /**
+   * The stream's hours in [from, to) that have usage here, open sessions (of `role`) counted up
+   * to `now`, and the hours since the last change given the count that holds now as their peak.
+   */
+  hours(streamKey: string, from: number, to: number, role: UsageRole, open: OpenSession[], now = Date.now()): HourUsage[] {
+    const byHour = new Map<number, HourUsage>();
+    const at = (hour: number) => {
+      let h = byHour.get(hour);
+      if (!h) byHour.set(hour, (h = { hour, viewerMs: 0, publishMs: 0, peak: 0 }));
+      return h;
+    };
+    if (this.ready) {
+      for (const r of this.sql.exec<{ hour: number; viewer_ms: number; publish_ms: number; peak: number }>(
+        "SELECT hour, viewer_ms, publish_ms, peak FROM usage_hours WHERE stream_key = ? AND hour >= ? AND hour < ?", streamKey, from, to,
+      )) {
+        Object.assign(at(r.hour), { viewerMs: r.viewer_ms, publishMs: r.publish_ms, peak: r.peak });
+      }
+      const latest = this.latest(streamKey);
+      if (latest && latest.last > 0) {
+        for (let hour = Math.max(from, floorTo(latest.minute, HOUR_MS)); hour < Math.min(to, now); hour += HOUR_MS) {
+          at(hour).peak = Math.max(at(hour).peak, latest.last);
+        }
+      }
+    }
+    for (const s of open) {
+      for (const [hour, ms] of splitByHour(Math.max(s.since, from), Math.min(now, to))) {
+        if (role === "viewer") at(hour).viewerMs += ms;
+        else at(hour).publishMs += ms;
+      }
+    }
+    return [...byHour.values()].sort((a, b) => a.hour - b.hour);
+  }
+
+  /** The peak number of sessions held here in each minute of [from, to) (minute-aligned). */
+  minutes(streamKey: string, from: number, to: number): number[] {
+    const out: number[] = [];
+    if (!this.ready) return Array.from({ length: Math.max(0, (to - from) / MINUTE_MS) }, () => 0);
+    let carried = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, from).toArray()[0]?.last ?? 0;
+    const rows = new Map(
+      this.sql.exec<{ minute: number; peak: number; last: number }>("SELECT minute, peak, last FROM usage_minutes WHERE stream_key = ? AND minute >= ? AND minute < ?", streamKey, from, to)
+        .toArray()
+        .map((r) => [r.minute, r]),
+    );
+    for (let minute = from; minute < to; minute += MINUTE_MS) {
+      const r = rows.get(minute);
+      out.push(r ? r.peak : carried);
+      if (r) carried = r.last;
+    }
+    return out;
+  }
+
+  /** The peak number of sessions held here at once between `from` and `to` (minute resolution while kept, else hourly). */
+  peakDuring(streamKey: string, from: number, to: number, now = Date.now()): number {
+    const minutesFrom = Math.max(floorTo(from, MINUTE_MS), floorTo(now - MINUTES_KEPT_MS, MINUTE_MS) + MINUTE_MS);
+    let peak = Math.max(0, ...this.minutes(streamKey, minutesFrom, floorTo(to, MINUTE_MS) + MINUTE_MS));
+    if (from < minutesFrom) for (const h of this.hours(streamKey, floorTo(from, HOUR_MS), minutesFrom, "viewer", [], now)) peak = Math.max(peak, h.peak);
+    return peak;
+  }
+
+  private latest(streamKey: string): { minute: number; last: number } | undefined {
+    return this.sql.exec<{ minute: number; last: number }>("SELECT minute, last FROM usage_minutes WHERE stream_key = ? ORDER BY minute DESC LIMIT 1", streamKey).toArray()[0];
+  }
+
+  private peakAt(streamKey: string, hour: number, count: number): void {
+    this.sql.exec(
+      "INSERT INTO usage_hours (stream_key, hour, peak) VALUES (?, ?, ?) ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)",
+      streamKey, hour, count,
+    );
+  }
+
+  /** Drops hours older than the retention and minutes older than MINUTES_KEPT_MS (but each stream's latest). */
+  private pruneNow(now: number): void {
+    if (now - this.prunedAt < PRUNE_EVERY_MS) return;
+    this.prunedAt = now;
+    this.sql.exec("DELETE FROM usage_hours WHERE hour < ?", floorTo(now - this.retentionMs(), HOUR_MS));
+    this.sql.exec(
+      "DELETE FROM usage_minutes WHERE minute < ? AND minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key)",
+      now - MINUTES_KEPT_MS,
+    );
+  }
+}
+
+/** [from, to) as (hour, milliseconds in it) pairs. */
+export function splitByHour(from: number, to: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let hour = floorTo(from, HOUR_MS); hour < to; hour += HOUR_MS) {
+    const ms = Math.min(to, hour + HOUR_MS) - Math.max(from, hour);
+    if (ms > 0) out.push([hour, ms]);
+  }
+  return out;
+}

@@ -1,0 +1,75 @@
+import { StatusError, type IRequest } from "itty-router";
+import { CATALOGUE_PREFIX } from "../admin/routes";
+import { streamNameFrom } from "../admin/validate";
+import type { Env } from "../env";
+import { jsonResponse } from "../http";
+import { streamObject } from "../object-access";
+import { parseStreamKey, streamKey } from "../stream/name";
+import { parseRange } from "./range";
+import { iso, streamUsage, type MinuteBucket, type UsageBucket } from "./report";
+
+/**
+ * GET /admin/streams/{app}/{stream}/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute]:
+ * {"buckets": [{"start", "viewerSeconds", "publishSeconds", "peakViewers"}]} per hour (default:
+ * the last 24 hours), or [{"start", "peakViewers"}] per minute (default: the last hour).
+ */
+export async function getStreamUsage(request: IRequest, env: Env): Promise<Response> {
+  const name = streamNameFrom(request.params, request.query);
+  const range = parseRange(request.query);
+  if (!(await streamObject(env, streamKey(name)).state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  const usage = await streamUsage(env, streamKey(name), range);
+  return jsonResponse({ ...name, from: iso(range.from), to: iso(range.to), resolution: range.resolution, ...usage });
+}
+
+/** Streams one fleet-wide usage call covers at most (one call to each, and to its viewer shards). */
+export const FLEET_STREAMS_MAX = 200;
+
+/**
+ * GET /admin/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute][&format=csv]: every
+ * stream of the catalogue (of one vhost with ?vhost=), with its totals over the range and its
+ * non-empty buckets; per minute, the fleet's viewers summed over the streams. ?format=csv: one
+ * line per stream and non-empty hour, for a spreadsheet.
+ */
+export async function getFleetUsage(request: IRequest, env: Env): Promise<Response> {
+  const range = parseRange(request.query);
+  const format = request.query.format ?? "json";
+  if (format !== "json" && format !== "csv") throw new StatusError(400, 'query parameter "format" must be "json" or "csv"');
+  if (format === "csv" && range.resolution !== "hour") throw new StatusError(400, '"format=csv" is per hour: leave out "resolution"');
+  const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
+  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX });
+  const keys = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
+  const usages = await Promise.all(keys.map((key) => streamUsage(env, key, range)));
+  const incomplete = [...new Set(usages.flatMap((u) => u.incomplete ?? []))];
+  const span = { from: iso(range.from), to: iso(range.to), resolution: range.resolution, ...(page.list_complete ? {} : { truncated: true }), ...(incomplete.length ? { incomplete } : {}) };
+  if (range.resolution === "minute") {
+    // The console's fleet-wide chart: viewers per minute, summed over the streams.
+    const buckets = (usages[0]?.buckets ?? []).map((b, i) => ({ start: b.start, peakViewers: usages.reduce((sum, u) => sum + ((u.buckets[i] as MinuteBucket).peakViewers ?? 0), 0) }));
+    return jsonResponse({ ...span, buckets });
+  }
+  const streams = keys.map((key, i) => {
+    const buckets = (usages[i].buckets as UsageBucket[]).filter((b) => b.viewerSeconds > 0 || b.publishSeconds > 0 || b.peakViewers > 0);
+    return { ...parseStreamKey(key), ...totals(buckets), buckets };
+  });
+  if (format === "csv") {
+    const lines = [["start", "vhost", "app", "stream", "viewerSeconds", "publishSeconds", "peakViewers"].join(",")];
+    for (const s of streams) for (const b of s.buckets) lines.push([b.start, csv(s.vhost), csv(s.app), csv(s.stream), b.viewerSeconds, b.publishSeconds, b.peakViewers].join(","));
+    return new Response(lines.join("\r\n") + "\r\n", {
+      headers: { "content-type": "text/csv; charset=utf-8", "content-disposition": 'attachment; filename="streamgate-usage.csv"', "cache-control": "no-store" },
+    });
+  }
+  return jsonResponse({ ...span, streams });
+}
+
+/** A stream's totals over its buckets: seconds summed, the highest hourly peak. */
+function totals(buckets: UsageBucket[]): { viewerSeconds: number; publishSeconds: number; peakViewers: number } {
+  return {
+    viewerSeconds: buckets.reduce((s, b) => s + b.viewerSeconds, 0),
+    publishSeconds: buckets.reduce((s, b) => s + b.publishSeconds, 0),
+    peakViewers: Math.max(0, ...buckets.map((b) => b.peakViewers)),
+  };
+}
+
+/** Names are letters, digits and . _ ~ - (src/limits.ts), but a spreadsheet must never read a formula. */
+function csv(value: string): string {
+  return /^[=+\-@]/.test(value) || /[",\r\n]/.test(value) ? `"'${value.replaceAll('"', '""')}"` : value;
+}

@@ -1,0 +1,48 @@
+/**
+ * What a viewer shard records about its server's viewers besides admitting them: their usage
+ * (viewer-seconds and concurrency per stream, src/usage/book.ts), and refusals for a stream's
+ * cap, which the stream turns into stream.viewer_limit_reached (at most one per minute).
+ */
+import { usageRetentionMs } from "../config";
+import type { Env } from "../env";
+import { eventsEnabled } from "../events/event";
+import { streamObject } from "../object-access";
+import { MINUTE_MS, UsageBook } from "./book";
+
+export class ShardActivity {
+  readonly usage: UsageBook;
+  /** Per stream, when the stream was last told of a refusal from here. */
+  private toldAt = new Map<string, number>();
+
+  constructor(
+    sql: SqlStorage,
+    private env: Env,
+    private ctx: DurableObjectState,
+  ) {
+    this.usage = new UsageBook(sql, () => usageRetentionMs(env));
+  }
+
+  /** A viewer session ended at `end` (for a fence: the last moment its server was known alive). */
+  viewerEnded(streamKey: string, since: number, end: number): void {
+    this.usage.addSession(streamKey, "viewer", since, Math.max(since, end));
+  }
+
+  /** A viewer was refused for the cap: the stream hears of it (once a minute from here), without the hook waiting. */
+  capRefused(streamKey: string, serverId: string, maxViewers: number): void {
+    if (!eventsEnabled(this.env)) return;
+    const now = Date.now();
+    if (now - (this.toldAt.get(streamKey) ?? 0) < MINUTE_MS) return;
+    this.toldAt.set(streamKey, now);
+    this.ctx.waitUntil(
+      streamObject(this.env, streamKey).viewerLimitReached(serverId, maxViewers).catch((err) => {
+        this.toldAt.delete(streamKey);
+        console.error(JSON.stringify({ error: "viewer limit not reported to the stream", stream: streamKey, detail: String(err) }));
+      }),
+    );
+  }
+}
+
+/** When a fence's sessions ended: the last moment their server was known alive (0: unknown, now). */
+export function fenceEnd(lastAlive: number | undefined): number {
+  return Math.min(Date.now(), lastAlive || Date.now());
+}

@@ -1,0 +1,121 @@
+/**
+ * What a stream object records about its publish sessions besides deciding on them: their
+ * usage (publish-seconds, src/usage/book.ts) and their events (stream.started, stream.ended,
+ * stream.viewer_limit_reached, through the object's outbox: src/events/outbox.ts). Also which
+ * viewer shards ever had viewers of the stream, within the usage retention: the stream's usage
+ * is theirs summed (src/usage/report.ts).
+ */
+import { usageRetentionMs } from "../config";
+import type { Env } from "../env";
+import { newEvent, streamData, type WebhookEvent } from "../events/event";
+import { Outbox } from "../events/outbox";
+import { viewerShard } from "../object-access";
+import { withTimeout } from "../platform/retry";
+import { UsageBook, MINUTE_MS } from "./book";
+
+/** How a publish session ended, as stream.ended's `reason` says it. */
+export type EndReason = "stop" | "restart" | "timeout" | "operator" | "takeover" | "ghost" | "undone";
+
+/** A publish session that ended. */
+export interface EndedPublish {
+  serverId: string;
+  clientId: string;
+  since: number;
+}
+
+/** stream.ended's reason for a session ended by a hook or an operator (StreamObject.end). */
+export function endReason(cause: { action: string; voidHook?: string }): EndReason {
+  if (cause.voidHook) return "undone";
+  return cause.action === "admin" ? "operator" : "stop";
+}
+
+/** A shard that does not answer for a publish's peak viewers within this is left out of it (logged). */
+const PEAK_TIMEOUT_MS = 2_000;
+
+export class StreamActivity {
+  readonly usage: UsageBook;
+  readonly outbox: Outbox;
+  private shards: Set<string> | null = null;
+  /** When the last stream.viewer_limit_reached was made (at most one per minute). */
+  private limitAt = 0;
+
+  constructor(
+    private sql: SqlStorage,
+    private env: Env,
+    private ctx: DurableObjectState,
+    /** Arms the object's alarm (which calls flush()). */
+    retryLater: () => void,
+    /** The stream's key from its own row, where the platform does not tell the object its name. */
+    private fallbackKey: () => string | null = () => null,
+  ) {
+    this.usage = new UsageBook(sql, () => usageRetentionMs(env));
+    this.outbox = new Outbox(sql, env, ctx, retryLater, (e) => this.withPeakViewers(e));
+  }
+
+  /** vhost/app/stream: the object's name (idFromName), else what its row says. */
+  get streamKey(): string {
+    return this.ctx.id.name ?? this.fallbackKey() ?? "";
+  }
+
+  started(serverId: string, clientId: string, at: number): void {
+    this.outbox.add(newEvent("stream.started", { ...streamData(this.streamKey), server_id: serverId, client_id: clientId }, at));
+  }
+
+  /** A publish session ended at `end` (for a fence: the last moment its server was known alive). */
+  ended(p: EndedPublish, end: number, reason: EndReason): void {
+    const at = Math.max(p.since, end);
+    this.usage.addSession(this.streamKey, "publisher", p.since, at);
+    this.outbox.add(
+      newEvent("stream.ended", {
+        ...streamData(this.streamKey),
+        server_id: p.serverId,
+        client_id: p.clientId,
+        reason,
+        started: new Date(p.since).toISOString(),
+        duration: (at - p.since) / 1000,
+      }, at),
+    );
+  }
+
+  /** A viewer shard refused a viewer for the cap: one event per minute at most, whatever the shard. */
+  viewerLimitReached(serverId: string, maxViewers: number): boolean {
+    const now = Date.now();
+    if (now - this.limitAt < MINUTE_MS) return false;
+    this.limitAt = now;
+    this.outbox.add(newEvent("stream.viewer_limit_reached", { ...streamData(this.streamKey), server_id: serverId, maxViewers }, now));
+    return true;
+  }
+
+  /** A viewer shard that had viewers of this stream: its usage is part of the stream's. */
+  noteShard(serverId: string): void {
+    const shards = this.viewerShards();
+    if (shards.includes(serverId)) return;
+    this.sql.exec("CREATE TABLE IF NOT EXISTS usage_shards (server_id TEXT PRIMARY KEY) WITHOUT ROWID");
+    this.sql.exec("INSERT OR IGNORE INTO usage_shards (server_id) VALUES (?)", serverId);
+    this.shards!.add(serverId);
+  }
+
+  viewerShards(): string[] {
+    if (!this.shards) {
+      const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_shards'").toArray().length > 0;
+      this.shards = new Set(exists ? this.sql.exec<{ server_id: string }>("SELECT server_id FROM usage_shards").toArray().map((r) => r.server_id) : []);
+    }
+    return [...this.shards];
+  }
+
+  /** stream.ended's peakViewers: the sum over the shards of each one's peak during the publish, asked when the event is sent. */
+  private async withPeakViewers(event: WebhookEvent): Promise<WebhookEvent> {
+    if (event.type !== "stream.ended" || event.data.peakViewers !== undefined) return event;
+    const from = Date.parse(String(event.data.started));
+    const to = Date.parse(event.timestamp);
+    const peaks = await Promise.all(
+      this.viewerShards().map((id) =>
+        withTimeout(viewerShard(this.env, id).peakViewers(this.streamKey, from, to), PEAK_TIMEOUT_MS).catch((err) => {
+          console.error(JSON.stringify({ error: "viewer shard left out of a publish's peak viewers", server: id, stream: this.streamKey, detail: String(err) }));
+          return 0;
+        }),
+      ),
+    );
+    return { ...event, data: { ...event.data, peakViewers: peaks.reduce((a, b) => a + b, 0) } };
+  }
+}

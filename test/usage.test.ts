@@ -1,0 +1,212 @@
+/**
+ * Usage: viewer-seconds, publish-seconds and peak viewers per hour, as the admin API reports them
+ * after a sequence of hooks on a fake clock (src/usage/). Sessions count from their start to
+ * their end, split over the hours they span; one still open counts up to now; one ended by a
+ * restart's fence ends at its server's last heartbeat.
+ */
+import { describe, expect, it } from "vitest";
+import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
+import { at, beat, deliverNotices, restarted, T0, useFakeClock } from "./fleet";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const HOUR = 3_600_000;
+const iso = (ms: number) => new Date(T0 + ms).toISOString();
+
+useFakeClock();
+
+async function usage(stream: string, query = "") {
+  const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+/** The bucket that starts at T0 + ms. */
+const bucket = (body: any, ms: number) => body.buckets.find((b: any) => b.start === iso(ms));
+
+describe("usage of a stream", () => {
+  it("a publish of 100 s and two viewers of 60 s and 30 s: publishSeconds 100, viewerSeconds 90, peakViewers 2", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(10_000);
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    at(20_000);
+    expect(await hook(play("live", stream, { ...edge, client: "v2" }))).toEqual(ALLOW);
+    at(50_000);
+    expect(await hook(stopPlay("live", stream, { ...edge, client: "v2" }))).toEqual(ALLOW);
+    at(70_000);
+    expect(await hook(stopPlay("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    at(100_000);
+    expect(await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    const body = await usage(stream, `?from=${iso(0)}&to=${iso(HOUR)}`);
+    expect(body.buckets).toEqual([{ start: iso(0), viewerSeconds: 90, publishSeconds: 100, peakViewers: 2 }]);
+  });
+
+  it("a session spanning hours is split across their buckets; the default range is the last 24 hours", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    at(HOUR - 600_000);
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(2 * HOUR + 300_000);
+    await hook(stopPlay("live", stream, { ...edge, client: "v1" }));
+    await hook(unpublish("live", stream, { ...edge, client: "pub1" }));
+    const body = await usage(stream);
+    expect(body.buckets).toHaveLength(25);
+    expect(bucket(body, 0)).toEqual({ start: iso(0), viewerSeconds: 600, publishSeconds: 600, peakViewers: 1 });
+    expect(bucket(body, HOUR)).toEqual({ start: iso(HOUR), viewerSeconds: 3600, publishSeconds: 3600, peakViewers: 1 });
+    expect(bucket(body, 2 * HOUR)).toEqual({ start: iso(2 * HOUR), viewerSeconds: 300, publishSeconds: 300, peakViewers: 1 });
+    const total = body.buckets.reduce((s: number, b: any) => s + b.viewerSeconds, 0);
+    expect(total).toBe(600 + 3600 + 300);
+  });
+
+  it("open sessions count up to now, so the current hour shows a live stream's usage", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(42_000);
+    expect(bucket(await usage(stream), 0)).toEqual({ start: iso(0), viewerSeconds: 42, publishSeconds: 42, peakViewers: 1 });
+    at(HOUR + 1_000);
+    const later = await usage(stream);
+    expect(bucket(later, HOUR)).toEqual({ start: iso(HOUR), viewerSeconds: 1, publishSeconds: 1, peakViewers: 1 });
+  });
+
+  it("viewers on two servers: their seconds add up, peakViewers is the sum of the servers' peaks", async () => {
+    const [a, b] = [newEdge(), newEdge()];
+    const stream = uniqueStream();
+    await createStream(stream);
+    await hook(play("live", stream, { ...a, client: "v1" }));
+    await hook(play("live", stream, { ...b, client: "v2" }));
+    await hook(play("live", stream, { ...b, client: "v3" }));
+    at(30_000);
+    for (const [edge, client] of [[a, "v1"], [b, "v2"], [b, "v3"]] as const) await hook(stopPlay("live", stream, { ...edge, client }));
+    expect(bucket(await usage(stream), 0)).toEqual({ start: iso(0), viewerSeconds: 90, publishSeconds: 0, peakViewers: 3 });
+  });
+
+  it("sessions ended by a restart's fence end at the server's last heartbeat, not when the fence ran", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(20_000);
+    await beat(edge);
+    // The process dies; its restart heartbeats 25 minutes later.
+    at(20_000 + 1_500_000);
+    await beat(restarted(edge));
+    await deliverNotices(edge);
+    expect(bucket(await usage(stream), 0)).toEqual({ start: iso(0), viewerSeconds: 20, publishSeconds: 20, peakViewers: 1 });
+  });
+
+  it("bad ranges are refused with a 400 and change nothing", async () => {
+    const stream = uniqueStream();
+    await createStream(stream);
+    for (const query of [
+      "?from=yesterday",
+      "?from=1",
+      `?from=${iso(HOUR)}&to=${iso(0)}`,
+      `?from=${iso(-32 * 24 * HOUR)}&to=${iso(0)}`,
+      "?resolution=second",
+      `?resolution=minute&from=${iso(-3 * 24 * HOUR)}&to=${iso(-3 * 24 * HOUR + HOUR)}`,
+      `?resolution=minute&from=${iso(-25 * HOUR)}`,
+    ]) {
+      const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
+      expect(res.status, query).toBe(400);
+      expect(res.body.error, query).toMatch(/from|to|range|resolution|kept/);
+    }
+    expect((await admin("GET", `/streams/live/${uniqueStream()}/usage`)).status).toBe(404);
+  });
+});
+
+describe("usage per minute (the console's chart)", () => {
+  it("concurrent viewers per minute over the last hour, each minute's peak", async () => {
+    const [a, b] = [newEdge(), newEdge()];
+    const stream = uniqueStream();
+    await createStream(stream);
+    at(-30 * 60_000);
+    await hook(play("live", stream, { ...a, client: "v1" }));
+    at(-20 * 60_000 + 5_000);
+    await hook(play("live", stream, { ...b, client: "v2" }));
+    at(-20 * 60_000 + 10_000);
+    await hook(stopPlay("live", stream, { ...b, client: "v2" }));
+    at(-10 * 60_000);
+    await hook(stopPlay("live", stream, { ...a, client: "v1" }));
+    at(0);
+    const body = await usage(stream, "?resolution=minute");
+    expect(body.buckets).toHaveLength(60);
+    const minute = (m: number) => body.buckets.find((x: any) => x.start === iso(m * 60_000)).peakViewers;
+    expect(minute(-31)).toBe(0);
+    expect(minute(-30)).toBe(1);
+    expect(minute(-21)).toBe(1);
+    expect(minute(-20)).toBe(2);
+    expect(minute(-19)).toBe(1);
+    expect(minute(-10)).toBe(1);
+    expect(minute(-9)).toBe(0);
+  });
+});
+
+describe("USAGE_RETENTION_DAYS", () => {
+  it("a session older than the retention counts only from the oldest hour kept", async () => {
+    const DAY = 24 * HOUR;
+    const edge = newEdge();
+    const stream = uniqueStream();
+    await createStream(stream);
+    at(-91 * DAY);
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(0);
+    await hook(stopPlay("live", stream, { ...edge, client: "v1" }));
+    const body = await usage(stream, `?from=${iso(-91 * DAY)}&to=${iso(-89 * DAY)}`);
+    expect(bucket(body, -91 * DAY).viewerSeconds).toBe(0);
+    expect(bucket(body, -90 * DAY - HOUR).viewerSeconds).toBe(0);
+    expect(bucket(body, -90 * DAY).viewerSeconds).toBe(3600);
+  });
+
+  it("is read as days, and a malformed value falls back to 90 days (logged) instead of failing hooks", async () => {
+    const { usageRetentionMs } = await import("../src/config");
+    const env = (v?: string) => ({ USAGE_RETENTION_DAYS: v }) as any;
+    expect(usageRetentionMs(env("2"))).toBe(2 * 86_400_000);
+    expect(usageRetentionMs(env(undefined))).toBe(90 * 86_400_000);
+    expect(usageRetentionMs(env("ninety"))).toBe(90 * 86_400_000);
+    expect(usageRetentionMs(env("-1"))).toBe(90 * 86_400_000);
+  });
+});
+
+describe("GET /admin/usage: every stream", () => {
+  it("lists each stream's totals and non-empty hours, as JSON and as CSV, and the fleet's viewers per minute", async () => {
+    const vhost = `v${crypto.randomUUID().slice(0, 8)}`;
+    const edge = newEdge();
+    const [a, b] = [uniqueStream(), uniqueStream()];
+    for (const s of [a, b]) expect((await admin("PUT", `/streams/live/${s}?vhost=${vhost}`, {})).status).toBe(201);
+    await hook({ ...play("live", a, { ...edge, client: "v1" }), vhost });
+    await hook({ ...play("live", b, { ...edge, client: "v2" }), vhost });
+    at(10_000);
+    await hook({ ...stopPlay("live", a, { ...edge, client: "v1" }), vhost });
+    at(30_000);
+    await hook({ ...stopPlay("live", b, { ...edge, client: "v2" }), vhost });
+    const json = await admin("GET", `/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(HOUR)}`);
+    expect(json.status).toBe(200);
+    const byName = Object.fromEntries(json.body.streams.map((s: any) => [s.stream, s]));
+    expect(byName[a]).toMatchObject({ vhost, app: "live", viewerSeconds: 10, publishSeconds: 0, peakViewers: 1, buckets: [{ start: iso(0), viewerSeconds: 10 }] });
+    expect(byName[b]).toMatchObject({ viewerSeconds: 30, peakViewers: 1 });
+    const csv = await exportsFetch(`/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(HOUR)}&format=csv`);
+    expect(csv.headers.get("content-type")).toMatch(/^text\/csv/);
+    const lines = (await csv.text()).trim().split("\r\n");
+    expect(lines[0]).toBe("start,vhost,app,stream,viewerSeconds,publishSeconds,peakViewers");
+    expect(lines.slice(1).sort()).toEqual([`${iso(0)},${vhost},live,${a},10,0,1`, `${iso(0)},${vhost},live,${b},30,0,1`].sort());
+    at(60_000);
+    const minutes = await admin("GET", `/usage?vhost=${vhost}&resolution=minute`);
+    expect(minutes.body.buckets.find((x: any) => x.start === iso(0)).peakViewers).toBe(2);
+    for (const bad of ["?format=xml", "?format=csv&resolution=minute", "?to=2031-13-01"]) expect((await admin("GET", `/usage${bad}`)).status, bad).toBe(400);
+  });
+});
+
+/** A raw admin GET (the CSV answer is not JSON). */
+async function exportsFetch(path: string): Promise<Response> {
+  const { exports } = await import("cloudflare:workers");
+  return exports.default.fetch(`http://gate.test/admin${path}`, { headers: { authorization: "Bearer test-admin-token-32-chars-or-more" } });
+}

@@ -1,0 +1,105 @@
+/**
+ * Delivery of events to EVENTS_WEBHOOK_URL by the queue consumer (src/events/deliver.ts): signed
+ * per Standard Webhooks, retried with backoff while the receiver fails, the same webhook-id and
+ * body on every attempt, nothing when events are off.
+ */
+import { env } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import type { Env } from "../src/env";
+import { newEvent } from "../src/events/event";
+import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "./receiver";
+import { admin, createStream, hook, newEdge, play, publish, uniqueStream, unpublish } from "./srs";
+import { streamStub } from "./fleet";
+
+const on = (extra: Partial<Env> = {}): Env => ({ ...(env as Env), EVENTS_WEBHOOK_URL: RECEIVER_URL, EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET, ...extra });
+const started = (stream: string) => newEvent("stream.started", { vhost: "__defaultVhost__", app: "live", stream, server_id: "vid-a", client_id: "c1" });
+
+afterEach(() => vi.restoreAllMocks());
+
+describe("webhook delivery", () => {
+  it("a receiver that answers 500 to its first 3 deliveries still gets every event, each with its own id on every attempt", async () => {
+    const receiver = new Receiver().install();
+    receiver.failFirst = 3;
+    const events = [started("a"), newEvent("stream.ended", { vhost: "__defaultVhost__", app: "live", stream: "a", duration: 5, peakViewers: 2 })];
+    const delays = await consume(on(), events);
+    expect(receiver.events.map((d) => d.id).sort()).toEqual(events.map((e) => e.id).sort());
+    // Every attempt of an event carried its id and the same body, signed (verified here independently).
+    for (const e of events) {
+      const attempts = receiver.attempts.filter((a) => a.id === e.id);
+      expect(attempts.length).toBeGreaterThan(0);
+      for (const a of attempts) expect(a.body).toEqual({ type: e.type, timestamp: e.timestamp, data: e.data });
+    }
+    expect(receiver.attempts.every((a) => a.signatureValid)).toBe(true);
+    expect(receiver.attempts).toHaveLength(5);
+    // Backoff: the first retry after 30 s, the next one later.
+    expect(delays[0]).toBe(30);
+    expect(Math.max(...delays)).toBeGreaterThan(30);
+  });
+
+  it("the body is {type, timestamp, data}; webhook-timestamp is the attempt's time in seconds", async () => {
+    const receiver = new Receiver().install();
+    const event = started("b");
+    await consume(on(), [event]);
+    const [d] = receiver.events;
+    expect(d.body).toEqual({ type: "stream.started", timestamp: event.timestamp, data: event.data });
+    expect(d.id).toMatch(/^msg_[0-9a-f]{32}$/);
+    expect(Math.abs(Number(d.timestamp) - Date.now() / 1000)).toBeLessThan(60);
+  });
+
+  it("a secret without the whsec_ prefix is the key itself (its UTF-8 bytes)", async () => {
+    const raw = "a-raw-secret-of-at-least-32-characters";
+    const receiver = new Receiver(raw).install();
+    await consume(on({ EVENTS_WEBHOOK_SECRET: raw }), [started("c")]);
+    expect(receiver.events).toHaveLength(1);
+    expect(receiver.events[0].signatureValid).toBe(true);
+  });
+
+  it("without a usable secret nothing is sent unsigned: the event waits in the queue (retried)", async () => {
+    const receiver = new Receiver().install();
+    const delays = await consume(on({ EVENTS_WEBHOOK_SECRET: "" }), [started("d")], 2);
+    expect(receiver.attempts).toHaveLength(0);
+    expect(delays).toHaveLength(2);
+    const short = await consume(on({ EVENTS_WEBHOOK_SECRET: "whsec_c2hvcnQ=" }), [started("d")], 1);
+    expect(short).toHaveLength(1);
+    expect(receiver.attempts).toHaveLength(0);
+  });
+
+  it("a receiver that never answers in time counts as a failure (retried)", async () => {
+    vi.spyOn(globalThis, "fetch").mockImplementation(async () => {
+      throw new DOMException("timed out", "TimeoutError");
+    });
+    expect(await consume(on(), [started("e")], 1)).toEqual([30]);
+  });
+
+  it("events switched off (EVENTS_WEBHOOK_URL unset) are dropped, never fetched", async () => {
+    const receiver = new Receiver().install();
+    const delays = await consume(on({ EVENTS_WEBHOOK_URL: undefined }), [started("f")]);
+    expect(delays).toEqual([]);
+    expect(receiver.attempts).toHaveLength(0);
+  });
+});
+
+describe("with EVENTS_WEBHOOK_URL unset (this project)", () => {
+  it("hooks produce no event: nothing queued, nothing stored, nothing fetched", async () => {
+    const receiver = new Receiver().install();
+    const send = vi.spyOn(env.EVENTS, "sendBatch");
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream, { maxViewers: 0 });
+    expect((await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).status).toBe(200);
+    expect((await hook(play("live", stream, { ...edge, client: "v1" }))).status).toBe(403);
+    expect((await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).status).toBe(200);
+    expect((await admin("DELETE", `/streams/live/${stream}/sessions`)).status).toBe(200);
+    expect(send).not.toHaveBeenCalled();
+    expect(receiver.attempts).toHaveLength(0);
+    const outbox = await runInDurableObject(streamStub(stream), (_o, state) => state.storage.sql.exec("SELECT name FROM sqlite_master WHERE name = 'event_outbox'").toArray());
+    expect(outbox).toEqual([]);
+  });
+
+  it("POST /admin/events/test says that events are not configured", async () => {
+    const res = await admin("POST", "/events/test");
+    expect(res.status).toBe(409);
+    expect(res.body).toMatchObject({ configured: false });
+  });
+});

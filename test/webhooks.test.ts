@@ -1,0 +1,120 @@
+/**
+ * Events end to end (project "webhooks": EVENTS_WEBHOOK_URL is set): hooks and admin calls, then
+ * what a receiver gets through the real queue and its consumer, signatures checked by the
+ * receiver on its own (test/receiver.ts). Deliveries are awaited with vi.waitFor (the queue
+ * delivers its batches within a second or so): nothing asserts how long they take.
+ */
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
+import { at, beat, deliverNotices, restarted, streamStub, useFakeClock } from "./fleet";
+import { Receiver } from "./receiver";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+useFakeClock();
+
+let receiver: Receiver;
+beforeEach(() => {
+  receiver = new Receiver().install();
+});
+
+/** Waits until the receiver holds `n` events about the stream; returns them oldest first. */
+async function received(stream: string, n: number) {
+  await vi.waitFor(() => expect(receiver.of(stream).length).toBeGreaterThanOrEqual(n), { timeout: 20_000, interval: 50 });
+  return receiver.of(stream).sort((a, b) => a.body.timestamp.localeCompare(b.body.timestamp));
+}
+
+describe("stream events", () => {
+  it("a publish of a few seconds delivers stream.started then stream.ended, signed, with duration and peak viewers", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(1_000);
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    expect(await hook(play("live", stream, { ...edge, client: "v2" }))).toEqual(ALLOW);
+    at(3_000);
+    await hook(stopPlay("live", stream, { ...edge, client: "v1" }));
+    at(5_500);
+    expect(await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    const [started, ended] = await received(stream, 2);
+    expect(started.body).toMatchObject({ type: "stream.started", data: { vhost: "__defaultVhost__", app: "live", stream, server_id: edge.server, client_id: "pub1" } });
+    expect(ended.body).toMatchObject({ type: "stream.ended", data: { stream, server_id: edge.server, client_id: "pub1", reason: "stop", duration: 5.5, peakViewers: 2 } });
+    expect(started.signatureValid && ended.signatureValid).toBe(true);
+    expect(new Set([started.id, ended.id]).size).toBe(2);
+  });
+
+  it("a publisher ended by its server's restart: stream.ended with reason restart, ending at the last heartbeat", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    at(10_000);
+    await beat(edge);
+    at(600_000);
+    await beat(restarted(edge));
+    await deliverNotices(edge);
+    const [, ended] = await received(stream, 2);
+    expect(ended.body).toMatchObject({ type: "stream.ended", data: { reason: "restart", duration: 10 } });
+  });
+
+  it("refusals for the cap: stream.viewer_limit_reached at most once a minute while they go on", async () => {
+    const [a, b] = [newEdge(), newEdge()];
+    const stream = uniqueStream();
+    await createStream(stream, { maxViewers: 1 });
+    expect(await hook(play("live", stream, { ...a, client: "v1" }))).toEqual(ALLOW);
+    for (const [edge, client] of [[a, "x1"], [b, "x2"], [a, "x3"], [b, "x4"]] as const) {
+      expect((await hook(play("live", stream, { ...edge, client }))).status).toBe(403);
+    }
+    const [first] = await received(stream, 1);
+    expect(first.body).toMatchObject({ type: "stream.viewer_limit_reached", data: { stream, maxViewers: 1 } });
+    at(61_000);
+    expect((await hook(play("live", stream, { ...a, client: "x5" }))).status).toBe(403);
+    const all = await received(stream, 2);
+    expect(all.map((d) => d.body.type)).toEqual(["stream.viewer_limit_reached", "stream.viewer_limit_reached"]);
+  });
+
+  it("an operator ending sessions: session.ended_by_operator for each, and stream.ended for the publisher", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(2_000);
+    expect((await admin("DELETE", `/streams/live/${stream}/sessions`)).status).toBe(200);
+    const events = await received(stream, 4);
+    const byType = (t: string) => events.filter((d) => d.body.type === t).map((d) => d.body.data);
+    expect(byType("session.ended_by_operator").map((d) => [d.role, d.client_id, d.reason]).sort()).toEqual([
+      ["publisher", "pub1", "ended by operator"],
+      ["viewer", "v1", "ended by operator"],
+    ]);
+    expect(byType("stream.ended")).toMatchObject([{ reason: "operator", duration: 2 }]);
+  });
+
+  it("an event the queue refused stays in the stream's outbox and goes out with its alarm", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    const send = vi.spyOn(env.EVENTS, "sendBatch").mockRejectedValueOnce(new Error("queue unavailable"));
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    await vi.waitFor(() => expect(send).toHaveBeenCalled());
+    send.mockRestore();
+    await runDurableObjectAlarm(streamStub(stream));
+    const [started] = await received(stream, 1);
+    expect(started.body.type).toBe("stream.started");
+  });
+});
+
+describe("POST /admin/events/test", () => {
+  it("queues a webhook.test event the receiver gets, and answers its id", async () => {
+    const res = await admin("POST", "/events/test");
+    expect(res.status).toBe(202);
+    expect(res.body).toMatchObject({ configured: true, type: "webhook.test" });
+    await vi.waitFor(() => expect(receiver.events.map((d) => d.id)).toContain(res.body.id), { timeout: 20_000, interval: 50 });
+    const delivery = receiver.events.find((d) => d.id === res.body.id)!;
+    expect(delivery.body.type).toBe("webhook.test");
+    expect(delivery.signatureValid).toBe(true);
+  });
+});

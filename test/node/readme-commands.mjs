@@ -53,6 +53,13 @@ const COVERED = [
   { command: "npm run secrets", by: "test/node/secrets.mjs", evidence: "scripts/secrets.mjs" },
   { command: SRS_CONFIG, by: "test/node/readme-commands.mjs", evidence: "it(\"runs the README's srs-config command" },
   { command: TOKEN, by: "test/node/readme-commands.mjs", evidence: "it(\"runs the README's token command" },
+  {
+    // The admin examples against https://gate.example.com: run against the Worker, in README order.
+    command: "the README's curl examples of the admin API",
+    match: (cmd) => /^curl -X [A-Z]+ -H "authorization: Bearer \$ADMIN_TOKEN" https:\/\/gate\.example\.com\/admin\//.test(cmd),
+    by: "test/readme-examples.test.ts",
+    evidence: "readmeAdminExamples()",
+  },
 ];
 
 function readmeBlockAfter(marker) {
@@ -76,6 +83,7 @@ describe("every command of the README is run by a test or by .ci/run", () => {
       assert.ok(read(entry.by).includes(entry.evidence), `${entry.by} no longer contains ${JSON.stringify(entry.evidence)}`);
       // The file that runs it must itself run: node tests through npm test, .ci scripts through .ci/run.
       if (entry.by.startsWith("test/node/")) assert.match(PACKAGE.scripts.test, /node --test test\/node\/\*\.mjs/);
+      else if (/^test\/[^/]+\.test\.ts$/.test(entry.by)) assert.match(PACKAGE.scripts.test, /vitest run/);
       else if (entry.by !== ".ci/run") assert.ok(CI.includes(entry.by), `.ci/run does not run ${entry.by}`);
       const script = /^npm run (\S+)/.exec(cmd)?.[1];
       if (script) assert.ok(PACKAGE.scripts[script], `package.json has no "${script}" script`);
@@ -115,7 +123,7 @@ describe("README commands run here", () => {
     assert.equal(Buffer.from(resource, "base64url").toString(), "__defaultVhost__/live/cam1");
     assert.ok(Math.abs(Number(iat) - Date.now() / 1000) < 60);
     assert.equal(Number(exp) - Number(iat), 3600);
-    assert.equal(sub, "");
+    assert.equal(sub, "-"); // no viewer id
     assert.equal(signature, createHmac("sha256", key).update(`v2.${resource}.${iat}.${exp}.${sub}`).digest("base64url"));
   });
 });

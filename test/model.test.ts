@@ -28,6 +28,7 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
+import { FULL_HOLD_MAX_MS, RECALL_GAP_MS } from "../src/viewers/lease";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
 
@@ -108,6 +109,8 @@ interface Viewer extends Session {
   iat: number | null;
   since: number;
   seated: boolean;
+  /** A zombie's: when the model ended it with its process. */
+  ended?: number;
 }
 
 interface ModelServer {
@@ -234,7 +237,7 @@ class Model {
     for (const st of this.streams) {
       const of = (x: Session) => x.server === serverId && x.service === service;
       st.publishers = st.publishers.filter((p) => !of(p));
-      st.zombies.push(...st.viewers.filter(of));
+      st.zombies.push(...st.viewers.filter(of).map((v) => ({ ...v, ended: this.now })));
       st.viewers = st.viewers.filter((v) => !of(v));
     }
   }
@@ -317,8 +320,23 @@ class Model {
     if (st.cap !== null && this.counted(st) >= st.cap) return [deny(4005)];
     const limit = this.seatLimit(st, v.sub);
     v.seated = limit !== null;
-    if (limit === null) return [allow(true)];
-    return this.seatOutcomes(st, v, v.sub!, limit);
+    const outcomes = limit === null ? [allow(true)] : this.seatOutcomes(st, v, v.sub!, limit);
+    return this.capLag(st) ? [...outcomes, deny(4005)] : outcomes;
+  }
+
+  /**
+   * May the cap refuse although the model counts a free slot? Only while the
+   * shards may still hold, as live, viewers of a process the model already
+   * ended (a restart by a start hook elsewhere, whose notice waits for the
+   * registry's alarm): README "Flash crowds", a refused shard asks again after
+   * at most FULL_HOLD_MAX_MS, and the stream has the shards check their
+   * servers' liveness (ending such viewers) at most once per RECALL_GAP_MS; so
+   * such a refusal lasts at most that long after the restart.
+   */
+  capLag(st: ModelStream): boolean {
+    if (st.cap === null) return false;
+    const lagging = st.zombies.filter((z) => this.now - z.ended! < FULL_HOLD_MAX_MS + RECALL_GAP_MS).length;
+    return lagging > 0 && this.counted(st) + lagging >= st.cap;
   }
 
   /**
@@ -823,6 +841,51 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
               { t: "revoke", stream: 0, sub: null, back: 3 },
             ],
             [{ cap: null, auth: "token", limit: 1, mode: "deny" }, { cap: 5, auth: "token", limit: 2, mode: "replace" }],
+          ],
+          // A restart by a ghost's start hook on a server without heartbeats, at the shard itself: its other process,
+          // known there without viewers (its play was refused), is replaced; its late on_play is refused 4006, not by
+          // the seats (src/viewers/shard.ts knowProcess asks the registry about the shard's other processes).
+          [
+            [
+              { t: "burst", stream: 0, sub: 0, n: 2 },
+              { t: "ghost", server: 1, client: 0, stream: 0, sub: 0 },
+              { t: "play", server: 1, client: 0, stream: 0, sub: 0, age: 0 },
+              { t: "silence", ms: 5_000 },
+            ],
+            [{ cap: null, auth: "token", limit: 1, mode: "deny" }, { cap: null, auth: "token", limit: null, mode: "deny" }],
+          ],
+          // A restart by a publish's start hook retires the ghost whose viewer holds a slot until the shard hears of it:
+          // the play a millisecond later may be refused 4005 (Model.capLag).
+          [
+            [
+              { t: "ghost", server: 2, client: 0, stream: 0, sub: 0 },
+              { t: "burst", stream: 0, sub: 0, n: 2 },
+              { t: "publish", server: 2, client: 0, stream: 0, goodKey: false },
+              { t: "play", server: 0, client: 0, stream: 0, sub: 0, age: 0 },
+            ],
+            [{ cap: 2, auth: "token", limit: null, mode: "deny" }, { cap: null, auth: "token", limit: null, mode: "deny" }],
+          ],
+          // A server whose shard heard it sent no heartbeat starts sending them, and falls silent: a play of it, before
+          // the registry's notice of the silence, brings it back (src/viewers/shard.ts mayThinkSilent).
+          [
+            [
+              { t: "play", server: 1, client: 0, stream: 1, sub: null },
+              { t: "heartbeat", server: 1 },
+              { t: "silence", ms: 31_000 },
+              { t: "play", server: 1, client: 1, stream: 1, sub: null },
+              { t: "burst", stream: 0, sub: 0, n: 2 },
+            ],
+            [{ cap: null, auth: "token", limit: null, mode: "deny" }, { cap: null, auth: "token", limit: null, mode: "deny" }],
+          ],
+          // So does a viewer's on_stop from a process with no viewer at its shard (here: a publisher's).
+          [
+            [
+              { t: "heartbeat", server: 1 },
+              { t: "publish", server: 1, client: 0, stream: 0, goodKey: true },
+              { t: "silence", ms: 31_000 },
+              { t: "stop", server: 1, client: 1, stream: 0 },
+            ],
+            [open(null), open(null)],
           ],
         ],
       },

@@ -99,9 +99,10 @@ interface Process {
   seq: number;
 }
 
-/** What the shard last heard from the registry about its server: the server's last heartbeat then. */
+/** What the shard last heard from the registry about its server: the server's last heartbeat then, and when it heard. */
 interface Heard {
   lastHeartbeat: number | null;
+  at: number;
 }
 
 const SCHEMA = `
@@ -388,9 +389,10 @@ export class ViewerShard extends DurableObject<Env> {
    */
   async stop(streamKey: string, session: SessionId, cause: EndCause): Promise<number> {
     const ended = this.endViewer(streamKey, session, cause);
-    // Any message of a process brings its silent server back (a stop too: it never moves the epoch).
+    // Any message of a process brings its silent server back (a stop too: it never moves the epoch), also
+    // of a process with no viewer here (it publishes, or its viewers were refused).
     const p = this.processes.get(session.serviceId);
-    if (p && !this.replaced.has(session.serviceId) && (p.suspended || this.mayThinkSilent(session.serviceId))) {
+    if (!this.replaced.has(session.serviceId) && (p?.suspended || this.mayThinkSilent(session.serviceId))) {
       await this.speakFor(session, "stop").catch((err) => logError("registry not told of a stop", streamKey, err));
     }
     return ended;
@@ -715,8 +717,10 @@ export class ViewerShard extends DurableObject<Env> {
         this.prepare();
         this.sql.exec("INSERT OR REPLACE INTO processes (service_id, suspended, seq) VALUES (?, 0, -1)", id);
       }
-      // A new process of a server whose other processes hold viewers here may be its restart.
-      if ([...this.counts.values()].some((m) => [...m].some(([other, n]) => other !== id && n > 0))) await this.refresh(session);
+      // A new process of a server whose other processes are known here may be its restart (by this very hook,
+      // on a server without heartbeats): the shard learns at once which it replaced, whose viewers end and
+      // whose late hooks are refused (4006), also if they hold no viewers here (a refused one, a stopped one).
+      if ([...this.processes.keys()].some((other) => other !== id)) await this.refresh(session);
     }
     if (this.replaced.has(id)) return false;
     const now = this.processes.get(id);
@@ -731,7 +735,7 @@ export class ViewerShard extends DurableObject<Env> {
    */
   private async speakFor(session: SessionId, kind: "start" | "stop"): Promise<void> {
     const answer = await nested("registry", () => serverRegistry(this.env, session.serverId), (r) => r.shardHeard(session.serverId, session.serviceId, kind));
-    this.heard.set(session.serviceId, { lastHeartbeat: answer.lastHeartbeat });
+    this.heard.set(session.serviceId, { lastHeartbeat: answer.lastHeartbeat, at: Date.now() });
     if (answer.epoch === "retired") this.markReplaced(session.serviceId);
   }
 
@@ -739,12 +743,15 @@ export class ViewerShard extends DurableObject<Env> {
    * Could the registry take this process's server for silent? Only if, by
    * what the shard last heard, no heartbeat came for SERVER_TIMEOUT_S. A
    * viewer hook then speaks for the process (at most once per SERVER_TIMEOUT_S:
-   * the answer tells the newest heartbeat); a server without heartbeats never.
+   * the answer tells the newest heartbeat). A server that sent none by then
+   * may have sent its first since, and fallen silent SERVER_TIMEOUT_S later:
+   * its hooks speak at most once per SERVER_TIMEOUT_S too (else a hook of it,
+   * arriving before the registry's notice of that silence, did not bring it back).
    */
   private mayThinkSilent(serviceId: string): boolean {
     const h = this.heard.get(serviceId);
     if (!h) return true;
-    return h.lastHeartbeat !== null && Date.now() - h.lastHeartbeat >= serverTimeoutMs(this.env);
+    return Date.now() - (h.lastHeartbeat ?? h.at) >= serverTimeoutMs(this.env);
   }
 
   /** Asks the registry where this server's processes stand; shared by the hooks that arrive meanwhile. */

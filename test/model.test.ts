@@ -33,6 +33,7 @@ import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
+const ENDED_KEPT_MS = 60_000; // src/viewers/seats.ts: a session ended for a newer one is refused a seat again this long
 const SERVERS = 3;
 const CLIENTS = 3;
 const STREAMS = 2;
@@ -146,6 +147,11 @@ interface ModelStream extends StreamConfig {
    * says lowering it ends nobody, so until they are fewer the bound is this.
    */
   grand: Map<string, number>;
+  /**
+   * Sessions the seats ended for a newer one (sub and key → when): README, a
+   * late repeat of such a session's on_play within 60 s is refused (4016).
+   */
+  seatEnded: Map<string, number>;
 }
 
 type Answer = { allow: true } | { allow: false; code: number };
@@ -320,7 +326,8 @@ class Model {
     if (st.cap !== null && this.counted(st) >= st.cap) return [deny(4005)];
     const limit = this.seatLimit(st, v.sub);
     v.seated = limit !== null;
-    const outcomes = limit === null ? [allow(true)] : this.seatOutcomes(st, v, v.sub!, limit);
+    const repeat = limit !== null && this.now - (st.seatEnded.get(`${v.sub}\n${keyOf(v)}`) ?? -Infinity) < ENDED_KEPT_MS;
+    const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : this.seatOutcomes(st, v, v.sub!, limit);
     return this.capLag(st) ? [...outcomes, deny(4005)] : outcomes;
   }
 
@@ -377,6 +384,7 @@ class Model {
 
   /** Applies what happened to a play: the viewers it ended go, it joins if admitted. */
   applyPlay(st: ModelStream, v: Viewer, outcome: Outcome): void {
+    for (const k of outcome.ends) st.seatEnded.set(`${v.sub}\n${k}`, this.now);
     st.viewers = st.viewers.filter((x) => !outcome.ends.includes(keyOf(x)));
     if (outcome.admit) st.viewers.push(v);
   }
@@ -467,7 +475,7 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
     const name = `model-${run}-${i}-${crypto.randomUUID().slice(0, 6)}`;
     const c = configs[i];
     const policy = { maxViewers: c.cap, playAuth: c.auth, maxSessionsPerViewer: c.limit, onExtraViewerSession: c.mode };
-    streams.push({ name, key: await createStream(name, policy), ...c, publishers: [], viewers: [], zombies: [], revocations: new Map(), grand: new Map() });
+    streams.push({ name, key: await createStream(name, policy), ...c, publishers: [], viewers: [], zombies: [], revocations: new Map(), grand: new Map(), seatEnded: new Map() });
   }
   const servers: ModelServer[] = Array.from({ length: SERVERS }, (_, i) => ({
     id: `vid-m${run}x${i}`,
@@ -629,7 +637,8 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
             expect(left.filter((k) => !plays.some((p) => keyOf(p.v) === k)), `${where}: older sessions left`).toEqual([]);
           }
         }
-        // The model learns which plays were admitted and which of the viewer's sessions ended.
+        // The model learns which plays were admitted and which of the viewer's sessions ended (the seats ended them).
+        for (const x of st.viewers.filter((x) => x.sub === sub && !list.has(keyOf(x)))) st.seatEnded.set(`${sub}\n${keyOf(x)}`, model.now);
         st.viewers = st.viewers.filter((x) => x.sub !== sub || list.has(keyOf(x)));
         for (const p of admitted) st.viewers.push({ ...p.v, seated: limit !== null });
       }
@@ -876,6 +885,18 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
               { t: "burst", stream: 0, sub: 0, n: 2 },
             ],
             [{ cap: null, auth: "token", limit: null, mode: "deny" }, { cap: null, auth: "token", limit: null, mode: "deny" }],
+          ],
+          // A session replaced by a newer one of its viewer plays again with the same ids within 60 s: refused 4016 as
+          // a late repeat of its on_play (README, src/viewers/seats.ts ENDED_KEPT_MS), after 61 s it replaces the newer.
+          [
+            [
+              { t: "play", server: 0, client: 0, stream: 0, sub: 0, age: 0 },
+              { t: "play", server: 0, client: 1, stream: 0, sub: 0, age: 0 },
+              { t: "play", server: 0, client: 0, stream: 0, sub: 0, age: 0 },
+              { t: "silence", ms: 61_000 },
+              { t: "play", server: 0, client: 0, stream: 0, sub: 0, age: 0 },
+            ],
+            [{ cap: null, auth: "token", limit: 1, mode: "replace" }, { cap: null, auth: "token", limit: null, mode: "deny" }],
           ],
           // So does a viewer's on_stop from a process with no viewer at its shard (here: a publisher's).
           [

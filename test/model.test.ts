@@ -908,6 +908,20 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
             ],
             [open(null), open(null)],
           ],
+          // From a CI run: a play refused for want of a viewer id, a ghost process of the same server, then the first
+          // process's play (replaced by the ghost's start: 4006), then a burst.
+          [
+            [
+              { t: "play", server: 0, client: 0, stream: 0, sub: null, age: 0 },
+              { t: "ghost", server: 0, client: 0, stream: 0, sub: 0 },
+              { t: "play", server: 0, client: 0, stream: 0, sub: 0, age: 0 },
+              { t: "burst", stream: 0, sub: 0, n: 2 },
+            ],
+            [
+              { cap: null, auth: "token", limit: 2, mode: "deny" },
+              { cap: null, auth: "token", limit: null, mode: "deny" },
+            ],
+          ],
         ],
       },
     );

@@ -216,7 +216,8 @@ export class ServerRegistry extends DurableObject<Env> {
       api_override: "TEXT",
       api_ok: "INTEGER",
     });
-    addColumns(this.sql, "retired", { heard_at: "INTEGER" });
+    // last_alive: the retired process's last heartbeat, for a stream or shard that asks (liveness) before its notice arrives.
+    addColumns(this.sql, "retired", { heard_at: "INTEGER", last_alive: "INTEGER NOT NULL DEFAULT 0" });
     addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0" });
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
     ctx.blockConcurrencyWhile(async () => {
@@ -628,9 +629,10 @@ export class ServerRegistry extends DurableObject<Env> {
     this.sql.exec("UPDATE servers SET service_id = ?, seq = ?, expired_at = NULL WHERE server_id = ?", serviceId, row.seq, row.server_id);
     this.sql.exec("DELETE FROM candidates WHERE server_id = ?", row.server_id);
     for (const old of replaced) {
-      this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", row.server_id, old, now);
       // The old process was last known alive at the server's last heartbeat (unknown without heartbeats: now).
-      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, row.last_heartbeat ?? now);
+      const lastAlive = row.last_heartbeat ?? now;
+      this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at, last_alive) VALUES (?, ?, ?, ?)", row.server_id, old, now, lastAlive);
+      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive);
     }
     this.touch(row, now);
     if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now, "restarted");
@@ -667,7 +669,9 @@ export class ServerRegistry extends DurableObject<Env> {
       return { serverId: row.server_id, serviceId, seq: row.seq, status: "live", cutoff: 0, replaced: false, why: "a new process of its server, not yet confirmed by a heartbeat" };
     }
     if (serviceId !== row.service_id) {
-      return { serverId: row.server_id, serviceId, seq: row.seq, status: "ended", cutoff: FOREVER, replaced: true, why: "its server restarted" };
+      // Its sessions end at its last heartbeat, as the restart's notice says (a stream may ask before that notice reaches it).
+      const lastAlive = this.sql.exec<{ last_alive: number }>("SELECT last_alive FROM retired WHERE server_id = ? AND service_id = ?", row.server_id, serviceId).toArray()[0]?.last_alive ?? 0;
+      return { serverId: row.server_id, serviceId, seq: row.seq, status: "ended", cutoff: FOREVER, replaced: true, lastAlive, why: "its server restarted" };
     }
     const silent = row.dead_since !== null || this.isSilent(row, now);
     if (silent && row.dead_since === null) this.suspend(row, now, `no heartbeat for ${serverTimeoutMs(this.env) / 1000} s`);

@@ -1,0 +1,63 @@
+/**
+ * Adversarial review of issue 15 (events out, usage in): what a careless operator, a flaky
+ * platform and a restarting SRS fleet do to webhook deliveries and usage numbers. Project
+ * "webhooks" (EVENTS_WEBHOOK_URL set): hooks and admin calls as SRS and an operator make them,
+ * deliveries as a receiver gets them (test/receiver.ts), usage as the admin API answers it.
+ */
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import type { Env } from "../src/env";
+import { newEvent } from "../src/events/event";
+import { admin, adminWith, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
+import { at, beat, deliverNotices, restarted, streamStub, T0, useFakeClock } from "./fleet";
+import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "./receiver";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const HOUR = 3_600_000;
+const iso = (ms: number) => new Date(T0 + ms).toISOString();
+useFakeClock();
+
+let receiver: Receiver;
+beforeEach(() => {
+  receiver = new Receiver().install();
+});
+
+async function received(stream: string, n: number) {
+  await vi.waitFor(() => expect(receiver.of(stream).length).toBeGreaterThanOrEqual(n), { timeout: 20_000, interval: 50 });
+  return receiver.of(stream).sort((a, b) => a.body.timestamp.localeCompare(b.body.timestamp));
+}
+
+async function usage(stream: string, query = "") {
+  const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+describe("a restart the stream learns of by asking the registry (before the registry's notice reaches it)", () => {
+  it("the old publisher still ends at its server's last heartbeat: stream.ended's duration and publishSeconds", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    at(10_000);
+    await beat(edge);
+    // The process dies; SRS restarts 10 minutes later and the encoder reconnects at once, its
+    // on_publish reaching the stream before the registry's notice of the restart does.
+    at(600_000);
+    const next = restarted(edge);
+    await beat(next);
+    expect(await hook(publish("live", stream, key, { ...next, client: "pub2" }))).toEqual(ALLOW);
+    expect(await hook(play("live", stream, { ...next, client: "v2" }))).toEqual(ALLOW);
+    await deliverNotices(edge);
+    const events = await received(stream, 3);
+    const ended = events.find((d) => d.body.type === "stream.ended")!;
+    expect(ended.body.data).toMatchObject({ client_id: "pub1", reason: "restart", duration: 10 });
+    at(600_000 + 5_000);
+    const hour = (await usage(stream, `?from=${iso(0)}&to=${iso(HOUR)}`)).buckets[0];
+    // pub1 and v1: 10 s (to their server's last heartbeat); pub2 and v2: 5 s so far.
+    expect(hour).toMatchObject({ publishSeconds: 15, viewerSeconds: 15 });
+  });
+});

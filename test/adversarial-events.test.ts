@@ -61,3 +61,26 @@ describe("a restart the stream learns of by asking the registry (before the regi
     expect(hour).toMatchObject({ publishSeconds: 15, viewerSeconds: 15 });
   });
 });
+
+const on = (extra: Partial<Env> = {}): Env => ({ ...(env as Env), EVENTS_WEBHOOK_URL: RECEIVER_URL, EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET, ...extra });
+
+describe("a receiver that answers with a redirect", () => {
+  it("has not received the event: it is retried, never acked on what the redirect's target answers", async () => {
+    const posts: string[] = [];
+    // As fetch does by default ("follow"): a 302 to a POST is followed with a GET, without the body.
+    const spy = vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
+      const req = new Request(input, init);
+      if (req.url === RECEIVER_URL) {
+        if ((init?.redirect ?? "follow") !== "follow") return new Response(null, { status: 302, headers: { location: "https://receiver.test/login" } });
+        return fetch("https://receiver.test/login", { method: "GET", headers: init?.headers });
+      }
+      if (req.method === "POST") posts.push(await req.text());
+      return new Response("<html>sign in</html>", { status: 200 });
+    });
+    const event = newEvent("stream.started", { vhost: "__defaultVhost__", app: "live", stream: "moved", server_id: "vid-a", client_id: "c1" });
+    const delays = await consume(on(), [event], 1);
+    expect(spy).toHaveBeenCalled();
+    expect(posts).toEqual([]);
+    expect(delays).toEqual([30]);
+  });
+});

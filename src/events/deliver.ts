@@ -1,14 +1,14 @@
 /**
  * The queue consumer (queue() in src/index.ts): POSTs each event to EVENTS_WEBHOOK_URL.
  *
- * A delivery the receiver answers with 2xx is done (acked). Anything else (an error status, no
- * answer within DELIVERY_TIMEOUT_MS, a missing or unusable secret) is retried by the queue after
- * retryDelayS(attempts): 30 s, doubling to 15 min, up to max_retries (wrangler.toml: 20, about 4
- * hours); then the message goes to the dead-letter queue. Each attempt carries the event's own
- * `webhook-id` and body; `webhook-timestamp` is the attempt's time (and the signature is made
- * again with it), so that receivers checking the timestamp's age (the reference libraries allow 5
- * minutes) accept a delivery retried hours after the event. The event's own time is the body's
- * `timestamp`.
+ * A delivery the receiver answers with 2xx is done (acked). Anything else (an error status, a
+ * redirect (never followed), no answer within DELIVERY_TIMEOUT_MS, a missing or unusable secret) is
+ * retried by the queue after retryDelayS(attempts): 30 s, doubling to 15 min, up to max_retries
+ * (wrangler.toml: 20, about 4 hours); then the message goes to the dead-letter queue. Each attempt
+ * carries the event's own `webhook-id` and body; `webhook-timestamp` is the attempt's time (and the
+ * signature is made again with it), so that receivers checking the timestamp's age (the reference
+ * libraries allow 5 minutes) accept a delivery retried hours after the event. The event's own time
+ * is the body's `timestamp`.
  */
 import type { Env } from "../env";
 import { eventBody, eventsEnabled, type WebhookEvent } from "./event";
@@ -60,6 +60,9 @@ async function deliver(url: string, key: Uint8Array, event: WebhookEvent): Promi
         "webhook-signature": await signDelivery(key, event.id, timestamp, body),
       },
       body,
+      // A redirect is not a delivery: followed, a 301/302/303 turns the POST into a GET without the body, whose 2xx
+      // (a login page, a moved site) would ack an event the receiver never got. It is retried, and logged with its status.
+      redirect: "manual",
       signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
     });
     await res.body?.cancel();

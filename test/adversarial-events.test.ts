@@ -84,3 +84,24 @@ describe("a receiver that answers with a redirect", () => {
     expect(delays).toEqual([30]);
   });
 });
+
+describe("POST /admin/events/test with a setting that cannot work (the console's Send test event)", () => {
+  it("says so instead of answering 202 for an event that will never be delivered", async () => {
+    const send = vi.spyOn(env.EVENTS, "sendBatch");
+    for (const overrides of [
+      { EVENTS_WEBHOOK_SECRET: "" },
+      { EVENTS_WEBHOOK_SECRET: "too-short" },
+      { EVENTS_WEBHOOK_SECRET: "whsec_c2hvcnQ=" },
+      { EVENTS_WEBHOOK_SECRET: "whsec_not*base64!" },
+      { EVENTS_WEBHOOK_URL: "receiver.example.com/streamgate-events" },
+      { EVENTS_WEBHOOK_URL: "ftp://receiver.example.com/streamgate-events" },
+    ]) {
+      const res = await adminWith(overrides, "POST", "/events/test");
+      expect(res.status, JSON.stringify(overrides)).toBe(409);
+      expect(res.body, JSON.stringify(overrides)).toMatchObject({ configured: false, error: expect.stringMatching(/EVENTS_WEBHOOK_(SECRET|URL)/) });
+      // The secret's value never appears in the answer.
+      if (overrides.EVENTS_WEBHOOK_SECRET) expect(JSON.stringify(res.body)).not.toContain(overrides.EVENTS_WEBHOOK_SECRET);
+    }
+    expect(send).not.toHaveBeenCalled();
+  });
+});

@@ -105,3 +105,14 @@ describe("POST /admin/events/test with a setting that cannot work (the console's
     expect(send).not.toHaveBeenCalled();
   });
 });
+
+describe("usage ranges an operator may type", () => {
+  it("a date that does not exist (February 31) is refused, not read as March 3", async () => {
+    const stream = uniqueStream();
+    await createStream(stream);
+    for (const bad of ["2031-02-31T00:00:00Z", "2031-02-29", "2031-04-31T12:00Z"]) {
+      const res = await admin("GET", `/streams/live/${stream}/usage?from=${bad}&to=2031-03-20T00:00:00Z`);
+      expect(res.status, bad).toBe(400);
+    }
+  });
+});

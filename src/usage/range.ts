@@ -47,7 +47,14 @@ function one(query: Record<string, unknown>, name: string): string | undefined {
 function time(query: Record<string, unknown>, name: string): number | undefined {
   const value = one(query, name);
   if (value === undefined) return undefined;
-  const ms = ISO.test(value) ? Date.parse(value) : NaN;
+  const ms = ISO.test(value) && realDate(value) ? Date.parse(value) : NaN;
   if (!Number.isFinite(ms)) throw new StatusError(400, `query parameter "${name}" must be an ISO 8601 date-time, e.g. 2026-05-01T00:00:00Z`);
   return ms;
+}
+
+/** Date.parse reads 2026-02-31 as March 3: a day its month does not have is refused instead. */
+function realDate(value: string): boolean {
+  const [y, m, d] = value.slice(0, 10).split("-").map(Number);
+  const date = new Date(Date.UTC(y, m - 1, d));
+  return date.getUTCMonth() === m - 1 && date.getUTCDate() === d;
 }

@@ -6,10 +6,11 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
+import fc from "fast-check";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
 import { newEvent } from "../src/events/event";
-import { admin, adminWith, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
+import { admin, adminWith, close, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { at, beat, deliverNotices, restarted, streamStub, T0, useFakeClock } from "./fleet";
 import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "./receiver";
 
@@ -114,5 +115,61 @@ describe("usage ranges an operator may type", () => {
       const res = await admin("GET", `/streams/live/${stream}/usage?from=${bad}&to=2031-03-20T00:00:00Z`);
       expect(res.status, bad).toBe(400);
     }
+  });
+});
+
+describe("peakViewers adds up (test/usage-model.test.ts checks seconds only: no peak could make it fail)", () => {
+  type Op = { t: "play" | "stop" | "close"; server: number; client: number } | { t: "wait"; ms: number };
+  const server = fc.integer({ min: 0, max: 1 });
+  const client = fc.integer({ min: 0, max: 2 });
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    { arbitrary: fc.record({ t: fc.constant("play" as const), server, client }), weight: 4 },
+    { arbitrary: fc.record({ t: fc.constant("stop" as const), server, client }), weight: 2 },
+    { arbitrary: fc.record({ t: fc.constant("close" as const), server, client }), weight: 1 },
+    { arbitrary: fc.record({ t: fc.constant("wait" as const), ms: fc.oneof(fc.integer({ min: 1, max: 90_000 }), fc.integer({ min: HOUR / 2, max: 3 * HOUR })) }), weight: 3 },
+  );
+
+  async function run(ops: Op[]) {
+    at(0);
+    const stream = uniqueStream("peak");
+    await createStream(stream);
+    const edges = [newEdge(), newEdge()];
+    const who = (s: number, c: number) => ({ ...edges[s], client: `c${s}${c}` });
+    // Per server: its viewers, the count held since `since`, and each hour's peak (max of the counts held in it).
+    const servers = edges.map(() => ({ viewers: new Set<number>(), since: 0, peaks: new Map<number, number>() }));
+    const hourOf = (ms: number) => Math.floor(ms / HOUR) * HOUR;
+    const hold = (s: (typeof servers)[number], until: number) => {
+      for (let h = hourOf(s.since); h <= hourOf(until); h += HOUR) s.peaks.set(h, Math.max(s.peaks.get(h) ?? 0, s.viewers.size));
+      s.since = until;
+    };
+    let now = 0;
+    for (const o of ops) {
+      if (o.t === "wait") {
+        at((now += o.ms));
+        continue;
+      }
+      const s = servers[o.server];
+      hold(s, now);
+      if (o.t === "play") {
+        expect((await hook(play("live", stream, who(o.server, o.client)))).status).toBe(200);
+        s.viewers.add(o.client);
+      } else {
+        await hook(o.t === "stop" ? stopPlay("live", stream, who(o.server, o.client)) : close(who(o.server, o.client)));
+        s.viewers.delete(o.client);
+      }
+      hold(s, now);
+    }
+    for (const s of servers) hold(s, now);
+    const res = await admin("GET", `/streams/live/${stream}/usage?from=${iso(0)}&to=${iso(now + 1)}`);
+    expect(res.status).toBe(200);
+    for (const b of res.body.buckets) {
+      const hour = Date.parse(b.start) - T0;
+      const want = servers.reduce((sum, s) => sum + (s.peaks.get(hour) ?? 0), 0);
+      expect(b.peakViewers, `peak viewers of ${b.start}`).toBe(want);
+    }
+  }
+
+  it("each hour's peakViewers is the sum over the servers of the most viewers each held at once in it", async () => {
+    await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), run), { numRuns: 40 });
   });
 });

@@ -5,7 +5,7 @@
  * deliveries as a receiver gets them (test/receiver.ts), usage as the admin API answers it.
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import fc from "fast-check";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
@@ -171,5 +171,23 @@ describe("peakViewers adds up (test/usage-model.test.ts checks seconds only: no 
 
   it("each hour's peakViewers is the sum over the servers of the most viewers each held at once in it", async () => {
     await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), run), { numRuns: 40 });
+  });
+});
+
+describe("a queue send that never settles (the platform's queue hangs instead of failing)", () => {
+  it("holds up neither the hook nor the stream's later events nor its alarm", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    const send = vi.spyOn(env.EVENTS, "sendBatch").mockImplementationOnce(() => new Promise(() => {}));
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    send.mockRestore();
+    at(5_000);
+    expect(await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    // The alarm (which also sweeps the stream's sessions) finishes, and both events go out.
+    const alarm = runDurableObjectAlarm(streamStub(stream)).then(() => "done");
+    expect(await Promise.race([alarm, new Promise((resolve) => setTimeout(() => resolve("hung"), 20_000))])).toBe("done");
+    const events = await received(stream, 2);
+    expect(events.map((d) => d.body.type)).toEqual(["stream.started", "stream.ended"]);
   });
 });

@@ -8,7 +8,11 @@
  * Nothing is stored while events are off (EVENTS_WEBHOOK_URL unset).
  */
 import type { Env } from "../env";
+import { withTimeout } from "../platform/retry";
 import { eventsEnabled, QUEUE_BATCH, type WebhookEvent } from "./event";
+
+/** A queue send that has not settled by then counts as failed (sends take milliseconds). */
+const QUEUE_SEND_TIMEOUT_MS = 5_000;
 
 /** Completes an event just before it is queued (the stream fills in a publish's peak viewers). */
 export type Finisher = (event: WebhookEvent) => Promise<WebhookEvent>;
@@ -73,7 +77,9 @@ export class Outbox {
       if (rows.length === 0 || !eventsEnabled(this.env)) return;
       try {
         const events = await Promise.all(rows.map((r) => this.finish(JSON.parse(r.event) as WebhookEvent)));
-        await this.env.EVENTS.sendBatch(events.map((body) => ({ body })));
+        // A send that never settles would hold every later event of the object, and its alarm, until it restarts.
+        // Timed out, it is tried again (should it still arrive, the event goes twice, with its one webhook-id).
+        await withTimeout(this.env.EVENTS.sendBatch(events.map((body) => ({ body }))), QUEUE_SEND_TIMEOUT_MS);
       } catch (err) {
         console.error(JSON.stringify({ error: "events not queued, kept for the next try", count: rows.length, detail: String(err) }));
         this.retryLater();

@@ -191,3 +191,25 @@ describe("a queue send that never settles (the platform's queue hangs instead of
     expect(events.map((d) => d.body.type)).toEqual(["stream.started", "stream.ended"]);
   });
 });
+
+describe("events switched off (EVENTS_WEBHOOK_URL unset) while some wait in a stream's outbox", () => {
+  it("they are dropped, as the consumer drops queued ones: the stream's alarm stops instead of firing every minute forever", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    const send = vi.spyOn(env.EVENTS, "sendBatch").mockRejectedValue(new Error("queue unavailable"));
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    expect(await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    send.mockRestore();
+    // A deploy without EVENTS_WEBHOOK_URL: the object's own env (each object has its copy).
+    await runInDurableObject(streamStub(stream), (o: any) => {
+      o.env.EVENTS_WEBHOOK_URL = "";
+    });
+    await runDurableObjectAlarm(streamStub(stream));
+    const left = await runInDurableObject(streamStub(stream), async (_o, state) => ({
+      alarm: await state.storage.getAlarm(),
+      outbox: state.storage.sql.exec("SELECT COUNT(*) AS n FROM event_outbox").one().n,
+    }));
+    expect(left).toEqual({ alarm: null, outbox: 0 });
+  });
+});

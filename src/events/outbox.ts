@@ -5,7 +5,8 @@
  * leaves the event in the outbox, and the object's alarm sends it again (as the registry's kick
  * outbox does: src/srs/kicks.ts). Events are queued in the order they were made.
  *
- * Nothing is stored while events are off (EVENTS_WEBHOOK_URL unset).
+ * Nothing is stored while events are off (EVENTS_WEBHOOK_URL unset), and what waits is dropped once
+ * they are (as the queue's consumer drops what was queued).
  */
 import type { Env } from "../env";
 import { withTimeout } from "../platform/retry";
@@ -73,8 +74,14 @@ export class Outbox {
 
   private async sendWaiting(): Promise<void> {
     for (;;) {
+      if (!eventsEnabled(this.env)) {
+        // Events were switched off after these were made: nobody to deliver them to (the consumer drops queued ones
+        // too). Kept, they would have the object's alarm fire for them forever.
+        this.sql.exec("DELETE FROM event_outbox");
+        return;
+      }
       const rows = this.sql.exec<{ seq: number; event: string }>("SELECT seq, event FROM event_outbox ORDER BY seq LIMIT ?", QUEUE_BATCH).toArray();
-      if (rows.length === 0 || !eventsEnabled(this.env)) return;
+      if (rows.length === 0) return;
       try {
         const events = await Promise.all(rows.map((r) => this.finish(JSON.parse(r.event) as WebhookEvent)));
         // A send that never settles would hold every later event of the object, and its alarm, until it restarts.

@@ -202,13 +202,13 @@ describe("events switched off (EVENTS_WEBHOOK_URL unset) while some wait in a st
     expect(await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).toEqual(ALLOW);
     send.mockRestore();
     // A deploy without EVENTS_WEBHOOK_URL: the object's own env (each object has its copy).
-    await runInDurableObject(streamStub(stream), (o: any) => {
-      o.env.EVENTS_WEBHOOK_URL = "";
+    await runInDurableObject(streamStub(stream), (o: unknown) => {
+      (o as { env: Env }).env.EVENTS_WEBHOOK_URL = "";
     });
     await runDurableObjectAlarm(streamStub(stream));
-    const left = await runInDurableObject(streamStub(stream), async (_o, state) => ({
+    const left = await runInDurableObject(streamStub(stream), async (_o: unknown, state: DurableObjectState) => ({
       alarm: await state.storage.getAlarm(),
-      outbox: state.storage.sql.exec("SELECT COUNT(*) AS n FROM event_outbox").one().n,
+      outbox: state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM event_outbox").one().n,
     }));
     expect(left).toEqual({ alarm: null, outbox: 0 });
   });

@@ -4,7 +4,8 @@
  * their end, split over the hours they span; one still open counts up to now; one ended by a
  * restart's fence ends at its server's last heartbeat.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { StreamObject } from "../src/stream/object";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { at, beat, deliverNotices, restarted, T0, useFakeClock } from "./fleet";
 
@@ -202,6 +203,27 @@ describe("GET /admin/usage: every stream", () => {
     const minutes = await admin("GET", `/usage?vhost=${vhost}&resolution=minute`);
     expect(minutes.body.buckets.find((x: any) => x.start === iso(0)).peakViewers).toBe(2);
     for (const bad of ["?format=xml", "?format=csv&resolution=minute", "?to=2031-13-01"]) expect((await admin("GET", `/usage${bad}`)).status, bad).toBe(400);
+  });
+
+  it("a stream whose object cannot be asked is named as unavailable; the other streams still report", async () => {
+    const vhost = `v${crypto.randomUUID().slice(0, 8)}`;
+    const edge = newEdge();
+    const [a, b] = [uniqueStream(), uniqueStream()];
+    for (const s of [a, b]) expect((await admin("PUT", `/streams/live/${s}?vhost=${vhost}`, {})).status).toBe(201);
+    await hook({ ...play("live", a, { ...edge, client: "v1" }), vhost });
+    at(10_000);
+    await hook({ ...stopPlay("live", a, { ...edge, client: "v1" }), vhost });
+    const real = StreamObject.prototype.publishUsage;
+    vi.spyOn(StreamObject.prototype, "publishUsage").mockImplementation(async function (this: StreamObject, ...args: Parameters<StreamObject["publishUsage"]>) {
+      if ((await this.state())?.stream === b) throw new Error("stream object overloaded");
+      return real.apply(this, args);
+    } as any);
+    const json = await admin("GET", `/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(HOUR)}`);
+    vi.restoreAllMocks();
+    expect(json.status).toBe(200);
+    expect(json.body.unavailable).toEqual([`${vhost}/live/${b}`]);
+    expect(json.body.streams.find((s: any) => s.stream === a)).toMatchObject({ viewerSeconds: 10 });
+    expect(json.body.streams.find((s: any) => s.stream === b)).toMatchObject({ viewerSeconds: 0, buckets: [] });
   });
 });
 

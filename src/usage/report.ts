@@ -28,6 +28,16 @@ export interface StreamUsage {
   incomplete?: string[];
 }
 
+/** Zero usage over the range, bucket for bucket: a stream whose object could not be asked. */
+export function emptyUsage(range: UsageRange): StreamUsage {
+  const starts = Array.from({ length: (range.to - range.from) / range.unit }, (_, i) => range.from + i * range.unit);
+  return {
+    buckets: range.resolution === "minute"
+      ? starts.map((start) => ({ start: iso(start), peakViewers: 0 }))
+      : starts.map((start) => ({ start: iso(start), viewerSeconds: 0, publishSeconds: 0, peakViewers: 0 })),
+  };
+}
+
 /** The stream's usage over the range, one bucket per hour (or minute) of it, empty ones included. */
 export async function streamUsage(env: Env, streamKey: string, range: UsageRange): Promise<StreamUsage> {
   const { hours, shards } = await streamObject(env, streamKey).publishUsage(range.from, range.to);

@@ -6,7 +6,7 @@ import { jsonResponse } from "../http";
 import { streamObject } from "../object-access";
 import { parseStreamKey, streamKey } from "../stream/name";
 import { parseRange } from "./range";
-import { iso, streamUsage, type MinuteBucket, type UsageBucket } from "./report";
+import { emptyUsage, iso, streamUsage, type MinuteBucket, type UsageBucket } from "./report";
 
 /**
  * GET /admin/streams/{app}/{stream}/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute]:
@@ -38,9 +38,26 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
   const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
   const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX });
   const keys = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
-  const usages = await Promise.all(keys.map((key) => streamUsage(env, key, range)));
+  // A stream whose object cannot be asked is shown empty and named in `unavailable`: the others still report.
+  const unavailable: string[] = [];
+  const usages = await Promise.all(
+    keys.map((key) =>
+      streamUsage(env, key, range).catch((err) => {
+        unavailable.push(key);
+        console.error(JSON.stringify({ error: "stream left out of usage", stream: key, detail: String(err) }));
+        return emptyUsage(range);
+      }),
+    ),
+  );
   const incomplete = [...new Set(usages.flatMap((u) => u.incomplete ?? []))];
-  const span = { from: iso(range.from), to: iso(range.to), resolution: range.resolution, ...(page.list_complete ? {} : { truncated: true }), ...(incomplete.length ? { incomplete } : {}) };
+  const span = {
+    from: iso(range.from),
+    to: iso(range.to),
+    resolution: range.resolution,
+    ...(page.list_complete ? {} : { truncated: true }),
+    ...(incomplete.length ? { incomplete } : {}),
+    ...(unavailable.length ? { unavailable: unavailable.sort() } : {}),
+  };
   if (range.resolution === "minute") {
     // The console's fleet-wide chart: viewers per minute, summed over the streams.
     const buckets = (usages[0]?.buckets ?? []).map((b, i) => ({ start: b.start, peakViewers: usages.reduce((sum, u) => sum + ((u.buckets[i] as MinuteBucket).peakViewers ?? 0), 0) }));

@@ -5,7 +5,7 @@
  * delivers its batches within a second or so): nothing asserts how long they take.
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { at, beat, deliverNotices, restarted, streamStub, useFakeClock } from "./fleet";
@@ -74,6 +74,27 @@ describe("stream events", () => {
     expect((await hook(play("live", stream, { ...a, client: "x5" }))).status).toBe(403);
     const all = await received(stream, 2);
     expect(all.map((d) => d.body.type)).toEqual(["stream.viewer_limit_reached", "stream.viewer_limit_reached"]);
+  });
+
+  it("stream.viewer_limit_reached stays once a minute when the stream's object restarts meanwhile", async () => {
+    const [a, b, c] = [newEdge(), newEdge(), newEdge()];
+    const stream = uniqueStream();
+    await createStream(stream, { maxViewers: 1 });
+    expect(await hook(play("live", stream, { ...a, client: "v1" }))).toEqual(ALLOW);
+    expect((await hook(play("live", stream, { ...a, client: "x1" }))).status).toBe(403);
+    await received(stream, 1);
+    // The platform evicts the stream's object (its memory goes, its storage stays); another shard reports a refusal
+    // within the minute (called here directly, as a shard does in the background, so that it lands before the clock moves).
+    const stub = env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
+    await evictDurableObject(stub);
+    await stub.viewerLimitReached(b.server, 1);
+    at(61_000);
+    expect((await hook(play("live", stream, { ...c, client: "x3" }))).status).toBe(403);
+    const all = await received(stream, 2);
+    expect(all.map((d) => [d.body.type, d.body.data.server_id])).toEqual([
+      ["stream.viewer_limit_reached", a.server],
+      ["stream.viewer_limit_reached", c.server],
+    ]);
   });
 
   it("an operator ending sessions: session.ended_by_operator for each, and stream.ended for the publisher", async () => {

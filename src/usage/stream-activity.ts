@@ -36,8 +36,8 @@ export class StreamActivity {
   readonly usage: UsageBook;
   readonly outbox: Outbox;
   private shards: Set<string> | null = null;
-  /** When the last stream.viewer_limit_reached was made (at most one per minute). */
-  private limitAt = 0;
+  /** When the last stream.viewer_limit_reached was made (stored: a restarted object keeps the once-a-minute rule); null: not read yet. */
+  private limitAt: number | null = null;
 
   constructor(
     private sql: SqlStorage,
@@ -80,8 +80,11 @@ export class StreamActivity {
   /** A viewer shard refused a viewer for the cap: one event per minute at most, whatever the shard. */
   viewerLimitReached(serverId: string, maxViewers: number): boolean {
     const now = Date.now();
+    this.sql.exec("CREATE TABLE IF NOT EXISTS event_marks (name TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID");
+    this.limitAt ??= this.sql.exec<{ at: number }>("SELECT at FROM event_marks WHERE name = 'viewer_limit_reached'").toArray()[0]?.at ?? 0;
     if (now - this.limitAt < MINUTE_MS) return false;
     this.limitAt = now;
+    this.sql.exec("INSERT OR REPLACE INTO event_marks (name, at) VALUES ('viewer_limit_reached', ?)", now);
     this.outbox.add(newEvent("stream.viewer_limit_reached", { ...streamData(this.streamKey), server_id: serverId, maxViewers }, now));
     return true;
   }

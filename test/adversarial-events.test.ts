@@ -24,11 +24,6 @@ beforeEach(() => {
   receiver = new Receiver().install();
 });
 
-async function received(stream: string, n: number) {
-  await vi.waitFor(() => expect(receiver.of(stream).length).toBeGreaterThanOrEqual(n), { timeout: 20_000, interval: 50 });
-  return receiver.of(stream).sort((a, b) => a.body.timestamp.localeCompare(b.body.timestamp));
-}
-
 async function usage(stream: string, query = "") {
   const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
   expect(res.status).toBe(200);
@@ -53,7 +48,7 @@ describe("a restart the stream learns of by asking the registry (before the regi
     expect(await hook(publish("live", stream, key, { ...next, client: "pub2" }))).toEqual(ALLOW);
     expect(await hook(play("live", stream, { ...next, client: "v2" }))).toEqual(ALLOW);
     await deliverNotices(edge);
-    const events = await received(stream, 3);
+    const events = await receiver.received(stream, 3);
     const ended = events.find((d) => d.body.type === "stream.ended")!;
     expect(ended.body.data).toMatchObject({ client_id: "pub1", reason: "restart", duration: 10 });
     at(600_000 + 5_000);
@@ -187,7 +182,7 @@ describe("a queue send that never settles (the platform's queue hangs instead of
     // The alarm (which also sweeps the stream's sessions) finishes, and both events go out.
     const alarm = runDurableObjectAlarm(streamStub(stream)).then(() => "done");
     expect(await Promise.race([alarm, new Promise((resolve) => setTimeout(() => resolve("hung"), 20_000))])).toBe("done");
-    const events = await received(stream, 2);
+    const events = await receiver.received(stream, 2);
     expect(events.map((d) => d.body.type)).toEqual(["stream.started", "stream.ended"]);
   });
 });

@@ -11,6 +11,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
+import { ALLOW, KEY, keyOf, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
 import { viewerSeats } from "../src/object-access";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
@@ -18,14 +19,7 @@ import { StreamObject } from "../src/stream/object";
 import { admin, close, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, events, overloaded, restarted, retryable, serverStub, shardStub, streamStub, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
-const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
-const LIMIT = { status: 403, body: { code: 4016, reason: "viewer session limit" } };
-const REVOKED = { status: 403, body: { code: 4019, reason: "token revoked" } };
 const DAY_S = 86_400;
-const nowS = () => Math.floor(Date.now() / 1000);
-const name = (stream: string) => ({ vhost: "__defaultVhost__", app: "live", stream });
-const keyOf = (stream: string) => `__defaultVhost__/live/${stream}`;
 
 let a: Edge;
 let b: Edge;
@@ -36,30 +30,6 @@ beforeEach(() => {
   b = newEdge();
   c = newEdge();
 });
-
-/** An on_play of `client` on `edge` with a token. */
-const playWith = (stream: string, edge: Edge, client: string, token: string) => ({ ...play("live", stream, { ...edge, client }), param: `?token=${token}` });
-
-async function limited(policy: Record<string, unknown> = {}): Promise<string> {
-  const s = uniqueStream();
-  await createStream(s, { playAuth: "token", maxSessionsPerViewer: 1, ...policy });
-  return s;
-}
-
-async function tokenOf(stream: string, sub?: string, issuedAt = nowS(), ttl = 3600): Promise<string> {
-  return signPlayToken(name(stream), issuedAt + ttl, KEY, { ...(sub === undefined ? {} : { sub }), issuedAt });
-}
-
-/** The clients holding seats of `sub` on the stream, as the seat object has them. */
-async function seatsOf(stream: string, sub: string): Promise<string[]> {
-  return (await viewerSeats(env, keyOf(stream), sub).seats(keyOf(stream))).filter((x) => x.sub === sub).map((x) => x.clientId).sort();
-}
-
-/** Live sessions per viewer id, as GET …/viewers shows them. */
-async function livePerSub(stream: string): Promise<Record<string, number>> {
-  const body = (await admin("GET", `/streams/live/${stream}/viewers`)).body;
-  return Object.fromEntries(body.viewers.map((v: any) => [v.sub, v.live]));
-}
 
 /** Lets the objects' background work (waitUntil: seat releases) run. */
 const settle = () => new Promise((r) => setTimeout(r, 100));

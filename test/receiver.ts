@@ -63,6 +63,14 @@ export class Receiver {
   of(stream: string): Delivery[] {
     return this.events.filter((d) => d.body.data.stream === stream);
   }
+
+  /** Waits until `n` events about the stream are accepted; returns them oldest first (by the body's timestamp). */
+  async received(stream: string, n: number): Promise<Delivery[]> {
+    await vi.waitFor(() => {
+      if (this.of(stream).length < n) throw new Error(`${this.of(stream).length} of ${n} events about ${stream} received`);
+    }, { timeout: 20_000, interval: 50 });
+    return this.of(stream).sort((a, b) => a.body.timestamp.localeCompare(b.body.timestamp));
+  }
 }
 
 /** The spec's signature, computed here independently: v1,base64(HMAC-SHA256(key, id.timestamp.body)). */

@@ -8,18 +8,12 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { signPlayToken } from "../src/auth/token";
+import { ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
 import { viewerSeats } from "../src/object-access";
 import { admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, events, serverStub, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
-const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
-const LIMIT = { status: 403, body: { code: 4016, reason: "viewer session limit" } };
-const REVOKED = { status: 403, body: { code: 4019, reason: "token revoked" } };
 const TIMEOUT_MS = 30_000;
-const nowS = () => Math.floor(Date.now() / 1000);
-const name = (stream: string) => ({ vhost: "__defaultVhost__", app: "live", stream });
-const keyOf = (stream: string) => `__defaultVhost__/live/${stream}`;
 
 let a: Edge;
 let b: Edge;
@@ -28,19 +22,6 @@ beforeEach(() => {
   a = newEdge();
   b = newEdge();
 });
-
-/** An on_play of `client` on `edge` with a token. */
-const playWith = (stream: string, edge: Edge, client: string, token: string) => ({ ...play("live", stream, { ...edge, client }), param: `?token=${token}` });
-
-async function limited(policy: Record<string, unknown> = {}): Promise<string> {
-  const s = uniqueStream();
-  await createStream(s, { playAuth: "token", maxSessionsPerViewer: 1, ...policy });
-  return s;
-}
-
-async function tokenOf(stream: string, sub?: string, issuedAt = nowS()): Promise<string> {
-  return signPlayToken(name(stream), issuedAt + 3600, KEY, { ...(sub === undefined ? {} : { sub }), issuedAt });
-}
 
 /** A v1 token (README: "v1." + b64url(resource) + "." + exp, then the signature). */
 async function v1Token(stream: string): Promise<string> {
@@ -139,7 +120,7 @@ describe("one ticket, one screen: maxSessionsPerViewer 1", () => {
     const ghost = { serverId: a.server, serviceId: a.service, clientId: "lost0001" };
     expect(await viewerSeats(env, keyOf(s), "alice").take({ streamKey: keyOf(s), sub: "alice", session: ghost, limit: 1, mode: "deny" })).toEqual({ ok: true });
     expect(await hook(playWith(s, b, "phone001", await tokenOf(s, "alice")))).toEqual(ALLOW);
-    expect((await viewerSeats(env, keyOf(s), "alice").seats(keyOf(s))).map((x) => x.clientId)).toEqual(["phone001"]);
+    expect(await seatsOf(s, "alice")).toEqual(["phone001"]);
   });
 });
 

@@ -19,12 +19,6 @@ beforeEach(() => {
   receiver = new Receiver().install();
 });
 
-/** Waits until the receiver holds `n` events about the stream; returns them oldest first. */
-async function received(stream: string, n: number) {
-  await vi.waitFor(() => expect(receiver.of(stream).length).toBeGreaterThanOrEqual(n), { timeout: 20_000, interval: 50 });
-  return receiver.of(stream).sort((a, b) => a.body.timestamp.localeCompare(b.body.timestamp));
-}
-
 describe("stream events", () => {
   it("a publish of a few seconds delivers stream.started then stream.ended, signed, with duration and peak viewers", async () => {
     const edge = newEdge();
@@ -38,7 +32,7 @@ describe("stream events", () => {
     await hook(stopPlay("live", stream, { ...edge, client: "v1" }));
     at(5_500);
     expect(await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    const [started, ended] = await received(stream, 2);
+    const [started, ended] = await receiver.received(stream, 2);
     expect(started.body).toMatchObject({ type: "stream.started", data: { vhost: "__defaultVhost__", app: "live", stream, server_id: edge.server, client_id: "pub1" } });
     expect(ended.body).toMatchObject({ type: "stream.ended", data: { stream, server_id: edge.server, client_id: "pub1", reason: "stop", duration: 5.5, peakViewers: 2 } });
     expect(started.signatureValid && ended.signatureValid).toBe(true);
@@ -56,7 +50,7 @@ describe("stream events", () => {
     at(600_000);
     await beat(restarted(edge));
     await deliverNotices(edge);
-    const [, ended] = await received(stream, 2);
+    const [, ended] = await receiver.received(stream, 2);
     expect(ended.body).toMatchObject({ type: "stream.ended", data: { reason: "restart", duration: 10 } });
   });
 
@@ -68,11 +62,11 @@ describe("stream events", () => {
     for (const [edge, client] of [[a, "x1"], [b, "x2"], [a, "x3"], [b, "x4"]] as const) {
       expect((await hook(play("live", stream, { ...edge, client }))).status).toBe(403);
     }
-    const [first] = await received(stream, 1);
+    const [first] = await receiver.received(stream, 1);
     expect(first.body).toMatchObject({ type: "stream.viewer_limit_reached", data: { stream, maxViewers: 1 } });
     at(61_000);
     expect((await hook(play("live", stream, { ...a, client: "x5" }))).status).toBe(403);
-    const all = await received(stream, 2);
+    const all = await receiver.received(stream, 2);
     expect(all.map((d) => d.body.type)).toEqual(["stream.viewer_limit_reached", "stream.viewer_limit_reached"]);
   });
 
@@ -82,7 +76,7 @@ describe("stream events", () => {
     await createStream(stream, { maxViewers: 1 });
     expect(await hook(play("live", stream, { ...a, client: "v1" }))).toEqual(ALLOW);
     expect((await hook(play("live", stream, { ...a, client: "x1" }))).status).toBe(403);
-    await received(stream, 1);
+    await receiver.received(stream, 1);
     // The platform evicts the stream's object (its memory goes, its storage stays); another shard reports a refusal
     // within the minute (called here directly, as a shard does in the background, so that it lands before the clock moves).
     const stub = env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
@@ -90,7 +84,7 @@ describe("stream events", () => {
     await stub.viewerLimitReached(b.server, 1);
     at(61_000);
     expect((await hook(play("live", stream, { ...c, client: "x3" }))).status).toBe(403);
-    const all = await received(stream, 2);
+    const all = await receiver.received(stream, 2);
     expect(all.map((d) => [d.body.type, d.body.data.server_id])).toEqual([
       ["stream.viewer_limit_reached", a.server],
       ["stream.viewer_limit_reached", c.server],
@@ -105,7 +99,7 @@ describe("stream events", () => {
     await hook(play("live", stream, { ...edge, client: "v1" }));
     at(2_000);
     expect((await admin("DELETE", `/streams/live/${stream}/sessions`)).status).toBe(200);
-    const events = await received(stream, 4);
+    const events = await receiver.received(stream, 4);
     const byType = (t: string) => events.filter((d) => d.body.type === t).map((d) => d.body.data);
     expect(byType("session.ended_by_operator").map((d) => [d.role, d.client_id, d.reason]).sort()).toEqual([
       ["publisher", "pub1", "ended by operator"],
@@ -123,7 +117,7 @@ describe("stream events", () => {
     await vi.waitFor(() => expect(send).toHaveBeenCalled());
     send.mockRestore();
     await runDurableObjectAlarm(streamStub(stream));
-    const [started] = await received(stream, 1);
+    const [started] = await receiver.received(stream, 1);
     expect(started.body.type).toBe("stream.started");
   });
 });

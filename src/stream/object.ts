@@ -405,7 +405,7 @@ export class StreamObject extends DurableObject<Env> {
     // viewers (half of an even split, by their last reports): shards keep admitting on their own near
     // the cap instead of asking for every viewer. A push of the policy takes back everything unused.
     const cap = policy?.maxViewers ?? null;
-    const keep = keepSlots ? Number.MAX_SAFE_INTEGER : requester === null || cap === null ? 0 : Math.floor(Math.max(0, this.leases.freeIfShrunk(cap)) / (2 * (targets.length + 1)));
+    const keep = keepSlots ? ("all" as const) : requester === null || cap === null ? 0 : Math.floor(Math.max(0, this.leases.freeIfShrunk(cap)) / (2 * (targets.length + 1)));
     const unreached: string[] = [];
     const round = Promise.all(
       targets.map(async (r) => {

@@ -433,7 +433,7 @@ export class ViewerShard extends DurableObject<Env> {
    * first asks the registry whether its own processes still live: a silent
    * server's viewers then stop holding slots the stream needs.
    */
-  async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean, keep = 0): Promise<RecallAnswer> {
+  async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean, keep: number | "all" = 0): Promise<RecallAnswer> {
     if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refresh(null);
     if (check) await this.endGhosts(streamKey);
     // Not behind this shard's one-message-at-a-time lock: the stream may be holding this shard's own
@@ -442,11 +442,13 @@ export class ViewerShard extends DurableObject<Env> {
     this.setPolicy(streamKey, policy, version);
     const current = this.policies.get(streamKey)!.policy;
     const lease = this.leaseOf(streamKey);
-    // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push).
-    lease.granted = current?.maxViewers === null ? 0 : Math.min(lease.granted, this.liveOf(streamKey) + keep);
+    // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push);
+    // "all": a push of revocations, which leaves every slot.
+    if (current?.maxViewers === null) lease.granted = 0;
+    else if (keep !== "all") lease.granted = Math.min(lease.granted, this.liveOf(streamKey) + keep);
     lease.seq++;
     // A push that leaves the slots (new revocations) says nothing about how full the stream is.
-    if (keep < Number.MAX_SAFE_INTEGER) lease.tight = true;
+    if (keep !== "all") lease.tight = true;
     // A refused shard keeps its hold: the stream tells it when slots are free (slotsFree), else 50 shards
     // recalled at the cap would all ask again at once.
     this.storeLease(streamKey, lease);

@@ -1,0 +1,44 @@
+/**
+ * Helpers for tests of viewer identity (issue 14): play tokens with a viewer id, streams that
+ * limit sessions per viewer, and the answers SRS receives.
+ */
+import { env } from "cloudflare:workers";
+import { signPlayToken } from "../src/auth/token";
+import { viewerSeats } from "../src/object-access";
+import { admin, createStream, type Edge, play, uniqueStream } from "./srs";
+
+export const ALLOW = { status: 200, body: { code: 0 } };
+/** TOKEN_SIGNING_KEY in vitest.config.mts. */
+export const KEY = "test-token-signing-key-32-chars-or-more";
+export const LIMIT = { status: 403, body: { code: 4016, reason: "viewer session limit" } };
+export const REVOKED = { status: 403, body: { code: 4019, reason: "token revoked" } };
+
+export const nowS = () => Math.floor(Date.now() / 1000);
+export const name = (stream: string) => ({ vhost: "__defaultVhost__", app: "live", stream });
+export const keyOf = (stream: string) => `__defaultVhost__/live/${stream}`;
+
+/** An on_play of `client` on `edge` with a token. */
+export const playWith = (stream: string, edge: Edge, client: string, token: string) => ({ ...play("live", stream, { ...edge, client }), param: `?token=${token}` });
+
+/** A new playAuth "token" stream with maxSessionsPerViewer 1 (and whatever `policy` adds). */
+export async function limited(policy: Record<string, unknown> = {}): Promise<string> {
+  const s = uniqueStream();
+  await createStream(s, { playAuth: "token", maxSessionsPerViewer: 1, ...policy });
+  return s;
+}
+
+/** A v2 token for the stream, of viewer `sub` (none: no viewer id), issued at `issuedAt`, valid `ttl` seconds. */
+export async function tokenOf(stream: string, sub?: string, issuedAt = nowS(), ttl = 3600): Promise<string> {
+  return signPlayToken(name(stream), issuedAt + ttl, KEY, { ...(sub === undefined ? {} : { sub }), issuedAt });
+}
+
+/** The clients holding seats of `sub` on the stream, as the seat object has them. */
+export async function seatsOf(stream: string, sub: string): Promise<string[]> {
+  return (await viewerSeats(env, keyOf(stream), sub).seats(keyOf(stream))).filter((x) => x.sub === sub).map((x) => x.clientId).sort();
+}
+
+/** Live sessions per viewer id, as GET …/viewers shows them. */
+export async function livePerSub(stream: string): Promise<Record<string, number>> {
+  const body = (await admin("GET", `/streams/live/${stream}/viewers`)).body;
+  return Object.fromEntries(body.viewers.map((v: any) => [v.sub, v.live]));
+}

@@ -68,6 +68,65 @@ describe("the cap holds across edges and under concurrency", () => {
   });
 });
 
+describe("a crowd at the cap costs the stream's object few calls", () => {
+  /** Counts the lease messages the stream's object receives (each one a call to it). */
+  function countLeaseCalls(): { n: number } {
+    const count = { n: 0 };
+    const real = StreamObject.prototype.viewerLease;
+    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, ...args: Parameters<StreamObject["viewerLease"]>) {
+      count.n++;
+      return real.apply(this, args);
+    });
+    return count;
+  }
+
+  /** One on_play per edge at a time, round robin, `perEdge` each; returns the answers' codes. */
+  async function crowd(s: string, perEdge: number, tag: string): Promise<number[]> {
+    const codes: number[] = [];
+    for (let i = 0; i < perEdge; i++) {
+      const wave = await Promise.all(edges.map((e, j) => hook(play("live", s, { ...e, client: `${tag}${j}${String(i).padStart(5, "0")}` }))));
+      codes.push(...wave.map((a) => a.body.code));
+    }
+    return codes;
+  }
+
+  it("a crowd filling a cap of 1,000 over 5 edges: two lease requests per edge (a first chunk, then an even split), one refusal each", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1000 });
+    const calls = countLeaseCalls();
+    const codes = await crowd(s, 210, "f");
+    expect(codes.filter((c) => c === 0)).toHaveLength(1000);
+    expect(codes.filter((c) => c === 4005)).toHaveLength(50);
+    // 5 first chunks of 128, 5 top-ups to 200 each (the even split of the cap), 5 refusals: when the
+    // slots ran short, grants used to halve as the stream filled and recalls took slots back and forth.
+    expect(calls.n).toBeLessThanOrEqual(16);
+    expect(await streamState(s)).toMatchObject({ viewers: 1000, leasedUnused: 0 });
+  });
+
+  it("refused edges do not ask again while the stream is full; a slot freed later reaches them within the stream's own round", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 10 });
+    expect((await crowd(s, 3, "g")).filter((c) => c === 0)).toHaveLength(10);
+    const calls = countLeaseCalls();
+    // Refusals for 2.5 s on every edge: a refused edge used to ask again after 1 s, then 2 s, ...
+    for (let wave = 0; wave < 5; wave++) {
+      expect((await crowd(s, 1, `h${wave}`)).every((c) => c === 4005)).toBe(true);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(calls.n).toBe(0);
+    // A viewer leaves: its slot reaches an edge that waits (told by the stream), and only one is admitted.
+    const state = await streamState(s);
+    const holder = state.shards.find((x: any) => x.viewers > 0);
+    const edge = edges.find((e) => e.server === holder.serverId)!;
+    const [gone] = (await shardStub(edge).viewersOf(`__defaultVhost__/live/${s}`)) as { clientId: string }[];
+    expect(await hook(stopPlay("live", s, { ...edge, client: gone.clientId }))).toEqual(ALLOW);
+    const other = edges.find((e) => e.server !== holder.serverId && !state.shards.some((x: any) => x.serverId === e.server && x.leased > x.viewers))!;
+    await vi.waitFor(async () => expect(await hook(play("live", s, { ...other, client: "late0001" }))).toEqual(ALLOW), { timeout: 12_000, interval: 250 });
+    expect((await hook(play("live", s, { ...other, client: "late0002" }))).body.code).toBe(4005);
+    expect(await streamState(s)).toMatchObject({ viewers: 10 });
+  }, 20_000);
+});
+
 describe("lost answers and retries never grant a slot twice", () => {
   it("a lease message applied but whose answer was lost, retried, grants once", async () => {
     const s = uniqueStream();

@@ -335,10 +335,10 @@ class Model {
    * May the cap refuse although the model counts a free slot? Only while the
    * shards may still hold, as live, viewers of a process the model already
    * ended (a restart by a start hook elsewhere, whose notice waits for the
-   * registry's alarm): README "Flash crowds", a refused shard asks again after
-   * at most FULL_HOLD_MAX_MS, and the stream has the shards check their
-   * servers' liveness (ending such viewers) at most once per RECALL_GAP_MS; so
-   * such a refusal lasts at most that long after the restart.
+   * registry's alarm): README "Flash crowds", while shards wait for slots the
+   * stream runs rounds in which the shards check their servers' liveness
+   * (ending such viewers), at most FULL_HOLD_MAX_MS apart and at most once per
+   * RECALL_GAP_MS; so such a refusal lasts at most that long after the restart.
    */
   capLag(st: ModelStream): boolean {
     if (st.cap === null) return false;

@@ -54,7 +54,8 @@ export class LeaseBook {
       server_id TEXT PRIMARY KEY, granted INTEGER NOT NULL, seq INTEGER NOT NULL,
       live INTEGER NOT NULL, suspended INTEGER NOT NULL, colo TEXT NOT NULL, country TEXT NOT NULL,
       reported_at INTEGER NOT NULL, unreached INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS left_shards (server_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;`;
+    CREATE TABLE IF NOT EXISTS left_shards (server_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS lease_waiting (server_id TEXT PRIMARY KEY, since INTEGER NOT NULL) WITHOUT ROWID;`;
 
   private records = new Map<string, LeaseRecord>();
 
@@ -65,6 +66,23 @@ export class LeaseBook {
         colo: r.colo, country: r.country, reportedAt: r.reported_at, unreached: r.unreached === 1,
       });
     }
+  }
+
+  /**
+   * Shards refused for want of slots, oldest first: they hold their viewers'
+   * questions until told that slots are free (stored, so that a restarted
+   * stream still tells them).
+   */
+  waiting(): string[] {
+    return this.sql.exec<{ server_id: string }>("SELECT server_id FROM lease_waiting ORDER BY since, server_id").toArray().map((r) => r.server_id);
+  }
+
+  wait(serverId: string): void {
+    this.sql.exec("INSERT OR IGNORE INTO lease_waiting (server_id, since) VALUES (?, ?)", serverId, Date.now());
+  }
+
+  woken(serverIds: string[]): void {
+    for (const id of serverIds) this.sql.exec("DELETE FROM lease_waiting WHERE server_id = ?", id);
   }
 
   /** Slots granted to every shard. */
@@ -163,8 +181,15 @@ export class LeaseBook {
 
   private grant(report: LeaseReport, cap: number, mode: GrantMode): number {
     const want = report.want;
-    if (mode === "strict") return share(want, this.strictFree(report, cap));
-    return Math.min(1, share(report.want, this.looseFree(report, cap)));
+    if (mode === "strict") return share(want, this.strictFree(report, cap), report.granted, cap, this.holders(report.serverId));
+    return Math.min(1, share(report.want, this.looseFree(report, cap), report.granted, cap, this.holders(report.serverId)));
+  }
+
+  /** Shards holding slots or viewers of the stream, the one asking included. */
+  private holders(asking: string): number {
+    let n = 1;
+    for (const r of this.records.values()) if (r.serverId !== asking && (r.granted > 0 || r.live > 0 || r.suspended > 0)) n++;
+    return n;
   }
 
   /** Slots no shard holds, not counting suspended viewers. */
@@ -202,6 +227,7 @@ export class LeaseBook {
   private forget(serverId: string): void {
     this.records.delete(serverId);
     this.sql.exec("DELETE FROM leases WHERE server_id = ?", serverId);
+    this.sql.exec("DELETE FROM lease_waiting WHERE server_id = ?", serverId);
     this.sql.exec("INSERT OR REPLACE INTO left_shards (server_id, at) VALUES (?, ?)", serverId, Date.now());
     this.sql.exec("DELETE FROM left_shards WHERE server_id NOT IN (SELECT server_id FROM left_shards ORDER BY at DESC LIMIT ?)", LEFT_SHARDS_KEPT);
   }
@@ -223,14 +249,24 @@ export class LeaseBook {
 }
 
 /**
- * What one request gets of the free slots: what it wants, but at most half of
- * what is free (at least one), so that when slots run short, one shard asking
- * early does not hold the last ones while the others must wait for a recall.
- * A big pool is unaffected (a flash crowd's shards get their chunks whole).
+ * What one request gets of the free slots: what it wants, but no more than it
+ * takes to bring the shard to an even split of the cap among the shards that
+ * hold slots or viewers (`holders`, the one asking included; if it holds that
+ * much already, a share of what is free as if split evenly among them); and a
+ * shard holding nothing yet gets at most half of what is free (at least one),
+ * since more shards may be about to ask. So near the cap one early shard does
+ * not hold the last slots while the others must wait for a recall, a crowd
+ * spread over many edges is served with about two requests per edge (a first
+ * chunk, then the rest of its even split) instead of grants that halve as the
+ * stream fills, and a big pool is unaffected (a flash crowd's shards get their
+ * chunks whole).
  */
-function share(want: number, free: number): number {
+export function share(want: number, free: number, held = 0, cap = Infinity, holders = 1): number {
   if (free <= 0 || want <= 0) return 0;
-  return Math.min(want, Math.max(1, Math.ceil(free / 2)));
+  const even = Math.ceil(cap / holders) - held;
+  const fair = even > 0 ? even : Math.ceil(free / holders);
+  const first = held === 0 ? Math.ceil(free / 2) : free;
+  return Math.max(1, Math.min(want, first, fair));
 }
 
 function placeOf(place: Place, known: LeaseRecord | undefined): { colo: string; country: string } {

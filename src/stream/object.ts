@@ -17,7 +17,7 @@ import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import { kickClient } from "../srs/api";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
-import { RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
 import { endReason, StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
@@ -170,10 +170,18 @@ export class StreamObject extends DurableObject<Env> {
   private row: StreamRow | null = null;
   private sessions!: SessionBook;
   private leases!: LeaseBook;
-  /** Shards refused for want of slots: told when slots are free again. */
-  private waiting = new Set<string>();
   private recalling: Promise<void> | null = null;
+  /** When the last round of recalls with a liveness check began. */
   private lastCheck = 0;
+  /** While shards wait for slots: the next round of recalls (at alarm time), and the gap to the one after. */
+  private checkAt: number | null = null;
+  private checkGap = RECALL_GAP_MS;
+  /** Rounds in a row that found free slots and woke waiting shards, none of which took them yet. */
+  private wakeRounds = 0;
+  /** The last wake told some waiting shards, not all. */
+  private toldSome = false;
+  /** When the next sweep is due (alarm): the registry's view of the processes holding sessions here. */
+  private sweepAt: number | null = null;
   /** Advanced by every PUT and DELETE: a shard keeps the newest policy it was told, whatever the order of arrival. */
   private policyVersion = 0;
   private failures!: AuthFailures;
@@ -287,11 +295,13 @@ export class StreamObject extends DurableObject<Env> {
       if (this.recalling) await this.recalling;
       const now = this.row?.max_viewers ?? null;
       if (now !== null) record = this.leases.topUp(report, now, mode);
-      if (record.granted <= record.live) this.waiting.add(report.serverId);
+      if (record.granted <= record.live) this.waitForSlots(report.serverId);
     }
     if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
-      // Worth a round if another shard holds slots its viewers did not use at its last report, or
-      // (once per RECALL_GAP_MS) to have the shards check for ghosts of silent servers.
+      // A round of recalls takes back the slots other shards do not use (if another holds some its viewers
+      // did not use at its last report), and, at most once per RECALL_GAP_MS, has them check for ghosts of
+      // silent servers; a shard still refused waits: the stream runs the next rounds itself while shards
+      // wait (their refusals cost no call meanwhile) and tells them when slots are free.
       const check = Date.now() - this.lastCheck >= RECALL_GAP_MS;
       const unused = this.leases.shards().some((r) => r.serverId !== report.serverId && r.granted > r.live);
       if (unused || check) {
@@ -300,8 +310,10 @@ export class StreamObject extends DurableObject<Env> {
         const now = this.row?.max_viewers ?? null;
         if (now !== null) record = this.leases.topUp(report, now, this.leases.restsOnSuspended(report, now) ? "cautious" : "strict");
       }
-      if (record.granted <= report.live) this.waiting.add(report.serverId);
+      if (record.granted <= report.live) this.waitForSlots(report.serverId);
     }
+    // Slots taken: the shards told of free slots had viewers for them.
+    if (report.want > 0 && record.granted > report.granted) this.wakeRounds = 0;
     if (applied && report.want === 0) this.wakeWaiting(report.streamKey);
     if (applied && cap !== null && this.leases.free(cap) < 0) {
       // A heal brought back more viewers than the cap: slots unused elsewhere must not admit more.
@@ -432,17 +444,63 @@ export class StreamObject extends DurableObject<Env> {
     return unreached;
   }
 
-  /** Free slots: the shards refused for want of them may ask again at once. */
+  /** A shard refused for want of slots: told when some are free; meanwhile the stream checks for them. */
+  private waitForSlots(serverId: string): void {
+    this.leases.wait(serverId);
+    this.armCheck(this.lastCheck + this.checkGap);
+  }
+
+  /**
+   * Free slots: shards refused for want of them may ask again. As many as
+   * there are free slots are told (the longest waiting first), so one viewer
+   * leaving a full stream costs one question, not one per waiting edge; if
+   * the slots are still free at the next round (the shards told had no viewer
+   * to admit), twice as many, and so on, so every waiting shard hears within
+   * a few rounds.
+   */
   private wakeWaiting(key: string): void {
     const cap = this.row?.max_viewers ?? null;
-    if (this.waiting.size === 0) return;
-    // Only when a slot is free for real (not only because suspended viewers gave theirs back); every refused
-    // shard is told, since the next viewer may come to any of them (one message per shard, not per viewer).
-    if (cap !== null && this.leases.strictFree(null, cap) <= 0) return;
-    for (const serverId of this.waiting) {
+    const waiting = this.leases.waiting();
+    if (waiting.length === 0) return;
+    // Only when a slot is free for real (not only because suspended viewers gave theirs back).
+    const free = cap === null ? waiting.length : this.leases.strictFree(null, cap);
+    if (free <= 0) {
+      this.wakeRounds = 0;
+      return;
+    }
+    const told = waiting.slice(0, Math.min(waiting.length, free * 2 ** Math.min(this.wakeRounds, 20)));
+    this.wakeRounds++;
+    this.leases.woken(told);
+    for (const serverId of told) {
       this.ctx.waitUntil(withRetry(() => viewerShard(this.env, serverId), (shard) => shard.slotsFree(key)).catch(() => {}));
     }
-    this.waiting.clear();
+    // Those still waiting hear at the next round, soon.
+    this.toldSome = told.length < waiting.length;
+  }
+
+  /**
+   * A round of recalls for the shards that wait (from the alarm): ghosts of
+   * silent servers and slots unused elsewhere come back, and the waiting
+   * shards are told. Rounds follow each other after 1 s, doubling while
+   * shards wait in vain, up to FULL_HOLD_MAX_MS.
+   */
+  private async checkWaiting(): Promise<void> {
+    const key = this.activity.streamKey;
+    if (!this.row || !key || this.leases.waiting().length === 0) {
+      this.checkGap = RECALL_GAP_MS;
+      return;
+    }
+    this.lastCheck = Date.now();
+    // "" is no shard: every shard holding slots or viewers is recalled, each keeping its share.
+    await this.recall(key, "", true, "holding");
+    if (this.leases.waiting().length === 0) {
+      this.checkGap = RECALL_GAP_MS;
+      return;
+    }
+    // Slots free that only some waiting shards were told of: the next round soon; else a longer gap.
+    this.checkGap = this.toldSome ? RECALL_GAP_MS : Math.min(FULL_HOLD_MAX_MS, this.checkGap * 2);
+    this.toldSome = false;
+    this.armCheck(this.lastCheck + this.checkGap);
   }
 
   /**
@@ -519,13 +577,30 @@ export class StreamObject extends DurableObject<Env> {
     return { hours: this.activity.usage.hours(this.activity.streamKey, from, to, "publisher", this.sessions.openPublishes()), shards: this.activity.viewerShards() };
   }
 
-  /** Background check, so the counts operators see converge even if a notice was lost; and events not yet queued. */
+  /**
+   * Background: the rounds for shards waiting for slots; and a check, so the
+   * counts operators see converge even if a notice was lost, and events not
+   * yet queued.
+   */
   async alarm(): Promise<void> {
     this.alarmAt = null;
     if (!this.ready) return;
-    await this.refresh(null);
-    await this.activity.outbox.flush();
-    if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.armAlarm();
+    const now = Date.now();
+    // After a restart nothing is scheduled in memory: the stored waiting shards get their round.
+    const checkDue = this.checkAt === null ? this.leases.waiting().length > 0 : now >= this.checkAt;
+    if (checkDue) {
+      this.checkAt = null;
+      await this.checkWaiting();
+    }
+    // The sweep too, unless the alarm fired early for a round only.
+    if (!checkDue || this.sweepAt === null || now >= this.sweepAt) {
+      this.sweepAt = null;
+      await this.refresh(null);
+      await this.activity.outbox.flush();
+      if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.armAlarm();
+    }
+    const next = Math.min(this.checkAt ?? Infinity, this.sweepAt ?? Infinity);
+    if (next !== Infinity) this.setAlarmBy(next);
   }
 
   // --- admin -----------------------------------------------------------------
@@ -761,11 +836,24 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   private armAlarm(): void {
-    if (this.alarmAt !== null) return;
+    if (this.sweepAt !== null) return;
     // The registry tells streams about silences and restarts itself;
     // this slower sweep catches whatever its notices missed.
-    this.alarmAt = Date.now() + 2 * serverTimeoutMs(this.env);
-    void this.ctx.storage.setAlarm(this.alarmAt);
+    this.sweepAt = Date.now() + 2 * serverTimeoutMs(this.env);
+    this.setAlarmBy(this.sweepAt);
+  }
+
+  private armCheck(at: number): void {
+    if (this.checkAt !== null && this.checkAt <= at) return;
+    this.checkAt = at;
+    this.setAlarmBy(at);
+  }
+
+  /** The alarm fires at `at` or earlier. */
+  private setAlarmBy(at: number): void {
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
   }
 
   // --- decision log ----------------------------------------------------------

@@ -107,13 +107,15 @@ export function leaseWant(granted: number): number {
 }
 
 /**
- * A shard refused for want of slots asks again after FULL_HOLD_MS, doubling
- * while refusals go on, up to FULL_HOLD_MAX_MS; the stream tells it at once
- * when slots are free again (and each new question lets the stream check for
- * ghosts: a silent server's viewers whose notice has not arrived).
+ * A shard refused for want of slots waits until the stream tells it that
+ * slots are free (slotsFree). Meanwhile the stream runs rounds of recalls
+ * itself, which take back slots unused elsewhere and have the shards check
+ * for ghosts of silent servers: RECALL_GAP_MS after the refusal, then doubling
+ * while shards wait, up to FULL_HOLD_MAX_MS. A shard asks again after
+ * WAIT_HOLD_MS anyway, in case the stream's word was lost.
  */
-export const FULL_HOLD_MS = 1_000;
 export const FULL_HOLD_MAX_MS = 8_000;
+export const WAIT_HOLD_MS = 30_000;
 /** Slots unused this long after a shard's last admission of a stream go back to the stream. */
 export const LEASE_IDLE_MS = 30_000;
 /** A shard re-reads the policy of an unlimited stream this often (changes are also pushed). */

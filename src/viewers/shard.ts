@@ -13,8 +13,7 @@ import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
 import type { SeatAnswer, SeatState } from "./seats";
 import {
-  FULL_HOLD_MAX_MS,
-  FULL_HOLD_MS,
+  WAIT_HOLD_MS,
   LEASE_IDLE_MS,
   POLICY_TTL_MS,
   VIEWER_SHARD_ENTRY,
@@ -85,10 +84,8 @@ interface Lease {
   granted: number;
   seq: number;
   tight: boolean;
-  /** Refused for want of slots: no new request to the stream before this (0: none). */
+  /** Refused for want of slots: no new request to the stream before this (0: none), unless told that slots are free. */
   fullUntil: number;
-  /** The hold after the next refusal (doubles while refusals go on). */
-  hold: number;
   lastAdmission: number;
   /** When the shard last sent the stream a message. */
   lastMessage: number;
@@ -226,7 +223,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
     for (const r of this.sql.exec<{ service_id: string }>("SELECT service_id FROM replaced")) this.replaced.add(r.service_id);
     for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
-      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0, lastMessage: 0 });
+      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, lastAdmission: 0, lastMessage: 0 });
     }
     for (const r of this.sql.exec<{ stream_key: string; slot: number; seq: number }>(
       "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
@@ -458,10 +455,7 @@ export class ViewerShard extends DurableObject<Env> {
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
   slotsFree(streamKey: string): void {
     const lease = this.leases.get(streamKey);
-    if (lease) {
-      lease.fullUntil = 0;
-      lease.hold = FULL_HOLD_MS;
-    }
+    if (lease) lease.fullUntil = 0;
   }
 
   // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
@@ -540,14 +534,19 @@ export class ViewerShard extends DurableObject<Env> {
   private apply(news: ProcessStatus): number {
     const id = news.serviceId;
     let ended = 0;
+    // Streams whose slots this notice may free: only those give back (a tight shard keeps the share a recall left it).
+    const touched = this.streamsOf(id);
     if (news.cutoff > 0) {
       if (news.replaced) this.markReplaced(id);
-      for (const streamKey of this.streamsOf(id)) {
+      for (const streamKey of [...touched]) {
         const gone = this.sql.exec<{ client_id: string; sub: string; seat: number; since: number }>(
           "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat, since", streamKey, id, news.cutoff,
         ).toArray();
         const n = gone.length;
-        if (n === 0) continue;
+        if (n === 0) {
+          touched.splice(touched.indexOf(streamKey), 1);
+          continue;
+        }
         for (const g of gone) this.activity.viewerEnded(streamKey, g.since, fenceEnd(news.lastAlive));
         for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
           this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId: id, clientId: g.client_id })));
@@ -560,9 +559,11 @@ export class ViewerShard extends DurableObject<Env> {
       this.forgetProcess(id);
     } else if (this.processes.has(id)) {
       const p = this.processes.get(id)!;
+      const wasSuspended = p.suspended;
       if (p.seq < news.seq) this.setSuspended(id, news.status !== "live", news.seq, news.why);
+      if (wasSuspended || !p.suspended) touched.length = 0;
     }
-    for (const streamKey of this.leases.keys()) this.giveBackIfTight(streamKey);
+    for (const streamKey of touched) this.giveBackIfTight(streamKey);
     this.coverHealed();
     return ended;
   }
@@ -842,13 +843,10 @@ export class ViewerShard extends DurableObject<Env> {
     await this.exclusive(streamKey, async () => {
       if (this.hasSlot(streamKey) || Date.now() < lease.fullUntil) return;
       await this.send(streamKey, leaseWant(lease.granted));
-      if (this.hasSlot(streamKey)) {
-        lease.hold = FULL_HOLD_MS;
-      } else {
-        // Each new question lets the stream check for ghosts of silent servers, so the hold starts short.
-        lease.fullUntil = Date.now() + lease.hold;
-        lease.hold = Math.min(FULL_HOLD_MAX_MS, lease.hold * 2);
-      }
+      // Refused: the stream keeps this shard among those waiting, checks for slots itself (ghosts of silent
+      // servers, slots unused elsewhere) and says when some are free; asking again meanwhile would only
+      // cost it a call per waiting edge. The hold is there in case that word is lost.
+      if (!this.hasSlot(streamKey)) lease.fullUntil = Date.now() + WAIT_HOLD_MS;
     });
   }
 
@@ -949,7 +947,7 @@ export class ViewerShard extends DurableObject<Env> {
     let lease = this.leases.get(streamKey);
     if (!lease) {
       const row = this.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
-      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, hold: FULL_HOLD_MS, lastAdmission: 0, lastMessage: 0 };
+      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, lastAdmission: 0, lastMessage: 0 };
       this.leases.set(streamKey, lease);
     }
     return lease;

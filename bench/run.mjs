@@ -322,6 +322,90 @@ function drive(url, requests, { amount, connections, floor }) {
   });
 }
 
+/**
+ * One measured run as SRS sends its hooks: every request on a connection of its own, closed after
+ * the answer (SRS's hook client, SrsHttpClient, is a local object of each hook call in
+ * trunk/src/app/srs_app_http_hooks.cpp: one TCP connection per hook), `connections` of them in
+ * flight at once, `amount` in all. Same result shape as drive(). autocannon's `reconnectRate`
+ * would do this but drops the answer of every request it reconnects after (autocannon 9.0.0).
+ */
+async function driveFresh(url, requests, { amount, connections }) {
+  const latencies = new Float64Array(amount);
+  let n = 0;
+  let sent = 0;
+  let unexpected = 0;
+  let connectionErrors = 0;
+  let timeouts = 0;
+  const samples = [];
+  const statuses = {};
+  const started = performance.now();
+  let last = started;
+  const one = (r) =>
+    new Promise((resolve) => {
+      const body = r.body();
+      const t0 = performance.now();
+      const req = http.request(url, {
+        method: "POST",
+        path: r.path,
+        agent: false,
+        headers: { ...HEADERS, "content-length": Buffer.byteLength(body) },
+        timeout: 10_000,
+      }, (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => {
+          last = performance.now();
+          latencies[n++] = last - t0;
+          statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
+          const problem = r.expect(res.statusCode, Buffer.concat(chunks).toString());
+          if (problem) {
+            unexpected++;
+            if (samples.length < 3) samples.push(problem);
+          }
+          resolve();
+        });
+        res.on("error", () => {});
+      });
+      req.on("timeout", () => {
+        timeouts++;
+        if (samples.length < 3) samples.push("request timed out (10 s)");
+        req.destroy();
+        resolve();
+      });
+      req.on("error", (err) => {
+        if (req.destroyed && err?.code === "ECONNRESET" && timeouts > 0) return resolve();
+        connectionErrors++;
+        if (samples.length < 3) samples.push(`connection error: ${err?.code ?? ""} ${err?.message ?? err}`);
+        resolve();
+      });
+      req.end(body);
+    });
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (sent < amount) {
+        sent++;
+        await one(requests[i++ % requests.length]);
+      }
+    }),
+  );
+  const sorted = latencies.slice(0, n).sort();
+  const elapsed = (last - started) / 1000;
+  return {
+    requests: n,
+    seconds: elapsed,
+    latencies: sorted,
+    rps: n / elapsed,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    p999: percentile(sorted, 99.9),
+    errors: unexpected + connectionErrors + timeouts + Math.max(0, amount - n - connectionErrors - timeouts),
+    breakdown: { unexpected, connectionErrors, timeouts, mismatches: 0, missing: Math.max(0, amount - n - connectionErrors - timeouts), resets: 0 },
+    statuses,
+    samples,
+  };
+}
+
 /** One result from several slices of a run: requests over summed time, percentiles over all latencies. */
 function mergeSlices(slices) {
   if (slices.length === 1) return slices[0];
@@ -763,7 +847,7 @@ async function flashCrowd(base, edges, { title, stream, cap, hooks, connections 
         });
       }, LOAD_SAMPLE_MS)
     : null;
-  const r = await drive(base, requests, { amount: hooks, connections, floor: false });
+  const r = await driveFresh(base, requests, { amount: hooks, connections });
   clearInterval(sampler);
   await sampling;
   let load = null;

@@ -160,9 +160,9 @@ export async function listServers(_request: IRequest, env: Env): Promise<Respons
 
 /**
  * Tells the stream's viewer shards its new policy (a PUT or a DELETE), so the
- * very next on_play follows it. A shard that cannot be reached now re-reads
- * the policy within POLICY_TTL_MS (src/viewers/lease.ts): logged, the admin
- * call still succeeds (the change itself is stored).
+ * very next on_play follows it. A shard that cannot be reached now is pushed
+ * to again from the stream's alarm until it is (the pending push is stored
+ * with the change): logged, the admin call still succeeds.
  */
 async function pushPolicy(env: Env, name: StreamName): Promise<void> {
   try {

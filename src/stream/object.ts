@@ -8,7 +8,7 @@ import { serverRegistry, viewerShard } from "../object-access";
 import type { Role, SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
-import type { StreamName } from "./name";
+import { streamKey, type StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
 import { addColumns } from "../platform/sql";
@@ -74,6 +74,17 @@ const TAKEOVER_WAIT_MS = 1_000;
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
 const RECALL_TIMEOUT_MS = 2_000;
 
+/** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
+export const PUSH_RETRY_MS = 5_000;
+
+/** A change of the policy (or the revocations) not yet told to every viewer shard (table push_pending). */
+interface PendingPush {
+  key: string;
+  version: number;
+  /** No round has run yet: every shard is told; else only those a round could not reach. */
+  whole: boolean;
+}
+
 export interface PolicyChange {
   maxViewers?: number | null;
   playAuth?: PlayAuth;
@@ -129,6 +140,8 @@ const SCHEMA = `
     key_hash TEXT NOT NULL, max_viewers INTEGER, play_auth TEXT NOT NULL,
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
   CREATE TABLE IF NOT EXISTS policy_version (id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS push_pending (
+    id INTEGER PRIMARY KEY CHECK (id = 1), stream_key TEXT NOT NULL, version INTEGER NOT NULL, whole INTEGER NOT NULL);
   ${SessionBook.schema}
   ${LeaseBook.schema}
   ${AuthFailures.schema}
@@ -348,17 +361,23 @@ export class StreamObject extends DurableObject<Env> {
    * Tells every viewer shard of the stream its new policy (after a PUT or a
    * DELETE), taking back their unused slots: a lower cap or a new playAuth
    * holds for the very next viewer. Returns the shards that could not be
-   * reached (they read the policy again within POLICY_TTL_MS).
+   * reached (pushed to again from the alarm every PUSH_RETRY_MS).
    */
   async pushPolicy(key: string): Promise<string[]> {
     if (!this.ready) return [];
-    return this.recall(key, null, false, "all");
+    const version = this.policyVersion;
+    const unreached = await this.recall(key, null, false, "all");
+    this.pushed(version, unreached);
+    return unreached;
   }
 
   /** Tells every viewer shard the stream's revocations, leaving them their slots. */
   async pushRevocations(key: string): Promise<string[]> {
     if (!this.ready) return [];
-    return this.recall(key, null, false, "all", true);
+    const version = this.policyVersion;
+    const unreached = await this.recall(key, null, false, "all", true);
+    this.pushed(version, unreached);
+    return unreached;
   }
 
   private viewerPolicy(): ViewerPolicy | null {
@@ -385,7 +404,7 @@ export class StreamObject extends DurableObject<Env> {
     const added = this.revocations.add(sub, before, expires, nowSeconds());
     if (!added) return null;
     this.revoked = this.revocations.list(nowSeconds());
-    this.bumpPolicyVersion();
+    this.bumpPolicyVersion(streamKey(this.row));
     this.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
     return added;
   }
@@ -397,7 +416,7 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
-  private async recall(key: string, requester: string | null, check: boolean, which: "all" | "unused" | "holding" | "suspended" = "all", keepSlots = false): Promise<string[]> {
+  private async recall(key: string, requester: string | null, check: boolean, which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all", keepSlots = false): Promise<string[]> {
     // A shard asking while a round runs shares it (shards answer a recall at once, also while their own
     // message waits here, so the round never waits on the shard that waits on it).
     if (this.recalling && requester !== null) {
@@ -410,9 +429,13 @@ export class StreamObject extends DurableObject<Env> {
     // A push of the policy goes to every shard; a recall for slots to those that may hold some unused
     // (or, checking for ghosts, any; or, before admitting on the slots of suspended viewers, those).
     const wanted = (r: LeaseRecord) =>
-      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0)) || (which === "suspended" && r.suspended > 0);
+      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0 || r.suspended > 0)) || (which === "suspended" && r.suspended > 0);
     const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
-    if (targets.length === 0) return [];
+    if (targets.length === 0) {
+      // The stream's own round ("") still tells the waiting shards of slots free already (none held elsewhere).
+      if (requester === "") this.wakeWaiting(key);
+      return [];
+    }
     // A recall for slots leaves each shard a share of what would be free if every shard held only its
     // viewers (half of an even split, by their last reports): shards keep admitting on their own near
     // the cap instead of asking for every viewer. A push of the policy takes back everything unused.
@@ -472,7 +495,13 @@ export class StreamObject extends DurableObject<Env> {
     this.wakeRounds++;
     this.leases.woken(told);
     for (const serverId of told) {
-      this.ctx.waitUntil(withRetry(() => viewerShard(this.env, serverId), (shard) => shard.slotsFree(key)).catch(() => {}));
+      this.ctx.waitUntil(
+        withRetry(() => viewerShard(this.env, serverId), (shard) => shard.slotsFree(key)).catch(() => {
+          // Not told: back among the waiting (the last), told at a next round, else it would hold WAIT_HOLD_MS.
+          this.leases.wait(serverId);
+          this.armCheck(Date.now() + this.checkGap);
+        }),
+      );
     }
     // Those still waiting hear at the next round, soon.
     this.toldSome = told.length < waiting.length;
@@ -587,9 +616,13 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return;
     const now = Date.now();
     // After a restart nothing is scheduled in memory: the stored waiting shards get their round.
-    const checkDue = this.checkAt === null ? this.leases.waiting().length > 0 : now >= this.checkAt;
+    const pending = this.pendingPush();
+    const rounds = pending !== null || this.leases.waiting().length > 0;
+    if (!rounds) this.checkAt = null;
+    const checkDue = rounds && (this.checkAt === null || now >= this.checkAt);
     if (checkDue) {
       this.checkAt = null;
+      if (pending) await this.retryPush(pending);
       await this.checkWaiting();
     }
     // The sweep too, unless the alarm fired early for a round only.
@@ -638,7 +671,7 @@ export class StreamObject extends DurableObject<Env> {
       this.revoked = [];
     }
     this.row = row;
-    this.bumpPolicyVersion();
+    this.bumpPolicyVersion(streamKey(row));
     return {
       created,
       state: this.state()!,
@@ -668,15 +701,46 @@ export class StreamObject extends DurableObject<Env> {
    */
   remove(): boolean {
     if (!this.row) return false;
+    const key = streamKey(this.row);
     this.sql.exec("DELETE FROM stream");
     this.row = null;
-    this.bumpPolicyVersion();
+    this.bumpPolicyVersion(key);
     return true;
   }
 
-  private bumpPolicyVersion(): void {
+  /**
+   * A new policy version, stored with a push to every viewer shard pending
+   * (the admin call pushes it at once; if that call never comes or a shard
+   * cannot be reached, the alarm tries again every PUSH_RETRY_MS).
+   */
+  private bumpPolicyVersion(key: string): void {
     this.policyVersion++;
     this.sql.exec("INSERT OR REPLACE INTO policy_version (id, v) VALUES (1, ?)", this.policyVersion);
+    this.sql.exec("INSERT OR REPLACE INTO push_pending (id, stream_key, version, whole) VALUES (1, ?, ?, 1)", key, this.policyVersion);
+    this.armCheck(Date.now() + PUSH_RETRY_MS);
+  }
+
+  private pendingPush(): PendingPush | null {
+    const r = this.sql.exec<{ stream_key: string; version: number; whole: number }>("SELECT stream_key, version, whole FROM push_pending").toArray()[0];
+    return r ? { key: r.stream_key, version: r.version, whole: r.whole === 1 } : null;
+  }
+
+  /** After a round of pushes for `version`: done, or only the shards it could not reach are left. */
+  private pushed(version: number, unreached: string[]): void {
+    const pending = this.pendingPush();
+    if (!pending || pending.version !== version) return;
+    if (unreached.length === 0 && !this.leases.anyUnreached()) {
+      this.sql.exec("DELETE FROM push_pending");
+      return;
+    }
+    this.sql.exec("UPDATE push_pending SET whole = 0");
+    this.armCheck(Date.now() + PUSH_RETRY_MS);
+  }
+
+  /** The alarm's try at a push still pending. */
+  private async retryPush(pending: PendingPush): Promise<void> {
+    const unreached = await this.recall(pending.key, null, false, pending.whole ? "all" : "unreached");
+    this.pushed(pending.version, unreached);
   }
 
   state(): StreamState | null {

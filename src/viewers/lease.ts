@@ -118,8 +118,14 @@ export const FULL_HOLD_MAX_MS = 8_000;
 export const WAIT_HOLD_MS = 30_000;
 /** Slots unused this long after a shard's last admission of a stream go back to the stream. */
 export const LEASE_IDLE_MS = 30_000;
-/** A shard re-reads the policy of an unlimited stream this often (changes are also pushed). */
-export const POLICY_TTL_MS = 60_000;
+/**
+ * A shard re-reads the policy of a stream this often. Changes are pushed to
+ * every shard the stream knows at once, and a push that did not reach a shard
+ * is tried again every 5 s (PUSH_RETRY_MS, src/stream/object.ts) until it
+ * does: this is the last resort, long enough that a shard serving a stream's
+ * viewers does not ask the stream again for each of them.
+ */
+export const POLICY_TTL_MS = 10 * 60_000;
 /** The stream recalls unused slots from the shards at most this often. */
 export const RECALL_GAP_MS = 1_000;
 

@@ -86,6 +86,8 @@ interface Lease {
   tight: boolean;
   /** Refused for want of slots: no new request to the stream before this (0: none), unless told that slots are free. */
   fullUntil: number;
+  /** slotsFree calls received: one arriving while a refused message is on its way back voids that refusal's hold. */
+  wakes: number;
   lastAdmission: number;
   /** When the shard last sent the stream a message. */
   lastMessage: number;
@@ -223,7 +225,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
     for (const r of this.sql.exec<{ service_id: string }>("SELECT service_id FROM replaced")) this.replaced.add(r.service_id);
     for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
-      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, lastAdmission: 0, lastMessage: 0 });
+      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0 });
     }
     for (const r of this.sql.exec<{ stream_key: string; slot: number; seq: number }>(
       "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
@@ -455,7 +457,10 @@ export class ViewerShard extends DurableObject<Env> {
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
   slotsFree(streamKey: string): void {
     const lease = this.leases.get(streamKey);
-    if (lease) lease.fullUntil = 0;
+    if (lease) {
+      lease.fullUntil = 0;
+      lease.wakes++;
+    }
   }
 
   // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
@@ -827,7 +832,7 @@ export class ViewerShard extends DurableObject<Env> {
     return this.liveOf(streamKey) < (this.leases.get(streamKey)?.granted ?? 0);
   }
 
-  /** The stream's policy for this stream, from the cache or the stream (an unlimited stream's lasts POLICY_TTL_MS). */
+  /** The stream's policy for this stream, from the cache (changes are pushed; read again after POLICY_TTL_MS) or the stream. */
   private async policyOf(streamKey: string): Promise<ViewerPolicy | null> {
     const cached = this.policies.get(streamKey);
     if (cached && cached.policy !== null && Date.now() - cached.at < POLICY_TTL_MS) return cached.policy;
@@ -842,11 +847,14 @@ export class ViewerShard extends DurableObject<Env> {
     if (Date.now() < lease.fullUntil) return;
     await this.exclusive(streamKey, async () => {
       if (this.hasSlot(streamKey) || Date.now() < lease.fullUntil) return;
-      await this.send(streamKey, leaseWant(lease.granted));
+      const wakes = lease.wakes;
+      // A recall that reached this shard while the answer was on its way voids the answer (its grant taken
+      // back); the stream did not count this shard as waiting then, so no hold: the next viewer asks again.
+      const heard = await this.send(streamKey, leaseWant(lease.granted));
       // Refused: the stream keeps this shard among those waiting, checks for slots itself (ghosts of silent
       // servers, slots unused elsewhere) and says when some are free; asking again meanwhile would only
       // cost it a call per waiting edge. The hold is there in case that word is lost.
-      if (!this.hasSlot(streamKey)) lease.fullUntil = Date.now() + WAIT_HOLD_MS;
+      if (!this.hasSlot(streamKey) && heard && lease.wakes === wakes) lease.fullUntil = Date.now() + WAIT_HOLD_MS;
     });
   }
 
@@ -888,7 +896,7 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   /** One message to the stream (the caller holds the stream's lock). */
-  private async send(streamKey: string, want: number): Promise<void> {
+  private async send(streamKey: string, want: number): Promise<boolean> {
     const lease = this.leaseOf(streamKey);
     lease.seq++;
     lease.lastMessage = Date.now();
@@ -911,11 +919,11 @@ export class ViewerShard extends DurableObject<Env> {
       // No such stream (a typo, a flood of made-up names): nothing kept.
       this.leases.delete(streamKey);
       this.policies.delete(streamKey);
-      return;
+      return true;
     }
     this.setPolicy(streamKey, answer.policy, answer.version);
     // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
-    if (answer.seq < lease.seq) return;
+    if (answer.seq < lease.seq) return false;
     lease.seq = answer.seq;
     lease.tight = answer.tight;
     if (answer.granted !== lease.granted || (!stored && answer.policy !== null)) {
@@ -930,6 +938,7 @@ export class ViewerShard extends DurableObject<Env> {
       this.leases.delete(streamKey);
       if (this.ready) this.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
     }
+    return true;
   }
 
   private exclusive<T>(streamKey: string, step: () => T | Promise<T>): Promise<T> {
@@ -947,7 +956,7 @@ export class ViewerShard extends DurableObject<Env> {
     let lease = this.leases.get(streamKey);
     if (!lease) {
       const row = this.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
-      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, lastAdmission: 0, lastMessage: 0 };
+      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0 };
       this.leases.set(streamKey, lease);
     }
     return lease;

@@ -1,0 +1,418 @@
+/**
+ * Adversarial tests of shards waiting for slots and of the stream's own rounds
+ * (recalls and pushes run from its alarm): a viewer is never refused for long
+ * while the stream has a free slot, and a policy change that could not reach a
+ * shard reaches it at a later round, not only when the shard re-reads the policy.
+ */
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
+import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamStub, T0 } from "./fleet";
+import { PUSH_RETRY_MS } from "../src/stream/object";
+import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const key = (s: string) => `__defaultVhost__/live/${s}`;
+const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
+
+afterEach(() => {
+  vi.restoreAllMocks();
+  vi.useRealTimers();
+});
+
+async function waitingOf(s: string): Promise<string[]> {
+  return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
+}
+
+/** Runs an object's alarm only if it is due by the fake clock (as the platform would). */
+async function fireDue(stub: any): Promise<boolean> {
+  const when: number | null = await runInDurableObject(stub as DurableObjectStub<StreamObject>, async (_o: StreamObject, state: DurableObjectState) => (await state.storage.getAlarm()) as number | null);
+  if (when === null || when > Date.now()) return false;
+  return runDurableObjectAlarm(stub);
+}
+
+/** Runs the stream's alarm rounds from `from` to `to` ms (fake clock), trying a viewer on `edge` after each; returns when admitted (ms) or null. */
+async function roundsUntilAdmitted(s: string, edge: Edge, from: number, to: number, tag: string): Promise<number | null> {
+  for (let t = from, i = 0; t <= to; t += 500, i++) {
+    at(t);
+    await fireDue(streamStub(s));
+    const a = await viewer(s, edge, `${tag}${String(i).padStart(4, "0")}`);
+    if (a.body.code === 0) return t;
+  }
+  return null;
+}
+
+describe("stranded slots: waiting shards never told", () => {
+  it("a free slot whose told shard had no viewer: the other waiting shard must hear within the stream's rounds (no shard holding slots, so the round's recall has no target and tells no one)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const [a, b, c] = [newEdge(), newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    at(10);
+    expect((await viewer(s, b, "b0000001")).body.code).toBe(4005);
+    at(20);
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    expect(await waitingOf(s)).toEqual([b.server, c.server]);
+    // a's viewer leaves: a (tight) gives its slot back, the stream tells the longest waiting shard (b), whose viewer gave up.
+    at(100);
+    expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
+    await vi.waitFor(async () => expect(await waitingOf(s)).toEqual([c.server]));
+    expect((await streamState(s)).viewers).toBe(0);
+    // c's viewers keep coming; the slot is free all along.
+    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
+    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+  }, 30_000);
+});
+
+/** A promise the test opens by hand. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+}
+
+describe("stranded slots: the stream's word that slots are free is lost", () => {
+  it("a slotsFree call that fails: the shard is off the waiting list and holds 30 s while the slot stays free", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const [a, c] = [newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    at(10);
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    expect(await waitingOf(s)).toEqual([c.server]);
+    // The word to c is lost (the shard's server is unreachable for a moment: the call fails for good).
+    const real = ViewerShard.prototype.slotsFree;
+    let failed = 0;
+    vi.spyOn(ViewerShard.prototype, "slotsFree").mockImplementation(function (this: ViewerShard, streamKey: string) {
+      if (failed++ === 0) throw new Error("connection reset");
+      return real.call(this, streamKey);
+    });
+    at(100);
+    expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
+    await vi.waitFor(() => expect(failed).toBeGreaterThan(0));
+    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
+    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+  }, 30_000);
+
+  it("slotsFree reaching a shard while its refused lease message is on its way back: the refusal's hold overrides the word, and the stream no longer counts it as waiting", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const [a, c] = [newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    at(10);
+    // c's first viewer: the policy read (refused: c waits), then the ask for slots, whose answer is slow to come back.
+    const realLease = StreamObject.prototype.viewerLease;
+    const back = gate();
+    const handled = gate();
+    let asks = 0;
+    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+      const answer = await realLease.call(this, report);
+      if (report.serverId === c.server && report.want > 0 && ++asks === 2) {
+        handled.open();
+        await back.wait;
+      }
+      return answer;
+    });
+    const realFree = ViewerShard.prototype.slotsFree;
+    let told = 0;
+    vi.spyOn(ViewerShard.prototype, "slotsFree").mockImplementation(function (this: ViewerShard, streamKey: string) {
+      told++;
+      return realFree.call(this, streamKey);
+    });
+    const first = viewer(s, c, "c0000001");
+    await handled.wait;
+    // Meanwhile a's viewer leaves: the stream tells c (the only one waiting) that a slot is free.
+    expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
+    await vi.waitFor(() => expect(told).toBe(1));
+    back.open();
+    expect((await first).body.code).toBe(4005);
+    expect((await streamState(s)).viewers).toBe(0);
+    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
+    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+  }, 30_000);
+});
+
+describe("probes: restarts and the alarm", () => {
+  it("holds?: a give-back lost, then the stream object restarts: the stored waiting list gets its rounds from the stored alarm, and the slot reaches the waiting shard", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const [a, c] = [newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    at(10);
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    const realLease = StreamObject.prototype.viewerLease;
+    let lost = 0;
+    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+      if (report.serverId === a.server && report.want === 0) {
+        lost++;
+        throw new Error("connection reset");
+      }
+      return realLease.call(this, report);
+    });
+    at(100);
+    expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
+    await vi.waitFor(() => expect(lost).toBeGreaterThan(0));
+    vi.mocked(StreamObject.prototype.viewerLease).mockRestore();
+    await evictDurableObject(streamStub(s));
+    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
+    expect(admittedAt).not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+    const st = await streamState(s);
+    expect(st.viewers + st.leasedUnused).toBeLessThanOrEqual(1);
+  }, 30_000);
+
+  it("holds?: the sweep still runs about every 2 x SERVER_TIMEOUT_S while shards wait at the cap through rounds, with a restart of the stream object in between", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    const k = await createStream(s, { maxViewers: 1 });
+    const [p, a, c] = [newEdge(), newEdge(), newEdge()];
+    await beat(p);
+    await beat(a);
+    await beat(c);
+    expect(await hook(publish("live", s, k, { ...p, client: "pub00001" }))).toEqual(ALLOW);
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    const sweeps: number[] = [];
+    const realRefresh = (StreamObject.prototype as any).refresh;
+    vi.spyOn(StreamObject.prototype as any, "refresh").mockImplementation(async function (this: any, ...args: any[]) {
+      if (args[0] === null) sweeps.push(Date.now() - T0);
+      return realRefresh.apply(this, args);
+    });
+    for (let t = 500, i = 0; t <= 240_000; t += 500, i++) {
+      at(t);
+      if (t % 10_000 === 0) for (const e of [p, a, c]) await beat(e);
+      if (t % 2_000 === 0) expect((await viewer(s, c, `c${String(i).padStart(7, "0")}`)).body.code).toBe(4005);
+      if (t === 90_000) await evictDurableObject(streamStub(s));
+      await fireDue(streamStub(s));
+    }
+    const gaps = sweeps.map((x, i) => x - (i === 0 ? 0 : sweeps[i - 1]));
+    expect(sweeps.length, `sweeps at ${sweeps}`).toBeGreaterThanOrEqual(3);
+    expect(Math.max(...gaps), `sweeps at ${sweeps}`).toBeLessThanOrEqual(62_000);
+  }, 120_000);
+});
+
+describe("stranded slots: a grant taken back in flight", () => {
+  it("a recall that reaches a shard while the answer granting it slots is on its way: the answer is void, the shard holds 30 s without being on the waiting list, while the stream has a free slot", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 4 });
+    const [a, c, x] = [newEdge(), newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW); // a leased 2
+    expect(await viewer(s, c, "c0000001")).toEqual(ALLOW); // c leased 1
+    const realLease = StreamObject.prototype.viewerLease;
+    const back = gate();
+    const handled = gate();
+    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+      const answer = await realLease.call(this, report);
+      if (report.serverId === c.server && report.want > 0) {
+        handled.open();
+        await back.wait;
+      }
+      return answer;
+    });
+    // c's lease is used up: it asks and is granted its last slot, but the answer is slow.
+    const second = viewer(s, c, "c0000002");
+    await handled.wait;
+    // x's first viewer finds the stream full: its round recalls a's and c's unused slots, and x gets one.
+    expect(await viewer(s, x, "x0000001")).toEqual(ALLOW);
+    back.open();
+    expect((await second).body.code).toBe(4005);
+    const st = await streamState(s);
+    expect(st.viewers).toBe(3);
+    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
+    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+  }, 30_000);
+});
+
+describe("probes: the cap through lost answers, failed words, restarts and policy changes", () => {
+  it("holds?: a seeded run of plays, stops, lost lease answers, failed slotsFree, stream restarts and cap changes on 5 edges: sum over shards of max(leased, viewers) never exceeds the cap", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const s = uniqueStream();
+    let cap = 6;
+    await createStream(s, { maxViewers: cap });
+    const edges = Array.from({ length: 5 }, () => newEdge());
+    const watching = new Map<string, Edge>();
+    const realLease = StreamObject.prototype.viewerLease;
+    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+      const answer = await realLease.call(this, report);
+      if (rnd() < 0.15) throw Object.assign(new Error("Network connection lost."), { retryable: true });
+      return answer;
+    });
+    const realFree = ViewerShard.prototype.slotsFree;
+    vi.spyOn(ViewerShard.prototype, "slotsFree").mockImplementation(function (this: ViewerShard, k: string) {
+      if (rnd() < 0.3) throw new Error("connection reset");
+      return realFree.call(this, k);
+    });
+    let t = 0;
+    let n = 0;
+    const check = async (what: string) => {
+      let held = 0;
+      for (const e of edges) {
+        const au = await shardStub(e).audience(key(s));
+        held += Math.max(au.leased, au.viewers);
+      }
+      expect(held, `after ${what} at ${t} ms (cap ${cap})`).toBeLessThanOrEqual(cap);
+    };
+    for (let step = 0; step < 150; step++) {
+      t += Math.floor(rnd() * 700);
+      at(t);
+      const r = rnd();
+      if (r < 0.55) {
+        const e = edges[Math.floor(rnd() * edges.length)];
+        const client = `v${String(n++).padStart(7, "0")}`;
+        const burst = await Promise.all([viewer(s, e, client), viewer(s, edges[Math.floor(rnd() * edges.length)], `w${String(n++).padStart(7, "0")}`)].map((p) => p.catch(() => null)));
+        if (burst[0]?.body.code === 0) watching.set(client, e);
+      } else if (r < 0.85 && watching.size > 0) {
+        const [client, e] = [...watching][Math.floor(rnd() * watching.size)];
+        watching.delete(client);
+        await hook(stopPlay("live", s, { ...e, client })).catch(() => null);
+      } else if (r < 0.9) {
+        await evictDurableObject(streamStub(s));
+      } else if (r < 0.95) {
+        const live = (await streamState(s)).viewers;
+        cap = Math.max(live, Math.floor(rnd() * 10));
+        await admin("PUT", `/streams/live/${s}`, { maxViewers: cap }).catch(() => null);
+      }
+      await fireDue(streamStub(s)).catch(() => false);
+      await new Promise((r) => setTimeout(r, 5));
+      await check(`step ${step}`);
+    }
+  }, 120_000);
+});
+
+describe("stranded slots: suspended viewers fenced for good", () => {
+  it("a silent edge's viewers (suspended, their slots given back) then fenced by its restart: the stream still counts them, its rounds recall only shards holding slots or live viewers, so a waiting shard stays refused while both slots are free", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 2 });
+    const [a, c] = [newEdge(), newEdge()];
+    await beat(a);
+    await beat(c);
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    expect(await viewer(s, a, "a0000002")).toEqual(ALLOW);
+    at(29_000);
+    await beat(c);
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    // a falls silent: its viewers are suspended (a, tight, gives their slots back, reporting them suspended).
+    at(31_000);
+    await runDurableObjectAlarm(serverStub(a));
+    await deliverNotices(a);
+    await vi.waitFor(async () => expect((await streamStub(s).state())!.shards.find((x) => x.serverId === a.server)).toMatchObject({ leased: 0, suspendedViewers: 2 }));
+    // a restarts: its old process's viewers end for good.
+    at(32_000);
+    await beat(restarted(a));
+    await deliverNotices(a);
+    expect((await shardStub(a).audience(key(s))).viewers + (await shardStub(a).audience(key(s))).suspendedViewers).toBe(0);
+    let admittedAt: number | null = null;
+    for (let t = 33_000, i = 0; t <= 50_000 && admittedAt === null; t += 500, i++) {
+      at(t);
+      if (t % 5_000 === 0) await beat(c);
+      await fireDue(streamStub(s));
+      if ((await viewer(s, c, `c1${String(i).padStart(6, "0")}`)).body.code === 0) admittedAt = t;
+    }
+    expect(admittedAt, "c refused from 32 s to 50 s while no viewer watched a stream capped at 2").not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(44_000);
+  }, 30_000);
+});
+
+describe("probes: policy changes while shards wait", () => {
+  it("holds?: the cap raised while c waits, and the push to c fails: c hears within the stream's rounds", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const [a, c] = [newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    at(10);
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    const realRecall = ViewerShard.prototype.recall;
+    let failed = 0;
+    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+      if ((this as any).serverId === c.server && failed++ === 0) throw new Error("connection reset");
+      return realRecall.apply(this, args);
+    });
+    at(100);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 2 })).status).toBe(200);
+    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
+    expect(admittedAt).not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+  }, 30_000);
+
+  it("holds?: DELETE then re-create while c waits: c's next viewer is admitted", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const [a, c] = [newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    at(10);
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    at(100);
+    expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
+    expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
+    await createStream(s, { maxViewers: 1 });
+    const admittedAt = await roundsUntilAdmitted(s, c, 500, 20_000, "c1");
+    expect(admittedAt).not.toBeNull();
+    expect(admittedAt!).toBeLessThanOrEqual(10_000);
+  }, 30_000);
+});
+
+describe("a policy change that could not reach a shard", () => {
+  it("is pushed again from the stream's alarm: 5 s later the shard refuses a tokenless viewer of a stream switched to tokens (it used to wait for its own re-read of the policy, 60 s)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s);
+    const a = newEdge();
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    // The push of the PUT does not reach a's shard (overloaded: not retried at once).
+    vi.spyOn(ViewerShard.prototype, "recall").mockRejectedValueOnce(overloaded());
+    at(1_000);
+    expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
+    // The alarm's round reaches it.
+    at(1_000 + PUSH_RETRY_MS + 100);
+    expect(await fireDue(streamStub(s))).toBe(true);
+    expect((await viewer(s, a, "a0000002")).body.code).toBe(4010);
+    // Done: nothing pending, no round of pushes any more.
+    expect(await runInDurableObject(streamStub(s), async (_o: StreamObject, state: DurableObjectState) => state.storage.sql.exec("SELECT COUNT(*) AS n FROM push_pending").one().n)).toBe(0);
+  });
+
+  it("is pushed again after a restart of the stream's object, for as long as the shard cannot be reached", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s);
+    const a = newEdge();
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    const recall = vi.spyOn(ViewerShard.prototype, "recall").mockRejectedValue(overloaded());
+    at(1_000);
+    expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
+    at(1_000 + PUSH_RETRY_MS + 100);
+    expect(await fireDue(streamStub(s))).toBe(true);
+    const tries = recall.mock.calls.length;
+    expect(tries).toBeGreaterThanOrEqual(2);
+    await evictDurableObject(streamStub(s));
+    recall.mockRestore();
+    at(1_000 + 3 * PUSH_RETRY_MS);
+    expect(await fireDue(streamStub(s))).toBe(true);
+    expect((await viewer(s, a, "a0000002")).body.code).toBe(4010);
+  });
+});

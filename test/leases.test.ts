@@ -9,7 +9,8 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
-import { shardStub } from "./fleet";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { at, shardStub } from "./fleet";
 import { admin, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -17,6 +18,7 @@ const edges = Array.from({ length: 5 }, () => newEdge());
 
 afterEach(() => {
   vi.restoreAllMocks();
+  vi.useRealTimers();
 });
 
 describe("the cap holds across edges and under concurrency", () => {
@@ -125,6 +127,32 @@ describe("a crowd at the cap costs the stream's object few calls", () => {
     expect((await hook(play("live", s, { ...other, client: "late0002" }))).body.code).toBe(4005);
     expect(await streamState(s)).toMatchObject({ viewers: 10 });
   }, 20_000);
+
+  it("a shard reports a stream's audience only when it changed: a standing audience costs the stream's object no call every 5 minutes", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const [capped, open] = [uniqueStream(), uniqueStream()];
+    await createStream(capped, { maxViewers: 100 });
+    await createStream(open);
+    const e = newEdge();
+    expect(await hook(play("live", capped, { ...e, client: "stand001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", open, { ...e, client: "stand002" }))).toEqual(ALLOW);
+    const calls = countLeaseCalls();
+    // The capped stream heard "no viewers" with the first lease: the shard's alarm gives back the unused
+    // slots, which tells it of the one; the unlimited stream counts on nothing of the shard, and hears nothing.
+    at(6 * 60_000);
+    expect(await runDurableObjectAlarm(shardStub(e))).toBe(true);
+    expect(calls.n).toBe(1);
+    // Nothing changed since: no more reports (they used to come every 5 minutes for every stream watched here).
+    for (const minutes of [12, 18, 24]) {
+      at(minutes * 60_000);
+      await runDurableObjectAlarm(shardStub(e));
+    }
+    expect(calls.n).toBe(1);
+    // The shard is still known to both streams: a policy change reaches it.
+    expect((await admin("PUT", `/streams/live/${open}`, { playAuth: "token" })).status).toBe(200);
+    expect((await hook(play("live", open, { ...e, client: "late0001" }))).body.code).toBe(4010);
+  });
 });
 
 describe("lost answers and retries never grant a slot twice", () => {

@@ -36,7 +36,15 @@ interface LeaseRow extends Record<string, SqlStorageValue> {
   unreached: number;
 }
 
-/** A shard with nothing here, silent this long, is forgotten (a shard with viewers reports every few minutes). */
+/**
+ * A shard whose record of a capped stream shows nothing here, silent this long, is forgotten. A
+ * shard leaves a stream itself (a message saying it holds nothing) when it has neither viewers nor
+ * slots of it; this catches records whose shard never said so. Longer than POLICY_TTL_MS: a shard
+ * whose record is gone re-reads the policy (and so is recorded again) before it admits anyone on
+ * its cached one. A record showing viewers or slots is never forgotten, and an unlimited stream's
+ * records (which never show viewers: shards tell such a stream nothing but that they read its
+ * policy or leave) only when their shard leaves.
+ */
 export const IDLE_LEASE_FORGOTTEN_MS = 15 * 60_000;
 /** Shards that left, remembered for their decision logs. */
 const LEFT_SHARDS_KEPT = 20;
@@ -168,7 +176,7 @@ export class LeaseBook {
       serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended,
       ...placeOf(report.place, known), reportedAt: Date.now(), unreached: false,
     });
-    this.forgetIdle();
+    this.forgetIdle(cap);
     return { record, applied: true };
   }
 
@@ -212,7 +220,10 @@ export class LeaseBook {
   }
 
   /** Shards that hold nothing here and said nothing for IDLE_LEASE_FORGOTTEN_MS: their records go. */
-  private forgetIdle(): void {
+  private forgetIdle(cap: number | null): void {
+    // An unlimited stream hears from a shard only when it reads the policy and when it leaves, so its
+    // records never show the shard's viewers: they go when the shard leaves, never for silence.
+    if (cap === null) return;
     const before = Date.now() - IDLE_LEASE_FORGOTTEN_MS;
     for (const r of [...this.records.values()]) {
       if (r.granted === 0 && r.live === 0 && r.suspended === 0 && !r.unreached && r.reportedAt < before) this.forget(r.serverId);

@@ -91,6 +91,8 @@ interface Lease {
   lastAdmission: number;
   /** When the shard last sent the stream a message. */
   lastMessage: number;
+  /** The viewers, live and suspended, the stream last heard of from here ("" after a restart: unknown). */
+  told: string;
 }
 
 interface Process {
@@ -124,7 +126,7 @@ const SCHEMA = `
 const GHOST_WAIT_MS = 1_500;
 /** Decisions kept per stream in a shard's log. */
 const LOG_KEPT = 100;
-/** A stream with viewers here hears from the shard at least this often (its record there stays fresh). */
+/** A capped stream whose viewers here changed hears from the shard at most this often, besides lease messages. */
 const REPORT_EVERY_MS = 5 * 60_000;
 /** How long a replaced process's id is kept (its late hooks are refused with 4006). */
 const REPLACED_KEPT_MS = 24 * 3600 * 1000;
@@ -225,7 +227,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
     for (const r of this.sql.exec<{ service_id: string }>("SELECT service_id FROM replaced")) this.replaced.add(r.service_id);
     for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
-      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0 });
+      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" });
     }
     for (const r of this.sql.exec<{ stream_key: string; slot: number; seq: number }>(
       "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
@@ -660,11 +662,15 @@ export class ViewerShard extends DurableObject<Env> {
     }
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refresh(null);
-    // Streams with viewers here hear from the shard now and then, so they never forget it; a stream
-    // without viewers or slots here is left (its record there goes: src/stream/leases.ts).
+    // A capped stream whose viewers here changed since it last heard hears from the shard now and then (its
+    // record of this shard, which lease grants count on, stays fresh); an unlimited stream counts on nothing
+    // of it (the admin API asks the shards). A stream without viewers or slots here is left (its record
+    // there goes: src/stream/leases.ts); the record of a shard with viewers stays, however long it is silent.
     for (const [streamKey, lease] of [...this.leases]) {
       const held = this.liveOf(streamKey) + this.suspendedOf(streamKey);
-      if ((held > 0 && now - lease.lastMessage >= REPORT_EVERY_MS) || (held === 0 && lease.granted === 0)) {
+      const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
+      const changed = lease.told !== `${this.liveOf(streamKey)}/${this.suspendedOf(streamKey)}`;
+      if ((held > 0 && capped && changed && now - lease.lastMessage >= REPORT_EVERY_MS) || (held === 0 && lease.granted === 0)) {
         await this.message(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
       }
     }
@@ -915,6 +921,7 @@ export class ViewerShard extends DurableObject<Env> {
     const stored = lease.granted > 0 || this.hasLeaseRow(streamKey);
     if (stored) this.storeLease(streamKey, lease);
     const answer: LeaseAnswer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
+    lease.told = `${report.live}/${report.suspended}`;
     if (answer.policy === null && lease.granted === 0 && !stored) {
       // No such stream (a typo, a flood of made-up names): nothing kept.
       this.leases.delete(streamKey);
@@ -956,7 +963,7 @@ export class ViewerShard extends DurableObject<Env> {
     let lease = this.leases.get(streamKey);
     if (!lease) {
       const row = this.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
-      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0 };
+      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" };
       this.leases.set(streamKey, lease);
     }
     return lease;

@@ -98,6 +98,12 @@ const SEED_CONNECTIONS = intOption("fill-connections", 32);
  * offers) lifts the cap for experiments with more.
  */
 const AUTOGATES = argv.includes("--all-autogates");
+/**
+ * Every hook on a connection of its own (SRS's way) unless --keep-alive: over keep-alive
+ * connections a saturated local workerd serves the connections whose next request is already
+ * buffered and leaves the others unpolled for tens of seconds (BENCHMARKS.md, Findings).
+ */
+const KEEP_ALIVE = argv.includes("--keep-alive");
 
 // --- SRS-shaped bodies ------------------------------------------------------------
 //
@@ -212,7 +218,7 @@ function scenarios(state) {
   return {
     viewerChurn: {
       title: "viewer churn",
-      what: `on_play/on_stop pairs, fresh client ids, ${state.streams.length} streams`,
+      what: `on_play/on_stop pairs, fresh client ids, ${state.streams.length} streams, each watched by a standing audience of one viewer on every edge (so each edge's shard serves the stream already, as the edges of a watched stream do)`,
       requests: pairScenario("on_play", "on_stop", cycle(state.streams), edge),
     },
     hot: {
@@ -257,10 +263,12 @@ function scenarios(state) {
 const HEADERS = { "content-type": "application/json", "user-agent": "SRS/7.0.18(Hang)" };
 
 /**
- * One measured run: `amount` requests over `connections` keep-alive connections.
- * Latencies are recorded here at full resolution (autocannon's own histogram keeps whole ms).
+ * One measured run: `amount` requests from `connections` clients, each request on a connection of
+ * its own as SRS sends its hooks (driveFresh); with --keep-alive, over `connections` keep-alive
+ * connections (autocannon). Latencies are recorded here at full resolution.
  */
 function drive(url, requests, { amount, connections, floor }) {
+  if (!KEEP_ALIVE) return driveFresh(url, floor ? requests.map((r) => ({ ...r, expect: ALLOW })) : requests, { amount, connections });
   return new Promise((resolve, reject) => {
     const latencies = new Float64Array(amount + connections * 4);
     let n = 0;
@@ -340,9 +348,9 @@ async function driveFresh(url, requests, { amount, connections }) {
   const statuses = {};
   const started = performance.now();
   let last = started;
-  const one = (r) =>
+  const one = (r, ctx) =>
     new Promise((resolve) => {
-      const body = r.body();
+      const body = r.body(ctx);
       const t0 = performance.now();
       const req = http.request(url, {
         method: "POST",
@@ -380,12 +388,14 @@ async function driveFresh(url, requests, { amount, connections }) {
       });
       req.end(body);
     });
-  let i = 0;
+  // Each client sends its share in order (a pair's stop after its start, on the client's context).
   await Promise.all(
-    Array.from({ length: connections }, async () => {
-      while (sent < amount) {
+    Array.from({ length: connections }, async (_, k) => {
+      const share = Math.floor(amount / connections) + (k < amount % connections ? 1 : 0);
+      const ctx = {};
+      for (let j = 0; j < share; j++) {
         sent++;
-        await one(requests[i++ % requests.length]);
+        await one(requests[j % requests.length], ctx);
       }
     }),
   );
@@ -706,8 +716,8 @@ async function load(url, requests, amount, connections, label) {
 // --- flash crowd ------------------------------------------------------------------------
 //
 // One stream with a cap, `hooks` on_play hooks from the flash edges (round robin, so every edge
-// sends the same share), fresh client ids, no stops, as fast as `connections` keep-alive
-// connections allow. Run twice: a cap that is never reached (2 × hooks), then a cap reached
+// sends the same share), fresh client ids, no stops, as fast as `connections` clients allow,
+// each hook on a connection of its own as SRS sends them (driveFresh). Run twice: a cap that is never reached (2 × hooks), then a cap reached
 // halfway (hooks / 2), each on a fresh stream. Load per object comes from the objects' own
 // counters (GET /admin/load, LOAD_COUNTERS=1), read before and after the run.
 
@@ -1118,8 +1128,8 @@ timing or load targets).
 ## Results
 
 Medians over ${rounds} round${rounds === 1 ? "" : "s"}. Latencies are per request, measured by the load generator
-(keep-alive HTTP/1.1 on 127.0.0.1); the "vs" columns compare with a floor given the same
-requests in the same round.
+(HTTP/1.1 on 127.0.0.1, ${meta.keepAlive ? "keep-alive connections, but a connection per hook in the flash crowds" : "a connection per hook"});
+the "vs" columns compare with a floor given the same requests in the same round.
 
 ${markdownTable(tableRows(summary))}
 
@@ -1165,11 +1175,11 @@ ${perRound}
   reading it; it runs every scenario as the platform's overhead, for reference only.
   \`npm run bench:floors\` (\`bench/platform-floor.mjs\` with \`bench/do-floor.js\`) measures more
   variants of the platform alone, outside this run.
-- **Load.** autocannon ${v.autocannon}, ${meta.connections} keep-alive connections, a fixed number of
+- **Load.** ${meta.keepAlive ? `autocannon ${v.autocannon}, ${meta.connections} keep-alive connections` : `${meta.connections} clients, each hook on a TCP connection of its own (closed after the answer, as SRS sends its hooks: its \`SrsHttpClient\` is a local object of each hook call in \`trunk/src/app/srs_app_http_hooks.cpp\`)`}, a fixed number of
   requests per run (${meta.amounts}). Bodies have the shape and key order of the bodies captured from
   SRS 7 (\`test/fixtures/\`); \`server_id\` \`vid-\` + 7 chars, \`service_id\` and \`client_id\` 8 chars
   of [0-9a-z]. Every \`on_play\`/\`on_publish\` has a fresh client id; its \`on_stop\`/\`on_unpublish\`
-  follows on the same connection, and every run ends on whole pairs. Hooks come from ${meta.edges}
+  follows from the same client, and every run ends on whole pairs. Hooks come from ${meta.edges}
   edges; heartbeats from ${meta.heartbeatServers} other servers.
 - **Scenarios.** ${summary.map((s) => `*${s.title}*: ${s.what}`).join("; ")}.
 - **Flash crowd.** Before anything else is measured, ${f.edges} more edges (distinct \`server_id\`,
@@ -1178,7 +1188,10 @@ ${perRound}
   then on each heartbeats every 10 s (SRS's interval) until the benchmark ends, so none falls
   silent under its viewers. Then, twice, a fresh stream is created with a cap and receives
   ${n(f.hooks)} \`on_play\` hooks, round robin over the ${f.edges} edges (${n(f.hooks / f.edges)} each), fresh client
-  ids, no stops, as fast as ${f.connections} keep-alive connections allow: first with a cap of
+  ids, no stops, as fast as ${f.connections} clients allow, each hook on a TCP connection of its own,
+  closed after the answer, as SRS sends its hooks (its hook client, \`SrsHttpClient\`, is a local
+  object of each hook call in \`trunk/src/app/srs_app_http_hooks.cpp\`; with keep-alive connections
+  local workerd left some connections unpolled for tens of seconds, see Findings): first with a cap of
   2 × ${n(f.hooks)} (never reached), then with a cap of ${n(Math.floor(f.hooks / 2))} (reached halfway). Admissions are
   counted twice, as the \`200 {"code":0}\` answers and as the stream's \`viewers\` from
   \`GET /admin/streams/live/<stream>\` after the run; both must equal min(hooks, cap) exactly, or the
@@ -1206,6 +1219,8 @@ ${perRound}
   decided every viewer) is at that ceiling as soon as the crowd arrives faster than a few hundred
   per second, whereas an object receiving ≤ 5% of them stays below it for crowds 20 times larger.
 - **State before measuring.** ${meta.streams} streams created with \`PUT /admin/streams/live/<name>\`;
+  a standing audience of ${n(meta.standing)} viewers seated on the
+  churned streams (one per stream and edge, ${meta.seedConnections} clients, a connection per hook);
   the hot stream filled with ${meta.hotViewers} viewers by \`on_play\` hooks spread over the ${meta.edges} edges
   (${meta.seedConnections} connections, ${meta.seeded}; the admin API confirmed ${meta.hotConfirmed} live viewers);
   every heartbeat server registered by one heartbeat; then one unmeasured warm-up run per scenario
@@ -1336,6 +1351,21 @@ async function main() {
     if (hotConfirmed !== PLAN.hotViewers) throw new Error(`hot stream holds ${hotConfirmed} viewers, expected ${PLAN.hotViewers}`);
     console.log(`seeded ${hotConfirmed} viewers on live/hot in ${((performance.now() - t) / 1000).toFixed(1)} s (${fmt.rps(seeded.rps)} on_play/s)`);
 
+    // The standing audience of the viewer churn: one viewer of each stream on each edge.
+    t = performance.now();
+    const standingPairs = state.streams.flatMap((st) => state.edges.map((e) => [st, e]));
+    const nextStanding = cycle(standingPairs);
+    // A connection per hook, as SRS sends them (driveFresh): over keep-alive connections a long
+    // seating saturates local workerd, which then leaves some connections unpolled (Findings).
+    const standing = await driveFresh(
+      urls.streamgate,
+      [{ path: HOOK, body: () => { const [st, e] = nextStanding(); return streamBody("on_play", st, e, clientIds(), ""); }, expect: (status, body) => (status === 200 && body === '{"code":0}' ? null : `${status} ${body.slice(0, 160)}`) }],
+      { amount: standingPairs.length, connections: SEED_CONNECTIONS },
+    );
+    if (standing.errors) throw new Error(`seating the standing audience: ${standing.errors} errors ${JSON.stringify(standing.breakdown)}, e.g. ${standing.samples.join(" | ")}`);
+    console.log(`seated a standing audience of ${standingPairs.length} viewers (${state.streams.length} streams × ${state.edges.length} edges) in ${((performance.now() - t) / 1000).toFixed(1)} s (${fmt.rps(standing.rps)} on_play/s)`);
+    const standingCount = standingPairs.length;
+
     const all = scenarios(state);
 
     // What runs against what: [key in the results, scenario, url, label, floor?]
@@ -1454,6 +1484,8 @@ async function main() {
           hotSlices: PLAN.hotSlices,
           flash: PLAN.flash,
           seedConnections: SEED_CONNECTIONS,
+          standing: standingCount,
+          keepAlive: KEEP_ALIVE,
           seeded: `${fmt.rps(seeded.rps)} on_play/s, ${Math.round(seeded.seconds)} s`,
           bindings: describeBindings(wranglerConfig()),
           vars: Object.entries(wranglerConfig().vars).map(([k, v]) => `\`${k} = "${v}"\``).join(", "),

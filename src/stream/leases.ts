@@ -135,6 +135,11 @@ export class LeaseBook {
     return false;
   }
 
+  /** A new policy not pushed yet: no shard has it (see LeaseRecord.unreached). */
+  allUnreached(): void {
+    for (const r of [...this.records.values()]) if (!r.unreached) this.store({ ...r, unreached: true });
+  }
+
   /** A recall or push did not reach the shard (see LeaseRecord.unreached). */
   unreached(serverId: string): void {
     const r = this.records.get(serverId);

@@ -16,9 +16,12 @@ import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import { kickClient } from "../srs/api";
+import { queueKicks } from "../srs/kicks";
+import { queueEvents } from "../events/event";
+import { operatorEvents } from "../events/operator";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
 import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
-import type { ShardAudience } from "../viewers/shard";
+import type { EndedViewer, ShardAudience } from "../viewers/shard";
 import { endReason, StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
 
@@ -375,7 +378,8 @@ export class StreamObject extends DurableObject<Env> {
   async pushRevocations(key: string): Promise<string[]> {
     if (!this.ready) return [];
     const version = this.policyVersion;
-    const unreached = await this.recall(key, null, false, "all", true);
+    // The admin call ends the covered sessions on every shard itself.
+    const unreached = await this.recall(key, null, false, "all", true, "none");
     this.pushed(version, unreached);
     return unreached;
   }
@@ -416,7 +420,14 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
-  private async recall(key: string, requester: string | null, check: boolean, which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all", keepSlots = false): Promise<string[]> {
+  private async recall(
+    key: string,
+    requester: string | null,
+    check: boolean,
+    which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all",
+    keepSlots = false,
+    endRevokedOn: "again" | "all" | "none" = "again",
+  ): Promise<string[]> {
     // A shard asking while a round runs shares it (shards answer a recall at once, also while their own
     // message waits here, so the round never waits on the shard that waits on it).
     if (this.recalling && requester !== null) {
@@ -450,6 +461,10 @@ export class StreamObject extends DurableObject<Env> {
             RECALL_TIMEOUT_MS,
           );
           this.leases.recalled(r.serverId, answer);
+          // A shard that missed a push may still serve sessions the active revocations cover: they end now.
+          if (policy && policy.revocations.length > 0 && (endRevokedOn === "all" || (endRevokedOn === "again" && r.unreached))) {
+            this.ctx.waitUntil(this.endRevokedOn(key, r.serverId, policy.revocations));
+          }
         } catch (err) {
           unreached.push(r.serverId);
           this.leases.unreached(r.serverId);
@@ -717,6 +732,9 @@ export class StreamObject extends DurableObject<Env> {
     this.policyVersion++;
     this.sql.exec("INSERT OR REPLACE INTO policy_version (id, v) VALUES (1, ?)", this.policyVersion);
     this.sql.exec("INSERT OR REPLACE INTO push_pending (id, stream_key, version, whole) VALUES (1, ?, ?, 1)", key, this.policyVersion);
+    // Until a push reaches a shard, its viewers are unknown (an unlimited stream's record never shows them, and
+    // its silence is no reason to forget it): no slot is granted on its last report, and its record stays.
+    this.leases.allUnreached();
     this.armCheck(Date.now() + PUSH_RETRY_MS);
   }
 
@@ -731,6 +749,14 @@ export class StreamObject extends DurableObject<Env> {
     if (!pending || pending.version !== version) return;
     if (unreached.length === 0 && !this.leases.anyUnreached()) {
       this.sql.exec("DELETE FROM push_pending");
+      // The alarm set for its retry is not needed (else a thousand streams created at once wake 5 s later).
+      if (this.leases.waiting().length === 0) {
+        this.checkAt = null;
+        if (this.sweepAt === null && this.sessions.isEmpty() && !this.activity.outbox.pending() && this.alarmAt !== null) {
+          this.alarmAt = null;
+          void this.ctx.storage.deleteAlarm();
+        }
+      }
       return;
     }
     this.sql.exec("UPDATE push_pending SET whole = 0");
@@ -739,8 +765,31 @@ export class StreamObject extends DurableObject<Env> {
 
   /** The alarm's try at a push still pending. */
   private async retryPush(pending: PendingPush): Promise<void> {
-    const unreached = await this.recall(pending.key, null, false, pending.whole ? "all" : "unreached");
+    // No round reached anyone yet (the admin's push call failed): every shard may still serve revoked sessions.
+    const unreached = await this.recall(pending.key, null, false, pending.whole ? "all" : "unreached", false, pending.whole ? "all" : "again");
     this.pushed(pending.version, unreached);
+  }
+
+  /**
+   * Ends, on a shard a push reached late, the live sessions the active
+   * revocations cover (they were admitted before it knew of them), and kicks
+   * them. Not reached: the shard is pushed to again (and this runs again).
+   */
+  private async endRevokedOn(key: string, serverId: string, revocations: Revocation[]): Promise<void> {
+    try {
+      const ended: EndedViewer[] = [];
+      for (const r of revocations) {
+        ended.push(...(await withRetry(() => viewerShard(this.env, serverId), (shard) => shard.endRevoked(key, r.sub, r.before))));
+      }
+      if (ended.length === 0) return;
+      const kicking = await queueKicks(this.env, ended.map((v) => ({ ...v, serverId, role: "viewer" as const, why: "token revoked" })));
+      await queueEvents(this.env, operatorEvents(ended.map((v) => ({ ...v, serverId, role: "viewer" as const })), "token revoked", kicking.length > 0));
+    } catch (err) {
+      console.error(JSON.stringify({ error: "revoked sessions not ended: viewer shard unreachable", server: serverId, stream: key, detail: String(err) }));
+      this.leases.unreached(serverId);
+      if (!this.pendingPush()) this.sql.exec("INSERT OR REPLACE INTO push_pending (id, stream_key, version, whole) VALUES (1, ?, ?, 0)", key, this.policyVersion);
+      this.armCheck(Date.now() + PUSH_RETRY_MS);
+    }
   }
 
   state(): StreamState | null {

@@ -676,8 +676,11 @@ export class ViewerShard extends DurableObject<Env> {
     }
     this.forgetReplaced(now);
     const pending = [...this.leases].some(([k, l]) => l.granted > this.liveOf(k));
+    // A stream this shard could not leave (the message failed) is left at a later alarm: else an unlimited
+    // stream, which forgets no shard for its silence, would keep its record for good.
+    const leaving = [...this.leases].some(([k, l]) => l.granted === 0 && this.liveOf(k) + this.suspendedOf(k) === 0);
     if (pending) this.armAlarm(now + LEASE_IDLE_MS);
-    else if (this.sessionCount() > 0) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
+    else if (this.sessionCount() > 0 || leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
   }
 
   /**

@@ -301,16 +301,8 @@ function drive(url, requests, { amount, connections, floor }) {
       },
       (err, result) => {
         if (err) return reject(err);
-        const sorted = latencies.slice(0, Math.min(n, latencies.length)).sort();
-        const elapsed = (last - started) / 1000;
         resolve({
-          requests: n,
-          seconds: elapsed,
-          latencies: sorted,
-          rps: n / elapsed,
-          p50: percentile(sorted, 50),
-          p99: percentile(sorted, 99),
-          p999: percentile(sorted, 99.9),
+          ...timings(latencies.slice(0, Math.min(n, latencies.length)), n, started, last),
           errors: unexpected + result.errors + result.timeouts + result.mismatches + Math.max(0, amount - n),
           breakdown: { unexpected, connectionErrors: result.errors, timeouts: result.timeouts, mismatches: result.mismatches, missing: Math.max(0, amount - n), resets: result.resets },
           statuses,
@@ -328,6 +320,13 @@ function drive(url, requests, { amount, connections, floor }) {
       last = performance.now();
     });
   });
+}
+
+/** A run's `n` answers, their latencies and its span: throughput and exact percentiles. */
+function timings(latencies, n, started, last) {
+  const sorted = latencies.sort();
+  const elapsed = (last - started) / 1000;
+  return { requests: n, seconds: elapsed, latencies: sorted, rps: n / elapsed, p50: percentile(sorted, 50), p99: percentile(sorted, 99), p999: percentile(sorted, 99.9) };
 }
 
 /**
@@ -399,16 +398,8 @@ async function driveFresh(url, requests, { amount, connections }) {
       }
     }),
   );
-  const sorted = latencies.slice(0, n).sort();
-  const elapsed = (last - started) / 1000;
   return {
-    requests: n,
-    seconds: elapsed,
-    latencies: sorted,
-    rps: n / elapsed,
-    p50: percentile(sorted, 50),
-    p99: percentile(sorted, 99),
-    p999: percentile(sorted, 99.9),
+    ...timings(latencies.slice(0, n), n, started, last),
     errors: unexpected + connectionErrors + timeouts + Math.max(0, amount - n - connectionErrors - timeouts),
     breakdown: { unexpected, connectionErrors, timeouts, mismatches: 0, missing: Math.max(0, amount - n - connectionErrors - timeouts), resets: 0 },
     statuses,

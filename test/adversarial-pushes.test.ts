@@ -7,7 +7,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { PUSH_RETRY_MS, StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, overloaded, shardStub, streamStub, T0 } from "./fleet";
+import { at, overloaded, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
 import { ALLOW, playWith, REVOKED, tokenOf } from "./identity";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 
@@ -38,12 +38,10 @@ async function pendingRows(s: string): Promise<number> {
   return runInDurableObject(streamStub(s), async (_o: StreamObject, state: DurableObjectState) => state.storage.sql.exec("SELECT COUNT(*) AS n FROM push_pending").one().n as number);
 }
 
+
 describe("a cap set on an unlimited stream while the admin's push call fails", () => {
   it("the viewers already watching on a silent shard count: no new viewer is admitted over the cap on another edge", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s);
+    const s = await streamAtZero();
     const [a, b] = [newEdge(), newEdge()];
     // Five viewers on a, admitted on the policy a read with its first one (the stream's record of a shows none).
     for (let i = 0; i < 5; i++) expect(await viewer(s, a, `a000000${i}`)).toEqual(ALLOW);
@@ -66,10 +64,7 @@ describe("a cap set on an unlimited stream while the admin's push call fails", (
 
 describe("a revocation that could not reach a shard", () => {
   it("the revoked viewer's live session on that shard ends once the retried push reaches it (not only its next play refused)", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { playAuth: "token" });
+    const s = await streamAtZero({ playAuth: "token" });
     const [a, b] = [newEdge(), newEdge()];
     const token = await tokenOf(s, "alice");
     expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
@@ -104,10 +99,7 @@ describe("a revocation that could not reach a shard", () => {
   });
 
   it("holds?: a shard with viewers of an unlimited stream, silent for over 15 minutes, still has its revoked sessions ended", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { playAuth: "token" });
+    const s = await streamAtZero({ playAuth: "token" });
     const [a, b] = [newEdge(), newEdge()];
     const token = await tokenOf(s, "alice");
     expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
@@ -129,10 +121,7 @@ describe("a revocation that could not reach a shard", () => {
 
 describe("an unlimited stream's record of a shard whose leave message was lost", () => {
   it("goes at last: the shard tries to leave again, or the stream forgets it", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s);
+    const s = await streamAtZero();
     const a = newEdge();
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     at(10_000);
@@ -159,10 +148,7 @@ describe("an unlimited stream's record of a shard whose leave message was lost",
 
 describe("push_pending and the alarm", () => {
   it("holds?: two PUTs in a row while the first push is being retried, then a DELETE and a re-create, with a restart: every shard learns the newest, nothing stays pending", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s);
+    const s = await streamAtZero();
     const [a, b] = [newEdge(), newEdge()];
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     expect(await viewer(s, b, "b0000001")).toEqual(ALLOW);
@@ -192,10 +178,7 @@ describe("push_pending and the alarm", () => {
   });
 
   it("holds?: after pushed() deleted the alarm, a publisher admitted later still gets its sweeps", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s);
+    const s = await streamAtZero();
     expect(await alarmOf(streamStub(s))).toBeNull();
     const sweeps: number[] = [];
     const realRefresh = (StreamObject.prototype as any).refresh;

@@ -8,7 +8,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamStub, T0 } from "./fleet";
+import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
 import { PUSH_RETRY_MS } from "../src/stream/object";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 
@@ -43,12 +43,26 @@ async function roundsUntilAdmitted(s: string, edge: Edge, from: number, to: numb
   return null;
 }
 
+/** c's viewers keep coming (one every 500 ms from `from`, the stream's due alarms run): one is admitted by `by`. */
+async function expectAdmittedBy(s: string, c: Edge, from: number, by: number): Promise<void> {
+  const admittedAt = await roundsUntilAdmitted(s, c, from, 20_000, "c1");
+  expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
+  expect(admittedAt!).toBeLessThanOrEqual(by);
+}
+
+/** A stream capped at 1 (fake clock from 0): edge a's viewer holds the slot, edge c's was refused (c waits). */
+async function oneSlotTaken(): Promise<{ s: string; a: Edge; c: Edge }> {
+  const s = await streamAtZero({ maxViewers: 1 });
+  const [a, c] = [newEdge(), newEdge()];
+  expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+  at(10);
+  expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+  return { s, a, c };
+}
+
 describe("stranded slots: waiting shards never told", () => {
   it("a free slot whose told shard had no viewer: the other waiting shard must hear within the stream's rounds (no shard holding slots, so the round's recall has no target and tells no one)", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
+    const s = await streamAtZero({ maxViewers: 1 });
     const [a, b, c] = [newEdge(), newEdge(), newEdge()];
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     at(10);
@@ -62,9 +76,7 @@ describe("stranded slots: waiting shards never told", () => {
     await vi.waitFor(async () => expect(await waitingOf(s)).toEqual([c.server]));
     expect((await streamState(s)).viewers).toBe(0);
     // c's viewers keep coming; the slot is free all along.
-    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
-    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+    await expectAdmittedBy(s, c, 1000, 12_000);
   }, 30_000);
 });
 
@@ -77,14 +89,7 @@ function gate(): { wait: Promise<void>; open: () => void } {
 
 describe("stranded slots: the stream's word that slots are free is lost", () => {
   it("a slotsFree call that fails: the shard is off the waiting list and holds 30 s while the slot stays free", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
-    const [a, c] = [newEdge(), newEdge()];
-    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
-    at(10);
-    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    const { s, a, c } = await oneSlotTaken();
     expect(await waitingOf(s)).toEqual([c.server]);
     // The word to c is lost (the shard's server is unreachable for a moment: the call fails for good).
     const real = ViewerShard.prototype.slotsFree;
@@ -96,16 +101,11 @@ describe("stranded slots: the stream's word that slots are free is lost", () => 
     at(100);
     expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
     await vi.waitFor(() => expect(failed).toBeGreaterThan(0));
-    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
-    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+    await expectAdmittedBy(s, c, 1000, 12_000);
   }, 30_000);
 
   it("slotsFree reaching a shard while its refused lease message is on its way back: the refusal's hold overrides the word, and the stream no longer counts it as waiting", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
+    const s = await streamAtZero({ maxViewers: 1 });
     const [a, c] = [newEdge(), newEdge()];
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     at(10);
@@ -136,22 +136,13 @@ describe("stranded slots: the stream's word that slots are free is lost", () => 
     back.open();
     expect((await first).body.code).toBe(4005);
     expect((await streamState(s)).viewers).toBe(0);
-    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
-    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+    await expectAdmittedBy(s, c, 1000, 12_000);
   }, 30_000);
 });
 
 describe("probes: restarts and the alarm", () => {
   it("holds?: a give-back lost, then the stream object restarts: the stored waiting list gets its rounds from the stored alarm, and the slot reaches the waiting shard", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
-    const [a, c] = [newEdge(), newEdge()];
-    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
-    at(10);
-    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    const { s, a, c } = await oneSlotTaken();
     const realLease = StreamObject.prototype.viewerLease;
     let lost = 0;
     vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
@@ -166,9 +157,7 @@ describe("probes: restarts and the alarm", () => {
     await vi.waitFor(() => expect(lost).toBeGreaterThan(0));
     vi.mocked(StreamObject.prototype.viewerLease).mockRestore();
     await evictDurableObject(streamStub(s));
-    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
-    expect(admittedAt).not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+    await expectAdmittedBy(s, c, 1000, 12_000);
     const st = await streamState(s);
     expect(st.viewers + st.leasedUnused).toBeLessThanOrEqual(1);
   }, 30_000);
@@ -205,10 +194,7 @@ describe("probes: restarts and the alarm", () => {
 
 describe("stranded slots: a grant taken back in flight", () => {
   it("a recall that reaches a shard while the answer granting it slots is on its way: the answer is void, the shard holds 30 s without being on the waiting list, while the stream has a free slot", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 4 });
+    const s = await streamAtZero({ maxViewers: 4 });
     const [a, c, x] = [newEdge(), newEdge(), newEdge()];
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW); // a leased 2
     expect(await viewer(s, c, "c0000001")).toEqual(ALLOW); // c leased 1
@@ -232,9 +218,7 @@ describe("stranded slots: a grant taken back in flight", () => {
     expect((await second).body.code).toBe(4005);
     const st = await streamState(s);
     expect(st.viewers).toBe(3);
-    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
-    expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+    await expectAdmittedBy(s, c, 1000, 12_000);
   }, 30_000);
 });
 
@@ -299,10 +283,7 @@ describe("probes: the cap through lost answers, failed words, restarts and polic
 
 describe("stranded slots: suspended viewers fenced for good", () => {
   it("a silent edge's viewers (suspended, their slots given back) then fenced by its restart: the stream still counts them, its rounds recall only shards holding slots or live viewers, so a waiting shard stays refused while both slots are free", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 2 });
+    const s = await streamAtZero({ maxViewers: 2 });
     const [a, c] = [newEdge(), newEdge()];
     await beat(a);
     await beat(c);
@@ -335,14 +316,7 @@ describe("stranded slots: suspended viewers fenced for good", () => {
 
 describe("probes: policy changes while shards wait", () => {
   it("holds?: the cap raised while c waits, and the push to c fails: c hears within the stream's rounds", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
-    const [a, c] = [newEdge(), newEdge()];
-    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
-    at(10);
-    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    const { s, a, c } = await oneSlotTaken();
     const realRecall = ViewerShard.prototype.recall;
     let failed = 0;
     vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
@@ -351,36 +325,22 @@ describe("probes: policy changes while shards wait", () => {
     });
     at(100);
     expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 2 })).status).toBe(200);
-    const admittedAt = await roundsUntilAdmitted(s, c, 1000, 20_000, "c1");
-    expect(admittedAt).not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(12_000);
+    await expectAdmittedBy(s, c, 1000, 12_000);
   }, 30_000);
 
   it("holds?: DELETE then re-create while c waits: c's next viewer is admitted", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
-    const [a, c] = [newEdge(), newEdge()];
-    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
-    at(10);
-    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    const { s, a, c } = await oneSlotTaken();
     at(100);
     expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
     expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
     await createStream(s, { maxViewers: 1 });
-    const admittedAt = await roundsUntilAdmitted(s, c, 500, 20_000, "c1");
-    expect(admittedAt).not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(10_000);
+    await expectAdmittedBy(s, c, 500, 10_000);
   }, 30_000);
 });
 
 describe("a policy change that could not reach a shard", () => {
   it("is pushed again from the stream's alarm: 5 s later the shard refuses a tokenless viewer of a stream switched to tokens (it used to wait for its own re-read of the policy, 60 s)", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s);
+    const s = await streamAtZero();
     const a = newEdge();
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     // The push of the PUT does not reach a's shard (overloaded: not retried at once).
@@ -396,10 +356,7 @@ describe("a policy change that could not reach a shard", () => {
   });
 
   it("is pushed again after a restart of the stream's object, for as long as the shard cannot be reached", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s);
+    const s = await streamAtZero();
     const a = newEdge();
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     const recall = vi.spyOn(ViewerShard.prototype, "recall").mockRejectedValue(overloaded());

@@ -7,13 +7,22 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
-import { admin, type Edge, heartbeat, hook, newEdge } from "./srs";
+import { admin, createStream, type Edge, heartbeat, hook, newEdge, uniqueStream } from "./srs";
 
 /** In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them. */
 export const T0 = new Date("2031-03-01T12:00:00Z").getTime();
 
 /** Sets the fake clock to T0 + ms (tests call vi.useFakeTimers({ toFake: ["Date"] }) first). */
 export const at = (ms: number) => vi.setSystemTime(T0 + ms);
+
+/** The fake clock at 0 (the caller's test fakes Date), and a new stream with `policy`. */
+export async function streamAtZero(policy: Record<string, unknown> = {}): Promise<string> {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  at(0);
+  const s = uniqueStream();
+  await createStream(s, policy);
+  return s;
+}
 
 export const beat = (edge: Edge) => hook(heartbeat(edge), undefined, "/heartbeat");
 

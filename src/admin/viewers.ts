@@ -7,12 +7,10 @@ import { maxTokenTtlS } from "../config";
 import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { streamObject, viewerShard } from "../object-access";
-import { queueKicks } from "../srs/kicks";
-import { queueEvents } from "../events/event";
-import { operatorEvents } from "../events/operator";
 import { streamKey } from "../stream/name";
 import type { Revocation } from "../viewers/lease";
-import type { EndedViewer, ViewerSession } from "../viewers/shard";
+import type { ViewerSession } from "../viewers/shard";
+import { endRevokedSessions } from "../viewers/revoked";
 import { parseRevocation, streamNameFrom } from "./validate";
 
 /** Sessions GET …/viewers lists at most, per viewer shard. */
@@ -36,21 +34,7 @@ export async function postRevocation(request: IRequest, env: Env): Promise<Respo
   if (!revocation) throw new StatusError(409, 'too many active revocations on this stream: revoke every token issued before a time instead ({"before": <Unix seconds>})');
   const unreached = await stream.pushRevocations(key).catch(() => ["(stream)"]);
   if (unreached.length > 0) console.error(JSON.stringify({ error: "revocation not pushed to every viewer shard", stream: key, servers: unreached }));
-  const sources = await stream.eventSources();
-  const ended = (
-    await Promise.all(
-      sources.map(async (serverId) => {
-        try {
-          return (await viewerShard(env, serverId).endRevoked(key, sub, before)).map((v: EndedViewer) => ({ ...v, serverId }));
-        } catch (err) {
-          console.error(JSON.stringify({ error: "revoked sessions not ended: viewer shard unreachable", server: serverId, stream: key, detail: String(err) }));
-          return [];
-        }
-      }),
-    )
-  ).flat();
-  const kicking = await queueKicks(env, ended.map((v) => ({ ...v, role: "viewer" as const, why: "token revoked" })));
-  await queueEvents(env, operatorEvents(ended.map((v) => ({ ...v, role: "viewer" as const })), "token revoked", kicking.length > 0));
+  const { ended, kicking } = await endRevokedSessions(env, key, await stream.eventSources(), [{ sub, before }]);
   return jsonResponse(
     {
       revocation: shown(revocation),

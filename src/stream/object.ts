@@ -16,12 +16,10 @@ import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import { kickClient } from "../srs/api";
-import { queueKicks } from "../srs/kicks";
-import { queueEvents } from "../events/event";
-import { operatorEvents } from "../events/operator";
+import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
 import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
-import type { EndedViewer, ShardAudience } from "../viewers/shard";
+import type { ShardAudience } from "../viewers/shard";
 import { endReason, StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
 
@@ -731,11 +729,16 @@ export class StreamObject extends DurableObject<Env> {
   private bumpPolicyVersion(key: string): void {
     this.policyVersion++;
     this.sql.exec("INSERT OR REPLACE INTO policy_version (id, v) VALUES (1, ?)", this.policyVersion);
-    this.sql.exec("INSERT OR REPLACE INTO push_pending (id, stream_key, version, whole) VALUES (1, ?, ?, 1)", key, this.policyVersion);
+    this.markPush(key, true);
     // Until a push reaches a shard, its viewers are unknown (an unlimited stream's record never shows them, and
     // its silence is no reason to forget it): no slot is granted on its last report, and its record stays.
     this.leases.allUnreached();
     this.armCheck(Date.now() + PUSH_RETRY_MS);
+  }
+
+  /** A push of the current policy version pending (`whole`: to every shard, else to those not reached). */
+  private markPush(key: string, whole: boolean): void {
+    this.sql.exec("INSERT OR REPLACE INTO push_pending (id, stream_key, version, whole) VALUES (1, ?, ?, ?)", key, this.policyVersion, whole ? 1 : 0);
   }
 
   private pendingPush(): PendingPush | null {
@@ -776,20 +779,14 @@ export class StreamObject extends DurableObject<Env> {
    * them. Not reached: the shard is pushed to again (and this runs again).
    */
   private async endRevokedOn(key: string, serverId: string, revocations: Revocation[]): Promise<void> {
-    try {
-      const ended: EndedViewer[] = [];
-      for (const r of revocations) {
-        ended.push(...(await withRetry(() => viewerShard(this.env, serverId), (shard) => shard.endRevoked(key, r.sub, r.before))));
-      }
-      if (ended.length === 0) return;
-      const kicking = await queueKicks(this.env, ended.map((v) => ({ ...v, serverId, role: "viewer" as const, why: "token revoked" })));
-      await queueEvents(this.env, operatorEvents(ended.map((v) => ({ ...v, serverId, role: "viewer" as const })), "token revoked", kicking.length > 0));
-    } catch (err) {
-      console.error(JSON.stringify({ error: "revoked sessions not ended: viewer shard unreachable", server: serverId, stream: key, detail: String(err) }));
-      this.leases.unreached(serverId);
-      if (!this.pendingPush()) this.sql.exec("INSERT OR REPLACE INTO push_pending (id, stream_key, version, whole) VALUES (1, ?, ?, 0)", key, this.policyVersion);
-      this.armCheck(Date.now() + PUSH_RETRY_MS);
-    }
+    const { unreached } = await endRevokedSessions(this.env, key, [serverId], revocations).catch((err) => {
+      console.error(JSON.stringify({ error: "revoked sessions not ended", server: serverId, stream: key, detail: String(err) }));
+      return { unreached: [serverId] };
+    });
+    if (unreached.length === 0) return;
+    this.leases.unreached(serverId);
+    if (!this.pendingPush()) this.markPush(key, false);
+    this.armCheck(Date.now() + PUSH_RETRY_MS);
   }
 
   state(): StreamState | null {

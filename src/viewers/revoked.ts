@@ -1,0 +1,44 @@
+/**
+ * Ends the live viewer sessions that revocations of play tokens cover, on
+ * the viewer shards named: on each shard, then kicked on their edges (with
+ * SRS_API_URL) and reported as session.ended_by_operator. Used by the admin
+ * call that revokes (every shard of the stream), and by the stream's object
+ * when a push reaches a shard that missed the revocation (src/stream/object.ts).
+ */
+import type { Env } from "../env";
+import { queueEvents } from "../events/event";
+import { operatorEvents } from "../events/operator";
+import { viewerShard } from "../object-access";
+import { withRetry } from "../platform/retry";
+import { queueKicks, type KickPlanned } from "../srs/kicks";
+import type { Revocation } from "./lease";
+import type { EndedViewer } from "./shard";
+
+export interface RevokedEnded {
+  ended: (EndedViewer & { serverId: string })[];
+  kicking: KickPlanned[];
+  /** Shards that could not be reached (logged): their covered sessions still run. */
+  unreached: string[];
+}
+
+export async function endRevokedSessions(env: Env, key: string, servers: string[], revocations: Pick<Revocation, "sub" | "before">[]): Promise<RevokedEnded> {
+  const unreached: string[] = [];
+  const ended = (
+    await Promise.all(
+      servers.map(async (serverId) => {
+        try {
+          const here: EndedViewer[] = [];
+          for (const r of revocations) here.push(...(await withRetry(() => viewerShard(env, serverId), (shard) => shard.endRevoked(key, r.sub, r.before))));
+          return here.map((v) => ({ ...v, serverId }));
+        } catch (err) {
+          unreached.push(serverId);
+          console.error(JSON.stringify({ error: "revoked sessions not ended: viewer shard unreachable", server: serverId, stream: key, detail: String(err) }));
+          return [];
+        }
+      }),
+    )
+  ).flat();
+  const kicking = await queueKicks(env, ended.map((v) => ({ ...v, role: "viewer" as const, why: "token revoked" })));
+  await queueEvents(env, operatorEvents(ended.map((v) => ({ ...v, role: "viewer" as const })), "token revoked", kicking.length > 0));
+  return { ended, kicking, unreached };
+}

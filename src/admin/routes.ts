@@ -13,6 +13,7 @@ import { queueKicks, type KickPlanned } from "../srs/kicks";
 import { queueEvents } from "../events/event";
 import { operatorEvents } from "../events/operator";
 import { parsePolicyChange, parseTokenRequest, streamNameFrom } from "./validate";
+import { isolateOfCounts } from "../platform/load";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
 export const CATALOGUE_PREFIX = "stream:";
@@ -223,9 +224,20 @@ export async function getLoad(request: IRequest, env: Env): Promise<Response> {
   const servers = typeof request.query.servers === "string" && request.query.servers ? request.query.servers.split(",") : [];
   const [app, name] = stream.split("/");
   const counts = await Promise.all([
-    stream ? streamStub(env, streamNameFrom({ app, stream: name }, request.query)).loadCount() : Promise.resolve(0),
+    stream ? streamStub(env, streamNameFrom({ app, stream: name }, request.query)).loadCount() : Promise.resolve({ calls: 0, starts: 0, methods: {} }),
     Promise.all(servers.map((id) => viewerShard(env, id).loadCount())),
     Promise.all(Array.from({ length: REGISTRY_SHARDS }, (_, i) => registryShard(env, i).loadCount())),
   ]);
-  return jsonResponse({ stream: counts[0], shards: Object.fromEntries(servers.map((id, i) => [id, counts[1][i]])), registry: counts[2] });
+  const [streamCount, shardCounts, registryCounts] = counts;
+  const all = [streamCount, ...shardCounts, ...registryCounts];
+  return jsonResponse({
+    stream: streamCount.calls,
+    streamMethods: streamCount.methods,
+    shards: Object.fromEntries(servers.map((id, i) => [id, shardCounts[i].calls])),
+    registry: registryCounts.map((c) => c.calls),
+    // Objects started again while their isolate lived (the counts survive that); a new `isolate`
+    // (locally the Worker's and its objects' own) means every count began again.
+    restarts: all.reduce((n, c) => n + Math.max(0, c.starts - 1), 0),
+    isolate: isolateOfCounts(),
+  });
 }

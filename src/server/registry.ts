@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverRetentionMs, serverTimeoutMs, sessionGraceMs } from "../config";
 import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
-import { callsOf, countCalls } from "../platform/load";
+import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { addColumns } from "../platform/sql";
 import { withRetry } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
@@ -233,8 +233,8 @@ export class ServerRegistry extends DurableObject<Env> {
     });
   }
 
-  /** Calls this object received since it started (bench only: LOAD_COUNTERS). */
-  loadCount(): number {
+  /** Calls this object received since its isolate started, by method, and its starts (bench only: LOAD_COUNTERS). */
+  loadCount(): LoadCount {
     return callsOf(this);
   }
 

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry";
-import { callsOf, countCalls } from "../platform/load";
+import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { withRetry, withTimeout } from "../platform/retry";
 import { serverRegistry, viewerShard } from "../object-access";
 import type { Role, SessionId } from "../srs/hook";
@@ -244,8 +244,8 @@ export class StreamObject extends DurableObject<Env> {
     this.ready = true;
   }
 
-  /** Calls this object received since it started (bench only: LOAD_COUNTERS). */
-  loadCount(): number {
+  /** Calls this object received since its isolate started, by method, and its starts (bench only: LOAD_COUNTERS). */
+  loadCount(): LoadCount {
     return callsOf(this);
   }
 

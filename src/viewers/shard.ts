@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
-import { callsOf, countCalls } from "../platform/load";
+import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
 import { addColumns } from "../platform/sql";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
@@ -241,8 +241,8 @@ export class ViewerShard extends DurableObject<Env> {
     return this.ready ? this.sql.exec<T>(query, ...args).toArray() : [];
   }
 
-  /** Calls this object received since it started (bench only: LOAD_COUNTERS). */
-  loadCount(): number {
+  /** Calls this object received since its isolate started, by method, and its starts (bench only: LOAD_COUNTERS). */
+  loadCount(): LoadCount {
     return callsOf(this);
   }
 

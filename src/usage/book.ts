@@ -45,6 +45,12 @@ export class UsageBook {
 
   private ready: boolean;
   private prunedAt = 0;
+  /**
+   * Per stream, what this object last wrote of it: its latest minute row, and the peak it wrote
+   * for the current hour (a floor of the row's: writes take the MAX). Spares a read and most
+   * peak writes on every change of the count; a stream not in it is read from the table.
+   */
+  private written = new Map<string, { minute: number; last: number; hour: number; hourPeak: number }>();
 
   /** `retentionMs`: USAGE_RETENTION_DAYS as the object reads it. */
   constructor(
@@ -81,19 +87,24 @@ export class UsageBook {
   held(streamKey: string, count: number, at = Date.now()): void {
     this.prepare();
     const minute = floorTo(at, MINUTE_MS);
-    const before = this.latest(streamKey);
+    const hour = floorTo(at, HOUR_MS);
+    const known = this.written.get(streamKey);
+    const before = known ?? this.latest(streamKey);
     const carried = before?.last ?? 0;
     if (before) {
       // The hours the previous count held through, without a change, had it as their peak.
       const start = Math.max(floorTo(before.minute, HOUR_MS) + HOUR_MS, floorTo(at - this.retentionMs(), HOUR_MS));
-      for (let hour = start; hour < floorTo(at, HOUR_MS); hour += HOUR_MS) this.peakAt(streamKey, hour, carried);
+      for (let h = start; h < hour; h += HOUR_MS) this.peakAt(streamKey, h, carried);
     }
-    this.peakAt(streamKey, floorTo(at, HOUR_MS), Math.max(carried, count));
+    const peak = Math.max(carried, count);
+    const hourPeak = known?.hour === hour ? known.hourPeak : 0;
+    if (peak > hourPeak) this.peakAt(streamKey, hour, peak);
     this.sql.exec(
       `INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)
        ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last`,
-      streamKey, minute, Math.max(carried, count), count,
+      streamKey, minute, peak, count,
     );
+    this.written.set(streamKey, { minute, last: count, hour, hourPeak: Math.max(hourPeak, peak) });
   }
 
   /**

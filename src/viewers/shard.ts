@@ -333,14 +333,15 @@ export class ViewerShard extends DurableObject<Env> {
         }
         if (changed) return { allow: false, denial: Denials.unknownStream };
         if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
-        if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         const at = Date.now();
         this.prepare();
         const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
-        this.sql.exec(
-          "INSERT INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        // A repeat of this session admitted meanwhile (by an attempt of the same on_play) is already a row: nothing written.
+        const written = this.sql.exec(
+          "INSERT OR IGNORE INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
           streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0,
-        );
+        ).rowsWritten;
+        if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         admitted = true;
         this.bump(streamKey, session.serviceId, 1);
         const lease = this.leases.get(streamKey);

@@ -114,6 +114,13 @@ const KEEP_ALIVE = argv.includes("--keep-alive");
  */
 const FLASH_ONLY = argv.includes("--flash-only");
 const SETUP_ONLY = argv.includes("--setup-only");
+/**
+ * --profile: after seating the audiences, a CPU profile (workerd's inspector, V8's sampling
+ * profiler) of the viewer churn on streamgate and then on the one-write floor, summed by function,
+ * then stop (nothing written).
+ */
+const PROFILE = argv.includes("--profile");
+const INSPECTOR_PORT = 9331;
 const VERBOSE = argv.includes("--verbose");
 /**
  * Durable Objects are kept in memory unless --evict. Local workerd evicts an object 10 s after its
@@ -593,6 +600,7 @@ function serve(script, persist) {
     kvPersist: path.join(persist, "kv"),
     cachePersist: path.join(persist, "cache"),
     verbose: VERBOSE,
+    ...(PROFILE ? { inspectorPort: INSPECTOR_PORT } : {}),
     handleRuntimeStdio(stdout, stderr) {
       // streamgate logs one JSON line per decision: read and dropped, as a log sink would, but for the slow ones.
       let out = "";
@@ -771,6 +779,69 @@ async function load(url, requests, amount, connections, label) {
   return r;
 }
 
+
+// --- CPU profile (--profile) --------------------------------------------------------------
+
+/** CPU time (user + system) of the workerd process Miniflare runs, in ms, from /proc (Linux). */
+function workerdCpuMs() {
+  const pids = spawnSync("pgrep", ["-P", String(process.pid), "-f", "workerd"], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean);
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of the line)
+  }
+  return (ticks * 1000) / 100; // USER_HZ
+}
+
+/** Runs `work` while V8's sampling profiler records the isolate of `service` (through workerd's inspector). */
+async function profiled(service, work) {
+  const targets = await (await fetch(`http://${HOST}:${INSPECTOR_PORT}/json/list`)).json();
+  const target = targets.find((t) => String(t.id ?? "").includes(service) || String(t.title ?? "").includes(service));
+  if (!target) throw new Error(`no inspector target for ${service}: ${JSON.stringify(targets.map((t) => t.id ?? t.title))}`);
+  const ws = new WebSocket(target.webSocketDebuggerUrl ?? `ws://${HOST}:${INSPECTOR_PORT}/${target.id}`);
+  await new Promise((resolve, reject) => ((ws.onopen = resolve), (ws.onerror = reject)));
+  let id = 0;
+  const waiting = new Map();
+  ws.onmessage = (m) => {
+    const msg = JSON.parse(m.data);
+    if (msg.id && waiting.has(msg.id)) (waiting.get(msg.id))(msg), waiting.delete(msg.id);
+  };
+  const call = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const n = ++id;
+      waiting.set(n, (msg) => (msg.error ? reject(new Error(`${method}: ${JSON.stringify(msg.error)}`)) : resolve(msg.result)));
+      ws.send(JSON.stringify({ id: n, method, params }));
+    });
+  await call("Profiler.enable");
+  await call("Profiler.setSamplingInterval", { interval: 200 });
+  await call("Profiler.start");
+  const result = await work();
+  const { profile } = await call("Profiler.stop");
+  ws.close();
+  return { result, profile };
+}
+
+/** Self time by function (name, file:line), with V8's (program), (idle) and (garbage collector). */
+function profileSummary(profile, requests) {
+  const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  let total = 0;
+  profile.samples.forEach((nodeId, i) => {
+    const dt = profile.timeDeltas[i] ?? 0;
+    total += dt;
+    const f = byNode.get(nodeId).callFrame;
+    const file = f.url ? `${f.url.split("/").pop()}:${f.lineNumber + 1}` : "";
+    const key = `${f.functionName || "(anonymous)"}${file ? ` ${file}` : ""}`;
+    self.set(key, (self.get(key) ?? 0) + dt);
+  });
+  const busy = total - (self.get("(idle)") ?? 0);
+  const rows = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30);
+  return [
+    `  ${(total / 1e6).toFixed(1)} s profiled, ${(busy / 1e6).toFixed(1)} s not idle = ${(busy / requests / 1000).toFixed(3)} ms per hook`,
+    ...rows.map(([k, v]) => `  ${(v / 1e3).toFixed(0).padStart(7)} ms ${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`),
+  ].join("\n");
+}
 
 // --- flash crowd ------------------------------------------------------------------------
 //
@@ -1422,7 +1493,8 @@ async function main() {
     console.log(`registered ${flashEdges.length} flash-crowd edges in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     const flash = [];
     const n = PLAN.flash.hooks;
-    for (const run of [
+    // --profile looks at the viewer churn only: no crowds, no hot stream.
+    for (const run of PROFILE ? [] : [
       { title: "flash crowd, cap never reached", stream: "flash-open", cap: 2 * n },
       { title: "flash crowd, cap reached halfway", stream: "flash-capped", cap: Math.floor(n / 2) },
     ]) {
@@ -1446,9 +1518,9 @@ async function main() {
         expect: ALLOW,
       },
     ];
-    const seeded = await load(urls.streamgate, seed, PLAN.hotViewers, SEED_CONNECTIONS, "seeding the hot stream");
+    const seeded = await load(urls.streamgate, seed, PROFILE ? 0 : PLAN.hotViewers, SEED_CONNECTIONS, "seeding the hot stream");
     const hotConfirmed = await viewersOf(urls.streamgate, "hot");
-    if (hotConfirmed !== PLAN.hotViewers) throw new Error(`hot stream holds ${hotConfirmed} viewers, expected ${PLAN.hotViewers}`);
+    if (!PROFILE && hotConfirmed !== PLAN.hotViewers) throw new Error(`hot stream holds ${hotConfirmed} viewers, expected ${PLAN.hotViewers}`);
     console.log(`seeded ${hotConfirmed} viewers on live/hot in ${((performance.now() - t) / 1000).toFixed(1)} s (${fmt.rps(seeded.rps)} on_play/s; ${seeded.retried} hooks sent again after a connection error or a timeout)`);
 
     // The standing audience of the viewer churn: one viewer of each stream on each edge.
@@ -1466,6 +1538,21 @@ async function main() {
     console.log(`seated a standing audience of ${standingPairs.length} viewers (${state.streams.length} streams × ${state.edges.length} edges) in ${((performance.now() - t) / 1000).toFixed(1)} s (${fmt.rps(standing.rps)} on_play/s; ${standing.retried} hooks sent again)`);
     const standingCount = standingPairs.length;
     if (SETUP_ONLY) return failures.length ? 1 : 0;
+    if (PROFILE) {
+      const churn = scenarios(state).viewerChurn.requests;
+      const amount = wholePairs(PLAN.amount.viewerChurn, connections);
+      for (const [label, url, service] of [["streamgate", urls.streamgate, "streamgate"], ["floor: one DO write", urls.floorDo, "floorDo"]]) {
+        // First unprofiled: the CPU time workerd spent per hook (the process's, so any background work counts too).
+        const cpu0 = workerdCpuMs();
+        const plain = await drive(url, churn, { amount, connections, floor: url !== urls.streamgate });
+        const cpu = (workerdCpuMs() - cpu0) / plain.requests;
+        console.log(`\nviewer churn on ${label}, not profiled: ${fmt.rps(plain.rps)} req/s, p50 ${fmt.ms(plain.p50)} ms, ${plain.errors} errors; workerd CPU ${cpu.toFixed(3)} ms per hook`);
+        const { result, profile } = await profiled(service, () => drive(url, churn, { amount, connections, floor: url !== urls.streamgate }));
+        console.log(`\nviewer churn on ${label}: ${fmt.rps(result.rps)} req/s, p50 ${fmt.ms(result.p50)} ms, ${result.errors} errors; CPU profile of its isolate:`);
+        console.log(profileSummary(profile, result.requests));
+      }
+      return 0;
+    }
 
     const all = scenarios(state);
 

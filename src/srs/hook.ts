@@ -34,6 +34,15 @@ interface OnStream {
 export interface StartHook extends OnStream {
   kind: "start";
   action: "on_publish" | "on_play";
+  /**
+   * SRS serves this client even if the hook refuses it, until it is kicked: an HLS viewer that
+   * chose its own session id (`?hls_ctx=` equal to its client_id). SRS 7 registers an HLS session
+   * before asking on_play and keeps it when the answer is a refusal (srs_app_http_static.cpp,
+   * SrsHlsStream::serve_m3u8_ctx calls alive() after the error), so the client's next request
+   * with that id is served without a hook. A session id SRS chose is never told to a refused
+   * client, so only a chosen one matters.
+   */
+  servedIfRefused: boolean;
 }
 
 /** on_unpublish / on_stop: a session ended. */
@@ -81,7 +90,11 @@ export function parseHook(body: unknown): Hook {
   switch (action) {
     case "on_publish":
     case "on_play":
-      return { kind: "start", action, role: action === "on_publish" ? "publisher" : "viewer", ...onStream(body) };
+    {
+      const on = onStream(body);
+      const hlsOwnSession = action === "on_play" && isHls(body) && paramValue(on.param, "hls_ctx") === on.session.clientId;
+      return { kind: "start", action, role: action === "on_publish" ? "publisher" : "viewer", ...on, servedIfRefused: hlsOwnSession };
+    }
     case "on_unpublish":
     case "on_stop":
       return { kind: "stop", action, role: action === "on_unpublish" ? "publisher" : "viewer", ...onStream(body) };
@@ -149,6 +162,11 @@ function parseSession(body: Record<string, unknown>): SessionId {
     serviceId: within("service_id", requiredString(body, "service_id"), LIMITS.id),
     clientId: within("client_id", requiredString(body, "client_id"), LIMITS.id),
   };
+}
+
+/** An HLS viewer's hook: SRS keeps the playlist's extension in the stream name. */
+function isHls(body: Record<string, unknown>): boolean {
+  return typeof body.stream === "string" && body.stream.endsWith(".m3u8");
 }
 
 function parseStreamName(body: Record<string, unknown>): StreamName {

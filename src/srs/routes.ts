@@ -13,14 +13,15 @@ import { serverRegistry } from "../object-access";
 import { paramValue, parseHeartbeat, parseHook, type CloseHook, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 import type { Place } from "../viewers/lease";
+import { queueKicks, type Kick } from "./kicks";
 
 /** POST /hooks/srs/:secret — every on_* callback of every SRS server. */
-export async function handleHook(request: IRequest, env: Env): Promise<Response> {
+export async function handleHook(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
   await requireHookSecret(request, env);
   const hook = parseHook(await readJson(request));
   switch (hook.kind) {
     case "start":
-      return start(hook, env, placeOf(request));
+      return start(hook, env, placeOf(request), ctx);
     case "stop":
       return stop(hook, env);
     case "close":
@@ -92,7 +93,7 @@ function placeOf(request: IRequest): Place {
   return { colo: typeof cf?.colo === "string" ? cf.colo : "", country: typeof cf?.country === "string" ? cf.country : "" };
 }
 
-async function start(hook: StartHook, env: Env, place: Place): Promise<Response> {
+async function start(hook: StartHook, env: Env, place: Place, ctx: ExecutionContext): Promise<Response> {
   const began = Date.now();
   const key = streamKey(hook.stream);
   const credentials: Credentials =
@@ -114,7 +115,19 @@ async function start(hook: StartHook, env: Env, place: Place): Promise<Response>
     reason: decision.allow ? undefined : decision.denial.reason,
     ms: Date.now() - began,
   });
+  if (!decision.allow && hook.servedIfRefused) kickRefused(hook, key, decision.denial.reason, env, ctx);
   return decision.allow ? allow() : deny(decision.denial);
+}
+
+/**
+ * A refused client that SRS serves anyway until it is kicked (an HLS viewer with its own
+ * hls_ctx, see StartHook.servedIfRefused) is kicked through its server's HTTP API, in the
+ * background, with the retries and decision-log outcomes of every kick (src/srs/kicks.ts).
+ * Without SRS_API_URL nothing can end it: the README says so.
+ */
+function kickRefused(hook: StartHook, key: string, reason: string, env: Env, ctx: ExecutionContext): void {
+  const kick: Kick = { streamKey: key, role: "viewer", ...hook.session, why: `refused (${reason}), and SRS serves a refused HLS session that chose its hls_ctx` };
+  ctx.waitUntil(queueKicks(env, [kick]));
 }
 
 async function stop(hook: StopHook, env: Env): Promise<Response> {

@@ -364,14 +364,17 @@ export class ServerRegistry extends DurableObject<Env> {
   /** Kicks to run through the servers' SRS APIs (src/srs/kicks.ts): queued, and run by the alarm at once. */
   queueKicks(kicks: Kick[]): void {
     const now = Date.now();
+    let first = Infinity;
     for (const k of kicks) {
+      const at = now + Math.max(0, Math.min(k.delayMs ?? 0, KICK_BACKOFF_MAX_MS));
+      first = Math.min(first, at);
       this.sql.exec(
         `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
          ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until`,
-        k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, now, now + KICK_RETRY_MS,
+        k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, at, at + KICK_RETRY_MS,
       );
     }
-    if (kicks.length > 0) this.armAlarm(now);
+    if (kicks.length > 0) this.armAlarm(first);
   }
 
   /** Runs the kicks that are due, KICKS_PER_RUN at most; each outcome goes to the stream's decision log. */

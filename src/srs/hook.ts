@@ -34,14 +34,7 @@ interface OnStream {
 export interface StartHook extends OnStream {
   kind: "start";
   action: "on_publish" | "on_play";
-  /**
-   * SRS serves this client even if the hook refuses it, until it is kicked: an HLS viewer that
-   * chose its own session id (`?hls_ctx=` equal to its client_id). SRS 7 registers an HLS session
-   * before asking on_play and keeps it when the answer is a refusal (srs_app_http_static.cpp,
-   * SrsHlsStream::serve_m3u8_ctx calls alive() after the error), so the client's next request
-   * with that id is served without a hook. A session id SRS chose is never told to a refused
-   * client, so only a chosen one matters.
-   */
+  /** SRS serves this client unless allowed or kicked (see servedUnlessAllowed). */
   servedIfRefused: boolean;
 }
 
@@ -90,11 +83,7 @@ export function parseHook(body: unknown): Hook {
   switch (action) {
     case "on_publish":
     case "on_play":
-    {
-      const on = onStream(body);
-      const hlsOwnSession = action === "on_play" && isHls(body) && paramValue(on.param, "hls_ctx") === on.session.clientId;
-      return { kind: "start", action, role: action === "on_publish" ? "publisher" : "viewer", ...on, servedIfRefused: hlsOwnSession };
-    }
+      return { kind: "start", action, role: action === "on_publish" ? "publisher" : "viewer", ...onStream(body), servedIfRefused: servedUnlessAllowed(body) };
     case "on_unpublish":
     case "on_stop":
       return { kind: "stop", action, role: action === "on_unpublish" ? "publisher" : "viewer", ...onStream(body) };
@@ -164,9 +153,35 @@ function parseSession(body: Record<string, unknown>): SessionId {
   };
 }
 
-/** An HLS viewer's hook: SRS keeps the playlist's extension in the stream name. */
-function isHls(body: Record<string, unknown>): boolean {
-  return typeof body.stream === "string" && body.stream.endsWith(".m3u8");
+/**
+ * SRS serves this client whatever the hook answers, until it is kicked: an HLS viewer whose
+ * playlist request named its session id (`hls_ctx` anywhere in its query). SRS 7 registers an HLS
+ * session before asking on_play and keeps it whatever the answer is, a refusal, a 400 or a 5xx
+ * (srs_app_http_static.cpp, SrsHlsStream::serve_m3u8_ctx calls alive() after the error), so the
+ * client's next request with that id is served without a hook. SRS reads the id from the raw query
+ * its own way (no percent-decoding; ";", "," and "&" separate; the last value wins): rather than
+ * parse it like SRS, any mention of hls_ctx counts, and the id to kick is the hook's client_id,
+ * which is the one SRS used. A session id SRS chose is never told to a refused client.
+ */
+export function servedUnlessAllowed(body: Record<string, unknown>): boolean {
+  return (
+    body.action === "on_play" &&
+    typeof body.stream === "string" && body.stream.endsWith(".m3u8") &&
+    typeof body.param === "string" && body.param.includes("hls_ctx")
+  );
+}
+
+/**
+ * The session and stream of a start hook whose body failed validation elsewhere (a param too long,
+ * a bad ip), when those parse: what a kick of a session SRS serves anyway needs (null: they do not).
+ */
+export function sessionOfInvalid(body: unknown): { session: SessionId; stream: StreamName } | null {
+  if (!isObject(body)) return null;
+  try {
+    return { session: parseSession(body), stream: parseStreamName(body) };
+  } catch {
+    return null;
+  }
 }
 
 function parseStreamName(body: Record<string, unknown>): StreamName {

@@ -15,6 +15,7 @@
  */
 import type { Env } from "../env";
 import { serverRegistry } from "../object-access";
+import { withRetry } from "../platform/retry";
 import type { Role } from "./hook";
 
 /** How long a kick is retried while its server's API cannot be reached. */
@@ -31,6 +32,8 @@ export interface Kick {
   clientId: string;
   /** Why, for the decision log ("key rotated", "stream deleted", "ended by operator"). */
   why: string;
+  /** Milliseconds before the first attempt (0 when absent): SRS may not have the client yet. */
+  delayMs?: number;
 }
 
 /** What an admin call reports it will kick. */
@@ -52,7 +55,8 @@ export async function queueKicks(env: Env, kicks: Kick[]): Promise<KickPlanned[]
   const queued = await Promise.all(
     [...byServer].map(async ([serverId, of]) => {
       try {
-        await serverRegistry(env, serverId).queueKicks(of);
+        // Retried on a retryable platform error (src/platform/retry.ts): queueing the same kick twice queues it once.
+        await withRetry(() => serverRegistry(env, serverId), (r) => r.queueKicks(of));
         return of;
       } catch (err) {
         console.error(JSON.stringify({ error: "kicks not queued: registry unreachable", server: serverId, detail: String(err) }));

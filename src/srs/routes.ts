@@ -2,7 +2,7 @@ import { StatusError, type IRequest } from "itty-router";
 import { secretsMatch, sha256Hex } from "../auth/secrets";
 import { authFailuresPerMinute, maxTokenTtlS, optionalSecret, requiredSecret, serverTimeoutMs, tooShort } from "../config";
 import type { Env } from "../env";
-import { readJson } from "../http";
+import { isObject, readJson } from "../http";
 import { streamKey } from "../stream/name";
 import { verifyPlayToken } from "../auth/token";
 import type { PlayToken } from "../stream/rules";
@@ -10,7 +10,7 @@ import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
 import { callObject } from "../platform/retry";
 import { serverRegistry } from "../object-access";
-import { paramValue, parseHeartbeat, parseHook, type CloseHook, type StartHook, type StopHook, type StreamHook } from "./hook";
+import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, type CloseHook, type Hook, type SessionId, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 import type { Place } from "../viewers/lease";
 import { queueKicks, type Kick } from "./kicks";
@@ -18,10 +18,26 @@ import { queueKicks, type Kick } from "./kicks";
 /** POST /hooks/srs/:secret — every on_* callback of every SRS server. */
 export async function handleHook(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
   await requireHookSecret(request, env);
-  const hook = parseHook(await readJson(request));
+  const body = await readJson(request);
+  let hook: Hook;
+  try {
+    hook = parseHook(body);
+  } catch (err) {
+    // A 400 is a failed on_play for SRS too: a session it serves anyway is kicked (servedUnlessAllowed).
+    const invalid = isObject(body) && servedUnlessAllowed(body) ? sessionOfInvalid(body) : null;
+    if (invalid) kickRefused(invalid.session, streamKey(invalid.stream), `invalid hook: ${err instanceof Error ? err.message : String(err)}`, env, ctx);
+    throw err;
+  }
   switch (hook.kind) {
     case "start":
-      return start(hook, env, placeOf(request), ctx);
+      if (!hook.servedIfRefused) return start(hook, env, placeOf(request), ctx);
+      try {
+        return await start(hook, env, placeOf(request), ctx);
+      } catch (err) {
+        // Failing closed does not close such a session: SRS serves it after a 5xx as after a refusal.
+        kickRefused(hook.session, streamKey(hook.stream), `error: ${err instanceof Error ? err.message : String(err)}`, env, ctx);
+        throw err;
+      }
     case "stop":
       return stop(hook, env);
     case "close":
@@ -115,18 +131,27 @@ async function start(hook: StartHook, env: Env, place: Place, ctx: ExecutionCont
     reason: decision.allow ? undefined : decision.denial.reason,
     ms: Date.now() - began,
   });
-  if (!decision.allow && hook.servedIfRefused) kickRefused(hook, key, decision.denial.reason, env, ctx);
+  if (!decision.allow && hook.servedIfRefused) kickRefused(hook.session, key, decision.denial.reason, env, ctx);
   return decision.allow ? allow() : deny(decision.denial);
 }
 
 /**
- * A refused client that SRS serves anyway until it is kicked (an HLS viewer with its own
- * hls_ctx, see StartHook.servedIfRefused) is kicked through its server's HTTP API, in the
- * background, with the retries and decision-log outcomes of every kick (src/srs/kicks.ts).
- * Without SRS_API_URL nothing can end it: the README says so.
+ * SRS registers the refused session only once it has read the answer: the first attempt waits
+ * this long, else it finds no session to kick and tries again a second later (seen against SRS
+ * 7.0.18 in 3 of 20 tries when it went at once).
  */
-function kickRefused(hook: StartHook, key: string, reason: string, env: Env, ctx: ExecutionContext): void {
-  const kick: Kick = { streamKey: key, role: "viewer", ...hook.session, why: `refused (${reason}), and SRS serves a refused HLS session that chose its hls_ctx` };
+const REFUSED_KICK_DELAY_MS = 300;
+
+/**
+ * A client that SRS serves whatever the hook answers until it is kicked (an HLS viewer that named
+ * its hls_ctx, see servedUnlessAllowed in src/srs/hook.ts) is kicked through its server's HTTP API
+ * when the answer is not an admission, in the background, with the retries and decision-log
+ * outcomes of every kick (src/srs/kicks.ts). Without SRS_API_URL nothing can end it: the README
+ * says so.
+ */
+function kickRefused(session: SessionId, key: string, reason: string, env: Env, ctx: ExecutionContext): void {
+  const why = `refused (${reason}), and SRS serves a refused HLS session that chose its hls_ctx`;
+  const kick: Kick = { streamKey: key, role: "viewer", ...session, why, delayMs: REFUSED_KICK_DELAY_MS };
   ctx.waitUntil(queueKicks(env, [kick]));
 }
 

@@ -20,13 +20,7 @@ export async function readJson(request: Request): Promise<unknown> {
   if (declared > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Uint8Array[] = [];
   let length = 0;
-  if (request.body && declared > 0 && request.headers.get("transfer-encoding") === null) {
-    // A declared length (SRS always sends one) frames the body: it is read whole, natively.
-    const whole = new Uint8Array(await request.arrayBuffer());
-    if (whole.byteLength > MAX_BODY_BYTES) throw tooLarge();
-    chunks.push(whole);
-    length = whole.byteLength;
-  } else if (request.body) {
+  if (request.body) {
     const reader = request.body.getReader();
     for (;;) {
       const { done, value } = await reader.read();

@@ -50,7 +50,7 @@ async function fullStream(clients: string[]) {
 async function settle(fake: FakeSrs, edge: { server: string; service: string }, s: string) {
   fake.clients.add("control9");
   expect((await hook(hlsPlay(s, { ...edge, client: "control9" }, "?hls_ctx=control9"))).body.code).toBe(4005);
-  const until = Date.now() + 5000;
+  const until = Date.now() + 15_000;
   while (!kickedOn(fake, "control9") && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   expect(kickedOn(fake, "control9")).toBe(true);
   // The control kick was queued after the others, in the same registry shard: they ran no later.
@@ -160,9 +160,9 @@ describe("holds", () => {
     fake.hang = false;
   });
 
-  it("holds: a refused HLS hook carrying an admitted viewer's id on ANOTHER stream kicks that id only (SRS maps the id to the new HLS session), and streamgate's admitted session stands", async () => {
-    // SRS's alive(ctx) points the stat client of that id at the HLS virtual connection, so the DELETE ends
-    // the HLS session; streamgate's record of the admitted RTMP viewer on the other stream is untouched.
+  it("holds: a refused HLS hook carrying an admitted viewer's id (on ANOTHER stream of the server) is not kicked: the kick would name that viewer too", async () => {
+    // SRS's API names a client by id alone; streamgate admitted that id here, so it kicks nobody blind. (The refused request
+    // stays served: knowing an admitted client's random id is the price of that bypass.)
     const { edge, fake, s } = await fullStream([]);
     const other = uniqueStream();
     await createStream(other, { maxViewers: 5 });
@@ -170,9 +170,7 @@ describe("holds", () => {
     expect(await hook(play("live", other, { ...edge, client: "rtmp0010" }))).toEqual(ALLOW);
     expect((await hook(hlsPlay(s, { ...edge, client: "rtmp0010" }, "?hls_ctx=rtmp0010"))).body.code).toBe(4005);
     await settle(fake, edge, s);
-    // The id is kicked (streamgate does not ask whether it admitted that id elsewhere: it counts on SRS 7's alive(),
-    // which points the stat client of the id at the new HLS session, so the RTMP viewer is not the one ended).
-    expect(kickedOn(fake, "rtmp0010")).toBe(true);
+    expect(kickedOn(fake, "rtmp0010")).toBe(false);
     expect(kickedOn(fake, "view0001")).toBe(false);
     expect((await streamState(other)).viewers).toBe(1);
     expect((await streamState(s)).viewers).toBe(1);

@@ -8,7 +8,7 @@ import { withRetry } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
 import { apiBase, kickClient } from "../srs/api";
-import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, type Kick } from "../srs/kicks";
+import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "../srs/kicks";
 
 /** What the admin API reports for one SRS server. */
 export interface ServerState {
@@ -219,6 +219,8 @@ export class ServerRegistry extends DurableObject<Env> {
     // last_alive: the retired process's last heartbeat, for a stream or shard that asks (liveness) before its notice arrives.
     addColumns(this.sql, "retired", { heard_at: "INTEGER", last_alive: "INTEGER NOT NULL DEFAULT 0" });
     addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0" });
+    // unless_admitted: the kick of a refused client (Kick.unlessAdmitted).
+    addColumns(this.sql, "kicks", { unless_admitted: "INTEGER NOT NULL DEFAULT 0" });
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
@@ -365,30 +367,55 @@ export class ServerRegistry extends DurableObject<Env> {
   queueKicks(kicks: Kick[]): void {
     const now = Date.now();
     let first = Infinity;
+    let refusedWaiting = -1;
     for (const k of kicks) {
       const at = now + Math.max(0, Math.min(k.delayMs ?? 0, KICK_BACKOFF_MAX_MS));
+      const row = [k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, at, at + KICK_RETRY_MS] as const;
+      if (k.unlessAdmitted) {
+        if (refusedWaiting < 0) refusedWaiting = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM kicks WHERE unless_admitted = 1").one().n;
+        if (refusedWaiting >= REFUSED_KICKS_MAX) {
+          console.error(JSON.stringify({ error: "kick of a refused client not queued: too many waiting", server: k.serverId, client: k.clientId, stream: k.streamKey }));
+          continue;
+        }
+        // Never in place of a kick already waiting for that client (an operator's, say): it stays as it is.
+        const added = this.sql.exec(
+          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, 1)
+           ON CONFLICT DO NOTHING`,
+          ...row,
+        ).rowsWritten;
+        if (added > 0) refusedWaiting++;
+      } else {
+        // An operator's kick replaces a refused client's kick of the same session: it is sent whatever happens to the client.
+        this.sql.exec(
+          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, 0)
+           ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until, unless_admitted = 0`,
+          ...row,
+        );
+      }
       first = Math.min(first, at);
-      this.sql.exec(
-        `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
-         ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until`,
-        k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, at, at + KICK_RETRY_MS,
-      );
     }
-    if (kicks.length > 0) this.armAlarm(first);
+    if (first < Infinity) this.armAlarm(first);
   }
 
   /** Runs the kicks that are due, KICKS_PER_RUN at most; each outcome goes to the stream's decision log. */
   private async runKicks(now: number): Promise<void> {
     const due = this.sql
-      .exec<{ server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number }>(
-        "SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until FROM kicks WHERE next_at <= ? ORDER BY next_at LIMIT ?", now, KICKS_PER_RUN,
+      .exec<{ server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number; unless_admitted: number }>(
+        // Operators' kicks first: a flood of refused clients never holds one back.
+        "SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until, unless_admitted FROM kicks WHERE next_at <= ? ORDER BY unless_admitted, next_at LIMIT ?", now, KICKS_PER_RUN,
       )
       .toArray();
     await Promise.all(
       due.map(async (k) => {
         const target = this.apiTarget(k.server_id, k.service_id);
-        const outcome = target ? await kickClient(this.env, target, k.client_id) : "no api";
-        if (target && outcome !== "unaddressable") this.apiCalled(k.server_id, outcome !== "failed");
+        // A refused client admitted since, on any stream here (SRS forgot the refused session, the player came back with its id), keeps playing.
+        // (A shard that cannot be asked: tried again like an edge that cannot be reached, never kicked blind.)
+        const admitted =
+          k.unless_admitted === 1
+            ? await withRetry(() => viewerShard(this.env, k.server_id), (s) => s.holdsClient(k.service_id, k.client_id)).catch(() => null)
+            : false;
+        const outcome = admitted === null ? "failed" : admitted ? "admitted" : target ? await kickClient(this.env, target, k.client_id) : "no api";
+        if (target && admitted === false && outcome !== "unaddressable") this.apiCalled(k.server_id, outcome !== "failed");
         const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
         if (outcome === "failed" && Date.now() < k.until) {
           const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
@@ -405,6 +432,7 @@ export class ServerRegistry extends DurableObject<Env> {
           failed: `kick failed: edge unreachable for ${KICK_RETRY_MS / 1000} s (${k.why})`,
           "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
           unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
+          admitted: `kick not sent: the client was admitted since (${k.why})`,
         }[outcome];
         console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
         await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason)).catch(() => {});

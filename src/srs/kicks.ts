@@ -34,7 +34,17 @@ export interface Kick {
   why: string;
   /** Milliseconds before the first attempt (0 when absent): SRS may not have the client yet. */
   delayMs?: number;
+  /**
+   * The kick of a client streamgate refused (src/srs/routes.ts kickRefused): dropped if the client
+   * id has been admitted on its server since, on any stream (SRS forgot the refused session and the
+   * player came back with its id), run after every operator's kick, never in place of one, and at most
+   * REFUSED_KICKS_MAX of them wait per registry shard.
+   */
+  unlessAdmitted?: boolean;
 }
+
+/** Kicks of refused clients waiting in one registry shard, at most: a flood of refused hooks cannot grow the outbox further. */
+export const REFUSED_KICKS_MAX = 1_000;
 
 /** What an admin call reports it will kick. */
 export interface KickPlanned {

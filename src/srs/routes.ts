@@ -151,7 +151,7 @@ const REFUSED_KICK_DELAY_MS = 300;
  */
 function kickRefused(session: SessionId, key: string, reason: string, env: Env, ctx: ExecutionContext): void {
   const why = `refused (${reason}), and SRS serves a refused HLS session that chose its hls_ctx`;
-  const kick: Kick = { streamKey: key, role: "viewer", ...session, why, delayMs: REFUSED_KICK_DELAY_MS };
+  const kick: Kick = { streamKey: key, role: "viewer", ...session, why, delayMs: REFUSED_KICK_DELAY_MS, unlessAdmitted: true };
   ctx.waitUntil(queueKicks(env, [kick]));
 }
 

@@ -1075,6 +1075,15 @@ export class ViewerShard extends DurableObject<Env> {
     return [...this.counts].filter(([, m]) => (m.get(serviceId) ?? 0) > 0).map(([k]) => k);
   }
 
+  /**
+   * The client is a live or suspended viewer here, of any stream: a refused client's kick is dropped
+   * if so (SRS forgot the refused session and the player came back with its id, maybe on another
+   * stream; SRS's API names a client by id alone). A scan of this server's viewers, for kicks only.
+   */
+  holdsClient(serviceId: string, clientId: string): boolean {
+    return this.rows("SELECT 1 AS x FROM viewers WHERE service_id = ? AND client_id = ? LIMIT 1", serviceId, clientId).length > 0;
+  }
+
   private isViewing(streamKey: string, session: SessionId): boolean {
     return this.rows("SELECT 1 AS x FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId).length > 0;
   }

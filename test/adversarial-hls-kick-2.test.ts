@@ -1,0 +1,227 @@
+/**
+ * Adversarial tests of e48040d (a start hook SRS serves whatever the answer — an HLS on_play whose
+ * param mentions hls_ctx — is kicked after a refusal, a 400 or a 5xx: src/srs/hook.ts
+ * servedUnlessAllowed / sessionOfInvalid, src/srs/routes.ts handleHook / kickRefused, the registry
+ * outbox src/server/registry.ts queueKicks / runKicks with delayMs).
+ *
+ * For an HLS viewer the client_id is the hls_ctx the player chose (README "SRS caveats"): the one
+ * field of a kick's target an outside client controls. SRS keeps a ctx until 2 × hls_window after
+ * the player's last request, then sends on_stop and forgets it; the same player may then come back
+ * with the same ctx, which SRS sends through on_play again as a new session.
+ *
+ * Runs in the "srs-api" project (SRS_API_URL set): vitest.config.mts lists this file in SRS_API_TESTS.
+ */
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it, vi } from "vitest";
+import { ServerRegistry } from "../src/server/registry";
+import { admin, createStream, heartbeat, hook, hookWith, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, type FakeSrs } from "./fake-srs";
+import { at, serverStub, streamStub } from "./fleet";
+
+installFakeSrs();
+
+const kickedOn = (fake: FakeSrs, client: string) =>
+  fake.calls.some((c) => c.method === "DELETE" && c.path.startsWith("/api/v1/clients/") && decodeURIComponent(c.path.slice("/api/v1/clients/".length)) === client);
+
+const hlsPlay = (s: string, who: { server: string; service: string; client: string }, param: string) => ({
+  ...play("live", s, who),
+  stream: `${s}.m3u8`,
+  param,
+});
+
+type Edge = { server: string; service: string };
+
+/** The rows of the server's registry outbox for `client`. */
+const kickRows = (edge: Edge, client: string) =>
+  runInDurableObject(serverStub(edge), (_: ServerRegistry, state: DurableObjectState) =>
+    state.storage.sql.exec<{ why: string; attempt: number; next_at: number; until: number; stream_key: string }>("SELECT why, attempt, next_at, until, stream_key FROM kicks WHERE client_id = ?", client).toArray(),
+  );
+
+async function waitForRow(edge: Edge, client: string) {
+  await vi.waitFor(async () => expect((await kickRows(edge, client)).length).toBe(1), { timeout: 15_000, interval: 20 });
+}
+
+const beatWithApi = (edge: Edge) => hook({ ...heartbeat(edge), device_id: deviceOf(edge as any) }, undefined, "/heartbeat");
+
+describe("a refused session's kick outlives the session it was meant for", () => {
+  it("must not happen (fixed): a refused HLS kick still retrying after SRS forgot the ctx kicks the same player's LATER, admitted session", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["view0001"]);
+      const s = uniqueStream();
+      await createStream(s, { maxViewers: 1 });
+      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+      // The edge's API cannot be reached for a while (a firewall change, an API restart, a partition).
+      fake.reachable = false;
+      // A player with its own ctx is refused for the cap: kick queued, its attempts fail, retried for KICK_RETRY_MS (5 min).
+      expect((await hook(hlsPlay(s, { ...edge, client: "hlsback1" }, "?hls_ctx=hlsback1"))).body.code).toBe(4005);
+      await waitForRow(edge, "hlsback1");
+      at(1_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      expect((await kickRows(edge, "hlsback1"))[0].attempt).toBe(1); // failed once, will retry
+      // 2 × hls_window later SRS drops the ctx (on_stop), the slot holder leaves, and the same player comes back with
+      // the same ctx (ffmpeg keeps it): SRS sends on_play again, and streamgate ADMITS it (the slot is free).
+      at(130_000);
+      expect(await beatWithApi(edge)).toEqual(ALLOW);
+      expect(await hook({ ...stopPlay("live", s, { ...edge, client: "hlsback1" }), stream: `${s}.m3u8` })).toEqual(ALLOW);
+      expect(await hook(stopPlay("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+      fake.clients.delete("view0001");
+      expect(await hook(hlsPlay(s, { ...edge, client: "hlsback1" }, "?hls_ctx=hlsback1"))).toEqual(ALLOW);
+      fake.clients.add("hlsback1");
+      expect((await streamState(s)).viewers).toBe(1);
+      // The API is back; the outbox still holds the old refusal's kick (nothing cancelled it at the admission).
+      fake.reachable = true;
+      at(131_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      // must not happen: the viewer streamgate admitted 1 s ago is kicked for the refusal of its previous session, 2 minutes
+      // earlier (README: "a client id that a restarted process reuses is never kicked by mistake"; here the same process
+      // reuses it, and the id is the player's own). SRS then ends it and sends on_stop: the paying viewer loses playback.
+      expect(kickedOn(fake, "hlsback1")).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("must not happen (fixed): the same, when the player comes back on ANOTHER stream: a kick queued for stream A ends an admitted session of stream B", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["view0001"]);
+      const a = uniqueStream();
+      const b = uniqueStream();
+      await createStream(a, { playAuth: "token" });
+      await createStream(b, { maxViewers: 5 });
+      fake.reachable = false;
+      expect((await hook(hlsPlay(a, { ...edge, client: "hlsback2" }, "?hls_ctx=hlsback2"))).body.code).toBeGreaterThan(0);
+      await waitForRow(edge, "hlsback2");
+      at(1_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      at(130_000);
+      expect(await beatWithApi(edge)).toEqual(ALLOW);
+      expect(await hook({ ...stopPlay("live", a, { ...edge, client: "hlsback2" }), stream: `${a}.m3u8` })).toEqual(ALLOW);
+      expect(await hook(hlsPlay(b, { ...edge, client: "hlsback2" }, "?hls_ctx=hlsback2"))).toEqual(ALLOW);
+      fake.clients.add("hlsback2");
+      fake.reachable = true;
+      at(131_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      // must not happen: the kick names stream A (the row's stream_key) but is sent by id alone; the GET before it checks only
+      // the process, not that the client is still the refused session of A, so B's admitted viewer is ended.
+      expect(kickedOn(fake, "hlsback2")).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("ON CONFLICT DO UPDATE: a refused hook re-queues an operator's pending kick of the same key", () => {
+  it("must not happen (fixed): a refused HLS hook naming a client the operator is kicking rewrote that kick's reason: the decision log said \"ended by operator\" no more", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["rtmp0001", "view0002"]);
+      const s = uniqueStream();
+      await createStream(s, { maxViewers: 1 });
+      expect(await hook(play("live", s, { ...edge, client: "rtmp0001" }))).toEqual(ALLOW);
+      fake.reachable = false;
+      // The operator ends rtmp0001 (its API is briefly unreachable: the kick waits in the outbox, retried).
+      expect((await admin("DELETE", `/streams/live/${s}/sessions?client=rtmp0001`)).body.kicking).toHaveLength(1);
+      expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
+      expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
+      // An HLS request naming that id (?hls_ctx=rtmp0001) on the same stream is refused for the cap: same outbox key.
+      expect((await hook(hlsPlay(s, { ...edge, client: "rtmp0001" }, "?hls_ctx=rtmp0001"))).body.code).toBe(4005);
+      // The refused hook's kick is queued in the background: give it time, then the operator's kick must be as it was.
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
+      fake.reachable = true;
+      at(2_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      const events = (await admin("GET", `/streams/live/${s}/events`)).body.events ?? [];
+      const kicks = events.filter((e: any) => e.action === "kick" && e.client === "rtmp0001").map((e: any) => e.reason);
+      expect(kicks).toHaveLength(1);
+      // must not happen: the operator's kick is recorded as "kicked (refused (viewer cap reached …)…)": the audit trail of who
+      // ended the session (and why) is replaced by whatever a client's request said last.
+      expect(kicks[0]).toContain("ended by operator");
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("a flood of refused HLS hooks and the outbox", () => {
+  it("must not happen (fixed): a flood of refused hls_ctx requests (one HTTP GET each) holds back an operator's key-rotation kick past the 5 s contract", async () => {
+    // The edge's API answers in 200 ms (an edge on another continent). KICKS_PER_RUN is 20, run together, so the outbox drains at
+    // about 20 kicks per API round trip, oldest first: a kick queued behind N others waits N / 20 round trips.
+    const { edge, fake } = await edgeWithApi(["enc00001"]);
+    fake.delayMs = 200;
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    // The attacker: GET /live/<any>.m3u8?hls_ctx=<random>, 800 times, each refused (no such stream) and so each a kick.
+    const N = 800;
+    for (let i = 0; i < N; i += 100) {
+      await Promise.all(
+        Array.from({ length: 100 }, (_, j) => hook(hlsPlay(`nosuch-${i + j}`, { ...edge, client: `fl${String(i + j).padStart(6, "0")}` }, `?hls_ctx=x`))),
+      );
+    }
+    const began = Date.now();
+    const put = await admin("PUT", `/streams/live/${s}`, { rotateKey: true });
+    expect(put.body.kicking).toEqual([{ role: "publisher", serverId: edge.server, clientId: "enc00001" }]);
+    await vi.waitFor(() => expect(kickedOn(fake, "enc00001")).toBe(true), { timeout: 60_000, interval: 100 });
+    const waited = Date.now() - began;
+    console.log(JSON.stringify({ floodKicks: N, keyRotationKickAfterMs: waited, apiCalls: fake.calls.length }));
+    // must not happen: the publisher whose key was rotated (a leaked key) keeps publishing well past the contract
+    // ("its alarm runs them at once … the contract is 5 s"), for as long as the attacker keeps the outbox full.
+    expect(waited).toBeLessThan(5_000);
+  }, 120_000);
+});
+
+describe("holds", () => {
+  it("holds: a kick for a stream that does not exist writes nothing in that stream's object, and leaves the outbox", async () => {
+    const { edge, fake } = await edgeWithApi(["ghost001"]);
+    const s = uniqueStream("nosuch");
+    expect((await hook(hlsPlay(s, { ...edge, client: "ghost001" }, "?hls_ctx=ghost001"))).status).toBe(403);
+    await vi.waitFor(() => expect(kickedOn(fake, "ghost001")).toBe(true), { timeout: 15_000, interval: 50 });
+    await vi.waitFor(async () => expect(await kickRows(edge, "ghost001")).toEqual([]), { timeout: 15_000, interval: 50 });
+    const tables = await runInDurableObject(streamStub(s), (_: unknown, state: DurableObjectState) => state.storage.sql.exec("SELECT name FROM sqlite_master").toArray());
+    expect(tables).toEqual([]);
+  });
+
+  it("holds: 400 salvage with odd fields answers 400 (never 500), and kicks only when the session and stream parse", async () => {
+    const { edge, fake } = await edgeWithApi(["salv0001", "salv0002", "salv0003"]);
+    const s = uniqueStream("nosuch");
+    // control characters in param: 400, kicked (session and stream parse).
+    const r1 = await hook(hlsPlay(s, { ...edge, client: "salv0001" }, "?hls_ctx=salv0001\u0001"));
+    expect(r1.status).toBe(400);
+    // client_id over 64 characters, a number as param, an array as vhost: 400, nothing to kick.
+    expect((await hook(hlsPlay(s, { ...edge, client: "s".repeat(65) }, "?hls_ctx=x\u0001"))).status).toBe(400);
+    expect((await hook({ ...hlsPlay(s, { ...edge, client: "salv0002" }, "?hls_ctx=x"), param: 42 })).status).toBe(400);
+    expect((await hook({ ...hlsPlay(s, { ...edge, client: "salv0003" }, "?hls_ctx=x\u0001"), vhost: ["a"] })).status).toBe(400);
+    expect((await hook({ ...hlsPlay(s, { ...edge, client: "salv0003" }, "?hls_ctx=x\u0001"), stream: "../x.m3u8" })).status).toBe(400);
+    await vi.waitFor(() => expect(kickedOn(fake, "salv0001")).toBe(true), { timeout: 15_000, interval: 50 });
+    await new Promise((r) => setTimeout(r, 800));
+    expect([kickedOn(fake, "salv0002"), kickedOn(fake, "salv0003")]).toEqual([false, false]);
+  });
+
+  it("holds: a refused on_publish or RTMP on_play with '.m3u8' and 'hls_ctx' is not kicked as HLS unless it is an on_play", async () => {
+    const { edge, fake } = await edgeWithApi(["pub00001"]);
+    const s = uniqueStream("nosuch");
+    expect((await hook({ ...publish("live", `${s}.m3u8`, "bad", { ...edge, client: "pub00001" }), param: "?key=bad&hls_ctx=pub00001" })).status).toBe(403);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(kickedOn(fake, "pub00001")).toBe(false);
+  });
+
+  it("holds: without SRS_API_URL a refused, a 400 and a salvaged HLS hook never reach the registry's outbox", async () => {
+    const spy = vi.spyOn(ServerRegistry.prototype, "queueKicks");
+    const { edge } = await edgeWithApi(["noapi001"]);
+    const s = uniqueStream("nosuch");
+    const refused = await hookWith({ SRS_API_URL: "" }, hlsPlay(s, { ...edge, client: "noapi001" }, "?hls_ctx=noapi001"));
+    expect(refused.status).toBe(403);
+    const invalid = await hookWith({ SRS_API_URL: "" }, hlsPlay(s, { ...edge, client: "noapi002" }, `?hls_ctx=noapi002&pad=${"x".repeat(5000)}`));
+    expect(invalid.status).toBe(400);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(spy).not.toHaveBeenCalled();
+    expect(await kickRows(edge, "noapi001")).toEqual([]);
+    expect(await kickRows(edge, "noapi002")).toEqual([]);
+  });
+});

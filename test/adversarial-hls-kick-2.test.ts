@@ -13,21 +13,12 @@
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { ServerRegistry } from "../src/server/registry";
-import { admin, createStream, heartbeat, hook, hookWith, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
-import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, type FakeSrs } from "./fake-srs";
+import { ServerRegistry, shardOf } from "../src/server/registry";
+import { admin, createStream, heartbeat, hlsPlay, hook, hookWith, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "./fake-srs";
 import { at, serverStub, streamStub } from "./fleet";
 
 installFakeSrs();
-
-const kickedOn = (fake: FakeSrs, client: string) =>
-  fake.calls.some((c) => c.method === "DELETE" && c.path.startsWith("/api/v1/clients/") && decodeURIComponent(c.path.slice("/api/v1/clients/".length)) === client);
-
-const hlsPlay = (s: string, who: { server: string; service: string; client: string }, param: string) => ({
-  ...play("live", s, who),
-  stream: `${s}.m3u8`,
-  param,
-});
 
 type Edge = { server: string; service: string };
 
@@ -114,6 +105,25 @@ describe("a refused session's kick outlives the session it was meant for", () =>
   });
 });
 
+describe("one edge's kicks and another's in the same registry shard", () => {
+  it("must not happen (fixed): a hundred refused kicks waiting for an edge whose API hangs held back another edge's refused kick for seconds", async () => {
+    const slow = await edgeWithApi(Array.from({ length: 100 }, (_, i) => `slow${String(i).padStart(4, "0")}`));
+    slow.fake.hang = true; // each call waits out its timeout (2 s)
+    let other = newEdge();
+    while (shardOf(other.server) !== shardOf(slow.edge.server)) other = newEdge();
+    const fast = await edgeWithApi(["fast0001"], other);
+    const s = uniqueStream("nosuch");
+    await Promise.all(
+      Array.from({ length: 100 }, (_, i) => hook(hlsPlay(s, { ...slow.edge, client: `slow${String(i).padStart(4, "0")}` }, `?hls_ctx=slow${String(i).padStart(4, "0")}`))),
+    );
+    const began = Date.now();
+    expect((await hook(hlsPlay(s, { ...fast.edge, client: "fast0001" }, "?hls_ctx=fast0001"))).status).toBe(403);
+    // 20 kicks per run, oldest first, would have sent this one after five runs of 2 s each.
+    await vi.waitFor(() => expect(kickedOn(fast.fake, "fast0001")).toBe(true), { timeout: 5000, interval: 50 });
+    expect(Date.now() - began).toBeLessThan(5000);
+  });
+});
+
 describe("ON CONFLICT DO UPDATE: a refused hook re-queues an operator's pending kick of the same key", () => {
   it("must not happen (fixed): a refused HLS hook naming a client the operator is kicking rewrote that kick's reason: the decision log said \"ended by operator\" no more", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
@@ -181,8 +191,8 @@ describe("holds", () => {
     const { edge, fake } = await edgeWithApi(["ghost001"]);
     const s = uniqueStream("nosuch");
     expect((await hook(hlsPlay(s, { ...edge, client: "ghost001" }, "?hls_ctx=ghost001"))).status).toBe(403);
-    await vi.waitFor(() => expect(kickedOn(fake, "ghost001")).toBe(true), { timeout: 15_000, interval: 50 });
-    await vi.waitFor(async () => expect(await kickRows(edge, "ghost001")).toEqual([]), { timeout: 15_000, interval: 50 });
+    await vi.waitFor(() => expect(kickedOn(fake, "ghost001")).toBe(true), { timeout: 40_000, interval: 50 });
+    await vi.waitFor(async () => expect(await kickRows(edge, "ghost001")).toEqual([]), { timeout: 40_000, interval: 50 });
     const tables = await runInDurableObject(streamStub(s), (_: unknown, state: DurableObjectState) => state.storage.sql.exec("SELECT name FROM sqlite_master").toArray());
     expect(tables).toEqual([]);
   });

@@ -99,6 +99,10 @@ export const hosts = new Map<string, FakeSrs>();
 export const allCalls: Call[] = [];
 
 /** Routes the Worker's and the objects' fetch to the fakes for each test of the calling file. */
+/** DELETE /api/v1/clients/{id} reached the fake, whatever the id's encoding in the path. */
+export const kickedOn = (fake: FakeSrs, client: string) =>
+  fake.calls.some((c) => c.method === "DELETE" && c.path.startsWith("/api/v1/clients/") && decodeURIComponent(c.path.slice("/api/v1/clients/".length)) === client);
+
 export function installFakeSrs(): void {
   beforeEach(() => {
     const real = globalThis.fetch;
@@ -141,8 +145,7 @@ export function hostOf(edge: Edge) {
 }
 
 /** An edge that heartbeats with a device_id, so SRS_API_URL names its fake API. */
-export async function edgeWithApi(clients: string[] = []): Promise<{ edge: Edge; fake: FakeSrs }> {
-  const edge = newEdge();
+export async function edgeWithApi(clients: string[] = [], edge: Edge = newEdge()): Promise<{ edge: Edge; fake: FakeSrs }> {
   expect(await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
   const fake = new FakeSrs(edge.server, edge.service);
   for (const c of clients) fake.clients.add(c);

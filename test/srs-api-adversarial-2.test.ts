@@ -20,22 +20,11 @@
 import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { ViewerShard } from "../src/viewers/shard";
-import { createStream, hook, play, streamState, uniqueStream } from "./srs";
-import { ALLOW, edgeWithApi, installFakeSrs, type FakeSrs } from "./fake-srs";
+import { createStream, hlsPlay, hook, play, streamState, uniqueStream } from "./srs";
+import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "./fake-srs";
 import { retryable } from "./fleet";
 
 installFakeSrs();
-
-/** DELETE /api/v1/clients/{id} reached the fake, whatever the id's encoding in the path. */
-const kickedOn = (fake: FakeSrs, client: string) =>
-  fake.calls.some((c) => c.method === "DELETE" && c.path.startsWith("/api/v1/clients/") && decodeURIComponent(c.path.slice("/api/v1/clients/".length)) === client);
-
-/** An HLS on_play as SRS 7 sends it: "<stream>.m3u8", the ctx as client_id, the raw query as param. */
-const hlsPlay = (s: string, who: { server: string; service: string; client: string }, param: string) => ({
-  ...play("live", s, who),
-  stream: `${s}.m3u8`,
-  param,
-});
 
 /** A stream with a cap of 1, its one slot taken, and an edge whose SRS has `clients`. */
 async function fullStream(clients: string[]) {

@@ -9,7 +9,7 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { admin, createStream, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
+import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
 import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, type FakeSrs } from "./fake-srs";
 import { at, serverListed, serverStub } from "./fleet";
 
@@ -192,19 +192,12 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
     expect(kickedOn(fake, "view0002")).toBe(false);
   });
 
-  /** An HLS viewer's on_play as SRS 7 sends it (hooks-srs7-more.jsonl): "<stream>.m3u8", the hls_ctx as client id, the m3u8 request's query as param. */
-  const hlsPlay = (s: string, who: { server: string; service: string; client: string }, ownCtx: boolean) => ({
-    ...play("live", s, who),
-    stream: `${s}.m3u8`,
-    param: ownCtx ? `?hls_ctx=${who.client}` : "",
-  });
-
   it("an HLS viewer refused after choosing its own hls_ctx is kicked (SRS would serve it without asking again), and the decision log says so", async () => {
     const { edge, fake } = await edgeWithApi(["view0001", "hlsctx01"]);
     const s = uniqueStream();
     await createStream(s, { maxViewers: 1 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    const refused = await hook(hlsPlay(s, { ...edge, client: "hlsctx01" }, true));
+    const refused = await hook(hlsPlay(s, { ...edge, client: "hlsctx01" }, "?hls_ctx=hlsctx01"));
     expect(refused.body.code).toBe(4005);
     await vi.waitFor(() => expect(kickedOn(fake, "hlsctx01")).toBe(true), { timeout: 5000, interval: 50 });
     expect(fake.clients.has("hlsctx01")).toBe(false);
@@ -219,9 +212,9 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
     await createStream(s, { maxViewers: 1 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
     expect((await hook(play("live", s, { ...edge, client: "rtmp0002" }))).body.code).toBe(4005);
-    expect((await hook(hlsPlay(s, { ...edge, client: "hlssrs03" }, false))).body.code).toBe(4005);
+    expect((await hook(hlsPlay(s, { ...edge, client: "hlssrs03" }, ""))).body.code).toBe(4005);
     // A later one that is kicked: the two before it, refused first, would have been kicked no later.
-    expect((await hook(hlsPlay(s, { ...edge, client: "hlsown04" }, true))).body.code).toBe(4005);
+    expect((await hook(hlsPlay(s, { ...edge, client: "hlsown04" }, "?hls_ctx=hlsown04"))).body.code).toBe(4005);
     await vi.waitFor(() => expect(kickedOn(fake, "hlsown04")).toBe(true), { timeout: 5000, interval: 50 });
     expect([kickedOn(fake, "rtmp0002"), kickedOn(fake, "hlssrs03")]).toEqual([false, false]);
   });

@@ -83,6 +83,8 @@ export const publish = (app: string, stream: string, key: string | null, who: Wh
 export const unpublish = (app: string, stream: string, who: Who = {}) => streamHook("on_unpublish", app, stream, who);
 export const play = (app: string, stream: string, who: Who = {}) => streamHook("on_play", app, stream, who, "");
 export const stopPlay = (app: string, stream: string, who: Who = {}) => streamHook("on_stop", app, stream, who);
+/** An HLS viewer's on_play as SRS 7 sends it (hooks-srs7-more.jsonl): "<stream>.m3u8", the hls_ctx as client id, the playlist request's query as param. */
+export const hlsPlay = (stream: string, who: Who, param: string) => ({ ...play("live", stream, who), stream: `${stream}.m3u8`, param });
 /** on_close carries no stream and no param. */
 export const close = (who: Who = {}) => ({ ...captured("on_close"), ...ids(who) });
 export const heartbeat = (who: { server?: string; service?: string } = {}) => ({

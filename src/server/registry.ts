@@ -401,8 +401,13 @@ export class ServerRegistry extends DurableObject<Env> {
   private async runKicks(now: number): Promise<void> {
     const due = this.sql
       .exec<{ server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number; unless_admitted: number }>(
-        // Operators' kicks first: a flood of refused clients never holds one back.
-        "SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until, unless_admitted FROM kicks WHERE next_at <= ? ORDER BY unless_admitted, next_at LIMIT ?", now, KICKS_PER_RUN,
+        // Operators' kicks first: a flood of refused clients never holds one back. Then the servers take turns (each
+        // server's kicks never tried before its retried ones): a flood of kicks waiting for one edge, whose API may be
+        // down, does not hold back another edge's.
+        `SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until, unless_admitted FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY unless_admitted, server_id ORDER BY attempt, next_at) AS turn FROM kicks WHERE next_at <= ?)
+         ORDER BY unless_admitted, turn, next_at LIMIT ?`,
+        now, KICKS_PER_RUN,
       )
       .toArray();
     await Promise.all(

@@ -25,7 +25,7 @@ export async function handleHook(request: IRequest, env: Env, ctx: ExecutionCont
   } catch (err) {
     // A 400 is a failed on_play for SRS too: a session it serves anyway is kicked (servedUnlessAllowed).
     const invalid = isObject(body) && servedUnlessAllowed(body) ? sessionOfInvalid(body) : null;
-    if (invalid) kickRefused(invalid.session, streamKey(invalid.stream), `invalid hook: ${err instanceof Error ? err.message : String(err)}`, env, ctx);
+    if (invalid) kickRefused(invalid.session, streamKey(invalid.stream), `invalid hook: ${messageOf(err)}`, env, ctx);
     throw err;
   }
   switch (hook.kind) {
@@ -35,7 +35,7 @@ export async function handleHook(request: IRequest, env: Env, ctx: ExecutionCont
         return await start(hook, env, placeOf(request), ctx);
       } catch (err) {
         // Failing closed does not close such a session: SRS serves it after a 5xx as after a refusal.
-        kickRefused(hook.session, streamKey(hook.stream), `error: ${err instanceof Error ? err.message : String(err)}`, env, ctx);
+        kickRefused(hook.session, streamKey(hook.stream), `error: ${messageOf(err)}`, env, ctx);
         throw err;
       }
     case "stop":
@@ -141,6 +141,10 @@ async function start(hook: StartHook, env: Env, place: Place, ctx: ExecutionCont
  * 7.0.18 in 3 of 20 tries when it went at once).
  */
 const REFUSED_KICK_DELAY_MS = 300;
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 /**
  * A client that SRS serves whatever the hook answers until it is kicked (an HLS viewer that named

@@ -104,7 +104,9 @@ export class UsageBook {
        ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last`,
       streamKey, minute, peak, count,
     );
-    this.written.set(streamKey, { minute, last: count, hour, hourPeak: Math.max(hourPeak, peak) });
+    // Nothing held: the table says as much as the memory would (only streams with sessions here stay in it).
+    if (count === 0) this.written.delete(streamKey);
+    else this.written.set(streamKey, { minute, last: count, hour, hourPeak: Math.max(hourPeak, peak) });
   }
 
   /**

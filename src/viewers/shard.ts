@@ -668,9 +668,11 @@ export class ViewerShard extends DurableObject<Env> {
     // of it (the admin API asks the shards). A stream without viewers or slots here is left (its record
     // there goes: src/stream/leases.ts); the record of a shard with viewers stays, however long it is silent.
     for (const [streamKey, lease] of [...this.leases]) {
-      const held = this.liveOf(streamKey) + this.suspendedOf(streamKey);
+      const live = this.liveOf(streamKey);
+      const suspended = this.suspendedOf(streamKey);
+      const held = live + suspended;
       const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
-      const changed = lease.told !== `${this.liveOf(streamKey)}/${this.suspendedOf(streamKey)}`;
+      const changed = lease.told !== `${live}/${suspended}`;
       if ((held > 0 && capped && changed && now - lease.lastMessage >= REPORT_EVERY_MS) || (held === 0 && lease.granted === 0)) {
         await this.message(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
       }

@@ -11,12 +11,11 @@ import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
 import { newEvent } from "../src/events/event";
 import { admin, adminWith, close, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
-import { at, beat, deliverNotices, restarted, streamStub, T0, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, restarted, streamStub, iso, T0, usage, useFakeClock } from "./fleet";
 import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "./receiver";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
-const iso = (ms: number) => new Date(T0 + ms).toISOString();
 useFakeClock();
 
 let receiver: Receiver;
@@ -24,11 +23,6 @@ beforeEach(() => {
   receiver = new Receiver().install();
 });
 
-async function usage(stream: string, query = "") {
-  const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
 
 describe("a restart the stream learns of by asking the registry (before the registry's notice reaches it)", () => {
   it("the old publisher still ends at its server's last heartbeat: stream.ended's duration and publishSeconds", async () => {

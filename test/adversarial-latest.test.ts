@@ -12,27 +12,20 @@ import { describe, expect, it } from "vitest";
 import worker from "../src/index";
 import type { ViewerShard } from "../src/viewers/shard";
 import { admin, adminWith, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, type Edge } from "./srs";
-import { at, events, shardStub, T0, useFakeClock } from "./fleet";
+import { at, events, flushShard, HOUR, hourPeaks, iso, MIN, minutePeaks, shardStub, usage, useFakeClock } from "./fleet";
 import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
-
-const HOUR = 3_600_000;
-const MIN = 60_000;
-const iso = (ms: number) => new Date(T0 + ms).toISOString();
-
-async function usage(stream: string, query = "") {
-  const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
-const hourPeaks = async (stream: string, from: number, to: number) =>
-  Object.fromEntries((await usage(stream, `?from=${iso(from)}&to=${iso(to)}`)).buckets.map((b: any) => [(Date.parse(b.start) - T0) / HOUR, b.peakViewers]));
-const minutePeaks = async (stream: string, from: number, to: number) =>
-  (await usage(stream, `?resolution=minute&from=${iso(from)}&to=${iso(to)}`)).buckets.map((b: any) => b.peakViewers);
 
 const playOn = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
 const stopOn = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
-/** The viewer shard of `edge` starts again: its memory (the usage book's cache) is gone, its storage kept. */
-const restartShard = (edge: Edge) => evictDurableObject(shardStub(edge));
+/**
+ * The viewer shard of `edge` starts again: its memory (the usage book's cache) is gone, its storage
+ * kept, with what it writes a second after a change written (the changes here are fake minutes apart;
+ * test/batched-writes.test.ts restarts a shard within that second).
+ */
+const restartShard = async (edge: Edge) => {
+  await flushShard(edge);
+  await evictDurableObject(shardStub(edge));
+};
 
 describe("7d7d05b: the usage book's cache of what it last wrote", () => {
   useFakeClock();

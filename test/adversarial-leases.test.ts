@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ServerRegistry } from "../src/server/registry";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, retryable, serverStub, shardStub, streamStub, T0 } from "./fleet";
+import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, T0 } from "./fleet";
 import { admin, close, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -373,6 +373,7 @@ describe("probes that held", () => {
     const e = newEdge();
     expect(await viewer(s, e, "real0001")).toEqual(ALLOW);
     for (let i = 0; i < 30; i++) expect((await viewer(uniqueStream("junk"), e, `junk${String(i).padStart(4, "0")}`)).body.code).toBe(4001);
+    await flushShard(e);
     const kept = await runInDurableObject(shardStub(e), async (shard: ViewerShard, state: DurableObjectState) => ({
       leases: (shard as any).leases.size,
       policies: (shard as any).policies.size,

@@ -4,8 +4,8 @@
  * restarts of edges, the server list, and the registry's notices.
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, onTestFinished, vi } from "vitest";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, uniqueStream } from "./srs";
 
@@ -33,6 +33,13 @@ export const serverStub = (edge: Edge) => serverRegistry(env, edge.server);
 
 /** The edge's viewer shard: where its viewers of every stream are admitted. */
 export const shardStub = (edge: Edge) => viewerShard(env, edge.server);
+
+/**
+ * What the edge's viewer shard writes at most a second after a change (decision-log lines and usage
+ * minutes, see FLUSH_AFTER_MS in src/viewers/shard.ts) is written now: before a restart of a shard
+ * that was not that busy a second earlier (an evicted object was idle for longer).
+ */
+export const flushShard = (edge: Edge) => runInDurableObject(shardStub(edge), (shard) => (shard as unknown as { flush(): void }).flush());
 
 /** What an on_play tells a viewer shard, for tests that call the shard directly. */
 export const playRequest = (stream: string, edge: Edge, clientId: string) => ({
@@ -84,6 +91,26 @@ export function futureClock(): void {
     vi.useRealTimers();
   });
 }
+
+export const MIN = 60_000;
+export const HOUR = 60 * MIN;
+/** T0 + ms as the admin API writes times. */
+export const iso = (ms: number) => new Date(T0 + ms).toISOString();
+
+/** GET /admin/streams/live/{stream}/usage{query}: its body (the status must be 200). */
+export async function usage(stream: string, query = "") {
+  const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+/** The stream's peak viewers per hour in [T0 + from, T0 + to), keyed by hours since T0. */
+export const hourPeaks = async (stream: string, from: number, to: number) =>
+  Object.fromEntries((await usage(stream, `?from=${iso(from)}&to=${iso(to)}`)).buckets.map((b: any) => [(Date.parse(b.start) - T0) / HOUR, b.peakViewers]));
+
+/** The stream's peak viewers per minute in [T0 + from, T0 + to). */
+export const minutePeaks = async (stream: string, from: number, to: number) =>
+  (await usage(stream, `?resolution=minute&from=${iso(from)}&to=${iso(to)}`)).buckets.map((b: any) => b.peakViewers);
 
 /** A stream's decision log, newest first. */
 export async function events(stream: string): Promise<any[]> {

@@ -7,19 +7,13 @@
 import { describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
-import { at, beat, deliverNotices, restarted, T0, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, restarted, iso, T0, usage, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
-const iso = (ms: number) => new Date(T0 + ms).toISOString();
 
 useFakeClock();
 
-async function usage(stream: string, query = "") {
-  const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
-  expect(res.status).toBe(200);
-  return res.body;
-}
 
 /** The bucket that starts at T0 + ms. */
 const bucket = (body: any, ms: number) => body.buckets.find((b: any) => b.start === iso(ms));

@@ -10,6 +10,12 @@
  *
  * Hour rows are kept USAGE_RETENTION_DAYS, minute rows MINUTES_KEPT_MS (the console's last hour,
  * and a publish's peak viewers), except each stream's latest, which says how many are held now.
+ *
+ * Minute rows wait in memory until flush() (the viewer shard calls it at most a second later):
+ * a busy stream changes its count many times a minute and gets one row write per minute instead
+ * of one per change. Reads flush first. A crash before the flush loses only those minutes' peaks
+ * (the chart's per-minute concurrency); session time (addSession) and hour peaks are written at
+ * once, with the decision that caused them.
  */
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 60 * MINUTE_MS;
@@ -51,6 +57,8 @@ export class UsageBook {
    * peak writes on every change of the count; a stream not in it is read from the table.
    */
   private written = new Map<string, { minute: number; last: number; hour: number; hourPeak: number }>();
+  /** Minute rows not yet written, per stream and minute (flush). */
+  private unwritten = new Map<string, Map<number, { peak: number; last: number }>>();
 
   /** `retentionMs`: USAGE_RETENTION_DAYS as the object reads it. */
   constructor(
@@ -99,14 +107,39 @@ export class UsageBook {
     const peak = Math.max(carried, count);
     const hourPeak = known?.hour === hour ? known.hourPeak : 0;
     if (peak > hourPeak) this.peakAt(streamKey, hour, peak);
-    this.sql.exec(
-      `INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)
-       ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last`,
-      streamKey, minute, peak, count,
-    );
-    // Nothing held: the table says as much as the memory would (only streams with sessions here stay in it).
+    let minutes = this.unwritten.get(streamKey);
+    if (!minutes) this.unwritten.set(streamKey, (minutes = new Map()));
+    const row = minutes.get(minute);
+    minutes.set(minute, { peak: Math.max(row?.peak ?? 0, peak), last: count });
+    // Nothing held: once flushed, the table says as much as the memory would (only streams with sessions here stay in it).
     if (count === 0) this.written.delete(streamKey);
     else this.written.set(streamKey, { minute, last: count, hour, hourPeak: Math.max(hourPeak, peak) });
+  }
+
+  /**
+   * After a restart, with `counts` the sessions held here per stream (streams not in it: none): a
+   * stream whose latest minute row says otherwise lost its last changes with the memory (written by
+   * flush() at most a second after them), and holds its count from now on.
+   */
+  reconcile(counts: Map<string, number>, at = Date.now()): void {
+    const latest = this.ready
+      ? this.sql.exec<{ stream_key: string; last: number }>(
+          "SELECT stream_key, last FROM usage_minutes m WHERE minute = (SELECT MAX(minute) FROM usage_minutes WHERE stream_key = m.stream_key)",
+        ).toArray()
+      : [];
+    const said = new Map(latest.map((r) => [r.stream_key, r.last]));
+    for (const [streamKey, n] of counts) if ((said.get(streamKey) ?? 0) !== n) this.held(streamKey, n, at);
+    for (const [streamKey, last] of said) if (last !== 0 && !counts.has(streamKey)) this.held(streamKey, 0, at);
+    this.flush();
+  }
+
+  /** Writes the minute rows waiting in memory, in as few statements as insertRows can. */
+  flush(): void {
+    if (this.unwritten.size === 0) return;
+    const rows: SqlStorageValue[][] = [];
+    for (const [streamKey, minutes] of this.unwritten) for (const [minute, r] of minutes) rows.push([streamKey, minute, r.peak, r.last]);
+    this.unwritten.clear();
+    insertRows(this.sql, "INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES", "ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last", rows);
   }
 
   /**
@@ -120,6 +153,7 @@ export class UsageBook {
       if (!h) byHour.set(hour, (h = { hour, viewerMs: 0, publishMs: 0, peak: 0 }));
       return h;
     };
+    this.flush();
     if (this.ready) {
       for (const r of this.sql.exec<{ hour: number; viewer_ms: number; publish_ms: number; peak: number }>(
         "SELECT hour, viewer_ms, publish_ms, peak FROM usage_hours WHERE stream_key = ? AND hour >= ? AND hour < ?", streamKey, from, to,
@@ -145,6 +179,7 @@ export class UsageBook {
   /** The peak number of sessions held here in each minute of [from, to) (minute-aligned). */
   minutes(streamKey: string, from: number, to: number): number[] {
     const out: number[] = [];
+    this.flush();
     if (!this.ready) return Array.from({ length: Math.max(0, (to - from) / MINUTE_MS) }, () => 0);
     let carried = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, from).toArray()[0]?.last ?? 0;
     const rows = new Map(
@@ -169,6 +204,12 @@ export class UsageBook {
   }
 
   private latest(streamKey: string): { minute: number; last: number } | undefined {
+    // Rows waiting for flush() are newer than the table's.
+    const minutes = this.unwritten.get(streamKey);
+    if (minutes?.size) {
+      const minute = Math.max(...minutes.keys());
+      return { minute, last: minutes.get(minute)!.last };
+    }
     return this.sql.exec<{ minute: number; last: number }>("SELECT minute, last FROM usage_minutes WHERE stream_key = ? ORDER BY minute DESC LIMIT 1", streamKey).toArray()[0];
   }
 
@@ -183,6 +224,7 @@ export class UsageBook {
   private pruneNow(now: number): void {
     if (now - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now;
+    this.flush();
     this.sql.exec("DELETE FROM usage_hours WHERE hour < ?", floorTo(now - this.retentionMs(), HOUR_MS));
     this.sql.exec(
       "DELETE FROM usage_minutes WHERE minute < ? AND minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key)",
@@ -199,4 +241,22 @@ export function splitByHour(from: number, to: number): [number, number][] {
     if (ms > 0) out.push([hour, ms]);
   }
   return out;
+}
+
+/** Cloudflare's limit of bound parameters per SQL statement in a Durable Object. */
+const MAX_BOUND_PARAMETERS = 100;
+
+/**
+ * Writes rows with as few statements as the bound-parameter limit allows: `head` is the statement up to
+ * VALUES, `tail` what follows the value list (an ON CONFLICT clause, or ""). Every row has the same length.
+ */
+export function insertRows(sql: SqlStorage, head: string, tail: string, rows: SqlStorageValue[][]): void {
+  if (rows.length === 0) return;
+  const width = rows[0].length;
+  const perStatement = Math.floor(MAX_BOUND_PARAMETERS / width);
+  const tuple = `(${Array(width).fill("?").join(", ")})`;
+  for (let i = 0; i < rows.length; i += perStatement) {
+    const chunk = rows.slice(i, i + perStatement);
+    sql.exec(`${head} ${Array(chunk.length).fill(tuple).join(", ")} ${tail}`, ...chunk.flat());
+  }
 }

@@ -27,7 +27,7 @@ import {
   type ViewerPolicy,
 } from "./lease";
 import { fenceEnd, ShardActivity } from "../usage/shard-activity";
-import type { HourUsage } from "../usage/book";
+import { insertRows, type HourUsage } from "../usage/book";
 
 /** A viewer session ended here, as the admin API answers it. */
 export interface EndedViewer {
@@ -126,6 +126,14 @@ const SCHEMA = `
 const GHOST_WAIT_MS = 1_500;
 /** Decisions kept per stream in a shard's log. */
 const LOG_KEPT = 100;
+/**
+ * Decision-log lines and usage minutes wait in memory at most this long, or until this many
+ * lines wait, and are then written in a few multi-row statements (flush): one write per hook
+ * (its session row) instead of three. A crash loses at most those lines and minute peaks, never
+ * a session, an admission or viewer time. Every read of them flushes first.
+ */
+const FLUSH_AFTER_MS = 1_000;
+const FLUSH_AT_LINES = 500;
 /** A capped stream whose viewers here changed hears from the shard at most this often, besides lease messages. */
 const REPORT_EVERY_MS = 5 * 60_000;
 /** How long a replaced process's id is kept (its late hooks are refused with 4006). */
@@ -177,6 +185,9 @@ export class ViewerShard extends DurableObject<Env> {
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
   private logNext = new Map<string, { slot: number; seq: number }>();
+  /** Decision-log rows not yet written (flush). */
+  private unwrittenLog: SqlStorageValue[][] = [];
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private alarmAt: number | null = null;
   private ready = false;
   /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
@@ -234,6 +245,8 @@ export class ViewerShard extends DurableObject<Env> {
     )) {
       this.logNext.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
     }
+    // Usage minutes not flushed before the restart: the counts held now hold from now on.
+    this.activity.usage.reconcile(new Map([...this.counts].map(([k, m]) => [k, [...m.values()].reduce((a, b) => a + b, 0)])));
   }
 
   /** A read: nothing before the tables exist. */
@@ -262,7 +275,9 @@ export class ViewerShard extends DurableObject<Env> {
   private async decide(req: PlayRequest): Promise<Decision> {
     const { streamKey, session, ip } = req;
     const sub = req.token.ok ? (req.token.sub ?? null) : null;
-    if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
+    // A repeat of a session already live here (an earlier attempt of this on_play admitted it) is
+    // answered "already live": by the insert below, which then writes nothing, or by logged() for a
+    // refusal, so that a fresh session (nearly every on_play) costs no read for it.
     if (!this.serverId) this.serverId = session.serverId;
     // A seat taken for this viewer (src/viewers/seats.ts): given back unless the viewer is admitted.
     let seated = false;
@@ -273,17 +288,18 @@ export class ViewerShard extends DurableObject<Env> {
       for (let round = 1; ; round++) {
         // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
         const policy = await this.policyOf(streamKey);
-        if (!policy) return { allow: false, denial: Denials.unknownStream };
+        if (!policy) return this.unlessLive(streamKey, session, Denials.unknownStream);
         this.identify(session.serverId, req.place);
         if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
         if (policy.playAuth === "token" && !req.token.ok) {
+          if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
           // The stream counts failed tokens per ip (brute-force limit) and logs them.
           const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
           if (!refusal.allow) return refusal;
           // The stream no longer asks for tokens: the cached policy was stale.
           this.policies.delete(streamKey);
           if (round < 3) continue;
-          return { allow: false, denial: Denials.unknownStream };
+          return this.unlessLive(streamKey, session, Denials.unknownStream);
         }
         const refused = this.viewerRefusal(policy, req);
         if (refused) return this.logged(streamKey, session, ip, { allow: false, denial: refused }, sub);
@@ -314,7 +330,7 @@ export class ViewerShard extends DurableObject<Env> {
         const now = this.policies.get(streamKey)?.policy;
         if (!now) {
           if (round < 3) continue; // left meanwhile (no viewers here): read again
-          return { allow: false, denial: Denials.unknownStream };
+          return this.unlessLive(streamKey, session, Denials.unknownStream);
         }
         if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
         const cancelled = this.pendingSeats.get(pending)?.cancelled;
@@ -328,10 +344,11 @@ export class ViewerShard extends DurableObject<Env> {
           (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.hasSlot(streamKey)));
         if (changed && round < 3) continue;
         if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
-          this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
-          return this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
+          const decision = this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
+          if (!decision.allow) this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
+          return decision;
         }
-        if (changed) return { allow: false, denial: Denials.unknownStream };
+        if (changed) return this.unlessLive(streamKey, session, Denials.unknownStream);
         if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
         const at = Date.now();
         this.prepare();
@@ -613,6 +630,7 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   events(streamKey: string): StreamEvent[] {
+    this.flush();
     return this.rows<{ at: number; action: string; client: string; ip: string; decision: string; reason: string }>(
       "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
     )
@@ -1058,6 +1076,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (n > 0) m.set(serviceId, n);
     else m.delete(serviceId);
     this.activity.usage.held(streamKey, [...m.values()].reduce((a, b) => a + b, 0));
+    this.flushSoon();
     if (m.size === 0) this.counts.delete(streamKey);
   }
 
@@ -1108,21 +1127,49 @@ export class ViewerShard extends DurableObject<Env> {
 
 
   private logged(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
+    // Never a refusal for a session live here: a repeat of an admitted on_play (see decide).
+    if (!decision.allow && this.isViewing(streamKey, session)) decision = { allow: true, admit: false };
     const viewer = sub ? ` (viewer ${sub})` : "";
     const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
     this.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
     return decision;
   }
 
+  /** A refusal the log does not record, unless the session is live here (a repeat: "already live", logged). */
+  private unlessLive(streamKey: string, session: SessionId, denial: Denial): Decision {
+    return this.isViewing(streamKey, session) ? this.logged(streamKey, session, "", { allow: true, admit: false }) : { allow: false, denial };
+  }
+
   /** A ring of LOG_KEPT decisions per stream: one single-row write replaces the oldest. */
   private record(streamKey: string, action: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
     const next = this.logNext.get(streamKey) ?? { slot: 0, seq: 0 };
-    this.prepare();
-    this.sql.exec(
-      "INSERT OR REPLACE INTO events (stream_key, slot, seq, at, action, client, ip, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason,
-    );
+    this.unwrittenLog.push([streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason]);
     this.logNext.set(streamKey, { slot: (next.slot + 1) % LOG_KEPT, seq: next.seq + 1 });
+    this.flushSoon();
+  }
+
+  /** Lines or minutes wait: written FLUSH_AFTER_MS from now, or now if FLUSH_AT_LINES lines wait. */
+  private flushSoon(): void {
+    if (this.unwrittenLog.length >= FLUSH_AT_LINES) this.flush();
+    else if (this.flushTimer === null) this.flushTimer = setTimeout(() => this.flush(), FLUSH_AFTER_MS);
+  }
+
+  /** Writes the decision-log lines and usage minutes waiting in memory (see FLUSH_AFTER_MS). */
+  private flush(): void {
+    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    const rows = this.unwrittenLog;
+    this.unwrittenLog = [];
+    try {
+      if (rows.length > 0) {
+        this.prepare();
+        // A ring: a line replaces the one LOG_KEPT lines older in its slot (rows in order, so the newest wins).
+        insertRows(this.sql, "INSERT OR REPLACE INTO events (stream_key, slot, seq, at, action, client, ip, decision, reason) VALUES", "", rows);
+      }
+      this.activity.usage.flush();
+    } catch (err) {
+      logError("decision log or usage minutes not written", "", err);
+    }
   }
 
   private armAlarm(at: number): void {

@@ -24,7 +24,7 @@ const storedLines = (edge: Edge) =>
 describe("a viewer shard's batched writes", () => {
   useFakeClock();
 
-  it("a shard that stops within a second of its last changes (a crash, a deploy) loses none of its sessions, viewer-seconds or hour peaks, and its chart shows what it holds from its next hook on", async () => {
+  it("a shard that stops within a second of its last changes (a crash, a deploy) loses none of its sessions or viewer-seconds (only the peaks of that second), and its chart shows what it holds from its next hook on", async () => {
     const edge = newEdge();
     const s = uniqueStream();
     await createStream(s, { maxViewers: 3 });

@@ -11,11 +11,11 @@
  * Hour rows are kept USAGE_RETENTION_DAYS, minute rows MINUTES_KEPT_MS (the console's last hour,
  * and a publish's peak viewers), except each stream's latest, which says how many are held now.
  *
- * Minute rows wait in memory until flush() (the viewer shard calls it at most a second later):
- * a busy stream changes its count many times a minute and gets one row write per minute instead
- * of one per change. Reads flush first. A crash before the flush loses only those minutes' peaks
- * (the chart's per-minute concurrency); session time (addSession) and hour peaks are written at
- * once, with the decision that caused them.
+ * Minute rows and hour peaks wait in memory until flush() (the viewer shard calls it at most a
+ * second later): a busy stream changes its count many times a minute and gets one row write per
+ * minute instead of one per change. Reads flush first. A crash before the flush loses only the
+ * peaks of that second (reconcile() takes up the counts held after a restart); session time
+ * (addSession) is written at once, with the decision that ended the session.
  */
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 60 * MINUTE_MS;
@@ -59,6 +59,8 @@ export class UsageBook {
   private written = new Map<string, { minute: number; last: number; hour: number; hourPeak: number }>();
   /** Minute rows not yet written, per stream and minute (flush). */
   private unwritten = new Map<string, Map<number, { peak: number; last: number }>>();
+  /** Hour peaks not yet written, per stream and hour (flush). */
+  private unwrittenPeaks = new Map<string, Map<number, number>>();
 
   /** `retentionMs`: USAGE_RETENTION_DAYS as the object reads it. */
   constructor(
@@ -135,11 +137,15 @@ export class UsageBook {
 
   /** Writes the minute rows waiting in memory, in as few statements as insertRows can. */
   flush(): void {
-    if (this.unwritten.size === 0) return;
-    const rows: SqlStorageValue[][] = [];
-    for (const [streamKey, minutes] of this.unwritten) for (const [minute, r] of minutes) rows.push([streamKey, minute, r.peak, r.last]);
+    if (this.unwritten.size === 0 && this.unwrittenPeaks.size === 0) return;
+    const minutes: SqlStorageValue[][] = [];
+    for (const [streamKey, byMinute] of this.unwritten) for (const [minute, r] of byMinute) minutes.push([streamKey, minute, r.peak, r.last]);
+    const peaks: SqlStorageValue[][] = [];
+    for (const [streamKey, byHour] of this.unwrittenPeaks) for (const [hour, peak] of byHour) peaks.push([streamKey, hour, peak]);
     this.unwritten.clear();
-    insertRows(this.sql, "INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES", "ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last", rows);
+    this.unwrittenPeaks.clear();
+    insertRows(this.sql, "INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES", "ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last", minutes);
+    insertRows(this.sql, "INSERT INTO usage_hours (stream_key, hour, peak) VALUES", "ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", peaks);
   }
 
   /**
@@ -213,11 +219,11 @@ export class UsageBook {
     return this.sql.exec<{ minute: number; last: number }>("SELECT minute, last FROM usage_minutes WHERE stream_key = ? ORDER BY minute DESC LIMIT 1", streamKey).toArray()[0];
   }
 
+  /** The hour's peak is at least `count` (written by flush()). */
   private peakAt(streamKey: string, hour: number, count: number): void {
-    this.sql.exec(
-      "INSERT INTO usage_hours (stream_key, hour, peak) VALUES (?, ?, ?) ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)",
-      streamKey, hour, count,
-    );
+    let byHour = this.unwrittenPeaks.get(streamKey);
+    if (!byHour) this.unwrittenPeaks.set(streamKey, (byHour = new Map()));
+    byHour.set(hour, Math.max(byHour.get(hour) ?? 0, count));
   }
 
   /** Drops hours older than the retention and minutes older than MINUTES_KEPT_MS (but each stream's latest). */

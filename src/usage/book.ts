@@ -20,6 +20,8 @@
 export const MINUTE_MS = 60_000;
 export const HOUR_MS = 60 * MINUTE_MS;
 export const MINUTES_KEPT_MS = 48 * HOUR_MS;
+/** A flush that fails this many times in a row drops what waits (usage/book.ts flush). */
+const FLUSH_TRIES = 3;
 /** Pruning runs at most this often per object. */
 const PRUNE_EVERY_MS = HOUR_MS;
 
@@ -61,6 +63,7 @@ export class UsageBook {
   private unwritten = new Map<string, Map<number, { peak: number; last: number }>>();
   /** Hour peaks not yet written, per stream and hour (flush). */
   private unwrittenPeaks = new Map<string, Map<number, number>>();
+  private failedFlushes = 0;
 
   /** `retentionMs`: USAGE_RETENTION_DAYS as the object reads it. */
   constructor(
@@ -132,20 +135,61 @@ export class UsageBook {
     const said = new Map(latest.map((r) => [r.stream_key, r.last]));
     for (const [streamKey, n] of counts) if ((said.get(streamKey) ?? 0) !== n) this.held(streamKey, n, at);
     for (const [streamKey, last] of said) if (last !== 0 && !counts.has(streamKey)) this.held(streamKey, 0, at);
-    this.flush();
+    this.flushQuietly();
   }
 
   /** Writes the minute rows waiting in memory, in as few statements as insertRows can. */
   flush(): void {
-    if (this.unwritten.size === 0 && this.unwrittenPeaks.size === 0) return;
+    if (!this.waiting) return;
+    const [unwritten, unwrittenPeaks] = [this.unwritten, this.unwrittenPeaks];
+    this.unwritten = new Map();
+    this.unwrittenPeaks = new Map();
     const minutes: SqlStorageValue[][] = [];
-    for (const [streamKey, byMinute] of this.unwritten) for (const [minute, r] of byMinute) minutes.push([streamKey, minute, r.peak, r.last]);
+    for (const [streamKey, byMinute] of unwritten) for (const [minute, r] of byMinute) minutes.push([streamKey, minute, r.peak, r.last]);
     const peaks: SqlStorageValue[][] = [];
-    for (const [streamKey, byHour] of this.unwrittenPeaks) for (const [hour, peak] of byHour) peaks.push([streamKey, hour, peak]);
-    this.unwritten.clear();
-    this.unwrittenPeaks.clear();
-    insertRows(this.sql, "INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES", "ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last", minutes);
-    insertRows(this.sql, "INSERT INTO usage_hours (stream_key, hour, peak) VALUES", "ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", peaks);
+    for (const [streamKey, byHour] of unwrittenPeaks) for (const [hour, peak] of byHour) peaks.push([streamKey, hour, peak]);
+    try {
+      insertRows(this.sql, "INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES", "ON CONFLICT (stream_key, minute) DO UPDATE SET peak = MAX(peak, excluded.peak), last = excluded.last", minutes);
+      insertRows(this.sql, "INSERT INTO usage_hours (stream_key, hour, peak) VALUES", "ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", peaks);
+      this.failedFlushes = 0;
+    } catch (err) {
+      // What the cache (written) counts on as written waits for the next flush (the writes are idempotent),
+      // merged with what came meanwhile; after FLUSH_TRIES failures in a row it is dropped, and so is the cache.
+      if (++this.failedFlushes < FLUSH_TRIES) this.requeue(unwritten, unwrittenPeaks);
+      else this.written.clear();
+      throw err;
+    }
+  }
+
+  /** flush() before a read or after a restart: a failure is logged, and the rows wait for the next flush. */
+  private flushQuietly(): void {
+    try {
+      this.flush();
+    } catch (err) {
+      console.error(JSON.stringify({ error: "usage rows not written", detail: String(err) }));
+    }
+  }
+
+  /** Rows wait for flush(). */
+  get waiting(): boolean {
+    return this.unwritten.size > 0 || this.unwrittenPeaks.size > 0;
+  }
+
+  /** Rows of a failed flush wait again, under the ones that came since (newer: their `last` wins). */
+  private requeue(minutes: Map<string, Map<number, { peak: number; last: number }>>, peaks: Map<string, Map<number, number>>): void {
+    for (const [streamKey, byMinute] of minutes) {
+      let now = this.unwritten.get(streamKey);
+      if (!now) this.unwritten.set(streamKey, (now = new Map()));
+      for (const [minute, r] of byMinute) {
+        const newer = now.get(minute);
+        now.set(minute, newer ? { peak: Math.max(newer.peak, r.peak), last: newer.last } : r);
+      }
+    }
+    for (const [streamKey, byHour] of peaks) {
+      let now = this.unwrittenPeaks.get(streamKey);
+      if (!now) this.unwrittenPeaks.set(streamKey, (now = new Map()));
+      for (const [hour, peak] of byHour) now.set(hour, Math.max(now.get(hour) ?? 0, peak));
+    }
   }
 
   /**
@@ -159,7 +203,7 @@ export class UsageBook {
       if (!h) byHour.set(hour, (h = { hour, viewerMs: 0, publishMs: 0, peak: 0 }));
       return h;
     };
-    this.flush();
+    this.flushQuietly();
     if (this.ready) {
       for (const r of this.sql.exec<{ hour: number; viewer_ms: number; publish_ms: number; peak: number }>(
         "SELECT hour, viewer_ms, publish_ms, peak FROM usage_hours WHERE stream_key = ? AND hour >= ? AND hour < ?", streamKey, from, to,
@@ -168,7 +212,7 @@ export class UsageBook {
       }
       const latest = this.latest(streamKey);
       if (latest && latest.last > 0) {
-        for (let hour = Math.max(from, floorTo(latest.minute, HOUR_MS)); hour < Math.min(to, now); hour += HOUR_MS) {
+        for (let hour = Math.max(from, floorTo(latest.minute, HOUR_MS)); hour < Math.min(to, now + 1); hour += HOUR_MS) {
           at(hour).peak = Math.max(at(hour).peak, latest.last);
         }
       }
@@ -185,7 +229,7 @@ export class UsageBook {
   /** The peak number of sessions held here in each minute of [from, to) (minute-aligned). */
   minutes(streamKey: string, from: number, to: number): number[] {
     const out: number[] = [];
-    this.flush();
+    this.flushQuietly();
     if (!this.ready) return Array.from({ length: Math.max(0, (to - from) / MINUTE_MS) }, () => 0);
     let carried = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, from).toArray()[0]?.last ?? 0;
     const rows = new Map(
@@ -230,7 +274,6 @@ export class UsageBook {
   private pruneNow(now: number): void {
     if (now - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now;
-    this.flush();
     this.sql.exec("DELETE FROM usage_hours WHERE hour < ?", floorTo(now - this.retentionMs(), HOUR_MS));
     this.sql.exec(
       "DELETE FROM usage_minutes WHERE minute < ? AND minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key)",

@@ -266,18 +266,20 @@ export class ViewerShard extends DurableObject<Env> {
     try {
       return await this.decide(req);
     } catch (err) {
-      // The registry or the stream could not be reached: the Worker's answer names it.
-      if (err instanceof NestedCallFailed) return err.unreachable;
+      // The registry, the stream or the seats could not be reached: the Worker's answer names it,
+      // unless the session is live here (a repeat needs none of them: it must not fail for them).
+      if (err instanceof NestedCallFailed) return this.repeat(req) ?? err.unreachable;
       throw err;
     }
   }
 
   private async decide(req: PlayRequest): Promise<Decision> {
     const { streamKey, session, ip } = req;
-    const sub = req.token.ok ? (req.token.sub ?? null) : null;
+    const sub = subOf(req);
     // A repeat of a session already live here (an earlier attempt of this on_play admitted it) is
-    // answered "already live": by the insert below, which then writes nothing, or by logged() for a
-    // refusal, so that a fresh session (nearly every on_play) costs no read for it.
+    // answered "already live": by the insert below, which then writes nothing, by logged() for a
+    // refusal, or by repeat() before any call to another object (none of which it needs), so that a
+    // fresh session admitted within the lease (nearly every on_play) costs no read for it.
     if (!this.serverId) this.serverId = session.serverId;
     // A seat taken for this viewer (src/viewers/seats.ts): given back unless the viewer is admitted.
     let seated = false;
@@ -288,28 +290,33 @@ export class ViewerShard extends DurableObject<Env> {
       for (let round = 1; ; round++) {
         // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
         const policy = await this.policyOf(streamKey);
-        if (!policy) return this.unlessLive(streamKey, session, Denials.unknownStream);
+        if (!policy) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         this.identify(session.serverId, req.place);
         if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
         if (policy.playAuth === "token" && !req.token.ok) {
-          if (this.isViewing(streamKey, session)) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
+          const again = this.repeat(req);
+          if (again) return again;
           // The stream counts failed tokens per ip (brute-force limit) and logs them.
           const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
           if (!refusal.allow) return refusal;
           // The stream no longer asks for tokens: the cached policy was stale.
           this.policies.delete(streamKey);
           if (round < 3) continue;
-          return this.unlessLive(streamKey, session, Denials.unknownStream);
+          return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         }
         const refused = this.viewerRefusal(policy, req);
         if (refused) return this.logged(streamKey, session, ip, { allow: false, denial: refused }, sub);
         if (policy.maxViewers !== null && !this.hasSlot(streamKey)) {
+          const again = this.repeat(req);
+          if (again) return again;
           await this.askForSlots(streamKey);
           // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
           if (this.policies.get(streamKey)?.policy?.maxViewers != null && !this.hasSlot(streamKey)) await this.endGhosts(streamKey);
         }
         const limit = seatLimit(policy, sub);
         if (limit !== null && !seated && (policy.maxViewers === null || this.hasSlot(streamKey))) {
+          const again = this.repeat(req);
+          if (again) return again;
           // A viewer id with a session limit: the seats object counts its sessions on every edge.
           const entry = this.pendingSeats.get(pending) ?? { hooks: 0, cancelled: null };
           entry.hooks++;
@@ -330,7 +337,7 @@ export class ViewerShard extends DurableObject<Env> {
         const now = this.policies.get(streamKey)?.policy;
         if (!now) {
           if (round < 3) continue; // left meanwhile (no viewers here): read again
-          return this.unlessLive(streamKey, session, Denials.unknownStream);
+          return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         }
         if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
         const cancelled = this.pendingSeats.get(pending)?.cancelled;
@@ -348,7 +355,7 @@ export class ViewerShard extends DurableObject<Env> {
           if (!decision.allow) this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
           return decision;
         }
-        if (changed) return this.unlessLive(streamKey, session, Denials.unknownStream);
+        if (changed) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
         const at = Date.now();
         this.prepare();
@@ -1135,9 +1142,10 @@ export class ViewerShard extends DurableObject<Env> {
     return decision;
   }
 
-  /** A refusal the log does not record, unless the session is live here (a repeat: "already live", logged). */
-  private unlessLive(streamKey: string, session: SessionId, denial: Denial): Decision {
-    return this.isViewing(streamKey, session) ? this.logged(streamKey, session, "", { allow: true, admit: false }) : { allow: false, denial };
+  /** A repeat of a session live here (an earlier attempt of this on_play admitted it): "already live", logged; else null. */
+  private repeat(req: PlayRequest): Decision | null {
+    if (!this.isViewing(req.streamKey, req.session)) return null;
+    return this.logged(req.streamKey, req.session, req.ip, { allow: true, admit: false }, subOf(req));
   }
 
   /** A ring of LOG_KEPT decisions per stream: one single-row write replaces the oldest. */
@@ -1169,6 +1177,8 @@ export class ViewerShard extends DurableObject<Env> {
       this.activity.usage.flush();
     } catch (err) {
       logError("decision log or usage minutes not written", "", err);
+      // Usage rows of a failed flush wait for the next (a few tries: UsageBook.flush).
+      if (this.activity.usage.waiting) this.flushSoon();
     }
   }
 
@@ -1177,6 +1187,11 @@ export class ViewerShard extends DurableObject<Env> {
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
   }
+}
+
+/** The viewer id of the play's token, if it has a valid one. */
+function subOf(req: PlayRequest): string | null {
+  return req.token.ok ? (req.token.sub ?? null) : null;
 }
 
 function seatKey(streamKey: string, session: SessionId): string {

@@ -127,10 +127,11 @@ const GHOST_WAIT_MS = 1_500;
 /** Decisions kept per stream in a shard's log. */
 const LOG_KEPT = 100;
 /**
- * Decision-log lines and usage minutes wait in memory at most this long, or until this many
- * lines wait, and are then written in a few multi-row statements (flush): one write per hook
- * (its session row) instead of three. A crash loses at most those lines and minute peaks, never
- * a session, an admission or viewer time. Every read of them flushes first.
+ * Decision-log lines and usage peaks (per minute and per hour) wait in memory at most this long,
+ * or until this many lines wait, and are then written in a few multi-row statements (flush): one
+ * statement per on_play (its session row), two per on_stop (the row and its viewer time), instead
+ * of four or five. A crash loses at most those lines and peaks, never a session, an admission or
+ * viewer time. Every read of them flushes first.
  */
 const FLUSH_AFTER_MS = 1_000;
 const FLUSH_AT_LINES = 500;
@@ -245,7 +246,7 @@ export class ViewerShard extends DurableObject<Env> {
     )) {
       this.logNext.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
     }
-    // Usage minutes not flushed before the restart: the counts held now hold from now on.
+    // Usage peaks not flushed before the restart: the counts held now hold from now on.
     this.activity.usage.reconcile(new Map([...this.counts].map(([k, m]) => [k, [...m.values()].reduce((a, b) => a + b, 0)])));
   }
 
@@ -1148,7 +1149,7 @@ export class ViewerShard extends DurableObject<Env> {
     return this.logged(req.streamKey, req.session, req.ip, { allow: true, admit: false }, subOf(req));
   }
 
-  /** A ring of LOG_KEPT decisions per stream: one single-row write replaces the oldest. */
+  /** A ring of LOG_KEPT decisions per stream: a line replaces the oldest when flush() writes it. */
   private record(streamKey: string, action: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
     const next = this.logNext.get(streamKey) ?? { slot: 0, seq: 0 };
     this.unwrittenLog.push([streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason]);
@@ -1156,13 +1157,13 @@ export class ViewerShard extends DurableObject<Env> {
     this.flushSoon();
   }
 
-  /** Lines or minutes wait: written FLUSH_AFTER_MS from now, or now if FLUSH_AT_LINES lines wait. */
+  /** Lines or usage peaks wait: written FLUSH_AFTER_MS from now, or now if FLUSH_AT_LINES lines wait. */
   private flushSoon(): void {
     if (this.unwrittenLog.length >= FLUSH_AT_LINES) this.flush();
     else if (this.flushTimer === null) this.flushTimer = setTimeout(() => this.flush(), FLUSH_AFTER_MS);
   }
 
-  /** Writes the decision-log lines and usage minutes waiting in memory (see FLUSH_AFTER_MS). */
+  /** Writes the decision-log lines and usage peaks waiting in memory (see FLUSH_AFTER_MS). */
   private flush(): void {
     if (this.flushTimer !== null) clearTimeout(this.flushTimer);
     this.flushTimer = null;
@@ -1176,7 +1177,7 @@ export class ViewerShard extends DurableObject<Env> {
       }
       this.activity.usage.flush();
     } catch (err) {
-      logError("decision log or usage minutes not written", "", err);
+      logError("decision log or usage peaks not written", "", err);
       // Usage rows of a failed flush wait for the next (a few tries: UsageBook.flush).
       if (this.activity.usage.waiting) this.flushSoon();
     }

@@ -8,6 +8,7 @@ import { describe, expect, it, vi } from "vitest";
 import { createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 import { at, events, HOUR, hourPeaks, iso, MIN, minutePeaks, shardStub, usage, useFakeClock } from "./fleet";
 import { ALLOW } from "./identity";
+import { insertRows } from "../src/usage/book";
 
 const CAP = 4005;
 
@@ -84,5 +85,19 @@ describe("a viewer shard's batched writes", () => {
     const lines = (await events(s)).filter((e) => e.server === edge.server).map((e) => `${e.action} ${e.client} ${e.decision}`);
     expect(lines).toEqual(["on_stop v1 end", "on_play v2 deny", "on_play v1 allow"]);
     expect(await minutePeaks(s, 0, MIN)).toEqual([1]);
+  });
+});
+
+describe("insertRows", () => {
+  it("never binds more than 100 parameters in one statement (the Durable Object limit), and writes every row once, in order", () => {
+    const statements: { query: string; args: unknown[] }[] = [];
+    const sql = { exec: (query: string, ...args: unknown[]) => void statements.push({ query, args }) } as unknown as SqlStorage;
+    const rows = Array.from({ length: 25 }, (_, i) => [`s${i}`, i, i * 2, i * 3, "a", "b", "c", "d", "e"]);
+    insertRows(sql, "INSERT INTO t (a, b, c, d, e, f, g, h, i) VALUES", "", rows);
+    expect(statements.map((s) => s.args.length)).toEqual([99, 99, 27]);
+    expect(statements.flatMap((s) => s.args)).toEqual(rows.flat());
+    expect(statements[2].query).toBe("INSERT INTO t (a, b, c, d, e, f, g, h, i) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    insertRows(sql, "INSERT INTO t (a) VALUES", "", []);
+    expect(statements).toHaveLength(3);
   });
 });

@@ -292,7 +292,7 @@ export function splitByHour(from: number, to: number): [number, number][] {
   return out;
 }
 
-/** Cloudflare's limit of bound parameters per SQL statement in a Durable Object. */
+/** Bound parameters per SQL statement in a Durable Object: at most 100 (https://developers.cloudflare.com/durable-objects/platform/limits/). */
 const MAX_BOUND_PARAMETERS = 100;
 
 /**
@@ -306,6 +306,6 @@ export function insertRows(sql: SqlStorage, head: string, tail: string, rows: Sq
   const tuple = `(${Array(width).fill("?").join(", ")})`;
   for (let i = 0; i < rows.length; i += perStatement) {
     const chunk = rows.slice(i, i + perStatement);
-    sql.exec(`${head} ${Array(chunk.length).fill(tuple).join(", ")} ${tail}`, ...chunk.flat());
+    sql.exec([head, Array(chunk.length).fill(tuple).join(", "), tail].filter(Boolean).join(" "), ...chunk.flat());
   }
 }

@@ -14,10 +14,9 @@ import { ViewerShard } from "../src/viewers/shard";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ShardActivity } from "../src/usage/shard-activity";
 import { admin, close, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
-import { at, beat, deliverNotices, events, flushShard, HOUR, hourPeaks, iso, MIN, minutePeaks, overloaded, restarted, retryable, shardStub, T0, usage, useFakeClock } from "./fleet";
+import { at, beat, CAP, deliverNotices, events, flushShard, HOUR, hourPeaks, iso, MIN, minutePeaks, overloaded, playOn, restarted, retryable, shardStub, stopOn, T0, usage, useFakeClock } from "./fleet";
 import { ALLOW, keyOf, LIMIT, limited, livePerSub, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
 
-const CAP = 4005;
 
 /** The edge's shard's next SQL statement that starts with `prefix` throws `message` (once). */
 const failOnce = (edge: Edge, prefix: string, message: string) =>
@@ -33,8 +32,6 @@ const failOnce = (edge: Edge, prefix: string, message: string) =>
       return exec(q, ...args);
     };
   });
-const playOn = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
-const stopOn = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** This shard's on_play lines of the stream, oldest first: "client decision: reason". */
 const linesOf = async (s: string, edge: Edge) =>

@@ -16,7 +16,7 @@ import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry, shardOf } from "../src/server/registry";
 import { admin, createStream, heartbeat, hlsPlay, hook, hookWith, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "./fake-srs";
-import { at, serverStub, streamStub } from "./fleet";
+import { at, futureClock, serverStub, streamStub } from "./fleet";
 
 installFakeSrs();
 
@@ -36,72 +36,62 @@ const beatWithApi = (edge: Edge) => hook({ ...heartbeat(edge), device_id: device
 
 describe("a refused session's kick outlives the session it was meant for", () => {
   it("must not happen (fixed): a refused HLS kick still retrying after SRS forgot the ctx kicks the same player's LATER, admitted session", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    try {
-      const { edge, fake } = await edgeWithApi(["view0001"]);
-      const s = uniqueStream();
-      await createStream(s, { maxViewers: 1 });
-      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-      // The edge's API cannot be reached for a while (a firewall change, an API restart, a partition).
-      fake.reachable = false;
-      // A player with its own ctx is refused for the cap: kick queued, its attempts fail, retried for KICK_RETRY_MS (5 min).
-      expect((await hook(hlsPlay(s, { ...edge, client: "hlsback1" }, "?hls_ctx=hlsback1"))).body.code).toBe(4005);
-      await waitForRow(edge, "hlsback1");
-      at(1_000);
-      await runDurableObjectAlarm(serverStub(edge));
-      expect((await kickRows(edge, "hlsback1"))[0].attempt).toBe(1); // failed once, will retry
-      // 2 × hls_window later SRS drops the ctx (on_stop), the slot holder leaves, and the same player comes back with
-      // the same ctx (ffmpeg keeps it): SRS sends on_play again, and streamgate ADMITS it (the slot is free).
-      at(130_000);
-      expect(await beatWithApi(edge)).toEqual(ALLOW);
-      expect(await hook({ ...stopPlay("live", s, { ...edge, client: "hlsback1" }), stream: `${s}.m3u8` })).toEqual(ALLOW);
-      expect(await hook(stopPlay("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-      fake.clients.delete("view0001");
-      expect(await hook(hlsPlay(s, { ...edge, client: "hlsback1" }, "?hls_ctx=hlsback1"))).toEqual(ALLOW);
-      fake.clients.add("hlsback1");
-      expect((await streamState(s)).viewers).toBe(1);
-      // The API is back; the outbox still holds the old refusal's kick (nothing cancelled it at the admission).
-      fake.reachable = true;
-      at(131_000);
-      await runDurableObjectAlarm(serverStub(edge));
-      // must not happen: the viewer streamgate admitted 1 s ago is kicked for the refusal of its previous session, 2 minutes
-      // earlier (README: "a client id that a restarted process reuses is never kicked by mistake"; here the same process
-      // reuses it, and the id is the player's own). SRS then ends it and sends on_stop: the paying viewer loses playback.
-      expect(kickedOn(fake, "hlsback1")).toBe(false);
-    } finally {
-      vi.useRealTimers();
-    }
+    futureClock();
+    const { edge, fake } = await edgeWithApi(["view0001"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    // The edge's API cannot be reached for a while (a firewall change, an API restart, a partition).
+    fake.reachable = false;
+    // A player with its own ctx is refused for the cap: kick queued, its attempts fail, retried for KICK_RETRY_MS (5 min).
+    expect((await hook(hlsPlay(s, { ...edge, client: "hlsback1" }, "?hls_ctx=hlsback1"))).body.code).toBe(4005);
+    await waitForRow(edge, "hlsback1");
+    at(1_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    expect((await kickRows(edge, "hlsback1"))[0].attempt).toBe(1); // failed once, will retry
+    // 2 × hls_window later SRS drops the ctx (on_stop), the slot holder leaves, and the same player comes back with
+    // the same ctx (ffmpeg keeps it): SRS sends on_play again, and streamgate ADMITS it (the slot is free).
+    at(130_000);
+    expect(await beatWithApi(edge)).toEqual(ALLOW);
+    expect(await hook({ ...stopPlay("live", s, { ...edge, client: "hlsback1" }), stream: `${s}.m3u8` })).toEqual(ALLOW);
+    expect(await hook(stopPlay("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    fake.clients.delete("view0001");
+    expect(await hook(hlsPlay(s, { ...edge, client: "hlsback1" }, "?hls_ctx=hlsback1"))).toEqual(ALLOW);
+    fake.clients.add("hlsback1");
+    expect((await streamState(s)).viewers).toBe(1);
+    // The API is back; the outbox still holds the old refusal's kick (nothing cancelled it at the admission).
+    fake.reachable = true;
+    at(131_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    // must not happen: the viewer streamgate admitted 1 s ago is kicked for the refusal of its previous session, 2 minutes
+    // earlier (README: "a client id that a restarted process reuses is never kicked by mistake"; here the same process
+    // reuses it, and the id is the player's own). SRS then ends it and sends on_stop: the paying viewer loses playback.
+    expect(kickedOn(fake, "hlsback1")).toBe(false);
   });
 
   it("must not happen (fixed): the same, when the player comes back on ANOTHER stream: a kick queued for stream A ends an admitted session of stream B", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    try {
-      const { edge, fake } = await edgeWithApi(["view0001"]);
-      const a = uniqueStream();
-      const b = uniqueStream();
-      await createStream(a, { playAuth: "token" });
-      await createStream(b, { maxViewers: 5 });
-      fake.reachable = false;
-      expect((await hook(hlsPlay(a, { ...edge, client: "hlsback2" }, "?hls_ctx=hlsback2"))).body.code).toBeGreaterThan(0);
-      await waitForRow(edge, "hlsback2");
-      at(1_000);
-      await runDurableObjectAlarm(serverStub(edge));
-      at(130_000);
-      expect(await beatWithApi(edge)).toEqual(ALLOW);
-      expect(await hook({ ...stopPlay("live", a, { ...edge, client: "hlsback2" }), stream: `${a}.m3u8` })).toEqual(ALLOW);
-      expect(await hook(hlsPlay(b, { ...edge, client: "hlsback2" }, "?hls_ctx=hlsback2"))).toEqual(ALLOW);
-      fake.clients.add("hlsback2");
-      fake.reachable = true;
-      at(131_000);
-      await runDurableObjectAlarm(serverStub(edge));
-      // must not happen: the kick names stream A (the row's stream_key) but is sent by id alone; the GET before it checks only
-      // the process, not that the client is still the refused session of A, so B's admitted viewer is ended.
-      expect(kickedOn(fake, "hlsback2")).toBe(false);
-    } finally {
-      vi.useRealTimers();
-    }
+    futureClock();
+    const { edge, fake } = await edgeWithApi(["view0001"]);
+    const a = uniqueStream();
+    const b = uniqueStream();
+    await createStream(a, { playAuth: "token" });
+    await createStream(b, { maxViewers: 5 });
+    fake.reachable = false;
+    expect((await hook(hlsPlay(a, { ...edge, client: "hlsback2" }, "?hls_ctx=hlsback2"))).body.code).toBeGreaterThan(0);
+    await waitForRow(edge, "hlsback2");
+    at(1_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    at(130_000);
+    expect(await beatWithApi(edge)).toEqual(ALLOW);
+    expect(await hook({ ...stopPlay("live", a, { ...edge, client: "hlsback2" }), stream: `${a}.m3u8` })).toEqual(ALLOW);
+    expect(await hook(hlsPlay(b, { ...edge, client: "hlsback2" }, "?hls_ctx=hlsback2"))).toEqual(ALLOW);
+    fake.clients.add("hlsback2");
+    fake.reachable = true;
+    at(131_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    // must not happen: the kick names stream A (the row's stream_key) but is sent by id alone; the GET before it checks only
+    // the process, not that the client is still the refused session of A, so B's admitted viewer is ended.
+    expect(kickedOn(fake, "hlsback2")).toBe(false);
   });
 });
 
@@ -126,35 +116,30 @@ describe("one edge's kicks and another's in the same registry shard", () => {
 
 describe("ON CONFLICT DO UPDATE: a refused hook re-queues an operator's pending kick of the same key", () => {
   it("must not happen (fixed): a refused HLS hook naming a client the operator is kicking rewrote that kick's reason: the decision log said \"ended by operator\" no more", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    try {
-      const { edge, fake } = await edgeWithApi(["rtmp0001", "view0002"]);
-      const s = uniqueStream();
-      await createStream(s, { maxViewers: 1 });
-      expect(await hook(play("live", s, { ...edge, client: "rtmp0001" }))).toEqual(ALLOW);
-      fake.reachable = false;
-      // The operator ends rtmp0001 (its API is briefly unreachable: the kick waits in the outbox, retried).
-      expect((await admin("DELETE", `/streams/live/${s}/sessions?client=rtmp0001`)).body.kicking).toHaveLength(1);
-      expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
-      expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
-      // An HLS request naming that id (?hls_ctx=rtmp0001) on the same stream is refused for the cap: same outbox key.
-      expect((await hook(hlsPlay(s, { ...edge, client: "rtmp0001" }, "?hls_ctx=rtmp0001"))).body.code).toBe(4005);
-      // The refused hook's kick is queued in the background: give it time, then the operator's kick must be as it was.
-      await new Promise((r) => setTimeout(r, 500));
-      expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
-      fake.reachable = true;
-      at(2_000);
-      await runDurableObjectAlarm(serverStub(edge));
-      const events = (await admin("GET", `/streams/live/${s}/events`)).body.events ?? [];
-      const kicks = events.filter((e: any) => e.action === "kick" && e.client === "rtmp0001").map((e: any) => e.reason);
-      expect(kicks).toHaveLength(1);
-      // must not happen: the operator's kick is recorded as "kicked (refused (viewer cap reached …)…)": the audit trail of who
-      // ended the session (and why) is replaced by whatever a client's request said last.
-      expect(kicks[0]).toContain("ended by operator");
-    } finally {
-      vi.useRealTimers();
-    }
+    futureClock();
+    const { edge, fake } = await edgeWithApi(["rtmp0001", "view0002"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "rtmp0001" }))).toEqual(ALLOW);
+    fake.reachable = false;
+    // The operator ends rtmp0001 (its API is briefly unreachable: the kick waits in the outbox, retried).
+    expect((await admin("DELETE", `/streams/live/${s}/sessions?client=rtmp0001`)).body.kicking).toHaveLength(1);
+    expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
+    expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
+    // An HLS request naming that id (?hls_ctx=rtmp0001) on the same stream is refused for the cap: same outbox key.
+    expect((await hook(hlsPlay(s, { ...edge, client: "rtmp0001" }, "?hls_ctx=rtmp0001"))).body.code).toBe(4005);
+    // The refused hook's kick is queued in the background: give it time, then the operator's kick must be as it was.
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
+    fake.reachable = true;
+    at(2_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events ?? [];
+    const kicks = events.filter((e: any) => e.action === "kick" && e.client === "rtmp0001").map((e: any) => e.reason);
+    expect(kicks).toHaveLength(1);
+    // must not happen: the operator's kick is recorded as "kicked (refused (viewer cap reached …)…)": the audit trail of who
+    // ended the session (and why) is replaced by whatever a client's request said last.
+    expect(kicks[0]).toContain("ended by operator");
   });
 });
 

@@ -12,11 +12,9 @@ import { describe, expect, it } from "vitest";
 import worker from "../src/index";
 import type { ViewerShard } from "../src/viewers/shard";
 import { admin, adminWith, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, type Edge } from "./srs";
-import { at, events, flushShard, HOUR, hourPeaks, iso, MIN, minutePeaks, shardStub, usage, useFakeClock } from "./fleet";
+import { at, events, flushShard, HOUR, hourPeaks, iso, MIN, minutePeaks, playOn, shardStub, stopOn, usage, useFakeClock } from "./fleet";
 import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 
-const playOn = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
-const stopOn = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
 /**
  * The viewer shard of `edge` starts again: its memory (the usage book's cache) is gone, its storage
  * kept, with what it writes a second after a change written (the changes here are fake minutes apart;

@@ -5,15 +5,12 @@
  */
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
-import { at, events, HOUR, hourPeaks, iso, MIN, minutePeaks, shardStub, usage, useFakeClock } from "./fleet";
+import { createStream, newEdge, streamState, uniqueStream, type Edge } from "./srs";
+import { at, CAP, events, HOUR, hourPeaks, iso, MIN, minutePeaks, playOn, shardStub, stopOn, usage, useFakeClock } from "./fleet";
 import { ALLOW } from "./identity";
 import { insertRows } from "../src/usage/book";
 
-const CAP = 4005;
 
-const playOn = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
-const stopOn = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
 /** The shard's stored decision-log lines of every stream (not through the admin API, which writes them first). */
 const storedLines = (edge: Edge) =>
   runInDurableObject(shardStub(edge), (_shard, state: DurableObjectState) =>

@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
-import { admin, createStream, type Edge, heartbeat, hook, newEdge, uniqueStream } from "./srs";
+import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
 
 /** In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them. */
 export const T0 = new Date("2031-03-01T12:00:00Z").getTime();
@@ -111,6 +111,12 @@ export const hourPeaks = async (stream: string, from: number, to: number) =>
 /** The stream's peak viewers per minute in [T0 + from, T0 + to). */
 export const minutePeaks = async (stream: string, from: number, to: number) =>
   (await usage(stream, `?resolution=minute&from=${iso(from)}&to=${iso(to)}`)).buckets.map((b: any) => b.peakViewers);
+
+/** The code of a refusal at the viewer cap. */
+export const CAP = 4005;
+/** An on_play / on_stop of `client` on `edge` for live/{s}: the gate's answer. */
+export const playOn = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
+export const stopOn = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
 
 /** A stream's decision log, newest first. */
 export async function events(stream: string): Promise<any[]> {

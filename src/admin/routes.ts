@@ -13,7 +13,7 @@ import { queueKicks, type KickPlanned } from "../srs/kicks";
 import { queueEvents } from "../events/event";
 import { operatorEvents } from "../events/operator";
 import { parsePolicyChange, parseTokenRequest, streamNameFrom } from "./validate";
-import { isolateOfCounts } from "../platform/load";
+import { isolateOfCounts, NOT_COUNTED } from "../platform/load";
 
 /** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
 export const CATALOGUE_PREFIX = "stream:";
@@ -224,7 +224,7 @@ export async function getLoad(request: IRequest, env: Env): Promise<Response> {
   const servers = typeof request.query.servers === "string" && request.query.servers ? request.query.servers.split(",") : [];
   const [app, name] = stream.split("/");
   const counts = await Promise.all([
-    stream ? streamStub(env, streamNameFrom({ app, stream: name }, request.query)).loadCount() : Promise.resolve({ calls: 0, starts: 0, methods: {} }),
+    stream ? streamStub(env, streamNameFrom({ app, stream: name }, request.query)).loadCount() : Promise.resolve(NOT_COUNTED),
     Promise.all(servers.map((id) => viewerShard(env, id).loadCount())),
     Promise.all(Array.from({ length: REGISTRY_SHARDS }, (_, i) => registryShard(env, i).loadCount())),
   ]);

@@ -12,8 +12,12 @@
  * it. A count lost all the same (the isolate itself started again) shows as a
  * new `isolate` in GET /admin/load.
  */
-const counts = new Map<string, { calls: number; starts: number; methods: Record<string, number> }>();
+export type LoadCount = { calls: number; starts: number; methods: Record<string, number> };
+
+const counts = new Map<string, LoadCount>();
 const wrapped = new WeakSet<object>();
+/** What an object not counted (LOAD_COUNTERS off, or no call yet) reports. */
+export const NOT_COUNTED: Readonly<LoadCount> = Object.freeze({ calls: 0, starts: 0, methods: {} });
 /** Set by the first count or read: random values are not available at module load. */
 let isolate = "";
 
@@ -51,11 +55,9 @@ export function countCalls(object: object, env: { LOAD_COUNTERS?: string }, meth
   }
 }
 
-export type LoadCount = { calls: number; starts: number; methods: Record<string, number> };
-
 /** Calls the object received since its isolate started, by method, and how often it started (zeros when not counting). */
 export function callsOf(object: object): LoadCount {
-  return counts.get(keyOf(object as Counted)) ?? { calls: 0, starts: 0, methods: {} };
+  return counts.get(keyOf(object as Counted)) ?? NOT_COUNTED;
 }
 
 /** Names the isolate that counts: another name means the counts started again from 0. */

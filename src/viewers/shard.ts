@@ -247,7 +247,7 @@ export class ViewerShard extends DurableObject<Env> {
       this.logNext.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
     }
     // Usage peaks not flushed before the restart: the counts held now hold from now on.
-    this.activity.usage.reconcile(new Map([...this.counts].map(([k, m]) => [k, [...m.values()].reduce((a, b) => a + b, 0)])));
+    this.activity.usage.reconcile(new Map([...this.counts].map(([k, m]) => [k, total(m)])));
   }
 
   /** A read: nothing before the tables exist. */
@@ -1083,7 +1083,7 @@ export class ViewerShard extends DurableObject<Env> {
     const n = (m.get(serviceId) ?? 0) + by;
     if (n > 0) m.set(serviceId, n);
     else m.delete(serviceId);
-    this.activity.usage.held(streamKey, [...m.values()].reduce((a, b) => a + b, 0));
+    this.activity.usage.held(streamKey, total(m));
     this.flushSoon();
     if (m.size === 0) this.counts.delete(streamKey);
   }
@@ -1188,6 +1188,13 @@ export class ViewerShard extends DurableObject<Env> {
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
   }
+}
+
+/** The viewers of a stream held here, live and suspended, from its count per process. */
+function total(byProcess: Map<string, number>): number {
+  let n = 0;
+  for (const c of byProcess.values()) n += c;
+  return n;
 }
 
 /** The viewer id of the play's token, if it has a valid one. */

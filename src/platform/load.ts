@@ -23,8 +23,13 @@ let isolate = "";
 
 type Counted = { ctx?: DurableObjectState };
 
+/** Each counted instance's key, made once: an object's id never changes, and every counted call needs it. */
+const keys = new WeakMap<object, string>();
+
 function keyOf(object: Counted): string {
-  return `${object.constructor.name}:${object.ctx?.id.toString() ?? ""}`;
+  let key = keys.get(object);
+  if (key === undefined) keys.set(object, (key = `${object.constructor.name}:${object.ctx?.id.toString() ?? ""}`));
+  return key;
 }
 
 function countOf(key: string) {

@@ -115,9 +115,10 @@ const KEEP_ALIVE = argv.includes("--keep-alive");
 const FLASH_ONLY = argv.includes("--flash-only");
 const SETUP_ONLY = argv.includes("--setup-only");
 /**
- * --profile: after seating the audiences, a CPU profile (workerd's inspector, V8's sampling
- * profiler) of the viewer churn on streamgate and then on the one-write floor, summed by function,
- * then stop (nothing written).
+ * --profile: after seating the audiences, for streamgate and then the one-write floor: workerd's CPU
+ * time over 5 s without hooks (its background work), the viewer churn's CPU time per hook, and a
+ * CPU profile of the churn (workerd's inspector, V8's sampling profiler) summed by function; then
+ * stop (nothing written).
  */
 const PROFILE = argv.includes("--profile");
 const INSPECTOR_PORT = 9331;
@@ -1341,7 +1342,9 @@ ${perRound}
   targets compare against it. The *trivial floor* (\`bench/floor.js\`) answers every request without
   reading it; it runs every scenario as the platform's overhead, for reference only.
   \`npm run bench:floors\` (\`bench/platform-floor.mjs\` with \`bench/do-floor.js\`) measures more
-  variants of the platform alone, outside this run.
+  variants of the platform alone, outside this run; \`npm run bench:handler\`
+  (\`bench/handler-costs.mjs\` with \`bench/handler-costs-worker.ts\`) the CPU time of the Worker-side
+  steps of a hook that the one-write floor does not take.
 - **Load.** ${meta.keepAlive ? `autocannon ${v.autocannon}, ${meta.connections} keep-alive connections` : `${meta.connections} clients, each hook on a TCP connection of its own (closed after the answer, as SRS sends its hooks: its \`SrsHttpClient\` is a local object of each hook call in \`trunk/src/app/srs_app_http_hooks.cpp\`)`}, a fixed number of
   requests per run (${meta.amounts}). Bodies have the shape and key order of the bodies captured from
   SRS 7 (\`test/fixtures/\`); \`server_id\` \`vid-\` + 7 chars, \`service_id\` and \`client_id\` 8 chars
@@ -1542,6 +1545,10 @@ async function main() {
       const churn = scenarios(state).viewerChurn.requests;
       const amount = wholePairs(PLAN.amount.viewerChurn, connections);
       for (const [label, url, service] of [["streamgate", urls.streamgate, "streamgate"], ["floor: one DO write", urls.floorDo, "floorDo"]]) {
+        // What workerd does with no hook coming (heartbeats, alarms, flushes): per second, over 5 s.
+        const idle0 = workerdCpuMs();
+        await new Promise((resolve) => setTimeout(resolve, 5_000));
+        console.log(`\nbefore the viewer churn on ${label}: workerd CPU ${((workerdCpuMs() - idle0) / 5).toFixed(0)} ms per second without hooks`);
         // First unprofiled: the CPU time workerd spent per hook (the process's, so any background work counts too).
         const cpu0 = workerdCpuMs();
         const plain = await drive(url, churn, { amount, connections, floor: url !== urls.streamgate });

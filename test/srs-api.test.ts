@@ -130,6 +130,18 @@ describe("PUT /admin/servers/{server_id}: the API of one server", () => {
     expect((await admin("PUT", `/servers/${edge.server}`, { api: null })).body).toMatchObject({ api: `https://dev-${edge.server.slice(4)}.srs.test:1985` });
   });
 
+  it("answers with the server as GET /admin/servers shows it: its viewers are among its sessions", async () => {
+    const { edge } = await edgeWithApi();
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const put = await admin("PUT", `/servers/${edge.server}`, { api: "https://srs-eu-2.srs.test:1985" });
+    expect(put.status).toBe(200);
+    expect(put.body.sessions).toBe(2); // the publisher and the viewer
+    expect(put.body).toEqual(await serverListed(edge));
+  });
+
   it("refuses what is not an API base URL, and servers never heard of", async () => {
     const { edge } = await edgeWithApi();
     for (const api of ["ftp://x", "not a url", "https://user:pw@srs.example:1985", "https://srs.example:1985/?token=1", 42]) {

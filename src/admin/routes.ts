@@ -6,7 +6,7 @@ import type { Env } from "../env";
 import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
-import { REGISTRY_SHARDS } from "../server/registry";
+import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
 import { registryShard, streamObject, viewerShard } from "../object-access";
 import { allEvents, withAudience } from "../viewers/audience";
 import { queueKicks, type KickPlanned } from "../srs/kicks";
@@ -154,9 +154,13 @@ export async function mintToken(request: IRequest, env: Env): Promise<Response> 
 export async function listServers(_request: IRequest, env: Env): Promise<Response> {
   const shards = await Promise.all(Array.from({ length: REGISTRY_SHARDS }, (_, i) => registryShard(env, i).list()));
   const servers = shards.flat().sort((a, b) => a.serverId.localeCompare(b.serverId));
-  // The registry counts publishers; each server's viewer shard its viewers.
+  return jsonResponse({ servers: await withViewerSessions(env, servers) });
+}
+
+/** Servers as the admin API shows them: the registry counts publishers, each server's viewer shard its viewers. */
+export async function withViewerSessions(env: Env, servers: ServerState[]): Promise<ServerState[]> {
   const viewers = await Promise.all(servers.map((s) => viewerShard(env, s.serverId).sessionCount().catch(() => 0)));
-  return jsonResponse({ servers: servers.map((s, i) => ({ ...s, sessions: s.sessions + viewers[i] })) });
+  return servers.map((s, i) => ({ ...s, sessions: s.sessions + viewers[i] }));
 }
 
 /**

@@ -4,6 +4,7 @@ import { isObject, jsonResponse, readJson } from "../http";
 import { LIMITS, within } from "../limits";
 import { serverRegistry } from "../object-access";
 import { checkApiBase } from "../srs/api";
+import { withViewerSessions } from "./routes";
 
 /** The longest SRS API base URL accepted. */
 const MAX_API_URL = 512;
@@ -28,7 +29,8 @@ export async function putServer(request: IRequest, env: Env): Promise<Response> 
   }
   const state = await serverRegistry(env, serverId).setApi(serverId, base);
   if (!state) throw new StatusError(404, `server ${serverId} is not known`);
-  return jsonResponse(state);
+  // As GET /admin/servers shows it: its viewers counted too.
+  return jsonResponse((await withViewerSessions(env, [state]))[0]);
 }
 
 /** The {server_id} of an admin path, decoded and checked. */

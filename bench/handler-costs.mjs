@@ -5,7 +5,6 @@
 // src/ functions). Rounds interleave the paths so that the machine's drift falls on all alike;
 // the CPU time is workerd's (/proc), per request, median over the rounds.
 // Run: npm run bench:handler (options: --rounds N, default 15; --requests N per path and round, default 3000).
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
@@ -14,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
+import { workerdCpuMs } from "./workerd-cpu.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const option = (name, fallback) => {
@@ -42,17 +42,6 @@ const mf = new Miniflare({
 });
 const url = await mf.ready;
 
-/** CPU time (user + system) of the workerd processes Miniflare runs, in µs. */
-function workerdCpuUs() {
-  const pids = spawnSync("pgrep", ["-P", String(process.pid), "-f", "workerd"], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean);
-  let ticks = 0;
-  for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]);
-  }
-  return ticks * 10_000; // USER_HZ = 100
-}
 
 // The first on_play captured from SRS 7 (test/fixtures/hooks-srs7.jsonl), as SRS sent it.
 const body = readFileSync(path.join(here, "..", "test", "fixtures", "hooks-srs7.jsonl"), "utf8")
@@ -83,9 +72,9 @@ for (const step of STEPS) await drive(step, 500); // warm-up
 const perRequest = Object.fromEntries(STEPS.map((s) => [s, []]));
 for (let round = 0; round < ROUNDS; round++) {
   for (const step of round % 2 ? [...STEPS].reverse() : STEPS) {
-    const before = workerdCpuUs();
+    const before = workerdCpuMs();
     await drive(step, REQUESTS);
-    perRequest[step].push((workerdCpuUs() - before) / REQUESTS);
+    perRequest[step].push(((workerdCpuMs() - before) * 1000) / REQUESTS); // µs
   }
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];

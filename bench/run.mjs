@@ -37,6 +37,7 @@ import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import autocannon from "autocannon";
 import { Miniflare } from "miniflare";
+import { workerdCpuMs } from "./workerd-cpu.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
@@ -782,18 +783,6 @@ async function load(url, requests, amount, connections, label) {
 
 
 // --- CPU profile (--profile) --------------------------------------------------------------
-
-/** CPU time (user + system) of the workerd process Miniflare runs, in ms, from /proc (Linux). */
-function workerdCpuMs() {
-  const pids = spawnSync("pgrep", ["-P", String(process.pid), "-f", "workerd"], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean);
-  let ticks = 0;
-  for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of the line)
-  }
-  return (ticks * 1000) / 100; // USER_HZ
-}
 
 /** Runs `work` while V8's sampling profiler records the isolate of `service` (through workerd's inspector). */
 async function profiled(service, work) {

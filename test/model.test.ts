@@ -1,6 +1,8 @@
 /**
  * Model-based property test: random interleavings of SRS hooks, heartbeats,
- * restarts (new service_id) and silences across several servers and streams,
+ * restarts (new service_id), silences and objects dropped from memory (a
+ * viewer shard, a registry shard or a stream's object: what they wrote must
+ * carry every rule on) across several servers and streams,
  * run against the Worker in workerd and against a small reference model of
  * the rules below. Every hook's answer must be the model's answer at every
  * step; once the alarms have run (settle), the admin API's state must equal
@@ -24,7 +26,7 @@
  * view could give, and learns which one happened from the listing.
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
@@ -65,6 +67,8 @@ type Op =
   | { t: "close"; server: number; client: number }
   | { t: "heartbeat" | "restart"; server: number }
   | { t: "silence"; ms: number }
+  /** The runtime drops an object from memory (a deploy, an eviction, a crash): the server's viewer shard or registry shard, or the stream's object. */
+  | { t: "crash"; target: "shard" | "registry" | "stream"; server: number; stream: number }
   | { t: "settle" };
 
 const server = fc.integer({ min: 0, max: SERVERS - 1 });
@@ -92,6 +96,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ t: fc.constant("heartbeat" as const), server }), weight: 3 },
   { arbitrary: fc.record({ t: fc.constant("restart" as const), server }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("silence" as const), ms: fc.constantFrom(5_000, 29_000, 31_000, 61_000) }), weight: 1 },
+  { arbitrary: fc.record({ t: fc.constant("crash" as const), target: fc.constantFrom<"shard" | "registry" | "stream">("shard", "shard", "registry", "stream"), server, stream }), weight: 2 },
   { arbitrary: fc.constant({ t: "settle" as const }), weight: 1 },
 );
 
@@ -560,6 +565,14 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
     } else if (o.t === "silence") {
       model.now += o.ms;
       vi.setSystemTime(t0 + model.now);
+    } else if (o.t === "crash") {
+      // What the object wrote survives, what it held in memory does not: nothing the model knows changes.
+      const s = servers[o.server];
+      const stub =
+        o.target === "shard" ? viewerShard(env, s.id) : o.target === "registry" ? serverRegistry(env, s.id) : env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${streams[o.stream].name}`));
+      // An object not in memory has nothing to lose; one still at work (a batch waiting for its timer, a call
+      // in flight) is not dropped by the runtime's eviction either, and stays.
+      await evictDurableObject(stub).catch((err) => expect(String(err), where).toMatch(/not currently running|still has active references/));
     } else if (o.t === "policy") {
       // Between limits only: sessions admitted without one take seats in the background once one is set (src/viewers/shard.ts
       // seatUnseated), at a moment the model cannot know; adversarial-identity.test.ts covers that.

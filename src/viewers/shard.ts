@@ -199,7 +199,7 @@ export class ViewerShard extends DurableObject<Env> {
     this.sql = ctx.storage.sql;
     this.activity = new ShardActivity(this.sql, env, ctx);
     this.ghosts = new GhostCheck(env);
-    countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "applyStatus", "audience", "events", "endSessions", "endAll", "sessionCount", "viewersOf"]);
+    countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "seatState", "endSeat", "endRevoked", "viewerSessions", "applyStatus", "audience", "viewerUsage", "viewersPerMinute", "peakViewers", "events", "viewersOf", "endSessions", "endAll", "sessionCount", "holdsClient"]);
     // A shard whose server never played a stream that exists stores nothing: tables come with the first write.
     if (this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'viewers'").toArray().length > 0) this.load();
     ctx.blockConcurrencyWhile(async () => {

@@ -461,7 +461,7 @@ export class ViewerShard extends DurableObject<Env> {
    * server's viewers then stop holding slots the stream needs.
    */
   async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean, keep: number | "all" = 0): Promise<RecallAnswer> {
-    if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refresh(null);
+    if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refreshLiveness(null);
     if (check) await this.endGhosts(streamKey);
     // Not behind this shard's one-message-at-a-time lock: the stream may be holding this shard's own
     // message while it waits for this answer. Safe without it: the answer carries a newer sequence number than any message in
@@ -561,10 +561,10 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
   applyStatus(news: ProcessStatus): number {
-    return this.apply(news);
+    return this.applyProcessStatus(news);
   }
 
-  private apply(news: ProcessStatus): number {
+  private applyProcessStatus(news: ProcessStatus): number {
     const id = news.serviceId;
     let ended = 0;
     // Streams whose slots this notice may free: only those give back (a tight shard keeps the share a recall left it).
@@ -688,7 +688,7 @@ export class ViewerShard extends DurableObject<Env> {
       }
     }
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
-    if (this.sessionCount() > 0) await this.refresh(null);
+    if (this.sessionCount() > 0) await this.refreshLiveness(null);
     // A capped stream whose viewers here changed since it last heard hears from the shard now and then (its
     // record of this shard, which lease grants count on, stays fresh); an unlimited stream counts on nothing
     // of it (the admin API asks the shards). A stream without viewers or slots here is left (its record
@@ -700,7 +700,7 @@ export class ViewerShard extends DurableObject<Env> {
       const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
       const changed = lease.told !== `${live}/${suspended}`;
       if ((held > 0 && capped && changed && now - lease.lastMessage >= REPORT_EVERY_MS) || (held === 0 && lease.granted === 0)) {
-        await this.message(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
+        await this.reportToStream(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
       }
     }
     this.forgetReplaced(now);
@@ -754,7 +754,7 @@ export class ViewerShard extends DurableObject<Env> {
       return !this.replaced.has(id);
     }
     if (p) {
-      await this.refresh(session);
+      await this.refreshLiveness(session);
     } else {
       await this.speakFor(session, "start");
       if (this.replaced.has(id)) return false;
@@ -766,7 +766,7 @@ export class ViewerShard extends DurableObject<Env> {
       // A new process of a server whose other processes are known here may be its restart (by this very hook,
       // on a server without heartbeats): the shard learns at once which it replaced, whose viewers end and
       // whose late hooks are refused (4006), also if they hold no viewers here (a refused one, a stopped one).
-      if ([...this.processes.keys()].some((other) => other !== id)) await this.refresh(session);
+      if ([...this.processes.keys()].some((other) => other !== id)) await this.refreshLiveness(session);
     }
     if (this.replaced.has(id)) return false;
     const now = this.processes.get(id);
@@ -801,10 +801,10 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   /** Asks the registry where this server's processes stand; shared by the hooks that arrive meanwhile. */
-  private async refresh(witness: SessionId | null): Promise<void> {
+  private async refreshLiveness(witness: SessionId | null): Promise<void> {
     if (this.round && !witness) return this.round;
     if (this.round) await this.round.catch(() => {});
-    const round = this.ask(witness);
+    const round = this.askRegistryLiveness(witness);
     this.round = round;
     try {
       await round;
@@ -813,7 +813,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
-  private async ask(witness: SessionId | null): Promise<void> {
+  private async askRegistryLiveness(witness: SessionId | null): Promise<void> {
     const processes = [...this.processes.keys()].map((serviceId) => ({ serverId: this.serverId, serviceId }));
     if (processes.length === 0 || !this.serverId) return;
     try {
@@ -821,7 +821,7 @@ export class ViewerShard extends DurableObject<Env> {
         () => serverRegistry(this.env, this.serverId),
         (r) => r.liveness(processes, witness ? { serverId: witness.serverId, serviceId: witness.serviceId } : undefined),
       );
-      for (const a of answers) this.apply(a);
+      for (const a of answers) this.applyProcessStatus(a);
     } catch (err) {
       // An unreachable registry changes nothing: a ghost is better than ending or un-blocking a real session.
       logError("liveness check failed", "", err);
@@ -875,7 +875,7 @@ export class ViewerShard extends DurableObject<Env> {
     const cached = this.policies.get(streamKey);
     if (cached && cached.policy !== null && Date.now() - cached.at < POLICY_TTL_MS) return cached.policy;
     // Asking anyway: a capped stream's first slots come with the policy (an unlimited stream ignores `want`).
-    await this.message(streamKey, this.hasSlot(streamKey) ? 0 : leaseWant(this.leases.get(streamKey)?.granted ?? 0));
+    await this.reportToStream(streamKey, this.hasSlot(streamKey) ? 0 : leaseWant(this.leases.get(streamKey)?.granted ?? 0));
     return this.policies.get(streamKey)?.policy ?? null;
   }
 
@@ -888,7 +888,7 @@ export class ViewerShard extends DurableObject<Env> {
       const wakes = lease.wakes;
       // A recall that reached this shard while the answer was on its way voids the answer (its grant taken
       // back); the stream did not count this shard as waiting then, so no hold: the next viewer asks again.
-      const heard = await this.send(streamKey, leaseWant(lease.granted));
+      const heard = await this.sendLeaseReport(streamKey, leaseWant(lease.granted));
       // Refused: the stream keeps this shard among those waiting, checks for slots itself (ghosts of silent
       // servers, slots unused elsewhere) and says when some are free; asking again meanwhile would only
       // cost it a call per waiting edge. The hold is there in case that word is lost.
@@ -908,7 +908,7 @@ export class ViewerShard extends DurableObject<Env> {
       // decided while its restart's fence gave its old process's slots back would otherwise be held off).
       lease.fullUntil = 0;
       this.storeLease(streamKey, lease);
-      await this.send(streamKey, 0);
+      await this.sendLeaseReport(streamKey, 0);
     });
   }
 
@@ -924,17 +924,17 @@ export class ViewerShard extends DurableObject<Env> {
     for (const [streamKey, lease] of this.leases) {
       const policy = this.policies.get(streamKey)?.policy;
       if (policy?.maxViewers != null && this.liveOf(streamKey) > lease.granted) {
-        this.ctx.waitUntil(this.message(streamKey, 0).catch((err) => logError("healed viewers not reported", streamKey, err)));
+        this.ctx.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("healed viewers not reported", streamKey, err)));
       }
     }
   }
 
-  private async message(streamKey: string, want: number): Promise<void> {
-    await this.exclusive(streamKey, () => this.send(streamKey, want));
+  private async reportToStream(streamKey: string, want: number): Promise<void> {
+    await this.exclusive(streamKey, () => this.sendLeaseReport(streamKey, want));
   }
 
   /** One message to the stream (the caller holds the stream's lock). */
-  private async send(streamKey: string, want: number): Promise<boolean> {
+  private async sendLeaseReport(streamKey: string, want: number): Promise<boolean> {
     const lease = this.leaseOf(streamKey);
     lease.seq++;
     lease.lastMessage = Date.now();

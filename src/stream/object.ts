@@ -11,6 +11,7 @@ import { DecisionLog, type StreamEvent } from "./decision-log";
 import { streamKey, type StreamName } from "./name";
 import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
+import { PolicyPushes, type PendingPush } from "./policy-pushes";
 import { addColumns } from "../platform/sql";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
@@ -78,14 +79,6 @@ const RECALL_TIMEOUT_MS = 2_000;
 /** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
 export const PUSH_RETRY_MS = 5_000;
 
-/** A change of the policy (or the revocations) not yet told to every viewer shard (table push_pending). */
-interface PendingPush {
-  key: string;
-  version: number;
-  /** No round has run yet: every shard is told; else only those a round could not reach. */
-  whole: boolean;
-}
-
 export interface PolicyChange {
   maxViewers?: number | null;
   playAuth?: PlayAuth;
@@ -140,9 +133,7 @@ const SCHEMA = `
     vhost TEXT NOT NULL, app TEXT NOT NULL, stream TEXT NOT NULL,
     key_hash TEXT NOT NULL, max_viewers INTEGER, play_auth TEXT NOT NULL,
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-  CREATE TABLE IF NOT EXISTS policy_version (id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);
-  CREATE TABLE IF NOT EXISTS push_pending (
-    id INTEGER PRIMARY KEY CHECK (id = 1), stream_key TEXT NOT NULL, version INTEGER NOT NULL, whole INTEGER NOT NULL);
+  ${PolicyPushes.schema}
   ${SessionBook.schema}
   ${LeaseBook.schema}
   ${AuthFailures.schema}
@@ -196,8 +187,8 @@ export class StreamObject extends DurableObject<Env> {
   private toldSome = false;
   /** When the next sweep is due (alarm): the registry's view of the processes holding sessions here. */
   private sweepAt: number | null = null;
-  /** Advanced by every PUT and DELETE: a shard keeps the newest policy it was told, whatever the order of arrival. */
-  private policyVersion = 0;
+  /** The policy's version (advanced by every PUT, DELETE and revocation) and the push of it owed to the shards. */
+  private pushes!: PolicyPushes;
   private failures!: AuthFailures;
   private log!: DecisionLog;
   private revocations!: Revocations;
@@ -240,8 +231,13 @@ export class StreamObject extends DurableObject<Env> {
     this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`);
     this.sessions = new SessionBook(this.sql, (...line) => this.record(...line), this.activity);
     this.leases = new LeaseBook(this.sql);
-    this.policyVersion = this.sql.exec<{ v: number }>("SELECT v FROM policy_version").toArray()[0]?.v ?? 0;
+    this.pushes = new PolicyPushes(this.sql);
     this.ready = true;
+  }
+
+  /** 0 for a stream never created (no tables: nothing was ever pushed). */
+  private get policyVersion(): number {
+    return this.ready ? this.pushes.version : 0;
   }
 
   /** Calls this object received since its isolate started, by method, and its starts (bench only: LOAD_COUNTERS). */
@@ -629,7 +625,7 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return;
     const now = Date.now();
     // After a restart nothing is scheduled in memory: the stored waiting shards get their round.
-    const pending = this.pendingPush();
+    const pending = this.pushes.pending();
     const rounds = pending !== null || this.leases.waiting().length > 0;
     if (!rounds) this.checkAt = null;
     const checkDue = rounds && (this.checkAt === null || now >= this.checkAt);
@@ -727,31 +723,19 @@ export class StreamObject extends DurableObject<Env> {
    * cannot be reached, the alarm tries again every PUSH_RETRY_MS).
    */
   private bumpPolicyVersion(key: string): void {
-    this.policyVersion++;
-    this.sql.exec("INSERT OR REPLACE INTO policy_version (id, v) VALUES (1, ?)", this.policyVersion);
-    this.markPush(key, true);
+    this.pushes.advance(key);
     // Until a push reaches a shard, its viewers are unknown (an unlimited stream's record never shows them, and
     // its silence is no reason to forget it): no slot is granted on its last report, and its record stays.
     this.leases.allUnreached();
     this.armCheck(Date.now() + PUSH_RETRY_MS);
   }
 
-  /** A push of the current policy version pending (`whole`: to every shard, else to those not reached). */
-  private markPush(key: string, whole: boolean): void {
-    this.sql.exec("INSERT OR REPLACE INTO push_pending (id, stream_key, version, whole) VALUES (1, ?, ?, ?)", key, this.policyVersion, whole ? 1 : 0);
-  }
-
-  private pendingPush(): PendingPush | null {
-    const r = this.sql.exec<{ stream_key: string; version: number; whole: number }>("SELECT stream_key, version, whole FROM push_pending").toArray()[0];
-    return r ? { key: r.stream_key, version: r.version, whole: r.whole === 1 } : null;
-  }
-
   /** After a round of pushes for `version`: done, or only the shards it could not reach are left. */
   private pushed(version: number, unreached: string[]): void {
-    const pending = this.pendingPush();
+    const pending = this.pushes.pending();
     if (!pending || pending.version !== version) return;
     if (unreached.length === 0 && !this.leases.anyUnreached()) {
-      this.sql.exec("DELETE FROM push_pending");
+      this.pushes.settled();
       // The alarm set for its retry is not needed (else a thousand streams created at once wake 5 s later).
       if (this.leases.waiting().length === 0) {
         this.checkAt = null;
@@ -762,7 +746,7 @@ export class StreamObject extends DurableObject<Env> {
       }
       return;
     }
-    this.sql.exec("UPDATE push_pending SET whole = 0");
+    this.pushes.reachedSome();
     this.armCheck(Date.now() + PUSH_RETRY_MS);
   }
 
@@ -785,7 +769,7 @@ export class StreamObject extends DurableObject<Env> {
     });
     if (unreached.length === 0) return;
     this.leases.unreached(serverId);
-    if (!this.pendingPush()) this.markPush(key, false);
+    if (!this.pushes.pending()) this.pushes.owe(key, false);
     this.armCheck(Date.now() + PUSH_RETRY_MS);
   }
 

@@ -14,7 +14,7 @@ import { ViewerShard } from "../src/viewers/shard";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ShardActivity } from "../src/usage/shard-activity";
 import { admin, close, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
-import { at, beat, CAP, deliverNotices, events, flushShard, HOUR, hourPeaks, iso, MIN, minutePeaks, overloaded, playOn, restarted, retryable, shardStub, stopOn, T0, usage, useFakeClock } from "./fleet";
+import { at, beat, CAP, deliverNotices, events, flushShard, fullStream, HOUR, hourPeaks, iso, MIN, minutePeaks, overloaded, playOn, restarted, retryable, shardStub, stopOn, T0, usage, useFakeClock } from "./fleet";
 import { ALLOW, keyOf, LIMIT, limited, livePerSub, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
 
 
@@ -282,10 +282,7 @@ describe("a repeat of a live session (a retried on_play whose first answer was l
 
   it("holds: fresh refusals are as before: cap 4005 logged, unknown stream 4001 leaves nothing, missing token refused by the stream and logged once", async () => {
     const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
-    expect(await playOn(s, edge, "v1")).toEqual(ALLOW);
-    expect((await playOn(s, edge, "v2")).body.code).toBe(CAP);
+    const s = await fullStream(edge);
     expect((await playOn(uniqueStream("nope"), edge, "v3")).body.code).toBe(4001);
     const t = uniqueStream();
     await createStream(t, { playAuth: "token" });

@@ -8,6 +8,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
+import { ALLOW } from "./fake-srs";
 
 /** In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them. */
 export const T0 = new Date("2031-03-01T12:00:00Z").getTime();
@@ -117,6 +118,15 @@ export const CAP = 4005;
 /** An on_play / on_stop of `client` on `edge` for live/{s}: the gate's answer. */
 export const playOn = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
 export const stopOn = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
+
+/** A new stream capped at one viewer: v1 on `edge` holds the slot, v2 is refused for the cap. */
+export async function fullStream(edge: Edge): Promise<string> {
+  const s = uniqueStream();
+  await createStream(s, { maxViewers: 1 });
+  expect(await playOn(s, edge, "v1")).toEqual(ALLOW);
+  expect((await playOn(s, edge, "v2")).body.code).toBe(CAP);
+  return s;
+}
 
 /** A stream's decision log, newest first. */
 export async function events(stream: string): Promise<any[]> {

@@ -7,7 +7,7 @@ import { signPlayToken } from "../src/auth/token";
 import { viewerSeats } from "../src/object-access";
 import { admin, createStream, type Edge, play, uniqueStream } from "./srs";
 
-export const ALLOW = { status: 200, body: { code: 0 } };
+export { ALLOW } from "./fake-srs";
 /** TOKEN_SIGNING_KEY in vitest.config.mts. */
 export const KEY = "test-token-signing-key-32-chars-or-more";
 export const LIMIT = { status: 403, body: { code: 4016, reason: "viewer session limit" } };

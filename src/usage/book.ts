@@ -112,8 +112,7 @@ export class UsageBook {
     const peak = Math.max(carried, count);
     const hourPeak = known?.hour === hour ? known.hourPeak : 0;
     if (peak > hourPeak) this.peakAt(streamKey, hour, peak);
-    let minutes = this.unwritten.get(streamKey);
-    if (!minutes) this.unwritten.set(streamKey, (minutes = new Map()));
+    const minutes = inner(this.unwritten, streamKey);
     const row = minutes.get(minute);
     minutes.set(minute, { peak: Math.max(row?.peak ?? 0, peak), last: count });
     // Nothing held: once flushed, the table says as much as the memory would (only streams with sessions here stay in it).
@@ -178,16 +177,14 @@ export class UsageBook {
   /** Rows of a failed flush wait again, under the ones that came since (newer: their `last` wins). */
   private requeue(minutes: Map<string, Map<number, { peak: number; last: number }>>, peaks: Map<string, Map<number, number>>): void {
     for (const [streamKey, byMinute] of minutes) {
-      let now = this.unwritten.get(streamKey);
-      if (!now) this.unwritten.set(streamKey, (now = new Map()));
+      const now = inner(this.unwritten, streamKey);
       for (const [minute, r] of byMinute) {
         const newer = now.get(minute);
         now.set(minute, newer ? { peak: Math.max(newer.peak, r.peak), last: newer.last } : r);
       }
     }
     for (const [streamKey, byHour] of peaks) {
-      let now = this.unwrittenPeaks.get(streamKey);
-      if (!now) this.unwrittenPeaks.set(streamKey, (now = new Map()));
+      const now = inner(this.unwrittenPeaks, streamKey);
       for (const [hour, peak] of byHour) now.set(hour, Math.max(now.get(hour) ?? 0, peak));
     }
   }
@@ -265,8 +262,7 @@ export class UsageBook {
 
   /** The hour's peak is at least `count` (written by flush()). */
   private peakAt(streamKey: string, hour: number, count: number): void {
-    let byHour = this.unwrittenPeaks.get(streamKey);
-    if (!byHour) this.unwrittenPeaks.set(streamKey, (byHour = new Map()));
+    const byHour = inner(this.unwrittenPeaks, streamKey);
     byHour.set(hour, Math.max(byHour.get(hour) ?? 0, count));
   }
 
@@ -280,6 +276,13 @@ export class UsageBook {
       now - MINUTES_KEPT_MS,
     );
   }
+}
+
+/** The stream's map of rows waiting in `outer`, made when it has none. */
+function inner<K, V>(outer: Map<string, Map<K, V>>, streamKey: string): Map<K, V> {
+  let m = outer.get(streamKey);
+  if (!m) outer.set(streamKey, (m = new Map()));
+  return m;
 }
 
 /** [from, to) as (hour, milliseconds in it) pairs. */

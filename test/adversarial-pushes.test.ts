@@ -7,7 +7,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { PUSH_RETRY_MS, StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, overloaded, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
+import { at, overloaded, recallsFailOn, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
 import { ALLOW, playWith, REVOKED, tokenOf } from "./identity";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 
@@ -152,19 +152,14 @@ describe("push_pending and the alarm", () => {
     const [a, b] = [newEdge(), newEdge()];
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     expect(await viewer(s, b, "b0000001")).toEqual(ALLOW);
-    const realRecall = ViewerShard.prototype.recall;
-    let down = true;
-    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: any[]) {
-      if (down && (this as any).serverId === a.server) throw overloaded();
-      return (realRecall as any).apply(this, args);
-    });
+    const recalls = recallsFailOn(a);
     at(1_000);
     expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 1 })).status).toBe(200);
     at(6_500);
     await fireDue(streamStub(s));
     expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
     await evictDurableObject(streamStub(s));
-    down = false;
+    recalls.down = false;
     at(12_000);
     await fireDue(streamStub(s));
     expect((await viewer(s, a, "a0000002")).body.code).toBe(4010);

@@ -7,6 +7,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
+import { ViewerShard } from "../src/viewers/shard";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
 import { ALLOW } from "./fake-srs";
 
@@ -68,6 +69,17 @@ export async function deliverNotices(edge: Edge) {
 /** Errors shaped as the platform throws them from a Durable Object call (src/platform/retry.ts). */
 export const retryable = () => Object.assign(new Error("Network connection lost."), { retryable: true });
 export const overloaded = () => Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });
+
+/** While `down`, the viewer shard of `edge` fails the stream's recalls as overloaded: a shard a push cannot reach. */
+export function recallsFailOn(edge: Edge): { down: boolean } {
+  const state = { down: true };
+  const real = ViewerShard.prototype.recall;
+  vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+    if (state.down && (this as any).serverId === edge.server) throw overloaded();
+    return real.apply(this, args);
+  });
+  return state;
+}
 
 /**
  * For the whole file: Date is faked and set to T0 before each test; mocks and

@@ -300,7 +300,7 @@ describe("batched decision-log lines", () => {
     await createStream(s);
     expect(await playOn(s, edge, "v0")).toEqual(ALLOW); // the stream knows this shard (its events are asked for)
     await runInDurableObject(shardStub(edge), (shard) => {
-      for (let i = 0; i < 600; i++) (shard as any).record(keyOf(s), "on_play", `c${i}`, "", "deny", `line ${i}`);
+      for (let i = 0; i < 600; i++) (shard as any).log.record(keyOf(s), "on_play", `c${i}`, "", "deny", `line ${i}`);
     });
     const mine = (await events(s)).filter((e) => e.server === edge.server).map((e) => e.client);
     expect(mine).toEqual(Array.from({ length: 100 }, (_, i) => `c${599 - i}`));
@@ -436,10 +436,10 @@ describe("batched usage minutes and hour peaks", () => {
     for (let i = 0; i < 20; i++) expect(await playOn(s, edge, `v${i}`)).toEqual(ALLOW);
     await sleep(1_500);
     const waiting = await runInDurableObject(shardStub(edge), (shard) => ({
-      lines: (shard as any).unwrittenLog.length,
+      lines: (shard as any).log.unwritten.length,
       minutes: (shard as any).activity.usage.unwritten.size,
       peaks: (shard as any).activity.usage.unwrittenPeaks.size,
-      timer: (shard as any).flushTimer !== null,
+      timer: (shard as any).log.timer !== null,
     }));
     expect(waiting).toEqual({ lines: 0, minutes: 0, peaks: 0, timer: false });
   });

@@ -52,7 +52,7 @@ describe("a viewer shard's batched writes", () => {
     await createStream(s);
     expect(await playOn(s, edge, "v1")).toEqual(ALLOW);
     at(MIN);
-    await runInDurableObject(shardStub(edge), (shard) => (shard as unknown as { flush(): void }).flush());
+    await runInDurableObject(shardStub(edge), (shard) => (shard as unknown as { log: { flush(): void } }).log.flush());
     at(2 * MIN);
     await stopOn(s, edge, "v1");
     await evictDurableObject(shardStub(edge));

@@ -41,7 +41,7 @@ export const shardStub = (edge: Edge) => viewerShard(env, edge.server);
  * minutes, see FLUSH_AFTER_MS in src/viewers/shard.ts) is written now: before a restart of a shard
  * that was not that busy a second earlier (an evicted object was idle for longer).
  */
-export const flushShard = (edge: Edge) => runInDurableObject(shardStub(edge), (shard) => (shard as unknown as { flush(): void }).flush());
+export const flushShard = (edge: Edge) => runInDurableObject(shardStub(edge), (shard) => (shard as unknown as { log: { flush(): void } }).log.flush());
 
 /** What an on_play tells a viewer shard, for tests that call the shard directly. */
 export const playRequest = (stream: string, edge: Edge, clientId: string) => ({

@@ -3,7 +3,6 @@ import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
-import { addColumns } from "../platform/sql";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus } from "../server/registry";
 import type { SessionId } from "../srs/hook";
@@ -27,7 +26,11 @@ import {
   type ViewerPolicy,
 } from "./lease";
 import { fenceEnd, ShardActivity } from "../usage/shard-activity";
-import { insertRows, type HourUsage } from "../usage/book";
+import type { HourUsage } from "../usage/book";
+import { ViewerCounts } from "./counts";
+import { ShardProcesses } from "./processes";
+import { ShardLog } from "./shard-log";
+import { ShardTables } from "./tables";
 
 /** A viewer session ended here, as the admin API answers it. */
 export interface EndedViewer {
@@ -95,50 +98,10 @@ interface Lease {
   told: string;
 }
 
-interface Process {
-  suspended: boolean;
-  seq: number;
-}
-
-/** What the shard last heard from the registry about its server: the server's last heartbeat then, and when it heard. */
-interface Heard {
-  lastHeartbeat: number | null;
-  at: number;
-}
-
-const SCHEMA = `
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS viewers (
-        stream_key TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, ip TEXT NOT NULL, since INTEGER NOT NULL,
-        PRIMARY KEY (stream_key, service_id, client_id)) WITHOUT ROWID;
-      -- sub: the token's viewer id ('' for none); iat: its issue time (0 for a v1 token, NULL without a valid token);
-      -- seat: the viewer holds a seat (src/viewers/seats.ts).
-      CREATE INDEX IF NOT EXISTS viewers_by_client ON viewers (service_id, client_id);
-      CREATE TABLE IF NOT EXISTS processes (service_id TEXT PRIMARY KEY, suspended INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS replaced (service_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS leases (stream_key TEXT PRIMARY KEY, granted INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS events (
-        stream_key TEXT NOT NULL, slot INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, action TEXT NOT NULL,
-        client TEXT NOT NULL, ip TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
-        PRIMARY KEY (stream_key, slot)) WITHOUT ROWID;`;
-
 /** A seat object's question waits at most this long for the SRS API's word on ghosts (it gives up at 2 s). */
 const GHOST_WAIT_MS = 1_500;
-/** Decisions kept per stream in a shard's log. */
-const LOG_KEPT = 100;
-/**
- * Decision-log lines and usage peaks (per minute and per hour) wait in memory at most this long,
- * or until this many lines wait, and are then written in a few multi-row statements (flush): one
- * statement per on_play (its session row), two per on_stop (the row and its viewer time), instead
- * of four or five. A crash loses at most those lines and peaks, never a session, an admission or
- * viewer time. Every read of them flushes first.
- */
-const FLUSH_AFTER_MS = 1_000;
-const FLUSH_AT_LINES = 500;
 /** A capped stream whose viewers here changed hears from the shard at most this often, besides lease messages. */
 const REPORT_EVERY_MS = 5 * 60_000;
-/** How long a replaced process's id is kept (its late hooks are refused with 4006). */
-const REPLACED_KEPT_MS = 24 * 3600 * 1000;
 
 /**
  * The viewer shard of one SRS server: it admits and ends that server's viewers
@@ -160,15 +123,14 @@ const REPLACED_KEPT_MS = 24 * 3600 * 1000;
  */
 export class ViewerShard extends DurableObject<Env> {
   private sql: SqlStorage;
+  private tables: ShardTables;
   private serverId = "";
   /** The server_id is stored (from the first hook on a stream that exists). */
   private hasMeta = false;
   private place: Place = { colo: "", country: "" };
-  /** stream → service_id → viewers. */
-  private counts = new Map<string, Map<string, number>>();
-  private processes = new Map<string, Process>();
-  private heard = new Map<string, Heard>();
-  private replaced = new Set<string>();
+  private processes: ShardProcesses;
+  private counts: ViewerCounts;
+  private log: ShardLog;
   private leases = new Map<string, Lease>();
   private policies = new Map<string, { policy: ViewerPolicy | null; version: number; at: number }>();
   /** One lease message per stream at a time. */
@@ -185,74 +147,51 @@ export class ViewerShard extends DurableObject<Env> {
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
-  private logNext = new Map<string, { slot: number; seq: number }>();
-  /** Decision-log rows not yet written (flush). */
-  private unwrittenLog: SqlStorageValue[][] = [];
-  private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private alarmAt: number | null = null;
-  private ready = false;
   /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
   private activity: ShardActivity;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.tables = new ShardTables(this.sql);
     this.activity = new ShardActivity(this.sql, env, ctx);
+    this.processes = new ShardProcesses(this.tables);
+    this.log = new ShardLog(this.tables, this.activity.usage);
+    this.counts = new ViewerCounts(
+      (id) => this.processes.isSuspended(id),
+      (streamKey, held) => {
+        this.activity.usage.held(streamKey, held);
+        this.log.flushSoon(); // usage peaks wait with the log's lines
+      },
+    );
     this.ghosts = new GhostCheck(env);
     countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "seatState", "endSeat", "endRevoked", "viewerSessions", "applyStatus", "audience", "viewerUsage", "viewersPerMinute", "peakViewers", "events", "viewersOf", "endSessions", "endAll", "sessionCount", "holdsClient"]);
-    // A shard whose server never played a stream that exists stores nothing: tables come with the first write.
-    if (this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'viewers'").toArray().length > 0) this.load();
+    if (this.tables.open()) this.load();
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
     });
   }
 
-  /** Creates the tables, once, before the first write. */
-  private prepare(): void {
-    if (this.ready) return;
-    this.createTables();
-    this.ready = true;
-  }
-
-  private createTables(): void {
-    this.sql.exec(SCHEMA);
-    addColumns(this.sql, "viewers", { sub: "TEXT NOT NULL DEFAULT ''", iat: "INTEGER", seat: "INTEGER NOT NULL DEFAULT 0" });
-    this.sql.exec("CREATE INDEX IF NOT EXISTS viewers_by_sub ON viewers (stream_key, sub)");
-  }
-
   /** Loads the stored state into memory. */
   private load(): void {
-    this.ready = true;
-    this.createTables(); // tables and columns a newer version adds
     for (const r of this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta")) {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
       if (r.key === "country") this.place.country = r.value;
     }
+    this.processes.load();
     for (const r of this.sql.exec<{ stream_key: string; service_id: string; n: number }>(
       "SELECT stream_key, service_id, COUNT(*) AS n FROM viewers GROUP BY stream_key, service_id",
     )) {
-      this.countsOf(r.stream_key).set(r.service_id, r.n);
+      this.counts.set(r.stream_key, r.service_id, r.n);
     }
-    for (const r of this.sql.exec<{ service_id: string; suspended: number; seq: number }>("SELECT * FROM processes")) {
-      this.processes.set(r.service_id, { suspended: r.suspended === 1, seq: r.seq });
-    }
-    for (const r of this.sql.exec<{ service_id: string }>("SELECT service_id FROM replaced")) this.replaced.add(r.service_id);
     for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
       this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" });
     }
-    for (const r of this.sql.exec<{ stream_key: string; slot: number; seq: number }>(
-      "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
-    )) {
-      this.logNext.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
-    }
+    this.log.load();
     // Usage peaks not flushed before the restart: the counts held now hold from now on.
-    this.activity.usage.reconcile(new Map([...this.counts].map(([k, m]) => [k, total(m)])));
-  }
-
-  /** A read: nothing before the tables exist. */
-  private rows<T extends Record<string, SqlStorageValue>>(query: string, ...args: SqlStorageValue[]): T[] {
-    return this.ready ? this.sql.exec<T>(query, ...args).toArray() : [];
+    this.activity.usage.reconcile(this.counts.held());
   }
 
   /** Calls this object received since its isolate started, by method, and its starts (bench only: LOAD_COUNTERS). */
@@ -328,7 +267,7 @@ export class ViewerShard extends DurableObject<Env> {
           );
           if (!seat.ok) {
             // Learnt meanwhile that its process was replaced: that is the reason, whatever the seats say.
-            const denial = this.replaced.has(session.serviceId) ? Denials.retiredProcess : seat.denial;
+            const denial = this.processes.isReplaced(session.serviceId) ? Denials.retiredProcess : seat.denial;
             return this.logged(streamKey, session, ip, { allow: false, denial }, sub);
           }
           seated = true;
@@ -340,13 +279,13 @@ export class ViewerShard extends DurableObject<Env> {
           if (round < 3) continue; // left meanwhile (no viewers here): read again
           return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         }
-        if (this.replaced.has(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
+        if (this.processes.isReplaced(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
         const cancelled = this.pendingSeats.get(pending)?.cancelled;
         if (cancelled) return this.logged(streamKey, session, ip, { allow: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: ${cancelled}` } }, sub);
         const nowRefused = this.viewerRefusal(now, req);
         if (nowRefused) return this.logged(streamKey, session, ip, { allow: false, denial: nowRefused }, sub);
         const changed =
-          !this.processes.has(session.serviceId) ||
+          !this.processes.knows(session.serviceId) ||
           (now.playAuth === "token" && !req.token.ok) ||
           (now.maxViewers !== null && policy.maxViewers === null) ||
           (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.hasSlot(streamKey)));
@@ -359,7 +298,7 @@ export class ViewerShard extends DurableObject<Env> {
         if (changed) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
         const at = Date.now();
-        this.prepare();
+        this.tables.prepare();
         const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
         // A repeat of this session admitted meanwhile (by an attempt of the same on_play) is already a row: nothing written.
         const written = this.sql.exec(
@@ -368,7 +307,7 @@ export class ViewerShard extends DurableObject<Env> {
         ).rowsWritten;
         if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         admitted = true;
-        this.bump(streamKey, session.serviceId, 1);
+        this.counts.add(streamKey, session.serviceId, 1);
         const lease = this.leases.get(streamKey);
         if (lease) lease.lastAdmission = at;
         this.armAlarm(at + LEASE_IDLE_MS);
@@ -419,7 +358,7 @@ export class ViewerShard extends DurableObject<Env> {
     // Any message of a process brings its silent server back (a stop too: it never moves the epoch), also
     // of a process with no viewer here (it publishes, or its viewers were refused).
     const p = this.processes.get(session.serviceId);
-    if (!this.replaced.has(session.serviceId) && (p?.suspended || this.mayThinkSilent(session.serviceId))) {
+    if (!this.processes.isReplaced(session.serviceId) && (p?.suspended || this.processes.mayThinkSilent(session.serviceId, serverTimeoutMs(this.env)))) {
       await this.speakFor(session, "stop").catch((err) => logError("registry not told of a stop", streamKey, err));
     }
     return ended;
@@ -428,16 +367,16 @@ export class ViewerShard extends DurableObject<Env> {
   /** `keepSlot`: a slot freed here is about to be used or recalled, not given back. */
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
     if (cause.voidHook) this.voidHooks.add(cause.voidHook);
-    if (!this.ready) return 0;
+    if (!this.tables.ready) return 0;
     const removed = this.sql.exec<{ sub: string; seat: number; since: number }>(
       "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat, since",
       streamKey, session.serviceId, session.clientId,
     ).toArray();
     if (removed.length === 0) return 0;
     for (const g of removed) this.activity.viewerEnded(streamKey, g.since, Date.now());
-    this.bump(streamKey, session.serviceId, -1);
+    this.counts.add(streamKey, session.serviceId, -1);
     const viewer = removed[0].sub ? ` (viewer ${removed[0].sub})` : "";
-    this.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", (cause.reason ?? "session ended") + viewer);
+    this.log.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", (cause.reason ?? "session ended") + viewer);
     if (removed[0].seat === 1) this.releaseSeats(streamKey, removed[0].sub, [{ ...session, serverId: this.serverId || session.serverId }]);
     if (!keepSlot) this.giveBackIfTight(streamKey);
     return removed.length;
@@ -446,7 +385,7 @@ export class ViewerShard extends DurableObject<Env> {
   /** on_close names no stream: ends every viewer session of the client here. */
   async close(session: SessionId): Promise<number> {
     let ended = 0;
-    for (const r of this.rows<{ stream_key: string }>("SELECT stream_key FROM viewers WHERE service_id = ? AND client_id = ?", session.serviceId, session.clientId)) {
+    for (const r of this.tables.rows<{ stream_key: string }>("SELECT stream_key FROM viewers WHERE service_id = ? AND client_id = ?", session.serviceId, session.clientId)) {
       ended += this.endViewer(r.stream_key, session, { action: "on_close" });
     }
     return ended;
@@ -461,7 +400,7 @@ export class ViewerShard extends DurableObject<Env> {
    * server's viewers then stop holding slots the stream needs.
    */
   async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean, keep: number | "all" = 0): Promise<RecallAnswer> {
-    if (check && this.liveOf(streamKey) + this.suspendedOf(streamKey) > 0) await this.refreshLiveness(null);
+    if (check && this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0) await this.refreshLiveness(null);
     if (check) await this.endGhosts(streamKey);
     // Not behind this shard's one-message-at-a-time lock: the stream may be holding this shard's own
     // message while it waits for this answer. Safe without it: the answer carries a newer sequence number than any message in
@@ -472,14 +411,14 @@ export class ViewerShard extends DurableObject<Env> {
     // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push);
     // "all": a push of revocations, which leaves every slot.
     if (current?.maxViewers === null) lease.granted = 0;
-    else if (keep !== "all") lease.granted = Math.min(lease.granted, this.liveOf(streamKey) + keep);
+    else if (keep !== "all") lease.granted = Math.min(lease.granted, this.counts.live(streamKey) + keep);
     lease.seq++;
     // A push that leaves the slots (new revocations) says nothing about how full the stream is.
     if (keep !== "all") lease.tight = true;
     // A refused shard keeps its hold: the stream tells it when slots are free (slotsFree), else 50 shards
     // recalled at the cap would all ask again at once.
     this.storeLease(streamKey, lease);
-    return { seq: lease.seq, granted: lease.granted, live: this.liveOf(streamKey), suspended: this.suspendedOf(streamKey), place: this.place };
+    return { seq: lease.seq, granted: lease.granted, live: this.counts.live(streamKey), suspended: this.counts.suspended(streamKey), place: this.place };
   }
 
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
@@ -498,7 +437,7 @@ export class ViewerShard extends DurableObject<Env> {
     const state = (session: SessionId): SeatState => {
       if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
       if (!this.isViewing(streamKey, session)) return "gone";
-      return this.processes.get(session.serviceId)?.suspended ? "suspended" : "live";
+      return this.processes.isSuspended(session.serviceId) ? "suspended" : "live";
     };
     // A refusal is about to rest on the live ones: they may be ghosts of lost on_stop events, which the server's
     // SRS API no longer has (as for a publisher, or a viewer under a cap); else a viewer whose on_stop was lost
@@ -535,7 +474,7 @@ export class ViewerShard extends DurableObject<Env> {
    * before `before`. Returns them, for the kicks.
    */
   endRevoked(streamKey: string, sub: string | null, before: number): EndedViewer[] {
-    const rows = this.rows<{ service_id: string; client_id: string }>(
+    const rows = this.tables.rows<{ service_id: string; client_id: string }>(
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ? AND iat IS NOT NULL AND iat < ?${sub === null ? "" : " AND sub = ?"}`,
       ...(sub === null ? [streamKey, before] : [streamKey, before, sub]),
     );
@@ -547,7 +486,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** A stream's viewer sessions here with their viewer ids (GET /admin/streams/{app}/{stream}/viewers). */
   viewerSessions(streamKey: string, limit: number): ViewerSession[] {
-    return this.rows<{ sub: string; service_id: string; client_id: string; since: number }>(
+    return this.tables.rows<{ sub: string; service_id: string; client_id: string; since: number }>(
       "SELECT sub, service_id, client_id, since FROM viewers WHERE stream_key = ? ORDER BY sub, since LIMIT ?", streamKey, limit,
     ).map((r) => ({
       sub: r.sub === "" ? null : r.sub,
@@ -555,7 +494,7 @@ export class ViewerShard extends DurableObject<Env> {
       serviceId: r.service_id,
       clientId: r.client_id,
       since: new Date(r.since).toISOString(),
-      suspended: this.processes.get(r.service_id)?.suspended ?? false,
+      suspended: this.processes.isSuspended(r.service_id),
     }));
   }
 
@@ -568,9 +507,9 @@ export class ViewerShard extends DurableObject<Env> {
     const id = news.serviceId;
     let ended = 0;
     // Streams whose slots this notice may free: only those give back (a tight shard keeps the share a recall left it).
-    const touched = this.streamsOf(id);
+    const touched = this.counts.streamsOf(id);
     if (news.cutoff > 0) {
-      if (news.replaced) this.markReplaced(id);
+      if (news.replaced) this.processes.markReplaced(id);
       for (const streamKey of [...touched]) {
         const gone = this.sql.exec<{ client_id: string; sub: string; seat: number; since: number }>(
           "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat, since", streamKey, id, news.cutoff,
@@ -585,12 +524,12 @@ export class ViewerShard extends DurableObject<Env> {
           this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId: id, clientId: g.client_id })));
         }
         ended += n;
-        this.bump(streamKey, id, -n);
-        this.record(streamKey, "fence", "", "", "end", `ended ${n} viewer(s) of server ${this.serverId} (service ${id}): ${news.why}`);
+        this.counts.add(streamKey, id, -n);
+        this.log.record(streamKey, "fence", "", "", "end", `ended ${n} viewer(s) of server ${this.serverId} (service ${id}): ${news.why}`);
       }
       // The registry dropped its index entry for the process: its next viewer here is checked again.
-      this.forgetProcess(id);
-    } else if (this.processes.has(id)) {
+      this.processes.forget(id);
+    } else if (this.processes.knows(id)) {
       const p = this.processes.get(id)!;
       const wasSuspended = p.suspended;
       if (p.seq < news.seq) this.setSuspended(id, news.status !== "live", news.seq, news.why);
@@ -608,22 +547,22 @@ export class ViewerShard extends DurableObject<Env> {
       serverId: this.serverId,
       colo: this.place.colo,
       country: this.place.country,
-      viewers: this.liveOf(streamKey),
-      suspendedViewers: this.suspendedOf(streamKey),
+      viewers: this.counts.live(streamKey),
+      suspendedViewers: this.counts.suspended(streamKey),
       leased: this.leases.get(streamKey)?.granted ?? 0,
       viewerIds: this.viewerIdsOf(streamKey),
     };
   }
 
   private viewerIdsOf(streamKey: string): number[] {
-    const live = this.rows<{ sub: string; service_id: string }>("SELECT DISTINCT sub, service_id FROM viewers WHERE stream_key = ? AND sub != ''", streamKey)
-      .filter((r) => !this.processes.get(r.service_id)?.suspended);
+    const live = this.tables.rows<{ sub: string; service_id: string }>("SELECT DISTINCT sub, service_id FROM viewers WHERE stream_key = ? AND sub != ''", streamKey)
+      .filter((r) => !this.processes.isSuspended(r.service_id));
     return [...new Set(live.map((r) => viewerIdHash(r.sub)))];
   }
 
   /** This server's viewer usage of a stream in [from, to): open sessions of processes not suspended count up to now. */
   viewerUsage(streamKey: string, from: number, to: number): HourUsage[] {
-    const open = this.rows<{ since: number; service_id: string }>("SELECT since, service_id FROM viewers WHERE stream_key = ?", streamKey).filter((r) => !this.processes.get(r.service_id)?.suspended);
+    const open = this.tables.rows<{ since: number; service_id: string }>("SELECT since, service_id FROM viewers WHERE stream_key = ?", streamKey).filter((r) => !this.processes.isSuspended(r.service_id));
     return this.activity.usage.hours(streamKey, from, to, "viewer", open);
   }
 
@@ -638,16 +577,12 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   events(streamKey: string): StreamEvent[] {
-    this.flush();
-    return this.rows<{ at: number; action: string; client: string; ip: string; decision: string; reason: string }>(
-      "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
-    )
-      .map((e) => ({ ...e, server: this.serverId, at: new Date(e.at).toISOString(), decision: e.decision as StreamEvent["decision"] }));
+    return this.log.list(streamKey, this.serverId);
   }
 
   /** A stream's viewer sessions here (a deleted stream's viewers are kicked). */
   viewersOf(streamKey: string): { serviceId: string; clientId: string }[] {
-    return this.rows<{ service_id: string; client_id: string }>("SELECT service_id, client_id FROM viewers WHERE stream_key = ?", streamKey).map((r) => ({
+    return this.tables.rows<{ service_id: string; client_id: string }>("SELECT service_id, client_id FROM viewers WHERE stream_key = ?", streamKey).map((r) => ({
       serviceId: r.service_id,
       clientId: r.client_id,
     }));
@@ -655,7 +590,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** Ends a stream's viewers here by hand (all, or one client id's). */
   endSessions(streamKey: string, clientId: string | undefined, reason: string): EndedViewer[] {
-    const rows = this.rows<{ service_id: string; client_id: string }>(
+    const rows = this.tables.rows<{ service_id: string; client_id: string }>(
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ?${clientId === undefined ? "" : " AND client_id = ?"}`,
       ...(clientId === undefined ? [streamKey] : [streamKey, clientId]),
     );
@@ -665,17 +600,15 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** Ends up to `limit` viewer sessions of this server, whatever the stream; `remaining` says how many are left. */
   endAll(limit: number, reason: string): { ended: EndedViewer[]; remaining: number } {
-    const rows = this.rows<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit);
+    const rows = this.tables.rows<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit);
     for (const r of rows) this.endViewer(r.stream_key, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
-    const remaining = this.rows<{ n: number }>("SELECT COUNT(*) AS n FROM viewers")[0]?.n ?? 0;
+    const remaining = this.tables.rows<{ n: number }>("SELECT COUNT(*) AS n FROM viewers")[0]?.n ?? 0;
     return { ended: rows.map((r) => ({ streamKey: r.stream_key, serviceId: r.service_id, clientId: r.client_id })), remaining };
   }
 
   /** Every viewer session here, by stream (the admin server view counts them). */
   sessionCount(): number {
-    let n = 0;
-    for (const m of this.counts.values()) for (const c of m.values()) n += c;
-    return n;
+    return this.counts.total();
   }
 
   /** Background: gives back slots idle since LEASE_IDLE_MS, and checks suspended processes now and then. */
@@ -683,7 +616,7 @@ export class ViewerShard extends DurableObject<Env> {
     this.alarmAt = null;
     const now = Date.now();
     for (const [streamKey, lease] of this.leases) {
-      if (lease.granted > this.liveOf(streamKey) && now >= lease.lastAdmission + LEASE_IDLE_MS) {
+      if (lease.granted > this.counts.live(streamKey) && now >= lease.lastAdmission + LEASE_IDLE_MS) {
         await this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err));
       }
     }
@@ -694,8 +627,8 @@ export class ViewerShard extends DurableObject<Env> {
     // of it (the admin API asks the shards). A stream without viewers or slots here is left (its record
     // there goes: src/stream/leases.ts); the record of a shard with viewers stays, however long it is silent.
     for (const [streamKey, lease] of [...this.leases]) {
-      const live = this.liveOf(streamKey);
-      const suspended = this.suspendedOf(streamKey);
+      const live = this.counts.live(streamKey);
+      const suspended = this.counts.suspended(streamKey);
       const held = live + suspended;
       const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
       const changed = lease.told !== `${live}/${suspended}`;
@@ -703,11 +636,11 @@ export class ViewerShard extends DurableObject<Env> {
         await this.reportToStream(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
       }
     }
-    this.forgetReplaced(now);
-    const pending = [...this.leases].some(([k, l]) => l.granted > this.liveOf(k));
+    this.processes.forgetReplaced(now);
+    const pending = [...this.leases].some(([k, l]) => l.granted > this.counts.live(k));
     // A stream this shard could not leave (the message failed) is left at a later alarm: else an unlimited
     // stream, which forgets no shard for its silence, would keep its record for good.
-    const leaving = [...this.leases].some(([k, l]) => l.granted === 0 && this.liveOf(k) + this.suspendedOf(k) === 0);
+    const leaving = [...this.leases].some(([k, l]) => l.granted === 0 && this.counts.live(k) + this.counts.suspended(k) === 0);
     if (pending) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0 || leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
   }
@@ -719,7 +652,7 @@ export class ViewerShard extends DurableObject<Env> {
    */
   private async endGhosts(streamKey: string): Promise<number> {
     if (!this.ghosts.enabled || !this.serverId) return 0;
-    const total = this.liveOf(streamKey);
+    const total = this.counts.live(streamKey);
     if (total === 0) return 0;
     const offset = (this.ghostCursor.get(streamKey) ?? 0) % total;
     const rows = this.sql
@@ -727,7 +660,7 @@ export class ViewerShard extends DurableObject<Env> {
         "SELECT service_id, client_id FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, GHOSTS_PER_CHECK, offset,
       )
       .toArray()
-      .filter((r) => !this.processes.get(r.service_id)?.suspended);
+      .filter((r) => !this.processes.isSuspended(r.service_id));
     this.ghostCursor.set(streamKey, offset + GHOSTS_PER_CHECK);
     const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id })));
     let ended = 0;
@@ -747,28 +680,24 @@ export class ViewerShard extends DurableObject<Env> {
    */
   private async knowProcess(session: SessionId): Promise<boolean> {
     const id = session.serviceId;
-    if (this.replaced.has(id)) return false;
+    if (this.processes.isReplaced(id)) return false;
     const p = this.processes.get(id);
     if (p && !p.suspended) {
-      if (this.mayThinkSilent(id)) await this.speakFor(session, "start");
-      return !this.replaced.has(id);
+      if (this.processes.mayThinkSilent(id, serverTimeoutMs(this.env))) await this.speakFor(session, "start");
+      return !this.processes.isReplaced(id);
     }
     if (p) {
       await this.refreshLiveness(session);
     } else {
       await this.speakFor(session, "start");
-      if (this.replaced.has(id)) return false;
-      if (!this.processes.has(id)) {
-        this.processes.set(id, { suspended: false, seq: -1 });
-        this.prepare();
-        this.sql.exec("INSERT OR REPLACE INTO processes (service_id, suspended, seq) VALUES (?, 0, -1)", id);
-      }
+      if (this.processes.isReplaced(id)) return false;
+      this.processes.add(id);
       // A new process of a server whose other processes are known here may be its restart (by this very hook,
       // on a server without heartbeats): the shard learns at once which it replaced, whose viewers end and
       // whose late hooks are refused (4006), also if they hold no viewers here (a refused one, a stopped one).
-      if ([...this.processes.keys()].some((other) => other !== id)) await this.refreshLiveness(session);
+      if (this.processes.ids().some((other) => other !== id)) await this.refreshLiveness(session);
     }
-    if (this.replaced.has(id)) return false;
+    if (this.processes.isReplaced(id)) return false;
     const now = this.processes.get(id);
     if (now?.suspended) this.setSuspended(id, false, now.seq - 1, "its server is heard from again");
     return true;
@@ -781,23 +710,8 @@ export class ViewerShard extends DurableObject<Env> {
    */
   private async speakFor(session: SessionId, kind: "start" | "stop"): Promise<void> {
     const answer = await nested("registry", () => serverRegistry(this.env, session.serverId), (r) => r.shardHeard(session.serverId, session.serviceId, kind));
-    this.heard.set(session.serviceId, { lastHeartbeat: answer.lastHeartbeat, at: Date.now() });
-    if (answer.epoch === "retired") this.markReplaced(session.serviceId);
-  }
-
-  /**
-   * Could the registry take this process's server for silent? Only if, by
-   * what the shard last heard, no heartbeat came for SERVER_TIMEOUT_S. A
-   * viewer hook then speaks for the process (at most once per SERVER_TIMEOUT_S:
-   * the answer tells the newest heartbeat). A server that sent none by then
-   * may have sent its first since, and fallen silent SERVER_TIMEOUT_S later:
-   * its hooks speak at most once per SERVER_TIMEOUT_S too (else a hook of it,
-   * arriving before the registry's notice of that silence, did not bring it back).
-   */
-  private mayThinkSilent(serviceId: string): boolean {
-    const h = this.heard.get(serviceId);
-    if (!h) return true;
-    return Date.now() - (h.lastHeartbeat ?? h.at) >= serverTimeoutMs(this.env);
+    this.processes.heardFrom(session.serviceId, answer.lastHeartbeat);
+    if (answer.epoch === "retired") this.processes.markReplaced(session.serviceId);
   }
 
   /** Asks the registry where this server's processes stand; shared by the hooks that arrive meanwhile. */
@@ -814,7 +728,7 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   private async askRegistryLiveness(witness: SessionId | null): Promise<void> {
-    const processes = [...this.processes.keys()].map((serviceId) => ({ serverId: this.serverId, serviceId }));
+    const processes = this.processes.ids().map((serviceId) => ({ serverId: this.serverId, serviceId }));
     if (processes.length === 0 || !this.serverId) return;
     try {
       const answers = await withRetry(
@@ -828,46 +742,20 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
+  /** Stores a process's status; a change is a line in the log of each stream it has viewers of. */
   private setSuspended(id: string, suspended: boolean, seq: number, why: string): void {
-    const p = this.processes.get(id)!;
-    const changed = p.suspended !== suspended;
-    p.suspended = suspended;
-    p.seq = seq;
-    this.sql.exec("UPDATE processes SET suspended = ?, seq = ? WHERE service_id = ?", suspended ? 1 : 0, seq, id);
-    if (!changed) return;
-    for (const streamKey of this.streamsOf(id)) {
-      const n = this.countsOf(streamKey).get(id) ?? 0;
+    if (!this.processes.setSuspended(id, suspended, seq)) return;
+    for (const streamKey of this.counts.streamsOf(id)) {
+      const n = this.counts.ofProcess(streamKey, id);
       const what = suspended ? "suspended" : "count again";
-      this.record(streamKey, suspended ? "suspend" : "resume", "", "", suspended ? "suspend" : "resume", `${n} viewer(s) of server ${this.serverId} (service ${id}) ${what}: ${why}`);
+      this.log.record(streamKey, suspended ? "suspend" : "resume", "", "", suspended ? "suspend" : "resume", `${n} viewer(s) of server ${this.serverId} (service ${id}) ${what}: ${why}`);
     }
-  }
-
-  private markReplaced(id: string): void {
-    if (!this.replaced.has(id)) {
-      this.replaced.add(id);
-      this.prepare();
-      const now = Date.now();
-      this.sql.exec("INSERT OR REPLACE INTO replaced (service_id, at) VALUES (?, ?)", id, now);
-      this.forgetReplaced(now);
-    }
-  }
-
-  /** A replaced process cannot speak for long (its late hooks are in flight); a day later its entry is only clutter. */
-  private forgetReplaced(now: number): void {
-    if (!this.ready) return;
-    for (const r of this.sql.exec<{ service_id: string }>("DELETE FROM replaced WHERE at < ? RETURNING service_id", now - REPLACED_KEPT_MS)) {
-      this.replaced.delete(r.service_id);
-    }
-  }
-
-  private forgetProcess(id: string): void {
-    if (this.processes.delete(id)) this.sql.exec("DELETE FROM processes WHERE service_id = ?", id);
   }
 
   // --- leases --------------------------------------------------------------------------------
 
   private hasSlot(streamKey: string): boolean {
-    return this.liveOf(streamKey) < (this.leases.get(streamKey)?.granted ?? 0);
+    return this.counts.live(streamKey) < (this.leases.get(streamKey)?.granted ?? 0);
   }
 
   /** The stream's policy for this stream, from the cache (changes are pushed; read again after POLICY_TTL_MS) or the stream. */
@@ -900,7 +788,7 @@ export class ViewerShard extends DurableObject<Env> {
   private async giveBack(streamKey: string): Promise<void> {
     await this.exclusive(streamKey, async () => {
       const lease = this.leaseOf(streamKey);
-      const live = this.liveOf(streamKey);
+      const live = this.counts.live(streamKey);
       if (lease.granted <= live) return;
       // Shrinks here first (stored), then tells the stream: never above the stream's record.
       lease.granted = live;
@@ -914,7 +802,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   private giveBackIfTight(streamKey: string): void {
     const lease = this.leases.get(streamKey);
-    if (lease?.tight && lease.granted > this.liveOf(streamKey)) {
+    if (lease?.tight && lease.granted > this.counts.live(streamKey)) {
       this.ctx.waitUntil(this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err)));
     }
   }
@@ -923,7 +811,7 @@ export class ViewerShard extends DurableObject<Env> {
   private coverHealed(): void {
     for (const [streamKey, lease] of this.leases) {
       const policy = this.policies.get(streamKey)?.policy;
-      if (policy?.maxViewers != null && this.liveOf(streamKey) > lease.granted) {
+      if (policy?.maxViewers != null && this.counts.live(streamKey) > lease.granted) {
         this.ctx.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("healed viewers not reported", streamKey, err)));
       }
     }
@@ -943,8 +831,8 @@ export class ViewerShard extends DurableObject<Env> {
       serverId: this.serverId,
       seq: lease.seq,
       granted: lease.granted,
-      live: this.liveOf(streamKey),
-      suspended: this.suspendedOf(streamKey),
+      live: this.counts.live(streamKey),
+      suspended: this.counts.suspended(streamKey),
       want,
       place: this.place,
     };
@@ -969,13 +857,13 @@ export class ViewerShard extends DurableObject<Env> {
       lease.granted = answer.granted;
       this.storeLease(streamKey, lease);
     }
-    if (lease.granted > this.liveOf(streamKey)) this.armAlarm(Date.now() + LEASE_IDLE_MS);
+    if (lease.granted > this.counts.live(streamKey)) this.armAlarm(Date.now() + LEASE_IDLE_MS);
     const empty = (x: { granted: number; live: number; suspended: number }) => x.granted === 0 && x.live === 0 && x.suspended === 0;
-    if (want === 0 && empty(report) && empty({ granted: lease.granted, live: this.liveOf(streamKey), suspended: this.suspendedOf(streamKey) })) {
+    if (want === 0 && empty(report) && empty({ granted: lease.granted, live: this.counts.live(streamKey), suspended: this.counts.suspended(streamKey) })) {
       // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.
       this.policies.delete(streamKey);
       this.leases.delete(streamKey);
-      if (this.ready) this.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
+      if (this.tables.ready) this.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
     }
     return true;
   }
@@ -994,7 +882,7 @@ export class ViewerShard extends DurableObject<Env> {
   private leaseOf(streamKey: string): Lease {
     let lease = this.leases.get(streamKey);
     if (!lease) {
-      const row = this.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
+      const row = this.tables.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
       lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" };
       this.leases.set(streamKey, lease);
     }
@@ -1023,7 +911,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
     if (this.seatedStreams.has(streamKey)) return;
     this.seatedStreams.add(streamKey);
-    const rows = this.rows<{ service_id: string; client_id: string; sub: string }>(
+    const rows = this.tables.rows<{ service_id: string; client_id: string; sub: string }>(
       "SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey,
     );
     if (rows.length === 0) return;
@@ -1059,50 +947,15 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   private hasLeaseRow(streamKey: string): boolean {
-    return this.rows("SELECT 1 AS x FROM leases WHERE stream_key = ?", streamKey).length > 0;
+    return this.tables.rows("SELECT 1 AS x FROM leases WHERE stream_key = ?", streamKey).length > 0;
   }
 
   private storeLease(streamKey: string, lease: Lease): void {
-    this.prepare();
+    this.tables.prepare();
     this.sql.exec("INSERT OR REPLACE INTO leases (stream_key, granted, seq) VALUES (?, ?, ?)", streamKey, lease.granted, lease.seq);
   }
 
   // --- counting ---------------------------------------------------------------------------------
-
-  private countsOf(streamKey: string): Map<string, number> {
-    let m = this.counts.get(streamKey);
-    if (!m) {
-      m = new Map();
-      this.counts.set(streamKey, m);
-    }
-    return m;
-  }
-
-  private bump(streamKey: string, serviceId: string, by: number): void {
-    const m = this.countsOf(streamKey);
-    const n = (m.get(serviceId) ?? 0) + by;
-    if (n > 0) m.set(serviceId, n);
-    else m.delete(serviceId);
-    this.activity.usage.held(streamKey, total(m));
-    this.flushSoon();
-    if (m.size === 0) this.counts.delete(streamKey);
-  }
-
-  private liveOf(streamKey: string): number {
-    let n = 0;
-    for (const [id, c] of this.counts.get(streamKey) ?? []) if (!this.processes.get(id)?.suspended) n += c;
-    return n;
-  }
-
-  private suspendedOf(streamKey: string): number {
-    let n = 0;
-    for (const [id, c] of this.counts.get(streamKey) ?? []) if (this.processes.get(id)?.suspended) n += c;
-    return n;
-  }
-
-  private streamsOf(serviceId: string): string[] {
-    return [...this.counts].filter(([, m]) => (m.get(serviceId) ?? 0) > 0).map(([k]) => k);
-  }
 
   /**
    * The client is a live or suspended viewer here, of any stream: a refused client's kick is dropped
@@ -1110,11 +963,11 @@ export class ViewerShard extends DurableObject<Env> {
    * stream; SRS's API names a client by id alone). A scan of this server's viewers, for kicks only.
    */
   holdsClient(serviceId: string, clientId: string): boolean {
-    return this.rows("SELECT 1 AS x FROM viewers WHERE service_id = ? AND client_id = ? LIMIT 1", serviceId, clientId).length > 0;
+    return this.tables.rows("SELECT 1 AS x FROM viewers WHERE service_id = ? AND client_id = ? LIMIT 1", serviceId, clientId).length > 0;
   }
 
   private isViewing(streamKey: string, session: SessionId): boolean {
-    return this.rows("SELECT 1 AS x FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId).length > 0;
+    return this.tables.rows("SELECT 1 AS x FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId).length > 0;
   }
 
   // --- the rest ---------------------------------------------------------------------------------
@@ -1124,7 +977,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (!this.hasMeta) {
       this.hasMeta = true;
       this.serverId = serverId;
-      this.prepare();
+      this.tables.prepare();
       this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('server_id', ?)", serverId);
     }
     if (place.colo && (place.colo !== this.place.colo || place.country !== this.place.country)) {
@@ -1133,13 +986,12 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
-
   private logged(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
     // Never a refusal for a session live here: a repeat of an admitted on_play (see decide).
     if (!decision.allow && this.isViewing(streamKey, session)) decision = { allow: true, admit: false };
     const viewer = sub ? ` (viewer ${sub})` : "";
     const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
-    this.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
+    this.log.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
     return decision;
   }
 
@@ -1149,52 +1001,11 @@ export class ViewerShard extends DurableObject<Env> {
     return this.logged(req.streamKey, req.session, req.ip, { allow: true, admit: false }, subOf(req));
   }
 
-  /** A ring of LOG_KEPT decisions per stream: a line replaces the oldest when flush() writes it. */
-  private record(streamKey: string, action: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
-    const next = this.logNext.get(streamKey) ?? { slot: 0, seq: 0 };
-    this.unwrittenLog.push([streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason]);
-    this.logNext.set(streamKey, { slot: (next.slot + 1) % LOG_KEPT, seq: next.seq + 1 });
-    this.flushSoon();
-  }
-
-  /** Lines or usage peaks wait: written FLUSH_AFTER_MS from now, or now if FLUSH_AT_LINES lines wait. */
-  private flushSoon(): void {
-    if (this.unwrittenLog.length >= FLUSH_AT_LINES) this.flush();
-    else if (this.flushTimer === null) this.flushTimer = setTimeout(() => this.flush(), FLUSH_AFTER_MS);
-  }
-
-  /** Writes the decision-log lines and usage peaks waiting in memory (see FLUSH_AFTER_MS). */
-  private flush(): void {
-    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
-    this.flushTimer = null;
-    const rows = this.unwrittenLog;
-    this.unwrittenLog = [];
-    try {
-      if (rows.length > 0) {
-        this.prepare();
-        // A ring: a line replaces the one LOG_KEPT lines older in its slot (rows in order, so the newest wins).
-        insertRows(this.sql, "INSERT OR REPLACE INTO events (stream_key, slot, seq, at, action, client, ip, decision, reason) VALUES", "", rows);
-      }
-      this.activity.usage.flush();
-    } catch (err) {
-      logError("decision log or usage peaks not written", "", err);
-      // Usage rows of a failed flush wait for the next (a few tries: UsageBook.flush).
-      if (this.activity.usage.waiting) this.flushSoon();
-    }
-  }
-
   private armAlarm(at: number): void {
     if (this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
   }
-}
-
-/** The viewers of a stream held here, live and suspended, from its count per process. */
-function total(byProcess: Map<string, number>): number {
-  let n = 0;
-  for (const c of byProcess.values()) n += c;
-  return n;
 }
 
 /** The viewer id of the play's token, if it has a valid one. */

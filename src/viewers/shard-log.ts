@@ -1,0 +1,88 @@
+/**
+ * A viewer shard's decision log: a ring of LOG_KEPT decisions per stream,
+ * written behind. Lines (and the usage peaks of src/usage/book.ts, flushed
+ * with them) wait in memory at most FLUSH_AFTER_MS, or until FLUSH_AT_LINES
+ * lines wait, and are then written in a few multi-row statements: one
+ * statement per on_play (its session row), two per on_stop (the row and its
+ * viewer time), instead of four or five. A crash loses at most those lines
+ * and peaks, never a session, an admission or viewer time. Every read of
+ * them flushes first.
+ */
+import type { StreamEvent } from "../stream/decision-log";
+import { insertRows } from "../usage/book";
+import type { ShardTables } from "./tables";
+
+/** Decisions kept per stream in a shard's log. */
+const LOG_KEPT = 100;
+const FLUSH_AFTER_MS = 1_000;
+const FLUSH_AT_LINES = 500;
+
+/** What is written with the log's lines (the usage book's waiting peaks). */
+interface WrittenAlong {
+  flush(): void;
+  readonly waiting: boolean;
+}
+
+export class ShardLog {
+  private next = new Map<string, { slot: number; seq: number }>();
+  private unwritten: SqlStorageValue[][] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    private tables: ShardTables,
+    private along: WrittenAlong,
+  ) {}
+
+  /** Where each stream's ring goes on (the tables exist). */
+  load(): void {
+    for (const r of this.tables.sql.exec<{ stream_key: string; slot: number; seq: number }>(
+      "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
+    )) {
+      this.next.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
+    }
+  }
+
+  /** A line replaces the oldest of the stream's ring when flush() writes it. */
+  record(streamKey: string, action: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
+    const next = this.next.get(streamKey) ?? { slot: 0, seq: 0 };
+    this.unwritten.push([streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason]);
+    this.next.set(streamKey, { slot: (next.slot + 1) % LOG_KEPT, seq: next.seq + 1 });
+    this.flushSoon();
+  }
+
+  /** Lines or usage peaks wait: written FLUSH_AFTER_MS from now, or now if FLUSH_AT_LINES lines wait. */
+  flushSoon(): void {
+    if (this.unwritten.length >= FLUSH_AT_LINES) this.flush();
+    else if (this.timer === null) this.timer = setTimeout(() => this.flush(), FLUSH_AFTER_MS);
+  }
+
+  /** Writes the decision-log lines and usage peaks waiting in memory. */
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const rows = this.unwritten;
+    this.unwritten = [];
+    try {
+      if (rows.length > 0) {
+        this.tables.prepare();
+        // A ring: a line replaces the one LOG_KEPT lines older in its slot (rows in order, so the newest wins).
+        insertRows(this.tables.sql, "INSERT OR REPLACE INTO events (stream_key, slot, seq, at, action, client, ip, decision, reason) VALUES", "", rows);
+      }
+      this.along.flush();
+    } catch (err) {
+      console.error(JSON.stringify({ error: "decision log or usage peaks not written", stream: "", detail: String(err) }));
+      // Usage rows of a failed flush wait for the next (a few tries: UsageBook.flush).
+      if (this.along.waiting) this.flushSoon();
+    }
+  }
+
+  /** A stream's decisions here, newest first. */
+  list(streamKey: string, serverId: string): StreamEvent[] {
+    this.flush();
+    return this.tables
+      .rows<{ at: number; action: string; client: string; ip: string; decision: string; reason: string }>(
+        "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
+      )
+      .map((e) => ({ ...e, server: serverId, at: new Date(e.at).toISOString(), decision: e.decision as StreamEvent["decision"] }));
+  }
+}

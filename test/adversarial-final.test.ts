@@ -24,7 +24,7 @@ const storedVersion = (s: string) =>
 const pendingRows = (s: string) =>
   runInDurableObject(streamStub(s), async (_o: StreamObject, st: DurableObjectState) => st.storage.sql.exec("SELECT version, whole FROM push_pending").toArray() as { version: number; whole: number }[]);
 const shardPolicy = (edge: Edge, s: string) =>
-  runInDurableObject(shardStub(edge), async (o: ViewerShard) => (o as any).policies.get(key(s)) as { policy: any; version: number } | undefined);
+  runInDurableObject(shardStub(edge), async (o: ViewerShard) => (o as any).leases.policies.get(key(s)) as { policy: any; version: number } | undefined);
 const tablesOf = (stub: any) =>
   runInDurableObject(stub, async (_o: unknown, st: DurableObjectState) => ({
     tables: st.storage.sql.exec("SELECT name FROM sqlite_master").toArray().length,

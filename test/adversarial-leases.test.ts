@@ -375,9 +375,9 @@ describe("probes that held", () => {
     for (let i = 0; i < 30; i++) expect((await viewer(uniqueStream("junk"), e, `junk${String(i).padStart(4, "0")}`)).body.code).toBe(4001);
     await flushShard(e);
     const kept = await runInDurableObject(shardStub(e), async (shard: ViewerShard, state: DurableObjectState) => ({
-      leases: (shard as any).leases.size,
-      policies: (shard as any).policies.size,
-      locks: (shard as any).locks.size,
+      leases: (shard as any).leases.leases.size,
+      policies: (shard as any).leases.policies.size,
+      locks: (shard as any).leases.locks.size,
       rows: state.storage.sql.exec("SELECT 1 FROM leases").toArray().length,
       events: state.storage.sql.exec("SELECT DISTINCT stream_key FROM events").toArray().length,
     }));

@@ -5,7 +5,7 @@ import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry"
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { withRetry, withTimeout } from "../platform/retry";
 import { serverRegistry, viewerShard } from "../object-access";
-import type { Role, SessionId } from "../srs/hook";
+import type { SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import { streamKey, type StreamName } from "./name";

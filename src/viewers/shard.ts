@@ -11,25 +11,13 @@ import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
 import type { SeatAnswer, SeatState } from "./seats";
-import {
-  WAIT_HOLD_MS,
-  LEASE_IDLE_MS,
-  POLICY_TTL_MS,
-  VIEWER_SHARD_ENTRY,
-  isRevoked,
-  leaseWant,
-  viewerIdHash,
-  type LeaseAnswer,
-  type LeaseReport,
-  type Place,
-  type RecallAnswer,
-  type ViewerPolicy,
-} from "./lease";
+import { LEASE_IDLE_MS, isRevoked, viewerIdHash, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
 import { fenceEnd, ShardActivity } from "../usage/shard-activity";
 import type { HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
 import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
+import { ShardLeases } from "./shard-leases";
 import { ShardTables } from "./tables";
 
 /** A viewer session ended here, as the admin API answers it. */
@@ -83,25 +71,8 @@ export interface EndCause {
   voidHook?: string;
 }
 
-interface Lease {
-  granted: number;
-  seq: number;
-  tight: boolean;
-  /** Refused for want of slots: no new request to the stream before this (0: none), unless told that slots are free. */
-  fullUntil: number;
-  /** slotsFree calls received: one arriving while a refused message is on its way back voids that refusal's hold. */
-  wakes: number;
-  lastAdmission: number;
-  /** When the shard last sent the stream a message. */
-  lastMessage: number;
-  /** The viewers, live and suspended, the stream last heard of from here ("" after a restart: unknown). */
-  told: string;
-}
-
 /** A seat object's question waits at most this long for the SRS API's word on ghosts (it gives up at 2 s). */
 const GHOST_WAIT_MS = 1_500;
-/** A capped stream whose viewers here changed hears from the shard at most this often, besides lease messages. */
-const REPORT_EVERY_MS = 5 * 60_000;
 
 /**
  * The viewer shard of one SRS server: it admits and ends that server's viewers
@@ -131,10 +102,7 @@ export class ViewerShard extends DurableObject<Env> {
   private processes: ShardProcesses;
   private counts: ViewerCounts;
   private log: ShardLog;
-  private leases = new Map<string, Lease>();
-  private policies = new Map<string, { policy: ViewerPolicy | null; version: number; at: number }>();
-  /** One lease message per stream at a time. */
-  private locks = new Map<string, Promise<unknown>>();
+  private leases: ShardLeases;
   private round: Promise<void> | null = null;
   private voidHooks = new VoidedHooks();
   /**
@@ -158,6 +126,16 @@ export class ViewerShard extends DurableObject<Env> {
     this.activity = new ShardActivity(this.sql, env, ctx);
     this.processes = new ShardProcesses(this.tables);
     this.log = new ShardLog(this.tables, this.activity.usage);
+    this.leases = new ShardLeases(env, this.tables, {
+      counts: {
+        live: (streamKey) => this.counts.live(streamKey),
+        suspended: (streamKey) => this.counts.suspended(streamKey),
+      },
+      whereabouts: () => ({ serverId: this.serverId, place: this.place }),
+      armAlarm: (at) => this.armAlarm(at),
+      policyChanged: (streamKey, policy) => this.seatUnseated(streamKey, policy),
+      waitUntil: (work) => ctx.waitUntil(work),
+    });
     this.counts = new ViewerCounts(
       (id) => this.processes.isSuspended(id),
       (streamKey, held) => {
@@ -186,9 +164,7 @@ export class ViewerShard extends DurableObject<Env> {
     )) {
       this.counts.set(r.stream_key, r.service_id, r.n);
     }
-    for (const r of this.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
-      this.leases.set(r.stream_key, { granted: r.granted, seq: r.seq, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" });
-    }
+    this.leases.load();
     this.log.load();
     // Usage peaks not flushed before the restart: the counts held now hold from now on.
     this.activity.usage.reconcile(this.counts.held());
@@ -229,7 +205,7 @@ export class ViewerShard extends DurableObject<Env> {
     try {
       for (let round = 1; ; round++) {
         // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
-        const policy = await this.policyOf(streamKey);
+        const policy = await this.leases.policyOf(streamKey);
         if (!policy) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         this.identify(session.serverId, req.place);
         if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
@@ -240,21 +216,21 @@ export class ViewerShard extends DurableObject<Env> {
           const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
           if (!refusal.allow) return refusal;
           // The stream no longer asks for tokens: the cached policy was stale.
-          this.policies.delete(streamKey);
+          this.leases.forgetPolicy(streamKey);
           if (round < 3) continue;
           return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         }
         const refused = this.viewerRefusal(policy, req);
         if (refused) return this.logged(streamKey, session, ip, { allow: false, denial: refused }, sub);
-        if (policy.maxViewers !== null && !this.hasSlot(streamKey)) {
+        if (policy.maxViewers !== null && !this.leases.hasSlot(streamKey)) {
           const again = this.repeat(req);
           if (again) return again;
-          await this.askForSlots(streamKey);
+          await this.leases.askForSlots(streamKey);
           // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
-          if (this.policies.get(streamKey)?.policy?.maxViewers != null && !this.hasSlot(streamKey)) await this.endGhosts(streamKey);
+          if (this.leases.policy(streamKey)?.maxViewers != null && !this.leases.hasSlot(streamKey)) await this.endGhosts(streamKey);
         }
         const limit = seatLimit(policy, sub);
-        if (limit !== null && !seated && (policy.maxViewers === null || this.hasSlot(streamKey))) {
+        if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey))) {
           const again = this.repeat(req);
           if (again) return again;
           // A viewer id with a session limit: the seats object counts its sessions on every edge.
@@ -274,7 +250,7 @@ export class ViewerShard extends DurableObject<Env> {
         }
         // From here to the write everything is synchronous, so no other message interleaves: the checks
         // again, on the state as it is now (a policy pushed, a restart's notice, a voided hook, meanwhile).
-        const now = this.policies.get(streamKey)?.policy;
+        const now = this.leases.policy(streamKey);
         if (!now) {
           if (round < 3) continue; // left meanwhile (no viewers here): read again
           return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
@@ -288,9 +264,9 @@ export class ViewerShard extends DurableObject<Env> {
           !this.processes.knows(session.serviceId) ||
           (now.playAuth === "token" && !req.token.ok) ||
           (now.maxViewers !== null && policy.maxViewers === null) ||
-          (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.hasSlot(streamKey)));
+          (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.leases.hasSlot(streamKey)));
         if (changed && round < 3) continue;
-        if (now.maxViewers !== null && !this.hasSlot(streamKey)) {
+        if (now.maxViewers !== null && !this.leases.hasSlot(streamKey)) {
           const decision = this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
           if (!decision.allow) this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
           return decision;
@@ -308,8 +284,7 @@ export class ViewerShard extends DurableObject<Env> {
         if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         admitted = true;
         this.counts.add(streamKey, session.serviceId, 1);
-        const lease = this.leases.get(streamKey);
-        if (lease) lease.lastAdmission = at;
+        this.leases.admitted(streamKey, at);
         this.armAlarm(at + LEASE_IDLE_MS);
         return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
       }
@@ -378,7 +353,7 @@ export class ViewerShard extends DurableObject<Env> {
     const viewer = removed[0].sub ? ` (viewer ${removed[0].sub})` : "";
     this.log.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", (cause.reason ?? "session ended") + viewer);
     if (removed[0].seat === 1) this.releaseSeats(streamKey, removed[0].sub, [{ ...session, serverId: this.serverId || session.serverId }]);
-    if (!keepSlot) this.giveBackIfTight(streamKey);
+    if (!keepSlot) this.leases.giveBackIfTight(streamKey);
     return removed.length;
   }
 
@@ -402,32 +377,12 @@ export class ViewerShard extends DurableObject<Env> {
   async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean, keep: number | "all" = 0): Promise<RecallAnswer> {
     if (check && this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0) await this.refreshLiveness(null);
     if (check) await this.endGhosts(streamKey);
-    // Not behind this shard's one-message-at-a-time lock: the stream may be holding this shard's own
-    // message while it waits for this answer. Safe without it: the answer carries a newer sequence number than any message in
-    // flight, so the stream applies whichever is newer and the shard ignores the older message's answer.
-    this.setPolicy(streamKey, policy, version);
-    const current = this.policies.get(streamKey)!.policy;
-    const lease = this.leaseOf(streamKey);
-    // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push);
-    // "all": a push of revocations, which leaves every slot.
-    if (current?.maxViewers === null) lease.granted = 0;
-    else if (keep !== "all") lease.granted = Math.min(lease.granted, this.counts.live(streamKey) + keep);
-    lease.seq++;
-    // A push that leaves the slots (new revocations) says nothing about how full the stream is.
-    if (keep !== "all") lease.tight = true;
-    // A refused shard keeps its hold: the stream tells it when slots are free (slotsFree), else 50 shards
-    // recalled at the cap would all ask again at once.
-    this.storeLease(streamKey, lease);
-    return { seq: lease.seq, granted: lease.granted, live: this.counts.live(streamKey), suspended: this.counts.suspended(streamKey), place: this.place };
+    return this.leases.recalled(streamKey, policy, version, keep);
   }
 
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
   slotsFree(streamKey: string): void {
-    const lease = this.leases.get(streamKey);
-    if (lease) {
-      lease.fullUntil = 0;
-      lease.wakes++;
-    }
+    this.leases.slotsFree(streamKey);
   }
 
   // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
@@ -535,8 +490,8 @@ export class ViewerShard extends DurableObject<Env> {
       if (p.seq < news.seq) this.setSuspended(id, news.status !== "live", news.seq, news.why);
       if (wasSuspended || !p.suspended) touched.length = 0;
     }
-    for (const streamKey of touched) this.giveBackIfTight(streamKey);
-    this.coverHealed();
+    for (const streamKey of touched) this.leases.giveBackIfTight(streamKey);
+    this.leases.coverHealed();
     return ended;
   }
 
@@ -549,7 +504,7 @@ export class ViewerShard extends DurableObject<Env> {
       country: this.place.country,
       viewers: this.counts.live(streamKey),
       suspendedViewers: this.counts.suspended(streamKey),
-      leased: this.leases.get(streamKey)?.granted ?? 0,
+      leased: this.leases.granted(streamKey),
       viewerIds: this.viewerIdsOf(streamKey),
     };
   }
@@ -615,34 +570,14 @@ export class ViewerShard extends DurableObject<Env> {
   async alarm(): Promise<void> {
     this.alarmAt = null;
     const now = Date.now();
-    for (const [streamKey, lease] of this.leases) {
-      if (lease.granted > this.counts.live(streamKey) && now >= lease.lastAdmission + LEASE_IDLE_MS) {
-        await this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err));
-      }
-    }
+    await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refreshLiveness(null);
-    // A capped stream whose viewers here changed since it last heard hears from the shard now and then (its
-    // record of this shard, which lease grants count on, stays fresh); an unlimited stream counts on nothing
-    // of it (the admin API asks the shards). A stream without viewers or slots here is left (its record
-    // there goes: src/stream/leases.ts); the record of a shard with viewers stays, however long it is silent.
-    for (const [streamKey, lease] of [...this.leases]) {
-      const live = this.counts.live(streamKey);
-      const suspended = this.counts.suspended(streamKey);
-      const held = live + suspended;
-      const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
-      const changed = lease.told !== `${live}/${suspended}`;
-      if ((held > 0 && capped && changed && now - lease.lastMessage >= REPORT_EVERY_MS) || (held === 0 && lease.granted === 0)) {
-        await this.reportToStream(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
-      }
-    }
+    await this.leases.reportChanged(now);
     this.processes.forgetReplaced(now);
-    const pending = [...this.leases].some(([k, l]) => l.granted > this.counts.live(k));
-    // A stream this shard could not leave (the message failed) is left at a later alarm: else an unlimited
-    // stream, which forgets no shard for its silence, would keep its record for good.
-    const leaving = [...this.leases].some(([k, l]) => l.granted === 0 && this.counts.live(k) + this.counts.suspended(k) === 0);
-    if (pending) this.armAlarm(now + LEASE_IDLE_MS);
-    else if (this.sessionCount() > 0 || leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
+    const work = this.leases.pendingWork();
+    if (work.idle) this.armAlarm(now + LEASE_IDLE_MS);
+    else if (this.sessionCount() > 0 || work.leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
   }
 
   /**
@@ -752,150 +687,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
-  // --- leases --------------------------------------------------------------------------------
-
-  private hasSlot(streamKey: string): boolean {
-    return this.counts.live(streamKey) < (this.leases.get(streamKey)?.granted ?? 0);
-  }
-
-  /** The stream's policy for this stream, from the cache (changes are pushed; read again after POLICY_TTL_MS) or the stream. */
-  private async policyOf(streamKey: string): Promise<ViewerPolicy | null> {
-    const cached = this.policies.get(streamKey);
-    if (cached && cached.policy !== null && Date.now() - cached.at < POLICY_TTL_MS) return cached.policy;
-    // Asking anyway: a capped stream's first slots come with the policy (an unlimited stream ignores `want`).
-    await this.reportToStream(streamKey, this.hasSlot(streamKey) ? 0 : leaseWant(this.leases.get(streamKey)?.granted ?? 0));
-    return this.policies.get(streamKey)?.policy ?? null;
-  }
-
-  /** The lease is used up: asks for more, once for all the hooks waiting (a second caller finds slots, or the hold). */
-  private async askForSlots(streamKey: string): Promise<void> {
-    const lease = this.leaseOf(streamKey);
-    if (Date.now() < lease.fullUntil) return;
-    await this.exclusive(streamKey, async () => {
-      if (this.hasSlot(streamKey) || Date.now() < lease.fullUntil) return;
-      const wakes = lease.wakes;
-      // A recall that reached this shard while the answer was on its way voids the answer (its grant taken
-      // back); the stream did not count this shard as waiting then, so no hold: the next viewer asks again.
-      const heard = await this.sendLeaseReport(streamKey, leaseWant(lease.granted));
-      // Refused: the stream keeps this shard among those waiting, checks for slots itself (ghosts of silent
-      // servers, slots unused elsewhere) and says when some are free; asking again meanwhile would only
-      // cost it a call per waiting edge. The hold is there in case that word is lost.
-      if (!this.hasSlot(streamKey) && heard && lease.wakes === wakes) lease.fullUntil = Date.now() + WAIT_HOLD_MS;
-    });
-  }
-
-  /** Gives back every slot no live viewer uses. */
-  private async giveBack(streamKey: string): Promise<void> {
-    await this.exclusive(streamKey, async () => {
-      const lease = this.leaseOf(streamKey);
-      const live = this.counts.live(streamKey);
-      if (lease.granted <= live) return;
-      // Shrinks here first (stored), then tells the stream: never above the stream's record.
-      lease.granted = live;
-      // The stream has these slots free now: a viewer here that needs one may ask at once (a hook being
-      // decided while its restart's fence gave its old process's slots back would otherwise be held off).
-      lease.fullUntil = 0;
-      this.storeLease(streamKey, lease);
-      await this.sendLeaseReport(streamKey, 0);
-    });
-  }
-
-  private giveBackIfTight(streamKey: string): void {
-    const lease = this.leases.get(streamKey);
-    if (lease?.tight && lease.granted > this.counts.live(streamKey)) {
-      this.ctx.waitUntil(this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err)));
-    }
-  }
-
-  /** A returning process may hold more viewers than the lease: the stream must count them (they all count after a heal). */
-  private coverHealed(): void {
-    for (const [streamKey, lease] of this.leases) {
-      const policy = this.policies.get(streamKey)?.policy;
-      if (policy?.maxViewers != null && this.counts.live(streamKey) > lease.granted) {
-        this.ctx.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("healed viewers not reported", streamKey, err)));
-      }
-    }
-  }
-
-  private async reportToStream(streamKey: string, want: number): Promise<void> {
-    await this.exclusive(streamKey, () => this.sendLeaseReport(streamKey, want));
-  }
-
-  /** One message to the stream (the caller holds the stream's lock). */
-  private async sendLeaseReport(streamKey: string, want: number): Promise<boolean> {
-    const lease = this.leaseOf(streamKey);
-    lease.seq++;
-    lease.lastMessage = Date.now();
-    const report: LeaseReport = {
-      streamKey,
-      serverId: this.serverId,
-      seq: lease.seq,
-      granted: lease.granted,
-      live: this.counts.live(streamKey),
-      suspended: this.counts.suspended(streamKey),
-      want,
-      place: this.place,
-    };
-    // The sequence number is stored before the message leaves (the output gate holds the call until it is):
-    // a restarted shard never reuses one. A stream that never granted anything here needs no row.
-    const stored = lease.granted > 0 || this.hasLeaseRow(streamKey);
-    if (stored) this.storeLease(streamKey, lease);
-    const answer: LeaseAnswer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
-    lease.told = `${report.live}/${report.suspended}`;
-    if (answer.policy === null && lease.granted === 0 && !stored) {
-      // No such stream (a typo, a flood of made-up names): nothing kept.
-      this.leases.delete(streamKey);
-      this.policies.delete(streamKey);
-      return true;
-    }
-    this.setPolicy(streamKey, answer.policy, answer.version);
-    // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
-    if (answer.seq < lease.seq) return false;
-    lease.seq = answer.seq;
-    lease.tight = answer.tight;
-    if (answer.granted !== lease.granted || (!stored && answer.policy !== null)) {
-      lease.granted = answer.granted;
-      this.storeLease(streamKey, lease);
-    }
-    if (lease.granted > this.counts.live(streamKey)) this.armAlarm(Date.now() + LEASE_IDLE_MS);
-    const empty = (x: { granted: number; live: number; suspended: number }) => x.granted === 0 && x.live === 0 && x.suspended === 0;
-    if (want === 0 && empty(report) && empty({ granted: lease.granted, live: this.counts.live(streamKey), suspended: this.counts.suspended(streamKey) })) {
-      // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.
-      this.policies.delete(streamKey);
-      this.leases.delete(streamKey);
-      if (this.tables.ready) this.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
-    }
-    return true;
-  }
-
-  private exclusive<T>(streamKey: string, step: () => T | Promise<T>): Promise<T> {
-    const before = this.locks.get(streamKey) ?? Promise.resolve();
-    const run = before.catch(() => {}).then(step);
-    const tail = run.catch(() => {});
-    this.locks.set(streamKey, tail);
-    void tail.then(() => {
-      if (this.locks.get(streamKey) === tail) this.locks.delete(streamKey);
-    });
-    return run;
-  }
-
-  private leaseOf(streamKey: string): Lease {
-    let lease = this.leases.get(streamKey);
-    if (!lease) {
-      const row = this.tables.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
-      lease = { granted: row?.granted ?? 0, seq: row?.seq ?? 0, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" };
-      this.leases.set(streamKey, lease);
-    }
-    return lease;
-  }
-
-  /** Keeps the newest policy told (a recall and an answer may arrive out of order). */
-  private setPolicy(streamKey: string, policy: ViewerPolicy | null, version: number): void {
-    const cached = this.policies.get(streamKey);
-    if (cached && cached.version > version) return;
-    this.policies.set(streamKey, { policy, version, at: Date.now() });
-    this.seatUnseated(streamKey, policy);
-  }
+  // --- seats of sessions admitted before a session limit ------------------------------------------
 
   /**
    * A stream that limits sessions per viewer now (a limit set, or playAuth "token" again): the sessions
@@ -946,16 +738,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (failed) throw failed;
   }
 
-  private hasLeaseRow(streamKey: string): boolean {
-    return this.tables.rows("SELECT 1 AS x FROM leases WHERE stream_key = ?", streamKey).length > 0;
-  }
-
-  private storeLease(streamKey: string, lease: Lease): void {
-    this.tables.prepare();
-    this.sql.exec("INSERT OR REPLACE INTO leases (stream_key, granted, seq) VALUES (?, ?, ?)", streamKey, lease.granted, lease.seq);
-  }
-
-  // --- counting ---------------------------------------------------------------------------------
+  // --- viewer rows ------------------------------------------------------------------------------
 
   /**
    * The client is a live or suspended viewer here, of any stream: a refused client's kick is dropped

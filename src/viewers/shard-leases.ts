@@ -1,0 +1,327 @@
+/**
+ * A viewer shard's side of the lease protocol (src/viewers/lease.ts): for
+ * each stream its server's viewers watch, the slots the shard holds, the
+ * policy the stream last told it, and the messages that ask for slots, give
+ * them back and report the audience, one message per stream at a time. The
+ * stream's side is src/stream/leases.ts.
+ *
+ * The shard admits a viewer of a capped stream only while it holds a free
+ * slot (hasSlot); everything here keeps `granted` at or below the stream's
+ * record of it: a lease grows at the stream first, shrinks here first.
+ */
+import type { Env } from "../env";
+import { nested } from "../platform/retry";
+import { streamObject } from "../object-access";
+import { LEASE_IDLE_MS, POLICY_TTL_MS, WAIT_HOLD_MS, leaseWant, type LeaseAnswer, type LeaseReport, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
+import type { ViewerCounts } from "./counts";
+import type { ShardTables } from "./tables";
+
+interface Lease {
+  granted: number;
+  seq: number;
+  tight: boolean;
+  /** Refused for want of slots: no new request to the stream before this (0: none), unless told that slots are free. */
+  fullUntil: number;
+  /** slotsFree calls received: one arriving while a refused message is on its way back voids that refusal's hold. */
+  wakes: number;
+  lastAdmission: number;
+  /** When the shard last sent the stream a message. */
+  lastMessage: number;
+  /** The viewers, live and suspended, the stream last heard of from here ("" after a restart: unknown). */
+  told: string;
+}
+
+/** What the leases need of the shard that holds them. */
+export interface LeaseHost {
+  readonly counts: Pick<ViewerCounts, "live" | "suspended">;
+  /** The shard's server and where it runs, as known now. */
+  whereabouts(): { serverId: string; place: Place };
+  armAlarm(at: number): void;
+  /** The stream's policy as told here changed (or was told again). */
+  policyChanged(streamKey: string, policy: ViewerPolicy | null): void;
+  waitUntil(work: Promise<unknown>): void;
+}
+
+/** A capped stream whose viewers here changed hears from the shard at most this often, besides lease messages. */
+const REPORT_EVERY_MS = 5 * 60_000;
+
+export class ShardLeases {
+  private leases = new Map<string, Lease>();
+  private policies = new Map<string, { policy: ViewerPolicy | null; version: number; at: number }>();
+  /** One lease message per stream at a time. */
+  private locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private env: Env,
+    private tables: ShardTables,
+    private host: LeaseHost,
+  ) {}
+
+  /** Reads the stored leases (the tables exist). */
+  load(): void {
+    for (const r of this.tables.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
+      this.leases.set(r.stream_key, fresh(r.granted, r.seq));
+    }
+  }
+
+  /** The policy last told for the stream (undefined: none told, or forgotten), without asking the stream. */
+  policy(streamKey: string): ViewerPolicy | null | undefined {
+    return this.policies.get(streamKey)?.policy;
+  }
+
+  /** The cached policy is stale: the next hook asks the stream. */
+  forgetPolicy(streamKey: string): void {
+    this.policies.delete(streamKey);
+  }
+
+  /** Slots the shard holds of a stream (0 for an unlimited one). */
+  granted(streamKey: string): number {
+    return this.leases.get(streamKey)?.granted ?? 0;
+  }
+
+  /** A viewer was admitted: the lease's unused slots are idle from this moment. */
+  admitted(streamKey: string, at: number): void {
+    const lease = this.leases.get(streamKey);
+    if (lease) lease.lastAdmission = at;
+  }
+
+  /**
+   * A recall (or a push) from the stream: it takes back the slots not in
+   * use but `keep` (it ran short), or all of them (its policy changed:
+   * `policy` is the new one); "all" leaves every slot (a push of revocations).
+   */
+  recalled(streamKey: string, policy: ViewerPolicy | null, version: number, keep: number | "all"): RecallAnswer {
+    // Not behind this shard's one-message-at-a-time lock: the stream may be holding this shard's own
+    // message while it waits for this answer. Safe without it: the answer carries a newer sequence number than any message in
+    // flight, so the stream applies whichever is newer and the shard ignores the older message's answer.
+    this.setPolicy(streamKey, policy, version);
+    const current = this.policies.get(streamKey)!.policy;
+    const lease = this.leaseOf(streamKey);
+    // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push);
+    // "all": a push of revocations, which leaves every slot.
+    if (current?.maxViewers === null) lease.granted = 0;
+    else if (keep !== "all") lease.granted = Math.min(lease.granted, this.host.counts.live(streamKey) + keep);
+    lease.seq++;
+    // A push that leaves the slots (new revocations) says nothing about how full the stream is.
+    if (keep !== "all") lease.tight = true;
+    // A refused shard keeps its hold: the stream tells it when slots are free (slotsFree), else 50 shards
+    // recalled at the cap would all ask again at once.
+    this.storeLease(streamKey, lease);
+    const { place } = this.host.whereabouts();
+    return { seq: lease.seq, granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey), place };
+  }
+
+  /** The stream has free slots again: a shard refused for want of them may ask at once. */
+  slotsFree(streamKey: string): void {
+    const lease = this.leases.get(streamKey);
+    if (lease) {
+      lease.fullUntil = 0;
+      lease.wakes++;
+    }
+  }
+
+  /** The alarm's first part: gives back the slots idle since LEASE_IDLE_MS after a stream's last admission here. */
+  async giveBackIdle(now: number): Promise<void> {
+    for (const [streamKey, lease] of this.leases) {
+      if (lease.granted > this.host.counts.live(streamKey) && now >= lease.lastAdmission + LEASE_IDLE_MS) {
+        await this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err));
+      }
+    }
+  }
+
+  /**
+   * The alarm's second part. A capped stream whose viewers here changed since it last heard hears from
+   * the shard now and then (its record of this shard, which lease grants count on, stays fresh); an
+   * unlimited stream counts on nothing of it (the admin API asks the shards). A stream without viewers
+   * or slots here is left (its record there goes: src/stream/leases.ts); the record of a shard with
+   * viewers stays, however long it is silent.
+   */
+  async reportChanged(now: number): Promise<void> {
+    for (const [streamKey, lease] of [...this.leases]) {
+      const live = this.host.counts.live(streamKey);
+      const suspended = this.host.counts.suspended(streamKey);
+      const held = live + suspended;
+      const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
+      const changed = lease.told !== `${live}/${suspended}`;
+      if ((held > 0 && capped && changed && now - lease.lastMessage >= REPORT_EVERY_MS) || (held === 0 && lease.granted === 0)) {
+        await this.reportToStream(streamKey, 0).catch((err) => logError("audience not reported", streamKey, err));
+      }
+    }
+  }
+
+  /** Slots unused somewhere (`idle`: the alarm gives them back), and a stream this shard still has to leave (`leaving`). */
+  pendingWork(): { idle: boolean; leaving: boolean } {
+    const c = this.host.counts;
+    return {
+      idle: [...this.leases].some(([k, l]) => l.granted > c.live(k)),
+      // A stream this shard could not leave (the message failed) is left at a later alarm: else an unlimited
+      // stream, which forgets no shard for its silence, would keep its record for good.
+      leaving: [...this.leases].some(([k, l]) => l.granted === 0 && c.live(k) + c.suspended(k) === 0),
+    };
+  }
+
+  /** A slot free for a viewer of this capped stream here. */
+  hasSlot(streamKey: string): boolean {
+    return this.host.counts.live(streamKey) < (this.leases.get(streamKey)?.granted ?? 0);
+  }
+
+  /** The stream's policy for this stream, from the cache (changes are pushed; read again after POLICY_TTL_MS) or the stream. */
+  async policyOf(streamKey: string): Promise<ViewerPolicy | null> {
+    const cached = this.policies.get(streamKey);
+    if (cached && cached.policy !== null && Date.now() - cached.at < POLICY_TTL_MS) return cached.policy;
+    // Asking anyway: a capped stream's first slots come with the policy (an unlimited stream ignores `want`).
+    await this.reportToStream(streamKey, this.hasSlot(streamKey) ? 0 : leaseWant(this.leases.get(streamKey)?.granted ?? 0));
+    return this.policies.get(streamKey)?.policy ?? null;
+  }
+
+  /** The lease is used up: asks for more, once for all the hooks waiting (a second caller finds slots, or the hold). */
+  async askForSlots(streamKey: string): Promise<void> {
+    const lease = this.leaseOf(streamKey);
+    if (Date.now() < lease.fullUntil) return;
+    await this.exclusive(streamKey, async () => {
+      if (this.hasSlot(streamKey) || Date.now() < lease.fullUntil) return;
+      const wakes = lease.wakes;
+      // A recall that reached this shard while the answer was on its way voids the answer (its grant taken
+      // back); the stream did not count this shard as waiting then, so no hold: the next viewer asks again.
+      const heard = await this.sendLeaseReport(streamKey, leaseWant(lease.granted));
+      // Refused: the stream keeps this shard among those waiting, checks for slots itself (ghosts of silent
+      // servers, slots unused elsewhere) and says when some are free; asking again meanwhile would only
+      // cost it a call per waiting edge. The hold is there in case that word is lost.
+      if (!this.hasSlot(streamKey) && heard && lease.wakes === wakes) lease.fullUntil = Date.now() + WAIT_HOLD_MS;
+    });
+  }
+
+  /** Gives back every slot no live viewer uses. */
+  private async giveBack(streamKey: string): Promise<void> {
+    await this.exclusive(streamKey, async () => {
+      const lease = this.leaseOf(streamKey);
+      const live = this.host.counts.live(streamKey);
+      if (lease.granted <= live) return;
+      // Shrinks here first (stored), then tells the stream: never above the stream's record.
+      lease.granted = live;
+      // The stream has these slots free now: a viewer here that needs one may ask at once (a hook being
+      // decided while its restart's fence gave its old process's slots back would otherwise be held off).
+      lease.fullUntil = 0;
+      this.storeLease(streamKey, lease);
+      await this.sendLeaseReport(streamKey, 0);
+    });
+  }
+
+  /** A tight stream (no free slot) gets back at once each slot freed here. */
+  giveBackIfTight(streamKey: string): void {
+    const lease = this.leases.get(streamKey);
+    if (lease?.tight && lease.granted > this.host.counts.live(streamKey)) {
+      this.host.waitUntil(this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err)));
+    }
+  }
+
+  /** A returning process may hold more viewers than the lease: the stream must count them (they all count after a heal). */
+  coverHealed(): void {
+    for (const [streamKey, lease] of this.leases) {
+      const policy = this.policies.get(streamKey)?.policy;
+      if (policy?.maxViewers != null && this.host.counts.live(streamKey) > lease.granted) {
+        this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("healed viewers not reported", streamKey, err)));
+      }
+    }
+  }
+
+  /** A message about the stream (asking for `want` more slots, or none), in turn with the others. */
+  private async reportToStream(streamKey: string, want: number): Promise<void> {
+    await this.exclusive(streamKey, () => this.sendLeaseReport(streamKey, want));
+  }
+
+  /** One message to the stream (the caller holds the stream's lock). */
+  private async sendLeaseReport(streamKey: string, want: number): Promise<boolean> {
+    const lease = this.leaseOf(streamKey);
+    const { serverId, place } = this.host.whereabouts();
+    lease.seq++;
+    lease.lastMessage = Date.now();
+    const report: LeaseReport = {
+      streamKey,
+      serverId,
+      seq: lease.seq,
+      granted: lease.granted,
+      live: this.host.counts.live(streamKey),
+      suspended: this.host.counts.suspended(streamKey),
+      want,
+      place,
+    };
+    // The sequence number is stored before the message leaves (the output gate holds the call until it is):
+    // a restarted shard never reuses one. A stream that never granted anything here needs no row.
+    const stored = lease.granted > 0 || this.hasLeaseRow(streamKey);
+    if (stored) this.storeLease(streamKey, lease);
+    const answer: LeaseAnswer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
+    lease.told = `${report.live}/${report.suspended}`;
+    if (answer.policy === null && lease.granted === 0 && !stored) {
+      // No such stream (a typo, a flood of made-up names): nothing kept.
+      this.leases.delete(streamKey);
+      this.policies.delete(streamKey);
+      return true;
+    }
+    this.setPolicy(streamKey, answer.policy, answer.version);
+    // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
+    if (answer.seq < lease.seq) return false;
+    lease.seq = answer.seq;
+    lease.tight = answer.tight;
+    if (answer.granted !== lease.granted || (!stored && answer.policy !== null)) {
+      lease.granted = answer.granted;
+      this.storeLease(streamKey, lease);
+    }
+    if (lease.granted > this.host.counts.live(streamKey)) this.host.armAlarm(Date.now() + LEASE_IDLE_MS);
+    const empty = (x: { granted: number; live: number; suspended: number }) => x.granted === 0 && x.live === 0 && x.suspended === 0;
+    if (want === 0 && empty(report) && empty({ granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey) })) {
+      // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.
+      this.policies.delete(streamKey);
+      this.leases.delete(streamKey);
+      if (this.tables.ready) this.tables.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
+    }
+    return true;
+  }
+
+  /** One message per stream at a time: a step runs after the stream's previous one settled. */
+  private exclusive<T>(streamKey: string, step: () => T | Promise<T>): Promise<T> {
+    const before = this.locks.get(streamKey) ?? Promise.resolve();
+    const run = before.catch(() => {}).then(step);
+    const tail = run.catch(() => {});
+    this.locks.set(streamKey, tail);
+    void tail.then(() => {
+      if (this.locks.get(streamKey) === tail) this.locks.delete(streamKey);
+    });
+    return run;
+  }
+
+  private leaseOf(streamKey: string): Lease {
+    let lease = this.leases.get(streamKey);
+    if (!lease) {
+      const row = this.tables.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
+      lease = fresh(row?.granted ?? 0, row?.seq ?? 0);
+      this.leases.set(streamKey, lease);
+    }
+    return lease;
+  }
+
+  /** Keeps the newest policy told (a recall and an answer may arrive out of order). */
+  private setPolicy(streamKey: string, policy: ViewerPolicy | null, version: number): void {
+    const cached = this.policies.get(streamKey);
+    if (cached && cached.version > version) return;
+    this.policies.set(streamKey, { policy, version, at: Date.now() });
+    this.host.policyChanged(streamKey, policy);
+  }
+
+  private hasLeaseRow(streamKey: string): boolean {
+    return this.tables.rows("SELECT 1 AS x FROM leases WHERE stream_key = ?", streamKey).length > 0;
+  }
+
+  private storeLease(streamKey: string, lease: Lease): void {
+    this.tables.prepare();
+    this.tables.sql.exec("INSERT OR REPLACE INTO leases (stream_key, granted, seq) VALUES (?, ?, ?)", streamKey, lease.granted, lease.seq);
+  }
+}
+
+function fresh(granted: number, seq: number): Lease {
+  return { granted, seq, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" };
+}
+
+function logError(what: string, stream: string, err: unknown): void {
+  console.error(JSON.stringify({ error: what, stream, detail: String(err) }));
+}

@@ -3,8 +3,8 @@ import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { withRetry, withTimeout } from "../platform/retry";
-import { serverRegistry, viewerShard } from "../object-access";
+import { withRetry } from "../platform/retry";
+import { serverRegistry } from "../object-access";
 import type { SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
@@ -18,8 +18,9 @@ import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import { kickClient } from "../srs/api";
 import { endRevokedSessions } from "../viewers/revoked";
-import { LeaseBook, type GrantMode, type LeaseRecord } from "./leases";
-import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import { LeaseBook } from "./leases";
+import { SlotRounds } from "./slot-rounds";
+import { type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { ShardAudience } from "../viewers/shard";
 import { endReason, StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
@@ -72,9 +73,6 @@ export interface EndCause {
 
 /** After a takeover's kick, how long the old client may take to disappear from its edge (else the new one is refused, 4009). */
 const TAKEOVER_WAIT_MS = 1_000;
-
-/** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
-const RECALL_TIMEOUT_MS = 2_000;
 
 /** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
 export const PUSH_RETRY_MS = 5_000;
@@ -175,16 +173,10 @@ export class StreamObject extends DurableObject<Env> {
   private row: StreamRow | null = null;
   private sessions!: SessionBook;
   private leases!: LeaseBook;
-  private recalling: Promise<void> | null = null;
-  /** When the last round of recalls with a liveness check began. */
-  private lastCheck = 0;
-  /** While shards wait for slots: the next round of recalls (at alarm time), and the gap to the one after. */
+  /** Grants, recalls and the shards waiting for slots (src/stream/slot-rounds.ts). */
+  private rounds!: SlotRounds;
+  /** While shards wait for slots or a push is owed: the next round (at alarm time). */
   private checkAt: number | null = null;
-  private checkGap = RECALL_GAP_MS;
-  /** Rounds in a row that found free slots and woke waiting shards, none of which took them yet. */
-  private wakeRounds = 0;
-  /** The last wake told some waiting shards, not all. */
-  private toldSome = false;
   /** When the next sweep is due (alarm): the registry's view of the processes holding sessions here. */
   private sweepAt: number | null = null;
   /** The policy's version (advanced by every PUT, DELETE and revocation) and the push of it owed to the shards. */
@@ -231,6 +223,14 @@ export class StreamObject extends DurableObject<Env> {
     this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`);
     this.sessions = new SessionBook(this.sql, (...line) => this.record(...line), this.activity);
     this.leases = new LeaseBook(this.sql);
+    this.rounds = new SlotRounds(this.env, this.leases, {
+      cap: () => (this.row ? this.row.max_viewers : undefined),
+      policy: () => this.viewerPolicy(),
+      version: () => this.policyVersion,
+      armCheck: (at) => this.armCheck(at),
+      endRevokedOn: (key, serverId, revocations) => this.endRevokedOn(key, serverId, revocations),
+      waitUntil: (work) => this.ctx.waitUntil(work),
+    });
     this.pushes = new PolicyPushes(this.sql);
     this.ready = true;
   }
@@ -275,60 +275,13 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   // --- viewers: leases for the viewer shards ------------------------------------
-
-  /**
-   * A viewer shard's message (src/viewers/lease.ts): its lease as it stands,
-   * and the slots it wants. When none are free, the stream first takes back
-   * the slots the other shards do not use (one round, at most every
-   * RECALL_GAP_MS, asking them to check their servers' liveness too: ghosts
-   * of a silent server give their slots back); a shard still without a slot
-   * is told as soon as one is free.
-   */
+  /** A viewer shard's message (src/viewers/lease.ts): its lease as it stands, and the slots it wants (src/stream/slot-rounds.ts). */
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
     const gone = { policy: null, version: this.policyVersion, seq: report.seq, granted: report.granted, tight: false };
     if (!this.row) return gone;
     this.activity.noteShard(report.serverId);
-    let mode: GrantMode = "strict";
-    if (report.want > 0 && this.leases.restsOnSuspended(report, this.row.max_viewers)) {
-      // Slots are free only because other shards' viewers are suspended: their servers may be back.
-      await this.recall(report.streamKey, report.serverId, true, "suspended");
-      if (!this.row) return gone;
-      // Still suspended: one slot for the hook that asks (as one admission would rest on them), no more.
-      if (this.leases.restsOnSuspended(report, this.row.max_viewers)) mode = "cautious";
-    }
-    let { record, applied } = this.leases.apply(report, this.row.max_viewers, mode);
-    const cap = this.row.max_viewers;
-    if (!applied && cap !== null && report.want > 0 && record.seq > report.seq) {
-      // A recall answered while this message waited here: the shard is at the recall's sequence number now
-      // (its messages go one at a time), so the slots it asked for are granted on that record, once the
-      // round that recalled it has brought back what it could.
-      if (this.recalling) await this.recalling;
-      const now = this.row?.max_viewers ?? null;
-      if (now !== null) record = this.leases.topUp(report, now, mode);
-      if (record.granted <= record.live) this.waitForSlots(report.serverId);
-    }
-    if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
-      // A round of recalls takes back the slots other shards do not use (if another holds some its viewers
-      // did not use at its last report), and, at most once per RECALL_GAP_MS, has them check for ghosts of
-      // silent servers; a shard still refused waits: the stream runs the next rounds itself while shards
-      // wait (their refusals cost no call meanwhile) and tells them when slots are free.
-      const check = Date.now() - this.lastCheck >= RECALL_GAP_MS;
-      const unused = this.leases.shards().some((r) => r.serverId !== report.serverId && r.granted > r.live);
-      if (unused || check) {
-        if (check) this.lastCheck = Date.now();
-        await this.recall(report.streamKey, report.serverId, check, check ? "holding" : "unused");
-        const now = this.row?.max_viewers ?? null;
-        if (now !== null) record = this.leases.topUp(report, now, this.leases.restsOnSuspended(report, now) ? "cautious" : "strict");
-      }
-      if (record.granted <= report.live) this.waitForSlots(report.serverId);
-    }
-    // Slots taken: the shards told of free slots had viewers for them.
-    if (report.want > 0 && record.granted > report.granted) this.wakeRounds = 0;
-    if (applied && report.want === 0) this.wakeWaiting(report.streamKey);
-    if (applied && cap !== null && this.leases.free(cap) < 0) {
-      // A heal brought back more viewers than the cap: slots unused elsewhere must not admit more.
-      this.ctx.waitUntil(this.recall(report.streamKey, report.serverId, false, "unused").catch(() => {}));
-    }
+    const record = await this.rounds.answer(report);
+    if (!record) return gone;
     const policy = this.viewerPolicy();
     return {
       policy,
@@ -363,7 +316,7 @@ export class StreamObject extends DurableObject<Env> {
   async pushPolicy(key: string): Promise<string[]> {
     if (!this.ready) return [];
     const version = this.policyVersion;
-    const unreached = await this.recall(key, null, false, "all");
+    const unreached = await this.rounds.recall(key, null, false, "all");
     this.pushed(version, unreached);
     return unreached;
   }
@@ -373,7 +326,7 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return [];
     const version = this.policyVersion;
     // The admin call ends the covered sessions on every shard itself.
-    const unreached = await this.recall(key, null, false, "all", true, "none");
+    const unreached = await this.rounds.recall(key, null, false, "all", true, "none");
     this.pushed(version, unreached);
     return unreached;
   }
@@ -411,134 +364,6 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.row) return null;
     this.revoked = this.revocations.list(nowSeconds());
     return this.revoked;
-  }
-
-  /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
-  private async recall(
-    key: string,
-    requester: string | null,
-    check: boolean,
-    which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all",
-    keepSlots = false,
-    endRevokedOn: "again" | "all" | "none" = "again",
-  ): Promise<string[]> {
-    // A shard asking while a round runs shares it (shards answer a recall at once, also while their own
-    // message waits here, so the round never waits on the shard that waits on it).
-    if (this.recalling && requester !== null) {
-      await this.recalling;
-      return [];
-    }
-    if (this.recalling) await this.recalling.catch(() => {});
-    const policy = this.viewerPolicy();
-    const version = this.policyVersion;
-    // A push of the policy goes to every shard; a recall for slots to those that may hold some unused
-    // (or, checking for ghosts, any; or, before admitting on the slots of suspended viewers, those).
-    const wanted = (r: LeaseRecord) =>
-      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0 || r.suspended > 0)) || (which === "suspended" && r.suspended > 0);
-    const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
-    if (targets.length === 0) {
-      // The stream's own round ("") still tells the waiting shards of slots free already (none held elsewhere).
-      if (requester === "") this.wakeWaiting(key);
-      return [];
-    }
-    // A recall for slots leaves each shard a share of what would be free if every shard held only its
-    // viewers (half of an even split, by their last reports): shards keep admitting on their own near
-    // the cap instead of asking for every viewer. A push of the policy takes back everything unused.
-    const cap = policy?.maxViewers ?? null;
-    const keep = keepSlots ? ("all" as const) : requester === null || cap === null ? 0 : Math.floor(Math.max(0, this.leases.freeIfShrunk(cap)) / (2 * (targets.length + 1)));
-    const unreached: string[] = [];
-    const round = Promise.all(
-      targets.map(async (r) => {
-        try {
-          const answer = await withTimeout(
-            withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, version, check, keep)),
-            RECALL_TIMEOUT_MS,
-          );
-          this.leases.recalled(r.serverId, answer);
-          // A shard that missed a push may still serve sessions the active revocations cover: they end now.
-          if (policy && policy.revocations.length > 0 && (endRevokedOn === "all" || (endRevokedOn === "again" && r.unreached))) {
-            this.ctx.waitUntil(this.endRevokedOn(key, r.serverId, policy.revocations));
-          }
-        } catch (err) {
-          unreached.push(r.serverId);
-          this.leases.unreached(r.serverId);
-          console.error(JSON.stringify({ error: "lease recall failed", server: r.serverId, detail: String(err) }));
-        }
-      }),
-    ).then(() => {});
-    this.recalling = round;
-    try {
-      await round;
-    } finally {
-      if (this.recalling === round) this.recalling = null;
-    }
-    this.wakeWaiting(key);
-    return unreached;
-  }
-
-  /** A shard refused for want of slots: told when some are free; meanwhile the stream checks for them. */
-  private waitForSlots(serverId: string): void {
-    this.leases.wait(serverId);
-    this.armCheck(this.lastCheck + this.checkGap);
-  }
-
-  /**
-   * Free slots: shards refused for want of them may ask again. As many as
-   * there are free slots are told (the longest waiting first), so one viewer
-   * leaving a full stream costs one question, not one per waiting edge; if
-   * the slots are still free at the next round (the shards told had no viewer
-   * to admit), twice as many, and so on, so every waiting shard hears within
-   * a few rounds.
-   */
-  private wakeWaiting(key: string): void {
-    const cap = this.row?.max_viewers ?? null;
-    const waiting = this.leases.waiting();
-    if (waiting.length === 0) return;
-    // Only when a slot is free for real (not only because suspended viewers gave theirs back).
-    const free = cap === null ? waiting.length : this.leases.strictFree(null, cap);
-    if (free <= 0) {
-      this.wakeRounds = 0;
-      return;
-    }
-    const told = waiting.slice(0, Math.min(waiting.length, free * 2 ** Math.min(this.wakeRounds, 20)));
-    this.wakeRounds++;
-    this.leases.woken(told);
-    for (const serverId of told) {
-      this.ctx.waitUntil(
-        withRetry(() => viewerShard(this.env, serverId), (shard) => shard.slotsFree(key)).catch(() => {
-          // Not told: back among the waiting (the last), told at a next round, else it would hold WAIT_HOLD_MS.
-          this.leases.wait(serverId);
-          this.armCheck(Date.now() + this.checkGap);
-        }),
-      );
-    }
-    // Those still waiting hear at the next round, soon.
-    this.toldSome = told.length < waiting.length;
-  }
-
-  /**
-   * A round of recalls for the shards that wait (from the alarm): ghosts of
-   * silent servers and slots unused elsewhere come back, and the waiting
-   * shards are told. Rounds follow each other after 1 s, doubling while
-   * shards wait in vain, up to FULL_HOLD_MAX_MS.
-   */
-  private async checkWaiting(): Promise<void> {
-    const key = this.activity.streamKey;
-    if (!this.row || !key || this.leases.waiting().length === 0) {
-      this.checkGap = RECALL_GAP_MS;
-      return;
-    }
-    this.lastCheck = Date.now();
-    // "" is no shard: every shard holding slots or viewers is recalled, each keeping its share.
-    await this.recall(key, "", true, "holding");
-    if (this.leases.waiting().length === 0) {
-      this.checkGap = RECALL_GAP_MS;
-      return;
-    }
-    // Slots free that only some waiting shards were told of: the next round soon; else a longer gap.
-    this.checkGap = this.toldSome ? RECALL_GAP_MS : Math.min(FULL_HOLD_MAX_MS, this.checkGap * 2);
-    this.toldSome = false;
-    this.armCheck(this.lastCheck + this.checkGap);
   }
 
   /**
@@ -632,7 +457,7 @@ export class StreamObject extends DurableObject<Env> {
     if (checkDue) {
       this.checkAt = null;
       if (pending) await this.retryPush(pending);
-      await this.checkWaiting();
+      await this.rounds.checkWaiting(this.row ? this.activity.streamKey : null);
     }
     // The sweep too, unless the alarm fired early for a round only.
     if (!checkDue || this.sweepAt === null || now >= this.sweepAt) {
@@ -753,7 +578,7 @@ export class StreamObject extends DurableObject<Env> {
   /** The alarm's try at a push still pending. */
   private async retryPush(pending: PendingPush): Promise<void> {
     // No round reached anyone yet (the admin's push call failed): every shard may still serve revoked sessions.
-    const unreached = await this.recall(pending.key, null, false, pending.whole ? "all" : "unreached", false, pending.whole ? "all" : "again");
+    const unreached = await this.rounds.recall(pending.key, null, false, pending.whole ? "all" : "unreached", false, pending.whole ? "all" : "again");
     this.pushed(pending.version, unreached);
   }
 

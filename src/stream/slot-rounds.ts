@@ -1,0 +1,230 @@
+/**
+ * The stream's side of viewer admission beyond its book of leases
+ * (src/stream/leases.ts): answering a viewer shard's message, rounds of
+ * recalls that take back slots the shards do not use (and push a new
+ * policy), and the shards waiting for slots, told when some are free. The
+ * shard's side is src/viewers/shard-leases.ts; the protocol, src/viewers/lease.ts.
+ */
+import type { Env } from "../env";
+import { viewerShard } from "../object-access";
+import { withRetry, withTimeout } from "../platform/retry";
+import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import type { GrantMode, LeaseBook, LeaseRecord } from "./leases";
+
+/** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
+const RECALL_TIMEOUT_MS = 2_000;
+
+/** What the rounds need of the stream object. */
+export interface RoundsHost {
+  /** The stream's cap now (null: unlimited); undefined once the stream is gone (deleted meanwhile). */
+  cap(): number | null | undefined;
+  /** The policy the shards are told (null: no such stream). */
+  policy(): ViewerPolicy | null;
+  /** The policy's version. */
+  version(): number;
+  /** The stream's alarm runs a round of checkWaiting at `at` or earlier. */
+  armCheck(at: number): void;
+  /** A shard a push reached late: the live sessions the active revocations cover end there. */
+  endRevokedOn(key: string, serverId: string, revocations: Revocation[]): Promise<void>;
+  waitUntil(work: Promise<unknown>): void;
+}
+
+export class SlotRounds {
+  private recalling: Promise<void> | null = null;
+  /** When the last round of recalls with a liveness check began. */
+  private lastCheck = 0;
+  /** While shards wait for slots: the gap to the next round. */
+  private checkGap = RECALL_GAP_MS;
+  /** Rounds in a row that found free slots and woke waiting shards, none of which took them yet. */
+  private wakeRounds = 0;
+  /** The last wake told some waiting shards, not all. */
+  private toldSome = false;
+
+  constructor(
+    private env: Env,
+    private leases: LeaseBook,
+    private host: RoundsHost,
+  ) {}
+
+  /**
+   * A shard's message (the stream exists): its record updated, and slots
+   * granted if it wants some and the cap allows. When none are free, the
+   * stream first takes back the slots the other shards do not use (one
+   * round, at most every RECALL_GAP_MS, asking them to check their servers'
+   * liveness too: ghosts of a silent server give their slots back); a shard
+   * still without a slot is told as soon as one is free. Null: the stream
+   * was deleted meanwhile.
+   */
+  async answer(report: LeaseReport): Promise<LeaseRecord | null> {
+    let mode: GrantMode = "strict";
+    if (report.want > 0 && this.leases.restsOnSuspended(report, this.host.cap() ?? null)) {
+      // Slots are free only because other shards' viewers are suspended: their servers may be back.
+      await this.recall(report.streamKey, report.serverId, true, "suspended");
+      if (this.host.cap() === undefined) return null;
+      // Still suspended: one slot for the hook that asks (as one admission would rest on them), no more.
+      if (this.leases.restsOnSuspended(report, this.host.cap() ?? null)) mode = "cautious";
+    }
+    const cap = this.host.cap() ?? null;
+    let { record, applied } = this.leases.apply(report, cap, mode);
+    if (!applied && cap !== null && report.want > 0 && record.seq > report.seq) {
+      // A recall answered while this message waited here: the shard is at the recall's sequence number now
+      // (its messages go one at a time), so the slots it asked for are granted on that record, once the
+      // round that recalled it has brought back what it could.
+      if (this.recalling) await this.recalling;
+      const now = this.host.cap() ?? null;
+      if (now !== null) record = this.leases.topUp(report, now, mode);
+      if (record.granted <= record.live) this.waitForSlots(report.serverId);
+    }
+    if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
+      // A round of recalls takes back the slots other shards do not use (if another holds some its viewers
+      // did not use at its last report), and, at most once per RECALL_GAP_MS, has them check for ghosts of
+      // silent servers; a shard still refused waits: the stream runs the next rounds itself while shards
+      // wait (their refusals cost no call meanwhile) and tells them when slots are free.
+      const check = Date.now() - this.lastCheck >= RECALL_GAP_MS;
+      const unused = this.leases.shards().some((r) => r.serverId !== report.serverId && r.granted > r.live);
+      if (unused || check) {
+        if (check) this.lastCheck = Date.now();
+        await this.recall(report.streamKey, report.serverId, check, check ? "holding" : "unused");
+        const now = this.host.cap() ?? null;
+        if (now !== null) record = this.leases.topUp(report, now, this.leases.restsOnSuspended(report, now) ? "cautious" : "strict");
+      }
+      if (record.granted <= report.live) this.waitForSlots(report.serverId);
+    }
+    // Slots taken: the shards told of free slots had viewers for them.
+    if (report.want > 0 && record.granted > report.granted) this.wakeRounds = 0;
+    if (applied && report.want === 0) this.wakeWaiting(report.streamKey);
+    if (applied && cap !== null && this.leases.free(cap) < 0) {
+      // A heal brought back more viewers than the cap: slots unused elsewhere must not admit more.
+      this.host.waitUntil(this.recall(report.streamKey, report.serverId, false, "unused").catch(() => {}));
+    }
+    return record;
+  }
+
+
+  /** One round of recalls, shared by whoever needs it meanwhile; returns the shards it could not reach. */
+  async recall(
+    key: string,
+    requester: string | null,
+    check: boolean,
+    which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all",
+    keepSlots = false,
+    endRevokedOn: "again" | "all" | "none" = "again",
+  ): Promise<string[]> {
+    // A shard asking while a round runs shares it (shards answer a recall at once, also while their own
+    // message waits here, so the round never waits on the shard that waits on it).
+    if (this.recalling && requester !== null) {
+      await this.recalling;
+      return [];
+    }
+    if (this.recalling) await this.recalling.catch(() => {});
+    const policy = this.host.policy();
+    const version = this.host.version();
+    // A push of the policy goes to every shard; a recall for slots to those that may hold some unused
+    // (or, checking for ghosts, any; or, before admitting on the slots of suspended viewers, those).
+    const wanted = (r: LeaseRecord) =>
+      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0 || r.suspended > 0)) || (which === "suspended" && r.suspended > 0);
+    const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
+    if (targets.length === 0) {
+      // The stream's own round ("") still tells the waiting shards of slots free already (none held elsewhere).
+      if (requester === "") this.wakeWaiting(key);
+      return [];
+    }
+    // A recall for slots leaves each shard a share of what would be free if every shard held only its
+    // viewers (half of an even split, by their last reports): shards keep admitting on their own near
+    // the cap instead of asking for every viewer. A push of the policy takes back everything unused.
+    const cap = policy?.maxViewers ?? null;
+    const keep = keepSlots ? ("all" as const) : requester === null || cap === null ? 0 : Math.floor(Math.max(0, this.leases.freeIfShrunk(cap)) / (2 * (targets.length + 1)));
+    const unreached: string[] = [];
+    const round = Promise.all(
+      targets.map(async (r) => {
+        try {
+          const answer = await withTimeout(
+            withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, version, check, keep)),
+            RECALL_TIMEOUT_MS,
+          );
+          this.leases.recalled(r.serverId, answer);
+          // A shard that missed a push may still serve sessions the active revocations cover: they end now.
+          if (policy && policy.revocations.length > 0 && (endRevokedOn === "all" || (endRevokedOn === "again" && r.unreached))) {
+            this.host.waitUntil(this.host.endRevokedOn(key, r.serverId, policy.revocations));
+          }
+        } catch (err) {
+          unreached.push(r.serverId);
+          this.leases.unreached(r.serverId);
+          console.error(JSON.stringify({ error: "lease recall failed", server: r.serverId, detail: String(err) }));
+        }
+      }),
+    ).then(() => {});
+    this.recalling = round;
+    try {
+      await round;
+    } finally {
+      if (this.recalling === round) this.recalling = null;
+    }
+    this.wakeWaiting(key);
+    return unreached;
+  }
+
+  /** A shard refused for want of slots: told when some are free; meanwhile the stream checks for them. */
+  private waitForSlots(serverId: string): void {
+    this.leases.wait(serverId);
+    this.host.armCheck(this.lastCheck + this.checkGap);
+  }
+
+  /**
+   * Free slots: shards refused for want of them may ask again. As many as
+   * there are free slots are told (the longest waiting first), so one viewer
+   * leaving a full stream costs one question, not one per waiting edge; if
+   * the slots are still free at the next round (the shards told had no viewer
+   * to admit), twice as many, and so on, so every waiting shard hears within
+   * a few rounds.
+   */
+  private wakeWaiting(key: string): void {
+    const cap = this.host.cap() ?? null;
+    const waiting = this.leases.waiting();
+    if (waiting.length === 0) return;
+    // Only when a slot is free for real (not only because suspended viewers gave theirs back).
+    const free = cap === null ? waiting.length : this.leases.strictFree(null, cap);
+    if (free <= 0) {
+      this.wakeRounds = 0;
+      return;
+    }
+    const told = waiting.slice(0, Math.min(waiting.length, free * 2 ** Math.min(this.wakeRounds, 20)));
+    this.wakeRounds++;
+    this.leases.woken(told);
+    for (const serverId of told) {
+      this.host.waitUntil(
+        withRetry(() => viewerShard(this.env, serverId), (shard) => shard.slotsFree(key)).catch(() => {
+          // Not told: back among the waiting (the last), told at a next round, else it would hold WAIT_HOLD_MS.
+          this.leases.wait(serverId);
+          this.host.armCheck(Date.now() + this.checkGap);
+        }),
+      );
+    }
+    // Those still waiting hear at the next round, soon.
+    this.toldSome = told.length < waiting.length;
+  }
+
+  /**
+   * A round of recalls for the shards that wait (from the alarm): ghosts of
+   * silent servers and slots unused elsewhere come back, and the waiting
+   * shards are told. Rounds follow each other after 1 s, doubling while
+   * shards wait in vain, up to FULL_HOLD_MAX_MS.
+   */
+  async checkWaiting(key: string | null): Promise<void> {
+    if (!key || this.leases.waiting().length === 0) {
+      this.checkGap = RECALL_GAP_MS;
+      return;
+    }
+    this.lastCheck = Date.now();
+    // "" is no shard: every shard holding slots or viewers is recalled, each keeping its share.
+    await this.recall(key, "", true, "holding");
+    if (this.leases.waiting().length === 0) {
+      this.checkGap = RECALL_GAP_MS;
+      return;
+    }
+    // Slots free that only some waiting shards were told of: the next round soon; else a longer gap.
+    this.checkGap = this.toldSome ? RECALL_GAP_MS : Math.min(FULL_HOLD_MAX_MS, this.checkGap * 2);
+    this.toldSome = false;
+    this.host.armCheck(this.lastCheck + this.checkGap);
+  }
+}

@@ -7,8 +7,9 @@ import { addColumns } from "../platform/sql";
 import { withRetry } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
-import { apiBase, kickClient } from "../srs/api";
-import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "../srs/kicks";
+import { apiBase } from "../srs/api";
+import { KickOutbox } from "../srs/kick-outbox";
+import type { Kick } from "../srs/kicks";
 
 /** What the admin API reports for one SRS server. */
 export interface ServerState {
@@ -128,8 +129,6 @@ interface ServerRow extends Record<string, SqlStorageValue> {
 export const REGISTRY_SHARDS = 16;
 /** Notices delivered per alarm run: bounded work, whatever the fleet size. */
 export const NOTICE_BATCH = 50;
-/** Kicks run per alarm run (each one or two API calls of at most 2 s). */
-const KICKS_PER_RUN = 20;
 /** Notices that could not be delivered are retried this much later. */
 const NOTICE_RETRY_MS = 5000;
 /** last_seen is written at most this often per server (it only serves retention). */
@@ -181,6 +180,8 @@ export class ServerRegistry extends DurableObject<Env> {
   private sql: SqlStorage;
   private servers = new Map<string, ServerRow>();
   private alarmAt: number | null = null;
+  /** Kicks waiting to be sent to this shard's servers (src/srs/kick-outbox.ts). */
+  private kicks: KickOutbox;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -200,10 +201,6 @@ export class ServerRegistry extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS candidates (
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, since INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS kicks (
-        server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, stream_key TEXT NOT NULL, role TEXT NOT NULL,
-        why TEXT NOT NULL, attempt INTEGER NOT NULL, next_at INTEGER NOT NULL, until INTEGER NOT NULL,
-        PRIMARY KEY (server_id, service_id, client_id, stream_key, role)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS notices (
         stream_key TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL,
         kind TEXT NOT NULL, status TEXT NOT NULL, seq INTEGER NOT NULL, cutoff INTEGER NOT NULL, replaced INTEGER NOT NULL, why TEXT NOT NULL,
@@ -219,8 +216,10 @@ export class ServerRegistry extends DurableObject<Env> {
     // last_alive: the retired process's last heartbeat, for a stream or shard that asks (liveness) before its notice arrives.
     addColumns(this.sql, "retired", { heard_at: "INTEGER", last_alive: "INTEGER NOT NULL DEFAULT 0" });
     addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0" });
-    // unless_admitted: the kick of a refused client (Kick.unlessAdmitted).
-    addColumns(this.sql, "kicks", { unless_admitted: "INTEGER NOT NULL DEFAULT 0" });
+    this.kicks = new KickOutbox(this.sql, env, {
+      apiTarget: (serverId, serviceId) => this.apiTarget(serverId, serviceId),
+      apiCalled: (serverId, ok) => this.apiCalled(serverId, ok),
+    });
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
@@ -365,84 +364,8 @@ export class ServerRegistry extends DurableObject<Env> {
 
   /** Kicks to run through the servers' SRS APIs (src/srs/kicks.ts): queued, and run by the alarm at once. */
   queueKicks(kicks: Kick[]): void {
-    const now = Date.now();
-    let first = Infinity;
-    let refusedWaiting = -1;
-    for (const k of kicks) {
-      const at = now + Math.max(0, Math.min(k.delayMs ?? 0, KICK_BACKOFF_MAX_MS));
-      const row = [k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, at, at + KICK_RETRY_MS] as const;
-      if (k.unlessAdmitted) {
-        if (refusedWaiting < 0) refusedWaiting = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM kicks WHERE unless_admitted = 1").one().n;
-        if (refusedWaiting >= REFUSED_KICKS_MAX) {
-          console.error(JSON.stringify({ error: "kick of a refused client not queued: too many waiting", server: k.serverId, client: k.clientId, stream: k.streamKey }));
-          continue;
-        }
-        // Never in place of a kick already waiting for that client (an operator's, say): it stays as it is.
-        const added = this.sql.exec(
-          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, 1)
-           ON CONFLICT DO NOTHING`,
-          ...row,
-        ).rowsWritten;
-        if (added > 0) refusedWaiting++;
-      } else {
-        // An operator's kick replaces a refused client's kick of the same session: it is sent whatever happens to the client.
-        this.sql.exec(
-          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, 0)
-           ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until, unless_admitted = 0`,
-          ...row,
-        );
-      }
-      first = Math.min(first, at);
-    }
-    if (first < Infinity) this.armAlarm(first);
-  }
-
-  /** Runs the kicks that are due, KICKS_PER_RUN at most; each outcome goes to the stream's decision log. */
-  private async runKicks(now: number): Promise<void> {
-    const due = this.sql
-      .exec<{ server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number; unless_admitted: number }>(
-        // Operators' kicks first: a flood of refused clients never holds one back. Then the servers take turns (each
-        // server's kicks never tried before its retried ones): a flood of kicks waiting for one edge, whose API may be
-        // down, does not hold back another edge's.
-        `SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until, unless_admitted FROM (
-           SELECT *, ROW_NUMBER() OVER (PARTITION BY unless_admitted, server_id ORDER BY attempt, next_at) AS turn FROM kicks WHERE next_at <= ?)
-         ORDER BY unless_admitted, turn, next_at LIMIT ?`,
-        now, KICKS_PER_RUN,
-      )
-      .toArray();
-    await Promise.all(
-      due.map(async (k) => {
-        const target = this.apiTarget(k.server_id, k.service_id);
-        // A refused client admitted since, on any stream here (SRS forgot the refused session, the player came back with its id), keeps playing.
-        // (A shard that cannot be asked: tried again like an edge that cannot be reached, never kicked blind.)
-        const admitted =
-          k.unless_admitted === 1
-            ? await withRetry(() => viewerShard(this.env, k.server_id), (s) => s.holdsClient(k.service_id, k.client_id)).catch(() => null)
-            : false;
-        const outcome = admitted === null ? "failed" : admitted ? "admitted" : target ? await kickClient(this.env, target, k.client_id) : "no api";
-        if (target && admitted === false && outcome !== "unaddressable") this.apiCalled(k.server_id, outcome !== "failed");
-        const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
-        if (outcome === "failed" && Date.now() < k.until) {
-          const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
-          this.sql.exec(
-            "UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
-            Date.now() + wait, ...key,
-          );
-          return;
-        }
-        this.sql.exec("DELETE FROM kicks WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?", ...key);
-        const reason = {
-          kicked: `kicked (${k.why})`,
-          gone: `kick: the client was already gone (${k.why})`,
-          failed: `kick failed: edge unreachable for ${KICK_RETRY_MS / 1000} s (${k.why})`,
-          "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
-          unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
-          admitted: `kick not sent: the client was admitted since (${k.why})`,
-        }[outcome];
-        console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
-        await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason)).catch(() => {});
-      }),
-    );
+    const first = this.kicks.queue(kicks);
+    if (first !== null) this.armAlarm(first);
   }
 
   /** Records whether a call to the server's API worked, for GET /admin/servers (a write only when it changes). */
@@ -507,12 +430,12 @@ export class ServerRegistry extends DurableObject<Env> {
     // Retired ids are kept while their process still speaks (a duplicate server_id): it must never become current again.
     this.sql.exec("DELETE FROM retired WHERE retired_at < ? AND (heard_at IS NULL OR heard_at < ?)", now - retention, now - retention);
     const failed = await this.deliverNotices();
-    await this.runKicks(Date.now());
+    await this.kicks.run(Date.now());
     const next = this.nextWake(Date.now());
     if (failed) {
       this.armAlarm(Date.now() + NOTICE_RETRY_MS);
       // Kicks due sooner than the notices' retry are not held back by them.
-      const kick = this.sql.exec<{ at: number | null }>("SELECT MIN(next_at) AS at FROM kicks").one().at;
+      const kick = this.kicks.nextAt();
       if (kick !== null) this.armAlarm(Math.max(kick, Date.now()));
     } else if (next !== null) this.armAlarm(next);
   }
@@ -576,7 +499,7 @@ export class ServerRegistry extends DurableObject<Env> {
     const consider = (t: number) => {
       if (earliest === null || t < earliest) earliest = t;
     };
-    const kick = this.sql.exec<{ at: number | null }>("SELECT MIN(next_at) AS at FROM kicks").one().at;
+    const kick = this.kicks.nextAt();
     if (kick !== null) consider(Math.max(kick, now));
     for (const row of this.servers.values()) {
       if (row.last_heartbeat !== null && row.dead_since === null) consider(row.last_heartbeat + serverTimeoutMs(this.env));

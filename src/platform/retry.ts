@@ -14,9 +14,15 @@
  *
  * So: retry only `retryable && !overloaded`, at most RETRY.attempts times,
  * full-jitter exponential backoff, a fresh stub each attempt, and no retry
- * starts after RETRY.budgetMs: far below the 30 s SRS waits for a hook's
- * answer. Everything else is rethrown at once. Only calls that are safe to
- * repeat go through here; each caller says why its call is.
+ * starts after RETRY.budgetMs. Everything else is rethrown at once. Only
+ * calls that are safe to repeat go through here; each caller says why its
+ * call is.
+ *
+ * A call that neither answers nor fails (an object stuck behind a slow
+ * neighbour) is bounded apart: every object call of one hook shares the
+ * hook's HOOK_DEADLINE_MS (Deadline), past which the hook fails closed with
+ * its reason, well before the 30 s after which SRS gives up on the hook and
+ * refuses the client with no reason anyone can read.
  * (cloudflare/partykit's partyserver does the same for its routing calls:
  * `isRetryableDurableObjectError`, packages/partyserver/src/index.ts.)
  */
@@ -34,6 +40,32 @@ export interface RetryOptions {
 
 export const RETRY: RetryOptions = { attempts: 3, baseMs: 50, capMs: 500, budgetMs: 2_000 };
 
+/** Every object call of one hook together, retries included, gets this long (SRS waits 30 s). */
+export const HOOK_DEADLINE_MS = 10_000;
+/** An undo after the deadline passed still gets this long (it voids an attempt that may still admit). */
+export const UNDO_WAIT_MS = 2_000;
+
+/** The time left to a hook's object calls. */
+export class Deadline {
+  private readonly at: number;
+
+  constructor(ms = HOOK_DEADLINE_MS) {
+    this.at = Date.now() + ms;
+  }
+
+  /** Milliseconds left, at least `floor`. */
+  left(floor = 0): number {
+    return Math.max(floor, this.at - Date.now());
+  }
+}
+
+/** An object call that did not answer in the time it had. */
+export class NoAnswer extends Error {
+  constructor(readonly ms: number) {
+    super(`no answer within ${ms} ms`);
+  }
+}
+
 /** The platform marks it safe to try again, and not because the object is overloaded. */
 export function isRetryable(err: unknown): boolean {
   if (typeof err !== "object" || err === null) return false;
@@ -42,9 +74,10 @@ export function isRetryable(err: unknown): boolean {
 }
 
 /** What kind of failure it was, as the platform marks it: for logs and the reason SRS sees. */
-export type ErrorClass = "overloaded" | "retryable" | "remote" | "other";
+export type ErrorClass = "overloaded" | "retryable" | "remote" | "timeout" | "other";
 
 export function errorClass(err: unknown): ErrorClass {
+  if (err instanceof NoAnswer) return "timeout";
   const e = (typeof err === "object" && err !== null ? err : {}) as { retryable?: unknown; overloaded?: unknown; remote?: unknown };
   if (e.overloaded === true) return "overloaded";
   if (e.retryable === true) return "retryable";
@@ -71,11 +104,11 @@ export async function withRetry<S, T>(stub: () => S, call: (stub: S) => Promise<
   }
 }
 
-/** Rejects when `promise` takes longer than `ms` (the call itself goes on; its answer is dropped). */
+/** Rejects (NoAnswer) when `promise` takes longer than `ms` (the call itself goes on; its answer is dropped). */
 export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new NoAnswer(ms)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -98,8 +131,14 @@ export class ObjectCallFailed extends StatusError {
 
   constructor(target: Target, cause: unknown, outcome: string, fields: Record<string, unknown>) {
     const kind = errorClass(cause);
-    const how = kind === "overloaded" ? "unavailable (overloaded)" : kind === "retryable" ? "unavailable (still failing after retries)" : "failed";
-    super(kind === "overloaded" || kind === "retryable" ? 503 : 500, `${target} ${how}: ${outcome}`);
+    const how = {
+      overloaded: "unavailable (overloaded)",
+      retryable: "unavailable (still failing after retries)",
+      timeout: "unavailable (no answer in time)",
+      remote: "failed",
+      other: "failed",
+    }[kind];
+    super(kind === "remote" || kind === "other" ? 500 : 503, `${target} ${how}: ${outcome}`);
     this.errorClass = kind;
     this.target = target;
     this.detail = String(cause).slice(0, 300);
@@ -144,16 +183,19 @@ export async function nested<S, T>(target: Target, stub: () => S, call: (stub: S
 
 /** The ObjectCallFailed a hook ends with when its object answered Unreachable. */
 export function unreachableFailure(u: Unreachable, outcome: string, fields: Record<string, unknown>): ObjectCallFailed {
+  if (u.errorClass === "timeout") return new ObjectCallFailed(u.unreachable, new NoAnswer(0), outcome, fields);
   const flags = { overloaded: u.errorClass === "overloaded", retryable: u.errorClass === "retryable", remote: u.errorClass === "remote" };
   return new ObjectCallFailed(u.unreachable, Object.assign(new Error(u.detail), flags), outcome, fields);
 }
 
 /**
- * withRetry, and a failure that is left becomes an ObjectCallFailed when it
- * came from the object call (the platform marked it overloaded, retryable or
- * remote). Anything else arose in the Worker itself (a setting it could not
- * read, a broken binding) and passes through unchanged: a StatusError as it
- * is, the rest as the generic "internal error" of src/index.ts.
+ * withRetry within `withinMs` (a hook's Deadline: what is left of it), and a
+ * failure that is left becomes an ObjectCallFailed when it came from the
+ * object call (the platform marked it overloaded, retryable or remote, or it
+ * did not answer in time). Anything else arose in the Worker itself (a
+ * setting it could not read, a broken binding) and passes through unchanged:
+ * a StatusError as it is, the rest as the generic "internal error" of
+ * src/index.ts.
  */
 export async function callObject<S, T>(
   target: Target,
@@ -161,9 +203,11 @@ export async function callObject<S, T>(
   call: (stub: S) => Promise<T>,
   outcome: string,
   fields: Record<string, unknown>,
+  withinMs = HOOK_DEADLINE_MS,
 ): Promise<T> {
   try {
-    return await withRetry(stub, call);
+    if (withinMs <= 0) throw new NoAnswer(0);
+    return await withTimeout(withRetry(stub, call), withinMs);
   } catch (err) {
     if (err instanceof StatusError || errorClass(err) === "other") throw err;
     throw new ObjectCallFailed(target, err, outcome, fields);

@@ -17,20 +17,25 @@
  *
  * Object calls go through callObject (src/platform/retry.ts): a platform
  * error marked retryable (never overloaded) is retried on a fresh stub, at
- * most 3 attempts within 2 s; what still fails makes the hook fail closed,
- * its reason naming the object ("viewer shard unavailable (overloaded):
- * refused"). Each call is safe to repeat: a start of a session already held
- * is "allow" without a second admission (rules.ts: alreadyPublishing, and the
- * shard's own check), a repeated denial only counts one more failed guess
- * against the ip (stricter, never looser); track is an upsert and moves the
- * epoch at most once; end and forget of what is gone change nothing.
+ * most 3 attempts within 2 s; and all the calls of one hook share its
+ * Deadline (HOOK_DEADLINE_MS, 10 s), so an object that neither answers nor
+ * fails holds no hook near SRS's 30 s. What still fails, or does not answer
+ * in time, makes the hook fail closed, its reason naming the object
+ * ("viewer shard unavailable (overloaded): refused", "… (no answer in
+ * time): refused"); an admission it may have made is undone (the undo gets
+ * UNDO_WAIT_MS even past the deadline). Each call is safe to repeat: a start
+ * of a session already held is "allow" without a second admission
+ * (rules.ts: alreadyPublishing, and the shard's own check), a repeated
+ * denial only counts one more failed guess against the ip (stricter, never
+ * looser); track is an upsert and moves the epoch at most once; end and
+ * forget of what is gone change nothing.
  */
 import type { Env } from "../env";
 import type { IndexedSession } from "../server/registry";
 import type { Role, SessionId, StartHook, StreamHook } from "../srs/hook";
 import type { EndedSession } from "../stream/object";
 import { Denials, type Decision, type PlayToken } from "../stream/rules";
-import { callObject, ObjectCallFailed, unreachableFailure, type Unreachable } from "../platform/retry";
+import { callObject, Deadline, ObjectCallFailed, UNDO_WAIT_MS, unreachableFailure, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerShard } from "../object-access";
 import type { Place } from "../viewers/lease";
 
@@ -57,7 +62,9 @@ export async function start(env: Env, hook: StartHook, streamKey: string, creden
 async function play(env: Env, hook: StartHook, streamKey: string, token: PlayToken, guessLimit: number, place: Place): Promise<Decision> {
   const { serverId, clientId } = hook.session;
   const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };
-  const shard = <T>(call: (s: ShardStub) => Promise<T>) => callObject("viewer shard", () => viewerShard(env, serverId), call, "refused", fields);
+  const deadline = new Deadline();
+  const shard = <T>(call: (s: ShardStub) => Promise<T>, floor = 0) =>
+    callObject("viewer shard", () => viewerShard(env, serverId), call, "refused", fields, deadline.left(floor));
   const hookId = crypto.randomUUID();
   let attempts = 0;
   let result: Decision | Unreachable;
@@ -68,7 +75,8 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
     });
   } catch (err) {
     if (mayHaveRun(err, attempts)) {
-      await shard((s) => s.stop(streamKey, hook.session, { action: hook.action, ip: hook.ip, reason: "admission undone: the decision's answer was lost", voidHook: hookId })).catch(() => {});
+      const cause = { action: hook.action, ip: hook.ip, reason: "admission undone: the decision's answer was lost", voidHook: hookId };
+      await shard((s) => s.stop(streamKey, hook.session, cause), UNDO_WAIT_MS).catch(() => {});
     }
     throw err;
   }
@@ -88,8 +96,10 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
 async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: string | null, guessLimit: number): Promise<Decision> {
   const { serverId, serviceId, clientId } = hook.session;
   const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };
-  const stream = <T>(call: (s: StreamStub) => Promise<T>) => callObject("stream object", () => streamObject(env, streamKey), call, "refused", fields);
-  const server = <T>(call: (r: RegistryStub) => Promise<T>) => callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields);
+  const deadline = new Deadline();
+  const stream = <T>(call: (s: StreamStub) => Promise<T>, floor = 0) =>
+    callObject("stream object", () => streamObject(env, streamKey), call, "refused", fields, deadline.left(floor));
+  const server = <T>(call: (r: RegistryStub) => Promise<T>) => callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields, deadline.left());
   const hookId = crypto.randomUUID();
   const tracked = server((r) => r.track(serverId, serviceId, clientId, { streamKey, role: "publisher" }));
   let attempts = 0;
@@ -97,7 +107,8 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     attempts++;
     return s.publish(hook.session, hook.ip, keyHash, guessLimit, hookId);
   });
-  const undo = (reason: string) => stream((s) => s.end(hook.session, { action: hook.action, ip: hook.ip, reason, voidHook: hookId }));
+  // An undo still gets UNDO_WAIT_MS when the deadline has passed: it voids an attempt that may still admit.
+  const undo = (reason: string) => stream((s) => s.end(hook.session, { action: hook.action, ip: hook.ip, reason, voidHook: hookId }), UNDO_WAIT_MS);
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
   if (decisionResult.status === "rejected") {
     // As far as the stream can be reached (else on_close, a restart or an operator can still end it: the index entry was written alongside).
@@ -146,16 +157,18 @@ export async function stop(env: Env, hook: StreamHook, streamKey: string, role: 
   const { serverId, serviceId, clientId } = hook.session;
   const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };
   const cause = { action: hook.action, ip: hook.ip };
+  const deadline = new Deadline();
   if (role === "viewer") {
-    return callObject("viewer shard", () => viewerShard(env, serverId), (s) => s.stop(streamKey, hook.session, cause), "stop not recorded", fields);
+    return callObject("viewer shard", () => viewerShard(env, serverId), (s) => s.stop(streamKey, hook.session, cause), "stop not recorded", fields, deadline.left());
   }
-  const ended = await callObject("stream object", () => streamObject(env, streamKey), (s) => s.end(hook.session, cause), "stop not recorded", fields);
+  const ended = await callObject("stream object", () => streamObject(env, streamKey), (s) => s.end(hook.session, cause), "stop not recorded", fields, deadline.left());
   await callObject(
     "registry",
     () => serverRegistry(env, serverId),
     (r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role }]),
     "stop recorded, index entry kept",
     fields,
+    deadline.left(),
   );
   return ended;
 }
@@ -169,16 +182,14 @@ export async function stop(env: Env, hook: StreamHook, streamKey: string, role: 
 export async function close(env: Env, session: SessionId): Promise<number> {
   const { serverId, serviceId, clientId } = session;
   const fields = { action: "on_close", server: serverId, client: clientId };
+  const deadline = new Deadline();
   const registry = <T>(call: (r: RegistryStub) => Promise<T>, outcome: string) =>
-    callObject("registry", () => serverRegistry(env, serverId), call, outcome, fields);
-  const viewing = callObject("viewer shard", () => viewerShard(env, serverId), (s) => s.close(session), "close not recorded", fields);
+    callObject("registry", () => serverRegistry(env, serverId), call, outcome, fields, deadline.left());
+  const viewing = callObject("viewer shard", () => viewerShard(env, serverId), (s) => s.close(session), "close not recorded", fields, deadline.left());
   const held = (await registry((r) => r.held(serverId, serviceId, clientId), "close not recorded")).filter((h) => h.role === "publisher");
   const results = await Promise.allSettled(
     held.map((h) =>
-      callObject("stream object", () => streamObject(env, h.streamKey), (s) => s.end(session, { action: "on_close" }), "close not recorded", {
-        ...fields,
-        stream: h.streamKey,
-      }),
+      callObject("stream object", () => streamObject(env, h.streamKey), (s) => s.end(session, { action: "on_close" }), "close not recorded", { ...fields, stream: h.streamKey }, deadline.left()),
     ),
   );
   const ended = held.filter((_, i) => results[i].status === "fulfilled");

@@ -252,7 +252,8 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
     // A start hook of a process this stream holds suspended: it is back, and the registry says what of it survived.
     if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.refresh(session, true);
-    let decision = this.tryPublish(session, ip, presentedKeyHash, guessLimit, false);
+    // An attempt that reached the object after the Worker undid its hook (it gave up waiting) admits nothing.
+    let decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, false);
     const restsOnSuspended = decision.allow && decision.admit && this.sessions.hasSuspendedPublishers();
     if ((!decision.allow && decision.restsOn === "publisher") || restsOnSuspended) {
       await this.refresh(session);

@@ -272,7 +272,7 @@ export class ViewerShard extends DurableObject<Env> {
           return decision;
         }
         if (changed) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
-        if (this.voidHooks.has(req.hookId)) return { allow: false, denial: Denials.admissionUndone };
+        if (this.voidHooks.has(req.hookId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.admissionUndone }, sub);
         const at = Date.now();
         this.tables.prepare();
         const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;

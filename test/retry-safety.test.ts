@@ -216,6 +216,35 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     expect(fences[0].reason).toMatch(/^ended 2 viewer/);
   });
 
+  it("an alarm that runs while a restart's heartbeat delivers its notice does not deliver it again; the heartbeat waits for the delivery", async () => {
+    futureClock();
+    expect(await beat(edge)).toEqual(ALLOW);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 5 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    // The shard holds the notice's first delivery until told (a flag: a promise cannot be shared with an object).
+    const real = ViewerShard.prototype.applyStatus;
+    let calls = 0;
+    let released = false;
+    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(async function (this: ViewerShard, news) {
+      if (news.serverId !== edge.server) return real.call(this, news);
+      if (calls++ === 0) while (!released) await scheduler.wait(5);
+      return real.call(this, news);
+    });
+    let answered = false;
+    const restart = beat({ server: edge.server, service: newEdge().service }).then((r) => ((answered = true), r));
+    await vi.waitFor(() => expect(calls).toBe(1));
+    const alarm = runDurableObjectAlarm(serverRegistry(env, edge.server));
+    await scheduler.wait(50);
+    expect(answered).toBe(false); // the shard does not know yet
+    released = true;
+    expect(await restart).toEqual(ALLOW);
+    await alarm;
+    expect(calls).toBe(1);
+    expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0 });
+    expect((await events(s)).filter((e) => e.action === "fence")).toHaveLength(1);
+  });
+
   it("an overloaded registry is asked once by a stream's liveness round, and the refusal stands", async () => {
     const s = uniqueStream();
     const key = await createStream(s);

@@ -180,6 +180,8 @@ export class ServerRegistry extends DurableObject<Env> {
   private sql: SqlStorage;
   private servers = new Map<string, ServerRow>();
   private alarmAt: number | null = null;
+  /** Notices being delivered now (deliverNotices), and their deliveries. */
+  private delivering = new Map<string, Promise<number>>();
   /** Kicks waiting to be sent to this shard's servers (src/srs/kick-outbox.ts). */
   private kicks: KickOutbox;
 
@@ -449,28 +451,38 @@ export class ServerRegistry extends DurableObject<Env> {
   private async deliverNotices(shardOf?: string): Promise<boolean> {
     type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string; last_alive: number };
     const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive";
-    const batch =
+    const stored =
       shardOf === undefined
         ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices ORDER BY rowid LIMIT ?`, NOTICE_BATCH).toArray()
         : this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE server_id = ? AND stream_key = ? ORDER BY rowid`, shardOf, VIEWER_SHARD_ENTRY.streamKey).toArray();
-    const results = await Promise.allSettled(
-      batch.map((n) => {
-        const news: ProcessStatus = {
-          serverId: n.server_id,
-          serviceId: n.service_id,
-          status: n.status as ProcessStatus["status"],
-          seq: n.seq,
-          cutoff: n.cutoff,
-          replaced: n.replaced === 1,
-          why: n.why,
-          lastAlive: n.last_alive,
-        };
-        // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
-        if (n.stream_key === VIEWER_SHARD_ENTRY.streamKey) return withRetry(() => viewerShard(this.env, n.server_id), (shard) => shard.applyStatus(news));
-        return withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus(news));
-      }),
-    );
-    let failed = false;
+    // A notice on its way already (the alarm runs while a restart's heartbeat sends its shard's) is not sent
+    // twice: this run waits for that delivery instead (the heartbeat is answered only once its shard knows).
+    const id = (n: Notice) => `${n.stream_key}\n${n.server_id}\n${n.service_id}\n${n.seq}\n${n.cutoff}`;
+    const elsewhere = stored.flatMap((n) => this.delivering.get(id(n)) ?? []);
+    const batch = stored.filter((n) => !this.delivering.has(id(n)));
+    const sends = batch.map((n) => {
+      const news: ProcessStatus = {
+        serverId: n.server_id,
+        serviceId: n.service_id,
+        status: n.status as ProcessStatus["status"],
+        seq: n.seq,
+        cutoff: n.cutoff,
+        replaced: n.replaced === 1,
+        why: n.why,
+        lastAlive: n.last_alive,
+      };
+      // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
+      const sent =
+        n.stream_key === VIEWER_SHARD_ENTRY.streamKey
+          ? withRetry(() => viewerShard(this.env, n.server_id), (shard) => shard.applyStatus(news))
+          : withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus(news));
+      this.delivering.set(id(n), sent);
+      return sent;
+    });
+    const [results, others] = await Promise.all([Promise.allSettled(sends), Promise.allSettled(elsewhere)]);
+    for (const n of batch) this.delivering.delete(id(n));
+    // A delivery elsewhere that failed leaves its notice for a later alarm: counted here, so that one is armed.
+    let failed = others.some((r) => r.status === "rejected");
     results.forEach((result, i) => {
       const n = batch[i];
       if (result.status === "rejected") {

@@ -8,6 +8,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { ViewerShard } from "../src/viewers/shard";
+import { Deadline } from "../src/platform/retry";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
 import { ALLOW } from "./fake-srs";
 
@@ -143,4 +144,33 @@ export async function fullStream(edge: Edge): Promise<string> {
 /** A stream's decision log, newest first. */
 export async function events(stream: string): Promise<any[]> {
   return (await admin("GET", `/streams/live/${stream}/events`)).body.events;
+}
+
+/**
+ * Holds the first call of `method` (inside the object) until released, then runs the real method;
+ * later calls run at once. Flags, not promises: a promise made here cannot be awaited inside a
+ * Durable Object ("Cannot perform I/O on behalf of a different Durable Object").
+ */
+export function holdFirst<T extends object>(proto: T, method: keyof T & string): { release: () => void; reached: () => boolean } {
+  const real = (proto as any)[method];
+  let released = false;
+  let reached = false;
+  vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
+    if (!reached) {
+      reached = true;
+      while (!released) await scheduler.wait(5);
+    }
+    return real.apply(this, args);
+  });
+  return { release: () => void (released = true), reached: () => reached };
+}
+
+/** Runs `send` (a hook) with a hook deadline of `ms` instead of HOOK_DEADLINE_MS (undo floors still apply). */
+export async function withDeadline<T>(ms: number, send: () => Promise<T>): Promise<T> {
+  const short = vi.spyOn(Deadline.prototype, "left").mockImplementation((floor = 0) => Math.max(floor, ms));
+  try {
+    return await send();
+  } finally {
+    short.mockRestore();
+  }
 }

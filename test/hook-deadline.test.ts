@@ -9,11 +9,11 @@
  * test lets it go, so the deadline always passes first.
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { callObject, Deadline, ObjectCallFailed } from "../src/platform/retry";
+import { callObject, ObjectCallFailed } from "../src/platform/retry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
-import { events } from "./fleet";
+import { events, holdFirst, withDeadline } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
@@ -22,29 +22,9 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
-/**
- * Holds the first call of `method` until released, then runs the real method; later calls run at
- * once. Flags, not promises: a promise made here cannot be awaited inside a Durable Object.
- */
-function holdFirst<T extends object>(proto: T, method: keyof T & string): { release: () => void; reached: () => boolean } {
-  const real = (proto as any)[method];
-  let released = false;
-  let reached = false;
-  vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
-    if (!reached) {
-      reached = true;
-      while (!released) await scheduler.wait(5);
-    }
-    return real.apply(this, args);
-  });
-  return { release: () => void (released = true), reached: () => reached };
-}
-
 /** Sends a hook whose deadline is 50 ms (HOOK_DEADLINE_MS shortened, for this hook only) and returns SRS's answer. */
 async function pastTheDeadline(body: Parameters<typeof hook>[0], stuck: { reached: () => boolean }) {
-  const short = vi.spyOn(Deadline.prototype, "left").mockImplementation((floor = 0) => Math.max(floor, 50));
-  const reply = await hook(body);
-  short.mockRestore();
+  const reply = await withDeadline(50, () => hook(body));
   await vi.waitFor(() => expect(stuck.reached()).toBe(true)); // the object was reached, and held
   return reply;
 }

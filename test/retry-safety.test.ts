@@ -7,7 +7,7 @@
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { ServerRegistry } from "../src/server/registry";
+import { ServerRegistry, type ProcessStatus } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
@@ -226,11 +226,13 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     const real = ViewerShard.prototype.applyStatus;
     let calls = 0;
     let released = false;
-    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(async function (this: ViewerShard, news) {
+    // (An RPC method may answer with a promise: the caller awaits it either way.)
+    const held = async function (this: ViewerShard, news: ProcessStatus) {
       if (news.serverId !== edge.server) return real.call(this, news);
       if (calls++ === 0) while (!released) await scheduler.wait(5);
       return real.call(this, news);
-    });
+    };
+    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(held as unknown as (news: ProcessStatus) => number);
     let answered = false;
     const restart = beat({ server: edge.server, service: newEdge().service }).then((r) => ((answered = true), r));
     await vi.waitFor(() => expect(calls).toBe(1));

@@ -9,6 +9,7 @@ import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
 import { apiBase } from "../srs/api";
 import { KickOutbox } from "../srs/kick-outbox";
+import { VoidedHooks } from "../session/voided-hooks";
 import type { Kick } from "../srs/kicks";
 
 /** What the admin API reports for one SRS server. */
@@ -180,6 +181,8 @@ export class ServerRegistry extends DurableObject<Env> {
   private sql: SqlStorage;
   private servers = new Map<string, ServerRow>();
   private alarmAt: number | null = null;
+  /** Start hooks whose admission the Worker undid: their late tracks write nothing (src/session/voided-hooks.ts). */
+  private voidHooks = new VoidedHooks();
   /** Notices being delivered now (deliverNotices), and their deliveries. */
   private delivering = new Map<string, Promise<number>>();
   /** Kicks waiting to be sent to this shard's servers (src/srs/kick-outbox.ts). */
@@ -223,6 +226,7 @@ export class ServerRegistry extends DurableObject<Env> {
       apiCalled: (serverId, ok) => this.apiCalled(serverId, ok),
     });
     for (const row of this.sql.exec<ServerRow>("SELECT * FROM servers")) this.servers.set(row.server_id, row);
+    this.voidHooks.load(this.sql);
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
       // A stored alarm may come from longer settings; armAlarm keeps the earlier time.
@@ -266,11 +270,12 @@ export class ServerRegistry extends DurableObject<Env> {
   /**
    * Records that a client started (or asked to start) a session on a stream.
    * Answers "retired" when the message comes from a process a restart already
-   * replaced: such a session must not be admitted.
+   * replaced: such a session must not be admitted. A track of a hook the
+   * Worker undid (it arrives late) writes nothing: SRS refused that client.
    */
-  async track(serverId: string, serviceId: string, clientId: string, stream: ClientStream): Promise<Epoch> {
+  async track(serverId: string, serviceId: string, clientId: string, stream: ClientStream, hookId = ""): Promise<Epoch> {
     const epoch = this.acknowledgeEpoch(serverId, serviceId, "start");
-    if (epoch === "current" || epoch === "candidate") {
+    if ((epoch === "current" || epoch === "candidate") && !this.voidHooks.has(hookId)) {
       // A repeat moves tracked_at forward, so a forget meant for an earlier session leaves this one.
       this.sql.exec(
         `INSERT INTO client_streams (server_id, service_id, client_id, stream_key, role, tracked_at)
@@ -302,8 +307,11 @@ export class ServerRegistry extends DurableObject<Env> {
    * Drops index entries of sessions the streams have ended (stop events,
    * on_close, denials, admin calls). Called only after the stream confirmed,
    * so a failed stop leaves the entry for on_close, a restart or an operator.
+   * `voidHook`: the Worker undid that start hook's admission; its track, if
+   * still on its way, writes nothing.
    */
-  async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[]): Promise<void> {
+  async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[], voidHook?: string): Promise<void> {
+    if (voidHook) this.voidHooks.add(voidHook, this.sql);
     this.acknowledgeEpoch(serverId, serviceId, "stop");
     this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })));
   }

@@ -99,9 +99,10 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   const deadline = new Deadline();
   const stream = <T>(call: (s: StreamStub) => Promise<T>, floor = 0) =>
     callObject("stream object", () => streamObject(env, streamKey), call, "refused", fields, deadline.left(floor));
-  const server = <T>(call: (r: RegistryStub) => Promise<T>) => callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields, deadline.left());
+  const server = <T>(call: (r: RegistryStub) => Promise<T>, floor = 0) =>
+    callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields, deadline.left(floor));
   const hookId = crypto.randomUUID();
-  const tracked = server((r) => r.track(serverId, serviceId, clientId, { streamKey, role: "publisher" }));
+  const tracked = server((r) => r.track(serverId, serviceId, clientId, { streamKey, role: "publisher" }, hookId));
   let attempts = 0;
   const decided = stream((s): Promise<Decision> => {
     attempts++;
@@ -118,7 +119,11 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   const decision = decisionResult.value;
   if (trackResult.status === "rejected") {
     // After a retry, "allow" without "admit" may be our own first attempt's admission whose answer was lost.
-    if (decision.allow && (decision.admit || attempts > 1)) await undo("admission undone: server index unavailable");
+    if (decision.allow && (decision.admit || attempts > 1)) {
+      await undo("admission undone: server index unavailable");
+      // The stream holds nothing of this hook now: its index entry goes, and a track still on its way writes none.
+      await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), UNDO_WAIT_MS).catch(() => {});
+    }
     throw trackResult.reason;
   }
   if (trackResult.value === "retired") {

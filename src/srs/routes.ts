@@ -8,7 +8,7 @@ import { verifyPlayToken } from "../auth/token";
 import type { PlayToken } from "../stream/rules";
 import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
-import { callObject } from "../platform/retry";
+import { callObject, Deadline } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, type CloseHook, type Hook, type SessionId, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
@@ -58,7 +58,7 @@ export async function handleHeartbeat(request: IRequest, env: Env): Promise<Resp
   const beat = parseHeartbeat(await readJson(request));
   // Retried on a retryable platform error (src/platform/retry.ts): a repeated heartbeat finds its process current and changes nothing more.
   const fields = { action: "heartbeat", server: beat.serverId };
-  await callObject("registry", () => serverRegistry(env, beat.serverId), (r) => r.heartbeat(beat), "heartbeat not recorded", fields);
+  await callObject("registry", () => serverRegistry(env, beat.serverId), (r) => r.heartbeat(beat), "heartbeat not recorded", fields, new Deadline().left());
   return allow();
 }
 

@@ -232,6 +232,7 @@ export class StreamObject extends DurableObject<Env> {
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
     this.pushes = new PolicyPushes(this.sql);
+    this.voidHooks.load(this.sql);
     this.ready = true;
   }
 
@@ -265,7 +266,7 @@ export class StreamObject extends DurableObject<Env> {
       }
       // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
-        const refused = await this.takeOver(session);
+        const refused = await this.takeOver(session, hookId);
         decision = this.voided(hookId) ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
     } else if (decision.allow && decision.admit) {
@@ -373,7 +374,7 @@ export class StreamObject extends DurableObject<Env> {
    */
   end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
-    if (cause.voidHook) this.voidHooks.add(cause.voidHook);
+    if (cause.voidHook) this.voidHooks.add(cause.voidHook, this.sql);
     const ended = this.sessions.end(session, endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
@@ -652,13 +653,16 @@ export class StreamObject extends DurableObject<Env> {
    * onDuplicatePublish "replace": kicks every live publisher but `session`
    * through its edge's SRS API, and ends their sessions once each kick is
    * confirmed (or the client proven gone). Null when the way is free; else
-   * the refusal (fail closed: two publishers are never admitted at once).
+   * the refusal (fail closed: two publishers are never admitted at once). A
+   * hook the Worker undid meanwhile kicks nobody: SRS refused its client.
    */
-  private async takeOver(session: SessionId): Promise<Decision | null> {
+  private async takeOver(session: SessionId, hookId: string): Promise<Decision | null> {
     for (const holder of this.sessions.livePublishersBesides(session)) {
       if (!this.env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
       const target = await this.ghosts.targetOf(holder);
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
+      const undone = this.voided(hookId);
+      if (undone) return undone;
       const outcome = await kickClient(this.env, target, holder.clientId);
       if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, `edge ${holder.serverId} unreachable`) };
       if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };

@@ -166,6 +166,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
     this.leases.load();
     this.log.load();
+    this.voidHooks.load(this.sql);
     // Usage peaks not flushed before the restart: the counts held now hold from now on.
     this.activity.usage.reconcile(this.counts.held());
   }
@@ -207,6 +208,9 @@ export class ViewerShard extends DurableObject<Env> {
         // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
         const policy = await this.leases.policyOf(streamKey);
         if (!policy) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
+        // An attempt of a hook the Worker undid (it gave up waiting) asks nothing more of anyone: a seat taken
+        // with "replace" would end the viewer's other session. Checked again after each wait below.
+        if (this.voidHooks.has(req.hookId)) return this.undone(req);
         this.identify(session.serverId, req.place);
         if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
         if (policy.playAuth === "token" && !req.token.ok) {
@@ -222,6 +226,7 @@ export class ViewerShard extends DurableObject<Env> {
         }
         const refused = this.viewerRefusal(policy, req);
         if (refused) return this.logged(streamKey, session, ip, { allow: false, denial: refused }, sub);
+        if (this.voidHooks.has(req.hookId)) return this.undone(req);
         if (policy.maxViewers !== null && !this.leases.hasSlot(streamKey)) {
           const again = this.repeat(req);
           if (again) return again;
@@ -233,6 +238,7 @@ export class ViewerShard extends DurableObject<Env> {
         if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey))) {
           const again = this.repeat(req);
           if (again) return again;
+          if (this.voidHooks.has(req.hookId)) return this.undone(req);
           // A viewer id with a session limit: the seats object counts its sessions on every edge.
           const entry = this.pendingSeats.get(pending) ?? { hooks: 0, cancelled: null };
           entry.hooks++;
@@ -272,7 +278,7 @@ export class ViewerShard extends DurableObject<Env> {
           return decision;
         }
         if (changed) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
-        if (this.voidHooks.has(req.hookId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.admissionUndone }, sub);
+        if (this.voidHooks.has(req.hookId)) return this.undone(req);
         const at = Date.now();
         this.tables.prepare();
         const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
@@ -341,7 +347,10 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** `keepSlot`: a slot freed here is about to be used or recalled, not given back. */
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
-    if (cause.voidHook) this.voidHooks.add(cause.voidHook);
+    if (cause.voidHook) {
+      this.tables.prepare(); // an undo is rare: it may create the tables of a shard that holds nothing yet
+      this.voidHooks.add(cause.voidHook, this.sql);
+    }
     if (!this.tables.ready) return 0;
     const removed = this.sql.exec<{ sub: string; seat: number; since: number }>(
       "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat, since",
@@ -776,6 +785,11 @@ export class ViewerShard extends DurableObject<Env> {
     const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
     this.log.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
     return decision;
+  }
+
+  /** An attempt of a hook the Worker undid: refused (4008), logged. */
+  private undone(req: PlayRequest): Decision {
+    return this.logged(req.streamKey, req.session, req.ip, { allow: false, denial: Denials.admissionUndone }, subOf(req));
   }
 
   /** A repeat of a session live here (an earlier attempt of this on_play admitted it): "already live", logged; else null. */

@@ -63,8 +63,8 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
   const { serverId, clientId } = hook.session;
   const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };
   const deadline = new Deadline();
-  const shard = <T>(call: (s: ShardStub) => Promise<T>, floor = 0) =>
-    callObject("viewer shard", () => viewerShard(env, serverId), call, "refused", fields, deadline.left(floor));
+  const shard = <T>(call: (s: ShardStub) => Promise<T>, withinMs = deadline.left()) =>
+    callObject("viewer shard", () => viewerShard(env, serverId), call, "refused", fields, withinMs);
   const hookId = crypto.randomUUID();
   let attempts = 0;
   let result: Decision | Unreachable;
@@ -76,7 +76,7 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
   } catch (err) {
     if (mayHaveRun(err, attempts)) {
       const cause = { action: hook.action, ip: hook.ip, reason: "admission undone: the decision's answer was lost", voidHook: hookId };
-      await shard((s) => s.stop(streamKey, hook.session, cause), UNDO_WAIT_MS).catch(() => {});
+      await shard((s) => s.stop(streamKey, hook.session, cause), deadline.left(UNDO_WAIT_MS)).catch(() => {});
     }
     throw err;
   }
@@ -97,10 +97,10 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   const { serverId, serviceId, clientId } = hook.session;
   const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };
   const deadline = new Deadline();
-  const stream = <T>(call: (s: StreamStub) => Promise<T>, floor = 0) =>
-    callObject("stream object", () => streamObject(env, streamKey), call, "refused", fields, deadline.left(floor));
-  const server = <T>(call: (r: RegistryStub) => Promise<T>, floor = 0) =>
-    callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields, deadline.left(floor));
+  const stream = <T>(call: (s: StreamStub) => Promise<T>, withinMs = deadline.left()) =>
+    callObject("stream object", () => streamObject(env, streamKey), call, "refused", fields, withinMs);
+  const server = <T>(call: (r: RegistryStub) => Promise<T>, withinMs = deadline.left()) =>
+    callObject("registry", () => serverRegistry(env, serverId), call, "refused", fields, withinMs);
   const hookId = crypto.randomUUID();
   const tracked = server((r) => r.track(serverId, serviceId, clientId, { streamKey, role: "publisher" }, hookId));
   let attempts = 0;
@@ -108,8 +108,11 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     attempts++;
     return s.publish(hook.session, hook.ip, keyHash, guessLimit, hookId);
   });
-  // An undo still gets UNDO_WAIT_MS when the deadline has passed: it voids an attempt that may still admit.
-  const undo = (reason: string) => stream((s) => s.end(hook.session, { action: hook.action, ip: hook.ip, reason, voidHook: hookId }), UNDO_WAIT_MS);
+  // An undo voids an attempt that may still admit: its steps get what is left of the deadline, and
+  // UNDO_WAIT_MS together at least (so SRS still has its answer within HOOK_DEADLINE_MS + UNDO_WAIT_MS).
+  let undoWindow: Deadline | null = null;
+  const undoLeft = () => (undoWindow ??= new Deadline(deadline.left(UNDO_WAIT_MS))).left();
+  const undo = (reason: string) => stream((s) => s.end(hook.session, { action: hook.action, ip: hook.ip, reason, voidHook: hookId }), undoLeft());
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
   if (decisionResult.status === "rejected") {
     // As far as the stream can be reached (else on_close, a restart or an operator can still end it: the index entry was written alongside).
@@ -122,7 +125,7 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     if (decision.allow && (decision.admit || attempts > 1)) {
       await undo("admission undone: server index unavailable");
       // The stream holds nothing of this hook now: its index entry goes, and a track still on its way writes none.
-      await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), UNDO_WAIT_MS).catch(() => {});
+      await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()).catch(() => {});
     }
     throw trackResult.reason;
   }
@@ -173,7 +176,8 @@ export async function stop(env: Env, hook: StreamHook, streamKey: string, role: 
     (r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role }]),
     "stop recorded, index entry kept",
     fields,
-    deadline.left(),
+    // The stream has ended the session: dropping its entry is worth UNDO_WAIT_MS past the deadline.
+    deadline.left(UNDO_WAIT_MS),
   );
   return ended;
 }
@@ -188,8 +192,8 @@ export async function close(env: Env, session: SessionId): Promise<number> {
   const { serverId, serviceId, clientId } = session;
   const fields = { action: "on_close", server: serverId, client: clientId };
   const deadline = new Deadline();
-  const registry = <T>(call: (r: RegistryStub) => Promise<T>, outcome: string) =>
-    callObject("registry", () => serverRegistry(env, serverId), call, outcome, fields, deadline.left());
+  const registry = <T>(call: (r: RegistryStub) => Promise<T>, outcome: string, withinMs = deadline.left()) =>
+    callObject("registry", () => serverRegistry(env, serverId), call, outcome, fields, withinMs);
   const viewing = callObject("viewer shard", () => viewerShard(env, serverId), (s) => s.close(session), "close not recorded", fields, deadline.left());
   const held = (await registry((r) => r.held(serverId, serviceId, clientId), "close not recorded")).filter((h) => h.role === "publisher");
   const results = await Promise.allSettled(
@@ -198,11 +202,13 @@ export async function close(env: Env, session: SessionId): Promise<number> {
     ),
   );
   const ended = held.filter((_, i) => results[i].status === "fulfilled");
-  if (ended.length > 0) await registry((r) => r.forget(serverId, serviceId, clientId, ended), "close recorded, index entries kept");
-  const viewers = await viewing;
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  // The streams that ended their sessions: their entries go (worth UNDO_WAIT_MS past the deadline).
+  const forgotten = ended.length > 0 ? registry((r) => r.forget(serverId, serviceId, clientId, ended), "close recorded, index entries kept", deadline.left(UNDO_WAIT_MS)) : null;
+  const [viewers, forgot] = await Promise.allSettled([viewing, forgotten]);
+  // SRS hears of the first failure in the order of the work: a stream that could not end its session, then the rest.
+  const failed = [...results, viewers, forgot].find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw failed.reason;
-  return ended.length + viewers;
+  return ended.length + (viewers as PromiseFulfilledResult<number>).value;
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { ServerRegistry, type ProcessStatus } from "../src/server/registry";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
@@ -23,7 +23,7 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, events, overloaded, retryable, serverListed, futureClock } from "./fleet";
+import { beat, events, overloaded, retryable, serverListed, futureClock, withDeadline } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -245,6 +245,33 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     expect(calls).toBe(1);
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0 });
     expect((await events(s)).filter((e) => e.action === "fence")).toHaveLength(1);
+  });
+
+  it("a notice whose object never answers holds neither the restart's heartbeat nor the alarm: it is sent again later", async () => {
+    futureClock();
+    expect(await beat(edge)).toEqual(ALLOW);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 5 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    // The first delivery to the shard never answers (until the test ends); the registry waits 50 ms for it.
+    const real = ViewerShard.prototype.applyStatus;
+    let calls = 0;
+    let released = false;
+    onTestFinished(() => void (released = true));
+    const stuck = async function (this: ViewerShard, news: ProcessStatus) {
+      if (news.serverId === edge.server && calls++ === 0) while (!released) await scheduler.wait(5);
+      return real.call(this, news);
+    };
+    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(stuck as unknown as (news: ProcessStatus) => number);
+    const usual = ServerRegistry.noticeTimeoutMs;
+    ServerRegistry.noticeTimeoutMs = 50;
+    onTestFinished(() => void (ServerRegistry.noticeTimeoutMs = usual));
+    expect(await withDeadline(2_000, () => beat({ server: edge.server, service: newEdge().service }))).toEqual(ALLOW);
+    expect(await serverListed(edge)).toMatchObject({ pendingNotices: 1 });
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
+    expect(calls).toBe(2);
+    expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0 });
+    expect((await streamState(s)).viewers).toBe(0);
   });
 
   it("an overloaded registry is asked once by a stream's liveness round, and the refusal stands", async () => {

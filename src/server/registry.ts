@@ -4,7 +4,7 @@ import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { addColumns } from "../platform/sql";
-import { withRetry } from "../platform/retry";
+import { withRetry, withTimeout } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
 import { apiBase } from "../srs/api";
@@ -178,6 +178,8 @@ export function shardOf(serverId: string): number {
  * stream has ended the session, so a lost stop can always be recovered.
  */
 export class ServerRegistry extends DurableObject<Env> {
+  /** A notice's delivery waits this long for its object; then it counts as not delivered (and is sent again later). */
+  static noticeTimeoutMs = 10_000;
   private sql: SqlStorage;
   private servers = new Map<string, ServerRow>();
   private alarmAt: number | null = null;
@@ -480,10 +482,13 @@ export class ServerRegistry extends DurableObject<Env> {
         lastAlive: n.last_alive,
       };
       // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
-      const sent =
+      // Bounded: a notice stuck on its way would otherwise hold every later run that waits for it.
+      const sent = withTimeout(
         n.stream_key === VIEWER_SHARD_ENTRY.streamKey
           ? withRetry(() => viewerShard(this.env, n.server_id), (shard) => shard.applyStatus(news))
-          : withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus(news));
+          : withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus(news)),
+        ServerRegistry.noticeTimeoutMs,
+      );
       this.delivering.set(id(n), sent);
       return sent;
     });

@@ -15,6 +15,15 @@
  * rule is that an index entry exists for every publisher a stream holds (an
  * entry too many is harmless; one too few leaves a ghost nobody can find).
  *
+ * What ends sessions without a hook of theirs happens elsewhere, by design
+ * in the objects that hold them: a restart, a silence or SESSION_GRACE_S is
+ * decided by the registry (src/server/registry.ts, acknowledgeEpoch) and
+ * reaches the holders as notices (StreamObject.applyStatus → SessionBook.apply
+ * for publishers, ViewerShard.applyStatus for viewers); a viewer's slot comes
+ * from a lease (src/viewers/shard-leases.ts asks, src/stream/slot-rounds.ts
+ * grants and recalls); a ghost of a lost stop is ended when a refusal would
+ * rest on it (src/srs/ghosts.ts).
+ *
  * Object calls go through callObject (src/platform/retry.ts): a platform
  * error marked retryable (never overloaded) is retried on a fresh stub, at
  * most 3 attempts within 2 s; and all the calls of one hook share its

@@ -16,7 +16,7 @@ import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { GhostCheck } from "../src/srs/ghosts";
 import { close, createStream, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish, type Edge } from "./srs";
-import { beat, CAP, events, holdFirst, restarted, serverListed, shardStub, streamStub, withDeadline } from "./fleet";
+import { beat, CAP, events, heldOnTheWay, holdFirst, restarted, serverListed, shardStub, streamStub, withDeadline } from "./fleet";
 import { FakeSrs, kickedOn } from "./fake-srs";
 import { limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 
@@ -26,41 +26,6 @@ afterEach(() => {
   vi.useRealTimers();
   vi.restoreAllMocks();
 });
-
-/**
- * A namespace for the Worker (hookWith) whose first call of `method` is held on the way, before it
- * reaches the object: a late attempt in the network. Released, it is sent to a fresh stub.
- */
-function heldOnTheWay<N extends DurableObjectNamespace<any>>(ns: N, method: string) {
-  const gate = { released: false, reached: false, done: null as Promise<any> | null };
-  const stubFor = (id: DurableObjectId) =>
-    new Proxy((ns as any).get(id), {
-      get(t, prop) {
-        if (prop === method && !gate.reached) {
-          return (...args: unknown[]) => {
-            gate.reached = true;
-            gate.done = (async () => {
-              while (!gate.released) await scheduler.wait(5);
-              return (ns as any).get(id)[method](...args);
-            })();
-            gate.done.catch(() => {});
-            return gate.done;
-          };
-        }
-        // Everything else straight to the real stub (an RPC stub's methods cannot be bound: .bind is a remote name).
-        if (typeof prop === "string" && prop !== "then") return (...args: unknown[]) => t[prop](...args);
-        return Reflect.get(t, prop);
-      },
-    });
-  const proxy = new Proxy(ns as any, {
-    get(t, prop) {
-      if (prop === "get") return stubFor;
-      const v = Reflect.get(t, prop);
-      return typeof v === "function" ? v.bind(t) : v;
-    },
-  }) as N;
-  return { proxy, gate };
-}
 
 const timeoutOf = (target: string, outcome = "refused") => ({ status: 503, body: { code: 503, reason: `${target} unavailable (no answer in time): ${outcome}` } });
 const sessionsOf = async (edge: Edge) => (await serverListed(edge))?.sessions ?? 0;

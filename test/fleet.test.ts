@@ -330,6 +330,7 @@ describe("slow and failing paths between the objects", () => {
     expect(stillHeld.filter(Boolean)).toHaveLength(1); // one of the streams missed the notice
     expect((await serverListed(edge)).pendingNotices).toBe(1);
     vi.restoreAllMocks();
+    vi.setSystemTime(Date.now() + 5_000); // the failed notice is due again (NOTICE_RETRY_MS)
     await runDurableObjectAlarm(serverStub(edge));
     expect((await streamState(pub)).live).toBe(false);
     expect((await streamState(v1)).viewers).toBe(0);

@@ -147,22 +147,70 @@ export async function events(stream: string): Promise<any[]> {
 }
 
 /**
- * Holds the first call of `method` (inside the object) until released, then runs the real method;
- * later calls run at once. Flags, not promises: a promise made here cannot be awaited inside a
- * Durable Object ("Cannot perform I/O on behalf of a different Durable Object").
+ * Holds (inside the object) the first call of `method` whose arguments match `which`, until released
+ * (at the latest when the test ends), then runs the real method; `calls` counts the matching calls,
+ * `done` says the held one has run. Flags, not promises: a promise made here cannot be awaited inside
+ * a Durable Object ("Cannot perform I/O on behalf of a different Durable Object").
  */
-export function holdFirst<T extends object>(proto: T, method: keyof T & string): { release: () => void; reached: () => boolean } {
+export function holdMatching<T extends object>(proto: T, method: keyof T & string, which: (self: any, args: any[]) => boolean) {
   const real = (proto as any)[method];
-  let released = false;
-  let reached = false;
+  const state = { reached: false, released: false, done: false, calls: 0 };
+  onTestFinished(() => void (state.released = true));
   vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
-    if (!reached) {
-      reached = true;
-      while (!released) await scheduler.wait(5);
+    if (!which(this, args)) return real.apply(this, args);
+    state.calls++;
+    if (state.reached) return real.apply(this, args);
+    state.reached = true;
+    while (!state.released) await scheduler.wait(5);
+    try {
+      return await real.apply(this, args);
+    } finally {
+      state.done = true;
     }
-    return real.apply(this, args);
   });
-  return { release: () => void (released = true), reached: () => reached };
+  return state;
+}
+
+/** Holds the first call of `method` until released; later calls run at once. */
+export function holdFirst<T extends object>(proto: T, method: keyof T & string): { release: () => void; reached: () => boolean } {
+  const state = holdMatching(proto, method, () => true);
+  return { release: () => void (state.released = true), reached: () => state.reached };
+}
+
+/**
+ * A namespace for the Worker (hookWith) whose first call of `method` is held on the way, before it
+ * reaches the object: a late attempt in the network. Released, it is sent to a fresh stub.
+ */
+export function heldOnTheWay<N extends DurableObjectNamespace<any>>(ns: N, method: string) {
+  const gate = { released: false, reached: false, done: null as Promise<any> | null };
+  onTestFinished(() => void (gate.released = true));
+  const stubFor = (id: DurableObjectId) =>
+    new Proxy((ns as any).get(id), {
+      get(t, prop) {
+        if (prop === method && !gate.reached) {
+          return (...args: unknown[]) => {
+            gate.reached = true;
+            gate.done = (async () => {
+              while (!gate.released) await scheduler.wait(5);
+              return (ns as any).get(id)[method](...args);
+            })();
+            gate.done.catch(() => {});
+            return gate.done;
+          };
+        }
+        // Everything else straight to the real stub (an RPC stub's methods cannot be bound: .bind is a remote name).
+        if (typeof prop === "string" && prop !== "then") return (...args: unknown[]) => t[prop](...args);
+        return Reflect.get(t, prop);
+      },
+    });
+  const proxy = new Proxy(ns as any, {
+    get(t, prop) {
+      if (prop === "get") return stubFor;
+      const v = Reflect.get(t, prop);
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  }) as N;
+  return { proxy, gate };
 }
 
 /** Runs `send` (a hook) with a hook deadline of `ms` instead of HOOK_DEADLINE_MS (an undo still gets UNDO_WAIT_MS). */

@@ -23,7 +23,7 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, events, overloaded, retryable, serverListed, futureClock, withDeadline } from "./fleet";
+import { beat, events, holdMatching, overloaded, retryable, serverListed, futureClock, withDeadline } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -222,27 +222,18 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     const s = uniqueStream();
     await createStream(s, { maxViewers: 5 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    // The shard holds the notice's first delivery until told (a flag: a promise cannot be shared with an object).
-    const real = ViewerShard.prototype.applyStatus;
-    let calls = 0;
-    let released = false;
-    // (An RPC method may answer with a promise: the caller awaits it either way.)
-    const held = async function (this: ViewerShard, news: ProcessStatus) {
-      if (news.serverId !== edge.server) return real.call(this, news);
-      if (calls++ === 0) while (!released) await scheduler.wait(5);
-      return real.call(this, news);
-    };
-    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(held as unknown as (news: ProcessStatus) => number);
+    // The shard holds the notice's first delivery until told.
+    const held = holdMatching(ViewerShard.prototype, "applyStatus", (_shard, [news]) => (news as ProcessStatus).serverId === edge.server);
     let answered = false;
     const restart = beat({ server: edge.server, service: newEdge().service }).then((r) => ((answered = true), r));
-    await vi.waitFor(() => expect(calls).toBe(1));
+    await vi.waitFor(() => expect(held.calls).toBe(1));
     const alarm = runDurableObjectAlarm(serverRegistry(env, edge.server));
     await scheduler.wait(50);
     expect(answered).toBe(false); // the shard does not know yet
-    released = true;
+    held.released = true;
     expect(await restart).toEqual(ALLOW);
     await alarm;
-    expect(calls).toBe(1);
+    expect(held.calls).toBe(1);
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0 });
     expect((await events(s)).filter((e) => e.action === "fence")).toHaveLength(1);
   });
@@ -254,22 +245,15 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     await createStream(s, { maxViewers: 5 });
     expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
     // The first delivery to the shard never answers (until the test ends); the registry waits 50 ms for it.
-    const real = ViewerShard.prototype.applyStatus;
-    let calls = 0;
-    let released = false;
-    onTestFinished(() => void (released = true));
-    const stuck = async function (this: ViewerShard, news: ProcessStatus) {
-      if (news.serverId === edge.server && calls++ === 0) while (!released) await scheduler.wait(5);
-      return real.call(this, news);
-    };
-    vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(stuck as unknown as (news: ProcessStatus) => number);
+    const stuck = holdMatching(ViewerShard.prototype, "applyStatus", (_shard, [news]) => (news as ProcessStatus).serverId === edge.server);
     const usual = ServerRegistry.noticeTimeoutMs;
     ServerRegistry.noticeTimeoutMs = 50;
     onTestFinished(() => void (ServerRegistry.noticeTimeoutMs = usual));
     expect(await withDeadline(2_000, () => beat({ server: edge.server, service: newEdge().service }))).toEqual(ALLOW);
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 1 });
+    vi.setSystemTime(Date.now() + 5_000); // due again (NOTICE_RETRY_MS)
     await runDurableObjectAlarm(serverRegistry(env, edge.server));
-    expect(calls).toBe(2);
+    expect(stuck.calls).toBe(2);
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 0 });
     expect((await streamState(s)).viewers).toBe(0);
   });
@@ -305,7 +289,7 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 1 });
   });
 
-  it("an overloaded viewer shard is sent a notice once by the restart's heartbeat, once per alarm run, and the notice stays pending", async () => {
+  it("an overloaded viewer shard is sent a notice once by the restart's heartbeat, then by the alarm when it is due again (5 s, then 10 s), and the notice stays pending", async () => {
     futureClock();
     expect(await beat(edge)).toEqual(ALLOW);
     const s = uniqueStream();
@@ -320,7 +304,16 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     expect(await beat({ server: edge.server, service: newEdge().service })).toEqual(ALLOW);
     expect(calls).toBe(1);
     await runDurableObjectAlarm(serverRegistry(env, edge.server));
+    expect(calls).toBe(1); // not due yet: a notice that failed waits NOTICE_RETRY_MS, then twice as long
+    vi.setSystemTime(Date.now() + 5_000);
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
     expect(calls).toBe(2);
+    vi.setSystemTime(Date.now() + 5_000);
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
+    expect(calls).toBe(2);
+    vi.setSystemTime(Date.now() + 5_000);
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
+    expect(calls).toBe(3);
     expect(await serverListed(edge)).toMatchObject({ pendingNotices: 1 });
   });
 });

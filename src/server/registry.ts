@@ -4,7 +4,7 @@ import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { addColumns } from "../platform/sql";
-import { withRetry, withTimeout } from "../platform/retry";
+import { HOOK_DEADLINE_MS, withRetry, withTimeout } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
 import { apiBase } from "../srs/api";
@@ -130,8 +130,9 @@ interface ServerRow extends Record<string, SqlStorageValue> {
 export const REGISTRY_SHARDS = 16;
 /** Notices delivered per alarm run: bounded work, whatever the fleet size. */
 export const NOTICE_BATCH = 50;
-/** Notices that could not be delivered are retried this much later. */
+/** A notice that could not be delivered is retried this much later, then twice as late each time, up to NOTICE_RETRY_MAX_MS. */
 const NOTICE_RETRY_MS = 5000;
+const NOTICE_RETRY_MAX_MS = 60_000;
 /** last_seen is written at most this often per server (it only serves retention). */
 const LAST_SEEN_GRAIN_MS = 60_000;
 /** Ended for good: sessions admitted up to any time. */
@@ -178,8 +179,12 @@ export function shardOf(serverId: string): number {
  * stream has ended the session, so a lost stop can always be recovered.
  */
 export class ServerRegistry extends DurableObject<Env> {
-  /** A notice's delivery waits this long for its object; then it counts as not delivered (and is sent again later). */
-  static noticeTimeoutMs = 10_000;
+  /**
+   * A notice's delivery waits this long for its object; then it counts as not delivered (and is sent
+   * again later). Half a hook's deadline: a restart's heartbeat waits for its shard's notice and must
+   * still answer SRS in time.
+   */
+  static noticeTimeoutMs = HOOK_DEADLINE_MS / 2;
   private sql: SqlStorage;
   private servers = new Map<string, ServerRow>();
   private alarmAt: number | null = null;
@@ -222,7 +227,8 @@ export class ServerRegistry extends DurableObject<Env> {
     });
     // last_alive: the retired process's last heartbeat, for a stream or shard that asks (liveness) before its notice arrives.
     addColumns(this.sql, "retired", { heard_at: "INTEGER", last_alive: "INTEGER NOT NULL DEFAULT 0" });
-    addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0" });
+    // due: not sent before (a notice that failed waits, with backoff, so it never holds back the others); failures: in a row.
+    addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0", due: "INTEGER NOT NULL DEFAULT 0", failures: "INTEGER NOT NULL DEFAULT 0" });
     this.kicks = new KickOutbox(this.sql, env, {
       apiTarget: (serverId, serviceId) => this.apiTarget(serverId, serviceId),
       apiCalled: (serverId, ok) => this.apiCalled(serverId, ok),
@@ -441,29 +447,27 @@ export class ServerRegistry extends DurableObject<Env> {
     }
     // Retired ids are kept while their process still speaks (a duplicate server_id): it must never become current again.
     this.sql.exec("DELETE FROM retired WHERE retired_at < ? AND (heard_at IS NULL OR heard_at < ?)", now - retention, now - retention);
-    const failed = await this.deliverNotices();
+    await this.deliverNotices();
     await this.kicks.run(Date.now());
+    // Notices that failed are due again later (with backoff), the others at once; kicks and deadlines as they fall.
     const next = this.nextWake(Date.now());
-    if (failed) {
-      this.armAlarm(Date.now() + NOTICE_RETRY_MS);
-      // Kicks due sooner than the notices' retry are not held back by them.
-      const kick = this.kicks.nextAt();
-      if (kick !== null) this.armAlarm(Math.max(kick, Date.now()));
-    } else if (next !== null) this.armAlarm(next);
+    if (next !== null) this.armAlarm(next);
   }
 
   /**
-   * Sends up to NOTICE_BATCH pending notices (of one server's viewer shard
-   * only, with `shardOf`); true if some could not be delivered. A notice goes
-   * to a stream (its publishers) or, for the index entry that stands for a
-   * viewer shard, to the server's shard (its viewers of every stream).
+   * Sends up to NOTICE_BATCH notices that are due, oldest first (or, with
+   * `shardOf`, every notice of that server's viewer shard, due or not). A
+   * notice goes to a stream (its publishers) or, for the index entry that
+   * stands for a viewer shard, to the server's shard (its viewers of every
+   * stream). One that fails is due again later, with backoff: fifty streams
+   * that cannot be reached never hold back the notices behind them.
    */
-  private async deliverNotices(shardOf?: string): Promise<boolean> {
-    type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string; last_alive: number };
-    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive";
+  private async deliverNotices(shardOf?: string): Promise<void> {
+    type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string; last_alive: number; failures: number };
+    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive, failures";
     const stored =
       shardOf === undefined
-        ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices ORDER BY rowid LIMIT ?`, NOTICE_BATCH).toArray()
+        ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE due <= ? ORDER BY due, rowid LIMIT ?`, Date.now(), NOTICE_BATCH).toArray()
         : this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE server_id = ? AND stream_key = ? ORDER BY rowid`, shardOf, VIEWER_SHARD_ENTRY.streamKey).toArray();
     // A notice on its way already (the alarm runs while a restart's heartbeat sends its shard's) is not sent
     // twice: this run waits for that delivery instead (the heartbeat is answered only once its shard knows).
@@ -492,15 +496,19 @@ export class ServerRegistry extends DurableObject<Env> {
       this.delivering.set(id(n), sent);
       return sent;
     });
-    const [results, others] = await Promise.all([Promise.allSettled(sends), Promise.allSettled(elsewhere)]);
+    // (A delivery elsewhere that fails sets its notice's next try itself.)
+    const [results] = await Promise.all([Promise.allSettled(sends), Promise.allSettled(elsewhere)]);
     for (const n of batch) this.delivering.delete(id(n));
-    // A delivery elsewhere that failed leaves its notice for a later alarm: counted here, so that one is armed.
-    let failed = others.some((r) => r.status === "rejected");
     results.forEach((result, i) => {
       const n = batch[i];
       if (result.status === "rejected") {
-        failed = true;
         console.error(JSON.stringify({ error: "notice did not reach a stream", server: n.server_id, stream: n.stream_key, detail: String(result.reason) }));
+        // Sent again after NOTICE_RETRY_MS, doubling up to NOTICE_RETRY_MAX_MS (unless a newer notice replaced it meanwhile: that one is due at once).
+        const wait = Math.min(NOTICE_RETRY_MAX_MS, NOTICE_RETRY_MS * 2 ** Math.min(n.failures, 10));
+        this.sql.exec(
+          "UPDATE notices SET failures = failures + 1, due = ? WHERE stream_key = ? AND server_id = ? AND service_id = ? AND seq = ? AND cutoff = ?",
+          Date.now() + wait, n.stream_key, n.server_id, n.service_id, n.seq, n.cutoff,
+        );
         return;
       }
       // A newer notice for the same stream and process may have replaced this one meanwhile.
@@ -515,15 +523,15 @@ export class ServerRegistry extends DurableObject<Env> {
         );
       }
     });
-    return failed;
   }
 
   private nextWake(now: number): number | null {
-    if (this.sql.exec("SELECT 1 FROM notices LIMIT 1").toArray().length > 0) return now;
     let earliest: number | null = null;
     const consider = (t: number) => {
       if (earliest === null || t < earliest) earliest = t;
     };
+    const notice = this.sql.exec<{ at: number | null }>("SELECT MIN(due) AS at FROM notices").one().at;
+    if (notice !== null) consider(Math.max(notice, now));
     const kick = this.kicks.nextAt();
     if (kick !== null) consider(Math.max(kick, now));
     for (const row of this.servers.values()) {
@@ -720,14 +728,14 @@ export class ServerRegistry extends DurableObject<Env> {
        SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
        ON CONFLICT (stream_key, server_id, service_id, kind) DO UPDATE SET
          status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why,
-         last_alive = MAX(last_alive, excluded.last_alive)`,
+         last_alive = MAX(last_alive, excluded.last_alive), due = 0, failures = 0`,
       cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, lastAlive, row.server_id, serviceId,
     );
     if (cutoff === 0) {
       // A status still pending for a stream the process no longer holds sessions on (ended meanwhile) is
       // brought up to date too: a stale "suspended" must not greet the process's next session there.
       this.sql.exec(
-        "UPDATE notices SET status = ?, seq = ?, why = ? WHERE server_id = ? AND service_id = ? AND kind = 'status'",
+        "UPDATE notices SET status = ?, seq = ?, why = ?, due = 0, failures = 0 WHERE server_id = ? AND service_id = ? AND kind = 'status'",
         status, row.seq, why, row.server_id, serviceId,
       );
     }

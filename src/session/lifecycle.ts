@@ -203,7 +203,8 @@ export async function close(env: Env, session: SessionId): Promise<number> {
   const deadline = new Deadline();
   const registry = <T>(call: (r: RegistryStub) => Promise<T>, outcome: string, withinMs = deadline.left()) =>
     callObject("registry", () => serverRegistry(env, serverId), call, outcome, fields, withinMs);
-  const viewing = callObject("viewer shard", () => viewerShard(env, serverId), (s) => s.close(session), "close not recorded", fields, deadline.left());
+  // Settled at once: a shard that fails while the registry is asked must not leave a rejection unhandled.
+  const viewing = settled(callObject("viewer shard", () => viewerShard(env, serverId), (s) => s.close(session), "close not recorded", fields, deadline.left()));
   const held = (await registry((r) => r.held(serverId, serviceId, clientId), "close not recorded")).filter((h) => h.role === "publisher");
   const results = await Promise.allSettled(
     held.map((h) =>
@@ -213,7 +214,7 @@ export async function close(env: Env, session: SessionId): Promise<number> {
   const ended = held.filter((_, i) => results[i].status === "fulfilled");
   // The streams that ended their sessions: their entries go (worth UNDO_WAIT_MS past the deadline).
   const forgotten = ended.length > 0 ? registry((r) => r.forget(serverId, serviceId, clientId, ended), "close recorded, index entries kept", deadline.left(UNDO_WAIT_MS)) : null;
-  const [viewers, forgot] = await Promise.allSettled([viewing, forgotten]);
+  const [viewers, forgot] = await Promise.all([viewing, settled(forgotten)]);
   // SRS hears of the first failure in the order of the work: a stream that could not end its session, then the rest.
   const failed = [...results, viewers, forgot].find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw failed.reason;
@@ -246,6 +247,11 @@ export async function endStreamSessions(env: Env, streamKey: string, filter: { s
     return gone.map((v): EndedSession => ({ role: "viewer", serverId, serviceId: v.serviceId, clientId: v.clientId }));
   }));
   return [...ended, ...viewers.flat()];
+}
+
+/** A promise's outcome, as Promise.allSettled gives it, handled from the start. */
+function settled<T>(p: Promise<T> | null): Promise<PromiseSettledResult<T | null>> {
+  return Promise.allSettled([p]).then(([r]) => r);
 }
 
 /** Sessions ended per call when an operator ends a server's sessions: bounded work per request. */

@@ -188,6 +188,8 @@ export class StreamObject extends DurableObject<Env> {
   private revoked: Revocation[] = [];
   private round: Round | null = null;
   private alarmAt: number | null = null;
+  /** The hook that last allowed each publisher session (in memory): an undo of an older hook leaves the session. */
+  private confirmedBy = new Map<string, string>();
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new VoidedHooks();
   private ghosts: GhostCheck;
@@ -272,6 +274,7 @@ export class StreamObject extends DurableObject<Env> {
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);
     }
+    if (decision.allow && hookId) this.confirm(session, hookId);
     this.recordDecision("on_publish", session, ip, decision);
     return decision;
   }
@@ -374,7 +377,14 @@ export class StreamObject extends DurableObject<Env> {
    */
   end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
-    if (cause.voidHook) this.voidHooks.add(cause.voidHook, this.sql);
+    const k = sessionKey(session);
+    if (cause.voidHook) {
+      this.voidHooks.add(cause.voidHook, this.sql);
+      // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed: the session is that hook's now.
+      const by = this.confirmedBy.get(k);
+      if (by !== undefined && by !== cause.voidHook) return 0;
+    }
+    this.confirmedBy.delete(k);
     const ended = this.sessions.end(session, endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
@@ -644,6 +654,11 @@ export class StreamObject extends DurableObject<Env> {
     return decision;
   }
 
+  private confirm(session: SessionId, hookId: string): void {
+    if (this.confirmedBy.size >= 10_000) this.confirmedBy.clear(); // bounded; an undo then ends the session, as after an eviction
+    this.confirmedBy.set(sessionKey(session), hookId);
+  }
+
   private admitPublisher(session: SessionId, ip: string): void {
     this.sessions.admitPublisher(session, ip);
     this.armAlarm();
@@ -826,6 +841,10 @@ export function audienceOf(shards: ShardAudience[]): Pick<StreamState, "viewers"
     leasedUnused += Math.max(0, s.leased - s.viewers - s.suspendedViewers);
   }
   return { viewers, suspendedViewers, distinctViewerIds: ids.size, leasedUnused, shards: shards.map(({ viewerIds: _, ...s }) => s) };
+}
+
+function sessionKey(s: SessionId): string {
+  return `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
 }
 
 function nowSeconds(): number {

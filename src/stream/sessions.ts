@@ -1,3 +1,4 @@
+import { ForgottenProcesses } from "../session/forgotten-processes";
 import type { ProcessId, ProcessStatus } from "../server/registry";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamEvent } from "./decision-log";
@@ -79,6 +80,8 @@ export class SessionBook {
 
   private publishers: PublisherRow[];
   private processes = new Map<string, Process>();
+  /** The last news applied to processes dropped for holding nothing here. */
+  private dropped = new ForgottenProcesses();
   private replaced = new Set<string>();
 
   constructor(
@@ -203,8 +206,8 @@ export class SessionBook {
       this.dropProcessIfIdle(serverId, serviceId);
       return ended;
     }
-    const known = this.processes.get(processKey(serverId, serviceId));
-    if (!known || known.seq < news.seq) this.setSuspended(serverId, serviceId, news.status === "suspended", news.seq, news.why);
+    const key = processKey(serverId, serviceId);
+    if ((this.processes.get(key)?.seq ?? this.dropped.seqOf(key)) < news.seq) this.setSuspended(serverId, serviceId, news.status === "suspended", news.seq, news.why);
     return ended;
   }
 
@@ -295,7 +298,8 @@ export class SessionBook {
     const key = processKey(serverId, serviceId);
     let p = this.processes.get(key);
     if (!p) {
-      p = { serverId, serviceId, suspended: false, seq: -1, stored: false };
+      // A process seen before starts from the news it was last told: an older notice, late, changes nothing.
+      p = { serverId, serviceId, suspended: false, seq: this.dropped.seqOf(key), stored: false };
       this.processes.set(key, p);
     }
     return p;
@@ -312,6 +316,7 @@ export class SessionBook {
     const p = this.processes.get(key);
     if (!p) return;
     this.processes.delete(key);
+    this.dropped.remember(key, p.seq);
     if (p.stored) this.sql.exec("DELETE FROM processes WHERE server_id = ? AND service_id = ?", serverId, serviceId);
   }
 

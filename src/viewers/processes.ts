@@ -7,6 +7,7 @@
  * shard's copy, stored, so a restarted shard keeps refusing a replaced
  * process and keeps a silent one's viewers suspended.
  */
+import { ForgottenProcesses } from "../session/forgotten-processes";
 import type { ShardTables } from "./tables";
 
 export interface Process {
@@ -28,6 +29,7 @@ export class ShardProcesses {
   private known = new Map<string, Process>();
   private replaced = new Set<string>();
   private heard = new Map<string, Heard>();
+  private forgotten = new ForgottenProcesses();
 
   constructor(private tables: ShardTables) {}
 
@@ -60,12 +62,14 @@ export class ShardProcesses {
     return [...this.known.keys()];
   }
 
-  /** A process seen for the first time, trusted until the registry says otherwise. */
+  /** A process seen for the first time (or again after it was forgotten), trusted until the registry says otherwise. */
   add(id: string): void {
     if (this.known.has(id)) return;
-    this.known.set(id, { suspended: false, seq: -1 });
+    // Forgotten before: it starts from the last news applied, so older news arriving late changes nothing.
+    const seq = this.forgotten.seqOf(id);
+    this.known.set(id, { suspended: false, seq });
     this.tables.prepare();
-    this.tables.sql.exec("INSERT OR REPLACE INTO processes (service_id, suspended, seq) VALUES (?, 0, -1)", id);
+    this.tables.sql.exec("INSERT OR REPLACE INTO processes (service_id, suspended, seq) VALUES (?, 0, ?)", id, seq);
   }
 
   /** Stores the process's status; true if it went from live to suspended or back. */
@@ -80,7 +84,11 @@ export class ShardProcesses {
 
   /** The registry dropped its index entry for the process: its next viewer here is checked again. */
   forget(id: string): void {
-    if (this.known.delete(id)) this.tables.sql.exec("DELETE FROM processes WHERE service_id = ?", id);
+    const p = this.known.get(id);
+    if (!p) return;
+    this.known.delete(id);
+    this.forgotten.remember(id, p.seq);
+    this.tables.sql.exec("DELETE FROM processes WHERE service_id = ?", id);
   }
 
   markReplaced(id: string): void {

@@ -210,6 +210,27 @@ describe("voided start hooks", () => {
     expect((await hook(publish("live", s, key, { ...other, client: "enc00002" }))).status).toBe(403);
   });
 
+  it("must not happen (fixed): an undo that lands after the Worker gave up on it ends the viewer session a replay of the same client was admitted with, and the cap admits one too many", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const edge = newEdge();
+    // The first attempt waits in the shard past the hook's deadline; its undo is held on the way past UNDO_WAIT_MS.
+    const stuck = holdMatching(ViewerShard.prototype, "play", () => true);
+    const { proxy, gate } = heldOnTheWay(env.VIEWERS, "stop");
+    const first = await withDeadline(50, () => hookWith({ VIEWERS: proxy }, play("live", s, { ...edge, client: "view0001" })));
+    expect(first.status).toBe(503);
+    expect(gate.reached).toBe(true);
+    // SRS sends the player's on_play again under the same client id: admitted, the one slot taken.
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    gate.released = true;
+    await gate.done;
+    stuck.released = true;
+    await until(() => stuck.done);
+    expect((await streamState(s)).viewers).toBe(1);
+    // The cap holds: view0001 still plays, so another viewer is refused.
+    expect((await hook(play("live", s, { ...edge, client: "view0002" }))).body.code).toBe(4005);
+  });
+
   it("holds: a replay of an undone on_play under the same client id is admitted (a new hook), and the first hook's late attempt admits nothing more", async () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 5 });

@@ -105,6 +105,8 @@ export class ViewerShard extends DurableObject<Env> {
   private leases: ShardLeases;
   private round: Promise<void> | null = null;
   private voidHooks = new VoidedHooks();
+  /** The hook that last allowed each viewer session (in memory): an undo of an older hook leaves the session. */
+  private confirmedBy = new Map<string, string>();
   /**
    * Viewers being admitted with a seat taken (src/viewers/seats.ts): they count as live when the seats
    * object asks; `cancelled` when it ended the session meanwhile (onExtraViewerSession "replace").
@@ -181,7 +183,9 @@ export class ViewerShard extends DurableObject<Env> {
   /** on_play: where a viewer is admitted. */
   async play(req: PlayRequest): Promise<Decision | Unreachable> {
     try {
-      return await this.decide(req);
+      const decision = await this.decide(req);
+      if (decision.allow) this.confirm(req);
+      return decision;
     } catch (err) {
       // The registry, the stream or the seats could not be reached: the Worker's answer names it,
       // unless the session is live here (a repeat needs none of them: it must not fail for them).
@@ -347,10 +351,15 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** `keepSlot`: a slot freed here is about to be used or recalled, not given back. */
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
+    const k = seatKey(streamKey, session);
     if (cause.voidHook) {
       this.tables.prepare(); // an undo is rare: it may create the tables of a shard that holds nothing yet
       this.voidHooks.add(cause.voidHook, this.sql);
+      // An undo that arrives after SRS sent the client's on_play again, and that hook was allowed: the session is that hook's now.
+      const by = this.confirmedBy.get(k);
+      if (by !== undefined && by !== cause.voidHook) return 0;
     }
+    this.confirmedBy.delete(k);
     if (!this.tables.ready) return 0;
     const removed = this.sql.exec<{ sub: string; seat: number; since: number }>(
       "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat, since",
@@ -785,6 +794,11 @@ export class ViewerShard extends DurableObject<Env> {
     const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
     this.log.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
     return decision;
+  }
+
+  private confirm(req: PlayRequest): void {
+    if (this.confirmedBy.size >= 10_000) this.confirmedBy.clear(); // bounded; an undo then ends the session, as after an eviction
+    this.confirmedBy.set(seatKey(req.streamKey, req.session), req.hookId);
   }
 
   /** An attempt of a hook the Worker undid: refused (4008), logged. */

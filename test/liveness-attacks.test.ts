@@ -307,4 +307,21 @@ describe("registry rows of servers that never heartbeat are forgotten after SERV
     // Rule: hooks on never-created streams leave no durable state; a server without sessions does not stay forever.
     expect(await serverListed(scanner)).toBeUndefined();
   });
+
+  it("a server forgotten and heard from again numbers its news above what it sent before (streams and shards ignore older news)", async () => {
+    const edge = newEdge();
+    expect(await beat(edge)).toEqual(ALLOW);
+    const news = async () => (await serverStub(edge).liveness([{ serverId: edge.server, serviceId: edge.service }]))[0];
+    at(TIMEOUT_MS + 1_000);
+    await runDurableObjectAlarm(serverStub(edge)); // silent: suspended, the next news
+    const before = await news();
+    expect(before.status).toBe("suspended");
+    at(RETENTION_MS * 2);
+    await runDurableObjectAlarm(serverStub(edge));
+    expect(await serverListed(edge)).toBeUndefined(); // forgotten
+    expect(await beat(edge)).toEqual(ALLOW); // the same process, heard from again
+    const after = await news();
+    expect(after.status).toBe("live");
+    expect(after.seq).toBeGreaterThan(before.seq);
+  });
 });

@@ -570,14 +570,16 @@ export class ServerRegistry extends DurableObject<Env> {
     const row = this.servers.get(serverId);
     if (!row) {
       if (kind === "stop") return "unknown";
+      // The news of a server starts from the clock, not 0: a server forgotten (SERVER_RETENTION_S) and heard
+      // from again must not number its news below what streams and shards applied before (they ignore older news).
       const fresh: ServerRow = {
         server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "", api_override: null, api_ok: null,
-        last_heartbeat: null, dead_since: null, expired_at: null, last_seen: now, seq: 0,
+        last_heartbeat: null, dead_since: null, expired_at: null, last_seen: now, seq: now,
       };
       this.servers.set(serverId, fresh);
       this.sql.exec(
-        "INSERT INTO servers (server_id, service_id, device_id, ip, pid, last_seen, seq) VALUES (?, ?, '', '', '', ?, 0)",
-        serverId, serviceId, now,
+        "INSERT INTO servers (server_id, service_id, device_id, ip, pid, last_seen, seq) VALUES (?, ?, '', '', '', ?, ?)",
+        serverId, serviceId, now, now,
       );
       // Forgotten after SERVER_RETENTION_S if it never heartbeats and holds nothing.
       this.armAlarm(now + serverRetentionMs(this.env));

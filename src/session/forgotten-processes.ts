@@ -1,24 +1,30 @@
 /**
  * The last news (the registry's sequence number) applied to processes an
  * object forgot because it held nothing of them any more. A process seen
- * again starts from it, so older news that arrives late (a notice that timed
- * out on its way and was sent again meanwhile) changes nothing. In memory,
- * the FORGOTTEN_KEPT most recent: an object evicted since starts from
- * nothing, as before.
+ * again within FORGOTTEN_KEPT_MS starts from it, so older news that arrives
+ * late (a notice that timed out on its way and was sent again meanwhile)
+ * changes nothing. Only that long: a registry shard that forgot a server
+ * (SERVER_RETENTION_S, hours) numbers its news from 0 again, and that news
+ * must apply. In memory, the FORGOTTEN_KEPT most recent.
  */
+const FORGOTTEN_KEPT_MS = 10 * 60_000;
 const FORGOTTEN_KEPT = 10_000;
 
 export class ForgottenProcesses {
-  private seqs = new Map<string, number>();
+  private seqs = new Map<string, { seq: number; at: number }>();
 
   remember(key: string, seq: number): void {
     this.seqs.delete(key);
-    this.seqs.set(key, seq);
+    this.seqs.set(key, { seq, at: Date.now() });
     if (this.seqs.size > FORGOTTEN_KEPT) this.seqs.delete(this.seqs.keys().next().value!);
   }
 
-  /** The last seq applied to a forgotten process, else -1 (none). */
+  /** The last seq applied to a process forgotten within FORGOTTEN_KEPT_MS, else -1 (none). */
   seqOf(key: string): number {
-    return this.seqs.get(key) ?? -1;
+    const f = this.seqs.get(key);
+    if (!f) return -1;
+    if (Date.now() - f.at < FORGOTTEN_KEPT_MS) return f.seq;
+    this.seqs.delete(key);
+    return -1;
   }
 }

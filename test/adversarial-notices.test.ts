@@ -13,7 +13,7 @@ import { ServerRegistry, type ProcessStatus } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { close, createStream, type Edge, heartbeat, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { beat, deliverNotices, events, futureClock, heldOnTheWay, holdFirst, holdMatching, overloaded, restarted, serverListed, serverStub, T0, withDeadline } from "./fleet";
+import { beat, deliverNotices, events, futureClock, until, heldOnTheWay, holdFirst, holdMatching, overloaded, restarted, serverListed, serverStub, T0, withDeadline, publishingEdge, viewingEdge } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const keyOf = (s: string) => `__defaultVhost__/live/${s}`;
@@ -22,15 +22,6 @@ const streamKeyOf = (o: unknown) => {
   const row = (o as { row: { vhost: string; app: string; stream: string } | null }).row;
   return row ? `${row.vhost}/${row.app}/${row.stream}` : "";
 };
-
-/** Polls `ok` (real time, up to 10 s): vi.waitFor advances the faked Date while it waits. */
-async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (await ok()) return;
-    await scheduler.wait(10);
-  }
-  throw new Error("condition not reached in 10 s");
-}
 
 afterEach(() => {
   vi.useRealTimers();
@@ -45,17 +36,6 @@ function noticeTimeout(ms: number): void {
 }
 
 const beatWith = (edge: Edge, fields: Record<string, unknown>) => hook({ ...heartbeat(edge), ...fields }, undefined, "/heartbeat");
-
-/** A heartbeating edge (the clock faked) whose client enc00001 publishes a new stream. */
-async function publishingEdge() {
-  futureClock();
-  const edge = newEdge();
-  expect(await beat(edge)).toEqual(ALLOW);
-  const s = uniqueStream();
-  const key = await createStream(s);
-  expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
-  return { edge, s, key };
-}
 
 describe("the notice outbox", () => {
   it("must not happen (fixed): fifty notices whose objects keep failing hold back every later notice of the registry shard for good", async () => {
@@ -163,12 +143,7 @@ describe("the notice outbox", () => {
   });
 
   it("holds: a restart's heartbeat while the alarm's delivery to the same shard is in flight sends its own notice, waits for the other, and every viewer of the old process ends", async () => {
-    futureClock();
-    const edge = newEdge();
-    expect(await beat(edge)).toEqual(ALLOW);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const { edge, s } = await viewingEdge();
     const held = holdMatching(ViewerShard.prototype, "applyStatus", (_self, [news]) => (news as ProcessStatus).serverId === edge.server);
     vi.setSystemTime(T0 + 31_000);
     const alarm = runDurableObjectAlarm(serverStub(edge)); // "suspended" to the shard, held

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { ViewerShard } from "../src/viewers/shard";
 import { Deadline } from "../src/platform/retry";
-import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
+import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, uniqueStream } from "./srs";
 import { ALLOW } from "./fake-srs";
 
 /** In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them. */
@@ -211,6 +211,37 @@ export function heldOnTheWay<N extends DurableObjectNamespace<any>>(ns: N, metho
     },
   }) as N;
   return { proxy, gate };
+}
+
+/** A heartbeating edge (the clock faked) whose client enc00001 publishes a new stream. */
+export async function publishingEdge() {
+  futureClock();
+  const edge = newEdge();
+  expect(await beat(edge)).toEqual(ALLOW);
+  const s = uniqueStream();
+  const key = await createStream(s);
+  expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+  return { edge, s, key };
+}
+
+/** A heartbeating edge (the clock faked) whose client view0001 watches a new stream capped at 5. */
+export async function viewingEdge() {
+  futureClock();
+  const edge = newEdge();
+  expect(await beat(edge)).toEqual(ALLOW);
+  const s = uniqueStream();
+  await createStream(s, { maxViewers: 5 });
+  expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+  return { edge, s };
+}
+
+/** Polls `ok` in real time, up to 10 s (vi.waitFor would move a faked Date while it waits). */
+export async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (await ok()) return;
+    await scheduler.wait(10);
+  }
+  throw new Error("condition not reached in 10 s");
 }
 
 /** Runs `send` (a hook) with a hook deadline of `ms` instead of HOOK_DEADLINE_MS (an undo still gets UNDO_WAIT_MS). */

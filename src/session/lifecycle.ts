@@ -130,8 +130,10 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   }
   const decision = decisionResult.value;
   if (trackResult.status === "rejected") {
-    // After a retry, "allow" without "admit" may be our own first attempt's admission whose answer was lost.
-    if (decision.allow && (decision.admit || attempts > 1)) {
+    // SRS refuses the client (the hook fails), so whatever the stream allowed ends: an admission, our own
+    // first attempt's whose answer was lost ("already live" after a retry), or a repeat of a live session
+    // (the stream now counts it as this hook's, so an undo of an older hook of the client would leave it).
+    if (decision.allow) {
       await undo("admission undone: server index unavailable");
       // The stream holds nothing of this hook now: its index entry goes, and a track still on its way writes none.
       await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()).catch(() => {});

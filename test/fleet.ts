@@ -225,9 +225,8 @@ export async function publishingEdge() {
 }
 
 /** A heartbeating edge (the clock faked) whose client view0001 watches a new stream capped at 5. */
-export async function viewingEdge() {
+export async function viewingEdge(edge = newEdge()) {
   futureClock();
-  const edge = newEdge();
   expect(await beat(edge)).toEqual(ALLOW);
   const s = uniqueStream();
   await createStream(s, { maxViewers: 5 });

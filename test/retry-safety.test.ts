@@ -23,7 +23,7 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, events, holdMatching, overloaded, retryable, serverListed, futureClock, withDeadline } from "./fleet";
+import { beat, events, holdMatching, viewingEdge, overloaded, retryable, serverListed, futureClock, withDeadline } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -192,11 +192,7 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
   });
 
   it("a notice applied but whose answer was lost is applied once (one fence line), and leaves the outbox", async () => {
-    futureClock();
-    expect(await beat(edge)).toEqual(ALLOW);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const { s } = await viewingEdge(edge);
     expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
     // Viewers' processes are news for their server's viewer shard: a restart's heartbeat delivers it before it is answered.
     const real = ViewerShard.prototype.applyStatus;
@@ -217,11 +213,7 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
   });
 
   it("an alarm that runs while a restart's heartbeat delivers its notice does not deliver it again; the heartbeat waits for the delivery", async () => {
-    futureClock();
-    expect(await beat(edge)).toEqual(ALLOW);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const { s } = await viewingEdge(edge);
     // The shard holds the notice's first delivery until told.
     const held = holdMatching(ViewerShard.prototype, "applyStatus", (_shard, [news]) => (news as ProcessStatus).serverId === edge.server);
     let answered = false;
@@ -239,11 +231,7 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
   });
 
   it("a notice whose object never answers holds neither the restart's heartbeat nor the alarm: it is sent again later", async () => {
-    futureClock();
-    expect(await beat(edge)).toEqual(ALLOW);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const { s } = await viewingEdge(edge);
     // The first delivery to the shard never answers (until the test ends); the registry waits 50 ms for it.
     const stuck = holdMatching(ViewerShard.prototype, "applyStatus", (_shard, [news]) => (news as ProcessStatus).serverId === edge.server);
     const usual = ServerRegistry.noticeTimeoutMs;
@@ -290,11 +278,7 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
   });
 
   it("an overloaded viewer shard is sent a notice once by the restart's heartbeat, then by the alarm when it is due again (5 s, then 10 s), and the notice stays pending", async () => {
-    futureClock();
-    expect(await beat(edge)).toEqual(ALLOW);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 5 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    const { s } = await viewingEdge(edge);
     let calls = 0;
     vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(function (this: ViewerShard, news) {
       if (news.serverId === edge.server) calls++;

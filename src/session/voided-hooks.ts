@@ -8,15 +8,23 @@
  * nowhere). Kept VOID_HOOK_MS each, in memory (every on_play checks) and
  * stored, so an object evicted between the undo and the late attempt still
  * refuses it (an undo is rare: one row then).
+ *
+ * An undo ends the session it names only if no later hook of the same client
+ * was allowed meanwhile (SRS sent its on_publish / on_play again): each
+ * allowed start hook confirms its session (in memory, CONFIRMED_KEPT at most;
+ * beyond that, or after an eviction, an undo ends the session it names).
  */
 
 /** Far beyond any attempt's run time (a hook's calls get 10 s, its undo 2 s more). */
 const VOID_HOOK_MS = 60_000;
+const CONFIRMED_KEPT = 10_000;
 
 const SCHEMA = "CREATE TABLE IF NOT EXISTS voided_hooks (hook_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID";
 
 export class VoidedHooks {
   private at = new Map<string, number>();
+  /** Session key → the start hook that last allowed it. */
+  private confirmedBy = new Map<string, string>();
 
   /** Reads the hooks voided within VOID_HOOK_MS (the object's tables exist). */
   load(sql: SqlStorage): void {
@@ -37,5 +45,25 @@ export class VoidedHooks {
 
   has(hookId: string): boolean {
     return hookId !== "" && this.at.has(hookId);
+  }
+
+  /** A start hook allowed the session `key` (an admission or a repeat): the session is that hook's. */
+  confirm(key: string, hookId: string): void {
+    if (this.confirmedBy.size >= CONFIRMED_KEPT) this.confirmedBy.clear();
+    this.confirmedBy.set(key, hookId);
+  }
+
+  /**
+   * A session is about to end. With `voidHook` (an undo), that hook is voided, and the answer is
+   * false if the session is another hook's since (the undo leaves it); else true.
+   */
+  ending(key: string, voidHook: string | undefined, sql: SqlStorage): boolean {
+    if (voidHook) {
+      this.add(voidHook, sql);
+      const by = this.confirmedBy.get(key);
+      if (by !== undefined && by !== voidHook) return false;
+    }
+    this.confirmedBy.delete(key);
+    return true;
   }
 }

@@ -188,8 +188,6 @@ export class StreamObject extends DurableObject<Env> {
   private revoked: Revocation[] = [];
   private round: Round | null = null;
   private alarmAt: number | null = null;
-  /** The hook that last allowed each publisher session (in memory): an undo of an older hook leaves the session. */
-  private confirmedBy = new Map<string, string>();
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new VoidedHooks();
   private ghosts: GhostCheck;
@@ -274,7 +272,7 @@ export class StreamObject extends DurableObject<Env> {
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);
     }
-    if (decision.allow && hookId) this.confirm(session, hookId);
+    if (decision.allow && hookId) this.voidHooks.confirm(sessionKey(session), hookId);
     this.recordDecision("on_publish", session, ip, decision);
     return decision;
   }
@@ -377,14 +375,8 @@ export class StreamObject extends DurableObject<Env> {
    */
   end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
-    const k = sessionKey(session);
-    if (cause.voidHook) {
-      this.voidHooks.add(cause.voidHook, this.sql);
-      // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed: the session is that hook's now.
-      const by = this.confirmedBy.get(k);
-      if (by !== undefined && by !== cause.voidHook) return 0;
-    }
-    this.confirmedBy.delete(k);
+    // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed, leaves the session.
+    if (!this.voidHooks.ending(sessionKey(session), cause.voidHook, this.sql)) return 0;
     const ended = this.sessions.end(session, endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
@@ -652,11 +644,6 @@ export class StreamObject extends DurableObject<Env> {
     this.countFailure("publish", ip, decision);
     if (admit && decision.allow && decision.admit) this.admitPublisher(session, ip);
     return decision;
-  }
-
-  private confirm(session: SessionId, hookId: string): void {
-    if (this.confirmedBy.size >= 10_000) this.confirmedBy.clear(); // bounded; an undo then ends the session, as after an eviction
-    this.confirmedBy.set(sessionKey(session), hookId);
   }
 
   private admitPublisher(session: SessionId, ip: string): void {

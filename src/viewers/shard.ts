@@ -105,8 +105,6 @@ export class ViewerShard extends DurableObject<Env> {
   private leases: ShardLeases;
   private round: Promise<void> | null = null;
   private voidHooks = new VoidedHooks();
-  /** The hook that last allowed each viewer session (in memory): an undo of an older hook leaves the session. */
-  private confirmedBy = new Map<string, string>();
   /**
    * Viewers being admitted with a seat taken (src/viewers/seats.ts): they count as live when the seats
    * object asks; `cancelled` when it ended the session meanwhile (onExtraViewerSession "replace").
@@ -184,7 +182,7 @@ export class ViewerShard extends DurableObject<Env> {
   async play(req: PlayRequest): Promise<Decision | Unreachable> {
     try {
       const decision = await this.decide(req);
-      if (decision.allow) this.confirm(req);
+      if (decision.allow) this.voidHooks.confirm(seatKey(req.streamKey, req.session), req.hookId);
       return decision;
     } catch (err) {
       // The registry, the stream or the seats could not be reached: the Worker's answer names it,
@@ -351,15 +349,9 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** `keepSlot`: a slot freed here is about to be used or recalled, not given back. */
   private endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot = false): number {
-    const k = seatKey(streamKey, session);
-    if (cause.voidHook) {
-      this.tables.prepare(); // an undo is rare: it may create the tables of a shard that holds nothing yet
-      this.voidHooks.add(cause.voidHook, this.sql);
-      // An undo that arrives after SRS sent the client's on_play again, and that hook was allowed: the session is that hook's now.
-      const by = this.confirmedBy.get(k);
-      if (by !== undefined && by !== cause.voidHook) return 0;
-    }
-    this.confirmedBy.delete(k);
+    if (cause.voidHook) this.tables.prepare(); // an undo is rare: it may create the tables of a shard that holds nothing yet
+    // An undo that arrives after SRS sent the client's on_play again, and that hook was allowed, leaves the session.
+    if (!this.voidHooks.ending(seatKey(streamKey, session), cause.voidHook, this.sql)) return 0;
     if (!this.tables.ready) return 0;
     const removed = this.sql.exec<{ sub: string; seat: number; since: number }>(
       "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat, since",
@@ -794,11 +786,6 @@ export class ViewerShard extends DurableObject<Env> {
     const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
     this.log.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
     return decision;
-  }
-
-  private confirm(req: PlayRequest): void {
-    if (this.confirmedBy.size >= 10_000) this.confirmedBy.clear(); // bounded; an undo then ends the session, as after an eviction
-    this.confirmedBy.set(seatKey(req.streamKey, req.session), req.hookId);
   }
 
   /** An attempt of a hook the Worker undid: refused (4008), logged. */

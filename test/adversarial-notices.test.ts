@@ -9,7 +9,7 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { HOOK_DEADLINE_MS } from "../src/platform/retry";
-import { ServerRegistry, type ProcessStatus } from "../src/server/registry";
+import { ServerRegistry, type NoticeAnswer, type ProcessStatus } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { close, createStream, type Edge, heartbeat, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
@@ -64,7 +64,7 @@ describe("the notice outbox", () => {
       healthyCalls++;
       return real.call(this, news);
     };
-    vi.spyOn(StreamObject.prototype, "applyStatus").mockImplementation(failing as unknown as (news: ProcessStatus) => number);
+    vi.spyOn(StreamObject.prototype, "applyStatus").mockImplementation(failing as unknown as (news: ProcessStatus) => NoticeAnswer);
     for (let i = 0; i < 5; i++) await runDurableObjectAlarm(serverStub(edge));
     // The one stream that can be told never is (it is never even called): the publisher of the replaced process still holds it.
     const state = await streamState(healthy.split("/").pop()!);

@@ -275,6 +275,26 @@ describe("partitions heal: a silent edge's sessions come back when the same proc
     await deliverNotices(edge);
     expect(await streamState(s)).toMatchObject({ live: false, viewers: 0 });
   });
+
+  it("a viewer admitted when the edge returned after SESSION_GRACE_S, before the grace's end reached its shard, is suspended at the next silence", async () => {
+    await beat(edge);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 2 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    // The edge returns after a day of silence; its first viewer is admitted before the registry's notices go out.
+    at(86_400_000 + 5000);
+    expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
+    expect(await beat(edge)).toEqual(ALLOW);
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, suspendedViewers: 0 });
+    // Silent again: the viewer that came with the return is suspended like any other, everywhere.
+    at(86_400_000 + 5000 + TIMEOUT_MS + 15_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 1 });
+    expect((await hook(play("live", s, { ...other, client: "view0003" }))).status).toBe(200);
+    expect((await hook(play("live", s, { ...other, client: "view0004" }))).status).toBe(200);
+  });
 });
 
 describe("slow and failing paths between the objects", () => {

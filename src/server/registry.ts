@@ -78,6 +78,19 @@ type MessageKind = "heartbeat" | "start" | "stop";
  * `seq` orders changes of status about one server: a stream ignores one older
  * than what it knows.
  */
+/**
+ * What a stream object or viewer shard answers to a notice: the sessions it
+ * ended, and on how many streams a viewer shard still holds viewers of the
+ * process after a cutoff (admitted since: the process came back before the
+ * notice). The shard's one index entry stands for those, so it is kept and
+ * the process's next silence reaches them too. (A stream's entries are one
+ * per session and end precisely: it answers 0.)
+ */
+export interface NoticeAnswer {
+  ended: number;
+  kept: number;
+}
+
 export interface ProcessStatus {
   serverId: string;
   serviceId: string;
@@ -191,7 +204,7 @@ export class ServerRegistry extends DurableObject<Env> {
   /** Start hooks whose admission the Worker undid: their late tracks write nothing (src/session/voided-hooks.ts). */
   private voidHooks = new VoidedHooks();
   /** Notices being delivered now (deliverNotices), and their deliveries. */
-  private delivering = new Map<string, Promise<number>>();
+  private delivering = new Map<string, Promise<NoticeAnswer>>();
   /** Kicks waiting to be sent to this shard's servers (src/srs/kick-outbox.ts). */
   private kicks: KickOutbox;
 
@@ -516,7 +529,7 @@ export class ServerRegistry extends DurableObject<Env> {
         "DELETE FROM notices WHERE stream_key = ? AND server_id = ? AND service_id = ? AND seq = ? AND cutoff = ?",
         n.stream_key, n.server_id, n.service_id, n.seq, n.cutoff,
       );
-      if (n.cutoff > 0) {
+      if (n.cutoff > 0 && result.value.kept === 0) {
         this.sql.exec(
           "DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND service_id = ? AND tracked_at <= ?",
           n.stream_key, n.server_id, n.service_id, n.cutoff,

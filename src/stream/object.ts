@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
-import { shardOf, type ProcessId, type ProcessStatus } from "../server/registry";
+import { shardOf, type NoticeAnswer, type ProcessId, type ProcessStatus } from "../server/registry";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
@@ -405,10 +405,10 @@ export class StreamObject extends DurableObject<Env> {
   /**
    * What the registry knows about one process: pushed as a notice, or the
    * answer to this stream's own question. Older news than what the stream
-   * has applied is ignored. Returns the number of sessions ended.
+   * has applied is ignored. Answers the number of sessions ended (NoticeAnswer).
    */
-  applyStatus(news: ProcessStatus): number {
-    return this.ready ? this.sessions.apply(news) : 0;
+  applyStatus(news: ProcessStatus): NoticeAnswer {
+    return { ended: this.ready ? this.sessions.apply(news) : 0, kept: 0 };
   }
 
   /** The last decisions, newest first. */

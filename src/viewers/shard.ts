@@ -4,7 +4,7 @@ import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
-import type { ProcessStatus } from "../server/registry";
+import type { ProcessStatus, NoticeAnswer } from "../server/registry";
 import type { SessionId } from "../srs/hook";
 import { GhostCheck, GHOST_REASON, GHOSTS_PER_CHECK } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
@@ -464,13 +464,14 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
-  applyStatus(news: ProcessStatus): number {
+  applyStatus(news: ProcessStatus): NoticeAnswer {
     return this.applyProcessStatus(news);
   }
 
-  private applyProcessStatus(news: ProcessStatus): number {
+  private applyProcessStatus(news: ProcessStatus): NoticeAnswer {
     const id = news.serviceId;
     let ended = 0;
+    let kept = 0;
     // Streams whose slots this notice may free: only those give back (a tight shard keeps the share a recall left it).
     const touched = this.counts.streamsOf(id);
     if (news.cutoff > 0) {
@@ -492,8 +493,16 @@ export class ViewerShard extends DurableObject<Env> {
         this.counts.add(streamKey, id, -n);
         this.log.record(streamKey, "fence", "", "", "end", `ended ${n} viewer(s) of server ${this.serverId} (service ${id}): ${news.why}`);
       }
-      // The registry dropped its index entry for the process: its next viewer here is checked again.
-      this.processes.forget(id);
+      kept = this.counts.streamsOf(id).length;
+      if (kept === 0) {
+        // The registry drops its index entry for the process: its next viewer here is checked again.
+        this.processes.forget(id);
+      } else {
+        // Viewers admitted after the cutoff (the process came back before this notice) stay, and are
+        // suspended by its next silence like any other: the registry keeps the index entry (`kept`).
+        const p = this.processes.get(id);
+        if (p && p.seq < news.seq) this.setSuspended(id, news.status !== "live", news.seq, news.why);
+      }
     } else if (this.processes.knows(id)) {
       const p = this.processes.get(id)!;
       const wasSuspended = p.suspended;
@@ -502,7 +511,7 @@ export class ViewerShard extends DurableObject<Env> {
     }
     for (const streamKey of touched) this.leases.giveBackIfTight(streamKey);
     this.leases.coverHealed();
-    return ended;
+    return { ended, kept };
   }
 
   // --- admin ---------------------------------------------------------------------------

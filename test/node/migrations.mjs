@@ -3,14 +3,17 @@
 // applied, so an edited entry is silently never applied. This test holds the deployed history and
 // fails when wrangler.toml no longer starts with it. Run by npm test (node --test).
 //
-// When you add a migration: append a new [[migrations]] entry to wrangler.toml, deploy it, then
-// append the same entry here. Never edit an entry of this list.
+// Every entry on main counts as deployed (operators deploy main with `npm run deploy`, which
+// applies them all). When you add a migration, append a new [[migrations]] entry to wrangler.toml
+// and the same entry here, in the same commit. Never edit an entry of this list.
 import assert from "node:assert/strict";
 import { it } from "node:test";
 import { experimental_readRawConfig } from "wrangler";
 
 const DEPLOYED_MIGRATIONS = [
   { tag: "v1", new_sqlite_classes: ["StreamObject", "ServerRegistry"] },
+  { tag: "v2", new_sqlite_classes: ["ViewerShard"] },
+  { tag: "v3", new_sqlite_classes: ["ViewerSeats"] },
 ];
 
 const config = new URL("../../wrangler.toml", import.meta.url).pathname;
@@ -28,4 +31,8 @@ it("wrangler.toml keeps every deployed Durable Object migration as it was, in or
 it("migration tags are unique", () => {
   const tags = migrations.map((m) => m.tag);
   assert.equal(new Set(tags).size, tags.length, `duplicate tag in ${tags.join(", ")}`);
+});
+
+it("every migration in wrangler.toml is in the deployed history here (a new one is appended to both)", () => {
+  assert.deepEqual(migrations.slice(DEPLOYED_MIGRATIONS.length), [], "a [[migrations]] entry not listed in DEPLOYED_MIGRATIONS: append it there in the same commit");
 });

@@ -53,6 +53,7 @@ export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 10;
 /**
  * AUTH_FAILURES_PER_MINUTE ([vars]): failed key or token guesses one client ip
  * may make at one stream per minute before its attempts there are refused.
+ * It gates start hooks, so a malformed value fails them closed (a 500 naming it).
  */
 export function authFailuresPerMinute(env: Env): number {
   const raw = env.AUTH_FAILURES_PER_MINUTE;
@@ -69,17 +70,18 @@ export const DEFAULT_SESSION_GRACE_S = 86_400;
 /**
  * SESSION_GRACE_S ([vars]): how long the sessions of a silent server are kept,
  * suspended, in case the same process is heard from again (a partition that
- * heals). Past it they end for good.
+ * heals). Past it they end for good. Suspended sessions neither count nor
+ * block, so a malformed value is logged and the default applies (orDefault).
  */
 export function sessionGraceMs(env: Env): number {
-  return positiveSeconds("SESSION_GRACE_S", env.SESSION_GRACE_S, DEFAULT_SESSION_GRACE_S);
+  return orDefault("SESSION_GRACE_S", env.SESSION_GRACE_S, DEFAULT_SESSION_GRACE_S, "a positive number of seconds", (n) => n > 0) * 1000;
 }
 
 export const DEFAULT_SERVER_RETENTION_S = 7 * 86_400;
 
-/** SERVER_RETENTION_S ([vars]): a server silent and without sessions this long is forgotten. */
+/** SERVER_RETENTION_S ([vars]): a server silent and without sessions this long is forgotten (malformed: orDefault). */
 export function serverRetentionMs(env: Env): number {
-  return positiveSeconds("SERVER_RETENTION_S", env.SERVER_RETENTION_S, DEFAULT_SERVER_RETENTION_S);
+  return orDefault("SERVER_RETENTION_S", env.SERVER_RETENTION_S, DEFAULT_SERVER_RETENTION_S, "a positive number of seconds", (n) => n > 0) * 1000;
 }
 
 /** A [vars] duration in seconds, as milliseconds; set but not a positive number: a 500 naming it. */
@@ -90,6 +92,25 @@ function positiveSeconds(name: string, raw: string | undefined, fallback: number
     throw new StatusError(500, `${name} must be a positive number of seconds, not "${raw}"`);
   }
   return seconds * 1000;
+}
+
+const malformedLogged = new Set<string>();
+
+/**
+ * A [vars] number that no access decision rests on (how long suspended
+ * sessions, idle records or usage are kept): set but malformed, it is
+ * logged once per isolate, naming it, and `fallback` applies, so a typo
+ * never fails a hook, a heartbeat or an alarm that does not need it.
+ */
+function orDefault(name: string, raw: string | undefined, fallback: number, expected: string, valid: (n: number) => boolean): number {
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (Number.isFinite(n) && valid(n)) return n;
+  if (!malformedLogged.has(`${name}=${raw}`)) {
+    malformedLogged.add(`${name}=${raw}`);
+    console.error(JSON.stringify({ error: `${name} must be ${expected}, not "${raw}": the default ${fallback} applies` }));
+  }
+  return fallback;
 }
 
 export const DEFAULT_MAX_TOKEN_TTL_S = 30 * 86_400;
@@ -116,9 +137,5 @@ export const DEFAULT_USAGE_RETENTION_DAYS = 90;
  * sessions end, so a malformed value never fails a hook: it is logged and the default applies.
  */
 export function usageRetentionMs(env: Env): number {
-  const raw = env.USAGE_RETENTION_DAYS;
-  const days = raw === undefined || raw === "" ? DEFAULT_USAGE_RETENTION_DAYS : Number(raw);
-  if (Number.isFinite(days) && days > 0) return days * 86_400_000;
-  console.error(JSON.stringify({ error: `USAGE_RETENTION_DAYS must be a positive number of days, not "${raw}": ${DEFAULT_USAGE_RETENTION_DAYS} used` }));
-  return DEFAULT_USAGE_RETENTION_DAYS * 86_400_000;
+  return orDefault("USAGE_RETENTION_DAYS", env.USAGE_RETENTION_DAYS, DEFAULT_USAGE_RETENTION_DAYS, "a positive number of days", (n) => n > 0) * 86_400_000;
 }

@@ -36,8 +36,8 @@ beforeEach(() => {
 
 describe("a typo in SESSION_GRACE_S does not keep registry shards from starting", () => {
   it("the registry's constructor survives a malformed SESSION_GRACE_S", async () => {
-    // README: "Not a positive number: the registry answers 500 naming it wherever it needs it (messages of a
-    // silent server, its alarm)". The constructor needs it for every object start, whatever the message.
+    // README: a malformed SESSION_GRACE_S is logged and the default applies (test/settings.test.ts runs the
+    // paths); the constructor needs it for every object start, whatever the message.
     await beat(edge); // a live server in the shard, no notices pending
     const result = await runInDurableObject(serverStub(edge), async (registry: ServerRegistry, state: DurableObjectState) => {
       // What the constructor runs inside blockConcurrencyWhile (registry.ts: `const next = this.nextWake(Date.now())`),

@@ -225,6 +225,29 @@ describe("partitions heal: a silent edge's sessions come back when the same proc
     expect(await streamState(s)).toMatchObject({ live: true, viewers: 1, suspendedViewers: 0 });
   });
 
+  it("a hook that gates nothing (on_connect, on_hls) of the same process heals it too; one from a server never seen creates nothing", async () => {
+    const { s, key } = await partitioned();
+    at(TIMEOUT_MS + 2000);
+    const connect = { ...play("live", s, { ...edge, client: "conn0001" }), action: "on_connect" };
+    expect(await hook(connect)).toEqual(ALLOW);
+    expect((await hook(publish("live", s, key, { ...other, client: "pub00002" }))).body.code).toBe(4004);
+    expect((await hook(play("live", s, { ...other, client: "view0002" }))).body.code).toBe(4005);
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ live: true, viewers: 1, suspendedViewers: 0 });
+
+    const stranger = newEdge();
+    expect(await hook({ ...play("live", s, { ...stranger, client: "hls00001" }), action: "on_hls" })).toEqual(ALLOW);
+    expect(await serverListed(stranger)).toBeUndefined();
+  });
+
+  it("a hook that gates nothing is allowed when the registry cannot be told", async () => {
+    const { s } = await partitioned();
+    vi.spyOn(ServerRegistry.prototype, "heard").mockRejectedValue(new Error("registry down"));
+    expect(await hook({ ...play("live", s, { ...edge, client: "conn0001" }), action: "on_connect" })).toEqual(ALLOW);
+    vi.restoreAllMocks();
+    expect(await streamState(s)).toMatchObject({ live: false, suspendedViewers: 1 });
+  });
+
   it("while the edge is silent, its sessions block nobody; when it returns, the publisher holding the stream keeps it and the conflict is reported", async () => {
     const { s, key } = await partitioned();
     expect(await hook(publish("live", s, key, { ...other, client: "pub00002" }))).toEqual(ALLOW);

@@ -211,7 +211,7 @@ export class ServerRegistry extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    countCalls(this, env, ["heartbeat", "track", "shardHeard", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions", "setApi", "apiTarget", "apiCalled", "queueKicks"]);
+    countCalls(this, env, ["heartbeat", "track", "shardHeard", "heard", "forget", "held", "liveness", "state", "list", "sessionsOf", "forgetSessions", "setApi", "apiTarget", "apiCalled", "queueKicks"]);
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS servers (
         server_id TEXT PRIMARY KEY, service_id TEXT NOT NULL, device_id TEXT NOT NULL,
@@ -322,6 +322,15 @@ export class ServerRegistry extends DurableObject<Env> {
         ? await this.track(serverId, serviceId, VIEWER_SHARD_ENTRY.clientId, { streamKey: VIEWER_SHARD_ENTRY.streamKey, role: "viewer" })
         : this.acknowledgeEpoch(serverId, serviceId, "stop");
     return { epoch, lastHeartbeat: this.servers.get(serverId)?.last_heartbeat ?? null };
+  }
+
+  /**
+   * A hook that gates nothing (on_connect, on_hls, on_dvr, on_forward) came
+   * from this process: like a stop event it brings a silent server back and
+   * never changes which process is current (src/srs/routes.ts heardFrom).
+   */
+  async heard(serverId: string, serviceId: string): Promise<void> {
+    this.acknowledgeEpoch(serverId, serviceId, "stop");
   }
 
   /**

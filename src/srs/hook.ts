@@ -53,16 +53,21 @@ export interface CloseHook {
   session: SessionId;
 }
 
+/** The process a hook that gates nothing came from, when it names one (SRS 5 and later do): proof it is alive. */
+export type SenderProcess = Omit<SessionId, "clientId"> | null;
+
 /** on_forward: SRS asks where to forward a publish (nowhere). */
 export interface ForwardHook {
   kind: "forward";
   action: "on_forward";
+  sender: SenderProcess;
 }
 
 /** on_connect, on_dvr, on_hls and anything newer than this code: allowed, not stateful. */
 export interface PassiveHook {
   kind: "passive";
   action: string;
+  sender: SenderProcess;
 }
 
 /** Every hook, told apart by `kind`, so no handler needs a cast. */
@@ -90,10 +95,17 @@ export function parseHook(body: unknown): Hook {
     case "on_close":
       return { kind: "close", action, session: parseSession(body) };
     case "on_forward":
-      return { kind: "forward", action };
+      return { kind: "forward", action, sender: senderOf(body) };
     default:
-      return { kind: "passive", action };
+      return { kind: "passive", action, sender: senderOf(body) };
   }
+}
+
+/** The server_id and service_id of a hook that gates nothing; missing or malformed: null (never a 400). */
+function senderOf(body: Record<string, unknown>): SenderProcess {
+  const { server_id: serverId, service_id: serviceId } = body;
+  const ok = (v: unknown): v is string => typeof v === "string" && v.length <= LIMITS.id.max && LIMITS.id.pattern.test(v);
+  return ok(serverId) && ok(serviceId) ? { serverId, serviceId } : null;
 }
 
 function onStream(body: Record<string, unknown>): Omit<OnStream, "role"> {

@@ -8,9 +8,9 @@ import { verifyPlayToken } from "../auth/token";
 import type { PlayToken } from "../stream/rules";
 import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
-import { callObject, Deadline } from "../platform/retry";
+import { callObject, Deadline, UNDO_WAIT_MS } from "../platform/retry";
 import { serverRegistry } from "../object-access";
-import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, type CloseHook, type Hook, type SessionId, type StartHook, type StopHook, type StreamHook } from "./hook";
+import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, type CloseHook, type Hook, type SenderProcess, type SessionId, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 import type { Place } from "../viewers/lease";
 import { queueKicks, type Kick } from "./kicks";
@@ -43,13 +43,43 @@ export async function handleHook(request: IRequest, env: Env, ctx: ExecutionCont
     case "close":
       return close(hook, env);
     case "forward":
+      await heardFrom(hook, env);
       log({ action: hook.action, decision: "allow" });
       return noForward();
     case "passive":
       // on_connect, on_dvr, on_hls and actions newer than this code: nothing to gate.
+      await heardFrom(hook, env);
       log({ action: hook.action, decision: "allow" });
       return allow();
   }
+}
+
+/** Per isolate: when each process was last told to the registry by a hook that gates nothing. */
+const toldAt = new Map<string, number>();
+/** At most one registry call per process and isolate this often (on_hls comes with every segment). */
+const TELL_EVERY_MS = 5_000;
+
+/**
+ * Any hook of a process is proof it is alive: a silent server that sends
+ * on_connect, on_hls, on_dvr or on_forward is back, its sessions count and
+ * block again at once (as for a heartbeat). Like a stop event, such a hook
+ * never changes which process is current, and one from a server the
+ * registry does not know creates nothing. It gates nothing either: an
+ * unreachable registry is logged and the hook still allowed (a failed
+ * on_connect would refuse the client).
+ */
+async function heardFrom({ action, sender }: { action: string; sender: SenderProcess }, env: Env): Promise<void> {
+  if (!sender) return;
+  const key = `${sender.serverId}\n${sender.serviceId}`;
+  const now = Date.now();
+  if (now - (toldAt.get(key) ?? -Infinity) < TELL_EVERY_MS) return;
+  if (toldAt.size >= 10_000) toldAt.clear();
+  toldAt.set(key, now);
+  const fields = { action, server: sender.serverId };
+  await callObject("registry", () => serverRegistry(env, sender.serverId), (r) => r.heard(sender.serverId, sender.serviceId), "not told", fields, UNDO_WAIT_MS).catch((err) => {
+    toldAt.delete(key);
+    console.error(JSON.stringify({ error: "registry not told of a hook (allowed all the same)", ...fields, detail: String(err) }));
+  });
 }
 
 /** POST /hooks/srs/:secret/heartbeat — SRS drops the heartbeat URL's query, hence the path secret. */

@@ -296,6 +296,30 @@ describe("a duplicate server_id never flips the current process, also after SERV
   });
 });
 
+describe("a retired service_id that stays silent longer than SERVER_RETENTION_S and comes back is still retired", () => {
+  it("the running process keeps its server and its viewers", async () => {
+    const b = { server: edge.server, service: newEdge().service };
+    await beat(edge);
+    at(1000);
+    await beat(b); // b replaces edge's process
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...b, client: "curr0001" }))).toEqual(ALLOW);
+    // b heartbeats all along; the old process (a duplicate SRS with the same server_id) is silent for 8 days.
+    for (let t = 60_000; t <= RETENTION_MS + 86_400_000; t += 6 * 3600_000) {
+      at(t);
+      await beat(b);
+      await runDurableObjectAlarm(serverStub(edge));
+    }
+    await beat(edge); // the duplicate is back
+    await beat(b);
+    await deliverNotices(edge);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: b.service });
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+    expect((await hook(play("live", s, { ...edge, client: "dupl0001" }))).body.code).toBe(4006);
+  });
+});
+
 describe("registry rows of servers that never heartbeat are forgotten after SERVER_RETENTION_S", () => {
   it("hooks on never-created streams from server_ids that never heartbeat leave no server row for ever", async () => {
     const scanner = newEdge();

@@ -142,7 +142,9 @@ interface ServerRow extends Record<string, SqlStorageValue> {
 /** Servers are spread over this many registry objects by a hash of their server_id. */
 export const REGISTRY_SHARDS = 16;
 /** Notices delivered per alarm run: bounded work, whatever the fleet size. */
-export const NOTICE_BATCH = 50;
+export /** Retired service_ids kept per server (a server restarting daily keeps two months of them). */
+const RETIRED_KEPT = 64;
+const NOTICE_BATCH = 50;
 /** A notice that could not be delivered is retried this much later, then twice as late each time, up to NOTICE_RETRY_MAX_MS. */
 const NOTICE_RETRY_MS = 5000;
 const NOTICE_RETRY_MAX_MS = 60_000;
@@ -467,8 +469,6 @@ export class ServerRegistry extends DurableObject<Env> {
       this.settleCandidates(row, now);
       this.forgetIfIdle(row, now, retention);
     }
-    // Retired ids are kept while their process still speaks (a duplicate server_id): it must never become current again.
-    this.sql.exec("DELETE FROM retired WHERE retired_at < ? AND (heard_at IS NULL OR heard_at < ?)", now - retention, now - retention);
     await this.deliverNotices();
     await this.kicks.run(Date.now());
     // Notices that failed are due again later (with backoff), the others at once; kicks and deadlines as they fall.
@@ -647,7 +647,7 @@ export class ServerRegistry extends DurableObject<Env> {
     for (const old of replaced) {
       // The old process was last known alive at the server's last heartbeat (unknown without heartbeats: now).
       const lastAlive = row.last_heartbeat ?? now;
-      this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at, last_alive) VALUES (?, ?, ?, ?)", row.server_id, old, now, lastAlive);
+      this.retire(row.server_id, old, now, lastAlive);
       this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive);
     }
     this.touch(row, now);
@@ -669,10 +669,24 @@ export class ServerRegistry extends DurableObject<Env> {
       const currentProvedAlive = now >= c.since + timeout && row.dead_since === null && !this.isSilent(row, now);
       if (!currentProvedAlive && now < c.since + sessionGraceMs(this.env)) continue;
       this.sql.exec("DELETE FROM candidates WHERE server_id = ? AND service_id = ?", row.server_id, c.service_id);
-      this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at) VALUES (?, ?, ?)", row.server_id, c.service_id, now);
+      this.retire(row.server_id, c.service_id, now, 0);
       this.notify(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`);
       console.log(JSON.stringify({ event: "candidate process refused", server: row.server_id, current: row.service_id, refused: c.service_id }));
     }
+  }
+
+  /**
+   * A retired service_id never becomes current again, however long it was
+   * silent (a duplicate SRS with the same server_id may be down for a week):
+   * each server keeps its last RETIRED_KEPT, until the server itself is
+   * forgotten (SERVER_RETENTION_S).
+   */
+  private retire(serverId: string, serviceId: string, now: number, lastAlive: number): void {
+    this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at, last_alive) VALUES (?, ?, ?, ?)", serverId, serviceId, now, lastAlive);
+    this.sql.exec(
+      "DELETE FROM retired WHERE server_id = ? AND service_id NOT IN (SELECT service_id FROM retired WHERE server_id = ? ORDER BY retired_at DESC LIMIT ?)",
+      serverId, serverId, RETIRED_KEPT,
+    );
   }
 
   private candidatesOf(serverId: string): string[] {

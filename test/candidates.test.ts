@@ -82,6 +82,39 @@ describe("a late or forged hook followed by a heartbeat hiccup", () => {
   });
 });
 
+describe("a candidate of a silent server that never heartbeats (a restart that crashed at once)", () => {
+  it("stops counting and blocking SERVER_TIMEOUT_S after its last hook, and counts again when it speaks", async () => {
+    const other = newEdge();
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 1 });
+    at(T + 1000); // the edge is silent; its alarm suspends it
+    await beat(other);
+    await runDurableObjectAlarm(serverStub(edge));
+    const next = { server: edge.server, service: newEdge().service };
+    expect(await hook(publish("live", s, key, { ...next, client: "enc00001" })), "the restarted process's encoder").toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+    expect((await hook(publish("live", s, key, { ...other, client: "enc00002" }))).body.code, "while the candidate speaks").toBe(4004);
+
+    // It crashes before its first heartbeat: nothing more comes from the edge.
+    at(2 * T + 2000);
+    await beat(other);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ live: false, viewers: 0, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
+    expect(await hook(publish("live", s, key, { ...other, client: "enc00002" })), "a publisher elsewhere").toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...other, client: "view0002" })), "a viewer elsewhere").toEqual(ALLOW);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: edge.service, candidateServiceIds: [next.service] });
+
+    // Its first heartbeat after all: it is the edge's process, and what it holds counts again.
+    at(2 * T + 4000);
+    await beat(next);
+    await deliverNotices(edge);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: next.service, candidateServiceIds: [] });
+    expect(await streamState(s)).toMatchObject({ viewers: 2, suspendedViewers: 0, publisher: { clientId: "enc00002" }, conflicts: [{ clientId: "enc00001" }] });
+  });
+});
+
 describe("what a candidate costs, as operators see it", () => {
   it("a forged viewer fills a cap of 1 until the alarm refuses it; its session is in the server's `sessions` meanwhile", async () => {
     await beat(edge);

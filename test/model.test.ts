@@ -128,8 +128,8 @@ interface ModelServer {
   /** The service_id the gate believes current (null: never heard from by a start hook or heartbeat). */
   known: string | null;
   retired: Set<string>;
-  /** Start hooks from unseen processes while the current one heartbeats: service → when first heard. */
-  candidates: Map<string, number>;
+  /** Start hooks from unseen processes while the current one heartbeats: service → when first and last heard (start hooks). */
+  candidates: Map<string, { since: number; heard: number }>;
   lastHeartbeat: number | null;
 }
 
@@ -180,7 +180,8 @@ const deny = (code: number): Outcome => ({ answer: { allow: false, code }, admit
  * heartbeat) ends them. On a server that heartbeats, a start hook from an
  * unseen process is only a candidate (admitted, counted) until its own first
  * heartbeat, and is refused once the current process heartbeated for a whole
- * SERVER_TIMEOUT_S after it appeared. One live publisher holds the
+ * SERVER_TIMEOUT_S after it appeared; one that sent no start hook for
+ * SERVER_TIMEOUT_S is suspended like a silent server until it speaks again. One live publisher holds the
  * stream; the others live are conflicts.
  *
  * And of issue 14: on a token stream, a revoked token is refused (4019); with
@@ -215,7 +216,10 @@ class Model {
 
   suspended(x: Session): boolean {
     const s = this.server(x.server);
-    return !s.candidates.has(x.service) && this.silent(s);
+    const candidate = s.candidates.get(x.service);
+    // A candidate that sent no start hook for SERVER_TIMEOUT_S (and never heartbeated) is as silent as a server.
+    if (candidate) return this.now - candidate.heard >= TIMEOUT_MS;
+    return this.silent(s);
   }
 
   /** Marks the processes whose suspension changed since the last call. */
@@ -260,7 +264,7 @@ class Model {
     else if (service !== s.known) {
       if (s.retired.has(service)) return false;
       if (kind === "start" && s.lastHeartbeat !== null) {
-        if (!s.candidates.has(service)) s.candidates.set(service, this.now);
+        s.candidates.set(service, { since: s.candidates.get(service)?.since ?? this.now, heard: this.now });
         return true;
       }
       this.restart(s, service);
@@ -283,7 +287,7 @@ class Model {
   /** What the registry's alarm does about candidates: refused once the current process heartbeated a whole timeout past them. */
   settle(): void {
     for (const s of this.servers) {
-      for (const [c, since] of [...s.candidates]) {
+      for (const [c, { since }] of [...s.candidates]) {
         if (this.now - since < TIMEOUT_MS || this.silent(s)) continue;
         s.candidates.delete(c);
         s.retired.add(c);

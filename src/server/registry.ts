@@ -242,6 +242,8 @@ export class ServerRegistry extends DurableObject<Env> {
     });
     // last_alive: the retired process's last heartbeat, for a stream or shard that asks (liveness) before its notice arrives.
     addColumns(this.sql, "retired", { heard_at: "INTEGER", last_alive: "INTEGER NOT NULL DEFAULT 0" });
+    // heard_at: a candidate's last start hook; quiet: none for SERVER_TIMEOUT_S since, and its sessions were suspended.
+    addColumns(this.sql, "candidates", { heard_at: "INTEGER", quiet: "INTEGER NOT NULL DEFAULT 0" });
     // due: not sent before (a notice that failed waits, with backoff, so it never holds back the others); failures: in a row.
     addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0", due: "INTEGER NOT NULL DEFAULT 0", failures: "INTEGER NOT NULL DEFAULT 0" });
     this.kicks = new KickOutbox(this.sql, env, {
@@ -561,11 +563,12 @@ export class ServerRegistry extends DurableObject<Env> {
       if (row.dead_since !== null && (row.expired_at === null || row.expired_at < row.last_heartbeat!)) consider(row.last_heartbeat! + sessionGraceMs(this.env));
       if (row.dead_since !== null || row.last_heartbeat === null) consider(row.last_seen + serverRetentionMs(this.env));
     }
-    for (const c of this.sql.exec<{ server_id: string; since: number }>("SELECT server_id, since FROM candidates")) {
+    for (const c of this.sql.exec<{ server_id: string; since: number; heard_at: number | null; quiet: number }>("SELECT server_id, since, heard_at, quiet FROM candidates")) {
       const row = this.servers.get(c.server_id);
       const silent = !row || row.dead_since !== null || this.isSilent(row, now);
       // While the current process is silent, its next heartbeat re-arms the alarm.
       consider(silent ? c.since + sessionGraceMs(this.env) : Math.max(c.since + serverTimeoutMs(this.env), now));
+      if (c.quiet === 0) consider(Math.max((c.heard_at ?? c.since) + serverTimeoutMs(this.env), now));
     }
     return earliest;
   }
@@ -625,7 +628,13 @@ export class ServerRegistry extends DurableObject<Env> {
     // process, or a forgery: it waits as a candidate until its own first heartbeat.
     if (kind === "start" && row.last_heartbeat !== null) {
       this.touch(row, now);
-      this.sql.exec("INSERT OR IGNORE INTO candidates (server_id, service_id, since) VALUES (?, ?, ?)", serverId, serviceId, now);
+      const known = this.sql.exec<{ quiet: number }>("SELECT quiet FROM candidates WHERE server_id = ? AND service_id = ?", serverId, serviceId).toArray()[0];
+      if (!known) {
+        this.sql.exec("INSERT INTO candidates (server_id, service_id, since, heard_at) VALUES (?, ?, ?, ?)", serverId, serviceId, now, now);
+      } else {
+        this.sql.exec("UPDATE candidates SET heard_at = ?, quiet = 0 WHERE server_id = ? AND service_id = ?", now, serverId, serviceId);
+        if (known.quiet === 1) this.newStatus(row, serviceId, "live", "a new process of its server, heard from again");
+      }
       this.armAlarm(now + serverTimeoutMs(this.env));
       return "candidate";
     }
@@ -639,6 +648,7 @@ export class ServerRegistry extends DurableObject<Env> {
    */
   private restart(row: ServerRow, serviceId: string, now: number): void {
     const replaced = [row.service_id, ...this.candidatesOf(row.server_id).filter((c) => c !== serviceId)];
+    const wasQuiet = this.sql.exec("SELECT 1 FROM candidates WHERE server_id = ? AND service_id = ? AND quiet = 1", row.server_id, serviceId).toArray().length > 0;
     row.service_id = serviceId;
     row.seq++;
     row.expired_at = null;
@@ -652,6 +662,7 @@ export class ServerRegistry extends DurableObject<Env> {
     }
     this.touch(row, now);
     if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now, "restarted");
+    else if (wasQuiet) this.newStatus(row, serviceId, "live", "its server restarted: heard from again");
   }
 
   /**
@@ -673,6 +684,32 @@ export class ServerRegistry extends DurableObject<Env> {
       this.notify(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`);
       console.log(JSON.stringify({ event: "candidate process refused", server: row.server_id, current: row.service_id, refused: c.service_id }));
     }
+    this.quietenCandidates(row, now);
+  }
+
+  /**
+   * A candidate that sent no hook for SERVER_TIMEOUT_S and never heartbeated
+   * (a restart that crashed at once, or a forger gone quiet) is treated as a
+   * silent server: its sessions are suspended (they neither count nor block)
+   * until it speaks again or heartbeats, so it never holds a stream hostage
+   * while the current process is silent too.
+   */
+  private quietenCandidates(row: ServerRow, now: number): void {
+    const timeout = serverTimeoutMs(this.env);
+    const quiet = this.sql
+      .exec<{ service_id: string }>("SELECT service_id FROM candidates WHERE server_id = ? AND quiet = 0 AND COALESCE(heard_at, since) + ? <= ?", row.server_id, timeout, now)
+      .toArray();
+    for (const c of quiet) {
+      this.sql.exec("UPDATE candidates SET quiet = 1 WHERE server_id = ? AND service_id = ?", row.server_id, c.service_id);
+      this.newStatus(row, c.service_id, "suspended", `a new process of its server: no heartbeat yet, and no hook for ${timeout / 1000} s`);
+    }
+  }
+
+  /** A change of one process's status, told to its streams. */
+  private newStatus(row: ServerRow, serviceId: string, status: "live" | "suspended", why: string): void {
+    row.seq++;
+    this.sql.exec("UPDATE servers SET seq = ? WHERE server_id = ?", row.seq, row.server_id);
+    this.notify(row, serviceId, status, 0, false, why);
   }
 
   /**
@@ -696,7 +733,10 @@ export class ServerRegistry extends DurableObject<Env> {
   /** Where one process stands now (see ProcessStatus). */
   private statusOf(row: ServerRow, serviceId: string, now: number): ProcessStatus {
     if (serviceId !== row.service_id && this.candidatesOf(row.server_id).includes(serviceId)) {
-      return { serverId: row.server_id, serviceId, seq: row.seq, status: "live", cutoff: 0, replaced: false, why: "a new process of its server, not yet confirmed by a heartbeat" };
+      this.quietenCandidates(row, now);
+      const quiet = this.sql.exec("SELECT 1 FROM candidates WHERE server_id = ? AND service_id = ? AND quiet = 1", row.server_id, serviceId).toArray().length > 0;
+      const why = quiet ? "a new process of its server, silent and never confirmed by a heartbeat" : "a new process of its server, not yet confirmed by a heartbeat";
+      return { serverId: row.server_id, serviceId, seq: row.seq, status: quiet ? "suspended" : "live", cutoff: 0, replaced: false, why };
     }
     if (serviceId !== row.service_id) {
       // Its sessions end at its last heartbeat, as the restart's notice says (a stream may ask before that notice reaches it).

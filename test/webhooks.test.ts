@@ -108,6 +108,23 @@ describe("stream events", () => {
     expect(byType("stream.ended")).toMatchObject([{ reason: "operator", duration: 2 }]);
   });
 
+  it("session.ended_by_operator the queue refused is not lost: it waits in the stream's outbox, the admin call answers at once, the same webhook-id goes out", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    await createStream(stream);
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    const send = vi.spyOn(env.EVENTS, "sendBatch").mockRejectedValueOnce(new Error("queue unavailable"));
+    const res = await admin("DELETE", `/streams/live/${stream}/sessions`);
+    expect(res).toMatchObject({ status: 200, body: { ended: [{ role: "viewer", clientId: "v1" }] } });
+    await vi.waitFor(() => expect(send).toHaveBeenCalled());
+    const offered = (send.mock.calls[0][0] as MessageSendRequest<{ id: string }>[]).map((m) => m.body.id);
+    send.mockRestore();
+    await runDurableObjectAlarm(streamStub(stream));
+    const [ended] = await receiver.received(stream, 1);
+    expect(ended.body).toMatchObject({ type: "session.ended_by_operator", data: { stream, role: "viewer", client_id: "v1", reason: "ended by operator" } });
+    expect(offered).toEqual([ended.id]);
+  });
+
   it("an event the queue refused stays in the stream's outbox and goes out with its alarm", async () => {
     const edge = newEdge();
     const stream = uniqueStream();

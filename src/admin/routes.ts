@@ -10,8 +10,7 @@ import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
 import { registryShard, streamObject, viewerShard } from "../object-access";
 import { allEvents, withAudience } from "../viewers/audience";
 import { queueKicks, type KickPlanned } from "../srs/kicks";
-import { queueEvents } from "../events/event";
-import { operatorEvents } from "../events/operator";
+import { notQueued, reportOperatorEnded } from "../events/operator";
 import { parsePolicyChange, parseTokenRequest, streamNameFrom } from "./validate";
 import { isolateOfCounts, NOT_COUNTED } from "../platform/load";
 
@@ -62,9 +61,9 @@ export async function putStream(request: IRequest, env: Env): Promise<Response> 
   // A rotated key revokes the one the live publisher used: it is kicked on its edge (src/srs/kicks.ts).
   // Those publishing at the moment of the rotation: one admitted since with the new key is not kicked.
   const kicking = result.rotatedPublishers ? await queueKicks(env, result.rotatedPublishers.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why: "key rotated" }))) : [];
-  await queueEvents(env, operatorEvents(kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "key rotated", true));
+  const lost = await reportOperatorEnded(env, kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "key rotated", true);
   const state = await withAudience(env, streamKey(name), result.state);
-  const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}), ...(env.SRS_API_URL ? { kicking } : {}) };
+  const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}), ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) };
   return jsonResponse(body, result.created ? 201 : 200);
 }
 
@@ -94,8 +93,8 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
   if (!removed) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   // Its publisher and viewers are kicked on their edges (src/srs/kicks.ts).
   const kicking = env.SRS_API_URL ? [...(await kickPublishers(env, name, "stream deleted")), ...(await kickViewers(env, name, "stream deleted"))] : [];
-  await queueEvents(env, operatorEvents(kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "stream deleted", true));
-  return jsonResponse({ deleted: streamKey(name), ...(env.SRS_API_URL ? { kicking } : {}) });
+  const lost = await reportOperatorEnded(env, kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "stream deleted", true);
+  return jsonResponse({ deleted: streamKey(name), ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) });
 }
 
 /**

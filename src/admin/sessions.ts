@@ -7,8 +7,7 @@ import { streamKey } from "../stream/name";
 import { streamNameFrom } from "./validate";
 import { serverIdFrom } from "./servers";
 import { queueKicks } from "../srs/kicks";
-import { queueEvents } from "../events/event";
-import { operatorEvents } from "../events/operator";
+import { notQueued, reportOperatorEnded } from "../events/operator";
 
 /**
  * Ending sessions by hand: the way out when SRS lost a stop event (it never
@@ -29,8 +28,8 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
   if (ended === null) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   // With SRS_API_URL, the clients are kicked on their edges too (src/srs/kicks.ts).
   const kicking = await queueKicks(env, ended.map((s) => ({ ...s, streamKey: streamKey(name), why: "ended by operator" })));
-  await queueEvents(env, operatorEvents(ended.map((s) => ({ ...s, streamKey: streamKey(name) })), "ended by operator", kicking.length > 0));
-  return jsonResponse({ ended, ...(env.SRS_API_URL ? { kicking } : {}) });
+  const lost = await reportOperatorEnded(env, ended.map((s) => ({ ...s, streamKey: streamKey(name) })), "ended by operator", kicking.length > 0);
+  return jsonResponse({ ended, ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) });
 }
 
 /**
@@ -43,13 +42,14 @@ export async function endServerSessions(request: IRequest, env: Env): Promise<Re
   const result = await endAllOfServer(env, serverId);
   if (result === null) throw new StatusError(404, `server ${serverId} is not known`);
   const kicking = await queueKicks(env, result.ended.map((s) => ({ ...s, serverId, why: "ended by operator" })));
-  await queueEvents(env, operatorEvents(result.ended.map((s) => ({ ...s, serverId })), "ended by operator", kicking.length > 0));
+  const lost = await reportOperatorEnded(env, result.ended.map((s) => ({ ...s, serverId })), "ended by operator", kicking.length > 0);
   return jsonResponse({
     serverId,
     ended: result.ended.map((s) => ({ stream: s.streamKey, role: s.role, serviceId: s.serviceId, clientId: s.clientId })),
     ...(env.SRS_API_URL ? { kicking } : {}),
     remaining: result.remaining,
     ...(result.failed > 0 ? { failed: result.failed } : {}),
+    ...notQueued(lost),
   });
 }
 

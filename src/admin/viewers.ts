@@ -11,6 +11,7 @@ import { streamKey } from "../stream/name";
 import type { Revocation } from "../viewers/lease";
 import type { ViewerSession } from "../viewers/shard";
 import { endRevokedSessions } from "../viewers/revoked";
+import { notQueued } from "../events/operator";
 import { parseRevocation, streamNameFrom } from "./validate";
 
 /** Sessions GET …/viewers lists at most, per viewer shard. */
@@ -34,12 +35,13 @@ export async function postRevocation(request: IRequest, env: Env): Promise<Respo
   if (!revocation) throw new StatusError(409, 'too many active revocations on this stream: revoke every token issued before a time instead ({"before": <Unix seconds>})');
   const unreached = await stream.pushRevocations(key).catch(() => ["(stream)"]);
   if (unreached.length > 0) console.error(JSON.stringify({ error: "revocation not pushed to every viewer shard", stream: key, servers: unreached }));
-  const { ended, kicking } = await endRevokedSessions(env, key, await stream.eventSources(), [{ sub, before }]);
+  const { ended, kicking, eventsNotQueued } = await endRevokedSessions(env, key, await stream.eventSources(), [{ sub, before }]);
   return jsonResponse(
     {
       revocation: shown(revocation),
       ended: ended.map((v) => ({ serverId: v.serverId, serviceId: v.serviceId, clientId: v.clientId })),
       ...(env.SRS_API_URL ? { kicking } : {}),
+      ...notQueued(eventsNotQueued),
     },
     201,
   );

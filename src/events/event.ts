@@ -41,8 +41,10 @@ export function streamData(streamKey: string): { vhost: string; app: string; str
 }
 
 /**
- * Queues events from the Worker (admin calls: they may wait for the queue). False when the queue
- * refused them (logged): the admin answer says so. Nothing is queued while events are off.
+ * Queues events from the Worker, once, without an outbox: the test event (whose admin answer says
+ * when the queue refused it), and operator events whose stream object could not keep them
+ * (src/events/operator.ts). False when the queue refused them (logged). Nothing is queued while
+ * events are off.
  */
 export async function queueEvents(env: Env, events: WebhookEvent[]): Promise<boolean> {
   if (!eventsEnabled(env) || events.length === 0) return true;

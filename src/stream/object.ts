@@ -24,6 +24,7 @@ import { type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy 
 import type { ShardAudience } from "../viewers/shard";
 import { endReason, StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
+import type { WebhookEvent } from "../events/event";
 
 export type { StreamEvent } from "./decision-log";
 export type { EndedSession, Publisher } from "./sessions";
@@ -198,7 +199,7 @@ export class StreamObject extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.ghosts = new GhostCheck(env);
-    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "publisherSessions", "viewerLimitReached", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -438,6 +439,17 @@ export class StreamObject extends DurableObject<Env> {
     if (this.row) this.activity.viewerLimitReached(serverId, maxViewers);
   }
 
+  /**
+   * Events an admin call made about this stream's sessions (session.ended_by_operator,
+   * src/events/operator.ts): kept in the outbox, and queued as the stream's own are. False: this
+   * object has no outbox (a stream never created here), the caller queues them itself.
+   */
+  keepEvents(events: WebhookEvent[]): boolean {
+    if (!this.ready) return false;
+    for (const e of events) this.activity.outbox.add(e);
+    return true;
+  }
+
   /** This stream's publish usage in [from, to) and the viewer shards that hold its viewers' (src/usage/report.ts). */
   publishUsage(from: number, to: number): { hours: HourUsage[]; shards: string[] } {
     if (!this.ready) return { hours: [], shards: [] };
@@ -592,7 +604,7 @@ export class StreamObject extends DurableObject<Env> {
    * them. Not reached: the shard is pushed to again (and this runs again).
    */
   private async endRevokedOn(key: string, serverId: string, revocations: Revocation[]): Promise<void> {
-    const { unreached } = await endRevokedSessions(this.env, key, [serverId], revocations).catch((err) => {
+    const { unreached } = await endRevokedSessions(this.env, key, [serverId], revocations, (events) => void this.keepEvents(events)).catch((err) => {
       console.error(JSON.stringify({ error: "revoked sessions not ended", server: serverId, stream: key, detail: String(err) }));
       return { unreached: [serverId] };
     });

@@ -3,11 +3,12 @@
  * the viewer shards named: on each shard, then kicked on their edges (with
  * SRS_API_URL) and reported as session.ended_by_operator. Used by the admin
  * call that revokes (every shard of the stream), and by the stream's object
- * when a push reaches a shard that missed the revocation (src/stream/object.ts).
+ * when a push reaches a shard that missed the revocation (src/stream/object.ts),
+ * which keeps the events in its own outbox (`keep`) rather than calling itself.
  */
 import type { Env } from "../env";
-import { queueEvents } from "../events/event";
-import { operatorEvents } from "../events/operator";
+import type { WebhookEvent } from "../events/event";
+import { operatorEvents, reportOperatorEnded } from "../events/operator";
 import { viewerShard } from "../object-access";
 import { withRetry } from "../platform/retry";
 import { queueKicks, type KickPlanned } from "../srs/kicks";
@@ -19,9 +20,11 @@ export interface RevokedEnded {
   kicking: KickPlanned[];
   /** Shards that could not be reached (logged): their covered sessions still run. */
   unreached: string[];
+  /** session.ended_by_operator events neither stored in the stream's outbox nor queued (logged). */
+  eventsNotQueued: string[];
 }
 
-export async function endRevokedSessions(env: Env, key: string, servers: string[], revocations: Pick<Revocation, "sub" | "before">[]): Promise<RevokedEnded> {
+export async function endRevokedSessions(env: Env, key: string, servers: string[], revocations: Pick<Revocation, "sub" | "before">[], keep?: (events: WebhookEvent[]) => void): Promise<RevokedEnded> {
   const unreached: string[] = [];
   const ended = (
     await Promise.all(
@@ -39,6 +42,9 @@ export async function endRevokedSessions(env: Env, key: string, servers: string[
     )
   ).flat();
   const kicking = await queueKicks(env, ended.map((v) => ({ ...v, role: "viewer" as const, why: "token revoked" })));
-  await queueEvents(env, operatorEvents(ended.map((v) => ({ ...v, role: "viewer" as const })), "token revoked", kicking.length > 0));
-  return { ended, kicking, unreached };
+  const sessions = ended.map((v) => ({ ...v, role: "viewer" as const }));
+  let eventsNotQueued: string[] = [];
+  if (keep) keep(operatorEvents(sessions, "token revoked", kicking.length > 0));
+  else eventsNotQueued = await reportOperatorEnded(env, sessions, "token revoked", kicking.length > 0);
+  return { ended, kicking, unreached, eventsNotQueued };
 }

@@ -10,6 +10,7 @@ import { beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { at, beat, deliverNotices, restarted, streamStub, useFakeClock } from "./fleet";
 import { Receiver } from "./receiver";
+import { ViewerShard } from "../src/viewers/shard";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 useFakeClock();
@@ -123,6 +124,36 @@ describe("stream events", () => {
     const [ended] = await receiver.received(stream, 1);
     expect(ended.body).toMatchObject({ type: "session.ended_by_operator", data: { stream, role: "viewer", client_id: "v1", reason: "ended by operator" } });
     expect(offered).toEqual([ended.id]);
+  });
+
+  it("one webhook-id, one body: a stream.ended whose queue send arrived but counted as failed goes again with the peakViewers first sent", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    await receiver.received(stream, 1);
+    // The shard answers differently when asked again (as one that timed out the first time would).
+    const real = ViewerShard.prototype.peakViewers;
+    let asked = 0;
+    vi.spyOn(ViewerShard.prototype, "peakViewers").mockImplementation(function (this: ViewerShard, ...args) {
+      return ++asked > 1 ? 99 : real.apply(this, args);
+    });
+    const sendReal = env.EVENTS.sendBatch.bind(env.EVENTS);
+    const send = vi.spyOn(env.EVENTS, "sendBatch").mockImplementationOnce(async (messages) => {
+      await sendReal(messages);
+      throw new Error("queue send timed out");
+    });
+    at(5_000);
+    await hook(unpublish("live", stream, { ...edge, client: "pub1" }));
+    await vi.waitFor(() => expect(send).toHaveBeenCalled());
+    send.mockRestore();
+    await runDurableObjectAlarm(streamStub(stream));
+    const ended = (await receiver.received(stream, 2)).find((d) => d.body.type === "stream.ended")!;
+    await vi.waitFor(() => expect(receiver.attempts.filter((a) => a.id === ended.id)).toHaveLength(2), { timeout: 20_000, interval: 50 });
+    const bodies = receiver.attempts.filter((a) => a.id === ended.id).map((a) => a.body);
+    expect(bodies[0].data.peakViewers).toBe(1);
+    expect(bodies[1]).toEqual(bodies[0]);
   });
 
   it("an event the queue refused stays in the stream's outbox and goes out with its alarm", async () => {

@@ -15,7 +15,7 @@ import { eventsEnabled, QUEUE_BATCH, type WebhookEvent } from "./event";
 /** A queue send that has not settled by then counts as failed (sends take milliseconds). */
 const QUEUE_SEND_TIMEOUT_MS = 5_000;
 
-/** Completes an event just before it is queued (the stream fills in a publish's peak viewers). */
+/** Completes an event just before it is first queued (the stream fills in a publish's peak viewers); kept so completed. */
 export type Finisher = (event: WebhookEvent) => Promise<WebhookEvent>;
 
 export class Outbox {
@@ -84,6 +84,12 @@ export class Outbox {
       if (rows.length === 0) return;
       try {
         const events = await Promise.all(rows.map((r) => this.finish(JSON.parse(r.event) as WebhookEvent)));
+        // Completed once, kept as sent: should this send arrive yet count as failed (a timeout), the next one carries
+        // the same body under the same webhook-id, not one completed again (a shard that timed out may answer then).
+        rows.forEach((r, i) => {
+          const finished = JSON.stringify(events[i]);
+          if (finished !== r.event) this.sql.exec("UPDATE event_outbox SET event = ? WHERE seq = ?", finished, r.seq);
+        });
         // A send that never settles would hold every later event of the object, and its alarm, until it restarts.
         // Timed out, it is tried again (should it still arrive, the event goes twice, with its one webhook-id).
         await withTimeout(this.env.EVENTS.sendBatch(events.map((body) => ({ body }))), QUEUE_SEND_TIMEOUT_MS);

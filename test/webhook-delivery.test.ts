@@ -11,6 +11,8 @@ import { newEvent } from "../src/events/event";
 import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "./receiver";
 import { admin, createStream, hook, newEdge, play, publish, uniqueStream, unpublish } from "./srs";
 import { streamStub } from "./fleet";
+import { signDelivery, signingKey } from "../src/events/sign";
+import { readmeText } from "./token-vectors";
 
 const on = (extra: Partial<Env> = {}): Env => ({ ...(env as Env), EVENTS_WEBHOOK_URL: RECEIVER_URL, EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET, ...extra });
 const started = (stream: string) => newEvent("stream.started", { vhost: "__defaultVhost__", app: "live", stream, server_id: "vid-a", client_id: "c1" });
@@ -77,6 +79,28 @@ describe("webhook delivery", () => {
     const delays = await consume(on({ EVENTS_WEBHOOK_URL: undefined }), [started("f")]);
     expect(delays).toEqual([]);
     expect(receiver.attempts).toHaveLength(0);
+  });
+});
+
+describe("signatures: known vectors (not only the algorithm test/receiver.ts re-implements)", () => {
+  const SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+  it("signDelivery gives the Standard Webhooks test vector", async () => {
+    const signature = await signDelivery(signingKey(SPEC_SECRET), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, '{"test": 2432232314}');
+    expect(signature).toBe("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+  });
+
+  it("the README's example delivery is signed with the secret it names", async () => {
+    const readme = readmeText();
+    const secret = /signed with the secret `(whsec_[A-Za-z0-9+/=]+)`/.exec(readme)![1];
+    const block = /```http\nPOST [^\n]*\n([\s\S]*?)\n\n(\{[^\n]*\})\n```/.exec(readme)!;
+    const headers = Object.fromEntries(block[1].split("\n").map((line) => line.split(": ") as [string, string]));
+    const body = block[2];
+    expect(secret).toBe(SPEC_SECRET);
+    const signature = await signDelivery(signingKey(secret), headers["webhook-id"], Number(headers["webhook-timestamp"]), body);
+    expect(headers["webhook-signature"]).toBe(signature);
+    // The README's spec vector, as written there.
+    expect(readme).toContain("`msg_p5jXN8AQM9LWM0D4loKWxJek`, timestamp\n`1614265330` and body `{\"test\": 2432232314}` give `v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=`");
   });
 });
 

@@ -11,7 +11,7 @@ import { StatusError } from "itty-router";
 import { MIN_SECRET_LENGTH } from "../config";
 
 const PREFIX = "whsec_";
-/** The reference libraries refuse shorter keys. */
+/** The specification's minimum for a symmetric key ("at least 24 bytes"); the JS reference library itself refuses only an empty one. */
 export const MIN_KEY_BYTES = 24;
 
 /** The HMAC key of a secret; a secret that cannot be one throws, naming the rule (never the value). */

@@ -12,6 +12,7 @@ import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "./receiver";
 import { admin, createStream, hook, newEdge, play, publish, uniqueStream, unpublish } from "./srs";
 import { streamStub } from "./fleet";
 import { signDelivery, signingKey } from "../src/events/sign";
+import { DELIVERY_TIMEOUT_MS } from "../src/events/deliver";
 import { readmeText } from "./token-vectors";
 
 const on = (extra: Partial<Env> = {}): Env => ({ ...(env as Env), EVENTS_WEBHOOK_URL: RECEIVER_URL, EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET, ...extra });
@@ -65,6 +66,10 @@ describe("webhook delivery", () => {
     const short = await consume(on({ EVENTS_WEBHOOK_SECRET: "whsec_c2hvcnQ=" }), [started("d")], 1);
     expect(short).toHaveLength(1);
     expect(receiver.attempts).toHaveLength(0);
+  });
+
+  it("a receiver has 15 s to answer, the least the specification recommends (15 to 30 s)", () => {
+    expect(DELIVERY_TIMEOUT_MS).toBe(15_000);
   });
 
   it("a receiver that never answers in time counts as a failure (retried)", async () => {

@@ -7,7 +7,8 @@
 import { describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
-import { at, beat, deliverNotices, restarted, iso, T0, usage, useFakeClock } from "./fleet";
+import { runInDurableObject } from "cloudflare:test";
+import { at, beat, deliverNotices, restarted, iso, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
@@ -159,6 +160,25 @@ describe("USAGE_RETENTION_DAYS", () => {
     expect(bucket(body, -91 * DAY).viewerSeconds).toBe(0);
     expect(bucket(body, -90 * DAY - HOUR).viewerSeconds).toBe(0);
     expect(bucket(body, -90 * DAY).viewerSeconds).toBe(3600);
+  });
+
+  it("hours older than the retention are neither reported nor kept, even by a stream and a shard idle since", async () => {
+    const DAY = 24 * HOUR;
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await hook(publish("live", stream, key, { ...edge, client: "pub1" }));
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(60_000);
+    await hook(stopPlay("live", stream, { ...edge, client: "v1" }));
+    await hook(unpublish("live", stream, { ...edge, client: "pub1" }));
+    expect(bucket(await usage(stream, `?from=${iso(0)}&to=${iso(HOUR)}`), 0)).toMatchObject({ viewerSeconds: 60, publishSeconds: 60, peakViewers: 1 });
+    at(91 * DAY);
+    expect((await usage(stream, `?from=${iso(0)}&to=${iso(HOUR)}`)).buckets).toEqual([{ start: iso(0), viewerSeconds: 0, publishSeconds: 0, peakViewers: 0 }]);
+    const hoursKept = (stub: DurableObjectStub) =>
+      runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM usage_hours WHERE hour < ?", T0 + DAY).one().n);
+    expect(await hoursKept(streamStub(stream))).toBe(0);
+    expect(await hoursKept(shardStub(edge))).toBe(0);
   });
 
   it("is read as days, and a malformed value falls back to 90 days (logged) instead of failing hooks", async () => {

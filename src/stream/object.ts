@@ -480,6 +480,7 @@ export class StreamObject extends DurableObject<Env> {
       this.sweepAt = null;
       await this.refresh(null);
       await this.activity.outbox.flush();
+      this.activity.usage.prune(now);
       if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.armAlarm();
     }
     const next = Math.min(this.checkAt ?? Infinity, this.sweepAt ?? Infinity);

@@ -8,8 +8,9 @@
  * - usage_minutes: per stream, each minute in which the number of sessions held here changed,
  *   with its peak and the number held after the last change (which then holds until the next).
  *
- * Hour rows are kept USAGE_RETENTION_DAYS, minute rows MINUTES_KEPT_MS (the console's last hour,
- * and a publish's peak viewers), except each stream's latest, which says how many are held now.
+ * Hour rows are kept USAGE_RETENTION_DAYS (older ones are never reported, and deleted by prune()),
+ * minute rows MINUTES_KEPT_MS (the console's last hour, and a publish's peak viewers), except each
+ * stream's latest, which says how many are held now.
  *
  * Minute rows and hour peaks wait in memory until flush() (the viewer shard calls it at most a
  * second later): a busy stream changes its count many times a minute and gets one row write per
@@ -82,7 +83,7 @@ export class UsageBook {
   /** A session of `role` ran from `since` to `end`: its time goes to the hours it spans (those still kept). */
   addSession(streamKey: string, role: UsageRole, since: number, end: number): void {
     const now = Date.now();
-    const from = Math.max(since, floorTo(now - this.retentionMs(), HOUR_MS));
+    const from = Math.max(since, this.oldestKept(now));
     if (end <= from) return;
     this.prepare();
     const column = role === "viewer" ? "viewer_ms" : "publish_ms";
@@ -106,7 +107,7 @@ export class UsageBook {
     const carried = before?.last ?? 0;
     if (before) {
       // The hours the previous count held through, without a change, had it as their peak.
-      const start = Math.max(floorTo(before.minute, HOUR_MS) + HOUR_MS, floorTo(at - this.retentionMs(), HOUR_MS));
+      const start = Math.max(floorTo(before.minute, HOUR_MS) + HOUR_MS, this.oldestKept(at));
       for (let h = start; h < hour; h += HOUR_MS) this.peakAt(streamKey, h, carried);
     }
     const peak = Math.max(carried, count);
@@ -194,6 +195,9 @@ export class UsageBook {
    * to `now`, and the hours since the last change given the count that holds now as their peak.
    */
   hours(streamKey: string, from: number, to: number, role: UsageRole, open: OpenSession[], now = Date.now()): HourUsage[] {
+    // Hours past the retention are not reported, whether or not a prune removed them yet (and one is due now).
+    from = Math.max(from, this.oldestKept(now));
+    this.prune(now);
     const byHour = new Map<number, HourUsage>();
     const at = (hour: number) => {
       let h = byHour.get(hour);
@@ -266,11 +270,24 @@ export class UsageBook {
     byHour.set(hour, Math.max(byHour.get(hour) ?? 0, count));
   }
 
-  /** Drops hours older than the retention and minutes older than MINUTES_KEPT_MS (but each stream's latest). */
+  /** The start of the oldest hour kept: USAGE_RETENTION_DAYS back from `now`. */
+  private oldestKept(now: number): number {
+    return floorTo(now - this.retentionMs(), HOUR_MS);
+  }
+
+  /**
+   * Drops hours older than the retention and minutes older than MINUTES_KEPT_MS (but each stream's
+   * latest), at most once per PRUNE_EVERY_MS: called where sessions end, on reads, and from the
+   * owning object's alarm, so that an object with no session ending any more prunes too.
+   */
+  prune(now = Date.now()): void {
+    if (this.ready) this.pruneNow(now);
+  }
+
   private pruneNow(now: number): void {
     if (now - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now;
-    this.sql.exec("DELETE FROM usage_hours WHERE hour < ?", floorTo(now - this.retentionMs(), HOUR_MS));
+    this.sql.exec("DELETE FROM usage_hours WHERE hour < ?", this.oldestKept(now));
     this.sql.exec(
       "DELETE FROM usage_minutes WHERE minute < ? AND minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key)",
       now - MINUTES_KEPT_MS,

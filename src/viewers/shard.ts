@@ -594,6 +594,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (this.sessionCount() > 0) await this.refreshLiveness(null);
     await this.leases.reportChanged(now);
     this.processes.forgetReplaced(now);
+    this.activity.usage.prune(now);
     const work = this.leases.pendingWork();
     if (work.idle) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0 || work.leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));

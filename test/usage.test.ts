@@ -7,8 +7,8 @@
 import { describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
-import { runInDurableObject } from "cloudflare:test";
-import { at, beat, deliverNotices, restarted, iso, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { at, beat, deliverNotices, restarted, iso, MIN, minutePeaks, serverStub, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
@@ -97,6 +97,27 @@ describe("usage of a stream", () => {
     await beat(restarted(edge));
     await deliverNotices(edge);
     expect(bucket(await usage(stream), 0)).toEqual({ start: iso(0), viewerSeconds: 20, publishSeconds: 20, peakViewers: 1 });
+  });
+
+  it("viewers of a server that went silent are no peak after its last heartbeat, once their sessions are fenced", async () => {
+    const DAY = 24 * HOUR;
+    const edge = newEdge();
+    const stream = uniqueStream();
+    await createStream(stream);
+    await beat(edge);
+    await hook(play("live", stream, { ...edge, client: "v1" }));
+    at(20_000);
+    await beat(edge);
+    // The server dies; the registry's alarm runs again only after SESSION_GRACE_S (1 day): silence and fence at once.
+    at(DAY + 60_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    const body = await usage(stream, `?from=${iso(0)}&to=${iso(DAY + 2 * HOUR)}`);
+    expect(body.buckets.reduce((sum: number, b: any) => sum + b.viewerSeconds, 0)).toBe(20);
+    expect(bucket(body, 0)).toMatchObject({ viewerSeconds: 20, peakViewers: 1 });
+    expect(body.buckets.filter((b: any) => b.peakViewers > 0).map((b: any) => b.start)).toEqual([iso(0)]);
+    // The console's per-minute chart and stream.ended's peak read the minutes: none after the last heartbeat's.
+    expect(await minutePeaks(stream, DAY - HOUR, DAY + 2 * MIN)).toEqual(Array(62).fill(0));
   });
 
   it("bad ranges are refused with a 400 and change nothing", async () => {

@@ -122,6 +122,33 @@ export class UsageBook {
   }
 
   /**
+   * `n` sessions held here since before `start` and ended only now by a fence were gone from
+   * `start` on (the last moment their server was known alive): the counts recorded after it drop
+   * by `n`. Exact, since a silent server's sessions do not change: they were part of every count
+   * after `start`. The hour and minute holding `start` keep their peak (they were there then).
+   * Call before the count held now is told (held()).
+   */
+  retract(streamKey: string, n: number, start: number): void {
+    if (!this.ready || n <= 0) return;
+    try {
+      this.flush();
+    } catch (err) {
+      console.error(JSON.stringify({ error: "usage rows not written: a fence's sessions count as peak until now", stream: streamKey, detail: String(err) }));
+      return;
+    }
+    this.written.delete(streamKey);
+    const minute = floorTo(start, MINUTE_MS);
+    const carried = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute <= ? ORDER BY minute DESC LIMIT 1", streamKey, minute).toArray()[0]?.last ?? 0;
+    this.sql.exec(
+      `INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)
+       ON CONFLICT (stream_key, minute) DO UPDATE SET last = MAX(0, last - ?)`,
+      streamKey, minute, carried, Math.max(0, carried - n), n,
+    );
+    this.sql.exec("UPDATE usage_minutes SET peak = MAX(0, peak - ?), last = MAX(0, last - ?) WHERE stream_key = ? AND minute > ?", n, n, streamKey, minute);
+    this.sql.exec("UPDATE usage_hours SET peak = MAX(0, peak - ?) WHERE stream_key = ? AND hour > ?", n, streamKey, floorTo(start, HOUR_MS));
+  }
+
+  /**
    * After a restart, with `counts` the sessions held here per stream (streams not in it: none): a
    * stream whose latest minute row says otherwise lost its last changes with the memory (written by
    * flush() at most a second after them), and holds its count from now on.

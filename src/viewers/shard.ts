@@ -13,7 +13,7 @@ import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken }
 import type { SeatAnswer, SeatState } from "./seats";
 import { LEASE_IDLE_MS, isRevoked, viewerIdHash, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
 import { fenceEnd, ShardActivity } from "../usage/shard-activity";
-import type { HourUsage } from "../usage/book";
+import { floorTo, MINUTE_MS, type HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
 import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
@@ -485,7 +485,12 @@ export class ViewerShard extends DurableObject<Env> {
           touched.splice(touched.indexOf(streamKey), 1);
           continue;
         }
-        for (const g of gone) this.activity.viewerEnded(streamKey, g.since, fenceEnd(news.lastAlive));
+        const end = fenceEnd(news.lastAlive);
+        for (const g of gone) this.activity.viewerEnded(streamKey, g.since, end);
+        // Nor are they a peak after it: the counts since then are taken back (before the count held now is told).
+        if (end < Date.now()) {
+          for (const [start, ended] of groupBy(gone, (g) => String(floorTo(Math.max(g.since, end), MINUTE_MS)))) this.activity.usage.retract(streamKey, ended.length, Number(start));
+        }
         for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
           this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId: id, clientId: g.client_id })));
         }

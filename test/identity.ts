@@ -32,6 +32,14 @@ export async function tokenOf(stream: string, sub?: string, issuedAt = nowS(), t
   return signPlayToken(name(stream), issuedAt + ttl, KEY, { ...(sub === undefined ? {} : { sub }), issuedAt });
 }
 
+/** A v1 token (README: "v1." + b64url(resource) + "." + exp, then the signature): no issue time, no viewer id. */
+export async function v1Token(stream: string, exp = nowS() + 600): Promise<string> {
+  const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const message = `v1.${b64(new TextEncoder().encode(keyOf(stream)))}.${exp}`;
+  const hmac = await crypto.subtle.importKey("raw", new TextEncoder().encode(KEY), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return `${message}.${b64(new Uint8Array(await crypto.subtle.sign("HMAC", hmac, new TextEncoder().encode(message))))}`;
+}
+
 /** The clients holding seats of `sub` on the stream, as the seat object has them. */
 export async function seatsOf(stream: string, sub: string): Promise<string[]> {
   return (await viewerSeats(env, keyOf(stream), sub).seats(keyOf(stream))).filter((x) => x.sub === sub).map((x) => x.clientId).sort();

@@ -29,7 +29,7 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { signPlayToken } from "../src/auth/token";
+import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { FULL_HOLD_MAX_MS, RECALL_GAP_MS } from "../src/viewers/lease";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
@@ -590,7 +590,8 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
       const st = streams[o.stream];
       const sub = o.sub === null ? null : SUBS[o.sub];
       const back = sub === null && o.back === null ? 0 : o.back;
-      const before = back === null ? model.nowS() + 1 : model.nowS() - back;
+      // {"sub"} alone: tokens issued up to now, on a clock up to MAX_CLOCK_SKEW_S fast (src/admin/validate.ts).
+      const before = back === null ? model.nowS() + 1 + MAX_CLOCK_SKEW_S : model.nowS() - back;
       const res = await admin("POST", `/streams/live/${st.name}/revocations`, { ...(sub === null ? {} : { sub }), ...(back === null ? {} : { before }) });
       expect(res.status, where).toBe(201);
       // A later revocation of the same scope keeps the earlier one's if it covers more.

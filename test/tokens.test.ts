@@ -270,6 +270,23 @@ describe("the documented token format", () => {
     expect(JSON.stringify(events).includes(token.split(".")[5])).toBe(false);
   });
 
+  it("a refused token whose signature was genuine (expired, lifetime too long) still names its viewer id in the decision log, never the token", async () => {
+    const s = await tokenStream();
+    const stream = { vhost: DEFAULT, app: "live", stream: s };
+    const expired = await signPlayToken(stream, nowS() - 1, KEY, { sub: "alice", issuedAt: nowS() - 60 });
+    const tooLong = await signPlayToken(stream, nowS() + 31 * 86400, KEY, { sub: "bob" });
+    const forged = `${tooLong.slice(0, -4)}AAAA`;
+    expect((await hook(withToken(s, expired, "viewer07"))).body.code).toBe(4013);
+    expect((await hook(withToken(s, tooLong, "viewer08"))).body.code).toBe(4017);
+    expect((await hook(withToken(s, forged, "viewer09"))).body.code).toBe(4012);
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;
+    expect(events.find((e: any) => e.client === "viewer07")).toMatchObject({ decision: "deny", reason: "expired (viewer alice)" });
+    expect(events.find((e: any) => e.client === "viewer08")).toMatchObject({ decision: "deny", reason: "token lifetime exceeds MAX_TOKEN_TTL_S (viewer bob)" });
+    // A bad signature proves nothing about the viewer id it claims: not named.
+    expect(events.find((e: any) => e.client === "viewer09")).toMatchObject({ decision: "deny", reason: "bad signature" });
+    for (const t of [expired, tooLong]) expect(JSON.stringify(events).includes(t.split(".")[5])).toBe(false);
+  });
+
   it("an app-wide token (resource vhost/app/*) plays every stream of that app, and no other app", async () => {
     const [s, t] = [await tokenStream(), await tokenStream()];
     const pass = await signPlayToken({ vhost: DEFAULT, app: "live", stream: "ignored" }, nowS() + 300, KEY, { sub: "season-pass-7", wholeApp: true });

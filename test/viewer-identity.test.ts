@@ -7,13 +7,14 @@
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
-import { signPlayToken } from "../src/auth/token";
-import { ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
+import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
+import { ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token } from "./identity";
 import { viewerSeats } from "../src/object-access";
 import { admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, events, serverStub, useFakeClock } from "./fleet";
 
 const TIMEOUT_MS = 30_000;
+const FUTURE = { status: 403, body: { code: 4020, reason: `token issued in the future: iat more than ${MAX_CLOCK_SKEW_S} s ahead of the gate's clock` } };
 
 let a: Edge;
 let b: Edge;
@@ -22,14 +23,6 @@ beforeEach(() => {
   a = newEdge();
   b = newEdge();
 });
-
-/** A v1 token (README: "v1." + b64url(resource) + "." + exp, then the signature). */
-async function v1Token(stream: string): Promise<string> {
-  const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  const message = `v1.${b64(new TextEncoder().encode(keyOf(stream)))}.${nowS() + 600}`;
-  const hmac = await crypto.subtle.importKey("raw", new TextEncoder().encode(KEY), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return `${message}.${b64(new Uint8Array(await crypto.subtle.sign("HMAC", hmac, new TextEncoder().encode(message))))}`;
-}
 
 describe("maxSessionsPerViewer: the policy fields", () => {
   it("are set with PUT like the others, shown in the stream's state, and bad values are refused without changing anything", async () => {
@@ -175,15 +168,40 @@ describe("revocations", () => {
     expect(await hook(playWith(s, b, "bob00001", await tokenOf(s, "bob")))).toEqual(ALLOW);
     const r = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" });
     expect(r.status).toBe(201);
-    expect(r.body.revocation).toMatchObject({ sub: "alice", before: nowS() + 1 });
+    // Up to now on the tokens' own clock: a backend's clock may run up to MAX_CLOCK_SKEW_S fast.
+    expect(r.body.revocation).toMatchObject({ sub: "alice", before: nowS() + 1 + MAX_CLOCK_SKEW_S });
     expect(r.body.ended.map((e: any) => e.clientId).sort()).toEqual(["phone001", "tv000001"]);
     expect(await streamState(s)).toMatchObject({ viewers: 1, distinctViewerIds: 1 });
     expect(await hook(playWith(s, a, "tv000002", token))).toEqual(REVOKED);
     // Bob's token still plays.
     expect(await hook(playWith(s, a, "bob00002", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    // A token of alice minted within MAX_CLOCK_SKEW_S after the revocation is refused too (README); one minted after plays.
     at(2000);
-    expect(await hook(playWith(s, a, "tv000003", await tokenOf(s, "alice")))).toEqual(ALLOW);
+    expect(await hook(playWith(s, a, "tv000003", await tokenOf(s, "alice")))).toEqual(REVOKED);
+    at((MAX_CLOCK_SKEW_S + 1) * 1000);
+    expect(await hook(playWith(s, a, "tv000004", await tokenOf(s, "alice")))).toEqual(ALLOW);
     expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([{ sub: "alice", before: r.body.revocation.before, expires: r.body.revocation.expires }]);
+  });
+
+  it("by sub: reaches a token minted just before it by a backend whose clock runs up to MAX_CLOCK_SKEW_S fast, and its live session ends", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const skewed = await tokenOf(s, "alice", nowS() + MAX_CLOCK_SKEW_S);
+    expect(await hook(playWith(s, a, "tv000001", skewed))).toEqual(ALLOW);
+    const r = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" });
+    expect(r.body.ended.map((e: any) => e.clientId)).toEqual(["tv000001"]);
+    expect(await hook(playWith(s, b, "phone001", skewed))).toEqual(REVOKED);
+  });
+
+  it("a token dated further ahead than MAX_CLOCK_SKEW_S, which no revocation of tokens issued up to now could reach, is refused (4020, naming the viewer)", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const ahead = await tokenOf(s, "alice", nowS() + MAX_CLOCK_SKEW_S + 1);
+    expect(await hook(playWith(s, a, "tv000001", ahead))).toEqual(FUTURE);
+    expect((await events(s)).find((e: any) => e.client === "tv000001")).toMatchObject({ decision: "deny", reason: `${FUTURE.body.reason} (viewer alice)` });
+    // Once the gate's clock is within MAX_CLOCK_SKEW_S of its issue time, it plays.
+    at(1000);
+    expect(await hook(playWith(s, a, "tv000002", ahead))).toEqual(ALLOW);
   });
 
   it("by time: every token issued before then is refused (v1 tokens too), later ones play; revocations expire with the tokens they cover", async () => {

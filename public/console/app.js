@@ -866,7 +866,7 @@ function viewersById(s, changed) {
 
   const revokeViewer = (sub, sessions) => askFirst(`Revoke viewer ${sub}?`, [
     el("p", {}, `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now is refused from now on, and its ${plural(sessions, "session")} end.`),
-    el("p", { class: "muted" }, "Tokens minted for this viewer id from the next second on are accepted again."),
+    el("p", { class: "muted" }, "Tokens minted for this viewer id more than 61 s from now are accepted again (the gate allows a backend's clock to run up to 60 s fast, so the revocation reaches that far ahead)."),
   ], "Revoke", () => revoke({ sub }, `viewer ${sub}`));
 
   revokeAll.addEventListener("click", () => askFirst(`Revoke every token of ${s.app}/${s.stream} issued before now?`, [

@@ -1,5 +1,5 @@
 import { StatusError } from "itty-router";
-import { SUB_PATTERN } from "../auth/token";
+import { MAX_CLOCK_SKEW_S, SUB_PATTERN } from "../auth/token";
 import { isObject } from "../http";
 import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, type StreamName } from "../stream/name";
@@ -107,13 +107,15 @@ export function parseTokenRequest(body: unknown, maxTokenTtl = Infinity): { ttl:
   return { ttl, sub: body.sub };
 }
 
-/** A revocation may name a moment this far ahead of the gate's clock (clock skew of the caller), no further. */
-const REVOCATION_SKEW_S = 60;
-
 /**
  * Body of POST /admin/streams/{app}/{stream}/revocations: `{"sub"}` (that
  * viewer's tokens issued up to now), `{"before"}` (every token issued before
  * then, Unix seconds), or both (that viewer's tokens issued before then).
+ * "Up to now" is up to now + MAX_CLOCK_SKEW_S on the tokens' own clock: every
+ * token the gate could have accepted until now (it refuses a token dated
+ * further ahead), also one minted by a backend whose clock runs fast. A
+ * `before` may lie that far ahead too (the caller's clock may run fast), no
+ * further.
  */
 export function parseRevocation(body: unknown, now: number): { sub: string | null; before: number } {
   if (!isObject(body)) throw new StatusError(400, 'body must be a JSON object: {"sub": "<viewer id>"} or {"before": <Unix seconds>}');
@@ -124,11 +126,11 @@ export function parseRevocation(body: unknown, now: number): { sub: string | nul
   if (body.sub !== undefined && (typeof body.sub !== "string" || !SUB_PATTERN.test(body.sub))) {
     throw new StatusError(400, 'field "sub" must be 1 to 64 characters of A-Z a-z 0-9 . _ : @ -');
   }
-  // "Up to now" includes tokens minted in this very second (issue times are whole seconds).
-  let before = now + 1;
+  // "Up to now" includes tokens minted in this very second (issue times are whole seconds), dated up to the skew ahead.
+  let before = now + 1 + MAX_CLOCK_SKEW_S;
   if (body.before !== undefined) {
     if (!Number.isSafeInteger(body.before) || (body.before as number) < 0) throw new StatusError(400, 'field "before" must be a Unix time in whole seconds');
-    if ((body.before as number) > now + REVOCATION_SKEW_S) throw new StatusError(400, 'field "before" must not lie in the future: it would refuse tokens not yet issued');
+    if ((body.before as number) > now + MAX_CLOCK_SKEW_S) throw new StatusError(400, 'field "before" must not lie in the future: it would refuse tokens not yet issued');
     before = body.before as number;
   }
   return { sub: (body.sub as string | undefined) ?? null, before };

@@ -29,9 +29,22 @@ export interface PlayResource {
   stream: string;
 }
 
-export type TokenProblem = "missing token" | "malformed token" | "bad signature" | "expired" | "lifetime too long" | "wrong stream";
+export type TokenProblem = "missing token" | "malformed token" | "bad signature" | "expired" | "issued in the future" | "lifetime too long" | "wrong stream";
 
-export type TokenVerdict = { ok: true; sub?: string | null; issuedAt?: number | null } | { ok: false; problem: TokenProblem };
+/**
+ * A refused token whose signature was genuine names its viewer (`sub`), for
+ * the logs: the viewer id is not a secret, the token is.
+ */
+export type TokenVerdict = { ok: true; sub?: string | null; issuedAt?: number | null } | { ok: false; problem: TokenProblem; sub?: string | null };
+
+/**
+ * How far a v2 token's issue time (iat) may lie ahead of the gate's clock:
+ * the clock of the backend that minted it may run fast by that much. A token
+ * dated further ahead is refused ("issued in the future"), so that a
+ * revocation of a viewer's tokens "issued up to now" can reach every token
+ * the gate accepts (it covers iat up to now + this; src/admin/validate.ts).
+ */
+export const MAX_CLOCK_SKEW_S = 60;
 
 /** The viewer field of a v2 token that names no viewer. */
 const NO_VIEWER = "-";
@@ -70,7 +83,9 @@ export async function signPlayToken(name: PlayResource, expiresAt: number, signi
  * in turn (current, then previous during a rotation). The signature is
  * checked before anything the token says is believed, and in constant time
  * (crypto.subtle.verify). A genuine token whose expiry lies more than
- * `maxLifetime` seconds after `now` is refused too ("lifetime too long").
+ * `maxLifetime` seconds after `now` is refused too ("lifetime too long"), and
+ * a v2 token issued more than MAX_CLOCK_SKEW_S after `now` ("issued in the
+ * future").
  */
 export async function verifyPlayToken(
   token: string | null,
@@ -103,18 +118,22 @@ export async function verifyPlayToken(
     }
   }
   if (!signed) return fail("bad signature");
-  if (exp <= now) return fail("expired");
+  // Genuine from here: a refusal names the viewer.
+  const viewer = sub === "" ? null : sub;
+  const iat = v2 ? Number(parts[2]) : null;
+  if (exp <= now) return fail("expired", viewer);
+  if (iat !== null && iat > now + MAX_CLOCK_SKEW_S) return fail("issued in the future", viewer);
   // A v2 token lives from iat to exp: no longer than maxLifetime, so a revocation of the tokens issued
   // before a moment can end maxLifetime after it (src/stream/revocations.ts).
-  if (exp - now > maxLifetime || (v2 && exp - Number(parts[2]) > maxLifetime)) return fail("lifetime too long");
+  if (exp - now > maxLifetime || (iat !== null && exp - iat > maxLifetime)) return fail("lifetime too long", viewer);
   const resource = new TextDecoder().decode(resourceBytes);
   const wholeApp = v2 && resource === `${name.vhost}/${name.app}/*`;
-  if (resource !== resourceOf(name) && !wholeApp) return fail("wrong stream");
-  return { ok: true, sub: sub === "" ? null : sub, issuedAt: v2 ? Number(parts[2]) : null };
+  if (resource !== resourceOf(name) && !wholeApp) return fail("wrong stream", viewer);
+  return { ok: true, sub: viewer, issuedAt: iat };
 }
 
-function fail(problem: TokenProblem): TokenVerdict {
-  return { ok: false, problem };
+function fail(problem: TokenProblem, sub?: string | null): TokenVerdict {
+  return sub === undefined ? { ok: false, problem } : { ok: false, problem, sub };
 }
 
 /** Imported keys are reused: importKey costs more than the HMAC itself. */

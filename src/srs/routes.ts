@@ -5,7 +5,7 @@ import type { Env } from "../env";
 import { isObject, readJson } from "../http";
 import { streamKey } from "../stream/name";
 import { verifyPlayToken } from "../auth/token";
-import type { PlayToken } from "../stream/rules";
+import { tokenSub, type PlayToken } from "../stream/rules";
 import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
 import { callObject, Deadline, UNDO_WAIT_MS } from "../platform/retry";
@@ -156,7 +156,8 @@ async function start(hook: StartHook, env: Env, place: Place, ctx: ExecutionCont
     ip: hook.ip,
     ...(hook.ipGiven !== undefined ? { ipGiven: hook.ipGiven } : {}),
     // The viewer id of a play token (an opaque id the operator chose, not a secret; the token itself is never logged).
-    ...(credentials.role === "viewer" && credentials.token.ok && credentials.token.sub ? { sub: credentials.token.sub } : {}),
+    // Named for a refused token too once its signature was checked (expired, lifetime too long, …).
+    ...(credentials.role === "viewer" && tokenSub(credentials.token) ? { sub: tokenSub(credentials.token) } : {}),
     decision: decision.allow ? "allow" : "deny",
     reason: decision.allow ? undefined : decision.denial.reason,
     ms: Date.now() - began,

@@ -9,7 +9,7 @@ import type { SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import { streamKey, type StreamName } from "./name";
-import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, tokenSub, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
 import { PolicyPushes, type PendingPush } from "./policy-pushes";
 import { addColumns } from "../platform/sql";
@@ -307,7 +307,7 @@ export class StreamObject extends DurableObject<Env> {
     // The policy changed since the shard read it: the shard reads it again and decides.
     if (decision.allow) return decision;
     this.countFailure("play", ip, decision);
-    this.recordDecision("on_play", session, ip, decision);
+    this.recordDecision("on_play", session, ip, decision, tokenSub(token));
     return decision;
   }
 
@@ -798,11 +798,12 @@ export class StreamObject extends DurableObject<Env> {
   // --- decision log ----------------------------------------------------------
 
   /** A guesser over the limit is answered without a log entry: it cannot flush real decisions out. */
-  private recordDecision(action: string, session: SessionId, ip: string, decision: Decision): void {
+  private recordDecision(action: string, session: SessionId, ip: string, decision: Decision, sub: string | null = null): void {
     if (!decision.allow && decision.denial.code === Denials.rateLimited.code) return;
     const guess = !decision.allow && isFailedGuess(decision.denial);
     if (guess && this.failures.overBudget()) return;
-    const reason = decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason;
+    // The viewer id of a genuine token refused (expired, …), as the viewer shards name it (src/viewers/shard.ts).
+    const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + (sub ? ` (viewer ${sub})` : "");
     this.record(action, session.serverId, session.clientId, ip, decision.allow ? "allow" : "deny", reason, guess ? "guesses" : "decisions");
   }
 

@@ -1,5 +1,5 @@
 import { hashesEqual } from "../auth/secrets";
-import type { TokenVerdict } from "../auth/token";
+import { MAX_CLOCK_SKEW_S, type TokenVerdict } from "../auth/token";
 import type { SessionId } from "../srs/hook";
 
 /**
@@ -59,12 +59,18 @@ export const Denials = {
 /** What the Worker found out about an on_play's ?token= before asking the stream. */
 export type PlayToken = TokenVerdict | { ok: false; problem: "not configured" | "signing key too short" | "previous signing key too short" };
 
+/** The viewer id a token names, once its signature was checked (a refused genuine token names it too); else null. */
+export function tokenSub(token: PlayToken): string | null {
+  return ("sub" in token && token.sub) || null;
+}
+
 /** Denials of streams with playAuth "token", one code per problem. */
 export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], Denial> = {
   "missing token": { code: 4010, reason: "missing token" },
   "malformed token": { code: 4011, reason: "malformed token" },
   "bad signature": { code: 4012, reason: "bad signature" },
   expired: { code: 4013, reason: "expired" },
+  "issued in the future": { code: 4020, reason: `token issued in the future: iat more than ${MAX_CLOCK_SKEW_S} s ahead of the gate's clock` },
   "lifetime too long": { code: 4017, reason: "token lifetime exceeds MAX_TOKEN_TTL_S" },
   "wrong stream": { code: 4014, reason: "wrong stream" },
   "not configured": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" },

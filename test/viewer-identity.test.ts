@@ -5,15 +5,17 @@
  * end its sessions.
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
-import { beforeEach, describe, expect, it } from "vitest";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token } from "./identity";
 import { viewerSeats } from "../src/object-access";
-import { admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, events, serverStub, useFakeClock } from "./fleet";
+import type { Env } from "../src/env";
+import { admin, adminWith, createStream, type Edge, hook, hookWith, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, events, serverStub, streamStub, useFakeClock } from "./fleet";
 
 const TIMEOUT_MS = 30_000;
+const DAY_S = 86400;
 const FUTURE = { status: 403, body: { code: 4020, reason: `token issued in the future: iat more than ${MAX_CLOCK_SKEW_S} s ahead of the gate's clock` } };
 
 let a: Edge;
@@ -204,20 +206,53 @@ describe("revocations", () => {
     expect(await hook(playWith(s, a, "tv000002", ahead))).toEqual(ALLOW);
   });
 
-  it("by time: every token issued before then is refused (v1 tokens too), later ones play; revocations expire with the tokens they cover", async () => {
+  it("by time: every token issued before then is refused (v1 tokens too), later ones play; it lasts for good, since v1 tokens carry no issue time", async () => {
     const s = uniqueStream();
     await createStream(s, { playAuth: "token" });
     const old = await tokenOf(s, "alice", nowS() - 100);
     const fresh = await tokenOf(s, "bob", nowS());
     const r = await admin("POST", `/streams/live/${s}/revocations`, { before: nowS() - 10 });
     expect(r.status).toBe(201);
+    expect(r.body.revocation).toEqual({ sub: null, before: nowS() - 10, expires: null });
     expect(await hook(playWith(s, a, "old00001", old))).toEqual(REVOKED);
     expect(await hook(playWith(s, a, "new00001", fresh))).toEqual(ALLOW);
     // A v1 token has no issue time: a revocation of every token issued before a time covers it.
     expect(await hook(playWith(s, a, "v1000001", await v1Token(s)))).toEqual(REVOKED);
-    // Once every token it covers has expired (MAX_TOKEN_TTL_S after `before`), it is no longer listed.
-    at(30 * 24 * 3600 * 1000);
-    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([]);
+    at(30 * DAY_S * 1000);
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([r.body.revocation]);
+    expect(await hook(playWith(s, a, "v1000002", await v1Token(s)))).toEqual(REVOKED);
+    expect(await hook(playWith(s, a, "new00002", await tokenOf(s, "bob")))).toEqual(ALLOW);
+  });
+
+  it("by time: a v1 token issued before it, expiring later than any revocation of v2 tokens lasts, stays refused", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    // Refused at first (its expiry is further ahead than MAX_TOKEN_TTL_S, 30 days), valid from day 10 to day 40.
+    const leaked = await v1Token(s, nowS() + 40 * DAY_S);
+    expect((await admin("POST", `/streams/live/${s}/revocations`, { before: nowS() + 1 })).status).toBe(201);
+    at(31 * DAY_S * 1000);
+    expect(await hook(playWith(s, a, "late0001", leaked))).toEqual(REVOKED);
+  });
+
+  it("by sub: lasts before + MAX_TOKEN_TTL_S as set when it is read: raised meanwhile, a revoked token of the longer lifetime stays refused", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const sixtyDays = { MAX_TOKEN_TTL_S: String(60 * DAY_S) };
+    const long = await tokenOf(s, "alice", nowS(), 40 * DAY_S); // refused under 30 days, valid under 60
+    const r = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" });
+    expect(r.body.revocation.expires).toBe(r.body.revocation.before + 30 * DAY_S);
+    // A deploy raises the setting: the stream's object reads it as its own env (shared with the other objects
+    // of this test file's isolate, so set back after the test).
+    const setTtl = (ttl: Partial<Env>) => runInDurableObject(streamStub(s), (o: unknown) => void Object.assign((o as { env: Env }).env, ttl));
+    const saved = { MAX_TOKEN_TTL_S: (env as Env).MAX_TOKEN_TTL_S };
+    onTestFinished(() => setTtl(saved));
+    await setTtl(sixtyDays);
+    at(31 * DAY_S * 1000);
+    expect((await adminWith(sixtyDays, "GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([
+      { sub: "alice", before: r.body.revocation.before, expires: r.body.revocation.before + 60 * DAY_S },
+    ]);
+    expect(await hookWith(sixtyDays, playWith(s, a, "late0002", long))).toEqual(REVOKED);
+    expect(await hookWith(sixtyDays, playWith(s, a, "new00001", await tokenOf(s, "alice")))).toEqual(ALLOW);
   });
 
   it("bad revocations are refused with a clear error and change nothing", async () => {

@@ -815,7 +815,9 @@ function viewersById(s, changed) {
         : el("ul", { class: "revocations" }, ...items.map((r) => el("li", { "data-sub": r.sub ?? "*" },
             el("strong", {}, r.sub === null ? "Every viewer" : `Viewer ${r.sub}`),
             `: tokens issued before ${unixTime(r.before)}`,
-            el("span", { class: "sub" }, `in force until ${unixTime(r.expires)}, when the last token it covers has expired`)))));
+            el("span", { class: "sub" }, r.expires === null
+              ? "in force for good: v1 tokens, which carry no issue time, stay refused on this stream"
+              : `in force until ${unixTime(r.expires)}, when the last token it covers has expired`)))));
     } else {
       revocations.replaceChildren(el("p", { class: "error" }, failure(revoked.reason)));
     }
@@ -871,7 +873,7 @@ function viewersById(s, changed) {
 
   revokeAll.addEventListener("click", () => askFirst(`Revoke every token of ${s.app}/${s.stream} issued before now?`, [
     el("p", {}, "Every play token of this stream issued before now, whoever it names, is refused from now on, and every session that played with one ends."),
-    el("p", { class: "muted" }, "Tokens minted from now on are accepted. Viewers of an open stream need no token and are not affected."),
+    el("p", { class: "muted" }, "Tokens minted from now on are accepted, but v1 tokens (the format without an issue time) are refused on this stream from now on, for good. Viewers of an open stream need no token and are not affected."),
   ], "Revoke all", () => revoke({ before: Math.floor(Date.now() / 1000) }, "every token issued before now")));
   reload.addEventListener("click", () => {
     result.textContent = "";

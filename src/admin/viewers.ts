@@ -22,7 +22,9 @@ const VIEWERS_LISTED = 1000;
  * by the stream and pushed to its viewer shards first (so the very next
  * on_play is refused, 4019), then the live sessions it covers end on every
  * shard (kicked through the SRS API when SRS_API_URL is set). It lasts until
- * every token it covers has expired: `before` + MAX_TOKEN_TTL_S.
+ * every token it covers has expired, `before` + MAX_TOKEN_TTL_S, or for good
+ * when it covers every viewer's tokens (v1 tokens among them: see
+ * src/stream/revocations.ts).
  */
 export async function postRevocation(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);

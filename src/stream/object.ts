@@ -216,7 +216,7 @@ export class StreamObject extends DurableObject<Env> {
       max_sessions_per_viewer: "INTEGER",
       on_extra_viewer_session: "TEXT NOT NULL DEFAULT 'deny'",
     });
-    this.revocations = new Revocations(this.sql);
+    this.revocations = new Revocations(this.sql, this.env);
     this.revoked = this.revocations.list(nowSeconds());
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
@@ -338,7 +338,7 @@ export class StreamObject extends DurableObject<Env> {
   private viewerPolicy(): ViewerPolicy | null {
     if (!this.row) return null;
     // Expired revocations go (each expires once every token it covers has).
-    if (this.revoked.some((r) => r.expires <= nowSeconds())) this.revoked = this.revocations.list(nowSeconds());
+    if (this.revoked.some((r) => r.expires !== null && r.expires <= nowSeconds())) this.revoked = this.revocations.list(nowSeconds());
     return {
       maxViewers: this.row.max_viewers,
       playAuth: this.row.play_auth as PlayAuth,

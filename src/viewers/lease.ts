@@ -34,13 +34,14 @@ export interface ViewerPolicy {
 /**
  * Tokens issued (iat) before `before` (Unix seconds) stop verifying on the
  * stream: those of one viewer id (`sub`), or every token (`sub` null). A v1
- * token has no issue time: only a revocation of every token covers it.
+ * token has no issue time: only a revocation of every token covers it, and
+ * that one lasts for good (src/stream/revocations.ts).
  */
 export interface Revocation {
   sub: string | null;
   before: number;
-  /** When every token it covers has expired (Unix seconds): then it goes. */
-  expires: number;
+  /** When every token it covers has expired (Unix seconds): then it goes. Null: never (a revocation of every token). */
+  expires: number | null;
 }
 
 /** Does one of the revocations cover a token of viewer `sub` issued at `issuedAt` (null: a v1 token)? */

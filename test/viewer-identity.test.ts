@@ -255,6 +255,20 @@ describe("revocations", () => {
     expect(await hookWith(sixtyDays, playWith(s, a, "new00001", await tokenOf(s, "alice")))).toEqual(ALLOW);
   });
 
+  it("on an open stream ends no session (its viewers need no token and would play again at once); once the stream asks for tokens, the revoked ones are refused", async () => {
+    const s = uniqueStream();
+    await createStream(s, {});
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const r = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" });
+    expect(r.status).toBe(201);
+    expect(r.body.ended).toEqual([]);
+    expect((await streamState(s)).viewers).toBe(1);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
+    expect(await hook(playWith(s, b, "phone002", token))).toEqual(REVOKED);
+  });
+
   it("bad revocations are refused with a clear error and change nothing", async () => {
     const s = uniqueStream();
     await createStream(s, { playAuth: "token" });

@@ -867,7 +867,9 @@ function viewersById(s, changed) {
   };
 
   const revokeViewer = (sub, sessions) => askFirst(`Revoke viewer ${sub}?`, [
-    el("p", {}, `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now is refused from now on, and its ${plural(sessions, "session")} end.`),
+    el("p", {}, s.playAuth === "open"
+      ? `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now will be refused once the stream asks for tokens. It is open now: viewers need no token, so its ${plural(sessions, "session")} go on.`
+      : `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now is refused from now on, and its ${plural(sessions, "session")} end.`),
     el("p", { class: "muted" }, "Tokens minted for this viewer id more than 61 s from now are accepted again (the gate allows a backend's clock to run up to 60 s fast, so the revocation reaches that far ahead)."),
   ], "Revoke", () => revoke({ sub }, `viewer ${sub}`));
 

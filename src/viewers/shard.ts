@@ -436,9 +436,12 @@ export class ViewerShard extends DurableObject<Env> {
   /**
    * A revocation (src/stream/revocations.ts): ends the viewers here whose
    * tokens it covers, those of viewer `sub` (null: every viewer) issued
-   * before `before`. Returns them, for the kicks.
+   * before `before`. Returns them, for the kicks. None on an open stream (as
+   * the stream's push, which comes first, told this shard): its viewers need
+   * no token and would play again at once.
    */
   endRevoked(streamKey: string, sub: string | null, before: number): EndedViewer[] {
+    if (this.leases.policy(streamKey)?.playAuth === "open") return [];
     const rows = this.tables.rows<{ service_id: string; client_id: string }>(
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ? AND iat IS NOT NULL AND iat < ?${sub === null ? "" : " AND sub = ?"}`,
       ...(sub === null ? [streamKey, before] : [streamKey, before, sub]),

@@ -60,10 +60,25 @@ export function apiBase(env: Env, server: { serverId: string; deviceId: string; 
  */
 export function overrideSuffix(template: string | undefined): string | null {
   if (!template) return null;
-  const host = template.replace(/^[a-z]+:\/\//i, "").split(/[/:]/)[0].toLowerCase();
+  const host = templateHost(template);
   const ends = ["{device_id}", "{server_id}"].map((p) => (host.includes(p) ? host.lastIndexOf(p) + p.length : -1));
   const last = Math.max(...ends);
   return last < 0 ? host : host.slice(last);
+}
+
+/** The host of SRS_API_URL, placeholders and all, lower case. */
+function templateHost(template: string): string {
+  return template.replace(/^[a-z]+:\/\//i, "").split(/[/:]/)[0].toLowerCase();
+}
+
+/**
+ * Whether `hostname` lies under SRS_API_URL's host: after a placeholder, any host ending with the
+ * rest (the placeholder could be filled with anything); a host without placeholders, that host or
+ * one below it, label by label ("evilexample.com" is not under "example.com").
+ */
+function hostUnder(hostname: string, suffix: string, template: string): boolean {
+  if (/\{(device|server)_id\}/.test(templateHost(template))) return hostname.endsWith(suffix);
+  return hostname === suffix || hostname.endsWith(`.${suffix}`);
 }
 
 /**
@@ -84,7 +99,7 @@ export function checkApiBase(raw: string, template: string | undefined): { base:
   if (url.search || url.hash) return { problem: "must not have a query or fragment" };
   const suffix = overrideSuffix(template);
   if (suffix === null) return { problem: "needs SRS_API_URL to be set (the overrides replace it per server)" };
-  if (!url.hostname.endsWith(suffix)) return { problem: `must be a host under "${suffix}", as SRS_API_URL's (the SRS API credentials go only there)` };
+  if (!hostUnder(url.hostname, suffix, template!)) return { problem: `must be a host under "${suffix}", as SRS_API_URL's (the SRS API credentials go only there)` };
   return { base: `${url.origin}${url.pathname}`.replace(/\/+$/, "") };
 }
 

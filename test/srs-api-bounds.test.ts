@@ -31,6 +31,100 @@ async function fullOn(n: number) {
   return { edge, fake, s, viewers };
 }
 
+describe("a refusal's check: at most 2 s in all, and a slow API is not a failing one", () => {
+  it("the registry's word on where the API is counts within the 2 s: the refusal does not wait for it", async () => {
+    const { edge, s } = await fullOn(1);
+    const lookup = holdMatching(ServerRegistry.prototype, "apiTarget", () => true);
+    const r = await hook(play("live", s, { ...edge, client: "late0001" }));
+    expect(r.body.code).toBe(4005);
+    expect(lookup.reached).toBe(true);
+    expect(lookup.done).toBe(false); // still held when the hook was answered
+  });
+
+  it("a 'not found' whose identity call is slow: the refusal answers within its 2 s, and the late answer serves the next refusal", async () => {
+    const { edge, fake, s } = await fullOn(1);
+    fake.clients.delete("view0000"); // a ghost: SRS says 2049, then GET /api/v1/versions must say who answers
+    fake.clients.add("late0001");
+    fake.clients.add("next0002");
+    fake.delayMs = 1_200; // each call 1.2 s: the GET and the identity call together 2.4 s
+    const r = await hook(play("live", s, { ...edge, client: "late0001" }));
+    const inFlight = fake.inFlight;
+    expect(r.body.code).toBe(4005);
+    expect(inFlight).toBe(1); // the identity call, still on its way
+    expect(fake.calls.some((c) => c.path === "/api/v1/versions")).toBe(true);
+    await until(() => fake.inFlight === 0);
+    fake.delayMs = 0;
+    const asked = getsOf(fake, "view0000");
+    // The answer that came late is kept: the ghost ends at the next refusal without asking again.
+    expect(await hook(play("live", s, { ...edge, client: "next0002" }))).toEqual(ALLOW);
+    expect(getsOf(fake, "view0000")).toBe(asked);
+  });
+
+  it("a slow but healthy API that runs out of a refusal's time is not marked as failing: GET /admin/servers shows apiOk true", async () => {
+    const { edge, fake, s } = await fullOn(9);
+    fake.clients.add("late0001");
+    fake.delayMs = 1_500; // 9 questions, 4 at a time: the second four end at 3 s, the ninth has no turn within 2 s
+    const r = await hook(play("live", s, { ...edge, client: "late0001" }));
+    const inFlight = fake.inFlight;
+    expect(r.body.code).toBe(4005);
+    expect(inFlight).toBeGreaterThan(0); // answered within the 2 s, not once every question was answered
+    await until(() => fake.inFlight === 0);
+    await vi.waitFor(async () => expect((await serverListed(edge)).apiOk).toBe(true));
+  });
+});
+
+describe("at most 4 calls at a time from one object to one server", () => {
+  it("the kick outbox: deleting a stream with 30 viewers on one edge kicks them all, 4 calls at a time at most", async () => {
+    const viewers = Array.from({ length: 30 }, (_, i) => `view${String(i).padStart(4, "0")}`);
+    const { edge, fake } = await edgeWithApi(viewers);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 100 });
+    for (const v of viewers) expect(await hook(play("live", s, { ...edge, client: v }))).toEqual(ALLOW);
+    fake.delayMs = 200;
+    expect((await admin("DELETE", `/streams/live/${s}`)).body.kicking).toHaveLength(30);
+    await vi.waitFor(() => expect(fake.clients.size).toBe(0), { timeout: 15_000, interval: 100 });
+    expect(fake.maxInFlight).toBeGreaterThan(1);
+    expect(fake.maxInFlight).toBeLessThanOrEqual(4);
+  });
+});
+
+describe("an edge that answers, but not as it should, is named for what it answered", () => {
+  it("a kick refused for its credentials (401) says so in the decision log, not 'edge unreachable'", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["view0001"]);
+      const s = uniqueStream();
+      await createStream(s, { maxViewers: 10 });
+      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+      fake.override = () => new Response(null, { status: 401 });
+      expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.kicking).toHaveLength(1);
+      await runDurableObjectAlarm(serverStub(edge));
+      at(5 * 60_000 + 10_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      const kick = (await events(s)).find((e: any) => e.action === "kick" && e.client === "view0001");
+      expect(kick?.reason).toBe("kick failed: edge refused credentials (401) for 300 s (ended by operator)");
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("a takeover whose kick the old edge refuses: 4009 names what it answered, and GET /admin/servers shows the failed call", async () => {
+    const a = await edgeWithApi(["enc00001"]);
+    const b = await edgeWithApi(["enc00002"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    // The ghost check's GET finds the old publisher; the kick itself (DELETE) is answered with HTTP 500.
+    a.fake.override = (req) => (req.method === "DELETE" ? new Response(null, { status: 500 }) : Response.json({ ...a.fake.envelope(), client: { id: "enc00001" } }));
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    expect(r.body.code).toBe(4009);
+    expect(r.body.reason).toMatch(new RegExp(`^publisher takeover failed: edge ${a.edge.server} answered HTTP 500 `));
+    await vi.waitFor(async () => expect((await serverListed(a.edge)).apiOk).toBe(false));
+  });
+});
+
 describe("PUT /admin/servers/{server_id}: an override stays under SRS_API_URL's host", () => {
   it("label by label: with SRS_API_URL https://example.com/{server_id}, https://evilexample.com is refused", async () => {
     const { edge } = await edgeWithApi();

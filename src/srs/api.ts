@@ -113,35 +113,46 @@ function headers(env: Env): Record<string, string> {
 const MAX_ANSWER_BYTES = 64 * 1024;
 
 type Answer = { code: number; server?: unknown; service?: unknown };
+/** A call that brought no answer to trust, and why, in words for the decision log ("edge unreachable"). */
+type Failed = { problem: string };
+
+const UNREACHABLE = "edge unreachable";
+const NOT_SRS = "edge answered, but not as SRS's API";
 
 /**
- * One call; null when the server could not be reached, answered with
+ * One call; a failure when the server could not be reached, answered with
  * anything but HTTP 200 (SRS never redirects: a 3xx is not followed), sent
  * more than MAX_ANSWER_BYTES, or something else than SRS's JSON.
  */
-async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, path: string): Promise<Answer | null> {
+async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, path: string): Promise<Answer | Failed> {
+  let text: string | null;
   try {
     const response = await fetch(`${target.base}${path}`, { method, headers: headers(env), redirect: "manual", signal: AbortSignal.timeout(API_TIMEOUT_MS) });
     if (response.status !== 200) {
       await response.body?.cancel();
       logApi(target, method, `HTTP ${response.status}${response.status === 401 ? " (check SRS_API_USERNAME / SRS_API_PASSWORD)" : ""}`);
-      return null;
+      return { problem: response.status === 401 ? "edge refused credentials (401)" : `edge answered HTTP ${response.status}` };
     }
-    const text = await readAtMost(response, MAX_ANSWER_BYTES);
-    if (text === null) {
-      logApi(target, method, `answer over ${MAX_ANSWER_BYTES} bytes: not SRS`);
-      return null;
-    }
-    const body = JSON.parse(text) as unknown;
-    if (typeof body !== "object" || body === null || Array.isArray(body) || typeof (body as { code?: unknown }).code !== "number") {
-      logApi(target, method, "not an SRS API answer");
-      return null;
-    }
-    return body as Answer;
+    text = await readAtMost(response, MAX_ANSWER_BYTES);
   } catch (err) {
     logApi(target, method, String(err).slice(0, 200));
-    return null;
+    return { problem: UNREACHABLE };
   }
+  if (text === null) {
+    logApi(target, method, `answer over ${MAX_ANSWER_BYTES} bytes: not SRS`);
+    return { problem: NOT_SRS };
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = null;
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body) || typeof (body as { code?: unknown }).code !== "number") {
+    logApi(target, method, "not an SRS API answer");
+    return { problem: NOT_SRS };
+  }
+  return body as Answer;
 }
 
 /** The body as text, or null past `limit` bytes (read no further). */
@@ -177,17 +188,25 @@ function clientPath(clientId: string): string | null {
 }
 
 /** Who answers at a base URL (server_id, service_id), remembered briefly: SRS's "not found" names nobody. */
-const identities = new Map<string, { at: number; server: unknown; service: unknown } | null>();
+const identities = new Map<string, { at: number; server: unknown; service: unknown }>();
 const IDENTITY_TTL_MS = 5_000;
 
-async function identity(env: Env, target: ApiTarget): Promise<{ server: unknown; service: unknown } | null> {
+async function identity(env: Env, target: ApiTarget): Promise<{ server: unknown; service: unknown } | Failed> {
   const cached = identities.get(target.base);
   if (cached && Date.now() - cached.at < IDENTITY_TTL_MS) return cached;
   const body = await call(env, "GET", target, "/api/v1/versions");
-  const who = body && body.code === 0 ? { at: Date.now(), server: body.server, service: body.service } : null;
+  if ("problem" in body) return body;
+  if (body.code !== 0) return { problem: `edge answered code ${body.code}` };
+  const who = { at: Date.now(), server: body.server, service: body.service };
   if (identities.size > 1_000) identities.clear();
-  if (who) identities.set(target.base, who);
+  identities.set(target.base, who);
   return who;
+}
+
+/** What a server's API said about a client; `problem` says why it is "unknown" when the API did not answer as it should. */
+export interface PresenceAnswer {
+  presence: ClientPresence;
+  problem?: string;
 }
 
 /**
@@ -196,31 +215,39 @@ async function identity(env: Env, target: ApiTarget): Promise<{ server: unknown;
  * found", another server_id answering, a "not found" from an API whose own
  * identity is not the session's server): then the session stands.
  */
-export async function clientPresence(env: Env, target: ApiTarget, clientId: string): Promise<ClientPresence> {
+export async function clientPresence(env: Env, target: ApiTarget, clientId: string): Promise<PresenceAnswer> {
   const path = clientPath(clientId);
-  if (!path) return "unknown";
+  if (!path) return { presence: "unknown" };
   const body = await call(env, "GET", target, path);
-  if (!body) return "unknown";
+  if ("problem" in body) return { presence: "unknown", problem: body.problem };
   if (body.code === CLIENT_NOT_FOUND) {
     // SRS's "not found" is a bare {"code":2049}: believed only from the session's own server.
     const who = await identity(env, target);
-    return who ? sameProcess(target, who, "gone") : "unknown";
+    return "problem" in who ? { presence: "unknown", problem: who.problem } : sameProcess(target, who, "gone");
   }
-  if (body.code !== 0) return "unknown";
+  if (body.code !== 0) return { presence: "unknown", problem: `edge answered code ${body.code}` };
   return sameProcess(target, body, "present");
 }
 
+/** What a kick did; `problem` says why it "failed" (the edge unreachable, or what it answered). */
+export interface KickResult {
+  outcome: KickOutcome;
+  problem?: string;
+}
+
 /** Kicks the client on its server (DELETE /api/v1/clients/{id}). */
-export async function kickClient(env: Env, target: ApiTarget, clientId: string): Promise<KickOutcome> {
-  if (!clientPath(clientId)) return "unaddressable";
+export async function kickClient(env: Env, target: ApiTarget, clientId: string): Promise<KickResult> {
+  if (!clientPath(clientId)) return { outcome: "unaddressable" };
   // First make sure the API answering is the session's process: a client id of a restarted process may name someone else.
-  const presence = await clientPresence(env, target, clientId);
-  if (presence === "gone") return "gone";
-  if (presence === "unknown") return "failed";
+  const { presence, problem } = await clientPresence(env, target, clientId);
+  if (presence === "gone") return { outcome: "gone" };
+  if (presence === "unknown") return { outcome: "failed", problem: problem ?? UNREACHABLE };
   const body = await call(env, "DELETE", target, clientPath(clientId)!);
-  if (!body) return "failed";
-  if (body.code === CLIENT_NOT_FOUND) return "gone";
-  return body.code === 0 && sameProcess(target, body, "present") === "present" ? "kicked" : "failed";
+  if ("problem" in body) return { outcome: "failed", problem: body.problem };
+  if (body.code === CLIENT_NOT_FOUND) return { outcome: "gone" };
+  if (body.code !== 0) return { outcome: "failed", problem: `edge answered code ${body.code}` };
+  const who = sameProcess(target, body, "present");
+  return who.presence === "present" ? { outcome: "kicked" } : { outcome: "failed", problem: who.problem ?? "edge answered for another process" };
 }
 
 /**
@@ -229,13 +256,13 @@ export async function kickClient(env: Env, target: ApiTarget, clientId: string):
  * server under another service_id means the process, and all its clients,
  * are gone (a restart); the same process means `same`.
  */
-function sameProcess(target: ApiTarget, who: { server?: unknown; service?: unknown }, same: ClientPresence): ClientPresence {
+function sameProcess(target: ApiTarget, who: { server?: unknown; service?: unknown }, same: ClientPresence): PresenceAnswer {
   if (who.server !== target.serverId) {
     logApi(target, "GET", `answered as server ${String(who.server).slice(0, 64)}: the API URL points at another server`);
-    return "unknown";
+    return { presence: "unknown", problem: `edge's API answered as another server (${String(who.server).slice(0, 64)})` };
   }
-  if (typeof who.service !== "string" || who.service === "") return "unknown";
-  return who.service === target.serviceId ? same : "gone";
+  if (typeof who.service !== "string" || who.service === "") return { presence: "unknown", problem: "edge's API answered without a service id" };
+  return { presence: who.service === target.serviceId ? same : "gone" };
 }
 
 /** The base URL only: it carries no secret, the hook secret and keys are never part of an API call. */

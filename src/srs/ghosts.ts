@@ -8,33 +8,89 @@
  *
  * Bounded: at most GHOSTS_PER_CHECK clients per refusal, CALLS_PER_SERVER
  * calls at a time to one server, an answer per client kept ANSWER_TTL_MS, a
- * server that could not be reached left alone for DOWN_TTL_MS (its sessions
- * stand, as without the API), each call API_TIMEOUT_MS at most. Off unless
- * SRS_API_URL is set.
+ * server whose API failed left alone for DOWN_TTL_MS (its sessions stand,
+ * as without the API), each call API_TIMEOUT_MS at most and a refusal's
+ * whole check CHECK_BUDGET_MS at most. Off unless SRS_API_URL is set.
  */
 import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import type { SessionId } from "./hook";
-import { clientPresence, type ApiTarget, type ClientPresence } from "./api";
+import { clientPresence, kickClient, type ApiTarget, type ClientPresence, type KickResult } from "./api";
 
 export const GHOSTS_PER_CHECK = 20;
 /** What the decision log says of a session ended this way. */
 export const GHOST_REASON = "ended: its SRS server's API no longer has this client (a lost stop event)";
-const CALLS_PER_SERVER = 4;
+/** Calls at a time from one object to one server's API (ghost checks, takeovers, the kick outbox). */
+export const CALLS_PER_SERVER = 4;
 const ANSWER_TTL_MS = 3_000;
 const DOWN_TTL_MS = 5_000;
 const TARGET_TTL_MS = 5_000;
-/** A refusal waits at most this long for the answers of a check, however many calls it needs. */
-const CHECK_BUDGET_MS = 2_000;
+/** A refusal waits at most this long for the answers of a check, however many calls it needs (registry lookup and identity call included). */
+export const CHECK_BUDGET_MS = 2_000;
+/** GET /admin/servers hears from an object again this often while its word on a server's API stays the same. */
+const REPORT_EVERY_MS = 5_000;
+
+/**
+ * At most CALLS_PER_SERVER calls at a time from one object to one server's
+ * API: the others wait their turn, in order.
+ */
+export class ServerCallSlots {
+  private active = new Map<string, number>();
+  private waiters = new Map<string, (() => void)[]>();
+
+  /** Runs `work` in a slot of the server; null if no slot was free by `deadline` (none: waits its turn however long). */
+  async run<T>(serverId: string, work: () => Promise<T>, deadline?: number): Promise<T | null> {
+    if (!(await this.take(serverId, deadline))) return null;
+    try {
+      return await work();
+    } finally {
+      this.release(serverId);
+    }
+  }
+
+  private async take(serverId: string, deadline: number | undefined): Promise<boolean> {
+    for (;;) {
+      const active = this.active.get(serverId) ?? 0;
+      if (active < CALLS_PER_SERVER) {
+        this.active.set(serverId, active + 1);
+        return true;
+      }
+      const left = deadline === undefined ? Infinity : deadline - Date.now();
+      if (left <= 0) return false;
+      await new Promise<void>((resolve) => {
+        const waiters = this.waiters.get(serverId) ?? [];
+        this.waiters.set(serverId, waiters);
+        const wake = () => {
+          clearTimeout(timer);
+          const i = waiters.indexOf(wake);
+          if (i >= 0) waiters.splice(i, 1);
+          resolve();
+        };
+        // A waiter whose time ran out leaves the queue: the next release wakes one still waiting.
+        const timer = left === Infinity ? undefined : setTimeout(wake, left);
+        waiters.push(wake);
+      });
+    }
+  }
+
+  private release(serverId: string): void {
+    const active = (this.active.get(serverId) ?? 1) - 1;
+    if (active > 0) this.active.set(serverId, active);
+    else this.active.delete(serverId);
+    const waiters = this.waiters.get(serverId);
+    waiters?.[0]?.();
+    if (waiters?.length === 0) this.waiters.delete(serverId);
+  }
+}
 
 export class GhostCheck {
   private answers = new Map<string, { at: number; presence: ClientPresence }>();
   private down = new Map<string, number>();
   private targets = new Map<string, { at: number; target: ApiTarget | null }>();
   private inflight = new Map<string, Promise<ClientPresence>>();
-  private active = new Map<string, number>();
-  private waiters = new Map<string, (() => void)[]>();
+  private slots = new ServerCallSlots();
+  private reported = new Map<string, { ok: boolean; at: number }>();
 
   constructor(private env: Env) {}
 
@@ -44,21 +100,23 @@ export class GhostCheck {
 
   /**
    * Which of these sessions their servers' APIs no longer have (at most
-   * GHOSTS_PER_CHECK asked, within CHECK_BUDGET_MS: what is not answered by
-   * then counts as unknown, and the session stands).
+   * GHOSTS_PER_CHECK asked, within `budgetMs` in all: what is not answered
+   * by then counts as unknown, and the session stands). A question still
+   * on its way then goes on: its answer is kept for the next refusal, and
+   * only a call that failed leaves its server alone for a while.
    */
-  async gone(sessions: SessionId[]): Promise<SessionId[]> {
+  async gone(sessions: SessionId[], budgetMs = CHECK_BUDGET_MS): Promise<SessionId[]> {
     if (!this.enabled || sessions.length === 0) return [];
-    const deadline = Date.now() + CHECK_BUDGET_MS;
+    const deadline = Date.now() + budgetMs;
     const asked = sessions.slice(0, GHOSTS_PER_CHECK);
-    const answers = await Promise.all(asked.map((s) => this.bounded(s, deadline)));
-    const byServer = new Map<string, boolean>();
-    answers.forEach((a, i) => byServer.set(asked[i].serverId, (byServer.get(asked[i].serverId) ?? true) && a !== "unknown"));
-    for (const [serverId, ok] of byServer) {
-      if (!ok) this.down.set(serverId, Date.now() + DOWN_TTL_MS);
-      this.report(serverId, ok);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), budgetMs)));
+    try {
+      const answers = await Promise.all(asked.map((s) => Promise.race([this.bounded(s, deadline), late])));
+      return asked.filter((_, i) => answers[i] === "gone");
+    } finally {
+      clearTimeout(timer);
     }
-    return asked.filter((_, i) => answers[i] === "gone");
   }
 
   /**
@@ -69,10 +127,20 @@ export class GhostCheck {
   async untilGone(target: ApiTarget, clientId: string, ms: number, stopped: () => boolean = () => false): Promise<boolean> {
     const until = Date.now() + ms;
     for (;;) {
-      if (stopped() || (await clientPresence(this.env, target, clientId)) === "gone" || stopped()) return true;
+      if (stopped()) return true;
+      const answer = await this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId), until);
+      if (answer) this.noteCall(target.serverId, answer);
+      if (answer?.presence === "gone" || stopped()) return true;
       if (Date.now() + 100 >= until) return false;
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /** Kicks a client (a takeover) in turn with this object's other calls to its server; GET /admin/servers shows how it went. */
+  async kick(target: ApiTarget, clientId: string): Promise<KickResult> {
+    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId)))!;
+    if (result.outcome !== "unaddressable") this.noteCall(target.serverId, result);
+    return result;
   }
 
   /**
@@ -87,57 +155,36 @@ export class GhostCheck {
     const pending = this.inflight.get(key);
     if (pending) return pending;
     const asking = (async (): Promise<ClientPresence> => {
-      if (!(await this.slot(s.serverId, deadline))) return "unknown";
-      try {
-        return await this.presence(s);
-      } finally {
-        this.release(s.serverId);
-      }
+      const target = await this.target(s);
+      if (!target) return "unknown";
+      const answer = await this.slots.run(s.serverId, () => clientPresence(this.env, target, s.clientId), deadline);
+      // No slot in time: unknown for this check, and no word on the API (nothing was asked).
+      if (!answer) return "unknown";
+      if (this.answers.size > 10_000) this.answers.clear();
+      this.answers.set(key, { at: Date.now(), presence: answer.presence });
+      this.noteCall(s.serverId, answer);
+      return answer.presence;
     })();
     this.inflight.set(key, asking);
     void asking.finally(() => this.inflight.delete(key));
     return asking;
   }
 
-  private async slot(serverId: string, deadline: number): Promise<boolean> {
-    for (;;) {
-      const active = this.active.get(serverId) ?? 0;
-      if (active < CALLS_PER_SERVER) {
-        this.active.set(serverId, active + 1);
-        return true;
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      await new Promise<void>((resolve) => {
-        const waiters = this.waiters.get(serverId) ?? [];
-        waiters.push(resolve);
-        this.waiters.set(serverId, waiters);
-        setTimeout(resolve, left);
-      });
-    }
-  }
-
-  private release(serverId: string): void {
-    this.active.set(serverId, (this.active.get(serverId) ?? 1) - 1);
-    this.waiters.get(serverId)?.shift()?.();
-  }
-
-  private async presence(s: SessionId): Promise<ClientPresence> {
-    const key = `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
-    const target = await this.target(s);
-    if (!target) return "unknown";
-    const presence = await clientPresence(this.env, target, s.clientId);
-    if (this.answers.size > 10_000) this.answers.clear();
-    this.answers.set(key, { at: Date.now(), presence });
-    return presence;
+  /**
+   * A call's outcome: one that failed (unreachable, refused, not SRS, another server) leaves its server
+   * alone for DOWN_TTL_MS; GET /admin/servers shows whether the last call worked. A call without a
+   * problem, or one that was never made (an id SRS's API cannot name), says nothing against the API.
+   */
+  private noteCall(serverId: string, answer: { presence?: ClientPresence; outcome?: string; problem?: string }): void {
+    if (answer.problem) this.down.set(serverId, Date.now() + DOWN_TTL_MS);
+    else if (answer.presence === "unknown") return;
+    this.report(serverId, !answer.problem);
   }
 
   /** Where the session's server's API is (null: none configured, or the registry could not say). */
   targetOf(s: SessionId): Promise<ApiTarget | null> {
     return this.target(s);
   }
-
-
 
   /** Where the session's server's API is, from its registry shard (kept 5 s: a PUT of an override counts soon). */
   private async target(s: SessionId): Promise<ApiTarget | null> {
@@ -156,8 +203,12 @@ export class GhostCheck {
     return target;
   }
 
-  /** GET /admin/servers shows whether the last call to a server's API worked. */
+  /** GET /admin/servers shows whether the last call to a server's API worked (told when that changes, else every REPORT_EVERY_MS). */
   private report(serverId: string, ok: boolean): void {
+    const last = this.reported.get(serverId);
+    if (last && last.ok === ok && Date.now() - last.at < REPORT_EVERY_MS) return;
+    if (this.reported.size > 10_000) this.reported.clear();
+    this.reported.set(serverId, { ok, at: Date.now() });
     void withRetry(() => serverRegistry(this.env, serverId), (r) => r.apiCalled(serverId, ok)).catch(() => {});
   }
 }

@@ -9,11 +9,14 @@ import type { Env } from "../env";
 import { streamObject, viewerShard } from "../object-access";
 import { withRetry } from "../platform/retry";
 import { addColumns } from "../platform/sql";
-import { kickClient } from "./api";
+import { kickClient, type KickResult } from "./api";
+import { CALLS_PER_SERVER, ServerCallSlots } from "./ghosts";
 import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "./kicks";
 
-/** Kicks run per alarm run (each one or two API calls of at most 2 s). */
+/** Kicks run per alarm run (each one to three API calls of at most 2 s, one after the other). */
 const KICKS_PER_RUN = 20;
+/** Kicks of one server per run: two turns of its CALLS_PER_SERVER slots, so a slow edge does not hold a run for long. */
+const KICKS_PER_SERVER_RUN = 2 * CALLS_PER_SERVER;
 
 /** What the outbox needs of the registry: where each server's API is, and a record of whether a call to it worked. */
 export interface KickServers {
@@ -22,6 +25,9 @@ export interface KickServers {
 }
 
 export class KickOutbox {
+  /** At most CALLS_PER_SERVER kicks at a time go to one server (each makes its calls one after the other). */
+  private slots = new ServerCallSlots();
+
   constructor(
     private sql: SqlStorage,
     private env: Env,
@@ -78,9 +84,10 @@ export class KickOutbox {
         // server's kicks never tried before its retried ones): a flood of kicks waiting for one edge, whose API may be
         // down, does not hold back another edge's.
         `SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until, unless_admitted FROM (
-           SELECT *, ROW_NUMBER() OVER (PARTITION BY unless_admitted, server_id ORDER BY attempt, next_at) AS turn FROM kicks WHERE next_at <= ?)
-         ORDER BY unless_admitted, turn, next_at LIMIT ?`,
-        now, KICKS_PER_RUN,
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY server_id ORDER BY unless_admitted, attempt, next_at) AS server_turn,
+             ROW_NUMBER() OVER (PARTITION BY unless_admitted, server_id ORDER BY attempt, next_at) AS turn FROM kicks WHERE next_at <= ?)
+         WHERE server_turn <= ? ORDER BY unless_admitted, turn, next_at LIMIT ?`,
+        now, KICKS_PER_SERVER_RUN, KICKS_PER_RUN,
       )
       .toArray();
     await Promise.all(
@@ -92,7 +99,15 @@ export class KickOutbox {
           k.unless_admitted === 1
             ? await withRetry(() => viewerShard(this.env, k.server_id), (s) => s.holdsClient(k.service_id, k.client_id)).catch(() => null)
             : false;
-        const outcome = admitted === null ? "failed" : admitted ? "admitted" : target ? await kickClient(this.env, target, k.client_id) : "no api";
+        const result: KickResult | { outcome: "admitted" | "no api"; problem?: undefined } =
+          admitted === null
+            ? { outcome: "failed", problem: "viewer shard unreachable" }
+            : admitted
+              ? { outcome: "admitted" }
+              : target
+                ? (await this.slots.run(k.server_id, () => kickClient(this.env, target, k.client_id)))!
+                : { outcome: "no api" };
+        const outcome = result.outcome;
         if (target && admitted === false && outcome !== "unaddressable") this.servers.apiCalled(k.server_id, outcome !== "failed");
         const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
         if (outcome === "failed" && Date.now() < k.until) {
@@ -107,7 +122,8 @@ export class KickOutbox {
         const reason = {
           kicked: `kicked (${k.why})`,
           gone: `kick: the client was already gone (${k.why})`,
-          failed: `kick failed: edge unreachable for ${KICK_RETRY_MS / 1000} s (${k.why})`,
+          // What stopped the last try: the edge unreachable, or what it answered (its credentials refused, another server...).
+          failed: `kick failed: ${result.problem ?? "edge unreachable"} for ${KICK_RETRY_MS / 1000} s (${k.why})`,
           "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
           unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
           admitted: `kick not sent: the client was admitted since (${k.why})`,

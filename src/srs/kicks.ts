@@ -10,7 +10,7 @@
  * them at once (so well within 5 s) and, while the server's API cannot be
  * reached, again with backoff (1 s, doubling to 30 s) for KICK_RETRY_MS.
  * Each outcome goes to the stream's decision log: "kicked", "already gone",
- * "kick failed: edge unreachable". SRS then sends on_unpublish / on_stop for
+ * "kick failed: edge unreachable" (or what an edge that answered said). SRS then sends on_unpublish / on_stop for
  * a kicked client, which ends its session as usual. Off unless SRS_API_URL is set.
  */
 import type { Env } from "../env";

@@ -16,7 +16,6 @@ import { addColumns } from "../platform/sql";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
-import { kickClient } from "../srs/api";
 import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
@@ -678,8 +677,8 @@ export class StreamObject extends DurableObject<Env> {
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
       const undone = this.voided(hookId);
       if (undone) return undone;
-      const outcome = await kickClient(this.env, target, holder.clientId);
-      if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, `edge ${holder.serverId} unreachable`) };
+      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId);
+      if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };
       if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
       // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
       // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
@@ -854,4 +853,9 @@ function nowSeconds(): number {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
+}
+
+/** A failed kick's problem naming the old publisher's edge: "edge unreachable" → "edge edge-eu-1 unreachable". */
+function takeoverProblem(serverId: string, problem = "edge unreachable"): string {
+  return problem.replace(/^edge\b/, `edge ${serverId}`);
 }

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
+import { nested, NestedCallFailed, withRetry, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
 import type { SessionId } from "../srs/hook";
@@ -409,7 +409,7 @@ export class ViewerShard extends DurableObject<Env> {
     // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
     const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
     if (this.ghosts.enabled && live.length > 0) {
-      const gone = await withTimeout(this.ghosts.gone(live.map((x) => ({ ...x, serverId: this.serverId || x.serverId }))), GHOST_WAIT_MS).catch(() => []);
+      const gone = await this.ghosts.gone(live.map((x) => ({ ...x, serverId: this.serverId || x.serverId })), GHOST_WAIT_MS);
       for (const g of gone) {
         // Not while a hook of it runs (a repeat being admitted): its client is there.
         if (!this.pendingSeats.has(seatKey(streamKey, g))) this.endViewer(streamKey, g, { action: "ghost", reason: GHOST_REASON });

@@ -31,6 +31,33 @@ async function fullOn(n: number) {
   return { edge, fake, s, viewers };
 }
 
+describe("an admitted on_play makes no API call, and never waits on an edge's API", () => {
+  it("a slot unused on another edge: handed over at once, without asking that edge's API about its viewers", async () => {
+    const a = await edgeWithApi(["view0001", "view0002", "view0003"]);
+    const b = await edgeWithApi(["view0004"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 4 });
+    for (const c of ["view0001", "view0002", "view0003"]) expect(await hook(play("live", s, { ...a.edge, client: c }))).toEqual(ALLOW);
+    a.fake.hang = true; // A's API would hold anyone who asked it
+    const before = allCalls.length;
+    expect(await hook(play("live", s, { ...b.edge, client: "view0004" }))).toEqual(ALLOW);
+    expect(allCalls.slice(before)).toEqual([]);
+  });
+
+  it('onExtraViewerSession "replace": the viewer\'s session on another edge is replaced without asking that edge\'s API', async () => {
+    const a = await edgeWithApi(["c0000001"]);
+    const b = await edgeWithApi(["c0000002"]);
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a.edge, "c0000001", token))).toEqual(ALLOW);
+    a.fake.hang = true;
+    const before = allCalls.filter((c) => c.method === "GET").length;
+    expect(await hook(playWith(s, b.edge, "c0000002", token))).toEqual(ALLOW);
+    // The old session is kicked afterwards (in the background): no question was asked before the answer.
+    expect(allCalls.filter((c) => c.method === "GET").length).toBe(before);
+  });
+});
+
 describe("a refusal's check: at most 2 s in all, and a slow API is not a failing one", () => {
   it("the registry's word on where the API is counts within the 2 s: the refusal does not wait for it", async () => {
     const { edge, s } = await fullOn(1);

@@ -319,7 +319,7 @@ export class StreamObject extends DurableObject<Env> {
   async pushPolicy(key: string): Promise<string[]> {
     if (!this.ready) return [];
     const version = this.policyVersion;
-    const unreached = await this.rounds.recall(key, null, false, "all");
+    const unreached = await this.rounds.recall(key, null, "none", "all");
     this.pushed(version, unreached);
     return unreached;
   }
@@ -329,7 +329,7 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return [];
     const version = this.policyVersion;
     // The admin call ends the covered sessions on every shard itself.
-    const unreached = await this.rounds.recall(key, null, false, "all", true, "none");
+    const unreached = await this.rounds.recall(key, null, "none", "all", true, "none");
     this.pushed(version, unreached);
     return unreached;
   }
@@ -594,7 +594,7 @@ export class StreamObject extends DurableObject<Env> {
   /** The alarm's try at a push still pending. */
   private async retryPush(pending: PendingPush): Promise<void> {
     // No round reached anyone yet (the admin's push call failed): every shard may still serve revoked sessions.
-    const unreached = await this.rounds.recall(pending.key, null, false, pending.whole ? "all" : "unreached", false, pending.whole ? "all" : "again");
+    const unreached = await this.rounds.recall(pending.key, null, "none", pending.whole ? "all" : "unreached", false, pending.whole ? "all" : "again");
     this.pushed(pending.version, unreached);
   }
 

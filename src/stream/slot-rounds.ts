@@ -8,7 +8,7 @@
 import type { Env } from "../env";
 import { viewerShard } from "../object-access";
 import { withRetry, withTimeout } from "../platform/retry";
-import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseReport, type RecallCheck, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { GrantMode, LeaseBook, LeaseRecord } from "./leases";
 
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
@@ -49,17 +49,17 @@ export class SlotRounds {
   /**
    * A shard's message (the stream exists): its record updated, and slots
    * granted if it wants some and the cap allows. When none are free, the
-   * stream first takes back the slots the other shards do not use (one
-   * round, at most every RECALL_GAP_MS, asking them to check their servers'
-   * liveness too: ghosts of a silent server give their slots back); a shard
-   * still without a slot is told as soon as one is free. Null: the stream
-   * was deleted meanwhile.
+   * stream first takes back the slots the other shards do not use, at once;
+   * still none, it has them check their viewers (at most every
+   * RECALL_GAP_MS: ghosts of a silent server, and through the SRS API of
+   * lost on_stop events, give their slots back); a shard still without a
+   * slot is told as soon as one is free. Null: the stream was deleted meanwhile.
    */
   async answer(report: LeaseReport): Promise<LeaseRecord | null> {
     let mode: GrantMode = "strict";
     if (report.want > 0 && this.leases.restsOnSuspended(report, this.host.cap() ?? null)) {
       // Slots are free only because other shards' viewers are suspended: their servers may be back.
-      await this.recall(report.streamKey, report.serverId, true, "suspended");
+      await this.recall(report.streamKey, report.serverId, "liveness", "suspended");
       if (this.host.cap() === undefined) return null;
       // Still suspended: one slot for the hook that asks (as one admission would rest on them), no more.
       if (this.leases.restsOnSuspended(report, this.host.cap() ?? null)) mode = "cautious";
@@ -76,17 +76,18 @@ export class SlotRounds {
       if (record.granted <= record.live) this.waitForSlots(report.serverId);
     }
     if (applied && cap !== null && report.want > 0 && record.granted <= report.live) {
-      // A round of recalls takes back the slots other shards do not use (if another holds some its viewers
-      // did not use at its last report), and, at most once per RECALL_GAP_MS, has them check for ghosts of
-      // silent servers; a shard still refused waits: the stream runs the next rounds itself while shards
-      // wait (their refusals cost no call meanwhile) and tells them when slots are free.
-      const check = Date.now() - this.lastCheck >= RECALL_GAP_MS;
+      // First a round of recalls takes back the slots other shards do not use (if another holds some its
+      // viewers did not use at its last report), handed over at once: a hook admitted on them waits on no
+      // one's SRS API. Still none: a refusal would rest on the viewers elsewhere, so (at most once per
+      // RECALL_GAP_MS) a second round has the shards check them, for ghosts of silent servers and, through
+      // their servers' SRS APIs, of lost on_stop events. A shard still refused waits: the stream runs the
+      // next rounds itself while shards wait (their refusals cost no call meanwhile) and tells them when
+      // slots are free.
       const unused = this.leases.shards().some((r) => r.serverId !== report.serverId && r.granted > r.live);
-      if (unused || check) {
-        if (check) this.lastCheck = Date.now();
-        await this.recall(report.streamKey, report.serverId, check, check ? "holding" : "unused");
-        const now = this.host.cap() ?? null;
-        if (now !== null) record = this.leases.topUp(report, now, this.leases.restsOnSuspended(report, now) ? "cautious" : "strict");
+      if (unused) record = await this.recallFor(report, record, "none", "unused");
+      if (record.granted <= report.live && Date.now() - this.lastCheck >= RECALL_GAP_MS) {
+        this.lastCheck = Date.now();
+        record = await this.recallFor(report, record, "ghosts", "holding");
       }
       if (record.granted <= report.live) this.waitForSlots(report.serverId);
     }
@@ -95,9 +96,16 @@ export class SlotRounds {
     if (applied && report.want === 0) this.wakeWaiting(report.streamKey);
     if (applied && cap !== null && this.leases.free(cap) < 0) {
       // A heal brought back more viewers than the cap: slots unused elsewhere must not admit more.
-      this.host.waitUntil(this.recall(report.streamKey, report.serverId, false, "unused").catch(() => {}));
+      this.host.waitUntil(this.recall(report.streamKey, report.serverId, "none", "unused").catch(() => {}));
     }
     return record;
+  }
+
+  /** A round of recalls for a shard that asks for slots; its record topped up from what came back. */
+  private async recallFor(report: LeaseReport, record: LeaseRecord, check: RecallCheck, which: "unused" | "holding"): Promise<LeaseRecord> {
+    await this.recall(report.streamKey, report.serverId, check, which);
+    const now = this.host.cap() ?? null;
+    return now === null ? record : this.leases.topUp(report, now, this.leases.restsOnSuspended(report, now) ? "cautious" : "strict");
   }
 
 
@@ -105,7 +113,7 @@ export class SlotRounds {
   async recall(
     key: string,
     requester: string | null,
-    check: boolean,
+    check: RecallCheck,
     which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all",
     keepSlots = false,
     endRevokedOn: "again" | "all" | "none" = "again",
@@ -205,6 +213,21 @@ export class SlotRounds {
   }
 
   /**
+   * Shards still wait: each shard with viewers asks its server's SRS API
+   * about them and gives back the slots its ghosts of lost on_stop events
+   * held (the waiting shards hear of them as of any slot freed). In the
+   * background, not in a round of recalls: a hook that shares a round would
+   * wait on an edge's API.
+   */
+  private sweepGhosts(key: string): void {
+    if (!this.env.SRS_API_URL) return;
+    for (const r of this.leases.shards()) {
+      if (r.live === 0) continue;
+      this.host.waitUntil(withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.sweepGhosts(key)).catch(() => {}));
+    }
+  }
+
+  /**
    * A round of recalls for the shards that wait (from the alarm): ghosts of
    * silent servers and slots unused elsewhere come back, and the waiting
    * shards are told. Rounds follow each other after 1 s, doubling while
@@ -217,11 +240,12 @@ export class SlotRounds {
     }
     this.lastCheck = Date.now();
     // "" is no shard: every shard holding slots or viewers is recalled, each keeping its share.
-    await this.recall(key, "", true, "holding");
+    await this.recall(key, "", "liveness", "holding");
     if (this.leases.waiting().length === 0) {
       this.checkGap = RECALL_GAP_MS;
       return;
     }
+    this.sweepGhosts(key);
     // Slots free that only some waiting shards were told of: the next round soon; else a longer gap.
     this.checkGap = this.toldSome ? RECALL_GAP_MS : Math.min(FULL_HOLD_MAX_MS, this.checkGap * 2);
     this.toldSome = false;

@@ -89,6 +89,16 @@ export interface LeaseAnswer {
   tight: boolean;
 }
 
+/**
+ * What a recalled shard checks before it answers: nothing ("none": the slots
+ * it does not use go back at once, so a hook admitted on them waits on no
+ * one), whether its server's processes still live ("liveness": a silent
+ * server's viewers stop holding slots; the registry is asked), or that and,
+ * through its server's SRS API, which of its viewers are ghosts of lost
+ * on_stop events ("ghosts": only for a hook that would otherwise be refused).
+ */
+export type RecallCheck = "none" | "liveness" | "ghosts";
+
 /** A shard's answer to a recall: it kept only the slots its live viewers use. */
 export interface RecallAnswer {
   seq: number;

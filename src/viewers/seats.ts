@@ -97,11 +97,13 @@ export class ViewerSeats extends DurableObject<Env> {
     this.prepare();
     const { streamKey, sub, session, limit } = req;
     let suspended: Set<string> | null = null;
+    // The shards are asked first without SRS's API: only a refusal may rest on its word (src/srs/ghosts.ts).
+    let askedApi = false;
     const endedAt = this.ended.get(`${streamKey}\n${sub}\n${keyOf(seatOf(session))}`);
     if (endedAt !== undefined && Date.now() - endedAt < ENDED_KEPT_MS) {
       return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
     }
-    for (let round = 0; round <= ROUNDS; round++) {
+    for (let round = 0; round <= ROUNDS + 1; round++) {
       // Synchronous from the read to the write: no other call interleaves.
       const held = this.seatsOf(streamKey, sub);
       if (held.some((s) => same(s, session))) {
@@ -116,7 +118,7 @@ export class ViewerSeats extends DurableObject<Env> {
       }
       if (suspended === null) {
         // A refusal would rest on these seats: their shards say where each session stands (gone ones go).
-        suspended = await this.check(streamKey, sub, held);
+        suspended = await this.check(streamKey, sub, held, false);
         continue;
       }
       // Sessions of silent servers do not count, but end (oldest first) before a new one is admitted, so that
@@ -124,7 +126,14 @@ export class ViewerSeats extends DurableObject<Env> {
       // viewer's oldest live sessions end too.
       const quiet = held.filter((s) => suspended!.has(keyOf(s)));
       const live = held.filter((s) => !suspended!.has(keyOf(s)));
-      if (live.length >= limit && req.mode !== "replace") break;
+      if (live.length >= limit && req.mode !== "replace") {
+        if (askedApi) break;
+        // A refusal would rest on live sessions: they may be ghosts of lost on_stop events, which their
+        // servers' SRS APIs no longer have. "replace" never asks: it admits either way.
+        askedApi = true;
+        suspended = await this.check(streamKey, sub, held, true);
+        continue;
+      }
       const ends = [...quiet, ...live].slice(0, held.length + 1 - limit);
       const why = live.length >= limit
         ? `replaced by a newer session of viewer ${sub} (client ${session.clientId} on server ${session.serverId}; onExtraViewerSession: replace)`
@@ -188,12 +197,14 @@ export class ViewerSeats extends DurableObject<Env> {
   }
 
   /**
-   * Asks the shards holding these seats where each session stands. Gone:
+   * Asks the shards holding these seats where each session stands (with
+   * `askApi`, a refusal is about to rest on them: the live ones' SRS APIs
+   * are asked about ghosts of lost on_stop events too). Gone:
    * the seat goes (unless it was granted again meanwhile: a new grant id).
    * Returns the suspended ones. A shard that cannot be reached: its seats
    * count (a refusal too many, never a session too many).
    */
-  private async check(streamKey: string, sub: string, seats: Seat[]): Promise<Set<string>> {
+  private async check(streamKey: string, sub: string, seats: Seat[], askApi: boolean): Promise<Set<string>> {
     const byServer = new Map<string, Seat[]>();
     for (const s of seats) byServer.set(s.server_id, [...(byServer.get(s.server_id) ?? []), s]);
     const suspended = new Set<string>();
@@ -201,7 +212,7 @@ export class ViewerSeats extends DurableObject<Env> {
       [...byServer].map(async ([serverId, of]) => {
         try {
           const states = await withTimeout(
-            withRetry(() => viewerShard(this.env, serverId), (shard) => shard.seatState(streamKey, of.map(sessionOf))),
+            withRetry(() => viewerShard(this.env, serverId), (shard) => shard.seatState(streamKey, of.map(sessionOf), askApi)),
             SHARD_TIMEOUT_MS,
           );
           of.forEach((s, i) => {

@@ -11,7 +11,7 @@ import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
 import type { SeatAnswer, SeatState } from "./seats";
-import { LEASE_IDLE_MS, isRevoked, viewerIdHash, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
+import { LEASE_IDLE_MS, isRevoked, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
 import { fenceEnd, ShardActivity } from "../usage/shard-activity";
 import { floorTo, MINUTE_MS, type HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
@@ -144,7 +144,7 @@ export class ViewerShard extends DurableObject<Env> {
       },
     );
     this.ghosts = new GhostCheck(env);
-    countCalls(this, env, ["play", "stop", "close", "recall", "slotsFree", "seatState", "endSeat", "endRevoked", "viewerSessions", "applyStatus", "audience", "viewerUsage", "viewersPerMinute", "peakViewers", "events", "viewersOf", "endSessions", "endAll", "sessionCount", "holdsClient"]);
+    countCalls(this, env, ["play", "stop", "close", "recall", "sweepGhosts", "slotsFree", "seatState", "endSeat", "endRevoked", "viewerSessions", "applyStatus", "audience", "viewerUsage", "viewersPerMinute", "peakViewers", "events", "viewersOf", "endSessions", "endAll", "sessionCount", "holdsClient"]);
     if (this.tables.open()) this.load();
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
@@ -380,14 +380,23 @@ export class ViewerShard extends DurableObject<Env> {
 
   /**
    * The stream takes back the slots this shard does not use, but `keep` (it
-   * ran short), or all of them (its policy changed: `policy` is the new one). With `check`, the shard
-   * first asks the registry whether its own processes still live: a silent
-   * server's viewers then stop holding slots the stream needs.
+   * ran short), or all of them (its policy changed: `policy` is the new one). First, as `check` says
+   * (src/viewers/lease.ts RecallCheck), the shard asks the registry whether its own processes still
+   * live (a silent server's viewers then stop holding slots the stream needs) and its server's SRS
+   * API which of its viewers are ghosts.
    */
-  async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: boolean, keep: number | "all" = 0): Promise<RecallAnswer> {
-    if (check && this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0) await this.refreshLiveness(null);
-    if (check) await this.endGhosts(streamKey);
+  async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: RecallCheck, keep: number | "all" = 0): Promise<RecallAnswer> {
+    if (check !== "none" && this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0) await this.refreshLiveness(null);
+    // Only for a hook about to be refused, within the time the stream waits for this answer.
+    if (check === "ghosts") await this.endGhosts(streamKey, GHOST_WAIT_MS);
     return this.leases.recalled(streamKey, policy, version, keep);
+  }
+
+  /** The stream's shards wait for slots: the ghosts among this stream's viewers here end, and their slots go back. */
+  async sweepGhosts(streamKey: string): Promise<number> {
+    const ended = await this.endGhosts(streamKey);
+    if (ended > 0) this.leases.giveBackIfTight(streamKey);
+    return ended;
   }
 
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
@@ -398,7 +407,7 @@ export class ViewerShard extends DurableObject<Env> {
   // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
 
   /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
-  async seatState(streamKey: string, sessions: SessionId[]): Promise<SeatState[]> {
+  async seatState(streamKey: string, sessions: SessionId[], askApi = true): Promise<SeatState[]> {
     const state = (session: SessionId): SeatState => {
       if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
       if (!this.isViewing(streamKey, session)) return "gone";
@@ -407,8 +416,9 @@ export class ViewerShard extends DurableObject<Env> {
     // A refusal is about to rest on the live ones: they may be ghosts of lost on_stop events, which the server's
     // SRS API no longer has (as for a publisher, or a viewer under a cap); else a viewer whose on_stop was lost
     // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
+    // Only when the seat object says a refusal rests on them (`askApi`): never for an admission.
     const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
-    if (this.ghosts.enabled && live.length > 0) {
+    if (askApi && this.ghosts.enabled && live.length > 0) {
       const gone = await this.ghosts.gone(live.map((x) => ({ ...x, serverId: this.serverId || x.serverId })), GHOST_WAIT_MS);
       for (const g of gone) {
         // Not while a hook of it runs (a repeat being admitted): its client is there.
@@ -613,7 +623,7 @@ export class ViewerShard extends DurableObject<Env> {
    * live viewers here (walking through them from one check to the next) and
    * ends those it no longer has. Returns how many ended.
    */
-  private async endGhosts(streamKey: string): Promise<number> {
+  private async endGhosts(streamKey: string, budgetMs?: number): Promise<number> {
     if (!this.ghosts.enabled || !this.serverId) return 0;
     const total = this.counts.live(streamKey);
     if (total === 0) return 0;
@@ -625,7 +635,7 @@ export class ViewerShard extends DurableObject<Env> {
       .toArray()
       .filter((r) => !this.processes.isSuspended(r.service_id));
     this.ghostCursor.set(streamKey, offset + GHOSTS_PER_CHECK);
-    const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id })));
+    const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id })), budgetMs);
     let ended = 0;
     for (const g of gone) ended += this.endViewer(streamKey, g, { action: "ghost", reason: GHOST_REASON }, true);
     return ended;

@@ -240,6 +240,31 @@ describe("GET /admin/usage: every stream", () => {
     for (const bad of ["?format=xml", "?format=csv&resolution=minute", "?to=2031-13-01"]) expect((await admin("GET", `/usage${bad}`)).status, bad).toBe(400);
   });
 
+  it("pages through more streams than one call covers (200) with ?cursor=, as GET /admin/streams does", async () => {
+    const vhost = `v${crypto.randomUUID().slice(0, 8)}`;
+    const names = Array.from({ length: 205 }, (_, i) => `s${String(i).padStart(3, "0")}`);
+    for (let i = 0; i < names.length; i += 25) {
+      await Promise.all(names.slice(i, i + 25).map(async (n) => expect((await admin("PUT", `/streams/live/${n}?vhost=${vhost}`, {})).status).toBe(201)));
+    }
+    const edge = newEdge();
+    await hook({ ...play("live", "s204", { ...edge, client: "v1" }), vhost });
+    at(10_000);
+    await hook({ ...stopPlay("live", "s204", { ...edge, client: "v1" }), vhost });
+    const range = `from=${iso(0)}&to=${iso(HOUR)}`;
+    const first = await admin("GET", `/usage?vhost=${vhost}&${range}`);
+    expect(first.body).toMatchObject({ truncated: true });
+    expect(first.body.streams).toHaveLength(200);
+    const second = await admin("GET", `/usage?vhost=${vhost}&${range}&cursor=${encodeURIComponent(first.body.cursor)}`);
+    expect(second.body.cursor).toBeUndefined();
+    expect([...first.body.streams, ...second.body.streams].map((x: any) => x.stream)).toEqual(names);
+    expect(second.body.streams.at(-1)).toMatchObject({ stream: "s204", viewerSeconds: 10 });
+    const csv = await exportsFetch(`/usage?vhost=${vhost}&${range}&format=csv`);
+    const next = csv.headers.get("streamgate-cursor");
+    await csv.body?.cancel();
+    const rest = await exportsFetch(`/usage?vhost=${vhost}&${range}&format=csv&cursor=${encodeURIComponent(next!)}`);
+    expect((await rest.text()).trim().split("\r\n").slice(1)).toEqual([`${iso(0)},${vhost},live,s204,10,0,1`]);
+  });
+
   it("a stream whose object cannot be asked is named as unavailable; the other streams still report", async () => {
     const vhost = `v${crypto.randomUUID().slice(0, 8)}`;
     const edge = newEdge();

@@ -25,9 +25,9 @@ export async function getStreamUsage(request: IRequest, env: Env): Promise<Respo
 export const FLEET_STREAMS_MAX = 200;
 
 /**
- * GET /admin/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute][&format=csv]: every
- * stream of the catalogue (of one vhost with ?vhost=), with its totals over the range and its
- * non-empty buckets; per minute, the fleet's viewers summed over the streams. ?format=csv: one
+ * GET /admin/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute][&format=csv][&cursor=]:
+ * every stream of the catalogue (of one vhost with ?vhost=), FLEET_STREAMS_MAX per page, with its
+ * totals over the range and its non-empty buckets; per minute, the fleet's viewers summed over the streams. ?format=csv: one
  * line per stream and non-empty hour, for a spreadsheet.
  */
 export async function getFleetUsage(request: IRequest, env: Env): Promise<Response> {
@@ -36,7 +36,8 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
   if (format !== "json" && format !== "csv") throw new StatusError(400, 'query parameter "format" must be "json" or "csv"');
   if (format === "csv" && range.resolution !== "hour") throw new StatusError(400, '"format=csv" is per hour: leave out "resolution"');
   const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
-  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX });
+  const cursor = typeof request.query.cursor === "string" && request.query.cursor !== "" ? request.query.cursor : undefined;
+  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor });
   const keys = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
   // A stream whose object cannot be asked is shown empty and named in `unavailable`: the others still report.
   const unavailable: string[] = [];
@@ -54,7 +55,8 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
     from: iso(range.from),
     to: iso(range.to),
     resolution: range.resolution,
-    ...(page.list_complete ? {} : { truncated: true }),
+    // More streams: the next page with ?cursor= (as GET /admin/streams).
+    ...(page.list_complete ? {} : { truncated: true, cursor: page.cursor }),
     ...(incomplete.length ? { incomplete } : {}),
     ...(unavailable.length ? { unavailable: unavailable.sort() } : {}),
   };
@@ -71,7 +73,12 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
     const lines = [["start", "vhost", "app", "stream", "viewerSeconds", "publishSeconds", "peakViewers"].join(",")];
     for (const s of streams) for (const b of s.buckets) lines.push([b.start, csv(s.vhost), csv(s.app), csv(s.stream), b.viewerSeconds, b.publishSeconds, b.peakViewers].join(","));
     return new Response(lines.join("\r\n") + "\r\n", {
-      headers: { "content-type": "text/csv; charset=utf-8", "content-disposition": 'attachment; filename="streamgate-usage.csv"', "cache-control": "no-store" },
+      headers: {
+        "content-type": "text/csv; charset=utf-8",
+        "content-disposition": 'attachment; filename="streamgate-usage.csv"',
+        "cache-control": "no-store",
+        ...(span.cursor ? { "streamgate-cursor": span.cursor } : {}),
+      },
     });
   }
   return jsonResponse({ ...span, streams });

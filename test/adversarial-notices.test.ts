@@ -13,7 +13,7 @@ import { ServerRegistry, type NoticeAnswer, type ProcessStatus } from "../src/se
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { close, createStream, type Edge, heartbeat, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { beat, deliverNotices, events, futureClock, until, heldOnTheWay, holdFirst, holdMatching, overloaded, restarted, serverListed, serverStub, T0, withDeadline, publishingEdge, viewingEdge } from "./fleet";
+import { beat, deliverNotices, events, futureClock, until, heldOnTheWay, holdFirst, holdMatching, overloaded, restarted, serverListed, serverStub, T0, withDeadline, withNoticeTimeout, publishingEdge, viewingEdge } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const keyOf = (s: string) => `__defaultVhost__/live/${s}`;
@@ -27,13 +27,6 @@ afterEach(() => {
   vi.useRealTimers();
   vi.restoreAllMocks();
 });
-
-/** Sets ServerRegistry.noticeTimeoutMs for one test. */
-function noticeTimeout(ms: number): void {
-  const usual = ServerRegistry.noticeTimeoutMs;
-  ServerRegistry.noticeTimeoutMs = ms;
-  onTestFinished(() => void (ServerRegistry.noticeTimeoutMs = usual));
-}
 
 const beatWith = (edge: Edge, fields: Record<string, unknown>) => hook({ ...heartbeat(edge), ...fields }, undefined, "/heartbeat");
 
@@ -79,7 +72,7 @@ describe("the notice outbox", () => {
 
   it("must not happen (fixed): a delivery that timed out and lands late suspends a publisher whose server is alive (its seq is forgotten once the process held nothing)", async () => {
     const { edge, s, key } = await publishingEdge();
-    noticeTimeout(50);
+    withNoticeTimeout(50);
     // The stream's first "suspended" notice is stuck on its way (past the registry's bound).
     const late = holdMatching(StreamObject.prototype, "applyStatus", (_self, [news]) => (news as ProcessStatus).serverId === edge.server && (news as ProcessStatus).status === "suspended");
     vi.setSystemTime(T0 + 31_000);

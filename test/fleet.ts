@@ -8,6 +8,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { ViewerShard } from "../src/viewers/shard";
+import { ServerRegistry } from "../src/server/registry";
 import { Deadline } from "../src/platform/retry";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, uniqueStream } from "./srs";
 import { ALLOW } from "./fake-srs";
@@ -252,4 +253,11 @@ export async function withDeadline<T>(ms: number, send: () => Promise<T>): Promi
   } finally {
     Deadline.hookMs = usual;
   }
+}
+
+/** Sets ServerRegistry.noticeTimeoutMs (how long a notice's delivery may take) for one test. */
+export function withNoticeTimeout(ms: number): void {
+  const usual = ServerRegistry.noticeTimeoutMs;
+  ServerRegistry.noticeTimeoutMs = ms;
+  onTestFinished(() => void (ServerRegistry.noticeTimeoutMs = usual));
 }

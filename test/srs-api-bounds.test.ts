@@ -11,9 +11,10 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
-import { admin, adminWith, createStream, hook, play, publish, uniqueStream } from "./srs";
-import { ALLOW, allCalls, edgeWithApi, installFakeSrs, type FakeSrs } from "./fake-srs";
-import { at, holdMatching, serverListed, serverStub, until } from "./fleet";
+import { StreamObject } from "../src/stream/object";
+import { admin, adminWith, createStream, heartbeat, hook, play, publish, uniqueStream } from "./srs";
+import { ALLOW, allCalls, deviceOf, edgeWithApi, installFakeSrs, type FakeSrs } from "./fake-srs";
+import { at, holdMatching, serverListed, serverStub, until, withNoticeTimeout } from "./fleet";
 import { limited, playWith, tokenOf } from "./identity";
 
 installFakeSrs();
@@ -162,5 +163,29 @@ describe("PUT /admin/servers/{server_id}: an override stays under SRS_API_URL's 
     expect((await put("https://example.com.evil.test")).status).toBe(400);
     expect((await put("https://edge-1.example.com:1985")).status).toBe(200);
     expect((await put("https://example.com:1985/srs")).status).toBe(200);
+  });
+});
+
+describe("kicks are not held behind the registry's notices", () => {
+  it("a kick goes out while a restart's notice of the same registry shard is still on its way to a stream that does not answer", async () => {
+    const { edge, fake } = await edgeWithApi(["enc00009"]);
+    const [s1, s2] = [uniqueStream(), uniqueStream()];
+    const key1 = await createStream(s1);
+    const key2 = await createStream(s2);
+    expect(await hook(publish("live", s2, key2, { ...edge, client: "enc00009" }))).toEqual(ALLOW);
+    // s2's object stops answering; the edge restarts: the registry's alarm is stuck on the notice to s2 (here for a minute).
+    withNoticeTimeout(60_000);
+    const held = holdMatching(StreamObject.prototype, "applyStatus", () => true);
+    const next = { ...edge, service: "newproc1" };
+    expect(await hook({ ...heartbeat(next), device_id: deviceOf(edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
+    fake.service = next.service;
+    fake.clients.add("enc00001");
+    await until(() => held.reached);
+    expect(await hook(publish("live", s1, key1, { ...next, client: "enc00001" }))).toEqual(ALLOW);
+    const put = await admin("PUT", `/streams/live/${s1}`, { rotateKey: true });
+    expect(put.body.kicking).toEqual([{ role: "publisher", serverId: edge.server, clientId: "enc00001" }]);
+    await until(() => fake.calls.some((c) => c.method === "DELETE" && c.path === "/api/v1/clients/enc00001"));
+    expect(held.done, "the notice is still on its way").toBe(false);
+    held.released = true;
   });
 });

@@ -409,7 +409,17 @@ export class ServerRegistry extends DurableObject<Env> {
   /** Kicks to run through the servers' SRS APIs (src/srs/kicks.ts): queued, and run by the alarm at once. */
   queueKicks(kicks: Kick[]): void {
     const first = this.kicks.queue(kicks);
-    if (first !== null) this.armAlarm(first);
+    if (first === null) return;
+    this.armAlarm(first);
+    // Those due now go at once, not after whatever the alarm is busy with (notices to a slow stream):
+    // kicks happen within seconds of the admin call. The alarm retries what fails.
+    if (first <= Date.now()) this.ctx.waitUntil(this.runKicks());
+  }
+
+  private async runKicks(): Promise<void> {
+    await this.kicks.run(Date.now());
+    const next = this.nextWake(Date.now());
+    if (next !== null) this.armAlarm(next);
   }
 
   /** Records whether a call to the server's API worked, for GET /admin/servers (a write only when it changes). */
@@ -471,8 +481,8 @@ export class ServerRegistry extends DurableObject<Env> {
       this.settleCandidates(row, now);
       this.forgetIfIdle(row, now, retention);
     }
-    await this.deliverNotices();
-    await this.kicks.run(Date.now());
+    // Apart: notices to a stream that does not answer never hold kicks back (nor the reverse).
+    await Promise.all([this.deliverNotices(), this.kicks.run(Date.now())]);
     // Notices that failed are due again later (with backoff), the others at once; kicks and deadlines as they fall.
     const next = this.nextWake(Date.now());
     if (next !== null) this.armAlarm(next);

@@ -24,9 +24,15 @@ export interface KickServers {
   apiCalled(serverId: string, ok: boolean): void;
 }
 
+type DueKick = { server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number; unless_admitted: number };
+
+const kickId = (k: DueKick) => [k.server_id, k.service_id, k.client_id, k.stream_key, k.role].join("\n");
+
 export class KickOutbox {
   /** At most CALLS_PER_SERVER kicks at a time go to one server (each makes its calls one after the other). */
   private slots = new ServerCallSlots();
+  /** Kicks being tried: a run that overlaps another (the alarm's and one started by queueing) leaves them to it. */
+  private trying = new Set<string>();
 
   constructor(
     private sql: SqlStorage,
@@ -79,7 +85,7 @@ export class KickOutbox {
   /** Runs the kicks that are due, KICKS_PER_RUN at most; each outcome goes to the stream's decision log. */
   async run(now: number): Promise<void> {
     const due = this.sql
-      .exec<{ server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number; unless_admitted: number }>(
+      .exec<DueKick>(
         // Operators' kicks first: a flood of refused clients never holds one back. Then the servers take turns (each
         // server's kicks never tried before its retried ones): a flood of kicks waiting for one edge, whose API may be
         // down, does not hold back another edge's.
@@ -89,49 +95,60 @@ export class KickOutbox {
          WHERE server_turn <= ? ORDER BY unless_admitted, turn, next_at LIMIT ?`,
         now, KICKS_PER_SERVER_RUN, KICKS_PER_RUN,
       )
-      .toArray();
+      .toArray()
+      .filter((k) => !this.trying.has(kickId(k)));
+    for (const k of due) this.trying.add(kickId(k));
     await Promise.all(
       due.map(async (k) => {
-        const target = this.servers.apiTarget(k.server_id, k.service_id);
-        // A refused client admitted since, on any stream here (SRS forgot the refused session, the player came back with its id), keeps playing.
-        // (A shard that cannot be asked: tried again like an edge that cannot be reached, never kicked blind.)
-        const admitted =
-          k.unless_admitted === 1
-            ? await withRetry(() => viewerShard(this.env, k.server_id), (s) => s.holdsClient(k.service_id, k.client_id)).catch(() => null)
-            : false;
-        const result: KickResult | { outcome: "admitted" | "no api"; problem?: undefined } =
-          admitted === null
-            ? { outcome: "failed", problem: "viewer shard unreachable" }
-            : admitted
-              ? { outcome: "admitted" }
-              : target
-                ? (await this.slots.run(k.server_id, () => kickClient(this.env, target, k.client_id)))!
-                : { outcome: "no api" };
-        const outcome = result.outcome;
-        if (target && admitted === false && outcome !== "unaddressable") this.servers.apiCalled(k.server_id, outcome !== "failed");
-        const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
-        if (outcome === "failed" && Date.now() < k.until) {
-          const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
-          this.sql.exec(
-            "UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
-            Date.now() + wait, ...key,
-          );
-          return;
+        try {
+          await this.attempt(k);
+        } finally {
+          this.trying.delete(kickId(k));
         }
-        this.sql.exec("DELETE FROM kicks WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?", ...key);
-        const reason = {
-          kicked: `kicked (${k.why})`,
-          gone: `kick: the client was already gone (${k.why})`,
-          // What stopped the last try: the edge unreachable, or what it answered (its credentials refused, another server...).
-          failed: `kick failed: ${result.problem ?? "edge unreachable"} for ${KICK_RETRY_MS / 1000} s (${k.why})`,
-          "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
-          unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
-          admitted: `kick not sent: the client was admitted since (${k.why})`,
-        }[outcome];
-        console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
-        await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason)).catch(() => {});
       }),
     );
+  }
+
+  /** One try of one kick; the outcome to the stream's decision log, or a later try. */
+  private async attempt(k: DueKick): Promise<void> {
+    const target = this.servers.apiTarget(k.server_id, k.service_id);
+    // A refused client admitted since, on any stream here (SRS forgot the refused session, the player came back with its id), keeps playing.
+    // (A shard that cannot be asked: tried again like an edge that cannot be reached, never kicked blind.)
+    const admitted =
+      k.unless_admitted === 1
+        ? await withRetry(() => viewerShard(this.env, k.server_id), (s) => s.holdsClient(k.service_id, k.client_id)).catch(() => null)
+        : false;
+    const result: KickResult | { outcome: "admitted" | "no api"; problem?: undefined } =
+      admitted === null
+        ? { outcome: "failed", problem: "viewer shard unreachable" }
+        : admitted
+          ? { outcome: "admitted" }
+          : target
+            ? (await this.slots.run(k.server_id, () => kickClient(this.env, target, k.client_id)))!
+            : { outcome: "no api" };
+    const outcome = result.outcome;
+    if (target && admitted === false && outcome !== "unaddressable") this.servers.apiCalled(k.server_id, outcome !== "failed");
+    const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
+    if (outcome === "failed" && Date.now() < k.until) {
+      const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
+      this.sql.exec(
+        "UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
+        Date.now() + wait, ...key,
+      );
+      return;
+    }
+    this.sql.exec("DELETE FROM kicks WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?", ...key);
+    const reason = {
+      kicked: `kicked (${k.why})`,
+      gone: `kick: the client was already gone (${k.why})`,
+      // What stopped the last try: the edge unreachable, or what it answered (its credentials refused, another server...).
+      failed: `kick failed: ${result.problem ?? "edge unreachable"} for ${KICK_RETRY_MS / 1000} s (${k.why})`,
+      "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
+      unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
+      admitted: `kick not sent: the client was admitted since (${k.why})`,
+    }[outcome];
+    console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
+    await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason)).catch(() => {});
   }
 
   /** When the next kick is due (null: none waits). */

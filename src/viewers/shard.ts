@@ -387,8 +387,10 @@ export class ViewerShard extends DurableObject<Env> {
    */
   async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: RecallCheck, keep: number | "all" = 0): Promise<RecallAnswer> {
     if (check !== "none" && this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0) await this.refreshLiveness(null);
-    // Only for a hook about to be refused, within the time the stream waits for this answer.
-    if (check === "ghosts") await this.endGhosts(streamKey, GHOST_WAIT_MS);
+    // Only for a hook about to be refused, within the time the stream waits for this answer; and only if this
+    // shard has no unused slot to hand back at once (the stream's record of it may be older than that slot).
+    const unused = this.leases.granted(streamKey) > this.counts.live(streamKey) + (keep === "all" ? Infinity : keep);
+    if (check === "ghosts" && !unused) await this.endGhosts(streamKey, GHOST_WAIT_MS);
     return this.leases.recalled(streamKey, policy, version, keep);
   }
 

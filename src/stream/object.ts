@@ -604,6 +604,7 @@ export class StreamObject extends DurableObject<Env> {
    * them. Not reached: the shard is pushed to again (and this runs again).
    */
   private async endRevokedOn(key: string, serverId: string, revocations: Revocation[]): Promise<void> {
+    if (this.row?.play_auth === "open") return; // its viewers need no token (see postRevocation)
     const { unreached } = await endRevokedSessions(this.env, key, [serverId], revocations, (events) => void this.keepEvents(events)).catch((err) => {
       console.error(JSON.stringify({ error: "revoked sessions not ended", server: serverId, stream: key, detail: String(err) }));
       return { unreached: [serverId] };

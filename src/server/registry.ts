@@ -632,18 +632,18 @@ export class ServerRegistry extends DurableObject<Env> {
       if (kind !== "stop") this.heardFromRetired(row, serviceId, now);
       return "retired";
     }
-    if (kind === "stop") return "unknown";
+    if (kind === "stop") {
+      // A stop or close event, or a hook that gates nothing, of a candidate: it is alive (and stays a candidate).
+      this.candidateHeard(row, serviceId, now);
+      return "unknown";
+    }
     // On a server that heartbeats, only a heartbeat moves the epoch. A start hook from a process
     // never heard of may be a restart whose first heartbeat is on its way, a late hook of an older
     // process, or a forgery: it waits as a candidate until its own first heartbeat.
     if (kind === "start" && row.last_heartbeat !== null) {
       this.touch(row, now);
-      const known = this.sql.exec<{ quiet: number }>("SELECT quiet FROM candidates WHERE server_id = ? AND service_id = ?", serverId, serviceId).toArray()[0];
-      if (!known) {
+      if (!this.candidateHeard(row, serviceId, now)) {
         this.sql.exec("INSERT INTO candidates (server_id, service_id, since, heard_at) VALUES (?, ?, ?, ?)", serverId, serviceId, now, now);
-      } else {
-        this.sql.exec("UPDATE candidates SET heard_at = ?, quiet = 0 WHERE server_id = ? AND service_id = ?", now, serverId, serviceId);
-        if (known.quiet === 1) this.newStatus(row, serviceId, "live", "a new process of its server, heard from again");
       }
       this.armAlarm(now + serverTimeoutMs(this.env));
       return "candidate";
@@ -658,6 +658,8 @@ export class ServerRegistry extends DurableObject<Env> {
    */
   private restart(row: ServerRow, serviceId: string, now: number): void {
     const replaced = [row.service_id, ...this.candidatesOf(row.server_id).filter((c) => c !== serviceId)];
+    // The old process was last known alive at the server's last heartbeat (unknown without heartbeats: now); a candidate at its last hook.
+    const lastAlive = new Map(replaced.map((old) => [old, this.candidateLastAlive(row.server_id, old) ?? row.last_heartbeat ?? now]));
     const wasQuiet = this.sql.exec("SELECT 1 FROM candidates WHERE server_id = ? AND service_id = ? AND quiet = 1", row.server_id, serviceId).toArray().length > 0;
     row.service_id = serviceId;
     row.seq++;
@@ -665,10 +667,8 @@ export class ServerRegistry extends DurableObject<Env> {
     this.sql.exec("UPDATE servers SET service_id = ?, seq = ?, expired_at = NULL WHERE server_id = ?", serviceId, row.seq, row.server_id);
     this.sql.exec("DELETE FROM candidates WHERE server_id = ?", row.server_id);
     for (const old of replaced) {
-      // The old process was last known alive at the server's last heartbeat (unknown without heartbeats: now).
-      const lastAlive = row.last_heartbeat ?? now;
-      this.retire(row.server_id, old, now, lastAlive);
-      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive);
+      this.retire(row.server_id, old, now, lastAlive.get(old)!);
+      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive.get(old)!);
     }
     this.touch(row, now);
     if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now, "restarted");
@@ -686,12 +686,14 @@ export class ServerRegistry extends DurableObject<Env> {
    */
   private settleCandidates(row: ServerRow, now: number): void {
     const timeout = serverTimeoutMs(this.env);
-    for (const c of this.sql.exec<{ service_id: string; since: number }>("SELECT service_id, since FROM candidates WHERE server_id = ?", row.server_id).toArray()) {
+    for (const c of this.sql.exec<{ service_id: string; since: number; heard_at: number | null }>("SELECT service_id, since, heard_at FROM candidates WHERE server_id = ?", row.server_id).toArray()) {
       const currentProvedAlive = now >= c.since + timeout && row.dead_since === null && !this.isSilent(row, now);
       if (!currentProvedAlive && now < c.since + sessionGraceMs(this.env)) continue;
       this.sql.exec("DELETE FROM candidates WHERE server_id = ? AND service_id = ?", row.server_id, c.service_id);
-      this.retire(row.server_id, c.service_id, now, 0);
-      this.notify(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`);
+      // Its sessions end at its last hook, the last moment it was known alive, not now.
+      const lastAlive = c.heard_at ?? c.since;
+      this.retire(row.server_id, c.service_id, now, lastAlive);
+      this.notify(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`, lastAlive);
       console.log(JSON.stringify({ event: "candidate process refused", server: row.server_id, current: row.service_id, refused: c.service_id }));
     }
     this.quietenCandidates(row, now);
@@ -713,6 +715,20 @@ export class ServerRegistry extends DurableObject<Env> {
       this.sql.exec("UPDATE candidates SET quiet = 1 WHERE server_id = ? AND service_id = ?", row.server_id, c.service_id);
       this.newStatus(row, c.service_id, "suspended", `a new process of its server: no heartbeat yet, and no hook for ${timeout / 1000} s`);
     }
+  }
+
+  /** A hook of a candidate: it is alive, and a quiet one's sessions count again. False: not a candidate. */
+  private candidateHeard(row: ServerRow, serviceId: string, now: number): boolean {
+    const known = this.sql.exec<{ quiet: number }>("SELECT quiet FROM candidates WHERE server_id = ? AND service_id = ?", row.server_id, serviceId).toArray()[0];
+    if (!known) return false;
+    this.sql.exec("UPDATE candidates SET heard_at = ?, quiet = 0 WHERE server_id = ? AND service_id = ?", now, row.server_id, serviceId);
+    if (known.quiet === 1) this.newStatus(row, serviceId, "live", "a new process of its server, heard from again");
+    return true;
+  }
+
+  /** When a candidate was last heard from (its sessions end there if it is refused or replaced). */
+  private candidateLastAlive(serverId: string, serviceId: string): number | null {
+    return this.sql.exec<{ at: number }>("SELECT COALESCE(heard_at, since) AS at FROM candidates WHERE server_id = ? AND service_id = ?", serverId, serviceId).toArray()[0]?.at ?? null;
   }
 
   /** A change of one process's status, told to its streams. */

@@ -1,7 +1,8 @@
 /**
  * Adversarial review of cbb6771..d4ad866: notice answers (kept), passive hooks
  * that heal, retired ids kept by count, quiet candidates, outbox, tokens and
- * revocations. Each test states what should hold; a failing one is a finding.
+ * revocations. Each test states what should hold; the four findings (this file and
+ * test/adversarial-today-srs.test.ts) failed on d4ad866 and were fixed by 6a23c63, e02f24b, 52fcffb.
  */
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";

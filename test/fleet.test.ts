@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
 import {
   admin,
   close,
@@ -434,6 +435,20 @@ describe("GET /admin/servers", () => {
 
   it("needs the admin token", async () => {
     expect((await admin("GET", "/servers", undefined, "wrong")).status).toBe(401);
+  });
+
+  it("?server= lists only the servers named, asking only their shards (the console's publishers' devices)", async () => {
+    const third = newEdge();
+    for (const e of [edge, other, third]) await beat(e);
+    const counted = vi.spyOn(ViewerShard.prototype, "sessionCount");
+    const r = await admin("GET", `/servers?server=${edge.server}&server=${third.server}&server=vid-neverseen`);
+    expect(r.status).toBe(200);
+    expect(r.body.servers.map((x: any) => x.serverId)).toEqual([edge.server, third.server].sort());
+    expect(counted).toHaveBeenCalledTimes(2);
+    vi.restoreAllMocks();
+    expect(r.body.servers.find((x: any) => x.serverId === edge.server)).toEqual(await serverListed(edge));
+    const many = Array.from({ length: 101 }, (_, i) => `server=vid-${i}`).join("&");
+    expect((await admin("GET", `/servers?${many}`)).status).toBe(400);
   });
 });
 

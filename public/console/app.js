@@ -148,8 +148,13 @@ async function refresh() {
   const seq = ++state.seq;
   try {
     const page = await api("GET", streamsPagePath());
-    const needServers = !$("#servers-tab").hidden || page.streams.some((s) => s.publisher);
-    const servers = needServers ? (await api("GET", "/servers")).servers : null;
+    // The servers tab shows every server; otherwise only the servers of the publishers on the page are asked for.
+    const publishers = [...new Set(page.streams.filter((s) => s.publisher).map((s) => s.publisher.serverId))];
+    const servers = !$("#servers-tab").hidden
+      ? (await api("GET", "/servers")).servers
+      : publishers.length > 0
+        ? (await api("GET", `/servers?${publishers.map((id) => `server=${encodeURIComponent(id)}`).join("&")}`)).servers
+        : null;
     if (seq !== state.seq) return;
     if (page.streams.length === 0 && state.back.length > 0) {
       // The page emptied under us (its streams were revoked): show the one before it.

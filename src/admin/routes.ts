@@ -7,7 +7,8 @@ import { jsonResponse, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
-import { registryShard, streamObject, viewerShard } from "../object-access";
+import { registryShard, serverRegistry, streamObject, viewerShard } from "../object-access";
+import { LIMITS } from "../limits";
 import { allEvents, withAudience } from "../viewers/audience";
 import { queueKicks, type KickPlanned } from "../srs/kicks";
 import { notQueued, reportOperatorEnded } from "../events/operator";
@@ -149,8 +150,26 @@ export async function mintToken(request: IRequest, env: Env): Promise<Response> 
   return jsonResponse({ token, expiresAt: new Date(expiresAt * 1000).toISOString(), ...(sub ? { sub } : {}) }, 201);
 }
 
-/** GET /admin/servers: every SRS server seen, with liveness and sessions held, from every registry shard. */
-export async function listServers(_request: IRequest, env: Env): Promise<Response> {
+/** Servers one GET /admin/servers?server= may name. */
+export const SERVERS_NAMED_MAX = 100;
+
+/**
+ * GET /admin/servers: every SRS server seen, with liveness and sessions held, from every registry
+ * shard (and each one's viewer shard). With ?server=ID (repeated, at most SERVERS_NAMED_MAX): only
+ * those, each asked of its own shards, so a page that shows a few publishers' devices does not
+ * cost a call per server of the fleet.
+ */
+export async function listServers(request: IRequest, env: Env): Promise<Response> {
+  const named = request.query.server;
+  if (named !== undefined) {
+    const ids = [...new Set(Array.isArray(named) ? named : [named])];
+    if (ids.length > SERVERS_NAMED_MAX || ids.some((id) => id === "" || id.length > LIMITS.id.max)) {
+      throw new StatusError(400, `query parameter "server" must name 1 to ${SERVERS_NAMED_MAX} server ids`);
+    }
+    const found: (ServerState | null)[] = await Promise.all(ids.map((id) => serverRegistry(env, id).state(id)));
+    const servers = found.filter((s): s is ServerState => s !== null).sort((a, b) => a.serverId.localeCompare(b.serverId));
+    return jsonResponse({ servers: await withViewerSessions(env, servers) });
+  }
   const shards = await Promise.all(Array.from({ length: REGISTRY_SHARDS }, (_, i) => registryShard(env, i).list()));
   const servers = shards.flat().sort((a, b) => a.serverId.localeCompare(b.serverId));
   return jsonResponse({ servers: await withViewerSessions(env, servers) });

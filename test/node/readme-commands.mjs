@@ -2,7 +2,10 @@
 // that stops working fails CI. This file lists, for each, what runs it, and checks that the named
 // file really contains the call (and is itself run by npm test or .ci/run). A README command that
 // is not listed fails here: run it somewhere, then list it. Two are run right here: the
-// srs-config command (its output must be the README's example) and the token command.
+// srs-config command (its output must be the README's example) and the token command. Commands the
+// README names in its text (`npm run bench:floors`, `npx wrangler secret delete …`) cannot all run
+// here (a benchmark, an account): each must at least exist, as a package.json script or as a
+// wrangler command with the options it shows.
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { spawnSync } from "node:child_process";
@@ -126,4 +129,37 @@ describe("README commands run here", () => {
     assert.equal(sub, "-"); // no viewer id
     assert.equal(signature, createHmac("sha256", key).update(`v2.${resource}.${iat}.${exp}.${sub}`).digest("base64url"));
   });
+});
+
+/** Commands named in the README's running text (`npm run …`, `npx wrangler …`), outside the ```sh blocks. */
+function inlineCommands() {
+  return [...new Set([...README.matchAll(/`((?:npm run|npx wrangler) [^`]+)`/g)].map((m) => m[1]))];
+}
+
+const wranglerHelps = new Map();
+/** `wrangler <command> --help`, as this checkout's wrangler prints it. */
+function wranglerHelp(command) {
+  if (!wranglerHelps.has(command)) {
+    const r = spawnSync(ROOT + "node_modules/.bin/wrangler", [command, "--help"], { cwd: ROOT, encoding: "utf8" });
+    assert.equal(r.status, 0, `wrangler ${command} --help: ${r.stderr}`);
+    wranglerHelps.set(command, r.stdout + r.stderr);
+  }
+  return wranglerHelps.get(command);
+}
+
+describe("commands named in the README's text exist: its npm scripts, wrangler's commands and options", () => {
+  const commands = inlineCommands();
+
+  it("finds them", () => assert.ok(commands.some((c) => c.startsWith("npx wrangler")) && commands.some((c) => c.startsWith("npm run")), commands.join("\n")));
+
+  for (const cmd of commands) {
+    it(cmd, () => {
+      const script = /^npm run (\S+)/.exec(cmd)?.[1];
+      if (script) return assert.ok(PACKAGE.scripts[script], `package.json has no "${script}" script`);
+      const [command, next, ...rest] = cmd.split(/\s+/).slice(2);
+      const help = wranglerHelp(command);
+      if (next && /^[a-z]+$/.test(next)) assert.match(help, new RegExp(`wrangler ${command} ${next}\\b`), `wrangler ${command} has no "${next}"`);
+      for (const option of [next, ...rest].filter((w) => w?.startsWith("--"))) assert.ok(help.includes(option), `wrangler ${command} has no ${option}`);
+    });
+  }
 });

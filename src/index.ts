@@ -6,6 +6,7 @@ import {
   getStreamEvents,
   listServers,
   listStreams,
+  mintAppToken,
   mintToken,
   putStream,
   requireAdmin,
@@ -48,6 +49,7 @@ router
   .get("/admin/streams/:app/:stream/usage", getStreamUsage)
   .delete("/admin/streams/:app/:stream/sessions", endStreamSessions)
   .post("/admin/streams/:app/:stream/tokens", mintToken)
+  .post("/admin/apps/:app/tokens", mintAppToken)
   .post("/admin/streams/:app/:stream/revocations", postRevocation)
   .get("/admin/streams/:app/:stream/revocations", listRevocations)
   .get("/admin/streams/:app/:stream/viewers", listViewers)

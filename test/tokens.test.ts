@@ -296,6 +296,21 @@ describe("the documented token format", () => {
     expect((await hook(withToken(s, otherApp, "viewer02"))).body.reason).toBe("wrong stream");
   });
 
+  it("POST /admin/apps/{app}/tokens mints a season pass: every stream of the app, also one created later, and no other app", async () => {
+    const s = await tokenStream();
+    const r = await admin("POST", "/apps/live/tokens", { ttl: 300, sub: "season-pass-7" });
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({ resource: `${DEFAULT}/live/*`, sub: "season-pass-7" });
+    expect(await hook(withToken(s, r.body.token))).toEqual(ALLOW);
+    const later = await tokenStream();
+    expect(await hook(withToken(later, r.body.token, "viewer02"))).toEqual(ALLOW);
+    const other = uniqueStream();
+    await createStream(other, { playAuth: "token" }, "other");
+    expect((await hook({ ...withToken(later, r.body.token, "viewer03"), app: "other", stream: other })).body.reason).toBe("wrong stream");
+    for (const body of [{ ttl: 0 }, { sub: "a b" }]) expect((await admin("POST", "/apps/live/tokens", body)).status).toBe(400);
+    expect((await admin("POST", "/apps/live/tokens", {}, "wrong")).status).toBe(401);
+  });
+
   it("POST …/tokens with a sub mints a v2 token that carries it; a malformed sub is a 400", async () => {
     const s = await tokenStream();
     const r = await admin("POST", `/streams/live/${s}/tokens`, { ttl: 60, sub: "viewer-42" });

@@ -139,6 +139,21 @@ export async function getStreamEvents(request: IRequest, env: Env): Promise<Resp
 }
 
 /** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */
+/**
+ * POST /admin/apps/{app}/tokens[?vhost=] {"ttl"?, "sub"?}: a play token for every stream of the app
+ * (resource vhost/app/*: a season pass), streams created later included. Limits and revocations
+ * still apply per stream.
+ */
+export async function mintAppToken(request: IRequest, env: Env): Promise<Response> {
+  const { vhost, app } = streamNameFrom({ app: request.params.app, stream: "-" }, request.query);
+  const { ttl, sub } = parseTokenRequest(await readJson(request), maxTokenTtlS(env));
+  const signingKey = requiredSecret(env, "TOKEN_SIGNING_KEY", "cannot mint play tokens");
+  const issuedAt = Math.floor(Date.now() / 1000);
+  const expiresAt = issuedAt + ttl;
+  const token = await signPlayToken({ vhost, app, stream: "*" }, expiresAt, signingKey, { sub, issuedAt, wholeApp: true });
+  return jsonResponse({ token, resource: `${vhost}/${app}/*`, expiresAt: new Date(expiresAt * 1000).toISOString(), ...(sub ? { sub } : {}) }, 201);
+}
+
 export async function mintToken(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const { ttl, sub } = parseTokenRequest(await readJson(request), maxTokenTtlS(env));

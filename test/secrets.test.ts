@@ -80,22 +80,22 @@ describe("TOKEN_SIGNING_KEY and TOKEN_SIGNING_KEY_PREVIOUS of fewer than 32 char
     expect(r).toEqual({ status: 500, body: { error: `TOKEN_SIGNING_KEY is shorter than 32 characters: cannot mint play tokens ${HINT}` } });
   });
 
-  it("a token stream refuses every viewer (4015 naming the key), even with a token that key signed; open streams play", async () => {
+  it("a token stream refuses every viewer (500, code 4015 naming the key), even with a token that key signed; open streams play", async () => {
     const s = await tokenStream();
     const token = await signPlayToken({ vhost: "__defaultVhost__", app: "live", stream: s }, inAnHour(), SHORT);
     const r = await hookAt(HOOK_SECRET, withToken(s, token, "view0001"), { TOKEN_SIGNING_KEY: SHORT });
-    expect(r).toEqual({ status: 403, body: { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is shorter than 32 characters" } });
+    expect(r).toEqual({ status: 500, body: { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is shorter than 32 characters" } });
     const open = uniqueStream();
     await createStream(open);
     expect(await hookAt(HOOK_SECRET, play("live", open, { ...newEdge(), client: "view0002" }), { TOKEN_SIGNING_KEY: SHORT })).toEqual(ALLOW);
   });
 
-  it("a short TOKEN_SIGNING_KEY_PREVIOUS refuses token viewers too (4015 naming it)", async () => {
+  it("a short TOKEN_SIGNING_KEY_PREVIOUS refuses token viewers too (500, code 4015 naming it)", async () => {
     const s = await tokenStream();
     const token = await signPlayToken({ vhost: "__defaultVhost__", app: "live", stream: s }, inAnHour(), EXACTLY_32);
     const keys = { TOKEN_SIGNING_KEY: EXACTLY_32, TOKEN_SIGNING_KEY_PREVIOUS: SHORT };
     expect(await hookAt(HOOK_SECRET, withToken(s, token, "view0001"), keys)).toEqual({
-      status: 403,
+      status: 500,
       body: { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY_PREVIOUS is shorter than 32 characters" },
     });
     expect(await hookAt(HOOK_SECRET, withToken(s, token, "view0002"), { ...keys, TOKEN_SIGNING_KEY_PREVIOUS: undefined })).toEqual(ALLOW);

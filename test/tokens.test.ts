@@ -166,7 +166,7 @@ describe("signing-key rotation", () => {
     const token = (await mint(s)).body.token;
     const unset = { TOKEN_SIGNING_KEY: undefined, TOKEN_SIGNING_KEY_PREVIOUS: undefined };
     const r = await hookWith(unset, withToken(s, token));
-    expect(r).toEqual({ status: 403, body: { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" } });
+    expect(r).toEqual({ status: 500, body: { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" } });
     const open = uniqueStream();
     await createStream(open);
     expect(await hookWith(unset, play("live", open, { ...edge, client: "viewer09" }))).toEqual(ALLOW);

@@ -11,7 +11,8 @@ export function allow(): Response {
 }
 
 export function deny(denial: Denial): Response {
-  return jsonResponse({ code: denial.code, reason: denial.reason }, 403);
+  // A refusal for the gate's own misconfiguration is its error (500, as for other settings), not the client's.
+  return jsonResponse({ code: denial.code, reason: denial.reason }, denial.misconfigured ? 500 : 403);
 }
 
 /** on_forward must carry data.urls (strings only) or SRS rejects the publish. */

@@ -25,6 +25,8 @@ export interface Denial {
   /** Non-zero integer code SRS logs; one per reason so operators can grep for it. */
   code: number;
   reason: string;
+  /** The gate's own configuration is wrong (a signing key unset or too short): answered 500, not 403. */
+  misconfigured?: true;
 }
 
 /**
@@ -73,11 +75,12 @@ export const TokenDenials: Record<Exclude<PlayToken, { ok: true }>["problem"], D
   "issued in the future": { code: 4020, reason: `token issued in the future: iat more than ${MAX_CLOCK_SKEW_S} s ahead of the gate's clock` },
   "lifetime too long": { code: 4017, reason: "token lifetime exceeds MAX_TOKEN_TTL_S" },
   "wrong stream": { code: 4014, reason: "wrong stream" },
-  "not configured": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set" },
-  "signing key too short": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is shorter than 32 characters" },
+  "not configured": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is not set", misconfigured: true },
+  "signing key too short": { code: 4015, reason: "play tokens are not configured: TOKEN_SIGNING_KEY is shorter than 32 characters", misconfigured: true },
   "previous signing key too short": {
     code: 4015,
     reason: "play tokens are not configured: TOKEN_SIGNING_KEY_PREVIOUS is shorter than 32 characters",
+    misconfigured: true,
   },
 };
 

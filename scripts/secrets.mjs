@@ -11,9 +11,9 @@
 //   `npm run deploy` then gives it its code.
 // - --local: the same for .dev.vars, which `wrangler dev` reads.
 // - An existing secret is never replaced, except with --rotate [NAME,...] (default: all three),
-//   which follows the README's rotation procedure. For HOOK_SECRET and TOKEN_SIGNING_KEY the
-//   current value becomes HOOK_SECRET_PREVIOUS / TOKEN_SIGNING_KEY_PREVIOUS in the same bulk call,
-//   so both values are accepted until you delete the _PREVIOUS one. Cloudflare never gives a
+//   which follows the README's rotation procedure. For HOOK_SECRET, TOKEN_SIGNING_KEY and
+//   EVENTS_WEBHOOK_SECRET the current value becomes <NAME>_PREVIOUS in the same bulk call, so both
+//   values are accepted (events: signed with both) until you delete the _PREVIOUS one. Cloudflare never gives a
 //   secret's value back, so for a deployed Worker the current value must be in the environment
 //   (HOOK_SECRET=... TOKEN_SIGNING_KEY=..., the values this command printed before); --local reads
 //   it from .dev.vars. --no-previous replaces at once (after a leak: the old value stops working
@@ -25,7 +25,7 @@ import { delimiter, join } from "node:path";
 
 const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"];
 /** The secrets whose old value can stay valid during a rotation (src/env.ts). */
-const HAS_PREVIOUS = new Set(["HOOK_SECRET", "TOKEN_SIGNING_KEY"]);
+const HAS_PREVIOUS = new Set(["HOOK_SECRET", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"]);
 const MIN_LENGTH = 32;
 
 /** What the operator does after a rotation, deployed or (local) in .dev.vars. */
@@ -37,7 +37,7 @@ function afterRotation(name, local) {
     case "TOKEN_SIGNING_KEY":
       return `switch your backend to the new key; once the longest play-token TTL you issue has passed: ${drop}`;
     case "EVENTS_WEBHOOK_SECRET":
-      return "events are signed with the new secret from now on: give it to the backend that receives them (EVENTS_WEBHOOK_URL)";
+      return `events carry two signatures meanwhile, by the new secret and by the old one: give the new one to the backend that receives them (EVENTS_WEBHOOK_URL); once it verifies with it: ${drop}`;
     default:
       return "the old token is refused from now on: update your backend; open consoles ask for the new one";
   }

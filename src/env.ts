@@ -5,7 +5,7 @@
  *
  * Secrets are not in wrangler.toml. The generated file types the three that every deployment has
  * (from .dev.vars.example) as plain strings; here they become optional, because a deployed Worker
- * can lack them and every reader must then fail closed. The two `_PREVIOUS` ones exist only during
+ * can lack them and every reader must then fail closed. The `_PREVIOUS` ones exist only during
  * a rotation, so only this file declares them.
  */
 type Generated = Cloudflare.Env;
@@ -34,6 +34,8 @@ export interface Env extends Omit<Generated, Secret> {
   EVENTS_WEBHOOK_URL?: string;
   /** Standard Webhooks signing secret: "whsec_" + base64 of the key, or any other string (its UTF-8 bytes are the key). */
   EVENTS_WEBHOOK_SECRET?: string;
+  /** The events' secret being rotated out: deliveries carry a signature by it too while it is set. */
+  EVENTS_WEBHOOK_SECRET_PREVIOUS?: string;
   /** "1": objects count the calls they receive, for `npm run bench` (GET /admin/load). Never set in production. */
   LOAD_COUNTERS?: string;
 }

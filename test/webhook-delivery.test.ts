@@ -50,6 +50,23 @@ describe("webhook delivery", () => {
     expect(Math.abs(Number(d.timestamp) - Date.now() / 1000)).toBeLessThan(60);
   });
 
+  it("during a rotation (EVENTS_WEBHOOK_SECRET_PREVIOUS set) each delivery carries two signatures: a receiver with either secret verifies it", async () => {
+    const next = "whsec_" + btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+    const rotating = on({ EVENTS_WEBHOOK_SECRET: next, EVENTS_WEBHOOK_SECRET_PREVIOUS: WEBHOOK_SECRET });
+    for (const secret of [WEBHOOK_SECRET, next]) {
+      vi.restoreAllMocks();
+      const receiver = new Receiver(secret).install();
+      await consume(rotating, [started("r")]);
+      expect(receiver.events).toHaveLength(1);
+      expect(receiver.events[0].signatureValid, secret === next ? "the new secret" : "the old secret").toBe(true);
+    }
+    // Without the previous one, a receiver that still has the old secret no longer verifies.
+    vi.restoreAllMocks();
+    const old = new Receiver(WEBHOOK_SECRET).install();
+    await consume(on({ EVENTS_WEBHOOK_SECRET: next }), [started("s")]);
+    expect(old.attempts[0].signatureValid).toBe(false);
+  });
+
   it("a secret without the whsec_ prefix is the key itself (its UTF-8 bytes)", async () => {
     const raw = "a-raw-secret-of-at-least-32-characters";
     const receiver = new Receiver(raw).install();

@@ -33,15 +33,15 @@ export async function deliverEvents(batch: MessageBatch<WebhookEvent>, env: Env)
     batch.ackAll();
     return;
   }
-  let key: Uint8Array | null = null;
+  let keys: Uint8Array[] | null = null;
   try {
-    key = signingKey(env.EVENTS_WEBHOOK_SECRET ?? "");
+    keys = signingKeys(env);
   } catch (err) {
     console.error(JSON.stringify({ error: "events not delivered", detail: err instanceof Error ? err.message : String(err) }));
   }
   await Promise.all(
     batch.messages.map(async (message) => {
-      const outcome = key ? await deliver(env.EVENTS_WEBHOOK_URL!, key, message.body) : "EVENTS_WEBHOOK_SECRET is not set or unusable";
+      const outcome = keys ? await deliver(env.EVENTS_WEBHOOK_URL!, keys, message.body) : "EVENTS_WEBHOOK_SECRET is not set or unusable";
       if (outcome === "delivered") return message.ack();
       console.error(JSON.stringify({ error: "event not delivered", id: message.body.id, type: message.body.type, attempt: message.attempts, detail: outcome }));
       message.retry({ delaySeconds: retryDelayS(message.attempts) });
@@ -49,8 +49,19 @@ export async function deliverEvents(batch: MessageBatch<WebhookEvent>, env: Env)
   );
 }
 
+/**
+ * The keys each delivery is signed with: EVENTS_WEBHOOK_SECRET's, and during a rotation
+ * EVENTS_WEBHOOK_SECRET_PREVIOUS's too (the specification's space-separated signatures: a receiver
+ * that still has the old secret verifies the second). Either unusable: throws, naming it.
+ */
+export function signingKeys(env: Env): Uint8Array[] {
+  const current = signingKey(env.EVENTS_WEBHOOK_SECRET ?? "");
+  if (!env.EVENTS_WEBHOOK_SECRET_PREVIOUS) return [current];
+  return [current, signingKey(env.EVENTS_WEBHOOK_SECRET_PREVIOUS, "EVENTS_WEBHOOK_SECRET_PREVIOUS")];
+}
+
 /** One attempt: "delivered", or what went wrong (never the URL: it may carry a credential). */
-async function deliver(url: string, key: Uint8Array, event: WebhookEvent): Promise<string> {
+async function deliver(url: string, keys: Uint8Array[], event: WebhookEvent): Promise<string> {
   const body = eventBody(event);
   const timestamp = Math.floor(Date.now() / 1000);
   try {
@@ -61,7 +72,7 @@ async function deliver(url: string, key: Uint8Array, event: WebhookEvent): Promi
         "user-agent": "streamgate",
         "webhook-id": event.id,
         "webhook-timestamp": String(timestamp),
-        "webhook-signature": await signDelivery(key, event.id, timestamp, body),
+        "webhook-signature": (await Promise.all(keys.map((key) => signDelivery(key, event.id, timestamp, body)))).join(" "),
       },
       body,
       // A redirect is not a delivery: followed, a 301/302/303 turns the POST into a GET without the body, whose 2xx

@@ -2,7 +2,7 @@ import type { IRequest } from "itty-router";
 import type { Env } from "../env";
 import { jsonResponse } from "../http";
 import { eventsEnabled, newEvent, queueEvents } from "./event";
-import { signingKey } from "./sign";
+import { signingKeys } from "./deliver";
 
 /**
  * POST /admin/events/test: queues a `webhook.test` event, so an operator can check the receiver.
@@ -29,7 +29,7 @@ function configurationProblem(env: Env): string | null {
   } catch {}
   if (url === null || (url.protocol !== "https:" && url.protocol !== "http:")) return "EVENTS_WEBHOOK_URL is not an http(s) URL";
   try {
-    signingKey(env.EVENTS_WEBHOOK_SECRET ?? "");
+    signingKeys(env);
   } catch (err) {
     return err instanceof Error ? err.message : "EVENTS_WEBHOOK_SECRET is unusable";
   }

@@ -15,18 +15,18 @@ const PREFIX = "whsec_";
 export const MIN_KEY_BYTES = 24;
 
 /** The HMAC key of a secret; a secret that cannot be one throws, naming the rule (never the value). */
-export function signingKey(secret: string): Uint8Array {
+export function signingKey(secret: string, name = "EVENTS_WEBHOOK_SECRET"): Uint8Array {
   if (secret.startsWith(PREFIX)) {
     let key: Uint8Array;
     try {
       key = Uint8Array.from(atob(secret.slice(PREFIX.length)), (c) => c.charCodeAt(0));
     } catch {
-      throw new StatusError(500, `EVENTS_WEBHOOK_SECRET starts with "${PREFIX}" but the rest is not base64`);
+      throw new StatusError(500, `${name} starts with "${PREFIX}" but the rest is not base64`);
     }
-    if (key.length < MIN_KEY_BYTES) throw new StatusError(500, `EVENTS_WEBHOOK_SECRET's key is shorter than ${MIN_KEY_BYTES} bytes`);
+    if (key.length < MIN_KEY_BYTES) throw new StatusError(500, `${name}'s key is shorter than ${MIN_KEY_BYTES} bytes`);
     return key;
   }
-  if (secret.length < MIN_SECRET_LENGTH) throw new StatusError(500, `EVENTS_WEBHOOK_SECRET is shorter than ${MIN_SECRET_LENGTH} characters`);
+  if (secret.length < MIN_SECRET_LENGTH) throw new StatusError(500, `${name} is shorter than ${MIN_SECRET_LENGTH} characters`);
   return new TextEncoder().encode(secret);
 }
 

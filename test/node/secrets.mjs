@@ -219,11 +219,18 @@ describe("npm run secrets (deployed Worker, through wrangler)", () => {
     assert.deepEqual(Object.keys(now.bulk), ["HOOK_SECRET"]);
   });
 
-  it("--rotate with no names rotates all three: the signing key keeps a previous one, the admin token does not", () => {
-    const env = { HOOK_SECRET: "the-current-hook-secret-32-chars-or-more", TOKEN_SIGNING_KEY: "the-current-signing-key-32-chars-or-more" };
+  it("--rotate with no names rotates them all: the hook secret, signing key and events secret keep a previous one, the admin token does not", () => {
+    const env = {
+      HOOK_SECRET: "the-current-hook-secret-32-chars-or-more",
+      TOKEN_SIGNING_KEY: "the-current-signing-key-32-chars-or-more",
+      EVENTS_WEBHOOK_SECRET: "whsec_dGhlLWN1cnJlbnQtZXZlbnRzLXNlY3JldC0zMmJ5dGVz",
+    };
     const r = remote(["--rotate"], { list: NAMES, env });
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(Object.keys(r.bulk).sort(), ["ADMIN_TOKEN", "EVENTS_WEBHOOK_SECRET", "HOOK_SECRET", "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY", "TOKEN_SIGNING_KEY_PREVIOUS"]);
+    assert.deepEqual(Object.keys(r.bulk).sort(), [
+      "ADMIN_TOKEN", "EVENTS_WEBHOOK_SECRET", "EVENTS_WEBHOOK_SECRET_PREVIOUS", "HOOK_SECRET", "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY", "TOKEN_SIGNING_KEY_PREVIOUS",
+    ]);
     assert.equal(r.bulk.TOKEN_SIGNING_KEY_PREVIOUS, env.TOKEN_SIGNING_KEY);
+    assert.equal(r.bulk.EVENTS_WEBHOOK_SECRET_PREVIOUS, env.EVENTS_WEBHOOK_SECRET);
   });
 });

@@ -63,3 +63,22 @@ function tooLarge(): StatusError {
 export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
+
+/** A query parameter given at most once: undefined when absent; given twice (or more), 400 naming it. */
+export function queryParam(query: Record<string, unknown>, name: string): string | undefined {
+  const value = query[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== "string") throw new StatusError(400, `query parameter "${name}" must be given once`);
+  return value;
+}
+
+/**
+ * ?cursor= of a paged list, as a previous page gave it (opaque, from KV): once, and of the
+ * characters such cursors have. Anything else is a 400, never a quiet first or empty page.
+ */
+export function pageCursor(query: Record<string, unknown>): string | undefined {
+  const cursor = queryParam(query, "cursor");
+  if (cursor === undefined || cursor === "") return undefined;
+  if (!/^[A-Za-z0-9+/=_.-]{1,2048}$/.test(cursor)) throw new StatusError(400, 'query parameter "cursor" is not a cursor this API gave');
+  return cursor;
+}

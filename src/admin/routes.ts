@@ -3,7 +3,7 @@ import { newPublishKey, secretsMatch, sha256Hex } from "../auth/secrets";
 import { signPlayToken } from "../auth/token";
 import { maxTokenTtlS, requiredSecret } from "../config";
 import type { Env } from "../env";
-import { jsonResponse, readJson } from "../http";
+import { jsonResponse, pageCursor, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
@@ -113,11 +113,9 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   if (prefix !== undefined && !(typeof prefix === "string" && /^([A-Za-z0-9._~-]{1,128}(\/[A-Za-z0-9._~-]{0,128})?)?$/.test(prefix))) {
     throw new StatusError(400, 'query parameter "prefix" must be the start of "app/stream": letters, digits and . _ ~ -, one "/" at most, 128 characters each side');
   }
-  if (vhost !== undefined && typeof vhost !== "string") throw new StatusError(400, 'query parameter "vhost" must be given once');
   // The vhost is checked as on every other admin route; the name itself is only a placeholder.
   const scope = vhost === undefined && prefix === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/${prefix ?? ""}`;
-  const cursor = typeof request.query.cursor === "string" ? request.query.cursor : undefined;
-  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + scope, limit: limit === undefined ? 100 : Number(limit), cursor });
+  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + scope, limit: limit === undefined ? 100 : Number(limit), cursor: pageCursor(request.query) });
   const states = await Promise.all(
     page.keys.map(async (k) => {
       const key = k.name.slice(CATALOGUE_PREFIX.length);

@@ -1,6 +1,6 @@
 import { StatusError, type IRequest } from "itty-router";
 import type { Env } from "../env";
-import { jsonResponse } from "../http";
+import { jsonResponse, queryParam } from "../http";
 import { LIMITS, within } from "../limits";
 import { endServerSessions as endAllOfServer, endStreamSessions as endOfStream } from "../session/lifecycle";
 import { streamKey } from "../stream/name";
@@ -21,8 +21,8 @@ import { notQueued, reportOperatorEnded } from "../events/operator";
 export async function endStreamSessions(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const filter = {
-    serverId: optionalId(request.query.server, "server"),
-    clientId: optionalId(request.query.client, "client"),
+    serverId: optionalId(request.query, "server"),
+    clientId: optionalId(request.query, "client"),
   };
   const ended = await endOfStream(env, streamKey(name), filter);
   if (ended === null) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
@@ -53,8 +53,7 @@ export async function endServerSessions(request: IRequest, env: Env): Promise<Re
   });
 }
 
-function optionalId(value: unknown, field: string): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== "string") throw new StatusError(400, `query parameter "${field}" must be given once`);
-  return within(field, value, LIMITS.id);
+function optionalId(query: Record<string, unknown>, field: string): string | undefined {
+  const value = queryParam(query, field);
+  return value === undefined ? undefined : within(field, value, LIMITS.id);
 }

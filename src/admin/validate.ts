@@ -1,6 +1,6 @@
 import { StatusError } from "itty-router";
 import { MAX_CLOCK_SKEW_S, SUB_PATTERN } from "../auth/token";
-import { isObject } from "../http";
+import { isObject, queryParam } from "../http";
 import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, type StreamName } from "../stream/name";
 import type { PolicyChange } from "../stream/object";
@@ -56,7 +56,7 @@ export function parsePolicyChange(body: unknown): PolicyChange {
 
 /** The stream named by the admin path plus the optional ?vhost= query parameter. */
 export function streamNameFrom(params: Record<string, string>, query: Record<string, unknown>): StreamName {
-  const vhost = typeof query.vhost === "string" ? query.vhost : DEFAULT_VHOST;
+  const vhost = queryParam(query, "vhost") ?? DEFAULT_VHOST;
   if (vhost === "") throw new StatusError(400, 'field "vhost" must not be empty');
   return {
     vhost: within("vhost", vhost, LIMITS.vhost),

@@ -1,5 +1,6 @@
 /** The time range of a usage query (?from=&to=&resolution=): checked, aligned, capped. */
 import { StatusError } from "itty-router";
+import { queryParam } from "../http";
 import { floorTo, HOUR_MS, MINUTE_MS, MINUTES_KEPT_MS } from "./book";
 
 export type Resolution = "hour" | "minute";
@@ -20,7 +21,7 @@ const DEFAULT_RANGE_MS: Record<Resolution, number> = { hour: 24 * HOUR_MS, minut
 const ISO = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
 
 export function parseRange(query: Record<string, unknown>, now = Date.now()): UsageRange {
-  const resolution = one(query, "resolution") ?? "hour";
+  const resolution = queryParam(query, "resolution") ?? "hour";
   if (resolution !== "hour" && resolution !== "minute") throw new StatusError(400, 'query parameter "resolution" must be "hour" or "minute"');
   const unit = resolution === "hour" ? HOUR_MS : MINUTE_MS;
   const end = time(query, "to") ?? now;
@@ -37,15 +38,8 @@ export function parseRange(query: Record<string, unknown>, now = Date.now()): Us
   return { resolution, from, to, unit };
 }
 
-function one(query: Record<string, unknown>, name: string): string | undefined {
-  const value = query[name];
-  if (value === undefined) return undefined;
-  if (typeof value !== "string") throw new StatusError(400, `query parameter "${name}" must be given once`);
-  return value;
-}
-
 function time(query: Record<string, unknown>, name: string): number | undefined {
-  const value = one(query, name);
+  const value = queryParam(query, name);
   if (value === undefined) return undefined;
   const ms = ISO.test(value) && realDate(value) ? Date.parse(value) : NaN;
   if (!Number.isFinite(ms)) throw new StatusError(400, `query parameter "${name}" must be an ISO 8601 date-time, e.g. 2026-05-01T00:00:00Z`);

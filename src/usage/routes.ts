@@ -2,7 +2,7 @@ import { StatusError, type IRequest } from "itty-router";
 import { CATALOGUE_PREFIX } from "../admin/routes";
 import { streamNameFrom } from "../admin/validate";
 import type { Env } from "../env";
-import { jsonResponse } from "../http";
+import { jsonResponse, pageCursor } from "../http";
 import { streamObject } from "../object-access";
 import { parseStreamKey, streamKey } from "../stream/name";
 import { parseRange } from "./range";
@@ -36,8 +36,7 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
   if (format !== "json" && format !== "csv") throw new StatusError(400, 'query parameter "format" must be "json" or "csv"');
   if (format === "csv" && range.resolution !== "hour") throw new StatusError(400, '"format=csv" is per hour: leave out "resolution"');
   const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
-  const cursor = typeof request.query.cursor === "string" && request.query.cursor !== "" ? request.query.cursor : undefined;
-  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor });
+  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor: pageCursor(request.query) });
   const keys = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
   // A stream whose object cannot be asked is shown empty and named in `unavailable`: the others still report.
   const unavailable: string[] = [];

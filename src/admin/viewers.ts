@@ -32,16 +32,16 @@ export async function postRevocation(request: IRequest, env: Env): Promise<Respo
   const { sub, before } = parseRevocation(await readJson(request), now);
   const key = streamKey(name);
   const stream = streamObject(env, key);
-  const state = await stream.state();
-  if (!state) throw new StatusError(404, `stream ${key} does not exist`);
+  if (!(await stream.state())) throw new StatusError(404, `stream ${key} does not exist`);
   const revocation = await stream.revoke(sub, before, before + maxTokenTtlS(env));
   if (!revocation) throw new StatusError(409, 'too many active revocations on this stream: revoke every token issued before a time instead ({"before": <Unix seconds>})');
   const unreached = await stream.pushRevocations(key).catch(() => ["(stream)"]);
   if (unreached.length > 0) console.error(JSON.stringify({ error: "revocation not pushed to every viewer shard", stream: key, servers: unreached }));
   // On an open stream its viewers need no token: ending them would only have them play again at once (the shards
-  // check too, but one just restarted may not know the stream's policy yet).
-  const { ended, kicking, eventsNotQueued } =
-    state.playAuth === "open" ? { ended: [], kicking: [], eventsNotQueued: [] } : await endRevokedSessions(env, key, await stream.eventSources(), [{ sub, before }]);
+  // check too, but one just restarted may not know the stream's policy yet). Read now that the revocation is
+  // stored: a switch to token that came before it ended nothing of it, one that comes after it ends what it covers.
+  const open = (await stream.state())?.playAuth === "open";
+  const { ended, kicking, eventsNotQueued } = open ? { ended: [], kicking: [], eventsNotQueued: [] } : await endRevokedSessions(env, key, await stream.eventSources(), [{ sub, before }]);
   return jsonResponse(
     {
       revocation: shown(revocation),
@@ -70,8 +70,7 @@ export async function listViewers(request: IRequest, env: Env): Promise<Response
   const name = streamNameFrom(request.params, request.query);
   const key = streamKey(name);
   const stream = streamObject(env, key);
-  const state = await stream.state();
-  if (!state) throw new StatusError(404, `stream ${key} does not exist`);
+  if (!(await stream.state())) throw new StatusError(404, `stream ${key} does not exist`);
   const sources = await stream.eventSources();
   const sessions = (await Promise.all(sources.map((id) => viewerShard(env, id).viewerSessions(key, VIEWERS_LISTED).catch(() => [] as ViewerSession[])))).flat();
   const bySub = new Map<string, ViewerSession[]>();

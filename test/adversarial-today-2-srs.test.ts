@@ -57,7 +57,7 @@ describe("a kick queued again while an earlier kick of the same client is being 
       gate.reached = true;
       while (!gate.released) await scheduler.wait(5);
       return answer;
-    });
+    } as unknown as ViewerShard["holdsClient"]);
     await serverStub(edge).queueKicks([
       { streamKey, role: "viewer", serverId: edge.server, serviceId: edge.service, clientId: "view0001", why: "refused (test), and SRS serves a refused HLS session", unlessAdmitted: true },
     ]);

@@ -24,9 +24,12 @@ export interface KickServers {
   apiCalled(serverId: string, ok: boolean): void;
 }
 
-type DueKick = { server_id: string; service_id: string; client_id: string; stream_key: string; role: string; why: string; attempt: number; until: number; unless_admitted: number };
+type KickKey = { server_id: string; service_id: string; client_id: string; stream_key: string; role: string };
+type DueKick = KickKey & { why: string; attempt: number; until: number; unless_admitted: number };
 
-const kickId = (k: DueKick) => [k.server_id, k.service_id, k.client_id, k.stream_key, k.role].join("\n");
+const kickId = (k: KickKey) => [k.server_id, k.service_id, k.client_id, k.stream_key, k.role].join("\n");
+/** A kick's try (its one to three API calls of at most 2 s, and a wait for a call slot) is over well within this. */
+const TRYING_RECHECK_MS = 15_000;
 
 export class KickOutbox {
   /** At most CALLS_PER_SERVER kicks at a time go to one server (each makes its calls one after the other). */
@@ -83,7 +86,7 @@ export class KickOutbox {
   }
 
   /** Runs the kicks that are due, KICKS_PER_RUN at most; each outcome goes to the stream's decision log. */
-  async run(now: number): Promise<void> {
+  async run(now: number, again = true): Promise<void> {
     const due = this.sql
       .exec<DueKick>(
         // Operators' kicks first: a flood of refused clients never holds one back. Then the servers take turns (each
@@ -93,24 +96,27 @@ export class KickOutbox {
            SELECT *, ROW_NUMBER() OVER (PARTITION BY server_id ORDER BY unless_admitted, attempt, next_at) AS server_turn,
              ROW_NUMBER() OVER (PARTITION BY unless_admitted, server_id ORDER BY attempt, next_at) AS turn FROM kicks WHERE next_at <= ?)
          WHERE server_turn <= ? ORDER BY unless_admitted, turn, next_at LIMIT ?`,
-        now, KICKS_PER_SERVER_RUN, KICKS_PER_RUN,
+        now, KICKS_PER_SERVER_RUN, KICKS_PER_RUN + this.trying.size,
       )
       .toArray()
-      .filter((k) => !this.trying.has(kickId(k)));
+      .filter((k) => !this.trying.has(kickId(k)))
+      .slice(0, KICKS_PER_RUN);
     for (const k of due) this.trying.add(kickId(k));
-    await Promise.all(
+    const replaced = await Promise.all(
       due.map(async (k) => {
         try {
-          await this.attempt(k);
+          return await this.attempt(k);
         } finally {
           this.trying.delete(kickId(k));
         }
       }),
     );
+    // A kick queued again while its client's earlier one was tried (an operator's) goes now, not at a later alarm.
+    if (replaced.includes(true) && again) await this.run(Date.now(), false);
   }
 
-  /** One try of one kick; the outcome to the stream's decision log, or a later try. */
-  private async attempt(k: DueKick): Promise<void> {
+  /** One try of one kick; the outcome to the stream's decision log, or a later try. True: the kick was queued again meanwhile. */
+  private async attempt(k: DueKick): Promise<boolean> {
     const target = this.servers.apiTarget(k.server_id, k.service_id);
     // A refused client admitted since, on any stream here (SRS forgot the refused session, the player came back with its id), keeps playing.
     // (A shard that cannot be asked: tried again like an edge that cannot be reached, never kicked blind.)
@@ -128,16 +134,15 @@ export class KickOutbox {
             : { outcome: "no api" };
     const outcome = result.outcome;
     if (target && admitted === false && outcome !== "unaddressable") this.servers.apiCalled(k.server_id, outcome !== "failed");
-    const key = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role] as const;
+    // The row as it was tried: a kick queued again meanwhile for the same client (an operator's in place of a refused
+    // client's, say) replaced it, and is left for a later run, not deleted or delayed with this one.
+    const tried = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role, k.until, k.unless_admitted, k.why] as const;
+    const sameRow = "server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND until = ? AND unless_admitted = ? AND why = ?";
     if (outcome === "failed" && Date.now() < k.until) {
       const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
-      this.sql.exec(
-        "UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
-        Date.now() + wait, ...key,
-      );
-      return;
+      return this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;
     }
-    this.sql.exec("DELETE FROM kicks WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?", ...key);
+    const replaced = this.sql.exec(`DELETE FROM kicks WHERE ${sameRow}`, ...tried).rowsWritten === 0;
     const reason = {
       kicked: `kicked (${k.why})`,
       gone: `kick: the client was already gone (${k.why})`,
@@ -149,10 +154,22 @@ export class KickOutbox {
     }[outcome];
     console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
     await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason)).catch(() => {});
+    return replaced;
   }
 
-  /** When the next kick is due (null: none waits). */
+  /**
+   * When the next kick is due (null: none waits). One a run is trying counts only from TRYING_RECHECK_MS
+   * on: that run re-arms the alarm when it is done, and the alarm must not fire again and again meanwhile
+   * (if the object is evicted mid-try, the alarm then finds the kick still waiting).
+   */
   nextAt(): number | null {
-    return this.sql.exec<{ at: number | null }>("SELECT MIN(next_at) AS at FROM kicks").one().at;
+    let next: number | null = null;
+    const tryingUntil = Date.now() + TRYING_RECHECK_MS;
+    for (const k of this.sql.exec<KickKey & { next_at: number }>("SELECT server_id, service_id, client_id, stream_key, role, next_at FROM kicks ORDER BY next_at")) {
+      const at = this.trying.has(kickId(k)) ? Math.max(k.next_at, tryingUntil) : k.next_at;
+      if (next === null || at < next) next = at;
+      if (at === k.next_at) break; // rows come in next_at order: none later is due earlier
+    }
+    return next;
   }
 }

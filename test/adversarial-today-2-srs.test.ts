@@ -2,7 +2,7 @@
  * Adversarial review of the kick outbox as 5988569 left it (kicks start at once when queued,
  * overlapping runs skip each other's kicks, the alarm runs notices and kicks side by side),
  * reviewed with 03bbb3e..1ca5fdb. Runs in the "srs-api" project (SRS_API_URL =
- * https://{device_id}.srs.test:1985). Each test states what should hold; those that fail are findings.
+ * https://{device_id}.srs.test:1985). Each test states what should hold; both failed on 1ca5fdb, fixed by b0d80f0.
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";

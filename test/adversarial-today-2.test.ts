@@ -1,7 +1,7 @@
 /**
  * Adversarial review of 03bbb3e..1ca5fdb (gate project): revocations on open streams and the
  * switch to token, the admin API's query parameters (a repeated ?vhost=, ?cursor= of GET
- * /admin/usage). Each test states what should hold; those that fail are findings.
+ * /admin/usage). Each test states what should hold; all failed on 1ca5fdb, fixed by a0035bb and 58ac365.
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";

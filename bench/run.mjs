@@ -1208,16 +1208,22 @@ function checkTargets(summary, flash) {
       pass: exactLoad(f) && f.load.streamPer1000 <= 20,
     },
   ]);
+  // Against the floor, round by round (the two ran on the same requests, one after the other), and the
+  // median of those ratios: a ratio of the two medians can pair one's slow round with the other's fast one.
+  const byRound = (field) => median(churn.rounds.map((r, i) => r[field] / churnFloor.rounds[i][field]));
+  const rounds = (field) => churn.rounds.map((r, i) => fmt.ratio(r[field] / churnFloor.rounds[i][field])).join(", ");
+  const churnRps = byRound("rps");
+  const churnP99 = byRound("p99");
   return [
     {
-      name: "viewer churn throughput >= 0.9 × one-DO-write floor",
-      value: `${fmt.ratio(churn.rps / churnFloor.rps)} (${fmt.rps(churn.rps)} vs ${fmt.rps(churnFloor.rps)} req/s)`,
-      pass: churn.rps >= 0.9 * churnFloor.rps,
+      name: "viewer churn throughput >= 0.9 × one-DO-write floor (median of the rounds' ratios)",
+      value: `${fmt.ratio(churnRps)} (rounds ${rounds("rps")}; medians ${fmt.rps(churn.rps)} vs ${fmt.rps(churnFloor.rps)} req/s)`,
+      pass: churnRps >= 0.9,
     },
     {
-      name: "viewer churn p99 <= 1.5 × one-DO-write floor p99",
-      value: `${fmt.ratio(churn.p99 / churnFloor.p99)} (${fmt.ms(churn.p99)} vs ${fmt.ms(churnFloor.p99)} ms)`,
-      pass: churn.p99 <= 1.5 * churnFloor.p99,
+      name: "viewer churn p99 <= 1.5 × one-DO-write floor p99 (median of the rounds' ratios)",
+      value: `${fmt.ratio(churnP99)} (rounds ${rounds("p99")}; medians ${fmt.ms(churn.p99)} vs ${fmt.ms(churnFloor.p99)} ms)`,
+      pass: churnP99 <= 1.5,
     },
     {
       name: `hot stream (${n(PLAN.hotViewers)} viewers) p99 <= 1.2 × empty stream p99`,
@@ -1286,7 +1292,9 @@ timing or load targets).
 
 Medians over ${rounds} round${rounds === 1 ? "" : "s"}. Latencies are per request, measured by the load generator
 (HTTP/1.1 on 127.0.0.1, ${meta.keepAlive ? "keep-alive connections, but a connection per hook in the flash crowds" : "a connection per hook"});
-the "vs" columns compare with a floor given the same requests in the same round.
+the "vs" columns divide those medians by a floor's (given the same requests in the same rounds); the
+viewer-churn targets take the median of the rounds' own ratios instead, so that one's slow round is
+never weighed against the other's fast one.
 
 ${markdownTable(tableRows(summary))}
 

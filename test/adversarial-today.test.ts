@@ -6,27 +6,24 @@
  */
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { serverTimeoutMs } from "../src/config";
 import { ServerRegistry } from "../src/server/registry";
 import { ViewerShard } from "../src/viewers/shard";
-import { admin, createStream, type Edge, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, HOUR, iso, recallsFailOn, usage, restarted, serverListed, serverStub, shardStub, useFakeClock } from "./fleet";
 import { playWith, tokenOf } from "./identity";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const T = serverTimeoutMs(env);
 
-let edge: Edge;
-let other: Edge;
 useFakeClock();
-beforeEach(() => {
-  edge = newEdge();
-  other = newEdge();
-});
+/** The edge under test and another one, fresh for each test. */
+const twoEdges = () => [newEdge(), newEdge()];
 
 describe("a quiet candidate that speaks by hooks that gate nothing", () => {
   it("an on_hls of the candidate's publisher keeps it counting: no second publisher elsewhere", async () => {
+    const [edge, other] = twoEdges();
     await beat(edge);
     const s = uniqueStream();
     const key = await createStream(s);
@@ -52,6 +49,7 @@ describe("a quiet candidate that speaks by hooks that gate nothing", () => {
 
 describe("a revocation on an open stream, at a shard the push did not reach", () => {
   it("ends no session there either (the shard, just restarted, has no policy cached)", async () => {
+    const [edge, other] = twoEdges();
     const s = uniqueStream();
     await createStream(s, {});
     const token = await tokenOf(s, "alice");
@@ -70,6 +68,7 @@ describe("a revocation on an open stream, at a shard the push did not reach", ()
 
 describe("usage of a candidate that went quiet", () => {
   it("its viewers stop counting seconds and peaks once it is quiet, not when it is finally refused hours later", async () => {
+    const [edge, other] = twoEdges();
     await beat(edge);
     const s = uniqueStream();
     await createStream(s);

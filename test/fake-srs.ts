@@ -8,7 +8,7 @@
  * across origins) and honours the request's AbortSignal.
  */
 import { afterEach, beforeEach, expect, vi } from "vitest";
-import { heartbeat, hook, newEdge, type Edge } from "./srs";
+import { admin, createStream, heartbeat, hook, newEdge, play, uniqueStream, type Edge } from "./srs";
 
 export const ALLOW = { status: 200, body: { code: 0 } };
 export const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
@@ -151,6 +151,20 @@ export async function edgeWithApi(clients: string[] = [], edge: Edge = newEdge()
   for (const c of clients) fake.clients.add(c);
   hosts.set(hostOf(edge), fake);
   return { edge, fake };
+}
+
+/**
+ * A viewer ("view0001") SRS has on an edge with an API, whose session the operator ends: its kick is
+ * queued in the edge's registry shard. `first` changes the fake before the kick is queued.
+ */
+export async function operatorKick(first: (fake: FakeSrs) => void = () => {}): Promise<{ edge: Edge; fake: FakeSrs; s: string }> {
+  const { edge, fake } = await edgeWithApi(["view0001"]);
+  const s = uniqueStream();
+  await createStream(s, { maxViewers: 10 });
+  expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+  first(fake);
+  expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.kicking).toHaveLength(1);
+  return { edge, fake, s };
 }
 
 /** A fake SRS API of `edge`'s process at another host (a per-server override). */

@@ -13,7 +13,7 @@ import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { admin, adminWith, createStream, heartbeat, hook, play, publish, uniqueStream } from "./srs";
-import { ALLOW, allCalls, deviceOf, edgeWithApi, installFakeSrs, type FakeSrs } from "./fake-srs";
+import { ALLOW, allCalls, deviceOf, edgeWithApi, installFakeSrs, operatorKick, type FakeSrs } from "./fake-srs";
 import { at, holdMatching, serverListed, serverStub, until, withNoticeTimeout } from "./fleet";
 import { limited, playWith, tokenOf } from "./identity";
 
@@ -121,12 +121,7 @@ describe("an edge that answers, but not as it should, is named for what it answe
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["view0001"]);
-      const s = uniqueStream();
-      await createStream(s, { maxViewers: 10 });
-      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-      fake.override = () => new Response(null, { status: 401 });
-      expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.kicking).toHaveLength(1);
+      const { edge, s } = await operatorKick((fake) => void (fake.override = () => new Response(null, { status: 401 })));
       await runDurableObjectAlarm(serverStub(edge));
       at(5 * 60_000 + 10_000);
       await runDurableObjectAlarm(serverStub(edge));

@@ -10,7 +10,7 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, type FakeSrs } from "./fake-srs";
+import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, operatorKick, type FakeSrs } from "./fake-srs";
 import { at, serverListed, serverStub } from "./fleet";
 
 installFakeSrs();
@@ -235,12 +235,7 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["view0001"]);
-      const s = uniqueStream();
-      await createStream(s, { maxViewers: 10 });
-      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-      fake.reachable = false;
-      expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.kicking).toHaveLength(1);
+      const { edge, s } = await operatorKick((fake) => void (fake.reachable = false));
       await runDurableObjectAlarm(serverStub(edge));
       at(1_500);
       await runDurableObjectAlarm(serverStub(edge));
@@ -256,12 +251,7 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
   });
 
   it("an edge back before the retries end: the kick goes through", async () => {
-    const { edge, fake } = await edgeWithApi(["view0001"]);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 10 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    fake.reachable = false;
-    await admin("DELETE", `/streams/live/${s}/sessions`);
+    const { fake } = await operatorKick((fake) => void (fake.reachable = false));
     await new Promise((r) => setTimeout(r, 300));
     fake.reachable = true;
     await vi.waitFor(() => expect(kickedOn(fake, "view0001")).toBe(true), { timeout: 8000, interval: 100 });

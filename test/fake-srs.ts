@@ -8,7 +8,7 @@
  * across origins) and honours the request's AbortSignal.
  */
 import { afterEach, beforeEach, expect, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, newEdge, play, uniqueStream, type Edge } from "./srs";
+import { admin, createStream, heartbeat, hook, newEdge, play, publish, uniqueStream, type Edge } from "./srs";
 
 export const ALLOW = { status: 200, body: { code: 0 } };
 export const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
@@ -165,6 +165,20 @@ export async function operatorKick(first: (fake: FakeSrs) => void = () => {}): P
   first(fake);
   expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.kicking).toHaveLength(1);
   return { edge, fake, s };
+}
+
+/**
+ * A stream with onDuplicatePublish "replace" whose publisher "enc00001" is live on edge `a`, and an
+ * edge `b` whose SRS has "enc00002", about to take it over with the same key.
+ */
+export async function takeoverReady() {
+  const a = await edgeWithApi(["enc00001"]);
+  const b = await edgeWithApi(["enc00002"]);
+  const s = uniqueStream();
+  const key = await createStream(s);
+  expect((await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" })).body.onDuplicatePublish).toBe("replace");
+  expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+  return { a, b, s, key };
 }
 
 /** A fake SRS API of `edge`'s process at another host (a per-server override). */

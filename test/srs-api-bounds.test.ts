@@ -13,7 +13,7 @@ import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { admin, adminWith, createStream, heartbeat, hook, play, publish, uniqueStream } from "./srs";
-import { ALLOW, allCalls, deviceOf, edgeWithApi, installFakeSrs, operatorKick, type FakeSrs } from "./fake-srs";
+import { ALLOW, allCalls, deviceOf, edgeWithApi, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "./fake-srs";
 import { at, holdMatching, serverListed, serverStub, until, withNoticeTimeout } from "./fleet";
 import { limited, playWith, tokenOf } from "./identity";
 
@@ -133,12 +133,7 @@ describe("an edge that answers, but not as it should, is named for what it answe
   });
 
   it("a takeover whose kick the old edge refuses: 4009 names what it answered, and GET /admin/servers shows the failed call", async () => {
-    const a = await edgeWithApi(["enc00001"]);
-    const b = await edgeWithApi(["enc00002"]);
-    const s = uniqueStream();
-    const key = await createStream(s);
-    await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
-    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const { a, b, s, key } = await takeoverReady();
     // The ghost check's GET finds the old publisher; the kick itself (DELETE) is answered with HTTP 500.
     a.fake.override = (req) => (req.method === "DELETE" ? new Response(null, { status: 500 }) : Response.json({ ...a.fake.envelope(), client: { id: "enc00001" } }));
     const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));

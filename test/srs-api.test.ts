@@ -10,7 +10,7 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, operatorKick, type FakeSrs } from "./fake-srs";
+import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "./fake-srs";
 import { at, serverListed, serverStub } from "./fleet";
 
 installFakeSrs();
@@ -262,13 +262,7 @@ describe('publisher takeover: onDuplicatePublish "replace"', () => {
   const kickedOn = (fake: FakeSrs, client: string) => fake.calls.some((c) => c.method === "DELETE" && c.path === `/api/v1/clients/${client}`);
 
   it("a second publisher with the right key, on another edge, takes the stream over once the old one is kicked", async () => {
-    const a = await edgeWithApi(["enc00001"]);
-    const b = await edgeWithApi(["enc00002"]);
-    const s = uniqueStream();
-    const key = await createStream(s);
-    const put = await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
-    expect(put.body.onDuplicatePublish).toBe("replace");
-    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const { a, b, s, key } = await takeoverReady();
     expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
     expect(kickedOn(a.fake, "enc00001")).toBe(true);
     const state = await streamState(s);
@@ -278,12 +272,7 @@ describe('publisher takeover: onDuplicatePublish "replace"', () => {
   });
 
   it("the old edge cannot be reached: the new publisher is refused, saying so, and the old one keeps the stream", async () => {
-    const a = await edgeWithApi(["enc00001"]);
-    const b = await edgeWithApi(["enc00002"]);
-    const s = uniqueStream();
-    const key = await createStream(s);
-    await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
-    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const { a, b, s, key } = await takeoverReady();
     a.fake.reachable = false;
     const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
     expect(r.status).toBe(403);
@@ -315,12 +304,7 @@ describe('publisher takeover: onDuplicatePublish "replace"', () => {
 
 describe("what the real SRS run showed", () => {
   it("a takeover whose old publisher sends on_unpublish before SRS's API lets it go: admitted, and the takeover is in the log", async () => {
-    const a = await edgeWithApi(["enc00001"]);
-    const b = await edgeWithApi(["enc00002"]);
-    const s = uniqueStream();
-    const key = await createStream(s);
-    await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" });
-    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const { a, b, s, key } = await takeoverReady();
     a.fake.linger = true;
     a.fake.onKick = () => void hook(unpublish("live", s, { ...a.edge, client: "enc00001" }));
     expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);

@@ -142,9 +142,9 @@ interface ServerRow extends Record<string, SqlStorageValue> {
 /** Servers are spread over this many registry objects by a hash of their server_id. */
 export const REGISTRY_SHARDS = 16;
 /** Notices delivered per alarm run: bounded work, whatever the fleet size. */
-export /** Retired service_ids kept per server (a server restarting daily keeps two months of them). */
+export const NOTICE_BATCH = 50;
+/** Retired service_ids kept per server (a server restarting daily keeps two months of them). */
 const RETIRED_KEPT = 64;
-const NOTICE_BATCH = 50;
 /** A notice that could not be delivered is retried this much later, then twice as late each time, up to NOTICE_RETRY_MAX_MS. */
 const NOTICE_RETRY_MS = 5000;
 const NOTICE_RETRY_MAX_MS = 60_000;

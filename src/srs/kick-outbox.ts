@@ -158,15 +158,17 @@ export class KickOutbox {
   }
 
   /**
-   * When the next kick is due (null: none waits). One a run is trying counts only from TRYING_RECHECK_MS
-   * on: that run re-arms the alarm when it is done, and the alarm must not fire again and again meanwhile
+   * When the next kick is due (null: none waits). One a run is trying, or of a server whose kicks a run is
+   * trying, counts only from TRYING_RECHECK_MS on: that run re-arms the alarm when it is done, and the alarm must not fire again and again meanwhile
    * (if the object is evicted mid-try, the alarm then finds the kick still waiting).
    */
   nextAt(): number | null {
     let next: number | null = null;
     const tryingUntil = Date.now() + TRYING_RECHECK_MS;
+    // A server with kicks being tried takes no more until those end (their run re-arms then): its other kicks wait too.
+    const busy = new Set([...this.trying].map((id) => id.slice(0, id.indexOf("\n"))));
     for (const k of this.sql.exec<KickKey & { next_at: number }>("SELECT server_id, service_id, client_id, stream_key, role, next_at FROM kicks ORDER BY next_at")) {
-      const at = this.trying.has(kickId(k)) ? Math.max(k.next_at, tryingUntil) : k.next_at;
+      const at = busy.has(k.server_id) ? Math.max(k.next_at, tryingUntil) : k.next_at;
       if (next === null || at < next) next = at;
       if (at === k.next_at) break; // rows come in next_at order: none later is due earlier
     }

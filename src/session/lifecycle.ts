@@ -115,7 +115,7 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   let attempts = 0;
   const decided = stream((s): Promise<Decision> => {
     attempts++;
-    return s.publish(hook.session, hook.ip, keyHash, guessLimit, hookId);
+    return s.publish(hook.session, hook.ip, keyHash, guessLimit, hookId, deadline.left());
   });
   // An undo voids an attempt that may still admit: its steps get what is left of the deadline, and
   // UNDO_WAIT_MS together at least (so SRS still has its answer within HOOK_DEADLINE_MS + UNDO_WAIT_MS).

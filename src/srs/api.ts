@@ -118,16 +118,22 @@ type Failed = { problem: string };
 
 const UNREACHABLE = "edge unreachable";
 const NOT_SRS = "edge answered, but not as SRS's API";
+/** A call cut short (or not made) because the hook waiting for it had no time left: the API is slow, not failing. */
+export const TOO_SLOW = "edge too slow to answer within the hook's time";
 
 /**
  * One call; a failure when the server could not be reached, answered with
  * anything but HTTP 200 (SRS never redirects: a 3xx is not followed), sent
- * more than MAX_ANSWER_BYTES, or something else than SRS's JSON.
+ * more than MAX_ANSWER_BYTES, or something else than SRS's JSON. It waits
+ * API_TIMEOUT_MS at most, and never past `until` (the time a hook has left):
+ * a call with no time left is not made.
  */
-async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, path: string): Promise<Answer | Failed> {
+async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, path: string, until = Infinity): Promise<Answer | Failed> {
+  const waitMs = Math.min(API_TIMEOUT_MS, until - Date.now());
+  if (waitMs <= 0) return { problem: TOO_SLOW };
   let text: string | null;
   try {
-    const response = await fetch(`${target.base}${path}`, { method, headers: headers(env), redirect: "manual", signal: AbortSignal.timeout(API_TIMEOUT_MS) });
+    const response = await fetch(`${target.base}${path}`, { method, headers: headers(env), redirect: "manual", signal: AbortSignal.timeout(waitMs) });
     if (response.status !== 200) {
       await response.body?.cancel();
       logApi(target, method, `HTTP ${response.status}${response.status === 401 ? " (check SRS_API_USERNAME / SRS_API_PASSWORD)" : ""}`);
@@ -136,7 +142,7 @@ async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, path:
     text = await readAtMost(response, MAX_ANSWER_BYTES);
   } catch (err) {
     logApi(target, method, String(err).slice(0, 200));
-    return { problem: UNREACHABLE };
+    return { problem: waitMs < API_TIMEOUT_MS && (err as Error)?.name === "TimeoutError" ? TOO_SLOW : UNREACHABLE };
   }
   if (text === null) {
     logApi(target, method, `answer over ${MAX_ANSWER_BYTES} bytes: not SRS`);
@@ -191,12 +197,17 @@ function clientPath(clientId: string): string | null {
 const identities = new Map<string, { at: number; server: unknown; service: unknown }>();
 const IDENTITY_TTL_MS = 5_000;
 
-async function identity(env: Env, target: ApiTarget): Promise<{ server: unknown; service: unknown } | Failed> {
+async function identity(env: Env, target: ApiTarget, until?: number): Promise<{ server: unknown; service: unknown } | Failed> {
   const cached = identities.get(target.base);
   if (cached && Date.now() - cached.at < IDENTITY_TTL_MS) return cached;
-  const body = await call(env, "GET", target, "/api/v1/versions");
+  const body = await call(env, "GET", target, "/api/v1/versions", until);
   if ("problem" in body) return body;
   if (body.code !== 0) return { problem: `edge answered code ${body.code}` };
+  return remember(target, body);
+}
+
+/** Every code-0 answer names who answers at its base URL (as /api/v1/versions would): kept for the "not found" that follows. */
+function remember(target: ApiTarget, body: Answer): { server: unknown; service: unknown } {
   const who = { at: Date.now(), server: body.server, service: body.service };
   if (identities.size > 1_000) identities.clear();
   identities.set(target.base, who);
@@ -215,17 +226,18 @@ export interface PresenceAnswer {
  * found", another server_id answering, a "not found" from an API whose own
  * identity is not the session's server): then the session stands.
  */
-export async function clientPresence(env: Env, target: ApiTarget, clientId: string): Promise<PresenceAnswer> {
+export async function clientPresence(env: Env, target: ApiTarget, clientId: string, until?: number): Promise<PresenceAnswer> {
   const path = clientPath(clientId);
   if (!path) return { presence: "unknown" };
-  const body = await call(env, "GET", target, path);
+  const body = await call(env, "GET", target, path, until);
   if ("problem" in body) return { presence: "unknown", problem: body.problem };
   if (body.code === CLIENT_NOT_FOUND) {
     // SRS's "not found" is a bare {"code":2049}: believed only from the session's own server.
-    const who = await identity(env, target);
+    const who = await identity(env, target, until);
     return "problem" in who ? { presence: "unknown", problem: who.problem } : sameProcess(target, who, "gone");
   }
   if (body.code !== 0) return { presence: "unknown", problem: `edge answered code ${body.code}` };
+  remember(target, body);
   return sameProcess(target, body, "present");
 }
 
@@ -235,13 +247,25 @@ export interface KickResult {
   problem?: string;
 }
 
+/** How a kick fits a hook that waits for it (a takeover); the kick outbox has no such limits. */
+export interface KickTiming {
+  /** The DELETE is sent only before this time (then the hook still has time to wait for its answer and more); the check before it ends by then too. */
+  sendBy?: number;
+  /** The server's API said, a moment ago, that this very process has the client: no need to ask again first. */
+  knownPresent?: boolean;
+}
+
 /** Kicks the client on its server (DELETE /api/v1/clients/{id}). */
-export async function kickClient(env: Env, target: ApiTarget, clientId: string): Promise<KickResult> {
+export async function kickClient(env: Env, target: ApiTarget, clientId: string, timing: KickTiming = {}): Promise<KickResult> {
   if (!clientPath(clientId)) return { outcome: "unaddressable" };
   // First make sure the API answering is the session's process: a client id of a restarted process may name someone else.
-  const { presence, problem } = await clientPresence(env, target, clientId);
-  if (presence === "gone") return { outcome: "gone" };
-  if (presence === "unknown") return { outcome: "failed", problem: problem ?? UNREACHABLE };
+  if (!timing.knownPresent) {
+    const { presence, problem } = await clientPresence(env, target, clientId, timing.sendBy);
+    if (presence === "gone") return { outcome: "gone" };
+    if (presence === "unknown") return { outcome: "failed", problem: problem ?? UNREACHABLE };
+  }
+  // No kick the hook could not wait for: better the old publisher keeps the stream than both lose it.
+  if (timing.sendBy !== undefined && Date.now() >= timing.sendBy) return { outcome: "failed", problem: TOO_SLOW };
   const body = await call(env, "DELETE", target, clientPath(clientId)!);
   if ("problem" in body) return { outcome: "failed", problem: body.problem };
   if (body.code === CLIENT_NOT_FOUND) return { outcome: "gone" };

@@ -16,7 +16,7 @@ import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import type { SessionId } from "./hook";
-import { clientPresence, kickClient, type ApiTarget, type ClientPresence, type KickResult } from "./api";
+import { clientPresence, kickClient, TOO_SLOW, type ApiTarget, type ClientPresence, type KickResult } from "./api";
 
 export const GHOSTS_PER_CHECK = 20;
 /** What the decision log says of a session ended this way. */
@@ -124,11 +124,12 @@ export class GhostCheck {
    * stop event arrived (SRS sends on_unpublish before its API lets the client
    * go), at most `ms`; true once it is (a kicked connection takes a moment).
    */
-  async untilGone(target: ApiTarget, clientId: string, ms: number, stopped: () => boolean = () => false): Promise<boolean> {
+  async untilGone(target: ApiTarget, clientId: string, ms: number, stopped: () => boolean = () => false, answerBy = Infinity): Promise<boolean> {
     const until = Date.now() + ms;
     for (;;) {
       if (stopped()) return true;
-      const answer = await this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId), until);
+      // No question starts after `until`, and none waits past `answerBy` (the hook's own time).
+      const answer = await this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId, answerBy), until);
       if (answer) this.noteCall(target.serverId, answer);
       if (answer?.presence === "gone" || stopped()) return true;
       if (Date.now() + 100 >= until) return false;
@@ -136,9 +137,15 @@ export class GhostCheck {
     }
   }
 
-  /** Kicks a client (a takeover) in turn with this object's other calls to its server; GET /admin/servers shows how it went. */
-  async kick(target: ApiTarget, clientId: string): Promise<KickResult> {
-    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId)))!;
+  /**
+   * Kicks a client (a takeover) in turn with this object's other calls to its server; GET /admin/servers
+   * shows how it went. The kick is sent only before `sendBy`; a check of the client that just said this
+   * process has it (a refusal's, moments ago) spares the question before it.
+   */
+  async kick(target: ApiTarget, clientId: string, sendBy?: number): Promise<KickResult> {
+    const cached = this.answers.get(`${target.serverId}\n${target.serviceId}\n${clientId}`);
+    const knownPresent = cached?.presence === "present" && Date.now() - cached.at < ANSWER_TTL_MS;
+    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId, { sendBy, knownPresent }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
     if (result.outcome !== "unaddressable") this.noteCall(target.serverId, result);
     return result;
   }
@@ -173,9 +180,12 @@ export class GhostCheck {
   /**
    * A call's outcome: one that failed (unreachable, refused, not SRS, another server) leaves its server
    * alone for DOWN_TTL_MS; GET /admin/servers shows whether the last call worked. A call without a
-   * problem, or one that was never made (an id SRS's API cannot name), says nothing against the API.
+   * problem, one that was never made (an id SRS's API cannot name), or one a hook had no time left
+   * for (TOO_SLOW), says nothing against the API.
    */
   private noteCall(serverId: string, answer: { presence?: ClientPresence; outcome?: string; problem?: string }): void {
+    // Slow is not failing: a call the hook had no time for says nothing of the API.
+    if (answer.problem === TOO_SLOW) return;
     if (answer.problem) this.down.set(serverId, Date.now() + DOWN_TTL_MS);
     else if (answer.presence === "unknown") return;
     this.report(serverId, !answer.problem);

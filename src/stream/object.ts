@@ -3,7 +3,7 @@ import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { shardOf, type NoticeAnswer, type ProcessId, type ProcessStatus } from "../server/registry";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { withRetry } from "../platform/retry";
+import { HOOK_DEADLINE_MS, withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import type { SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
@@ -14,7 +14,8 @@ import { Revocations } from "./revocations";
 import { PolicyPushes, type PendingPush } from "./policy-pushes";
 import { addColumns } from "../platform/sql";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
-import { GhostCheck, GHOST_REASON } from "../srs/ghosts";
+import { API_TIMEOUT_MS } from "../srs/api";
+import { CHECK_BUDGET_MS, GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook } from "./leases";
@@ -73,6 +74,12 @@ export interface EndCause {
 
 /** After a takeover's kick, how long the old client may take to disappear from its edge (else the new one is refused, 4009). */
 const TAKEOVER_WAIT_MS = 1_000;
+/**
+ * What an on_publish keeps of the time its Worker gives it (HOOK_DEADLINE_MS less what went before)
+ * for the answer's way back and the Worker's steps after it: the SRS API calls of a ghost check or a
+ * takeover end before.
+ */
+const ANSWER_MARGIN_MS = 500;
 
 /** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
 export const PUSH_RETRY_MS = 5_000;
@@ -248,9 +255,13 @@ export class StreamObject extends DurableObject<Env> {
 
   // --- hooks -----------------------------------------------------------------
 
-  /** `guessLimit` is AUTH_FAILURES_PER_MINUTE as the Worker read it, so one setting governs every object. */
-  async publish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId = ""): Promise<Decision> {
+  /**
+   * `guessLimit` is AUTH_FAILURES_PER_MINUTE as the Worker read it, so one setting governs every object;
+   * `answerWithinMs` is what is left of the hook's deadline: the calls to SRS's API fit in it.
+   */
+  async publish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId = "", answerWithinMs = HOOK_DEADLINE_MS): Promise<Decision> {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
+    const answerBy = Date.now() + answerWithinMs - ANSWER_MARGIN_MS;
     // A start hook of a process this stream holds suspended: it is back, and the registry says what of it survived.
     if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.refresh(session, true);
     // An attempt that reached the object after the Worker undid its hook (it gave up waiting) admits nothing.
@@ -261,12 +272,12 @@ export class StreamObject extends DurableObject<Env> {
       // Decided again in any case: the blocker may have unpublished meanwhile.
       decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       // Still busy: the blocker may be a ghost of a lost on_unpublish; its server's SRS API says (src/srs/ghosts.ts).
-      if (!decision.allow && decision.restsOn === "publisher" && (await this.endGhosts(this.sessions.livePublishersBesides(session)))) {
+      if (!decision.allow && decision.restsOn === "publisher" && (await this.endGhosts(this.sessions.livePublishersBesides(session), answerBy))) {
         decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
       // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
-        const refused = await this.takeOver(session, hookId);
+        const refused = await this.takeOver(session, hookId, answerBy);
         decision = this.voided(hookId) ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
     } else if (decision.allow && decision.admit) {
@@ -670,21 +681,25 @@ export class StreamObject extends DurableObject<Env> {
    * confirmed (or the client proven gone). Null when the way is free; else
    * the refusal (fail closed: two publishers are never admitted at once). A
    * hook the Worker undid meanwhile kicks nobody: SRS refused its client.
+   * Every call ends by `answerBy`, and a kick is sent only while the hook can
+   * still wait for its answer and for the client to go: no old publisher is
+   * kicked for a new one the hook then has no time to admit.
    */
-  private async takeOver(session: SessionId, hookId: string): Promise<Decision | null> {
+  private async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<Decision | null> {
+    const sendBy = answerBy - API_TIMEOUT_MS - TAKEOVER_WAIT_MS;
     for (const holder of this.sessions.livePublishersBesides(session)) {
       if (!this.env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
       const target = await this.ghosts.targetOf(holder);
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
       const undone = this.voided(hookId);
       if (undone) return undone;
-      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId);
+      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy);
       if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };
       if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
       // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
       // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
       const stopped = () => !this.sessions.isPublishing(holder);
-      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped))) {
+      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, answerBy))) {
         return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
       }
       this.sessions.end(holder, "takeover");
@@ -694,9 +709,9 @@ export class StreamObject extends DurableObject<Env> {
     return null;
   }
 
-  /** Ends the publishers their servers' APIs no longer have; true if any ended. */
-  private async endGhosts(blockers: SessionId[]): Promise<boolean> {
-    const gone = await this.ghosts.gone(blockers);
+  /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
+  private async endGhosts(blockers: SessionId[], answerBy: number): Promise<boolean> {
+    const gone = await this.ghosts.gone(blockers, Math.min(CHECK_BUDGET_MS, answerBy - Date.now()));
     let ended = 0;
     for (const g of gone) {
       if (this.sessions.end(g, "ghost") === 0) continue;

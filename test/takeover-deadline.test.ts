@@ -8,7 +8,7 @@
  * test/fake-srs.ts; the deadline is shortened with withDeadline so a test takes seconds.
  */
 import { describe, expect, it } from "vitest";
-import { admin, hook, publish, streamState } from "./srs";
+import { admin, hook, publish, streamState, unpublish } from "./srs";
 import { ALLOW, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
 import { until, withDeadline } from "./fleet";
 
@@ -45,5 +45,17 @@ describe("a takeover against a slow old edge answers within the hook's deadline"
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
     expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001", state: "live" });
     expect((await events(s)).some((e: any) => e.client === "enc00002" && e.decision === "deny" && /too slow/.test(e.reason))).toBe(true);
+  });
+
+  it("the kicked publisher's on_unpublish admits the new one at once, without waiting for the slow question after the kick", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    a.fake.delayMs = 1_500;
+    // As real SRS does (docs/e2e-notes.md, run 15): the kicked client's on_unpublish comes right after the kick.
+    a.fake.onKick = () => void hook(unpublish("live", s, { ...a.edge, client: "enc00001" }));
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    const inFlight = a.fake.inFlight;
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+    expect(inFlight).toBe(1); // the GET after the kick, still on its way: the stop event was proof enough
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
   });
 });

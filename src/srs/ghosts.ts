@@ -123,15 +123,20 @@ export class GhostCheck {
    * Polls the client until its server says it is gone, or `stopped` says its
    * stop event arrived (SRS sends on_unpublish before its API lets the client
    * go), at most `ms`; true once it is (a kicked connection takes a moment).
+   * The stop event counts as soon as it arrives, also while a question is on
+   * its way to a slow API.
    */
   async untilGone(target: ApiTarget, clientId: string, ms: number, stopped: () => boolean = () => false, answerBy = Infinity): Promise<boolean> {
     const until = Date.now() + ms;
     for (;;) {
       if (stopped()) return true;
       // No question starts after `until`, and none waits past `answerBy` (the hook's own time).
-      const answer = await this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId, answerBy), until);
-      if (answer) this.noteCall(target.serverId, answer);
-      if (answer?.presence === "gone" || stopped()) return true;
+      const asking = this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId, answerBy), until).then((answer) => {
+        if (answer) this.noteCall(target.serverId, answer);
+        return answer;
+      });
+      const answer = await untilFirst(asking, stopped);
+      if (answer === "stopped" || answer?.presence === "gone" || stopped()) return true;
       if (Date.now() + 100 >= until) return false;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -220,5 +225,22 @@ export class GhostCheck {
     if (this.reported.size > 10_000) this.reported.clear();
     this.reported.set(serverId, { ok, at: Date.now() });
     void withRetry(() => serverRegistry(this.env, serverId), (r) => r.apiCalled(serverId, ok)).catch(() => {});
+  }
+}
+
+/** `work`'s result, or "stopped" as soon as `stopped()` holds (looked at every 20 ms meanwhile). */
+async function untilFirst<T>(work: Promise<T>, stopped: () => boolean): Promise<T | "stopped"> {
+  let done = false;
+  const watch = (async () => {
+    while (!done) {
+      if (stopped()) return "stopped" as const;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return "stopped" as const;
+  })();
+  try {
+    return await Promise.race([work, watch]);
+  } finally {
+    done = true;
   }
 }

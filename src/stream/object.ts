@@ -686,8 +686,13 @@ export class StreamObject extends DurableObject<Env> {
    * kicked for a new one the hook then has no time to admit.
    */
   private async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<Decision | null> {
-    const sendBy = answerBy - API_TIMEOUT_MS - TAKEOVER_WAIT_MS;
-    for (const holder of this.sessions.livePublishersBesides(session)) {
+    const holders = this.sessions.livePublishersBesides(session);
+    for (const [i, holder] of holders.entries()) {
+      // Two live holders (after a heal): each kick is done by the time that leaves the kicks after it theirs
+      // (each its question, its answer and its client's going), else the first would be kicked and the hook
+      // then refused for lack of time for the second.
+      const doneBy = answerBy - (holders.length - 1 - i) * (2 * API_TIMEOUT_MS + TAKEOVER_WAIT_MS);
+      const sendBy = doneBy - API_TIMEOUT_MS - TAKEOVER_WAIT_MS;
       if (!this.env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
       const target = await this.ghosts.targetOf(holder);
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
@@ -699,7 +704,7 @@ export class StreamObject extends DurableObject<Env> {
       // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
       // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
       const stopped = () => !this.sessions.isPublishing(holder);
-      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, answerBy))) {
+      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
         return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
       }
       this.sessions.end(holder, "takeover");

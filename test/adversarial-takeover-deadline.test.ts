@@ -1,0 +1,120 @@
+/**
+ * Adversarial review of 63d4518 (a publisher takeover fits in the hook's deadline): slow and
+ * restarting edges, two live holders after a heal, tiny budgets. Runs in the "srs-api" project,
+ * against test/fake-srs.ts.
+ */
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
+import { admin, createStream, heartbeat, hook, newEdge, publish, streamState, uniqueStream, type Edge } from "./srs";
+import { ALLOW, deviceOf, installFakeSrs, kickedOn, takeoverReady, edgeWithApi } from "./fake-srs";
+import { at, deliverNotices, serverListed, serverStub, streamStub, until, withDeadline } from "./fleet";
+
+installFakeSrs();
+
+const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
+const beatWithDevice = (edge: Edge) => hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat");
+
+/**
+ * A "replace" stream held by enc00003 on edge c while enc00001 on edge a, back from a silence, is
+ * live too (a conflict after a heal): two live holders. Edge b's SRS has enc00002, about to take over.
+ */
+async function twoLiveHolders() {
+  // A clock that moves with real time (the takeover's timing is real), starting at T0.
+  vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
+  onTestFinished(() => void vi.useRealTimers());
+  at(0);
+  const a = await edgeWithApi(["enc00001"]);
+  const s = uniqueStream();
+  const key = await createStream(s);
+  expect((await admin("PUT", `/streams/live/${s}`, { onDuplicatePublish: "replace" })).status).toBe(200);
+  expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+  // Edge a falls silent: its publisher is suspended, and c publishes meanwhile.
+  at(TIMEOUT_MS + 1_000);
+  await runDurableObjectAlarm(serverStub(a.edge));
+  await runDurableObjectAlarm(streamStub(s));
+  const c = await edgeWithApi(["enc00003"]);
+  expect(await hook(publish("live", s, key, { ...c.edge, client: "enc00003" }))).toEqual(ALLOW);
+  // a heals (same process): two live publishers, c holding the stream, a in conflict.
+  at(TIMEOUT_MS + 5_000);
+  expect(await beatWithDevice(a.edge)).toEqual(ALLOW);
+  await deliverNotices(a.edge);
+  const b = await edgeWithApi(["enc00002"]);
+  expect(await streamState(s)).toMatchObject({ publisher: { clientId: "enc00003", state: "live" }, conflicts: [{ clientId: "enc00001" }] });
+  return { a, b, c, s, key };
+}
+
+describe("adversarial: takeover within the hook's deadline", () => {
+  it("must not happen (fixed): two live holders after a heal, each edge slow: the first is kicked, then no time is left for the second and the new publisher is refused", async () => {
+    const { a, b, c, s, key } = await twoLiveHolders();
+    // Both old edges answer each call in 1.9 s; the new publisher comes with the right key.
+    a.fake.delayMs = 1_900;
+    c.fake.delayMs = 1_900;
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    await until(() => a.fake.inFlight === 0 && c.fake.inFlight === 0);
+    const kicked = [kickedOn(a.fake, "enc00001"), kickedOn(c.fake, "enc00003")];
+    if (r.status === 200 && r.body.code === 0) {
+      // Admitted: only after both were kicked.
+      expect(kicked).toEqual([true, true]);
+    } else {
+      // Refused: nobody was kicked for it.
+      expect(r.body.code).toBe(4009);
+      expect(kicked).toEqual([false, false]);
+    }
+  });
+
+  it("holds: two live holders after a heal, fast edges: both are kicked and the new publisher admitted", async () => {
+    const { a, b, c, s, key } = await twoLiveHolders();
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect([kickedOn(a.fake, "enc00001"), kickedOn(c.fake, "enc00003")]).toEqual([true, true]);
+    expect(await streamState(s)).toMatchObject({ publisher: { clientId: "enc00002", state: "live" }, conflicts: [] });
+  });
+
+  it("holds: the old edge restarts between the ghost check and the kick (the check's 'present' is skipped into a DELETE): the new process has no such client, the new publisher is admitted", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    const real = a.fake.handle.bind(a.fake);
+    let asked = 0;
+    a.fake.handle = async (req: Request) => {
+      const answer = await real(req);
+      // Right after the ghost check's GET of the client: SRS restarts (new service_id, no clients).
+      if (req.method === "GET" && new URL(req.url).pathname === "/api/v1/clients/enc00001" && asked++ === 0) {
+        a.fake.service = newEdge().service;
+        a.fake.clients.clear();
+      }
+      return answer;
+    };
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
+  });
+
+  it("holds: a takeover refused as too slow leaves the old edge's API neither marked down nor failing (apiOk), and the next takeover with time kicks", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    a.fake.delayMs = 1_500;
+    const r = await withDeadline(4_000, () => hook(publish("live", s, key, { ...b.edge, client: "enc00002" })));
+    expect(r.body.code).toBe(4009);
+    await until(() => a.fake.inFlight === 0);
+    expect((await serverListed(a.edge)).apiOk).not.toBe(false);
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
+    // Not left alone as down: the next hook, with its full deadline, takes over.
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+  });
+
+  it("holds: almost no time left (a 0.6 s deadline, the object keeps 0.5 s): no DELETE is sent, the old publisher keeps the stream", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    const r = await withDeadline(600, () => hook(publish("live", s, key, { ...b.edge, client: "enc00002" })));
+    expect(r.status).not.toBe(200);
+    await until(() => a.fake.inFlight === 0);
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001", state: "live" });
+  });
+
+  it("holds: the old edge's API answers as a restarted process that has a client of the same id: the old session ends as a ghost, no DELETE reaches the new process's client", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    // The stream's session is of a's process; its API now answers as a new process that has a client of the same id.
+    a.fake.service = newEdge().service;
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    expect(r).toEqual(ALLOW);
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
+  });
+});
+

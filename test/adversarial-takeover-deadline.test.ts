@@ -7,6 +7,7 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { admin, createStream, heartbeat, hook, newEdge, publish, streamState, uniqueStream, type Edge } from "./srs";
 import { ALLOW, deviceOf, installFakeSrs, kickedOn, takeoverReady, edgeWithApi } from "./fake-srs";
+import { GhostCheck } from "../src/srs/ghosts";
 import { at, deliverNotices, serverListed, serverStub, streamStub, until, withDeadline } from "./fleet";
 
 installFakeSrs();
@@ -60,6 +61,21 @@ describe("adversarial: takeover within the hook's deadline", () => {
       expect(r.body.code).toBe(4009);
       expect(kicked).toEqual([false, false]);
     }
+  });
+
+  it("must not happen (fixed): two live holders, the second's API address slow to look up (its registry shard, its cached address expired): the first is kicked, then the hook runs out of time", async () => {
+    const { a, b, c, s, key } = await twoLiveHolders();
+    // The second lookup of a holder's SRS API address takes 9 s (a slow registry shard).
+    const real = GhostCheck.prototype.targetOf;
+    let lookups = 0;
+    vi.spyOn(GhostCheck.prototype, "targetOf").mockImplementation(async function (this: GhostCheck, ...args: Parameters<GhostCheck["targetOf"]>) {
+      if (++lookups === 2) await scheduler.wait(9_000);
+      return real.apply(this, args);
+    });
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    expect(r.status === 200 && r.body.code === 0).toBe(false);
+    // Refused (or failed): nobody was kicked for it.
+    expect([kickedOn(a.fake, "enc00001"), kickedOn(c.fake, "enc00003")]).toEqual([false, false]);
   });
 
   it("holds: two live holders after a heal, fast edges: both are kicked and the new publisher admitted", async () => {

@@ -687,6 +687,8 @@ export class StreamObject extends DurableObject<Env> {
    */
   private async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<Decision | null> {
     const holders = this.sessions.livePublishersBesides(session);
+    // Every holder's API address before the first kick: a slow lookup (registry) after it would leave one kicked, the hook out of time.
+    const targets = this.env.SRS_API_URL ? await Promise.all(holders.map((h) => this.ghosts.targetOf(h))) : [];
     for (const [i, holder] of holders.entries()) {
       // Two live holders (after a heal): each kick is done by the time that leaves the kicks after it theirs
       // (each its question, its answer and its client's going), else the first would be kicked and the hook
@@ -694,7 +696,7 @@ export class StreamObject extends DurableObject<Env> {
       const doneBy = answerBy - (holders.length - 1 - i) * (2 * API_TIMEOUT_MS + TAKEOVER_WAIT_MS);
       const sendBy = doneBy - API_TIMEOUT_MS - TAKEOVER_WAIT_MS;
       if (!this.env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
-      const target = await this.ghosts.targetOf(holder);
+      const target = targets[i];
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
       const undone = this.voided(hookId);
       if (undone) return undone;

@@ -134,9 +134,10 @@ describe("adversarial: takeover within the hook's deadline", () => {
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
   });
 
-  // Open (not in 63d4518, not fixed here): the registry's index write runs beside the stream's decision, so
-  // the stream takes over before the Worker knows the index failed; the admission is then undone.
-  it.fails("must not happen (open): the registry cannot index the new publisher (overloaded) while the stream takes over: the old publisher is kicked and the new one refused (503)", async () => {
+  // Fixed (older than 63d4518): the registry's index write runs beside the stream's decision, so the stream
+  // took over before the Worker knew the index failed; the admission was then undone. The stream now writes
+  // the same entry itself before the first kick.
+  it("must not happen (fixed): the registry cannot index the new publisher (overloaded) while the stream takes over: the old publisher is kicked and the new one refused (503)", async () => {
     const { a, b, s, key } = await takeoverReady();
     const real = ServerRegistry.prototype.track;
     vi.spyOn(ServerRegistry.prototype, "track").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["track"]>) {
@@ -149,12 +150,13 @@ describe("adversarial: takeover within the hook's deadline", () => {
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
   });
 
-  // Open (narrow): the old edge's API address starts answering as another SRS server (a floating IP moved,
+  // Fixed: the old edge's API address starts answering as another SRS server (a floating IP moved,
   // a DNS name reused) right after the ghost check. Before 63d4518 the kick's own question got that
-  // server's "not found", asked /api/v1/versions and refused (another server); now the ghost check's
-  // code-0 answer is both "known present" (no question) and the identity a "not found" is checked
-  // against for 5 s, so the DELETE's bare 2049 from the other server counts as "gone".
-  it.fails("must not happen (open): the old edge's address answers as another server right after the ghost check: its 'not found' is trusted, the old session ends and the new publisher is admitted while the old one may still be live", async () => {
+  // server's "not found", asked /api/v1/versions and refused (another server); 63d4518 made the ghost
+  // check's code-0 answer both "known present" (no question) and the identity a "not found" is checked
+  // against for 5 s, so the DELETE's bare 2049 from the other server counted as "gone". Now code-0
+  // answers name nobody for later, and a DELETE's "not found" is checked like a GET's.
+  it("must not happen (fixed): the old edge's address answers as another server right after the ghost check: its 'not found' is trusted, the old session ends and the new publisher is admitted while the old one may still be live", async () => {
     const { a, b, s, key } = await takeoverReady();
     const other = new FakeSrs(newEdge().server, newEdge().service);
     const real = a.fake.handle.bind(a.fake);

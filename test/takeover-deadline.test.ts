@@ -55,7 +55,7 @@ describe("a takeover against a slow old edge answers within the hook's deadline"
     expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
     const inFlight = a.fake.inFlight;
     expect(kickedOn(a.fake, "enc00001")).toBe(true);
-    expect(inFlight).toBe(1); // the GET after the kick, still on its way: the stop event was proof enough
+    expect(inFlight).toBeGreaterThan(0); // the questions after the kick, still on their way: the stop event was proof enough
     expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
   });
 });

@@ -203,11 +203,6 @@ async function identity(env: Env, target: ApiTarget, until?: number): Promise<{ 
   const body = await call(env, "GET", target, "/api/v1/versions", until);
   if ("problem" in body) return body;
   if (body.code !== 0) return { problem: `edge answered code ${body.code}` };
-  return remember(target, body);
-}
-
-/** Every code-0 answer names who answers at its base URL (as /api/v1/versions would): kept for the "not found" that follows. */
-function remember(target: ApiTarget, body: Answer): { server: unknown; service: unknown } {
   const who = { at: Date.now(), server: body.server, service: body.service };
   if (identities.size > 1_000) identities.clear();
   identities.set(target.base, who);
@@ -225,19 +220,21 @@ export interface PresenceAnswer {
  * answer cannot be trusted (unreachable, an error code other than "not
  * found", another server_id answering, a "not found" from an API whose own
  * identity is not the session's server): then the session stands.
+ * `identityAlongside`: who answers at the address is asked at the same time
+ * (a "not found" is then expected, after a kick), not after the "not found".
  */
-export async function clientPresence(env: Env, target: ApiTarget, clientId: string, until?: number): Promise<PresenceAnswer> {
+export async function clientPresence(env: Env, target: ApiTarget, clientId: string, until?: number, identityAlongside = false): Promise<PresenceAnswer> {
   const path = clientPath(clientId);
   if (!path) return { presence: "unknown" };
+  const early = identityAlongside ? identity(env, target, until) : null;
   const body = await call(env, "GET", target, path, until);
   if ("problem" in body) return { presence: "unknown", problem: body.problem };
   if (body.code === CLIENT_NOT_FOUND) {
     // SRS's "not found" is a bare {"code":2049}: believed only from the session's own server.
-    const who = await identity(env, target, until);
+    const who = await (early ?? identity(env, target, until));
     return "problem" in who ? { presence: "unknown", problem: who.problem } : sameProcess(target, who, "gone");
   }
   if (body.code !== 0) return { presence: "unknown", problem: `edge answered code ${body.code}` };
-  remember(target, body);
   return sameProcess(target, body, "present");
 }
 
@@ -253,6 +250,8 @@ export interface KickTiming {
   sendBy?: number;
   /** The server's API said, a moment ago, that this very process has the client: no need to ask again first. */
   knownPresent?: boolean;
+  /** A question after the DELETE (who answered a "not found") ends by then. */
+  doneBy?: number;
 }
 
 /** Kicks the client on its server (DELETE /api/v1/clients/{id}). */
@@ -268,7 +267,13 @@ export async function kickClient(env: Env, target: ApiTarget, clientId: string, 
   if (timing.sendBy !== undefined && Date.now() >= timing.sendBy) return { outcome: "failed", problem: TOO_SLOW };
   const body = await call(env, "DELETE", target, clientPath(clientId)!);
   if ("problem" in body) return { outcome: "failed", problem: body.problem };
-  if (body.code === CLIENT_NOT_FOUND) return { outcome: "gone" };
+  if (body.code === CLIENT_NOT_FOUND) {
+    // A bare "not found", as to a GET: believed only from the session's own server (the address may answer for another now).
+    const who = await identity(env, target, timing.doneBy);
+    if ("problem" in who) return { outcome: "failed", problem: who.problem };
+    const gone = sameProcess(target, who, "gone");
+    return gone.presence === "gone" ? { outcome: "gone" } : { outcome: "failed", problem: gone.problem ?? UNREACHABLE };
+  }
   if (body.code !== 0) return { outcome: "failed", problem: `edge answered code ${body.code}` };
   const who = sameProcess(target, body, "present");
   return who.presence === "present" ? { outcome: "kicked" } : { outcome: "failed", problem: who.problem ?? "edge answered for another process" };

@@ -131,7 +131,8 @@ export class GhostCheck {
     for (;;) {
       if (stopped()) return true;
       // No question starts after `until`, and none waits past `answerBy` (the hook's own time).
-      const asking = this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId, answerBy), until).then((answer) => {
+      // After a kick the answer should be "not found": who answers at the address is asked alongside, not after it.
+      const asking = this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId, answerBy, true), until).then((answer) => {
         if (answer) this.noteCall(target.serverId, answer);
         return answer;
       });
@@ -147,10 +148,10 @@ export class GhostCheck {
    * shows how it went. The kick is sent only before `sendBy`; a check of the client that just said this
    * process has it (a refusal's, moments ago) spares the question before it.
    */
-  async kick(target: ApiTarget, clientId: string, sendBy?: number): Promise<KickResult> {
+  async kick(target: ApiTarget, clientId: string, sendBy?: number, doneBy?: number): Promise<KickResult> {
     const cached = this.answers.get(`${target.serverId}\n${target.serviceId}\n${clientId}`);
     const knownPresent = cached?.presence === "present" && Date.now() - cached.at < ANSWER_TTL_MS;
-    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId, { sendBy, knownPresent }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
+    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId, { sendBy, knownPresent, doneBy }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
     if (result.outcome !== "unaddressable") this.noteCall(target.serverId, result);
     return result;
   }

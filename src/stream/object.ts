@@ -689,6 +689,12 @@ export class StreamObject extends DurableObject<Env> {
     const holders = this.sessions.livePublishersBesides(session);
     // Every holder's API address before the first kick: a slow lookup (registry) after it would leave one kicked, the hook out of time.
     const targets = this.env.SRS_API_URL ? await Promise.all(holders.map((h) => this.ghosts.targetOf(h))) : [];
+    // The new publisher's index entry before any kick (the Worker writes it too, beside this call): were that
+    // write to fail (the registry overloaded), the Worker would undo the admission with the old publisher kicked.
+    if (holders.length > 0 && this.env.SRS_API_URL) {
+      const unindexed = await this.indexBeforeKick(session, hookId, holders[0]);
+      if (unindexed) return unindexed;
+    }
     for (const [i, holder] of holders.entries()) {
       // Two live holders (after a heal): each kick is done by the time that leaves the kicks after it theirs
       // (each its question, its answer and its client's going), else the first would be kicked and the hook
@@ -700,7 +706,7 @@ export class StreamObject extends DurableObject<Env> {
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
       const undone = this.voided(hookId);
       if (undone) return undone;
-      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy);
+      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy);
       if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };
       if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
       // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
@@ -714,6 +720,22 @@ export class StreamObject extends DurableObject<Env> {
         `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
     }
     return null;
+  }
+
+  /** Writes the new publisher's index entry as the Worker does (the same upsert); the refusal when it cannot be written. */
+  private async indexBeforeKick(session: SessionId, hookId: string, holder: SessionId): Promise<Decision | null> {
+    if (!this.row) return null;
+    const streamKey = `${this.row.vhost}/${this.row.app}/${this.row.stream}`;
+    try {
+      const epoch = await withRetry(
+        () => serverRegistry(this.env, session.serverId),
+        (r) => r.track(session.serverId, session.serviceId, session.clientId, { streamKey, role: "publisher" }, hookId),
+      );
+      return epoch === "retired" ? { allow: false, denial: Denials.retiredProcess } : null;
+    } catch (err) {
+      console.error(JSON.stringify({ error: "takeover: server index unavailable", server: session.serverId, detail: String(err).slice(0, 200) }));
+      return { allow: false, denial: takeoverFailed(holder, "the server index (registry) could not record the new publisher, so nobody was kicked") };
+    }
   }
 
   /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */

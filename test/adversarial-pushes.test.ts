@@ -10,6 +10,7 @@ import { ViewerShard } from "../src/viewers/shard";
 import { at, overloaded, recallsFailOn, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
 import { ALLOW, playWith, REVOKED, tokenOf } from "./identity";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+import { LivenessRounds } from "../src/stream/liveness-rounds";
 
 const MIN = 60_000;
 const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
@@ -176,8 +177,8 @@ describe("push_pending and the alarm", () => {
     const s = await streamAtZero();
     expect(await alarmOf(streamStub(s))).toBeNull();
     const sweeps: number[] = [];
-    const realRefresh = (StreamObject.prototype as any).refresh;
-    vi.spyOn(StreamObject.prototype as any, "refresh").mockImplementation(async function (this: any, ...args: any[]) {
+    const realRefresh = (LivenessRounds.prototype as any).refresh;
+    vi.spyOn(LivenessRounds.prototype as any, "refresh").mockImplementation(async function (this: any, ...args: any[]) {
       if (args[0] === null) sweeps.push(Date.now() - T0);
       return realRefresh.apply(this, args);
     });

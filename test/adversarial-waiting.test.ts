@@ -11,6 +11,7 @@ import { ViewerShard } from "../src/viewers/shard";
 import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
 import { PUSH_RETRY_MS } from "../src/stream/object";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+import { LivenessRounds } from "../src/stream/liveness-rounds";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const key = (s: string) => `__defaultVhost__/live/${s}`;
@@ -174,8 +175,8 @@ describe("probes: restarts and the alarm", () => {
     expect(await hook(publish("live", s, k, { ...p, client: "pub00001" }))).toEqual(ALLOW);
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     const sweeps: number[] = [];
-    const realRefresh = (StreamObject.prototype as any).refresh;
-    vi.spyOn(StreamObject.prototype as any, "refresh").mockImplementation(async function (this: any, ...args: any[]) {
+    const realRefresh = (LivenessRounds.prototype as any).refresh;
+    vi.spyOn(LivenessRounds.prototype as any, "refresh").mockImplementation(async function (this: any, ...args: any[]) {
       if (args[0] === null) sweeps.push(Date.now() - T0);
       return realRefresh.apply(this, args);
     });

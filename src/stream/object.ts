@@ -1,21 +1,20 @@
 import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
-import { shardOf, type NoticeAnswer, type ProcessId, type ProcessStatus } from "../server/registry";
+import { type NoticeAnswer, type ProcessStatus } from "../server/registry";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { HOOK_DEADLINE_MS, withRetry } from "../platform/retry";
-import { serverRegistry } from "../object-access";
+import { HOOK_DEADLINE_MS } from "../platform/retry";
 import type { SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import { streamKey, type StreamName } from "./name";
-import { decidePlay, decidePublish, Denials, isFailedGuess, takeoverFailed, tokenSub, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import { decidePlay, decidePublish, Denials, isFailedGuess, tokenSub, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
 import { PolicyPushes, type PendingPush } from "./policy-pushes";
 import { addColumns } from "../platform/sql";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
-import { API_TIMEOUT_MS } from "../srs/api";
-import { CHECK_BUDGET_MS, GhostCheck, GHOST_REASON } from "../srs/ghosts";
+import { PublisherApi } from "./publisher-api";
+import { LivenessRounds } from "./liveness-rounds";
 import { VoidedHooks } from "../session/voided-hooks";
 import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook } from "./leases";
@@ -72,8 +71,6 @@ export interface EndCause {
   voidHook?: string;
 }
 
-/** After a takeover's kick, how long the old client may take to disappear from its edge (else the new one is refused, 4009). */
-const TAKEOVER_WAIT_MS = 1_000;
 /**
  * What an on_publish keeps of the time its Worker gives it (HOOK_DEADLINE_MS less what went before)
  * for the answer's way back and the Worker's steps after it: the SRS API calls of a ghost check or a
@@ -126,12 +123,6 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   updated_at: number;
 }
 
-/** A round of liveness questions to the registry, shared by the hooks that arrive while it runs. */
-interface Round {
-  done: Promise<void>;
-  witness: string | null;
-}
-
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS stream (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -154,8 +145,12 @@ const SCHEMA = `
  * exactly 10 admitted" hold without any lock of our own.
  *
  * The sessions themselves are kept by a SessionBook (sessions.ts), failed
- * guesses by AuthFailures, the decision log by DecisionLog; this class holds
- * the policy, decides, and asks the registry when a decision needs it.
+ * guesses by AuthFailures, the decision log by DecisionLog, the viewer
+ * shards' leases by LeaseBook and SlotRounds; the registry is asked by
+ * LivenessRounds (liveness-rounds.ts) and SRS's HTTP API by PublisherApi
+ * (publisher-api.ts: ghosts, takeovers). This class holds the policy and
+ * decides: a publisher is admitted in `publish` (rules.ts decidePublish), a
+ * viewer in its viewer shard (src/viewers/shard.ts).
  *
  * Sessions belong to processes, and a process is live or suspended (its
  * server is silent: see ServerRegistry). Suspended sessions neither count nor
@@ -193,18 +188,28 @@ export class StreamObject extends DurableObject<Env> {
   private revocations!: Revocations;
   /** The active revocations, as the shards are told them (read once, then kept with every change). */
   private revoked: Revocation[] = [];
-  private round: Round | null = null;
+  /** The questions to the registry about the processes holding sessions here (src/stream/liveness-rounds.ts). */
+  private liveness: LivenessRounds;
   private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new VoidedHooks();
-  private ghosts: GhostCheck;
+  /** Ghosts of lost on_unpublish and takeovers, through SRS's HTTP API (src/stream/publisher-api.ts). */
+  private publisherApi: PublisherApi;
   /** Usage and events of the publish sessions (src/usage/stream-activity.ts). */
   private activity!: StreamActivity;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.ghosts = new GhostCheck(env);
+    this.liveness = new LivenessRounds(() => this.env, () => this.sessions, (news) => this.applyStatus(news));
+    this.publisherApi = new PublisherApi({
+      env: () => this.env,
+      sessions: () => this.sessions,
+      streamKey: () => this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`,
+      voided: (hookId) => this.voided(hookId),
+      record: (...line) => this.record(...line),
+      waitUntil: (work) => this.ctx.waitUntil(work),
+    });
     countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
@@ -263,21 +268,21 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
     const answerBy = Date.now() + answerWithinMs - ANSWER_MARGIN_MS;
     // A start hook of a process this stream holds suspended: it is back, and the registry says what of it survived.
-    if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.refresh(session, true);
+    if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.liveness.refresh(session, true);
     // An attempt that reached the object after the Worker undid its hook (it gave up waiting) admits nothing.
     let decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, false);
     const restsOnSuspended = decision.allow && decision.admit && this.sessions.hasSuspendedPublishers();
     if ((!decision.allow && decision.restsOn === "publisher") || restsOnSuspended) {
-      await this.refresh(session);
+      await this.liveness.refresh(session);
       // Decided again in any case: the blocker may have unpublished meanwhile.
       decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       // Still busy: the blocker may be a ghost of a lost on_unpublish; its server's SRS API says (src/srs/ghosts.ts).
-      if (!decision.allow && decision.restsOn === "publisher" && (await this.endGhosts(this.sessions.livePublishersBesides(session), answerBy))) {
+      if (!decision.allow && decision.restsOn === "publisher" && (await this.publisherApi.endGhosts(this.sessions.livePublishersBesides(session), answerBy))) {
         decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
       // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
-        const refused = await this.takeOver(session, hookId, answerBy);
+        const refused = await this.publisherApi.takeOver(session, hookId, answerBy);
         decision = this.voided(hookId) ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
     } else if (decision.allow && decision.admit) {
@@ -488,7 +493,7 @@ export class StreamObject extends DurableObject<Env> {
     // The sweep too, unless the alarm fired early for a round only.
     if (!checkDue || this.sweepAt === null || now >= this.sweepAt) {
       this.sweepAt = null;
-      await this.refresh(null);
+      await this.liveness.refresh(null);
       await this.activity.outbox.flush();
       this.activity.usage.prune(now);
       if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.armAlarm();
@@ -675,88 +680,6 @@ export class StreamObject extends DurableObject<Env> {
     this.armAlarm();
   }
 
-  /**
-   * onDuplicatePublish "replace": kicks every live publisher but `session`
-   * through its edge's SRS API, and ends their sessions once each kick is
-   * confirmed (or the client proven gone). Null when the way is free; else
-   * the refusal (fail closed: two publishers are never admitted at once). A
-   * hook the Worker undid meanwhile kicks nobody: SRS refused its client.
-   * Every call ends by `answerBy`, and a kick is sent only while the hook can
-   * still wait for its answer and for the client to go: no old publisher is
-   * kicked for a new one the hook then has no time to admit.
-   */
-  private async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<Decision | null> {
-    const holders = this.sessions.livePublishersBesides(session);
-    // Every holder's API address before the first kick: a slow lookup (registry) after it would leave one kicked, the hook out of time.
-    const targets = this.env.SRS_API_URL ? await Promise.all(holders.map((h) => this.ghosts.targetOf(h))) : [];
-    // The new publisher's index entry before any kick (the Worker writes it too, beside this call): were that
-    // write to fail (the registry overloaded), the Worker would undo the admission with the old publisher kicked.
-    if (holders.length > 0 && this.env.SRS_API_URL) {
-      const unindexed = await this.indexBeforeKick(session, hookId, holders[0]);
-      if (unindexed) return unindexed;
-    }
-    for (const [i, holder] of holders.entries()) {
-      // Two live holders (after a heal): each kick is done by the time that leaves the kicks after it theirs
-      // (each its question, its answer and its client's going), else the first would be kicked and the hook
-      // then refused for lack of time for the second.
-      const doneBy = answerBy - (holders.length - 1 - i) * (2 * API_TIMEOUT_MS + TAKEOVER_WAIT_MS);
-      const sendBy = doneBy - API_TIMEOUT_MS - TAKEOVER_WAIT_MS;
-      if (!this.env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
-      const target = targets[i];
-      if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
-      const undone = this.voided(hookId);
-      if (undone) return undone;
-      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy);
-      if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };
-      if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
-      // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
-      // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
-      const stopped = () => !this.sessions.isPublishing(holder);
-      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
-        return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
-      }
-      this.sessions.end(holder, "takeover");
-      this.record("takeover", holder.serverId, holder.clientId, "", "end",
-        `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
-    }
-    return null;
-  }
-
-  /** Writes the new publisher's index entry as the Worker does (the same upsert); the refusal when it cannot be written. */
-  private async indexBeforeKick(session: SessionId, hookId: string, holder: SessionId): Promise<Decision | null> {
-    if (!this.row) return null;
-    const streamKey = `${this.row.vhost}/${this.row.app}/${this.row.stream}`;
-    try {
-      const epoch = await withRetry(
-        () => serverRegistry(this.env, session.serverId),
-        (r) => r.track(session.serverId, session.serviceId, session.clientId, { streamKey, role: "publisher" }, hookId),
-      );
-      return epoch === "retired" ? { allow: false, denial: Denials.retiredProcess } : null;
-    } catch (err) {
-      console.error(JSON.stringify({ error: "takeover: server index unavailable", server: session.serverId, detail: String(err).slice(0, 200) }));
-      return { allow: false, denial: takeoverFailed(holder, "the server index (registry) could not record the new publisher, so nobody was kicked") };
-    }
-  }
-
-  /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
-  private async endGhosts(blockers: SessionId[], answerBy: number): Promise<boolean> {
-    const gone = await this.ghosts.gone(blockers, Math.min(CHECK_BUDGET_MS, answerBy - Date.now()));
-    let ended = 0;
-    for (const g of gone) {
-      if (this.sessions.end(g, "ghost") === 0) continue;
-      ended++;
-      this.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
-      // Its index entry goes too (as after a stop): the server's session count and a later "end all" follow.
-      const key = this.row ? `${this.row.vhost}/${this.row.app}/${this.row.stream}` : null;
-      if (key) {
-        this.ctx.waitUntil(
-          withRetry(() => serverRegistry(this.env, g.serverId), (r) => r.forget(g.serverId, g.serviceId, g.clientId, [{ streamKey: key, role: "publisher" }])).catch(() => {}),
-        );
-      }
-    }
-    return ended > 0;
-  }
-
   // --- brute-force limit -----------------------------------------------------
 
   private overLimit(kind: AttemptKind, ip: string, limit: number): boolean {
@@ -777,46 +700,6 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   // --- liveness --------------------------------------------------------------
-
-  /**
-   * Asks the registry where every process holding sessions here stands, and
-   * applies the answers. A hook arriving while a round runs shares it, unless
-   * it brings news the round lacks (its server under another service_id: the
-   * first sign of a restart). An unreachable registry changes nothing: a ghost
-   * is better than ending or un-blocking a real session.
-   */
-  private async refresh(hook: SessionId | null, news = false): Promise<void> {
-    const witness = hook && (news || this.sessions.heldByOtherProcessOf(hook)) ? `${hook.serverId}\n${hook.serviceId}` : null;
-    if (this.round && (witness === null || this.round.witness === witness)) return this.round.done;
-    if (this.round) await this.round.done.catch(() => {});
-    const round: Round = { witness, done: this.ask(hook) };
-    this.round = round;
-    try {
-      await round.done;
-    } finally {
-      if (this.round === round) this.round = null;
-    }
-  }
-
-  private async ask(hook: SessionId | null): Promise<void> {
-    const byShard = new Map<number, ProcessId[]>();
-    for (const p of this.sessions.heldProcesses()) {
-      const shard = shardOf(p.serverId);
-      byShard.set(shard, [...(byShard.get(shard) ?? []), p]);
-    }
-    const asked = [...byShard].map(async ([shard, processes]) => {
-      // The hook being decided goes to its own server's shard: it may be the first news of a restart.
-      const witness = hook && shardOf(hook.serverId) === shard ? { serverId: hook.serverId, serviceId: hook.serviceId } : undefined;
-      try {
-        // Retried on a retryable platform error (src/platform/retry.ts): asking again changes nothing the first question did not.
-        const answers = await withRetry(() => serverRegistry(this.env, processes[0].serverId), (registry) => registry.liveness(processes, witness));
-        for (const a of answers) this.applyStatus(a);
-      } catch (err) {
-        console.error(JSON.stringify({ error: "liveness check failed", server: processes[0].serverId, detail: String(err) }));
-      }
-    });
-    await Promise.all(asked);
-  }
 
   private armAlarm(): void {
     if (this.sweepAt !== null) return;
@@ -898,9 +781,4 @@ function nowSeconds(): number {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-/** A failed kick's problem naming the old publisher's edge: "edge unreachable" → "edge edge-eu-1 unreachable". */
-function takeoverProblem(serverId: string, problem = "edge unreachable"): string {
-  return problem.replace(/^edge\b/, `edge ${serverId}`);
 }

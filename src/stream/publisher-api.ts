@@ -1,0 +1,133 @@
+/**
+ * Where a stream's publisher decisions use SRS's HTTP API (src/srs/api.ts),
+ * to clear the way before the stream object (object.ts) decides again:
+ * - a refusal "publisher busy" may rest on a ghost of a lost on_unpublish:
+ *   the holder's server no longer has that client, so its session ends
+ *   (src/srs/ghosts.ts);
+ * - onDuplicatePublish "replace": the old publisher is kicked through its
+ *   edge's API and confirmed gone before the new one is admitted, so two
+ *   publishers are never admitted at once (fail closed).
+ * Everything here fits in the time the hook has left (`answerBy`).
+ */
+import type { Env } from "../env";
+import { withRetry } from "../platform/retry";
+import { serverRegistry } from "../object-access";
+import { API_TIMEOUT_MS } from "../srs/api";
+import { CHECK_BUDGET_MS, GhostCheck, GHOST_REASON } from "../srs/ghosts";
+import type { SessionId } from "../srs/hook";
+import { Denials, takeoverFailed, type Decision } from "./rules";
+import type { Recorder, SessionBook } from "./sessions";
+
+/** After a takeover's kick, how long the old client may take to disappear from its edge (else the new one is refused, 4009). */
+const TAKEOVER_WAIT_MS = 1_000;
+
+/** What the stream object lends: its settings, its sessions and its decision log. */
+export interface PublisherApiHost {
+  env(): Env;
+  sessions(): SessionBook;
+  /** "vhost/app/stream"; null for a stream never created. */
+  streamKey(): string | null;
+  /** The refusal of a hook the Worker undid meanwhile (its client was refused: nobody is kicked for it). */
+  voided(hookId: string): Decision | null;
+  record: Recorder;
+  waitUntil(work: Promise<unknown>): void;
+}
+
+export class PublisherApi {
+  private ghosts: GhostCheck;
+
+  constructor(private host: PublisherApiHost) {
+    this.ghosts = new GhostCheck(host.env());
+  }
+
+  /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
+  async endGhosts(blockers: SessionId[], answerBy: number): Promise<boolean> {
+    const gone = await this.ghosts.gone(blockers, Math.min(CHECK_BUDGET_MS, answerBy - Date.now()));
+    let ended = 0;
+    for (const g of gone) {
+      if (this.host.sessions().end(g, "ghost") === 0) continue;
+      ended++;
+      this.host.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
+      // Its index entry goes too (as after a stop): the server's session count and a later "end all" follow.
+      const key = this.host.streamKey();
+      if (key) {
+        const env = this.host.env();
+        this.host.waitUntil(
+          withRetry(() => serverRegistry(env, g.serverId), (r) => r.forget(g.serverId, g.serviceId, g.clientId, [{ streamKey: key, role: "publisher" }])).catch(() => {}),
+        );
+      }
+    }
+    return ended > 0;
+  }
+
+  /**
+   * onDuplicatePublish "replace": kicks every live publisher but `session`
+   * through its edge's SRS API, and ends their sessions once each kick is
+   * confirmed (or the client proven gone). Null when the way is free; else
+   * the refusal (fail closed: two publishers are never admitted at once). A
+   * hook the Worker undid meanwhile kicks nobody: SRS refused its client.
+   * Every call ends by `answerBy`, and a kick is sent only while the hook can
+   * still wait for its answer and for the client to go: no old publisher is
+   * kicked for a new one the hook then has no time to admit.
+   */
+  async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<Decision | null> {
+    const env = this.host.env();
+    const sessions = this.host.sessions();
+    const holders = sessions.livePublishersBesides(session);
+    // Every holder's API address before the first kick: a slow lookup (registry) after it would leave one kicked, the hook out of time.
+    const targets = env.SRS_API_URL ? await Promise.all(holders.map((h) => this.ghosts.targetOf(h))) : [];
+    // The new publisher's index entry before any kick (the Worker writes it too, beside this call): were that
+    // write to fail (the registry overloaded), the Worker would undo the admission with the old publisher kicked.
+    if (holders.length > 0 && env.SRS_API_URL) {
+      const unindexed = await this.indexBeforeKick(session, hookId, holders[0]);
+      if (unindexed) return unindexed;
+    }
+    for (const [i, holder] of holders.entries()) {
+      // Two live holders (after a heal): each kick is done by the time that leaves the kicks after it theirs
+      // (each its question, its answer and its client's going), else the first would be kicked and the hook
+      // then refused for lack of time for the second.
+      const doneBy = answerBy - (holders.length - 1 - i) * (2 * API_TIMEOUT_MS + TAKEOVER_WAIT_MS);
+      const sendBy = doneBy - API_TIMEOUT_MS - TAKEOVER_WAIT_MS;
+      if (!env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
+      const target = targets[i];
+      if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
+      const undone = this.host.voided(hookId);
+      if (undone) return undone;
+      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy);
+      if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };
+      if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
+      // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
+      // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
+      const stopped = () => !sessions.isPublishing(holder);
+      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
+        return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
+      }
+      sessions.end(holder, "takeover");
+      this.host.record("takeover", holder.serverId, holder.clientId, "", "end",
+        `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
+    }
+    return null;
+  }
+
+  /** Writes the new publisher's index entry as the Worker does (the same upsert); the refusal when it cannot be written. */
+  private async indexBeforeKick(session: SessionId, hookId: string, holder: SessionId): Promise<Decision | null> {
+    const streamKey = this.host.streamKey();
+    if (!streamKey) return null;
+    const env = this.host.env();
+    try {
+      const epoch = await withRetry(
+        () => serverRegistry(env, session.serverId),
+        (r) => r.track(session.serverId, session.serviceId, session.clientId, { streamKey, role: "publisher" }, hookId),
+      );
+      return epoch === "retired" ? { allow: false, denial: Denials.retiredProcess } : null;
+    } catch (err) {
+      console.error(JSON.stringify({ error: "takeover: server index unavailable", server: session.serverId, detail: String(err).slice(0, 200) }));
+      return { allow: false, denial: takeoverFailed(holder, "the server index (registry) could not record the new publisher, so nobody was kicked") };
+    }
+  }
+}
+
+/** A failed kick's problem naming the old publisher's edge: "edge unreachable" → "edge edge-eu-1 unreachable". */
+function takeoverProblem(serverId: string, problem = "edge unreachable"): string {
+  return problem.replace(/^edge\b/, `edge ${serverId}`);
+}

@@ -43,7 +43,7 @@ import type { Env } from "../env";
 import type { IndexedSession } from "../server/registry";
 import type { Role, SessionId, StartHook, StreamHook } from "../srs/hook";
 import type { EndedSession } from "../stream/object";
-import { Denials, type Decision, type PlayToken } from "../stream/rules";
+import { Denials, TAKEOVER_FAILED, type Decision, type PlayToken } from "../stream/rules";
 import { callObject, Deadline, ObjectCallFailed, UNDO_WAIT_MS, unreachableFailure, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerShard } from "../object-access";
 import type { Place } from "../viewers/lease";
@@ -129,17 +129,21 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     throw decisionResult.reason;
   }
   const decision = decisionResult.value;
-  if (trackResult.status === "rejected") {
+  // A takeover's stream wrote this hook's index entry itself before kicking the old publisher: the admission
+  // stands without the Worker's write (undoing it would leave the old publisher kicked for nobody).
+  if (trackResult.status === "rejected" && !(decision.allow && decision.indexed)) {
     // SRS refuses the client (the hook fails), so whatever the stream allowed ends: an admission, our own
     // first attempt's whose answer was lost ("already live" after a retry), or a repeat of a live session
     // (the stream now counts it as this hook's, so an undo of an older hook of the client would leave it).
-    if (decision.allow) {
-      await undo("admission undone: server index unavailable");
-      // The stream holds nothing of this hook now: its index entry goes, and a track still on its way writes none.
+    if (decision.allow) await undo("admission undone: server index unavailable");
+    // The stream holds nothing of this hook now: its index entry goes (a refused takeover's stream wrote
+    // one before its kick), and a track still on its way writes none. Other denials wrote nothing.
+    if (decision.allow || decision.denial.code === TAKEOVER_FAILED) {
       await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()).catch(() => {});
     }
     throw trackResult.reason;
   }
+  if (trackResult.status === "rejected") return decision;
   if (trackResult.value === "retired") {
     // A hook from a process its server's restart already replaced, still in flight: whatever it was granted would be a ghost.
     await undo(Denials.retiredProcess.reason);

@@ -282,8 +282,10 @@ export class StreamObject extends DurableObject<Env> {
       }
       // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
-        const refused = await this.publisherApi.takeOver(session, hookId, answerBy);
+        const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy);
         decision = this.voided(hookId) ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+        // Its index entry is written: the Worker must not undo it for a failure of its own write (the old one is kicked).
+        if (indexed && decision.allow) decision = { ...decision, indexed: true };
       }
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);

@@ -68,9 +68,18 @@ export class PublisherApi {
    * hook the Worker undid meanwhile kicks nobody: SRS refused its client.
    * Every call ends by `answerBy`, and a kick is sent only while the hook can
    * still wait for its answer and for the client to go: no old publisher is
-   * kicked for a new one the hook then has no time to admit.
+   * kicked for a new one the hook then has no time to admit. `indexed`: the
+   * new publisher's index entry was written here before the first kick (the
+   * Worker then keeps an admission even if its own write beside it failed).
    */
-  async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<Decision | null> {
+  async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<{ refused: Decision | null; indexed: boolean }> {
+    let indexed = false;
+    const refused = await this.kickHolders(session, hookId, answerBy, () => void (indexed = true));
+    return { refused, indexed };
+  }
+
+  /** takeOver's work; `onIndexed` is told once the new publisher's index entry is written. */
+  private async kickHolders(session: SessionId, hookId: string, answerBy: number, onIndexed: () => void): Promise<Decision | null> {
     const env = this.host.env();
     const sessions = this.host.sessions();
     const holders = sessions.livePublishersBesides(session);
@@ -81,6 +90,7 @@ export class PublisherApi {
     if (holders.length > 0 && env.SRS_API_URL) {
       const unindexed = await this.indexBeforeKick(session, hookId, holders[0]);
       if (unindexed) return unindexed;
+      if (this.host.streamKey()) onIndexed();
     }
     for (const [i, holder] of holders.entries()) {
       // Two live holders (after a heal): each kick is done by the time that leaves the kicks after it theirs

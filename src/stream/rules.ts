@@ -36,7 +36,12 @@ export interface Denial {
  * checks that the sessions are still alive before the denial stands.
  */
 export type Decision =
-  | { allow: true; admit: boolean }
+  /**
+   * `indexed`: the stream itself wrote this hook's publisher index entry before it kicked the old
+   * publisher (a takeover, src/stream/publisher-api.ts), so the Worker's own write beside the decision
+   * is not needed: were it to fail, undoing the admission would leave the old publisher kicked for nothing.
+   */
+  | { allow: true; admit: boolean; indexed?: boolean }
   | { allow: false; denial: Denial; restsOn?: "publisher" | "viewers" };
 
 export const Denials = {
@@ -103,8 +108,11 @@ export function publisherBusy(publisher: SessionId): Denial {
 }
 
 /** onDuplicatePublish "replace" could not take the stream over: the old publisher could not be kicked. */
+/** The code of a refused takeover (takeoverFailed). */
+export const TAKEOVER_FAILED = 4009;
+
 export function takeoverFailed(holder: SessionId, why: string): Denial {
-  return { code: 4009, reason: `publisher takeover failed: ${why} (client ${holder.clientId} on server ${holder.serverId} keeps the stream)` };
+  return { code: TAKEOVER_FAILED, reason: `publisher takeover failed: ${why} (client ${holder.clientId} on server ${holder.serverId} keeps the stream)` };
 }
 
 export function viewerCapReached(maxViewers: number): Denial {

@@ -1,0 +1,64 @@
+/**
+ * Adversarial review (second pass) of the publisher takeover: the stream's own index write before the
+ * first kick (9aa1bfd), the identity check of a DELETE's "not found" (2ca2a5c), and the split into
+ * src/stream/publisher-api.ts (958844b). Runs in the "srs-api" project, against test/fake-srs.ts.
+ */
+import { describe, expect, it, vi } from "vitest";
+import { hook, publish, streamState } from "./srs";
+import { ALLOW, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
+import { ServerRegistry } from "../src/server/registry";
+import { overloaded, serverListed, until } from "./fleet";
+
+installFakeSrs();
+
+/** The registry fails the first `n` tracks of `serverId` as overloaded (the Worker's, sent beside the decision, comes first). */
+function firstTracksFail(serverId: string, n = 1) {
+  const real = ServerRegistry.prototype.track;
+  let seen = 0;
+  vi.spyOn(ServerRegistry.prototype, "track").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["track"]>) {
+    if (args[0] === serverId && seen++ < n) throw overloaded();
+    return real.apply(this, args);
+  });
+}
+
+describe("adversarial: takeover, index entries and lost writes", () => {
+  it("must not happen (fixed): the Worker's index write fails (overloaded) while the stream's own write before the kick succeeds: the old publisher is kicked and the new one undone (503)", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    firstTracksFail(b.edge.server);
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    const kicked = kickedOn(a.fake, "enc00001");
+    if (kicked) {
+      // The old publisher was kicked: the new one must be admitted.
+      expect(r).toEqual(ALLOW);
+      expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
+      expect((await serverListed(b.edge)).sessions).toBe(1);
+    } else {
+      expect(r.status).not.toBe(200);
+    }
+  });
+
+  it("must not happen (fixed): the Worker's index write fails, the stream's own succeeds, then the takeover is refused (old edge unreachable): the refused publisher's index entry stays", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    a.fake.reachable = false;
+    firstTracksFail(b.edge.server);
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    expect(r.status).not.toBe(200);
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001" });
+    // Nothing of enc00002 is held: nothing of it is indexed on b.
+    await until(async () => (await serverListed(b.edge)).sessions === 0);
+  });
+
+  it("holds: the Worker's index write succeeds, the stream's own fails: refused 4009 without a kick, and no entry stays", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    const real = ServerRegistry.prototype.track;
+    let seen = 0;
+    vi.spyOn(ServerRegistry.prototype, "track").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["track"]>) {
+      if (args[0] === b.edge.server && seen++ >= 1) throw overloaded();
+      return real.apply(this, args);
+    });
+    const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    expect(r.body.code).toBe(4009);
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
+    expect((await serverListed(b.edge)).sessions).toBe(0);
+  });
+});

@@ -7,7 +7,7 @@ import { describe, expect, it, vi } from "vitest";
 import { hook, publish, streamState } from "./srs";
 import { ALLOW, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
 import { ServerRegistry } from "../src/server/registry";
-import { overloaded, serverListed, until } from "./fleet";
+import { holdMatching, overloaded, serverListed, until, withDeadline } from "./fleet";
 
 installFakeSrs();
 
@@ -59,6 +59,23 @@ describe("adversarial: takeover, index entries and lost writes", () => {
     const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
     expect(r.body.code).toBe(4009);
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
+    expect((await serverListed(b.edge)).sessions).toBe(0);
+  });
+
+  it("must not happen (fixed): the hook's time runs out while the stream writes the new publisher's index entry before its kick: the Worker undoes the hook, and that entry (and the Worker's own) stays for a publisher nobody holds", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    // The stream's own track (the second of b's) is held past the hook's deadline.
+    let tracks = 0;
+    const held = holdMatching(ServerRegistry.prototype, "track", (_self, args) => args[0] === b.edge.server && ++tracks === 2);
+    const r = await withDeadline(2_000, () => hook(publish("live", s, key, { ...b.edge, client: "enc00002" })));
+    expect(r.status).not.toBe(200);
+    held.released = true;
+    await until(() => held.done);
+    await scheduler.wait(200);
+    // The late attempt kicked nobody and admitted nobody...
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
+    expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001" });
+    // ...and nothing of enc00002 is indexed on b.
     expect((await serverListed(b.edge)).sessions).toBe(0);
   });
 });

@@ -125,7 +125,14 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
   if (decisionResult.status === "rejected") {
     // As far as the stream can be reached (else on_close, a restart or an operator can still end it: the index entry was written alongside).
-    if (mayHaveRun(decisionResult.reason, attempts)) await undo("admission undone: the decision's answer was lost").catch(() => {});
+    if (mayHaveRun(decisionResult.reason, attempts)) {
+      await undo("admission undone: the decision's answer was lost")
+        // Undone, and the stream holds no session of the client (an earlier hook's, which an undo leaves): the index entry
+        // goes (the Worker's, and one a takeover's stream wrote before its kick), and a track still on its way writes none.
+        .then(() => stream((s) => s.heldSessions([{ role: "publisher", serverId, serviceId, clientId }]), undoLeft()))
+        .then((held) => (held.length === 0 ? server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()) : undefined))
+        .catch(() => {});
+    }
     throw decisionResult.reason;
   }
   const decision = decisionResult.value;

@@ -78,4 +78,14 @@ describe("adversarial: takeover, index entries and lost writes", () => {
     // ...and nothing of enc00002 is indexed on b.
     expect((await serverListed(b.edge)).sessions).toBe(0);
   });
+
+  it("must not happen (fixed): the kicked publisher's on_unpublish never arrives (lost): its index entry stays on the old edge, GET /admin/servers counts a session nobody holds", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    expect((await serverListed(a.edge)).sessions).toBe(1);
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+    expect((await serverListed(b.edge)).sessions).toBe(1);
+    // No on_unpublish of enc00001: the stream ended its session at the takeover, so its entry goes too.
+    await until(async () => (await serverListed(a.edge)).sessions === 0);
+  });
 });

@@ -48,16 +48,19 @@ export class PublisherApi {
       if (this.host.sessions().end(g, "ghost") === 0) continue;
       ended++;
       this.host.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
-      // Its index entry goes too (as after a stop): the server's session count and a later "end all" follow.
-      const key = this.host.streamKey();
-      if (key) {
-        const env = this.host.env();
-        this.host.waitUntil(
-          withRetry(() => serverRegistry(env, g.serverId), (r) => r.forget(g.serverId, g.serviceId, g.clientId, [{ streamKey: key, role: "publisher" }])).catch(() => {}),
-        );
-      }
+      this.forgetEntry(g);
     }
     return ended > 0;
+  }
+
+  /** A session this stream ended without a stop event: its index entry goes too (as after a stop), so the server's session count and a later "end all" follow. */
+  private forgetEntry(g: SessionId): void {
+    const key = this.host.streamKey();
+    if (!key) return;
+    const env = this.host.env();
+    this.host.waitUntil(
+      withRetry(() => serverRegistry(env, g.serverId), (r) => r.forget(g.serverId, g.serviceId, g.clientId, [{ streamKey: key, role: "publisher" }])).catch(() => {}),
+    );
   }
 
   /**
@@ -112,7 +115,8 @@ export class PublisherApi {
       if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
         return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
       }
-      sessions.end(holder, "takeover");
+      // Its on_unpublish may be lost (SRS never retries it): the entry goes with the session, not with that event.
+      if (sessions.end(holder, "takeover") > 0) this.forgetEntry(holder);
       this.host.record("takeover", holder.serverId, holder.clientId, "", "end",
         `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
     }

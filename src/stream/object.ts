@@ -193,6 +193,8 @@ export class StreamObject extends DurableObject<Env> {
   private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new VoidedHooks();
+  /** Publish decisions under way, by session: a stop event of the session marks them (watchStops). */
+  private deciding = new Map<string, Set<{ stopped: boolean }>>();
   /** Ghosts of lost on_unpublish and takeovers, through SRS's HTTP API (src/stream/publisher-api.ts). */
   private publisherApi: PublisherApi;
   /** Usage and events of the publish sessions (src/usage/stream-activity.ts). */
@@ -266,24 +268,53 @@ export class StreamObject extends DurableObject<Env> {
    */
   async publish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId = "", answerWithinMs = HOOK_DEADLINE_MS): Promise<Decision> {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
+    const watch = this.watchStops(session);
+    try {
+      return await this.decidePublisher(session, ip, presentedKeyHash, guessLimit, hookId, answerWithinMs, () => this.voided(hookId) ?? watch.late());
+    } finally {
+      watch.done();
+    }
+  }
+
+  /**
+   * A stop event (on_unpublish, on_close) of `session` while its publish is being decided (the decision waits on
+   * the registry or SRS's API): what is decided after it admits nothing. SRS sends it only once a start hook of the
+   * session was answered allowed, so this attempt is a late one (another attempt of the hook, retried, answered).
+   */
+  private watchStops(session: SessionId): { late: () => Decision | null; done: () => void } {
+    const key = sessionKey(session);
+    const mark = { stopped: false };
+    const marks = this.deciding.get(key) ?? new Set();
+    marks.add(mark);
+    this.deciding.set(key, marks);
+    return {
+      late: () => (mark.stopped ? { allow: false, denial: Denials.stoppedWhileDeciding } : null),
+      done: () => {
+        marks.delete(mark);
+        if (marks.size === 0 && this.deciding.get(key) === marks) this.deciding.delete(key);
+      },
+    };
+  }
+
+  private async decidePublisher(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId: string, answerWithinMs: number, late: () => Decision | null): Promise<Decision> {
     const answerBy = Date.now() + answerWithinMs - ANSWER_MARGIN_MS;
     // A start hook of a process this stream holds suspended: it is back, and the registry says what of it survived.
     if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.liveness.refresh(session, true);
     // An attempt that reached the object after the Worker undid its hook (it gave up waiting) admits nothing.
-    let decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, false);
+    let decision = late() ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, false);
     const restsOnSuspended = decision.allow && decision.admit && this.sessions.hasSuspendedPublishers();
     if ((!decision.allow && decision.restsOn === "publisher") || restsOnSuspended) {
       await this.liveness.refresh(session);
       // Decided again in any case: the blocker may have unpublished meanwhile.
-      decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+      decision = late() ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       // Still busy: the blocker may be a ghost of a lost on_unpublish; its server's SRS API says (src/srs/ghosts.ts).
       if (!decision.allow && decision.restsOn === "publisher" && (await this.publisherApi.endGhosts(this.sessions.livePublishersBesides(session), answerBy))) {
-        decision = this.voided(hookId) ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+        decision = late() ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
       // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
-        const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy);
-        decision = this.voided(hookId) ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
+        const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy, late);
+        decision = late() ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
         // Its index entry is written: the Worker must not undo it for a failure of its own write (the old one is kicked).
         if (indexed && decision.allow) decision = { ...decision, indexed: true };
       }
@@ -395,6 +426,7 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return 0;
     // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed, leaves the session.
     if (!this.voidHooks.ending(sessionKey(session), cause.voidHook, this.sql)) return 0;
+    for (const mark of this.deciding.get(sessionKey(session)) ?? []) mark.stopped = true;
     const ended = this.sessions.end(session, endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;

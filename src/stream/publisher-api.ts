@@ -75,14 +75,16 @@ export class PublisherApi {
    * new publisher's index entry was written here before the first kick (the
    * Worker then keeps an admission even if its own write beside it failed).
    */
-  async takeOver(session: SessionId, hookId: string, answerBy: number): Promise<{ refused: Decision | null; indexed: boolean }> {
+  async takeOver(session: SessionId, hookId: string, answerBy: number, late: () => Decision | null = () => this.host.voided(hookId)): Promise<{ refused: Decision | null; indexed: boolean }> {
     let indexed = false;
-    const refused = await this.kickHolders(session, hookId, answerBy, () => void (indexed = true));
+    const refused = await this.kickHolders(session, hookId, answerBy, late, () => void (indexed = true));
+    // A late attempt (its hook undone, or its session's stop event came meanwhile) admits nothing: an entry it wrote goes.
+    if (indexed && refused !== null && late() !== null) this.forgetEntry(session);
     return { refused, indexed };
   }
 
   /** takeOver's work; `onIndexed` is told once the new publisher's index entry is written. */
-  private async kickHolders(session: SessionId, hookId: string, answerBy: number, onIndexed: () => void): Promise<Decision | null> {
+  private async kickHolders(session: SessionId, hookId: string, answerBy: number, late: () => Decision | null, onIndexed: () => void): Promise<Decision | null> {
     const env = this.host.env();
     const sessions = this.host.sessions();
     const holders = sessions.livePublishersBesides(session);
@@ -91,6 +93,8 @@ export class PublisherApi {
     // The new publisher's index entry before any kick (the Worker writes it too, beside this call): were that
     // write to fail (the registry overloaded), the Worker would undo the admission with the old publisher kicked.
     if (holders.length > 0 && env.SRS_API_URL) {
+      const before = late();
+      if (before) return before;
       const unindexed = await this.indexBeforeKick(session, hookId, holders[0]);
       if (unindexed) return unindexed;
       if (this.host.streamKey()) onIndexed();
@@ -104,7 +108,7 @@ export class PublisherApi {
       if (!env.SRS_API_URL) return { allow: false, denial: takeoverFailed(holder, "SRS_API_URL is not set, so the old publisher cannot be kicked") };
       const target = targets[i];
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
-      const undone = this.host.voided(hookId);
+      const undone = late();
       if (undone) return undone;
       const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy);
       if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };

@@ -55,6 +55,8 @@ export const Denials = {
   },
   /** Never reaches SRS: an attempt of a hook the Worker already answered (and undid) finishing late. */
   admissionUndone: { code: 4008, reason: "admission undone: an earlier answer of this hook was lost and the hook failed" },
+  /** Never reaches SRS either: a late attempt whose session's stop event came while it was decided (another attempt was answered). */
+  stoppedWhileDeciding: { code: 4008, reason: "admission undone: the session's stop event arrived while this attempt was decided" },
   /** maxSessionsPerViewer: the token's viewer id has that many live sessions on the stream. */
   viewerSessionLimit: { code: 4016, reason: "viewer session limit" },
   /** maxSessionsPerViewer on a token stream: only tokens that name their viewer (sub) can be counted. */

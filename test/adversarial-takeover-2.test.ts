@@ -4,7 +4,7 @@
  * src/stream/publisher-api.ts (958844b). Runs in the "srs-api" project, against test/fake-srs.ts.
  */
 import { describe, expect, it, vi } from "vitest";
-import { heartbeat, hook, newEdge, publish, streamState, unpublish } from "./srs";
+import { admin, heartbeat, hook, newEdge, publish, streamState, unpublish } from "./srs";
 import { ALLOW, deviceOf, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
 import { ServerRegistry } from "../src/server/registry";
 import { deliverNotices, holdMatching, overloaded, serverListed, until, withDeadline } from "./fleet";
@@ -121,5 +121,23 @@ describe("adversarial: takeover, index entries and lost writes", () => {
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
     expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001", state: "live" });
     await until(async () => (await serverListed(b.edge)).sessions === 0);
+  });
+
+  it("holds: a takeover refused 4009 (old edge unreachable), the Worker's write through or not: no entry stays, the operator's 'end all' of the new edge ends nothing, and its next on_publish (the old edge back) is admitted and indexed once", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    a.fake.reachable = false;
+    firstTracksFail(b.edge.server);
+    expect((await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).status).not.toBe(200);
+    expect((await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).body.code).toBe(4009);
+    expect((await serverListed(b.edge)).sessions).toBe(0);
+    const ended = await admin("DELETE", `/servers/${b.edge.server}/sessions`);
+    expect(ended.status).toBe(200);
+    expect(ended.body.ended ?? []).toHaveLength(0);
+    // The old edge's API answers again: the client's next attempt takes over.
+    a.fake.reachable = true;
+    expect(await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+    expect((await serverListed(b.edge)).sessions).toBe(1);
+    await until(async () => (await serverListed(a.edge)).sessions === 0);
   });
 });

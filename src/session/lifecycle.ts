@@ -14,6 +14,10 @@
  * separate, so every step below says what it does when one of them fails: the
  * rule is that an index entry exists for every publisher a stream holds (an
  * entry too many is harmless; one too few leaves a ghost nobody can find).
+ * A takeover (onDuplicatePublish "replace") writes the new publisher's entry
+ * from the stream itself before it kicks the old one (src/stream/publisher-api.ts)
+ * and says so (`indexed`): that admission then stands even if the Worker's own
+ * write beside it failed, since undoing it would leave the stream with nobody.
  *
  * What ends sessions without a hook of theirs happens elsewhere, by design
  * in the objects that hold them: a restart, a silence or SESSION_GRACE_S is

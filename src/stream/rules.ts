@@ -109,10 +109,10 @@ export function publisherBusy(publisher: SessionId): Denial {
   };
 }
 
-/** onDuplicatePublish "replace" could not take the stream over: the old publisher could not be kicked. */
 /** The code of a refused takeover (takeoverFailed). */
 export const TAKEOVER_FAILED = 4009;
 
+/** onDuplicatePublish "replace" could not take the stream over: the old publisher could not be kicked. */
 export function takeoverFailed(holder: SessionId, why: string): Denial {
   return { code: TAKEOVER_FAILED, reason: `publisher takeover failed: ${why} (client ${holder.clientId} on server ${holder.serverId} keeps the stream)` };
 }

@@ -245,6 +245,9 @@ export class ServerRegistry extends DurableObject<Env> {
     // heard_at: a candidate's last start hook; quiet: none for SERVER_TIMEOUT_S since, and its sessions were suspended.
     addColumns(this.sql, "candidates", { heard_at: "INTEGER", quiet: "INTEGER NOT NULL DEFAULT 0" });
     // due: not sent before (a notice that failed waits, with backoff, so it never holds back the others); failures: in a row.
+    // hook_id: the start hook whose track last wrote the entry ("" for writes that name none), so that the forget of a
+    // voided hook drops only the entry that hook wrote, never one a later on_publish of the same client id wrote since.
+    addColumns(this.sql, "client_streams", { hook_id: "TEXT NOT NULL DEFAULT ''" });
     addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0", due: "INTEGER NOT NULL DEFAULT 0", failures: "INTEGER NOT NULL DEFAULT 0" });
     this.kicks = new KickOutbox(this.sql, env, {
       apiTarget: (serverId, serviceId) => this.apiTarget(serverId, serviceId),
@@ -303,9 +306,9 @@ export class ServerRegistry extends DurableObject<Env> {
     if ((epoch === "current" || epoch === "candidate") && !this.voidHooks.has(hookId)) {
       // A repeat moves tracked_at forward, so a forget meant for an earlier session leaves this one.
       this.sql.exec(
-        `INSERT INTO client_streams (server_id, service_id, client_id, stream_key, role, tracked_at)
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET tracked_at = excluded.tracked_at`,
-        serverId, serviceId, clientId, stream.streamKey, stream.role, Date.now(),
+        `INSERT INTO client_streams (server_id, service_id, client_id, stream_key, role, tracked_at, hook_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET tracked_at = excluded.tracked_at, hook_id = excluded.hook_id`,
+        serverId, serviceId, clientId, stream.streamKey, stream.role, Date.now(), hookId,
       );
     }
     return epoch;
@@ -342,12 +345,20 @@ export class ServerRegistry extends DurableObject<Env> {
    * on_close, denials, admin calls). Called only after the stream confirmed,
    * so a failed stop leaves the entry for on_close, a restart or an operator.
    * `voidHook`: the Worker undid that start hook's admission; its track, if
-   * still on its way, writes nothing.
+   * still on its way, writes nothing, and only an entry that hook wrote goes
+   * (this forget may land late, after the client's next on_publish, with the
+   * same client id, was admitted and indexed).
    */
   async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[], voidHook?: string): Promise<void> {
     if (voidHook) this.voidHooks.add(voidHook, this.sql);
     this.acknowledgeEpoch(serverId, serviceId, "stop");
-    this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })));
+    if (!voidHook) return this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })));
+    for (const s of streams) {
+      this.sql.exec(
+        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND hook_id = ?",
+        serverId, serviceId, clientId, s.streamKey, s.role, voidHook,
+      );
+    }
   }
 
   /** on_close: the streams the client still holds (the caller ends them, then forgets them). */

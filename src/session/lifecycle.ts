@@ -140,6 +140,16 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     throw decisionResult.reason;
   }
   const decision = decisionResult.value;
+  if (!decision.allow && attempts > 1) {
+    // A retried call's refusal: an earlier attempt whose answer was lost may still be deciding (in a takeover: about to
+    // kick the old publisher for a client SRS now refuses, and admit it, after the entry was dropped below). The hook is
+    // voided at the stream (an admission it made ends) and at the registry (its entry goes; a write still on its way writes none).
+    await undo(`refused (${decision.denial.code}): an earlier attempt of this hook admits nothing`)
+      .then(() => server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()))
+      .catch(() => {});
+    if (trackResult.status === "rejected") throw trackResult.reason;
+    return decision;
+  }
   // A takeover's stream wrote this hook's index entry itself before kicking the old publisher: the admission
   // stands without the Worker's write (undoing it would leave the old publisher kicked for nobody).
   if (trackResult.status === "rejected" && !(decision.allow && decision.indexed)) {

@@ -13,6 +13,11 @@
  * was allowed meanwhile (SRS sent its on_publish / on_play again): each
  * allowed start hook confirms its session (in memory, CONFIRMED_KEPT at most;
  * beyond that, or after an eviction, an undo ends the session it names).
+ *
+ * A stop event (no hook to void) ends the session of the hook that confirmed
+ * it: that hook is void from then on too (in memory only, CONFIRMED_KEPT at
+ * most), so an attempt of it still on its way (the platform retried the call,
+ * the retry was answered, the client started and stopped) admits nothing.
  */
 
 /** Far beyond any attempt's run time (a hook's calls get 10 s, its undo 2 s more). */
@@ -25,6 +30,8 @@ export class VoidedHooks {
   private at = new Map<string, number>();
   /** Session key → the start hook that last allowed it. */
   private confirmedBy = new Map<string, string>();
+  /** Hooks whose session a stop event ended (in memory only). */
+  private stopped = new Set<string>();
 
   /** Reads the hooks voided within VOID_HOOK_MS (the object's tables exist). */
   load(sql: SqlStorage): void {
@@ -44,7 +51,7 @@ export class VoidedHooks {
   }
 
   has(hookId: string): boolean {
-    return hookId !== "" && this.at.has(hookId);
+    return hookId !== "" && (this.at.has(hookId) || this.stopped.has(hookId));
   }
 
   /** A start hook allowed the session `key` (an admission or a repeat): the session is that hook's. */
@@ -55,15 +62,24 @@ export class VoidedHooks {
 
   /**
    * A session is about to end. With `voidHook` (an undo), that hook is voided, and the answer is
-   * false if the session is another hook's since (the undo leaves it); else true.
+   * false if the session is another hook's since (the undo leaves it); else true. Without (a stop
+   * event), the hook that confirmed the session is void from now on (in memory).
    */
   ending(key: string, voidHook: string | undefined, sql: SqlStorage): boolean {
+    const by = this.confirmedBy.get(key);
     if (voidHook) {
       this.add(voidHook, sql);
-      const by = this.confirmedBy.get(key);
       if (by !== undefined && by !== voidHook) return false;
+    } else if (by !== undefined) {
+      if (this.stopped.size >= CONFIRMED_KEPT) this.stopped.clear();
+      this.stopped.add(by);
     }
     this.confirmedBy.delete(key);
     return true;
+  }
+
+  /** The start hook that last allowed the session `key` (undefined: none known, e.g. after an eviction). */
+  confirmerOf(key: string): string | undefined {
+    return this.confirmedBy.get(key);
   }
 }

@@ -77,6 +77,8 @@ export interface EndCause {
  * takeover end before.
  */
 const ANSWER_MARGIN_MS = 500;
+/** Sessions remembered as indexed by their hook's takeover (indexedBy). */
+const INDEXED_KEPT = 10_000;
 
 /** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
 export const PUSH_RETRY_MS = 5_000;
@@ -195,6 +197,8 @@ export class StreamObject extends DurableObject<Env> {
   private voidHooks = new VoidedHooks();
   /** Publish decisions under way, by session: a stop event of the session marks them (watchStops). */
   private deciding = new Map<string, Set<{ stopped: boolean }>>();
+  /** Session → the hook whose takeover wrote its index entry before the kick and admitted it (in memory, INDEXED_KEPT at most). */
+  private indexedBy = new Map<string, string>();
   /** Ghosts of lost on_unpublish and takeovers, through SRS's HTTP API (src/stream/publisher-api.ts). */
   private publisherApi: PublisherApi;
   /** Usage and events of the publish sessions (src/usage/stream-activity.ts). */
@@ -315,13 +319,18 @@ export class StreamObject extends DurableObject<Env> {
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
         const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy, late);
         decision = late() ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
-        // Its index entry is written: the Worker must not undo it for a failure of its own write (the old one is kicked).
-        if (indexed && decision.allow) decision = { ...decision, indexed: true };
+        if (indexed && decision.allow && hookId) {
+          if (this.indexedBy.size >= INDEXED_KEPT) this.indexedBy.clear();
+          this.indexedBy.set(sessionKey(session), hookId);
+        }
       }
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);
     }
     if (decision.allow && hookId) this.voidHooks.confirm(sessionKey(session), hookId);
+    // Its index entry was written by this hook's takeover (this attempt's, or an earlier one whose answer was lost, the
+    // session held since): the Worker must not undo it for a failure of its own write (the old one is kicked).
+    if (decision.allow && hookId && this.indexedBy.get(sessionKey(session)) === hookId && this.sessions.isPublishing(session)) decision = { ...decision, indexed: true };
     this.recordDecision("on_publish", session, ip, decision);
     return decision;
   }
@@ -425,8 +434,14 @@ export class StreamObject extends DurableObject<Env> {
   end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
     // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed, leaves the session.
-    if (!this.voidHooks.ending(sessionKey(session), cause.voidHook, this.sql)) return 0;
-    for (const mark of this.deciding.get(sessionKey(session)) ?? []) mark.stopped = true;
+    const key = sessionKey(session);
+    const confirmer = this.voidHooks.confirmerOf(key);
+    if (!this.voidHooks.ending(key, cause.voidHook, this.sql)) return 0;
+    // A stop event marks the decisions of the session under way when the hook it ends is unknown: when it is known,
+    // that hook is void now (its attempts are late), and a decision of another hook of the client is not late (a slow
+    // stop of an earlier session of the client id). An undo voids its own hook and leaves other hooks' decisions alone.
+    if (!cause.voidHook && confirmer === undefined) for (const mark of this.deciding.get(key) ?? []) mark.stopped = true;
+    this.indexedBy.delete(key);
     const ended = this.sessions.end(session, endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;

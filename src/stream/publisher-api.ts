@@ -53,13 +53,16 @@ export class PublisherApi {
     return ended > 0;
   }
 
-  /** A session this stream ended without a stop event: its index entry goes too (as after a stop), so the server's session count and a later "end all" follow. */
-  private forgetEntry(g: SessionId): void {
+  /**
+   * A session this stream ended without a stop event: its index entry goes too (as after a stop), so the server's
+   * session count and a later "end all" follow. With `hookId` (a late attempt's own entry): only what that hook wrote.
+   */
+  private forgetEntry(g: SessionId, hookId?: string): void {
     const key = this.host.streamKey();
     if (!key) return;
     const env = this.host.env();
     this.host.waitUntil(
-      withRetry(() => serverRegistry(env, g.serverId), (r) => r.forget(g.serverId, g.serviceId, g.clientId, [{ streamKey: key, role: "publisher" }])).catch(() => {}),
+      withRetry(() => serverRegistry(env, g.serverId), (r) => r.forget(g.serverId, g.serviceId, g.clientId, [{ streamKey: key, role: "publisher" }], hookId)).catch(() => {}),
     );
   }
 
@@ -79,7 +82,7 @@ export class PublisherApi {
     let indexed = false;
     const refused = await this.kickHolders(session, hookId, answerBy, late, () => void (indexed = true));
     // A late attempt (its hook undone, or its session's stop event came meanwhile) admits nothing: an entry it wrote goes.
-    if (indexed && refused !== null && late() !== null) this.forgetEntry(session);
+    if (indexed && refused !== null && late() !== null) this.forgetEntry(session, hookId);
     return { refused, indexed };
   }
 

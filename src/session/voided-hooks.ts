@@ -62,15 +62,17 @@ export class VoidedHooks {
 
   /**
    * A session is about to end. With `voidHook` (an undo), that hook is voided, and the answer is
-   * false if the session is another hook's since (the undo leaves it); else true. Without (a stop
-   * event), the hook that confirmed the session is void from now on (in memory).
+   * false if the session is another hook's since (the undo leaves it); else true. Without, and
+   * `stopEvent` (SRS's own stop of the session, which it sends only after a start hook was answered
+   * allowed), the hook that confirmed the session is void from now on (in memory). Other ends (a
+   * revocation, a replaced screen) void nothing: a retry of that hook is answered by the rules.
    */
-  ending(key: string, voidHook: string | undefined, sql: SqlStorage): boolean {
+  ending(key: string, voidHook: string | undefined, sql: SqlStorage, stopEvent = false): boolean {
     const by = this.confirmedBy.get(key);
     if (voidHook) {
       this.add(voidHook, sql);
       if (by !== undefined && by !== voidHook) return false;
-    } else if (by !== undefined) {
+    } else if (stopEvent && by !== undefined) {
       if (this.stopped.size >= CONFIRMED_KEPT) this.stopped.clear();
       this.stopped.add(by);
     }

@@ -436,7 +436,9 @@ export class StreamObject extends DurableObject<Env> {
     // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed, leaves the session.
     const key = sessionKey(session);
     const confirmer = this.voidHooks.confirmerOf(key);
-    if (!this.voidHooks.ending(key, cause.voidHook, this.sql)) return 0;
+    // Neither an undo nor an operator's end (src/session/lifecycle.ts endAll): a stop event, on_unpublish or on_close.
+    const stopEvent = !cause.voidHook && cause.action !== "admin";
+    if (!this.voidHooks.ending(key, cause.voidHook, this.sql, stopEvent)) return 0;
     // A stop event marks the decisions of the session under way when the hook it ends is unknown: when it is known,
     // that hook is void now (its attempts are late), and a decision of another hook of the client is not late (a slow
     // stop of an earlier session of the client id). An undo voids its own hook and leaves other hooks' decisions alone.

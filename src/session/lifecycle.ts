@@ -18,6 +18,9 @@
  * from the stream itself before it kicks the old one (src/stream/publisher-api.ts)
  * and says so (`indexed`): that admission then stands even if the Worker's own
  * write beside it failed, since undoing it would leave the stream with nobody.
+ * A retried call's refusal voids the hook (an earlier attempt may still be
+ * deciding), and index entries carry the hook that wrote them, so that a
+ * voided hook's late cleanup removes only its own.
  *
  * What ends sessions without a hook of theirs happens elsewhere, by design
  * in the objects that hold them: a restart, a silence or SESSION_GRACE_S is

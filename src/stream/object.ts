@@ -16,6 +16,7 @@ import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { PublisherApi } from "./publisher-api";
 import { LivenessRounds } from "./liveness-rounds";
 import { VoidedHooks } from "../session/voided-hooks";
+import { PublishAttempts } from "./publish-attempts";
 import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
@@ -77,8 +78,6 @@ export interface EndCause {
  * takeover end before.
  */
 const ANSWER_MARGIN_MS = 500;
-/** Sessions remembered as indexed by their hook's takeover (indexedBy). */
-const INDEXED_KEPT = 10_000;
 
 /** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
 export const PUSH_RETRY_MS = 5_000;
@@ -195,10 +194,8 @@ export class StreamObject extends DurableObject<Env> {
   private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new VoidedHooks();
-  /** Publish decisions under way, by session: a stop event of the session marks them (watchStops). */
-  private deciding = new Map<string, Set<{ stopped: boolean }>>();
-  /** Session → the hook whose takeover wrote its index entry before the kick and admitted it (in memory, INDEXED_KEPT at most). */
-  private indexedBy = new Map<string, string>();
+  /** Publish decisions under way and sessions a takeover indexed, in memory (src/stream/publish-attempts.ts). */
+  private attempts = new PublishAttempts();
   /** Ghosts of lost on_unpublish and takeovers, through SRS's HTTP API (src/stream/publisher-api.ts). */
   private publisherApi: PublisherApi;
   /** Usage and events of the publish sessions (src/usage/stream-activity.ts). */
@@ -272,32 +269,13 @@ export class StreamObject extends DurableObject<Env> {
    */
   async publish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId = "", answerWithinMs = HOOK_DEADLINE_MS): Promise<Decision> {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
-    const watch = this.watchStops(session);
+    // A stop event of the session while this attempt waits makes it late (src/stream/publish-attempts.ts).
+    const watch = this.attempts.begin(sessionKey(session));
     try {
       return await this.decidePublisher(session, ip, presentedKeyHash, guessLimit, hookId, answerWithinMs, () => this.voided(hookId) ?? watch.late());
     } finally {
       watch.done();
     }
-  }
-
-  /**
-   * A stop event (on_unpublish, on_close) of `session` while its publish is being decided (the decision waits on
-   * the registry or SRS's API): what is decided after it admits nothing. SRS sends it only once a start hook of the
-   * session was answered allowed, so this attempt is a late one (another attempt of the hook, retried, answered).
-   */
-  private watchStops(session: SessionId): { late: () => Decision | null; done: () => void } {
-    const key = sessionKey(session);
-    const mark = { stopped: false };
-    const marks = this.deciding.get(key) ?? new Set();
-    marks.add(mark);
-    this.deciding.set(key, marks);
-    return {
-      late: () => (mark.stopped ? { allow: false, denial: Denials.stoppedWhileDeciding } : null),
-      done: () => {
-        marks.delete(mark);
-        if (marks.size === 0 && this.deciding.get(key) === marks) this.deciding.delete(key);
-      },
-    };
   }
 
   private async decidePublisher(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId: string, answerWithinMs: number, late: () => Decision | null): Promise<Decision> {
@@ -319,10 +297,7 @@ export class StreamObject extends DurableObject<Env> {
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
         const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy, late);
         decision = late() ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
-        if (indexed && decision.allow && hookId) {
-          if (this.indexedBy.size >= INDEXED_KEPT) this.indexedBy.clear();
-          this.indexedBy.set(sessionKey(session), hookId);
-        }
+        if (indexed && decision.allow && hookId) this.attempts.indexed(sessionKey(session), hookId);
       }
     } else if (decision.allow && decision.admit) {
       this.admitPublisher(session, ip);
@@ -330,7 +305,7 @@ export class StreamObject extends DurableObject<Env> {
     if (decision.allow && hookId) this.voidHooks.confirm(sessionKey(session), hookId);
     // Its index entry was written by this hook's takeover (this attempt's, or an earlier one whose answer was lost, the
     // session held since): the Worker must not undo it for a failure of its own write (the old one is kicked).
-    if (decision.allow && hookId && this.indexedBy.get(sessionKey(session)) === hookId && this.sessions.isPublishing(session)) decision = { ...decision, indexed: true };
+    if (decision.allow && hookId && this.attempts.isIndexedBy(sessionKey(session), hookId) && this.sessions.isPublishing(session)) decision = { ...decision, indexed: true };
     this.recordDecision("on_publish", session, ip, decision);
     return decision;
   }
@@ -442,8 +417,8 @@ export class StreamObject extends DurableObject<Env> {
     // A stop event marks the decisions of the session under way when the hook it ends is unknown: when it is known,
     // that hook is void now (its attempts are late), and a decision of another hook of the client is not late (a slow
     // stop of an earlier session of the client id). An undo voids its own hook and leaves other hooks' decisions alone.
-    if (!cause.voidHook && confirmer === undefined) for (const mark of this.deciding.get(key) ?? []) mark.stopped = true;
-    this.indexedBy.delete(key);
+    if (!cause.voidHook && confirmer === undefined) this.attempts.stopped(key);
+    this.attempts.ended(key);
     const ended = this.sessions.end(session, endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;

@@ -120,6 +120,8 @@ const UNREACHABLE = "edge unreachable";
 const NOT_SRS = "edge answered, but not as SRS's API";
 /** A call cut short (or not made) because the hook waiting for it had no time left: the API is slow, not failing. */
 export const TOO_SLOW = "edge too slow to answer within the hook's time";
+/** A takeover's kick not sent: its reason went while it waited (an operator changed the policy or the key, or ended the new session). */
+export const CALLED_OFF = "kick called off before it was sent";
 
 /**
  * One call; a failure when the server could not be reached, answered with
@@ -246,6 +248,8 @@ export interface KickResult {
 
 /** How a kick fits a hook that waits for it (a takeover); the kick outbox has no such limits. */
 export interface KickTiming {
+  /** Asked right before the DELETE is sent: false calls the kick off (CALLED_OFF), nothing sent. */
+  stillWanted?: () => boolean;
   /** The DELETE is sent only before this time (then the hook still has time to wait for its answer and more); the check before it ends by then too. */
   sendBy?: number;
   /** The server's API said, a moment ago, that this very process has the client: no need to ask again first. */
@@ -265,6 +269,7 @@ export async function kickClient(env: Env, target: ApiTarget, clientId: string, 
   }
   // No kick the hook could not wait for: better the old publisher keeps the stream than both lose it.
   if (timing.sendBy !== undefined && Date.now() >= timing.sendBy) return { outcome: "failed", problem: TOO_SLOW };
+  if (timing.stillWanted && !timing.stillWanted()) return { outcome: "failed", problem: CALLED_OFF };
   const body = await call(env, "DELETE", target, clientPath(clientId)!);
   if ("problem" in body) return { outcome: "failed", problem: body.problem };
   if (body.code === CLIENT_NOT_FOUND) {

@@ -16,7 +16,7 @@ import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import type { SessionId } from "./hook";
-import { clientPresence, kickClient, TOO_SLOW, type ApiTarget, type ClientPresence, type KickResult } from "./api";
+import { CALLED_OFF, clientPresence, kickClient, TOO_SLOW, type ApiTarget, type ClientPresence, type KickResult } from "./api";
 
 export const GHOSTS_PER_CHECK = 20;
 /** What the decision log says of a session ended this way. */
@@ -146,12 +146,13 @@ export class GhostCheck {
   /**
    * Kicks a client (a takeover) in turn with this object's other calls to its server; GET /admin/servers
    * shows how it went. The kick is sent only before `sendBy`; a check of the client that just said this
-   * process has it (a refusal's, moments ago) spares the question before it.
+   * process has it (a refusal's, moments ago) spares the question before it. `stillWanted` is asked right
+   * before the DELETE (after the wait for a call slot and the question): false calls the kick off (CALLED_OFF).
    */
-  async kick(target: ApiTarget, clientId: string, sendBy?: number, doneBy?: number): Promise<KickResult> {
+  async kick(target: ApiTarget, clientId: string, sendBy?: number, doneBy?: number, stillWanted?: () => boolean): Promise<KickResult> {
     const cached = this.answers.get(`${target.serverId}\n${target.serviceId}\n${clientId}`);
     const knownPresent = cached?.presence === "present" && Date.now() - cached.at < ANSWER_TTL_MS;
-    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId, { sendBy, knownPresent, doneBy }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
+    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId, { sendBy, knownPresent, doneBy, stillWanted }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
     if (result.outcome !== "unaddressable") this.noteCall(target.serverId, result);
     return result;
   }
@@ -191,7 +192,7 @@ export class GhostCheck {
    */
   private noteCall(serverId: string, answer: { presence?: ClientPresence; outcome?: string; problem?: string }): void {
     // Slow is not failing: a call the hook had no time for says nothing of the API.
-    if (answer.problem === TOO_SLOW) return;
+    if (answer.problem === TOO_SLOW || answer.problem === CALLED_OFF) return;
     if (answer.problem) this.down.set(serverId, Date.now() + DOWN_TTL_MS);
     else if (answer.presence === "unknown") return;
     this.report(serverId, !answer.problem);

@@ -295,7 +295,9 @@ export class StreamObject extends DurableObject<Env> {
       }
       // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
       if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
-        const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy, late);
+        // Until its kick is sent, an operator's change calls it off: "deny" again, a rotated key, the stream deleted.
+        const stillReplaces = () => this.row?.on_duplicate_publish === "replace" && this.row.key_hash === presentedKeyHash;
+        const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy, late, stillReplaces);
         decision = late() ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
         if (indexed && decision.allow && hookId) this.attempts.indexed(sessionKey(session), hookId);
       }

@@ -12,7 +12,7 @@
 import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
-import { API_TIMEOUT_MS } from "../srs/api";
+import { API_TIMEOUT_MS, CALLED_OFF } from "../srs/api";
 import { CHECK_BUDGET_MS, GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import type { SessionId } from "../srs/hook";
 import { Denials, takeoverFailed, type Decision } from "./rules";
@@ -42,13 +42,14 @@ export class PublisherApi {
 
   /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
   async endGhosts(blockers: SessionId[], answerBy: number): Promise<boolean> {
+    const key = this.host.streamKey();
     const gone = await this.ghosts.gone(blockers, Math.min(CHECK_BUDGET_MS, answerBy - Date.now()));
     let ended = 0;
     for (const g of gone) {
       if (this.host.sessions().end(g, "ghost") === 0) continue;
       ended++;
       this.host.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
-      this.forgetEntry(g);
+      this.forgetEntry(g, key);
     }
     return ended > 0;
   }
@@ -56,9 +57,10 @@ export class PublisherApi {
   /**
    * A session this stream ended without a stop event: its index entry goes too (as after a stop), so the server's
    * session count and a later "end all" follow. With `hookId` (a late attempt's own entry): only what that hook wrote.
+   * `key`: the stream's name as it was when the work began (an operator may delete the stream while an API call is
+   * on its way: the session this work then ends still had its entry written under that name).
    */
-  private forgetEntry(g: SessionId, hookId?: string): void {
-    const key = this.host.streamKey();
+  private forgetEntry(g: SessionId, key: string | null, hookId?: string): void {
     if (!key) return;
     const env = this.host.env();
     this.host.waitUntil(
@@ -76,18 +78,36 @@ export class PublisherApi {
    * still wait for its answer and for the client to go: no old publisher is
    * kicked for a new one the hook then has no time to admit. `indexed`: the
    * new publisher's index entry was written here before the first kick (the
-   * Worker then keeps an admission even if its own write beside it failed).
+   * Worker then keeps an admission even if its own write beside it failed). `stillReplaces`: the takeover
+   * is still what the stream's policy says (an operator may switch onDuplicatePublish back to "deny",
+   * rotate the key or delete the stream while it runs); asked before each kick, right before its DELETE:
+   * once false no kick is sent and the way is left as it is (null: the caller decides again, and refuses).
    */
-  async takeOver(session: SessionId, hookId: string, answerBy: number, late: () => Decision | null = () => this.host.voided(hookId)): Promise<{ refused: Decision | null; indexed: boolean }> {
+  async takeOver(
+    session: SessionId,
+    hookId: string,
+    answerBy: number,
+    late: () => Decision | null = () => this.host.voided(hookId),
+    stillReplaces: () => boolean = () => true,
+  ): Promise<{ refused: Decision | null; indexed: boolean }> {
     let indexed = false;
-    const refused = await this.kickHolders(session, hookId, answerBy, late, () => void (indexed = true));
+    const key = this.host.streamKey();
+    const refused = await this.kickHolders(session, hookId, answerBy, late, stillReplaces, key, () => void (indexed = true));
     // A late attempt (its hook undone, or its session's stop event came meanwhile) admits nothing: an entry it wrote goes.
-    if (indexed && refused !== null && late() !== null) this.forgetEntry(session, hookId);
+    if (indexed && refused !== null && late() !== null) this.forgetEntry(session, key, hookId);
     return { refused, indexed };
   }
 
   /** takeOver's work; `onIndexed` is told once the new publisher's index entry is written. */
-  private async kickHolders(session: SessionId, hookId: string, answerBy: number, late: () => Decision | null, onIndexed: () => void): Promise<Decision | null> {
+  private async kickHolders(
+    session: SessionId,
+    hookId: string,
+    answerBy: number,
+    late: () => Decision | null,
+    stillReplaces: () => boolean,
+    key: string | null,
+    onIndexed: () => void,
+  ): Promise<Decision | null> {
     const env = this.host.env();
     const sessions = this.host.sessions();
     const holders = sessions.livePublishersBesides(session);
@@ -113,7 +133,10 @@ export class PublisherApi {
       if (!target) return { allow: false, denial: takeoverFailed(holder, `no SRS API known for server ${holder.serverId}`) };
       const undone = late();
       if (undone) return undone;
-      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy);
+      if (!stillReplaces()) return null;
+      // Asked again right before the DELETE (after the wait for a call slot): an operator's change meanwhile calls it off.
+      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy, () => late() === null && stillReplaces());
+      if (problem === CALLED_OFF) return late();
       if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };
       if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
       // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
@@ -123,7 +146,7 @@ export class PublisherApi {
         return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
       }
       // Its on_unpublish may be lost (SRS never retries it): the entry goes with the session, not with that event.
-      if (sessions.end(holder, "takeover") > 0) this.forgetEntry(holder);
+      if (sessions.end(holder, "takeover") > 0) this.forgetEntry(holder, key);
       this.host.record("takeover", holder.serverId, holder.clientId, "", "end",
         `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
     }

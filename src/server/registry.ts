@@ -352,13 +352,7 @@ export class ServerRegistry extends DurableObject<Env> {
   async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[], voidHook?: string): Promise<void> {
     if (voidHook) this.voidHooks.add(voidHook, this.sql);
     this.acknowledgeEpoch(serverId, serviceId, "stop");
-    if (!voidHook) return this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })));
-    for (const s of streams) {
-      this.sql.exec(
-        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND hook_id = ?",
-        serverId, serviceId, clientId, s.streamKey, s.role, voidHook,
-      );
-    }
+    this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })), voidHook);
   }
 
   /** on_close: the streams the client still holds (the caller ends them, then forgets them). */
@@ -464,11 +458,12 @@ export class ServerRegistry extends DurableObject<Env> {
   }
 
   /** Drops index entries of ended sessions (the streams already confirmed). */
-  forgetSessions(serverId: string, sessions: IndexedSession[]): void {
+  forgetSessions(serverId: string, sessions: IndexedSession[], writtenBy?: string): void {
     for (const s of sessions) {
+      // `writtenBy`: only an entry that start hook wrote (a voided hook's cleanup; see forget).
       this.sql.exec(
-        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ?",
-        serverId, s.serviceId, s.clientId, s.streamKey, s.role,
+        "DELETE FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND (? IS NULL OR hook_id = ?)",
+        serverId, s.serviceId, s.clientId, s.streamKey, s.role, writtenBy ?? null, writtenBy ?? null,
       );
     }
   }

@@ -129,6 +129,8 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
   let undoWindow: Deadline | null = null;
   const undoLeft = () => (undoWindow ??= new Deadline(deadline.left(UNDO_WAIT_MS))).left();
   const undo = (reason: string) => stream((s) => s.end(hook.session, { action: hook.action, ip: hook.ip, reason, voidHook: hookId }), undoLeft());
+  // The index entry this hook wrote goes (the Worker's, or a takeover's own), and a write of it still on its way writes none.
+  const forgetOwnEntry = () => server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft());
   const [decisionResult, trackResult] = await Promise.allSettled([decided, tracked]);
   if (decisionResult.status === "rejected") {
     // As far as the stream can be reached (else on_close, a restart or an operator can still end it: the index entry was written alongside).
@@ -137,7 +139,7 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
         // Undone, and the stream holds no session of the client (an earlier hook's, which an undo leaves): the index entry
         // goes (the Worker's, and one a takeover's stream wrote before its kick), and a track still on its way writes none.
         .then(() => stream((s) => s.heldSessions([{ role: "publisher", serverId, serviceId, clientId }]), undoLeft()))
-        .then((held) => (held.length === 0 ? server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()) : undefined))
+        .then((held) => (held.length === 0 ? forgetOwnEntry() : undefined))
         .catch(() => {});
     }
     throw decisionResult.reason;
@@ -148,7 +150,7 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     // kick the old publisher for a client SRS now refuses, and admit it, after the entry was dropped below). The hook is
     // voided at the stream (an admission it made ends) and at the registry (its entry goes; a write still on its way writes none).
     await undo(`refused (${decision.denial.code}): an earlier attempt of this hook admits nothing`)
-      .then(() => server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()))
+      .then(forgetOwnEntry)
       .catch(() => {});
     if (trackResult.status === "rejected") throw trackResult.reason;
     return decision;
@@ -163,7 +165,7 @@ async function publish(env: Env, hook: StartHook, streamKey: string, keyHash: st
     // The stream holds nothing of this hook now: its index entry goes (a refused takeover's stream wrote
     // one before its kick), and a track still on its way writes none. Other denials wrote nothing.
     if (decision.allow || decision.denial.code === TAKEOVER_FAILED) {
-      await server((r) => r.forget(serverId, serviceId, clientId, [{ streamKey, role: "publisher" }], hookId), undoLeft()).catch(() => {});
+      await forgetOwnEntry().catch(() => {});
     }
     throw trackResult.reason;
   }

@@ -231,11 +231,7 @@ export async function clientPresence(env: Env, target: ApiTarget, clientId: stri
   const early = identityAlongside ? identity(env, target, until) : null;
   const body = await call(env, "GET", target, path, until);
   if ("problem" in body) return { presence: "unknown", problem: body.problem };
-  if (body.code === CLIENT_NOT_FOUND) {
-    // SRS's "not found" is a bare {"code":2049}: believed only from the session's own server.
-    const who = await (early ?? identity(env, target, until));
-    return "problem" in who ? { presence: "unknown", problem: who.problem } : sameProcess(target, who, "gone");
-  }
+  if (body.code === CLIENT_NOT_FOUND) return notFound(target, await (early ?? identity(env, target, until)));
   if (body.code !== 0) return { presence: "unknown", problem: `edge answered code ${body.code}` };
   return sameProcess(target, body, "present");
 }
@@ -273,15 +269,21 @@ export async function kickClient(env: Env, target: ApiTarget, clientId: string, 
   const body = await call(env, "DELETE", target, clientPath(clientId)!);
   if ("problem" in body) return { outcome: "failed", problem: body.problem };
   if (body.code === CLIENT_NOT_FOUND) {
-    // A bare "not found", as to a GET: believed only from the session's own server (the address may answer for another now).
-    const who = await identity(env, target, timing.doneBy);
-    if ("problem" in who) return { outcome: "failed", problem: who.problem };
-    const gone = sameProcess(target, who, "gone");
-    return gone.presence === "gone" ? { outcome: "gone" } : { outcome: "failed", problem: gone.problem ?? UNREACHABLE };
+    // As to a GET: the address may answer for another server now.
+    const { presence, problem } = notFound(target, await identity(env, target, timing.doneBy));
+    return presence === "gone" ? { outcome: "gone" } : { outcome: "failed", problem: problem ?? UNREACHABLE };
   }
   if (body.code !== 0) return { outcome: "failed", problem: `edge answered code ${body.code}` };
   const who = sameProcess(target, body, "present");
   return who.presence === "present" ? { outcome: "kicked" } : { outcome: "failed", problem: who.problem ?? "edge answered for another process" };
+}
+
+/**
+ * SRS's "not found" is a bare {"code":2049} that names nobody: believed ("gone") only when who answers
+ * at the address (`who`, from GET /api/v1/versions) is the session's own server.
+ */
+function notFound(target: ApiTarget, who: { server: unknown; service: unknown } | Failed): PresenceAnswer {
+  return "problem" in who ? { presence: "unknown", problem: who.problem } : sameProcess(target, who, "gone");
 }
 
 /**

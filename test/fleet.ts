@@ -10,8 +10,8 @@ import { serverRegistry, viewerShard } from "../src/object-access";
 import { ViewerShard } from "../src/viewers/shard";
 import { ServerRegistry } from "../src/server/registry";
 import { Deadline } from "../src/platform/retry";
-import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, uniqueStream } from "./srs";
-import { ALLOW } from "./fake-srs";
+import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, kickedOn, type takeoverReady } from "./fake-srs";
 
 /** In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them. */
 export const T0 = new Date("2031-03-01T12:00:00Z").getTime();
@@ -162,14 +162,19 @@ export function holdMatching<T extends object>(proto: T, method: keyof T & strin
     state.calls++;
     if (state.reached) return real.apply(this, args);
     state.reached = true;
-    while (!state.released) await scheduler.wait(5);
-    try {
-      return await real.apply(this, args);
-    } finally {
-      state.done = true;
-    }
+    return heldRun(state, () => real.apply(this, args));
   });
   return state;
+}
+
+/** Waits until `state.released`, then runs `run`; `state.done` once it has. */
+async function heldRun<T>(state: { released: boolean; done: boolean }, run: () => Promise<T>): Promise<T> {
+  while (!state.released) await scheduler.wait(5);
+  try {
+    return await run();
+  } finally {
+    state.done = true;
+  }
 }
 
 /** Holds the first call of `method` until released; later calls run at once. */
@@ -260,4 +265,34 @@ export function withNoticeTimeout(ms: number): void {
   const usual = ServerRegistry.noticeTimeoutMs;
   ServerRegistry.noticeTimeoutMs = ms;
   onTestFinished(() => void (ServerRegistry.noticeTimeoutMs = usual));
+}
+
+/** Tracks of `serverId`, numbered from 1: `fate(n)` says whether the n-th fails (overloaded), is held, or runs. */
+export function tracksOf(serverId: string, fate: (n: number) => "fail" | "hold" | "run") {
+  const real = ServerRegistry.prototype.track;
+  const state = { n: 0, released: false, held: false, done: false };
+  onTestFinished(() => void (state.released = true));
+  vi.spyOn(ServerRegistry.prototype, "track").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["track"]>) {
+    if (args[0] !== serverId) return real.apply(this, args);
+    const f = fate(++state.n);
+    if (f === "fail") throw overloaded();
+    if (f === "hold") {
+      state.held = true;
+      return heldRun(state, () => real.apply(this, args));
+    }
+    return real.apply(this, args);
+  });
+  return state;
+}
+
+/**
+ * A takeover (test/fake-srs.ts takeoverReady) that must have done nothing lasting: once the old edge's API
+ * has no call in flight, its publisher enc00001 was not kicked and keeps the stream, and the new edge b
+ * holds no index entry.
+ */
+export async function expectNoTakeover({ a, b, s }: Awaited<ReturnType<typeof takeoverReady>>): Promise<void> {
+  await until(() => a.fake.inFlight === 0);
+  expect(kickedOn(a.fake, "enc00001")).toBe(false);
+  expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001", state: "live" });
+  await until(async () => (await serverListed(b.edge)).sessions === 0);
 }

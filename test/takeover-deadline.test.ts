@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { admin, hook, publish, streamState, unpublish } from "./srs";
-import { ALLOW, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
+import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
 import { until, withDeadline } from "./fleet";
 
 installFakeSrs();
@@ -57,5 +57,25 @@ describe("a takeover against a slow old edge answers within the hook's deadline"
     expect(kickedOn(a.fake, "enc00001")).toBe(true);
     expect(inFlight).toBeGreaterThan(0); // the questions after the kick, still on their way: the stop event was proof enough
     expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
+  });
+
+  it("two new publishers with the key on two edges at once, the old edge slow: the old one is kicked, one new publisher holds the stream and was told so, never two", async () => {
+    const { a, b, s, key } = await takeoverReady();
+    const c = await edgeWithApi(["enc00003"]);
+    a.fake.delayMs = 300;
+    const [rb, rc] = await Promise.all([
+      hook(publish("live", s, key, { ...b.edge, client: "enc00002" })),
+      hook(publish("live", s, key, { ...c.edge, client: "enc00003" })),
+    ]);
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+    const allowed = [rb, rc].filter((r) => r.status === 200 && r.body.code === 0);
+    const state = await streamState(s);
+    expect(state.live).toBe(true);
+    expect(state.conflicts).toEqual([]);
+    // Whoever holds the stream was told so; if both were allowed, the first was replaced by the second (kicked on its edge).
+    expect(allowed.length).toBeGreaterThanOrEqual(1);
+    const holder = state.publisher.clientId;
+    expect(holder === "enc00002" ? rb : rc).toEqual(ALLOW);
+    if (allowed.length === 2) expect(kickedOn(holder === "enc00002" ? c.fake : b.fake, holder === "enc00002" ? "enc00003" : "enc00002")).toBe(true);
   });
 });

@@ -56,6 +56,13 @@ export class Revocations {
   add(sub: string | null, before: number, expires: number, now: number): Revocation | null {
     const active = this.list(now);
     const same = active.find((r) => r.sub === sub);
+    // Of one viewer, covering only tokens expired by now ("before" long past): nothing to keep, and not a refusal
+    // (null reads as the cap). The one in force, if any, covers more; the caller still ends live sessions it covers.
+    if (sub !== null) {
+      const ttl = this.ttl();
+      const ends = ttl === null ? expires : before + ttl;
+      if (ends <= now) return same ?? { sub, before, expires: ends };
+    }
     // A revocation of every token is the way out past the cap (one row at most): never refused for it.
     if (!same && sub !== null && active.length >= MAX_REVOCATIONS) return null;
     const merged = { before: Math.max(before, same?.before ?? 0), expires: Math.max(expires, same?.expires ?? 0) };

@@ -1,0 +1,82 @@
+/**
+ * Review of issue 14 (viewer identity in play tokens): the README's token spec
+ * followed by an independent minter, revocations at their edges, app-wide tokens.
+ */
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { ALLOW, LIMIT, REVOKED, limited, nowS, playWith, tokenOf } from "./identity";
+import { admin, createStream, type Edge, hook, hookWith, newEdge, play, uniqueStream } from "./srs";
+import { at, events, T0, useFakeClock } from "./fleet";
+import { README_VECTORS } from "./token-vectors";
+
+const DAY_S = 86400;
+let a: Edge;
+let b: Edge;
+useFakeClock();
+beforeEach(() => {
+  a = newEdge();
+  b = newEdge();
+});
+
+describe("the README's format, minted elsewhere", () => {
+  // Minted with Python's stdlib from the README's text alone (base64.urlsafe_b64encode + hmac), key = the tests'
+  // TOKEN_SIGNING_KEY, iat = T0 (2031-03-01T12:00:00Z), exp = iat + 3600.
+  const PY = {
+    alice: "v2.X19kZWZhdWx0Vmhvc3RfXy9saXZlL3Jldmlld3B5MQ.1930132800.1930136400.YWxpY2VAZXhhbXBsZS5jb20.0mXu2d-UbfCBXhzKXCC7zDDfctfKXA02RaYIoslzPJE",
+    anonymous: "v2.X19kZWZhdWx0Vmhvc3RfXy9saXZlL3Jldmlld3B5MQ.1930132800.1930136400.-.x1csmfzbhIYuKUjpkpxaTjHyd8sU_uRNhiOICqseA6w",
+    pass: "v2.X19kZWZhdWx0Vmhvc3RfXy9saXZlLyo.1930132800.1930136400.c2Vhc29uLXBhc3MtNw.Jbuhdm24t9gp9zFEDG624cM2gx6BAOSJCIEktrnGRCg",
+  };
+
+  it("tokens a Python backend mints from the README play, are counted per viewer id, and a season pass plays another stream", async () => {
+    expect(T0 / 1000).toBe(1930132800);
+    await createStream("reviewpy1", { playAuth: "token", maxSessionsPerViewer: 1 });
+    expect(await hook(playWith("reviewpy1", a, "tv000001", PY.alice))).toEqual(ALLOW);
+    expect(await hook(playWith("reviewpy1", b, "phone001", PY.alice))).toEqual(LIMIT);
+    expect((await hook(playWith("reviewpy1", b, "anon0001", PY.anonymous))).body.code).toBe(4018);
+    const other = uniqueStream();
+    await createStream(other, { playAuth: "token" });
+    expect(await hook(playWith(other, a, "pass0001", PY.pass))).toEqual(ALLOW);
+    const log = JSON.stringify(await events("reviewpy1"));
+    for (const t of Object.values(PY)) expect(log).not.toContain(t.split(".").pop());
+  });
+
+  it("the README's test vectors play on live/cam1 at their issue time, with the vectors' key", async () => {
+    const vectorKey = { TOKEN_SIGNING_KEY: "streamgate-test-vector-key-0123456789" };
+    vi.setSystemTime(1795621490 * 1000 + 5000);
+    await createStream("cam1", { playAuth: "token" });
+    expect(await hookWith(vectorKey, playWith("cam1", a, "vec00001", README_VECTORS.withSub))).toEqual(ALLOW);
+    expect(await hookWith(vectorKey, playWith("cam1", a, "vec00002", README_VECTORS.noSub))).toEqual(ALLOW);
+    expect(await hookWith(vectorKey, playWith("cam1", a, "vec00003", README_VECTORS.wholeApp))).toEqual(ALLOW);
+  });
+});
+
+describe("revocations at their edges", () => {
+  it("a revocation of a viewer's tokens issued before a time long past (every one of them expired) is accepted: it is not 'too many active revocations'", async () => {
+    const s = await limited();
+    const r = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice", before: nowS() - 31 * DAY_S });
+    expect(r.status, JSON.stringify(r.body)).not.toBe(409);
+    expect(r.status).toBe(201);
+    expect(r.body.ended).toEqual([]);
+    // Nothing it covers can play, and alice's current tokens play on.
+    expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(ALLOW);
+  });
+
+  it("a revocation of a viewer's tokens issued before a time long past ends the session still live that one of them admitted", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const issued = nowS();
+    expect(await hook(playWith(s, a, "marathon", await tokenOf(s, "alice", issued, 3600)))).toEqual(ALLOW);
+    // An admitted viewer is not re-checked when its token expires: 31 days later it still watches.
+    at(31 * DAY_S * 1000);
+    const r = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice", before: issued + 1 });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    expect(r.body.ended.map((e: any) => e.clientId)).toEqual(["marathon"]);
+  });
+
+  it("by sub: a token minted in the same second, after the revocation, is refused (README: within 61 s); one minted 61 s later plays", async () => {
+    const s = await limited();
+    expect((await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" })).status).toBe(201);
+    expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(REVOKED);
+    at(61_000);
+    expect(await hook(playWith(s, a, "tv000002", await tokenOf(s, "alice")))).toEqual(ALLOW);
+  });
+});

@@ -5,7 +5,7 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ALLOW, LIMIT, REVOKED, limited, nowS, playWith, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, hookWith, newEdge, play, uniqueStream } from "./srs";
-import { at, events, T0, useFakeClock } from "./fleet";
+import { at, beat, events, restarted, T0, useFakeClock } from "./fleet";
 import { README_VECTORS } from "./token-vectors";
 
 const DAY_S = 86400;
@@ -78,5 +78,54 @@ describe("revocations at their edges", () => {
     expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(REVOKED);
     at(61_000);
     expect(await hook(playWith(s, a, "tv000002", await tokenOf(s, "alice")))).toEqual(ALLOW);
+  });
+});
+
+describe("concurrency probes", () => {
+  for (const [limit, mode] of [[2, "deny"], [3, "deny"], [2, "replace"]] as const) {
+    it(`50 simultaneous on_play of one viewer id on five edges, limit ${limit}, ${mode}: exactly ${limit} live afterwards`, async () => {
+      const s = await limited({ maxSessionsPerViewer: limit, onExtraViewerSession: mode });
+      const token = await tokenOf(s, "alice");
+      const edges = Array.from({ length: 5 }, newEdge);
+      const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => hook(playWith(s, edges[i % 5], `c${String(i).padStart(7, "0")}`, token))));
+      if (mode === "deny") expect(replies.filter((r) => r.status === 200)).toHaveLength(limit);
+      const listed = (await admin("GET", `/streams/live/${s}/viewers`)).body.viewers;
+      expect(listed).toHaveLength(1);
+      expect(listed[0].live).toBe(limit);
+    });
+  }
+
+  it("50 simultaneous on_play, half of them repeats of one live session: the live session stays, every other is refused", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const edges = Array.from({ length: 5 }, newEdge);
+    const replies = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => (i % 2 === 0 ? hook(playWith(s, a, "tv000001", token)) : hook(playWith(s, edges[i % 5], `c${String(i).padStart(7, "0")}`, token)))),
+    );
+    replies.forEach((r, i) => expect(r, String(i)).toEqual(i % 2 === 0 ? ALLOW : LIMIT));
+    expect((await admin("GET", `/streams/live/${s}/viewers`)).body.viewers).toEqual([expect.objectContaining({ sub: "alice", live: 1 })]);
+  });
+});
+
+describe("edge restarts", () => {
+  it("a viewer whose edge restarted plays again on it at once (its old session died with the process) once the new process heartbeats (README: Restarts)", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    await beat(a);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const next = restarted(a);
+    await beat(next);
+    expect(await hook(playWith(s, next, "tv000002", token))).toEqual(ALLOW);
+    expect((await admin("GET", `/streams/live/${s}/viewers`)).body.viewers).toEqual([expect.objectContaining({ sub: "alice", live: 1 })]);
+  });
+
+  it("a viewer whose edge restarted plays on another edge at once once the restart is known (heartbeat)", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    await beat(a);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    await beat(restarted(a));
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
   });
 });

@@ -4,7 +4,7 @@
  */
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ALLOW, LIMIT, REVOKED, limited, nowS, playWith, tokenOf } from "./identity";
-import { admin, createStream, type Edge, hook, hookWith, newEdge, play, uniqueStream } from "./srs";
+import { admin, createStream, type Edge, hook, hookWith, newEdge, stopPlay, uniqueStream } from "./srs";
 import { at, beat, events, restarted, T0, useFakeClock } from "./fleet";
 import { README_VECTORS } from "./token-vectors";
 
@@ -127,5 +127,55 @@ describe("edge restarts", () => {
     expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
     await beat(restarted(a));
     expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+  });
+});
+
+describe("a stream deleted and created again", () => {
+  it("starts with no revocations; a session live through the delete (SRS keeps it) still counts, and once it stops the viewer plays elsewhere", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect((await admin("POST", `/streams/live/${s}/revocations`, { sub: "bob" })).status).toBe(201);
+    expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
+    await createStream(s, { playAuth: "token", maxSessionsPerViewer: 1 });
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([]);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    expect(await hook(stopPlay("live", s, { ...a, client: "tv000001" }))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone002", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "bob00001", await tokenOf(s, "bob")))).toEqual(ALLOW);
+  });
+});
+
+describe("a revocation racing plays", () => {
+  for (const policy of [{}, { maxSessionsPerViewer: 3, onExtraViewerSession: "replace" }] as Record<string, unknown>[]) {
+    it(`no session admitted with the revoked token survives: 30 plays on six edges while it is posted (${JSON.stringify(policy)})`, async () => {
+      const s = uniqueStream();
+      await createStream(s, { playAuth: "token", ...policy });
+      const token = await tokenOf(s, "alice");
+      const edges = Array.from({ length: 6 }, newEdge);
+      const plays = Array.from({ length: 30 }, (_, i) => hook(playWith(s, edges[i % 6], `c${String(i).padStart(7, "0")}`, token)));
+      const revoked = admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" });
+      await Promise.all([...plays, revoked]);
+      expect((await revoked).status).toBe(201);
+      expect((await admin("GET", `/streams/live/${s}/viewers`)).body.viewers).toEqual([]);
+      expect(await hook(playWith(s, edges[0], "late0001", token))).toEqual(REVOKED);
+    });
+  }
+});
+
+describe("a viewer's revocation expires once every token it covers has", () => {
+  it("listed until before + MAX_TOKEN_TTL_S, gone then; the last token it covers (issued at before - 1, living MAX_TOKEN_TTL_S) is refused until it expires", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const r = (await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" })).body.revocation;
+    const ttl = 30 * DAY_S;
+    expect(r.expires).toBe(r.before + ttl);
+    const last = await tokenOf(s, "alice", r.before - 1, ttl);
+    at((r.expires - 2 - nowS()) * 1000);
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toHaveLength(1);
+    expect(await hook(playWith(s, a, "last0001", last))).toEqual(REVOKED);
+    vi.setSystemTime(r.expires * 1000);
+    expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([]);
+    expect((await hook(playWith(s, a, "last0002", last))).body.code).toBe(4013);
   });
 });

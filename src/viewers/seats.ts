@@ -182,11 +182,6 @@ export class ViewerSeats extends DurableObject<Env> {
       .map((s) => ({ sub: s.sub, serverId: s.server_id, serviceId: s.service_id, clientId: s.client_id }));
   }
 
-  /** A deleted stream's seats go with it. */
-  forgetStream(streamKey: string): void {
-    if (this.ready) this.sql.exec("DELETE FROM seats WHERE stream_key = ?", streamKey);
-  }
-
   private setLeaving(streamKey: string, sub: string, s: Seat, leaving: 0 | 1): void {
     this.sql.exec("UPDATE seats SET leaving = ? WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
       leaving, streamKey, sub, s.server_id, s.service_id, s.client_id);

@@ -97,8 +97,16 @@ async function refreshFleet() {
   fleet.busy = true;
   const box = fleetSection().querySelector(".fleet-chart");
   try {
-    const usage = await api("GET", "/usage?resolution=minute");
-    box.replaceChildren(usageChart("fleet-minute", "All streams: concurrent viewers, last hour (per minute)", usage.buckets.map((b) => ({ start: b.start, value: b.peakViewers })), "steps"));
+    // GET /admin/usage covers 200 streams per call: the fleet's total is the sum over every page, each
+    // asked for the first page's range (the minutes must line up).
+    let usage = await api("GET", "/usage?resolution=minute");
+    const points = usage.buckets.map((b) => ({ start: b.start, value: b.peakViewers }));
+    const range = `resolution=minute&from=${encodeURIComponent(usage.from)}&to=${encodeURIComponent(usage.to)}`;
+    while (usage.cursor) {
+      usage = await api("GET", `/usage?${range}&cursor=${encodeURIComponent(usage.cursor)}`);
+      usage.buckets.forEach((b, i) => points[i] && (points[i].value += b.peakViewers));
+    }
+    box.replaceChildren(usageChart("fleet-minute", "All streams: concurrent viewers, last hour (per minute)", points, "steps"));
   } catch (err) {
     box.replaceChildren(el("p", { class: "error" }, `Fleet usage: ${failure(err)}`));
   } finally {

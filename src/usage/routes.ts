@@ -61,7 +61,8 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
   };
   if (range.resolution === "minute") {
     // The console's fleet-wide chart: viewers per minute, summed over the streams.
-    const buckets = (usages[0]?.buckets ?? []).map((b, i) => ({ start: b.start, peakViewers: usages.reduce((sum, u) => sum + ((u.buckets[i] as MinuteBucket).peakViewers ?? 0), 0) }));
+    // No stream (an empty catalogue or vhost, a page past the last): every minute of the range, with no viewers.
+    const buckets = (usages[0] ?? emptyUsage(range)).buckets.map((b, i) => ({ start: b.start, peakViewers: usages.reduce((sum, u) => sum + ((u.buckets[i] as MinuteBucket).peakViewers ?? 0), 0) }));
     return jsonResponse({ ...span, buckets });
   }
   const streams = keys.map((key, i) => {

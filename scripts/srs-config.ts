@@ -1,14 +1,15 @@
-// Prints the srs.conf for one SRS server of the fleet:
-//   npm run srs-config -- --role edge --gate https://gate.example.com --device-id edge-eu-1 --origin origin.internal:1935
-//   npm run srs-config -- --role standalone --gate https://gate.example.com --device-id live-1
-//   npm run srs-config -- --role origin
+// Prints the srs.conf for one SRS server of the fleet (-s: without npm's "> streamgate@…" lines, which
+// SRS would refuse, so that `> srs.conf` writes a file SRS starts with):
+//   npm run -s srs-config -- --role edge --gate https://gate.example.com --device-id edge-eu-1 --origin origin.internal:1935
+//   npm run -s srs-config -- --role standalone --gate https://gate.example.com --device-id live-1
+//   npm run -s srs-config -- --role origin
 // HOOK_SECRET comes from the environment (the value `npm run secrets` printed), or with --local from
 // .dev.vars (then --gate defaults to http://127.0.0.1:8787), so it stays out of shell history and ps.
 // The configuration itself is built by scripts/lib/srs-config.ts, which the tests check.
 import { existsSync, readFileSync } from "node:fs";
 import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts";
 
-const USAGE = `usage: npm run srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
+const USAGE = `usage: npm run -s srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
          [--origin host:port[,host:port]] [--server-id ID] [--local]
   --role        edge: remote mode, needs --origin; standalone: one server, no origin; origin: behind
                 edges, calls nothing

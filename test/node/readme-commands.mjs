@@ -30,7 +30,7 @@ function readmeCommands() {
   );
 }
 
-const SRS_CONFIG = "npm run srs-config -- --role edge --gate https://gate.example.com --device-id edge-eu-1 --origin origin.internal:1935";
+const SRS_CONFIG = "npm run -s srs-config -- --role edge --gate https://gate.example.com --device-id edge-eu-1 --origin origin.internal:1935";
 const TOKEN = "npm run token -- live/cam1 --ttl 3600";
 
 /**
@@ -88,7 +88,7 @@ describe("every command of the README is run by a test or by .ci/run", () => {
       if (entry.by.startsWith("test/node/")) assert.match(PACKAGE.scripts.test, /node --test test\/node\/\*\.mjs/);
       else if (/^test\/[^/]+\.test\.ts$/.test(entry.by)) assert.match(PACKAGE.scripts.test, /vitest run/);
       else if (entry.by !== ".ci/run") assert.ok(CI.includes(entry.by), `.ci/run does not run ${entry.by}`);
-      const script = /^npm run (\S+)/.exec(cmd)?.[1];
+      const script = /^npm run (?:-s )?(\S+)/.exec(cmd)?.[1];
       if (script) assert.ok(PACKAGE.scripts[script], `package.json has no "${script}" script`);
     });
   }
@@ -107,10 +107,16 @@ function argsOf(command) {
 }
 
 describe("README commands run here", () => {
-  it("runs the README's srs-config command: its output is the README's example, secret aside", () => {
+  it("runs the README's srs-config command as written: it prints the README's example and nothing else, secret aside", () => {
     assert.ok(readmeCommands().includes(SRS_CONFIG), "the README's srs-config command changed: update SRS_CONFIG");
     const secret = "Zr0H5f2YcW-uq8N1sJxk_3dVb7LmTa9pEoGi4QnBtKw";
-    const out = npmRun(argsOf(SRS_CONFIG), { HOOK_SECRET: secret }).replaceAll(secret, "<HOOK_SECRET>");
+    // Exactly the README's words (no -s added here): an operator saves what it prints as srs.conf, and
+    // SRS refuses to start on any line that is not configuration (npm's "> streamgate@… srs-config").
+    const [npm, ...words] = SRS_CONFIG.split(/\s+/);
+    assert.equal(npm, "npm");
+    const r = spawnSync("npm", words, { cwd: ROOT, encoding: "utf8", env: { ...process.env, HOOK_SECRET: secret } });
+    assert.equal(r.status, 0, r.stderr);
+    const out = r.stdout.replaceAll(secret, "<HOOK_SECRET>");
     const at = README.indexOf("The edge of the command in \"Configure SRS\"");
     assert.ok(at > 0, "README lost the example's introduction");
     const example = /```nginx\n([\s\S]*?)```/.exec(README.slice(at))[1];
@@ -154,7 +160,7 @@ describe("commands named in the README's text exist: its npm scripts, wrangler's
 
   for (const cmd of commands) {
     it(cmd, () => {
-      const script = /^npm run (\S+)/.exec(cmd)?.[1];
+      const script = /^npm run (?:-s )?(\S+)/.exec(cmd)?.[1];
       if (script) return assert.ok(PACKAGE.scripts[script], `package.json has no "${script}" script`);
       const [command, next, ...rest] = cmd.split(/\s+/).slice(2);
       const help = wranglerHelp(command);

@@ -39,7 +39,9 @@ function afterRotation(name, local) {
     case "EVENTS_WEBHOOK_SECRET":
       return `events carry two signatures meanwhile, by the new secret and by the old one: give the new one to the backend that receives them (EVENTS_WEBHOOK_URL); once it verifies with it: ${drop}`;
     default:
-      return "the old token is refused from now on: update your backend; open consoles ask for the new one";
+      return local
+        ? "the old token is refused once npm run dev restarts: update your backend; open consoles ask for the new one"
+        : "the old token is refused from now on: update your backend; open consoles ask for the new one";
   }
 }
 
@@ -129,6 +131,8 @@ function report({ writes, generated, kept }, where) {
     return;
   }
   console.error(`streamgate secrets: stored ${Object.keys(writes).join(", ")} ${where}.`);
+  // wrangler dev reads .dev.vars when it starts and never again: a running one keeps the old values.
+  if (local) console.error("npm run dev reads .dev.vars only when it starts: restart npm run dev if it is running.");
   if (!local) console.error("Keep these values now (a password manager): Cloudflare never shows a secret's value again.");
   for (const name of generated) console.log(`${name}=${writes[name]}`);
   for (const name of generated) {

@@ -123,6 +123,15 @@ describe("npm run secrets -- --local", () => {
     assert.equal(vars.HOOK_SECRET_PREVIOUS, undefined);
   });
 
+  it("says that a running npm run dev keeps the old values until it is restarted (wrangler dev reads .dev.vars only at start)", () => {
+    const first = run(["--local"]);
+    assert.match(first.stderr, /restart npm run dev/);
+    const rotated = run(["--local", "--rotate", "ADMIN_TOKEN"], { cwd: first.cwd });
+    assert.equal(rotated.status, 0, rotated.stderr);
+    assert.match(rotated.stderr, /restart npm run dev/);
+    assert.doesNotMatch(rotated.stderr, /refused from now on/, "the running npm run dev still accepts the old token");
+  });
+
   it("refuses unknown arguments and secret names", () => {
     assert.equal(run(["--local", "--rotate", "PASSWORD"]).status, 2);
     assert.equal(run(["--force"]).status, 2);

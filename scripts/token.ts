@@ -1,4 +1,4 @@
-// Prints a play token: npm run token -- <app>/<stream> [--ttl seconds] [--vhost name] [--sub viewer-id]
+// Prints a play token: npm run -s token -- <app>/<stream> [--ttl seconds] [--vhost name] [--sub viewer-id]
 // (<app>/* : a season pass, every stream of the app).
 // The signing key comes from TOKEN_SIGNING_KEY in the environment, else from .dev.vars.
 // Runs on Node 22 (type stripping), with the same signing code the Worker uses.
@@ -11,7 +11,7 @@ import { signPlayToken, SUB_PATTERN } from "../src/auth/token.ts";
 const MAX_TTL_S = Math.min(7 * 24 * 3600, Number(process.env.MAX_TOKEN_TTL_S) || 30 * 24 * 3600);
 
 function usage(message: string): never {
-  console.error(`${message}\nusage: npm run token -- <app>/<stream> (or <app>/* for every stream of the app) [--ttl seconds] [--vhost name] [--sub viewer-id]`);
+  console.error(`${message}\nusage: npm run -s token -- <app>/<stream> (or <app>/* for every stream of the app) [--ttl seconds] [--vhost name] [--sub viewer-id]`);
   process.exit(2);
 }
 

@@ -31,7 +31,7 @@ function readmeCommands() {
 }
 
 const SRS_CONFIG = "npm run -s srs-config -- --role edge --gate https://gate.example.com --device-id edge-eu-1 --origin origin.internal:1935";
-const TOKEN = "npm run token -- live/cam1 --ttl 3600";
+const TOKEN = "npm run -s token -- live/cam1 --ttl 3600";
 
 /**
  * What runs each README command: `by` is the file, `evidence` the text in it that runs the command.
@@ -94,29 +94,24 @@ describe("every command of the README is run by a test or by .ci/run", () => {
   }
 });
 
-function npmRun(args, env) {
-  const r = spawnSync("npm", ["run", "-s", ...args], { cwd: ROOT, encoding: "utf8", env: { ...process.env, ...env } });
+/**
+ * A README command exactly as written (none of its words is quoted): what it prints is what an
+ * operator saves or captures (`> srs.conf`, `TOKEN=$(…)`), so npm's own "> streamgate@… " lines must not be in it.
+ */
+function runAsWritten(command, env) {
+  const [npm, ...words] = command.split(/\s+/);
+  assert.equal(npm, "npm");
+  const r = spawnSync("npm", words, { cwd: ROOT, encoding: "utf8", env: { ...process.env, ...env } });
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
-}
-
-/** The README command's own arguments (after `npm run <script> --`); none of them is quoted. */
-function argsOf(command) {
-  const words = command.split(/\s+/);
-  return words.slice(2);
 }
 
 describe("README commands run here", () => {
   it("runs the README's srs-config command as written: it prints the README's example and nothing else, secret aside", () => {
     assert.ok(readmeCommands().includes(SRS_CONFIG), "the README's srs-config command changed: update SRS_CONFIG");
     const secret = "Zr0H5f2YcW-uq8N1sJxk_3dVb7LmTa9pEoGi4QnBtKw";
-    // Exactly the README's words (no -s added here): an operator saves what it prints as srs.conf, and
-    // SRS refuses to start on any line that is not configuration (npm's "> streamgate@… srs-config").
-    const [npm, ...words] = SRS_CONFIG.split(/\s+/);
-    assert.equal(npm, "npm");
-    const r = spawnSync("npm", words, { cwd: ROOT, encoding: "utf8", env: { ...process.env, HOOK_SECRET: secret } });
-    assert.equal(r.status, 0, r.stderr);
-    const out = r.stdout.replaceAll(secret, "<HOOK_SECRET>");
+    // SRS refuses to start on any line of srs.conf that is not configuration (npm's "> streamgate@… srs-config").
+    const out = runAsWritten(SRS_CONFIG, { HOOK_SECRET: secret }).replaceAll(secret, "<HOOK_SECRET>");
     const at = README.indexOf("The edge of the command in \"Configure SRS\"");
     assert.ok(at > 0, "README lost the example's introduction");
     const example = /```nginx\n([\s\S]*?)```/.exec(README.slice(at))[1];
@@ -126,7 +121,9 @@ describe("README commands run here", () => {
   it("runs the README's token command: a play token for live/cam1, valid for an hour, signed with TOKEN_SIGNING_KEY", () => {
     assert.ok(readmeCommands().includes(TOKEN), "the README's token command changed: update TOKEN");
     const key = "readme-token-signing-key-32-chars-or-more";
-    const token = npmRun(argsOf(TOKEN), { TOKEN_SIGNING_KEY: key }).trim();
+    const output = runAsWritten(TOKEN, { TOKEN_SIGNING_KEY: key });
+    assert.match(output, /^v2\.[^\s]+\n$/, "the command prints the token alone, on one line");
+    const token = output.trim();
     const [version, resource, iat, exp, sub, signature] = token.split(".");
     assert.equal(version, "v2");
     assert.equal(Buffer.from(resource, "base64url").toString(), "__defaultVhost__/live/cam1");

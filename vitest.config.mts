@@ -41,13 +41,18 @@ const SRS_API_TESTS = ["test/srs-api.test.ts", "test/srs-api-bounds.test.ts", "t
 // Files whose gate sends events (EVENTS_WEBHOOK_URL set; test/receiver.ts answers the Worker's fetch of it).
 const WEBHOOK_TESTS = ["test/webhooks.test.ts", "test/adversarial-events.test.ts", "test/review-evt.test.ts"];
 const WEBHOOK_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`; // as test/receiver.ts
+// Files whose gate does both (their receiver is one more host of the fake SRS network).
+const SRS_API_EVENTS_TESTS = ["test/takeover-events.test.ts"];
+const SRS_API = { SRS_API_URL: "https://{device_id}.srs.test:1985", SRS_API_USERNAME: "gate", SRS_API_PASSWORD: "srs-api-password" };
+const EVENTS = { EVENTS_WEBHOOK_URL: "https://receiver.test/streamgate-events", EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET };
 
 export default defineConfig({
   test: {
     projects: [
-      { plugins: [workerd({})], test: { ...common, name: "gate", include: ["test/**/*.test.ts"], exclude: [...SRS_API_TESTS, ...WEBHOOK_TESTS] } },
-      { plugins: [workerd({ EVENTS_WEBHOOK_URL: "https://receiver.test/streamgate-events", EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET })], test: { ...common, name: "webhooks", include: WEBHOOK_TESTS } },
-      { plugins: [workerd({ SRS_API_URL: "https://{device_id}.srs.test:1985", SRS_API_USERNAME: "gate", SRS_API_PASSWORD: "srs-api-password" })], test: { ...common, name: "srs-api", include: SRS_API_TESTS } },
+      { plugins: [workerd({})], test: { ...common, name: "gate", include: ["test/**/*.test.ts"], exclude: [...SRS_API_TESTS, ...WEBHOOK_TESTS, ...SRS_API_EVENTS_TESTS] } },
+      { plugins: [workerd(EVENTS)], test: { ...common, name: "webhooks", include: WEBHOOK_TESTS } },
+      { plugins: [workerd(SRS_API)], test: { ...common, name: "srs-api", include: SRS_API_TESTS } },
+      { plugins: [workerd({ ...SRS_API, ...EVENTS })], test: { ...common, name: "srs-api-events", include: SRS_API_EVENTS_TESTS } },
     ],
   },
 });

@@ -34,8 +34,8 @@ export class FakeSrs {
   noService = false;
   /** Set false after the first DELETE (the API goes away right after a kick). */
   downAfterDelete = false;
-  /** Called at each kick (DELETE of a client it has). */
-  onKick: ((id: string) => void) | null = null;
+  /** Called at each kick (DELETE of a client it has), awaited before the DELETE is answered. */
+  onKick: ((id: string) => unknown) | null = null;
   inFlight = 0;
   maxInFlight = 0;
   calls: Call[] = [];
@@ -73,7 +73,7 @@ export class FakeSrs {
       if (req.method === "DELETE") {
         if (!this.linger) this.clients.delete(id);
         if (this.downAfterDelete) this.reachable = false;
-        this.onKick?.(id);
+        await this.onKick?.(id);
         return Response.json(this.envelope());
       }
       return Response.json({ ...this.envelope(), client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2 } });

@@ -421,7 +421,8 @@ export class StreamObject extends DurableObject<Env> {
     // stop of an earlier session of the client id). An undo voids its own hook and leaves other hooks' decisions alone.
     if (!cause.voidHook && confirmer === undefined) this.attempts.stopped(key);
     this.attempts.ended(key);
-    const ended = this.sessions.end(session, endReason(cause));
+    // A stop event of a publisher a takeover is kicking: SRS stops it because it was taken over.
+    const ended = this.sessions.end(session, stopEvent && this.publisherApi.isKicking(session) ? "takeover" : endReason(cause));
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
   }

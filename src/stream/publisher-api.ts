@@ -12,7 +12,7 @@
 import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
-import { API_TIMEOUT_MS, CALLED_OFF } from "../srs/api";
+import { API_TIMEOUT_MS, CALLED_OFF, type KickOutcome } from "../srs/api";
 import { CHECK_BUDGET_MS, GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import type { SessionId } from "../srs/hook";
 import { Denials, takeoverFailed, type Decision } from "./rules";
@@ -35,9 +35,20 @@ export interface PublisherApiHost {
 
 export class PublisherApi {
   private ghosts: GhostCheck;
+  /**
+   * Holders a takeover is kicking now, by session, with how many takeovers kick each: SRS sends the
+   * kicked client's on_unpublish before its API lets the client go, so that stop event, not the
+   * takeover, usually ends the session. It ended because it was taken over (stream.ended says so).
+   */
+  private kicking = new Map<string, number>();
 
   constructor(private host: PublisherApiHost) {
     this.ghosts = new GhostCheck(host.env());
+  }
+
+  /** Whether a takeover is kicking this publisher session now (its stop event then ends it as taken over). */
+  isKicking(s: SessionId): boolean {
+    return this.kicking.has(kickKey(s));
   }
 
   /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
@@ -134,16 +145,23 @@ export class PublisherApi {
       const undone = late();
       if (undone) return undone;
       if (!stillReplaces()) return null;
-      // Asked again right before the DELETE (after the wait for a call slot): an operator's change meanwhile calls it off.
-      const { outcome, problem } = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy, () => late() === null && stillReplaces());
-      if (problem === CALLED_OFF) return late();
-      if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, problem)) };
-      if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
-      // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
-      // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
-      const stopped = () => !sessions.isPublishing(holder);
-      if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
-        return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
+      let outcome: KickOutcome;
+      this.markKicking(holder, 1);
+      try {
+        // Asked again right before the DELETE (after the wait for a call slot): an operator's change meanwhile calls it off.
+        const kick = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy, () => late() === null && stillReplaces());
+        outcome = kick.outcome;
+        if (kick.problem === CALLED_OFF) return late();
+        if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, kick.problem)) };
+        if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
+        // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
+        // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
+        const stopped = () => !sessions.isPublishing(holder);
+        if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
+          return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
+        }
+      } finally {
+        this.markKicking(holder, -1);
       }
       // Its on_unpublish may be lost (SRS never retries it): the entry goes with the session, not with that event.
       if (sessions.end(holder, "takeover") > 0) this.forgetEntry(holder, key);
@@ -151,6 +169,14 @@ export class PublisherApi {
         `replaced by client ${session.clientId} on server ${session.serverId} (onDuplicatePublish: replace): ${outcome === "kicked" ? "kicked" : "already gone"}`);
     }
     return null;
+  }
+
+  /** A kick of `holder` begins (+1) or is done, its wait for the client to go included (-1): see isKicking. */
+  private markKicking(holder: SessionId, by: 1 | -1): void {
+    const key = kickKey(holder);
+    const n = (this.kicking.get(key) ?? 0) + by;
+    if (n > 0) this.kicking.set(key, n);
+    else this.kicking.delete(key);
   }
 
   /** Writes the new publisher's index entry as the Worker does (the same upsert); the refusal when it cannot be written. */
@@ -169,6 +195,10 @@ export class PublisherApi {
       return { allow: false, denial: takeoverFailed(holder, "the server index (registry) could not record the new publisher, so nobody was kicked") };
     }
   }
+}
+
+function kickKey(s: SessionId): string {
+  return `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
 }
 
 /** A failed kick's problem naming the old publisher's edge: "edge unreachable" → "edge edge-eu-1 unreachable". */

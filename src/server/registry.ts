@@ -279,9 +279,9 @@ export class ServerRegistry extends DurableObject<Env> {
     const before = this.servers.get(beat.serverId)?.service_id;
     const epoch = this.acknowledgeEpoch(beat.serverId, beat.serviceId, "heartbeat");
     if (epoch !== "current") return epoch;
-    // A restart: the server's viewer shard learns it before the heartbeat is answered, so that a
-    // late on_play of the replaced process, which the shard admits without asking, is refused.
-    if (before !== undefined && before !== beat.serviceId) await this.deliverNotices(beat.serverId);
+    // Recorded at once, in the same synchronous step as the epoch: a restart's heartbeat waits below for its
+    // shard's notice, and meanwhile (up to noticeTimeoutMs) a liveness question or the alarm must not judge
+    // the new process by the old one's last heartbeat and take it for silent.
     const row = this.servers.get(beat.serverId)!;
     row.device_id = beat.deviceId;
     row.ip = beat.ip;
@@ -292,6 +292,9 @@ export class ServerRegistry extends DurableObject<Env> {
       row.device_id, row.ip, row.pid, row.last_heartbeat, row.server_id,
     );
     this.armAlarm(row.last_heartbeat + serverTimeoutMs(this.env));
+    // A restart: the server's viewer shard learns it before the heartbeat is answered, so that a
+    // late on_play of the replaced process, which the shard admits without asking, is refused.
+    if (before !== undefined && before !== beat.serviceId) await this.deliverNotices(beat.serverId);
     return epoch;
   }
 

@@ -1,10 +1,12 @@
 /**
  * Review of issue 10 (liveness and epochs): sequences under which a rule broke.
  */
+import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { ViewerShard } from "../src/viewers/shard";
-import { createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
-import { at, beat, holdMatching, restarted, serverListed, until, useFakeClock } from "./fleet";
+import { StreamObject } from "../src/stream/object";
+import { admin, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, holdMatching, restarted, serverListed, serverStub, streamStub, until, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
@@ -46,5 +48,64 @@ describe("a restart's heartbeat is a heartbeat, even while its shard's notice is
     expect(second.body.code, "a second live publisher admitted").toBe(4004);
     expect(await serverListed(next)).toMatchObject({ serviceId: next.service, alive: true });
     expect(await streamState(s)).toMatchObject({ live: true, publisher: { serverId: next.server, state: "live" } });
+  });
+});
+
+const TIMEOUT_MS = 30_000;
+const GRACE_MS = 86_400_000;
+const RETENTION_MS = 7 * 86_400_000;
+
+describe("SESSION_GRACE_S ends the same sessions at the stream and in the server index", () => {
+  /** The edge heartbeats at 0 and goes silent (30 s); its encoder's on_publish arrived at 29 s and the stream admitted it at `admittedAt`. */
+  async function straddlingPublisher(admittedAt: number) {
+    expect(await beat(edge)).toEqual(ALLOW);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const slow = holdMatching(StreamObject.prototype, "publish", (_self, args) => args[0]?.clientId === "enc00001");
+    at(29_000);
+    const publishing = hook(publish("live", s, key, { ...edge, client: "enc00001" }));
+    await until(() => slow.reached);
+    at(admittedAt);
+    slow.released = true;
+    expect(await publishing).toEqual(ALLOW);
+    expect((await serverListed(edge)).sessions).toBe(1);
+    return { s, key };
+  }
+
+  it("an encoder whose on_publish arrived before its edge went silent, admitted a moment after, is ended by the grace like the rest; a week later the edge is forgotten and blocks nobody", async () => {
+    // The stream's decision took 2 s (a busy object, a liveness round, a takeover's kick): it admits the
+    // encoder at 31 s, just after the edge's silence began. Then the edge stays partitioned, for good.
+    const { s, key } = await straddlingPublisher(31_000);
+
+    // A day of silence: SESSION_GRACE_S ends what the edge held when it went silent.
+    at(GRACE_MS + 60_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    await runDurableObjectAlarm(streamStub(s));
+    expect((await streamState(s)).publisher, "the edge's encoder after SESSION_GRACE_S").toBeNull();
+    expect((await serverListed(edge))?.sessions ?? 0, "indexed sessions of the edge").toBe(0);
+
+    // A week later the edge (decommissioned) is forgotten: nothing of it comes back as a live publisher.
+    at(GRACE_MS + RETENTION_MS + 120_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await runDurableObjectAlarm(streamStub(s));
+    expect(await beat(other)).toEqual(ALLOW);
+    expect(await hook(publish("live", s, key, { ...other, client: "enc00002" })), "the encoder on a live edge").toEqual(ALLOW);
+    expect(await serverListed(edge), "the forgotten edge").toBeUndefined();
+  });
+
+  it("whatever the stream still holds of a silent edge after the grace stays indexed (on_close, a restart and an operator find it)", async () => {
+    // A decision slower than any hook's deadline (it cannot happen, but the index must not depend on it).
+    const { s } = await straddlingPublisher(45_000);
+    at(GRACE_MS + 60_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    const held = (await streamState(s)).publisher ? 1 : 0;
+    expect((await serverListed(edge))?.sessions ?? 0, "indexed sessions of the edge").toBe(held);
+    if (held) {
+      const ended = await admin("DELETE", `/servers/${edge.server}/sessions`);
+      expect(ended.body.ended).toHaveLength(1);
+      expect((await streamState(s)).publisher).toBeNull();
+    }
   });
 });

@@ -4,7 +4,7 @@ import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { addColumns } from "../platform/sql";
-import { HOOK_DEADLINE_MS, withRetry, withTimeout } from "../platform/retry";
+import { HOOK_DEADLINE_MS, UNDO_WAIT_MS, withRetry, withTimeout } from "../platform/retry";
 import { streamObject, viewerShard } from "../object-access";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
 import { apiBase } from "../srs/api";
@@ -83,12 +83,16 @@ type MessageKind = "heartbeat" | "start" | "stop";
  * ended, and on how many streams a viewer shard still holds viewers of the
  * process after a cutoff (admitted since: the process came back before the
  * notice). The shard's one index entry stands for those, so it is kept and
- * the process's next silence reaches them too. (A stream's entries are one
- * per session and end precisely: it answers 0.)
+ * the process's next silence reaches them too. A stream's entries are one
+ * per session: it answers the publishers of the process it still holds
+ * after the cutoff (`keptClients`), whose entries stay. (The stream stamps a
+ * session when it admits it, the registry its entry when the hook arrives:
+ * a decision that took a moment straddles a cutoff on one side only.)
  */
 export interface NoticeAnswer {
   ended: number;
   kept: number;
+  keptClients?: string[];
 }
 
 export interface ProcessStatus {
@@ -564,6 +568,13 @@ export class ServerRegistry extends DurableObject<Env> {
           "DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND service_id = ? AND tracked_at <= ?",
           n.stream_key, n.server_id, n.service_id, n.cutoff,
         );
+      } else if (n.cutoff > 0 && result.value.keptClients) {
+        // The stream still holds these sessions of the process: their entries stay (on_close, a restart, an operator find them).
+        const kept = JSON.stringify(result.value.keptClients);
+        this.sql.exec(
+          "DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND service_id = ? AND tracked_at <= ? AND client_id NOT IN (SELECT value FROM json_each(?))",
+          n.stream_key, n.server_id, n.service_id, n.cutoff, kept,
+        );
       }
     });
   }
@@ -821,9 +832,11 @@ export class ServerRegistry extends DurableObject<Env> {
 
   /** SESSION_GRACE_S of silence: the process's sessions so far end for good. */
   private expire(row: ServerRow, now: number): void {
-    // Sessions up to the moment the server went silent end: a session admitted since then is a
-    // new one of a returning process (whose hook may reach its stream before this does).
-    row.expired_at = Math.min(now, row.last_heartbeat! + serverTimeoutMs(this.env));
+    // Sessions up to the moment the server went silent end, and those whose hook arrived before it and
+    // whose decision took a moment (a stream or shard stamps a session when it admits it, up to a hook's
+    // deadline and its undo later): a session admitted since then is a new one of a returning process
+    // (whose hook may reach its stream before this does; a return resumes the server, so it comes later).
+    row.expired_at = Math.min(now, row.last_heartbeat! + serverTimeoutMs(this.env) + HOOK_DEADLINE_MS + UNDO_WAIT_MS);
     row.seq++;
     this.sql.exec("UPDATE servers SET expired_at = ?, seq = ? WHERE server_id = ?", row.expired_at, row.seq, row.server_id);
     this.notify(row, row.service_id, "suspended", row.expired_at, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`, row.last_heartbeat!);

@@ -453,7 +453,11 @@ export class StreamObject extends DurableObject<Env> {
    * has applied is ignored. Answers the number of sessions ended (NoticeAnswer).
    */
   applyStatus(news: ProcessStatus): NoticeAnswer {
-    return { ended: this.ready ? this.sessions.apply(news) : 0, kept: 0 };
+    if (!this.ready) return { ended: 0, kept: 0 };
+    const ended = this.sessions.apply(news);
+    // Sessions of the process admitted after the cutoff stay here, and so must their index entries.
+    const keptClients = news.cutoff > 0 ? this.sessions.clientsOf(news.serverId, news.serviceId) : [];
+    return { ended, kept: keptClients.length, ...(keptClients.length > 0 ? { keptClients } : {}) };
   }
 
   /** The last decisions, newest first. */

@@ -144,6 +144,11 @@ export class SessionBook {
     return [...seen.values()];
   }
 
+  /** The client ids of the process's publisher sessions here. */
+  clientsOf(serverId: string, serviceId: string): string[] {
+    return this.publishers.filter((p) => p.server_id === serverId && p.service_id === serviceId).map((p) => p.client_id);
+  }
+
   /** Does another process of the hook's server hold sessions here? Then the hook may be news of a restart. */
   heldByOtherProcessOf(hook: SessionId): boolean {
     return this.publishers.some((p) => p.server_id === hook.serverId && p.service_id !== hook.serviceId);

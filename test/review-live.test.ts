@@ -5,7 +5,8 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { ViewerShard } from "../src/viewers/shard";
 import { StreamObject } from "../src/stream/object";
-import { admin, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { ViewerSeats } from "../src/viewers/seats";
+import { admin, createStream, type Edge, hook, newEdge, play, publish, stopPlay, streamHook, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, holdMatching, restarted, serverListed, serverStub, streamStub, until, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -107,5 +108,62 @@ describe("SESSION_GRACE_S ends the same sessions at the stream and in the server
       expect(ended.body.ended).toHaveLength(1);
       expect((await streamState(s)).publisher).toBeNull();
     }
+  });
+});
+
+describe("viewers over the cap after a heal", () => {
+  it("while the count stays over the cap, a viewer who leaves frees no slot for a new one, on either edge", async () => {
+    expect(await beat(edge)).toEqual(ALLOW);
+    expect(await beat(other)).toEqual(ALLOW);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 2 });
+    expect(await hook(play("live", s, { ...edge, client: "old00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...edge, client: "old00002" }))).toEqual(ALLOW);
+    at(TIMEOUT_MS + 1000);
+    expect(await beat(other)).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...other, client: "new00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...other, client: "new00002" }))).toEqual(ALLOW);
+    // The edge is back: 4 connected viewers for a cap of 2.
+    at(TIMEOUT_MS + 2000);
+    expect(await beat(edge)).toEqual(ALLOW);
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ viewers: 4, suspendedViewers: 0 });
+    // One leaves on each edge: 2 left, at the cap. Nobody new is admitted until fewer than 2 watch.
+    expect(await hook(stopPlay("live", s, { ...other, client: "new00001" }))).toEqual(ALLOW);
+    expect((await hook(play("live", s, { ...other, client: "new00003" }))).body.code, "3 watching, cap 2 (other edge)").toBe(4005);
+    expect((await hook(play("live", s, { ...edge, client: "old00003" }))).body.code, "3 watching, cap 2 (returning edge)").toBe(4005);
+    expect(await hook(stopPlay("live", s, { ...edge, client: "old00001" }))).toEqual(ALLOW);
+    expect((await hook(play("live", s, { ...other, client: "new00004" }))).body.code, "2 watching, cap 2 (other edge)").toBe(4005);
+    expect((await hook(play("live", s, { ...edge, client: "old00004" }))).body.code, "2 watching, cap 2 (returning edge)").toBe(4005);
+    expect((await streamState(s)).viewers).toBe(2);
+  });
+});
+
+describe("SESSION_GRACE_S and a viewer admitted a moment after its edge went silent", () => {
+  it("is ended by the grace like the rest; the edge, gone for good, is forgotten a week later", async () => {
+    expect(await beat(edge)).toEqual(ALLOW);
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token", maxSessionsPerViewer: 2 });
+    const token = (await admin("POST", `/streams/live/${s}/tokens`, { sub: "alice", ttl: 7200 })).body.token;
+    const watch = (client: string) => hook(streamHook("on_play", "live", s, { ...edge, client }, `token=${token}`));
+    expect(await watch("view0001")).toEqual(ALLOW);
+    // At 29 s alice's second screen's on_play reaches the edge's shard, which counts her sessions at her
+    // seats object: it answers at 31 s (busy), just after the edge's silence began. Then the edge is gone.
+    const slow = holdMatching(ViewerSeats.prototype, "take", () => true);
+    at(29_000);
+    const second = watch("view0002");
+    await until(() => slow.reached);
+    at(31_000);
+    slow.released = true;
+    expect(await second).toEqual(ALLOW);
+
+    at(GRACE_MS + 60_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(s), "the edge's viewers after SESSION_GRACE_S").toMatchObject({ viewers: 0, suspendedViewers: 0 });
+
+    at(GRACE_MS + RETENTION_MS + 120_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    expect(await serverListed(edge), "the forgotten edge").toBeUndefined();
   });
 });

@@ -250,6 +250,11 @@ export class ShardLeases {
     // a restarted shard never reuses one. A stream that never granted anything here needs no row.
     const stored = lease.granted > 0 || this.hasLeaseRow(streamKey);
     if (stored) this.storeLease(streamKey, lease);
+    // A message saying the shard holds nothing makes the stream forget it (it leaves): the policy goes here
+    // first, so a viewer arriving meanwhile asks the stream again, behind this message, and is recorded
+    // there before it is admitted (else an unlimited stream's shard admitted it on the cached policy,
+    // unknown to the stream: not in its totals, and missed by the push of a cap set later).
+    if (want === 0 && report.granted === 0 && report.live === 0 && report.suspended === 0) this.policies.delete(streamKey);
     const answer: LeaseAnswer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
     lease.told = `${report.live}/${report.suspended}`;
     if (answer.policy === null && lease.granted === 0 && !stored) {

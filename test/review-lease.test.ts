@@ -62,3 +62,28 @@ describe("a shard leaving an unlimited stream while one of its viewers is admitt
   });
 });
 
+describe("a stream deleted and created again", () => {
+  it("must not happen: a shard that left the deleted stream starts its sequence numbers again from 0, the stream ignores its answers to the new policy's push, and every edge is refused at the new cap, for far longer than the README's 8 s, while nobody watches", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 10 });
+    const [e, t] = [newEdge(), newEdge()];
+    expect(await viewer(s, e, "e0000001")).toEqual(ALLOW);
+    // Policy changes while e watches: each push is a message of e's lease (its sequence number grows).
+    for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 20 + i })).status).toBe(200);
+    expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
+    // e's viewer leaves: e holds nothing of the stream any more and gives its slot back (it leaves the stream).
+    expect(await stop(s, e, "e0000001")).toEqual(ALLOW);
+    await new Promise((r) => setTimeout(r, 200));
+    // The operator creates the stream again, capped at 5; nobody watches. 20 s pass (the stream's alarm runs its rounds).
+    await createStream(s, { maxViewers: 5 });
+    for (let k = 1; k <= 4; k++) {
+      at(k * 5_000);
+      await runDurableObjectAlarm(streamStub(s));
+    }
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await viewer(s, t, `t000000${i}`));
+    expect(answers.map((a) => a.body.code), "viewers of a new stream capped at 5 that nobody watches, 20 s after it was created").toEqual([0, 0, 0]);
+  });
+});

@@ -50,6 +50,13 @@ export class ShardLeases {
   private policies = new Map<string, { policy: ViewerPolicy | null; version: number; at: number }>();
   /** One lease message per stream at a time. */
   private locks = new Map<string, Promise<unknown>>();
+  /**
+   * The highest sequence number of a lease this shard dropped (it left the stream): a lease begun
+   * again starts above it. The stream may keep its record of the shard (it was deleted meanwhile,
+   * or a recall crossed the message that left), and ignores any message or recall answer not newer
+   * than that record: restarting at 0 left it unreached after the next push, refusing every edge.
+   */
+  private seqFloor = 0;
 
   constructor(
     private env: Env,
@@ -59,6 +66,7 @@ export class ShardLeases {
 
   /** Reads the stored leases (the tables exist). */
   load(): void {
+    for (const r of this.tables.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'lease_seq_floor'")) this.seqFloor = Number(r.value);
     for (const r of this.tables.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
       this.leases.set(r.stream_key, fresh(r.granted, r.seq));
     }
@@ -278,7 +286,13 @@ export class ShardLeases {
       // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.
       this.policies.delete(streamKey);
       this.leases.delete(streamKey);
-      if (this.tables.ready) this.tables.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
+      if (this.tables.ready) {
+        this.tables.sql.exec("DELETE FROM leases WHERE stream_key = ?", streamKey);
+        if (lease.seq > this.seqFloor) {
+          this.seqFloor = lease.seq;
+          this.tables.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('lease_seq_floor', ?)", String(lease.seq));
+        }
+      }
     }
     return true;
   }
@@ -299,7 +313,7 @@ export class ShardLeases {
     let lease = this.leases.get(streamKey);
     if (!lease) {
       const row = this.tables.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
-      lease = fresh(row?.granted ?? 0, row?.seq ?? 0);
+      lease = fresh(row?.granted ?? 0, row?.seq ?? this.seqFloor);
       this.leases.set(streamKey, lease);
     }
     return lease;

@@ -2,7 +2,7 @@
  * Adversarial review of viewer admission in viewer shards with leases (issue 12).
  * "must not happen: …" tests failed on the code reviewed; "holds: …" pinned behaviour that held.
  */
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { at, shardStub, streamStub } from "./fleet";
@@ -85,5 +85,87 @@ describe("a stream deleted and created again", () => {
     const answers = [];
     for (let i = 0; i < 3; i++) answers.push(await viewer(s, t, `t000000${i}`));
     expect(answers.map((a) => a.body.code), "viewers of a new stream capped at 5 that nobody watches, 20 s after it was created").toEqual([0, 0, 0]);
+  });
+});
+
+describe("a shard's leave crossing a policy push", () => {
+  it("must not happen: a push that reaches a shard while its message leaving the stream is on its way leaves the stream a record the shard forgot; after the next policy change every edge is refused while the stream is empty", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 4 });
+    const [e, t] = [newEdge(), newEdge()];
+    for (let i = 0; i < 2; i++) expect(await viewer(s, e, `e000000${i}`)).toEqual(ALLOW);
+    // Policy changes while e watches: each push is a message of e's lease (its sequence number grows).
+    for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 4 + (i % 2) })).status).toBe(200);
+    for (let i = 0; i < 2; i++) expect(await stop(s, e, `e000000${i}`)).toEqual(ALLOW);
+    // 30 s later e's alarm gives back its idle slots: holding nothing, it leaves the stream.
+    const real = StreamObject.prototype.viewerLease;
+    const reached = gate();
+    const release = gate();
+    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+      if (report.serverId === e.server && report.want === 0 && report.live === 0 && report.granted === 0) {
+        reached.open();
+        await release.wait;
+      }
+      return real.call(this, report);
+    });
+    at(31_000);
+    const alarm = runDurableObjectAlarm(shardStub(e));
+    await reached.wait;
+    // Meanwhile the operator raises the cap: the push reaches e before the stream reads e's message.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 7 })).status).toBe(200);
+    release.open();
+    await alarm;
+    vi.restoreAllMocks();
+    // Another change later; then 20 s pass (the stream's alarm runs its rounds) and viewers come to t.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 6 })).status).toBe(200);
+    for (let k = 1; k <= 4; k++) {
+      at(31_000 + k * 5_000);
+      await runDurableObjectAlarm(streamStub(s));
+    }
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await viewer(s, t, `t000000${i}`));
+    expect(answers.map((a) => a.body.code), "viewers of a stream capped at 6 that nobody watches").toEqual([0, 0, 0]);
+  });
+});
+
+describe("flash crowd with evictions and a lowered cap", () => {
+  it("holds: 60 concurrent on_play over 6 edges while two shards and the stream's object are evicted, then the cap lowered and more joins: never more than the cap, totals equal the shards' sum", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 25 });
+    const edges = Array.from({ length: 6 }, () => newEdge());
+    const joins = Array.from({ length: 60 }, (_, i) => viewer(s, edges[i % 6], `c${String(i).padStart(7, "0")}`));
+    await new Promise((r) => setTimeout(r, 20));
+    await evictDurableObject(shardStub(edges[1]));
+    await evictDurableObject(streamStub(s));
+    await evictDurableObject(shardStub(edges[4]));
+    const answers = await Promise.all(joins);
+    const admitted = answers.filter((a) => a.status === 200 && a.body.code === 0).length;
+    const errors = answers.filter((a) => a.status !== 200).length;
+    let state = await streamState(s);
+    expect(state.viewers + state.leasedUnused).toBeLessThanOrEqual(25);
+    expect(state.viewers).toBe(admitted);
+    expect(admitted + errors).toBeLessThanOrEqual(25 + errors);
+    // The cap drops to 10 while some leave and others join.
+    const stops = answers.map((a, i) => (a.body.code === 0 && i % 3 === 0 ? stop(s, edges[i % 6], `c${String(i).padStart(7, "0")}`) : null)).filter(Boolean);
+    const put = admin("PUT", `/streams/live/${s}`, { maxViewers: 10 });
+    const more = Array.from({ length: 30 }, (_, i) => viewer(s, edges[i % 6], `d${String(i).padStart(7, "0")}`));
+    const moreAnswers = await Promise.all(more);
+    await Promise.all([...stops, put]);
+    state = await streamState(s);
+    const perShard = await Promise.all(edges.map((e) => shardStub(e).audience(`__defaultVhost__/live/${s}`)));
+    expect(state.viewers).toBe(perShard.reduce((n, a) => n + a.viewers, 0));
+    expect(state.leasedUnused).toBe(perShard.reduce((n, a) => n + Math.max(0, a.leased - a.viewers - a.suspendedViewers), 0));
+    const admittedMore = moreAnswers.filter((a) => a.status === 200 && a.body.code === 0).length;
+    expect(state.viewers).toBe(admitted - stops.length + admittedMore);
+    expect(state.viewers).toBeLessThanOrEqual(25);
+    // Once the cap of 10 holds: refused until under it, then exact again.
+    const fill = [];
+    for (let i = 0; i < 12; i++) fill.push(await viewer(s, edges[i % 6], `f${String(i).padStart(7, "0")}`));
+    const admittedFill = fill.filter((a) => a.body.code === 0).length;
+    state = await streamState(s);
+    expect(admittedFill).toBe(Math.max(0, 10 - (admitted - stops.length + admittedMore)));
+    expect(state.viewers + state.leasedUnused).toBeLessThanOrEqual(Math.max(10, state.viewers));
   });
 });

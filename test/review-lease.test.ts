@@ -5,7 +5,7 @@
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
-import { at, shardStub, streamStub } from "./fleet";
+import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub } from "./fleet";
 import { admin, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -167,5 +167,47 @@ describe("flash crowd with evictions and a lowered cap", () => {
     state = await streamState(s);
     expect(admittedFill).toBe(Math.max(0, 10 - (admitted - stops.length + admittedMore)));
     expect(state.viewers + state.leasedUnused).toBeLessThanOrEqual(Math.max(10, state.viewers));
+  });
+});
+
+describe("silence, heal and restart with leases", () => {
+  it("holds: a silent edge's viewers stop counting and other edges fill their slots; the same process back counts them all (over the cap, new ones refused); a restart ends them; the admin totals follow each step", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 4 });
+    const [a, b] = [newEdge(), newEdge()];
+    await beat(a);
+    await beat(b);
+    for (let i = 0; i < 3; i++) expect(await viewer(s, a, `a000000${i}`)).toEqual(ALLOW);
+    expect(await viewer(s, b, "b0000000")).toEqual(ALLOW);
+    expect((await viewer(s, b, "b0000001")).body.code).toBe(4005);
+    // a goes silent; b keeps beating.
+    at(31_000);
+    await beat(b);
+    await runDurableObjectAlarm(serverStub(a));
+    await deliverNotices(a);
+    let state = await streamState(s);
+    expect(state).toMatchObject({ viewers: 1, suspendedViewers: 3 });
+    const fills = [];
+    for (let i = 1; i < 6; i++) fills.push((await viewer(s, b, `b000000${i}`)).body.code);
+    state = await streamState(s);
+    expect(fills.filter((c) => c === 0).length, "b fills the slots a's silent viewers held, and no more").toBe(3);
+    expect(state).toMatchObject({ viewers: 4, suspendedViewers: 3 });
+    // a's same process comes back: all 7 count, nobody more is admitted.
+    expect((await beat(a)).status).toBe(200);
+    await deliverNotices(a);
+    await runDurableObjectAlarm(shardStub(a));
+    state = await streamState(s);
+    expect(state).toMatchObject({ viewers: 7, suspendedViewers: 0, leasedUnused: 0 });
+    expect((await viewer(s, b, "b0000009")).body.code).toBe(4005);
+    expect((await viewer(s, a, "a0000009")).body.code).toBe(4005);
+    // a restarts: its old viewers end; 4 watch on b, still at the cap.
+    expect((await beat(restarted(a))).status).toBe(200);
+    await deliverNotices(a);
+    state = await streamState(s);
+    expect(state).toMatchObject({ viewers: 4, suspendedViewers: 0 });
+    expect(state.viewers + state.leasedUnused).toBeLessThanOrEqual(4);
+    expect((await viewer(s, restarted(a), "n0000001")).body.code).toBe(4005);
   });
 });

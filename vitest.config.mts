@@ -42,7 +42,7 @@ const SRS_API_TESTS = ["test/srs-api.test.ts", "test/srs-api-bounds.test.ts", "t
 const WEBHOOK_TESTS = ["test/webhooks.test.ts", "test/adversarial-events.test.ts", "test/review-evt.test.ts"];
 const WEBHOOK_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`; // as test/receiver.ts
 // Files whose gate does both (their receiver is one more host of the fake SRS network).
-const SRS_API_EVENTS_TESTS = ["test/takeover-events.test.ts"];
+const SRS_API_EVENTS_TESTS = ["test/takeover-events.test.ts", "test/review-adv-srs.test.ts"];
 const SRS_API = { SRS_API_URL: "https://{device_id}.srs.test:1985", SRS_API_USERNAME: "gate", SRS_API_PASSWORD: "srs-api-password" };
 const EVENTS = { EVENTS_WEBHOOK_URL: "https://receiver.test/streamgate-events", EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET };
 

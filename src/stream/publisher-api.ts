@@ -146,10 +146,17 @@ export class PublisherApi {
       if (undone) return undone;
       if (!stillReplaces()) return null;
       let outcome: KickOutcome;
-      this.markKicking(holder, 1);
+      // Marked once the DELETE is on its way, not while the kick waits for a call slot or asks its question first: a
+      // holder that stops on its own then (its edge's API unreachable, no kick sent, the new publisher refused) stopped.
+      let marked = false;
       try {
         // Asked again right before the DELETE (after the wait for a call slot): an operator's change meanwhile calls it off.
-        const kick = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy, () => late() === null && stillReplaces());
+        const kick = await this.ghosts.kick(target, holder.clientId, sendBy, doneBy, () => {
+          const wanted = late() === null && stillReplaces();
+          if (wanted && !marked) this.markKicking(holder, 1);
+          marked ||= wanted;
+          return wanted;
+        });
         outcome = kick.outcome;
         if (kick.problem === CALLED_OFF) return late();
         if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, kick.problem)) };
@@ -161,7 +168,7 @@ export class PublisherApi {
           return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
         }
       } finally {
-        this.markKicking(holder, -1);
+        if (marked) this.markKicking(holder, -1);
       }
       // Its on_unpublish may be lost (SRS never retries it): the entry goes with the session, not with that event.
       if (sessions.end(holder, "takeover") > 0) this.forgetEntry(holder, key);

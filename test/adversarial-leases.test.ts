@@ -12,8 +12,8 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ServerRegistry } from "../src/server/registry";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, T0 } from "./fleet";
-import { admin, close, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, T0, gate, viewer } from "./fleet";
+import { admin, close, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const key = (s: string) => `__defaultVhost__/live/${s}`;
@@ -23,14 +23,6 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-/** A promise the test opens by hand. */
-function gate(): { wait: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const wait = new Promise<void>((r) => (open = r));
-  return { wait, open };
-}
-
-const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
 
 /** What the stream's own lease book records per shard (not what the shards answer now). */
 async function streamRecords(s: string): Promise<Record<string, { granted: number; live: number }>> {

@@ -7,13 +7,12 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { PUSH_RETRY_MS, StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, overloaded, recallsFailOn, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
+import { at, overloaded, recallsFailOn, shardStub, streamAtZero, streamStub, T0, viewer } from "./fleet";
 import { ALLOW, playWith, REVOKED, tokenOf } from "./identity";
-import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
 
 const MIN = 60_000;
-const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
 
 afterEach(() => {
   vi.restoreAllMocks();

@@ -8,14 +8,13 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0 } from "./fleet";
+import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0, gate, viewer } from "./fleet";
 import { PUSH_RETRY_MS } from "../src/stream/object";
-import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+import { admin, createStream, hook, newEdge, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const key = (s: string) => `__defaultVhost__/live/${s}`;
-const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -80,13 +79,6 @@ describe("stranded slots: waiting shards never told", () => {
     await expectAdmittedBy(s, c, 1000, 12_000);
   }, 30_000);
 });
-
-/** A promise the test opens by hand. */
-function gate(): { wait: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const wait = new Promise<void>((r) => (open = r));
-  return { wait, open };
-}
 
 describe("stranded slots: the stream's word that slots are free is lost", () => {
   it("a slotsFree call that fails: the shard is off the waiting list and holds 30 s while the slot stays free", async () => {

@@ -296,3 +296,14 @@ export async function expectNoTakeover({ a, b, s }: Awaited<ReturnType<typeof ta
   expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00001", state: "live" });
   await until(async () => (await serverListed(b.edge)).sessions === 0);
 }
+
+/** A promise the test opens by hand. */
+export function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+}
+
+/** A viewer `client` of live/`s` on `edge`: its on_play, and its on_stop. */
+export const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
+export const viewerStop = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));

@@ -5,8 +5,8 @@
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
-import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub } from "./fleet";
-import { admin, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub, gate, viewer, viewerStop } from "./fleet";
+import { admin, createStream, newEdge, streamState, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
@@ -15,14 +15,6 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-function gate(): { wait: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const wait = new Promise<void>((r) => (open = r));
-  return { wait, open };
-}
-
-const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
-const stop = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
 
 describe("a shard leaving an unlimited stream while one of its viewers is admitted", () => {
   it("must not happen: a viewer admitted while its shard's 'leave' message is on its way is invisible to the stream: the admin API does not count it, and a cap set later ignores it (and the shard keeps admitting without a lease)", async () => {
@@ -30,7 +22,7 @@ describe("a shard leaving an unlimited stream while one of its viewers is admitt
     await createStream(s); // unlimited
     const [e, t] = [newEdge(), newEdge()];
     expect(await viewer(s, e, "e0000001")).toEqual(ALLOW);
-    expect(await stop(s, e, "e0000001")).toEqual(ALLOW);
+    expect(await viewerStop(s, e, "e0000001")).toEqual(ALLOW);
     // The shard's alarm finds neither viewers nor slots of the stream: it leaves it (a message to the stream).
     const real = StreamObject.prototype.viewerLease;
     const reached = gate();
@@ -74,7 +66,7 @@ describe("a stream deleted and created again", () => {
     for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 20 + i })).status).toBe(200);
     expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
     // e's viewer leaves: e holds nothing of the stream any more and gives its slot back (it leaves the stream).
-    expect(await stop(s, e, "e0000001")).toEqual(ALLOW);
+    expect(await viewerStop(s, e, "e0000001")).toEqual(ALLOW);
     await new Promise((r) => setTimeout(r, 200));
     // The operator creates the stream again, capped at 5; nobody watches. 20 s pass (the stream's alarm runs its rounds).
     await createStream(s, { maxViewers: 5 });
@@ -98,7 +90,7 @@ describe("a shard's leave crossing a policy push", () => {
     for (let i = 0; i < 2; i++) expect(await viewer(s, e, `e000000${i}`)).toEqual(ALLOW);
     // Policy changes while e watches: each push is a message of e's lease (its sequence number grows).
     for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 4 + (i % 2) })).status).toBe(200);
-    for (let i = 0; i < 2; i++) expect(await stop(s, e, `e000000${i}`)).toEqual(ALLOW);
+    for (let i = 0; i < 2; i++) expect(await viewerStop(s, e, `e000000${i}`)).toEqual(ALLOW);
     // 30 s later e's alarm gives back its idle slots: holding nothing, it leaves the stream.
     const real = StreamObject.prototype.viewerLease;
     const reached = gate();
@@ -148,7 +140,7 @@ describe("flash crowd with evictions and a lowered cap", () => {
     expect(state.viewers).toBe(admitted);
     expect(admitted + errors).toBeLessThanOrEqual(25 + errors);
     // The cap drops to 10 while some leave and others join.
-    const stops = answers.map((a, i) => (a.body.code === 0 && i % 3 === 0 ? stop(s, edges[i % 6], `c${String(i).padStart(7, "0")}`) : null)).filter(Boolean);
+    const stops = answers.map((a, i) => (a.body.code === 0 && i % 3 === 0 ? viewerStop(s, edges[i % 6], `c${String(i).padStart(7, "0")}`) : null)).filter(Boolean);
     const put = admin("PUT", `/streams/live/${s}`, { maxViewers: 10 });
     const more = Array.from({ length: 30 }, (_, i) => viewer(s, edges[i % 6], `d${String(i).padStart(7, "0")}`));
     const moreAnswers = await Promise.all(more);

@@ -6,7 +6,7 @@ import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub, gate, viewer, viewerStop } from "./fleet";
-import { admin, createStream, newEdge, streamState, uniqueStream } from "./srs";
+import { admin, createStream, newEdge, streamState, uniqueStream, type Edge } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
@@ -15,6 +15,17 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
+
+/** 20 s from `from` (the stream's alarm runs its rounds every 5 s), then three viewers come to edge `t`: their answers. */
+async function after20sOfRounds(s: string, from: number, t: Edge) {
+  for (let k = 1; k <= 4; k++) {
+    at(from + k * 5_000);
+    await runDurableObjectAlarm(streamStub(s));
+  }
+  const answers = [];
+  for (let i = 0; i < 3; i++) answers.push(await viewer(s, t, `t000000${i}`));
+  return answers;
+}
 
 describe("a shard leaving an unlimited stream while one of its viewers is admitted", () => {
   it("must not happen: a viewer admitted while its shard's 'leave' message is on its way is invisible to the stream: the admin API does not count it, and a cap set later ignores it (and the shard keeps admitting without a lease)", async () => {
@@ -70,12 +81,7 @@ describe("a stream deleted and created again", () => {
     await new Promise((r) => setTimeout(r, 200));
     // The operator creates the stream again, capped at 5; nobody watches. 20 s pass (the stream's alarm runs its rounds).
     await createStream(s, { maxViewers: 5 });
-    for (let k = 1; k <= 4; k++) {
-      at(k * 5_000);
-      await runDurableObjectAlarm(streamStub(s));
-    }
-    const answers = [];
-    for (let i = 0; i < 3; i++) answers.push(await viewer(s, t, `t000000${i}`));
+    const answers = await after20sOfRounds(s, 0, t);
     expect(answers.map((a) => a.body.code), "viewers of a new stream capped at 5 that nobody watches, 20 s after it was created").toEqual([0, 0, 0]);
   });
 });
@@ -112,12 +118,7 @@ describe("a shard's leave crossing a policy push", () => {
     vi.restoreAllMocks();
     // Another change later; then 20 s pass (the stream's alarm runs its rounds) and viewers come to t.
     expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 6 })).status).toBe(200);
-    for (let k = 1; k <= 4; k++) {
-      at(31_000 + k * 5_000);
-      await runDurableObjectAlarm(streamStub(s));
-    }
-    const answers = [];
-    for (let i = 0; i < 3; i++) answers.push(await viewer(s, t, `t000000${i}`));
+    const answers = await after20sOfRounds(s, 31_000, t);
     expect(answers.map((a) => a.body.code), "viewers of a stream capped at 6 that nobody watches").toEqual([0, 0, 0]);
   });
 });

@@ -563,17 +563,13 @@ export class ServerRegistry extends DurableObject<Env> {
         "DELETE FROM notices WHERE stream_key = ? AND server_id = ? AND service_id = ? AND seq = ? AND cutoff = ?",
         n.stream_key, n.server_id, n.service_id, n.seq, n.cutoff,
       );
-      if (n.cutoff > 0 && result.value.kept === 0) {
-        this.sql.exec(
-          "DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND service_id = ? AND tracked_at <= ?",
-          n.stream_key, n.server_id, n.service_id, n.cutoff,
-        );
-      } else if (n.cutoff > 0 && result.value.keptClients) {
-        // The stream still holds these sessions of the process: their entries stay (on_close, a restart, an operator find them).
-        const kept = JSON.stringify(result.value.keptClients);
+      // Entries up to the cutoff go, but those of sessions the object still holds (on_close, a restart, an operator find
+      // them): a stream names its sessions (keptClients); a shard's one entry stands for all it keeps (kept > 0).
+      const { kept, keptClients } = result.value;
+      if (n.cutoff > 0 && (keptClients || kept === 0)) {
         this.sql.exec(
           "DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND service_id = ? AND tracked_at <= ? AND client_id NOT IN (SELECT value FROM json_each(?))",
-          n.stream_key, n.server_id, n.service_id, n.cutoff, kept,
+          n.stream_key, n.server_id, n.service_id, n.cutoff, JSON.stringify(keptClients ?? []),
         );
       }
     });

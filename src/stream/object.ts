@@ -457,7 +457,7 @@ export class StreamObject extends DurableObject<Env> {
     const ended = this.sessions.apply(news);
     // Sessions of the process admitted after the cutoff stay here, and so must their index entries.
     const keptClients = news.cutoff > 0 ? this.sessions.clientsOf(news.serverId, news.serviceId) : [];
-    return { ended, kept: keptClients.length, ...(keptClients.length > 0 ? { keptClients } : {}) };
+    return { ended, kept: keptClients.length, keptClients };
   }
 
   /** The last decisions, newest first. */

@@ -146,7 +146,11 @@ export class SessionBook {
 
   /** The client ids of the process's publisher sessions here. */
   clientsOf(serverId: string, serviceId: string): string[] {
-    return this.publishers.filter((p) => p.server_id === serverId && p.service_id === serviceId).map((p) => p.client_id);
+    return this.publishersOf(serverId, serviceId).map((p) => p.client_id);
+  }
+
+  private publishersOf(serverId: string, serviceId: string): PublisherRow[] {
+    return this.publishers.filter((p) => p.server_id === serverId && p.service_id === serviceId);
   }
 
   /** Does another process of the hook's server hold sessions here? Then the hook may be news of a restart. */
@@ -274,13 +278,13 @@ export class SessionBook {
     if (!changed) return;
     if (!suspended) {
       // Back in the queue of live publishers, behind whoever held the stream meanwhile.
-      for (const x of this.publishers.filter((x) => x.server_id === serverId && x.service_id === serviceId)) {
+      for (const x of this.publishersOf(serverId, serviceId)) {
         x.ord = this.nextOrd();
         this.sql.exec("UPDATE publishers SET ord = ? WHERE server_id = ? AND service_id = ? AND client_id = ?", x.ord, x.server_id, x.service_id, x.client_id);
       }
       this.publishers.sort((a, b) => a.ord - b.ord);
     }
-    const held = this.publishers.filter((x) => x.server_id === serverId && x.service_id === serviceId).length;
+    const held = this.publishersOf(serverId, serviceId).length;
     if (held > 0) {
       const what = suspended ? "suspended" : "count again";
       this.record(suspended ? "suspend" : "resume", serverId, "", "", suspended ? "suspend" : "resume", `${held} session(s) of server ${serverId} (service ${serviceId}) ${what}: ${why}`);

@@ -16,6 +16,21 @@ afterEach(() => {
 });
 
 
+/** Holds edge `e`'s message leaving the stream (it holds nothing) at the stream until `release` opens; `reached` opens when it arrives. */
+function holdLeave(e: Edge) {
+  const real = StreamObject.prototype.viewerLease;
+  const reached = gate();
+  const release = gate();
+  vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+    if (report.serverId === e.server && report.want === 0 && report.live === 0 && report.granted === 0) {
+      reached.open();
+      await release.wait;
+    }
+    return real.call(this, report);
+  });
+  return { reached, release };
+}
+
 /** 20 s from `from` (the stream's alarm runs its rounds every 5 s), then three viewers come to edge `t`: their answers. */
 async function after20sOfRounds(s: string, from: number, t: Edge) {
   for (let k = 1; k <= 4; k++) {
@@ -35,16 +50,7 @@ describe("a shard leaving an unlimited stream while one of its viewers is admitt
     expect(await viewer(s, e, "e0000001")).toEqual(ALLOW);
     expect(await viewerStop(s, e, "e0000001")).toEqual(ALLOW);
     // The shard's alarm finds neither viewers nor slots of the stream: it leaves it (a message to the stream).
-    const real = StreamObject.prototype.viewerLease;
-    const reached = gate();
-    const release = gate();
-    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
-      if (report.serverId === e.server && report.want === 0 && report.live === 0 && report.granted === 0) {
-        reached.open();
-        await release.wait;
-      }
-      return real.call(this, report);
-    });
+    const { reached, release } = holdLeave(e);
     const alarm = runDurableObjectAlarm(shardStub(e));
     await reached.wait;
     // Meanwhile a viewer joins on that edge (the shard's cached policy says unlimited).
@@ -98,16 +104,7 @@ describe("a shard's leave crossing a policy push", () => {
     for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 4 + (i % 2) })).status).toBe(200);
     for (let i = 0; i < 2; i++) expect(await viewerStop(s, e, `e000000${i}`)).toEqual(ALLOW);
     // 30 s later e's alarm gives back its idle slots: holding nothing, it leaves the stream.
-    const real = StreamObject.prototype.viewerLease;
-    const reached = gate();
-    const release = gate();
-    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
-      if (report.serverId === e.server && report.want === 0 && report.live === 0 && report.granted === 0) {
-        reached.open();
-        await release.wait;
-      }
-      return real.call(this, report);
-    });
+    const { reached, release } = holdLeave(e);
     at(31_000);
     const alarm = runDurableObjectAlarm(shardStub(e));
     await reached.wait;

@@ -18,10 +18,7 @@ import { beat, deliverNotices, events, futureClock, until, heldOnTheWay, holdFir
 const ALLOW = { status: 200, body: { code: 0 } };
 const keyOf = (s: string) => `__defaultVhost__/live/${s}`;
 /** The stream key a StreamObject holds (inside a mock of one of its methods). */
-const streamKeyOf = (o: unknown) => {
-  const row = (o as { row: { vhost: string; app: string; stream: string } | null }).row;
-  return row ? `${row.vhost}/${row.app}/${row.stream}` : "";
-};
+const streamKeyOf = (o: unknown) => (o as { settings: { key: string | null } | null }).settings?.key ?? "";
 
 afterEach(() => {
   vi.useRealTimers();

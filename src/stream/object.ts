@@ -7,11 +7,12 @@ import { HOOK_DEADLINE_MS } from "../platform/retry";
 import type { SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
-import { streamKey, type StreamName } from "./name";
-import { decidePlay, decidePublish, Denials, isFailedGuess, tokenSub, type Decision, type OnDuplicatePublish, type OnExtraViewerSession, type PlayAuth, type PlayToken, type StreamPolicy } from "./rules";
+import type { StreamName } from "./name";
+import { decidePlay, decidePublish, Denials, isFailedGuess, tokenSub, type Decision, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
 import { PolicyPushes, type PendingPush } from "./policy-pushes";
-import { addColumns } from "../platform/sql";
+import { StreamSettings, type CandidateKey, type PolicyChange } from "./settings";
+import { audienceOf, type StreamState } from "./state";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { PublisherApi } from "./publisher-api";
 import { LivenessRounds } from "./liveness-rounds";
@@ -21,43 +22,14 @@ import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
 import { type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
-import type { ShardAudience } from "../viewers/shard";
 import { endReason, StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
 import type { WebhookEvent } from "../events/event";
 
 export type { StreamEvent } from "./decision-log";
 export type { EndedSession, Publisher } from "./sessions";
-
-/** What the admin API reports for one stream. */
-export interface StreamState extends StreamName {
-  maxViewers: number | null;
-  playAuth: PlayAuth;
-  /** An on_publish with the right key while another publisher holds the stream: refused, or takes it over. */
-  onDuplicatePublish: OnDuplicatePublish;
-  /** Live sessions one viewer id (play token `sub`) may hold on the stream, on every edge together; null: no limit. */
-  maxSessionsPerViewer: number | null;
-  /** An on_play over maxSessionsPerViewer: refused (4016), or admitted and the viewer's oldest session ended. */
-  onExtraViewerSession: OnExtraViewerSession;
-  /** A publisher holds the stream now. */
-  live: boolean;
-  /** The holder, else the newest suspended publisher, else null. */
-  publisher: Publisher | null;
-  /** Every other publisher session that received no stop event. */
-  conflicts: Publisher[];
-  /** Viewers that count toward maxViewers: the sum over the viewer shards. */
-  viewers: number;
-  /** Viewers of silent servers: kept, not counted, back if their process returns. */
-  suspendedViewers: number;
-  /** Distinct viewer ids (token `sub`) among the counted viewers. */
-  distinctViewerIds: number;
-  /** Slots the shards hold but no viewer uses (capped streams). */
-  leasedUnused: number;
-  /** Where the audience is: one entry per SRS server whose viewer shard asked for this stream. */
-  shards: ShardAudience[];
-  createdAt: string;
-  updatedAt: string;
-}
+export type { CandidateKey, PolicyChange } from "./settings";
+export { audienceOf, type StreamState } from "./state";
 
 /** What a stop event or a fence tells the decision log. */
 export interface EndCause {
@@ -82,21 +54,6 @@ const ANSWER_MARGIN_MS = 500;
 /** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
 export const PUSH_RETRY_MS = 5_000;
 
-export interface PolicyChange {
-  maxViewers?: number | null;
-  playAuth?: PlayAuth;
-  onDuplicatePublish?: OnDuplicatePublish;
-  maxSessionsPerViewer?: number | null;
-  onExtraViewerSession?: OnExtraViewerSession;
-  rotateKey?: boolean;
-}
-
-/** A key minted by the Worker; the object keeps only its hash, and only if it creates or rotates. */
-export interface CandidateKey {
-  key: string;
-  hash: string;
-}
-
 export interface ConfigureResult {
   created: boolean;
   state: StreamState;
@@ -110,26 +67,8 @@ export interface ConfigureResult {
   rotatedPublishers?: SessionId[];
 }
 
-interface StreamRow extends Record<string, SqlStorageValue> {
-  vhost: string;
-  app: string;
-  stream: string;
-  key_hash: string;
-  max_viewers: number | null;
-  play_auth: string;
-  on_duplicate_publish: string;
-  max_sessions_per_viewer: number | null;
-  on_extra_viewer_session: string;
-  created_at: number;
-  updated_at: number;
-}
-
 const SCHEMA = `
-  CREATE TABLE IF NOT EXISTS stream (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    vhost TEXT NOT NULL, app TEXT NOT NULL, stream TEXT NOT NULL,
-    key_hash TEXT NOT NULL, max_viewers INTEGER, play_auth TEXT NOT NULL,
-    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+  ${StreamSettings.schema}
   ${PolicyPushes.schema}
   ${SessionBook.schema}
   ${LeaseBook.schema}
@@ -173,7 +112,8 @@ const SCHEMA = `
 export class StreamObject extends DurableObject<Env> {
   private sql: SqlStorage;
   private ready = false;
-  private row: StreamRow | null = null;
+  /** The key hash and the policy; null until the tables exist (a stream never created). */
+  private settings: StreamSettings | null = null;
   private sessions!: SessionBook;
   private leases!: LeaseBook;
   /** Grants, recalls and the shards waiting for slots (src/stream/slot-rounds.ts). */
@@ -208,7 +148,7 @@ export class StreamObject extends DurableObject<Env> {
     this.publisherApi = new PublisherApi({
       env: () => this.env,
       sessions: () => this.sessions,
-      streamKey: () => this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`,
+      streamKey: () => this.settings?.key ?? null,
       voided: (hookId) => this.voided(hookId),
       record: (...line) => this.record(...line),
       waitUntil: (work) => this.ctx.waitUntil(work),
@@ -225,21 +165,16 @@ export class StreamObject extends DurableObject<Env> {
   private prepare(): void {
     if (this.ready) return;
     this.sql.exec(SCHEMA);
-    addColumns(this.sql, "stream", {
-      on_duplicate_publish: "TEXT NOT NULL DEFAULT 'deny'",
-      max_sessions_per_viewer: "INTEGER",
-      on_extra_viewer_session: "TEXT NOT NULL DEFAULT 'deny'",
-    });
     this.revocations = new Revocations(this.sql, this.env);
     this.revoked = this.revocations.list(nowSeconds());
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
-    this.row = this.sql.exec<StreamRow>("SELECT * FROM stream").toArray()[0] ?? null;
-    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`);
+    this.settings = new StreamSettings(this.sql);
+    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.settings?.key ?? null);
     this.sessions = new SessionBook(this.sql, (...line) => this.record(...line), this.activity);
     this.leases = new LeaseBook(this.sql);
     this.rounds = new SlotRounds(this.env, this.leases, {
-      cap: () => (this.row ? this.row.max_viewers : undefined),
+      cap: () => this.settings?.maxViewers,
       policy: () => this.viewerPolicy(),
       version: () => this.policyVersion,
       armCheck: (at) => this.armCheck(at),
@@ -294,9 +229,9 @@ export class StreamObject extends DurableObject<Env> {
         decision = late() ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
       }
       // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
-      if (!decision.allow && decision.restsOn === "publisher" && this.row?.on_duplicate_publish === "replace") {
+      if (!decision.allow && decision.restsOn === "publisher" && this.settings?.onDuplicatePublish === "replace") {
         // Until its kick is sent, an operator's change calls it off: "deny" again, a rotated key, the stream deleted.
-        const stillReplaces = () => this.row?.on_duplicate_publish === "replace" && this.row.key_hash === presentedKeyHash;
+        const stillReplaces = () => this.settings?.onDuplicatePublish === "replace" && this.settings.keyHash === presentedKeyHash;
         const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy, late, stillReplaces);
         decision = late() ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
         if (indexed && decision.allow && hookId) this.attempts.indexed(sessionKey(session), hookId);
@@ -316,7 +251,7 @@ export class StreamObject extends DurableObject<Env> {
   /** A viewer shard's message (src/viewers/lease.ts): its lease as it stands, and the slots it wants (src/stream/slot-rounds.ts). */
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
     const gone = { policy: null, version: this.policyVersion, seq: report.seq, granted: report.granted, tight: false };
-    if (!this.row) return gone;
+    if (!this.exists) return gone;
     this.activity.noteShard(report.serverId);
     const record = await this.rounds.answer(report);
     if (!record) return gone;
@@ -370,16 +305,10 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   private viewerPolicy(): ViewerPolicy | null {
-    if (!this.row) return null;
+    if (!this.exists) return null;
     // Expired revocations go (each expires once every token it covers has).
     if (this.revoked.some((r) => r.expires !== null && r.expires <= nowSeconds())) this.revoked = this.revocations.list(nowSeconds());
-    return {
-      maxViewers: this.row.max_viewers,
-      playAuth: this.row.play_auth as PlayAuth,
-      maxSessionsPerViewer: this.row.max_sessions_per_viewer,
-      onExtraViewerSession: this.row.on_extra_viewer_session as OnExtraViewerSession,
-      revocations: this.revoked,
-    };
+    return this.settings!.viewerPolicy(this.revoked);
   }
 
   /**
@@ -389,17 +318,17 @@ export class StreamObject extends DurableObject<Env> {
    * MAX_REVOCATIONS are active already.
    */
   revoke(sub: string | null, before: number, expires: number): Revocation | null {
-    if (!this.row) return null;
+    if (!this.exists) return null;
     const added = this.revocations.add(sub, before, expires, nowSeconds());
     if (!added) return null;
     this.revoked = this.revocations.list(nowSeconds());
-    this.bumpPolicyVersion(streamKey(this.row));
+    this.bumpPolicyVersion(this.settings!.key!);
     this.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
     return added;
   }
 
   revocationList(): Revocation[] | null {
-    if (!this.row) return null;
+    if (!this.exists) return null;
     this.revoked = this.revocations.list(nowSeconds());
     return this.revoked;
   }
@@ -484,7 +413,7 @@ export class StreamObject extends DurableObject<Env> {
 
   /** A viewer shard refused a viewer for the cap (stream.viewer_limit_reached, at most one a minute). */
   viewerLimitReached(serverId: string, maxViewers: number): void {
-    if (this.row) this.activity.viewerLimitReached(serverId, maxViewers);
+    if (this.exists) this.activity.viewerLimitReached(serverId, maxViewers);
   }
 
   /**
@@ -521,7 +450,7 @@ export class StreamObject extends DurableObject<Env> {
     if (checkDue) {
       this.checkAt = null;
       if (pending) await this.retryPush(pending);
-      await this.rounds.checkWaiting(this.row ? this.activity.streamKey : null);
+      await this.rounds.checkWaiting(this.exists ? this.activity.streamKey : null);
     }
     // The sweep too, unless the alarm fired early for a round only.
     if (!checkDue || this.sweepAt === null || now >= this.sweepAt) {
@@ -539,44 +468,20 @@ export class StreamObject extends DurableObject<Env> {
 
   configure(name: StreamName, change: PolicyChange, candidate: CandidateKey): ConfigureResult {
     this.prepare();
-    const now = Date.now();
-    const created = this.row === null;
-    const rotate = created || change.rotateKey === true;
-    const row: StreamRow = {
-      vhost: name.vhost,
-      app: name.app,
-      stream: name.stream,
-      key_hash: rotate ? candidate.hash : this.row!.key_hash,
-      max_viewers: change.maxViewers !== undefined ? change.maxViewers : (this.row?.max_viewers ?? null),
-      play_auth: change.playAuth ?? this.row?.play_auth ?? "open",
-      on_duplicate_publish: change.onDuplicatePublish ?? this.row?.on_duplicate_publish ?? "deny",
-      max_sessions_per_viewer: change.maxSessionsPerViewer !== undefined ? change.maxSessionsPerViewer : (this.row?.max_sessions_per_viewer ?? null),
-      on_extra_viewer_session: change.onExtraViewerSession ?? this.row?.on_extra_viewer_session ?? "deny",
-      created_at: this.row?.created_at ?? now,
-      updated_at: now,
-    };
-    this.sql.exec(
-      `INSERT OR REPLACE INTO stream (id, vhost, app, stream, key_hash, max_viewers, play_auth, on_duplicate_publish,
-         max_sessions_per_viewer, on_extra_viewer_session, created_at, updated_at)
-       VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      row.vhost, row.app, row.stream, row.key_hash, row.max_viewers, row.play_auth, row.on_duplicate_publish,
-      row.max_sessions_per_viewer, row.on_extra_viewer_session, row.created_at, row.updated_at,
-    );
-    const replaced = rotate && !created ? this.row!.key_hash : undefined;
+    const { created, replacedKeyHash } = this.settings!.apply(name, change, candidate);
     // A stream created again (after a DELETE) starts with an empty decision log and no revocations.
     if (created) {
       this.log.clear();
       this.revocations.clear();
       this.revoked = [];
     }
-    this.row = row;
-    this.bumpPolicyVersion(streamKey(row));
+    this.bumpPolicyVersion(this.settings!.key!);
     return {
       created,
       state: this.state()!,
-      keyHash: row.key_hash,
-      ...(rotate ? { publishKey: candidate.key } : {}),
-      ...(replaced !== undefined ? { replacedKeyHash: replaced, rotatedPublishers: this.publisherSessions() } : {}),
+      keyHash: this.settings!.keyHash!,
+      ...(created || replacedKeyHash !== undefined ? { publishKey: candidate.key } : {}),
+      ...(replacedKeyHash !== undefined ? { replacedKeyHash, rotatedPublishers: this.publisherSessions() } : {}),
     };
   }
 
@@ -586,11 +491,9 @@ export class StreamObject extends DurableObject<Env> {
    * still `ifCurrent`, so a concurrent rotation is never undone.
    */
   undoKeyChange(ifCurrent: string, previous: string | null): boolean {
-    if (!this.row || this.row.key_hash !== ifCurrent) return false;
+    if (this.settings?.keyHash !== ifCurrent) return false;
     if (previous === null) return this.remove();
-    this.sql.exec("UPDATE stream SET key_hash = ? WHERE id = 1", previous);
-    this.row = { ...this.row, key_hash: previous };
-    return true;
+    return this.settings.restoreKey(ifCurrent, previous);
   }
 
   /**
@@ -599,10 +502,8 @@ export class StreamObject extends DurableObject<Env> {
    * not stop them) so that their stop events still balance the counts.
    */
   remove(): boolean {
-    if (!this.row) return false;
-    const key = streamKey(this.row);
-    this.sql.exec("DELETE FROM stream");
-    this.row = null;
+    const key = this.settings?.remove() ?? null;
+    if (key === null) return false;
     this.bumpPolicyVersion(key);
     return true;
   }
@@ -653,7 +554,7 @@ export class StreamObject extends DurableObject<Env> {
    * them. Not reached: the shard is pushed to again (and this runs again).
    */
   private async endRevokedOn(key: string, serverId: string, revocations: Revocation[]): Promise<void> {
-    if (this.row?.play_auth === "open") return; // its viewers need no token (see postRevocation)
+    if (this.settings?.playAuth === "open") return; // its viewers need no token (see postRevocation)
     const { unreached } = await endRevokedSessions(this.env, key, [serverId], revocations, (events) => void this.keepEvents(events)).catch((err) => {
       console.error(JSON.stringify({ error: "revoked sessions not ended", server: serverId, stream: key, detail: String(err) }));
       return { unreached: [serverId] };
@@ -665,23 +566,15 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   state(): StreamState | null {
-    if (!this.row) return null;
+    const settings = this.settings?.state();
+    if (!settings) return null;
     const { live, publisher, conflicts } = this.sessions.publishersView();
     return {
-      vhost: this.row.vhost,
-      app: this.row.app,
-      stream: this.row.stream,
-      maxViewers: this.row.max_viewers,
-      playAuth: this.row.play_auth as PlayAuth,
-      onDuplicatePublish: this.row.on_duplicate_publish as OnDuplicatePublish,
-      maxSessionsPerViewer: this.row.max_sessions_per_viewer,
-      onExtraViewerSession: this.row.on_extra_viewer_session as OnExtraViewerSession,
+      ...settings,
       live,
       publisher,
       conflicts,
       ...audienceOf(this.leases.shards().map((r) => ({ serverId: r.serverId, colo: r.colo, country: r.country, viewers: r.live, suspendedViewers: r.suspended, leased: r.granted }))),
-      createdAt: iso(this.row.created_at),
-      updatedAt: iso(this.row.updated_at),
     };
   }
 
@@ -716,7 +609,7 @@ export class StreamObject extends DurableObject<Env> {
   // --- brute-force limit -----------------------------------------------------
 
   private overLimit(kind: AttemptKind, ip: string, limit: number): boolean {
-    return this.row !== null && this.failures.overLimit(kind, ip, limit);
+    return this.exists && this.failures.overLimit(kind, ip, limit);
   }
 
   /**
@@ -725,7 +618,7 @@ export class StreamObject extends DurableObject<Env> {
    * and no log entry.
    */
   private countFailure(kind: AttemptKind, ip: string, decision: Decision): void {
-    if (!this.row || decision.allow || !isFailedGuess(decision.denial)) return;
+    if (!this.exists || decision.allow || !isFailedGuess(decision.denial)) return;
     const budget = this.failures.spendBudget();
     if (budget === "over") return;
     this.failures.count(kind, ip);
@@ -769,39 +662,20 @@ export class StreamObject extends DurableObject<Env> {
 
   /** Streams that do not exist keep no log, so hooks naming random streams store nothing. */
   private record(action: string, server: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string, ring: "decisions" | "guesses" = "decisions"): void {
-    if (!this.row) return;
+    if (!this.exists) return;
     this.log.append(action, server, client, ip, decision, reason, ring);
   }
 
   // --- helpers ---------------------------------------------------------------
 
-  private policy(): StreamPolicy | null {
-    if (!this.row) return null;
-    return { keyHash: this.row.key_hash, maxViewers: this.row.max_viewers, playAuth: this.row.play_auth as PlayAuth };
+  /** The stream exists (created, not deleted). */
+  private get exists(): boolean {
+    return this.settings?.exists === true;
   }
-}
 
-/**
- * The audience totals from the shards' figures: viewers and suspended viewers
- * summed, and the slots leased beyond what each shard's viewers, live or
- * suspended, hold. The
- * stream computes it from the shards' last reports; the admin API from what
- * the shards answer now (src/viewers/audience.ts).
- */
-export function audienceOf(shards: ShardAudience[]): Pick<StreamState, "viewers" | "suspendedViewers" | "distinctViewerIds" | "leasedUnused" | "shards"> {
-  let viewers = 0;
-  let suspendedViewers = 0;
-  let leasedUnused = 0;
-  // One viewer id may watch through several servers: the shards' sets of ids (hashed) are merged.
-  const ids = new Set<number>();
-  for (const { viewerIds, ...s } of shards) {
-    for (const id of viewerIds ?? []) ids.add(id);
-    viewers += s.viewers;
-    suspendedViewers += s.suspendedViewers;
-    // Slots of suspended viewers are not free: their process comes back with them, or they end.
-    leasedUnused += Math.max(0, s.leased - s.viewers - s.suspendedViewers);
+  private policy(): StreamPolicy | null {
+    return this.settings?.policy() ?? null;
   }
-  return { viewers, suspendedViewers, distinctViewerIds: ids.size, leasedUnused, shards: shards.map(({ viewerIds: _, ...s }) => s) };
 }
 
 function sessionKey(s: SessionId): string {

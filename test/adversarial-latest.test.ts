@@ -265,4 +265,15 @@ describe("6c3a2c9: bench-only load counters stay out of production paths", () =>
     );
     expect(res.status).toBe(401);
   });
+
+  it("a query parameter given twice is a 400 naming it, as on every other route (it was read as absent)", async () => {
+    for (const query of ["stream=live/x&stream=live/y", "servers=a&servers=b"]) {
+      const res = await worker.fetch(
+        new Request(`http://gate.test/admin/load?${query}`, { headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` } }),
+        { ...env, LOAD_COUNTERS: "1" } as any,
+        createExecutionContext(),
+      );
+      expect({ status: res.status, body: await res.json() }).toEqual({ status: 400, body: { error: `query parameter "${query.split("=")[0]}" must be given once` } });
+    }
+  });
 });

@@ -3,7 +3,7 @@ import { newPublishKey, secretsMatch, sha256Hex } from "../auth/secrets";
 import { signPlayToken } from "../auth/token";
 import { maxTokenTtlS, requiredSecret } from "../config";
 import type { Env } from "../env";
-import { jsonResponse, pageCursor, readJson } from "../http";
+import { jsonResponse, pageCursor, queryParam, readJson } from "../http";
 import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
@@ -31,8 +31,9 @@ export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
  * catalogue. A new key is shown only once, so when the catalogue cannot be
  * written the change is undone before failing: a new stream is removed again
  * (nobody could publish to it: its key was never shown), a rotated key is
- * put back (the old one keeps working). A rotation therefore takes two calls
- * to the object: the first, without the rotation, says which key it replaces.
+ * put back (the old one keeps working): the object's answer names the key a
+ * rotation replaced, and undoKeyChange restores it only if no later rotation
+ * replaced the new one meanwhile.
  */
 export async function putStream(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
@@ -100,8 +101,8 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
 
 /**
  * GET /admin/streams[?limit=][&cursor=][&vhost=][&prefix=]: the catalogue with each stream's
- * live state, `limit` (1..100, default 100) per page; each stream listed costs one call to its
- * object, so callers ask only for what they show. `?prefix=` keeps streams whose "app/stream"
+ * live state, `limit` (1..100, default 100) per page; each stream listed costs a call to its
+ * object and one to each of its viewer shards, so callers ask only for what they show. `?prefix=` keeps streams whose "app/stream"
  * starts with it, in `?vhost=` (default __defaultVhost__): a KV list prefix, so it costs nothing
  * extra and pages like the full list. `?vhost=` alone lists that vhost; neither lists every vhost.
  */
@@ -136,7 +137,6 @@ export async function getStreamEvents(request: IRequest, env: Env): Promise<Resp
   return jsonResponse({ events: await allEvents(env, streamKey(name), sources, own) });
 }
 
-/** POST /admin/streams/{app}/{stream}/tokens: mints a play token for that stream. */
 /**
  * POST /admin/apps/{app}/tokens[?vhost=] {"ttl"?, "sub"?}: a play token for every stream of the app
  * (resource vhost/app/*: a season pass), streams created later included. Limits and revocations
@@ -152,6 +152,7 @@ export async function mintAppToken(request: IRequest, env: Env): Promise<Respons
   return jsonResponse({ token, resource: `${vhost}/${app}/*`, expiresAt: new Date(expiresAt * 1000).toISOString(), ...(sub ? { sub } : {}) }, 201);
 }
 
+/** POST /admin/streams/{app}/{stream}/tokens {"ttl"?, "sub"?}: a play token for that stream (404 if it does not exist). */
 export async function mintToken(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const { ttl, sub } = parseTokenRequest(await readJson(request), maxTokenTtlS(env));
@@ -255,8 +256,9 @@ const CATALOGUE_RETRY_MS = 1000;
  */
 export async function getLoad(request: IRequest, env: Env): Promise<Response> {
   if (env.LOAD_COUNTERS !== "1") throw new StatusError(404, "not found");
-  const stream = typeof request.query.stream === "string" ? request.query.stream : "";
-  const servers = typeof request.query.servers === "string" && request.query.servers ? request.query.servers.split(",") : [];
+  const stream = queryParam(request.query, "stream") ?? "";
+  const listed = queryParam(request.query, "servers");
+  const servers = listed ? listed.split(",") : [];
   const [app, name] = stream.split("/");
   const counts = await Promise.all([
     stream ? streamStub(env, streamNameFrom({ app, stream: name }, request.query)).loadCount() : Promise.resolve(NOT_COUNTED),

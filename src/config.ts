@@ -41,7 +41,8 @@ function checkedSecret(name: SecretName, value: string, consequence: string): st
 export const DEFAULT_SERVER_TIMEOUT_S = 30;
 
 /**
- * SERVER_TIMEOUT_S ([vars]): heartbeat silence after which a server is dead.
+ * SERVER_TIMEOUT_S ([vars]): heartbeat silence after which a server is silent: its sessions are
+ * suspended (they neither count nor block) until its process is heard from again.
  * A value that is set but not a positive number is a configuration error.
  */
 export function serverTimeoutMs(env: Env): number {
@@ -52,7 +53,8 @@ export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 10;
 
 /**
  * AUTH_FAILURES_PER_MINUTE ([vars]): failed key or token guesses one client ip
- * may make at one stream per minute before its attempts there are refused.
+ * may make at one stream per minute; past it, its further failures there are
+ * answered "rate limited" (a right key or a valid token is never refused).
  * It gates start hooks, so a malformed value fails them closed (a 500 naming it).
  */
 export function authFailuresPerMinute(env: Env): number {

@@ -1,10 +1,11 @@
 /**
  * The Worker's bindings, as `wrangler types` generates them from wrangler.toml into
  * worker-configuration.d.ts (`npm run cf-typegen`; `npm test` fails when that file is out of date):
- * the KV catalogue, the two Durable Object namespaces typed with their classes, and the [vars].
+ * the KV catalogue, the four Durable Object namespaces typed with their classes, the two event
+ * queues, and the [vars].
  *
- * Secrets are not in wrangler.toml. The generated file types the three that every deployment has
- * (from .dev.vars.example) as plain strings; here they become optional, because a deployed Worker
+ * Secrets are not in wrangler.toml. The generated file types the four in .dev.vars.example as
+ * plain strings; here they become optional, because a deployed Worker
  * can lack them and every reader must then fail closed. The `_PREVIOUS` ones exist only during
  * a rotation, so only this file declares them.
  */
@@ -18,7 +19,7 @@ export interface Env extends Omit<Generated, Secret> {
   HOOK_SECRET_PREVIOUS?: string;
   /** Bearer token of the admin API. */
   ADMIN_TOKEN?: string;
-  /** HMAC key of play tokens; unset: streams with playAuth "token" refuse every viewer. */
+  /** HMAC key of play tokens; unset: no token is minted, and unless the _PREVIOUS key is set, streams with playAuth "token" refuse every viewer. */
   TOKEN_SIGNING_KEY?: string;
   /** The key being rotated out: its tokens stay valid while it is set. */
   TOKEN_SIGNING_KEY_PREVIOUS?: string;

@@ -30,7 +30,7 @@ import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
-import { FULL_HOLD_MAX_MS, RECALL_GAP_MS } from "../src/viewers/lease";
+import { RECALL_GAP_MAX_MS, RECALL_GAP_MS } from "../src/viewers/lease";
 import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
 import { until } from "./fleet";
@@ -357,12 +357,12 @@ class Model {
    * ended (a restart by a start hook elsewhere, whose notice waits for the
    * registry's alarm): README "Flash crowds", while shards wait for slots the
    * stream runs rounds in which the shards check their servers' liveness
-   * (ending such viewers), at most FULL_HOLD_MAX_MS apart and at most once per
+   * (ending such viewers), at most RECALL_GAP_MAX_MS apart and at most once per
    * RECALL_GAP_MS; so such a refusal lasts at most that long after the restart.
    */
   capLag(st: ModelStream): boolean {
     if (st.cap === null) return false;
-    const lagging = st.zombies.filter((z) => this.now - z.ended! < FULL_HOLD_MAX_MS + RECALL_GAP_MS).length;
+    const lagging = st.zombies.filter((z) => this.now - z.ended! < RECALL_GAP_MAX_MS + RECALL_GAP_MS).length;
     return lagging > 0 && this.counted(st) + lagging >= st.cap;
   }
 

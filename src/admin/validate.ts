@@ -80,11 +80,11 @@ export const MAX_MINTED_TTL_S = 7 * 24 * 3600;
 export const DEFAULT_TOKEN_TTL_S = 3600;
 
 /**
- * Body of POST /admin/streams/{app}/{stream}/tokens: `{"ttl": seconds}`,
- * default one hour. `maxTokenTtl` is the MAX_TOKEN_TTL_S setting: a minted
- * token never lives longer, so it always verifies.
+ * Body of POST /admin/streams/{app}/{stream}/tokens and POST /admin/apps/{app}/tokens:
+ * `{"ttl"?, "sub"?}`, ttl in seconds, by default DEFAULT_TOKEN_TTL_S. `maxTokenTtl` is the
+ * MAX_TOKEN_TTL_S setting: a minted token never lives longer (nor longer than MAX_MINTED_TTL_S),
+ * so it always verifies.
  */
-/** Body of POST /admin/streams/{app}/{stream}/tokens: `{"ttl"?, "sub"?}`. */
 export function parseTokenRequest(body: unknown, maxTokenTtl = Infinity): { ttl: number; sub?: string } {
   const max = Math.min(MAX_MINTED_TTL_S, maxTokenTtl);
   const fallback = Math.min(DEFAULT_TOKEN_TTL_S, max);

@@ -3,7 +3,7 @@
  * synchronous step as the decision that caused it (so it survives the object's restart), then
  * sent to the queue in the background; the hook that caused it never waits. A send that fails
  * leaves the event in the outbox, and the object's alarm sends it again (as the registry's kick
- * outbox does: src/srs/kicks.ts). Events are queued in the order they were made.
+ * outbox does: src/srs/kick-outbox.ts). Events are queued in the order they were made.
  *
  * Nothing is stored while events are off (EVENTS_WEBHOOK_URL unset), and what waits is dropped once
  * they are (as the queue's consumer drops what was queued).

@@ -18,7 +18,7 @@ const counts = new Map<string, LoadCount>();
 const wrapped = new WeakSet<object>();
 /** What an object not counted (LOAD_COUNTERS off, or no call yet) reports. */
 export const NOT_COUNTED: Readonly<LoadCount> = Object.freeze({ calls: 0, starts: 0, methods: {} });
-/** Set by the first count or read: random values are not available at module load. */
+/** Set by the first read of the counts: random values are not available at module load. */
 let isolate = "";
 
 type Counted = { ctx?: DurableObjectState };

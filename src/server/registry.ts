@@ -22,7 +22,7 @@ export interface ServerState {
   lastHeartbeat: string | null;
   /** False once heartbeats stopped for SERVER_TIMEOUT_S; servers that never sent one stay alive. */
   alive: boolean;
-  /** Sessions this server's clients hold, over all streams (suspended ones included). */
+  /** Publisher sessions this server's clients hold, over all streams (suspended ones included); the admin API adds the viewers (src/admin/routes.ts). */
   sessions: number;
   /**
    * Other processes that still speak under this server_id after a newer one
@@ -69,16 +69,6 @@ export type Epoch = "current" | "candidate" | "retired" | "unknown";
 type MessageKind = "heartbeat" | "start" | "stop";
 
 /**
- * What a stream is told about one SRS process (server_id + service_id):
- * - live: its sessions count and block;
- * - suspended: its server is silent; its sessions neither count nor block, but are kept;
- * - ended: a restart replaced the process; its sessions are over for good.
- * `cutoff` (0: none): sessions admitted up to then are over for good (a
- * restart, or SESSION_GRACE_S of silence); whatever the status, it applies.
- * `seq` orders changes of status about one server: a stream ignores one older
- * than what it knows.
- */
-/**
  * What a stream object or viewer shard answers to a notice: the sessions it
  * ended, and on how many streams a viewer shard still holds viewers of the
  * process after a cutoff (admitted since: the process came back before the
@@ -95,6 +85,16 @@ export interface NoticeAnswer {
   keptClients?: string[];
 }
 
+/**
+ * What a stream is told about one SRS process (server_id + service_id):
+ * - live: its sessions count and block;
+ * - suspended: its server is silent; its sessions neither count nor block, but are kept;
+ * - ended: a restart replaced the process; its sessions are over for good.
+ * `cutoff` (0: none): sessions admitted up to then are over for good (a
+ * restart, or SESSION_GRACE_S of silence); whatever the status, it applies.
+ * `seq` orders changes of status about one server: a stream ignores one older
+ * than what it knows.
+ */
 export interface ProcessStatus {
   serverId: string;
   serviceId: string;
@@ -154,6 +154,8 @@ const NOTICE_RETRY_MS = 5000;
 const NOTICE_RETRY_MAX_MS = 60_000;
 /** last_seen is written at most this often per server (it only serves retention). */
 const LAST_SEEN_GRAIN_MS = 60_000;
+/** A retired process still heard from (two processes sharing a server_id) is logged at most this often. */
+const DUPLICATE_LOG_EVERY_MS = 60_000;
 /** Ended for good: sessions admitted up to any time. */
 const FOREVER = Number.MAX_SAFE_INTEGER;
 
@@ -503,19 +505,19 @@ export class ServerRegistry extends DurableObject<Env> {
 
   /**
    * Sends up to NOTICE_BATCH notices that are due, oldest first (or, with
-   * `shardOf`, every notice of that server's viewer shard, due or not). A
+   * `shardServer`, every notice of that server's viewer shard, due or not). A
    * notice goes to a stream (its publishers) or, for the index entry that
    * stands for a viewer shard, to the server's shard (its viewers of every
    * stream). One that fails is due again later, with backoff: fifty streams
    * that cannot be reached never hold back the notices behind them.
    */
-  private async deliverNotices(shardOf?: string): Promise<void> {
+  private async deliverNotices(shardServer?: string): Promise<void> {
     type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string; last_alive: number; failures: number };
     const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive, failures";
     const stored =
-      shardOf === undefined
+      shardServer === undefined
         ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE due <= ? ORDER BY due, rowid LIMIT ?`, Date.now(), NOTICE_BATCH).toArray()
-        : this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE server_id = ? AND stream_key = ? ORDER BY rowid`, shardOf, VIEWER_SHARD_ENTRY.streamKey).toArray();
+        : this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE server_id = ? AND stream_key = ? ORDER BY rowid`, shardServer, VIEWER_SHARD_ENTRY.streamKey).toArray();
     // A notice on its way already (the alarm runs while a restart's heartbeat sends its shard's) is not sent
     // twice: this run waits for that delivery instead (the heartbeat is answered only once its shard knows).
     const id = (n: Notice) => `${n.stream_key}\n${n.server_id}\n${n.service_id}\n${n.seq}\n${n.cutoff}`;
@@ -870,7 +872,7 @@ export class ServerRegistry extends DurableObject<Env> {
       .exec<{ retired_at: number; heard_at: number | null }>("SELECT retired_at, heard_at FROM retired WHERE server_id = ? AND service_id = ?", row.server_id, serviceId)
       .one();
     if (now - r.retired_at < serverTimeoutMs(this.env)) return; // a message still in flight at the restart
-    if (r.heard_at === null || now - r.heard_at >= LAST_SEEN_GRAIN_MS) {
+    if (r.heard_at === null || now - r.heard_at >= DUPLICATE_LOG_EVERY_MS) {
       this.sql.exec("UPDATE retired SET heard_at = ? WHERE server_id = ? AND service_id = ?", now, row.server_id, serviceId);
       console.log(JSON.stringify({
         event: "duplicate server_id",

@@ -3,9 +3,10 @@
  * object forgot because it held nothing of them any more. A process seen
  * again within FORGOTTEN_KEPT_MS starts from it, so older news that arrives
  * late (a notice that timed out on its way and was sent again meanwhile)
- * changes nothing. Only that long: a registry shard that forgot a server
- * (SERVER_RETENTION_S, hours) numbers its news from 0 again, and that news
- * must apply. In memory, the FORGOTTEN_KEPT most recent.
+ * changes nothing. Kept in memory, only that long and only the FORGOTTEN_KEPT
+ * most recent: news that late is not expected (a registry shard that forgot a
+ * server, after SERVER_RETENTION_S, numbers its news from the clock when it
+ * learns it again, so that news is newer anyway).
  */
 const FORGOTTEN_KEPT_MS = 10 * 60_000;
 const FORGOTTEN_KEPT = 10_000;

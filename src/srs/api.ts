@@ -274,7 +274,7 @@ export async function kickClient(env: Env, target: ApiTarget, clientId: string, 
     return presence === "gone" ? { outcome: "gone" } : { outcome: "failed", problem: problem ?? UNREACHABLE };
   }
   if (body.code !== 0) return { outcome: "failed", problem: `edge answered code ${body.code}` };
-  const who = sameProcess(target, body, "present");
+  const who = sameProcess(target, body, "present", "DELETE");
   return who.presence === "present" ? { outcome: "kicked" } : { outcome: "failed", problem: who.problem ?? "edge answered for another process" };
 }
 
@@ -292,9 +292,9 @@ function notFound(target: ApiTarget, who: { server: unknown; service: unknown } 
  * server under another service_id means the process, and all its clients,
  * are gone (a restart); the same process means `same`.
  */
-function sameProcess(target: ApiTarget, who: { server?: unknown; service?: unknown }, same: ClientPresence): PresenceAnswer {
+function sameProcess(target: ApiTarget, who: { server?: unknown; service?: unknown }, same: ClientPresence, method = "GET"): PresenceAnswer {
   if (who.server !== target.serverId) {
-    logApi(target, "GET", `answered as server ${String(who.server).slice(0, 64)}: the API URL points at another server`);
+    logApi(target, method, `answered as server ${String(who.server).slice(0, 64)}: the API URL points at another server`);
     return { presence: "unknown", problem: `edge's API answered as another server (${String(who.server).slice(0, 64)})` };
   }
   if (typeof who.service !== "string" || who.service === "") return { presence: "unknown", problem: "edge's API answered without a service id" };

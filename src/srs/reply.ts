@@ -2,7 +2,7 @@ import { jsonResponse } from "../http";
 import type { Denial } from "../stream/rules";
 
 /**
- * How SRS reads our answer (PROTOCOL.md §2): only HTTP 200/201 with a body
+ * How SRS reads our answer (SrsHttpHooks::do_post in SRS's trunk/src/app/srs_app_http_hooks.cpp): only HTTP 200/201 with a body
  * of exactly `0` or an object whose `code` is the integer 0 counts as allow.
  * Anything else denies, so a deny uses a non-2xx status and a non-zero code.
  */

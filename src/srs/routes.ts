@@ -8,7 +8,7 @@ import { verifyPlayToken } from "../auth/token";
 import { tokenSub, type PlayToken } from "../stream/rules";
 import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
-import { callObject, Deadline, UNDO_WAIT_MS } from "../platform/retry";
+import { callObject, Deadline } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, type CloseHook, type Hook, type SenderProcess, type SessionId, type StartHook, type StopHook, type StreamHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
@@ -58,6 +58,8 @@ export async function handleHook(request: IRequest, env: Env, ctx: ExecutionCont
 const toldAt = new Map<string, number>();
 /** At most one registry call per process and isolate this often (on_hls comes with every segment). */
 const TELL_EVERY_MS = 5_000;
+/** A passive hook waits this long for the registry to hear it (it is allowed however that ends). */
+const HEARD_WAIT_MS = 2_000;
 
 /**
  * Any hook of a process is proof it is alive: a silent server that sends
@@ -76,7 +78,7 @@ async function heardFrom({ action, sender }: { action: string; sender: SenderPro
   if (toldAt.size >= 10_000) toldAt.clear();
   toldAt.set(key, now);
   const fields = { action, server: sender.serverId };
-  await callObject("registry", () => serverRegistry(env, sender.serverId), (r) => r.heard(sender.serverId, sender.serviceId), "not told", fields, UNDO_WAIT_MS).catch((err) => {
+  await callObject("registry", () => serverRegistry(env, sender.serverId), (r) => r.heard(sender.serverId, sender.serviceId), "not told", fields, HEARD_WAIT_MS).catch((err) => {
     toldAt.delete(key);
     console.error(JSON.stringify({ error: "registry not told of a hook (allowed all the same)", ...fields, detail: String(err) }));
   });

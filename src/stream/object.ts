@@ -8,7 +8,7 @@ import type { SessionId } from "../srs/hook";
 import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
-import { decidePlay, decidePublish, Denials, isFailedGuess, tokenSub, type Decision, type PlayToken, type StreamPolicy } from "./rules";
+import { decidePublish, decideToken, Denials, isFailedGuess, tokenSub, type Decision, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
 import { PolicyPushes, type PendingPush } from "./policy-pushes";
 import { StreamSettings, type CandidateKey, type PolicyChange } from "./settings";
@@ -77,33 +77,39 @@ const SCHEMA = `
   ${Revocations.schema}`;
 
 /**
- * One object per stream (vhost/app/stream) holds its policy and sessions.
+ * One object per stream (vhost/app/stream) holds its settings, its publisher
+ * sessions and its viewer budget.
  *
  * Every decision is synchronous from the read of the state to the write of
  * the result: SQLite calls on ctx.storage.sql do not yield, so no other hook
- * can interleave. That is what makes "50 simultaneous on_play, cap 10,
- * exactly 10 admitted" hold without any lock of our own.
+ * can interleave. That is what makes "exactly one publisher" and "the slots
+ * leased to the viewer shards never exceed the cap" hold without any lock of
+ * our own.
  *
- * The sessions themselves are kept by a SessionBook (sessions.ts), failed
- * guesses by AuthFailures, the decision log by DecisionLog, the viewer
- * shards' leases by LeaseBook and SlotRounds; the registry is asked by
- * LivenessRounds (liveness-rounds.ts) and SRS's HTTP API by PublisherApi
- * (publisher-api.ts: ghosts, takeovers). This class holds the policy and
- * decides: a publisher is admitted in `publish` (rules.ts decidePublish), a
- * viewer in its viewer shard (src/viewers/shard.ts).
+ * The settings (key hash, policy) are kept by StreamSettings (settings.ts),
+ * the sessions by a SessionBook (sessions.ts), failed guesses by
+ * AuthFailures, the decision log by DecisionLog, the viewer shards' leases by
+ * LeaseBook and SlotRounds; the registry is asked by LivenessRounds
+ * (liveness-rounds.ts) and SRS's HTTP API by PublisherApi (publisher-api.ts:
+ * ghosts, takeovers). This class decides: a publisher is admitted in
+ * `publish` (rules.ts decidePublish); a viewer is admitted by its server's
+ * viewer shard (src/viewers/shard.ts) within the slots leased here
+ * (`viewerLease`).
  *
  * Sessions belong to processes, and a process is live or suspended (its
  * server is silent: see ServerRegistry). Suspended sessions neither count nor
  * block, but are kept until a stop event, a restart or SESSION_GRACE_S ends
  * them. The registry pushes changes of status (applyStatus); before a
  * decision rests on the status of other processes, the stream also asks:
- * - a refusal because of other sessions (publisher busy, cap reached) may rest
- *   on ghosts (a crashed, restarted or silent server's sessions);
+ * - a refusal because another publisher is live may rest on a ghost (a
+ *   crashed, restarted or silent server's session);
  * - an admission possible only because other sessions are suspended may rest
  *   on a server that has just come back.
  * Either way one round of questions to the registry, shared by every hook
  * that arrives while it runs, and the decision is taken again. Admissions that
- * rest on nothing of the kind never pay for it.
+ * rest on nothing of the kind never pay for it. (Slots work alike: a grant
+ * that rests on suspended viewers, or a refusal on viewers elsewhere, has their
+ * shards check them first: src/stream/slot-rounds.ts.)
  *
  * An object for a stream that was never created stores nothing: its tables
  * are created by the first PUT, so hooks naming random streams cost nothing
@@ -272,7 +278,7 @@ export class StreamObject extends DurableObject<Env> {
    */
   refusePlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Decision {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
-    const decision = decidePlay(this.policy(), 0, false, token, () => this.overLimit("play", ip, guessLimit));
+    const decision = decideToken(this.policy(), token, () => this.overLimit("play", ip, guessLimit));
     // The policy changed since the shard read it: the shard reads it again and decides.
     if (decision.allow) return decision;
     this.countFailure("play", ip, decision);
@@ -406,7 +412,7 @@ export class StreamObject extends DurableObject<Env> {
     return [publisher, ...conflicts].filter((p): p is Publisher => p !== null).map((p) => ({ serverId: p.serverId, serviceId: p.serviceId, clientId: p.clientId }));
   }
 
-  /** The viewer shards whose decision logs may hold this stream's viewer decisions. */
+  /** The viewer shards that ever asked this stream for slots or its policy: where its viewers, their decisions and usage are. */
   eventSources(): string[] {
     return this.ready ? this.leases.logSources() : [];
   }

@@ -10,8 +10,8 @@ export const MAX_REVOCATIONS = 1000;
  * A revocation covers tokens issued before a moment, of one viewer id or of
  * every viewer. They travel with the viewer policy to the shards, which
  * refuse covered tokens (4019). One row per viewer id ('' for every viewer):
- * a later revocation of the same viewer replaces the earlier one (it covers
- * more).
+ * a later revocation of the same viewer is merged into it (the later
+ * `before` and the later expiry of the two), so it covers what both did.
  *
  * How long one lasts:
  * - Of one viewer: until every token it covers has expired, `before` +

@@ -31,9 +31,11 @@ export interface Denial {
 
 /**
  * `admit` says whether the event starts a new session (false: repeat of a live one).
- * `restsOn` marks denials caused by other live sessions: those are the ones
- * a ghost (a crashed or restarted server's session) could cause, so the stream
- * checks that the sessions are still alive before the denial stands.
+ * `restsOn: "publisher"` marks a refusal because another publisher is live: one a ghost (a
+ * silent or restarted server's session, a lost on_unpublish) could cause, so the stream checks
+ * that the publisher is still there before the refusal stands. (A viewer refused at the cap rests
+ * on the viewers of every shard: the stream checks them when a shard asks for slots,
+ * src/stream/slot-rounds.ts.)
  */
 export type Decision =
   /**
@@ -42,7 +44,7 @@ export type Decision =
    * is not needed: were it to fail, undoing the admission would leave the old publisher kicked for nothing.
    */
   | { allow: true; admit: boolean; indexed?: boolean }
-  | { allow: false; denial: Denial; restsOn?: "publisher" | "viewers" };
+  | { allow: false; denial: Denial; restsOn?: "publisher" };
 
 export const Denials = {
   unknownStream: { code: 4001, reason: "unknown stream: create it with PUT /admin/streams/{app}/{stream}" },
@@ -121,10 +123,6 @@ export function viewerCapReached(maxViewers: number): Denial {
   return { code: 4005, reason: `viewer cap reached: ${maxViewers} of ${maxViewers} viewers` };
 }
 
-export function sameSession(a: SessionId, b: SessionId): boolean {
-  return a.serverId === b.serverId && a.serviceId === b.serviceId && a.clientId === b.clientId;
-}
-
 /*
  * A repeat of a live session is checked first: it was authorised when it was
  * admitted, and it changes nothing. So a denial always means "this session is
@@ -154,25 +152,15 @@ export function decidePublish(
 }
 
 /**
- * A viewer is admitted while counted viewers are under the cap and, on a
- * playAuth "token" stream, with a valid token; a repeat is not counted twice.
- * `overLimit` turns a failed guess into "rate limited"; a valid token never is.
+ * The play token of an on_play: on a playAuth "token" stream a missing or bad one is refused with
+ * its problem, and `overLimit` turns a failed guess into "rate limited" (a valid token never is).
+ * Allowed otherwise: the cap, session limits and repeats are the viewer shard's (src/viewers/shard.ts).
  */
-export function decidePlay(
-  policy: StreamPolicy | null,
-  viewers: number,
-  alreadyViewing: boolean,
-  token: PlayToken,
-  overLimit: () => boolean,
-): Decision {
-  if (alreadyViewing) return { allow: true, admit: false };
+export function decideToken(policy: StreamPolicy | null, token: PlayToken, overLimit: () => boolean): Decision {
   if (!policy) return deny(Denials.unknownStream);
   if (policy.playAuth === "token" && !token.ok) {
     const denial = TokenDenials[token.problem];
     return deny(isFailedGuess(denial) && overLimit() ? Denials.rateLimited : denial);
-  }
-  if (policy.maxViewers !== null && viewers >= policy.maxViewers) {
-    return { allow: false, denial: viewerCapReached(policy.maxViewers), restsOn: "viewers" };
   }
   return { allow: true, admit: true };
 }

@@ -8,7 +8,7 @@
 import type { Env } from "../env";
 import { viewerShard } from "../object-access";
 import { withRetry, withTimeout } from "../platform/retry";
-import { FULL_HOLD_MAX_MS, RECALL_GAP_MS, type LeaseReport, type RecallCheck, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import { RECALL_GAP_MAX_MS, RECALL_GAP_MS, type LeaseReport, type RecallCheck, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { GrantMode, LeaseBook, LeaseRecord } from "./leases";
 
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
@@ -116,7 +116,7 @@ export class SlotRounds {
     check: RecallCheck,
     which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all",
     keepSlots = false,
-    endRevokedOn: "again" | "all" | "none" = "again",
+    endRevoked: "again" | "all" | "none" = "again",
   ): Promise<string[]> {
     // A shard asking while a round runs shares it (shards answer a recall at once, also while their own
     // message waits here, so the round never waits on the shard that waits on it).
@@ -152,7 +152,7 @@ export class SlotRounds {
           );
           this.leases.recalled(r.serverId, answer);
           // A shard that missed a push may still serve sessions the active revocations cover: they end now.
-          if (policy && policy.revocations.length > 0 && (endRevokedOn === "all" || (endRevokedOn === "again" && r.unreached))) {
+          if (policy && policy.revocations.length > 0 && (endRevoked === "all" || (endRevoked === "again" && r.unreached))) {
             this.host.waitUntil(this.host.endRevokedOn(key, r.serverId, policy.revocations));
           }
         } catch (err) {
@@ -231,7 +231,7 @@ export class SlotRounds {
    * A round of recalls for the shards that wait (from the alarm): ghosts of
    * silent servers and slots unused elsewhere come back, and the waiting
    * shards are told. Rounds follow each other after 1 s, doubling while
-   * shards wait in vain, up to FULL_HOLD_MAX_MS.
+   * shards wait in vain, up to RECALL_GAP_MAX_MS.
    */
   async checkWaiting(key: string | null): Promise<void> {
     if (!key || this.leases.waiting().length === 0) {
@@ -247,7 +247,7 @@ export class SlotRounds {
     }
     this.sweepGhosts(key);
     // Slots free that only some waiting shards were told of: the next round soon; else a longer gap.
-    this.checkGap = this.toldSome ? RECALL_GAP_MS : Math.min(FULL_HOLD_MAX_MS, this.checkGap * 2);
+    this.checkGap = this.toldSome ? RECALL_GAP_MS : Math.min(RECALL_GAP_MAX_MS, this.checkGap * 2);
     this.toldSome = false;
     this.host.armCheck(this.lastCheck + this.checkGap);
   }

@@ -165,7 +165,7 @@ export class UsageBook {
     this.flushQuietly();
   }
 
-  /** Writes the minute rows waiting in memory, in as few statements as insertRows can. */
+  /** Writes the minute rows and hour peaks waiting in memory, in as few statements as insertRows can. */
   flush(): void {
     if (!this.waiting) return;
     const [unwritten, unwrittenPeaks] = [this.unwritten, this.unwrittenPeaks];

@@ -2,8 +2,8 @@
  * What a stream object records about its publish sessions besides deciding on them: their
  * usage (publish-seconds, src/usage/book.ts) and their events (stream.started, stream.ended,
  * stream.viewer_limit_reached, through the object's outbox: src/events/outbox.ts). Also which
- * viewer shards ever had viewers of the stream, within the usage retention: the stream's usage
- * is theirs summed (src/usage/report.ts).
+ * viewer shards ever sent the stream a lease message (so may hold viewer usage of it): the
+ * stream's viewer usage is theirs summed (src/usage/report.ts).
  */
 import { usageRetentionMs } from "../config";
 import type { Env } from "../env";

@@ -122,10 +122,10 @@ export function leaseWant(granted: number): number {
  * slots are free (slotsFree). Meanwhile the stream runs rounds of recalls
  * itself, which take back slots unused elsewhere and have the shards check
  * for ghosts of silent servers: RECALL_GAP_MS after the refusal, then doubling
- * while shards wait, up to FULL_HOLD_MAX_MS. A shard asks again after
+ * while shards wait, up to RECALL_GAP_MAX_MS. A shard asks again after
  * WAIT_HOLD_MS anyway, in case the stream's word was lost.
  */
-export const FULL_HOLD_MAX_MS = 8_000;
+export const RECALL_GAP_MAX_MS = 8_000;
 export const WAIT_HOLD_MS = 30_000;
 /** Slots unused this long after a shard's last admission of a stream go back to the stream. */
 export const LEASE_IDLE_MS = 30_000;

@@ -32,7 +32,6 @@ import { withRetry, withTimeout } from "../platform/retry";
 import type { SessionId } from "../srs/hook";
 import { queueKicks } from "../srs/kicks";
 import { Denials, type Denial, type OnExtraViewerSession } from "../stream/rules";
-export { SEAT_BUCKETS } from "./lease";
 
 /** A question to a shard about its sessions, or an order to end one, waits at most this long. */
 const SHARD_TIMEOUT_MS = 2_000;
@@ -173,7 +172,7 @@ export class ViewerSeats extends DurableObject<Env> {
     }
   }
 
-  /** The seats of a stream's viewers here (the admin API and the tests). */
+  /** The seats of a stream's viewers here (for tests: the admin API asks the viewer shards). */
   seats(streamKey: string): { sub: string; serverId: string; serviceId: string; clientId: string }[] {
     if (!this.ready) return [];
     return this.sql

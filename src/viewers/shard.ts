@@ -58,7 +58,7 @@ export interface PlayRequest {
   token: PlayToken;
   /** AUTH_FAILURES_PER_MINUTE as the Worker read it (for a failed token: counted by the stream). */
   guessLimit: number;
-  /** Names the hook, so the Worker's undo voids attempts of it still running (see StreamObject.end). */
+  /** Names the hook, so the Worker's undo voids attempts of it still running (see stop and endViewer). */
   hookId: string;
   place: Place;
 }
@@ -71,7 +71,7 @@ export interface EndCause {
   voidHook?: string;
 }
 
-/** A seat object's question waits at most this long for the SRS API's word on ghosts (it gives up at 2 s). */
+/** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
 const GHOST_WAIT_MS = 1_500;
 
 /**
@@ -275,7 +275,7 @@ export class ViewerShard extends DurableObject<Env> {
           (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.leases.hasSlot(streamKey)));
         if (changed && round < 3) continue;
         if (now.maxViewers !== null && !this.leases.hasSlot(streamKey)) {
-          const decision = this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers), restsOn: "viewers" }, sub);
+          const decision = this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers) }, sub);
           if (!decision.allow) this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
           return decision;
         }
@@ -600,7 +600,7 @@ export class ViewerShard extends DurableObject<Env> {
     return { ended: rows.map((r) => ({ streamKey: r.stream_key, serviceId: r.service_id, clientId: r.client_id })), remaining };
   }
 
-  /** Every viewer session here, by stream (the admin server view counts them). */
+  /** Every viewer session here, over all streams (the admin server view counts them). */
   sessionCount(): number {
     return this.counts.total();
   }

@@ -5,7 +5,7 @@
  */
 import { addColumns } from "../platform/sql";
 import type { Revocation, ViewerPolicy } from "../viewers/lease";
-import type { StreamName } from "./name";
+import { streamKey, type StreamName } from "./name";
 import type { OnDuplicatePublish, OnExtraViewerSession, PlayAuth, StreamPolicy } from "./rules";
 import type { StreamState } from "./state";
 
@@ -72,7 +72,7 @@ export class StreamSettings {
 
   /** vhost/app/stream; null when the stream does not exist. */
   get key(): string | null {
-    return this.row && `${this.row.vhost}/${this.row.app}/${this.row.stream}`;
+    return this.row && streamKey(this.row);
   }
 
   /** Undefined when the stream does not exist; null: unlimited. */

@@ -12,7 +12,7 @@ import { ServerRegistry, type ProcessStatus } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { createStream, type Edge, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { beat, deliverNotices, futureClock, heldOnTheWay, until, overloaded, restarted, retryable, serverListed, serverStub, T0, withDeadline, publishingEdge, viewingEdge } from "./fleet";
+import { beat, deliverNotices, futureClock, heldOnTheWay, overloaded, restarted, retryable, serverListed, serverStub, T0, withDeadline, publishingEdge, viewingEdge } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const DAY = 86_400_000;
@@ -61,7 +61,7 @@ async function silentThenBack(edge: Edge, s: string, at: number): Promise<void> 
 
 describe("the notice outbox with backoff", () => {
   it("holds: a failed notice waits 5 s doubling to 60 s, the alarm stays armed at its due time, and it is delivered once due", async () => {
-    const { edge, s, key } = await publishingEdge();
+    const { edge, s } = await publishingEdge();
     const apply = failingApply(StreamObject.prototype, edge);
     let now = T0 + 31_000;
     vi.setSystemTime(now);
@@ -93,7 +93,7 @@ describe("the notice outbox with backoff", () => {
   });
 
   it("holds: a notice in backoff superseded by newer news is due at once, and the older news never lands after it", async () => {
-    const { edge, s, key } = await publishingEdge();
+    const { edge, s } = await publishingEdge();
     const apply = failingApply(StreamObject.prototype, edge);
     vi.setSystemTime(T0 + 31_000);
     await runDurableObjectAlarm(serverStub(edge)); // "suspended" (seq 1) fails: due at +5 s

@@ -15,7 +15,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry, shardOf } from "../src/server/registry";
 import { admin, createStream, heartbeat, hlsPlay, hook, hookWith, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
-import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "./fake-srs";
+import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
 import { at, futureClock, serverStub, streamStub } from "./fleet";
 
 installFakeSrs();

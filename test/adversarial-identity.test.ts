@@ -7,17 +7,13 @@
  * user would have seen; so did the two at the end (replace with an unreachable shard, a late repeat).
  * "holds: …" probes found no defect and pin down what the review tried to break.
  */
-import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
-import { ALLOW, KEY, keyOf, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
-import { viewerSeats } from "../src/object-access";
+import { ALLOW, KEY, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
-import { StreamObject } from "../src/stream/object";
-import { admin, close, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, events, overloaded, restarted, retryable, serverStub, shardStub, streamStub, useFakeClock } from "./fleet";
+import { admin, close, createStream, type Edge, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, events, overloaded, restarted, retryable, streamStub, useFakeClock } from "./fleet";
 
 const DAY_S = 86_400;
 

@@ -11,7 +11,7 @@ import { createExecutionContext, evictDurableObject, runInDurableObject } from "
 import { describe, expect, it } from "vitest";
 import worker from "../src/index";
 import type { ViewerShard } from "../src/viewers/shard";
-import { admin, adminWith, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, type Edge } from "./srs";
+import { admin, adminWith, createStream, hook, newEdge, publish, stopPlay, uniqueStream, type Edge } from "./srs";
 import { at, events, flushShard, HOUR, hourPeaks, iso, MIN, minutePeaks, playOn, shardStub, stopOn, usage, useFakeClock } from "./fleet";
 import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 

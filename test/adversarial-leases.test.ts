@@ -6,14 +6,13 @@
  * would have seen; "holds: …" probes found no defect.
  * Tests named "PROBE (holds): …" pass: they pin down something important the review tried to break.
  */
-import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ServerRegistry } from "../src/server/registry";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, T0, gate, viewer } from "./fleet";
-import { admin, close, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, gate, viewer } from "./fleet";
+import { admin, close, createStream, hook, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const key = (s: string) => `__defaultVhost__/live/${s}`;
@@ -204,12 +203,14 @@ describe("the Worker's undo of a play whose answer was lost", () => {
     await createStream(s, { maxViewers: 5 });
     const e = newEdge();
     const real = ViewerShard.prototype.play;
+    let decision: Awaited<ReturnType<ViewerShard["play"]>> | undefined;
     vi.spyOn(ViewerShard.prototype, "play").mockImplementationOnce(async function (this: ViewerShard, ...args: Parameters<ViewerShard["play"]>) {
-      const decision = await real.apply(this, args);
+      decision = await real.apply(this, args);
       at(2_500); // the decision took 2.5 s (RECALL_TIMEOUT_MS is 2 s)
       throw retryable(); // and its answer is lost on the way back
     });
     const answer = await viewer(s, e, "lost0001");
+    expect(decision, "the shard's decision, before its answer was lost").toMatchObject({ allow: true, admit: true });
     expect(answer.status).toBe(503); // SRS refuses the client: it never plays, and sends no on_stop for it
     vi.restoreAllMocks();
     expect(await shardStub(e).audience(key(s)), "a refused client left counted").toMatchObject({ viewers: 0 });

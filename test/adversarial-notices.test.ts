@@ -92,7 +92,7 @@ describe("the notice outbox", () => {
   });
 
   it("holds: a notice superseded while in flight: the older's success deletes nothing newer, the newer is sent next, and the stream ends live", async () => {
-    const { edge, s, key } = await publishingEdge();
+    const { edge, s } = await publishingEdge();
     const held = holdMatching(StreamObject.prototype, "applyStatus", (_self, [news]) => (news as ProcessStatus).serverId === edge.server);
     vi.setSystemTime(T0 + 31_000);
     const alarm = runDurableObjectAlarm(serverStub(edge)); // sends "suspended" and waits for it

@@ -9,7 +9,7 @@ import { PUSH_RETRY_MS, StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { at, overloaded, recallsFailOn, shardStub, streamAtZero, streamStub, T0, viewer } from "./fleet";
 import { ALLOW, playWith, REVOKED, tokenOf } from "./identity";
-import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { admin, createStream, hook, newEdge, publish, stopPlay, streamState } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
 
 const MIN = 60_000;

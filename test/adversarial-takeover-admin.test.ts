@@ -24,8 +24,6 @@ async function heldTakeover(phase: Phase) {
   return { ...t, held, answer };
 }
 
-const events = async (s: string) => (await admin("GET", `/streams/live/${s}/events`)).body.events as any[];
-
 describe("adversarial: a key rotation during a takeover", () => {
   for (const phase of ["kick", "untilGone"] as Phase[]) {
     it(`${phase === "kick" ? "must not happen (fixed): rotated before the takeover's kick is sent: the takeover still kicks the old publisher for the new one (old key) it then refuses" : "holds: rotated after the takeover's kick was sent"}: the new publisher (old key) is refused, nobody is left live or indexed`, async () => {

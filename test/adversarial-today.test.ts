@@ -5,13 +5,11 @@
  * test/adversarial-today-srs.test.ts) failed on d4ad866 and were fixed by 6a23c63, e02f24b, 52fcffb.
  */
 import { env } from "cloudflare:workers";
-import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { describe, expect, it, vi } from "vitest";
+import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
 import { serverTimeoutMs } from "../src/config";
-import { ServerRegistry } from "../src/server/registry";
-import { ViewerShard } from "../src/viewers/shard";
-import { admin, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, HOUR, iso, recallsFailOn, usage, restarted, serverListed, serverStub, shardStub, useFakeClock } from "./fleet";
+import { admin, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, HOUR, iso, recallsFailOn, usage, restarted, serverStub, shardStub, useFakeClock } from "./fleet";
 import { playWith, tokenOf } from "./identity";
 
 const ALLOW = { status: 200, body: { code: 0 } };
@@ -49,7 +47,7 @@ describe("a quiet candidate that speaks by hooks that gate nothing", () => {
 
 describe("a revocation on an open stream, at a shard the push did not reach", () => {
   it("ends no session there either (the shard, just restarted, has no policy cached)", async () => {
-    const [edge, other] = twoEdges();
+    const edge = newEdge();
     const s = uniqueStream();
     await createStream(s, {});
     const token = await tokenOf(s, "alice");

@@ -309,7 +309,7 @@ describe("stranded slots: suspended viewers fenced for good", () => {
 
 describe("probes: policy changes while shards wait", () => {
   it("holds?: the cap raised while c waits, and the push to c fails: c hears within the stream's rounds", async () => {
-    const { s, a, c } = await oneSlotTaken();
+    const { s, c } = await oneSlotTaken();
     const realRecall = ViewerShard.prototype.recall;
     let failed = 0;
     vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {

@@ -4,7 +4,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import type { StreamObject } from "../src/stream/object";
 import {
@@ -39,7 +39,7 @@ describe("a typo in SESSION_GRACE_S does not keep registry shards from starting"
     // README: a malformed SESSION_GRACE_S is logged and the default applies (test/settings.test.ts runs the
     // paths); the constructor needs it for every object start, whatever the message.
     await beat(edge); // a live server in the shard, no notices pending
-    const result = await runInDurableObject(serverStub(edge), async (registry: ServerRegistry, state: DurableObjectState) => {
+    const result = await runInDurableObject(serverStub(edge), async (registry: ServerRegistry) => {
       // What the constructor runs inside blockConcurrencyWhile (registry.ts: `const next = this.nextWake(Date.now())`),
       // with the same storage and SESSION_GRACE_S mistyped.
       const probe = Object.create(registry) as any;

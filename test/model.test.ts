@@ -347,7 +347,7 @@ class Model {
     const limit = this.seatLimit(st, v.sub);
     v.seated = limit !== null;
     const repeat = limit !== null && this.now - (st.seatEnded.get(`${v.sub}\n${keyOf(v)}`) ?? -Infinity) < ENDED_KEPT_MS;
-    const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : this.seatOutcomes(st, v, v.sub!, limit);
+    const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : this.seatOutcomes(st, v.sub!, limit);
     return this.capLag(st) ? [...outcomes, deny(4005)] : outcomes;
   }
 
@@ -372,7 +372,7 @@ class Model {
    * ones end first, then (replace) the live ones, oldest first, down to
    * limit - 1; with deny, `limit` live ones refuse.
    */
-  seatOutcomes(st: ModelStream, v: Session, sub: string, limit: number): Outcome[] {
+  seatOutcomes(st: ModelStream, sub: string, limit: number): Outcome[] {
     const zombie = new Set(st.zombies.map(keyOf));
     const held = [...st.viewers, ...st.zombies]
       .filter((x) => x.sub === sub && x.seated)

@@ -278,7 +278,7 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
   });
 
   it("an overloaded viewer shard is sent a notice once by the restart's heartbeat, then by the alarm when it is due again (5 s, then 10 s), and the notice stays pending", async () => {
-    const { s } = await viewingEdge(edge);
+    await viewingEdge(edge);
     let calls = 0;
     vi.spyOn(ViewerShard.prototype, "applyStatus").mockImplementation(function (this: ViewerShard, news) {
       if (news.serverId === edge.server) calls++;

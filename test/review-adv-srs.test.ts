@@ -29,7 +29,7 @@ describe("takeover reason: a stop that is not the takeover's", () => {
     await sleep(900);
     // The encoder on a stops by itself while the question is on its way.
     expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    const answer = await taking;
+    await taking;
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
     const events = await receiver.received(s, 2);
     const ended = events.find((e) => e.body.type === "stream.ended")!;

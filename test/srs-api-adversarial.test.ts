@@ -8,7 +8,7 @@
  * "must not happen (fixed): " tests failed on the code the review found; "holds: " tests are probes that passed.
  */
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, hook, newEdge, play, publish, streamState, uniqueStream, type Edge } from "./srs";
+import { admin, createStream, hook, play, publish, streamState, uniqueStream } from "./srs";
 import { ALLOW, BASIC, FakeSrs, allCalls, edgeWithApi, hostOf, hosts, installFakeSrs } from "./fake-srs";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

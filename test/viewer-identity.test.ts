@@ -11,7 +11,7 @@ import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token } from "./identity";
 import { viewerSeats } from "../src/object-access";
 import type { Env } from "../src/env";
-import { admin, adminWith, createStream, type Edge, hook, hookWith, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { admin, adminWith, createStream, type Edge, hook, hookWith, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, events, serverStub, streamStub, useFakeClock } from "./fleet";
 
 const TIMEOUT_MS = 30_000;

@@ -1,12 +1,14 @@
 /**
- * Events of a takeover (project "srs-api-events": SRS_API_URL and EVENTS_WEBHOOK_URL both set).
- * SRS sends the kicked publisher's on_unpublish before its API lets the client go (seen in e2e runs
- * 4 and 17 against SRS 7.0.18): that stop event, not the takeover itself, ends the old session, and
- * stream.ended must still say why it ended.
+ * Events of a takeover and of an operator's kicks (project "srs-api-events": SRS_API_URL and
+ * EVENTS_WEBHOOK_URL both set). SRS sends the kicked publisher's on_unpublish before its API lets the
+ * client go (seen in e2e runs 4, 17 and 19 against SRS 7.0.18): that stop event, not the takeover or
+ * the kick itself, ends the old session, and stream.ended must still say why it ended.
  */
-import { beforeEach, describe, expect, it } from "vitest";
-import { hook, publish, unpublish } from "./srs";
-import { ALLOW, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { admin, hook, publish, unpublish } from "./srs";
+import { until } from "./fleet";
+import { ALLOW, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
+import { createStream, uniqueStream } from "./srs";
 import { Receiver } from "./receiver";
 
 installFakeSrs();
@@ -48,5 +50,70 @@ describe("takeover events", () => {
     expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
     const [, ended] = await receiver.received(s, 2);
     expect(ended.body.data).toMatchObject({ client_id: "enc00001", reason: "stop" });
+  });
+});
+
+describe("operator kicks' events", () => {
+  afterEach(() => vi.useRealTimers());
+
+  /** Publisher "enc00001" live on an edge whose SRS sends its on_unpublish while the kick is under way, as SRS does. */
+  async function publishing() {
+    const a = await edgeWithApi(["enc00001"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    let stopSent: Promise<unknown> | undefined;
+    a.fake.onKick = (id) => (stopSent = hook(unpublish("live", s, { ...a.edge, client: id })));
+    return { a, s, key, stopped: async () => (await until(() => stopSent !== undefined), await stopSent) };
+  }
+
+  for (const [what, call] of [
+    ["a rotated key", (s: string) => admin("PUT", `/streams/live/${s}`, { rotateKey: true })],
+    ["a deleted stream", (s: string) => admin("DELETE", `/streams/live/${s}`)],
+  ] as const) {
+    it(`a publisher kicked for ${what}, ended by its own on_unpublish during the kick: stream.ended says operator, not stop`, async () => {
+      const { a, s, stopped } = await publishing();
+      expect((await call(s)).body.kicking).toEqual([expect.objectContaining({ clientId: "enc00001" })]);
+      expect(await stopped()).toEqual(ALLOW);
+      expect(kickedOn(a.fake, "enc00001")).toBe(true);
+      const events = await receiver.received(s, 3);
+      expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
+      expect(events.find((e) => e.body.type === "session.ended_by_operator")!.body.data).toMatchObject({ client_id: "enc00001", kicked: true });
+    });
+  }
+
+  it("the edge lets the kicked publisher go first and its on_unpublish comes after the kick's outcome (the order e2e runs 17 and 19 saw): operator", async () => {
+    const { a, s } = await publishing();
+    a.fake.onKick = null;
+    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+    await until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { reason: string }) => e.reason === "kicked (key rotated)"));
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const events = await receiver.received(s, 3);
+    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
+  });
+
+  it("a publisher whose edge cannot be reached, so the kick keeps failing, and that stops on its own 31 s later: stop", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const { a, s } = await publishing();
+    a.fake.onKick = null;
+    a.fake.reachable = false;
+    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+    await until(() => a.fake.calls.length > 0); // its first attempt failed
+    vi.setSystemTime(Date.now() + 31_000);
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const events = await receiver.received(s, 3);
+    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "stop" });
+  });
+
+  it("a publisher its kick found gone already (SRS no longer has the client), whose stop event comes later: stop", async () => {
+    const { a, s, stopped } = await publishing();
+    a.fake.clients.delete("enc00001"); // SRS answers "not found": the kick ends as "already gone", nothing is kicked
+    a.fake.onKick = null;
+    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+    void stopped;
+    await until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { action: string }) => e.action === "kick"));
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const events = await receiver.received(s, 3);
+    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "stop" });
   });
 });

@@ -356,8 +356,9 @@ export class StreamObject extends DurableObject<Env> {
     // stop of an earlier session of the client id). An undo voids its own hook and leaves other hooks' decisions alone.
     if (!cause.voidHook && confirmer === undefined) this.attempts.stopped(key);
     this.attempts.ended(key);
-    // A stop event of a publisher a takeover is kicking: SRS stops it because it was taken over.
-    const ended = this.sessions.end(session, stopEvent && this.publisherApi.isKicking(session) ? "takeover" : endReason(cause));
+    // A stop event of a publisher a takeover or an operator's kick is kicking: SRS stops it because it was kicked.
+    const ended = this.sessions.end(session, (stopEvent && this.publisherApi.kickedFor(session)) || endReason(cause));
+    if (ended > 0) this.publisherApi.ended(session);
     if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
   }
@@ -400,9 +401,21 @@ export class StreamObject extends DurableObject<Env> {
     return this.ready ? this.log.list() : [];
   }
 
-  /** The outcome of a kick (src/srs/kicks.ts), for the decision log. */
-  recordKick(serverId: string, clientId: string, reason: string): void {
-    if (this.ready) this.log.append("kick", serverId, clientId, "", "kick", reason);
+  /**
+   * The outcome of a kick (src/srs/kicks.ts), for the decision log. `publisherKicked`: a publisher's
+   * server let it go (its stop event, if it comes now, is the kick's doing).
+   */
+  recordKick(serverId: string, clientId: string, reason: string, publisherKicked = false): void {
+    if (!this.ready) return;
+    this.log.append("kick", serverId, clientId, "", "kick", reason);
+    this.publisherApi.operatorKickDone(serverId, clientId, publisherKicked);
+  }
+
+  /** The publishers a rotated key or a deleted stream kicks (the Worker queues the kicks): their stop events end them as "operator". */
+  private kickingPublishers(): SessionId[] {
+    const publishers = this.publisherSessions();
+    this.publisherApi.operatorKicking(publishers);
+    return publishers;
   }
 
   /** Every publisher session (live, suspended, in conflict): what a rotated key or a deleted stream kicks. */
@@ -487,7 +500,7 @@ export class StreamObject extends DurableObject<Env> {
       state: this.state()!,
       keyHash: this.settings!.keyHash!,
       ...(created || replacedKeyHash !== undefined ? { publishKey: candidate.key } : {}),
-      ...(replacedKeyHash !== undefined ? { replacedKeyHash, rotatedPublishers: this.publisherSessions() } : {}),
+      ...(replacedKeyHash !== undefined ? { replacedKeyHash, rotatedPublishers: this.kickingPublishers() } : {}),
     };
   }
 
@@ -510,6 +523,7 @@ export class StreamObject extends DurableObject<Env> {
   remove(): boolean {
     const key = this.settings?.remove() ?? null;
     if (key === null) return false;
+    this.kickingPublishers();
     this.bumpPolicyVersion(key);
     return true;
   }

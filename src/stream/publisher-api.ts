@@ -7,7 +7,10 @@
  * - onDuplicatePublish "replace": the old publisher is kicked through its
  *   edge's API and confirmed gone before the new one is admitted, so two
  *   publishers are never admitted at once (fail closed).
- * Everything here fits in the time the hook has left (`answerBy`).
+ * Everything here fits in the time the hook has left (`answerBy`). It also
+ * knows which publishers are being kicked, by a takeover or by an operator
+ * (a rotated key, a deleted stream: src/srs/kicks.ts), so that the stop event
+ * SRS sends for a kicked client ends its session for that reason.
  */
 import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
@@ -17,6 +20,16 @@ import { CHECK_BUDGET_MS, GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import type { SessionId } from "../srs/hook";
 import { Denials, takeoverFailed, type Decision } from "./rules";
 import type { Recorder, SessionBook } from "./sessions";
+
+/**
+ * An operator's kick is sent at once (src/srs/kick-outbox.ts): a stop event of its client this long
+ * after the admin call, or this long after its edge let the client go, counts as the kick's doing.
+ * (A kick still failing by then, its edge unreachable, leaves the client's own stop its own.)
+ */
+const OPERATOR_KICK_WAIT_MS = 30_000;
+const KICKED_STOP_WAIT_MS = 60_000;
+/** Past this many marks, the expired ones are dropped. */
+const OPERATOR_KICKS_KEPT = 100;
 
 /** After a takeover's kick, how long the old client may take to disappear from its edge (else the new one is refused, 4009). */
 const TAKEOVER_WAIT_MS = 1_000;
@@ -41,14 +54,54 @@ export class PublisherApi {
    * takeover, usually ends the session. It ended because it was taken over (stream.ended says so).
    */
   private kicking = new Map<string, number>();
+  /**
+   * Publishers an operator's kick is queued or was just sent for (server and client id → until when),
+   * in memory: a restarted object forgets those queued, whose stop events then end them as "stop".
+   */
+  private operatorKicks = new Map<string, number>();
 
   constructor(private host: PublisherApiHost) {
     this.ghosts = new GhostCheck(host.env());
   }
 
-  /** Whether a takeover is kicking this publisher session now (its stop event then ends it as taken over). */
-  isKicking(s: SessionId): boolean {
-    return this.kicking.has(kickKey(s));
+  /**
+   * Why a stop event of this publisher session ends it, if a kick is under way: "takeover" (a takeover
+   * is kicking it), "operator" (an operator's kick is queued, or was sent a moment ago), else null.
+   */
+  kickedFor(s: SessionId): "takeover" | "operator" | null {
+    if (this.kicking.has(kickKey(s))) return "takeover";
+    const key = clientKey(s.serverId, s.clientId);
+    const until = this.operatorKicks.get(key);
+    if (until === undefined) return null;
+    if (Date.now() < until) return "operator";
+    this.operatorKicks.delete(key);
+    return null;
+  }
+
+  /** An operator's action (a rotated key, a deleted stream) is about to queue kicks of these publishers. */
+  operatorKicking(publishers: SessionId[]): void {
+    if (!this.host.env().SRS_API_URL) return;
+    const until = Date.now() + OPERATOR_KICK_WAIT_MS;
+    for (const p of publishers) this.operatorKicks.set(clientKey(p.serverId, p.clientId), until);
+  }
+
+  /**
+   * The outcome of an operator's kick: kicked, the client's stop event still counts as the kick's for a
+   * while; not kicked (it had gone already, or the kick failed), a later stop event is its own.
+   */
+  operatorKickDone(serverId: string, clientId: string, kicked: boolean): void {
+    const key = clientKey(serverId, clientId);
+    if (kicked) this.operatorKicks.set(key, Date.now() + KICKED_STOP_WAIT_MS);
+    else this.operatorKicks.delete(key);
+    // Those whose stop event never came (lost) go once they no longer count.
+    if (this.operatorKicks.size > OPERATOR_KICKS_KEPT) {
+      for (const [k, until] of this.operatorKicks) if (until <= Date.now()) this.operatorKicks.delete(k);
+    }
+  }
+
+  /** A publisher session ended: no kick of it is under way any more. */
+  ended(s: SessionId): void {
+    this.operatorKicks.delete(clientKey(s.serverId, s.clientId));
   }
 
   /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
@@ -178,7 +231,7 @@ export class PublisherApi {
     return null;
   }
 
-  /** A kick of `holder` begins (+1) or is done, its wait for the client to go included (-1): see isKicking. */
+  /** A kick of `holder` begins (+1) or is done, its wait for the client to go included (-1): see kickedFor. */
   private markKicking(holder: SessionId, by: 1 | -1): void {
     const key = kickKey(holder);
     const n = (this.kicking.get(key) ?? 0) + by;
@@ -206,6 +259,11 @@ export class PublisherApi {
 
 function kickKey(s: SessionId): string {
   return `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
+}
+
+/** Kicks name a client on its server (the kick outbox's outcome carries no service id). */
+function clientKey(serverId: string, clientId: string): string {
+  return `${serverId}\n${clientId}`;
 }
 
 /** A failed kick's problem naming the old publisher's edge: "edge unreachable" → "edge edge-eu-1 unreachable". */

@@ -5,9 +5,9 @@
  * the kick itself, ends the old session, and stream.ended must still say why it ended.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, hook, publish, unpublish } from "./srs";
-import { until } from "./fleet";
-import { ALLOW, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
+import { admin, heartbeat, hook, publish, unpublish } from "./srs";
+import { restarted, streamStub, until } from "./fleet";
+import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
 import { createStream, uniqueStream } from "./srs";
 import { Receiver } from "./receiver";
 
@@ -115,5 +115,36 @@ describe("operator kicks' events", () => {
     expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
     const events = await receiver.received(s, 3);
     expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "stop" });
+  });
+});
+
+/**
+ * Adversarial review of the operator kicks' marks: a mark makes a publisher's own stop say "operator", so
+ * it must stand only for a kick that is really on its way, and name that session, not another one.
+ */
+describe("operator kicks' marks: only a kick on its way, of that session", () => {
+  /** Publisher "enc00001" live on an edge whose SRS sends its on_unpublish during a kick, as SRS does. */
+  async function publishing(clients = ["enc00001"]) {
+    const a = await edgeWithApi(clients);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    let stopSent: Promise<unknown> | undefined;
+    a.fake.onKick = (id) => (stopSent = hook(unpublish("live", s, { ...a.edge, client: id })));
+    return { a, s, key, stopped: async () => (await until(() => stopSent !== undefined), await stopSent) };
+  }
+  const endedOf = async (s: string, n: number) => (await receiver.received(s, n)).filter((e) => e.body.type === "stream.ended").map((e) => e.body.data);
+  const logged = (s: string, what: (e: { action: string; reason: string }) => boolean) => async () => (await streamStub(s).events()).some(what);
+
+  it("its server restarted and the new process reused the kicked publisher's client id (README: it may): that new session's own stop says stop", async () => {
+    const { a, s, stopped } = await publishing();
+    const key2 = (await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.publishKey;
+    expect(await stopped()).toEqual(ALLOW); // the kicked one: operator
+    await until(logged(s, (e) => e.reason === "kicked (key rotated)"));
+    const b = restarted(a.edge);
+    expect(await hook({ ...heartbeat(b), device_id: deviceOf(a.edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
+    expect(await hook(publish("live", s, key2, { ...b, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await hook(unpublish("live", s, { ...b, client: "enc00001" }))).toEqual(ALLOW);
+    expect((await endedOf(s, 5)).map((d) => d.reason)).toEqual(["operator", "stop"]);
   });
 });

@@ -153,7 +153,7 @@ export class KickOutbox {
       admitted: `kick not sent: the client was admitted since (${k.why})`,
     }[outcome];
     console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
-    await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason, k.role === "publisher" && outcome === "kicked")).catch(() => {});
+    await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason, k.role === "publisher" ? { serviceId: k.service_id, kicked: outcome === "kicked" } : undefined)).catch(() => {});
     return replaced;
   }
 

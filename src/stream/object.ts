@@ -402,13 +402,14 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   /**
-   * The outcome of a kick (src/srs/kicks.ts), for the decision log. `publisherKicked`: a publisher's
-   * server let it go (its stop event, if it comes now, is the kick's doing).
+   * The outcome of a kick (src/srs/kicks.ts), for the decision log. `publisher`: the kick was a
+   * publisher's (a viewer's says nothing about a publisher that has the same client id), of the process
+   * `serviceId`; `kicked`: its server let it go (its stop event, if it comes now, is the kick's doing).
    */
-  recordKick(serverId: string, clientId: string, reason: string, publisherKicked = false): void {
+  recordKick(serverId: string, clientId: string, reason: string, publisher?: { serviceId: string; kicked: boolean }): void {
     if (!this.ready) return;
     this.log.append("kick", serverId, clientId, "", "kick", reason);
-    this.publisherApi.operatorKickDone(serverId, clientId, publisherKicked);
+    if (publisher) this.publisherApi.operatorKickDone({ serverId, serviceId: publisher.serviceId, clientId }, publisher.kicked);
   }
 
   /** The publishers a rotated key or a deleted stream kicks (the Worker queues the kicks): their stop events end them as "operator". */

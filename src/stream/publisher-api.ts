@@ -55,8 +55,9 @@ export class PublisherApi {
    */
   private kicking = new Map<string, number>();
   /**
-   * Publishers an operator's kick is queued or was just sent for (server and client id → until when),
-   * in memory: a restarted object forgets those queued, whose stop events then end them as "stop".
+   * Publisher sessions an operator's kick is queued or was just sent for (server, service and client id →
+   * until when; a restarted process may reuse a client id), in memory: a restarted object forgets those
+   * queued, whose stop events then end them as "stop".
    */
   private operatorKicks = new Map<string, number>();
 
@@ -70,7 +71,7 @@ export class PublisherApi {
    */
   kickedFor(s: SessionId): "takeover" | "operator" | null {
     if (this.kicking.has(kickKey(s))) return "takeover";
-    const key = clientKey(s.serverId, s.clientId);
+    const key = kickKey(s);
     const until = this.operatorKicks.get(key);
     if (until === undefined) return null;
     if (Date.now() < until) return "operator";
@@ -82,15 +83,15 @@ export class PublisherApi {
   operatorKicking(publishers: SessionId[]): void {
     if (!this.host.env().SRS_API_URL) return;
     const until = Date.now() + OPERATOR_KICK_WAIT_MS;
-    for (const p of publishers) this.operatorKicks.set(clientKey(p.serverId, p.clientId), until);
+    for (const p of publishers) this.operatorKicks.set(kickKey(p), until);
   }
 
   /**
    * The outcome of an operator's kick: kicked, the client's stop event still counts as the kick's for a
    * while; not kicked (it had gone already, or the kick failed), a later stop event is its own.
    */
-  operatorKickDone(serverId: string, clientId: string, kicked: boolean): void {
-    const key = clientKey(serverId, clientId);
+  operatorKickDone(publisher: SessionId, kicked: boolean): void {
+    const key = kickKey(publisher);
     if (kicked) this.operatorKicks.set(key, Date.now() + KICKED_STOP_WAIT_MS);
     else this.operatorKicks.delete(key);
     // Those whose stop event never came (lost) go once they no longer count.
@@ -101,7 +102,7 @@ export class PublisherApi {
 
   /** A publisher session ended: no kick of it is under way any more. */
   ended(s: SessionId): void {
-    this.operatorKicks.delete(clientKey(s.serverId, s.clientId));
+    this.operatorKicks.delete(kickKey(s));
   }
 
   /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
@@ -259,11 +260,6 @@ export class PublisherApi {
 
 function kickKey(s: SessionId): string {
   return `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
-}
-
-/** Kicks name a client on its server (the kick outbox's outcome carries no service id). */
-function clientKey(serverId: string, clientId: string): string {
-  return `${serverId}\n${clientId}`;
 }
 
 /** A failed kick's problem naming the old publisher's edge: "edge unreachable" → "edge edge-eu-1 unreachable". */

@@ -4,8 +4,10 @@
  * client go (seen in e2e runs 4, 17 and 19 against SRS 7.0.18): that stop event, not the takeover or
  * the kick itself, ends the old session, and stream.ended must still say why it ended.
  */
+import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, heartbeat, hook, publish, unpublish } from "./srs";
+import type { Env } from "../src/env";
+import { admin, adminWith, heartbeat, hook, publish, unpublish } from "./srs";
 import { restarted, streamStub, until } from "./fleet";
 import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
 import { createStream, uniqueStream } from "./srs";
@@ -135,6 +137,40 @@ describe("operator kicks' marks: only a kick on its way, of that session", () =>
   }
   const endedOf = async (s: string, n: number) => (await receiver.received(s, n)).filter((e) => e.body.type === "stream.ended").map((e) => e.body.data);
   const logged = (s: string, what: (e: { action: string; reason: string }) => boolean) => async () => (await streamStub(s).events()).some(what);
+
+  /** The real catalogue, except that every write fails (as test/catalogue.test.ts). */
+  function brokenCatalogue(): Partial<Env> {
+    return {
+      CATALOGUE: new Proxy(env.CATALOGUE, {
+        get(target, prop) {
+          if (prop === "put") return async () => { throw new Error("KV unavailable (test)"); };
+          const value = Reflect.get(target, prop);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      }),
+    };
+  }
+
+  it("a rotation undone (its new key could not be written to the catalogue) kicks nobody: the publisher's own stop right after says stop", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const { a, s } = await publishing();
+    a.fake.onKick = null;
+    expect((await adminWith(brokenCatalogue(), "PUT", `/streams/live/${s}`, { rotateKey: true })).status).toBe(503);
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await endedOf(s, 2)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "stop" })]);
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
+  });
+
+  it("a stream deleted, its publisher's kick finding it gone, then created again but undone (catalogue down): its own stop says stop", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const { a, s } = await publishing([]); // SRS's API no longer has the client: the kick ends as "already gone"
+    expect((await admin("DELETE", `/streams/live/${s}`)).body.kicking).toHaveLength(1);
+    await until(logged(s, (e) => e.action === "kick"));
+    // The PUT that would create it again is undone: the stream is removed again, and no kick is queued.
+    expect((await adminWith(brokenCatalogue(), "PUT", `/streams/live/${s}`, {})).status).toBe(503);
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await endedOf(s, 3)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "stop" })]);
+  });
 
   it("its server restarted and the new process reused the kicked publisher's client id (README: it may): that new session's own stop says stop", async () => {
     const { a, s, stopped } = await publishing();

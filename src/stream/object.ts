@@ -512,8 +512,11 @@ export class StreamObject extends DurableObject<Env> {
    */
   undoKeyChange(ifCurrent: string, previous: string | null): boolean {
     if (this.settings?.keyHash !== ifCurrent) return false;
-    if (previous === null) return this.remove();
-    return this.settings.restoreKey(ifCurrent, previous);
+    // Undone, the change kicks nobody (the Worker queues no kick for it): its publishers' own stops are their own.
+    if (previous === null) return this.removeStream();
+    const restored = this.settings.restoreKey(ifCurrent, previous);
+    if (restored) this.publisherApi.operatorKicksCalledOff(this.publisherSessions());
+    return restored;
   }
 
   /**
@@ -522,9 +525,14 @@ export class StreamObject extends DurableObject<Env> {
    * not stop them) so that their stop events still balance the counts.
    */
   remove(): boolean {
+    if (!this.removeStream()) return false;
+    this.kickingPublishers();
+    return true;
+  }
+
+  private removeStream(): boolean {
     const key = this.settings?.remove() ?? null;
     if (key === null) return false;
-    this.kickingPublishers();
     this.bumpPolicyVersion(key);
     return true;
   }

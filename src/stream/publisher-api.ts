@@ -100,6 +100,15 @@ export class PublisherApi {
     }
   }
 
+  /**
+   * An operator's action that marked these publishers kicks none of them after all (undone, or its kicks
+   * could not be queued): their stop events are their own. (A kick of one still under way from an earlier
+   * action then counts from its outcome only.)
+   */
+  operatorKicksCalledOff(publishers: SessionId[]): void {
+    for (const p of publishers) this.operatorKicks.delete(kickKey(p));
+  }
+
   /** A publisher session ended: no kick of it is under way any more. */
   ended(s: SessionId): void {
     this.operatorKicks.delete(kickKey(s));

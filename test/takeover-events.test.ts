@@ -151,6 +151,29 @@ describe("operator kicks' marks: only a kick on its way, of that session", () =>
     };
   }
 
+  /** The registry shards, except that queueing kicks fails (a shard that cannot be reached). */
+  function registryRefusingKicks(): Partial<Env> {
+    const stubFor = (id: DurableObjectId) => {
+      const stub = env.REGISTRY.get(id);
+      return new Proxy(stub, {
+        get(t, prop) {
+          if (prop === "queueKicks") return async () => { throw new Error("registry unreachable (test)"); };
+          if (typeof prop === "string" && prop !== "then") return (...args: unknown[]) => (t as any)[prop](...args);
+          return Reflect.get(t, prop);
+        },
+      });
+    };
+    return {
+      REGISTRY: new Proxy(env.REGISTRY, {
+        get(t, prop) {
+          if (prop === "get") return stubFor;
+          const v = Reflect.get(t, prop);
+          return typeof v === "function" ? v.bind(t) : v;
+        },
+      }),
+    };
+  }
+
   it("a rotation undone (its new key could not be written to the catalogue) kicks nobody: the publisher's own stop right after says stop", async () => {
     vi.spyOn(console, "error").mockImplementation(() => {});
     const { a, s } = await publishing();
@@ -170,6 +193,18 @@ describe("operator kicks' marks: only a kick on its way, of that session", () =>
     expect((await adminWith(brokenCatalogue(), "PUT", `/streams/live/${s}`, {})).status).toBe(503);
     expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
     expect(await endedOf(s, 3)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "stop" })]);
+  });
+
+  it("a rotation whose kick could not be queued (registry unreachable: `kicking` is empty) leaves the publisher's own stop its own: stop", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const { a, s } = await publishing();
+    a.fake.onKick = null;
+    const rotated = await adminWith(registryRefusingKicks(), "PUT", `/streams/live/${s}`, { rotateKey: true });
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.kicking).toEqual([]);
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await endedOf(s, 2)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "stop" })]);
+    expect(kickedOn(a.fake, "enc00001")).toBe(false);
   });
 
   it("its server restarted and the new process reused the kicked publisher's client id (README: it may): that new session's own stop says stop", async () => {

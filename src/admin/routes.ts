@@ -11,6 +11,7 @@ import { registryShard, serverRegistry, streamObject, viewerShard } from "../obj
 import { LIMITS } from "../limits";
 import { allEvents, withAudience } from "../viewers/audience";
 import { queueKicks, type KickPlanned } from "../srs/kicks";
+import type { SessionId } from "../srs/hook";
 import { notQueued, reportOperatorEnded } from "../events/operator";
 import { parsePolicyChange, parseTokenRequest, streamNameFrom } from "./validate";
 import { isolateOfCounts, NOT_COUNTED } from "../platform/load";
@@ -63,6 +64,7 @@ export async function putStream(request: IRequest, env: Env): Promise<Response> 
   // A rotated key revokes the one the live publisher used: it is kicked on its edge (src/srs/kicks.ts).
   // Those publishing at the moment of the rotation: one admitted since with the new key is not kicked.
   const kicking = result.rotatedPublishers ? await queueKicks(env, result.rotatedPublishers.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why: "key rotated" }))) : [];
+  if (result.rotatedPublishers) await notKicked(env, name, result.rotatedPublishers, kicking);
   const lost = await reportOperatorEnded(env, kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "key rotated", true);
   const state = await withAudience(env, streamKey(name), result.state);
   const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}), ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) };
@@ -213,7 +215,22 @@ async function pushPolicy(env: Env, name: StreamName): Promise<void> {
 async function kickPublishers(env: Env, name: StreamName, why: string): Promise<KickPlanned[]> {
   if (!env.SRS_API_URL) return [];
   const sessions = await streamStub(env, name).publisherSessions();
-  return queueKicks(env, sessions.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why })));
+  const kicking = await queueKicks(env, sessions.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why })));
+  await notKicked(env, name, sessions, kicking);
+  return kicking;
+}
+
+/**
+ * The stream marked the publishers it kicks at the admin call (their stop events then end them as
+ * "operator"): those whose kicks could not be queued (their registry shard unreachable) are not kicked.
+ */
+async function notKicked(env: Env, name: StreamName, publishers: SessionId[], kicking: KickPlanned[]): Promise<void> {
+  if (!env.SRS_API_URL) return;
+  const left = publishers.filter((p) => !kicking.some((k) => k.role === "publisher" && k.serverId === p.serverId && k.clientId === p.clientId));
+  if (left.length === 0) return;
+  await streamStub(env, name).kicksNotQueued(left).catch((err) => {
+    console.error(JSON.stringify({ error: "kicks not queued, not told to the stream", stream: streamKey(name), detail: String(err) }));
+  });
 }
 
 async function kickViewers(env: Env, name: StreamName, why: string): Promise<KickPlanned[]> {

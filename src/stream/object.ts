@@ -159,7 +159,7 @@ export class StreamObject extends DurableObject<Env> {
       record: (...line) => this.record(...line),
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
-    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -410,6 +410,11 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return;
     this.log.append("kick", serverId, clientId, "", "kick", reason);
     if (publisher) this.publisherApi.operatorKickDone({ serverId, serviceId: publisher.serviceId, clientId }, publisher.kicked);
+  }
+
+  /** Publishers a rotated key or a deleted stream marked whose kicks could not be queued (their registry shard unreachable). */
+  kicksNotQueued(publishers: SessionId[]): void {
+    if (this.ready) this.publisherApi.operatorKicksCalledOff(publishers);
   }
 
   /** The publishers a rotated key or a deleted stream kicks (the Worker queues the kicks): their stop events end them as "operator". */

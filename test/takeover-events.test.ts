@@ -5,8 +5,10 @@
  * the kick itself, ends the old session, and stream.ended must still say why it ended.
  */
 import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
+import { serverRegistry } from "../src/object-access";
 import { admin, adminWith, heartbeat, hook, publish, unpublish } from "./srs";
 import { restarted, streamStub, until } from "./fleet";
 import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
@@ -88,6 +90,23 @@ describe("operator kicks' events", () => {
     const { a, s } = await publishing();
     a.fake.onKick = null;
     expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+    await until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { reason: string }) => e.reason === "kicked (key rotated)"));
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    const events = await receiver.received(s, 3);
+    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
+  });
+
+  it("a kick that gets through only 40 s after the admin call (its edge unreachable until then): the on_unpublish that follows its outcome says operator", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const { a, s } = await publishing();
+    a.fake.onKick = null;
+    a.fake.reachable = false;
+    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+    await until(() => a.fake.calls.length > 0); // its first attempt failed
+    vi.setSystemTime(Date.now() + 40_000); // the admin call's 30 s are over
+    a.fake.reachable = true;
+    expect(await hook({ ...heartbeat(a.edge), device_id: deviceOf(a.edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
+    await runDurableObjectAlarm(serverRegistry(env, a.edge.server)); // the retry, due now
     await until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { reason: string }) => e.reason === "kicked (key rotated)"));
     expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
     const events = await receiver.received(s, 3);

@@ -70,8 +70,8 @@ export class PublisherApi {
    * is kicking it), "operator" (an operator's kick is queued, or was sent a moment ago), else null.
    */
   kickedFor(s: SessionId): "takeover" | "operator" | null {
-    if (this.kicking.has(kickKey(s))) return "takeover";
     const key = kickKey(s);
+    if (this.kicking.has(key)) return "takeover";
     const until = this.operatorKicks.get(key);
     if (until === undefined) return null;
     if (Date.now() < until) return "operator";

@@ -226,6 +226,32 @@ describe("operator kicks' marks: only a kick on its way, of that session", () =>
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
   });
 
+  it("a DELETE whose catalogue entry could not be deleted (KV: one write a second per key) has removed the stream all the same: its publisher is kicked, and stream.ended says operator", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const { a, s, key, stopped } = await publishing();
+    const refusingDeletes: Partial<Env> = {
+      CATALOGUE: new Proxy(env.CATALOGUE, {
+        get(target, prop) {
+          if (prop === "delete") return async () => { throw new Error("KV: too many writes to one key (test)"); };
+          const value = Reflect.get(target, prop);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      }),
+    };
+    expect((await adminWith(refusingDeletes, "DELETE", `/streams/live/${s}`)).status).toBe(500);
+    // The object is removed (the key revoked), so the kicks README promises for a DELETE are due: before, none was
+    // queued, the publisher went on streaming (a repeated DELETE answers 404), and its own stop said operator.
+    expect((await hook(publish("live", s, key, { ...a.edge, client: "enc00002" }))).status).not.toBe(200);
+    expect(await stopped()).toEqual(ALLOW);
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+    const events = await receiver.received(s, 3);
+    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
+    expect(events.find((e) => e.body.type === "session.ended_by_operator")!.body.data).toMatchObject({ client_id: "enc00001", reason: "stream deleted", kicked: true });
+    // Repeated, the DELETE answers 404 and removes the catalogue entry.
+    expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(404);
+    expect(await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`)).toBeNull();
+  });
+
   it("its server restarted and the new process reused the kicked publisher's client id (README: it may): that new session's own stop says stop", async () => {
     const { a, s, stopped } = await publishing();
     const key2 = (await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.publishKey;

@@ -93,11 +93,18 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
   // The object is revoked first: it is what the very next on_publish asks.
   const removed = await streamStub(env, name).remove();
   if (removed) await pushPolicy(env, name);
-  await env.CATALOGUE.delete(CATALOGUE_PREFIX + streamKey(name));
-  if (!removed) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  // The catalogue only lists streams. Its entry not deleted (KV takes one write per second per key), the
+  // stream is removed all the same: its kicks are still queued (the object marked its publishers as
+  // kicked, and a repeated DELETE, a 404, kicks nobody), and the failure is answered after them.
+  const uncatalogued = await env.CATALOGUE.delete(CATALOGUE_PREFIX + streamKey(name)).then(
+    () => null,
+    (err: unknown) => err ?? new Error("catalogue delete failed"),
+  );
+  if (!removed) throw uncatalogued ?? new StatusError(404, `stream ${streamKey(name)} does not exist`);
   // Its publisher and viewers are kicked on their edges (src/srs/kicks.ts).
   const kicking = env.SRS_API_URL ? [...(await kickPublishers(env, name, "stream deleted")), ...(await kickViewers(env, name, "stream deleted"))] : [];
   const lost = await reportOperatorEnded(env, kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "stream deleted", true);
+  if (uncatalogued) throw uncatalogued;
   return jsonResponse({ deleted: streamKey(name), ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) });
 }
 

@@ -159,3 +159,13 @@ describe("a stream table an older version wrote (without onDuplicatePublish, max
     expect(changed).not.toHaveProperty("publishKey");
   });
 });
+
+describe("the object's RPC as a Worker of the previous version calls it (both run during a deploy)", () => {
+  it("recordKick without its publisher argument (an older kick outbox) still logs the kick's outcome", async () => {
+    const s = uniqueStream();
+    const stub = stubOf(s);
+    await stub.configure(nameOf(s), {}, await candidate());
+    await (stub.recordKick as (serverId: string, clientId: string, reason: string) => Promise<void>)("vid-x", "enc00001", "kicked (key rotated)");
+    expect(await stub.events()).toEqual([expect.objectContaining({ action: "kick", server: "vid-x", client: "enc00001", decision: "kick", reason: "kicked (key rotated)" })]);
+  });
+});

@@ -11,7 +11,7 @@ import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/auth/secrets";
 import type { StreamObject } from "../src/stream/object";
 import { Denials } from "../src/stream/rules";
-import { hook, newEdge, publish, uniqueStream } from "./srs";
+import { admin, createStream, hook, newEdge, publish, uniqueStream } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const stubOf = (s: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${s}`));
@@ -167,5 +167,17 @@ describe("the object's RPC as a Worker of the previous version calls it (both ru
     await stub.configure(nameOf(s), {}, await candidate());
     await (stub.recordKick as (serverId: string, clientId: string, reason: string) => Promise<void>)("vid-x", "enc00001", "kicked (key rotated)");
     expect(await stub.events()).toEqual([expect.objectContaining({ action: "kick", server: "vid-x", client: "enc00001", decision: "kick", reason: "kicked (key rotated)" })]);
+  });
+});
+
+describe("the admin API's stream state", () => {
+  it("lists its fields in the order it always did: the policy, the publishers, the audience, then createdAt and updatedAt", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 5 });
+    const state = (await admin("GET", `/streams/live/${s}`)).body;
+    expect(Object.keys(state)).toEqual([
+      "vhost", "app", "stream", "maxViewers", "playAuth", "onDuplicatePublish", "maxSessionsPerViewer", "onExtraViewerSession",
+      "live", "publisher", "conflicts", "viewers", "suspendedViewers", "distinctViewerIds", "leasedUnused", "shards", "createdAt", "updatedAt",
+    ]);
   });
 });

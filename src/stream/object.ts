@@ -602,13 +602,17 @@ export class StreamObject extends DurableObject<Env> {
   state(): StreamState | null {
     const settings = this.settings?.state();
     if (!settings) return null;
+    const { createdAt, updatedAt, ...policy } = settings;
     const { live, publisher, conflicts } = this.sessions.publishersView();
+    // The order of the fields as the admin API has always shown them.
     return {
-      ...settings,
+      ...policy,
       live,
       publisher,
       conflicts,
       ...audienceOf(this.leases.shards().map((r) => ({ serverId: r.serverId, colo: r.colo, country: r.country, viewers: r.live, suspendedViewers: r.suspended, leased: r.granted }))),
+      createdAt,
+      updatedAt,
     };
   }
 

@@ -57,19 +57,30 @@ describe("takeover events", () => {
   });
 });
 
+/** Publisher "enc00001" live on an edge whose SRS (with `clients`) sends its on_unpublish while a kick is under way, as SRS does. */
+async function publishing(clients = ["enc00001"]) {
+  const a = await edgeWithApi(clients);
+  const s = uniqueStream();
+  const key = await createStream(s);
+  expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+  let stopSent: Promise<unknown> | undefined;
+  a.fake.onKick = (id) => (stopSent = hook(unpublish("live", s, { ...a.edge, client: id })));
+  return { a, s, key, stopped: async () => (await until(() => stopSent !== undefined), await stopSent) };
+}
+
+/** On the fake clock: a publisher whose edge cannot be reached has its key rotated; the kick's first attempt has failed. */
+async function rotatedWhileUnreachable() {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  const p = await publishing();
+  p.a.fake.onKick = null;
+  p.a.fake.reachable = false;
+  expect((await admin("PUT", `/streams/live/${p.s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+  await until(() => p.a.fake.calls.length > 0);
+  return p;
+}
+
 describe("operator kicks' events", () => {
   afterEach(() => vi.useRealTimers());
-
-  /** Publisher "enc00001" live on an edge whose SRS sends its on_unpublish while the kick is under way, as SRS does. */
-  async function publishing() {
-    const a = await edgeWithApi(["enc00001"]);
-    const s = uniqueStream();
-    const key = await createStream(s);
-    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    let stopSent: Promise<unknown> | undefined;
-    a.fake.onKick = (id) => (stopSent = hook(unpublish("live", s, { ...a.edge, client: id })));
-    return { a, s, key, stopped: async () => (await until(() => stopSent !== undefined), await stopSent) };
-  }
 
   for (const [what, call] of [
     ["a rotated key", (s: string) => admin("PUT", `/streams/live/${s}`, { rotateKey: true })],
@@ -97,12 +108,7 @@ describe("operator kicks' events", () => {
   });
 
   it("a kick that gets through only 40 s after the admin call (its edge unreachable until then): the on_unpublish that follows its outcome says operator", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    const { a, s } = await publishing();
-    a.fake.onKick = null;
-    a.fake.reachable = false;
-    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
-    await until(() => a.fake.calls.length > 0); // its first attempt failed
+    const { a, s } = await rotatedWhileUnreachable();
     vi.setSystemTime(Date.now() + 40_000); // the admin call's 30 s are over
     a.fake.reachable = true;
     expect(await hook({ ...heartbeat(a.edge), device_id: deviceOf(a.edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
@@ -114,12 +120,7 @@ describe("operator kicks' events", () => {
   });
 
   it("a publisher whose edge cannot be reached, so the kick keeps failing, and that stops on its own 31 s later: stop", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    const { a, s } = await publishing();
-    a.fake.onKick = null;
-    a.fake.reachable = false;
-    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
-    await until(() => a.fake.calls.length > 0); // its first attempt failed
+    const { a, s } = await rotatedWhileUnreachable();
     vi.setSystemTime(Date.now() + 31_000);
     expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
     const events = await receiver.received(s, 3);
@@ -144,16 +145,6 @@ describe("operator kicks' events", () => {
  * it must stand only for a kick that is really on its way, and name that session, not another one.
  */
 describe("operator kicks' marks: only a kick on its way, of that session", () => {
-  /** Publisher "enc00001" live on an edge whose SRS sends its on_unpublish during a kick, as SRS does. */
-  async function publishing(clients = ["enc00001"]) {
-    const a = await edgeWithApi(clients);
-    const s = uniqueStream();
-    const key = await createStream(s);
-    expect(await hook(publish("live", s, key, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    let stopSent: Promise<unknown> | undefined;
-    a.fake.onKick = (id) => (stopSent = hook(unpublish("live", s, { ...a.edge, client: id })));
-    return { a, s, key, stopped: async () => (await until(() => stopSent !== undefined), await stopSent) };
-  }
   const endedOf = async (s: string, n: number) => (await receiver.received(s, n)).filter((e) => e.body.type === "stream.ended").map((e) => e.body.data);
   const logged = (s: string, what: (e: { action: string; reason: string }) => boolean) => async () => (await streamStub(s).events()).some(what);
 

@@ -34,6 +34,8 @@ describe("GET /admin/streams/{app}/{stream}/events: why was my publisher refused
       ["on_publish", "pub00001", "allow", "admitted"],
     ]);
     expect(log[4]).toMatchObject({ server: other.server, ip: "198.51.100.7" });
+    // Every line, a viewer shard's as a stream object's, in the order README shows (a shard's put `server` last).
+    for (const e of log) expect(Object.keys(e)).toEqual(["at", "action", "server", "client", "ip", "decision", "reason"]);
     expect(Date.parse(log[0].at)).not.toBeNaN();
     expect(JSON.stringify(log)).not.toContain(key);
   });

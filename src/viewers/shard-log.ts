@@ -83,6 +83,7 @@ export class ShardLog {
       .rows<{ at: number; action: string; client: string; ip: string; decision: string; reason: string }>(
         "SELECT at, action, client, ip, decision, reason FROM events WHERE stream_key = ? ORDER BY seq DESC LIMIT ?", streamKey, LOG_KEPT,
       )
-      .map((e) => ({ ...e, server: serverId, at: new Date(e.at).toISOString(), decision: e.decision as StreamEvent["decision"] }));
+      // The fields in the order of the stream object's lines (README, GET …/events).
+      .map((e) => ({ at: new Date(e.at).toISOString(), action: e.action, server: serverId, client: e.client, ip: e.ip, decision: e.decision as StreamEvent["decision"], reason: e.reason }));
   }
 }

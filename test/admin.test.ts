@@ -175,6 +175,14 @@ describe("admin API: invalid input", () => {
     expect((await admin("PUT", `/streams/live/${uniqueStream()}?vhost=`, {})).status).toBe(400);
   });
 
+  it("refuses a stream named with HLS's .m3u8 (no hook could reach it: hooks name the stream without it), and creates nothing", async () => {
+    const s = uniqueStream();
+    const r = await admin("PUT", `/streams/live/${s}.m3u8`, {});
+    expect({ status: r.status, error: r.body.error }).toEqual({ status: 400, error: `stream "${s}.m3u8" ends with ".m3u8", which SRS's HLS hooks leave out: create "${s}" for ${s}.m3u8` });
+    expect((await admin("GET", `/streams/live/${s}.m3u8`)).status).toBe(404);
+    expect((await admin("GET", `/streams/live/${s}`)).status).toBe(404);
+  });
+
   it("answers 413 to an admin body over 64 KiB", async () => {
     const s = uniqueStream();
     const r = await admin("PUT", `/streams/live/${s}`, JSON.stringify({ maxViewers: 1, pad: "x".repeat(70 * 1024) }));

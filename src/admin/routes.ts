@@ -38,6 +38,11 @@ export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
  */
 export async function putStream(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
+  // SRS's HLS hooks say "cam1.m3u8" and the gate decides them for "cam1" (src/srs/hook.ts): "cam1.m3u8" would be a stream no hook reaches.
+  if (name.stream.endsWith(".m3u8")) {
+    const base = name.stream.slice(0, -".m3u8".length);
+    throw new StatusError(400, `stream "${name.stream}" ends with ".m3u8", which SRS's HLS hooks leave out: create "${base}" for ${name.stream}`);
+  }
   const change = parsePolicyChange(await readJson(request));
   const key = newPublishKey();
   const candidate = { key, hash: await sha256Hex(key) };

@@ -10,18 +10,19 @@ import { StatusError } from "itty-router";
 interface Limit {
   max: number;
   pattern: RegExp;
-  allowed: string;
+  /** What the 400 says of a value the pattern refuses, after `field "…"`. */
+  rule: string;
 }
 
-const NAME: Limit = { max: 128, pattern: /^[A-Za-z0-9._~-]+$/, allowed: "letters, digits and . _ ~ -" };
+const NAME: Limit = { max: 128, pattern: /^[A-Za-z0-9._~-]+$/, rule: "may contain only letters, digits and . _ ~ -" };
 
 export const LIMITS = {
-  vhost: { max: 253, pattern: /^[A-Za-z0-9._-]+$/, allowed: "letters, digits and . _ -" },
+  vhost: { max: 253, pattern: /^[A-Za-z0-9._-]+$/, rule: "may contain only letters, digits and . _ -" },
   app: NAME,
   stream: NAME,
-  id: { max: 64, pattern: /^[\x21-\x7e]+$/, allowed: "printable ASCII without spaces" },
-  param: { max: 4096, pattern: /^[^\x00-\x1f\x7f]*$/, allowed: "no control characters" },
-  label: { max: 128, pattern: /^[^\x00-\x1f\x7f]*$/, allowed: "no control characters" },
+  id: { max: 64, pattern: /^[\x21-\x7e]+$/, rule: "may contain only printable ASCII without spaces" },
+  param: { max: 4096, pattern: /^[^\x00-\x1f\x7f]*$/, rule: "must not contain control characters" },
+  label: { max: 128, pattern: /^[^\x00-\x1f\x7f]*$/, rule: "must not contain control characters" },
 } satisfies Record<string, Limit>;
 
 /** Returns the value if it is within the limit, else throws 400 naming field and limit. */
@@ -30,7 +31,7 @@ export function within(field: string, value: string, limit: Limit): string {
     throw new StatusError(400, `field "${field}" is longer than ${limit.max} characters (${value.length})`);
   }
   if (!limit.pattern.test(value)) {
-    throw new StatusError(400, `field "${field}" may contain only ${limit.allowed}`);
+    throw new StatusError(400, `field "${field}" ${limit.rule}`);
   }
   return value;
 }

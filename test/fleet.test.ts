@@ -428,6 +428,8 @@ describe("GET /admin/servers", () => {
       api: null,
       apiOk: null,
     });
+    // In the order README's GET /admin/servers row shows them.
+    expect(Object.keys(listed)).toEqual(["serverId", "serviceId", "deviceId", "ip", "pid", "lastHeartbeat", "alive", "sessions", "duplicateServiceIds", "pendingNotices", "candidateServiceIds", "api", "apiOk"]);
     await beat(restarted(edge));
     await deliverNotices(edge);
     expect(await serverListed(edge)).toMatchObject({ serviceId: expect.not.stringMatching(edge.service), sessions: 0 });

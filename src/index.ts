@@ -33,6 +33,7 @@ type Args = [Env, ExecutionContext];
 const router = AutoRouter<any, Args>({
   catch: toErrorResponse,
   missing: () => jsonResponse({ error: "not found" }, 404),
+  finally: [stampDate],
 });
 
 router
@@ -65,6 +66,18 @@ export default {
   // The events queue's consumer: deliveries to EVENTS_WEBHOOK_URL (src/events/deliver.ts).
   queue: (batch: MessageBatch<WebhookEvent>, env: Env) => deliverEvents(batch, env),
 };
+
+/**
+ * Admin responses carry the gate's clock in `Date` (as HTTP says; Cloudflare's edge sets it too, local
+ * workerd does not): the console reckons "now" from it, not from the browser's clock, when it revokes
+ * every token issued before now or says how long ago a server was heard from.
+ */
+function stampDate(response: Response, request: Request): Response {
+  if (response instanceof Response && !response.headers.has("date") && new URL(request.url).pathname.startsWith("/admin/")) {
+    response.headers.set("date", new Date().toUTCString());
+  }
+  return response;
+}
 
 /**
  * The one place failures become responses. Hooks answer in SRS's shape

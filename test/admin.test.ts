@@ -1,4 +1,4 @@
-import { env } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/auth/secrets";
@@ -142,6 +142,20 @@ describe("admin API: streams", () => {
     await evictDurableObject(env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${s}`)));
     expect(await streamState(s)).toMatchObject({ live: true, viewers: 2, maxViewers: 2 });
     expect((await hook(play("live", s, { ...EDGE_A, client: "v3" }))).status).toBe(403);
+  });
+});
+
+describe("admin API: the gate's clock", () => {
+  it("every admin answer, an error's too, carries the gate's time in Date (the console reckons 'now' from it); hook answers do not", async () => {
+    const before = Math.floor(Date.now() / 1000) * 1000;
+    for (const path of ["/streams", `/streams/live/${uniqueStream()}`]) {
+      const res = await exports.default.fetch(new Request(`http://gate.test/admin${path}`, { headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` } }));
+      const at = Date.parse(res.headers.get("date") ?? "");
+      expect(at, path).toBeGreaterThanOrEqual(before);
+      expect(at, path).toBeLessThanOrEqual(Date.now());
+    }
+    const hookAnswer = await exports.default.fetch(new Request(`http://gate.test/hooks/srs/${env.HOOK_SECRET}`, { method: "POST", body: "{}" }));
+    expect(hookAnswer.headers.has("date")).toBe(false);
   });
 });
 

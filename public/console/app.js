@@ -41,9 +41,19 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/**
+ * The gate's clock, less the browser's (ms), from the Date header of the last admin answer: "now"
+ * is the gate's, so a browser whose clock is off neither revokes the wrong tokens nor misreads ages.
+ * The header counts whole seconds: its middle is the best guess.
+ */
+let gateClockOffsetMs = 0;
+function gateNow() {
+  return Date.now() + gateClockOffsetMs;
+}
+
 function ago(iso) {
   if (!iso) return "never";
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  const s = Math.max(0, Math.round((gateNow() - Date.parse(iso)) / 1000));
   if (s < 60) return `${s} s ago`;
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   return `${Math.floor(s / 3600)} h ago`;
@@ -65,6 +75,8 @@ async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
   });
+  const stamped = Date.parse(res.headers.get("date") ?? "");
+  if (!Number.isNaN(stamped)) gateClockOffsetMs = stamped + 500 - Date.now();
   const data = await res.json().catch(() => ({}));
   if (res.status === 401) {
     logout("The admin token was refused.");
@@ -881,7 +893,7 @@ function viewersById(s, changed) {
   revokeAll.addEventListener("click", () => askFirst(`Revoke every token of ${s.app}/${s.stream} issued before now?`, [
     el("p", {}, "Every play token of this stream issued before now, whoever it names, is refused from now on, and every session that played with one ends."),
     el("p", { class: "muted" }, "Tokens minted from now on are accepted, but v1 tokens (the format without an issue time) are refused on this stream from now on, for good. Viewers of an open stream need no token and are not affected until the stream asks for tokens."),
-  ], "Revoke all", () => revoke({ before: Math.floor(Date.now() / 1000) }, "every token issued before now")));
+  ], "Revoke all", () => revoke({ before: Math.floor(gateNow() / 1000) + 1 }, "every token issued before now")));
   reload.addEventListener("click", () => {
     result.textContent = "";
     load();

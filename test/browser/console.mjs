@@ -5,7 +5,8 @@
 // the publisher and the viewer count, ends sessions by hand (a publisher, a stream's,
 // a server's), shows newer state fields, shows a stream's audience per viewer shard and
 // per location (viewers on two edges), lists a token stream's viewers by viewer id and
-// revokes one of them and then every token (issue 14), revokes the stream and checks the revocation
+// revokes one of them and then every token (issue 14; the browser's clock 10 minutes slow, the
+// console reckoning "now" from the gate's Date header), revokes the stream and checks the revocation
 // holds, then pages through more streams than a page holds and checks the console
 // fetches only the page it shows. Screenshots go to test/browser/artifacts/.
 import { spawn } from "node:child_process";
@@ -111,6 +112,11 @@ try {
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+  // The operator's computer keeps bad time: its clock runs 10 minutes behind the gate's (and flows on).
+  // "Now" in the console is the gate's (the Date of its admin answers): a revocation of every token
+  // issued before now must still cover one minted a moment ago.
+  const BROWSER_CLOCK_BEHIND_MS = 10 * 60_000;
+  await context.clock.install({ time: Date.now() - BROWSER_CLOCK_BEHIND_MS });
   const page = await context.newPage();
   const cspErrors = [];
   page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspErrors.push(m.text()); });
@@ -491,7 +497,8 @@ try {
     check("the admin API agrees: 1 viewer, 1 viewer id", afterOne.body.viewers === 1 && afterOne.body.distinctViewerIds === 1, JSON.stringify(afterOne.body));
     await page.screenshot({ path: join(ARTIFACTS, "console-viewer-revoked.png") });
 
-    // Revoke every token issued before now: bob's session ends too. (His token must be from an earlier second.)
+    // Revoke every token issued before now (the gate's now, 10 minutes after the browser's): bob's session ends too.
+    check("the browser's clock runs 10 minutes behind the gate's", Math.abs(Date.now() - BROWSER_CLOCK_BEHIND_MS - (await page.evaluate(() => Date.now()))) < 60_000);
     while (Math.floor(Date.now() / 1000) <= bobMinted) await page.waitForTimeout(100);
     await page.click("#dialog .viewers-by-id button[data-action=revoke-before]");
     await page.waitForSelector("#confirm[open]");

@@ -67,13 +67,17 @@ export default {
   queue: (batch: MessageBatch<WebhookEvent>, env: Env) => deliverEvents(batch, env),
 };
 
+/** An admin API URL (hooks are /hooks/srs/…). */
+const ADMIN_URL = /^[a-z]+:\/\/[^/]+\/admin\//;
+
 /**
  * Admin responses carry the gate's clock in `Date` (as HTTP says; Cloudflare's edge sets it too, local
  * workerd does not): the console reckons "now" from it, not from the browser's clock, when it revokes
  * every token issued before now or says how long ago a server was heard from.
  */
 function stampDate(response: Response, request: Request): Response {
-  if (response instanceof Response && !response.headers.has("date") && new URL(request.url).pathname.startsWith("/admin/")) {
+  // A pattern, not new URL(): this runs after every hook too.
+  if (response instanceof Response && ADMIN_URL.test(request.url) && !response.headers.has("date")) {
     response.headers.set("date", new Date().toUTCString());
   }
   return response;

@@ -78,7 +78,11 @@ const ADMIN_URL = /^[a-z]+:\/\/[^/]+\/admin\//;
 function stampDate(response: Response, request: Request): Response {
   // A pattern, not new URL(): this runs after every hook too.
   if (response instanceof Response && ADMIN_URL.test(request.url) && !response.headers.has("date")) {
-    response.headers.set("date", new Date().toUTCString());
+    try {
+      response.headers.set("date", new Date().toUTCString());
+    } catch {
+      // A response with immutable headers (none of ours): answered as it is, the console falls back to its own clock.
+    }
   }
   return response;
 }

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { createExecutionContext, runDurableObjectAlarm } from "cloudflare:test";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
@@ -9,7 +9,6 @@ import {
   admin,
   close,
   createStream,
-  type Edge,
   heartbeat,
   hook,
   newEdge,
@@ -20,19 +19,13 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { at, beat, deliverNotices, playRequest, restarted, serverListed, serverStub, shardStub, streamStub, T0, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, playRequest, restarted, serverListed, serverStub, shardStub, streamStub, T0, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 // In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them.
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 
-let edge: Edge;
-let other: Edge;
-useFakeClock();
-beforeEach(() => {
-  edge = newEdge();
-  other = newEdge();
-});
+twoEdgesOnTheFakeClock();
 
 /** A publisher on one stream and full viewer caps on two others, all held by `edge`. */
 async function edgeHoldsThreeStreams() {

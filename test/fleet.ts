@@ -98,6 +98,19 @@ export function useFakeClock(): void {
   });
 }
 
+/** Two SRS edges, new for each test of a file that calls twoEdgesOnTheFakeClock(). */
+export let edge: Edge;
+export let other: Edge;
+
+/** For the whole file: the fake clock (useFakeClock), and `edge` and `other` new before each test. */
+export function twoEdgesOnTheFakeClock(): void {
+  useFakeClock();
+  beforeEach(() => {
+    edge = newEdge();
+    other = newEdge();
+  });
+}
+
 /** For one test: Date is faked at T0 (alarms run only when the test runs them), real again after it. */
 export function futureClock(): void {
   vi.useFakeTimers({ toFake: ["Date"] });

@@ -3,13 +3,12 @@
  * racing hooks, lost notices, settings typos. Each held after its fix.
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import {
   admin,
   close,
   createStream,
-  type Edge,
   hook,
   newEdge,
   play,
@@ -18,20 +17,14 @@ import {
   streamState,
   uniqueStream,
 } from "./srs";
-import { at, beat, deliverNotices, serverListed, serverStub, shardStub, streamStub, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, serverListed, serverStub, shardStub, streamStub, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
 const GRACE_MS = 86_400_000;
 const RETENTION_MS = 7 * 86_400_000;
 
-let edge: Edge;
-let other: Edge;
-useFakeClock();
-beforeEach(() => {
-  edge = newEdge();
-  other = newEdge();
-});
+twoEdgesOnTheFakeClock();
 
 describe("a start hook from a process never heard of cannot overrule a process that heartbeats", () => {
   it("one delayed on_play from the process that ran before the current one leaves the running edge current and admitted", async () => {

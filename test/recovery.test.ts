@@ -4,7 +4,7 @@
  * streams the old process touched, and storage that does not only grow.
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
@@ -12,9 +12,7 @@ import {
   admin,
   close,
   createStream,
-  type Edge,
   hook,
-  newEdge,
   play,
   publish,
   stopPlay,
@@ -22,18 +20,12 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { at, beat, restarted, serverListed, serverStub, streamStub, useFakeClock } from "./fleet";
+import { at, beat, restarted, serverListed, serverStub, streamStub, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
 
-let edge: Edge;
-let other: Edge;
-useFakeClock();
-beforeEach(() => {
-  edge = newEdge();
-  other = newEdge();
-});
+twoEdgesOnTheFakeClock();
 
 describe("only start hooks and heartbeats move a server's epoch", () => {
   it("a late on_stop and on_close from a process never seen fence nothing, and the live process keeps working", async () => {

@@ -71,19 +71,28 @@ describe("a shard leaving an unlimited stream while one of its viewers is admitt
   });
 });
 
+/**
+ * On the fake clock from 0: a stream capped at `cap` whose viewers "e0000000", "e0000001", … (`viewers`
+ * of them) watch on edge `e`, then 30 policy changes (cap `capOf(i)`), each a message of e's lease
+ * (its sequence number grows). `t` is another edge.
+ */
+async function watchedThroughPushes(cap: number, viewers: number, capOf: (i: number) => number) {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  at(0);
+  const s = uniqueStream();
+  await createStream(s, { maxViewers: cap });
+  const [e, t] = [newEdge(), newEdge()];
+  for (let i = 0; i < viewers; i++) expect(await viewer(s, e, `e000000${i}`)).toEqual(ALLOW);
+  for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: capOf(i) })).status).toBe(200);
+  return { s, e, t };
+}
+
 describe("a stream deleted and created again", () => {
   it("must not happen: a shard that left the deleted stream starts its sequence numbers again from 0, the stream ignores its answers to the new policy's push, and every edge is refused at the new cap, for far longer than the README's 8 s, while nobody watches", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 10 });
-    const [e, t] = [newEdge(), newEdge()];
-    expect(await viewer(s, e, "e0000001")).toEqual(ALLOW);
-    // Policy changes while e watches: each push is a message of e's lease (its sequence number grows).
-    for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 20 + i })).status).toBe(200);
+    const { s, e, t } = await watchedThroughPushes(10, 1, (i) => 20 + i);
     expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
     // e's viewer leaves: e holds nothing of the stream any more and gives its slot back (it leaves the stream).
-    expect(await viewerStop(s, e, "e0000001")).toEqual(ALLOW);
+    expect(await viewerStop(s, e, "e0000000")).toEqual(ALLOW);
     await new Promise((r) => setTimeout(r, 200));
     // The operator creates the stream again, capped at 5; nobody watches. 20 s pass (the stream's alarm runs its rounds).
     await createStream(s, { maxViewers: 5 });
@@ -94,14 +103,7 @@ describe("a stream deleted and created again", () => {
 
 describe("a shard's leave crossing a policy push", () => {
   it("must not happen: a push that reaches a shard while its message leaving the stream is on its way leaves the stream a record the shard forgot; after the next policy change every edge is refused while the stream is empty", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    at(0);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 4 });
-    const [e, t] = [newEdge(), newEdge()];
-    for (let i = 0; i < 2; i++) expect(await viewer(s, e, `e000000${i}`)).toEqual(ALLOW);
-    // Policy changes while e watches: each push is a message of e's lease (its sequence number grows).
-    for (let i = 0; i < 30; i++) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 4 + (i % 2) })).status).toBe(200);
+    const { s, e, t } = await watchedThroughPushes(4, 2, (i) => 4 + (i % 2));
     for (let i = 0; i < 2; i++) expect(await viewerStop(s, e, `e000000${i}`)).toEqual(ALLOW);
     // 30 s later e's alarm gives back its idle slots: holding nothing, it leaves the stream.
     const { reached, release } = holdLeave(e);

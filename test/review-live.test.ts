@@ -2,22 +2,16 @@
  * Review of issue 10 (liveness and epochs): sequences under which a rule broke.
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ViewerShard } from "../src/viewers/shard";
 import { StreamObject } from "../src/stream/object";
 import { ViewerSeats } from "../src/viewers/seats";
-import { admin, createStream, type Edge, hook, newEdge, play, publish, stopPlay, streamHook, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, holdMatching, restarted, serverListed, serverStub, streamStub, until, useFakeClock } from "./fleet";
+import { admin, createStream, hook, play, publish, stopPlay, streamHook, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, holdMatching, restarted, serverListed, serverStub, streamStub, until, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
-let edge: Edge;
-let other: Edge;
-useFakeClock();
-beforeEach(() => {
-  edge = newEdge();
-  other = newEdge();
-});
+twoEdgesOnTheFakeClock();
 
 describe("a restart's heartbeat is a heartbeat, even while its shard's notice is on its way", () => {
   it("the restarted process, which heartbeated 1.5 s ago, is not taken for silent: its publisher keeps blocking", async () => {

@@ -9,10 +9,9 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
 import { serverRegistry } from "../src/object-access";
-import { admin, adminWith, heartbeat, hook, publish, unpublish } from "./srs";
+import { admin, adminWith, createStream, type Edge, heartbeat, hook, publish, uniqueStream, unpublish } from "./srs";
 import { restarted, streamStub, until } from "./fleet";
 import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
-import { createStream, uniqueStream } from "./srs";
 import { Receiver } from "./receiver";
 
 installFakeSrs();
@@ -79,6 +78,17 @@ async function rotatedWhileUnreachable() {
   return p;
 }
 
+/** Until the stream's decision log has a kick line whose reason passes `is` (a kick's outcome is logged there). */
+const kickLogged = (s: string, is: (reason: string) => boolean) =>
+  until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { action: string; reason: string }) => e.action === "kick" && is(e.reason)));
+
+/** enc00001 on `a` sends its on_unpublish now; the stream.ended delivered for it gives `reason`. */
+async function unpublishedWith(a: { edge: Edge }, s: string, reason: string) {
+  expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+  const events = await receiver.received(s, 3);
+  expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason });
+}
+
 describe("operator kicks' events", () => {
   afterEach(() => vi.useRealTimers());
 
@@ -101,10 +111,8 @@ describe("operator kicks' events", () => {
     const { a, s } = await publishing();
     a.fake.onKick = null;
     expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
-    await until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { reason: string }) => e.reason === "kicked (key rotated)"));
-    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    const events = await receiver.received(s, 3);
-    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
+    await kickLogged(s, (reason) => reason === "kicked (key rotated)");
+    await unpublishedWith(a, s, "operator");
   });
 
   it("a kick that gets through only 40 s after the admin call (its edge unreachable until then): the on_unpublish that follows its outcome says operator", async () => {
@@ -113,18 +121,14 @@ describe("operator kicks' events", () => {
     a.fake.reachable = true;
     expect(await hook({ ...heartbeat(a.edge), device_id: deviceOf(a.edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
     await runDurableObjectAlarm(serverRegistry(env, a.edge.server)); // the retry, due now
-    await until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { reason: string }) => e.reason === "kicked (key rotated)"));
-    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    const events = await receiver.received(s, 3);
-    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
+    await kickLogged(s, (reason) => reason === "kicked (key rotated)");
+    await unpublishedWith(a, s, "operator");
   });
 
   it("a publisher whose edge cannot be reached, so the kick keeps failing, and that stops on its own 31 s later: stop", async () => {
     const { a, s } = await rotatedWhileUnreachable();
     vi.setSystemTime(Date.now() + 31_000);
-    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    const events = await receiver.received(s, 3);
-    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "stop" });
+    await unpublishedWith(a, s, "stop");
   });
 
   it("a publisher its kick found gone already (SRS no longer has the client), whose stop event comes later: stop", async () => {
@@ -133,10 +137,8 @@ describe("operator kicks' events", () => {
     a.fake.onKick = null;
     expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
     void stopped;
-    await until(async () => (await admin("GET", `/streams/live/${s}/events`)).body.events.some((e: { action: string }) => e.action === "kick"));
-    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
-    const events = await receiver.received(s, 3);
-    expect(events.find((e) => e.body.type === "stream.ended")!.body.data).toMatchObject({ client_id: "enc00001", reason: "stop" });
+    await kickLogged(s, () => true);
+    await unpublishedWith(a, s, "stop");
   });
 });
 

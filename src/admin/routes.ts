@@ -4,7 +4,7 @@ import { signPlayToken } from "../auth/token";
 import { maxTokenTtlS, requiredSecret } from "../config";
 import type { Env } from "../env";
 import { jsonResponse, pageCursor, queryParam, readJson } from "../http";
-import { parseStreamKey, streamKey, type StreamName } from "../stream/name";
+import { HLS_SUFFIX, parseStreamKey, streamKey, withoutHlsSuffix, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
 import { registryShard, serverRegistry, streamObject, viewerShard } from "../object-access";
@@ -38,10 +38,10 @@ export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
  */
 export async function putStream(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
-  // SRS's HLS hooks say "cam1.m3u8" and the gate decides them for "cam1" (src/srs/hook.ts): "cam1.m3u8" would be a stream no hook reaches.
-  if (name.stream.endsWith(".m3u8")) {
-    const base = name.stream.slice(0, -".m3u8".length);
-    throw new StatusError(400, `stream "${name.stream}" ends with ".m3u8", which SRS's HLS hooks leave out: create "${base}" for ${name.stream}`);
+  // Hooks decide "cam1.m3u8" for "cam1" (src/srs/hook.ts): a stream named "cam1.m3u8" no hook would reach.
+  const hooksName = withoutHlsSuffix(name.stream);
+  if (hooksName !== name.stream) {
+    throw new StatusError(400, `stream "${name.stream}" ends with "${HLS_SUFFIX}", which SRS's HLS hooks leave out: create "${hooksName}" for ${name.stream}`);
   }
   const change = parsePolicyChange(await readJson(request));
   const key = newPublishKey();

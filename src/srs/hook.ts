@@ -1,7 +1,7 @@
 import { StatusError } from "itty-router";
 import { isObject } from "../http";
 import { LIMITS, within } from "../limits";
-import { DEFAULT_VHOST, type StreamName } from "../stream/name";
+import { DEFAULT_VHOST, HLS_SUFFIX, withoutHlsSuffix, type StreamName } from "../stream/name";
 
 /**
  * One client session on one SRS process. client_id alone is not unique across
@@ -178,7 +178,7 @@ function parseSession(body: Record<string, unknown>): SessionId {
 export function servedUnlessAllowed(body: Record<string, unknown>): boolean {
   return (
     body.action === "on_play" &&
-    typeof body.stream === "string" && body.stream.endsWith(".m3u8") &&
+    typeof body.stream === "string" && body.stream.endsWith(HLS_SUFFIX) &&
     typeof body.param === "string" && body.param.includes("hls_ctx")
   );
 }
@@ -200,8 +200,7 @@ function parseStreamName(body: Record<string, unknown>): StreamName {
   return {
     vhost: within("vhost", optionalString(body, "vhost") || DEFAULT_VHOST, LIMITS.vhost),
     app: within("app", requiredString(body, "app"), LIMITS.app),
-    // HLS viewers arrive as "cam1.m3u8" while every other protocol says "cam1".
-    stream: within("stream", requiredString(body, "stream").replace(/\.m3u8$/, ""), LIMITS.stream),
+    stream: within("stream", withoutHlsSuffix(requiredString(body, "stream")), LIMITS.stream),
   };
 }
 

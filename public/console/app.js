@@ -266,7 +266,7 @@ function streamRow(s) {
     el("td", { class: "actions" },
       button("Edit", "edit"), button("Rotate key", "rotate"), button("Token", "token"),
       button("Details", "details"),
-      button("End sessions", "end", "danger", "Forget this stream's publisher and viewers in streamgate's accounting (SRS keeps them connected)"),
+      button("End sessions", "end", "danger", "Forget this stream's publisher and viewers in streamgate's accounting, and kick them on SRS where streamgate has the server's API"),
       button("Revoke", "revoke", "danger")));
 }
 
@@ -305,7 +305,7 @@ function renderServers() {
         el("td", { class: "actions" },
           el("button", {
             type: "button", class: "danger", "data-action": "end-server",
-            title: "Forget every session held through this server in streamgate's accounting (SRS keeps them connected)",
+            title: "Forget every session held through this server in streamgate's accounting, and kick them on SRS if streamgate has its API",
           }, "End sessions")));
     });
   $("#servers tbody").replaceChildren(...rows);
@@ -429,10 +429,25 @@ $("#servers tbody").addEventListener("click", (event) => {
 
 // --- ending sessions by hand ----------------------------------------------------------
 
-const ACCOUNTING_ONLY =
-  "This only frees the sessions in streamgate's accounting: they stop counting against the viewer cap and " +
-  "stop holding the stream as published. SRS keeps the clients connected and streaming; to disconnect them, " +
-  "kick them on their SRS server too (DELETE /api/v1/clients/{client_id} on its HTTP API).";
+const ENDING_NOTE =
+  "This frees the sessions in streamgate's accounting: they stop counting against the viewer cap and " +
+  "stop holding the stream as published. Where streamgate has the SRS server's HTTP API (SRS_API_URL, or the " +
+  "server's own API base), it also kicks the clients there, in the background. Otherwise SRS keeps the clients " +
+  "connected and streaming; to disconnect them, kick them on their SRS server too (DELETE /api/v1/clients/{client_id} " +
+  "on its HTTP API).";
+
+/**
+ * What happens on SRS to the clients of `ended` sessions, from the answer's `kicking` (present only
+ * with an SRS API set; it lists the kicks queued, one per session whose server streamgate has the API of).
+ */
+function onSrsText(result, ended) {
+  if (ended === 0) return "";
+  const them = (n) => (n === 1 ? "this client" : "these clients");
+  if (!Array.isArray(result.kicking)) return `SRS still has ${them(ended)} connected (no SRS API set): kick ${ended === 1 ? "it" : "them"} on SRS if ${ended === 1 ? "it" : "they"} must go.`;
+  const left = ended - result.kicking.length;
+  return `${plural(result.kicking.length, "client")} being kicked on SRS` +
+    (left > 0 ? `; ${plural(left, "client")} on servers without an SRS API ${left === 1 ? "stays" : "stay"} connected: kick ${left === 1 ? "it" : "them"} on SRS if ${left === 1 ? "it" : "they"} must go.` : ".");
+}
 
 function endedLine(e) {
   const stream = e.stream ? `${e.stream} · ` : "";
@@ -455,13 +470,13 @@ function showEnded(what, result, serverId) {
       ? el("p", { class: "error" }, `${plural(remaining, "session")} left${failed > 0 ? ` (${failed} could not be reached)` : ""}: press End sessions again.`)
       : null,
     list.length > 0 ? el("ul", { class: "ended" }, ...list.map((e) => el("li", {}, endedLine(e)))) : null,
-    el("p", { class: "muted" }, list.length > 0 ? `SRS still has ${list.length === 1 ? "this client" : "these clients"} connected: kick them on SRS if they must go.` : ""),
+    el("p", { class: "muted kicks" }, onSrsText(result, list.length)),
   ], [{ label: "Done", cls: "primary" }]);
 }
 
 /** Asks first, then ends the sessions `path` names and shows the result. */
 function confirmEnd(title, path, what, detail, serverId) {
-  openDialog(title, [el("p", {}, detail), el("p", { class: "muted" }, ACCOUNTING_ONLY)], [
+  openDialog(title, [el("p", {}, detail), el("p", { class: "muted" }, ENDING_NOTE)], [
     { label: "Cancel" },
     {
       label: "End sessions",
@@ -684,7 +699,7 @@ function renderSessions(container, s, message = "") {
   const endOne = (p) => {
     const b = el("button", {
       type: "button", class: "danger", "data-action": "end-publisher", "data-client": p.clientId,
-      title: "End this publisher session in streamgate's accounting (SRS keeps it connected)",
+      title: "End this publisher session in streamgate's accounting, and kick it on SRS if streamgate has its server's API",
     }, "End");
     b.addEventListener("click", async () => {
       b.disabled = true;
@@ -693,7 +708,7 @@ function renderSessions(container, s, message = "") {
         const r = await api("DELETE", streamPath(s, "/sessions", { server: p.serverId, client: p.clientId }));
         const ended = (Array.isArray(r.ended) ? r.ended : []).map((e) => ({ ...e, serverId: e.serverId ?? p.serverId }));
         message = `Ended ${plural(ended.length, "session")}${ended.length ? `: ${ended.map(endedLine).join("; ")}` : " (it had already ended)"}. ` +
-          "SRS still has the client connected: kick it on SRS if it must go.";
+          onSrsText(r, ended.length);
         $("#status").textContent = `ended ${plural(ended.length, "session")} of ${name}`;
       } catch (err) {
         result.textContent = failure(err);
@@ -728,7 +743,7 @@ function renderSessions(container, s, message = "") {
               el("td", {}, endOne(p)))))),
     el("p", { class: "viewer-count" }, `Viewers: ${viewers}${s.maxViewers === null ? "" : ` of at most ${s.maxViewers}`}`, viewerIdsText(s) ? [" · ", viewerIdsText(s)] : null, "."),
     audience(s),
-    el("p", { class: "muted" }, ACCOUNTING_ONLY),
+    el("p", { class: "muted" }, ENDING_NOTE),
     result,
   );
 }

@@ -12,8 +12,9 @@ import { notQueued, reportOperatorEnded } from "../events/operator";
 /**
  * Ending sessions by hand: the way out when SRS lost a stop event (it never
  * retries one, and HTTP-FLV and HLS viewers have no on_close) and the ghost
- * blocks a republish or fills the cap. Only streamgate's accounting lets the
- * sessions go: SRS keeps its clients connected (kick them on SRS itself).
+ * blocks a republish or fills the cap. streamgate's accounting lets the
+ * sessions go; with SRS_API_URL their clients are kicked on their edges too
+ * (without it SRS keeps them connected: kick them on SRS itself).
  * The order of the writes is in src/session/lifecycle.ts.
  */
 

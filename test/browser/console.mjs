@@ -252,10 +252,33 @@ try {
   await page.click("#dialog-buttons button.danger");
   const srv = await dialogResult(page);
   check("ending a server's sessions ends its one viewer", /Ended 1 session\b/.test(srv.result) && (await page.textContent("#dialog .ended")).includes(`live/${STREAM}`), `${srv.result} ${srv.error}`);
+  const notKicked = await page.textContent("#dialog .kicks");
+  check("without an SRS API the result says SRS keeps the client connected", /no SRS API set/.test(notKicked), notKicked);
   await page.click("#dialog-buttons button");
   await page.click(".tab[data-tab=streams]");
   const gone = await adminCall("GET", `/streams/live/${STREAM}`);
   check("the server's viewer no longer counts", gone.body.viewers === 0, JSON.stringify(gone.body));
+
+  // With an SRS API, the answer lists the kicks it queued (`kicking`): the page's own answer, with one
+  // of two ended sessions being kicked, stands in for a gate with SRS_API_URL set.
+  for (const client of ["v4client", "v5client"]) {
+    const admitted = await hook({ ...body("on_play"), client_id: client, stream: STREAM, stream_url: `/live/${STREAM}` });
+    check(`viewer ${client} is admitted`, admitted.status === 200, JSON.stringify(admitted));
+  }
+  await page.route((url) => url.pathname === `/admin/streams/live/${STREAM}/sessions`, async (route) => {
+    const res = await route.fetch();
+    const d = await res.json();
+    d.kicking = d.ended.slice(0, 1).map((e) => ({ role: e.role, serverId: e.serverId, clientId: e.clientId }));
+    await route.fulfill({ response: res, json: d });
+  });
+  await page.click(`${row} button[data-action=end]`);
+  await page.click("#dialog-buttons button.danger");
+  const kicked = await dialogResult(page);
+  const kickText = await page.textContent("#dialog .kicks");
+  check("with an SRS API the result says which clients are being kicked and which stay",
+    /Ended 2 sessions/.test(kicked.result) && /1 client being kicked on SRS; 1 client on servers without an SRS API stays connected/.test(kickText), `${kicked.result} ${kickText}`);
+  await page.unrouteAll({ behavior: "wait" });
+  await page.click("#dialog-buttons button");
 
   // Newer state fields are shown (suspended viewers and publisher, conflicts, duplicate
   // server ids): the page's own answers, with those fields set, stand in for a fleet in that state.

@@ -147,6 +147,7 @@ describe("operator kicks' events", () => {
  * it must stand only for a kick that is really on its way, and name that session, not another one.
  */
 describe("operator kicks' marks: only a kick on its way, of that session", () => {
+  afterEach(() => vi.useRealTimers());
   const endedOf = async (s: string, n: number) => (await receiver.received(s, n)).filter((e) => e.body.type === "stream.ended").map((e) => e.body.data);
   const logged = (s: string, what: (e: { action: string; reason: string }) => boolean) => async () => (await streamStub(s).events()).some(what);
 
@@ -218,6 +219,30 @@ describe("operator kicks' marks: only a kick on its way, of that session", () =>
     expect(await endedOf(s, 2)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "stop" })]);
     expect(kickedOn(a.fake, "enc00001")).toBe(false);
   });
+
+  for (const [what, second, status] of [
+    ["undone (its new key could not be written to the catalogue)", (s: string) => adminWith(brokenCatalogue(), "PUT", `/streams/live/${s}`, { rotateKey: true }), 503],
+    ["whose kick could not be queued (registry unreachable)", (s: string) => adminWith(registryRefusingKicks(), "PUT", `/streams/live/${s}`, { rotateKey: true }), 200],
+  ] as const) {
+    it(`a second rotation ${what} takes back its own mark only: the first rotation's kick, through 5 s later, ends the publisher as operator`, async () => {
+      vi.spyOn(console, "error").mockImplementation(() => {});
+      const { a, s } = await rotatedWhileUnreachable();
+      expect((await second(s)).status).toBe(status);
+      // The edge is back 5 s after the first rotation (within its 30 s): the kick's retry gets through, and
+      // SRS sends the kicked client's on_unpublish during the DELETE.
+      vi.setSystemTime(Date.now() + 5_000);
+      a.fake.reachable = true;
+      let stopSent: Promise<unknown> | undefined;
+      a.fake.onKick = (id) => (stopSent = hook(unpublish("live", s, { ...a.edge, client: id })));
+      expect(await hook({ ...heartbeat(a.edge), device_id: deviceOf(a.edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
+      await runDurableObjectAlarm(serverRegistry(env, a.edge.server));
+      await until(() => stopSent !== undefined);
+      expect(await stopSent).toEqual(ALLOW);
+      expect(kickedOn(a.fake, "enc00001")).toBe(true);
+      await vi.waitFor(async () => expect((await endedOf(s, 1)).length).toBe(1), { timeout: 20_000, interval: 50 });
+      expect(await endedOf(s, 1)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "operator" })]);
+    });
+  }
 
   it("a DELETE whose catalogue entry could not be deleted (KV: one write a second per key) has removed the stream all the same: its publisher is kicked, and stream.ended says operator", async () => {
     vi.spyOn(console, "error").mockImplementation(() => {});

@@ -55,11 +55,14 @@ export class PublisherApi {
    */
   private kicking = new Map<string, number>();
   /**
-   * Publisher sessions an operator's kick is queued or was just sent for (server, service and client id →
-   * until when; a restarted process may reuse a client id), in memory: a restarted object forgets those
-   * queued, whose stop events then end them as "stop".
+   * Publisher sessions an operator's kick is queued or was just sent for (server, service and client id; a
+   * restarted process may reuse a client id) → until when, one mark per admin action that kicks the session,
+   * oldest first: a later action that kicks nobody after all (undone, not queued) takes back its own mark
+   * only, so a kick an earlier action queued keeps its. Kicks of one session share one outbox row (a later
+   * action's replaces the earlier one's), so one outcome answers for all of them. In memory: a restarted
+   * object forgets those queued, whose stop events then end them as "stop".
    */
-  private operatorKicks = new Map<string, number>();
+  private operatorKicks = new Map<string, number[]>();
 
   constructor(private host: PublisherApiHost) {
     this.ghosts = new GhostCheck(host.env());
@@ -72,9 +75,9 @@ export class PublisherApi {
   kickedFor(s: SessionId): "takeover" | "operator" | null {
     const key = kickKey(s);
     if (this.kicking.has(key)) return "takeover";
-    const until = this.operatorKicks.get(key);
-    if (until === undefined) return null;
-    if (Date.now() < until) return "operator";
+    const marks = this.operatorKicks.get(key);
+    if (marks === undefined) return null;
+    if (marks.some((until) => Date.now() < until)) return "operator";
     this.operatorKicks.delete(key);
     return null;
   }
@@ -83,30 +86,39 @@ export class PublisherApi {
   operatorKicking(publishers: SessionId[]): void {
     if (!this.host.env().SRS_API_URL) return;
     const until = Date.now() + OPERATOR_KICK_WAIT_MS;
-    for (const p of publishers) this.operatorKicks.set(kickKey(p), until);
+    for (const p of publishers) {
+      const key = kickKey(p);
+      this.operatorKicks.set(key, [...(this.operatorKicks.get(key) ?? []), until]);
+    }
   }
 
   /**
-   * The outcome of an operator's kick: kicked, the client's stop event still counts as the kick's for a
-   * while; not kicked (it had gone already, or the kick failed), a later stop event is its own.
+   * The outcome of an operator's kick (of every action that kicked the session: they share one outbox row):
+   * kicked, the client's stop event still counts as the kick's for a while; not kicked (it had gone
+   * already, or the kick failed), a later stop event is its own.
    */
   operatorKickDone(publisher: SessionId, kicked: boolean): void {
     const key = kickKey(publisher);
-    if (kicked) this.operatorKicks.set(key, Date.now() + KICKED_STOP_WAIT_MS);
+    if (kicked) this.operatorKicks.set(key, [Date.now() + KICKED_STOP_WAIT_MS]);
     else this.operatorKicks.delete(key);
     // Those whose stop event never came (lost) go once they no longer count.
     if (this.operatorKicks.size > OPERATOR_KICKS_KEPT) {
-      for (const [k, until] of this.operatorKicks) if (until <= Date.now()) this.operatorKicks.delete(k);
+      for (const [k, marks] of this.operatorKicks) if (marks.every((until) => until <= Date.now())) this.operatorKicks.delete(k);
     }
   }
 
   /**
    * An operator's action that marked these publishers kicks none of them after all (undone, or its kicks
-   * could not be queued): their stop events are their own. (A kick of one still under way from an earlier
-   * action then counts from its outcome only.)
+   * could not be queued): it takes back its mark, the latest of each (called off within its admin call).
+   * A kick an earlier action queued keeps its own; without one, their stop events are their own.
    */
   operatorKicksCalledOff(publishers: SessionId[]): void {
-    for (const p of publishers) this.operatorKicks.delete(kickKey(p));
+    for (const p of publishers) {
+      const key = kickKey(p);
+      const earlier = (this.operatorKicks.get(key) ?? []).slice(0, -1);
+      if (earlier.length > 0) this.operatorKicks.set(key, earlier);
+      else this.operatorKicks.delete(key);
+    }
   }
 
   /** A publisher session ended: no kick of it is under way any more. */

@@ -21,8 +21,9 @@ export const LIMITS = {
   app: NAME,
   stream: NAME,
   id: { max: 64, pattern: /^[\x21-\x7e]+$/, rule: "may contain only printable ASCII without spaces" },
-  param: { max: 4096, pattern: /^[^\x00-\x1f\x7f]*$/, rule: "must not contain control characters" },
-  label: { max: 128, pattern: /^[^\x00-\x1f\x7f]*$/, rule: "must not contain control characters" },
+  // Control characters: C0, DEL and C1 (U+0080–U+009F), as cleanIp counts them (src/srs/hook.ts).
+  param: { max: 4096, pattern: /^[^\x00-\x1f\x7f-\x9f]*$/, rule: "must not contain control characters" },
+  label: { max: 128, pattern: /^[^\x00-\x1f\x7f-\x9f]*$/, rule: "must not contain control characters" },
 } satisfies Record<string, Limit>;
 
 /** Returns the value if it is within the limit, else throws 400 naming field and limit. */

@@ -195,6 +195,11 @@ describe("admin API: invalid input", () => {
     expect({ status: r.status, error: r.body.error }).toEqual({ status: 400, error: `stream "${s}.m3u8" ends with ".m3u8", which SRS's HLS hooks leave out: create "${s}" for ${s}.m3u8` });
     expect((await admin("GET", `/streams/live/${s}.m3u8`)).status).toBe(404);
     expect((await admin("GET", `/streams/live/${s}`)).status).toBe(404);
+    // No name to suggest for ".m3u8" alone, nor for "x.m3u8.m3u8" (hooks name it "x.m3u8", itself refused).
+    for (const name of [".m3u8", `${s}.m3u8.m3u8`]) {
+      const refused = await admin("PUT", `/streams/live/${name}`, {});
+      expect({ status: refused.status, error: refused.body.error }).toEqual({ status: 400, error: `stream "${name}" ends with ".m3u8", which SRS's HLS hooks leave out: no hook can name it: choose a name that does not end with ".m3u8"` });
+    }
   });
 
   it("answers 413 to an admin body over 64 KiB", async () => {

@@ -276,4 +276,15 @@ describe("6c3a2c9: bench-only load counters stay out of production paths", () =>
       expect({ status: res.status, body: await res.json() }).toEqual({ status: 400, body: { error: `query parameter "${query.split("=")[0]}" must be given once` } });
     }
   });
+
+  it("?stream= that is not {app}/{stream} is a 400 (it counted a stream named \"undefined\", or the second part of three)", async () => {
+    for (const stream of ["live", "live/", "/x", "live/a/b"]) {
+      const res = await worker.fetch(
+        new Request(`http://gate.test/admin/load?stream=${stream}`, { headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` } }),
+        { ...env, LOAD_COUNTERS: "1" } as any,
+        createExecutionContext(),
+      );
+      expect({ stream, status: res.status, body: await res.json() }).toEqual({ stream, status: 400, body: { error: 'query parameter "stream" must be {app}/{stream}' } });
+    }
+  });
 });

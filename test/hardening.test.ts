@@ -29,6 +29,7 @@ describe("input limits", () => {
       [{ server_id: "vid 1" }, 'field "server_id" may contain only printable ASCII without spaces'],
       [{ param: `?key=${key}&pad=${"p".repeat(4100)}` }, 'field "param" is longer than 4096 characters'],
       [{ param: `?key=${key}\n` }, 'field "param" must not contain control characters'],
+      [{ param: `?key=${key}\u009b2J` }, 'field "param" must not contain control characters'], // C1: CSI
     ];
     for (const [change, message] of cases) {
       const r = await hook({ ...base, ...change });
@@ -37,6 +38,10 @@ describe("input limits", () => {
     }
     const beat = { ...heartbeat(edge), device_id: "d".repeat(129) };
     expect((await hook(beat, undefined, "/heartbeat")).body.reason).toContain('field "device_id" is longer than 128 characters');
+    for (const [field, value] of [["pid", "4242\u009b2J"], ["device_id", "dev\u0085x"]] as const) {
+      const r = await hook({ ...heartbeat(edge), [field]: value }, undefined, "/heartbeat");
+      expect({ field, status: r.status, reason: r.body.reason }).toEqual({ field, status: 400, reason: `field "${field}" must not contain control characters` });
+    }
     expect((await streamState(s)).live).toBe(false);
   });
 

@@ -41,7 +41,9 @@ export async function putStream(request: IRequest, env: Env): Promise<Response> 
   // Hooks decide "cam1.m3u8" for "cam1" (src/srs/hook.ts): a stream named "cam1.m3u8" no hook would reach.
   const hooksName = withoutHlsSuffix(name.stream);
   if (hooksName !== name.stream) {
-    throw new StatusError(400, `stream "${name.stream}" ends with "${HLS_SUFFIX}", which SRS's HLS hooks leave out: create "${hooksName}" for ${name.stream}`);
+    // Suggested only if it can be created itself (not for ".m3u8" alone, nor for "a.m3u8.m3u8", whose hooks name "a.m3u8").
+    const instead = hooksName !== "" && withoutHlsSuffix(hooksName) === hooksName ? `create "${hooksName}" for ${name.stream}` : `no hook can name it: choose a name that does not end with "${HLS_SUFFIX}"`;
+    throw new StatusError(400, `stream "${name.stream}" ends with "${HLS_SUFFIX}", which SRS's HLS hooks leave out: ${instead}`);
   }
   const change = parsePolicyChange(await readJson(request));
   const key = newPublishKey();
@@ -288,7 +290,8 @@ export async function getLoad(request: IRequest, env: Env): Promise<Response> {
   const stream = queryParam(request.query, "stream") ?? "";
   const listed = queryParam(request.query, "servers");
   const servers = listed ? listed.split(",") : [];
-  const [app, name] = stream.split("/");
+  const [app, name, ...more] = stream.split("/");
+  if (stream && (!app || !name || more.length > 0)) throw new StatusError(400, 'query parameter "stream" must be {app}/{stream}');
   const counts = await Promise.all([
     stream ? streamStub(env, streamNameFrom({ app, stream: name }, request.query)).loadCount() : Promise.resolve(NOT_COUNTED),
     Promise.all(servers.map((id) => viewerShard(env, id).loadCount())),

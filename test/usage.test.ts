@@ -6,6 +6,7 @@
  */
 import { describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
 import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { at, beat, deliverNotices, restarted, iso, MIN, minutePeaks, serverStub, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
@@ -37,6 +38,16 @@ describe("usage of a stream", () => {
     expect(await hook(unpublish("live", stream, { ...edge, client: "pub1" }))).toEqual(ALLOW);
     const body = await usage(stream, `?from=${iso(0)}&to=${iso(HOUR)}`);
     expect(body.buckets).toEqual([{ start: iso(0), viewerSeconds: 90, publishSeconds: 100, peakViewers: 2 }]);
+    // The same as CSV, in the fleet's columns: every hour of the range (it was answered as JSON).
+    const csv = await exportsFetch(`/streams/live/${stream}/usage?from=${iso(0)}&to=${iso(2 * HOUR - 1000)}&format=csv`);
+    expect(csv.headers.get("content-type")).toMatch(/^text\/csv/);
+    expect(csv.headers.get("content-disposition")).toBe(`attachment; filename="streamgate-usage-live-${stream}.csv"`);
+    expect((await csv.text()).split("\r\n")).toEqual([
+      "start,vhost,app,stream,viewerSeconds,publishSeconds,peakViewers",
+      `${iso(0)},__defaultVhost__,live,${stream},90,100,2`,
+      `${iso(HOUR)},__defaultVhost__,live,${stream},0,0,0`,
+      "",
+    ]);
   });
 
   it("a session spanning hours is split across their buckets; the default range is the last 24 hours", async () => {
@@ -120,6 +131,31 @@ describe("usage of a stream", () => {
     expect(await minutePeaks(stream, DAY - HOUR, DAY + 2 * MIN)).toEqual(Array(62).fill(0));
   });
 
+  it("a viewer shard that cannot be asked is named in incomplete (and in a CSV's header); the other shards' viewers still count", async () => {
+    const [edge, other] = [newEdge(), newEdge()];
+    const stream = uniqueStream();
+    await createStream(stream);
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    expect(await hook(play("live", stream, { ...other, client: "v2" }))).toEqual(ALLOW);
+    at(10_000);
+    expect(await hook(stopPlay("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    expect(await hook(stopPlay("live", stream, { ...other, client: "v2" }))).toEqual(ALLOW);
+    const real = ViewerShard.prototype.viewerUsage;
+    vi.spyOn(ViewerShard.prototype, "viewerUsage").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["viewerUsage"]>) {
+      if ((this as unknown as { ctx: DurableObjectState }).ctx.id.equals(shardStub(other).id)) throw new Error("viewer shard overloaded");
+      return real.apply(this, args);
+    } as any);
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const range = `?from=${iso(0)}&to=${iso(HOUR)}`;
+    const body = await usage(stream, range);
+    const csv = await exportsFetch(`/streams/live/${stream}/usage${range}&format=csv`);
+    vi.restoreAllMocks();
+    expect(body).toMatchObject({ incomplete: [other.server], buckets: [{ start: iso(0), viewerSeconds: 10, peakViewers: 1 }] });
+    expect(csv.headers.get("streamgate-incomplete")).toBe(other.server);
+    expect((await csv.text()).split("\r\n")[1]).toBe(`${iso(0)},__defaultVhost__,live,${stream},10,0,1`);
+    expect((await usage(stream, range)).incomplete).toBeUndefined();
+  });
+
   it("bad ranges are refused with a 400 and change nothing", async () => {
     const stream = uniqueStream();
     await createStream(stream);
@@ -131,10 +167,12 @@ describe("usage of a stream", () => {
       "?resolution=second",
       `?resolution=minute&from=${iso(-3 * 24 * HOUR)}&to=${iso(-3 * 24 * HOUR + HOUR)}`,
       `?resolution=minute&from=${iso(-25 * HOUR)}`,
+      "?format=xml",
+      "?format=csv&resolution=minute",
     ]) {
       const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
       expect(res.status, query).toBe(400);
-      expect(res.body.error, query).toMatch(/from|to|range|resolution|kept/);
+      expect(res.body.error, query).toMatch(/from|to|range|resolution|kept|format/);
     }
     expect((await admin("GET", `/streams/live/${uniqueStream()}/usage`)).status).toBe(404);
   });
@@ -279,7 +317,11 @@ describe("GET /admin/usage: every stream", () => {
       return real.apply(this, args);
     } as any);
     const json = await admin("GET", `/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(HOUR)}`);
+    // A spreadsheet export says so too, in a header (its lines have no room for it).
+    const csv = await exportsFetch(`/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(HOUR)}&format=csv`);
     vi.restoreAllMocks();
+    expect(csv.headers.get("streamgate-unavailable")).toBe(`${vhost}/live/${b}`);
+    expect((await csv.text()).trim().split("\r\n").slice(1)).toEqual([`${iso(0)},${vhost},live,${a},10,0,1`]);
     expect(json.status).toBe(200);
     expect(json.body.unavailable).toEqual([`${vhost}/live/${b}`]);
     expect(json.body.streams.find((s: any) => s.stream === a)).toMatchObject({ viewerSeconds: 10 });

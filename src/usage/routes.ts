@@ -9,16 +9,50 @@ import { parseRange } from "./range";
 import { emptyUsage, iso, streamUsage, type MinuteBucket, type UsageBucket } from "./report";
 
 /**
- * GET /admin/streams/{app}/{stream}/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute]:
+ * GET /admin/streams/{app}/{stream}/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute][&format=csv]:
  * {"buckets": [{"start", "viewerSeconds", "publishSeconds", "peakViewers"}]} per hour (default:
  * the last 24 hours), or [{"start", "peakViewers"}] per minute (default: the last hour).
+ * ?format=csv: every hour of the range, in the columns of the fleet's CSV.
  */
 export async function getStreamUsage(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const range = parseRange(request.query);
+  const format = formatOf(request.query, range.resolution);
   if (!(await streamObject(env, streamKey(name)).state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   const usage = await streamUsage(env, streamKey(name), range);
+  if (format === "csv") return csvResponse([{ ...name, buckets: usage.buckets as UsageBucket[] }], `streamgate-usage-${name.app}-${name.stream}.csv`, { incomplete: usage.incomplete });
   return jsonResponse({ ...name, from: iso(range.from), to: iso(range.to), resolution: range.resolution, ...usage });
+}
+
+/** ?format=: "json" (the default) or "csv", which is per hour. */
+function formatOf(query: Record<string, unknown>, resolution: string): "json" | "csv" {
+  const format = query.format ?? "json";
+  if (format !== "json" && format !== "csv") throw new StatusError(400, 'query parameter "format" must be "json" or "csv"');
+  if (format === "csv" && resolution !== "hour") throw new StatusError(400, '"format=csv" is per hour: leave out "resolution"');
+  return format;
+}
+
+/**
+ * One CSV line per stream and bucket, for a spreadsheet. What the JSON says beside the figures goes in
+ * headers: the next page's cursor, and what could not be asked (ids, space-separated: ids have no spaces).
+ */
+function csvResponse(
+  streams: { vhost: string; app: string; stream: string; buckets: UsageBucket[] }[],
+  filename: string,
+  more: { cursor?: string; incomplete?: string[]; unavailable?: string[] },
+): Response {
+  const lines = [["start", "vhost", "app", "stream", "viewerSeconds", "publishSeconds", "peakViewers"].join(",")];
+  for (const s of streams) for (const b of s.buckets) lines.push([b.start, csv(s.vhost), csv(s.app), csv(s.stream), b.viewerSeconds, b.publishSeconds, b.peakViewers].join(","));
+  return new Response(lines.join("\r\n") + "\r\n", {
+    headers: {
+      "content-type": "text/csv; charset=utf-8",
+      "content-disposition": `attachment; filename="${filename}"`,
+      "cache-control": "no-store",
+      ...(more.cursor ? { "streamgate-cursor": more.cursor } : {}),
+      ...(more.incomplete?.length ? { "streamgate-incomplete": more.incomplete.join(" ") } : {}),
+      ...(more.unavailable?.length ? { "streamgate-unavailable": more.unavailable.join(" ") } : {}),
+    },
+  });
 }
 
 /** Streams one fleet-wide usage call covers at most (one call to each, and to its viewer shards). */
@@ -32,9 +66,7 @@ export const FLEET_STREAMS_MAX = 200;
  */
 export async function getFleetUsage(request: IRequest, env: Env): Promise<Response> {
   const range = parseRange(request.query);
-  const format = request.query.format ?? "json";
-  if (format !== "json" && format !== "csv") throw new StatusError(400, 'query parameter "format" must be "json" or "csv"');
-  if (format === "csv" && range.resolution !== "hour") throw new StatusError(400, '"format=csv" is per hour: leave out "resolution"');
+  const format = formatOf(request.query, range.resolution);
   const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
   const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor: pageCursor(request.query) });
   const keys = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
@@ -69,18 +101,7 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
     const buckets = (usages[i].buckets as UsageBucket[]).filter((b) => b.viewerSeconds > 0 || b.publishSeconds > 0 || b.peakViewers > 0);
     return { ...parseStreamKey(key), ...totals(buckets), buckets };
   });
-  if (format === "csv") {
-    const lines = [["start", "vhost", "app", "stream", "viewerSeconds", "publishSeconds", "peakViewers"].join(",")];
-    for (const s of streams) for (const b of s.buckets) lines.push([b.start, csv(s.vhost), csv(s.app), csv(s.stream), b.viewerSeconds, b.publishSeconds, b.peakViewers].join(","));
-    return new Response(lines.join("\r\n") + "\r\n", {
-      headers: {
-        "content-type": "text/csv; charset=utf-8",
-        "content-disposition": 'attachment; filename="streamgate-usage.csv"',
-        "cache-control": "no-store",
-        ...(span.cursor ? { "streamgate-cursor": span.cursor } : {}),
-      },
-    });
-  }
+  if (format === "csv") return csvResponse(streams, "streamgate-usage.csv", span);
   return jsonResponse({ ...span, streams });
 }
 

@@ -11,7 +11,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 
-const BASE = "http://127.0.0.1:8787"; // fixed by `npm run dev`
+const BASE = "http://127.0.0.1:8787"; // `npm run dev` without flags (wrangler.toml [dev])
 const README = readFileSync("README.md", "utf8");
 const fixtures = readFileSync("test/fixtures/hooks-srs7.jsonl", "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
 const captured = (match) => JSON.parse(fixtures.find((f) => match(f.path, JSON.parse(f.body))).body);

@@ -42,7 +42,7 @@ const COVERED = [
   { command: "npm test", by: ".ci/run", evidence: "npm test" },
   { command: "npm run dev", by: ".ci/local-smoke.mjs", evidence: 'spawn("npm", ["run", "dev"]' },
   {
-    // The whole "Try it locally" block, whatever it holds: the smoke runs it command for command.
+    // The whole "Try it locally" block, whatever it holds: the smoke runs it as one bash script.
     command: "the commands of the README's \"Try it locally\" block",
     match: (cmd) => readmeBlockAfter("Try it locally:").includes(cmd),
     by: ".ci/local-smoke.mjs",

@@ -17,7 +17,9 @@
 //   secret's value back, so for a deployed Worker the current value must be in the environment
 //   (HOOK_SECRET=... TOKEN_SIGNING_KEY=..., the values this command printed before); --local reads
 //   it from .dev.vars. --no-previous replaces at once (after a leak: the old value stops working
-//   now). A rotation already in progress (a _PREVIOUS set) is refused: finish it first.
+//   now) and removes a <NAME>_PREVIOUS left from an earlier rotation (from .dev.vars, or with
+//   `wrangler secret delete` after the bulk call), so that no older value stays accepted either.
+//   Without --no-previous, a rotation already in progress (a _PREVIOUS set) is refused: finish it first.
 import { randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -28,16 +30,25 @@ const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOO
 const HAS_PREVIOUS = new Set(["HOOK_SECRET", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"]);
 const MIN_LENGTH = 32;
 
-/** What the operator does after a rotation, deployed or (local) in .dev.vars. */
-function afterRotation(name, local) {
+/**
+ * What the operator does after a rotation, deployed or (local) in .dev.vars; `withPrevious`: the
+ * old value was kept as <NAME>_PREVIOUS (not with --no-previous), to be deleted at the end.
+ */
+function afterRotation(name, local, withPrevious = true) {
   const drop = local ? `delete the ${name}_PREVIOUS line of .dev.vars` : `npx wrangler secret delete ${name}_PREVIOUS`;
   switch (name) {
-    case "HOOK_SECRET":
-      return `update every SRS server's hook and heartbeat URLs (npm run srs-config with the new HOOK_SECRET) and reload it (killall -1 srs); when all use the new URL: ${drop}`;
+    case "HOOK_SECRET": {
+      const update = "update every SRS server's hook and heartbeat URLs (npm run srs-config with the new HOOK_SECRET) and reload it (killall -1 srs)";
+      return withPrevious ? `${update}; when all use the new URL: ${drop}` : update;
+    }
     case "TOKEN_SIGNING_KEY":
-      return `switch your backend to the new key; once the longest play-token TTL you issue has passed: ${drop}`;
+      return withPrevious
+        ? `switch your backend to the new key; once the longest play-token TTL you issue has passed: ${drop}`
+        : "switch your backend to the new key (tokens signed with the old one are refused)";
     case "EVENTS_WEBHOOK_SECRET":
-      return `events carry two signatures meanwhile, by the new secret and by the old one: give the new one to the backend that receives them (EVENTS_WEBHOOK_URL); once it verifies with it: ${drop}`;
+      return withPrevious
+        ? `events carry two signatures meanwhile, by the new secret and by the old one: give the new one to the backend that receives them (EVENTS_WEBHOOK_URL); once it verifies with it: ${drop}`
+        : "give the new one to the backend that receives the events (EVENTS_WEBHOOK_URL): until then it refuses them, and they are retried";
     default:
       return local
         ? "the old token is refused once npm run dev restarts: update your backend; open consoles ask for the new one"
@@ -90,6 +101,8 @@ function plan(existing, currentValue) {
   const writes = {};
   const generated = [];
   const kept = [];
+  /** <NAME>_PREVIOUS secrets to remove: --no-previous leaves no older value accepted. */
+  const drops = [];
   for (const name of NAMES) {
     const exists = existing.has(name);
     if (exists && !rotate?.includes(name)) {
@@ -114,13 +127,14 @@ function plan(existing, currentValue) {
       if (current.length < MIN_LENGTH) fail(`the current ${name} given is shorter than ${MIN_LENGTH} characters: is it the right value?`);
       writes[`${name}_PREVIOUS`] = current;
     }
+    if (HAS_PREVIOUS.has(name) && !keepPrevious && existing.has(`${name}_PREVIOUS`)) drops.push(`${name}_PREVIOUS`);
     writes[name] = newSecret(name);
     generated.push(name);
   }
-  return { writes, generated, kept };
+  return { writes, generated, kept, drops };
 }
 
-function report({ writes, generated, kept }, where) {
+function report({ writes, generated, kept, drops }, where) {
   if (kept.length > 0) {
     console.error(
       `streamgate secrets: kept ${kept.join(", ")} (already set ${where}; npm run secrets -- ${local ? "--local " : ""}--rotate ${kept.join(",")} replaces them)`,
@@ -131,14 +145,22 @@ function report({ writes, generated, kept }, where) {
     return;
   }
   console.error(`streamgate secrets: stored ${Object.keys(writes).join(", ")} ${where}.`);
+  if (drops.length > 0) {
+    console.error(
+      `streamgate secrets: removed ${drops.join(", ")} (left from an earlier rotation) ${local ? "from .dev.vars" : "from the Worker"}: that value is no longer accepted either.`,
+    );
+  }
   // wrangler dev reads .dev.vars when it starts and never again: a running one keeps the old values.
   if (local) console.error("npm run dev reads .dev.vars only when it starts: restart npm run dev if it is running.");
   if (!local) console.error("Keep these values now (a password manager): Cloudflare never shows a secret's value again.");
   for (const name of generated) console.log(`${name}=${writes[name]}`);
   for (const name of generated) {
     if (!rotate?.includes(name)) continue;
-    const previous = writes[`${name}_PREVIOUS`] !== undefined ? `the old value is ${name}_PREVIOUS and still accepted. ` : "";
-    console.error(`${name}: ${previous}Next: ${afterRotation(name, local)}.`);
+    const kept = writes[`${name}_PREVIOUS`] !== undefined;
+    let previous = "";
+    if (kept) previous = `the old value is ${name}_PREVIOUS and still accepted. `;
+    else if (HAS_PREVIOUS.has(name)) previous = `the old value is refused ${local ? "once npm run dev restarts" : "from now on"}. `;
+    console.error(`${name}: ${previous}Next: ${afterRotation(name, local, kept)}.`);
   }
 }
 
@@ -159,6 +181,7 @@ function runLocal() {
     const line = new RegExp(`^${name}[ \\t]*=.*$`, "m");
     text = line.test(text) ? text.replace(line, `${name}=${value}`) : `${text.replace(/\n?$/, "\n")}${name}=${value}\n`;
   }
+  for (const name of p.drops) text = text.replace(new RegExp(`^${name}[ \\t]*=.*(?:\n|$)`, "gm"), "");
   if (text !== original) writeFileSync(path, text, { mode: 0o600 });
   report(p, "in .dev.vars");
 }
@@ -201,7 +224,20 @@ function runRemote() {
     process.stderr.write(bulk.stdout.replace(/^/gm, "  wrangler: "));
     if (!bulk.ok) fail(`wrangler secret bulk failed, nothing was stored:\n${bulk.stderr}`);
   }
+  // Only once the new value is stored: a failed bulk call leaves the rotation as it was.
+  const notDeleted = [];
+  for (const name of p.drops) {
+    const del = wrangler(["secret", "delete", name]);
+    process.stderr.write(del.stdout.replace(/^/gm, "  wrangler: "));
+    if (!del.ok && !/not found|does not have a secret|10056/i.test(del.stdout + del.stderr)) notDeleted.push([name, del.stderr]);
+  }
+  p.drops = p.drops.filter((name) => !notDeleted.some(([n]) => n === name));
   report(p, "on the Worker");
+  if (notDeleted.length > 0) {
+    fail(
+      notDeleted.map(([name, err]) => `could not delete ${name}, so its value is still accepted: run npx wrangler secret delete ${name}\n${err}`).join("\n"),
+    );
+  }
 }
 
 if (local) runLocal();

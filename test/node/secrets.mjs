@@ -31,6 +31,9 @@ appendFileSync(process.env.FAKE_LOG, JSON.stringify({ args, stdin }) + "\\n");
 if (args[1] === "list") {
   if (process.env.FAKE_LIST_ERROR) { console.error(process.env.FAKE_LIST_ERROR); process.exit(1); }
   console.log(process.env.FAKE_LIST);
+} else if (args[1] === "delete") {
+  if ((process.env.FAKE_MISSING ?? "").split(",").includes(args[2])) { console.error("X [ERROR] A request to the Cloudflare API failed. This Worker does not have a secret named " + args[2] + ". [code: 10056] (not found)"); process.exit(1); }
+  console.log("✨ Success! Deleted secret " + args[2]);
 } else if (args[1] === "bulk") {
   if (process.env.FAKE_BULK_FAILS) { console.error("API error"); process.exit(1); }
   for (const key of Object.keys(JSON.parse(stdin))) console.log("✨ Successfully created secret for key: " + key);
@@ -121,6 +124,21 @@ describe("npm run secrets -- --local", () => {
     assert.notEqual(vars.HOOK_SECRET, old.HOOK_SECRET);
     assert.equal(vars.ADMIN_TOKEN_PREVIOUS, undefined);
     assert.equal(vars.HOOK_SECRET_PREVIOUS, undefined);
+  });
+
+  it("--no-previous also removes a HOOK_SECRET_PREVIOUS left from an earlier rotation, so that no older value stays accepted (a leak)", () => {
+    const first = run(["--local"]);
+    assert.equal(run(["--local", "--rotate", "HOOK_SECRET"], { cwd: first.cwd }).status, 0);
+    const rotating = devVars(first.cwd);
+    assert.ok(rotating.HOOK_SECRET_PREVIOUS);
+    const r = run(["--local", "--rotate", "HOOK_SECRET", "--no-previous"], { cwd: first.cwd });
+    assert.equal(r.status, 0, r.stderr);
+    const vars = devVars(first.cwd);
+    assert.equal(vars.HOOK_SECRET_PREVIOUS, undefined, "the value of the earlier rotation is no longer in .dev.vars");
+    assert.ok(![rotating.HOOK_SECRET, rotating.HOOK_SECRET_PREVIOUS].includes(vars.HOOK_SECRET));
+    assert.equal(vars.ADMIN_TOKEN, rotating.ADMIN_TOKEN);
+    assert.deepEqual(printed(r.stdout), { HOOK_SECRET: vars.HOOK_SECRET });
+    assert.match(r.stderr, /removed HOOK_SECRET_PREVIOUS/);
   });
 
   it("says that a running npm run dev keeps the old values until it is restarted (wrangler dev reads .dev.vars only at start)", () => {
@@ -226,6 +244,20 @@ describe("npm run secrets (deployed Worker, through wrangler)", () => {
     const now = remote(["--rotate", "HOOK_SECRET", "--no-previous"], { list: NAMES, env: { HOOK_SECRET: "" } });
     assert.equal(now.status, 0, now.stderr);
     assert.deepEqual(Object.keys(now.bulk), ["HOOK_SECRET"]);
+  });
+
+  it("--no-previous also deletes a HOOK_SECRET_PREVIOUS left from an earlier rotation (wrangler secret delete, after the bulk), tolerating one already gone", () => {
+    const r = remote(["--rotate", "HOOK_SECRET", "--no-previous"], { list: [...NAMES, "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY_PREVIOUS"], env: { HOOK_SECRET: "" } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(Object.keys(r.bulk), ["HOOK_SECRET"]);
+    const deletes = r.calls.filter((c) => c.args[1] === "delete").map((c) => c.args.slice(2));
+    assert.deepEqual(deletes, [["HOOK_SECRET_PREVIOUS"]], "only the rotated secret's previous value is deleted");
+    assert.ok(r.calls.findIndex((c) => c.args[1] === "bulk") < r.calls.findIndex((c) => c.args[1] === "delete"), "the new value is stored first");
+    assert.match(r.stderr, /removed HOOK_SECRET_PREVIOUS/);
+
+    const gone = remote(["--rotate", "HOOK_SECRET", "--no-previous"], { list: [...NAMES, "HOOK_SECRET_PREVIOUS"], env: { HOOK_SECRET: "", FAKE_MISSING: "HOOK_SECRET_PREVIOUS" } });
+    assert.equal(gone.status, 0, gone.stderr);
+    assert.deepEqual(printed(gone.stdout), { HOOK_SECRET: gone.bulk.HOOK_SECRET });
   });
 
   it("--rotate with no names rotates them all: the hook secret, signing key and events secret keep a previous one, the admin token does not", () => {

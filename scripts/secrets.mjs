@@ -1,4 +1,4 @@
-// npm run secrets [-- --local] [-- --rotate [NAMES] [--no-previous]]
+// npm run secrets [-- [--local] [--rotate [NAME,...] [--no-previous]]]
 //
 // Generates streamgate's secrets (HOOK_SECRET, ADMIN_TOKEN, TOKEN_SIGNING_KEY: 32 random bytes from
 // node:crypto, base64url, 43 characters; EVENTS_WEBHOOK_SECRET: the Standard Webhooks form, "whsec_" +
@@ -10,7 +10,7 @@
 //   If the Worker does not exist yet, wrangler creates it as an empty draft holding the secrets;
 //   `npm run deploy` then gives it its code.
 // - --local: the same for .dev.vars, which `wrangler dev` reads.
-// - An existing secret is never replaced, except with --rotate [NAME,...] (default: all three),
+// - An existing secret is never replaced, except with --rotate [NAME,...] (default: all four),
 //   which follows the README's rotation procedure. For HOOK_SECRET, TOKEN_SIGNING_KEY and
 //   EVENTS_WEBHOOK_SECRET the current value becomes <NAME>_PREVIOUS in the same bulk call, so both
 //   values are accepted (events: signed with both) until you delete the _PREVIOUS one. Cloudflare never gives a
@@ -56,7 +56,7 @@ function afterRotation(name, local, withPrevious = true) {
   }
 }
 
-const USAGE = `usage: npm run secrets [-- --local] [-- --rotate [HOOK_SECRET,ADMIN_TOKEN,TOKEN_SIGNING_KEY,EVENTS_WEBHOOK_SECRET] [--no-previous]]`;
+const USAGE = `usage: npm run secrets [-- [--local] [--rotate [HOOK_SECRET,ADMIN_TOKEN,TOKEN_SIGNING_KEY,EVENTS_WEBHOOK_SECRET] [--no-previous]]]`;
 
 function fail(message, code = 1) {
   console.error(`streamgate secrets: ${message}`);

@@ -71,7 +71,7 @@ function assertStrong(values) {
 }
 
 describe("npm run secrets -- --local", () => {
-  it("writes the three secrets, strong and different, to a new .dev.vars and prints them", () => {
+  it("writes the four secrets, strong and different, to a new .dev.vars and prints them", () => {
     const r = run(["--local"]);
     assert.equal(r.status, 0, r.stderr);
     const vars = devVars(r.cwd);
@@ -150,6 +150,12 @@ describe("npm run secrets -- --local", () => {
     assert.doesNotMatch(rotated.stderr, /refused from now on/, "the running npm run dev still accepts the old token");
   });
 
+  it("--help shows one -- before all the options (npm passes what follows it to the script)", () => {
+    const r = run(["--help"]);
+    assert.equal(r.status, 0);
+    assert.equal(r.stdout.match(/(?<![\w-])--(?![\w-])/g)?.length, 1, r.stdout);
+  });
+
   it("refuses unknown arguments and secret names", () => {
     assert.equal(run(["--local", "--rotate", "PASSWORD"]).status, 2);
     assert.equal(run(["--force"]).status, 2);
@@ -176,7 +182,7 @@ describe("npm run secrets (deployed Worker, through wrangler)", () => {
     return { ...r, calls, bulk: bulks.length === 1 ? JSON.parse(bulks[0].stdin) : bulks.length === 0 ? null : "more than one bulk call" };
   }
 
-  it("stores the three with one wrangler secret bulk (values on stdin, not in arguments) and prints them once", () => {
+  it("stores the four with one wrangler secret bulk (values on stdin, not in arguments) and prints them once", () => {
     const r = remote([]);
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.calls[0].args, ["secret", "list", "--format", "json"]);
@@ -194,14 +200,14 @@ describe("npm run secrets (deployed Worker, through wrangler)", () => {
     assert.match(r.stderr, /kept HOOK_SECRET, ADMIN_TOKEN/);
   });
 
-  it("changes nothing when all three exist", () => {
+  it("changes nothing when all four exist", () => {
     const r = remote([], { list: NAMES });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.bulk, null);
     assert.equal(r.stdout, "");
   });
 
-  it("a Worker that does not exist yet gets all three (wrangler creates it as a draft)", () => {
+  it("a Worker that does not exist yet gets all four (wrangler creates it as a draft)", () => {
     const r = remote([], { listError: 'X [ERROR] Worker "streamgate" not found.' });
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(Object.keys(r.bulk).sort(), [...NAMES].sort());

@@ -33,7 +33,10 @@ export interface Env extends Omit<Generated, Secret> {
   SRS_API_PASSWORD?: string;
   /** Where events are POSTed (src/events/); unset: no events are produced. */
   EVENTS_WEBHOOK_URL?: string;
-  /** Standard Webhooks signing secret: "whsec_" + base64 of the key, or any other string (its UTF-8 bytes are the key). */
+  /**
+   * Standard Webhooks signing secret: "whsec_" + base64 of a key of at least 24 bytes, or any other
+   * string of at least 32 characters (its UTF-8 bytes are the key); src/events/sign.ts signingKey().
+   */
   EVENTS_WEBHOOK_SECRET?: string;
   /** The events' secret being rotated out: deliveries carry a signature by it too while it is set. */
   EVENTS_WEBHOOK_SECRET_PREVIOUS?: string;

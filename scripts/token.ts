@@ -1,6 +1,7 @@
 // Prints a play token: npm run -s token -- <app>/<stream> [--ttl seconds] [--vhost name] [--sub viewer-id]
 // (<app>/* : a season pass, every stream of the app).
-// The signing key comes from TOKEN_SIGNING_KEY in the environment, else from .dev.vars.
+// The signing key comes from TOKEN_SIGNING_KEY in the environment, else from .dev.vars (the local
+// key: it says so on stderr). --help prints the usage.
 // Runs on Node 22 (type stripping), with the same signing code the Worker uses.
 import { existsSync, readFileSync } from "node:fs";
 import { signPlayToken, SUB_PATTERN } from "../src/auth/token.ts";
@@ -10,8 +11,20 @@ import { signPlayToken, SUB_PATTERN } from "../src/auth/token.ts";
 // environment when the deployment uses a shorter one.
 const MAX_TTL_S = Math.min(7 * 24 * 3600, Number(process.env.MAX_TOKEN_TTL_S) || 30 * 24 * 3600);
 
+const USAGE = `usage: npm run -s token -- <app>/<stream> [--ttl seconds] [--vhost name] [--sub viewer-id]
+  <app>/<stream>  the stream the token plays, e.g. live/cam1; '<app>/*' (quoted: the shell would
+                  expand it) plays every stream of the app (a season pass)
+  --ttl           seconds until it expires (default 3600; at most 7 days, or MAX_TOKEN_TTL_S from
+                  the environment if shorter)
+  --vhost         the SRS vhost (default __defaultVhost__)
+  --sub           the viewer id the token names (1 to 64 of A-Z a-z 0-9 . _ : @ -)
+Prints the token on stdout. The signing key is TOKEN_SIGNING_KEY from the environment, else the
+TOKEN_SIGNING_KEY line of this checkout's .dev.vars: without the environment variable, the token
+is signed with the local key (npm run dev's), which a deployed gate refuses. For a deployed gate:
+TOKEN_SIGNING_KEY=<the value npm run secrets printed> npm run -s token -- live/cam1`;
+
 function usage(message: string): never {
-  console.error(`${message}\nusage: npm run -s token -- <app>/<stream> (or <app>/* for every stream of the app) [--ttl seconds] [--vhost name] [--sub viewer-id]`);
+  console.error(`${message}\n${USAGE}`);
   process.exit(2);
 }
 
@@ -20,7 +33,10 @@ function signingKey(): string {
   const devVars = new URL("../.dev.vars", import.meta.url);
   if (existsSync(devVars)) {
     const line = readFileSync(devVars, "utf8").split("\n").find((l) => l.startsWith("TOKEN_SIGNING_KEY="));
-    if (line) return line.slice("TOKEN_SIGNING_KEY=".length).trim();
+    if (line) {
+      console.error("TOKEN_SIGNING_KEY is not in the environment: signed with the local key of .dev.vars (for npm run dev; a deployed gate refuses it)");
+      return line.slice("TOKEN_SIGNING_KEY=".length).trim();
+    }
   }
   usage("TOKEN_SIGNING_KEY is not set (in the environment or .dev.vars)");
 }
@@ -31,7 +47,10 @@ let ttl = 3600;
 let vhost = "__defaultVhost__";
 let sub: string | undefined;
 for (let i = 0; i < args.length; i++) {
-  if (args[i] === "--ttl") ttl = Number(args[++i]);
+  if (args[i] === "--help" || args[i] === "-h") {
+    console.log(USAGE);
+    process.exit(0);
+  } else if (args[i] === "--ttl") ttl = Number(args[++i]);
   else if (args[i] === "--vhost") vhost = args[++i] ?? "";
   else if (args[i] === "--sub") sub = args[++i] ?? "";
   else if (!target) target = args[i];

@@ -101,7 +101,8 @@ describe("README play-token minting", () => {
   }
 
   it("the Node snippet mints a token the gate accepts for live/cam1 and viewer alice@example.com", async () => {
-    const file = join(scratch, "mint.cjs");
+    // An ES module, as the webhook snippet and this repository ("type": "module") are.
+    const file = join(scratch, "mint.mjs");
     writeFileSync(file, `${snippet("**Play tokens.**", "js")}\nconsole.log(token);\n`);
     const run = spawnSync(process.execPath, [file], { env: { ...process.env, TOKEN_SIGNING_KEY: KEY }, encoding: "utf8" });
     assert.equal(run.status, 0, run.stderr);

@@ -12,12 +12,14 @@ import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts
 const USAGE = `usage: npm run -s srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
          [--origin host:port[,host:port]] [--server-id ID] [--local]
   --role        edge: remote mode, needs --origin; standalone: one server, no origin; origin: behind
-                edges, calls nothing
+                edges, calls nothing (so it takes only --server-id)
   --gate        the Worker's URL, e.g. https://gate.example.com (edge, standalone)
   --device-id   the heartbeat's label for this server (edge, standalone)
-  --origin      the origin(s) an edge pulls from and pushes to
+  --origin      the origin(s) an edge pulls from and pushes to (edge)
   --server-id   a stable server_id for this server (otherwise set SRS_SERVER_ID per pod)
-  --local       read HOOK_SECRET from .dev.vars; --gate defaults to http://127.0.0.1:8787
+  --local       read HOOK_SECRET from .dev.vars; --gate defaults to http://127.0.0.1:8787 (edge,
+                standalone)
+A value follows its option after a space or =: --gate https://… or --gate=https://….
 HOOK_SECRET is read from the environment (or .dev.vars with --local).`;
 
 function fail(message: string): never {
@@ -25,24 +27,33 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+const VALUED = ["--role", "--gate", "--device-id", "--origin", "--server-id"];
 const args = process.argv.slice(2);
 const flags: Record<string, string> = {};
 let local = false;
 for (let i = 0; i < args.length; i++) {
-  const arg = args[i];
-  if (arg === "--local") local = true;
-  else if (arg === "--help" || arg === "-h") {
-    console.log(USAGE);
-    process.exit(0);
-  } else if (["--role", "--gate", "--device-id", "--origin", "--server-id"].includes(arg)) {
-    const value = args[++i];
-    if (value === undefined || value.startsWith("--")) fail(`${arg} needs a value`);
+  // --gate=URL is --gate URL.
+  const eq = /^(--[a-z-]+)=(.*)$/s.exec(args[i]);
+  const arg = eq ? eq[1] : args[i];
+  if (arg === "--local" || arg === "--help" || arg === "-h") {
+    if (eq) fail(`${arg} takes no value`);
+    if (arg === "--local") local = true;
+    else {
+      console.log(USAGE);
+      process.exit(0);
+    }
+  } else if (VALUED.includes(arg)) {
+    const value = eq ? eq[2] : args[++i];
+    if (value === undefined || value === "" || value.startsWith("--")) fail(`${arg} needs a value`);
+    if (flags[arg] !== undefined) fail(`${arg} is given twice`);
     flags[arg] = value;
-  } else fail(`unknown argument "${arg}"`);
+  } else fail(`unknown argument "${args[i]}"`);
 }
 
 const role = flags["--role"];
 if (!role || !ROLES.includes(role as Role)) fail(`--role must be one of ${ROLES.join(", ")}`);
+// --local reads HOOK_SECRET and defaults --gate, neither of which an origin has.
+if (role === "origin" && local) fail("--local is for --role edge or standalone: an origin never calls streamgate");
 
 function devVar(name: string): string | undefined {
   const path = ".dev.vars";

@@ -42,6 +42,9 @@ export function srsConfig(options: SrsConfigOptions): string {
 
   if (role === "origin") {
     if (options.origin?.length) throw new SrsConfigError("--origin is for --role edge: an origin pulls from nobody");
+    // An origin calls nothing: a gate or device id given for it is a mistake (the wrong --role?).
+    if (options.gate !== undefined) throw new SrsConfigError("--gate is for --role edge or standalone: an origin never calls streamgate");
+    if (options.deviceId !== undefined) throw new SrsConfigError("--device-id is for --role edge or standalone: an origin sends no heartbeat");
     return origin(serverId);
   }
   const gate = gateUrl(options.gate);

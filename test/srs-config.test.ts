@@ -80,6 +80,12 @@ describe("an origin behind edges never calls streamgate, and says why", () => {
     expect(text).not.toContain("/hooks/srs");
   });
 
+  it("its HTTP API comment does not say streamgate asks it (streamgate calls only the APIs of servers that send heartbeats)", () => {
+    const text = srsConfig(ORIGIN);
+    expect(text).not.toContain("streamgate asks it");
+    expect(text).toContain("streamgate never calls an origin's");
+  });
+
   it("its comment gives the reasons: the edges already asked, edge pulls count as viewers, edge pushes are second publishers", () => {
     const text = srsConfig(ORIGIN);
     expect(text).toContain("The edges already asked");

@@ -72,7 +72,12 @@ export function srsConfig(options: SrsConfigOptions): string {
     "# 5.0.143 / 6.0.28, and heartbeats with server and service, from 5.0.215 / 6.0.156 / 7.0.15).",
     "# The hook and heartbeat URLs carry HOOK_SECRET: treat this file like the secret (SRS logs the URLs too).",
     "",
-    ...globals(serverId, `this server ("${deviceId}")`),
+    ...globals(serverId, `this server ("${deviceId}")`, [
+      "# SRS's HTTP API. With SRS_API_URL set, streamgate asks it whether clients still exist before a",
+      "# refusal rests on them (GET /api/v1/clients/{id}); you can kick a client with DELETE. Reach it",
+      "# by a host name (Workers cannot fetch bare IPs), keep it off the public internet otherwise, and",
+      "# turn on its basic auth with the values of SRS_API_USERNAME / SRS_API_PASSWORD.",
+    ]),
     "",
     "# SRS drops the query string of the heartbeat URL, so the secret is a path segment. Heartbeats let",
     "# streamgate suspend the sessions of a server that went silent (SERVER_TIMEOUT_S, 30 s: three beats).",
@@ -143,7 +148,11 @@ function origin(serverId: string | undefined): string {
     "# Nothing here checks a key or a token, so only your edges may reach this server: keep its",
     "# ports (1935 RTMP, 8080 HTTP, 1985 API) on a private network or behind a firewall.",
     "",
-    ...globals(serverId, "this origin"),
+    ...globals(serverId, "this origin", [
+      "# SRS's HTTP API, for you and your tools only: streamgate never calls an origin's (SRS_API_URL is",
+      "# filled in from heartbeats, which an origin does not send; the edges' APIs know the clients).",
+      "# Keep it on the private network; its basic auth takes any username and password of your own.",
+    ]),
     "",
     "vhost __defaultVhost__ {",
     "    http_remux {",
@@ -155,7 +164,7 @@ function origin(serverId: string | undefined): string {
   ].join("\n");
 }
 
-function globals(serverId: string | undefined, who: string): string[] {
+function globals(serverId: string | undefined, who: string, httpApiComment: string[]): string[] {
   return [
     `listen              1935;`,
     `daemon              off;`,
@@ -170,10 +179,7 @@ function globals(serverId: string | undefined, who: string): string[] {
       ? `# server_id         <a name unique to ${who}>;`
       : `server_id           ${serverId};`,
     "",
-    "# SRS's HTTP API. With SRS_API_URL set, streamgate asks it whether clients still exist before a",
-    "# refusal rests on them (GET /api/v1/clients/{id}); you can kick a client with DELETE. Reach it",
-    "# by a host name (Workers cannot fetch bare IPs), keep it off the public internet otherwise, and",
-    "# turn on its basic auth with the values of SRS_API_USERNAME / SRS_API_PASSWORD.",
+    ...httpApiComment,
     "http_api {",
     `    enabled         on;`,
     `    listen          1985;`,

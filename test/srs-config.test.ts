@@ -55,6 +55,14 @@ describe("an edge and a standalone server call streamgate for every client", () 
     });
   }
 
+  for (const options of [EDGE, STANDALONE]) {
+    it(`${options.role}: says why on_dvr and on_hls are left out, and that adding them is harmless`, () => {
+      const text = srsConfig(options);
+      expect(text).toMatch(/# on_dvr and on_hls are left out: they gate nothing, and on_hls is one hook per HLS segment/);
+      expect(text).toMatch(/Adding them \(same URL\) is harmless: streamgate allows them, as proof of life/);
+    });
+  }
+
   it("an edge runs in remote mode against its origins", () => {
     const cluster = find(parsed({ ...EDGE, origin: ["10.0.0.5:1935", "10.0.0.6"] }), "vhost", "cluster")!;
     expect(Object.fromEntries(cluster.block!.map((d) => [d.name, d.args]))).toEqual({ mode: ["remote"], origin: ["10.0.0.5:1935", "10.0.0.6"] });

@@ -104,6 +104,8 @@ export function srsConfig(options: SrsConfigOptions): string {
       : []),
     "    # Every client is checked: publish keys on on_publish, play tokens and viewer caps on on_play;",
     "    # stops and closes end sessions. Each URL ends with the secret; SRS posts JSON to it.",
+    "    # on_dvr and on_hls are left out: they gate nothing, and on_hls is one hook per HLS segment of",
+    "    # every stream. Adding them (same URL) is harmless: streamgate allows them, as proof of life.",
     "    http_hooks {",
     `        enabled         on;`,
     ...HOOK_ACTIONS.map((action) => `        ${action.padEnd(16)}${hook};`),

@@ -244,6 +244,61 @@ describe("operator kicks' marks: only a kick on its way, of that session", () =>
     });
   }
 
+  it("the first rotation's kick lets the client go while a second rotation waits on the catalogue, which then fails (undone): the publisher's stop right after says operator", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const { a, s } = await rotatedWhileUnreachable();
+    let kickedMeanwhile = false;
+    const catalogueDownAfterTheKick: Partial<Env> = {
+      CATALOGUE: new Proxy(env.CATALOGUE, {
+        get(target, prop) {
+          if (prop === "put") {
+            return async () => {
+              // Between the second rotation's marks and its undo, the edge is back and the first kick gets through.
+              if (!kickedMeanwhile) {
+                kickedMeanwhile = true;
+                vi.setSystemTime(Date.now() + 5_000);
+                a.fake.reachable = true;
+                await runDurableObjectAlarm(serverRegistry(env, a.edge.server));
+                await kickLogged(s, (reason) => reason === "kicked (key rotated)");
+              }
+              throw new Error("KV unavailable (test)");
+            };
+          }
+          const value = Reflect.get(target, prop);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      }),
+    };
+    expect((await adminWith(catalogueDownAfterTheKick, "PUT", `/streams/live/${s}`, { rotateKey: true })).status).toBe(503);
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+    // SRS let the client go and sends its on_unpublish now (the order e2e runs 17 and 19 saw): the first kick's doing.
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    await vi.waitFor(async () => expect((await endedOf(s, 1)).length).toBe(1), { timeout: 20_000, interval: 50 });
+    expect(await endedOf(s, 1)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "operator" })]);
+  });
+
+  it("a kick whose outbox row a second rotation replaced while it was tried (its client gone) leaves the second rotation's mark: a stop before that kick's outcome says operator", async () => {
+    const { a, s } = await publishing([]); // SRS no longer has the client: each kick ends as "already gone"
+    a.fake.onKick = null;
+    a.fake.delayMs = 1_500; // each API call: a kick takes two (the client, then who answers)
+    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+    await until(() => a.fake.calls.length > 0);
+    expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+    // The first kick's outcome comes while the second's is queued: it answers for the first rotation only.
+    await kickLogged(s, (reason) => reason.startsWith("kick: the client was already gone"));
+    expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
+    await vi.waitFor(async () => expect((await endedOf(s, 1)).length).toBe(1), { timeout: 20_000, interval: 50 });
+    expect(await endedOf(s, 1)).toEqual([expect.objectContaining({ client_id: "enc00001", reason: "operator" })]);
+    a.fake.delayMs = 0;
+  });
+
+  it("a Worker of the version before (during a deploy) calls off a rotation's marks without naming it: the latest action's mark goes", async () => {
+    const { a, s } = await rotatedWhileUnreachable();
+    const [publisher] = await streamStub(s).publisherSessions();
+    await (streamStub(s) as unknown as { kicksNotQueued(p: unknown[]): Promise<void> }).kicksNotQueued([publisher]);
+    await unpublishedWith(a, s, "stop");
+  });
+
   it("a DELETE whose catalogue entry could not be deleted (KV: one write a second per key) has removed the stream all the same: its publisher is kicked, and stream.ended says operator", async () => {
     vi.spyOn(console, "error").mockImplementation(() => {});
     const { a, s, key, stopped } = await publishing();

@@ -6,6 +6,7 @@ import type { Env } from "../env";
 import { jsonResponse, pageCursor, queryParam, readJson } from "../http";
 import { HLS_SUFFIX, parseStreamKey, streamKey, withoutHlsSuffix, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
+import { STREAM_DELETED, type OperatorAction } from "../stream/publisher-api";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
 import { registryShard, serverRegistry, streamObject, viewerShard } from "../object-access";
 import { LIMITS } from "../limits";
@@ -71,7 +72,7 @@ export async function putStream(request: IRequest, env: Env): Promise<Response> 
   // A rotated key revokes the one the live publisher used: it is kicked on its edge (src/srs/kicks.ts).
   // Those publishing at the moment of the rotation: one admitted since with the new key is not kicked.
   const kicking = result.rotatedPublishers ? await queueKicks(env, result.rotatedPublishers.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why: "key rotated" }))) : [];
-  if (result.rotatedPublishers) await notKicked(env, name, result.rotatedPublishers, kicking);
+  if (result.rotatedPublishers) await notKicked(env, name, result.rotatedPublishers, kicking, candidate.hash);
   const lost = await reportOperatorEnded(env, kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "key rotated", true);
   const state = await withAudience(env, streamKey(name), result.state);
   const body = { ...state, ...(result.publishKey ? { publishKey: result.publishKey } : {}), ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) };
@@ -230,19 +231,20 @@ async function kickPublishers(env: Env, name: StreamName, why: string): Promise<
   if (!env.SRS_API_URL) return [];
   const sessions = await streamStub(env, name).publisherSessions();
   const kicking = await queueKicks(env, sessions.map((p) => ({ ...p, streamKey: streamKey(name), role: "publisher" as const, why })));
-  await notKicked(env, name, sessions, kicking);
+  await notKicked(env, name, sessions, kicking, STREAM_DELETED);
   return kicking;
 }
 
 /**
  * The stream marked the publishers it kicks at the admin call (their stop events then end them as
  * "operator"): those whose kicks could not be queued (their registry shard unreachable) are not kicked.
+ * `action` names the admin call's marks (a rotation's new key hash, or STREAM_DELETED), the ones called off.
  */
-async function notKicked(env: Env, name: StreamName, publishers: SessionId[], kicking: KickPlanned[]): Promise<void> {
+async function notKicked(env: Env, name: StreamName, publishers: SessionId[], kicking: KickPlanned[], action: OperatorAction): Promise<void> {
   if (!env.SRS_API_URL) return;
   const left = publishers.filter((p) => !kicking.some((k) => k.role === "publisher" && k.serverId === p.serverId && k.clientId === p.clientId));
   if (left.length === 0) return;
-  await streamStub(env, name).kicksNotQueued(left).catch((err) => {
+  await streamStub(env, name).kicksNotQueued(left, action).catch((err) => {
     console.error(JSON.stringify({ error: "kicks not queued, not told to the stream", stream: streamKey(name), detail: String(err) }));
   });
 }

@@ -153,7 +153,10 @@ export class KickOutbox {
       admitted: `kick not sent: the client was admitted since (${k.why})`,
     }[outcome];
     console.log(JSON.stringify({ event: "kick", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: reason }));
-    await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason, k.role === "publisher" ? { serviceId: k.service_id, kicked: outcome === "kicked" } : undefined)).catch(() => {});
+    // A publisher's outcome answers for the operators' actions that queued its kick; one whose row was replaced
+    // meanwhile (an action queued it again) leaves them to the replacing row's, unless it let the client go.
+    const answers = k.role === "publisher" && (!replaced || outcome === "kicked");
+    await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKick(k.server_id, k.client_id, reason, answers ? { serviceId: k.service_id, kicked: outcome === "kicked" } : undefined)).catch(() => {});
     return replaced;
   }
 

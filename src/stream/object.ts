@@ -14,7 +14,7 @@ import { PolicyPushes, type PendingPush } from "./policy-pushes";
 import { StreamSettings, type CandidateKey, type PolicyChange } from "./settings";
 import { audienceOf, type StreamState } from "./state";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
-import { PublisherApi } from "./publisher-api";
+import { PublisherApi, STREAM_DELETED, type OperatorAction } from "./publisher-api";
 import { LivenessRounds } from "./liveness-rounds";
 import { VoidedHooks } from "../session/voided-hooks";
 import { PublishAttempts } from "./publish-attempts";
@@ -412,15 +412,18 @@ export class StreamObject extends DurableObject<Env> {
     if (publisher) this.publisherApi.operatorKickDone({ serverId, serviceId: publisher.serviceId, clientId }, publisher.kicked);
   }
 
-  /** Publishers a rotated key or a deleted stream marked whose kicks could not be queued (their registry shard unreachable). */
-  kicksNotQueued(publishers: SessionId[]): void {
-    if (this.ready) this.publisherApi.operatorKicksCalledOff(publishers);
+  /**
+   * Publishers a rotated key or a deleted stream marked whose kicks could not be queued (their registry shard
+   * unreachable). `action`: the rotation's new key hash, or STREAM_DELETED.
+   */
+  kicksNotQueued(publishers: SessionId[], action?: OperatorAction): void {
+    if (this.ready) this.publisherApi.operatorKicksCalledOff(publishers, action);
   }
 
   /** The publishers a rotated key or a deleted stream kicks (the Worker queues the kicks): their stop events end them as "operator". */
-  private kickingPublishers(): SessionId[] {
+  private kickingPublishers(action: OperatorAction): SessionId[] {
     const publishers = this.publisherSessions();
-    this.publisherApi.operatorKicking(publishers);
+    this.publisherApi.operatorKicking(publishers, action);
     return publishers;
   }
 
@@ -506,7 +509,7 @@ export class StreamObject extends DurableObject<Env> {
       state: this.state()!,
       keyHash: this.settings!.keyHash!,
       ...(created || replacedKeyHash !== undefined ? { publishKey: candidate.key } : {}),
-      ...(replacedKeyHash !== undefined ? { replacedKeyHash, rotatedPublishers: this.kickingPublishers() } : {}),
+      ...(replacedKeyHash !== undefined ? { replacedKeyHash, rotatedPublishers: this.kickingPublishers(candidate.hash) } : {}),
     };
   }
 
@@ -520,7 +523,7 @@ export class StreamObject extends DurableObject<Env> {
     // Undone, the change kicks nobody (the Worker queues no kick for it): its publishers' own stops are their own.
     if (previous === null) return this.removeStream();
     const restored = this.settings.restoreKey(ifCurrent, previous);
-    if (restored) this.publisherApi.operatorKicksCalledOff(this.publisherSessions());
+    if (restored) this.publisherApi.operatorKicksCalledOff(this.publisherSessions(), ifCurrent);
     return restored;
   }
 
@@ -531,7 +534,7 @@ export class StreamObject extends DurableObject<Env> {
    */
   remove(): boolean {
     if (!this.removeStream()) return false;
-    this.kickingPublishers();
+    this.kickingPublishers(STREAM_DELETED);
     return true;
   }
 

@@ -31,6 +31,15 @@ const KICKED_STOP_WAIT_MS = 60_000;
 /** Past this many marks, the expired ones are dropped. */
 const OPERATOR_KICKS_KEPT = 100;
 
+/**
+ * Which admin action kicks a publisher: a rotation by the key hash it installed (the hash undoKeyChange
+ * is given), a DELETE as STREAM_DELETED (a stream is deleted once per life).
+ */
+export type OperatorAction = string;
+export const STREAM_DELETED: OperatorAction = "deleted";
+/** The mark an edge's "kicked" sets (no action's own). */
+const KICKED = "kicked";
+
 /** After a takeover's kick, how long the old client may take to disappear from its edge (else the new one is refused, 4009). */
 const TAKEOVER_WAIT_MS = 1_000;
 
@@ -56,13 +65,12 @@ export class PublisherApi {
   private kicking = new Map<string, number>();
   /**
    * Publisher sessions an operator's kick is queued or was just sent for (server, service and client id; a
-   * restarted process may reuse a client id) → until when, one mark per admin action that kicks the session,
-   * oldest first: a later action that kicks nobody after all (undone, not queued) takes back its own mark
-   * only, so a kick an earlier action queued keeps its. Kicks of one session share one outbox row (a later
-   * action's replaces the earlier one's), so one outcome answers for all of them. In memory: a restarted
-   * object forgets those queued, whose stop events then end them as "stop".
+   * restarted process may reuse a client id) → their marks: the admin actions that kick the session (by
+   * OperatorAction) and, once an edge let the client go, KICKED → until when. An action that kicks nobody
+   * after all (undone, its kick not queued) takes back its own mark only, so a kick another action queued
+   * keeps its. In memory: a restarted object forgets those queued, whose stop events then end them as "stop".
    */
-  private operatorKicks = new Map<string, number[]>();
+  private operatorKicks = new Map<string, Map<string, number>>();
 
   constructor(private host: PublisherApiHost) {
     this.ghosts = new GhostCheck(host.env());
@@ -77,48 +85,58 @@ export class PublisherApi {
     if (this.kicking.has(key)) return "takeover";
     const marks = this.operatorKicks.get(key);
     if (marks === undefined) return null;
-    if (marks.some((until) => Date.now() < until)) return "operator";
+    if ([...marks.values()].some((until) => Date.now() < until)) return "operator";
     this.operatorKicks.delete(key);
     return null;
   }
 
   /** An operator's action (a rotated key, a deleted stream) is about to queue kicks of these publishers. */
-  operatorKicking(publishers: SessionId[]): void {
+  operatorKicking(publishers: SessionId[], action: OperatorAction): void {
     if (!this.host.env().SRS_API_URL) return;
-    const until = Date.now() + OPERATOR_KICK_WAIT_MS;
-    for (const p of publishers) {
-      const key = kickKey(p);
-      this.operatorKicks.set(key, [...(this.operatorKicks.get(key) ?? []), until]);
-    }
+    for (const p of publishers) this.marksOf(p).set(action, Date.now() + OPERATOR_KICK_WAIT_MS);
   }
 
   /**
-   * The outcome of an operator's kick (of every action that kicked the session: they share one outbox row):
-   * kicked, the client's stop event still counts as the kick's for a while; not kicked (it had gone
-   * already, or the kick failed), a later stop event is its own.
+   * The outcome of an operator's kick. Kicks of one session share one outbox row (a later action's
+   * replaces the earlier one's), so an outcome answers for every action that queued it; one the row was
+   * replaced under, the outbox does not report. Kicked, the client's stop event still counts as the
+   * kick's for a while; not kicked (it had gone already, or the kick failed), the actions' marks go and
+   * a later stop event is its own (unless an earlier kick let it go a moment ago).
    */
   operatorKickDone(publisher: SessionId, kicked: boolean): void {
-    const key = kickKey(publisher);
-    if (kicked) this.operatorKicks.set(key, [Date.now() + KICKED_STOP_WAIT_MS]);
-    else this.operatorKicks.delete(key);
+    const marks = this.marksOf(publisher);
+    const letGo = marks.get(KICKED);
+    marks.clear();
+    if (kicked) marks.set(KICKED, Date.now() + KICKED_STOP_WAIT_MS);
+    else if (letGo !== undefined) marks.set(KICKED, letGo);
+    if (marks.size === 0) this.operatorKicks.delete(kickKey(publisher));
     // Those whose stop event never came (lost) go once they no longer count.
     if (this.operatorKicks.size > OPERATOR_KICKS_KEPT) {
-      for (const [k, marks] of this.operatorKicks) if (marks.every((until) => until <= Date.now())) this.operatorKicks.delete(k);
+      for (const [k, m] of this.operatorKicks) if ([...m.values()].every((until) => until <= Date.now())) this.operatorKicks.delete(k);
     }
   }
 
   /**
    * An operator's action that marked these publishers kicks none of them after all (undone, or its kicks
-   * could not be queued): it takes back its mark, the latest of each (called off within its admin call).
-   * A kick an earlier action queued keeps its own; without one, their stop events are their own.
+   * could not be queued): it takes back its own mark. (`action` unknown, from a Worker of the version
+   * before: the latest mark of an action.)
    */
-  operatorKicksCalledOff(publishers: SessionId[]): void {
+  operatorKicksCalledOff(publishers: SessionId[], action?: OperatorAction): void {
     for (const p of publishers) {
-      const key = kickKey(p);
-      const earlier = (this.operatorKicks.get(key) ?? []).slice(0, -1);
-      if (earlier.length > 0) this.operatorKicks.set(key, earlier);
-      else this.operatorKicks.delete(key);
+      const marks = this.marksOf(p);
+      const own = action ?? [...marks].filter(([a]) => a !== KICKED).sort((x, y) => y[1] - x[1])[0]?.[0];
+      if (own !== undefined) marks.delete(own);
+      if (marks.size === 0) this.operatorKicks.delete(kickKey(p));
     }
+  }
+
+  /** The session's marks, those expired dropped (an edge unreachable for long, rotated again and again, adds one each). */
+  private marksOf(p: SessionId): Map<string, number> {
+    const key = kickKey(p);
+    let marks = this.operatorKicks.get(key);
+    if (!marks) this.operatorKicks.set(key, (marks = new Map()));
+    for (const [a, until] of marks) if (until <= Date.now()) marks.delete(a);
+    return marks;
   }
 
   /** A publisher session ended: no kick of it is under way any more. */

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, captured, createStream, type Edge, heartbeat, hook, newEdge, publish, streamState, uniqueStream } from "./srs";
+import { admin, captured, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
@@ -43,6 +43,18 @@ describe("input limits", () => {
       expect({ field, status: r.status, reason: r.body.reason }).toEqual({ field, status: 400, reason: `field "${field}" must not contain control characters` });
     }
     expect((await streamState(s)).live).toBe(false);
+  });
+
+  it("a stop's param is never a reason to refuse it (SRS does not retry a stop: a refused one left a ghost)", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 1 });
+    expect(await hook(publish("live", s, key, { ...edge, client: "pub00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    // Params a start hook would be refused for (a control character, C1 too; over 4096 characters).
+    expect(await hook({ ...unpublish("live", s, { ...edge, client: "pub00001" }), param: `?key=${key}\u009b2J` })).toEqual(ALLOW);
+    expect(await hook({ ...stopPlay("live", s, { ...edge, client: "view0001" }), param: `?pad=${"p".repeat(5000)}\n` })).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ live: false, viewers: 0 });
+    expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
   });
 
   it("accepts the real shapes at the limits", async () => {

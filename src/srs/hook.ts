@@ -26,14 +26,14 @@ interface OnStream {
   /** The ip field as SRS sent it, when cleaning changed it (cut to 256 characters), for the log. */
   ipGiven?: string;
   stream: StreamName;
-  /** The client's query string, without a leading "?". */
-  param: string;
 }
 
 /** on_publish / on_play: a client asks to start a session; the gate decides. */
 export interface StartHook extends OnStream {
   kind: "start";
   action: "on_publish" | "on_play";
+  /** The client's query string, without a leading "?". */
+  param: string;
   /** SRS serves this client unless allowed or kicked (see servedUnlessAllowed). */
   servedIfRefused: boolean;
 }
@@ -88,9 +88,17 @@ export function parseHook(body: unknown): Hook {
   switch (action) {
     case "on_publish":
     case "on_play":
-      return { kind: "start", action, role: action === "on_publish" ? "publisher" : "viewer", ...onStream(body), servedIfRefused: servedUnlessAllowed(body) };
+      return {
+        kind: "start",
+        action,
+        role: action === "on_publish" ? "publisher" : "viewer",
+        ...onStream(body),
+        param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
+        servedIfRefused: servedUnlessAllowed(body),
+      };
     case "on_unpublish":
     case "on_stop":
+      // A stop's param is never read, so never a reason to refuse it: SRS does not retry a stop, and one refused leaves a ghost.
       return { kind: "stop", action, role: action === "on_unpublish" ? "publisher" : "viewer", ...onStream(body) };
     case "on_close":
       return { kind: "close", action, session: parseSession(body) };
@@ -114,7 +122,6 @@ function onStream(body: Record<string, unknown>): Omit<OnStream, "role"> {
     ip: cleanIp(body.ip),
     ...ipAsGiven(body.ip),
     stream: parseStreamName(body),
-    param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
   };
 }
 

@@ -10,7 +10,7 @@ import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
 import { callObject, Deadline } from "../platform/retry";
 import { serverRegistry } from "../object-access";
-import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, type CloseHook, type Hook, type SenderProcess, type SessionId, type StartHook, type StopHook, type StreamHook } from "./hook";
+import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, type CloseHook, type Hook, type SenderProcess, type SessionId, type StartHook, type StopHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 import type { Place } from "../viewers/lease";
 import { queueKicks, type Kick } from "./kicks";
@@ -112,7 +112,7 @@ async function requireHookSecret(request: IRequest, env: Env): Promise<void> {
 }
 
 /** The presented publish key, hashed: "secret" is the Oryx convention; "key" wins when both are given. */
-async function publishKeyHash(hook: StreamHook): Promise<string | null> {
+async function publishKeyHash(hook: StartHook): Promise<string | null> {
   const presented = paramValue(hook.param, "key") ?? paramValue(hook.param, "secret");
   return presented === null ? null : sha256Hex(presented);
 }
@@ -121,7 +121,7 @@ async function publishKeyHash(hook: StreamHook): Promise<string | null> {
  * Verified here, before the stream is asked, so that the stream's decision
  * stays synchronous. Only streams with playAuth "token" look at the verdict.
  */
-async function checkPlayToken(hook: StreamHook, env: Env): Promise<PlayToken> {
+async function checkPlayToken(hook: StartHook, env: Env): Promise<PlayToken> {
   const keys = [env.TOKEN_SIGNING_KEY, env.TOKEN_SIGNING_KEY_PREVIOUS].filter((k): k is string => !!k);
   if (keys.length === 0) return { ok: false, problem: "not configured" };
   // A key too short to trust refuses every token viewer (fail closed), with a reason naming it.

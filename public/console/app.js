@@ -438,15 +438,16 @@ const ENDING_NOTE =
 
 /**
  * What happens on SRS to the clients of `ended` sessions, from the answer's `kicking` (present only
- * with an SRS API set; it lists the kicks queued, one per session whose server streamgate has the API of).
+ * with SRS_API_URL set): the kicks queued, one per session; one left out could not be queued (its
+ * server's registry shard unreachable). Each kick's outcome goes to the stream's decision log.
  */
 function onSrsText(result, ended) {
   if (ended === 0) return "";
-  const them = (n) => (n === 1 ? "this client" : "these clients");
-  if (!Array.isArray(result.kicking)) return `SRS still has ${them(ended)} connected (no SRS API set): kick ${ended === 1 ? "it" : "them"} on SRS if ${ended === 1 ? "it" : "they"} must go.`;
+  const it = (n) => (n === 1 ? "it" : "them");
+  if (!Array.isArray(result.kicking)) return `SRS still has ${ended === 1 ? "this client" : "these clients"} connected (no SRS API set): kick ${it(ended)} on SRS if ${ended === 1 ? "it" : "they"} must go.`;
   const left = ended - result.kicking.length;
-  return `${plural(result.kicking.length, "client")} being kicked on SRS` +
-    (left > 0 ? `; ${plural(left, "client")} on servers without an SRS API ${left === 1 ? "stays" : "stay"} connected: kick ${left === 1 ? "it" : "them"} on SRS if ${left === 1 ? "it" : "they"} must go.` : ".");
+  return `${plural(result.kicking.length, "client")} being kicked on SRS (each outcome in the stream's decisions)` +
+    (left > 0 ? `; ${plural(left, "kick")} could not be queued (streamgate's registry unreachable): kick ${it(left)} on SRS if ${left === 1 ? "it" : "they"} must go.` : ".");
 }
 
 function endedLine(e) {

@@ -169,6 +169,7 @@ describe("usage of a stream", () => {
       `?resolution=minute&from=${iso(-25 * HOUR)}`,
       "?format=xml",
       "?format=csv&resolution=minute",
+      "?format=csv&format=csv",
     ]) {
       const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
       expect(res.status, query).toBe(400);

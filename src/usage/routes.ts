@@ -2,7 +2,7 @@ import { StatusError, type IRequest } from "itty-router";
 import { CATALOGUE_PREFIX } from "../admin/routes";
 import { streamNameFrom } from "../admin/validate";
 import type { Env } from "../env";
-import { jsonResponse, pageCursor } from "../http";
+import { jsonResponse, pageCursor, queryParam } from "../http";
 import { streamObject } from "../object-access";
 import { parseStreamKey, streamKey } from "../stream/name";
 import { parseRange } from "./range";
@@ -26,7 +26,7 @@ export async function getStreamUsage(request: IRequest, env: Env): Promise<Respo
 
 /** ?format=: "json" (the default) or "csv", which is per hour. */
 function formatOf(query: Record<string, unknown>, resolution: string): "json" | "csv" {
-  const format = query.format ?? "json";
+  const format = queryParam(query, "format") ?? "json";
   if (format !== "json" && format !== "csv") throw new StatusError(400, 'query parameter "format" must be "json" or "csv"');
   if (format === "csv" && resolution !== "hour") throw new StatusError(400, '"format=csv" is per hour: leave out "resolution"');
   return format;

@@ -903,7 +903,7 @@ function viewersById(s, changed) {
     el("p", {}, s.playAuth === "open"
       ? `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now will be refused once the stream asks for tokens. It is open now: viewers need no token, so its ${plural(sessions, "session")} go on until the stream asks for tokens (then they end).`
       : `Every play token of viewer id ${sub} for ${s.app}/${s.stream} issued up to now is refused from now on, and its ${plural(sessions, "session")} end.`),
-    el("p", { class: "muted" }, "A token the gate mints for this viewer id (the Token button) plays at once; one your backend mints plays if minted more than 61 s from now (the gate allows a backend's clock to run up to 60 s fast, so the revocation reaches that far ahead)."),
+    el("p", { class: "muted" }, "Tokens minted for this viewer id more than 61 s from now are accepted again (the gate allows a backend's clock to run up to 60 s fast, so the revocation reaches that far ahead)."),
   ], "Revoke", () => revoke({ sub }, `viewer ${sub}`));
 
   revokeAll.addEventListener("click", () => askFirst(`Revoke every token of ${s.app}/${s.stream} issued before now?`, [

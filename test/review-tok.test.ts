@@ -72,27 +72,12 @@ describe("revocations at their edges", () => {
     expect(r.body.ended.map((e: any) => e.clientId)).toEqual(["marathon"]);
   });
 
-  it("by sub: a token a backend mints in the same second, after the revocation, is refused (README: within 61 s); one minted 61 s later plays", async () => {
+  it("by sub: a token minted in the same second, after the revocation, is refused (README: within 61 s); one minted 61 s later plays", async () => {
     const s = await limited();
     expect((await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" })).status).toBe(201);
     expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(REVOKED);
     at(61_000);
     expect(await hook(playWith(s, a, "tv000002", await tokenOf(s, "alice")))).toEqual(ALLOW);
-  });
-
-  it("by sub: a token the gate mints for that viewer right after the revocation is dated at its end, so it plays (once the gate's clock reaches a second later: the call waits for it), and expires its ttl from the call", async () => {
-    const s = await limited();
-    expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(ALLOW);
-    const revoked = await admin("POST", `/streams/live/${s}/revocations`, { sub: "alice" });
-    expect(revoked.body.ended.map((e: any) => e.clientId)).toEqual(["tv000001"]);
-    const minted = await admin("POST", `/streams/live/${s}/tokens`, { sub: "alice", ttl: 600 });
-    expect(minted.status).toBe(201);
-    expect(Date.parse(minted.body.expiresAt) / 1000).toBe(nowS() + 600);
-    at(1_000); // the second the call waited for (this test's clock is the fake one: it moves only here)
-    expect(await hook(playWith(s, a, "tv000002", minted.body.token))).toEqual(ALLOW);
-    // Another viewer's token is dated as before (no revocation covers it): it plays at once.
-    const bob = await admin("POST", `/streams/live/${s}/tokens`, { sub: "bob" });
-    expect(await hook(playWith(s, b, "bob00001", bob.body.token))).toEqual(ALLOW);
   });
 });
 

@@ -109,6 +109,12 @@ export interface ProcessStatus {
    * before the restart or the silence); its sessions' usage ends there. 0: unknown (now).
    */
   lastAlive?: number;
+  /**
+   * Sessions an earlier end ended first (SESSION_GRACE_S, before this restart or a later grace, when the
+   * stream or shard has not applied it yet): those admitted up to its cutoff end at its lastAlive, with
+   * reason timeout; only the rest end at `lastAlive`. See endingsOf.
+   */
+  earlier?: { cutoff: number; lastAlive: number };
   /** In answers to questions (not in notices): the server's SRS API base URL, if it has one. */
   api?: string | null;
 }
@@ -137,6 +143,8 @@ interface ServerRow extends Record<string, SqlStorageValue> {
    * sessions from before stay ended.
    */
   expired_at: number | null;
+  /** With expired_at: the last heartbeat before that silence, when those sessions ended (a return resets last_heartbeat). */
+  expired_last_alive: number | null;
   /** Last message of any kind, for SERVER_RETENTION_S. */
   last_seen: number;
   /** Bumped at every change of status; carried by notices to streams. */
@@ -241,20 +249,34 @@ export class ServerRegistry extends DurableObject<Env> {
     `);
     addColumns(this.sql, "servers", {
       expired_at: "INTEGER",
+      expired_last_alive: "INTEGER",
       last_seen: "INTEGER NOT NULL DEFAULT 0",
       seq: "INTEGER NOT NULL DEFAULT 0",
       api_override: "TEXT",
       api_ok: "INTEGER",
     });
     // last_alive: the retired process's last heartbeat, for a stream or shard that asks (liveness) before its notice arrives.
-    addColumns(this.sql, "retired", { heard_at: "INTEGER", last_alive: "INTEGER NOT NULL DEFAULT 0" });
+    // early_*: a SESSION_GRACE_S end of the process before it was retired (its cutoff and last heartbeat), told with the restart's.
+    addColumns(this.sql, "retired", {
+      heard_at: "INTEGER",
+      last_alive: "INTEGER NOT NULL DEFAULT 0",
+      early_cutoff: "INTEGER NOT NULL DEFAULT 0",
+      early_last_alive: "INTEGER NOT NULL DEFAULT 0",
+    });
     // heard_at: a candidate's last start hook; quiet: none for SERVER_TIMEOUT_S since, and its sessions were suspended.
     addColumns(this.sql, "candidates", { heard_at: "INTEGER", quiet: "INTEGER NOT NULL DEFAULT 0" });
     // due: not sent before (a notice that failed waits, with backoff, so it never holds back the others); failures: in a row.
     // hook_id: the start hook whose track last wrote the entry ("" for writes that name none), so that the forget of a
     // voided hook drops only the entry that hook wrote, never one a later on_publish of the same client id wrote since.
     addColumns(this.sql, "client_streams", { hook_id: "TEXT NOT NULL DEFAULT ''" });
-    addColumns(this.sql, "notices", { last_alive: "INTEGER NOT NULL DEFAULT 0", due: "INTEGER NOT NULL DEFAULT 0", failures: "INTEGER NOT NULL DEFAULT 0" });
+    // early_*: an earlier end still pending when a later one came (ProcessStatus.earlier): its sessions keep their own end.
+    addColumns(this.sql, "notices", {
+      last_alive: "INTEGER NOT NULL DEFAULT 0",
+      due: "INTEGER NOT NULL DEFAULT 0",
+      failures: "INTEGER NOT NULL DEFAULT 0",
+      early_cutoff: "INTEGER NOT NULL DEFAULT 0",
+      early_last_alive: "INTEGER NOT NULL DEFAULT 0",
+    });
     this.kicks = new KickOutbox(this.sql, env, {
       apiTarget: (serverId, serviceId) => this.apiTarget(serverId, serviceId),
       apiCalled: (serverId, ok) => this.apiCalled(serverId, ok),
@@ -512,8 +534,11 @@ export class ServerRegistry extends DurableObject<Env> {
    * that cannot be reached never hold back the notices behind them.
    */
   private async deliverNotices(shardServer?: string): Promise<void> {
-    type Notice = { stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string; last_alive: number; failures: number };
-    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive, failures";
+    type Notice = {
+      stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string;
+      last_alive: number; failures: number; early_cutoff: number; early_last_alive: number;
+    };
+    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive, failures, early_cutoff, early_last_alive";
     const stored =
       shardServer === undefined
         ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE due <= ? ORDER BY due, rowid LIMIT ?`, Date.now(), NOTICE_BATCH).toArray()
@@ -533,6 +558,7 @@ export class ServerRegistry extends DurableObject<Env> {
         replaced: n.replaced === 1,
         why: n.why,
         lastAlive: n.last_alive,
+        ...(n.early_cutoff > 0 ? { earlier: { cutoff: n.early_cutoff, lastAlive: n.early_last_alive } } : {}),
       };
       // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
       // Bounded: a notice stuck on its way would otherwise hold every later run that waits for it.
@@ -627,7 +653,7 @@ export class ServerRegistry extends DurableObject<Env> {
       // from again must not number its news below what streams and shards applied before (they ignore older news).
       const fresh: ServerRow = {
         server_id: serverId, service_id: serviceId, device_id: "", ip: "", pid: "", api_override: null, api_ok: null,
-        last_heartbeat: null, dead_since: null, expired_at: null, last_seen: now, seq: now,
+        last_heartbeat: null, dead_since: null, expired_at: null, expired_last_alive: null, last_seen: now, seq: now,
       };
       this.servers.set(serverId, fresh);
       this.sql.exec(
@@ -678,15 +704,20 @@ export class ServerRegistry extends DurableObject<Env> {
     const replaced = [row.service_id, ...this.candidatesOf(row.server_id).filter((c) => c !== serviceId)];
     // The old process was last known alive at the server's last heartbeat (unknown without heartbeats: now); a candidate at its last hook.
     const lastAlive = new Map(replaced.map((old) => [old, this.candidateLastAlive(row.server_id, old) ?? row.last_heartbeat ?? now]));
+    // Sessions of the old process that SESSION_GRACE_S ended (before it was heard from again) keep that end, told with this one.
+    const earlier = row.expired_at === null ? undefined : { cutoff: row.expired_at, lastAlive: this.expiredLastAlive(row) };
+    const current = row.service_id;
     const wasQuiet = this.sql.exec("SELECT 1 FROM candidates WHERE server_id = ? AND service_id = ? AND quiet = 1", row.server_id, serviceId).toArray().length > 0;
     row.service_id = serviceId;
     row.seq++;
     row.expired_at = null;
-    this.sql.exec("UPDATE servers SET service_id = ?, seq = ?, expired_at = NULL WHERE server_id = ?", serviceId, row.seq, row.server_id);
+    row.expired_last_alive = null;
+    this.sql.exec("UPDATE servers SET service_id = ?, seq = ?, expired_at = NULL, expired_last_alive = NULL WHERE server_id = ?", serviceId, row.seq, row.server_id);
     this.sql.exec("DELETE FROM candidates WHERE server_id = ?", row.server_id);
     for (const old of replaced) {
-      this.retire(row.server_id, old, now, lastAlive.get(old)!);
-      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive.get(old)!);
+      const before = old === current ? earlier : undefined;
+      this.retire(row.server_id, old, now, lastAlive.get(old)!, before);
+      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive.get(old)!, before);
     }
     this.touch(row, now);
     if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now, "restarted");
@@ -762,8 +793,11 @@ export class ServerRegistry extends DurableObject<Env> {
    * each server keeps its last RETIRED_KEPT, until the server itself is
    * forgotten (SERVER_RETENTION_S).
    */
-  private retire(serverId: string, serviceId: string, now: number, lastAlive: number): void {
-    this.sql.exec("INSERT OR REPLACE INTO retired (server_id, service_id, retired_at, last_alive) VALUES (?, ?, ?, ?)", serverId, serviceId, now, lastAlive);
+  private retire(serverId: string, serviceId: string, now: number, lastAlive: number, earlier?: ProcessStatus["earlier"]): void {
+    this.sql.exec(
+      "INSERT OR REPLACE INTO retired (server_id, service_id, retired_at, last_alive, early_cutoff, early_last_alive) VALUES (?, ?, ?, ?, ?, ?)",
+      serverId, serviceId, now, lastAlive, earlier?.cutoff ?? 0, earlier?.lastAlive ?? 0,
+    );
     this.sql.exec(
       "DELETE FROM retired WHERE server_id = ? AND service_id NOT IN (SELECT service_id FROM retired WHERE server_id = ? ORDER BY retired_at DESC LIMIT ?)",
       serverId, serverId, RETIRED_KEPT,
@@ -784,8 +818,22 @@ export class ServerRegistry extends DurableObject<Env> {
     }
     if (serviceId !== row.service_id) {
       // Its sessions end at its last heartbeat, as the restart's notice says (a stream may ask before that notice reaches it).
-      const lastAlive = this.sql.exec<{ last_alive: number }>("SELECT last_alive FROM retired WHERE server_id = ? AND service_id = ?", row.server_id, serviceId).toArray()[0]?.last_alive ?? 0;
-      return { serverId: row.server_id, serviceId, seq: row.seq, status: "ended", cutoff: FOREVER, replaced: true, lastAlive, why: "its server restarted" };
+      const retired = this.sql
+        .exec<{ last_alive: number; early_cutoff: number; early_last_alive: number }>(
+          "SELECT last_alive, early_cutoff, early_last_alive FROM retired WHERE server_id = ? AND service_id = ?", row.server_id, serviceId,
+        )
+        .toArray()[0];
+      return {
+        serverId: row.server_id,
+        serviceId,
+        seq: row.seq,
+        status: "ended",
+        cutoff: FOREVER,
+        replaced: true,
+        lastAlive: retired?.last_alive ?? 0,
+        ...(retired?.early_cutoff ? { earlier: { cutoff: retired.early_cutoff, lastAlive: retired.early_last_alive } } : {}),
+        why: "its server restarted",
+      };
     }
     const silent = row.dead_since !== null || this.isSilent(row, now);
     if (silent && row.dead_since === null) this.suspend(row, now, `no heartbeat for ${serverTimeoutMs(this.env) / 1000} s`);
@@ -796,10 +844,16 @@ export class ServerRegistry extends DurableObject<Env> {
       seq: row.seq,
       status: silent ? "suspended" : "live",
       cutoff: row.expired_at ?? 0,
-      lastAlive: row.expired_at === null ? 0 : Math.min(row.expired_at, row.last_heartbeat ?? row.expired_at),
+      lastAlive: row.expired_at === null ? 0 : this.expiredLastAlive(row),
       replaced: false,
       why: silent ? "its server is silent" : "its server is alive",
     };
+  }
+
+  /** The last heartbeat before the silence SESSION_GRACE_S ended (a return since has moved last_heartbeat on). */
+  private expiredLastAlive(row: ServerRow): number {
+    // Expired by a version that did not keep it: the heartbeat itself, unless the server has returned since (then the cutoff).
+    return row.expired_last_alive ?? Math.min(row.expired_at!, row.last_heartbeat ?? row.expired_at!);
   }
 
   /** Silent for SESSION_GRACE_S, and its sessions not yet ended for this silence. */
@@ -835,8 +889,9 @@ export class ServerRegistry extends DurableObject<Env> {
     // deadline and its undo later): a session admitted since then is a new one of a returning process
     // (whose hook may reach its stream before this does; a return resumes the server, so it comes later).
     row.expired_at = Math.min(now, row.last_heartbeat! + serverTimeoutMs(this.env) + HOOK_DEADLINE_MS + UNDO_WAIT_MS);
+    row.expired_last_alive = row.last_heartbeat!;
     row.seq++;
-    this.sql.exec("UPDATE servers SET expired_at = ?, seq = ? WHERE server_id = ?", row.expired_at, row.seq, row.server_id);
+    this.sql.exec("UPDATE servers SET expired_at = ?, expired_last_alive = ?, seq = ? WHERE server_id = ?", row.expired_at, row.expired_last_alive, row.seq, row.server_id);
     this.notify(row, row.service_id, "suspended", row.expired_at, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`, row.last_heartbeat!);
   }
 
@@ -846,14 +901,26 @@ export class ServerRegistry extends DurableObject<Env> {
    * older one still pending; an end (cutoff > 0) is kept apart, so that a
    * return right after SESSION_GRACE_S cannot cancel it.
    */
-  private notify(row: ServerRow, serviceId: string, status: ProcessStatus["status"], cutoff: number, replaced: boolean, why: string, lastAlive = 0): void {
+  private notify(
+    row: ServerRow, serviceId: string, status: ProcessStatus["status"], cutoff: number, replaced: boolean, why: string, lastAlive = 0,
+    earlier?: ProcessStatus["earlier"],
+  ): void {
+    // Two ends merged (the first not delivered yet): the sessions of the first keep its end (early_*), the rest
+    // end at the later one's. (The SET expressions all read the row as it was.)
     this.sql.exec(
-      `INSERT INTO notices (stream_key, server_id, service_id, kind, status, seq, cutoff, replaced, why, last_alive)
-       SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
+      `INSERT INTO notices (stream_key, server_id, service_id, kind, status, seq, cutoff, replaced, why, last_alive, early_cutoff, early_last_alive)
+       SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
        ON CONFLICT (stream_key, server_id, service_id, kind) DO UPDATE SET
          status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why,
-         last_alive = MAX(last_alive, excluded.last_alive), due = 0, failures = 0`,
-      cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, lastAlive, row.server_id, serviceId,
+         early_cutoff = CASE WHEN early_cutoff > 0 THEN early_cutoff WHEN excluded.early_cutoff > 0 THEN excluded.early_cutoff
+           WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN cutoff ELSE 0 END,
+         early_last_alive = CASE WHEN early_cutoff > 0 THEN early_last_alive WHEN excluded.early_cutoff > 0 THEN excluded.early_last_alive
+           WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN last_alive ELSE 0 END,
+         last_alive = CASE WHEN excluded.cutoff > cutoff THEN excluded.last_alive WHEN excluded.cutoff < cutoff THEN last_alive
+           ELSE MAX(last_alive, excluded.last_alive) END,
+         due = 0, failures = 0`,
+      cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, lastAlive, earlier?.cutoff ?? 0, earlier?.lastAlive ?? 0,
+      row.server_id, serviceId,
     );
     if (cutoff === 0) {
       // A status still pending for a stream the process no longer holds sessions on (ended meanwhile) is

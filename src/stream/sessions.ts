@@ -1,5 +1,6 @@
 import { ForgottenProcesses } from "../session/forgotten-processes";
 import type { ProcessId, ProcessStatus } from "../server/registry";
+import { endingsOf } from "../server/endings";
 import type { Role, SessionId } from "../srs/hook";
 import type { StreamEvent } from "./decision-log";
 import type { EndedPublish, EndReason } from "../usage/stream-activity";
@@ -205,11 +206,12 @@ export class SessionBook {
   apply(news: ProcessStatus): number {
     const { serverId, serviceId } = news;
     let ended = 0;
-    if (news.cutoff > 0) {
-      if (news.replaced) this.rememberReplaced(serverId, serviceId);
-      // They end at the last moment their server was known alive, not now.
-      ended = this.deletePublishers(serverId, serviceId, null, news.cutoff, news.replaced ? "restart" : "timeout", fenceEnd(news.lastAlive));
-      if (ended > 0) this.record("fence", serverId, "", "", "end", `ended ${ended} session(s) of server ${serverId} (service ${serviceId}): ${news.why}`);
+    if (news.replaced && news.cutoff > 0) this.rememberReplaced(serverId, serviceId);
+    // They end at the last moment their server was known alive, not now (those of an earlier end, at its own).
+    for (const e of endingsOf(news)) {
+      const n = this.deletePublishers(serverId, serviceId, null, e.cutoff, e.reason, fenceEnd(e.lastAlive));
+      if (n > 0) this.record("fence", serverId, "", "", "end", `ended ${n} session(s) of server ${serverId} (service ${serviceId}): ${e.why}`);
+      ended += n;
     }
     if (news.status === "ended" || !this.holdsSessionsOf(serverId, serviceId)) {
       this.dropProcessIfIdle(serverId, serviceId);

@@ -5,6 +5,7 @@ import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { nested, NestedCallFailed, withRetry, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
+import { endingsOf } from "../server/endings";
 import type { SessionId } from "../srs/hook";
 import { GhostCheck, GHOST_REASON, GHOSTS_PER_CHECK } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
@@ -488,31 +489,19 @@ export class ViewerShard extends DurableObject<Env> {
     let ended = 0;
     let kept = 0;
     // Streams whose slots this notice may free: only those give back (a tight shard keeps the share a recall left it).
-    const touched = this.counts.streamsOf(id);
+    let touched = this.counts.streamsOf(id);
     if (news.cutoff > 0) {
       if (news.replaced) this.processes.markReplaced(id);
-      for (const streamKey of [...touched]) {
-        const gone = this.sql.exec<{ client_id: string; sub: string; seat: number; since: number }>(
-          "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat, since", streamKey, id, news.cutoff,
-        ).toArray();
-        const n = gone.length;
-        if (n === 0) {
-          touched.splice(touched.indexOf(streamKey), 1);
-          continue;
+      const freed = new Set<string>();
+      // Those of an earlier end still untold (SESSION_GRACE_S before a restart) first, at its own last moment alive.
+      for (const e of endingsOf(news)) {
+        for (const streamKey of touched) {
+          const n = this.fenceViewers(streamKey, id, e.cutoff, fenceEnd(e.lastAlive), e.why);
+          if (n > 0) freed.add(streamKey);
+          ended += n;
         }
-        const end = fenceEnd(news.lastAlive);
-        for (const g of gone) this.activity.viewerEnded(streamKey, g.since, end);
-        // Nor are they a peak after it: the counts since then are taken back (before the count held now is told).
-        if (end < Date.now()) {
-          for (const [start, ended] of groupBy(gone, (g) => String(floorTo(Math.max(g.since, end), MINUTE_MS)))) this.activity.usage.retract(streamKey, ended.length, Number(start));
-        }
-        for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
-          this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId: id, clientId: g.client_id })));
-        }
-        ended += n;
-        this.counts.add(streamKey, id, -n);
-        this.log.record(streamKey, "fence", "", "", "end", `ended ${n} viewer(s) of server ${this.serverId} (service ${id}): ${news.why}`);
       }
+      touched = touched.filter((k) => freed.has(k));
       kept = this.counts.streamsOf(id).length;
       if (kept === 0) {
         // The registry drops its index entry for the process: its next viewer here is checked again.
@@ -532,6 +521,25 @@ export class ViewerShard extends DurableObject<Env> {
     for (const streamKey of touched) this.leases.giveBackIfTight(streamKey);
     this.leases.coverHealed();
     return { ended, kept };
+  }
+
+  /** Ends the process's viewers of the stream admitted up to `cutoff`, at `end` (their server's last moment alive). */
+  private fenceViewers(streamKey: string, serviceId: string, cutoff: number, end: number, why: string): number {
+    const gone = this.sql.exec<{ client_id: string; sub: string; seat: number; since: number }>(
+      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat, since", streamKey, serviceId, cutoff,
+    ).toArray();
+    if (gone.length === 0) return 0;
+    for (const g of gone) this.activity.viewerEnded(streamKey, g.since, end);
+    // Nor are they a peak after it: the counts since then are taken back (before the count held now is told).
+    if (end < Date.now()) {
+      for (const [start, ended] of groupBy(gone, (g) => String(floorTo(Math.max(g.since, end), MINUTE_MS)))) this.activity.usage.retract(streamKey, ended.length, Number(start));
+    }
+    for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
+      this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId, clientId: g.client_id })));
+    }
+    this.counts.add(streamKey, serviceId, -gone.length);
+    this.log.record(streamKey, "fence", "", "", "end", `ended ${gone.length} viewer(s) of server ${this.serverId} (service ${serviceId}): ${why}`);
+    return gone.length;
   }
 
   // --- admin ---------------------------------------------------------------------------

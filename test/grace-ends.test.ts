@@ -5,10 +5,10 @@
  * the server came back (which moves its last heartbeat on), or from a notice merged with a later
  * restart's while the first was still undelivered (project "webhooks": the stream.ended events too).
  */
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { createStream, hook, newEdge, play, publish, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub, iso, usage, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, events, holdMatching, hourPeaks, restarted, serverStub, shardStub, streamStub, iso, T0, usage, useFakeClock } from "./fleet";
 import { Receiver } from "./receiver";
 import { StreamObject } from "../src/stream/object";
 
@@ -112,5 +112,148 @@ describe("a grace's end and a restart whose notices meet in the registry's outbo
     // README: "one ended by a restart's fence or by SESSION_GRACE_S ends at its server's last heartbeat" (the one before the silence: 20 s).
     expect({ reason: ended.body.data.reason, duration: ended.body.data.duration, publishSeconds: total(body, "publishSeconds"), viewerSeconds: total(body, "viewerSeconds") })
       .toEqual({ reason: "timeout", duration: 20, publishSeconds: 20, viewerSeconds: 20 });
+  });
+});
+
+describe("deploy: a grace expired by the previous version (expired_last_alive NULL), its notice pending, then a restart", () => {
+  it("the pending notice's exact last heartbeat (20 s) is kept, not replaced by the restart's fallback guess (the cutoff)", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(20_000);
+    await beat(edge);
+    at(DAY + 60_000);
+    await beat(edge);
+    // As the previous version left it: the notice (last_alive 20 s) pending, the row without expired_last_alive.
+    await runInDurableObject(serverStub(edge), (obj: any) => {
+      obj.sql.exec("UPDATE servers SET expired_last_alive = NULL WHERE server_id = ?", edge.server);
+      obj.servers.get(edge.server).expired_last_alive = null;
+      const n = obj.sql.exec("SELECT last_alive, cutoff FROM notices WHERE server_id = ? AND kind = 'end' AND stream_key = ?", edge.server, `__defaultVhost__/live/${stream}`).toArray();
+      expect(n.map((r: any) => r.last_alive)).toEqual([T0 + 20_000]);
+    });
+    at(DAY + 70_000);
+    await beat(restarted(edge));
+    await deliverNotices(edge);
+    const [, ended] = await receiver.received(stream, 2);
+    expect({ reason: ended.body.data.reason, duration: ended.body.data.duration }).toEqual({ reason: "timeout", duration: 20 });
+  });
+});
+
+describe("decision log", () => {
+  it("a publisher the grace ended, learnt from the registry's answer after the return, is logged as ended by SESSION_GRACE_S (not 'its server is alive')", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(20_000);
+    await beat(edge);
+    at(DAY + 60_000);
+    await beat(edge);
+    await runDurableObjectAlarm(streamStub(stream));
+    const fence = (await events(stream)).filter((e: any) => e.action === "fence").map((e: any) => e.reason);
+    expect(fence).toHaveLength(1);
+    expect(fence[0]).toMatch(/SESSION_GRACE_S/);
+  });
+});
+
+describe("a grace's end and what follows it", () => {
+  it("control: two graces told by the merged notice (no question first) end the first grace's publisher at 20 s", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(20_000);
+    await beat(edge);
+    at(DAY + 60_000);
+    await beat(edge);
+    at(DAY + 80_000);
+    await beat(edge);
+    at(2 * DAY + 200_000);
+    await beat(edge);
+    await deliverNotices(edge);
+    const [, ended] = await receiver.received(stream, 2);
+    expect({ reason: ended.body.data.reason, duration: ended.body.data.duration }).toEqual({ reason: "timeout", duration: 20 });
+  });
+
+  it("a publisher admitted after the return, before the restart, ends at the restart's last heartbeat with reason restart", async () => {
+    const edge = newEdge();
+    const s1 = uniqueStream();
+    const s2 = uniqueStream();
+    const k1 = await createStream(s1);
+    const k2 = await createStream(s2);
+    await beat(edge);
+    expect(await hook(publish("live", s1, k1, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(20_000);
+    await beat(edge);
+    at(DAY + 60_000);
+    await beat(edge);
+    at(DAY + 65_000);
+    expect(await hook(publish("live", s2, k2, { ...edge, client: "pub2" }))).toEqual(ALLOW);
+    at(DAY + 68_000);
+    await beat(edge);
+    at(DAY + 70_000);
+    await beat(restarted(edge));
+    // s2's stream asks first; s1 hears by notice.
+    await runDurableObjectAlarm(streamStub(s2));
+    await deliverNotices(edge);
+    const [, e1] = await receiver.received(s1, 2);
+    const [, e2] = await receiver.received(s2, 2);
+    expect([e1, e2].map((e) => ({ reason: e.body.data.reason, duration: e.body.data.duration }))).toEqual([
+      { reason: "timeout", duration: 20 },
+      { reason: "restart", duration: 3 },
+    ]);
+  });
+
+  it("a grace notice on its way when the restart merges into it: delivered once in effect, the earlier end kept, nothing left pending", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(20_000);
+    await beat(edge);
+    at(DAY + 60_000);
+    await beat(edge);
+    const held = holdMatching(StreamObject.prototype, "applyStatus", (_self, args) => args[0].cutoff > 0);
+    const alarm = runDurableObjectAlarm(serverStub(edge));
+    await vi.waitFor(() => expect(held.reached).toBe(true), { timeout: 10_000 });
+    at(DAY + 70_000);
+    await beat(restarted(edge));
+    held.released = true;
+    await alarm;
+    await deliverNotices(edge);
+    const events = await receiver.received(stream, 2);
+    expect(events.map((e) => e.body.type)).toEqual(["stream.started", "stream.ended"]);
+    expect({ reason: events[1].body.data.reason, duration: events[1].body.data.duration }).toEqual({ reason: "timeout", duration: 20 });
+    const pending = await runInDurableObject(serverStub(edge), (obj: any) => obj.sql.exec("SELECT COUNT(*) AS n FROM notices WHERE server_id = ?", edge.server).one().n);
+    expect(pending).toBe(0);
+  });
+
+  it("peaks: an early and a restart ending in one notice take back each set's counts once", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    await createStream(stream);
+    await beat(edge);
+    at(5_000);
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    at(20_000);
+    await beat(edge);
+    at(DAY + 60_000);
+    await beat(edge);
+    at(DAY + 70_000);
+    expect(await hook(play("live", stream, { ...edge, client: "v2" }))).toEqual(ALLOW);
+    at(DAY + 80_000);
+    await beat(edge);
+    at(DAY + 2 * HOUR + 60_000);
+    await beat(restarted(edge));
+    await deliverNotices(edge);
+    const peaks = await hourPeaks(stream, 0, DAY + 3 * HOUR);
+    expect([peaks[0], peaks[1], peaks[23], peaks[24], peaks[25], peaks[26]]).toEqual([1, 0, 0, 1, 0, 0]);
+    const body = await usage(stream, `?from=${iso(0)}&to=${iso(DAY + 3 * HOUR)}`);
+    expect(total(body, "viewerSeconds")).toBe(15 + 10);
   });
 });

@@ -906,16 +906,21 @@ export class ServerRegistry extends DurableObject<Env> {
     earlier?: ProcessStatus["earlier"],
   ): void {
     // Two ends merged (the first not delivered yet): the sessions of the first keep its end (early_*), the rest
-    // end at the later one's. (The SET expressions all read the row as it was.)
+    // end at the later one's. The pending end is the exact one (a restart's `earlier` may be a guess, for a
+    // grace ended by the version before this one); of the same cutoff, the earlier moment. One early end is
+    // kept: a third end merged before the first is delivered (a stream unreachable through two graces, days)
+    // ends its sessions at the latest one's. (The SET expressions all read the row as it was.)
     this.sql.exec(
       `INSERT INTO notices (stream_key, server_id, service_id, kind, status, seq, cutoff, replaced, why, last_alive, early_cutoff, early_last_alive)
        SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
        ON CONFLICT (stream_key, server_id, service_id, kind) DO UPDATE SET
          status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why,
-         early_cutoff = CASE WHEN early_cutoff > 0 THEN early_cutoff WHEN excluded.early_cutoff > 0 THEN excluded.early_cutoff
-           WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN cutoff ELSE 0 END,
-         early_last_alive = CASE WHEN early_cutoff > 0 THEN early_last_alive WHEN excluded.early_cutoff > 0 THEN excluded.early_last_alive
-           WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN last_alive ELSE 0 END,
+         early_cutoff = CASE WHEN early_cutoff > 0 THEN early_cutoff WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN cutoff
+           WHEN excluded.early_cutoff > 0 THEN excluded.early_cutoff ELSE 0 END,
+         early_last_alive = CASE WHEN early_cutoff > 0 THEN early_last_alive
+           WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN
+             CASE WHEN cutoff = excluded.early_cutoff THEN MIN(last_alive, excluded.early_last_alive) ELSE last_alive END
+           WHEN excluded.early_cutoff > 0 THEN excluded.early_last_alive ELSE 0 END,
          last_alive = CASE WHEN excluded.cutoff > cutoff THEN excluded.last_alive WHEN excluded.cutoff < cutoff THEN last_alive
            ELSE MAX(last_alive, excluded.last_alive) END,
          due = 0, failures = 0`,

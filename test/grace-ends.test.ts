@@ -11,6 +11,7 @@ import { createStream, hook, newEdge, play, publish, uniqueStream } from "./srs"
 import { at, beat, deliverNotices, events, holdMatching, hourPeaks, restarted, serverStub, shardStub, streamStub, iso, T0, usage, useFakeClock } from "./fleet";
 import { Receiver } from "./receiver";
 import { StreamObject } from "../src/stream/object";
+import type { ServerRegistry } from "../src/server/registry";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
@@ -127,12 +128,15 @@ describe("deploy: a grace expired by the previous version (expired_last_alive NU
     at(DAY + 60_000);
     await beat(edge);
     // As the previous version left it: the notice (last_alive 20 s) pending, the row without expired_last_alive.
-    await runInDurableObject(serverStub(edge), (obj: any) => {
-      obj.sql.exec("UPDATE servers SET expired_last_alive = NULL WHERE server_id = ?", edge.server);
-      obj.servers.get(edge.server).expired_last_alive = null;
-      const n = obj.sql.exec("SELECT last_alive, cutoff FROM notices WHERE server_id = ? AND kind = 'end' AND stream_key = ?", edge.server, `__defaultVhost__/live/${stream}`).toArray();
-      expect(n.map((r: any) => r.last_alive)).toEqual([T0 + 20_000]);
+    const lastAlive = await runInDurableObject(serverStub(edge), (registry: ServerRegistry, state: DurableObjectState) => {
+      state.storage.sql.exec("UPDATE servers SET expired_last_alive = NULL WHERE server_id = ?", edge.server);
+      (registry as unknown as { servers: Map<string, { expired_last_alive: number | null }> }).servers.get(edge.server)!.expired_last_alive = null;
+      return state.storage.sql
+        .exec<{ last_alive: number }>("SELECT last_alive FROM notices WHERE server_id = ? AND kind = 'end' AND stream_key = ?", edge.server, `__defaultVhost__/live/${stream}`)
+        .toArray()
+        .map((r) => r.last_alive);
     });
+    expect(lastAlive).toEqual([T0 + 20_000]);
     at(DAY + 70_000);
     await beat(restarted(edge));
     await deliverNotices(edge);
@@ -229,7 +233,8 @@ describe("a grace's end and what follows it", () => {
     const events = await receiver.received(stream, 2);
     expect(events.map((e) => e.body.type)).toEqual(["stream.started", "stream.ended"]);
     expect({ reason: events[1].body.data.reason, duration: events[1].body.data.duration }).toEqual({ reason: "timeout", duration: 20 });
-    const pending = await runInDurableObject(serverStub(edge), (obj: any) => obj.sql.exec("SELECT COUNT(*) AS n FROM notices WHERE server_id = ?", edge.server).one().n);
+    const pending = await runInDurableObject(serverStub(edge), (_: ServerRegistry, state: DurableObjectState) =>
+      state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM notices WHERE server_id = ?", edge.server).one().n);
     expect(pending).toBe(0);
   });
 

@@ -37,7 +37,7 @@ const workerd = (extra: Record<string, string>) =>
 // Property tests send hundreds of hooks per test: give them time on a loaded 2-core machine.
 const common = { silent: "passed-only" as const, testTimeout: 60_000 };
 // Files whose gate calls SRS's HTTP API (SRS_API_URL set; their fake SRS answers the Worker's fetch).
-const SRS_API_TESTS = ["test/srs-api.test.ts", "test/srs-api-bounds.test.ts", "test/srs-api-adversarial.test.ts", "test/srs-api-adversarial-2.test.ts", "test/adversarial-hls-kick-2.test.ts", "test/adversarial-today-srs.test.ts", "test/adversarial-today-2-srs.test.ts", "test/adversarial-today-3-srs.test.ts", "test/takeover-deadline.test.ts", "test/adversarial-takeover-deadline.test.ts", "test/adversarial-takeover-2.test.ts", "test/adversarial-takeover-3.test.ts", "test/adversarial-takeover-admin.test.ts"];
+const SRS_API_TESTS = ["test/srs-api.test.ts", "test/srs-api-bounds.test.ts", "test/srs-api-adversarial.test.ts", "test/srs-api-adversarial-2.test.ts", "test/adversarial-hls-kick-2.test.ts", "test/adversarial-today-srs.test.ts", "test/adversarial-today-2-srs.test.ts", "test/adversarial-today-3-srs.test.ts", "test/takeover-deadline.test.ts", "test/adversarial-takeover-deadline.test.ts", "test/adversarial-takeover-2.test.ts", "test/adversarial-takeover-3.test.ts", "test/adversarial-takeover-admin.test.ts", "test/ghost-walk.test.ts"];
 // Files whose gate sends events (EVENTS_WEBHOOK_URL set; test/receiver.ts answers the Worker's fetch of it).
 const WEBHOOK_TESTS = ["test/webhooks.test.ts", "test/adversarial-events.test.ts", "test/review-evt.test.ts", "test/grace-ends.test.ts"];
 const WEBHOOK_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`; // as test/receiver.ts

@@ -88,7 +88,8 @@ export class GhostCheck {
   private answers = new Map<string, { at: number; presence: ClientPresence }>();
   private down = new Map<string, number>();
   private targets = new Map<string, { at: number; target: ApiTarget | null }>();
-  private inflight = new Map<string, Promise<ClientPresence>>();
+  /** Questions on their way, with when each was asked. */
+  private inflight = new Map<string, { at: number; answer: Promise<ClientPresence> }>();
   private slots = new ServerCallSlots();
   private reported = new Map<string, { ok: boolean; at: number }>();
 
@@ -105,7 +106,7 @@ export class GhostCheck {
    * on its way then goes on: its answer is kept for the next refusal, and
    * only a call that failed leaves its server alone for a while.
    */
-  async gone(sessions: SessionId[], budgetMs = CHECK_BUDGET_MS): Promise<SessionId[]> {
+  async gone<S extends SessionId & { since?: number }>(sessions: S[], budgetMs = CHECK_BUDGET_MS): Promise<S[]> {
     if (!this.enabled || sessions.length === 0) return [];
     const deadline = Date.now() + budgetMs;
     const asked = sessions.slice(0, GHOSTS_PER_CHECK);
@@ -159,15 +160,20 @@ export class GhostCheck {
 
   /**
    * One client's presence, sharing a question already on its way, and at most
-   * CALLS_PER_SERVER questions in flight to one server from this object.
+   * CALLS_PER_SERVER questions in flight to one server from this object. An
+   * answer (or a question) from before the session's `since` is about an
+   * earlier session of that client id (an HLS player back with its hls_ctx):
+   * never believed for this one.
    */
-  private bounded(s: SessionId, deadline: number): Promise<ClientPresence> {
+  private bounded(s: SessionId & { since?: number }, deadline: number): Promise<ClientPresence> {
     if ((this.down.get(s.serverId) ?? 0) > Date.now()) return Promise.resolve("unknown");
     const key = `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
+    const after = (at: number) => s.since === undefined || at > s.since;
     const cached = this.answers.get(key);
-    if (cached && Date.now() - cached.at < ANSWER_TTL_MS) return Promise.resolve(cached.presence);
+    if (cached && Date.now() - cached.at < ANSWER_TTL_MS && after(cached.at)) return Promise.resolve(cached.presence);
     const pending = this.inflight.get(key);
-    if (pending) return pending;
+    if (pending && after(pending.at)) return pending.answer;
+    const askedAt = Date.now();
     const asking = (async (): Promise<ClientPresence> => {
       const target = await this.target(s);
       if (!target) return "unknown";
@@ -175,12 +181,16 @@ export class GhostCheck {
       // No slot in time: unknown for this check, and no word on the API (nothing was asked).
       if (!answer) return "unknown";
       if (this.answers.size > 10_000) this.answers.clear();
-      this.answers.set(key, { at: Date.now(), presence: answer.presence });
+      // Dated when it was asked: a session of that id admitted since then is not the one it answers for.
+      this.answers.set(key, { at: askedAt, presence: answer.presence });
       this.noteCall(s.serverId, answer);
       return answer.presence;
     })();
-    this.inflight.set(key, asking);
-    void asking.finally(() => this.inflight.delete(key));
+    const entry = { at: askedAt, answer: asking };
+    this.inflight.set(key, entry);
+    void asking.finally(() => {
+      if (this.inflight.get(key) === entry) this.inflight.delete(key);
+    });
     return asking;
   }
 

@@ -422,10 +422,12 @@ export class ViewerShard extends DurableObject<Env> {
     // Only when the seat object says a refusal rests on them (`askApi`): never for an admission.
     const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
     if (askApi && this.ghosts.enabled && live.length > 0) {
-      const gone = await this.ghosts.gone(live.map((x) => ({ ...x, serverId: this.serverId || x.serverId })), GHOST_WAIT_MS);
+      const asked = live.map((x) => ({ serverId: this.serverId || x.serverId, serviceId: x.serviceId, clientId: x.clientId, since: this.sinceOf(streamKey, x) }));
+      const gone = await this.ghosts.gone(asked, GHOST_WAIT_MS);
       for (const g of gone) {
-        // Not while a hook of it runs (a repeat being admitted): its client is there.
-        if (!this.pendingSeats.has(seatKey(streamKey, g))) this.endViewer(streamKey, g, { action: "ghost", reason: GHOST_REASON });
+        // Not while a hook of it runs (a repeat being admitted): its client is there. Nor one admitted since it was asked.
+        if (this.pendingSeats.has(seatKey(streamKey, g)) || this.sinceOf(streamKey, g) !== g.since) continue;
+        this.endViewer(streamKey, { serverId: g.serverId, serviceId: g.serviceId, clientId: g.clientId }, { action: "ghost", reason: GHOST_REASON });
       }
     }
     return sessions.map(state);
@@ -630,25 +632,39 @@ export class ViewerShard extends DurableObject<Env> {
 
   /**
    * Asks the server's SRS API about up to GHOSTS_PER_CHECK of this stream's
-   * live viewers here (walking through them from one check to the next) and
-   * ends those it no longer has. Returns how many ended.
+   * viewers here (all of them if they are no more; else walking through them,
+   * oldest first and round again, from one check to the next) and ends the
+   * live ones it no longer has. Returns how many ended.
    */
   private async endGhosts(streamKey: string, budgetMs?: number): Promise<number> {
-    if (!this.ghosts.enabled || !this.serverId) return 0;
-    const total = this.counts.live(streamKey);
-    if (total === 0) return 0;
-    const offset = (this.ghostCursor.get(streamKey) ?? 0) % total;
-    const rows = this.sql
-      .exec<{ service_id: string; client_id: string }>(
-        "SELECT service_id, client_id FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, GHOSTS_PER_CHECK, offset,
-      )
-      .toArray()
-      .filter((r) => !this.processes.isSuspended(r.service_id));
-    this.ghostCursor.set(streamKey, offset + GHOSTS_PER_CHECK);
-    const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id })), budgetMs);
+    if (!this.ghosts.enabled || !this.serverId || this.counts.live(streamKey) === 0) return 0;
+    // Every row of the stream here, suspended ones too (they are read, then left out).
+    const total = this.counts.live(streamKey) + this.counts.suspended(streamKey);
+    const offset = total <= GHOSTS_PER_CHECK ? 0 : (this.ghostCursor.get(streamKey) ?? 0) % total;
+    const read = (limit: number, from: number) =>
+      this.sql
+        .exec<{ service_id: string; client_id: string; since: number }>(
+          "SELECT service_id, client_id, since FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, limit, from,
+        )
+        .toArray();
+    const first = read(GHOSTS_PER_CHECK, offset);
+    // Past the newest, on from the oldest (never one twice).
+    const rest = offset > 0 && first.length < GHOSTS_PER_CHECK ? read(Math.min(GHOSTS_PER_CHECK - first.length, offset), 0) : [];
+    const rows = [...first, ...rest].filter((r) => !this.processes.isSuspended(r.service_id));
+    this.ghostCursor.set(streamKey, total <= GHOSTS_PER_CHECK ? 0 : (offset + first.length + rest.length) % total);
+    const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id, since: r.since })), budgetMs);
     let ended = 0;
-    for (const g of gone) ended += this.endViewer(streamKey, g, { action: "ghost", reason: GHOST_REASON }, true);
+    for (const g of gone) {
+      // Only the session asked about: one of the same client id admitted while the question was on its way stays.
+      if (this.sinceOf(streamKey, g) !== g.since) continue;
+      ended += this.endViewer(streamKey, { serverId: g.serverId, serviceId: g.serviceId, clientId: g.clientId }, { action: "ghost", reason: GHOST_REASON }, true);
+    }
     return ended;
+  }
+
+  /** When this viewer session here was admitted (undefined: it is not here). */
+  private sinceOf(streamKey: string, s: { serviceId: string; clientId: string }): number | undefined {
+    return this.sql.exec<{ since: number }>("SELECT since FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0]?.since;
   }
 
   // --- processes -------------------------------------------------------------------------

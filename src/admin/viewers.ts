@@ -72,7 +72,18 @@ export async function listViewers(request: IRequest, env: Env): Promise<Response
   const stream = streamObject(env, key);
   if (!(await stream.state())) throw new StatusError(404, `stream ${key} does not exist`);
   const sources = await stream.eventSources();
-  const sessions = (await Promise.all(sources.map((id) => viewerShard(env, id).viewerSessions(key, VIEWERS_LISTED).catch(() => [] as ViewerSession[])))).flat();
+  // A shard that cannot be asked is named in `unreachable`: its viewers are missing from the list.
+  const unreachable: string[] = [];
+  const sessions = (
+    await Promise.all(
+      sources.map((id) =>
+        viewerShard(env, id).viewerSessions(key, VIEWERS_LISTED).catch(() => {
+          unreachable.push(id);
+          return [] as ViewerSession[];
+        }),
+      ),
+    )
+  ).flat();
   const bySub = new Map<string, ViewerSession[]>();
   let anonymous = 0;
   for (const s of sessions) {
@@ -82,7 +93,7 @@ export async function listViewers(request: IRequest, env: Env): Promise<Response
   const viewers = [...bySub]
     .map(([sub, of]) => ({ sub, live: of.filter((s) => !s.suspended).length, sessions: of.map(({ sub: _, ...s }) => s) }))
     .sort((a, b) => b.sessions.length - a.sessions.length || a.sub.localeCompare(b.sub));
-  return jsonResponse({ viewers, anonymous });
+  return jsonResponse({ viewers, anonymous, ...(unreachable.length > 0 ? { unreachable: unreachable.sort() } : {}) });
 }
 
 function shown(r: Revocation) {

@@ -7,21 +7,25 @@ import { viewerShard } from "../object-access";
 import { audienceOf, type StreamEvent, type StreamState } from "../stream/object";
 import { EVENTS_KEPT, GUESSES_KEPT } from "../stream/decision-log";
 
-/** The state with viewers, suspended viewers and unused leased slots summed over the shards as they stand. */
-export async function withAudience(env: Env, streamKey: string, state: StreamState): Promise<StreamState> {
+/**
+ * The state with viewers, suspended viewers and unused leased slots summed over the shards as they stand.
+ * A shard that cannot be asked counts with its last report, and is named in `unreachable` (its figures may be old).
+ */
+export async function withAudience(env: Env, streamKey: string, state: StreamState): Promise<StreamState & { unreachable?: string[] }> {
   if (state.shards.length === 0) return state;
+  const unreachable: string[] = [];
   const shards = await Promise.all(
     state.shards.map(async (reported) => {
       try {
         return await viewerShard(env, reported.serverId).audience(streamKey);
       } catch (err) {
-        // An unreachable shard is shown with its last report.
         console.error(JSON.stringify({ error: "viewer shard unreachable", server: reported.serverId, stream: streamKey, detail: String(err) }));
+        unreachable.push(reported.serverId);
         return reported;
       }
     }),
   );
-  return { ...state, ...audienceOf(shards.filter((s) => s.viewers + s.suspendedViewers + s.leased > 0)) };
+  return { ...state, ...audienceOf(shards.filter((s) => s.viewers + s.suspendedViewers + s.leased > 0)), ...(unreachable.length > 0 ? { unreachable: unreachable.sort() } : {}) };
 }
 
 /** The stream's decision log and its shards' (viewer decisions), newest first. */

@@ -411,6 +411,10 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
   async seatState(streamKey: string, sessions: SessionId[], askApi = true): Promise<SeatState[]> {
+    // The seat object is about to refuse a viewer, or end a session, on this answer (a seat is contested: rare):
+    // whether their server is silent is the registry's word, not what its notices have told this shard so far
+    // (one may be on its way), as for a refusal under the cap. An unreachable registry leaves the shard's view.
+    if (sessions.some((x) => this.isViewing(streamKey, x))) await this.refreshLiveness(null);
     const state = (session: SessionId): SeatState => {
       if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
       if (!this.isViewing(streamKey, session)) return "gone";

@@ -1,0 +1,105 @@
+/**
+ * Adversarial probes of the per-viewer session limit (issue 14) implemented with viewer seats
+ * (src/viewers/seats.ts, src/viewers/shard.ts, src/viewers/lease.ts), under the failures an SRS
+ * fleet produces: a seat contested while a server's silence or return has not reached its shard yet, and
+ * the admin API with a shard it cannot ask. Each failed before its fix (an adversarial pass).
+ */
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { ViewerShard } from "../src/viewers/shard";
+import { ALLOW, LIMIT, limited, livePerSub, playWith, tokenOf } from "./identity";
+import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, overloaded, serverStub, useFakeClock } from "./fleet";
+
+const TIMEOUT_MS = 30_000;
+
+let a: Edge;
+let b: Edge;
+useFakeClock();
+beforeEach(() => {
+  a = newEdge();
+  b = newEdge();
+});
+
+describe("a silent edge the registry knows of, before its notice reached the edge's viewer shard", () => {
+  // README, One ticket, one screen: "a viewer whose edge dropped off the network can play through another edge as
+  // soon as that edge counts as silent (SERVER_TIMEOUT_S, 30 s ...)"; Fleet state: "Nothing waits for an alarm: a
+  // refusal that rests on other sessions asks the registry first."
+  it("control: under a viewer cap, the refusal asks the registry: the viewer is admitted on another edge without any notice delivered", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    await beat(a);
+    await beat(b);
+    expect(await hook(play("live", s, { ...a, client: "tv000001" }))).toEqual(ALLOW);
+    at(TIMEOUT_MS + 1000);
+    await beat(b);
+    expect(await hook(play("live", s, { ...b, client: "phone001" }))).toEqual(ALLOW);
+  });
+
+  it("with maxSessionsPerViewer 1 the contested seat's shard asks the registry: the viewer plays on another edge once its edge is silent (it was refused, 4016, until the registry's notice landed)", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    await beat(a);
+    await beat(b);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    at(TIMEOUT_MS + 1000);
+    await beat(b);
+    // Edge a has been silent for SERVER_TIMEOUT_S: the registry counts it as silent when asked. Its notice is not
+    // delivered yet (the registry's alarm runs later, or the delivery is being retried: 5 s, 10 s, ... up to a minute).
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+});
+
+
+describe("a silent edge back, before its return's notice reached the edge's viewer shard", () => {
+  // README: deny: "the first screen keeps playing, the new one is refused"; a session is live again "when the same
+  // process ... sends any hook or heartbeat again ... at once".
+  it("the contested seat's shard asks the registry: the TV live again keeps its seat and the phone is refused in deny mode (the stale 'suspended' ended the TV)", async () => {
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    await beat(a);
+    await beat(b);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    at(TIMEOUT_MS + 1000);
+    await beat(b);
+    await runDurableObjectAlarm(serverStub(a));
+    await deliverNotices(a);
+    expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 1 });
+    // Edge a is back (its heartbeat recorded); the notice to its shard is still in the registry's outbox.
+    at(TIMEOUT_MS + 2000);
+    expect((await beat(a)).status).toBe(200);
+    await beat(b);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    expect((await livePerSub(s)).alice).toBe(1);
+    expect((await admin("GET", `/streams/live/${s}/viewers`)).body.viewers[0].sessions.map((x: any) => x.clientId)).toEqual(["tv000001"]);
+  });
+});
+
+
+describe("the admin API when a viewer shard cannot be reached", () => {
+  it("GET …/viewers and the stream's state name a viewer shard they could not ask (its viewers were silently left out)", async () => {
+    const s = await limited({ maxViewers: 10 });
+    expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "tv000002", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    const sessions = ViewerShard.prototype.viewerSessions;
+    vi.spyOn(ViewerShard.prototype, "viewerSessions").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["viewerSessions"]>) {
+      if ((this as any).serverId === a.server) throw overloaded();
+      return sessions.apply(this, args);
+    } as any);
+    const audience = ViewerShard.prototype.audience;
+    vi.spyOn(ViewerShard.prototype, "audience").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["audience"]>) {
+      if ((this as any).serverId === a.server) throw overloaded();
+      return audience.apply(this, args);
+    } as any);
+    const state = await streamState(s);
+    const listed = (await admin("GET", `/streams/live/${s}/viewers`)).body;
+    vi.restoreAllMocks();
+    // Two viewers, alice and bob, are live: the answers say which shard they could not ask.
+    expect(state.unreachable).toEqual([a.server]);
+    expect(listed.unreachable).toEqual([a.server]);
+    expect(listed.viewers.map((v: { sub: string }) => v.sub)).toEqual(["bob"]);
+    expect((await streamState(s)).unreachable).toBeUndefined();
+  });
+});
+

@@ -2,14 +2,24 @@
  * Adversarial probes of the per-viewer session limit (issue 14) implemented with viewer seats
  * (src/viewers/seats.ts, src/viewers/shard.ts, src/viewers/lease.ts), under the failures an SRS
  * fleet produces: a seat contested while a server's silence or return has not reached its shard yet, and
- * the admin API with a shard it cannot ask. Each failed before its fix (an adversarial pass).
+ * the admin API with a shard it cannot ask, a limit lowered while a seat is being taken. Each failed before its fix (an adversarial pass).
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
+import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, LIMIT, limited, livePerSub, playWith, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, overloaded, serverStub, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, holdMatching, overloaded, serverStub, useFakeClock } from "./fleet";
+
+/** Polls in real time (the Date is faked). */
+async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await ok()) return;
+    await scheduler.wait(10);
+  }
+  throw new Error("condition not reached in 5 s");
+}
 
 const TIMEOUT_MS = 30_000;
 
@@ -103,3 +113,21 @@ describe("the admin API when a viewer shard cannot be reached", () => {
   });
 });
 
+describe("the limit lowered while an on_play waits for its seat", () => {
+  // README: PUT pushes the new policy "so a lower cap ... holds for the very next viewer on every edge; a viewer being
+  // decided while the push arrives is checked again against it before it is admitted"; "Changing the limit applies to
+  // new sessions: lowering it ends nobody, and the viewer's next on_play is refused until it is under."
+  it("a seat taken under the old limit (2) while the PUT lowering it to 1 answered is taken again under the new one: the second screen is refused (it was admitted)", async () => {
+    const s = await limited({ maxSessionsPerViewer: 2 });
+    const token = await tokenOf(s, "family");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    // The phone's seat request is on its way to the seat object (a seat object on another continent, or busy).
+    const held = holdMatching(ViewerSeats.prototype, "take", (_self, args) => args[0].session.clientId === "phone001");
+    const phone = hook(playWith(s, b, "phone001", token));
+    await until(() => held.reached);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    held.released = true;
+    expect(await phone).toEqual(LIMIT);
+    expect(await livePerSub(s)).toEqual({ family: 1 });
+  });
+});

@@ -203,6 +203,8 @@ export class ViewerShard extends DurableObject<Env> {
     if (!this.serverId) this.serverId = session.serverId;
     // A seat taken for this viewer (src/viewers/seats.ts): given back unless the viewer is admitted.
     let seated = false;
+    /** The limit the seat was taken under (a lower one pushed meanwhile means taking it again). */
+    let seatedLimit = Infinity;
     let admitted = false;
     let asked = false;
     const pending = seatKey(streamKey, session);
@@ -256,6 +258,16 @@ export class ViewerShard extends DurableObject<Env> {
             return this.logged(streamKey, session, ip, { allow: false, denial }, sub);
           }
           seated = true;
+          seatedLimit = limit;
+        }
+        if (seated && (seatLimit(this.leases.policy(streamKey) ?? policy, sub) ?? Infinity) < seatedLimit) {
+          // The limit was lowered while the seat was being taken (a PUT's push): given back, and asked for
+          // again under the new limit, which counts the viewer's other sessions as they are now.
+          seated = false;
+          seatedLimit = Infinity;
+          await withRetry(() => viewerSeats(this.env, streamKey, sub!), (s) => s.release(streamKey, sub!, [session]));
+          if (round < 3) continue;
+          return this.logged(streamKey, session, ip, { allow: false, denial: Denials.viewerSessionLimit }, sub);
         }
         // From here to the write everything is synchronous, so no other message interleaves: the checks
         // again, on the state as it is now (a policy pushed, a restart's notice, a voided hook, meanwhile).

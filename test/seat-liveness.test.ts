@@ -10,7 +10,7 @@ import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, LIMIT, limited, livePerSub, playWith, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, holdMatching, overloaded, serverStub, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, holdMatching, overloaded, serverStub, streamStub, useFakeClock } from "./fleet";
 
 /** Polls in real time (the Date is faked). */
 async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
@@ -129,5 +129,45 @@ describe("the limit lowered while an on_play waits for its seat", () => {
     held.released = true;
     expect(await phone).toEqual(LIMIT);
     expect(await livePerSub(s)).toEqual({ family: 1 });
+  });
+});
+
+describe("a limit set while a viewer watches: its session takes its seat before the PUT answers", () => {
+  it("an on_play on another edge right after the PUT answered is refused (it was admitted beside the session that was watching: the seat was taken in the background)", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    // The seat object is a little slow for that seat (another continent, a busy moment): 50 ms.
+    const real = ViewerSeats.prototype.take;
+    vi.spyOn(ViewerSeats.prototype, "take").mockImplementation(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
+      if (args[0].limit === Number.MAX_SAFE_INTEGER) await scheduler.wait(50);
+      return real.apply(this, args);
+    });
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    vi.restoreAllMocks();
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+
+  it("a seat that could not be taken then (the seat object overloaded) is taken when the stream pushes again (every 5 s): the second screen is refused (nothing retried it)", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const real = ViewerSeats.prototype.take;
+    vi.spyOn(ViewerSeats.prototype, "take").mockImplementation(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
+      // The seats taken for sessions admitted before the limit ask with no limit.
+      if (args[0].limit === Number.MAX_SAFE_INTEGER) throw overloaded();
+      return real.apply(this, args);
+    });
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    vi.restoreAllMocks();
+    // The seat object is fine again; the stream's alarm pushes to the shard it could not reach.
+    at(10_000);
+    await runDurableObjectAlarm(streamStub(s));
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
   });
 });

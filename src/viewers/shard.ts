@@ -113,6 +113,8 @@ export class ViewerShard extends DurableObject<Env> {
   private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
   /** Streams with a session limit whose sessions admitted here without a seat have taken one (seatUnseated). */
   private seatedStreams = new Set<string>();
+  /** Seats being taken for such sessions, by stream: the stream's push waits for them (recall). */
+  private seating = new Map<string, Promise<void>>();
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -404,7 +406,11 @@ export class ViewerShard extends DurableObject<Env> {
     // shard has no unused slot to hand back at once (the stream's record of it may be older than that slot).
     const unused = this.leases.granted(streamKey) > this.counts.live(streamKey) + (keep === "all" ? Infinity : keep);
     if (check === "ghosts" && !unused) await this.endGhosts(streamKey, GHOST_WAIT_MS);
-    return this.leases.recalled(streamKey, policy, version, keep);
+    const answer = this.leases.recalled(streamKey, policy, version, keep);
+    // A limit per viewer set now: its sessions here take their seats before the push is answered, so the PUT
+    // answers once they count (one that fails fails the push, which the stream sends again every 5 s).
+    await this.seating.get(streamKey);
+    return answer;
   }
 
   /** The stream's shards wait for slots: the ghosts among this stream's viewers here end, and their slots go back. */
@@ -787,12 +793,16 @@ export class ViewerShard extends DurableObject<Env> {
       "SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey,
     );
     if (rows.length === 0) return;
-    this.ctx.waitUntil(
-      this.takeSeats(streamKey, rows).catch((err) => {
-        this.seatedStreams.delete(streamKey); // the next policy message tries again
-        logError("seats not taken for sessions admitted before the limit", streamKey, err);
-      }),
-    );
+    const seating = this.takeSeats(streamKey, rows).catch((err) => {
+      this.seatedStreams.delete(streamKey); // the next policy message tries again (the stream pushes again every 5 s)
+      logError("seats not taken for sessions admitted before the limit", streamKey, err);
+      throw err;
+    });
+    this.seating.set(streamKey, seating);
+    const done = seating.catch(() => {}).then(() => {
+      if (this.seating.get(streamKey) === seating) this.seating.delete(streamKey);
+    });
+    this.ctx.waitUntil(done);
   }
 
   private async takeSeats(streamKey: string, rows: { service_id: string; client_id: string; sub: string }[]): Promise<void> {

@@ -105,7 +105,12 @@ export class ViewerSeats extends DurableObject<Env> {
     for (let round = 0; round <= ROUNDS + 1; round++) {
       // Synchronous from the read to the write: no other call interleaves.
       const held = this.seatsOf(streamKey, sub);
-      if (held.some((s) => same(s, session))) {
+      const own = held.find((s) => same(s, session));
+      // Its seat is leaving: the session is being ended for a newer one (a repeat of its on_play came meanwhile).
+      if (own?.leaving === 1) {
+        return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
+      }
+      if (own) {
         // A new grant id: a check of this seat already running must not take it for gone.
         this.sql.exec("UPDATE seats SET grant_id = ? WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
           crypto.randomUUID(), streamKey, sub, session.serverId, session.serviceId, session.clientId);
@@ -234,15 +239,20 @@ export class ViewerSeats extends DurableObject<Env> {
     const kicks: Seat[] = [];
     await Promise.all(
       seats.map(async (s) => {
+        // Remembered before its shard is asked: a repeat of its on_play arriving meanwhile is refused.
+        const endedKey = `${streamKey}\n${sub}\n${keyOf(s)}`;
+        this.rememberEnded(endedKey);
         try {
           const ended = await withTimeout(
             withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why)),
             SHARD_TIMEOUT_MS,
           );
-          this.release(streamKey, sub, [sessionOf(s)]);
-          this.rememberEnded(`${streamKey}\n${sub}\n${keyOf(s)}`);
+          // Only the seat this end was for (the one granted then), never one granted since.
+          this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
+            streamKey, sub, s.server_id, s.service_id, s.client_id, s.grant_id);
           if (ended) kicks.push(s);
         } catch (err) {
+          this.ended.delete(endedKey);
           console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
           failed.push(s);
         }

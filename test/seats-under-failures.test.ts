@@ -8,10 +8,12 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
-import { ALLOW, LIMIT, limited, livePerSub, playWith, tokenOf } from "./identity";
+import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, holdMatching, overloaded, serverStub, streamStub, useFakeClock } from "./fleet";
 
+/** Lets the objects' background work (waitUntil: seat releases) run. */
+const settle = () => new Promise((r) => setTimeout(r, 150));
 /** Polls in real time (the Date is faked). */
 async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -25,10 +27,12 @@ const TIMEOUT_MS = 30_000;
 
 let a: Edge;
 let b: Edge;
+let c: Edge;
 useFakeClock();
 beforeEach(() => {
   a = newEdge();
   b = newEdge();
+  c = newEdge();
 });
 
 describe("a silent edge the registry knows of, before its notice reached the edge's viewer shard", () => {
@@ -168,6 +172,42 @@ describe("a limit set while a viewer watches: its session takes its seat before 
     at(10_000);
     await runDurableObjectAlarm(streamStub(s));
     expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+});
+
+describe("replace: a repeat of the old session's on_play while its end is confirmed", () => {
+  // README: "A late repeat of a replaced session's on_play (within 60 s ...) is refused instead of replacing the newer
+  // session"; "A repeated on_play of a live session is not a second session."
+  it("a repeat of the old session's on_play, arriving while its end is being confirmed, is refused: the newer phone stays, every live session holds a seat, and a third screen replaces the phone (the repeat replaced the phone and played without a seat, and a third screen was admitted beside it)", async () => {
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    // Edge a's shard ends the TV for the phone; its confirmation is slow on the way back to the seat object.
+    const real = ViewerShard.prototype.endSeat;
+    const gate = { reached: false, released: false };
+    vi.spyOn(ViewerShard.prototype, "endSeat").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["endSeat"]>) {
+      const ended = real.apply(this, args);
+      if (args[1].clientId !== "tv000001" || gate.reached) return ended;
+      gate.reached = true;
+      while (!gate.released) await scheduler.wait(5);
+      return ended;
+    } as any);
+    const phone = hook(playWith(s, b, "phone001", token));
+    await until(() => gate.reached);
+    // SRS (or the Worker retrying) sends the TV's on_play again meanwhile.
+    const repeat = await hook(playWith(s, a, "tv000001", token));
+    gate.released = true;
+    const newer = await phone;
+    await settle();
+    expect(newer).toEqual(ALLOW);
+    expect(repeat).toEqual({ status: 403, body: { code: 4016, reason: "viewer session limit: this session was ended for a newer one" } });
+    // Every live session holds a seat: the seat object's count is the limit's only guard.
+    const live = (await admin("GET", `/streams/live/${s}/viewers`)).body.viewers.flatMap((v: any) => v.sessions.map((x: any) => x.clientId)).sort();
+    expect(await seatsOf(s, "alice")).toEqual(live);
+    // A third screen: replace leaves exactly one session live.
+    expect(await hook(playWith(s, c, "tablet01", token))).toEqual(ALLOW);
+    await settle();
     expect(await livePerSub(s)).toEqual({ alice: 1 });
   });
 });

@@ -10,7 +10,7 @@ import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, holdMatching, overloaded, serverStub, streamStub, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, events, holdMatching, overloaded, serverStub, streamStub, useFakeClock, withDeadline } from "./fleet";
 
 /** Lets the objects' background work (waitUntil: seat releases) run. */
 const settle = () => new Promise((r) => setTimeout(r, 150));
@@ -209,5 +209,26 @@ describe("replace: a repeat of the old session's on_play while its end is confir
     expect(await hook(playWith(s, c, "tablet01", token))).toEqual(ALLOW);
     await settle();
     expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+});
+
+describe("replace: an on_play whose hook the Worker undid while the seat object was deciding", () => {
+  // README, Platform errors: "the late attempt is refused when it reaches the object (4008, ...) ... or while it
+  // waits for slots, a seat or a takeover's kick (it then takes no seat, kicks nobody and ends no other session)".
+  it("the seat object, still checking the old session's shard when the hook was undone, ends nobody: the viewer keeps its live session (it was left with none)", async () => {
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    // The seat object asks edge a's shard where the TV's session stands; that answer is slow.
+    const held = holdMatching(ViewerShard.prototype, "seatState", (self) => self.serverId === a.server);
+    const phone = await withDeadline(100, () => hook(playWith(s, b, "phone001", token)));
+    expect(phone.status).toBe(503);
+    expect(held.reached).toBe(true);
+    held.released = true;
+    await until(async () => (await events(s)).some((e: any) => e.client === "phone001" && /admission undone/.test(e.reason)));
+    await settle();
+    // SRS refused the phone (its hook failed): the TV it was to replace must still play.
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+    expect(await seatsOf(s, "alice")).toEqual(["tv000001"]);
   });
 });

@@ -46,6 +46,8 @@ export interface SeatRequest {
   session: SessionId;
   limit: number;
   mode: OnExtraViewerSession;
+  /** The on_play asking (its shard says whether the Worker undid it before other sessions end for it). */
+  hookId?: string;
 }
 
 export type SeatAnswer = { ok: true } | { ok: false; denial: Denial };
@@ -147,6 +149,13 @@ export class ViewerSeats extends DurableObject<Env> {
       // replace, ends the oldest first, so of many racing plays the last one stays.
       for (const e of ends) this.setLeaving(streamKey, sub, e, 1);
       const grant = this.insert(streamKey, sub, session);
+      // The checks above took a while: an on_play the Worker undid meanwhile (SRS refused its client) ends nobody.
+      if (req.hookId && !(await this.stillWanted(session, req.hookId))) {
+        for (const e of ends) this.setLeaving(streamKey, sub, e, 0);
+        this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
+          streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
+        return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: its on_play was undone` } };
+      }
       const failed = await this.endSeats(streamKey, sub, ends, why);
       if (failed.length === 0) return { ok: true };
       // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
@@ -156,6 +165,15 @@ export class ViewerSeats extends DurableObject<Env> {
       break;
     }
     return { ok: false, denial: Denials.viewerSessionLimit };
+  }
+
+  /** Whether the asking shard still wants the seat for this hook (not undone); one that cannot say: no (nobody ends). */
+  private async stillWanted(session: SessionId, hookId: string): Promise<boolean> {
+    try {
+      return await withTimeout(withRetry(() => viewerShard(this.env, session.serverId), (shard) => shard.hookLive(hookId)), SHARD_TIMEOUT_MS);
+    } catch {
+      return false;
+    }
   }
 
   /** A seat for the session (kept if it has one); returns its grant id. */

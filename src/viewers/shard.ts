@@ -252,9 +252,11 @@ export class ViewerShard extends DurableObject<Env> {
           this.pendingSeats.set(pending, entry);
           asked = true;
           const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
-            s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession }),
+            s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession, hookId: req.hookId }),
           );
           if (!seat.ok) {
+            // Undone meanwhile (the seat object then ended nobody for it): logged as such.
+            if (this.voidHooks.has(req.hookId)) return this.undone(req);
             // Learnt meanwhile that its process was replaced: that is the reason, whatever the seats say.
             const denial = this.processes.isReplaced(session.serviceId) ? Denials.retiredProcess : seat.denial;
             return this.logged(streamKey, session, ip, { allow: false, denial }, sub);
@@ -426,6 +428,11 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
+
+  /** For the seats object, before it ends other sessions for this hook: false once the Worker undid it. */
+  hookLive(hookId: string): boolean {
+    return !this.voidHooks.has(hookId);
+  }
 
   /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
   async seatState(streamKey: string, sessions: SessionId[], askApi = true): Promise<SeatState[]> {

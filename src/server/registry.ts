@@ -879,6 +879,8 @@ export class ServerRegistry extends DurableObject<Env> {
     this.sql.exec("UPDATE servers SET dead_since = NULL, last_heartbeat = ?, seq = ? WHERE server_id = ?", row.last_heartbeat, row.seq, row.server_id);
     this.notify(row, row.service_id, "live", 0, false, "its server is heard from again");
     if (row.last_heartbeat !== null) this.armAlarm(now + serverTimeoutMs(this.env));
+    // Kicks waiting for it (a viewer's session ended for a newer one while it was silent) go now.
+    if (this.kicks.serverBack(row.server_id)) this.armAlarm(now);
     console.log(JSON.stringify({ event: how === "back" ? "server back" : "server restarted after a silence", server: row.server_id, service: row.service_id }));
   }
 

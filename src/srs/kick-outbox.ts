@@ -25,7 +25,7 @@ export interface KickServers {
 }
 
 type KickKey = { server_id: string; service_id: string; client_id: string; stream_key: string; role: string };
-type DueKick = KickKey & { why: string; attempt: number; until: number; unless_admitted: number };
+type DueKick = KickKey & { why: string; attempt: number; until: number; unless_admitted: number; retry_ms: number };
 
 const kickId = (k: KickKey) => [k.server_id, k.service_id, k.client_id, k.stream_key, k.role].join("\n");
 /** A kick's try (its one to three API calls of at most 2 s, and a wait for a call slot) is over well within this. */
@@ -48,7 +48,12 @@ export class KickOutbox {
         why TEXT NOT NULL, attempt INTEGER NOT NULL, next_at INTEGER NOT NULL, until INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id, client_id, stream_key, role)) WITHOUT ROWID;`);
     // unless_admitted: the kick of a refused client (Kick.unlessAdmitted).
-    addColumns(sql, "kicks", { unless_admitted: "INTEGER NOT NULL DEFAULT 0" });
+    addColumns(sql, "kicks", { unless_admitted: "INTEGER NOT NULL DEFAULT 0", retry_ms: `INTEGER NOT NULL DEFAULT ${KICK_RETRY_MS}` });
+  }
+
+  /** The server is heard from again: its kicks waiting for a retry are due now. Returns whether any are. */
+  serverBack(serverId: string): boolean {
+    return this.sql.exec("UPDATE kicks SET next_at = ? WHERE server_id = ? AND next_at > ?", Date.now(), serverId, Date.now()).rowsWritten > 0;
   }
 
   /** Queues kicks; returns when the first is due (null: none queued), for the registry's alarm. */
@@ -58,7 +63,8 @@ export class KickOutbox {
     let refusedWaiting = -1;
     for (const k of kicks) {
       const at = now + Math.max(0, Math.min(k.delayMs ?? 0, KICK_BACKOFF_MAX_MS));
-      const row = [k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, at, at + KICK_RETRY_MS] as const;
+      const retryMs = k.retryForMs ?? KICK_RETRY_MS;
+      const row = [k.serverId, k.serviceId, k.clientId, k.streamKey, k.role, k.why, at, at + retryMs, retryMs] as const;
       if (k.unlessAdmitted) {
         if (refusedWaiting < 0) refusedWaiting = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM kicks WHERE unless_admitted = 1").one().n;
         if (refusedWaiting >= REFUSED_KICKS_MAX) {
@@ -67,7 +73,7 @@ export class KickOutbox {
         }
         // Never in place of a kick already waiting for that client (an operator's, say): it stays as it is.
         const added = this.sql.exec(
-          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, 1)
+          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, retry_ms, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 1)
            ON CONFLICT DO NOTHING`,
           ...row,
         ).rowsWritten;
@@ -75,8 +81,8 @@ export class KickOutbox {
       } else {
         // An operator's kick replaces a refused client's kick of the same session: it is sent whatever happens to the client.
         this.sql.exec(
-          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, 0)
-           ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until, unless_admitted = 0`,
+          `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, retry_ms, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0)
+           ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = MAX(until, excluded.until), retry_ms = MAX(retry_ms, excluded.retry_ms), unless_admitted = 0`,
           ...row,
         );
       }
@@ -92,7 +98,7 @@ export class KickOutbox {
         // Operators' kicks first: a flood of refused clients never holds one back. Then the servers take turns (each
         // server's kicks never tried before its retried ones): a flood of kicks waiting for one edge, whose API may be
         // down, does not hold back another edge's.
-        `SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until, unless_admitted FROM (
+        `SELECT server_id, service_id, client_id, stream_key, role, why, attempt, until, unless_admitted, retry_ms FROM (
            SELECT *, ROW_NUMBER() OVER (PARTITION BY server_id ORDER BY unless_admitted, attempt, next_at) AS server_turn,
              ROW_NUMBER() OVER (PARTITION BY unless_admitted, server_id ORDER BY attempt, next_at) AS turn FROM kicks WHERE next_at <= ?)
          WHERE server_turn <= ? ORDER BY unless_admitted, turn, next_at LIMIT ?`,
@@ -139,7 +145,9 @@ export class KickOutbox {
     const tried = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role, k.until, k.unless_admitted, k.why] as const;
     const sameRow = "server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND until = ? AND unless_admitted = ? AND why = ?";
     if (outcome === "failed" && Date.now() < k.until) {
-      const wait = Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
+      // Past the usual KICK_RETRY_MS (a kick kept for a long silence), every few minutes: the server's return brings it forward.
+      const longer = Date.now() - (k.until - k.retry_ms) > KICK_RETRY_MS;
+      const wait = longer ? KICK_RETRY_MS / 2 : Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
       return this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;
     }
     const replaced = this.sql.exec(`DELETE FROM kicks WHERE ${sameRow}`, ...tried).rowsWritten === 0;
@@ -147,7 +155,7 @@ export class KickOutbox {
       kicked: `kicked (${k.why})`,
       gone: `kick: the client was already gone (${k.why})`,
       // What stopped the last try: the edge unreachable, or what it answered (its credentials refused, another server...).
-      failed: `kick failed: ${result.problem ?? "edge unreachable"} for ${KICK_RETRY_MS / 1000} s (${k.why})`,
+      failed: `kick failed: ${result.problem ?? "edge unreachable"} for ${k.retry_ms / 1000} s (${k.why})`,
       "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
       unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
       admitted: `kick not sent: the client was admitted since (${k.why})`,

@@ -35,6 +35,12 @@ export interface Kick {
   /** Milliseconds before the first attempt (0 when absent): SRS may not have the client yet. */
   delayMs?: number;
   /**
+   * How long it is retried while its edge cannot be reached (KICK_RETRY_MS when absent): a session a viewer's
+   * newer one ended (maxSessionsPerViewer) is retried as long as its server's sessions may come back
+   * (SESSION_GRACE_S), or the viewer would play uncounted on both when a long-silent edge returns.
+   */
+  retryForMs?: number;
+  /**
    * The kick of a client streamgate refused (src/srs/routes.ts kickRefused): dropped if the client
    * id has been admitted on its server since, on any stream (SRS forgot the refused session and the
    * player came back with its id), run after every operator's kick, never in place of one, and at most

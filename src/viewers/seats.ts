@@ -27,6 +27,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import { sessionGraceMs } from "../config";
 import { viewerShard } from "../object-access";
 import { withRetry, withTimeout } from "../platform/retry";
 import type { SessionId } from "../srs/hook";
@@ -276,7 +277,9 @@ export class ViewerSeats extends DurableObject<Env> {
         }
       }),
     );
-    if (kicks.length > 0) this.ctx.waitUntil(queueKicks(this.env, kicks.map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why }))).catch(() => {}));
+    // Kept as long as the ended session's server may come back with it (SESSION_GRACE_S): it must not play uncounted then.
+    const retryForMs = sessionGraceMs(this.env);
+    if (kicks.length > 0) this.ctx.waitUntil(queueKicks(this.env, kicks.map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why, retryForMs }))).catch(() => {}));
     return failed;
   }
 

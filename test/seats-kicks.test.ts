@@ -1,0 +1,59 @@
+/**
+ * The per-viewer session limit (issue 14) with SRS's HTTP API (SRS_API_URL set: this file runs in the "srs-api"
+ * project) when a viewer's first edge is cut off longer than a kick is usually retried. See also
+ * test/seats-under-failures.test.ts. (Found by an adversarial pass: the test failed before its fix.)
+ */
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { heartbeat, hook, type Edge } from "./srs";
+import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
+import { at, deliverNotices, events, serverStub } from "./fleet";
+import { limited, livePerSub, playWith, tokenOf } from "./identity";
+
+installFakeSrs();
+afterEach(() => void vi.useRealTimers());
+
+const beatApi = (edge: Edge) => hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat");
+const settle = () => new Promise((r) => setTimeout(r, 150));
+
+describe("a viewer moves to another edge while its first edge is cut off for longer than a kick is retried (5 min)", () => {
+  // README, One ticket, one screen: "The silent server's session then ends (log: `viewer alice plays again on server …
+  // while this session's server is silent`; kicked when the API is reachable), so the limit still holds when that
+  // server comes back." A partition may last up to SESSION_GRACE_S (a day); a kick is dropped after KICK_RETRY_MS.
+  it("the cut-off edge comes back after 10 minutes with the TV still playing there: the TV is kicked at once (its kick was given up after 5 minutes, and two screens played on limit 1)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const a = await edgeWithApi(["tv000001"]);
+    const b = await edgeWithApi(["phone001"]);
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a.edge, "tv000001", token))).toEqual(ALLOW);
+    // Edge a drops off the network (hooks, heartbeats and its API alike).
+    a.fake.reachable = false;
+    at(31_000);
+    await beatApi(b.edge);
+    await runDurableObjectAlarm(serverStub(a.edge));
+    await deliverNotices(a.edge);
+    expect(await hook(playWith(s, b.edge, "phone001", token))).toEqual(ALLOW);
+    await settle();
+    // The kick of the TV keeps being tried past the usual 5 minutes (as long as the edge's sessions may come back).
+    for (let t = 40_000; t <= 31_000 + 6 * 60_000; t += 30_000) {
+      at(t);
+      await beatApi(b.edge);
+      await runDurableObjectAlarm(serverStub(a.edge));
+    }
+    expect((await events(s)).some((e: any) => e.action === "kick" && e.client === "tv000001")).toBe(false);
+    // Edge a is back, the TV still connected to it.
+    at(10 * 60_000);
+    a.fake.reachable = true;
+    expect((await beatApi(a.edge)).status).toBe(200);
+    await beatApi(b.edge);
+    await deliverNotices(a.edge);
+    await runDurableObjectAlarm(serverStub(a.edge));
+    await settle();
+    const twoScreens = a.fake.clients.has("tv000001") && b.fake.clients.has("phone001");
+    expect(kickedOn(a.fake, "tv000001")).toBe(true);
+    expect(twoScreens).toBe(false);
+    expect((await livePerSub(s)).alice).toBe(1);
+  });
+});

@@ -385,6 +385,8 @@ try {
         ? Object.keys(regionsShown).length === colos.length && colos.every((c) => regionsShown[c]?.viewers === String(audState.shards.filter((x) => x.colo === c).reduce((n, x) => n + x.viewers, 0)))
         : !(await page.isVisible("#dialog .audience.regions")),
       JSON.stringify(regionsShown));
+    // The decisions come in an answer of their own, after the audience's.
+    await page.waitForFunction((id) => document.querySelector("#dialog .events")?.textContent.includes(id), edgeB, { timeout: 15_000 }).catch(() => {});
     check("the decision log has edge B's viewer decision", (await page.textContent("#dialog .events")).includes(edgeB), (await page.textContent("#dialog .events")).slice(0, 300));
     await page.screenshot({ path: join(ARTIFACTS, "console-audience.png") });
     await page.click("#dialog-buttons button");

@@ -116,7 +116,7 @@ type Answer = { code: number; server?: unknown; service?: unknown };
 /** A call that brought no answer to trust, and why, in words for the decision log ("edge unreachable"). */
 type Failed = { problem: string };
 
-const UNREACHABLE = "edge unreachable";
+export const UNREACHABLE = "edge unreachable";
 const NOT_SRS = "edge answered, but not as SRS's API";
 /** A call cut short (or not made) because the hook waiting for it had no time left: the API is slow, not failing. */
 export const TOO_SLOW = "edge too slow to answer within the hook's time";

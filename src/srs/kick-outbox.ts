@@ -9,7 +9,7 @@ import type { Env } from "../env";
 import { streamObject, viewerShard } from "../object-access";
 import { withRetry } from "../platform/retry";
 import { addColumns } from "../platform/sql";
-import { kickClient, type KickResult } from "./api";
+import { kickClient, UNREACHABLE, type KickResult } from "./api";
 import { CALLS_PER_SERVER, ServerCallSlots } from "./ghosts";
 import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "./kicks";
 
@@ -82,7 +82,7 @@ export class KickOutbox {
         // An operator's kick replaces a refused client's kick of the same session: it is sent whatever happens to the client.
         this.sql.exec(
           `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, retry_ms, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0)
-           ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = MAX(until, excluded.until), retry_ms = MAX(retry_ms, excluded.retry_ms), unless_admitted = 0`,
+           ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until, retry_ms = excluded.retry_ms, unless_admitted = 0`,
           ...row,
         );
       }
@@ -144,9 +144,11 @@ export class KickOutbox {
     // client's, say) replaced it, and is left for a later run, not deleted or delayed with this one.
     const tried = [k.server_id, k.service_id, k.client_id, k.stream_key, k.role, k.until, k.unless_admitted, k.why] as const;
     const sameRow = "server_id = ? AND service_id = ? AND client_id = ? AND stream_key = ? AND role = ? AND until = ? AND unless_admitted = ? AND why = ?";
-    if (outcome === "failed" && Date.now() < k.until) {
-      // Past the usual KICK_RETRY_MS (a kick kept for a long silence), every few minutes: the server's return brings it forward.
-      const longer = Date.now() - (k.until - k.retry_ms) > KICK_RETRY_MS;
+    // Past the usual KICK_RETRY_MS (a kick kept for a long silence) it is tried every few minutes, the server's return
+    // bringing it forward; only while the edge cannot be reached: one that answers (credentials refused...) is not waited for.
+    const longer = Date.now() - (k.until - k.retry_ms) > KICK_RETRY_MS;
+    const unreachable = result.problem === undefined || result.problem === UNREACHABLE;
+    if (outcome === "failed" && Date.now() < k.until && (!longer || unreachable)) {
       const wait = longer ? KICK_RETRY_MS / 2 : Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
       return this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;
     }
@@ -155,7 +157,7 @@ export class KickOutbox {
       kicked: `kicked (${k.why})`,
       gone: `kick: the client was already gone (${k.why})`,
       // What stopped the last try: the edge unreachable, or what it answered (its credentials refused, another server...).
-      failed: `kick failed: ${result.problem ?? "edge unreachable"} for ${k.retry_ms / 1000} s (${k.why})`,
+      failed: `kick failed: ${result.problem ?? "edge unreachable"} for ${longer && Date.now() < k.until ? `more than ${KICK_RETRY_MS / 1000}` : k.retry_ms / 1000} s (${k.why})`,
       "no api": `kick failed: no SRS API for server ${k.server_id} (${k.why})`,
       unaddressable: `kick failed: client id ${JSON.stringify(k.client_id)} cannot be named in SRS's API (${k.why})`,
       admitted: `kick not sent: the client was admitted since (${k.why})`,

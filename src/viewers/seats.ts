@@ -31,7 +31,7 @@ import { sessionGraceMs } from "../config";
 import { viewerShard } from "../object-access";
 import { withRetry, withTimeout } from "../platform/retry";
 import type { SessionId } from "../srs/hook";
-import { queueKicks } from "../srs/kicks";
+import { KICK_RETRY_MS, queueKicks } from "../srs/kicks";
 import { Denials, type Denial, type OnExtraViewerSession } from "../stream/rules";
 
 /** A question to a shard about its sessions, or an order to end one, waits at most this long. */
@@ -155,7 +155,7 @@ export class ViewerSeats extends DurableObject<Env> {
         for (const e of ends) this.setLeaving(streamKey, sub, e, 0);
         this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
           streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
-        return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: its on_play was undone` } };
+        return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: its on_play could not be confirmed` } };
       }
       const failed = await this.endSeats(streamKey, sub, ends, why);
       if (failed.length === 0) return { ok: true };
@@ -278,7 +278,7 @@ export class ViewerSeats extends DurableObject<Env> {
       }),
     );
     // Kept as long as the ended session's server may come back with it (SESSION_GRACE_S): it must not play uncounted then.
-    const retryForMs = sessionGraceMs(this.env);
+    const retryForMs = Math.max(KICK_RETRY_MS, sessionGraceMs(this.env));
     if (kicks.length > 0) this.ctx.waitUntil(queueKicks(this.env, kicks.map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why, retryForMs }))).catch(() => {}));
     return failed;
   }

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { nested, NestedCallFailed, withRetry, type Unreachable } from "../platform/retry";
+import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
 import { endingsOf } from "../server/endings";
@@ -74,6 +74,12 @@ export interface EndCause {
 
 /** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
 const GHOST_WAIT_MS = 1_500;
+/** How long a seat's question waits for the registry's word on its sessions' servers. */
+const SEAT_LIVENESS_WAIT_MS = 300;
+/** A seat for a session admitted before its viewer's limit was set: tried again this long after a failure. */
+const SEAT_RETRY_MS = 5_000;
+/** One such seat taken within this (else tried again). */
+const SEAT_TAKE_TIMEOUT_MS = 5_000;
 
 /**
  * The viewer shard of one SRS server: it admits and ends that server's viewers
@@ -113,8 +119,8 @@ export class ViewerShard extends DurableObject<Env> {
   private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
   /** Streams with a session limit whose sessions admitted here without a seat have taken one (seatUnseated). */
   private seatedStreams = new Set<string>();
-  /** Seats being taken for such sessions, by stream: the stream's push waits for them (recall). */
-  private seating = new Map<string, Promise<void>>();
+  /** Streams whose seats for such sessions could not all be taken: the alarm tries again (SEAT_RETRY_MS). */
+  private seatRetry = new Set<string>();
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -248,7 +254,8 @@ export class ViewerShard extends DurableObject<Env> {
           if (this.voidHooks.has(req.hookId)) return this.undone(req);
           // A viewer id with a session limit: the seats object counts its sessions on every edge.
           const entry = this.pendingSeats.get(pending) ?? { hooks: 0, cancelled: null };
-          entry.hooks++;
+          // Once per hook (asked again after a lowered limit, it is still the one hook the finally counts).
+          if (!asked) entry.hooks++;
           this.pendingSeats.set(pending, entry);
           asked = true;
           const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
@@ -267,9 +274,9 @@ export class ViewerShard extends DurableObject<Env> {
         if (seated && (seatLimit(this.leases.policy(streamKey) ?? policy, sub) ?? Infinity) < seatedLimit) {
           // The limit was lowered while the seat was being taken (a PUT's push): given back, and asked for
           // again under the new limit, which counts the viewer's other sessions as they are now.
+          await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s) => s.release(streamKey, sub!, [session]));
           seated = false;
           seatedLimit = Infinity;
-          await withRetry(() => viewerSeats(this.env, streamKey, sub!), (s) => s.release(streamKey, sub!, [session]));
           if (round < 3) continue;
           return this.logged(streamKey, session, ip, { allow: false, denial: Denials.viewerSessionLimit }, sub);
         }
@@ -408,11 +415,7 @@ export class ViewerShard extends DurableObject<Env> {
     // shard has no unused slot to hand back at once (the stream's record of it may be older than that slot).
     const unused = this.leases.granted(streamKey) > this.counts.live(streamKey) + (keep === "all" ? Infinity : keep);
     if (check === "ghosts" && !unused) await this.endGhosts(streamKey, GHOST_WAIT_MS);
-    const answer = this.leases.recalled(streamKey, policy, version, keep);
-    // A limit per viewer set now: its sessions here take their seats before the push is answered, so the PUT
-    // answers once they count (one that fails fails the push, which the stream sends again every 5 s).
-    await this.seating.get(streamKey);
-    return answer;
+    return this.leases.recalled(streamKey, policy, version, keep);
   }
 
   /** The stream's shards wait for slots: the ghosts among this stream's viewers here end, and their slots go back. */
@@ -439,7 +442,8 @@ export class ViewerShard extends DurableObject<Env> {
     // The seat object is about to refuse a viewer, or end a session, on this answer (a seat is contested: rare):
     // whether their server is silent is the registry's word, not what its notices have told this shard so far
     // (one may be on its way), as for a refusal under the cap. An unreachable registry leaves the shard's view.
-    if (sessions.some((x) => this.isViewing(streamKey, x))) await this.refreshLiveness(null);
+    // Briefly: the seat object waits 2 s for this whole answer (ghost checks included); a slow registry leaves the shard's view.
+    if (sessions.some((x) => this.isViewing(streamKey, x))) await withTimeout(this.refreshLiveness(null), SEAT_LIVENESS_WAIT_MS).catch(() => {});
     const state = (session: SessionId): SeatState => {
       if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
       if (!this.isViewing(streamKey, session)) return "gone";
@@ -648,6 +652,10 @@ export class ViewerShard extends DurableObject<Env> {
   async alarm(): Promise<void> {
     this.alarmAt = null;
     const now = Date.now();
+    for (const streamKey of [...this.seatRetry]) {
+      this.seatRetry.delete(streamKey);
+      this.seatUnseated(streamKey, this.leases.policy(streamKey) ?? null);
+    }
     await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refreshLiveness(null);
@@ -800,16 +808,15 @@ export class ViewerShard extends DurableObject<Env> {
       "SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey,
     );
     if (rows.length === 0) return;
-    const seating = this.takeSeats(streamKey, rows).catch((err) => {
-      this.seatedStreams.delete(streamKey); // the next policy message tries again (the stream pushes again every 5 s)
-      logError("seats not taken for sessions admitted before the limit", streamKey, err);
-      throw err;
-    });
-    this.seating.set(streamKey, seating);
-    const done = seating.catch(() => {}).then(() => {
-      if (this.seating.get(streamKey) === seating) this.seating.delete(streamKey);
-    });
-    this.ctx.waitUntil(done);
+    this.ctx.waitUntil(
+      this.takeSeats(streamKey, rows).catch((err) => {
+        // Tried again from the alarm (and by the next policy message): until then these sessions do not count.
+        this.seatedStreams.delete(streamKey);
+        this.seatRetry.add(streamKey);
+        this.armAlarm(Date.now() + SEAT_RETRY_MS);
+        logError("seats not taken for sessions admitted before the limit", streamKey, err);
+      }),
+    );
   }
 
   private async takeSeats(streamKey: string, rows: { service_id: string; client_id: string; sub: string }[]): Promise<void> {
@@ -820,8 +827,11 @@ export class ViewerShard extends DurableObject<Env> {
           const session = { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id };
           try {
             // No limit for these: the sessions exist already; the seat only makes them count.
-            await withRetry(() => viewerSeats(this.env, streamKey, r.sub), (s): Promise<SeatAnswer> =>
-              s.take({ streamKey, sub: r.sub, session, limit: Number.MAX_SAFE_INTEGER, mode: "deny" }),
+            await withTimeout(
+              withRetry(() => viewerSeats(this.env, streamKey, r.sub), (s): Promise<SeatAnswer> =>
+                s.take({ streamKey, sub: r.sub, session, limit: Number.MAX_SAFE_INTEGER, mode: "deny" }),
+              ),
+              SEAT_TAKE_TIMEOUT_MS,
             );
           } catch (err) {
             failed = err;

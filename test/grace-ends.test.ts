@@ -25,15 +25,29 @@ beforeEach(() => {
 
 const total = (body: any, field: string) => body.buckets.reduce((s: number, b: any) => s + b[field], 0);
 
+/**
+ * A publisher pub1 (and, with `viewer`, a viewer v1) on a fresh edge that heartbeats at 0 and 20 s, then
+ * falls silent past SESSION_GRACE_S (which ends them at 20 s); `back`: heard from again at DAY + 60 s.
+ */
+async function silentPastTheGrace({ viewer = false, back = true } = {}) {
+  const edge = newEdge();
+  const stream = uniqueStream();
+  const key = await createStream(stream);
+  await beat(edge);
+  expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+  if (viewer) expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+  at(20_000);
+  await beat(edge);
+  if (back) {
+    at(DAY + 60_000);
+    await beat(edge);
+  }
+  return { edge, stream, key };
+}
+
 describe("SESSION_GRACE_S, learnt by asking the registry after the server came back", () => {
   it("a publisher ended by the grace ends at its server's last heartbeat, also when its stream learns of it from the registry's answer after the server returned", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    at(20_000);
-    await beat(edge);
+    const { edge, stream } = await silentPastTheGrace({ back: false });
     // Silent for more than a day, then the same process heartbeats again: the grace ends pub1 (at 20 s).
     at(DAY + 60_000);
     await beat(edge);
@@ -66,13 +80,7 @@ describe("SESSION_GRACE_S, learnt by asking the registry after the server came b
 
 describe("SESSION_GRACE_S on time, its notice not delivered (the stream could not be reached), the server back meanwhile", () => {
   it("the publisher still ends at the last heartbeat, not 42 s later, when the stream's sweep asks the registry", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    at(20_000);
-    await beat(edge);
+    const { edge, stream } = await silentPastTheGrace({ back: false });
     // The registry's alarm ends the silence's sessions at the grace, on time; the stream cannot take the notice.
     const down = vi.spyOn(StreamObject.prototype, "applyStatus").mockImplementation(() => {
       throw Object.assign(new Error("Durable Object is overloaded. Too many requests queued."), { overloaded: true });
@@ -118,15 +126,7 @@ describe("a grace's end and a restart whose notices meet in the registry's outbo
 
 describe("deploy: a grace expired by the previous version (expired_last_alive NULL), its notice pending, then a restart", () => {
   it("the pending notice's exact last heartbeat (20 s) is kept, not replaced by the restart's fallback guess (the cutoff)", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    at(20_000);
-    await beat(edge);
-    at(DAY + 60_000);
-    await beat(edge);
+    const { edge, stream } = await silentPastTheGrace();
     // As the previous version left it: the notice (last_alive 20 s) pending, the row without expired_last_alive.
     const lastAlive = await runInDurableObject(serverStub(edge), (registry: ServerRegistry, state: DurableObjectState) => {
       state.storage.sql.exec("UPDATE servers SET expired_last_alive = NULL WHERE server_id = ?", edge.server);
@@ -147,15 +147,7 @@ describe("deploy: a grace expired by the previous version (expired_last_alive NU
 
 describe("decision log", () => {
   it("a publisher the grace ended, learnt from the registry's answer after the return, is logged as ended by SESSION_GRACE_S (not 'its server is alive')", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    at(20_000);
-    await beat(edge);
-    at(DAY + 60_000);
-    await beat(edge);
+    const { stream } = await silentPastTheGrace();
     await runDurableObjectAlarm(streamStub(stream));
     const fence = (await events(stream)).filter((e: any) => e.action === "fence").map((e: any) => e.reason);
     expect(fence).toHaveLength(1);
@@ -165,15 +157,7 @@ describe("decision log", () => {
 
 describe("a grace's end and what follows it", () => {
   it("control: two graces told by the merged notice (no question first) end the first grace's publisher at 20 s", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    at(20_000);
-    await beat(edge);
-    at(DAY + 60_000);
-    await beat(edge);
+    const { edge, stream } = await silentPastTheGrace();
     at(DAY + 80_000);
     await beat(edge);
     at(2 * DAY + 200_000);
@@ -213,15 +197,7 @@ describe("a grace's end and what follows it", () => {
   });
 
   it("a grace notice on its way when the restart merges into it: delivered once in effect, the earlier end kept, nothing left pending", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    at(20_000);
-    await beat(edge);
-    at(DAY + 60_000);
-    await beat(edge);
+    const { edge, stream } = await silentPastTheGrace();
     const held = holdMatching(StreamObject.prototype, "applyStatus", (_self, args) => args[0].cutoff > 0);
     const alarm = runDurableObjectAlarm(serverStub(edge));
     await vi.waitFor(() => expect(held.reached).toBe(true), { timeout: 10_000 });

@@ -40,6 +40,15 @@ describe("webhook delivery", () => {
     expect(Math.max(...delays)).toBeGreaterThan(30);
   });
 
+  it("a message that cannot be read (no body) is retried on its own, with its delay: the others of its batch are delivered (the batch failed as a whole)", async () => {
+    const receiver = new Receiver().install();
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const good = started("m");
+    const delays = await consume(on(), [good, null as unknown as ReturnType<typeof started>], 1);
+    expect(receiver.events.map((d) => d.id)).toEqual([good.id]);
+    expect(delays).toEqual([30]);
+  });
+
   it("the body is {type, timestamp, data}; webhook-timestamp is the attempt's time in seconds", async () => {
     const receiver = new Receiver().install();
     const event = started("b");

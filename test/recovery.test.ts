@@ -120,6 +120,30 @@ describe("a lost stop hook is recoverable", () => {
     expect((await admin("DELETE", `/streams/live/${s}/sessions?server=bad%20id`)).status).toBe(400);
   });
 
+  it("DELETE .../sessions with one viewer shard unreachable still answers what it ended (the publisher, the other shard's viewer) and names the shard it could not ask (it answered 500 and said nothing)", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await hook(publish("live", s, key, { ...edge, client: "enc00001" }));
+    await hook(play("live", s, { ...edge, client: "view0001" }));
+    await hook(play("live", s, { ...other, client: "view0002" }));
+    const real = ViewerShard.prototype.endSessions;
+    vi.spyOn(ViewerShard.prototype, "endSessions").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["endSessions"]>) {
+      if ((this as unknown as { serverId: string }).serverId === other.server) throw new Error("viewer shard overloaded (test)");
+      return real.apply(this, args);
+    });
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const res = await admin("DELETE", `/streams/live/${s}/sessions`);
+    vi.restoreAllMocks();
+    expect(res.status).toBe(200);
+    expect(res.body.ended.map((e: { clientId: string }) => e.clientId).sort()).toEqual(["enc00001", "view0001"]);
+    expect(res.body.failed).toEqual([other.server]);
+    expect(await streamState(s)).toMatchObject({ live: false, viewers: 1 });
+    // Repeated, it ends the rest.
+    const again = await admin("DELETE", `/streams/live/${s}/sessions`);
+    expect(again.body.ended.map((e: { clientId: string }) => e.clientId)).toEqual(["view0002"]);
+    expect(again.body.failed).toBeUndefined();
+  });
+
   it("DELETE /admin/servers/{id}/sessions ends what a server's clients hold on every stream, and says what it ended", async () => {
     const [a, b] = [uniqueStream(), uniqueStream()];
     const key = await createStream(a);

@@ -462,14 +462,17 @@ function endedLine(e) {
 function showEnded(what, result, serverId) {
   const list = (Array.isArray(result.ended) ? result.ended : []).map((e) => ({ ...e, serverId: e.serverId ?? serverId }));
   const remaining = Number.isInteger(result.remaining) ? result.remaining : 0;
-  const failed = Number.isInteger(result.failed) ? result.failed : 0;
+  // A server's call counts the streams it could not reach; a stream's names the viewer shards.
+  const failed = Number.isInteger(result.failed) ? result.failed : Array.isArray(result.failed) ? result.failed.length : 0;
   const summary = `Ended ${plural(list.length, "session")} of ${what}.`;
   $("#status").textContent = summary;
   openDialog(list.length === 0 ? `Nothing to end for ${what}` : `Ended ${plural(list.length, "session")}`, [
     el("p", { class: "result" }, summary),
     remaining > 0
       ? el("p", { class: "error" }, `${plural(remaining, "session")} left${failed > 0 ? ` (${failed} could not be reached)` : ""}: press End sessions again.`)
-      : null,
+      : failed > 0 && Array.isArray(result.failed)
+        ? el("p", { class: "error" }, `${plural(failed, "viewer shard")} could not be reached (${result.failed.join(", ")}): their viewers still stand; press End sessions again.`)
+        : null,
     list.length > 0 ? el("ul", { class: "ended" }, ...list.map((e) => el("li", {}, endedLine(e)))) : null,
     el("p", { class: "muted kicks" }, onSrsText(result, list.length)),
   ], [{ label: "Done", cls: "primary" }]);

@@ -25,12 +25,13 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
     serverId: optionalId(request.query, "server"),
     clientId: optionalId(request.query, "client"),
   };
-  const ended = await endOfStream(env, streamKey(name), filter);
-  if (ended === null) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  const result = await endOfStream(env, streamKey(name), filter);
+  if (result === null) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  const { ended, failed } = result;
   // With SRS_API_URL, the clients are kicked on their edges too (src/srs/kicks.ts).
   const kicking = await queueKicks(env, ended.map((s) => ({ ...s, streamKey: streamKey(name), why: "ended by operator" })));
   const lost = await reportOperatorEnded(env, ended.map((s) => ({ ...s, streamKey: streamKey(name) })), "ended by operator", kicking.length > 0);
-  return jsonResponse({ ended, ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) });
+  return jsonResponse({ ended, ...(env.SRS_API_URL ? { kicking } : {}), ...(failed.length > 0 ? { failed } : {}), ...notQueued(lost) });
 }
 
 /**

@@ -51,7 +51,7 @@ import type { IndexedSession } from "../server/registry";
 import type { Role, SessionId, StartHook, StreamHook } from "../srs/hook";
 import type { EndedSession } from "../stream/object";
 import { Denials, TAKEOVER_FAILED, type Decision, type PlayToken } from "../stream/rules";
-import { callObject, Deadline, ObjectCallFailed, UNDO_WAIT_MS, unreachableFailure, type Unreachable } from "../platform/retry";
+import { callObject, Deadline, ObjectCallFailed, UNDO_WAIT_MS, unreachableFailure, withRetry, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerShard } from "../object-access";
 import type { Place } from "../viewers/lease";
 
@@ -258,9 +258,15 @@ export async function close(env: Env, session: SessionId): Promise<number> {
  * client id's): the publishers at the stream (same order as a stop; then,
  * since an operator's call may overlap a client that published again with the
  * same ids, the stream is asked what it holds now, and that is indexed
- * again), the viewers at each shard that holds some.
+ * again), the viewers at each shard that holds some. What ended is returned even when a later step fails
+ * (its events and kicks are due all the same); `failed` names the viewer shards that could not be asked
+ * (their viewers still stand: a repeated call ends them).
  */
-export async function endStreamSessions(env: Env, streamKey: string, filter: { serverId?: string; clientId?: string }): Promise<EndedSession[] | null> {
+export async function endStreamSessions(
+  env: Env,
+  streamKey: string,
+  filter: { serverId?: string; clientId?: string },
+): Promise<{ ended: EndedSession[]; failed: string[] } | null> {
   const stream = streamObject(env, streamKey);
   const state = await stream.state();
   if (!state) return null;
@@ -269,16 +275,30 @@ export async function endStreamSessions(env: Env, streamKey: string, filter: { s
   for (const s of ended) {
     byServer.set(s.serverId, [...(byServer.get(s.serverId) ?? []), { streamKey, role: s.role, serviceId: s.serviceId, clientId: s.clientId }]);
   }
-  await Promise.all([...byServer].map(([serverId, sessions]) => serverRegistry(env, serverId).forgetSessions(serverId, sessions)));
-  await reindexStartedAgain(env, streamKey, ended);
+  // The publishers are ended for good: an index entry left (a registry shard unreachable) only counts them in
+  // GET /admin/servers until a restart or SERVER_RETENTION_S cleans it; the call goes on to report them.
+  const indexed = await Promise.allSettled([
+    ...[...byServer].map(([serverId, sessions]) => serverRegistry(env, serverId).forgetSessions(serverId, sessions)),
+    reindexStartedAgain(env, streamKey, ended),
+  ]);
+  for (const r of indexed) {
+    if (r.status === "rejected") console.error(JSON.stringify({ error: "index not updated after an operator's end", stream: streamKey, detail: String(r.reason) }));
+  }
   const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");
   const reason = `ended by operator${scope ? ` (${scope})` : ""}`;
   const shards = state.shards.map((s) => s.serverId).filter((id) => filter.serverId === undefined || id === filter.serverId);
+  const failed: string[] = [];
   const viewers = await Promise.all(shards.map(async (serverId) => {
-    const gone = await viewerShard(env, serverId).endSessions(streamKey, filter.clientId, reason);
-    return gone.map((v): EndedSession => ({ role: "viewer", serverId, serviceId: v.serviceId, clientId: v.clientId }));
+    try {
+      const gone = await withRetry(() => viewerShard(env, serverId), (shard) => shard.endSessions(streamKey, filter.clientId, reason));
+      return gone.map((v): EndedSession => ({ role: "viewer", serverId, serviceId: v.serviceId, clientId: v.clientId }));
+    } catch (err) {
+      console.error(JSON.stringify({ error: "viewer shard unreachable: its viewers not ended", server: serverId, stream: streamKey, detail: String(err) }));
+      failed.push(serverId);
+      return [];
+    }
   }));
-  return [...ended, ...viewers.flat()];
+  return { ended: [...ended, ...viewers.flat()], failed: failed.sort() };
 }
 
 /** A promise's outcome, as Promise.allSettled gives it, handled from the start. */

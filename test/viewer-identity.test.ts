@@ -6,7 +6,9 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import { beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
+import { ViewerShard } from "../src/viewers/shard";
+import { endRevokedSessions } from "../src/viewers/revoked";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token } from "./identity";
 import { viewerSeats } from "../src/object-access";
@@ -279,5 +281,25 @@ describe("revocations", () => {
     }
     expect((await admin("GET", `/streams/live/${s}/revocations`)).body.revocations).toEqual([]);
     expect((await admin("POST", `/streams/live/nosuch-${s}/revocations`, { sub: "alice" })).status).toBe(404);
+  });
+});
+
+describe("revocations told to a shard that fails part-way", () => {
+  it("the sessions a shard ended for the revocations before the one that failed are reported (and kicked), not dropped with the failure", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(ALLOW);
+    expect(await hook(playWith(s, a, "tv000002", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    const real = ViewerShard.prototype.endRevoked;
+    vi.spyOn(ViewerShard.prototype, "endRevoked").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["endRevoked"]>) {
+      if (args[1] === "bob") throw new Error("viewer shard overloaded (test)");
+      return real.apply(this, args);
+    });
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const before = nowS() + 61;
+    const result = await endRevokedSessions(env as Env, keyOf(s), [a.server], [{ sub: "alice", before }, { sub: "bob", before }]);
+    vi.restoreAllMocks();
+    expect(result.ended.map((v) => v.clientId)).toEqual(["tv000001"]);
+    expect(result.unreached).toEqual([a.server]);
   });
 });

@@ -29,15 +29,15 @@ export async function endRevokedSessions(env: Env, key: string, servers: string[
   const ended = (
     await Promise.all(
       servers.map(async (serverId) => {
+        // What a shard ended for the revocations before one that failed stays ended: it is reported and kicked.
+        const here: EndedViewer[] = [];
         try {
-          const here: EndedViewer[] = [];
           for (const r of revocations) here.push(...(await withRetry(() => viewerShard(env, serverId), (shard) => shard.endRevoked(key, r.sub, r.before))));
-          return here.map((v) => ({ ...v, serverId }));
         } catch (err) {
           unreached.push(serverId);
           console.error(JSON.stringify({ error: "revoked sessions not ended: viewer shard unreachable", server: serverId, stream: key, detail: String(err) }));
-          return [];
         }
+        return here.map((v) => ({ ...v, serverId }));
       }),
     )
   ).flat();

@@ -101,17 +101,8 @@ describe("SESSION_GRACE_S on time, its notice not delivered (the stream could no
 
 describe("a grace's end and a restart whose notices meet in the registry's outbox", () => {
   it("sessions the grace ended still end at the last heartbeat before the silence when the returning process restarts before the notice goes out", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
-    at(20_000);
-    await beat(edge);
     // Silent for more than a day; the process is heard from again (the grace ends pub1 and v1 at 20 s)...
-    at(DAY + 60_000);
-    await beat(edge);
+    const { edge, stream } = await silentPastTheGrace({ viewer: true });
     // ...and restarts ten seconds later, before the registry's alarm delivered the grace's notice.
     at(DAY + 70_000);
     await beat(restarted(edge));

@@ -5,7 +5,10 @@
 import { env } from "cloudflare:workers";
 import { signPlayToken } from "../src/auth/token";
 import { viewerSeats } from "../src/object-access";
-import { admin, createStream, type Edge, play, uniqueStream } from "./srs";
+import { admin, createStream, type Edge, hook, play, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, serverStub } from "./fleet";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { expect } from "vitest";
 
 export { ALLOW } from "./fake-srs";
 /** TOKEN_SIGNING_KEY in vitest.config.mts. */
@@ -25,6 +28,27 @@ export async function limited(policy: Record<string, unknown> = {}): Promise<str
   const s = uniqueStream();
   await createStream(s, { playAuth: "token", maxSessionsPerViewer: 1, ...policy });
   return s;
+}
+
+/**
+ * On the fake clock: a `limited` stream whose viewer alice watches on edge `a` (her TV, tv000001), both
+ * edges heard from at 0; then `a` is silent for SERVER_TIMEOUT_S (30 s) while `b` heartbeats. With
+ * `told`, the registry's alarm has noticed and its notice reached `a`'s shard (her TV is suspended).
+ */
+export async function aliceOnASilentEdge(a: Edge, b: Edge, { told = false }: { told?: boolean } = {}) {
+  const s = await limited();
+  const token = await tokenOf(s, "alice");
+  await beat(a);
+  await beat(b);
+  expect(await hook(playWith(s, a, "tv000001", token))).toEqual({ status: 200, body: { code: 0 } });
+  at(31_000);
+  await beat(b);
+  if (told) {
+    await runDurableObjectAlarm(serverStub(a));
+    await deliverNotices(a);
+    expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 1 });
+  }
+  return { s, token };
 }
 
 /** A v2 token for the stream, of viewer `sub` (none: no viewer id), issued at `issuedAt`, valid `ttl` seconds. */

@@ -8,9 +8,9 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
-import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
+import { aliceOnASilentEdge, ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, events, holdMatching, overloaded, serverStub, shardStub, useFakeClock, withDeadline } from "./fleet";
+import { at, beat, events, holdMatching, overloaded, shardStub, useFakeClock, withDeadline } from "./fleet";
 
 /** Lets the objects' background work (waitUntil: seat releases) run. */
 const settle = () => new Promise((r) => setTimeout(r, 150));
@@ -51,13 +51,7 @@ describe("a silent edge the registry knows of, before its notice reached the edg
   });
 
   it("with maxSessionsPerViewer 1 the contested seat's shard asks the registry: the viewer plays on another edge once its edge is silent (it was refused, 4016, until the registry's notice landed)", async () => {
-    const s = await limited();
-    const token = await tokenOf(s, "alice");
-    await beat(a);
-    await beat(b);
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
-    at(TIMEOUT_MS + 1000);
-    await beat(b);
+    const { s, token } = await aliceOnASilentEdge(a, b);
     // Edge a has been silent for SERVER_TIMEOUT_S: the registry counts it as silent when asked. Its notice is not
     // delivered yet (the registry's alarm runs later, or the delivery is being retried: 5 s, 10 s, ... up to a minute).
     expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
@@ -70,16 +64,7 @@ describe("a silent edge back, before its return's notice reached the edge's view
   // README: deny: "the first screen keeps playing, the new one is refused"; a session is live again "when the same
   // process ... sends any hook or heartbeat again ... at once".
   it("the contested seat's shard asks the registry: the TV live again keeps its seat and the phone is refused in deny mode (the stale 'suspended' ended the TV)", async () => {
-    const s = await limited();
-    const token = await tokenOf(s, "alice");
-    await beat(a);
-    await beat(b);
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
-    at(TIMEOUT_MS + 1000);
-    await beat(b);
-    await runDurableObjectAlarm(serverStub(a));
-    await deliverNotices(a);
-    expect(await streamState(s)).toMatchObject({ viewers: 0, suspendedViewers: 1 });
+    const { s, token } = await aliceOnASilentEdge(a, b, { told: true });
     // Edge a is back (its heartbeat recorded); the notice to its shard is still in the registry's outbox.
     at(TIMEOUT_MS + 2000);
     expect((await beat(a)).status).toBe(200);

@@ -1,11 +1,14 @@
 import type { ProcessStatus } from "./registry";
 
+/** Why sessions end at SESSION_GRACE_S (a notice's `why`, or an answer's, tells how the process stands). */
+const GRACE_WHY = "its server sent no heartbeat for SESSION_GRACE_S";
+
 /** The ends one piece of news brings, oldest first: when each one's sessions end, and why (stream.ended's reason). */
 export function endingsOf(news: ProcessStatus): { cutoff: number; lastAlive: number; reason: "restart" | "timeout"; why: string }[] {
   if (news.cutoff <= 0) return [];
-  // An answer to a question says how the process stands ("its server is alive"), not why its sessions end.
-  const why = news.replaced || news.why.includes("SESSION_GRACE_S") ? news.why : "its server sent no heartbeat for SESSION_GRACE_S";
-  const last = { cutoff: news.cutoff, lastAlive: news.lastAlive ?? 0, reason: news.replaced ? ("restart" as const) : ("timeout" as const), why };
+  const last = news.replaced
+    ? { cutoff: news.cutoff, lastAlive: news.lastAlive ?? 0, reason: "restart" as const, why: news.why }
+    : { cutoff: news.cutoff, lastAlive: news.lastAlive ?? 0, reason: "timeout" as const, why: GRACE_WHY };
   if (!news.earlier || news.earlier.cutoff <= 0 || news.earlier.cutoff >= news.cutoff) return [last];
-  return [{ ...news.earlier, reason: "timeout", why: "its server sent no heartbeat for SESSION_GRACE_S (before it was heard from again)" }, last];
+  return [{ ...news.earlier, reason: "timeout", why: GRACE_WHY }, last];
 }

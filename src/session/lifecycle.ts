@@ -277,11 +277,10 @@ export async function endStreamSessions(
   }
   // The publishers are ended for good: an index entry left (a registry shard unreachable) only counts them in
   // GET /admin/servers until a restart or SERVER_RETENTION_S cleans it; the call goes on to report them.
-  const indexed = await Promise.allSettled([
-    ...[...byServer].map(([serverId, sessions]) => serverRegistry(env, serverId).forgetSessions(serverId, sessions)),
-    reindexStartedAgain(env, streamKey, ended),
-  ]);
-  for (const r of indexed) {
+  // Forgotten first, then what the stream holds again is indexed again (a forget deletes whatever matches).
+  const forgotten = await Promise.allSettled([...byServer].map(([serverId, sessions]) => serverRegistry(env, serverId).forgetSessions(serverId, sessions)));
+  const reindexed = await Promise.allSettled([reindexStartedAgain(env, streamKey, ended)]);
+  for (const r of [...forgotten, ...reindexed]) {
     if (r.status === "rejected") console.error(JSON.stringify({ error: "index not updated after an operator's end", stream: streamKey, detail: String(r.reason) }));
   }
   const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");

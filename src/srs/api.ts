@@ -117,7 +117,7 @@ type Answer = { code: number; server?: unknown; service?: unknown };
 type Failed = { problem: string };
 
 export const UNREACHABLE = "edge unreachable";
-const NOT_SRS = "edge answered, but not as SRS's API";
+export const NOT_SRS = "edge answered, but not as SRS's API";
 /** A call cut short (or not made) because the hook waiting for it had no time left: the API is slow, not failing. */
 export const TOO_SLOW = "edge too slow to answer within the hook's time";
 /** A takeover's kick not sent: its reason went while it waited (an operator changed the policy or the key, or ended the new session). */

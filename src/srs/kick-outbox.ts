@@ -9,7 +9,7 @@ import type { Env } from "../env";
 import { streamObject, viewerShard } from "../object-access";
 import { withRetry } from "../platform/retry";
 import { addColumns } from "../platform/sql";
-import { kickClient, UNREACHABLE, type KickResult } from "./api";
+import { kickClient, NOT_SRS, TOO_SLOW, UNREACHABLE, type KickResult } from "./api";
 import { CALLS_PER_SERVER, ServerCallSlots } from "./ghosts";
 import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "./kicks";
 
@@ -147,7 +147,8 @@ export class KickOutbox {
     // Past the usual KICK_RETRY_MS (a kick kept for a long silence) it is tried every few minutes, the server's return
     // bringing it forward; only while the edge cannot be reached: one that answers (credentials refused...) is not waited for.
     const longer = Date.now() - (k.until - k.retry_ms) > KICK_RETRY_MS;
-    const unreachable = result.problem === undefined || result.problem === UNREACHABLE;
+    // Not SRS's own answer (no connection, a timeout, a proxy or tunnel in front of a cut-off edge: 5xx, a page that is not SRS's).
+    const unreachable = result.problem === undefined || [UNREACHABLE, TOO_SLOW, NOT_SRS].includes(result.problem) || /^edge answered HTTP 5\d\d$/.test(result.problem);
     if (outcome === "failed" && Date.now() < k.until && (!longer || unreachable)) {
       const wait = longer ? KICK_RETRY_MS / 2 : Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
       return this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;

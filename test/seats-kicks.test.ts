@@ -9,6 +9,8 @@ import { heartbeat, hook, type Edge } from "./srs";
 import { ALLOW, deviceOf, edgeWithApi, type FakeSrs, installFakeSrs, kickedOn } from "./fake-srs";
 import { at, deliverNotices, events, serverStub } from "./fleet";
 import { limited, livePerSub, playWith, tokenOf } from "./identity";
+import { ViewerShard } from "../src/viewers/shard";
+import { retryable } from "./fleet";
 
 installFakeSrs();
 afterEach(() => void vi.useRealTimers());
@@ -59,6 +61,29 @@ describe("a viewer moves to another edge while its first edge is cut off for lon
     const twoScreens = a.fake.clients.has("tv000001") && b.fake.clients.has("phone001");
     expect(kickedOn(a.fake, "tv000001")).toBe(true);
     expect(twoScreens).toBe(false);
+    expect((await livePerSub(s)).alice).toBe(1);
+  });
+});
+
+describe("replace: the shard's answer to the end of the old session is lost", () => {
+  it("the old screen is still kicked (the retry found the session gone, answered that nothing ended, and nothing was kicked: two screens played on limit 1)", async () => {
+    const a = await edgeWithApi(["tv000001"]);
+    const b = await edgeWithApi(["phone001"]);
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a.edge, "tv000001", token))).toEqual(ALLOW);
+    const real = ViewerShard.prototype.endSeat;
+    let calls = 0;
+    const spy = vi.spyOn(ViewerShard.prototype, "endSeat").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["endSeat"]>) {
+      const ended = real.apply(this, args);
+      if (calls++ === 0) throw retryable(); // it ended the TV's session; its answer is lost on the way back
+      return ended;
+    });
+    expect(await hook(playWith(s, b.edge, "phone001", token))).toEqual(ALLOW);
+    spy.mockRestore(); // only this one: the fake SRS answers the Worker's fetch through another spy
+    await settle();
+    expect(calls).toBe(2);
+    expect(kickedOn(a.fake, "tv000001")).toBe(true);
     expect((await livePerSub(s)).alice).toBe(1);
   });
 });

@@ -270,7 +270,10 @@ export async function endStreamSessions(
   const stream = streamObject(env, streamKey);
   const state = await stream.state();
   if (!state) return null;
-  const ended = await stream.endSessions(filter);
+  // One call id for every attempt of each call: a retry whose first answer was lost gets that answer (what it
+  // ended is what is kicked and reported), not the nothing left to end (src/platform/kept-answers.ts).
+  const callId = crypto.randomUUID();
+  const ended = await withRetry(() => streamObject(env, streamKey), (s) => s.endSessions(filter, callId));
   const byServer = new Map<string, IndexedSession[]>();
   for (const s of ended) {
     byServer.set(s.serverId, [...(byServer.get(s.serverId) ?? []), { streamKey, role: s.role, serviceId: s.serviceId, clientId: s.clientId }]);
@@ -289,7 +292,7 @@ export async function endStreamSessions(
   const failed: string[] = [];
   const viewers = await Promise.all(shards.map(async (serverId) => {
     try {
-      const gone = await withRetry(() => viewerShard(env, serverId), (shard) => shard.endSessions(streamKey, filter.clientId, reason));
+      const gone = await withRetry(() => viewerShard(env, serverId), (shard) => shard.endSessions(streamKey, filter.clientId, reason, callId));
       return gone.map((v): EndedSession => ({ role: "viewer", serverId, serviceId: v.serviceId, clientId: v.clientId }));
     } catch (err) {
       console.error(JSON.stringify({ error: "viewer shard unreachable: its viewers not ended", server: serverId, stream: streamKey, detail: String(err) }));
@@ -336,7 +339,8 @@ export async function endServerSessions(env: Env, serverId: string): Promise<Ser
     byStream.set(d.streamKey, [...(byStream.get(d.streamKey) ?? []), { role: d.role, serverId, serviceId: d.serviceId, clientId: d.clientId }]);
   }
   await Promise.all([...byStream].map(([streamKey, sessions]) => reindexStartedAgain(env, streamKey, sessions)));
-  const viewers = await viewerShard(env, serverId).endAll(SERVER_SESSIONS_PER_CALL - batch.length, reason);
+  const callId = crypto.randomUUID(); // as in endStreamSessions
+  const viewers = await withRetry(() => viewerShard(env, serverId), (shard) => shard.endAll(SERVER_SESSIONS_PER_CALL - batch.length, reason, callId));
   return {
     ended: [...done, ...viewers.ended.map((v): IndexedSession => ({ ...v, role: "viewer" }))],
     remaining: all.length - done.length + viewers.remaining,

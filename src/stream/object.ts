@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
+import { KeptAnswers } from "../platform/kept-answers";
 import { type NoticeAnswer, type ProcessStatus } from "../server/registry";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { HOOK_DEADLINE_MS } from "../platform/retry";
@@ -146,10 +147,13 @@ export class StreamObject extends DurableObject<Env> {
   private publisherApi: PublisherApi;
   /** Usage and events of the publish sessions (src/usage/stream-activity.ts). */
   private activity!: StreamActivity;
+  /** Answers of operators' ends, for their retries (src/platform/kept-answers.ts). */
+  private kept: KeptAnswers;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.kept = new KeptAnswers(this.sql);
     this.liveness = new LivenessRounds(() => this.env, () => this.sessions, (news) => this.applyStatus(news));
     this.publisherApi = new PublisherApi({
       env: () => this.env,
@@ -368,8 +372,12 @@ export class StreamObject extends DurableObject<Env> {
    * all of them, or those of one server and/or one client id. SRS keeps
    * streaming to the clients; only streamgate's accounting lets them go.
    */
-  endSessions(filter: { serverId?: string; clientId?: string }): EndedSession[] {
+  endSessions(filter: { serverId?: string; clientId?: string }, callId?: string): EndedSession[] {
     if (!this.ready) return [];
+    return this.kept.once(callId, () => this.endSessionsNow(filter));
+  }
+
+  private endSessionsNow(filter: { serverId?: string; clientId?: string }): EndedSession[] {
     const ended = this.sessions.endMatching(filter);
     if (ended.length > 0) {
       const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");

@@ -26,13 +26,17 @@ export interface RevokedEnded {
 
 export async function endRevokedSessions(env: Env, key: string, servers: string[], revocations: Pick<Revocation, "sub" | "before">[], keep?: (events: WebhookEvent[]) => void): Promise<RevokedEnded> {
   const unreached: string[] = [];
+  const callId = crypto.randomUUID();
   const ended = (
     await Promise.all(
       servers.map(async (serverId) => {
         // What a shard ended for the revocations before one that failed stays ended: it is reported and kicked.
         const here: EndedViewer[] = [];
         try {
-          for (const r of revocations) here.push(...(await withRetry(() => viewerShard(env, serverId), (shard) => shard.endRevoked(key, r.sub, r.before))));
+          // One call id per revocation, the same for its retries (src/platform/kept-answers.ts).
+          for (const [i, r] of revocations.entries()) {
+            here.push(...(await withRetry(() => viewerShard(env, serverId), (shard) => shard.endRevoked(key, r.sub, r.before, `${callId}:${i}`))));
+          }
         } catch (err) {
           unreached.push(serverId);
           console.error(JSON.stringify({ error: "revoked sessions not ended: viewer shard unreachable", server: serverId, stream: key, detail: String(err) }));

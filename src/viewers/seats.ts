@@ -261,9 +261,11 @@ export class ViewerSeats extends DurableObject<Env> {
         // Remembered before its shard is asked: a repeat of its on_play arriving meanwhile is refused.
         const endedKey = `${streamKey}\n${sub}\n${keyOf(s)}`;
         this.rememberEnded(endedKey);
+        // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
+        const callId = crypto.randomUUID();
         try {
           const ended = await withTimeout(
-            withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why)),
+            withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why, callId)),
             SHARD_TIMEOUT_MS,
           );
           // Only the seat this end was for (the one granted then), never one granted since.

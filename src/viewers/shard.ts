@@ -20,6 +20,7 @@ import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
 import { ShardLeases } from "./shard-leases";
 import { ShardTables } from "./tables";
+import { KeptAnswers } from "../platform/kept-answers";
 
 /** A viewer session ended here, as the admin API answers it. */
 export interface EndedViewer {
@@ -127,11 +128,14 @@ export class ViewerShard extends DurableObject<Env> {
   private alarmAt: number | null = null;
   /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
   private activity: ShardActivity;
+  /** Answers of the calls that end sessions by hand, for their retries (src/platform/kept-answers.ts). */
+  private kept: KeptAnswers;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.tables = new ShardTables(this.sql);
+    this.kept = new KeptAnswers(this.sql);
     this.activity = new ShardActivity(this.sql, env, ctx);
     this.processes = new ShardProcesses(this.tables);
     this.log = new ShardLog(this.tables, this.activity.usage);
@@ -471,7 +475,11 @@ export class ViewerShard extends DurableObject<Env> {
    * elsewhere); a session still being admitted is refused instead (and ended, if it is live: a repeat). True if
    * a session ended (the caller kicks it), false if it was gone already.
    */
-  endSeat(streamKey: string, session: SessionId, why: string): boolean {
+  endSeat(streamKey: string, session: SessionId, why: string, callId?: string): boolean {
+    return this.kept.once(callId, () => this.endSeatNow(streamKey, session, why));
+  }
+
+  private endSeatNow(streamKey: string, session: SessionId, why: string): boolean {
     const pending = this.pendingSeats.get(seatKey(streamKey, session));
     if (pending) pending.cancelled = why;
     // A session both live and pending (a repeated on_play of it still running) ends too: its seat is gone.
@@ -488,7 +496,11 @@ export class ViewerShard extends DurableObject<Env> {
    * the stream's push, which comes first, told this shard): its viewers need
    * no token and would play again at once.
    */
-  endRevoked(streamKey: string, sub: string | null, before: number): EndedViewer[] {
+  endRevoked(streamKey: string, sub: string | null, before: number, callId?: string): EndedViewer[] {
+    return this.kept.once(callId, () => this.endRevokedNow(streamKey, sub, before));
+  }
+
+  private endRevokedNow(streamKey: string, sub: string | null, before: number): EndedViewer[] {
     if (this.leases.policy(streamKey)?.playAuth === "open") return [];
     const rows = this.tables.rows<{ service_id: string; client_id: string }>(
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ? AND iat IS NOT NULL AND iat < ?${sub === null ? "" : " AND sub = ?"}`,
@@ -626,7 +638,11 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   /** Ends a stream's viewers here by hand (all, or one client id's). */
-  endSessions(streamKey: string, clientId: string | undefined, reason: string): EndedViewer[] {
+  endSessions(streamKey: string, clientId: string | undefined, reason: string, callId?: string): EndedViewer[] {
+    return this.kept.once(callId, () => this.endSessionsNow(streamKey, clientId, reason));
+  }
+
+  private endSessionsNow(streamKey: string, clientId: string | undefined, reason: string): EndedViewer[] {
     const rows = this.tables.rows<{ service_id: string; client_id: string }>(
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ?${clientId === undefined ? "" : " AND client_id = ?"}`,
       ...(clientId === undefined ? [streamKey] : [streamKey, clientId]),
@@ -636,7 +652,11 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   /** Ends up to `limit` viewer sessions of this server, whatever the stream; `remaining` says how many are left. */
-  endAll(limit: number, reason: string): { ended: EndedViewer[]; remaining: number } {
+  endAll(limit: number, reason: string, callId?: string): { ended: EndedViewer[]; remaining: number } {
+    return this.kept.once(callId, () => this.endAllNow(limit, reason), (a) => a.ended.length === 0);
+  }
+
+  private endAllNow(limit: number, reason: string): { ended: EndedViewer[]; remaining: number } {
     const rows = this.tables.rows<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit);
     for (const r of rows) this.endViewer(r.stream_key, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
     const remaining = this.tables.rows<{ n: number }>("SELECT COUNT(*) AS n FROM viewers")[0]?.n ?? 0;

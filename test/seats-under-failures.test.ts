@@ -4,7 +4,7 @@
  * fleet produces: a seat contested while a server's silence or return has not reached its shard yet, and
  * the admin API with a shard it cannot ask, a limit lowered while a seat is being taken. Each failed before its fix (an adversarial pass).
  */
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
@@ -140,6 +140,31 @@ describe("a limit set while a viewer watches: its session's seat could not be ta
     at(10_000);
     await runDurableObjectAlarm(shardStub(a));
     await settle();
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+  });
+});
+
+describe("a limit set while a viewer watches: its seat's retry outlives a restart of the shard", () => {
+  it("the seat that could not be taken is taken by the shard's alarm after the shard restarted: the second screen is refused (the retry lived in memory and was lost)", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const real = ViewerSeats.prototype.take;
+    vi.spyOn(ViewerSeats.prototype, "take").mockImplementation(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
+      if (args[0].limit === Number.MAX_SAFE_INTEGER) throw overloaded();
+      return real.apply(this, args);
+    });
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    await settle();
+    vi.restoreAllMocks();
+    // The shard restarts (a deploy, an eviction): nothing in memory survives; its stored alarm does.
+    await evictDurableObject(shardStub(a));
+    at(10_000);
+    await runDurableObjectAlarm(shardStub(a));
+    await until(async () => (await seatsOf(s, "alice")).length === 1);
     expect(await hook(playWith(s, b, "phone001", token))).toEqual(LIMIT);
     expect(await livePerSub(s)).toEqual({ alice: 1 });
   });

@@ -79,6 +79,8 @@ const GHOST_WAIT_MS = 1_500;
 const SEAT_LIVENESS_WAIT_MS = 300;
 /** A seat for a session admitted before its viewer's limit was set: tried again this long after a failure. */
 const SEAT_RETRY_MS = 5_000;
+/** The meta rows of the streams whose seats are to be tried again: this prefix, then the stream key. */
+const SEAT_RETRY_KEY = "seat_retry\n";
 /** One such seat taken within this (else tried again). */
 const SEAT_TAKE_TIMEOUT_MS = 5_000;
 
@@ -161,6 +163,7 @@ export class ViewerShard extends DurableObject<Env> {
     if (this.tables.open()) this.load();
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
+      if (this.seatRetry.size > 0) this.armAlarm(Date.now() + SEAT_RETRY_MS);
     });
   }
 
@@ -170,6 +173,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
       if (r.key === "country") this.place.country = r.value;
+      if (r.key.startsWith(SEAT_RETRY_KEY)) this.seatRetry.add(r.key.slice(SEAT_RETRY_KEY.length));
     }
     this.processes.load();
     for (const r of this.sql.exec<{ stream_key: string; service_id: string; n: number }>(
@@ -674,7 +678,11 @@ export class ViewerShard extends DurableObject<Env> {
     const now = Date.now();
     for (const streamKey of [...this.seatRetry]) {
       this.seatRetry.delete(streamKey);
-      this.seatUnseated(streamKey, this.leases.policy(streamKey) ?? null);
+      this.sql.exec("DELETE FROM meta WHERE key = ?", SEAT_RETRY_KEY + streamKey);
+      const policy = this.leases.policy(streamKey);
+      if (policy !== undefined) this.seatUnseated(streamKey, policy);
+      // Not known here since a restart: the stream's answer sets it, and that takes the seats (policyChanged).
+      else await this.leases.policyOf(streamKey).catch((err) => this.retrySeats(streamKey, err));
     }
     await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
@@ -829,14 +837,21 @@ export class ViewerShard extends DurableObject<Env> {
     );
     if (rows.length === 0) return;
     this.ctx.waitUntil(
-      this.takeSeats(streamKey, rows).catch((err) => {
-        // Tried again from the alarm (and by the next policy message): until then these sessions do not count.
-        this.seatedStreams.delete(streamKey);
-        this.seatRetry.add(streamKey);
-        this.armAlarm(Date.now() + SEAT_RETRY_MS);
-        logError("seats not taken for sessions admitted before the limit", streamKey, err);
-      }),
+      this.takeSeats(streamKey, rows).catch((err) => this.retrySeats(streamKey, err)),
     );
+  }
+
+  /**
+   * Seats not taken: tried again from the alarm (and by the next policy message); until then these sessions
+   * do not count. Stored, so that a restart of the shard meanwhile does not drop the retry (its alarm stays).
+   */
+  private retrySeats(streamKey: string, err: unknown): void {
+    this.seatedStreams.delete(streamKey);
+    this.seatRetry.add(streamKey);
+    this.tables.prepare();
+    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '')", SEAT_RETRY_KEY + streamKey);
+    this.armAlarm(Date.now() + SEAT_RETRY_MS);
+    logError("seats not taken for sessions admitted before the limit", streamKey, err);
   }
 
   private async takeSeats(streamKey: string, rows: { service_id: string; client_id: string; sub: string }[]): Promise<void> {

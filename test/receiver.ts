@@ -26,6 +26,8 @@ export class Receiver {
   attempts: Delivery[] = [];
   /** Answer 500 to this many attempts first. */
   failFirst = 0;
+  /** The failures' answer (default: 500 "down"). */
+  failure: () => Response = () => new Response("down", { status: 500 });
 
   constructor(private secret = WEBHOOK_SECRET) {}
 
@@ -46,7 +48,7 @@ export class Receiver {
     const signatures = (req.headers.get("webhook-signature") ?? "").split(" ");
     const expected = await expectedSignature(this.secret, id, timestamp, text);
     this.attempts.push({ id, timestamp, body: JSON.parse(text), signatureValid: signatures.includes(expected) });
-    if (this.attempts.length <= this.failFirst) return new Response("down", { status: 500 });
+    if (this.attempts.length <= this.failFirst) return this.failure();
     return new Response(null, { status: 204 });
   }
 

@@ -3,7 +3,8 @@
  *
  * A delivery the receiver answers with 2xx is done (acked). Anything else (an error status, a
  * redirect (never followed), no answer within DELIVERY_TIMEOUT_MS, a missing or unusable secret) is
- * retried by the queue after retryDelayS(attempts): 30 s, doubling to 15 min, up to max_retries
+ * retried by the queue after retryDelayS(attempts): 30 s, doubling to 15 min (longer if a 429 or 503
+ * asked for it with Retry-After, up to the queue's 12 hours), up to max_retries
  * (wrangler.toml: 20, about 4 hours); then the message goes to the dead-letter queue. Each attempt
  * carries the event's own `webhook-id` and body; `webhook-timestamp` is the attempt's time (and the
  * signature is made again with it), so that receivers checking the timestamp's age (the reference
@@ -23,9 +24,28 @@ export const DELIVERY_TIMEOUT_MS = 15_000;
 const FIRST_RETRY_S = 30;
 const MAX_RETRY_S = 900;
 
-/** Seconds before the next attempt, after `attempts` failed ones (1, 2, ...). */
-export function retryDelayS(attempts: number): number {
-  return Math.min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** Math.max(0, attempts - 1));
+/** The longest delay a queue message can be retried with (Cloudflare Queues: 12 hours). */
+const QUEUE_MAX_DELAY_S = 43_200;
+
+/**
+ * Seconds before the next attempt, after `attempts` failed ones (1, 2, ...): the backoff, or longer when
+ * the receiver asked for it (Retry-After on a 429 or 503), up to what a queue can delay.
+ */
+export function retryDelayS(attempts: number, askedS: number | null = null): number {
+  const backoff = Math.min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** Math.max(0, attempts - 1));
+  return askedS === null ? backoff : Math.max(backoff, Math.min(QUEUE_MAX_DELAY_S, askedS));
+}
+
+/**
+ * A Retry-After header's wait in seconds (RFC 9110: delay-seconds or an HTTP date), on the statuses
+ * that give it that meaning here: 429 Too Many Requests and 503 Service Unavailable. Null otherwise.
+ */
+function retryAfterS(res: Response): number | null {
+  if (res.status !== 429 && res.status !== 503) return null;
+  const value = res.headers.get("retry-after")?.trim() ?? "";
+  if (/^[0-9]{1,10}$/.test(value)) return Number(value);
+  const at = /[a-z]/i.test(value) ? Date.parse(value) : NaN;
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
 
 export async function deliverEvents(batch: MessageBatch<WebhookEvent>, env: Env): Promise<void> {
@@ -43,15 +63,16 @@ export async function deliverEvents(batch: MessageBatch<WebhookEvent>, env: Env)
   await Promise.all(
     batch.messages.map(async (message) => {
       // Each message on its own: one that cannot even be read (malformed) is retried with its delay, not the whole batch at once.
-      let outcome: string;
+      let attempt: Attempt;
       try {
-        outcome = keys ? await deliver(env.EVENTS_WEBHOOK_URL!, keys, message.body) : "EVENTS_WEBHOOK_SECRET is not set or unusable";
+        attempt = keys ? await deliver(env.EVENTS_WEBHOOK_URL!, keys, message.body) : { outcome: "EVENTS_WEBHOOK_SECRET is not set or unusable" };
       } catch (err) {
-        outcome = `not sent: ${err instanceof Error ? err.message : String(err)}`;
+        attempt = { outcome: `not sent: ${err instanceof Error ? err.message : String(err)}` };
       }
-      if (outcome === "delivered") return message.ack();
-      console.error(JSON.stringify({ error: "event not delivered", id: message.body?.id, type: message.body?.type, attempt: message.attempts, detail: outcome }));
-      message.retry({ delaySeconds: retryDelayS(message.attempts) });
+      if (attempt.outcome === "delivered") return message.ack();
+      const delaySeconds = retryDelayS(message.attempts, attempt.retryAfterS ?? null);
+      console.error(JSON.stringify({ error: "event not delivered", id: message.body?.id, type: message.body?.type, attempt: message.attempts, detail: attempt.outcome, retryInS: delaySeconds }));
+      message.retry({ delaySeconds });
     }),
   );
 }
@@ -67,8 +88,13 @@ export function signingKeys(env: Env): Uint8Array[] {
   return [current, signingKey(env.EVENTS_WEBHOOK_SECRET_PREVIOUS, "EVENTS_WEBHOOK_SECRET_PREVIOUS")];
 }
 
-/** One attempt: "delivered", or what went wrong (never the URL: it may carry a credential). */
-async function deliver(url: string, keys: Uint8Array[], event: WebhookEvent): Promise<string> {
+/** One attempt's outcome: "delivered", or what went wrong (never the URL: it may carry a credential); the wait the receiver asked for. */
+interface Attempt {
+  outcome: string;
+  retryAfterS?: number | null;
+}
+
+async function deliver(url: string, keys: Uint8Array[], event: WebhookEvent): Promise<Attempt> {
   const body = eventBody(event);
   const timestamp = Math.floor(Date.now() / 1000);
   try {
@@ -88,8 +114,8 @@ async function deliver(url: string, keys: Uint8Array[], event: WebhookEvent): Pr
       signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
     });
     await res.body?.cancel();
-    return res.ok ? "delivered" : `receiver answered ${res.status}`;
+    return res.ok ? { outcome: "delivered" } : { outcome: `receiver answered ${res.status}`, retryAfterS: retryAfterS(res) };
   } catch (err) {
-    return `receiver unreachable: ${err instanceof Error ? err.name : "error"}`;
+    return { outcome: `receiver unreachable: ${err instanceof Error ? err.name : "error"}` };
   }
 }

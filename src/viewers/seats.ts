@@ -29,7 +29,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { sessionGraceMs } from "../config";
 import { viewerShard } from "../object-access";
-import { withRetry, withTimeout } from "../platform/retry";
+import { NoAnswer, withRetry, withTimeout } from "../platform/retry";
 import type { SessionId } from "../srs/hook";
 import { KICK_RETRY_MS, queueKicks } from "../srs/kicks";
 import { Denials, type Denial, type OnExtraViewerSession } from "../stream/rules";
@@ -263,11 +263,9 @@ export class ViewerSeats extends DurableObject<Env> {
         this.rememberEnded(endedKey);
         // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
         const callId = crypto.randomUUID();
+        const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why, callId));
         try {
-          const ended = await withTimeout(
-            withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why, callId)),
-            SHARD_TIMEOUT_MS,
-          );
+          const ended = await withTimeout(ending, SHARD_TIMEOUT_MS);
           // Only the seat this end was for (the one granted then), never one granted since.
           this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
             streamKey, sub, s.server_id, s.service_id, s.client_id, s.grant_id);
@@ -276,6 +274,15 @@ export class ViewerSeats extends DurableObject<Env> {
           this.ended.delete(endedKey);
           console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
           failed.push(s);
+          // A call that timed out goes on: if its shard ends the session after all (a lost answer too), the
+          // session is kicked, else it plays on with no seat and no count (the shard's accounting let it go).
+          if (err instanceof NoAnswer) {
+            this.ctx.waitUntil(
+              ending
+                .then((late) => (late ? queueKicks(this.env, [{ ...sessionOf(s), streamKey, role: "viewer" as const, why, retryForMs: Math.max(KICK_RETRY_MS, sessionGraceMs(this.env)) }]) : undefined))
+                .catch(() => {}),
+            );
+          }
         }
       }),
     );

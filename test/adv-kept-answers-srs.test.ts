@@ -1,0 +1,44 @@
+/**
+ * Adversarial pass on kept answers (src/platform/kept-answers.ts) with SRS's HTTP API (this file runs in the
+ * "srs-api" project). A seat's end of a replaced screen whose answer is lost is kicked all the same; an
+ * answer dropped by the seat object's own timeout (SHARD_TIMEOUT_MS) is a lost answer too.
+ */
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { hook } from "./srs";
+import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
+import { limited, livePerSub, playWith, tokenOf } from "./identity";
+import { ViewerShard } from "../src/viewers/shard";
+
+installFakeSrs();
+afterEach(() => void vi.useRealTimers());
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("replace: the shard ends the old screen only after the seat object stopped waiting (SHARD_TIMEOUT_MS, 2 s)", () => {
+  it("the old screen is kicked once its shard ended it (it was ended in the accounting, never kicked, and played on uncounted beside the phone on limit 1)", async () => {
+    const a = await edgeWithApi(["tv000001"]);
+    const b = await edgeWithApi(["phone001", "phone002"]);
+    const s = await limited({ onExtraViewerSession: "replace" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a.edge, "tv000001", token))).toEqual(ALLOW);
+    const real = ViewerShard.prototype.endSeat;
+    let calls = 0;
+    // The shard is stuck behind a slow neighbour: the end reaches it after the seat object gave up waiting.
+    const spy = vi.spyOn(ViewerShard.prototype, "endSeat").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["endSeat"]>) {
+      calls++;
+      return sleep(2_300).then(() => real.apply(this, args)) as never;
+    });
+    const first = await hook(playWith(s, b.edge, "phone001", token));
+    spy.mockRestore();
+    await sleep(1_500); // the late end lands, and whatever follows from it
+    expect(calls).toBe(1);
+    // The shard ended the TV: its accounting has nobody for alice.
+    expect((await livePerSub(s)).alice ?? 0).toBe(first.status === 200 ? 1 : 0);
+    // The phone plays again (a player retries): nothing stands in its way now.
+    expect(await hook(playWith(s, b.edge, "phone002", token))).toEqual(ALLOW);
+    await sleep(300);
+    expect((await livePerSub(s)).alice).toBe(1);
+    // The TV, ended in the accounting, must not play on uncounted on edge a.
+    expect(kickedOn(a.fake, "tv000001")).toBe(true);
+  });
+});

@@ -4,7 +4,8 @@
  * answer dropped by the seat object's own timeout (SHARD_TIMEOUT_MS) is a lost answer too.
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { hook } from "./srs";
+import { admin, createStream, hook, publish, uniqueStream } from "./srs";
+import { overloaded } from "./fleet";
 import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
 import { limited, livePerSub, playWith, tokenOf } from "./identity";
 import { ViewerShard } from "../src/viewers/shard";
@@ -40,5 +41,26 @@ describe("replace: the shard ends the old screen only after the seat object stop
     expect((await livePerSub(s)).alice).toBe(1);
     // The TV, ended in the accounting, must not play on uncounted on edge a.
     expect(kickedOn(a.fake, "tv000001")).toBe(true);
+  });
+});
+
+describe("DELETE /admin/servers/{id}/sessions: the server's viewer shard cannot be reached (overloaded)", () => {
+  it("the publishers its streams ended are still answered and kicked (the call failed with 500 after ending them: nobody kicked the encoder, and a repeated call found nothing left to end)", async () => {
+    const { edge, fake } = await edgeWithApi(["enc00001"]);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    const spy = vi.spyOn(ViewerShard.prototype, "endAll").mockImplementation(() => {
+      throw overloaded();
+    });
+    const res = await admin("DELETE", `/servers/${edge.server}/sessions`);
+    spy.mockRestore();
+    const again = await admin("DELETE", `/servers/${edge.server}/sessions`);
+    await sleep(300);
+    expect(res.status).toBe(200);
+    expect(res.body.failed).toBe(1); // the shard: its viewers still stand
+    const reported = [...(res.body?.ended ?? []), ...(again.body?.ended ?? [])].map((e: any) => e.clientId);
+    expect(reported).toContain("enc00001");
+    expect(kickedOn(fake, "enc00001")).toBe(true);
   });
 });

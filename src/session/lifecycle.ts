@@ -53,6 +53,7 @@ import type { EndedSession } from "../stream/object";
 import { Denials, TAKEOVER_FAILED, type Decision, type PlayToken } from "../stream/rules";
 import { callObject, Deadline, ObjectCallFailed, UNDO_WAIT_MS, unreachableFailure, withRetry, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerShard } from "../object-access";
+import type { EndedViewer } from "../viewers/shard";
 import type { Place } from "../viewers/lease";
 
 type StreamStub = ReturnType<typeof streamObject>;
@@ -340,11 +341,21 @@ export async function endServerSessions(env: Env, serverId: string): Promise<Ser
   }
   await Promise.all([...byStream].map(([streamKey, sessions]) => reindexStartedAgain(env, streamKey, sessions)));
   const callId = crypto.randomUUID(); // as in endStreamSessions
-  const viewers = await withRetry(() => viewerShard(env, serverId), (shard) => shard.endAll(SERVER_SESSIONS_PER_CALL - batch.length, reason, callId));
+  // What the streams ended is answered (and kicked) even when the shard cannot be reached: those publishers are
+  // gone from the accounting and the index, and a repeated call would find nothing left to end. The shard counts
+  // as one more failure (its viewers still stand: a repeated call ends them).
+  let viewers: { ended: EndedViewer[]; remaining: number } = { ended: [], remaining: 0 };
+  let shardFailed = 0;
+  try {
+    viewers = await withRetry(() => viewerShard(env, serverId), (shard) => shard.endAll(SERVER_SESSIONS_PER_CALL - batch.length, reason, callId));
+  } catch (err) {
+    console.error(JSON.stringify({ error: "viewer shard unreachable: its viewers not ended", server: serverId, detail: String(err) }));
+    shardFailed = 1;
+  }
   return {
     ended: [...done, ...viewers.ended.map((v): IndexedSession => ({ ...v, role: "viewer" }))],
     remaining: all.length - done.length + viewers.remaining,
-    failed: batch.length - done.length,
+    failed: batch.length - done.length + shardFailed,
   };
 }
 

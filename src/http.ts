@@ -16,6 +16,35 @@ export function jsonResponse(body: unknown, status = 200, headers: HeadersInit =
  * client lies about (or omits) Content-Length. Throws StatusError 413/400.
  */
 export async function readJson(request: Request): Promise<unknown> {
+  const bytes = await readBody(request);
+  if (bytes === null) return undefined;
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new StatusError(400, "body is not valid UTF-8");
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new StatusError(400, "body is not valid JSON");
+  }
+}
+
+/**
+ * A call that takes no body (GET, DELETE) refuses one, 400, before it changes anything: a DELETE
+ * that ignored `{"client": …}` in its body would end every session its query did not narrow.
+ * Only whitespace counts as no body.
+ */
+export async function refuseBody(request: Request): Promise<void> {
+  const bytes = await readBody(request);
+  if (bytes !== null && bytes.some((b) => b !== 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d)) {
+    throw new StatusError(400, `${request.method} takes no body (choose with query parameters, e.g. ?server=ID&client=ID): nothing was changed`);
+  }
+}
+
+/** The body's bytes (null: none), at most MAX_BODY_BYTES whatever Content-Length says. */
+async function readBody(request: Request): Promise<Uint8Array | null> {
   const declared = Number(request.headers.get("content-length") ?? "0");
   if (declared > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Uint8Array[] = [];
@@ -33,27 +62,15 @@ export async function readJson(request: Request): Promise<unknown> {
       chunks.push(value);
     }
   }
-  if (length === 0) return undefined;
-  let bytes = chunks[0];
-  if (chunks.length > 1) {
-    bytes = new Uint8Array(length);
-    let at = 0;
-    for (const chunk of chunks) {
-      bytes.set(chunk, at);
-      at += chunk.byteLength;
-    }
+  if (length === 0) return null;
+  if (chunks.length === 1) return chunks[0];
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
   }
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
-  } catch {
-    throw new StatusError(400, "body is not valid UTF-8");
-  }
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new StatusError(400, "body is not valid JSON");
-  }
+  return bytes;
 }
 
 function tooLarge(): StatusError {

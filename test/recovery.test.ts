@@ -120,6 +120,24 @@ describe("a lost stop hook is recoverable", () => {
     expect((await admin("DELETE", `/streams/live/${s}/sessions?server=bad%20id`)).status).toBe(400);
   });
 
+  it("DELETE .../sessions with a body is refused and ends nothing: the body's filter was ignored and every session of the stream ended (and was kicked)", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await hook(publish("live", s, key, { ...edge, client: "enc00001" }));
+    await hook(play("live", s, { ...edge, client: "view0001" }));
+    const res = await admin("DELETE", `/streams/live/${s}/sessions`, { client: "view0001" });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatch(/^DELETE takes no body \(choose with query parameters.*nothing was changed$/);
+    expect(await streamState(s)).toMatchObject({ live: true, viewers: 1 });
+    for (const other of [`/servers/${edge.server}/sessions`, `/streams/live/${s}`]) {
+      expect((await admin("DELETE", other, { server: "nobody" })).status).toBe(400);
+    }
+    expect(await streamState(s)).toMatchObject({ live: true, viewers: 1 });
+    // Only whitespace is no body.
+    expect((await admin("DELETE", `/streams/live/${uniqueStream()}`, " \n")).status).toBe(404);
+    expect((await admin("DELETE", `/streams/live/${s}/sessions?client=view0001`)).body.ended).toHaveLength(1);
+  });
+
   it("DELETE .../sessions with one viewer shard unreachable still answers what it ended (the publisher, the other shard's viewer) and names the shard it could not ask (it answered 500 and said nothing)", async () => {
     const s = uniqueStream();
     const key = await createStream(s);

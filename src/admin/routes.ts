@@ -3,7 +3,7 @@ import { newPublishKey, secretsMatch, sha256Hex } from "../auth/secrets";
 import { signPlayToken } from "../auth/token";
 import { maxTokenTtlS, requiredSecret } from "../config";
 import type { Env } from "../env";
-import { jsonResponse, pageCursor, queryParam, readJson } from "../http";
+import { jsonResponse, pageCursor, queryParam, readJson, refuseBody } from "../http";
 import { HLS_SUFFIX, parseStreamKey, streamKey, withoutHlsSuffix, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { STREAM_DELETED, type OperatorAction } from "../stream/publisher-api";
@@ -26,6 +26,7 @@ export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
   const header = request.headers.get("authorization") ?? "";
   const token = header.startsWith("Bearer ") ? header.slice(7) : "";
   if (!(await secretsMatch(token, expected))) throw new StatusError(401, "missing or wrong admin token");
+  if (request.method === "GET" || request.method === "DELETE") await refuseBody(request);
 }
 
 /**

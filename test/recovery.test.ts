@@ -113,6 +113,13 @@ describe("a lost stop hook is recoverable", () => {
     const res = await admin("DELETE", `/streams/live/${s}/sessions`);
     expect(res.status).toBe(200);
     expect(res.body.ended).toHaveLength(3);
+    // The decision log names each session it ended, the publisher too (its line named nobody: run 24, obs. 6).
+    const lines = (await admin("GET", `/streams/live/${s}/events`)).body.events.filter((e: any) => e.action === "admin");
+    expect(lines.map((e: any) => `${e.server} ${e.client} ${e.reason}`).sort()).toEqual([
+      `${edge.server} enc00001 ended by operator`,
+      `${edge.server} view0001 ended by operator`,
+      `${other.server} view0001 ended by operator`,
+    ]);
     expect(await streamState(s)).toMatchObject({ live: false, viewers: 0 });
     expect((await serverListed(edge)).sessions).toBe(0);
     expect((await serverListed(other)).sessions).toBe(0);

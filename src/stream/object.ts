@@ -379,10 +379,9 @@ export class StreamObject extends DurableObject<Env> {
 
   private endSessionsNow(filter: { serverId?: string; clientId?: string }): EndedSession[] {
     const ended = this.sessions.endMatching(filter);
-    if (ended.length > 0) {
-      const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");
-      this.record("admin", filter.serverId ?? "", filter.clientId ?? "", "", "end", `ended ${ended.length} session(s) by operator${scope ? ` (${scope})` : ""}`);
-    }
+    const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");
+    // One line per session, naming it (the viewers' shards do the same), whatever the filter named.
+    for (const e of ended) this.record("admin", e.serverId, e.clientId, "", "end", `ended by operator${scope ? ` (${scope})` : ""}`);
     return ended;
   }
 

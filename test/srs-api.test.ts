@@ -11,7 +11,7 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
 import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "./fake-srs";
-import { at, serverListed, serverStub } from "./fleet";
+import { at, serverListed, serverStub, T0 } from "./fleet";
 
 installFakeSrs();
 
@@ -240,6 +240,11 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
       at(1_500);
       await runDurableObjectAlarm(serverStub(edge));
       expect((await streamEvents(s)).some((e: any) => e.action === "kick")).toBe(false); // still trying
+      // ... and the decision log says so, once (run 24, obs. 1: nothing was told until the outcome, 5 minutes later).
+      const waiting = (await streamEvents(s)).filter((e: any) => e.action === "kick-wait");
+      expect(waiting.map((e: any) => `${e.client} ${e.reason}`)).toEqual([
+        `view0001 kick waiting: edge unreachable; tried again until ${new Date(T0 + 5 * 60_000).toISOString()}, at once when the server is heard from again (ended by operator)`,
+      ]);
       at(5 * 60_000 + 10_000);
       await runDurableObjectAlarm(serverStub(edge));
       const events = await streamEvents(s);

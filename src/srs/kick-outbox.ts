@@ -151,7 +151,14 @@ export class KickOutbox {
     const unreachable = result.problem === undefined || [UNREACHABLE, TOO_SLOW, NOT_SRS].includes(result.problem) || /^edge answered HTTP 5\d\d$/.test(result.problem);
     if (outcome === "failed" && Date.now() < k.until && (!longer || unreachable)) {
       const wait = longer ? KICK_RETRY_MS / 2 : Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
-      return this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;
+      const replaced = this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;
+      // Its first failure is told once (action "kick-wait"; the outcome comes later as "kick"): an operator watching the
+      // decision log sees a kick that waits for its edge, not nothing until it lands or is given up.
+      if (k.attempt === 0 && !replaced) {
+        const line = `kick waiting: ${result.problem ?? "edge unreachable"}; tried again until ${new Date(k.until).toISOString()}, at once when the server is heard from again (${k.why})`;
+        await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKickWaiting(k.server_id, k.client_id, line)).catch(() => {});
+      }
+      return replaced;
     }
     const replaced = this.sql.exec(`DELETE FROM kicks WHERE ${sameRow}`, ...tried).rowsWritten === 0;
     const reason = {

@@ -163,7 +163,7 @@ export class StreamObject extends DurableObject<Env> {
       record: (...line) => this.record(...line),
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
-    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "recordKickWaiting", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -413,6 +413,11 @@ export class StreamObject extends DurableObject<Env> {
    * publisher's (a viewer's says nothing about a publisher that has the same client id), of the process
    * `serviceId`; `kicked`: its server let it go (its stop event, if it comes now, is the kick's doing).
    */
+  /** A kick's first try failed; it is tried again (its outcome comes as recordKick). */
+  recordKickWaiting(serverId: string, clientId: string, reason: string): void {
+    if (this.ready) this.log.append("kick-wait", serverId, clientId, "", "kick", reason);
+  }
+
   recordKick(serverId: string, clientId: string, reason: string, publisher?: { serviceId: string; kicked: boolean }): void {
     if (!this.ready) return;
     this.log.append("kick", serverId, clientId, "", "kick", reason);

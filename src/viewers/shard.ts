@@ -124,6 +124,8 @@ export class ViewerShard extends DurableObject<Env> {
   private seatedStreams = new Set<string>();
   /** Streams whose seats for such sessions could not all be taken: the alarm tries again (SEAT_RETRY_MS). */
   private seatRetry = new Set<string>();
+  /** Streams whose seats are stored as still to be taken (a meta row each: SEAT_RETRY_KEY), taken or retried. */
+  private seatRows = new Set<string>();
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -173,7 +175,11 @@ export class ViewerShard extends DurableObject<Env> {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
       if (r.key === "country") this.place.country = r.value;
-      if (r.key.startsWith(SEAT_RETRY_KEY)) this.seatRetry.add(r.key.slice(SEAT_RETRY_KEY.length));
+      if (r.key.startsWith(SEAT_RETRY_KEY)) {
+        const streamKey = r.key.slice(SEAT_RETRY_KEY.length);
+        this.seatRetry.add(streamKey);
+        this.seatRows.add(streamKey);
+      }
     }
     this.processes.load();
     for (const r of this.sql.exec<{ stream_key: string; service_id: string; n: number }>(
@@ -678,11 +684,19 @@ export class ViewerShard extends DurableObject<Env> {
     const now = Date.now();
     for (const streamKey of [...this.seatRetry]) {
       this.seatRetry.delete(streamKey);
-      this.sql.exec("DELETE FROM meta WHERE key = ?", SEAT_RETRY_KEY + streamKey);
+      // The stored row stays until the seats are taken (or no longer needed): a restart meanwhile tries again.
       const policy = this.leases.policy(streamKey);
       if (policy !== undefined) this.seatUnseated(streamKey, policy);
-      // Not known here since a restart: the stream's answer sets it, and that takes the seats (policyChanged).
-      else await this.leases.policyOf(streamKey).catch((err) => this.retrySeats(streamKey, err));
+      else {
+        // Not known here since a restart: the stream's answer sets it, and that takes the seats (policyChanged).
+        try {
+          await this.leases.policyOf(streamKey);
+          // No answer set a policy (the stream is gone): nothing to take.
+          if (this.leases.policy(streamKey) === undefined) this.seatUnseated(streamKey, null);
+        } catch (err) {
+          this.retrySeats(streamKey, err);
+        }
+      }
     }
     await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
@@ -828,6 +842,7 @@ export class ViewerShard extends DurableObject<Env> {
   private seatUnseated(streamKey: string, policy: ViewerPolicy | null): void {
     if (!policy || policy.playAuth !== "token" || policy.maxSessionsPerViewer === null) {
       this.seatedStreams.delete(streamKey);
+      this.seatsTaken(streamKey);
       return;
     }
     if (this.seatedStreams.has(streamKey)) return;
@@ -835,10 +850,32 @@ export class ViewerShard extends DurableObject<Env> {
     const rows = this.tables.rows<{ service_id: string; client_id: string; sub: string }>(
       "SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey,
     );
-    if (rows.length === 0) return;
+    if (rows.length === 0) return this.seatsTaken(streamKey);
+    // Stored before the seats are asked for, not only once a take failed: a restart of the shard while they are
+    // on their way (a deploy) would drop them, and the viewer would keep one screen more than the limit.
+    this.storeSeatRetry(streamKey);
     this.ctx.waitUntil(
-      this.takeSeats(streamKey, rows).catch((err) => this.retrySeats(streamKey, err)),
+      this.takeSeats(streamKey, rows).then(
+        () => this.seatsTaken(streamKey),
+        (err) => this.retrySeats(streamKey, err),
+      ),
     );
+  }
+
+  /** The stream's seats are taken (or none are needed): its stored retry goes. */
+  private seatsTaken(streamKey: string): void {
+    if (this.seatRetry.has(streamKey) || !this.seatRows.delete(streamKey)) return;
+    this.sql.exec("DELETE FROM meta WHERE key = ?", SEAT_RETRY_KEY + streamKey);
+  }
+
+  /** The stream's seats are to be taken: stored, with an alarm that takes them should the shard restart first. */
+  private storeSeatRetry(streamKey: string): void {
+    if (!this.seatRows.has(streamKey)) {
+      this.tables.prepare();
+      this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '')", SEAT_RETRY_KEY + streamKey);
+      this.seatRows.add(streamKey);
+    }
+    this.armAlarm(Date.now() + SEAT_RETRY_MS);
   }
 
   /**
@@ -848,9 +885,7 @@ export class ViewerShard extends DurableObject<Env> {
   private retrySeats(streamKey: string, err: unknown): void {
     this.seatedStreams.delete(streamKey);
     this.seatRetry.add(streamKey);
-    this.tables.prepare();
-    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '')", SEAT_RETRY_KEY + streamKey);
-    this.armAlarm(Date.now() + SEAT_RETRY_MS);
+    this.storeSeatRetry(streamKey);
     logError("seats not taken for sessions admitted before the limit", streamKey, err);
   }
 

@@ -4,7 +4,7 @@
  * A delivery the receiver answers with 2xx is done (acked). Anything else (an error status, a
  * redirect (never followed), no answer within DELIVERY_TIMEOUT_MS, a missing or unusable secret) is
  * retried by the queue after retryDelayS(attempts): 30 s, doubling to 15 min (longer if a 429 or 503
- * asked for it with Retry-After, up to the queue's 12 hours), up to max_retries
+ * asked for it with Retry-After, up to an hour), up to max_retries
  * (wrangler.toml: 20, about 4 hours); then the message goes to the dead-letter queue. Each attempt
  * carries the event's own `webhook-id` and body; `webhook-timestamp` is the attempt's time (and the
  * signature is made again with it), so that receivers checking the timestamp's age (the reference
@@ -24,28 +24,38 @@ export const DELIVERY_TIMEOUT_MS = 15_000;
 const FIRST_RETRY_S = 30;
 const MAX_RETRY_S = 900;
 
-/** The longest delay a queue message can be retried with (Cloudflare Queues: 12 hours). */
-const QUEUE_MAX_DELAY_S = 43_200;
+/**
+ * The longest wait a Retry-After gets: a message lives in the queue for its retention period (4 days by
+ * default, 24 hours on the Workers Free plan) and is deleted past it, not dead-lettered; an hour per retry
+ * keeps all 20 retries (max_retries) within the shortest retention, so a receiver that keeps asking for
+ * longer gets its events in the dead-letter queue, not lost. (A queue could delay one for 12 hours.)
+ */
+const RETRY_AFTER_MAX_S = 3_600;
 
 /**
  * Seconds before the next attempt, after `attempts` failed ones (1, 2, ...): the backoff, or longer when
- * the receiver asked for it (Retry-After on a 429 or 503), up to what a queue can delay.
+ * the receiver asked for it (Retry-After on a 429 or 503), up to RETRY_AFTER_MAX_S.
  */
 export function retryDelayS(attempts: number, askedS: number | null = null): number {
   const backoff = Math.min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** Math.max(0, attempts - 1));
-  return askedS === null ? backoff : Math.max(backoff, Math.min(QUEUE_MAX_DELAY_S, askedS));
+  return askedS === null ? backoff : Math.max(backoff, Math.min(RETRY_AFTER_MAX_S, askedS));
 }
+
+/** RFC 9110's preferred HTTP date (IMF-fixdate), the only date form read: anything looser is ignored. */
+const IMF_FIXDATE = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$/;
 
 /**
  * A Retry-After header's wait in seconds (RFC 9110: delay-seconds or an HTTP date), on the statuses
- * that give it that meaning here: 429 Too Many Requests and 503 Service Unavailable. Null otherwise.
+ * that give it that meaning here: 429 Too Many Requests and 503 Service Unavailable. Null otherwise
+ * (the backoff applies). The same delay-seconds sent twice (a proxy repeating the header) is read once.
  */
 function retryAfterS(res: Response): number | null {
   if (res.status !== 429 && res.status !== 503) return null;
   const value = res.headers.get("retry-after")?.trim() ?? "";
-  if (/^[0-9]{1,10}$/.test(value)) return Number(value);
-  const at = /[a-z]/i.test(value) ? Date.parse(value) : NaN;
-  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+  const seconds = /^([0-9]{1,10})(\s*,\s*\1)*$/.exec(value);
+  if (seconds) return Number(seconds[1]);
+  if (!IMF_FIXDATE.test(value)) return null;
+  return Math.max(0, Math.ceil((Date.parse(value) - Date.now()) / 1000));
 }
 
 export async function deliverEvents(batch: MessageBatch<WebhookEvent>, env: Env): Promise<void> {

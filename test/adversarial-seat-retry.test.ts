@@ -7,16 +7,7 @@ import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ALLOW, LIMIT, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, uniqueStream } from "./srs";
-import { at, shardStub, useFakeClock } from "./fleet";
-
-/** Polls in real time (the Date is faked). */
-async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (await ok()) return;
-    await scheduler.wait(10);
-  }
-  throw new Error("condition not reached in 5 s");
-}
+import { at, shardStub, until, useFakeClock } from "./fleet";
 
 let a: Edge;
 let b: Edge;

@@ -119,7 +119,7 @@ describe("a lost stop hook is recoverable", () => {
       `${edge.server} enc00001 ended by operator`,
       `${edge.server} view0001 ended by operator`,
       `${other.server} view0001 ended by operator`,
-    ]);
+    ].sort());
     expect(await streamState(s)).toMatchObject({ live: false, viewers: 0 });
     expect((await serverListed(edge)).sessions).toBe(0);
     expect((await serverListed(other)).sessions).toBe(0);

@@ -10,19 +10,10 @@ import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { aliceOnASilentEdge, ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
-import { at, beat, events, holdMatching, overloaded, shardStub, useFakeClock, withDeadline } from "./fleet";
+import { at, beat, events, holdMatching, overloaded, shardStub, until, useFakeClock, withDeadline } from "./fleet";
 
 /** Lets the objects' background work (waitUntil: seat releases) run. */
 const settle = () => new Promise((r) => setTimeout(r, 150));
-/** Polls in real time (the Date is faked). */
-async function until(ok: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (await ok()) return;
-    await scheduler.wait(10);
-  }
-  throw new Error("condition not reached in 5 s");
-}
-
 const TIMEOUT_MS = 30_000;
 
 let a: Edge;
@@ -121,21 +112,31 @@ describe("the limit lowered while an on_play waits for its seat", () => {
   });
 });
 
+/**
+ * alice watches on edge `a` a token stream without a session limit; the limit (1) is set while the seat objects are
+ * overloaded, so her session's seat cannot be taken then. The seat objects are fine again when this returns.
+ */
+async function limitSetWhileSeatsFail(): Promise<{ s: string; token: string }> {
+  const s = uniqueStream();
+  await createStream(s, { playAuth: "token" });
+  const token = await tokenOf(s, "alice");
+  expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+  const real = ViewerSeats.prototype.take;
+  vi.spyOn(ViewerSeats.prototype, "take").mockImplementation(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
+    // The seats taken for sessions admitted before the limit ask with no limit.
+    if (args[0].limit === Number.MAX_SAFE_INTEGER) throw overloaded();
+    return real.apply(this, args);
+  });
+  vi.spyOn(console, "error").mockImplementation(() => {});
+  expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+  await settle();
+  vi.restoreAllMocks();
+  return { s, token };
+}
+
 describe("a limit set while a viewer watches: its session's seat could not be taken then", () => {
   it("a seat that could not be taken then (the seat object overloaded) is taken by the shard's alarm 5 s later: the second screen is refused (nothing retried it)", async () => {
-    const s = uniqueStream();
-    await createStream(s, { playAuth: "token" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
-    const real = ViewerSeats.prototype.take;
-    vi.spyOn(ViewerSeats.prototype, "take").mockImplementation(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
-      // The seats taken for sessions admitted before the limit ask with no limit.
-      if (args[0].limit === Number.MAX_SAFE_INTEGER) throw overloaded();
-      return real.apply(this, args);
-    });
-    vi.spyOn(console, "error").mockImplementation(() => {});
-    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
-    vi.restoreAllMocks();
+    const { s, token } = await limitSetWhileSeatsFail();
     // The seat object is fine again; the shard's alarm tries again.
     at(10_000);
     await runDurableObjectAlarm(shardStub(a));
@@ -147,19 +148,7 @@ describe("a limit set while a viewer watches: its session's seat could not be ta
 
 describe("a limit set while a viewer watches: its seat's retry outlives a restart of the shard", () => {
   it("the seat that could not be taken is taken by the shard's alarm after the shard restarted: the second screen is refused (the retry lived in memory and was lost)", async () => {
-    const s = uniqueStream();
-    await createStream(s, { playAuth: "token" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
-    const real = ViewerSeats.prototype.take;
-    vi.spyOn(ViewerSeats.prototype, "take").mockImplementation(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
-      if (args[0].limit === Number.MAX_SAFE_INTEGER) throw overloaded();
-      return real.apply(this, args);
-    });
-    vi.spyOn(console, "error").mockImplementation(() => {});
-    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
-    await settle();
-    vi.restoreAllMocks();
+    const { s, token } = await limitSetWhileSeatsFail();
     // The shard restarts (a deploy, an eviction): nothing in memory survives; its stored alarm does.
     await evictDurableObject(shardStub(a));
     at(10_000);

@@ -1,7 +1,7 @@
 /**
  * The Worker's bindings, as `wrangler types` generates them from wrangler.toml into
  * worker-configuration.d.ts (`npm run cf-typegen`; `npm test` fails when that file is out of date):
- * the KV catalogue, the four Durable Object namespaces typed with their classes, the two event
+ * the KV catalogue, the five Durable Object namespaces typed with their classes, the two event
  * queues, and the [vars].
  *
  * Secrets are not in wrangler.toml. The generated file types the four in .dev.vars.example as

@@ -20,6 +20,7 @@ import { ObjectCallFailed } from "./platform/retry";
 import { handleHeartbeat, handleHook } from "./srs/routes";
 import { deliverEvents } from "./events/deliver";
 import { sendTestEvent } from "./events/routes";
+import { clearDeadLetters, isDeadLetterQueue, keepDeadLetters, listDeadLetters, replayDeadLetters } from "./events/dead-letters";
 import { getFleetUsage, getStreamUsage } from "./usage/routes";
 import type { WebhookEvent } from "./events/event";
 
@@ -27,6 +28,7 @@ export { StreamObject } from "./stream/object";
 export { ServerRegistry } from "./server/registry";
 export { ViewerShard } from "./viewers/shard";
 export { ViewerSeats } from "./viewers/seats";
+export { DeadLetters } from "./events/dead-letters";
 
 type Args = [Env, ExecutionContext];
 
@@ -59,12 +61,16 @@ router
   .get("/admin/load", getLoad)
   .delete("/admin/servers/:server_id/sessions", endServerSessions)
   .get("/admin/usage", getFleetUsage)
-  .post("/admin/events/test", sendTestEvent);
+  .post("/admin/events/test", sendTestEvent)
+  .get("/admin/events/dead-letters", listDeadLetters)
+  .post("/admin/events/dead-letters/replay", replayDeadLetters)
+  .delete("/admin/events/dead-letters", clearDeadLetters);
 
 export default {
   fetch: (request: Request, env: Env, ctx: ExecutionContext) => router.fetch(request, env, ctx),
-  // The events queue's consumer: deliveries to EVENTS_WEBHOOK_URL (src/events/deliver.ts).
-  queue: (batch: MessageBatch<WebhookEvent>, env: Env) => deliverEvents(batch, env),
+  // The events queue's consumer: deliveries to EVENTS_WEBHOOK_URL (src/events/deliver.ts); and its
+  // dead-letter queue's: events given up on, kept for a replay (src/events/dead-letters.ts).
+  queue: (batch: MessageBatch<WebhookEvent>, env: Env) => (isDeadLetterQueue(batch.queue) ? keepDeadLetters(batch, env) : deliverEvents(batch, env)),
 };
 
 /** An admin API URL (hooks are /hooks/srs/…). */

@@ -14,6 +14,7 @@ const DEPLOYED_MIGRATIONS = [
   { tag: "v1", new_sqlite_classes: ["StreamObject", "ServerRegistry"] },
   { tag: "v2", new_sqlite_classes: ["ViewerShard"] },
   { tag: "v3", new_sqlite_classes: ["ViewerSeats"] },
+  { tag: "v4", new_sqlite_classes: ["DeadLetters"] },
 ];
 
 const config = new URL("../../wrangler.toml", import.meta.url).pathname;

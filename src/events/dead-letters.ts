@@ -11,7 +11,7 @@ import { DurableObject } from "cloudflare:workers";
 import { StatusError, type IRequest } from "itty-router";
 import type { Env } from "../env";
 import { jsonResponse } from "../http";
-import { eventsEnabled, queueEvents, type WebhookEvent } from "./event";
+import { eventsEnabled, QUEUE_BATCH, type WebhookEvent } from "./event";
 
 /** How long a dead letter is kept for a replay. */
 export const DEAD_LETTER_KEPT_DAYS = 30;
@@ -22,6 +22,16 @@ export const REPLAY_PER_CALL = 500;
 /** Events listed per GET, newest first. */
 const LISTED = 100;
 const DAY_MS = 86_400_000;
+/** How long a replay holds the events it is sending, so that a second replay at once picks others (a replay that died releases them then). */
+const CLAIM_MS = 60_000;
+/**
+ * The wait before the dead-letter queue delivers a batch the object could not take again, after `attempts`: 60 s
+ * doubling to an hour, so that its max_retries (100, wrangler.toml) span about four days, the queue's retention,
+ * instead of 100 minutes (retry_delay 60 s) after which the events would be deleted.
+ */
+export function keepRetryDelayS(attempts: number): number {
+  return Math.min(3_600, 60 * 2 ** Math.max(0, Math.min(attempts, 20) - 1));
+}
 
 /** A dead letter as the admin API lists it. */
 export interface DeadLetter {
@@ -33,6 +43,8 @@ export interface DeadLetter {
 
 export class DeadLetters extends DurableObject<Env> {
   private sql: SqlStorage;
+  /** Events a replay is sending (id: until when), kept from a second replay at once. In memory: a restart forgets them, as it does the replay. */
+  private claimed = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -67,19 +79,40 @@ export class DeadLetters extends DurableObject<Env> {
     };
   }
 
-  /** The oldest `limit` events as JSON, for a replay (they stay until `sent` confirms they were queued again). */
-  oldest(limit: number): string[] {
-    return this.sql.exec<{ body: string }>("SELECT body FROM dead ORDER BY dead_at, id LIMIT ?", limit).toArray().map((r) => r.body);
+  /**
+   * The oldest `limit` events as JSON that no other replay is sending, for a replay: held for it (CLAIM_MS) so that a
+   * second replay at once takes the next ones; they stay until `sent` confirms they were queued again, or `release`.
+   */
+  claim(limit: number): string[] {
+    const now = Date.now();
+    for (const [id, until] of this.claimed) if (until <= now) this.claimed.delete(id);
+    const rows = this.sql
+      .exec<{ id: string; body: string }>("SELECT id, body FROM dead ORDER BY dead_at, id LIMIT ?", limit + this.claimed.size)
+      .toArray()
+      .filter((r) => !this.claimed.has(r.id))
+      .slice(0, limit);
+    for (const r of rows) this.claimed.set(r.id, now + CLAIM_MS);
+    return rows.map((r) => r.body);
   }
 
   /** These were queued again: they go. Returns how many are left. */
   sent(ids: string[]): number {
-    for (const id of ids) this.sql.exec("DELETE FROM dead WHERE id = ?", id);
+    for (const id of ids) {
+      this.sql.exec("DELETE FROM dead WHERE id = ?", id);
+      this.claimed.delete(id);
+    }
+    return this.count();
+  }
+
+  /** A replay could not queue these: another may. Returns how many are left. */
+  release(ids: string[]): number {
+    for (const id of ids) this.claimed.delete(id);
     return this.count();
   }
 
   /** Drops every dead letter; returns how many went. */
   clear(): number {
+    this.claimed.clear();
     return this.sql.exec("DELETE FROM dead").rowsWritten;
   }
 
@@ -107,13 +140,25 @@ function deadLetters(env: Env) {
 
 /**
  * The dead-letter queue's consumer: its messages are kept for the operator. A batch the object
- * cannot take is retried by the queue (the consumer's own max_retries in wrangler.toml).
+ * cannot take is retried by the queue (the consumer's own max_retries in wrangler.toml), after
+ * keepRetryDelayS: the retries span the queue's retention, not 100 minutes.
  */
 export async function keepDeadLetters(batch: MessageBatch<WebhookEvent>, env: Env): Promise<void> {
-  const events = batch.messages.map((m) => m.body).filter(isEvent);
-  const unreadable = batch.messages.length - events.length;
+  const messages = batch.messages.filter((m) => isEvent(m.body));
+  const unreadable = batch.messages.length - messages.length;
   if (unreadable > 0) console.error(JSON.stringify({ error: "dead letters not kept: not events", count: unreadable }));
-  const held = await deadLetters(env).keep(events);
+  for (const m of batch.messages) if (!isEvent(m.body)) m.ack();
+  if (messages.length === 0) return;
+  const events = messages.map((m) => m.body);
+  let held: number;
+  try {
+    held = await deadLetters(env).keep(events);
+  } catch (err) {
+    const attempts = Math.max(...messages.map((m) => m.attempts));
+    console.error(JSON.stringify({ error: "dead letters not kept yet, the queue delivers them again", ids: events.map((e) => e.id), attempt: attempts, retryInS: keepRetryDelayS(attempts), detail: String(err) }));
+    for (const m of messages) m.retry({ delaySeconds: keepRetryDelayS(m.attempts) });
+    return;
+  }
   console.error(JSON.stringify({ error: "events not delivered after every retry: kept for a replay (POST /admin/events/dead-letters/replay)", ids: events.map((e) => e.id), held }));
   batch.ackAll();
 }
@@ -132,13 +177,29 @@ export async function listDeadLetters(_request: IRequest, env: Env): Promise<Res
 export async function replayDeadLetters(_request: IRequest, env: Env): Promise<Response> {
   if (!eventsEnabled(env)) throw new StatusError(409, "EVENTS_WEBHOOK_URL is not set: there is no receiver to send them to");
   const store = deadLetters(env);
-  const events = (await store.oldest(REPLAY_PER_CALL)).map((body) => JSON.parse(body) as WebhookEvent);
-  if (!(await queueEvents(env, events))) throw new StatusError(503, "the events queue refused them; nothing was replayed, try again");
-  const remaining = await store.sent(events.map((e) => e.id));
-  return jsonResponse({ replayed: events.length, ids: events.map((e) => e.id), remaining });
+  const events = (await store.claim(REPLAY_PER_CALL)).map((body) => JSON.parse(body) as WebhookEvent);
+  const replayed: string[] = [];
+  let remaining = 0;
+  for (let i = 0; i < events.length; i += QUEUE_BATCH) {
+    const chunk = events.slice(i, i + QUEUE_BATCH);
+    try {
+      await env.EVENTS.sendBatch(chunk.map((body) => ({ body })));
+    } catch (err) {
+      // What the queue took before is forgotten (the next replay does not send it twice); the rest waits for it.
+      const left = events.slice(i).map((e) => e.id);
+      console.error(JSON.stringify({ error: "dead letters not replayed: the events queue refused them", ids: left, replayed: replayed.length, detail: String(err) }));
+      remaining = await store.release(left);
+      return jsonResponse({ error: "the events queue refused some of them: those are kept, try again", replayed: replayed.length, ids: replayed, remaining }, 503);
+    }
+    replayed.push(...chunk.map((e) => e.id));
+    remaining = await store.sent(chunk.map((e) => e.id));
+  }
+  if (events.length === 0) remaining = await store.release([]);
+  return jsonResponse({ replayed: replayed.length, ids: replayed, remaining });
 }
 
-/** DELETE /admin/events/dead-letters: the operator gives them up. */
-export async function clearDeadLetters(_request: IRequest, env: Env): Promise<Response> {
+/** DELETE /admin/events/dead-letters: the operator gives them up, all of them (a query, as if naming some, is refused). */
+export async function clearDeadLetters(request: IRequest, env: Env): Promise<Response> {
+  if (new URL(request.url).search !== "") throw new StatusError(400, "DELETE /admin/events/dead-letters drops every dead letter and takes no query parameter: nothing was dropped");
   return jsonResponse({ deleted: await deadLetters(env).clear() });
 }

@@ -21,6 +21,7 @@ const state = {
   back: [], // cursors of the pages before it, for "previous"
   next: undefined, // cursor of the page after it, if any
   seq: 0, // the latest refresh; older answers are dropped
+  deadLetters: null, // GET /admin/events/dead-letters, while the servers tab is shown
   timer: null,
 };
 
@@ -176,8 +177,12 @@ async function refresh() {
     state.streams = page.streams;
     state.next = page.cursor;
     if (servers) state.servers = servers;
+    // Events the receiver never took, shown with the servers (an older Worker without the endpoint: nothing shown).
+    if (!$("#servers-tab").hidden) state.deadLetters = await api("GET", "/events/dead-letters").catch(() => null);
+    if (seq !== state.seq) return;
     renderStreams();
     renderServers();
+    renderDeadLetters();
     $("#status").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (err) {
     if (seq === state.seq && !(err instanceof ApiError && err.status === 401)) $("#status").textContent = `refresh failed: ${failure(err)}`;
@@ -311,6 +316,33 @@ function renderServers() {
   $("#servers tbody").replaceChildren(...rows);
   $("#servers-empty").hidden = state.servers.length > 0;
 }
+
+/** The events the queue gave up on (every delivery to EVENTS_WEBHOOK_URL failed), with a replay. */
+function renderDeadLetters() {
+  const dead = state.deadLetters;
+  const count = dead && Number.isInteger(dead.count) ? dead.count : 0;
+  $("#dead-letters").hidden = count === 0;
+  if (count > 0) {
+    $("#dead-letters-text").textContent =
+      `${plural(count, "event")} could not be delivered to the webhook receiver (every retry failed; the first given up on ${ago(dead.oldest)}). ` +
+      "They are kept 30 days.";
+  }
+}
+
+$("#replay-dead-letters").addEventListener("click", async () => {
+  const button = $("#replay-dead-letters");
+  button.disabled = true;
+  try {
+    const r = await api("POST", "/events/dead-letters/replay");
+    $("#status").textContent = `sent ${plural(r.replayed, "event")} again${r.remaining > 0 ? `; ${r.remaining} left: send again` : ""}`;
+    state.deadLetters = { ...state.deadLetters, count: r.remaining };
+    renderDeadLetters();
+  } catch (err) {
+    $("#status").textContent = `events not sent again: ${failure(err)}`;
+  } finally {
+    button.disabled = false;
+  }
+});
 
 // --- tabs, sorting, filtering ----------------------------------------------------
 

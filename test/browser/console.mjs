@@ -4,7 +4,7 @@
 // It logs in, creates a stream, sends SRS-shaped hooks, checks that the page shows
 // the publisher and the viewer count, ends sessions by hand (a publisher, a stream's,
 // a server's), shows newer state fields, shows a stream's audience per viewer shard and
-// per location (viewers on two edges), lists a token stream's viewers by viewer id and
+// per location (viewers on two edges), shows undelivered events with the servers and sends them again, lists a token stream's viewers by viewer id and
 // revokes one of them and then every token (issue 14; the browser's clock 10 minutes slow, the
 // console reckoning "now" from the gate's Date header), revokes the stream and checks the revocation
 // holds, then pages through more streams than a page holds and checks the console
@@ -213,6 +213,7 @@ try {
   await page.waitForSelector(`#servers tr[data-server="${edge}"]`, { timeout: 15_000 });
   const serversText = await page.textContent("#servers");
   check("the servers tab shows the edge as alive with its device", serversText.includes("edge-a") && serversText.includes("alive"), serversText);
+  check("no undelivered events: no dead-letter notice", await page.isHidden("#dead-letters"));
   await page.click(".tab[data-tab=streams]");
 
   // Ending sessions by hand (DELETE …/sessions), after real on_publish and on_play hooks.
@@ -307,6 +308,22 @@ try {
   await page.waitForSelector(`#servers tr[data-server="${edge}"] .badge.duplicate`, { timeout: 15_000 });
   check("a duplicate server_id is marked", /duplicate server_id ×2/.test(await page.textContent(`#servers tr[data-server="${edge}"]`)));
   check("a candidate process is shown", /new process cand0001 awaits its first heartbeat/.test(await page.textContent(`#servers tr[data-server="${edge}"]`)));
+  // Events the queue gave up on: shown with the servers, and sent again from there.
+  let replays = 0;
+  await page.route((url) => url.pathname === "/admin/events/dead-letters", (route) => route.fulfill({
+    json: { count: replays === 0 ? 3 : 0, oldest: new Date(Date.now() - 2 * 3600_000).toISOString(), newest: new Date().toISOString(), events: [] },
+  }));
+  await page.route((url) => url.pathname === "/admin/events/dead-letters/replay", (route) => {
+    replays++;
+    return route.fulfill({ json: { replayed: 3, ids: ["msg_1", "msg_2", "msg_3"], remaining: 0 } });
+  });
+  await page.waitForSelector("#dead-letters:not([hidden])", { timeout: 15_000 });
+  await page.screenshot({ path: join(ARTIFACTS, "console-dead-letters.png"), fullPage: true });
+  check("undelivered events are announced with the servers", /3 events could not be delivered to the webhook receiver .*2 h ago/.test(await page.textContent("#dead-letters")), await page.textContent("#dead-letters"));
+  await page.click("#replay-dead-letters");
+  const said = await page.waitForFunction(() => /sent 3 events again/.test(document.querySelector("#status").textContent), null, { timeout: 15_000 }).then(() => true, () => false);
+  await page.waitForSelector("#dead-letters[hidden]", { state: "attached", timeout: 15_000 });
+  check("they are sent again from the console, and the notice goes", said && replays === 1, `${replays} ${await page.textContent("#status")}`);
   // A server's call ends at most a batch: what is left is said.
   await page.route((url) => url.pathname.endsWith("/sessions"), (route) => route.fulfill({
     json: { serverId: edge, ended: [{ stream: `__defaultVhost__/live/${STREAM}`, role: "viewer", serviceId: "svc00001", clientId: "v9" }], remaining: 7 },

@@ -366,6 +366,27 @@ describe("publish keys: parameter names and lifecycle", () => {
     expect(await hook({ ...publish("live", s, null, { ...edge, client: "pub00001" }), param: `?secret=${key}` })).toEqual(ALLOW);
   });
 
+  it("accepts the key and the token where WebRTC and SRT put them: SRS's param without a leading '?' (trunk/src/app/srs_app_rtc_api.cpp, srs_app_srt_utility.cpp)", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s, { playAuth: "token" });
+    const token = (await mint(s)).body.token;
+    const params = [
+      `app=live&stream=${s}&key=${key}&upstream=rtc`, // WHIP: the request's whole query, then SRS's own marker
+      `?key=${key}&upstream=rtc`, // /rtc/v1/publish: the stream URL's query and the marker
+      `key=${key}`, // SRT: streamid #!::r=live/<stream>,key=<key>,m=publish
+    ];
+    for (const [i, param] of params.entries()) {
+      const client = `rtc0000${i}`;
+      expect(await hook({ ...publish("live", s, null, { ...edge, client }), param }), param).toEqual(ALLOW);
+      expect((await hook({ ...publish("live", s, null, { ...edge, client: `bad0000${i}` }), param: param.replace(key, "wrong") })).body.reason).toBe("invalid publish key");
+      await hook({ ...publish("live", s, null, { ...edge, client }), action: "on_unpublish" });
+    }
+    // WHEP (the query) and SRT (streamid #!::r=live/<stream>,token=<token>,m=request).
+    for (const [i, param] of [`app=live&stream=${s}&token=${token}`, `token=${token}`].entries()) {
+      expect(await hook({ ...play("live", s, { ...edge, client: `whep000${i}` }), param }), param).toEqual(ALLOW);
+    }
+  });
+
   it("uses ?key= when both are given", async () => {
     const s = uniqueStream();
     const key = await createStream(s);

@@ -20,6 +20,7 @@ import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
 import { ShardLeases } from "./shard-leases";
 import { ShardTables } from "./tables";
+import { SEAT_RETRY_MS, UnseatedSeats } from "./unseated";
 import { KeptAnswers } from "../platform/kept-answers";
 
 /** A viewer session ended here, as the admin API answers it. */
@@ -77,13 +78,6 @@ export interface EndCause {
 const GHOST_WAIT_MS = 1_500;
 /** How long a seat's question waits for the registry's word on its sessions' servers. */
 const SEAT_LIVENESS_WAIT_MS = 300;
-/** A seat for a session admitted before its viewer's limit was set: tried again this long after a failure. */
-const SEAT_RETRY_MS = 5_000;
-/** The meta rows of the streams whose seats are to be tried again: this prefix, then the stream key. */
-const SEAT_RETRY_KEY = "seat_retry\n";
-/** One such seat taken within this (else tried again). */
-const SEAT_TAKE_TIMEOUT_MS = 5_000;
-
 /**
  * The viewer shard of one SRS server: it admits and ends that server's viewers
  * of every stream, near the server (an object lives where it was first called:
@@ -120,12 +114,8 @@ export class ViewerShard extends DurableObject<Env> {
    * object asks; `cancelled` when it ended the session meanwhile (onExtraViewerSession "replace").
    */
   private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
-  /** Streams with a session limit whose sessions admitted here without a seat have taken one (seatUnseated). */
-  private seatedStreams = new Set<string>();
-  /** Streams whose seats for such sessions could not all be taken: the alarm tries again (SEAT_RETRY_MS). */
-  private seatRetry = new Set<string>();
-  /** Streams whose seats are stored as still to be taken (a meta row each: SEAT_RETRY_KEY), taken or retried. */
-  private seatRows = new Set<string>();
+  /** Seats for the sessions admitted here before their stream limited sessions per viewer (src/viewers/unseated.ts). */
+  private unseated: UnseatedSeats;
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -150,7 +140,7 @@ export class ViewerShard extends DurableObject<Env> {
       },
       whereabouts: () => ({ serverId: this.serverId, place: this.place }),
       armAlarm: (at) => this.armAlarm(at),
-      policyChanged: (streamKey, policy) => this.seatUnseated(streamKey, policy),
+      policyChanged: (streamKey, policy) => this.unseated.policyChanged(streamKey, policy),
       waitUntil: (work) => ctx.waitUntil(work),
     });
     this.counts = new ViewerCounts(
@@ -161,11 +151,23 @@ export class ViewerShard extends DurableObject<Env> {
       },
     );
     this.ghosts = new GhostCheck(env);
+    this.unseated = new UnseatedSeats({
+      env,
+      tables: this.tables,
+      serverId: () => this.serverId,
+      policy: (streamKey) => this.leases.policy(streamKey),
+      askPolicy: (streamKey) => this.leases.policyOf(streamKey),
+      keepSeat: (streamKey, session) => this.keepSeat(streamKey, session),
+      releaseSeats: (streamKey, sub, sessions) => this.releaseSeats(streamKey, sub, sessions),
+      armAlarm: (at) => this.armAlarm(at),
+      waitUntil: (work) => ctx.waitUntil(work),
+      logError,
+    });
     countCalls(this, env, ["play", "stop", "close", "recall", "sweepGhosts", "slotsFree", "seatState", "endSeat", "endRevoked", "viewerSessions", "applyStatus", "audience", "viewerUsage", "viewersPerMinute", "peakViewers", "events", "viewersOf", "endSessions", "endAll", "sessionCount", "holdsClient"]);
     if (this.tables.open()) this.load();
     ctx.blockConcurrencyWhile(async () => {
       this.alarmAt = await ctx.storage.getAlarm();
-      if (this.seatRetry.size > 0) this.armAlarm(Date.now() + SEAT_RETRY_MS);
+      if (this.unseated.pending()) this.armAlarm(Date.now() + SEAT_RETRY_MS);
     });
   }
 
@@ -175,11 +177,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
       if (r.key === "country") this.place.country = r.value;
-      if (r.key.startsWith(SEAT_RETRY_KEY)) {
-        const streamKey = r.key.slice(SEAT_RETRY_KEY.length);
-        this.seatRetry.add(streamKey);
-        this.seatRows.add(streamKey);
-      }
+      this.unseated.loadRow(r.key);
     }
     this.processes.load();
     for (const r of this.sql.exec<{ stream_key: string; service_id: string; n: number }>(
@@ -682,22 +680,7 @@ export class ViewerShard extends DurableObject<Env> {
   async alarm(): Promise<void> {
     this.alarmAt = null;
     const now = Date.now();
-    for (const streamKey of [...this.seatRetry]) {
-      this.seatRetry.delete(streamKey);
-      // The stored row stays until the seats are taken (or no longer needed): a restart meanwhile tries again.
-      const policy = this.leases.policy(streamKey);
-      if (policy !== undefined) this.seatUnseated(streamKey, policy);
-      else {
-        // Not known here since a restart: the stream's answer sets it, and that takes the seats (policyChanged).
-        try {
-          await this.leases.policyOf(streamKey);
-          // No answer set a policy (the stream is gone): nothing to take.
-          if (this.leases.policy(streamKey) === undefined) this.seatUnseated(streamKey, null);
-        } catch (err) {
-          this.retrySeats(streamKey, err);
-        }
-      }
-    }
+    await this.unseated.runDue();
     await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refreshLiveness(null);
@@ -828,91 +811,6 @@ export class ViewerShard extends DurableObject<Env> {
       const what = suspended ? "suspended" : "count again";
       this.log.record(streamKey, suspended ? "suspend" : "resume", "", "", suspended ? "suspend" : "resume", `${n} viewer(s) of server ${this.serverId} (service ${id}) ${what}: ${why}`);
     }
-  }
-
-  // --- seats of sessions admitted before a session limit ------------------------------------------
-
-  /**
-   * A stream that limits sessions per viewer now (a limit set, or playAuth "token" again): the sessions
-   * admitted here without a seat (while it had no limit) take one, in the background, so that they count
-   * from now on; else a viewer watching on two screens when the limit was set was admitted on a third.
-   * Nobody is ended: the viewer's next on_play is refused until it is under the limit (or, with
-   * "replace", ends its oldest sessions). Once per stream while the limit lasts (and after a restart).
-   */
-  private seatUnseated(streamKey: string, policy: ViewerPolicy | null): void {
-    if (!policy || policy.playAuth !== "token" || policy.maxSessionsPerViewer === null) {
-      this.seatedStreams.delete(streamKey);
-      this.seatsTaken(streamKey);
-      return;
-    }
-    if (this.seatedStreams.has(streamKey)) return;
-    this.seatedStreams.add(streamKey);
-    const rows = this.tables.rows<{ service_id: string; client_id: string; sub: string }>(
-      "SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey,
-    );
-    if (rows.length === 0) return this.seatsTaken(streamKey);
-    // Stored before the seats are asked for, not only once a take failed: a restart of the shard while they are
-    // on their way (a deploy) would drop them, and the viewer would keep one screen more than the limit.
-    this.storeSeatRetry(streamKey);
-    this.ctx.waitUntil(
-      this.takeSeats(streamKey, rows).then(
-        () => this.seatsTaken(streamKey),
-        (err) => this.retrySeats(streamKey, err),
-      ),
-    );
-  }
-
-  /** The stream's seats are taken (or none are needed): its stored retry goes. */
-  private seatsTaken(streamKey: string): void {
-    if (this.seatRetry.has(streamKey) || !this.seatRows.delete(streamKey)) return;
-    this.sql.exec("DELETE FROM meta WHERE key = ?", SEAT_RETRY_KEY + streamKey);
-  }
-
-  /** The stream's seats are to be taken: stored, with an alarm that takes them should the shard restart first. */
-  private storeSeatRetry(streamKey: string): void {
-    if (!this.seatRows.has(streamKey)) {
-      this.tables.prepare();
-      this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '')", SEAT_RETRY_KEY + streamKey);
-      this.seatRows.add(streamKey);
-    }
-    this.armAlarm(Date.now() + SEAT_RETRY_MS);
-  }
-
-  /**
-   * Seats not taken: tried again from the alarm (and by the next policy message); until then these sessions
-   * do not count. Stored, so that a restart of the shard meanwhile does not drop the retry (its alarm stays).
-   */
-  private retrySeats(streamKey: string, err: unknown): void {
-    this.seatedStreams.delete(streamKey);
-    this.seatRetry.add(streamKey);
-    this.storeSeatRetry(streamKey);
-    logError("seats not taken for sessions admitted before the limit", streamKey, err);
-  }
-
-  private async takeSeats(streamKey: string, rows: { service_id: string; client_id: string; sub: string }[]): Promise<void> {
-    let failed: unknown = null;
-    for (let i = 0; i < rows.length; i += 50) {
-      await Promise.all(
-        rows.slice(i, i + 50).map(async (r) => {
-          const session = { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id };
-          try {
-            // No limit for these: the sessions exist already; the seat only makes them count.
-            await withTimeout(
-              withRetry(() => viewerSeats(this.env, streamKey, r.sub), (s): Promise<SeatAnswer> =>
-                s.take({ streamKey, sub: r.sub, session, limit: Number.MAX_SAFE_INTEGER, mode: "deny" }),
-              ),
-              SEAT_TAKE_TIMEOUT_MS,
-            );
-          } catch (err) {
-            failed = err;
-            return;
-          }
-          // Ended meanwhile (it had no seat to give back then): the seat goes.
-          if (!this.keepSeat(streamKey, session)) this.releaseSeats(streamKey, r.sub, [session]);
-        }),
-      );
-    }
-    if (failed) throw failed;
   }
 
   // --- viewer rows ------------------------------------------------------------------------------

@@ -9,8 +9,8 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { ALLOW, allCalls, edgeWithApi, fakeAt, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "./fake-srs";
+import { admin, createStream, heartbeat, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
+import { ALLOW, allCalls, deviceOf, edgeWithApi, fakeAt, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "./fake-srs";
 import { at, serverListed, serverStub, T0 } from "./fleet";
 
 installFakeSrs();
@@ -229,6 +229,34 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
     expect((await hook(hlsPlay(s, { ...edge, client: "hlsown04" }, "?hls_ctx=hlsown04"))).body.code).toBe(4005);
     await vi.waitFor(() => expect(kickedOn(fake, "hlsown04")).toBe(true), { timeout: 5000, interval: 50 });
     expect([kickedOn(fake, "rtmp0002"), kickedOn(fake, "hlssrs03")]).toEqual([false, false]);
+  });
+
+  it("a kick being tried when its silent edge is heard from again goes again at once when that try fails (it waited for its next backoff step: 8 s in e2e run 27)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["view0001"]);
+      const s = uniqueStream();
+      await createStream(s, { maxViewers: 10 });
+      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+      // The edge freezes (a stopped process, a partition): no heartbeats, and its API holds every call until the call's 2 s limit.
+      fake.hang = true;
+      at(31_000);
+      await runDurableObjectAlarm(serverStub(edge));
+      expect((await serverListed(edge)).alive).toBe(false);
+      expect((await admin("DELETE", `/streams/live/${s}/sessions?client=view0001`)).body.kicking).toHaveLength(1);
+      // The kick's first try is on its way (hanging) when the edge comes back and heartbeats.
+      await vi.waitFor(() => expect(fake.inFlight).toBe(1), { timeout: 5000, interval: 20 });
+      fake.hang = false;
+      expect((await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).status).toBe(200);
+      // That try still fails (its call times out); the next one goes at once, on this clock (no time passes).
+      await vi.waitFor(() => expect(fake.inFlight).toBe(0), { timeout: 5000, interval: 20 });
+      await scheduler.wait(100);
+      await runDurableObjectAlarm(serverStub(edge));
+      await vi.waitFor(() => expect(fake.calls.some((c) => c.method === "DELETE" && c.path === "/api/v1/clients/view0001")).toBe(true), { timeout: 3000, interval: 50 });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("an edge that stays unreachable: the kick is retried with backoff, then logged as failed", async () => {

@@ -36,6 +36,8 @@ export class KickOutbox {
   private slots = new ServerCallSlots();
   /** Kicks being tried: a run that overlaps another (the alarm's and one started by queueing) leaves them to it. */
   private trying = new Set<string>();
+  /** When each server was last heard from again: a try in flight then that fails goes again at once (serverBack). */
+  private backAt = new Map<string, number>();
 
   constructor(
     private sql: SqlStorage,
@@ -51,9 +53,16 @@ export class KickOutbox {
     addColumns(sql, "kicks", { unless_admitted: "INTEGER NOT NULL DEFAULT 0", retry_ms: `INTEGER NOT NULL DEFAULT ${KICK_RETRY_MS}` });
   }
 
-  /** The server is heard from again: its kicks waiting for a retry are due now. Returns whether any are. */
+  /**
+   * The server is heard from again: its kicks waiting for a retry are due now, and one being tried at this
+   * moment (against a frozen or cut-off edge each try waits out its 2 s) goes again at once if that try fails,
+   * not after its backoff. Returns whether any are due now.
+   */
   serverBack(serverId: string): boolean {
-    return this.sql.exec("UPDATE kicks SET next_at = ? WHERE server_id = ? AND next_at > ?", Date.now(), serverId, Date.now()).rowsWritten > 0;
+    const now = Date.now();
+    for (const [id, at] of this.backAt) if (now - at > TRYING_RECHECK_MS) this.backAt.delete(id);
+    this.backAt.set(serverId, now);
+    return this.sql.exec("UPDATE kicks SET next_at = ? WHERE server_id = ? AND next_at > ?", now, serverId, now).rowsWritten > 0;
   }
 
   /** Queues kicks; returns when the first is due (null: none queued), for the registry's alarm. */
@@ -123,6 +132,7 @@ export class KickOutbox {
 
   /** One try of one kick; the outcome to the stream's decision log, or a later try. True: the kick was queued again meanwhile. */
   private async attempt(k: DueKick): Promise<boolean> {
+    const startedAt = Date.now();
     const target = this.servers.apiTarget(k.server_id, k.service_id);
     // A refused client admitted since, on any stream here (SRS forgot the refused session, the player came back with its id), keeps playing.
     // (A shard that cannot be asked: tried again like an edge that cannot be reached, never kicked blind.)
@@ -150,7 +160,8 @@ export class KickOutbox {
     // Not SRS's own answer (no connection, a timeout, a proxy or tunnel in front of a cut-off edge: 5xx, a page that is not SRS's).
     const unreachable = result.problem === undefined || [UNREACHABLE, TOO_SLOW, NOT_SRS].includes(result.problem) || /^edge answered HTTP 5\d\d$/.test(result.problem);
     if (outcome === "failed" && Date.now() < k.until && (!longer || unreachable)) {
-      const wait = longer ? KICK_RETRY_MS / 2 : Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
+      const heardSince = (this.backAt.get(k.server_id) ?? -Infinity) >= startedAt;
+      const wait = heardSince ? 0 : longer ? KICK_RETRY_MS / 2 : Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
       const replaced = this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;
       // Its first failure is told once (action "kick-wait"; the outcome comes later as "kick"): an operator watching the
       // decision log sees a kick that waits for its edge, not nothing until it lands or is given up.

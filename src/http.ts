@@ -39,7 +39,9 @@ export async function readJson(request: Request): Promise<unknown> {
 export async function refuseBody(request: Request): Promise<void> {
   const bytes = await readBody(request);
   if (bytes !== null && bytes.some((b) => b !== 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d)) {
-    throw new StatusError(400, `${request.method} takes no body (choose with query parameters, e.g. ?server=ID&client=ID): nothing was changed`);
+    // The ends by hand are where a body is most likely meant as a filter: their filters are named.
+    const hint = new URL(request.url).pathname.endsWith("/sessions") ? " (choose sessions with the query: ?server=ID&client=ID)" : "";
+    throw new StatusError(400, `${request.method} takes no body${hint}: nothing was changed`);
   }
 }
 

@@ -134,11 +134,11 @@ describe("a lost stop hook is recoverable", () => {
     await hook(play("live", s, { ...edge, client: "view0001" }));
     const res = await admin("DELETE", `/streams/live/${s}/sessions`, { client: "view0001" });
     expect(res.status).toBe(400);
-    expect(res.body.error).toMatch(/^DELETE takes no body \(choose with query parameters.*nothing was changed$/);
+    expect(res.body.error).toBe("DELETE takes no body (choose sessions with the query: ?server=ID&client=ID): nothing was changed");
     expect(await streamState(s)).toMatchObject({ live: true, viewers: 1 });
-    for (const other of [`/servers/${edge.server}/sessions`, `/streams/live/${s}`]) {
-      expect((await admin("DELETE", other, { server: "nobody" })).status).toBe(400);
-    }
+    expect((await admin("DELETE", `/servers/${edge.server}/sessions`, { server: "nobody" })).status).toBe(400);
+    // Elsewhere the error names no query parameters the route does not have (e2e run 27, obs. 7).
+    expect((await admin("DELETE", `/streams/live/${s}`, { server: "nobody" })).body).toEqual({ error: "DELETE takes no body: nothing was changed" });
     expect(await streamState(s)).toMatchObject({ live: true, viewers: 1 });
     // Only whitespace is no body.
     expect((await admin("DELETE", `/streams/live/${uniqueStream()}`, " \n")).status).toBe(404);

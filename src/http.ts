@@ -40,7 +40,8 @@ export async function refuseBody(request: Request): Promise<void> {
   const bytes = await readBody(request);
   if (bytes !== null && bytes.some((b) => b !== 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d)) {
     // The ends by hand are where a body is most likely meant as a filter: their filters are named.
-    const hint = new URL(request.url).pathname.endsWith("/sessions") ? " (choose sessions with the query: ?server=ID&client=ID)" : "";
+    // Not DELETE /admin/servers/{id}/sessions: it takes no filter (it refuses a query) and ends every session of its server.
+    const hint = /^\/admin\/streams\/[^/]+\/[^/]+\/sessions$/.test(new URL(request.url).pathname) ? " (choose sessions with the query: ?server=ID&client=ID)" : "";
     throw new StatusError(400, `${request.method} takes no body${hint}: nothing was changed`);
   }
 }

@@ -41,6 +41,10 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
  */
 export async function endServerSessions(request: IRequest, env: Env): Promise<Response> {
   const serverId = serverIdFrom(request);
+  // It takes no filter: a ?client= (as DELETE …/streams/…/sessions takes) was ignored, and every session of the server ended and was kicked.
+  if (new URL(request.url).search !== "") {
+    throw new StatusError(400, `DELETE /admin/servers/{server_id}/sessions ends every session of the server and takes no query parameter (one client: DELETE /admin/streams/{app}/{stream}/sessions?server=ID&client=ID): nothing was changed`);
+  }
   const result = await endAllOfServer(env, serverId);
   if (result === null) throw new StatusError(404, `server ${serverId} is not known`);
   const kicking = await queueKicks(env, result.ended.map((s) => ({ ...s, serverId, why: "ended by operator" })));

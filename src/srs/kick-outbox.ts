@@ -89,9 +89,10 @@ export class KickOutbox {
         if (added > 0) refusedWaiting++;
       } else {
         // An operator's kick replaces a refused client's kick of the same session: it is sent whatever happens to the client.
+        // A new kick (attempt 0): its backoff starts afresh and its first failure is told (kick-wait), not the replaced one's.
         this.sql.exec(
           `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, retry_ms, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0)
-           ON CONFLICT DO UPDATE SET why = excluded.why, next_at = excluded.next_at, until = excluded.until, retry_ms = excluded.retry_ms, unless_admitted = 0`,
+           ON CONFLICT DO UPDATE SET why = excluded.why, attempt = 0, next_at = excluded.next_at, until = excluded.until, retry_ms = excluded.retry_ms, unless_admitted = 0`,
           ...row,
         );
       }

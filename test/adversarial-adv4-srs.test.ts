@@ -1,0 +1,50 @@
+/**
+ * Adversarial pass (adv4) on f267a07 (a kick-wait decision line at a kick's first failed try) and
+ * 4a1d29f (a kick being tried when its edge is heard from again goes again at once).
+ */
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it, vi } from "vitest";
+import { admin, createStream, hook, publish, uniqueStream } from "./srs";
+import { ALLOW, edgeWithApi, installFakeSrs } from "./fake-srs";
+import { at, serverStub, T0 } from "./fleet";
+
+installFakeSrs();
+
+const streamEvents = async (s: string) => (await admin("GET", `/streams/live/${s}/events`)).body.events ?? [];
+const iso = (ms: number) => new Date(T0 + ms).toISOString();
+
+describe("kick-wait: an operator's kick in place of one already waiting for its edge", () => {
+  it("says it waits, with its own reason and until, and starts its backoff afresh (the row kept the replaced kick's attempts: no line, and its first retry 30 s later)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["enc00001"]);
+      const s = uniqueStream();
+      const key = await createStream(s);
+      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      fake.reachable = false;
+      expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
+      // The rotation's kick fails for a few minutes (backoff up to 30 s).
+      for (let t = 0; t <= 180_000; t += 5_000) {
+        at(t);
+        await runDurableObjectAlarm(serverStub(edge));
+      }
+      // The operator ends the publisher's session: its kick replaces the rotation's.
+      at(200_000);
+      expect((await admin("DELETE", `/streams/live/${s}/sessions?client=enc00001`)).body.kicking).toHaveLength(1);
+      await runDurableObjectAlarm(serverStub(edge));
+      const waiting = (await streamEvents(s)).filter((e: any) => e.action === "kick-wait").map((e: any) => e.reason);
+      expect(waiting.sort()).toEqual([
+        `kick waiting: edge unreachable; tried again until ${iso(5 * 60_000)}, at once when the server is heard from again (key rotated)`,
+        `kick waiting: edge unreachable; tried again until ${iso(200_000 + 5 * 60_000)}, at once when the server is heard from again (ended by operator)`,
+      ]);
+      // Its first retry comes a second later, as any new kick's (the replaced kick's 30 s step is not inherited).
+      fake.reachable = true;
+      at(201_500);
+      await runDurableObjectAlarm(serverStub(edge));
+      await vi.waitFor(async () => expect((await streamEvents(s)).some((e: any) => e.action === "kick" && e.reason === "kicked (ended by operator)")).toBe(true), { timeout: 3000, interval: 50 });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

@@ -48,3 +48,32 @@ describe("kick-wait: an operator's kick in place of one already waiting for its 
     }
   });
 });
+
+describe("kick-wait: the kicks of a deleted stream", () => {
+  it("are told waiting in the Worker's logs, as their outcome is (the stream's decision log answers 404 once it is deleted: nothing was told for 5 minutes)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["enc00001"]);
+      const s = uniqueStream();
+      const key = await createStream(s);
+      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      fake.reachable = false;
+      const logged: string[] = [];
+      const spy = vi.spyOn(console, "log").mockImplementation((line: unknown) => void logged.push(String(line)));
+      try {
+        expect((await admin("DELETE", `/streams/live/${s}`)).body.kicking).toHaveLength(1);
+        await runDurableObjectAlarm(serverStub(edge));
+        expect((await admin("GET", `/streams/live/${s}/events`)).status).toBe(404);
+        const waiting = logged.map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter((e) => e?.event === "kick-wait" && e.client === "enc00001");
+        expect(waiting.map((e) => e.outcome)).toEqual([
+          `kick waiting: edge unreachable; tried again until ${iso(5 * 60_000)}, at once when the server is heard from again (stream deleted)`,
+        ]);
+      } finally {
+        spy.mockRestore();
+      }
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

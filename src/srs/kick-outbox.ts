@@ -168,6 +168,8 @@ export class KickOutbox {
       // decision log sees a kick that waits for its edge, not nothing until it lands or is given up.
       if (k.attempt === 0 && !replaced) {
         const line = `kick waiting: ${result.problem ?? "edge unreachable"}; tried again until ${new Date(k.until).toISOString()}, at once when the server is heard from again (${k.why})`;
+        // In the Worker's logs too, as the outcome is: a deleted stream's decision log cannot be read (its kicks wait all the same).
+        console.log(JSON.stringify({ event: "kick-wait", stream: k.stream_key, server: k.server_id, client: k.client_id, role: k.role, outcome: line }));
         await withRetry(() => streamObject(this.env, k.stream_key), (s) => s.recordKickWaiting(k.server_id, k.client_id, line)).catch(() => {});
       }
       return replaced;

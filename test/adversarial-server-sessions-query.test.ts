@@ -1,5 +1,6 @@
 /**
- * Adversarial pass (adv4) on 56fdc34/9bb4d3e (GET and DELETE admin calls refuse a body).
+ * Adversarial probes of 56fdc34/9bb4d3e (GET and DELETE admin calls refuse a body): the error must not point an
+ * operator at a filter the route ignores.
  */
 import { describe, expect, it } from "vitest";
 import { admin, createStream, hook, play, publish, streamState, uniqueStream } from "./srs";

@@ -1,5 +1,5 @@
 /**
- * Adversarial pass (adv4) on f267a07 (a kick-wait decision line at a kick's first failed try) and
+ * Adversarial probes of f267a07 (a kick-wait decision line at a kick's first failed try) and
  * 4a1d29f (a kick being tried when its edge is heard from again goes again at once).
  */
 import { runDurableObjectAlarm } from "cloudflare:test";

@@ -160,8 +160,9 @@ export class KickOutbox {
     const longer = Date.now() - (k.until - k.retry_ms) > KICK_RETRY_MS;
     // Not SRS's own answer (no connection, a timeout, a proxy or tunnel in front of a cut-off edge: 5xx, a page that is not SRS's).
     const unreachable = result.problem === undefined || [UNREACHABLE, TOO_SLOW, NOT_SRS].includes(result.problem) || /^edge answered HTTP 5\d\d$/.test(result.problem);
-    if (outcome === "failed" && Date.now() < k.until && (!longer || unreachable)) {
-      const heardSince = (this.backAt.get(k.server_id) ?? -Infinity) >= startedAt;
+    // Its server heard from again during this try: tried again at once, also past its deadline (it is reachable now).
+    const heardSince = (this.backAt.get(k.server_id) ?? -Infinity) >= startedAt;
+    if (outcome === "failed" && (Date.now() < k.until || heardSince) && (!longer || unreachable)) {
       const wait = heardSince ? 0 : longer ? KICK_RETRY_MS / 2 : Math.min(KICK_BACKOFF_MAX_MS, KICK_BACKOFF_FIRST_MS * 2 ** k.attempt);
       const replaced = this.sql.exec(`UPDATE kicks SET attempt = attempt + 1, next_at = ? WHERE ${sameRow}`, Date.now() + wait, ...tried).rowsWritten === 0;
       // Its first failure is told once (action "kick-wait"; the outcome comes later as "kick"): an operator watching the

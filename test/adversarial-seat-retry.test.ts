@@ -43,3 +43,27 @@ describe("a limit set while a viewer watches: the shard restarts while that sess
     expect(await livePerSub(s)).toEqual({ alice: 1 });
   });
 });
+
+describe("a seat retry made moot by a later policy message", () => {
+  it("leaves no stored retry once that message took the seats (the row stayed until the shard restarted, which then asked the stream for nothing)", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const real = ViewerSeats.prototype.take;
+    let refused = 0;
+    vi.spyOn(ViewerSeats.prototype, "take").mockImplementation(async function (this: ViewerSeats, ...args: Parameters<ViewerSeats["take"]>) {
+      if (args[0].limit === Number.MAX_SAFE_INTEGER && refused++ === 0) throw new Error("seat object unavailable (test)");
+      return real.apply(this, args);
+    });
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    await until(() => refused === 1);
+    // The next policy message (another change of the limit) takes the seat before the shard's alarm would.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 2 })).status).toBe(200);
+    await until(async () => (await seatsOf(s, "alice")).length === 1);
+    const stored = async () =>
+      runInDurableObject(shardStub(a), (_shard, state) => state.storage.sql.exec<{ key: string }>("SELECT key FROM meta WHERE key LIKE 'seat_retry%'").toArray().length);
+    await until(async () => (await stored()) === 0);
+  });
+});

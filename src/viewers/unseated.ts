@@ -90,7 +90,11 @@ export class UnseatedSeats {
     this.store(streamKey);
     this.host.waitUntil(
       this.take(streamKey, rows).then(
-        () => this.done(streamKey),
+        () => {
+          // Taken: a retry still due from an earlier failure has nothing left to do (its stored row goes now).
+          this.retry.delete(streamKey);
+          this.done(streamKey);
+        },
         (err) => this.failed(streamKey, err),
       ),
     );

@@ -408,16 +408,16 @@ export class StreamObject extends DurableObject<Env> {
     return this.ready ? this.log.list() : [];
   }
 
-  /**
-   * The outcome of a kick (src/srs/kicks.ts), for the decision log. `publisher`: the kick was a
-   * publisher's (a viewer's says nothing about a publisher that has the same client id), of the process
-   * `serviceId`; `kicked`: its server let it go (its stop event, if it comes now, is the kick's doing).
-   */
   /** A kick's first try failed; it is tried again (its outcome comes as recordKick). */
   recordKickWaiting(serverId: string, clientId: string, reason: string): void {
     if (this.ready) this.log.append("kick-wait", serverId, clientId, "", "kick", reason);
   }
 
+  /**
+   * The outcome of a kick (src/srs/kicks.ts), for the decision log. `publisher`: the kick was a
+   * publisher's (a viewer's says nothing about a publisher that has the same client id), of the process
+   * `serviceId`; `kicked`: its server let it go (its stop event, if it comes now, is the kick's doing).
+   */
   recordKick(serverId: string, clientId: string, reason: string, publisher?: { serviceId: string; kicked: boolean }): void {
     if (!this.ready) return;
     this.log.append("kick", serverId, clientId, "", "kick", reason);

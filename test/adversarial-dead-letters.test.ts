@@ -4,46 +4,14 @@
  * succeed), an operator's misuse (two replays at once; a DELETE that names one event).
  */
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
-import worker from "../src/index";
-import { newEvent, type WebhookEvent } from "../src/events/event";
 import { admin, adminWith } from "./srs";
 import { useFakeClock } from "./fleet";
+import { deadLettered, endedEvent, RECEIVER_URL, recordingQueue } from "./receiver";
 
-const RECEIVER = { EVENTS_WEBHOOK_URL: "https://receiver.test/streamgate-events" };
-const ended = (stream: string) => newEvent("stream.ended", { vhost: "__defaultVhost__", app: "live", stream, duration: 12, peakViewers: 3 });
-
-/** The dead-letter queue delivers a batch; returns what was acked and retried, and the delays asked for (getQueueResult does not say). */
-async function deadLettered(bodies: unknown[], overrides: Partial<Env> = {}, attempts = 1) {
-  const batch = createMessageBatch<WebhookEvent>("streamgate-events-dlq", bodies.map((body, i) => ({ id: `d${i}`, timestamp: Date.now(), attempts, body: body as WebhookEvent })));
-  const delays: (number | undefined)[] = [];
-  for (const m of batch.messages) {
-    const retry = m.retry.bind(m);
-    Object.defineProperty(m, "retry", { value: (options?: QueueRetryOptions) => (delays.push(options?.delaySeconds), retry(options)) });
-  }
-  const ctx = createExecutionContext();
-  await worker.queue(batch, { ...(env as Env), ...overrides });
-  return { ...(await getQueueResult(batch, ctx)), delays };
-}
-
-/** An events queue that records what it takes; `refuseFrom`: the sendBatch call (0-based) from which it refuses; `hold`: each call waits for it. */
-function recordingQueue(opts: { refuseFrom?: number; hold?: Promise<void> } = {}) {
-  const sent: WebhookEvent[] = [];
-  let calls = 0;
-  const queue = {
-    send: async () => {},
-    sendBatch: async (messages: Iterable<MessageSendRequest<WebhookEvent>>) => {
-      const call = calls++;
-      if (opts.hold) await opts.hold;
-      if (opts.refuseFrom !== undefined && call >= opts.refuseFrom) throw new Error("queue unavailable (test)");
-      for (const m of messages) sent.push(m.body);
-    },
-  } as unknown as Queue;
-  return { sent, queue };
-}
-
+const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL };
+const ended = endedEvent;
 useFakeClock();
 beforeEach(async () => {
   vi.spyOn(console, "error").mockImplementation(() => {});
@@ -59,7 +27,7 @@ describe("dead letters, adversarial", () => {
     const events = [ended("x"), ended("y")];
     let waited = 0;
     for (let attempts = 1; attempts <= 100; attempts++) {
-      const result = await deadLettered(events, { DEAD_LETTERS: failing }, attempts);
+      const result = await deadLettered(events, { overrides: { DEAD_LETTERS: failing }, attempts });
       expect(result.ackAll).toBe(false);
       expect(result.explicitAcks).toEqual([]);
       expect(result.retryMessages.length).toBe(2);

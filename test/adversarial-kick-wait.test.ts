@@ -4,8 +4,8 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, play, publish, uniqueStream } from "./srs";
-import { ALLOW, deviceOf, edgeWithApi, installFakeSrs } from "./fake-srs";
+import { admin, createStream, hook, publish, uniqueStream } from "./srs";
+import { ALLOW, edgeWithApi, frozenEdgeKicking, installFakeSrs, kickedAfterTheTry, thawedDuringATry } from "./fake-srs";
 import { at, serverStub, T0 } from "./fleet";
 
 installFakeSrs();
@@ -83,28 +83,15 @@ describe("a kick whose last try before its deadline is on its way when its edge 
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["view0001"]);
-      const s = uniqueStream();
-      await createStream(s, { maxViewers: 10 });
-      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-      // The edge freezes: no heartbeats; its API holds every call until the call's 2 s limit.
-      fake.hang = true;
-      at(31_000);
-      await runDurableObjectAlarm(serverStub(edge));
-      expect((await admin("DELETE", `/streams/live/${s}/sessions?client=view0001`)).body.kicking).toHaveLength(1);
+      const { edge, fake, s } = await frozenEdgeKicking();
       await vi.waitFor(() => expect(fake.inFlight).toBe(0), { timeout: 5000, interval: 20 });
       // The last try before the kick's deadline (31 s + 5 min) is on its way when the edge heartbeats again...
       at(31_000 + 5 * 60_000 - 500);
       void runDurableObjectAlarm(serverStub(edge));
-      await vi.waitFor(() => expect(fake.inFlight).toBe(1), { timeout: 5000, interval: 20 });
-      fake.hang = false;
-      expect((await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).status).toBe(200);
+      await thawedDuringATry(edge, fake);
       // ... and fails after the deadline.
       at(31_000 + 5 * 60_000 + 1_000);
-      await vi.waitFor(() => expect(fake.inFlight).toBe(0), { timeout: 5000, interval: 20 });
-      await scheduler.wait(100);
-      await runDurableObjectAlarm(serverStub(edge));
-      await vi.waitFor(() => expect(fake.calls.some((c) => c.method === "DELETE" && c.path === "/api/v1/clients/view0001")).toBe(true), { timeout: 3000, interval: 50 });
+      await kickedAfterTheTry(edge, fake);
       expect((await streamEvents(s)).some((e: any) => e.action === "kick" && e.reason === "kicked (ended by operator)")).toBe(true);
     } finally {
       vi.useRealTimers();

@@ -4,40 +4,14 @@
  * sends them again once the receiver is back. Before, they waited in a queue nobody read and were
  * lost after its retention (`wrangler` cannot read a queue).
  */
-import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import type { Env } from "../src/env";
-import worker from "../src/index";
-import { newEvent, type WebhookEvent } from "../src/events/event";
 import { DEAD_LETTER_KEPT_DAYS, REPLAY_PER_CALL } from "../src/events/dead-letters";
 import { admin, adminWith } from "./srs";
 import { at, useFakeClock } from "./fleet";
+import { deadLettered, endedEvent, RECEIVER_URL, recordingQueue } from "./receiver";
 
-const RECEIVER = { EVENTS_WEBHOOK_URL: "https://receiver.test/streamgate-events" };
-const ended = (stream: string) => newEvent("stream.ended", { vhost: "__defaultVhost__", app: "live", stream, duration: 12, peakViewers: 3 });
-
-/** The dead-letter queue delivers a batch to the Worker, as the platform does; returns what was acked and retried. */
-async function deadLettered(bodies: unknown[], queue = "streamgate-events-dlq") {
-  const batch = createMessageBatch<WebhookEvent>(queue, bodies.map((body, i) => ({ id: `d${i}`, timestamp: Date.now(), attempts: 1, body: body as WebhookEvent })));
-  const ctx = createExecutionContext();
-  await worker.queue(batch, env as Env);
-  return getQueueResult(batch, ctx);
-}
-
-/** An events queue that records what is sent to it (or refuses it). */
-function recordingQueue(refuse = false) {
-  const sent: WebhookEvent[] = [];
-  const queue = {
-    send: async () => {},
-    sendBatch: async (messages: Iterable<MessageSendRequest<WebhookEvent>>) => {
-      if (refuse) throw new Error("queue unavailable (test)");
-      for (const m of messages) sent.push(m.body);
-    },
-  } as unknown as Queue;
-  return { sent, queue };
-}
-
+const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL };
+const ended = endedEvent;
 useFakeClock();
 beforeEach(async () => {
   vi.spyOn(console, "error").mockImplementation(() => {});
@@ -64,7 +38,7 @@ describe("dead letters", () => {
 
   it("a replay the queue refuses keeps them (503); one with events switched off is refused (409) and keeps them", async () => {
     await deadLettered([ended("c")]);
-    const refused = await adminWith({ ...RECEIVER, EVENTS: recordingQueue(true).queue }, "POST", "/events/dead-letters/replay");
+    const refused = await adminWith({ ...RECEIVER, EVENTS: recordingQueue({ refuseFrom: 0 }).queue }, "POST", "/events/dead-letters/replay");
     expect(refused.status).toBe(503);
     expect((await admin("POST", "/events/dead-letters/replay")).status).toBe(409); // EVENTS_WEBHOOK_URL unset here
     expect((await admin("GET", "/events/dead-letters")).body.count).toBe(1);
@@ -99,7 +73,7 @@ describe("dead letters", () => {
   });
 
   it("the events queue's own batches are delivered, not kept as dead letters", async () => {
-    await deadLettered([ended("main")], "streamgate-events"); // events are off in this project: acked, not delivered
+    await deadLettered([ended("main")], { queue: "streamgate-events" }); // events are off in this project: acked, not delivered
     expect((await admin("GET", "/events/dead-letters")).body.count).toBe(0);
   });
 });

@@ -9,6 +9,8 @@
  */
 import { afterEach, beforeEach, expect, vi } from "vitest";
 import { admin, createStream, heartbeat, hook, newEdge, play, publish, uniqueStream, type Edge } from "./srs";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { at, serverListed, serverStub } from "./fleet";
 
 export const ALLOW = { status: 200, body: { code: 0 } };
 export const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
@@ -165,6 +167,39 @@ export async function operatorKick(first: (fake: FakeSrs) => void = () => {}): P
   first(fake);
   expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.kicking).toHaveLength(1);
   return { edge, fake, s };
+}
+
+/**
+ * On the fake clock (at 0 when called): a viewer ("view0001") SRS has on an edge with an API, whose edge
+ * then freezes (a stopped process, a partition: no heartbeats, and its API holds every call until the
+ * call's 2 s limit) until it is silent (31 s); the operator ends the viewer's session, queueing its kick.
+ */
+export async function frozenEdgeKicking(): Promise<{ edge: Edge; fake: FakeSrs; s: string }> {
+  const { edge, fake } = await edgeWithApi(["view0001"]);
+  const s = uniqueStream();
+  await createStream(s, { maxViewers: 10 });
+  expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+  fake.hang = true;
+  at(31_000);
+  await runDurableObjectAlarm(serverStub(edge));
+  expect((await serverListed(edge)).alive).toBe(false);
+  expect((await admin("DELETE", `/streams/live/${s}/sessions?client=view0001`)).body.kicking).toHaveLength(1);
+  return { edge, fake, s };
+}
+
+/** A frozen edge comes back while a kick's try is on its way: its API answers again and it heartbeats. */
+export async function thawedDuringATry(edge: Edge, fake: FakeSrs): Promise<void> {
+  await vi.waitFor(() => expect(fake.inFlight).toBe(1), { timeout: 5000, interval: 20 });
+  fake.hang = false;
+  expect((await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).status).toBe(200);
+}
+
+/** The try on its way fails (its call times out), then the registry's alarm runs; returns once `client` is kicked. */
+export async function kickedAfterTheTry(edge: Edge, fake: FakeSrs, client = "view0001"): Promise<void> {
+  await vi.waitFor(() => expect(fake.inFlight).toBe(0), { timeout: 5000, interval: 20 });
+  await scheduler.wait(100);
+  await runDurableObjectAlarm(serverStub(edge));
+  await vi.waitFor(() => expect(kickedOn(fake, client)).toBe(true), { timeout: 3000, interval: 50 });
 }
 
 /**

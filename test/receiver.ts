@@ -8,7 +8,8 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { vi } from "vitest";
 import type { Env } from "../src/env";
 import worker from "../src/index";
-import type { WebhookEvent } from "../src/events/event";
+import { newEvent, type WebhookEvent } from "../src/events/event";
+import { env as workerEnv } from "cloudflare:workers";
 
 export const RECEIVER_URL = "https://receiver.test/streamgate-events";
 /** "whsec_" + base64 of a 32-byte key, as `npm run secrets` makes them. */
@@ -102,4 +103,41 @@ export async function consume(env: Env, events: WebhookEvent[], rounds = 10): Pr
     pending = pending.filter((m) => retried.has(m.id)).map((m) => ({ ...m, attempts: m.attempts + 1 }));
   }
   return delays;
+}
+
+// --- dead letters (src/events/dead-letters.ts) -------------------------------------------------
+
+/** A stream.ended event of `stream`, as the dead-letter tests keep and replay. */
+export const endedEvent = (stream: string) => newEvent("stream.ended", { vhost: "__defaultVhost__", app: "live", stream, duration: 12, peakViewers: 3 });
+
+/**
+ * A queue delivers a batch of `bodies` to the Worker as the platform does (the dead-letter queue unless `queue`
+ * says otherwise); returns what was acked and retried, and the delays the retries asked for (getQueueResult does not say).
+ */
+export async function deadLettered(bodies: unknown[], { queue = "streamgate-events-dlq", overrides = {}, attempts = 1 }: { queue?: string; overrides?: Partial<Env>; attempts?: number } = {}) {
+  const batch = createMessageBatch<WebhookEvent>(queue, bodies.map((body, i) => ({ id: `d${i}`, timestamp: Date.now(), attempts, body: body as WebhookEvent })));
+  const delays: (number | undefined)[] = [];
+  for (const m of batch.messages) {
+    const retry = m.retry.bind(m);
+    Object.defineProperty(m, "retry", { value: (options?: QueueRetryOptions) => (delays.push(options?.delaySeconds), retry(options)) });
+  }
+  const ctx = createExecutionContext();
+  await worker.queue(batch, { ...(workerEnv as Env), ...overrides });
+  return { ...(await getQueueResult(batch, ctx)), delays };
+}
+
+/** An events queue that records what it takes; `refuseFrom`: the sendBatch call (0-based) from which it refuses; `hold`: each call waits for it. */
+export function recordingQueue(opts: { refuseFrom?: number; hold?: Promise<void> } = {}) {
+  const sent: WebhookEvent[] = [];
+  let calls = 0;
+  const queue = {
+    send: async () => {},
+    sendBatch: async (messages: Iterable<MessageSendRequest<WebhookEvent>>) => {
+      const call = calls++;
+      if (opts.hold) await opts.hold;
+      if (opts.refuseFrom !== undefined && call >= opts.refuseFrom) throw new Error("queue unavailable (test)");
+      for (const m of messages) sent.push(m.body);
+    },
+  } as unknown as Queue;
+  return { sent, queue };
 }

@@ -9,8 +9,8 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { ALLOW, allCalls, deviceOf, edgeWithApi, fakeAt, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "./fake-srs";
+import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
+import { ALLOW, allCalls, edgeWithApi, fakeAt, frozenEdgeKicking, installFakeSrs, kickedAfterTheTry, operatorKick, takeoverReady, thawedDuringATry, type FakeSrs } from "./fake-srs";
 import { at, serverListed, serverStub, T0 } from "./fleet";
 
 installFakeSrs();
@@ -235,25 +235,11 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["view0001"]);
-      const s = uniqueStream();
-      await createStream(s, { maxViewers: 10 });
-      expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-      // The edge freezes (a stopped process, a partition): no heartbeats, and its API holds every call until the call's 2 s limit.
-      fake.hang = true;
-      at(31_000);
-      await runDurableObjectAlarm(serverStub(edge));
-      expect((await serverListed(edge)).alive).toBe(false);
-      expect((await admin("DELETE", `/streams/live/${s}/sessions?client=view0001`)).body.kicking).toHaveLength(1);
+      const { edge, fake } = await frozenEdgeKicking();
       // The kick's first try is on its way (hanging) when the edge comes back and heartbeats.
-      await vi.waitFor(() => expect(fake.inFlight).toBe(1), { timeout: 5000, interval: 20 });
-      fake.hang = false;
-      expect((await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).status).toBe(200);
+      await thawedDuringATry(edge, fake);
       // That try still fails (its call times out); the next one goes at once, on this clock (no time passes).
-      await vi.waitFor(() => expect(fake.inFlight).toBe(0), { timeout: 5000, interval: 20 });
-      await scheduler.wait(100);
-      await runDurableObjectAlarm(serverStub(edge));
-      await vi.waitFor(() => expect(fake.calls.some((c) => c.method === "DELETE" && c.path === "/api/v1/clients/view0001")).toBe(true), { timeout: 3000, interval: 50 });
+      await kickedAfterTheTry(edge, fake);
     } finally {
       vi.useRealTimers();
     }

@@ -4,19 +4,16 @@
  * succeed), an operator's misuse (two replays at once; a DELETE that names one event).
  */
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Env } from "../src/env";
 import { admin, adminWith } from "./srs";
 import { useFakeClock } from "./fleet";
-import { deadLettered, endedEvent, RECEIVER_URL, recordingQueue } from "./receiver";
+import { deadLettered, endedEvent, noDeadLettersBeforeEach, RECEIVER_URL, recordingQueue } from "./receiver";
 
 const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL };
 const ended = endedEvent;
 useFakeClock();
-beforeEach(async () => {
-  vi.spyOn(console, "error").mockImplementation(() => {});
-  expect((await admin("DELETE", "/events/dead-letters")).status).toBe(200);
-});
+noDeadLettersBeforeEach();
 
 describe("dead letters, adversarial", () => {
   it("the object failing: the dead-letter batch is retried with a backoff that spans the queue's retention, not 100 minutes (max_retries 100 × retry_delay 60 s), after which the events were lost", async () => {

@@ -10,6 +10,15 @@ import { at, serverStub, T0 } from "./fleet";
 
 installFakeSrs();
 
+/** A stream whose publisher ("enc00001") is live on an edge with an API. */
+async function livePublisherOnAnEdgeWithApi() {
+  const { edge, fake } = await edgeWithApi(["enc00001"]);
+  const s = uniqueStream();
+  const key = await createStream(s);
+  expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+  return { edge, fake, s };
+}
+
 const streamEvents = async (s: string) => (await admin("GET", `/streams/live/${s}/events`)).body.events ?? [];
 const iso = (ms: number) => new Date(T0 + ms).toISOString();
 
@@ -18,10 +27,7 @@ describe("kick-wait: an operator's kick in place of one already waiting for its 
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["enc00001"]);
-      const s = uniqueStream();
-      const key = await createStream(s);
-      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      const { edge, fake, s } = await livePublisherOnAnEdgeWithApi();
       fake.reachable = false;
       expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toHaveLength(1);
       // The rotation's kick fails for a few minutes (backoff up to 30 s).
@@ -54,10 +60,7 @@ describe("kick-wait: the kicks of a deleted stream", () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["enc00001"]);
-      const s = uniqueStream();
-      const key = await createStream(s);
-      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      const { edge, fake, s } = await livePublisherOnAnEdgeWithApi();
       fake.reachable = false;
       const logged: string[] = [];
       const spy = vi.spyOn(console, "log").mockImplementation((line: unknown) => void logged.push(String(line)));

@@ -4,19 +4,16 @@
  * sends them again once the receiver is back. Before, they waited in a queue nobody read and were
  * lost after its retention (`wrangler` cannot read a queue).
  */
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DEAD_LETTER_KEPT_DAYS, REPLAY_PER_CALL } from "../src/events/dead-letters";
 import { admin, adminWith } from "./srs";
 import { at, useFakeClock } from "./fleet";
-import { deadLettered, endedEvent, RECEIVER_URL, recordingQueue } from "./receiver";
+import { deadLettered, endedEvent, noDeadLettersBeforeEach, RECEIVER_URL, recordingQueue } from "./receiver";
 
 const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL };
 const ended = endedEvent;
 useFakeClock();
-beforeEach(async () => {
-  vi.spyOn(console, "error").mockImplementation(() => {});
-  expect((await admin("DELETE", "/events/dead-letters")).status).toBe(200);
-});
+noDeadLettersBeforeEach();
 
 describe("dead letters", () => {
   it("are kept when the dead-letter queue delivers them, listed, and sent again by a replay with their own ids and bodies; then they are gone", async () => {

@@ -5,7 +5,8 @@
  * code), and keeps what it accepted, each webhook-id once, as a receiver that dedupes would.
  */
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
-import { vi } from "vitest";
+import { beforeEach, vi } from "vitest";
+import { admin } from "./srs";
 import type { Env } from "../src/env";
 import worker from "../src/index";
 import { newEvent, type WebhookEvent } from "../src/events/event";
@@ -106,6 +107,15 @@ export async function consume(env: Env, events: WebhookEvent[], rounds = 10): Pr
 }
 
 // --- dead letters (src/events/dead-letters.ts) -------------------------------------------------
+
+/** Each test starts with no dead letters (they live in one object, shared by the tests of a file), errors not printed. */
+export function noDeadLettersBeforeEach(): void {
+  beforeEach(async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const res = await admin("DELETE", "/events/dead-letters");
+    if (res.status !== 200) throw new Error(`dead letters not cleared: ${res.status}`);
+  });
+}
 
 /** A stream.ended event of `stream`, as the dead-letter tests keep and replay. */
 export const endedEvent = (stream: string) => newEvent("stream.ended", { vhost: "__defaultVhost__", app: "live", stream, duration: 12, peakViewers: 3 });

@@ -8,9 +8,9 @@ import { describe, expect, it } from "vitest";
 import type { Env } from "../src/env";
 import { admin, adminWith } from "./srs";
 import { useFakeClock } from "./fleet";
-import { deadLettered, endedEvent, noDeadLettersBeforeEach, RECEIVER_URL, recordingQueue } from "./receiver";
+import { deadLettered, endedEvent, noDeadLettersBeforeEach, RECEIVER_URL, recordingQueue, WEBHOOK_SECRET } from "./receiver";
 
-const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL };
+const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL, EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET };
 const ended = endedEvent;
 useFakeClock();
 noDeadLettersBeforeEach();

@@ -8,9 +8,9 @@ import { describe, expect, it } from "vitest";
 import { DEAD_LETTER_KEPT_DAYS, REPLAY_PER_CALL } from "../src/events/dead-letters";
 import { admin, adminWith } from "./srs";
 import { at, useFakeClock } from "./fleet";
-import { deadLettered, endedEvent, noDeadLettersBeforeEach, RECEIVER_URL, recordingQueue } from "./receiver";
+import { deadLettered, endedEvent, noDeadLettersBeforeEach, RECEIVER_URL, recordingQueue, WEBHOOK_SECRET } from "./receiver";
 
-const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL };
+const RECEIVER = { EVENTS_WEBHOOK_URL: RECEIVER_URL, EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET };
 const ended = endedEvent;
 useFakeClock();
 noDeadLettersBeforeEach();
@@ -38,6 +38,13 @@ describe("dead letters", () => {
     const refused = await adminWith({ ...RECEIVER, EVENTS: recordingQueue({ refuseFrom: 0 }).queue }, "POST", "/events/dead-letters/replay");
     expect(refused.status).toBe(503);
     expect((await admin("POST", "/events/dead-letters/replay")).status).toBe(409); // EVENTS_WEBHOOK_URL unset here
+    // Settings with which no delivery can work: refused too (the events went round four more hours of retries back here).
+    for (const broken of [{ EVENTS_WEBHOOK_SECRET: "" }, { EVENTS_WEBHOOK_SECRET: "whsec_c2hvcnQ=" }, { EVENTS_WEBHOOK_URL: "ftp://receiver.test/" }]) {
+      const { sent, queue } = recordingQueue();
+      const r = await adminWith({ ...RECEIVER, ...broken, EVENTS: queue }, "POST", "/events/dead-letters/replay");
+      expect([r.status, sent.length], JSON.stringify(broken)).toEqual([409, 0]);
+      expect(r.body.error).toMatch(/nothing was replayed$/);
+    }
     expect((await admin("GET", "/events/dead-letters")).body.count).toBe(1);
   });
 

@@ -504,7 +504,9 @@ function showEnded(what, result, serverId) {
       ? el("p", { class: "error" }, `${plural(remaining, "session")} left${failed > 0 ? ` (${failed} could not be reached)` : ""}: press End sessions again.`)
       : failed > 0 && Array.isArray(result.failed)
         ? el("p", { class: "error" }, `${plural(failed, "viewer shard")} could not be reached (${result.failed.join(", ")}): their viewers still stand; press End sessions again.`)
-        : null,
+        : failed > 0
+          ? el("p", { class: "error" }, `${failed} could not be reached (a stream, or the server's viewers): what they hold still stands; press End sessions again.`)
+          : null,
     list.length > 0 ? el("ul", { class: "ended" }, ...list.map((e) => el("li", {}, endedLine(e)))) : null,
     el("p", { class: "muted kicks" }, onSrsText(result, list.length)),
   ], [{ label: "Done", cls: "primary" }]);

@@ -12,6 +12,7 @@ import { StatusError, type IRequest } from "itty-router";
 import type { Env } from "../env";
 import { jsonResponse } from "../http";
 import { eventsEnabled, QUEUE_BATCH, type WebhookEvent } from "./event";
+import { configurationProblem } from "./routes";
 
 /** How long a dead letter is kept for a replay. */
 export const DEAD_LETTER_KEPT_DAYS = 30;
@@ -176,6 +177,9 @@ export async function listDeadLetters(_request: IRequest, env: Env): Promise<Res
 /** POST /admin/events/dead-letters/replay: the oldest REPLAY_PER_CALL sent again; `remaining` says how many are left. */
 export async function replayDeadLetters(_request: IRequest, env: Env): Promise<Response> {
   if (!eventsEnabled(env)) throw new StatusError(409, "EVENTS_WEBHOOK_URL is not set: there is no receiver to send them to");
+  // Settings with which no delivery can work would send them round another four hours of retries back here.
+  const problem = configurationProblem(env);
+  if (problem) throw new StatusError(409, `${problem}: nothing was replayed`);
   const store = deadLetters(env);
   const events = (await store.claim(REPLAY_PER_CALL)).map((body) => JSON.parse(body) as WebhookEvent);
   const replayed: string[] = [];

@@ -22,7 +22,7 @@ export async function sendTestEvent(_request: IRequest, env: Env): Promise<Respo
 }
 
 /** Why deliveries cannot work with these settings (never naming the URL's or the secret's value), or null. */
-function configurationProblem(env: Env): string | null {
+export function configurationProblem(env: Env): string | null {
   let url: URL | null = null;
   try {
     url = new URL(env.EVENTS_WEBHOOK_URL ?? "");

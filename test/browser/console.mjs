@@ -333,6 +333,14 @@ try {
   await dialogResult(page);
   check("sessions left after a server's batch are announced", /7 sessions left/.test(await page.textContent("#dialog-body")), await page.textContent("#dialog-body"));
   await page.click("#dialog-buttons button");
+  // Nothing left that the Worker could count, but its viewer shard could not be asked: said, not hidden.
+  // (The route added last answers first.)
+  await page.route((url) => url.pathname.endsWith("/sessions"), (route) => route.fulfill({ json: { serverId: edge, ended: [], remaining: 0, failed: 1 } }));
+  await page.click(`#servers tr[data-server="${edge}"] button[data-action=end-server]`);
+  await page.click("#dialog-buttons button.danger");
+  await page.waitForFunction(() => /could not be reached/.test(document.querySelector("#dialog-body")?.textContent ?? ""), null, { timeout: 15_000 }).catch(() => {});
+  check("a server's end whose viewer shard could not be reached says so", /1 could not be reached .*press End sessions again/.test(await page.textContent("#dialog-body")), await page.textContent("#dialog-body"));
+  await page.click("#dialog-buttons button");
   await page.click(".tab[data-tab=streams]");
   await page.unrouteAll({ behavior: "wait" });
 

@@ -91,6 +91,23 @@ describe("the admin API when a viewer shard cannot be reached", () => {
     expect(listed.viewers.map((v: { sub: string }) => v.sub)).toEqual(["bob"]);
     expect((await streamState(s)).unreachable).toBeUndefined();
   });
+
+  it("GET …/events names a viewer shard it could not ask (its lines were silently left out)", async () => {
+    const s = await limited({ maxViewers: 10 });
+    expect(await hook(playWith(s, a, "tv000001", await tokenOf(s, "alice")))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "tv000002", await tokenOf(s, "bob")))).toEqual(ALLOW);
+    const events = ViewerShard.prototype.events;
+    vi.spyOn(ViewerShard.prototype, "events").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["events"]>) {
+      if ((this as any).serverId === a.server) throw overloaded();
+      return events.apply(this, args);
+    } as any);
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const listed = (await admin("GET", `/streams/live/${s}/events`)).body;
+    vi.restoreAllMocks();
+    expect(listed.unreachable).toEqual([a.server]);
+    expect(listed.events.filter((e: any) => e.action === "on_play").map((e: any) => e.client)).toEqual(["tv000002"]);
+    expect((await admin("GET", `/streams/live/${s}/events`)).body.unreachable).toBeUndefined();
+  });
 });
 
 describe("the limit lowered while an on_play waits for its seat", () => {

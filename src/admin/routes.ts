@@ -152,7 +152,8 @@ export async function getStreamEvents(request: IRequest, env: Env): Promise<Resp
   const stub = streamStub(env, name);
   if (!(await stub.state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   const [own, sources] = await Promise.all([stub.events(), stub.eventSources()]);
-  return jsonResponse({ events: await allEvents(env, streamKey(name), sources, own) });
+  const { events, unreachable } = await allEvents(env, streamKey(name), sources, own);
+  return jsonResponse({ events, ...(unreachable.length > 0 ? { unreachable } : {}) });
 }
 
 /**

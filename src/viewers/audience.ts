@@ -28,12 +28,25 @@ export async function withAudience(env: Env, streamKey: string, state: StreamSta
   return { ...state, ...audienceOf(shards.filter((s) => s.viewers + s.suspendedViewers + s.leased > 0)), ...(unreachable.length > 0 ? { unreachable: unreachable.sort() } : {}) };
 }
 
-/** The stream's decision log and its shards' (viewer decisions), newest first. */
-export async function allEvents(env: Env, streamKey: string, sources: string[], own: StreamEvent[]): Promise<StreamEvent[]> {
-  const fromShards = await Promise.all(sources.map((serverId) => viewerShard(env, serverId).events(streamKey).catch(() => [] as StreamEvent[])));
-  return [...own, ...fromShards.flat()]
+/**
+ * The stream's decision log and its shards' (viewer decisions), newest first; `unreachable` names the
+ * shards that could not be asked (their lines are missing), as the other audience views do.
+ */
+export async function allEvents(env: Env, streamKey: string, sources: string[], own: StreamEvent[]): Promise<{ events: StreamEvent[]; unreachable: string[] }> {
+  const unreachable: string[] = [];
+  const fromShards = await Promise.all(
+    sources.map((serverId) =>
+      viewerShard(env, serverId).events(streamKey).catch((err) => {
+        console.error(JSON.stringify({ error: "viewer shard unreachable", server: serverId, stream: streamKey, detail: String(err) }));
+        unreachable.push(serverId);
+        return [] as StreamEvent[];
+      }),
+    ),
+  );
+  const events = [...own, ...fromShards.flat()]
     .map((e, i) => ({ e, i }))
     .sort((a, b) => (a.e.at === b.e.at ? a.i - b.i : a.e.at < b.e.at ? 1 : -1))
     .slice(0, EVENTS_KEPT + GUESSES_KEPT)
     .map(({ e }) => e);
+  return { events, unreachable: unreachable.sort() };
 }

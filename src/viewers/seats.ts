@@ -256,6 +256,8 @@ export class ViewerSeats extends DurableObject<Env> {
   private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string): Promise<Seat[]> {
     const failed: Seat[] = [];
     const kicks: Seat[] = [];
+    // A kick is kept as long as the ended session's server may come back with it (SESSION_GRACE_S): it must not play uncounted then.
+    const kick = (of: Seat[]) => queueKicks(this.env, of.map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why, retryForMs: Math.max(KICK_RETRY_MS, sessionGraceMs(this.env)) })));
     await Promise.all(
       seats.map(async (s) => {
         // Remembered before its shard is asked: a repeat of its on_play arriving meanwhile is refused.
@@ -279,16 +281,14 @@ export class ViewerSeats extends DurableObject<Env> {
           if (err instanceof NoAnswer) {
             this.ctx.waitUntil(
               ending
-                .then((late) => (late ? queueKicks(this.env, [{ ...sessionOf(s), streamKey, role: "viewer" as const, why, retryForMs: Math.max(KICK_RETRY_MS, sessionGraceMs(this.env)) }]) : undefined))
+                .then((late) => (late ? kick([s]) : undefined))
                 .catch(() => {}),
             );
           }
         }
       }),
     );
-    // Kept as long as the ended session's server may come back with it (SESSION_GRACE_S): it must not play uncounted then.
-    const retryForMs = Math.max(KICK_RETRY_MS, sessionGraceMs(this.env));
-    if (kicks.length > 0) this.ctx.waitUntil(queueKicks(this.env, kicks.map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why, retryForMs }))).catch(() => {}));
+    if (kicks.length > 0) this.ctx.waitUntil(kick(kicks).catch(() => {}));
     return failed;
   }
 

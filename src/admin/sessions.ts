@@ -18,8 +18,16 @@ import { notQueued, reportOperatorEnded } from "../events/operator";
  * The order of the writes is in src/session/lifecycle.ts.
  */
 
+/** The query parameters DELETE …/streams/{app}/{stream}/sessions reads; any other is refused. */
+const STREAM_SESSIONS_QUERY = new Set(["server", "client", "vhost"]);
+
 /** DELETE /admin/streams/{app}/{stream}/sessions[?server=ID][&client=ID] */
 export async function endStreamSessions(request: IRequest, env: Env): Promise<Response> {
+  // A filter it does not know (?client_id=, ?Client=) was ignored, and every session of the stream ended and was kicked.
+  const unknown = [...new URL(request.url).searchParams.keys()].find((k) => !STREAM_SESSIONS_QUERY.has(k));
+  if (unknown !== undefined) {
+    throw new StatusError(400, `query parameter "${unknown}" is not one of DELETE /admin/streams/{app}/{stream}/sessions's (?server=ID, ?client=ID, ?vhost=): nothing was changed`);
+  }
   const name = streamNameFrom(request.params, request.query);
   const filter = {
     serverId: optionalId(request.query, "server"),

@@ -175,7 +175,9 @@ export async function listDeadLetters(_request: IRequest, env: Env): Promise<Res
 }
 
 /** POST /admin/events/dead-letters/replay: the oldest REPLAY_PER_CALL sent again; `remaining` says how many are left. */
-export async function replayDeadLetters(_request: IRequest, env: Env): Promise<Response> {
+export async function replayDeadLetters(request: IRequest, env: Env): Promise<Response> {
+  // It sends the oldest, whichever a query named (?id=…, ?limit=…): such a call sent 500 and forgot them.
+  if (new URL(request.url).search !== "") throw new StatusError(400, "POST /admin/events/dead-letters/replay sends the oldest 500 and takes no query parameter: nothing was replayed");
   if (!eventsEnabled(env)) throw new StatusError(409, "EVENTS_WEBHOOK_URL is not set: there is no receiver to send them to");
   // Settings with which no delivery can work would send them round another four hours of retries back here.
   const problem = configurationProblem(env);

@@ -1,5 +1,5 @@
 /**
- * Adversarial pass (adv5) on today's admin-API changes: 56fdc34/9bb4d3e/a9c8c9e (GET and DELETE refuse a body,
+ * Adversarial probes of today's admin-API changes: 56fdc34/9bb4d3e/a9c8c9e (GET and DELETE refuse a body,
  * the server's end refuses a query), the dead-letter routes (8953ff1/1e1cb59/dc8909b).
  */
 import { describe, expect, it } from "vitest";

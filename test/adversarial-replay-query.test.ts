@@ -1,5 +1,5 @@
 /**
- * Adversarial pass (adv5) on the dead-letter replay (8953ff1/1e1cb59/dc8909b): a replay naming some events.
+ * Adversarial probes of the dead-letter replay (8953ff1/1e1cb59/dc8909b): a replay naming some events.
  */
 import { describe, expect, it } from "vitest";
 import { admin, adminWith } from "./srs";

@@ -621,7 +621,12 @@ const actions = {
       return;
     }
     const { events } = log.value;
+    // Viewer shards the Worker could not ask: their lines are missing (say so, rather than "No decisions yet.").
+    const missing = Array.isArray(log.value.unreachable) && log.value.unreachable.length > 0
+      ? el("p", { class: "error" }, `Not shown: the decisions of ${plural(log.value.unreachable.length, "viewer shard")} that could not be asked (${log.value.unreachable.join(", ")}).`)
+      : null;
     body.replaceChildren(
+      ...(missing ? [missing] : []),
       events.length === 0
         ? el("p", { class: "muted" }, "No decisions yet.")
         : el("table", {},

@@ -206,6 +206,13 @@ try {
   await page.screenshot({ path: join(ARTIFACTS, "console-usage.png") });
   await page.click(`${row} button[data-action=details]`);
   await page.waitForSelector("#dialog[open] .events table");
+  // A viewer shard the Worker could not ask: its decisions are missing, and the dialog says so.
+  await page.click("#dialog-buttons button");
+  await page.route((url) => url.pathname.endsWith("/events"), (route) => route.fulfill({ json: { events: [], unreachable: ["vid-far-away"] } }));
+  await page.click(`${row} button[data-action=details]`);
+  await page.waitForSelector("#dialog[open] .events p.error", { timeout: 15_000 });
+  check("the details name a viewer shard whose decisions could not be read", /1 viewer shard that could not be asked \(vid-far-away\)/.test(await page.textContent("#dialog .events")), await page.textContent("#dialog .events"));
+  await page.unrouteAll({ behavior: "wait" });
 
   // Servers tab.
   await page.click("#dialog-buttons button");

@@ -46,6 +46,15 @@ export async function refuseBody(request: Request): Promise<void> {
   }
 }
 
+/**
+ * A call that changes things refuses a query parameter it does not read (400, before anything changes): one it
+ * ignored (a misspelt filter, ?client_id=; an id naming one item) widened the call to everything.
+ */
+export function onlyQuery(request: Request, reads: readonly string[], refusal: string): void {
+  const unknown = [...new URL(request.url).searchParams.keys()].find((k) => !reads.includes(k));
+  if (unknown !== undefined) throw new StatusError(400, `query parameter "${unknown}" is not read here: ${refusal}`);
+}
+
 /** The body's bytes (null: none), at most MAX_BODY_BYTES whatever Content-Length says. */
 async function readBody(request: Request): Promise<Uint8Array | null> {
   const declared = Number(request.headers.get("content-length") ?? "0");

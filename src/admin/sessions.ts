@@ -1,6 +1,6 @@
 import { StatusError, type IRequest } from "itty-router";
 import type { Env } from "../env";
-import { jsonResponse, queryParam } from "../http";
+import { jsonResponse, onlyQuery, queryParam } from "../http";
 import { LIMITS, within } from "../limits";
 import { endServerSessions as endAllOfServer, endStreamSessions as endOfStream } from "../session/lifecycle";
 import { streamKey } from "../stream/name";
@@ -18,16 +18,10 @@ import { notQueued, reportOperatorEnded } from "../events/operator";
  * The order of the writes is in src/session/lifecycle.ts.
  */
 
-/** The query parameters DELETE …/streams/{app}/{stream}/sessions reads; any other is refused. */
-const STREAM_SESSIONS_QUERY = new Set(["server", "client", "vhost"]);
-
 /** DELETE /admin/streams/{app}/{stream}/sessions[?server=ID][&client=ID] */
 export async function endStreamSessions(request: IRequest, env: Env): Promise<Response> {
   // A filter it does not know (?client_id=, ?Client=) was ignored, and every session of the stream ended and was kicked.
-  const unknown = [...new URL(request.url).searchParams.keys()].find((k) => !STREAM_SESSIONS_QUERY.has(k));
-  if (unknown !== undefined) {
-    throw new StatusError(400, `query parameter "${unknown}" is not one of DELETE /admin/streams/{app}/{stream}/sessions's (?server=ID, ?client=ID, ?vhost=): nothing was changed`);
-  }
+  onlyQuery(request, ["server", "client", "vhost"], "DELETE /admin/streams/{app}/{stream}/sessions reads ?server=ID, ?client=ID and ?vhost=: nothing was changed");
   const name = streamNameFrom(request.params, request.query);
   const filter = {
     serverId: optionalId(request.query, "server"),
@@ -50,9 +44,7 @@ export async function endStreamSessions(request: IRequest, env: Env): Promise<Re
 export async function endServerSessions(request: IRequest, env: Env): Promise<Response> {
   const serverId = serverIdFrom(request);
   // It takes no filter: a ?client= (as DELETE …/streams/…/sessions takes) was ignored, and every session of the server ended and was kicked.
-  if (new URL(request.url).search !== "") {
-    throw new StatusError(400, `DELETE /admin/servers/{server_id}/sessions ends every session of the server and takes no query parameter (one client: DELETE /admin/streams/{app}/{stream}/sessions?server=ID&client=ID): nothing was changed`);
-  }
+  onlyQuery(request, [], "DELETE /admin/servers/{server_id}/sessions ends every session of the server and takes no query parameter (one client: DELETE /admin/streams/{app}/{stream}/sessions?server=ID&client=ID): nothing was changed");
   const result = await endAllOfServer(env, serverId);
   if (result === null) throw new StatusError(404, `server ${serverId} is not known`);
   const kicking = await queueKicks(env, result.ended.map((s) => ({ ...s, serverId, why: "ended by operator" })));

@@ -10,7 +10,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { StatusError, type IRequest } from "itty-router";
 import type { Env } from "../env";
-import { jsonResponse } from "../http";
+import { jsonResponse, onlyQuery } from "../http";
 import { eventsEnabled, QUEUE_BATCH, type WebhookEvent } from "./event";
 import { configurationProblem } from "./routes";
 
@@ -177,7 +177,7 @@ export async function listDeadLetters(_request: IRequest, env: Env): Promise<Res
 /** POST /admin/events/dead-letters/replay: the oldest REPLAY_PER_CALL sent again; `remaining` says how many are left. */
 export async function replayDeadLetters(request: IRequest, env: Env): Promise<Response> {
   // It sends the oldest, whichever a query named (?id=…, ?limit=…): such a call sent 500 and forgot them.
-  if (new URL(request.url).search !== "") throw new StatusError(400, "POST /admin/events/dead-letters/replay sends the oldest 500 and takes no query parameter: nothing was replayed");
+  onlyQuery(request, [], "POST /admin/events/dead-letters/replay sends the oldest 500 and takes no query parameter: nothing was replayed");
   if (!eventsEnabled(env)) throw new StatusError(409, "EVENTS_WEBHOOK_URL is not set: there is no receiver to send them to");
   // Settings with which no delivery can work would send them round another four hours of retries back here.
   const problem = configurationProblem(env);
@@ -206,6 +206,6 @@ export async function replayDeadLetters(request: IRequest, env: Env): Promise<Re
 
 /** DELETE /admin/events/dead-letters: the operator gives them up, all of them (a query, as if naming some, is refused). */
 export async function clearDeadLetters(request: IRequest, env: Env): Promise<Response> {
-  if (new URL(request.url).search !== "") throw new StatusError(400, "DELETE /admin/events/dead-letters drops every dead letter and takes no query parameter: nothing was dropped");
+  onlyQuery(request, [], "DELETE /admin/events/dead-letters drops every dead letter and takes no query parameter: nothing was dropped");
   return jsonResponse({ deleted: await deadLetters(env).clear() });
 }

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, hook, publish, uniqueStream } from "./srs";
 import { overloaded } from "./fleet";
 import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
-import { limited, livePerSub, playWith, tokenOf } from "./identity";
+import { aliceTvAndAnotherEdge, livePerSub, playWith } from "./identity";
 import { ViewerShard } from "../src/viewers/shard";
 
 installFakeSrs();
@@ -17,11 +17,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("replace: the shard ends the old screen only after the seat object stopped waiting (SHARD_TIMEOUT_MS, 2 s)", () => {
   it("the old screen is kicked once its shard ended it (it was ended in the accounting, never kicked, and played on uncounted beside the phone on limit 1)", async () => {
-    const a = await edgeWithApi(["tv000001"]);
-    const b = await edgeWithApi(["phone001", "phone002"]);
-    const s = await limited({ onExtraViewerSession: "replace" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a.edge, "tv000001", token))).toEqual(ALLOW);
+    const { a, b, s, token } = await aliceTvAndAnotherEdge(["phone001", "phone002"]);
     const real = ViewerShard.prototype.endSeat;
     let calls = 0;
     // The shard is stuck behind a slow neighbour: the end reaches it after the seat object gave up waiting.

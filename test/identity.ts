@@ -9,6 +9,7 @@ import { admin, createStream, type Edge, hook, play, streamState, uniqueStream }
 import { at, beat, deliverNotices, serverStub } from "./fleet";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { expect } from "vitest";
+import { edgeWithApi } from "./fake-srs";
 
 export { ALLOW } from "./fake-srs";
 /** TOKEN_SIGNING_KEY in vitest.config.mts. */
@@ -73,4 +74,17 @@ export async function seatsOf(stream: string, sub: string): Promise<string[]> {
 export async function livePerSub(stream: string): Promise<Record<string, number>> {
   const body = (await admin("GET", `/streams/live/${stream}/viewers`)).body;
   return Object.fromEntries(body.viewers.map((v: any) => [v.sub, v.live]));
+}
+
+/**
+ * With SRS's API (test/fake-srs.ts): alice's TV ("tv000001") plays on edge `a` a limited stream with
+ * onExtraViewerSession "replace"; edge `b`'s SRS has her other screens (`screens`), about to play.
+ */
+export async function aliceTvAndAnotherEdge(screens: string[]) {
+  const a = await edgeWithApi(["tv000001"]);
+  const b = await edgeWithApi(screens);
+  const s = await limited({ onExtraViewerSession: "replace" });
+  const token = await tokenOf(s, "alice");
+  expect(await hook(playWith(s, a.edge, "tv000001", token))).toEqual({ status: 200, body: { code: 0 } });
+  return { a, b, s, token };
 }

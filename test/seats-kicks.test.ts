@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { heartbeat, hook, type Edge } from "./srs";
 import { ALLOW, deviceOf, edgeWithApi, type FakeSrs, installFakeSrs, kickedOn } from "./fake-srs";
 import { at, deliverNotices, events, serverStub } from "./fleet";
-import { limited, livePerSub, playWith, tokenOf } from "./identity";
+import { aliceTvAndAnotherEdge, limited, livePerSub, playWith, tokenOf } from "./identity";
 import { ViewerShard } from "../src/viewers/shard";
 import { retryable } from "./fleet";
 
@@ -67,11 +67,7 @@ describe("a viewer moves to another edge while its first edge is cut off for lon
 
 describe("replace: the shard's answer to the end of the old session is lost", () => {
   it("the old screen is still kicked (the retry found the session gone, answered that nothing ended, and nothing was kicked: two screens played on limit 1)", async () => {
-    const a = await edgeWithApi(["tv000001"]);
-    const b = await edgeWithApi(["phone001"]);
-    const s = await limited({ onExtraViewerSession: "replace" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a.edge, "tv000001", token))).toEqual(ALLOW);
+    const { a, b, s, token } = await aliceTvAndAnotherEdge(["phone001"]);
     const real = ViewerShard.prototype.endSeat;
     let calls = 0;
     const spy = vi.spyOn(ViewerShard.prototype, "endSeat").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["endSeat"]>) {

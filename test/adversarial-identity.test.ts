@@ -9,7 +9,7 @@
  */
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
-import { ALLOW, KEY, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
+import { aliceReplacingOn, ALLOW, KEY, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { admin, close, createStream, type Edge, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
@@ -267,9 +267,7 @@ describe("replace while the oldest session's shard cannot be reached", () => {
   // admitted, and the old seat came back: two live sessions, limit 1. Now the seats being ended stay, marked leaving:
   // the third play counts them, tries to end the old session too, and is refused when it cannot.
   it("replace while the oldest session's shard cannot be reached: the screens racing it are refused, one live session remains", async () => {
-    const s = await limited({ onExtraViewerSession: "replace" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const { s, token } = await aliceReplacingOn(a);
     const reached = gate();
     const fail = gate();
     const real = ViewerShard.prototype.endSeat;
@@ -297,9 +295,7 @@ describe("a late repeat of a replaced session's on_play", () => {
   // Found by the review: the TV's on_play, repeated (SRS or the Worker retrying) after the phone replaced it, found no
   // seat of its own and replaced the phone in turn: of the two screens, the one the viewer left won.
   it("is refused, and the newer session stays", async () => {
-    const s = await limited({ onExtraViewerSession: "replace" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const { s, token } = await aliceReplacingOn(a);
     expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
     const late = await hook(playWith(s, a, "tv000001", token));
     expect(late.body.code).toBe(4016);

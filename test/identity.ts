@@ -83,8 +83,13 @@ export async function livePerSub(stream: string): Promise<Record<string, number>
 export async function aliceTvAndAnotherEdge(screens: string[]) {
   const a = await edgeWithApi(["tv000001"]);
   const b = await edgeWithApi(screens);
+  return { a, b, ...(await aliceReplacingOn(a.edge)) };
+}
+
+/** A `limited` stream with onExtraViewerSession "replace" whose viewer alice watches on `edge` (her TV, tv000001). */
+export async function aliceReplacingOn(edge: Edge): Promise<{ s: string; token: string }> {
   const s = await limited({ onExtraViewerSession: "replace" });
   const token = await tokenOf(s, "alice");
-  expect(await hook(playWith(s, a.edge, "tv000001", token))).toEqual({ status: 200, body: { code: 0 } });
-  return { a, b, s, token };
+  expect(await hook(playWith(s, edge, "tv000001", token))).toEqual({ status: 200, body: { code: 0 } });
+  return { s, token };
 }

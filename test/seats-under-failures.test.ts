@@ -8,7 +8,7 @@ import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
-import { aliceOnASilentEdge, ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
+import { aliceReplacingOn, aliceOnASilentEdge, ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
 import { at, beat, events, holdMatching, overloaded, shardStub, until, useFakeClock, withDeadline } from "./fleet";
 
@@ -180,9 +180,7 @@ describe("replace: a repeat of the old session's on_play while its end is confir
   // README: "A late repeat of a replaced session's on_play (within 60 s ...) is refused instead of replacing the newer
   // session"; "A repeated on_play of a live session is not a second session."
   it("a repeat of the old session's on_play, arriving while its end is being confirmed, is refused: the newer phone stays, every live session holds a seat, and a third screen replaces the phone (the repeat replaced the phone and played without a seat, and a third screen was admitted beside it)", async () => {
-    const s = await limited({ onExtraViewerSession: "replace" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const { s, token } = await aliceReplacingOn(a);
     // Edge a's shard ends the TV for the phone; its confirmation is slow on the way back to the seat object.
     const real = ViewerShard.prototype.endSeat;
     const gate = { reached: false, released: false };
@@ -216,9 +214,7 @@ describe("replace: an on_play whose hook the Worker undid while the seat object 
   // README, Platform errors: "the late attempt is refused when it reaches the object (4008, ...) ... or while it
   // waits for slots, a seat or a takeover's kick (it then takes no seat, kicks nobody and ends no other session)".
   it("the seat object, still checking the old session's shard when the hook was undone, ends nobody: the viewer keeps its live session (it was left with none)", async () => {
-    const s = await limited({ onExtraViewerSession: "replace" });
-    const token = await tokenOf(s, "alice");
-    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const { s, token } = await aliceReplacingOn(a);
     // The seat object asks edge a's shard where the TV's session stands; that answer is slow.
     const held = holdMatching(ViewerShard.prototype, "seatState", (self) => self.serverId === a.server);
     const phone = await withDeadline(100, () => hook(playWith(s, b, "phone001", token)));

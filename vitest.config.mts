@@ -36,13 +36,14 @@ const workerd = (extra: Record<string, string>) =>
 // One JSON log line per decision is the product's output; keep it out of the test report unless a test fails.
 // Property tests send hundreds of hooks per test: give them time on a loaded 2-core machine.
 const common = { silent: "passed-only" as const, testTimeout: 60_000 };
-// Files whose gate calls SRS's HTTP API (SRS_API_URL set; their fake SRS answers the Worker's fetch).
-const SRS_API_TESTS = ["test/srs-api.test.ts", "test/srs-api-bounds.test.ts", "test/srs-api-adversarial.test.ts", "test/srs-api-adversarial-2.test.ts", "test/adversarial-hls-kick-2.test.ts", "test/adversarial-today-srs.test.ts", "test/adversarial-today-2-srs.test.ts", "test/adversarial-today-3-srs.test.ts", "test/takeover-deadline.test.ts", "test/adversarial-takeover-deadline.test.ts", "test/adversarial-takeover-2.test.ts", "test/adversarial-takeover-3.test.ts", "test/adversarial-takeover-admin.test.ts", "test/ghost-walk.test.ts", "test/seats-kicks.test.ts", "test/adversarial-kept-answers-srs.test.ts", "test/adversarial-kick-wait.test.ts"];
-// Files whose gate sends events (EVENTS_WEBHOOK_URL set; test/receiver.ts answers the Worker's fetch of it).
-const WEBHOOK_TESTS = ["test/webhooks.test.ts", "test/adversarial-events.test.ts", "test/review-evt.test.ts", "test/grace-ends.test.ts"];
+// Each directory of test/ below runs against a gate configured its own way; the rest of test/ against the
+// plain gate. srs-api/: SRS_API_URL set (their fake SRS, test/fake-srs.ts, answers the Worker's fetch).
+// webhooks/: EVENTS_WEBHOOK_URL set (test/receiver.ts answers the Worker's fetch of it). srs-api-events/:
+// both (their receiver is one more host of the fake SRS network).
+const SRS_API_TESTS = ["test/srs-api/**/*.test.ts"];
+const WEBHOOK_TESTS = ["test/webhooks/**/*.test.ts"];
+const SRS_API_EVENTS_TESTS = ["test/srs-api-events/**/*.test.ts"];
 const WEBHOOK_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`; // as test/receiver.ts
-// Files whose gate does both (their receiver is one more host of the fake SRS network).
-const SRS_API_EVENTS_TESTS = ["test/takeover-events.test.ts", "test/review-adv-srs.test.ts"];
 const SRS_API = { SRS_API_URL: "https://{device_id}.srs.test:1985", SRS_API_USERNAME: "gate", SRS_API_PASSWORD: "srs-api-password" };
 const EVENTS = { EVENTS_WEBHOOK_URL: "https://receiver.test/streamgate-events", EVENTS_WEBHOOK_SECRET: WEBHOOK_SECRET };
 

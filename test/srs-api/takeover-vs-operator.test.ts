@@ -6,10 +6,10 @@
  * (GhostCheck.untilGone: after it). Runs in the "srs-api" project, against test/fake-srs.ts.
  */
 import { describe, expect, it } from "vitest";
-import { admin, hook, publish, streamState, unpublish } from "./srs";
-import { ALLOW, fakeAt, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
-import { GhostCheck } from "../src/srs/ghosts";
-import { holdMatching, serverListed, until } from "./fleet";
+import { admin, hook, publish, streamState, unpublish } from "../srs";
+import { ALLOW, fakeAt, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { GhostCheck } from "../../src/srs/ghosts";
+import { holdMatching, serverListed, until } from "../fleet";
 
 installFakeSrs();
 

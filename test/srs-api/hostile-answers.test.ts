@@ -3,13 +3,13 @@
  * the kick outbox and publisher takeover. Runs in the "srs-api" project
  * (SRS_API_URL = https://{device_id}.srs.test:1985, basic auth gate / srs-api-password).
  *
- * The fake SRS API is test/fake-srs.ts (shared with test/srs-api.test.ts).
+ * The fake SRS API is test/fake-srs.ts (shared with test/srs-api/srs-api.test.ts).
  *
  * "must not happen (fixed): " tests failed on the code the review found; "holds: " tests are probes that passed.
  */
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, hook, play, publish, streamState, uniqueStream } from "./srs";
-import { ALLOW, BASIC, FakeSrs, allCalls, edgeWithApi, hostOf, hosts, installFakeSrs } from "./fake-srs";
+import { admin, createStream, hook, play, publish, streamState, uniqueStream } from "../srs";
+import { ALLOW, BASIC, FakeSrs, allCalls, edgeWithApi, hostOf, hosts, installFakeSrs } from "../fake-srs";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let logLines: string[] = [];

@@ -5,11 +5,11 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, newEdge, publish, streamState, uniqueStream, type Edge } from "./srs";
-import { ALLOW, FakeSrs, deviceOf, installFakeSrs, kickedOn, takeoverReady, edgeWithApi } from "./fake-srs";
-import { GhostCheck } from "../src/srs/ghosts";
-import { ServerRegistry } from "../src/server/registry";
-import { at, deliverNotices, serverListed, overloaded, serverStub, streamStub, until, withDeadline } from "./fleet";
+import { admin, createStream, heartbeat, hook, newEdge, publish, streamState, uniqueStream, type Edge } from "../srs";
+import { ALLOW, FakeSrs, deviceOf, installFakeSrs, kickedOn, takeoverReady, edgeWithApi } from "../fake-srs";
+import { GhostCheck } from "../../src/srs/ghosts";
+import { ServerRegistry } from "../../src/server/registry";
+import { at, deliverNotices, serverListed, overloaded, serverStub, streamStub, until, withDeadline } from "../fleet";
 
 installFakeSrs();
 

@@ -6,10 +6,10 @@
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ViewerShard } from "../src/viewers/shard";
-import { admin, createStream, hook, play, publish, uniqueStream } from "./srs";
-import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
-import { at, serverStub, until } from "./fleet";
+import { ViewerShard } from "../../src/viewers/shard";
+import { admin, createStream, hook, play, publish, uniqueStream } from "../srs";
+import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "../fake-srs";
+import { at, serverStub, until } from "../fleet";
 
 installFakeSrs();
 afterEach(() => void vi.useRealTimers());

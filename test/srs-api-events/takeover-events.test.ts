@@ -7,12 +7,12 @@
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { Env } from "../src/env";
-import { serverRegistry } from "../src/object-access";
-import { admin, adminWith, createStream, type Edge, heartbeat, hook, publish, uniqueStream, unpublish } from "./srs";
-import { restarted, streamStub, until } from "./fleet";
-import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
-import { Receiver } from "./receiver";
+import type { Env } from "../../src/env";
+import { serverRegistry } from "../../src/object-access";
+import { admin, adminWith, createStream, type Edge, heartbeat, hook, publish, uniqueStream, unpublish } from "../srs";
+import { restarted, streamStub, until } from "../fleet";
+import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { Receiver } from "../receiver";
 
 installFakeSrs();
 

@@ -18,11 +18,11 @@
  * Runs in the "srs-api" project (SRS_API_URL set): vitest.config.mts lists this file in SRS_API_TESTS.
  */
 import { describe, expect, it, vi } from "vitest";
-import { ServerRegistry } from "../src/server/registry";
-import { ViewerShard } from "../src/viewers/shard";
-import { createStream, hlsPlay, hook, play, streamState, uniqueStream } from "./srs";
-import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "./fake-srs";
-import { retryable } from "./fleet";
+import { ServerRegistry } from "../../src/server/registry";
+import { ViewerShard } from "../../src/viewers/shard";
+import { createStream, hlsPlay, hook, play, streamState, uniqueStream } from "../srs";
+import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "../fake-srs";
+import { retryable } from "../fleet";
 
 installFakeSrs();
 

@@ -5,12 +5,12 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { heartbeat, hook, type Edge } from "./srs";
-import { ALLOW, deviceOf, edgeWithApi, type FakeSrs, installFakeSrs, kickedOn } from "./fake-srs";
-import { at, deliverNotices, events, serverStub } from "./fleet";
-import { aliceTvAndAnotherEdge, limited, livePerSub, playWith, tokenOf } from "./identity";
-import { ViewerShard } from "../src/viewers/shard";
-import { retryable } from "./fleet";
+import { heartbeat, hook, type Edge } from "../srs";
+import { ALLOW, deviceOf, edgeWithApi, type FakeSrs, installFakeSrs, kickedOn } from "../fake-srs";
+import { at, deliverNotices, events, serverStub } from "../fleet";
+import { aliceTvAndAnotherEdge, limited, livePerSub, playWith, tokenOf } from "../identity";
+import { ViewerShard } from "../../src/viewers/shard";
+import { retryable } from "../fleet";
 
 installFakeSrs();
 afterEach(() => void vi.useRealTimers());

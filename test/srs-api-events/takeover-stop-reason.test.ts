@@ -2,9 +2,9 @@
  * Adversarial review (srs-api-events project: SRS_API_URL and EVENTS_WEBHOOK_URL both set).
  */
 import { beforeEach, describe, expect, it } from "vitest";
-import { hook, publish, unpublish } from "./srs";
-import { ALLOW, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
-import { Receiver } from "./receiver";
+import { hook, publish, unpublish } from "../srs";
+import { ALLOW, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { Receiver } from "../receiver";
 
 installFakeSrs();
 

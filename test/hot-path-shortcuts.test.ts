@@ -4,7 +4,7 @@
  *   INSERT OR IGNORE admission (src/viewers/shard.ts decide), the cached digests of configured
  *   secrets (src/auth/secrets.ts);
  * - 6c3a2c9: the bench-only load counters (src/platform/load.ts, GET /admin/load).
- * The kick of refused HLS viewers (82e916b) needs SRS_API_URL: test/srs-api-adversarial-2.test.ts.
+ * The kick of refused HLS viewers (82e916b) needs SRS_API_URL: test/srs-api/hls-refused-kicks.test.ts.
  */
 import { env } from "cloudflare:workers";
 import { createExecutionContext, evictDurableObject, runInDurableObject } from "cloudflare:test";

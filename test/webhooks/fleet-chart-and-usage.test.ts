@@ -3,9 +3,9 @@
  * a test that failed before its fix. Runs in the "webhooks" project (EVENTS_WEBHOOK_URL set).
  */
 import { describe, expect, it } from "vitest";
-import chartsSource from "../public/console/charts.js?raw";
-import { admin, createStream, hook, newEdge, play, uniqueStream } from "./srs";
-import { at, MIN, useFakeClock } from "./fleet";
+import chartsSource from "../../public/console/charts.js?raw";
+import { admin, createStream, hook, newEdge, play, uniqueStream } from "../srs";
+import { at, MIN, useFakeClock } from "../fleet";
 
 useFakeClock();
 

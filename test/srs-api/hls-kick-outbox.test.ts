@@ -9,14 +9,14 @@
  * the player's last request, then sends on_stop and forgets it; the same player may then come back
  * with the same ctx, which SRS sends through on_play again as a new session.
  *
- * Runs in the "srs-api" project (SRS_API_URL set): vitest.config.mts lists this file in SRS_API_TESTS.
+ * Runs in the "srs-api" project (SRS_API_URL set), as every file in test/srs-api/.
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { ServerRegistry, shardOf } from "../src/server/registry";
-import { admin, createStream, heartbeat, hlsPlay, hook, hookWith, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
-import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
-import { at, futureClock, serverStub, streamStub } from "./fleet";
+import { ServerRegistry, shardOf } from "../../src/server/registry";
+import { admin, createStream, heartbeat, hlsPlay, hook, hookWith, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "../srs";
+import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn } from "../fake-srs";
+import { at, futureClock, serverStub, streamStub } from "../fleet";
 
 installFakeSrs();
 

@@ -4,9 +4,9 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createStream, hook, play, stopPlay, uniqueStream } from "./srs";
-import { ALLOW, allCalls, edgeWithApi, installFakeSrs } from "./fake-srs";
-import { at, shardStub } from "./fleet";
+import { createStream, hook, play, stopPlay, uniqueStream } from "../srs";
+import { ALLOW, allCalls, edgeWithApi, installFakeSrs } from "../fake-srs";
+import { at, shardStub } from "../fleet";
 
 installFakeSrs();
 afterEach(() => void vi.useRealTimers());

@@ -4,9 +4,9 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { admin, createStream, hook, publish, uniqueStream } from "./srs";
-import { ALLOW, edgeWithApi, frozenEdgeKicking, installFakeSrs, kickedAfterTheTry, thawedDuringATry } from "./fake-srs";
-import { at, serverStub, T0 } from "./fleet";
+import { admin, createStream, hook, publish, uniqueStream } from "../srs";
+import { ALLOW, edgeWithApi, frozenEdgeKicking, installFakeSrs, kickedAfterTheTry, thawedDuringATry } from "../fake-srs";
+import { at, serverStub, T0 } from "../fleet";
 
 installFakeSrs();
 

@@ -2,7 +2,7 @@
  * Adversarial review of cbb6771..d4ad866: notice answers (kept), passive hooks
  * that heal, retired ids kept by count, quiet candidates, outbox, tokens and
  * revocations. Each test states what should hold; the four findings (this file and
- * test/adversarial-today-srs.test.ts) failed on d4ad866 and were fixed by 6a23c63, e02f24b, 52fcffb.
+ * test/srs-api/admitted-play-asks-no-api.test.ts) failed on d4ad866 and were fixed by 6a23c63, e02f24b, 52fcffb.
  */
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";

@@ -6,12 +6,12 @@
  * on_publish again. Runs in the "srs-api" project, against test/fake-srs.ts.
  */
 import { describe, expect, it, vi } from "vitest";
-import { heartbeat, hook, newEdge, publish, streamState, unpublish } from "./srs";
-import { ALLOW, deviceOf, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
-import { ServerRegistry } from "../src/server/registry";
-import { StreamObject } from "../src/stream/object";
-import { GhostCheck } from "../src/srs/ghosts";
-import { deliverNotices, expectNoTakeover, holdMatching, retryable, serverListed, streamStub, tracksOf, until, withDeadline } from "./fleet";
+import { heartbeat, hook, newEdge, publish, streamState, unpublish } from "../srs";
+import { ALLOW, deviceOf, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { ServerRegistry } from "../../src/server/registry";
+import { StreamObject } from "../../src/stream/object";
+import { GhostCheck } from "../../src/srs/ghosts";
+import { deliverNotices, expectNoTakeover, holdMatching, retryable, serverListed, streamStub, tracksOf, until, withDeadline } from "../fleet";
 
 installFakeSrs();
 

@@ -6,9 +6,9 @@
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, hook, play, uniqueStream } from "./srs";
-import { ALLOW, edgeWithApi, installFakeSrs } from "./fake-srs";
-import { at, serverStub, until } from "./fleet";
+import { admin, createStream, hook, play, uniqueStream } from "../srs";
+import { ALLOW, edgeWithApi, installFakeSrs } from "../fake-srs";
+import { at, serverStub, until } from "../fleet";
 
 installFakeSrs();
 afterEach(() => void vi.useRealTimers());

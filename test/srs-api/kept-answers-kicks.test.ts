@@ -4,11 +4,11 @@
  * answer dropped by the seat object's own timeout (SHARD_TIMEOUT_MS) is a lost answer too.
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, hook, publish, uniqueStream } from "./srs";
-import { overloaded } from "./fleet";
-import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "./fake-srs";
-import { aliceTvAndAnotherEdge, livePerSub, playWith } from "./identity";
-import { ViewerShard } from "../src/viewers/shard";
+import { admin, createStream, hook, publish, uniqueStream } from "../srs";
+import { overloaded } from "../fleet";
+import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "../fake-srs";
+import { aliceTvAndAnotherEdge, livePerSub, playWith } from "../identity";
+import { ViewerShard } from "../../src/viewers/shard";
 
 installFakeSrs();
 afterEach(() => void vi.useRealTimers());

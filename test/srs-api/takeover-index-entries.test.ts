@@ -4,10 +4,10 @@
  * src/stream/publisher-api.ts (958844b). Runs in the "srs-api" project, against test/fake-srs.ts.
  */
 import { describe, expect, it } from "vitest";
-import { admin, heartbeat, hook, newEdge, publish, streamState, unpublish } from "./srs";
-import { ALLOW, deviceOf, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
-import { ServerRegistry } from "../src/server/registry";
-import { deliverNotices, expectNoTakeover, holdMatching, serverListed, tracksOf, until, withDeadline } from "./fleet";
+import { admin, heartbeat, hook, newEdge, publish, streamState, unpublish } from "../srs";
+import { ALLOW, deviceOf, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { ServerRegistry } from "../../src/server/registry";
+import { deliverNotices, expectNoTakeover, holdMatching, serverListed, tracksOf, until, withDeadline } from "../fleet";
 
 installFakeSrs();
 

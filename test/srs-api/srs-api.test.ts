@@ -9,9 +9,9 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { ALLOW, allCalls, edgeWithApi, fakeAt, frozenEdgeKicking, installFakeSrs, kickedAfterTheTry, operatorKick, takeoverReady, thawedDuringATry, type FakeSrs } from "./fake-srs";
-import { at, serverListed, serverStub, T0 } from "./fleet";
+import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "../srs";
+import { ALLOW, allCalls, edgeWithApi, fakeAt, frozenEdgeKicking, installFakeSrs, kickedAfterTheTry, operatorKick, takeoverReady, thawedDuringATry, type FakeSrs } from "../fake-srs";
+import { at, serverListed, serverStub, T0 } from "../fleet";
 
 installFakeSrs();
 

@@ -10,12 +10,12 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import { ServerRegistry } from "../src/server/registry";
-import { StreamObject } from "../src/stream/object";
-import { admin, adminWith, createStream, heartbeat, hook, play, publish, uniqueStream } from "./srs";
-import { ALLOW, allCalls, deviceOf, edgeWithApi, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "./fake-srs";
-import { at, holdMatching, serverListed, serverStub, until, withNoticeTimeout } from "./fleet";
-import { limited, playWith, tokenOf } from "./identity";
+import { ServerRegistry } from "../../src/server/registry";
+import { StreamObject } from "../../src/stream/object";
+import { admin, adminWith, createStream, heartbeat, hook, play, publish, uniqueStream } from "../srs";
+import { ALLOW, allCalls, deviceOf, edgeWithApi, installFakeSrs, operatorKick, takeoverReady, type FakeSrs } from "../fake-srs";
+import { at, holdMatching, serverListed, serverStub, until, withNoticeTimeout } from "../fleet";
+import { limited, playWith, tokenOf } from "../identity";
 
 installFakeSrs();
 

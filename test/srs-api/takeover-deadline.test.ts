@@ -8,9 +8,9 @@
  * test/fake-srs.ts; the deadline is shortened with withDeadline so a test takes seconds.
  */
 import { describe, expect, it } from "vitest";
-import { admin, hook, publish, streamState, unpublish } from "./srs";
-import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, takeoverReady } from "./fake-srs";
-import { until, withDeadline } from "./fleet";
+import { admin, hook, publish, streamState, unpublish } from "../srs";
+import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { until, withDeadline } from "../fleet";
 
 installFakeSrs();
 

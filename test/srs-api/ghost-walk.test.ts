@@ -6,9 +6,9 @@
  * The walk and the stale answer were found by an adversarial pass (each test failed before its fix).
  */
 import { describe, expect, it, vi } from "vitest";
-import { admin, createStream, hlsPlay, hook, play, streamState, uniqueStream } from "./srs";
-import { ALLOW, edgeWithApi, installFakeSrs } from "./fake-srs";
-import { at } from "./fleet";
+import { admin, createStream, hlsPlay, hook, play, streamState, uniqueStream } from "../srs";
+import { ALLOW, edgeWithApi, installFakeSrs } from "../fake-srs";
+import { at } from "../fleet";
 
 installFakeSrs();
 

@@ -7,6 +7,7 @@
 // .dev.vars (then --gate defaults to http://127.0.0.1:8787), so it stays out of shell history and ps.
 // The configuration itself is built by scripts/lib/srs-config.ts, which the tests check.
 import { existsSync, readFileSync } from "node:fs";
+import { npmBannerInOutput } from "./lib/npm-banner.ts";
 import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts";
 
 const USAGE = `usage: npm run -s srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
@@ -74,18 +75,25 @@ if (role !== "origin") {
   }
 }
 
+let conf: string;
 try {
-  process.stdout.write(
-    srsConfig({
-      role: role as Role,
-      gate: flags["--gate"] ?? (local ? "http://127.0.0.1:8787" : undefined),
-      hookSecret,
-      deviceId: flags["--device-id"],
-      origin: flags["--origin"]?.split(/[,\s]+/),
-      serverId: flags["--server-id"],
-    }),
-  );
+  conf = srsConfig({
+    role: role as Role,
+    gate: flags["--gate"] ?? (local ? "http://127.0.0.1:8787" : undefined),
+    hookSecret,
+    deviceId: flags["--device-id"],
+    origin: flags["--origin"]?.split(/[,\s]+/),
+    serverId: flags["--server-id"],
+  });
 } catch (error) {
   if (error instanceof SrsConfigError) fail(error.message);
   throw error;
 }
+// `npm run srs-config -- … > srs.conf` (no -s): npm's lines are already in the file, and SRS
+// refuses it. Checked after the arguments, so that a mistake there is reported first.
+const banner = npmBannerInOutput("srs-config", "SRS refuses a configuration that holds them");
+if (banner) {
+  console.error(`srs-config: ${banner}`);
+  process.exit(2);
+}
+process.stdout.write(conf);

@@ -5,6 +5,7 @@
 // Runs on Node 22 (type stripping), with the same signing code the Worker uses.
 import { existsSync, readFileSync } from "node:fs";
 import { signPlayToken, SUB_PATTERN } from "../src/auth/token.ts";
+import { npmBannerInOutput } from "./lib/npm-banner.ts";
 
 // The Worker refuses tokens expiring further ahead than its MAX_TOKEN_TTL_S (default 30 days) and
 // mints none over 7 days; this command keeps to the same limits. Set MAX_TOKEN_TTL_S in the
@@ -62,8 +63,17 @@ if (!Number.isSafeInteger(ttl) || ttl < 1 || ttl > MAX_TTL_S) usage(`--ttl must 
 if (!vhost) usage("--vhost needs a name");
 if (sub !== undefined && !SUB_PATTERN.test(sub)) usage("--sub must be 1 to 64 characters of A-Z a-z 0-9 . _ : @ -");
 
+const key = signingKey();
+// TOKEN=$(npm run token -- live/cam1) (no -s) would hold npm's lines before the token. Checked after
+// the arguments and the key, so that a mistake there is reported first.
+const banner = npmBannerInOutput("token", "they would be read as part of the token");
+if (banner) {
+  console.error(banner);
+  process.exit(2);
+}
+
 const issuedAt = Math.floor(Date.now() / 1000);
 const expiresAt = issuedAt + ttl;
-const token = await signPlayToken({ vhost, app: target.slice(0, slash), stream: target.slice(slash + 1) }, expiresAt, signingKey(), { sub, issuedAt });
+const token = await signPlayToken({ vhost, app: target.slice(0, slash), stream: target.slice(slash + 1) }, expiresAt, key, { sub, issuedAt });
 console.log(token);
 console.error(`expires ${new Date(expiresAt * 1000).toISOString()}; play with ?token=${token}`);

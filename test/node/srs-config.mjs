@@ -40,6 +40,24 @@ describe("npm run srs-config's command line", () => {
     assert.match(r.stdout, /^server_id +origin-1;$/m);
   });
 
+  it("without -s, into a file or pipe, refuses after npm's own lines instead of printing a config SRS would refuse", () => {
+    // `npm run srs-config -- … > srs.conf`: npm writes "> streamgate@… srs-config" first, and SRS
+    // refuses a file holding it ("config file … test is failed"), so nothing more is printed.
+    const env = { ...process.env, HOOK_SECRET };
+    delete env.npm_config_loglevel; // as typed in a shell, even under `npm test -s`
+    const args = ["--role", "standalone", "--gate", "https://gate.example.com", "--device-id", "live-1"];
+    const r = spawnSync("npm", ["run", "srs-config", "--", ...args], { cwd: ROOT, encoding: "utf8", env });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stdout, /^> streamgate@\S+ srs-config$/m, "npm's own line, which the check is about");
+    assert.doesNotMatch(r.stdout, /http_hooks|vhost/, "no configuration after it");
+    assert.match(r.stderr, /run npm run -s srs-config -- … \(-s keeps them out\)/);
+    // With -s, and run directly (no npm), the same command prints the configuration.
+    assert.match(srsConfig(args).stdout, /^vhost __defaultVhost__ \{$/m);
+    const direct = spawnSync(process.execPath, ["scripts/srs-config.ts", ...args], { cwd: ROOT, encoding: "utf8", env: { HOOK_SECRET, PATH: process.env.PATH } });
+    assert.equal(direct.status, 0, direct.stderr);
+    assert.match(direct.stdout, /^vhost __defaultVhost__ \{$/m);
+  });
+
   it("--help prints the usage and exits 0", () => {
     const r = srsConfig(["--help"]);
     assert.equal(r.status, 0);

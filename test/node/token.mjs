@@ -61,4 +61,14 @@ describe("npm run token", () => {
     assert.equal(r.status, 2);
     assert.equal(r.stdout, "");
   });
+
+  it("without -s, captured (TOKEN=$(npm run token -- …)), refuses instead of a token behind npm's own lines", () => {
+    const env = { ...process.env, TOKEN_SIGNING_KEY: KEY };
+    delete env.npm_config_loglevel; // as typed in a shell, even under `npm test -s`
+    const r = spawnSync("npm", ["run", "token", "--", "live/cam1", "--sub", "alice"], { cwd: ROOT, encoding: "utf8", env });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stdout, /^> streamgate@\S+ token$/m);
+    assert.doesNotMatch(r.stdout, /v2\./, "no token after npm's lines");
+    assert.match(r.stderr, /run npm run -s token -- … \(-s keeps them out\)/);
+  });
 });

@@ -134,12 +134,14 @@ function plan(existing, currentValue) {
   return { writes, generated, kept, drops };
 }
 
-function report({ writes, generated, kept, drops }, where) {
+/** `keptNote`: said after the kept ones (--local: those that are npm run dev's public values). */
+function report({ writes, generated, kept, drops }, where, keptNote = "") {
   if (kept.length > 0) {
     console.error(
       `streamgate secrets: kept ${kept.join(", ")} (already set ${where}; npm run secrets -- ${local ? "--local " : ""}--rotate ${kept.join(",")} replaces them)`,
     );
   }
+  if (keptNote) console.error(keptNote);
   if (generated.length === 0) {
     console.error("streamgate secrets: nothing to do.");
     return;
@@ -165,6 +167,19 @@ function report({ writes, generated, kept, drops }, where) {
 }
 
 // ---------------------------------------------------------------- .dev.vars
+/** The development values `npm run dev` writes (scripts/dev-vars.mjs), from .dev.vars.example: public. */
+function developmentDefaults() {
+  const example = new URL("../.dev.vars.example", import.meta.url);
+  if (!existsSync(example)) return new Map();
+  return new Map(
+    readFileSync(example, "utf8")
+      .split("\n")
+      .map((line) => /^([A-Z_]+)=(.+)$/.exec(line))
+      .filter(Boolean)
+      .map(([, name, value]) => [name, value.trim()]),
+  );
+}
+
 function runLocal() {
   const path = ".dev.vars";
   const original = existsSync(path)
@@ -183,7 +198,18 @@ function runLocal() {
   }
   for (const name of p.drops) text = text.replace(new RegExp(`^${name}[ \\t]*=.*(?:\n|$)`, "gm"), "");
   if (text !== original) writeFileSync(path, text, { mode: 0o600 });
-  report(p, "in .dev.vars");
+  // Run after `npm run dev` (the README's order), it keeps that command's development values, which
+  // anyone can read in .dev.vars.example: say so, and how to get random ones, beside "kept".
+  const defaults = developmentDefaults();
+  const published = p.kept.filter((name) => defaults.has(name) && values.get(name) === defaults.get(name));
+  const note =
+    published.length === 0
+      ? ""
+      : `streamgate secrets: ${published.join(", ")} in .dev.vars ${published.length === 1 ? "is the development value" : "are the development values"} ` +
+        `that npm run dev wrote (public: .dev.vars.example holds them). For random ones: ` +
+        `npm run secrets -- --local --rotate ${published.join(",")} --no-previous, then restart npm run dev ` +
+        `(and make again the SRS configurations made with npm run srs-config -- --local).`;
+  report(p, "in .dev.vars", note);
 }
 
 // ---------------------------------------------------------------- deployed Worker

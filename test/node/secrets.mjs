@@ -96,6 +96,32 @@ describe("npm run secrets -- --local", () => {
     assert.equal(readFileSync(join(cwd, ".dev.vars"), "utf8"), text);
   });
 
+  it("after npm run dev (the README's order) it keeps the public development values, says so, and its advice gives random ones", () => {
+    const cwd = tempDir();
+    // What scripts/dev-vars.mjs (npm run dev) writes: the values of .dev.vars.example.
+    const example = readFileSync(new URL("../../.dev.vars.example", import.meta.url), "utf8");
+    const dev = Object.fromEntries(example.split("\n").map((l) => /^([A-Z_]+)=(.+)$/.exec(l)).filter(Boolean).map(([, n, v]) => [n, v]));
+    assert.deepEqual(Object.keys(dev).sort(), [...NAMES].sort());
+    writeFileSync(join(cwd, ".dev.vars"), Object.entries(dev).map(([n, v]) => `${n}=${v}\n`).join(""));
+    const r = run(["--local"], { cwd });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.deepEqual(devVars(cwd), dev, "never replaced without --rotate");
+    const advice = /are the development values that npm run dev wrote \(public[^)]*\)\. For random ones: npm run secrets -- (.*?), then restart npm run dev/.exec(r.stderr);
+    assert.ok(advice, r.stderr);
+    const rotated = run(advice[1].split(" "), { cwd });
+    assert.equal(rotated.status, 0, rotated.stderr);
+    const vars = devVars(cwd);
+    assert.deepEqual(Object.keys(vars).sort(), [...NAMES].sort(), "no _PREVIOUS keeps a public value accepted");
+    assertStrong(Object.values(vars));
+    for (const name of NAMES) assert.notEqual(vars[name], dev[name]);
+    assert.doesNotMatch(run(["--local"], { cwd }).stderr, /development values/, "random ones get no such note");
+    // One secret of your own among the defaults: only the defaults are named.
+    writeFileSync(join(cwd, ".dev.vars"), `HOOK_SECRET=${dev.HOOK_SECRET}\nADMIN_TOKEN=my-own-admin-token-of-32-characters-xx\n`);
+    const mixed = run(["--local"], { cwd });
+    assert.match(mixed.stderr, /HOOK_SECRET in \.dev\.vars is the development value .*--rotate HOOK_SECRET --no-previous/);
+  });
+
   it("--rotate HOOK_SECRET moves the current value to HOOK_SECRET_PREVIOUS, and refuses a second rotation before it is finished", () => {
     const first = run(["--local"]);
     const old = devVars(first.cwd);

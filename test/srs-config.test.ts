@@ -132,6 +132,9 @@ describe("options that would make a broken or unsafe configuration are refused",
     ["no device id", { ...EDGE, deviceId: undefined }],
     ["a server id with a semicolon", { ...EDGE, serverId: "a;b" }],
     ["an origin that is not host:port", { ...EDGE, origin: ["rtmp://o/live"] }],
+    // SRS's own check (srs -t) passes these; the edge would fail at its first pull.
+    ["an origin port over 65535", { ...EDGE, origin: ["origin.internal:99999"] }],
+    ["an origin port 0", { ...EDGE, origin: ["origin.internal:0"] }],
     ["an unknown role", { ...EDGE, role: "relay" as never }],
   ];
   for (const [name, options] of refused) {

@@ -62,6 +62,11 @@ export function srsConfig(options: SrsConfigOptions): string {
   if (role === "standalone" && origins.length > 0) throw new SrsConfigError("--origin is for --role edge; a standalone server is its own origin");
   for (const o of origins) {
     if (!HOST_PORT.test(o)) throw new SrsConfigError(`--origin "${o}" is not host[:port]`);
+    // SRS takes any number here (srs -t passes "o:99999") and the edge fails only when it pulls.
+    const port = /:([0-9]+)$/.exec(o)?.[1];
+    if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {
+      throw new SrsConfigError(`--origin "${o}": the port must be 1 to 65535`);
+    }
   }
 
   const hook = `${gate}/hooks/srs/${secret}`;

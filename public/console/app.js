@@ -183,7 +183,7 @@ async function refresh() {
     renderStreams();
     renderServers();
     renderDeadLetters();
-    $("#status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $("#status").textContent = `updated ${new Date(gateNow()).toLocaleTimeString()}`;
   } catch (err) {
     if (seq === state.seq && !(err instanceof ApiError && err.status === 401)) $("#status").textContent = `refresh failed: ${failure(err)}`;
   }

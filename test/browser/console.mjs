@@ -556,6 +556,14 @@ try {
 
     // Revoke every token issued before now (the gate's now, 10 minutes after the browser's): bob's session ends too.
     check("the browser's clock runs 10 minutes behind the gate's", Math.abs(Date.now() - BROWSER_CLOCK_BEHIND_MS - (await page.evaluate(() => Date.now()))) < 60_000);
+    const nodeNow = Date.now();
+    const updated = await page.evaluate((now) => {
+      const text = document.querySelector("#status").textContent;
+      // Any second of the last minute, by the gate's clock, in the browser's own format.
+      const gateTimes = Array.from({ length: 70 }, (_, i) => `updated ${new Date(now + 5_000 - i * 1000).toLocaleTimeString()}`);
+      return { text, gate: gateTimes.includes(text) };
+    }, nodeNow);
+    check("the page's \"updated\" time is the gate's, as every other time it shows (not the browser's, 10 minutes behind)", updated.gate, updated.text);
     while (Math.floor(Date.now() / 1000) <= bobMinted) await page.waitForTimeout(100);
     await page.click("#dialog .viewers-by-id button[data-action=revoke-before]");
     await page.waitForSelector("#confirm[open]");

@@ -62,6 +62,13 @@ interface Seat extends Record<string, SqlStorageValue> {
   leaving: number;
 }
 
+/**
+ * `leaving` of a seat inserted by a take that is still ending the sessions it makes room for: not granted
+ * until they ended (a repeat of its on_play waits for that take; after a restart, which ended that take, the
+ * repeat takes the seat anew).
+ */
+const JOINING = 2;
+
 /** How long a session ended for a newer one is refused a seat again (a late repeat of its on_play). */
 const ENDED_KEPT_MS = 60_000;
 
@@ -69,7 +76,8 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS seats (
     stream_key TEXT NOT NULL, sub TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
     since INTEGER NOT NULL, grant_id TEXT NOT NULL,
-    -- 1: being ended for a newer session (it still counts until its shard confirms)
+    -- 1: being ended for a newer session (it still counts until its shard confirms);
+    -- 2: not granted yet: the take that inserted it is still ending the sessions it replaces (JOINING)
     leaving INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stream_key, sub, server_id, service_id, client_id)) WITHOUT ROWID;`;
 
@@ -78,6 +86,8 @@ export class ViewerSeats extends DurableObject<Env> {
   private ready = false;
   /** Sessions this object ended for newer ones, and when: a late repeat of their on_play must not take a seat back. */
   private ended = new Map<string, number>();
+  /** Takes that inserted a seat and are still ending the sessions it replaces, by that seat: a repeat of its on_play waits for them. */
+  private taking = new Map<string, Promise<void>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -101,7 +111,8 @@ export class ViewerSeats extends DurableObject<Env> {
     let suspended: Set<string> | null = null;
     // The shards are asked first without SRS's API: only a refusal may rest on its word (src/srs/ghosts.ts).
     let askedApi = false;
-    const endedAt = this.ended.get(`${streamKey}\n${sub}\n${keyOf(seatOf(session))}`);
+    const ownKey = `${streamKey}\n${sub}\n${keyOf(seatOf(session))}`;
+    const endedAt = this.ended.get(ownKey);
     if (endedAt !== undefined && Date.now() - endedAt < ENDED_KEPT_MS) {
       return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
     }
@@ -109,6 +120,18 @@ export class ViewerSeats extends DurableObject<Env> {
       // Synchronous from the read to the write: no other call interleaves.
       const held = this.seatsOf(streamKey, sub);
       const own = held.find((s) => same(s, session));
+      // Inserted by a take of this session (another on_play of it) that is still ending the sessions it
+      // replaces: not granted yet. Granted now, it would play beside a session whose end may still fail.
+      const running = own ? this.taking.get(ownKey) : undefined;
+      if (running) {
+        await running;
+        return this.take(req);
+      }
+      if (own?.leaving === JOINING) {
+        // That take ended with the object (a restart): its seat was never granted; taken anew.
+        this.drop(streamKey, sub, session, own.grant_id);
+        continue;
+      }
       // Its seat is leaving: the session is being ended for a newer one (a repeat of its on_play came meanwhile).
       if (own?.leaving === 1) {
         return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
@@ -149,20 +172,37 @@ export class ViewerSeats extends DurableObject<Env> {
       // arriving meanwhile counts all of them (a leaving session still plays until its shard ends it) and, to
       // replace, ends the oldest first, so of many racing plays the last one stays.
       for (const e of ends) this.setLeaving(streamKey, sub, e, 1);
-      const grant = this.insert(streamKey, sub, session);
-      // The checks above took a while: an on_play the Worker undid meanwhile (SRS refused its client) ends nobody.
-      if (req.hookId && !(await this.stillWanted(session, req.hookId))) {
+      // Not granted until the old sessions ended: a repeat of this session's on_play arriving meanwhile waits.
+      const grant = this.insert(streamKey, sub, session, Date.now(), JOINING);
+      let done!: () => void;
+      this.taking.set(ownKey, new Promise<void>((resolve) => (done = resolve)));
+      try {
+        // The checks above took a while: an on_play the Worker undid meanwhile (SRS refused its client) ends nobody.
+        if (req.hookId && !(await this.stillWanted(session, req.hookId))) {
+          for (const e of ends) this.setLeaving(streamKey, sub, e, 0);
+          this.drop(streamKey, sub, session, grant);
+          return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: its on_play could not be confirmed` } };
+        }
+        const failed = await this.endSeats(streamKey, sub, ends, why);
+        if (failed.length === 0) {
+          // Granted (unless a newer session is ending it meanwhile: then it stays leaving).
+          this.sql.exec("UPDATE seats SET leaving = 0 WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND leaving = ?",
+            streamKey, sub, session.serverId, session.serviceId, session.clientId, JOINING);
+          return { ok: true };
+        }
+        // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
+        for (const e of failed) this.setLeaving(streamKey, sub, e, 0);
+        this.drop(streamKey, sub, session, grant);
+      } catch (err) {
+        // Failed part-way (a reset ends the object and this take with it: then the seat stays JOINING, and a
+        // repeat of this on_play takes it anew): nothing granted, nobody left marked leaving by this take.
         for (const e of ends) this.setLeaving(streamKey, sub, e, 0);
-        this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
-          streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
-        return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: its on_play could not be confirmed` } };
+        this.drop(streamKey, sub, session, grant);
+        throw err;
+      } finally {
+        this.taking.delete(ownKey);
+        done();
       }
-      const failed = await this.endSeats(streamKey, sub, ends, why);
-      if (failed.length === 0) return { ok: true };
-      // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
-      for (const e of failed) this.setLeaving(streamKey, sub, e, 0);
-      this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
-        streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
       break;
     }
     return { ok: false, denial: Denials.viewerSessionLimit };
@@ -178,13 +218,19 @@ export class ViewerSeats extends DurableObject<Env> {
   }
 
   /** A seat for the session (kept if it has one); returns its grant id. */
-  private insert(streamKey: string, sub: string, session: SessionId, since = Date.now()): string {
+  private insert(streamKey: string, sub: string, session: SessionId, since = Date.now(), leaving = 0): string {
     const grant = crypto.randomUUID();
     this.sql.exec(
-      "INSERT OR IGNORE INTO seats (stream_key, sub, server_id, service_id, client_id, since, grant_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      streamKey, sub, session.serverId, session.serviceId, session.clientId, since, grant,
+      "INSERT OR IGNORE INTO seats (stream_key, sub, server_id, service_id, client_id, since, grant_id, leaving) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      streamKey, sub, session.serverId, session.serviceId, session.clientId, since, grant, leaving,
     );
     return grant;
+  }
+
+  /** The seat this take inserted goes (not one granted since). */
+  private drop(streamKey: string, sub: string, session: SessionId, grant: string): void {
+    this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
+      streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
   }
 
   /** The sessions ended: their seats go (idempotent). */
@@ -205,9 +251,11 @@ export class ViewerSeats extends DurableObject<Env> {
       .map((s) => ({ sub: s.sub, serverId: s.server_id, serviceId: s.service_id, clientId: s.client_id }));
   }
 
+  /** Marks a seat leaving (1), or not (0: back to JOINING if the take that inserted it still runs). */
   private setLeaving(streamKey: string, sub: string, s: Seat, leaving: 0 | 1): void {
+    const value = leaving === 0 && this.taking.has(`${streamKey}\n${sub}\n${keyOf(s)}`) ? JOINING : leaving;
     this.sql.exec("UPDATE seats SET leaving = ? WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
-      leaving, streamKey, sub, s.server_id, s.service_id, s.client_id);
+      value, streamKey, sub, s.server_id, s.service_id, s.client_id);
   }
 
   private seatsOf(streamKey: string, sub: string): Seat[] {

@@ -12,7 +12,7 @@ import { aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, playWith, seatsOf } 
 import { ViewerShard } from "../src/viewers/shard";
 import { ViewerSeats } from "../src/viewers/seats";
 import { admin, type Edge, hook, newEdge } from "./srs";
-import { events, gate, holdMatching, useFakeClock, withDeadline } from "./fleet";
+import { events, gate, holdMatching, until, useFakeClock, withDeadline } from "./fleet";
 
 /** Lets the objects' background work (waitUntil: seat releases) run. */
 const settle = () => new Promise((r) => setTimeout(r, 150));
@@ -144,6 +144,43 @@ describe("replace: the phone and the laptop race on two edges while the TV plays
     const laptop = hook(playWith(s, c, "laptop01", token));
     await settle();
     tv.run();
+    const answers = [await phone, await laptop];
+    await settle();
+    vi.restoreAllMocks();
+    expect(answers.map((x) => x.body.code)).toEqual([4016, 0]);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+    expect(await seatsOf(s, "alice")).toEqual(["laptop01"]);
+  });
+});
+
+describe("replace: the phone and the laptop race while the network to the TV's edge fails after the TV ended", () => {
+  // README: "Of several screens racing, the last to arrive stays"; the refusal when a shard cannot be reached is for a
+  // session that could not be ended, "rather than admitted beside it".
+  it("must not happen: the laptop's own call to end the TV (already ended for the phone) failed, so the laptop was refused after it had ended the phone: the viewer was left with no screen", async () => {
+    const { s, token } = await aliceReplacingOn(a);
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const phoneEnds = gate();
+    const phoneEndedTv = gate();
+    const real = ViewerShard.prototype.endSeat;
+    let n = 0;
+    vi.spyOn(ViewerShard.prototype, "endSeat").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["endSeat"]>) {
+      if (args[1].clientId !== "tv000001") return real.apply(this, args);
+      if (++n === 1) {
+        // The phone's end of the TV: slow, then done.
+        await phoneEnds.wait;
+        const ended = real.apply(this, args);
+        phoneEndedTv.open();
+        return ended;
+      }
+      // The laptop's end of the TV: edge a's shard cannot be reached any more.
+      await phoneEndedTv.wait;
+      throw new Error("viewer shard failed");
+    } as any);
+    const phone = hook(playWith(s, b, "phone001", token));
+    await until(() => n === 1);
+    const laptop = hook(playWith(s, c, "laptop01", token));
+    await until(() => n === 2);
+    phoneEnds.open();
     const answers = [await phone, await laptop];
     await settle();
     vi.restoreAllMocks();

@@ -258,6 +258,12 @@ export class ViewerSeats extends DurableObject<Env> {
       value, streamKey, sub, s.server_id, s.service_id, s.client_id);
   }
 
+  /** Whether the session of this seat still holds a seat (granted again since, or not). */
+  private holds(streamKey: string, sub: string, s: Seat): boolean {
+    return this.sql.exec("SELECT 1 FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
+      streamKey, sub, s.server_id, s.service_id, s.client_id).toArray().length > 0;
+  }
+
   private seatsOf(streamKey: string, sub: string): Seat[] {
     return this.sql.exec<Seat>("SELECT server_id, service_id, client_id, since, grant_id, leaving FROM seats WHERE stream_key = ? AND sub = ? ORDER BY since, client_id", streamKey, sub).toArray();
   }
@@ -321,6 +327,9 @@ export class ViewerSeats extends DurableObject<Env> {
             streamKey, sub, s.server_id, s.service_id, s.client_id, s.grant_id);
           if (ended) kicks.push(s);
         } catch (err) {
+          // Its seat went meanwhile (another take racing this one ended it, or its stop gave it back): the session no
+          // longer plays with a seat, so this call's failure refuses nobody (the newer session then found no screen).
+          if (!this.holds(streamKey, sub, s)) return;
           this.ended.delete(endedKey);
           console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
           failed.push(s);

@@ -51,7 +51,8 @@ export interface SeatRequest {
   hookId?: string;
 }
 
-export type SeatAnswer = { ok: true } | { ok: false; denial: Denial };
+/** `grant`: this grant of the seat; a seat given back for this take names it (a later grant of the same seat stays). */
+export type SeatAnswer = { ok: true; grant: string } | { ok: false; denial: Denial };
 
 interface Seat extends Record<string, SqlStorageValue> {
   server_id: string;
@@ -137,14 +138,15 @@ export class ViewerSeats extends DurableObject<Env> {
         return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
       }
       if (own) {
-        // A new grant id: a check of this seat already running must not take it for gone.
+        // A new grant id: a check of this seat already running must not take it for gone, nor the release of
+        // an earlier grant (an attempt of this on_play that was not admitted) the seat this one plays on.
+        const grant = crypto.randomUUID();
         this.sql.exec("UPDATE seats SET grant_id = ? WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
-          crypto.randomUUID(), streamKey, sub, session.serverId, session.serviceId, session.clientId);
-        return { ok: true };
+          grant, streamKey, sub, session.serverId, session.serviceId, session.clientId);
+        return { ok: true, grant };
       }
       if (held.length < limit) {
-        this.insert(streamKey, sub, session);
-        return { ok: true };
+        return { ok: true, grant: this.insert(streamKey, sub, session) };
       }
       if (suspended === null) {
         // A refusal would rest on these seats: their shards say where each session stands (gone ones go).
@@ -188,7 +190,7 @@ export class ViewerSeats extends DurableObject<Env> {
           // Granted (unless a newer session is ending it meanwhile: then it stays leaving).
           this.sql.exec("UPDATE seats SET leaving = 0 WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND leaving = ?",
             streamKey, sub, session.serverId, session.serviceId, session.clientId, JOINING);
-          return { ok: true };
+          return { ok: true, grant };
         }
         // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
         for (const e of failed) this.setLeaving(streamKey, sub, e, 0);
@@ -233,12 +235,19 @@ export class ViewerSeats extends DurableObject<Env> {
       streamKey, sub, session.serverId, session.serviceId, session.clientId, grant);
   }
 
-  /** The sessions ended: their seats go (idempotent). */
-  release(streamKey: string, sub: string, sessions: SessionId[]): void {
+  /**
+   * The sessions ended: their seats go (idempotent). With `grant`, the seat taken by one take that was not
+   * admitted goes only if it was not granted again since (a repeat of that on_play plays on it).
+   */
+  release(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void {
     if (!this.ready) return;
     for (const s of sessions) {
-      this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
-        streamKey, sub, s.serverId, s.serviceId, s.clientId);
+      if (grant === undefined) {
+        this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ?",
+          streamKey, sub, s.serverId, s.serviceId, s.clientId);
+      } else {
+        this.drop(streamKey, sub, s, grant);
+      }
     }
   }
 

@@ -158,7 +158,7 @@ export class ViewerShard extends DurableObject<Env> {
       policy: (streamKey) => this.leases.policy(streamKey),
       askPolicy: (streamKey) => this.leases.policyOf(streamKey),
       keepSeat: (streamKey, session) => this.keepSeat(streamKey, session),
-      releaseSeats: (streamKey, sub, sessions) => this.releaseSeats(streamKey, sub, sessions),
+      releaseSeats: (streamKey, sub, sessions, grant) => this.releaseSeats(streamKey, sub, sessions, grant),
       armAlarm: (at) => this.armAlarm(at),
       waitUntil: (work) => ctx.waitUntil(work),
       logError,
@@ -225,6 +225,8 @@ export class ViewerShard extends DurableObject<Env> {
     let seated = false;
     /** The limit the seat was taken under (a lower one pushed meanwhile means taking it again). */
     let seatedLimit = Infinity;
+    /** The grant of that seat: given back, only that grant goes (a repeat of this on_play may play on a later one). */
+    let seatGrant = "";
     let admitted = false;
     let asked = false;
     const pending = seatKey(streamKey, session);
@@ -282,11 +284,12 @@ export class ViewerShard extends DurableObject<Env> {
           }
           seated = true;
           seatedLimit = limit;
+          seatGrant = seat.grant;
         }
         if (seated && (seatLimit(this.leases.policy(streamKey) ?? policy, sub) ?? Infinity) < seatedLimit) {
           // The limit was lowered while the seat was being taken (a PUT's push): given back, and asked for
           // again under the new limit, which counts the viewer's other sessions as they are now.
-          await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s) => s.release(streamKey, sub!, [session]));
+          await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s) => s.release(streamKey, sub!, [session], seatGrant));
           seated = false;
           seatedLimit = Infinity;
           if (round < 3) continue;
@@ -337,7 +340,10 @@ export class ViewerShard extends DurableObject<Env> {
       if (asked && entry && --entry.hooks === 0) this.pendingSeats.delete(pending);
       // A repeat of a session admitted meanwhile (by an attempt of the same on_play racing this one): the seat
       // this attempt took is that session's own seat (the seat object granted it again), so the session keeps it.
-      if (seated && !admitted && !this.keepSeat(streamKey, session)) this.releaseSeats(streamKey, sub!, [session]);
+      // Else only this grant of it goes: an attempt still running here, or a repeat of this on_play admitted before
+      // the release lands (an HLS player asking again), plays on a later grant of the same seat. An attempt still
+      // running here keeps the seat for itself (given back by it, or found gone by the seat object's next check).
+      if (seated && !admitted && !this.keepSeat(streamKey, session) && !this.pendingSeats.has(pending)) this.releaseSeats(streamKey, sub!, [session], seatGrant);
     }
   }
 
@@ -362,9 +368,9 @@ export class ViewerShard extends DurableObject<Env> {
   }
 
   /** Seats given back (background: a lost one is found gone by the seats object's next check). */
-  private releaseSeats(streamKey: string, sub: string, sessions: SessionId[]): void {
+  private releaseSeats(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void {
     this.ctx.waitUntil(
-      withRetry(() => viewerSeats(this.env, streamKey, sub), (s) => s.release(streamKey, sub, sessions)).catch((err) => logError("seat not given back", streamKey, err)),
+      withRetry(() => viewerSeats(this.env, streamKey, sub), (s) => s.release(streamKey, sub, sessions, grant)).catch((err) => logError("seat not given back", streamKey, err)),
     );
   }
 

@@ -39,7 +39,7 @@ export interface UnseatedHost {
   askPolicy(streamKey: string): Promise<unknown>;
   /** The session is still live here: it now holds the seat taken for it (false: the seat goes back). */
   keepSeat(streamKey: string, session: SessionId): boolean;
-  releaseSeats(streamKey: string, sub: string, sessions: SessionId[]): void;
+  releaseSeats(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void;
   armAlarm(at: number): void;
   waitUntil(work: Promise<unknown>): void;
   logError(what: string, streamKey: string, err: unknown): void;
@@ -150,9 +150,10 @@ export class UnseatedSeats {
       await Promise.all(
         rows.slice(i, i + TAKES_AT_ONCE).map(async (r) => {
           const session = { serverId: this.host.serverId(), serviceId: r.service_id, clientId: r.client_id };
+          let seat: SeatAnswer;
           try {
             // No limit for these: the sessions exist already; the seat only makes them count.
-            await withTimeout(
+            seat = await withTimeout(
               withRetry(() => viewerSeats(this.host.env, streamKey, r.sub), (s): Promise<SeatAnswer> =>
                 s.take({ streamKey, sub: r.sub, session, limit: Number.MAX_SAFE_INTEGER, mode: "deny" }),
               ),
@@ -163,7 +164,7 @@ export class UnseatedSeats {
             return;
           }
           // Ended meanwhile (it had no seat to give back then): the seat goes.
-          if (!this.host.keepSeat(streamKey, session)) this.host.releaseSeats(streamKey, r.sub, [session]);
+          if (!this.host.keepSeat(streamKey, session)) this.host.releaseSeats(streamKey, r.sub, [session], seat.ok ? seat.grant : undefined);
         }),
       );
     }

@@ -8,7 +8,7 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject } from "cloudflare:test";
 import { viewerSeats } from "../src/object-access";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, playWith, seatsOf } from "./identity";
+import { aliceOnASilentEdge, aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, playWith, seatsOf } from "./identity";
 import { ViewerShard } from "../src/viewers/shard";
 import { ViewerSeats } from "../src/viewers/seats";
 import { admin, type Edge, hook, newEdge } from "./srs";
@@ -187,5 +187,17 @@ describe("replace: the phone and the laptop race while the network to the TV's e
     expect(answers.map((x) => x.body.code)).toEqual([4016, 0]);
     expect(await livePerSub(s)).toEqual({ alice: 1 });
     expect(await seatsOf(s, "alice")).toEqual(["laptop01"]);
+  });
+});
+
+describe("deny: two screens race while the viewer's TV is on a silent edge", () => {
+  it("holds: exactly one is admitted, the TV's session ends, the seats match the live session", async () => {
+    const { s, token } = await aliceOnASilentEdge(a, b, { told: true });
+    const answers = await Promise.all([hook(playWith(s, b, "phone001", token)), hook(playWith(s, c, "laptop01", token))]);
+    await settle();
+    expect(answers.map((x) => x.body.code).sort()).toEqual([0, 4016]);
+    const admitted = answers[0].body.code === 0 ? "phone001" : "laptop01";
+    expect(await seatsOf(s, "alice")).toEqual([admitted]);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
   });
 });

@@ -360,7 +360,13 @@ export class ViewerSeats extends DurableObject<Env> {
 
   private rememberEnded(key: string): void {
     const now = Date.now();
-    for (const [k, at] of this.ended) if (now - at >= ENDED_KEPT_MS) this.ended.delete(k);
+    // Oldest first (a key remembered again moves to the end): the scan stops at the first one still kept, so a
+    // stream of replacing plays costs each end a constant, not the whole list.
+    for (const [k, at] of this.ended) {
+      if (now - at < ENDED_KEPT_MS) break;
+      this.ended.delete(k);
+    }
+    this.ended.delete(key);
     this.ended.set(key, now);
   }
 }

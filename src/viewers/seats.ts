@@ -336,14 +336,10 @@ export class ViewerSeats extends DurableObject<Env> {
             streamKey, sub, s.server_id, s.service_id, s.client_id, s.grant_id);
           if (ended) kicks.push(s);
         } catch (err) {
-          // Its seat went meanwhile (another take racing this one ended it, or its stop gave it back): the session no
-          // longer plays with a seat, so this call's failure refuses nobody (the newer session then found no screen).
-          if (!this.holds(streamKey, sub, s)) return;
-          this.ended.delete(endedKey);
-          console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
-          failed.push(s);
           // A call that timed out goes on: if its shard ends the session after all (a lost answer too), the
           // session is kicked, else it plays on with no seat and no count (the shard's accounting let it go).
+          // Whether or not its seat is still here: a shard that ended it gives its seat back at once, so a call
+          // that landed but answered late finds the seat gone, and the session still connected to its SRS.
           if (err instanceof NoAnswer) {
             this.ctx.waitUntil(
               ending
@@ -351,6 +347,13 @@ export class ViewerSeats extends DurableObject<Env> {
                 .catch(() => {}),
             );
           }
+          // Its seat went meanwhile (another take racing this one ended it, its stop gave it back, or this very
+          // call ended it and its answer is late): the session no longer plays with a seat, so this call's failure
+          // refuses nobody (the newer session then found no screen).
+          if (!this.holds(streamKey, sub, s)) return;
+          this.ended.delete(endedKey);
+          console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
+          failed.push(s);
         }
       }),
     );

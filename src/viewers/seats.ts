@@ -66,7 +66,7 @@ interface Seat extends Record<string, SqlStorageValue> {
 /**
  * `leaving` of a seat inserted by a take that is still ending the sessions it makes room for: not granted
  * until they ended (a repeat of its on_play waits for that take; after a restart, which ended that take, the
- * repeat takes the seat anew).
+ * next take of the viewer drops it: the repeat takes the seat anew).
  */
 const JOINING = 2;
 
@@ -119,7 +119,7 @@ export class ViewerSeats extends DurableObject<Env> {
     }
     for (let round = 0; round <= ROUNDS + 1; round++) {
       // Synchronous from the read to the write: no other call interleaves.
-      const held = this.seatsOf(streamKey, sub);
+      const held = this.withoutOrphans(streamKey, sub, this.seatsOf(streamKey, sub));
       const own = held.find((s) => same(s, session));
       // Inserted by a take of this session (another on_play of it) that is still ending the sessions it
       // replaces: not granted yet. Granted now, it would play beside a session whose end may still fail.
@@ -127,11 +127,6 @@ export class ViewerSeats extends DurableObject<Env> {
       if (running) {
         await running;
         return this.take(req);
-      }
-      if (own?.leaving === JOINING) {
-        // That take ended with the object (a restart): its seat was never granted; taken anew.
-        this.drop(streamKey, sub, session, own.grant_id);
-        continue;
       }
       // Its seat is leaving: the session is being ended for a newer one (a repeat of its on_play came meanwhile).
       if (own?.leaving === 1) {
@@ -208,6 +203,21 @@ export class ViewerSeats extends DurableObject<Env> {
       break;
     }
     return { ok: false, denial: Denials.viewerSessionLimit };
+  }
+
+  /**
+   * The seats less those JOINING with no take running here: their take ended with the object (a reset), so they
+   * were never granted, and their session is admitted only through a take of its own made anew (which finds its
+   * seat gone and counts the others as they are then). They go: neither counted for another session, nor marked
+   * leaving by one (whose failure would give them back as granted: a seat its session's next on_play then plays
+   * on, beside the session it never ended).
+   */
+  private withoutOrphans(streamKey: string, sub: string, seats: Seat[]): Seat[] {
+    return seats.filter((s) => {
+      if (s.leaving !== JOINING || this.taking.has(`${streamKey}\n${sub}\n${keyOf(s)}`)) return true;
+      this.drop(streamKey, sub, sessionOf(s), s.grant_id);
+      return false;
+    });
   }
 
   /** Whether the asking shard still wants the seat for this hook (not undone); one that cannot say: no (nobody ends). */

@@ -172,7 +172,8 @@ export class ViewerSeats extends DurableObject<Env> {
       // Not granted until the old sessions ended: a repeat of this session's on_play arriving meanwhile waits.
       const grant = this.insert(streamKey, sub, session, Date.now(), JOINING);
       let done!: () => void;
-      this.taking.set(ownKey, new Promise<void>((resolve) => (done = resolve)));
+      const mine = new Promise<void>((resolve) => (done = resolve));
+      this.taking.set(ownKey, mine);
       try {
         // The checks above took a while: an on_play the Worker undid meanwhile (SRS refused its client) ends nobody.
         if (req.hookId && !(await this.stillWanted(session, req.hookId))) {
@@ -183,8 +184,9 @@ export class ViewerSeats extends DurableObject<Env> {
         const failed = await this.endSeats(streamKey, sub, ends, why);
         if (failed.length === 0) {
           // Granted (unless a newer session is ending it meanwhile: then it stays leaving).
-          this.sql.exec("UPDATE seats SET leaving = 0 WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND leaving = ?",
-            streamKey, sub, session.serverId, session.serviceId, session.clientId, JOINING);
+          // Only this take's grant: a seat of the same session inserted since by another take is that take's to grant.
+          this.sql.exec("UPDATE seats SET leaving = 0 WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND leaving = ? AND grant_id = ?",
+            streamKey, sub, session.serverId, session.serviceId, session.clientId, JOINING, grant);
           return { ok: true, grant };
         }
         // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
@@ -197,7 +199,8 @@ export class ViewerSeats extends DurableObject<Env> {
         this.drop(streamKey, sub, session, grant);
         throw err;
       } finally {
-        this.taking.delete(ownKey);
+        // Only its own entry: another take of this session may have started since (its seat found gone meanwhile).
+        if (this.taking.get(ownKey) === mine) this.taking.delete(ownKey);
         done();
       }
       break;

@@ -263,6 +263,7 @@ export class StreamObject extends DurableObject<Env> {
     const gone = { policy: null, version: this.policyVersion, seq: report.seq, granted: report.granted, tight: false };
     if (!this.exists) return gone;
     this.activity.noteShard(report.serverId);
+    this.forgetOldShards();
     const record = await this.rounds.answer(report);
     if (!record) return gone;
     const policy = this.viewerPolicy();
@@ -470,7 +471,14 @@ export class StreamObject extends DurableObject<Env> {
   /** This stream's publish usage in [from, to) and the viewer shards that hold its viewers' (src/usage/report.ts). */
   publishUsage(from: number, to: number): { hours: HourUsage[]; shards: string[] } {
     if (!this.ready) return { hours: [], shards: [] };
+    this.forgetOldShards();
     return { hours: this.activity.usage.hours(this.activity.streamKey, from, to, "publisher", this.sessions.openPublishes()), shards: this.activity.viewerShards() };
+  }
+
+  /** The viewer shards of edges gone for longer than USAGE_RETENTION_DAYS go (src/usage/stream-activity.ts forgetShards). */
+  private forgetOldShards(): void {
+    const holding = new Set(this.leases.shards().map((r) => r.serverId));
+    this.activity.forgetShards((serverId) => holding.has(serverId));
   }
 
   /**
@@ -498,6 +506,7 @@ export class StreamObject extends DurableObject<Env> {
       await this.liveness.refresh(null);
       await this.activity.outbox.flush();
       this.activity.usage.prune(now);
+      this.forgetOldShards();
       if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.armAlarm();
     }
     const next = Math.min(this.checkAt ?? Infinity, this.sweepAt ?? Infinity);

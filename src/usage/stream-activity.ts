@@ -11,6 +11,7 @@ import { newEvent, streamData, type WebhookEvent } from "../events/event";
 import { Outbox } from "../events/outbox";
 import { viewerShard } from "../object-access";
 import { withTimeout } from "../platform/retry";
+import { addColumns } from "../platform/sql";
 import { UsageBook, MINUTE_MS } from "./book";
 
 /** How a publish session ended, as stream.ended's `reason` says it. */
@@ -29,13 +30,21 @@ export function endReason(cause: { action: string; voidHook?: string }): EndReas
   return cause.action === "admin" ? "operator" : "stop";
 }
 
+/** A viewer shard's `at` (its last lease message) is written at most this often; it is kept this much longer too. */
+const SHARD_SEEN_GRAIN_MS = 24 * 3_600_000;
+/** forgetShards runs at most this often. */
+const SHARDS_CHECK_EVERY_MS = 3_600_000;
+
 /** A shard that does not answer for a publish's peak viewers within this is left out of it (logged). */
 const PEAK_TIMEOUT_MS = 2_000;
 
 export class StreamActivity {
   readonly usage: UsageBook;
   readonly outbox: Outbox;
-  private shards: Set<string> | null = null;
+  /** The viewer shards that sent this stream a lease message, with when that was last recorded (see noteShard). */
+  private shards: Map<string, number> | null = null;
+  /** When forgetShards last ran. */
+  private shardsCheckedAt = 0;
   /** When the last stream.viewer_limit_reached was made (stored: a restarted object keeps the once-a-minute rule); null: not read yet. */
   private limitAt: number | null = null;
 
@@ -89,21 +98,57 @@ export class StreamActivity {
     return true;
   }
 
-  /** A viewer shard that had viewers of this stream: its usage is part of the stream's. */
-  noteShard(serverId: string): void {
-    const shards = this.viewerShards();
-    if (shards.includes(serverId)) return;
-    this.sql.exec("CREATE TABLE IF NOT EXISTS usage_shards (server_id TEXT PRIMARY KEY) WITHOUT ROWID");
-    this.sql.exec("INSERT OR IGNORE INTO usage_shards (server_id) VALUES (?)", serverId);
-    this.shards!.add(serverId);
+  /**
+   * A viewer shard that had viewers of this stream (it sent a lease message): its usage is part of the
+   * stream's. When is written at most once per SHARD_SEEN_GRAIN_MS (a lease message comes with nearly every
+   * viewer of a capped stream): a row costs one write a day, not one per message.
+   */
+  noteShard(serverId: string, now = Date.now()): void {
+    const shards = this.loadShards();
+    const at = shards.get(serverId);
+    if (at !== undefined && now - at < SHARD_SEEN_GRAIN_MS) return;
+    this.sql.exec("CREATE TABLE IF NOT EXISTS usage_shards (server_id TEXT PRIMARY KEY, at INTEGER) WITHOUT ROWID");
+    addColumns(this.sql, "usage_shards", { at: "INTEGER" });
+    this.sql.exec("INSERT INTO usage_shards (server_id, at) VALUES (?, ?) ON CONFLICT (server_id) DO UPDATE SET at = excluded.at", serverId, now);
+    shards.set(serverId, now);
   }
 
   viewerShards(): string[] {
+    return [...this.loadShards().keys()];
+  }
+
+  /**
+   * Forgets the viewer shards (edges) that sent no lease message for longer than USAGE_RETENTION_DAYS
+   * (and the grain of their `at`), unless `holding` says the stream still has a record of one (it may hold
+   * viewers, whose time it adds when they end): whatever usage of the stream they recorded is past the
+   * retention, pruned by them too. Without this, every edge that ever served the stream (a fleet whose pods
+   * get new server_ids at each rollout) stayed here for good, and every usage report and every
+   * stream.ended asked each of them. At most once an hour.
+   */
+  forgetShards(holding: (serverId: string) => boolean, now = Date.now()): void {
+    if (now - this.shardsCheckedAt < SHARDS_CHECK_EVERY_MS) return;
+    this.shardsCheckedAt = now;
+    const before = now - usageRetentionMs(this.env) - SHARD_SEEN_GRAIN_MS;
+    for (const [serverId, at] of this.loadShards()) {
+      if (at >= before || holding(serverId)) continue;
+      this.sql.exec("DELETE FROM usage_shards WHERE server_id = ?", serverId);
+      this.shards!.delete(serverId);
+    }
+  }
+
+  private loadShards(): Map<string, number> {
     if (!this.shards) {
       const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_shards'").toArray().length > 0;
-      this.shards = new Set(exists ? this.sql.exec<{ server_id: string }>("SELECT server_id FROM usage_shards").toArray().map((r) => r.server_id) : []);
+      this.shards = new Map();
+      if (exists) {
+        addColumns(this.sql, "usage_shards", { at: "INTEGER" });
+        // Rows of a version that kept no time: seen now, so they go one retention from now at the earliest.
+        const now = Date.now();
+        this.sql.exec("UPDATE usage_shards SET at = ? WHERE at IS NULL", now);
+        for (const r of this.sql.exec<{ server_id: string; at: number }>("SELECT server_id, at FROM usage_shards")) this.shards.set(r.server_id, r.at);
+      }
     }
-    return [...this.shards];
+    return this.shards;
   }
 
   /** stream.ended's peakViewers: the sum over the shards of each one's peak during the publish, asked when the event is sent. */

@@ -1,0 +1,47 @@
+/**
+ * Storage and memory that must not only grow in a fleet that runs for months: what an object keeps
+ * per edge, per stream or per session goes again once nothing can need it, on a fake clock.
+ */
+import { describe, expect, it, vi } from "vitest";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { ViewerShard } from "../src/viewers/shard";
+import { createStream, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
+import { at, iso, shardStub, streamStub, usage, useFakeClock } from "./fleet";
+
+const ALLOW = { status: 200, body: { code: 0 } };
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+useFakeClock();
+
+describe("a stream's viewer shards (usage, stream.ended's peak viewers)", () => {
+  it("edges replaced long ago are forgotten once their usage is past USAGE_RETENTION_DAYS: a usage report asks only the edges that may hold some", async () => {
+    const stream = uniqueStream();
+    await createStream(stream);
+    // A fleet whose edges are replaced (pods named anew at each rollout): 30 edges served a viewer each, then went away.
+    const gone = Array.from({ length: 30 }, () => newEdge());
+    for (const [i, edge] of gone.entries()) {
+      at(i * 60_000);
+      expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+      expect(await hook(stopPlay("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+      // Its shard's next alarm leaves the stream: it holds neither viewers nor slots of it.
+      await runDurableObjectAlarm(shardStub(edge));
+    }
+    // 92 days later (USAGE_RETENTION_DAYS is 90, and a day of grace) the stream is watched on one edge of today's fleet.
+    at(92 * DAY);
+    const edge = newEdge();
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    at(92 * DAY + 60_000);
+    expect(await hook(stopPlay("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+
+    const asked = vi.spyOn(ViewerShard.prototype, "viewerUsage");
+    const body = await usage(stream, `?from=${iso(92 * DAY)}&to=${iso(92 * DAY + HOUR)}`);
+    expect(body.buckets).toEqual([{ start: iso(92 * DAY), viewerSeconds: 60, publishSeconds: 0, peakViewers: 1 }]);
+    // One object call per edge ever seen, for every report and every stream.ended, for good: only today's edge now.
+    expect(asked).toHaveBeenCalledTimes(1);
+    const kept = await runInDurableObject(streamStub(stream), (_o, state) =>
+      state.storage.sql.exec<{ server_id: string }>("SELECT server_id FROM usage_shards").toArray().map((r) => r.server_id),
+    );
+    expect(kept).toEqual([edge.server]);
+  });
+});

@@ -45,3 +45,29 @@ describe("a stream's viewer shards (usage, stream.ended's peak viewers)", () => 
     expect(kept).toEqual([edge.server]);
   });
 });
+
+describe("a viewer shard's storage per stream", () => {
+  it("an edge that played 40 short-lived streams keeps nothing of them 31 days later: no decision-log ring, no usage minute, no entry in memory", async () => {
+    const edge = newEdge();
+    const streams = Array.from({ length: 40 }, () => uniqueStream("event"));
+    for (const [i, stream] of streams.entries()) {
+      await createStream(stream);
+      at(i * 60_000);
+      expect(await hook(play("live", stream, { ...edge, client: `v${i}` }))).toEqual(ALLOW);
+      expect(await hook(stopPlay("live", stream, { ...edge, client: `v${i}` }))).toEqual(ALLOW);
+    }
+    // A month later the edge plays today's stream; its alarm runs (as it does every minute or so while it has viewers).
+    at(31 * DAY);
+    const today = uniqueStream("event");
+    await createStream(today);
+    expect(await hook(play("live", today, { ...edge, client: "now" }))).toEqual(ALLOW);
+    await runDurableObjectAlarm(shardStub(edge));
+    const kept = await runInDurableObject(shardStub(edge), (shard, state) => {
+      const sql = state.storage.sql;
+      (shard as unknown as { log: { flush(): void } }).log.flush();
+      const keys = (table: string) => sql.exec<{ k: string }>(`SELECT DISTINCT stream_key AS k FROM ${table}`).toArray().map((r) => r.k.split("/").pop());
+      return { log: keys("events"), minutes: keys("usage_minutes"), inMemory: (shard as unknown as { log: { next: Map<string, unknown> } }).log.next.size };
+    });
+    expect(kept).toEqual({ log: [today], minutes: [today], inMemory: 1 });
+  });
+});

@@ -10,7 +10,7 @@
  *
  * Hour rows are kept USAGE_RETENTION_DAYS (older ones are never reported, and deleted by prune()),
  * minute rows MINUTES_KEPT_MS (the console's last hour, and a publish's peak viewers), except each
- * stream's latest, which says how many are held now.
+ * stream's latest while it says sessions are held (how many are held now; one saying none goes too).
  *
  * Minute rows and hour peaks wait in memory until flush() (the viewer shard calls it at most a
  * second later): a busy stream changes its count many times a minute and gets one row write per
@@ -314,9 +314,13 @@ export class UsageBook {
   private pruneNow(now: number): void {
     if (now - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now;
+    // Rows still waiting for their write would bring back what this deletes.
+    this.flushQuietly();
     this.sql.exec("DELETE FROM usage_hours WHERE hour < ?", this.oldestKept(now));
+    // A stream's latest row stays while it says sessions are held (it holds from then on); one saying none says what
+    // no row says, and goes too: else every stream the object ever held kept a row for good.
     this.sql.exec(
-      "DELETE FROM usage_minutes WHERE minute < ? AND minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key)",
+      "DELETE FROM usage_minutes WHERE minute < ? AND (last = 0 OR minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key))",
       now - MINUTES_KEPT_MS,
     );
   }

@@ -14,6 +14,10 @@ import type { ShardTables } from "./tables";
 
 /** Decisions kept per stream in a shard's log. */
 const LOG_KEPT = 100;
+/** A stream's ring with no line for this long, of a stream this shard holds nothing of, goes (forgetIdle). */
+export const LOG_IDLE_KEPT_MS = 30 * 24 * 3_600_000;
+/** forgetIdle runs at most this often. */
+const FORGET_EVERY_MS = 3_600_000;
 const FLUSH_AFTER_MS = 1_000;
 const FLUSH_AT_LINES = 500;
 
@@ -24,7 +28,9 @@ interface WrittenAlong {
 }
 
 export class ShardLog {
-  private next = new Map<string, { slot: number; seq: number }>();
+  /** Per stream with a ring here: where its next line goes, and when its last line was made. */
+  private next = new Map<string, { slot: number; seq: number; at: number }>();
+  private forgotAt = 0;
   private unwritten: SqlStorageValue[][] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
 
@@ -35,18 +41,19 @@ export class ShardLog {
 
   /** Where each stream's ring goes on (the tables exist). */
   load(): void {
-    for (const r of this.tables.sql.exec<{ stream_key: string; slot: number; seq: number }>(
-      "SELECT stream_key, slot, seq FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
+    for (const r of this.tables.sql.exec<{ stream_key: string; slot: number; seq: number; at: number }>(
+      "SELECT stream_key, slot, seq, at FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE stream_key = e.stream_key)",
     )) {
-      this.next.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq });
+      this.next.set(r.stream_key, { slot: (r.slot + 1) % LOG_KEPT, seq: r.seq, at: r.at });
     }
   }
 
   /** A line replaces the oldest of the stream's ring when flush() writes it. */
   record(streamKey: string, action: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string): void {
-    const next = this.next.get(streamKey) ?? { slot: 0, seq: 0 };
-    this.unwritten.push([streamKey, next.slot, next.seq + 1, Date.now(), action, client, ip, decision, reason]);
-    this.next.set(streamKey, { slot: (next.slot + 1) % LOG_KEPT, seq: next.seq + 1 });
+    const next = this.next.get(streamKey) ?? { slot: 0, seq: 0, at: 0 };
+    const now = Date.now();
+    this.unwritten.push([streamKey, next.slot, next.seq + 1, now, action, client, ip, decision, reason]);
+    this.next.set(streamKey, { slot: (next.slot + 1) % LOG_KEPT, seq: next.seq + 1, at: now });
     this.flushSoon();
   }
 
@@ -73,6 +80,24 @@ export class ShardLog {
       console.error(JSON.stringify({ error: "decision log or usage peaks not written", stream: "", detail: String(err) }));
       // Usage rows of a failed flush wait for the next (a few tries: UsageBook.flush).
       if (this.along.waiting) this.flushSoon();
+    }
+  }
+
+  /**
+   * Forgets the rings of streams with no line for LOG_IDLE_KEPT_MS, but those `holding` says the shard
+   * still has viewers or slots of: else every stream the server ever played kept LOG_KEPT rows here, and
+   * an entry in memory read at every start, for good (a fleet that makes a stream per broadcast adds
+   * thousands a month). At most once an hour; from the shard's alarm.
+   */
+  forgetIdle(now: number, holding: (streamKey: string) => boolean): void {
+    if (!this.tables.ready || now - this.forgotAt < FORGET_EVERY_MS) return;
+    this.forgotAt = now;
+    // Lines still waiting for their write would bring a forgotten ring back.
+    this.flush();
+    for (const [streamKey, n] of [...this.next]) {
+      if (n.at >= now - LOG_IDLE_KEPT_MS || holding(streamKey)) continue;
+      this.tables.sql.exec("DELETE FROM events WHERE stream_key = ?", streamKey);
+      this.next.delete(streamKey);
     }
   }
 

@@ -6,7 +6,7 @@ import { describe, expect, it, vi } from "vitest";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { ViewerShard } from "../src/viewers/shard";
 import { createStream, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
-import { at, iso, shardStub, streamStub, usage, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, iso, restarted, shardStub, streamStub, usage, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
@@ -69,5 +69,31 @@ describe("a viewer shard's storage per stream", () => {
       return { log: keys("events"), minutes: keys("usage_minutes"), inMemory: (shard as unknown as { log: { next: Map<string, unknown> } }).log.next.size };
     });
     expect(kept).toEqual({ log: [today], minutes: [today], inMemory: 1 });
+  });
+});
+
+describe("a viewer shard's memory per process", () => {
+  it("an edge that restarted 30 times (a crash loop) keeps in memory only what its live processes need", async () => {
+    const stream = uniqueStream();
+    await createStream(stream);
+    let edge = newEdge();
+    for (let i = 0; i < 30; i++) {
+      at(i * 60_000);
+      expect(await beat(edge)).toEqual(ALLOW);
+      expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+      edge = restarted(edge);
+    }
+    at(30 * 60_000);
+    expect(await beat(edge)).toEqual(ALLOW);
+    await deliverNotices(edge);
+    // A day later the replaced processes are forgotten (their late hooks can no longer arrive).
+    at(DAY + 31 * 60_000);
+    expect(await beat(edge)).toEqual(ALLOW);
+    await runDurableObjectAlarm(shardStub(edge));
+    const held = await runInDurableObject(shardStub(edge), (shard) => {
+      const p = (shard as unknown as { processes: { known: Map<string, unknown>; replaced: Set<string>; heard: Map<string, unknown> } }).processes;
+      return { known: p.known.size, replaced: p.replaced.size, heard: p.heard.size };
+    });
+    expect(held).toEqual({ known: 0, replaced: 0, heard: 0 });
   });
 });

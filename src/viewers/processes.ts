@@ -87,6 +87,7 @@ export class ShardProcesses {
     const p = this.known.get(id);
     if (!p) return;
     this.known.delete(id);
+    this.heard.delete(id);
     this.forgotten.remember(id, p.seq);
     this.tables.sql.exec("DELETE FROM processes WHERE service_id = ?", id);
   }
@@ -94,6 +95,8 @@ export class ShardProcesses {
   markReplaced(id: string): void {
     if (this.replaced.has(id)) return;
     this.replaced.add(id);
+    // A replaced process is never asked about again (its hooks are refused): else one entry per restart stayed for good.
+    this.heard.delete(id);
     this.tables.prepare();
     const now = Date.now();
     this.tables.sql.exec("INSERT OR REPLACE INTO replaced (service_id, at) VALUES (?, ?)", id, now);

@@ -477,8 +477,9 @@ export class StreamObject extends DurableObject<Env> {
 
   /** The viewer shards of edges gone for longer than USAGE_RETENTION_DAYS go (src/usage/stream-activity.ts forgetShards). */
   private forgetOldShards(): void {
-    const holding = new Set(this.leases.shards().map((r) => r.serverId));
-    this.activity.forgetShards((serverId) => holding.has(serverId));
+    // Read only when a shard is old enough to go (forgetShards runs at most hourly): lease messages call this too.
+    let holding: Set<string> | null = null;
+    this.activity.forgetShards((serverId) => (holding ??= new Set(this.leases.shards().map((r) => r.serverId))).has(serverId));
   }
 
   /**

@@ -32,6 +32,13 @@ export class ShardActivity {
     if (!eventsEnabled(this.env)) return;
     const now = Date.now();
     if (now - (this.toldAt.get(streamKey) ?? 0) < MINUTE_MS) return;
+    // Oldest first (a stream told again moves to the end): entries past their minute go, so a busy shard, never
+    // evicted, keeps only the streams refused for the cap within the last minute.
+    for (const [k, at] of this.toldAt) {
+      if (now - at < MINUTE_MS) break;
+      this.toldAt.delete(k);
+    }
+    this.toldAt.delete(streamKey);
     this.toldAt.set(streamKey, now);
     this.ctx.waitUntil(
       streamObject(this.env, streamKey).viewerLimitReached(serverId, maxViewers).catch((err) => {

@@ -720,7 +720,14 @@ export class ViewerShard extends DurableObject<Env> {
     // Past the newest, on from the oldest (never one twice).
     const rest = offset > 0 && first.length < GHOSTS_PER_CHECK ? read(Math.min(GHOSTS_PER_CHECK - first.length, offset), 0) : [];
     const rows = [...first, ...rest].filter((r) => !this.processes.isSuspended(r.service_id));
-    this.ghostCursor.set(streamKey, total <= GHOSTS_PER_CHECK ? 0 : (offset + first.length + rest.length) % total);
+    // Only streams with more viewers here than one check reads keep a cursor (a busy shard is never evicted:
+    // one entry per stream it ever checked would stay for good); losing one only restarts that walk.
+    const cursor = total <= GHOSTS_PER_CHECK ? 0 : (offset + first.length + rest.length) % total;
+    if (cursor === 0) this.ghostCursor.delete(streamKey);
+    else {
+      if (this.ghostCursor.size >= 10_000 && !this.ghostCursor.has(streamKey)) this.ghostCursor.clear();
+      this.ghostCursor.set(streamKey, cursor);
+    }
     const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id, since: r.since })), budgetMs);
     let ended = 0;
     for (const g of gone) {

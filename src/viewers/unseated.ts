@@ -82,6 +82,9 @@ export class UnseatedSeats {
       return;
     }
     if (this.seated.has(streamKey)) return;
+    // Bounded (a busy shard is never evicted, and learns the policy of every stream it ever served): forgetting
+    // costs only a look for sessions without a seat, which are then none.
+    if (this.seated.size >= 10_000) this.seated.clear();
     this.seated.add(streamKey);
     const rows = this.host.tables.rows<Unseated>("SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey);
     if (rows.length === 0) return this.done(streamKey);

@@ -10,7 +10,8 @@
  *
  * Hour rows are kept USAGE_RETENTION_DAYS (older ones are never reported, and deleted by prune()),
  * minute rows MINUTES_KEPT_MS (the console's last hour, and a publish's peak viewers), except each
- * stream's latest while it says sessions are held (how many are held now; one saying none goes too).
+ * stream's newest older one while it says sessions are held (the count the kept minutes start from,
+ * and, as the latest row, how many are held now; one saying none goes too).
  *
  * Minute rows and hour peaks wait in memory until flush() (the viewer shard calls it at most a
  * second later): a busy stream changes its count many times a minute and gets one row write per
@@ -317,11 +318,16 @@ export class UsageBook {
     // Rows still waiting for their write would bring back what this deletes.
     this.flushQuietly();
     this.sql.exec("DELETE FROM usage_hours WHERE hour < ?", this.oldestKept(now));
-    // A stream's latest row stays while it says sessions are held (it holds from then on); one saying none says what
-    // no row says, and goes too: else every stream the object ever held kept a row for good.
+    // Of a stream's rows older than that, the newest stays while it says sessions are held: its count holds until the
+    // stream's next row, so it is what the minutes kept show before their first change (deleting it, because a newer
+    // row existed, showed a viewer watching for days as 0 in every minute before the next change); as the latest
+    // row, it says how many are held now. One saying none says what no row says, and goes too: else every stream
+    // the object ever held kept a row for good.
+    const before = now - MINUTES_KEPT_MS;
     this.sql.exec(
-      "DELETE FROM usage_minutes WHERE minute < ? AND (last = 0 OR minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key))",
-      now - MINUTES_KEPT_MS,
+      `DELETE FROM usage_minutes WHERE minute < ? AND (last = 0 OR
+         minute < (SELECT MAX(minute) FROM usage_minutes AS m WHERE m.stream_key = usage_minutes.stream_key AND m.minute < ?))`,
+      before, before,
     );
   }
 }

@@ -12,7 +12,7 @@ import { Outbox } from "../events/outbox";
 import { viewerShard } from "../object-access";
 import { withTimeout } from "../platform/retry";
 import { addColumns } from "../platform/sql";
-import { UsageBook, MINUTE_MS } from "./book";
+import { UsageBook, MINUTE_MS, HOUR_MS, floorTo } from "./book";
 
 /** How a publish session ended, as stream.ended's `reason` says it. */
 export type EndReason = "stop" | "restart" | "timeout" | "operator" | "takeover" | "ghost" | "undone";
@@ -119,7 +119,7 @@ export class StreamActivity {
 
   /**
    * Forgets the viewer shards (edges) that sent no lease message for longer than USAGE_RETENTION_DAYS
-   * (and the grain of their `at`), unless `holding` says the stream still has a record of one (it may hold
+   * (from the start of the oldest hour kept) and the grain of their `at`, unless `holding` says the stream still has a record of one (it may hold
    * viewers, whose time it adds when they end): whatever usage of the stream they recorded is past the
    * retention, pruned by them too. Without this, every edge that ever served the stream (a fleet whose pods
    * get new server_ids at each rollout) stayed here for good, and every usage report and every
@@ -128,7 +128,9 @@ export class StreamActivity {
   forgetShards(holding: (serverId: string) => boolean, now = Date.now()): void {
     if (now - this.shardsCheckedAt < SHARDS_CHECK_EVERY_MS) return;
     this.shardsCheckedAt = now;
-    const before = now - usageRetentionMs(this.env) - SHARD_SEEN_GRAIN_MS;
+    // From the start of the oldest hour a report still shows (UsageBook.hours): a shard last heard from within that
+    // hour, though over the retention ago, still holds some of it.
+    const before = floorTo(now - usageRetentionMs(this.env), HOUR_MS) - SHARD_SEEN_GRAIN_MS;
     for (const [serverId, at] of this.loadShards()) {
       if (at >= before || holding(serverId)) continue;
       this.sql.exec("DELETE FROM usage_shards WHERE server_id = ?", serverId);

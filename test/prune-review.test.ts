@@ -3,7 +3,7 @@
  * operator still sees (usage within USAGE_RETENTION_DAYS, the console's per-minute chart), on a fake clock.
  */
 import { describe, expect, it } from "vitest";
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { createStream, newEdge, uniqueStream } from "./srs";
 import { at, HOUR, iso, MIN, minutePeaks, playOn, shardStub, stopOn, streamStub, usage, useFakeClock } from "./fleet";
 import { ALLOW } from "./fake-srs";
@@ -30,6 +30,37 @@ describe("the per-minute chart after the usage prune", () => {
     expect(peaks.slice(0, 30)).toEqual(Array(30).fill(1));
     expect(peaks.slice(30, 32)).toEqual([2, 2]);
     expect(peaks.slice(32)).toEqual(Array(28).fill(1));
+  });
+});
+
+describe("the per-minute chart after a stream's last minute row (saying none) is pruned", () => {
+  it("a stream watched again 3 days later shows each minute's viewers from then on, and 0 before", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const other = uniqueStream();
+    await Promise.all([createStream(stream), createStream(other)]);
+    expect(await playOn(stream, edge, "v1")).toEqual(ALLOW);
+    at(MIN);
+    expect(await stopOn(stream, edge, "v1")).toEqual(ALLOW);
+    // Three days later a session of another stream ends here: the shard's usage prune runs (the row saying 0 goes).
+    at(72 * HOUR);
+    expect(await playOn(other, edge, "o1")).toEqual(ALLOW);
+    at(72 * HOUR + MIN);
+    expect(await stopOn(other, edge, "o1")).toEqual(ALLOW);
+    const rows = await runInDurableObject(shardStub(edge), (_s, state) =>
+      state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM usage_minutes WHERE stream_key LIKE ?", `%/${stream}`).one().n,
+    );
+    expect(rows).toBe(0);
+    at(72 * HOUR + 10 * MIN);
+    expect(await playOn(stream, edge, "v2")).toEqual(ALLOW);
+    expect(await playOn(stream, edge, "v3")).toEqual(ALLOW);
+    at(72 * HOUR + 20 * MIN);
+    expect(await stopOn(stream, edge, "v3")).toEqual(ALLOW);
+    at(72 * HOUR + 30 * MIN);
+    const peaks = await minutePeaks(stream, 72 * HOUR, 72 * HOUR + 30 * MIN);
+    expect(peaks).toEqual([...Array(10).fill(0), ...Array(10).fill(2), 2, ...Array(9).fill(1)]);
+    const hours = await usage(stream, `?from=${iso(72 * HOUR)}&to=${iso(73 * HOUR)}`);
+    expect(hours.buckets[0]).toMatchObject({ viewerSeconds: 10 * 60 + 20 * 60, peakViewers: 2 });
   });
 });
 

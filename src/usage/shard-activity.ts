@@ -42,7 +42,8 @@ export class ShardActivity {
     this.toldAt.set(streamKey, now);
     this.ctx.waitUntil(
       streamObject(this.env, streamKey).viewerLimitReached(serverId, maxViewers).catch((err) => {
-        this.toldAt.delete(streamKey);
+        // Only this report's mark: a newer one (a report made since) stands.
+        if (this.toldAt.get(streamKey) === now) this.toldAt.delete(streamKey);
         console.error(JSON.stringify({ error: "viewer limit not reported to the stream", stream: streamKey, detail: String(err) }));
       }),
     );

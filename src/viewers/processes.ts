@@ -84,10 +84,10 @@ export class ShardProcesses {
 
   /** The registry dropped its index entry for the process: its next viewer here is checked again. */
   forget(id: string): void {
+    this.heard.delete(id);
     const p = this.known.get(id);
     if (!p) return;
     this.known.delete(id);
-    this.heard.delete(id);
     this.forgotten.remember(id, p.seq);
     this.tables.sql.exec("DELETE FROM processes WHERE service_id = ?", id);
   }

@@ -4,11 +4,11 @@ import type { Env } from "../env";
 import type { Heartbeat, Role } from "../srs/hook";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { addColumns } from "../platform/sql";
-import { HOOK_DEADLINE_MS, UNDO_WAIT_MS, withRetry, withTimeout } from "../platform/retry";
-import { streamObject, viewerShard } from "../object-access";
+import { HOOK_DEADLINE_MS, UNDO_WAIT_MS } from "../platform/retry";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
 import { apiBase } from "../srs/api";
 import { KickOutbox } from "../srs/kick-outbox";
+import { NoticeOutbox } from "./notices";
 import { VoidedHooks } from "../session/voided-hooks";
 import type { Kick } from "../srs/kicks";
 
@@ -153,13 +153,8 @@ interface ServerRow extends Record<string, SqlStorageValue> {
 
 /** Servers are spread over this many registry objects by a hash of their server_id. */
 export const REGISTRY_SHARDS = 16;
-/** Notices delivered per alarm run: bounded work, whatever the fleet size. */
-export const NOTICE_BATCH = 50;
 /** Retired service_ids kept per server (a server restarting daily keeps two months of them). */
 const RETIRED_KEPT = 64;
-/** A notice that could not be delivered is retried this much later, then twice as late each time, up to NOTICE_RETRY_MAX_MS. */
-const NOTICE_RETRY_MS = 5000;
-const NOTICE_RETRY_MAX_MS = 60_000;
 /** last_seen is written at most this often per server (it only serves retention). */
 const LAST_SEEN_GRAIN_MS = 60_000;
 /** A retired process still heard from (two processes sharing a server_id) is logged at most this often. */
@@ -199,7 +194,7 @@ export function shardOf(serverId: string): number {
  * Streams learn of these changes two ways. Pull: before a stream refuses a
  * client because of other sessions, or admits one only because others are
  * suspended, it asks (liveness()). Push: every change is written to an outbox
- * of notices, one per (stream, process), delivered NOTICE_BATCH at a time by
+ * of notices, one per (stream, process) (src/server/notices.ts), delivered NOTICE_BATCH at a time by
  * the alarm, so that a restart of a server that touched thousands of streams
  * is answered at once and the counts operators see still converge.
  *
@@ -219,8 +214,8 @@ export class ServerRegistry extends DurableObject<Env> {
   private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: their late tracks write nothing (src/session/voided-hooks.ts). */
   private voidHooks = new VoidedHooks();
-  /** Notices being delivered now (deliverNotices), and their deliveries. */
-  private delivering = new Map<string, Promise<NoticeAnswer>>();
+  /** Changes of the servers' processes, told to their streams and viewer shards (src/server/notices.ts). */
+  private notices: NoticeOutbox;
   /** Kicks waiting to be sent to this shard's servers (src/srs/kick-outbox.ts). */
   private kicks: KickOutbox;
 
@@ -242,10 +237,6 @@ export class ServerRegistry extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS candidates (
         server_id TEXT NOT NULL, service_id TEXT NOT NULL, since INTEGER NOT NULL,
         PRIMARY KEY (server_id, service_id)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS notices (
-        stream_key TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL,
-        kind TEXT NOT NULL, status TEXT NOT NULL, seq INTEGER NOT NULL, cutoff INTEGER NOT NULL, replaced INTEGER NOT NULL, why TEXT NOT NULL,
-        UNIQUE (stream_key, server_id, service_id, kind));
     `);
     addColumns(this.sql, "servers", {
       expired_at: "INTEGER",
@@ -265,17 +256,12 @@ export class ServerRegistry extends DurableObject<Env> {
     });
     // heard_at: a candidate's last start hook; quiet: none for SERVER_TIMEOUT_S since, and its sessions were suspended.
     addColumns(this.sql, "candidates", { heard_at: "INTEGER", quiet: "INTEGER NOT NULL DEFAULT 0" });
-    // due: not sent before (a notice that failed waits, with backoff, so it never holds back the others); failures: in a row.
     // hook_id: the start hook whose track last wrote the entry ("" for writes that name none), so that the forget of a
     // voided hook drops only the entry that hook wrote, never one a later on_publish of the same client id wrote since.
     addColumns(this.sql, "client_streams", { hook_id: "TEXT NOT NULL DEFAULT ''" });
-    // early_*: an earlier end still pending when a later one came (ProcessStatus.earlier): its sessions keep their own end.
-    addColumns(this.sql, "notices", {
-      last_alive: "INTEGER NOT NULL DEFAULT 0",
-      due: "INTEGER NOT NULL DEFAULT 0",
-      failures: "INTEGER NOT NULL DEFAULT 0",
-      early_cutoff: "INTEGER NOT NULL DEFAULT 0",
-      early_last_alive: "INTEGER NOT NULL DEFAULT 0",
+    this.notices = new NoticeOutbox(this.sql, env, {
+      timeoutMs: () => ServerRegistry.noticeTimeoutMs,
+      armAlarm: (at) => this.armAlarm(at),
     });
     this.kicks = new KickOutbox(this.sql, env, {
       apiTarget: (serverId, serviceId) => this.apiTarget(serverId, serviceId),
@@ -322,7 +308,7 @@ export class ServerRegistry extends DurableObject<Env> {
     this.armAlarm(row.last_heartbeat + serverTimeoutMs(this.env));
     // A restart: the server's viewer shard learns it before the heartbeat is answered, so that a
     // late on_play of the replaced process, which the shard admits without asking, is refused.
-    if (before !== undefined && before !== beat.serviceId) await this.deliverNotices(beat.serverId);
+    if (before !== undefined && before !== beat.serviceId) await this.notices.deliver(beat.serverId);
     return epoch;
   }
 
@@ -519,88 +505,10 @@ export class ServerRegistry extends DurableObject<Env> {
       this.forgetIfIdle(row, now, retention);
     }
     // Apart: notices to a stream that does not answer never hold kicks back (nor the reverse).
-    await Promise.all([this.deliverNotices(), this.kicks.run(Date.now())]);
+    await Promise.all([this.notices.deliver(), this.kicks.run(Date.now())]);
     // Notices that failed are due again later (with backoff), the others at once; kicks and deadlines as they fall.
     const next = this.nextWake(Date.now());
     if (next !== null) this.armAlarm(next);
-  }
-
-  /**
-   * Sends up to NOTICE_BATCH notices that are due, oldest first (or, with
-   * `shardServer`, every notice of that server's viewer shard, due or not). A
-   * notice goes to a stream (its publishers) or, for the index entry that
-   * stands for a viewer shard, to the server's shard (its viewers of every
-   * stream). One that fails is due again later, with backoff: fifty streams
-   * that cannot be reached never hold back the notices behind them.
-   */
-  private async deliverNotices(shardServer?: string): Promise<void> {
-    type Notice = {
-      stream_key: string; server_id: string; service_id: string; status: string; seq: number; cutoff: number; replaced: number; why: string;
-      last_alive: number; failures: number; early_cutoff: number; early_last_alive: number;
-    };
-    const columns = "stream_key, server_id, service_id, status, seq, cutoff, replaced, why, last_alive, failures, early_cutoff, early_last_alive";
-    const stored =
-      shardServer === undefined
-        ? this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE due <= ? ORDER BY due, rowid LIMIT ?`, Date.now(), NOTICE_BATCH).toArray()
-        : this.sql.exec<Notice>(`SELECT ${columns} FROM notices WHERE server_id = ? AND stream_key = ? ORDER BY rowid`, shardServer, VIEWER_SHARD_ENTRY.streamKey).toArray();
-    // A notice on its way already (the alarm runs while a restart's heartbeat sends its shard's) is not sent
-    // twice: this run waits for that delivery instead (the heartbeat is answered only once its shard knows).
-    const id = (n: Notice) => `${n.stream_key}\n${n.server_id}\n${n.service_id}\n${n.seq}\n${n.cutoff}`;
-    const elsewhere = stored.flatMap((n) => this.delivering.get(id(n)) ?? []);
-    const batch = stored.filter((n) => !this.delivering.has(id(n)));
-    const sends = batch.map((n) => {
-      const news: ProcessStatus = {
-        serverId: n.server_id,
-        serviceId: n.service_id,
-        status: n.status as ProcessStatus["status"],
-        seq: n.seq,
-        cutoff: n.cutoff,
-        replaced: n.replaced === 1,
-        why: n.why,
-        lastAlive: n.last_alive,
-        ...(n.early_cutoff > 0 ? { earlier: { cutoff: n.early_cutoff, lastAlive: n.early_last_alive } } : {}),
-      };
-      // Retried on a retryable platform error (src/platform/retry.ts): applyStatus ignores news older than it has applied.
-      // Bounded: a notice stuck on its way would otherwise hold every later run that waits for it.
-      const sent = withTimeout(
-        n.stream_key === VIEWER_SHARD_ENTRY.streamKey
-          ? withRetry(() => viewerShard(this.env, n.server_id), (shard) => shard.applyStatus(news))
-          : withRetry(() => streamObject(this.env, n.stream_key), (stream) => stream.applyStatus(news)),
-        ServerRegistry.noticeTimeoutMs,
-      );
-      this.delivering.set(id(n), sent);
-      return sent;
-    });
-    // (A delivery elsewhere that fails sets its notice's next try itself.)
-    const [results] = await Promise.all([Promise.allSettled(sends), Promise.allSettled(elsewhere)]);
-    for (const n of batch) this.delivering.delete(id(n));
-    results.forEach((result, i) => {
-      const n = batch[i];
-      if (result.status === "rejected") {
-        console.error(JSON.stringify({ error: "notice did not reach a stream", server: n.server_id, stream: n.stream_key, detail: String(result.reason) }));
-        // Sent again after NOTICE_RETRY_MS, doubling up to NOTICE_RETRY_MAX_MS (unless a newer notice replaced it meanwhile: that one is due at once).
-        const wait = Math.min(NOTICE_RETRY_MAX_MS, NOTICE_RETRY_MS * 2 ** Math.min(n.failures, 10));
-        this.sql.exec(
-          "UPDATE notices SET failures = failures + 1, due = ? WHERE stream_key = ? AND server_id = ? AND service_id = ? AND seq = ? AND cutoff = ?",
-          Date.now() + wait, n.stream_key, n.server_id, n.service_id, n.seq, n.cutoff,
-        );
-        return;
-      }
-      // A newer notice for the same stream and process may have replaced this one meanwhile.
-      this.sql.exec(
-        "DELETE FROM notices WHERE stream_key = ? AND server_id = ? AND service_id = ? AND seq = ? AND cutoff = ?",
-        n.stream_key, n.server_id, n.service_id, n.seq, n.cutoff,
-      );
-      // Entries up to the cutoff go, but those of sessions the object still holds (on_close, a restart, an operator find
-      // them): a stream names its sessions (keptClients); a shard's one entry stands for all it keeps (kept > 0).
-      const { kept, keptClients } = result.value;
-      if (n.cutoff > 0 && (keptClients || kept === 0)) {
-        this.sql.exec(
-          "DELETE FROM client_streams WHERE stream_key = ? AND server_id = ? AND service_id = ? AND tracked_at <= ? AND client_id NOT IN (SELECT value FROM json_each(?))",
-          n.stream_key, n.server_id, n.service_id, n.cutoff, JSON.stringify(keptClients ?? []),
-        );
-      }
-    });
   }
 
   private nextWake(now: number): number | null {
@@ -608,7 +516,7 @@ export class ServerRegistry extends DurableObject<Env> {
     const consider = (t: number) => {
       if (earliest === null || t < earliest) earliest = t;
     };
-    const notice = this.sql.exec<{ at: number | null }>("SELECT MIN(due) AS at FROM notices").one().at;
+    const notice = this.notices.nextDue();
     if (notice !== null) consider(Math.max(notice, now));
     const kick = this.kicks.nextAt();
     if (kick !== null) consider(Math.max(kick, now));
@@ -717,7 +625,7 @@ export class ServerRegistry extends DurableObject<Env> {
     for (const old of replaced) {
       const before = old === current ? earlier : undefined;
       this.retire(row.server_id, old, now, lastAlive.get(old)!, before);
-      this.notify(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive.get(old)!, before);
+      this.notices.queue(row, old, "ended", FOREVER, true, `its server restarted as service ${serviceId}`, lastAlive.get(old)!, before);
     }
     this.touch(row, now);
     if (row.dead_since !== null || this.isSilent(row, now)) this.resume(row, now, "restarted");
@@ -742,7 +650,7 @@ export class ServerRegistry extends DurableObject<Env> {
       // Its sessions end at its last hook, the last moment it was known alive, not now.
       const lastAlive = c.heard_at ?? c.since;
       this.retire(row.server_id, c.service_id, now, lastAlive);
-      this.notify(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`, lastAlive);
+      this.notices.queue(row, c.service_id, "ended", FOREVER, true, `service ${c.service_id} never heartbeated while service ${row.service_id} did (a late or forged hook)`, lastAlive);
       console.log(JSON.stringify({ event: "candidate process refused", server: row.server_id, current: row.service_id, refused: c.service_id }));
     }
     this.quietenCandidates(row, now);
@@ -784,7 +692,7 @@ export class ServerRegistry extends DurableObject<Env> {
   private newStatus(row: ServerRow, serviceId: string, status: "live" | "suspended", why: string): void {
     row.seq++;
     this.sql.exec("UPDATE servers SET seq = ? WHERE server_id = ?", row.seq, row.server_id);
-    this.notify(row, serviceId, status, 0, false, why);
+    this.notices.queue(row, serviceId, status, 0, false, why);
   }
 
   /**
@@ -867,7 +775,7 @@ export class ServerRegistry extends DurableObject<Env> {
     row.dead_since = now;
     row.seq++;
     this.sql.exec("UPDATE servers SET dead_since = ?, seq = ? WHERE server_id = ?", now, row.seq, row.server_id);
-    this.notify(row, row.service_id, "suspended", 0, false, why);
+    this.notices.queue(row, row.service_id, "suspended", 0, false, why);
     console.log(JSON.stringify({ event: "server silent", server: row.server_id, service: row.service_id, why }));
   }
 
@@ -877,7 +785,7 @@ export class ServerRegistry extends DurableObject<Env> {
     row.last_heartbeat = row.last_heartbeat === null ? null : now;
     row.seq++;
     this.sql.exec("UPDATE servers SET dead_since = NULL, last_heartbeat = ?, seq = ? WHERE server_id = ?", row.last_heartbeat, row.seq, row.server_id);
-    this.notify(row, row.service_id, "live", 0, false, "its server is heard from again");
+    this.notices.queue(row, row.service_id, "live", 0, false, "its server is heard from again");
     if (row.last_heartbeat !== null) this.armAlarm(now + serverTimeoutMs(this.env));
     // Kicks waiting for it (a viewer's session ended for a newer one while it was silent) go now.
     if (this.kicks.serverBack(row.server_id)) this.armAlarm(now);
@@ -894,50 +802,7 @@ export class ServerRegistry extends DurableObject<Env> {
     row.expired_last_alive = row.last_heartbeat!;
     row.seq++;
     this.sql.exec("UPDATE servers SET expired_at = ?, expired_last_alive = ?, seq = ? WHERE server_id = ?", row.expired_at, row.expired_last_alive, row.seq, row.server_id);
-    this.notify(row, row.service_id, "suspended", row.expired_at, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`, row.last_heartbeat!);
-  }
-
-  /**
-   * Queues a notice for every stream on which the process holds indexed
-   * sessions. Per stream and process, the newest change of status replaces an
-   * older one still pending; an end (cutoff > 0) is kept apart, so that a
-   * return right after SESSION_GRACE_S cannot cancel it.
-   */
-  private notify(
-    row: ServerRow, serviceId: string, status: ProcessStatus["status"], cutoff: number, replaced: boolean, why: string, lastAlive = 0,
-    earlier?: ProcessStatus["earlier"],
-  ): void {
-    // Two ends merged (the first not delivered yet): the sessions of the first keep its end (early_*), the rest
-    // end at the later one's. The pending end is the exact one (a restart's `earlier` may be a guess, for a
-    // grace ended by the version before this one); of the same cutoff, the earlier moment. One early end is
-    // kept: a third end merged before the first is delivered (a stream unreachable through two graces, days)
-    // ends its sessions at the latest one's. (The SET expressions all read the row as it was.)
-    this.sql.exec(
-      `INSERT INTO notices (stream_key, server_id, service_id, kind, status, seq, cutoff, replaced, why, last_alive, early_cutoff, early_last_alive)
-       SELECT DISTINCT stream_key, server_id, service_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM client_streams WHERE server_id = ? AND service_id = ?
-       ON CONFLICT (stream_key, server_id, service_id, kind) DO UPDATE SET
-         status = excluded.status, seq = excluded.seq, cutoff = MAX(cutoff, excluded.cutoff), replaced = MAX(replaced, excluded.replaced), why = excluded.why,
-         early_cutoff = CASE WHEN early_cutoff > 0 THEN early_cutoff WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN cutoff
-           WHEN excluded.early_cutoff > 0 THEN excluded.early_cutoff ELSE 0 END,
-         early_last_alive = CASE WHEN early_cutoff > 0 THEN early_last_alive
-           WHEN cutoff > 0 AND cutoff < excluded.cutoff THEN
-             CASE WHEN cutoff = excluded.early_cutoff THEN MIN(last_alive, excluded.early_last_alive) ELSE last_alive END
-           WHEN excluded.early_cutoff > 0 THEN excluded.early_last_alive ELSE 0 END,
-         last_alive = CASE WHEN excluded.cutoff > cutoff THEN excluded.last_alive WHEN excluded.cutoff < cutoff THEN last_alive
-           ELSE MAX(last_alive, excluded.last_alive) END,
-         due = 0, failures = 0`,
-      cutoff > 0 ? "end" : "status", status, row.seq, cutoff, replaced ? 1 : 0, why, lastAlive, earlier?.cutoff ?? 0, earlier?.lastAlive ?? 0,
-      row.server_id, serviceId,
-    );
-    if (cutoff === 0) {
-      // A status still pending for a stream the process no longer holds sessions on (ended meanwhile) is
-      // brought up to date too: a stale "suspended" must not greet the process's next session there.
-      this.sql.exec(
-        "UPDATE notices SET status = ?, seq = ?, why = ?, due = 0, failures = 0 WHERE server_id = ? AND service_id = ? AND kind = 'status'",
-        status, row.seq, why, row.server_id, serviceId,
-      );
-    }
-    if (this.sql.exec("SELECT 1 FROM notices LIMIT 1").toArray().length > 0) this.armAlarm(Date.now());
+    this.notices.queue(row, row.service_id, "suspended", row.expired_at, false, `its server sent no heartbeat for ${sessionGraceMs(this.env) / 1000} s (SESSION_GRACE_S)`, row.last_heartbeat!);
   }
 
   /** A retired process that still speaks long after its replacement is a second SRS with the same server_id. */
@@ -962,8 +827,7 @@ export class ServerRegistry extends DurableObject<Env> {
     if (row.dead_since === null && row.last_heartbeat !== null) return;
     if (now < row.last_seen + retention) return;
     const held = this.sql.exec("SELECT 1 FROM client_streams WHERE server_id = ? LIMIT 1", row.server_id).toArray().length;
-    const pending = this.sql.exec("SELECT 1 FROM notices WHERE server_id = ? LIMIT 1", row.server_id).toArray().length;
-    if (held || pending) return;
+    if (held || this.notices.pendingFor(row.server_id)) return;
     this.servers.delete(row.server_id);
     this.sql.exec("DELETE FROM servers WHERE server_id = ?", row.server_id);
     this.sql.exec("DELETE FROM retired WHERE server_id = ?", row.server_id);

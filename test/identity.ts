@@ -5,13 +5,31 @@
 import { env } from "cloudflare:workers";
 import { signPlayToken } from "../src/auth/token";
 import { viewerSeats } from "../src/object-access";
-import { admin, createStream, type Edge, hook, play, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, serverStub } from "./fleet";
+import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, serverStub, useFakeClock } from "./fleet";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { expect } from "vitest";
+import { beforeEach, expect } from "vitest";
 import { edgeWithApi } from "./fake-srs";
 
 export { ALLOW } from "./fake-srs";
+
+/** Three SRS edges (a viewer's TV, phone and laptop), new for each test of a file that calls screensOnTheFakeClock(). */
+export let a: Edge;
+export let b: Edge;
+export let c: Edge;
+
+/** For the whole file: the fake clock (useFakeClock), and edges `a`, `b` and `c` new before each test. */
+export function screensOnTheFakeClock(): void {
+  useFakeClock();
+  beforeEach(() => {
+    a = newEdge();
+    b = newEdge();
+    c = newEdge();
+  });
+}
+
+/** Lets the objects' background work (waitUntil: seat releases, kicks) run. */
+export const settle = () => new Promise((r) => setTimeout(r, 150));
 /** TOKEN_SIGNING_KEY in vitest.config.mts. */
 export const KEY = "test-token-signing-key-32-chars-or-more";
 export const LIMIT = { status: 403, body: { code: 4016, reason: "viewer session limit" } };

@@ -4,22 +4,13 @@
  * for its playlist again with the same hls_ctx, SRS re-sending the hook) may be admitted on that same seat before the
  * release lands. The release must not take the seat from the session now playing on it. Failed before its fix.
  */
-import { beforeEach, describe, expect, it, vi } from "vitest";
-import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
+import { describe, expect, it, vi } from "vitest";
+import { ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf, screensOnTheFakeClock, a, b, settle } from "./identity";
 import { ViewerSeats } from "../src/viewers/seats";
-import { type Edge, hook, newEdge } from "./srs";
-import { holdMatching, until, useFakeClock, withDeadline } from "./fleet";
+import { hook } from "./srs";
+import { holdMatching, until, withDeadline } from "./fleet";
 
-/** Lets the objects' background work (waitUntil: seat releases) run. */
-const settle = () => new Promise((r) => setTimeout(r, 150));
-
-let a: Edge;
-let b: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  b = newEdge();
-});
+screensOnTheFakeClock();
 
 describe("deny, limit 1: the seat of an on_play the Worker undid is given back late, after a repeat of it was admitted on that seat", () => {
   // README: "A repeated on_play of a live session is not a second session"; "the first screen keeps playing, the new one is refused".

@@ -5,23 +5,14 @@
  */
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { viewerSeats } from "../src/object-access";
 import { ViewerShard } from "../src/viewers/shard";
-import { aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, playWith, seatsOf } from "./identity";
-import { type Edge, hook, newEdge } from "./srs";
-import { events, useFakeClock } from "./fleet";
+import { aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, playWith, seatsOf, screensOnTheFakeClock, a, c, settle } from "./identity";
+import { type Edge, hook } from "./srs";
+import { events } from "./fleet";
 
-/** Lets the objects' background work (waitUntil: seat releases, kicks) run. */
-const settle = () => new Promise((r) => setTimeout(r, 150));
-
-let a: Edge;
-let c: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  c = newEdge();
-});
+screensOnTheFakeClock();
 
 /**
  * What a reset of the seat object (a code update) in the middle of the phone's take leaves in its storage: the

@@ -7,25 +7,14 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject } from "cloudflare:test";
 import { viewerSeats } from "../src/object-access";
-import { beforeEach, describe, expect, it, vi } from "vitest";
-import { aliceOnASilentEdge, aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, playWith, seatsOf } from "./identity";
+import { describe, expect, it, vi } from "vitest";
+import { aliceOnASilentEdge, aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, playWith, seatsOf, screensOnTheFakeClock, a, b, c, settle } from "./identity";
 import { ViewerShard } from "../src/viewers/shard";
 import { ViewerSeats } from "../src/viewers/seats";
-import { admin, type Edge, hook, newEdge } from "./srs";
-import { events, gate, holdMatching, until, useFakeClock, withDeadline } from "./fleet";
+import { admin, hook } from "./srs";
+import { events, gate, holdMatching, until, withDeadline } from "./fleet";
 
-/** Lets the objects' background work (waitUntil: seat releases) run. */
-const settle = () => new Promise((r) => setTimeout(r, 150));
-
-let a: Edge;
-let b: Edge;
-let c: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  b = newEdge();
-  c = newEdge();
-});
+screensOnTheFakeClock();
 
 /**
  * Edge a's shard is asked to end alice's TV: the call reaches it (`reached`), then waits for `outcome` to say
@@ -44,6 +33,16 @@ function tvEndHeld() {
     return real.apply(this, args);
   } as any);
   return { reached: reached.wait, fail: () => ((outcome.fail = true), go.open()), run: () => go.open() };
+}
+
+/** The phone (overtaken) is refused and the laptop (the last to arrive) plays alone, with the only seat. */
+async function onlyTheLaptopPlays(s: string, phone: ReturnType<typeof hook>, laptop: ReturnType<typeof hook>): Promise<void> {
+  const answers = [await phone, await laptop];
+  await settle();
+  vi.restoreAllMocks();
+  expect(answers.map((x) => x.body.code)).toEqual([4016, 0]);
+  expect(await livePerSub(s)).toEqual({ alice: 1 });
+  expect(await seatsOf(s, "alice")).toEqual(["laptop01"]);
 }
 
 describe("replace: the newer screen's on_play repeated while the seat object is still ending the old screen", () => {
@@ -144,12 +143,7 @@ describe("replace: the phone and the laptop race on two edges while the TV plays
     const laptop = hook(playWith(s, c, "laptop01", token));
     await settle();
     tv.run();
-    const answers = [await phone, await laptop];
-    await settle();
-    vi.restoreAllMocks();
-    expect(answers.map((x) => x.body.code)).toEqual([4016, 0]);
-    expect(await livePerSub(s)).toEqual({ alice: 1 });
-    expect(await seatsOf(s, "alice")).toEqual(["laptop01"]);
+    await onlyTheLaptopPlays(s, phone, laptop);
   });
 });
 
@@ -181,12 +175,7 @@ describe("replace: the phone and the laptop race while the network to the TV's e
     const laptop = hook(playWith(s, c, "laptop01", token));
     await until(() => n === 2);
     phoneEnds.open();
-    const answers = [await phone, await laptop];
-    await settle();
-    vi.restoreAllMocks();
-    expect(answers.map((x) => x.body.code)).toEqual([4016, 0]);
-    expect(await livePerSub(s)).toEqual({ alice: 1 });
-    expect(await seatsOf(s, "alice")).toEqual(["laptop01"]);
+    await onlyTheLaptopPlays(s, phone, laptop);
   });
 });
 

@@ -3,19 +3,13 @@
  * seats from the shard's background work; a restart of the shard must not drop that work.
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
-import { ALLOW, LIMIT, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
-import { admin, createStream, type Edge, hook, newEdge, uniqueStream } from "./srs";
-import { at, shardStub, until, useFakeClock } from "./fleet";
+import { ALLOW, LIMIT, livePerSub, playWith, seatsOf, tokenOf, screensOnTheFakeClock, a, b } from "./identity";
+import { admin, createStream, hook, uniqueStream } from "./srs";
+import { at, shardStub, until } from "./fleet";
 
-let a: Edge;
-let b: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  b = newEdge();
-});
+screensOnTheFakeClock();
 
 describe("a limit set while a viewer watches: the shard restarts while that session's seat is being taken", () => {
   it("the seat being taken when the shard restarted (a deploy) is taken after the restart: the second screen is refused (nothing was stored until the take failed, so the restart dropped it)", async () => {

@@ -5,26 +5,16 @@
  * the admin API with a shard it cannot ask, a limit lowered while a seat is being taken. Each failed before its fix (an adversarial pass).
  */
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
-import { aliceReplacingOn, aliceOnASilentEdge, ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
-import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
-import { at, beat, events, holdMatching, overloaded, shardStub, until, useFakeClock, withDeadline } from "./fleet";
+import { aliceReplacingOn, aliceOnASilentEdge, ALLOW, LIMIT, limited, livePerSub, playWith, seatsOf, tokenOf, screensOnTheFakeClock, a, b, c, settle } from "./identity";
+import { admin, createStream, hook, play, streamState, uniqueStream } from "./srs";
+import { at, beat, events, holdMatching, overloaded, shardStub, until, withDeadline } from "./fleet";
 
-/** Lets the objects' background work (waitUntil: seat releases) run. */
-const settle = () => new Promise((r) => setTimeout(r, 150));
 const TIMEOUT_MS = 30_000;
 
-let a: Edge;
-let b: Edge;
-let c: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  b = newEdge();
-  c = newEdge();
-});
+screensOnTheFakeClock();
 
 describe("a silent edge the registry knows of, before its notice reached the edge's viewer shard", () => {
   // README, One ticket, one screen: "a viewer whose edge dropped off the network can play through another edge as
@@ -50,7 +40,6 @@ describe("a silent edge the registry knows of, before its notice reached the edg
   });
 });
 
-
 describe("a silent edge back, before its return's notice reached the edge's viewer shard", () => {
   // README: deny: "the first screen keeps playing, the new one is refused"; a session is live again "when the same
   // process ... sends any hook or heartbeat again ... at once".
@@ -65,7 +54,6 @@ describe("a silent edge back, before its return's notice reached the edge's view
     expect((await admin("GET", `/streams/live/${s}/viewers`)).body.viewers[0].sessions.map((x: any) => x.clientId)).toEqual(["tv000001"]);
   });
 });
-
 
 describe("the admin API when a viewer shard cannot be reached", () => {
   it("GET …/viewers and the stream's state name a viewer shard they could not ask (its viewers were silently left out)", async () => {

@@ -2,20 +2,14 @@
  * Review of issue 14 (viewer identity in play tokens): the README's token spec
  * followed by an independent minter, revocations at their edges, app-wide tokens.
  */
-import { beforeEach, describe, expect, it, vi } from "vitest";
-import { ALLOW, LIMIT, REVOKED, limited, nowS, playWith, tokenOf } from "./identity";
-import { admin, createStream, type Edge, hook, hookWith, newEdge, stopPlay, uniqueStream } from "./srs";
-import { at, beat, events, restarted, T0, useFakeClock } from "./fleet";
+import { describe, expect, it, vi } from "vitest";
+import { ALLOW, LIMIT, REVOKED, limited, nowS, playWith, tokenOf, screensOnTheFakeClock, a, b } from "./identity";
+import { admin, createStream, hook, hookWith, newEdge, stopPlay, uniqueStream } from "./srs";
+import { at, beat, events, restarted, T0 } from "./fleet";
 import { README_VECTORS } from "./token-vectors";
 
 const DAY_S = 86400;
-let a: Edge;
-let b: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  b = newEdge();
-});
+screensOnTheFakeClock();
 
 describe("the README's format, minted elsewhere", () => {
   // Minted with Python's stdlib from the README's text alone (base64.urlsafe_b64encode + hmac), key = the tests'

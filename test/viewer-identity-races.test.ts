@@ -7,28 +7,17 @@
  * user would have seen; so did the two at the end (replace with an unreachable shard, a late repeat).
  * "holds: …" probes found no defect and pin down what the review tried to break.
  */
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
-import { aliceReplacingOn, ALLOW, KEY, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf } from "./identity";
+import { aliceReplacingOn, ALLOW, KEY, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf, screensOnTheFakeClock, a, b, c, settle } from "./identity";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
-import { admin, close, createStream, type Edge, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, events, overloaded, restarted, retryable, streamStub, useFakeClock } from "./fleet";
+import { admin, close, createStream, hook, play, stopPlay, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, events, overloaded, restarted, retryable, streamStub } from "./fleet";
 
 const DAY_S = 86_400;
 
-let a: Edge;
-let b: Edge;
-let c: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  b = newEdge();
-  c = newEdge();
-});
-
-/** Lets the objects' background work (waitUntil: seat releases) run. */
-const settle = () => new Promise((r) => setTimeout(r, 100));
+screensOnTheFakeClock();
 
 describe("one session, two on_play racing", () => {
   it("must not happen (fixed): a repeated on_play of a live session, racing the first, gives the session's seat back, and the viewer's second screen is admitted beside it", async () => {

@@ -6,26 +6,20 @@
  */
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { ViewerShard } from "../src/viewers/shard";
 import { endRevokedSessions } from "../src/viewers/revoked";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
-import { aliceOnASilentEdge, ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token } from "./identity";
+import { aliceOnASilentEdge, ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token, screensOnTheFakeClock, a, b } from "./identity";
 import { viewerSeats } from "../src/object-access";
 import type { Env } from "../src/env";
-import { admin, adminWith, createStream, type Edge, hook, hookWith, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, events, streamStub, useFakeClock } from "./fleet";
+import { admin, adminWith, createStream, hook, hookWith, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, events, streamStub } from "./fleet";
 
 const DAY_S = 86400;
 const FUTURE = { status: 403, body: { code: 4020, reason: `token issued in the future: iat more than ${MAX_CLOCK_SKEW_S} s ahead of the gate's clock` } };
 
-let a: Edge;
-let b: Edge;
-useFakeClock();
-beforeEach(() => {
-  a = newEdge();
-  b = newEdge();
-});
+screensOnTheFakeClock();
 
 describe("maxSessionsPerViewer: the policy fields", () => {
   it("are set with PUT like the others, shown in the stream's state, and bad values are refused without changing anything", async () => {

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { heartbeat, hook, type Edge } from "../srs";
 import { ALLOW, deviceOf, edgeWithApi, type FakeSrs, installFakeSrs, kickedOn } from "../fake-srs";
 import { at, deliverNotices, events, serverStub } from "../fleet";
-import { aliceTvAndAnotherEdge, limited, livePerSub, playWith, tokenOf } from "../identity";
+import { aliceTvAndAnotherEdge, limited, livePerSub, playWith, settle, tokenOf } from "../identity";
 import { ViewerShard } from "../../src/viewers/shard";
 import { retryable } from "../fleet";
 
@@ -16,7 +16,6 @@ installFakeSrs();
 afterEach(() => void vi.useRealTimers());
 
 const beatApi = (edge: Edge) => hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat");
-const settle = () => new Promise((r) => setTimeout(r, 150));
 
 describe("a viewer moves to another edge while its first edge is cut off for longer than a kick is retried (5 min)", () => {
   // README, One ticket, one screen: "The silent server's session then ends (log: `viewer alice plays again on server …

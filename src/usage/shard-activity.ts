@@ -3,6 +3,7 @@
  * (viewer-seconds and concurrency per stream, src/usage/book.ts), and refusals for a stream's
  * cap, which the stream turns into stream.viewer_limit_reached (at most one per minute).
  */
+import { Recent } from "../platform/recent";
 import { usageRetentionMs } from "../config";
 import type { Env } from "../env";
 import { eventsEnabled } from "../events/event";
@@ -12,7 +13,7 @@ import { MINUTE_MS, UsageBook } from "./book";
 export class ShardActivity {
   readonly usage: UsageBook;
   /** Per stream, when the stream was last told of a refusal from here. */
-  private toldAt = new Map<string, number>();
+  private toldAt = new Recent<string>(MINUTE_MS);
 
   constructor(
     sql: SqlStorage,
@@ -31,19 +32,12 @@ export class ShardActivity {
   capRefused(streamKey: string, serverId: string, maxViewers: number): void {
     if (!eventsEnabled(this.env)) return;
     const now = Date.now();
-    if (now - (this.toldAt.get(streamKey) ?? 0) < MINUTE_MS) return;
-    // Oldest first (a stream told again moves to the end): entries past their minute go, so a busy shard, never
-    // evicted, keeps only the streams refused for the cap within the last minute.
-    for (const [k, at] of this.toldAt) {
-      if (now - at < MINUTE_MS) break;
-      this.toldAt.delete(k);
-    }
-    this.toldAt.delete(streamKey);
-    this.toldAt.set(streamKey, now);
+    if (this.toldAt.has(streamKey, now)) return;
+    this.toldAt.mark(streamKey, now);
     this.ctx.waitUntil(
       streamObject(this.env, streamKey).viewerLimitReached(serverId, maxViewers).catch((err) => {
         // Only this report's mark: a newer one (a report made since) stands.
-        if (this.toldAt.get(streamKey) === now) this.toldAt.delete(streamKey);
+        if (this.toldAt.markedAt(streamKey) === now) this.toldAt.delete(streamKey);
         console.error(JSON.stringify({ error: "viewer limit not reported to the stream", stream: streamKey, detail: String(err) }));
       }),
     );

@@ -25,6 +25,7 @@
  * does not count; when its viewer plays again elsewhere it is ended first
  * (its viewer moved), so the limit still holds when the silent server returns.
  */
+import { Recent } from "../platform/recent";
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { sessionGraceMs } from "../config";
@@ -72,6 +73,8 @@ const JOINING = 2;
 
 /** How long a session ended for a newer one is refused a seat again (a late repeat of its on_play). */
 const ENDED_KEPT_MS = 60_000;
+/** The refusal of a session ended for a newer one (or being ended), when its on_play comes again. */
+const ENDED_FOR_A_NEWER_ONE: Denial = { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` };
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS seats (
@@ -86,7 +89,7 @@ export class ViewerSeats extends DurableObject<Env> {
   private sql: SqlStorage;
   private ready = false;
   /** Sessions this object ended for newer ones, and when: a late repeat of their on_play must not take a seat back. */
-  private ended = new Map<string, number>();
+  private ended = new Recent<string>(ENDED_KEPT_MS);
   /** Takes that inserted a seat and are still ending the sessions it replaces, by that seat: a repeat of its on_play waits for them. */
   private taking = new Map<string, Promise<void>>();
 
@@ -113,10 +116,7 @@ export class ViewerSeats extends DurableObject<Env> {
     // The shards are asked first without SRS's API: only a refusal may rest on its word (src/srs/ghosts.ts).
     let askedApi = false;
     const ownKey = `${streamKey}\n${sub}\n${keyOf(seatOf(session))}`;
-    const endedAt = this.ended.get(ownKey);
-    if (endedAt !== undefined && Date.now() - endedAt < ENDED_KEPT_MS) {
-      return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
-    }
+    if (this.ended.has(ownKey)) return { ok: false, denial: ENDED_FOR_A_NEWER_ONE };
     for (let round = 0; round <= ROUNDS + 1; round++) {
       // Synchronous from the read to the write: no other call interleaves.
       const held = this.withoutOrphans(streamKey, sub, this.seatsOf(streamKey, sub));
@@ -130,7 +130,7 @@ export class ViewerSeats extends DurableObject<Env> {
       }
       // Its seat is leaving: the session is being ended for a newer one (a repeat of its on_play came meanwhile).
       if (own?.leaving === 1) {
-        return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: this session was ended for a newer one` } };
+        return { ok: false, denial: ENDED_FOR_A_NEWER_ONE };
       }
       if (own) {
         // A new grant id: a check of this seat already running must not take it for gone, nor the release of
@@ -338,15 +338,14 @@ export class ViewerSeats extends DurableObject<Env> {
       seats.map(async (s) => {
         // Remembered before its shard is asked: a repeat of its on_play arriving meanwhile is refused.
         const endedKey = `${streamKey}\n${sub}\n${keyOf(s)}`;
-        this.rememberEnded(endedKey);
+        this.ended.mark(endedKey);
         // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
         const callId = crypto.randomUUID();
         const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why, callId));
         try {
           const ended = await withTimeout(ending, SHARD_TIMEOUT_MS);
           // Only the seat this end was for (the one granted then), never one granted since.
-          this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
-            streamKey, sub, s.server_id, s.service_id, s.client_id, s.grant_id);
+          this.drop(streamKey, sub, sessionOf(s), s.grant_id);
           if (ended) kicks.push(s);
         } catch (err) {
           // A call that timed out goes on: if its shard ends the session after all (a lost answer too), the
@@ -374,17 +373,6 @@ export class ViewerSeats extends DurableObject<Env> {
     return failed;
   }
 
-  private rememberEnded(key: string): void {
-    const now = Date.now();
-    // Oldest first (a key remembered again moves to the end): the scan stops at the first one still kept, so a
-    // stream of replacing plays costs each end a constant, not the whole list.
-    for (const [k, at] of this.ended) {
-      if (now - at < ENDED_KEPT_MS) break;
-      this.ended.delete(k);
-    }
-    this.ended.delete(key);
-    this.ended.set(key, now);
-  }
 }
 
 function seatOf(session: SessionId): Pick<Seat, "server_id" | "service_id" | "client_id"> {

@@ -148,3 +148,31 @@ describe("what a candidate costs, as operators see it", () => {
     expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
   });
 });
+
+describe("a candidate's whole SERVER_TIMEOUT_S to heartbeat", () => {
+  it("an alarm that fires earlier for the current process's deadline does not refuse a candidate that appeared less than SERVER_TIMEOUT_S ago", async () => {
+    // The old process heartbeats at 0 (the shard's alarm is due at T) and once more at T - 5 s. The new
+    // process's encoder connects at T - 10 s, before the new process's first heartbeat (at T + 5 s).
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    at(T - 10_000);
+    const next = { server: edge.server, service: newEdge().service };
+    expect(await hook(publish("live", s, key, { ...next, client: "enc00001" })), "the candidate's encoder").toEqual(ALLOW);
+    at(T - 5000);
+    await beat(edge);
+
+    // The alarm armed for the old process's deadline runs at T: the candidate has waited only 10 s.
+    at(T);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await serverListed(edge), "still a candidate").toMatchObject({ serviceId: edge.service, candidateServiceIds: [next.service] });
+
+    // Its first heartbeat, within SERVER_TIMEOUT_S of its first hook: it is the server's process, and keeps its encoder.
+    at(T + 5000);
+    expect(await beat(next)).toEqual(ALLOW);
+    await deliverNotices(edge);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: next.service, candidateServiceIds: [], duplicateServiceIds: [] });
+    expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00001", serverId: next.server, state: "live" } });
+  });
+});

@@ -161,3 +161,82 @@ describe("SESSION_GRACE_S and a viewer admitted a moment after its edge went sil
     expect(await serverListed(edge), "the forgotten edge").toBeUndefined();
   });
 });
+
+describe("a second SESSION_GRACE_S of the same process", () => {
+  it("a process that came back after one grace and fell silent again for a whole grace loses the sessions it held the second time", async () => {
+    expect(await beat(edge)).toEqual(ALLOW);
+    const first = uniqueStream();
+    const firstKey = await createStream(first);
+    expect(await hook(publish("live", first, firstKey, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+
+    // A day of silence ends the first encoder.
+    at(TIMEOUT_MS + 1000);
+    await runDurableObjectAlarm(serverStub(edge));
+    at(GRACE_MS + 60_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect((await streamState(first)).publisher, "after the first grace").toBeNull();
+
+    // The same process comes back, and its next encoder publishes another stream.
+    at(GRACE_MS + 120_000);
+    expect(await beat(edge)).toEqual(ALLOW);
+    const second = uniqueStream();
+    const secondKey = await createStream(second);
+    expect(await hook(publish("live", second, secondKey, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
+
+    // Silent again, for another whole day: that encoder is over for good too.
+    at(GRACE_MS + 120_000 + TIMEOUT_MS + 1000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(second), "suspended while the edge is silent").toMatchObject({ publisher: { clientId: "enc00002", state: "suspended" } });
+    at(2 * GRACE_MS + 180_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    await runDurableObjectAlarm(streamStub(second));
+    expect((await streamState(second)).publisher, "after the second grace").toBeNull();
+    expect((await serverListed(edge))?.sessions ?? 0, "indexed sessions of the edge").toBe(0);
+
+    // The process is heard from once more: nothing of the second silence comes back.
+    at(2 * GRACE_MS + 240_000);
+    expect(await beat(edge)).toEqual(ALLOW);
+    await deliverNotices(edge);
+    expect((await streamState(second)).publisher, "after the return").toBeNull();
+  });
+});
+
+describe("SERVER_RETENTION_S and a server that holds sessions", () => {
+  it("a server without heartbeats whose encoder publishes for more than a week is not forgotten: its restart still ends that encoder and admits the new one", async () => {
+    // The edge sends no heartbeats (heartbeats off in its SRS config): only its hooks speak for it.
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+
+    // Eight days of one long publish, nothing else heard from the edge.
+    at(RETENTION_MS + 86_400_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    expect(await serverListed(edge), "an edge whose encoder still publishes").toMatchObject({ serviceId: edge.service, sessions: 1 });
+
+    // SRS restarts; its encoder reconnects. The start hook of a new process on a server without heartbeats is its restart.
+    const next = restarted(edge);
+    expect(await hook(publish("live", s, key, { ...next, client: "enc00002" })), "the restarted edge's encoder").toEqual(ALLOW);
+    await deliverNotices(edge);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: next.service, sessions: 1 });
+    expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00002", state: "live" } });
+  });
+});
+
+describe("SERVER_TIMEOUT_S to the millisecond", () => {
+  it("a server is alive until SERVER_TIMEOUT_S after its last heartbeat and silent from then on: its alarm at that moment suspends its encoder", async () => {
+    expect(await beat(edge)).toEqual(ALLOW);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    at(TIMEOUT_MS - 1);
+    expect(await serverListed(edge)).toMatchObject({ alive: true });
+    at(TIMEOUT_MS);
+    expect(await serverListed(edge)).toMatchObject({ alive: false });
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ live: false, publisher: { clientId: "enc00001", state: "suspended" } });
+  });
+});

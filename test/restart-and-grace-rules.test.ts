@@ -122,6 +122,9 @@ describe("viewers over the cap after a heal", () => {
     expect(await beat(edge)).toEqual(ALLOW);
     await deliverNotices(edge);
     expect(await streamState(s)).toMatchObject({ viewers: 4, suspendedViewers: 0 });
+    // The stream's record of the returned edge's lease covers its viewers again (slots it had given back while they were
+    // suspended): the grants add up to every connected viewer, so no slot counts as free while the stream is over its cap.
+    expect((await streamState(s)).shards.find((x: any) => x.serverId === edge.server), "the returned edge's lease").toMatchObject({ viewers: 2, leased: 2 });
     // One leaves on each edge: 2 left, at the cap. Nobody new is admitted until fewer than 2 watch.
     expect(await hook(stopPlay("live", s, { ...other, client: "new00001" }))).toEqual(ALLOW);
     expect((await hook(play("live", s, { ...other, client: "new00003" }))).body.code, "3 watching, cap 2 (other edge)").toBe(4005);

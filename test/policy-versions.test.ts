@@ -4,10 +4,11 @@
  * bd0b240 (PUT /admin/servers/{server_id} answers with its viewers among its sessions, as GET does).
  */
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { PUSH_RETRY_MS, StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, CAP, overloaded, playOn, recallsFailOn, serverListed, serverStub, shardStub, streamAtZero, streamStub, useFakeClock } from "./fleet";
+import { POLICY_TTL_MS } from "../src/viewers/lease";
+import { at, beat, CAP, until, overloaded, playOn, recallsFailOn, serverListed, serverStub, shardStub, streamAtZero, streamStub, useFakeClock } from "./fleet";
 import { ALLOW } from "./fake-srs";
 import { admin, createStream, hook, newEdge, publish, streamState, uniqueStream, type Edge } from "./srs";
 
@@ -186,5 +187,39 @@ describe("bd0b240: PUT /admin/servers/{server_id} counts the server's viewers", 
     expect(put.status).toBe(200);
     expect(put.body).toMatchObject({ alive: false, sessions: 2 });
     expect(put.body).toEqual(await serverListed(a));
+  });
+});
+
+describe("a policy answer that arrives after a newer push", () => {
+  it("a lease answer computed before PUT playAuth=token, arriving after the push of it, does not bring back the open policy: a viewer without a token is refused", async () => {
+    const s = await streamAtZero({ maxViewers: 10 });
+    const edge = newEdge();
+    expect(await beat(edge)).toEqual(ALLOW);
+    expect(await playOn(s, edge, "view0001")).toEqual(ALLOW);
+
+    // The shard's cached policy is due for a re-read: the next on_play asks the stream, whose answer (the open
+    // policy) is slow on its way back. Meanwhile the operator requires tokens, and the push reaches the shard first.
+    at(POLICY_TTL_MS + 1000);
+    const real = StreamObject.prototype.viewerLease;
+    const slow = { reached: false, released: false };
+    onTestFinished(() => void (slow.released = true));
+    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+      const answer = await real.call(this, report);
+      if (!slow.reached) {
+        slow.reached = true;
+        while (!slow.released) await scheduler.wait(5);
+      }
+      return answer;
+    });
+    const late = playOn(s, edge, "view0002");
+    await until(() => slow.reached);
+    expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
+    const pushed = await shardPolicy(edge, s);
+    expect(pushed?.policy, "the push reached the shard").toMatchObject({ playAuth: "token" });
+    slow.released = true;
+
+    expect((await late).status, "the on_play without a token decided on the older answer").not.toBe(200);
+    expect(await shardPolicy(edge, s)).toMatchObject({ version: pushed!.version, policy: { playAuth: "token" } });
+    expect((await playOn(s, edge, "view0003")).status, "the next viewer without a token").not.toBe(200);
   });
 });

@@ -5,16 +5,16 @@
  * end its sessions.
  */
 import { env } from "cloudflare:workers";
-import { runInDurableObject } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { ViewerShard } from "../src/viewers/shard";
 import { endRevokedSessions } from "../src/viewers/revoked";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
-import { aliceOnASilentEdge, ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token, screensOnTheFakeClock, a, b } from "./identity";
+import { aliceOnASilentEdge, ALLOW, KEY, keyOf, LIMIT, limited, name, nowS, playWith, REVOKED, seatsOf, tokenOf, v1Token, screensOnTheFakeClock, a, b, c } from "./identity";
 import { viewerSeats } from "../src/object-access";
 import type { Env } from "../src/env";
 import { admin, adminWith, createStream, hook, hookWith, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, events, streamStub } from "./fleet";
+import { at, beat, deliverNotices, events, serverStub, streamStub } from "./fleet";
 
 const DAY_S = 86400;
 const FUTURE = { status: 403, body: { code: 4020, reason: `token issued in the future: iat more than ${MAX_CLOCK_SKEW_S} s ahead of the gate's clock` } };
@@ -143,6 +143,27 @@ describe("partitions: a suspended session of a silent edge does not count", () =
     await beat(a);
     await deliverNotices(a);
     expect(await streamState(s)).toMatchObject({ viewers: 1, suspendedViewers: 0, distinctViewerIds: 1 });
+  });
+});
+
+describe("maxSessionsPerViewer 2 and one of the viewer's screens on a silent edge", () => {
+  it("a third screen ends the session of the silent edge, not the one still playing on a live edge", async () => {
+    const s = await limited({ maxSessionsPerViewer: 2 });
+    const token = await tokenOf(s, "alice");
+    for (const e of [a, b, c]) await beat(e);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    // Edge b falls silent (a and c heartbeat on): alice's phone is suspended.
+    at(31_000);
+    await beat(a);
+    await beat(c);
+    await runDurableObjectAlarm(serverStub(b));
+    await deliverNotices(b);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, suspendedViewers: 1 });
+
+    expect(await hook(playWith(s, c, "laptop01", token)), "her laptop").toEqual(ALLOW);
+    expect(await seatsOf(s, "alice"), "her seats").toEqual(["laptop01", "tv000001"]);
+    expect(await streamState(s), "her TV still plays").toMatchObject({ viewers: 2, suspendedViewers: 0, distinctViewerIds: 1 });
   });
 });
 

@@ -169,6 +169,46 @@ describe("a lost stop hook is recoverable", () => {
     expect(again.body.failed).toBeUndefined();
   });
 
+  it("DELETE .../sessions?server=ID ends that server's sessions only: a viewer on another edge keeps watching", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    await hook(publish("live", s, key, { ...edge, client: "enc00001" }));
+    await hook(play("live", s, { ...edge, client: "view0001" }));
+    await hook(play("live", s, { ...other, client: "view0002" }));
+    const res = await admin("DELETE", `/streams/live/${s}/sessions?server=${edge.server}`);
+    expect(res.status).toBe(200);
+    expect(res.body.ended.map((e: { clientId: string }) => e.clientId).sort()).toEqual(["enc00001", "view0001"]);
+    expect(await streamState(s)).toMatchObject({ live: false, viewers: 1 });
+    expect(await hook(stopPlay("live", s, { ...other, client: "view0002" })), "the other edge's viewer was still there to stop").toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 0 });
+  });
+
+  it("DELETE /admin/servers/{id}/sessions counts a session whose stream could not be reached as remaining and failed, and the next call ends it", async () => {
+    const [a, b] = [uniqueStream(), uniqueStream()];
+    const keyA = await createStream(a);
+    const keyB = await createStream(b);
+    await hook(publish("live", a, keyA, { ...edge, client: "enc00001" }));
+    await hook(publish("live", b, keyB, { ...edge, client: "enc00002" }));
+    const real = StreamObject.prototype.end;
+    const down = { on: true };
+    vi.spyOn(StreamObject.prototype, "end").mockImplementation(function (this: StreamObject, ...args: Parameters<StreamObject["end"]>) {
+      if (down.on && args[0].clientId === "enc00002") throw new Error("stream object overloaded (test)");
+      return real.apply(this, args);
+    });
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const first = await admin("DELETE", `/servers/${edge.server}/sessions`);
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ remaining: 1, failed: 1 });
+    expect(first.body.ended.map((e: any) => e.clientId)).toEqual(["enc00001"]);
+    expect((await serverListed(edge)).sessions).toBe(1);
+    down.on = false;
+    const again = await admin("DELETE", `/servers/${edge.server}/sessions`);
+    expect(again.body).toMatchObject({ remaining: 0 });
+    expect(again.body.failed).toBeUndefined();
+    expect(again.body.ended.map((e: any) => e.clientId)).toEqual(["enc00002"]);
+    expect(await streamState(b)).toMatchObject({ live: false });
+  });
+
   it("DELETE /admin/servers/{id}/sessions ends what a server's clients hold on every stream, and says what it ended", async () => {
     const [a, b] = [uniqueStream(), uniqueStream()];
     const key = await createStream(a);

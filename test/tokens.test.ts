@@ -296,6 +296,18 @@ describe("the documented token format", () => {
     expect((await hook(withToken(s, otherApp, "viewer02"))).body.reason).toBe("wrong stream");
   });
 
+  it("a v1 token is for one stream only: one signed for vhost/app/* is no season pass; and its expiry is held to MAX_TOKEN_TTL_S (it has no issue time)", async () => {
+    const s = await tokenStream();
+    const v1 = (resource: string, exp: number) => {
+      const r = b64url(Buffer.from(resource, "utf8"));
+      return `v1.${r}.${exp}.${b64url(createHmac("sha256", KEY).update(`v1.${r}.${exp}`).digest())}`;
+    };
+    expect(await hook(withToken(s, v1(`${DEFAULT}/live/*`, nowS() + 300), "wild0001"))).toEqual({ status: 403, body: { code: 4014, reason: "wrong stream" } });
+    // MAX_TOKEN_TTL_S is 30 days: a v1 token expiring in 31 days is refused, one expiring in 29 plays.
+    expect((await hook(withToken(s, v1(`${DEFAULT}/live/${s}`, nowS() + 31 * 86_400), "long0001"))).body.reason).toBe("token lifetime exceeds MAX_TOKEN_TTL_S");
+    expect(await hook(withToken(s, v1(`${DEFAULT}/live/${s}`, nowS() + 29 * 86_400), "long0002"))).toEqual(ALLOW);
+  });
+
   it("POST /admin/apps/{app}/tokens mints a season pass: every stream of the app, also one created later, and no other app", async () => {
     const s = await tokenStream();
     const r = await admin("POST", "/apps/live/tokens", { ttl: 300, sub: "season-pass-7" });

@@ -92,6 +92,16 @@ describe("on_publish: stream keys", () => {
     expect((await streamState(s)).live).toBe(true);
   });
 
+  it("takes a hook without a vhost, or with an empty one, for the default vhost's stream", async () => {
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const { vhost: _, ...noVhost } = publish("live", s, key, { ...EDGE_A, client: "enc00001" });
+    expect(await hook(noVhost)).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00001" } });
+    expect(await hook({ ...play("live", s, { ...EDGE_A, client: "view0001" }), vhost: "" })).toEqual(ALLOW);
+    expect((await streamState(s)).viewers).toBe(1);
+  });
+
   it("denies a wrong key, a missing key and an unknown stream with distinct reasons", async () => {
     const s = uniqueStream();
     await createStream(s);

@@ -110,6 +110,24 @@ describe("usage of a stream", () => {
     expect(bucket(await usage(stream), 0)).toEqual({ start: iso(0), viewerSeconds: 20, publishSeconds: 20, peakViewers: 1 });
   });
 
+  it("a restart's fence takes its viewers back from the per-minute peaks of every minute after the last heartbeat, not only the first", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    await createStream(stream);
+    await beat(edge);
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    at(50_000);
+    await beat(edge); // the process's last heartbeat
+    // A second viewer a minute later, within SERVER_TIMEOUT_S of that heartbeat; then the process dies and restarts.
+    at(70_000);
+    expect(await hook(play("live", stream, { ...edge, client: "v2" }))).toEqual(ALLOW);
+    at(75_000);
+    await beat(restarted(edge));
+    await deliverNotices(edge);
+    // v1 ended at 50 s: in the second minute at most v2 was counted, and after it nobody.
+    expect(await minutePeaks(stream, 0, 3 * MIN)).toEqual([1, 1, 0]);
+  });
+
   it("viewers of a server that went silent are no peak after its last heartbeat, once their sessions are fenced", async () => {
     const DAY = 24 * HOUR;
     const edge = newEdge();

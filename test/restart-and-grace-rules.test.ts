@@ -243,3 +243,28 @@ describe("SERVER_TIMEOUT_S to the millisecond", () => {
     expect(await streamState(s)).toMatchObject({ live: false, publisher: { clientId: "enc00001", state: "suspended" } });
   });
 });
+
+describe("the admin view of a stream whose publishers are all suspended", () => {
+  it("shows the publisher that took the stream last as the publisher, the earlier one among the conflicts", async () => {
+    expect(await beat(edge)).toEqual(ALLOW);
+    expect(await beat(other)).toEqual(ALLOW);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    // The edge falls silent: its encoder is suspended, and the encoder on the other edge takes the stream.
+    at(TIMEOUT_MS + 1000);
+    expect(await beat(other)).toEqual(ALLOW);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await hook(publish("live", s, key, { ...other, client: "enc00002" }))).toEqual(ALLOW);
+    // Then the other edge falls silent too.
+    at(2 * TIMEOUT_MS + 2000);
+    await runDurableObjectAlarm(serverStub(other));
+    await deliverNotices(other);
+    expect(await streamState(s)).toMatchObject({
+      live: false,
+      publisher: { clientId: "enc00002", state: "suspended" },
+      conflicts: [{ clientId: "enc00001", state: "suspended" }],
+    });
+  });
+});

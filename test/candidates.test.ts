@@ -176,3 +176,34 @@ describe("a candidate's whole SERVER_TIMEOUT_S to heartbeat", () => {
     expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00001", serverId: next.server, state: "live" } });
   });
 });
+
+describe("a quiet candidate that speaks again", () => {
+  it("its hook (not a heartbeat) makes what it holds count again, as the admin view shows once the notices ran", async () => {
+    const other = newEdge();
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 1 });
+    at(T + 1000); // the edge is silent; its alarm suspends it
+    await beat(other);
+    await runDurableObjectAlarm(serverStub(edge));
+    const next = { server: edge.server, service: newEdge().service };
+    expect(await hook(publish("live", s, key, { ...next, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+
+    // No hook from it for SERVER_TIMEOUT_S, and still no heartbeat: quiet, its sessions suspended.
+    at(2 * T + 2000);
+    await beat(other);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ live: false, viewers: 0, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
+
+    // It speaks again: a viewer of another stream on it. Still a candidate, but alive: its sessions count again.
+    at(2 * T + 3000);
+    const elsewhere = uniqueStream();
+    await createStream(elsewhere);
+    expect(await hook(play("live", elsewhere, { ...next, client: "view0002" }))).toEqual(ALLOW);
+    await deliverNotices(edge);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: edge.service, candidateServiceIds: [next.service] });
+    expect(await streamState(s)).toMatchObject({ live: true, viewers: 1, suspendedViewers: 0, publisher: { clientId: "enc00001", state: "live" } });
+  });
+});

@@ -207,3 +207,38 @@ describe("a quiet candidate that speaks again", () => {
     expect(await streamState(s)).toMatchObject({ live: true, viewers: 1, suspendedViewers: 0, publisher: { clientId: "enc00001", state: "live" } });
   });
 });
+
+describe("a quiet candidate that becomes current while the old process is back", () => {
+  it("its heartbeat after the old process returned makes what it holds count again: its publisher live, its viewer counted, the stream not open to a second publisher", async () => {
+    const other = newEdge();
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 1 });
+    at(T + 1000); // the edge is silent; its alarm suspends it
+    await beat(other);
+    await runDurableObjectAlarm(serverStub(edge));
+    const next = { server: edge.server, service: newEdge().service };
+    expect(await hook(publish("live", s, key, { ...next, client: "enc00001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+
+    // No hook from it for SERVER_TIMEOUT_S, and still no heartbeat: quiet, its sessions suspended.
+    at(2 * T + 2000);
+    await beat(other);
+    await runDurableObjectAlarm(serverStub(edge));
+    await deliverNotices(edge);
+    expect(await streamState(s)).toMatchObject({ live: false, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
+
+    // The old process is heard from again (a partition healed), then, before any alarm, the new process's first
+    // heartbeat arrives: it is the server's process now, and its sessions count (its server is not silent).
+    at(2 * T + 3000);
+    await beat(edge);
+    at(2 * T + 4000);
+    expect(await beat(next)).toEqual(ALLOW);
+    await deliverNotices(edge);
+    expect(await serverListed(edge)).toMatchObject({ serviceId: next.service, candidateServiceIds: [] });
+    expect(await streamState(s)).toMatchObject({ live: true, viewers: 1, suspendedViewers: 0, publisher: { clientId: "enc00001", state: "live" } });
+    // Counted again: a second publisher and a second viewer are refused.
+    expect((await hook(publish("live", s, key, { ...other, client: "enc00002" }))).body.code).toBe(4004);
+    expect((await hook(play("live", s, { ...other, client: "view0002" }))).body.code).toBe(4005);
+  });
+});

@@ -4,7 +4,7 @@
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import type { StreamObject } from "../src/stream/object";
 import {
@@ -19,7 +19,7 @@ import {
   streamState,
   uniqueStream,
 } from "./srs";
-import { at, beat, deliverNotices, serverListed, serverStub, shardStub, streamStub, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, gate, serverListed, serverStub, shardStub, streamStub, useFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
@@ -129,6 +129,36 @@ describe("races around heals and suspended holders", () => {
       if (second.status === 200) expect(state.publisher.clientId).toBe("enc00002");
       else expect(state.publisher.clientId).toBe("enc00001");
     }
+  });
+
+  it("a liveness answer the registry gave before a heal, arriving at the stream after the heal's notice, does not suspend the healed publisher again", async () => {
+    await beat(edge);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    at(TIMEOUT_MS + 1000); // edge silent: a second publisher's refusal would rest on a suspended holder
+    // The registry's answer to the stream's question (edge: suspended) is slow on its way back.
+    const answered = gate();
+    const deliver = gate();
+    const real = ServerRegistry.prototype.liveness;
+    vi.spyOn(ServerRegistry.prototype, "liveness").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["liveness"]>) {
+      const answer = await real.apply(this, args);
+      if (answer.some((a) => a.serverId === edge.server && a.status === "suspended")) {
+        answered.open();
+        await deliver.wait;
+      }
+      return answer;
+    });
+    const second = hook(publish("live", s, key, { ...other, client: "enc00002" }));
+    await answered.wait;
+    // Meanwhile the edge is heard from again, and the registry's notice of it reaches the stream first.
+    await beat(edge);
+    await deliverNotices(edge);
+    deliver.open();
+    // The older answer is older news: the edge's publisher holds the stream, the second one is refused.
+    expect((await second).body.code).toBe(4004);
+    vi.restoreAllMocks();
+    expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00001", state: "live" }, conflicts: [] });
   });
 
   it("a cap of 3 with 3 suspended viewers admits exactly 3 of 20 concurrent viewers, and none after the heal", async () => {

@@ -34,6 +34,27 @@ beforeEach(() => {
   third = newEdge();
 });
 
+/**
+ * The registry's first answer that says `edge` is suspended (to a stream's or a viewer shard's liveness question)
+ * is computed at once but held on its way back until `deliver()`: news older than whatever reaches the asker meanwhile.
+ */
+function suspendedAnswerHeld(edge: Edge): { answered: Promise<void>; deliver: () => void } {
+  const answered = gate();
+  const deliver = gate();
+  let held = false;
+  const real = ServerRegistry.prototype.liveness;
+  vi.spyOn(ServerRegistry.prototype, "liveness").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["liveness"]>) {
+    const answer = await real.apply(this, args);
+    if (!held && answer.some((a) => a.serverId === edge.server && a.status === "suspended")) {
+      held = true;
+      answered.open();
+      await deliver.wait;
+    }
+    return answer;
+  });
+  return { answered: answered.wait, deliver: deliver.open };
+}
+
 describe("a typo in SESSION_GRACE_S does not keep registry shards from starting", () => {
   it("the registry's constructor survives a malformed SESSION_GRACE_S", async () => {
     // README: a malformed SESSION_GRACE_S is logged and the default applies (test/settings.test.ts runs the
@@ -138,27 +159,37 @@ describe("races around heals and suspended holders", () => {
     expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
     at(TIMEOUT_MS + 1000); // edge silent: a second publisher's refusal would rest on a suspended holder
     // The registry's answer to the stream's question (edge: suspended) is slow on its way back.
-    const answered = gate();
-    const deliver = gate();
-    const real = ServerRegistry.prototype.liveness;
-    vi.spyOn(ServerRegistry.prototype, "liveness").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["liveness"]>) {
-      const answer = await real.apply(this, args);
-      if (answer.some((a) => a.serverId === edge.server && a.status === "suspended")) {
-        answered.open();
-        await deliver.wait;
-      }
-      return answer;
-    });
+    const stale = suspendedAnswerHeld(edge);
     const second = hook(publish("live", s, key, { ...other, client: "enc00002" }));
-    await answered.wait;
+    await stale.answered;
     // Meanwhile the edge is heard from again, and the registry's notice of it reaches the stream first.
     await beat(edge);
     await deliverNotices(edge);
-    deliver.open();
+    stale.deliver();
     // The older answer is older news: the edge's publisher holds the stream, the second one is refused.
     expect((await second).body.code).toBe(4004);
     vi.restoreAllMocks();
     expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00001", state: "live" }, conflicts: [] });
+  });
+
+  it("a liveness answer the registry gave before a heal, arriving at the viewer shard after the heal's notice, does not suspend the healed viewer again", async () => {
+    await beat(edge);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    at(TIMEOUT_MS + 1000); // edge silent: a viewer elsewhere asks for the slot its viewer holds
+    // The stream has the edge's shard check its server with the registry; the answer (suspended) is slow on its way back.
+    const stale = suspendedAnswerHeld(edge);
+    const second = hook(play("live", s, { ...other, client: "view0002" }));
+    await stale.answered;
+    // Meanwhile the edge is heard from again, and the registry's notice of it reaches its shard first.
+    await beat(edge);
+    await deliverNotices(edge);
+    stale.deliver();
+    // The older answer is older news: the edge's viewer holds the only slot, the second viewer is refused.
+    expect((await second).body.code).toBe(4005);
+    vi.restoreAllMocks();
+    expect(await streamState(s)).toMatchObject({ viewers: 1, suspendedViewers: 0 });
   });
 
   it("a cap of 3 with 3 suspended viewers admits exactly 3 of 20 concurrent viewers, and none after the heal", async () => {

@@ -177,26 +177,32 @@ describe("a candidate's whole SERVER_TIMEOUT_S to heartbeat", () => {
   });
 });
 
+/**
+ * The edge falls silent; a new process of its server (a candidate: no heartbeat yet) publishes and plays on a stream
+ * with a cap of 1, then sends nothing for SERVER_TIMEOUT_S: quiet, its sessions suspended. `other` heartbeats throughout.
+ */
+async function aQuietCandidate() {
+  const other = newEdge();
+  await beat(edge);
+  const s = uniqueStream();
+  const key = await createStream(s, { maxViewers: 1 });
+  at(T + 1000); // the edge is silent; its alarm suspends it
+  await beat(other);
+  await runDurableObjectAlarm(serverStub(edge));
+  const next = { server: edge.server, service: newEdge().service };
+  expect(await hook(publish("live", s, key, { ...next, client: "enc00001" }))).toEqual(ALLOW);
+  expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+  at(2 * T + 2000);
+  await beat(other);
+  await runDurableObjectAlarm(serverStub(edge));
+  await deliverNotices(edge);
+  expect(await streamState(s)).toMatchObject({ live: false, viewers: 0, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
+  return { s, key, next, other };
+}
+
 describe("a quiet candidate that speaks again", () => {
   it("its hook (not a heartbeat) makes what it holds count again, as the admin view shows once the notices ran", async () => {
-    const other = newEdge();
-    await beat(edge);
-    const s = uniqueStream();
-    const key = await createStream(s, { maxViewers: 1 });
-    at(T + 1000); // the edge is silent; its alarm suspends it
-    await beat(other);
-    await runDurableObjectAlarm(serverStub(edge));
-    const next = { server: edge.server, service: newEdge().service };
-    expect(await hook(publish("live", s, key, { ...next, client: "enc00001" }))).toEqual(ALLOW);
-    expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
-
-    // No hook from it for SERVER_TIMEOUT_S, and still no heartbeat: quiet, its sessions suspended.
-    at(2 * T + 2000);
-    await beat(other);
-    await runDurableObjectAlarm(serverStub(edge));
-    await deliverNotices(edge);
-    expect(await streamState(s)).toMatchObject({ live: false, viewers: 0, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
-
+    const { s, next } = await aQuietCandidate();
     // It speaks again: a viewer of another stream on it. Still a candidate, but alive: its sessions count again.
     at(2 * T + 3000);
     const elsewhere = uniqueStream();
@@ -210,24 +216,7 @@ describe("a quiet candidate that speaks again", () => {
 
 describe("a quiet candidate that becomes current while the old process is back", () => {
   it("its heartbeat after the old process returned makes what it holds count again: its publisher live, its viewer counted, the stream not open to a second publisher", async () => {
-    const other = newEdge();
-    await beat(edge);
-    const s = uniqueStream();
-    const key = await createStream(s, { maxViewers: 1 });
-    at(T + 1000); // the edge is silent; its alarm suspends it
-    await beat(other);
-    await runDurableObjectAlarm(serverStub(edge));
-    const next = { server: edge.server, service: newEdge().service };
-    expect(await hook(publish("live", s, key, { ...next, client: "enc00001" }))).toEqual(ALLOW);
-    expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
-
-    // No hook from it for SERVER_TIMEOUT_S, and still no heartbeat: quiet, its sessions suspended.
-    at(2 * T + 2000);
-    await beat(other);
-    await runDurableObjectAlarm(serverStub(edge));
-    await deliverNotices(edge);
-    expect(await streamState(s)).toMatchObject({ live: false, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
-
+    const { s, key, next, other } = await aQuietCandidate();
     // The old process is heard from again (a partition healed), then, before any alarm, the new process's first
     // heartbeat arrives: it is the server's process now, and its sessions count (its server is not silent).
     at(2 * T + 3000);

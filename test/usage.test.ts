@@ -195,6 +195,28 @@ describe("usage of a stream", () => {
     }
     expect((await admin("GET", `/streams/live/${uniqueStream()}/usage`)).status).toBe(404);
   });
+
+  it("the range's edges (README: 'from' before 'to', at most 31 days per hour and 24 hours per minute, a real date): the longest range is answered, an empty one and a day its month lacks are not", async () => {
+    const stream = uniqueStream();
+    await createStream(stream);
+    // Exactly the longest ranges: every bucket of them.
+    expect((await usage(stream, `?from=${iso(-31 * 24 * HOUR)}&to=${iso(0)}`)).buckets).toHaveLength(31 * 24);
+    expect((await usage(stream, `?resolution=minute&from=${iso(-24 * HOUR)}&to=${iso(0)}`)).buckets).toHaveLength(24 * 60);
+    // One step longer, and an empty range.
+    for (const query of [
+      `?from=${iso(-31 * 24 * HOUR - HOUR)}&to=${iso(0)}`,
+      `?resolution=minute&from=${iso(-24 * HOUR - MIN)}&to=${iso(0)}`,
+      `?from=${iso(0)}&to=${iso(0)}`,
+    ]) {
+      const res = await admin("GET", `/streams/live/${stream}/usage${query}`);
+      expect(res.status, query).toBe(400);
+      expect(res.body.error, query).toMatch(/"from" must be before "to"|at most/);
+    }
+    const february30 = await admin("GET", `/streams/live/${stream}/usage?from=2031-02-30T00:00:00Z&to=2031-03-03T00:00:00Z`);
+    expect({ status: february30.status, error: february30.body.error }).toEqual({ status: 400, error: 'query parameter "from" must be an ISO 8601 date-time, e.g. 2026-05-01T00:00:00Z' });
+    // A day February does not have (Date.parse reads it as March 2) is no date; the month's last day is.
+    expect((await usage(stream, "?from=2031-02-28T00:00:00Z&to=2031-03-01T00:00:00Z")).buckets).toHaveLength(24);
+  });
 });
 
 describe("usage per minute (the console's chart)", () => {

@@ -114,6 +114,19 @@ describe("webhook delivery", () => {
     expect(receiver.attempts).toHaveLength(0);
   });
 
+  it("a whsec_ key of 23 bytes is refused (the specification's minimum is 24): nothing is sent with it; one of 24 bytes signs", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const whsec = (bytes: number) => `whsec_${btoa("k".repeat(bytes))}`;
+    const refused = new Receiver(whsec(23)).install();
+    expect(await consume(on({ EVENTS_WEBHOOK_SECRET: whsec(23) }), [started("k23")], 1)).toEqual([30]);
+    expect(refused.attempts).toHaveLength(0);
+    vi.restoreAllMocks();
+    const receiver = new Receiver(whsec(24)).install();
+    expect(await consume(on({ EVENTS_WEBHOOK_SECRET: whsec(24) }), [started("k24")], 1)).toEqual([]);
+    expect(receiver.events).toHaveLength(1);
+    expect(receiver.events[0].signatureValid).toBe(true);
+  });
+
   it("a receiver has 15 s to answer, the least the specification recommends (15 to 30 s)", () => {
     expect(DELIVERY_TIMEOUT_MS).toBe(15_000);
   });

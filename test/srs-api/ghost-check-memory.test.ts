@@ -32,6 +32,25 @@ describe("a refusal's ghost check between refusals", () => {
     expect(asked(fake, "view0001")).toBe(2);
   });
 
+  it("who answers at an edge's address, asked to believe a bare 'not found', is kept 5 s: ghosts cleared by refusals within 5 s cost one identity call", async () => {
+    const { edge, fake } = await edgeWithApi(["view0001", "view0002", "view0003", "view0004"]);
+    const versions = () => fake.calls.filter((c) => c.path === "/api/v1/versions").length;
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    // Each viewer leaves in turn, its on_stop lost: the next viewer's refusal finds the ghost and is admitted.
+    for (const [t, gone, next] of [[1_000, "view0001", "view0002"], [4_000, "view0002", "view0003"]] as const) {
+      at(t);
+      fake.clients.delete(gone);
+      expect(await hook(play("live", s, { ...edge, client: next }))).toEqual(ALLOW);
+    }
+    expect(versions()).toBe(1);
+    at(7_000);
+    fake.clients.delete("view0003");
+    expect(await hook(play("live", s, { ...edge, client: "view0004" }))).toEqual(ALLOW);
+    expect(versions()).toBe(2);
+  });
+
   it("an edge whose API failed is left alone 5 s (its sessions stand, the refusals are as without the API), then asked again and its ghost cleared", async () => {
     const { edge, fake } = await edgeWithApi(["view0001"]);
     const s = uniqueStream();

@@ -72,6 +72,34 @@ describe("dead letters, adversarial", () => {
     expect((await admin("GET", "/events/dead-letters")).body.count).toBe(0);
   });
 
+  it("a second replay while the first is still sending its 500 sends the next ones (not nothing): two replays at once clear 600", async () => {
+    const events = Array.from({ length: 600 }, (_, i) => ended(`n${i}`));
+    for (let i = 0; i < events.length; i += 100) await deadLettered(events.slice(i, i + 100));
+    let open!: () => void;
+    const hold = new Promise<void>((resolve) => (open = resolve));
+    let entered!: () => void;
+    const sending = new Promise<void>((resolve) => (entered = resolve));
+    const held: string[] = [];
+    const slow = {
+      sendBatch: async (messages: Iterable<MessageSendRequest<{ id: string }>>) => {
+        entered();
+        await hold;
+        for (const m of messages) held.push(m.body.id);
+      },
+    } as unknown as Queue;
+    const first = adminWith({ ...RECEIVER, EVENTS: slow }, "POST", "/events/dead-letters/replay");
+    await sending;
+    const other = recordingQueue();
+    const second = await adminWith({ ...RECEIVER, EVENTS: other.queue }, "POST", "/events/dead-letters/replay");
+    expect(second.status).toBe(200);
+    expect(second.body.replayed).toBe(100);
+    open();
+    expect((await first).body).toMatchObject({ replayed: 500, remaining: 0 });
+    const all = [...held, ...other.sent.map((e) => e.id)];
+    expect(new Set(all).size).toBe(600);
+    expect(all.length).toBe(600);
+  });
+
   it("a DELETE that names one event (?id=…) is refused, not taken for 'drop every dead letter'", async () => {
     const events = [ended("k1"), ended("k2")];
     await deadLettered(events);

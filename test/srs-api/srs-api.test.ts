@@ -63,6 +63,9 @@ describe("ghosts of lost stop hooks are cleared at the next refusal that rests o
     fake.clients.add("enc00002");
     expect(await hook(publish("live", s, key, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
     expect((await streamState(s)).publisher).toMatchObject({ clientId: "enc00002", state: "live" });
+    // The decision log says why the old session ended (an operator reading it sees no unexplained end).
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;
+    expect(events.filter((e: any) => e.action === "ghost").map((e: any) => [e.client, e.reason])).toEqual([["enc00001", "ended: its SRS server's API no longer has this client (a lost stop event)"]]);
   });
 
   it("a server answering for another process (it restarted) no longer has the old process's clients", async () => {

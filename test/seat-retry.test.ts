@@ -6,8 +6,8 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ALLOW, LIMIT, livePerSub, playWith, seatsOf, tokenOf, screensOnTheFakeClock, a, b } from "./identity";
-import { admin, createStream, hook, uniqueStream } from "./srs";
-import { at, shardStub, until } from "./fleet";
+import { admin, createStream, hook, stopPlay, uniqueStream } from "./srs";
+import { at, holdMatching, shardStub, until } from "./fleet";
 
 screensOnTheFakeClock();
 
@@ -59,5 +59,24 @@ describe("a seat retry made moot by a later policy message", () => {
     const stored = async () =>
       runInDurableObject(shardStub(a), (_shard, state) => state.storage.sql.exec<{ key: string }>("SELECT key FROM meta WHERE key LIKE 'seat_retry%'").toArray().length);
     await until(async () => (await stored()) === 0);
+  });
+});
+
+describe("a limit set while a viewer watches: the session ends while its seat is being taken", () => {
+  it("the seat taken for it afterwards goes back: the viewer's next screen plays (the seat stayed, and the viewer was refused on a screen it no longer had)", async () => {
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    const token = await tokenOf(s, "alice");
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    const take = holdMatching(ViewerSeats.prototype, "take", (_self, args) => args[0].limit === Number.MAX_SAFE_INTEGER);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    await until(() => take.reached);
+    // The TV stops while the seat for it is on its way (it had no seat to give back then).
+    expect(await hook(stopPlay("live", s, { ...a, client: "tv000001" }))).toEqual(ALLOW);
+    take.released = true;
+    await until(() => take.done);
+    await until(async () => (await seatsOf(s, "alice")).length === 0);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
   });
 });

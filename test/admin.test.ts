@@ -1,5 +1,6 @@
 import { env, exports } from "cloudflare:workers";
-import { evictDurableObject } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { serverRegistry } from "../src/object-access";
 import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/auth/secrets";
 import { admin, adminWith, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
@@ -207,5 +208,20 @@ describe("admin API: invalid input", () => {
     const r = await admin("PUT", `/streams/live/${s}`, JSON.stringify({ maxViewers: 1, pad: "x".repeat(70 * 1024) }));
     expect(r.status).toBe(413);
     expect((await admin("GET", `/streams/live/${s}`)).status).toBe(404);
+  });
+});
+
+describe("ending sessions without SRS_API_URL", () => {
+  it("kicks nobody: the answer has no kicking, and the decision log tells no kick of them (not a 'kick failed: no SRS API')", async () => {
+    const edge = newEdge();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 5 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toMatchObject({ status: 200 });
+    const ended = await admin("DELETE", `/streams/live/${s}/sessions`);
+    expect(ended.status).toBe(200);
+    expect(ended.body.kicking).toBeUndefined();
+    await runDurableObjectAlarm(serverRegistry(env, edge.server));
+    const events = (await admin("GET", `/streams/live/${s}/events`)).body.events;
+    expect(events.filter((e: any) => /kick/.test(e.action))).toEqual([]);
   });
 });

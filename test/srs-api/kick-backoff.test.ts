@@ -6,8 +6,9 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { installFakeSrs, operatorKick } from "../fake-srs";
-import { at, serverStub, useFakeClock } from "../fleet";
+import { ALLOW, deviceOf, installFakeSrs, kickedOn, operatorKick } from "../fake-srs";
+import { heartbeat, hook } from "../srs";
+import { at, serverListed, serverStub, useFakeClock } from "../fleet";
 
 installFakeSrs();
 useFakeClock();
@@ -26,5 +27,21 @@ describe("a kick whose edge cannot be reached", () => {
       if (fake.calls.length > before) tries.push(t);
     }
     expect(tries).toEqual([1_000, 3_000, 7_000, 15_000, 31_000, 61_000, 91_000, 121_000]);
+  });
+
+  it("is tried at once when its silent server is heard from again, not at the end of its backoff", async () => {
+    const { edge, fake } = await operatorKick((f) => void (f.reachable = false));
+    for (let t = 0; t <= 45_000; t += 500) {
+      at(t);
+      await runDurableObjectAlarm(serverStub(edge));
+    }
+    // Tried at 31 s, next at 61 s; the edge went silent meanwhile (no heartbeat since 0).
+    expect((await serverListed(edge)).alive).toBe(false);
+    expect(kickedOn(fake, "view0001")).toBe(false);
+    fake.reachable = true;
+    at(45_500);
+    expect(await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).toEqual(ALLOW);
+    await runDurableObjectAlarm(serverStub(edge));
+    expect(kickedOn(fake, "view0001")).toBe(true);
   });
 });

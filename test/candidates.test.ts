@@ -82,26 +82,48 @@ describe("a late or forged hook followed by a heartbeat hiccup", () => {
   });
 });
 
+/**
+ * The edge falls silent; a new process of its server (a candidate: no heartbeat yet) publishes and plays on a stream
+ * with a cap of 1. `other` heartbeats throughout.
+ */
+async function aCandidateOnASilentEdge() {
+  const other = newEdge();
+  await beat(edge);
+  const s = uniqueStream();
+  const key = await createStream(s, { maxViewers: 1 });
+  at(T + 1000); // the edge is silent; its alarm suspends it
+  await beat(other);
+  await runDurableObjectAlarm(serverStub(edge));
+  const next = { server: edge.server, service: newEdge().service };
+  expect(await hook(publish("live", s, key, { ...next, client: "enc00001" })), "the restarted process's encoder").toEqual(ALLOW);
+  expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+  return { s, key, next, other };
+}
+
+/** The candidate sends nothing for SERVER_TIMEOUT_S (it crashed before its first heartbeat): quiet, its sessions suspended. */
+async function fallsQuiet({ s, other }: { s: string; other: Edge }) {
+  at(2 * T + 2000);
+  await beat(other);
+  await runDurableObjectAlarm(serverStub(edge));
+  await deliverNotices(edge);
+  expect(await streamState(s)).toMatchObject({ live: false, viewers: 0, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
+}
+
+/** Both: a candidate of the silent edge that fell quiet. */
+async function aQuietCandidate() {
+  const candidate = await aCandidateOnASilentEdge();
+  await fallsQuiet(candidate);
+  return candidate;
+}
+
 describe("a candidate of a silent server that never heartbeats (a restart that crashed at once)", () => {
   it("stops counting and blocking SERVER_TIMEOUT_S after its last hook, and counts again when it speaks", async () => {
-    const other = newEdge();
-    await beat(edge);
-    const s = uniqueStream();
-    const key = await createStream(s, { maxViewers: 1 });
-    at(T + 1000); // the edge is silent; its alarm suspends it
-    await beat(other);
-    await runDurableObjectAlarm(serverStub(edge));
-    const next = { server: edge.server, service: newEdge().service };
-    expect(await hook(publish("live", s, key, { ...next, client: "enc00001" })), "the restarted process's encoder").toEqual(ALLOW);
-    expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
+    const candidate = await aCandidateOnASilentEdge();
+    const { s, key, next, other } = candidate;
     expect((await hook(publish("live", s, key, { ...other, client: "enc00002" }))).body.code, "while the candidate speaks").toBe(4004);
 
     // It crashes before its first heartbeat: nothing more comes from the edge.
-    at(2 * T + 2000);
-    await beat(other);
-    await runDurableObjectAlarm(serverStub(edge));
-    await deliverNotices(edge);
-    expect(await streamState(s)).toMatchObject({ live: false, viewers: 0, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
+    await fallsQuiet(candidate);
     expect(await hook(publish("live", s, key, { ...other, client: "enc00002" })), "a publisher elsewhere").toEqual(ALLOW);
     expect(await hook(play("live", s, { ...other, client: "view0002" })), "a viewer elsewhere").toEqual(ALLOW);
     expect(await serverListed(edge)).toMatchObject({ serviceId: edge.service, candidateServiceIds: [next.service] });
@@ -176,29 +198,6 @@ describe("a candidate's whole SERVER_TIMEOUT_S to heartbeat", () => {
     expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00001", serverId: next.server, state: "live" } });
   });
 });
-
-/**
- * The edge falls silent; a new process of its server (a candidate: no heartbeat yet) publishes and plays on a stream
- * with a cap of 1, then sends nothing for SERVER_TIMEOUT_S: quiet, its sessions suspended. `other` heartbeats throughout.
- */
-async function aQuietCandidate() {
-  const other = newEdge();
-  await beat(edge);
-  const s = uniqueStream();
-  const key = await createStream(s, { maxViewers: 1 });
-  at(T + 1000); // the edge is silent; its alarm suspends it
-  await beat(other);
-  await runDurableObjectAlarm(serverStub(edge));
-  const next = { server: edge.server, service: newEdge().service };
-  expect(await hook(publish("live", s, key, { ...next, client: "enc00001" }))).toEqual(ALLOW);
-  expect(await hook(play("live", s, { ...next, client: "view0001" }))).toEqual(ALLOW);
-  at(2 * T + 2000);
-  await beat(other);
-  await runDurableObjectAlarm(serverStub(edge));
-  await deliverNotices(edge);
-  expect(await streamState(s)).toMatchObject({ live: false, viewers: 0, suspendedViewers: 1, publisher: { clientId: "enc00001", state: "suspended" } });
-  return { s, key, next, other };
-}
 
 describe("a quiet candidate that speaks again", () => {
   it("its hook (not a heartbeat) makes what it holds count again, as the admin view shows once the notices ran", async () => {

@@ -2,12 +2,12 @@
  * Review of issue 10 (liveness and epochs): sequences under which a rule broke.
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ViewerShard } from "../src/viewers/shard";
 import { StreamObject } from "../src/stream/object";
 import { ViewerSeats } from "../src/viewers/seats";
-import { admin, createStream, hook, play, publish, stopPlay, streamHook, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, holdMatching, restarted, serverListed, serverStub, streamStub, until, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
+import { admin, close, createStream, hook, play, publish, stopPlay, streamHook, streamState, uniqueStream } from "./srs";
+import { at, beat, deliverNotices, holdMatching, overloaded, restarted, serverListed, serverStub, streamStub, until, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
 const ALLOW = { status: 200, body: { code: 0 } };
 
@@ -102,6 +102,45 @@ describe("SESSION_GRACE_S ends the same sessions at the stream and in the server
       expect(ended.body.ended).toHaveLength(1);
       expect((await streamState(s)).publisher).toBeNull();
     }
+  });
+});
+
+describe("SESSION_GRACE_S's end notice, delivered late, and the returned process's next encoder", () => {
+  it("an encoder indexed after the grace's cutoff, still being admitted when the end notice lands, keeps its index entry: its on_close ends it", async () => {
+    expect(await beat(edge)).toEqual(ALLOW);
+    const s = uniqueStream();
+    const key = await createStream(s);
+    expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+    // The stream cannot be told anything for a while (overloaded): the grace's end notice waits in the outbox.
+    const told = { failing: true };
+    const real = StreamObject.prototype.applyStatus;
+    const failing = async function (this: StreamObject, ...args: Parameters<StreamObject["applyStatus"]>) {
+      if (told.failing) throw overloaded();
+      return real.apply(this, args);
+    };
+    vi.spyOn(StreamObject.prototype, "applyStatus").mockImplementation(failing as unknown as StreamObject["applyStatus"]);
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    at(TIMEOUT_MS + 1000);
+    await runDurableObjectAlarm(serverStub(edge));
+    at(GRACE_MS + 60_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    // The same process is heard from again, and its next encoder publishes the stream: indexed now, after the cutoff,
+    // while the stream's decision is still on its way.
+    at(GRACE_MS + 120_000);
+    expect(await beat(edge)).toEqual(ALLOW);
+    const slow = holdMatching(StreamObject.prototype, "publish", (_self, args) => args[0]?.clientId === "enc00002");
+    const publishing = hook(publish("live", s, key, { ...edge, client: "enc00002" }));
+    await until(() => slow.reached);
+    // The end notice lands: the grace ends the first encoder; the index entries it covers go, not the newer one.
+    told.failing = false;
+    await deliverNotices(edge);
+    slow.released = true;
+    expect(await publishing).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "enc00002" } });
+    expect((await serverListed(edge)).sessions).toBe(1);
+    // SRS closes the encoder's connection with no on_unpublish (a publish it refused after we allowed it): on_close finds it.
+    expect(await hook(close({ ...edge, client: "enc00002" }))).toEqual(ALLOW);
+    expect((await streamState(s)).publisher).toBeNull();
   });
 });
 

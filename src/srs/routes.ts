@@ -14,6 +14,7 @@ import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfIn
 import { allow, deny, noForward } from "./reply";
 import type { Place } from "../viewers/lease";
 import { queueKicks, type Kick } from "./kicks";
+import { Recent } from "../platform/recent";
 
 /** POST /hooks/srs/:secret — every on_* callback of every SRS server. */
 export async function handleHook(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
@@ -54,10 +55,10 @@ export async function handleHook(request: IRequest, env: Env, ctx: ExecutionCont
   }
 }
 
-/** Per isolate: when each process was last told to the registry by a hook that gates nothing. */
-const toldAt = new Map<string, number>();
 /** At most one registry call per process and isolate this often (on_hls comes with every segment). */
 const TELL_EVERY_MS = 5_000;
+/** Per isolate: the processes told to the registry by a hook that gates nothing within TELL_EVERY_MS. */
+const told = new Recent<string>(TELL_EVERY_MS);
 /** A passive hook waits this long for the registry to hear it (it is allowed however that ends). */
 const HEARD_WAIT_MS = 2_000;
 
@@ -73,13 +74,11 @@ const HEARD_WAIT_MS = 2_000;
 async function heardFrom({ action, sender }: { action: string; sender: SenderProcess }, env: Env): Promise<void> {
   if (!sender) return;
   const key = `${sender.serverId}\n${sender.serviceId}`;
-  const now = Date.now();
-  if (now - (toldAt.get(key) ?? -Infinity) < TELL_EVERY_MS) return;
-  if (toldAt.size >= 10_000) toldAt.clear();
-  toldAt.set(key, now);
+  if (told.has(key)) return;
+  told.mark(key);
   const fields = { action, server: sender.serverId };
   await callObject("registry", () => serverRegistry(env, sender.serverId), (r) => r.heard(sender.serverId, sender.serviceId), "not told", fields, HEARD_WAIT_MS).catch((err) => {
-    toldAt.delete(key);
+    told.delete(key);
     console.error(JSON.stringify({ error: "registry not told of a hook (allowed all the same)", ...fields, detail: String(err) }));
   });
 }

@@ -312,8 +312,7 @@ export class ViewerSeats extends DurableObject<Env> {
           of.forEach((s, i) => {
             if (states[i] === "suspended") suspended.add(keyOf(s));
             if (states[i] === "gone") {
-              this.sql.exec("DELETE FROM seats WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND grant_id = ?",
-                streamKey, sub, s.server_id, s.service_id, s.client_id, s.grant_id);
+              this.drop(streamKey, sub, sessionOf(s), s.grant_id);
             }
           });
         } catch (err) {

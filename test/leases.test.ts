@@ -155,6 +155,32 @@ describe("a crowd at the cap costs the stream's object few calls", () => {
   });
 });
 
+describe("an edge keeps its unused slots while its viewers keep coming", () => {
+  it("slots go back 30 s (LEASE_IDLE_MS) after the edge's last admission, not before", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1000 });
+    const e = newEdge();
+    expect(await hook(play("live", s, { ...e, client: "idle0001" }))).toEqual(ALLOW);
+    const leased = (await streamState(s)).leasedUnused;
+    expect(leased).toBeGreaterThan(0);
+    // Another viewer 20 s later: the edge's clock of idleness starts again.
+    at(20_000);
+    expect(await hook(play("live", s, { ...e, client: "idle0002" }))).toEqual(ALLOW);
+    // 29 s after the first admission, and 49 s (29 s after the second): the slots stay with the edge.
+    for (const t of [29_000, 49_000]) {
+      at(t);
+      await runDurableObjectAlarm(shardStub(e));
+      expect((await streamState(s)).leasedUnused, `unused slots of the edge at ${t / 1000} s`).toBe(leased - 1);
+    }
+    // 30 s after the last admission they go back to the stream.
+    at(50_000);
+    await runDurableObjectAlarm(shardStub(e));
+    expect(await streamState(s)).toMatchObject({ viewers: 2, leasedUnused: 0 });
+  });
+});
+
 describe("lost answers and retries never grant a slot twice", () => {
   it("a lease message applied but whose answer was lost, retried, grants once", async () => {
     const s = uniqueStream();

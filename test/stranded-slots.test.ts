@@ -185,6 +185,25 @@ describe("probes: restarts and the alarm", () => {
   }, 120_000);
 });
 
+describe("the stream's rounds while a shard waits in vain", () => {
+  it("1 s after the refusal, then at gaps doubling up to 8 s (README): a full stream that nobody leaves costs each shard holding viewers a recall every 8 s, not every second", async () => {
+    const { s, a } = await oneSlotTaken();
+    const rounds: number[] = [];
+    const realRecall = ViewerShard.prototype.recall;
+    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+      if ((this as any).serverId === a.server) rounds.push(Date.now() - T0);
+      return realRecall.apply(this, args);
+    });
+    for (let t = 250; t <= 40_000; t += 250) {
+      at(t);
+      await fireDue(streamStub(s));
+    }
+    expect(rounds[0], `rounds at ${rounds}`).toBeLessThanOrEqual(1_500);
+    const gaps = rounds.slice(1).map((x, i) => Math.round((x - rounds[i]) / 1000));
+    expect(gaps, `rounds at ${rounds}`).toEqual([2, 4, 8, 8, 8, 8]);
+  });
+});
+
 describe("stranded slots: a grant taken back in flight", () => {
   it("a recall that reaches a shard while the answer granting it slots is on its way: the answer is void, the shard holds 30 s without being on the waiting list, while the stream has a free slot", async () => {
     const s = await streamAtZero({ maxViewers: 4 });

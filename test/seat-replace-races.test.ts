@@ -88,6 +88,26 @@ describe("replace: the newer screen's on_play repeated while the seat object is 
   });
 });
 
+describe("replace: the old screen's own seat asked for while the seat object is about to end it", () => {
+  it("holds: a take for the TV's session while its seat is marked leaving for the phone (before its end is under way) is refused, and no second grant of it outlives the TV's end", async () => {
+    const { s, token } = await aliceReplacingOn(a);
+    // The phone's take has marked the TV leaving and asks edge b's shard whether the phone's on_play is still wanted.
+    const held = holdMatching(ViewerShard.prototype, "hookLive", (self) => self.serverId === b.server);
+    const phone = hook(playWith(s, b, "phone001", token));
+    await until(() => held.reached);
+    // A shard asks for the TV's seat meanwhile (its on_play again, once the shard no longer holds it live).
+    const tv = { serverId: a.server, serviceId: a.service, clientId: "tv000001" };
+    const answer = await viewerSeats(env, keyOf(s), "alice").take({ streamKey: keyOf(s), sub: "alice", session: tv, limit: 1, mode: "replace" });
+    expect(answer.ok).toBe(false);
+    expect(answer.ok ? "" : answer.denial.reason).toMatch(/ended for a newer one/);
+    held.released = true;
+    expect(await phone).toEqual(ALLOW);
+    await settle();
+    expect(await livePerSub(s)).toEqual({ alice: 1 });
+    expect(await seatsOf(s, "alice")).toEqual(["phone001"]);
+  });
+});
+
 describe("replace: the newer screen's first on_play undone while the seat object asks whether it is still wanted", () => {
   // README, Platform errors: an attempt the Worker undid "takes no seat, kicks nobody and ends no other session";
   // "with replace the new session is admitted and the viewer's oldest session ends".

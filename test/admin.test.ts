@@ -3,10 +3,9 @@ import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { serverRegistry } from "../src/object-access";
 import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/auth/secrets";
-import { admin, adminWith, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, adminWith, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 
 const EDGE_A = newEdge();
-const ALLOW = { status: 200, body: { code: 0 } };
 
 describe("admin API: authentication", () => {
   it("answers 401 without the bearer token or with a wrong one", async () => {

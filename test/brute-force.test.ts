@@ -5,9 +5,8 @@
  * so anyone can claim anyone's ip, and carrier NATs share one.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, type Edge, hook, hookWith, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, type Edge, hook, hookWith, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const RATE_LIMITED = { status: 403, body: { code: 4029, reason: "rate limited" } };
 const ATTACKER = "203.0.113.66";
 const OWNER = "198.51.100.20";

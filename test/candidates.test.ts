@@ -7,10 +7,9 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { serverTimeoutMs } from "../src/config";
-import { createStream, type Edge, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, createStream, type Edge, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, serverListed, serverStub, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 /** SERVER_TIMEOUT_S as the objects read it (a local .dev.vars can change it: see the report). */
 const T = serverTimeoutMs(env);

@@ -6,9 +6,8 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
-import { admin, adminWith, createStream, hook, newEdge, publish, uniqueStream } from "./srs";
+import { ALLOW, admin, adminWith, createStream, hook, newEdge, publish, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 afterEach(() => {
   vi.restoreAllMocks();

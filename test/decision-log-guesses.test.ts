@@ -3,10 +3,9 @@
  * rotating spoofed ips, however patient, never pushes real decisions out.
  */
 import { beforeEach, describe, expect, it } from "vitest";
-import { admin, createStream, type Edge, hook, newEdge, publish, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, type Edge, hook, newEdge, publish, uniqueStream } from "./srs";
 import { at, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 let edge: Edge;
 useFakeClock();

@@ -8,11 +8,11 @@
  * across origins) and honours the request's AbortSignal.
  */
 import { afterEach, beforeEach, expect, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, newEdge, play, publish, uniqueStream, type Edge } from "./srs";
+import { ALLOW, admin, createStream, heartbeat, hook, newEdge, play, publish, uniqueStream, type Edge } from "./srs";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { at, serverListed, serverStub } from "./fleet";
 
-export const ALLOW = { status: 200, body: { code: 0 } };
+export { ALLOW } from "./srs";
 export const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
 
 export interface Call {

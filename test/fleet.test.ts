@@ -6,6 +6,7 @@ import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import {
+  ALLOW,
   admin,
   close,
   createStream,
@@ -21,7 +22,6 @@ import {
 } from "./srs";
 import { at, beat, deliverNotices, playRequest, restarted, serverListed, serverStub, shardStub, streamStub, T0, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 // In the future: alarms the objects set at fake times never fire by themselves, only when a test runs them.
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 

@@ -12,10 +12,9 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { callObject, ObjectCallFailed } from "../src/platform/retry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, createStream, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 import { events, holdFirst, withDeadline } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 afterEach(() => {
   vi.useRealTimers();

@@ -3,6 +3,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import worker from "../src/index";
 import {
+  ALLOW,
   admin,
   captured,
   close,
@@ -27,7 +28,6 @@ beforeEach(() => {
   EDGE_A = newEdge();
   EDGE_B = newEdge();
 });
-const ALLOW = { status: 200, body: { code: 0 } };
 
 describe("hook endpoint: authentication", () => {
   it("answers 404 to a wrong secret and records nothing", async () => {

@@ -4,10 +4,9 @@
  */
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
-import { admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, type Edge, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 import { at, beat, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 /** How far the registry's clock is behind the Worker's. */
 const SKEW_MS = 50;
 

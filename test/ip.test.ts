@@ -5,9 +5,8 @@
  * most 64 characters; not a string: "".
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, heartbeat, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 afterEach(() => {
   vi.restoreAllMocks();

@@ -15,12 +15,11 @@ import { StreamObject } from "../src/stream/object";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { GhostCheck } from "../src/srs/ghosts";
-import { close, createStream, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish, type Edge } from "./srs";
+import { ALLOW, close, createStream, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish, type Edge } from "./srs";
 import { beat, CAP, events, heldOnTheWay, holdFirst, restarted, serverListed, shardStub, streamStub, withDeadline } from "./fleet";
 import { FakeSrs, kickedOn } from "./fake-srs";
 import { limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 afterEach(() => {
   vi.useRealTimers();

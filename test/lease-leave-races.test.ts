@@ -6,9 +6,8 @@ import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub, gate, viewer, viewerStop } from "./fleet";
-import { admin, createStream, newEdge, streamState, uniqueStream, type Edge } from "./srs";
+import { ALLOW, admin, createStream, newEdge, streamState, uniqueStream, type Edge } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 afterEach(() => {
   vi.restoreAllMocks();

@@ -12,9 +12,8 @@ import { StreamObject } from "../src/stream/object";
 import { ServerRegistry } from "../src/server/registry";
 import { ViewerShard } from "../src/viewers/shard";
 import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, gate, viewer } from "./fleet";
-import { admin, close, createStream, hook, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, close, createStream, hook, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const key = (s: string) => `__defaultVhost__/live/${s}`;
 
 afterEach(() => {

@@ -11,9 +11,8 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { at, shardStub } from "./fleet";
-import { admin, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const edges = Array.from({ length: 5 }, () => newEdge());
 
 afterEach(() => {

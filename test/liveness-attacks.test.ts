@@ -6,6 +6,7 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import {
+  ALLOW,
   admin,
   close,
   createStream,
@@ -19,7 +20,6 @@ import {
 } from "./srs";
 import { at, beat, deliverNotices, serverListed, serverStub, shardStub, streamStub, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
 const GRACE_MS = 86_400_000;
 const RETENTION_MS = 7 * 86_400_000;

@@ -8,6 +8,7 @@ import { beforeEach, describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
 import type { StreamObject } from "../src/stream/object";
 import {
+  ALLOW,
   admin,
   createStream,
   type Edge,
@@ -21,7 +22,6 @@ import {
 } from "./srs";
 import { at, beat, deliverNotices, gate, serverListed, serverStub, shardStub, streamStub, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
 
 let edge: Edge;

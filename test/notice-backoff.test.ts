@@ -11,10 +11,9 @@ import { afterEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { ServerRegistry, type ProcessStatus } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { createStream, type Edge, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
+import { ALLOW, createStream, type Edge, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
 import { beat, deliverNotices, futureClock, heldOnTheWay, overloaded, restarted, retryable, serverListed, serverStub, T0, withDeadline, publishingEdge, viewingEdge } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const DAY = 86_400_000;
 
 afterEach(() => {

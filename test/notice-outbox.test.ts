@@ -12,10 +12,9 @@ import { HOOK_DEADLINE_MS } from "../src/platform/retry";
 import { ServerRegistry, type NoticeAnswer, type ProcessStatus } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { close, createStream, type Edge, heartbeat, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
+import { ALLOW, close, createStream, type Edge, heartbeat, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
 import { beat, deliverNotices, events, futureClock, until, heldOnTheWay, holdFirst, holdMatching, overloaded, restarted, serverListed, serverStub, T0, withDeadline, withNoticeTimeout, publishingEdge, viewingEdge } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const keyOf = (s: string) => `__defaultVhost__/live/${s}`;
 /** The stream key a StreamObject holds (inside a mock of one of its methods). */
 const streamKeyOf = (o: unknown) => (o as { settings: { key: string | null } | null }).settings?.key ?? "";

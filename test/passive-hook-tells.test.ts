@@ -6,10 +6,9 @@
  */
 import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../src/server/registry";
-import { hook, newEdge, streamHook, type Edge } from "./srs";
+import { ALLOW, hook, newEdge, streamHook, type Edge } from "./srs";
 import { at, beat, overloaded, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const segment = (edge: Edge, n: number) => hook({ ...streamHook("on_publish", "live", "cam1", { ...edge, client: "hls00001" }), action: "on_hls", duration: 2, seq_no: n });
 
 useFakeClock();

@@ -16,6 +16,7 @@ import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import {
+  ALLOW,
   close,
   createStream,
   type Edge,
@@ -32,7 +33,6 @@ import {
 } from "./srs";
 import { beat, overloaded, retryable, serverListed, futureClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const plain = () => new Error("something broke in the object");
 
 

@@ -8,11 +8,10 @@ import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { serverTimeoutMs } from "../src/config";
-import { admin, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, hook, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, HOUR, iso, recallsFailOn, usage, restarted, serverStub, shardStub, useFakeClock } from "./fleet";
 import { playWith, tokenOf } from "./identity";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const T = serverTimeoutMs(env);
 
 useFakeClock();

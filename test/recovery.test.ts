@@ -9,6 +9,7 @@ import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import {
+  ALLOW,
   admin,
   close,
   createStream,
@@ -22,7 +23,6 @@ import {
 } from "./srs";
 import { at, beat, restarted, serverListed, serverStub, streamStub, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const TIMEOUT_MS = 30_000;
 
 twoEdgesOnTheFakeClock();

@@ -6,10 +6,9 @@ import { describe, expect, it, vi } from "vitest";
 import { ViewerShard } from "../src/viewers/shard";
 import { StreamObject } from "../src/stream/object";
 import { ViewerSeats } from "../src/viewers/seats";
-import { admin, close, createStream, hook, play, publish, stopPlay, streamHook, streamState, uniqueStream } from "./srs";
+import { ALLOW, admin, close, createStream, hook, play, publish, stopPlay, streamHook, streamState, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, holdMatching, overloaded, restarted, serverListed, serverStub, streamStub, until, edge, other, twoEdgesOnTheFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 twoEdgesOnTheFakeClock();
 

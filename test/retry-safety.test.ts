@@ -12,6 +12,7 @@ import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import {
+  ALLOW,
   createStream,
   type Edge,
   hook,
@@ -25,7 +26,6 @@ import {
 } from "./srs";
 import { beat, events, holdMatching, viewingEdge, overloaded, retryable, serverListed, futureClock, withDeadline } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 

@@ -6,11 +6,10 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { StreamObject } from "../src/stream/object";
-import { admin, createStream, type Edge, hook, newEdge, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, type Edge, hook, newEdge, uniqueStream } from "./srs";
 import { holdMatching, streamStub, until, useFakeClock } from "./fleet";
 import { playWith, tokenOf } from "./identity";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 useFakeClock();
 

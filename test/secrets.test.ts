@@ -8,9 +8,8 @@ import { describe, expect, it } from "vitest";
 import { signPlayToken } from "../src/auth/token";
 import type { Env } from "../src/env";
 import worker from "../src/index";
-import { ADMIN_TOKEN, admin, createStream, HOOK_SECRET, heartbeat, newEdge, play, publish, uniqueStream } from "./srs";
+import { ALLOW, ADMIN_TOKEN, admin, createStream, HOOK_SECRET, heartbeat, newEdge, play, publish, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const SHORT = "x".repeat(31);
 const EXACTLY_32 = "y".repeat(32);
 const HINT = "(set a random one, e.g. openssl rand -hex 24)";

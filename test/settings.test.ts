@@ -7,9 +7,8 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ServerRegistry } from "../src/server/registry";
 import { at, beat, deliverNotices, serverStub, useFakeClock } from "./fleet";
-import { createStream, type Edge, heartbeat, hook, hookWith, newEdge, publish, streamState, stopPlay, uniqueStream } from "./srs";
+import { ALLOW, createStream, type Edge, heartbeat, hook, hookWith, newEdge, publish, streamState, stopPlay, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 
 describe("a malformed AUTH_FAILURES_PER_MINUTE", () => {
   const bad = { AUTH_FAILURES_PER_MINUTE: "ten" };

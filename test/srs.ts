@@ -102,6 +102,9 @@ export interface Reply {
   body: any;
 }
 
+/** What SRS receives when a hook is allowed. */
+export const ALLOW = { status: 200, body: { code: 0 } };
+
 async function reply(res: Response): Promise<Reply> {
   const text = await res.text();
   let body: any = text;

@@ -5,10 +5,9 @@
 import { describe, expect, it, vi } from "vitest";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { ViewerShard } from "../src/viewers/shard";
-import { createStream, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
+import { ALLOW, createStream, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, iso, restarted, shardStub, streamStub, usage, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 

@@ -10,10 +10,9 @@ import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0, gate, viewer } from "./fleet";
 import { PUSH_RETRY_MS } from "../src/stream/object";
-import { admin, createStream, hook, newEdge, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
+import { ALLOW, admin, createStream, hook, newEdge, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const key = (s: string) => `__defaultVhost__/live/${s}`;
 
 afterEach(() => {

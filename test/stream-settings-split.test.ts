@@ -11,9 +11,8 @@ import { describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/auth/secrets";
 import type { StreamObject } from "../src/stream/object";
 import { Denials } from "../src/stream/rules";
-import { admin, createStream, hook, newEdge, publish, uniqueStream } from "./srs";
+import { ALLOW, admin, createStream, hook, newEdge, publish, uniqueStream } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const stubOf = (s: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${s}`));
 const nameOf = (s: string) => ({ vhost: "__defaultVhost__", app: "live", stream: s });
 async function candidate() {

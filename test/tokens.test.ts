@@ -3,9 +3,8 @@ import { createHmac } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
 import { README_VECTORS, readmeText } from "./token-vectors";
-import { admin, adminWith, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
+import { ALLOW, admin, adminWith, captured, createStream, type Edge, hook, newEdge, play, publish, streamState, uniqueStream, hookWith } from "./srs";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
 const DEFAULT = "__defaultVhost__";
 

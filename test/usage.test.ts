@@ -7,11 +7,10 @@
 import { describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
+import { ALLOW, admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { at, beat, deliverNotices, restarted, iso, MIN, minutePeaks, serverStub, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
 
 useFakeClock();

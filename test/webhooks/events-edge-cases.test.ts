@@ -10,11 +10,10 @@ import fc from "fast-check";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { Env } from "../../src/env";
 import { newEvent } from "../../src/events/event";
-import { admin, adminWith, close, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "../srs";
+import { ALLOW, admin, adminWith, close, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "../srs";
 import { at, beat, deliverNotices, restarted, streamStub, iso, T0, usage, useFakeClock } from "../fleet";
 import { consume, RECEIVER_URL, Receiver, WEBHOOK_SECRET } from "../receiver";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
 useFakeClock();
 

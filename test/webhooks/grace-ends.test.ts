@@ -7,13 +7,12 @@
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { createStream, hook, newEdge, play, publish, uniqueStream } from "../srs";
+import { ALLOW, createStream, hook, newEdge, play, publish, uniqueStream } from "../srs";
 import { at, beat, deliverNotices, events, holdMatching, hourPeaks, restarted, serverStub, shardStub, streamStub, iso, T0, usage, useFakeClock } from "../fleet";
 import { Receiver } from "../receiver";
 import { StreamObject } from "../../src/stream/object";
 import type { ServerRegistry } from "../../src/server/registry";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 useFakeClock();

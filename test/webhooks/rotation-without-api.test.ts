@@ -5,11 +5,10 @@
  * alerting on operator ends must not see one for a publisher nobody disconnected.
  */
 import { beforeEach, describe, expect, it } from "vitest";
-import { admin, createStream, hook, newEdge, publish, uniqueStream, unpublish } from "../srs";
+import { ALLOW, admin, createStream, hook, newEdge, publish, uniqueStream, unpublish } from "../srs";
 import { at, useFakeClock } from "../fleet";
 import { Receiver } from "../receiver";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 useFakeClock();
 
 let receiver: Receiver;

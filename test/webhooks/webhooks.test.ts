@@ -7,12 +7,11 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "../srs";
+import { ALLOW, admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "../srs";
 import { at, beat, deliverNotices, restarted, streamStub, useFakeClock } from "../fleet";
 import { Receiver } from "../receiver";
 import { ViewerShard } from "../../src/viewers/shard";
 
-const ALLOW = { status: 200, body: { code: 0 } };
 useFakeClock();
 
 let receiver: Receiver;

@@ -203,6 +203,27 @@ describe("the stream's rounds while a shard waits in vain", () => {
   });
 });
 
+describe("the word that a slot is free, when more shards wait than slots are free", () => {
+  it("reaches twice as many waiting shards at each round 1 s apart (README): the sixth edge to be refused admits its next viewer within 3 s of a viewer leaving, while the edges told first have no viewer to admit", async () => {
+    const s = await streamAtZero({ maxViewers: 1 });
+    const a = newEdge();
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    const waiting = Array.from({ length: 6 }, () => newEdge());
+    for (const [i, e] of waiting.entries()) {
+      at(10 + i);
+      expect((await viewer(s, e, `w${i}000000`)).body.code).toBe(4005);
+    }
+    at(5_000);
+    await fireDue(streamStub(s));
+    expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
+    const admittedAt = await roundsUntilAdmitted(s, waiting[5], 5_000, 20_000, "w5");
+    expect(admittedAt, "the last edge to be refused was refused for 15 s while the stream had a free slot").not.toBeNull();
+    expect(admittedAt! - 5_000).toBeLessThanOrEqual(3_000);
+    const st = await streamState(s);
+    expect(st.viewers + st.leasedUnused).toBeLessThanOrEqual(1);
+  });
+});
+
 describe("stranded slots: a grant taken back in flight", () => {
   it("a recall that reaches a shard while the answer granting it slots is on its way: the answer is void, the shard holds 30 s without being on the waiting list, while the stream has a free slot", async () => {
     const s = await streamAtZero({ maxViewers: 4 });

@@ -13,6 +13,13 @@ import type { GrantMode, LeaseBook, LeaseRecord } from "./leases";
 
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
 const RECALL_TIMEOUT_MS = 2_000;
+/**
+ * Shards that rounds of recalls reach per second, on average, at the most: each shard reached is a call
+ * from this object and a write here. A stream watched through more servers than this spaces its rounds
+ * out (500 servers: one round every 5 s), so that a full stream whose viewers come and go does not
+ * cost its object a call and a write per server every second, beyond what one object sustains.
+ */
+export const ROUND_SHARDS_PER_S = 100;
 
 /** What the rounds need of the stream object. */
 export interface RoundsHost {
@@ -33,7 +40,7 @@ export class SlotRounds {
   private recalling: Promise<void> | null = null;
   /** When the last round of recalls with a liveness check began. */
   private lastCheck = 0;
-  /** While shards wait for slots: the gap to the next round. */
+  /** While shards wait for slots: the gap to the next round of recalls (roundGap() at the least). */
   private checkGap = RECALL_GAP_MS;
   /** Rounds in a row that found free slots and woke waiting shards, none of which took them yet. */
   private wakeRounds = 0;
@@ -85,7 +92,7 @@ export class SlotRounds {
       // slots are free.
       const unused = this.leases.shards().some((r) => r.serverId !== report.serverId && r.granted > r.live);
       if (unused) record = await this.recallFor(report, record, "none", "unused");
-      if (record.granted <= report.live && Date.now() - this.lastCheck >= RECALL_GAP_MS) {
+      if (record.granted <= report.live && Date.now() - this.lastCheck >= this.roundGap()) {
         this.lastCheck = Date.now();
         record = await this.recallFor(report, record, "ghosts", "holding");
       }
@@ -175,7 +182,16 @@ export class SlotRounds {
   /** A shard refused for want of slots: told when some are free; meanwhile the stream checks for them. */
   private waitForSlots(serverId: string): void {
     this.leases.wait(serverId);
-    this.host.armCheck(this.lastCheck + this.checkGap);
+    this.host.armCheck(this.lastCheck + Math.max(this.checkGap, this.roundGap()));
+  }
+
+  /**
+   * The shortest gap between two rounds of recalls that reach every shard holding slots or viewers:
+   * RECALL_GAP_MS, or longer for a stream watched through more than ROUND_SHARDS_PER_S servers.
+   */
+  private roundGap(): number {
+    const holding = this.leases.shards().filter((r) => r.granted > 0 || r.live > 0 || r.suspended > 0).length;
+    return RECALL_GAP_MS * Math.max(1, Math.ceil(holding / ROUND_SHARDS_PER_S));
   }
 
   /**
@@ -228,27 +244,39 @@ export class SlotRounds {
   }
 
   /**
-   * A round of recalls for the shards that wait (from the alarm): ghosts of
-   * silent servers and slots unused elsewhere come back, and the waiting
-   * shards are told. Rounds follow each other after 1 s, doubling while
-   * shards wait in vain, up to RECALL_GAP_MAX_MS.
+   * A round for the shards that wait (from the alarm). A round of recalls:
+   * ghosts of silent servers and slots unused elsewhere come back, and the
+   * waiting shards are told; these follow each other after 1 s, doubling
+   * while shards wait, up to RECALL_GAP_MAX_MS (and never closer than
+   * roundGap()). Slots free that only some waiting shards were told of: 1 s
+   * later a round of the word alone tells more of them (twice as many), which
+   * calls only the shards it tells.
    */
   async checkWaiting(key: string | null): Promise<void> {
     if (!key || this.leases.waiting().length === 0) {
       this.checkGap = RECALL_GAP_MS;
       return;
     }
-    this.lastCheck = Date.now();
-    // "" is no shard: every shard holding slots or viewers is recalled, each keeping its share.
-    await this.recall(key, "", "liveness", "holding");
-    if (this.leases.waiting().length === 0) {
-      this.checkGap = RECALL_GAP_MS;
-      return;
+    const now = Date.now();
+    if (now >= this.lastCheck + Math.max(this.checkGap, this.roundGap())) {
+      this.lastCheck = now;
+      // "" is no shard: every shard holding slots or viewers is recalled, each keeping its share.
+      await this.recall(key, "", "liveness", "holding");
+      if (this.leases.waiting().length === 0) {
+        this.checkGap = RECALL_GAP_MS;
+        return;
+      }
+      this.sweepGhosts(key);
+      this.checkGap = Math.min(RECALL_GAP_MAX_MS, this.checkGap * 2);
+    } else {
+      this.wakeWaiting(key);
+      if (this.leases.waiting().length === 0) {
+        this.checkGap = RECALL_GAP_MS;
+        return;
+      }
     }
-    this.sweepGhosts(key);
-    // Slots free that only some waiting shards were told of: the next round soon; else a longer gap.
-    this.checkGap = this.toldSome ? RECALL_GAP_MS : Math.min(RECALL_GAP_MAX_MS, this.checkGap * 2);
+    const nextRound = this.lastCheck + Math.max(this.checkGap, this.roundGap());
+    this.host.armCheck(this.toldSome ? Math.min(nextRound, now + RECALL_GAP_MS) : nextRound);
     this.toldSome = false;
-    this.host.armCheck(this.lastCheck + this.checkGap);
   }
 }

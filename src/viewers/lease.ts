@@ -122,7 +122,8 @@ export function leaseWant(granted: number): number {
  * slots are free (slotsFree). Meanwhile the stream runs rounds of recalls
  * itself, which take back slots unused elsewhere and have the shards check
  * for ghosts of silent servers: RECALL_GAP_MS after the refusal, then doubling
- * while shards wait, up to RECALL_GAP_MAX_MS. A shard asks again after
+ * while shards wait, up to RECALL_GAP_MAX_MS (a stream watched through many
+ * servers spaces them out more: ROUND_SHARDS_PER_S, src/stream/slot-rounds.ts). A shard asks again after
  * WAIT_HOLD_MS anyway, in case the stream's word was lost.
  */
 export const RECALL_GAP_MAX_MS = 8_000;
@@ -137,7 +138,7 @@ export const LEASE_IDLE_MS = 30_000;
  * viewers does not ask the stream again for each of them.
  */
 export const POLICY_TTL_MS = 10 * 60_000;
-/** The stream recalls unused slots from the shards at most this often. */
+/** The stream recalls unused slots from the shards at most this often (less often when many shards hold them: ROUND_SHARDS_PER_S). */
 export const RECALL_GAP_MS = 1_000;
 
 /** The registry's client-index entry that stands for a server's viewer shard: one per process, not per viewer. */

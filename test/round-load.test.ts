@@ -1,0 +1,65 @@
+/**
+ * The load a full stream's rounds of recalls put on its own object (src/stream/slot-rounds.ts): each
+ * shard a round reaches is a call from the stream's object and a write there, so a full stream whose
+ * viewers come and go, watched through many SRS servers, must not cost one of each per server every
+ * second (Cloudflare documents 200–500 requests/s for one object that writes). README: "Flash crowds".
+ */
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ROUND_SHARDS_PER_S } from "../src/stream/slot-rounds";
+import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
+import { at, streamAtZero, streamStub, viewer, viewerStop } from "./fleet";
+import { newEdge, type Edge } from "./srs";
+
+afterEach(() => {
+  vi.restoreAllMocks();
+  vi.useRealTimers();
+});
+
+/** Runs the stream's alarm if it is due by the fake clock (as the platform would). */
+async function fireDue(s: string): Promise<void> {
+  const stub = streamStub(s);
+  const when = await runInDurableObject(stub, async (_o: StreamObject, state: DurableObjectState) => state.storage.getAlarm());
+  if (when !== null && when <= Date.now()) await runDurableObjectAlarm(stub);
+}
+
+describe("a full stream watched through many servers, its viewers coming and going", () => {
+  it("its rounds reach at most ROUND_SHARDS_PER_S shards a second on average, not every shard twice a second: 150 servers, a viewer refused on 3 more and one replaced each second, for 20 s", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const servers = 150;
+    const s = await streamAtZero({ maxViewers: servers });
+    const holders = Array.from({ length: servers }, () => newEdge());
+    const refused = Array.from({ length: 3 }, () => newEdge());
+    let n = 0;
+    const client = () => `v${String(n++).padStart(7, "0")}`;
+    const watching: [Edge, string][] = [];
+    for (const e of holders) {
+      const c = client();
+      expect((await viewer(s, e, c)).body.code).toBe(0);
+      watching.push([e, c]);
+    }
+    let recalls = 0;
+    const real = ViewerShard.prototype.recall;
+    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+      recalls++;
+      return real.apply(this, args);
+    });
+    const seconds = 20;
+    for (let t = 250; t <= seconds * 1000; t += 250) {
+      at(t);
+      if (t % 1000 === 0) {
+        for (const e of refused) expect((await viewer(s, e, client())).body.code).toBe(4005);
+        // One viewer leaves, another joins on a server that has viewers: the stream stays full.
+        const [e, c] = watching.shift()!;
+        expect((await viewerStop(s, e, c)).body.code).toBe(0);
+        const next = holders[(t / 1000) % servers];
+        const c2 = client();
+        expect((await viewer(s, next, c2)).body.code).toBe(0);
+        watching.push([next, c2]);
+      }
+      await fireDue(s);
+    }
+    expect(recalls, `recall calls in ${seconds} s from the stream's object to its ${servers} shards`).toBeLessThanOrEqual(seconds * ROUND_SHARDS_PER_S);
+  }, 60_000);
+});

@@ -13,7 +13,7 @@ import { aliceReplacingOn, ALLOW, KEY, LIMIT, limited, livePerSub, name, nowS, p
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { admin, close, createStream, hook, play, stopPlay, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, events, overloaded, restarted, retryable, streamStub } from "./fleet";
+import { at, beat, deliverNotices, events, overloaded, restarted, retryable, streamStub, T0 } from "./fleet";
 
 const DAY_S = 86_400;
 
@@ -221,6 +221,36 @@ describe("who pays for seats", () => {
     expect(await hook(playWith(plain, a, "v0000005", await tokenOf(plain)))).toEqual(ALLOW);
     expect(take).not.toHaveBeenCalled();
   });
+});
+
+describe("seats given back in bulk", () => {
+  const ends: [string, (s: string) => Promise<unknown>][] = [
+    ["a restart of their edge", async () => {
+      expect((await beat(restarted(a))).status).toBe(200);
+      await deliverNotices(a);
+    }],
+    ["an operator's end of the stream's sessions", async (s) => expect((await admin("DELETE", `/streams/live/${s}/sessions`)).status).toBe(200)],
+    ["an operator's end of their server's sessions", async () => expect((await admin("DELETE", `/servers/${a.server}/sessions`)).status).toBe(200)],
+    ["a revocation of every token issued before now", async (s) => expect((await admin("POST", `/streams/live/${s}/revocations`, { before: nowS() + 1 })).status).toBe(201)],
+  ];
+  for (const [how, end] of ends) {
+    it(`${how}, with 40 seated viewers on one edge: their seats go back in at most one call per seat object (16 per stream), not one per viewer, and every one of them can play again elsewhere`, async () => {
+      const s = await limited();
+      await beat(a);
+      const subs = Array.from({ length: 40 }, (_, i) => `viewer${String(i).padStart(2, "0")}`);
+      const tokens = await Promise.all(subs.map((sub) => tokenOf(s, sub)));
+      for (const [i, sub] of subs.entries()) expect(await hook(playWith(s, a, `a${String(i).padStart(7, "0")}`, tokens[i])), sub).toEqual(ALLOW);
+      const release = vi.spyOn(ViewerSeats.prototype, "release");
+      const releaseAll = vi.spyOn(ViewerSeats.prototype, "releaseAll");
+      await end(s);
+      await settle();
+      expect(release.mock.calls.length + releaseAll.mock.calls.length, "calls to seat objects").toBeLessThanOrEqual(16);
+      for (const sub of subs) expect(await seatsOf(s, sub), sub).toEqual([]);
+      // New tokens: a revocation refuses the old ones.
+      const fresh = how.startsWith("a revocation") ? (at(Date.now() - T0 + 62_000), await Promise.all(subs.map((sub) => tokenOf(s, sub)))) : tokens;
+      for (const [i, sub] of subs.entries()) expect(await hook(playWith(s, b, `b${String(i).padStart(7, "0")}`, fresh[i])), sub).toEqual(ALLOW);
+    });
+  }
 });
 
 describe("the decision log", () => {

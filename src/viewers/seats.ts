@@ -253,6 +253,15 @@ export class ViewerSeats extends DurableObject<Env> {
    * admitted goes only if it was not granted again since (a repeat of that on_play plays on it).
    */
   release(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void {
+    this.releaseSeats(streamKey, sub, sessions, grant);
+  }
+
+  /** release() for the sessions of many viewer ids of this object at once (a bulk end in one viewer shard). */
+  releaseAll(streamKey: string, releases: { sub: string; sessions: SessionId[] }[]): void {
+    for (const r of releases) this.releaseSeats(streamKey, r.sub, r.sessions);
+  }
+
+  private releaseSeats(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void {
     if (!this.ready) return;
     for (const s of sessions) {
       if (grant === undefined) {

@@ -12,7 +12,7 @@ import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
 import type { SeatAnswer, SeatState } from "./seats";
-import { LEASE_IDLE_MS, isRevoked, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
+import { LEASE_IDLE_MS, isRevoked, seatBucket, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
 import { fenceEnd, ShardActivity } from "../usage/shard-activity";
 import { floorTo, MINUTE_MS, type HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
@@ -116,6 +116,8 @@ export class ViewerShard extends DurableObject<Env> {
   private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
   /** Seats for the sessions admitted here before their stream limited sessions per viewer (src/viewers/unseated.ts). */
   private unseated: UnseatedSeats;
+  /** While a bulk end runs (withSeatsBatched): the seats it frees, per seat object. */
+  private seatBatch: Map<string, { streamKey: string; sub: string; releases: { sub: string; sessions: SessionId[] }[] }> | null = null;
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
@@ -369,9 +371,37 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** Seats given back (background: a lost one is found gone by the seats object's next check). */
   private releaseSeats(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void {
+    if (this.seatBatch && grant === undefined) {
+      const key = `${streamKey}#${seatBucket(sub)}`;
+      const batch = this.seatBatch.get(key) ?? { streamKey, sub, releases: [] };
+      batch.releases.push({ sub, sessions });
+      this.seatBatch.set(key, batch);
+      return;
+    }
     this.ctx.waitUntil(
       withRetry(() => viewerSeats(this.env, streamKey, sub), (s) => s.release(streamKey, sub, sessions, grant)).catch((err) => logError("seat not given back", streamKey, err)),
     );
+  }
+
+  /**
+   * Runs an end of many viewers at once (synchronous: a fence, an operator's end, a revocation): the seats
+   * it frees go back in one call per seat object (a stream's viewer ids fall in SEAT_BUCKETS of them), not
+   * one per viewer, so a restart of an edge with thousands of seated viewers costs a few calls, not thousands.
+   */
+  private withSeatsBatched<T>(end: () => T): T {
+    if (this.seatBatch) return end();
+    this.seatBatch = new Map();
+    try {
+      return end();
+    } finally {
+      const batches = [...this.seatBatch.values()];
+      this.seatBatch = null;
+      for (const b of batches) {
+        this.ctx.waitUntil(
+          withRetry(() => viewerSeats(this.env, b.streamKey, b.sub), (s) => s.releaseAll(b.streamKey, b.releases)).catch((err) => logError("seats not given back", b.streamKey, err)),
+        );
+      }
+    }
   }
 
   /**
@@ -520,9 +550,11 @@ export class ViewerShard extends DurableObject<Env> {
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ? AND iat IS NOT NULL AND iat < ?${sub === null ? "" : " AND sub = ?"}`,
       ...(sub === null ? [streamKey, before] : [streamKey, before, sub]),
     );
-    for (const r of rows) {
-      this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "revoke", reason: "token revoked" });
-    }
+    this.withSeatsBatched(() => {
+      for (const r of rows) {
+        this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "revoke", reason: "token revoked" });
+      }
+    });
     return rows.map((r) => ({ streamKey, serviceId: r.service_id, clientId: r.client_id }));
   }
 
@@ -542,7 +574,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
   applyStatus(news: ProcessStatus): NoticeAnswer {
-    return this.applyProcessStatus(news);
+    return this.withSeatsBatched(() => this.applyProcessStatus(news));
   }
 
   private applyProcessStatus(news: ProcessStatus): NoticeAnswer {
@@ -661,7 +693,9 @@ export class ViewerShard extends DurableObject<Env> {
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ?${clientId === undefined ? "" : " AND client_id = ?"}`,
       ...(clientId === undefined ? [streamKey] : [streamKey, clientId]),
     );
-    for (const r of rows) this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
+    this.withSeatsBatched(() => {
+      for (const r of rows) this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
+    });
     return rows.map((r) => ({ streamKey, serviceId: r.service_id, clientId: r.client_id }));
   }
 
@@ -672,7 +706,9 @@ export class ViewerShard extends DurableObject<Env> {
 
   private endAllNow(limit: number, reason: string): { ended: EndedViewer[]; remaining: number } {
     const rows = this.tables.rows<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit);
-    for (const r of rows) this.endViewer(r.stream_key, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
+    this.withSeatsBatched(() => {
+      for (const r of rows) this.endViewer(r.stream_key, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
+    });
     const remaining = this.tables.rows<{ n: number }>("SELECT COUNT(*) AS n FROM viewers")[0]?.n ?? 0;
     return { ended: rows.map((r) => ({ streamKey: r.stream_key, serviceId: r.service_id, clientId: r.client_id })), remaining };
   }
@@ -810,7 +846,9 @@ export class ViewerShard extends DurableObject<Env> {
         () => serverRegistry(this.env, this.serverId),
         (r) => r.liveness(processes, witness ? { serverId: witness.serverId, serviceId: witness.serviceId } : undefined),
       );
-      for (const a of answers) this.applyProcessStatus(a);
+      this.withSeatsBatched(() => {
+        for (const a of answers) this.applyProcessStatus(a);
+      });
     } catch (err) {
       // An unreachable registry changes nothing: a ghost is better than ending or un-blocking a real session.
       logError("liveness check failed", "", err);

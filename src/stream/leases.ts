@@ -67,7 +67,11 @@ export class LeaseBook {
 
   private records = new Map<string, LeaseRecord>();
 
-  constructor(private sql: SqlStorage) {
+  constructor(
+    private sql: SqlStorage,
+    /** A shard's record went (it left, or was forgotten holding nothing): it holds no viewer of the stream until its next message. */
+    private forgotten: (serverId: string) => void = () => {},
+  ) {
     for (const r of sql.exec<LeaseRow>("SELECT * FROM leases")) {
       this.records.set(r.server_id, {
         serverId: r.server_id, granted: r.granted, seq: r.seq, live: r.live, suspended: r.suspended,
@@ -170,7 +174,7 @@ export class LeaseBook {
   apply(report: LeaseReport, cap: number | null, mode: GrantMode): { record: LeaseRecord; applied: boolean } {
     const known = this.records.get(report.serverId);
     if (known && report.seq <= known.seq) return { record: known, applied: false };
-    if (report.want === 0 && report.granted === 0 && report.live === 0 && report.suspended === 0) {
+    if (isLeave(report)) {
       // The shard leaves: nothing here, and it forgets the policy, so no push needs to reach it.
       if (known) this.forget(report.serverId);
       return { record: { ...report, colo: "", country: "", reportedAt: Date.now(), unreached: false }, applied: true };
@@ -246,6 +250,7 @@ export class LeaseBook {
     this.sql.exec("DELETE FROM lease_waiting WHERE server_id = ?", serverId);
     this.sql.exec("INSERT OR REPLACE INTO left_shards (server_id, at) VALUES (?, ?)", serverId, Date.now());
     this.sql.exec("DELETE FROM left_shards WHERE server_id NOT IN (SELECT server_id FROM left_shards ORDER BY at DESC LIMIT ?)", LEFT_SHARDS_KEPT);
+    this.forgotten(serverId);
   }
 
   /** Every shard whose log may hold this stream's decisions: those with a record, and those that left lately. */
@@ -262,6 +267,11 @@ export class LeaseBook {
     );
     return r;
   }
+}
+
+/** A shard's message saying it holds nothing of the stream and wants nothing: it leaves (its record goes). */
+export function isLeave(report: LeaseReport): boolean {
+  return report.want === 0 && report.granted === 0 && report.live === 0 && report.suspended === 0;
 }
 
 /**

@@ -20,7 +20,7 @@ import { LivenessRounds } from "./liveness-rounds";
 import { VoidedHooks } from "../session/voided-hooks";
 import { PublishAttempts } from "./publish-attempts";
 import { endRevokedSessions } from "../viewers/revoked";
-import { LeaseBook } from "./leases";
+import { isLeave, LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
 import { type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import { endReason, StreamActivity } from "../usage/stream-activity";
@@ -180,9 +180,9 @@ export class StreamObject extends DurableObject<Env> {
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.settings = new StreamSettings(this.sql);
-    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.settings?.key ?? null);
+    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.settings?.key ?? null, () => new Set(this.leases.shards().map((r) => r.serverId)));
     this.sessions = new SessionBook(this.sql, (...line) => this.record(...line), this.activity);
-    this.leases = new LeaseBook(this.sql);
+    this.leases = new LeaseBook(this.sql, (serverId) => this.activity.shardLeft(serverId));
     this.rounds = new SlotRounds(this.env, this.leases, {
       cap: () => this.settings?.maxViewers,
       policy: () => this.viewerPolicy(),
@@ -262,7 +262,8 @@ export class StreamObject extends DurableObject<Env> {
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
     const gone = { policy: null, version: this.policyVersion, seq: report.seq, granted: report.granted, tight: false };
     if (!this.exists) return gone;
-    this.activity.noteShard(report.serverId);
+    // A leave brings no viewer: its time is noted if the record goes (LeaseBook's forgotten: shardLeft).
+    if (!isLeave(report)) this.activity.noteShard(report.serverId);
     this.forgetOldShards();
     const record = await this.rounds.answer(report);
     if (!record) return gone;
@@ -468,11 +469,11 @@ export class StreamObject extends DurableObject<Env> {
     return true;
   }
 
-  /** This stream's publish usage in [from, to) and the viewer shards that hold its viewers' (src/usage/report.ts). */
+  /** This stream's publish usage in [from, to) and the viewer shards that may hold its viewers' in that range (src/usage/report.ts). */
   publishUsage(from: number, to: number): { hours: HourUsage[]; shards: string[] } {
     if (!this.ready) return { hours: [], shards: [] };
     this.forgetOldShards();
-    return { hours: this.activity.usage.hours(this.activity.streamKey, from, to, "publisher", this.sessions.openPublishes()), shards: this.activity.viewerShards() };
+    return { hours: this.activity.usage.hours(this.activity.streamKey, from, to, "publisher", this.sessions.openPublishes()), shards: this.activity.viewerShards(from) };
   }
 
   /** The viewer shards of edges gone for longer than USAGE_RETENTION_DAYS go (src/usage/stream-activity.ts forgetShards). */

@@ -2,8 +2,9 @@
  * What a stream object records about its publish sessions besides deciding on them: their
  * usage (publish-seconds, src/usage/book.ts) and their events (stream.started, stream.ended,
  * stream.viewer_limit_reached, through the object's outbox: src/events/outbox.ts). Also which
- * viewer shards ever sent the stream a lease message (so may hold viewer usage of it): the
- * stream's viewer usage is theirs summed (src/usage/report.ts).
+ * viewer shards ever sent the stream a lease message (so may hold viewer usage of it), and when
+ * they were last heard of or left it: the stream's viewer usage over a range is the sum of the
+ * shards' that may hold some in it (src/usage/report.ts).
  */
 import { usageRetentionMs } from "../config";
 import type { Env } from "../env";
@@ -32,17 +33,30 @@ export function endReason(cause: { action: string; voidHook?: string }): EndReas
 
 /** A viewer shard's `at` (its last lease message) is written at most this often; it is kept this much longer too. */
 const SHARD_SEEN_GRAIN_MS = 24 * 3_600_000;
+/**
+ * Clocks of two objects (a viewer shard that ended a session, the stream that recorded its leave) may
+ * differ slightly: a shard that left this long before a range's start is asked for it all the same.
+ */
+const CLOCK_SKEW_MS = 60_000;
 /** forgetShards runs at most this often. */
 const SHARDS_CHECK_EVERY_MS = 3_600_000;
 
 /** A shard that does not answer for a publish's peak viewers within this is left out of it (logged). */
 const PEAK_TIMEOUT_MS = 2_000;
 
+/** What the stream knows of when a viewer shard was last heard of (usage_shards). */
+interface ShardSeen {
+  /** Its last lease message, written at most once per SHARD_SEEN_GRAIN_MS; when `left`, the moment it left, exactly. */
+  at: number;
+  /** The stream's record of it went at `at`, and it sent nothing since. */
+  left: boolean;
+}
+
 export class StreamActivity {
   readonly usage: UsageBook;
   readonly outbox: Outbox;
-  /** The viewer shards that sent this stream a lease message, with when that was last recorded (see noteShard). */
-  private shards: Map<string, number> | null = null;
+  /** The viewer shards that sent this stream a lease message, with when that was last recorded and whether they left since (see noteShard, shardLeft). */
+  private shards: Map<string, ShardSeen> | null = null;
   /** When forgetShards last ran. */
   private shardsCheckedAt = 0;
   /** When the last stream.viewer_limit_reached was made (stored: a restarted object keeps the once-a-minute rule); null: not read yet. */
@@ -56,6 +70,8 @@ export class StreamActivity {
     retryLater: () => void,
     /** The stream's key from its own row, where the platform does not tell the object its name. */
     private fallbackKey: () => string | null = () => null,
+    /** The viewer shards the stream has a lease record of (src/stream/leases.ts): they may hold viewers now. */
+    private holding: () => Set<string> = () => new Set(),
   ) {
     this.usage = new UsageBook(sql, () => usageRetentionMs(env));
     this.outbox = new Outbox(sql, env, ctx, retryLater, (e) => this.withPeakViewers(e));
@@ -101,20 +117,50 @@ export class StreamActivity {
   /**
    * A viewer shard that had viewers of this stream (it sent a lease message): its usage is part of the
    * stream's. When is written at most once per SHARD_SEEN_GRAIN_MS (a lease message comes with nearly every
-   * viewer of a capped stream): a row costs one write a day, not one per message.
+   * viewer of a capped stream): a row costs one write a day, not one per message; and at once after the
+   * shard left (shardLeft), so that `left` is true only while the shard sent nothing since.
    */
   noteShard(serverId: string, now = Date.now()): void {
-    const shards = this.loadShards();
-    const at = shards.get(serverId);
-    if (at !== undefined && now - at < SHARD_SEEN_GRAIN_MS) return;
-    this.sql.exec("CREATE TABLE IF NOT EXISTS usage_shards (server_id TEXT PRIMARY KEY, at INTEGER) WITHOUT ROWID");
-    addColumns(this.sql, "usage_shards", { at: "INTEGER" });
-    this.sql.exec("INSERT INTO usage_shards (server_id, at) VALUES (?, ?) ON CONFLICT (server_id) DO UPDATE SET at = excluded.at", serverId, now);
-    shards.set(serverId, now);
+    const seen = this.loadShards().get(serverId);
+    if (seen !== undefined && !seen.left && now - seen.at < SHARD_SEEN_GRAIN_MS) return;
+    this.writeShard(serverId, { at: now, left: false });
   }
 
-  viewerShards(): string[] {
-    return [...this.loadShards().keys()];
+  /**
+   * The stream's record of a viewer shard went (it left the stream, or was forgotten holding nothing:
+   * src/stream/leases.ts): it held no viewer of the stream then, and holds none until its next lease
+   * message (a shard admits a viewer of a capped stream only on a slot the stream granted, and reads an
+   * unlimited stream's policy again before it admits one). So all of its usage of the stream is before
+   * now, exactly: a report of a range that starts later need not ask it. One write per leave, which
+   * deletes the record anyway.
+   */
+  shardLeft(serverId: string, now = Date.now()): void {
+    this.writeShard(serverId, { at: now, left: true });
+  }
+
+  private writeShard(serverId: string, seen: ShardSeen): void {
+    this.sql.exec("CREATE TABLE IF NOT EXISTS usage_shards (server_id TEXT PRIMARY KEY, at INTEGER, left_stream INTEGER) WITHOUT ROWID");
+    addColumns(this.sql, "usage_shards", { at: "INTEGER", left_stream: "INTEGER" });
+    this.sql.exec(
+      "INSERT INTO usage_shards (server_id, at, left_stream) VALUES (?, ?, ?) ON CONFLICT (server_id) DO UPDATE SET at = excluded.at, left_stream = excluded.left_stream",
+      serverId, seen.at, seen.left ? 1 : 0,
+    );
+    this.loadShards().set(serverId, seen);
+  }
+
+  /**
+   * The viewer shards that may hold usage of this stream from `from` on (a report's range, a publish's
+   * span): each one holding viewers or slots now (a viewer may have watched throughout without any
+   * message: an unlimited stream hears nothing while its viewers watch), each one that left at `from` or
+   * later, and each one whose record went otherwise and that sent a lease message within SHARD_SEEN_GRAIN_MS
+   * of `from` or later (its `at` lags its last message by less than that grain). A shard that left before
+   * `from` ended its last session before then: asking it would only cost a call (GET /admin/usage makes
+   * one per stream and shard, and the fleet's history of edges grows with every rollout).
+   */
+  viewerShards(from = 0): string[] {
+    const holding = this.holding();
+    const since = from - CLOCK_SKEW_MS;
+    return [...this.loadShards()].filter(([serverId, seen]) => holding.has(serverId) || (seen.left ? seen.at >= since : seen.at + SHARD_SEEN_GRAIN_MS > since)).map(([serverId]) => serverId);
   }
 
   /**
@@ -131,23 +177,26 @@ export class StreamActivity {
     // From the start of the oldest hour a report still shows (UsageBook.hours): a shard last heard from within that
     // hour, though over the retention ago, still holds some of it.
     const before = floorTo(now - usageRetentionMs(this.env), HOUR_MS) - SHARD_SEEN_GRAIN_MS;
-    for (const [serverId, at] of this.loadShards()) {
+    for (const [serverId, { at }] of this.loadShards()) {
       if (at >= before || holding(serverId)) continue;
       this.sql.exec("DELETE FROM usage_shards WHERE server_id = ?", serverId);
       this.shards!.delete(serverId);
     }
   }
 
-  private loadShards(): Map<string, number> {
+  private loadShards(): Map<string, ShardSeen> {
     if (!this.shards) {
       const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_shards'").toArray().length > 0;
       this.shards = new Map();
       if (exists) {
-        addColumns(this.sql, "usage_shards", { at: "INTEGER" });
+        addColumns(this.sql, "usage_shards", { at: "INTEGER", left_stream: "INTEGER" });
         // Rows of a version that kept no time: seen now, so they go one retention from now at the earliest.
+        // Rows of a version that did not mark leaves (left_stream NULL): not known to have left, so `at` is a lower bound.
         const now = Date.now();
         this.sql.exec("UPDATE usage_shards SET at = ? WHERE at IS NULL", now);
-        for (const r of this.sql.exec<{ server_id: string; at: number }>("SELECT server_id, at FROM usage_shards")) this.shards.set(r.server_id, r.at);
+        for (const r of this.sql.exec<{ server_id: string; at: number; left_stream: number | null }>("SELECT server_id, at, left_stream FROM usage_shards")) {
+          this.shards.set(r.server_id, { at: r.at, left: r.left_stream === 1 });
+        }
       }
     }
     return this.shards;
@@ -159,7 +208,7 @@ export class StreamActivity {
     const from = Date.parse(String(event.data.started));
     const to = Date.parse(event.timestamp);
     const peaks = await Promise.all(
-      this.viewerShards().map((id) =>
+      this.viewerShards(from).map((id) =>
         withTimeout(viewerShard(this.env, id).peakViewers(this.streamKey, from, to), PEAK_TIMEOUT_MS).catch((err) => {
           console.error(JSON.stringify({ error: "viewer shard left out of a publish's peak viewers", server: id, stream: this.streamKey, detail: String(err) }));
           return 0;

@@ -243,6 +243,12 @@ function viewersText(s) {
   return extra > 0 ? el("span", { class: "suspended-viewers", title: "Viewers of servers currently silent: kept, but not counted against the cap" }, ` (+${extra} suspended)`) : null;
 }
 
+/** The page's streams are watched on more viewer shards than one listing asks: this one's figures are its servers' last reports. */
+function asReportedText(s) {
+  if (s.audienceAsReported !== true) return null;
+  return el("span", { class: "sub as-reported", title: "Not asked now (one page asks at most 1,000 viewer shards): each server's last report to the stream, which can be minutes old. Details shows the viewers now." }, "as last reported");
+}
+
 function streamRow(s) {
   const name = `${s.app}/${s.stream}`;
   const server = s.publisher ? state.servers.find((x) => x.serverId === s.publisher.serverId) : null;
@@ -257,9 +263,9 @@ function streamRow(s) {
     : el("td", { class: "publisher muted" }, "—");
   const viewers =
     s.maxViewers === null
-      ? el("td", { class: "viewers" }, el("span", { class: "count" }, String(s.viewers)), viewersText(s), viewerIdsText(s), el("span", { class: "sub" }, "no cap"))
+      ? el("td", { class: "viewers" }, el("span", { class: "count" }, String(s.viewers)), viewersText(s), viewerIdsText(s), asReportedText(s), el("span", { class: "sub" }, "no cap"))
       : el("td", { class: "viewers" },
-          el("span", { class: "count" }, String(s.viewers)), ` / ${s.maxViewers}`, viewersText(s), viewerIdsText(s),
+          el("span", { class: "count" }, String(s.viewers)), ` / ${s.maxViewers}`, viewersText(s), viewerIdsText(s), asReportedText(s),
           el("meter", { min: 0, max: Math.max(s.maxViewers, 1), value: s.viewers, low: s.maxViewers * 0.8, high: s.maxViewers * 0.95, optimum: 0 }));
   const button = (label, action, cls, title) => el("button", { type: "button", class: cls, title, "data-action": action }, label);
   return el("tr", { "data-stream": name, "data-vhost": s.vhost },

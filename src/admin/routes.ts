@@ -10,7 +10,7 @@ import { STREAM_DELETED, type OperatorAction } from "../stream/publisher-api";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
 import { registryShard, serverRegistry, streamObject, viewerShard } from "../object-access";
 import { LIMITS } from "../limits";
-import { allEvents, withAudience } from "../viewers/audience";
+import { allEvents, listedAudiences, withAudience } from "../viewers/audience";
 import { queueKicks, type KickPlanned } from "../srs/kicks";
 import type { SessionId } from "../srs/hook";
 import { notQueued, reportOperatorEnded } from "../events/operator";
@@ -120,7 +120,8 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
 /**
  * GET /admin/streams[?limit=][&cursor=][&vhost=][&prefix=]: the catalogue with each stream's
  * live state, `limit` (1..100, default 100) per page; each stream listed costs a call to its
- * object and one to each of its viewer shards, so callers ask only for what they show. `?prefix=` keeps streams whose "app/stream"
+ * object and, while the listing's budget lasts (listedAudiences), one to each of its viewer shards,
+ * so callers ask only for what they show. `?prefix=` keeps streams whose "app/stream"
  * starts with it, in `?vhost=` (default __defaultVhost__): a KV list prefix, so it costs nothing
  * extra and pages like the full list. `?vhost=` alone lists that vhost; neither lists every vhost.
  */
@@ -139,10 +140,10 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
     page.keys.map(async (k) => {
       const key = k.name.slice(CATALOGUE_PREFIX.length);
       const state = await streamStub(env, parseStreamKey(key)).state();
-      return state && withAudience(env, key, state);
+      return state && { key, state };
     }),
   );
-  const streams = states.filter((s) => s !== null);
+  const streams = await listedAudiences(env, states.filter((s) => s !== null));
   return jsonResponse({ streams, ...(page.list_complete ? {} : { cursor: page.cursor }) });
 }
 

@@ -29,6 +29,35 @@ export async function withAudience(env: Env, streamKey: string, state: StreamSta
 }
 
 /**
+ * Viewer shards one GET /admin/streams asks at most, over all the streams it lists. Each call is a
+ * subrequest of the listing (Workers Paid allows 10,000 per request, and a page of 100 streams on 500
+ * edges each would take 50,000), and the console asks for its page every 3 s: what a listing costs the
+ * shards must not grow with the fleet. 1,000 asks a full page of streams with 10 edges each.
+ */
+export const LIST_SHARD_CALLS_MAX = 1_000;
+
+/**
+ * The listed streams with their audiences, asked of their shards (withAudience) while the listing's
+ * LIST_SHARD_CALLS_MAX calls last: streams without maxViewers first (their shards tell the stream nothing
+ * of their viewers but when they read its policy or leave), then the others in the list's order (their
+ * shards report their viewers with every lease message and, when they changed, every 5 minutes). A
+ * stream whose shards no longer fit in what is left (a later one may still fit) is listed as its object
+ * knows it, each shard's figures as last reported, with `audienceAsReported: true`.
+ */
+export async function listedAudiences(env: Env, listed: { key: string; state: StreamState }[], budget = LIST_SHARD_CALLS_MAX): Promise<(StreamState & { unreachable?: string[]; audienceAsReported?: true })[]> {
+  const order = listed.map((_, i) => i).sort((a, b) => Number(listed[a].state.maxViewers !== null) - Number(listed[b].state.maxViewers !== null) || a - b);
+  const asked = new Set<number>();
+  let left = budget;
+  for (const i of order) {
+    const calls = listed[i].state.shards.length;
+    if (calls > left) continue;
+    asked.add(i);
+    left -= calls;
+  }
+  return Promise.all(listed.map(({ key, state }, i) => (asked.has(i) ? withAudience(env, key, state) : { ...state, audienceAsReported: true as const })));
+}
+
+/**
  * The stream's decision log and its shards' (viewer decisions), newest first; `unreachable` names the
  * shards that could not be asked (their lines are missing), as the other audience views do.
  */

@@ -164,7 +164,7 @@ export class StreamActivity {
   }
 
   /**
-   * Forgets the viewer shards (edges) that sent no lease message for longer than USAGE_RETENTION_DAYS
+   * Forgets the viewer shards (edges) not heard of (a lease message, or their leave: shardLeft) for longer than USAGE_RETENTION_DAYS
    * (from the start of the oldest hour kept) and the grain of their `at`, unless `holding` says the stream still has a record of one (it may hold
    * viewers, whose time it adds when they end): whatever usage of the stream they recorded is past the
    * retention, pruned by them too. Without this, every edge that ever served the stream (a fleet whose pods

@@ -15,6 +15,9 @@ import { at, serverListed, serverStub } from "./fleet";
 export { ALLOW } from "./srs";
 export const BASIC = `Basic ${btoa("gate:srs-api-password")}`;
 
+/** Calls being answered by all the fakes together, and the most at once: reset before each test. */
+export const network = { inFlight: 0, maxInFlight: 0 };
+
 export interface Call {
   host: string;
   method: string;
@@ -57,6 +60,8 @@ export class FakeSrs {
     if (!this.reachable) throw new TypeError("Network connection lost.");
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    network.inFlight++;
+    network.maxInFlight = Math.max(network.maxInFlight, network.inFlight);
     try {
       if (this.hang || this.delayMs > 0) await abortableSleep(this.hang ? 3_600_000 : this.delayMs, req.signal);
       if (this.override) return await this.override(req);
@@ -81,6 +86,7 @@ export class FakeSrs {
       return Response.json({ ...this.envelope(), client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2 } });
     } finally {
       this.inFlight--;
+      network.inFlight--;
     }
   }
 }
@@ -107,6 +113,7 @@ export const kickedOn = (fake: FakeSrs, client: string) =>
 
 export function installFakeSrs(): void {
   beforeEach(() => {
+    network.inFlight = network.maxInFlight = 0;
     const real = globalThis.fetch;
     vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
       let request = new Request(input, init);

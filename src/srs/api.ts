@@ -17,6 +17,7 @@
  * process is gone (a restart), and with it all its clients.
  */
 import type { Env } from "../env";
+import { Slots } from "../platform/slots";
 
 /** What a server's API said about a client. */
 export type ClientPresence = "present" | "gone" | "unknown";
@@ -27,8 +28,31 @@ export type KickOutcome = "kicked" | "gone" | "failed" | "unaddressable";
 /** SRS's ERROR_RTMP_CLIENT_NOT_FOUND (srs_kernel_error.hpp). */
 const CLIENT_NOT_FOUND = 2049;
 
-/** Each API call waits at most this long. */
+/** Each API call waits at most this long, from when it is sent (not from its wait for a place: API_CALLS_IN_FLIGHT). */
 export const API_TIMEOUT_MS = 2_000;
+
+/**
+ * API calls in flight at once from one object, to all servers together. Workers keeps at most 6
+ * connections open at a time per invocation (a fetch is one, as is a queue send or a KV call) and
+ * holds any more, unsent, until one closes
+ * (https://developers.cloudflare.com/workers/platform/limits/, "Simultaneous open connections"):
+ * a call held behind 6 that hang (edges whose packets are dropped) would spend its API_TIMEOUT_MS
+ * there and fail as "edge unreachable", a healthy edge taken for a dead one. So an object's calls
+ * wait for a place here instead, in order, and each call's time starts once it is sent; the sixth
+ * connection is left for the object's other work.
+ */
+export const API_CALLS_IN_FLIGHT = 5;
+
+/** One object's places for its API calls: the object makes one and passes it to each call (apiCalls of every call below). */
+export const apiCallSlots = () => new Slots(API_CALLS_IN_FLIGHT);
+
+/** When a call may be sent, and how long its answer is waited for. */
+export interface CallTimes {
+  /** Never waited for past this (the time a hook has left): a call with no time left is not made (TOO_SLOW). */
+  until?: number;
+  /** Not sent after this (default: `until`): a call still waiting for its place then is not made (TOO_SLOW). */
+  sendBy?: number;
+}
 
 /** The process whose client is asked about, and where its server's API is. */
 export interface ApiTarget {
@@ -124,13 +148,35 @@ export const TOO_SLOW = "edge too slow to answer within the hook's time";
 export const CALLED_OFF = "kick called off before it was sent";
 
 /**
- * One call; a failure when the server could not be reached, answered with
+ * One call, sent once it has one of the object's places (API_CALLS_IN_FLIGHT) and only while
+ * `stillWanted` says so (asked right before it is sent: false is CALLED_OFF); see CallTimes.
+ */
+async function call(
+  env: Env,
+  apiCalls: Slots,
+  method: "GET" | "DELETE",
+  target: ApiTarget,
+  path: string,
+  times: CallTimes & { stillWanted?: () => boolean } = {},
+): Promise<Answer | Failed> {
+  const until = times.until ?? Infinity;
+  const sendBy = Math.min(until, times.sendBy ?? Infinity);
+  const answer = await apiCalls.run(async (): Promise<Answer | Failed> => {
+    if (Date.now() >= sendBy) return { problem: TOO_SLOW };
+    if (times.stillWanted && !times.stillWanted()) return { problem: CALLED_OFF };
+    return send(env, method, target, path, until);
+  }, sendBy);
+  return answer ?? { problem: TOO_SLOW };
+}
+
+/**
+ * One call sent; a failure when the server could not be reached, answered with
  * anything but HTTP 200 (SRS never redirects: a 3xx is not followed), sent
  * more than MAX_ANSWER_BYTES, or something else than SRS's JSON. It waits
  * API_TIMEOUT_MS at most, and never past `until` (the time a hook has left):
  * a call with no time left is not made.
  */
-async function call(env: Env, method: "GET" | "DELETE", target: ApiTarget, path: string, until = Infinity): Promise<Answer | Failed> {
+async function send(env: Env, method: "GET" | "DELETE", target: ApiTarget, path: string, until: number): Promise<Answer | Failed> {
   const waitMs = Math.min(API_TIMEOUT_MS, until - Date.now());
   if (waitMs <= 0) return { problem: TOO_SLOW };
   let text: string | null;
@@ -199,10 +245,10 @@ function clientPath(clientId: string): string | null {
 const identities = new Map<string, { at: number; server: unknown; service: unknown }>();
 const IDENTITY_TTL_MS = 5_000;
 
-async function identity(env: Env, target: ApiTarget, until?: number): Promise<{ server: unknown; service: unknown } | Failed> {
+async function identity(env: Env, apiCalls: Slots, target: ApiTarget, times: CallTimes): Promise<{ server: unknown; service: unknown } | Failed> {
   const cached = identities.get(target.base);
   if (cached && Date.now() - cached.at < IDENTITY_TTL_MS) return cached;
-  const body = await call(env, "GET", target, "/api/v1/versions", until);
+  const body = await call(env, apiCalls, "GET", target, "/api/v1/versions", times);
   if ("problem" in body) return body;
   if (body.code !== 0) return { problem: `edge answered code ${body.code}` };
   const who = { at: Date.now(), server: body.server, service: body.service };
@@ -225,13 +271,19 @@ export interface PresenceAnswer {
  * `identityAlongside`: who answers at the address is asked at the same time
  * (a "not found" is then expected, after a kick), not after the "not found".
  */
-export async function clientPresence(env: Env, target: ApiTarget, clientId: string, until?: number, identityAlongside = false): Promise<PresenceAnswer> {
+export async function clientPresence(
+  env: Env,
+  apiCalls: Slots,
+  target: ApiTarget,
+  clientId: string,
+  times: CallTimes & { identityAlongside?: boolean } = {},
+): Promise<PresenceAnswer> {
   const path = clientPath(clientId);
   if (!path) return { presence: "unknown" };
-  const early = identityAlongside ? identity(env, target, until) : null;
-  const body = await call(env, "GET", target, path, until);
+  const early = times.identityAlongside ? identity(env, apiCalls, target, times) : null;
+  const body = await call(env, apiCalls, "GET", target, path, times);
   if ("problem" in body) return { presence: "unknown", problem: body.problem };
-  if (body.code === CLIENT_NOT_FOUND) return notFound(target, await (early ?? identity(env, target, until)));
+  if (body.code === CLIENT_NOT_FOUND) return notFound(target, await (early ?? identity(env, apiCalls, target, times)));
   if (body.code !== 0) return { presence: "unknown", problem: `edge answered code ${body.code}` };
   return sameProcess(target, body, "present");
 }
@@ -255,22 +307,21 @@ export interface KickTiming {
 }
 
 /** Kicks the client on its server (DELETE /api/v1/clients/{id}). */
-export async function kickClient(env: Env, target: ApiTarget, clientId: string, timing: KickTiming = {}): Promise<KickResult> {
+export async function kickClient(env: Env, apiCalls: Slots, target: ApiTarget, clientId: string, timing: KickTiming = {}): Promise<KickResult> {
   if (!clientPath(clientId)) return { outcome: "unaddressable" };
   // First make sure the API answering is the session's process: a client id of a restarted process may name someone else.
   if (!timing.knownPresent) {
-    const { presence, problem } = await clientPresence(env, target, clientId, timing.sendBy);
+    const { presence, problem } = await clientPresence(env, apiCalls, target, clientId, { until: timing.sendBy });
     if (presence === "gone") return { outcome: "gone" };
     if (presence === "unknown") return { outcome: "failed", problem: problem ?? UNREACHABLE };
   }
-  // No kick the hook could not wait for: better the old publisher keeps the stream than both lose it.
-  if (timing.sendBy !== undefined && Date.now() >= timing.sendBy) return { outcome: "failed", problem: TOO_SLOW };
-  if (timing.stillWanted && !timing.stillWanted()) return { outcome: "failed", problem: CALLED_OFF };
-  const body = await call(env, "DELETE", target, clientPath(clientId)!);
+  // No kick the hook could not wait for (TOO_SLOW past sendBy, also after a wait for a place): better the old
+  // publisher keeps the stream than both lose it. Nor one whose reason went meanwhile (CALLED_OFF).
+  const body = await call(env, apiCalls, "DELETE", target, clientPath(clientId)!, { sendBy: timing.sendBy, stillWanted: timing.stillWanted });
   if ("problem" in body) return { outcome: "failed", problem: body.problem };
   if (body.code === CLIENT_NOT_FOUND) {
     // As to a GET: the address may answer for another server now.
-    const { presence, problem } = notFound(target, await identity(env, target, timing.doneBy));
+    const { presence, problem } = notFound(target, await identity(env, apiCalls, target, { until: timing.doneBy }));
     return presence === "gone" ? { outcome: "gone" } : { outcome: "failed", problem: problem ?? UNREACHABLE };
   }
   if (body.code !== 0) return { outcome: "failed", problem: `edge answered code ${body.code}` };

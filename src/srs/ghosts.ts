@@ -7,7 +7,8 @@
  * decides again. Never on the path of an admitted hook.
  *
  * Bounded: at most GHOSTS_PER_CHECK clients per refusal, CALLS_PER_SERVER
- * calls at a time to one server, an answer per client kept ANSWER_TTL_MS, a
+ * calls at a time to one server (API_CALLS_IN_FLIGHT from the object to all
+ * servers together, src/srs/api.ts), an answer per client kept ANSWER_TTL_MS, a
  * server whose API failed left alone for DOWN_TTL_MS (its sessions stand,
  * as without the API), each call API_TIMEOUT_MS at most and a refusal's
  * whole check CHECK_BUDGET_MS at most. Off unless SRS_API_URL is set.
@@ -15,8 +16,9 @@
 import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
+import { Slots } from "../platform/slots";
 import type { SessionId } from "./hook";
-import { CALLED_OFF, clientPresence, kickClient, TOO_SLOW, type ApiTarget, type ClientPresence, type KickResult } from "./api";
+import { apiCallSlots, CALLED_OFF, clientPresence, kickClient, TOO_SLOW, type ApiTarget, type ClientPresence, type KickResult } from "./api";
 
 export const GHOSTS_PER_CHECK = 20;
 /** What the decision log says of a session ended this way. */
@@ -36,51 +38,18 @@ const REPORT_EVERY_MS = 5_000;
  * API: the others wait their turn, in order.
  */
 export class ServerCallSlots {
-  private active = new Map<string, number>();
-  private waiters = new Map<string, (() => void)[]>();
+  private servers = new Map<string, Slots>();
 
   /** Runs `work` in a slot of the server; null if no slot was free by `deadline` (none: waits its turn however long). */
   async run<T>(serverId: string, work: () => Promise<T>, deadline?: number): Promise<T | null> {
-    if (!(await this.take(serverId, deadline))) return null;
+    let slots = this.servers.get(serverId);
+    if (!slots) this.servers.set(serverId, (slots = new Slots(CALLS_PER_SERVER)));
     try {
-      return await work();
+      return await slots.run(work, deadline);
     } finally {
-      this.release(serverId);
+      // A server with nothing running or waiting is forgotten (the next call makes its slots again).
+      if (slots.idle && this.servers.get(serverId) === slots) this.servers.delete(serverId);
     }
-  }
-
-  private async take(serverId: string, deadline: number | undefined): Promise<boolean> {
-    for (;;) {
-      const active = this.active.get(serverId) ?? 0;
-      if (active < CALLS_PER_SERVER) {
-        this.active.set(serverId, active + 1);
-        return true;
-      }
-      const left = deadline === undefined ? Infinity : deadline - Date.now();
-      if (left <= 0) return false;
-      await new Promise<void>((resolve) => {
-        const waiters = this.waiters.get(serverId) ?? [];
-        this.waiters.set(serverId, waiters);
-        const wake = () => {
-          clearTimeout(timer);
-          const i = waiters.indexOf(wake);
-          if (i >= 0) waiters.splice(i, 1);
-          resolve();
-        };
-        // A waiter whose time ran out leaves the queue: the next release wakes one still waiting.
-        const timer = left === Infinity ? undefined : setTimeout(wake, left);
-        waiters.push(wake);
-      });
-    }
-  }
-
-  private release(serverId: string): void {
-    const active = (this.active.get(serverId) ?? 1) - 1;
-    if (active > 0) this.active.set(serverId, active);
-    else this.active.delete(serverId);
-    const waiters = this.waiters.get(serverId);
-    waiters?.[0]?.();
-    if (waiters?.length === 0) this.waiters.delete(serverId);
   }
 }
 
@@ -91,6 +60,8 @@ export class GhostCheck {
   /** Questions on their way, with when each was asked. */
   private inflight = new Map<string, { at: number; answer: Promise<ClientPresence> }>();
   private slots = new ServerCallSlots();
+  /** The object's places for API calls, all servers together (an object has one GhostCheck, and no other caller of the API). */
+  private apiCalls = apiCallSlots();
   private reported = new Map<string, { ok: boolean; at: number }>();
 
   constructor(private env: Env) {}
@@ -133,7 +104,7 @@ export class GhostCheck {
       if (stopped()) return true;
       // No question starts after `until`, and none waits past `answerBy` (the hook's own time).
       // After a kick the answer should be "not found": who answers at the address is asked alongside, not after it.
-      const asking = this.slots.run(target.serverId, () => clientPresence(this.env, target, clientId, answerBy, true), until).then((answer) => {
+      const asking = this.slots.run(target.serverId, () => clientPresence(this.env, this.apiCalls, target, clientId, { until: answerBy, identityAlongside: true }), until).then((answer) => {
         if (answer) this.noteCall(target.serverId, answer);
         return answer;
       });
@@ -153,7 +124,7 @@ export class GhostCheck {
   async kick(target: ApiTarget, clientId: string, sendBy?: number, doneBy?: number, stillWanted?: () => boolean): Promise<KickResult> {
     const cached = this.answers.get(`${target.serverId}\n${target.serviceId}\n${clientId}`);
     const knownPresent = cached?.presence === "present" && Date.now() - cached.at < ANSWER_TTL_MS;
-    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, target, clientId, { sendBy, knownPresent, doneBy, stillWanted }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
+    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, this.apiCalls, target, clientId, { sendBy, knownPresent, doneBy, stillWanted }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
     if (result.outcome !== "unaddressable") this.noteCall(target.serverId, result);
     return result;
   }
@@ -177,9 +148,10 @@ export class GhostCheck {
     const asking = (async (): Promise<ClientPresence> => {
       const target = await this.target(s);
       if (!target) return "unknown";
-      const answer = await this.slots.run(s.serverId, () => clientPresence(this.env, target, s.clientId), deadline);
-      // No slot in time: unknown for this check, and no word on the API (nothing was asked).
-      if (!answer) return "unknown";
+      // Sent before the check's deadline or not at all; once sent, it goes on past it (kept for the next refusal).
+      const answer = await this.slots.run(s.serverId, () => clientPresence(this.env, this.apiCalls, target, s.clientId, { sendBy: deadline }), deadline);
+      // No slot (of the server's, or of the object's) in time: unknown for this check, nothing kept, and no word on the API (nothing was asked).
+      if (!answer || answer.problem === TOO_SLOW) return "unknown";
       if (this.answers.size > 10_000) this.answers.clear();
       // Dated when it was asked: a session of that id admitted since then is not the one it answers for.
       this.answers.set(key, { at: askedAt, presence: answer.presence });

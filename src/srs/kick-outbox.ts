@@ -9,7 +9,7 @@ import type { Env } from "../env";
 import { streamObject, viewerShard } from "../object-access";
 import { withRetry } from "../platform/retry";
 import { addColumns } from "../platform/sql";
-import { kickClient, NOT_SRS, TOO_SLOW, UNREACHABLE, type KickResult } from "./api";
+import { apiCallSlots, kickClient, NOT_SRS, TOO_SLOW, UNREACHABLE, type KickResult } from "./api";
 import { CALLS_PER_SERVER, ServerCallSlots } from "./ghosts";
 import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "./kicks";
 
@@ -28,12 +28,21 @@ type KickKey = { server_id: string; service_id: string; client_id: string; strea
 type DueKick = KickKey & { why: string; attempt: number; until: number; unless_admitted: number; retry_ms: number };
 
 const kickId = (k: KickKey) => [k.server_id, k.service_id, k.client_id, k.stream_key, k.role].join("\n");
-/** A kick's try (its one to three API calls of at most 2 s, and a wait for a call slot) is over well within this. */
+/**
+ * A kick's try (its one to three API calls of at most 2 s, and waits for call slots) is over well within this,
+ * unless many calls to edges that hang are ahead of it for the shard's places (API_CALLS_IN_FLIGHT): the alarm
+ * then looks again meanwhile, and leaves the kick to the run trying it.
+ */
 const TRYING_RECHECK_MS = 15_000;
 
 export class KickOutbox {
   /** At most CALLS_PER_SERVER kicks at a time go to one server (each makes its calls one after the other). */
   private slots = new ServerCallSlots();
+  /**
+   * The registry shard's places for API calls, all servers together (its outbox is its only caller of the API): the runs
+   * that overlap (the alarm's, those started by queueing) share them, and a call's 2 s start once it has one.
+   */
+  private apiCalls = apiCallSlots();
   /** Kicks being tried: a run that overlaps another (the alarm's and one started by queueing) leaves them to it. */
   private trying = new Set<string>();
   /** When each server was last heard from again: a try in flight then that fails goes again at once (serverBack). */
@@ -147,7 +156,7 @@ export class KickOutbox {
         : admitted
           ? { outcome: "admitted" }
           : target
-            ? (await this.slots.run(k.server_id, () => kickClient(this.env, target, k.client_id)))!
+            ? (await this.slots.run(k.server_id, () => kickClient(this.env, this.apiCalls, target, k.client_id)))!
             : { outcome: "no api" };
     const outcome = result.outcome;
     if (target && admitted === false && outcome !== "unaddressable") this.servers.apiCalled(k.server_id, outcome !== "failed");

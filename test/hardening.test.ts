@@ -1,4 +1,6 @@
+import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { streamObject } from "../src/object-access";
 import { ALLOW, admin, captured, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
 
 
@@ -62,6 +64,56 @@ describe("input limits", () => {
     const body = { ...publish("live", s, key, { ...edge, client: "c".repeat(64) }), ip: "2001:db8::1", param: `?key=${key}&pad=${"p".repeat(3000)}` };
     expect(await hook(body)).toEqual(ALLOW);
     expect(await hook({ ...captured("on_play", "HLS"), stream: `${s}.m3u8`, server_id: edge.server, service_id: edge.service })).toEqual(ALLOW);
+  });
+
+  // KV takes keys of 512 bytes at most, and the catalogue's is "stream:vhost/app/stream": each name within its own
+  // limit, 253 + 128 + 128 characters made a 518-byte key, and PUT answered 503 "try again" for ever.
+  it("refuses a vhost, app and stream too long together for the stream's catalogue key in KV with 400 naming the limit, and creates nothing", async () => {
+    const vhost = "v".repeat(253);
+    const app = "a".repeat(128);
+    const stream = `${uniqueStream()}-`.padEnd(128, "s");
+    const put = await admin("PUT", `/streams/${app}/${stream}?vhost=${vhost}`, { maxViewers: 5 });
+    expect(put.status).toBe(400);
+    expect(put.body.error).toBe(
+      'fields "vhost", "app" and "stream" are too long together: "vhost/app/stream" is 511 characters, at most 505 (the stream\'s catalogue key in KV, "stream:vhost/app/stream", is limited to 512 bytes)',
+    );
+    expect((await env.CATALOGUE.list({ prefix: `stream:${vhost}/` })).keys).toEqual([]);
+    expect(await streamObject(env, `${vhost}/${app}/${stream}`).state()).toBeNull();
+    // Every admin route of the stream says the same (it cannot exist).
+    for (const [method, path] of [["GET", ""], ["DELETE", ""], ["POST", "/tokens"], ["GET", "/events"]] as const) {
+      const r = await admin(method, `/streams/${app}/${stream}${path}?vhost=${vhost}`);
+      expect({ method, path, status: r.status, error: r.body.error }).toEqual({ method, path, status: 400, error: put.body.error });
+    }
+    // A list prefix longer than any stream key can be: 400 too (KV refused the list, a 500).
+    const list = await admin("GET", `/streams?vhost=${vhost}&prefix=${app}/${stream}`);
+    expect(list.status).toBe(400);
+    expect(list.body.error).toContain('query parameter "prefix"');
+    // At the limit: 505 characters, a 512-byte key, created and catalogued; one more is refused.
+    const fits = stream.slice(0, 124);
+    expect((await admin("PUT", `/streams/${app.slice(2)}/${fits}?vhost=${vhost}`, {})).status).toBe(201);
+    expect(await env.CATALOGUE.get(`stream:${vhost}/${app.slice(2)}/${fits}`)).not.toBeNull();
+    expect((await admin("PUT", `/streams/${app.slice(1)}/${fits}?vhost=${vhost}`, {})).status).toBe(400);
+  });
+
+  it("answers a hook naming such a stream as for any stream that does not exist", async () => {
+    const vhost = "v".repeat(253);
+    const app = "a".repeat(128);
+    const tooLong = `${uniqueStream()}-`.padEnd(128, "s");
+    const unknown = uniqueStream();
+    const who = { ...edge, client: "cli00001" };
+    const answers = async (a: string, s: string, v?: string) => {
+      const at = (body: Record<string, unknown>) => hook(v ? { ...body, vhost: v } : body);
+      return [
+        await at(publish(a, s, "k".repeat(32), who)),
+        await at(play(a, s, who)),
+        await at({ ...play(a, `${s}.m3u8`, who), param: "?hls_ctx=cli00001" }),
+        await at(stopPlay(a, s, who)),
+        await at(unpublish(a, s, who)),
+      ];
+    };
+    const theirs = await answers(app, tooLong, vhost);
+    expect(theirs).toEqual(await answers("live", unknown));
+    expect(theirs.map((r) => r.body.code)).toEqual([4001, 4001, 4001, 0, 0]);
   });
 
   it("applies the same name rules to the admin API", async () => {

@@ -4,7 +4,7 @@ import { signPlayToken } from "../auth/token";
 import { maxTokenTtlS, requiredSecret } from "../config";
 import type { Env } from "../env";
 import { jsonResponse, pageCursor, queryParam, readJson, refuseBody } from "../http";
-import { HLS_SUFFIX, parseStreamKey, streamKey, withoutHlsSuffix, type StreamName } from "../stream/name";
+import { CATALOGUE_PREFIX, HLS_SUFFIX, parseStreamKey, STREAM_KEY_MAX, streamKey, withoutHlsSuffix, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { STREAM_DELETED, type OperatorAction } from "../stream/publisher-api";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
@@ -16,9 +16,6 @@ import type { SessionId } from "../srs/hook";
 import { notQueued, reportOperatorEnded } from "../events/operator";
 import { parsePolicyChange, parseTokenRequest, streamNameFrom } from "./validate";
 import { isolateOfCounts, NOT_COUNTED } from "../platform/load";
-
-/** The stream catalogue in KV: lets the admin API list streams; the stream's object stays the authority. */
-export const CATALOGUE_PREFIX = "stream:";
 
 /** Middleware: every /admin route needs `Authorization: Bearer <ADMIN_TOKEN>`. */
 export async function requireAdmin(request: IRequest, env: Env): Promise<void> {
@@ -135,6 +132,10 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   }
   // The vhost is checked as on every other admin route; the name itself is only a placeholder.
   const scope = vhost === undefined && prefix === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/${prefix ?? ""}`;
+  // Longer than any stream key can be, it would also be longer than KV lists by.
+  if (scope.length > STREAM_KEY_MAX) {
+    throw new StatusError(400, `query parameter "prefix" with the vhost ("vhost/prefix", ${scope.length} characters) is longer than a stream's "vhost/app/stream" can be (${STREAM_KEY_MAX} characters)`);
+  }
   const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + scope, limit: limit === undefined ? 100 : Number(limit), cursor: pageCursor(request.query) });
   const states = await Promise.all(
     page.keys.map(async (k) => {

@@ -2,7 +2,7 @@ import { StatusError } from "itty-router";
 import { MAX_CLOCK_SKEW_S, SUB_PATTERN } from "../auth/token";
 import { isObject, queryParam } from "../http";
 import { LIMITS, within } from "../limits";
-import { DEFAULT_VHOST, type StreamName } from "../stream/name";
+import { DEFAULT_VHOST, STREAM_KEY_MAX, streamKey, type StreamName } from "../stream/name";
 import type { PolicyChange } from "../stream/object";
 
 const POLICY_FIELDS = new Set(["maxViewers", "playAuth", "onDuplicatePublish", "maxSessionsPerViewer", "onExtraViewerSession", "rotateKey"]);
@@ -54,15 +54,26 @@ export function parsePolicyChange(body: unknown): PolicyChange {
   return change;
 }
 
-/** The stream named by the admin path plus the optional ?vhost= query parameter. */
+/**
+ * The stream named by the admin path plus the optional ?vhost= query parameter. Refused also when the
+ * names together are too long for the stream's catalogue key (STREAM_KEY_MAX): such a stream cannot exist.
+ */
 export function streamNameFrom(params: Record<string, string>, query: Record<string, unknown>): StreamName {
   const vhost = queryParam(query, "vhost") ?? DEFAULT_VHOST;
   if (vhost === "") throw new StatusError(400, 'field "vhost" must not be empty');
-  return {
+  const name = {
     vhost: within("vhost", vhost, LIMITS.vhost),
     app: within("app", decode(params.app), LIMITS.app),
     stream: within("stream", decode(params.stream), LIMITS.stream),
   };
+  const length = streamKey(name).length;
+  if (length > STREAM_KEY_MAX) {
+    throw new StatusError(
+      400,
+      `fields "vhost", "app" and "stream" are too long together: "vhost/app/stream" is ${length} characters, at most ${STREAM_KEY_MAX} (the stream's catalogue key in KV, "stream:vhost/app/stream", is limited to 512 bytes)`,
+    );
+  }
+  return name;
 }
 
 /** Path segments arrive percent-encoded; names are checked on what they decode to. */

@@ -15,7 +15,18 @@ export function withoutHlsSuffix(stream: string): string {
   return stream.endsWith(HLS_SUFFIX) ? stream.slice(0, -HLS_SUFFIX.length) : stream;
 }
 
-/** The Durable Object name of a stream, and its catalogue key in KV. */
+/** The stream catalogue in KV (it lets the admin API list streams; the stream's object stays the authority): keys are this, then the stream key. */
+export const CATALOGUE_PREFIX = "stream:";
+
+/**
+ * The longest stream key ("vhost/app/stream"; its names are ASCII, a character is a byte): KV takes keys
+ * of 512 bytes at most (https://developers.cloudflare.com/kv/platform/limits/), and the stream's catalogue
+ * key is CATALOGUE_PREFIX and this. Names each within their own limit (src/limits.ts: 253, 128, 128
+ * characters) can be too long together; such a stream can never be catalogued, so it cannot exist.
+ */
+export const STREAM_KEY_MAX = 512 - CATALOGUE_PREFIX.length;
+
+/** The Durable Object name of a stream, and its catalogue key in KV (after CATALOGUE_PREFIX). */
 export function streamKey(name: StreamName): string {
   return `${name.vhost}/${name.app}/${name.stream}`;
 }

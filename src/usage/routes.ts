@@ -1,5 +1,5 @@
 import { StatusError, type IRequest } from "itty-router";
-import { CATALOGUE_PREFIX } from "../admin/routes";
+import { CATALOGUE_PREFIX } from "../stream/name";
 import { streamNameFrom } from "../admin/validate";
 import type { Env } from "../env";
 import { jsonResponse, pageCursor, queryParam } from "../http";

@@ -1,0 +1,270 @@
+/**
+ * Adversarial tests of the stream's rounds for shards waiting for slots (src/stream/slot-rounds.ts) after
+ * 3874d68 (recall rounds spaced by roundGap(), word-only rounds that call only the shards they tell):
+ * the README's bound on refusals while a slot is unused ("Flash crowds: viewer shards and leases"), its
+ * "Load of the rounds", and the cap, under lost words, restarts, pushes, silent servers and many shards.
+ */
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import * as slotRounds from "../src/stream/slot-rounds";
+import { StreamObject } from "../src/stream/object";
+import { ViewerShard } from "../src/viewers/shard";
+import { at, beat, deliverNotices, overloaded, serverStub, streamAtZero, streamStub, T0, viewer, viewerStop } from "./fleet";
+import { ALLOW, admin, newEdge, streamState, type Edge } from "./srs";
+
+/** ROUND_SHARDS_PER_S (100; read so, so that this file also runs against the code before 3874d68, which has no such export). */
+const PER_S: number = (slotRounds as { ROUND_SHARDS_PER_S?: number }).ROUND_SHARDS_PER_S ?? 100;
+
+afterEach(() => {
+  vi.restoreAllMocks();
+  vi.useRealTimers();
+});
+
+/** Runs the stream's alarm if it is due by the fake clock (as the platform would). */
+async function fireDue(s: string): Promise<void> {
+  const stub = streamStub(s);
+  const when = await runInDurableObject(stub, async (_o: StreamObject, state: DurableObjectState) => state.storage.getAlarm());
+  if (when !== null && when <= Date.now()) await runDurableObjectAlarm(stub);
+}
+
+async function waitingOf(s: string): Promise<string[]> {
+  return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
+}
+
+/** From `from` to `to` ms every 250 ms: the clock set, `each` run, the stream's due alarm run, a viewer tried on `edge`; when admitted (ms), or null. */
+async function admittedAt(s: string, edge: Edge, from: number, to: number, tag: string, each?: (t: number) => Promise<void>): Promise<number | null> {
+  for (let t = from, i = 0; t <= to; t += 250, i++) {
+    at(t);
+    if (each) await each(t);
+    await fireDue(s);
+    if ((await viewer(s, edge, `${tag}${String(i).padStart(5, "0")}`)).body.code === 0) return t;
+  }
+  return null;
+}
+
+/**
+ * A stream capped at `cap`, each slot held by a viewer on edge `a`. A first edge refused at 10 ms (its
+ * viewers then give up) starts the stream's rounds, which run until 39 s (their gap grown to 8 s, the last
+ * at 31.25 s); then `n` edges are refused one after another at 39 s (the first refusal's round: the next
+ * round of recalls is due at 47 s): they wait, holding their viewers' questions until told (or until about 69 s).
+ */
+async function fullWithWaiting(cap: number, n: number): Promise<{ s: string; a: Edge; starter: Edge; waiting: Edge[] }> {
+  const s = await streamAtZero({ maxViewers: cap });
+  const a = newEdge();
+  for (let i = 0; i < cap; i++) expect(await viewer(s, a, `a${String(i).padStart(7, "0")}`)).toEqual(ALLOW);
+  const starter = newEdge();
+  at(10);
+  expect((await viewer(s, starter, "s0000000")).body.code).toBe(4005);
+  for (let t = 250; t <= 39_000; t += 250) {
+    at(t);
+    await fireDue(s);
+  }
+  const waiting = Array.from({ length: n }, () => newEdge());
+  for (const [i, e] of waiting.entries()) {
+    at(39_010 + i * 10);
+    expect((await viewer(s, e, `w${i}000000`)).body.code).toBe(4005);
+  }
+  for (let t = 39_250; t <= 40_000; t += 250) {
+    at(t);
+    await fireDue(s);
+  }
+  expect(await waitingOf(s)).toEqual([starter, ...waiting].map((e) => e.server));
+  return { s, a, starter, waiting };
+}
+
+describe("findings", () => {
+  it("must not happen: a silent server's suspended viewers keep a waiting shard's viewers refused for WAIT_HOLD_MS (30 s), though they neither count nor block and the stream admits on their slots the viewer of an edge that was not waiting", async () => {
+    const s = await streamAtZero({ maxViewers: 2 });
+    const [a, c, d] = [newEdge(), newEdge(), newEdge()];
+    for (const e of [a, c, d]) await beat(e);
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    expect(await viewer(s, a, "a0000002")).toEqual(ALLOW);
+    at(25_000);
+    await beat(c);
+    await beat(d);
+    // c's viewer finds the stream full: c waits (and holds its viewers' questions until told, or 30 s).
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    expect(await waitingOf(s)).toEqual([c.server]);
+    // a falls silent: its viewers are suspended (they no longer count), their slots given back.
+    at(31_000);
+    await runDurableObjectAlarm(serverStub(a));
+    await deliverNotices(a);
+    await vi.waitFor(async () => expect((await streamStub(s).state())!.shards.find((x) => x.serverId === a.server)).toMatchObject({ leased: 0, suspendedViewers: 2 }));
+    expect((await streamState(s)).viewers).toBe(0);
+    // A viewer of d, which never waited, is admitted at once, on one of the suspended viewers' slots.
+    at(31_100);
+    expect(await viewer(s, d, "d0000001")).toEqual(ALLOW);
+    // c's viewers keep coming (c and d beat every 5 s), the stream's rounds run: one slot is free but for a suspended viewer.
+    const when = await admittedAt(s, c, 31_250, 60_000, "c1", async (t) => {
+      if (t % 5_000 === 0) for (const e of [c, d]) await beat(e);
+    });
+    expect(when, "c's viewers refused from 31 s (a silent) until c's hold ran out").not.toBeNull();
+    expect(when! - 31_000, `c admitted at ${when} ms: refused ${(when! - 31_000) / 1000} s after a fell silent`).toBeLessThanOrEqual(9_000);
+    const st = await streamState(s);
+    expect(st.viewers + st.leasedUnused).toBeLessThanOrEqual(2);
+  }, 60_000);
+
+  it("must not happen: a full stream whose slots rest on suspended viewers of 25 silent servers sends a round of recalls to all 25 shards for every lease ask, one slot granted each: 625 recalls in one second, past ROUND_SHARDS_PER_S", async () => {
+    const n = 25;
+    const s = await streamAtZero({ maxViewers: n });
+    const silent = Array.from({ length: n }, () => newEdge());
+    const live = newEdge();
+    for (const e of [...silent, live]) await beat(e);
+    for (const [i, e] of silent.entries()) expect((await viewer(s, e, `s${String(i).padStart(7, "0")}`)).body.code).toBe(0);
+    expect((await streamState(s)).viewers).toBe(n);
+    // Every silent edge falls silent (a region cut off), the live one keeps beating.
+    at(25_000);
+    await beat(live);
+    at(31_000);
+    for (const e of silent) await runDurableObjectAlarm(serverStub(e));
+    for (const e of silent) await deliverNotices(e);
+    await vi.waitFor(async () => expect((await streamState(s)).suspendedViewers).toBe(n));
+    let recalls = 0;
+    const real = ViewerShard.prototype.recall;
+    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+      recalls++;
+      return real.apply(this, args);
+    });
+    // Viewers come to the live edge, 25 in one second (the audience of the silent region reconnecting there).
+    let admitted = 0;
+    for (let i = 0; i < n; i++) {
+      at(32_000 + i * 40);
+      if ((await viewer(s, live, `l${String(i).padStart(7, "0")}`)).body.code === 0) admitted++;
+      await fireDue(s);
+    }
+    expect(admitted).toBeGreaterThan(0);
+    expect({ recalls, admitted }, "recall calls from the stream's object in 1 s").toEqual({ recalls: expect.toSatisfy((r: number) => r <= PER_S), admitted });
+  }, 120_000);
+});
+
+/** Measurement mode: every probe reports what it measured (a failure listing the values). */
+const SHOW = true;
+function report(what: Record<string, unknown>, ok: boolean): void {
+  if (SHOW) expect(what).toEqual({ show: true });
+  expect(ok, JSON.stringify(what)).toBe(true);
+}
+
+describe("probes: the word that slots are free, while rounds of the word alone run", () => {
+  it("holds?: the told shard whose slotsFree fails during the rounds of the word alone is told again at the next round", async () => {
+    const { s, a, waiting } = await fullWithWaiting(1, 4);
+    const target = waiting[3];
+    const real = ViewerShard.prototype.slotsFree;
+    let failed = 0;
+    const told: number[] = [];
+    vi.spyOn(ViewerShard.prototype, "slotsFree").mockImplementation(function (this: ViewerShard, k: string) {
+      if ((this as any).serverId === target.server) {
+        told.push(Date.now() - T0);
+        if (failed++ === 0) throw new Error("connection reset");
+      }
+      return real.call(this, k);
+    });
+    at(40_100);
+    expect((await viewerStop(s, a, "a0000000")).body.code).toBe(0);
+    const when = await admittedAt(s, target, 40_250, 68_000, "t");
+    report({ when, told }, when !== null && when - 40_100 <= 12_000);
+  }, 60_000);
+
+  it("holds?: the stream object evicted while the word spreads (its gap, last round and told-some in memory only): the last waiting shard still hears within the bound", async () => {
+    const { s, a, waiting } = await fullWithWaiting(1, 6);
+    const target = waiting[5];
+    at(40_100);
+    expect((await viewerStop(s, a, "a0000000")).body.code).toBe(0);
+    let evictions = 0;
+    const when = await admittedAt(s, target, 40_250, 68_000, "t", async (t) => {
+      // Evicted every 1.5 s while the word spreads.
+      if (t % 1_500 === 0 && t <= 52_000) {
+        evictions++;
+        await evictDurableObject(streamStub(s));
+      }
+    });
+    report({ when, evictions }, when !== null && when - 40_100 <= 8_000 + 4_000);
+  }, 60_000);
+
+  it("holds?: a push that cannot reach one waiting shard while the word spreads: once reached, the last waiting shard hears within the bound", async () => {
+    const { s, a, waiting } = await fullWithWaiting(1, 6);
+    const target = waiting[5];
+    const down = waiting[1];
+    const real = ViewerShard.prototype.recall;
+    let downUntil = 0;
+    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+      if ((this as any).serverId === down.server && Date.now() - T0 < downUntil) throw overloaded();
+      return real.apply(this, args);
+    });
+    at(40_100);
+    expect((await viewerStop(s, a, "a0000000")).body.code).toBe(0);
+    at(40_600);
+    downUntil = 47_000;
+    // A change of policy that keeps the cap (a new session limit): pushed to every shard, down's push fails.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 5 })).status).toBe(200);
+    const when = await admittedAt(s, target, 40_750, 68_000, "t");
+    report({ when, downUntil }, when !== null && when - downUntil <= 8_000 + 4_000);
+  }, 60_000);
+
+  it("holds?: a slot freed on a shard that is not tight (granted while slots were free) while another shard waits: the waiting shard's viewer is admitted within about 8 s", async () => {
+    const s = await streamAtZero({ maxViewers: 1 });
+    const a = newEdge();
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    const [t1, t2, w] = [newEdge(), newEdge(), newEdge()];
+    at(10);
+    expect((await viewer(s, t1, "x0000000")).body.code).toBe(4005);
+    for (let t = 250; t <= 39_000; t += 250) {
+      at(t);
+      await fireDue(s);
+    }
+    at(39_010);
+    expect((await viewer(s, t2, "x1000000")).body.code).toBe(4005);
+    at(39_020);
+    expect((await viewer(s, w, "x2000000")).body.code).toBe(4005);
+    // The cap raised by 2: the push tells t1 and t2 (the longest waiting), not w.
+    at(40_050);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 3 })).status).toBe(200);
+    expect(await waitingOf(s)).toEqual([w.server]);
+    at(40_100);
+    expect(await viewer(s, t1, "t1000001")).toEqual(ALLOW);
+    expect(await viewer(s, t2, "t2000001")).toEqual(ALLOW);
+    // t1 was granted its slot while one more was free: not tight, it keeps the slot its viewer leaves.
+    at(40_200);
+    expect((await viewerStop(s, t1, "t1000001")).body.code).toBe(0);
+    const st = await streamState(s);
+    const when = await admittedAt(s, w, 40_250, 68_000, "w");
+    report({ when, leasedUnused: st.leasedUnused, viewers: st.viewers }, when !== null && when - 40_200 <= 8_500);
+  }, 60_000);
+
+  it("holds?: a server falls silent while the word spreads and its silence's notice never arrives: its viewer's slot reaches a waiting shard within about 8 s of the silence", async () => {
+    const s = await streamAtZero({ maxViewers: 2 });
+    const [a, g] = [newEdge(), newEdge()];
+    const idle = Array.from({ length: 3 }, () => newEdge());
+    const [w1, w2] = [newEdge(), newEdge()];
+    const beating = [a, ...idle, w1, w2];
+    for (const e of [...beating, g]) await beat(e);
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    expect(await viewer(s, g, "g0000001")).toEqual(ALLOW);
+    // Waiting: three edges whose viewers give up, then (later, their holds fresh) w1 and w2.
+    for (const [i, e] of idle.entries()) {
+      at(10 + i);
+      expect((await viewer(s, e, `x${i}000000`)).body.code).toBe(4005);
+    }
+    const tick = async (t: number) => {
+      at(t);
+      if (t % 5_000 === 0) for (const e of beating) await beat(e);
+      await fireDue(s);
+    };
+    for (let t = 250; t <= 29_000; t += 250) await tick(t);
+    at(29_010);
+    expect((await viewer(s, w1, "w1000000")).body.code).toBe(4005);
+    at(29_020);
+    expect((await viewer(s, w2, "w2000000")).body.code).toBe(4005);
+    // a's viewer leaves: one slot free, the word spreads (the idle edges first). g is silent from 30 s (no heartbeat since 0).
+    at(29_500);
+    expect((await viewerStop(s, a, "a0000001")).body.code).toBe(0);
+    const admitted: Record<string, number | null> = { w1: null, w2: null };
+    for (let t = 29_750, i = 0; t <= 58_000 && (admitted.w1 === null || admitted.w2 === null); t += 250, i++) {
+      await tick(t);
+      for (const [name, e] of [["w1", w1], ["w2", w2]] as const) {
+        if (admitted[name] === null && (await viewer(s, e, `${name}${String(i).padStart(5, "0")}`)).body.code === 0) admitted[name] = t;
+      }
+    }
+    const last = Math.max(admitted.w1 ?? Infinity, admitted.w2 ?? Infinity);
+    report({ admitted }, last - 30_000 <= 8_000 + 3_000);
+  }, 60_000);
+});

@@ -134,6 +134,17 @@ export class LeaseBook {
     return cap - held;
   }
 
+  /**
+   * Slots no shard holds, for anyone, not counting suspended viewers (0 while a shard is unreached): a
+   * grant that rests on the suspended viewers' slots is one slot, after their shards checked their servers.
+   */
+  freeButSuspended(cap: number): number {
+    if (this.anyUnreached()) return 0;
+    let held = 0;
+    for (const r of this.records.values()) held += Math.max(r.granted, r.live);
+    return cap - held;
+  }
+
   anyUnreached(besides?: string): boolean {
     for (const r of this.records.values()) if (r.unreached && r.serverId !== besides) return true;
     return false;

@@ -206,8 +206,12 @@ export class SlotRounds {
     const cap = this.host.cap() ?? null;
     const waiting = this.leases.waiting();
     if (waiting.length === 0) return;
-    // Only when a slot is free for real (not only because suspended viewers gave theirs back).
-    const free = cap === null ? waiting.length : this.leases.strictFree(null, cap);
+    // A slot free for real; else, free only because suspended viewers gave theirs back (they neither count nor
+    // block), as one: the shard told asks, and the stream has their shards check their servers and grants it
+    // one slot (answer()), as it would a shard that was not waiting. Not told, a waiting shard's viewers were
+    // refused until its hold ran out (WAIT_HOLD_MS) while any other edge's were admitted.
+    let free = cap === null ? waiting.length : this.leases.strictFree(null, cap);
+    if (free <= 0 && cap !== null && this.leases.freeButSuspended(cap) > 0) free = 1;
     if (free <= 0) {
       this.wakeRounds = 0;
       return;

@@ -46,6 +46,8 @@ export class SlotRounds {
   private wakeRounds = 0;
   /** The last wake told some waiting shards, not all. */
   private toldSome = false;
+  /** When the last round began that had the shards of suspended viewers check their servers before a grant resting on them. */
+  private lastSuspendedCheck = 0;
 
   constructor(
     private env: Env,
@@ -65,8 +67,13 @@ export class SlotRounds {
   async answer(report: LeaseReport): Promise<LeaseRecord | null> {
     let mode: GrantMode = "strict";
     if (report.want > 0 && this.leases.restsOnSuspended(report, this.host.cap() ?? null)) {
-      // Slots are free only because other shards' viewers are suspended: their servers may be back.
-      await this.recall(report.streamKey, report.serverId, "liveness", "suspended");
+      // Slots are free only because other shards' viewers are suspended: their servers may be back. Asked at most
+      // once per roundGap(), as other rounds: each shard asking at the cap (one slot at a time, below) would
+      // otherwise send a round to every shard of a silent server, one per admission (ROUND_SHARDS_PER_S).
+      if (Date.now() - this.lastSuspendedCheck >= this.roundGap()) {
+        this.lastSuspendedCheck = Date.now();
+        await this.recall(report.streamKey, report.serverId, "liveness", "suspended");
+      }
       if (this.host.cap() === undefined) return null;
       // Still suspended: one slot for the hook that asks (as one admission would rest on them), no more.
       if (this.leases.restsOnSuspended(report, this.host.cap() ?? null)) mode = "cautious";

@@ -235,8 +235,11 @@ export class SlotRounds {
         }),
       );
     }
-    // Those still waiting hear at the next round, soon.
+    // Those still waiting hear at the next round, soon: a round of the word alone 1 s later (it calls only the
+    // shards it tells), also when this word came from a give-back or another's round, not from the alarm (else
+    // the next word waited for the next round of recalls, up to RECALL_GAP_MAX_MS later).
     this.toldSome = told.length < waiting.length;
+    if (this.toldSome) this.host.armCheck(Date.now() + RECALL_GAP_MS);
   }
 
   /**

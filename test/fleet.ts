@@ -9,6 +9,7 @@ import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { ViewerShard } from "../src/viewers/shard";
 import { ServerRegistry } from "../src/server/registry";
+import type { StreamObject } from "../src/stream/object";
 import { Deadline } from "../src/platform/retry";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 import { ALLOW, kickedOn, type takeoverReady } from "./fake-srs";
@@ -57,6 +58,13 @@ export const playRequest = (stream: string, edge: Edge, clientId: string) => ({
 });
 
 export const streamStub = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
+
+/** Runs an object's alarm only if it is due by the (fake) clock, as the platform would; true if it ran. */
+export async function fireDue(stub: any): Promise<boolean> {
+  const when: number | null = await runInDurableObject(stub as DurableObjectStub<StreamObject>, async (_o: StreamObject, state: DurableObjectState) => (await state.storage.getAlarm()) as number | null);
+  if (when === null || when > Date.now()) return false;
+  return runDurableObjectAlarm(stub);
+}
 
 /** The server as GET /admin/servers lists it (undefined: not listed). */
 export async function serverListed(edge: Edge) {

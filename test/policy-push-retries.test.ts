@@ -7,7 +7,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { PUSH_RETRY_MS, StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, overloaded, recallsFailOn, shardStub, streamAtZero, streamStub, T0, viewer } from "./fleet";
+import { at, overloaded, recallsFailOn, shardStub, streamAtZero, streamStub, T0, viewer, fireDue } from "./fleet";
 import { ALLOW, playWith, REVOKED, tokenOf } from "./identity";
 import { admin, createStream, hook, newEdge, publish, stopPlay, streamState } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
@@ -18,13 +18,6 @@ afterEach(() => {
   vi.restoreAllMocks();
   vi.useRealTimers();
 });
-
-/** Runs an object's alarm only if it is due by the fake clock (as the platform would). */
-async function fireDue(stub: any): Promise<boolean> {
-  const when: number | null = await runInDurableObject(stub as DurableObjectStub<StreamObject>, async (_o: any, state: DurableObjectState) => (await state.storage.getAlarm()) as number | null);
-  if (when === null || when > Date.now()) return false;
-  return runDurableObjectAlarm(stub);
-}
 
 async function alarmOf(stub: any): Promise<number | null> {
   return runInDurableObject(stub as DurableObjectStub<StreamObject>, async (_o: any, state: DurableObjectState) => (await state.storage.getAlarm()) as number | null);

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { PUSH_RETRY_MS, StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { POLICY_TTL_MS } from "../src/viewers/lease";
-import { at, beat, CAP, until, overloaded, playOn, recallsFailOn, serverListed, serverStub, shardStub, streamAtZero, streamStub, useFakeClock } from "./fleet";
+import { at, beat, CAP, until, overloaded, playOn, recallsFailOn, serverListed, serverStub, shardStub, streamAtZero, streamStub, useFakeClock, fireDue } from "./fleet";
 import { ALLOW } from "./fake-srs";
 import { admin, createStream, hook, newEdge, publish, streamState, uniqueStream, type Edge } from "./srs";
 
@@ -31,12 +31,6 @@ const tablesOf = (stub: any) =>
     tables: st.storage.sql.exec("SELECT name FROM sqlite_master").toArray().length,
     alarm: await st.storage.getAlarm(),
   }));
-async function fireDue(stub: any): Promise<boolean> {
-  const when = await runInDurableObject(stub, async (_o: unknown, st: DurableObjectState) => (await st.storage.getAlarm()) as number | null);
-  if (when === null || when > Date.now()) return false;
-  return runDurableObjectAlarm(stub);
-}
-
 describe("17877aa: the policy version and owed pushes in PolicyPushes", () => {
   it("holds: the version is monotonic across evictions, PUTs, DELETE and create again, and the getter matches storage", async () => {
     const s = await streamAtZero();

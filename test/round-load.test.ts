@@ -4,25 +4,16 @@
  * viewers come and go, watched through many SRS servers, must not cost one of each per server every
  * second (Cloudflare documents 200–500 requests/s for one object that writes). README: "Flash crowds".
  */
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ROUND_SHARDS_PER_S } from "../src/stream/slot-rounds";
-import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, streamAtZero, streamStub, viewer, viewerStop } from "./fleet";
+import { at, streamAtZero, streamStub, viewer, viewerStop, fireDue } from "./fleet";
 import { newEdge, type Edge } from "./srs";
 
 afterEach(() => {
   vi.restoreAllMocks();
   vi.useRealTimers();
 });
-
-/** Runs the stream's alarm if it is due by the fake clock (as the platform would). */
-async function fireDue(s: string): Promise<void> {
-  const stub = streamStub(s);
-  const when = await runInDurableObject(stub, async (_o: StreamObject, state: DurableObjectState) => state.storage.getAlarm());
-  if (when !== null && when <= Date.now()) await runDurableObjectAlarm(stub);
-}
 
 describe("a full stream watched through many servers, its viewers coming and going", () => {
   it("its rounds reach at most ROUND_SHARDS_PER_S shards a second on average, not every shard twice a second: 150 servers, a viewer refused on 3 more and one replaced each second, for 20 s", async () => {
@@ -58,7 +49,7 @@ describe("a full stream watched through many servers, its viewers coming and goi
         expect((await viewer(s, next, c2)).body.code).toBe(0);
         watching.push([next, c2]);
       }
-      await fireDue(s);
+      await fireDue(streamStub(s));
     }
     expect(recalls, `recall calls in ${seconds} s from the stream's object to its ${servers} shards`).toBeLessThanOrEqual(seconds * ROUND_SHARDS_PER_S);
   }, 60_000);

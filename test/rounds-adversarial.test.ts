@@ -6,26 +6,16 @@
  */
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import * as slotRounds from "../src/stream/slot-rounds";
+import { ROUND_SHARDS_PER_S as PER_S } from "../src/stream/slot-rounds";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, serverStub, shardStub as shardStubOf, streamAtZero, streamStub, T0, viewer, viewerStop } from "./fleet";
+import { at, beat, deliverNotices, overloaded, serverStub, shardStub as shardStubOf, streamAtZero, streamStub, T0, viewer, viewerStop, fireDue } from "./fleet";
 import { ALLOW, admin, newEdge, streamState, type Edge } from "./srs";
-
-/** ROUND_SHARDS_PER_S (100; read so, so that this file also runs against the code before 3874d68, which has no such export). */
-const PER_S: number = (slotRounds as { ROUND_SHARDS_PER_S?: number }).ROUND_SHARDS_PER_S ?? 100;
 
 afterEach(() => {
   vi.restoreAllMocks();
   vi.useRealTimers();
 });
-
-/** Runs the stream's alarm if it is due by the fake clock (as the platform would). */
-async function fireDue(s: string): Promise<void> {
-  const stub = streamStub(s);
-  const when = await runInDurableObject(stub, async (_o: StreamObject, state: DurableObjectState) => state.storage.getAlarm());
-  if (when !== null && when <= Date.now()) await runDurableObjectAlarm(stub);
-}
 
 async function waitingOf(s: string): Promise<string[]> {
   return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
@@ -36,7 +26,7 @@ async function admittedAt(s: string, edge: Edge, from: number, to: number, tag: 
   for (let t = from, i = 0; t <= to; t += 250, i++) {
     at(t);
     if (each) await each(t);
-    await fireDue(s);
+    await fireDue(streamStub(s));
     if ((await viewer(s, edge, `${tag}${String(i).padStart(5, "0")}`)).body.code === 0) return t;
   }
   return null;
@@ -57,7 +47,7 @@ async function fullWithWaiting(cap: number, n: number): Promise<{ s: string; a: 
   expect((await viewer(s, starter, "s0000000")).body.code).toBe(4005);
   for (let t = 250; t <= 39_000; t += 250) {
     at(t);
-    await fireDue(s);
+    await fireDue(streamStub(s));
   }
   const waiting = Array.from({ length: n }, () => newEdge());
   for (const [i, e] of waiting.entries()) {
@@ -66,7 +56,7 @@ async function fullWithWaiting(cap: number, n: number): Promise<{ s: string; a: 
   }
   for (let t = 39_250; t <= 40_000; t += 250) {
     at(t);
-    await fireDue(s);
+    await fireDue(streamStub(s));
   }
   expect(await waitingOf(s)).toEqual([starter, ...waiting].map((e) => e.server));
   return { s, a, starter, waiting };
@@ -130,7 +120,7 @@ describe("findings", () => {
     for (let i = 0; i < n; i++) {
       at(32_000 + i * 40);
       if ((await viewer(s, live, `l${String(i).padStart(7, "0")}`)).body.code === 0) admitted++;
-      await fireDue(s);
+      await fireDue(streamStub(s));
     }
     expect(admitted).toBeGreaterThan(0);
     expect({ recalls, admitted }, "recall calls from the stream's object in 1 s").toEqual({ recalls: expect.toSatisfy((r: number) => r <= PER_S), admitted });
@@ -227,7 +217,7 @@ describe("probes: the word that slots are free, while rounds of the word alone r
     expect((await viewer(s, t1, "x0000000")).body.code).toBe(4005);
     for (let t = 250; t <= 39_000; t += 250) {
       at(t);
-      await fireDue(s);
+      await fireDue(streamStub(s));
     }
     at(39_010);
     expect((await viewer(s, t2, "x1000000")).body.code).toBe(4005);
@@ -235,7 +225,7 @@ describe("probes: the word that slots are free, while rounds of the word alone r
     expect((await viewer(s, w, "x2000000")).body.code).toBe(4005);
     for (let t = 39_250; t <= 40_000; t += 250) {
       at(t);
-      await fireDue(s);
+      await fireDue(streamStub(s));
     }
     // The cap raised by 2: the push tells t1 and t2 (the longest waiting), not w.
     at(40_050);
@@ -269,7 +259,7 @@ describe("probes: the word that slots are free, while rounds of the word alone r
     const tick = async (t: number) => {
       at(t);
       if (t % 5_000 === 0) for (const e of beating) await beat(e);
-      await fireDue(s);
+      await fireDue(streamStub(s));
     };
     for (let t = 250; t <= 29_000; t += 250) await tick(t);
     at(29_010);
@@ -302,7 +292,7 @@ describe("probes: a stream watched through more than ROUND_SHARDS_PER_S servers"
     expect((await viewer(s, w, "w0000000")).body.code).toBe(4005);
     for (let t = 250; t <= 20_000; t += 250) {
       at(t);
-      await fireDue(s);
+      await fireDue(streamStub(s));
     }
     at(20_010);
     expect((await viewer(s, w, "w1000000")).body.code).toBe(4005);
@@ -380,7 +370,7 @@ describe("probes: the cap, while the word spreads in rounds of its own", () => {
       } else if (r < 0.8) {
         await evictDurableObject(streamStub(s));
       }
-      await fireDue(s).catch(() => {});
+      await fireDue(streamStub(s)).catch(() => {});
       await new Promise((res) => setTimeout(res, 5));
       let held = 0;
       for (const e of edges) {

@@ -8,7 +8,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0, gate, viewer } from "./fleet";
+import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0, gate, viewer, fireDue } from "./fleet";
 import { PUSH_RETRY_MS } from "../src/stream/object";
 import { ALLOW, admin, createStream, hook, newEdge, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
@@ -22,13 +22,6 @@ afterEach(() => {
 
 async function waitingOf(s: string): Promise<string[]> {
   return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
-}
-
-/** Runs an object's alarm only if it is due by the fake clock (as the platform would). */
-async function fireDue(stub: any): Promise<boolean> {
-  const when: number | null = await runInDurableObject(stub as DurableObjectStub<StreamObject>, async (_o: StreamObject, state: DurableObjectState) => (await state.storage.getAlarm()) as number | null);
-  if (when === null || when > Date.now()) return false;
-  return runDurableObjectAlarm(stub);
 }
 
 /** Runs the stream's alarm rounds from `from` to `to` ms (fake clock), trying a viewer on `edge` after each; returns when admitted (ms) or null. */

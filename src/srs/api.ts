@@ -269,7 +269,12 @@ export interface PresenceAnswer {
  * found", another server_id answering, a "not found" from an API whose own
  * identity is not the session's server): then the session stands.
  * `identityAlongside`: who answers at the address is asked at the same time
- * (a "not found" is then expected, after a kick), not after the "not found".
+ * (a "not found" is then expected, after a kick), not after the "not found";
+ * the answer waits for it in any case, so a question is over only once all its
+ * calls are (the caller's per-server slot, CALLS_PER_SERVER, covers them all).
+ * Asked after a "not found", it is part of a question already sent: only
+ * `until` holds it (a `sendBy` was for the question, e.g. a refusal's check
+ * time, whose late answer is kept for the next refusal).
  */
 export async function clientPresence(
   env: Env,
@@ -282,8 +287,11 @@ export async function clientPresence(
   if (!path) return { presence: "unknown" };
   const early = times.identityAlongside ? identity(env, apiCalls, target, times) : null;
   const body = await call(env, apiCalls, "GET", target, path, times);
+  // Never left running behind the answer: an untilGone poll answered "present" at once would otherwise leave
+  // one more versions call in flight per poll, past the server's CALLS_PER_SERVER and holding the object's places.
+  const who = early ? await early : null;
   if ("problem" in body) return { presence: "unknown", problem: body.problem };
-  if (body.code === CLIENT_NOT_FOUND) return notFound(target, await (early ?? identity(env, apiCalls, target, times)));
+  if (body.code === CLIENT_NOT_FOUND) return notFound(target, who ?? (await identity(env, apiCalls, target, { until: times.until })));
   if (body.code !== 0) return { presence: "unknown", problem: `edge answered code ${body.code}` };
   return sameProcess(target, body, "present");
 }

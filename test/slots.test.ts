@@ -232,3 +232,74 @@ describe("ServerCallSlots", () => {
     expect(most).toBe(CALLS_PER_SERVER);
   });
 });
+
+describe("Slots, with keys and low work (calls to an API that stopped answering)", () => {
+  it("holds: low work never holds more than lowMax places, and work that is not low, behind it in line, goes first", async () => {
+    const slots = new Slots(5, 4);
+    let low = 0;
+    let mostLow = 0;
+    const finish: (() => void)[] = [];
+    const order: string[] = [];
+    const job = (name: string, isLow: boolean) =>
+      slots.run(
+        () =>
+          new Promise<void>((r) => {
+            order.push(name);
+            if (isLow) (low++, (mostLow = Math.max(mostLow, low)));
+            finish.push(() => (isLow && low--, r()));
+          }),
+        Infinity,
+        { key: isLow ? "hanging" : name, low: () => isLow },
+      );
+    const runs = [...Array.from({ length: 8 }, (_, i) => job(`low${i}`, true)), job("healthy", false)];
+    await sleep(0);
+    expect(order).toEqual(["low0", "low1", "low2", "low3", "healthy"]);
+    while (finish.length > 0) {
+      finish.splice(0).forEach((f) => f());
+      await sleep(0);
+    }
+    await Promise.all(runs);
+    expect(mostLow).toBe(4);
+    expect(slots.idle).toBe(true);
+    expect(await freePlaces(slots)).toBe(5);
+  });
+
+  it("holds: work whose key has nothing running goes before more work of a key that has (one place at a time per busy key)", async () => {
+    const slots = new Slots(2);
+    const finish: (() => void)[] = [];
+    const order: string[] = [];
+    const job = (name: string, key: string) =>
+      slots.run(() => new Promise<void>((r) => (order.push(name), finish.push(r))), Infinity, { key });
+    const runs = [job("a1", "a"), job("a2", "a"), job("a3", "a"), job("a4", "a"), job("b1", "b")];
+    await sleep(0);
+    expect(order).toEqual(["a1", "a2"]);
+    finish.shift()!(); // a1 done: b1 (its key idle) goes before a3
+    await sleep(0);
+    expect(order).toEqual(["a1", "a2", "b1"]);
+    while (finish.length > 0) {
+      finish.splice(0).forEach((f) => f());
+      await sleep(0);
+    }
+    await Promise.all(runs);
+    expect(order).toEqual(["a1", "a2", "b1", "a3", "a4"]);
+    expect(slots.idle).toBe(true);
+  });
+
+  it("holds: a low waiter whose deadline passes while skipped leaves the line; counts stay right", async () => {
+    const slots = new Slots(2, 1);
+    const finish: (() => void)[] = [];
+    const hold = (low: boolean, deadline = Infinity) =>
+      slots.run(() => new Promise<void>((r) => finish.push(r)), deadline, { key: low ? "x" : undefined, low: () => low });
+    const first = hold(true);
+    const skipped = hold(true, Date.now() + 20); // low share full: waits, a place free
+    await sleep(40);
+    expect(await skipped).toBeNull();
+    const other = hold(false);
+    await sleep(0);
+    expect(finish).toHaveLength(2);
+    finish.splice(0).forEach((f) => f());
+    await Promise.all([first, other]);
+    expect(slots.idle).toBe(true);
+    expect(await freePlaces(slots)).toBe(2);
+  });
+});

@@ -17,7 +17,7 @@
  * process is gone (a restart), and with it all its clients.
  */
 import type { Env } from "../env";
-import { Slots } from "../platform/slots";
+import { Slots, type WorkKind } from "../platform/slots";
 
 /** What a server's API said about a client. */
 export type ClientPresence = "present" | "gone" | "unknown";
@@ -43,8 +43,22 @@ export const API_TIMEOUT_MS = 2_000;
  */
 export const API_CALLS_IN_FLIGHT = 5;
 
+/**
+ * Of those, at most this many to APIs that have stopped answering (their last call unreachable or timed out,
+ * UNANSWERED_MS ago at most), and those go after the others: calls to edges that hang never hold every place,
+ * so a kick to a healthy edge is not held behind a shard's hanging edges for 2 s per 5 of their calls.
+ */
+export const API_CALLS_TO_SILENT_APIS = API_CALLS_IN_FLIGHT - 1;
+
 /** One object's places for its API calls: the object makes one and passes it to each call (apiCalls of every call below). */
-export const apiCallSlots = () => new Slots(API_CALLS_IN_FLIGHT);
+export const apiCallSlots = () => new Slots(API_CALLS_IN_FLIGHT, API_CALLS_TO_SILENT_APIS);
+
+/** API base URLs whose last call got no answer at all (unreachable, its 2 s out) → until when that counts (isolate-wide). */
+const unanswered = new Map<string, number>();
+const UNANSWERED_MS = 60_000;
+const silentApi = (base: string) => (unanswered.get(base) ?? 0) > Date.now();
+/** A call's turn among the object's others: calls to one API share turns, and those to an API that stopped answering go last. */
+const callKind = (target: ApiTarget): WorkKind => ({ key: target.base, low: () => silentApi(target.base) });
 
 /** When a call may be sent, and how long its answer is waited for. */
 export interface CallTimes {
@@ -165,7 +179,7 @@ async function call(
     if (Date.now() >= sendBy) return { problem: TOO_SLOW };
     if (times.stillWanted && !times.stillWanted()) return { problem: CALLED_OFF };
     return send(env, method, target, path, until);
-  }, sendBy);
+  }, sendBy, callKind(target));
   return answer ?? { problem: TOO_SLOW };
 }
 
@@ -182,6 +196,7 @@ async function send(env: Env, method: "GET" | "DELETE", target: ApiTarget, path:
   let text: string | null;
   try {
     const response = await fetch(`${target.base}${path}`, { method, headers: headers(env), redirect: "manual", signal: AbortSignal.timeout(waitMs) });
+    unanswered.delete(target.base);
     if (response.status !== 200) {
       await response.body?.cancel();
       logApi(target, method, `HTTP ${response.status}${response.status === 401 ? " (check SRS_API_USERNAME / SRS_API_PASSWORD)" : ""}`);
@@ -190,7 +205,13 @@ async function send(env: Env, method: "GET" | "DELETE", target: ApiTarget, path:
     text = await readAtMost(response, MAX_ANSWER_BYTES);
   } catch (err) {
     logApi(target, method, String(err).slice(0, 200));
-    return { problem: waitMs < API_TIMEOUT_MS && (err as Error)?.name === "TimeoutError" ? TOO_SLOW : UNREACHABLE };
+    const tooSlow = waitMs < API_TIMEOUT_MS && (err as Error)?.name === "TimeoutError";
+    // No answer in its full time: its next calls go after those to APIs that answer (API_CALLS_TO_SILENT_APIS).
+    if (!tooSlow) {
+      if (unanswered.size > 1_000) unanswered.clear();
+      unanswered.set(target.base, Date.now() + UNANSWERED_MS);
+    }
+    return { problem: tooSlow ? TOO_SLOW : UNREACHABLE };
   }
   if (text === null) {
     logApi(target, method, `answer over ${MAX_ANSWER_BYTES} bytes: not SRS`);
@@ -314,9 +335,20 @@ export interface KickTiming {
   doneBy?: number;
 }
 
-/** Kicks the client on its server (DELETE /api/v1/clients/{id}). */
+/**
+ * Kicks the client on its server (DELETE /api/v1/clients/{id}). The kick's calls (its question, the DELETE,
+ * who answered a "not found": one after the other) share one of the object's places, taken by `sendBy`: once
+ * a kick has its turn, its DELETE does not queue again behind calls to edges that hang.
+ */
 export async function kickClient(env: Env, apiCalls: Slots, target: ApiTarget, clientId: string, timing: KickTiming = {}): Promise<KickResult> {
   if (!clientPath(clientId)) return { outcome: "unaddressable" };
+  const own = new Slots(1);
+  const result = await apiCalls.run(() => kickInPlace(env, own, target, clientId, timing), timing.sendBy, callKind(target));
+  return result ?? { outcome: "failed", problem: TOO_SLOW };
+}
+
+/** kickClient's calls, in its place (`apiCalls`: the kick's own, one call at a time). */
+async function kickInPlace(env: Env, apiCalls: Slots, target: ApiTarget, clientId: string, timing: KickTiming): Promise<KickResult> {
   // First make sure the API answering is the session's process: a client id of a restarted process may name someone else.
   if (!timing.knownPresent) {
     const { presence, problem } = await clientPresence(env, apiCalls, target, clientId, { until: timing.sendBy });

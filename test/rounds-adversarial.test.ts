@@ -49,6 +49,9 @@ async function fullWithWaiting(cap: number, n: number): Promise<{ s: string; a: 
     at(t);
     await fireDue(streamStub(s));
   }
+  // The starter's hold is over: its next viewer asks again and is refused (it stays the longest waiting).
+  at(39_000);
+  expect((await viewer(s, starter, "s0000001")).body.code).toBe(4005);
   const waiting = Array.from({ length: n }, () => newEdge());
   for (const [i, e] of waiting.entries()) {
     at(39_010 + i * 10);
@@ -219,6 +222,9 @@ describe("probes: the word that slots are free, while rounds of the word alone r
       at(t);
       await fireDue(streamStub(s));
     }
+    // t1's hold is over: its next viewer asks again and is refused (t1 stays the longest waiting).
+    at(39_005);
+    expect((await viewer(s, t1, "x0000001")).body.code).toBe(4005);
     at(39_010);
     expect((await viewer(s, t2, "x1000000")).body.code).toBe(4005);
     at(39_020);

@@ -12,6 +12,7 @@ import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub,
 import { PUSH_RETRY_MS } from "../src/stream/object";
 import { ALLOW, admin, createStream, hook, newEdge, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
+import { WAITING_KEPT_MS } from "../src/stream/leases";
 
 const key = (s: string) => `__defaultVhost__/live/${s}`;
 
@@ -193,6 +194,29 @@ describe("the stream's rounds while a shard waits in vain", () => {
     expect(rounds[0], `rounds at ${rounds}`).toBeLessThanOrEqual(1_500);
     const gaps = rounds.slice(1).map((x, i) => Math.round((x - rounds[i]) / 1000));
     expect(gaps, `rounds at ${rounds}`).toEqual([2, 4, 8, 8, 8, 8]);
+  });
+});
+
+describe("a full stream nobody tries to join any more", () => {
+  it("its rounds stop WAITING_KEPT_MS (40 s) after the last refusal, instead of recalling its shards every 8 s for as long as it stays full; a slot freed later still admits the refused edge's next viewer at once", async () => {
+    const { s, a, c } = await oneSlotTaken();
+    const rounds: number[] = [];
+    const realRecall = ViewerShard.prototype.recall;
+    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+      rounds.push(Date.now() - T0);
+      return realRecall.apply(this, args);
+    });
+    for (let t = 250; t <= 300_000; t += 250) {
+      at(t);
+      await fireDue(streamStub(s));
+    }
+    expect(rounds.length, `rounds at ${rounds}`).toBeGreaterThan(0);
+    expect(Math.max(...rounds), `rounds at ${rounds}`).toBeLessThanOrEqual(10 + WAITING_KEPT_MS);
+    // Five minutes later a's viewer leaves; c's next viewer asks (its hold is long over) and is admitted.
+    expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
+    expect(await viewer(s, c, "c0000002")).toEqual(ALLOW);
+    const st = await streamState(s);
+    expect(st.viewers + st.leasedUnused).toBeLessThanOrEqual(1);
   });
 });
 

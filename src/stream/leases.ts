@@ -1,4 +1,11 @@
-import type { LeaseReport, Place, RecallAnswer } from "../viewers/lease";
+import { addColumns } from "../platform/sql";
+import { WAIT_HOLD_MS, type LeaseReport, type Place, type RecallAnswer } from "../viewers/lease";
+
+/**
+ * A shard refused for want of slots counts as waiting this long after its last refusal: its own hold
+ * (WAIT_HOLD_MS, from when the refusal reached it) is over by then, with the hook deadline to spare.
+ */
+export const WAITING_KEPT_MS = WAIT_HOLD_MS + 10_000;
 
 /** How a grant counts suspended viewers (see LeaseBook.apply). */
 export type GrantMode = "strict" | "cautious";
@@ -63,7 +70,7 @@ export class LeaseBook {
       live INTEGER NOT NULL, suspended INTEGER NOT NULL, colo TEXT NOT NULL, country TEXT NOT NULL,
       reported_at INTEGER NOT NULL, unreached INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS left_shards (server_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS lease_waiting (server_id TEXT PRIMARY KEY, since INTEGER NOT NULL) WITHOUT ROWID;`;
+    CREATE TABLE IF NOT EXISTS lease_waiting (server_id TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;`;
 
   private records = new Map<string, LeaseRecord>();
 
@@ -72,6 +79,9 @@ export class LeaseBook {
     /** A shard's record went (it left, or was forgotten holding nothing): it holds no viewer of the stream until its next message. */
     private forgotten: (serverId: string) => void = () => {},
   ) {
+    // Waiting shards of a version that kept them until told: kept as if just refused.
+    addColumns(sql, "lease_waiting", { until: "INTEGER NOT NULL DEFAULT 0" });
+    sql.exec("UPDATE lease_waiting SET until = ? WHERE until = 0", Date.now() + WAITING_KEPT_MS);
     for (const r of sql.exec<LeaseRow>("SELECT * FROM leases")) {
       this.records.set(r.server_id, {
         serverId: r.server_id, granted: r.granted, seq: r.seq, live: r.live, suspended: r.suspended,
@@ -82,15 +92,28 @@ export class LeaseBook {
 
   /**
    * Shards refused for want of slots, oldest first: they hold their viewers'
-   * questions until told that slots are free (stored, so that a restarted
-   * stream still tells them).
+   * questions until told that slots are free, or for WAIT_HOLD_MS (stored, so
+   * that a restarted stream still tells them). One refused no more for
+   * WAITING_KEPT_MS is not waiting any more: its hold is over, its next viewer
+   * asks again, and the stream's rounds for it stop (a full stream nobody
+   * tries to join costs no round of recalls, nor its edges' APIs a question,
+   * every 8 s for as long as it stays full).
    */
   waiting(): string[] {
-    return this.sql.exec<{ server_id: string }>("SELECT server_id FROM lease_waiting ORDER BY since, server_id").toArray().map((r) => r.server_id);
+    return this.sql
+      .exec<{ server_id: string }>("SELECT server_id FROM lease_waiting WHERE until > ? ORDER BY since, server_id", Date.now())
+      .toArray()
+      .map((r) => r.server_id);
   }
 
+  /** A shard refused for want of slots (again): waiting since its first refusal, until WAITING_KEPT_MS after this one. */
   wait(serverId: string): void {
-    this.sql.exec("INSERT OR IGNORE INTO lease_waiting (server_id, since) VALUES (?, ?)", serverId, Date.now());
+    const now = Date.now();
+    this.sql.exec("DELETE FROM lease_waiting WHERE until <= ?", now);
+    this.sql.exec(
+      "INSERT INTO lease_waiting (server_id, since, until) VALUES (?, ?, ?) ON CONFLICT (server_id) DO UPDATE SET until = excluded.until",
+      serverId, now, now + WAITING_KEPT_MS,
+    );
   }
 
   woken(serverIds: string[]): void {

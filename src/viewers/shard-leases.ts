@@ -189,13 +189,20 @@ export class ShardLeases {
     await this.exclusive(streamKey, async () => {
       if (this.hasSlot(streamKey) || Date.now() < lease.fullUntil) return;
       const wakes = lease.wakes;
+      // The hold counts from when the message left, not from when its answer came back: the stream counts this
+      // shard as waiting for WAITING_KEPT_MS from its refusal, which came later, however late the answer
+      // arrives (this call has no deadline of its own). An answer later than WAIT_HOLD_MS sets no hold.
+      const sent = Date.now();
       // A recall that reached this shard while the answer was on its way voids the answer (its grant taken
       // back); the stream did not count this shard as waiting then, so no hold: the next viewer asks again.
       const heard = await this.sendLeaseReport(streamKey, leaseWant(lease.granted));
       // Refused: the stream keeps this shard among those waiting, checks for slots itself (ghosts of silent
       // servers, slots unused elsewhere) and says when some are free; asking again meanwhile would only
-      // cost it a call per waiting edge. The hold is there in case that word is lost.
-      if (!this.hasSlot(streamKey) && heard && lease.wakes === wakes) lease.fullUntil = Date.now() + WAIT_HOLD_MS;
+      // cost it a call per waiting edge. The hold is there in case that word is lost. Only a refusal for the
+      // cap holds: an answer that the stream is unlimited now counted no one as waiting there, and a cap set
+      // again later would find this shard refusing on its own.
+      const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
+      if (capped && !this.hasSlot(streamKey) && heard && lease.wakes === wakes) lease.fullUntil = sent + WAIT_HOLD_MS;
     });
   }
 

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, expect, onTestFinished, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { ViewerShard } from "../src/viewers/shard";
 import { ServerRegistry } from "../src/server/registry";
-import type { StreamObject } from "../src/stream/object";
+import { StreamObject } from "../src/stream/object";
 import { Deadline } from "../src/platform/retry";
 import { admin, createStream, type Edge, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "./srs";
 import { ALLOW, kickedOn, type takeoverReady } from "./fake-srs";
@@ -64,6 +64,48 @@ export async function fireDue(stub: any): Promise<boolean> {
   const when: number | null = await runInDurableObject(stub as DurableObjectStub<StreamObject>, async (_o: StreamObject, state: DurableObjectState) => (await state.storage.getAlarm()) as number | null);
   if (when === null || when > Date.now()) return false;
   return runDurableObjectAlarm(stub);
+}
+
+/**
+ * The second ask for slots of `edge`'s shard (its first viewer's policy read comes first): the stream decides
+ * it, then its answer waits on the way back until `back.open()`; `decided` once the stream has decided.
+ */
+export function askForSlotsHeld(edge: Edge): { decided: Promise<void>; back: ReturnType<typeof gate> } {
+  const realLease = StreamObject.prototype.viewerLease;
+  const back = gate();
+  const decided = gate();
+  let asks = 0;
+  vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
+    const answer = await realLease.call(this, report);
+    if (report.serverId === edge.server && report.want > 0 && ++asks === 2) {
+      decided.open();
+      await back.wait;
+    }
+    return answer;
+  });
+  return { decided: decided.wait, back };
+}
+
+/** The shards the stream counts as waiting for slots, longest waiting first. */
+export async function waitingOf(s: string): Promise<string[]> {
+  return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
+}
+
+/**
+ * From `from` to `to` ms (fake clock), every `step` ms: `each` (if any), the stream's due alarm, then a new
+ * viewer on `edge`; when the first is admitted (ms), or null.
+ */
+export async function admittedAt(
+  s: string, edge: Edge, from: number, to: number, tag: string,
+  { step = 500, each }: { step?: number; each?: (t: number) => Promise<void> } = {},
+): Promise<number | null> {
+  for (let t = from, i = 0; t <= to; t += step, i++) {
+    at(t);
+    if (each) await each(t);
+    await fireDue(streamStub(s));
+    if ((await viewer(s, edge, `${tag}${String(i).padStart(5, "0")}`)).body.code === 0) return t;
+  }
+  return null;
 }
 
 /** The server as GET /admin/servers lists it (undefined: not listed). */

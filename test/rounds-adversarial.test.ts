@@ -9,28 +9,13 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { ROUND_SHARDS_PER_S as PER_S } from "../src/stream/slot-rounds";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, serverStub, shardStub as shardStubOf, streamAtZero, streamStub, T0, viewer, viewerStop, fireDue } from "./fleet";
+import { at, beat, deliverNotices, overloaded, serverStub, shardStub as shardStubOf, streamAtZero, streamStub, T0, viewer, viewerStop, fireDue, admittedAt, waitingOf } from "./fleet";
 import { ALLOW, admin, newEdge, streamState, type Edge } from "./srs";
 
 afterEach(() => {
   vi.restoreAllMocks();
   vi.useRealTimers();
 });
-
-async function waitingOf(s: string): Promise<string[]> {
-  return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
-}
-
-/** From `from` to `to` ms every 250 ms: the clock set, `each` run, the stream's due alarm run, a viewer tried on `edge`; when admitted (ms), or null. */
-async function admittedAt(s: string, edge: Edge, from: number, to: number, tag: string, each?: (t: number) => Promise<void>): Promise<number | null> {
-  for (let t = from, i = 0; t <= to; t += 250, i++) {
-    at(t);
-    if (each) await each(t);
-    await fireDue(streamStub(s));
-    if ((await viewer(s, edge, `${tag}${String(i).padStart(5, "0")}`)).body.code === 0) return t;
-  }
-  return null;
-}
 
 /**
  * A stream capped at `cap`, each slot held by a viewer on edge `a`. A first edge refused at 10 ms (its
@@ -88,8 +73,11 @@ describe("findings", () => {
     at(31_100);
     expect(await viewer(s, d, "d0000001")).toEqual(ALLOW);
     // c's viewers keep coming (c and d beat every 5 s), the stream's rounds run: one slot is free but for a suspended viewer.
-    const when = await admittedAt(s, c, 31_250, 60_000, "c1", async (t) => {
-      if (t % 5_000 === 0) for (const e of [c, d]) await beat(e);
+    const when = await admittedAt(s, c, 31_250, 60_000, "c1", {
+      step: 250,
+      each: async (t) => {
+        if (t % 5_000 === 0) for (const e of [c, d]) await beat(e);
+      },
     });
     expect(when, "c's viewers refused from 31 s (a silent) until c's hold ran out").not.toBeNull();
     expect(when! - 31_000, `c admitted at ${when} ms: refused ${(when! - 31_000) / 1000} s after a fell silent`).toBeLessThanOrEqual(9_000);
@@ -148,7 +136,7 @@ describe("findings: the rounds of the word alone (README: \"these rounds of the 
     expect((await viewerStop(s, a, "a0000000")).body.code).toBe(0);
     // The slot goes back at once (a is tight): the stream tells the longest waiting edge, whose viewers gave up.
     await vi.waitFor(() => expect(told[starter.server]).toHaveLength(1));
-    const when = await admittedAt(s, waiting[1], 40_250, 68_000, "t");
+    const when = await admittedAt(s, waiting[1], 40_250, 68_000, "t", { step: 250 });
     expect(when, "the last edge to wait was refused until its hold ran out").not.toBeNull();
     // README: the word spreads at rounds 1 s apart (each telling twice as many): 2 s at most for 3 waiting edges.
     expect(when! - 40_100, `told at ${JSON.stringify(told)}, admitted at ${when}`).toBeLessThanOrEqual(2_500);
@@ -171,7 +159,7 @@ describe("probes: the word that slots are free, while rounds of the word alone r
     });
     at(40_100);
     expect((await viewerStop(s, a, "a0000000")).body.code).toBe(0);
-    const when = await admittedAt(s, target, 40_250, 68_000, "t");
+    const when = await admittedAt(s, target, 40_250, 68_000, "t", { step: 250 });
     report({ when, told }, when !== null && when - 40_100 <= 12_000);
   }, 60_000);
 
@@ -181,12 +169,15 @@ describe("probes: the word that slots are free, while rounds of the word alone r
     at(40_100);
     expect((await viewerStop(s, a, "a0000000")).body.code).toBe(0);
     let evictions = 0;
-    const when = await admittedAt(s, target, 40_250, 68_000, "t", async (t) => {
-      // Evicted every 1.5 s while the word spreads.
-      if (t % 1_500 === 0 && t <= 52_000) {
-        evictions++;
-        await evictDurableObject(streamStub(s));
-      }
+    const when = await admittedAt(s, target, 40_250, 68_000, "t", {
+      step: 250,
+      each: async (t) => {
+        // Evicted every 1.5 s while the word spreads.
+        if (t % 1_500 === 0 && t <= 52_000) {
+          evictions++;
+          await evictDurableObject(streamStub(s));
+        }
+      },
     });
     report({ when, evictions }, when !== null && when - 40_100 <= 8_000 + 4_000);
   }, 60_000);
@@ -207,7 +198,7 @@ describe("probes: the word that slots are free, while rounds of the word alone r
     downUntil = 47_000;
     // A change of policy that keeps the cap (a new session limit): pushed to every shard, down's push fails.
     expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 5 })).status).toBe(200);
-    const when = await admittedAt(s, target, 40_750, 68_000, "t");
+    const when = await admittedAt(s, target, 40_750, 68_000, "t", { step: 250 });
     report({ when, downUntil }, when !== null && when - downUntil <= 8_000 + 4_000);
   }, 60_000);
 
@@ -244,7 +235,7 @@ describe("probes: the word that slots are free, while rounds of the word alone r
     at(40_200);
     expect((await viewerStop(s, t1, "t1000001")).body.code).toBe(0);
     const st = await streamState(s);
-    const when = await admittedAt(s, w, 40_250, 68_000, "w");
+    const when = await admittedAt(s, w, 40_250, 68_000, "w", { step: 250 });
     report({ when, leasedUnused: st.leasedUnused, viewers: st.viewers }, when !== null && when - 40_200 <= 8_500);
   }, 60_000);
 
@@ -321,7 +312,7 @@ describe("probes: a stream watched through more than ROUND_SHARDS_PER_S servers"
     at(20_100);
     expect((await viewerStop(s, holders[7], "h0000007")).body.code).toBe(0);
     await vi.waitFor(() => expect(lost).toBeGreaterThan(0));
-    const when = await admittedAt(s, w, 20_250, 45_000, "w2");
+    const when = await admittedAt(s, w, 20_250, 45_000, "w2", { step: 250 });
     report({ when, recalls }, when !== null && when - 20_100 <= 8_500 && recalls <= ((when ?? 45_000) - 20_100) / 1000 * PER_S + n);
     const st = await streamState(s);
     expect(st.viewers + st.leasedUnused).toBeLessThanOrEqual(n);

@@ -8,7 +8,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0, gate, viewer, fireDue } from "./fleet";
+import { at, beat, deliverNotices, overloaded, restarted, serverStub, shardStub, streamAtZero, streamStub, T0, gate, viewer, fireDue, admittedAt, askForSlotsHeld, waitingOf } from "./fleet";
 import { PUSH_RETRY_MS } from "../src/stream/object";
 import { ALLOW, admin, createStream, hook, newEdge, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
@@ -21,26 +21,11 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-async function waitingOf(s: string): Promise<string[]> {
-  return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
-}
-
-/** Runs the stream's alarm rounds from `from` to `to` ms (fake clock), trying a viewer on `edge` after each; returns when admitted (ms) or null. */
-async function roundsUntilAdmitted(s: string, edge: Edge, from: number, to: number, tag: string): Promise<number | null> {
-  for (let t = from, i = 0; t <= to; t += 500, i++) {
-    at(t);
-    await fireDue(streamStub(s));
-    const a = await viewer(s, edge, `${tag}${String(i).padStart(4, "0")}`);
-    if (a.body.code === 0) return t;
-  }
-  return null;
-}
-
 /** c's viewers keep coming (one every 500 ms from `from`, the stream's due alarms run): one is admitted by `by`. */
 async function expectAdmittedBy(s: string, c: Edge, from: number, by: number): Promise<void> {
-  const admittedAt = await roundsUntilAdmitted(s, c, from, 20_000, "c1");
-  expect(admittedAt, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
-  expect(admittedAt!).toBeLessThanOrEqual(by);
+  const when = await admittedAt(s, c, from, 20_000, "c1");
+  expect(when, "c was refused for 20 s while the stream had a free slot").not.toBeNull();
+  expect(when!).toBeLessThanOrEqual(by);
 }
 
 /** A stream capped at 1 (fake clock from 0): edge a's viewer holds the slot, edge c's was refused (c waits). */
@@ -96,18 +81,7 @@ describe("stranded slots: the stream's word that slots are free is lost", () => 
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     at(10);
     // c's first viewer: the policy read (refused: c waits), then the ask for slots, whose answer is slow to come back.
-    const realLease = StreamObject.prototype.viewerLease;
-    const back = gate();
-    const handled = gate();
-    let asks = 0;
-    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
-      const answer = await realLease.call(this, report);
-      if (report.serverId === c.server && report.want > 0 && ++asks === 2) {
-        handled.open();
-        await back.wait;
-      }
-      return answer;
-    });
+    const { decided: handled, back } = askForSlotsHeld(c);
     const realFree = ViewerShard.prototype.slotsFree;
     let told = 0;
     vi.spyOn(ViewerShard.prototype, "slotsFree").mockImplementation(function (this: ViewerShard, streamKey: string) {
@@ -115,7 +89,7 @@ describe("stranded slots: the stream's word that slots are free is lost", () => 
       return realFree.call(this, streamKey);
     });
     const first = viewer(s, c, "c0000001");
-    await handled.wait;
+    await handled;
     // Meanwhile a's viewer leaves: the stream tells c (the only one waiting) that a slot is free.
     expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
     await vi.waitFor(() => expect(told).toBe(1));
@@ -233,9 +207,9 @@ describe("the word that a slot is free, when more shards wait than slots are fre
     at(5_000);
     await fireDue(streamStub(s));
     expect(await hook(stopPlay("live", s, { ...a, client: "a0000001" }))).toEqual(ALLOW);
-    const admittedAt = await roundsUntilAdmitted(s, waiting[5], 5_000, 20_000, "w5");
-    expect(admittedAt, "the last edge to be refused was refused for 15 s while the stream had a free slot").not.toBeNull();
-    expect(admittedAt! - 5_000).toBeLessThanOrEqual(3_000);
+    const when = await admittedAt(s, waiting[5], 5_000, 20_000, "w5");
+    expect(when, "the last edge to be refused was refused for 15 s while the stream had a free slot").not.toBeNull();
+    expect(when! - 5_000).toBeLessThanOrEqual(3_000);
     const st = await streamState(s);
     expect(st.viewers + st.leasedUnused).toBeLessThanOrEqual(1);
   });
@@ -351,15 +325,15 @@ describe("stranded slots: suspended viewers fenced for good", () => {
     await beat(restarted(a));
     await deliverNotices(a);
     expect((await shardStub(a).audience(key(s))).viewers + (await shardStub(a).audience(key(s))).suspendedViewers).toBe(0);
-    let admittedAt: number | null = null;
-    for (let t = 33_000, i = 0; t <= 50_000 && admittedAt === null; t += 500, i++) {
+    let admitted: number | null = null;
+    for (let t = 33_000, i = 0; t <= 50_000 && admitted === null; t += 500, i++) {
       at(t);
       if (t % 5_000 === 0) await beat(c);
       await fireDue(streamStub(s));
-      if ((await viewer(s, c, `c1${String(i).padStart(6, "0")}`)).body.code === 0) admittedAt = t;
+      if ((await viewer(s, c, `c1${String(i).padStart(6, "0")}`)).body.code === 0) admitted = t;
     }
-    expect(admittedAt, "c refused from 32 s to 50 s while no viewer watched a stream capped at 2").not.toBeNull();
-    expect(admittedAt!).toBeLessThanOrEqual(44_000);
+    expect(admitted, "c refused from 32 s to 50 s while no viewer watched a stream capped at 2").not.toBeNull();
+    expect(admitted!).toBeLessThanOrEqual(44_000);
   }, 30_000);
 });
 

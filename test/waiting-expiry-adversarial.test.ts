@@ -9,32 +9,18 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { WAITING_KEPT_MS } from "../src/stream/leases";
-import { at, fireDue, gate, recallsFailOn, streamAtZero, streamStub, viewer, viewerStop } from "./fleet";
-import { ALLOW, admin, newEdge, streamState, type Edge } from "./srs";
+import { admittedAt, askForSlotsHeld, at, fireDue, waitingOf, recallsFailOn, streamAtZero, streamStub, viewer, viewerStop } from "./fleet";
+import { ALLOW, admin, newEdge, streamState } from "./srs";
 
 afterEach(() => {
   vi.restoreAllMocks();
   vi.useRealTimers();
 });
 
-async function waitingOf(s: string): Promise<string[]> {
-  return runInDurableObject(streamStub(s), async (o: StreamObject) => (o as any).leases.waiting() as string[]);
-}
-
 async function waitingRows(s: string): Promise<{ server_id: string; since: number; until: number }[]> {
   return runInDurableObject(streamStub(s), async (_o: StreamObject, state: DurableObjectState) =>
     state.storage.sql.exec<{ server_id: string; since: number; until: number }>("SELECT server_id, since, until FROM lease_waiting ORDER BY since").toArray(),
   );
-}
-
-/** From `from` (fake clock), the stream's due alarms run and `edge` gets a new viewer every 500 ms: when the first is admitted, or null by `to`. */
-async function admittedAt(s: string, edge: Edge, from: number, to: number, tag: string): Promise<number | null> {
-  for (let t = from, i = 0; t <= to; t += 500, i++) {
-    at(t);
-    await fireDue(streamStub(s));
-    if ((await viewer(s, edge, `${tag}${String(i).padStart(4, "0")}`)).body.code === 0) return t;
-  }
-  return null;
 }
 
 describe("a refusal's answer that reaches the shard late", () => {
@@ -44,20 +30,9 @@ describe("a refusal's answer that reaches the shard late", () => {
     expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
     // c's first viewer: its policy read is refused (c waits), then its ask for slots, refused at 10 and slow to come back.
     at(10);
-    const realLease = StreamObject.prototype.viewerLease;
-    const back = gate();
-    const decided = gate();
-    let asks = 0;
-    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
-      const answer = await realLease.call(this, report);
-      if (report.serverId === c.server && report.want > 0 && ++asks === 2) {
-        decided.open();
-        await back.wait;
-      }
-      return answer;
-    });
+    const { decided, back } = askForSlotsHeld(c);
     const first = viewer(s, c, "c0000001");
-    await decided.wait;
+    await decided;
     expect(await waitingOf(s)).toEqual([c.server]);
     // The answer arrives at 25 s (its hook gave up long before; the shard's call to the stream went on).
     at(25_000);

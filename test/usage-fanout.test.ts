@@ -9,7 +9,10 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { ViewerShard } from "../src/viewers/shard";
 import { newEvent } from "../src/events/event";
 import type { WebhookEvent } from "../src/events/event";
-import { admin, createStream, newEdge, publish, hook, unpublish, uniqueStream, type Edge } from "./srs";
+import { admin, createStream, newEdge, play, publish, hook, stopPlay, unpublish, uniqueStream, type Edge } from "./srs";
+import { env } from "cloudflare:workers";
+import type { IRequest } from "itty-router";
+import { fleetUsage, FLEET_SHARD_CALLS_MAX } from "../src/usage/routes";
 import { ALLOW } from "./fake-srs";
 import { at, HOUR, iso, MIN, playOn, shardStub, stopOn, streamStub, usage, useFakeClock } from "./fleet";
 
@@ -102,5 +105,50 @@ describe("a usage report asks only the viewer shards that may hold usage in its 
     );
     expect(sent.data.peakViewers).toBe(2);
     expect(asked()).toEqual([a.server, b.server].sort());
+  });
+});
+
+describe("GET /admin/usage keeps within the viewer shards one request may ask", () => {
+  it("a page whose streams' shards would not fit ends early, and its cursor resumes with the next stream: every stream reported once, with exact totals, and no page asks more shards than allowed (but for a first stream that alone needs more)", async () => {
+    const vhost = `vh-${uniqueStream()}`;
+    const streams = [uniqueStream(), uniqueStream(), uniqueStream()];
+    at(0);
+    for (const s of streams) {
+      expect((await admin("PUT", `/streams/live/${s}?vhost=${vhost}`, {})).status).toBe(201);
+      for (const [i, edge] of [newEdge(), newEdge()].entries()) {
+        const client = `u${String(i).padStart(7, "0")}`;
+        at(60_000);
+        expect(await hook({ ...play("live", s, { ...edge, client }), vhost })).toEqual(ALLOW);
+        at(60_000 + 30 * MIN);
+        expect(await hook({ ...stopPlay("live", s, { ...edge, client }), vhost })).toEqual(ALLOW);
+      }
+    }
+    at(HOUR);
+    const asked = vi.spyOn(ViewerShard.prototype, "viewerUsage");
+    const pageOf = async (shardCalls: number, cursor?: string) => {
+      asked.mockClear();
+      const query: Record<string, string> = { vhost, ...(cursor ? { cursor } : {}) };
+      const request = Object.assign(new Request(`https://gate.test/admin/usage?${new URLSearchParams(query)}`), { query }) as unknown as IRequest;
+      const body = await (await fleetUsage(request, env, shardCalls)).json<any>();
+      return { body, shards: asked.mock.calls.length };
+    };
+    // Room for one stream's two shards at a time: three pages, each resuming where the last ended.
+    const seen: any[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 5; page++) {
+      const { body, shards } = await pageOf(3, cursor);
+      expect(shards, `shards asked by page ${page + 1}`).toBeLessThanOrEqual(3);
+      seen.push(...body.streams);
+      cursor = body.cursor;
+      if (!body.truncated) break;
+    }
+    expect(seen.map((x) => x.stream).sort()).toEqual([...streams].sort());
+    for (const x of seen) expect(x).toMatchObject({ vhost, viewerSeconds: 2 * 30 * 60, publishSeconds: 0, peakViewers: 2 });
+    // With room for all: one page, the same figures.
+    const all = await pageOf(FLEET_SHARD_CALLS_MAX);
+    expect(all.body.truncated).toBeUndefined();
+    expect(all.body.streams).toEqual(seen);
+    // The route answers the same.
+    expect((await admin("GET", `/usage?vhost=${vhost}`)).body.streams).toEqual(seen);
   });
 });

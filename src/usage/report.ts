@@ -40,7 +40,21 @@ export function emptyUsage(range: UsageRange): StreamUsage {
 
 /** The stream's usage over the range, one bucket per hour (or minute) of it, empty ones included. */
 export async function streamUsage(env: Env, streamKey: string, range: UsageRange): Promise<StreamUsage> {
-  const { hours, shards } = await streamObject(env, streamKey).publishUsage(range.from, range.to);
+  return usageOf(env, streamKey, range, await usagePlan(env, streamKey, range));
+}
+
+/** What the stream's object recorded over the range, and the viewer shards to ask for the rest (usageOf). */
+export interface UsagePlan {
+  hours: HourUsage[];
+  shards: string[];
+}
+
+export function usagePlan(env: Env, streamKey: string, range: UsageRange): Promise<UsagePlan> {
+  return streamObject(env, streamKey).publishUsage(range.from, range.to);
+}
+
+/** The stream's usage: its object's figures (the plan) plus its viewer shards', one call to each. */
+export async function usageOf(env: Env, streamKey: string, range: UsageRange, { hours, shards }: UsagePlan): Promise<StreamUsage> {
   const incomplete: string[] = [];
   const ask = <T>(serverId: string, call: () => Promise<T>, otherwise: T) =>
     call().catch((err) => {

@@ -6,7 +6,7 @@ import { jsonResponse, pageCursor, queryParam } from "../http";
 import { streamObject } from "../object-access";
 import { parseStreamKey, streamKey } from "../stream/name";
 import { parseRange } from "./range";
-import { emptyUsage, iso, streamUsage, type MinuteBucket, type UsageBucket } from "./report";
+import { emptyUsage, iso, streamUsage, usageOf, usagePlan, type MinuteBucket, type UsageBucket, type UsagePlan } from "./report";
 
 /**
  * GET /admin/streams/{app}/{stream}/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute][&format=csv]:
@@ -59,27 +59,58 @@ function csvResponse(
 export const FLEET_STREAMS_MAX = 200;
 
 /**
+ * Viewer shards one fleet-wide usage call asks at most, over its streams: each is a subrequest (Workers
+ * Paid allows 10,000 per request, https://developers.cloudflare.com/workers/platform/limits/; the page's
+ * stream objects and the catalogue take up to 201 more). A page whose streams' shards would not fit ends
+ * at the stream before the one that does not (the first stream always fits), and its cursor resumes there.
+ */
+export const FLEET_SHARD_CALLS_MAX = 9_000;
+
+/** A cursor of this API that resumes within a catalogue page: "sg.<streams of the page to skip>.<the page's KV cursor>". */
+const RESUME = /^sg\.(\d{1,3})\.(.*)$/;
+
+/**
  * GET /admin/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute][&format=csv][&cursor=]:
  * every stream of the catalogue (of one vhost with ?vhost=), FLEET_STREAMS_MAX per page, with its
  * totals over the range and its non-empty buckets; per minute, the fleet's viewers summed over the streams. ?format=csv: one
  * line per stream and non-empty hour, for a spreadsheet.
  */
-export async function getFleetUsage(request: IRequest, env: Env): Promise<Response> {
+export function getFleetUsage(request: IRequest, env: Env): Promise<Response> {
+  return fleetUsage(request, env, FLEET_SHARD_CALLS_MAX);
+}
+
+/** getFleetUsage, asking at most `shardCalls` viewer shards. */
+export async function fleetUsage(request: IRequest, env: Env, shardCalls: number): Promise<Response> {
   const range = parseRange(request.query);
   const format = formatOf(request.query, range.resolution);
   const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
-  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor: pageCursor(request.query) });
-  const keys = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
+  const cursor = pageCursor(request.query);
+  const resume = cursor === undefined ? null : RESUME.exec(cursor);
+  const pageStart = resume ? resume[2] || undefined : cursor;
+  const skip = resume ? Number(resume[1]) : 0;
+  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor: pageStart });
+  const listed = page.keys.slice(skip).map((k) => k.name.slice(CATALOGUE_PREFIX.length));
   // A stream whose object cannot be asked is shown empty and named in `unavailable`: the others still report.
   const unavailable: string[] = [];
+  const leftOut = (key: string, err: unknown) => {
+    unavailable.push(key);
+    console.error(JSON.stringify({ error: "stream left out of usage", stream: key, detail: String(err) }));
+  };
+  const plans = await Promise.all(listed.map((key) => usagePlan(env, key, range).catch((err): UsagePlan | null => (leftOut(key, err), null))));
+  // As many streams as their viewer shards fit in `shardCalls` (at least one); the rest on the next call.
+  let taken = 0;
+  for (let calls = 0; taken < listed.length; taken++) {
+    calls += plans[taken]?.shards.length ?? 0;
+    if (taken > 0 && calls > shardCalls) break;
+  }
+  const keys = listed.slice(0, taken);
+  const next = taken < listed.length ? `sg.${skip + taken}.${pageStart ?? ""}` : page.list_complete ? null : page.cursor;
   const usages = await Promise.all(
-    keys.map((key) =>
-      streamUsage(env, key, range).catch((err) => {
-        unavailable.push(key);
-        console.error(JSON.stringify({ error: "stream left out of usage", stream: key, detail: String(err) }));
-        return emptyUsage(range);
-      }),
-    ),
+    keys.map((key, i) => {
+      const plan = plans[i];
+      if (!plan) return emptyUsage(range);
+      return usageOf(env, key, range, plan).catch((err) => (leftOut(key, err), emptyUsage(range)));
+    }),
   );
   const incomplete = [...new Set(usages.flatMap((u) => u.incomplete ?? []))];
   const span = {
@@ -87,9 +118,9 @@ export async function getFleetUsage(request: IRequest, env: Env): Promise<Respon
     to: iso(range.to),
     resolution: range.resolution,
     // More streams: the next page with ?cursor= (as GET /admin/streams).
-    ...(page.list_complete ? {} : { truncated: true, cursor: page.cursor }),
+    ...(next === null ? {} : { truncated: true, cursor: next }),
     ...(incomplete.length ? { incomplete } : {}),
-    ...(unavailable.length ? { unavailable: unavailable.sort() } : {}),
+    ...(unavailable.length ? { unavailable: unavailable.filter((key) => keys.includes(key)).sort() } : {}),
   };
   if (range.resolution === "minute") {
     // The console's fleet-wide chart: viewers per minute, summed over the streams.

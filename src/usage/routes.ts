@@ -66,8 +66,29 @@ export const FLEET_STREAMS_MAX = 200;
  */
 export const FLEET_SHARD_CALLS_MAX = 9_000;
 
-/** A cursor of this API that resumes within a catalogue page: "sg.<streams of the page to skip>.<the page's KV cursor>". */
-const RESUME = /^sg\.(\d{1,3})\.(.*)$/;
+/**
+ * A cursor of this API that resumes within a catalogue page: "sg.<the last stream reported, base64url>.<the page's
+ * KV cursor>" (KV's own cursors have no "."). The page is listed again and resumes after that stream, by name, not
+ * by position: a stream created or deleted before it since is neither reported again nor skipped.
+ */
+const RESUME = /^sg\.([A-Za-z0-9_-]{1,700})\.(.*)$/;
+const CATALOGUE_KEY = /^[A-Za-z0-9._-]{1,253}\/[A-Za-z0-9._~-]{1,128}\/[A-Za-z0-9._~-]{1,128}$/;
+
+const toBase64Url = (key: string) => btoa(key).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+
+/** The cursor's KV cursor of the page start, and the stream after which it resumes (a cursor of ours that does not parse: 400). */
+function resumeOf(cursor: string | undefined): { pageStart?: string; after?: string } {
+  if (cursor === undefined || !cursor.startsWith("sg.")) return { pageStart: cursor };
+  const m = RESUME.exec(cursor);
+  let after: string | undefined;
+  try {
+    after = m ? atob(m[1].replaceAll("-", "+").replaceAll("_", "/")) : undefined;
+  } catch {
+    after = undefined;
+  }
+  if (!m || after === undefined || !CATALOGUE_KEY.test(after)) throw new StatusError(400, 'query parameter "cursor" is not a cursor this API gave');
+  return { pageStart: m[2] || undefined, after };
+}
 
 /**
  * GET /admin/usage[?vhost=][&from=ISO][&to=ISO][&resolution=hour|minute][&format=csv][&cursor=]:
@@ -84,12 +105,11 @@ export async function fleetUsage(request: IRequest, env: Env, shardCalls: number
   const range = parseRange(request.query);
   const format = formatOf(request.query, range.resolution);
   const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
-  const cursor = pageCursor(request.query);
-  const resume = cursor === undefined ? null : RESUME.exec(cursor);
-  const pageStart = resume ? resume[2] || undefined : cursor;
-  const skip = resume ? Number(resume[1]) : 0;
+  const { pageStart, after } = resumeOf(pageCursor(request.query));
   const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor: pageStart });
-  const listed = page.keys.slice(skip).map((k) => k.name.slice(CATALOGUE_PREFIX.length));
+  const onPage = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
+  // KV lists in byte order: for these ASCII names, the order of `<`.
+  const listed = after === undefined ? onPage : onPage.filter((key) => key > after);
   // A stream whose object cannot be asked is shown empty and named in `unavailable`: the others still report.
   const unavailable: string[] = [];
   const leftOut = (key: string, err: unknown) => {
@@ -104,7 +124,16 @@ export async function fleetUsage(request: IRequest, env: Env, shardCalls: number
     if (taken > 0 && calls > shardCalls) break;
   }
   const keys = listed.slice(0, taken);
-  const next = taken < listed.length ? `sg.${skip + taken}.${pageStart ?? ""}` : page.list_complete ? null : page.cursor;
+  const last = onPage.at(-1);
+  const next =
+    taken < listed.length
+      ? `sg.${toBase64Url(keys[taken - 1])}.${pageStart ?? ""}`
+      : page.list_complete
+        ? null
+        : // A page of streams all at or before the resume point (more created since): the next one still resumes after it.
+          after !== undefined && (last === undefined || last < after)
+          ? `sg.${toBase64Url(after)}.${page.cursor}`
+          : page.cursor;
   const usages = await Promise.all(
     keys.map((key, i) => {
       const plan = plans[i];

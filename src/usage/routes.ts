@@ -142,6 +142,8 @@ export async function fleetUsage(request: IRequest, env: Env, shardCalls: number
     }),
   );
   const incomplete = [...new Set(usages.flatMap((u) => u.incomplete ?? []))];
+  // Only the page's streams: one further on whose object could not be asked is named on its own page.
+  const shownUnavailable = unavailable.filter((key) => keys.includes(key)).sort();
   const span = {
     from: iso(range.from),
     to: iso(range.to),
@@ -149,7 +151,7 @@ export async function fleetUsage(request: IRequest, env: Env, shardCalls: number
     // More streams: the next page with ?cursor= (as GET /admin/streams).
     ...(next === null ? {} : { truncated: true, cursor: next }),
     ...(incomplete.length ? { incomplete } : {}),
-    ...(unavailable.length ? { unavailable: unavailable.filter((key) => keys.includes(key)).sort() } : {}),
+    ...(shownUnavailable.length ? { unavailable: shownUnavailable } : {}),
   };
   if (range.resolution === "minute") {
     // The console's fleet-wide chart: viewers per minute, summed over the streams.

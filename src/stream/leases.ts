@@ -1,5 +1,5 @@
 import { addColumns } from "../platform/sql";
-import { WAIT_HOLD_MS, type LeaseReport, type Place, type RecallAnswer } from "../viewers/lease";
+import { holdsNothing, isLeave, WAIT_HOLD_MS, type LeaseReport, type Place, type RecallAnswer } from "../viewers/lease";
 
 /**
  * A shard refused for want of slots counts as waiting this long after its last refusal: its own hold
@@ -157,17 +157,6 @@ export class LeaseBook {
     return cap - held;
   }
 
-  /**
-   * Slots no shard holds, for anyone, not counting suspended viewers (0 while a shard is unreached): a
-   * grant that rests on the suspended viewers' slots is one slot, after their shards checked their servers.
-   */
-  freeButSuspended(cap: number): number {
-    if (this.anyUnreached()) return 0;
-    let held = 0;
-    for (const r of this.records.values()) held += Math.max(r.granted, r.live);
-    return cap - held;
-  }
-
   anyUnreached(besides?: string): boolean {
     for (const r of this.records.values()) if (r.unreached && r.serverId !== besides) return true;
     return false;
@@ -239,16 +228,20 @@ export class LeaseBook {
   /** Shards holding slots or viewers of the stream, the one asking included. */
   private holders(asking: string): number {
     let n = 1;
-    for (const r of this.records.values()) if (r.serverId !== asking && (r.granted > 0 || r.live > 0 || r.suspended > 0)) n++;
+    for (const r of this.records.values()) if (r.serverId !== asking && !holdsNothing(r)) n++;
     return n;
   }
 
-  /** Slots no shard holds, not counting suspended viewers. */
-  private looseFree(report: LeaseReport, cap: number): number {
-    if (this.anyUnreached(report.serverId)) return 0;
+  /**
+   * Slots free for the shard of `report` (null: for anyone), not counting suspended viewers (0 while
+   * another shard is unreached): a grant resting on suspended viewers' slots is one slot, after their
+   * shards checked their servers.
+   */
+  looseFree(report: LeaseReport | null, cap: number): number {
+    if (this.anyUnreached(report?.serverId)) return 0;
     // Live viewers hold their slots whatever their lease says (after a heal, or a cap set on an unlimited stream).
-    let held = Math.max(report.granted, report.live);
-    for (const r of this.records.values()) if (r.serverId !== report.serverId) held += Math.max(r.granted, r.live);
+    let held = report ? Math.max(report.granted, report.live) : 0;
+    for (const r of this.records.values()) if (r.serverId !== report?.serverId) held += Math.max(r.granted, r.live);
     return cap - held;
   }
 
@@ -269,7 +262,7 @@ export class LeaseBook {
     if (cap === null) return;
     const before = Date.now() - IDLE_LEASE_FORGOTTEN_MS;
     for (const r of [...this.records.values()]) {
-      if (r.granted === 0 && r.live === 0 && r.suspended === 0 && !r.unreached && r.reportedAt < before) this.forget(r.serverId);
+      if (holdsNothing(r) && !r.unreached && r.reportedAt < before) this.forget(r.serverId);
     }
   }
 
@@ -301,11 +294,6 @@ export class LeaseBook {
     );
     return r;
   }
-}
-
-/** A shard's message saying it holds nothing of the stream and wants nothing: it leaves (its record goes). */
-export function isLeave(report: LeaseReport): boolean {
-  return report.want === 0 && report.granted === 0 && report.live === 0 && report.suspended === 0;
 }
 
 /**

@@ -8,7 +8,7 @@
 import type { Env } from "../env";
 import { viewerShard } from "../object-access";
 import { withRetry, withTimeout } from "../platform/retry";
-import { RECALL_GAP_MAX_MS, RECALL_GAP_MS, type LeaseReport, type RecallCheck, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import { holdsNothing, RECALL_GAP_MAX_MS, RECALL_GAP_MS, type LeaseReport, type RecallCheck, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { GrantMode, LeaseBook, LeaseRecord } from "./leases";
 
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
@@ -144,7 +144,7 @@ export class SlotRounds {
     // A push of the policy goes to every shard; a recall for slots to those that may hold some unused
     // (or, checking for ghosts, any; or, before admitting on the slots of suspended viewers, those).
     const wanted = (r: LeaseRecord) =>
-      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && (r.granted > 0 || r.live > 0 || r.suspended > 0)) || (which === "suspended" && r.suspended > 0);
+      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && !holdsNothing(r)) || (which === "suspended" && r.suspended > 0);
     const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
     if (targets.length === 0) {
       // The stream's own round ("") still tells the waiting shards of slots free already (none held elsewhere).
@@ -197,7 +197,7 @@ export class SlotRounds {
    * RECALL_GAP_MS, or longer for a stream watched through more than ROUND_SHARDS_PER_S servers.
    */
   private roundGap(): number {
-    const holding = this.leases.shards().filter((r) => r.granted > 0 || r.live > 0 || r.suspended > 0).length;
+    const holding = this.leases.shards().filter((r) => !holdsNothing(r)).length;
     return RECALL_GAP_MS * Math.max(1, Math.ceil(holding / ROUND_SHARDS_PER_S));
   }
 
@@ -218,7 +218,7 @@ export class SlotRounds {
     // one slot (answer()), as it would a shard that was not waiting. Not told, a waiting shard's viewers were
     // refused until its hold ran out (WAIT_HOLD_MS) while any other edge's were admitted.
     let free = cap === null ? waiting.length : this.leases.strictFree(null, cap);
-    if (free <= 0 && cap !== null && this.leases.freeButSuspended(cap) > 0) free = 1;
+    if (free <= 0 && cap !== null && this.leases.looseFree(null, cap) > 0) free = 1;
     if (free <= 0) {
       this.wakeRounds = 0;
       return;

@@ -72,6 +72,16 @@ export interface LeaseReport {
   place: Place;
 }
 
+/** Holds no slot and no viewer (live or suspended) of the stream. */
+export function holdsNothing(x: { granted: number; live: number; suspended: number }): boolean {
+  return x.granted === 0 && x.live === 0 && x.suspended === 0;
+}
+
+/** A shard's message saying it holds nothing of the stream and wants nothing: it leaves (the stream forgets it). */
+export function isLeave(report: LeaseReport): boolean {
+  return report.want === 0 && holdsNothing(report);
+}
+
 /** The stream's answer. */
 export interface LeaseAnswer {
   /** Null: the stream does not exist (or no longer). */

@@ -12,7 +12,7 @@
 import type { Env } from "../env";
 import { nested } from "../platform/retry";
 import { streamObject } from "../object-access";
-import { LEASE_IDLE_MS, POLICY_TTL_MS, WAIT_HOLD_MS, leaseWant, type LeaseAnswer, type LeaseReport, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
+import { holdsNothing, isLeave, LEASE_IDLE_MS, POLICY_TTL_MS, WAIT_HOLD_MS, leaseWant, type LeaseAnswer, type LeaseReport, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
 import type { ViewerCounts } from "./counts";
 import type { ShardTables } from "./tables";
 
@@ -269,7 +269,7 @@ export class ShardLeases {
     // first, so a viewer arriving meanwhile asks the stream again, behind this message, and is recorded
     // there before it is admitted (else an unlimited stream's shard admitted it on the cached policy,
     // unknown to the stream: not in its totals, and missed by the push of a cap set later).
-    if (want === 0 && report.granted === 0 && report.live === 0 && report.suspended === 0) this.policies.delete(streamKey);
+    if (isLeave(report)) this.policies.delete(streamKey);
     const answer: LeaseAnswer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
     lease.told = `${report.live}/${report.suspended}`;
     if (answer.policy === null && lease.granted === 0 && !stored) {
@@ -288,8 +288,7 @@ export class ShardLeases {
       this.storeLease(streamKey, lease);
     }
     if (lease.granted > this.host.counts.live(streamKey)) this.host.armAlarm(Date.now() + LEASE_IDLE_MS);
-    const empty = (x: { granted: number; live: number; suspended: number }) => x.granted === 0 && x.live === 0 && x.suspended === 0;
-    if (want === 0 && empty(report) && empty({ granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey) })) {
+    if (isLeave(report) && holdsNothing({ granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey) })) {
       // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.
       this.policies.delete(streamKey);
       this.leases.delete(streamKey);

@@ -67,17 +67,18 @@ export async function fireDue(stub: any): Promise<boolean> {
 }
 
 /**
- * The second ask for slots of `edge`'s shard (its first viewer's policy read comes first): the stream decides
- * it, then its answer waits on the way back until `back.open()`; `decided` once the stream has decided.
+ * The `nth` ask for slots of `edge`'s shard from now on (by default the second: a first viewer's policy read
+ * comes first): the stream decides it, then its answer waits on the way back until `back.open()`; `decided`
+ * once the stream has decided.
  */
-export function askForSlotsHeld(edge: Edge): { decided: Promise<void>; back: ReturnType<typeof gate> } {
+export function askForSlotsHeld(edge: Edge, nth = 2): { decided: Promise<void>; back: ReturnType<typeof gate> } {
   const realLease = StreamObject.prototype.viewerLease;
   const back = gate();
   const decided = gate();
   let asks = 0;
   vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, report) {
     const answer = await realLease.call(this, report);
-    if (report.serverId === edge.server && report.want > 0 && ++asks === 2) {
+    if (report.serverId === edge.server && report.want > 0 && ++asks === nth) {
       decided.open();
       await back.wait;
     }

@@ -4,6 +4,7 @@
  * while the stream has a free slot, and a policy change that could not reach a
  * shard reaches it at a later round, not only when the shard re-reads the policy.
  */
+import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
@@ -13,6 +14,7 @@ import { PUSH_RETRY_MS } from "../src/stream/object";
 import { ALLOW, admin, createStream, hook, newEdge, publish, stopPlay, streamState, uniqueStream, type Edge } from "./srs";
 import { LivenessRounds } from "../src/stream/liveness-rounds";
 import { WAITING_KEPT_MS } from "../src/stream/leases";
+import { serverTimeoutMs } from "../src/config";
 
 const key = (s: string) => `__defaultVhost__/live/${s}`;
 
@@ -395,4 +397,45 @@ describe("a policy change that could not reach a shard", () => {
     expect(await fireDue(streamStub(s))).toBe(true);
     expect((await viewer(s, a, "a0000002")).body.code).toBe(4010);
   });
+});
+
+describe("stranded slots: a heal while a grant is on its way", () => {
+  it("the edge's silent process comes back while its candidate's ask for slots is answered with one (resting on the suspended viewers): the grant no longer covers the edge's viewers, so the viewer is refused, but the shard must not hold 30 s off a stream that does not count it as waiting; a slot freed on another edge admits its next viewer within the rounds", async () => {
+    const T = serverTimeoutMs(env);
+    const s = await streamAtZero({ maxViewers: 4 });
+    const [a, o] = [newEdge(), newEdge()];
+    await beat(a);
+    await beat(o);
+    // a's process holds 1 viewer (its shard 2 slots), o's 1 (o's shard 1 slot).
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    expect(await viewer(s, o, "o0000001")).toEqual(ALLOW);
+    // a falls silent (o does not); a second process on a's server (a candidate) admits 2 viewers on a's slots.
+    at(T + 1000);
+    await beat(o);
+    const candidate = restarted(a);
+    expect(await viewer(s, candidate, "c0000001")).toEqual(ALLOW);
+    expect(await viewer(s, candidate, "c0000002")).toEqual(ALLOW);
+    // Its third asks for a slot; the stream has one only while a's first viewer is suspended, and grants it.
+    const { decided, back } = askForSlotsHeld(a, 1);
+    const third = viewer(s, candidate, "c0000003");
+    await decided;
+    // Meanwhile a's process is heard from again: its viewer counts again, before the grant reaches the shard.
+    await beat(a);
+    await deliverNotices(a);
+    back.open();
+    // The cap of 4 is reached by a0000001, c0000001, c0000002 and o0000001: refused.
+    expect((await third).body.code).toBe(4005);
+    await vi.waitFor(async () => expect((await streamState(s)).viewers).toBe(4));
+    // o's viewer leaves: a slot is free (o's shard keeps it unused).
+    at(T + 2000);
+    await beat(o);
+    expect(await hook(stopPlay("live", s, { ...o, client: "o0000001" }))).toEqual(ALLOW);
+    const keepAlive = async (t: number) => {
+      if (t % 5_000 === 0) await Promise.all([beat(a), beat(o)]);
+    };
+    const when = await admittedAt(s, candidate, T + 3000, T + 30_000, "c1", { each: keepAlive });
+    expect(when, "the candidate's viewers were refused for 27 s while the stream had a free slot").not.toBeNull();
+    expect(when!).toBeLessThanOrEqual(T + 12_000);
+    expect((await streamState(s)).viewers).toBe(4);
+  }, 30_000);
 });

@@ -116,6 +116,11 @@ export class LeaseBook {
     );
   }
 
+  /** Is the shard among those waiting (see waiting())? */
+  isWaiting(serverId: string): boolean {
+    return this.sql.exec("SELECT 1 FROM lease_waiting WHERE server_id = ? AND until > ?", serverId, Date.now()).toArray().length > 0;
+  }
+
   woken(serverIds: string[]): void {
     for (const id of serverIds) this.sql.exec("DELETE FROM lease_waiting WHERE server_id = ?", id);
   }

@@ -274,6 +274,7 @@ export class StreamObject extends DurableObject<Env> {
       seq: record.seq,
       granted: record.granted,
       tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0,
+      waiting: this.leases.isWaiting(report.serverId),
     };
   }
 

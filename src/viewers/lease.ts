@@ -97,6 +97,12 @@ export interface LeaseAnswer {
    * using at once, instead of keeping some for its next viewers.
    */
   tight: boolean;
+  /**
+   * The stream counts the shard among those waiting for slots (it refused it for the cap): it tells the
+   * shard when slots are free, so the shard may hold its viewers' questions meanwhile (WAIT_HOLD_MS).
+   * Absent (a stream object of an older version): as if true.
+   */
+  waiting?: boolean;
 }
 
 /**

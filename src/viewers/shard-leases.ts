@@ -193,16 +193,17 @@ export class ShardLeases {
       // shard as waiting for WAITING_KEPT_MS from its refusal, which came later, however late the answer
       // arrives (this call has no deadline of its own). An answer later than WAIT_HOLD_MS sets no hold.
       const sent = Date.now();
-      // A recall that reached this shard while the answer was on its way voids the answer (its grant taken
-      // back); the stream did not count this shard as waiting then, so no hold: the next viewer asks again.
-      const heard = await this.sendLeaseReport(streamKey, leaseWant(lease.granted));
+      // A recall that reached this shard while the answer was on its way voids the answer (null: its grant
+      // taken back); the stream did not count this shard as waiting then, so no hold: the next viewer asks again.
+      const answer = await this.sendLeaseReport(streamKey, leaseWant(lease.granted));
       // Refused: the stream keeps this shard among those waiting, checks for slots itself (ghosts of silent
       // servers, slots unused elsewhere) and says when some are free; asking again meanwhile would only
-      // cost it a call per waiting edge. The hold is there in case that word is lost. Only a refusal for the
-      // cap holds: an answer that the stream is unlimited now counted no one as waiting there, and a cap set
-      // again later would find this shard refusing on its own.
-      const capped = this.policies.get(streamKey)?.policy?.maxViewers != null;
-      if (capped && !this.hasSlot(streamKey) && heard && lease.wakes === wakes) lease.fullUntil = sent + WAIT_HOLD_MS;
+      // cost it a call per waiting edge. The hold is there in case that word is lost. Only a shard the stream
+      // counts as waiting holds: one it did not refuse (an unlimited stream, or a grant that covered this
+      // shard's viewers when it was made and not since: its server's silent process came back meanwhile)
+      // would hear of no free slot there, and refuse on its own for WAIT_HOLD_MS while slots were free.
+      const waiting = answer !== null && answer.waiting !== false && answer.policy?.maxViewers != null;
+      if (waiting && !this.hasSlot(streamKey) && lease.wakes === wakes) lease.fullUntil = sent + WAIT_HOLD_MS;
     });
   }
 
@@ -245,8 +246,8 @@ export class ShardLeases {
     await this.exclusive(streamKey, () => this.sendLeaseReport(streamKey, want));
   }
 
-  /** One message to the stream (the caller holds the stream's lock). */
-  private async sendLeaseReport(streamKey: string, want: number): Promise<boolean> {
+  /** One message to the stream (the caller holds the stream's lock); its answer, or null if void (it answered an older message). */
+  private async sendLeaseReport(streamKey: string, want: number): Promise<LeaseAnswer | null> {
     const lease = this.leaseOf(streamKey);
     const { serverId, place } = this.host.whereabouts();
     lease.seq++;
@@ -276,11 +277,11 @@ export class ShardLeases {
       // No such stream (a typo, a flood of made-up names): nothing kept.
       this.leases.delete(streamKey);
       this.policies.delete(streamKey);
-      return true;
+      return answer;
     }
     this.setPolicy(streamKey, answer.policy, answer.version);
     // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
-    if (answer.seq < lease.seq) return false;
+    if (answer.seq < lease.seq) return null;
     lease.seq = answer.seq;
     lease.tight = answer.tight;
     if (answer.granted !== lease.granted || (!stored && answer.policy !== null)) {
@@ -300,7 +301,7 @@ export class ShardLeases {
         }
       }
     }
-    return true;
+    return answer;
   }
 
   /** One message per stream at a time: a step runs after the stream's previous one settled. */

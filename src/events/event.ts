@@ -43,19 +43,21 @@ export function streamData(streamKey: string): { vhost: string; app: string; str
 /**
  * Queues events from the Worker, once, without an outbox: the test event (whose admin answer says
  * when the queue refused it), and operator events whose stream object could not keep them
- * (src/events/operator.ts). False when the queue refused them (logged). Nothing is queued while
- * events are off.
+ * (src/events/operator.ts). Returns the ids of those the queue refused (logged): the batches from
+ * the one it refused on (those before it are queued). Nothing is queued while events are off.
  */
-export async function queueEvents(env: Env, events: WebhookEvent[]): Promise<boolean> {
-  if (!eventsEnabled(env) || events.length === 0) return true;
+export async function queueEvents(env: Env, events: WebhookEvent[]): Promise<string[]> {
+  if (!eventsEnabled(env) || events.length === 0) return [];
+  let sent = 0;
   try {
-    for (let i = 0; i < events.length; i += QUEUE_BATCH) {
-      await env.EVENTS.sendBatch(events.slice(i, i + QUEUE_BATCH).map((body) => ({ body })));
+    for (; sent < events.length; sent += QUEUE_BATCH) {
+      await env.EVENTS.sendBatch(events.slice(sent, sent + QUEUE_BATCH).map((body) => ({ body })));
     }
-    return true;
+    return [];
   } catch (err) {
-    console.error(JSON.stringify({ error: "events not queued", ids: events.map((e) => e.id), detail: String(err) }));
-    return false;
+    const refused = events.slice(sent).map((e) => e.id);
+    console.error(JSON.stringify({ error: "events not queued", ids: refused, detail: String(err) }));
+    return refused;
   }
 }
 

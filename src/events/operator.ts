@@ -61,7 +61,7 @@ export async function reportOperatorEnded(env: Env, sessions: OperatorEnded[], r
       }
       // Those not kept (the object unreached, or without an outbox: a stream never created there) are queued from here.
       const rest = events.slice(kept);
-      return (await queueEvents(env, rest)) ? [] : rest.map((e) => e.id);
+      return queueEvents(env, rest);
     }),
   );
   return lost.flat();

@@ -16,8 +16,8 @@ export async function sendTestEvent(_request: IRequest, env: Env): Promise<Respo
   const problem = configurationProblem(env);
   if (problem) return jsonResponse({ configured: false, error: problem }, 409);
   const event = newEvent("webhook.test", { message: "a test event from streamgate's console or admin API" });
-  const queued = await queueEvents(env, [event]);
-  if (!queued) return jsonResponse({ configured: true, id: event.id, error: "the events queue refused the event; try again" }, 503);
+  const refused = await queueEvents(env, [event]);
+  if (refused.length > 0) return jsonResponse({ configured: true, id: event.id, error: "the events queue refused the event; try again" }, 503);
   return jsonResponse({ configured: true, id: event.id, type: event.type }, 202);
 }
 

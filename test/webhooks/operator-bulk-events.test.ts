@@ -8,7 +8,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { KEEP_EVENTS_CHUNK } from "../../src/events/operator";
-import type { WebhookEvent } from "../../src/events/event";
+import { QUEUE_BATCH, type WebhookEvent } from "../../src/events/event";
 import { StreamObject } from "../../src/stream/object";
 import { ALLOW, admin, createStream, hook, newEdge, play, uniqueStream } from "../srs";
 
@@ -83,5 +83,32 @@ describe("an operator ending more of a stream's sessions than one keepEvents cal
     expect(res.body.eventsNotQueued).toBeUndefined();
     expect(calls).toEqual([KEEP_EVENTS_CHUNK, VIEWERS - KEEP_EVENTS_CHUNK]);
     await everyOneQueued(queued);
+  });
+});
+
+describe("an operator's bulk end whose events neither the stream's object nor the queue takes whole", () => {
+  it("names as not queued exactly the events the queue refused (it took the first batches), not every one", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const s = await crowdedStream();
+    keepEventsCalls(0);
+    // The queue takes this stream's first two batches of events from the Worker, then refuses.
+    const queued: WebhookEvent[] = [];
+    let batches = 0;
+    vi.spyOn(env.EVENTS, "sendBatch").mockImplementation(async (messages) => {
+      const ours = [...messages].map((m) => m.body as WebhookEvent).filter((e) => e.type === "session.ended_by_operator" && e.data.stream === s);
+      if (ours.length > 0 && ++batches > 2) throw new Error("queue unavailable (test)");
+      queued.push(...ours);
+      return {} as QueueSendBatchResponse;
+    });
+    const res = await admin("DELETE", `/streams/live/${s}/sessions`);
+    expect(res.status).toBe(200);
+    expect(res.body.ended).toHaveLength(VIEWERS);
+    expect(queued).toHaveLength(2 * QUEUE_BATCH);
+    const notQueued: string[] = res.body.eventsNotQueued;
+    expect(notQueued).toHaveLength(VIEWERS - 2 * QUEUE_BATCH);
+    // Every event is either queued or named, never both.
+    const ids = new Set(queued.map((e) => e.id));
+    expect(notQueued.filter((id) => ids.has(id))).toEqual([]);
+    expect(new Set([...ids, ...notQueued]).size).toBe(VIEWERS);
   });
 });

@@ -64,7 +64,7 @@ const callKind = (target: ApiTarget): WorkKind => ({ key: target.base, low: () =
 export interface CallTimes {
   /** Never waited for past this (the time a hook has left): a call with no time left is not made (TOO_SLOW). */
   until?: number;
-  /** Not sent after this (default: `until`): a call still waiting for its place then is not made (TOO_SLOW). */
+  /** Not sent after this (default: `until`): a call still waiting for its place then is not made (NOT_ASKED). */
   sendBy?: number;
 }
 
@@ -158,6 +158,12 @@ export const UNREACHABLE = "edge unreachable";
 export const NOT_SRS = "edge answered, but not as SRS's API";
 /** A call cut short (or not made) because the hook waiting for it had no time left: the API is slow, not failing. */
 export const TOO_SLOW = "edge too slow to answer within the hook's time";
+/**
+ * A call never sent: no place for it (this object's calls to SRS APIs, or to that server's, were all in use)
+ * by the time it could be sent by. Says nothing about the edge (nor against its API): TOO_SLOW is for a call
+ * whose time ran out once it had its place (an earlier call to the edge was slow, or the hook's time short).
+ */
+export const NOT_ASKED = "edge not asked: other calls to SRS APIs held every place for calls for the hook's time";
 /** A takeover's kick not sent: its reason went while it waited (an operator changed the policy or the key, or ended the new session). */
 export const CALLED_OFF = "kick called off before it was sent";
 
@@ -180,7 +186,7 @@ async function call(
     if (times.stillWanted && !times.stillWanted()) return { problem: CALLED_OFF };
     return send(env, method, target, path, until);
   }, sendBy, callKind(target));
-  return answer ?? { problem: TOO_SLOW };
+  return answer ?? { problem: NOT_ASKED };
 }
 
 /**
@@ -344,7 +350,7 @@ export async function kickClient(env: Env, apiCalls: Slots, target: ApiTarget, c
   if (!clientPath(clientId)) return { outcome: "unaddressable" };
   const own = new Slots(1);
   const result = await apiCalls.run(() => kickInPlace(env, own, target, clientId, timing), timing.sendBy, callKind(target));
-  return result ?? { outcome: "failed", problem: TOO_SLOW };
+  return result ?? { outcome: "failed", problem: NOT_ASKED };
 }
 
 /** kickClient's calls, in its place (`apiCalls`: the kick's own, one call at a time). */
@@ -355,7 +361,7 @@ async function kickInPlace(env: Env, apiCalls: Slots, target: ApiTarget, clientI
     if (presence === "gone") return { outcome: "gone" };
     if (presence === "unknown") return { outcome: "failed", problem: problem ?? UNREACHABLE };
   }
-  // No kick the hook could not wait for (TOO_SLOW past sendBy, also after a wait for a place): better the old
+  // No kick the hook could not wait for (TOO_SLOW past sendBy, NOT_ASKED if no place came by then): better the old
   // publisher keeps the stream than both lose it. Nor one whose reason went meanwhile (CALLED_OFF).
   const body = await call(env, apiCalls, "DELETE", target, clientPath(clientId)!, { sendBy: timing.sendBy, stillWanted: timing.stillWanted });
   if ("problem" in body) return { outcome: "failed", problem: body.problem };

@@ -18,7 +18,7 @@ import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
 import { Slots } from "../platform/slots";
 import type { SessionId } from "./hook";
-import { apiCallSlots, CALLED_OFF, clientPresence, kickClient, TOO_SLOW, type ApiTarget, type ClientPresence, type KickResult } from "./api";
+import { apiCallSlots, CALLED_OFF, clientPresence, kickClient, NOT_ASKED, TOO_SLOW, type ApiTarget, type ClientPresence, type KickResult } from "./api";
 
 export const GHOSTS_PER_CHECK = 20;
 /** What the decision log says of a session ended this way. */
@@ -124,7 +124,7 @@ export class GhostCheck {
   async kick(target: ApiTarget, clientId: string, sendBy?: number, doneBy?: number, stillWanted?: () => boolean): Promise<KickResult> {
     const cached = this.answers.get(`${target.serverId}\n${target.serviceId}\n${clientId}`);
     const knownPresent = cached?.presence === "present" && Date.now() - cached.at < ANSWER_TTL_MS;
-    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, this.apiCalls, target, clientId, { sendBy, knownPresent, doneBy, stillWanted }), sendBy)) ?? { outcome: "failed", problem: TOO_SLOW };
+    const result = (await this.slots.run(target.serverId, () => kickClient(this.env, this.apiCalls, target, clientId, { sendBy, knownPresent, doneBy, stillWanted }), sendBy)) ?? { outcome: "failed", problem: NOT_ASKED };
     if (result.outcome !== "unaddressable") this.noteCall(target.serverId, result);
     return result;
   }
@@ -151,7 +151,7 @@ export class GhostCheck {
       // Sent before the check's deadline or not at all; once sent, it goes on past it (kept for the next refusal).
       const answer = await this.slots.run(s.serverId, () => clientPresence(this.env, this.apiCalls, target, s.clientId, { sendBy: deadline }), deadline);
       // No slot (of the server's, or of the object's) in time: unknown for this check, nothing kept, and no word on the API (nothing was asked).
-      if (!answer || answer.problem === TOO_SLOW) return "unknown";
+      if (!answer || answer.problem === TOO_SLOW || answer.problem === NOT_ASKED) return "unknown";
       if (this.answers.size > 10_000) this.answers.clear();
       // Dated when it was asked: a session of that id admitted since then is not the one it answers for.
       this.answers.set(key, { at: askedAt, presence: answer.presence });
@@ -169,12 +169,12 @@ export class GhostCheck {
   /**
    * A call's outcome: one that failed (unreachable, refused, not SRS, another server) leaves its server
    * alone for DOWN_TTL_MS; GET /admin/servers shows whether the last call worked. A call without a
-   * problem, one that was never made (an id SRS's API cannot name), or one a hook had no time left
-   * for (TOO_SLOW), says nothing against the API.
+   * problem, one that was never made (an id SRS's API cannot name, or no place for it in time: NOT_ASKED),
+   * or one a hook had no time left for (TOO_SLOW), says nothing against the API.
    */
   private noteCall(serverId: string, answer: { presence?: ClientPresence; outcome?: string; problem?: string }): void {
     // Slow is not failing: a call the hook had no time for says nothing of the API.
-    if (answer.problem === TOO_SLOW || answer.problem === CALLED_OFF) return;
+    if (answer.problem === TOO_SLOW || answer.problem === NOT_ASKED || answer.problem === CALLED_OFF) return;
     if (answer.problem) this.down.set(serverId, Date.now() + DOWN_TTL_MS);
     else if (answer.presence === "unknown") return;
     this.report(serverId, !answer.problem);

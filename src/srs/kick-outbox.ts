@@ -9,7 +9,7 @@ import type { Env } from "../env";
 import { streamObject, viewerShard } from "../object-access";
 import { withRetry } from "../platform/retry";
 import { addColumns } from "../platform/sql";
-import { apiCallSlots, kickClient, NOT_SRS, TOO_SLOW, UNREACHABLE, type KickResult } from "./api";
+import { apiCallSlots, kickClient, NOT_ASKED, NOT_SRS, TOO_SLOW, UNREACHABLE, type KickResult } from "./api";
 import { CALLS_PER_SERVER, ServerCallSlots } from "./ghosts";
 import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "./kicks";
 
@@ -168,7 +168,7 @@ export class KickOutbox {
     // bringing it forward; only while the edge cannot be reached: one that answers (credentials refused...) is not waited for.
     const longer = Date.now() - (k.until - k.retry_ms) > KICK_RETRY_MS;
     // Not SRS's own answer (no connection, a timeout, a proxy or tunnel in front of a cut-off edge: 5xx, a page that is not SRS's).
-    const unreachable = result.problem === undefined || [UNREACHABLE, TOO_SLOW, NOT_SRS].includes(result.problem) || /^edge answered HTTP 5\d\d$/.test(result.problem);
+    const unreachable = result.problem === undefined || [UNREACHABLE, TOO_SLOW, NOT_ASKED, NOT_SRS].includes(result.problem) || /^edge answered HTTP 5\d\d$/.test(result.problem);
     // Its server heard from again during this try: tried again at once, also past its deadline (it is reachable now).
     const heardSince = (this.backAt.get(k.server_id) ?? -Infinity) >= startedAt;
     if (outcome === "failed" && (Date.now() < k.until || heardSince) && (!longer || unreachable)) {

@@ -274,7 +274,9 @@ export class StreamObject extends DurableObject<Env> {
       seq: record.seq,
       granted: record.granted,
       tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0,
-      waiting: this.leases.isWaiting(report.serverId),
+      // Only a refusal: a grant leaves a waiting row of an older refusal as it was (it ends WAITING_KEPT_MS after
+      // that one), so a shard told it waits on a grant a heal ate on its way would hold past the row's end.
+      waiting: record.granted <= report.live && this.leases.isWaiting(report.serverId),
     };
   }
 

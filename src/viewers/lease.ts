@@ -98,9 +98,9 @@ export interface LeaseAnswer {
    */
   tight: boolean;
   /**
-   * The stream counts the shard among those waiting for slots (it refused it for the cap): it tells the
-   * shard when slots are free, so the shard may hold its viewers' questions meanwhile (WAIT_HOLD_MS).
-   * Absent (a stream object of an older version): as if true.
+   * The answer refuses the shard's ask for the cap and the stream counts the shard among those waiting
+   * for slots: it tells the shard when slots are free, so the shard may hold its viewers' questions
+   * meanwhile (WAIT_HOLD_MS). Absent (a stream object of an older version): as if true.
    */
   waiting?: boolean;
 }

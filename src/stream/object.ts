@@ -276,7 +276,7 @@ export class StreamObject extends DurableObject<Env> {
       tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0,
       // Only a refusal: a grant leaves a waiting row of an older refusal as it was (it ends WAITING_KEPT_MS after
       // that one), so a shard told it waits on a grant a heal ate on its way would hold past the row's end.
-      waiting: record.granted <= report.live && this.leases.isWaiting(report.serverId),
+      waiting: report.want > 0 && record.granted <= report.live && this.leases.isWaiting(report.serverId),
     };
   }
 

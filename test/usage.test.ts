@@ -127,6 +127,29 @@ describe("usage of a stream", () => {
     expect(await minutePeaks(stream, 0, 3 * MIN)).toEqual([1, 1, 0]);
   });
 
+  it("viewers watching into a new hour without a change, then fenced by a restart: that hour keeps them as its peak (e2e run 36: peakViewers 0 beside their viewer-seconds)", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    await createStream(stream);
+    await beat(edge);
+    // Two viewers from the first hour on; nothing changes until the process dies 40 minutes into the second hour.
+    expect(await hook(play("live", stream, { ...edge, client: "v1" }))).toEqual(ALLOW);
+    expect(await hook(play("live", stream, { ...edge, client: "v2" }))).toEqual(ALLOW);
+    for (let t = 10 * MIN; t <= HOUR + 40 * MIN; t += 10 * MIN) {
+      at(t);
+      await beat(edge);
+    }
+    // It restarts a minute after its last heartbeat: the fence ends both at that heartbeat.
+    at(HOUR + 41 * MIN);
+    await beat(restarted(edge));
+    await deliverNotices(edge);
+    const body = await usage(stream, `?from=${iso(0)}&to=${iso(2 * HOUR)}`);
+    expect(bucket(body, 0)).toMatchObject({ viewerSeconds: 2 * 3600, peakViewers: 2 });
+    expect(bucket(body, HOUR)).toMatchObject({ viewerSeconds: 2 * 40 * 60, peakViewers: 2 });
+    // And the minutes: two until the last heartbeat's minute, none after.
+    expect(await minutePeaks(stream, HOUR + 38 * MIN, HOUR + 42 * MIN)).toEqual([2, 2, 2, 0]);
+  });
+
   it("viewers of a server that went silent are no peak after its last heartbeat, once their sessions are fenced", async () => {
     const DAY = 24 * HOUR;
     const edge = newEdge();

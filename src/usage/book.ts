@@ -139,7 +139,15 @@ export class UsageBook {
     }
     this.written.delete(streamKey);
     const minute = floorTo(start, MINUTE_MS);
-    const carried = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute <= ? ORDER BY minute DESC LIMIT 1", streamKey, minute).toArray()[0]?.last ?? 0;
+    const before = this.sql.exec<{ minute: number; last: number }>("SELECT minute, last FROM usage_minutes WHERE stream_key = ? AND minute <= ? ORDER BY minute DESC LIMIT 1", streamKey, minute).toArray()[0];
+    const carried = before?.last ?? 0;
+    if (before && carried > 0) {
+      // The hours the count held through without a change, up to the one holding `start`, had it as their peak: held()
+      // writes them only at the next change, which would find the row written here (none held), not that count.
+      const hours: SqlStorageValue[][] = [];
+      for (let h = Math.max(floorTo(before.minute, HOUR_MS) + HOUR_MS, this.oldestKept(Date.now())); h <= floorTo(start, HOUR_MS); h += HOUR_MS) hours.push([streamKey, h, carried]);
+      insertRows(this.sql, "INSERT INTO usage_hours (stream_key, hour, peak) VALUES", "ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", hours);
+    }
     this.sql.exec(
       `INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)
        ON CONFLICT (stream_key, minute) DO UPDATE SET last = MAX(0, last - ?)`,

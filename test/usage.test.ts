@@ -341,6 +341,22 @@ describe("GET /admin/usage: every stream", () => {
     for (const bad of ["?format=xml", "?format=csv&resolution=minute", "?to=2031-13-01"]) expect((await admin("GET", `/usage${bad}`)).status, bad).toBe(400);
   });
 
+  it("a stream's totals are its buckets' sums to the millisecond, without float noise (e2e run 36: 135.825 + 202.076 gave 337.90099999999995)", async () => {
+    const vhost = `v${crypto.randomUUID().slice(0, 8)}`;
+    const edge = newEdge();
+    const s = uniqueStream();
+    expect((await admin("PUT", `/streams/live/${s}?vhost=${vhost}`, {})).status).toBe(201);
+    // A viewer from 135.825 s before the hour's end to 202.076 s into the next.
+    at(HOUR - 135_825);
+    expect(await hook({ ...play("live", s, { ...edge, client: "v1" }), vhost })).toEqual(ALLOW);
+    at(HOUR + 202_076);
+    expect(await hook({ ...stopPlay("live", s, { ...edge, client: "v1" }), vhost })).toEqual(ALLOW);
+    const json = await admin("GET", `/usage?vhost=${vhost}&from=${iso(0)}&to=${iso(2 * HOUR)}`);
+    const [stream] = json.body.streams;
+    expect(stream.buckets.map((b: any) => b.viewerSeconds)).toEqual([135.825, 202.076]);
+    expect(stream.viewerSeconds).toBe(337.901);
+  });
+
   it("pages through more streams than one call covers (200) with ?cursor=, as GET /admin/streams does", async () => {
     const vhost = `v${crypto.randomUUID().slice(0, 8)}`;
     const names = Array.from({ length: 205 }, (_, i) => `s${String(i).padStart(3, "0")}`);

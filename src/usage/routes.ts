@@ -167,11 +167,12 @@ export async function fleetUsage(request: IRequest, env: Env, shardCalls: number
   return jsonResponse({ ...span, streams });
 }
 
-/** A stream's totals over its buckets: seconds summed, the highest hourly peak. */
+/** A stream's totals over its buckets: seconds summed (in milliseconds, as kept: no float noise), the highest hourly peak. */
 function totals(buckets: UsageBucket[]): { viewerSeconds: number; publishSeconds: number; peakViewers: number } {
+  const seconds = (of: (b: UsageBucket) => number) => buckets.reduce((ms, b) => ms + Math.round(of(b) * 1000), 0) / 1000;
   return {
-    viewerSeconds: buckets.reduce((s, b) => s + b.viewerSeconds, 0),
-    publishSeconds: buckets.reduce((s, b) => s + b.publishSeconds, 0),
+    viewerSeconds: seconds((b) => b.viewerSeconds),
+    publishSeconds: seconds((b) => b.publishSeconds),
     peakViewers: Math.max(0, ...buckets.map((b) => b.peakViewers)),
   };
 }

@@ -26,6 +26,12 @@ export const MINUTES_KEPT_MS = 48 * HOUR_MS;
 const FLUSH_TRIES = 3;
 /** Pruning runs at most this often per object. */
 const PRUNE_EVERY_MS = HOUR_MS;
+/**
+ * How far back each stream's count is remembered per second (in memory): a restart's fence, which comes
+ * seconds after the old process's last heartbeat, then takes its sessions back exactly from the minute
+ * holding that heartbeat, where the restarted process's viewers may already have been counted beside them.
+ */
+const SECONDS_KEPT_MS = 3 * MINUTE_MS;
 
 export type UsageRole = "viewer" | "publisher";
 
@@ -66,6 +72,14 @@ export class UsageBook {
   /** Hour peaks not yet written, per stream and hour (flush). */
   private unwrittenPeaks = new Map<string, Map<number, number>>();
   private failedFlushes = 0;
+  /**
+   * Per stream, the most sessions held in each second of the last SECONDS_KEPT_MS (by the second's start,
+   * oldest first), and since when that record is whole (every change since then is in it).
+   */
+  private seconds = new Map<string, { since: number; peaks: Map<number, number> }>();
+  private secondsPrunedAt = 0;
+  /** When this object (its memory) started. */
+  private startedAt = Date.now();
 
   /** `retentionMs`: USAGE_RETENTION_DAYS as the object reads it. */
   constructor(
@@ -117,6 +131,7 @@ export class UsageBook {
     const minutes = inner(this.unwritten, streamKey);
     const row = minutes.get(minute);
     minutes.set(minute, { peak: Math.max(row?.peak ?? 0, peak), last: count });
+    this.noteSecond(streamKey, count, at);
     // Nothing held: once flushed, the table says as much as the memory would (only streams with sessions here stay in it).
     if (count === 0) this.written.delete(streamKey);
     else this.written.set(streamKey, { minute, last: count, hour, hourPeak: Math.max(hourPeak, peak) });
@@ -126,8 +141,10 @@ export class UsageBook {
    * `n` sessions held here since before `start` and ended only now by a fence were gone from
    * `start` on (the last moment their server was known alive): the counts recorded after it drop
    * by `n`. Exact, since a silent server's sessions do not change: they were part of every count
-   * after `start`. The hour and minute holding `start` keep their peak (they were there then).
-   * Call before the count held now is told (held()).
+   * after `start`. The minute and hour holding `start` keep them as peak up to `start` only: the
+   * counts recorded there after it (the restarted process's viewers, admitted before the fence's
+   * notice) drop by `n` too, as far as the counts per second kept in memory tell (else that minute
+   * keeps its peak as recorded: an upper bound). Call before the count held now is told (held()).
    */
   retract(streamKey: string, n: number, start: number): void {
     if (!this.ready || n <= 0) return;
@@ -138,23 +155,104 @@ export class UsageBook {
       return;
     }
     this.written.delete(streamKey);
+    const now = Date.now();
     const minute = floorTo(start, MINUTE_MS);
-    const before = this.sql.exec<{ minute: number; last: number }>("SELECT minute, last FROM usage_minutes WHERE stream_key = ? AND minute <= ? ORDER BY minute DESC LIMIT 1", streamKey, minute).toArray()[0];
-    const carried = before?.last ?? 0;
+    const hour = floorTo(start, HOUR_MS);
+    // The first minute and hour that begin at `start` or later: none of the n was held there.
+    const minuteAfter = start > minute ? minute + MINUTE_MS : minute;
+    const hourAfter = start > hour ? hour + HOUR_MS : hour;
+    // The count held at `start` (the n among it), from the latest row before the minutes after it.
+    const before = this.sql
+      .exec<{ minute: number; peak: number; last: number }>("SELECT minute, peak, last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, minuteAfter)
+      .toArray()[0];
+    const straddled = before !== undefined && before.minute === minute && start > minute ? before : undefined;
+    const carried = straddled
+      ? (this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, minute).toArray()[0]?.last ?? 0)
+      : (before?.last ?? 0);
     if (before && carried > 0) {
-      // The hours the count held through without a change, up to the one holding `start`, had it as their peak: held()
-      // writes them only at the next change, which would find the row written here (none held), not that count.
+      // The hours the count held through without a change, before the one holding `start`, had it as their peak: held()
+      // writes them only at the next change, which would find the rows written here (none held), not that count.
       const hours: SqlStorageValue[][] = [];
-      for (let h = Math.max(floorTo(before.minute, HOUR_MS) + HOUR_MS, this.oldestKept(Date.now())); h <= floorTo(start, HOUR_MS); h += HOUR_MS) hours.push([streamKey, h, carried]);
+      for (let h = Math.max(floorTo(before.minute, HOUR_MS) + HOUR_MS, this.oldestKept(now)); h < start; h += HOUR_MS) hours.push([streamKey, h, carried]);
       insertRows(this.sql, "INSERT INTO usage_hours (stream_key, hour, peak) VALUES", "ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", hours);
     }
-    this.sql.exec(
-      `INSERT INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)
-       ON CONFLICT (stream_key, minute) DO UPDATE SET last = MAX(0, last - ?)`,
-      streamKey, minute, carried, Math.max(0, carried - n), n,
-    );
-    this.sql.exec("UPDATE usage_minutes SET peak = MAX(0, peak - ?), last = MAX(0, last - ?) WHERE stream_key = ? AND minute > ?", n, n, streamKey, minute);
-    this.sql.exec("UPDATE usage_hours SET peak = MAX(0, peak - ?) WHERE stream_key = ? AND hour > ?", n, streamKey, floorTo(start, HOUR_MS));
+    // The minute holding `start`: its count up to `start`, and what came after it less n.
+    if (straddled) {
+      const split = this.secondsAround(streamKey, minute, start);
+      if (split) this.sql.exec("UPDATE usage_minutes SET peak = ?, last = MAX(0, last - ?) WHERE stream_key = ? AND minute = ?", Math.max(carried, split.upTo, split.after - n, 0), n, streamKey, minute);
+      else this.sql.exec("UPDATE usage_minutes SET last = MAX(0, last - ?) WHERE stream_key = ? AND minute = ?", n, streamKey, minute);
+    } else if (start > minute) {
+      // No change in that minute: it held the count until `start`, then n fewer.
+      this.sql.exec("INSERT OR IGNORE INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)", streamKey, minute, carried, Math.max(0, carried - n));
+    } else {
+      // `start` is the minute's first moment: n fewer from then on (a row there, if any, is lowered below).
+      this.sql.exec("INSERT OR IGNORE INTO usage_minutes (stream_key, minute, peak, last) VALUES (?, ?, ?, ?)", streamKey, minute, Math.max(0, carried - n) + n, carried);
+    }
+    this.sql.exec("UPDATE usage_minutes SET peak = MAX(0, peak - ?), last = MAX(0, last - ?) WHERE stream_key = ? AND minute >= ?", n, n, streamKey, minuteAfter);
+    this.sql.exec("UPDATE usage_hours SET peak = MAX(0, peak - ?) WHERE stream_key = ? AND hour >= ?", n, streamKey, hourAfter);
+    this.secondsAfter(streamKey, start, n);
+    // The hour holding `start`: the most its minutes held, now that the minute holding `start` is right (while they are kept).
+    if (start > hour && hour >= now - MINUTES_KEPT_MS) {
+      const into = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, hour).toArray()[0]?.last ?? 0;
+      const most = this.sql.exec<{ peak: number | null }>("SELECT MAX(peak) AS peak FROM usage_minutes WHERE stream_key = ? AND minute >= ? AND minute < ?", streamKey, hour, hour + HOUR_MS).one().peak ?? 0;
+      this.sql.exec(
+        "INSERT INTO usage_hours (stream_key, hour, peak) VALUES (?, ?, ?) ON CONFLICT (stream_key, hour) DO UPDATE SET peak = excluded.peak",
+        streamKey, hour, Math.max(into, most),
+      );
+    } else if (start > hour && carried > 0) {
+      this.sql.exec("INSERT INTO usage_hours (stream_key, hour, peak) VALUES (?, ?, ?) ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", streamKey, hour, carried);
+    }
+  }
+
+  /** The stream's count is `count` from `at` on: the second's peak (SECONDS_KEPT_MS kept). */
+  private noteSecond(streamKey: string, count: number, at: number): void {
+    let record = this.seconds.get(streamKey);
+    // A stream with no seconds kept had no change since this object started, or for SECONDS_KEPT_MS: its record is whole from then.
+    if (!record) this.seconds.set(streamKey, (record = { since: Math.max(this.startedAt, at - SECONDS_KEPT_MS), peaks: new Map() }));
+    const second = floorTo(at, 1000);
+    record.peaks.set(second, Math.max(record.peaks.get(second) ?? 0, count));
+    this.dropOldSeconds(record, at);
+    // The others' old seconds go now and then (a stream that no longer changes keeps its last ones until then).
+    if (at - this.secondsPrunedAt >= SECONDS_KEPT_MS) {
+      this.secondsPrunedAt = at;
+      for (const [key, r] of this.seconds) if (this.dropOldSeconds(r, at) === 0) this.seconds.delete(key);
+    }
+  }
+
+  /** Drops a stream's seconds older than SECONDS_KEPT_MS before `at`; how many are left. */
+  private dropOldSeconds(record: { since: number; peaks: Map<number, number> }, at: number): number {
+    for (const s of record.peaks.keys()) {
+      if (s >= at - SECONDS_KEPT_MS) break;
+      record.peaks.delete(s);
+      record.since = s + 1000;
+    }
+    return record.peaks.size;
+  }
+
+  /** n fewer were held from `start` on: the seconds after the one holding it say so (a later fence reads them). */
+  private secondsAfter(streamKey: string, start: number, n: number): void {
+    const record = this.seconds.get(streamKey);
+    if (!record) return;
+    const cut = floorTo(start, 1000);
+    for (const [second, peak] of record.peaks) if (second > cut) record.peaks.set(second, Math.max(0, peak - n));
+  }
+
+  /**
+   * The most held in `minute` up to `start` (the second holding it included: an upper bound), and after it, from the
+   * counts per second; undefined when they do not cover the whole minute (forgotten, or this object started within it).
+   */
+  private secondsAround(streamKey: string, minute: number, start: number): { upTo: number; after: number } | undefined {
+    const record = this.seconds.get(streamKey);
+    if (!record || record.since > minute) return undefined;
+    let upTo = 0;
+    let after = 0;
+    const cut = floorTo(start, 1000);
+    for (const [second, peak] of record.peaks) {
+      if (second < minute || second >= minute + MINUTE_MS) continue;
+      if (second <= cut) upTo = Math.max(upTo, peak);
+      else after = Math.max(after, peak);
+    }
+    return { upTo, after };
   }
 
   /**

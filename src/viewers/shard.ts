@@ -14,7 +14,7 @@ import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken }
 import type { SeatAnswer, SeatState } from "./seats";
 import { LEASE_IDLE_MS, isRevoked, seatBucket, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
 import { fenceEnd, ShardActivity } from "../usage/shard-activity";
-import { floorTo, MINUTE_MS, type HourUsage } from "../usage/book";
+import { floorTo, type HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
 import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
@@ -625,7 +625,10 @@ export class ViewerShard extends DurableObject<Env> {
     for (const g of gone) this.activity.viewerEnded(streamKey, g.since, end);
     // Nor are they a peak after it: the counts since then are taken back (before the count held now is told).
     if (end < Date.now()) {
-      for (const [start, ended] of groupBy(gone, (g) => String(floorTo(Math.max(g.since, end), MINUTE_MS)))) this.activity.usage.retract(streamKey, ended.length, Number(start));
+      // Each from when it was gone (its admission, if after the heartbeat), a second's worth at a time.
+      for (const [, ended] of groupBy(gone, (g) => String(floorTo(Math.max(g.since, end), 1000)))) {
+        this.activity.usage.retract(streamKey, ended.length, Math.min(...ended.map((g) => Math.max(g.since, end))));
+      }
     }
     for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
       this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId, clientId: g.client_id })));

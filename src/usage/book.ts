@@ -29,9 +29,18 @@ const PRUNE_EVERY_MS = HOUR_MS;
 /**
  * How far back each stream's count is remembered per second (in memory): a restart's fence, which comes
  * seconds after the old process's last heartbeat, then takes its sessions back exactly from the minute
- * holding that heartbeat, where the restarted process's viewers may already have been counted beside them.
+ * holding that heartbeat, where the restarted process's viewers may already have been counted beside them
+ * (a fence within 3 minutes of that heartbeat finds its whole minute).
  */
-const SECONDS_KEPT_MS = 3 * MINUTE_MS;
+const SECONDS_KEPT_MS = 4 * MINUTE_MS;
+/** A second's changes kept one by one, up to this many (then only its peak: the heartbeat's second an upper bound). */
+const CHANGES_PER_SECOND_KEPT = 8;
+
+/** One second of a stream's counts: the most held, and each change with its time (null once there were too many). */
+interface Second {
+  peak: number;
+  changes: [at: number, count: number][] | null;
+}
 
 export type UsageRole = "viewer" | "publisher";
 
@@ -76,7 +85,7 @@ export class UsageBook {
    * Per stream, the most sessions held in each second of the last SECONDS_KEPT_MS (by the second's start,
    * oldest first), and since when that record is whole (every change since then is in it).
    */
-  private seconds = new Map<string, { since: number; peaks: Map<number, number> }>();
+  private seconds = new Map<string, { since: number; peaks: Map<number, Second> }>();
   private secondsPrunedAt = 0;
   /** When this object (its memory) started. */
   private startedAt = Date.now();
@@ -210,7 +219,13 @@ export class UsageBook {
     // A stream with no seconds kept had no change since this object started, or for SECONDS_KEPT_MS: its record is whole from then.
     if (!record) this.seconds.set(streamKey, (record = { since: Math.max(this.startedAt, at - SECONDS_KEPT_MS), peaks: new Map() }));
     const second = floorTo(at, 1000);
-    record.peaks.set(second, Math.max(record.peaks.get(second) ?? 0, count));
+    const kept = record.peaks.get(second);
+    if (!kept) record.peaks.set(second, { peak: count, changes: [[at, count]] });
+    else {
+      kept.peak = Math.max(kept.peak, count);
+      if (kept.changes && kept.changes.length < CHANGES_PER_SECOND_KEPT) kept.changes.push([at, count]);
+      else kept.changes = null;
+    }
     this.dropOldSeconds(record, at);
     // The others' old seconds go now and then (a stream that no longer changes keeps its last ones until then).
     if (at - this.secondsPrunedAt >= SECONDS_KEPT_MS) {
@@ -220,7 +235,7 @@ export class UsageBook {
   }
 
   /** Drops a stream's seconds older than SECONDS_KEPT_MS before `at`; how many are left. */
-  private dropOldSeconds(record: { since: number; peaks: Map<number, number> }, at: number): number {
+  private dropOldSeconds(record: { since: number; peaks: Map<number, Second> }, at: number): number {
     for (const s of record.peaks.keys()) {
       if (s >= at - SECONDS_KEPT_MS) break;
       record.peaks.delete(s);
@@ -229,17 +244,24 @@ export class UsageBook {
     return record.peaks.size;
   }
 
-  /** n fewer were held from `start` on: the seconds after the one holding it say so (a later fence reads them). */
+  /** n fewer were held from `start` on: the changes since say so (a later fence reads them). */
   private secondsAfter(streamKey: string, start: number, n: number): void {
     const record = this.seconds.get(streamKey);
     if (!record) return;
     const cut = floorTo(start, 1000);
-    for (const [second, peak] of record.peaks) if (second > cut) record.peaks.set(second, Math.max(0, peak - n));
+    for (const [second, kept] of record.peaks) {
+      if (second < cut) continue;
+      if (kept.changes) {
+        for (const c of kept.changes) if (c[0] >= start) c[1] = Math.max(0, c[1] - n);
+        kept.peak = Math.max(0, ...kept.changes.map((c) => c[1]));
+      } else if (second > cut) kept.peak = Math.max(0, kept.peak - n);
+    }
   }
 
   /**
-   * The most held in `minute` up to `start` (the second holding it included: an upper bound), and after it, from the
-   * counts per second; undefined when they do not cover the whole minute (forgotten, or this object started within it).
+   * The most held in `minute` before `start`, and from it on, from the counts per second (in the second holding
+   * `start`, change by change; a second with too many changes counts as before it: an upper bound); undefined when
+   * they do not cover the whole minute (forgotten, or this object started within it).
    */
   private secondsAround(streamKey: string, minute: number, start: number): { upTo: number; after: number } | undefined {
     const record = this.seconds.get(streamKey);
@@ -247,10 +269,16 @@ export class UsageBook {
     let upTo = 0;
     let after = 0;
     const cut = floorTo(start, 1000);
-    for (const [second, peak] of record.peaks) {
+    for (const [second, kept] of record.peaks) {
       if (second < minute || second >= minute + MINUTE_MS) continue;
-      if (second <= cut) upTo = Math.max(upTo, peak);
-      else after = Math.max(after, peak);
+      if (second < cut || (second === cut && !kept.changes)) upTo = Math.max(upTo, kept.peak);
+      else if (second > cut) after = Math.max(after, kept.peak);
+      else {
+        for (const [at, count] of kept.changes!) {
+          if (at < start) upTo = Math.max(upTo, count);
+          else after = Math.max(after, count);
+        }
+      }
     }
     return { upTo, after };
   }

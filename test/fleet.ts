@@ -191,6 +191,30 @@ export const hourPeaks = async (stream: string, from: number, to: number) =>
 export const minutePeaks = async (stream: string, from: number, to: number) =>
   (await usage(stream, `?resolution=minute&from=${iso(from)}&to=${iso(to)}`)).buckets.map((b: any) => b.peakViewers);
 
+/** The bucket of a usage answer that starts at T0 + ms. */
+export const bucket = (body: any, ms: number) => body.buckets.find((b: any) => b.start === iso(ms));
+
+/** The viewer-seconds of a usage answer, summed over its buckets. */
+export const viewerSecondsIn = (body: any): number => body.buckets.reduce((sum: number, b: any) => sum + b.viewerSeconds, 0);
+
+/** Heartbeats of `edge` every `step` ms in [from, to] on the fake clock (the registry's alarm is never run: no silence). */
+export async function beatsEvery(edge: Edge, from: number, to: number, step = 10 * MIN): Promise<void> {
+  for (let t = from; t <= to; t += step) {
+    at(t);
+    await beat(edge);
+  }
+}
+
+/** A new stream (no cap) watched by `clients` on a heartbeating new edge, from the fake clock's now. */
+export async function watchedBy(clients: string[]): Promise<{ edge: Edge; s: string }> {
+  const edge = newEdge();
+  const s = uniqueStream();
+  await createStream(s);
+  await beat(edge);
+  for (const client of clients) expect(await playOn(s, edge, client)).toEqual(ALLOW);
+  return { edge, s };
+}
+
 /** The code of a refusal at the viewer cap. */
 export const CAP = 4005;
 /** An on_play / on_stop of `client` on `edge` for live/{s}: the gate's answer. */

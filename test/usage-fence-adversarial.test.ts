@@ -8,24 +8,15 @@
 import { describe, expect, it, vi } from "vitest";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { ViewerShard } from "../src/viewers/shard";
-import { ALLOW, createStream, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, flushShard, overloaded, HOUR, iso, MIN, minutePeaks, restarted, serverStub, shardStub, usage, useFakeClock } from "./fleet";
+import { ALLOW, createStream, newEdge, uniqueStream } from "./srs";
+import { at, beat, beatsEvery, bucket, deliverNotices, flushShard, overloaded, HOUR, iso, MIN, minutePeaks, playOn, restarted, serverStub, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy } from "./fleet";
 
 useFakeClock();
 
-const bucket = (body: any, ms: number) => body.buckets.find((b: any) => b.start === iso(ms));
-const playOn = (s: string, e: { server: string; service: string }, client: string) => hook(play("live", s, { ...e, client }));
-const stopOn = (s: string, e: { server: string; service: string }, client: string) => hook(stopPlay("live", s, { ...e, client }));
-const totalSeconds = (body: any) => body.buckets.reduce((s: number, b: any) => s + b.viewerSeconds, 0);
 
 describe("fence: new process's viewer before the notice", () => {
   it("must not happen (fixed): same minute as the last heartbeat: the old viewers end at it, the new one comes after: minute and hour peak at most 2", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    expect(await playOn(s, edge, "v1")).toEqual(ALLOW);
-    expect(await playOn(s, edge, "v2")).toEqual(ALLOW);
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(20_000);
     await beat(edge);
     at(40_000);
@@ -39,18 +30,13 @@ describe("fence: new process's viewer before the notice", () => {
     at(2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
     // v1, v2: 0..40 s; n1: 50 s .. now (120 s): never more than 2 at once.
-    expect(totalSeconds(body)).toBe(40 + 40 + 70);
+    expect(viewerSecondsIn(body)).toBe(40 + 40 + 70);
     expect(await minutePeaks(s, 0, 2 * MIN)).toEqual([2, 1]);
     expect(bucket(body, 0).peakViewers).toBe(2);
   });
 
   it("must not happen (fixed): a later minute: the new viewer is counted from its minute, the old ones not after the heartbeat's", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    expect(await playOn(s, edge, "v1")).toEqual(ALLOW);
-    expect(await playOn(s, edge, "v2")).toEqual(ALLOW);
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(20_000);
     await beat(edge);
     const fresh = restarted(edge);
@@ -62,28 +48,16 @@ describe("fence: new process's viewer before the notice", () => {
     at(3 * MIN);
     expect(await minutePeaks(s, 0, 3 * MIN)).toEqual([2, 1, 1]);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
-    expect(totalSeconds(body)).toBe(40 + 90);
+    expect(viewerSecondsIn(body)).toBe(40 + 90);
     expect(bucket(body, 0).peakViewers).toBe(2);
   });
 });
 
 const DAY = 24 * HOUR;
-/** Heartbeats of `e` every 10 minutes in [from, to] (the registry's alarm is never run: no silence). */
-async function beatsEvery(e: { server: string; service: string }, from: number, to: number) {
-  for (let t = from; t <= to; t += 10 * MIN) {
-    at(t);
-    await beat(e);
-  }
-}
 
 describe("fences around hours, restarts and heals", () => {
   it("holds: a fence straddling an hour: last heartbeat at 0:59:50, the restarted process's viewer at 1:00:05, notice at 1:00:10", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     await beatsEvery(edge, 10 * MIN, 50 * MIN);
     at(HOUR - 10_000);
     await beat(edge);
@@ -101,12 +75,7 @@ describe("fences around hours, restarts and heals", () => {
   });
 
   it("holds: two fences in a row: A's viewers to 1:40, restart B (a viewer from 1:42) to 3:20, restart C", async () => {
-    const a = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(a);
-    await playOn(s, a, "v1");
-    await playOn(s, a, "v2");
+    const { edge: a, s } = await watchedBy(["v1", "v2"]);
     await beatsEvery(a, 10 * MIN, HOUR + 40 * MIN);
     const b = restarted(a);
     at(HOUR + 41 * MIN);
@@ -130,12 +99,7 @@ describe("fences around hours, restarts and heals", () => {
   });
 
   it("holds: a heal, then a restart: silent from 0:30 (suspended), back at 0:50, heartbeats to 2:10, restart", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     await beatsEvery(edge, 10 * MIN, 30 * MIN);
     at(31 * MIN);
     await runDurableObjectAlarm(serverStub(edge)); // silent: suspended
@@ -154,12 +118,7 @@ describe("fences around hours, restarts and heals", () => {
   });
 
   it("holds: a restart hours after the server went silent (no grace yet), with the new process's viewer before the notice in that later hour", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(20 * MIN);
     await beat(edge);
     at(21 * MIN);
@@ -209,19 +168,14 @@ describe("fences around hours, restarts and heals", () => {
       [iso(0), 1, 3600],
       [iso(HOUR), 1, 20 * 60],
     ]);
-    expect(totalSeconds(b1)).toBe(2 * 3600 + 600 + 2400);
-    expect(totalSeconds(b2)).toBe(3600 + 1200);
+    expect(viewerSecondsIn(b1)).toBe(2 * 3600 + 600 + 2400);
+    expect(viewerSecondsIn(b2)).toBe(3600 + 1200);
   });
 });
 
 describe("more fences", () => {
   it("must not happen (fixed): the e2e run 36 scenario (viewers watching into a new hour, fence) with the restarted SRS's viewers reconnecting before its first heartbeat: hour 1 peak is 2, not 4", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     await beatsEvery(edge, 10 * MIN, HOUR + 40 * MIN);
     const fresh = restarted(edge);
     at(HOUR + 41 * MIN);
@@ -239,12 +193,7 @@ describe("more fences", () => {
   });
 
   it("holds: the shard evicted between its flush and the fence (reconcile on the notice's call)", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(30 * MIN);
     await playOn(s, edge, "v3");
     await beatsEvery(edge, 40 * MIN, 2 * HOUR + 40 * MIN);
@@ -291,12 +240,7 @@ describe("more fences", () => {
   });
 
   it("holds: a grace fence the shard could not be told, the server back (same service) with a new viewer, then a restart: both ends told at once", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(20 * MIN);
     await beat(edge);
     at(21 * MIN);
@@ -328,11 +272,7 @@ describe("more fences", () => {
 
 describe("a fence at an hour's first millisecond", () => {
   it("must not happen (fixed): the last heartbeat exactly at 1:00:00.000: the viewer was not held in hour 1 (0 viewer-seconds there), so hour 1 has no peak, nor minute 60", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
+    const { edge, s } = await watchedBy(["v1"]);
     await beatsEvery(edge, 10 * MIN, HOUR);
     at(HOUR + 30_000);
     await beat(restarted(edge));
@@ -346,12 +286,7 @@ describe("a fence at an hour's first millisecond", () => {
 
 describe("a restarted process that dies before its first heartbeat", () => {
   it("must not happen (fixed): A's viewers to 1:40, B's two viewers at 1:41 (B never heartbeats), C heartbeats at 1:45: never more than 2 held", async () => {
-    const a = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(a);
-    await playOn(s, a, "v1");
-    await playOn(s, a, "v2");
+    const { edge: a, s } = await watchedBy(["v1", "v2"]);
     await beatsEvery(a, 10 * MIN, HOUR + 40 * MIN);
     const b = restarted(a);
     at(HOUR + 41 * MIN);

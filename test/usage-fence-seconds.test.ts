@@ -11,14 +11,11 @@
  */
 import { describe, expect, it } from "vitest";
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
-import { ALLOW, createStream, hook, newEdge, play, stopPlay, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, flushShard, HOUR, iso, MIN, minutePeaks, restarted, shardStub, usage, useFakeClock } from "./fleet";
+import { ALLOW, createStream, newEdge, uniqueStream } from "./srs";
+import { at, beat, bucket, deliverNotices, flushShard, HOUR, iso, MIN, minutePeaks, playOn, restarted, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy } from "./fleet";
 
 useFakeClock();
 
-const bucket = (body: any, ms: number) => body.buckets.find((b: any) => b.start === iso(ms));
-const playOn = (s: string, e: { server: string; service: string }, client: string) => hook(play("live", s, { ...e, client }));
-const stopOn = (s: string, e: { server: string; service: string }, client: string) => hook(stopPlay("live", s, { ...e, client }));
 /** Streams with seconds kept in the edge's shard, and the seconds kept in all. */
 type Seconds = Map<string, { peaks: Map<number, unknown> }>;
 const secondsOf = (e: { server: string; service: string }) => runInDurableObject(shardStub(e), (shard) => (shard as unknown as { activity: { usage: { seconds: Seconds } } }).activity.usage.seconds);
@@ -26,16 +23,10 @@ async function kept(e: { server: string; service: string }): Promise<number[]> {
   const seconds = await secondsOf(e);
   return [seconds.size, [...seconds.values()].reduce((n, r) => n + r.peaks.size, 0)];
 }
-const totalSeconds = (body: any) => body.buckets.reduce((s: number, b: any) => s + b.viewerSeconds, 0);
 
 describe("changes in the second holding the last heartbeat", () => {
   it("must not happen (fixed): the restarted SRS's viewer in the same second as the old process's last heartbeat: minute and hour peak 3 for at most 2 held", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(40_200);
     await beat(edge); // last heartbeat of the old process
     const fresh = restarted(edge);
@@ -46,19 +37,14 @@ describe("changes in the second holding the last heartbeat", () => {
     await deliverNotices(edge);
     at(2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
-    expect(totalSeconds(body)).toBeCloseTo(2 * 40.2 + 79.3, 3);
+    expect(viewerSecondsIn(body)).toBeCloseTo(2 * 40.2 + 79.3, 3);
     // v1, v2 until 40.200; n1 from 40.700: never more than 2 at once.
     expect.soft(await minutePeaks(s, 0, 2 * MIN)).toEqual([2, 1]);
     expect.soft(bucket(body, 0).peakViewers).toBe(2);
   });
 
   it("must not happen (fixed): the old process admits a viewer in its last heartbeat's second (grouped with the others): it is held 0 s, yet minute peak 3", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(40_200);
     await beat(edge);
     at(40_600);
@@ -68,18 +54,13 @@ describe("changes in the second holding the last heartbeat", () => {
     await deliverNotices(edge);
     at(2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
-    expect(totalSeconds(body)).toBeCloseTo(2 * 40.2, 3);
+    expect(viewerSecondsIn(body)).toBeCloseTo(2 * 40.2, 3);
     expect.soft(await minutePeaks(s, 0, 2 * MIN)).toEqual([2, 0]);
     expect.soft(bucket(body, 0).peakViewers).toBe(2);
   });
 
   it("holds: a change before the heartbeat in its second (v3 stops at 40.1, heartbeat 40.5, new viewer at 45)", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(30_000);
     await playOn(s, edge, "v3");
     at(40_100);
@@ -97,7 +78,7 @@ describe("changes in the second holding the last heartbeat", () => {
     expect(await minutePeaks(s, 0, 2 * MIN)).toEqual([3, 2]);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
     expect(bucket(body, 0).peakViewers).toBe(3);
-    expect(totalSeconds(body)).toBeCloseTo(2 * 40.5 + 10.1 + 2 * 75, 3);
+    expect(viewerSecondsIn(body)).toBeCloseTo(2 * 40.5 + 10.1 + 2 * 75, 3);
   });
 });
 
@@ -126,18 +107,13 @@ describe("several fenced groups in one minute", () => {
     await deliverNotices(edge);
     at(2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
-    expect(totalSeconds(body)).toBe(20 + 85 + 84);
+    expect(viewerSecondsIn(body)).toBe(20 + 85 + 84);
     expect(await minutePeaks(s, 0, 2 * MIN)).toEqual([2, 2]);
     expect(bucket(body, 0).peakViewers).toBe(2);
   });
 
   it("holds: late sessions over an hour boundary (heartbeat 0:59:50, late b1 0:59:55 and a1 1:00:10, within SERVER_TIMEOUT_S; new viewers 1:00:15)", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "z1");
-    await playOn(s, edge, "z2");
+    const { edge, s } = await watchedBy(["z1", "z2"]);
     for (let t = 10 * MIN; t < HOUR; t += 10 * MIN) {
       at(t);
       await beat(edge);
@@ -165,13 +141,7 @@ describe("several fenced groups in one minute", () => {
 
 describe("the 3-minute memory", () => {
   it("must not happen (fixed): a fence 2 min 20 s after the heartbeat (within the 3 minutes README promises) leaves the heartbeat minute's peak at 4 for 3 held", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
-    await playOn(s, edge, "v3");
+    const { edge, s } = await watchedBy(["v1", "v2", "v3"]);
     at(10 * MIN + 5_000);
     await stopOn(s, edge, "v3"); // 3 -> 2 in minute 10, before the heartbeat
     at(10 * MIN + 50_000);
@@ -193,12 +163,7 @@ describe("the 3-minute memory", () => {
   });
 
   it("holds: a fence 4 minutes after: the minute keeps its peak as recorded (documented upper bound); later minutes exact", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(10 * MIN + 30_000);
     await beat(edge);
     const fresh = restarted(edge);
@@ -213,18 +178,13 @@ describe("the 3-minute memory", () => {
     expect(m[0]).toBe(2);
     expect(m[1]).toBeGreaterThanOrEqual(2);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
-    expect(totalSeconds(body)).toBe(2 * 630 + 260);
+    expect(viewerSecondsIn(body)).toBe(2 * 630 + 260);
   });
 });
 
 describe("busy minute", () => {
   it("holds: 300 plays and stops of the restarted SRS in the heartbeat's minute (at most 2 of its own at once), fence: minute peak 2", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(10 * MIN + 5_000);
     await beat(edge);
     const fresh = restarted(edge);
@@ -249,12 +209,7 @@ describe("busy minute", () => {
 
 describe("evictions, two streams, memory", () => {
   it("holds: shard evicted (flushed) long before the heartbeat minute, restarted by a play at 1:30; v3 stops at 1:40:10, heartbeat 1:40:30, new viewers 1:40:40", async () => {
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     await flushShard(edge);
     await evictDurableObject(shardStub(edge));
     for (let t = 10 * MIN; t <= HOUR + 30 * MIN; t += 10 * MIN) {
@@ -349,12 +304,7 @@ describe("grace, heal, restarts", () => {
     const { runDurableObjectAlarm } = await import("cloudflare:test");
     const { serverStub } = await import("./fleet");
     const DAY = 24 * HOUR;
-    const edge = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(edge);
-    await playOn(s, edge, "v1");
-    await playOn(s, edge, "v2");
+    const { edge, s } = await watchedBy(["v1", "v2"]);
     at(20 * MIN);
     await beat(edge);
     at(21 * MIN);
@@ -386,12 +336,7 @@ describe("grace, heal, restarts", () => {
   });
 
   it("holds: two restarts 90 s apart: B's viewers from A's heartbeat minute, C fences B within the memory", async () => {
-    const a = newEdge();
-    const s = uniqueStream();
-    await createStream(s);
-    await beat(a);
-    await playOn(s, a, "v1");
-    await playOn(s, a, "v2");
+    const { edge: a, s } = await watchedBy(["v1", "v2"]);
     at(10 * MIN + 20_000);
     await beat(a);
     const b = restarted(a);

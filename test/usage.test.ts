@@ -9,15 +9,13 @@ import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { at, beat, deliverNotices, restarted, iso, MIN, minutePeaks, serverStub, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
+import { at, beat, bucket, deliverNotices, restarted, iso, MIN, minutePeaks, serverStub, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
 
 const HOUR = 3_600_000;
 
 useFakeClock();
 
 
-/** The bucket that starts at T0 + ms. */
-const bucket = (body: any, ms: number) => body.buckets.find((b: any) => b.start === iso(ms));
 
 describe("usage of a stream", () => {
   it("a publish of 100 s and two viewers of 60 s and 30 s: publishSeconds 100, viewerSeconds 90, peakViewers 2", async () => {

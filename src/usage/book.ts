@@ -19,29 +19,15 @@
  * peaks of that second (reconcile() takes up the counts held after a restart); session time
  * (addSession) is written at once, with the decision that ended the session.
  */
-export const MINUTE_MS = 60_000;
-export const HOUR_MS = 60 * MINUTE_MS;
+import { RecentCounts } from "./recent-counts";
+import { floorTo, HOUR_MS, MINUTE_MS } from "./time";
+
+export { floorTo, HOUR_MS, MINUTE_MS };
 export const MINUTES_KEPT_MS = 48 * HOUR_MS;
 /** A flush that fails this many times in a row drops what waits (usage/book.ts flush). */
 const FLUSH_TRIES = 3;
 /** Pruning runs at most this often per object. */
 const PRUNE_EVERY_MS = HOUR_MS;
-/**
- * How far back each stream's count is remembered per second (in memory): a restart's fence, which comes
- * seconds after the old process's last heartbeat, then takes its sessions back exactly from the minute
- * holding that heartbeat, where the restarted process's viewers may already have been counted beside them
- * (a fence within 3 minutes of that heartbeat finds its whole minute).
- */
-const SECONDS_KEPT_MS = 4 * MINUTE_MS;
-/** A second's changes kept one by one, up to this many (then only its peak: the heartbeat's second an upper bound). */
-const CHANGES_PER_SECOND_KEPT = 8;
-
-/** One second of a stream's counts: the most held, and each change with its time (null once there were too many). */
-interface Second {
-  peak: number;
-  changes: [at: number, count: number][] | null;
-}
-
 export type UsageRole = "viewer" | "publisher";
 
 /** One hour of one object's usage of one stream. */
@@ -57,7 +43,6 @@ export interface OpenSession {
   since: number;
 }
 
-export const floorTo = (ms: number, unit: number) => Math.floor(ms / unit) * unit;
 
 export class UsageBook {
   private static schema = `
@@ -81,14 +66,8 @@ export class UsageBook {
   /** Hour peaks not yet written, per stream and hour (flush). */
   private unwrittenPeaks = new Map<string, Map<number, number>>();
   private failedFlushes = 0;
-  /**
-   * Per stream, the most sessions held in each second of the last SECONDS_KEPT_MS (by the second's start,
-   * oldest first), and since when that record is whole (every change since then is in it).
-   */
-  private seconds = new Map<string, { since: number; peaks: Map<number, Second> }>();
-  private secondsPrunedAt = 0;
-  /** When this object (its memory) started. */
-  private startedAt = Date.now();
+  /** Each stream's latest counts, second by second (a fence's minute, src/usage/recent-counts.ts). */
+  private recent = new RecentCounts();
 
   /** `retentionMs`: USAGE_RETENTION_DAYS as the object reads it. */
   constructor(
@@ -140,7 +119,7 @@ export class UsageBook {
     const minutes = inner(this.unwritten, streamKey);
     const row = minutes.get(minute);
     minutes.set(minute, { peak: Math.max(row?.peak ?? 0, peak), last: count });
-    this.noteSecond(streamKey, count, at);
+    this.recent.note(streamKey, count, at);
     // Nothing held: once flushed, the table says as much as the memory would (only streams with sessions here stay in it).
     if (count === 0) this.written.delete(streamKey);
     else this.written.set(streamKey, { minute, last: count, hour, hourPeak: Math.max(hourPeak, peak) });
@@ -187,7 +166,7 @@ export class UsageBook {
     }
     // The minute holding `start`: its count up to `start`, and what came after it less n.
     if (straddled) {
-      const split = this.secondsAround(streamKey, minute, start);
+      const split = this.recent.around(streamKey, minute, start);
       if (split) this.sql.exec("UPDATE usage_minutes SET peak = ?, last = MAX(0, last - ?) WHERE stream_key = ? AND minute = ?", Math.max(carried, split.upTo, split.after - n, 0), n, streamKey, minute);
       else this.sql.exec("UPDATE usage_minutes SET last = MAX(0, last - ?) WHERE stream_key = ? AND minute = ?", n, streamKey, minute);
     } else if (start > minute) {
@@ -199,7 +178,7 @@ export class UsageBook {
     }
     this.sql.exec("UPDATE usage_minutes SET peak = MAX(0, peak - ?), last = MAX(0, last - ?) WHERE stream_key = ? AND minute >= ?", n, n, streamKey, minuteAfter);
     this.sql.exec("UPDATE usage_hours SET peak = MAX(0, peak - ?) WHERE stream_key = ? AND hour >= ?", n, streamKey, hourAfter);
-    this.secondsAfter(streamKey, start, n);
+    this.recent.lower(streamKey, start, n);
     // The hour holding `start`: the most its minutes held, now that the minute holding `start` is right (while they are kept).
     if (start > hour && hour >= now - MINUTES_KEPT_MS) {
       const into = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, hour).toArray()[0]?.last ?? 0;
@@ -211,76 +190,6 @@ export class UsageBook {
     } else if (start > hour && carried > 0) {
       this.sql.exec("INSERT INTO usage_hours (stream_key, hour, peak) VALUES (?, ?, ?) ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", streamKey, hour, carried);
     }
-  }
-
-  /** The stream's count is `count` from `at` on: the second's peak (SECONDS_KEPT_MS kept). */
-  private noteSecond(streamKey: string, count: number, at: number): void {
-    let record = this.seconds.get(streamKey);
-    // A stream with no seconds kept had no change since this object started, or for SECONDS_KEPT_MS: its record is whole from then.
-    if (!record) this.seconds.set(streamKey, (record = { since: Math.max(this.startedAt, at - SECONDS_KEPT_MS), peaks: new Map() }));
-    const second = floorTo(at, 1000);
-    const kept = record.peaks.get(second);
-    if (!kept) record.peaks.set(second, { peak: count, changes: [[at, count]] });
-    else {
-      kept.peak = Math.max(kept.peak, count);
-      if (kept.changes && kept.changes.length < CHANGES_PER_SECOND_KEPT) kept.changes.push([at, count]);
-      else kept.changes = null;
-    }
-    this.dropOldSeconds(record, at);
-    // The others' old seconds go now and then (a stream that no longer changes keeps its last ones until then).
-    if (at - this.secondsPrunedAt >= SECONDS_KEPT_MS) {
-      this.secondsPrunedAt = at;
-      for (const [key, r] of this.seconds) if (this.dropOldSeconds(r, at) === 0) this.seconds.delete(key);
-    }
-  }
-
-  /** Drops a stream's seconds older than SECONDS_KEPT_MS before `at`; how many are left. */
-  private dropOldSeconds(record: { since: number; peaks: Map<number, Second> }, at: number): number {
-    for (const s of record.peaks.keys()) {
-      if (s >= at - SECONDS_KEPT_MS) break;
-      record.peaks.delete(s);
-      record.since = s + 1000;
-    }
-    return record.peaks.size;
-  }
-
-  /** n fewer were held from `start` on: the changes since say so (a later fence reads them). */
-  private secondsAfter(streamKey: string, start: number, n: number): void {
-    const record = this.seconds.get(streamKey);
-    if (!record) return;
-    const cut = floorTo(start, 1000);
-    for (const [second, kept] of record.peaks) {
-      if (second < cut) continue;
-      if (kept.changes) {
-        for (const c of kept.changes) if (c[0] >= start) c[1] = Math.max(0, c[1] - n);
-        kept.peak = Math.max(0, ...kept.changes.map((c) => c[1]));
-      } else if (second > cut) kept.peak = Math.max(0, kept.peak - n);
-    }
-  }
-
-  /**
-   * The most held in `minute` before `start`, and from it on, from the counts per second (in the second holding
-   * `start`, change by change; a second with too many changes counts as before it: an upper bound); undefined when
-   * they do not cover the whole minute (forgotten, or this object started within it).
-   */
-  private secondsAround(streamKey: string, minute: number, start: number): { upTo: number; after: number } | undefined {
-    const record = this.seconds.get(streamKey);
-    if (!record || record.since > minute) return undefined;
-    let upTo = 0;
-    let after = 0;
-    const cut = floorTo(start, 1000);
-    for (const [second, kept] of record.peaks) {
-      if (second < minute || second >= minute + MINUTE_MS) continue;
-      if (second < cut || (second === cut && !kept.changes)) upTo = Math.max(upTo, kept.peak);
-      else if (second > cut) after = Math.max(after, kept.peak);
-      else {
-        for (const [at, count] of kept.changes!) {
-          if (at < start) upTo = Math.max(upTo, count);
-          else after = Math.max(after, count);
-        }
-      }
-    }
-    return { upTo, after };
   }
 
   /**

@@ -9,7 +9,7 @@ import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, admin, createStream, hook, newEdge, play, publish, stopPlay, uniqueStream, unpublish } from "./srs";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { at, beat, bucket, deliverNotices, restarted, iso, MIN, minutePeaks, serverStub, shardStub, streamStub, T0, usage, useFakeClock } from "./fleet";
+import { at, beat, bucket, deliverNotices, restarted, iso, MIN, minutePeaks, serverStub, shardStub, streamStub, T0, usage, useFakeClock, watchedBy } from "./fleet";
 
 const HOUR = 3_600_000;
 
@@ -263,6 +263,18 @@ describe("usage per minute (the console's chart)", () => {
     expect(minute(-19)).toBe(1);
     expect(minute(-10)).toBe(1);
     expect(minute(-9)).toBe(0);
+  });
+
+  it("a range that ends in the future: the minutes not begun yet hold nobody (as future hours), the current one the viewers watching (e2e run 37)", async () => {
+    const { edge, s } = await watchedBy(["v1", "v2"]);
+    at(90_000);
+    expect(await minutePeaks(s, 0, 5 * MIN)).toEqual([2, 2, 0, 0, 0]);
+    const hours = (await usage(s, `?from=${iso(0)}&to=${iso(3 * HOUR)}`)).buckets.map((b: any) => b.peakViewers);
+    expect(hours).toEqual([2, 0, 0]);
+    // A minute later the next minute is the current one: counted then.
+    at(150_000);
+    await beat(edge);
+    expect(await minutePeaks(s, 0, 5 * MIN)).toEqual([2, 2, 2, 0, 0]);
   });
 });
 

@@ -299,7 +299,7 @@ export class UsageBook {
   }
 
   /** The peak number of sessions held here in each minute of [from, to) (minute-aligned). */
-  minutes(streamKey: string, from: number, to: number): number[] {
+  minutes(streamKey: string, from: number, to: number, now = Date.now()): number[] {
     const out: number[] = [];
     this.flushQuietly();
     if (!this.ready) return Array.from({ length: Math.max(0, (to - from) / MINUTE_MS) }, () => 0);
@@ -311,7 +311,8 @@ export class UsageBook {
     );
     for (let minute = from; minute < to; minute += MINUTE_MS) {
       const r = rows.get(minute);
-      out.push(r ? r.peak : carried);
+      // A minute not begun yet holds nobody (the count held now holds until a change, not past now).
+      out.push(minute > now ? 0 : r ? r.peak : carried);
       if (r) carried = r.last;
     }
     return out;

@@ -19,6 +19,7 @@
  * peaks of that second (reconcile() takes up the counts held after a restart); session time
  * (addSession) is written at once, with the decision that ended the session.
  */
+import { addColumns } from "../platform/sql";
 import { RecentCounts } from "./recent-counts";
 import { floorTo, HOUR_MS, MINUTE_MS } from "./time";
 
@@ -48,7 +49,7 @@ export class UsageBook {
   private static schema = `
     CREATE TABLE IF NOT EXISTS usage_hours (
       stream_key TEXT NOT NULL, hour INTEGER NOT NULL, viewer_ms INTEGER NOT NULL DEFAULT 0, publish_ms INTEGER NOT NULL DEFAULT 0,
-      peak INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (stream_key, hour)) WITHOUT ROWID;
+      peak INTEGER NOT NULL DEFAULT 0, last_end INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (stream_key, hour)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS usage_minutes (
       stream_key TEXT NOT NULL, minute INTEGER NOT NULL, peak INTEGER NOT NULL, last INTEGER NOT NULL,
       PRIMARY KEY (stream_key, minute)) WITHOUT ROWID;`;
@@ -75,6 +76,8 @@ export class UsageBook {
     private retentionMs: () => number,
   ) {
     this.ready = sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_hours'").toArray().length > 0;
+    // When the latest session ended (reconcile()): tables of a version without it.
+    if (this.ready) addColumns(sql, "usage_hours", { last_end: "INTEGER NOT NULL DEFAULT 0" });
   }
 
   private prepare(): void {
@@ -90,11 +93,13 @@ export class UsageBook {
     if (end <= from) return;
     this.prepare();
     const column = role === "viewer" ? "viewer_ms" : "publish_ms";
+    // The hour of its end also notes when it ended, in the same write: a restart that lost the count's change with
+    // the memory dates it by that (reconcile()).
     for (const [hour, ms] of splitByHour(from, end)) {
       this.sql.exec(
-        `INSERT INTO usage_hours (stream_key, hour, ${column}) VALUES (?, ?, ?)
-         ON CONFLICT (stream_key, hour) DO UPDATE SET ${column} = ${column} + excluded.${column}`,
-        streamKey, hour, ms,
+        `INSERT INTO usage_hours (stream_key, hour, ${column}, last_end) VALUES (?, ?, ?, ?)
+         ON CONFLICT (stream_key, hour) DO UPDATE SET ${column} = ${column} + excluded.${column}, last_end = MAX(last_end, excluded.last_end)`,
+        streamKey, hour, ms, hour + HOUR_MS > end ? end : 0,
       );
     }
     this.pruneNow(now);
@@ -195,17 +200,27 @@ export class UsageBook {
   /**
    * After a restart, with `counts` the sessions held here per stream (streams not in it: none): a
    * stream whose latest minute row says otherwise lost its last changes with the memory (written by
-   * flush() at most a second after them), and holds its count from now on.
+   * flush() at most a second after them). Its count holds from when they came, as far as it is known:
+   * the newest admission still held (`newest`, a lost play's own time), the latest session end noted
+   * with its viewer-seconds (a lost stop's), or the latest minute written, whichever is later; not from
+   * now, which may be hours later.
    */
-  reconcile(counts: Map<string, number>, at = Date.now()): void {
+  reconcile(counts: Map<string, number>, newest: (streamKey: string) => number | undefined = () => undefined, now = Date.now()): void {
     const latest = this.ready
-      ? this.sql.exec<{ stream_key: string; last: number }>(
-          "SELECT stream_key, last FROM usage_minutes m WHERE minute = (SELECT MAX(minute) FROM usage_minutes WHERE stream_key = m.stream_key)",
+      ? this.sql.exec<{ stream_key: string; minute: number; last: number }>(
+          "SELECT stream_key, minute, last FROM usage_minutes m WHERE minute = (SELECT MAX(minute) FROM usage_minutes WHERE stream_key = m.stream_key)",
         ).toArray()
       : [];
-    const said = new Map(latest.map((r) => [r.stream_key, r.last]));
-    for (const [streamKey, n] of counts) if ((said.get(streamKey) ?? 0) !== n) this.held(streamKey, n, at);
-    for (const [streamKey, last] of said) if (last !== 0 && !counts.has(streamKey)) this.held(streamKey, 0, at);
+    const said = new Map(latest.map((r) => [r.stream_key, r]));
+    // The latest session end noted since the latest minute written (a lost stop's own time).
+    const lastEnd = (streamKey: string, minute: number) =>
+      this.sql.exec<{ at: number | null }>("SELECT MAX(last_end) AS at FROM usage_hours WHERE stream_key = ? AND hour >= ?", streamKey, floorTo(minute, HOUR_MS)).one().at ?? 0;
+    const since = (streamKey: string) => {
+      const minute = said.get(streamKey)?.minute ?? 0;
+      return Math.min(now, Math.max(minute, newest(streamKey) ?? 0, this.ready ? lastEnd(streamKey, minute) : 0) || now);
+    };
+    for (const [streamKey, n] of counts) if ((said.get(streamKey)?.last ?? 0) !== n) this.held(streamKey, n, since(streamKey));
+    for (const [streamKey, r] of said) if (r.last !== 0 && !counts.has(streamKey)) this.held(streamKey, 0, since(streamKey));
     this.flushQuietly();
   }
 

@@ -190,8 +190,11 @@ export class ViewerShard extends DurableObject<Env> {
     this.leases.load();
     this.log.load();
     this.voidHooks.load(this.sql);
-    // Usage peaks not flushed before the restart: the counts held now hold from now on.
-    this.activity.usage.reconcile(this.counts.held());
+    // Usage peaks not flushed before the restart: the counts held now hold from the newest admission still held on.
+    const newest = new Map(
+      this.sql.exec<{ stream_key: string; since: number }>("SELECT stream_key, MAX(since) AS since FROM viewers GROUP BY stream_key").toArray().map((r) => [r.stream_key, r.since]),
+    );
+    this.activity.usage.reconcile(this.counts.held(), (streamKey) => newest.get(streamKey));
   }
 
   /** Calls this object received since its isolate started, by method, and its starts (bench only: LOAD_COUNTERS). */

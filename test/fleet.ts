@@ -194,6 +194,16 @@ export const minutePeaks = async (stream: string, from: number, to: number) =>
 /** The bucket of a usage answer that starts at T0 + ms. */
 export const bucket = (body: any, ms: number) => body.buckets.find((b: any) => b.start === iso(ms));
 
+/** A usage answer's peakViewers and viewerSeconds, bucket by bucket. */
+export const peaksOf = (body: any): number[] => body.buckets.map((b: any) => b.peakViewers);
+export const secondsOf = (body: any): number[] => body.buckets.map((b: any) => b.viewerSeconds);
+
+/** `fresh` (a restart of `edge`) heartbeats: the restart is complete, and the registry's notices of it are delivered. */
+export async function restartDone(edge: Edge, fresh: Edge): Promise<void> {
+  await beat(fresh);
+  await deliverNotices(edge);
+}
+
 /** The viewer-seconds of a usage answer, summed over its buckets. */
 export const viewerSecondsIn = (body: any): number => body.buckets.reduce((sum: number, b: any) => sum + b.viewerSeconds, 0);
 

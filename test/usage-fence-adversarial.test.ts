@@ -9,7 +9,7 @@ import { describe, expect, it, vi } from "vitest";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, createStream, newEdge, uniqueStream } from "./srs";
-import { at, beat, beatsEvery, bucket, deliverNotices, flushShard, overloaded, HOUR, iso, MIN, minutePeaks, playOn, restarted, serverStub, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy } from "./fleet";
+import { at, beat, beatsEvery, bucket, deliverNotices, flushShard, overloaded, HOUR, iso, MIN, minutePeaks, playOn, restarted, serverStub, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy, peaksOf, secondsOf, restartDone } from "./fleet";
 
 useFakeClock();
 
@@ -25,8 +25,7 @@ describe("fence: new process's viewer before the notice", () => {
     at(50_000);
     expect(await playOn(s, fresh, "n1")).toEqual(ALLOW); // the restarted SRS's first viewer, before its first heartbeat
     at(55_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
     // v1, v2: 0..40 s; n1: 50 s .. now (120 s): never more than 2 at once.
@@ -43,8 +42,7 @@ describe("fence: new process's viewer before the notice", () => {
     at(90_000);
     expect(await playOn(s, fresh, "n1")).toEqual(ALLOW);
     at(95_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(3 * MIN);
     expect(await minutePeaks(s, 0, 3 * MIN)).toEqual([2, 1, 1]);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
@@ -65,8 +63,7 @@ describe("fences around hours, restarts and heals", () => {
     at(HOUR + 5_000);
     expect(await playOn(s, fresh, "n1")).toEqual(ALLOW);
     at(HOUR + 10_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(HOUR + 10 * MIN);
     await beat(fresh);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(2 * HOUR)}`);
@@ -79,20 +76,18 @@ describe("fences around hours, restarts and heals", () => {
     await beatsEvery(a, 10 * MIN, HOUR + 40 * MIN);
     const b = restarted(a);
     at(HOUR + 41 * MIN);
-    await beat(b);
-    await deliverNotices(a);
+    await restartDone(a, b);
     at(HOUR + 42 * MIN);
     expect(await playOn(s, b, "w1")).toEqual(ALLOW);
     await beatsEvery(b, HOUR + 50 * MIN, 3 * HOUR + 20 * MIN);
     const c = restarted(a);
     at(3 * HOUR + 21 * MIN);
-    await beat(c);
-    await deliverNotices(a);
+    await restartDone(a, c);
     at(5 * HOUR);
     await beat(c);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(5 * HOUR)}`);
-    expect(body.buckets.map((x: any) => x.peakViewers)).toEqual([2, 2, 1, 1, 0]);
-    expect(body.buckets.map((x: any) => x.viewerSeconds)).toEqual([7200, 2 * 40 * 60 + 18 * 60, 3600, 20 * 60, 0]);
+    expect(peaksOf(body)).toEqual([2, 2, 1, 1, 0]);
+    expect(secondsOf(body)).toEqual([7200, 2 * 40 * 60 + 18 * 60, 3600, 20 * 60, 0]);
     // A session ended at its last heartbeat, 1:40:00.000 exactly, was not held in minute 1:40.
     expect(await minutePeaks(s, HOUR + 39 * MIN, HOUR + 44 * MIN)).toEqual([2, 0, 0, 1, 1]);
     expect(await minutePeaks(s, 3 * HOUR + 18 * MIN, 3 * HOUR + 23 * MIN)).toEqual([1, 1, 0, 0, 0]);
@@ -108,13 +103,12 @@ describe("fences around hours, restarts and heals", () => {
     await deliverNotices(edge);
     const fresh = restarted(edge);
     at(2 * HOUR + 11 * MIN);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(4 * HOUR);
     await beat(fresh);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(4 * HOUR)}`);
-    expect(body.buckets.map((x: any) => x.peakViewers)).toEqual([2, 2, 2, 0]);
-    expect(body.buckets.map((x: any) => x.viewerSeconds)).toEqual([7200, 7200, 1200, 0]);
+    expect(peaksOf(body)).toEqual([2, 2, 2, 0]);
+    expect(secondsOf(body)).toEqual([7200, 7200, 1200, 0]);
   });
 
   it("holds: a restart hours after the server went silent (no grace yet), with the new process's viewer before the notice in that later hour", async () => {
@@ -128,13 +122,12 @@ describe("fences around hours, restarts and heals", () => {
     at(5 * HOUR + 5 * MIN);
     expect(await playOn(s, fresh, "n1")).toEqual(ALLOW);
     at(5 * HOUR + 10 * MIN);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(5 * HOUR + 20 * MIN);
     await beat(fresh);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(6 * HOUR)}`);
-    expect(body.buckets.map((x: any) => x.peakViewers)).toEqual([2, 0, 0, 0, 0, 1]);
-    expect(body.buckets.map((x: any) => x.viewerSeconds)).toEqual([2400, 0, 0, 0, 0, 15 * 60]);
+    expect(peaksOf(body)).toEqual([2, 0, 0, 0, 0, 1]);
+    expect(secondsOf(body)).toEqual([2400, 0, 0, 0, 0, 15 * 60]);
   });
 
   it("holds: a grace fence a day later, a shard with viewers of two streams (one left before the silence)", async () => {
@@ -182,8 +175,7 @@ describe("more fences", () => {
     expect(await playOn(s, fresh, "v1")).toEqual(ALLOW);
     expect(await playOn(s, fresh, "v2")).toEqual(ALLOW);
     at(HOUR + 41 * MIN + 8_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(HOUR + 50 * MIN);
     await beat(fresh);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(2 * HOUR)}`);
@@ -206,8 +198,8 @@ describe("more fences", () => {
     await deliverNotices(edge);
     at(4 * HOUR);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(4 * HOUR)}`);
-    expect(body.buckets.map((x: any) => x.peakViewers)).toEqual([3, 3, 3, 0]);
-    expect(body.buckets.map((x: any) => x.viewerSeconds)).toEqual([7200 + 1800, 3 * 3600, 2 * 40 * 60 + 40 * 60 + 5, 0]);
+    expect(peaksOf(body)).toEqual([3, 3, 3, 0]);
+    expect(secondsOf(body)).toEqual([7200 + 1800, 3 * 3600, 2 * 40 * 60 + 40 * 60 + 5, 0]);
     // v1 and v2 ended at 2:40:00.000 exactly; v3 alone until 2:40:05.
     expect(await minutePeaks(s, 2 * HOUR + 39 * MIN, 2 * HOUR + 42 * MIN)).toEqual([3, 1, 0]);
   });
@@ -294,11 +286,10 @@ describe("a restarted process that dies before its first heartbeat", () => {
     expect(await playOn(s, b, "n2")).toEqual(ALLOW);
     const c = restarted(a);
     at(HOUR + 45 * MIN);
-    await beat(c);
-    await deliverNotices(a);
+    await restartDone(a, c);
     at(2 * HOUR + 30 * MIN);
     await beat(c);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(3 * HOUR)}`);
-    expect(body.buckets.map((x: any) => x.peakViewers)).toEqual([2, 2, 0]);
+    expect(peaksOf(body)).toEqual([2, 2, 0]);
   });
 });

@@ -12,16 +12,16 @@
 import { describe, expect, it } from "vitest";
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { ALLOW, createStream, newEdge, uniqueStream } from "./srs";
-import { at, beat, bucket, deliverNotices, flushShard, HOUR, iso, MIN, minutePeaks, playOn, restarted, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy } from "./fleet";
+import { at, beat, bucket, deliverNotices, flushShard, HOUR, iso, MIN, minutePeaks, playOn, restarted, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy, restartDone } from "./fleet";
 
 useFakeClock();
 
 /** Streams with seconds kept in the edge's shard, and the seconds kept in all. */
 type Streams = Map<string, { seconds: Map<number, unknown> }>;
-const secondsOf = (e: { server: string; service: string }) =>
+const recentOf = (e: { server: string; service: string }) =>
   runInDurableObject(shardStub(e), (shard) => (shard as unknown as { activity: { usage: { recent: { streams: Streams } } } }).activity.usage.recent.streams);
 async function kept(e: { server: string; service: string }): Promise<number[]> {
-  const streams = await secondsOf(e);
+  const streams = await recentOf(e);
   return [streams.size, [...streams.values()].reduce((n, r) => n + r.seconds.size, 0)];
 }
 
@@ -34,8 +34,7 @@ describe("changes in the second holding the last heartbeat", () => {
     at(40_700);
     expect(await playOn(s, fresh, "n1")).toEqual(ALLOW);
     at(50_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
     expect(viewerSecondsIn(body)).toBeCloseTo(2 * 40.2 + 79.3, 3);
@@ -73,8 +72,7 @@ describe("changes in the second holding the last heartbeat", () => {
     await playOn(s, fresh, "n1");
     await playOn(s, fresh, "n2");
     at(50_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(2 * MIN);
     expect(await minutePeaks(s, 0, 2 * MIN)).toEqual([3, 2]);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
@@ -104,8 +102,7 @@ describe("several fenced groups in one minute", () => {
     at(36_000);
     await playOn(s, fresh, "n2");
     at(40_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
     expect(viewerSecondsIn(body)).toBe(20 + 85 + 84);
@@ -130,8 +127,7 @@ describe("several fenced groups in one minute", () => {
     await playOn(s, fresh, "n1");
     await playOn(s, fresh, "n2");
     at(HOUR + 18_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(HOUR + 2 * MIN);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(2 * HOUR)}`);
     expect(bucket(body, 0)).toMatchObject({ viewerSeconds: 2 * 3590, peakViewers: 2 });
@@ -171,8 +167,7 @@ describe("the 3-minute memory", () => {
     at(10 * MIN + 40_000);
     await playOn(s, fresh, "n1");
     at(14 * MIN + 30_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(15 * MIN);
     const m = await minutePeaks(s, 9 * MIN, 15 * MIN);
     expect(m.slice(1)).toEqual([expect.any(Number), 1, 1, 1, 1]);
@@ -199,8 +194,7 @@ describe("busy minute", () => {
       t += 150;
     }
     at(10 * MIN + 55_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(12 * MIN);
     expect(await minutePeaks(s, 9 * MIN, 12 * MIN)).toEqual([2, 2, 1]);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);
@@ -229,8 +223,7 @@ describe("evictions, two streams, memory", () => {
     await playOn(s, fresh, "n1");
     await playOn(s, fresh, "n2");
     at(HOUR + 40 * MIN + 50_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     // evicted between the fence and the next change (no flush of what the fence's held() wrote)
     await evictDurableObject(shardStub(edge));
     at(HOUR + 42 * MIN);
@@ -263,8 +256,7 @@ describe("evictions, two streams, memory", () => {
     at(5 * MIN + 40_000);
     await playOn(s2, fresh, "m2"); // s2 changes, a sweep is due
     at(5 * MIN + 50_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(7 * MIN);
     expect(await minutePeaks(s1, 4 * MIN, 7 * MIN)).toEqual([2, 2, 2]);
     expect(await minutePeaks(s2, 4 * MIN, 7 * MIN)).toEqual([1, 2, 2]);
@@ -295,7 +287,7 @@ describe("evictions, two streams, memory", () => {
       if (i % 10 === 0) await beat(edge);
       await (i % 2 === 0 ? playOn(s, edge, "x") : stopOn(s, edge, "x"));
     }
-    const b3 = Math.max(...[...(await secondsOf(edge)).values()].map((r) => r.seconds.size));
+    const b3 = Math.max(...[...(await recentOf(edge)).values()].map((r) => r.seconds.size));
     expect(b3).toBeLessThanOrEqual(241);
   }, 120_000);
 });
@@ -326,8 +318,7 @@ describe("grace, heal, restarts", () => {
     at(DAY + 2 * HOUR + 50 * MIN + 20_000);
     await playOn(s, fresh, "m1");
     at(DAY + 2 * HOUR + 50 * MIN + 30_000);
-    await beat(fresh);
-    await deliverNotices(edge);
+    await restartDone(edge, fresh);
     at(DAY + 4 * HOUR);
     await beat(fresh);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(DAY + 4 * HOUR)}`);
@@ -345,8 +336,7 @@ describe("grace, heal, restarts", () => {
     await playOn(s, b, "n1");
     await playOn(s, b, "n2");
     at(10 * MIN + 35_000);
-    await beat(b);
-    await deliverNotices(a);
+    await restartDone(a, b);
     at(10 * MIN + 45_000);
     await beat(b); // B's last
     const c = restarted(a);
@@ -355,8 +345,7 @@ describe("grace, heal, restarts", () => {
     await playOn(s, c, "m2");
     await playOn(s, c, "m3");
     at(11 * MIN + 50_000);
-    await beat(c);
-    await deliverNotices(a);
+    await restartDone(a, c);
     at(13 * MIN);
     expect(await minutePeaks(s, 9 * MIN, 13 * MIN)).toEqual([2, 3, 3, 3]);
     const body = await usage(s, `?from=${iso(0)}&to=${iso(HOUR)}`);

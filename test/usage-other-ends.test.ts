@@ -7,12 +7,10 @@
 import { describe, expect, it } from "vitest";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { ALLOW, admin, close, createStream, hook, newEdge, uniqueStream } from "./srs";
-import { at, beat, flushShard, beatsEvery, bucket, deliverNotices, HOUR, iso, MIN, minutePeaks, playOn, restarted, serverStub, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy } from "./fleet";
+import { at, beat, flushShard, beatsEvery, bucket, deliverNotices, HOUR, iso, MIN, minutePeaks, playOn, restarted, serverStub, shardStub, stopOn, usage, useFakeClock, viewerSecondsIn, watchedBy, peaksOf, secondsOf } from "./fleet";
 
 useFakeClock();
 
-const peaksOf = (body: any) => body.buckets.map((b: any) => b.peakViewers);
-const secondsOf = (body: any) => body.buckets.map((b: any) => b.viewerSeconds);
 
 describe("a shard restarted (crash, deploy) within a second of a change: reconcile()", () => {
   it("must not happen (fixed): a lost stop: the stopped viewer stays a peak for hours after it stopped (peak 2 for 1 held)", async () => {

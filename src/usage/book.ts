@@ -155,13 +155,10 @@ export class UsageBook {
     const minuteAfter = start > minute ? minute + MINUTE_MS : minute;
     const hourAfter = start > hour ? hour + HOUR_MS : hour;
     // The count held at `start` (the n among it), from the latest row before the minutes after it.
-    const before = this.sql
-      .exec<{ minute: number; peak: number; last: number }>("SELECT minute, peak, last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, minuteAfter)
-      .toArray()[0];
-    const straddled = before !== undefined && before.minute === minute && start > minute ? before : undefined;
-    const carried = straddled
-      ? (this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, minute).toArray()[0]?.last ?? 0)
-      : (before?.last ?? 0);
+    const before = this.rowBefore(streamKey, minuteAfter);
+    // A row for the minute holding `start` itself: changes came in that minute (before `start` or after it).
+    const straddled = before?.minute === minute && start > minute;
+    const carried = (straddled ? this.rowBefore(streamKey, minute) : before)?.last ?? 0;
     if (before && carried > 0) {
       // The hours the count held through without a change, before the one holding `start`, had it as their peak: held()
       // writes them only at the next change, which would find the rows written here (none held), not that count.
@@ -186,14 +183,12 @@ export class UsageBook {
     this.recent.lower(streamKey, start, n);
     // The hour holding `start`: the most its minutes held, now that the minute holding `start` is right (while they are kept).
     if (start > hour && hour >= now - MINUTES_KEPT_MS) {
-      const into = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, hour).toArray()[0]?.last ?? 0;
+      const into = this.rowBefore(streamKey, hour)?.last ?? 0;
       const most = this.sql.exec<{ peak: number | null }>("SELECT MAX(peak) AS peak FROM usage_minutes WHERE stream_key = ? AND minute >= ? AND minute < ?", streamKey, hour, hour + HOUR_MS).one().peak ?? 0;
       this.sql.exec(
         "INSERT INTO usage_hours (stream_key, hour, peak) VALUES (?, ?, ?) ON CONFLICT (stream_key, hour) DO UPDATE SET peak = excluded.peak",
         streamKey, hour, Math.max(into, most),
       );
-    } else if (start > hour && carried > 0) {
-      this.sql.exec("INSERT INTO usage_hours (stream_key, hour, peak) VALUES (?, ?, ?) ON CONFLICT (stream_key, hour) DO UPDATE SET peak = MAX(peak, excluded.peak)", streamKey, hour, carried);
     }
   }
 
@@ -318,7 +313,7 @@ export class UsageBook {
     const out: number[] = [];
     this.flushQuietly();
     if (!this.ready) return Array.from({ length: Math.max(0, (to - from) / MINUTE_MS) }, () => 0);
-    let carried = this.sql.exec<{ last: number }>("SELECT last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, from).toArray()[0]?.last ?? 0;
+    let carried = this.rowBefore(streamKey, from)?.last ?? 0;
     const rows = new Map(
       this.sql.exec<{ minute: number; peak: number; last: number }>("SELECT minute, peak, last FROM usage_minutes WHERE stream_key = ? AND minute >= ? AND minute < ?", streamKey, from, to)
         .toArray()
@@ -339,6 +334,11 @@ export class UsageBook {
     let peak = Math.max(0, ...this.minutes(streamKey, minutesFrom, floorTo(to, MINUTE_MS) + MINUTE_MS));
     if (from < minutesFrom) for (const h of this.hours(streamKey, floorTo(from, HOUR_MS), minutesFrom, "viewer", [], now)) peak = Math.max(peak, h.peak);
     return peak;
+  }
+
+  /** The stream's latest minute row written before `t` (flushed rows only). */
+  private rowBefore(streamKey: string, t: number): { minute: number; last: number } | undefined {
+    return this.sql.exec<{ minute: number; last: number }>("SELECT minute, last FROM usage_minutes WHERE stream_key = ? AND minute < ? ORDER BY minute DESC LIMIT 1", streamKey, t).toArray()[0];
   }
 
   private latest(streamKey: string): { minute: number; last: number } | undefined {

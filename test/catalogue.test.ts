@@ -82,3 +82,46 @@ describe("undoing a key change that could not be delivered", () => {
     expect(await hook(publish("live", s, other.body.publishKey, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
   });
 });
+
+/** The real catalogue, except that its lists fail: only those given a cursor with `cursorOnly`, as KV refuses a cursor it never gave. */
+function failingLists(cursorOnly: boolean): Partial<Env> {
+  const catalogue = new Proxy(env.CATALOGUE, {
+    get(target, prop) {
+      if (prop === "list") {
+        return async (options?: KVNamespaceListOptions) => {
+          if (!cursorOnly || options?.cursor) throw new Error("KV list failed: 400 Bad Request (test)");
+          return target.list(options);
+        };
+      }
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { CATALOGUE: catalogue };
+}
+
+describe("listing when KV refuses the list", () => {
+  it("a cursor KV refuses is a 400 naming the cursor, for the streams and for the usage, and the first page still lists", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const s = uniqueStream();
+    await createStream(s);
+    const broken = failingLists(true);
+    const cursor = "AAAAAGZha2UtY3Vyc29y"; // a cursor's characters, but none KV gave
+    for (const path of [`/streams?cursor=${cursor}`, `/usage?cursor=${cursor}`, `/usage?format=csv&cursor=${cursor}`]) {
+      const refused = await adminWith(broken, "GET", path);
+      expect(refused.status, path).toBe(400);
+      expect(refused.body.error, path).toMatch(/^query parameter "cursor" was refused by the stream catalogue \(KV\)/);
+    }
+    const first = await adminWith(broken, "GET", `/streams?prefix=live/${s}`);
+    expect(first.status).toBe(200);
+    expect(first.body.streams.map((x: { app: string; stream: string }) => `${x.app}/${x.stream}`)).toEqual([`live/${s}`]);
+  });
+
+  it("a list that fails without a cursor is a 503 to try again, not an internal error", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    for (const path of ["/streams", "/usage"]) {
+      const failed = await adminWith(failingLists(false), "GET", path);
+      expect(failed, path).toEqual({ status: 503, body: { error: "stream catalogue (KV) unavailable: the streams could not be listed; try again" } });
+    }
+  });
+});

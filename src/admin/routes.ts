@@ -4,7 +4,7 @@ import { signPlayToken } from "../auth/token";
 import { maxTokenTtlS, requiredSecret } from "../config";
 import type { Env } from "../env";
 import { jsonResponse, pageCursor, queryParam, readJson, refuseBody } from "../http";
-import { CATALOGUE_PREFIX, HLS_SUFFIX, parseStreamKey, STREAM_KEY_MAX, streamKey, withoutHlsSuffix, type StreamName } from "../stream/name";
+import { CATALOGUE_PREFIX, cataloguePage, HLS_SUFFIX, parseStreamKey, STREAM_KEY_MAX, streamKey, withoutHlsSuffix, type StreamName } from "../stream/name";
 import type { StreamState } from "../stream/object";
 import { STREAM_DELETED, type OperatorAction } from "../stream/publisher-api";
 import { REGISTRY_SHARDS, type ServerState } from "../server/registry";
@@ -136,7 +136,7 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
   if (scope.length > STREAM_KEY_MAX) {
     throw new StatusError(400, `query parameter "prefix" with the vhost ("vhost/prefix", ${scope.length} characters) is longer than a stream's "vhost/app/stream" can be (${STREAM_KEY_MAX} characters)`);
   }
-  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + scope, limit: limit === undefined ? 100 : Number(limit), cursor: pageCursor(request.query) });
+  const page = await cataloguePage(env.CATALOGUE, { prefix: scope, limit: limit === undefined ? 100 : Number(limit), cursor: pageCursor(request.query) });
   const states = await Promise.all(
     page.keys.map(async (k) => {
       const key = k.name.slice(CATALOGUE_PREFIX.length);

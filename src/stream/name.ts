@@ -1,3 +1,5 @@
+import { StatusError } from "itty-router";
+
 /** A stream is identified by vhost/app/stream, as SRS names it. */
 export interface StreamName {
   vhost: string;
@@ -17,6 +19,23 @@ export function withoutHlsSuffix(stream: string): string {
 
 /** The stream catalogue in KV (it lets the admin API list streams; the stream's object stays the authority): keys are this, then the stream key. */
 export const CATALOGUE_PREFIX = "stream:";
+
+/**
+ * One page of the catalogue. KV's cursors are opaque: one that has the characters of a cursor but
+ * that KV refuses (edited, from another list, or expired) is the caller's mistake, a 400 that says
+ * so, not a 500; a list without a cursor that fails is the catalogue's, a 503 to try again.
+ */
+export async function cataloguePage(kv: KVNamespace, options: { prefix: string; limit: number; cursor?: string }): Promise<KVNamespaceListResult<unknown, string>> {
+  try {
+    return await kv.list({ prefix: CATALOGUE_PREFIX + options.prefix, limit: options.limit, cursor: options.cursor });
+  } catch (err) {
+    console.error(JSON.stringify({ error: "catalogue list failed", cursor: options.cursor !== undefined, detail: String(err) }));
+    if (options.cursor !== undefined) {
+      throw new StatusError(400, 'query parameter "cursor" was refused by the stream catalogue (KV): not a cursor this API gave, or too old; list again from the first page');
+    }
+    throw new StatusError(503, "stream catalogue (KV) unavailable: the streams could not be listed; try again");
+  }
+}
 
 /**
  * The longest stream key ("vhost/app/stream"; its names are ASCII, a character is a byte): KV takes keys

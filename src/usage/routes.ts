@@ -1,10 +1,9 @@
 import { StatusError, type IRequest } from "itty-router";
-import { CATALOGUE_PREFIX } from "../stream/name";
 import { streamNameFrom } from "../admin/validate";
 import type { Env } from "../env";
 import { jsonResponse, pageCursor, queryParam } from "../http";
 import { streamObject } from "../object-access";
-import { parseStreamKey, streamKey } from "../stream/name";
+import { CATALOGUE_PREFIX, cataloguePage, parseStreamKey, streamKey } from "../stream/name";
 import { parseRange } from "./range";
 import { emptyUsage, iso, streamUsage, usageOf, usagePlan, type MinuteBucket, type UsageBucket, type UsagePlan } from "./report";
 
@@ -106,7 +105,7 @@ export async function fleetUsage(request: IRequest, env: Env, shardCalls: number
   const format = formatOf(request.query, range.resolution);
   const vhost = request.query.vhost === undefined ? "" : `${streamNameFrom({ app: "-", stream: "-" }, request.query).vhost}/`;
   const { pageStart, after } = resumeOf(pageCursor(request.query));
-  const page = await env.CATALOGUE.list({ prefix: CATALOGUE_PREFIX + vhost, limit: FLEET_STREAMS_MAX, cursor: pageStart });
+  const page = await cataloguePage(env.CATALOGUE, { prefix: vhost, limit: FLEET_STREAMS_MAX, cursor: pageStart });
   const onPage = page.keys.map((k) => k.name.slice(CATALOGUE_PREFIX.length));
   // KV lists in byte order: for these ASCII names, the order of `<`.
   const listed = after === undefined ? onPage : onPage.filter((key) => key > after);

@@ -13,16 +13,24 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
-/** The real catalogue, except that every write fails. */
-function brokenCatalogue(): Partial<Env> {
+/** The real catalogue with some of its methods replaced. */
+function catalogueWith(replaced: { put?: () => Promise<never>; list?: (options?: KVNamespaceListOptions) => Promise<unknown> }): Partial<Env> {
   const catalogue = new Proxy(env.CATALOGUE, {
     get(target, prop) {
-      if (prop === "put") return async () => { throw new Error("KV unavailable (test)"); };
+      if (prop === "put" || prop === "list") {
+        const own = replaced[prop];
+        if (own) return own;
+      }
       const value = Reflect.get(target, prop);
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
   return { CATALOGUE: catalogue };
+}
+
+/** The real catalogue, except that every write fails. */
+function brokenCatalogue(): Partial<Env> {
+  return catalogueWith({ put: async () => { throw new Error("KV unavailable (test)"); } });
 }
 
 describe("PUT when the catalogue write fails", () => {
@@ -85,19 +93,12 @@ describe("undoing a key change that could not be delivered", () => {
 
 /** The real catalogue, except that its lists fail: only those given a cursor with `cursorOnly`, as KV refuses a cursor it never gave. */
 function failingLists(cursorOnly: boolean): Partial<Env> {
-  const catalogue = new Proxy(env.CATALOGUE, {
-    get(target, prop) {
-      if (prop === "list") {
-        return async (options?: KVNamespaceListOptions) => {
-          if (!cursorOnly || options?.cursor) throw new Error("KV list failed: 400 Bad Request (test)");
-          return target.list(options);
-        };
-      }
-      const value = Reflect.get(target, prop);
-      return typeof value === "function" ? value.bind(target) : value;
+  return catalogueWith({
+    list: async (options) => {
+      if (!cursorOnly || options?.cursor) throw new Error("KV list failed: 400 Bad Request (test)");
+      return env.CATALOGUE.list(options);
     },
   });
-  return { CATALOGUE: catalogue };
 }
 
 describe("listing when KV refuses the list", () => {

@@ -32,6 +32,8 @@ export const HOOK_ACTIONS = ["on_publish", "on_unpublish", "on_play", "on_stop",
 
 const SECRET = /^[A-Za-z0-9._~-]{32,}$/;
 const LABEL = /^[A-Za-z0-9._:@-]+$/;
+/** The host of --gate as new URL() leaves it: a DNS name (IDNs in punycode), IPv4, or [IPv6]. */
+const GATE_HOST = /^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])$/;
 const HOST_PORT = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
 /** A complete srs.conf for one server of the given role. Throws SrsConfigError on a bad option. */
@@ -216,6 +218,13 @@ function gateUrl(gate: string | undefined): string {
   if (url.username || url.password || url.search || url.hash || (url.pathname !== "/" && url.pathname !== "")) {
     throw new SrsConfigError("--gate is the Worker's origin only (scheme, host, port): no path, query, fragment or user");
   }
+  // new URL() keeps ; { } " ' , ( ) * $ and more in a host name, and maps a full-width ； or %3B to ;:
+  // written into `on_publish https://gate;x/…;`, SRS would end the directive there. A host is a DNS
+  // name (punycode, after new URL()) or an IP address.
+  if (!GATE_HOST.test(url.hostname)) {
+    throw new SrsConfigError(`--gate "${gate}": "${url.hostname}" is not a host name (letters, digits, - _ .) or an IP address`);
+  }
+  if (url.port === "0") throw new SrsConfigError(`--gate "${gate}": the port must be 1 to 65535`);
   return url.origin;
 }
 

@@ -64,3 +64,43 @@ describe("npm run srs-config's command line", () => {
     assert.match(r.stdout, /^usage: npm run -s srs-config --/);
   });
 });
+
+describe("npm run srs-config's --gate: a host SRS reads as one word, or a refusal", () => {
+  // new URL() keeps ; { } " ' , ( ) * $ in a host name (the WHATWG URL standard forbids only a few
+  // characters there) and maps a full-width ； (U+FF1B, from a CJK input method) or %3B to ;. Printed
+  // into `on_publish https://gate;x/hooks/srs/…;`, SRS ends the directive at the ; and refuses the
+  // whole file (srs -t: "illegal heartbeat.x/hooks/srs/…/heartbeat"); a `,` or `)` left from a
+  // copied list gives a file SRS starts on, whose every hook fails to resolve: every client refused.
+  for (const gate of [
+    "https://gate;evil.example.com",
+    "https://gate\uFF1Bevil.example.com",
+    "https://gate%3Bevil.example.com",
+    "https://gate{x}.example.com",
+    "https://gate}.example.com",
+    'https://ga"te.example.com',
+    "https://gate.example.com,",
+    "https://gate.example.com)",
+    "https://gate.example.com:0",
+  ]) {
+    it(`refuses ${JSON.stringify(gate)}`, () => {
+      const r = srsConfig(["--role", "standalone", "--gate", gate, "--device-id", "live-1"]);
+      assert.equal(r.status, 2, r.stdout);
+      assert.equal(r.stdout, "");
+      assert.match(r.stderr, /^srs-config: --gate /);
+    });
+  }
+
+  it("still takes a host name, an IP address, a port, and a Unicode name (as punycode)", () => {
+    for (const [gate, origin] of [
+      ["https://gate.example.com:8443", "https://gate.example.com:8443"],
+      ["http://127.0.0.1:8787", "http://127.0.0.1:8787"],
+      ["http://[::1]:8787", "http://[::1]:8787"],
+      ["https://gäte.example.com/", "https://xn--gte-qla.example.com"],
+      ["https://gate-1.my_zone.example.com", "https://gate-1.my_zone.example.com"],
+    ]) {
+      const r = srsConfig(["--role", "standalone", "--gate", gate, "--device-id", "live-1"]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^        on_publish      ${origin.replace(/[.[\]]/g, "\\$&")}/hooks/srs/${HOOK_SECRET};$`, "m"));
+    }
+  });
+});

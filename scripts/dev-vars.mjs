@@ -6,6 +6,7 @@
 // The Worker refuses secrets shorter than 32 characters, so this also upgrades
 // the short defaults that earlier versions wrote, and warns about other short ones.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { keyOf, readDevVars } from "./lib/dev-vars-file.mjs";
 
 const MIN_SECRET_LENGTH = 32;
 
@@ -34,18 +35,25 @@ const original = existsSync(path)
 
 const upgraded = [];
 const short = [];
-let text = original.replace(/^([A-Z_]+)[ \t]*=[ \t]*(.*)$/gm, (line, name, raw) => {
-  if (!SECRETS.includes(name)) return line;
-  const value = raw.trim().replace(/^(["'])(.*)\1$/, "$2");
-  if (OLD_DEFAULTS[name] === value) {
-    upgraded.push(name);
-    return `${name}=${DEV_SECRETS[name]}`;
-  }
-  if (value.length < MIN_SECRET_LENGTH) short.push(name);
-  return line;
-});
+// Lines as wrangler dev reads them (scripts/lib/dev-vars-file.mjs): `export HOOK_SECRET=…` or an
+// indented line sets the secret too, so none of them is taken for missing.
+let text = original
+  .split("\n")
+  .map((line) => {
+    const name = keyOf(line);
+    if (!SECRETS.includes(name)) return line;
+    const value = readDevVars(line).get(name);
+    if (OLD_DEFAULTS[name] === value) {
+      upgraded.push(name);
+      return `${name}=${DEV_SECRETS[name]}`;
+    }
+    if (value.length < MIN_SECRET_LENGTH) short.push(name);
+    return line;
+  })
+  .join("\n");
 
-const missing = Object.entries(DEV_SECRETS).filter(([name]) => !new RegExp(`^${name}[ \\t]*=`, "m").test(text));
+const set = readDevVars(text);
+const missing = Object.entries(DEV_SECRETS).filter(([name]) => !set.has(name));
 if (missing.length > 0) text = text.replace(/\n?$/, "\n") + missing.map(([name, value]) => `${name}=${value}`).join("\n") + "\n";
 
 if (text !== original) writeFileSync(path, text);

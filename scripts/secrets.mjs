@@ -24,6 +24,7 @@ import { randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
+import { readDevVars, setDevVar } from "./lib/dev-vars-file.mjs";
 
 const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"];
 /** The secrets whose old value can stay valid during a rotation (src/env.ts). */
@@ -185,18 +186,13 @@ function runLocal() {
   const original = existsSync(path)
     ? readFileSync(path, "utf8")
     : "# Local development secrets (see README), written by npm run secrets -- --local. Never commit this file.\n";
-  const values = new Map();
-  for (const line of original.split("\n")) {
-    const m = /^([A-Z_][A-Z0-9_]*)[ \t]*=[ \t]*(.*)$/.exec(line);
-    if (m && m[2].trim() !== "") values.set(m[1], m[2].trim().replace(/^(["'])(.*)\1$/, "$2"));
-  }
+  // As wrangler dev reads it (scripts/lib/dev-vars-file.mjs): `export NAME=`, indented lines, the last
+  // of two. A secret set to "" is missing.
+  const values = new Map([...readDevVars(original)].filter(([, value]) => value !== ""));
   const p = plan(values, (name) => values.get(name));
   let text = original;
-  for (const [name, value] of Object.entries(p.writes)) {
-    const line = new RegExp(`^${name}[ \\t]*=.*$`, "m");
-    text = line.test(text) ? text.replace(line, `${name}=${value}`) : `${text.replace(/\n?$/, "\n")}${name}=${value}\n`;
-  }
-  for (const name of p.drops) text = text.replace(new RegExp(`^${name}[ \\t]*=.*(?:\n|$)`, "gm"), "");
+  for (const [name, value] of Object.entries(p.writes)) text = setDevVar(text, name, value);
+  for (const name of p.drops) text = setDevVar(text, name, null);
   if (text !== original) writeFileSync(path, text, { mode: 0o600 });
   // Run after `npm run dev` (the README's order), it keeps that command's development values, which
   // anyone can read in .dev.vars.example: say so, and how to get random ones, beside "kept".

@@ -7,6 +7,7 @@
 // .dev.vars (then --gate defaults to http://127.0.0.1:8787), so it stays out of shell history and ps.
 // The configuration itself is built by scripts/lib/srs-config.ts, which the tests check.
 import { existsSync, readFileSync } from "node:fs";
+import { readDevVars } from "./lib/dev-vars-file.mjs";
 import { npmBannerInOutput } from "./lib/npm-banner.ts";
 import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts";
 
@@ -59,8 +60,8 @@ if (role === "origin" && local) fail("--local is for --role edge or standalone: 
 function devVar(name: string): string | undefined {
   const path = ".dev.vars";
   if (!existsSync(path)) fail(`--local: there is no ${path} here (run npm run dev or npm run secrets -- --local first)`);
-  const line = readFileSync(path, "utf8").split("\n").find((l) => new RegExp(`^${name}[ \\t]*=`).test(l));
-  return line?.slice(line.indexOf("=") + 1).trim().replace(/^(["'])(.*)\1$/, "$2");
+  // The value wrangler dev reads: `export NAME=` and indented lines count, the last of two wins.
+  return readDevVars(readFileSync(path, "utf8")).get(name);
 }
 
 let hookSecret: string | undefined;

@@ -83,6 +83,7 @@ for (let i = 0; i < args.length; i++) {
   if (arg === "--local") local = true;
   else if (arg === "--no-previous") keepPrevious = false;
   else if (arg === "--rotate") {
+    if (rotate) fail(`--rotate is given twice: name every secret to rotate after one --rotate (--rotate HOOK_SECRET,TOKEN_SIGNING_KEY)\n${USAGE}`, 2);
     const next = args[i + 1];
     rotate = next && !next.startsWith("--") ? (i++, next.split(",").map((n) => n.trim()).filter(Boolean)) : [...NAMES];
     for (const name of rotate) if (!NAMES.includes(name)) fail(`--rotate: unknown secret "${name}" (one of ${NAMES.join(", ")})\n${USAGE}`, 2);

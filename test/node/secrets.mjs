@@ -182,6 +182,17 @@ describe("npm run secrets -- --local", () => {
     assert.equal(r.stdout.match(/(?<![\w-])--(?![\w-])/g)?.length, 1, r.stdout);
   });
 
+  it("refuses --rotate given twice instead of rotating only the names of the last one", () => {
+    // `--rotate HOOK_SECRET --rotate TOKEN_SIGNING_KEY` rotated only TOKEN_SIGNING_KEY, exit 0.
+    const first = run(["--local"]);
+    const old = devVars(first.cwd);
+    const r = run(["--local", "--rotate", "HOOK_SECRET", "--rotate", "TOKEN_SIGNING_KEY"], { cwd: first.cwd });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /--rotate is given twice/);
+    assert.equal(r.stdout, "");
+    assert.deepEqual(devVars(first.cwd), old);
+  });
+
   it("refuses unknown arguments and secret names", () => {
     assert.equal(run(["--local", "--rotate", "PASSWORD"]).status, 2);
     assert.equal(run(["--force"]).status, 2);

@@ -221,8 +221,10 @@ function gateUrl(gate: string | undefined): string {
   // new URL() keeps ; { } " ' , ( ) * $ and more in a host name, and maps a full-width ； or %3B to ;:
   // written into `on_publish https://gate;x/…;`, SRS would end the directive there. A host is a DNS
   // name (punycode, after new URL()) or an IP address.
-  if (!GATE_HOST.test(url.hostname)) {
-    throw new SrsConfigError(`--gate "${gate}": "${url.hostname}" is not a host name (letters, digits, - _ .) or an IP address`);
+  const dnsName = !url.hostname.startsWith("[");
+  const tooLong = dnsName && (url.hostname.replace(/\.$/, "").length > 253 || url.hostname.split(".").some((l) => l.length > 63));
+  if (!GATE_HOST.test(url.hostname) || tooLong) {
+    throw new SrsConfigError(`--gate "${gate}": "${url.hostname}" is not a host name (labels of 1 to 63 letters, digits, - _, joined by dots; 253 at most) or an IP address`);
   }
   if (url.port === "0") throw new SrsConfigError(`--gate "${gate}": the port must be 1 to 65535`);
   return url.origin;

@@ -81,6 +81,8 @@ describe("npm run srs-config's --gate: a host SRS reads as one word, or a refusa
     "https://gate.example.com,",
     "https://gate.example.com)",
     "https://gate.example.com:0",
+    `https://${"a".repeat(64)}.example.com`,
+    `https://${"abcdefgh.".repeat(30)}example.com`,
   ]) {
     it(`refuses ${JSON.stringify(gate)}`, () => {
       const r = srsConfig(["--role", "standalone", "--gate", gate, "--device-id", "live-1"]);

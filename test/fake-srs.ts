@@ -75,7 +75,8 @@ export class FakeSrs {
       }
       const m = path.match(/^\/api\/v1\/clients\/([^/]+)$/);
       if (!m) return Response.json({ code: 1 });
-      const id = decodeURIComponent(m[1]);
+      // As SRS: the path's segment as it arrives is the id (SrsHttpMessage::parse_rest_id; SRS never percent-decodes a path).
+      const id = m[1];
       if (!this.clients.has(id)) return Response.json({ code: 2049 });
       if (req.method === "DELETE") {
         if (!this.linger) this.clients.delete(id);
@@ -107,9 +108,8 @@ export const hosts = new Map<string, FakeSrs>();
 export const allCalls: Call[] = [];
 
 /** Routes the Worker's and the objects' fetch to the fakes for each test of the calling file. */
-/** DELETE /api/v1/clients/{id} reached the fake, whatever the id's encoding in the path. */
-export const kickedOn = (fake: FakeSrs, client: string) =>
-  fake.calls.some((c) => c.method === "DELETE" && c.path.startsWith("/api/v1/clients/") && decodeURIComponent(c.path.slice("/api/v1/clients/".length)) === client);
+/** DELETE /api/v1/clients/{id} reached the fake with a path SRS reads as that id (SRS does not percent-decode paths). */
+export const kickedOn = (fake: FakeSrs, client: string) => fake.calls.some((c) => c.method === "DELETE" && c.path === `/api/v1/clients/${client}`);
 
 export function installFakeSrs(): void {
   beforeEach(() => {

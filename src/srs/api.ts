@@ -22,7 +22,7 @@ import { Slots, type WorkKind } from "../platform/slots";
 /** What a server's API said about a client. */
 export type ClientPresence = "present" | "gone" | "unknown";
 
-/** What a kick did ("unaddressable": an id SRS's API cannot name, only dots: a forged hook). */
+/** What a kick did ("unaddressable": an id no URL of SRS's API can name, see clientPath: an HLS player's odd hls_ctx, or a forged hook). */
 export type KickOutcome = "kicked" | "gone" | "failed" | "unaddressable";
 
 /** SRS's ERROR_RTMP_CLIENT_NOT_FOUND (srs_kernel_error.hpp). */
@@ -263,9 +263,19 @@ async function readAtMost(response: Response, limit: number): Promise<string | n
   return new TextDecoder().decode(all);
 }
 
-/** The API path of one client; null for an id that is only dots (a URL would resolve it as "." or ".."). */
+/**
+ * The API path of one client; null when no URL can name it. SRS matches the path's last segment as it
+ * arrives against its client ids, without percent-decoding it (SrsHttpMessage::parse_rest_id reads
+ * SrsHttpUri's raw path; path_unescape is never called), so the id goes unescaped: "own%2B05" escaped
+ * as "own%252B05", or "a+b" as "a%2Bb", named nobody, and SRS's "not found" read as "gone" left a
+ * refused HLS session that chose such an hls_ctx served and ended an admitted one as a ghost. An id a
+ * URL cannot carry as it is (a character fetch's URL parser escapes or splits on: space, controls,
+ * non-ASCII, " # < > ? ^ ` { } / \) or that it resolves as a dot segment ("." or "..", also spelled
+ * %2e), or any id with ".." (SRS refuses such URLs: HttpUrlNotClean), cannot be named: null.
+ */
 function clientPath(clientId: string): string | null {
-  return /^\.*$/.test(clientId) ? null : `/api/v1/clients/${encodeURIComponent(clientId)}`;
+  if (!/^[!$%&'()*+,\-.0-9:;=@A-Z[\]_a-z|~]+$/.test(clientId) || /^(?:\.|%2e)+$/i.test(clientId) || clientId.includes("..")) return null;
+  return `/api/v1/clients/${clientId}`;
 }
 
 /** Who answers at a base URL (server_id, service_id), remembered briefly: SRS's "not found" names nobody. */

@@ -197,7 +197,14 @@ export function servedUnlessAllowed(body: Record<string, unknown>): boolean {
 export function sessionOfInvalid(body: unknown): { session: SessionId; stream: StreamName } | null {
   if (!isObject(body)) return null;
   try {
-    return { session: parseSession(body), stream: parseStreamName(body) };
+    const session = {
+      serverId: within("server_id", requiredString(body, "server_id"), LIMITS.id),
+      serviceId: within("service_id", requiredString(body, "service_id"), LIMITS.id),
+      // The hls_ctx the player chose, which SRS takes at any length: one too long for a session (the hook's 400) is
+      // still the id SRS serves and its API kicks. Bounded as param is (it comes from the query).
+      clientId: within("client_id", requiredString(body, "client_id"), { ...LIMITS.id, max: LIMITS.param.max }),
+    };
+    return { session, stream: parseStreamName(body) };
   } catch {
     return null;
   }

@@ -335,6 +335,10 @@ export async function endServerSessions(env: Env, serverId: string): Promise<Ser
   );
   const done = batch.filter((_, i) => results[i].status === "fulfilled");
   await registry.forgetSessions(serverId, done);
+  // Only what a stream ended is answered (and kicked, and reported as ended by the operator): an index entry of a
+  // session that had ended already (a restart's notice not delivered yet, a stop whose index cleanup failed) goes
+  // all the same, but that session was not the operator's to end.
+  const ended = batch.filter((_, i) => results[i].status === "fulfilled" && (results[i] as PromiseFulfilledResult<number>).value > 0);
   const byStream = new Map<string, EndedSession[]>();
   for (const d of done) {
     byStream.set(d.streamKey, [...(byStream.get(d.streamKey) ?? []), { role: d.role, serverId, serviceId: d.serviceId, clientId: d.clientId }]);
@@ -353,7 +357,7 @@ export async function endServerSessions(env: Env, serverId: string): Promise<Ser
     shardFailed = 1;
   }
   return {
-    ended: [...done, ...viewers.ended.map((v): IndexedSession => ({ ...v, role: "viewer" }))],
+    ended: [...ended, ...viewers.ended.map((v): IndexedSession => ({ ...v, role: "viewer" }))],
     remaining: all.length - done.length + viewers.remaining,
     failed: batch.length - done.length + shardFailed,
   };

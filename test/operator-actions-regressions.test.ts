@@ -3,7 +3,7 @@
  * that restarts, retries and loses hooks).
  */
 import { describe, expect, it } from "vitest";
-import { admin, hook, newEdge, publish, streamState } from "./srs";
+import { admin, hook, newEdge, play, publish, stopPlay, streamState } from "./srs";
 import { ALLOW } from "./fake-srs";
 import { at, beat, restarted, streamAtZero, useFakeClock } from "./fleet";
 
@@ -46,5 +46,100 @@ describe("DELETE /admin/servers/{id}/sessions answers only the sessions it ended
     const res = await admin("DELETE", `/servers/${a.server}/sessions`);
     expect(res.body).toMatchObject({ ended: [{ stream: `__defaultVhost__/live/${s}`, role: "publisher", serviceId: a.service, clientId: "enc00001" }], remaining: 0 });
     expect((await streamState(s)).publisher).toBeNull();
+  });
+});
+
+describe("a cap lowered below the viewers of a server that was silent, then restarted", () => {
+  useFakeClock();
+
+  // Model sequence: [play s2 c0 (cap 2), silence 31 s, PUT maxViewers null, heartbeat s2, PUT maxViewers 0, restart s2].
+  // README "Flash crowds", Invariant: the viewers that count plus the slots leased but unused are at most maxViewers
+  // (a lowered cap keeps the connected viewers, and no new one is admitted until the count is under it). Here the
+  // viewer the cap of 0 kept ends with its process (the restart's fence) while its shard's report of it is on its way;
+  // the answer covered that viewer with a slot (leased 1, 0 viewers), and the restarted server's next viewer was
+  // admitted on it, past a cap of 0.
+  it("must not happen (fixed): the slot of a viewer kept over a lowered cap stays leased once a restart ends it, and admits a new viewer past the cap", async () => {
+    const s = await streamAtZero({ maxViewers: 2 });
+    const a = newEdge();
+    expect(await beat(a)).toEqual(ALLOW);
+    at(1);
+    expect(await hook(play("live", s, { ...a, client: "v0000001" }))).toEqual(ALLOW);
+    // The server falls silent; meanwhile the cap is removed; the server is back.
+    at(31_001);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: null })).status).toBe(200);
+    at(31_002);
+    expect(await beat(a)).toEqual(ALLOW);
+    // The cap set to 0 below the viewer still watching: it keeps its slot, nobody else is admitted.
+    at(31_003);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 0 })).status).toBe(200);
+    expect(await streamState(s)).toMatchObject({ viewers: 1, leasedUnused: 0 });
+    // The server restarts: its viewer ends with the old process.
+    at(31_004);
+    const b = restarted(a);
+    expect(await beat(b)).toEqual(ALLOW);
+    const state = await streamState(s);
+    expect(state.viewers).toBe(0);
+    expect({ viewers: state.viewers, leasedUnused: state.leasedUnused }, "viewers + unused leased slots within a cap of 0").toEqual({ viewers: 0, leasedUnused: 0 });
+    at(31_005);
+    expect((await hook(play("live", s, { ...b, client: "v0000002" }))).body.code, "a new viewer past a cap of 0").toBe(4005);
+  });
+});
+
+describe("a cap set on a stream that was unlimited, under viewers already watching", () => {
+  useFakeClock();
+
+  // Model sequence (shrunk): [play s1 c1 (cap 2), PUT maxViewers null, PUT maxViewers 1, plays on s0 refused, PUT maxViewers 2, play s1 c0].
+  // While the stream was unlimited its shard held no slots; the cap's push left it none (its viewer kept watching, on
+  // no slot). Its next viewer asked for one: the stream counted the free slot above the watching viewer, but the
+  // grant replaced the lease by max(lease + grant, viewers) = 1, the watching viewer's own slot, and the new viewer
+  // was refused "viewer cap reached: 2 of 2 viewers" with one viewer watching (unless a round of recalls, at most one
+  // per gap, happened to top the lease up).
+  it("must not happen (fixed): the next viewer of that shard is refused while a slot is free", async () => {
+    const s = await streamAtZero({ maxViewers: 2 });
+    const a = newEdge();
+    expect(await beat(a)).toEqual(ALLOW);
+    at(1);
+    expect(await hook(play("live", s, { ...a, client: "v0000001" }))).toEqual(ALLOW);
+    at(2);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: null })).status).toBe(200);
+    at(3);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 1 })).status).toBe(200);
+    // Another edge's viewer refused at that cap: the stream has just run its rounds of recalls (at most one per gap).
+    const b = newEdge();
+    expect(await beat(b)).toEqual(ALLOW);
+    expect((await hook(play("live", s, { ...b, client: "v0000009" }))).body.code).toBe(4005);
+    at(4);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 2 })).status).toBe(200);
+    at(5);
+    expect(await hook(play("live", s, { ...a, client: "v0000002" }))).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 2, leasedUnused: 0 });
+    at(6);
+    expect((await hook(play("live", s, { ...a, client: "v0000003" }))).body.code).toBe(4005);
+  });
+});
+
+describe("a viewer's on_stop is proof that its silent server is back", () => {
+  useFakeClock();
+
+  // README, "Fleet state you can trust": when the same process sends any hook or heartbeat again, every session of it
+  // that received no stop event counts and blocks again at once. Without the stop (a's silence going on), w0000002
+  // is admitted: a's other viewer does not count.
+  it("holds: the server's other viewer counts again at once, and another edge cannot fill its slot", async () => {
+    const s = await streamAtZero({ maxViewers: 2 });
+    const a = newEdge();
+    const b = newEdge();
+    expect(await beat(a)).toEqual(ALLOW);
+    expect(await beat(b)).toEqual(ALLOW);
+    at(1);
+    expect(await hook(play("live", s, { ...a, client: "v0000001" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...a, client: "v0000002" }))).toEqual(ALLOW);
+    // a falls silent (b keeps beating); then a's first word is one of its viewers leaving.
+    at(31_001);
+    expect(await beat(b)).toEqual(ALLOW);
+    expect(await hook(stopPlay("live", s, { ...a, client: "v0000001" }))).toEqual(ALLOW);
+    at(31_002);
+    expect(await hook(play("live", s, { ...b, client: "w0000001" }))).toEqual(ALLOW);
+    expect((await hook(play("live", s, { ...b, client: "w0000002" }))).body.code).toBe(4005);
+    expect(await streamState(s)).toMatchObject({ viewers: 2 });
   });
 });

@@ -195,7 +195,7 @@ export class LeaseBook {
    * even if every suspended viewer came back, "cautious" one slot of those
    * free now. A repeat or an older message changes nothing and gets the
    * record as it stands. Slots for the shard's live viewers are always
-   * granted, beyond the cap if need be: after a heal every connected viewer
+   * granted (the grant comes on top of them), beyond the cap if need be: after a heal every connected viewer
    * counts (README, "Viewers over the cap after a heal all count"), and no
    * new one is admitted until the total is under it.
    */
@@ -208,7 +208,9 @@ export class LeaseBook {
       return { record: { ...report, colo: "", country: "", reportedAt: Date.now(), unreached: false }, applied: true };
     }
     const grant = cap === null ? 0 : this.grant(report, cap, mode);
-    const granted = cap === null ? 0 : Math.max(report.granted + grant, report.live);
+    // The grant is of slots free above what the shard holds, its live viewers included (strictFree, looseFree): a
+    // lease below them (a cap set on a stream that was unlimited, a heal) grows by it from them, not from the lease.
+    const granted = cap === null ? 0 : Math.max(report.granted, report.live) + grant;
     const record = this.store({
       serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended,
       ...placeOf(report.place, known), reportedAt: Date.now(), unreached: false,

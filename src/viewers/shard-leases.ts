@@ -284,10 +284,17 @@ export class ShardLeases {
     if (answer.seq < lease.seq) return null;
     lease.seq = answer.seq;
     lease.tight = answer.tight;
-    if (answer.granted !== lease.granted || (!stored && answer.policy !== null)) {
-      lease.granted = answer.granted;
+    // Slots granted to cover viewers live here when the message left, beyond the lease (a heal, a cap lowered under
+    // them: LeaseBook.apply), are never free slots: those of viewers that ended while the answer was on its way (a
+    // restart's fence) go at once, here first, and the stream hears of it; kept, the next viewer here was admitted
+    // on one, past the cap.
+    const cover = Math.max(0, Math.min(answer.granted, report.live) - report.granted);
+    const uncovered = Math.min(cover, Math.max(0, report.live - this.host.counts.live(streamKey)));
+    if (answer.granted - uncovered !== lease.granted || (!stored && answer.policy !== null)) {
+      lease.granted = answer.granted - uncovered;
       this.storeLease(streamKey, lease);
     }
+    if (uncovered > 0) this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
     if (lease.granted > this.host.counts.live(streamKey)) this.host.armAlarm(Date.now() + LEASE_IDLE_MS);
     if (isLeave(report) && holdsNothing({ granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey) })) {
       // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.

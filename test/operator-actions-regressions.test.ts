@@ -143,3 +143,25 @@ describe("a viewer's on_stop is proof that its silent server is back", () => {
     expect(await streamState(s)).toMatchObject({ viewers: 2 });
   });
 });
+
+describe("a stream deleted and created again", () => {
+  useFakeClock();
+
+  // README, GET …/events: a stream created again starts with an empty decision log. Its object's lines went, but the
+  // viewer shards' lines of its earlier life were merged in as if they were the new stream's.
+  it("must not happen (fixed): its decision log shows the viewer decisions of its earlier life", async () => {
+    const s = await streamAtZero({ maxViewers: 5 });
+    const a = newEdge();
+    expect(await beat(a)).toEqual(ALLOW);
+    at(1);
+    expect(await hook(play("live", s, { ...a, client: "old00001" }))).toEqual(ALLOW);
+    at(2);
+    expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
+    at(3);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 5 })).status).toBe(201);
+    at(4);
+    expect(await hook(play("live", s, { ...a, client: "new00001" }))).toEqual(ALLOW);
+    const { events } = (await admin("GET", `/streams/live/${s}/events`)).body;
+    expect(events.map((e: { action: string; client: string }) => `${e.action} ${e.client}`)).toEqual(["on_play new00001"]);
+  });
+});

@@ -152,9 +152,10 @@ export async function listStreams(request: IRequest, env: Env): Promise<Response
 export async function getStreamEvents(request: IRequest, env: Env): Promise<Response> {
   const name = streamNameFrom(request.params, request.query);
   const stub = streamStub(env, name);
-  if (!(await stub.state())) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  const state = await stub.state();
+  if (!state) throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
   const [own, sources] = await Promise.all([stub.events(), stub.eventSources()]);
-  const { events, unreachable } = await allEvents(env, streamKey(name), sources, own);
+  const { events, unreachable } = await allEvents(env, streamKey(name), sources, own, state.createdAt);
   return jsonResponse({ events, ...(unreachable.length > 0 ? { unreachable } : {}) });
 }
 

@@ -61,7 +61,7 @@ export async function listedAudiences(env: Env, listed: { key: string; state: St
  * The stream's decision log and its shards' (viewer decisions), newest first; `unreachable` names the
  * shards that could not be asked (their lines are missing), as the other audience views do.
  */
-export async function allEvents(env: Env, streamKey: string, sources: string[], own: StreamEvent[]): Promise<{ events: StreamEvent[]; unreachable: string[] }> {
+export async function allEvents(env: Env, streamKey: string, sources: string[], own: StreamEvent[], since = ""): Promise<{ events: StreamEvent[]; unreachable: string[] }> {
   const unreachable: string[] = [];
   const fromShards = await Promise.all(
     sources.map((serverId) =>
@@ -72,7 +72,8 @@ export async function allEvents(env: Env, streamKey: string, sources: string[], 
       }),
     ),
   );
-  const events = [...own, ...fromShards.flat()]
+  // A stream deleted and created again starts its log anew (its object's lines went): its shards' lines of before go too.
+  const events = [...own, ...fromShards.flat().filter((e) => e.at >= since)]
     .map((e, i) => ({ e, i }))
     .sort((a, b) => (a.e.at === b.e.at ? a.i - b.i : a.e.at < b.e.at ? 1 : -1))
     .slice(0, EVENTS_KEPT + GUESSES_KEPT)

@@ -20,6 +20,12 @@
 //   now) and removes a <NAME>_PREVIOUS left from an earlier rotation (from .dev.vars, or with
 //   `wrangler secret delete` after the bulk call), so that no older value stays accepted either.
 //   Without --no-previous, a rotation already in progress (a _PREVIOUS set) is refused: finish it first.
+// - --gate <url> (deployed Worker, rotating HOOK_SECRET with a previous one): the current value given
+//   is checked against the gate first, since a stale one (an old export) would become
+//   HOOK_SECRET_PREVIOUS while every SRS server uses another value, and the new HOOK_SECRET would
+//   refuse them all at once. The check is an empty heartbeat to the hook URL with that value: 400 (a
+//   bad body) means the gate accepts the secret, 404 that it does not; anything else stops too.
+//   Nothing is stored unless it passes.
 import { randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -57,7 +63,7 @@ function afterRotation(name, local, withPrevious = true) {
   }
 }
 
-const USAGE = `usage: npm run secrets [-- [--local] [--rotate [HOOK_SECRET,ADMIN_TOKEN,TOKEN_SIGNING_KEY,EVENTS_WEBHOOK_SECRET] [--no-previous]]]`;
+const USAGE = `usage: npm run secrets [-- [--local] [--rotate [HOOK_SECRET,ADMIN_TOKEN,TOKEN_SIGNING_KEY,EVENTS_WEBHOOK_SECRET] [--no-previous] [--gate https://<your gate>]]]`;
 
 function fail(message, code = 1) {
   console.error(`streamgate secrets: ${message}`);
@@ -78,6 +84,7 @@ const args = process.argv.slice(2);
 let local = false;
 let rotate = null;
 let keepPrevious = true;
+let gate = null;
 for (let i = 0; i < args.length; i++) {
   const arg = args[i];
   if (arg === "--local") local = true;
@@ -87,12 +94,56 @@ for (let i = 0; i < args.length; i++) {
     const next = args[i + 1];
     rotate = next && !next.startsWith("--") ? (i++, next.split(",").map((n) => n.trim()).filter(Boolean)) : [...NAMES];
     for (const name of rotate) if (!NAMES.includes(name)) fail(`--rotate: unknown secret "${name}" (one of ${NAMES.join(", ")})\n${USAGE}`, 2);
+  } else if (arg === "--gate") {
+    if (gate !== null) fail(`--gate is given twice\n${USAGE}`, 2);
+    gate = gateOrigin(args[++i]);
   } else if (arg === "--help" || arg === "-h") {
     console.log(USAGE);
     process.exit(0);
   } else fail(`unknown argument "${arg}"\n${USAGE}`, 2);
 }
 if (!keepPrevious && !rotate) fail(`--no-previous goes with --rotate\n${USAGE}`, 2);
+if (gate !== null && (local || !rotate?.includes("HOOK_SECRET") || !keepPrevious)) {
+  fail(`--gate checks the current HOOK_SECRET before it becomes HOOK_SECRET_PREVIOUS: it goes with --rotate HOOK_SECRET of a deployed Worker, without --local or --no-previous\n${USAGE}`, 2);
+}
+
+/** The gate's origin from --gate (scheme, host, port; nothing else). */
+function gateOrigin(value) {
+  let url;
+  try {
+    url = new URL(value ?? "");
+  } catch {
+    fail(`--gate needs the gate's URL, e.g. --gate https://streamgate.example.workers.dev\n${USAGE}`, 2);
+  }
+  if ((url.protocol !== "https:" && url.protocol !== "http:") || url.username || url.password || url.search || url.hash || (url.pathname !== "/" && url.pathname !== "")) {
+    fail(`--gate "${value}": the gate's origin only (http(s)://host[:port]), no path, query or user\n${USAGE}`, 2);
+  }
+  return url.origin;
+}
+
+/** Stops unless the gate accepts `value` as its hook secret (see --gate above). */
+async function checkHookSecret(origin, value) {
+  let res;
+  try {
+    res = await fetch(`${origin}/hooks/srs/${encodeURIComponent(value)}/heartbeat`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+      redirect: "manual",
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch (err) {
+    fail(`--gate: could not reach ${origin} to check the current HOOK_SECRET (${err.cause?.message ?? err.message}); nothing was stored`);
+  }
+  if (res.status === 404) {
+    fail(
+      `the HOOK_SECRET given is not the one ${origin} accepts (its hook URL answered 404). As HOOK_SECRET_PREVIOUS it would ` +
+        `accept no SRS server, and the new HOOK_SECRET would refuse them all. Nothing was stored: give the value your SRS servers use.`,
+    );
+  }
+  if (res.status !== 400) fail(`--gate: ${origin} answered HTTP ${res.status} to the check of the current HOOK_SECRET (400 expected); nothing was stored`);
+  console.error(`streamgate secrets: ${origin} accepts the HOOK_SECRET given: it becomes HOOK_SECRET_PREVIOUS.`);
+}
 
 // ---------------------------------------------------------------- plan
 /**
@@ -223,7 +274,7 @@ function wrangler(args, input = "") {
   return { ok: result.status === 0, stdout: result.stdout, stderr: result.stderr };
 }
 
-function runRemote() {
+async function runRemote() {
   const list = wrangler(["secret", "list", "--format", "json"]);
   const existing = new Map();
   if (list.ok) {
@@ -242,6 +293,10 @@ function runRemote() {
   }
 
   const p = plan(existing, (name) => process.env[name]);
+  if (p.writes.HOOK_SECRET_PREVIOUS !== undefined) {
+    if (gate !== null) await checkHookSecret(gate, p.writes.HOOK_SECRET_PREVIOUS);
+    else console.error("streamgate secrets: the current HOOK_SECRET given was not checked against the gate (add --gate https://<your gate> to check it first).");
+  }
   if (Object.keys(p.writes).length > 0) {
     const bulk = wrangler(["secret", "bulk"], JSON.stringify(p.writes));
     process.stderr.write(bulk.stdout.replace(/^/gm, "  wrangler: "));
@@ -264,4 +319,4 @@ function runRemote() {
 }
 
 if (local) runLocal();
-else runRemote();
+else await runRemote();

@@ -2,11 +2,12 @@
 // scratch directory, and the deployed mode against a fake `wrangler` first on PATH that answers
 // `secret list` as told and records what `secret bulk` received. Run by npm test (node --test).
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:http";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 
 const SCRIPT = new URL("../../scripts/secrets.mjs", import.meta.url).pathname;
 const NAMES = ["HOOK_SECRET", "ADMIN_TOKEN", "TOKEN_SIGNING_KEY", "EVENTS_WEBHOOK_SECRET"];
@@ -316,5 +317,74 @@ describe("npm run secrets (deployed Worker, through wrangler)", () => {
     ]);
     assert.equal(r.bulk.TOKEN_SIGNING_KEY_PREVIOUS, env.TOKEN_SIGNING_KEY);
     assert.equal(r.bulk.EVENTS_WEBHOOK_SECRET_PREVIOUS, env.EVENTS_WEBHOOK_SECRET);
+  });
+});
+
+describe("npm run secrets -- --rotate HOOK_SECRET --gate (the current value checked against the deployed gate)", () => {
+  const bin = fakeWrangler();
+  const accepted = "the-hook-secret-the-srs-servers-use-32chars";
+  /** A gate that answers an empty heartbeat as streamgate does: 400 with its hook secret in the path, 404 without. */
+  let server;
+  let origin;
+  const heard = [];
+  before(async () => {
+    server = createServer((req, res) => {
+      heard.push(`${req.method} ${req.url}`);
+      res.writeHead(req.url === `/hooks/srs/${accepted}/heartbeat` ? 400 : 404).end();
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    origin = `http://127.0.0.1:${server.address().port}`;
+  });
+  after(() => server.close());
+
+  /** As remote() above, but asynchronous: the gate answers from this process meanwhile. */
+  async function rotate(args, current) {
+    const log = join(tempDir(), "calls.jsonl");
+    writeFileSync(log, "");
+    const child = spawn(process.execPath, [SCRIPT, ...args], {
+      cwd: tempDir(),
+      env: { ...process.env, PATH: `${bin}${delimiter}${process.env.PATH}`, FAKE_LOG: log, FAKE_LIST: JSON.stringify(NAMES.map((name) => ({ name }))), HOOK_SECRET: current },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const status = await new Promise((resolve) => child.on("close", resolve));
+    const bulks = readFileSync(log, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter((c) => c.args[1] === "bulk");
+    return { status, stdout, stderr, bulk: bulks.length === 0 ? null : JSON.parse(bulks[0].stdin) };
+  }
+
+  it("stores nothing when the gate does not accept the value given (a stale export would have refused every SRS server)", async () => {
+    const r = await rotate(["--rotate", "HOOK_SECRET", "--gate", origin], "a-stale-hook-secret-from-an-old-export-32");
+    assert.notEqual(r.status, 0);
+    assert.equal(r.bulk, null);
+    assert.equal(r.stdout, "");
+    assert.match(r.stderr, /is not the one http:\/\/127\.0\.0\.1:\d+ accepts \(its hook URL answered 404\)/);
+  });
+
+  it("rotates when it does, the checked value becoming HOOK_SECRET_PREVIOUS", async () => {
+    const r = await rotate(["--rotate", "HOOK_SECRET", "--gate", `${origin}/`], accepted);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.bulk.HOOK_SECRET_PREVIOUS, accepted);
+    assert.deepEqual(printed(r.stdout), { HOOK_SECRET: r.bulk.HOOK_SECRET });
+    assert.ok(heard.includes(`POST /hooks/srs/${accepted}/heartbeat`));
+  });
+
+  it("stores nothing when the gate cannot be reached, and refuses --gate where it checks nothing", async () => {
+    const closed = await rotate(["--rotate", "HOOK_SECRET", "--gate", "http://127.0.0.1:9"], accepted);
+    assert.notEqual(closed.status, 0);
+    assert.equal(closed.bulk, null);
+    assert.match(closed.stderr, /could not reach http:\/\/127\.0\.0\.1:9/);
+    for (const args of [["--rotate", "ADMIN_TOKEN", "--gate", origin], ["--rotate", "HOOK_SECRET", "--no-previous", "--gate", origin], ["--local", "--rotate", "HOOK_SECRET", "--gate", origin], ["--rotate", "HOOK_SECRET", "--gate", `${origin}/hooks`]]) {
+      const r = await rotate(args, accepted);
+      assert.equal(r.status, 2, args.join(" "));
+      assert.equal(r.bulk, null);
+    }
+  });
+
+  it("without --gate it rotates as before and says the value was not checked", async () => {
+    const r = await rotate(["--rotate", "HOOK_SECRET"], "any-current-hook-secret-32-characters-x");
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /was not checked against the gate \(add --gate/);
   });
 });

@@ -12,7 +12,7 @@ import { npmBannerInOutput } from "./lib/npm-banner.ts";
 import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts";
 
 const USAGE = `usage: npm run -s srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
-         [--origin host:port[,host:port]] [--server-id ID] [--local]
+         [--origin host[:port][,host[:port]]] [--server-id ID] [--local]
   --role        edge: remote mode, needs --origin; standalone: one server, no origin; origin: behind
                 edges, calls nothing (so it takes only --server-id)
   --gate        the Worker's URL, e.g. https://gate.example.com (edge, standalone)

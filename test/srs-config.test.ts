@@ -64,8 +64,8 @@ describe("an edge and a standalone server call streamgate for every client", () 
   }
 
   it("an edge runs in remote mode against its origins", () => {
-    const cluster = find(parsed({ ...EDGE, origin: ["10.0.0.5:1935", "10.0.0.6"] }), "vhost", "cluster")!;
-    expect(Object.fromEntries(cluster.block!.map((d) => [d.name, d.args]))).toEqual({ mode: ["remote"], origin: ["10.0.0.5:1935", "10.0.0.6"] });
+    const cluster = find(parsed({ ...EDGE, origin: ["10.0.0.5:1935", "10.0.0.6", "[fd00::5]:1935", "origin-2.internal."] }), "vhost", "cluster")!;
+    expect(Object.fromEntries(cluster.block!.map((d) => [d.name, d.args]))).toEqual({ mode: ["remote"], origin: ["10.0.0.5:1935", "10.0.0.6", "[fd00::5]:1935", "origin-2.internal."] });
   });
 
   it("a standalone server is its own origin and counts HLS viewers", () => {
@@ -135,6 +135,11 @@ describe("options that would make a broken or unsafe configuration are refused",
     // SRS's own check (srs -t) passes these; the edge would fail at its first pull.
     ["an origin port over 65535", { ...EDGE, origin: ["origin.internal:99999"] }],
     ["an origin port 0", { ...EDGE, origin: ["origin.internal:0"] }],
+    // SRS reads "[::1]" without a port as the host "[::1]", brackets and all: no origin it can reach.
+    ["an IPv6 origin without its port", { ...EDGE, origin: ["[::1]"] }],
+    ["an origin that is only dots", { ...EDGE, origin: ["."] }],
+    ["an origin that looks like an option", { ...EDGE, origin: ["-o"] }],
+    ["an origin with an empty label", { ...EDGE, origin: ["origin..internal:1935"] }],
     ["an unknown role", { ...EDGE, role: "relay" as never }],
   ];
   for (const [name, options] of refused) {

@@ -34,7 +34,11 @@ const SECRET = /^[A-Za-z0-9._~-]{32,}$/;
 const LABEL = /^[A-Za-z0-9._:@-]+$/;
 /** The host of --gate as new URL() leaves it: a DNS name (IDNs in punycode), IPv4, or [IPv6]. */
 const GATE_HOST = /^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])$/;
-const HOST_PORT = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+/**
+ * An --origin: a host name or IPv4 (labels of letters, digits, - and _, not starting with -), with an
+ * optional port; or [IPv6] with its port (SRS reads "[::1]" without one as the host "[::1]", brackets and all).
+ */
+const HOST_PORT = /^(?:[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*\.?(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5})$/;
 
 /** A complete srs.conf for one server of the given role. Throws SrsConfigError on a bad option. */
 export function srsConfig(options: SrsConfigOptions): string {
@@ -63,7 +67,7 @@ export function srsConfig(options: SrsConfigOptions): string {
   if (role === "edge" && origins.length === 0) throw new SrsConfigError("--role edge needs --origin host:port (the origin it pulls from and pushes to)");
   if (role === "standalone" && origins.length > 0) throw new SrsConfigError("--origin is for --role edge; a standalone server is its own origin");
   for (const o of origins) {
-    if (!HOST_PORT.test(o)) throw new SrsConfigError(`--origin "${o}" is not host[:port]`);
+    if (!HOST_PORT.test(o)) throw new SrsConfigError(`--origin "${o}" is not host[:port] (or [IPv6]:port)`);
     // SRS takes any number here (srs -t passes "o:99999") and the edge fails only when it pulls.
     const port = /:([0-9]+)$/.exec(o)?.[1];
     if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {

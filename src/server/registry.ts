@@ -6,7 +6,7 @@ import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { addColumns } from "../platform/sql";
 import { HOOK_DEADLINE_MS, UNDO_WAIT_MS } from "../platform/retry";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
-import { apiBase } from "../srs/api";
+import { apiBase, type ApiTarget } from "../srs/api";
 import { KickOutbox } from "../srs/kick-outbox";
 import { NoticeOutbox } from "./notices";
 import { VoidedHooks } from "../session/voided-hooks";
@@ -422,10 +422,25 @@ export class ServerRegistry extends DurableObject<Env> {
   }
 
   /** Where to reach the server's API for one of its processes (null: no API configured, or a server never heard of). */
-  apiTarget(serverId: string, serviceId: string): { base: string; serverId: string; serviceId: string } | null {
+  apiTarget(serverId: string, serviceId: string): ApiTarget | null {
     const row = this.servers.get(serverId);
     const base = row ? this.apiOf(row) : null;
-    return base ? { base, serverId, serviceId } : null;
+    return base ? { base, serverId, serviceId, earlier: this.earlierThan(row!, serviceId) } : null;
+  }
+
+  /**
+   * The server's processes known to be earlier than `serviceId`'s: for the current one, those retired; for a
+   * candidate (its first heartbeat on its way), the current one too; for a retired one, those retired before it.
+   * An API answer from one of them is the old process still answering at the address, not a sign the session's is gone.
+   */
+  private earlierThan(row: ServerRow, serviceId: string): string[] {
+    const retired = (before: number) =>
+      this.sql.exec<{ service_id: string }>("SELECT service_id FROM retired WHERE server_id = ? AND retired_at < ?", row.server_id, before).toArray().map((r) => r.service_id);
+    if (serviceId === row.service_id) return retired(Number.MAX_SAFE_INTEGER);
+    const at = this.sql.exec<{ retired_at: number }>("SELECT retired_at FROM retired WHERE server_id = ? AND service_id = ?", row.server_id, serviceId).toArray()[0];
+    if (at) return retired(at.retired_at);
+    if (this.candidatesOf(row.server_id).includes(serviceId)) return [row.service_id, ...retired(Number.MAX_SAFE_INTEGER)];
+    return [];
   }
 
   /** Kicks to run through the servers' SRS APIs (src/srs/kicks.ts): queued, and run by the alarm at once. */

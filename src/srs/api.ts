@@ -74,6 +74,13 @@ export interface ApiTarget {
   base: string;
   serverId: string;
   serviceId: string;
+  /**
+   * Service ids of the same server known to be EARLIER processes than the session's (the registry's word:
+   * those it retired before it, and its current one when the session's is a candidate). An answer of one of
+   * those says the address still reaches an older process (a rolling restart whose old pod still answers at
+   * the edge's host name): not that the session's process is gone.
+   */
+  earlier?: string[];
 }
 
 /** Where a server's API is: the operator's override, else SRS_API_URL with its placeholders filled, else nowhere. */
@@ -278,13 +285,15 @@ function clientPath(clientId: string): string | null {
   return `/api/v1/clients/${clientId}`;
 }
 
-/** Who answers at a base URL (server_id, service_id), remembered briefly: SRS's "not found" names nobody. */
+/** Who answers at a base URL (server_id, service_id), remembered briefly (and used only for a session of that very process): SRS's "not found" names nobody. */
 const identities = new Map<string, { at: number; server: unknown; service: unknown }>();
 const IDENTITY_TTL_MS = 5_000;
 
 async function identity(env: Env, apiCalls: Slots, target: ApiTarget, times: CallTimes): Promise<{ server: unknown; service: unknown } | Failed> {
   const cached = identities.get(target.base);
-  if (cached && Date.now() - cached.at < IDENTITY_TTL_MS) return cached;
+  // Only a remembered answer that names the session's own process spares the call: one that names another (the
+  // process before a restart moments ago, say) may be stale, and would turn this "not found" into a wrong word.
+  if (cached && Date.now() - cached.at < IDENTITY_TTL_MS && cached.server === target.serverId && cached.service === target.serviceId) return cached;
   const body = await call(env, apiCalls, "GET", target, "/api/v1/versions", times);
   if ("problem" in body) return body;
   if (body.code !== 0) return { problem: `edge answered code ${body.code}` };
@@ -396,8 +405,10 @@ function notFound(target: ApiTarget, who: { server: unknown; service: unknown } 
 /**
  * What an answer of `server`/`service` means for a session of `target`'s
  * process: another server answering (a wrong URL) is unknown; the same
- * server under another service_id means the process, and all its clients,
- * are gone (a restart); the same process means `same`.
+ * server under an earlier service_id (target.earlier: the address still
+ * reaches the process before the session's) is unknown too; under another
+ * service_id the process, and all its clients, are gone (a restart); the
+ * same process means `same`.
  */
 function sameProcess(target: ApiTarget, who: { server?: unknown; service?: unknown }, same: ClientPresence, method = "GET"): PresenceAnswer {
   if (who.server !== target.serverId) {
@@ -405,6 +416,10 @@ function sameProcess(target: ApiTarget, who: { server?: unknown; service?: unkno
     return { presence: "unknown", problem: `edge's API answered as another server (${String(who.server).slice(0, 64)})` };
   }
   if (typeof who.service !== "string" || who.service === "") return { presence: "unknown", problem: "edge's API answered without a service id" };
+  if (who.service !== target.serviceId && target.earlier?.includes(who.service)) {
+    logApi(target, method, `answered as service ${who.service.slice(0, 64)}, an earlier process of the server: the API URL still reaches it`);
+    return { presence: "unknown", problem: `edge's API answered as an earlier process of the server (service ${who.service.slice(0, 64)})` };
+  }
   return { presence: who.service === target.serviceId ? same : "gone" };
 }
 

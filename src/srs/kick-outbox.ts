@@ -9,7 +9,7 @@ import type { Env } from "../env";
 import { streamObject, viewerShard } from "../object-access";
 import { withRetry } from "../platform/retry";
 import { addColumns } from "../platform/sql";
-import { apiCallSlots, kickClient, NOT_ASKED, NOT_SRS, TOO_SLOW, UNREACHABLE, type KickResult } from "./api";
+import { apiCallSlots, kickClient, NOT_ASKED, NOT_SRS, TOO_SLOW, UNREACHABLE, type ApiTarget, type KickResult } from "./api";
 import { CALLS_PER_SERVER, ServerCallSlots } from "./ghosts";
 import { KICK_BACKOFF_FIRST_MS, KICK_BACKOFF_MAX_MS, KICK_RETRY_MS, REFUSED_KICKS_MAX, type Kick } from "./kicks";
 
@@ -20,7 +20,7 @@ const KICKS_PER_SERVER_RUN = 2 * CALLS_PER_SERVER;
 
 /** What the outbox needs of the registry: where each server's API is, and a record of whether a call to it worked. */
 export interface KickServers {
-  apiTarget(serverId: string, serviceId: string): { base: string; serverId: string; serviceId: string } | null;
+  apiTarget(serverId: string, serviceId: string): ApiTarget | null;
   apiCalled(serverId: string, ok: boolean): void;
 }
 

@@ -121,6 +121,12 @@ export class ViewerShard extends DurableObject<Env> {
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
+  /**
+   * When a viewer session here was last admitted again by a repeat of its on_play (by seatKey): an HLS player back
+   * with its hls_ctx after SRS let the session go. A ghost check's answer asked before then ("not found", true
+   * when SRS gave it) is not about the client as SRS has it now: the session counts as admitted then (sinceOf).
+   */
+  private repeatedAt = new Map<string, number>();
   private alarmAt: number | null = null;
   /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
   private activity: ShardActivity;
@@ -433,6 +439,7 @@ export class ViewerShard extends DurableObject<Env> {
       streamKey, session.serviceId, session.clientId,
     ).toArray();
     if (removed.length === 0) return 0;
+    this.repeatedAt.delete(seatKey(streamKey, session));
     for (const g of removed) this.activity.viewerEnded(streamKey, g.since, Date.now());
     this.counts.add(streamKey, session.serviceId, -1);
     const viewer = removed[0].sub ? ` (viewer ${removed[0].sub})` : "";
@@ -770,7 +777,10 @@ export class ViewerShard extends DurableObject<Env> {
       if (this.ghostCursor.size >= 10_000 && !this.ghostCursor.has(streamKey)) this.ghostCursor.clear();
       this.ghostCursor.set(streamKey, cursor);
     }
-    const gone = await this.ghosts.gone(rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id, since: r.since })), budgetMs);
+    const gone = await this.ghosts.gone(
+      rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id, since: this.admittedAt(streamKey, r.service_id, r.client_id, r.since) })),
+      budgetMs,
+    );
     let ended = 0;
     for (const g of gone) {
       // Only the session asked about: one of the same client id admitted while the question was on its way stays.
@@ -780,9 +790,18 @@ export class ViewerShard extends DurableObject<Env> {
     return ended;
   }
 
-  /** When this viewer session here was admitted (undefined: it is not here). */
+  /**
+   * When this viewer session here was last admitted, a repeat of its on_play included (undefined: it is not here):
+   * a ghost check believes only answers asked after it.
+   */
   private sinceOf(streamKey: string, s: { serviceId: string; clientId: string }): number | undefined {
-    return this.sql.exec<{ since: number }>("SELECT since FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0]?.since;
+    const since = this.sql.exec<{ since: number }>("SELECT since FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0]?.since;
+    return since === undefined ? undefined : this.admittedAt(streamKey, s.serviceId, s.clientId, since);
+  }
+
+  /** A session's admission time for ghost checks: its row's `since`, or the later repeat of its on_play (repeatedAt). */
+  private admittedAt(streamKey: string, serviceId: string, clientId: string, since: number): number {
+    return Math.max(since, this.repeatedAt.get(`${streamKey}\n${serviceId}\n${clientId}`) ?? 0);
   }
 
   // --- processes -------------------------------------------------------------------------
@@ -919,6 +938,9 @@ export class ViewerShard extends DurableObject<Env> {
   /** A repeat of a session live here (an earlier attempt of this on_play admitted it): "already live", logged; else null. */
   private repeat(req: PlayRequest): Decision | null {
     if (!this.isViewing(req.streamKey, req.session)) return null;
+    // SRS has the client now (it sent this hook): a ghost check's "not found" asked before is about an earlier moment.
+    if (this.repeatedAt.size >= 10_000) this.repeatedAt.clear();
+    this.repeatedAt.set(seatKey(req.streamKey, req.session), Date.now());
     return this.logged(req.streamKey, req.session, req.ip, { allow: true, admit: false }, subOf(req));
   }
 

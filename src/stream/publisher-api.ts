@@ -15,7 +15,7 @@
 import type { Env } from "../env";
 import { withRetry } from "../platform/retry";
 import { serverRegistry } from "../object-access";
-import { API_TIMEOUT_MS, CALLED_OFF, type KickOutcome } from "../srs/api";
+import { API_TIMEOUT_MS, CALLED_OFF, NOT_SRS, TOO_SLOW, UNREACHABLE, type KickOutcome } from "../srs/api";
 import { CHECK_BUDGET_MS, GhostCheck, GHOST_REASON } from "../srs/ghosts";
 import type { SessionId } from "../srs/hook";
 import { Denials, takeoverFailed, type Decision } from "./rules";
@@ -252,12 +252,18 @@ export class PublisherApi {
         });
         outcome = kick.outcome;
         if (kick.problem === CALLED_OFF) return late();
+        const stopped = () => !sessions.isPublishing(holder);
+        // A DELETE sent whose answer never came (the connection reset or timed out on its way back, a proxy's 5xx):
+        // SRS may have kicked the client. Its going is waited for as after a kick; only if it stays is the new one
+        // refused (else the old one was kicked for a new one refused: no publisher at all).
+        if (outcome === "failed" && marked && answerLost(kick.problem) && (await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
+          outcome = "kicked";
+        }
         if (outcome === "failed") return { allow: false, denial: takeoverFailed(holder, takeoverProblem(holder.serverId, kick.problem)) };
         if (outcome === "unaddressable") return { allow: false, denial: takeoverFailed(holder, "its client id cannot be named in SRS's API") };
         // Kicked: SRS closes the connection (and, on an edge, its forward to the origin) right after; admitted only once it is gone.
         // SRS sends the kicked client's on_unpublish before its API lets it go: that stop is proof enough.
-        const stopped = () => !sessions.isPublishing(holder);
-        if (outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
+        if (kick.outcome === "kicked" && !(await this.ghosts.untilGone(target, holder.clientId, TAKEOVER_WAIT_MS, stopped, doneBy))) {
           return { allow: false, denial: takeoverFailed(holder, `kicked, but still connected to edge ${holder.serverId} ${TAKEOVER_WAIT_MS / 1000} s later`) };
         }
       } finally {
@@ -295,6 +301,11 @@ export class PublisherApi {
       return { allow: false, denial: takeoverFailed(holder, "the server index (registry) could not record the new publisher, so nobody was kicked") };
     }
   }
+}
+
+/** A kick's DELETE got no answer of SRS's own (none at all, a timeout, a proxy's 5xx or page): SRS may have carried it out. */
+function answerLost(problem: string | undefined): boolean {
+  return problem === undefined || [UNREACHABLE, TOO_SLOW, NOT_SRS].includes(problem) || /^edge answered HTTP 5\d\d$/.test(problem);
 }
 
 function kickKey(s: SessionId): string {

@@ -134,8 +134,13 @@ describe("an edge that answers, but not as it should, is named for what it answe
 
   it("a takeover whose kick the old edge refuses: 4009 names what it answered, and GET /admin/servers shows the failed call", async () => {
     const { a, b, s, key } = await takeoverReady();
-    // The ghost check's GET finds the old publisher; the kick itself (DELETE) is answered with HTTP 500.
-    a.fake.override = (req) => (req.method === "DELETE" ? new Response(null, { status: 500 }) : Response.json({ ...a.fake.envelope(), client: { id: "enc00001" } }));
+    // The ghost check's GET finds the old publisher; the kick itself (DELETE) is answered with HTTP 500, and so is every
+    // call after it (the questions whether the kick went through anyway: the takeover waits for the client to go).
+    let failing = false;
+    a.fake.override = (req) => {
+      failing ||= req.method === "DELETE";
+      return failing ? new Response(null, { status: 500 }) : Response.json({ ...a.fake.envelope(), client: { id: "enc00001" } });
+    };
     const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
     expect(r.body.code).toBe(4009);
     expect(r.body.reason).toMatch(new RegExp(`^publisher takeover failed: edge ${a.edge.server} answered HTTP 500 `));

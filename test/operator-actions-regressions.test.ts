@@ -3,9 +3,21 @@
  * that restarts, retries and loses hooks).
  */
 import { describe, expect, it } from "vitest";
-import { admin, hook, newEdge, play, publish, stopPlay, streamState } from "./srs";
+import { admin, hook, newEdge, play, publish, stopPlay, streamState, type Edge } from "./srs";
 import { ALLOW } from "./fake-srs";
 import { at, beat, restarted, streamAtZero, useFakeClock } from "./fleet";
+
+/** A stream (`policy`) and an edge that heartbeats, at time 0; with `viewer`, that viewer admitted on it at 1 ms. */
+async function edgeOn(policy: Record<string, unknown>, viewer?: string): Promise<{ s: string; a: Edge }> {
+  const s = await streamAtZero(policy);
+  const a = newEdge();
+  expect(await beat(a)).toEqual(ALLOW);
+  if (viewer) {
+    at(1);
+    expect(await hook(play("live", s, { ...a, client: viewer }))).toEqual(ALLOW);
+  }
+  return { s, a };
+}
 
 describe("DELETE /admin/servers/{id}/sessions answers only the sessions it ended", () => {
   useFakeClock();
@@ -16,10 +28,8 @@ describe("DELETE /admin/servers/{id}/sessions answers only the sessions it ended
   // ended nothing (0), and the call answered that publisher as ended by the operator (with SRS_API_URL: a kick and a
   // session.ended_by_operator event for a session a restart had ended).
   it("must not happen (fixed): a publisher a restart had ended, its index entry not yet cleaned, is answered as ended by the operator", async () => {
-    const s = await streamAtZero();
+    const { s, a } = await edgeOn({});
     const key = (await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.publishKey;
-    const a = newEdge();
-    expect(await beat(a)).toEqual(ALLOW);
     at(1);
     expect(await hook(publish("live", s, key, { ...a, client: "enc00001" }))).toEqual(ALLOW);
     at(2);
@@ -36,10 +46,8 @@ describe("DELETE /admin/servers/{id}/sessions answers only the sessions it ended
   });
 
   it("holds: a publisher the stream still holds is answered as ended, and its stream lets it go", async () => {
-    const s = await streamAtZero();
+    const { s, a } = await edgeOn({});
     const key = (await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.publishKey;
-    const a = newEdge();
-    expect(await beat(a)).toEqual(ALLOW);
     at(1);
     expect(await hook(publish("live", s, key, { ...a, client: "enc00001" }))).toEqual(ALLOW);
     at(2);
@@ -59,11 +67,7 @@ describe("a cap lowered below the viewers of a server that was silent, then rest
   // the answer covered that viewer with a slot (leased 1, 0 viewers), and the restarted server's next viewer was
   // admitted on it, past a cap of 0.
   it("must not happen (fixed): the slot of a viewer kept over a lowered cap stays leased once a restart ends it, and admits a new viewer past the cap", async () => {
-    const s = await streamAtZero({ maxViewers: 2 });
-    const a = newEdge();
-    expect(await beat(a)).toEqual(ALLOW);
-    at(1);
-    expect(await hook(play("live", s, { ...a, client: "v0000001" }))).toEqual(ALLOW);
+    const { s, a } = await edgeOn({ maxViewers: 2 }, "v0000001");
     // The server falls silent; meanwhile the cap is removed; the server is back.
     at(31_001);
     expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: null })).status).toBe(200);
@@ -95,11 +99,7 @@ describe("a cap set on a stream that was unlimited, under viewers already watchi
   // was refused "viewer cap reached: 2 of 2 viewers" with one viewer watching (unless a round of recalls, at most one
   // per gap, happened to top the lease up).
   it("must not happen (fixed): the next viewer of that shard is refused while a slot is free", async () => {
-    const s = await streamAtZero({ maxViewers: 2 });
-    const a = newEdge();
-    expect(await beat(a)).toEqual(ALLOW);
-    at(1);
-    expect(await hook(play("live", s, { ...a, client: "v0000001" }))).toEqual(ALLOW);
+    const { s, a } = await edgeOn({ maxViewers: 2 }, "v0000001");
     at(2);
     expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: null })).status).toBe(200);
     at(3);
@@ -150,11 +150,7 @@ describe("a stream deleted and created again", () => {
   // README, GET …/events: a stream created again starts with an empty decision log. Its object's lines went, but the
   // viewer shards' lines of its earlier life were merged in as if they were the new stream's.
   it("must not happen (fixed): its decision log shows the viewer decisions of its earlier life", async () => {
-    const s = await streamAtZero({ maxViewers: 5 });
-    const a = newEdge();
-    expect(await beat(a)).toEqual(ALLOW);
-    at(1);
-    expect(await hook(play("live", s, { ...a, client: "old00001" }))).toEqual(ALLOW);
+    const { s, a } = await edgeOn({ maxViewers: 5 }, "old00001");
     at(2);
     expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
     at(3);

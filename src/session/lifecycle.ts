@@ -331,7 +331,7 @@ export async function endServerSessions(env: Env, serverId: string): Promise<Ser
   const all = await registry.sessionsOf(serverId);
   const batch = all.slice(0, SERVER_SESSIONS_PER_CALL);
   const results = await Promise.allSettled(
-    batch.map((s) => streamObject(env, s.streamKey).end({ serverId, serviceId: s.serviceId, clientId: s.clientId }, { action: "admin", reason })),
+    batch.map((s) => streamObject(env, s.streamKey).endByOperator({ serverId, serviceId: s.serviceId, clientId: s.clientId }, reason)),
   );
   const done = batch.filter((_, i) => results[i].status === "fulfilled");
   await registry.forgetSessions(serverId, done);

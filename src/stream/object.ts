@@ -163,7 +163,7 @@ export class StreamObject extends DurableObject<Env> {
       record: (...line) => this.record(...line),
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
-    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "recordKickWaiting", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
+    countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "endByOperator", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "recordKickWaiting", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
     ctx.blockConcurrencyWhile(async () => {
@@ -377,9 +377,31 @@ export class StreamObject extends DurableObject<Env> {
    * all of them, or those of one server and/or one client id. SRS keeps
    * streaming to the clients; only streamgate's accounting lets them go.
    */
-  endSessions(filter: { serverId?: string; clientId?: string }, callId?: string): EndedSession[] {
+  async endSessions(filter: { serverId?: string; clientId?: string }, callId?: string): Promise<EndedSession[]> {
     if (!this.ready) return [];
+    if (this.sessions.matching(filter)) await this.endedMeanwhile();
     return this.kept.once(callId, () => this.endSessionsNow(filter));
+  }
+
+  /**
+   * Ends one publisher session by hand (DELETE /admin/servers/{id}/sessions, through its server's index), as
+   * endSessions does: what a restart or SESSION_GRACE_S ended already ends as they did, not by the operator.
+   */
+  async endByOperator(session: SessionId, reason: string): Promise<number> {
+    if (!this.ready) return 0;
+    if (this.sessions.isPublishing(session)) await this.endedMeanwhile();
+    return this.end(session, { action: "admin", reason });
+  }
+
+  /**
+   * Before an operator ends publishers: the registry is asked where their processes stand, so that a session a
+   * restart or SESSION_GRACE_S ended before the call, whose notice has not reached this stream yet (a server on
+   * many streams, a stream slow to answer, a notice waiting to be tried again), ends as they ended it: reason
+   * restart or timeout, at its server's last heartbeat (README, "Usage"), and is neither reported nor kicked as
+   * ended by the operator. An unreachable registry changes nothing: the operator's end goes on.
+   */
+  private async endedMeanwhile(): Promise<void> {
+    await this.liveness.refresh(null);
   }
 
   private endSessionsNow(filter: { serverId?: string; clientId?: string }): EndedSession[] {

@@ -183,6 +183,11 @@ export class SessionBook {
     return ended;
   }
 
+  /** Whether a publisher session matches the filter (endMatching would end it). */
+  matching(filter: { serverId?: string; clientId?: string }): boolean {
+    return this.publishers.some((p) => (filter.serverId === undefined || p.server_id === filter.serverId) && (filter.clientId === undefined || p.client_id === filter.clientId));
+  }
+
   /** Ends every publisher session of one server and/or one client id (both undefined: all). */
   endMatching(filter: { serverId?: string; clientId?: string }): EndedSession[] {
     const ended: EndedSession[] = [];

@@ -1,0 +1,69 @@
+/**
+ * Shrunk examples of the events model (test/webhooks/events-model.test.ts, adversarial pass h6): each one failed
+ * before its fix. Project "webhooks" (EVENTS_WEBHOOK_URL set; deliveries as test/receiver.ts gets them).
+ */
+import { beforeEach, describe, expect, it } from "vitest";
+import { ALLOW, admin, createStream, hook, newEdge, publish, uniqueStream } from "../srs";
+import { at, beat, deliverNotices, iso, restarted, usage, useFakeClock } from "../fleet";
+import { Receiver } from "../receiver";
+
+useFakeClock();
+
+let receiver: Receiver;
+beforeEach(() => {
+  receiver = new Receiver().install();
+});
+
+/**
+ * A publisher pub1 on an edge that heartbeats at 0 and 10 s and restarts at 20 s (a heartbeat with a new
+ * service_id): its session ended then, at its last heartbeat (10 s). The registry's notice of the restart has
+ * not reached the stream yet (its alarm runs the notices right after; a server on many streams, or a stream
+ * slow to answer, leaves some waiting for seconds, a stream unreachable for up to a minute between tries).
+ */
+async function restartedNoticePending() {
+  const edge = newEdge();
+  const stream = uniqueStream();
+  const key = await createStream(stream);
+  await beat(edge);
+  expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+  at(10_000);
+  await beat(edge);
+  at(20_000);
+  await beat(restarted(edge));
+  at(60_000);
+  return { edge, stream };
+}
+
+/** What the receiver got about `stream` once the notices are delivered: stream.ended's reason and duration, and the operator events. */
+async function outcome(edge: ReturnType<typeof newEdge>, stream: string) {
+  await deliverNotices(edge);
+  const events = await receiver.received(stream, 2);
+  // Anything else (a session.ended_by_operator) comes with them.
+  await scheduler.wait(500);
+  const ended = receiver.of(stream).filter((d) => d.body.type === "stream.ended").map((d) => ({ reason: d.body.data.reason, duration: d.body.data.duration }));
+  const byOperator = receiver.of(stream).filter((d) => d.body.type === "session.ended_by_operator").map((d) => d.body.data.client_id);
+  at(60_000);
+  const publishSeconds = (await usage(stream, `?from=${iso(0)}&to=${iso(60_001)}`)).buckets.reduce((a: number, b: any) => a + b.publishSeconds, 0);
+  return { started: events.filter((d) => d.body.type === "stream.started").length, ended, byOperator, publishSeconds };
+}
+
+describe("an operator's end of a publisher whose server restarted before, the restart's notice not delivered yet", () => {
+  // README "Events": stream.ended's reason `restart` for a session its server's restart ended (fenced), ending at its
+  // last heartbeat; "Usage": a session a restart's fence ended ends at its server's last heartbeat "also when its
+  // stream learns of that end late". The operator ended nothing: the session had ended 40 s before the call.
+  it("DELETE /admin/streams/{app}/{stream}/sessions: stream.ended says restart, 10 s; no session.ended_by_operator; 10 publish-seconds", async () => {
+    const { edge, stream } = await restartedNoticePending();
+    const res = await admin("DELETE", `/streams/live/${stream}/sessions`);
+    expect(res.status).toBe(200);
+    expect(res.body.ended).toEqual([]);
+    expect(await outcome(edge, stream)).toEqual({ started: 1, ended: [{ reason: "restart", duration: 10 }], byOperator: [], publishSeconds: 10 });
+  });
+
+  it("DELETE /admin/servers/{id}/sessions: the same", async () => {
+    const { edge, stream } = await restartedNoticePending();
+    const res = await admin("DELETE", `/servers/${edge.server}/sessions`);
+    expect(res.status).toBe(200);
+    expect(res.body.ended).toEqual([]);
+    expect(await outcome(edge, stream)).toEqual({ started: 1, ended: [{ reason: "restart", duration: 10 }], byOperator: [], publishSeconds: 10 });
+  });
+});

@@ -67,3 +67,27 @@ describe("an operator's end of a publisher whose server restarted before, the re
     expect(await outcome(edge, stream)).toEqual({ started: 1, ended: [{ reason: "restart", duration: 10 }], byOperator: [], publishSeconds: 10 });
   });
 });
+
+describe("an operator's end of a publisher whose server has been silent for longer than SESSION_GRACE_S, the registry's alarm not run yet", () => {
+  // README "Events": reason `timeout` (silent for SESSION_GRACE_S); "Usage": it ends at its server's last heartbeat.
+  it("DELETE /admin/streams/{app}/{stream}/sessions: stream.ended says timeout, at the last heartbeat; no session.ended_by_operator", async () => {
+    const edge = newEdge();
+    const stream = uniqueStream();
+    const key = await createStream(stream);
+    await beat(edge);
+    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
+    at(10_000);
+    await beat(edge);
+    // A day and a minute of silence; the registry's alarm (due at the grace's end) has not run.
+    at(10_000 + 86_400_000 + 60_000);
+    const res = await admin("DELETE", `/streams/live/${stream}/sessions`);
+    expect(res.status).toBe(200);
+    expect(res.body.ended).toEqual([]);
+    await deliverNotices(edge);
+    await receiver.received(stream, 2);
+    await scheduler.wait(500);
+    const ended = receiver.of(stream).filter((d) => d.body.type === "stream.ended").map((d) => ({ reason: d.body.data.reason, duration: d.body.data.duration }));
+    expect(ended).toEqual([{ reason: "timeout", duration: 10 }]);
+    expect(receiver.of(stream).filter((d) => d.body.type === "session.ended_by_operator")).toEqual([]);
+  });
+});

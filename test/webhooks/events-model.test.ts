@@ -12,7 +12,7 @@
  * on_stop, heartbeats, waits (every edge that is not cut off heartbeats), a silence of one edge (35 s: its
  * registry's alarm suspends it), a silence of the whole fleet past SESSION_GRACE_S (86400 s in the tests: the
  * registries' alarms end its sessions), restarts (a heartbeat with a new service_id, the registry's notices
- * to the stream delivered at once or later), the stream's sweep, ends by hand (the stream's, a server's),
+ * to the stream delivered at once or later; or the new process's hooks first, a candidate until its first heartbeat), the stream's sweep, ends by hand (the stream's, a server's),
  * key rotations, the stream deleted and created again, objects evicted, and the events queue refusing sends
  * (or taking them and answering an error). Project "webhooks" (EVENTS_WEBHOOK_URL set, no SRS API: nothing
  * is kicked, so a rotated key or a deleted stream leaves its publisher to stop on its own: `stop`).
@@ -48,6 +48,7 @@ type Op =
   | { t: "grace" }
   | { t: "beat"; s: number }
   | { t: "restart"; s: number; deliver: boolean }
+  | { t: "restartLate"; s: number }
   | { t: "deliver" }
   | { t: "sweep" }
   | { t: "endAll" }
@@ -73,6 +74,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ t: fc.constant("grace" as const) }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("beat" as const), s }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("restart" as const), s, deliver: fc.boolean() }), weight: 2 },
+  { arbitrary: fc.record({ t: fc.constant("restartLate" as const), s }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("deliver" as const) }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("sweep" as const) }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("endAll" as const) }), weight: 1 },
@@ -150,7 +152,8 @@ export async function runScenario(h: Harness, { cap, ops }: Scenario): Promise<v
   let key = await createStream(stream, policy);
   let oldKey: string | null = null;
   let exists = true;
-  const servers = Array.from({ length: SERVERS }, () => ({ edge: newEdge() as Edge, lastBeat: 0, cut: false }));
+  /** `pending`: the process a restart replaced, whose new process sends hooks before its first heartbeat (a candidate until then). */
+  const servers = Array.from({ length: SERVERS }, () => ({ edge: newEdge() as Edge, lastBeat: 0, cut: false, pending: null as string | null }));
   for (const sv of servers) expect((await beat(sv.edge)).status).toBe(200);
   const pubs: Session[] = [];
   const viewers: Session[] = [];
@@ -170,19 +173,23 @@ export async function runScenario(h: Harness, { cap, ops }: Scenario): Promise<v
     x.reason = reason;
     x.seenEnd = now;
   };
-  const heal = async (i: number) => {
+  /** Server i heartbeats (its new process's first heartbeat completes a restart: the old one's sessions end). */
+  const sendBeat = async (i: number) => {
     const sv = servers[i];
-    if (!sv.cut) return;
+    if (sv.pending !== null) {
+      fence(i, sv.pending, "restart");
+      unsure.add(i);
+      sv.pending = null;
+    }
     expect((await beat(sv.edge)).status).toBe(200);
     sv.cut = false;
     sv.lastBeat = now;
   };
+  const heal = async (i: number) => {
+    if (servers[i].cut) await sendBeat(i);
+  };
   const beatOthers = async (except: number | null) => {
-    for (let i = 0; i < SERVERS; i++) {
-      if (i === except || servers[i].cut) continue;
-      expect((await beat(servers[i].edge)).status).toBe(200);
-      servers[i].lastBeat = now;
-    }
+    for (let i = 0; i < SERVERS; i++) if (i !== except && !servers[i].cut) await sendBeat(i);
   };
   const who = (i: number, client: string) => ({ ...servers[i].edge, client });
   /** Ends, in the model, the open sessions of process `service` of server i: a restart's fence or the grace. */
@@ -252,6 +259,7 @@ export async function runScenario(h: Harness, { cap, ops }: Scenario): Promise<v
         await beatOthers(null);
         break;
       case "silence": {
+        if (servers[o.s].pending !== null) await sendBeat(o.s);
         // Cut off for 35 s (the others heartbeat on); its registry's alarm notices the silence.
         const first = servers[o.s].cut;
         servers[o.s].cut = true;
@@ -263,6 +271,7 @@ export async function runScenario(h: Harness, { cap, ops }: Scenario): Promise<v
         break;
       }
       case "grace": {
+        for (let i = 0; i < SERVERS; i++) if (servers[i].pending !== null) await sendBeat(i);
         // The whole fleet silent past SESSION_GRACE_S: the registries' alarms end every session it held.
         at((now += GRACE_WAIT));
         for (let i = 0; i < SERVERS; i++) {
@@ -277,14 +286,19 @@ export async function runScenario(h: Harness, { cap, ops }: Scenario): Promise<v
         break;
       }
       case "beat":
-        if (servers[o.s].cut) await heal(o.s);
-        else {
-          expect((await beat(servers[o.s].edge)).status).toBe(200);
-          servers[o.s].lastBeat = now;
-        }
+        await sendBeat(o.s);
         break;
+      case "restartLate": {
+        // The new process's hooks come before its first heartbeat (the next one of this server).
+        const sv = servers[o.s];
+        if (sv.pending !== null) await sendBeat(o.s);
+        sv.pending = sv.edge.service;
+        sv.edge = restarted(sv.edge);
+        break;
+      }
       case "restart": {
         const sv = servers[o.s];
+        if (sv.pending !== null) await sendBeat(o.s);
         fence(o.s, sv.edge.service, "restart");
         unsure.add(o.s);
         sv.edge = restarted(sv.edge);

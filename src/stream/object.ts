@@ -479,8 +479,8 @@ export class StreamObject extends DurableObject<Env> {
   }
 
   /** A viewer shard refused a viewer for the cap (stream.viewer_limit_reached, at most one a minute). */
-  viewerLimitReached(serverId: string, maxViewers: number): void {
-    if (this.exists) this.activity.viewerLimitReached(serverId, maxViewers);
+  viewerLimitReached(serverId: string, maxViewers: number): number {
+    return this.exists ? this.activity.viewerLimitReached(serverId, maxViewers) : 0;
   }
 
   /**

@@ -12,7 +12,7 @@ import { MINUTE_MS, UsageBook } from "./book";
 
 export class ShardActivity {
   readonly usage: UsageBook;
-  /** Per stream, when the stream was last told of a refusal from here. */
+  /** Per stream, when its last stream.viewer_limit_reached went (as the stream said), or when it was last told from here. */
   private toldAt = new Recent<string>(MINUTE_MS);
 
   constructor(
@@ -28,14 +28,20 @@ export class ShardActivity {
     this.usage.addSession(streamKey, "viewer", since, Math.max(since, end));
   }
 
-  /** A viewer was refused for the cap: the stream hears of it (once a minute from here), without the hook waiting. */
+  /**
+   * A viewer was refused for the cap: the stream hears of it, without the hook waiting; not again from here within a
+   * minute of the stream's last event (the stream's answer says when it went), which it would not send.
+   */
   capRefused(streamKey: string, serverId: string, maxViewers: number): void {
     if (!eventsEnabled(this.env)) return;
     const now = Date.now();
     if (this.toldAt.has(streamKey, now)) return;
     this.toldAt.mark(streamKey, now);
     this.ctx.waitUntil(
-      streamObject(this.env, streamKey).viewerLimitReached(serverId, maxViewers).catch((err) => {
+      streamObject(this.env, streamKey).viewerLimitReached(serverId, maxViewers).then((lastEvent) => {
+        // Only this report's mark: a newer one (a report made since) stands.
+        if (this.toldAt.markedAt(streamKey) === now && typeof lastEvent === "number" && lastEvent < now) this.toldAt.mark(streamKey, lastEvent);
+      }, (err) => {
         // Only this report's mark: a newer one (a report made since) stands.
         if (this.toldAt.markedAt(streamKey) === now) this.toldAt.delete(streamKey);
         console.error(JSON.stringify({ error: "viewer limit not reported to the stream", stream: streamKey, detail: String(err) }));

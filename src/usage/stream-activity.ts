@@ -102,16 +102,20 @@ export class StreamActivity {
     );
   }
 
-  /** A viewer shard refused a viewer for the cap: one event per minute at most, whatever the shard. */
-  viewerLimitReached(serverId: string, maxViewers: number): boolean {
+  /**
+   * A viewer shard refused a viewer for the cap: one event per minute at most, whatever the shard. Returns when
+   * the last event went (now, or less than a minute ago): the shard tells of its next refusal only from a minute
+   * after it, so that refusals going on raise one event a minute, not one a minute after this shard's last word.
+   */
+  viewerLimitReached(serverId: string, maxViewers: number): number {
     const now = Date.now();
     this.sql.exec("CREATE TABLE IF NOT EXISTS event_marks (name TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID");
     this.limitAt ??= this.sql.exec<{ at: number }>("SELECT at FROM event_marks WHERE name = 'viewer_limit_reached'").toArray()[0]?.at ?? 0;
-    if (now - this.limitAt < MINUTE_MS) return false;
+    if (now - this.limitAt < MINUTE_MS) return this.limitAt;
     this.limitAt = now;
     this.sql.exec("INSERT OR REPLACE INTO event_marks (name, at) VALUES ('viewer_limit_reached', ?)", now);
     this.outbox.add(newEvent("stream.viewer_limit_reached", { ...streamData(this.streamKey), server_id: serverId, maxViewers }, now));
-    return true;
+    return now;
   }
 
   /**

@@ -2,9 +2,10 @@
  * Shrunk examples of the events model (test/webhooks/events-model.test.ts, adversarial pass h6): each one failed
  * before its fix. Project "webhooks" (EVENTS_WEBHOOK_URL set; deliveries as test/receiver.ts gets them).
  */
-import { beforeEach, describe, expect, it } from "vitest";
-import { ALLOW, admin, createStream, hook, newEdge, publish, uniqueStream } from "../srs";
-import { at, beat, deliverNotices, iso, restarted, usage, useFakeClock } from "../fleet";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { StreamObject } from "../../src/stream/object";
+import { ALLOW, admin, createStream, hook, newEdge, play, publish, uniqueStream } from "../srs";
+import { at, beat, deliverNotices, iso, restarted, until, usage, useFakeClock } from "../fleet";
 import { Receiver } from "../receiver";
 
 useFakeClock();
@@ -89,5 +90,33 @@ describe("an operator's end of a publisher whose server has been silent for long
     const ended = receiver.of(stream).filter((d) => d.body.type === "stream.ended").map((d) => ({ reason: d.body.data.reason, duration: d.body.data.duration }));
     expect(ended).toEqual([{ reason: "timeout", duration: 10 }]);
     expect(receiver.of(stream).filter((d) => d.body.type === "session.ended_by_operator")).toEqual([]);
+  });
+});
+
+describe("stream.viewer_limit_reached once a minute while refusals go on, whichever edges refuse", () => {
+  // An edge's shard told the stream of a refusal within the minute of the last event (no event: the stream's minute),
+  // then stayed quiet for a minute from its own word: its refusals 70 s after the first event raised none (the next one
+  // would have come only at 102 s), though refusals had gone on all along.
+  it("must not happen (fixed): a refusal a minute after the last event raises none because its shard spoke within that minute", async () => {
+    const [a, b] = [newEdge(), newEdge()];
+    const stream = uniqueStream();
+    await createStream(stream, { maxViewers: 1 });
+    expect(await hook(play("live", stream, { ...a, client: "v1" }))).toEqual(ALLOW);
+    expect((await hook(play("live", stream, { ...a, client: "x1" }))).body.code).toBe(4005);
+    await receiver.received(stream, 1);
+    at(42_000);
+    const told = vi.spyOn(StreamObject.prototype, "viewerLimitReached");
+    expect((await hook(play("live", stream, { ...b, client: "x2" }))).body.code).toBe(4005);
+    // b's shard tells the stream in the background: that word lands at 42 s (the stream's minute: no event).
+    await until(() => told.mock.calls.length === 1);
+    at(70_000);
+    expect((await hook(play("live", stream, { ...b, client: "x3" }))).body.code).toBe(4005);
+    const all = await receiver.received(stream, 2);
+    expect(all.map((d) => [d.body.type, d.body.data.server_id])).toEqual([
+      ["stream.viewer_limit_reached", a.server],
+      ["stream.viewer_limit_reached", b.server],
+    ]);
+    // (The receiver's polling moves the fake clock on a little: the second event is x3's refusal, at 70 s or just after.)
+    expect(all[1].body.timestamp >= iso(70_000) && all[1].body.timestamp < iso(71_000)).toBe(true);
   });
 });

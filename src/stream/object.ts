@@ -527,8 +527,11 @@ export class StreamObject extends DurableObject<Env> {
       if (pending) await this.retryPush(pending);
       await this.rounds.checkWaiting(this.exists ? this.activity.streamKey : null);
     }
-    // The sweep too, unless the alarm fired early for a round only.
-    if (!checkDue || this.sweepAt === null || now >= this.sweepAt) {
+    // The sweep too, unless the alarm fired early for a round only; events waiting in the outbox (a queue that
+    // refused them) go with either.
+    if (checkDue && this.sweepAt !== null && now < this.sweepAt) {
+      if (this.activity.outbox.pending()) await this.activity.outbox.flush();
+    } else {
       this.sweepAt = null;
       await this.liveness.refresh(null);
       await this.activity.outbox.flush();

@@ -2,6 +2,8 @@
  * Shrunk examples of the events model (test/webhooks/events-model.test.ts, adversarial pass h6): each one failed
  * before its fix. Project "webhooks" (EVENTS_WEBHOOK_URL set; deliveries as test/receiver.ts gets them).
  */
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../../src/stream/object";
 import { ALLOW, admin, createStream, hook, newEdge, play, publish, uniqueStream } from "../srs";
@@ -118,5 +120,27 @@ describe("stream.viewer_limit_reached once a minute while refusals go on, whiche
     ]);
     // (The receiver's polling moves the fake clock on a little: the second event is x3's refusal, at 70 s or just after.)
     expect(all[1].body.timestamp >= iso(70_000) && all[1].body.timestamp < iso(71_000)).toBe(true);
+  });
+});
+
+describe("events a refused queue kept in the stream's outbox", () => {
+  // The stream's alarm fires early for its rounds (a shard waiting for slots) and ran its sweep, which sends what waits
+  // in the outbox, only when the sweep was due (2 × SERVER_TIMEOUT_S after it was armed): a stream.started the queue
+  // refused waited for the sweep while the rounds' alarms came and went.
+  it("must not happen (fixed): they wait for the sweep while the stream's rounds run", async () => {
+    const [a, b] = [newEdge(), newEdge()];
+    const stream = uniqueStream();
+    const key = await createStream(stream, { maxViewers: 1 });
+    expect(await hook(play("live", stream, { ...a, client: "v1" }))).toEqual(ALLOW);
+    expect((await hook(play("live", stream, { ...b, client: "x1" }))).body.code).toBe(4005);
+    await receiver.received(stream, 1);
+    const refused = vi.spyOn(env.EVENTS, "sendBatch").mockRejectedValue(new Error("queue unavailable (test)"));
+    expect(await hook(publish("live", stream, key, { ...a, client: "pub1" }))).toEqual(ALLOW);
+    await until(() => refused.mock.calls.length > 0);
+    refused.mockRestore();
+    // b still waits: the next alarm is a round's, well before the sweep.
+    expect(await runDurableObjectAlarm(env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`)))).toBe(true);
+    const all = await receiver.received(stream, 2);
+    expect(all.map((d) => d.body.type)).toEqual(["stream.viewer_limit_reached", "stream.started"]);
   });
 });

@@ -50,6 +50,11 @@ export interface SeatRequest {
   mode: OnExtraViewerSession;
   /** The on_play asking (its shard says whether the Worker undid it before other sessions end for it). */
   hookId?: string;
+  /**
+   * When the session was admitted, for a seat taken for a session admitted before its stream limited sessions
+   * per viewer (src/viewers/unseated.ts): seats are ordered by it, and "replace" ends the oldest first.
+   */
+  since?: number;
 }
 
 /** `grant`: this grant of the seat; a seat given back for this take names it (a later grant of the same seat stays). */
@@ -141,7 +146,7 @@ export class ViewerSeats extends DurableObject<Env> {
         return { ok: true, grant };
       }
       if (held.length < limit) {
-        return { ok: true, grant: this.insert(streamKey, sub, session) };
+        return { ok: true, grant: this.insert(streamKey, sub, session, req.since ?? Date.now()) };
       }
       if (suspended === null) {
         // A refusal would rest on these seats: their shards say where each session stands (gone ones go).

@@ -114,6 +114,8 @@ export class ViewerShard extends DurableObject<Env> {
    * object asks; `cancelled` when it ended the session meanwhile (onExtraViewerSession "replace").
    */
   private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
+  /** The on_play hooks waiting for a seat here, by hook id: the seats object asks whether each still stands (hookLive). */
+  private seatHooks = new Map<string, PlayRequest>();
   /** Seats for the sessions admitted here before their stream limited sessions per viewer (src/viewers/unseated.ts). */
   private unseated: UnseatedSeats;
   /** While a bulk end runs (withSeatsBatched): the seats it frees, per seat object. */
@@ -283,12 +285,19 @@ export class ViewerShard extends DurableObject<Env> {
           if (!asked) entry.hooks++;
           this.pendingSeats.set(pending, entry);
           asked = true;
+          this.seatHooks.set(req.hookId, req);
           const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
             s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession, hookId: req.hookId }),
           );
           if (!seat.ok) {
             // Undone meanwhile (the seat object then ended nobody for it): logged as such.
             if (this.voidHooks.has(req.hookId)) return this.undone(req);
+            // The stream was deleted, or the token revoked, meanwhile (the seat object then ended nobody for it, see
+            // hookLive): that is the reason.
+            const nowPolicy = this.leases.policy(streamKey);
+            if (nowPolicy === null) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
+            const nowRefused = nowPolicy ? this.viewerRefusal(nowPolicy, req) : null;
+            if (nowRefused) return this.logged(streamKey, session, ip, { allow: false, denial: nowRefused }, sub);
             // Learnt meanwhile that its process was replaced: that is the reason, whatever the seats say.
             const denial = this.processes.isReplaced(session.serviceId) ? Denials.retiredProcess : seat.denial;
             return this.logged(streamKey, session, ip, { allow: false, denial }, sub);
@@ -347,6 +356,7 @@ export class ViewerShard extends DurableObject<Env> {
         return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
       }
     } finally {
+      this.seatHooks.delete(req.hookId);
       const entry = this.pendingSeats.get(pending);
       if (asked && entry && --entry.hooks === 0) this.pendingSeats.delete(pending);
       // A repeat of a session admitted meanwhile (by an attempt of the same on_play racing this one): the seat
@@ -490,9 +500,19 @@ export class ViewerShard extends DurableObject<Env> {
 
   // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
 
-  /** For the seats object, before it ends other sessions for this hook: false once the Worker undid it. */
+  /**
+   * For the seats object, before it ends other sessions for this hook: false once the Worker undid it, or once
+   * the policy pushed here since would refuse it anyway (the stream deleted, its token revoked, or a viewer id
+   * wanted): the re-check before its admission would refuse it, and the sessions ended for it would have
+   * ended for nothing.
+   */
   hookLive(hookId: string): boolean {
-    return !this.voidHooks.has(hookId);
+    if (this.voidHooks.has(hookId)) return false;
+    const req = this.seatHooks.get(hookId);
+    if (!req) return true;
+    const policy = this.leases.policy(req.streamKey);
+    if (policy === null) return false;
+    return !policy || this.viewerRefusal(policy, req) === null;
   }
 
   /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */

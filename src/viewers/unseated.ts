@@ -45,7 +45,7 @@ export interface UnseatedHost {
   logError(what: string, streamKey: string, err: unknown): void;
 }
 
-type Unseated = { service_id: string; client_id: string; sub: string };
+type Unseated = { service_id: string; client_id: string; sub: string; since: number };
 
 export class UnseatedSeats {
   /** Streams with a session limit whose sessions admitted here without a seat have taken one (or are taking it). */
@@ -86,7 +86,7 @@ export class UnseatedSeats {
     // costs only a look for sessions without a seat, which are then none.
     if (this.seated.size >= 10_000) this.seated.clear();
     this.seated.add(streamKey);
-    const rows = this.host.tables.rows<Unseated>("SELECT service_id, client_id, sub FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey);
+    const rows = this.host.tables.rows<Unseated>("SELECT service_id, client_id, sub, since FROM viewers WHERE stream_key = ? AND sub != '' AND seat = 0", streamKey);
     if (rows.length === 0) return this.done(streamKey);
     // Stored before the seats are asked for, not only once a take failed: a restart of the shard while they are
     // on their way (a deploy) would drop them, and the viewer would keep one screen more than the limit.
@@ -155,10 +155,11 @@ export class UnseatedSeats {
           const session = { serverId: this.host.serverId(), serviceId: r.service_id, clientId: r.client_id };
           let seat: SeatAnswer;
           try {
-            // No limit for these: the sessions exist already; the seat only makes them count.
+            // No limit for these: the sessions exist already; the seat only makes them count. Dated from the
+            // session's admission, not from now: "replace" ends a viewer's oldest sessions first (README).
             seat = await withTimeout(
               withRetry(() => viewerSeats(this.host.env, streamKey, r.sub), (s): Promise<SeatAnswer> =>
-                s.take({ streamKey, sub: r.sub, session, limit: Number.MAX_SAFE_INTEGER, mode: "deny" }),
+                s.take({ streamKey, sub: r.sub, session, limit: Number.MAX_SAFE_INTEGER, mode: "deny", since: r.since }),
               ),
               SEAT_TAKE_TIMEOUT_MS,
             );

@@ -1,8 +1,11 @@
 /**
- * Deterministic examples found by test/model-operator.test.ts (operator actions interleaved with a fleet
+ * Deterministic examples found by test/model-operator.test.ts and test/model-seats-operator.test.ts (operator actions interleaved with a fleet
  * that restarts, retries and loses hooks).
  */
+import { env } from "cloudflare:workers";
+import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { viewerShard } from "../src/object-access";
 import { admin, hook, newEdge, play, publish, stopPlay, streamState, type Edge } from "./srs";
 import { ALLOW } from "./fake-srs";
 import { at, beat, restarted, streamAtZero, useFakeClock } from "./fleet";
@@ -159,5 +162,30 @@ describe("a stream deleted and created again", () => {
     expect(await hook(play("live", s, { ...a, client: "new00001" }))).toEqual(ALLOW);
     const { events } = (await admin("GET", `/streams/live/${s}/events`)).body;
     expect(events.map((e: { action: string; client: string }) => `${e.action} ${e.client}`)).toEqual(["on_play new00001"]);
+  });
+});
+
+describe("a viewer kept over a lowered cap, its shard restarted by the platform, then its server restarted", () => {
+  useFakeClock();
+
+  // Seats model sequence (shrunk by hand): [play (unlimited), PUT maxViewers 0, shard evicted, the same play again,
+  // shard evicted, restart]. The shard held one slot covering its viewer over the cap; evicted, it read its lease back
+  // without knowing the stream was tight, so the restart's fence left the slot unused (leased 1, no viewer) instead
+  // of giving it back at once, and the restarted server's next viewer was admitted on it, past a cap of 0.
+  it("must not happen (fixed): the slot stays leased after the fence, and admits a new viewer past the cap", async () => {
+    const { s, a } = await edgeOn({}, "v0000001");
+    at(2);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 0 })).status).toBe(200);
+    await evictDurableObject(viewerShard(env, a.server));
+    at(3);
+    expect(await hook(play("live", s, { ...a, client: "v0000001" }))).toEqual(ALLOW); // SRS sent it again: the same session
+    await evictDurableObject(viewerShard(env, a.server));
+    at(4);
+    const b = restarted(a);
+    expect(await beat(b)).toEqual(ALLOW);
+    const state = await streamState(s);
+    expect({ viewers: state.viewers, leasedUnused: state.leasedUnused }).toEqual({ viewers: 0, leasedUnused: 0 });
+    at(5);
+    expect((await hook(play("live", s, { ...b, client: "v0000002" }))).body.code, "a new viewer past a cap of 0").toBe(4005);
   });
 });

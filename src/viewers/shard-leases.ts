@@ -67,8 +67,8 @@ export class ShardLeases {
   /** Reads the stored leases (the tables exist). */
   load(): void {
     for (const r of this.tables.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'lease_seq_floor'")) this.seqFloor = Number(r.value);
-    for (const r of this.tables.sql.exec<{ stream_key: string; granted: number; seq: number }>("SELECT * FROM leases")) {
-      this.leases.set(r.stream_key, fresh(r.granted, r.seq));
+    for (const r of this.tables.sql.exec<{ stream_key: string; granted: number; seq: number; tight: number }>("SELECT * FROM leases")) {
+      this.leases.set(r.stream_key, fresh(r.granted, r.seq, r.tight === 1));
     }
   }
 
@@ -283,6 +283,9 @@ export class ShardLeases {
     // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
     if (answer.seq < lease.seq) return null;
     lease.seq = answer.seq;
+    // Stored with the lease when it changes: a shard restarted (evicted) while its slots cover viewers over a lowered
+    // cap must still give each back as its viewer leaves, not keep it for the next viewer, past the cap.
+    const tightChanged = lease.tight !== answer.tight;
     lease.tight = answer.tight;
     // Slots granted to cover viewers live here when the message left, beyond the lease (a heal, a cap lowered under
     // them: LeaseBook.apply), are never free slots: those of viewers that ended while the answer was on its way (a
@@ -290,7 +293,7 @@ export class ShardLeases {
     // on one, past the cap.
     const cover = Math.max(0, Math.min(answer.granted, report.live) - report.granted);
     const uncovered = Math.min(cover, Math.max(0, report.live - this.host.counts.live(streamKey)));
-    if (answer.granted - uncovered !== lease.granted || (!stored && answer.policy !== null)) {
+    if (answer.granted - uncovered !== lease.granted || (!stored && answer.policy !== null) || (tightChanged && (stored || lease.granted > 0))) {
       lease.granted = answer.granted - uncovered;
       this.storeLease(streamKey, lease);
     }
@@ -326,8 +329,8 @@ export class ShardLeases {
   private leaseOf(streamKey: string): Lease {
     let lease = this.leases.get(streamKey);
     if (!lease) {
-      const row = this.tables.rows<{ granted: number; seq: number }>("SELECT granted, seq FROM leases WHERE stream_key = ?", streamKey)[0];
-      lease = fresh(row?.granted ?? 0, row?.seq ?? this.seqFloor);
+      const row = this.tables.rows<{ granted: number; seq: number; tight: number }>("SELECT granted, seq, tight FROM leases WHERE stream_key = ?", streamKey)[0];
+      lease = fresh(row?.granted ?? 0, row?.seq ?? this.seqFloor, row?.tight === 1);
       this.leases.set(streamKey, lease);
     }
     return lease;
@@ -347,12 +350,12 @@ export class ShardLeases {
 
   private storeLease(streamKey: string, lease: Lease): void {
     this.tables.prepare();
-    this.tables.sql.exec("INSERT OR REPLACE INTO leases (stream_key, granted, seq) VALUES (?, ?, ?)", streamKey, lease.granted, lease.seq);
+    this.tables.sql.exec("INSERT OR REPLACE INTO leases (stream_key, granted, seq, tight) VALUES (?, ?, ?, ?)", streamKey, lease.granted, lease.seq, lease.tight ? 1 : 0);
   }
 }
 
-function fresh(granted: number, seq: number): Lease {
-  return { granted, seq, tight: false, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" };
+function fresh(granted: number, seq: number, tight = false): Lease {
+  return { granted, seq, tight, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" };
 }
 
 function logError(what: string, stream: string, err: unknown): void {

@@ -48,6 +48,8 @@ export class ShardTables {
   private create(): void {
     this.sql.exec(SCHEMA);
     addColumns(this.sql, "viewers", { sub: "TEXT NOT NULL DEFAULT ''", iat: "INTEGER", seat: "INTEGER NOT NULL DEFAULT 0" });
+    // tight: the stream's last word on the lease (src/viewers/shard-leases.ts), kept across a restart of the shard.
+    addColumns(this.sql, "leases", { tight: "INTEGER NOT NULL DEFAULT 0" });
     this.sql.exec("CREATE INDEX IF NOT EXISTS viewers_by_sub ON viewers (stream_key, sub)");
     this.ready = true;
   }

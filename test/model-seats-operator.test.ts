@@ -28,13 +28,14 @@
  * SRS_API_URL is unset (this runs in the plain "gate" project): no kicks, no ghosts.
  */
 import { env } from "cloudflare:workers";
-import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
-import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
+import { serverRegistry, viewerShard } from "../src/object-access";
 import { WAIT_HOLD_MS } from "../src/viewers/lease";
 import { admin, close, heartbeat, hook, play, stopPlay } from "./srs";
+import { evictQuietly, keyOf, listViewers, nextService, seatsTaken } from "./model-kit";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const ENDED_KEPT_MS = 60_000; // src/viewers/seats.ts: a session ended for a newer one is refused a seat again this long
@@ -200,7 +201,6 @@ const allow = (admit: boolean): Outcome => ({ answer: ALLOWED, admit, ends: [] }
 const deny = (code: number): Outcome => ({ answer: { allow: false, code }, admit: false, ends: [] });
 
 const same = (a: Session, b: Session) => a.server === b.server && a.service === b.service && a.client === b.client;
-const keyOf = (x: Session) => `${x.server}/${x.service}/${x.client}`;
 
 class Model {
   now = 0;
@@ -436,11 +436,7 @@ async function runOnce(ops: Op[]): Promise<void> {
     const per = await Promise.all(servers.map(async (s) => (await viewerShard(env, s.id).viewersOf(key)).map((v) => keyOf({ server: s.id, service: v.serviceId, client: v.clientId }))));
     return new Set(per.flat());
   };
-  const listViewers = async (st: ModelStream) => {
-    const res = await admin("GET", `/streams/live/${st.name}/viewers`);
-    expect(res.status).toBe(200);
-    return res.body as { viewers: { sub: string; live: number; sessions: any[] }[]; anonymous: number; unreachable?: string[] };
-  };
+
   const listedOf = (list: Awaited<ReturnType<typeof listViewers>>) => {
     const byKey = new Map<string, { sub: string | null; suspended: boolean }>();
     for (const entry of list.viewers) {
@@ -448,24 +444,7 @@ async function runOnce(ops: Op[]): Promise<void> {
     }
     return byKey;
   };
-  /** Waits until every listed session with a viewer id holds a seat (the shards take them in the background once a limit is set). */
-  const seatsTaken = async (st: ModelStream, where: string) => {
-    const streamKey = `__defaultVhost__/live/${st.name}`;
-    let missing: string[] = [];
-    for (let i = 0; i < 200; i++) {
-      missing = [];
-      for (const entry of (await listViewers(st)).viewers) {
-        const seats = new Set((await viewerSeats(env, streamKey, entry.sub).seats(streamKey)).filter((x) => x.sub === entry.sub).map((x) => keyOf({ server: x.serverId, service: x.serviceId, client: x.clientId })));
-        for (const x of entry.sessions) {
-          const k = keyOf({ server: x.serverId, service: x.serviceId, client: x.clientId });
-          if (!seats.has(k)) missing.push(`${entry.sub}: ${k}`);
-        }
-      }
-      if (missing.length === 0) return;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    expect(missing, `${where}: sessions admitted without a limit took no seat once it was set`).toEqual([]);
-  };
+
   /** Waits (at most ~2 s) until none of these sessions is held: ends the gate makes in the background. */
   const goneSoon = async (st: ModelStream, keys: string[]) => {
     for (let i = 0; i < 200 && keys.length > 0; i++) {
@@ -528,7 +507,7 @@ async function runOnce(ops: Op[]): Promise<void> {
     } else if (o.t === "heartbeat" || o.t === "restart") {
       tick();
       const s = servers[o.server];
-      const service = o.t === "restart" ? `svc${tag}x${o.server}${String.fromCharCode(97 + s.processes.length)}` : undefined;
+      const service = o.t === "restart" ? nextService(tag, o.server, s.processes.length) : undefined;
       expect((await hook(heartbeat({ server: s.id, service: service ?? s.processes.at(-1)! }), undefined, "/heartbeat")).status, where).toBe(200);
       model.heartbeat(s, service);
     } else if (o.t === "silence") {
@@ -538,7 +517,7 @@ async function runOnce(ops: Op[]): Promise<void> {
     } else if (o.t === "crash") {
       const s = servers[o.server];
       const stub = o.target === "shard" ? viewerShard(env, s.id) : o.target === "registry" ? serverRegistry(env, s.id) : streamObjectOf(streams[o.stream].name);
-      await evictDurableObject(stub).catch((err) => expect(String(err), where).toMatch(/not currently running|still has active references/));
+      await evictQuietly(stub, where);
     } else if (o.t === "put") {
       tick();
       const st = streams[o.stream];
@@ -574,7 +553,7 @@ async function runOnce(ops: Op[]): Promise<void> {
       await goneSoon(st, revoked);
       const seating = limitBefore === null && model.limitOf(st) !== null;
       model.policyChanged(st, created ? null : limitBefore);
-      if (seating) await seatsTaken(st, where);
+      if (seating) await seatsTaken(st.name, where);
     } else if (o.t === "revoke") {
       tick();
       const st = streams[o.stream];
@@ -778,7 +757,7 @@ async function runOnce(ops: Op[]): Promise<void> {
       const fits = finals.filter((m) => JSON.stringify(m.streams[si].viewers.map(keyOf).sort()) === JSON.stringify(held));
       expect(fits.length, `${where}: ${mine.name} answered ${JSON.stringify(r1)}, ${other.name} answered ${JSON.stringify(r2)}, held ${JSON.stringify(held)}; the model's orders lead to ${JSON.stringify(finals.map((m) => m.streams[si].viewers.map(keyOf).sort()))}`).toBeGreaterThan(0);
       model.adopt(fits[0]);
-      if (seatingPut && model.limitOf(st) !== null) await seatsTaken(st, where);
+      if (seatingPut && model.limitOf(st) !== null) await seatsTaken(st.name, where);
     } else {
       for (const s of servers) {
         for (let i = 0; i < 20; i++) {
@@ -829,7 +808,7 @@ async function runOnce(ops: Op[]): Promise<void> {
       const revs = (await admin("GET", `/streams/live/${st.name}/revocations`)).body.revocations.map((r: any) => `${r.sub ?? ""}:${r.before}`).sort();
       expect(revs, `${where}: ${st.name} revocations`).toEqual([...st.revocations].map(([w, b]) => `${w}:${b}`).sort());
       // (c) What GET …/viewers lists is the model's.
-      const list = await listViewers(st);
+      const list = await listViewers(st.name);
       expect(list.unreachable, where).toBeUndefined();
       const listed = listedOf(list);
       const named = st.viewers.filter((v) => v.sub !== null);

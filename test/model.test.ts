@@ -26,14 +26,15 @@
  * view could give, and learns which one happened from the listing.
  */
 import { env } from "cloudflare:workers";
-import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { RECALL_GAP_MAX_MS, RECALL_GAP_MS } from "../src/viewers/lease";
-import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
+import { serverRegistry, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
 import { until } from "./fleet";
+import { evictQuietly, keyOf, listViewers, seatsTaken } from "./model-kit";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const ENDED_KEPT_MS = 60_000; // src/viewers/seats.ts: a session ended for a newer one is refused a seat again this long
@@ -180,7 +181,6 @@ interface Outcome {
 type SeatView = "live" | "suspended" | "gone";
 
 const same = (a: Session, b: Session) => a.server === b.server && a.service === b.service && a.client === b.client;
-const keyOf = (x: { server: string; service: string; client: string }) => `${x.server}/${x.service}/${x.client}`;
 const allow = (admit: boolean): Outcome => ({ answer: { allow: true }, admit, ends: [] });
 const deny = (code: number): Outcome => ({ answer: { allow: false, code }, admit: false, ends: [] });
 
@@ -572,29 +572,8 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
     }
     return { v, body };
   };
-  const listViewers = async (st: ModelStream) => {
-    const res = await admin("GET", `/streams/live/${st.name}/viewers`);
-    expect(res.status).toBe(200);
-    return res.body as { viewers: { sub: string; live: number; sessions: any[] }[]; anonymous: number };
-  };
-  /** Waits until every listed session with a viewer id holds a seat in its seat object (at most ~2 s). */
-  const seatsTaken = async (st: ModelStream, where: string) => {
-    const streamKey = `__defaultVhost__/live/${st.name}`;
-    let missing: string[] = [];
-    for (let i = 0; i < 200; i++) {
-      missing = [];
-      for (const entry of (await listViewers(st)).viewers) {
-        const seats = new Set((await viewerSeats(env, streamKey, entry.sub).seats(streamKey)).filter((x) => x.sub === entry.sub).map((x) => keyOf({ server: x.serverId, service: x.serviceId, client: x.clientId })));
-        for (const x of entry.sessions) {
-          const k = keyOf({ server: x.serverId, service: x.serviceId, client: x.clientId });
-          if (!seats.has(k)) missing.push(`${entry.sub}: ${k}`);
-        }
-      }
-      if (missing.length === 0) return;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    expect(missing, `${where}: sessions admitted without a limit took no seat once it was set`).toEqual([]);
-  };
+
+
   const listedOf = (list: Awaited<ReturnType<typeof listViewers>>) => {
     const byKey = new Map<string, Listed>();
     for (const entry of list.viewers) {
@@ -648,7 +627,7 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
         o.target === "shard" ? viewerShard(env, s.id) : o.target === "registry" ? serverRegistry(env, s.id) : env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${streams[o.stream].name}`));
       // An object not in memory has nothing to lose; one still at work (a batch waiting for its timer, a call
       // in flight) is not dropped by the runtime's eviction either, and stays.
-      await evictDurableObject(stub).catch((err) => expect(String(err), where).toMatch(/not currently running|still has active references/));
+      await evictQuietly(stub, where);
     } else if (o.t === "policy") {
       const st = streams[o.stream];
       const auth = o.auth ?? st.auth;
@@ -660,7 +639,7 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
       model.policy(st, o.limit, o.mode, auth);
       // The policy push ends them in the background; wait for it (at most ~2 s).
       for (let i = 0; i < 200 && revoked.length > 0; i++) {
-        const listed = listedOf(await listViewers(st));
+        const listed = listedOf(await listViewers(st.name));
         if (!revoked.some((k) => listed.has(k))) break;
         await new Promise((r) => setTimeout(r, 10));
       }
@@ -668,7 +647,7 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
       // shard in the background as soon as it learns the policy (README; src/viewers/shard.ts seatUnseated). The PUT
       // pushed it to them before answering: wait for that work, then every session of a viewer id must count. (The
       // moment between the answer and the seats is not modelled: README calls it background work.)
-      if (seating) await seatsTaken(st, where);
+      if (seating) await seatsTaken(st.name, where);
     } else if (o.t === "revoke") {
       const st = streams[o.stream];
       const sub = o.sub === null ? null : SUBS[o.sub];
@@ -707,7 +686,7 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
         const before = [...st.viewers, ...st.zombies].filter((x) => x.sub === sub && x.seated);
         const views = before.map((x) => model.seatViews(x, zombie.has(keyOf(x))));
         const replies = await Promise.all(plays.map((p) => hook(p.body)));
-        const list = listedOf(await listViewers(st));
+        const list = listedOf(await listViewers(st.name));
         // Sessions without a viewer id (open streams) are only counted in the listing: their answer says.
         const admitted = plays.filter((p, i) => (p.v.sub === null ? replies[i].status === 200 : list.has(keyOf(p.v))));
         const codes = replies.filter((r) => r.status !== 200).map((r) => r.body.code);
@@ -779,7 +758,7 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
     }
     for (const st of streams) {
       // Sessions by viewer id, as the admin API lists them.
-      const list = await listViewers(st);
+      const list = await listViewers(st.name);
       const listed = listedOf(list);
       if (pending && pending.st === st) {
         // Which of the model's sessions of this viewer id the play ended: the outcome must be one the model allows.

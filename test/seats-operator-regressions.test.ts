@@ -151,20 +151,26 @@ describe("a revocation crossing a round of recalls", () => {
   });
 });
 
+/** An unlimited stream with viewer v0 on edge a (at 1 ms), then its cap set to 0 under it (2 ms); the clock at 3 ms. */
+async function keptOverCapZero(): Promise<{ s: string; a: Edge }> {
+  const s = await streamAtZero();
+  const a = newEdge();
+  expect(await beat(a)).toEqual(ALLOW);
+  at(1);
+  expect(await hook(play("live", s, { ...a, client: "v0" }))).toEqual(ALLOW);
+  at(2);
+  expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 0 })).status).toBe(200);
+  at(3);
+  return { s, a };
+}
+
 describe("a cap lowered to 0 below the viewers watching, then every session ended by hand", () => {
   useFakeClock();
 
   // Model sequence (concurrent: the play beside the end by hand); here in order. README "Flash crowds", Invariant:
   // viewers that count plus unused leased slots ≤ maxViewers; a cap of 0 admits nobody.
   it("no viewer is admitted at a cap of 0 once the sessions kept over it ended", async () => {
-    const s = await streamAtZero();
-    const a = newEdge();
-    expect(await beat(a)).toEqual(ALLOW);
-    at(1);
-    expect(await hook(play("live", s, { ...a, client: "v0" }))).toEqual(ALLOW);
-    at(2);
-    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 0 })).status).toBe(200);
-    at(3);
+    const { s, a } = await keptOverCapZero();
     expect((await admin("DELETE", `/streams/live/${s}/sessions`)).body.ended).toHaveLength(1);
     at(4);
     expect((await hook(play("live", s, { ...a, client: "v1" }))).body.code).toBe(4005);
@@ -177,14 +183,7 @@ describe("a cap lowered to 0 below the viewers watching, and an end by hand cros
   // Model sequence (shrunk by hand from: [play s2 c0 and s0 c0 (unlimited), PUT maxViewers 0, concurrent {play s2 c1,
   // DELETE …/sessions}]): the play was admitted at a cap of 0.
   it("holds: no viewer admitted at a cap of 0 when the end by hand crosses its ask for slots", async () => {
-    const s = await streamAtZero();
-    const a = newEdge();
-    expect(await beat(a)).toEqual(ALLOW);
-    at(1);
-    expect(await hook(play("live", s, { ...a, client: "v0" }))).toEqual(ALLOW);
-    at(2);
-    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 0 })).status).toBe(200);
-    at(3);
+    const { s, a } = await keptOverCapZero();
     const { decided, back } = askForSlotsHeld(a, 1);
     const second = hook(play("live", s, { ...a, client: "v1" }));
     await decided;

@@ -17,13 +17,8 @@ beforeEach(() => {
   receiver = new Receiver().install();
 });
 
-/**
- * A publisher pub1 on an edge that heartbeats at 0 and 10 s and restarts at 20 s (a heartbeat with a new
- * service_id): its session ended then, at its last heartbeat (10 s). The registry's notice of the restart has
- * not reached the stream yet (its alarm runs the notices right after; a server on many streams, or a stream
- * slow to answer, leaves some waiting for seconds, a stream unreachable for up to a minute between tries).
- */
-async function restartedNoticePending() {
+/** A publisher pub1 admitted at 0 on an edge that heartbeats at 0 and 10 s. */
+async function publishingTill10s() {
   const edge = newEdge();
   const stream = uniqueStream();
   const key = await createStream(stream);
@@ -31,6 +26,17 @@ async function restartedNoticePending() {
   expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
   at(10_000);
   await beat(edge);
+  return { edge, stream };
+}
+
+/**
+ * A publisher pub1 on an edge that heartbeats at 0 and 10 s and restarts at 20 s (a heartbeat with a new
+ * service_id): its session ended then, at its last heartbeat (10 s). The registry's notice of the restart has
+ * not reached the stream yet (its alarm runs the notices right after; a server on many streams, or a stream
+ * slow to answer, leaves some waiting for seconds, a stream unreachable for up to a minute between tries).
+ */
+async function restartedNoticePending() {
+  const { edge, stream } = await publishingTill10s();
   at(20_000);
   await beat(restarted(edge));
   at(60_000);
@@ -74,13 +80,7 @@ describe("an operator's end of a publisher whose server restarted before, the re
 describe("an operator's end of a publisher whose server has been silent for longer than SESSION_GRACE_S, the registry's alarm not run yet", () => {
   // README "Events": reason `timeout` (silent for SESSION_GRACE_S); "Usage": it ends at its server's last heartbeat.
   it("DELETE /admin/streams/{app}/{stream}/sessions: stream.ended says timeout, at the last heartbeat; no session.ended_by_operator", async () => {
-    const edge = newEdge();
-    const stream = uniqueStream();
-    const key = await createStream(stream);
-    await beat(edge);
-    expect(await hook(publish("live", stream, key, { ...edge, client: "pub1" }))).toEqual(ALLOW);
-    at(10_000);
-    await beat(edge);
+    const { edge, stream } = await publishingTill10s();
     // A day and a minute of silence; the registry's alarm (due at the grace's end) has not run.
     at(10_000 + 86_400_000 + 60_000);
     const res = await admin("DELETE", `/streams/live/${stream}/sessions`);

@@ -1,0 +1,47 @@
+/**
+ * What the model-based property tests share (test/model.test.ts, test/model-operator.test.ts,
+ * test/model-seats-operator.test.ts): session keys, the admin API's viewer listing, waiting for the
+ * seats the shards take in the background, and objects dropped from memory mid-run.
+ */
+import { env } from "cloudflare:workers";
+import { evictDurableObject } from "cloudflare:test";
+import { expect } from "vitest";
+import { viewerSeats } from "../src/object-access";
+import { admin } from "./srs";
+
+/** A session's key in the models: server/service/client. */
+export const keyOf = (x: { server: string; service: string; client: string }) => `${x.server}/${x.service}/${x.client}`;
+
+/** GET /admin/streams/live/{stream}/viewers, which must answer. */
+export async function listViewers(stream: string) {
+  const res = await admin("GET", `/streams/live/${stream}/viewers`);
+  expect(res.status).toBe(200);
+  return res.body as { viewers: { sub: string; live: number; sessions: any[] }[]; anonymous: number; unreachable?: string[] };
+}
+
+/** Waits until every listed session with a viewer id holds a seat in its seat object (at most ~2 s). */
+export async function seatsTaken(stream: string, where: string): Promise<void> {
+  const streamKey = `__defaultVhost__/live/${stream}`;
+  let missing: string[] = [];
+  for (let i = 0; i < 200; i++) {
+    missing = [];
+    for (const entry of (await listViewers(stream)).viewers) {
+      const seats = new Set((await viewerSeats(env, streamKey, entry.sub).seats(streamKey)).filter((x) => x.sub === entry.sub).map((x) => keyOf({ server: x.serverId, service: x.serviceId, client: x.clientId })));
+      for (const x of entry.sessions) {
+        const k = keyOf({ server: x.serverId, service: x.serviceId, client: x.clientId });
+        if (!seats.has(k)) missing.push(`${entry.sub}: ${k}`);
+      }
+    }
+    if (missing.length === 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  expect(missing, `${where}: sessions admitted without a limit took no seat once it was set`).toEqual([]);
+}
+
+/** Drops an object from memory (its storage stays); one not running, or busy, is left as it is. */
+export async function evictQuietly(stub: Parameters<typeof evictDurableObject>[0], where: string): Promise<void> {
+  await evictDurableObject(stub).catch((err) => expect(String(err), where).toMatch(/not currently running|still has active references/));
+}
+
+/** The service id of a model server's next process (a restart). */
+export const nextService = (tag: string, server: number, processes: number) => `svc${tag}x${server}${String.fromCharCode(97 + processes)}`;

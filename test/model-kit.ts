@@ -6,8 +6,8 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject } from "cloudflare:test";
 import { expect } from "vitest";
-import { viewerSeats } from "../src/object-access";
-import { admin } from "./srs";
+import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
+import { admin, heartbeat, hook } from "./srs";
 
 /** A session's key in the models: server/service/client. */
 export const keyOf = (x: { server: string; service: string; client: string }) => `${x.server}/${x.service}/${x.client}`;
@@ -45,3 +45,18 @@ export async function evictQuietly(stub: Parameters<typeof evictDurableObject>[0
 
 /** The service id of a model server's next process (a restart). */
 export const nextService = (tag: string, server: number, processes: number) => `svc${tag}x${server}${String.fromCharCode(97 + processes)}`;
+
+/** The stream object of a model stream (in the default vhost, app "live"). */
+export const streamObjectOf = (stream: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${stream}`));
+
+/** A model's "crash": the viewer shard or registry shard of `serverId`, or the stream's object, dropped from memory. */
+export async function crash(target: "shard" | "registry" | "stream", serverId: string, stream: string, where: string): Promise<void> {
+  await evictQuietly(target === "shard" ? viewerShard(env, serverId) : target === "registry" ? serverRegistry(env, serverId) : streamObjectOf(stream), where);
+}
+
+/** A model's "heartbeat" (restart false) or "restart" (a heartbeat of the server's next process, whose service id it returns). */
+export async function beatOrRestart(s: { id: string; processes: string[] }, restart: boolean, tag: string, index: number, where: string): Promise<string | undefined> {
+  const service = restart ? nextService(tag, index, s.processes.length) : undefined;
+  expect((await hook(heartbeat({ server: s.id, service: service ?? s.processes.at(-1)! }), undefined, "/heartbeat")).status, where).toBe(200);
+  return service;
+}

@@ -35,7 +35,7 @@ import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { serverRegistry, viewerShard } from "../src/object-access";
 import { WAIT_HOLD_MS } from "../src/viewers/lease";
 import { admin, close, heartbeat, hook, play, stopPlay } from "./srs";
-import { evictQuietly, keyOf, listViewers, nextService, seatsTaken } from "./model-kit";
+import { beatOrRestart, crash, keyOf, listViewers, seatsTaken, streamObjectOf } from "./model-kit";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const ENDED_KEPT_MS = 60_000; // src/viewers/seats.ts: a session ended for a newer one is refused a seat again this long
@@ -400,7 +400,6 @@ async function runSequence(ops: Op[]): Promise<void> {
   }
 }
 
-const streamObjectOf = (name: string) => env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${name}`));
 
 async function runOnce(ops: Op[]): Promise<void> {
   run++;
@@ -507,17 +506,13 @@ async function runOnce(ops: Op[]): Promise<void> {
     } else if (o.t === "heartbeat" || o.t === "restart") {
       tick();
       const s = servers[o.server];
-      const service = o.t === "restart" ? nextService(tag, o.server, s.processes.length) : undefined;
-      expect((await hook(heartbeat({ server: s.id, service: service ?? s.processes.at(-1)! }), undefined, "/heartbeat")).status, where).toBe(200);
-      model.heartbeat(s, service);
+      model.heartbeat(s, await beatOrRestart(s, o.t === "restart", tag, o.server, where));
     } else if (o.t === "silence") {
       model.now += o.ms;
       vi.setSystemTime(t0 + model.now);
       settledSinceSilence = false;
     } else if (o.t === "crash") {
-      const s = servers[o.server];
-      const stub = o.target === "shard" ? viewerShard(env, s.id) : o.target === "registry" ? serverRegistry(env, s.id) : streamObjectOf(streams[o.stream].name);
-      await evictQuietly(stub, where);
+      await crash(o.target, servers[o.server].id, streams[o.stream].name, where);
     } else if (o.t === "put") {
       tick();
       const st = streams[o.stream];

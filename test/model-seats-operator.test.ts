@@ -825,7 +825,7 @@ async function runOnce(ops: Op[]): Promise<void> {
 }
 
 /** Sequences per run of the file (about 1 s each). */
-const NUM_RUNS = 100;
+const NUM_RUNS = 60;
 
 /**
  * A sequence to replay alone (a counterexample being studied); empty: skipped. Not pinned yet (adversarial pass h4):

@@ -29,6 +29,10 @@ interface Lease {
   lastMessage: number;
   /** The viewers, live and suspended, the stream last heard of from here ("" after a restart: unknown). */
   told: string;
+  /** A message to the stream is on its way (its answer is adopted as the lease). */
+  asking: boolean;
+  /** A slot was freed on the tight lease while that message was on its way: its answer must not hand it out again. */
+  freedWhileAsking: boolean;
 }
 
 /** What the leases need of the shard that holds them. */
@@ -227,6 +231,8 @@ export class ShardLeases {
   giveBackIfTight(streamKey: string): void {
     const lease = this.leases.get(streamKey);
     if (lease?.tight && lease.granted > this.host.counts.live(streamKey)) {
+      // The give-back waits for a message on its way; that message's answer takes the slot back at once (sendLeaseReport).
+      if (lease.asking) lease.freedWhileAsking = true;
       this.host.waitUntil(this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err)));
     }
   }
@@ -271,7 +277,14 @@ export class ShardLeases {
     // there before it is admitted (else an unlimited stream's shard admitted it on the cached policy,
     // unknown to the stream: not in its totals, and missed by the push of a cap set later).
     if (isLeave(report)) this.policies.delete(streamKey);
-    const answer: LeaseAnswer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
+    lease.asking = true;
+    lease.freedWhileAsking = false;
+    let answer: LeaseAnswer;
+    try {
+      answer = await nested("stream object", () => streamObject(this.env, streamKey), (s) => s.viewerLease(report));
+    } finally {
+      lease.asking = false;
+    }
     lease.told = `${report.live}/${report.suspended}`;
     if (answer.policy === null && lease.granted === 0 && !stored) {
       // No such stream (a typo, a flood of made-up names): nothing kept.
@@ -292,7 +305,13 @@ export class ShardLeases {
     // restart's fence) go at once, here first, and the stream hears of it; kept, the next viewer here was admitted
     // on one, past the cap.
     const cover = Math.max(0, Math.min(answer.granted, report.live) - report.granted);
-    const uncovered = Math.min(cover, Math.max(0, report.live - this.host.counts.live(streamKey)));
+    const liveNow = this.host.counts.live(streamKey);
+    // Slots freed on a tight lease while the message was on its way go back as giveBackIfTight would have sent them
+    // (its give-back waits behind this message): only the slots this answer grants anew stay free. Kept, the next
+    // viewer here took the slot of one that ended, past a cap lowered under them (an operator ending every session).
+    const granted = Math.max(0, answer.granted - Math.max(report.granted, report.live));
+    const freed = lease.freedWhileAsking && answer.tight ? Math.max(0, answer.granted - Math.min(answer.granted, liveNow + granted)) : 0;
+    const uncovered = Math.max(freed, Math.min(cover, Math.max(0, report.live - liveNow)));
     if (answer.granted - uncovered !== lease.granted || (!stored && answer.policy !== null) || (tightChanged && (stored || lease.granted > 0))) {
       lease.granted = answer.granted - uncovered;
       this.storeLease(streamKey, lease);
@@ -355,7 +374,7 @@ export class ShardLeases {
 }
 
 function fresh(granted: number, seq: number, tight = false): Lease {
-  return { granted, seq, tight, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "" };
+  return { granted, seq, tight, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "", asking: false, freedWhileAsking: false };
 }
 
 function logError(what: string, stream: string, err: unknown): void {

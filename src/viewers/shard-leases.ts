@@ -294,7 +294,19 @@ export class ShardLeases {
     }
     this.setPolicy(streamKey, answer.policy, answer.version);
     // An answer to an older message is void; a newer record than this shard's means the shard lost its own: adopted.
-    if (answer.seq < lease.seq) return null;
+    if (answer.seq < lease.seq) {
+      // A recall or push crossed it (it left the lease as it answered, tight). A slot freed on that tight lease since
+      // goes back here first, as below: kept, the caller (a viewer waiting for slots) was admitted on it before the
+      // give-back queued behind this message ran, past a cap the push lowered to 0.
+      const liveNow = this.host.counts.live(streamKey);
+      if (lease.freedWhileAsking && lease.tight && lease.granted > liveNow) {
+        lease.granted = liveNow;
+        this.storeLease(streamKey, lease);
+        // The queued give-back finds nothing to give back now: the stream hears of it from this report.
+        this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
+      }
+      return null;
+    }
     lease.seq = answer.seq;
     // Stored with the lease when it changes: a shard restarted (evicted) while its slots cover viewers over a lowered
     // cap must still give each back as its viewer leaves, not keep it for the next viewer, past the cap.

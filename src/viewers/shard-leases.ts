@@ -237,6 +237,24 @@ export class ShardLeases {
     }
   }
 
+  /**
+   * Slots a viewer waiting here freed by ending ghosts (kept for it: endViewer's keepSlot) go back if the lease is
+   * tight, here first: they may have covered viewers over the cap (a cap lowered under them, a heal), which only the
+   * stream can tell. True if some went: the viewer asks for slots again (that message tells the stream), and is
+   * granted one only if the stream has one free. Kept, the viewer was admitted on a ghost's slot past the cap.
+   */
+  returnIfTight(streamKey: string): boolean {
+    const lease = this.leases.get(streamKey);
+    const live = this.host.counts.live(streamKey);
+    if (!lease?.tight || lease.granted <= live) return false;
+    // A message on its way: its answer must not hand the slots out again (sendLeaseReport).
+    if (lease.asking) lease.freedWhileAsking = true;
+    lease.granted = live;
+    lease.fullUntil = 0;
+    this.storeLease(streamKey, lease);
+    return true;
+  }
+
   /** A returning process may hold more viewers than the lease: the stream must count them (they all count after a heal). */
   coverHealed(): void {
     for (const [streamKey, lease] of this.leases) {

@@ -272,7 +272,11 @@ export class ViewerShard extends DurableObject<Env> {
           if (again) return again;
           await this.leases.askForSlots(streamKey);
           // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
-          if (this.leases.policy(streamKey)?.maxViewers != null && !this.leases.hasSlot(streamKey)) await this.endGhosts(streamKey);
+          // Their slots are kept for this viewer only while the stream has slots free: on a tight lease they go back, and
+          // the viewer asks again (a ghost over a cap lowered under it leaves no slot for anyone).
+          if (this.leases.policy(streamKey)?.maxViewers != null && !this.leases.hasSlot(streamKey)) {
+            if ((await this.endGhosts(streamKey)) > 0 && this.leases.returnIfTight(streamKey)) await this.leases.askForSlots(streamKey);
+          }
         }
         const limit = seatLimit(policy, sub);
         if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey))) {

@@ -5,12 +5,23 @@
  * break and found sound.
  */
 import { describe, expect, it } from "vitest";
-import { askForSlotsHeld, CAP, shardStub, useFakeClock, viewer, viewerStop } from "./fleet";
-import { ALLOW, admin, createStream, newEdge, streamState, uniqueStream } from "./srs";
+import { signPlayToken } from "../src/auth/token";
+import { ViewerShard } from "../src/viewers/shard";
+import { askForSlotsHeld, at, beat, CAP, holdMatching, shardStub, streamAtZero, until, useFakeClock, viewer, viewerStop } from "./fleet";
+import { ALLOW, admin, createStream, hook, newEdge, play, streamState, uniqueStream, type Edge } from "./srs";
 
 useFakeClock();
 
 const key = (s: string) => `__defaultVhost__/live/${s}`;
+
+const SIGNING_KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
+
+async function tokenOf(s: string, sub: string): Promise<string> {
+  const iat = Math.floor(Date.now() / 1000);
+  return signPlayToken({ vhost: "__defaultVhost__", app: "live", stream: s }, iat + 3600, SIGNING_KEY, { sub, issuedAt: iat });
+}
+
+const playWith = (s: string, edge: Edge, client: string, token: string) => hook({ ...play("live", s, { ...edge, client }), param: `?token=${token}` });
 
 describe("a policy push crossing a shard's ask for slots, then a viewer ending before the answer comes back", () => {
   it("must not happen (fixed): the answer is void (the push is newer), the slot of the viewer who ended meanwhile stays in the lease, and the viewer who asked is admitted on it at a cap lowered to 0", async () => {
@@ -33,5 +44,41 @@ describe("a policy push crossing a shard's ask for slots, then a viewer ending b
     const state = await streamState(s);
     expect(state).toMatchObject({ maxViewers: 0, viewers: 1, leasedUnused: 0 });
     expect((await shardStub(e).audience(key(s))).viewers).toBe(1);
+  });
+});
+
+describe("a viewer's new screen replacing its session on the same edge while the cap is lowered under it", () => {
+  it("must not happen (fixed): the ended session's slot (covering it over the lowered cap) is kept for the new screen, admitted at a cap of 0", async () => {
+    const s = await streamAtZero({ maxViewers: 4, playAuth: "token", maxSessionsPerViewer: 1, onExtraViewerSession: "replace" });
+    const e = newEdge();
+    expect(await beat(e)).toEqual(ALLOW);
+    const alice = await tokenOf(s, "alice");
+    at(1);
+    expect(await playWith(s, e, "c0", alice)).toEqual(ALLOW); // e's lease: 2 slots, one used
+    at(2);
+    // Alice's new screen on the same edge has a slot and takes her seat: the seat object ends c0 there, held on its way.
+    const held = holdMatching(ViewerShard.prototype, "endSeat", (self) => self.serverId === e.server);
+    const second = playWith(s, e, "c1", alice);
+    await until(() => held.reached);
+    // Meanwhile the operator lowers the cap to 0: the push takes back the unused slot; c0 keeps its own.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 0 })).status).toBe(200);
+    held.released = true;
+    const answer = await second;
+    await until(() => held.done);
+    expect(answer.body.code, "a new screen at a cap of 0 (its old one ended: nobody watches)").toBe(CAP);
+    expect(await streamState(s)).toMatchObject({ maxViewers: 0, viewers: 0, leasedUnused: 0 });
+  });
+
+  it("holds: under the cap the new screen on the same edge replaces the old one on its own slot", async () => {
+    const s = await streamAtZero({ maxViewers: 4, playAuth: "token", maxSessionsPerViewer: 1, onExtraViewerSession: "replace" });
+    const e = newEdge();
+    expect(await beat(e)).toEqual(ALLOW);
+    const alice = await tokenOf(s, "alice");
+    at(1);
+    expect(await playWith(s, e, "c0", alice)).toEqual(ALLOW);
+    at(2);
+    expect(await playWith(s, e, "c1", alice)).toEqual(ALLOW);
+    expect((await shardStub(e).viewersOf(key(s))).map((v) => v.clientId)).toEqual(["c1"]);
+    expect(await streamState(s)).toMatchObject({ maxViewers: 4, viewers: 1 });
   });
 });

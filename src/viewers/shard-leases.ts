@@ -255,6 +255,22 @@ export class ShardLeases {
     return true;
   }
 
+  /**
+   * One slot freed on a tight lease while a viewer is being admitted here (a session ended for its newer one: the
+   * seats object's "replace") goes back, here first; the unused slots beside it stay for the admissions under way.
+   * The freed slot may have covered its viewer over a cap lowered under it (the push took the unused ones): kept, the
+   * newer session was admitted on it past the cap.
+   */
+  giveBackOneIfTight(streamKey: string): void {
+    const lease = this.leases.get(streamKey);
+    if (!lease?.tight || lease.granted <= this.host.counts.live(streamKey)) return;
+    // A message on its way: its answer must not hand the slot out again (sendLeaseReport).
+    if (lease.asking) lease.freedWhileAsking = true;
+    lease.granted--;
+    this.storeLease(streamKey, lease);
+    this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
+  }
+
   /** A returning process may hold more viewers than the lease: the stream must count them (they all count after a heal). */
   coverHealed(): void {
     for (const [streamKey, lease] of this.leases) {

@@ -564,7 +564,12 @@ export class ViewerShard extends DurableObject<Env> {
     // Its slot stays here while another viewer of the stream is being admitted here (the newer session
     // it makes way for, on the same edge, counts on that slot); else it goes back as usual.
     const admitting = [...this.pendingSeats.keys()].some((k) => k.startsWith(`${streamKey}\n`));
-    return this.endViewer(streamKey, session, { action: "seat", reason: why }, admitting) > 0;
+    const live = this.counts.live(streamKey);
+    const ended = this.endViewer(streamKey, session, { action: "seat", reason: why }, admitting) > 0;
+    // Only the slots of the admissions under way stay: the ended session's own (if it counted) goes back to a tight
+    // stream (it may have covered it over a lowered cap).
+    if (admitting && this.counts.live(streamKey) < live) this.leases.giveBackOneIfTight(streamKey);
+    return ended;
   }
 
   /**

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { signPlayToken } from "../src/auth/token";
 import { ViewerShard } from "../src/viewers/shard";
-import { askForSlotsHeld, at, beat, CAP, holdMatching, shardStub, streamAtZero, until, useFakeClock, viewer, viewerStop } from "./fleet";
+import { askForSlotsHeld, at, beat, CAP, holdMatching, shardStub, streamAtZero, streamStub, until, useFakeClock, viewer, viewerStop } from "./fleet";
 import { ALLOW, admin, createStream, hook, newEdge, play, streamState, uniqueStream, type Edge } from "./srs";
 
 useFakeClock();
@@ -80,5 +80,30 @@ describe("a viewer's new screen replacing its session on the same edge while the
     expect(await playWith(s, e, "c1", alice)).toEqual(ALLOW);
     expect((await shardStub(e).viewersOf(key(s))).map((v) => v.clientId)).toEqual(["c1"]);
     expect(await streamState(s)).toMatchObject({ maxViewers: 4, viewers: 1 });
+  });
+});
+
+describe("d6a08cc's take-back against a fresh grant", () => {
+  it("holds: a viewer ending on a tight lease while its shard's ask is on its way gives back its own slot only: the viewer who asked is admitted on the slot the answer grants anew", async () => {
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 3 });
+    const [e, f] = [newEdge(), newEdge()];
+    expect(await viewer(s, e, "e0000001")).toEqual(ALLOW);
+    expect(await viewer(s, e, "e0000002")).toEqual(ALLOW); // e: 2 slots, both used
+    expect(await viewer(s, f, "f0000001")).toEqual(ALLOW); // f: the last slot
+    // A push (the same cap) makes both leases tight; f's viewer leaves: its slot goes back to the stream.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 3 })).status).toBe(200);
+    expect(await viewerStop(s, f, "f0000001")).toEqual(ALLOW);
+    await until(async () => (await streamStub(s).state())!.shards.every((x: any) => x.serverId !== f.server || x.leased === 0));
+    // A third viewer on e: the stream grants it f's old slot (and is full again); the answer waits on its way back.
+    const { decided, back } = askForSlotsHeld(e, 1);
+    const third = viewer(s, e, "e0000003");
+    await decided;
+    expect(await viewerStop(s, e, "e0000001")).toEqual(ALLOW);
+    back.open();
+    expect(await third, "the viewer who asked, on the slot granted to it").toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 2, leasedUnused: 0 });
+    expect(await viewer(s, f, "f0000002"), "the slot of the viewer who left, back at the stream").toEqual(ALLOW);
+    expect((await viewer(s, f, "f0000003")).body.code).toBe(CAP);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Adversarial review of the lease protocol after d6a08cc (a slot freed on a tight lease while a message of the
+ * Adversarial review of the lease protocol after b1dc85d (a slot freed on a tight lease while a message of the
  * shard to the stream is on its way went back to the next viewer with the answer): other windows of that family.
  * Tests named "must not happen (fixed): …" failed on the code reviewed; "holds: …" pin what the review tried to
  * break and found sound.
@@ -83,7 +83,7 @@ describe("a viewer's new screen replacing its session on the same edge while the
   });
 });
 
-describe("d6a08cc's take-back against a fresh grant", () => {
+describe("b1dc85d's take-back against a fresh grant", () => {
   it("holds: a viewer ending on a tight lease while its shard's ask is on its way gives back its own slot only: the viewer who asked is admitted on the slot the answer grants anew", async () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 3 });

@@ -1,5 +1,5 @@
 /**
- * Adversarial review of the lease protocol after d6a08cc, the windows that need SRS's HTTP API (ghosts of lost
+ * Adversarial review of the lease protocol after b1dc85d, the windows that need SRS's HTTP API (ghosts of lost
  * on_stop events): see test/lease-windows-regressions.test.ts. Runs in the "srs-api" project, against
  * test/fake-srs.ts. "must not happen (fixed): …" failed on the code reviewed.
  */

@@ -247,11 +247,8 @@ export class ShardLeases {
     const lease = this.leases.get(streamKey);
     const live = this.host.counts.live(streamKey);
     if (!lease?.tight || lease.granted <= live) return false;
-    // A message on its way: its answer must not hand the slots out again (sendLeaseReport).
-    if (lease.asking) lease.freedWhileAsking = true;
-    lease.granted = live;
     lease.fullUntil = 0;
-    this.storeLease(streamKey, lease);
+    this.shrink(streamKey, lease, live, false);
     return true;
   }
 
@@ -264,11 +261,19 @@ export class ShardLeases {
   giveBackOneIfTight(streamKey: string): void {
     const lease = this.leases.get(streamKey);
     if (!lease?.tight || lease.granted <= this.host.counts.live(streamKey)) return;
-    // A message on its way: its answer must not hand the slot out again (sendLeaseReport).
+    this.shrink(streamKey, lease, lease.granted - 1, true);
+  }
+
+  /**
+   * Takes slots back here first (a lease shrinks here before the stream hears of it); a message on its way must
+   * then not hand them out again (sendLeaseReport). `tell`: the stream hears of it now (else the caller's next
+   * message tells it).
+   */
+  private shrink(streamKey: string, lease: Lease, granted: number, tell: boolean): void {
     if (lease.asking) lease.freedWhileAsking = true;
-    lease.granted--;
+    lease.granted = granted;
     this.storeLease(streamKey, lease);
-    this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
+    if (tell) this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
   }
 
   /** A returning process may hold more viewers than the lease: the stream must count them (they all count after a heal). */
@@ -333,12 +338,8 @@ export class ShardLeases {
       // goes back here first, as below: kept, the caller (a viewer waiting for slots) was admitted on it before the
       // give-back queued behind this message ran, past a cap the push lowered to 0.
       const liveNow = this.host.counts.live(streamKey);
-      if (lease.freedWhileAsking && lease.tight && lease.granted > liveNow) {
-        lease.granted = liveNow;
-        this.storeLease(streamKey, lease);
-        // The queued give-back finds nothing to give back now: the stream hears of it from this report.
-        this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
-      }
+      // The queued give-back finds nothing to give back then: the stream hears of it from this report.
+      if (lease.freedWhileAsking && lease.tight && lease.granted > liveNow) this.shrink(streamKey, lease, liveNow, true);
       return null;
     }
     lease.seq = answer.seq;
@@ -355,8 +356,8 @@ export class ShardLeases {
     // Slots freed on a tight lease while the message was on its way go back as giveBackIfTight would have sent them
     // (its give-back waits behind this message): only the slots this answer grants anew stay free. Kept, the next
     // viewer here took the slot of one that ended, past a cap lowered under them (an operator ending every session).
-    const granted = Math.max(0, answer.granted - Math.max(report.granted, report.live));
-    const freed = lease.freedWhileAsking && answer.tight ? Math.max(0, answer.granted - Math.min(answer.granted, liveNow + granted)) : 0;
+    const grantedAnew = Math.max(0, answer.granted - Math.max(report.granted, report.live));
+    const freed = lease.freedWhileAsking && answer.tight ? Math.max(0, answer.granted - Math.min(answer.granted, liveNow + grantedAnew)) : 0;
     const uncovered = Math.max(freed, Math.min(cover, Math.max(0, report.live - liveNow)));
     if (answer.granted - uncovered !== lease.granted || (!stored && answer.policy !== null) || (tightChanged && (stored || lease.granted > 0))) {
       lease.granted = answer.granted - uncovered;

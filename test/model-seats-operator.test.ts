@@ -289,18 +289,30 @@ class Model {
       if (this.isRevoked(st, v.sub, v.iat!)) return [deny(4019)];
       if (st.limit !== null && v.sub === null) return [deny(4018)];
     }
-    if (st.cap !== null && this.counted(st) >= st.cap) return [deny(4005)];
+    const limit = st.auth === "token" && v.sub !== null ? st.limit : null;
+    v.seated = limit !== null;
+    const repeat = limit !== null && this.now - (st.seatEnded.get(`${v.sub}\n${keyOf(v)}`) ?? -Infinity) < ENDED_KEPT_MS;
+    if (st.cap !== null && this.counted(st) >= st.cap) return [deny(4005), ...this.inPlaceOf(st, v, limit, repeat)];
     // README "Flash crowds": a shard refused for the cap waits (its viewers refused on the spot) until told of free slots,
     // and rounds (at most once a second, from the stream's alarm, which runs here only when a sequence settles) free the
     // slots the stream still counts for viewers that ended elsewhere: "a viewer is refused while a slot is … on its way
     // back …, for at most about 8 s". So while any shard of the stream was refused lately, a refusal for the cap may come
     // though the model counts a free slot (test/seats-operator-regressions.test.ts holds the bound).
     const waits = st.cap !== null && [...st.waiting.values()].some((at) => this.now - at < WAIT_HOLD_MS);
-    const limit = st.auth === "token" && v.sub !== null ? st.limit : null;
-    v.seated = limit !== null;
-    const repeat = limit !== null && this.now - (st.seatEnded.get(`${v.sub}\n${keyOf(v)}`) ?? -Infinity) < ENDED_KEPT_MS;
     const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : [this.seatOutcome(st, v.sub!, limit)];
     return waits ? [...outcomes, deny(4005)] : outcomes;
+  }
+
+  /**
+   * README "One ticket, one screen": at a full stream, a viewer replacing its own sessions plays in the place of the
+   * one live session of it that ends (on its slot: src/viewers/seats.ts SeatRequest.handOff); else the cap refuses
+   * (4005, nobody ends). A late repeat of a replaced session's on_play is refused 4016 first.
+   */
+  inPlaceOf(st: ModelStream, v: Viewer, limit: number | null, repeat: boolean): Outcome[] {
+    if (limit === null || st.mode !== "replace") return [];
+    if (repeat) return [deny(4016)];
+    const o = this.seatOutcome(st, v.sub!, limit);
+    return o.admit && o.ends.length === 1 && st.viewers.some((x) => keyOf(x) === o.ends[0] && !this.suspended(x)) ? [o] : [];
   }
 
   /** src/viewers/seats.ts take(): fewer than `limit` held, a seat; else suspended ones end first, then (replace) live ones, oldest first. */

@@ -348,10 +348,10 @@ class Model {
       if (this.isRevoked(st, v.sub, v.iat!)) return [deny(4019)];
       if (st.limit !== null && v.sub === null) return [deny(4018)];
     }
-    if (st.cap !== null && this.counted(st) >= st.cap) return [deny(4005)];
     const limit = this.seatLimit(st, v.sub);
     v.seated = limit !== null;
     const repeat = limit !== null && this.now - (st.seatEnded.get(`${v.sub}\n${keyOf(v)}`) ?? -Infinity) < ENDED_KEPT_MS;
+    if (st.cap !== null && this.counted(st) >= st.cap) return [deny(4005), ...this.inPlaceOf(st, v, limit, repeat)];
     const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : this.seatOutcomes(st, v.sub!, limit);
     return this.capLag(st) || this.wordOnItsWay(st, s.id) ? [...outcomes, deny(4005)] : outcomes;
   }
@@ -381,6 +381,19 @@ class Model {
     if (st.cap === null) return false;
     const lagging = st.zombies.filter((z) => this.now - z.ended! < RECALL_GAP_MAX_MS + RECALL_GAP_MS).length;
     return lagging > 0 && this.counted(st) + lagging >= st.cap;
+  }
+
+  /**
+   * README "One ticket, one screen": at a full stream, a viewer replacing its own sessions plays in the place of
+   * the one live session of it that ends (on that session's slot: src/viewers/seats.ts SeatRequest.handOff); the
+   * cap refuses it (4005, nobody ends) where no such session is (none, only suspended ones, or more than one to
+   * end), or where that session's shard holds no slot of it to hand over (its viewers over its lease after a heal).
+   * A late repeat of a replaced session's on_play is refused 4016 first, as below the cap.
+   */
+  inPlaceOf(st: ModelStream, v: Viewer, limit: number | null, repeat: boolean): Outcome[] {
+    if (limit === null || st.mode !== "replace") return [];
+    if (repeat) return [deny(4016)];
+    return this.seatOutcomes(st, v.sub!, limit).filter((o) => o.admit && o.ends.length === 1 && st.viewers.some((x) => keyOf(x) === o.ends[0] && !this.suspended(x)));
   }
 
   /**

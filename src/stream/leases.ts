@@ -1,5 +1,5 @@
 import { addColumns } from "../platform/sql";
-import { holdsNothing, isLeave, WAIT_HOLD_MS, type LeaseReport, type Place, type RecallAnswer } from "../viewers/lease";
+import { HAND_OFF_KEPT_MS, holdsNothing, isLeave, WAIT_HOLD_MS, type LeaseReport, type Place, type RecallAnswer } from "../viewers/lease";
 
 /**
  * A shard refused for want of slots counts as waiting this long after its last refusal: its own hold
@@ -73,6 +73,12 @@ export class LeaseBook {
     CREATE TABLE IF NOT EXISTS lease_waiting (server_id TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;`;
 
   private records = new Map<string, LeaseRecord>();
+  /**
+   * Slots handed to a shard by another (LeaseReport.handOff), in its record already, that its next message is
+   * granted: until then that message's own report (which does not know of them) must not take them back. Kept in
+   * memory: a restarted stream lets them go, as an ordinary grant whose answer was lost (never a slot too many).
+   */
+  private handedTo = new Map<string, { n: number; until: number }>();
 
   constructor(
     private sql: SqlStorage,
@@ -148,7 +154,7 @@ export class LeaseBook {
    */
   strictFree(report: LeaseReport | null, cap: number): number {
     if (this.anyUnreached(report?.serverId)) return 0;
-    let held = report ? Math.max(report.granted, report.live + report.suspended) : 0;
+    let held = report ? Math.max(report.granted, report.live + report.suspended) + this.handed(report.serverId) : 0;
     for (const r of this.records.values()) {
       if (r.serverId !== report?.serverId) held += Math.max(r.granted, r.live + r.suspended);
     }
@@ -202,21 +208,55 @@ export class LeaseBook {
   apply(report: LeaseReport, cap: number | null, mode: GrantMode): { record: LeaseRecord; applied: boolean } {
     const known = this.records.get(report.serverId);
     if (known && report.seq <= known.seq) return { record: known, applied: false };
-    if (isLeave(report)) {
+    if (isLeave(report) && this.handed(report.serverId) === 0) {
       // The shard leaves: nothing here, and it forgets the policy, so no push needs to reach it.
       if (known) this.forget(report.serverId);
+      this.handOver(report, known, 0, cap);
       return { record: { ...report, colo: "", country: "", reportedAt: Date.now(), unreached: false }, applied: true };
     }
-    const grant = cap === null ? 0 : this.grant(report, cap, mode);
+    // Slots another shard handed to this one since its last message: granted now (on top of what it reports).
+    const handed = this.handed(report.serverId);
+    this.handedTo.delete(report.serverId);
+    const holding = handed > 0 ? { ...report, granted: Math.max(report.granted, report.live) + handed } : report;
+    const grant = cap === null ? 0 : this.grant(holding, cap, mode);
     // The grant is of slots free above what the shard holds, its live viewers included (strictFree, looseFree): a
     // lease below them (a cap set on a stream that was unlimited, a heal) grows by it from them, not from the lease.
-    const granted = cap === null ? 0 : Math.max(report.granted, report.live) + grant;
+    const granted = cap === null ? 0 : Math.max(holding.granted, report.live) + grant;
     const record = this.store({
       serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended,
       ...placeOf(report.place, known), reportedAt: Date.now(), unreached: false,
     });
+    this.handOver(report, known, granted, cap);
     this.forgetIdle(cap);
     return { record, applied: true };
+  }
+
+  /**
+   * A shard's message that hands a slot to another shard (LeaseReport.handOff: the session it ended made way for its
+   * viewer's newer session there, at a full stream): one of the slots this message gave back moves to that shard's
+   * record, so no other shard is granted it meanwhile, and that shard's next message is granted it. The slot
+   * changes hands, the total the stream counts does not: at or over the cap, a viewer replacing its own session is
+   * admitted in its place. A message that gave nothing back (its slot went back with an earlier one) moves nothing.
+   */
+  private handOver(report: LeaseReport, known: LeaseRecord | undefined, granted: number, cap: number | null): void {
+    const to = report.handOff;
+    if (!to || to === report.serverId || cap === null || !known || known.granted - granted < 1) return;
+    const r = this.records.get(to);
+    this.store(r ? { ...r, granted: r.granted + 1 } : { serverId: to, granted: 1, seq: 0, live: 0, suspended: 0, colo: "", country: "", reportedAt: Date.now(), unreached: false });
+    this.handedTo.set(to, { n: this.handed(to) + 1, until: Date.now() + HAND_OFF_KEPT_MS });
+  }
+
+  /** Slots handed to this shard that its next message is granted (none once HAND_OFF_KEPT_MS passed). */
+  private handed(serverId: string): number {
+    const h = this.handedTo.get(serverId);
+    if (h && h.until > Date.now()) return h.n;
+    if (h) this.handedTo.delete(serverId);
+    return 0;
+  }
+
+  /** A new policy: slots handed between shards and not granted yet go back to the pool (its cap holds for them too). */
+  dropHandOffs(): void {
+    this.handedTo.clear();
   }
 
   /** Adds free slots to a record whose answer has not left yet (after a recall freed some). */
@@ -247,7 +287,7 @@ export class LeaseBook {
   looseFree(report: LeaseReport | null, cap: number): number {
     if (this.anyUnreached(report?.serverId)) return 0;
     // Live viewers hold their slots whatever their lease says (after a heal, or a cap set on an unlimited stream).
-    let held = report ? Math.max(report.granted, report.live) : 0;
+    let held = report ? Math.max(report.granted, report.live) + this.handed(report.serverId) : 0;
     for (const r of this.records.values()) if (r.serverId !== report?.serverId) held += Math.max(r.granted, r.live);
     return cap - held;
   }
@@ -256,8 +296,9 @@ export class LeaseBook {
   recalled(serverId: string, answer: RecallAnswer): void {
     const known = this.records.get(serverId);
     if (known && answer.seq <= known.seq) return;
+    // A slot handed to the shard and not granted yet stays in its record (the shard does not hold it yet).
     this.store({
-      serverId, granted: answer.granted, seq: answer.seq, live: answer.live, suspended: answer.suspended,
+      serverId, granted: answer.granted + this.handed(serverId), seq: answer.seq, live: answer.live, suspended: answer.suspended,
       ...placeOf(answer.place, known), reportedAt: Date.now(), unreached: false,
     });
   }
@@ -280,6 +321,7 @@ export class LeaseBook {
    */
   private forget(serverId: string): void {
     this.records.delete(serverId);
+    this.handedTo.delete(serverId);
     this.sql.exec("DELETE FROM leases WHERE server_id = ?", serverId);
     this.sql.exec("DELETE FROM lease_waiting WHERE server_id = ?", serverId);
     this.sql.exec("INSERT OR REPLACE INTO left_shards (server_id, at) VALUES (?, ?)", serverId, Date.now());

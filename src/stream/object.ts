@@ -554,6 +554,8 @@ export class StreamObject extends DurableObject<Env> {
       this.revocations.clear();
       this.revoked = [];
     }
+    // A slot handed between shards for a viewer's newer session is not granted past a cap set meanwhile.
+    this.leases.dropHandOffs();
     this.bumpPolicyVersion(this.settings!.key!);
     return {
       created,
@@ -592,6 +594,7 @@ export class StreamObject extends DurableObject<Env> {
   private removeStream(): boolean {
     const key = this.settings?.remove() ?? null;
     if (key === null) return false;
+    this.leases.dropHandOffs();
     this.bumpPolicyVersion(key);
     return true;
   }

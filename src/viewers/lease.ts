@@ -70,6 +70,12 @@ export interface LeaseReport {
   /** Slots wanted on top of `granted` (0: a report, or slots given back). */
   want: number;
   place: Place;
+  /**
+   * The shard gave back a slot for the viewer shard of this server (its session of a viewer id ended for that
+   * viewer's newer session there, at a full stream: src/viewers/seats.ts hand-off): the stream moves one slot this
+   * message frees to that shard's record, and that shard's next message is granted it (LeaseBook.apply).
+   */
+  handOff?: string;
 }
 
 /** Holds no slot and no viewer (live or suspended) of the stream. */
@@ -123,6 +129,9 @@ export interface RecallAnswer {
   suspended: number;
   place: Place;
 }
+
+/** A slot handed to a shard (LeaseReport.handOff) waits this long for that shard's next message; then it is an ordinary unused slot of its record. */
+export const HAND_OFF_KEPT_MS = 10_000;
 
 /** First lease a shard asks for; each further one doubles what it holds, up to LEASE_MAX_CHUNK. */
 export const LEASE_FIRST_CHUNK = 128;

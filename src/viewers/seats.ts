@@ -55,10 +55,22 @@ export interface SeatRequest {
    * per viewer (src/viewers/unseated.ts): seats are ordered by it, and "replace" ends the oldest first.
    */
   since?: number;
+  /**
+   * The asking shard has no slot for the session (its stream is full): only a session of the viewer's that
+   * ends here in its place can make room, by handing its slot over (src/viewers/shard.ts endSeat). Nothing
+   * ends, and the answer is `full`, unless exactly one live session is to end and its shard can hand its slot.
+   */
+  handOff?: boolean;
 }
 
-/** `grant`: this grant of the seat; a seat given back for this take names it (a later grant of the same seat stays). */
-export type SeatAnswer = { ok: true; grant: string } | { ok: false; denial: Denial };
+/**
+ * `grant`: this grant of the seat; a seat given back for this take names it (a later grant of the same seat stays).
+ * `full` (a hand-off take): no session of the viewer's could make room at the full stream; nobody ended.
+ */
+export type SeatAnswer = { ok: true; grant: string } | { ok: false; denial: Denial; full?: true };
+
+/** The answer of a hand-off take that found no session of the viewer's to take the slot of: the stream's cap refuses. */
+const FULL: SeatAnswer = { ok: false, denial: Denials.viewerSessionLimit, full: true };
 
 interface Seat extends Record<string, SqlStorageValue> {
   server_id: string;
@@ -146,6 +158,8 @@ export class ViewerSeats extends DurableObject<Env> {
         return { ok: true, grant };
       }
       if (held.length < limit) {
+        // A seat is free, but no slot: nobody ends for this session, the cap refuses it.
+        if (req.handOff) return FULL;
         return { ok: true, grant: this.insert(streamKey, sub, session, req.since ?? Date.now()) };
       }
       if (suspended === null) {
@@ -167,6 +181,10 @@ export class ViewerSeats extends DurableObject<Env> {
         continue;
       }
       const ends = [...quiet, ...live].slice(0, held.length + 1 - limit);
+      // At a full stream the newer session plays in the place of one live session of the viewer's (its slot); a
+      // session of a silent server holds no slot its shard could hand over, and more than one (a lowered limit)
+      // would end sessions for one slot: the cap refuses, and nobody ends.
+      if (req.handOff && (ends.length !== 1 || quiet.length > 0 || req.mode !== "replace")) return FULL;
       const why = live.length >= limit
         ? `replaced by a newer session of viewer ${sub} (client ${session.clientId} on server ${session.serverId}; onExtraViewerSession: replace)`
         : `viewer ${sub} plays again on server ${session.serverId} while this session's server is silent`;
@@ -186,17 +204,19 @@ export class ViewerSeats extends DurableObject<Env> {
           this.drop(streamKey, sub, session, grant);
           return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: its on_play could not be confirmed` } };
         }
-        const failed = await this.endSeats(streamKey, sub, ends, why);
-        if (failed.length === 0) {
+        const { failed, kept } = await this.endSeats(streamKey, sub, ends, why, req.handOff ? session.serverId : undefined);
+        if (failed.length === 0 && kept.length === 0) {
           // Granted (unless a newer session is ending it meanwhile: then it stays leaving).
           // Only this take's grant: a seat of the same session inserted since by another take is that take's to grant.
           this.sql.exec("UPDATE seats SET leaving = 0 WHERE stream_key = ? AND sub = ? AND server_id = ? AND service_id = ? AND client_id = ? AND leaving = ? AND grant_id = ?",
             streamKey, sub, session.serverId, session.serviceId, session.clientId, JOINING, grant);
           return { ok: true, grant };
         }
-        // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused.
-        for (const e of failed) this.setLeaving(streamKey, sub, e, 0);
+        // An old session could not be ended (its shard unreachable): it keeps its seat, this one is refused. One
+        // whose slot could not be handed over (a hand-off take) plays on: the cap refuses this one.
+        for (const e of [...failed, ...kept]) this.setLeaving(streamKey, sub, e, 0);
         this.drop(streamKey, sub, session, grant);
+        if (failed.length === 0) return FULL;
       } catch (err) {
         // Failed part-way (a reset ends the object and this take with it: then the seat stays JOINING, and a
         // repeat of this on_play takes it anew): nothing granted, nobody left marked leaving by this take.
@@ -340,10 +360,13 @@ export class ViewerSeats extends DurableObject<Env> {
   /**
    * Ends these sessions in their shards (kicked through the SRS API when it is
    * configured); the seats of those ended or gone go. Returns those whose
-   * shard could not be reached: the caller gives them back their seats and refuses.
+   * shard could not be reached (`failed`), and with `handOffTo` (the newer session's
+   * server, at a full stream) those whose shard could not hand their slot there and
+   * so did not end them (`kept`): the caller gives them back their seats and refuses.
    */
-  private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string): Promise<Seat[]> {
+  private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string, handOffTo?: string): Promise<{ failed: Seat[]; kept: Seat[] }> {
     const failed: Seat[] = [];
+    const kept: Seat[] = [];
     const kicks: Seat[] = [];
     // A kick is kept as long as the ended session's server may come back with it (SESSION_GRACE_S): it must not play uncounted then.
     const kick = (of: Seat[]) => queueKicks(this.env, of.map((s) => ({ ...sessionOf(s), streamKey, role: "viewer" as const, why, retryForMs: Math.max(KICK_RETRY_MS, sessionGraceMs(this.env)) })));
@@ -354,9 +377,14 @@ export class ViewerSeats extends DurableObject<Env> {
         this.ended.mark(endedKey);
         // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
         const callId = crypto.randomUUID();
-        const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard) => shard.endSeat(streamKey, sessionOf(s), why, callId));
+        const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard): Promise<boolean | "kept"> => shard.endSeat(streamKey, sessionOf(s), why, callId, handOffTo));
         try {
           const ended = await withTimeout(ending, SHARD_TIMEOUT_MS);
+          if (ended === "kept") {
+            this.ended.delete(endedKey);
+            kept.push(s);
+            return;
+          }
           // Only the seat this end was for (the one granted then), never one granted since.
           this.drop(streamKey, sub, sessionOf(s), s.grant_id);
           if (ended) kicks.push(s);
@@ -368,7 +396,7 @@ export class ViewerSeats extends DurableObject<Env> {
           if (err instanceof NoAnswer) {
             this.ctx.waitUntil(
               ending
-                .then((late) => (late ? kick([s]) : undefined))
+                .then((late) => (late === true ? kick([s]) : undefined))
                 .catch(() => {}),
             );
           }
@@ -383,7 +411,7 @@ export class ViewerSeats extends DurableObject<Env> {
       }),
     );
     if (kicks.length > 0) this.ctx.waitUntil(kick(kicks).catch(() => {}));
-    return failed;
+    return { failed, kept };
   }
 
 }

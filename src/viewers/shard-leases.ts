@@ -265,6 +265,33 @@ export class ShardLeases {
   }
 
   /**
+   * Can a session of this capped stream ending here hand its slot to its viewer's newer session on another edge
+   * (handOff)? Only if the lease holds that slot: not a session of a stream this shard holds no lease of, nor one
+   * over its lease (live viewers a heal or a lowered cap left beyond it: their slots are the stream's cover). Read
+   * from the lease alone, which is stored (an unlimited stream's is 0): the policy is not, and a shard restarted
+   * since its stream's last hook has none cached.
+   */
+  canHandOff(streamKey: string): boolean {
+    const lease = this.leases.get(streamKey);
+    return lease !== undefined && lease.granted > 0 && lease.granted >= this.host.counts.live(streamKey);
+  }
+
+  /**
+   * The slot of a session that just ended here (endViewer's keepSlot) goes to the viewer shard of server `to`, where
+   * the session's viewer is being admitted at a full stream: taken back here first, then the message tells the stream,
+   * which moves it to that shard (src/stream/leases.ts handOver). Returns that message (false: it did not arrive).
+   */
+  handOff(streamKey: string, to: string): () => Promise<boolean> {
+    const lease = this.leaseOf(streamKey);
+    this.shrink(streamKey, lease, Math.max(0, lease.granted - 1), false);
+    return () =>
+      this.exclusive(streamKey, () => this.sendLeaseReport(streamKey, 0, to)).then(
+        () => true,
+        (err) => (logError("slot not handed over", streamKey, err), false),
+      );
+  }
+
+  /**
    * Takes slots back here first (a lease shrinks here before the stream hears of it); a message on its way must
    * then not hand them out again (sendLeaseReport). `tell`: the stream hears of it now (else the caller's next
    * message tells it).
@@ -292,7 +319,7 @@ export class ShardLeases {
   }
 
   /** One message to the stream (the caller holds the stream's lock); its answer, or null if void (it answered an older message). */
-  private async sendLeaseReport(streamKey: string, want: number): Promise<LeaseAnswer | null> {
+  private async sendLeaseReport(streamKey: string, want: number, handOff?: string): Promise<LeaseAnswer | null> {
     const lease = this.leaseOf(streamKey);
     const { serverId, place } = this.host.whereabouts();
     lease.seq++;
@@ -306,6 +333,7 @@ export class ShardLeases {
       suspended: this.host.counts.suspended(streamKey),
       want,
       place,
+      ...(handOff ? { handOff } : {}),
     };
     // The sequence number is stored before the message leaves (the output gate holds the call until it is):
     // a restarted shard never reuses one. A stream that never granted anything here needs no row.

@@ -242,6 +242,8 @@ export class ViewerShard extends DurableObject<Env> {
     let seatGrant = "";
     let admitted = false;
     let asked = false;
+    /** The seat was asked for at a full stream, to take the slot of a session of the viewer's it replaces (once per hook). */
+    let handOffAsked = false;
     const pending = seatKey(streamKey, session);
     try {
       for (let round = 1; ; round++) {
@@ -279,7 +281,10 @@ export class ViewerShard extends DurableObject<Env> {
           }
         }
         const limit = seatLimit(policy, sub);
-        if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey))) {
+        // No slot, but the viewer replaces its own sessions: the one that ends for this one may hand its slot over
+        // (seats.ts, SeatRequest.handOff), so a viewer moving from phone to TV at a full stream is not refused.
+        const handOff = limit !== null && !seated && !handOffAsked && policy.maxViewers !== null && policy.onExtraViewerSession === "replace" && !this.leases.hasSlot(streamKey);
+        if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey) || handOff)) {
           const again = this.repeat(req);
           if (again) return again;
           if (this.voidHooks.has(req.hookId)) return this.undone(req);
@@ -291,9 +296,13 @@ export class ViewerShard extends DurableObject<Env> {
           asked = true;
           this.seatHooks.set(req.hookId, req);
           const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
-            s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession, hookId: req.hookId }),
+            s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession, hookId: req.hookId, ...(handOff ? { handOff } : {}) }),
           );
-          if (!seat.ok) {
+          if (handOff) handOffAsked = true;
+          // No session of the viewer's made room (nobody ended): the cap refuses it below, unless a slot came meanwhile.
+          if (!seat.ok && seat.full) {
+            // (falls through to the checks before the write)
+          } else if (!seat.ok) {
             // Undone meanwhile (the seat object then ended nobody for it): logged as such.
             if (this.voidHooks.has(req.hookId)) return this.undone(req);
             // The stream was deleted, or the token revoked, meanwhile (the seat object then ended nobody for it, see
@@ -305,10 +314,17 @@ export class ViewerShard extends DurableObject<Env> {
             // Learnt meanwhile that its process was replaced: that is the reason, whatever the seats say.
             const denial = this.processes.isReplaced(session.serviceId) ? Denials.retiredProcess : seat.denial;
             return this.logged(streamKey, session, ip, { allow: false, denial }, sub);
+          } else {
+            seated = true;
+            seatedLimit = limit;
+            seatGrant = seat.grant;
+            if (handOff) {
+              // The replaced session's slot is this shard's at the stream now: its next message is granted it, the
+              // hold of a refused shard notwithstanding.
+              this.leases.slotsFree(streamKey);
+              await this.leases.askForSlots(streamKey);
+            }
           }
-          seated = true;
-          seatedLimit = limit;
-          seatGrant = seat.grant;
         }
         if (seated && (seatLimit(this.leases.policy(streamKey) ?? policy, sub) ?? Infinity) < seatedLimit) {
           // The limit was lowered while the seat was being taken (a PUT's push): given back, and asked for
@@ -552,9 +568,35 @@ export class ViewerShard extends DurableObject<Env> {
    * Ends a viewer session for the seats object (its viewer id plays
    * elsewhere); a session still being admitted is refused instead (and ended, if it is live: a repeat). True if
    * a session ended (the caller kicks it), false if it was gone already.
+   *
+   * `handOffTo`: the newer session is on that server's edge, at a full stream (no slot there): the session ends
+   * only if its slot can go there (it is live, and this shard's lease holds its slot), and the slot goes there before
+   * the answer ("kept": it cannot, and the session plays on).
    */
-  endSeat(streamKey: string, session: SessionId, why: string, callId?: string): boolean {
-    return this.kept.once(callId, () => this.endSeatNow(streamKey, session, why));
+  async endSeat(streamKey: string, session: SessionId, why: string, callId?: string, handOffTo?: string): Promise<boolean | "kept"> {
+    if (handOffTo === undefined) return this.kept.once(callId, () => this.endSeatNow(streamKey, session, why));
+    let send: (() => Promise<boolean>) | null = null;
+    const answer = this.kept.once<boolean | "kept">(callId, () => {
+      const handed = this.endSeatHandingOff(streamKey, session, why, handOffTo);
+      send = handed.send;
+      return handed.answer;
+    }, (a) => a !== true);
+    // The stream has moved the slot before the seats object answers the newer session's shard, which then asks for it.
+    // A message that did not arrive moved nothing: the newer session finds no slot and is refused for the cap.
+    if (send) await (send as () => Promise<boolean>)();
+    return answer;
+  }
+
+  private endSeatHandingOff(streamKey: string, session: SessionId, why: string, to: string): { answer: boolean | "kept"; send: (() => Promise<boolean>) | null } {
+    // Gone, or still being admitted (refused, as endSeatNow does): no slot of its own to hand over.
+    if (!this.isViewing(streamKey, session)) return { answer: this.endSeatNow(streamKey, session, why), send: null };
+    if (this.processes.isSuspended(session.serviceId) || !this.leases.canHandOff(streamKey)) return { answer: "kept", send: null };
+    const pending = this.pendingSeats.get(seatKey(streamKey, session));
+    if (pending) pending.cancelled = why;
+    // Its slot stays in the lease (keepSlot) for the newer session: here, or through the stream on another edge.
+    this.endViewer(streamKey, session, { action: "seat", reason: why }, true);
+    if (to === (this.serverId || session.serverId)) return { answer: true, send: null };
+    return { answer: true, send: this.leases.handOff(streamKey, to) };
   }
 
   private endSeatNow(streamKey: string, session: SessionId, why: string): boolean {

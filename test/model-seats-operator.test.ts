@@ -651,10 +651,15 @@ async function runOnce(ops: Op[]): Promise<void> {
             const eitherRefusal = (c: Outcome) => w.w === "play" && !c.answer.allow && c.answer.code === 4005 && !got.allow && got.code === 4016;
             // README "One ticket, one screen": a DELETE or a revocation arriving while the seat object is already ending
             // the sessions a replacing play makes room for refuses that play, and those sessions end all the same.
-            const lateChange = (c: Outcome) => (w.w === "delete" || w.w === "revoke") && c.admit && c.ends.length > 0 && !got.allow && (got.code === 4001 || got.code === 4019);
+            const lateChange = (c: Outcome) =>
+              (w.w === "delete" || w.w === "revoke") && c.admit && c.ends.length > 0 && !got.allow && (got.code === 4001 || got.code === 4019);
+            // README "One ticket, one screen": a PUT's push takes back every shard's unused slots, also the one a replacing
+            // play found before its seat ended the sessions it makes room for (or the one handed to it): refused for the
+            // cap, and those sessions end all the same.
+            const slotTaken = (c: Outcome) => w.w === "put" && c.admit && c.ends.length > 0 && !got.allow && got.code === 4005;
             return outcomes
               .flatMap((c): Outcome[] =>
-                JSON.stringify(c.answer) === JSON.stringify(got) || overtaken(c) || eitherRefusal(c) ? [c] : lateChange(c) ? [{ answer: got, admit: false, ends: c.ends }] : [],
+                JSON.stringify(c.answer) === JSON.stringify(got) || overtaken(c) || eitherRefusal(c) ? [c] : lateChange(c) || slotTaken(c) ? [{ answer: got, admit: false, ends: c.ends }] : [],
               )
               .map((c) => {
                 const n = m.clone();

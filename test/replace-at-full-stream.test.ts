@@ -124,7 +124,7 @@ describe("replace at a full stream: the viewer's newer screen takes its old scre
   /** Alice's phone on edge a ended by the seat object for a screen on edge c (as a hand-off take sends it): its slot is c's at the stream. */
   async function handedToC(s: string): Promise<void> {
     const ended = await runInDurableObject(shardStub(a), (shard: ViewerShard) =>
-      shard.endSeat(keyOf(s), { serverId: a.server, serviceId: a.service, clientId: "phone001" }, "replaced by a newer session of viewer alice", "call-1", c.server),
+      shard.endSeat(keyOf(s), { serverId: a.server, serviceId: a.service, clientId: "phone001" }, "replaced by a newer session of viewer alice", "call-1", { serverId: c.server, serviceId: c.service, clientId: "tv000001" }),
     );
     expect(ended).toBe(true);
   }

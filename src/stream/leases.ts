@@ -1,5 +1,5 @@
 import { addColumns } from "../platform/sql";
-import { HAND_OFF_KEPT_MS, holdsNothing, isLeave, WAIT_HOLD_MS, type LeaseReport, type Place, type RecallAnswer } from "../viewers/lease";
+import { HAND_OFF_KEPT_MS, holdsNothing, isLeave, WAIT_HOLD_MS, type HandOff, type LeaseReport, type Place, type RecallAnswer } from "../viewers/lease";
 
 /**
  * A shard refused for want of slots counts as waiting this long after its last refusal: its own hold
@@ -53,6 +53,9 @@ interface LeaseRow extends Record<string, SqlStorageValue> {
  * policy or leave) only when their shard leaves.
  */
 export const IDLE_LEASE_FORGOTTEN_MS = 15 * 60_000;
+/** The ids of hand-offs moved are kept this long (far past a message's or a recall answer's way). */
+const HAND_OFF_IDS_KEPT_MS = 10 * 60_000;
+
 /** Shards that left, remembered for their decision logs. */
 const LEFT_SHARDS_KEPT = 20;
 
@@ -70,15 +73,19 @@ export class LeaseBook {
       live INTEGER NOT NULL, suspended INTEGER NOT NULL, colo TEXT NOT NULL, country TEXT NOT NULL,
       reported_at INTEGER NOT NULL, unreached INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS left_shards (server_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS lease_waiting (server_id TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;`;
+    CREATE TABLE IF NOT EXISTS lease_waiting (server_id TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS lease_handed (server_id TEXT PRIMARY KEY, n INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS lease_hand_offs (id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;`;
 
   private records = new Map<string, LeaseRecord>();
   /**
    * Slots handed to a shard by another (LeaseReport.handOff), in its record already, that its next message is
-   * granted: until then that message's own report (which does not know of them) must not take them back. Kept in
-   * memory: a restarted stream lets them go, as an ordinary grant whose answer was lost (never a slot too many).
+   * granted: until then that message's own report (which does not know of them) must not take them back. Stored
+   * (table lease_handed, a row only while a hand-off waits): a stream restarted meanwhile still owes them.
    */
   private handedTo = new Map<string, { n: number; until: number }>();
+  /** The message of a shard last applied, if it was granted slots handed to it: its sequence number, and how many. */
+  private lastHanded = new Map<string, { seq: number; n: number }>();
 
   constructor(
     private sql: SqlStorage,
@@ -88,6 +95,9 @@ export class LeaseBook {
     // Waiting shards of a version that kept them until told: kept as if just refused.
     addColumns(sql, "lease_waiting", { until: "INTEGER NOT NULL DEFAULT 0" });
     sql.exec("UPDATE lease_waiting SET until = ? WHERE until = 0", Date.now() + WAITING_KEPT_MS);
+    for (const r of sql.exec<{ server_id: string; n: number; until: number }>("SELECT * FROM lease_handed")) {
+      this.handedTo.set(r.server_id, { n: r.n, until: r.until });
+    }
     for (const r of sql.exec<LeaseRow>("SELECT * FROM leases")) {
       this.records.set(r.server_id, {
         serverId: r.server_id, granted: r.granted, seq: r.seq, live: r.live, suspended: r.suspended,
@@ -207,16 +217,25 @@ export class LeaseBook {
    */
   apply(report: LeaseReport, cap: number | null, mode: GrantMode): { record: LeaseRecord; applied: boolean } {
     const known = this.records.get(report.serverId);
-    if (known && report.seq <= known.seq) return { record: known, applied: false };
+    if (known && report.seq <= known.seq) {
+      // Answered with the record as it stands, slots handed to the shard included: the shard adopts it if it answers
+      // its latest message (a recall crossed this one: its answer was the record's sequence number). Then they are
+      // the shard's: still owed, its next message would be granted them a second time. An answer the shard ignores
+      // loses them to it, and its next message (which does not hold them) gives them back: a refusal, never a slot too many.
+      this.dropHanded(report.serverId);
+      return { record: known, applied: false };
+    }
     if (isLeave(report) && this.handed(report.serverId) === 0) {
       // The shard leaves: nothing here, and it forgets the policy, so no push needs to reach it.
       if (known) this.forget(report.serverId);
-      this.handOver(report, known, 0, cap);
+      if (report.handOff) this.handOver([report.handOff], known ? known.granted : 0, cap);
       return { record: { ...report, colo: "", country: "", reportedAt: Date.now(), unreached: false }, applied: true };
     }
     // Slots another shard handed to this one since its last message: granted now (on top of what it reports).
     const handed = this.handed(report.serverId);
-    this.handedTo.delete(report.serverId);
+    this.dropHanded(report.serverId);
+    if (handed > 0) this.lastHanded.set(report.serverId, { seq: report.seq, n: handed });
+    else this.lastHanded.delete(report.serverId);
     const holding = handed > 0 ? { ...report, granted: Math.max(report.granted, report.live) + handed } : report;
     const grant = cap === null ? 0 : this.grant(holding, cap, mode);
     // The grant is of slots free above what the shard holds, its live viewers included (strictFree, looseFree): a
@@ -226,7 +245,7 @@ export class LeaseBook {
       serverId: report.serverId, granted, seq: report.seq, live: report.live, suspended: report.suspended,
       ...placeOf(report.place, known), reportedAt: Date.now(), unreached: false,
     });
-    this.handOver(report, known, granted, cap);
+    if (report.handOff && report.handOff.to !== report.serverId) this.handOver([report.handOff], known ? known.granted - granted : 0, cap);
     this.forgetIdle(cap);
     return { record, applied: true };
   }
@@ -238,25 +257,45 @@ export class LeaseBook {
    * changes hands, the total the stream counts does not: at or over the cap, a viewer replacing its own session is
    * admitted in its place. A message that gave nothing back (its slot went back with an earlier one) moves nothing.
    */
-  private handOver(report: LeaseReport, known: LeaseRecord | undefined, granted: number, cap: number | null): void {
-    const to = report.handOff;
-    if (!to || to === report.serverId || cap === null || !known || known.granted - granted < 1) return;
-    const r = this.records.get(to);
-    this.store(r ? { ...r, granted: r.granted + 1 } : { serverId: to, granted: 1, seq: 0, live: 0, suspended: 0, colo: "", country: "", reportedAt: Date.now(), unreached: false });
-    this.handedTo.set(to, { n: this.handed(to) + 1, until: Date.now() + HAND_OFF_KEPT_MS });
+  private handOver(handOffs: HandOff[], freed: number, cap: number | null): void {
+    if (cap === null) return;
+    for (const { to, id } of handOffs) {
+      // Named: the message and a recall's answer that overtook it (which names the hand-offs on their way) move it once.
+      if (freed < 1 || this.sql.exec("SELECT 1 FROM lease_hand_offs WHERE id = ?", id).toArray().length > 0) continue;
+      this.sql.exec("DELETE FROM lease_hand_offs WHERE at < ?", Date.now() - HAND_OFF_IDS_KEPT_MS);
+      this.sql.exec("INSERT INTO lease_hand_offs (id, at) VALUES (?, ?)", id, Date.now());
+      freed--;
+      const r = this.records.get(to);
+      this.store(r ? { ...r, granted: r.granted + 1 } : { serverId: to, granted: 1, seq: 0, live: 0, suspended: 0, colo: "", country: "", reportedAt: Date.now(), unreached: false });
+      this.owe(to, 1);
+    }
+  }
+
+  /** `n` slots in the shard's record that its next message is granted (see handedTo). */
+  private owe(serverId: string, n: number): void {
+    const h = { n: this.handed(serverId) + n, until: Date.now() + HAND_OFF_KEPT_MS };
+    this.handedTo.set(serverId, h);
+    this.sql.exec("INSERT OR REPLACE INTO lease_handed (server_id, n, until) VALUES (?, ?, ?)", serverId, h.n, h.until);
+  }
+
+  /** The slots handed to the shard are granted (or gone): no longer owed. */
+  private dropHanded(serverId: string): void {
+    if (this.handedTo.delete(serverId)) this.sql.exec("DELETE FROM lease_handed WHERE server_id = ?", serverId);
   }
 
   /** Slots handed to this shard that its next message is granted (none once HAND_OFF_KEPT_MS passed). */
   private handed(serverId: string): number {
     const h = this.handedTo.get(serverId);
     if (h && h.until > Date.now()) return h.n;
-    if (h) this.handedTo.delete(serverId);
+    if (h) this.dropHanded(serverId);
     return 0;
   }
 
   /** A new policy: slots handed between shards and not granted yet go back to the pool (its cap holds for them too). */
   dropHandOffs(): void {
+    if (this.handedTo.size === 0) return;
     this.handedTo.clear();
+    this.sql.exec("DELETE FROM lease_handed");
   }
 
   /** Adds free slots to a record whose answer has not left yet (after a recall freed some). */
@@ -293,14 +332,22 @@ export class LeaseBook {
   }
 
   /** A shard's answer to a recall: applied if newer than what the stream has of it. */
-  recalled(serverId: string, answer: RecallAnswer): void {
+  recalled(serverId: string, answer: RecallAnswer, cap: number | null = null): void {
     const known = this.records.get(serverId);
     if (known && answer.seq <= known.seq) return;
+    // Handed slots granted to the shard's message still on its way: this recall voids that answer there (its sequence
+    // number is older), so they are owed again to its next message, not freed for another shard.
+    const last = this.lastHanded.get(serverId);
+    this.lastHanded.delete(serverId);
+    if (last && known && last.seq === known.seq && answer.askingSeq === last.seq) this.owe(serverId, last.n);
     // A slot handed to the shard and not granted yet stays in its record (the shard does not hold it yet).
+    const granted = answer.granted + this.handed(serverId);
     this.store({
-      serverId, granted: answer.granted + this.handed(serverId), seq: answer.seq, live: answer.live, suspended: answer.suspended,
+      serverId, granted, seq: answer.seq, live: answer.live, suspended: answer.suspended,
       ...placeOf(answer.place, known), reportedAt: Date.now(), unreached: false,
     });
+    // Slots it handed to other shards in a message this answer overtook: moved now (the message, older, moves nothing).
+    if (answer.handOffs?.length) this.handOver(answer.handOffs, known ? known.granted - granted : 0, cap);
   }
 
   /** Shards that hold nothing here and said nothing for IDLE_LEASE_FORGOTTEN_MS: their records go. */
@@ -321,7 +368,8 @@ export class LeaseBook {
    */
   private forget(serverId: string): void {
     this.records.delete(serverId);
-    this.handedTo.delete(serverId);
+    this.lastHanded.delete(serverId);
+    this.dropHanded(serverId);
     this.sql.exec("DELETE FROM leases WHERE server_id = ?", serverId);
     this.sql.exec("DELETE FROM lease_waiting WHERE server_id = ?", serverId);
     this.sql.exec("INSERT OR REPLACE INTO left_shards (server_id, at) VALUES (?, ?)", serverId, Date.now());

@@ -164,7 +164,7 @@ export class SlotRounds {
             withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, version, check, keep)),
             RECALL_TIMEOUT_MS,
           );
-          this.leases.recalled(r.serverId, answer);
+          this.leases.recalled(r.serverId, answer, this.host.cap() ?? null);
           // A shard that missed a push may still serve sessions the active revocations cover: they end now.
           if (policy && policy.revocations.length > 0 && (endRevoked === "all" || (endRevoked === "again" && r.unreached))) {
             this.host.waitUntil(this.host.endRevokedOn(key, r.serverId, policy.revocations));

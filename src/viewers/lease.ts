@@ -75,7 +75,14 @@ export interface LeaseReport {
    * viewer's newer session there, at a full stream: src/viewers/seats.ts hand-off): the stream moves one slot this
    * message frees to that shard's record, and that shard's next message is granted it (LeaseBook.apply).
    */
-  handOff?: string;
+  handOff?: HandOff;
+}
+
+/** A slot handed from one viewer shard to another (LeaseReport.handOff), named so that the stream moves it once. */
+export interface HandOff {
+  /** The server whose viewer shard gets the slot. */
+  to: string;
+  id: string;
 }
 
 /** Holds no slot and no viewer (live or suspended) of the stream. */
@@ -128,6 +135,10 @@ export interface RecallAnswer {
   live: number;
   suspended: number;
   place: Place;
+  /** Slots this shard handed over in a message still on its way (this answer may overtake it): moved by whichever arrives first. */
+  handOffs?: HandOff[];
+  /** The sequence number of a message of the shard on its way: the answer to it will be void here (this answer's is newer). */
+  askingSeq?: number;
 }
 
 /** A slot handed to a shard (LeaseReport.handOff) waits this long for that shard's next message; then it is an ordinary unused slot of its record. */

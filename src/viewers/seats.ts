@@ -204,7 +204,7 @@ export class ViewerSeats extends DurableObject<Env> {
           this.drop(streamKey, sub, session, grant);
           return { ok: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: its on_play could not be confirmed` } };
         }
-        const { failed, kept } = await this.endSeats(streamKey, sub, ends, why, req.handOff ? session.serverId : undefined);
+        const { failed, kept } = await this.endSeats(streamKey, sub, ends, why, req.handOff ? session : undefined);
         if (failed.length === 0 && kept.length === 0) {
           // Granted (unless a newer session is ending it meanwhile: then it stays leaving).
           // Only this take's grant: a seat of the same session inserted since by another take is that take's to grant.
@@ -360,11 +360,11 @@ export class ViewerSeats extends DurableObject<Env> {
   /**
    * Ends these sessions in their shards (kicked through the SRS API when it is
    * configured); the seats of those ended or gone go. Returns those whose
-   * shard could not be reached (`failed`), and with `handOffTo` (the newer session's
-   * server, at a full stream) those whose shard could not hand their slot there and
+   * shard could not be reached (`failed`), and with `handOffFor` (the newer session,
+   * at a full stream) those whose shard could not hand their slot to it and
    * so did not end them (`kept`): the caller gives them back their seats and refuses.
    */
-  private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string, handOffTo?: string): Promise<{ failed: Seat[]; kept: Seat[] }> {
+  private async endSeats(streamKey: string, sub: string, seats: Seat[], why: string, handOffFor?: SessionId): Promise<{ failed: Seat[]; kept: Seat[] }> {
     const failed: Seat[] = [];
     const kept: Seat[] = [];
     const kicks: Seat[] = [];
@@ -377,7 +377,7 @@ export class ViewerSeats extends DurableObject<Env> {
         this.ended.mark(endedKey);
         // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
         const callId = crypto.randomUUID();
-        const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard): Promise<boolean | "kept"> => shard.endSeat(streamKey, sessionOf(s), why, callId, handOffTo));
+        const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard): Promise<boolean | "kept"> => shard.endSeat(streamKey, sessionOf(s), why, callId, handOffFor));
         try {
           const ended = await withTimeout(ending, SHARD_TIMEOUT_MS);
           if (ended === "kept") {

@@ -12,7 +12,7 @@
 import type { Env } from "../env";
 import { nested } from "../platform/retry";
 import { streamObject } from "../object-access";
-import { holdsNothing, isLeave, LEASE_IDLE_MS, POLICY_TTL_MS, WAIT_HOLD_MS, leaseWant, type LeaseAnswer, type LeaseReport, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
+import { holdsNothing, isLeave, LEASE_IDLE_MS, type HandOff, POLICY_TTL_MS, WAIT_HOLD_MS, leaseWant, type LeaseAnswer, type LeaseReport, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
 import type { ViewerCounts } from "./counts";
 import type { ShardTables } from "./tables";
 
@@ -31,6 +31,8 @@ interface Lease {
   told: string;
   /** A message to the stream is on its way (its answer is adopted as the lease). */
   asking: boolean;
+  /** Its sequence number. */
+  askingSeq: number;
   /** A slot was freed on the tight lease while that message was on its way: its answer must not hand it out again. */
   freedWhileAsking: boolean;
 }
@@ -61,6 +63,14 @@ export class ShardLeases {
    * than that record: restarting at 0 left it unreached after the next push, refusing every edge.
    */
   private seqFloor = 0;
+  /**
+   * Slots kept in a lease for one admission under way here (by its seat key): the slot of a session this shard ended
+   * for its viewer's newer session on this same edge, at a full stream (handOff). No other viewer here takes them,
+   * nothing gives them back; the admission uses its own (hasSlot's `own`) and drops it (unreserve).
+   */
+  private reserved = new Map<string, string>();
+  /** Hand-off messages on their way to the stream, per stream: a recall's answer names them (it may overtake them). */
+  private handing = new Map<string, HandOff[]>();
 
   constructor(
     private env: Env,
@@ -112,7 +122,7 @@ export class ShardLeases {
     // Everything unused goes back, but `keep` slots for the next viewers here (a recall for slots, not a push);
     // "all": a push of revocations, which leaves every slot.
     if (current?.maxViewers === null) lease.granted = 0;
-    else if (keep !== "all") lease.granted = Math.min(lease.granted, this.host.counts.live(streamKey) + keep);
+    else if (keep !== "all") lease.granted = Math.min(lease.granted, this.inUse(streamKey) + keep);
     lease.seq++;
     // A push that leaves the slots (new revocations) says nothing about how full the stream is.
     if (keep !== "all") lease.tight = true;
@@ -120,7 +130,12 @@ export class ShardLeases {
     // recalled at the cap would all ask again at once.
     this.storeLease(streamKey, lease);
     const { place } = this.host.whereabouts();
-    return { seq: lease.seq, granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey), place };
+    const handOffs = this.handing.get(streamKey);
+    return {
+      seq: lease.seq, granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey), place,
+      ...(handOffs?.length ? { handOffs: [...handOffs] } : {}),
+      ...(lease.asking ? { askingSeq: lease.askingSeq } : {}),
+    };
   }
 
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
@@ -135,7 +150,7 @@ export class ShardLeases {
   /** The alarm's first part: gives back the slots idle since LEASE_IDLE_MS after a stream's last admission here. */
   async giveBackIdle(now: number): Promise<void> {
     for (const [streamKey, lease] of this.leases) {
-      if (lease.granted > this.host.counts.live(streamKey) && now >= lease.lastAdmission + LEASE_IDLE_MS) {
+      if (lease.granted > this.inUse(streamKey) && now >= lease.lastAdmission + LEASE_IDLE_MS) {
         await this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err));
       }
     }
@@ -172,9 +187,27 @@ export class ShardLeases {
     };
   }
 
-  /** A slot free for a viewer of this capped stream here. */
-  hasSlot(streamKey: string): boolean {
-    return this.host.counts.live(streamKey) < (this.leases.get(streamKey)?.granted ?? 0);
+  /** A slot free for a viewer of this capped stream here (`own`: the admission's seat key, whose reserved slot counts as free for it). */
+  hasSlot(streamKey: string, own?: string): boolean {
+    const mine = own !== undefined && this.reserved.get(own) === streamKey ? 1 : 0;
+    return this.inUse(streamKey) - mine < (this.leases.get(streamKey)?.granted ?? 0);
+  }
+
+  /** Slots in use: by live viewers, and reserved for admissions under way. */
+  private inUse(streamKey: string): number {
+    let n = this.host.counts.live(streamKey);
+    for (const k of this.reserved.values()) if (k === streamKey) n++;
+    return n;
+  }
+
+  /** Keeps a freed slot of the lease for the admission with this seat key (see `reserved`). */
+  reserve(key: string, streamKey: string): void {
+    this.reserved.set(key, streamKey);
+  }
+
+  /** The admission with this seat key was decided (its viewer counts now, or it was refused): its reserved slot is free. */
+  unreserve(key: string): void {
+    this.reserved.delete(key);
   }
 
   /** The stream's policy for this stream, from the cache (changes are pushed; read again after POLICY_TTL_MS) or the stream. */
@@ -215,7 +248,7 @@ export class ShardLeases {
   private async giveBack(streamKey: string): Promise<void> {
     await this.exclusive(streamKey, async () => {
       const lease = this.leaseOf(streamKey);
-      const live = this.host.counts.live(streamKey);
+      const live = this.inUse(streamKey);
       if (lease.granted <= live) return;
       // Shrinks here first (stored), then tells the stream: never above the stream's record.
       lease.granted = live;
@@ -230,7 +263,7 @@ export class ShardLeases {
   /** A tight stream (no free slot) gets back at once each slot freed here. */
   giveBackIfTight(streamKey: string): void {
     const lease = this.leases.get(streamKey);
-    if (lease?.tight && lease.granted > this.host.counts.live(streamKey)) {
+    if (lease?.tight && lease.granted > this.inUse(streamKey)) {
       // The give-back waits for a message on its way; that message's answer takes the slot back at once (sendLeaseReport).
       if (lease.asking) lease.freedWhileAsking = true;
       this.host.waitUntil(this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err)));
@@ -245,7 +278,7 @@ export class ShardLeases {
    */
   returnIfTight(streamKey: string): boolean {
     const lease = this.leases.get(streamKey);
-    const live = this.host.counts.live(streamKey);
+    const live = this.inUse(streamKey);
     if (!lease?.tight || lease.granted <= live) return false;
     lease.fullUntil = 0;
     this.shrink(streamKey, lease, live, false);
@@ -260,7 +293,7 @@ export class ShardLeases {
    */
   giveBackOneIfTight(streamKey: string): void {
     const lease = this.leases.get(streamKey);
-    if (!lease?.tight || lease.granted <= this.host.counts.live(streamKey)) return;
+    if (!lease?.tight || lease.granted <= this.inUse(streamKey)) return;
     this.shrink(streamKey, lease, lease.granted - 1, true);
   }
 
@@ -273,22 +306,55 @@ export class ShardLeases {
    */
   canHandOff(streamKey: string): boolean {
     const lease = this.leases.get(streamKey);
-    return lease !== undefined && lease.granted > 0 && lease.granted >= this.host.counts.live(streamKey);
+    return lease !== undefined && lease.granted > 0 && lease.granted >= this.inUse(streamKey);
+  }
+
+  /**
+   * Runs `step` holding this stream's message lock (no message of this shard to the stream on its way, and none sent
+   * until it is done), if the lock comes within `waitMs`; else null, and `step` never runs.
+   */
+  async locked<T>(streamKey: string, waitMs: number, step: () => Promise<T>): Promise<T | null> {
+    let started = false;
+    let abandoned = false;
+    const run = this.exclusive(streamKey, () => {
+      if (abandoned) return null;
+      started = true;
+      return step();
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+    await Promise.race([run.catch(() => {}), late]);
+    clearTimeout(timer);
+    if (!started) {
+      abandoned = true;
+      return null;
+    }
+    return run;
   }
 
   /**
    * The slot of a session that just ended here (endViewer's keepSlot) goes to the viewer shard of server `to`, where
-   * the session's viewer is being admitted at a full stream: taken back here first, then the message tells the stream,
-   * which moves it to that shard (src/stream/leases.ts handOver). Returns that message (false: it did not arrive).
+   * the session's viewer is being admitted at a full stream: taken back here first, then this message tells the
+   * stream, which moves it to that shard (src/stream/leases.ts handOver). The caller holds the lock (locked) and ended
+   * the session in the same step: no message of this shard crosses it, and a recall that overtakes it names it
+   * (RecallAnswer.handOffs). False: the message did not arrive.
    */
-  handOff(streamKey: string, to: string): () => Promise<boolean> {
+  async sendHandOff(streamKey: string, to: string): Promise<boolean> {
     const lease = this.leaseOf(streamKey);
     this.shrink(streamKey, lease, Math.max(0, lease.granted - 1), false);
-    return () =>
-      this.exclusive(streamKey, () => this.sendLeaseReport(streamKey, 0, to)).then(
-        () => true,
-        (err) => (logError("slot not handed over", streamKey, err), false),
-      );
+    const handOff = { to, id: crypto.randomUUID() };
+    this.handing.set(streamKey, [...(this.handing.get(streamKey) ?? []), handOff]);
+    try {
+      await this.sendLeaseReport(streamKey, 0, handOff);
+      return true;
+    } catch (err) {
+      logError("slot not handed over", streamKey, err);
+      return false;
+    } finally {
+      const left = (this.handing.get(streamKey) ?? []).filter((h) => h !== handOff);
+      if (left.length > 0) this.handing.set(streamKey, left);
+      else this.handing.delete(streamKey);
+    }
   }
 
   /**
@@ -319,7 +385,7 @@ export class ShardLeases {
   }
 
   /** One message to the stream (the caller holds the stream's lock); its answer, or null if void (it answered an older message). */
-  private async sendLeaseReport(streamKey: string, want: number, handOff?: string): Promise<LeaseAnswer | null> {
+  private async sendLeaseReport(streamKey: string, want: number, handOff?: HandOff): Promise<LeaseAnswer | null> {
     const lease = this.leaseOf(streamKey);
     const { serverId, place } = this.host.whereabouts();
     lease.seq++;
@@ -345,6 +411,7 @@ export class ShardLeases {
     // unknown to the stream: not in its totals, and missed by the push of a cap set later).
     if (isLeave(report)) this.policies.delete(streamKey);
     lease.asking = true;
+    lease.askingSeq = report.seq;
     lease.freedWhileAsking = false;
     let answer: LeaseAnswer;
     try {
@@ -365,7 +432,7 @@ export class ShardLeases {
       // A recall or push crossed it (it left the lease as it answered, tight). A slot freed on that tight lease since
       // goes back here first, as below: kept, the caller (a viewer waiting for slots) was admitted on it before the
       // give-back queued behind this message ran, past a cap the push lowered to 0.
-      const liveNow = this.host.counts.live(streamKey);
+      const liveNow = this.inUse(streamKey);
       // The queued give-back finds nothing to give back then: the stream hears of it from this report.
       if (lease.freedWhileAsking && lease.tight && lease.granted > liveNow) this.shrink(streamKey, lease, liveNow, true);
       return null;
@@ -380,7 +447,8 @@ export class ShardLeases {
     // restart's fence) go at once, here first, and the stream hears of it; kept, the next viewer here was admitted
     // on one, past the cap.
     const cover = Math.max(0, Math.min(answer.granted, report.live) - report.granted);
-    const liveNow = this.host.counts.live(streamKey);
+    // A slot reserved here since the message left (its session ended for the viewer's newer one here) is in use.
+    const liveNow = this.inUse(streamKey);
     // Slots freed on a tight lease while the message was on its way go back as giveBackIfTight would have sent them
     // (its give-back waits behind this message): only the slots this answer grants anew stay free. Kept, the next
     // viewer here took the slot of one that ended, past a cap lowered under them (an operator ending every session).
@@ -393,7 +461,7 @@ export class ShardLeases {
     }
     if (uncovered > 0) this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
     if (lease.granted > this.host.counts.live(streamKey)) this.host.armAlarm(Date.now() + LEASE_IDLE_MS);
-    if (isLeave(report) && holdsNothing({ granted: lease.granted, live: this.host.counts.live(streamKey), suspended: this.host.counts.suspended(streamKey) })) {
+    if (isLeave(report) && holdsNothing({ granted: lease.granted, live: this.inUse(streamKey), suspended: this.host.counts.suspended(streamKey) })) {
       // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.
       this.policies.delete(streamKey);
       this.leases.delete(streamKey);
@@ -449,7 +517,7 @@ export class ShardLeases {
 }
 
 function fresh(granted: number, seq: number, tight = false): Lease {
-  return { granted, seq, tight, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "", asking: false, freedWhileAsking: false };
+  return { granted, seq, tight, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "", asking: false, askingSeq: 0, freedWhileAsking: false };
 }
 
 function logError(what: string, stream: string, err: unknown): void {

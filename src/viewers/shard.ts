@@ -76,6 +76,8 @@ export interface EndCause {
 
 /** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
 const GHOST_WAIT_MS = 1_500;
+/** A seat's hand-off waits at most this long for its stream's message lock (the seats object waits 2 s for the answer). */
+const HAND_OFF_LOCK_WAIT_MS = 1_000;
 /** How long a seat's question waits for the registry's word on its sessions' servers. */
 const SEAT_LIVENESS_WAIT_MS = 300;
 /**
@@ -269,22 +271,22 @@ export class ViewerShard extends DurableObject<Env> {
         const refused = this.viewerRefusal(policy, req);
         if (refused) return this.logged(streamKey, session, ip, { allow: false, denial: refused }, sub);
         if (this.voidHooks.has(req.hookId)) return this.undone(req);
-        if (policy.maxViewers !== null && !this.leases.hasSlot(streamKey)) {
+        if (policy.maxViewers !== null && !this.leases.hasSlot(streamKey, pending)) {
           const again = this.repeat(req);
           if (again) return again;
           await this.leases.askForSlots(streamKey);
           // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
           // Their slots are kept for this viewer only while the stream has slots free: on a tight lease they go back, and
           // the viewer asks again (a ghost over a cap lowered under it leaves no slot for anyone).
-          if (this.leases.policy(streamKey)?.maxViewers != null && !this.leases.hasSlot(streamKey)) {
+          if (this.leases.policy(streamKey)?.maxViewers != null && !this.leases.hasSlot(streamKey, pending)) {
             if ((await this.endGhosts(streamKey)) > 0 && this.leases.returnIfTight(streamKey)) await this.leases.askForSlots(streamKey);
           }
         }
         const limit = seatLimit(policy, sub);
         // No slot, but the viewer replaces its own sessions: the one that ends for this one may hand its slot over
         // (seats.ts, SeatRequest.handOff), so a viewer moving from phone to TV at a full stream is not refused.
-        const handOff = limit !== null && !seated && !handOffAsked && policy.maxViewers !== null && policy.onExtraViewerSession === "replace" && !this.leases.hasSlot(streamKey);
-        if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey) || handOff)) {
+        const handOff = limit !== null && !seated && !handOffAsked && policy.maxViewers !== null && policy.onExtraViewerSession === "replace" && !this.leases.hasSlot(streamKey, pending);
+        if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey, pending) || handOff)) {
           const again = this.repeat(req);
           if (again) return again;
           if (this.voidHooks.has(req.hookId)) return this.undone(req);
@@ -318,9 +320,13 @@ export class ViewerShard extends DurableObject<Env> {
             seated = true;
             seatedLimit = limit;
             seatGrant = seat.grant;
-            if (handOff) {
-              // The replaced session's slot is this shard's at the stream now: its next message is granted it, the
-              // hold of a refused shard notwithstanding.
+            // With a hand-off, the replaced session's slot is this shard's at the stream now: its next message is
+            // granted it, the hold of a refused shard notwithstanding (on this same edge it is reserved here), and it
+            // is asked again once if a recall crossed the first answer (voided here: the stream owes the slot again).
+            // Else the seat was taken on a slot free here, which a push (a PUT) may have taken back meanwhile with
+            // every unused slot: asked again once, as the sessions ended for this one may have freed it.
+            const asks = policy.maxViewers === null ? 0 : handOff ? 2 : 1;
+            for (let ask = 0; ask < asks && !this.leases.hasSlot(streamKey, pending); ask++) {
               this.leases.slotsFree(streamKey);
               await this.leases.askForSlots(streamKey);
             }
@@ -351,9 +357,9 @@ export class ViewerShard extends DurableObject<Env> {
           !this.processes.knows(session.serviceId) ||
           (now.playAuth === "token" && !req.token.ok) ||
           (now.maxViewers !== null && policy.maxViewers === null) ||
-          (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.leases.hasSlot(streamKey)));
+          (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.leases.hasSlot(streamKey, pending)));
         if (changed && round < 3) continue;
-        if (now.maxViewers !== null && !this.leases.hasSlot(streamKey)) {
+        if (now.maxViewers !== null && !this.leases.hasSlot(streamKey, pending)) {
           const decision = this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers) }, sub);
           if (!decision.allow) this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
           return decision;
@@ -371,12 +377,15 @@ export class ViewerShard extends DurableObject<Env> {
         if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         admitted = true;
         this.counts.add(streamKey, session.serviceId, 1);
+        this.leases.unreserve(pending);
         this.leases.admitted(streamKey, at);
         this.armAlarm(at + LEASE_IDLE_MS);
         return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
       }
     } finally {
       this.seatHooks.delete(req.hookId);
+      // A slot reserved for this admission (its viewer's replaced session's, on this edge) is free again if unused.
+      if (!admitted) this.leases.unreserve(pending);
       const entry = this.pendingSeats.get(pending);
       if (asked && entry && --entry.hooks === 0) this.pendingSeats.delete(pending);
       // A repeat of a session admitted meanwhile (by an attempt of the same on_play racing this one): the seat
@@ -569,34 +578,50 @@ export class ViewerShard extends DurableObject<Env> {
    * elsewhere); a session still being admitted is refused instead (and ended, if it is live: a repeat). True if
    * a session ended (the caller kicks it), false if it was gone already.
    *
-   * `handOffTo`: the newer session is on that server's edge, at a full stream (no slot there): the session ends
+   * `handOffFor`: the newer session, at a full stream (no slot on its edge): the session ends
    * only if its slot can go there (it is live, and this shard's lease holds its slot), and the slot goes there before
    * the answer ("kept": it cannot, and the session plays on).
    */
-  async endSeat(streamKey: string, session: SessionId, why: string, callId?: string, handOffTo?: string): Promise<boolean | "kept"> {
-    if (handOffTo === undefined) return this.kept.once(callId, () => this.endSeatNow(streamKey, session, why));
-    let send: (() => Promise<boolean>) | null = null;
-    const answer = this.kept.once<boolean | "kept">(callId, () => {
-      const handed = this.endSeatHandingOff(streamKey, session, why, handOffTo);
-      send = handed.send;
-      return handed.answer;
-    }, (a) => a !== true);
-    // The stream has moved the slot before the seats object answers the newer session's shard, which then asks for it.
-    // A message that did not arrive moved nothing: the newer session finds no slot and is refused for the cap.
-    if (send) await (send as () => Promise<boolean>)();
-    return answer;
+  async endSeat(streamKey: string, session: SessionId, why: string, callId?: string, handOffFor?: SessionId): Promise<boolean | "kept"> {
+    if (handOffFor === undefined) return this.kept.once(callId, () => this.endSeatNow(streamKey, session, why));
+    /** Whether this attempt ended it (not an earlier attempt of the same call, whose answer is kept). */
+    let endedNow = false;
+    const end = () =>
+      this.kept.once<boolean | "kept">(callId, () => {
+        endedNow = true;
+        return this.endSeatHandingOff(streamKey, session, why, handOffFor);
+      }, (a) => a !== true);
+    if (handOffFor.serverId === (this.serverId || session.serverId)) return end();
+    // Another edge: ended only with the stream's message lock held, so that the slot's message leaves at once, before
+    // the seats object's answer lets the newer session's shard ask for it (a retry of this call, its first answer
+    // lost, waits for the first attempt's message behind the lock). A lock busy too long (a message of this shard on
+    // its way for a second): nobody ends, the newer session is refused for the cap ("kept").
+    const done = await this.leases.locked(streamKey, HAND_OFF_LOCK_WAIT_MS, async () => {
+      const answer = end();
+      // The stream has moved the slot when this returns; a message that did not arrive moved nothing: the newer
+      // session finds no slot and is refused for the cap.
+      if (answer === true && endedNow) await this.leases.sendHandOff(streamKey, handOffFor.serverId);
+      return answer;
+    });
+    return done ?? this.kept.once<boolean | "kept">(callId, () => "kept", () => true);
   }
 
-  private endSeatHandingOff(streamKey: string, session: SessionId, why: string, to: string): { answer: boolean | "kept"; send: (() => Promise<boolean>) | null } {
+  /** The synchronous part of endSeat's hand-off: ends the session if its slot can go to `newer`'s edge. */
+  private endSeatHandingOff(streamKey: string, session: SessionId, why: string, newer: SessionId): boolean | "kept" {
     // Gone, or still being admitted (refused, as endSeatNow does): no slot of its own to hand over.
-    if (!this.isViewing(streamKey, session)) return { answer: this.endSeatNow(streamKey, session, why), send: null };
-    if (this.processes.isSuspended(session.serviceId) || !this.leases.canHandOff(streamKey)) return { answer: "kept", send: null };
+    if (!this.isViewing(streamKey, session)) return this.endSeatNow(streamKey, session, why);
+    if (this.processes.isSuspended(session.serviceId) || !this.leases.canHandOff(streamKey)) return "kept";
     const pending = this.pendingSeats.get(seatKey(streamKey, session));
     if (pending) pending.cancelled = why;
     // Its slot stays in the lease (keepSlot) for the newer session: here, or through the stream on another edge.
     this.endViewer(streamKey, session, { action: "seat", reason: why }, true);
-    if (to === (this.serverId || session.serverId)) return { answer: true, send: null };
-    return { answer: true, send: this.leases.handOff(streamKey, to) };
+    if (newer.serverId !== (this.serverId || session.serverId)) return true;
+    // The same edge: the slot is reserved here for the newer session's admission, which is under way (else it goes
+    // back as any freed slot): no other viewer arriving here meanwhile takes it.
+    const key = seatKey(streamKey, newer);
+    if (this.pendingSeats.has(key)) this.leases.reserve(key, streamKey);
+    else this.leases.giveBackIfTight(streamKey);
+    return true;
   }
 
   private endSeatNow(streamKey: string, session: SessionId, why: string): boolean {

@@ -17,48 +17,11 @@ import { ViewerShard } from "../src/viewers/shard";
 import type { LeaseReport } from "../src/viewers/lease";
 import { ALLOW, a, b, c, keyOf, limited, livePerSub, playWith, screensOnTheFakeClock, settle, tokenOf } from "./identity";
 import { admin, hook, newEdge, stopPlay, streamState } from "./srs";
-import { at, beat, deliverNotices, events, holdMatching, retryable, serverStub, shardStub, streamStub, until } from "./fleet";
+import { at, beat, deliverNotices, holdMatching, retryable, serverStub, shardStub, streamStub, until } from "./fleet";
+
+import { FULL, fullStream, holdAfter, leased, phoneAndBob, replaced } from "./hand-off";
 
 screensOnTheFakeClock();
-
-const FULL = (n: number) => ({ status: 403, body: { code: 4005, reason: `viewer cap reached: ${n} of ${n} viewers` } });
-
-/** A stream with maxViewers `cap`, one session per viewer id, replace; its viewers' tokens. */
-async function fullStream(cap: number, policy: Record<string, unknown> = {}) {
-  const s = await limited({ maxViewers: cap, onExtraViewerSession: "replace", ...policy });
-  return { s, alice: await tokenOf(s, "alice"), bob: await tokenOf(s, "bob"), carol: await tokenOf(s, "carol"), dave: await tokenOf(s, "dave") };
-}
-
-const replaced = async (s: string, client: string) =>
-  (await events(s)).some((e: any) => e.client === client && e.decision === "end" && /replaced by a newer session of viewer alice/.test(e.reason));
-
-/** The first call of `method` matching `which` runs to its end; its answer is held (inside the object) until released. */
-function holdAfter<T extends object>(proto: T, method: keyof T & string, which: (self: any, args: any[]) => boolean) {
-  const real = (proto as any)[method];
-  const state = { reached: false, released: false };
-  vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
-    if (state.reached || !which(this, args)) return real.apply(this, args);
-    const answer = await real.apply(this, args);
-    state.reached = true;
-    while (!state.released) await scheduler.wait(5);
-    return answer;
-  });
-  return state;
-}
-
-/** The stream's record of slots per shard (what its lease book counts). */
-async function leased(s: string): Promise<number> {
-  const state = await streamStub(s).state();
-  return state!.shards.reduce((n: number, x: any) => n + x.leased, 0);
-}
-
-/** Alice watches on `a` (phone001), bob on `b`: a stream capped at 2 is full. */
-async function phoneAndBob(cap = 2) {
-  const t = await fullStream(cap);
-  expect(await hook(playWith(t.s, a, "phone001", t.alice))).toEqual(ALLOW);
-  expect(await hook(playWith(t.s, b, "bob00001", t.bob))).toEqual(ALLOW);
-  return t;
-}
 
 describe("replace at a full stream, attacked", () => {
   it("must not happen (fixed): on the same edge, another viewer arriving while the seat object answers takes the replaced phone's slot: the phone is ended and the TV refused 4005", async () => {

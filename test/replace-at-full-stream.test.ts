@@ -9,22 +9,13 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { ViewerShard } from "../src/viewers/shard";
-import { ALLOW, a, b, c, keyOf, limited, playWith, screensOnTheFakeClock, settle, tokenOf } from "./identity";
+import { ALLOW, a, b, c, keyOf, playWith, screensOnTheFakeClock, settle, tokenOf } from "./identity";
 import { admin, hook, newEdge, stopPlay, streamState } from "./srs";
 import { at, events, shardStub } from "./fleet";
 
+import { FULL, fullStream, replaced } from "./hand-off";
+
 screensOnTheFakeClock();
-
-const FULL = (n: number) => ({ status: 403, body: { code: 4005, reason: `viewer cap reached: ${n} of ${n} viewers` } });
-
-/** A stream with maxViewers `cap`, one session per viewer id, replace; its viewers' tokens. */
-async function fullStream(cap: number, policy: Record<string, unknown> = {}) {
-  const s = await limited({ maxViewers: cap, onExtraViewerSession: "replace", ...policy });
-  return { s, alice: await tokenOf(s, "alice"), bob: await tokenOf(s, "bob"), carol: await tokenOf(s, "carol"), dave: await tokenOf(s, "dave") };
-}
-
-const replaced = async (s: string, client: string) =>
-  (await events(s)).some((e: any) => e.client === client && e.decision === "end" && /replaced by a newer session of viewer alice/.test(e.reason));
 
 describe("replace at a full stream: the viewer's newer screen takes its old screen's slot", () => {
   it("on another edge: the TV is admitted, the phone ends, and the cap still refuses everyone else", async () => {

@@ -75,7 +75,8 @@ export class LeaseBook {
     CREATE TABLE IF NOT EXISTS left_shards (server_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS lease_waiting (server_id TEXT PRIMARY KEY, since INTEGER NOT NULL, until INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS lease_handed (server_id TEXT PRIMARY KEY, n INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS lease_hand_offs (id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;`;
+    CREATE TABLE IF NOT EXISTS lease_hand_offs (id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS lease_handed_last (server_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;`;
 
   private records = new Map<string, LeaseRecord>();
   /**
@@ -84,7 +85,7 @@ export class LeaseBook {
    * (table lease_handed, a row only while a hand-off waits): a stream restarted meanwhile still owes them.
    */
   private handedTo = new Map<string, { n: number; until: number }>();
-  /** The message of a shard last applied, if it was granted slots handed to it: its sequence number, and how many. */
+  /** The message of a shard last applied, if it was granted slots handed to it: its sequence number, and how many (stored). */
   private lastHanded = new Map<string, { seq: number; n: number }>();
 
   constructor(
@@ -97,6 +98,9 @@ export class LeaseBook {
     sql.exec("UPDATE lease_waiting SET until = ? WHERE until = 0", Date.now() + WAITING_KEPT_MS);
     for (const r of sql.exec<{ server_id: string; n: number; until: number }>("SELECT * FROM lease_handed")) {
       this.handedTo.set(r.server_id, { n: r.n, until: r.until });
+    }
+    for (const r of sql.exec<{ server_id: string; seq: number; n: number }>("SELECT * FROM lease_handed_last")) {
+      this.lastHanded.set(r.server_id, { seq: r.seq, n: r.n });
     }
     for (const r of sql.exec<LeaseRow>("SELECT * FROM leases")) {
       this.records.set(r.server_id, {
@@ -217,14 +221,8 @@ export class LeaseBook {
    */
   apply(report: LeaseReport, cap: number | null, mode: GrantMode): { record: LeaseRecord; applied: boolean } {
     const known = this.records.get(report.serverId);
-    if (known && report.seq <= known.seq) {
-      // Answered with the record as it stands, slots handed to the shard included: the shard adopts it if it answers
-      // its latest message (a recall crossed this one: its answer was the record's sequence number). Then they are
-      // the shard's: still owed, its next message would be granted them a second time. An answer the shard ignores
-      // loses them to it, and its next message (which does not hold them) gives them back: a refusal, never a slot too many.
-      this.dropHanded(report.serverId);
-      return { record: known, applied: false };
-    }
+    // Answered with the record as it stands (the answer leaves out the slots still owed to the shard: granted()).
+    if (known && report.seq <= known.seq) return { record: known, applied: false };
     if (isLeave(report) && this.handed(report.serverId) === 0) {
       // The shard leaves: nothing here, and it forgets the policy, so no push needs to reach it.
       if (known) this.forget(report.serverId);
@@ -234,8 +232,7 @@ export class LeaseBook {
     // Slots another shard handed to this one since its last message: granted now (on top of what it reports).
     const handed = this.handed(report.serverId);
     this.dropHanded(report.serverId);
-    if (handed > 0) this.lastHanded.set(report.serverId, { seq: report.seq, n: handed });
-    else this.lastHanded.delete(report.serverId);
+    this.setLastHanded(report.serverId, handed > 0 ? { seq: report.seq, n: handed } : null);
     const holding = handed > 0 ? { ...report, granted: Math.max(report.granted, report.live) + handed } : report;
     const grant = cap === null ? 0 : this.grant(holding, cap, mode);
     // The grant is of slots free above what the shard holds, its live viewers included (strictFree, looseFree): a
@@ -271,6 +268,16 @@ export class LeaseBook {
     }
   }
 
+  /** Notes (or forgets) the shard's last applied message that was granted handed slots (a recall crossing its answer owes them again). */
+  private setLastHanded(serverId: string, last: { seq: number; n: number } | null): void {
+    if (last) {
+      this.lastHanded.set(serverId, last);
+      this.sql.exec("INSERT OR REPLACE INTO lease_handed_last (server_id, seq, n) VALUES (?, ?, ?)", serverId, last.seq, last.n);
+    } else if (this.lastHanded.delete(serverId)) {
+      this.sql.exec("DELETE FROM lease_handed_last WHERE server_id = ?", serverId);
+    }
+  }
+
   /** `n` slots in the shard's record that its next message is granted (see handedTo). */
   private owe(serverId: string, n: number): void {
     const h = { n: this.handed(serverId) + n, until: Date.now() + HAND_OFF_KEPT_MS };
@@ -291,8 +298,29 @@ export class LeaseBook {
     return 0;
   }
 
+  /**
+   * The lease an answer to the shard carries: its record but the slots still owed to it (handed over, not granted yet
+   * by an applied message). An answer to a message not applied (a repeat, or one a recall crossed) may be adopted by the
+   * shard; carrying them, its next message would be granted them a second time, and leaving them out of the record
+   * instead would lose them to a late duplicate nobody adopts. Owed, the shard's next message is granted them.
+   */
+  answered(record: LeaseRecord): number {
+    return Math.max(0, record.granted - this.handed(record.serverId));
+  }
+
+  /** The slots handed to the shard that its message `seq`, the last applied, was granted (0: none, or not that message). */
+  handedIn(serverId: string, seq: number): number {
+    const last = this.lastHanded.get(serverId);
+    return last && last.seq === seq ? last.n : 0;
+  }
+
   /** A new policy: slots handed between shards and not granted yet go back to the pool (its cap holds for them too). */
   dropHandOffs(): void {
+    if (this.lastHanded.size > 0) {
+      // Nor is one a push's recall voided owed again past the new cap.
+      this.lastHanded.clear();
+      this.sql.exec("DELETE FROM lease_handed_last");
+    }
     if (this.handedTo.size === 0) return;
     this.handedTo.clear();
     this.sql.exec("DELETE FROM lease_handed");
@@ -338,7 +366,7 @@ export class LeaseBook {
     // Handed slots granted to the shard's message still on its way: this recall voids that answer there (its sequence
     // number is older), so they are owed again to its next message, not freed for another shard.
     const last = this.lastHanded.get(serverId);
-    this.lastHanded.delete(serverId);
+    this.setLastHanded(serverId, null);
     if (last && known && last.seq === known.seq && answer.askingSeq === last.seq) this.owe(serverId, last.n);
     // A slot handed to the shard and not granted yet stays in its record (the shard does not hold it yet).
     const granted = answer.granted + this.handed(serverId);
@@ -368,7 +396,7 @@ export class LeaseBook {
    */
   private forget(serverId: string): void {
     this.records.delete(serverId);
-    this.lastHanded.delete(serverId);
+    this.setLastHanded(serverId, null);
     this.dropHanded(serverId);
     this.sql.exec("DELETE FROM leases WHERE server_id = ?", serverId);
     this.sql.exec("DELETE FROM lease_waiting WHERE server_id = ?", serverId);

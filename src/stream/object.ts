@@ -272,11 +272,12 @@ export class StreamObject extends DurableObject<Env> {
       policy,
       version: this.policyVersion,
       seq: record.seq,
-      granted: record.granted,
+      granted: this.leases.answered(record),
       tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0,
       // Only a refusal: a grant leaves a waiting row of an older refusal as it was (it ends WAITING_KEPT_MS after
       // that one), so a shard told it waits on a grant a heal ate on its way would hold past the row's end.
       waiting: report.want > 0 && record.granted <= report.live && this.leases.isWaiting(report.serverId),
+      ...(record.seq === report.seq && this.leases.handedIn(report.serverId, report.seq) > 0 ? { handed: this.leases.handedIn(report.serverId, report.seq) } : {}),
     };
   }
 

@@ -116,6 +116,8 @@ export interface LeaseAnswer {
    * meanwhile (WAIT_HOLD_MS). Absent (a stream object of an older version): as if true.
    */
   waiting?: boolean;
+  /** Of `granted`, the slots other shards handed to this one (LeaseReport.handOff): kept here for the admissions they were handed for. */
+  handed?: number;
 }
 
 /**

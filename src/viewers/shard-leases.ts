@@ -69,6 +69,8 @@ export class ShardLeases {
    * nothing gives them back; the admission uses its own (hasSlot's `own`) and drops it (unreserve).
    */
   private reserved = new Map<string, string>();
+  /** Admissions under way here waiting for a slot another shard hands over (by seat key): an answer carrying one reserves it for them. */
+  private expecting = new Map<string, string>();
   /** Hand-off messages on their way to the stream, per stream: a recall's answer names them (it may overtake them). */
   private handing = new Map<string, HandOff[]>();
 
@@ -208,6 +210,15 @@ export class ShardLeases {
   /** The admission with this seat key was decided (its viewer counts now, or it was refused): its reserved slot is free. */
   unreserve(key: string): void {
     this.reserved.delete(key);
+    this.expecting.delete(key);
+  }
+
+  /**
+   * The admission with this seat key waits for a slot another shard hands over: whichever message of this shard's
+   * is granted it (LeaseAnswer.handed), the slot is reserved for the admission, not taken by another viewer here.
+   */
+  expectHandOff(key: string, streamKey: string): void {
+    this.expecting.set(key, streamKey);
   }
 
   /** The stream's policy for this stream, from the cache (changes are pushed; read again after POLICY_TTL_MS) or the stream. */
@@ -460,6 +471,14 @@ export class ShardLeases {
       this.storeLease(streamKey, lease);
     }
     if (uncovered > 0) this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
+    // Slots handed over for admissions under way here: reserved for them (after the lease took this answer: they are in it).
+    for (let n = answer.handed ?? 0, keys = [...this.expecting]; n > 0 && keys.length > 0; ) {
+      const [key, of] = keys.shift()!;
+      if (of === streamKey && !this.reserved.has(key)) {
+        this.reserve(key, streamKey);
+        n--;
+      }
+    }
     if (lease.granted > this.host.counts.live(streamKey)) this.host.armAlarm(Date.now() + LEASE_IDLE_MS);
     if (isLeave(report) && holdsNothing({ granted: lease.granted, live: this.inUse(streamKey), suspended: this.host.counts.suspended(streamKey) })) {
       // The shard left the stream (it forgot this shard): the policy is read again with the next viewer.

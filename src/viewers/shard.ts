@@ -136,6 +136,8 @@ export class ViewerShard extends DurableObject<Env> {
   private activity: ShardActivity;
   /** Answers of the calls that end sessions by hand, for their retries (src/platform/kept-answers.ts). */
   private kept: KeptAnswers;
+  /** A seat's hand-off messages on their way to the stream, by the seats object's call id: a retry of the call waits for its attempt's. */
+  private handing = new Map<string, Promise<boolean>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -297,6 +299,8 @@ export class ViewerShard extends DurableObject<Env> {
           this.pendingSeats.set(pending, entry);
           asked = true;
           this.seatHooks.set(req.hookId, req);
+          // The slot the replaced session hands over is reserved for this admission when it arrives (src/viewers/shard-leases.ts).
+          if (handOff) this.leases.expectHandOff(pending, streamKey);
           const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
             s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession, hookId: req.hookId, ...(handOff ? { handOff } : {}) }),
           );
@@ -596,14 +600,30 @@ export class ViewerShard extends DurableObject<Env> {
     // the seats object's answer lets the newer session's shard ask for it (a retry of this call, its first answer
     // lost, waits for the first attempt's message behind the lock). A lock busy too long (a message of this shard on
     // its way for a second): nobody ends, the newer session is refused for the cap ("kept").
+    // A retry whose first attempt's message is on its way waits for it (the lock, which that attempt holds, may not come in time).
+    const first = callId === undefined ? undefined : this.handing.get(callId);
+    if (first) {
+      await first;
+      return this.kept.once<boolean | "kept">(callId, () => "kept", () => true);
+    }
     const done = await this.leases.locked(streamKey, HAND_OFF_LOCK_WAIT_MS, async () => {
       const answer = end();
       // The stream has moved the slot when this returns; a message that did not arrive moved nothing: the newer
       // session finds no slot and is refused for the cap.
-      if (answer === true && endedNow) await this.leases.sendHandOff(streamKey, handOffFor.serverId);
+      if (answer === true && endedNow) {
+        const sending = this.leases.sendHandOff(streamKey, handOffFor.serverId);
+        if (callId !== undefined) {
+          this.handing.set(callId, sending);
+          void sending.finally(() => this.handing.delete(callId));
+        }
+        await sending;
+      }
       return answer;
     });
-    return done ?? this.kept.once<boolean | "kept">(callId, () => "kept", () => true);
+    if (done !== null) return done;
+    const late = callId === undefined ? undefined : this.handing.get(callId);
+    if (late) await late;
+    return this.kept.once<boolean | "kept">(callId, () => "kept", () => true);
   }
 
   /** The synchronous part of endSeat's hand-off: ends the session if its slot can go to `newer`'s edge. */

@@ -268,6 +268,8 @@ export class StreamObject extends DurableObject<Env> {
     const record = await this.rounds.answer(report);
     if (!record) return gone;
     const policy = this.viewerPolicy();
+    // Slots other shards handed to this one, granted by this message (the shard reserves them for the screens they were handed for).
+    const handed = record.seq === report.seq ? this.leases.handedIn(report.serverId, report.seq) : 0;
     return {
       policy,
       version: this.policyVersion,
@@ -277,7 +279,7 @@ export class StreamObject extends DurableObject<Env> {
       // Only a refusal: a grant leaves a waiting row of an older refusal as it was (it ends WAITING_KEPT_MS after
       // that one), so a shard told it waits on a grant a heal ate on its way would hold past the row's end.
       waiting: report.want > 0 && record.granted <= report.live && this.leases.isWaiting(report.serverId),
-      ...(record.seq === report.seq && this.leases.handedIn(report.serverId, report.seq) > 0 ? { handed: this.leases.handedIn(report.serverId, report.seq) } : {}),
+      ...(handed > 0 ? { handed } : {}),
     };
   }
 

@@ -299,8 +299,10 @@ class Model {
     // back …, for at most about 8 s". So while any shard of the stream was refused lately, a refusal for the cap may come
     // though the model counts a free slot (test/seats-operator-regressions.test.ts holds the bound).
     const waits = st.cap !== null && [...st.waiting.values()].some((at) => this.now - at < WAIT_HOLD_MS);
+    // A silent server that may have been heard from (maybeHeard): its viewers may count, and fill the stream.
+    const mayBeFull = st.cap !== null && st.viewers.filter((x) => !this.suspended(x) || this.maybeHeard.has(x.server)).length >= st.cap;
     const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : [this.seatOutcome(st, v.sub!, limit)];
-    return waits ? [...outcomes, deny(4005)] : outcomes;
+    return waits || mayBeFull ? [...outcomes, deny(4005)] : outcomes;
   }
 
   /**
@@ -862,6 +864,26 @@ describe("viewer identity interleaved with operator actions", () => {
     await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 10, maxLength: 30 }), runSequence), {
       numRuns: NUM_RUNS,
       examples: [
+        // Found by this model (seed 7, size max): a play for a deleted stream from a silent edge may tell the registry it is
+        // back (maybeHeard); that edge's viewer on another stream then counts, and fills it: a play there is refused 4005.
+        [
+          [
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "put", stream: 1, maxViewers: 2 },
+            { t: "play", server: 1, client: 0, stream: 1, tok: 0, age: 0, retry: false },
+            { t: "play", server: 1, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "silence", ms: 5000 },
+            { t: "silence", ms: 31000 },
+            { t: "concurrent", server: 1, client: 0, stream: 0, sub: 0, with: { w: "delete" } },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "concurrent", server: 0, client: 0, stream: 0, sub: 0, with: { w: "stop" } },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "settle" },
+            { t: "play", server: 0, client: 0, stream: 1, tok: 0, age: 0, retry: false },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "concurrent", server: 2, client: 0, stream: 1, sub: 0, with: { w: "stop" } },
+          ],
+        ],
         // Found by this model (test/seats-operator-regressions.test.ts): alice's three sessions admitted without a
         // limit took seats dated from the PUT, ordered by client id, and her next screen in "replace" mode ended
         // her newest ones instead of her oldest.

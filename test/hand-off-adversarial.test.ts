@@ -205,6 +205,22 @@ describe("replace at a full stream, attacked", () => {
     expect(await hook(playWith(s, newEdge(), "carol001", carol))).toEqual(FULL(2));
   });
 
+  it("must not happen (fixed; found by the seats-operator model, seed 11, size max): alice's laptop arrives while her TV, which took the phone's slot, is still being admitted: the laptop's hand-off cancelled the TV (4016), no slot came to the laptop (4005), the phone ended: nobody of alice's played", async () => {
+    const { s, alice, carol } = await phoneAndBob();
+    // The TV's seat is granted (the phone ended, its slot handed to c); the answer to c's shard is on its way.
+    const held = holdAfter(ViewerSeats.prototype, "take", (_self, [req]) => req.session.clientId === "tv000001");
+    const tv = hook(playWith(s, c, "tv000001", alice));
+    await until(() => held.reached);
+    expect(await replaced(s, "phone001")).toBe(true);
+    // The laptop, on another edge at the full stream: the session it would replace (the TV) holds no slot of its own
+    // yet, so none can go to the laptop: refused for the cap, and the TV is not cancelled for it.
+    const laptop = await hook(playWith(s, newEdge(), "laptop01", alice));
+    held.released = true;
+    expect({ tv: await tv, laptop }).toEqual({ tv: ALLOW, laptop: FULL(2) });
+    expect(await livePerSub(s)).toEqual({ alice: 1, bob: 1 });
+    expect(await hook(playWith(s, newEdge(), "carol001", carol))).toEqual(FULL(2));
+  });
+
   it("holds: a cap raised between the hand-off and the new screen's ask (handed slots dropped): the TV is admitted on the new cap, the stream counts no slot too many", async () => {
     const { s, alice, carol } = await phoneAndBob();
     const held = holdAfter(ViewerSeats.prototype, "take", (_self, [req]) => req.session.clientId === "tv000001");

@@ -628,8 +628,13 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** The synchronous part of endSeat's hand-off: ends the session if its slot can go to `newer`'s edge. */
   private endSeatHandingOff(streamKey: string, session: SessionId, why: string, newer: SessionId): boolean | "kept" {
-    // Gone, or still being admitted (refused, as endSeatNow does): no slot of its own to hand over.
-    if (!this.isViewing(streamKey, session)) return this.endSeatNow(streamKey, session, why);
+    if (!this.isViewing(streamKey, session)) {
+      // Still being admitted (the viewer's screen before, itself perhaps on a slot handed to it): it holds no slot of its
+      // own to hand over, and cancelled it would leave the viewer no screen at all. It goes on; the newer one is refused
+      // for the cap. Gone: nothing to end.
+      if (this.pendingSeats.has(seatKey(streamKey, session))) return "kept";
+      return this.endSeatNow(streamKey, session, why);
+    }
     if (this.processes.isSuspended(session.serviceId) || !this.leases.canHandOff(streamKey)) return "kept";
     const pending = this.pendingSeats.get(seatKey(streamKey, session));
     if (pending) pending.cancelled = why;

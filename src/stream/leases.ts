@@ -79,6 +79,8 @@ export class LeaseBook {
     CREATE TABLE IF NOT EXISTS lease_handed_last (server_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;`;
 
   private records = new Map<string, LeaseRecord>();
+  /** Shards last told the stream was tight, by an answer or a recall (memory only: mayHoldUnseen). */
+  private tight = new Set<string>();
   /**
    * Slots handed to a shard by another (LeaseReport.handOff), in its record already, that its next message is
    * granted: until then that message's own report (which does not know of them) must not take them back. Stored
@@ -159,6 +161,21 @@ export class LeaseBook {
 
   shards(): LeaseRecord[] {
     return [...this.records.values()];
+  }
+
+  /** What the stream's answer to a message of the shard said: tight (it gives back each slot it frees) or not. */
+  toldTight(serverId: string, tight: boolean): void {
+    if (tight) this.tight.add(serverId);
+    else this.tight.delete(serverId);
+  }
+
+  /**
+   * The shard may hold unused slots its record does not show: told last that the stream was not tight, it keeps the
+   * slots its viewers free for its next viewers, and says so only at its next message (its alarm's report, minutes
+   * later). A stream restarted since knows no shard as tight.
+   */
+  mayHoldUnseen(r: LeaseRecord): boolean {
+    return r.granted > 0 && !this.tight.has(r.serverId);
   }
 
   /**
@@ -359,10 +376,11 @@ export class LeaseBook {
     return cap - held;
   }
 
-  /** A shard's answer to a recall: applied if newer than what the stream has of it. */
-  recalled(serverId: string, answer: RecallAnswer, cap: number | null = null): void {
+  /** A shard's answer to a recall: applied if newer than what the stream has of it. `tightens`: the recall left it tight. */
+  recalled(serverId: string, answer: RecallAnswer, cap: number | null = null, tightens = true): void {
     const known = this.records.get(serverId);
     if (known && answer.seq <= known.seq) return;
+    if (tightens) this.tight.add(serverId);
     // Handed slots granted to the shard's message still on its way: this recall voids that answer there (its sequence
     // number is older), so they are owed again to its next message, not freed for another shard.
     const last = this.lastHanded.get(serverId);
@@ -396,6 +414,7 @@ export class LeaseBook {
    */
   private forget(serverId: string): void {
     this.records.delete(serverId);
+    this.tight.delete(serverId);
     this.setLastHanded(serverId, null);
     this.dropHanded(serverId);
     this.sql.exec("DELETE FROM leases WHERE server_id = ?", serverId);

@@ -270,12 +270,14 @@ export class StreamObject extends DurableObject<Env> {
     const policy = this.viewerPolicy();
     // Slots other shards handed to this one, granted by this message (the shard reserves them for the screens they were handed for).
     const handed = record.seq === report.seq ? this.leases.handedIn(report.serverId, report.seq) : 0;
+    const tight = policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0;
+    this.leases.toldTight(report.serverId, tight);
     return {
       policy,
       version: this.policyVersion,
       seq: record.seq,
       granted: this.leases.answered(record),
-      tight: policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0,
+      tight,
       // Only a refusal: a grant leaves a waiting row of an older refusal as it was (it ends WAITING_KEPT_MS after
       // that one), so a shard told it waits on a grant a heal ate on its way would hold past the row's end.
       waiting: report.want > 0 && record.granted <= report.live && this.leases.isWaiting(report.serverId),

@@ -102,6 +102,11 @@ export class SlotRounds {
       if (record.granted <= report.live && Date.now() - this.lastCheck >= this.roundGap()) {
         this.lastCheck = Date.now();
         record = await this.recallFor(report, record, "ghosts", "holding");
+      } else if (record.granted <= report.live && this.leases.shards().some((r) => r.serverId !== report.serverId && this.leases.mayHoldUnseen(r))) {
+        // Too soon for that round: the shards that may hold slots their records do not show (not tight: their viewers
+        // left since they last reported) are recalled at once, without checks; recalled, they are tight, so each costs
+        // this once until the stream next tells it that it is not. Else a viewer was refused at a stream with slots free.
+        record = await this.recallFor(report, record, "none", "unseen");
       }
       if (record.granted <= report.live) this.waitForSlots(report.serverId);
     }
@@ -116,7 +121,7 @@ export class SlotRounds {
   }
 
   /** A round of recalls for a shard that asks for slots; its record topped up from what came back. */
-  private async recallFor(report: LeaseReport, record: LeaseRecord, check: RecallCheck, which: "unused" | "holding"): Promise<LeaseRecord> {
+  private async recallFor(report: LeaseReport, record: LeaseRecord, check: RecallCheck, which: "unused" | "holding" | "unseen"): Promise<LeaseRecord> {
     await this.recall(report.streamKey, report.serverId, check, which);
     const now = this.host.cap() ?? null;
     return now === null ? record : this.leases.topUp(report, now, this.leases.restsOnSuspended(report, now) ? "cautious" : "strict");
@@ -128,7 +133,7 @@ export class SlotRounds {
     key: string,
     requester: string | null,
     check: RecallCheck,
-    which: "all" | "unused" | "holding" | "suspended" | "unreached" = "all",
+    which: "all" | "unused" | "holding" | "suspended" | "unreached" | "unseen" = "all",
     keepSlots = false,
     endRevoked: "again" | "all" | "none" = "again",
   ): Promise<string[]> {
@@ -144,7 +149,8 @@ export class SlotRounds {
     // A push of the policy goes to every shard; a recall for slots to those that may hold some unused
     // (or, checking for ghosts, any; or, before admitting on the slots of suspended viewers, those).
     const wanted = (r: LeaseRecord) =>
-      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && !holdsNothing(r)) || (which === "suspended" && r.suspended > 0);
+      which === "all" || r.unreached || (which === "unused" && r.granted > r.live) || (which === "holding" && !holdsNothing(r)) || (which === "suspended" && r.suspended > 0) ||
+      (which === "unseen" && this.leases.mayHoldUnseen(r));
     const targets = this.leases.shards().filter((r) => r.serverId !== requester && wanted(r));
     if (targets.length === 0) {
       // The stream's own round ("") still tells the waiting shards of slots free already (none held elsewhere).
@@ -164,7 +170,7 @@ export class SlotRounds {
             withRetry(() => viewerShard(this.env, r.serverId), (shard) => shard.recall(key, policy, version, check, keep)),
             RECALL_TIMEOUT_MS,
           );
-          this.leases.recalled(r.serverId, answer, this.host.cap() ?? null);
+          this.leases.recalled(r.serverId, answer, this.host.cap() ?? null, !keepSlots);
           // A shard that missed a push may still serve sessions the active revocations cover: they end now.
           if (policy && policy.revocations.length > 0 && (endRevoked === "all" || (endRevoked === "again" && r.unreached))) {
             this.host.waitUntil(this.host.endRevokedOn(key, r.serverId, policy.revocations));

@@ -381,6 +381,9 @@ export class LeaseBook {
     const known = this.records.get(serverId);
     if (known && answer.seq <= known.seq) return;
     if (tightens) this.tight.add(serverId);
+    // A push that leaves the slots says nothing of how full the stream is, and voids the answer to a message of the
+    // shard on its way (asking): that answer's `tight` never reached the shard, which may still hold unseen slots.
+    else if (answer.askingSeq !== undefined) this.tight.delete(serverId);
     // Handed slots granted to the shard's message still on its way: this recall voids that answer there (its sequence
     // number is older), so they are owed again to its next message, not freed for another shard.
     const last = this.lastHanded.get(serverId);

@@ -109,6 +109,11 @@ export class ViewerSeats extends DurableObject<Env> {
   private ended = new Recent<string>(ENDED_KEPT_MS);
   /** Takes that inserted a seat and are still ending the sessions it replaces, by that seat: a repeat of its on_play waits for them. */
   private taking = new Map<string, Promise<void>>();
+  /**
+   * Seats a hand-off take is asking their shard to end (their slot to go to the newer session): the shard may answer
+   * "kept" (a session still being admitted plays on), so a repeat of such a session's on_play waits for that take.
+   */
+  private handingOff = new Map<string, Promise<void>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -133,6 +138,11 @@ export class ViewerSeats extends DurableObject<Env> {
     // The shards are asked first without SRS's API: only a refusal may rest on its word (src/srs/ghosts.ts).
     let askedApi = false;
     const ownKey = `${streamKey}\n${sub}\n${keyOf(seatOf(session))}`;
+    const handing = this.handingOff.get(ownKey);
+    if (handing) {
+      await handing;
+      return this.take(req);
+    }
     if (this.ended.has(ownKey)) return { ok: false, denial: ENDED_FOR_A_NEWER_ONE };
     for (let round = 0; round <= ROUNDS + 1; round++) {
       // Synchronous from the read to the write: no other call interleaves.
@@ -197,6 +207,8 @@ export class ViewerSeats extends DurableObject<Env> {
       let done!: () => void;
       const mine = new Promise<void>((resolve) => (done = resolve));
       this.taking.set(ownKey, mine);
+      const handedKeys = req.handOff ? ends.map((e) => `${streamKey}\n${sub}\n${keyOf(e)}`) : [];
+      for (const k of handedKeys) this.handingOff.set(k, mine);
       try {
         // The checks above took a while: an on_play the Worker undid meanwhile (SRS refused its client) ends nobody.
         if (req.hookId && !(await this.stillWanted(session, req.hookId))) {
@@ -226,6 +238,7 @@ export class ViewerSeats extends DurableObject<Env> {
       } finally {
         // Only its own entry: another take of this session may have started since (its seat found gone meanwhile).
         if (this.taking.get(ownKey) === mine) this.taking.delete(ownKey);
+        for (const k of handedKeys) if (this.handingOff.get(k) === mine) this.handingOff.delete(k);
         done();
       }
       break;

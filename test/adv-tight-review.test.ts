@@ -6,7 +6,6 @@
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
-import { ViewerShard } from "../src/viewers/shard";
 import type { LeaseReport } from "../src/viewers/lease";
 import { streamAtZero, until, viewer, viewerStop } from "./fleet";
 import { ALLOW, admin, newEdge, streamState } from "./srs";

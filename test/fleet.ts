@@ -405,3 +405,49 @@ export function gate(): { wait: Promise<void>; open: () => void } {
 /** A viewer `client` of live/`s` on `edge`: its on_play, and its on_stop. */
 export const viewer = (s: string, edge: Edge, client: string) => hook(play("live", s, { ...edge, client }));
 export const viewerStop = (s: string, edge: Edge, client: string) => hook(stopPlay("live", s, { ...edge, client }));
+
+/**
+ * A stream capped at `servers` (fake clock from 0), one viewer on each of `servers` edges (`holders`), each
+ * answered while the stream still had slots free; `watching` lists them oldest first, `client()` makes fresh ids.
+ */
+export async function fullOverManyServers(servers: number) {
+  const s = await streamAtZero({ maxViewers: servers });
+  const holders = Array.from({ length: servers }, () => newEdge());
+  let n = 0;
+  const client = () => `v${String(n++).padStart(7, "0")}`;
+  const watching: [Edge, string][] = [];
+  for (const e of holders) {
+    const c = client();
+    expect((await viewer(s, e, c)).body.code).toBe(0);
+    watching.push([e, c]);
+  }
+  return { s, holders, client, watching };
+}
+
+/** Counts the recalls the viewer shards answer from now on (the stream's calls of them). */
+export function countRecalls(): { n: number } {
+  const count = { n: 0 };
+  const real = ViewerShard.prototype.recall;
+  vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+    count.n++;
+    return real.apply(this, args);
+  });
+  return count;
+}
+
+/**
+ * maxViewers 3 (fake clock from 0, after a refusal at a cap of 1, so a round with checks just ran): edge `a` watches
+ * with a0000001 and a0000003, and was told last, by its give-back of a0000004's slot, that the stream is not tight
+ * (it keeps the next slots its viewers free, unseen by the stream); one slot is free at the stream; `b` is a new edge.
+ */
+export async function aNotTight() {
+  const s = await streamAtZero({ maxViewers: 1 });
+  const [a, b] = [newEdge(), newEdge()];
+  expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+  expect((await viewer(s, a, "a0000002")).body.code).toBe(4005);
+  expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 3 })).status).toBe(200);
+  expect(await viewer(s, a, "a0000003")).toEqual(ALLOW);
+  expect(await viewer(s, a, "a0000004")).toEqual(ALLOW);
+  expect(await viewerStop(s, a, "a0000004")).toEqual(ALLOW);
+  return { s, a, b };
+}

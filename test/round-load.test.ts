@@ -6,9 +6,8 @@
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ROUND_SHARDS_PER_S } from "../src/stream/slot-rounds";
-import { ViewerShard } from "../src/viewers/shard";
-import { at, streamAtZero, streamStub, viewer, viewerStop, fireDue } from "./fleet";
-import { newEdge, type Edge } from "./srs";
+import { at, countRecalls, fireDue, fullOverManyServers, streamStub, viewer, viewerStop } from "./fleet";
+import { newEdge } from "./srs";
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -19,23 +18,9 @@ describe("a full stream watched through many servers, its viewers coming and goi
   it("its rounds reach at most ROUND_SHARDS_PER_S shards a second on average, not every shard twice a second: 150 servers, a viewer refused on 3 more and one replaced each second, for 20 s", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     const servers = 150;
-    const s = await streamAtZero({ maxViewers: servers });
-    const holders = Array.from({ length: servers }, () => newEdge());
+    const { s, holders, client, watching } = await fullOverManyServers(servers);
     const refused = Array.from({ length: 3 }, () => newEdge());
-    let n = 0;
-    const client = () => `v${String(n++).padStart(7, "0")}`;
-    const watching: [Edge, string][] = [];
-    for (const e of holders) {
-      const c = client();
-      expect((await viewer(s, e, c)).body.code).toBe(0);
-      watching.push([e, c]);
-    }
-    let recalls = 0;
-    const real = ViewerShard.prototype.recall;
-    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
-      recalls++;
-      return real.apply(this, args);
-    });
+    const recalls = countRecalls();
     const seconds = 20;
     for (let t = 250; t <= seconds * 1000; t += 250) {
       at(t);
@@ -51,6 +36,6 @@ describe("a full stream watched through many servers, its viewers coming and goi
       }
       await fireDue(streamStub(s));
     }
-    expect(recalls, `recall calls in ${seconds} s from the stream's object to its ${servers} shards`).toBeLessThanOrEqual(seconds * ROUND_SHARDS_PER_S);
+    expect(recalls.n, `recall calls in ${seconds} s from the stream's object to its ${servers} shards`).toBeLessThanOrEqual(seconds * ROUND_SHARDS_PER_S);
   }, 60_000);
 });

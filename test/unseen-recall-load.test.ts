@@ -3,9 +3,8 @@
  * object in a flash crowd at the cap with many edges, viewers coming and going. README: "Load of the rounds".
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ViewerShard } from "../src/viewers/shard";
-import { at, streamAtZero, streamStub, viewer, viewerStop, fireDue } from "./fleet";
-import { newEdge, type Edge } from "./srs";
+import { at, countRecalls, fireDue, fullOverManyServers, streamStub, viewer, viewerStop } from "./fleet";
+import { newEdge } from "./srs";
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -15,23 +14,9 @@ afterEach(() => {
 describe("unseen recalls in a flash crowd at the cap", () => {
   it("holds: 100 servers at the cap, a viewer leaving and one joining elsewhere every 250 ms, 5 new edges refused each time: the unseen recalls cost at most about one call per slot freed (plus one per shard once), not one per shard per shortage", async () => {
     const servers = 100;
-    const s = await streamAtZero({ maxViewers: servers });
-    const holders = Array.from({ length: servers }, () => newEdge());
-    let n = 0;
-    const client = () => `v${String(n++).padStart(7, "0")}`;
-    const watching: [Edge, string][] = [];
     // The flash crowd: every holder is answered while the stream has slots free (told it is not tight).
-    for (const e of holders) {
-      const c = client();
-      expect((await viewer(s, e, c)).body.code).toBe(0);
-      watching.push([e, c]);
-    }
-    let recalls = 0;
-    const real = ViewerShard.prototype.recall;
-    vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
-      recalls++;
-      return real.apply(this, args);
-    });
+    const { s, holders, client, watching } = await fullOverManyServers(servers);
+    const recalls = countRecalls();
     let leaves = 0;
     const seconds = 10;
     for (let t = 250; t <= seconds * 1000; t += 250) {
@@ -46,9 +31,9 @@ describe("unseen recalls in a flash crowd at the cap", () => {
       watching.push([next, c2]);
       await fireDue(streamStub(s));
     }
-    console.log(JSON.stringify({ recalls, leaves, servers, seconds }));
+    console.log(JSON.stringify({ recalls: recalls.n, leaves, servers, seconds }));
     // The rounds with checks (at most one a second, each reaching every shard) and, within their gap, at most one
     // unseen recall per shard told it was not tight (a slot freed) and once per shard after the crowd.
-    expect(recalls).toBeLessThanOrEqual(seconds * servers + 2 * leaves + servers);
+    expect(recalls.n).toBeLessThanOrEqual(seconds * servers + 2 * leaves + servers);
   }, 120_000);
 });

@@ -7,8 +7,8 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import type { LeaseReport } from "../src/viewers/lease";
-import { streamAtZero, until, viewer, viewerStop } from "./fleet";
-import { ALLOW, admin, newEdge, streamState } from "./srs";
+import { aNotTight, until, viewer, viewerStop } from "./fleet";
+import { ALLOW, admin, streamState } from "./srs";
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -30,17 +30,9 @@ function answerHeld(which: (r: LeaseReport) => boolean) {
   return held;
 }
 
-/** maxViewers 3: a watches with 2 (a0000001, a0000003), told last that the stream was not tight; b holds the third slot. */
+/** aNotTight, and b's viewer takes the stream's free slot: the stream is full (3 of 3). */
 async function aNotTightBFull() {
-  const s = await streamAtZero({ maxViewers: 1 });
-  const [a, b] = [newEdge(), newEdge()];
-  expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
-  // A refusal at the cap: the stream runs a round with checks (its last for the next second; the clock stands still).
-  expect((await viewer(s, a, "a0000002")).body.code).toBe(4005);
-  expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 3 })).status).toBe(200);
-  expect(await viewer(s, a, "a0000003")).toEqual(ALLOW);
-  expect(await viewer(s, a, "a0000004")).toEqual(ALLOW);
-  expect(await viewerStop(s, a, "a0000004")).toEqual(ALLOW);
+  const { s, a, b } = await aNotTight();
   expect(await viewer(s, b, "b0000001")).toEqual(ALLOW);
   return { s, a, b };
 }

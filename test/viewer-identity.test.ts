@@ -146,6 +146,22 @@ describe("partitions: a suspended session of a silent edge does not count", () =
   });
 });
 
+describe("a limit set again over a session that was ended for a newer one, then admitted again without a limit", () => {
+  it("must not happen (fixed; found by the seats-operator model, seed 8, size max): the session took no seat (the seats object refused it as a late repeat of the ended one), so it never counted and the viewer could hold a screen more than the limit", async () => {
+    const { s, token } = await aliceOnASilentEdge(a, b, { told: true });
+    // Her TV on the silent edge ends for her phone (README: suspended sessions end first).
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: null })).status).toBe(200);
+    // Edge a is back, and the TV's player with it: admitted again, without a limit.
+    at(32_000);
+    expect(await hook(playWith(s, a, "tv000001", token))).toEqual(ALLOW);
+    // The limit set again: both sessions take seats (that ends nobody), so they count.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxSessionsPerViewer: 1 })).status).toBe(200);
+    await vi.waitFor(async () => expect(await seatsOf(s, "alice")).toEqual(["phone001", "tv000001"]), { timeout: 5000, interval: 50 });
+    expect(await hook(playWith(s, c, "laptop01", token))).toEqual(LIMIT);
+  });
+});
+
 describe("maxSessionsPerViewer 2 and one of the viewer's screens on a silent edge", () => {
   it("a third screen ends the session of the silent edge, not the one still playing on a live edge", async () => {
     const s = await limited({ maxSessionsPerViewer: 2 });

@@ -143,7 +143,11 @@ export class ViewerSeats extends DurableObject<Env> {
       await handing;
       return this.take(req);
     }
-    if (this.ended.has(ownKey)) return { ok: false, denial: ENDED_FOR_A_NEWER_ONE };
+    // A late repeat of a session ended for a newer one is refused. A seat for a session that exists (src/viewers/unseated.ts:
+    // a limit set over sessions admitted without one), admitted after that end, is not such a repeat: the client played
+    // again (as a new session under no limit), and without its seat it would never count.
+    const endedAt = this.ended.markedAt(ownKey);
+    if (this.ended.has(ownKey) && !(req.since !== undefined && endedAt !== undefined && req.since > endedAt)) return { ok: false, denial: ENDED_FOR_A_NEWER_ONE };
     for (let round = 0; round <= ROUNDS + 1; round++) {
       // Synchronous from the read to the write: no other call interleaves.
       const held = this.withoutOrphans(streamKey, sub, this.seatsOf(streamKey, sub));

@@ -424,16 +424,19 @@ export async function fullOverManyServers(servers: number) {
   return { s, holders, client, watching };
 }
 
-/** Counts the recalls the viewer shards answer from now on (the stream's calls of them). */
-export function countRecalls(): { n: number } {
+/** Counts the calls of `method` on every object of `proto`'s class from now on (the method still runs). */
+export function countCalls<T extends object>(proto: T, method: keyof T & string): { n: number } {
   const count = { n: 0 };
-  const real = ViewerShard.prototype.recall;
-  vi.spyOn(ViewerShard.prototype, "recall").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["recall"]>) {
+  const real = (proto as any)[method];
+  vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
     count.n++;
     return real.apply(this, args);
   });
   return count;
 }
+
+/** Counts the recalls the viewer shards answer from now on (the stream's calls of them). */
+export const countRecalls = () => countCalls(ViewerShard.prototype, "recall");
 
 /**
  * maxViewers 3 (fake clock from 0, after a refusal at a cap of 1, so a round with checks just ran): edge `a` watches

@@ -5,8 +5,9 @@
  */
 import { expect, onTestFinished, vi } from "vitest";
 import { a, ALLOW, b, limited, playWith, tokenOf } from "./identity";
-import { hook } from "./srs";
-import { events, streamStub } from "./fleet";
+import { hook, newEdge } from "./srs";
+import { events, streamStub, until } from "./fleet";
+import { evictDurableObject } from "cloudflare:test";
 
 /** The refusal SRS receives at a full stream of cap `n`. */
 export const FULL = (n: number) => ({ status: 403, body: { code: 4005, reason: `viewer cap reached: ${n} of ${n} viewers` } });
@@ -48,4 +49,17 @@ export async function phoneAndBob(cap = 2) {
   expect(await hook(playWith(t.s, a, "phone001", t.alice))).toEqual(ALLOW);
   expect(await hook(playWith(t.s, b, "bob00001", t.bob))).toEqual(ALLOW);
   return t;
+}
+
+/**
+ * Once `held` (a hold on the TV's admission, `tv`) is reached, the phone replaced: the stream's object restarts
+ * (evicted: what it keeps in memory goes), dave asks on a new edge, then the hold is released. Both answers.
+ */
+export async function daveAfterAStreamRestart(s: string, dave: string, held: { reached: boolean; released: boolean }, tv: Promise<unknown>) {
+  await until(() => held.reached);
+  expect(await replaced(s, "phone001")).toBe(true);
+  await evictDurableObject(streamStub(s));
+  const daveAnswer = await hook(playWith(s, newEdge(), "dave0001", dave));
+  held.released = true;
+  return { dave: daveAnswer, tv: await tv };
 }

@@ -10,7 +10,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { at, shardStub } from "./fleet";
+import { at, countCalls, shardStub } from "./fleet";
 import { ALLOW, admin, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream } from "./srs";
 
 const edges = Array.from({ length: 5 }, () => newEdge());
@@ -71,15 +71,7 @@ describe("the cap holds across edges and under concurrency", () => {
 
 describe("a crowd at the cap costs the stream's object few calls", () => {
   /** Counts the lease messages the stream's object receives (each one a call to it). */
-  function countLeaseCalls(): { n: number } {
-    const count = { n: 0 };
-    const real = StreamObject.prototype.viewerLease;
-    vi.spyOn(StreamObject.prototype, "viewerLease").mockImplementation(async function (this: StreamObject, ...args: Parameters<StreamObject["viewerLease"]>) {
-      count.n++;
-      return real.apply(this, args);
-    });
-    return count;
-  }
+  const countLeaseCalls = () => countCalls(StreamObject.prototype, "viewerLease");
 
   /** One on_play per edge at a time, round robin, `perEdge` each; returns the answers' codes. */
   async function crowd(s: string, perEdge: number, tag: string): Promise<number[]> {

@@ -7,11 +7,14 @@
  * user would have seen; so did the two at the end (replace with an unreachable shard, a late repeat).
  * "holds: …" probes found no defect and pin down what the review tried to break.
  */
+import { env } from "cloudflare:workers";
+import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
-import { aliceReplacingOn, ALLOW, KEY, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf, screensOnTheFakeClock, a, b, c, settle } from "./identity";
+import { aliceReplacingOn, ALLOW, KEY, keyOf, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf, screensOnTheFakeClock, a, b, c, settle } from "./identity";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
+import { viewerSeats } from "../src/object-access";
 import { admin, close, createStream, hook, play, stopPlay, uniqueStream } from "./srs";
 import { at, beat, deliverNotices, events, overloaded, restarted, retryable, streamStub, T0 } from "./fleet";
 
@@ -316,6 +319,18 @@ describe("a late repeat of a replaced session's on_play", () => {
   it("is refused, and the newer session stays", async () => {
     const { s, token } = await aliceReplacingOn(a);
     expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    const late = await hook(playWith(s, a, "tv000001", token));
+    expect(late.body.code).toBe(4016);
+    const listed = (await admin("GET", `/streams/live/${s}/viewers`)).body.viewers;
+    expect(listed.map((v: any) => v.sessions.map((x: any) => x.clientId))).toEqual([["phone001"]]);
+  });
+
+  // Found by the seats-operator model (seed -176518437): the seats object remembered the ended sessions in its memory
+  // only, so after a restart (a deploy, an eviction) within those 60 s the TV's late repeat replaced the phone.
+  it("is refused also after the seats object restarted", async () => {
+    const { s, token } = await aliceReplacingOn(a);
+    expect(await hook(playWith(s, b, "phone001", token))).toEqual(ALLOW);
+    await evictDurableObject(viewerSeats(env, keyOf(s), "alice"));
     const late = await hook(playWith(s, a, "tv000001", token));
     expect(late.body.code).toBe(4016);
     const listed = (await admin("GET", `/streams/live/${s}/viewers`)).body.viewers;

@@ -25,7 +25,6 @@
  * does not count; when its viewer plays again elsewhere it is ended first
  * (its viewer moved), so the limit still holds when the silent server returns.
  */
-import { Recent } from "../platform/recent";
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { sessionGraceMs } from "../config";
@@ -100,13 +99,15 @@ const SCHEMA = `
     -- 1: being ended for a newer session (it still counts until its shard confirms);
     -- 2: not granted yet: the take that inserted it is still ending the sessions it replaces (JOINING)
     leaving INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (stream_key, sub, server_id, service_id, client_id)) WITHOUT ROWID;`;
+    PRIMARY KEY (stream_key, sub, server_id, service_id, client_id)) WITHOUT ROWID;
+  -- Sessions ended for newer ones, and when: a late repeat of their on_play must not take a seat back (ENDED_KEPT_MS).
+  -- In storage, not memory: an object restarted meanwhile (a deploy, an eviction) must not forget them.
+  CREATE TABLE IF NOT EXISTS ended (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS ended_at ON ended (at);`;
 
 export class ViewerSeats extends DurableObject<Env> {
   private sql: SqlStorage;
   private ready = false;
-  /** Sessions this object ended for newer ones, and when: a late repeat of their on_play must not take a seat back. */
-  private ended = new Recent<string>(ENDED_KEPT_MS);
   /** Takes that inserted a seat and are still ending the sessions it replaces, by that seat: a repeat of its on_play waits for them. */
   private taking = new Map<string, Promise<void>>();
   /**
@@ -118,7 +119,8 @@ export class ViewerSeats extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.ready = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seats'").toArray().length > 0;
+    // The newest table: an object from before it was added gets it (every statement of SCHEMA is IF NOT EXISTS).
+    this.ready = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ended'").toArray().length > 0;
   }
 
   private prepare(): void {
@@ -146,8 +148,8 @@ export class ViewerSeats extends DurableObject<Env> {
     // A late repeat of a session ended for a newer one is refused. A seat for a session that exists (src/viewers/unseated.ts:
     // a limit set over sessions admitted without one), admitted after that end, is not such a repeat: the client played
     // again (as a new session under no limit), and without its seat it would never count.
-    const endedAt = this.ended.markedAt(ownKey);
-    if (this.ended.has(ownKey) && !(req.since !== undefined && endedAt !== undefined && req.since > endedAt)) return { ok: false, denial: ENDED_FOR_A_NEWER_ONE };
+    const endedAt = this.endedAt(ownKey);
+    if (endedAt !== undefined && !(req.since !== undefined && req.since > endedAt)) return { ok: false, denial: ENDED_FOR_A_NEWER_ONE };
     for (let round = 0; round <= ROUNDS + 1; round++) {
       // Synchronous from the read to the write: no other call interleaves.
       const held = this.withoutOrphans(streamKey, sub, this.seatsOf(streamKey, sub));
@@ -274,6 +276,24 @@ export class ViewerSeats extends DurableObject<Env> {
     }
   }
 
+  /** When this session (its seat's key) was ended for a newer one, if within ENDED_KEPT_MS. */
+  private endedAt(key: string): number | undefined {
+    const at = this.sql.exec<{ at: number }>("SELECT at FROM ended WHERE key = ?", key).toArray()[0]?.at;
+    return at !== undefined && Date.now() - at < ENDED_KEPT_MS ? at : undefined;
+  }
+
+  /** Remembered before its shard is asked to end it; those older than ENDED_KEPT_MS go. */
+  private markEnded(key: string): void {
+    const now = Date.now();
+    this.sql.exec("DELETE FROM ended WHERE at <= ?", now - ENDED_KEPT_MS);
+    this.sql.exec("INSERT OR REPLACE INTO ended (key, at) VALUES (?, ?)", key, now);
+  }
+
+  /** Not ended after all (its shard kept it, or could not be reached): its on_play may take a seat again. */
+  private unmarkEnded(key: string): void {
+    this.sql.exec("DELETE FROM ended WHERE key = ?", key);
+  }
+
   /** A seat for the session (kept if it has one); returns its grant id. */
   private insert(streamKey: string, sub: string, session: SessionId, since = Date.now(), leaving = 0): string {
     const grant = crypto.randomUUID();
@@ -391,14 +411,14 @@ export class ViewerSeats extends DurableObject<Env> {
       seats.map(async (s) => {
         // Remembered before its shard is asked: a repeat of its on_play arriving meanwhile is refused.
         const endedKey = `${streamKey}\n${sub}\n${keyOf(s)}`;
-        this.ended.mark(endedKey);
+        this.markEnded(endedKey);
         // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
         const callId = crypto.randomUUID();
         const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard): Promise<boolean | "kept"> => shard.endSeat(streamKey, sessionOf(s), why, callId, handOffFor));
         try {
           const ended = await withTimeout(ending, SHARD_TIMEOUT_MS);
           if (ended === "kept") {
-            this.ended.delete(endedKey);
+            this.unmarkEnded(endedKey);
             kept.push(s);
             return;
           }
@@ -421,7 +441,7 @@ export class ViewerSeats extends DurableObject<Env> {
           // call ended it and its answer is late): the session no longer plays with a seat, so this call's failure
           // refuses nobody (the newer session then found no screen).
           if (!this.holds(streamKey, sub, s)) return;
-          this.ended.delete(endedKey);
+          this.unmarkEnded(endedKey);
           console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
           failed.push(s);
         }

@@ -8,7 +8,7 @@
  * "holds: …" probes found no defect and pin down what the review tried to break.
  */
 import { env } from "cloudflare:workers";
-import { evictDurableObject } from "cloudflare:test";
+import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { signPlayToken } from "../src/auth/token";
 import { aliceReplacingOn, ALLOW, KEY, keyOf, LIMIT, limited, livePerSub, name, nowS, playWith, REVOKED, seatsOf, tokenOf, screensOnTheFakeClock, a, b, c, settle } from "./identity";
@@ -323,6 +323,25 @@ describe("a late repeat of a replaced session's on_play", () => {
     expect(late.body.code).toBe(4016);
     const listed = (await admin("GET", `/streams/live/${s}/viewers`)).body.viewers;
     expect(listed.map((v: any) => v.sessions.map((x: any) => x.clientId))).toEqual([["phone001"]]);
+  });
+
+  it("a seats object stored before the ended sessions were (an earlier deploy) still gives seats back, and takes them", async () => {
+    const stream = keyOf(uniqueStream("old-seats"));
+    const stub = viewerSeats(env, stream, "alice");
+    const tv = { serverId: a.server, serviceId: a.service, clientId: "tv000001" };
+    await runInDurableObject(stub, (_: ViewerSeats, state) => {
+      // The schema as it was before the table of ended sessions, with one seat in it.
+      state.storage.sql.exec(`CREATE TABLE seats (
+        stream_key TEXT NOT NULL, sub TEXT NOT NULL, server_id TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL,
+        since INTEGER NOT NULL, grant_id TEXT NOT NULL, leaving INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (stream_key, sub, server_id, service_id, client_id)) WITHOUT ROWID`);
+      state.storage.sql.exec("INSERT INTO seats VALUES (?, 'alice', ?, ?, ?, 1, 'g1', 0)", stream, tv.serverId, tv.serviceId, tv.clientId);
+    });
+    await evictDurableObject(stub);
+    expect((await stub.seats(stream)).map((x) => x.clientId)).toEqual(["tv000001"]);
+    await stub.release(stream, "alice", [tv]);
+    expect(await stub.seats(stream)).toEqual([]);
+    expect(await stub.take({ streamKey: stream, sub: "alice", session: { ...tv, clientId: "phone001" }, limit: 1, mode: "deny" })).toMatchObject({ ok: true });
   });
 
   // Found by the seats-operator model (seed -176518437): the seats object remembered the ended sessions in its memory

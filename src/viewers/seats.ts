@@ -107,7 +107,10 @@ const SCHEMA = `
 
 export class ViewerSeats extends DurableObject<Env> {
   private sql: SqlStorage;
+  /** The seats table exists (reads and releases need nothing more). */
   private ready = false;
+  /** Every table of SCHEMA exists (an object from before the newest one was added gets it at its next take). */
+  private prepared = false;
   /** Takes that inserted a seat and are still ending the sessions it replaces, by that seat: a repeat of its on_play waits for them. */
   private taking = new Map<string, Promise<void>>();
   /**
@@ -119,13 +122,14 @@ export class ViewerSeats extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    // The newest table: an object from before it was added gets it (every statement of SCHEMA is IF NOT EXISTS).
-    this.ready = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ended'").toArray().length > 0;
+    const tables = new Set(this.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'").toArray().map((t) => t.name));
+    this.ready = tables.has("seats");
+    this.prepared = tables.has("ended");
   }
 
   private prepare(): void {
-    if (!this.ready) this.sql.exec(SCHEMA);
-    this.ready = true;
+    if (!this.prepared) this.sql.exec(SCHEMA);
+    this.ready = this.prepared = true;
   }
 
   /**

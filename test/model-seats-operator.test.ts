@@ -768,6 +768,21 @@ async function runOnce(ops: Op[]): Promise<void> {
       const held = [...(await viewersHeld(st))].sort();
       const orders: [Action, Reply][][] = [[[mine, r1], [other, r2]], [[other, r2], [mine, r1]]];
       const finals = orders.flatMap((order) => order.reduce<Model[]>((ms, [a, res]) => ms.flatMap((m) => a.apply(m, res)), [model.clone()]));
+      // README "One ticket, one screen": sessions admitted while there was no limit take their seats when a PUT sets one,
+      // each shard as the push reaches it; "until then, a moment after the PUT …, their viewer may be admitted once more
+      // elsewhere". The play decided in that moment: under the PUT's cap and mode, but no limit; seated with the rest
+      // after it (all of them held when the limit was set). Found by this model (seed 377, size max).
+      if (w.w === "put" && st.exists && model.limitOf(st) === null && w.limit != null && r2.status === 200) {
+        const n = model.clone();
+        const mst = n.streams[si];
+        if (w.maxViewers !== undefined) mst.cap = w.maxViewers;
+        if (w.mode !== undefined) mst.mode = w.mode;
+        for (const m of mine.apply(n, r1)) {
+          m.streams[si].limit = w.limit;
+          m.policyChanged(m.streams[si], null);
+          finals.push(m);
+        }
+      }
       const fits = finals.filter((m) => JSON.stringify(m.streams[si].viewers.map(keyOf).sort()) === JSON.stringify(held));
       expect(fits.length, `${where}: ${mine.name} answered ${JSON.stringify(r1)}, ${other.name} answered ${JSON.stringify(r2)}, held ${JSON.stringify(held)}; the model's orders lead to ${JSON.stringify(finals.map((m) => m.streams[si].viewers.map(keyOf).sort()))}`).toBeGreaterThan(0);
       model.adopt(fits[0]);
@@ -882,6 +897,18 @@ describe("viewer identity interleaved with operator actions", () => {
             { t: "play", server: 0, client: 0, stream: 1, tok: 0, age: 0, retry: false },
             { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
             { t: "concurrent", server: 2, client: 0, stream: 1, sub: 0, with: { w: "stop" } },
+          ],
+        ],
+        // Found by this model (seed 377, size max): a play racing the PUT that first sets a limit, decided before alice's
+        // sessions on another edge took their seats, is admitted beside them (README: "until then … their viewer may be
+        // admitted once more elsewhere"); the model had no such order.
+        [
+          [
+            { t: "play", server: 1, client: 2, stream: 1, tok: 0, age: 0, retry: false },
+            { t: "play", server: 1, client: 0, stream: 1, tok: 0, age: 0, retry: false },
+            { t: "put", stream: 1, maxViewers: 0, mode: "deny" },
+            { t: "concurrent", server: 0, client: 2, stream: 1, sub: 0, with: { w: "put", maxViewers: null, limit: 1, mode: "replace" } },
+            { t: "play", server: 2, client: 1, stream: 1, tok: 0, age: 0, retry: false },
           ],
         ],
         // Found by this model (test/seats-operator-regressions.test.ts): alice's three sessions admitted without a

@@ -118,6 +118,11 @@ export class ViewerSeats extends DurableObject<Env> {
    * "kept" (a session still being admitted plays on), so a repeat of such a session's on_play waits for that take.
    */
   private handingOff = new Map<string, Promise<void>>();
+  /**
+   * Sessions the takes running here are ending, by seat key, and by how many takes: a take that could not end one (its
+   * shard kept it, or could not be reached) unmarks it only if no other take is still ending it (whose call may yet).
+   */
+  private ending = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -293,8 +298,12 @@ export class ViewerSeats extends DurableObject<Env> {
     this.sql.exec("INSERT OR REPLACE INTO ended (key, at) VALUES (?, ?)", key, now);
   }
 
-  /** Not ended after all (its shard kept it, or could not be reached): its on_play may take a seat again. */
+  /**
+   * Not ended after all (its shard kept it, or could not be reached): its on_play may take a seat again. Unless another
+   * take running here is ending it too (it marked it again since, and its call may yet end it).
+   */
   private unmarkEnded(key: string): void {
+    if ((this.ending.get(key) ?? 0) > 1) return;
     this.sql.exec("DELETE FROM ended WHERE key = ?", key);
   }
 
@@ -416,38 +425,45 @@ export class ViewerSeats extends DurableObject<Env> {
         // Remembered before its shard is asked: a repeat of its on_play arriving meanwhile is refused.
         const endedKey = `${streamKey}\n${sub}\n${keyOf(s)}`;
         this.markEnded(endedKey);
-        // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
-        const callId = crypto.randomUUID();
-        const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard): Promise<boolean | "kept"> => shard.endSeat(streamKey, sessionOf(s), why, callId, handOffFor));
+        this.ending.set(endedKey, (this.ending.get(endedKey) ?? 0) + 1);
         try {
-          const ended = await withTimeout(ending, SHARD_TIMEOUT_MS);
-          if (ended === "kept") {
+          // One call id for its retries (src/platform/kept-answers.ts): a lost answer must not cost the kick.
+          const callId = crypto.randomUUID();
+          const ending = withRetry(() => viewerShard(this.env, s.server_id), (shard): Promise<boolean | "kept"> => shard.endSeat(streamKey, sessionOf(s), why, callId, handOffFor));
+          try {
+            const ended = await withTimeout(ending, SHARD_TIMEOUT_MS);
+            if (ended === "kept") {
+              this.unmarkEnded(endedKey);
+              kept.push(s);
+              return;
+            }
+            // Only the seat this end was for (the one granted then), never one granted since.
+            this.drop(streamKey, sub, sessionOf(s), s.grant_id);
+            if (ended) kicks.push(s);
+          } catch (err) {
+            // A call that timed out goes on: if its shard ends the session after all (a lost answer too), the
+            // session is kicked, else it plays on with no seat and no count (the shard's accounting let it go).
+            // Whether or not its seat is still here: a shard that ended it gives its seat back at once, so a call
+            // that landed but answered late finds the seat gone, and the session still connected to its SRS.
+            if (err instanceof NoAnswer) {
+              this.ctx.waitUntil(
+                ending
+                  .then((late) => (late === true ? kick([s]) : undefined))
+                  .catch(() => {}),
+              );
+            }
+            // Its seat went meanwhile (another take racing this one ended it, its stop gave it back, or this very
+            // call ended it and its answer is late): the session no longer plays with a seat, so this call's failure
+            // refuses nobody (the newer session then found no screen).
+            if (!this.holds(streamKey, sub, s)) return;
             this.unmarkEnded(endedKey);
-            kept.push(s);
-            return;
+            console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
+            failed.push(s);
           }
-          // Only the seat this end was for (the one granted then), never one granted since.
-          this.drop(streamKey, sub, sessionOf(s), s.grant_id);
-          if (ended) kicks.push(s);
-        } catch (err) {
-          // A call that timed out goes on: if its shard ends the session after all (a lost answer too), the
-          // session is kicked, else it plays on with no seat and no count (the shard's accounting let it go).
-          // Whether or not its seat is still here: a shard that ended it gives its seat back at once, so a call
-          // that landed but answered late finds the seat gone, and the session still connected to its SRS.
-          if (err instanceof NoAnswer) {
-            this.ctx.waitUntil(
-              ending
-                .then((late) => (late === true ? kick([s]) : undefined))
-                .catch(() => {}),
-            );
-          }
-          // Its seat went meanwhile (another take racing this one ended it, its stop gave it back, or this very
-          // call ended it and its answer is late): the session no longer plays with a seat, so this call's failure
-          // refuses nobody (the newer session then found no screen).
-          if (!this.holds(streamKey, sub, s)) return;
-          this.unmarkEnded(endedKey);
-          console.error(JSON.stringify({ error: "viewer session not ended: shard unreachable", server: s.server_id, stream: streamKey, detail: String(err) }));
-          failed.push(s);
+        } finally {
+          const left = (this.ending.get(endedKey) ?? 1) - 1;
+          if (left > 0) this.ending.set(endedKey, left);
+          else this.ending.delete(endedKey);
         }
       }),
     );

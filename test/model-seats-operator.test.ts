@@ -32,10 +32,10 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
-import { serverRegistry, viewerShard } from "../src/object-access";
+import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
 import { WAIT_HOLD_MS } from "../src/viewers/lease";
 import { admin, close, heartbeat, hook, play, stopPlay } from "./srs";
-import { beatOrRestart, crash, keyOf, listViewers, seatsTaken, streamObjectOf } from "./model-kit";
+import { beatOrRestart, crash, evictQuietly, keyOf, listViewers, seatsTaken, streamObjectOf } from "./model-kit";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const ENDED_KEPT_MS = 60_000; // src/viewers/seats.ts: a session ended for a newer one is refused a seat again this long
@@ -58,7 +58,7 @@ type Op =
   | { t: "heartbeat"; server: number }
   | { t: "restart"; server: number }
   | { t: "silence"; ms: number }
-  | { t: "crash"; target: "shard" | "registry" | "stream"; server: number; stream: number }
+  | { t: "crash"; target: "shard" | "registry" | "stream" | "seats"; server: number; stream: number }
   /** PUT: fields absent (undefined) are left out of the body. */
   | { t: "put"; stream: number; maxViewers?: number | null; auth?: Auth; limit?: number | null; mode?: Mode }
   /** POST …/revocations: {"sub"} (back null), {"before": now - back}, or both. */
@@ -103,7 +103,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ t: fc.constant("heartbeat" as const), server }), weight: 2 },
   { arbitrary: fc.record({ t: fc.constant("restart" as const), server }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("silence" as const), ms: fc.constantFrom(5_000, 31_000) }), weight: 1 },
-  { arbitrary: fc.record({ t: fc.constant("crash" as const), target: fc.constantFrom<"shard" | "registry" | "stream">("shard", "registry", "stream"), server, stream }), weight: 1 },
+  { arbitrary: fc.record({ t: fc.constant("crash" as const), target: fc.constantFrom<"shard" | "registry" | "stream" | "seats">("shard", "registry", "stream", "seats"), server, stream }), weight: 2 },
   {
     arbitrary: fc.record(
       {
@@ -526,7 +526,9 @@ async function runOnce(ops: Op[]): Promise<void> {
       vi.setSystemTime(t0 + model.now);
       settledSinceSilence = false;
     } else if (o.t === "crash") {
-      await crash(o.target, servers[o.server].id, streams[o.stream].name, where);
+      // The seats objects of the stream (each viewer id's): what they remember of ended sessions is stored.
+      if (o.target === "seats") for (const sub of SUBS) await evictQuietly(viewerSeats(env, `__defaultVhost__/live/${streams[o.stream].name}`, sub), where);
+      else await crash(o.target, servers[o.server].id, streams[o.stream].name, where);
     } else if (o.t === "put") {
       tick();
       const st = streams[o.stream];
@@ -659,10 +661,22 @@ async function runOnce(ops: Op[]): Promise<void> {
             // play found before its seat ended the sessions it makes room for (or the one handed to it): refused for the
             // cap, and those sessions end all the same.
             const slotTaken = (c: Outcome) => w.w === "put" && c.admit && c.ends.length > 0 && !got.allow && got.code === 4005;
-            return outcomes
-              .flatMap((c): Outcome[] =>
+            // README "One ticket, one screen": two screens of one viewer id starting at once on one edge of a stream with
+            // one slot left both pass the edge's slot check; the seat of the one the cap then refuses may already have
+            // ended the viewer's sessions on silent servers (as for an admission). Found by this model (seed -2147029284).
+            const quietEnded: Outcome[] = [];
+            if (w.w === "play" && m.streams[si].cap !== null && !got.allow && got.code === 4005) {
+              const free = m.clone();
+              free.streams[si].cap = null;
+              const quiet = (k: string) => m.streams[si].viewers.some((x) => keyOf(x) === k && m.suspended(x));
+              for (const c of free.play(viewer(free), free.streams[si], t.kind)) if (c.admit && c.ends.length > 0 && c.ends.every(quiet)) quietEnded.push({ answer: got, admit: false, ends: c.ends });
+            }
+            return [
+              ...outcomes.flatMap((c): Outcome[] =>
                 JSON.stringify(c.answer) === JSON.stringify(got) || overtaken(c) || eitherRefusal(c) ? [c] : lateChange(c) || slotTaken(c) ? [{ answer: got, admit: false, ends: c.ends }] : [],
-              )
+              ),
+              ...quietEnded,
+            ]
               .map((c) => {
                 const n = m.clone();
                 const v = viewer(n);

@@ -31,7 +31,7 @@ import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
 import { RECALL_GAP_MAX_MS, RECALL_GAP_MS, WAIT_HOLD_MS } from "../src/viewers/lease";
-import { serverRegistry, viewerShard } from "../src/object-access";
+import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
 import { admin, close, createStream, heartbeat, hook, newEdge, play, publish, stopPlay, streamState, uniqueStream, unpublish } from "./srs";
 import { until } from "./fleet";
 import { evictQuietly, keyOf, listViewers, seatsTaken } from "./model-kit";
@@ -72,8 +72,8 @@ type Op =
   | { t: "close"; server: number; client: number }
   | { t: "heartbeat" | "restart"; server: number }
   | { t: "silence"; ms: number }
-  /** The runtime drops an object from memory (a deploy, an eviction, a crash): the server's viewer shard or registry shard, or the stream's object. */
-  | { t: "crash"; target: "shard" | "registry" | "stream"; server: number; stream: number }
+  /** The runtime drops an object from memory (a deploy, an eviction, a crash): the server's viewer shard or registry shard, the stream's object, or its seats objects. */
+  | { t: "crash"; target: "shard" | "registry" | "stream" | "seats"; server: number; stream: number }
   | { t: "settle" };
 
 const server = fc.integer({ min: 0, max: SERVERS - 1 });
@@ -104,7 +104,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ t: fc.constant("heartbeat" as const), server }), weight: 3 },
   { arbitrary: fc.record({ t: fc.constant("restart" as const), server }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("silence" as const), ms: fc.constantFrom(5_000, 29_000, 31_000, 61_000) }), weight: 1 },
-  { arbitrary: fc.record({ t: fc.constant("crash" as const), target: fc.constantFrom<"shard" | "registry" | "stream">("shard", "shard", "registry", "stream"), server, stream }), weight: 2 },
+  { arbitrary: fc.record({ t: fc.constant("crash" as const), target: fc.constantFrom<"shard" | "registry" | "stream" | "seats">("shard", "shard", "registry", "stream", "seats"), server, stream }), weight: 2 },
   { arbitrary: fc.constant({ t: "settle" as const }), weight: 1 },
 );
 
@@ -659,11 +659,12 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
     } else if (o.t === "crash") {
       // What the object wrote survives, what it held in memory does not: nothing the model knows changes.
       const s = servers[o.server];
-      const stub =
-        o.target === "shard" ? viewerShard(env, s.id) : o.target === "registry" ? serverRegistry(env, s.id) : env.STREAM.get(env.STREAM.idFromName(`__defaultVhost__/live/${streams[o.stream].name}`));
+      const streamKey = `__defaultVhost__/live/${streams[o.stream].name}`;
+      const stubs =
+        o.target === "shard" ? [viewerShard(env, s.id)] : o.target === "registry" ? [serverRegistry(env, s.id)] : o.target === "stream" ? [env.STREAM.get(env.STREAM.idFromName(streamKey))] : SUBS.map((sub) => viewerSeats(env, streamKey, sub));
       // An object not in memory has nothing to lose; one still at work (a batch waiting for its timer, a call
       // in flight) is not dropped by the runtime's eviction either, and stays.
-      await evictQuietly(stub, where);
+      for (const stub of stubs) await evictQuietly(stub, where);
     } else if (o.t === "policy") {
       const st = streams[o.stream];
       const auth = o.auth ?? st.auth;

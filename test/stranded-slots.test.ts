@@ -41,6 +41,25 @@ async function oneSlotTaken(): Promise<{ s: string; a: Edge; c: Edge }> {
 }
 
 describe("stranded slots: waiting shards never told", () => {
+  it("must not happen (fixed; found by the seats-operator model, seed 965046158): a viewer admitted before the stream had a cap leaves its edge, which the stream's last round told it was tight; another edge's viewer, within 1 s of that round, was refused 4005 at 1 of 2 viewers (the stream still counted the one that left)", async () => {
+    const s = await streamAtZero();
+    const [a, b, c] = [newEdge(), newEdge(), newEdge()];
+    expect(await viewer(s, a, "a0000001")).toEqual(ALLOW);
+    // The cap comes after a's viewer: a holds no lease, the stream counts a's viewer in its record.
+    expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 2 })).status).toBe(200);
+    at(10);
+    expect(await viewer(s, b, "b0000001")).toEqual(ALLOW);
+    // c at the full stream: a round with checks recalls a and b (both told the stream is tight).
+    at(20);
+    expect((await viewer(s, c, "c0000001")).body.code).toBe(4005);
+    at(30);
+    expect(await viewerStop(s, a, "a0000001")).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+    at(40);
+    expect(await viewer(s, b, "b0000002")).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 2 });
+  });
+
   for (const how of ["on_stop", "an operator's end by hand"] as const) {
     it(`must not happen (fixed; found by the seats-operator model, seed 31, size max): viewers leave an edge the stream last told it was not tight (${how}), whose slots it keeps unseen; another edge's viewer at the stream's next shortage, within 1 s of its last round with checks, was refused 4005 at 1 of 3 viewers`, async () => {
       const { s, a, b } = await aNotTight();

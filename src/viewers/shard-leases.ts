@@ -278,6 +278,11 @@ export class ShardLeases {
       // The give-back waits for a message on its way; that message's answer takes the slot back at once (sendLeaseReport).
       if (lease.asking) lease.freedWhileAsking = true;
       this.host.waitUntil(this.giveBack(streamKey).catch((err) => logError("lease not given back", streamKey, err)));
+    } else if (lease?.tight && this.host.counts.live(streamKey) >= lease.granted) {
+      // The viewer that ended was over the lease (admitted before the stream had a cap, or kept under a cap lowered
+      // beneath it): the stream counts this shard by its viewers, so their count goes to it now, as a slot would.
+      // Else that slot stays taken there until this shard's next message (its alarm's report, minutes later).
+      this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
     }
   }
 

@@ -73,6 +73,8 @@ export class ShardLeases {
   private expecting = new Map<string, string>();
   /** Hand-off messages on their way to the stream, per stream: a recall's answer names them (it may overtake them). */
   private handing = new Map<string, HandOff[]>();
+  /** Streams with a report queued behind their lock that has not left yet (reportSoon). */
+  private reportQueued = new Set<string>();
 
   constructor(
     private env: Env,
@@ -282,8 +284,23 @@ export class ShardLeases {
       // The viewer that ended was over the lease (admitted before the stream had a cap, or kept under a cap lowered
       // beneath it): the stream counts this shard by its viewers, so their count goes to it now, as a slot would.
       // Else that slot stays taken there until this shard's next message (its alarm's report, minutes later).
-      this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
+      this.reportSoon(streamKey);
     }
+  }
+
+  /**
+   * A report of the audience, sent once for every change made before it leaves: viewers ending in one batch (an
+   * operator's end of every session, a revocation) cost the stream one message, not one each, all queued behind this
+   * stream's lock (this shard's admissions waiting behind them). The report reads the counts when it leaves.
+   */
+  private reportSoon(streamKey: string): void {
+    if (this.reportQueued.has(streamKey)) return;
+    this.reportQueued.add(streamKey);
+    const report = this.exclusive(streamKey, () => {
+      this.reportQueued.delete(streamKey);
+      return this.sendLeaseReport(streamKey, 0);
+    });
+    this.host.waitUntil(report.catch((err) => logError("lease not given back", streamKey, err)));
   }
 
   /**

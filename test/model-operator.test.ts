@@ -327,8 +327,13 @@ async function runOnce(ops: Op[]): Promise<void> {
     expect(must.filter((k) => !ended.includes(k)), `${where}: sessions not ended`).toEqual([]);
     expect(new Set(ended).size, `${where}: a session ended twice`).toBe(ended.length);
   };
-  /** Sessions ended by hand: the model's keys, checked at every later step (e). */
+  /** Sessions ended by hand, by role and stream (a client id may publish another stream too): checked at every later step (e). */
   const endedByHand = new Set<string>();
+  const handKey = (role: "publisher" | "viewer", st: ModelStream, x: Session | string) => `${role}:${st.name}:${typeof x === "string" ? x : keyOf(x)}`;
+  const endedByHandIn = (st: ModelStream, which: (x: Session) => boolean) => {
+    for (const p of st.publishers.filter(which)) endedByHand.add(handKey("publisher", st, p));
+    for (const v of st.viewers.filter(which)) endedByHand.add(handKey("viewer", st, v));
+  };
   let settledSinceSilence = true;
 
   for (const [step, o] of [...ops, { t: "settle" } as Op].entries()) {
@@ -464,7 +469,7 @@ async function runOnce(ops: Op[]): Promise<void> {
         const ended: string[] = res.body.ended.map((e: any) => `${e.role}:${keyOf({ server: e.serverId, service: e.serviceId, client: e.clientId })}`);
         const must = [...st.publishers.filter(matches).map((p) => `publisher:${keyOf(p)}`), ...st.viewers.filter(matches).map((v) => `viewer:${keyOf(v)}`)];
         checkEnded(ended, must, st.zombies.filter(matches).map((p) => `publisher:${keyOf(p)}`), where);
-        for (const k of must) endedByHand.add(k);
+        endedByHandIn(st, matches);
         st.publishers = st.publishers.filter((p) => !matches(p));
         st.zombies = st.zombies.filter((p) => !matches(p));
         st.viewers = st.viewers.filter((v) => !matches(v));
@@ -481,8 +486,8 @@ async function runOnce(ops: Op[]): Promise<void> {
       const tagged = (st: ModelStream, role: string, x: Session) => `${role}:__defaultVhost__/live/${st.name}:${keyOf(x)}`;
       const must = streams.flatMap((st) => [...st.publishers.filter(of).map((p) => tagged(st, "publisher", p)), ...st.viewers.filter(of).map((v) => tagged(st, "viewer", v))]);
       checkEnded(ended, must, streams.flatMap((st) => st.zombies.filter(of).map((p) => tagged(st, "publisher", p))), where);
-      for (const k of must) endedByHand.add(k.replace(/:[^:]*:/, ":"));
       for (const st of streams) {
+        endedByHandIn(st, of);
         st.publishers = st.publishers.filter((p) => !of(p));
         st.zombies = st.zombies.filter((p) => !of(p));
         st.viewers = st.viewers.filter((v) => !of(v));
@@ -516,9 +521,8 @@ async function runOnce(ops: Op[]): Promise<void> {
       // A zombie the stream let go is gone for good.
       st.zombies = st.zombies.filter((z) => publishers.has(keyOf(z)));
       // (e) Nothing ended by hand comes back.
-      for (const k of [...viewers].map((v) => `viewer:${v}`).concat([...publishers].map((p) => `publisher:${p}`))) {
-        expect(endedByHand.has(k) && !st.viewers.concat(st.publishers).some((x) => k.endsWith(keyOf(x))), `${where}: ${k} ended by hand is held again`).toBe(false);
-      }
+      const heldAgain = [...[...viewers].filter((v) => !st.viewers.some((x) => keyOf(x) === v)).map((v) => handKey("viewer", st, v)), ...[...publishers].filter((p) => !held.includes(p)).map((p) => handKey("publisher", st, p))];
+      expect(heldAgain.filter((k) => endedByHand.has(k)), `${where}: ended by hand, held again`).toEqual([]);
       const res = await admin("GET", `/streams/live/${st.name}`);
       if (!st.exists) {
         // (d) A deleted stream: every admin route of it is 404.
@@ -571,6 +575,30 @@ describe("operator actions interleaved with a fleet that restarts, retries and l
 
   it("every hook gets the model's answer, ends by hand are for good, deleted streams refuse, the cap and one publisher hold", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
-    await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 10, maxLength: 30 }), runSequence), { numRuns: 40 });
+    await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 10, maxLength: 30 }), runSequence), {
+      numRuns: 40,
+      examples: [
+        // Found by 900 runs (seed 1307180883): a gap of the model, not of the gate. A client ended by hand on one stream
+        // publishes another stream; its process restarts, and that publisher is held a moment longer (a zombie, fenced
+        // in the background): the model kept what was ended by hand without its stream, and took it for the one it ended.
+        [
+          [
+            { t: "publish", server: 1, client: 1, stream: 1, key: "good", retry: false },
+            { t: "endStream", stream: 1, server: null, client: null },
+            { t: "publish", server: 1, client: 1, stream: 0, key: "good", retry: false },
+            { t: "put", stream: 0, rotate: false },
+            { t: "unpublish", server: 0, client: 0, stream: 0, twice: false },
+            { t: "endStream", stream: 0, server: 0, client: null },
+            { t: "endStream", stream: 0, server: null, client: 0 },
+            { t: "play", server: 0, client: 0, stream: 0, retry: false },
+            { t: "restart", server: 1 },
+            { t: "late", server: 0, client: 0, stream: 0, kind: "publish" },
+            { t: "put", stream: 0, rotate: false },
+            { t: "stop", server: 0, client: 0, stream: 0, twice: false },
+            { t: "restart", server: 0 },
+          ],
+        ],
+      ],
+    });
   }, 240_000);
 });

@@ -738,7 +738,9 @@ async function runOnce(ops: Op[], configs: StreamConfig[]): Promise<void> {
         } else {
           const allowed = [...(limit !== null ? [4016] : []), ...(st.cap !== null ? [4005] : [])];
           expect(codes.filter((c) => !allowed.includes(c)), `${where}: refusal codes`).toEqual([]);
-          if (st.cap !== null) expect(countedBefore + admitted.length, `${where}: admitted past the cap`).toBeLessThanOrEqual(st.cap);
+          // In replace mode the plays may end the viewer's older sessions that counted: their slots went to the plays.
+          const endedCounted = st.viewers.filter((x) => x.sub === sub && !model.suspended(x) && !list.has(keyOf(x))).length;
+          if (st.cap !== null) expect(countedBefore - endedCounted + admitted.length, `${where}: admitted past the cap`).toBeLessThanOrEqual(st.cap);
           if (limit === null && st.cap === null) expect(admitted.length, `${where}: unlimited`).toBe(o.n);
           if (limit !== null && st.mode === "deny") {
             // Of simultaneous plays, exactly as many as the viewer id has room for; only its sessions that do not count end.
@@ -918,6 +920,23 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
             ],
             [
               { cap: 3, auth: "token", limit: null, mode: "deny" },
+              { cap: null, auth: "token", limit: null, mode: "deny" },
+            ],
+          ],
+          // Found by 900 runs with `size: "max"` (seed -592090371): a gap of the model, not of the gate. Three plays of a
+          // viewer with a limit of 3 in replace mode end its three older sessions (a ghost among them) and take their slots at a
+          // stream capped at 5 that counted those 3: the model added the plays to the 3 it counted before (6 > 5).
+          [
+            [
+              { t: "ghost", server: 0, client: 0, stream: 0, sub: 0 },
+              { t: "policy", stream: 0, limit: 3, mode: "replace", auth: null },
+              { t: "play", server: 1, client: 0, stream: 0, sub: 0, age: 0 },
+              { t: "play", server: 1, client: 1, stream: 0, sub: 0, age: 0 },
+              { t: "burst", stream: 0, sub: 0, n: 3 },
+              { t: "heartbeat", server: 0 },
+            ],
+            [
+              { cap: 5, auth: "token", limit: null, mode: "deny" },
               { cap: null, auth: "token", limit: null, mode: "deny" },
             ],
           ],

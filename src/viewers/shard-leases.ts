@@ -180,15 +180,11 @@ export class ShardLeases {
     }
   }
 
-  /** When slots unused here are due to go back (`idleAt`: the alarm gives them back then), and a stream this shard still has to leave (`leaving`). */
-  pendingWork(now: number): { idleAt: number | null; leaving: boolean } {
+  /** Slots unused somewhere (`idle`: the alarm gives them back), and a stream this shard still has to leave (`leaving`). */
+  pendingWork(): { idle: boolean; leaving: boolean } {
     const c = this.host.counts;
-    // Unused slots go back LEASE_IDLE_MS after their stream's last admission here (those already due, which the alarm
-    // could not give back, at the next try): the alarm comes back then, not a whole LEASE_IDLE_MS after it found them
-    // still in use.
-    const due = [...this.leases].filter(([k, l]) => l.granted > c.live(k)).map(([, l]) => l.lastAdmission + LEASE_IDLE_MS);
     return {
-      idleAt: due.length === 0 ? null : Math.min(...due.map((at) => (at > now ? at : now + LEASE_IDLE_MS))),
+      idle: [...this.leases].some(([k, l]) => l.granted > c.live(k)),
       // A stream this shard could not leave (the message failed) is left at a later alarm: else an unlimited
       // stream, which forgets no shard for its silence, would keep its record for good.
       leaving: [...this.leases].some(([k, l]) => l.granted === 0 && c.live(k) + c.suspended(k) === 0),

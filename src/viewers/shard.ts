@@ -864,8 +864,8 @@ export class ViewerShard extends DurableObject<Env> {
     this.processes.forgetReplaced(now);
     this.activity.usage.prune(now);
     this.log.forgetIdle(now, (streamKey) => this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0 || this.leases.granted(streamKey) > 0);
-    const work = this.leases.pendingWork(now);
-    if (work.idleAt !== null) this.armAlarm(work.idleAt);
+    const work = this.leases.pendingWork();
+    if (work.idle) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0 || work.leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
   }
 

@@ -289,18 +289,19 @@ export class ShardLeases {
   }
 
   /**
-   * A report of the audience, sent once for every change made before it leaves: viewers ending in one batch (an
-   * operator's end of every session, a revocation) cost the stream one message, not one each, all queued behind this
-   * stream's lock (this shard's admissions waiting behind them). The report reads the counts when it leaves.
+   * A report of the lease and the audience, in the background, sent once for every change made before it leaves:
+   * viewers ending in one batch (an operator's end of every session, a revocation) or slots taken back one by one cost
+   * the stream one message, not one each, all queued behind this stream's lock (this shard's admissions waiting behind
+   * them). The report reads the lease and the counts when it leaves.
    */
-  private reportSoon(streamKey: string): void {
+  private reportSoon(streamKey: string, failure = "lease not given back"): void {
     if (this.reportQueued.has(streamKey)) return;
     this.reportQueued.add(streamKey);
     const report = this.exclusive(streamKey, () => {
       this.reportQueued.delete(streamKey);
       return this.sendLeaseReport(streamKey, 0);
     });
-    this.host.waitUntil(report.catch((err) => logError("lease not given back", streamKey, err)));
+    this.host.waitUntil(report.catch((err) => logError(failure, streamKey, err)));
   }
 
   /**
@@ -399,7 +400,7 @@ export class ShardLeases {
     if (lease.asking) lease.freedWhileAsking = true;
     lease.granted = granted;
     this.storeLease(streamKey, lease);
-    if (tell) this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
+    if (tell) this.reportSoon(streamKey);
   }
 
   /** A returning process may hold more viewers than the lease: the stream must count them (they all count after a heal). */
@@ -407,7 +408,7 @@ export class ShardLeases {
     for (const [streamKey, lease] of this.leases) {
       const policy = this.policies.get(streamKey)?.policy;
       if (policy?.maxViewers != null && this.host.counts.live(streamKey) > lease.granted) {
-        this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("healed viewers not reported", streamKey, err)));
+        this.reportSoon(streamKey, "healed viewers not reported");
       }
     }
   }
@@ -492,7 +493,7 @@ export class ShardLeases {
       lease.granted = answer.granted - uncovered;
       this.storeLease(streamKey, lease);
     }
-    if (uncovered > 0) this.host.waitUntil(this.reportToStream(streamKey, 0).catch((err) => logError("lease not given back", streamKey, err)));
+    if (uncovered > 0) this.reportSoon(streamKey);
     // Slots handed over for admissions under way here: reserved for them (after the lease took this answer: they are in it).
     for (let n = answer.handed ?? 0, keys = [...this.expecting]; n > 0 && keys.length > 0; ) {
       const [key, of] = keys.shift()!;

@@ -14,10 +14,10 @@ afterEach(() => {
 });
 
 /** The real catalogue with some of its methods replaced. */
-function catalogueWith(replaced: { put?: () => Promise<never>; list?: (options?: KVNamespaceListOptions) => Promise<unknown> }): Partial<Env> {
+function catalogueWith(replaced: { put?: () => Promise<never>; delete?: () => Promise<never>; list?: (options?: KVNamespaceListOptions) => Promise<unknown> }): Partial<Env> {
   const catalogue = new Proxy(env.CATALOGUE, {
     get(target, prop) {
-      if (prop === "put" || prop === "list") {
+      if (prop === "put" || prop === "delete" || prop === "list") {
         const own = replaced[prop];
         if (own) return own;
       }
@@ -30,7 +30,8 @@ function catalogueWith(replaced: { put?: () => Promise<never>; list?: (options?:
 
 /** The real catalogue, except that every write fails. */
 function brokenCatalogue(): Partial<Env> {
-  return catalogueWith({ put: async () => { throw new Error("KV unavailable (test)"); } });
+  const fail = async (): Promise<never> => { throw new Error("KV unavailable (test)"); };
+  return catalogueWith({ put: fail, delete: fail });
 }
 
 describe("PUT when the catalogue write fails", () => {
@@ -74,6 +75,32 @@ describe("PUT when the catalogue write fails", () => {
     });
     expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 2 })).status).toBe(200);
     expect(JSON.parse((await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`))!).maxViewers).toBe(2);
+  });
+});
+
+describe("DELETE when the catalogue delete fails", () => {
+  it("deletes the stream all the same and says so in a 503; a repeated DELETE removes the entry, then 404", async () => {
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    const s = uniqueStream();
+    const key = await createStream(s);
+    const failed = await adminWith(brokenCatalogue(), "DELETE", `/streams/live/${s}`);
+    expect(failed).toEqual({
+      status: 503,
+      body: {
+        error: `stream catalogue (KV) unavailable: __defaultVhost__/live/${s} was deleted (its key no longer works), but it is still in the catalogue; repeat the DELETE`,
+        deleted: `__defaultVhost__/live/${s}`,
+      },
+    });
+    expect((await hook(publish("live", s, key, { ...newEdge(), client: "pub00001" }))).body.code).toBe(4001);
+    expect((await admin("GET", `/streams/live/${s}`)).status).toBe(404);
+    expect((await admin("GET", `/streams?prefix=live/${s}`)).body.streams).toEqual([]); // the listing skips what is left
+    expect(await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`)).not.toBeNull();
+
+    const gone = await adminWith(brokenCatalogue(), "DELETE", `/streams/live/${s}`);
+    expect(gone.status).toBe(503);
+    expect(gone.body.error).toBe(`stream catalogue (KV) unavailable: __defaultVhost__/live/${s} does not exist, and what the catalogue holds of it could not be removed; repeat the DELETE`);
+    expect(await admin("DELETE", `/streams/live/${s}`)).toEqual({ status: 404, body: { error: `stream __defaultVhost__/live/${s} does not exist` } });
+    expect(await env.CATALOGUE.get(`stream:__defaultVhost__/live/${s}`)).toBeNull();
   });
 });
 

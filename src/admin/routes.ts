@@ -99,19 +99,31 @@ export async function deleteStream(request: IRequest, env: Env): Promise<Respons
   // The object is revoked first: it is what the very next on_publish asks.
   const removed = await streamStub(env, name).remove();
   if (removed) await pushPolicy(env, name);
-  // The catalogue only lists streams. Its entry not deleted (KV takes one write per second per key), the
-  // stream is removed all the same: its kicks are still queued (the object marked its publishers as
-  // kicked, and a repeated DELETE, a 404, kicks nobody), and the failure is answered after them.
-  const uncatalogued = await env.CATALOGUE.delete(CATALOGUE_PREFIX + streamKey(name)).then(
-    () => null,
-    (err: unknown) => err ?? new Error("catalogue delete failed"),
+  // The catalogue only lists streams (a listing skips an entry whose object has no stream). Its entry not
+  // deleted (KV takes one write per second per key; once more a second later), the stream is removed all the
+  // same: its kicks are still queued (the object marked its publishers as kicked, and a repeated DELETE kicks
+  // nobody), and the answer is a 503 saying what took effect; a repeated DELETE removes the entry, then 404.
+  const uncatalogued = await retriedOnce(() => env.CATALOGUE.delete(CATALOGUE_PREFIX + streamKey(name))).then(
+    () => false,
+    (err: unknown) => {
+      console.error(JSON.stringify({ error: String(err), during: "catalogue delete", stream: streamKey(name) }));
+      return true;
+    },
   );
-  if (!removed) throw uncatalogued ?? new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  const unavailable = (what: string) => `stream catalogue (KV) unavailable: ${what}`;
+  if (!removed) {
+    if (uncatalogued) throw new StatusError(503, unavailable(`${streamKey(name)} does not exist, and what the catalogue holds of it could not be removed; repeat the DELETE`));
+    throw new StatusError(404, `stream ${streamKey(name)} does not exist`);
+  }
   // Its publisher and viewers are kicked on their edges (src/srs/kicks.ts).
   const kicking = env.SRS_API_URL ? [...(await kickPublishers(env, name, "stream deleted")), ...(await kickViewers(env, name, "stream deleted"))] : [];
   const lost = await reportOperatorEnded(env, kicking.map((k) => ({ ...k, streamKey: streamKey(name) })), "stream deleted", true);
-  if (uncatalogued) throw uncatalogued;
-  return jsonResponse({ deleted: streamKey(name), ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) });
+  const answer = { deleted: streamKey(name), ...(env.SRS_API_URL ? { kicking } : {}), ...notQueued(lost) };
+  if (uncatalogued) {
+    const error = unavailable(`${streamKey(name)} was deleted (its key no longer works), but it is still in the catalogue; repeat the DELETE`);
+    return jsonResponse({ error, ...answer }, 503);
+  }
+  return jsonResponse(answer);
 }
 
 /**
@@ -275,13 +287,16 @@ function streamStub(env: Env, name: StreamName) {
 async function writeCatalogue(env: Env, state: StreamState, keyHash: string): Promise<void> {
   const { vhost, app, stream, maxViewers, playAuth, onDuplicatePublish, maxSessionsPerViewer, onExtraViewerSession, updatedAt } = state;
   const entry = { vhost, app, stream, maxViewers, playAuth, onDuplicatePublish, maxSessionsPerViewer, onExtraViewerSession, keyHash, updatedAt };
-  const put = () => env.CATALOGUE.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry));
+  await retriedOnce(() => env.CATALOGUE.put(CATALOGUE_PREFIX + streamKey(state), JSON.stringify(entry)));
+}
+
+/** A catalogue write: KV takes one write per second per key, which two quick calls on one stream can meet. Once more, a second later. */
+async function retriedOnce(write: () => Promise<void>): Promise<void> {
   try {
-    await put();
+    await write();
   } catch {
-    // KV takes one write per second per key: two quick PUTs of one stream can meet that. Once more, a second later.
     await new Promise((resolve) => setTimeout(resolve, CATALOGUE_RETRY_MS));
-    await put();
+    await write();
   }
 }
 

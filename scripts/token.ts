@@ -5,6 +5,7 @@
 // Runs on Node 22 (type stripping), with the same signing code the Worker uses.
 import { existsSync, readFileSync } from "node:fs";
 import { signPlayToken, SUB_PATTERN } from "../src/auth/token.ts";
+import { readDevVars } from "./lib/dev-vars-file.mjs";
 import { npmBannerInOutput } from "./lib/npm-banner.ts";
 
 // The Worker refuses tokens expiring further ahead than its MAX_TOKEN_TTL_S (default 30 days) and
@@ -16,7 +17,7 @@ const USAGE = `usage: npm run -s token -- <app>/<stream> [--ttl seconds] [--vhos
   <app>/<stream>  the stream the token plays, e.g. live/cam1; '<app>/*' (quoted: the shell would
                   expand it) plays every stream of the app (a season pass)
   --ttl           seconds until it expires (default 3600; at most 7 days, or MAX_TOKEN_TTL_S from
-                  the environment if shorter)
+                  the environment if shorter, which is then the default too if under 3600)
   --vhost         the SRS vhost (default __defaultVhost__)
   --sub           the viewer id the token names (1 to 64 of A-Z a-z 0-9 . _ : @ -)
 Prints the token on stdout. The signing key is TOKEN_SIGNING_KEY from the environment, else the
@@ -31,20 +32,17 @@ function usage(message: string): never {
 
 function signingKey(): string {
   if (process.env.TOKEN_SIGNING_KEY) return process.env.TOKEN_SIGNING_KEY;
-  const devVars = new URL("../.dev.vars", import.meta.url);
-  if (existsSync(devVars)) {
-    const line = readFileSync(devVars, "utf8").split("\n").find((l) => l.startsWith("TOKEN_SIGNING_KEY="));
-    if (line) {
-      console.error("TOKEN_SIGNING_KEY is not in the environment: signed with the local key of .dev.vars (for npm run dev; a deployed gate refuses it)");
-      return line.slice("TOKEN_SIGNING_KEY=".length).trim();
-    }
-  }
-  usage("TOKEN_SIGNING_KEY is not set (in the environment or .dev.vars)");
+  // npm run runs this in the checkout's root, where wrangler dev reads .dev.vars; read as wrangler reads it
+  // (`export NAME=`, quotes, indented lines; the last line naming it wins), so the token is signed with the key the local gate uses.
+  const key = existsSync(".dev.vars") ? readDevVars(readFileSync(".dev.vars", "utf8")).get("TOKEN_SIGNING_KEY") : undefined;
+  if (!key) usage("TOKEN_SIGNING_KEY is not set (in the environment or .dev.vars)");
+  console.error("TOKEN_SIGNING_KEY is not in the environment: signed with the local key of .dev.vars (for npm run dev; a deployed gate refuses it)");
+  return key;
 }
 
 const args = process.argv.slice(2);
 let target: string | undefined;
-let ttl = 3600;
+let ttl = Math.min(3600, MAX_TTL_S); // as the admin API: 3600, or the deployment's maximum if that is less
 let vhost = "__defaultVhost__";
 let sub: string | undefined;
 for (let i = 0; i < args.length; i++) {

@@ -3,6 +3,9 @@
 // the gate's own verifier. Run by npm test (node --test).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { verifyPlayToken } from "../../src/auth/token.ts";
 
@@ -54,6 +57,30 @@ describe("npm run token", () => {
       assert.deepEqual(await verifyPlayToken(t, stream(name), now(), [KEY]), { ok: true, sub: "season-pass-7", issuedAt: Number(iat) });
     }
     assert.equal((await verifyPlayToken(t, { ...stream("cam1"), app: "vod" }, now(), [KEY])).ok, false);
+  });
+
+  it("without the variable, signs with the key wrangler dev reads from .dev.vars (export, quotes, the last line wins)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "token-devvars-"));
+    try {
+      const local = "the-local-key-wrangler-dev-reads-32-chars";
+      writeFileSync(join(dir, ".dev.vars"), `TOKEN_SIGNING_KEY=an-older-line-wrangler-does-not-read-any-more\n  export TOKEN_SIGNING_KEY="${local}"\n`);
+      const env = { ...process.env };
+      delete env.TOKEN_SIGNING_KEY;
+      // Run as npm run runs it, in the directory that holds .dev.vars.
+      const r = spawnSync(process.execPath, ["--no-warnings=ExperimentalWarning", join(ROOT, "scripts/token.ts"), "live/cam1"], { cwd: dir, encoding: "utf8", env });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /signed with the local key of \.dev\.vars/);
+      assert.equal((await verifyPlayToken(r.stdout.trim(), stream("cam1"), now(), [local])).ok, true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("defaults --ttl to MAX_TOKEN_TTL_S when that is under an hour, as the admin API does", () => {
+    const r = token(["live/cam1"], { TOKEN_SIGNING_KEY: KEY, MAX_TOKEN_TTL_S: "600" });
+    assert.equal(r.status, 0, r.stderr);
+    const [, , iat, exp] = r.stdout.trim().split(".");
+    assert.equal(Number(exp) - Number(iat), 600);
   });
 
   it("refuses a malformed --sub", () => {

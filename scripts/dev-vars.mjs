@@ -26,7 +26,20 @@ const OLD_DEFAULTS = {
   TOKEN_SIGNING_KEY: "dev-token-signing-key",
 };
 
-const SECRETS = [...Object.keys(DEV_SECRETS), "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY_PREVIOUS"];
+const SECRETS = [...Object.keys(DEV_SECRETS), "HOOK_SECRET_PREVIOUS", "TOKEN_SIGNING_KEY_PREVIOUS", "EVENTS_WEBHOOK_SECRET_PREVIOUS"];
+
+/** Events' secrets may be Standard Webhooks' `whsec_` + base64 of the key, of at least 24 bytes (src/events/sign.ts). */
+const WHSEC_PREFIX = "whsec_";
+const MIN_WHSEC_KEY_BYTES = 24;
+
+/** Whether the Worker refuses this value of a secret: too short (or, for `whsec_…`, too short a key or not base64). */
+function unusable(name, value) {
+  if (name.startsWith("EVENTS_WEBHOOK_SECRET") && value.startsWith(WHSEC_PREFIX)) {
+    const encoded = value.slice(WHSEC_PREFIX.length);
+    return !/^[A-Za-z0-9+/]*={0,2}$/.test(encoded) || encoded.length % 4 === 1 || Buffer.from(encoded, "base64").length < MIN_WHSEC_KEY_BYTES;
+  }
+  return value.length < MIN_SECRET_LENGTH;
+}
 
 const path = new URL("../.dev.vars", import.meta.url);
 const original = existsSync(path)
@@ -47,7 +60,7 @@ let text = original
       upgraded.push(name);
       return `${name}=${DEV_SECRETS[name]}`;
     }
-    if (value.length < MIN_SECRET_LENGTH) short.push(name);
+    if (unusable(name, value)) short.push(name);
     return line;
   })
   .join("\n");
@@ -73,10 +86,12 @@ const REFUSAL = {
   ADMIN_TOKEN: "the admin API answers 500",
   TOKEN_SIGNING_KEY: "token streams refuse every viewer and minting answers 500",
   TOKEN_SIGNING_KEY_PREVIOUS: "token streams refuse every viewer",
+  EVENTS_WEBHOOK_SECRET: "no event is sent (each waits in the queue) while EVENTS_WEBHOOK_URL is set",
+  EVENTS_WEBHOOK_SECRET_PREVIOUS: "no event is sent (each waits in the queue) while EVENTS_WEBHOOK_URL is set",
 };
 for (const name of short) {
-  console.warn(
-    `streamgate: WARNING: ${name} in .dev.vars is shorter than ${MIN_SECRET_LENGTH} characters, so ${REFUSAL[name]}. ` +
-      `Set a longer value (e.g. openssl rand -hex 24) or delete the line.`,
-  );
+  const rule = name.startsWith("EVENTS_WEBHOOK_SECRET")
+    ? `neither ${WHSEC_PREFIX} + base64 of a key of at least ${MIN_WHSEC_KEY_BYTES} bytes nor ${MIN_SECRET_LENGTH} or more characters`
+    : `shorter than ${MIN_SECRET_LENGTH} characters`;
+  console.warn(`streamgate: WARNING: ${name} in .dev.vars is ${rule}, so ${REFUSAL[name]}. Set a longer value (e.g. openssl rand -hex 24) or delete the line.`);
 }

@@ -11,6 +11,7 @@
  * libraries allow 5 minutes) accept a delivery retried hours after the event. The event's own time
  * is the body's `timestamp`.
  */
+import { StatusError } from "itty-router";
 import type { Env } from "../env";
 import { eventBody, eventsEnabled, type WebhookEvent } from "./event";
 import { signDelivery, signingKey } from "./sign";
@@ -93,7 +94,8 @@ export async function deliverEvents(batch: MessageBatch<WebhookEvent>, env: Env)
  * that still has the old secret verifies the second). Either unusable: throws, naming it.
  */
 export function signingKeys(env: Env): Uint8Array[] {
-  const current = signingKey(env.EVENTS_WEBHOOK_SECRET ?? "");
+  if (!env.EVENTS_WEBHOOK_SECRET) throw new StatusError(500, "EVENTS_WEBHOOK_SECRET is not set");
+  const current = signingKey(env.EVENTS_WEBHOOK_SECRET);
   if (!env.EVENTS_WEBHOOK_SECRET_PREVIOUS) return [current];
   return [current, signingKey(env.EVENTS_WEBHOOK_SECRET_PREVIOUS, "EVENTS_WEBHOOK_SECRET_PREVIOUS")];
 }

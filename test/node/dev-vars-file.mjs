@@ -80,6 +80,18 @@ describe(".dev.vars lines wrangler reads, which the scripts must read the same w
     assert.equal(vars.ADMIN_TOKEN, MY_ADMIN);
   });
 
+  it("npm run dev warns about an events secret the Worker refuses, by the Worker's rule (whsec_ keys of 24+ bytes), naming what it stops", () => {
+    const shortKey = `whsec_${Buffer.alloc(20, 7).toString("base64")}`; // 34 characters, but a 20-byte key
+    assert.ok(shortKey.length >= 32);
+    const warned = node(checkout(`EVENTS_WEBHOOK_SECRET=${shortKey}\n`), ["scripts/dev-vars.mjs"]);
+    assert.equal(warned.status, 0, warned.stderr);
+    assert.match(warned.stderr, /WARNING: EVENTS_WEBHOOK_SECRET in \.dev\.vars is neither whsec_ \+ base64 of a key of at least 24 bytes nor 32 or more characters, so no event is sent/);
+    assert.doesNotMatch(warned.stderr, /undefined/);
+    const good = node(checkout(`EVENTS_WEBHOOK_SECRET=whsec_${Buffer.alloc(24, 7).toString("base64")}\n`), ["scripts/dev-vars.mjs"]);
+    assert.equal(good.status, 0, good.stderr);
+    assert.doesNotMatch(good.stderr, /WARNING/);
+  });
+
   it("npm run srs-config -- --local writes the HOOK_SECRET wrangler reads into the hook URLs", () => {
     const dir = checkout(`HOOK_SECRET=an-older-hook-secret-of-32-characters-x\nexport HOOK_SECRET=${MINE}\n`);
     const r = node(dir, ["scripts/srs-config.ts", "--role", "standalone", "--local", "--device-id", "live-1"]);

@@ -91,6 +91,9 @@ describe("POST /admin/events/test with a setting that cannot work (the console's
       // The secret's value never appears in the answer.
       if (overrides.EVENTS_WEBHOOK_SECRET) expect(JSON.stringify(res.body)).not.toContain(overrides.EVENTS_WEBHOOK_SECRET);
     }
+    // Unset is named as unset, not as a secret too short.
+    const unset = await adminWith({ EVENTS_WEBHOOK_SECRET: undefined }, "POST", "/events/test");
+    expect(unset.body.error).toMatch(/EVENTS_WEBHOOK_SECRET is not set/);
     expect(send).not.toHaveBeenCalled();
   });
 });

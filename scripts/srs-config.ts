@@ -13,10 +13,11 @@ import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts
 
 const USAGE = `usage: npm run -s srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
          [--origin host[:port][,host[:port]]] [--server-id ID] [--local]
+  (edge and standalone need --gate, or --local, and --device-id; an edge also --origin)
   --role        edge: remote mode, needs --origin; standalone: one server, no origin; origin: behind
                 edges, calls nothing (so it takes only --server-id)
   --gate        the Worker's URL, e.g. https://gate.example.com (edge, standalone)
-  --device-id   the heartbeat's label for this server (edge, standalone)
+  --device-id   the heartbeat's label for this server (required for edge and standalone)
   --origin      the origin(s) an edge pulls from and pushes to (edge)
   --server-id   a stable server_id for this server (otherwise set SRS_SERVER_ID per pod)
   --local       read HOOK_SECRET from .dev.vars; --gate defaults to http://127.0.0.1:8787 (edge,

@@ -74,6 +74,8 @@ export interface EndCause {
   voidHook?: string;
 }
 
+/** An alarm's sweep for ghosts (sweepGhostsInTurn) begins no stream's check after this long. */
+const SWEEP_BUDGET_MS = 4_000;
 /** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
 const GHOST_WAIT_MS = 1_500;
 /** A seat's hand-off waits at most this long for its stream's message lock (the seats object waits 2 s for the answer). */
@@ -125,6 +127,8 @@ export class ViewerShard extends DurableObject<Env> {
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
+  /** The stream the alarm's last ghost sweep asked about (the next sweep takes the one after it). */
+  private sweptStream = "";
   /**
    * When a viewer session here was last admitted again by a repeat of its on_play (by seatKey): an HLS player back
    * with its hls_ctx after SRS let the session go. A ghost check's answer asked before then ("not found", true
@@ -860,6 +864,7 @@ export class ViewerShard extends DurableObject<Env> {
     await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refreshLiveness(null);
+    await this.sweepGhostsInTurn();
     await this.leases.reportChanged(now);
     this.processes.forgetReplaced(now);
     this.activity.usage.prune(now);
@@ -867,6 +872,29 @@ export class ViewerShard extends DurableObject<Env> {
     const work = this.leases.pendingWork();
     if (work.idle) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0 || work.leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
+  }
+
+  /**
+   * With SRS_API_URL, each alarm (every 2 × SERVER_TIMEOUT_S while the shard holds viewers) asks the
+   * server's API about up to GHOSTS_PER_CHECK of its viewers, the streams taking turns (on from the one
+   * the last sweep reached), and ends those it no longer has: ghosts of lost on_stop events, which
+   * HTTP-FLV and HLS viewers (no on_close) would otherwise leave counted, in the audience and the usage,
+   * until their server restarts, on a stream no refusal reaches. Suspended viewers are not asked about
+   * (endGhosts). No stream is begun after SWEEP_BUDGET_MS (an API that answers slowly).
+   */
+  private async sweepGhostsInTurn(): Promise<void> {
+    if (!this.ghosts.enabled) return;
+    const streams = [...this.counts.held().keys()].filter((k) => this.counts.live(k) > 0).sort();
+    const from = streams.findIndex((k) => k > this.sweptStream);
+    const turn = from < 0 ? streams : [...streams.slice(from), ...streams.slice(0, from)];
+    const until = Date.now() + SWEEP_BUDGET_MS;
+    let questions = GHOSTS_PER_CHECK;
+    for (const streamKey of turn) {
+      if (questions <= 0 || Date.now() >= until) break;
+      questions -= Math.min(this.counts.live(streamKey), GHOSTS_PER_CHECK);
+      this.sweptStream = streamKey;
+      await this.sweepGhosts(streamKey);
+    }
   }
 
   /**

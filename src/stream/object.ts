@@ -539,6 +539,8 @@ export class StreamObject extends DurableObject<Env> {
     } else {
       this.sweepAt = null;
       await this.liveness.refresh(null);
+      // With SRS_API_URL: a live publisher its server's API no longer has is a ghost of lost stop events.
+      if (this.exists) await this.publisherApi.sweepGhosts(this.sessions.livePublishersBesides());
       await this.activity.outbox.flush();
       this.activity.usage.prune(now);
       this.forgetOldShards();

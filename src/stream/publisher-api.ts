@@ -159,6 +159,19 @@ export class PublisherApi {
   }
 
   /**
+   * The stream's alarm (every 2 × SERVER_TIMEOUT_S while it holds sessions): its live publishers whose
+   * servers' APIs no longer have them end as ghosts of lost on_unpublish and on_close events, which
+   * would otherwise keep the stream live (its publish-seconds counting, its stream.ended never sent)
+   * until someone publishes again. A publisher a kick is under way for is left to that kick (its
+   * stop event ends it with the kick's reason).
+   */
+  async sweepGhosts(live: SessionId[]): Promise<void> {
+    if (!this.ghosts.enabled) return;
+    const asked = live.filter((s) => this.kickedFor(s) === null);
+    if (asked.length > 0) await this.endGhosts(asked, Date.now() + CHECK_BUDGET_MS);
+  }
+
+  /**
    * A session this stream ended without a stop event: its index entry goes too (as after a stop), so the server's
    * session count and a later "end all" follow. With `hookId` (a late attempt's own entry): only what that hook wrote.
    * `key`: the stream's name as it was when the work began (an operator may delete the stream while an API call is

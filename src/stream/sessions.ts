@@ -121,8 +121,8 @@ export class SessionBook {
   }
 
   /** Publishers that count now (their server is not silent), other than `session`. */
-  livePublishersBesides(session: SessionId): SessionId[] {
-    return this.publishers.filter((p) => !this.isSuspended(p.server_id, p.service_id) && !isSession(p, session)).map(sessionOf);
+  livePublishersBesides(session?: SessionId): SessionId[] {
+    return this.publishers.filter((p) => !this.isSuspended(p.server_id, p.service_id) && !(session && isSession(p, session))).map(sessionOf);
   }
 
   hasSuspendedPublishers(): boolean {

@@ -5,11 +5,11 @@
  * only a refusal asked the SRS API. The viewer shard's alarm now asks its server's API about one
  * stream's viewers each run (README, "SRS's HTTP API"). Runs in the "srs-api" project (test/fake-srs.ts).
  */
-import { describe, expect, it } from "vitest";
-import { admin, createStream, hook, play, streamState, uniqueStream } from "../srs";
+import { describe, expect, it, vi } from "vitest";
+import { admin, createStream, hook, play, publish, streamState, uniqueStream } from "../srs";
 import { ALLOW, edgeWithApi, installFakeSrs } from "../fake-srs";
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { shardStub } from "../fleet";
+import { at, shardStub, streamStub } from "../fleet";
 
 installFakeSrs();
 
@@ -68,5 +68,29 @@ describe("the viewer shard's alarm ends ghosts no refusal would find", () => {
     fake.reachable = false;
     await runDurableObjectAlarm(shardStub(edge));
     expect((await streamState(s)).viewers).toBe(1);
+  });
+});
+
+describe("the stream's alarm ends a ghost publisher nobody tries to replace", () => {
+  it("a publisher whose on_unpublish and on_close were both lost stops holding the stream at the stream's next alarm", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["enc00001"]);
+      const s = uniqueStream();
+      const key = await createStream(s);
+      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      await runDurableObjectAlarm(streamStub(s));
+      expect((await streamState(s)).live).toBe(true); // SRS still has it: it stays
+
+      at(10_000); // SRS's answer of the first alarm was kept 3 s
+      fake.clients.delete("enc00001"); // the encoder left; both stop events lost (a deploy)
+      await runDurableObjectAlarm(streamStub(s));
+      const state = await streamState(s);
+      expect([state.live, state.publisher]).toEqual([false, null]);
+      expect(await ghostEnds(s)).toEqual(["enc00001"]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -19,6 +19,18 @@ describe("admin API: authentication", () => {
     expect((await admin("GET", `/streams/live/${s}`)).status).toBe(404);
   });
 
+  it("answers 401 to the right token under any scheme but Bearer (the header names the scheme, not just carries the token)", async () => {
+    // Each header is 7 characters (as "Bearer ") followed by the admin token itself.
+    for (const authorization of [`Digest ${env.ADMIN_TOKEN}`, `Bearer:${env.ADMIN_TOKEN}`, `xxxxxxx${env.ADMIN_TOKEN}`]) {
+      const res = await exports.default.fetch(new Request("http://gate.test/admin/streams", { headers: { authorization } }));
+      expect(res.status).toBe(401);
+      expect(await res.json()).toEqual({ error: "missing or wrong admin token" });
+    }
+    const ok = await exports.default.fetch(new Request("http://gate.test/admin/streams", { headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` } }));
+    expect(ok.status).toBe(200);
+    await ok.body?.cancel();
+  });
+
   it("fails closed with 500 when ADMIN_TOKEN is not configured", async () => {
     const r = await adminWith({ ADMIN_TOKEN: undefined }, "GET", "/streams");
     expect(r.status).toBe(500);

@@ -5,11 +5,13 @@
  * so anyone can claim anyone's ip, and carrier NATs share one.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { signPlayToken } from "../src/auth/token";
 import { ALLOW, admin, createStream, type Edge, hook, hookWith, newEdge, play, publish, streamState, uniqueStream } from "./srs";
 
 const RATE_LIMITED = { status: 403, body: { code: 4029, reason: "rate limited" } };
 const ATTACKER = "203.0.113.66";
 const OWNER = "198.51.100.20";
+const KEY = "test-token-signing-key-32-chars-or-more"; // TOKEN_SIGNING_KEY in vitest.config.mts
 
 let edge: Edge;
 beforeEach(() => {
@@ -80,6 +82,9 @@ describe("the brute-force limit never locks out a legitimate client", () => {
     expect(await hook(publishFrom(ATTACKER, s, "again", "atk10"))).toEqual(RATE_LIMITED);
     vi.setSystemTime(new Date("2031-03-01T12:01:00Z"));
     expect((await hook(publishFrom(ATTACKER, s, "again", "atk11"))).body.reason).toBe("invalid publish key");
+    // A new minute is a new window, with the same limit: its 10 failures use it up again.
+    for (let i = 12; i < 21; i++) expect((await hook(publishFrom(ATTACKER, s, `guess-${i}`, `atk${i}`))).body.reason).toBe("invalid publish key");
+    expect(await hook(publishFrom(ATTACKER, s, "guess-21", "atk21"))).toEqual(RATE_LIMITED);
   });
 
   it("counts per stream: guessing one stream's key does not touch the same ip on another", async () => {
@@ -102,7 +107,22 @@ describe("the brute-force limit never locks out a legitimate client", () => {
     const t = uniqueStream();
     await createStream(t, { playAuth: "token" });
     for (let i = 0; i < 12; i++) await hook({ ...playFrom(ATTACKER, t, "", `none${i}`), param: "" });
+    // Expired tokens were genuine: no guess, however many.
+    const expired = await signPlayToken({ vhost: "__defaultVhost__", app: "live", stream: t }, Math.floor(Date.now() / 1000) - 60, KEY, { issuedAt: Math.floor(Date.now() / 1000) - 600 });
+    for (let i = 0; i < 12; i++) expect((await hook(playFrom(ATTACKER, t, expired, `old${i}`))).body.reason).toBe("expired");
     expect((await hook(playFrom(ATTACKER, t, forge(await mint(t)), "atk1"))).body.reason).toBe("bad signature");
+  });
+
+  it("counts genuine tokens for another stream as guesses (wrong stream): past 10 from one ip they are 'rate limited', a valid token from that ip still plays", async () => {
+    const [s, t] = [uniqueStream(), uniqueStream()];
+    await createStream(s, { playAuth: "token" });
+    await createStream(t, { playAuth: "token" });
+    const forT = await mint(t);
+    for (let i = 0; i < 10; i++) expect((await hook(playFrom(ATTACKER, s, forT, `atk${i}`))).body.reason).toBe("wrong stream");
+    expect(await hook(playFrom(ATTACKER, s, forT, "atk10"))).toEqual(RATE_LIMITED);
+    expect(await hook(playFrom(ATTACKER, s, await mint(s), "viewer01"))).toEqual(ALLOW);
+    // The stream the token is for is untouched: it plays there from the same ip.
+    expect(await hook(playFrom(ATTACKER, t, forT, "viewer02"))).toEqual(ALLOW);
   });
 
   it("follows AUTH_FAILURES_PER_MINUTE, and refuses start hooks with a clear 500 when it is malformed", async () => {

@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
+import { sha256Hex } from "../src/auth/secrets";
 import { ServerRegistry } from "../src/server/registry";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
@@ -398,6 +399,16 @@ describe("slow and failing paths between the objects", () => {
     const late = await shardStub(edge).play(playRequest(v1, edge, "late0001"));
     expect(late).toMatchObject({ allow: false, denial: { code: 4006 } });
     expect((await streamState(v1)).viewers).toBe(0);
+  });
+
+  it("a stream refuses an on_publish of a replaced process that reaches it after the notice did, its right key notwithstanding", async () => {
+    const { pub, key } = await edgeHoldsThreeStreams();
+    await beat(restarted(edge));
+    await deliverNotices(edge);
+    // The late hook's own registry answer ("retired") may be lost or still on its way: the stream refuses by itself.
+    const late = await streamStub(pub).publish({ serverId: edge.server, serviceId: edge.service, clientId: "late0001" }, "127.0.0.1", await sha256Hex(key), 10);
+    expect(late).toMatchObject({ allow: false, denial: { code: 4006 } });
+    expect(await streamState(pub)).toMatchObject({ live: false, publisher: null });
   });
 });
 

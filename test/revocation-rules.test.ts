@@ -37,6 +37,8 @@ describe("a stream's revocations", () => {
     const s = uniqueStream();
     await createStream(s, { playAuth: "token" });
     await revoke(s, { sub: "alice", before: nowS() - 100 });
+    // Covered to the second: its tokens were issued before the same moment.
+    await revoke(s, { sub: "carol", before: nowS() - 10 });
     const later = (await revoke(s, { sub: "bob" })).body.revocation;
     const all = await revoke(s, { before: nowS() - 10 });
     expect(all.status).toBe(201);

@@ -94,6 +94,24 @@ describe("play tokens on a playAuth: token stream", () => {
     }
   });
 
+  it("refuses a v2 token whose signature is not 32 bytes (cut short or one byte longer) as malformed, and one whose signed viewer id breaks the sub rule", async () => {
+    const s = await tokenStream();
+    const token = (await mint(s, 600)).body.token as string;
+    const message = token.slice(0, token.lastIndexOf("."));
+    const mac = createHmac("sha256", KEY).update(message).digest();
+    expect(await hook(withToken(s, `${message}.${b64url(mac.subarray(0, 16))}`, "short001"))).toEqual({ status: 403, body: { code: 4011, reason: "malformed token" } });
+    expect(await hook(withToken(s, `${message}.${b64url(Buffer.concat([mac, Buffer.from([0])]))}`, "long0001"))).toEqual({ status: 403, body: { code: 4011, reason: "malformed token" } });
+    // Signed with the key, but the viewer id is not 1 to 64 of [A-Za-z0-9._:@-] (signPlayToken refuses to mint these).
+    const iat = nowS();
+    for (const sub of ["alice bob", "a".repeat(65), "eve\nadmin"]) {
+      const m = `v2.${b64url(Buffer.from(`${DEFAULT}/live/${s}`))}.${iat}.${iat + 300}.${b64url(Buffer.from(sub))}`;
+      const signedSub = `${m}.${b64url(createHmac("sha256", KEY).update(m).digest())}`;
+      expect(await hook(withToken(s, signedSub, "badsub01")), sub).toEqual({ status: 403, body: { code: 4011, reason: "malformed token" } });
+    }
+    expect(await hook(withToken(s, token, "genuine1"))).toEqual(ALLOW);
+    expect((await streamState(s)).viewers).toBe(1);
+  });
+
   it("accepts exactly one spelling of a signature: the other last characters that decode to the same bytes are malformed", async () => {
     const s = await tokenStream();
     const token = (await mint(s, 600)).body.token as string;
@@ -293,6 +311,13 @@ describe("the documented token format", () => {
     expect(await hook(withToken(t, pass))).toEqual(ALLOW);
     const otherApp = await signPlayToken({ vhost: DEFAULT, app: "other", stream: "x" }, nowS() + 300, KEY, { wholeApp: true });
     expect((await hook(withToken(s, otherApp, "viewer02"))).body.reason).toBe("wrong stream");
+  });
+
+  it("an app-wide token is for its vhost only: the same app's pass of another vhost is 'wrong stream'", async () => {
+    const s = await tokenStream();
+    const otherVhost = await signPlayToken({ vhost: "tenant-b.example", app: "live", stream: "ignored" }, nowS() + 300, KEY, { sub: "season-pass-8", wholeApp: true });
+    expect(await hook(withToken(s, otherVhost, "viewer03"))).toEqual({ status: 403, body: { code: 4014, reason: "wrong stream" } });
+    expect((await streamState(s)).viewers).toBe(0);
   });
 
   it("a v1 token is for one stream only: one signed for vhost/app/* is no season pass; and its expiry is held to MAX_TOKEN_TTL_S (it has no issue time)", async () => {

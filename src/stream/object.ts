@@ -540,7 +540,11 @@ export class StreamObject extends DurableObject<Env> {
       this.sweepAt = null;
       await this.liveness.refresh(null);
       // With SRS_API_URL: a live publisher its server's API no longer has is a ghost of lost stop events.
-      if (this.exists) await this.publisherApi.sweepGhosts(this.sessions.livePublishersBesides());
+      if (this.exists) {
+        await this.publisherApi.sweepGhosts(this.sessions.livePublishersBesides()).catch((err) => {
+          console.error(JSON.stringify({ error: "ghost sweep failed", stream: this.activity.streamKey, detail: String(err) }));
+        });
+      }
       await this.activity.outbox.flush();
       this.activity.usage.prune(now);
       this.forgetOldShards();

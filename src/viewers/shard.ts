@@ -864,7 +864,8 @@ export class ViewerShard extends DurableObject<Env> {
     await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refreshLiveness(null);
-    await this.sweepGhostsInTurn();
+    // Never holds back the rest of the alarm: an API or registry failure leaves the viewers as they are until the next one.
+    await this.sweepGhostsInTurn().catch((err) => logError("ghost sweep failed", this.sweptStream, err));
     await this.leases.reportChanged(now);
     this.processes.forgetReplaced(now);
     this.activity.usage.prune(now);

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
+import { HOOK_DEADLINE_MS, nested, NestedCallFailed, UNDO_WAIT_MS, withRetry, withTimeout, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
 import { endingsOf } from "../server/endings";
@@ -76,6 +76,14 @@ export interface EndCause {
 
 /** An alarm's sweep for ghosts (sweepGhostsInTurn) begins no stream's check after this long. */
 const SWEEP_BUDGET_MS = 4_000;
+/**
+ * The sweep leaves out sessions admitted (or admitted again) less than this long ago: SRS registers a WebRTC
+ * player only once the on_play answer reaches it, which may take the hook's whole time (and its undo's), so a
+ * "not found" before then is about a client SRS is about to serve. A ghost that young waits for the next alarm.
+ */
+const SWEEP_MIN_AGE_MS = HOOK_DEADLINE_MS + UNDO_WAIT_MS;
+/** The meta row that keeps the sweep's place (its last stream, and the walks through big streams) across restarts. */
+const SWEEP_META_KEY = "ghost_sweep";
 /** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
 const GHOST_WAIT_MS = 1_500;
 /** A seat's hand-off waits at most this long for its stream's message lock (the seats object waits 2 s for the answer). */
@@ -127,8 +135,13 @@ export class ViewerShard extends DurableObject<Env> {
   private ghosts: GhostCheck;
   /** Where the next ghost check of a stream starts among its viewers here. */
   private ghostCursor = new Map<string, number>();
-  /** The stream the alarm's last ghost sweep asked about (the next sweep takes the one after it). */
+  /**
+   * The stream the alarm's last ghost sweep asked about (the next sweep takes the one after it). Stored with the
+   * cursors (SWEEP_META_KEY): a quiet shard is out of memory between two alarms, and would begin at the same place.
+   */
   private sweptStream = "";
+  /** What the meta row SWEEP_META_KEY holds (not written again unchanged). */
+  private sweepStored = "";
   /**
    * When a viewer session here was last admitted again by a repeat of its on_play (by seatKey): an HLS player back
    * with its hls_ctx after SRS let the session go. A ghost check's answer asked before then ("not found", true
@@ -195,6 +208,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
       if (r.key === "country") this.place.country = r.value;
+      if (r.key === SWEEP_META_KEY) this.loadSweep(r.value);
       this.unseated.loadRow(r.key);
     }
     this.processes.load();
@@ -891,10 +905,35 @@ export class ViewerShard extends DurableObject<Env> {
     const until = Date.now() + SWEEP_BUDGET_MS;
     let questions = GHOSTS_PER_CHECK;
     for (const streamKey of turn) {
-      if (questions <= 0 || Date.now() >= until) break;
-      questions -= Math.min(this.counts.live(streamKey), GHOSTS_PER_CHECK);
+      const wanted = Math.min(this.counts.live(streamKey), GHOSTS_PER_CHECK);
+      // A stream whose questions do not fit waits for the next alarm, which begins with it (at most 20 an alarm).
+      if (wanted > questions || Date.now() >= until) break;
+      questions -= wanted;
       this.sweptStream = streamKey;
-      await this.sweepGhosts(streamKey);
+      const ended = await this.endGhosts(streamKey, undefined, SWEEP_MIN_AGE_MS);
+      if (ended > 0) this.leases.giveBackIfTight(streamKey);
+    }
+    this.storeSweep();
+  }
+
+  /** Keeps the sweep's place (the last stream, the cursors of streams still held here) for the next alarm, in storage. */
+  private storeSweep(): void {
+    const cursors = Object.fromEntries([...this.ghostCursor].filter(([k]) => this.counts.live(k) + this.counts.suspended(k) > 0));
+    const value = JSON.stringify({ stream: this.sweptStream, cursors });
+    if (value === this.sweepStored) return;
+    this.tables.prepare();
+    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", SWEEP_META_KEY, value);
+    this.sweepStored = value;
+  }
+
+  private loadSweep(value: string): void {
+    try {
+      const { stream, cursors } = JSON.parse(value) as { stream: string; cursors: Record<string, number> };
+      this.sweptStream = typeof stream === "string" ? stream : "";
+      for (const [k, n] of Object.entries(cursors ?? {})) if (Number.isInteger(n) && n > 0) this.ghostCursor.set(k, n);
+      this.sweepStored = value;
+    } catch {
+      // A row that cannot be read: the sweep begins again from the first stream.
     }
   }
 
@@ -904,7 +943,7 @@ export class ViewerShard extends DurableObject<Env> {
    * oldest first and round again, from one check to the next) and ends the
    * live ones it no longer has. Returns how many ended.
    */
-  private async endGhosts(streamKey: string, budgetMs?: number): Promise<number> {
+  private async endGhosts(streamKey: string, budgetMs?: number, minAgeMs = 0): Promise<number> {
     if (!this.ghosts.enabled || !this.serverId || this.counts.live(streamKey) === 0) return 0;
     // Every row of the stream here, suspended ones too (they are read, then left out).
     const total = this.counts.live(streamKey) + this.counts.suspended(streamKey);
@@ -918,7 +957,10 @@ export class ViewerShard extends DurableObject<Env> {
     const first = read(GHOSTS_PER_CHECK, offset);
     // Past the newest, on from the oldest (never one twice).
     const rest = offset > 0 && first.length < GHOSTS_PER_CHECK ? read(Math.min(GHOSTS_PER_CHECK - first.length, offset), 0) : [];
-    const rows = [...first, ...rest].filter((r) => !this.processes.isSuspended(r.service_id));
+    const youngerThan = Date.now() - minAgeMs;
+    const rows = [...first, ...rest].filter(
+      (r) => !this.processes.isSuspended(r.service_id) && (minAgeMs === 0 || this.admittedAt(streamKey, r.service_id, r.client_id, r.since) <= youngerThan),
+    );
     // Only streams with more viewers here than one check reads keep a cursor (a busy shard is never evicted:
     // one entry per stream it ever checked would stay for good); losing one only restarts that walk.
     const cursor = total <= GHOSTS_PER_CHECK ? 0 : (offset + first.length + rest.length) % total;

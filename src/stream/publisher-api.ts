@@ -144,12 +144,16 @@ export class PublisherApi {
     this.operatorKicks.delete(kickKey(s));
   }
 
-  /** Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended. */
-  async endGhosts(blockers: SessionId[], answerBy: number): Promise<boolean> {
+  /**
+   * Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended.
+   * `spared`: asked once the answers are in, a session it names is left as it is (a kick of it began meanwhile).
+   */
+  async endGhosts(blockers: SessionId[], answerBy: number, spared: (s: SessionId) => boolean = () => false): Promise<boolean> {
     const key = this.host.streamKey();
     const gone = await this.ghosts.gone(blockers, Math.min(CHECK_BUDGET_MS, answerBy - Date.now()));
     let ended = 0;
     for (const g of gone) {
+      if (spared(g)) continue;
       if (this.host.sessions().end(g, "ghost") === 0) continue;
       ended++;
       this.host.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
@@ -163,12 +167,14 @@ export class PublisherApi {
    * servers' APIs no longer have them end as ghosts of lost on_unpublish and on_close events, which
    * would otherwise keep the stream live (its publish-seconds counting, its stream.ended never sent)
    * until someone publishes again. A publisher a kick is under way for is left to that kick (its
-   * stop event ends it with the kick's reason).
+   * stop event ends it with the kick's reason), also one whose kick began while the question was on
+   * its way (an operator rotated the key or deleted the stream, and the kick emptied SRS's answer).
    */
   async sweepGhosts(live: SessionId[]): Promise<void> {
     if (!this.ghosts.enabled) return;
-    const asked = live.filter((s) => this.kickedFor(s) === null);
-    if (asked.length > 0) await this.endGhosts(asked, Date.now() + CHECK_BUDGET_MS);
+    const kicked = (s: SessionId) => this.kickedFor(s) !== null;
+    const asked = live.filter((s) => !kicked(s));
+    if (asked.length > 0) await this.endGhosts(asked, Date.now() + CHECK_BUDGET_MS, kicked);
   }
 
   /**

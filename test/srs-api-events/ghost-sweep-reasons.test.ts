@@ -1,0 +1,69 @@
+/**
+ * Adversarial review of the stream's alarm sweeping for ghost publishers (935cf20), in the
+ * "srs-api-events" project (SRS_API_URL and EVENTS_WEBHOOK_URL set): how stream.ended says a
+ * publisher ended when the sweep's question to its edge's API is on its way while something else
+ * ends it. The object's input gate is open during that fetch: admin calls and hooks interleave.
+ */
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { beforeEach, describe, expect, it } from "vitest";
+import { admin, createStream, hook, publish, uniqueStream, unpublish } from "../srs";
+import { streamStub, until } from "../fleet";
+import { ALLOW, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn } from "../fake-srs";
+import { Receiver } from "../receiver";
+
+installFakeSrs();
+
+let receiver: Receiver;
+beforeEach(() => {
+  receiver = new Receiver();
+  hosts.set("receiver.test", { calls: [], handle: (req: Request) => receiver.receive(req) } as unknown as FakeSrs);
+});
+
+/** The first GET of `client` reaches the fake and is then held (answered only once released, from what the fake has then). */
+function holdFirstQuestion(fake: FakeSrs, client: string) {
+  const state = { reached: false, released: false };
+  fake.override = async (req) => {
+    const question = req.method === "GET" && new URL(req.url).pathname === `/api/v1/clients/${client}`;
+    if (question && !state.reached) {
+      state.reached = true;
+      while (!state.released) await scheduler.wait(5);
+    }
+    const own = fake.override;
+    fake.override = null;
+    try {
+      return await fake.handle(req);
+    } finally {
+      fake.override = own;
+    }
+  };
+  return state;
+}
+
+describe("the ghost sweep and an operator's kick of the publisher", () => {
+  for (const action of ["a key rotation", "a stream deletion"] as const) {
+    it(`must not happen (fixed): ${action} kicks the publisher while the alarm's question about it is on its way; SRS answers "not found" after the kick and the kicked client's on_unpublish comes a moment later: stream.ended said reason "ghost", not "operator"`, async () => {
+      const { edge, fake } = await edgeWithApi(["enc00001"]);
+      const s = uniqueStream();
+      const key = await createStream(s);
+      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      const held = holdFirstQuestion(fake, "enc00001");
+      const alarm = runDurableObjectAlarm(streamStub(s));
+      await until(() => held.reached);
+
+      const call = action === "a key rotation" ? await admin("PUT", `/streams/live/${s}`, { rotateKey: true }) : await admin("DELETE", `/streams/live/${s}`);
+      expect(call.body.kicking).toEqual([expect.objectContaining({ clientId: "enc00001" })]);
+      await until(() => kickedOn(fake, "enc00001") && !fake.clients.has("enc00001"));
+      held.released = true; // the sweep's question is answered now: "not found"
+      await alarm;
+      // SRS's on_unpublish of the kicked client, a moment later (a slow hook).
+      expect(await hook(unpublish("live", s, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+
+      const ends = () => receiver.of(s).filter((e) => e.body.type === "stream.ended");
+      await until(() => ends().length > 0);
+      await scheduler.wait(300); // a second stream.ended, were the session ended twice
+      const ended = ends();
+      expect(ended).toHaveLength(1);
+      expect(ended[0].body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
+    });
+  }
+});

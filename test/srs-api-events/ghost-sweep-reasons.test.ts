@@ -7,8 +7,9 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { admin, createStream, hook, publish, uniqueStream, unpublish } from "../srs";
-import { streamStub, until } from "../fleet";
-import { ALLOW, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn } from "../fake-srs";
+import { holdMatching, streamStub, until } from "../fleet";
+import { GhostCheck } from "../../src/srs/ghosts";
+import { ALLOW, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
 import { Receiver } from "../receiver";
 
 installFakeSrs();
@@ -66,4 +67,35 @@ describe("the ghost sweep and an operator's kick of the publisher", () => {
       expect(ended[0].body.data).toMatchObject({ client_id: "enc00001", reason: "operator" });
     });
   }
+});
+
+describe("the ghost sweep and a takeover's kick of the publisher", () => {
+  it(`must not happen (fixed): a takeover's kick waits for its turn past the 3 s its ghost check's "present" is kept; the alarm's question, asked meanwhile, is answered after the kick's DELETE: stream.ended said reason "ghost", not "takeover"`, async () => {
+    const { a, b, s, key } = await takeoverReady();
+    // The takeover's ghost check asks (enc00001 present), then its kick is held (no place for its call, say).
+    const kick = holdMatching(GhostCheck.prototype, "kick", () => true);
+    const taking = hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
+    await until(() => kick.reached);
+    await scheduler.wait(3_100); // the check's answer is no longer kept: the alarm asks again
+
+    const sweep = holdFirstQuestion(a.fake, "enc00001");
+    const alarm = runDurableObjectAlarm(streamStub(s));
+    await until(() => sweep.reached);
+    // The kick goes: its own question, then its DELETE; the alarm's question is answered once the client is gone.
+    a.fake.onKick = async () => {
+      sweep.released = true;
+      await scheduler.wait(300);
+    };
+    kick.released = true;
+    expect(await taking).toEqual(ALLOW);
+    await alarm;
+    expect(kickedOn(a.fake, "enc00001")).toBe(true);
+
+    const events = await receiver.received(s, 3);
+    expect(events.map((e) => [e.body.type, e.body.data.client_id, e.body.data.reason])).toEqual([
+      ["stream.started", "enc00001", undefined],
+      ["stream.ended", "enc00001", "takeover"],
+      ["stream.started", "enc00002", undefined],
+    ]);
+  });
 });

@@ -28,6 +28,8 @@ import type { Recorder, SessionBook } from "./sessions";
  */
 const OPERATOR_KICK_WAIT_MS = 30_000;
 const KICKED_STOP_WAIT_MS = 60_000;
+/** The decision log's word on a publisher the sweep ended after an operator's kick let it go (its stop events lost). */
+const KICKED_GONE_REASON = "ended: an operator's kick let this client go and its server's API no longer has it (its stop events were lost)";
 /** Past this many marks, the expired ones are dropped. */
 const OPERATOR_KICKS_KEPT = 100;
 
@@ -146,17 +148,19 @@ export class PublisherApi {
 
   /**
    * Ends the publishers their servers' APIs no longer have (asked until `answerBy` at most); true if any ended.
-   * `spared`: asked once the answers are in, a session it names is left as it is (a kick of it began meanwhile).
+   * `why`: asked once the answers are in, why a session that went ended: a ghost, or an operator's kick its edge
+   * confirmed; null leaves it as it is (a kick of it began meanwhile: its stop event ends it).
    */
-  async endGhosts(blockers: SessionId[], answerBy: number, spared: (s: SessionId) => boolean = () => false): Promise<boolean> {
+  async endGhosts(blockers: SessionId[], answerBy: number, why: (s: SessionId) => "ghost" | "operator" | null = () => "ghost"): Promise<boolean> {
     const key = this.host.streamKey();
     const gone = await this.ghosts.gone(blockers, Math.min(CHECK_BUDGET_MS, answerBy - Date.now()));
     let ended = 0;
     for (const g of gone) {
-      if (spared(g)) continue;
-      if (this.host.sessions().end(g, "ghost") === 0) continue;
+      const reason = why(g);
+      if (reason === null || this.host.sessions().end(g, reason) === 0) continue;
       ended++;
-      this.host.record("ghost", g.serverId, g.clientId, "", "end", GHOST_REASON);
+      this.ended(g);
+      this.host.record(reason === "ghost" ? "ghost" : "kick", g.serverId, g.clientId, "", "end", reason === "ghost" ? GHOST_REASON : KICKED_GONE_REASON);
       this.forgetEntry(g, key);
     }
     return ended > 0;
@@ -169,12 +173,20 @@ export class PublisherApi {
    * until someone publishes again. A publisher a kick is under way for is left to that kick (its
    * stop event ends it with the kick's reason), also one whose kick began while the question was on
    * its way (an operator rotated the key or deleted the stream, and the kick emptied SRS's answer).
+   * One an operator's kick has let go (its edge said so) whose stop events were lost ends as the kick's
+   * (reason operator), not as a ghost.
    */
   async sweepGhosts(live: SessionId[]): Promise<void> {
     if (!this.ghosts.enabled) return;
-    const kicked = (s: SessionId) => this.kickedFor(s) !== null;
-    const asked = live.filter((s) => !kicked(s));
-    if (asked.length > 0) await this.endGhosts(asked, Date.now() + CHECK_BUDGET_MS, kicked);
+    const why = (s: SessionId) => (this.letGoByKick(s) ? "operator" : this.kickedFor(s) === null ? "ghost" : null);
+    const asked = live.filter((s) => why(s) !== null);
+    if (asked.length > 0) await this.endGhosts(asked, Date.now() + CHECK_BUDGET_MS, why);
+  }
+
+  /** An operator's kick of this publisher was answered "kicked" by its edge a moment ago (KICKED_STOP_WAIT_MS). */
+  private letGoByKick(s: SessionId): boolean {
+    const until = this.operatorKicks.get(kickKey(s))?.get(KICKED);
+    return until !== undefined && Date.now() < until;
   }
 
   /**

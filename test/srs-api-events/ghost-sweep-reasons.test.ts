@@ -5,11 +5,11 @@
  * ends it. The object's input gate is open during that fetch: admin calls and hooks interleave.
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
-import { beforeEach, describe, expect, it } from "vitest";
-import { admin, createStream, hook, publish, uniqueStream, unpublish } from "../srs";
-import { holdMatching, streamStub, until } from "../fleet";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { admin, createStream, heartbeat, hook, publish, streamState, uniqueStream, unpublish } from "../srs";
+import { at, holdMatching, streamStub, until } from "../fleet";
 import { GhostCheck } from "../../src/srs/ghosts";
-import { ALLOW, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
 import { Receiver } from "../receiver";
 
 installFakeSrs();
@@ -97,5 +97,38 @@ describe("the ghost sweep and a takeover's kick of the publisher", () => {
       ["stream.ended", "enc00001", "takeover"],
       ["stream.started", "enc00002", undefined],
     ]);
+  });
+});
+
+describe("the ghost sweep and an operator's kick whose stop events were lost", () => {
+  it(`must not happen (fixed): a key rotation's kick let the publisher go (its edge said so) and its on_unpublish and on_close were both lost: the sweep ended it a minute or two later with stream.ended reason "ghost", not "operator"`, async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["enc00001"]);
+      const s = uniqueStream();
+      const key = await createStream(s);
+      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toEqual([expect.objectContaining({ clientId: "enc00001" })]);
+      await until(() => kickedOn(fake, "enc00001"));
+      await scheduler.wait(300);
+      expect(fake.clients.has("enc00001")).toBe(false); // kicked; both of its stop events lost (a deploy)
+
+      // The edge heartbeats on; the stream's alarm runs a minute apart.
+      const beatAt = async (ms: number) => (at(ms), expect(await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).toEqual(ALLOW));
+      await beatAt(20_000);
+      at(30_000);
+      await runDurableObjectAlarm(streamStub(s));
+      for (const ms of [50_000, 70_000, 85_000]) await beatAt(ms);
+      at(90_000);
+      await runDurableObjectAlarm(streamStub(s));
+      expect((await streamState(s)).live).toBe(false);
+
+      const ends = () => receiver.of(s).filter((e) => e.body.type === "stream.ended");
+      await until(() => ends().length > 0);
+      expect(ends().map((e) => e.body.data.reason)).toEqual(["operator"]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -159,6 +159,7 @@ export class StreamObject extends DurableObject<Env> {
       env: () => this.env,
       sessions: () => this.sessions,
       streamKey: () => this.settings?.key ?? null,
+      name: () => (this.ready ? this.activity.streamKey || null : null),
       voided: (hookId) => this.voided(hookId),
       record: (...line) => this.record(...line),
       waitUntil: (work) => this.ctx.waitUntil(work),
@@ -539,12 +540,11 @@ export class StreamObject extends DurableObject<Env> {
     } else {
       this.sweepAt = null;
       await this.liveness.refresh(null);
-      // With SRS_API_URL: a live publisher its server's API no longer has is a ghost of lost stop events.
-      if (this.exists) {
-        await this.publisherApi.sweepGhosts(this.sessions.livePublishersBesides()).catch((err) => {
-          console.error(JSON.stringify({ error: "ghost sweep failed", stream: this.activity.streamKey, detail: String(err) }));
-        });
-      }
+      // With SRS_API_URL: a live publisher its server's API no longer has is a ghost of lost stop events (also on a
+      // deleted stream, whose publishers stay until their stop events: a kicked one's may have been lost).
+      await this.publisherApi.sweepGhosts(this.sessions.livePublishersBesides()).catch((err) => {
+        console.error(JSON.stringify({ error: "ghost sweep failed", stream: this.activity.streamKey, detail: String(err) }));
+      });
       await this.activity.outbox.flush();
       this.activity.usage.prune(now);
       this.forgetOldShards();

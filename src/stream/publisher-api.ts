@@ -51,6 +51,8 @@ export interface PublisherApiHost {
   sessions(): SessionBook;
   /** "vhost/app/stream"; null for a stream never created. */
   streamKey(): string | null;
+  /** "vhost/app/stream" also once the stream is deleted (the object's name): where its sessions' index entries are. */
+  name(): string | null;
   /** The refusal of a hook the Worker undid meanwhile (its client was refused: nobody is kicked for it). */
   voided(hookId: string): Decision | null;
   record: Recorder;
@@ -152,7 +154,8 @@ export class PublisherApi {
    * confirmed; null leaves it as it is (a kick of it began meanwhile: its stop event ends it).
    */
   async endGhosts(blockers: SessionId[], answerBy: number, why: (s: SessionId) => "ghost" | "operator" | null = () => "ghost"): Promise<boolean> {
-    const key = this.host.streamKey();
+    // A deleted stream's sessions (the sweep's) had their entries written under its name too.
+    const key = this.host.streamKey() ?? this.host.name();
     const gone = await this.ghosts.gone(blockers, Math.min(CHECK_BUDGET_MS, answerBy - Date.now()));
     let ended = 0;
     for (const g of gone) {

@@ -7,7 +7,7 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, heartbeat, hook, publish, streamState, uniqueStream, unpublish } from "../srs";
-import { at, holdMatching, streamStub, until } from "../fleet";
+import { at, holdMatching, serverListed, streamStub, until } from "../fleet";
 import { GhostCheck } from "../../src/srs/ghosts";
 import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
 import { Receiver } from "../receiver";
@@ -127,6 +127,33 @@ describe("the ghost sweep and an operator's kick whose stop events were lost", (
       const ends = () => receiver.of(s).filter((e) => e.body.type === "stream.ended");
       await until(() => ends().length > 0);
       expect(ends().map((e) => e.body.data.reason)).toEqual(["operator"]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("the ghost sweep on a deleted stream", () => {
+  it(`must not happen (fixed): a stream deleted with its publisher live, whose kick let it go and whose on_unpublish and on_close were both lost: the sweep skipped deleted streams, so the session stayed for good (no stream.ended, its publish-seconds counting, its index entry on the server, the object's alarm waking every minute)`, async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    at(0);
+    try {
+      const { edge, fake } = await edgeWithApi(["enc00001"]);
+      const s = uniqueStream();
+      const key = await createStream(s);
+      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      expect((await admin("DELETE", `/streams/live/${s}`)).body.kicking).toEqual([expect.objectContaining({ clientId: "enc00001" })]);
+      await until(() => kickedOn(fake, "enc00001") && !fake.clients.has("enc00001")); // both stop events lost
+
+      const beatAt = async (ms: number) => (at(ms), expect(await hook({ ...heartbeat(edge), device_id: deviceOf(edge) }, undefined, "/heartbeat")).toEqual(ALLOW));
+      for (const ms of [20_000, 40_000]) await beatAt(ms);
+      at(50_000); // the stream's next alarm (every 60 s while it holds sessions)
+      await runDurableObjectAlarm(streamStub(s));
+
+      const ends = () => receiver.of(s).filter((e) => e.body.type === "stream.ended");
+      await until(() => ends().length > 0);
+      expect(ends().map((e) => e.body.data.reason)).toEqual(["operator"]);
+      await until(async () => (await serverListed(edge)).sessions === 0);
     } finally {
       vi.useRealTimers();
     }

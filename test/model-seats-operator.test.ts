@@ -200,6 +200,12 @@ const ALLOWED: Answer = { allow: true };
 const allow = (admit: boolean): Outcome => ({ answer: ALLOWED, admit, ends: [] });
 const deny = (code: number): Outcome => ({ answer: { allow: false, code }, admit: false, ends: [] });
 
+/** Every choice of `k` of `xs` (k ≥ 0), in order. */
+function subsets<T>(xs: T[], k: number): T[][] {
+  if (k === 0) return [[]];
+  return xs.flatMap((x, i) => subsets(xs.slice(i + 1), k - 1).map((rest) => [x, ...rest]));
+}
+
 const same = (a: Session, b: Session) => a.server === b.server && a.service === b.service && a.client === b.client;
 
 class Model {
@@ -301,7 +307,7 @@ class Model {
     const waits = st.cap !== null && [...st.waiting.values()].some((at) => this.now - at < WAIT_HOLD_MS);
     // A silent server that may have been heard from (maybeHeard): its viewers may count, and fill the stream.
     const mayBeFull = st.cap !== null && st.viewers.filter((x) => !this.suspended(x) || this.maybeHeard.has(x.server)).length >= st.cap;
-    const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : [this.seatOutcome(st, v.sub!, limit)];
+    const outcomes = limit === null ? [allow(true)] : repeat ? [deny(4016)] : this.seatOutcomes(st, v.sub!, limit);
     return waits || mayBeFull ? [...outcomes, deny(4005)] : outcomes;
   }
 
@@ -313,19 +319,27 @@ class Model {
   inPlaceOf(st: ModelStream, v: Viewer, limit: number | null, repeat: boolean): Outcome[] {
     if (limit === null || st.mode !== "replace") return [];
     if (repeat) return [deny(4016)];
-    const o = this.seatOutcome(st, v.sub!, limit);
-    return o.admit && o.ends.length === 1 && st.viewers.some((x) => keyOf(x) === o.ends[0] && !this.suspended(x)) ? [o] : [];
+    return this.seatOutcomes(st, v.sub!, limit).filter((o) => o.admit && o.ends.length === 1 && st.viewers.some((x) => keyOf(x) === o.ends[0] && !this.suspended(x)));
   }
 
-  /** src/viewers/seats.ts take(): fewer than `limit` held, a seat; else suspended ones end first, then (replace) live ones, oldest first. */
-  seatOutcome(st: ModelStream, sub: string, limit: number): Outcome {
+  /**
+   * src/viewers/seats.ts take(): fewer than `limit` held, a seat; else suspended ones end first, then (replace) live ones,
+   * oldest first. Sessions admitted at the same moment (two plays at once) have no order between them: at the cut, any
+   * of them may be the one that ends (found by this model, seed 1200924632: the gate ended the other of two at once).
+   */
+  seatOutcomes(st: ModelStream, sub: string, limit: number): Outcome[] {
     const held = st.viewers.filter((x) => x.sub === sub && x.seated).sort((a, b) => a.since - b.since || (a.client < b.client ? -1 : a.client > b.client ? 1 : 0));
-    if (held.length < limit) return allow(true);
+    if (held.length < limit) return [allow(true)];
     const quiet = held.filter((h) => this.suspended(h));
     const live = held.filter((h) => !this.suspended(h));
-    if (live.length >= limit && st.mode === "deny") return deny(4016);
-    const ends = [...quiet, ...live].slice(0, held.length + 1 - limit);
-    return { answer: ALLOWED, admit: true, ends: ends.map(keyOf).sort() };
+    if (live.length >= limit && st.mode === "deny") return [deny(4016)];
+    const order = [...quiet, ...live];
+    const n = held.length + 1 - limit;
+    const last = order[n - 1];
+    const tiedWith = (x: Viewer) => x.since === last.since && this.suspended(x) === this.suspended(last);
+    const tied = order.filter(tiedWith);
+    const sure = order.slice(0, n).filter((x) => !tiedWith(x));
+    return subsets(tied, n - sure.length).map((c) => ({ answer: ALLOWED, admit: true, ends: [...sure, ...c].map(keyOf).sort() }));
   }
 
   applyPlay(st: ModelStream, v: Viewer, o: Outcome): void {
@@ -893,6 +907,24 @@ describe("viewer identity interleaved with operator actions", () => {
     await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 10, maxLength: 30 }), runSequence), {
       numRuns: NUM_RUNS,
       examples: [
+        // Found by this model (seed 1200924632): two plays of one viewer id at once on two edges are admitted at the same
+        // moment; at the limit, a third replaces either of them (no order between the two), not always the model's first.
+        [
+          [
+            { t: "put", stream: 1, limit: 2, mode: "replace" },
+            { t: "concurrent", server: 1, client: 2, stream: 1, sub: 0, with: { w: "play", server: 0, client: 2 } },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "put", stream: 0 },
+            { t: "play", server: 0, client: 0, stream: 1, tok: 0, age: 0, retry: false },
+            { t: "silence", ms: 5000 },
+            { t: "play", server: 0, client: 0, stream: 0, tok: 0, age: 0, retry: false },
+            { t: "concurrent", server: 0, client: 0, stream: 0, sub: 0, with: { w: "delete" } },
+            { t: "put", stream: 0 },
+          ],
+        ],
         // Found by this model (seed 7, size max): a play for a deleted stream from a silent edge may tell the registry it is
         // back (maybeHeard); that edge's viewer on another stream then counts, and fills it: a play there is refused 4005.
         [

@@ -162,6 +162,15 @@ export async function edgeWithApi(clients: string[] = [], edge: Edge = newEdge()
   return { edge, fake };
 }
 
+/** A publisher ("enc00001") SRS has on an edge with an API, admitted on a new stream with its key. */
+export async function publishingOnEdgeWithApi(): Promise<{ edge: Edge; fake: FakeSrs; s: string; key: string }> {
+  const { edge, fake } = await edgeWithApi(["enc00001"]);
+  const s = uniqueStream();
+  const key = await createStream(s);
+  expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+  return { edge, fake, s, key };
+}
+
 /**
  * A viewer ("view0001") SRS has on an edge with an API, whose session the operator ends: its kick is
  * queued in the edge's registry shard. `first` changes the fake before the kick is queued.

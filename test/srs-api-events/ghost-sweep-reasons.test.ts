@@ -6,10 +6,10 @@
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, publish, streamState, uniqueStream, unpublish } from "../srs";
+import { admin, heartbeat, hook, publish, streamState, unpublish } from "../srs";
 import { at, holdMatching, serverListed, streamStub, until } from "../fleet";
 import { GhostCheck } from "../../src/srs/ghosts";
-import { ALLOW, deviceOf, edgeWithApi, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
+import { ALLOW, deviceOf, FakeSrs, hosts, installFakeSrs, kickedOn, publishingOnEdgeWithApi, takeoverReady } from "../fake-srs";
 import { Receiver } from "../receiver";
 
 installFakeSrs();
@@ -43,10 +43,7 @@ function holdFirstQuestion(fake: FakeSrs, client: string) {
 describe("the ghost sweep and an operator's kick of the publisher", () => {
   for (const action of ["a key rotation", "a stream deletion"] as const) {
     it(`must not happen (fixed): ${action} kicks the publisher while the alarm's question about it is on its way; SRS answers "not found" after the kick and the kicked client's on_unpublish comes a moment later: stream.ended said reason "ghost", not "operator"`, async () => {
-      const { edge, fake } = await edgeWithApi(["enc00001"]);
-      const s = uniqueStream();
-      const key = await createStream(s);
-      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      const { edge, fake, s } = await publishingOnEdgeWithApi();
       const held = holdFirstQuestion(fake, "enc00001");
       const alarm = runDurableObjectAlarm(streamStub(s));
       await until(() => held.reached);
@@ -105,10 +102,7 @@ describe("the ghost sweep and an operator's kick whose stop events were lost", (
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["enc00001"]);
-      const s = uniqueStream();
-      const key = await createStream(s);
-      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      const { edge, fake, s } = await publishingOnEdgeWithApi();
       expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toEqual([expect.objectContaining({ clientId: "enc00001" })]);
       await until(() => kickedOn(fake, "enc00001"));
       await scheduler.wait(300);
@@ -138,10 +132,7 @@ describe("the ghost sweep on a deleted stream", () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["enc00001"]);
-      const s = uniqueStream();
-      const key = await createStream(s);
-      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      const { edge, fake, s } = await publishingOnEdgeWithApi();
       expect((await admin("DELETE", `/streams/live/${s}`)).body.kicking).toEqual([expect.objectContaining({ clientId: "enc00001" })]);
       await until(() => kickedOn(fake, "enc00001") && !fake.clients.has("enc00001")); // both stop events lost
 

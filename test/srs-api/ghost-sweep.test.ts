@@ -6,8 +6,8 @@
  * stream's viewers each run (README, "SRS's HTTP API"). Runs in the "srs-api" project (test/fake-srs.ts).
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { admin, createStream, heartbeat, hook, play, publish, streamState, uniqueStream, type Edge } from "../srs";
-import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, type FakeSrs } from "../fake-srs";
+import { admin, createStream, heartbeat, hook, play, streamState, uniqueStream, type Edge } from "../srs";
+import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, publishingOnEdgeWithApi, type FakeSrs } from "../fake-srs";
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { at, shardStub, streamStub } from "../fleet";
 
@@ -166,10 +166,7 @@ describe("the stream's alarm ends a ghost publisher nobody tries to replace", ()
     vi.useFakeTimers({ toFake: ["Date"] });
     at(0);
     try {
-      const { edge, fake } = await edgeWithApi(["enc00001"]);
-      const s = uniqueStream();
-      const key = await createStream(s);
-      expect(await hook(publish("live", s, key, { ...edge, client: "enc00001" }))).toEqual(ALLOW);
+      const { fake, s } = await publishingOnEdgeWithApi();
       await runDurableObjectAlarm(streamStub(s));
       expect((await streamState(s)).live).toBe(true); // SRS still has it: it stays
 

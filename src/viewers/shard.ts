@@ -539,7 +539,12 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** The stream's shards wait for slots: the ghosts among this stream's viewers here end, and their slots go back. */
   async sweepGhosts(streamKey: string): Promise<number> {
-    const ended = await this.endGhosts(streamKey);
+    return this.endGhostsGivingBack(streamKey);
+  }
+
+  /** Ends the ghosts among this stream's viewers here (those admitted `minAgeMs` ago at least); their slots go back to a tight stream. */
+  private async endGhostsGivingBack(streamKey: string, minAgeMs = 0): Promise<number> {
+    const ended = await this.endGhosts(streamKey, undefined, minAgeMs);
     if (ended > 0) this.leases.giveBackIfTight(streamKey);
     return ended;
   }
@@ -910,8 +915,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (wanted > questions || Date.now() >= until) break;
       questions -= wanted;
       this.sweptStream = streamKey;
-      const ended = await this.endGhosts(streamKey, undefined, SWEEP_MIN_AGE_MS);
-      if (ended > 0) this.leases.giveBackIfTight(streamKey);
+      await this.endGhostsGivingBack(streamKey, SWEEP_MIN_AGE_MS);
     }
     this.storeSweep();
   }
@@ -957,9 +961,9 @@ export class ViewerShard extends DurableObject<Env> {
     const first = read(GHOSTS_PER_CHECK, offset);
     // Past the newest, on from the oldest (never one twice).
     const rest = offset > 0 && first.length < GHOSTS_PER_CHECK ? read(Math.min(GHOSTS_PER_CHECK - first.length, offset), 0) : [];
-    const youngerThan = Date.now() - minAgeMs;
+    const admittedBy = Date.now() - minAgeMs;
     const rows = [...first, ...rest].filter(
-      (r) => !this.processes.isSuspended(r.service_id) && (minAgeMs === 0 || this.admittedAt(streamKey, r.service_id, r.client_id, r.since) <= youngerThan),
+      (r) => !this.processes.isSuspended(r.service_id) && (minAgeMs === 0 || this.admittedAt(streamKey, r.service_id, r.client_id, r.since) <= admittedBy),
     );
     // Only streams with more viewers here than one check reads keep a cursor (a busy shard is never evicted:
     // one entry per stream it ever checked would stay for good); losing one only restarts that walk.

@@ -88,7 +88,7 @@ async function play(env: Env, hook: StartHook, streamKey: string, token: PlayTok
   try {
     result = await shard((s): Promise<Decision | Unreachable> => {
       attempts++;
-      return s.play({ streamKey, session: hook.session, ip: hook.ip, token, guessLimit, hookId, place });
+      return s.play({ streamKey, session: hook.session, ip: hook.ip, token, guessLimit, hookId, place, webrtc: hook.webrtc });
     });
   } catch (err) {
     if (mayHaveRun(err, attempts)) {

@@ -36,6 +36,8 @@ export interface StartHook extends OnStream {
   param: string;
   /** SRS serves this client unless allowed or kicked (see servedUnlessAllowed). */
   servedIfRefused: boolean;
+  /** A WebRTC client (see isWebrtc): SRS's API has it only once the answer reached SRS. */
+  webrtc: boolean;
 }
 
 /** on_unpublish / on_stop: a session ended. */
@@ -95,6 +97,7 @@ export function parseHook(body: unknown): Hook {
         ...onStream(body),
         param: within("param", optionalString(body, "param"), LIMITS.param).replace(/^\?/, ""),
         servedIfRefused: servedUnlessAllowed(body),
+        webrtc: isWebrtc(body),
       };
     case "on_unpublish":
     case "on_stop":
@@ -188,6 +191,17 @@ export function servedUnlessAllowed(body: Record<string, unknown>): boolean {
     typeof body.stream === "string" && body.stream.endsWith(HLS_SUFFIX) &&
     typeof body.param === "string" && body.param.includes("hls_ctx")
   );
+}
+
+/**
+ * A WebRTC client: SRS 7 sends a WHEP or WHIP hook with an empty tcUrl, one of its legacy RTC API with
+ * `webrtc://host/app` (PROTOCOL.md §4). A WHEP player is in SRS's API only once the on_play answer
+ * reached SRS (srs_app_rtc_api.cpp: the hook, then create_session), so a ghost check must not ask
+ * about it before then. An RTMP client sending an empty tcUrl passes for one: it is then spared
+ * ghost checks for a few seconds, nothing more.
+ */
+export function isWebrtc(body: Record<string, unknown>): boolean {
+  return body.tcUrl === "" || (typeof body.tcUrl === "string" && /^webrtc:\/\//i.test(body.tcUrl));
 }
 
 /**

@@ -64,6 +64,8 @@ export interface PlayRequest {
   /** Names the hook, so the Worker's undo voids attempts of it still running (see stop and endViewer). */
   hookId: string;
   place: Place;
+  /** A WebRTC player (src/srs/hook.ts isWebrtc): no ghost check asks SRS's API about it for YOUNG_MS after its admission. */
+  webrtc?: boolean;
 }
 
 /** Why a viewer session ends, for the shard's log (voidHook: see PlayRequest.hookId). */
@@ -77,11 +79,12 @@ export interface EndCause {
 /** An alarm's sweep for ghosts (sweepGhostsInTurn) begins no stream's check after this long. */
 const SWEEP_BUDGET_MS = 4_000;
 /**
- * The sweep leaves out sessions admitted (or admitted again) less than this long ago: SRS registers a WebRTC
- * player only once the on_play answer reaches it, which may take the hook's whole time (and its undo's), so a
- * "not found" before then is about a client SRS is about to serve. A ghost that young waits for the next alarm.
+ * SRS registers a WebRTC player only once the on_play answer reaches it, which may take the hook's whole time
+ * (and its undo's), so a "not found" before then is about a client SRS is about to serve. No ghost check asks
+ * about a WebRTC session admitted (or admitted again) less than this long ago, and the alarm's sweep about no
+ * session that young: such a ghost waits for a later check.
  */
-const SWEEP_MIN_AGE_MS = HOOK_DEADLINE_MS + UNDO_WAIT_MS;
+const YOUNG_MS = HOOK_DEADLINE_MS + UNDO_WAIT_MS;
 /** The meta row that keeps the sweep's place (its last stream, and the walks through big streams) across restarts. */
 const SWEEP_META_KEY = "ghost_sweep";
 /** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
@@ -393,8 +396,8 @@ export class ViewerShard extends DurableObject<Env> {
         const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
         // A repeat of this session admitted meanwhile (by an attempt of the same on_play) is already a row: nothing written.
         const written = this.sql.exec(
-          "INSERT OR IGNORE INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-          streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0,
+          "INSERT OR IGNORE INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat, webrtc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0, req.webrtc ? 1 : 0,
         ).rowsWritten;
         if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         admitted = true;
@@ -587,7 +590,7 @@ export class ViewerShard extends DurableObject<Env> {
     // SRS API no longer has (as for a publisher, or a viewer under a cap); else a viewer whose on_stop was lost
     // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
     // Only when the seat object says a refusal rests on them (`askApi`): never for an admission.
-    const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
+    const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)) && !this.tooYoungToAsk(streamKey, x));
     if (askApi && this.ghosts.enabled && live.length > 0) {
       const asked = live.map((x) => ({ serverId: this.serverId || x.serverId, serviceId: x.serviceId, clientId: x.clientId, since: this.sinceOf(streamKey, x) }));
       const gone = await this.ghosts.gone(asked, GHOST_WAIT_MS);
@@ -915,7 +918,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (wanted > questions || Date.now() >= until) break;
       questions -= wanted;
       this.sweptStream = streamKey;
-      await this.endGhostsGivingBack(streamKey, SWEEP_MIN_AGE_MS);
+      await this.endGhostsGivingBack(streamKey, YOUNG_MS);
     }
     this.storeSweep();
   }
@@ -954,17 +957,19 @@ export class ViewerShard extends DurableObject<Env> {
     const offset = total <= GHOSTS_PER_CHECK ? 0 : (this.ghostCursor.get(streamKey) ?? 0) % total;
     const read = (limit: number, from: number) =>
       this.sql
-        .exec<{ service_id: string; client_id: string; since: number }>(
-          "SELECT service_id, client_id, since FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, limit, from,
+        .exec<{ service_id: string; client_id: string; since: number; webrtc: number }>(
+          "SELECT service_id, client_id, since, webrtc FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, limit, from,
         )
         .toArray();
     const first = read(GHOSTS_PER_CHECK, offset);
     // Past the newest, on from the oldest (never one twice).
     const rest = offset > 0 && first.length < GHOSTS_PER_CHECK ? read(Math.min(GHOSTS_PER_CHECK - first.length, offset), 0) : [];
-    const admittedBy = Date.now() - minAgeMs;
-    const rows = [...first, ...rest].filter(
-      (r) => !this.processes.isSuspended(r.service_id) && (minAgeMs === 0 || this.admittedAt(streamKey, r.service_id, r.client_id, r.since) <= admittedBy),
-    );
+    const now = Date.now();
+    const rows = [...first, ...rest].filter((r) => {
+      if (this.processes.isSuspended(r.service_id)) return false;
+      const minAge = r.webrtc ? Math.max(minAgeMs, YOUNG_MS) : minAgeMs;
+      return minAge === 0 || this.admittedAt(streamKey, r.service_id, r.client_id, r.since) <= now - minAge;
+    });
     // Only streams with more viewers here than one check reads keep a cursor (a busy shard is never evicted:
     // one entry per stream it ever checked would stay for good); losing one only restarts that walk.
     const cursor = total <= GHOSTS_PER_CHECK ? 0 : (offset + first.length + rest.length) % total;
@@ -993,6 +998,12 @@ export class ViewerShard extends DurableObject<Env> {
   private sinceOf(streamKey: string, s: { serviceId: string; clientId: string }): number | undefined {
     const since = this.sql.exec<{ since: number }>("SELECT since FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0]?.since;
     return since === undefined ? undefined : this.admittedAt(streamKey, s.serviceId, s.clientId, since);
+  }
+
+  /** A WebRTC session admitted (or admitted again) less than YOUNG_MS ago: SRS's API may not have it yet. */
+  private tooYoungToAsk(streamKey: string, s: { serviceId: string; clientId: string }): boolean {
+    const row = this.sql.exec<{ since: number; webrtc: number }>("SELECT since, webrtc FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0];
+    return !!row?.webrtc && this.admittedAt(streamKey, s.serviceId, s.clientId, row.since) > Date.now() - YOUNG_MS;
   }
 
   /** A session's admission time for ghost checks: its row's `since`, or the later repeat of its on_play (repeatedAt). */

@@ -195,10 +195,12 @@ export function servedUnlessAllowed(body: Record<string, unknown>): boolean {
 
 /**
  * A WebRTC client: SRS 7 sends a WHEP or WHIP hook with an empty tcUrl, one of its legacy RTC API with
- * `webrtc://host/app` (PROTOCOL.md §4). A WHEP player is in SRS's API only once the on_play answer
- * reached SRS (srs_app_rtc_api.cpp: the hook, then create_session), so a ghost check must not ask
- * about it before then. An RTMP client sending an empty tcUrl passes for one: it is then spared
- * ghost checks for a few seconds, nothing more.
+ * the tcUrl of the `streamurl` the client posted (`webrtc://host/app` from SRS's own players). A WHEP
+ * player is in SRS's API only once the on_play answer reached SRS (srs_app_rtc_api.cpp: the hook, then
+ * create_session), so a ghost check must not ask about it before then. Both ways the tcUrl can lie: an
+ * RTMP client connecting with `webrtc://…` passes for one (SRS refuses an RTMP tcUrl without a schema, so
+ * not with an empty one), and is then spared ghost checks for a few seconds, nothing more; a legacy RTC
+ * client posting `rtmp://…` passes for RTMP, and is asked about at once (README, "SRS caveats").
  */
 export function isWebrtc(body: Record<string, unknown>): boolean {
   return body.tcUrl === "" || (typeof body.tcUrl === "string" && /^webrtc:\/\//i.test(body.tcUrl));

@@ -259,6 +259,8 @@ export class ViewerShard extends DurableObject<Env> {
     // refusal, or by repeat() before any call to another object (none of which it needs), so that a
     // fresh session admitted within the lease (nearly every on_play) costs no read for it.
     if (!this.serverId) this.serverId = session.serverId;
+    const twin = this.webrtcTwin(req);
+    if (twin) return twin;
     // A seat taken for this viewer (src/viewers/seats.ts): given back unless the viewer is admitted.
     let seated = false;
     /** The limit the seat was taken under (a lower one pushed meanwhile means taking it again). */
@@ -396,10 +398,10 @@ export class ViewerShard extends DurableObject<Env> {
         const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
         // A repeat of this session admitted meanwhile (by an attempt of the same on_play) is already a row: nothing written.
         const written = this.sql.exec(
-          "INSERT OR IGNORE INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat, webrtc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-          streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0, req.webrtc ? 1 : 0,
+          "INSERT OR IGNORE INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat, webrtc_hook) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0, req.webrtc ? req.hookId : null,
         ).rowsWritten;
-        if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
+        if (written === 0) return this.repeat(req) ?? this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         admitted = true;
         this.counts.add(streamKey, session.serviceId, 1);
         this.leases.unreserve(pending);
@@ -958,7 +960,7 @@ export class ViewerShard extends DurableObject<Env> {
     const read = (limit: number, from: number) =>
       this.sql
         .exec<{ service_id: string; client_id: string; since: number; webrtc: number }>(
-          "SELECT service_id, client_id, since, webrtc FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, limit, from,
+          "SELECT service_id, client_id, since, webrtc_hook IS NOT NULL AS webrtc FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, limit, from,
         )
         .toArray();
     const first = read(GHOSTS_PER_CHECK, offset);
@@ -1002,7 +1004,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** A WebRTC session admitted (or admitted again) less than YOUNG_MS ago: SRS's API may not have it yet. */
   private tooYoungToAsk(streamKey: string, s: { serviceId: string; clientId: string }): boolean {
-    const row = this.sql.exec<{ since: number; webrtc: number }>("SELECT since, webrtc FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0];
+    const row = this.sql.exec<{ since: number; webrtc: number }>("SELECT since, webrtc_hook IS NOT NULL AS webrtc FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0];
     return !!row?.webrtc && this.admittedAt(streamKey, s.serviceId, s.clientId, row.since) > Date.now() - YOUNG_MS;
   }
 
@@ -1131,10 +1133,32 @@ export class ViewerShard extends DurableObject<Env> {
   private logged(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
     // Never a refusal for a session live here: a repeat of an admitted on_play (see decide).
     if (!decision.allow && this.isViewing(streamKey, session)) decision = { allow: true, admit: false };
+    return this.recorded(streamKey, session, ip, decision, sub);
+  }
+
+  /** The decision as it is, in the decision log. */
+  private recorded(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
     const viewer = sub ? ` (viewer ${sub})` : "";
     const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
     this.log.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
     return decision;
+  }
+
+  /**
+   * A second WebRTC session with the client id of one live here, from another hook (not an attempt of the same on_play): refused
+   * (4007), logged; else null. SRS names a WebRTC player by its HTTP connection's id and answers every WHEP and RTC API call with
+   * `Connection: Close`, so only a client that ignores that and posts again on the same connection gets a second session with the
+   * same id. Its on_stop would carry that id too: it cannot be counted apart, and admitted as a repeat it would play uncounted
+   * (past the cap, and past maxSessionsPerViewer), as many times as the client posts.
+   */
+  private webrtcTwin(req: PlayRequest): Decision | null {
+    if (!req.webrtc) return null;
+    const row = this.tables.rows<{ hook: string | null }>(
+      "SELECT webrtc_hook AS hook FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", req.streamKey, req.session.serviceId, req.session.clientId,
+    )[0];
+    if (!row?.hook || row.hook === req.hookId) return null;
+    // Not logged(): that answers "already live" for a session live here, which is what this one would pass for.
+    return this.recorded(req.streamKey, req.session, req.ip, { allow: false, denial: Denials.webrtcTwin }, subOf(req));
   }
 
   /** An attempt of a hook the Worker undid: refused (4008), logged. */
@@ -1145,6 +1169,8 @@ export class ViewerShard extends DurableObject<Env> {
   /** A repeat of a session live here (an earlier attempt of this on_play admitted it): "already live", logged; else null. */
   private repeat(req: PlayRequest): Decision | null {
     if (!this.isViewing(req.streamKey, req.session)) return null;
+    const twin = this.webrtcTwin(req);
+    if (twin) return twin;
     // SRS has the client now (it sent this hook): a ghost check's "not found" asked before is about an earlier moment.
     if (this.repeatedAt.size >= 10_000) this.repeatedAt.clear();
     this.repeatedAt.set(seatKey(req.streamKey, req.session), Date.now());

@@ -12,7 +12,7 @@ const SCHEMA = `
         stream_key TEXT NOT NULL, service_id TEXT NOT NULL, client_id TEXT NOT NULL, ip TEXT NOT NULL, since INTEGER NOT NULL,
         PRIMARY KEY (stream_key, service_id, client_id)) WITHOUT ROWID;
       -- sub: the token's viewer id ('' for none); iat: its issue time (0 for a v1 token, NULL without a valid token);
-      -- seat: the viewer holds a seat (src/viewers/seats.ts); webrtc: a WebRTC player (src/srs/hook.ts isWebrtc).
+      -- seat: the viewer holds a seat (src/viewers/seats.ts); webrtc_hook: for a WebRTC player (src/srs/hook.ts isWebrtc), the id of the hook that admitted it.
       CREATE INDEX IF NOT EXISTS viewers_by_client ON viewers (service_id, client_id);
       CREATE TABLE IF NOT EXISTS processes (service_id TEXT PRIMARY KEY, suspended INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS replaced (service_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
@@ -47,7 +47,7 @@ export class ShardTables {
 
   private create(): void {
     this.sql.exec(SCHEMA);
-    addColumns(this.sql, "viewers", { sub: "TEXT NOT NULL DEFAULT ''", iat: "INTEGER", seat: "INTEGER NOT NULL DEFAULT 0", webrtc: "INTEGER NOT NULL DEFAULT 0" });
+    addColumns(this.sql, "viewers", { sub: "TEXT NOT NULL DEFAULT ''", iat: "INTEGER", seat: "INTEGER NOT NULL DEFAULT 0", webrtc_hook: "TEXT" });
     // tight: the stream's last word on the lease (src/viewers/shard-leases.ts), kept across a restart of the shard.
     addColumns(this.sql, "leases", { tight: "INTEGER NOT NULL DEFAULT 0" });
     this.sql.exec("CREATE INDEX IF NOT EXISTS viewers_by_sub ON viewers (stream_key, sub)");

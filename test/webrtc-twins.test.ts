@@ -1,0 +1,77 @@
+/**
+ * Two WebRTC sessions with one client id (src/viewers/shard.ts webrtcTwin). SRS names a WHEP player by its
+ * HTTP connection's id and answers with "Connection: Close"; a client that ignores that and posts a second
+ * offer on the same connection gets a second session with the same client id. e2e run 48 (real SRS 7.0.18,
+ * Chromium players on one TCP connection): both sessions connected on a stream capped at 1, and the gate,
+ * taking the second on_play for a repeat of the first, counted one viewer. Such a session cannot be counted
+ * apart (its on_stop carries the same id), so it is refused.
+ */
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { ALLOW, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, whepPlay } from "./srs";
+import { events } from "./fleet";
+import { LIMIT, limited, tokenOf } from "./identity";
+
+const TWIN = { status: 403, body: { code: 4007, reason: "client id already live: a second WebRTC session on the same HTTP connection cannot be counted apart" } };
+
+describe("a second WebRTC session on the same HTTP connection (the same client id) is refused", () => {
+  it("at a stream capped at 1: the second offer is refused (4007), one viewer counted, and the decision log says why", async () => {
+    const edge = newEdge();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(whepPlay(s, { ...edge, client: "conn0001" }))).toEqual(ALLOW);
+    expect(await hook(whepPlay(s, { ...edge, client: "conn0001" }))).toEqual(TWIN);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+    expect((await events(s)).some((e: any) => e.client === "conn0001" && e.decision === "deny" && /same HTTP connection/.test(e.reason))).toBe(true);
+  });
+
+  it("on an unlimited stream too (uncounted sessions), and with a token naming a viewer limited to one screen", async () => {
+    const edge = newEdge();
+    const open = uniqueStream();
+    await createStream(open, {});
+    expect(await hook(whepPlay(open, { ...edge, client: "conn0002" }))).toEqual(ALLOW);
+    expect(await hook(whepPlay(open, { ...edge, client: "conn0002" }))).toEqual(TWIN);
+    expect(await streamState(open)).toMatchObject({ viewers: 1 });
+    const s = await limited();
+    const token = await tokenOf(s, "alice");
+    expect(await hook(whepPlay(s, { ...edge, client: "conn0003" }, `token=${token}`))).toEqual(ALLOW);
+    expect(await hook(whepPlay(s, { ...edge, client: "conn0003" }, `token=${token}`))).toEqual(TWIN);
+    // A second screen on its own connection is the session limit's business, as before.
+    expect(await hook(whepPlay(s, { ...edge, client: "conn0004" }, `token=${token}`))).toEqual(LIMIT);
+  });
+
+  it("after the first session's on_stop, the same client id plays again (a client that stopped, then posted again)", async () => {
+    const edge = newEdge();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(whepPlay(s, { ...edge, client: "conn0005" }))).toEqual(ALLOW);
+    expect(await hook(stopPlay("live", s, { ...edge, client: "conn0005" }))).toEqual(ALLOW);
+    expect(await hook(whepPlay(s, { ...edge, client: "conn0005" }))).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
+  });
+
+  it("another attempt of the same on_play (the Worker's retry, the same hook id) is still the same session, and an RTMP repeat still 'already live'", async () => {
+    const edge = newEdge();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "rtmp0006" }))).toEqual(ALLOW);
+    expect(await hook(play("live", s, { ...edge, client: "rtmp0006" }))).toEqual(ALLOW);
+    const shard = env.VIEWERS.get(env.VIEWERS.idFromName(edge.server));
+    const other = uniqueStream();
+    await createStream(other, { maxViewers: 1 });
+    const attempt = () =>
+      shard.play({
+        streamKey: `__defaultVhost__/live/${other}`,
+        session: { serverId: edge.server, serviceId: edge.service, clientId: "conn0007" },
+        ip: "127.0.0.1",
+        token: { ok: true },
+        guessLimit: 10,
+        hookId: "one-hook",
+        place: { colo: "FRA", country: "DE" },
+        webrtc: true,
+      });
+    expect(await attempt()).toEqual({ allow: true, admit: true });
+    expect(await attempt()).toEqual({ allow: true, admit: false });
+    expect(await streamState(other)).toMatchObject({ viewers: 1 });
+  });
+});

@@ -85,8 +85,15 @@ export const play = (app: string, stream: string, who: Who = {}) => streamHook("
 export const stopPlay = (app: string, stream: string, who: Who = {}) => streamHook("on_stop", app, stream, who);
 /** An HLS viewer's on_play as SRS 7 sends it (hooks-srs7-more.jsonl): "<stream>.m3u8", the hls_ctx as client id, the playlist request's query as param. */
 export const hlsPlay = (stream: string, who: Who, param: string) => ({ ...play("live", stream, who), stream: `${stream}.m3u8`, param });
-/** A WHEP player's on_play as SRS 7 sends it (srs_app_rtc_api.cpp, SrsGoApiRtcWhip: tcUrl never set): an empty tcUrl, the raw query without "?" as param. */
-export const whepPlay = (stream: string, who: Who, query = "") => ({ ...play("live", stream, who), tcUrl: "", param: `app=live&stream=${stream}${query ? `&${query}` : ""}` });
+/** A WHEP player's on_play as SRS 7 sends it (captured in e2e run 48): an empty tcUrl, the raw query without "?" as param. */
+export const whepPlay = (stream: string, who: Who, query = ""): SrsBody => ({
+  ...captured("on_play", "WHEP player"),
+  ...ids(who),
+  app: "live",
+  stream,
+  stream_url: `/live/${stream}`,
+  param: `app=live&stream=${stream}${query ? `&${query}` : ""}`,
+});
 /** on_close carries no stream and no param. */
 export const close = (who: Who = {}) => ({ ...captured("on_close"), ...ids(who) });
 export const heartbeat = (who: { server?: string; service?: string } = {}) => ({

@@ -1,6 +1,6 @@
 /**
- * Two WebRTC sessions with one client id (src/viewers/shard.ts webrtcTwin). SRS names a WHEP player by its
- * HTTP connection's id and answers with "Connection: Close"; a client that ignores that and posts a second
+ * WebRTC hooks as SRS 7 sends them (bodies captured in e2e run 48), and two WebRTC sessions with one
+ * client id (src/viewers/shard.ts webrtcTwin). SRS names a WHEP player by its HTTP connection's id and answers with "Connection: Close"; a client that ignores that and posts a second
  * offer on the same connection gets a second session with the same client id. e2e run 48 (real SRS 7.0.18,
  * Chromium players on one TCP connection): both sessions connected on a stream capped at 1, and the gate,
  * taking the second on_play for a repeat of the first, counted one viewer. Such a session cannot be counted
@@ -8,7 +8,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { ALLOW, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, whepPlay } from "./srs";
+import { ALLOW, captured, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, whepPlay } from "./srs";
 import { events } from "./fleet";
 import { LIMIT, limited, tokenOf } from "./identity";
 
@@ -73,5 +73,22 @@ describe("a second WebRTC session on the same HTTP connection (the same client i
     expect(await attempt()).toEqual({ allow: true, admit: true });
     expect(await attempt()).toEqual({ allow: true, admit: false });
     expect(await streamState(other)).toMatchObject({ viewers: 1 });
+  });
+});
+
+describe("WebRTC hooks as SRS 7 sent them in e2e run 48", () => {
+  it("a WHIP publisher with its key in the raw query is admitted; the on_unpublish SRS sends 30 s after a WHIP publish whose on_publish failed ends nothing", async () => {
+    const edge = newEdge();
+    const s = uniqueStream();
+    const key = await createStream(s, { maxViewers: 1 });
+    const whip = (action: string, note: string, client: string) => ({
+      ...captured(action, note), server_id: edge.server, service_id: edge.service, client_id: client, stream: s, stream_url: `/live/${s}`, param: `app=live&stream=${s}&key=${key}`,
+    });
+    expect(await hook(whip("on_publish", "WHIP publisher (Chromium)", "whip0001"))).toEqual(ALLOW);
+    expect(await hook(whip("on_unpublish", "whose on_publish failed", "whip0000"))).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ live: true, publisher: { clientId: "whip0001" } });
+    expect(await hook(whepPlay(s, { ...edge, client: "whep0001" }))).toEqual(ALLOW);
+    expect(await hook({ ...captured("on_stop", "WHEP player"), server_id: edge.server, service_id: edge.service, client_id: "whep0001", stream: s, stream_url: `/live/${s}` })).toEqual(ALLOW);
+    expect(await streamState(s)).toMatchObject({ viewers: 0 });
   });
 });

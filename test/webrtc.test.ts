@@ -40,6 +40,20 @@ describe("a second WebRTC session on the same HTTP connection (the same client i
     expect(await hook(whepPlay(s, { ...edge, client: "conn0004" }, `token=${token}`))).toEqual(LIMIT);
   });
 
+  it("five offers with one client id at once (hooks deciding side by side), at a stream capped at 1 and at an unlimited one: one session, the others refused (4007)", async () => {
+    for (const policy of [{ maxViewers: 1 }, {}]) {
+      for (let round = 0; round < 5; round++) {
+        const edge = newEdge();
+        const s = uniqueStream();
+        await createStream(s, policy);
+        const answers = await Promise.all(Array.from({ length: 5 }, () => hook(whepPlay(s, { ...edge, client: "conn0009" }))));
+        expect(answers.filter((a) => a.status === 200)).toEqual([ALLOW]);
+        expect(answers.filter((a) => a.status !== 200)).toEqual(Array(4).fill(TWIN));
+        expect(await streamState(s)).toMatchObject({ viewers: 1 });
+      }
+    }
+  });
+
   it("after the first session's on_stop, the same client id plays again (a client that stopped, then posted again)", async () => {
     const edge = newEdge();
     const s = uniqueStream();

@@ -240,7 +240,10 @@ export class ViewerShard extends DurableObject<Env> {
   /** on_play: where a viewer is admitted. */
   async play(req: PlayRequest): Promise<Decision | Unreachable> {
     try {
-      const decision = await this.decide(req);
+      let decision = await this.decide(req);
+      // A WebRTC twin (webrtcTwin) is refused before anything else, and by repeat(); one decided alongside the session it
+      // shares its id with (its hook waited while that one was admitted) may still have been answered "already live".
+      if (decision.allow && !decision.admit) decision = this.webrtcTwin(req) ?? decision;
       if (decision.allow) this.voidHooks.confirm(seatKey(req.streamKey, req.session), req.hookId);
       return decision;
     } catch (err) {

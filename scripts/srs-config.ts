@@ -12,7 +12,7 @@ import { npmBannerInOutput } from "./lib/npm-banner.ts";
 import { ROLES, SrsConfigError, srsConfig, type Role } from "./lib/srs-config.ts";
 
 const USAGE = `usage: npm run -s srs-config -- --role edge|standalone|origin [--gate URL] [--device-id ID]
-         [--origin host[:port][,host[:port]]] [--server-id ID] [--local]
+         [--origin host[:port][,host[:port]]] [--server-id ID] [--webrtc CANDIDATE] [--local]
   (edge and standalone need --gate, or --local, and --device-id; an edge also --origin)
   --role        edge: remote mode, needs --origin; standalone: one server, no origin; origin: behind
                 edges, calls nothing (so it takes only --server-id)
@@ -20,6 +20,8 @@ const USAGE = `usage: npm run -s srs-config -- --role edge|standalone|origin [--
   --device-id   the heartbeat's label for this server (required for edge and standalone)
   --origin      the origin(s) an edge pulls from and pushes to (edge)
   --server-id   a stable server_id for this server (otherwise set SRS_SERVER_ID per pod)
+  --webrtc      WHIP and WHEP on, with this ICE candidate: the host name or IPv4 address clients reach
+                this server at, or * (standalone)
   --local       read HOOK_SECRET from .dev.vars; --gate defaults to http://127.0.0.1:8787 (edge,
                 standalone)
 A value follows its option after a space or =: --gate https://… or --gate=https://….
@@ -30,7 +32,7 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-const VALUED = ["--role", "--gate", "--device-id", "--origin", "--server-id"];
+const VALUED = ["--role", "--gate", "--device-id", "--origin", "--server-id", "--webrtc"];
 const args = process.argv.slice(2);
 const flags: Record<string, string> = {};
 let local = false;
@@ -86,6 +88,7 @@ try {
     deviceId: flags["--device-id"],
     origin: flags["--origin"]?.split(/[,\s]+/),
     serverId: flags["--server-id"],
+    webrtc: flags["--webrtc"],
   });
 } catch (error) {
   if (error instanceof SrsConfigError) fail(error.message);

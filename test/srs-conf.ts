@@ -146,11 +146,19 @@ const ALLOWED: Record<string, readonly string[]> = {
   ],
   http_api: ["enabled", "listen", "crossdomain", "raw_api", "auth", "https"],
   http_server: ["enabled", "listen", "dir", "crossdomain", "https"],
+  rtc_server: [
+    "enabled", "listen", "dir", "candidate", "ecdsa", "tcp", "encrypt", "reuseport", "merge_nalus", "black_hole", "protocol",
+    "ip_family", "api_as_candidates", "resolve_api_domain", "keep_api_domain", "use_auto_detect_network_ip",
+  ],
   heartbeat: ["enabled", "interval", "url", "device_id", "summaries", "ports"],
   vhost: [
     "enabled", "chunk_size", "min_latency", "tcp_nodelay", "dvr", "ingest", "hls", "http_hooks", "refer", "forward",
     "transcode", "bandcheck", "play", "publish", "cluster", "security", "http_remux", "dash", "http_static", "hds",
     "exec", "in_ack_size", "out_ack_size", "rtc", "srt",
+  ],
+  "vhost.rtc": [
+    "enabled", "nack", "twcc", "nack_no_copy", "bframe", "aac", "stun_timeout", "stun_strict_check", "dtls_role", "dtls_version",
+    "drop_for_pt", "rtc_to_rtmp", "pli_for_rtmp", "rtmp_to_rtc", "keep_bframe", "opus_bitrate", "aac_bitrate", "keep_avc_nalu_sei",
   ],
   "vhost.http_hooks": ["enabled", "on_connect", "on_close", "on_publish", "on_unpublish", "on_play", "on_stop", "on_dvr", "on_hls", "on_hls_notify"],
   "vhost.cluster": ["mode", "origin", "token_traverse", "vhost", "debug_srs_upnode", "coworkers", "origin_cluster", "protocol", "follow_client"],

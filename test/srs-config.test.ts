@@ -26,8 +26,8 @@ function all(directives: Directive[], name: string): Directive[] {
 }
 
 describe("the SRS configuration of each role is well-formed srs.conf that SRS 7 accepts", () => {
-  for (const options of [EDGE, STANDALONE, ORIGIN, { ...EDGE, serverId: "edge-eu-1" }]) {
-    it(`${options.role}${options.serverId ? " with a server_id" : ""}`, () => {
+  for (const options of [EDGE, STANDALONE, ORIGIN, { ...EDGE, serverId: "edge-eu-1" }, { ...STANDALONE, webrtc: "203.0.113.7" }, { ...STANDALONE, webrtc: "*" }]) {
+    it(`${options.role}${options.serverId ? " with a server_id" : ""}${options.webrtc ? ` with WebRTC (candidate ${options.webrtc})` : ""}`, () => {
       const conf = parsed(options);
       expect(find(conf, "listen")?.args).toEqual(["1935"]);
       expect(find(conf, "vhost")?.args).toEqual(["__defaultVhost__"]);
@@ -72,6 +72,18 @@ describe("an edge and a standalone server call streamgate for every client", () 
     const conf = parsed(STANDALONE);
     expect(find(conf, "vhost", "cluster")).toBeUndefined();
     expect(find(conf, "vhost", "hls", "hls_ctx")?.args).toEqual(["on"]);
+  });
+
+  it("a standalone server with --webrtc serves WHIP and WHEP (rtc_server with the candidate, rtc in the vhost); without it, no WebRTC", () => {
+    const conf = parsed({ ...STANDALONE, webrtc: "live-1.example.com" });
+    const block = (d: Directive | undefined) => Object.fromEntries((d?.block ?? []).map((x) => [x.name, x.args]));
+    expect(block(find(conf, "rtc_server"))).toEqual({ enabled: ["on"], listen: ["8000"], candidate: ["live-1.example.com"] });
+    expect(block(find(conf, "vhost", "rtc"))).toEqual({ enabled: ["on"], rtmp_to_rtc: ["on"], rtc_to_rtmp: ["on"] });
+    expect(srsConfig({ ...STANDALONE, webrtc: "*" })).toContain("/rtc/v1/whep/?app=live&stream=cam1&token=<play token>");
+    for (const options of [EDGE, STANDALONE, ORIGIN]) {
+      expect(find(parsed(options), "rtc_server")).toBeUndefined();
+      expect(find(parsed(options), "vhost", "rtc")).toBeUndefined();
+    }
   });
 
   it("the stream-key note tells publishers where the key goes", () => {
@@ -141,6 +153,12 @@ describe("options that would make a broken or unsafe configuration are refused",
     ["an origin that looks like an option", { ...EDGE, origin: ["-o"] }],
     ["an origin with an empty label", { ...EDGE, origin: ["origin..internal:1935"] }],
     ["an unknown role", { ...EDGE, role: "relay" as never }],
+    // SRS 7's WebRTC has no edge cluster.
+    ["WebRTC on an edge", { ...EDGE, webrtc: "*" }],
+    ["WebRTC on an origin", { ...ORIGIN, webrtc: "*" }],
+    ["a WebRTC candidate that would end the directive", { ...STANDALONE, webrtc: "1.2.3.4; listen 1" }],
+    ["a WebRTC candidate with a space", { ...STANDALONE, webrtc: "a b" }],
+    ["an empty WebRTC candidate", { ...STANDALONE, webrtc: "" }],
   ];
   for (const [name, options] of refused) {
     it(name, () => expect(() => srsConfig(options)).toThrow(SrsConfigError));

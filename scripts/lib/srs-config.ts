@@ -4,7 +4,7 @@
 //
 // Directive names are SRS's own (conf/full.conf and the checks in SrsConfig::check_normal_config,
 // srs_app_config.cpp, SRS 7.0.18): top-level listen, daemon, srs_log_tank, server_id, http_api,
-// http_server, heartbeat; vhost http_hooks, cluster, http_remux, hls. SRS's tokenizer ends a word at
+// http_server, heartbeat, rtc_server; vhost http_hooks, cluster, http_remux, hls, rtc. SRS's tokenizer ends a word at
 // an unquoted `;`, `{` or whitespace and a directive at the end of its line, so every value written
 // here is checked to be one plain word (or a quoted one without quotes inside).
 
@@ -23,6 +23,8 @@ export interface SrsConfigOptions {
   origin?: readonly string[];
   /** A stable server_id for this server; without it the output explains how to set one per pod. */
   serverId?: string;
+  /** WebRTC (WHIP, WHEP) on, with this ICE candidate: the address clients reach the server at, or "*" (standalone only). */
+  webrtc?: string;
 }
 
 export class SrsConfigError extends Error {}
@@ -38,6 +40,8 @@ const GATE_HOST = /^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]
  * An --origin: a host name or IPv4 (labels of letters, digits, - and _, not starting with -), with an
  * optional port; or [IPv6] with its port (SRS reads "[::1]" without one as the host "[::1]", brackets and all).
  */
+/** An ICE candidate SRS takes: a host name or IPv4 address, or * (every address SRS finds on the machine). */
+const CANDIDATE = /^(?:\*|[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*)$/;
 const HOST_PORT = /^(?:[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*\.?(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5})$/;
 
 /** A complete srs.conf for one server of the given role. Throws SrsConfigError on a bad option. */
@@ -51,6 +55,7 @@ export function srsConfig(options: SrsConfigOptions): string {
     // An origin calls nothing: a gate or device id given for it is a mistake (the wrong --role?).
     if (options.gate !== undefined) throw new SrsConfigError("--gate is for --role edge or standalone: an origin never calls streamgate");
     if (options.deviceId !== undefined) throw new SrsConfigError("--device-id is for --role edge or standalone: an origin sends no heartbeat");
+    if (options.webrtc !== undefined) throw new SrsConfigError(WEBRTC_STANDALONE);
     return origin(serverId);
   }
   const gate = gateUrl(options.gate);
@@ -66,6 +71,10 @@ export function srsConfig(options: SrsConfigOptions): string {
   const origins = (options.origin ?? []).map((o) => o.trim()).filter(Boolean);
   if (role === "edge" && origins.length === 0) throw new SrsConfigError("--role edge needs --origin host:port (the origin it pulls from and pushes to)");
   if (role === "standalone" && origins.length > 0) throw new SrsConfigError("--origin is for --role edge; a standalone server is its own origin");
+  if (options.webrtc !== undefined && role !== "standalone") throw new SrsConfigError(WEBRTC_STANDALONE);
+  if (options.webrtc !== undefined && !CANDIDATE.test(options.webrtc)) {
+    throw new SrsConfigError(`--webrtc "${options.webrtc}" is not a host name, an IPv4 address or * (the address WebRTC clients reach this server at)`);
+  }
   for (const o of origins) {
     if (!HOST_PORT.test(o)) throw new SrsConfigError(`--origin "${o}" is not host[:port] (or [IPv6]:port)`);
     // SRS takes any number here (srs -t passes "o:99999") and the edge fails only when it pulls.
@@ -99,6 +108,22 @@ export function srsConfig(options: SrsConfigOptions): string {
     `    device_id       "${deviceId}";`,
     "}",
     "",
+    ...(options.webrtc === undefined
+      ? []
+      : [
+          "# WebRTC. WHIP publishers and WHEP players POST their offers to the HTTP API's port (1985), which",
+          "# then faces clients (its basic auth still guards /api/: SRS applies it to /api/ only):",
+          "#   http://<this server>:1985/rtc/v1/whip/?app=live&stream=cam1&key=<publishKey>",
+          "#   http://<this server>:1985/rtc/v1/whep/?app=live&stream=cam1&token=<play token>",
+          "# Media flows over UDP 8000. candidate is the address clients reach this server at (* : every",
+          "# address SRS finds on the machine; behind NAT, the public one).",
+          "rtc_server {",
+          `    enabled         on;`,
+          `    listen          8000;`,
+          `    candidate       ${options.webrtc};`,
+          "}",
+          "",
+        ]),
     "vhost __defaultVhost__ {",
     ...(role === "edge"
       ? [
@@ -136,6 +161,18 @@ export function srsConfig(options: SrsConfigOptions): string {
           "    }",
         ]
       : []),
+    ...(options.webrtc === undefined
+      ? []
+      : [
+          "    # RTMP and SRT streams play over WHEP too, and WHIP streams over RTMP, HTTP-FLV and HLS (SRS's",
+          "    # default build has the --ffmpeg-fit these need). A WHEP player counts like any viewer; see the",
+          "    # README's \"SRS caveats\" for how SRS refuses WebRTC clients and when their slots come back.",
+          "    rtc {",
+          `        enabled         on;`,
+          `        rtmp_to_rtc     on;`,
+          `        rtc_to_rtmp     on;`,
+          "    }",
+        ]),
     "}",
     "",
     "# Stream keys: publishers put the key in the stream URL, rtmp://<this server>/live/cam1?key=<publishKey>",
@@ -145,6 +182,10 @@ export function srsConfig(options: SrsConfigOptions): string {
     "",
   ].join("\n");
 }
+
+const WEBRTC_STANDALONE =
+  "--webrtc is for --role standalone: SRS 7's WebRTC has no edge cluster (a WHIP publish is not pushed to an origin, and a " +
+  "WHEP player on an edge sees only what that edge's own RTMP players pulled)";
 
 function origin(serverId: string | undefined): string {
   return [

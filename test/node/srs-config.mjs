@@ -58,6 +58,18 @@ describe("npm run srs-config's command line", () => {
     assert.match(direct.stdout, /^vhost __defaultVhost__ \{$/m);
   });
 
+  it("--webrtc adds WebRTC to a standalone server, and an edge or an origin refuses it", () => {
+    const r = srsConfig(["--role", "standalone", "--gate", "https://gate.example.com", "--device-id", "live-1", "--webrtc=203.0.113.7"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^ {4}candidate {7}203\.0\.113\.7;$/m);
+    for (const role of [["--role", "edge", "--gate", "https://gate.example.com", "--device-id", "e-1", "--origin", "o:1935"], ["--role", "origin"]]) {
+      const refused = srsConfig([...role, "--webrtc", "*"]);
+      assert.equal(refused.status, 2, role.join(" "));
+      assert.match(refused.stderr, /--webrtc is for --role standalone/);
+      assert.equal(refused.stdout, "");
+    }
+  });
+
   it("--help prints the usage and exits 0", () => {
     const r = srsConfig(["--help"]);
     assert.equal(r.status, 0);

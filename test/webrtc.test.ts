@@ -90,6 +90,33 @@ describe("a second WebRTC session on the same HTTP connection (the same client i
   });
 });
 
+describe("a twin on another stream", () => {
+  it("an offer for another stream on the same connection is refused too (4007): SRS's API names a client by id alone, so when either session ends, the other passes for a ghost", async () => {
+    const edge = newEdge();
+    const a = uniqueStream();
+    const b = uniqueStream();
+    await createStream(a, {});
+    await createStream(b, { maxViewers: 1 });
+    expect(await hook(whepPlay(a, { ...edge, client: "conn0010" }))).toEqual(ALLOW);
+    expect(await hook(whepPlay(b, { ...edge, client: "conn0010" }))).toEqual(TWIN);
+    expect(await streamState(b)).toMatchObject({ viewers: 0 });
+    // Once the first session's on_stop came, the id is free again.
+    expect(await hook(stopPlay("live", a, { ...edge, client: "conn0010" }))).toEqual(ALLOW);
+    expect(await hook(whepPlay(b, { ...edge, client: "conn0010" }))).toEqual(ALLOW);
+  });
+
+  it("five offers with one client id for five streams at once: one session, the others refused (4007)", async () => {
+    for (let round = 0; round < 3; round++) {
+      const edge = newEdge();
+      const streams = Array.from({ length: 5 }, () => uniqueStream());
+      for (const s of streams) await createStream(s, { maxViewers: 1 });
+      const answers = await Promise.all(streams.map((s) => hook(whepPlay(s, { ...edge, client: "conn0011" }))));
+      expect(answers.filter((x) => x.status === 200)).toEqual([ALLOW]);
+      expect(answers.filter((x) => x.status !== 200)).toEqual(Array(4).fill(TWIN));
+    }
+  });
+});
+
 describe("WebRTC hooks as SRS 7 sent them in e2e run 48", () => {
   it("a WHIP publisher with its key in the raw query is admitted; the on_unpublish SRS sends 30 s after a WHIP publish whose on_publish failed ends nothing", async () => {
     const edge = newEdge();

@@ -396,6 +396,9 @@ export class ViewerShard extends DurableObject<Env> {
         }
         if (changed) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         if (this.voidHooks.has(req.hookId)) return this.undone(req);
+        // A twin on another stream admitted while this hook waited (the insert below would not meet its row).
+        const twinNow = this.webrtcTwin(req);
+        if (twinNow) return twinNow;
         const at = Date.now();
         this.tables.prepare();
         const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
@@ -1152,14 +1155,17 @@ export class ViewerShard extends DurableObject<Env> {
    * (4007), logged; else null. SRS names a WebRTC player by its HTTP connection's id and answers every WHEP and RTC API call with
    * `Connection: Close`, so only a client that ignores that and posts again on the same connection gets a second session with the
    * same id. Its on_stop would carry that id too: it cannot be counted apart, and admitted as a repeat it would play uncounted
-   * (past the cap, and past maxSessionsPerViewer), as many times as the client posts.
+   * (past the cap, and past maxSessionsPerViewer), as many times as the client posts. On another stream too: SRS's API names a
+   * client by id alone, and forgets it when either session ends (SrsStatistic::on_disconnect), so a ghost check would then end
+   * the other one's row while it plays.
    */
   private webrtcTwin(req: PlayRequest): Decision | null {
     if (!req.webrtc) return null;
-    const row = this.tables.rows<{ hook: string | null }>(
-      "SELECT webrtc_hook AS hook FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", req.streamKey, req.session.serviceId, req.session.clientId,
-    )[0];
-    if (!row?.hook || row.hook === req.hookId) return null;
+    const twin = this.tables.rows(
+      "SELECT 1 AS x FROM viewers WHERE service_id = ? AND client_id = ? AND webrtc_hook IS NOT NULL AND (stream_key != ? OR webrtc_hook != ?) LIMIT 1",
+      req.session.serviceId, req.session.clientId, req.streamKey, req.hookId,
+    );
+    if (twin.length === 0) return null;
     // Not logged(): that answers "already live" for a session live here, which is what this one would pass for.
     return this.recorded(req.streamKey, req.session, req.ip, { allow: false, denial: Denials.webrtcTwin }, subOf(req));
   }

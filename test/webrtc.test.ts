@@ -7,6 +7,7 @@
  * apart (its on_stop carries the same id), so it is refused.
  */
 import { env } from "cloudflare:workers";
+import { evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ALLOW, captured, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, whepPlay } from "./srs";
 import { events } from "./fleet";
@@ -90,7 +91,7 @@ describe("a second WebRTC session on the same HTTP connection (the same client i
   });
 });
 
-describe("a twin on another stream", () => {
+describe("a twin on another stream, and a twin's undo", () => {
   it("an offer for another stream on the same connection is refused too (4007): SRS's API names a client by id alone, so when either session ends, the other passes for a ghost", async () => {
     const edge = newEdge();
     const a = uniqueStream();
@@ -114,6 +115,21 @@ describe("a twin on another stream", () => {
       expect(answers.filter((x) => x.status === 200)).toEqual([ALLOW]);
       expect(answers.filter((x) => x.status !== 200)).toEqual(Array(4).fill(TWIN));
     }
+  });
+
+  it("the Worker's undo of a twin's hook (its call failed) leaves the session another hook admitted, also after the shard was evicted", async () => {
+    const edge = newEdge();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    const shard = env.VIEWERS.get(env.VIEWERS.idFromName(edge.server));
+    const streamKey = `__defaultVhost__/live/${s}`;
+    const session = { serverId: edge.server, serviceId: edge.service, clientId: "conn0012" };
+    const req = (hookId: string) => ({ streamKey, session, ip: "127.0.0.1", token: { ok: true } as const, guessLimit: 10, hookId, place: { colo: "FRA", country: "DE" }, webrtc: true });
+    expect(await shard.play(req("first-hook"))).toEqual({ allow: true, admit: true });
+    await evictDurableObject(env.VIEWERS.get(env.VIEWERS.idFromName(edge.server)));
+    const again = env.VIEWERS.get(env.VIEWERS.idFromName(edge.server));
+    await again.stop(streamKey, session, { action: "on_play", ip: "127.0.0.1", reason: "admission undone: the decision's answer was lost", voidHook: "twin-hook" });
+    expect(await streamState(s)).toMatchObject({ viewers: 1 });
   });
 });
 

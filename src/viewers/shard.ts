@@ -506,9 +506,12 @@ export class ViewerShard extends DurableObject<Env> {
     // An undo that arrives after SRS sent the client's on_play again, and that hook was allowed, leaves the session.
     if (!this.voidHooks.ending(seatKey(streamKey, session), cause.voidHook, this.sql)) return 0;
     if (!this.tables.ready) return 0;
+    // A WebRTC session is the hook's that admitted it (webrtc_hook; a twin's hook is refused): an undo of another hook
+    // leaves it, also when this shard no longer remembers which hook confirmed it (evicted, or past CONFIRMED_KEPT).
+    const voidHook = cause.voidHook ?? null;
     const removed = this.sql.exec<{ sub: string; seat: number; since: number }>(
-      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? RETURNING sub, seat, since",
-      streamKey, session.serviceId, session.clientId,
+      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ? AND (? IS NULL OR webrtc_hook IS NULL OR webrtc_hook = ?) RETURNING sub, seat, since",
+      streamKey, session.serviceId, session.clientId, voidHook, voidHook,
     ).toArray();
     if (removed.length === 0) return 0;
     this.repeatedAt.delete(seatKey(streamKey, session));

@@ -112,11 +112,14 @@ export function srsConfig(options: SrsConfigOptions): string {
       ? []
       : [
           "# WebRTC. WHIP publishers and WHEP players POST their offers to the HTTP API's port (1985), which",
-          "# then faces clients (its basic auth still guards /api/: SRS applies it to /api/ only):",
+          "# then faces clients: turn on the API's basic auth above (SRS applies it to /api/ only, so WHIP and",
+          "# WHEP need none; without it anyone who reaches the port can list and kick clients):",
           "#   http://<this server>:1985/rtc/v1/whip/?app=live&stream=cam1&key=<publishKey>",
           "#   http://<this server>:1985/rtc/v1/whep/?app=live&stream=cam1&token=<play token>",
           "# Media flows over UDP 8000. candidate is the address clients reach this server at (* : every",
-          "# address SRS finds on the machine; behind NAT, the public one).",
+          "# address SRS finds on the machine; behind NAT, the public one; an IP address for Firefox, which",
+          "# takes no host name here). SRS reads a value that names an environment variable (candidate",
+          "# edge1: $EDGE1, dots as _) from that variable.",
           "rtc_server {",
           `    enabled         on;`,
           `    listen          8000;`,

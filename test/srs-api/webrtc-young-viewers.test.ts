@@ -3,7 +3,9 @@
  * WHEP player in its API only once the on_play answer reached it (srs_app_rtc_api.cpp: the hook, then
  * create_session), so a refusal's ghost check right after that answer finds no such client. Before the fix
  * it ended the just-admitted player as a ghost and admitted the next viewer: SRS then served one viewer over
- * the cap (and, with a session limit, two screens of one ticket). This file runs with SRS_API_URL set.
+ * the cap (and, with a session limit, two screens of one ticket). A twin (a second offer with the player's
+ * client id, refused 4007: src/viewers/shard.ts webrtcTwin) does not make the player young again. This file
+ * runs with SRS_API_URL set.
  */
 import { describe, expect, it } from "vitest";
 import { createStream, hook, play, streamState, uniqueStream, whepPlay } from "../srs";
@@ -62,5 +64,18 @@ describe("a WebRTC player just admitted is not taken for a ghost by the next ref
     expect(await hook(whepPlay(s, { ...edge, client: "phone001" }, `token=${token}`))).toEqual(ALLOW);
     expect(await hook(playWith(s, edge, "tv000002", token))).toEqual(LIMIT);
     expect(await ghostEnded(s, "phone001")).toBe(false);
+  });
+
+  it("a second offer with the player's client id at 11 s is refused (4007) and keeps it young no longer: at 13 s a player SRS does not have is a ghost", async () => {
+    const { edge, fake } = await edgeWithApi(["rtmp0002"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(whepPlay(s, { ...edge, client: "whep0001" }))).toEqual(ALLOW);
+    at(11_000);
+    expect(await hook(whepPlay(s, { ...edge, client: "whep0001" }))).toMatchObject({ status: 403, body: { code: 4007 } });
+    at(13_000);
+    expect(fake.clients.has("whep0001")).toBe(false);
+    expect(await hook(play("live", s, { ...edge, client: "rtmp0002" }))).toEqual(ALLOW);
+    expect(await ghostEnded(s, "whep0001")).toBe(true);
   });
 });

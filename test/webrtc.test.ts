@@ -8,7 +8,8 @@
  */
 import { env } from "cloudflare:workers";
 import { evictDurableObject } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { ShardLeases } from "../src/viewers/shard-leases";
 import { ALLOW, captured, createStream, hook, newEdge, play, stopPlay, streamState, uniqueStream, whepPlay } from "./srs";
 import { events } from "./fleet";
 import { LIMIT, limited, tokenOf } from "./identity";
@@ -39,6 +40,34 @@ describe("a second WebRTC session on the same HTTP connection (the same client i
     expect(await hook(whepPlay(s, { ...edge, client: "conn0003" }, `token=${token}`))).toEqual(TWIN);
     // A second screen on its own connection is the session limit's business, as before.
     expect(await hook(whepPlay(s, { ...edge, client: "conn0004" }, `token=${token}`))).toEqual(LIMIT);
+  });
+
+  it("a twin that waited for slots while the first offer took the last one is refused (4007), not answered 'already live' for its cap refusal", async () => {
+    const edge = newEdge();
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    // The twin's ask for slots waits until the first offer of its client id took the stream's only slot.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const real = ShardLeases.prototype.askForSlots;
+    let calls = 0;
+    const spy = vi.spyOn(ShardLeases.prototype, "askForSlots").mockImplementation(async function (this: ShardLeases, ...args: Parameters<ShardLeases["askForSlots"]>) {
+      if (calls++ === 0) await held;
+      return real.apply(this, args);
+    });
+    try {
+      // The stream is full (another viewer), so the twin asks for slots; that viewer leaves; the first offer takes its slot.
+      expect(await hook(play("live", s, { ...edge, client: "rtmp0010" }))).toEqual(ALLOW);
+      const twin = hook(whepPlay(s, { ...edge, client: "conn0010" }));
+      while (calls === 0) await new Promise((r) => setTimeout(r, 5));
+      expect(await hook(stopPlay("live", s, { ...edge, client: "rtmp0010" }))).toEqual(ALLOW);
+      expect(await hook(whepPlay(s, { ...edge, client: "conn0010" }))).toEqual(ALLOW);
+      release();
+      expect(await twin).toEqual(TWIN);
+      expect(await streamState(s)).toMatchObject({ viewers: 1 });
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("five offers with one client id at once (hooks deciding side by side), at a stream capped at 1 and at an unlimited one: one session, the others refused (4007)", async () => {

@@ -407,7 +407,7 @@ export class ViewerShard extends DurableObject<Env> {
           "INSERT OR IGNORE INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat, webrtc_hook) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
           streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0, req.webrtc ? req.hookId : null,
         ).rowsWritten;
-        if (written === 0) return this.repeat(req) ?? this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
+        if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
         admitted = true;
         this.counts.add(streamKey, session.serviceId, 1);
         this.leases.unreserve(pending);
@@ -601,9 +601,12 @@ export class ViewerShard extends DurableObject<Env> {
     // SRS API no longer has (as for a publisher, or a viewer under a cap); else a viewer whose on_stop was lost
     // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
     // Only when the seat object says a refusal rests on them (`askApi`): never for an admission.
-    const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)) && !this.tooYoungToAsk(streamKey, x));
+    const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
     if (askApi && this.ghosts.enabled && live.length > 0) {
-      const asked = live.map((x) => ({ serverId: this.serverId || x.serverId, serviceId: x.serviceId, clientId: x.clientId, since: this.sinceOf(streamKey, x) }));
+      const asked = live.flatMap((x) => {
+        const admitted = this.admission(streamKey, x);
+        return admitted && this.askable(admitted) ? [{ serverId: this.serverId || x.serverId, serviceId: x.serviceId, clientId: x.clientId, since: admitted.at }] : [];
+      });
       const gone = await this.ghosts.gone(asked, GHOST_WAIT_MS);
       for (const g of gone) {
         // Not while a hook of it runs (a repeat being admitted): its client is there. Nor one admitted since it was asked.
@@ -975,12 +978,9 @@ export class ViewerShard extends DurableObject<Env> {
     const first = read(GHOSTS_PER_CHECK, offset);
     // Past the newest, on from the oldest (never one twice).
     const rest = offset > 0 && first.length < GHOSTS_PER_CHECK ? read(Math.min(GHOSTS_PER_CHECK - first.length, offset), 0) : [];
-    const now = Date.now();
-    const rows = [...first, ...rest].filter((r) => {
-      if (this.processes.isSuspended(r.service_id)) return false;
-      const minAge = r.webrtc ? Math.max(minAgeMs, YOUNG_MS) : minAgeMs;
-      return minAge === 0 || this.admittedAt(streamKey, r.service_id, r.client_id, r.since) <= now - minAge;
-    });
+    const rows = [...first, ...rest].filter(
+      (r) => !this.processes.isSuspended(r.service_id) && this.askable({ at: this.admittedAt(streamKey, r.service_id, r.client_id, r.since), webrtc: !!r.webrtc }, minAgeMs),
+    );
     // Only streams with more viewers here than one check reads keep a cursor (a busy shard is never evicted:
     // one entry per stream it ever checked would stay for good); losing one only restarts that walk.
     const cursor = total <= GHOSTS_PER_CHECK ? 0 : (offset + first.length + rest.length) % total;
@@ -1007,14 +1007,24 @@ export class ViewerShard extends DurableObject<Env> {
    * a ghost check believes only answers asked after it.
    */
   private sinceOf(streamKey: string, s: { serviceId: string; clientId: string }): number | undefined {
-    const since = this.sql.exec<{ since: number }>("SELECT since FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0]?.since;
-    return since === undefined ? undefined : this.admittedAt(streamKey, s.serviceId, s.clientId, since);
+    return this.admission(streamKey, s)?.at;
   }
 
-  /** A WebRTC session admitted (or admitted again) less than YOUNG_MS ago: SRS's API may not have it yet. */
-  private tooYoungToAsk(streamKey: string, s: { serviceId: string; clientId: string }): boolean {
-    const row = this.sql.exec<{ since: number; webrtc: number }>("SELECT since, webrtc_hook IS NOT NULL AS webrtc FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId).toArray()[0];
-    return !!row?.webrtc && this.admittedAt(streamKey, s.serviceId, s.clientId, row.since) > Date.now() - YOUNG_MS;
+  /** When this viewer session here was last admitted (as sinceOf), and whether it is a WebRTC player; undefined: it is not here. */
+  private admission(streamKey: string, s: { serviceId: string; clientId: string }): { at: number; webrtc: boolean } | undefined {
+    const row = this.sql
+      .exec<{ since: number; webrtc: number }>("SELECT since, webrtc_hook IS NOT NULL AS webrtc FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId)
+      .toArray()[0];
+    return row && { at: this.admittedAt(streamKey, s.serviceId, s.clientId, row.since), webrtc: !!row.webrtc };
+  }
+
+  /**
+   * Whether a ghost check may ask SRS's API about a session admitted then: one admitted `minAgeMs` ago at least, and a
+   * WebRTC player YOUNG_MS ago at least (SRS may not have it yet).
+   */
+  private askable(admitted: { at: number; webrtc: boolean }, minAgeMs = 0): boolean {
+    const minAge = admitted.webrtc ? Math.max(minAgeMs, YOUNG_MS) : minAgeMs;
+    return minAge === 0 || admitted.at <= Date.now() - minAge;
   }
 
   /** A session's admission time for ghost checks: its row's `since`, or the later repeat of its on_play (repeatedAt). */

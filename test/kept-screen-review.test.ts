@@ -42,7 +42,10 @@ describe("182527d: a screen being admitted is kept", () => {
     await until(() => asking.reached);
     const again = hook(playWith(s, c, "tv000001", alice));
     await settle();
+    // In this order: c answers the hand-off while the TV is still being admitted (released together, whichever
+    // poll woke first decided, and a TV admitted before c is asked is rightly replaced).
     asking.released = true;
+    await until(() => asking.done);
     held.released = true;
     const out = { tv: await tv, repeat: await again, laptop: await laptop, live: await livePerSub(s), seats: (await seatsOf(s, "alice")).length };
     expect(out).toEqual({ tv: ALLOW, repeat: ALLOW, laptop: FULL(2), live: { alice: 1, bob: 1 }, seats: 1 });

@@ -424,13 +424,22 @@ export async function fullOverManyServers(servers: number) {
   return { s, holders, client, watching };
 }
 
-/** Counts the calls of `method` on every object of `proto`'s class from now on (the method still runs). */
-export function countCalls<T extends object>(proto: T, method: keyof T & string): { n: number } {
-  const count = { n: 0 };
+/**
+ * Counts the calls of `method` on every object of `proto`'s class from now on (the method still runs), only those
+ * whose arguments match `which` if given: `n` once a call has entered the method (the method runs synchronously up
+ * to its first await before the count can be read), `done` once it has returned or thrown.
+ */
+export function countCalls<T extends object>(proto: T, method: keyof T & string, which?: (self: any, args: any[]) => boolean): { n: number; done: number } {
+  const count = { n: 0, done: 0 };
   const real = (proto as any)[method];
   vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
+    if (which && !which(this, args)) return real.apply(this, args);
     count.n++;
-    return real.apply(this, args);
+    try {
+      return await real.apply(this, args);
+    } finally {
+      count.done++;
+    }
   });
   return count;
 }

@@ -12,7 +12,7 @@ import { aliceOnASilentEdge, aliceReplacingOn, ALLOW, keyOf, LIMIT, livePerSub, 
 import { ViewerShard } from "../src/viewers/shard";
 import { ViewerSeats } from "../src/viewers/seats";
 import { admin, hook } from "./srs";
-import { events, gate, holdMatching, until, withDeadline } from "./fleet";
+import { countCalls, events, gate, holdMatching, until, withDeadline } from "./fleet";
 
 screensOnTheFakeClock();
 
@@ -24,16 +24,35 @@ function tvEndHeld() {
   const reached = gate();
   const outcome = { fail: false };
   const go = gate();
+  /** The calls to end the TV so far, and the ends of other sessions that have run (by client). */
+  const seen = { tv: 0, ended: new Map<string, number>() };
   const real = ViewerShard.prototype.endSeat;
   vi.spyOn(ViewerShard.prototype, "endSeat").mockImplementation(async function (this: ViewerShard, ...args: Parameters<ViewerShard["endSeat"]>) {
-    if (args[1].clientId !== "tv000001") return real.apply(this, args);
+    const client = args[1].clientId;
+    if (client !== "tv000001") {
+      try {
+        return await real.apply(this, args);
+      } finally {
+        seen.ended.set(client, (seen.ended.get(client) ?? 0) + 1);
+      }
+    }
+    seen.tv++;
     reached.open();
     await go.wait;
     if (outcome.fail) throw new Error("viewer shard failed");
     return real.apply(this, args);
   } as any);
-  return { reached: reached.wait, fail: () => ((outcome.fail = true), go.open()), run: () => go.open() };
+  return {
+    reached: reached.wait,
+    fail: () => ((outcome.fail = true), go.open()),
+    run: () => go.open(),
+    tvCalls: () => seen.tv,
+    endedOf: (client: string) => seen.ended.get(client) ?? 0,
+  };
 }
+
+/** Counts the seat object's takes for `client` from now on (a take waiting behind another runs to its await at once). */
+const takesOf = (client: string) => countCalls(ViewerSeats.prototype, "take", (_self, [req]) => req.session.clientId === client);
 
 /** The phone (overtaken) is refused and the laptop (the last to arrive) plays alone, with the only seat. */
 async function onlyTheLaptopPlays(s: string, phone: ReturnType<typeof hook>, laptop: ReturnType<typeof hook>): Promise<void> {
@@ -52,11 +71,13 @@ describe("replace: the newer screen's on_play repeated while the seat object is 
     const { s, token } = await aliceReplacingOn(a);
     vi.spyOn(console, "error").mockImplementation(() => {});
     const tv = tvEndHeld();
+    const takes = takesOf("phone001");
     const phone = hook(playWith(s, b, "phone001", token));
     await tv.reached;
-    // SRS (or the Worker retrying a lost answer) sends the phone's on_play again while the TV's end is on its way.
+    // SRS (or the Worker retrying a lost answer) sends the phone's on_play again while the TV's end is on its way:
+    // its take has reached the seat object (and found the phone's seat) before the TV's end fails.
     const repeat = hook(playWith(s, b, "phone001", token));
-    await settle();
+    await until(() => takes.n === 2);
     tv.fail();
     const answers = [await phone, await repeat];
     await settle();
@@ -70,10 +91,12 @@ describe("replace: the newer screen's on_play repeated while the seat object is 
   it("holds: when the TV's end succeeds, both on_play of the phone are admitted and only the phone plays", async () => {
     const { s, token } = await aliceReplacingOn(a);
     const tv = tvEndHeld();
+    const takes = takesOf("phone001");
     const phone = hook(playWith(s, b, "phone001", token));
     await tv.reached;
     const repeat = hook(playWith(s, b, "phone001", token));
-    await settle();
+    // The repeat's take has reached the seat object before the TV's end runs.
+    await until(() => takes.n === 2);
     tv.run();
     expect([await phone, await repeat]).toEqual([ALLOW, ALLOW]);
     await settle();
@@ -119,9 +142,11 @@ describe("replace: the newer screen's first on_play undone while the seat object
     const first = await withDeadline(100, () => hook(playWith(s, b, "phone001", token)));
     expect(first.status).toBe(503);
     expect(held.reached).toBe(true);
-    // The phone's on_play again (SRS re-sending it, or the player retrying at once with the same client id).
+    // The phone's on_play again (SRS re-sending it, or the player retrying at once with the same client id): its take
+    // has reached the seat object (and found the undone take's seat) before the seat object hears the first is undone.
+    const takes = takesOf("phone001");
     const again = hook(playWith(s, b, "phone001", token));
-    await settle();
+    await until(() => takes.n === 1);
     held.released = true;
     expect(await again).toEqual(ALLOW);
     await settle();
@@ -161,7 +186,9 @@ describe("replace: the phone and the laptop race on two edges while the TV plays
     const phone = hook(playWith(s, b, "phone001", token));
     await tv.reached;
     const laptop = hook(playWith(s, c, "laptop01", token));
-    await settle();
+    // The laptop has reached the seat object (its take marked the TV and the phone leaving and asks to end both) and
+    // edge b's shard has run its end of the phone (still being admitted) before the phone's end of the TV runs.
+    await until(() => tv.tvCalls() === 2 && tv.endedOf("phone001") === 1);
     tv.run();
     await onlyTheLaptopPlays(s, phone, laptop);
   });

@@ -6,7 +6,7 @@ import { env } from "cloudflare:workers";
 import { signPlayToken } from "../src/auth/token";
 import { viewerSeats } from "../src/object-access";
 import { admin, createStream, type Edge, hook, newEdge, play, streamState, uniqueStream } from "./srs";
-import { at, beat, deliverNotices, serverStub, useFakeClock } from "./fleet";
+import { at, beat, deliverNotices, serverStub, until, useFakeClock } from "./fleet";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeEach, expect } from "vitest";
 import { edgeWithApi } from "./fake-srs";
@@ -86,6 +86,16 @@ export async function v1Token(stream: string, exp = nowS() + 600): Promise<strin
 /** The clients holding seats of `sub` on the stream, as the seat object has them. */
 export async function seatsOf(stream: string, sub: string): Promise<string[]> {
   return (await viewerSeats(env, keyOf(stream), sub).seats(keyOf(stream))).filter((x) => x.sub === sub).map((x) => x.clientId).sort();
+}
+
+/**
+ * Waits (real time, up to 10 s) until the seat object holds exactly these seats of `sub` (their clients, in any
+ * order): background work that takes or gives back seats (a stop's release, a limit set over unseated sessions)
+ * has landed. The caller asserts on what follows; never for seats that must NOT change (that cannot fail).
+ */
+export async function seatsBecome(stream: string, sub: string, clients: string[]): Promise<void> {
+  const want = JSON.stringify([...clients].sort());
+  await until(async () => JSON.stringify(await seatsOf(stream, sub)) === want);
 }
 
 /** Live sessions per viewer id, as GET …/viewers shows them. */

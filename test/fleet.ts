@@ -432,7 +432,10 @@ export async function fullOverManyServers(servers: number) {
 export function countCalls<T extends object>(proto: T, method: keyof T & string, which?: (self: any, args: any[]) => boolean): { n: number; done: number } {
   const count = { n: 0, done: 0 };
   const real = (proto as any)[method];
-  vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
+  const spy = vi.spyOn(proto as any, method);
+  // Gone when the test ends, in files that do not restore their mocks (a second count would wrap this one).
+  onTestFinished(() => spy.mockRestore());
+  spy.mockImplementation(async function (this: unknown, ...args: unknown[]) {
     if (which && !which(this, args)) return real.apply(this, args);
     count.n++;
     try {

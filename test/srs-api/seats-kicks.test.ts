@@ -7,9 +7,10 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { heartbeat, hook, type Edge } from "../srs";
 import { ALLOW, deviceOf, edgeWithApi, type FakeSrs, installFakeSrs, kickedOn } from "../fake-srs";
-import { at, deliverNotices, events, serverStub } from "../fleet";
-import { aliceTvAndAnotherEdge, limited, livePerSub, playWith, settle, tokenOf } from "../identity";
+import { at, countCalls, deliverNotices, events, serverStub, until } from "../fleet";
+import { aliceTvAndAnotherEdge, limited, livePerSub, playWith, tokenOf } from "../identity";
 import { ViewerShard } from "../../src/viewers/shard";
+import { ServerRegistry } from "../../src/server/registry";
 import { retryable } from "../fleet";
 
 installFakeSrs();
@@ -40,8 +41,10 @@ describe("a viewer moves to another edge while its first edge is cut off for lon
     await beatApi(b.edge);
     await runDurableObjectAlarm(serverStub(a.edge));
     await deliverNotices(a.edge);
+    const queued = countCalls(ServerRegistry.prototype, "queueKicks", (_self, [kicks]) => kicks.some((k: any) => k.clientId === "tv000001"));
     expect(await hook(playWith(s, b.edge, "phone001", token))).toEqual(ALLOW);
-    await settle();
+    // The kick of the TV is queued at edge a's registry (in the background) before the clock moves on.
+    await until(() => queued.done > 0);
     // The kick of the TV keeps being tried past the usual 5 minutes (as long as the edge's sessions may come back).
     for (let t = 40_000; t <= 31_000 + 6 * 60_000; t += 30_000) {
       at(t);
@@ -56,7 +59,8 @@ describe("a viewer moves to another edge while its first edge is cut off for lon
     await beatApi(b.edge);
     await deliverNotices(a.edge);
     await runDurableObjectAlarm(serverStub(a.edge));
-    await settle();
+    // The kick's attempt (in the background) has reached edge a's SRS, which drops the TV.
+    await until(() => !a.fake.clients.has("tv000001"));
     const twoScreens = a.fake.clients.has("tv000001") && b.fake.clients.has("phone001");
     expect(kickedOn(a.fake, "tv000001")).toBe(true);
     expect(twoScreens).toBe(false);
@@ -76,7 +80,8 @@ describe("replace: the shard's answer to the end of the old session is lost", ()
     });
     expect(await hook(playWith(s, b.edge, "phone001", token))).toEqual(ALLOW);
     spy.mockRestore(); // only this one: the fake SRS answers the Worker's fetch through another spy
-    await settle();
+    // The kick runs in the background (queued at edge a's registry, then sent to its API).
+    await until(() => kickedOn(a.fake, "tv000001"));
     expect(calls).toBe(2);
     expect(kickedOn(a.fake, "tv000001")).toBe(true);
     expect((await livePerSub(s)).alice).toBe(1);

@@ -5,7 +5,8 @@
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
-import { at, countCalls, streamAtZero, viewer, viewerStop } from "./fleet";
+import { at, countCalls, streamAtZero, until, viewer, viewerStop } from "./fleet";
+import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, admin, newEdge, streamState } from "./srs";
 
 afterEach(() => {
@@ -26,6 +27,8 @@ describe("over-lease viewers ending at once", () => {
     at(10);
     const count = countCalls(StreamObject.prototype, "viewerLease");
     expect((await admin("DELETE", `/streams/live/${s}/sessions?server=${a.server}`)).status).toBeLessThan(300);
+    // The stream has heard of the ends (in the background); then a while for any further lease message to arrive.
+    await until(async () => (await streamState(s)).viewers === 0);
     await settle();
     expect(await streamState(s)).toMatchObject({ viewers: 0 });
     expect(count.n, "lease messages from the edge for one batch of 30 ends").toBeLessThanOrEqual(2);
@@ -73,7 +76,10 @@ describe("over-lease report racing", () => {
       const bViewer = await viewer(s, b, "b0000002");
       expect(await viewerStop(s, a, "a0000002")).toEqual(ALLOW);
       if (lower) expect((await admin("PUT", `/streams/live/${s}`, { maxViewers: 2 })).status).toBe(200);
+      const asks = countCalls(ViewerShard.prototype, "play", (_self, [req]) => req.session.clientId === "a0000004");
       const aViewer = viewer(s, a, "a0000004");
+      // The third has reached edge a's shard (then a moment to get to its wait there) before the report's answer comes back.
+      await until(() => asks.n === 1);
       await new Promise((r) => setTimeout(r, 50));
       held.back.open();
       const aResult = await aViewer;

@@ -22,13 +22,18 @@ export async function fullStream(cap: number, policy: Record<string, unknown> = 
 export const replaced = async (s: string, client: string) =>
   (await events(s)).some((e: any) => e.client === client && e.decision === "end" && /replaced by a newer session of viewer alice/.test(e.reason));
 
-/** The first call of `method` matching `which` runs to its end; its answer is held (inside the object) until released. */
+/**
+ * The first call of `method` matching `which` runs to its end; its answer is held (inside the object) until released.
+ * `calls` counts the matching calls (a later one has entered the method, and run to its first await, once counted).
+ */
 export function holdAfter<T extends object>(proto: T, method: keyof T & string, which: (self: any, args: any[]) => boolean) {
   const real = (proto as any)[method];
-  const state = { reached: false, released: false };
+  const state = { reached: false, released: false, calls: 0 };
   onTestFinished(() => void (state.released = true));
   vi.spyOn(proto as any, method).mockImplementation(async function (this: unknown, ...args: unknown[]) {
-    if (state.reached || !which(this, args)) return real.apply(this, args);
+    if (!which(this, args)) return real.apply(this, args);
+    state.calls++;
+    if (state.reached) return real.apply(this, args);
     const answer = await real.apply(this, args);
     state.reached = true;
     while (!state.released) await scheduler.wait(5);

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
-import { ALLOW, c, livePerSub, playWith, screensOnTheFakeClock, seatsOf, settle } from "./identity";
+import { ALLOW, c, livePerSub, playWith, screensOnTheFakeClock, seatsOf } from "./identity";
 import { hook, newEdge } from "./srs";
 import { holdMatching, until } from "./fleet";
 import { FULL, holdAfter, leased, phoneAndBob, replaced } from "./hand-off";
@@ -41,7 +41,8 @@ describe("182527d: a screen being admitted is kept", () => {
     const laptop = hook(playWith(s, newEdge(), "laptop01", alice));
     await until(() => asking.reached);
     const again = hook(playWith(s, c, "tv000001", alice));
-    await settle();
+    // The repeat has reached the seat object (its take waits there for the laptop's hand-off) before c answers.
+    await until(() => held.calls === 2);
     // In this order: c answers the hand-off while the TV is still being admitted (released together, whichever
     // poll woke first decided, and a TV admitted before c is asked is rightly replaced).
     asking.released = true;

@@ -17,7 +17,7 @@ import { ViewerShard } from "../src/viewers/shard";
 import type { LeaseReport } from "../src/viewers/lease";
 import { ALLOW, a, b, c, keyOf, limited, livePerSub, playWith, screensOnTheFakeClock, settle, tokenOf } from "./identity";
 import { admin, hook, newEdge, stopPlay, streamState } from "./srs";
-import { at, beat, deliverNotices, holdMatching, retryable, serverStub, shardStub, until } from "./fleet";
+import { at, beat, countCalls, deliverNotices, holdMatching, retryable, serverStub, shardStub, until } from "./fleet";
 
 import { daveAfterAStreamRestart, FULL, fullStream, holdAfter, leased, phoneAndBob, replaced } from "./hand-off";
 
@@ -121,7 +121,11 @@ describe("replace at a full stream, attacked", () => {
     const slow = holdMatching(StreamObject.prototype, "viewerLease", (_self, [r]) => (r as LeaseReport).serverId === a.server && (r as LeaseReport).want > 0);
     const yolanda = hook(playWith(s, a, "yolanda1", await tokenOf(s, "yolanda")));
     await until(() => slow.reached);
+    const handOffs = countCalls(ViewerShard.prototype, "endSeat", (self, args) => self.serverId === a.server && args[4] !== undefined);
     const tv = hook(playWith(s, c, "tv000001", alice));
+    // The seat object's hand-off has reached a's shard (where it waits for the lock the slow message holds); the
+    // message arrives 2.5 s later.
+    await until(() => handOffs.n > 0);
     await scheduler.wait(2_500);
     slow.released = true;
     const tvAnswer = await tv;
@@ -165,6 +169,8 @@ describe("replace at a full stream, attacked", () => {
     // README: over a cap lowered under the viewers, the replacing screen takes its old screen's slot (the count stays).
     expect(await hook(playWith(s, c, "tv000001", alice))).toEqual(ALLOW);
     expect(await hook(stopPlay("live", s, { ...c, client: "tv000001" }))).toEqual(ALLOW);
+    // The TV's slot has gone back to the stream (in the background); then a while for anything else to happen.
+    await until(async () => (await leased(s)) === 0);
     await settle();
     expect(await hook(playWith(s, c, "carol001", await tokenOf(s, "carol")))).toEqual(FULL(0));
     expect(await streamState(s)).toMatchObject({ viewers: 0 });
@@ -255,7 +261,8 @@ describe("replace at a full stream, attacked", () => {
     const first = hook(playWith(s, c, "tv000001", alice));
     await until(() => held.reached);
     const repeat = hook(playWith(s, c, "tv000001", alice));
-    await scheduler.wait(100);
+    // The repeat has reached the seat object while the first take's answer is held.
+    await until(() => held.calls === 2);
     held.released = true;
     const answers = await Promise.all([first, repeat]);
     expect(answers.some((x) => x.status === 200)).toBe(true);

@@ -13,7 +13,7 @@ import { ServerRegistry, type NoticeAnswer, type ProcessStatus } from "../src/se
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
 import { ALLOW, close, createStream, type Edge, heartbeat, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish } from "./srs";
-import { beat, deliverNotices, events, futureClock, until, heldOnTheWay, holdFirst, holdMatching, overloaded, restarted, serverListed, serverStub, T0, withDeadline, withNoticeTimeout, publishingEdge, viewingEdge } from "./fleet";
+import { beat, countCalls, deliverNotices, events, futureClock, until, heldOnTheWay, holdFirst, holdMatching, overloaded, restarted, serverListed, serverStub, T0, withDeadline, withNoticeTimeout, publishingEdge, viewingEdge } from "./fleet";
 
 const keyOf = (s: string) => `__defaultVhost__/live/${s}`;
 /** The stream key a StreamObject holds (inside a mock of one of its methods). */
@@ -121,7 +121,10 @@ describe("the notice outbox", () => {
     // B's viewer (the shard asks the registry itself), then B's own restart.
     expect(await hook(play("live", s, { ...b, client: "viewB001" }))).toEqual(ALLOW);
     const c = restarted(a);
+    const beats = countCalls(ServerRegistry.prototype, "heartbeat", (_self, args) => JSON.stringify(args).includes(c.service));
     const second = beatWith(c, { pid: "300" });
+    // C's heartbeat has reached the registry (then a moment to get to its wait there) while the first still waits.
+    await until(() => beats.n > 0);
     await scheduler.wait(50);
     held.released = true;
     expect(await first).toEqual(ALLOW);

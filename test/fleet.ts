@@ -275,10 +275,10 @@ async function heldRun<T>(state: { released: boolean; done: boolean }, run: () =
   }
 }
 
-/** Holds the first call of `method` until released; later calls run at once. */
-export function holdFirst<T extends object>(proto: T, method: keyof T & string): { release: () => void; reached: () => boolean } {
+/** Holds the first call of `method` until released; later calls run at once. `done`: the held call has run since. */
+export function holdFirst<T extends object>(proto: T, method: keyof T & string): { release: () => void; reached: () => boolean; done: () => boolean } {
   const state = holdMatching(proto, method, () => true);
-  return { release: () => void (state.released = true), reached: () => state.reached };
+  return { release: () => void (state.released = true), reached: () => state.reached, done: () => state.done };
 }
 
 /**

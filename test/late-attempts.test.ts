@@ -16,7 +16,7 @@ import { ViewerSeats } from "../src/viewers/seats";
 import { ViewerShard } from "../src/viewers/shard";
 import { GhostCheck } from "../src/srs/ghosts";
 import { ALLOW, close, createStream, hook, hookWith, newEdge, play, publish, streamState, uniqueStream, unpublish, type Edge } from "./srs";
-import { beat, CAP, events, heldOnTheWay, holdFirst, restarted, serverListed, shardStub, streamStub, withDeadline } from "./fleet";
+import { beat, CAP, events, heldOnTheWay, holdFirst, restarted, serverListed, shardStub, streamStub, until, withDeadline } from "./fleet";
 import { FakeSrs, kickedOn } from "./fake-srs";
 import { limited, livePerSub, playWith, seatsOf, tokenOf } from "./identity";
 
@@ -192,7 +192,8 @@ describe("the publish path's other calls", () => {
     expect(await withDeadline(50, () => hook(publish("live", s, key, { ...edge, client: "enc00001" })))).toEqual(timeoutOf("registry"));
     expect((await streamState(s)).live).toBe(false);
     stuck.release();
-    await scheduler.wait(200);
+    // The late call has landed (its effects are what the checks below look at).
+    await until(() => stuck.done());
     expect(await sessionsOf(edge)).toBe(0);
     expect(await hook(publish("live", s, key, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
     expect(await hook(close({ ...edge, client: "enc00001" }))).toEqual(ALLOW);
@@ -209,7 +210,8 @@ describe("the publish path's other calls", () => {
     // SRS refused the encoder and closes it: its on_close finds nothing yet (the track is still on its way).
     expect(await hook(close({ ...edge, client: "enc00001" }))).toEqual(ALLOW);
     stuck.release();
-    await scheduler.wait(200);
+    // The late call has landed (its effects are what the checks below look at).
+    await until(() => stuck.done());
     expect((await streamState(s)).live).toBe(false);
     // Nobody holds anything on this server; no stop or close of enc00001 will ever come again.
     expect(await sessionsOf(edge)).toBe(0);
@@ -247,7 +249,8 @@ describe("stop, close and heartbeats past the deadline", () => {
     expect((await streamState(s)).live).toBe(false);
     expect(await sessionsOf(edge)).toBe(0);
     stuck.release();
-    await scheduler.wait(50);
+    // The late call has landed (its effects are what the checks below look at).
+    await until(() => stuck.done());
     expect(await hook(publish("live", s, key, { ...edge, client: "enc00002" }))).toEqual(ALLOW);
   });
 
@@ -282,7 +285,8 @@ describe("stop, close and heartbeats past the deadline", () => {
     const now = restarted(old);
     expect(await beat(now)).toEqual(ALLOW);
     stuck.release();
-    await scheduler.wait(100);
+    // The late call has landed (its effects are what the checks below look at).
+    await until(() => stuck.done());
     expect((await serverListed(old)).serviceId).toBe(now.service);
     // The restart's process publishes: the old process's encoder is no ghost blocking it.
     expect(await hook(publish("live", s, key, { ...now, client: "enc00002" }))).toEqual(ALLOW);

@@ -18,17 +18,19 @@ installFakeSrs();
 type PublishArgs = Parameters<StreamObject["publish"]>;
 
 /**
- * The stream's first publish call runs (in the background, not awaited) and its answer is lost at once
- * (retryable): the Worker retries while that attempt goes on. Later calls run as usual.
+ * The stream's first publish call runs (in the background, not awaited) and its answer is lost (retryable) once
+ * `reached` says that attempt got where the test needs it: the Worker retries while that attempt goes on. Later
+ * calls run as usual.
  */
-function firstAttemptLostWhileRunning() {
+function firstAttemptLostWhileRunning(reached: () => boolean) {
   const real = StreamObject.prototype.publish;
   const state = { first: null as PublishArgs | null, calls: 0 };
   vi.spyOn(StreamObject.prototype, "publish").mockImplementation(async function (this: StreamObject, ...args: PublishArgs) {
     if (state.calls++ === 0) {
       state.first = args;
       real.apply(this, args).catch(() => {});
-      await scheduler.wait(20);
+      // A flag, polled (a promise of the test's cannot be awaited inside the object); at most 10 s.
+      for (let i = 0; i < 2_000 && !reached(); i++) await scheduler.wait(5);
       throw retryable();
     }
     return real.apply(this, args);
@@ -42,7 +44,8 @@ describe("adversarial: takeover attempts that run twice", () => {
     const { a, b, s, key } = await takeoverReady();
     // b's tracks: 1 the Worker's (through), 2 the first attempt's before its kick (held), 3 the retry's (overloaded).
     const tracks = tracksOf(b.edge.server, (n) => (n === 2 ? "hold" : n === 3 ? "fail" : "run"));
-    const attempts = firstAttemptLostWhileRunning();
+    // The first attempt's answer is lost once its write is held (b's second track), so the retry's is the third.
+    const attempts = firstAttemptLostWhileRunning(() => tracks.held);
     const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
     expect(attempts.calls).toBe(2);
     expect(r.body.code).toBe(4009);
@@ -57,7 +60,8 @@ describe("adversarial: takeover attempts that run twice", () => {
     const { a, b, s, key } = await takeoverReady();
     tracksOf(b.edge.server, (n) => (n === 3 ? "fail" : "run"));
     const kick = holdMatching(GhostCheck.prototype, "kick", () => true);
-    firstAttemptLostWhileRunning();
+    // The first attempt's answer is lost once it is in its kick (its write, b's second track, done), so the retry's is the third.
+    firstAttemptLostWhileRunning(() => kick.reached);
     const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
     expect(r.body.code).toBe(4009);
     expect(kick.reached).toBe(true);

@@ -5,6 +5,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { hook, publish, unpublish } from "../srs";
 import { ALLOW, FakeSrs, hosts, installFakeSrs, kickedOn, takeoverReady } from "../fake-srs";
 import { Receiver } from "../receiver";
+import { until } from "../fleet";
 
 installFakeSrs();
 
@@ -24,9 +25,11 @@ describe("takeover reason: a stop that is not the takeover's", () => {
       await sleep(600);
       throw new TypeError("Network connection lost.");
     };
+    const asked = a.fake.calls.length;
     const taking = hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
     // 0-600 ms: the ghost check's question (fails); 600-1200 ms: the kick's own question before its DELETE (fails).
-    await sleep(900);
+    // The second question has reached edge a (it fails 600 ms later).
+    await until(() => a.fake.calls.length >= asked + 2);
     // The encoder on a stops by itself while the question is on its way.
     expect(await hook(unpublish("live", s, { ...a.edge, client: "enc00001" }))).toEqual(ALLOW);
     await taking;

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
 import { ServerRegistry } from "../src/server/registry";
 import { ViewerShard } from "../src/viewers/shard";
-import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, gate, viewer } from "./fleet";
+import { at, beat, deliverNotices, overloaded, restarted, retryable, flushShard, serverStub, shardStub, streamStub, gate, until, viewer, countCalls } from "./fleet";
 import { ALLOW, admin, close, createStream, hook, newEdge, stopPlay, streamState, uniqueStream } from "./srs";
 
 const key = (s: string) => `__defaultVhost__/live/${s}`;
@@ -73,16 +73,28 @@ describe("policy changes and the shard's view of them", () => {
     expect(await viewer(s, r, "r0000001")).toEqual(ALLOW); // r leased 1: none free
     // x's registry shard answers slowly (overloaded, far away): 2.5 s for a liveness question.
     const realLiveness = ServerRegistry.prototype.liveness;
+    const slow = { asked: 0, answered: 0 };
     vi.spyOn(ServerRegistry.prototype, "liveness").mockImplementation(async function (this: ServerRegistry, processes, witness) {
-      if (processes[0]?.serverId === x.server) await new Promise((res) => setTimeout(res, 2500));
-      return realLiveness.call(this, processes, witness);
+      if (processes[0]?.serverId !== x.server) return realLiveness.call(this, processes, witness);
+      slow.asked++;
+      try {
+        await new Promise((res) => setTimeout(res, 2500));
+        return await realLiveness.call(this, processes, witness);
+      } finally {
+        slow.answered++;
+      }
     });
     // r runs out: the stream recalls with a liveness check (round 1, carrying the policy as it is now).
+    const recalls = countCalls(ViewerShard.prototype, "recall", (self) => self.serverId === x.server);
     const refusedOrNot = viewer(s, r, "r0000002");
-    await new Promise((res) => setTimeout(res, 200));
+    // Round 1 has reached x, with the policy as it is now: its liveness question (answered 2.5 s later), or, when x's
+    // unused slot is taken back without checks first, its recall.
+    await until(() => slow.asked > 0 || recalls.n > 0);
     // The operator switches the stream to play tokens; the PUT pushes the new policy (round 2) and answers.
     expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
     await refusedOrNot;
+    // Round 1's slow questions (if any) are answered; then a while for its recall to run at x.
+    await until(() => slow.asked === slow.answered);
     await new Promise((res) => setTimeout(res, 1000)); // round 1's recall finally runs at x
     vi.restoreAllMocks();
     const late = await viewer(s, x, "x0000002");

@@ -5,7 +5,8 @@
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StreamObject } from "../src/stream/object";
-import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub, gate, viewer, viewerStop } from "./fleet";
+import { ViewerShard } from "../src/viewers/shard";
+import { at, beat, deliverNotices, restarted, serverStub, shardStub, streamStub, gate, until, countCalls, viewer, viewerStop } from "./fleet";
 import { ALLOW, admin, createStream, newEdge, streamState, uniqueStream, type Edge } from "./srs";
 
 
@@ -53,8 +54,10 @@ describe("a shard leaving an unlimited stream while one of its viewers is admitt
     const alarm = runDurableObjectAlarm(shardStub(e));
     await reached.wait;
     // Meanwhile a viewer joins on that edge (the shard's cached policy says unlimited).
+    const plays = countCalls(ViewerShard.prototype, "play", (_self, [req]) => req.session.clientId === "e0000002");
     const joined = viewer(s, e, "e0000002");
-    await new Promise((r) => setTimeout(r, 300));
+    // It has reached e's shard (and run to its first wait there: behind the leave, or admitted) before the leave is read.
+    await until(() => plays.n > 0);
     release.open();
     await alarm;
     expect(await joined).toEqual(ALLOW);
@@ -91,8 +94,10 @@ describe("a stream deleted and created again", () => {
     const { s, e, t } = await watchedThroughPushes(10, 1, (i) => 20 + i);
     expect((await admin("DELETE", `/streams/live/${s}`)).status).toBe(200);
     // e's viewer leaves: e holds nothing of the stream any more and gives its slot back (it leaves the stream).
+    const leaves = countCalls(StreamObject.prototype, "viewerLease", (_self, [r]) => r.serverId === e.server && r.want === 0 && r.live === 0 && r.granted === 0);
     expect(await viewerStop(s, e, "e0000000")).toEqual(ALLOW);
-    await new Promise((r) => setTimeout(r, 200));
+    // The leave (in the background) has reached the stream and been answered.
+    await until(() => leaves.done > 0);
     // The operator creates the stream again, capped at 5; nobody watches. 20 s pass (the stream's alarm runs its rounds).
     await createStream(s, { maxViewers: 5 });
     const answers = await after20sOfRounds(s, 0, t);

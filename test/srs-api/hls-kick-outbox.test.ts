@@ -16,7 +16,7 @@ import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry, shardOf } from "../../src/server/registry";
 import { admin, createStream, heartbeat, hlsPlay, hook, hookWith, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "../srs";
 import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn } from "../fake-srs";
-import { at, futureClock, serverStub, streamStub } from "../fleet";
+import { at, countCalls, futureClock, serverStub, streamStub, until } from "../fleet";
 
 installFakeSrs();
 
@@ -127,9 +127,10 @@ describe("ON CONFLICT DO UPDATE: a refused hook re-queues an operator's pending 
     expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
     expect(await hook(play("live", s, { ...edge, client: "view0002" }))).toEqual(ALLOW);
     // An HLS request naming that id (?hls_ctx=rtmp0001) on the same stream is refused for the cap: same outbox key.
+    const queued = countCalls(ServerRegistry.prototype, "queueKicks", (_self, [kicks]) => kicks.some((k: { clientId: string }) => k.clientId === "rtmp0001"));
     expect((await hook(hlsPlay(s, { ...edge, client: "rtmp0001" }, "?hls_ctx=rtmp0001"))).body.code).toBe(4005);
-    // The refused hook's kick is queued in the background: give it time, then the operator's kick must be as it was.
-    await new Promise((r) => setTimeout(r, 500));
+    // The refused hook's kick is queued in the background: once it has been, the operator's kick must be as it was.
+    await until(() => queued.done > 0);
     expect((await kickRows(edge, "rtmp0001"))[0].why).toBe("ended by operator");
     fake.reachable = true;
     at(2_000);

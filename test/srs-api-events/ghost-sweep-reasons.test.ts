@@ -4,10 +4,10 @@
  * publisher ended when the sweep's question to its edge's API is on its way while something else
  * ends it. The object's input gate is open during that fetch: admin calls and hooks interleave.
  */
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { admin, heartbeat, hook, publish, streamState, unpublish } from "../srs";
-import { at, holdMatching, serverListed, streamStub, until } from "../fleet";
+import { at, holdMatching, serverListed, serverStub, streamStub, until } from "../fleet";
 import { GhostCheck } from "../../src/srs/ghosts";
 import { ALLOW, deviceOf, FakeSrs, hosts, installFakeSrs, kickedOn, publishingOnEdgeWithApi, takeoverReady } from "../fake-srs";
 import { Receiver } from "../receiver";
@@ -19,6 +19,10 @@ beforeEach(() => {
   receiver = new Receiver();
   hosts.set("receiver.test", { calls: [], handle: (req: Request) => receiver.receive(req) } as unknown as FakeSrs);
 });
+
+/** The kicks of `client` in the outbox of `edge`'s registry shard. */
+const kicksQueued = (edge: { server: string; service: string }, client: string) =>
+  runInDurableObject(serverStub(edge), (_: unknown, state: DurableObjectState) => state.storage.sql.exec("SELECT 1 FROM kicks WHERE client_id = ?", client).toArray().length);
 
 /** The first GET of `client` reaches the fake and is then held (answered only once released, from what the fake has then). */
 function holdFirstQuestion(fake: FakeSrs, client: string) {
@@ -104,8 +108,8 @@ describe("the ghost sweep and an operator's kick whose stop events were lost", (
     try {
       const { edge, fake, s } = await publishingOnEdgeWithApi();
       expect((await admin("PUT", `/streams/live/${s}`, { rotateKey: true })).body.kicking).toEqual([expect.objectContaining({ clientId: "enc00001" })]);
-      await until(() => kickedOn(fake, "enc00001"));
-      await scheduler.wait(300);
+      // The kick has been carried out: SRS let the client go, and the registry's outbox holds it no more.
+      await until(async () => kickedOn(fake, "enc00001") && !fake.clients.has("enc00001") && (await kicksQueued(edge, "enc00001")) === 0);
       expect(fake.clients.has("enc00001")).toBe(false); // kicked; both of its stop events lost (a deploy)
 
       // The edge heartbeats on; the stream's alarm runs a minute apart.

@@ -24,7 +24,7 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, events, holdMatching, viewingEdge, overloaded, retryable, serverListed, futureClock, withDeadline } from "./fleet";
+import { beat, events, holdMatching, viewingEdge, overloaded, retryable, serverListed, futureClock, until, withDeadline } from "./fleet";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -64,9 +64,15 @@ describe("retry safety of start hooks", () => {
 
     // The registry answers liveness questions slowly (400 ms): the first attempt waits in its round.
     const realLiveness = ServerRegistry.prototype.liveness;
+    const round = { asked: 0, answered: 0, aStopped: false };
     vi.spyOn(ServerRegistry.prototype, "liveness").mockImplementation(async function (this: ServerRegistry, ...args: Parameters<ServerRegistry["liveness"]>) {
-      await sleep(400);
-      return realLiveness.apply(this, args);
+      round.asked++;
+      try {
+        await sleep(400);
+        return await realLiveness.apply(this, args);
+      } finally {
+        round.answered++;
+      }
     });
     // The first attempt's connection breaks while the object keeps working on it (the platform's
     // "Network connection lost" is about the connection, not the object).
@@ -75,7 +81,8 @@ describe("retry safety of start hooks", () => {
     vi.spyOn(StreamObject.prototype, "publish").mockImplementation(async function (this: StreamObject, ...args: Parameters<StreamObject["publish"]>) {
       if (attempt++ > 0) return realPublish.apply(this, args);
       void realPublish.apply(this, args).catch(() => {});
-      await sleep(150);
+      // Lost once A has stopped (while the attempt waits in its round); a flag, polled: at most 10 s.
+      for (let i = 0; i < 2_000 && !round.aStopped; i++) await scheduler.wait(5);
       throw retryable();
     });
     // B's index write fails: lifecycle.start undoes the admission.
@@ -84,12 +91,15 @@ describe("retry safety of start hooks", () => {
     });
 
     const pending = hook(publish("live", s, key, { ...b, client: "encB0001" }));
-    await sleep(50);
-    // A stops while B's first attempt waits for the registry.
+    // A stops while B's first attempt waits for the registry (its liveness question has reached it).
+    await until(() => round.asked > 0);
     expect(await hook(unpublish("live", s, { ...a, client: "encA0001" }))).toEqual(ALLOW);
+    round.aStopped = true;
     const r = await pending;
     expect(r.status).toBe(503); // B is refused by SRS
-    await sleep(600); // the first attempt's round ends
+    // The first attempt's round ends (its questions answered); then a while for the attempt to go on.
+    await until(() => round.answered === round.asked);
+    await sleep(200);
     vi.restoreAllMocks();
     const state = await streamState(s);
     expect((await serverListed(b))?.sessions ?? 0).toBe(0); // no index entry for B (its server row exists: the liveness witness made it)

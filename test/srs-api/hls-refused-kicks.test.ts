@@ -141,7 +141,7 @@ describe("holds", () => {
     const began = Date.now();
     const r = await hook(hlsPlay(uniqueStream("nosuch"), { ...edge, client: "hlsown08" }, "?hls_ctx=hlsown08"));
     expect(r.status).toBe(403);
-    expect(Date.now() - began).toBeLessThan(1000);
+    expect(Date.now() - began, "not the hanging API's 2 s (a margin for a loaded machine)").toBeLessThan(1500);
     // The kick is queued meanwhile and reaches the (hanging) API.
     const until = Date.now() + 3000;
     while (!fake.calls.some((c) => c.path === "/api/v1/clients/hlsown08") && Date.now() < until) await new Promise((res) => setTimeout(res, 50));

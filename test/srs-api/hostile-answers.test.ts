@@ -238,7 +238,7 @@ describe("(2) a flaky network", () => {
     const before = a.fake.calls.length;
     t = Date.now();
     expect((await hook(publish("live", s, key, { ...b.edge, client: "enc00003" }))).body.code).toBe(4004);
-    expect(Date.now() - t).toBeLessThan(500);
+    expect(Date.now() - t, "not a 2 s call to the hanging API (a margin for a loaded machine)").toBeLessThan(1500);
     expect(a.fake.calls.length).toBe(before);
   });
 
@@ -286,7 +286,7 @@ describe("(2) a flaky network", () => {
     expect((await hook(play("live", s, { ...edge, client: "late0001" }))).body.code).toBe(4005);
     const took = Date.now() - t;
     // One API timeout (2 s) is what a refusal may cost; this one costs GHOSTS_PER_CHECK / CALLS_PER_SERVER round trips.
-    expect(took).toBeLessThan(2500);
+    expect(took, "bounded by one 2 s API timeout, not 5 rounds of 1 s (a margin for a loaded machine)").toBeLessThan(3500);
   });
 
   it("holds: the kick outbox drains more than 20 kicks (alarm re-armed at once)", async () => {

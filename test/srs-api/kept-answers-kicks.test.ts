@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { admin, createStream, hook, publish, uniqueStream } from "../srs";
-import { overloaded } from "../fleet";
+import { overloaded, until } from "../fleet";
 import { ALLOW, edgeWithApi, installFakeSrs, kickedOn } from "../fake-srs";
 import { aliceTvAndAnotherEdge, livePerSub, playWith } from "../identity";
 import { ViewerShard } from "../../src/viewers/shard";
@@ -20,20 +20,22 @@ describe("replace: the shard ends the old screen only after the seat object stop
     const { a, b, s, token } = await aliceTvAndAnotherEdge(["phone001", "phone002"]);
     const real = ViewerShard.prototype.endSeat;
     let calls = 0;
+    let landed = 0;
     // The shard is stuck behind a slow neighbour: the end reaches it after the seat object gave up waiting.
     const spy = vi.spyOn(ViewerShard.prototype, "endSeat").mockImplementation(function (this: ViewerShard, ...args: Parameters<ViewerShard["endSeat"]>) {
       calls++;
-      return sleep(2_300).then(() => real.apply(this, args)) as never;
+      return sleep(2_300).then(() => real.apply(this, args)).finally(() => void landed++) as never;
     });
     const first = await hook(playWith(s, b.edge, "phone001", token));
     spy.mockRestore();
-    await sleep(1_500); // the late end lands, and whatever follows from it
+    await until(() => landed === 1); // the late end has landed (its kick follows in the background: checked below)
     expect(calls).toBe(1);
     // The shard ended the TV: its accounting has nobody for alice.
     expect((await livePerSub(s)).alice ?? 0).toBe(first.status === 200 ? 1 : 0);
     // The phone plays again (a player retries): nothing stands in its way now.
     expect(await hook(playWith(s, b.edge, "phone002", token))).toEqual(ALLOW);
-    await sleep(300);
+    // The TV's kick (queued once its late end landed) is carried out in the background.
+    await until(() => kickedOn(a.fake, "tv000001"));
     expect((await livePerSub(s)).alice).toBe(1);
     // The TV, ended in the accounting, must not play on uncounted on edge a.
     expect(kickedOn(a.fake, "tv000001")).toBe(true);
@@ -52,7 +54,7 @@ describe("DELETE /admin/servers/{id}/sessions: the server's viewer shard cannot 
     const res = await admin("DELETE", `/servers/${edge.server}/sessions`);
     spy.mockRestore();
     const again = await admin("DELETE", `/servers/${edge.server}/sessions`);
-    await sleep(300);
+    await until(() => kickedOn(fake, "enc00001")); // the kick is sent in the background
     expect(res.status).toBe(200);
     expect(res.body.failed).toBe(1); // the shard: its viewers still stand
     const reported = [...(res.body?.ended ?? []), ...(again.body?.ended ?? [])].map((e: any) => e.clientId);

@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { hook } from "../srs";
 import { ALLOW, installFakeSrs, kickedOn } from "../fake-srs";
-import { events } from "../fleet";
+import { events, until } from "../fleet";
 import { aliceTvAndAnotherEdge, livePerSub, playWith, seatsOf } from "../identity";
 import { ViewerShard } from "../../src/viewers/shard";
 
@@ -31,9 +31,9 @@ describe("replace: the TV's shard ends the TV for the phone, but its answer arri
       return ended;
     } as any);
     expect(await hook(playWith(s, b.edge, "phone001", token))).toEqual(ALLOW);
-    // The late answer arrives.
-    for (let i = 0; i < 100 && !answered; i++) await scheduler.wait(50);
-    await scheduler.wait(300);
+    // The late answer arrives, and the kick it brings is sent in the background.
+    await until(() => answered);
+    await until(() => kickedOn(a.fake, "tv000001"));
     expect((await livePerSub(s)).alice).toBe(1);
     expect(await seatsOf(s, "alice")).toEqual(["phone001"]);
     // The TV's session ended in the gate: SRS is told to drop it, else the TV and the phone both play on limit 1.

@@ -8,6 +8,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { ServerRegistry, type ProcessStatus } from "../src/server/registry";
+import { NoticeOutbox } from "../src/server/notices";
 import { serverRegistry } from "../src/object-access";
 import { StreamObject } from "../src/stream/object";
 import { ViewerShard } from "../src/viewers/shard";
@@ -24,7 +25,7 @@ import {
   uniqueStream,
   unpublish,
 } from "./srs";
-import { beat, events, holdMatching, viewingEdge, overloaded, retryable, serverListed, futureClock, until, withDeadline } from "./fleet";
+import { beat, countCalls, events, holdMatching, viewingEdge, overloaded, retryable, serverListed, futureClock, until, withDeadline } from "./fleet";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -229,8 +230,10 @@ describe("retry safety of stops, heartbeats, notices and liveness questions", ()
     let answered = false;
     const restart = beat({ server: edge.server, service: newEdge().service }).then((r) => ((answered = true), r));
     await vi.waitFor(() => expect(held.calls).toBe(1));
+    // The alarm's run of the outbox (deliver() with no server: the heartbeat's names its shard) has found the notice on its way.
+    const alarmRun = countCalls(NoticeOutbox.prototype, "deliver", (_outbox, [shardServer]) => shardServer === undefined);
     const alarm = runDurableObjectAlarm(serverRegistry(env, edge.server));
-    await scheduler.wait(50);
+    await until(() => alarmRun.n > 0);
     expect(answered).toBe(false); // the shard does not know yet
     held.released = true;
     expect(await restart).toEqual(ALLOW);

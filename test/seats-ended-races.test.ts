@@ -3,8 +3,10 @@
  * when two takes end the same session (found by the adversarial pass of the stored marks).
  */
 import { describe, expect, it, vi } from "vitest";
-import { aliceReplacingOn, ALLOW, playWith, screensOnTheFakeClock, a, b, c, settle } from "./identity";
+import { aliceReplacingOn, ALLOW, playWith, screensOnTheFakeClock, a, b, c } from "./identity";
 import { ViewerShard } from "../src/viewers/shard";
+import { ViewerSeats } from "../src/viewers/seats";
+import { countCalls } from "./fleet";
 import { admin, hook } from "./srs";
 
 screensOnTheFakeClock();
@@ -41,6 +43,8 @@ describe("two takes ending the same session", () => {
       }
       return real.apply(this, args);
     } as any);
+    // The TV's seat, given back by its shard in the background once it ended the TV.
+    const tvReleased = countCalls(ViewerSeats.prototype, "release", (_seats, [, , sessions]) => sessions.some((x: { clientId: string }) => x.clientId === "tv000001"));
     const phone = hook(playWith(s, b, "phone001", token));
     await until(() => calls.first);
     const tablet = hook(playWith(s, c, "tablet01", token));
@@ -50,7 +54,7 @@ describe("two takes ending the same session", () => {
     expect((await phone).body.code).toBe(4016);
     calls.releaseSecond = true;
     expect(await tablet).toEqual(ALLOW);
-    await settle();
+    await until(() => tvReleased.done > 0);
     vi.restoreAllMocks();
     expect(await listed(s)).toEqual([["tablet01"]]);
     // The TV's on_play again, late (SRS or the Worker retrying it): the TV was ended for the tablet.

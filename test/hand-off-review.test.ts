@@ -146,7 +146,8 @@ describe("replace at a full stream, reviewed", () => {
     const daveAnswer = await hook(playWith(t.s, newEdge(), "dave0001", t.dave));
     held.released = true;
     const tvAnswer = await tv;
-    await settle();
+    // The shards report their viewers to the stream in the background.
+    await until(async () => (await streamState(t.s)).viewers === 3);
     expect({ dave: daveAnswer, tv: tvAnswer }).toEqual({ dave: FULL(3), tv: ALLOW });
     expect((await streamState(t.s)).viewers).toBe(3);
     expect(await hook(playWith(t.s, newEdge(), "erin0001", await tokenOf(t.s, "erin")))).toEqual(FULL(3));

@@ -22,7 +22,7 @@ import { ServerRegistry } from "../../src/server/registry";
 import { ViewerShard } from "../../src/viewers/shard";
 import { createStream, hlsPlay, hook, play, streamState, uniqueStream } from "../srs";
 import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "../fake-srs";
-import { retryable } from "../fleet";
+import { retryable, until } from "../fleet";
 
 installFakeSrs();
 
@@ -39,10 +39,11 @@ async function fullStream(clients: string[]) {
 async function settle(fake: FakeSrs, edge: { server: string; service: string }, s: string) {
   fake.clients.add("control9");
   expect((await hook(hlsPlay(s, { ...edge, client: "control9" }, "?hls_ctx=control9"))).body.code).toBe(4005);
-  const until = Date.now() + 15_000;
-  while (!kickedOn(fake, "control9") && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  const deadline = Date.now() + 15_000;
+  while (!kickedOn(fake, "control9") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   expect(kickedOn(fake, "control9")).toBe(true);
-  // The control kick was queued after the others, in the same registry shard: they ran no later.
+  // The control kick was queued after the others, in the same registry shard: they ran no later, mostly. A test that
+  // expects a kick still waits for it (until): kicks run side by side, and a queueing retried may come after the control's.
   await new Promise((r) => setTimeout(r, 200));
 }
 
@@ -51,6 +52,7 @@ describe("SRS parses the query its own way: any refused HLS on_play that names h
     const { edge, fake, s } = await fullStream(["hlsown01"]);
     expect((await hook(hlsPlay(s, { ...edge, client: "hlsown01" }, "?hls_ctx=hlsown01"))).body.code).toBe(4005);
     await settle(fake, edge, s);
+    await until(() => kickedOn(fake, "hlsown01"));
     expect(kickedOn(fake, "hlsown01")).toBe(true);
   });
 
@@ -61,6 +63,7 @@ describe("SRS parses the query its own way: any refused HLS on_play that names h
     await settle(fake, edge, s);
     // must not happen: the viewer refused for the cap keeps session hlsown02 in SRS and watches past the cap
     // (its next request ?hls_ctx=hlsown02 is served with no hook), exactly the hole 82e916b set out to close.
+    await until(() => kickedOn(fake, "hlsown02"));
     expect(kickedOn(fake, "hlsown02")).toBe(true);
   });
 
@@ -71,6 +74,7 @@ describe("SRS parses the query its own way: any refused HLS on_play that names h
     await settle(fake, edge, s);
     // must not happen: SRS reads hls_ctx=hlsown03 / hlsown04 (srs_parse_query_string splits on ";" and ","), keeps
     // the refused session and serves it; streamgate sees x="1;hls_ctx=hlsown03" and no hls_ctx, so it never kicks.
+    await until(() => kickedOn(fake, "hlsown03") && kickedOn(fake, "hlsown04"));
     expect([kickedOn(fake, "hlsown03"), kickedOn(fake, "hlsown04")]).toEqual([true, true]);
   });
 
@@ -82,6 +86,7 @@ describe("SRS parses the query its own way: any refused HLS on_play that names h
     expect((await hook(hlsPlay(s, { ...edge, client: "own+06" }, "?hls_ctx=own+06"))).body.code).toBe(4005);
     await settle(fake, edge, s);
     // must not happen: both refused sessions stay in SRS and are served past the cap.
+    await until(() => kickedOn(fake, "own%2B05") && kickedOn(fake, "own+06"));
     expect([kickedOn(fake, "own%2B05"), kickedOn(fake, "own+06")]).toEqual([true, true]);
   });
 });
@@ -96,6 +101,7 @@ describe("answers other than a refusal decision: SRS keeps the session all the s
     // must not happen: SRS takes the 400 as a failed on_play, calls alive("hlsown07") anyway, and serves the
     // session's next request with no hook: a padded query is a way past the cap, a missing token or a revocation
     // that needs no guessing at all.
+    await until(() => kickedOn(fake, "hlsown07"));
     expect(kickedOn(fake, "hlsown07")).toBe(true);
   });
 });
@@ -113,6 +119,7 @@ describe("a flaky platform between the hook and the registry", () => {
     await settle(fake, edge, s);
     // must not happen: every other cross-object call of a hook is retried on a retryable error (withRetry); this one is
     // fire-and-forget, so one transient error leaves the refused session served by SRS for good (logged only).
+    await until(() => kickedOn(fake, "hlsown09"));
     expect(kickedOn(fake, "hlsown09")).toBe(true);
   });
 });
@@ -128,6 +135,7 @@ describe("fail closed is not closed for these sessions", () => {
     await settle(fake, edge, s);
     // must not happen: a "fail closed" answer to an HLS viewer that chose its ctx is an admission in SRS 7 (alive()
     // runs after the failed hook): during any incident of the gate those viewers watch past caps and tokens.
+    await until(() => kickedOn(fake, "hlsown12"));
     expect(kickedOn(fake, "hlsown12")).toBe(true);
   });
 });
@@ -143,8 +151,7 @@ describe("holds", () => {
     expect(r.status).toBe(403);
     expect(Date.now() - began, "not the hanging API's 2 s (a margin for a loaded machine)").toBeLessThan(1500);
     // The kick is queued meanwhile and reaches the (hanging) API.
-    const until = Date.now() + 3000;
-    while (!fake.calls.some((c) => c.path === "/api/v1/clients/hlsown08") && Date.now() < until) await new Promise((res) => setTimeout(res, 50));
+    await until(() => fake.calls.some((c) => c.path === "/api/v1/clients/hlsown08"));
     expect(fake.calls.some((c) => c.path === "/api/v1/clients/hlsown08")).toBe(true);
     fake.hang = false;
   });

@@ -11,7 +11,7 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import { admin, createStream, hlsPlay, hook, play, publish, streamState, uniqueStream, unpublish } from "../srs";
 import { ALLOW, allCalls, edgeWithApi, fakeAt, frozenEdgeKicking, installFakeSrs, kickedAfterTheTry, operatorKick, takeoverReady, thawedDuringATry, type FakeSrs } from "../fake-srs";
-import { at, serverListed, serverStub, T0 } from "../fleet";
+import { at, serverListed, serverStub, T0, until } from "../fleet";
 
 installFakeSrs();
 
@@ -274,7 +274,8 @@ describe("kicks: revoking what a client was admitted with disconnects it on its 
 
   it("an edge back before the retries end: the kick goes through", async () => {
     const { fake } = await operatorKick((fake) => void (fake.reachable = false));
-    await new Promise((r) => setTimeout(r, 300));
+    // Back once the kick's first try has failed (its question reached the unreachable edge).
+    await until(() => fake.calls.some((c) => c.path === "/api/v1/clients/view0001"));
     fake.reachable = true;
     await vi.waitFor(() => expect(kickedOn(fake, "view0001")).toBe(true), { timeout: 8000, interval: 100 });
   });

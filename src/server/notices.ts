@@ -12,7 +12,7 @@ import { streamObject, viewerShard } from "../object-access";
 import { withRetry, withTimeout } from "../platform/retry";
 import { addColumns } from "../platform/sql";
 import { VIEWER_SHARD_ENTRY } from "../viewers/lease";
-import type { NoticeAnswer, ProcessStatus } from "./registry";
+import type { NoticeAnswer, ProcessStatus } from "./process-status";
 
 /** Notices delivered per alarm run: bounded work, whatever the fleet size. */
 export const NOTICE_BATCH = 50;

@@ -3,7 +3,7 @@
  * has seen, which are suspended (their server is silent: their viewers are
  * kept, not counted), which were replaced by a restart (their late hooks are
  * refused, 4006), and the last heartbeat the registry told of. The registry
- * decides all of it (src/server/registry.ts); this book only keeps the
+ * decides all of it (src/server/epochs.ts); this book only keeps the
  * shard's copy, stored, so a restarted shard keeps refusing a replaced
  * process and keeps a silent one's viewers suspended.
  */

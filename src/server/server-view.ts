@@ -88,6 +88,7 @@ export function serverState(env: Env, row: ServerRow, facts: ServerFacts): Serve
   };
 }
 
+/** By server_id: publisher sessions indexed, notices pending, retired processes still heard from, candidates. */
 export interface ServerFacts {
   sessions: Map<string, number>;
   pending: Map<string, number>;

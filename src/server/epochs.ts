@@ -30,7 +30,7 @@
  *   returns is new;
  * - ended: retired; its sessions are over for good, its later start hooks refused.
  *
- * The transitions (acknowledge, for every message; the alarm, for time):
+ * The transitions (acknowledgeEpoch, for every message; the alarm, for time):
  * - any message of the current process brings a silent server back (resume; expire first if
  *   SESSION_GRACE_S passed meanwhile);
  * - a heartbeat with a new service_id, or a start hook of one on a server that never heartbeats,
@@ -120,7 +120,7 @@ export class ProcessEpochs {
    * service_id (or a start hook on a server that never heartbeats) is a
    * restart, which retires the old process and tells its streams by notices.
    */
-  acknowledge(serverId: string, serviceId: string, kind: MessageKind): Epoch {
+  acknowledgeEpoch(serverId: string, serviceId: string, kind: MessageKind): Epoch {
     const now = Date.now();
     const row = this.servers.get(serverId);
     if (!row) {

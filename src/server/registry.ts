@@ -161,7 +161,7 @@ export class ServerRegistry extends DurableObject<Env> {
 
   async heartbeat(beat: Heartbeat): Promise<Epoch> {
     const before = this.servers.get(beat.serverId)?.service_id;
-    const epoch = this.epochs.acknowledge(beat.serverId, beat.serviceId, "heartbeat");
+    const epoch = this.epochs.acknowledgeEpoch(beat.serverId, beat.serviceId, "heartbeat");
     if (epoch !== "current") return epoch;
     // Recorded at once, in the same synchronous step as the epoch: a restart's heartbeat waits below for its
     // shard's notice, and meanwhile (up to noticeTimeoutMs) a liveness question or the alarm must not judge
@@ -189,7 +189,7 @@ export class ServerRegistry extends DurableObject<Env> {
    * Worker undid (it arrives late) writes nothing: SRS refused that client.
    */
   async track(serverId: string, serviceId: string, clientId: string, stream: ClientStream, hookId = ""): Promise<Epoch> {
-    const epoch = this.epochs.acknowledge(serverId, serviceId, "start");
+    const epoch = this.epochs.acknowledgeEpoch(serverId, serviceId, "start");
     if ((epoch === "current" || epoch === "candidate") && !this.voidHooks.has(hookId)) {
       // A repeat moves tracked_at forward, so a forget meant for an earlier session leaves this one.
       this.sql.exec(
@@ -214,7 +214,7 @@ export class ServerRegistry extends DurableObject<Env> {
     const epoch =
       kind === "start"
         ? await this.track(serverId, serviceId, VIEWER_SHARD_ENTRY.clientId, { streamKey: VIEWER_SHARD_ENTRY.streamKey, role: "viewer" })
-        : this.epochs.acknowledge(serverId, serviceId, "stop");
+        : this.epochs.acknowledgeEpoch(serverId, serviceId, "stop");
     return { epoch, lastHeartbeat: this.servers.get(serverId)?.last_heartbeat ?? null };
   }
 
@@ -224,7 +224,7 @@ export class ServerRegistry extends DurableObject<Env> {
    * never changes which process is current (src/srs/routes.ts heardFrom).
    */
   async heard(serverId: string, serviceId: string): Promise<void> {
-    this.epochs.acknowledge(serverId, serviceId, "stop");
+    this.epochs.acknowledgeEpoch(serverId, serviceId, "stop");
   }
 
   /**
@@ -238,13 +238,13 @@ export class ServerRegistry extends DurableObject<Env> {
    */
   async forget(serverId: string, serviceId: string, clientId: string, streams: ClientStream[], voidHook?: string): Promise<void> {
     if (voidHook) this.voidHooks.add(voidHook, this.sql);
-    this.epochs.acknowledge(serverId, serviceId, "stop");
+    this.epochs.acknowledgeEpoch(serverId, serviceId, "stop");
     this.forgetSessions(serverId, streams.map((s) => ({ ...s, serviceId, clientId })), voidHook);
   }
 
   /** on_close: the streams the client still holds (the caller ends them, then forgets them). */
   async held(serverId: string, serviceId: string, clientId: string): Promise<ClientStream[]> {
-    this.epochs.acknowledge(serverId, serviceId, "stop");
+    this.epochs.acknowledgeEpoch(serverId, serviceId, "stop");
     return this.sql
       .exec<{ stream_key: string; role: string }>(
         "SELECT stream_key, role FROM client_streams WHERE server_id = ? AND service_id = ? AND client_id = ? AND stream_key != ?",
@@ -267,12 +267,12 @@ export class ServerRegistry extends DurableObject<Env> {
    * server's newest process and is observed as such, never taken for a ghost.
    */
   async liveness(processes: ProcessId[], witness?: ProcessId): Promise<ProcessStatus[]> {
-    if (witness) this.epochs.acknowledge(witness.serverId, witness.serviceId, "start");
+    if (witness) this.epochs.acknowledgeEpoch(witness.serverId, witness.serviceId, "start");
     const now = Date.now();
     return processes.map((p) => {
       let row = this.servers.get(p.serverId);
       if (!row || (p.serviceId !== row.service_id && !this.epochs.isRetired(p.serverId, p.serviceId) && !this.epochs.candidatesOf(p.serverId).includes(p.serviceId))) {
-        this.epochs.acknowledge(p.serverId, p.serviceId, "start");
+        this.epochs.acknowledgeEpoch(p.serverId, p.serviceId, "start");
         row = this.servers.get(p.serverId)!;
       }
       return { ...this.epochs.statusOf(row, p.serviceId, now), api: apiOf(this.env, row) };

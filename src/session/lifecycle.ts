@@ -24,7 +24,7 @@
  *
  * What ends sessions without a hook of theirs happens elsewhere, by design
  * in the objects that hold them: a restart, a silence or SESSION_GRACE_S is
- * decided by the registry (src/server/epochs.ts, ProcessEpochs.acknowledge) and
+ * decided by the registry (src/server/epochs.ts, ProcessEpochs.acknowledgeEpoch) and
  * reaches the holders as notices (StreamObject.applyStatus → SessionBook.apply
  * for publishers, ViewerShard.applyStatus for viewers); a viewer's slot comes
  * from a lease (src/viewers/shard-leases.ts asks, src/stream/slot-rounds.ts

@@ -6,10 +6,10 @@ import { type NoticeAnswer, type ProcessStatus } from "../server/registry";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { HOOK_DEADLINE_MS } from "../platform/retry";
 import type { SessionId } from "../srs/hook";
-import { AuthFailures, STREAM_FAILURES_LOGGED, type AttemptKind } from "./auth-failures";
+import { AuthFailures } from "./auth-failures";
 import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
-import { decidePublish, decideToken, Denials, isFailedGuess, tokenSub, type Decision, type PlayToken, type StreamPolicy } from "./rules";
+import { decideToken, Denials, tokenSub, type Decision, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
 import { PolicyPushes, type PendingPush } from "./policy-pushes";
 import { StreamSettings, type CandidateKey, type PolicyChange } from "./settings";
@@ -18,7 +18,9 @@ import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { PublisherApi, STREAM_DELETED, type OperatorAction } from "./publisher-api";
 import { LivenessRounds } from "./liveness-rounds";
 import { VoidedHooks } from "../session/voided-hooks";
-import { PublishAttempts } from "./publish-attempts";
+import { PublishAttempts, sessionKey } from "./publish-attempts";
+import { PublisherAdmission } from "./publisher-admission";
+import { DecisionRecords } from "./decision-records";
 import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
@@ -44,13 +46,6 @@ export interface EndCause {
    */
   voidHook?: string;
 }
-
-/**
- * What an on_publish keeps of the time its Worker gives it (HOOK_DEADLINE_MS less what went before)
- * for the answer's way back and the Worker's steps after it: the SRS API calls of a ghost check or a
- * takeover end before.
- */
-const ANSWER_MARGIN_MS = 500;
 
 /** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
 export const PUSH_RETRY_MS = 5_000;
@@ -149,6 +144,10 @@ export class StreamObject extends DurableObject<Env> {
   private activity!: StreamActivity;
   /** Answers of operators' ends, for their retries (src/platform/kept-answers.ts). */
   private kept: KeptAnswers;
+  /** Failed guesses counted, decisions logged (src/stream/decision-records.ts). */
+  private records = new DecisionRecords({ exists: () => this.exists, failures: () => this.failures, log: () => this.log });
+  /** Where a publisher is admitted (src/stream/publisher-admission.ts). */
+  private admission: PublisherAdmission;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -161,8 +160,18 @@ export class StreamObject extends DurableObject<Env> {
       streamKey: () => this.settings?.key ?? null,
       name: () => (this.ready ? this.activity.streamKey || null : null),
       voided: (hookId) => this.voided(hookId),
-      record: (...line) => this.record(...line),
+      record: (...line) => this.records.record(...line),
       waitUntil: (work) => this.ctx.waitUntil(work),
+    });
+    this.admission = new PublisherAdmission({
+      settings: () => this.settings,
+      sessions: () => this.sessions,
+      liveness: this.liveness,
+      publisherApi: this.publisherApi,
+      attempts: this.attempts,
+      voidHooks: this.voidHooks,
+      records: this.records,
+      armAlarm: () => this.armAlarm(),
     });
     countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "endByOperator", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "recordKickWaiting", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
@@ -182,7 +191,7 @@ export class StreamObject extends DurableObject<Env> {
     this.log = new DecisionLog(this.sql);
     this.settings = new StreamSettings(this.sql);
     this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.settings?.key ?? null, () => new Set(this.leases.shards().map((r) => r.serverId)));
-    this.sessions = new SessionBook(this.sql, (...line) => this.record(...line), this.activity);
+    this.sessions = new SessionBook(this.sql, (...line) => this.records.record(...line), this.activity);
     this.leases = new LeaseBook(this.sql, (serverId) => this.activity.shardLeft(serverId));
     this.rounds = new SlotRounds(this.env, this.leases, {
       cap: () => this.settings?.maxViewers,
@@ -218,44 +227,10 @@ export class StreamObject extends DurableObject<Env> {
     // A stop event of the session while this attempt waits makes it late (src/stream/publish-attempts.ts).
     const watch = this.attempts.begin(sessionKey(session));
     try {
-      return await this.decidePublisher(session, ip, presentedKeyHash, guessLimit, hookId, answerWithinMs, () => this.voided(hookId) ?? watch.late());
+      return await this.admission.decide(session, ip, presentedKeyHash, guessLimit, hookId, answerWithinMs, () => this.voided(hookId) ?? watch.late());
     } finally {
       watch.done();
     }
-  }
-
-  private async decidePublisher(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, hookId: string, answerWithinMs: number, late: () => Decision | null): Promise<Decision> {
-    const answerBy = Date.now() + answerWithinMs - ANSWER_MARGIN_MS;
-    // A start hook of a process this stream holds suspended: it is back, and the registry says what of it survived.
-    if (this.sessions.isSuspended(session.serverId, session.serviceId)) await this.liveness.refresh(session, true);
-    // An attempt that reached the object after the Worker undid its hook (it gave up waiting) admits nothing.
-    let decision = late() ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, false);
-    const restsOnSuspended = decision.allow && decision.admit && this.sessions.hasSuspendedPublishers();
-    if ((!decision.allow && decision.restsOn === "publisher") || restsOnSuspended) {
-      await this.liveness.refresh(session);
-      // Decided again in any case: the blocker may have unpublished meanwhile.
-      decision = late() ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
-      // Still busy: the blocker may be a ghost of a lost on_unpublish; its server's SRS API says (src/srs/ghosts.ts).
-      if (!decision.allow && decision.restsOn === "publisher" && (await this.publisherApi.endGhosts(this.sessions.livePublishersBesides(session), answerBy))) {
-        decision = late() ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
-      }
-      // The right key, another publisher live, and onDuplicatePublish "replace": the old one is kicked first.
-      if (!decision.allow && decision.restsOn === "publisher" && this.settings?.onDuplicatePublish === "replace") {
-        // Until its kick is sent, an operator's change calls it off: "deny" again, a rotated key, the stream deleted.
-        const stillReplaces = () => this.settings?.onDuplicatePublish === "replace" && this.settings.keyHash === presentedKeyHash;
-        const { refused, indexed } = await this.publisherApi.takeOver(session, hookId, answerBy, late, stillReplaces);
-        decision = late() ?? refused ?? this.tryPublish(session, ip, presentedKeyHash, guessLimit, true);
-        if (indexed && decision.allow && hookId) this.attempts.indexed(sessionKey(session), hookId);
-      }
-    } else if (decision.allow && decision.admit) {
-      this.admitPublisher(session, ip);
-    }
-    if (decision.allow && hookId) this.voidHooks.confirm(sessionKey(session), hookId);
-    // Its index entry was written by this hook's takeover (this attempt's, or an earlier one whose answer was lost, the
-    // session held since): the Worker must not undo it for a failure of its own write (the old one is kicked).
-    if (decision.allow && hookId && this.attempts.isIndexedBy(sessionKey(session), hookId) && this.sessions.isPublishing(session)) decision = { ...decision, indexed: true };
-    this.recordDecision("on_publish", session, ip, decision);
-    return decision;
   }
 
   // --- viewers: leases for the viewer shards ------------------------------------
@@ -293,11 +268,11 @@ export class StreamObject extends DurableObject<Env> {
    */
   refusePlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Decision {
     if (!this.ready) return { allow: false, denial: Denials.unknownStream };
-    const decision = decideToken(this.policy(), token, () => this.overLimit("play", ip, guessLimit));
+    const decision = decideToken(this.policy(), token, () => this.records.overLimit("play", ip, guessLimit));
     // The policy changed since the shard read it: the shard reads it again and decides.
     if (decision.allow) return decision;
-    this.countFailure("play", ip, decision);
-    this.recordDecision("on_play", session, ip, decision, tokenSub(token));
+    this.records.countFailure("play", ip, decision);
+    this.records.recordDecision("on_play", session, ip, decision, tokenSub(token));
     return decision;
   }
 
@@ -344,7 +319,7 @@ export class StreamObject extends DurableObject<Env> {
     if (!added) return null;
     this.revoked = this.revocations.list(nowSeconds());
     this.bumpPolicyVersion(this.settings!.key!);
-    this.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
+    this.records.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
     return added;
   }
 
@@ -374,7 +349,7 @@ export class StreamObject extends DurableObject<Env> {
     // A stop event of a publisher a takeover or an operator's kick is kicking: SRS stops it because it was kicked.
     const ended = this.sessions.end(session, (stopEvent && this.publisherApi.kickedFor(session)) || endReason(cause));
     if (ended > 0) this.publisherApi.ended(session);
-    if (ended > 0) this.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
+    if (ended > 0) this.records.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
     return ended;
   }
 
@@ -414,7 +389,7 @@ export class StreamObject extends DurableObject<Env> {
     const ended = this.sessions.endMatching(filter);
     const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");
     // One line per session, naming it (the viewers' shards do the same), whatever the filter named.
-    for (const e of ended) this.record("admin", e.serverId, e.clientId, "", "end", `ended by operator${scope ? ` (${scope})` : ""}`);
+    for (const e of ended) this.records.record("admin", e.serverId, e.clientId, "", "end", `ended by operator${scope ? ` (${scope})` : ""}`);
     return ended;
   }
 
@@ -691,46 +666,6 @@ export class StreamObject extends DurableObject<Env> {
     return this.voidHooks.has(hookId) ? { allow: false, denial: Denials.admissionUndone } : null;
   }
 
-  /** `admit`: store the admission (the second, final decision); otherwise only decide. */
-  private tryPublish(session: SessionId, ip: string, presentedKeyHash: string | null, guessLimit: number, admit: boolean): Decision {
-    if (this.sessions.isReplaced(session)) return { allow: false, denial: Denials.retiredProcess };
-    this.sessions.heardFrom(session);
-    const decision = decidePublish(
-      this.policy(),
-      this.sessions.livePublishersBesides(session),
-      this.sessions.isPublishing(session),
-      presentedKeyHash,
-      () => this.overLimit("publish", ip, guessLimit),
-    );
-    this.countFailure("publish", ip, decision);
-    if (admit && decision.allow && decision.admit) this.admitPublisher(session, ip);
-    return decision;
-  }
-
-  private admitPublisher(session: SessionId, ip: string): void {
-    this.sessions.admitPublisher(session, ip);
-    this.armAlarm();
-  }
-
-  // --- brute-force limit -----------------------------------------------------
-
-  private overLimit(kind: AttemptKind, ip: string, limit: number): boolean {
-    return this.exists && this.failures.overLimit(kind, ip, limit);
-  }
-
-  /**
-   * Counts a wrong key or bad token. Past the stream-wide budget (guessers
-   * rotating spoofed ips), failures are answered as usual but cost no write
-   * and no log entry.
-   */
-  private countFailure(kind: AttemptKind, ip: string, decision: Decision): void {
-    if (!this.exists || decision.allow || !isFailedGuess(decision.denial)) return;
-    const budget = this.failures.spendBudget();
-    if (budget === "over") return;
-    this.failures.count(kind, ip);
-    if (budget === "last") this.record("guesses", "", "", "", "deny", `${STREAM_FAILURES_LOGGED} failed keys or tokens this minute: further ones are not counted or logged until the minute ends`, "guesses");
-  }
-
   // --- liveness --------------------------------------------------------------
 
   private armAlarm(): void {
@@ -754,24 +689,6 @@ export class StreamObject extends DurableObject<Env> {
     void this.ctx.storage.setAlarm(at);
   }
 
-  // --- decision log ----------------------------------------------------------
-
-  /** A guesser over the limit is answered without a log entry: it cannot flush real decisions out. */
-  private recordDecision(action: string, session: SessionId, ip: string, decision: Decision, sub: string | null = null): void {
-    if (!decision.allow && decision.denial.code === Denials.rateLimited.code) return;
-    const guess = !decision.allow && isFailedGuess(decision.denial);
-    if (guess && this.failures.overBudget()) return;
-    // The viewer id of a genuine token refused (expired, …), as the viewer shards name it (src/viewers/shard.ts).
-    const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + (sub ? ` (viewer ${sub})` : "");
-    this.record(action, session.serverId, session.clientId, ip, decision.allow ? "allow" : "deny", reason, guess ? "guesses" : "decisions");
-  }
-
-  /** Streams that do not exist keep no log, so hooks naming random streams store nothing. */
-  private record(action: string, server: string, client: string, ip: string, decision: StreamEvent["decision"], reason: string, ring: "decisions" | "guesses" = "decisions"): void {
-    if (!this.exists) return;
-    this.log.append(action, server, client, ip, decision, reason, ring);
-  }
-
   // --- helpers ---------------------------------------------------------------
 
   /** The stream exists (created, not deleted). */
@@ -782,10 +699,6 @@ export class StreamObject extends DurableObject<Env> {
   private policy(): StreamPolicy | null {
     return this.settings?.policy() ?? null;
   }
-}
-
-function sessionKey(s: SessionId): string {
-  return `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
 }
 
 function nowSeconds(): number {

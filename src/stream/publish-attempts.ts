@@ -15,7 +15,13 @@
  * Lost with an eviction: the rules then fall back to what the stored state
  * alone tells (src/session/lifecycle.ts).
  */
+import type { SessionId } from "../srs/hook";
 import { Denials, type Decision } from "./rules";
+
+/** A session's key in these maps and in VoidedHooks: server, process and client id. */
+export function sessionKey(s: SessionId): string {
+  return `${s.serverId}\n${s.serviceId}\n${s.clientId}`;
+}
 
 /** Sessions remembered as indexed by their hook's takeover. */
 const INDEXED_KEPT = 10_000;

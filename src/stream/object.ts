@@ -11,7 +11,8 @@ import { DecisionLog, type StreamEvent } from "./decision-log";
 import type { StreamName } from "./name";
 import { decideToken, Denials, tokenSub, type Decision, type PlayToken, type StreamPolicy } from "./rules";
 import { Revocations } from "./revocations";
-import { PolicyPushes, type PendingPush } from "./policy-pushes";
+import { PolicyPushes } from "./policy-pushes";
+import { ShardPolicy } from "./shard-policy";
 import { StreamSettings, type CandidateKey, type PolicyChange } from "./settings";
 import { audienceOf, type StreamState } from "./state";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
@@ -21,15 +22,15 @@ import { VoidedHooks } from "../session/voided-hooks";
 import { PublishAttempts, sessionKey } from "./publish-attempts";
 import { PublisherAdmission } from "./publisher-admission";
 import { DecisionRecords } from "./decision-records";
-import { endRevokedSessions } from "../viewers/revoked";
 import { LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
-import { isLeave, type LeaseAnswer, type LeaseReport, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import { isLeave, type LeaseAnswer, type LeaseReport, type Revocation } from "../viewers/lease";
 import { endReason, StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
 import type { WebhookEvent } from "../events/event";
 
 export type { StreamEvent } from "./decision-log";
+export { PUSH_RETRY_MS } from "./shard-policy";
 export type { EndedSession, Publisher } from "./sessions";
 export type { CandidateKey, PolicyChange } from "./settings";
 export { audienceOf, type StreamState } from "./state";
@@ -46,9 +47,6 @@ export interface EndCause {
    */
   voidHook?: string;
 }
-
-/** A push of the policy that did not reach every shard is tried again this often, from the alarm, until it does. */
-export const PUSH_RETRY_MS = 5_000;
 
 export interface ConfigureResult {
   created: boolean;
@@ -124,13 +122,10 @@ export class StreamObject extends DurableObject<Env> {
   private checkAt: number | null = null;
   /** When the next sweep is due (alarm): the registry's view of the processes holding sessions here. */
   private sweepAt: number | null = null;
-  /** The policy's version (advanced by every PUT, DELETE and revocation) and the push of it owed to the shards. */
-  private pushes!: PolicyPushes;
   private failures!: AuthFailures;
   private log!: DecisionLog;
-  private revocations!: Revocations;
-  /** The active revocations, as the shards are told them (read once, then kept with every change). */
-  private revoked: Revocation[] = [];
+  /** The viewer policy, its version and its pushes to the shards (src/stream/shard-policy.ts). */
+  private shardPolicy!: ShardPolicy;
   /** The questions to the registry about the processes holding sessions here (src/stream/liveness-rounds.ts). */
   private liveness: LivenessRounds;
   private alarmAt: number | null = null;
@@ -185,8 +180,16 @@ export class StreamObject extends DurableObject<Env> {
   private prepare(): void {
     if (this.ready) return;
     this.sql.exec(SCHEMA);
-    this.revocations = new Revocations(this.sql, this.env);
-    this.revoked = this.revocations.list(nowSeconds());
+    this.shardPolicy = new ShardPolicy(this.sql, {
+      env: () => this.env,
+      settings: () => this.settings!,
+      exists: () => this.exists,
+      leases: () => this.leases,
+      rounds: () => this.rounds,
+      armCheck: (at) => this.armCheck(at),
+      pushSettled: () => this.pushSettled(),
+      keepEvents: (events) => void this.keepEvents(events),
+    });
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.settings = new StreamSettings(this.sql);
@@ -195,20 +198,19 @@ export class StreamObject extends DurableObject<Env> {
     this.leases = new LeaseBook(this.sql, (serverId) => this.activity.shardLeft(serverId));
     this.rounds = new SlotRounds(this.env, this.leases, {
       cap: () => this.settings?.maxViewers,
-      policy: () => this.viewerPolicy(),
+      policy: () => this.shardPolicy.viewerPolicy(),
       version: () => this.policyVersion,
       armCheck: (at) => this.armCheck(at),
-      endRevokedOn: (key, serverId, revocations) => this.endRevokedOn(key, serverId, revocations),
+      endRevokedOn: (key, serverId, revocations) => this.shardPolicy.endRevokedOn(key, serverId, revocations),
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
-    this.pushes = new PolicyPushes(this.sql);
     this.voidHooks.load(this.sql);
     this.ready = true;
   }
 
   /** 0 for a stream never created (no tables: nothing was ever pushed). */
   private get policyVersion(): number {
-    return this.ready ? this.pushes.version : 0;
+    return this.ready ? this.shardPolicy.version : 0;
   }
 
   /** Calls this object received since its isolate started, by method, and its starts (bench only: LOAD_COUNTERS). */
@@ -243,7 +245,7 @@ export class StreamObject extends DurableObject<Env> {
     this.forgetOldShards();
     const record = await this.rounds.answer(report);
     if (!record) return gone;
-    const policy = this.viewerPolicy();
+    const policy = this.shardPolicy.viewerPolicy();
     // Slots other shards handed to this one, granted by this message (the shard reserves them for the screens they were handed for).
     const handed = record.seq === report.seq ? this.leases.handedIn(report.serverId, report.seq) : 0;
     const tight = policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0;
@@ -284,27 +286,13 @@ export class StreamObject extends DurableObject<Env> {
    */
   async pushPolicy(key: string): Promise<string[]> {
     if (!this.ready) return [];
-    const version = this.policyVersion;
-    const unreached = await this.rounds.recall(key, null, "none", "all");
-    this.pushed(version, unreached);
-    return unreached;
+    return this.shardPolicy.push(key);
   }
 
   /** Tells every viewer shard the stream's revocations, leaving them their slots. */
   async pushRevocations(key: string): Promise<string[]> {
     if (!this.ready) return [];
-    const version = this.policyVersion;
-    // The admin call ends the covered sessions on every shard itself.
-    const unreached = await this.rounds.recall(key, null, "none", "all", true, "none");
-    this.pushed(version, unreached);
-    return unreached;
-  }
-
-  private viewerPolicy(): ViewerPolicy | null {
-    if (!this.exists) return null;
-    // Expired revocations go (each expires once every token it covers has).
-    if (this.revoked.some((r) => r.expires !== null && r.expires <= nowSeconds())) this.revoked = this.revocations.list(nowSeconds());
-    return this.settings!.viewerPolicy(this.revoked);
+    return this.shardPolicy.pushRevocations(key);
   }
 
   /**
@@ -315,18 +303,15 @@ export class StreamObject extends DurableObject<Env> {
    */
   revoke(sub: string | null, before: number, expires: number): Revocation | null {
     if (!this.exists) return null;
-    const added = this.revocations.add(sub, before, expires, nowSeconds());
+    const added = this.shardPolicy.revoke(this.settings!.key!, sub, before, expires);
     if (!added) return null;
-    this.revoked = this.revocations.list(nowSeconds());
-    this.bumpPolicyVersion(this.settings!.key!);
     this.records.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
     return added;
   }
 
   revocationList(): Revocation[] | null {
     if (!this.exists) return null;
-    this.revoked = this.revocations.list(nowSeconds());
-    return this.revoked;
+    return this.shardPolicy.revocationList();
   }
 
   /**
@@ -499,13 +484,13 @@ export class StreamObject extends DurableObject<Env> {
     if (!this.ready) return;
     const now = Date.now();
     // After a restart nothing is scheduled in memory: the stored waiting shards get their round.
-    const pending = this.pushes.pending();
+    const pending = this.shardPolicy.pending();
     const rounds = pending !== null || this.leases.waiting().length > 0;
     if (!rounds) this.checkAt = null;
     const checkDue = rounds && (this.checkAt === null || now >= this.checkAt);
     if (checkDue) {
       this.checkAt = null;
-      if (pending) await this.retryPush(pending);
+      if (pending) await this.shardPolicy.retry(pending);
       await this.rounds.checkWaiting(this.exists ? this.activity.streamKey : null);
     }
     // The sweep too, unless the alarm fired early for a round only; events waiting in the outbox (a queue that
@@ -537,12 +522,11 @@ export class StreamObject extends DurableObject<Env> {
     // A stream created again (after a DELETE) starts with an empty decision log and no revocations.
     if (created) {
       this.log.clear();
-      this.revocations.clear();
-      this.revoked = [];
+      this.shardPolicy.forgetRevocations();
     }
     // A slot handed between shards for a viewer's newer session is not granted past a cap set meanwhile.
     this.leases.dropHandOffs();
-    this.bumpPolicyVersion(this.settings!.key!);
+    this.shardPolicy.bumpVersion(this.settings!.key!);
     return {
       created,
       state: this.state()!,
@@ -581,65 +565,8 @@ export class StreamObject extends DurableObject<Env> {
     const key = this.settings?.remove() ?? null;
     if (key === null) return false;
     this.leases.dropHandOffs();
-    this.bumpPolicyVersion(key);
+    this.shardPolicy.bumpVersion(key);
     return true;
-  }
-
-  /**
-   * A new policy version, stored with a push to every viewer shard pending
-   * (the admin call pushes it at once; if that call never comes or a shard
-   * cannot be reached, the alarm tries again every PUSH_RETRY_MS).
-   */
-  private bumpPolicyVersion(key: string): void {
-    this.pushes.advance(key);
-    // Until a push reaches a shard, its viewers are unknown (an unlimited stream's record never shows them, and
-    // its silence is no reason to forget it): no slot is granted on its last report, and its record stays.
-    this.leases.allUnreached();
-    this.armCheck(Date.now() + PUSH_RETRY_MS);
-  }
-
-  /** After a round of pushes for `version`: done, or only the shards it could not reach are left. */
-  private pushed(version: number, unreached: string[]): void {
-    const pending = this.pushes.pending();
-    if (!pending || pending.version !== version) return;
-    if (unreached.length === 0 && !this.leases.anyUnreached()) {
-      this.pushes.settled();
-      // The alarm set for its retry is not needed (else a thousand streams created at once wake 5 s later).
-      if (this.leases.waiting().length === 0) {
-        this.checkAt = null;
-        if (this.sweepAt === null && this.sessions.isEmpty() && !this.activity.outbox.pending() && this.alarmAt !== null) {
-          this.alarmAt = null;
-          void this.ctx.storage.deleteAlarm();
-        }
-      }
-      return;
-    }
-    this.pushes.reachedSome();
-    this.armCheck(Date.now() + PUSH_RETRY_MS);
-  }
-
-  /** The alarm's try at a push still pending. */
-  private async retryPush(pending: PendingPush): Promise<void> {
-    // No round reached anyone yet (the admin's push call failed): every shard may still serve revoked sessions.
-    const unreached = await this.rounds.recall(pending.key, null, "none", pending.whole ? "all" : "unreached", false, pending.whole ? "all" : "again");
-    this.pushed(pending.version, unreached);
-  }
-
-  /**
-   * Ends, on a shard a push reached late, the live sessions the active
-   * revocations cover (they were admitted before it knew of them), and kicks
-   * them. Not reached: the shard is pushed to again (and this runs again).
-   */
-  private async endRevokedOn(key: string, serverId: string, revocations: Revocation[]): Promise<void> {
-    if (this.settings?.playAuth === "open") return; // its viewers need no token (see postRevocation)
-    const { unreached } = await endRevokedSessions(this.env, key, [serverId], revocations, (events) => void this.keepEvents(events)).catch((err) => {
-      console.error(JSON.stringify({ error: "revoked sessions not ended", server: serverId, stream: key, detail: String(err) }));
-      return { unreached: [serverId] };
-    });
-    if (unreached.length === 0) return;
-    this.leases.unreached(serverId);
-    if (!this.pushes.pending()) this.pushes.owe(key, false);
-    this.armCheck(Date.now() + PUSH_RETRY_MS);
   }
 
   state(): StreamState | null {
@@ -666,7 +593,18 @@ export class StreamObject extends DurableObject<Env> {
     return this.voidHooks.has(hookId) ? { allow: false, denial: Denials.admissionUndone } : null;
   }
 
-  // --- liveness --------------------------------------------------------------
+  // --- alarm -----------------------------------------------------------------
+
+  /** Every shard has the policy: the alarm set for the push's retry is not needed (else a thousand streams created at once wake 5 s later). */
+  private pushSettled(): void {
+    if (this.leases.waiting().length === 0) {
+      this.checkAt = null;
+      if (this.sweepAt === null && this.sessions.isEmpty() && !this.activity.outbox.pending() && this.alarmAt !== null) {
+        this.alarmAt = null;
+        void this.ctx.storage.deleteAlarm();
+      }
+    }
+  }
 
   private armAlarm(): void {
     if (this.sweepAt !== null) return;
@@ -699,10 +637,6 @@ export class StreamObject extends DurableObject<Env> {
   private policy(): StreamPolicy | null {
     return this.settings?.policy() ?? null;
   }
-}
-
-function nowSeconds(): number {
-  return Math.floor(Date.now() / 1000);
 }
 
 function iso(ms: number): string {

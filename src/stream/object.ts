@@ -21,32 +21,21 @@ import { LivenessRounds } from "./liveness-rounds";
 import { VoidedHooks } from "../session/voided-hooks";
 import { PublishAttempts, sessionKey } from "./publish-attempts";
 import { PublisherAdmission } from "./publisher-admission";
+import { PublisherEnds, type EndCause } from "./publisher-ends";
 import { DecisionRecords } from "./decision-records";
 import { LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
 import { isLeave, type LeaseAnswer, type LeaseReport, type Revocation } from "../viewers/lease";
-import { endReason, StreamActivity } from "../usage/stream-activity";
+import { StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
 import type { WebhookEvent } from "../events/event";
 
 export type { StreamEvent } from "./decision-log";
 export { PUSH_RETRY_MS } from "./shard-policy";
 export type { EndedSession, Publisher } from "./sessions";
+export type { EndCause } from "./publisher-ends";
 export type { CandidateKey, PolicyChange } from "./settings";
 export { audienceOf, type StreamState } from "./state";
-
-/** What a stop event or a fence tells the decision log. */
-export interface EndCause {
-  action: string;
-  ip?: string;
-  reason?: string;
-  /**
-   * The Worker undoes an admission of this start hook: an attempt of the same
-   * hook still running here (its answer lost to a platform error) must not
-   * admit again afterwards.
-   */
-  voidHook?: string;
-}
 
 export interface ConfigureResult {
   created: boolean;
@@ -143,6 +132,8 @@ export class StreamObject extends DurableObject<Env> {
   private records = new DecisionRecords({ exists: () => this.exists, failures: () => this.failures, log: () => this.log });
   /** Where a publisher is admitted (src/stream/publisher-admission.ts). */
   private admission: PublisherAdmission;
+  /** Where a publisher session ends (src/stream/publisher-ends.ts). */
+  private ends: PublisherEnds;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -158,16 +149,17 @@ export class StreamObject extends DurableObject<Env> {
       record: (...line) => this.records.record(...line),
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
-    this.admission = new PublisherAdmission({
-      settings: () => this.settings,
+    // What a publisher's admission and its end both work with.
+    const publishers = {
       sessions: () => this.sessions,
       liveness: this.liveness,
       publisherApi: this.publisherApi,
       attempts: this.attempts,
       voidHooks: this.voidHooks,
       records: this.records,
-      armAlarm: () => this.armAlarm(),
-    });
+    };
+    this.admission = new PublisherAdmission({ ...publishers, settings: () => this.settings, armAlarm: () => this.armAlarm() });
+    this.ends = new PublisherEnds({ ...publishers, sql: this.sql });
     countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "endByOperator", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "recordKickWaiting", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
@@ -320,22 +312,7 @@ export class StreamObject extends DurableObject<Env> {
    */
   end(session: SessionId, cause: EndCause): number {
     if (!this.ready) return 0;
-    // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed, leaves the session.
-    const key = sessionKey(session);
-    const confirmer = this.voidHooks.confirmerOf(key);
-    // Neither an undo nor an operator's end (src/session/lifecycle.ts endAll): a stop event, on_unpublish or on_close.
-    const stopEvent = !cause.voidHook && cause.action !== "admin";
-    if (!this.voidHooks.ending(key, cause.voidHook, this.sql, stopEvent)) return 0;
-    // A stop event marks the decisions of the session under way when the hook it ends is unknown: when it is known,
-    // that hook is void now (its attempts are late), and a decision of another hook of the client is not late (a slow
-    // stop of an earlier session of the client id). An undo voids its own hook and leaves other hooks' decisions alone.
-    if (!cause.voidHook && confirmer === undefined) this.attempts.stopped(key);
-    this.attempts.ended(key);
-    // A stop event of a publisher a takeover or an operator's kick is kicking: SRS stops it because it was kicked.
-    const ended = this.sessions.end(session, (stopEvent && this.publisherApi.kickedFor(session)) || endReason(cause));
-    if (ended > 0) this.publisherApi.ended(session);
-    if (ended > 0) this.records.record(cause.action, session.serverId, session.clientId, cause.ip ?? "", "end", cause.reason ?? "session ended");
-    return ended;
+    return this.ends.end(session, cause);
   }
 
   /**
@@ -345,8 +322,8 @@ export class StreamObject extends DurableObject<Env> {
    */
   async endSessions(filter: { serverId?: string; clientId?: string }, callId?: string): Promise<EndedSession[]> {
     if (!this.ready) return [];
-    if (this.sessions.matching(filter)) await this.endedMeanwhile();
-    return this.kept.once(callId, () => this.endSessionsNow(filter));
+    if (this.sessions.matching(filter)) await this.ends.endedMeanwhile();
+    return this.kept.once(callId, () => this.ends.endByOperator(filter));
   }
 
   /**
@@ -355,27 +332,8 @@ export class StreamObject extends DurableObject<Env> {
    */
   async endByOperator(session: SessionId, reason: string): Promise<number> {
     if (!this.ready) return 0;
-    if (this.sessions.isPublishing(session)) await this.endedMeanwhile();
+    if (this.sessions.isPublishing(session)) await this.ends.endedMeanwhile();
     return this.end(session, { action: "admin", reason });
-  }
-
-  /**
-   * Before an operator ends publishers: the registry is asked where their processes stand, so that a session a
-   * restart or SESSION_GRACE_S ended before the call, whose notice has not reached this stream yet (a server on
-   * many streams, a stream slow to answer, a notice waiting to be tried again), ends as they ended it: reason
-   * restart or timeout, at its server's last heartbeat (README, "Usage"), and is neither reported nor kicked as
-   * ended by the operator. An unreachable registry changes nothing: the operator's end goes on.
-   */
-  private async endedMeanwhile(): Promise<void> {
-    await this.liveness.refresh(null);
-  }
-
-  private endSessionsNow(filter: { serverId?: string; clientId?: string }): EndedSession[] {
-    const ended = this.sessions.endMatching(filter);
-    const scope = [filter.serverId && `server ${filter.serverId}`, filter.clientId && `client ${filter.clientId}`].filter(Boolean).join(", ");
-    // One line per session, naming it (the viewers' shards do the same), whatever the filter named.
-    for (const e of ended) this.records.record("admin", e.serverId, e.clientId, "", "end", `ended by operator${scope ? ` (${scope})` : ""}`);
-    return ended;
   }
 
   /** Which of these sessions the stream holds (a client may have started a new one meanwhile). */

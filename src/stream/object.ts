@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { KeptAnswers } from "../platform/kept-answers";
 import { type NoticeAnswer, type ProcessStatus } from "../server/registry";
@@ -25,6 +24,7 @@ import { PublisherEnds, type EndCause } from "./publisher-ends";
 import { DecisionRecords } from "./decision-records";
 import { LeaseBook } from "./leases";
 import { SlotRounds } from "./slot-rounds";
+import { AlarmSchedule } from "./alarm-schedule";
 import { isLeave, type LeaseAnswer, type LeaseReport, type Revocation } from "../viewers/lease";
 import { StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
@@ -107,17 +107,14 @@ export class StreamObject extends DurableObject<Env> {
   private leases!: LeaseBook;
   /** Grants, recalls and the shards waiting for slots (src/stream/slot-rounds.ts). */
   private rounds!: SlotRounds;
-  /** While shards wait for slots or a push is owed: the next round (at alarm time). */
-  private checkAt: number | null = null;
-  /** When the next sweep is due (alarm): the registry's view of the processes holding sessions here. */
-  private sweepAt: number | null = null;
+  /** When the alarm fires, for a check of the rounds owed or a sweep (src/stream/alarm-schedule.ts). */
+  private alarms: AlarmSchedule;
   private failures!: AuthFailures;
   private log!: DecisionLog;
   /** The viewer policy, its version and its pushes to the shards (src/stream/shard-policy.ts). */
   private shardPolicy!: ShardPolicy;
   /** The questions to the registry about the processes holding sessions here (src/stream/liveness-rounds.ts). */
   private liveness: LivenessRounds;
-  private alarmAt: number | null = null;
   /** Start hooks whose admission the Worker undid: hook id → when. */
   private voidHooks = new VoidedHooks();
   /** Publish decisions under way and sessions a takeover indexed, in memory (src/stream/publish-attempts.ts). */
@@ -138,6 +135,7 @@ export class StreamObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.alarms = new AlarmSchedule(ctx.storage, () => this.env);
     this.kept = new KeptAnswers(this.sql);
     this.liveness = new LivenessRounds(() => this.env, () => this.sessions, (news) => this.applyStatus(news));
     this.publisherApi = new PublisherApi({
@@ -158,14 +156,12 @@ export class StreamObject extends DurableObject<Env> {
       voidHooks: this.voidHooks,
       records: this.records,
     };
-    this.admission = new PublisherAdmission({ ...publishers, settings: () => this.settings, armAlarm: () => this.armAlarm() });
+    this.admission = new PublisherAdmission({ ...publishers, settings: () => this.settings, armSweep: () => this.alarms.armSweep() });
     this.ends = new PublisherEnds({ ...publishers, sql: this.sql });
     countCalls(this, env, ["publish", "viewerLease", "refusePlay", "end", "endSessions", "endByOperator", "heldSessions", "applyStatus", "events", "eventSources", "recordKick", "recordKickWaiting", "kicksNotQueued", "publisherSessions", "viewerLimitReached", "keepEvents", "publishUsage", "configure", "pushPolicy", "pushRevocations", "revoke", "revocationList", "undoKeyChange", "remove", "state"]);
     const exists = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stream'").toArray().length > 0;
     if (exists) this.prepare();
-    ctx.blockConcurrencyWhile(async () => {
-      this.alarmAt = await ctx.storage.getAlarm();
-    });
+    ctx.blockConcurrencyWhile(() => this.alarms.load());
   }
 
   /** Creates (or upgrades) the tables and loads the state into memory. */
@@ -178,21 +174,21 @@ export class StreamObject extends DurableObject<Env> {
       exists: () => this.exists,
       leases: () => this.leases,
       rounds: () => this.rounds,
-      armCheck: (at) => this.armCheck(at),
+      armCheck: (at) => this.alarms.armCheck(at),
       pushSettled: () => this.pushSettled(),
       keepEvents: (events) => void this.keepEvents(events),
     });
     this.failures = new AuthFailures(this.sql);
     this.log = new DecisionLog(this.sql);
     this.settings = new StreamSettings(this.sql);
-    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.armAlarm(), () => this.settings?.key ?? null, () => new Set(this.leases.shards().map((r) => r.serverId)));
+    this.activity = new StreamActivity(this.sql, this.env, this.ctx, () => this.alarms.armSweep(), () => this.settings?.key ?? null, () => new Set(this.leases.shards().map((r) => r.serverId)));
     this.sessions = new SessionBook(this.sql, (...line) => this.records.record(...line), this.activity);
     this.leases = new LeaseBook(this.sql, (serverId) => this.activity.shardLeft(serverId));
     this.rounds = new SlotRounds(this.env, this.leases, {
       cap: () => this.settings?.maxViewers,
       policy: () => this.shardPolicy.viewerPolicy(),
       version: () => this.policyVersion,
-      armCheck: (at) => this.armCheck(at),
+      armCheck: (at) => this.alarms.armCheck(at),
       endRevokedOn: (key, serverId, revocations) => this.shardPolicy.endRevokedOn(key, serverId, revocations),
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
@@ -438,25 +434,22 @@ export class StreamObject extends DurableObject<Env> {
    * yet queued.
    */
   async alarm(): Promise<void> {
-    this.alarmAt = null;
+    this.alarms.fired();
     if (!this.ready) return;
     const now = Date.now();
     // After a restart nothing is scheduled in memory: the stored waiting shards get their round.
     const pending = this.shardPolicy.pending();
-    const rounds = pending !== null || this.leases.waiting().length > 0;
-    if (!rounds) this.checkAt = null;
-    const checkDue = rounds && (this.checkAt === null || now >= this.checkAt);
+    const checkDue = this.alarms.takeCheck(pending !== null || this.leases.waiting().length > 0, now);
     if (checkDue) {
-      this.checkAt = null;
       if (pending) await this.shardPolicy.retry(pending);
       await this.rounds.checkWaiting(this.exists ? this.activity.streamKey : null);
     }
     // The sweep too, unless the alarm fired early for a round only; events waiting in the outbox (a queue that
     // refused them) go with either.
-    if (checkDue && this.sweepAt !== null && now < this.sweepAt) {
+    if (checkDue && this.alarms.sweepLater(now)) {
       if (this.activity.outbox.pending()) await this.activity.outbox.flush();
     } else {
-      this.sweepAt = null;
+      this.alarms.takeSweep();
       await this.liveness.refresh(null);
       // With SRS_API_URL: a live publisher its server's API no longer has is a ghost of lost stop events (also on a
       // deleted stream, whose publishers stay until their stop events: a kicked one's may have been lost).
@@ -466,10 +459,9 @@ export class StreamObject extends DurableObject<Env> {
       await this.activity.outbox.flush();
       this.activity.usage.prune(now);
       this.forgetOldShards();
-      if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.armAlarm();
+      if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.alarms.armSweep();
     }
-    const next = Math.min(this.checkAt ?? Infinity, this.sweepAt ?? Infinity);
-    if (next !== Infinity) this.setAlarmBy(next);
+    this.alarms.setNext();
   }
 
   // --- admin -----------------------------------------------------------------
@@ -555,34 +547,7 @@ export class StreamObject extends DurableObject<Env> {
 
   /** Every shard has the policy: the alarm set for the push's retry is not needed (else a thousand streams created at once wake 5 s later). */
   private pushSettled(): void {
-    if (this.leases.waiting().length === 0) {
-      this.checkAt = null;
-      if (this.sweepAt === null && this.sessions.isEmpty() && !this.activity.outbox.pending() && this.alarmAt !== null) {
-        this.alarmAt = null;
-        void this.ctx.storage.deleteAlarm();
-      }
-    }
-  }
-
-  private armAlarm(): void {
-    if (this.sweepAt !== null) return;
-    // The registry tells streams about silences and restarts itself;
-    // this slower sweep catches whatever its notices missed.
-    this.sweepAt = Date.now() + 2 * serverTimeoutMs(this.env);
-    this.setAlarmBy(this.sweepAt);
-  }
-
-  private armCheck(at: number): void {
-    if (this.checkAt !== null && this.checkAt <= at) return;
-    this.checkAt = at;
-    this.setAlarmBy(at);
-  }
-
-  /** The alarm fires at `at` or earlier. */
-  private setAlarmBy(at: number): void {
-    if (this.alarmAt !== null && this.alarmAt <= at) return;
-    this.alarmAt = at;
-    void this.ctx.storage.setAlarm(at);
+    if (this.leases.waiting().length === 0) this.alarms.dropCheck(() => this.sessions.isEmpty() && !this.activity.outbox.pending());
   }
 
   // --- helpers ---------------------------------------------------------------

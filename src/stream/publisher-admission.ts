@@ -32,7 +32,7 @@ export interface PublisherAdmissionHost {
   voidHooks: VoidedHooks;
   records: DecisionRecords;
   /** A publisher was admitted: the alarm's sweep looks after it. */
-  armAlarm(): void;
+  armSweep(): void;
 }
 
 export class PublisherAdmission {
@@ -100,6 +100,6 @@ export class PublisherAdmission {
 
   private admitPublisher(session: SessionId, ip: string): void {
     this.sessions.admitPublisher(session, ip);
-    this.host.armAlarm();
+    this.host.armSweep();
   }
 }

@@ -69,15 +69,22 @@ const SCHEMA = `
  * leased to the viewer shards never exceed the cap" hold without any lock of
  * our own.
  *
- * The settings (key hash, policy) are kept by StreamSettings (settings.ts),
- * the sessions by a SessionBook (sessions.ts), failed guesses by
- * AuthFailures, the decision log by DecisionLog, the viewer shards' leases by
- * LeaseBook and SlotRounds; the registry is asked by LivenessRounds
- * (liveness-rounds.ts) and SRS's HTTP API by PublisherApi (publisher-api.ts:
- * ghosts, takeovers). This class decides: a publisher is admitted in
- * `publish` (rules.ts decidePublish); a viewer is admitted by its server's
- * viewer shard (src/viewers/shard.ts) within the slots leased here
- * (`viewerLease`).
+ * This class is the object's RPC surface and its wiring; the work is done by:
+ * - a publisher admitted: `publish`, in PublisherAdmission
+ *   (publisher-admission.ts, with rules.ts decidePublish); ended: `end`, in
+ *   PublisherEnds (publisher-ends.ts); its session kept by a SessionBook
+ *   (sessions.ts); the registry asked by LivenessRounds (liveness-rounds.ts)
+ *   and SRS's HTTP API by PublisherApi (publisher-api.ts: ghosts, takeovers);
+ * - a viewer is admitted by its server's viewer shard (src/viewers/shard.ts)
+ *   within the slots leased here (`viewerLease`: LeaseBook in leases.ts,
+ *   SlotRounds in slot-rounds.ts);
+ * - the settings (key hash, policy) kept by StreamSettings (settings.ts);
+ *   what the shards are told of them, and its pushes, by ShardPolicy
+ *   (shard-policy.ts);
+ * - failed guesses counted and decisions logged by DecisionRecords
+ *   (decision-records.ts, over auth-failures.ts and decision-log.ts);
+ * - when the alarm fires, for its checks and sweeps, by AlarmSchedule
+ *   (alarm-schedule.ts).
  *
  * Sessions belong to processes, and a process is live or suspended (its
  * server is silent: see ServerRegistry). Suspended sessions neither count nor
@@ -206,7 +213,7 @@ export class StreamObject extends DurableObject<Env> {
     return callsOf(this);
   }
 
-  // --- hooks -----------------------------------------------------------------
+  // --- hooks: publishers admitted and ended, plays refused ------------------
 
   /**
    * `guessLimit` is AUTH_FAILURES_PER_MINUTE as the Worker read it, so one setting governs every object;
@@ -223,7 +230,32 @@ export class StreamObject extends DurableObject<Env> {
     }
   }
 
-  // --- viewers: leases for the viewer shards ------------------------------------
+  /**
+   * An on_play with a bad or missing token on a playAuth "token" stream: the
+   * shard leaves it to the stream, which counts failed guesses per ip (the
+   * brute-force limit) and logs them.
+   */
+  refusePlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Decision {
+    if (!this.ready) return { allow: false, denial: Denials.unknownStream };
+    const decision = decideToken(this.policy(), token, () => this.records.overLimit("play", ip, guessLimit));
+    // The policy changed since the shard read it: the shard reads it again and decides.
+    if (decision.allow) return decision;
+    this.records.countFailure("play", ip, decision);
+    this.records.recordDecision("on_play", session, ip, decision, tokenSub(token));
+    return decision;
+  }
+
+  /**
+   * Ends a publisher session (on_unpublish, on_close, an undone admission).
+   * Idempotent: ending a session never seen changes nothing and logs nothing.
+   */
+  end(session: SessionId, cause: EndCause): number {
+    if (!this.ready) return 0;
+    return this.ends.end(session, cause);
+  }
+
+  // --- viewer shards: their leases of slots ---------------------------------
+
   /** A viewer shard's message (src/viewers/lease.ts): its lease as it stands, and the slots it wants (src/stream/slot-rounds.ts). */
   async viewerLease(report: LeaseReport): Promise<LeaseAnswer> {
     const gone = { policy: null, version: this.policyVersion, seq: report.seq, granted: report.granted, tight: false };
@@ -251,91 +283,12 @@ export class StreamObject extends DurableObject<Env> {
     };
   }
 
-  /**
-   * An on_play with a bad or missing token on a playAuth "token" stream: the
-   * shard leaves it to the stream, which counts failed guesses per ip (the
-   * brute-force limit) and logs them.
-   */
-  refusePlay(session: SessionId, ip: string, token: PlayToken, guessLimit: number): Decision {
-    if (!this.ready) return { allow: false, denial: Denials.unknownStream };
-    const decision = decideToken(this.policy(), token, () => this.records.overLimit("play", ip, guessLimit));
-    // The policy changed since the shard read it: the shard reads it again and decides.
-    if (decision.allow) return decision;
-    this.records.countFailure("play", ip, decision);
-    this.records.recordDecision("on_play", session, ip, decision, tokenSub(token));
-    return decision;
+  /** A viewer shard refused a viewer for the cap (stream.viewer_limit_reached, at most one a minute). */
+  viewerLimitReached(serverId: string, maxViewers: number): number {
+    return this.exists ? this.activity.viewerLimitReached(serverId, maxViewers) : 0;
   }
 
-  /**
-   * Tells every viewer shard of the stream its new policy (after a PUT or a
-   * DELETE), taking back their unused slots: a lower cap or a new playAuth
-   * holds for the very next viewer. Returns the shards that could not be
-   * reached (pushed to again from the alarm every PUSH_RETRY_MS).
-   */
-  async pushPolicy(key: string): Promise<string[]> {
-    if (!this.ready) return [];
-    return this.shardPolicy.push(key);
-  }
-
-  /** Tells every viewer shard the stream's revocations, leaving them their slots. */
-  async pushRevocations(key: string): Promise<string[]> {
-    if (!this.ready) return [];
-    return this.shardPolicy.pushRevocations(key);
-  }
-
-  /**
-   * Revokes the tokens of viewer `sub` (null: every viewer) issued before
-   * `before` (Unix seconds), until `expires`. The caller pushes the policy to
-   * the shards, then ends the sessions the revocation covers. Null when
-   * MAX_REVOCATIONS are active already.
-   */
-  revoke(sub: string | null, before: number, expires: number): Revocation | null {
-    if (!this.exists) return null;
-    const added = this.shardPolicy.revoke(this.settings!.key!, sub, before, expires);
-    if (!added) return null;
-    this.records.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
-    return added;
-  }
-
-  revocationList(): Revocation[] | null {
-    if (!this.exists) return null;
-    return this.shardPolicy.revocationList();
-  }
-
-  /**
-   * Ends a publisher session (on_unpublish, on_close, an undone admission).
-   * Idempotent: ending a session never seen changes nothing and logs nothing.
-   */
-  end(session: SessionId, cause: EndCause): number {
-    if (!this.ready) return 0;
-    return this.ends.end(session, cause);
-  }
-
-  /**
-   * Ends sessions by hand (DELETE /admin/streams/{app}/{stream}/sessions):
-   * all of them, or those of one server and/or one client id. SRS keeps
-   * streaming to the clients; only streamgate's accounting lets them go.
-   */
-  async endSessions(filter: { serverId?: string; clientId?: string }, callId?: string): Promise<EndedSession[]> {
-    if (!this.ready) return [];
-    if (this.sessions.matching(filter)) await this.ends.endedMeanwhile();
-    return this.kept.once(callId, () => this.ends.endByOperator(filter));
-  }
-
-  /**
-   * Ends one publisher session by hand (DELETE /admin/servers/{id}/sessions, through its server's index), as
-   * endSessions does: what a restart or SESSION_GRACE_S ended already ends as they did, not by the operator.
-   */
-  async endByOperator(session: SessionId, reason: string): Promise<number> {
-    if (!this.ready) return 0;
-    if (this.sessions.isPublishing(session)) await this.ends.endedMeanwhile();
-    return this.end(session, { action: "admin", reason });
-  }
-
-  /** Which of these sessions the stream holds (a client may have started a new one meanwhile). */
-  heldSessions(sessions: EndedSession[]): EndedSession[] {
-    return this.ready ? this.sessions.held(sessions) : [];
-  }
+  // --- registry: news of the processes holding sessions here ----------------
 
   /**
    * What the registry knows about one process: pushed as a notice, or the
@@ -350,121 +303,12 @@ export class StreamObject extends DurableObject<Env> {
     return { ended, kept: keptClients.length, keptClients };
   }
 
-  /** The last decisions, newest first. */
-  events(): StreamEvent[] {
-    return this.ready ? this.log.list() : [];
+  /** Which of these sessions the stream holds (a client may have started a new one meanwhile). */
+  heldSessions(sessions: EndedSession[]): EndedSession[] {
+    return this.ready ? this.sessions.held(sessions) : [];
   }
 
-  /** A kick's first try failed; it is tried again (its outcome comes as recordKick). */
-  recordKickWaiting(serverId: string, clientId: string, reason: string): void {
-    if (this.ready) this.log.append("kick-wait", serverId, clientId, "", "kick", reason);
-  }
-
-  /**
-   * The outcome of a kick (src/srs/kicks.ts), for the decision log. `publisher`: the kick was a
-   * publisher's (a viewer's says nothing about a publisher that has the same client id), of the process
-   * `serviceId`; `kicked`: its server let it go (its stop event, if it comes now, is the kick's doing).
-   */
-  recordKick(serverId: string, clientId: string, reason: string, publisher?: { serviceId: string; kicked: boolean }): void {
-    if (!this.ready) return;
-    this.log.append("kick", serverId, clientId, "", "kick", reason);
-    if (publisher) this.publisherApi.operatorKickDone({ serverId, serviceId: publisher.serviceId, clientId }, publisher.kicked);
-  }
-
-  /**
-   * Publishers a rotated key or a deleted stream marked whose kicks could not be queued (their registry shard
-   * unreachable). `action`: the rotation's new key hash, or STREAM_DELETED.
-   */
-  kicksNotQueued(publishers: SessionId[], action?: OperatorAction): void {
-    if (this.ready) this.publisherApi.operatorKicksCalledOff(publishers, action);
-  }
-
-  /** The publishers a rotated key or a deleted stream kicks (the Worker queues the kicks): their stop events end them as "operator". */
-  private kickingPublishers(action: OperatorAction): SessionId[] {
-    const publishers = this.publisherSessions();
-    this.publisherApi.operatorKicking(publishers, action);
-    return publishers;
-  }
-
-  /** Every publisher session (live, suspended, in conflict): what a rotated key or a deleted stream kicks. */
-  publisherSessions(): SessionId[] {
-    if (!this.ready) return [];
-    const { publisher, conflicts } = this.sessions.publishersView();
-    return [publisher, ...conflicts].filter((p): p is Publisher => p !== null).map((p) => ({ serverId: p.serverId, serviceId: p.serviceId, clientId: p.clientId }));
-  }
-
-  /** The viewer shards that ever asked this stream for slots or its policy: where its viewers, their decisions and usage are. */
-  eventSources(): string[] {
-    return this.ready ? this.leases.logSources() : [];
-  }
-
-  /** A viewer shard refused a viewer for the cap (stream.viewer_limit_reached, at most one a minute). */
-  viewerLimitReached(serverId: string, maxViewers: number): number {
-    return this.exists ? this.activity.viewerLimitReached(serverId, maxViewers) : 0;
-  }
-
-  /**
-   * Events an admin call made about this stream's sessions (session.ended_by_operator,
-   * src/events/operator.ts): kept in the outbox, and queued as the stream's own are. False: this
-   * object has no outbox (a stream never created here), the caller queues them itself.
-   */
-  keepEvents(events: WebhookEvent[]): boolean {
-    if (!this.ready) return false;
-    for (const e of events) this.activity.outbox.add(e);
-    return true;
-  }
-
-  /** This stream's publish usage in [from, to) and the viewer shards that may hold its viewers' in that range (src/usage/report.ts). */
-  publishUsage(from: number, to: number): { hours: HourUsage[]; shards: string[] } {
-    if (!this.ready) return { hours: [], shards: [] };
-    this.forgetOldShards();
-    return { hours: this.activity.usage.hours(this.activity.streamKey, from, to, "publisher", this.sessions.openPublishes()), shards: this.activity.viewerShards(from) };
-  }
-
-  /** The viewer shards of edges gone for longer than USAGE_RETENTION_DAYS go (src/usage/stream-activity.ts forgetShards). */
-  private forgetOldShards(): void {
-    // Read only when a shard is old enough to go (forgetShards runs at most hourly): lease messages call this too.
-    let holding: Set<string> | null = null;
-    this.activity.forgetShards((serverId) => (holding ??= new Set(this.leases.shards().map((r) => r.serverId))).has(serverId));
-  }
-
-  /**
-   * Background: the rounds for shards waiting for slots; and a check, so the
-   * counts operators see converge even if a notice was lost, and events not
-   * yet queued.
-   */
-  async alarm(): Promise<void> {
-    this.alarms.fired();
-    if (!this.ready) return;
-    const now = Date.now();
-    // After a restart nothing is scheduled in memory: the stored waiting shards get their round.
-    const pending = this.shardPolicy.pending();
-    const checkDue = this.alarms.takeCheck(pending !== null || this.leases.waiting().length > 0, now);
-    if (checkDue) {
-      if (pending) await this.shardPolicy.retry(pending);
-      await this.rounds.checkWaiting(this.exists ? this.activity.streamKey : null);
-    }
-    // The sweep too, unless the alarm fired early for a round only; events waiting in the outbox (a queue that
-    // refused them) go with either.
-    if (checkDue && this.alarms.sweepLater(now)) {
-      if (this.activity.outbox.pending()) await this.activity.outbox.flush();
-    } else {
-      this.alarms.takeSweep();
-      await this.liveness.refresh(null);
-      // With SRS_API_URL: a live publisher its server's API no longer has is a ghost of lost stop events (also on a
-      // deleted stream, whose publishers stay until their stop events: a kicked one's may have been lost).
-      await this.publisherApi.sweepGhosts(this.sessions.livePublishersBesides()).catch((err) => {
-        console.error(JSON.stringify({ error: "ghost sweep failed", stream: this.activity.streamKey, detail: String(err) }));
-      });
-      await this.activity.outbox.flush();
-      this.activity.usage.prune(now);
-      this.forgetOldShards();
-      if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.alarms.armSweep();
-    }
-    this.alarms.setNext();
-  }
-
-  // --- admin -----------------------------------------------------------------
+  // --- admin: settings and their pushes to the viewer shards ----------------
 
   configure(name: StreamName, change: PolicyChange, candidate: CandidateKey): ConfigureResult {
     this.prepare();
@@ -536,21 +380,189 @@ export class StreamObject extends DurableObject<Env> {
     };
   }
 
-  // --- decisions -------------------------------------------------------------
-
-  /** A late attempt of a start hook the Worker undid (src/session/voided-hooks.ts): refused. */
-  private voided(hookId: string): Decision | null {
-    return this.voidHooks.has(hookId) ? { allow: false, denial: Denials.admissionUndone } : null;
+  /**
+   * Tells every viewer shard of the stream its new policy (after a PUT or a
+   * DELETE), taking back their unused slots: a lower cap or a new playAuth
+   * holds for the very next viewer. Returns the shards that could not be
+   * reached (pushed to again from the alarm every PUSH_RETRY_MS).
+   */
+  async pushPolicy(key: string): Promise<string[]> {
+    if (!this.ready) return [];
+    return this.shardPolicy.push(key);
   }
 
-  // --- alarm -----------------------------------------------------------------
+  /** Tells every viewer shard the stream's revocations, leaving them their slots. */
+  async pushRevocations(key: string): Promise<string[]> {
+    if (!this.ready) return [];
+    return this.shardPolicy.pushRevocations(key);
+  }
+
+  /**
+   * Revokes the tokens of viewer `sub` (null: every viewer) issued before
+   * `before` (Unix seconds), until `expires`. The caller pushes the policy to
+   * the shards, then ends the sessions the revocation covers. Null when
+   * MAX_REVOCATIONS are active already.
+   */
+  revoke(sub: string | null, before: number, expires: number): Revocation | null {
+    if (!this.exists) return null;
+    const added = this.shardPolicy.revoke(this.settings!.key!, sub, before, expires);
+    if (!added) return null;
+    this.records.record("revoke", "", "", "", "end", `tokens ${sub === null ? "of every viewer" : `of viewer ${sub}`} issued before ${iso(before * 1000)} revoked`);
+    return added;
+  }
+
+  revocationList(): Revocation[] | null {
+    if (!this.exists) return null;
+    return this.shardPolicy.revocationList();
+  }
+
+  // --- admin: sessions ended by hand, kicks ---------------------------------
+
+  /**
+   * Ends sessions by hand (DELETE /admin/streams/{app}/{stream}/sessions):
+   * all of them, or those of one server and/or one client id. SRS keeps
+   * streaming to the clients; only streamgate's accounting lets them go.
+   */
+  async endSessions(filter: { serverId?: string; clientId?: string }, callId?: string): Promise<EndedSession[]> {
+    if (!this.ready) return [];
+    if (this.sessions.matching(filter)) await this.ends.endedMeanwhile();
+    return this.kept.once(callId, () => this.ends.endByOperator(filter));
+  }
+
+  /**
+   * Ends one publisher session by hand (DELETE /admin/servers/{id}/sessions, through its server's index), as
+   * endSessions does: what a restart or SESSION_GRACE_S ended already ends as they did, not by the operator.
+   */
+  async endByOperator(session: SessionId, reason: string): Promise<number> {
+    if (!this.ready) return 0;
+    if (this.sessions.isPublishing(session)) await this.ends.endedMeanwhile();
+    return this.end(session, { action: "admin", reason });
+  }
+
+  /** Every publisher session (live, suspended, in conflict): what a rotated key or a deleted stream kicks. */
+  publisherSessions(): SessionId[] {
+    if (!this.ready) return [];
+    const { publisher, conflicts } = this.sessions.publishersView();
+    return [publisher, ...conflicts].filter((p): p is Publisher => p !== null).map((p) => ({ serverId: p.serverId, serviceId: p.serviceId, clientId: p.clientId }));
+  }
+
+  /** The publishers a rotated key or a deleted stream kicks (the Worker queues the kicks): their stop events end them as "operator". */
+  private kickingPublishers(action: OperatorAction): SessionId[] {
+    const publishers = this.publisherSessions();
+    this.publisherApi.operatorKicking(publishers, action);
+    return publishers;
+  }
+
+  /**
+   * Publishers a rotated key or a deleted stream marked whose kicks could not be queued (their registry shard
+   * unreachable). `action`: the rotation's new key hash, or STREAM_DELETED.
+   */
+  kicksNotQueued(publishers: SessionId[], action?: OperatorAction): void {
+    if (this.ready) this.publisherApi.operatorKicksCalledOff(publishers, action);
+  }
+
+  /** A kick's first try failed; it is tried again (its outcome comes as recordKick). */
+  recordKickWaiting(serverId: string, clientId: string, reason: string): void {
+    if (this.ready) this.log.append("kick-wait", serverId, clientId, "", "kick", reason);
+  }
+
+  /**
+   * The outcome of a kick (src/srs/kicks.ts), for the decision log. `publisher`: the kick was a
+   * publisher's (a viewer's says nothing about a publisher that has the same client id), of the process
+   * `serviceId`; `kicked`: its server let it go (its stop event, if it comes now, is the kick's doing).
+   */
+  recordKick(serverId: string, clientId: string, reason: string, publisher?: { serviceId: string; kicked: boolean }): void {
+    if (!this.ready) return;
+    this.log.append("kick", serverId, clientId, "", "kick", reason);
+    if (publisher) this.publisherApi.operatorKickDone({ serverId, serviceId: publisher.serviceId, clientId }, publisher.kicked);
+  }
+
+  // --- decision log, events and usage ---------------------------------------
+
+  /** The last decisions, newest first. */
+  events(): StreamEvent[] {
+    return this.ready ? this.log.list() : [];
+  }
+
+  /** The viewer shards that ever asked this stream for slots or its policy: where its viewers, their decisions and usage are. */
+  eventSources(): string[] {
+    return this.ready ? this.leases.logSources() : [];
+  }
+
+  /**
+   * Events an admin call made about this stream's sessions (session.ended_by_operator,
+   * src/events/operator.ts): kept in the outbox, and queued as the stream's own are. False: this
+   * object has no outbox (a stream never created here), the caller queues them itself.
+   */
+  keepEvents(events: WebhookEvent[]): boolean {
+    if (!this.ready) return false;
+    for (const e of events) this.activity.outbox.add(e);
+    return true;
+  }
+
+  /** This stream's publish usage in [from, to) and the viewer shards that may hold its viewers' in that range (src/usage/report.ts). */
+  publishUsage(from: number, to: number): { hours: HourUsage[]; shards: string[] } {
+    if (!this.ready) return { hours: [], shards: [] };
+    this.forgetOldShards();
+    return { hours: this.activity.usage.hours(this.activity.streamKey, from, to, "publisher", this.sessions.openPublishes()), shards: this.activity.viewerShards(from) };
+  }
+
+  /** The viewer shards of edges gone for longer than USAGE_RETENTION_DAYS go (src/usage/stream-activity.ts forgetShards). */
+  private forgetOldShards(): void {
+    // Read only when a shard is old enough to go (forgetShards runs at most hourly): lease messages call this too.
+    let holding: Set<string> | null = null;
+    this.activity.forgetShards((serverId) => (holding ??= new Set(this.leases.shards().map((r) => r.serverId))).has(serverId));
+  }
+
+  // --- alarm ----------------------------------------------------------------
+
+  /**
+   * Background: the rounds for shards waiting for slots; and a check, so the
+   * counts operators see converge even if a notice was lost, and events not
+   * yet queued.
+   */
+  async alarm(): Promise<void> {
+    this.alarms.fired();
+    if (!this.ready) return;
+    const now = Date.now();
+    // After a restart nothing is scheduled in memory: the stored waiting shards get their round.
+    const pending = this.shardPolicy.pending();
+    const checkDue = this.alarms.takeCheck(pending !== null || this.leases.waiting().length > 0, now);
+    if (checkDue) {
+      if (pending) await this.shardPolicy.retry(pending);
+      await this.rounds.checkWaiting(this.exists ? this.activity.streamKey : null);
+    }
+    // The sweep too, unless the alarm fired early for a round only; events waiting in the outbox (a queue that
+    // refused them) go with either.
+    if (checkDue && this.alarms.sweepLater(now)) {
+      if (this.activity.outbox.pending()) await this.activity.outbox.flush();
+    } else {
+      this.alarms.takeSweep();
+      await this.liveness.refresh(null);
+      // With SRS_API_URL: a live publisher its server's API no longer has is a ghost of lost stop events (also on a
+      // deleted stream, whose publishers stay until their stop events: a kicked one's may have been lost).
+      await this.publisherApi.sweepGhosts(this.sessions.livePublishersBesides()).catch((err) => {
+        console.error(JSON.stringify({ error: "ghost sweep failed", stream: this.activity.streamKey, detail: String(err) }));
+      });
+      await this.activity.outbox.flush();
+      this.activity.usage.prune(now);
+      this.forgetOldShards();
+      if (!this.sessions.isEmpty() || this.activity.outbox.pending()) this.alarms.armSweep();
+    }
+    this.alarms.setNext();
+  }
 
   /** Every shard has the policy: the alarm set for the push's retry is not needed (else a thousand streams created at once wake 5 s later). */
   private pushSettled(): void {
     if (this.leases.waiting().length === 0) this.alarms.dropCheck(() => this.sessions.isEmpty() && !this.activity.outbox.pending());
   }
 
-  // --- helpers ---------------------------------------------------------------
+  // --- helpers --------------------------------------------------------------
+
+  /** A late attempt of a start hook the Worker undid (src/session/voided-hooks.ts): refused. */
+  private voided(hookId: string): Decision | null {
+    return this.voidHooks.has(hookId) ? { allow: false, denial: Denials.admissionUndone } : null;
+  }
 
   /** The stream exists (created, not deleted). */
   private get exists(): boolean {

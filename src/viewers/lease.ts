@@ -171,7 +171,7 @@ export const LEASE_IDLE_MS = 30_000;
 /**
  * A shard re-reads the policy of a stream this often. Changes are pushed to
  * every shard the stream knows at once, and a push that did not reach a shard
- * is tried again every 5 s (PUSH_RETRY_MS, src/stream/object.ts) until it
+ * is tried again every 5 s (PUSH_RETRY_MS, src/stream/shard-policy.ts) until it
  * does: this is the last resort, long enough that a shard serving a stream's
  * viewers does not ask the stream again for each of them.
  */

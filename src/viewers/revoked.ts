@@ -3,7 +3,7 @@
  * the viewer shards named: on each shard, then kicked on their edges (with
  * SRS_API_URL) and reported as session.ended_by_operator. Used by the admin
  * call that revokes (every shard of the stream), and by the stream's object
- * when a push reaches a shard that missed the revocation (src/stream/object.ts),
+ * when a push reaches a shard that missed the revocation (src/stream/shard-policy.ts),
  * which keeps the events in its own outbox (`keep`) rather than calling itself.
  */
 import type { Env } from "../env";

@@ -13,13 +13,13 @@ import { Revocations } from "./revocations";
 import { PolicyPushes } from "./policy-pushes";
 import { ShardPolicy } from "./shard-policy";
 import { StreamSettings, type CandidateKey, type PolicyChange } from "./settings";
-import { audienceOf, type StreamState } from "./state";
+import { streamState, type StreamState } from "./state";
 import { SessionBook, type EndedSession, type Publisher } from "./sessions";
 import { PublisherApi, STREAM_DELETED, type OperatorAction } from "./publisher-api";
 import { LivenessRounds } from "./liveness-rounds";
 import { VoidedHooks } from "../session/voided-hooks";
 import { PublishAttempts, sessionKey } from "./publish-attempts";
-import { PublisherAdmission } from "./publisher-admission";
+import { PublisherAdmission, type PublisherParts } from "./publisher-admission";
 import { PublisherEnds, type EndCause } from "./publisher-ends";
 import { DecisionRecords } from "./decision-records";
 import { LeaseBook } from "./leases";
@@ -155,7 +155,7 @@ export class StreamObject extends DurableObject<Env> {
       waitUntil: (work) => this.ctx.waitUntil(work),
     });
     // What a publisher's admission and its end both work with.
-    const publishers = {
+    const publishers: PublisherParts = {
       sessions: () => this.sessions,
       liveness: this.liveness,
       publisherApi: this.publisherApi,
@@ -263,24 +263,7 @@ export class StreamObject extends DurableObject<Env> {
     // A leave brings no viewer: its time is noted if the record goes (LeaseBook's forgotten: shardLeft).
     if (!isLeave(report)) this.activity.noteShard(report.serverId);
     this.forgetOldShards();
-    const record = await this.rounds.answer(report);
-    if (!record) return gone;
-    const policy = this.shardPolicy.viewerPolicy();
-    // Slots other shards handed to this one, granted by this message (the shard reserves them for the screens they were handed for).
-    const handed = record.seq === report.seq ? this.leases.handedIn(report.serverId, report.seq) : 0;
-    const tight = policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0;
-    this.leases.toldTight(report.serverId, tight);
-    return {
-      policy,
-      version: this.policyVersion,
-      seq: record.seq,
-      granted: this.leases.answered(record),
-      tight,
-      // Only a refusal: a grant leaves a waiting row of an older refusal as it was (it ends WAITING_KEPT_MS after
-      // that one), so a shard told it waits on a grant a heal ate on its way would hold past the row's end.
-      waiting: report.want > 0 && record.granted <= report.live && this.leases.isWaiting(report.serverId),
-      ...(handed > 0 ? { handed } : {}),
-    };
+    return (await this.rounds.lease(report)) ?? gone;
   }
 
   /** A viewer shard refused a viewer for the cap (stream.viewer_limit_reached, at most one a minute). */
@@ -365,20 +348,9 @@ export class StreamObject extends DurableObject<Env> {
 
   state(): StreamState | null {
     const settings = this.settings?.state();
-    if (!settings) return null;
-    const { createdAt, updatedAt, ...policy } = settings;
-    const { live, publisher, conflicts } = this.sessions.publishersView();
-    // The order of the fields as the admin API has always shown them.
-    return {
-      ...policy,
-      live,
-      publisher,
-      conflicts,
-      ...audienceOf(this.leases.shards().map((r) => ({ serverId: r.serverId, colo: r.colo, country: r.country, viewers: r.live, suspendedViewers: r.suspended, leased: r.granted }))),
-      createdAt,
-      updatedAt,
-    };
+    return settings ? streamState(settings, this.sessions.publishersView(), this.leases.shards()) : null;
   }
+
 
   /**
    * Tells every viewer shard of the stream its new policy (after a PUT or a

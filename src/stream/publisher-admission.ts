@@ -22,15 +22,19 @@ import type { StreamSettings } from "./settings";
  */
 const ANSWER_MARGIN_MS = 500;
 
-/** What the stream object lends (its tables exist: the stream object admits nobody before). */
-export interface PublisherAdmissionHost {
-  settings(): StreamSettings | null;
+/** What a publisher's admission and its end (publisher-ends.ts) both work with, lent by the stream object. */
+export interface PublisherParts {
   sessions(): SessionBook;
   liveness: LivenessRounds;
   publisherApi: PublisherApi;
   attempts: PublishAttempts;
   voidHooks: VoidedHooks;
   records: DecisionRecords;
+}
+
+/** What the stream object lends (its tables exist: the stream object admits nobody before). */
+export interface PublisherAdmissionHost extends PublisherParts {
+  settings(): StreamSettings | null;
   /** A publisher was admitted: the alarm's sweep looks after it. */
   armSweep(): void;
 }

@@ -6,14 +6,11 @@
  * under way (publish-attempts.ts); and it ends the session for the reason
  * it really ended (a kick's, a restart's).
  */
-import type { VoidedHooks } from "../session/voided-hooks";
 import type { SessionId } from "../srs/hook";
 import { endReason } from "../usage/stream-activity";
-import type { DecisionRecords } from "./decision-records";
-import type { LivenessRounds } from "./liveness-rounds";
-import { sessionKey, type PublishAttempts } from "./publish-attempts";
-import type { PublisherApi } from "./publisher-api";
-import type { EndedSession, SessionBook } from "./sessions";
+import { sessionKey } from "./publish-attempts";
+import type { PublisherParts } from "./publisher-admission";
+import type { EndedSession } from "./sessions";
 
 /** What a stop event or a fence tells the decision log. */
 export interface EndCause {
@@ -29,14 +26,8 @@ export interface EndCause {
 }
 
 /** What the stream object lends (its tables exist: the stream object ends nothing before). */
-export interface PublisherEndsHost {
+export interface PublisherEndsHost extends PublisherParts {
   sql: SqlStorage;
-  sessions(): SessionBook;
-  liveness: LivenessRounds;
-  publisherApi: PublisherApi;
-  attempts: PublishAttempts;
-  voidHooks: VoidedHooks;
-  records: DecisionRecords;
 }
 
 export class PublisherEnds {

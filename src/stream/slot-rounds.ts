@@ -8,7 +8,7 @@
 import type { Env } from "../env";
 import { viewerShard } from "../object-access";
 import { withRetry, withTimeout } from "../platform/retry";
-import { holdsNothing, RECALL_GAP_MAX_MS, RECALL_GAP_MS, type LeaseReport, type RecallCheck, type Revocation, type ViewerPolicy } from "../viewers/lease";
+import { holdsNothing, RECALL_GAP_MAX_MS, RECALL_GAP_MS, type LeaseAnswer, type LeaseReport, type RecallCheck, type Revocation, type ViewerPolicy } from "../viewers/lease";
 import type { GrantMode, LeaseBook, LeaseRecord } from "./leases";
 
 /** A recall waits this long for each shard: an unreachable one keeps its slots (a refusal too many, never a viewer too many). */
@@ -56,6 +56,32 @@ export class SlotRounds {
   ) {}
 
   /**
+   * What a shard's message is answered (StreamObject.viewerLease; the stream exists): its lease as
+   * answer() leaves it, with the policy, its version and whether slots are tight. Null: the stream was
+   * deleted meanwhile.
+   */
+  async lease(report: LeaseReport): Promise<LeaseAnswer | null> {
+    const record = await this.answer(report);
+    if (!record) return null;
+    const policy = this.host.policy();
+    // Slots other shards handed to this one, granted by this message (the shard reserves them for the screens they were handed for).
+    const handed = record.seq === report.seq ? this.leases.handedIn(report.serverId, report.seq) : 0;
+    const tight = policy?.maxViewers != null && this.leases.strictFree(null, policy.maxViewers) <= 0;
+    this.leases.toldTight(report.serverId, tight);
+    return {
+      policy,
+      version: this.host.version(),
+      seq: record.seq,
+      granted: this.leases.answered(record),
+      tight,
+      // Only a refusal: a grant leaves a waiting row of an older refusal as it was (it ends WAITING_KEPT_MS after
+      // that one), so a shard told it waits on a grant a heal ate on its way would hold past the row's end.
+      waiting: report.want > 0 && record.granted <= report.live && this.leases.isWaiting(report.serverId),
+      ...(handed > 0 ? { handed } : {}),
+    };
+  }
+
+  /**
    * A shard's message (the stream exists): its record updated, and slots
    * granted if it wants some and the cap allows. When none are free, the
    * stream first takes back the slots the other shards do not use, at once;
@@ -64,7 +90,7 @@ export class SlotRounds {
    * lost on_stop events, give their slots back); a shard still without a
    * slot is told as soon as one is free. Null: the stream was deleted meanwhile.
    */
-  async answer(report: LeaseReport): Promise<LeaseRecord | null> {
+  private async answer(report: LeaseReport): Promise<LeaseRecord | null> {
     let mode: GrantMode = "strict";
     if (report.want > 0 && this.leases.restsOnSuspended(report, this.host.cap() ?? null)) {
       // Slots are free only because other shards' viewers are suspended: their servers may be back. Asked at most

@@ -5,7 +5,9 @@
  * src/viewers/audience.ts).
  */
 import type { ShardAudience } from "../viewers/shard";
-import type { Publisher } from "./sessions";
+import type { LeaseRecord } from "./leases";
+import type { Publisher, SessionBook } from "./sessions";
+import type { SettingsState } from "./settings";
 import type { StreamName } from "./name";
 import type { OnDuplicatePublish, OnExtraViewerSession, PlayAuth } from "./rules";
 
@@ -57,4 +59,20 @@ export function audienceOf(shards: ShardAudience[]): Pick<StreamState, "viewers"
     leasedUnused += Math.max(0, s.leased - s.viewers - s.suspendedViewers);
   }
   return { viewers, suspendedViewers, distinctViewerIds: ids.size, leasedUnused, shards: shards.map(({ viewerIds: _, ...s }) => s) };
+}
+
+/** The stream's state (StreamObject.state): its settings row, its publishers now, and the audience from the shards' lease records. */
+export function streamState(settings: SettingsState, publishers: ReturnType<SessionBook["publishersView"]>, shards: LeaseRecord[]): StreamState {
+  const { createdAt, updatedAt, ...policy } = settings;
+  const { live, publisher, conflicts } = publishers;
+  // The order of the fields as the admin API has always shown them.
+  return {
+    ...policy,
+    live,
+    publisher,
+    conflicts,
+    ...audienceOf(shards.map((r) => ({ serverId: r.serverId, colo: r.colo, country: r.country, viewers: r.live, suspendedViewers: r.suspended, leased: r.granted }))),
+    createdAt,
+    updatedAt,
+  };
 }

@@ -89,17 +89,9 @@ const SCHEMA = `
  * Sessions belong to processes, and a process is live or suspended (its
  * server is silent: see ServerRegistry). Suspended sessions neither count nor
  * block, but are kept until a stop event, a restart or SESSION_GRACE_S ends
- * them. The registry pushes changes of status (applyStatus); before a
- * decision rests on the status of other processes, the stream also asks:
- * - a refusal because another publisher is live may rest on a ghost (a
- *   crashed, restarted or silent server's session);
- * - an admission possible only because other sessions are suspended may rest
- *   on a server that has just come back.
- * Either way one round of questions to the registry, shared by every hook
- * that arrives while it runs, and the decision is taken again. Admissions that
- * rest on nothing of the kind never pay for it. (Slots work alike: a grant
- * that rests on suspended viewers, or a refusal on viewers elsewhere, has their
- * shards check them first: src/stream/slot-rounds.ts.)
+ * them. The registry pushes changes of status (applyStatus); a decision that
+ * rests on the status of other processes asks first (publisher-admission.ts;
+ * for slots, slot-rounds.ts).
  *
  * An object for a stream that was never created stores nothing: its tables
  * are created by the first PUT, so hooks naming random streams cost nothing

@@ -1,9 +1,22 @@
 /**
  * Where a publisher is admitted: an on_publish decided by the rules
  * (rules.ts decidePublish), and decided again after whatever its refusal or
- * its admission rests on was checked: the registry about suspended or silent
- * processes (liveness-rounds.ts), SRS's API about ghosts and takeovers
- * (publisher-api.ts). Only the last decision stores the admission.
+ * its admission rests on was checked. Only the last decision stores the
+ * admission.
+ *
+ * Before a decision rests on the status of other processes, the stream asks
+ * the registry (liveness-rounds.ts):
+ * - a refusal because another publisher is live may rest on a ghost (a
+ *   crashed, restarted or silent server's session);
+ * - an admission possible only because other sessions are suspended may rest
+ *   on a server that has just come back.
+ * Either way one round of questions to the registry, shared by every hook
+ * that arrives while it runs, and the decision is taken again. Admissions that
+ * rest on nothing of the kind never pay for it. (Slots work alike: a grant
+ * that rests on suspended viewers, or a refusal on viewers elsewhere, has their
+ * shards check them first: src/stream/slot-rounds.ts.) A refusal still busy
+ * then asks SRS's API about ghosts of lost on_unpublish, and a takeover kicks
+ * the holder through it (publisher-api.ts).
  */
 import type { VoidedHooks } from "../session/voided-hooks";
 import type { SessionId } from "../srs/hook";

@@ -33,7 +33,7 @@ export interface PublisherEndsHost extends PublisherParts {
 export class PublisherEnds {
   constructor(private host: PublisherEndsHost) {}
 
-  /** StreamObject.end: the number of sessions ended (0 or 1). */
+  /** StreamObject.end: the number of sessions ended. */
   end(session: SessionId, cause: EndCause): number {
     const { sql, publisherApi, attempts, voidHooks } = this.host;
     // An undo that arrives after SRS sent the client's on_publish again, and that hook was allowed, leaves the session.

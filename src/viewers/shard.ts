@@ -2,12 +2,11 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { HOOK_DEADLINE_MS, nested, NestedCallFailed, UNDO_WAIT_MS, withRetry, withTimeout, type Unreachable } from "../platform/retry";
+import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
 import { serverRegistry, streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
 import { endingsOf } from "../server/endings";
 import type { SessionId } from "../srs/hook";
-import { GhostCheck, GHOST_REASON, GHOSTS_PER_CHECK } from "../srs/ghosts";
 import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
@@ -18,6 +17,7 @@ import { floorTo, type HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
 import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
+import { ShardGhosts, GHOST_WAIT_MS } from "./shard-ghosts";
 import { ShardLeases } from "./shard-leases";
 import { ShardTables } from "./tables";
 import { SEAT_RETRY_MS, UnseatedSeats } from "./unseated";
@@ -76,19 +76,6 @@ export interface EndCause {
   voidHook?: string;
 }
 
-/** An alarm's sweep for ghosts (sweepGhostsInTurn) begins no stream's check after this long. */
-const SWEEP_BUDGET_MS = 4_000;
-/**
- * SRS registers a WebRTC player only once the on_play answer reaches it, which may take the hook's whole time
- * (and its undo's), so a "not found" before then is about a client SRS is about to serve. No ghost check asks
- * about a WebRTC session admitted (or admitted again) less than this long ago, and the alarm's sweep about no
- * session that young: such a ghost waits for a later check.
- */
-const YOUNG_MS = HOOK_DEADLINE_MS + UNDO_WAIT_MS;
-/** The meta row that keeps the sweep's place (its last stream, and the walks through big streams) across restarts. */
-const SWEEP_META_KEY = "ghost_sweep";
-/** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
-const GHOST_WAIT_MS = 1_500;
 /** A seat's hand-off waits at most this long for its stream's message lock (the seats object waits 2 s for the answer). */
 const HAND_OFF_LOCK_WAIT_MS = 1_000;
 /** How long a seat's question waits for the registry's word on its sessions' servers. */
@@ -135,22 +122,8 @@ export class ViewerShard extends DurableObject<Env> {
   private unseated: UnseatedSeats;
   /** While a bulk end runs (withSeatsBatched): the seats it frees, per seat object. */
   private seatBatch: Map<string, { streamKey: string; sub: string; releases: { sub: string; sessions: SessionId[] }[] }> | null = null;
-  private ghosts: GhostCheck;
-  /** Where the next ghost check of a stream starts among its viewers here. */
-  private ghostCursor = new Map<string, number>();
-  /**
-   * The stream the alarm's last ghost sweep asked about (the next sweep takes the one after it). Stored with the
-   * cursors (SWEEP_META_KEY): a quiet shard is out of memory between two alarms, and would begin at the same place.
-   */
-  private sweptStream = "";
-  /** What the meta row SWEEP_META_KEY holds (not written again unchanged). */
-  private sweepStored = "";
-  /**
-   * When a viewer session here was last admitted again by a repeat of its on_play (by seatKey): an HLS player back
-   * with its hls_ctx after SRS let the session go. A ghost check's answer asked before then ("not found", true
-   * when SRS gave it) is not about the client as SRS has it now: the session counts as admitted then (sinceOf).
-   */
-  private repeatedAt = new Map<string, number>();
+  /** Ghosts of lost on_stop events among the viewers here, asked about through SRS's API (src/viewers/shard-ghosts.ts). */
+  private ghosts: ShardGhosts;
   private alarmAt: number | null = null;
   /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
   private activity: ShardActivity;
@@ -184,7 +157,14 @@ export class ViewerShard extends DurableObject<Env> {
         this.log.flushSoon(); // usage peaks wait with the log's lines
       },
     );
-    this.ghosts = new GhostCheck(env);
+    this.ghosts = new ShardGhosts(env, {
+      tables: this.tables,
+      counts: this.counts,
+      isSuspended: (id) => this.processes.isSuspended(id),
+      serverId: () => this.serverId,
+      endViewer: (streamKey, session, cause, keepSlot) => this.endViewer(streamKey, session, cause, keepSlot),
+      giveBackIfTight: (streamKey) => this.leases.giveBackIfTight(streamKey),
+    });
     this.unseated = new UnseatedSeats({
       env,
       tables: this.tables,
@@ -211,7 +191,7 @@ export class ViewerShard extends DurableObject<Env> {
       if (r.key === "server_id") (this.serverId = r.value), (this.hasMeta = true);
       if (r.key === "colo") this.place.colo = r.value;
       if (r.key === "country") this.place.country = r.value;
-      if (r.key === SWEEP_META_KEY) this.loadSweep(r.value);
+      this.ghosts.loadRow(r.key, r.value);
       this.unseated.loadRow(r.key);
     }
     this.processes.load();
@@ -307,7 +287,7 @@ export class ViewerShard extends DurableObject<Env> {
           // Their slots are kept for this viewer only while the stream has slots free: on a tight lease they go back, and
           // the viewer asks again (a ghost over a cap lowered under it leaves no slot for anyone).
           if (this.leases.policy(streamKey)?.maxViewers != null && !this.leases.hasSlot(streamKey, pending)) {
-            if ((await this.endGhosts(streamKey)) > 0 && this.leases.returnIfTight(streamKey)) await this.leases.askForSlots(streamKey);
+            if ((await this.ghosts.endGhosts(streamKey)) > 0 && this.leases.returnIfTight(streamKey)) await this.leases.askForSlots(streamKey);
           }
         }
         const limit = seatLimit(policy, sub);
@@ -514,7 +494,7 @@ export class ViewerShard extends DurableObject<Env> {
       streamKey, session.serviceId, session.clientId, voidHook, voidHook,
     ).toArray();
     if (removed.length === 0) return 0;
-    this.repeatedAt.delete(seatKey(streamKey, session));
+    this.ghosts.ended(seatKey(streamKey, session));
     for (const g of removed) this.activity.viewerEnded(streamKey, g.since, Date.now());
     this.counts.add(streamKey, session.serviceId, -1);
     const viewer = removed[0].sub ? ` (viewer ${removed[0].sub})` : "";
@@ -547,20 +527,13 @@ export class ViewerShard extends DurableObject<Env> {
     // Only for a hook about to be refused, within the time the stream waits for this answer; and only if this
     // shard has no unused slot to hand back at once (the stream's record of it may be older than that slot).
     const unused = this.leases.granted(streamKey) > this.counts.live(streamKey) + (keep === "all" ? Infinity : keep);
-    if (check === "ghosts" && !unused) await this.endGhosts(streamKey, GHOST_WAIT_MS);
+    if (check === "ghosts" && !unused) await this.ghosts.endGhosts(streamKey, GHOST_WAIT_MS);
     return this.leases.recalled(streamKey, policy, version, keep);
   }
 
   /** The stream's shards wait for slots: the ghosts among this stream's viewers here end, and their slots go back. */
   async sweepGhosts(streamKey: string): Promise<number> {
-    return this.endGhostsGivingBack(streamKey);
-  }
-
-  /** Ends the ghosts among this stream's viewers here (those admitted `minAgeMs` ago at least); their slots go back to a tight stream. */
-  private async endGhostsGivingBack(streamKey: string, minAgeMs = 0): Promise<number> {
-    const ended = await this.endGhosts(streamKey, undefined, minAgeMs);
-    if (ended > 0) this.leases.giveBackIfTight(streamKey);
-    return ended;
+    return this.ghosts.endGivingBack(streamKey);
   }
 
   /** The stream has free slots again: a shard refused for want of them may ask at once. */
@@ -602,18 +575,7 @@ export class ViewerShard extends DurableObject<Env> {
     // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
     // Only when the seat object says a refusal rests on them (`askApi`): never for an admission.
     const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
-    if (askApi && this.ghosts.enabled && live.length > 0) {
-      const asked = live.flatMap((x) => {
-        const admitted = this.admission(streamKey, x);
-        return admitted && this.askable(admitted) ? [{ serverId: this.serverId || x.serverId, serviceId: x.serviceId, clientId: x.clientId, since: admitted.at }] : [];
-      });
-      const gone = await this.ghosts.gone(asked, GHOST_WAIT_MS);
-      for (const g of gone) {
-        // Not while a hook of it runs (a repeat being admitted): its client is there. Nor one admitted since it was asked.
-        if (this.pendingSeats.has(seatKey(streamKey, g)) || this.sinceOf(streamKey, g) !== g.since) continue;
-        this.endViewer(streamKey, { serverId: g.serverId, serviceId: g.serviceId, clientId: g.clientId }, { action: "ghost", reason: GHOST_REASON });
-      }
-    }
+    if (askApi && this.ghosts.enabled && live.length > 0) await this.ghosts.endGhostsAmong(streamKey, live, (g) => this.pendingSeats.has(seatKey(streamKey, g)));
     return sessions.map(state);
   }
 
@@ -901,7 +863,7 @@ export class ViewerShard extends DurableObject<Env> {
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
     if (this.sessionCount() > 0) await this.refreshLiveness(null);
     // Never holds back the rest of the alarm: an API or registry failure leaves the viewers as they are until the next one.
-    await this.sweepGhostsInTurn().catch((err) => logError("ghost sweep failed", this.sweptStream, err));
+    await this.ghosts.sweepInTurn().catch((err) => logError("ghost sweep failed", this.ghosts.sweptStream, err));
     await this.leases.reportChanged(now);
     this.processes.forgetReplaced(now);
     this.activity.usage.prune(now);
@@ -909,127 +871,6 @@ export class ViewerShard extends DurableObject<Env> {
     const work = this.leases.pendingWork();
     if (work.idle) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0 || work.leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
-  }
-
-  /**
-   * With SRS_API_URL, each alarm (every 2 × SERVER_TIMEOUT_S while the shard holds viewers) asks the
-   * server's API about up to GHOSTS_PER_CHECK of its viewers, the streams taking turns (on from the one
-   * the last sweep reached), and ends those it no longer has: ghosts of lost on_stop events, which
-   * HTTP-FLV and HLS viewers (no on_close) would otherwise leave counted, in the audience and the usage,
-   * until their server restarts, on a stream no refusal reaches. Suspended viewers are not asked about
-   * (endGhosts). No stream is begun after SWEEP_BUDGET_MS (an API that answers slowly).
-   */
-  private async sweepGhostsInTurn(): Promise<void> {
-    if (!this.ghosts.enabled) return;
-    const streams = [...this.counts.held().keys()].filter((k) => this.counts.live(k) > 0).sort();
-    const from = streams.findIndex((k) => k > this.sweptStream);
-    const turn = from < 0 ? streams : [...streams.slice(from), ...streams.slice(0, from)];
-    const until = Date.now() + SWEEP_BUDGET_MS;
-    let questions = GHOSTS_PER_CHECK;
-    for (const streamKey of turn) {
-      const wanted = Math.min(this.counts.live(streamKey), GHOSTS_PER_CHECK);
-      // A stream whose questions do not fit waits for the next alarm, which begins with it (at most 20 an alarm).
-      if (wanted > questions || Date.now() >= until) break;
-      questions -= wanted;
-      this.sweptStream = streamKey;
-      await this.endGhostsGivingBack(streamKey, YOUNG_MS);
-    }
-    this.storeSweep();
-  }
-
-  /** Keeps the sweep's place (the last stream, the cursors of streams still held here) for the next alarm, in storage. */
-  private storeSweep(): void {
-    const cursors = Object.fromEntries([...this.ghostCursor].filter(([k]) => this.counts.live(k) + this.counts.suspended(k) > 0));
-    const value = JSON.stringify({ stream: this.sweptStream, cursors });
-    if (value === this.sweepStored) return;
-    this.tables.prepare();
-    this.sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", SWEEP_META_KEY, value);
-    this.sweepStored = value;
-  }
-
-  private loadSweep(value: string): void {
-    try {
-      const { stream, cursors } = JSON.parse(value) as { stream: string; cursors: Record<string, number> };
-      this.sweptStream = typeof stream === "string" ? stream : "";
-      for (const [k, n] of Object.entries(cursors ?? {})) if (Number.isInteger(n) && n > 0) this.ghostCursor.set(k, n);
-      this.sweepStored = value;
-    } catch {
-      // A row that cannot be read: the sweep begins again from the first stream.
-    }
-  }
-
-  /**
-   * Asks the server's SRS API about up to GHOSTS_PER_CHECK of this stream's
-   * viewers here (all of them if they are no more; else walking through them,
-   * oldest first and round again, from one check to the next) and ends the
-   * live ones it no longer has. Returns how many ended.
-   */
-  private async endGhosts(streamKey: string, budgetMs?: number, minAgeMs = 0): Promise<number> {
-    if (!this.ghosts.enabled || !this.serverId || this.counts.live(streamKey) === 0) return 0;
-    // Every row of the stream here, suspended ones too (they are read, then left out).
-    const total = this.counts.live(streamKey) + this.counts.suspended(streamKey);
-    const offset = total <= GHOSTS_PER_CHECK ? 0 : (this.ghostCursor.get(streamKey) ?? 0) % total;
-    const read = (limit: number, from: number) =>
-      this.sql
-        .exec<{ service_id: string; client_id: string; since: number; webrtc: number }>(
-          "SELECT service_id, client_id, since, webrtc_hook IS NOT NULL AS webrtc FROM viewers WHERE stream_key = ? ORDER BY since, client_id LIMIT ? OFFSET ?", streamKey, limit, from,
-        )
-        .toArray();
-    const first = read(GHOSTS_PER_CHECK, offset);
-    // Past the newest, on from the oldest (never one twice).
-    const rest = offset > 0 && first.length < GHOSTS_PER_CHECK ? read(Math.min(GHOSTS_PER_CHECK - first.length, offset), 0) : [];
-    const rows = [...first, ...rest].filter(
-      (r) => !this.processes.isSuspended(r.service_id) && this.askable({ at: this.admittedAt(streamKey, r.service_id, r.client_id, r.since), webrtc: !!r.webrtc }, minAgeMs),
-    );
-    // Only streams with more viewers here than one check reads keep a cursor (a busy shard is never evicted:
-    // one entry per stream it ever checked would stay for good); losing one only restarts that walk.
-    const cursor = total <= GHOSTS_PER_CHECK ? 0 : (offset + first.length + rest.length) % total;
-    if (cursor === 0) this.ghostCursor.delete(streamKey);
-    else {
-      if (this.ghostCursor.size >= 10_000 && !this.ghostCursor.has(streamKey)) this.ghostCursor.clear();
-      this.ghostCursor.set(streamKey, cursor);
-    }
-    const gone = await this.ghosts.gone(
-      rows.map((r) => ({ serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id, since: this.admittedAt(streamKey, r.service_id, r.client_id, r.since) })),
-      budgetMs,
-    );
-    let ended = 0;
-    for (const g of gone) {
-      // Only the session asked about: one of the same client id admitted while the question was on its way stays.
-      if (this.sinceOf(streamKey, g) !== g.since) continue;
-      ended += this.endViewer(streamKey, { serverId: g.serverId, serviceId: g.serviceId, clientId: g.clientId }, { action: "ghost", reason: GHOST_REASON }, true);
-    }
-    return ended;
-  }
-
-  /**
-   * When this viewer session here was last admitted, a repeat of its on_play included (undefined: it is not here):
-   * a ghost check believes only answers asked after it.
-   */
-  private sinceOf(streamKey: string, s: { serviceId: string; clientId: string }): number | undefined {
-    return this.admission(streamKey, s)?.at;
-  }
-
-  /** When this viewer session here was last admitted (as sinceOf), and whether it is a WebRTC player; undefined: it is not here. */
-  private admission(streamKey: string, s: { serviceId: string; clientId: string }): { at: number; webrtc: boolean } | undefined {
-    const row = this.sql
-      .exec<{ since: number; webrtc: number }>("SELECT since, webrtc_hook IS NOT NULL AS webrtc FROM viewers WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, s.serviceId, s.clientId)
-      .toArray()[0];
-    return row && { at: this.admittedAt(streamKey, s.serviceId, s.clientId, row.since), webrtc: !!row.webrtc };
-  }
-
-  /**
-   * Whether a ghost check may ask SRS's API about a session admitted then: one admitted `minAgeMs` ago at least, and a
-   * WebRTC player YOUNG_MS ago at least (SRS may not have it yet).
-   */
-  private askable(admitted: { at: number; webrtc: boolean }, minAgeMs = 0): boolean {
-    const minAge = admitted.webrtc ? Math.max(minAgeMs, YOUNG_MS) : minAgeMs;
-    return minAge === 0 || admitted.at <= Date.now() - minAge;
-  }
-
-  /** A session's admission time for ghost checks: its row's `since`, or the later repeat of its on_play (repeatedAt). */
-  private admittedAt(streamKey: string, serviceId: string, clientId: string, since: number): number {
-    return Math.max(since, this.repeatedAt.get(`${streamKey}\n${serviceId}\n${clientId}`) ?? 0);
   }
 
   // --- processes -------------------------------------------------------------------------
@@ -1194,8 +1035,7 @@ export class ViewerShard extends DurableObject<Env> {
     const twin = this.webrtcTwin(req);
     if (twin) return twin;
     // SRS has the client now (it sent this hook): a ghost check's "not found" asked before is about an earlier moment.
-    if (this.repeatedAt.size >= 10_000) this.repeatedAt.clear();
-    this.repeatedAt.set(seatKey(req.streamKey, req.session), Date.now());
+    this.ghosts.repeated(seatKey(req.streamKey, req.session));
     return this.logged(req.streamKey, req.session, req.ip, { allow: true, admit: false }, subOf(req));
   }
 

@@ -3,22 +3,22 @@ import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
 import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
-import { serverRegistry, streamObject, viewerSeats } from "../object-access";
+import { streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
-import { endingsOf } from "../server/endings";
 import type { SessionId } from "../srs/hook";
 import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
 import type { SeatAnswer, SeatState } from "./seats";
 import { LEASE_IDLE_MS, isRevoked, seatBucket, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
-import { fenceEnd, ShardActivity } from "../usage/shard-activity";
-import { floorTo, type HourUsage } from "../usage/book";
+import { ShardActivity } from "../usage/shard-activity";
+import type { HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
 import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
 import { ShardGhosts, GHOST_WAIT_MS } from "./shard-ghosts";
 import { ShardLeases } from "./shard-leases";
+import { ShardLiveness } from "./shard-liveness";
 import { ShardTables } from "./tables";
 import { SEAT_RETRY_MS, UnseatedSeats } from "./unseated";
 import { KeptAnswers } from "../platform/kept-answers";
@@ -109,7 +109,8 @@ export class ViewerShard extends DurableObject<Env> {
   private counts: ViewerCounts;
   private log: ShardLog;
   private leases: ShardLeases;
-  private round: Promise<void> | null = null;
+  /** The registry's word on this server's processes, asked for and applied (src/viewers/shard-liveness.ts). */
+  private liveness: ShardLiveness;
   private voidHooks = new VoidedHooks();
   /**
    * Viewers being admitted with a seat taken (src/viewers/seats.ts): they count as live when the seats
@@ -164,6 +165,19 @@ export class ViewerShard extends DurableObject<Env> {
       serverId: () => this.serverId,
       endViewer: (streamKey, session, cause, keepSlot) => this.endViewer(streamKey, session, cause, keepSlot),
       giveBackIfTight: (streamKey) => this.leases.giveBackIfTight(streamKey),
+    });
+    this.liveness = new ShardLiveness({
+      env,
+      tables: this.tables,
+      processes: this.processes,
+      counts: this.counts,
+      log: this.log,
+      activity: this.activity,
+      leases: this.leases,
+      serverId: () => this.serverId,
+      releaseSeats: (streamKey, sub, sessions) => this.releaseSeats(streamKey, sub, sessions),
+      withSeatsBatched: (end) => this.withSeatsBatched(end),
+      logError,
     });
     this.unseated = new UnseatedSeats({
       env,
@@ -264,7 +278,7 @@ export class ViewerShard extends DurableObject<Env> {
         // with "replace" would end the viewer's other session. Checked again after each wait below.
         if (this.voidHooks.has(req.hookId)) return this.undone(req);
         this.identify(session.serverId, req.place);
-        if (!(await this.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
+        if (!(await this.liveness.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
         if (policy.playAuth === "token" && !req.token.ok) {
           const again = this.repeat(req);
           if (again) return again;
@@ -475,7 +489,7 @@ export class ViewerShard extends DurableObject<Env> {
     // of a process with no viewer here (it publishes, or its viewers were refused).
     const p = this.processes.get(session.serviceId);
     if (!this.processes.isReplaced(session.serviceId) && (p?.suspended || this.processes.mayThinkSilent(session.serviceId, serverTimeoutMs(this.env)))) {
-      await this.speakFor(session, "stop").catch((err) => logError("registry not told of a stop", streamKey, err));
+      await this.liveness.speakFor(session, "stop").catch((err) => logError("registry not told of a stop", streamKey, err));
     }
     return ended;
   }
@@ -523,7 +537,7 @@ export class ViewerShard extends DurableObject<Env> {
    * API which of its viewers are ghosts.
    */
   async recall(streamKey: string, policy: ViewerPolicy | null, version: number, check: RecallCheck, keep: number | "all" = 0): Promise<RecallAnswer> {
-    if (check !== "none" && this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0) await this.refreshLiveness(null);
+    if (check !== "none" && this.counts.live(streamKey) + this.counts.suspended(streamKey) > 0) await this.liveness.refresh(null);
     // Only for a hook about to be refused, within the time the stream waits for this answer; and only if this
     // shard has no unused slot to hand back at once (the stream's record of it may be older than that slot).
     const unused = this.leases.granted(streamKey) > this.counts.live(streamKey) + (keep === "all" ? Infinity : keep);
@@ -564,7 +578,7 @@ export class ViewerShard extends DurableObject<Env> {
     // whether their server is silent is the registry's word, not what its notices have told this shard so far
     // (one may be on its way), as for a refusal under the cap. An unreachable registry leaves the shard's view.
     // Briefly: the seat object waits 2 s for this whole answer (ghost checks included); a slow registry leaves the shard's view.
-    if (sessions.some((x) => this.isViewing(streamKey, x))) await withTimeout(this.refreshLiveness(null), SEAT_LIVENESS_WAIT_MS).catch(() => {});
+    if (sessions.some((x) => this.isViewing(streamKey, x))) await withTimeout(this.liveness.refresh(null), SEAT_LIVENESS_WAIT_MS).catch(() => {});
     const state = (session: SessionId): SeatState => {
       if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
       if (!this.isViewing(streamKey, session)) return "gone";
@@ -707,68 +721,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
   applyStatus(news: ProcessStatus): NoticeAnswer {
-    return this.withSeatsBatched(() => this.applyProcessStatus(news));
-  }
-
-  private applyProcessStatus(news: ProcessStatus): NoticeAnswer {
-    const id = news.serviceId;
-    let ended = 0;
-    let kept = 0;
-    // Streams whose slots this notice may free: only those give back (a tight shard keeps the share a recall left it).
-    let touched = this.counts.streamsOf(id);
-    if (news.cutoff > 0) {
-      if (news.replaced) this.processes.markReplaced(id);
-      const freed = new Set<string>();
-      // Those of an earlier end still untold (SESSION_GRACE_S before a restart) first, at its own last moment alive.
-      for (const e of endingsOf(news)) {
-        for (const streamKey of touched) {
-          const n = this.fenceViewers(streamKey, id, e.cutoff, fenceEnd(e.lastAlive), e.why);
-          if (n > 0) freed.add(streamKey);
-          ended += n;
-        }
-      }
-      touched = touched.filter((k) => freed.has(k));
-      kept = this.counts.streamsOf(id).length;
-      if (kept === 0) {
-        // The registry drops its index entry for the process: its next viewer here is checked again.
-        this.processes.forget(id);
-      } else {
-        // Viewers admitted after the cutoff (the process came back before this notice) stay, and are
-        // suspended by its next silence like any other: the registry keeps the index entry (`kept`).
-        const p = this.processes.get(id);
-        if (p && p.seq < news.seq) this.setSuspended(id, news.status !== "live", news.seq, news.why);
-      }
-    } else if (this.processes.knows(id)) {
-      const p = this.processes.get(id)!;
-      const wasSuspended = p.suspended;
-      if (p.seq < news.seq) this.setSuspended(id, news.status !== "live", news.seq, news.why);
-      if (wasSuspended || !p.suspended) touched.length = 0;
-    }
-    for (const streamKey of touched) this.leases.giveBackIfTight(streamKey);
-    this.leases.coverHealed();
-    return { ended, kept };
-  }
-
-  /** Ends the process's viewers of the stream admitted up to `cutoff`, at `end` (their server's last moment alive). */
-  private fenceViewers(streamKey: string, serviceId: string, cutoff: number, end: number, why: string): number {
-    const gone = this.sql.exec<{ client_id: string; sub: string; seat: number; since: number }>(
-      "DELETE FROM viewers WHERE stream_key = ? AND service_id = ? AND since <= ? RETURNING client_id, sub, seat, since", streamKey, serviceId, cutoff,
-    ).toArray();
-    if (gone.length === 0) return 0;
-    for (const g of gone) this.activity.viewerEnded(streamKey, g.since, end);
-    // Nor are they a peak after it: the counts since then are taken back (before the count held now is told).
-    if (end < Date.now()) {
-      // Each from when it was gone (its admission, if after the heartbeat), a second's worth at a time.
-      for (const [, ended] of groupBy(gone, (g) => String(floorTo(Math.max(g.since, end), 1000)))) {
-        this.activity.usage.retract(streamKey, ended.length, Math.min(...ended.map((g) => Math.max(g.since, end))));
-      }
-    }
-    for (const [sub, clients] of groupBy(gone.filter((g) => g.seat === 1), (g) => g.sub)) {
-      this.releaseSeats(streamKey, sub, clients.map((g) => ({ serverId: this.serverId, serviceId, clientId: g.client_id })));
-    }
-    this.counts.add(streamKey, serviceId, -gone.length);
-    this.log.record(streamKey, "fence", "", "", "end", `ended ${gone.length} viewer(s) of server ${this.serverId} (service ${serviceId}): ${why}`);
-    return gone.length;
+    return this.withSeatsBatched(() => this.liveness.apply(news));
   }
 
   // --- admin ---------------------------------------------------------------------------
@@ -861,7 +814,7 @@ export class ViewerShard extends DurableObject<Env> {
     await this.unseated.runDue();
     await this.leases.giveBackIdle(now);
     // The registry tells the shard of silences and restarts itself; this slower check catches what its notices missed.
-    if (this.sessionCount() > 0) await this.refreshLiveness(null);
+    if (this.sessionCount() > 0) await this.liveness.refresh(null);
     // Never holds back the rest of the alarm: an API or registry failure leaves the viewers as they are until the next one.
     await this.ghosts.sweepInTurn().catch((err) => logError("ghost sweep failed", this.ghosts.sweptStream, err));
     await this.leases.reportChanged(now);
@@ -871,92 +824,6 @@ export class ViewerShard extends DurableObject<Env> {
     const work = this.leases.pendingWork();
     if (work.idle) this.armAlarm(now + LEASE_IDLE_MS);
     else if (this.sessionCount() > 0 || work.leaving) this.armAlarm(now + 2 * serverTimeoutMs(this.env));
-  }
-
-  // --- processes -------------------------------------------------------------------------
-
-  /**
-   * Makes sure the session's process may be trusted. A process seen for the
-   * first time is announced to the registry (one call per process, not per
-   * viewer): that is how a restart of a server without heartbeats takes
-   * effect, how a candidate is registered, and how a replaced process is
-   * refused. A process this shard holds suspended is back: the registry says
-   * what of it survived. False: the process was replaced (4006).
-   */
-  private async knowProcess(session: SessionId): Promise<boolean> {
-    const id = session.serviceId;
-    if (this.processes.isReplaced(id)) return false;
-    const p = this.processes.get(id);
-    if (p && !p.suspended) {
-      if (this.processes.mayThinkSilent(id, serverTimeoutMs(this.env))) await this.speakFor(session, "start");
-      return !this.processes.isReplaced(id);
-    }
-    if (p) {
-      await this.refreshLiveness(session);
-    } else {
-      await this.speakFor(session, "start");
-      if (this.processes.isReplaced(id)) return false;
-      this.processes.add(id);
-      // A new process of a server whose other processes are known here may be its restart (by this very hook,
-      // on a server without heartbeats): the shard learns at once which it replaced, whose viewers end and
-      // whose late hooks are refused (4006), also if they hold no viewers here (a refused one, a stopped one).
-      if (this.processes.ids().some((other) => other !== id)) await this.refreshLiveness(session);
-    }
-    if (this.processes.isReplaced(id)) return false;
-    const now = this.processes.get(id);
-    if (now?.suspended) this.setSuspended(id, false, now.seq - 1, "its server is heard from again");
-    return true;
-  }
-
-  /**
-   * Tells the registry that a process is heard from (src/server/registry.ts
-   * shardHeard): a start announces a process (and is how "retired" is learnt);
-   * either kind brings a silent server back.
-   */
-  private async speakFor(session: SessionId, kind: "start" | "stop"): Promise<void> {
-    const answer = await nested("registry", () => serverRegistry(this.env, session.serverId), (r) => r.shardHeard(session.serverId, session.serviceId, kind));
-    this.processes.heardFrom(session.serviceId, answer.lastHeartbeat);
-    if (answer.epoch === "retired") this.processes.markReplaced(session.serviceId);
-  }
-
-  /** Asks the registry where this server's processes stand; shared by the hooks that arrive meanwhile. */
-  private async refreshLiveness(witness: SessionId | null): Promise<void> {
-    if (this.round && !witness) return this.round;
-    if (this.round) await this.round.catch(() => {});
-    const round = this.askRegistryLiveness(witness);
-    this.round = round;
-    try {
-      await round;
-    } finally {
-      if (this.round === round) this.round = null;
-    }
-  }
-
-  private async askRegistryLiveness(witness: SessionId | null): Promise<void> {
-    const processes = this.processes.ids().map((serviceId) => ({ serverId: this.serverId, serviceId }));
-    if (processes.length === 0 || !this.serverId) return;
-    try {
-      const answers = await withRetry(
-        () => serverRegistry(this.env, this.serverId),
-        (r) => r.liveness(processes, witness ? { serverId: witness.serverId, serviceId: witness.serviceId } : undefined),
-      );
-      this.withSeatsBatched(() => {
-        for (const a of answers) this.applyProcessStatus(a);
-      });
-    } catch (err) {
-      // An unreachable registry changes nothing: a ghost is better than ending or un-blocking a real session.
-      logError("liveness check failed", "", err);
-    }
-  }
-
-  /** Stores a process's status; a change is a line in the log of each stream it has viewers of. */
-  private setSuspended(id: string, suspended: boolean, seq: number, why: string): void {
-    if (!this.processes.setSuspended(id, suspended, seq)) return;
-    for (const streamKey of this.counts.streamsOf(id)) {
-      const n = this.counts.ofProcess(streamKey, id);
-      const what = suspended ? "suspended" : "count again";
-      this.log.record(streamKey, suspended ? "suspend" : "resume", "", "", suspended ? "suspend" : "resume", `${n} viewer(s) of server ${this.serverId} (service ${id}) ${what}: ${why}`);
-    }
   }
 
   // --- viewer rows ------------------------------------------------------------------------------
@@ -1058,12 +925,6 @@ function seatKey(streamKey: string, session: SessionId): string {
 /** The seat limit of a viewer on a stream: only a viewer id on a playAuth "token" stream with maxSessionsPerViewer has one. */
 function seatLimit(policy: ViewerPolicy, sub: string | null): number | null {
   return policy.playAuth === "token" && sub !== null ? policy.maxSessionsPerViewer : null;
-}
-
-function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
-  const groups = new Map<string, T[]>();
-  for (const item of items) groups.set(key(item), [...(groups.get(key(item)) ?? []), item]);
-  return groups;
 }
 
 function logError(what: string, stream: string, err: unknown): void {

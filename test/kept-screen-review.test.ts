@@ -1,5 +1,5 @@
 /**
- * Adversarial review of 182527d (src/viewers/shard.ts endSeatHandingOff: a screen still being admitted is "kept",
+ * Adversarial review of 182527d (src/viewers/shard-seats.ts endHandingOff: a screen still being admitted is "kept",
  * the newer screen refused for the cap). README: "One ticket, one screen", "Slots handed over".
  */
 import { describe, expect, it } from "vitest";

@@ -1088,7 +1088,7 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
           ],
           // A restart by a ghost's start hook on a server without heartbeats, at the shard itself: its other process,
           // known there without viewers (its play was refused), is replaced; its late on_play is refused 4006, not by
-          // the seats (src/viewers/shard.ts knowProcess asks the registry about the shard's other processes).
+          // the seats (src/viewers/shard-liveness.ts knowProcess asks the registry about the shard's other processes).
           [
             [
               { t: "burst", stream: 0, sub: 0, n: 2 },

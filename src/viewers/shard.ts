@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { nested, NestedCallFailed, withRetry, withTimeout, type Unreachable } from "../platform/retry";
+import { nested, NestedCallFailed, type Unreachable } from "../platform/retry";
 import { streamObject, viewerSeats } from "../object-access";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
 import type { SessionId } from "../srs/hook";
@@ -10,7 +10,7 @@ import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
 import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
 import type { SeatAnswer, SeatState } from "./seats";
-import { LEASE_IDLE_MS, isRevoked, seatBucket, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
+import { LEASE_IDLE_MS, isRevoked, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
 import { ShardActivity } from "../usage/shard-activity";
 import type { HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
@@ -18,6 +18,7 @@ import { ShardProcesses } from "./processes";
 import { ShardLog } from "./shard-log";
 import { ShardGhosts, GHOST_WAIT_MS } from "./shard-ghosts";
 import { ShardLeases } from "./shard-leases";
+import { seatKey, ShardSeats } from "./shard-seats";
 import { ShardLiveness } from "./shard-liveness";
 import { ShardTables } from "./tables";
 import { SEAT_RETRY_MS, UnseatedSeats } from "./unseated";
@@ -76,10 +77,6 @@ export interface EndCause {
   voidHook?: string;
 }
 
-/** A seat's hand-off waits at most this long for its stream's message lock (the seats object waits 2 s for the answer). */
-const HAND_OFF_LOCK_WAIT_MS = 1_000;
-/** How long a seat's question waits for the registry's word on its sessions' servers. */
-const SEAT_LIVENESS_WAIT_MS = 300;
 /**
  * The viewer shard of one SRS server: it admits and ends that server's viewers
  * of every stream, near the server (an object lives where it was first called:
@@ -112,17 +109,10 @@ export class ViewerShard extends DurableObject<Env> {
   /** The registry's word on this server's processes, asked for and applied (src/viewers/shard-liveness.ts). */
   private liveness: ShardLiveness;
   private voidHooks = new VoidedHooks();
-  /**
-   * Viewers being admitted with a seat taken (src/viewers/seats.ts): they count as live when the seats
-   * object asks; `cancelled` when it ended the session meanwhile (onExtraViewerSession "replace").
-   */
-  private pendingSeats = new Map<string, { hooks: number; cancelled: string | null }>();
-  /** The on_play hooks waiting for a seat here, by hook id: the seats object asks whether each still stands (hookLive). */
-  private seatHooks = new Map<string, PlayRequest>();
   /** Seats for the sessions admitted here before their stream limited sessions per viewer (src/viewers/unseated.ts). */
   private unseated: UnseatedSeats;
-  /** While a bulk end runs (withSeatsBatched): the seats it frees, per seat object. */
-  private seatBatch: Map<string, { streamKey: string; sub: string; releases: { sub: string; sessions: SessionId[] }[] }> | null = null;
+  /** The seats of this shard's viewers: admissions under way with one, the seats object's questions, seats given back (src/viewers/shard-seats.ts). */
+  private seats: ShardSeats;
   /** Ghosts of lost on_stop events among the viewers here, asked about through SRS's API (src/viewers/shard-ghosts.ts). */
   private ghosts: ShardGhosts;
   private alarmAt: number | null = null;
@@ -130,8 +120,6 @@ export class ViewerShard extends DurableObject<Env> {
   private activity: ShardActivity;
   /** Answers of the calls that end sessions by hand, for their retries (src/platform/kept-answers.ts). */
   private kept: KeptAnswers;
-  /** A seat's hand-off messages on their way to the stream, by the seats object's call id: a retry of the call waits for its attempt's. */
-  private handing = new Map<string, Promise<boolean>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -175,8 +163,23 @@ export class ViewerShard extends DurableObject<Env> {
       activity: this.activity,
       leases: this.leases,
       serverId: () => this.serverId,
-      releaseSeats: (streamKey, sub, sessions) => this.releaseSeats(streamKey, sub, sessions),
-      withSeatsBatched: (end) => this.withSeatsBatched(end),
+      releaseSeats: (streamKey, sub, sessions) => this.seats.release(streamKey, sub, sessions),
+      withSeatsBatched: (end) => this.seats.batched(end),
+      logError,
+    });
+    this.seats = new ShardSeats({
+      env,
+      tables: this.tables,
+      counts: this.counts,
+      leases: this.leases,
+      ghosts: this.ghosts,
+      liveness: this.liveness,
+      kept: this.kept,
+      isSuspended: (id) => this.processes.isSuspended(id),
+      serverId: () => this.serverId,
+      isViewing: (streamKey, session) => this.isViewing(streamKey, session),
+      endViewer: (streamKey, session, cause, keepSlot) => this.endViewer(streamKey, session, cause, keepSlot),
+      waitUntil: (work) => ctx.waitUntil(work),
       logError,
     });
     this.unseated = new UnseatedSeats({
@@ -185,8 +188,8 @@ export class ViewerShard extends DurableObject<Env> {
       serverId: () => this.serverId,
       policy: (streamKey) => this.leases.policy(streamKey),
       askPolicy: (streamKey) => this.leases.policyOf(streamKey),
-      keepSeat: (streamKey, session) => this.keepSeat(streamKey, session),
-      releaseSeats: (streamKey, sub, sessions, grant) => this.releaseSeats(streamKey, sub, sessions, grant),
+      keepSeat: (streamKey, session) => this.seats.keep(streamKey, session),
+      releaseSeats: (streamKey, sub, sessions, grant) => this.seats.release(streamKey, sub, sessions, grant),
       armAlarm: (at) => this.armAlarm(at),
       waitUntil: (work) => ctx.waitUntil(work),
       logError,
@@ -313,12 +316,9 @@ export class ViewerShard extends DurableObject<Env> {
           if (again) return again;
           if (this.voidHooks.has(req.hookId)) return this.undone(req);
           // A viewer id with a session limit: the seats object counts its sessions on every edge.
-          const entry = this.pendingSeats.get(pending) ?? { hooks: 0, cancelled: null };
-          // Once per hook (asked again after a lowered limit, it is still the one hook the finally counts).
-          if (!asked) entry.hooks++;
-          this.pendingSeats.set(pending, entry);
+          this.seats.asking(pending, !asked);
           asked = true;
-          this.seatHooks.set(req.hookId, req);
+          this.seats.hookWaits(req);
           // The slot the replaced session hands over is reserved for this admission when it arrives (src/viewers/shard-leases.ts).
           if (handOff) this.leases.expectHandOff(pending, streamKey);
           const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
@@ -373,7 +373,7 @@ export class ViewerShard extends DurableObject<Env> {
           return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
         }
         if (this.processes.isReplaced(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
-        const cancelled = this.pendingSeats.get(pending)?.cancelled;
+        const cancelled = this.seats.cancelled(pending);
         if (cancelled) return this.logged(streamKey, session, ip, { allow: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: ${cancelled}` } }, sub);
         const nowRefused = this.viewerRefusal(now, req);
         if (nowRefused) return this.logged(streamKey, session, ip, { allow: false, denial: nowRefused }, sub);
@@ -410,17 +410,16 @@ export class ViewerShard extends DurableObject<Env> {
         return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
       }
     } finally {
-      this.seatHooks.delete(req.hookId);
+      this.seats.hookDone(req.hookId);
       // A slot reserved for this admission (its viewer's replaced session's, on this edge) is free again if unused.
       if (!admitted) this.leases.unreserve(pending);
-      const entry = this.pendingSeats.get(pending);
-      if (asked && entry && --entry.hooks === 0) this.pendingSeats.delete(pending);
+      if (asked) this.seats.askDone(pending);
       // A repeat of a session admitted meanwhile (by an attempt of the same on_play racing this one): the seat
       // this attempt took is that session's own seat (the seat object granted it again), so the session keeps it.
       // Else only this grant of it goes: an attempt still running here, or a repeat of this on_play admitted before
       // the release lands (an HLS player asking again), plays on a later grant of the same seat. An attempt still
       // running here keeps the seat for itself (given back by it, or found gone by the seat object's next check).
-      if (seated && !admitted && !this.keepSeat(streamKey, session) && !this.pendingSeats.has(pending)) this.releaseSeats(streamKey, sub!, [session], seatGrant);
+      if (seated && !admitted && !this.seats.keep(streamKey, session) && !this.seats.isAdmitting(pending)) this.seats.release(streamKey, sub!, [session], seatGrant);
     }
   }
 
@@ -435,48 +434,6 @@ export class ViewerShard extends DurableObject<Env> {
     if (isRevoked(policy.revocations, sub, req.token.issuedAt ?? null)) return Denials.tokenRevoked;
     if (policy.maxSessionsPerViewer !== null && sub === null) return Denials.noViewerId;
     return null;
-  }
-
-  /** The session is live here: it holds the seat just taken for it (false: it is not, the seat goes back). */
-  private keepSeat(streamKey: string, session: SessionId): boolean {
-    if (!this.isViewing(streamKey, session)) return false;
-    this.sql.exec("UPDATE viewers SET seat = 1 WHERE stream_key = ? AND service_id = ? AND client_id = ?", streamKey, session.serviceId, session.clientId);
-    return true;
-  }
-
-  /** Seats given back (background: a lost one is found gone by the seats object's next check). */
-  private releaseSeats(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void {
-    if (this.seatBatch && grant === undefined) {
-      const key = `${streamKey}#${seatBucket(sub)}`;
-      const batch = this.seatBatch.get(key) ?? { streamKey, sub, releases: [] };
-      batch.releases.push({ sub, sessions });
-      this.seatBatch.set(key, batch);
-      return;
-    }
-    this.ctx.waitUntil(
-      withRetry(() => viewerSeats(this.env, streamKey, sub), (s) => s.release(streamKey, sub, sessions, grant)).catch((err) => logError("seat not given back", streamKey, err)),
-    );
-  }
-
-  /**
-   * Runs an end of many viewers at once (synchronous: a fence, an operator's end, a revocation): the seats
-   * it frees go back in one call per seat object (a stream's viewer ids fall in SEAT_BUCKETS of them), not
-   * one per viewer, so a restart of an edge with thousands of seated viewers costs a few calls, not thousands.
-   */
-  private withSeatsBatched<T>(end: () => T): T {
-    if (this.seatBatch) return end();
-    this.seatBatch = new Map();
-    try {
-      return end();
-    } finally {
-      const batches = [...this.seatBatch.values()];
-      this.seatBatch = null;
-      for (const b of batches) {
-        this.ctx.waitUntil(
-          withRetry(() => viewerSeats(this.env, b.streamKey, b.sub), (s) => s.releaseAll(b.streamKey, b.releases)).catch((err) => logError("seats not given back", b.streamKey, err)),
-        );
-      }
-    }
   }
 
   /**
@@ -513,7 +470,7 @@ export class ViewerShard extends DurableObject<Env> {
     this.counts.add(streamKey, session.serviceId, -1);
     const viewer = removed[0].sub ? ` (viewer ${removed[0].sub})` : "";
     this.log.record(streamKey, cause.action, session.clientId, cause.ip ?? "", "end", (cause.reason ?? "session ended") + viewer);
-    if (removed[0].seat === 1) this.releaseSeats(streamKey, removed[0].sub, [{ ...session, serverId: this.serverId || session.serverId }]);
+    if (removed[0].seat === 1) this.seats.release(streamKey, removed[0].sub, [{ ...session, serverId: this.serverId || session.serverId }]);
     if (!keepSlot) this.leases.giveBackIfTight(streamKey);
     return removed.length;
   }
@@ -565,7 +522,7 @@ export class ViewerShard extends DurableObject<Env> {
    */
   hookLive(hookId: string): boolean {
     if (this.voidHooks.has(hookId)) return false;
-    const req = this.seatHooks.get(hookId);
+    const req = this.seats.waitingHook(hookId);
     if (!req) return true;
     const policy = this.leases.policy(req.streamKey);
     if (policy === null) return false;
@@ -574,23 +531,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
   async seatState(streamKey: string, sessions: SessionId[], askApi = true): Promise<SeatState[]> {
-    // The seat object is about to refuse a viewer, or end a session, on this answer (a seat is contested: rare):
-    // whether their server is silent is the registry's word, not what its notices have told this shard so far
-    // (one may be on its way), as for a refusal under the cap. An unreachable registry leaves the shard's view.
-    // Briefly: the seat object waits 2 s for this whole answer (ghost checks included); a slow registry leaves the shard's view.
-    if (sessions.some((x) => this.isViewing(streamKey, x))) await withTimeout(this.liveness.refresh(null), SEAT_LIVENESS_WAIT_MS).catch(() => {});
-    const state = (session: SessionId): SeatState => {
-      if (this.pendingSeats.has(seatKey(streamKey, session))) return "live";
-      if (!this.isViewing(streamKey, session)) return "gone";
-      return this.processes.isSuspended(session.serviceId) ? "suspended" : "live";
-    };
-    // A refusal is about to rest on the live ones: they may be ghosts of lost on_stop events, which the server's
-    // SRS API no longer has (as for a publisher, or a viewer under a cap); else a viewer whose on_stop was lost
-    // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
-    // Only when the seat object says a refusal rests on them (`askApi`): never for an admission.
-    const live = sessions.filter((x) => state(x) === "live" && !this.pendingSeats.has(seatKey(streamKey, x)));
-    if (askApi && this.ghosts.enabled && live.length > 0) await this.ghosts.endGhostsAmong(streamKey, live, (g) => this.pendingSeats.has(seatKey(streamKey, g)));
-    return sessions.map(state);
+    return this.seats.stateOf(streamKey, sessions, askApi);
   }
 
   /**
@@ -603,81 +544,7 @@ export class ViewerShard extends DurableObject<Env> {
    * the answer ("kept": it cannot, and the session plays on).
    */
   async endSeat(streamKey: string, session: SessionId, why: string, callId?: string, handOffFor?: SessionId): Promise<boolean | "kept"> {
-    if (handOffFor === undefined) return this.kept.once(callId, () => this.endSeatNow(streamKey, session, why));
-    /** Whether this attempt ended it (not an earlier attempt of the same call, whose answer is kept). */
-    let endedNow = false;
-    const end = () =>
-      this.kept.once<boolean | "kept">(callId, () => {
-        endedNow = true;
-        return this.endSeatHandingOff(streamKey, session, why, handOffFor);
-      }, (a) => a !== true);
-    if (handOffFor.serverId === (this.serverId || session.serverId)) return end();
-    // Another edge: ended only with the stream's message lock held, so that the slot's message leaves at once, before
-    // the seats object's answer lets the newer session's shard ask for it (a retry of this call, its first answer
-    // lost, waits for the first attempt's message behind the lock). A lock busy too long (a message of this shard on
-    // its way for a second): nobody ends, the newer session is refused for the cap ("kept").
-    // A retry whose first attempt's message is on its way waits for it (the lock, which that attempt holds, may not come in time).
-    const first = callId === undefined ? undefined : this.handing.get(callId);
-    if (first) {
-      await first;
-      return this.kept.once<boolean | "kept">(callId, () => "kept", () => true);
-    }
-    const done = await this.leases.locked(streamKey, HAND_OFF_LOCK_WAIT_MS, async () => {
-      const answer = end();
-      // The stream has moved the slot when this returns; a message that did not arrive moved nothing: the newer
-      // session finds no slot and is refused for the cap.
-      if (answer === true && endedNow) {
-        const sending = this.leases.sendHandOff(streamKey, handOffFor.serverId);
-        if (callId !== undefined) {
-          this.handing.set(callId, sending);
-          void sending.finally(() => this.handing.delete(callId));
-        }
-        await sending;
-      }
-      return answer;
-    });
-    if (done !== null) return done;
-    const late = callId === undefined ? undefined : this.handing.get(callId);
-    if (late) await late;
-    return this.kept.once<boolean | "kept">(callId, () => "kept", () => true);
-  }
-
-  /** The synchronous part of endSeat's hand-off: ends the session if its slot can go to `newer`'s edge. */
-  private endSeatHandingOff(streamKey: string, session: SessionId, why: string, newer: SessionId): boolean | "kept" {
-    if (!this.isViewing(streamKey, session)) {
-      // Still being admitted (the viewer's screen before, itself perhaps on a slot handed to it): it holds no slot of its
-      // own to hand over, and cancelled it would leave the viewer no screen at all. It goes on; the newer one is refused
-      // for the cap. Gone: nothing to end.
-      if (this.pendingSeats.has(seatKey(streamKey, session))) return "kept";
-      return this.endSeatNow(streamKey, session, why);
-    }
-    if (this.processes.isSuspended(session.serviceId) || !this.leases.canHandOff(streamKey)) return "kept";
-    const pending = this.pendingSeats.get(seatKey(streamKey, session));
-    if (pending) pending.cancelled = why;
-    // Its slot stays in the lease (keepSlot) for the newer session: here, or through the stream on another edge.
-    this.endViewer(streamKey, session, { action: "seat", reason: why }, true);
-    if (newer.serverId !== (this.serverId || session.serverId)) return true;
-    // The same edge: the slot is reserved here for the newer session's admission, which is under way (else it goes
-    // back as any freed slot): no other viewer arriving here meanwhile takes it.
-    const key = seatKey(streamKey, newer);
-    if (this.pendingSeats.has(key)) this.leases.reserve(key, streamKey);
-    else this.leases.giveBackIfTight(streamKey);
-    return true;
-  }
-
-  private endSeatNow(streamKey: string, session: SessionId, why: string): boolean {
-    const pending = this.pendingSeats.get(seatKey(streamKey, session));
-    if (pending) pending.cancelled = why;
-    // A session both live and pending (a repeated on_play of it still running) ends too: its seat is gone.
-    // Its slot stays here while another viewer of the stream is being admitted here (the newer session
-    // it makes way for, on the same edge, counts on that slot); else it goes back as usual.
-    const admitting = [...this.pendingSeats.keys()].some((k) => k.startsWith(`${streamKey}\n`));
-    const live = this.counts.live(streamKey);
-    const ended = this.endViewer(streamKey, session, { action: "seat", reason: why }, admitting) > 0;
-    // Only the slots of the admissions under way stay: the ended session's own (if it counted) goes back to a tight
-    // stream (it may have covered it over a lowered cap).
-    if (admitting && this.counts.live(streamKey) < live) this.leases.giveBackOneIfTight(streamKey);
-    return ended;
+    return this.seats.end(streamKey, session, why, callId, handOffFor);
   }
 
   /**
@@ -697,7 +564,7 @@ export class ViewerShard extends DurableObject<Env> {
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ? AND iat IS NOT NULL AND iat < ?${sub === null ? "" : " AND sub = ?"}`,
       ...(sub === null ? [streamKey, before] : [streamKey, before, sub]),
     );
-    this.withSeatsBatched(() => {
+    this.seats.batched(() => {
       for (const r of rows) {
         this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "revoke", reason: "token revoked" });
       }
@@ -721,7 +588,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
   applyStatus(news: ProcessStatus): NoticeAnswer {
-    return this.withSeatsBatched(() => this.liveness.apply(news));
+    return this.seats.batched(() => this.liveness.apply(news));
   }
 
   // --- admin ---------------------------------------------------------------------------
@@ -782,7 +649,7 @@ export class ViewerShard extends DurableObject<Env> {
       `SELECT service_id, client_id FROM viewers WHERE stream_key = ?${clientId === undefined ? "" : " AND client_id = ?"}`,
       ...(clientId === undefined ? [streamKey] : [streamKey, clientId]),
     );
-    this.withSeatsBatched(() => {
+    this.seats.batched(() => {
       for (const r of rows) this.endViewer(streamKey, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
     });
     return rows.map((r) => ({ streamKey, serviceId: r.service_id, clientId: r.client_id }));
@@ -795,7 +662,7 @@ export class ViewerShard extends DurableObject<Env> {
 
   private endAllNow(limit: number, reason: string): { ended: EndedViewer[]; remaining: number } {
     const rows = this.tables.rows<{ stream_key: string; service_id: string; client_id: string }>("SELECT stream_key, service_id, client_id FROM viewers LIMIT ?", limit);
-    this.withSeatsBatched(() => {
+    this.seats.batched(() => {
       for (const r of rows) this.endViewer(r.stream_key, { serverId: this.serverId, serviceId: r.service_id, clientId: r.client_id }, { action: "admin", reason });
     });
     const remaining = this.tables.rows<{ n: number }>("SELECT COUNT(*) AS n FROM viewers")[0]?.n ?? 0;
@@ -916,10 +783,6 @@ export class ViewerShard extends DurableObject<Env> {
 /** The viewer id of the play's token, if it has a valid one. */
 function subOf(req: PlayRequest): string | null {
   return req.token.ok ? (req.token.sub ?? null) : null;
-}
-
-function seatKey(streamKey: string, session: SessionId): string {
-  return `${streamKey}\n${session.serviceId}\n${session.clientId}`;
 }
 
 /** The seat limit of a viewer on a stream: only a viewer id on a playAuth "token" stream with maxSessionsPerViewer has one. */

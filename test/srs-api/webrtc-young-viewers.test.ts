@@ -1,5 +1,5 @@
 /**
- * WebRTC players and ghost checks (src/srs/hook.ts isWebrtc, src/viewers/shard.ts YOUNG_MS). SRS 7 puts a
+ * WebRTC players and ghost checks (src/srs/hook.ts isWebrtc, src/viewers/shard-ghosts.ts YOUNG_MS). SRS 7 puts a
  * WHEP player in its API only once the on_play answer reached it (srs_app_rtc_api.cpp: the hook, then
  * create_session), so a refusal's ghost check right after that answer finds no such client. Before the fix
  * it ended the just-admitted player as a ghost and admitted the next viewer: SRS then served one viewer over

@@ -1,7 +1,7 @@
 /**
  * Adversarial tests of the latest commits, in the "gate" project (no SRS_API_URL):
  * - 7d7d05b: the usage book's cache of what it last wrote per stream (src/usage/book.ts), the shard's
- *   INSERT OR IGNORE admission (src/viewers/shard.ts decide), the cached digests of configured
+ *   INSERT OR IGNORE admission (src/viewers/admission.ts decide), the cached digests of configured
  *   secrets (src/auth/secrets.ts);
  * - 6c3a2c9: the bench-only load counters (src/platform/load.ts, GET /admin/load).
  * The kick of refused HLS viewers (82e916b) needs SRS_API_URL: test/srs-api/hls-refused-kicks.test.ts.

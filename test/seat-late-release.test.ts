@@ -1,5 +1,5 @@
 /**
- * A seat given back late (src/viewers/shard.ts decide's finally → src/viewers/seats.ts release): an on_play that took
+ * A seat given back late (src/viewers/admission.ts endAttempt, decide's finally → src/viewers/seats.ts release): an on_play that took
  * a seat and was then not admitted gives it back in the background; a repeat of that on_play (an HLS player asking
  * for its playlist again with the same hls_ctx, SRS re-sending the hook) may be admitted on that same seat before the
  * release lands. The release must not take the seat from the session now playing on it. Failed before its fix.

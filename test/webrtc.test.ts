@@ -1,6 +1,6 @@
 /**
  * WebRTC hooks as SRS 7 sends them (bodies captured in e2e run 48), and two WebRTC sessions with one
- * client id (src/viewers/shard.ts webrtcTwin). SRS names a WHEP player by its HTTP connection's id and answers with "Connection: Close"; a client that ignores that and posts a second
+ * client id (src/viewers/admission.ts webrtcTwin). SRS names a WHEP player by its HTTP connection's id and answers with "Connection: Close"; a client that ignores that and posts a second
  * offer on the same connection gets a second session with the same client id. e2e run 48 (real SRS 7.0.18,
  * Chromium players on one TCP connection): both sessions connected on a stream capped at 1, and the gate,
  * taking the second on_play for a repeat of the first, counted one viewer. Such a session cannot be counted

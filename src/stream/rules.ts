@@ -55,7 +55,7 @@ export const Denials = {
     code: 4006,
     reason: "stale server process: this server restarted and the hook comes from its replaced process (old service_id)",
   },
-  /** A second WebRTC session on one HTTP connection: SRS gives it the live one's client id (src/viewers/shard.ts webrtcTwin). */
+  /** A second WebRTC session on one HTTP connection: SRS gives it the live one's client id (src/viewers/admission.ts webrtcTwin). */
   webrtcTwin: { code: 4007, reason: "client id already live: a second WebRTC session on the same HTTP connection cannot be counted apart" },
   /** Never reaches SRS: an attempt of a hook the Worker already answered (and undid) finishing late. */
   admissionUndone: { code: 4008, reason: "admission undone: an earlier answer of this hook was lost and the hook failed" },

@@ -26,6 +26,9 @@ const SWEEP_META_KEY = "ghost_sweep";
 /** A seat object's question (it gives up at 2 s), or a stream's recall for a hook about to be refused, waits at most this long for the SRS API's word on ghosts. */
 export const GHOST_WAIT_MS = 1_500;
 
+/** A viewer session asked about, with the admission the answer is about. */
+type AskedSession = SessionId & { since: number };
+
 /** What the ghost checks need of their viewer shard. */
 export interface GhostHost {
   readonly tables: ShardTables;
@@ -190,15 +193,18 @@ export class ShardGhosts {
 
   /**
    * Asks the server's SRS API about these live sessions of a stream (a refusal is about to rest on them), within
-   * GHOST_WAIT_MS, and ends those it no longer has; not one `admitting` says is being admitted again (a hook of it
-   * runs: its client is there), nor one admitted since it was asked.
+   * GHOST_WAIT_MS: those it no longer has, for endGone.
    */
-  async endGhostsAmong(streamKey: string, live: SessionId[], admitting: (s: SessionId) => boolean): Promise<void> {
+  goneAmong(streamKey: string, live: SessionId[]): Promise<AskedSession[]> {
     const asked = live.flatMap((x) => {
       const admitted = this.admission(streamKey, x);
       return admitted && this.askable(admitted) ? [{ serverId: this.host.serverId() || x.serverId, serviceId: x.serviceId, clientId: x.clientId, since: admitted.at }] : [];
     });
-    const gone = await this.check.gone(asked, GHOST_WAIT_MS);
+    return this.check.gone(asked, GHOST_WAIT_MS);
+  }
+
+  /** Ends the sessions goneAmong found gone; not one `admitting` says is being admitted again, nor one admitted since it was asked. */
+  endGone(streamKey: string, gone: AskedSession[], admitting: (s: SessionId) => boolean): void {
     for (const g of gone) {
       // Not while a hook of it runs (a repeat being admitted): its client is there. Nor one admitted since it was asked.
       if (admitting(g) || this.sinceOf(streamKey, g) !== g.since) continue;

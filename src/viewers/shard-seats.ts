@@ -13,7 +13,8 @@ import type { SessionId } from "../srs/hook";
 import { seatBucket } from "./lease";
 import type { SeatState } from "./seats";
 import type { ViewerCounts } from "./counts";
-import type { EndCause, PlayRequest } from "./shard";
+import type { PlayRequest } from "./admission";
+import type { EndCause } from "./shard";
 import type { ShardGhosts } from "./shard-ghosts";
 import type { ShardLeases } from "./shard-leases";
 import type { ShardLiveness } from "./shard-liveness";
@@ -35,7 +36,7 @@ export interface SeatsHost {
   readonly tables: ShardTables;
   readonly counts: Pick<ViewerCounts, "live">;
   readonly leases: ShardLeases;
-  readonly ghosts: Pick<ShardGhosts, "enabled" | "endGhostsAmong">;
+  readonly ghosts: Pick<ShardGhosts, "enabled" | "goneAmong" | "endGone">;
   readonly liveness: Pick<ShardLiveness, "refresh">;
   /** Answers of the calls that end sessions by hand, for their retries. */
   readonly kept: KeptAnswers;
@@ -124,7 +125,10 @@ export class ShardSeats {
     // stayed locked out until its server restarted. Bounded (the seat object waits 2 s for this answer).
     // Only when the seat object says a refusal rests on them (`askApi`): never for an admission.
     const live = sessions.filter((x) => state(x) === "live" && !this.pending.has(seatKey(streamKey, x)));
-    if (askApi && this.host.ghosts.enabled && live.length > 0) await this.host.ghosts.endGhostsAmong(streamKey, live, (g) => this.pending.has(seatKey(streamKey, g)));
+    if (askApi && this.host.ghosts.enabled && live.length > 0) {
+      const gone = await this.host.ghosts.goneAmong(streamKey, live);
+      this.host.ghosts.endGone(streamKey, gone, (g) => this.pending.has(seatKey(streamKey, g)));
+    }
     return sessions.map(state);
   }
 

@@ -2,15 +2,15 @@ import { DurableObject } from "cloudflare:workers";
 import { serverTimeoutMs } from "../config";
 import type { Env } from "../env";
 import { callsOf, countCalls, type LoadCount } from "../platform/load";
-import { nested, NestedCallFailed, type Unreachable } from "../platform/retry";
-import { streamObject, viewerSeats } from "../object-access";
+import type { Unreachable } from "../platform/retry";
 import type { ProcessStatus, NoticeAnswer } from "../server/registry";
 import type { SessionId } from "../srs/hook";
 import { VoidedHooks } from "../session/voided-hooks";
 import type { StreamEvent } from "../stream/decision-log";
-import { Denials, viewerCapReached, type Decision, type Denial, type PlayToken } from "../stream/rules";
-import type { SeatAnswer, SeatState } from "./seats";
-import { LEASE_IDLE_MS, isRevoked, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
+import type { Decision } from "../stream/rules";
+import type { SeatState } from "./seats";
+import { ViewerAdmission, type PlayRequest } from "./admission";
+import { LEASE_IDLE_MS, viewerIdHash, type Place, type RecallAnswer, type RecallCheck, type ViewerPolicy } from "./lease";
 import { ShardActivity } from "../usage/shard-activity";
 import type { HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
@@ -23,6 +23,8 @@ import { ShardLiveness } from "./shard-liveness";
 import { ShardTables } from "./tables";
 import { SEAT_RETRY_MS, UnseatedSeats } from "./unseated";
 import { KeptAnswers } from "../platform/kept-answers";
+
+export type { PlayRequest } from "./admission";
 
 /** A viewer session ended here, as the admin API answers it. */
 export interface EndedViewer {
@@ -54,21 +56,6 @@ export interface ViewerSession {
   suspended: boolean;
 }
 
-/** What the Worker tells the shard about an on_play, beyond the session. */
-export interface PlayRequest {
-  streamKey: string;
-  session: SessionId;
-  ip: string;
-  token: PlayToken;
-  /** AUTH_FAILURES_PER_MINUTE as the Worker read it (for a failed token: counted by the stream). */
-  guessLimit: number;
-  /** Names the hook, so the Worker's undo voids attempts of it still running (see stop and endViewer). */
-  hookId: string;
-  place: Place;
-  /** A WebRTC player (src/srs/hook.ts isWebrtc): no ghost check asks SRS's API about it for YOUNG_MS after its admission. */
-  webrtc?: boolean;
-}
-
 /** Why a viewer session ends, for the shard's log (voidHook: see PlayRequest.hookId). */
 export interface EndCause {
   action: string;
@@ -94,6 +81,14 @@ export interface EndCause {
  *
  * Every decision is synchronous from its last read to its write, as in the
  * stream object: no other hook interleaves, so a lease of N slots admits N.
+ *
+ * This class holds the calls other objects and the Worker make, the alarm, and
+ * the wiring; each concern is its own module: where a viewer is admitted
+ * (admission.ts), the slots leased from each stream (shard-leases.ts), the
+ * seats of viewer ids with a session limit (shard-seats.ts, unseated.ts), the
+ * registry's word on the server's processes (shard-liveness.ts), ghosts of
+ * lost stops (shard-ghosts.ts), the decision log (shard-log.ts), and the state
+ * they share (tables.ts, counts.ts, processes.ts).
  */
 export class ViewerShard extends DurableObject<Env> {
   private sql: SqlStorage;
@@ -102,20 +97,23 @@ export class ViewerShard extends DurableObject<Env> {
   /** The server_id is stored (from the first hook on a stream that exists). */
   private hasMeta = false;
   private place: Place = { colo: "", country: "" };
+  private alarmAt: number | null = null;
   private processes: ShardProcesses;
   private counts: ViewerCounts;
-  private log: ShardLog;
-  private leases: ShardLeases;
-  /** The registry's word on this server's processes, asked for and applied (src/viewers/shard-liveness.ts). */
-  private liveness: ShardLiveness;
+  /** The start hooks the Worker undid (src/session/voided-hooks.ts). */
   private voidHooks = new VoidedHooks();
-  /** Seats for the sessions admitted here before their stream limited sessions per viewer (src/viewers/unseated.ts). */
-  private unseated: UnseatedSeats;
+  /** Where a viewer is admitted: the on_play's steps (src/viewers/admission.ts). */
+  private admission: ViewerAdmission;
+  private leases: ShardLeases;
   /** The seats of this shard's viewers: admissions under way with one, the seats object's questions, seats given back (src/viewers/shard-seats.ts). */
   private seats: ShardSeats;
+  /** Seats for the sessions admitted here before their stream limited sessions per viewer (src/viewers/unseated.ts). */
+  private unseated: UnseatedSeats;
+  /** The registry's word on this server's processes, asked for and applied (src/viewers/shard-liveness.ts). */
+  private liveness: ShardLiveness;
   /** Ghosts of lost on_stop events among the viewers here, asked about through SRS's API (src/viewers/shard-ghosts.ts). */
   private ghosts: ShardGhosts;
-  private alarmAt: number | null = null;
+  private log: ShardLog;
   /** Usage of this server's viewers, and cap refusals for the streams' events (src/usage/shard-activity.ts). */
   private activity: ShardActivity;
   /** Answers of the calls that end sessions by hand, for their retries (src/platform/kept-answers.ts). */
@@ -182,6 +180,23 @@ export class ViewerShard extends DurableObject<Env> {
       waitUntil: (work) => ctx.waitUntil(work),
       logError,
     });
+    this.admission = new ViewerAdmission({
+      env,
+      tables: this.tables,
+      counts: this.counts,
+      processes: this.processes,
+      leases: this.leases,
+      liveness: this.liveness,
+      ghosts: this.ghosts,
+      seats: this.seats,
+      voidHooks: this.voidHooks,
+      log: this.log,
+      activity: this.activity,
+      serverId: () => this.serverId,
+      identify: (serverId, place) => this.identify(serverId, place),
+      isViewing: (streamKey, session) => this.isViewing(streamKey, session),
+      armAlarm: (at) => this.armAlarm(at),
+    });
     this.unseated = new UnseatedSeats({
       env,
       tables: this.tables,
@@ -234,206 +249,11 @@ export class ViewerShard extends DurableObject<Env> {
 
   // --- hooks ------------------------------------------------------------------------
 
-  /** on_play: where a viewer is admitted. */
-  async play(req: PlayRequest): Promise<Decision | Unreachable> {
-    try {
-      let decision = await this.decide(req);
-      // A WebRTC twin (webrtcTwin) is refused before anything else, and by repeat(); one decided alongside the session it
-      // shares its id with (its hook waited while that one was admitted) may still have been answered "already live".
-      if (decision.allow && !decision.admit) decision = this.webrtcTwin(req) ?? decision;
-      if (decision.allow) this.voidHooks.confirm(seatKey(req.streamKey, req.session), req.hookId);
-      return decision;
-    } catch (err) {
-      // The registry, the stream or the seats could not be reached: the Worker's answer names it,
-      // unless the session is live here (a repeat needs none of them: it must not fail for them).
-      if (err instanceof NestedCallFailed) return this.repeat(req) ?? err.unreachable;
-      throw err;
-    }
-  }
-
-  private async decide(req: PlayRequest): Promise<Decision> {
-    const { streamKey, session, ip } = req;
-    const sub = subOf(req);
-    // A repeat of a session already live here (an earlier attempt of this on_play admitted it) is
-    // answered "already live": by the insert below, which then writes nothing, by logged() for a
-    // refusal, or by repeat() before any call to another object (none of which it needs), so that a
-    // fresh session admitted within the lease (nearly every on_play) costs no read for it.
-    if (!this.serverId) this.serverId = session.serverId;
-    const twin = this.webrtcTwin(req);
-    if (twin) return twin;
-    // A seat taken for this viewer (src/viewers/seats.ts): given back unless the viewer is admitted.
-    let seated = false;
-    /** The limit the seat was taken under (a lower one pushed meanwhile means taking it again). */
-    let seatedLimit = Infinity;
-    /** The grant of that seat: given back, only that grant goes (a repeat of this on_play may play on a later one). */
-    let seatGrant = "";
-    let admitted = false;
-    let asked = false;
-    /** The seat was asked for at a full stream, to take the slot of a session of the viewer's it replaces (once per hook). */
-    let handOffAsked = false;
-    const pending = seatKey(streamKey, session);
-    try {
-      for (let round = 1; ; round++) {
-        // First the policy: a hook naming a stream that does not exist leaves nothing behind, here or in the registry.
-        const policy = await this.leases.policyOf(streamKey);
-        if (!policy) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
-        // An attempt of a hook the Worker undid (it gave up waiting) asks nothing more of anyone: a seat taken
-        // with "replace" would end the viewer's other session. Checked again after each wait below.
-        if (this.voidHooks.has(req.hookId)) return this.undone(req);
-        this.identify(session.serverId, req.place);
-        if (!(await this.liveness.knowProcess(session))) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
-        if (policy.playAuth === "token" && !req.token.ok) {
-          const again = this.repeat(req);
-          if (again) return again;
-          // The stream counts failed tokens per ip (brute-force limit) and logs them.
-          const refusal = await nested("stream object", () => streamObject(this.env, streamKey), (s): Promise<Decision> => s.refusePlay(session, ip, req.token, req.guessLimit));
-          if (!refusal.allow) return refusal;
-          // The stream no longer asks for tokens: the cached policy was stale.
-          this.leases.forgetPolicy(streamKey);
-          if (round < 3) continue;
-          return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
-        }
-        const refused = this.viewerRefusal(policy, req);
-        if (refused) return this.logged(streamKey, session, ip, { allow: false, denial: refused }, sub);
-        if (this.voidHooks.has(req.hookId)) return this.undone(req);
-        if (policy.maxViewers !== null && !this.leases.hasSlot(streamKey, pending)) {
-          const again = this.repeat(req);
-          if (again) return again;
-          await this.leases.askForSlots(streamKey);
-          // Still none: this shard's own viewers may include ghosts of lost on_stop events (src/srs/ghosts.ts).
-          // Their slots are kept for this viewer only while the stream has slots free: on a tight lease they go back, and
-          // the viewer asks again (a ghost over a cap lowered under it leaves no slot for anyone).
-          if (this.leases.policy(streamKey)?.maxViewers != null && !this.leases.hasSlot(streamKey, pending)) {
-            if ((await this.ghosts.endGhosts(streamKey)) > 0 && this.leases.returnIfTight(streamKey)) await this.leases.askForSlots(streamKey);
-          }
-        }
-        const limit = seatLimit(policy, sub);
-        // No slot, but the viewer replaces its own sessions: the one that ends for this one may hand its slot over
-        // (seats.ts, SeatRequest.handOff), so a viewer moving from phone to TV at a full stream is not refused.
-        const handOff = limit !== null && !seated && !handOffAsked && policy.maxViewers !== null && policy.onExtraViewerSession === "replace" && !this.leases.hasSlot(streamKey, pending);
-        if (limit !== null && !seated && (policy.maxViewers === null || this.leases.hasSlot(streamKey, pending) || handOff)) {
-          const again = this.repeat(req);
-          if (again) return again;
-          if (this.voidHooks.has(req.hookId)) return this.undone(req);
-          // A viewer id with a session limit: the seats object counts its sessions on every edge.
-          this.seats.asking(pending, !asked);
-          asked = true;
-          this.seats.hookWaits(req);
-          // The slot the replaced session hands over is reserved for this admission when it arrives (src/viewers/shard-leases.ts).
-          if (handOff) this.leases.expectHandOff(pending, streamKey);
-          const seat = await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s): Promise<SeatAnswer> =>
-            s.take({ streamKey, sub: sub!, session, limit, mode: policy.onExtraViewerSession, hookId: req.hookId, ...(handOff ? { handOff } : {}) }),
-          );
-          if (handOff) handOffAsked = true;
-          // No session of the viewer's made room (nobody ended): the cap refuses it below, unless a slot came meanwhile.
-          if (!seat.ok && seat.full) {
-            // (falls through to the checks before the write)
-          } else if (!seat.ok) {
-            // Undone meanwhile (the seat object then ended nobody for it): logged as such.
-            if (this.voidHooks.has(req.hookId)) return this.undone(req);
-            // The stream was deleted, or the token revoked, meanwhile (the seat object then ended nobody for it, see
-            // hookLive): that is the reason.
-            const nowPolicy = this.leases.policy(streamKey);
-            if (nowPolicy === null) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
-            const nowRefused = nowPolicy ? this.viewerRefusal(nowPolicy, req) : null;
-            if (nowRefused) return this.logged(streamKey, session, ip, { allow: false, denial: nowRefused }, sub);
-            // Learnt meanwhile that its process was replaced: that is the reason, whatever the seats say.
-            const denial = this.processes.isReplaced(session.serviceId) ? Denials.retiredProcess : seat.denial;
-            return this.logged(streamKey, session, ip, { allow: false, denial }, sub);
-          } else {
-            seated = true;
-            seatedLimit = limit;
-            seatGrant = seat.grant;
-            // With a hand-off, the replaced session's slot is this shard's at the stream now: its next message is
-            // granted it, the hold of a refused shard notwithstanding (on this same edge it is reserved here), and it
-            // is asked again once if a recall crossed the first answer (voided here: the stream owes the slot again).
-            // Else the seat was taken on a slot free here, which a push (a PUT) may have taken back meanwhile with
-            // every unused slot: asked again once, as the sessions ended for this one may have freed it.
-            const asks = policy.maxViewers === null ? 0 : handOff ? 2 : 1;
-            for (let ask = 0; ask < asks && !this.leases.hasSlot(streamKey, pending); ask++) {
-              this.leases.slotsFree(streamKey);
-              await this.leases.askForSlots(streamKey);
-            }
-          }
-        }
-        if (seated && (seatLimit(this.leases.policy(streamKey) ?? policy, sub) ?? Infinity) < seatedLimit) {
-          // The limit was lowered while the seat was being taken (a PUT's push): given back, and asked for
-          // again under the new limit, which counts the viewer's other sessions as they are now.
-          await nested("viewer seats", () => viewerSeats(this.env, streamKey, sub!), (s) => s.release(streamKey, sub!, [session], seatGrant));
-          seated = false;
-          seatedLimit = Infinity;
-          if (round < 3) continue;
-          return this.logged(streamKey, session, ip, { allow: false, denial: Denials.viewerSessionLimit }, sub);
-        }
-        // From here to the write everything is synchronous, so no other message interleaves: the checks
-        // again, on the state as it is now (a policy pushed, a restart's notice, a voided hook, meanwhile).
-        const now = this.leases.policy(streamKey);
-        if (!now) {
-          if (round < 3) continue; // left meanwhile (no viewers here): read again
-          return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
-        }
-        if (this.processes.isReplaced(session.serviceId)) return this.logged(streamKey, session, ip, { allow: false, denial: Denials.retiredProcess }, sub);
-        const cancelled = this.seats.cancelled(pending);
-        if (cancelled) return this.logged(streamKey, session, ip, { allow: false, denial: { ...Denials.viewerSessionLimit, reason: `${Denials.viewerSessionLimit.reason}: ${cancelled}` } }, sub);
-        const nowRefused = this.viewerRefusal(now, req);
-        if (nowRefused) return this.logged(streamKey, session, ip, { allow: false, denial: nowRefused }, sub);
-        const changed =
-          !this.processes.knows(session.serviceId) ||
-          (now.playAuth === "token" && !req.token.ok) ||
-          (now.maxViewers !== null && policy.maxViewers === null) ||
-          (seatLimit(now, sub) !== null && !seated && (now.maxViewers === null || this.leases.hasSlot(streamKey, pending)));
-        if (changed && round < 3) continue;
-        if (now.maxViewers !== null && !this.leases.hasSlot(streamKey, pending)) {
-          const decision = this.logged(streamKey, session, ip, { allow: false, denial: viewerCapReached(now.maxViewers) }, sub);
-          if (!decision.allow) this.activity.capRefused(streamKey, this.serverId, now.maxViewers);
-          return decision;
-        }
-        if (changed) return this.repeat(req) ?? { allow: false, denial: Denials.unknownStream };
-        if (this.voidHooks.has(req.hookId)) return this.undone(req);
-        // A twin on another stream admitted while this hook waited (the insert below would not meet its row).
-        const twinNow = this.webrtcTwin(req);
-        if (twinNow) return twinNow;
-        const at = Date.now();
-        this.tables.prepare();
-        const iat = req.token.ok ? (req.token.issuedAt ?? 0) : null;
-        // A repeat of this session admitted meanwhile (by an attempt of the same on_play) is already a row: nothing written.
-        const written = this.sql.exec(
-          "INSERT OR IGNORE INTO viewers (stream_key, service_id, client_id, ip, since, sub, iat, seat, webrtc_hook) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-          streamKey, session.serviceId, session.clientId, ip, at, sub ?? "", iat, seated ? 1 : 0, req.webrtc ? req.hookId : null,
-        ).rowsWritten;
-        if (written === 0) return this.logged(streamKey, session, ip, { allow: true, admit: false }, sub);
-        admitted = true;
-        this.counts.add(streamKey, session.serviceId, 1);
-        this.leases.unreserve(pending);
-        this.leases.admitted(streamKey, at);
-        this.armAlarm(at + LEASE_IDLE_MS);
-        return this.logged(streamKey, session, ip, { allow: true, admit: true }, sub);
-      }
-    } finally {
-      this.seats.hookDone(req.hookId);
-      // A slot reserved for this admission (its viewer's replaced session's, on this edge) is free again if unused.
-      if (!admitted) this.leases.unreserve(pending);
-      if (asked) this.seats.askDone(pending);
-      // A repeat of a session admitted meanwhile (by an attempt of the same on_play racing this one): the seat
-      // this attempt took is that session's own seat (the seat object granted it again), so the session keeps it.
-      // Else only this grant of it goes: an attempt still running here, or a repeat of this on_play admitted before
-      // the release lands (an HLS player asking again), plays on a later grant of the same seat. An attempt still
-      // running here keeps the seat for itself (given back by it, or found gone by the seat object's next check).
-      if (seated && !admitted && !this.seats.keep(streamKey, session) && !this.seats.isAdmitting(pending)) this.seats.release(streamKey, sub!, [session], seatGrant);
-    }
-  }
-
-  /**
-   * What refuses a viewer whose token is valid, by the stream's viewer
-   * policy: a revoked token, or no viewer id where sessions per viewer are
-   * limited. Tokens matter only on playAuth "token" streams.
-   */
-  private viewerRefusal(policy: ViewerPolicy, req: PlayRequest): Denial | null {
-    if (policy.playAuth !== "token" || !req.token.ok) return null;
-    const sub = req.token.sub ?? null;
-    if (isRevoked(policy.revocations, sub, req.token.issuedAt ?? null)) return Denials.tokenRevoked;
-    if (policy.maxSessionsPerViewer !== null && sub === null) return Denials.noViewerId;
-    return null;
+  /** on_play: where a viewer is admitted (src/viewers/admission.ts). */
+  play(req: PlayRequest): Promise<Decision | Unreachable> {
+    // The shard's server is the one its hooks name, until the first on a stream that exists stores it (identify).
+    if (!this.serverId) this.serverId = req.session.serverId;
+    return this.admission.play(req);
   }
 
   /**
@@ -512,41 +332,6 @@ export class ViewerShard extends DurableObject<Env> {
     this.leases.slotsFree(streamKey);
   }
 
-  // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
-
-  /**
-   * For the seats object, before it ends other sessions for this hook: false once the Worker undid it, or once
-   * the policy pushed here since would refuse it anyway (the stream deleted, its token revoked, or a viewer id
-   * wanted): the re-check before its admission would refuse it, and the sessions ended for it would have
-   * ended for nothing.
-   */
-  hookLive(hookId: string): boolean {
-    if (this.voidHooks.has(hookId)) return false;
-    const req = this.seats.waitingHook(hookId);
-    if (!req) return true;
-    const policy = this.leases.policy(req.streamKey);
-    if (policy === null) return false;
-    return !policy || this.viewerRefusal(policy, req) === null;
-  }
-
-  /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
-  async seatState(streamKey: string, sessions: SessionId[], askApi = true): Promise<SeatState[]> {
-    return this.seats.stateOf(streamKey, sessions, askApi);
-  }
-
-  /**
-   * Ends a viewer session for the seats object (its viewer id plays
-   * elsewhere); a session still being admitted is refused instead (and ended, if it is live: a repeat). True if
-   * a session ended (the caller kicks it), false if it was gone already.
-   *
-   * `handOffFor`: the newer session, at a full stream (no slot on its edge): the session ends
-   * only if its slot can go there (it is live, and this shard's lease holds its slot), and the slot goes there before
-   * the answer ("kept": it cannot, and the session plays on).
-   */
-  async endSeat(streamKey: string, session: SessionId, why: string, callId?: string, handOffFor?: SessionId): Promise<boolean | "kept"> {
-    return this.seats.end(streamKey, session, why, callId, handOffFor);
-  }
-
   /**
    * A revocation (src/stream/revocations.ts): ends the viewers here whose
    * tokens it covers, those of viewer `sub` (null: every viewer) issued
@@ -572,19 +357,32 @@ export class ViewerShard extends DurableObject<Env> {
     return rows.map((r) => ({ streamKey, serviceId: r.service_id, clientId: r.client_id }));
   }
 
-  /** A stream's viewer sessions here with their viewer ids (GET /admin/streams/{app}/{stream}/viewers). */
-  viewerSessions(streamKey: string, limit: number): ViewerSession[] {
-    return this.tables.rows<{ sub: string; service_id: string; client_id: string; since: number }>(
-      "SELECT sub, service_id, client_id, since FROM viewers WHERE stream_key = ? ORDER BY sub, since LIMIT ?", streamKey, limit,
-    ).map((r) => ({
-      sub: r.sub === "" ? null : r.sub,
-      serverId: this.serverId,
-      serviceId: r.service_id,
-      clientId: r.client_id,
-      since: new Date(r.since).toISOString(),
-      suspended: this.processes.isSuspended(r.service_id),
-    }));
+  // --- from the seats objects (src/viewers/seats.ts) ---------------------------------------------
+
+  /** For the seats object, before it ends other sessions for this hook: whether the hook still stands (src/viewers/admission.ts hookLive). */
+  hookLive(hookId: string): boolean {
+    return this.admission.hookLive(hookId);
   }
+
+  /** Where each of these sessions stands here: being admitted or admitted (live), of a silent server (suspended), or gone. */
+  seatState(streamKey: string, sessions: SessionId[], askApi = true): Promise<SeatState[]> {
+    return this.seats.stateOf(streamKey, sessions, askApi);
+  }
+
+  /**
+   * Ends a viewer session for the seats object (its viewer id plays
+   * elsewhere); a session still being admitted is refused instead (and ended, if it is live: a repeat). True if
+   * a session ended (the caller kicks it), false if it was gone already.
+   *
+   * `handOffFor`: the newer session, at a full stream (no slot on its edge): the session ends
+   * only if its slot can go there (it is live, and this shard's lease holds its slot), and the slot goes there before
+   * the answer ("kept": it cannot, and the session plays on).
+   */
+  endSeat(streamKey: string, session: SessionId, why: string, callId?: string, handOffFor?: SessionId): Promise<boolean | "kept"> {
+    return this.seats.end(streamKey, session, why, callId, handOffFor);
+  }
+
+  // --- from the registry (src/server/registry.ts) ---------------------------------------------
 
   /** What the registry knows about one of this server's processes (a notice, or the answer to a question). */
   applyStatus(news: ProcessStatus): NoticeAnswer {
@@ -609,6 +407,20 @@ export class ViewerShard extends DurableObject<Env> {
     const live = this.tables.rows<{ sub: string; service_id: string }>("SELECT DISTINCT sub, service_id FROM viewers WHERE stream_key = ? AND sub != ''", streamKey)
       .filter((r) => !this.processes.isSuspended(r.service_id));
     return [...new Set(live.map((r) => viewerIdHash(r.sub)))];
+  }
+
+  /** A stream's viewer sessions here with their viewer ids (GET /admin/streams/{app}/{stream}/viewers). */
+  viewerSessions(streamKey: string, limit: number): ViewerSession[] {
+    return this.tables.rows<{ sub: string; service_id: string; client_id: string; since: number }>(
+      "SELECT sub, service_id, client_id, since FROM viewers WHERE stream_key = ? ORDER BY sub, since LIMIT ?", streamKey, limit,
+    ).map((r) => ({
+      sub: r.sub === "" ? null : r.sub,
+      serverId: this.serverId,
+      serviceId: r.service_id,
+      clientId: r.client_id,
+      since: new Date(r.since).toISOString(),
+      suspended: this.processes.isSuspended(r.service_id),
+    }));
   }
 
   /** This server's viewer usage of a stream in [from, to): open sessions of processes not suspended count up to now. */
@@ -724,70 +536,11 @@ export class ViewerShard extends DurableObject<Env> {
     }
   }
 
-  private logged(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
-    // Never a refusal for a session live here: a repeat of an admitted on_play (see decide).
-    if (!decision.allow && this.isViewing(streamKey, session)) decision = { allow: true, admit: false };
-    return this.recorded(streamKey, session, ip, decision, sub);
-  }
-
-  /** The decision as it is, in the decision log. */
-  private recorded(streamKey: string, session: SessionId, ip: string, decision: Decision, sub?: string | null): Decision {
-    const viewer = sub ? ` (viewer ${sub})` : "";
-    const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + viewer;
-    this.log.record(streamKey, "on_play", session.clientId, ip, decision.allow ? "allow" : "deny", reason);
-    return decision;
-  }
-
-  /**
-   * A second WebRTC session with the client id of one live here, from another hook (not an attempt of the same on_play): refused
-   * (4007), logged; else null. SRS names a WebRTC player by its HTTP connection's id and answers every WHEP and RTC API call with
-   * `Connection: Close`, so only a client that ignores that and posts again on the same connection gets a second session with the
-   * same id. Its on_stop would carry that id too: it cannot be counted apart, and admitted as a repeat it would play uncounted
-   * (past the cap, and past maxSessionsPerViewer), as many times as the client posts. On another stream too: SRS's API names a
-   * client by id alone, and forgets it when either session ends (SrsStatistic::on_disconnect), so a ghost check would then end
-   * the other one's row while it plays.
-   */
-  private webrtcTwin(req: PlayRequest): Decision | null {
-    if (!req.webrtc) return null;
-    const twin = this.tables.rows(
-      "SELECT 1 AS x FROM viewers WHERE service_id = ? AND client_id = ? AND webrtc_hook IS NOT NULL AND (stream_key != ? OR webrtc_hook != ?) LIMIT 1",
-      req.session.serviceId, req.session.clientId, req.streamKey, req.hookId,
-    );
-    if (twin.length === 0) return null;
-    // Not logged(): that answers "already live" for a session live here, which is what this one would pass for.
-    return this.recorded(req.streamKey, req.session, req.ip, { allow: false, denial: Denials.webrtcTwin }, subOf(req));
-  }
-
-  /** An attempt of a hook the Worker undid: refused (4008), logged. */
-  private undone(req: PlayRequest): Decision {
-    return this.logged(req.streamKey, req.session, req.ip, { allow: false, denial: Denials.admissionUndone }, subOf(req));
-  }
-
-  /** A repeat of a session live here (an earlier attempt of this on_play admitted it): "already live", logged; else null. */
-  private repeat(req: PlayRequest): Decision | null {
-    if (!this.isViewing(req.streamKey, req.session)) return null;
-    const twin = this.webrtcTwin(req);
-    if (twin) return twin;
-    // SRS has the client now (it sent this hook): a ghost check's "not found" asked before is about an earlier moment.
-    this.ghosts.repeated(seatKey(req.streamKey, req.session));
-    return this.logged(req.streamKey, req.session, req.ip, { allow: true, admit: false }, subOf(req));
-  }
-
   private armAlarm(at: number): void {
     if (this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
   }
-}
-
-/** The viewer id of the play's token, if it has a valid one. */
-function subOf(req: PlayRequest): string | null {
-  return req.token.ok ? (req.token.sub ?? null) : null;
-}
-
-/** The seat limit of a viewer on a stream: only a viewer id on a playAuth "token" stream with maxSessionsPerViewer has one. */
-function seatLimit(policy: ViewerPolicy, sub: string | null): number | null {
-  return policy.playAuth === "token" && sub !== null ? policy.maxSessionsPerViewer : null;
 }
 
 function logError(what: string, stream: string, err: unknown): void {

@@ -4,7 +4,7 @@
  * create_session), so a refusal's ghost check right after that answer finds no such client. Before the fix
  * it ended the just-admitted player as a ghost and admitted the next viewer: SRS then served one viewer over
  * the cap (and, with a session limit, two screens of one ticket). A twin (a second offer with the player's
- * client id, refused 4007: src/viewers/shard.ts webrtcTwin) does not make the player young again. This file
+ * client id, refused 4007: src/viewers/admission.ts webrtcTwin) does not make the player young again. This file
  * runs with SRS_API_URL set.
  */
 import { describe, expect, it } from "vitest";

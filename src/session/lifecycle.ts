@@ -75,7 +75,7 @@ export async function start(env: Env, hook: StartHook, streamKey: string, creden
   return publish(env, hook, streamKey, credentials.keyHash, limit);
 }
 
-/** The one object call of an on_play: the viewer shard of the hook's server decides (src/viewers/shard.ts). */
+/** The one object call of an on_play: the viewer shard of the hook's server decides (src/viewers/admission.ts). */
 async function play(env: Env, hook: StartHook, streamKey: string, token: PlayToken, guessLimit: number, place: Place): Promise<Decision> {
   const { serverId, clientId } = hook.session;
   const fields = { action: hook.action, stream: streamKey, server: serverId, client: clientId };

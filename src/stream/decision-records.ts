@@ -43,7 +43,7 @@ export class DecisionRecords {
     if (!decision.allow && decision.denial.code === Denials.rateLimited.code) return;
     const guess = !decision.allow && isFailedGuess(decision.denial);
     if (guess && this.host.failures().overBudget()) return;
-    // The viewer id of a genuine token refused (expired, …), as the viewer shards name it (src/viewers/shard.ts).
+    // The viewer id of a genuine token refused (expired, …), as the viewer shards name it (src/viewers/admission.ts).
     const reason = (decision.allow ? (decision.admit ? "admitted" : "already live") : decision.denial.reason) + (sub ? ` (viewer ${sub})` : "");
     this.record(action, session.serverId, session.clientId, ip, decision.allow ? "allow" : "deny", reason, guess ? "guesses" : "decisions");
   }

@@ -75,7 +75,7 @@ const SCHEMA = `
  *   PublisherEnds (publisher-ends.ts); its session kept by a SessionBook
  *   (sessions.ts); the registry asked by LivenessRounds (liveness-rounds.ts)
  *   and SRS's HTTP API by PublisherApi (publisher-api.ts: ghosts, takeovers);
- * - a viewer is admitted by its server's viewer shard (src/viewers/shard.ts)
+ * - a viewer is admitted by its server's viewer shard (src/viewers/admission.ts)
  *   within the slots leased here (`viewerLease`: LeaseBook in leases.ts,
  *   SlotRounds in slot-rounds.ts);
  * - the settings (key hash, policy) kept by StreamSettings (settings.ts);

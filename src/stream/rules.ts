@@ -156,7 +156,7 @@ export function decidePublish(
 /**
  * The play token of an on_play: on a playAuth "token" stream a missing or bad one is refused with
  * its problem, and `overLimit` turns a failed guess into "rate limited" (a valid token never is).
- * Allowed otherwise: the cap, session limits and repeats are the viewer shard's (src/viewers/shard.ts).
+ * Allowed otherwise: the cap, session limits and repeats are the viewer shard's (src/viewers/admission.ts).
  */
 export function decideToken(policy: StreamPolicy | null, token: PlayToken, overLimit: () => boolean): Decision {
   if (!policy) return deny(Denials.unknownStream);

@@ -513,13 +513,15 @@ describe("usage adds up across restarts of viewer shards", () => {
     }
     expect((await streamState(s)).viewers).toBe(live.reduce((a, m) => a + m.size, 0));
     if (!exactPeaks) return;
-    // The peak of [from, to) per shard (every count held in it, and the one it started with), summed.
+    // The peak of [from, to) per shard (every count held in it, and the one it started with), summed. A change at the
+    // range's very first millisecond still counts the count before it (README "Usage": the book keeps the larger of
+    // the count carried into a minute and the new one), hence `next >= from`.
     const peakIn = (from: number, to: number) =>
       changes.reduce((sum, c) => {
         let p = 0;
         for (let i = 0; i < c.length; i++) {
           const next = c[i + 1]?.t ?? Infinity;
-          if (c[i].t < to && next > from) p = Math.max(p, c[i].n);
+          if (c[i].t < to && next >= from) p = Math.max(p, c[i].n);
           else if (c[i].t >= from && c[i].t < to) p = Math.max(p, c[i].n);
         }
         return sum + p;
@@ -535,7 +537,14 @@ describe("usage adds up across restarts of viewer shards", () => {
   }
 
   it("holds: restarts after a flush: viewer-seconds, viewers, hour peaks and the per-minute chart are exact", async () => {
-    await fc.assert(fc.asyncProperty(fc.array(opOf("flushed"), { minLength: 1, maxLength: 25 }), (ops) => run(ops, true)), { numRuns: 30 });
+    await fc.assert(fc.asyncProperty(fc.array(opOf("flushed"), { minLength: 1, maxLength: 25 }), (ops) => run(ops, true)), {
+      numRuns: 30,
+      examples: [
+        // Found with `size: "max"` (seed 1883672158): a gap of the model, not of the gate. The stop falls on 30:00.000, a
+        // minute's first millisecond, and the count before it (1) is that minute's peak, as README "Usage" says.
+        [[{ t: "play", server: 0, client: 1 }, { t: "wait", ms: HOUR / 2 }, { t: "stop", server: 0, client: 1 }, { t: "wait", ms: 60_000 }, { t: "play", server: 0, client: 0 }]],
+      ],
+    });
   });
 
   it("holds: restarts within the second too: viewer-seconds and viewers are exact", async () => {

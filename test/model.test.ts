@@ -910,7 +910,9 @@ describe("the rules hold for every sequence of hooks, restarts and silences", ()
   });
 
   // For a longer local hunt: more runs, a `seed`, and `size: "max"` on the op array (fast-check's default size keeps
-  // these sequences to about 12 ops whatever maxLength says).
+  // these sequences to about 12 ops whatever maxLength says). Split a hunt of thousands of runs over several vitest
+  // processes: every Durable Object a run makes keeps its SQLite files open until the file's tests end, and local
+  // workerd fails to open more (SQLITE_CANTOPEN, an "internal error" 500) after about 2,300 runs of test/usage-model.
   it("the admin API always reports what the reference model says, and every hook gets the model's answer", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     await fc.assert(

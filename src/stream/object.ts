@@ -29,6 +29,7 @@ import { isLeave, type LeaseAnswer, type LeaseReport, type Revocation } from "..
 import { StreamActivity } from "../usage/stream-activity";
 import type { HourUsage } from "../usage/book";
 import type { WebhookEvent } from "../events/event";
+import { iso } from "../usage/report";
 
 export type { StreamEvent } from "./decision-log";
 export { PUSH_RETRY_MS } from "./shard-policy";
@@ -536,8 +537,4 @@ export class StreamObject extends DurableObject<Env> {
   private policy(): StreamPolicy | null {
     return this.settings?.policy() ?? null;
   }
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
 }

@@ -14,6 +14,7 @@ import { nested } from "../platform/retry";
 import { streamObject } from "../object-access";
 import { holdsNothing, isLeave, LEASE_IDLE_MS, type HandOff, POLICY_TTL_MS, WAIT_HOLD_MS, leaseWant, type LeaseAnswer, type LeaseReport, type Place, type RecallAnswer, type ViewerPolicy } from "./lease";
 import type { ViewerCounts } from "./counts";
+import { logError } from "./shard-log";
 import type { ShardTables } from "./tables";
 
 interface Lease {
@@ -560,8 +561,4 @@ export class ShardLeases {
 
 function fresh(granted: number, seq: number, tight = false): Lease {
   return { granted, seq, tight, fullUntil: 0, wakes: 0, lastAdmission: 0, lastMessage: 0, told: "", asking: false, askingSeq: 0, freedWhileAsking: false };
-}
-
-function logError(what: string, stream: string, err: unknown): void {
-  console.error(JSON.stringify({ error: what, stream, detail: String(err) }));
 }

@@ -19,6 +19,7 @@ import type { ShardProcesses } from "./processes";
 import type { ShardLeases } from "./shard-leases";
 import type { ShardLog } from "./shard-log";
 import type { ShardTables } from "./tables";
+import { logError } from "./shard-log";
 
 /** What the liveness of its processes needs of the viewer shard. */
 export interface LivenessHost {
@@ -34,7 +35,6 @@ export interface LivenessHost {
   releaseSeats(streamKey: string, sub: string, sessions: SessionId[]): void;
   /** Runs an end of many viewers at once, their seats given back in one call per seat object. */
   withSeatsBatched<T>(end: () => T): T;
-  logError(what: string, streamKey: string, err: unknown): void;
 }
 
 export class ShardLiveness {
@@ -115,7 +115,7 @@ export class ShardLiveness {
       });
     } catch (err) {
       // An unreachable registry changes nothing: a ghost is better than ending or un-blocking a real session.
-      this.host.logError("liveness check failed", "", err);
+      logError("liveness check failed", "", err);
     }
   }
 

@@ -112,3 +112,8 @@ export class ShardLog {
       .map((e) => ({ at: new Date(e.at).toISOString(), action: e.action, server: serverId, client: e.client, ip: e.ip, decision: e.decision as StreamEvent["decision"], reason: e.reason }));
   }
 }
+
+/** A viewer shard's background work that failed (a message not delivered, a sweep cut short): one error line. */
+export function logError(what: string, stream: string, err: unknown): void {
+  console.error(JSON.stringify({ error: what, stream, detail: String(err) }));
+}

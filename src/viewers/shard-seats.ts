@@ -19,6 +19,7 @@ import type { ShardGhosts } from "./shard-ghosts";
 import type { ShardLeases } from "./shard-leases";
 import type { ShardLiveness } from "./shard-liveness";
 import type { ShardTables } from "./tables";
+import { logError } from "./shard-log";
 
 /** A seat's hand-off waits at most this long for its stream's message lock (the seats object waits 2 s for the answer). */
 const HAND_OFF_LOCK_WAIT_MS = 1_000;
@@ -47,7 +48,6 @@ export interface SeatsHost {
   /** Ends a viewer session here (`keepSlot`: its slot is not given back). */
   endViewer(streamKey: string, session: SessionId, cause: EndCause, keepSlot?: boolean): number;
   waitUntil(work: Promise<unknown>): void;
-  logError(what: string, streamKey: string, err: unknown): void;
 }
 
 export class ShardSeats {
@@ -233,7 +233,7 @@ export class ShardSeats {
       return;
     }
     this.host.waitUntil(
-      withRetry(() => viewerSeats(this.host.env, streamKey, sub), (s) => s.release(streamKey, sub, sessions, grant)).catch((err) => this.host.logError("seat not given back", streamKey, err)),
+      withRetry(() => viewerSeats(this.host.env, streamKey, sub), (s) => s.release(streamKey, sub, sessions, grant)).catch((err) => logError("seat not given back", streamKey, err)),
     );
   }
 
@@ -252,7 +252,7 @@ export class ShardSeats {
       this.batch = null;
       for (const b of batches) {
         this.host.waitUntil(
-          withRetry(() => viewerSeats(this.host.env, b.streamKey, b.sub), (s) => s.releaseAll(b.streamKey, b.releases)).catch((err) => this.host.logError("seats not given back", b.streamKey, err)),
+          withRetry(() => viewerSeats(this.host.env, b.streamKey, b.sub), (s) => s.releaseAll(b.streamKey, b.releases)).catch((err) => logError("seats not given back", b.streamKey, err)),
         );
       }
     }

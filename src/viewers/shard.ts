@@ -15,7 +15,7 @@ import { ShardActivity } from "../usage/shard-activity";
 import type { HourUsage } from "../usage/book";
 import { ViewerCounts } from "./counts";
 import { ShardProcesses } from "./processes";
-import { ShardLog } from "./shard-log";
+import { logError, ShardLog } from "./shard-log";
 import { ShardGhosts, GHOST_WAIT_MS } from "./shard-ghosts";
 import { ShardLeases } from "./shard-leases";
 import { seatKey, ShardSeats } from "./shard-seats";
@@ -163,7 +163,6 @@ export class ViewerShard extends DurableObject<Env> {
       serverId: () => this.serverId,
       releaseSeats: (streamKey, sub, sessions) => this.seats.release(streamKey, sub, sessions),
       withSeatsBatched: (end) => this.seats.batched(end),
-      logError,
     });
     this.seats = new ShardSeats({
       env,
@@ -178,7 +177,6 @@ export class ViewerShard extends DurableObject<Env> {
       isViewing: (streamKey, session) => this.isViewing(streamKey, session),
       endViewer: (streamKey, session, cause, keepSlot) => this.endViewer(streamKey, session, cause, keepSlot),
       waitUntil: (work) => ctx.waitUntil(work),
-      logError,
     });
     this.admission = new ViewerAdmission({
       env,
@@ -207,7 +205,6 @@ export class ViewerShard extends DurableObject<Env> {
       releaseSeats: (streamKey, sub, sessions, grant) => this.seats.release(streamKey, sub, sessions, grant),
       armAlarm: (at) => this.armAlarm(at),
       waitUntil: (work) => ctx.waitUntil(work),
-      logError,
     });
     countCalls(this, env, ["play", "stop", "close", "recall", "sweepGhosts", "slotsFree", "seatState", "endSeat", "endRevoked", "viewerSessions", "applyStatus", "audience", "viewerUsage", "viewersPerMinute", "peakViewers", "events", "viewersOf", "endSessions", "endAll", "sessionCount", "holdsClient"]);
     if (this.tables.open()) this.load();
@@ -541,8 +538,4 @@ export class ViewerShard extends DurableObject<Env> {
     this.alarmAt = at;
     void this.ctx.storage.setAlarm(at);
   }
-}
-
-function logError(what: string, stream: string, err: unknown): void {
-  console.error(JSON.stringify({ error: what, stream, detail: String(err) }));
 }

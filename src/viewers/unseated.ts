@@ -18,6 +18,7 @@ import type { SessionId } from "../srs/hook";
 import type { ViewerPolicy } from "./lease";
 import type { SeatAnswer } from "./seats";
 import type { ShardTables } from "./tables";
+import { logError } from "./shard-log";
 
 /** A seat for such a session that could not be taken is tried again this long after. */
 export const SEAT_RETRY_MS = 5_000;
@@ -42,7 +43,6 @@ export interface UnseatedHost {
   releaseSeats(streamKey: string, sub: string, sessions: SessionId[], grant?: string): void;
   armAlarm(at: number): void;
   waitUntil(work: Promise<unknown>): void;
-  logError(what: string, streamKey: string, err: unknown): void;
 }
 
 type Unseated = { service_id: string; client_id: string; sub: string; since: number };
@@ -134,7 +134,7 @@ export class UnseatedSeats {
     this.seated.delete(streamKey);
     this.retry.add(streamKey);
     this.store(streamKey);
-    this.host.logError("seats not taken for sessions admitted before the limit", streamKey, err);
+    logError("seats not taken for sessions admitted before the limit", streamKey, err);
   }
 
   /** The stream's seats are to be taken: stored, with an alarm that takes them should the shard restart first. */

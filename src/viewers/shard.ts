@@ -144,44 +144,40 @@ export class ViewerShard extends DurableObject<Env> {
         this.log.flushSoon(); // usage peaks wait with the log's lines
       },
     );
-    this.ghosts = new ShardGhosts(env, {
+    // What the shard's modules below all read: its settings, tables and counts, its server, whether a process is suspended.
+    const shard = {
+      env,
       tables: this.tables,
       counts: this.counts,
-      isSuspended: (id) => this.processes.isSuspended(id),
       serverId: () => this.serverId,
+      isSuspended: (id: string) => this.processes.isSuspended(id),
+    };
+    this.ghosts = new ShardGhosts(env, {
+      ...shard,
       endViewer: (streamKey, session, cause, keepSlot) => this.endViewer(streamKey, session, cause, keepSlot),
       giveBackIfTight: (streamKey) => this.leases.giveBackIfTight(streamKey),
     });
     this.liveness = new ShardLiveness({
-      env,
-      tables: this.tables,
+      ...shard,
       processes: this.processes,
-      counts: this.counts,
       log: this.log,
       activity: this.activity,
       leases: this.leases,
-      serverId: () => this.serverId,
       releaseSeats: (streamKey, sub, sessions) => this.seats.release(streamKey, sub, sessions),
       withSeatsBatched: (end) => this.seats.batched(end),
     });
     this.seats = new ShardSeats({
-      env,
-      tables: this.tables,
-      counts: this.counts,
+      ...shard,
       leases: this.leases,
       ghosts: this.ghosts,
       liveness: this.liveness,
       kept: this.kept,
-      isSuspended: (id) => this.processes.isSuspended(id),
-      serverId: () => this.serverId,
       isViewing: (streamKey, session) => this.isViewing(streamKey, session),
       endViewer: (streamKey, session, cause, keepSlot) => this.endViewer(streamKey, session, cause, keepSlot),
       waitUntil: (work) => ctx.waitUntil(work),
     });
     this.admission = new ViewerAdmission({
-      env,
-      tables: this.tables,
-      counts: this.counts,
+      ...shard,
       processes: this.processes,
       leases: this.leases,
       liveness: this.liveness,
@@ -190,15 +186,12 @@ export class ViewerShard extends DurableObject<Env> {
       voidHooks: this.voidHooks,
       log: this.log,
       activity: this.activity,
-      serverId: () => this.serverId,
       identify: (serverId, place) => this.identify(serverId, place),
       isViewing: (streamKey, session) => this.isViewing(streamKey, session),
       armAlarm: (at) => this.armAlarm(at),
     });
     this.unseated = new UnseatedSeats({
-      env,
-      tables: this.tables,
-      serverId: () => this.serverId,
+      ...shard,
       policy: (streamKey) => this.leases.policy(streamKey),
       askPolicy: (streamKey) => this.leases.policyOf(streamKey),
       keepSeat: (streamKey, session) => this.seats.keep(streamKey, session),

@@ -1,5 +1,5 @@
 import { StatusError } from "itty-router";
-import { isObject } from "../http";
+import { isObject, MAX_BODY_BYTES } from "../http";
 import { LIMITS, within } from "../limits";
 import { DEFAULT_VHOST, HLS_SUFFIX, withoutHlsSuffix, type StreamName } from "../stream/name";
 
@@ -217,8 +217,9 @@ export function sessionOfInvalid(body: unknown): { session: SessionId; stream: S
       serverId: within("server_id", requiredString(body, "server_id"), LIMITS.id),
       serviceId: within("service_id", requiredString(body, "service_id"), LIMITS.id),
       // The hls_ctx the player chose, which SRS takes at any length: one too long for a session (the hook's 400) is
-      // still the id SRS serves and its API kicks. Bounded as param is (it comes from the query).
-      clientId: within("client_id", requiredString(body, "client_id"), { ...LIMITS.id, max: LIMITS.param.max }),
+      // still the id SRS serves and its API kicks. Bounded only by the body (MAX_BODY_BYTES): not as param is, since a
+      // param over its limit is itself a reason for the 400, and SRS serves that session all the same.
+      clientId: within("client_id", requiredString(body, "client_id"), { ...LIMITS.id, max: MAX_BODY_BYTES }),
     };
     return { session, stream: parseStreamName(body) };
   } catch {

@@ -90,4 +90,17 @@ describe("an hls_ctx longer than a session id may be", () => {
     await vi.waitFor(() => expect(asked(fake, "DELETE", id)).toBe(true), { timeout: 10_000, interval: 50 });
     expect(fake.clients.has(id)).toBe(false);
   });
+
+  it("must not happen (fixed): a refused HLS viewer whose chosen hls_ctx is longer than 4,096 characters (a param's limit) was never kicked", async () => {
+    // The 400 salvaged the session only for a client_id of up to 4,096 characters ("bounded as param is"), but a param
+    // over 4,096 is itself a reason for the 400, not a bound on what SRS holds: SRS took the 5,000-character hls_ctx as
+    // the session's id, kept the refused session and served it with no hook, no token, past the cap.
+    const id = "h".repeat(5000);
+    const { edge, fake } = await edgeWithApi([id]);
+    const s = uniqueStream();
+    await createStream(s, { playAuth: "token" });
+    expect((await hook(hlsPlay(s, { ...edge, client: id }, `?hls_ctx=${id}`))).status).toBe(400);
+    await vi.waitFor(() => expect(asked(fake, "DELETE", id)).toBe(true), { timeout: 10_000, interval: 50 });
+    expect(fake.clients.has(id)).toBe(false);
+  });
 });

@@ -208,7 +208,8 @@ export function isWebrtc(body: Record<string, unknown>): boolean {
 
 /**
  * The session and stream of a start hook whose body failed validation elsewhere (a param too long,
- * a bad ip), when those parse: what a kick of a session SRS serves anyway needs (null: they do not).
+ * a name outside the rules), when the session parses: what a kick of a session SRS serves anyway
+ * needs (null: it does not).
  */
 export function sessionOfInvalid(body: unknown): { session: SessionId; stream: StreamName } | null {
   if (!isObject(body)) return null;
@@ -221,9 +222,24 @@ export function sessionOfInvalid(body: unknown): { session: SessionId; stream: S
       // param over its limit is itself a reason for the 400, and SRS serves that session all the same.
       clientId: within("client_id", requiredString(body, "client_id"), { ...LIMITS.id, max: MAX_BODY_BYTES }),
     };
-    return { session, stream: parseStreamName(body) };
+    return { session, stream: namedAsSent(body) };
   } catch {
     return null;
+  }
+}
+
+/**
+ * The stream as the hook names it, for a kick's decision log: a name outside the rules is still the name of a
+ * session SRS serves (an app from the path as it came, "/live/./cam.m3u8" is app "live/."; a vhost from the Host
+ * header or ?vhost=), and the playlist it serves is the file at that path. Such a name is no stream's: the kick
+ * is logged by no stream object.
+ */
+function namedAsSent(body: Record<string, unknown>): StreamName {
+  try {
+    return parseStreamName(body);
+  } catch {
+    const named = (v: unknown) => (typeof v === "string" ? v : "");
+    return { vhost: named(body.vhost) || DEFAULT_VHOST, app: named(body.app), stream: withoutHlsSuffix(named(body.stream)) };
   }
 }
 

@@ -106,6 +106,23 @@ describe("answers other than a refusal decision: SRS keeps the session all the s
   });
 });
 
+describe("a name the gate refuses is still a session SRS serves", () => {
+  it("must not happen (fixed): a 400 for the vhost or the app salvaged no session to kick, and SRS served the stream's playlist to that session", async () => {
+    // SRS names an HLS session's stream from the request, not from what it serves: the app from the path as it came
+    // (GET /live/./<s>.m3u8: app "live/.", SrsRequest::strip trims only end slashes) and the vhost from the Host header
+    // or ?vhost= (an unknown vhost takes the default vhost's hooks, with its own name in the hook). The playlist it then
+    // serves is the file at that path, the stream's own. The hook's 400 (app or vhost outside the name rules) kicked
+    // nobody: sessionOfInvalid needed a name that parses, so the player's next request with its hls_ctx was served.
+    const { edge, fake, s } = await fullStream(["hlsapp13", "hlsvho14"]);
+    const app = await hook({ ...hlsPlay(s, { ...edge, client: "hlsapp13" }, "?hls_ctx=hlsapp13"), app: "live/." });
+    const vhost = await hook({ ...hlsPlay(s, { ...edge, client: "hlsvho14" }, "?vhost=a!b&hls_ctx=hlsvho14"), vhost: "a!b" });
+    expect([app.status, vhost.status]).toEqual([400, 400]);
+    await settle(fake, edge, s);
+    await until(() => kickedOn(fake, "hlsapp13") && kickedOn(fake, "hlsvho14"));
+    expect([kickedOn(fake, "hlsapp13"), kickedOn(fake, "hlsvho14")]).toEqual([true, true]);
+  });
+});
+
 describe("a flaky platform between the hook and the registry", () => {
   it("must not happen (fixed): one retryable error queuing the kick (the platform's \"Network connection lost.\") dropped the kick", async () => {
     const { edge, fake, s } = await fullStream(["hlsown09"]);

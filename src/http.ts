@@ -13,7 +13,7 @@ export function jsonResponse(body: unknown, status = 200, headers: HeadersInit =
 
 /**
  * Reads the body as JSON, refusing more than MAX_BODY_BYTES even when the
- * client lies about (or omits) Content-Length. Throws StatusError 413/400.
+ * client lies about (or omits) Content-Length. Throws BodyRefused (a StatusError 413/400).
  */
 export async function readJson(request: Request): Promise<unknown> {
   const bytes = await readBody(request);
@@ -22,12 +22,26 @@ export async function readJson(request: Request): Promise<unknown> {
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
-    throw new StatusError(400, "body is not valid UTF-8");
+    throw new BodyRefused(400, "body is not valid UTF-8", bytes);
   }
   try {
     return JSON.parse(text);
   } catch {
-    throw new StatusError(400, "body is not valid JSON");
+    throw new BodyRefused(400, "body is not valid JSON", bytes);
+  }
+}
+
+/**
+ * A body refused before it could be read as JSON (413, 400), with its first bytes (at most
+ * MAX_BODY_BYTES): what a hook needs to find the session SRS serves whatever the answer (src/srs/routes.ts).
+ */
+export class BodyRefused extends StatusError {
+  constructor(
+    status: number,
+    message: string,
+    readonly head: Uint8Array,
+  ) {
+    super(status, message);
   }
 }
 
@@ -55,10 +69,12 @@ export function onlyQuery(request: Request, reads: readonly string[], refusal: s
   if (unknown !== undefined) throw new StatusError(400, `query parameter "${unknown}" is not read here: ${refusal}`);
 }
 
-/** The body's bytes (null: none), at most MAX_BODY_BYTES whatever Content-Length says. */
+/**
+ * The body's bytes (null: none), at most MAX_BODY_BYTES whatever Content-Length says. A longer body
+ * (or one declared longer) is refused, 413, with its first MAX_BODY_BYTES.
+ */
 async function readBody(request: Request): Promise<Uint8Array | null> {
   const declared = Number(request.headers.get("content-length") ?? "0");
-  if (declared > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Uint8Array[] = [];
   let length = 0;
   if (request.body) {
@@ -67,14 +83,19 @@ async function readBody(request: Request): Promise<Uint8Array | null> {
       const { done, value } = await reader.read();
       if (done) break;
       length += value.byteLength;
+      chunks.push(value);
       if (length > MAX_BODY_BYTES) {
         await reader.cancel();
-        throw tooLarge();
+        throw tooLarge(joined(chunks, length).subarray(0, MAX_BODY_BYTES));
       }
-      chunks.push(value);
     }
   }
+  if (declared > MAX_BODY_BYTES) throw tooLarge(joined(chunks, length));
   if (length === 0) return null;
+  return joined(chunks, length);
+}
+
+function joined(chunks: Uint8Array[], length: number): Uint8Array {
   if (chunks.length === 1) return chunks[0];
   const bytes = new Uint8Array(length);
   let at = 0;
@@ -85,8 +106,8 @@ async function readBody(request: Request): Promise<Uint8Array | null> {
   return bytes;
 }
 
-function tooLarge(): StatusError {
-  return new StatusError(413, `body larger than ${MAX_BODY_BYTES} bytes`);
+function tooLarge(head: Uint8Array): BodyRefused {
+  return new BodyRefused(413, `body larger than ${MAX_BODY_BYTES} bytes`, head);
 }
 
 export function isObject(value: unknown): value is Record<string, unknown> {

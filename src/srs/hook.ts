@@ -229,6 +229,60 @@ export function sessionOfInvalid(body: unknown): { session: SessionId; stream: S
 }
 
 /**
+ * The session and stream of a hook whose body could not be read (over MAX_BODY_BYTES, not UTF-8, not
+ * JSON), from its first bytes, when it is an on_play that SRS may serve whatever the answer (as
+ * sessionOfInvalid). A player's query reaches SRS's hook as it came: raw bytes that are not UTF-8, or a
+ * query longer than the body's limit (SRS's HTTP parser takes 80 KiB), made the hook unreadable and
+ * left the session SRS serves unkicked. Not UTF-8: read with U+FFFD in their place (an id with such a
+ * byte cannot be named in SRS's API: the kick fails and says so). Cut at the limit: SRS writes the
+ * session first (srs_app_http_hooks.cpp, on_play: server_id, service_id, action, client_id, ip, vhost,
+ * app, stream, tcUrl, param), so the session is read from the head; a stream seen there and not a
+ * playlist is no HLS session; one not seen (a long ip before it) may be, and is kicked (a kick asks
+ * SRS's API first, and never takes an admitted viewer's id).
+ */
+export function sessionOfUnreadable(head: Uint8Array): { session: SessionId; stream: StreamName } | null {
+  const text = new TextDecoder().decode(head);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = cutOnPlay(text);
+  }
+  return isObject(body) && servedUnlessAllowed(body) ? sessionOfInvalid(body) : null;
+}
+
+/** A JSON string as SRS writes it (quotes, backslashes and control characters escaped). */
+const JSON_STRING = String.raw`"(?:[^"\\]|\\.)*"`;
+const CUT_ON_PLAY = new RegExp(
+  String.raw`^\s*\{\s*"server_id"\s*:\s*(${JSON_STRING})\s*,\s*"service_id"\s*:\s*(${JSON_STRING})\s*,\s*"action"\s*:\s*"on_play"\s*,\s*"client_id"\s*:\s*(${JSON_STRING})`,
+);
+
+/**
+ * The fields of an on_play cut short that servedUnlessAllowed and sessionOfInvalid read: its session,
+ * and its names when they came before the cut. Its param is taken to name hls_ctx (it may, past the cut),
+ * and its stream, when cut, to be a playlist.
+ */
+function cutOnPlay(text: string): Record<string, unknown> | null {
+  const session = CUT_ON_PLAY.exec(text);
+  if (!session) return null;
+  const named = (field: string): string | undefined => {
+    const m = new RegExp(String.raw`,\s*"${field}"\s*:\s*(${JSON_STRING})\s*[,}]`).exec(text.slice(session[0].length));
+    return m ? (JSON.parse(m[1]) as string) : undefined;
+  };
+  const stream = named("stream");
+  return {
+    server_id: JSON.parse(session[1]),
+    service_id: JSON.parse(session[2]),
+    action: "on_play",
+    client_id: JSON.parse(session[3]),
+    vhost: named("vhost"),
+    app: named("app"),
+    stream: stream ?? HLS_SUFFIX,
+    param: "hls_ctx",
+  };
+}
+
+/**
  * The stream as the hook names it, for a kick's decision log: a name outside the rules is still the name of a
  * session SRS serves (an app from the path as it came, "/live/./cam.m3u8" is app "live/."; a vhost from the Host
  * header or ?vhost=), and the playlist it serves is the file at that path. Such a name is no stream's: the kick

@@ -20,7 +20,8 @@
 import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry } from "../../src/server/registry";
 import { ViewerShard } from "../../src/viewers/shard";
-import { createStream, hlsPlay, hook, play, streamState, uniqueStream } from "../srs";
+import { exports } from "cloudflare:workers";
+import { createStream, HOOK_SECRET, hlsPlay, hook, play, streamState, uniqueStream } from "../srs";
 import { ALLOW, edgeWithApi, installFakeSrs, kickedOn, type FakeSrs } from "../fake-srs";
 import { retryable, until } from "../fleet";
 
@@ -120,6 +121,50 @@ describe("a name the gate refuses is still a session SRS serves", () => {
     await settle(fake, edge, s);
     await until(() => kickedOn(fake, "hlsapp13") && kickedOn(fake, "hlsvho14"));
     expect([kickedOn(fake, "hlsapp13"), kickedOn(fake, "hlsvho14")]).toEqual([true, true]);
+  });
+});
+
+describe("a hook SRS sends that cannot be read is still a session SRS serves", () => {
+  /** Sends the hook's bytes as they are (SRS writes a query's raw bytes into the hook, whatever they are). */
+  async function rawHook(bytes: Uint8Array) {
+    const res = await exports.default.fetch(`http://gate.test/hooks/srs/${HOOK_SECRET}`, { method: "POST", headers: { "content-type": "application/json" }, body: bytes });
+    return { status: res.status, body: (await res.json()) as { code: number; reason: string } };
+  }
+  const utf8 = (text: string) => new TextEncoder().encode(text);
+
+  it("must not happen (fixed): a query longer than the 64 KiB body (SRS's HTTP parser takes 80 KiB) made the hook a 413, and nobody kicked the session", async () => {
+    const { edge, fake, s } = await fullStream(["hlslng15", "hlsipl16"]);
+    // The padding before hls_ctx: the part of param past the cut is never read.
+    const longParam = await rawHook(utf8(JSON.stringify(hlsPlay(s, { ...edge, client: "hlslng15" }, `?pad=${"x".repeat(70_000)}&hls_ctx=hlslng15`))));
+    // A long X-Forwarded-For (SRS's ip of an HTTP client) before the names: stream, app and vhost all past the cut.
+    const longIp = await rawHook(utf8(JSON.stringify({ ...hlsPlay(s, { ...edge, client: "hlsipl16" }, "?hls_ctx=hlsipl16"), ip: "1".repeat(70_000) })));
+    expect([longParam.status, longIp.status]).toEqual([413, 413]);
+    await settle(fake, edge, s);
+    // must not happen: the 413 is a failed on_play for SRS, which keeps the session and serves the player's next
+    // request with that hls_ctx with no hook: past the cap, a token and a revocation, by padding the query.
+    await until(() => kickedOn(fake, "hlslng15") && kickedOn(fake, "hlsipl16"));
+    expect([kickedOn(fake, "hlslng15"), kickedOn(fake, "hlsipl16")]).toEqual([true, true]);
+  });
+
+  it("must not happen (fixed): a byte that is not UTF-8 in the query (SRS's HTTP parser takes it raw) made the hook a 400, and nobody kicked the session", async () => {
+    const { edge, fake, s } = await fullStream(["hlsutf17"]);
+    const text = JSON.stringify(hlsPlay(s, { ...edge, client: "hlsutf17" }, "?x=MARK&hls_ctx=hlsutf17"));
+    const bytes = utf8(text);
+    const at = text.indexOf("MARK");
+    bytes[at] = 0xff; // "?x=\xffARK…": not UTF-8
+    const r = await rawHook(bytes);
+    expect([r.status, r.body.reason]).toEqual([400, "body is not valid UTF-8"]);
+    await settle(fake, edge, s);
+    await until(() => kickedOn(fake, "hlsutf17"));
+    expect(kickedOn(fake, "hlsutf17")).toBe(true);
+  });
+
+  it("holds: a 413 for an RTMP on_play (its stream, before the cut, no playlist) kicks nobody: SRS closes a refused RTMP client itself", async () => {
+    const { edge, fake, s } = await fullStream(["rtmplg18"]);
+    const r = await rawHook(utf8(JSON.stringify({ ...play("live", s, { ...edge, client: "rtmplg18" }), param: `?pad=${"x".repeat(70_000)}&hls_ctx=rtmplg18` })));
+    expect(r.status).toBe(413);
+    await settle(fake, edge, s);
+    expect(kickedOn(fake, "rtmplg18")).toBe(false);
   });
 });
 

@@ -44,6 +44,8 @@ export class FakeSrs {
   inFlight = 0;
   maxInFlight = 0;
   calls: Call[] = [];
+  /** Fields of a client's entry other than the defaults (SRS's `ip`, from X-Forwarded-For, is as long as the header was). */
+  details = new Map<string, Record<string, unknown>>();
   /** Replaces the whole answer when set. */
   override: ((req: Request) => Response | Promise<Response>) | null = null;
 
@@ -84,7 +86,7 @@ export class FakeSrs {
         await this.onKick?.(id);
         return Response.json(this.envelope());
       }
-      return Response.json({ ...this.envelope(), client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2 } });
+      return Response.json({ ...this.envelope(), client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2, ...this.details.get(id) } });
     } finally {
       this.inFlight--;
       network.inFlight--;

@@ -154,8 +154,13 @@ function headers(env: Env): Record<string, string> {
   return { authorization: `Basic ${btoa(`${env.SRS_API_USERNAME}:${env.SRS_API_PASSWORD ?? ""}`)}` };
 }
 
-/** SRS's answers are under 2 KB; anything much larger is not SRS. */
-const MAX_ANSWER_BYTES = 64 * 1024;
+/**
+ * SRS's answers are under 2 KB, but one about a client carries what the client's request sent (SrsStatisticClient::dumps:
+ * its ip from X-Forwarded-For, its page, its URL's parts up to three times), within SRS's 80 KiB of request head
+ * (HTTP_MAX_HEADER_SIZE) and escaped: a player that sent a 70 KB X-Forwarded-For is a 70 KB answer (e2e run 51), and
+ * the kick its refusal owes must still be able to ask about it. Anything larger is not SRS.
+ */
+const MAX_ANSWER_BYTES = 512 * 1024;
 
 type Answer = { code: number; server?: unknown; service?: unknown };
 /** A call that brought no answer to trust, and why, in words for the decision log ("edge unreachable"). */

@@ -231,10 +231,11 @@ export function sessionOfInvalid(body: unknown): { session: SessionId; stream: S
 /**
  * The session and stream of a hook whose body could not be read (over MAX_BODY_BYTES, not UTF-8, not
  * JSON), from its first bytes, when it is an on_play that SRS may serve whatever the answer (as
- * sessionOfInvalid). A player's query reaches SRS's hook as it came: raw bytes that are not UTF-8, or a
- * query longer than the body's limit (SRS's HTTP parser takes 80 KiB), made the hook unreadable and
- * left the session SRS serves unkicked. Not UTF-8: read with U+FFFD in their place (an id with such a
- * byte cannot be named in SRS's API: the kick fails and says so). Cut at the limit: SRS writes the
+ * sessionOfInvalid). SRS writes a player's X-Forwarded-For into the hook's ip as it came (bytes that are
+ * not UTF-8 included), and its HTTP parser takes 80 KiB of request head: such a header, or a long one
+ * (with a long query), made the hook unreadable and left the session SRS serves unkicked (e2e run 51).
+ * Not UTF-8: read with U+FFFD in their place (an id with such a byte cannot be named in SRS's API: the
+ * kick fails and says so). Cut at the limit: SRS writes the
  * session first (srs_app_http_hooks.cpp, on_play: server_id, service_id, action, client_id, ip, vhost,
  * app, stream, tcUrl, param), so the session is read from the head; a stream seen there and not a
  * playlist is no HLS session; one not seen (a long ip before it) may be, and is kicked (a kick asks

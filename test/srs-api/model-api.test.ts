@@ -1,0 +1,518 @@
+/**
+ * Model-based property test of the gate WITH SRS's HTTP API (project "srs-api": SRS_API_URL =
+ * https://{device_id}.srs.test:1985): ghost checks at refusals and in the background, kicks (key
+ * rotation, ends by hand) and publisher takeovers (onDuplicatePublish "replace"), in a small fleet
+ * that loses stop hooks, restarts and is partitioned from Cloudflare.
+ *
+ * The truth of who SRS serves is the fakes' client sets (test/fake-srs.ts): an admitted client joins its
+ * server's FakeSrs, a refused one does not; a stop (hook sent) or a LOST stop (no hook) takes it out;
+ * a restart clears it; a kick (the gate's DELETE) takes it out, and SRS then sends its stop hook, which
+ * the model sends at the next step. Every connection has a fresh client id (SRS's ids are unique per
+ * process), all RTMP (so WebRTC's 12 s rule does not apply). A partition: the server's API unreachable
+ * and its heartbeats (and hooks) cut off; its clients stay connected to SRS.
+ *
+ * Invariants, checked at every step (README is the contract):
+ * (1) Exact cap as SRS sees it: when the gate admits a viewer, the viewers of that stream SRS serves
+ *     and the gate admitted (and did not end) on servers not silent are fewer than maxViewers.
+ *     Checked at admission, not as a standing bound: README "Fleet state you can trust", "Viewers over
+ *     the cap after a heal all count" (a partitioned server's viewers are suspended and count again
+ *     when it returns, possibly over the cap), and a cap lowered under the count keeps every viewer.
+ * (2) One publisher: when the gate admits a publisher, no other publisher of that stream that SRS
+ *     serves and the gate admitted is on a server not silent (a takeover's kicked publisher is gone
+ *     from SRS before the new one is admitted). After a heal two may be served (README "Two publishers
+ *     after a heal: the one holding the stream keeps it"): then the gate's view has at most one "live",
+ *     and the holder is the one live the longest (admission or return), the returning one in conflict.
+ * (3) Never refused by a ghost, while every server is reachable and heartbeating and none came back
+ *     within 5 s (README "Bounds": a server whose API failed is left alone for 5 s): a play refused
+ *     4005 rests on viewers SRS serves, save ghosts README lets stand: ghosts that left SRS less than
+ *     3 s ago (an answer is kept 3 s), and ghosts on OTHER edges (found by background rounds, "it keeps
+ *     its slot at most about 8 s ... past the refusals that rest on it"); a shard refused within the
+ *     last 30 s waits (README "Flash crowds": "A shard still refused waits", WAIT_HOLD_MS) and may be
+ *     refused while a slot is free elsewhere, but not while a ghost of its own edge holds one. At most
+ *     8 clients per server here, so a refusal asks about all of them (at most 20). A publish refused
+ *     4004 or 4009 rests on a publisher SRS serves (or one gone less than 3 s ago).
+ * (4) After time passes and alarms run: GET /admin/streams/{app}/{stream} viewers and suspendedViewers
+ *     are the model's admitted viewers on live / silent servers; after 61 s, the background walk has
+ *     ended every ghost (viewer or publisher) of a reachable live server older than 12 s.
+ * (5) The gate never ends a session SRS still serves (except by an operator's end, a restart, a takeover:
+ *     the model follows these), and holds no session the model did not admit (but of a retired process,
+ *     until the registry's notice reaches the stream).
+ *
+ * Run: `npx vitest run --project srs-api test/srs-api/model-api.test.ts`. A longer hunt: set RUNS (and
+ * SEED) below, e.g. RUNS = 300; split thousands of runs over several processes (SQLite files stay open
+ * per file, see test/model.test.ts).
+ */
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import fc from "fast-check";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { serverRegistry, viewerShard } from "../../src/object-access";
+import { admin, heartbeat, hook, play, publish, stopPlay, unpublish } from "../srs";
+import { FakeSrs, hosts, installFakeSrs } from "../fake-srs";
+import { keyOf, streamObjectOf } from "../model-kit";
+import { fireDue } from "../fleet";
+
+installFakeSrs();
+
+const RUNS = 40;
+const MAX_OPS = 40;
+const SEED: number | undefined = undefined;
+
+const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S
+const SERVERS = 3;
+const STREAMS = 2;
+const MAX_CLIENTS = 8;
+
+/** `dt`: how long before the operation (ms), so that kept answers (3 s) and rounds (1 s) expire between operations. */
+type Op = { dt?: number } & (
+  | { t: "play"; server: number; stream: number }
+  | { t: "stop"; server: number; pick: number; lost: boolean }
+  | { t: "publish"; server: number; stream: number }
+  | { t: "unpublish"; server: number; pick: number; lost: boolean }
+  | { t: "restart"; server: number }
+  | { t: "partition"; server: number }
+  | { t: "heal"; server: number }
+  | { t: "wait"; ms: number }
+  | { t: "put"; stream: number; maxViewers?: number | null; dup?: "deny" | "replace"; rotate: boolean }
+  | { t: "end"; stream: number }
+  /** New viewers on one server, one a second for `seconds`. */
+  | { t: "crowd"; server: number; stream: number; seconds: number }
+);
+
+const server = fc.integer({ min: 0, max: SERVERS - 1 });
+const stream = fc.integer({ min: 0, max: STREAMS - 1 });
+const pick = fc.nat(7);
+const bare: fc.Arbitrary<Op> = fc.oneof(
+  { arbitrary: fc.record({ t: fc.constant("play" as const), server, stream }), weight: 8 },
+  { arbitrary: fc.record({ t: fc.constant("stop" as const), server, pick, lost: fc.boolean() }), weight: 4 },
+  { arbitrary: fc.record({ t: fc.constant("publish" as const), server, stream }), weight: 4 },
+  { arbitrary: fc.record({ t: fc.constant("unpublish" as const), server, pick, lost: fc.boolean() }), weight: 2 },
+  { arbitrary: fc.record({ t: fc.constant("restart" as const), server }), weight: 1 },
+  { arbitrary: fc.record({ t: fc.constant("partition" as const), server }), weight: 1 },
+  { arbitrary: fc.record({ t: fc.constant("heal" as const), server }), weight: 2 },
+  { arbitrary: fc.record({ t: fc.constant("wait" as const), ms: fc.constantFrom(4_000, 4_000, 31_000, 61_000) }), weight: 3 },
+  {
+    arbitrary: fc.record(
+      { t: fc.constant("put" as const), stream, maxViewers: fc.constantFrom<number | null>(1, 2, 2, 3, null), dup: fc.constantFrom<"deny" | "replace">("deny", "replace", "replace"), rotate: fc.boolean() },
+      { requiredKeys: ["t", "stream", "rotate"] },
+    ),
+    weight: 2,
+  },
+  { arbitrary: fc.record({ t: fc.constant("end" as const), stream }), weight: 1 },
+  { arbitrary: fc.record({ t: fc.constant("crowd" as const), server, stream, seconds: fc.constantFrom(5, 15) }), weight: 1 },
+);
+const op: fc.Arbitrary<Op> = fc.tuple(bare, fc.constantFrom(1, 1, 1, 700, 3_200)).map(([o, dt]) => (dt === 1 ? o : { ...o, dt }));
+
+interface Srv {
+  id: string;
+  device: string;
+  service: string;
+  retired: string[];
+  fake: FakeSrs;
+  partitioned: boolean;
+  lastBeat: number;
+  healedAt: number;
+}
+
+interface Conn {
+  server: number;
+  service: string;
+  client: string;
+  stream: number;
+  role: "viewer" | "publisher";
+  /** The gate admitted it and the model knows of no end (stop, restart, end by hand, takeover). */
+  admitted: boolean;
+  /** When it left SRS (stop, lost stop, kick); null while SRS serves it. */
+  leftAt: number | null;
+  /** Admission, or its server's return after a silence: for the holder among publishers. */
+  liveSince: number;
+  admittedAt: number;
+}
+
+interface Str {
+  name: string;
+  key: string;
+  cap: number | null;
+  dup: "deny" | "replace";
+  /** Per server: the last refusal for the cap (a shard refused waits, WAIT_HOLD_MS). */
+  refusedAt: Map<number, number>;
+  /** Every refusal for the cap, in order (the stream's background rounds run while refused edges wait). */
+  refusals: number[];
+  /** When the gate last let go of a slot the model knows of (a viewer's stop, an end, a restart, a ghost's end seen, a cap raised). */
+  freedAt: number;
+}
+
+let run = 0;
+/** What the runs exercised (printed at the end with STATS = true). */
+const stats: Record<string, number> = {};
+const count = (k: string) => void (stats[k] = (stats[k] ?? 0) + 1);
+const STATS = true;
+
+async function runSequence(ops: Op[]): Promise<void> {
+  try {
+    await runOnce(ops);
+  } catch (err) {
+    if (err instanceof Error) err.message += `\nsequence: ${JSON.stringify(ops)}`;
+    throw err;
+  }
+}
+
+async function runOnce(ops: Op[]): Promise<void> {
+  run++;
+  const t0 = Date.parse("2031-03-01T12:00:00Z");
+  let now = 0;
+  vi.setSystemTime(t0);
+  const tag = `${run}${crypto.randomUUID().slice(0, 4)}`;
+  const setClock = (ms: number) => {
+    now = ms;
+    vi.setSystemTime(t0 + now);
+  };
+  let ipCounter = 0;
+  const fresh = (body: Record<string, unknown>) => ({ ...body, ip: `2001:db8::${(++ipCounter).toString(16)}` });
+  let clientCounter = 0;
+
+  const servers: Srv[] = [];
+  for (let i = 0; i < SERVERS; i++) {
+    const id = `vid-m${tag}x${i}`;
+    const device = `dev-m${tag}x${i}`;
+    const service = `svc${tag}x${i}a`;
+    const fake = new FakeSrs(id, service);
+    hosts.set(`${device}.srs.test:1985`, fake);
+    servers.push({ id, device, service, retired: [], fake, partitioned: false, lastBeat: 0, healedAt: -Infinity });
+  }
+  const beat = async (s: Srv) => {
+    expect((await hook({ ...heartbeat({ server: s.id, service: s.service }), device_id: s.device }, undefined, "/heartbeat")).status).toBe(200);
+    s.lastBeat = now;
+  };
+  for (const s of servers) await beat(s);
+  const streams: Str[] = [];
+  for (let i = 0; i < STREAMS; i++) {
+    const name = `mapi-${tag}-${i}`;
+    const res = await admin("PUT", `/streams/live/${name}`, { maxViewers: 2 });
+    expect(res.status).toBe(201);
+    streams.push({ name, key: res.body.publishKey, cap: 2, dup: "deny", refusedAt: new Map(), refusals: [], freedAt: 0 });
+  }
+  const conns: Conn[] = [];
+
+  // Silence as the gate sees it, with a band around SERVER_TIMEOUT_S where the model does not know.
+  const surelySilent = (s: Srv) => now - s.lastBeat > TIMEOUT_MS + 1_000;
+  const surelyLive = (s: Srv) => now - s.lastBeat < TIMEOUT_MS - 1_000;
+  const served = (c: Conn) => c.leftAt === null;
+  const who = (c: Conn) => ({ server: servers[c.server].id, service: c.service, client: c.client });
+  const keyOfConn = (c: Conn) => keyOf(who(c));
+  const connected = (s: number) => conns.filter((c) => c.server === s && served(c));
+  const codeOf = (r: { status: number; body: any }) => (r.status === 200 && r.body?.code === 0 ? 0 : r.body?.code);
+  const pendingStops: Conn[] = [];
+
+  /** Clients the gate kicked (gone from their FakeSrs): SRS sends their stop hooks. */
+  const noticeKicks = () => {
+    for (const c of conns) {
+      if (!served(c) || servers[c.server].fake.clients.has(c.client)) continue;
+      c.leftAt = now;
+      pendingStops.push(c);
+    }
+  };
+  const sendStop = async (c: Conn, where: string) => {
+    const st = streams[c.stream];
+    const body = c.role === "viewer" ? stopPlay("live", st.name, who(c)) : unpublish("live", st.name, who(c));
+    expect((await hook(fresh(body))).status, where).toBe(200);
+    if (c.admitted && c.role === "viewer") st.freedAt = now;
+    c.admitted = false;
+  };
+  const deliverKickStops = async (where: string) => {
+    noticeKicks();
+    while (pendingStops.length > 0) {
+      const c = pendingStops.shift()!;
+      if (servers[c.server].partitioned || c.service !== servers[c.server].service) continue; // its hook cannot reach the gate
+      await sendStop(c, `${where}: stop of a kicked client`);
+    }
+  };
+
+  const viewersHeld = async (st: Str) => {
+    const key = `__defaultVhost__/live/${st.name}`;
+    const per = await Promise.all(servers.map(async (s) => (await viewerShard(env, s.id).viewersOf(key)).map((v) => keyOf({ server: s.id, service: v.serviceId, client: v.clientId }))));
+    return new Set(per.flat());
+  };
+  const publishersHeld = async (st: Str) =>
+    new Set((await streamObjectOf(st.name).publisherSessions()).map((p) => keyOf({ server: p.serverId, service: p.serviceId, client: p.clientId })));
+
+  /** (5): only sessions SRS no longer serves leave the gate unbeknown to the model; the model follows the gate's ghost ends. */
+  const sync = async (where: string) => {
+    for (const [i, st] of streams.entries()) {
+      const held = new Set([...(await viewersHeld(st)), ...(await publishersHeld(st))]);
+      for (const c of conns.filter((c) => c.stream === i && c.admitted)) {
+        if (held.has(keyOfConn(c))) continue;
+        expect(served(c), `${where}: ${c.role} ${keyOfConn(c)} of ${st.name} ended by the gate while SRS serves it`).toBe(false);
+        c.admitted = false;
+        if (c.role === "viewer") st.freedAt = now;
+        count(`gate ended a ghost ${c.role}`);
+      }
+      const admittedKeys = new Set(conns.filter((c) => c.stream === i && c.admitted).map(keyOfConn));
+      const retired = new Set(servers.flatMap((s) => s.retired.map((svc) => `${s.id}/${svc}/`)));
+      const extra = [...held].filter((k) => !admittedKeys.has(k) && ![...retired].some((r) => k.startsWith(r)));
+      expect(extra, `${where}: ${st.name}: sessions the gate holds that the model never admitted (or saw end)`).toEqual([]);
+    }
+  };
+
+  /** The objects' alarms that are due by the fake clock run, as the platform would run them. */
+  const dueAlarms = async () => {
+    for (const s of servers) await fireDue(serverRegistry(env, s.id));
+    for (const st of streams) await fireDue(streamObjectOf(st.name));
+    for (const s of servers) await fireDue(viewerShard(env, s.id));
+  };
+  const allReachableAndLive = () => servers.every((s) => !s.partitioned && surelyLive(s) && now - s.healedAt > 5_500);
+
+  /** An on_play of a new client on server `srv` for stream `si`, as SRS sends it, and the checks of its answer. */
+  const doPlay = async (srv: number, si: number, where: string) => {
+    const s = servers[srv];
+    if (s.partitioned || connected(srv).length >= MAX_CLIENTS) return;
+    const st = streams[si];
+    const c: Conn = { server: srv, service: s.service, client: `v${++clientCounter}`, stream: si, role: "viewer", admitted: false, leftAt: null, liveSince: now, admittedAt: now };
+    const viewersOf = () => conns.filter((x) => x.stream === si && x.role === "viewer" && x.admitted);
+    // Before: counts as SRS sees them.
+    const before = viewersOf();
+    const uncertain = servers.some((x) => !surelyLive(x) && !surelySilent(x));
+    const servedLive = before.filter((x) => served(x) && !surelySilent(servers[x.server])).length;
+    const res = await hook(fresh(play("live", st.name, who(c))));
+    const code = codeOf(res);
+    expect([0, 4005], `${where}: answered ${JSON.stringify(res)}`).toContain(code);
+    if (code === 0) {
+      s.fake.clients.add(c.client);
+      c.admitted = true;
+      conns.push(c);
+      if (st.cap !== null && before.filter((x) => !surelySilent(servers[x.server])).length >= st.cap) count("admitted in a ghost's slot");
+      // (1) Admitted only under the cap, as SRS sees it.
+      if (st.cap !== null && !uncertain) expect(servedLive, `${where}: admitted with ${servedLive} viewers SRS serves at cap ${st.cap}`).toBeLessThan(st.cap);
+    } else {
+      expect(st.cap, `${where}: refused for the cap of an unlimited stream`).not.toBeNull();
+      // (3) Never refused by a ghost.
+      count(`play refused ${allReachableAndLive() ? "checked" : "unchecked"}`);
+      if (allReachableAndLive()) {
+        const servedAll = before.filter(served).length;
+        const ghosts = before.filter((x) => !served(x));
+        const ghostsHere = ghosts.filter((x) => x.server === srv && now - x.leftAt! >= 3_100);
+        const otherGhosts = ghosts.length - ghostsHere.length;
+        const waiting = now - (st.refusedAt.get(srv) ?? -Infinity) < 30_000;
+        const detail = `${where}: refused 4005 at cap ${st.cap}; SRS serves ${servedAll} admitted viewers; ghosts here (gone ≥3 s) ${JSON.stringify(ghostsHere.map(keyOfConn))}, other ghosts ${otherGhosts}, waiting ${waiting}`;
+        if (ghostsHere.length > 0) count("refusal with an old ghost here");
+        // (3b) A ghost on another edge keeps its slot at most about 8 s (plus the 3 s an answer is kept) past the
+        // refusals that rest on it: the stream's rounds, 1 s after a refusal then at gaps doubling up to 8 s while a
+        // refused edge waits (40 s after its last refusal). The model's alarms run when due at each step (2 s apart at most).
+        const overdue = ghosts.filter((g) => {
+          if (g.server === srv || servers[g.server].healedAt >= g.leftAt!) return false;
+          const rs = [...st.refusals, now];
+          const first = rs.findIndex((f) => f >= g.leftAt!);
+          if (first < 0 || first === rs.length - 1) return false;
+          for (let k = first + 1; k < rs.length; k++) if (rs[k] - rs[k - 1] > 30_000) return false;
+          return now >= Math.max(rs[first] + 1_000, g.leftAt! + 3_100) + 8_000 + 2_500;
+        });
+        if (overdue.length > 0) count("refusal with an overdue ghost elsewhere");
+        const legit = servedAll + otherGhosts - overdue.length;
+        const othersWaiting = [...st.refusedAt].some(([x, at]) => x !== srv && now - at < 30_000);
+        const why = `${detail}; overdue ghosts elsewhere ${JSON.stringify(overdue.map((g) => [keyOfConn(g), g.leftAt]))}, refusals ${JSON.stringify(st.refusals)}, slot last freed at ${st.freedAt}`;
+        if (legit < st.cap!) {
+          if (!waiting) expect(legit, why).toBeGreaterThanOrEqual(st.cap!);
+          else if (!othersWaiting) {
+            // README "Flash crowds": a shard still refused waits until the stream tells it that slots are free, "a viewer is
+            // refused while a slot is unused somewhere only if ... that slot is on its way back ..., and for at most about 8 s"
+            // (plus a round or two of the word, and the 3 s an answer is kept for a ghost's slot); its own ghosts are found at
+            // its refusal.
+            expect(ghostsHere, why).toEqual([]);
+            expect(now - st.freedAt, why).toBeLessThan(14_000);
+          }
+        }
+      }
+      st.refusedAt.set(srv, now);
+      st.refusals.push(now);
+    }
+  };
+
+  for (const [step, o] of [...ops, { t: "wait", ms: 61_000 } as Op].entries()) {
+    const where = `step ${step} ${JSON.stringify(o)}`;
+    setClock(now + (o.dt ?? 1));
+    // Heartbeats every 10 s of every server not cut off.
+    for (const s of servers) if (!s.partitioned && now - s.lastBeat >= 10_000) await beat(s);
+    await dueAlarms();
+    await deliverKickStops(where);
+
+    if (o.t === "play") {
+      await doPlay(o.server, o.stream, where);
+    } else if (o.t === "crowd") {
+      // Viewers keep coming, one a second: refusals at a full stream go on (the stream's rounds run meanwhile).
+      for (let k = 0; k < o.seconds; k++) {
+        setClock(now + 1_000);
+        for (const s of servers) if (!s.partitioned && now - s.lastBeat >= 10_000) await beat(s);
+        await dueAlarms();
+        await deliverKickStops(where);
+        await doPlay(o.server, o.stream, `${where} (second ${k})`);
+      }
+    } else if (o.t === "stop" || o.t === "unpublish") {
+      const role = o.t === "stop" ? "viewer" : "publisher";
+      const mine = connected(o.server).filter((c) => c.role === role);
+      if (mine.length === 0) continue;
+      const c = mine[o.pick % mine.length];
+      servers[o.server].fake.clients.delete(c.client);
+      c.leftAt = now;
+      if (!o.lost && !servers[o.server].partitioned) await sendStop(c, where);
+    } else if (o.t === "publish") {
+      const s = servers[o.server];
+      if (s.partitioned || connected(o.server).length >= MAX_CLIENTS) continue;
+      const st = streams[o.stream];
+      const c: Conn = { server: o.server, service: s.service, client: `p${++clientCounter}`, stream: o.stream, role: "publisher", admitted: false, leftAt: null, liveSince: now, admittedAt: now };
+      s.fake.clients.add(c.client); // SRS holds the connection while it asks
+      const uncertain = servers.some((x) => !surelyLive(x) && !surelySilent(x));
+      const res = await hook(fresh(publish("live", st.name, st.key, who(c))));
+      const code = codeOf(res);
+      expect([0, 4004, 4009], `${where}: answered ${JSON.stringify(res)}`).toContain(code);
+      const others = () => conns.filter((x) => x.stream === o.stream && x.role === "publisher" && x.admitted);
+      if (code === 0) {
+        c.admitted = true;
+        count("publish admitted");
+        if (others().some((x) => x.admitted && served(x))) count("takeover");
+        // A takeover's kick happened inside the hook: the kicked publisher is gone from SRS now.
+        noticeKicks();
+        const rivals = others().filter((x) => served(x) && !surelySilent(servers[x.server]));
+        if (!uncertain) expect(rivals.map(keyOfConn), `${where}: admitted beside publishers SRS serves on live servers`).toEqual([]);
+        conns.push(c);
+      } else {
+        s.fake.clients.delete(c.client);
+        count(`publish refused ${code}`);
+        if (allReachableAndLive()) {
+          const holders = others().filter((x) => served(x) || now - x.leftAt! < 3_100);
+          expect(holders.length, `${where}: refused ${code} (${JSON.stringify(res.body)}) with no publisher SRS serves (admitted: ${JSON.stringify(others().map((x) => [keyOfConn(x), x.leftAt]))})`).toBeGreaterThan(0);
+        }
+      }
+    } else if (o.t === "restart") {
+      const s = servers[o.server];
+      s.retired.push(s.service);
+      s.service = `svc${tag}x${o.server}${String.fromCharCode(98 + s.retired.length)}`;
+      s.fake.clients.clear();
+      s.fake.service = s.service;
+      if (s.partitioned) s.healedAt = now;
+      s.partitioned = false;
+      s.fake.reachable = true;
+      for (const c of conns.filter((c) => c.server === o.server)) {
+        if (c.admitted && c.role === "viewer") streams[c.stream].freedAt = now;
+        c.admitted = false;
+        if (c.leftAt === null) c.leftAt = now;
+      }
+      await beat(s);
+    } else if (o.t === "partition") {
+      const s = servers[o.server];
+      s.partitioned = true;
+      s.fake.reachable = false;
+    } else if (o.t === "heal") {
+      const s = servers[o.server];
+      if (!s.partitioned) continue;
+      const wasSilent = surelySilent(s);
+      s.partitioned = false;
+      s.fake.reachable = true;
+      s.healedAt = now;
+      // Back after a silence: its sessions are live again from now; in the band around SERVER_TIMEOUT_S the model does not know.
+      const known = wasSilent || surelyLive(s);
+      for (const c of conns.filter((c) => c.server === o.server && c.admitted)) if (!known || wasSilent) c.liveSince = known ? now : NaN;
+      await beat(s);
+    } else if (o.t === "wait") {
+      const end = now + o.ms;
+      while (now < end) {
+        setClock(Math.min(end, now + 2_000));
+        for (const s of servers) if (!s.partitioned && now - s.lastBeat >= 10_000) await beat(s);
+        await dueAlarms();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+      await deliverKickStops(where);
+      for (const s of servers) {
+        for (let i = 0; i < 20; i++) {
+          await runDurableObjectAlarm(serverRegistry(env, s.id));
+          const listed = (await admin("GET", `/servers?server=${s.id}`)).body.servers[0];
+          if (!listed || listed.pendingNotices === 0) break;
+        }
+      }
+      for (const st of streams) await runDurableObjectAlarm(streamObjectOf(st.name));
+      for (const s of servers) await runDurableObjectAlarm(viewerShard(env, s.id));
+      await new Promise((r) => setTimeout(r, 20));
+      await deliverKickStops(where);
+    } else if (o.t === "put") {
+      const st = streams[o.stream];
+      const body = { ...(o.maxViewers !== undefined ? { maxViewers: o.maxViewers } : {}), ...(o.dup !== undefined ? { onDuplicatePublish: o.dup } : {}), ...(o.rotate ? { rotateKey: true } : {}) };
+      const res = await admin("PUT", `/streams/live/${st.name}`, body);
+      expect(res.status, where).toBe(200);
+      if (o.maxViewers !== undefined) st.freedAt = now;
+      if (o.maxViewers !== undefined) st.cap = o.maxViewers;
+      if (o.dup !== undefined) st.dup = o.dup;
+      if (o.rotate) st.key = res.body.publishKey;
+    } else if (o.t === "end") {
+      const st = streams[o.stream];
+      const res = await admin("DELETE", `/streams/live/${st.name}/sessions`);
+      expect(res.status, where).toBe(200);
+      for (const e of res.body.ended) {
+        const c = conns.find((c) => c.stream === o.stream && servers[c.server].id === e.serverId && c.service === e.serviceId && c.client === e.clientId);
+        if (c?.admitted && c.role === "viewer") st.freedAt = now;
+        if (c) c.admitted = false;
+      }
+    }
+
+    await deliverKickStops(where);
+    await sync(where);
+
+    // --- the gate's view ---
+    for (const [i, st] of streams.entries()) {
+      const state = (await admin("GET", `/streams/live/${st.name}`)).body;
+      const live = [state.publisher, ...state.conflicts].filter((p: any) => p?.state === "live");
+      // (2) At most one publisher holds the stream; the holder is the one live the longest.
+      expect(live.length, `${where}: ${st.name} live publishers ${JSON.stringify(live)}`).toBeLessThanOrEqual(1);
+      // README "Two publishers after a heal": "Among live publishers the holder is the one live the longest, counted from
+      // its admission or its server's return"; the returning one is in conflict.
+      const listed = [state.publisher, ...state.conflicts].filter((p: any) => p && (p.state === "live" || p.state === "conflict"));
+      if (live.length === 1 && listed.length > 1) {
+        count("conflict");
+        const since = (p: any) => conns.find((c) => c.stream === i && servers[c.server].id === p.serverId && c.service === p.serviceId && c.client === p.clientId)?.liveSince ?? NaN;
+        const times = listed.map(since);
+        if (times.every((x: number) => !Number.isNaN(x))) {
+          expect(since(live[0]), `${where}: ${st.name} holder ${JSON.stringify(live[0])} of ${JSON.stringify(listed)} (live since ${JSON.stringify(times)})`).toBe(Math.min(...times));
+        }
+      }
+      if (st.cap !== null) {
+        expect(state.viewers + state.leasedUnused, `${where}: ${st.name} viewers ${state.viewers} + unused leased ${state.leasedUnused}, cap ${st.cap}`).toBeLessThanOrEqual(Math.max(st.cap, state.viewers));
+      }
+      if (o.t === "wait" && servers.every((s) => surelyLive(s) || surelySilent(s))) {
+        const vs = conns.filter((c) => c.stream === i && c.role === "viewer" && c.admitted);
+        // (4) The counts are the model's.
+        expect({ viewers: state.viewers, suspendedViewers: state.suspendedViewers }, `${where}: ${st.name} counts`).toEqual({
+          viewers: vs.filter((c) => !surelySilent(servers[c.server])).length,
+          suspendedViewers: vs.filter((c) => surelySilent(servers[c.server])).length,
+        });
+        if (o.ms >= 61_000) {
+          const stale = conns.filter(
+            (c) => c.stream === i && c.admitted && !served(c) && !servers[c.server].partitioned && surelyLive(servers[c.server]) && now - c.admittedAt > 12_000 + o.ms && now - servers[c.server].healedAt > o.ms,
+          );
+          expect(stale.map((c) => `${c.role} ${keyOfConn(c)} left at ${c.leftAt}`), `${where}: ${st.name} ghosts the background walk left`).toEqual([]);
+        }
+      }
+    }
+  }
+}
+
+/** A sequence to replay alone (a counterexample being studied); empty: skipped. */
+const REPLAY: Op[] = [];
+
+describe("with SRS's API: ghosts, kicks and takeovers in a fleet that loses stops, restarts and is partitioned", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it.skipIf(REPLAY.length === 0)("replay", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    await runSequence(REPLAY);
+  }, 120_000);
+
+  it("the cap and one publisher hold as SRS sees them, no refusal rests on a ghost, counts are the model's", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: MAX_OPS, size: "max" }), runSequence), {
+      numRuns: RUNS,
+      ...(SEED !== undefined ? { seed: SEED } : {}),
+      examples: [],
+    });
+    if (STATS) console.error(JSON.stringify(stats));
+  }, 240_000);
+});

@@ -38,9 +38,19 @@
  *     the model follows these), and holds no session the model did not admit (but of a retired process,
  *     until the registry's notice reaches the stream).
  *
- * Run: `npx vitest run --project srs-api test/srs-api/model-api.test.ts`. A longer hunt: set RUNS (and
- * SEED) below, e.g. RUNS = 300; split thousands of runs over several processes (SQLite files stay open
- * per file, see test/model.test.ts).
+ * Run: `npx vitest run --project srs-api test/srs-api/model-api.test.ts` (40 runs, about 40 s). A longer
+ * hunt: edit RUNS, MAX_OPS and SEED below (workerd's test runner does not see the shell's environment);
+ * STATS = true prints what the runs exercised (refusals checked, takeovers, conflicts, ghosts the gate
+ * ended). Hunted so far, all passing: 150 runs with 40 ops (random seeds), 200 runs with 40 ops, and
+ * 150 runs with 60 ops at seeds 4242 and 777 (about 170 s each). Split thousands of runs over several
+ * processes (SQLite files stay open per file, see test/model.test.ts).
+ *
+ * Model gaps resolved by reading README (not defects of the gate), each encoded where it is checked:
+ * over-cap counts after a heal or a lowered cap ("Viewers over the cap after a heal all count": (1) is
+ * checked at admission only); two publishers SRS serves after a heal ("Two publishers after a heal");
+ * a waiting shard's refusals while a slot is free elsewhere ("Flash crowds", "A shard still refused
+ * waits"); ghosts on other edges found by the stream's rounds, not the refusal ("a ghost on *another*
+ * edge is found by those background checks"); answers kept 3 s and a failed API left alone 5 s ("Bounds").
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
@@ -143,16 +153,20 @@ interface Str {
 }
 
 let run = 0;
+let failed = false;
 /** What the runs exercised (printed at the end with STATS = true). */
 const stats: Record<string, number> = {};
 const count = (k: string) => void (stats[k] = (stats[k] ?? 0) + 1);
-const STATS = true;
+const STATS = false;
 
 async function runSequence(ops: Op[]): Promise<void> {
   try {
     await runOnce(ops);
   } catch (err) {
     if (err instanceof Error) err.message += `\nsequence: ${JSON.stringify(ops)}`;
+    // The first failure, at once (a shrink that runs out of the test's time would hide it).
+    if (!failed) console.error(`FIRST FAILURE: ${err instanceof Error ? err.message : String(err)}`);
+    failed = true;
     throw err;
   }
 }
@@ -380,6 +394,8 @@ async function runOnce(ops: Op[]): Promise<void> {
         if (allReachableAndLive()) {
           const holders = others().filter((x) => served(x) || now - x.leftAt! < 3_100);
           expect(holders.length, `${where}: refused ${code} (${JSON.stringify(res.body)}) with no publisher SRS serves (admitted: ${JSON.stringify(others().map((x) => [keyOfConn(x), x.leftAt]))})`).toBeGreaterThan(0);
+          // README "Publisher takeover": with every edge reachable, the takeover kicks the old publisher and admits the new.
+          expect(code, `${where}: takeover refused though every edge is reachable: ${JSON.stringify(res.body)} (admitted: ${JSON.stringify(others().map((x) => [keyOfConn(x), x.leftAt]))})`).not.toBe(4009);
         }
       }
     } else if (o.t === "restart") {

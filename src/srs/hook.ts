@@ -285,8 +285,8 @@ function cutOnPlay(text: string): Record<string, unknown> | null {
 
 /**
  * The stream as the hook names it, for a kick's decision log: a name outside the rules is still the name of a
- * session SRS serves (an app from the path as it came, "/live/./cam.m3u8" is app "live/."; a vhost from the Host
- * header or ?vhost=), and the playlist it serves is the file at that path. Such a name is no stream's: the kick
+ * session SRS serves (an app from the path as it came: "/live/./cam.m3u8" is app "live/.", e2e run 51), and the
+ * playlist it serves is the file at that path. Such a name is no stream's: the kick
  * is logged by no stream object.
  */
 function namedAsSent(body: Record<string, unknown>): StreamName {

@@ -110,8 +110,8 @@ describe("answers other than a refusal decision: SRS keeps the session all the s
 describe("a name the gate refuses is still a session SRS serves", () => {
   it("must not happen (fixed): a 400 for the vhost or the app salvaged no session to kick, and SRS served the stream's playlist to that session", async () => {
     // SRS names an HLS session's stream from the request, not from what it serves: the app from the path as it came
-    // (GET /live/./<s>.m3u8: app "live/.", SrsRequest::strip trims only end slashes) and the vhost from the Host header
-    // or ?vhost= (an unknown vhost takes the default vhost's hooks, with its own name in the hook). The playlist it then
+    // (GET /live/./<s>.m3u8: app "live/.", SrsRequest::strip trims only end slashes; seen in e2e run 51), and a vhost
+    // outside the rules is one more name the hook may carry (SRS 7.0.18 sent __defaultVhost__ for ?vhost=a!b). The playlist it then
     // serves is the file at that path, the stream's own. The hook's 400 (app or vhost outside the name rules) kicked
     // nobody: sessionOfInvalid needed a name that parses, so the player's next request with its hls_ctx was served.
     const { edge, fake, s } = await fullStream(["hlsapp13", "hlsvho14"]);

@@ -89,10 +89,13 @@ export class KickOutbox {
           console.error(JSON.stringify({ error: "kick of a refused client not queued: too many waiting", server: k.serverId, client: k.clientId, stream: k.streamKey }));
           continue;
         }
-        // Never in place of a kick already waiting for that client (an operator's, say): it stays as it is.
+        // Never in place of an operator's kick already waiting for that client: it stays as it is. A refused client's kick
+        // waiting (its edge's API could not be reached, its backoff up to 30 s) is for an earlier session of that id, which SRS
+        // let go since (it sent this on_play): this refusal's kick is a new one, due now, its backoff afresh.
         const added = this.sql.exec(
           `INSERT INTO kicks (server_id, service_id, client_id, stream_key, role, why, attempt, next_at, until, retry_ms, unless_admitted) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 1)
-           ON CONFLICT DO NOTHING`,
+           ON CONFLICT DO UPDATE SET why = excluded.why, attempt = 0, next_at = MIN(next_at, excluded.next_at), until = MAX(until, excluded.until), retry_ms = excluded.retry_ms
+           WHERE unless_admitted = 1`,
           ...row,
         ).rowsWritten;
         if (added > 0) refusedWaiting++;

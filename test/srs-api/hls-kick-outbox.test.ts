@@ -16,7 +16,7 @@ import { describe, expect, it, vi } from "vitest";
 import { ServerRegistry, shardOf } from "../../src/server/registry";
 import { admin, createStream, heartbeat, hlsPlay, hook, hookWith, newEdge, play, publish, stopPlay, streamState, uniqueStream } from "../srs";
 import { ALLOW, deviceOf, edgeWithApi, installFakeSrs, kickedOn } from "../fake-srs";
-import { at, countCalls, futureClock, serverStub, streamStub, until } from "../fleet";
+import { at, countCalls, futureClock, serverStub, streamStub, T0, until } from "../fleet";
 
 installFakeSrs();
 
@@ -92,6 +92,45 @@ describe("a refused session's kick outlives the session it was meant for", () =>
     // must not happen: the kick names stream A (the row's stream_key) but is sent by id alone; the GET before it checks only
     // the process, not that the client is still the refused session of A, so B's admitted viewer is ended.
     expect(kickedOn(fake, "hlsback2")).toBe(false);
+  });
+});
+
+describe("a refused session's kick and the same player's next refusal", () => {
+  it("must not happen (fixed): a player refused again with its hls_ctx, its API back, was served until the backoff of its earlier session's kick ran out (up to 30 s)", async () => {
+    // Shrunk from test/srs-api/model-api.test.ts: a kick waiting with its backoff (doubling to 30 s) while the edge's API
+    // could not be reached; SRS expires the refused session; the API is back; the same player comes back with the same
+    // ctx and is refused again: SRS serves that new session until the gate's kick.
+    futureClock();
+    const { edge, fake } = await edgeWithApi(["view0001"]);
+    const s = uniqueStream();
+    await createStream(s, { maxViewers: 1 });
+    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+    fake.reachable = false;
+    fake.clients.add("hlsagn01");
+    expect((await hook(hlsPlay(s, { ...edge, client: "hlsagn01" }, "?hls_ctx=hlsagn01"))).body.code).toBe(4005);
+    await waitForRow(edge, "hlsagn01");
+    // Its tries fail (the edge heartbeats all along), 1 s, 2 s, 4 s, 8 s, 16 s, then 30 s apart.
+    for (const t of [1_000, 3_000, 7_000, 15_000, 31_000, 47_000]) {
+      at(t);
+      expect(await beatWithApi(edge)).toEqual(ALLOW);
+      await runDurableObjectAlarm(serverStub(edge));
+    }
+    expect((await kickRows(edge, "hlsagn01"))[0].next_at).toBeGreaterThan(T0 + 70_000);
+    // SRS expires the refused session (its on_stop); the API is back; the player comes back with its ctx and is refused again.
+    at(48_000);
+    fake.clients.delete("hlsagn01");
+    expect(await hook({ ...stopPlay("live", s, { ...edge, client: "hlsagn01" }), stream: `${s}.m3u8` })).toEqual(ALLOW);
+    fake.reachable = true;
+    fake.clients.add("hlsagn01");
+    const queued = countCalls(ServerRegistry.prototype, "queueKicks", (_self, [kicks]) => kicks.some((k: { clientId: string }) => k.clientId === "hlsagn01"));
+    expect((await hook(hlsPlay(s, { ...edge, client: "hlsagn01" }, "?hls_ctx=hlsagn01"))).body.code).toBe(4005);
+    await until(() => queued.done > 0);
+    at(49_000);
+    await runDurableObjectAlarm(serverStub(edge));
+    // must not happen: the new refusal's kick went into the waiting row (ON CONFLICT DO NOTHING), due at 77 s: SRS served
+    // the refused session for half a minute past the cap (README "Kicks": kicked "in the background, 0.3 s after the answer").
+    expect(kickedOn(fake, "hlsagn01")).toBe(true);
+    expect(fake.clients.has("hlsagn01")).toBe(false);
   });
 });
 

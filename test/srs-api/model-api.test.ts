@@ -8,8 +8,20 @@
  * server's FakeSrs, a refused one does not; a stop (hook sent) or a LOST stop (no hook) takes it out;
  * a restart clears it; a kick (the gate's DELETE) takes it out, and SRS then sends its stop hook, which
  * the model sends at the next step. Every connection has a fresh client id (SRS's ids are unique per
- * process), all RTMP (so WebRTC's 12 s rule does not apply). A partition: the server's API unreachable
+ * process), RTMP or HLS (so WebRTC's 12 s rule does not apply). A partition: the server's API unreachable
  * and its heartbeats (and hooks) cut off; its clients stay connected to SRS.
+ *
+ * HLS viewers as SRS 7 treats them (README "SRS caveats": "HLS viewers are counted only with hls_ctx on", "SRS serves a
+ * refused HLS viewer that chose its own session id"; "Kicks"): the client id is the hls_ctx the player chose, the on_play
+ * is test/srs.ts hlsPlay ("<name>.m3u8", param "?hls_ctx=<id>"); SRS registers the session before the hook and keeps it
+ * whatever the answer, so a refused one stays in its FakeSrs (served) until the gate's kick (in the background, 0.3 s after
+ * the answer, through the registry's outbox) takes it out; no on_close, its on_stop when SRS expires it (the "stop" op,
+ * sometimes lost). A player may come back with the hls_ctx of an earlier session SRS no longer has ("hlsBack"): a new
+ * session for SRS, a repeat for the gate if it still holds the earlier one (its stop lost).
+ * Slow and hanging APIs (op "api", for 1 to 3 operations): each answer of one server's API takes 1.5 s (every call within
+ * its 2 s, a refusal's check with its versions call not) or 2.5 s (no call in time), or never comes. These delays are real
+ * time (a refusal's 2 s and a call's 2 s are real timers) while the fake clock stands still: the model's time is not the
+ * gate's during them, so nothing here is about durations.
  *
  * Invariants, checked at every step (README is the contract):
  * (1) Exact cap as SRS sees it: when the gate admits a viewer, the viewers of that stream SRS serves
@@ -37,13 +49,28 @@
  * (5) The gate never ends a session SRS still serves (except by an operator's end, a restart, a takeover:
  *     the model follows these), and holds no session the model did not admit (but of a retired process,
  *     until the registry's notice reaches the stream).
+ * (6) Once its kick window has passed, SRS serves no HLS session the gate refused: 3 s after the refusal when its
+ *     server's API answered in time since, or 31 s after it answers again (the outbox's backoff is 30 s at most; a kick
+ *     is given up after 5 minutes). (1) counts served admitted HLS viewers like the RTMP ones; a refused HLS session is no
+ *     admission.
+ * (7) A play or publish whose answer needs no API call makes none ("Bounds": "Never on the path of an admitted hook"):
+ *     counted in test/fake-srs.ts allCalls once earlier steps' calls are over, for an admission while the gate holds
+ *     fewer viewers than the cap (or none is set), a repeat, or a publish while it holds no publisher. With slow APIs,
+ *     (1) and (2) say that no admission goes beside a session whose status was not confirmed gone; (3) and (4)'s walk
+ *     are checked only while every API answers at once (and 5.5 s after it is back, as after a heal).
  *
- * Run: `npx vitest run --project srs-api test/srs-api/model-api.test.ts` (40 runs, about 40 s). A longer
+ * Run: `npx vitest run --project srs-api test/srs-api/model-api.test.ts` (20 runs, 40 to 60 s: the slow APIs wait in real time). A longer
  * hunt: edit RUNS, MAX_OPS and SEED below (workerd's test runner does not see the shell's environment);
  * STATS = true prints what the runs exercised (refusals checked, takeovers, conflicts, ghosts the gate
  * ended). Hunted so far, all passing: 150 runs with 40 ops (random seeds), 200 runs with 40 ops, and
  * 150 runs with 60 ops at seeds 4242 and 777 (about 170 s each). Split thousands of runs over several
- * processes (SQLite files stay open per file, see test/model.test.ts).
+ * processes (SQLite files stay open per file, see test/model.test.ts). With HLS viewers and slow APIs: 60 runs with
+ * 40 ops (seed 101) and 60 with 60 ops (seed 202) passed on the code before 7d0b7ac; a targeted sequence then found
+ * its defect (below); after it, HUNTED_AFTER_FIX.
+ *
+ * Defects found with HLS viewers and slow APIs: a player refused again with its hls_ctx, while the kick of its earlier
+ * refused session still waited for its edge with a backoff of up to 30 s, was served until that backoff ran out, its
+ * edge's API answering all along (7d0b7ac, test/srs-api/hls-kick-outbox.test.ts; seeded below).
  *
  * Model gaps resolved by reading README (not defects of the gate), each encoded where it is checked:
  * over-cap counts after a heal or a lowered cap ("Viewers over the cap after a heal all count": (1) is
@@ -51,20 +78,26 @@
  * a waiting shard's refusals while a slot is free elsewhere ("Flash crowds", "A shard still refused
  * waits"); ghosts on other edges found by the stream's rounds, not the refusal ("a ghost on *another*
  * edge is found by those background checks"); answers kept 3 s and a failed API left alone 5 s ("Bounds").
+ * With HLS viewers and slow APIs: a refused HLS session served until its kick, and longer while its edge's API cannot
+ * answer ("Kicks": retried after 1 s doubling to 30 s, for 5 minutes: (6) waits 31 s after the API is back); an HLS
+ * player back with the hls_ctx of a session the gate still holds is a repeat, admitted whatever the count ("How it
+ * decides": "A repeat of a live session is always allowed"), so (1) is not checked for it; an API answering in 1.5 s
+ * makes a refusal's check unknown (its "not found" needs the versions call too: 3 s, past the refusal's 2 s), so (3)
+ * waits for every API to answer at once.
  */
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../../src/object-access";
-import { admin, heartbeat, hook, play, publish, stopPlay, unpublish } from "../srs";
-import { FakeSrs, hosts, installFakeSrs } from "../fake-srs";
+import { admin, heartbeat, hlsPlay, hook, play, publish, stopPlay, unpublish } from "../srs";
+import { allCalls, FakeSrs, hosts, installFakeSrs, network } from "../fake-srs";
 import { keyOf, streamObjectOf } from "../model-kit";
 import { fireDue } from "../fleet";
 
 installFakeSrs();
 
-const RUNS = 40;
+const RUNS = 20;
 const MAX_OPS = 40;
 const SEED: number | undefined = undefined;
 
@@ -73,9 +106,20 @@ const SERVERS = 3;
 const STREAMS = 2;
 const MAX_CLIENTS = 8;
 
+type ApiMode = "slow1500" | "slow2500" | "hang" | "ok";
+
 /** `dt`: how long before the operation (ms), so that kept answers (3 s) and rounds (1 s) expire between operations. */
 type Op = { dt?: number } & (
   | { t: "play"; server: number; stream: number }
+  /** An HLS player that chose its hls_ctx (its client id): SRS registers the session before on_play and keeps it whatever the answer. */
+  | { t: "hls"; server: number; stream: number }
+  /** An HLS player back with the hls_ctx of one of its earlier sessions on that stream that SRS no longer has (expired or kicked). */
+  | { t: "hlsBack"; server: number; pick: number }
+  /**
+   * One server's API: each answer takes 1.5 s or 2.5 s (under and over a call's 2 s), or never comes, for the next `steps`
+   * operations (their real time is the API's: a few steps keep the runs short), or back to normal.
+   */
+  | { t: "api"; server: number; mode: ApiMode; steps?: number }
   | { t: "stop"; server: number; pick: number; lost: boolean }
   | { t: "publish"; server: number; stream: number }
   | { t: "unpublish"; server: number; pick: number; lost: boolean }
@@ -94,6 +138,9 @@ const stream = fc.integer({ min: 0, max: STREAMS - 1 });
 const pick = fc.nat(7);
 const bare: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.record({ t: fc.constant("play" as const), server, stream }), weight: 8 },
+  { arbitrary: fc.record({ t: fc.constant("hls" as const), server, stream }), weight: 5 },
+  { arbitrary: fc.record({ t: fc.constant("hlsBack" as const), server, pick }), weight: 2 },
+  { arbitrary: fc.record({ t: fc.constant("api" as const), server, mode: fc.constantFrom<ApiMode>("slow1500", "slow2500", "hang"), steps: fc.integer({ min: 1, max: 3 }) }), weight: 1 },
   { arbitrary: fc.record({ t: fc.constant("stop" as const), server, pick, lost: fc.boolean() }), weight: 4 },
   { arbitrary: fc.record({ t: fc.constant("publish" as const), server, stream }), weight: 4 },
   { arbitrary: fc.record({ t: fc.constant("unpublish" as const), server, pick, lost: fc.boolean() }), weight: 2 },
@@ -121,7 +168,10 @@ interface Srv {
   fake: FakeSrs;
   partitioned: boolean;
   lastBeat: number;
+  /** When its API last came back to answering at once (a heal, a restart after a partition, a slow or hanging API back). */
   healedAt: number;
+  /** Since when its API answers each call within its 2 s (null: it does not now; partitioned, hanging or 2.5 s slow). */
+  apiOkSince: number | null;
 }
 
 interface Conn {
@@ -137,6 +187,10 @@ interface Conn {
   /** Admission, or its server's return after a silence: for the holder among publishers. */
   liveSince: number;
   admittedAt: number;
+  /** An HLS session (client id = its hls_ctx, on_play stream "<name>.m3u8"): its stop is an expiry, no on_close. */
+  hls: boolean;
+  /** An HLS session the gate refused, which SRS serves until the gate's kick (README "SRS serves a refused HLS viewer ..."). */
+  refusedAt: number | null;
 }
 
 interface Str {
@@ -192,7 +246,7 @@ async function runOnce(ops: Op[]): Promise<void> {
     const service = `svc${tag}x${i}a`;
     const fake = new FakeSrs(id, service);
     hosts.set(`${device}.srs.test:1985`, fake);
-    servers.push({ id, device, service, retired: [], fake, partitioned: false, lastBeat: 0, healedAt: -Infinity });
+    servers.push({ id, device, service, retired: [], fake, partitioned: false, lastBeat: 0, healedAt: -Infinity, apiOkSince: 0 });
   }
   const beat = async (s: Srv) => {
     expect((await hook({ ...heartbeat({ server: s.id, service: s.service }), device_id: s.device }, undefined, "/heartbeat")).status).toBe(200);
@@ -211,6 +265,16 @@ async function runOnce(ops: Op[]): Promise<void> {
   // Silence as the gate sees it, with a band around SERVER_TIMEOUT_S where the model does not know.
   const surelySilent = (s: Srv) => now - s.lastBeat > TIMEOUT_MS + 1_000;
   const surelyLive = (s: Srv) => now - s.lastBeat < TIMEOUT_MS - 1_000;
+  /** Its API answers every call at once (the model's checks of ghosts found and refusals that rest on none hold only then). */
+  const apiNormal = (s: Srv) => !s.partitioned && !s.fake.hang && s.fake.delayMs === 0;
+  /** Its API answers each call within a call's 2 s (a kick goes through, slowly). */
+  const apiAnswers = (s: Srv) => !s.partitioned && !s.fake.hang && s.fake.delayMs < 2_000;
+  /** After any change of a server's reachability or API speed: when its API came back (healedAt) or began to answer in time (apiOkSince). */
+  const apiChanged = (s: Srv, wasNormal: boolean) => {
+    if (!wasNormal && apiNormal(s)) s.healedAt = now;
+    if (!apiAnswers(s)) s.apiOkSince = null;
+    else if (s.apiOkSince === null) s.apiOkSince = now;
+  };
   const served = (c: Conn) => c.leftAt === null;
   const who = (c: Conn) => ({ server: servers[c.server].id, service: c.service, client: c.client });
   const keyOfConn = (c: Conn) => keyOf(who(c));
@@ -222,13 +286,15 @@ async function runOnce(ops: Op[]): Promise<void> {
   const noticeKicks = () => {
     for (const c of conns) {
       if (!served(c) || servers[c.server].fake.clients.has(c.client)) continue;
+      if (c.refusedAt !== null) count(`refused hls kicked ${now - c.refusedAt < 3_000 ? "within 3 s" : "later"}`);
       c.leftAt = now;
       pendingStops.push(c);
     }
   };
   const sendStop = async (c: Conn, where: string) => {
     const st = streams[c.stream];
-    const body = c.role === "viewer" ? stopPlay("live", st.name, who(c)) : unpublish("live", st.name, who(c));
+    // An HLS session's on_stop, when SRS expires it (2 × hls_window after its last request) or after a kick, names "<name>.m3u8".
+    const body = c.role === "viewer" ? { ...stopPlay("live", st.name, who(c)), ...(c.hls ? { stream: `${st.name}.m3u8` } : {}) } : unpublish("live", st.name, who(c));
     expect((await hook(fresh(body))).status, where).toBe(200);
     if (c.admitted && c.role === "viewer") st.freedAt = now;
     c.admitted = false;
@@ -274,30 +340,74 @@ async function runOnce(ops: Op[]): Promise<void> {
     for (const st of streams) await fireDue(streamObjectOf(st.name));
     for (const s of servers) await fireDue(viewerShard(env, s.id));
   };
-  const allReachableAndLive = () => servers.every((s) => !s.partitioned && surelyLive(s) && now - s.healedAt > 5_500);
+  const allReachableAndLive = () => servers.every((s) => apiNormal(s) && surelyLive(s) && now - s.healedAt > 5_500);
+
+  /**
+   * API calls a hook makes (allCalls, pushed as each call is sent), counted once the background calls of earlier steps are
+   * over (late answers of a refusal's check, kicks started at once): null when some are still on their way after 8 s.
+   */
+  const quiet = async () => {
+    for (let i = 0; i < 400; i++) {
+      if (network.inFlight === 0) {
+        await new Promise((r) => setTimeout(r, 2));
+        if (network.inFlight === 0) return true;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return false;
+  };
 
   /** An on_play of a new client on server `srv` for stream `si`, as SRS sends it, and the checks of its answer. */
-  const doPlay = async (srv: number, si: number, where: string) => {
+  const doPlay = async (srv: number, si: number, where: string, hls = false, reuse?: string) => {
     const s = servers[srv];
     if (s.partitioned || connected(srv).length >= MAX_CLIENTS) return;
     const st = streams[si];
-    const c: Conn = { server: srv, service: s.service, client: `v${++clientCounter}`, stream: si, role: "viewer", admitted: false, leftAt: null, liveSince: now, admittedAt: now };
+    const c: Conn = { server: srv, service: s.service, client: reuse ?? `${hls ? "h" : "v"}${++clientCounter}`, stream: si, role: "viewer", admitted: false, leftAt: null, liveSince: now, admittedAt: now, hls, refusedAt: null };
     const viewersOf = () => conns.filter((x) => x.stream === si && x.role === "viewer" && x.admitted);
+    // An HLS player back with its hls_ctx while the gate still holds that session (its stop was lost): a repeat of its on_play,
+    // "always allowed" and "not counted twice" (README "How it decides", "A repeat of a live session is always allowed").
+    const same = conns.find((x) => x.admitted && x.role === "viewer" && x.stream === si && x.server === srv && x.service === c.service && x.client === c.client);
     // Before: counts as SRS sees them.
     const before = viewersOf();
     const uncertain = servers.some((x) => !surelyLive(x) && !surelySilent(x));
     const servedLive = before.filter((x) => served(x) && !surelySilent(servers[x.server])).length;
-    const res = await hook(fresh(play("live", st.name, who(c))));
+    // (7) An admission that needs no API call makes none (README "Bounds": "Never on the path of an admitted hook"): a slot free
+    // as the gate counts (its sessions, suspended ones included), or a repeat.
+    const noApi = same !== undefined || st.cap === null || (await viewersHeld(st)).size < st.cap;
+    const calm = await quiet();
+    const calls0 = allCalls.length;
+    // SRS registers an HLS session before it sends on_play, and keeps it whatever the answer when the player chose its hls_ctx
+    // (README "SRS caveats": "SRS serves a refused HLS viewer that chose its own session id").
+    if (hls) s.fake.clients.add(c.client);
+    const res = await hook(fresh(hls ? hlsPlay(st.name, who(c), `?hls_ctx=${c.client}`) : play("live", st.name, who(c))));
+    const made = allCalls.slice(calls0).map((x) => `${x.method} ${x.host}${x.path}`);
     const code = codeOf(res);
     expect([0, 4005], `${where}: answered ${JSON.stringify(res)}`).toContain(code);
+    if (same) expect(code, `${where}: a repeat of the on_play of ${keyOfConn(same)}, which the gate holds, refused`).toBe(0);
     if (code === 0) {
+      if (calm && noApi) expect(made, `${where}: an admission that needed no API call made some`).toEqual([]);
+      if (calm && noApi && servers.some((x) => !apiNormal(x))) count("play admitted, no API call, while an API is slow or cut off");
+      if (!calm) count("hook's calls not counted: earlier calls still on their way");
       s.fake.clients.add(c.client);
       c.admitted = true;
       conns.push(c);
+      count(hls ? "hls admitted" : "play admitted");
+      if (same) {
+        // One session in the gate and in SRS: the earlier conn's session is this one now.
+        same.admitted = false;
+        count("hls repeat");
+        return;
+      }
       if (st.cap !== null && before.filter((x) => !surelySilent(servers[x.server])).length >= st.cap) count("admitted in a ghost's slot");
       // (1) Admitted only under the cap, as SRS sees it.
       if (st.cap !== null && !uncertain) expect(servedLive, `${where}: admitted with ${servedLive} viewers SRS serves at cap ${st.cap}`).toBeLessThan(st.cap);
     } else {
+      if (hls) {
+        // Served until the gate's kick (README "Kicks": in the background, 0.3 s after the answer).
+        c.refusedAt = now;
+        conns.push(c);
+        count(`hls refused${apiNormal(s) ? "" : " (API slow or cut off)"}`);
+      }
       expect(st.cap, `${where}: refused for the cap of an unlimited stream`).not.toBeNull();
       // (3) Never refused by a ghost.
       count(`play refused ${allReachableAndLive() ? "checked" : "unchecked"}`);
@@ -341,16 +451,42 @@ async function runOnce(ops: Op[]): Promise<void> {
     }
   };
 
-  for (const [step, o] of [...ops, { t: "wait", ms: 61_000 } as Op].entries()) {
+  // At the end every API is back, and a last minute passes.
+  const last: Op[] = [...servers.map((_, i) => ({ t: "api", server: i, mode: "ok" }) as Op), { t: "wait", ms: 61_000 }];
+  const slowUntil = new Map<number, number>();
+  for (const [step, o] of [...ops, ...last].entries()) {
     const where = `step ${step} ${JSON.stringify(o)}`;
+    // A slow or hanging API back once its steps are over.
+    for (const [i, until] of slowUntil) {
+      if (step <= until) continue;
+      const s = servers[i];
+      const wasNormal = apiNormal(s);
+      s.fake.hang = false;
+      s.fake.delayMs = 0;
+      apiChanged(s, wasNormal);
+      slowUntil.delete(i);
+    }
     setClock(now + (o.dt ?? 1));
     // Heartbeats every 10 s of every server not cut off.
     for (const s of servers) if (!s.partitioned && now - s.lastBeat >= 10_000) await beat(s);
     await dueAlarms();
     await deliverKickStops(where);
 
-    if (o.t === "play") {
-      await doPlay(o.server, o.stream, where);
+    if (o.t === "play" || o.t === "hls") {
+      await doPlay(o.server, o.stream, where, o.t === "hls");
+    } else if (o.t === "hlsBack") {
+      // Its earlier sessions SRS no longer has (an id SRS has is served with no hook), the newest process's or an older one's.
+      const back = conns.filter((c) => c.hls && c.server === o.server && !served(c) && !conns.some((x) => x.server === o.server && x.client === c.client && served(x)));
+      if (back.length === 0) continue;
+      const c = back[o.pick % back.length];
+      await doPlay(o.server, c.stream, where, true, c.client);
+    } else if (o.t === "api") {
+      const s = servers[o.server];
+      const wasNormal = apiNormal(s);
+      s.fake.hang = o.mode === "hang";
+      s.fake.delayMs = o.mode === "slow1500" ? 1_500 : o.mode === "slow2500" ? 2_500 : 0;
+      apiChanged(s, wasNormal);
+      slowUntil.set(o.server, step + (o.steps ?? Infinity));
     } else if (o.t === "crowd") {
       // Viewers keep coming, one a second: refusals at a full stream go on (the stream's rounds run meanwhile).
       for (let k = 0; k < o.seconds; k++) {
@@ -372,14 +508,20 @@ async function runOnce(ops: Op[]): Promise<void> {
       const s = servers[o.server];
       if (s.partitioned || connected(o.server).length >= MAX_CLIENTS) continue;
       const st = streams[o.stream];
-      const c: Conn = { server: o.server, service: s.service, client: `p${++clientCounter}`, stream: o.stream, role: "publisher", admitted: false, leftAt: null, liveSince: now, admittedAt: now };
+      const c: Conn = { server: o.server, service: s.service, client: `p${++clientCounter}`, stream: o.stream, role: "publisher", admitted: false, leftAt: null, liveSince: now, admittedAt: now, hls: false, refusedAt: null };
+      // (7) With no publisher held, the admission needs no API call, and makes none.
+      const noApi = (await publishersHeld(st)).size === 0;
+      const calm = await quiet();
       s.fake.clients.add(c.client); // SRS holds the connection while it asks
       const uncertain = servers.some((x) => !surelyLive(x) && !surelySilent(x));
+      const calls0 = allCalls.length;
       const res = await hook(fresh(publish("live", st.name, st.key, who(c))));
+      const made = allCalls.slice(calls0).map((x) => `${x.method} ${x.host}${x.path}`);
       const code = codeOf(res);
       expect([0, 4004, 4009], `${where}: answered ${JSON.stringify(res)}`).toContain(code);
       const others = () => conns.filter((x) => x.stream === o.stream && x.role === "publisher" && x.admitted);
       if (code === 0) {
+        if (calm && noApi) expect(made, `${where}: an admission that needed no API call made some`).toEqual([]);
         c.admitted = true;
         count("publish admitted");
         if (others().some((x) => x.admitted && served(x))) count("takeover");
@@ -404,9 +546,11 @@ async function runOnce(ops: Op[]): Promise<void> {
       s.service = `svc${tag}x${o.server}${String.fromCharCode(98 + s.retired.length)}`;
       s.fake.clients.clear();
       s.fake.service = s.service;
+      const wasNormal = apiNormal(s);
       if (s.partitioned) s.healedAt = now;
       s.partitioned = false;
       s.fake.reachable = true;
+      apiChanged(s, wasNormal);
       for (const c of conns.filter((c) => c.server === o.server)) {
         if (c.admitted && c.role === "viewer") streams[c.stream].freedAt = now;
         c.admitted = false;
@@ -415,15 +559,19 @@ async function runOnce(ops: Op[]): Promise<void> {
       await beat(s);
     } else if (o.t === "partition") {
       const s = servers[o.server];
+      const wasNormal = apiNormal(s);
       s.partitioned = true;
       s.fake.reachable = false;
+      apiChanged(s, wasNormal);
     } else if (o.t === "heal") {
       const s = servers[o.server];
       if (!s.partitioned) continue;
       const wasSilent = surelySilent(s);
+      const wasNormal = apiNormal(s);
       s.partitioned = false;
       s.fake.reachable = true;
       s.healedAt = now;
+      apiChanged(s, wasNormal);
       // Back after a silence: its sessions are live again from now; in the band around SERVER_TIMEOUT_S the model does not know.
       const known = wasSilent || surelyLive(s);
       for (const c of conns.filter((c) => c.server === o.server && c.admitted)) if (!known || wasSilent) c.liveSince = known ? now : NaN;
@@ -471,6 +619,18 @@ async function runOnce(ops: Op[]): Promise<void> {
     await deliverKickStops(where);
     await sync(where);
 
+    // (6) Once its kick window has passed, SRS serves no HLS session the gate refused (README "SRS caveats": "streamgate kicks
+    // every on_play it does not admit whose param mentions hls_ctx"; "Kicks": 0.3 s after the answer, retried after 1 s
+    // doubling to 30 s while the API cannot be reached, for 5 minutes): 3 s after the refusal with its API answering since,
+    // or 31 s after its API answers again.
+    for (const c of conns) {
+      if (c.refusedAt === null || !served(c)) continue;
+      const since = servers[c.server].apiOkSince;
+      if (since === null) continue;
+      const due = since <= c.refusedAt ? c.refusedAt + 3_000 : since - c.refusedAt < 290_000 ? since + 31_000 : Infinity;
+      expect(now < due, `${where}: SRS still serves HLS session ${keyOfConn(c)} of ${streams[c.stream].name}, refused at ${c.refusedAt}, its API answering since ${since}`).toBe(true);
+    }
+
     // --- the gate's view ---
     for (const [i, st] of streams.entries()) {
       const state = (await admin("GET", `/streams/live/${st.name}`)).body;
@@ -500,7 +660,7 @@ async function runOnce(ops: Op[]): Promise<void> {
         });
         if (o.ms >= 61_000) {
           const stale = conns.filter(
-            (c) => c.stream === i && c.admitted && !served(c) && !servers[c.server].partitioned && surelyLive(servers[c.server]) && now - c.admittedAt > 12_000 + o.ms && now - servers[c.server].healedAt > o.ms,
+            (c) => c.stream === i && c.admitted && !served(c) && apiNormal(servers[c.server]) && surelyLive(servers[c.server]) && now - c.admittedAt > 12_000 + o.ms && now - servers[c.server].healedAt > o.ms,
           );
           expect(stale.map((c) => `${c.role} ${keyOfConn(c)} left at ${c.leftAt}`), `${where}: ${st.name} ghosts the background walk left`).toEqual([]);
         }
@@ -528,6 +688,58 @@ describe("with SRS's API: ghosts, kicks and takeovers in a fleet that loses stop
       numRuns: RUNS,
       ...(SEED !== undefined ? { seed: SEED } : {}),
       examples: [
+        // HLS players at a full stream, one of them refused while its edge's API hangs: SRS serves the refused sessions until
+        // the gate's kick, 0.3 s after the answer, or once the API answers again (README "Kicks").
+        [
+          [
+            { t: "play", server: 0, stream: 0 },
+            { t: "hls", server: 1, stream: 0 },
+            { t: "hls", server: 1, stream: 0 },
+            { t: "wait", ms: 4_000 },
+            { t: "api", server: 1, mode: "hang", steps: 2 },
+            { t: "hls", server: 1, stream: 0 },
+            { t: "wait", ms: 4_000 },
+            { t: "wait", ms: 31_000 },
+            { t: "hlsBack", server: 1, pick: 0 },
+          ],
+        ],
+        // Found by this model: a player refused again with its hls_ctx after SRS let its refused session go, its edge's API back,
+        // was served until the backoff of the earlier session's kick (up to 30 s) ran out (test/srs-api/hls-kick-outbox.test.ts).
+        [
+          [
+            { t: "play", server: 0, stream: 0 },
+            { t: "play", server: 0, stream: 0 },
+            { t: "api", server: 1, mode: "hang", steps: 5 },
+            { t: "hls", server: 1, stream: 0 },
+            { t: "wait", ms: 61_000 },
+            { t: "wait", ms: 4_000 },
+            { t: "stop", server: 1, pick: 0, lost: false },
+            { t: "wait", ms: 4_000 },
+            { t: "hlsBack", server: 1, pick: 0 },
+            { t: "wait", ms: 4_000 },
+          ],
+        ],
+        // A ghost at a full stream whose edge's API answers in 1.5 s (its "not found" and the versions call take 3 s, past a
+        // refusal's 2 s: unknown, the refusal stands, the answer is kept), then one that hangs; a takeover of a publisher whose
+        // edge answers in 2.5 s (refused 4009, never admitted beside it), and again once the edge answers.
+        [
+          [
+            { t: "play", server: 0, stream: 0 },
+            { t: "play", server: 0, stream: 0 },
+            { t: "stop", server: 0, pick: 0, lost: true },
+            { t: "api", server: 0, mode: "slow1500", steps: 3 },
+            { t: "play", server: 0, stream: 0, dt: 3_200 },
+            { t: "play", server: 0, stream: 0, dt: 700 },
+            { t: "publish", server: 2, stream: 1 },
+            { t: "put", stream: 1, dup: "replace", rotate: false },
+            { t: "api", server: 2, mode: "slow2500", steps: 2 },
+            { t: "publish", server: 1, stream: 1 },
+            { t: "api", server: 2, mode: "hang", steps: 2 },
+            { t: "publish", server: 0, stream: 1 },
+            { t: "wait", ms: 4_000, dt: 3_200 },
+            { t: "publish", server: 0, stream: 1 },
+          ],
+        ],
         // Seeded scenarios random runs reach rarely. A publisher comes back after a partition into a stream another took
         // meanwhile: the one holding it keeps it, the returning one in conflict (README "Two publishers after a heal");
         // then a takeover (onDuplicatePublish "replace") kicks both before its publisher is admitted.

@@ -33,6 +33,11 @@ export class FakeSrs {
   delayMs = 0;
   /** Never answers (until the signal aborts). */
   hang = false;
+  /**
+   * A call its caller gave up on during `delayMs` is carried out all the same once the delay is over (a slow SRS does
+   * not know the caller stopped waiting: a DELETE then kicks); its caller still sees the abort.
+   */
+  lateEffects = false;
   /** DELETE answers code 0 but the client stays (a kicked connection that lingers). */
   linger = false;
   /** Leave the `service` field out of code-0 envelopes. */
@@ -65,32 +70,47 @@ export class FakeSrs {
     network.inFlight++;
     network.maxInFlight = Math.max(network.maxInFlight, network.inFlight);
     try {
+      if (this.delayMs > 0 && !this.hang && this.lateEffects) {
+        const answer = new Promise<void>((r) => setTimeout(r, this.delayMs)).then(() => this.answer(req));
+        answer.catch(() => {});
+        const aborted = new Promise<never>((_, reject) => {
+          if (req.signal.aborted) reject(req.signal.reason);
+          req.signal.addEventListener("abort", () => reject(req.signal.reason));
+        });
+        aborted.catch(() => {});
+        return await Promise.race([answer, aborted]);
+      }
       if (this.hang || this.delayMs > 0) await abortableSleep(this.hang ? 3_600_000 : this.delayMs, req.signal);
-      if (this.override) return await this.override(req);
-      if (req.headers.get("authorization") !== BASIC) return new Response(null, { status: 401 });
-      const path = new URL(req.url).pathname;
-      if (path === "/api/v1/" || path === "/api/v1") return Response.json({ ...this.envelope(), urls: { clients: "..." } });
-      if (path === "/api/v1/versions") return Response.json({ ...this.envelope(), data: { major: 7, minor: 0, revision: 18, version: "7.0.18" } });
-      if (path === "/api/v1/clients/" || path === "/api/v1/clients") {
-        if (req.method === "DELETE") return Response.json({ code: 2049 });
-        return Response.json({ ...this.envelope(), clients: [...this.clients].map((id) => ({ id })) });
-      }
-      const m = path.match(/^\/api\/v1\/clients\/([^/]+)$/);
-      if (!m) return Response.json({ code: 1 });
-      // As SRS: the path's segment as it arrives is the id (SrsHttpMessage::parse_rest_id; SRS never percent-decodes a path).
-      const id = m[1];
-      if (!this.clients.has(id)) return Response.json({ code: 2049 });
-      if (req.method === "DELETE") {
-        if (!this.linger) this.clients.delete(id);
-        if (this.downAfterDelete) this.reachable = false;
-        await this.onKick?.(id);
-        return Response.json(this.envelope());
-      }
-      return Response.json({ ...this.envelope(), client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2, ...this.details.get(id) } });
+      return await this.answer(req);
     } finally {
       this.inFlight--;
       network.inFlight--;
     }
+  }
+
+  /** The answer to a call that reached it (after its delay, if any). */
+  private async answer(req: Request): Promise<Response> {
+    if (this.override) return await this.override(req);
+    if (req.headers.get("authorization") !== BASIC) return new Response(null, { status: 401 });
+    const path = new URL(req.url).pathname;
+    if (path === "/api/v1/" || path === "/api/v1") return Response.json({ ...this.envelope(), urls: { clients: "..." } });
+    if (path === "/api/v1/versions") return Response.json({ ...this.envelope(), data: { major: 7, minor: 0, revision: 18, version: "7.0.18" } });
+    if (path === "/api/v1/clients/" || path === "/api/v1/clients") {
+      if (req.method === "DELETE") return Response.json({ code: 2049 });
+      return Response.json({ ...this.envelope(), clients: [...this.clients].map((id) => ({ id })) });
+    }
+    const m = path.match(/^\/api\/v1\/clients\/([^/]+)$/);
+    if (!m) return Response.json({ code: 1 });
+    // As SRS: the path's segment as it arrives is the id (SrsHttpMessage::parse_rest_id; SRS never percent-decodes a path).
+    const id = m[1];
+    if (!this.clients.has(id)) return Response.json({ code: 2049 });
+    if (req.method === "DELETE") {
+      if (!this.linger) this.clients.delete(id);
+      if (this.downAfterDelete) this.reachable = false;
+      await this.onKick?.(id);
+      return Response.json(this.envelope());
+    }
+    return Response.json({ ...this.envelope(), client: { id, vhost: "vid-x", stream: "vid-y", ip: "127.0.0.1", url: "/live/cam", name: "cam", type: "rtmp-play", publish: false, alive: 3.2, ...this.details.get(id) } });
   }
 }
 

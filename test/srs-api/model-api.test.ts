@@ -245,6 +245,8 @@ async function runOnce(ops: Op[]): Promise<void> {
     const device = `dev-m${tag}x${i}`;
     const service = `svc${tag}x${i}a`;
     const fake = new FakeSrs(id, service);
+    // A slow SRS carries out a call whose caller gave up (a DELETE past its 2 s still kicks).
+    fake.lateEffects = true;
     hosts.set(`${device}.srs.test:1985`, fake);
     servers.push({ id, device, service, retired: [], fake, partitioned: false, lastBeat: 0, healedAt: -Infinity, apiOkSince: 0 });
   }
@@ -610,7 +612,8 @@ async function runOnce(ops: Op[]): Promise<void> {
       const res = await admin("DELETE", `/streams/live/${st.name}/sessions`);
       expect(res.status, where).toBe(200);
       for (const e of res.body.ended) {
-        const c = conns.find((c) => c.stream === o.stream && servers[c.server].id === e.serverId && c.service === e.serviceId && c.client === e.clientId);
+        // The admitted one of its sessions (an HLS player back with its hls_ctx has earlier ones under the same id).
+        const c = conns.find((c) => c.admitted && c.stream === o.stream && servers[c.server].id === e.serverId && c.service === e.serviceId && c.client === e.clientId);
         if (c?.admitted && c.role === "viewer") st.freedAt = now;
         if (c) c.admitted = false;
       }

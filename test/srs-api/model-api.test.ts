@@ -342,6 +342,8 @@ async function runOnce(ops: Op[]): Promise<void> {
     for (const st of streams) await fireDue(streamObjectOf(st.name));
     for (const s of servers) await fireDue(viewerShard(env, s.id));
   };
+  /** A server by id cut off and silent for a while (its silence told to the objects that hold its sessions). */
+  const longSilent = (serverId: string) => servers.some((s) => s.id === serverId && s.partitioned && now - s.lastBeat > TIMEOUT_MS + 5_000);
   const allReachableAndLive = () => servers.every((s) => apiNormal(s) && surelyLive(s) && now - s.healedAt > 5_500);
 
   /**
@@ -374,8 +376,9 @@ async function runOnce(ops: Op[]): Promise<void> {
     const uncertain = servers.some((x) => !surelyLive(x) && !surelySilent(x));
     const servedLive = before.filter((x) => served(x) && !surelySilent(servers[x.server])).length;
     // (7) An admission that needs no API call makes none (README "Bounds": "Never on the path of an admitted hook"): a slot free
-    // as the gate counts (its sessions, suspended ones included), or a repeat.
-    const noApi = same !== undefined || st.cap === null || (await viewersHeld(st)).size < st.cap;
+    // as the gate counts (its sessions, but those of servers silent for a while: "suspended viewers do not count"), or a repeat.
+    const counted = [...(await viewersHeld(st))].filter((k) => !longSilent(k.slice(0, k.indexOf("/"))));
+    const noApi = same !== undefined || st.cap === null || (!uncertain && counted.length < st.cap);
     const calm = await quiet();
     const calls0 = allCalls.length;
     // SRS registers an HLS session before it sends on_play, and keeps it whatever the answer when the player chose its hls_ctx
@@ -462,6 +465,9 @@ async function runOnce(ops: Op[]): Promise<void> {
     for (const [i, until] of slowUntil) {
       if (step <= until) continue;
       const s = servers[i];
+      // Calls it holds end first (a call's 2 s are real time, the model's clock stands still meanwhile): their failures
+      // leave its server alone for 5 s from when they are told ("Bounds"), so its API is back only once they are over.
+      await quiet();
       const wasNormal = apiNormal(s);
       s.fake.hang = false;
       s.fake.delayMs = 0;
@@ -484,6 +490,7 @@ async function runOnce(ops: Op[]): Promise<void> {
       await doPlay(o.server, c.stream, where, true, c.client);
     } else if (o.t === "api") {
       const s = servers[o.server];
+      await quiet();
       const wasNormal = apiNormal(s);
       s.fake.hang = o.mode === "hang";
       s.fake.delayMs = o.mode === "slow1500" ? 1_500 : o.mode === "slow2500" ? 2_500 : 0;
@@ -511,8 +518,9 @@ async function runOnce(ops: Op[]): Promise<void> {
       if (s.partitioned || connected(o.server).length >= MAX_CLIENTS) continue;
       const st = streams[o.stream];
       const c: Conn = { server: o.server, service: s.service, client: `p${++clientCounter}`, stream: o.stream, role: "publisher", admitted: false, leftAt: null, liveSince: now, admittedAt: now, hls: false, refusedAt: null };
-      // (7) With no publisher held, the admission needs no API call, and makes none.
-      const noApi = (await publishersHeld(st)).size === 0;
+      // (7) With no publisher held but on servers silent for a while (no ghost check asks about those: README "Publisher
+      // busy", after asking the registry whether that publisher's server is alive), the admission needs no API call, and makes none.
+      const noApi = [...(await publishersHeld(st))].every((k) => longSilent(k.slice(0, k.indexOf("/"))));
       const calm = await quiet();
       s.fake.clients.add(c.client); // SRS holds the connection while it asks
       const uncertain = servers.some((x) => !surelyLive(x) && !surelySilent(x));

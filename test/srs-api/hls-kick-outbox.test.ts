@@ -34,18 +34,28 @@ async function waitForRow(edge: Edge, client: string) {
 
 const beatWithApi = (edge: Edge) => hook({ ...heartbeat(edge), device_id: deviceOf(edge as any) }, undefined, "/heartbeat");
 
+/**
+ * A stream capped at 1 and full, its edge's API out of reach, and `client`'s HLS play (its own ctx) refused, its kick
+ * waiting in the outbox; `served`: SRS holds that refused session (it does until kicked or expired).
+ */
+async function refusedWhileApiDown(client: string, served: boolean) {
+  futureClock();
+  const { edge, fake } = await edgeWithApi(["view0001"]);
+  const s = uniqueStream();
+  await createStream(s, { maxViewers: 1 });
+  expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
+  fake.reachable = false;
+  if (served) fake.clients.add(client);
+  expect((await hook(hlsPlay(s, { ...edge, client }, `?hls_ctx=${client}`))).body.code).toBe(4005);
+  await waitForRow(edge, client);
+  return { edge, fake, s };
+}
+
 describe("a refused session's kick outlives the session it was meant for", () => {
   it("must not happen (fixed): a refused HLS kick still retrying after SRS forgot the ctx kicks the same player's LATER, admitted session", async () => {
-    futureClock();
-    const { edge, fake } = await edgeWithApi(["view0001"]);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    // The edge's API cannot be reached for a while (a firewall change, an API restart, a partition).
-    fake.reachable = false;
-    // A player with its own ctx is refused for the cap: kick queued, its attempts fail, retried for KICK_RETRY_MS (5 min).
-    expect((await hook(hlsPlay(s, { ...edge, client: "hlsback1" }, "?hls_ctx=hlsback1"))).body.code).toBe(4005);
-    await waitForRow(edge, "hlsback1");
+    // The edge's API cannot be reached for a while (a firewall change, an API restart, a partition). A player with its own
+    // ctx is refused for the cap: kick queued, its attempts fail, retried for KICK_RETRY_MS (5 min). SRS forgot the ctx.
+    const { edge, fake, s } = await refusedWhileApiDown("hlsback1", false);
     at(1_000);
     await runDurableObjectAlarm(serverStub(edge));
     expect((await kickRows(edge, "hlsback1"))[0].attempt).toBe(1); // failed once, will retry
@@ -100,15 +110,7 @@ describe("a refused session's kick and the same player's next refusal", () => {
     // Shrunk from test/srs-api/model-api.test.ts: a kick waiting with its backoff (doubling to 30 s) while the edge's API
     // could not be reached; SRS expires the refused session; the API is back; the same player comes back with the same
     // ctx and is refused again: SRS serves that new session until the gate's kick.
-    futureClock();
-    const { edge, fake } = await edgeWithApi(["view0001"]);
-    const s = uniqueStream();
-    await createStream(s, { maxViewers: 1 });
-    expect(await hook(play("live", s, { ...edge, client: "view0001" }))).toEqual(ALLOW);
-    fake.reachable = false;
-    fake.clients.add("hlsagn01");
-    expect((await hook(hlsPlay(s, { ...edge, client: "hlsagn01" }, "?hls_ctx=hlsagn01"))).body.code).toBe(4005);
-    await waitForRow(edge, "hlsagn01");
+    const { edge, fake, s } = await refusedWhileApiDown("hlsagn01", true);
     // Its tries fail (the edge heartbeats all along), 1 s, 2 s, 4 s, 8 s, 16 s, then 30 s apart.
     for (const t of [1_000, 3_000, 7_000, 15_000, 31_000, 47_000]) {
       at(t);

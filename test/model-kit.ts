@@ -1,11 +1,11 @@
 /**
  * What the model-based property tests share (test/model.test.ts, test/model-operator.test.ts,
- * test/model-seats-operator.test.ts): session keys, the admin API's viewer listing, waiting for the
+ * test/model-seats-operator.test.ts, test/srs-api/model-api.test.ts): their frame (faked Date, a replay test), session keys, the admin API's viewer listing, waiting for the
  * seats the shards take in the background, and objects dropped from memory mid-run.
  */
 import { env } from "cloudflare:workers";
-import { evictDurableObject } from "cloudflare:test";
-import { expect } from "vitest";
+import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { afterEach, expect, it, vi } from "vitest";
 import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
 import { admin, heartbeat, hook } from "./srs";
 
@@ -59,4 +59,39 @@ export async function beatOrRestart(s: { id: string; processes: string[] }, rest
   const service = restart ? nextService(tag, index, s.processes.length) : undefined;
   expect((await hook(heartbeat({ server: s.id, service: service ?? s.processes.at(-1)! }), undefined, "/heartbeat")).status, where).toBe(200);
   return service;
+}
+
+/**
+ * The frame of a model test, inside its describe: Date faked by each test (vi.useFakeTimers({ toFake: ["Date"] })) and
+ * real again after it; a "replay" test that runs `replay` alone, a counterexample being studied (skipped while empty).
+ */
+export function modelFrame<Op>(replay: Op[], runSequence: (ops: Op[]) => Promise<unknown>, replayTimeoutMs?: number): void {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it.skipIf(replay.length === 0)(
+    "replay",
+    async () => {
+      vi.useFakeTimers({ toFake: ["Date"] });
+      await runSequence(replay);
+    },
+    replayTimeoutMs,
+  );
+}
+
+/**
+ * Every alarm runs: each server's registry shard (it suspends silent servers and delivers their notices) until its
+ * notices are delivered, at most 20 times; then each stream's object (its sweep), then each server's viewer shard.
+ */
+export async function runEveryAlarm(serverIds: string[], streamNames: string[]): Promise<void> {
+  for (const id of serverIds) {
+    for (let i = 0; i < 20; i++) {
+      await runDurableObjectAlarm(serverRegistry(env, id));
+      const listed = (await admin("GET", `/servers?server=${id}`)).body.servers[0];
+      if (!listed || listed.pendingNotices === 0) break;
+    }
+  }
+  for (const name of streamNames) await runDurableObjectAlarm(streamObjectOf(name));
+  for (const id of serverIds) await runDurableObjectAlarm(viewerShard(env, id));
 }

@@ -37,13 +37,12 @@
  * SRS_API_URL is unset (this runs in the plain "gate" project): no kicks.
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
-import { afterEach, describe, expect, it, vi } from "vitest";
-import { serverRegistry, viewerShard } from "../src/object-access";
+import { describe, expect, it, vi } from "vitest";
+import { viewerShard } from "../src/object-access";
 import { WAIT_HOLD_MS } from "../src/viewers/lease";
 import { admin, close, heartbeat, hook, play, publish, stopPlay, unpublish } from "./srs";
-import { beatOrRestart, crash, keyOf, streamObjectOf } from "./model-kit";
+import { beatOrRestart, crash, keyOf, modelFrame, runEveryAlarm, streamObjectOf } from "./model-kit";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const SERVERS = 3;
@@ -494,15 +493,7 @@ async function runOnce(ops: Op[]): Promise<void> {
       }
     } else {
       // Every alarm runs: registry shards suspend silent servers and deliver their notices; streams sweep.
-      for (const s of servers) {
-        for (let i = 0; i < 20; i++) {
-          await runDurableObjectAlarm(serverRegistry(env, s.id));
-          const listed = (await admin("GET", `/servers?server=${s.id}`)).body.servers[0];
-          if (!listed || listed.pendingNotices === 0) break;
-        }
-      }
-      for (const st of streams) await runDurableObjectAlarm(streamObjectOf(st.name));
-      for (const s of servers) await runDurableObjectAlarm(viewerShard(env, s.id));
+      await runEveryAlarm(servers.map((s) => s.id), streams.map((st) => st.name));
       for (const st of streams) st.zombies = [];
       settledSinceSilence = true;
       model.backSinceSettle = false;
@@ -568,14 +559,7 @@ async function runOnce(ops: Op[]): Promise<void> {
 const REPLAY: Op[] = [];
 
 describe("operator actions interleaved with a fleet that restarts, retries and loses hooks", () => {
-  afterEach(() => {
-    vi.useRealTimers();
-  });
-
-  it.skipIf(REPLAY.length === 0)("replay", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    await runSequence(REPLAY);
-  });
+  modelFrame(REPLAY, runSequence);
 
   it("every hook gets the model's answer, ends by hand are for good, deleted streams refuse, the cap and one publisher hold", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });

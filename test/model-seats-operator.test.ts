@@ -28,14 +28,13 @@
  * SRS_API_URL is unset (this runs in the plain "gate" project): no kicks, no ghosts.
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { MAX_CLOCK_SKEW_S, signPlayToken } from "../src/auth/token";
-import { serverRegistry, viewerSeats, viewerShard } from "../src/object-access";
+import { viewerSeats, viewerShard } from "../src/object-access";
 import { WAIT_HOLD_MS } from "../src/viewers/lease";
 import { admin, close, heartbeat, hook, play, stopPlay } from "./srs";
-import { beatOrRestart, crash, evictQuietly, keyOf, listViewers, seatsTaken, streamObjectOf } from "./model-kit";
+import { beatOrRestart, crash, evictQuietly, keyOf, listViewers, modelFrame, runEveryAlarm, seatsTaken } from "./model-kit";
 
 const TIMEOUT_MS = 30_000; // SERVER_TIMEOUT_S in wrangler.toml
 const ENDED_KEPT_MS = 60_000; // src/viewers/seats.ts: a session ended for a newer one is refused a seat again this long
@@ -828,15 +827,7 @@ async function runOnce(ops: Op[]): Promise<void> {
       model.adopt(fits[0]);
       if (seatingPut && model.limitOf(st) !== null) await seatsTaken(st.name, where);
     } else {
-      for (const s of servers) {
-        for (let i = 0; i < 20; i++) {
-          await runDurableObjectAlarm(serverRegistry(env, s.id));
-          const listed = (await admin("GET", `/servers?server=${s.id}`)).body.servers[0];
-          if (!listed || listed.pendingNotices === 0) break;
-        }
-      }
-      for (const st of streams) await runDurableObjectAlarm(streamObjectOf(st.name));
-      for (const s of servers) await runDurableObjectAlarm(viewerShard(env, s.id));
+      await runEveryAlarm(servers.map((s) => s.id), streams.map((st) => st.name));
       settledSinceSilence = true;
       model.backSinceSettle = false;
     }
@@ -905,14 +896,7 @@ const NUM_RUNS = 60;
 const REPLAY: Op[] = [];
 
 describe("viewer identity interleaved with operator actions", () => {
-  afterEach(() => {
-    vi.useRealTimers();
-  });
-
-  it.skipIf(REPLAY.length === 0)("replay", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    await runSequence(REPLAY);
-  });
+  modelFrame(REPLAY, runSequence);
 
   it("answers, seats, revocations, deleted and re-created streams, ends by hand: the model's", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });

@@ -207,12 +207,12 @@ export function isWebrtc(body: Record<string, unknown>): boolean {
 }
 
 /**
- * The session and stream of a start hook whose body failed validation elsewhere (a param too long,
- * a name outside the rules), when the session parses: what a kick of a session SRS serves anyway
- * needs (null: it does not).
+ * The session and stream of a refused hook's client that SRS serves anyway (servedUnlessAllowed), also
+ * when its body failed validation (a param too long, a name outside the rules) or was read only in part
+ * (readLeniently), whenever the session parses: what its kick needs (null: no such session).
  */
-export function sessionOfInvalid(body: unknown): { session: SessionId; stream: StreamName } | null {
-  if (!isObject(body)) return null;
+export function servedSessionOf(body: unknown): { session: SessionId; stream: StreamName } | null {
+  if (!isObject(body) || !servedUnlessAllowed(body)) return null;
   try {
     const session = {
       serverId: within("server_id", requiredString(body, "server_id"), LIMITS.id),
@@ -229,9 +229,8 @@ export function sessionOfInvalid(body: unknown): { session: SessionId; stream: S
 }
 
 /**
- * The session and stream of a hook whose body could not be read (over MAX_BODY_BYTES, not UTF-8, not
- * JSON), from its first bytes, when it is an on_play that SRS may serve whatever the answer (as
- * sessionOfInvalid). SRS writes a player's X-Forwarded-For into the hook's ip as it came (bytes that are
+ * A hook whose body could not be read (over MAX_BODY_BYTES, not UTF-8, not JSON), as far as its first
+ * bytes tell, for servedSessionOf: SRS may serve its client whatever the answer. SRS writes a player's X-Forwarded-For into the hook's ip as it came (bytes that are
  * not UTF-8 included), and its HTTP parser takes 80 KiB of request head: such a header, or a long one
  * (with a long query), made the hook unreadable and left the session SRS serves unkicked (e2e run 51).
  * Not UTF-8: read with U+FFFD in their place (an id with such a byte cannot be named in SRS's API: the
@@ -241,15 +240,13 @@ export function sessionOfInvalid(body: unknown): { session: SessionId; stream: S
  * playlist is no HLS session; one not seen (a long ip before it) may be, and is kicked (a kick asks
  * SRS's API first, and never takes an admitted viewer's id).
  */
-export function sessionOfUnreadable(head: Uint8Array): { session: SessionId; stream: StreamName } | null {
+export function readLeniently(head: Uint8Array): unknown {
   const text = new TextDecoder().decode(head);
-  let body: unknown;
   try {
-    body = JSON.parse(text);
+    return JSON.parse(text);
   } catch {
-    body = cutOnPlay(text);
+    return cutOnPlay(text);
   }
-  return isObject(body) && servedUnlessAllowed(body) ? sessionOfInvalid(body) : null;
 }
 
 /** A JSON string as SRS writes it (quotes, backslashes and control characters escaped). */
@@ -259,7 +256,7 @@ const CUT_ON_PLAY = new RegExp(
 );
 
 /**
- * The fields of an on_play cut short that servedUnlessAllowed and sessionOfInvalid read: its session,
+ * The fields of an on_play cut short that servedSessionOf reads: its session,
  * and its names when they came before the cut. Its param is taken to name hls_ctx (it may, past the cut),
  * and its stream, when cut, to be a playlist.
  */

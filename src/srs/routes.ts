@@ -2,7 +2,7 @@ import { StatusError, type IRequest } from "itty-router";
 import { secretsMatch, sha256Hex } from "../auth/secrets";
 import { authFailuresPerMinute, maxTokenTtlS, optionalSecret, requiredSecret, serverTimeoutMs, tooShort } from "../config";
 import type { Env } from "../env";
-import { BodyRefused, isObject, readJson } from "../http";
+import { BodyRefused, readJson } from "../http";
 import { streamKey } from "../stream/name";
 import { verifyPlayToken } from "../auth/token";
 import { tokenSub, type PlayToken } from "../stream/rules";
@@ -10,7 +10,7 @@ import * as session from "../session/lifecycle";
 import type { Credentials } from "../session/lifecycle";
 import { callObject, Deadline } from "../platform/retry";
 import { serverRegistry } from "../object-access";
-import { paramValue, parseHeartbeat, parseHook, servedUnlessAllowed, sessionOfInvalid, sessionOfUnreadable, type CloseHook, type Hook, type SenderProcess, type SessionId, type StartHook, type StopHook } from "./hook";
+import { paramValue, parseHeartbeat, parseHook, readLeniently, servedSessionOf, type CloseHook, type Hook, type SenderProcess, type SessionId, type StartHook, type StopHook } from "./hook";
 import { allow, deny, noForward } from "./reply";
 import type { Place } from "../viewers/lease";
 import { queueKicks, type Kick } from "./kicks";
@@ -20,21 +20,16 @@ import { Recent } from "../platform/recent";
 export async function handleHook(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
   await requireHookSecret(request, env);
   let body: unknown;
-  try {
-    body = await readJson(request);
-  } catch (err) {
-    // An on_play too long or not UTF-8 is still a session SRS may serve: kicked too (sessionOfUnreadable).
-    const unread = err instanceof BodyRefused ? sessionOfUnreadable(err.head) : null;
-    if (unread) kickRefused(unread.session, streamKey(unread.stream), `unreadable hook: ${messageOf(err)}`, env, ctx);
-    throw err;
-  }
   let hook: Hook;
   try {
+    body = await readJson(request);
     hook = parseHook(body);
   } catch (err) {
-    // A 400 is a failed on_play for SRS too: a session it serves anyway is kicked (servedUnlessAllowed).
-    const invalid = isObject(body) && servedUnlessAllowed(body) ? sessionOfInvalid(body) : null;
-    if (invalid) kickRefused(invalid.session, streamKey(invalid.stream), `invalid hook: ${messageOf(err)}`, env, ctx);
+    // A 400 or 413 is a failed on_play for SRS too: a session it serves anyway is kicked (servedSessionOf), also one
+    // whose hook could be read only in part (too long, not UTF-8: readLeniently).
+    const unread = err instanceof BodyRefused;
+    const served = servedSessionOf(unread ? readLeniently(err.head) : body);
+    if (served) kickRefused(served.session, streamKey(served.stream), `${unread ? "unreadable" : "invalid"} hook: ${messageOf(err)}`, env, ctx);
     throw err;
   }
   switch (hook.kind) {

@@ -1,7 +1,7 @@
 /**
  * Adversarial tests of e48040d (a start hook SRS serves whatever the answer — an HLS on_play whose
  * param mentions hls_ctx — is kicked after a refusal, a 400 or a 5xx: src/srs/hook.ts
- * servedUnlessAllowed / sessionOfInvalid, src/srs/routes.ts handleHook / kickRefused, the registry
+ * servedUnlessAllowed / servedSessionOf, src/srs/routes.ts handleHook / kickRefused, the registry
  * outbox src/srs/kick-outbox.ts (queued by the registry's queueKicks) with delayMs).
  *
  * For an HLS viewer the client_id is the hls_ctx the player chose (README "SRS caveats"): the one

@@ -113,7 +113,7 @@ describe("a name the gate refuses is still a session SRS serves", () => {
     // (GET /live/./<s>.m3u8: app "live/.", SrsRequest::strip trims only end slashes; seen in e2e run 51), and a vhost
     // outside the rules is one more name the hook may carry (SRS 7.0.18 sent __defaultVhost__ for ?vhost=a!b). The playlist it then
     // serves is the file at that path, the stream's own. The hook's 400 (app or vhost outside the name rules) kicked
-    // nobody: sessionOfInvalid needed a name that parses, so the player's next request with its hls_ctx was served.
+    // nobody: the salvage (now servedSessionOf) needed a name that parses, so the player's next request with its hls_ctx was served.
     const { edge, fake, s } = await fullStream(["hlsapp13", "hlsvho14"]);
     const app = await hook({ ...hlsPlay(s, { ...edge, client: "hlsapp13" }, "?hls_ctx=hlsapp13"), app: "live/." });
     const vhost = await hook({ ...hlsPlay(s, { ...edge, client: "hlsvho14" }, "?vhost=a!b&hls_ctx=hlsvho14"), vhost: "a!b" });

@@ -98,13 +98,12 @@
  * (a refusal's 2 s bound, the kick outbox's 5 s contract: test/srs-api/bounds.test.ts and neighbours measure those).
  */
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { serverRegistry, viewerShard } from "../../src/object-access";
 import { admin, heartbeat, hlsPlay, hook, play, publish, stopPlay, unpublish } from "../srs";
 import { allCalls, FakeSrs, hosts, installFakeSrs, network } from "../fake-srs";
-import { keyOf, streamObjectOf } from "../model-kit";
+import { keyOf, modelFrame, runEveryAlarm, streamObjectOf } from "../model-kit";
 import { fireDue } from "../fleet";
 
 installFakeSrs();
@@ -607,15 +606,7 @@ async function runOnce(ops: Op[]): Promise<void> {
       }
       await new Promise((r) => setTimeout(r, 20));
       await deliverKickStops(where);
-      for (const s of servers) {
-        for (let i = 0; i < 20; i++) {
-          await runDurableObjectAlarm(serverRegistry(env, s.id));
-          const listed = (await admin("GET", `/servers?server=${s.id}`)).body.servers[0];
-          if (!listed || listed.pendingNotices === 0) break;
-        }
-      }
-      for (const st of streams) await runDurableObjectAlarm(streamObjectOf(st.name));
-      for (const s of servers) await runDurableObjectAlarm(viewerShard(env, s.id));
+      await runEveryAlarm(servers.map((s) => s.id), streams.map((st) => st.name));
       await new Promise((r) => setTimeout(r, 20));
       await deliverKickStops(where);
     } else if (o.t === "put") {
@@ -696,14 +687,7 @@ async function runOnce(ops: Op[]): Promise<void> {
 const REPLAY: Op[] = [];
 
 describe("with SRS's API: ghosts, kicks and takeovers in a fleet that loses stops, restarts and is partitioned", () => {
-  afterEach(() => {
-    vi.useRealTimers();
-  });
-
-  it.skipIf(REPLAY.length === 0)("replay", async () => {
-    vi.useFakeTimers({ toFake: ["Date"] });
-    await runSequence(REPLAY);
-  }, 120_000);
+  modelFrame(REPLAY, runSequence, 120_000);
 
   it("the cap and one publisher hold as SRS sees them, no refusal rests on a ghost, counts are the model's", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
